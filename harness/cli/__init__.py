@@ -1,0 +1,49 @@
+"""The ``hwl`` command: a thin argparse layer over library functions.
+
+Each subcommand lives in its own module of this package with two functions:
+``add_parser(subparsers)`` (registers flags, sets ``func``) and the function it sets,
+which takes the parsed args and returns an exit code. Library code never prints; only
+these modules do. User mistakes (``USER_ERRORS``) print one line and exit 2; any other
+exception keeps its traceback, so user mistakes and bugs look different.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from harness import __version__
+from harness.errors import USER_ERRORS
+
+# Subcommand modules, in the order `hwl --help` lists them.
+COMMAND_MODULES = [
+    "space",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwl", description="Hardware-latency measurement harness and predictors.")
+    parser.add_argument("--version", action="version", version=f"hwl {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"harness.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"hwl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `hwl space list | head`
+        return 0

@@ -1,0 +1,66 @@
+"""Parse an architecture selection: ``all``, ``random:N``, a comma list, or ``@FILE``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from spaces import fbnet, nb201
+from spaces.errors import ArchError
+
+
+def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
+    """Architectures named by ``spec`` in ``space``.
+
+    NB201 gives official indices (int); FBNet gives canonical arch keys (str). Order is kept,
+    duplicates are dropped. ``spec`` may also be a list of keys (the CLI's positional args).
+    """
+    if space not in ("nb201", "fbnet"):
+        raise ArchError(f"unknown search space {space!r}; valid spaces: nb201, fbnet")
+    if isinstance(spec, (list, tuple)):
+        items = [str(s) for s in spec]
+    else:
+        text = spec.strip()
+        if text == "all":
+            if space == "fbnet":
+                raise ArchError("'all' is only defined for nb201 (FBNet has 9^22 architectures); use random:N")
+            return list(range(nb201.N_ARCHS))
+        if text.startswith("random:"):
+            n_text = text.split(":", 1)[1]
+            if not n_text.isdigit():
+                raise ArchError(f"random:N needs a positive integer N, got {text!r}")
+            return (nb201.sample if space == "nb201" else fbnet.sample)(int(n_text), seed)
+        if text.startswith("@"):
+            path = Path(text[1:])
+            if not path.is_file():
+                raise ArchError(f"architecture file {path} does not exist")
+            items = [ln.strip() for ln in path.read_text().splitlines()
+                     if ln.strip() and not ln.lstrip().startswith("#")]
+        elif space == "nb201" and "|" in text:
+            items = [text]  # one arch string: its commas are not separators
+        elif space == "fbnet":
+            items = _split_fbnet_list(text)
+        else:
+            items = [t for t in text.split(",") if t.strip()]
+    if not items:
+        raise ArchError("the architecture selection is empty")
+    resolve = nb201.resolve if space == "nb201" else fbnet.canonical
+    out, seen = [], set()
+    for item in items:
+        key = resolve(item)
+        if key not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
+
+
+def _split_fbnet_list(text: str) -> list[str]:
+    """FBNet keys contain commas, so a list is ';'-separated, comma-separated op-index keys
+    (``7_8_1_...,3_4_...``), or op names whose count is a multiple of 22."""
+    if ";" in text:
+        return [t for t in text.split(";") if t.strip()]
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if all("_" in p and p.replace("_", "").isdigit() for p in parts):
+        return parts
+    if len(parts) % fbnet.N_LAYERS == 0:
+        n = fbnet.N_LAYERS
+        return [",".join(parts[i:i + n]) for i in range(0, len(parts), n)]
+    return [text]  # let fbnet.parse name the problem (wrong layer count, unknown op)

@@ -1,0 +1,94 @@
+"""Search-space keys against the public HELP tables in ../shared/data."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spaces import ArchError, fbnet, nb201, resolve_archs
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _rows(name):
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_nb201_index_matches_official_for_all_15625():
+    rows = _rows("nb201_archs.csv")
+    assert len(rows) == nb201.N_ARCHS
+    for row in rows:
+        i = int(row["arch_index"])
+        assert nb201.to_string(i) == row["arch_str"]
+        assert nb201.to_index(row["arch_str"]) == i
+
+
+def test_nb201_disconnected_flag_matches_table():
+    rows = _rows("nb201_archs.csv")
+    expected = {int(r["arch_index"]) for r in rows if r["output_connected"] == "False"}
+    assert set(nb201.disconnected_indices()) == expected
+    assert len(expected) == 341
+
+
+def test_fbnet_keys_round_trip_all_5000():
+    rows = _rows("fbnet_archs.csv")
+    assert len(rows) == 5000
+    for row in rows:
+        ops = fbnet.parse(row["arch_ops"])
+        assert fbnet.to_key(ops) == row["arch_ops"]
+        assert fbnet.to_idx_key(ops) == row["op_idx_key"]
+        assert fbnet.parse(row["op_idx_key"]) == ops
+
+
+def test_vec_encodings_are_one_hot():
+    v = nb201.vec_encoding([0, 1])
+    assert v.shape == (2, 30) and np.all(v.reshape(2, 6, 5).sum(-1) == 1)
+    # index 0: avg_pool_3x3 on edge 1<-0
+    assert v[0, nb201.OPS.index("avg_pool_3x3")] == 1
+    keys = fbnet.sample(3, seed=1)
+    f = fbnet.vec_encoding(keys)
+    assert f.shape == (3, 22 * 9) and np.all(f.reshape(3, 22, 9).sum(-1) == 1)
+
+
+def test_samplers_are_seeded():
+    assert nb201.sample(10, 3) == nb201.sample(10, 3)
+    assert fbnet.sample(5, 3) == fbnet.sample(5, 3)
+    assert fbnet.sample(5, 3) != fbnet.sample(5, 4)
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown NB201 op"),
+    ("|none~0|+|none~0|none~1|", "needs 3 nodes"),
+    ("15625", "out of range"),
+    ("|none~0|+|none~0|+|none~0|none~1|none~2|", "incoming edges"),
+])
+def test_nb201_bad_input_names_problem(spec, problem):
+    with pytest.raises(ArchError, match=problem):
+        resolve_archs("nb201", spec)
+
+
+def test_fbnet_bad_input_names_problem():
+    ops = fbnet.sample(1, 0)[0].split(",")
+    with pytest.raises(ArchError, match="22 layers, got 21"):
+        resolve_archs("fbnet", ",".join(ops[:21]))
+    with pytest.raises(ArchError, match="unknown FBNet op 'k7_e6'"):
+        resolve_archs("fbnet", ",".join(["k7_e6"] + ops[1:]))
+
+
+def test_selection_forms(tmp_path):
+    assert resolve_archs("nb201", "0,17,17") == [0, 17]
+    assert len(resolve_archs("nb201", "all")) == 15625
+    assert resolve_archs("nb201", "random:5", seed=2) == nb201.sample(5, 2)
+    keys = fbnet.sample(2, 0)
+    assert resolve_archs("fbnet", ";".join(keys)) == keys
+    assert resolve_archs("fbnet", ",".join(keys)) == keys
+    assert resolve_archs("fbnet", ",".join(fbnet.to_idx_key(fbnet.parse(k)) for k in keys)) == keys
+    f = tmp_path / "archs.txt"
+    f.write_text("# comment\n5\n" + nb201.to_string(9) + "\n")
+    assert resolve_archs("nb201", f"@{f}") == [5, 9]
+    with pytest.raises(ArchError, match="does not exist"):
+        resolve_archs("nb201", "@/nonexistent/file")
