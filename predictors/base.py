@@ -1,0 +1,70 @@
+"""The contract every few-shot latency method follows (ours, the paper's, baselines).
+
+A method is a scikit-learn style estimator: ``__init__`` only stores parameters.
+
+1. ``pretrain(space, train)`` learns from the train devices' tables and returns ``self``.
+   ``train`` maps device name -> ``pandas.Series`` of latency_ms indexed by architecture key
+   (NB201: int index; FBNet: canonical arch key string). Devices may cover different archs.
+2. ``choose(k, candidates, rng)`` names the k architectures to measure on a new device,
+   without seeing any of its latencies (strict protocol rule 2). The default draws at random;
+   a method that needs fixed reference archs (HELP) returns them here, and they count in k.
+3. ``adapt(archs, latency_ms, device=None)`` returns a NEW fitted object (deep copy; the
+   pretrained method is never mutated, rule 3) whose ``predict(archs)`` returns a score per
+   architecture (ms where the method predicts ms; only the ranking is scored).
+
+``evaluate`` code in ``predictors.protocol`` calls exactly these methods.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method used before ``pretrain``/``adapt``; the message says which to call."""
+
+
+class FewShotMethod(BaseEstimator):
+    """Base class: random ``choose``; subclasses implement ``pretrain`` and ``_adapt``."""
+
+    #: short name used in tables and JSON (``--method NAME``)
+    name = "base"
+
+    def pretrain(self, space: str, train: dict) -> "FewShotMethod":
+        raise NotImplementedError
+
+    def choose(self, k: int, candidates, rng: np.random.Generator) -> list:
+        candidates = list(candidates)
+        if k > len(candidates):
+            raise ValueError(f"k={k} is larger than the {len(candidates)} candidate architectures")
+        picked = rng.choice(len(candidates), size=k, replace=False)
+        return [candidates[i] for i in picked]
+
+    def adapt(self, archs, latency_ms, device: str | None = None) -> "FewShotMethod":
+        if not self._is_pretrained():
+            raise NotFittedError(f"{type(self).__name__} is not pretrained: call pretrain(space, train) first")
+        archs = list(archs)
+        y = np.asarray(latency_ms, dtype=np.float64)
+        if len(archs) != len(y) or len(archs) == 0:
+            raise ValueError(f"adapt needs as many latencies as architectures (got {len(archs)} and {len(y)})")
+        adapted = copy.deepcopy(self)
+        adapted._adapt(archs, y, device)
+        adapted.adapted_ = True
+        return adapted
+
+    def predict(self, archs) -> np.ndarray:
+        if not getattr(self, "adapted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not adapted: call adapt(archs, latency_ms) first")
+        return np.asarray(self._predict(list(archs)), dtype=np.float64)
+
+    # -- for subclasses -------------------------------------------------------------
+    def _is_pretrained(self) -> bool:
+        return getattr(self, "space_", None) is not None
+
+    def _adapt(self, archs: list, y: np.ndarray, device: str | None) -> None:
+        raise NotImplementedError
+
+    def _predict(self, archs: list) -> np.ndarray:
+        raise NotImplementedError
