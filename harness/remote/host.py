@@ -1,0 +1,230 @@
+"""One ``Host`` per device host: a paramiko SSH connection, opened lazily.
+
+Lifecycle: ``Host(...)`` resolves parameters and opens nothing; the first ``run``/``put``
+opens the connection (key authentication only, host key checked against a known_hosts
+file with paramiko's ``RejectPolicy``); ``close()`` is safe to call twice; the class is a
+context manager. Trusting a new host key is an explicit ``trust_new_host=True``, which
+records the key in the known_hosts file (never a silent auto-add).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreachable,
+                                   RemoteCommandError)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def _host_key_id(hostname: str, port: int) -> str:
+    """known_hosts spells a non-default port as [host]:port."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
+    """Accept an unknown key only because the user asked to, and write it down."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("recorded new host key %s %s for %s in %s", key.get_name(),
+                    key.fingerprint if hasattr(key, "fingerprint") else "", hostname, self.known_hosts)
+
+
+class Host:
+    """An SSH connection to one device host.
+
+    Parameters
+    ----------
+    name : str
+        The device host's name (used in messages).
+    address : str
+        Host name or IP address.
+    user : str
+        Login user.
+    key_file : str or Path
+        Private key; password authentication is never tried.
+    port : int, default 22
+    known_hosts : str or Path, optional
+        known_hosts file to verify against (default ``~/.ssh/known_hosts``).
+    trust_new_host : bool, default False
+        Record an unknown host key instead of refusing it.
+    connect_timeout_s : float, default 10
+    """
+
+    def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
+                 known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0):
+        self.name = name
+        self.address = address
+        self.user = user
+        self.key_file = Path(key_file).expanduser()
+        self.port = int(port)
+        self.known_hosts = Path(known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
+        self.trust_new_host = trust_new_host
+        self.connect_timeout_s = connect_timeout_s
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # -- identity --------------------------------------------------------------------
+    def _identity(self):
+        return (self.name, self.address, self.port, self.user)
+
+    def __eq__(self, other):
+        return isinstance(other, Host) and self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
+    def __repr__(self):
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"<Host {self.name} {self.user}@{self.address}{port}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return bool(transport and transport.is_active())
+
+    def open(self) -> "Host":
+        if self.is_connected:
+            return self
+        self.close()
+        client = paramiko.SSHClient()
+        if self.known_hosts.exists():
+            client.load_host_keys(str(self.known_hosts))
+        policy = _RecordNewHostPolicy(self.known_hosts) if self.trust_new_host else paramiko.RejectPolicy()
+        client.set_missing_host_key_policy(policy)
+        pkey = self._load_key()
+        try:
+            client.connect(self.address, port=self.port, username=self.user, pkey=pkey,
+                           allow_agent=False, look_for_keys=False,
+                           timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
+                           auth_timeout=self.connect_timeout_s)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
+                f"got {exc.key.get_name()}, expected {exc.expected_key.get_name()} with another value. "
+                "If the host was reinstalled, remove its old line from known_hosts and run again with "
+                "--trust-new-host; otherwise someone may be intercepting the connection.",
+                host=self.name) from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(
+                    f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
+                    f"{self.known_hosts}; check its fingerprint, then run again with --trust-new-host "
+                    "to record it (or add it with ssh-keyscan)", host=self.name) from None
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise AuthenticationError(
+                    f"{self.user}@{self.address}:{self.port} refused key {self.key_file}: add its public "
+                    f"key to ~{self.user}/.ssh/authorized_keys on {self.name}", host=self.name) from None
+            raise HostUnreachable(f"SSH to {self.name} ({self.address}:{self.port}) failed: {exc}",
+                                  host=self.name) from None
+        except (OSError, socket.timeout) as exc:
+            client.close()
+            raise HostUnreachable(
+                f"cannot reach {self.name} at {self.address}:{self.port} ({exc.__class__.__name__}: {exc}); "
+                "check the address, the port and that sshd runs there", host=self.name) from None
+        self._client = client
+        return self
+
+    def _load_key(self) -> paramiko.PKey:
+        if not self.key_file.is_file():
+            raise AuthenticationError(f"key file {self.key_file} for {self.name} does not exist",
+                                      host=self.name)
+        try:
+            return paramiko.PKey.from_path(str(self.key_file))
+        except (paramiko.SSHException, ValueError, OSError) as exc:
+            raise AuthenticationError(f"cannot read private key {self.key_file}: {exc}",
+                                      host=self.name) from None
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- work ------------------------------------------------------------------------
+    @property
+    def client(self) -> paramiko.SSHClient:
+        return self.open()._client
+
+    def run(self, command: str, *, check: bool = True, timeout_s: float = 120.0) -> CommandResult:
+        """Run a command (through the login user's shell) and wait for it."""
+        start = time.perf_counter()
+        _, stdout, stderr = self.client.exec_command(command, timeout=timeout_s)
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        status = stdout.channel.recv_exit_status()
+        result = CommandResult(command, status, out, err, time.perf_counter() - start)
+        if check and status != 0:
+            raise RemoteCommandError(
+                f"on {self.name}: `{command}` exited {status}: {err.strip()[-500:]}",
+                host=self.name, exit_status=status, stderr=err)
+        return result
+
+    def open_channel(self, command: str) -> paramiko.Channel:
+        """Start a long-running command and return its channel (stdio transport)."""
+        channel = self.client.get_transport().open_session()
+        channel.exec_command(command)
+        return channel
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def put(self, local_path, remote_path: str) -> None:
+        self.sftp.put(str(local_path), remote_path)
+
+    def exists(self, remote_path: str) -> bool:
+        try:
+            self.sftp.stat(remote_path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def quote(self, text: str) -> str:
+        return shlex.quote(text)
+
+
+def default_user() -> str:
+    return os.environ.get("USER") or "root"
