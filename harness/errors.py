@@ -7,5 +7,29 @@ class UserError(HwlError):
     """A mistake in the user's input: the message says what is wrong and what to do."""
 
 
+class ProfileError(UserError):
+    """A device profile that is missing, malformed or names an invalid value (file and key given)."""
+
+
+class StoreError(UserError):
+    """A store file that cannot be used: not an hwl store, or unknown campaign."""
+
+
+class StoreVersionError(StoreError):
+    """A store written by a newer hwl (its schema version is above the one this code knows)."""
+
+
+class CampaignError(UserError):
+    """A campaign that cannot be planned or run as asked (unknown name, conflicting settings)."""
+
+
+class DeviceQuarantined(HwlError):
+    """A device failed too many measurements in a row and was taken out of the campaign."""
+
+    def __init__(self, message: str, *, device: str | None = None):
+        super().__init__(message)
+        self.device = device
+
+
 # What the CLI reports as one line and exit code 2, instead of a traceback.
 USER_ERRORS = (UserError, ArchError)
