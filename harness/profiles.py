@@ -1,0 +1,411 @@
+"""Device profiles: ``device_profiles/*.toml`` parsed into frozen dataclasses.
+
+Every check happens at load time, and every error names the file, the key and the valid
+choices. A device is named by its profile name (searched among the profiles shipped with hwl,
+then in the user directory ``$HWL_PROFILE_DIR`` or ``~/.config/hwl/profiles``) or by a path to
+a ``.toml`` file.
+
+A profile looks like this::
+
+    name = "local-ort-1t"
+    device_class = "cpu"              # cpu | gpu | mobile | embedded_cpu | fpga | asic
+    thermal_domain = "local-cpu"      # devices sharing it never time at the same moment
+
+    [host]
+    name = "local"                    # Ray custom resource host:<name> pins the device actor
+    transport = "local"               # local (ssh, command: not supported yet)
+
+    [runtime]
+    kind = "onnxruntime"              # onnxruntime | tvm | torch | command
+    threads = 1
+    cores = [1]                       # core set the measurement is pinned to
+    [runtime.options]                 # runtime settings, checked per runtime
+    graph_optimization_level = "all"
+
+    [workload]
+    batch_size = 1
+    dataset = "cifar10"               # input size follows from the dataset
+
+    [measurement]
+    profile = "quick"                 # quick | standard
+    cooldown_s = 0.2
+    max_temp_c = 85.0                 # optional temperature gate
+"""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ProfileError
+
+DEVICE_CLASSES = ("cpu", "gpu", "mobile", "embedded_cpu", "fpga", "asic")
+TRANSPORTS = ("local",)
+TRANSPORTS_LATER = ("ssh", "command")  # come with the deployment issue
+RUNTIMES = ("onnxruntime", "tvm", "torch", "command")
+MEASUREMENT_PROFILES = ("quick", "standard")
+# Input (channels, height, width) per dataset the space builders know.
+DATASET_INPUT = {
+    "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet16-120": (3, 16, 16),
+    "imagenet": (3, 224, 224),
+}
+# Runtime options: name -> (python type, allowed values or None).
+RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
+    "onnxruntime": {
+        "graph_optimization_level": (str, ("disable", "basic", "extended", "all")),
+        "intra_op_spinning": (bool, None),
+        "inter_op_threads": (int, None),
+        "execution_provider": (str, ("CPUExecutionProvider", "CUDAExecutionProvider")),
+    },
+    "tvm": {"target": (str, None), "tuned": (bool, None), "opt_level": (int, (0, 1, 2, 3))},
+    "torch": {"device": (str, ("cpu", "cuda"))},
+    "command": {"command": (str, None), "latency_regex": (str, None), "latency_json_path": (str, None),
+                "timeout_s": (float, None)},
+}
+_TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
+             "measurement")
+_SECTION_KEYS = {
+    "host": ("name", "transport", "address", "port", "user"),
+    "runtime": ("kind", "threads", "cores", "options"),
+    "workload": ("batch_size", "dataset"),
+    "measurement": ("profile", "cooldown_s", "max_temp_c"),
+}
+USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Where a device lives and how the coordinator reaches its agent."""
+
+    name: str
+    transport: str = "local"
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+
+    @property
+    def resource(self) -> str:
+        """Ray custom resource that pins this host's device actors."""
+        return f"host:{self.name}"
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Runtime, threads, core set and runtime options (a sorted tuple of pairs, hashable)."""
+
+    kind: str
+    threads: int = 1
+    cores: tuple[int, ...] | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def options_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One device under test, as a campaign sees it.
+
+    Parameters
+    ----------
+    name : str
+        Device name (``device:<name>`` is its Ray actor). Batch size is part of the device
+        identity, so profiles with different batch sizes carry different names.
+    device_class : str
+        One of :data:`DEVICE_CLASSES`.
+    host, runtime : HostSpec, RuntimeSpec
+    batch_size : int
+    dataset : str
+        Key of :data:`DATASET_INPUT`; fixes the input size.
+    measurement : str
+        ``quick`` or ``standard`` (the agent's timing policies).
+    cooldown_s : float
+        Pause after each model.
+    max_temp_c : float or None
+        Temperature gate; None when the device has no sensor or no gate is wanted.
+    thermal_domain : str
+        Devices on one host sharing this never time at the same moment.
+    source : str
+        File the profile was read from.
+    """
+
+    name: str
+    device_class: str
+    host: HostSpec
+    runtime: RuntimeSpec
+    batch_size: int = 1
+    dataset: str = "cifar10"
+    measurement: str = "quick"
+    cooldown_s: float = 0.2
+    max_temp_c: float | None = None
+    thermal_domain: str = ""
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch_size, *DATASET_INPUT[self.dataset])
+
+    @property
+    def lock_keys(self) -> tuple[str, ...]:
+        """Names of the exclusive locks a measurement holds: its thermal domain and its cores."""
+        keys = {f"{self.host.name}.thermal.{self.thermal_domain}"}
+        keys.update(f"{self.host.name}.core.{c}" for c in (self.runtime.cores or ()))
+        return tuple(sorted(keys))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["runtime"]["options"] = dict(self.runtime.options)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def with_measurement(self, measurement: str | None) -> "DeviceProfile":
+        """A copy with the measurement profile replaced (the campaign's ``--profile``)."""
+        if measurement is None or measurement == self.measurement:
+            return self
+        if measurement not in MEASUREMENT_PROFILES:
+            raise ProfileError(f"unknown measurement profile {measurement!r}; valid: "
+                               f"{', '.join(MEASUREMENT_PROFILES)}")
+        from dataclasses import replace
+        return replace(self, measurement=measurement)
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("device_profiles")))
+
+
+def user_dir() -> Path:
+    return Path(os.environ.get(USER_PROFILE_DIR_ENV) or Path.home() / ".config" / "hwl" / "profiles")
+
+
+def available_profiles() -> dict[str, Path]:
+    """Profile name -> file, shipped first, then the user directory (a user file wins)."""
+    found: dict[str, Path] = {}
+    for folder in (shipped_dir(), user_dir()):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = path
+    return found
+
+
+def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
+    """Profile named by ``name_or_path``: a profile name or a path to a ``.toml`` file.
+
+    Raises
+    ------
+    ProfileError
+        Unknown name (the message lists the known ones), unreadable or malformed file.
+    """
+    text = str(name_or_path).strip()
+    path = Path(text).expanduser()
+    if text.endswith(".toml") or os.sep in text:
+        if not path.is_file():
+            raise ProfileError(f"device profile file {path} does not exist")
+        return parse_profile_file(path)
+    known = available_profiles()
+    if text not in known:
+        raise ProfileError(f"unknown device {text!r}: no profile of that name in {shipped_dir()} or "
+                           f"{user_dir()}; known devices: {', '.join(sorted(known)) or '(none)'}")
+    profile = parse_profile_file(known[text])
+    if profile.name != text:
+        raise ProfileError(f"{known[text]}: key 'name' is {profile.name!r} but the file is named "
+                           f"{text!r}.toml; make them agree")
+    return profile
+
+
+def load_profiles(names: list[str] | str) -> list[DeviceProfile]:
+    """Several devices (a list or a comma-separated string); duplicate names are refused."""
+    if isinstance(names, str):
+        names = [n for n in (t.strip() for t in names.split(",")) if n]
+    if not names:
+        raise ProfileError("no device given; name at least one profile (known: "
+                           f"{', '.join(sorted(available_profiles()))})")
+    profiles = [load_profile(n) for n in names]
+    seen: set[str] = set()
+    for p in profiles:
+        if p.name in seen:
+            raise ProfileError(f"device {p.name!r} is named twice")
+        seen.add(p.name)
+    return profiles
+
+
+def parse_profile_file(path: Path) -> DeviceProfile:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read device profile: {exc}") from None
+    return parse_profile(data, source=str(path))
+
+
+def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
+    """Check a profile's TOML table and build the dataclass; errors name ``source`` and the key."""
+    c = _Checker(source)
+    c.only_keys(data, _TOP_KEYS, "")
+    name = c.string(data, "name", required=True)
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ProfileError(f"{source}: key 'name' = {name!r} may contain only letters, digits, '-', '_', '.'")
+    device_class = c.choice(data, "device_class", DEVICE_CLASSES, required=True)
+
+    host_t = c.section(data, "host")
+    host = HostSpec(
+        name=c.string(host_t, "name", "host", default="local"),
+        transport=_transport(c, host_t),
+        address=c.string(host_t, "address", "host", default=None),
+        port=c.integer(host_t, "port", "host", default=None, minimum=1),
+        user=c.string(host_t, "user", "host", default=None),
+    )
+
+    rt = c.section(data, "runtime", required=True)
+    kind = c.choice(rt, "kind", RUNTIMES, "runtime", required=True)
+    threads = c.integer(rt, "threads", "runtime", default=1, minimum=1)
+    cores = rt.get("cores")
+    if cores is not None:
+        if (not isinstance(cores, list) or not cores
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in cores)):
+            raise ProfileError(f"{source}: key 'runtime.cores' must be a non-empty list of core "
+                               f"numbers (>= 0), got {cores!r}")
+        if len(set(cores)) != len(cores):
+            raise ProfileError(f"{source}: key 'runtime.cores' lists a core twice: {cores!r}")
+        if threads > len(cores):
+            raise ProfileError(f"{source}: key 'runtime.threads' = {threads} exceeds the {len(cores)} "
+                               f"core(s) of 'runtime.cores' {cores}; pin at least one core per thread")
+        cores = tuple(sorted(cores))
+    options = _runtime_options(c, kind, rt.get("options", {}))
+
+    wl = c.section(data, "workload")
+    batch_size = c.integer(wl, "batch_size", "workload", default=1, minimum=1)
+    dataset = c.choice(wl, "dataset", tuple(DATASET_INPUT), "workload", default="cifar10")
+
+    ms = c.section(data, "measurement")
+    measurement = c.choice(ms, "profile", MEASUREMENT_PROFILES, "measurement", default="quick")
+    cooldown_s = c.number(ms, "cooldown_s", "measurement", default=0.2, minimum=0.0)
+    max_temp_c = c.number(ms, "max_temp_c", "measurement", default=None, minimum=1.0)
+
+    return DeviceProfile(
+        name=name, device_class=device_class, host=host,
+        runtime=RuntimeSpec(kind=kind, threads=threads, cores=cores, options=options),
+        batch_size=batch_size, dataset=dataset, measurement=measurement, cooldown_s=cooldown_s,
+        max_temp_c=max_temp_c,
+        thermal_domain=c.string(data, "thermal_domain", default=host.name),
+        description=c.string(data, "description", default=""), source=source,
+    )
+
+
+def _transport(c: "_Checker", host_t: dict) -> str:
+    transport = c.string(host_t, "transport", "host", default="local")
+    if transport in TRANSPORTS_LATER:
+        raise ProfileError(f"{c.source}: key 'host.transport' = {transport!r} is not supported yet "
+                           f"(it comes with the deployment issue); supported now: {', '.join(TRANSPORTS)}")
+    if transport not in TRANSPORTS:
+        raise ProfileError(f"{c.source}: key 'host.transport' = {transport!r} is not valid; valid: "
+                           f"{', '.join(TRANSPORTS + TRANSPORTS_LATER)}")
+    return transport
+
+
+def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(options, dict):
+        raise ProfileError(f"{c.source}: [runtime.options] must be a table, got {options!r}")
+    allowed = RUNTIME_OPTIONS[kind]
+    out = []
+    for key, value in options.items():
+        if key not in allowed:
+            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' is not an option of runtime "
+                               f"{kind!r}; valid: {', '.join(allowed)}")
+        typ, choices = allowed[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' must be {typ.__name__}, "
+                               f"got {value!r}")
+        if choices is not None and value not in choices:
+            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' = {value!r} is not valid; valid: "
+                               f"{', '.join(map(str, choices))}")
+        out.append((key, value))
+    if kind == "command" and "command" not in options:
+        raise ProfileError(f"{c.source}: runtime 'command' needs key 'runtime.options.command' "
+                           "(the command template)")
+    if kind == "command" and not ({"latency_regex", "latency_json_path"} & set(options)):
+        raise ProfileError(f"{c.source}: runtime 'command' needs 'runtime.options.latency_regex' or "
+                           "'runtime.options.latency_json_path' to read the latency")
+    return tuple(sorted(out))
+
+
+class _Checker:
+    """Typed look-ups into one TOML table, with errors naming the file and the dotted key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def _key(self, key: str, section: str) -> str:
+        return f"{section}.{key}" if section else key
+
+    def only_keys(self, table: dict, allowed: tuple[str, ...], section: str) -> None:
+        for key in table:
+            if key not in allowed:
+                where = f"[{section}]" if section else "the top level"
+                raise ProfileError(f"{self.source}: unknown key {self._key(key, section)!r} at {where}; "
+                                   f"valid keys: {', '.join(allowed)}")
+
+    def section(self, data: dict, name: str, required: bool = False) -> dict:
+        if name not in data:
+            if required:
+                raise ProfileError(f"{self.source}: missing section [{name}] (keys: "
+                                   f"{', '.join(_SECTION_KEYS[name])})")
+            return {}
+        table = data[name]
+        if not isinstance(table, dict):
+            raise ProfileError(f"{self.source}: key {name!r} must be a table [{name}], got {table!r}")
+        self.only_keys(table, _SECTION_KEYS[name], name)
+        return table
+
+    def _get(self, table, key, section, required, default):
+        if key not in table:
+            if required:
+                raise ProfileError(f"{self.source}: missing key {self._key(key, section)!r}")
+            return False, default
+        return True, table[key]
+
+    def string(self, table, key, section="", *, required=False, default=None):
+        found, value = self._get(table, key, section, required, default)
+        if found and (not isinstance(value, str) or not value.strip() and required):
+            raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be a non-empty "
+                               f"string, got {value!r}")
+        return value
+
+    def choice(self, table, key, choices, section="", *, required=False, default=None):
+        found, value = self._get(table, key, section, required, default)
+        if found and value not in choices:
+            raise ProfileError(f"{self.source}: key {self._key(key, section)!r} = {value!r} is not valid; "
+                               f"valid: {', '.join(choices)}")
+        return value
+
+    def integer(self, table, key, section="", *, required=False, default=None, minimum=None):
+        found, value = self._get(table, key, section, required, default)
+        if found:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be an integer, "
+                                   f"got {value!r}")
+            if minimum is not None and value < minimum:
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be >= {minimum}, "
+                                   f"got {value}")
+        return value
+
+    def number(self, table, key, section="", *, required=False, default=None, minimum=None):
+        found, value = self._get(table, key, section, required, default)
+        if found:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be a number, "
+                                   f"got {value!r}")
+            if minimum is not None and value < minimum:
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be >= {minimum}, "
+                                   f"got {value}")
+            value = float(value)
+        return value
