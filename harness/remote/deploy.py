@@ -1,0 +1,216 @@
+"""Put the agent on a device host over SSH.
+
+Steps, each idempotent: probe the host's Python and machine; push the agent bundle into a
+versioned directory ``<agent_dir>/agents/<version>-<sha12>/`` (skipped when that directory
+is complete already), verify its sha256 on the device before unpacking; make a venv for the
+runtime (``--system-site-packages``, so a runtime the device already has, such as a vendor
+build of onnxruntime-gpu on a Jetson, is reused) and install what is missing from the
+package registry or from a wheel directory pushed from here (devices without internet);
+point ``<agent_dir>/current`` at the bundle. Re-running with nothing changed changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.remote.bundle import AgentBundle, build_bundle
+from harness.remote.errors import RemoteCommandError, RemoteError
+from harness.remote.host import Host
+
+log = logging.getLogger(__name__)
+
+MIN_PYTHON = (3, 10)
+# Import name of each runtime, and the distributions that provide it.
+RUNTIME_MODULES = {
+    "onnxruntime": ("onnxruntime", ["onnxruntime"]),
+    "tvm": ("tvm", ["apache-tvm"]),
+    "torch": ("torch", ["torch"]),
+    "command": (None, []),
+}
+_PROBE = ("import json, os, platform, sys; print(json.dumps({'version': list(sys.version_info[:3]), "
+          "'machine': platform.machine(), 'home': os.path.expanduser('~'), 'system': platform.system()}))")
+
+
+class DeployError(RemoteError):
+    """The host cannot take the agent; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    python_version: tuple[int, int, int]
+    machine: str
+    home: str
+    system: str
+
+
+@dataclass
+class DeployReport:
+    """What ``deploy`` did on one host."""
+
+    host: str
+    bundle: str
+    agent_path: str
+    python: str
+    facts: HostFacts | None = None
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(not s.startswith("unchanged") for s in self.steps)
+
+
+def probe(host: Host, python: str) -> HostFacts:
+    """The host's Python version, machine architecture and home directory."""
+    try:
+        out = host.run(f"{shlex.quote(python)} -c {shlex.quote(_PROBE)}").stdout
+    except RemoteCommandError as exc:
+        if exc.exit_status == 127:
+            raise DeployError(
+                f"{host.name} has no `{python}`: install Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} there, "
+                "or set `python` in the device profile to its path", host=host.name) from None
+        raise
+    info = json.loads(out.strip().splitlines()[-1])
+    facts = HostFacts(tuple(info["version"]), info["machine"], info["home"], info["system"])
+    if facts.python_version[:2] < MIN_PYTHON:
+        have = ".".join(map(str, facts.python_version))
+        raise DeployError(
+            f"{host.name} has Python {have} at `{python}`, the agent needs >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}: "
+            "install a newer Python there and set `python` in the device profile", host=host.name)
+    return facts
+
+
+def _expand(path: str, home: str) -> str:
+    return home + path[1:] if path == "~" or path.startswith("~/") else path
+
+
+def deploy(host: Host, *, runtime: str = "onnxruntime", python: str = "python3", agent_dir: str = "~/.hwl",
+           expected_machine: str | None = None, wheel_dir: Path | None = None,
+           extra_packages: tuple[str, ...] = (), bundle: AgentBundle | None = None,
+           use_venv: bool = True) -> DeployReport:
+    """Deploy the agent to ``host`` (see the module docstring for the steps).
+
+    ``use_venv=False`` runs the agent with ``python`` itself, for devices whose Python
+    already has numpy and the runtime (nothing is installed then, only checked).
+    """
+    if runtime not in RUNTIME_MODULES:
+        raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIME_MODULES)}",
+                          host=host.name)
+    bundle = bundle or build_bundle()
+    facts = probe(host, python)
+    if expected_machine and facts.machine != expected_machine:
+        raise DeployError(f"{host.name} is {facts.machine}, but its profile says {expected_machine}: "
+                          "fix `machine` in the profile (or point it at the right host)", host=host.name)
+    base = _expand(agent_dir, facts.home)
+    agent_path = posixpath.join(base, "agents", bundle.name)
+    agent_python = posixpath.join(base, "venv", "bin", "python") if use_venv else python
+    report = DeployReport(host.name, bundle.name, agent_path, agent_python, facts)
+    report.steps.append(_push_bundle(host, bundle, agent_path, python))
+    if use_venv:
+        report.steps.append(_ensure_venv(host, python, base))
+        report.steps.append(_ensure_packages(host, agent_python, base, runtime, wheel_dir, extra_packages))
+    else:
+        missing = _missing_modules(host, python, _wanted_modules(runtime))
+        if missing:
+            raise DeployError(f"{', '.join(missing)} not importable with `{python}` on {host.name}: install "
+                              "them there, or let deploy make a venv (use_venv = true)", host=host.name)
+        report.steps.append("unchanged: using the host's own Python")
+    report.steps.append(_set_current(host, base, bundle.name))
+    return report
+
+
+def _push_bundle(host: Host, bundle: AgentBundle, agent_path: str, python: str) -> str:
+    marker = posixpath.join(agent_path, ".complete")
+    if host.exists(marker):
+        return f"unchanged: agent {bundle.name}"
+    host.run(f"mkdir -p {shlex.quote(agent_path)}")
+    part = posixpath.join(agent_path, "bundle.zip.part")
+    with host.sftp.open(part, "wb") as f:
+        f.write(bundle.data)
+    # Verify on the device, with the device's own hashlib, before anything unpacks it.
+    check = ("import hashlib, sys; d = open(sys.argv[1], 'rb').read(); "
+             "print(hashlib.sha256(d).hexdigest())")
+    got = host.run(f"{shlex.quote(python)} -c {shlex.quote(check)} {shlex.quote(part)}").stdout.strip()
+    if got != bundle.sha256:
+        host.run(f"rm -f {shlex.quote(part)}", check=False)
+        raise DeployError(f"agent bundle arrived corrupted on {host.name}: sha256 {got[:12]}... "
+                          f"instead of {bundle.sha256[:12]}...; deploy again", host=host.name)
+    unpack = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"
+    host.run(f"{shlex.quote(python)} -c {shlex.quote(unpack)} {shlex.quote(part)} {shlex.quote(agent_path)}"
+             f" && rm -f {shlex.quote(part)} && touch {shlex.quote(marker)}")
+    return f"pushed agent {bundle.name} ({len(bundle.data) // 1024} KiB, sha256 verified)"
+
+
+def _ensure_venv(host: Host, python: str, base: str) -> str:
+    venv = posixpath.join(base, "venv")
+    if host.exists(posixpath.join(venv, "bin", "python")):
+        return "unchanged: venv"
+    host.run(f"{shlex.quote(python)} -m venv --system-site-packages {shlex.quote(venv)}", timeout_s=300)
+    return f"created venv {venv}"
+
+
+def _missing_modules(host: Host, venv_python: str, modules: list[str]) -> list[str]:
+    check = ("import importlib.util, sys; "
+             "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))")
+    out = host.run(f"{shlex.quote(venv_python)} -c {shlex.quote(check)} {' '.join(modules)}").stdout
+    return out.split()
+
+
+def _wanted_modules(runtime: str) -> list[str]:
+    module = RUNTIME_MODULES[runtime][0]
+    return ["numpy"] + ([module] if module else [])
+
+
+def _ensure_packages(host: Host, venv_python: str, base: str, runtime: str, wheel_dir: Path | None,
+                     extra_packages: tuple[str, ...]) -> str:
+    wanted = dict(zip(_wanted_modules(runtime), ["numpy"] + RUNTIME_MODULES[runtime][1]))
+    missing = _missing_modules(host, venv_python, list(wanted))
+    if not missing and not extra_packages:
+        return f"unchanged: {', '.join(wanted)} importable"
+    to_install = [wanted[m] for m in missing] + list(extra_packages)
+    pip = f"{shlex.quote(venv_python)} -m pip install -q"
+    if wheel_dir is not None:
+        remote_wheels = posixpath.join(base, "wheels")
+        host.run(f"mkdir -p {shlex.quote(remote_wheels)}")
+        wheels = sorted(Path(wheel_dir).glob("*.whl"))
+        if not wheels:
+            raise DeployError(f"wheel directory {wheel_dir} has no .whl files", host=host.name)
+        for wheel in wheels:
+            target = posixpath.join(remote_wheels, wheel.name)
+            if not host.exists(target):
+                host.put(wheel, target)
+        pip += f" --no-index --find-links {shlex.quote(remote_wheels)}"
+    try:
+        host.run(f"{pip} {' '.join(shlex.quote(p) for p in to_install)}", timeout_s=1800)
+    except RemoteCommandError as exc:
+        source = f"wheels in {wheel_dir}" if wheel_dir else "the package registry"
+        raise DeployError(f"installing {', '.join(to_install)} on {host.name} from {source} failed: "
+                          f"{exc.stderr.strip()[-400:]}", host=host.name) from None
+    still = _missing_modules(host, venv_python, list(wanted))
+    if still:
+        raise DeployError(f"{', '.join(still)} still not importable on {host.name} after install",
+                          host=host.name)
+    return f"installed {', '.join(to_install)}"
+
+
+def _set_current(host: Host, base: str, name: str) -> str:
+    current = posixpath.join(base, "current")
+    have = host.run(f"cat {shlex.quote(current)} 2>/dev/null || true").stdout.strip()
+    if have == name:
+        return "unchanged: current"
+    host.run(f"printf '%s\\n' {shlex.quote(name)} > {shlex.quote(current)}")
+    return f"current -> {name}"
+
+
+def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") -> str:
+    """Remove everything deploy put on the host."""
+    facts = probe(host, python)
+    base = _expand(agent_dir, facts.home)
+    if base.rstrip("/") in ("", facts.home.rstrip("/")):
+        raise DeployError(f"refusing to remove {base!r} on {host.name}: agent_dir must be a subdirectory",
+                          host=host.name)
+    host.run(f"rm -rf {shlex.quote(base)}")
+    return f"removed {base}"

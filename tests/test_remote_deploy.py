@@ -1,0 +1,87 @@
+"""Deploying the agent bundle to real sshd hosts started by the test."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.remote import Host
+from harness.remote.bundle import build_bundle
+from harness.remote.deploy import DeployError, deploy, undeploy
+from tests.sshd import SSHServer, make_key, sshd_available
+
+pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    work = tmp_path_factory.mktemp("deploy")
+    key = make_key(work / "client_key")
+    srv = SSHServer(work / "server", authorized_keys=[key]).start()
+    known = work / "known_hosts"
+    known.write_text(srv.public_host_key_line())
+    h = Host("dev1", srv.address, "root", key, port=srv.port, known_hosts=known)
+    yield h
+    h.close()
+    srv.stop()
+
+
+def test_bundle_is_reproducible():
+    a, b = build_bundle(), build_bundle()
+    assert a.sha256 == b.sha256 and a.data == b.data
+    assert len(a.sha256) == 64
+
+
+def test_deploy_with_hosts_python_is_idempotent(host, tmp_path):
+    agent_dir = str(tmp_path / "hwl")
+    first = deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=agent_dir, use_venv=False)
+    assert first.changed
+    assert any(step.startswith("pushed agent") for step in first.steps)
+    agent_path = Path(first.agent_path)
+    assert (agent_path / "agents" / "__init__.py").exists()
+    assert (agent_path / "spaces" / "nb201.py").exists()
+    assert (Path(agent_dir) / "current").read_text().strip() == first.bundle
+    # The pushed agent imports on the host with only its own packages on the path.
+    out = host.run(f"cd {agent_path} && {sys.executable} -I -c 'import sys; sys.path.insert(0, \".\"); "
+                   f"import agents, spaces; print(spaces.nb201.to_string(0))'").stdout
+    assert out.startswith("|avg_pool_3x3~0|")
+    second = deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=agent_dir, use_venv=False)
+    assert not second.changed, second.steps
+    assert undeploy(host, agent_dir=agent_dir, python=sys.executable).startswith("removed")
+    assert not Path(agent_dir).exists()
+
+
+def test_missing_python_is_a_clear_error(host, tmp_path):
+    with pytest.raises(DeployError, match="has no `python9.9`"):
+        deploy(host, python="python9.9", agent_dir=str(tmp_path / "hwl"))
+
+
+def test_wrong_machine_is_a_clear_error(host, tmp_path):
+    with pytest.raises(DeployError, match="its profile says aarch64"):
+        deploy(host, python=sys.executable, agent_dir=str(tmp_path / "hwl"), expected_machine="aarch64",
+               use_venv=False)
+
+
+def test_runtime_missing_without_venv_is_a_clear_error(host, tmp_path):
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    with pytest.raises(DeployError, match="onnxruntime not importable"):
+        deploy(host, runtime="onnxruntime", python=str(base_python), agent_dir=str(tmp_path / "hwl"),
+               use_venv=False)
+
+
+@pytest.mark.slow
+def test_deploy_installs_runtime_from_wheel_dir(host, tmp_path):
+    """A device without internet: wheels are pushed from here and installed with --no-index."""
+    wheels = tmp_path / "wheels"
+    dl = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:",
+                         "-d", str(wheels), "onnxruntime"], capture_output=True, text=True)
+    if dl.returncode != 0:
+        pytest.skip(f"package registry not reachable: {dl.stderr[-200:]}")
+    base_python = str(Path(sys.base_prefix) / "bin" / "python3")
+    agent_dir = str(tmp_path / "hwl")
+    report = deploy(host, runtime="onnxruntime", python=base_python, agent_dir=agent_dir, wheel_dir=wheels)
+    assert any(step.startswith("installed") and "onnxruntime" in step for step in report.steps), report.steps
+    out = host.run(f"{report.python} -c 'import onnxruntime; print(onnxruntime.__version__)'").stdout
+    assert out.strip()
+    again = deploy(host, runtime="onnxruntime", python=base_python, agent_dir=agent_dir, wheel_dir=wheels)
+    assert not again.changed, again.steps
