@@ -13,6 +13,11 @@ A method is a scikit-learn style estimator: ``__init__`` only stores parameters.
    architecture (ms where the method predicts ms; only the ranking is scored).
 
 ``evaluate`` code in ``predictors.protocol`` calls exactly these methods.
+
+The protocol passes ``train`` as a :class:`TrainTables`: the dict itself holds the N archs per
+train device drawn for the trial (what a model may fit on), and ``train.full`` the same devices'
+whole tables, which a method may use as a *lookup* of known train-device latencies (HWL
+encodings, the copy baseline). ``full_tables(train)`` reads it from a plain dict too.
 """
 from __future__ import annotations
 
@@ -20,6 +25,27 @@ import copy
 
 import numpy as np
 from sklearn.base import BaseEstimator
+
+
+class TrainTables(dict):
+    """device -> latency Series to pretrain on, plus ``full``: the whole train-device tables.
+
+    Parameters
+    ----------
+    sample : dict
+        device -> ``pandas.Series`` of latency_ms indexed by arch key: the pretraining sample.
+    full : dict, optional
+        device -> the device's whole table (defaults to ``sample``).
+    """
+
+    def __init__(self, sample, full=None):
+        super().__init__(sample)
+        self.full = dict(sample) if full is None else dict(full)
+
+
+def full_tables(train: dict) -> dict:
+    """The whole train-device tables behind ``train`` (``train`` itself for a plain dict)."""
+    return getattr(train, "full", train)
 
 
 class NotFittedError(ValueError, AttributeError):

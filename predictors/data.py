@@ -1,0 +1,215 @@
+"""Latency tables in one shape: columns ``arch``, ``device``, ``latency_ms`` (+ ``source``).
+
+``arch`` is the search space's key: the official NB201 index (int) or the canonical FBNet key
+(the 22 op names comma-joined, str). A table may come from
+
+- the HELP tables shipped in ``predictors/data/`` (:func:`help_table`),
+- a user's or an exported CSV / Parquet file (:func:`read_table`) with a ``device`` and a
+  ``latency_ms`` column and one of ``arch_index``, ``arch_str``, ``arch``, ``arch_ops``,
+- a harness store (:func:`store_table`, ``harness.store.Store(path).latency_table(space)``),
+
+and :func:`load_table` picks one of them from CLI-style arguments. Devices may cover different
+architectures. Repeated (arch, device) rows are reduced to their median.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UserError
+from spaces import fbnet, get_space, nb201
+from spaces.errors import ArchError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("arch", "device", "latency_ms", "source")
+# Accepted architecture columns of a user's table, in order of preference.
+ARCH_COLUMNS = ("arch_index", "arch_str", "arch", "arch_ops", "op_idx_key")
+
+
+class LatencyTableError(UserError):
+    """A latency table that cannot be used: missing columns, empty, unknown device, bad values."""
+
+
+def help_table(space: str) -> pd.DataFrame:
+    """HELP's latency table of ``space`` (27 devices), shipped with hwl; a fresh copy."""
+    return _help_table_cached(get_space(space).NAME).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _help_table_cached(space: str) -> pd.DataFrame:
+    path = resources.files("predictors").joinpath(f"data/{space}_latency.parquet")
+    with resources.as_file(path) as file:
+        raw = pd.read_parquet(file)
+    # The shipped keys are known good: map them without re-parsing every row.
+    if space == "nb201":
+        arch = raw["arch_index"].astype(np.int64)
+    else:
+        arch = raw["arch_ops"].astype(str)
+    table = pd.DataFrame({"arch": arch.to_numpy(), "device": raw["device"].astype(str).to_numpy(),
+                          "latency_ms": raw["latency_ms"].to_numpy(np.float64)})
+    table["source"] = "help"
+    return table
+
+
+def help_devices(space: str) -> pd.DataFrame:
+    """Rows of the shipped ``devices.csv`` for ``space`` (family, batch size, origin, ...)."""
+    name = get_space(space).NAME
+    with resources.as_file(resources.files("predictors").joinpath("data/devices.csv")) as file:
+        devices = pd.read_csv(file)
+    return devices[devices["space"] == name].reset_index(drop=True)
+
+
+def read_table(path, space: str, *, source: str | None = None) -> pd.DataFrame:
+    """A latency table from a CSV or Parquet file, keys resolved in ``space``.
+
+    Raises
+    ------
+    LatencyTableError
+        The file is missing, unreadable, lacks a column, or has no rows.
+    spaces.errors.ArchError
+        An architecture key does not belong to ``space``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LatencyTableError(f"latency table {path} does not exist")
+    suffixes = "".join(path.suffixes).lower()
+    try:
+        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+            raw = pd.read_parquet(path)
+        elif ".csv" in suffixes:
+            raw = pd.read_csv(path)
+        else:
+            raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, LatencyTableError):
+            raise
+        raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
+    return from_frame(raw, space, source=source or path.name, where=str(path))
+
+
+def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: str = "table") -> pd.DataFrame:
+    """Normalise any frame with a device, a latency and an architecture column (see module doc)."""
+    missing = [c for c in ("device", "latency_ms") if c not in raw.columns]
+    arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
+    if arch_col is None:
+        missing.append(" or ".join(ARCH_COLUMNS))
+    if missing:
+        raise LatencyTableError(
+            f"{where} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, raw.columns)) or 'none'}")
+    if len(raw) == 0:
+        raise LatencyTableError(f"{where} has no rows")
+    arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
+    latency = pd.to_numeric(raw["latency_ms"], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(latency) | (latency <= 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise LatencyTableError(
+            f"{where}: {int(bad.sum())} latency_ms value(s) are not positive numbers "
+            f"(first at row {row}: {raw['latency_ms'].iloc[row]!r})")
+    table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
+    table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
+    return _reduce_repeats(table)
+
+
+def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:
+    """Canonical keys of ``space`` for a column of indices, arch strings or FBNet keys."""
+    mod = get_space(space)
+    resolve = nb201.resolve if mod is nb201 else fbnet.canonical
+    uniques = pd.unique(keys.astype(object))
+    mapping = {}
+    for key in uniques:
+        try:
+            mapping[key] = resolve(key.item() if isinstance(key, np.generic) else key)
+        except ArchError as exc:
+            other = "fbnet" if mod is nb201 else "nb201"
+            hint = f" (it looks like a {other} key: pass --space {other})" if _belongs_to(key, other) else ""
+            raise ArchError(f"{where}: {key!r} is not a {mod.NAME} architecture{hint}: {exc}") from None
+    return [mapping[k] for k in keys.astype(object)]
+
+
+def _belongs_to(key, space: str) -> bool:
+    try:
+        (nb201.resolve if space == "nb201" else fbnet.canonical)(key)
+        return True
+    except (ArchError, TypeError, ValueError):
+        return False
+
+
+def _reduce_repeats(table: pd.DataFrame) -> pd.DataFrame:
+    if not table.duplicated(["arch", "device"]).any():
+        return table.reset_index(drop=True)
+    log.info("reducing repeated (arch, device) rows to their median latency")
+    return (table.groupby(["arch", "device"], sort=False, as_index=False)
+            .agg(latency_ms=("latency_ms", "median"), source=("source", "first")))
+
+
+def store_table(path, space: str) -> pd.DataFrame:
+    """The latencies a harness store holds for ``space`` (works while a campaign writes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LatencyTableError(f"store {path} does not exist")
+    from harness.store import Store  # imported here: predictors work without the harness store
+
+    raw = Store(path).latency_table(space)
+    if raw is None or len(raw) == 0:
+        raise LatencyTableError(f"store {path} holds no {space} latencies yet")
+    return from_frame(raw, space, source=f"store:{path.name}", where=f"store {path}")
+
+
+def load_table(space: str, *, path=None, store=None) -> pd.DataFrame:
+    """A table from a file, a store, or (neither given) the shipped HELP table."""
+    if path is not None and store is not None:
+        raise LatencyTableError("give a table file or --store, not both")
+    if path is not None:
+        return read_table(path, space)
+    if store is not None:
+        return store_table(store, space)
+    return help_table(space)
+
+
+def devices_of(table: pd.DataFrame) -> list[str]:
+    """Device names of a table, in order of first appearance."""
+    return list(pd.unique(table["device"]))
+
+
+def check_devices(table: pd.DataFrame, devices, *, what: str = "device") -> list[str]:
+    """``devices`` as a list, each present in ``table``; raises naming the valid ones."""
+    devices = [devices] if isinstance(devices, str) else list(devices)
+    if not devices:
+        raise LatencyTableError(f"no {what}s given")
+    valid = devices_of(table)
+    unknown = [d for d in devices if d not in set(valid)]
+    if unknown:
+        raise LatencyTableError(
+            f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"valid devices: {', '.join(sorted(valid))}")
+    return devices
+
+
+def select_devices(table: pd.DataFrame, devices) -> pd.DataFrame:
+    """Rows of ``devices`` only (checked)."""
+    devices = check_devices(table, devices)
+    return table[table["device"].isin(devices)].reset_index(drop=True)
+
+
+def by_device(table: pd.DataFrame, devices=None) -> dict[str, pd.Series]:
+    """device -> ``Series`` of latency_ms indexed by arch (the shape methods take)."""
+    devices = devices_of(table) if devices is None else check_devices(table, devices)
+    if len(table) == 0:
+        raise LatencyTableError("the latency table is empty")
+    out = {}
+    for device, rows in table[table["device"].isin(devices)].groupby("device", sort=False, observed=True):
+        out[str(device)] = pd.Series(rows["latency_ms"].to_numpy(np.float64), index=pd.Index(rows["arch"].tolist()),
+                                     name=str(device))
+    return {d: out[d] for d in devices}
+
+
+__all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "check_devices", "devices_of",
+           "from_frame", "help_devices", "help_table", "load_table", "read_table", "resolve_keys",
+           "select_devices", "store_table"]

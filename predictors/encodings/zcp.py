@@ -1,0 +1,102 @@
+"""ZCP: zero-cost proxy scores of an architecture, from a proxy table, standardised."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from predictors.data import ARCH_COLUMNS, LatencyTableError, resolve_keys
+from spaces.errors import ArchError
+
+PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain",
+           "snip", "synflow", "zen")
+# A column whose largest magnitude exceeds its median magnitude this many times gets a signed log
+# (synflow reaches ~1e35): without it one architecture dominates the standardisation.
+HEAVY_TAIL_RATIO = 1e3
+
+
+def read_proxy_table(path, space: str) -> pd.DataFrame:
+    """Proxy scores from a CSV/Parquet file, indexed by canonical arch key, numeric columns only."""
+    path = Path(path)
+    if not path.is_file():
+        raise LatencyTableError(f"proxy table {path} does not exist")
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
+    if arch_col is None:
+        raise LatencyTableError(f"proxy table {path} needs one of the columns {', '.join(ARCH_COLUMNS)}")
+    keys = resolve_keys(raw[arch_col], space, where=f"{path}, column {arch_col}")
+    columns = [c for c in raw.columns if c in PROXIES or (c not in ARCH_COLUMNS and c not in ("arch_id", "dataset")
+                                                          and pd.api.types.is_numeric_dtype(raw[c]))]
+    table = raw[columns].astype(np.float64)
+    table.index = pd.Index(keys, name="arch")
+    return table[~table.index.duplicated()]
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class ZCPEncoder(BaseEstimator, TransformerMixin):
+    """Zero-cost proxy vector, log where heavy-tailed, standardised on the fitted (train) archs.
+
+    Parameters
+    ----------
+    proxies : pandas.DataFrame
+        Proxy scores indexed by arch key (see :func:`read_proxy_table`).
+    columns : list of str, optional
+        Proxies to use (default: every column).
+    log : {"auto", True, False}
+        Signed log of heavy-tailed columns ("auto"), of all columns, or of none.
+
+    Attributes
+    ----------
+    columns_ : list of str
+    log_columns_ : ndarray of bool
+    mean_, scale_ : ndarray
+    """
+
+    def __init__(self, proxies=None, columns=None, *, log="auto"):
+        self.proxies = proxies
+        self.columns = columns
+        self.log = log
+
+    def fit(self, X, y=None):
+        if self.proxies is None or len(self.proxies) == 0:
+            raise LatencyTableError("ZCPEncoder needs a proxy table (proxies=...)")
+        columns = list(self.proxies.columns) if self.columns is None else list(self.columns)
+        unknown = [c for c in columns if c not in self.proxies.columns]
+        if unknown:
+            raise LatencyTableError(f"unknown proxies {unknown}; valid: {', '.join(self.proxies.columns)}")
+        raw = self._lookup(X, columns)
+        if self.log == "auto":
+            mags = np.abs(raw)
+            log_cols = mags.max(axis=0) > HEAVY_TAIL_RATIO * (np.median(mags, axis=0) + 1e-12)
+        else:
+            log_cols = np.full(len(columns), bool(self.log))
+        values = np.where(log_cols, signed_log(raw), raw)
+        self.columns_ = columns
+        self.log_columns_ = log_cols
+        self.mean_ = values.mean(axis=0)
+        std = values.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        raw = self._lookup(X, self.columns_)
+        return (np.where(self.log_columns_, signed_log(raw), raw) - self.mean_) / self.scale_
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self)
+        return np.array([f"zcp_{c}" for c in self.columns_], dtype=object)
+
+    def _lookup(self, X, columns) -> np.ndarray:
+        rows = self.proxies.reindex(list(X))[columns]
+        missing = rows.isna().any(axis=1)
+        if missing.any():
+            first = rows.index[missing.to_numpy()][0]
+            raise ArchError(f"no proxy scores for {int(missing.sum())} architecture(s), e.g. {first!r}")
+        return rows.to_numpy(np.float64)

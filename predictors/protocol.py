@@ -1,0 +1,184 @@
+"""The strict evaluation protocol of ``predictor-protocol.md``.
+
+For each trial seed:
+
+1. draw N architectures per train device with the seed (default 900 NB201 / 4000 FBNet) and
+   ``pretrain`` a fresh method on them (``train.full`` keeps the whole train tables as lookup);
+2. for each k and each test device, ask the method which k architectures to measure
+   (``choose``; it never sees target latencies), adapt a *deep copy* on exactly those k
+   (``adapt`` returns a new object, so no test device sees another's samples);
+3. score Spearman rho between prediction and truth over every architecture of the test
+   device's table except the k measured ones, with the final adapted model.
+
+Per k: per device mean over trials, then mean over devices; ``std`` is the standard deviation
+over trials of the device-mean score. One result dict per (task, method, k)::
+
+    {"task", "method", "k", "trials", "mean", "std", "per_device", "settings", "seeds", "seconds"}
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from harness.errors import UserError
+from predictors import data
+from predictors.base import FewShotMethod, TrainTables
+from predictors.tasks import Task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_PRETRAIN = {"nb201": 900, "fbnet": 4000}
+DEFAULT_SAMPLES = (5, 10, 20)
+DEFAULT_TRIALS = 5
+
+
+class EvaluationError(UserError):
+    """An evaluation that cannot run as asked (k too large, no trials, ...)."""
+
+
+def pretrain_sample(full: dict[str, pd.Series], n: int, seed: int) -> TrainTables:
+    """N archs per train device drawn with ``seed`` (all of a device's archs if it has fewer)."""
+    rng = np.random.default_rng([seed, 0x7E7])
+    sample = {}
+    for device, series in full.items():
+        if n >= len(series):
+            sample[device] = series
+        else:
+            picked = np.sort(rng.choice(len(series), size=n, replace=False))
+            sample[device] = series.iloc[picked]
+    return TrainTables(sample, full)
+
+
+def spearman(pred, truth) -> float:
+    """Spearman rho; 0.0 for a constant prediction (no ranking information)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if not np.all(np.isfinite(pred)):
+        raise EvaluationError("the method predicted non-finite values")
+    if np.ptp(pred) == 0:
+        return 0.0
+    return float(spearmanr(pred, truth).statistic)
+
+
+def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DEFAULT_SAMPLES,
+             trials: int = DEFAULT_TRIALS, n_pretrain: int | None = None, first_seed: int = 0,
+             method_name: str | None = None) -> list[dict]:
+    """Run the strict protocol; one result dict per k (see module docstring).
+
+    Parameters
+    ----------
+    make_method : callable
+        Returns a fresh, unfitted method (called once per trial).
+    task : Task
+        Train devices, test devices and their tables.
+    samples : iterable of int
+        The k values (measurements per test device).
+    trials : int
+        Number of seeds, ``first_seed .. first_seed + trials - 1``.
+    n_pretrain : int, optional
+        Pretraining archs per train device (default 900 NB201, 4000 FBNet).
+
+    Raises
+    ------
+    EvaluationError
+        k < 1, trials < 1, or k leaves no architecture to score on a test device.
+    """
+    samples = sorted({int(k) for k in samples})
+    if not samples or samples[0] < 1:
+        raise EvaluationError(f"every k must be a positive integer, got {samples}")
+    if trials < 1:
+        raise EvaluationError(f"trials must be at least 1, got {trials}")
+    n_pretrain = DEFAULT_N_PRETRAIN[task.space] if n_pretrain is None else int(n_pretrain)
+    if n_pretrain < 1:
+        raise EvaluationError(f"n_pretrain must be positive, got {n_pretrain}")
+    train_table, test_table = task.tables()
+    full = data.by_device(train_table, task.train_devices)
+    targets = data.by_device(test_table, task.test_devices)
+    for device, truth in targets.items():
+        if samples[-1] >= len(truth):
+            raise EvaluationError(
+                f"k={samples[-1]} leaves nothing to score on test device {device!r}: its table has only "
+                f"{len(truth)} architectures (k must be below that)")
+    seeds = list(range(first_seed, first_seed + trials))
+    scores = {k: np.zeros((trials, len(targets))) for k in samples}
+    seconds = {k: 0.0 for k in samples}
+    name = method_name
+    for t, seed in enumerate(seeds):
+        start = time.perf_counter()
+        method = _seeded(make_method(), seed)
+        name = name or method.name
+        method.pretrain(task.space, pretrain_sample(full, n_pretrain, seed))
+        pretrain_s = time.perf_counter() - start
+        for k in samples:
+            seconds[k] += pretrain_s
+            start = time.perf_counter()
+            for j, (device, truth) in enumerate(targets.items()):
+                scores[k][t, j] = score_device(method, truth, k, seed=seed, device_number=j)
+            seconds[k] += time.perf_counter() - start
+        log.info("%s %s trial %d (seed %d): %s", task.name, name, t, seed,
+                 {k: round(float(scores[k][t].mean()), 4) for k in samples})
+    settings = {"space": task.space, "n_pretrain": n_pretrain, "train_devices": list(task.train_devices),
+                "test_devices": list(targets), "protocol": "strict",
+                "params": _params_of(make_method)}
+    results = []
+    for k in samples:
+        per_trial = scores[k].mean(axis=1)
+        per_device = scores[k].mean(axis=0)
+        results.append({
+            "task": task.name, "method": name, "k": k, "trials": trials,
+            "mean": float(per_device.mean()), "std": float(per_trial.std(ddof=1)) if trials > 1 else 0.0,
+            "per_device": {d: float(v) for d, v in zip(targets, per_device)},
+            "settings": settings, "seeds": seeds, "seconds": round(seconds[k], 3),
+        })
+    return results
+
+
+def score_device(method: FewShotMethod, truth: pd.Series, k: int, *, seed: int, device_number: int) -> float:
+    """Adapt a copy of ``method`` on k archs of one test device; rho on all the others."""
+    rng = np.random.default_rng([seed, device_number, k])
+    candidates = list(truth.index)
+    chosen = list(method.choose(k, candidates, rng))
+    if len(chosen) != k or len(set(chosen)) != k:
+        raise EvaluationError(f"{type(method).__name__}.choose returned {len(set(chosen))} distinct archs, not k={k}")
+    unknown = set(chosen) - set(candidates)
+    if unknown:
+        raise EvaluationError(f"{type(method).__name__}.choose named archs outside the test table: "
+                              f"{sorted(map(str, unknown))[:3]}")
+    adapted = method.adapt(chosen, truth.loc[chosen].to_numpy(), device=str(truth.name))
+    if adapted is method:
+        raise EvaluationError(f"{type(method).__name__}.adapt must return a new object (strict protocol rule 3)")
+    rest = truth.drop(index=chosen)
+    return spearman(adapted.predict(list(rest.index)), rest.to_numpy())
+
+
+def _seeded(method: FewShotMethod, seed: int) -> FewShotMethod:
+    """A method with ``random_state=None`` gets the trial seed, so trials differ but repeat."""
+    try:
+        if "random_state" in method.get_params(deep=False) and method.get_params()["random_state"] is None:
+            method.set_params(random_state=seed)
+    except AttributeError:
+        pass
+    return method
+
+
+def _params_of(make_method) -> dict:
+    try:
+        params = make_method().get_params(deep=False)
+    except Exception:  # a factory that is not an estimator: settings stay informative only
+        return {}
+    return {k: v if isinstance(v, (int, float, str, bool, type(None), list, tuple)) else repr(v)
+            for k, v in params.items()}
+
+
+def method_factory(method: FewShotMethod) -> Callable[[], FewShotMethod]:
+    """A factory of unfitted copies of ``method`` (its parameters kept)."""
+    return lambda: copy.deepcopy(method)
+
+
+__all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "evaluate",
+           "method_factory", "pretrain_sample", "score_device", "spearman"]

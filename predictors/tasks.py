@@ -1,0 +1,116 @@
+"""The task suite of ``predictor-protocol.md`` (N0, F0-F5) and user-defined tasks.
+
+A task names a search space, the train devices (whose tables a method pretrains on) and the
+test devices (new devices, k measurements each). The built-in tasks read both from HELP's
+shipped tables; a user-defined task (name ``custom``) takes any train devices of a table and
+any test table (for example your own devices' measurements).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from predictors import data
+from predictors.data import LatencyTableError
+
+_GPU_CARDS = ("1080ti", "2080ti", "titan_rtx", "titanx", "titanxp")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Train devices -> test devices in one search space.
+
+    Parameters
+    ----------
+    name : str
+        ``N0``, ``F0``..``F5`` or ``custom``.
+    space : str
+        ``nb201`` or ``fbnet``.
+    train_devices, test_devices : tuple of str
+        Device names; the train ones in the train table, the test ones in the test table.
+    description : str
+        One line for tables and ``--help``.
+    """
+
+    name: str
+    space: str
+    train_devices: tuple[str, ...]
+    test_devices: tuple[str, ...]
+    description: str = ""
+    # None: both sides come from the shipped HELP table of the space.
+    train_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    test_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(train table, test table), each holding only the task's devices (checked)."""
+        help_table = None
+        if self.train_table is None or self.test_table is None:
+            help_table = data.help_table(self.space)
+        train = self.train_table if self.train_table is not None else help_table
+        test = self.test_table if self.test_table is not None else help_table
+        train = data.select_devices(train, self.train_devices)
+        test = data.select_devices(test, self.test_devices)
+        return train, test
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("N0", "nb201",
+         ("1080ti_1", "1080ti_32", "1080ti_256", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
+          "essential_ph_1", "samsung_s7"),
+         ("titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"),
+         "NB201, HELP default split"),
+    Task("F0", "fbnet",
+         ("1080ti_1", "1080ti_32", "1080ti_64", "silver_4114", "silver_4210r", "samsung_a50", "pixel3",
+          "essential_ph_1", "samsung_s7"),
+         ("fpga", "raspi4", "eyeriss"),
+         "FBNet, HELP default split"),
+    Task("F1", "fbnet",
+         ("2080ti_1", "essential_ph_1", "silver_4114", "titan_rtx_1", "titan_rtx_32"),
+         ("eyeriss", "fpga", "raspi4", "samsung_a50", "samsung_s7"),
+         "FBNet, mixed -> edge devices"),
+    Task("F2", "fbnet",
+         ("essential_ph_1", "gold_6226", "gold_6240", "pixel3", "raspi4"),
+         ("1080ti_1", "1080ti_32", "2080ti_32", "titan_rtx_1", "titanxp_1"),
+         "FBNet, CPUs and phones -> GPUs"),
+    Task("F3", "fbnet",
+         ("essential_ph_1", "pixel2", "pixel3", "raspi4", "samsung_s7"),
+         ("1080ti_1", "1080ti_32", "2080ti_1", "titan_rtx_1", "titan_rtx_32"),
+         "FBNet, phones -> GPUs"),
+    Task("F4", "fbnet",
+         ("1080ti_64", "2080ti_1", "eyeriss", "gold_6226", "gold_6240", "raspi4", "samsung_s7", "silver_4210r",
+          "titan_rtx_1", "titan_rtx_32"),
+         ("1080ti_1", "pixel2", "essential_ph_1"),
+         "FBNet, mixed -> mixed"),
+    Task("F5", "fbnet",
+         tuple(f"{card}_{batch}" for card in _GPU_CARDS for batch in (1, 32, 64)),
+         ("gold_6226", "essential_ph_1", "samsung_s7", "pixel2"),
+         "FBNet adversarial: 15 GPUs -> CPU and phones"),
+)}
+
+
+def get_task(name: str) -> Task:
+    """A built-in task by name; raises naming the valid ones."""
+    try:
+        return TASKS[name.upper() if isinstance(name, str) else name]
+    except (KeyError, AttributeError):
+        raise LatencyTableError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} "
+                                "(or give --train-devices and --test-table for a custom task)") from None
+
+
+def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_table: pd.DataFrame | None = None,
+                test_devices=None, name: str = "custom") -> Task:
+    """A user-defined task: ``train_devices`` of ``train_table`` (default: HELP's) -> ``test_table``.
+
+    Every device of ``test_table`` is a test device unless ``test_devices`` picks some.
+    """
+    if test_table is None or len(test_table) == 0:
+        raise LatencyTableError("the test table is empty")
+    train_table = data.help_table(space) if train_table is None else train_table
+    train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
+    test_devices = tuple(data.check_devices(test_table, test_devices if test_devices is not None
+                                            else data.devices_of(test_table), what="test device"))
+    return Task(name, space, train_devices, test_devices, "user-defined", train_table, test_table)
+
+
+__all__ = ["TASKS", "Task", "custom_task", "get_task"]
