@@ -23,6 +23,10 @@ class CampaignError(UserError):
     """A campaign that cannot be planned or run as asked (unknown name, conflicting settings)."""
 
 
+class ExportError(UserError):
+    """An architecture that could not be exported to ONNX, or a stored export that is corrupt."""
+
+
 class DeviceQuarantined(HwlError):
     """A device failed too many measurements in a row and was taken out of the campaign."""
 
