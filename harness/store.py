@@ -1,0 +1,376 @@
+"""The result store: one SQLite file (WAL) per lab, the single source of truth of campaigns.
+
+It holds campaigns, their devices and jobs, every attempt, every result (raw samples zlib-
+compressed, statistics as columns, flags), environment fingerprints, artifacts, drift canaries
+and rows imported from public tables (marked with their source). Every job state change is
+committed before the method returns, so a coordinator killed at any moment leaves a store from
+which a new one re-derives its queue (:meth:`Store.recover_interrupted`).
+
+Only the coordinator writes; readers (``hwl campaign status``, the predictors'
+:meth:`Store.latency_table`) may open the file read-only while a campaign is writing.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sqlite3
+import subprocess
+import time
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from harness import __version__
+from harness.errors import StoreError, StoreVersionError
+from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``hwl <version>`` plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"hwl {__version__}" + (f"+g{sha}" if sha else "")
+
+
+def encode_samples(samples_ns: Iterable[Iterable[int]]) -> bytes:
+    """Raw samples (one sequence per repeat, integer ns) as zlib-compressed JSON."""
+    return zlib.compress(json.dumps([[int(s) for s in rep] for rep in samples_ns]).encode(), 6)
+
+
+def decode_samples(blob: bytes | None) -> list[list[int]]:
+    return [] if blob is None else json.loads(zlib.decompress(blob))
+
+
+class Store:
+    """An hwl store file.
+
+    Parameters
+    ----------
+    path : str or Path
+        SQLite file; created when it does not exist (unless ``readonly``).
+    readonly : bool
+        Open with a read-only connection (safe while a campaign writes; never changes the file).
+
+    Raises
+    ------
+    StoreError
+        The file is not an hwl store (nothing in it is changed).
+    StoreVersionError
+        The store was written by a newer hwl.
+    """
+
+    def __init__(self, path, *, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.is_file():
+            raise StoreError(f"store {self.path} does not exist")
+        self._check_is_store()
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                      check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a killed process (not a power cut), and costs
+            # no fsync per job.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- opening ---------------------------------------------------------------------------
+    def _check_is_store(self) -> None:
+        """Refuse a file that is not an empty file, a fresh SQLite file or an hwl store."""
+        if not self.path.exists():
+            return
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a store file")
+        if self.path.stat().st_size == 0:
+            return
+        try:
+            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                app_id = probe.execute("PRAGMA application_id").fetchone()[0]
+                version = probe.execute("PRAGMA user_version").fetchone()[0]
+                n_tables = probe.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not an hwl store ({exc}); give a new file name or an "
+                             "existing store") from None
+        if app_id != APPLICATION_ID and (n_tables or version):
+            raise StoreError(f"{self.path} is an SQLite file but not an hwl store (application_id "
+                             f"{app_id:#x}); give a new file name or an existing store")
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(f"store {self.path} has schema version {version} but this hwl "
+                                    f"({__version__}) knows only up to {SCHEMA_VERSION}: upgrade hwl "
+                                    "(pip install -U hwl) to open it")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise StoreError(f"store {self.path} is at schema version {version}; open it once "
+                             f"read-write with this hwl to upgrade it to {SCHEMA_VERSION}")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                MIGRATIONS[target](self.db)
+                self.db.execute(f"PRAGMA user_version = {target}")
+                self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            log.info("store %s migrated to schema version %d", self.path, target)
+
+    def transaction(self):
+        """Context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def query(self, sql: str, params=()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.db, params=params)
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # -- campaigns -------------------------------------------------------------------------
+    def campaign(self, name: str) -> sqlite3.Row | None:
+        cur = self.db.execute("SELECT * FROM campaigns WHERE name = ?", (name,))
+        cur.row_factory = sqlite3.Row
+        return cur.fetchone()
+
+    def campaign_names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM campaigns ORDER BY id")]
+
+    def create_campaign(self, *, name: str, space: str, measurement: str | None, arch_spec: str,
+                        seed: int, order_seed: int, config: dict, devices: dict[str, str],
+                        jobs: Iterable[tuple[str, str, int]]) -> int:
+        """Insert a campaign with its devices (name -> profile JSON) and jobs (device, arch,
+        position) in one transaction; returns the campaign id."""
+        now = time.time()
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO campaigns (name, space, measurement, arch_spec, seed, order_seed, "
+                "config_json, code_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, space, measurement, arch_spec, seed, order_seed, json.dumps(config, sort_keys=True),
+                 code_version(), now))
+            cid = cur.lastrowid
+            self.db.executemany(
+                "INSERT INTO campaign_devices (campaign_id, device, profile_json, updated_at) VALUES (?,?,?,?)",
+                [(cid, d, pj, now) for d, pj in devices.items()])
+            self.db.executemany(
+                "INSERT INTO jobs (campaign_id, device, arch, position) VALUES (?,?,?,?)",
+                ((cid, d, a, p) for d, a, p in jobs))
+        return cid
+
+    def devices(self, campaign_id: int) -> pd.DataFrame:
+        return self.query("SELECT * FROM campaign_devices WHERE campaign_id = ? ORDER BY device",
+                          (campaign_id,))
+
+    def set_device_state(self, campaign_id: int, device: str, state: str, *, error: str | None = None,
+                         consecutive_failures: int | None = None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE campaign_devices SET state = ?, error = ?, consecutive_failures = "
+                "COALESCE(?, consecutive_failures), updated_at = ? WHERE campaign_id = ? AND device = ?",
+                (state, error, consecutive_failures, time.time(), campaign_id, device))
+
+    def status(self, campaign_id: int) -> pd.DataFrame:
+        """Jobs per device and state (columns: device, queued, running, done, failed), plus the
+        device state and error."""
+        counts = self.query("SELECT device, state, count(*) AS n FROM jobs WHERE campaign_id = ? "
+                            "GROUP BY device, state", (campaign_id,))
+        table = counts.pivot_table(index="device", columns="state", values="n", fill_value=0)
+        for col in ("queued", "running", "done", "failed"):
+            if col not in table:
+                table[col] = 0
+        table = table[["queued", "running", "done", "failed"]].astype(int)
+        dev = self.devices(campaign_id).set_index("device")[["state", "error"]]
+        return dev.join(table, how="left").fillna({"queued": 0, "running": 0, "done": 0, "failed": 0}) \
+            .reset_index()
+
+    # -- jobs and attempts -----------------------------------------------------------------
+    def recover_interrupted(self, campaign_id: int) -> int:
+        """Attempts left ``running`` by a dead coordinator become ``lost``; their jobs go back to
+        the queue (the next attempt gets a new number). Returns how many."""
+        now = time.time()
+        with self.transaction():
+            rows = self.db.execute("SELECT id, attempts FROM jobs WHERE campaign_id = ? AND state = 'running'",
+                                   (campaign_id,)).fetchall()
+            self.db.executemany("UPDATE attempts SET state = 'lost', finished_at = ? WHERE job_id = ? AND "
+                                "attempt = ? AND state = 'running'", [(now, j, a) for j, a in rows])
+            self.db.executemany("UPDATE jobs SET state = 'queued', updated_at = ? WHERE id = ?",
+                                [(now, j) for j, _ in rows])
+        return len(rows)
+
+    def queued_jobs(self, campaign_id: int, device: str) -> list[tuple[int, str, int]]:
+        """(job id, arch, attempts so far) of a device's queued jobs, in the planned order."""
+        return self.db.execute(
+            "SELECT id, arch, attempts FROM jobs WHERE campaign_id = ? AND device = ? AND state = 'queued' "
+            "ORDER BY position", (campaign_id, device)).fetchall()
+
+    def start_attempt(self, job_id: int) -> int:
+        """Mark a job running under a new attempt number; returns the number (1, 2, ...)."""
+        now = time.time()
+        with self.transaction():
+            attempt = self.db.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, "
+                                      "updated_at = ? WHERE id = ? RETURNING attempts", (now, job_id)).fetchone()[0]
+            self.db.execute("INSERT INTO attempts (job_id, attempt, state, started_at) VALUES (?,?,?,?)",
+                            (job_id, attempt, "running", now))
+        return attempt
+
+    def finish_attempt(self, job_id: int, attempt: int, *, record: dict, job_state: str,
+                       accept_result: int | None = None) -> int | None:
+        """Store one attempt's record (idempotent on (job, attempt)) and move the job to
+        ``job_state`` (``done``, ``failed`` or ``queued`` for a retry), in one transaction.
+
+        ``accept_result`` names the result id to mark as the job's answer (None: this attempt's
+        result when ``job_state == 'done'``). Returns this attempt's result id.
+        """
+        now = time.time()
+        outcome = record.get("outcome", "runtime_error")
+        with self.transaction():
+            stats = record.get("stats") or {}
+            cols = ["job_id", "attempt", "outcome", "flags", *STAT_COLUMNS, "block_size", "n_repeats",
+                    "n_samples", "samples_ns", "measure_s", "error_kind", "error_message",
+                    "fingerprint_id", "artifact_sha256", "runtime_version", "code_version",
+                    "record_json", "created_at"]
+            samples = record.get("samples_ns")
+            slim = {k: v for k, v in record.items() if k not in ("samples_ns", "fingerprint")}
+            values = [job_id, attempt, outcome, ",".join(record.get("flags") or ()),
+                      *[stats.get(c) for c in STAT_COLUMNS], record.get("block_size"),
+                      len(samples) if samples else None,
+                      sum(len(r) for r in samples) if samples else None,
+                      encode_samples(samples) if samples else None, record.get("measure_s"),
+                      record.get("error_kind"), record.get("error_message"), record.get("fingerprint_id"),
+                      record.get("artifact_sha256"), record.get("runtime_version"), code_version(),
+                      json.dumps(slim, default=str), now]
+            cur = self.db.execute(
+                f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                "RETURNING id", values)
+            row = cur.fetchone()
+            result_id = row[0] if row else self.db.execute(
+                "SELECT id FROM results WHERE job_id = ? AND attempt = ?", (job_id, attempt)).fetchone()[0]
+            if job_state == "done":
+                accepted = accept_result if accept_result is not None else result_id
+                self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (accepted, job_id))
+            self.db.execute("UPDATE attempts SET state = ?, outcome = ?, error = ?, finished_at = ? "
+                            "WHERE job_id = ? AND attempt = ?",
+                            ("ok" if outcome == "ok" else "failed", outcome, record.get("error_message"),
+                             now, job_id, attempt))
+            self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (job_state, now, job_id))
+        return result_id
+
+    def job_results(self, job_id: int) -> list[tuple[int, int, str, float | None, float | None]]:
+        """(result id, attempt, outcome, median_ms, iqr_ratio) of every attempt of a job."""
+        return self.db.execute("SELECT id, attempt, outcome, median_ms, iqr_ratio FROM results "
+                               "WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
+
+    def requeue_device(self, campaign_id: int, device: str) -> None:
+        """Clear a device's quarantine (``resume``): its queued jobs run again."""
+        self.set_device_state(campaign_id, device, "active", error=None, consecutive_failures=0)
+
+    # -- canaries, fingerprints, artifacts -------------------------------------------------
+    def add_canary(self, campaign_id: int, device: str, *, after_jobs: int, median_ms: float | None,
+                   baseline_ms: float | None, ok: bool, last_result_id: int | None) -> None:
+        deviation = (None if median_ms is None or not baseline_ms else median_ms / baseline_ms - 1.0)
+        with self.transaction():
+            self.db.execute("INSERT INTO canaries (campaign_id, device, after_jobs, median_ms, baseline_ms, "
+                            "deviation, ok, last_result_id, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (campaign_id, device, after_jobs, median_ms, baseline_ms, deviation, int(ok),
+                             last_result_id, time.time()))
+            if baseline_ms is not None:
+                self.db.execute("UPDATE campaign_devices SET canary_baseline_ms = ? WHERE campaign_id = ? "
+                                "AND device = ?", (baseline_ms, campaign_id, device))
+
+    def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> int:
+        """Add ``flag`` to the device's results newer than ``after_result_id``; returns how many."""
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE results SET flags = CASE WHEN flags = '' THEN ? ELSE flags || ',' || ? END "
+                "WHERE id > ? AND instr(',' || flags || ',', ',' || ? || ',') = 0 AND job_id IN "
+                "(SELECT id FROM jobs WHERE campaign_id = ? AND device = ?)",
+                (flag, flag, after_result_id, flag, campaign_id, device))
+        return cur.rowcount
+
+    def add_fingerprint(self, fingerprint_id: str, fingerprint: dict) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR IGNORE INTO fingerprints (id, json, created_at) VALUES (?,?,?)",
+                            (fingerprint_id, json.dumps(fingerprint, sort_keys=True, default=str), time.time()))
+
+    def add_artifact(self, *, sha256: str, space: str, arch: str, config: dict, path: str,
+                     size_bytes: int | None) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO artifacts (sha256, space, arch, config_json, path, "
+                            "size_bytes, created_at) VALUES (?,?,?,?,?,?,?)",
+                            (sha256, space, arch, json.dumps(config, sort_keys=True), path, size_bytes,
+                             time.time()))
+
+    def artifacts_for(self, space: str, config: dict) -> dict[str, tuple[str, str]]:
+        """arch -> (sha256, path) of artifacts exported with ``config``."""
+        rows = self.db.execute("SELECT arch, sha256, path FROM artifacts WHERE space = ? AND config_json = ?",
+                               (space, json.dumps(config, sort_keys=True)))
+        return {a: (s, p) for a, s, p in rows}
+
+    # -- tables for users ------------------------------------------------------------------
+    def add_imported(self, space: str, rows: Iterable[tuple[str, str, float]], source: str) -> int:
+        """Insert imported (arch, device, latency_ms) rows; re-importing a source replaces its
+        rows. Returns the number of rows."""
+        now = time.time()
+        rows = list(rows)
+        with self.transaction():
+            self.db.execute("DELETE FROM imported WHERE space = ? AND source = ?", (space, source))
+            self.db.executemany("INSERT INTO imported (space, arch, device, latency_ms, source, imported_at) "
+                                "VALUES (?,?,?,?,?,?)", ((space, a, d, float(v), source, now) for a, d, v in rows))
+        return len(rows)
+
+    def latency_table(self, space: str) -> pd.DataFrame:
+        """Latencies of one space: columns ``arch`` (NB201 int index or FBNet canonical key),
+        ``device``, ``latency_ms`` (label: median of repeat medians of the accepted result) and
+        ``source`` (``measured:<campaign>`` or ``imported:<file>``)."""
+        df = self.query(
+            "SELECT j.arch, j.device, r.median_ms AS latency_ms, 'measured:' || c.name AS source "
+            "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
+            "WHERE c.space = ? AND r.accepted = 1 AND r.median_ms IS NOT NULL "
+            "UNION ALL SELECT arch, device, latency_ms, 'imported:' || source FROM imported WHERE space = ?",
+            (space, space))
+        if space == "nb201":
+            df["arch"] = df["arch"].astype("int64")
+        return df
+
+    def results_frame(self, campaign_id: int | None = None) -> pd.DataFrame:
+        """One row per result (every attempt) with job, campaign and device columns."""
+        where = "" if campaign_id is None else "WHERE j.campaign_id = ?"
+        return self.query(
+            "SELECT c.name AS campaign, c.space, j.arch, j.device, j.id AS job_id, r.* "
+            "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
+            f"{where} ORDER BY r.id", () if campaign_id is None else (campaign_id,))
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
