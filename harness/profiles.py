@@ -409,3 +409,12 @@ class _Checker:
                                    f"got {value}")
             value = float(value)
         return value
+
+
+def profile_from_dict(d: dict) -> DeviceProfile:
+    """Inverse of :meth:`DeviceProfile.to_dict` (profiles stored with a campaign)."""
+    rt = dict(d["runtime"])
+    rt["cores"] = tuple(rt["cores"]) if rt.get("cores") is not None else None
+    rt["options"] = tuple(sorted(rt.get("options", {}).items()))
+    fields = {k: v for k, v in d.items() if k not in ("host", "runtime")}
+    return DeviceProfile(host=HostSpec(**d["host"]), runtime=RuntimeSpec(**rt), **fields)
