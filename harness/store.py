@@ -42,11 +42,11 @@ def code_version() -> str:
 
 
 def encode_samples(samples_ns: Iterable[Iterable[int]]) -> bytes:
-    """Raw samples (one sequence per repeat, integer ns) as zlib-compressed JSON."""
-    return zlib.compress(json.dumps([[int(s) for s in rep] for rep in samples_ns]).encode(), 6)
+    """Raw samples (one sequence per repeat, ns per inference) as zlib-compressed JSON."""
+    return zlib.compress(json.dumps([[float(s) for s in rep] for rep in samples_ns]).encode(), 6)
 
 
-def decode_samples(blob: bytes | None) -> list[list[int]]:
+def decode_samples(blob: bytes | None) -> list[list[float]]:
     return [] if blob is None else json.loads(zlib.decompress(blob))
 
 
@@ -278,8 +278,8 @@ class Store:
         return result_id
 
     def job_results(self, job_id: int) -> list[tuple[int, int, str, float | None, float | None]]:
-        """(result id, attempt, outcome, median_ms, iqr_ratio) of every attempt of a job."""
-        return self.db.execute("SELECT id, attempt, outcome, median_ms, iqr_ratio FROM results "
+        """(result id, attempt, outcome, label_ms, iqr_over_median) of every attempt of a job."""
+        return self.db.execute("SELECT id, attempt, outcome, label_ms, iqr_over_median FROM results "
                                "WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
 
     def requeue_device(self, campaign_id: int, device: str) -> None:
@@ -345,9 +345,9 @@ class Store:
         ``device``, ``latency_ms`` (label: median of repeat medians of the accepted result) and
         ``source`` (``measured:<campaign>`` or ``imported:<file>``)."""
         df = self.query(
-            "SELECT j.arch, j.device, r.median_ms AS latency_ms, 'measured:' || c.name AS source "
+            "SELECT j.arch, j.device, r.label_ms AS latency_ms, 'measured:' || c.name AS source "
             "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
-            "WHERE c.space = ? AND r.accepted = 1 AND r.median_ms IS NOT NULL "
+            "WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
             "UNION ALL SELECT arch, device, latency_ms, 'imported:' || source FROM imported WHERE space = ?",
             (space, space))
         if space == "nb201":

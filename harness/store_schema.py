@@ -15,11 +15,12 @@ APPLICATION_ID = 0x48574C31  # "HWL1"
 JOB_STATES = ("queued", "running", "done", "failed")
 DEVICE_STATES = ("active", "quarantined")
 
-# Statistics stored as columns of `results` (milliseconds unless the name says otherwise).
+# Statistics stored as columns of `results` (names of agents.measurement.Measurement.statistics;
+# milliseconds unless the name says otherwise). label_ms = median of the repeat medians.
 STAT_COLUMNS = (
-    "median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p10_ms", "p25_ms", "p75_ms", "p90_ms",
-    "p95_ms", "iqr_ms", "iqr_ratio", "iqm_ms", "median_ci_low_ms", "median_ci_high_ms",
-    "repeat_spread", "init_ms", "first_ms",
+    "label_ms", "median_ms", "mean_ms", "std_ms", "min_ms", "p10_ms", "p25_ms", "p75_ms", "p90_ms",
+    "p95_ms", "iqr_ms", "iqr_over_median", "iq_mean_ms", "median_ci95_lo_ms", "median_ci95_hi_ms",
+    "drift", "init_ms", "first_ms",
 )
 
 

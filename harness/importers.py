@@ -1,0 +1,171 @@
+"""Import public latency tables into a store, so public and own data live side by side.
+
+Two kinds of input:
+
+* a long table (Parquet or CSV) with ``device``, ``latency_ms`` and an architecture column:
+  ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` or ``arch`` (FBNet keys), as in
+  ``shared/data/nb201_latency.parquet`` and ``fbnet_latency.parquet``;
+* HELP's original ``latency/<device>.pt`` files: a list with one latency (ms) per row, where
+  row i is the architecture given by HELP's index mapping: ``str_arch2idx.pt`` (NB201: arch
+  string -> row) or ``arch.pt`` (FBNet: a list of 22 op indices per row), found next to the
+  file or in its parent folder (HELP's layout) unless given explicitly.
+
+Rows are stored as imported, with their source (the file name), and re-importing a file
+replaces its rows.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import UserError
+from harness.store import Store
+from spaces import ArchError, fbnet, nb201
+
+log = logging.getLogger(__name__)
+
+NB201_MAPPING = "str_arch2idx.pt"
+FBNET_MAPPING = "arch.pt"
+
+
+class TableImportError(UserError):
+    """A table that cannot be imported; the message names the file and what is missing."""
+
+
+def import_file(store: Store, path, *, space: str | None = None, device: str | None = None,
+                mapping=None) -> tuple[str, int]:
+    """Import one file; returns (space, number of rows). See the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableImportError(f"{path} does not exist")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suffix == ".pt":
+        space, rows = read_help_pt(path, space=space, device=device, mapping=mapping)
+    elif suffix in (".parquet", ".csv", ".csv.gz"):
+        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        space, rows = rows_from_long_table(frame, source=path.name, space=space, device=device)
+    else:
+        raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
+                           "HELP .pt")
+    n = store.add_imported(space, rows, source=path.name)
+    log.info("imported %d %s rows from %s", n, space, path)
+    return space, n
+
+
+def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None = None,
+                         device: str | None = None) -> tuple[str, list[tuple[str, str, float]]]:
+    """(space, [(arch key, device, latency_ms)]) from a long table."""
+    cols = set(frame.columns)
+    if "latency_ms" not in cols:
+        raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})")
+    if "device" not in cols and device is None:
+        raise TableImportError(f"{source}: no 'device' column; name the device with --device")
+    if space is None:
+        if cols & {"arch_index", "arch_str"}:
+            space = "nb201"
+        elif cols & {"arch_ops", "arch"}:
+            space = "fbnet"
+        else:
+            raise TableImportError(f"{source}: no architecture column; expected arch_index or arch_str "
+                               "(nb201), arch_ops or arch (fbnet)")
+    if space == "nb201":
+        if "arch_index" in cols:
+            keys = [str(nb201.check_index(int(i))) for i in frame["arch_index"]]
+        elif "arch_str" in cols:
+            keys = [str(nb201.to_index(s)) for s in frame["arch_str"].astype(str)]
+        else:
+            keys = [str(nb201.resolve(a)) for a in frame["arch"]]
+    elif space == "fbnet":
+        column = "arch_ops" if "arch_ops" in cols else "arch" if "arch" in cols else None
+        if column is None:
+            raise TableImportError(f"{source}: an fbnet table needs an 'arch_ops' or 'arch' column")
+        cache: dict[str, str] = {}
+        keys = [cache.setdefault(a, fbnet.canonical(a)) if a not in cache else cache[a]
+                for a in frame[column].astype(str)]
+    else:
+        raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
+    devices = [device] * len(frame) if device is not None else frame["device"].astype(str).tolist()
+    latencies = pd.to_numeric(frame["latency_ms"], errors="coerce")
+    if latencies.isna().any():
+        raise TableImportError(f"{source}: {int(latencies.isna().sum())} latency_ms values are missing or not numbers")
+    return space, list(zip(keys, devices, latencies.astype(float).tolist()))
+
+
+def read_help_pt(path: Path, *, space: str | None = None, device: str | None = None,
+                 mapping=None) -> tuple[str, list[tuple[str, str, float]]]:
+    """Rows of one HELP ``latency/<device>.pt`` file (device name = file stem)."""
+    import torch  # only the importer of HELP files needs torch
+
+    latencies = _load_pt(torch, path)
+    if not isinstance(latencies, (list, tuple)) or not all(isinstance(v, (int, float)) for v in latencies):
+        raise TableImportError(f"{path}: a HELP latency file holds a list of numbers, got {type(latencies).__name__}")
+    device = device or path.stem
+    if space is None:
+        space = "nb201" if len(latencies) == nb201.N_ARCHS else "fbnet"
+    mapping_path = Path(mapping) if mapping else _find_mapping(path, space)
+    if space == "nb201":
+        keys = _nb201_rows(torch, mapping_path, len(latencies), path)
+    elif space == "fbnet":
+        if mapping_path is None:
+            raise TableImportError(f"{path}: {len(latencies)} rows (not {nb201.N_ARCHS}, so not NB201); an FBNet "
+                               f"file needs HELP's {FBNET_MAPPING} next to it or in its parent folder, or --mapping")
+        keys = _fbnet_rows(torch, mapping_path, len(latencies), path)
+    else:
+        raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
+    return space, [(k, device, float(v)) for k, v in zip(keys, latencies)]
+
+
+def _load_pt(torch, path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated classes for a bad file
+        raise TableImportError(f"{path}: not a readable HELP .pt file ({type(exc).__name__}: {exc})") from None
+
+
+def _find_mapping(path: Path, space: str) -> Path | None:
+    name = NB201_MAPPING if space == "nb201" else FBNET_MAPPING
+    for folder in (path.parent, path.parent.parent):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _nb201_rows(torch, mapping_path: Path | None, n: int, path: Path) -> list[str]:
+    if mapping_path is None:
+        # HELP's NB201 row order is the official index (verified against HW-NAS-Bench), so a
+        # full-length file without its mapping is still unambiguous.
+        if n != nb201.N_ARCHS:
+            raise TableImportError(f"{path}: {n} rows; without {NB201_MAPPING} only a full {nb201.N_ARCHS}-row "
+                               "file can be mapped to NB201 indices")
+        log.info("%s: no %s found; taking row i as NB201 index i", path, NB201_MAPPING)
+        return [str(i) for i in range(n)]
+    str2idx = _load_pt(torch, mapping_path)
+    if not isinstance(str2idx, dict):
+        raise TableImportError(f"{mapping_path}: expected a dict of arch string -> row, got {type(str2idx).__name__}")
+    row_to_key: dict[int, str] = {}
+    for arch_str, row in str2idx.items():
+        try:
+            row_to_key[int(row)] = str(nb201.to_index(arch_str))
+        except ArchError as exc:
+            raise TableImportError(f"{mapping_path}: {exc}") from None
+    missing = [i for i in range(n) if i not in row_to_key]
+    if missing:
+        raise TableImportError(f"{mapping_path} maps no architecture to row(s) {missing[:5]} of {path} ({n} rows)")
+    return [row_to_key[i] for i in range(n)]
+
+
+def _fbnet_rows(torch, mapping_path: Path, n: int, path: Path) -> list[str]:
+    archs = _load_pt(torch, mapping_path)
+    if not isinstance(archs, (list, tuple)) or len(archs) < n:
+        raise TableImportError(f"{mapping_path}: expected a list of at least {n} architectures (22 op indices each)")
+    keys = []
+    for row, ops in enumerate(archs[:n]):
+        if not isinstance(ops, (list, tuple)) or len(ops) != fbnet.N_LAYERS:
+            raise TableImportError(f"{mapping_path}: row {row} is not a list of {fbnet.N_LAYERS} op indices")
+        try:
+            keys.append(fbnet.to_key([fbnet.OPS[int(i)] for i in ops]))
+        except (IndexError, ValueError):
+            raise TableImportError(f"{mapping_path}: row {row} has an op index outside 0..{len(fbnet.OPS) - 1}") from None
+    return keys
