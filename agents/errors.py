@@ -1,8 +1,50 @@
 """Root of hwl's error tree, and the errors that cross the agent protocol.
 
 Kept in ``agents`` because the agent must run alone on a device (numpy + one runtime).
+An agent failure travels as ``Error(kind=<class name>, message=...)`` and the host re-raises it
+as the same class with :func:`error_class`.
 """
 
 
 class HwlError(Exception):
     """Root of every error hwl raises on purpose."""
+
+
+class ProtocolError(HwlError):
+    """A line that is not a valid protocol message (bad JSON, unknown type, other major version)."""
+
+
+class BadRequest(ProtocolError):
+    """A well-formed message whose fields are missing, of the wrong type or contradictory."""
+
+
+class ModelNotFound(HwlError):
+    """The model named by a request is neither at its path nor in the agent's hash-keyed cache."""
+
+
+class HashMismatch(HwlError):
+    """The model file's sha256 differs from the one in the request; the agent refuses to run it."""
+
+
+class RuntimeUnavailable(HwlError):
+    """The runtime a request names is not installed on this device (or lacks the asked provider)."""
+
+
+class AgentBusy(HwlError):
+    """A measurement was requested while another one is still running on this agent."""
+
+
+class MeasurementTimeout(HwlError):
+    """A timed window or a whole model ran past its time limit; its process group was killed."""
+
+
+# Classes that may be named in an Error reply, by name.
+PROTOCOL_ERRORS = {cls.__name__: cls for cls in (
+    HwlError, ProtocolError, BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable,
+    AgentBusy, MeasurementTimeout,
+)}
+
+
+def error_class(kind: str) -> type[HwlError]:
+    """The error class for an ``Error.kind``; unknown kinds map to :class:`HwlError`."""
+    return PROTOCOL_ERRORS.get(kind, HwlError)

@@ -1,0 +1,262 @@
+"""Each model is measured in a child process, killed with its children past its time limits.
+
+Parent side: :func:`run_measurement` starts ``python -m agents.child`` in a new session (its
+own process group), pinned to the request's cores, sends it the job on stdin and reads progress
+lines from its stdout. The child reports each phase ("load", "first", "warmup", "window i");
+a timed phase (every one but "load") that lasts over ``window_timeout_s``, or a whole job
+over ``model_timeout_s``, gets the process group killed (rule 21). However the child ends, the
+parent returns a :class:`~agents.protocol.Result` with a typed outcome: a segfault in a runtime
+is a ``runtime_error`` record, not a dead agent.
+
+Child side (:func:`main`): pins itself to the core set *before* importing numpy or a runtime
+(so their thread pools start inside it), moves the original stdout aside for progress lines
+(whatever a runtime prints goes to stderr), loads the model, times it and writes the result.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agents.protocol import Measure, Result
+
+log = logging.getLogger(__name__)
+STDERR_TAIL_CHARS = 2000
+TIMED_PHASES_PREFIX = ("first", "warmup", "window")
+
+
+# ---------------------------------------------------------------------------------------------
+# parent side
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (the child and anything it started), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _tail(f) -> str:
+    f.seek(0)
+    text = f.read().decode(errors="replace")
+    return text[-STDERR_TAIL_CHARS:].strip()
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def run_measurement(request: Measure, model_path: str | Path | None, *, fingerprint_id: str = "",
+                    cache_dir: str | Path | None = None, python: str = sys.executable,
+                    cancel=None) -> Result:
+    """Measure one model in a pinned child process and return its typed result.
+
+    Parameters
+    ----------
+    request : Measure
+    model_path : path or None
+        Verified model file (None for an architecture key or a command without a file).
+    fingerprint_id : str
+        Linked from the record.
+    cache_dir : path, optional
+        Where runtimes may cache compiled artifacts (TVM libraries).
+    python : str
+        Interpreter for the child.
+    cancel : threading.Event, optional
+        Set it to kill the child early (agent shutdown); the outcome is then ``timeout``.
+    """
+    from agents.timing import TimingPolicy  # numpy-free, cheap
+
+    policy = TimingPolicy.from_profile(request.profile, request.policy)
+    if policy.cooldown_s:
+        time.sleep(policy.cooldown_s)  # rule 8, outside every timed window
+    job = {"request": json.loads(_encode_request(request)), "model_path": str(model_path) if model_path else "",
+           "fingerprint_id": fingerprint_id, "cache_dir": str(cache_dir) if cache_dir else ""}
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
+        env[var] = str(request.threads)
+    # The child must import this very package, wherever the agent was started from.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                      env.get("PYTHONPATH", "")]))
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([python, "-m", "agents.child"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
+        try:
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        outcome = _supervise(proc, policy, start, cancel)
+        elapsed = time.monotonic() - start
+        if outcome is not None and outcome.get("event") == "result":
+            return Result(id=request.id, outcome=outcome["outcome"], message=outcome.get("message", ""),
+                          measurement=outcome.get("measurement"), elapsed_s=elapsed)
+        tail = _tail(err)
+        if outcome is not None:  # killed by us
+            msg = outcome["message"]
+            return Result(id=request.id, outcome="timeout", message=f"{msg}; stderr tail: {tail}" if tail else msg,
+                          elapsed_s=elapsed)
+        rc = proc.returncode
+        if rc == -signal.SIGKILL:
+            kind, why = "oom", "the measuring process was killed by SIGKILL (most likely the kernel's OOM killer)"
+        elif rc is not None and rc < 0:
+            kind, why = "runtime_error", f"the measuring process died from {_signal_name(rc)}"
+        else:
+            kind, why = "runtime_error", f"the measuring process exited with status {rc} without a result"
+        return Result(id=request.id, outcome=kind, message=f"{why}; stderr tail: {tail}" if tail else why,
+                      elapsed_s=elapsed)
+
+
+def _encode_request(request: Measure) -> str:
+    from agents.protocol import encode
+    return encode(request).decode()
+
+
+def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | None:
+    """Read progress lines until the result; enforce the limits. Returns the result line, a
+    ``{"event": "killed", "message": ...}`` dict, or None when the child ended without a result."""
+    model_deadline = start + policy.model_timeout_s
+    window_deadline = None
+    phase = "start"
+    buf = b""
+    fd = proc.stdout.fileno()
+    while True:
+        now = time.monotonic()
+        deadlines = [model_deadline] + ([window_deadline] if window_deadline else [])
+        if cancel is not None and cancel.is_set():
+            _kill_group(proc)
+            return {"event": "killed", "message": f"cancelled during {phase} (agent shutting down)"}
+        if now >= min(deadlines):
+            _kill_group(proc)
+            if window_deadline and now >= window_deadline:
+                why = f"phase '{phase}' ran past the per-window limit of {policy.window_timeout_s:g} s"
+            else:
+                why = f"the model ran past the per-model limit of {policy.model_timeout_s:g} s (in phase '{phase}')"
+            return {"event": "killed", "message": why + "; its process group was killed"}
+        ready, _, _ = select.select([fd], [], [], min(0.2, max(0.0, min(deadlines) - now)))
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            proc.wait()
+            return None
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("child wrote a non-JSON line: %r", line[:200])
+                continue
+            if event.get("event") == "result":
+                proc.stdout.close()
+                proc.wait()
+                return event
+            phase = event.get("phase", phase)
+            timed = phase.startswith(TIMED_PHASES_PREFIX)
+            window_deadline = time.monotonic() + policy.window_timeout_s if timed else None
+
+
+# ---------------------------------------------------------------------------------------------
+# child side
+def _measure(job: dict, report) -> dict:
+    from agents import runtimes
+    from agents.errors import HwlError
+    from agents.measurement import Measurement, MeasurementSpec
+    from agents.protocol import decode
+    from agents.runtimes.base import RunFailure, looks_like_oom
+    from agents.timing import TimingPolicy, time_blocks
+
+    request = decode(json.dumps(job["request"]))
+    policy = TimingPolicy.from_profile(request.profile, request.policy)
+    started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    report("load")
+    try:
+        adapter = runtimes.load(request.runtime_name)
+        t0 = time.perf_counter_ns()
+        prepared = adapter.prepare(request, job["model_path"] or None, job["cache_dir"] or None)
+        init_ms = (time.perf_counter_ns() - t0) / 1e6
+    except RunFailure as exc:
+        return {"outcome": exc.outcome, "message": str(exc)}
+    except HwlError as exc:
+        return {"outcome": "load_error", "message": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # a runtime's own error class: keep its name in the message
+        outcome = "oom" if looks_like_oom(exc) else "load_error"
+        return {"outcome": outcome, "message": f"{type(exc).__name__}: {exc}"}
+    try:
+        if prepared.timing is not None:
+            timing = prepared.timing(policy, report)
+        else:
+            report("first")
+            timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report)
+    except RunFailure as exc:
+        return {"outcome": exc.outcome, "message": str(exc)}
+    except Exception as exc:
+        outcome = "oom" if looks_like_oom(exc) else "runtime_error"
+        return {"outcome": outcome, "message": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if prepared.close is not None:
+            prepared.close()
+    arch = request.labels.get("arch") or _arch_label(request)
+    spec = MeasurementSpec(arch=str(arch), model_sha256=request.sha256, input_shape=tuple(prepared.input_shape),
+                           batch=request.batch, dtype=request.dtype, runtime=request.runtime_name,
+                           runtime_version=prepared.runtime_version, provider=prepared.provider,
+                           build_hash=prepared.build_hash, threads=request.threads,
+                           cores=tuple(request.cores), profile=policy.name)
+    meta = {"policy": policy.to_dict(), "warmup_runs": timing.warmup_runs, "warmup_ms": timing.warmup_ns / 1e6,
+            "labels": dict(request.labels), "started_at": started_at, "scope": "compute",
+            "seed": request.seed, "runtime": prepared.metadata,
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    m = Measurement(spec=spec, block_size=timing.block_size, samples_ns=timing.samples_ns, init_ms=init_ms,
+                    first_ms=timing.first_ns / 1e6 if timing.first_ns is not None else None,
+                    fingerprint_id=job.get("fingerprint_id", ""), metadata=meta)
+    outcome = "unstable" if m.is_unstable else "ok"
+    message = f"flags {', '.join(m.flags)}" if m.is_unstable else ""
+    return {"outcome": outcome, "message": message, "measurement": m.to_dict()}
+
+
+def _arch_label(request: Measure) -> str:
+    if request.arch:
+        if "factory" in request.arch:
+            return request.arch["factory"]
+        return f"{request.arch.get('space', '?')}:{request.arch.get('key', '?')}"
+    return Path(request.model).name if request.model else request.sha256[:12]
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.readline())
+    cores = job["request"].get("cores") or []
+    if cores:
+        os.sched_setaffinity(0, cores)  # before numpy / runtime imports start thread pools
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a runtime prints goes to stderr, never into the progress stream
+    sys.stdout = sys.stderr
+
+    def report(phase: str) -> None:
+        proto.write(json.dumps({"event": "phase", "phase": phase}) + "\n")
+
+    result = _measure(job, report)
+    result["event"] = "result"
+    proto.write(json.dumps(result, allow_nan=False) + "\n")
+    proto.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""What every runtime adapter returns, and the typed failures it raises.
+
+An adapter module (``agents.runtimes.<name>``) has ``prepare(request, model_path, cache_dir)``
+returning a :class:`Prepared`. Loading, compiling and the first allocation happen in
+``prepare`` (timed as ``init_ms``); ``block(k)`` runs k inferences and returns elapsed ns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from agents.errors import HwlError
+
+
+class RunFailure(HwlError):
+    """A model failed in a way that becomes a typed outcome of its record."""
+
+    outcome = "runtime_error"
+
+
+class LoadFailure(RunFailure):
+    outcome = "load_error"
+
+
+class UnsupportedOp(RunFailure):
+    outcome = "unsupported_op"
+
+
+class CompileFailure(RunFailure):
+    outcome = "compile_error"
+
+
+class OutOfMemory(RunFailure):
+    outcome = "oom"
+
+
+@dataclass
+class Prepared:
+    """A loaded model, ready to time.
+
+    Attributes
+    ----------
+    block : callable
+        ``block(k) -> ns``: k back-to-back inferences, synchronised.
+    runtime_version, provider, build_hash : str
+    input_shape : tuple of int
+        Shape of the (first) input actually fed.
+    on_gpu : bool
+    metadata : dict
+        Runtime settings worth keeping (threads, spinning, opt level, compile_ms...).
+    timing : callable, optional
+        ``timing(policy, on_window) -> agents.timing.Timing`` for runtimes that do not time
+        blocks themselves (the command runtime).
+    close : callable, optional
+    """
+
+    block: Callable[[int], int] | None
+    runtime_version: str
+    provider: str = "CPUExecutionProvider"
+    build_hash: str = ""
+    input_shape: tuple = ()
+    on_gpu: bool = False
+    metadata: dict = field(default_factory=dict)
+    timing: Callable | None = None
+    close: Callable[[], None] | None = None
+
+
+def random_input(shape, dtype: str, seed: int) -> np.ndarray:
+    """Fixed-seed random tensor (rule 15): normal floats, small non-negative integers."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return rng.standard_normal(shape).astype(dt)
+    if dt.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dt)
+    return rng.integers(0, 8, size=shape).astype(dt)
+
+
+_OOM_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate memory")
+
+
+def looks_like_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS)

@@ -1,0 +1,113 @@
+"""onnxruntime adapter: CPU execution provider (threads, spinning, graph optimisation), CUDA EP.
+
+Options (``Measure.options``): ``provider`` ("cpu" default, or "cuda"), ``graph_optimization``
+("all" default, "extended", "basic", "disable"), ``spinning`` (intra-op thread spinning,
+default true as in onnxruntime), ``inter_op_threads`` (default 1). Intra-op threads = the
+request's ``threads`` (rule 5).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from agents.errors import BadRequest, RuntimeUnavailable
+from agents.runtimes.base import LoadFailure, OutOfMemory, Prepared, UnsupportedOp, looks_like_oom, random_input
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads"}
+
+
+def session_options(threads: int, options: dict) -> ort.SessionOptions:
+    level = options.get("graph_optimization", "all")
+    if level not in OPT_LEVELS:
+        raise BadRequest(f"onnxruntime option graph_optimization={level!r}; valid: {', '.join(OPT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = OPT_LEVELS[level]
+    spin = "1" if options.get("spinning", True) else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+    return so
+
+
+def input_feeds(sess, request) -> dict[str, np.ndarray]:
+    """Fixed-seed inputs; free dimensions become the batch (first) or the request's shape."""
+    feeds = {}
+    for i, inp in enumerate(sess.get_inputs()):
+        if inp.type not in ONNX_TYPES:
+            raise UnsupportedOp(f"input {inp.name!r} has type {inp.type}, which the agent cannot feed")
+        if i == 0 and request.input_shape:
+            shape = tuple(request.input_shape)
+        else:
+            shape = tuple(d if isinstance(d, int) and d > 0 else request.batch for d in inp.shape)
+        feeds[inp.name] = random_input(shape, ONNX_TYPES[inp.type], request.seed + i)
+    return feeds
+
+
+def _classify_load(exc: Exception) -> Exception:
+    text = str(exc)
+    if looks_like_oom(exc):
+        return OutOfMemory(f"onnxruntime ran out of memory loading the model: {text}")
+    if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text or "is not a registered function/op" in text:
+        return UnsupportedOp(f"onnxruntime does not support an operator of this model: {text}")
+    return LoadFailure(f"onnxruntime could not load the model: {text}")
+
+
+def prepare(request, model_path, cache_dir=None) -> Prepared:
+    options = dict(request.options)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise BadRequest(f"unknown onnxruntime option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
+    provider_key = options.get("provider", "cpu")
+    if provider_key not in PROVIDERS:
+        raise BadRequest(f"onnxruntime option provider={provider_key!r}; valid: {', '.join(PROVIDERS)}")
+    provider = PROVIDERS[provider_key]
+    if provider not in ort.get_available_providers():
+        raise RuntimeUnavailable(f"onnxruntime here has no {provider}; available: {', '.join(ort.get_available_providers())}")
+    so = session_options(request.threads, options)
+    try:
+        sess = ort.InferenceSession(str(model_path), sess_options=so, providers=[provider])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
+        raise _classify_load(exc) from None
+    feeds = input_feeds(sess, request)
+    meta = {"intra_op_threads": request.threads, "inter_op_threads": so.inter_op_num_threads,
+            "spinning": bool(options.get("spinning", True)),
+            "graph_optimization": options.get("graph_optimization", "all")}
+    shape = next(iter(feeds.values())).shape if feeds else ()
+    if provider_key == "cpu":
+        def block(k: int) -> int:
+            run = sess.run
+            t0 = time.perf_counter_ns()
+            for _ in range(k):
+                run(None, feeds)
+            return time.perf_counter_ns() - t0
+    else:
+        # Compute scope (rule 14): inputs resident on the GPU, outputs left there, stream synced.
+        binding = sess.io_binding()
+        for name, arr in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cuda")
+
+        def block(k: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in range(k):
+                sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return time.perf_counter_ns() - t0
+    return Prepared(block=block, runtime_version=ort.__version__, provider=provider,
+                    input_shape=tuple(shape), on_gpu=provider_key == "cuda", metadata=meta)

@@ -1,0 +1,194 @@
+"""Timing loops: first inference, warmup, block-size calibration and timed windows.
+
+The algorithm (measurement-method.md rules 9-13)::
+
+    first_ns = block(1)                           # kept apart, never a sample
+    k = 1
+    while warmup not done (>= warmup_min_runs runs and >= warmup_min_s):
+        t = block(k); if t < block_min: k *= 2    # warmup doubles as calibration
+    while block(k) < block_min: k *= 2            # finish calibration (sub-ms models)
+    repeat `repeats` times:                       # one timed window each
+        blocks of k until >= window_min_runs runs and >= window_min_s, or window_max_s
+        sample = block time / k                   # per-inference mean of the block
+
+``block(k)`` runs k inferences back to back and returns their elapsed nanoseconds, synchronised
+(see :func:`block_timer`). A runtime with its own device timer (TVM's ``time_evaluator``) passes
+its own ``block`` function instead. Larger k hides clock and loop overhead but averages away
+the per-inference spread, so k stops growing at the first block >= ``block_min_s`` (1 ms on
+CPU, 100 ms on GPU, as in torch's ``blocked_autorange`` and TVM's ``min_repeat_ms``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from agents.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long and how often to time; every field is stored with the record.
+
+    Parameters
+    ----------
+    name : str
+        Profile name ("standard", "quick").
+    warmup_min_runs, warmup_min_s :
+        Warmup lasts at least this many inferences and this long (rule 10).
+    repeats : int
+        Timed windows per model (rule 11).
+    window_min_runs, window_min_s, window_max_s :
+        A window ends once it has both minima, or at the cap (rule 11).
+    block_min_s, gpu_block_min_s :
+        k grows until one block takes at least this long (rule 12).
+    gpu_warmup_min_s : float
+        Warmup floor on GPUs (rule 10: 300 ms of back-to-back load).
+    cooldown_s : float
+        Pause before each model (rule 8), outside every timed window.
+    window_timeout_s, model_timeout_s : float
+        The measuring process is killed past these limits (rule 21).
+    """
+
+    name: str = "standard"
+    warmup_min_runs: int = 10
+    warmup_min_s: float = 2.0
+    repeats: int = 5
+    window_min_runs: int = 50
+    window_min_s: float = 1.0
+    window_max_s: float = 150.0
+    block_min_s: float = 1e-3
+    gpu_block_min_s: float = 0.1
+    gpu_warmup_min_s: float = 0.3
+    max_block_size: int = 1 << 20
+    cooldown_s: float = 0.2
+    window_timeout_s: float = 150.0
+    model_timeout_s: float = 300.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            val = getattr(self, f.name)
+            if f.name != "name" and (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0):
+                raise BadRequest(f"timing policy field {f.name!r} must be a number >= 0, got {val!r}")
+        if self.repeats < 1 or self.max_block_size < 1:
+            raise BadRequest("timing policy needs repeats >= 1 and max_block_size >= 1")
+
+    @classmethod
+    def quick(cls, **overrides) -> "TimingPolicy":
+        """Short profile for tests and demos: 3 windows of >= 10 runs and 0.1 s, little warmup."""
+        base = dict(name="quick", warmup_min_runs=3, warmup_min_s=0.05, repeats=3,
+                    window_min_runs=10, window_min_s=0.1, window_max_s=10.0, cooldown_s=0.0,
+                    gpu_warmup_min_s=0.05, gpu_block_min_s=0.01,
+                    window_timeout_s=30.0, model_timeout_s=120.0)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def standard(cls, **overrides) -> "TimingPolicy":
+        """The defaults of measurement-method.md."""
+        return cls(**overrides)
+
+    @classmethod
+    def from_profile(cls, profile: str, overrides: dict | None = None) -> "TimingPolicy":
+        """Policy for a profile name plus a dict of field overrides (names checked)."""
+        if profile not in PROFILES:
+            raise BadRequest(f"unknown timing profile {profile!r}; valid: {', '.join(PROFILES)}")
+        overrides = dict(overrides or {})
+        valid = {f.name for f in dataclasses.fields(cls)} - {"name"}
+        bad = sorted(set(overrides) - valid)
+        if bad:
+            raise BadRequest(f"unknown timing policy field(s) {', '.join(bad)}; valid: {', '.join(sorted(valid))}")
+        return PROFILES[profile](**overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROFILES = {"quick": TimingPolicy.quick, "standard": TimingPolicy.standard}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Raw output of :func:`time_blocks`; nanoseconds throughout."""
+
+    block_size: int
+    samples_ns: tuple  # per repeat, per-inference block means
+    first_ns: int
+    warmup_runs: int
+    warmup_ns: int
+
+
+def block_timer(run_once: Callable[[], object], *, clock: Callable[[], int] = time.perf_counter_ns,
+                sync: Callable[[], object] | None = None) -> Callable[[int], int]:
+    """A ``block(k)`` that runs ``run_once`` k times, calls ``sync`` and returns elapsed ns.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before the clock is read again, so
+    asynchronous devices are timed to completion (rule 13).
+    """
+    def block(k: int) -> int:
+        t0 = clock()
+        for _ in range(k):
+            run_once()
+        if sync is not None:
+            sync()
+        return clock() - t0
+    return block
+
+
+def _window_done(policy: TimingPolicy, runs: int, elapsed_ns: int) -> bool:
+    """The stop rule of one timed window, kept apart from the loop."""
+    if elapsed_ns >= policy.window_max_s * 1e9:
+        return True
+    return runs >= policy.window_min_runs and elapsed_ns >= policy.window_min_s * 1e9
+
+
+def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
+                clock: Callable[[], int] = time.perf_counter_ns, on_gpu: bool = False,
+                on_window: Callable[[str], object] | None = None) -> Timing:
+    """Run the algorithm of the module docstring.
+
+    Parameters
+    ----------
+    block : callable
+        ``block(k) -> ns`` for k back-to-back inferences (see :func:`block_timer`).
+    policy : TimingPolicy
+    clock : callable
+        Monotonic nanosecond clock for warmup and window lengths (injectable for tests).
+    on_gpu : bool
+        Use the GPU block and warmup floors.
+    on_window : callable, optional
+        Called with "warmup" and "window <i>" as each phase starts (the child process reports
+        progress with it, so the parent can enforce the per-window time limit).
+    """
+    block_min_ns = (policy.gpu_block_min_s if on_gpu else policy.block_min_s) * 1e9
+    warmup_min_ns = max(policy.warmup_min_s, policy.gpu_warmup_min_s if on_gpu else 0.0) * 1e9
+    notify = on_window or (lambda phase: None)
+
+    first_ns = int(block(1))
+    notify("warmup")
+    k, runs, t0 = 1, 0, clock()
+    while runs < policy.warmup_min_runs or clock() - t0 < warmup_min_ns:
+        t = block(k)
+        runs += k
+        if t < block_min_ns and k < policy.max_block_size:
+            k = min(2 * k, policy.max_block_size)
+    warmup_ns, warmup_runs = clock() - t0, runs
+    while k < policy.max_block_size and block(k) < block_min_ns:
+        k = min(2 * k, policy.max_block_size)
+
+    repeats = []
+    for i in range(policy.repeats):
+        notify(f"window {i}")
+        samples, runs, start = [], 0, clock()
+        while True:
+            samples.append(block(k) / k)
+            runs += k
+            if _window_done(policy, runs, clock() - start):
+                break
+        repeats.append(tuple(samples))
+    return Timing(block_size=k, samples_ns=tuple(repeats), first_ns=first_ns,
+                  warmup_runs=warmup_runs, warmup_ns=warmup_ns)
+
+
+__all__ = ["PROFILES", "Timing", "TimingPolicy", "block_timer", "time_blocks"]
