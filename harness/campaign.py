@@ -30,7 +30,8 @@ import numpy as np
 from harness.errors import CampaignError
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.store import Store
-from spaces import get_space, resolve_archs
+from spaces import ArchError, get_space, resolve_archs
+from spaces.cost import dataset_of
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,11 @@ def resolve_plan(spec: CampaignSpec) -> Plan:
     archs = resolve_archs(spec.space, list(spec.archs) if isinstance(spec.archs, tuple) else spec.archs,
                           seed=spec.seed)
     profiles = [p.with_measurement(spec.measurement) for p in load_profiles(list(spec.devices))]
+    for p in profiles:
+        try:
+            dataset_of(spec.space, p.dataset)
+        except ArchError as exc:
+            raise CampaignError(f"device {p.name} ({p.source}): {exc}") from None
     order_seed = spec.seed if spec.order_seed is None else spec.order_seed
     keys = [str(a) for a in archs]
     config = {

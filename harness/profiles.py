@@ -24,15 +24,18 @@ A profile looks like this::
 
     [workload]
     batch_size = 1
-    dataset = "cifar10"               # input size follows from the dataset
+    dataset = "cifar10"               # optional: default is the space's (cifar10 / cifar100)
 
     [measurement]
     profile = "quick"                 # quick | standard
     cooldown_s = 0.2
     max_temp_c = 85.0                 # optional temperature gate
+    [measurement.policy]              # optional overrides of the agent's TimingPolicy fields
+    repeats = 3
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
@@ -48,11 +51,9 @@ TRANSPORTS = ("local",)
 TRANSPORTS_LATER = ("ssh", "command")  # come with the deployment issue
 RUNTIMES = ("onnxruntime", "tvm", "torch", "command")
 MEASUREMENT_PROFILES = ("quick", "standard")
-# Input (channels, height, width) per dataset the space builders know.
-DATASET_INPUT = {
-    "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "imagenet16-120": (3, 16, 16),
-    "imagenet": (3, 224, 224),
-}
+# Datasets the space builders know (which space accepts which is checked when a campaign is
+# planned, see spaces.cost.dataset_of); the input size follows from the dataset.
+DATASETS = ("cifar10", "cifar100", "ImageNet16-120", "imagenet")
 # Runtime options: name -> (python type, allowed values or None).
 RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
     "onnxruntime": {
@@ -72,7 +73,7 @@ _SECTION_KEYS = {
     "host": ("name", "transport", "address", "port", "user"),
     "runtime": ("kind", "threads", "cores", "options"),
     "workload": ("batch_size", "dataset"),
-    "measurement": ("profile", "cooldown_s", "max_temp_c"),
+    "measurement": ("profile", "cooldown_s", "max_temp_c", "policy"),
 }
 USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
 
@@ -119,14 +120,16 @@ class DeviceProfile:
         One of :data:`DEVICE_CLASSES`.
     host, runtime : HostSpec, RuntimeSpec
     batch_size : int
-    dataset : str
-        Key of :data:`DATASET_INPUT`; fixes the input size.
+    dataset : str or None
+        One of :data:`DATASETS` (fixes the input size); None: the search space's default.
     measurement : str
         ``quick`` or ``standard`` (the agent's timing policies).
     cooldown_s : float
         Pause after each model.
     max_temp_c : float or None
         Temperature gate; None when the device has no sensor or no gate is wanted.
+    policy : tuple of (str, float)
+        Overrides of ``agents.timing.TimingPolicy`` fields (sorted pairs).
     thermal_domain : str
         Devices on one host sharing this never time at the same moment.
     source : str
@@ -138,17 +141,14 @@ class DeviceProfile:
     host: HostSpec
     runtime: RuntimeSpec
     batch_size: int = 1
-    dataset: str = "cifar10"
+    dataset: str | None = None
     measurement: str = "quick"
     cooldown_s: float = 0.2
     max_temp_c: float | None = None
+    policy: tuple[tuple[str, float], ...] = ()
     thermal_domain: str = ""
     description: str = ""
     source: str = field(default="", compare=False)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch_size, *DATASET_INPUT[self.dataset])
 
     @property
     def lock_keys(self) -> tuple[str, ...]:
@@ -160,6 +160,7 @@ class DeviceProfile:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["runtime"]["options"] = dict(self.runtime.options)
+        d["policy"] = dict(self.policy)
         return d
 
     def to_json(self) -> str:
@@ -282,18 +283,19 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
 
     wl = c.section(data, "workload")
     batch_size = c.integer(wl, "batch_size", "workload", default=1, minimum=1)
-    dataset = c.choice(wl, "dataset", tuple(DATASET_INPUT), "workload", default="cifar10")
+    dataset = c.choice(wl, "dataset", DATASETS, "workload", default=None)
 
     ms = c.section(data, "measurement")
     measurement = c.choice(ms, "profile", MEASUREMENT_PROFILES, "measurement", default="quick")
     cooldown_s = c.number(ms, "cooldown_s", "measurement", default=0.2, minimum=0.0)
     max_temp_c = c.number(ms, "max_temp_c", "measurement", default=None, minimum=1.0)
+    policy = _policy(c, ms.get("policy", {}))
 
     return DeviceProfile(
         name=name, device_class=device_class, host=host,
         runtime=RuntimeSpec(kind=kind, threads=threads, cores=cores, options=options),
         batch_size=batch_size, dataset=dataset, measurement=measurement, cooldown_s=cooldown_s,
-        max_temp_c=max_temp_c,
+        max_temp_c=max_temp_c, policy=policy,
         thermal_domain=c.string(data, "thermal_domain", default=host.name),
         description=c.string(data, "description", default=""), source=source,
     )
@@ -308,6 +310,23 @@ def _transport(c: "_Checker", host_t: dict) -> str:
         raise ProfileError(f"{c.source}: key 'host.transport' = {transport!r} is not valid; valid: "
                            f"{', '.join(TRANSPORTS + TRANSPORTS_LATER)}")
     return transport
+
+
+def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:
+    from agents.timing import TimingPolicy  # the agent owns the timing fields
+
+    if not isinstance(table, dict):
+        raise ProfileError(f"{c.source}: [measurement.policy] must be a table, got {table!r}")
+    valid = sorted(f.name for f in dataclasses.fields(TimingPolicy) if f.name != "name")
+    out = []
+    for key, value in table.items():
+        if key not in valid:
+            raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' is not a timing policy field; "
+                               f"valid: {', '.join(valid)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' must be a number >= 0, got {value!r}")
+        out.append((key, value))
+    return tuple(sorted(out))
 
 
 def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str, Any], ...]:
@@ -416,5 +435,6 @@ def profile_from_dict(d: dict) -> DeviceProfile:
     rt = dict(d["runtime"])
     rt["cores"] = tuple(rt["cores"]) if rt.get("cores") is not None else None
     rt["options"] = tuple(sorted(rt.get("options", {}).items()))
-    fields = {k: v for k, v in d.items() if k not in ("host", "runtime")}
-    return DeviceProfile(host=HostSpec(**d["host"]), runtime=RuntimeSpec(**rt), **fields)
+    fields = {k: v for k, v in d.items() if k not in ("host", "runtime", "policy")}
+    return DeviceProfile(host=HostSpec(**d["host"]), runtime=RuntimeSpec(**rt),
+                         policy=tuple(sorted(d.get("policy", {}).items())), **fields)
