@@ -204,7 +204,8 @@ def _measure(job: dict, report) -> dict:
             timing = prepared.timing(policy, report)
         else:
             report("first")
-            timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report)
+            timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
+                                 first=prepared.first)
     except RunFailure as exc:
         return {"outcome": exc.outcome, "message": str(exc)}
     except Exception as exc:
@@ -236,7 +237,9 @@ def _arch_label(request: Measure) -> str:
         if "factory" in request.arch:
             return request.arch["factory"]
         return f"{request.arch.get('space', '?')}:{request.arch.get('key', '?')}"
-    return Path(request.model).name if request.model else request.sha256[:12]
+    if request.model:
+        return Path(request.model).name
+    return request.sha256[:12] or request.runtime_name
 
 
 def main() -> int:

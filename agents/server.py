@@ -112,8 +112,8 @@ class AgentServer:
 
     def status(self, id: str = "") -> Status:
         with self._state_lock:
-            busy = self._worker is not None and self._worker.is_alive()
-            return Status(id=id, state="busy" if busy else "idle", job_id=self._job_id if busy else "",
+            busy = bool(self._job_id)
+            return Status(id=id, state="busy" if busy else "idle", job_id=self._job_id,
                           jobs_done=self._jobs_done, uptime_s=time.monotonic() - self._started,
                           load_avg=tuple(os.getloadavg()), pid=os.getpid())
 
@@ -162,13 +162,17 @@ class AgentServer:
         return False
 
     def start_measure(self, msg: Measure) -> None:
+        if not msg.id:
+            raise BadRequest("measure needs a non-empty 'id' (its result carries the same id)")
         with self._state_lock:
-            if self._worker is not None and self._worker.is_alive():
+            if self._job_id:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
         _check_cores(msg.cores, self.usable_cores)
         _check_runtime(msg.runtime_name)
         model_path = resolve_model(msg, self.cache_dir)
         with self._state_lock:
+            if self._job_id:
+                raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
             self._job_id = msg.id
             self._cancel.clear()
             self._worker = threading.Thread(target=self._run, args=(msg, model_path), name=f"measure-{msg.id}",
@@ -186,9 +190,16 @@ class AgentServer:
             self.send(Error(id=msg.id, kind="HwlError", message=f"agent bug: {type(exc).__name__}: {exc}"))
         else:
             log.info("measure %s: %s %s", msg.id, result.outcome, result.message[:200])
+            # Free the agent before replying, so the host's next measure is never refused as busy.
+            self._finish()
             self.send(result)
+        self._finish()
+
+    def _finish(self) -> None:
         with self._state_lock:
-            self._jobs_done += 1
+            if self._job_id:
+                self._job_id = ""
+                self._jobs_done += 1
 
     def _stop_worker(self) -> None:
         self._cancel.set()

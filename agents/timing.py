@@ -114,7 +114,7 @@ class Timing:
 
     block_size: int
     samples_ns: tuple  # per repeat, per-inference block means
-    first_ns: int
+    first_ns: int | None  # None when the runtime reports no first inference (command)
     warmup_runs: int
     warmup_ns: int
 
@@ -145,7 +145,8 @@ def _window_done(policy: TimingPolicy, runs: int, elapsed_ns: int) -> bool:
 
 def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
                 clock: Callable[[], int] = time.perf_counter_ns, on_gpu: bool = False,
-                on_window: Callable[[str], object] | None = None) -> Timing:
+                on_window: Callable[[str], object] | None = None,
+                first: Callable[[], int] | None = None) -> Timing:
     """Run the algorithm of the module docstring.
 
     Parameters
@@ -160,12 +161,14 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
     on_window : callable, optional
         Called with "warmup" and "window <i>" as each phase starts (the child process reports
         progress with it, so the parent can enforce the per-window time limit).
+    first : callable, optional
+        ``first() -> ns`` for the first inference, when ``block(1)`` cannot time it.
     """
     block_min_ns = (policy.gpu_block_min_s if on_gpu else policy.block_min_s) * 1e9
     warmup_min_ns = max(policy.warmup_min_s, policy.gpu_warmup_min_s if on_gpu else 0.0) * 1e9
     notify = on_window or (lambda phase: None)
 
-    first_ns = int(block(1))
+    first_ns = int(first() if first is not None else block(1))
     notify("warmup")
     k, runs, t0 = 1, 0, clock()
     while runs < policy.warmup_min_runs or clock() - t0 < warmup_min_ns:

@@ -50,6 +50,8 @@ class Prepared:
     on_gpu : bool
     metadata : dict
         Runtime settings worth keeping (threads, spinning, opt level, compile_ms...).
+    first : callable, optional
+        ``first() -> ns`` of the first inference, when ``block(1)`` cannot time it (TVM).
     timing : callable, optional
         ``timing(policy, on_window) -> agents.timing.Timing`` for runtimes that do not time
         blocks themselves (the command runtime).
@@ -64,6 +66,7 @@ class Prepared:
     on_gpu: bool = False
     metadata: dict = field(default_factory=dict)
     timing: Callable | None = None
+    first: Callable[[], int] | None = None
     close: Callable[[], None] | None = None
 
 

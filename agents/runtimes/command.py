@@ -1,0 +1,141 @@
+"""Command runtime: an external benchmark tool (``adb shell`` + a phone's benchmark binary, an
+FPGA board's vendor runtime, ...) run once per timed window; latency is parsed from its output.
+
+Options (``Measure.options``):
+
+``command``
+    Template, split like a shell line (no shell is run) or a list of words; placeholders
+    ``{model}``, ``{sha256}``, ``{threads}``, ``{cores}`` (comma list), ``{batch}``.
+``regex``
+    Pattern whose matches in stdout are latencies (group 1 when it has groups). Every match is
+    one sample, so a tool printing per-run times gives many samples per window.
+``json_path``
+    Instead of ``regex``: dotted path into the JSON on stdout (the last line that parses), e.g.
+    ``"results.0.latency_ms"``; the value may be a number or a list of numbers.
+``unit``
+    "ms" (default), "us", "ns" or "s".
+``warmup_runs``
+    Invocations before timing whose output is discarded (default 0: tools warm up themselves).
+``version``
+    Free text stored as the runtime version (e.g. the tool's build).
+
+Each invocation runs in the measuring child's process group, so a window timeout kills it too.
+A non-zero exit (or death by a signal) is a ``runtime_error`` with the tool's stderr tail.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+
+from agents.errors import BadRequest
+from agents.runtimes.base import Prepared, RunFailure
+from agents.timing import Timing
+
+UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+KNOWN_OPTIONS = {"command", "regex", "json_path", "unit", "warmup_runs", "version"}
+
+
+def build_argv(template, values: dict) -> list[str]:
+    words = shlex.split(template) if isinstance(template, str) else list(template)
+    try:
+        return [str(w).format(**values) for w in words]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise BadRequest(f"command template {template!r}: bad placeholder {exc}; "
+                         f"valid: {', '.join('{' + k + '}' for k in values)}") from None
+
+
+def _json_at(text: str, path: str):
+    doc = None
+    for line in reversed(text.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if doc is None:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise RunFailure(f"command output is not JSON (needed for json_path {path!r}): {text[-300:]!r}") from None
+    for part in path.split(".") if path else []:
+        try:
+            doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise RunFailure(f"json_path {path!r}: no {part!r} in the command's JSON output") from None
+    return doc
+
+
+def parse_latencies(text: str, *, regex: str | None = None, json_path: str | None = None) -> list[float]:
+    """Latency values in the tool's unit, from its stdout."""
+    if json_path is not None:
+        value = _json_at(text, json_path)
+        values = value if isinstance(value, list) else [value]
+    else:
+        values = re.findall(regex, text)
+        values = [v[0] if isinstance(v, tuple) else v for v in values]
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise RunFailure(f"command output has a non-numeric latency {values[:3]!r}") from None
+    if not out:
+        how = f"json_path {json_path!r}" if json_path is not None else f"regex {regex!r}"
+        raise RunFailure(f"no latency found in the command output with {how}; output ends: {text[-300:]!r}")
+    return out
+
+
+def _run(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as exc:
+        raise RunFailure(f"cannot run {argv[0]!r}: {exc}") from None
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            try:
+                why = f"died from {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                why = f"died from signal {-proc.returncode}"
+        else:
+            why = f"exited with status {proc.returncode}"
+        raise RunFailure(f"command {shlex.join(argv)[:200]} {why}; stderr ends: {proc.stderr[-500:].strip()!r}")
+    return proc.stdout
+
+
+def prepare(request, model_path, cache_dir=None) -> Prepared:
+    options = dict(request.options)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise BadRequest(f"unknown command option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
+    if ("regex" in options) == ("json_path" in options):
+        raise BadRequest("command runtime needs exactly one of options.regex or options.json_path")
+    unit = options.get("unit", "ms")
+    if unit not in UNITS_NS:
+        raise BadRequest(f"command option unit={unit!r}; valid: {', '.join(UNITS_NS)}")
+    if "regex" in options:
+        try:
+            re.compile(options["regex"])
+        except re.error as exc:
+            raise BadRequest(f"command option regex {options['regex']!r} does not compile: {exc}") from None
+    values = {"model": str(model_path or ""), "sha256": request.sha256, "threads": request.threads,
+              "cores": ",".join(map(str, request.cores)), "batch": request.batch}
+    argv = build_argv(options["command"], values)
+    scale = UNITS_NS[unit]
+
+    def timing(policy, report) -> Timing:
+        for _ in range(int(options.get("warmup_runs", 0))):
+            report("warmup")
+            _run(argv)
+        repeats = []
+        for i in range(policy.repeats):
+            report(f"window {i}")
+            out = _run(argv)
+            repeats.append(tuple(v * scale for v in parse_latencies(out, regex=options.get("regex"),
+                                                                   json_path=options.get("json_path"))))
+        return Timing(block_size=1, samples_ns=tuple(repeats), first_ns=None,
+                      warmup_runs=int(options.get("warmup_runs", 0)), warmup_ns=0)
+
+    return Prepared(block=None, runtime_version=str(options.get("version", "")), provider="command",
+                    input_shape=tuple(request.input_shape), metadata={"argv": argv, "unit": unit},
+                    timing=timing)

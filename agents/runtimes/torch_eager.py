@@ -1,0 +1,99 @@
+"""PyTorch eager adapter, for models given as an architecture key rather than a file.
+
+``Measure.arch`` is ``{"space": "nb201"|"fbnet", "key": <index, arch string or FBNet key>,
+"dataset": <optional>}`` (built with ``spaces.nb201_net`` / ``spaces.fbnet_net``, which need
+the ``spaces`` package beside ``agents`` on the device) or ``{"factory": "module:function"}``,
+a function returning an ``nn.Module`` (its input shape must then be in ``input_shape``).
+Options: ``device`` ("cpu" default, or "cuda"). Threads: ``torch.set_num_threads(threads)``,
+one inter-op thread. On CUDA every block ends with ``torch.cuda.synchronize()`` (rule 13).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+
+import torch
+
+from agents.errors import BadRequest, RuntimeUnavailable
+from agents.runtimes.base import LoadFailure, Prepared, random_input
+
+KNOWN_OPTIONS = {"device"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_module(arch: dict, batch: int, input_shape: tuple) -> tuple[torch.nn.Module, tuple]:
+    """The module and its input shape for an ``arch`` dict (see the module docstring)."""
+    if "factory" in arch:
+        mod_name, _, func = str(arch["factory"]).partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), func)
+        except (ImportError, AttributeError) as exc:
+            raise LoadFailure(f"torch factory {arch['factory']!r} cannot be imported: {exc}") from None
+        if not input_shape:
+            raise BadRequest("torch with arch.factory needs 'input_shape'")
+        return factory(), tuple(input_shape)
+    space, key, dataset = arch.get("space"), arch.get("key"), arch.get("dataset")
+    if space not in ("nb201", "fbnet") or key is None:
+        raise BadRequest(f"torch arch must be {{'space': 'nb201'|'fbnet', 'key': ..., 'dataset': ...}} "
+                         f"or {{'factory': 'module:function'}}; got {arch!r}")
+    try:
+        from spaces.cost import input_shape as shape_of
+        if space == "nb201":
+            from spaces.nb201_net import build_nb201 as build
+        else:
+            from spaces.fbnet_net import build_fbnet as build
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"torch models from architecture keys need the 'spaces' package on the "
+                                 f"device: {exc}") from None
+    try:
+        module = build(key, dataset)
+        shape = tuple(input_shape) if input_shape else shape_of(space, dataset, batch)
+    except Exception as exc:  # spaces.errors.ArchError and friends: the key is wrong
+        raise BadRequest(f"cannot build {space} architecture {key!r}: {exc}") from None
+    return module, shape
+
+
+def prepare(request, model_path, cache_dir=None) -> Prepared:
+    options = dict(request.options)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise BadRequest(f"unknown torch option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
+    if model_path is not None or not request.arch:
+        raise BadRequest("the torch runtime measures a model given as 'arch' (an architecture key), "
+                         "not a file; use onnxruntime or tvm for ONNX files")
+    device = options.get("device", "cpu")
+    if device not in ("cpu", "cuda"):
+        raise BadRequest(f"torch option device={device!r}; valid: cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeUnavailable("torch option device='cuda' but torch sees no CUDA device here")
+    if request.dtype not in DTYPES:
+        raise BadRequest(f"torch dtype {request.dtype!r}; valid: {', '.join(DTYPES)}")
+    torch.set_num_threads(request.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+    torch.manual_seed(request.seed)
+    module, shape = build_module(request.arch, request.batch, tuple(request.input_shape))
+    dtype = DTYPES[request.dtype]
+    module = module.eval().to(device=device, dtype=dtype)
+    x = torch.from_numpy(random_input(shape, "float32", request.seed)).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+
+    def block(k: int) -> int:
+        with torch.inference_mode():
+            t0 = time.perf_counter_ns()
+            for _ in range(k):
+                module(x)
+            if sync is not None:
+                sync()
+            return time.perf_counter_ns() - t0
+
+    meta = {"torch_threads": torch.get_num_threads(), "device": device,
+            "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+            "n_params": int(sum(p.numel() for p in module.parameters()))}
+    return Prepared(block=block, runtime_version=torch.__version__, provider=f"eager-{device}",
+                    input_shape=tuple(shape), on_gpu=device == "cuda", metadata=meta)
+
+
+__all__ = ["build_module", "prepare"]

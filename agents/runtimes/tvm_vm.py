@@ -1,0 +1,186 @@
+"""Apache TVM adapter: ONNX -> Relax (``tvm.relax.frontend.onnx.from_onnx``) -> ``tvm.compile``
+-> shared library, run by ``tvm.relax.VirtualMachine`` and timed with TVM's own
+``time_evaluator`` (its device timer; rule 13).
+
+Compiling happens in ``prepare`` (its time is ``metadata.compile_ms``, never in a timed window)
+and the library is cached in ``<cache_dir>/tvm/<build hash>.so``, where the build hash covers
+the model's sha256, the target and the TVM version (rule 24). :func:`build_library` does the
+same on a build host for another device, e.g. ``llvm -mtriple=aarch64-linux-gnu`` with a cross
+``cc``; the device then gets ``options.library`` (a prebuilt file) and needs no ONNX or LLVM.
+
+Options: ``target`` (string or dict, default "llvm"), ``library`` (prebuilt library path; then
+``input_shape`` and ``dtype`` describe the single input), ``cc`` (compiler for exporting the
+library), ``tune`` (reserved: MetaSchedule tuning is an opt-in build step run outside the agent
+on a build host, minutes per model; the agent refuses to tune inside a measurement).
+Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before TVM starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.relax.frontend import onnx as relax_onnx
+
+from agents.errors import BadRequest
+from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
+
+log = logging.getLogger(__name__)
+KNOWN_OPTIONS = {"target", "library", "cc", "tune"}
+EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
+
+
+def _target(spec) -> tvm.target.Target:
+    try:
+        return tvm.target.Target(spec)
+    except Exception as exc:
+        raise BadRequest(f"TVM target {spec!r} is not valid ({exc}); use e.g. 'llvm' or "
+                         f"{{'kind': 'llvm', 'mtriple': 'aarch64-linux-gnu'}}") from None
+
+
+def build_hash(model_sha256: str, target) -> str:
+    """Content address of a compiled library: model bytes + target + TVM version."""
+    key = json.dumps({"model": model_sha256, "target": str(target), "tvm": tvm.__version__}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[str, tuple, str]]:
+    """(name, shape, numpy dtype) of the graph inputs that are not initializers."""
+    import onnx
+
+    inits = {i.name for i in onnx_model.graph.initializer}
+    out = []
+    for i, inp in enumerate(x for x in onnx_model.graph.input if x.name not in inits):
+        t = inp.type.tensor_type
+        dims = tuple(d.dim_value if d.dim_value > 0 else batch for d in t.shape.dim)
+        if i == 0 and input_shape:
+            dims = tuple(input_shape)
+        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
+        out.append((inp.name, dims, dtype))
+    return out
+
+
+def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tuple = ()):
+    """Import and compile an ONNX file; returns (executable, inputs).
+
+    Raises
+    ------
+    LoadFailure, UnsupportedOp, CompileFailure
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(model_path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    inputs = onnx_inputs(model, batch, input_shape)
+    try:
+        mod = relax_onnx.from_onnx(model, shape_dict={n: s for n, s, _ in inputs})
+    except tvm.error.OpNotImplemented as exc:
+        raise UnsupportedOp(f"TVM's ONNX importer does not support an operator: {exc}") from None
+    except Exception as exc:
+        text = str(exc)
+        if "not supported" in text or "not implemented" in text.lower():
+            raise UnsupportedOp(f"TVM's ONNX importer: {text[:2000]}") from None
+        raise CompileFailure(f"TVM could not import the model: {type(exc).__name__}: {text[:2000]}") from None
+    try:
+        exe = tvm.compile(mod, target=_target(target))
+    except Exception as exc:
+        raise CompileFailure(f"tvm.compile failed for target {target!r}: {type(exc).__name__}: {str(exc)[:2000]}") from None
+    return exe, inputs
+
+
+def build_library(model_path, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
+                  input_shape: tuple = ()) -> Path:
+    """Compile an ONNX file into a shared library at ``out_path`` (written atomically).
+
+    For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``.
+    """
+    exe, _ = compile_onnx(model_path, target, batch=batch, input_shape=input_shape)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_path.parent)
+    os.close(fd)
+    try:
+        exe.export_library(tmp, **({"cc": cc} if cc else {}))
+        os.replace(tmp, out_path)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CompileFailure(f"exporting the TVM library failed: {exc}") from None
+    return out_path
+
+
+def prepare(request, model_path, cache_dir=None) -> Prepared:
+    options = dict(request.options)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise BadRequest(f"unknown tvm option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
+    if options.get("tune"):
+        raise BadRequest("the agent never tunes inside a measurement; tune on a build host and pass the "
+                         "resulting library as options.library")
+    target = options.get("target", "llvm")
+    meta = {"target": str(target), "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None,
+            "library_cached": False}
+    if options.get("library"):
+        lib_path = Path(options["library"])
+        if not request.input_shape:
+            raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
+        inputs = [("input", tuple(request.input_shape), request.dtype)]
+        digest = hashlib.sha256(lib_path.read_bytes()).hexdigest() if lib_path.is_file() else ""
+        bhash = digest
+    else:
+        bhash = build_hash(request.sha256, target)
+        lib_path = Path(cache_dir or tempfile.gettempdir()) / "tvm" / f"{bhash}.so"
+        import onnx
+        try:
+            inputs = onnx_inputs(onnx.load(str(model_path)), request.batch, tuple(request.input_shape))
+        except Exception as exc:
+            raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+        if lib_path.is_file():
+            meta["library_cached"] = True
+        else:
+            t0 = time.perf_counter_ns()
+            build_library(model_path, lib_path, target, cc=options.get("cc"), batch=request.batch,
+                          input_shape=tuple(request.input_shape))
+            meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
+    try:
+        lib = tvm.runtime.load_module(str(lib_path))
+    except Exception as exc:
+        raise LoadFailure(f"cannot load TVM library {lib_path}: {exc}") from None
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(lib, dev)
+    args = [tvm.runtime.tensor(random_input(s, d, request.seed + i), dev) for i, (_, s, d) in enumerate(inputs)]
+    vm.set_input("main", *args)
+    evaluators: dict = {}
+    pending: list[float] = []
+
+    def block(k: int) -> int:
+        """k inferences timed by TVM's own timer; blocks come from chunked evaluator calls."""
+        nonlocal pending
+        if k not in evaluators:
+            evaluators.clear()
+            pending = []
+            evaluators[k] = vm.time_evaluator("invoke_stateful", dev, number=k, repeat=EVALUATOR_CHUNK)
+        if not pending:
+            pending = list(evaluators[k]("main").results)
+        return int(round(pending.pop(0) * k * 1e9))
+
+    def first() -> int:
+        # time_evaluator discards its first call, so the very first inference is timed here.
+        t0 = time.perf_counter_ns()
+        vm.invoke_stateful("main")
+        dev.sync()
+        return time.perf_counter_ns() - t0
+
+    return Prepared(block=block, first=first, runtime_version=tvm.__version__, provider=f"relax-vm-{dev}",
+                    build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta)
+
+
+__all__ = ["build_hash", "build_library", "compile_onnx", "prepare"]
