@@ -20,7 +20,7 @@ A profile looks like this::
     threads = 1
     cores = [1]                       # core set the measurement is pinned to
     [runtime.options]                 # runtime settings, checked per runtime
-    graph_optimization_level = "all"
+    graph_optimization = "all"
 
     [workload]
     batch_size = 1
@@ -55,17 +55,19 @@ MEASUREMENT_PROFILES = ("quick", "standard")
 # planned, see spaces.cost.dataset_of); the input size follows from the dataset.
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120", "imagenet")
 # Runtime options: name -> (python type, allowed values or None).
+# Runtime options as the agent's adapters name them (agents/runtimes/*): passed through as
+# ``Measure.options``. Name -> (python type, allowed values or None).
 RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
     "onnxruntime": {
-        "graph_optimization_level": (str, ("disable", "basic", "extended", "all")),
-        "intra_op_spinning": (bool, None),
+        "provider": (str, ("cpu", "cuda")),
+        "graph_optimization": (str, ("disable", "basic", "extended", "all")),
+        "spinning": (bool, None),
         "inter_op_threads": (int, None),
-        "execution_provider": (str, ("CPUExecutionProvider", "CUDAExecutionProvider")),
     },
     "tvm": {"target": (str, None), "tuned": (bool, None), "opt_level": (int, (0, 1, 2, 3))},
     "torch": {"device": (str, ("cpu", "cuda"))},
-    "command": {"command": (str, None), "latency_regex": (str, None), "latency_json_path": (str, None),
-                "timeout_s": (float, None)},
+    "command": {"command": (str, None), "regex": (str, None), "json_path": (str, None),
+                "unit": (str, ("ns", "us", "ms", "s")), "warmup_runs": (int, None), "version": (str, None)},
 }
 _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
              "measurement")
@@ -351,9 +353,9 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
     if kind == "command" and "command" not in options:
         raise ProfileError(f"{c.source}: runtime 'command' needs key 'runtime.options.command' "
                            "(the command template)")
-    if kind == "command" and not ({"latency_regex", "latency_json_path"} & set(options)):
-        raise ProfileError(f"{c.source}: runtime 'command' needs 'runtime.options.latency_regex' or "
-                           "'runtime.options.latency_json_path' to read the latency")
+    if kind == "command" and len({"regex", "json_path"} & set(options)) != 1:
+        raise ProfileError(f"{c.source}: runtime 'command' needs exactly one of 'runtime.options.regex' "
+                           "or 'runtime.options.json_path' to read the latency")
     return tuple(sorted(out))
 
 

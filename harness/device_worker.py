@@ -1,0 +1,250 @@
+"""``DeviceWorker``: one device under test, as a plain class (wrapped by Ray in the coordinator).
+
+It owns the session to the device's agent, measures one job at a time and reports every
+outcome as a plain dict record, never raising for a failed measurement, so the coordinator
+(which owns retries) sees a typed outcome for every attempt. A dead agent is restarted on the
+next job. Devices on one host that share a core or a thermal domain exclude each other with
+file locks (``fcntl.flock``, released by the kernel even when the worker is killed), held
+around the whole measurement.
+
+``status()`` reads only in-memory state, so it answers at once while a measurement runs (the
+Ray actor gives it its own concurrency group).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from agents.errors import HwlError
+from agents.protocol import Measure, Ping, Result
+from harness.profiles import DeviceProfile, profile_from_dict
+from harness.transport.errors import ConnectionLost
+
+log = logging.getLogger(__name__)
+
+TEMP_POLL_S = 2.0  # measurement-method rule 6
+TEMP_GIVE_UP_S = 200.0
+# Agent error kinds that say the model file is the problem, not the device.
+_LOAD_KINDS = ("ModelNotFound", "HashMismatch")
+
+
+def lock_dir() -> Path:
+    return Path(os.environ.get("HWL_LOCK_DIR") or Path(tempfile.gettempdir()) / f"hwl-locks-{os.getuid()}")
+
+
+@contextlib.contextmanager
+def device_locks(keys, *, folder: Path | None = None):
+    """Hold exclusive locks named ``keys`` (taken in sorted order, so two devices never deadlock)."""
+    folder = folder or lock_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    try:
+        for key in sorted(keys):
+            f = open(folder / f"{key}.lock", "a+")
+            files.append(f)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        for f in reversed(files):
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+
+
+def service_cores(profile: DeviceProfile) -> tuple[int, ...]:
+    """Cores of this machine that the device does not measure on (for agents and Ray)."""
+    all_cores = set(range(os.cpu_count() or 1))
+    rest = all_cores - set(profile.runtime.cores or ())
+    return tuple(sorted(rest))
+
+
+def read_max_temp_c() -> float | None:
+    """Highest reading of /sys/class/thermal (None when the machine exposes no sensor)."""
+    temps = []
+    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
+        with contextlib.suppress(OSError, ValueError):
+            temps.append(int(zone.read_text().strip()) / 1000.0)
+    return max(temps) if temps else None
+
+
+class DeviceWorker:
+    """Measure jobs on one device, one at a time.
+
+    Parameters
+    ----------
+    profile : DeviceProfile or dict
+        The device (a dict as from ``DeviceProfile.to_dict``, which is what Ray ships).
+    session_factory : callable, optional
+        ``session_factory(profile) -> Session``; default: a ``LocalSession`` for ``local``.
+
+    Attributes
+    ----------
+    jobs_done : int
+    agent_starts : int
+        How often an agent session was opened (1 + restarts).
+    """
+
+    def __init__(self, profile, *, session_factory=None):
+        self.profile = profile if isinstance(profile, DeviceProfile) else profile_from_dict(profile)
+        self._session_factory = session_factory or _default_session
+        self._session = None
+        self._state_lock = threading.Lock()
+        self._running: dict | None = None
+        self.jobs_done = 0
+        self.agent_starts = 0
+        self._started = time.time()
+
+    # -- session ---------------------------------------------------------------------------
+    def _open(self):
+        if self._session is not None and self._session.is_connected:
+            return self._session
+        self._close_session()
+        session = self._session_factory(self.profile)
+        # Ray may run this process on the service cores only; the agent must see every core, so
+        # widen this thread's affinity while the subprocess is forked (the agent then pins
+        # itself to the service cores and each measurement to the profile's cores).
+        old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        try:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            session.open()
+        finally:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, old)
+        self._session = session
+        self.agent_starts += 1
+        return session
+
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+    def hello(self) -> dict:
+        """The agent's identity: version, pid, fingerprint and its id, runtimes."""
+        h = self._open().hello
+        return {"agent_version": h.agent_version, "pid": h.pid, "fingerprint": h.fingerprint,
+                "fingerprint_id": h.fingerprint_id, "runtimes": list(h.runtimes)}
+
+    def close(self) -> None:
+        self._close_session()
+
+    # -- status path -----------------------------------------------------------------------
+    def status(self) -> dict:
+        """Busy or idle, the running job, agent pid: answered without touching the agent."""
+        with self._state_lock:
+            running = dict(self._running) if self._running else None
+        session = self._session
+        return {"device": self.profile.name, "busy": running is not None, "running": running,
+                "jobs_done": self.jobs_done, "agent_starts": self.agent_starts,
+                "agent_pid": getattr(session, "pid", None) if session is not None else None,
+                "worker_pid": os.getpid(), "uptime_s": time.time() - self._started}
+
+    def ping(self) -> float:
+        """Round trip to the agent in seconds (the agent answers pings while it measures)."""
+        t0 = time.perf_counter()
+        self._open().request(Ping(sent_ns=time.monotonic_ns()), timeout_s=10.0)
+        return time.perf_counter() - t0
+
+    # -- measurement -----------------------------------------------------------------------
+    def measure(self, job: dict) -> dict:
+        """Measure one job; returns a record dict (see :func:`record_from_result`).
+
+        ``job`` keys: ``job_id``, ``attempt``, ``space``, ``arch``, ``model`` (path or ""),
+        ``sha256`` (of the model file), ``artifact_sha256``, ``dataset``, ``labels``.
+        """
+        with self._state_lock:
+            self._running = {"job_id": job.get("job_id"), "attempt": job.get("attempt"),
+                             "arch": job.get("arch"), "since": time.time()}
+        t0 = time.perf_counter()
+        try:
+            with device_locks(self.profile.lock_keys):
+                record = self._measure_locked(job)
+        finally:
+            with self._state_lock:
+                self._running = None
+        record["worker_s"] = time.perf_counter() - t0
+        record["artifact_sha256"] = job.get("artifact_sha256")
+        self.jobs_done += 1
+        return record
+
+    def _measure_locked(self, job: dict) -> dict:
+        gate = self._temperature_gate()
+        if gate is not None:
+            return gate
+        try:
+            session = self._open()
+            hello = session.hello
+            reply = session.request(self.measure_request(job))
+        except ConnectionLost as exc:
+            self._close_session()  # restarted on the next job
+            return {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
+        except HwlError as exc:  # the agent refused the request (Error reply)
+            kind = type(exc).__name__
+            outcome = "load_error" if kind in _LOAD_KINDS else "runtime_error"
+            return {"outcome": outcome, "error_kind": kind, "error_message": str(exc)}
+        record = record_from_result(reply)
+        record["fingerprint"] = hello.fingerprint
+        record.setdefault("fingerprint_id", hello.fingerprint_id)
+        return record
+
+    def measure_request(self, job: dict) -> Measure:
+        p = self.profile
+        policy = dict(p.policy)
+        policy.setdefault("cooldown_s", p.cooldown_s)
+        common = dict(id=f"j{job['job_id']}a{job['attempt']}", runtime=p.runtime.kind, batch=p.batch_size,
+                      threads=p.runtime.threads, cores=tuple(p.runtime.cores or ()), profile=p.measurement,
+                      policy=policy, options=p.runtime.options_dict(),
+                      labels={"device": p.name, **(job.get("labels") or {})})
+        if p.runtime.kind == "torch":
+            return Measure(arch={"space": job["space"], "key": job["arch"], "dataset": job.get("dataset")},
+                           **common)
+        return Measure(model=job.get("model", ""), sha256=job.get("sha256", ""), **common)
+
+    def _temperature_gate(self) -> dict | None:
+        """Wait until the device is under its temperature limit; a record when it never is."""
+        limit = self.profile.max_temp_c
+        if limit is None or self.profile.host.transport != "local":
+            return None
+        deadline = time.monotonic() + TEMP_GIVE_UP_S
+        while True:
+            temp = read_max_temp_c()
+            if temp is None or temp < limit:
+                return None
+            if time.monotonic() > deadline:
+                return {"outcome": "device_lost", "error_kind": "TemperatureGate",
+                        "error_message": f"{self.profile.name} stayed at {temp:.1f} C, above its limit "
+                                         f"{limit:.1f} C, for {TEMP_GIVE_UP_S:.0f} s"}
+            time.sleep(TEMP_POLL_S)
+
+
+def record_from_result(reply: Result) -> dict:
+    """The flat record the store keeps, from an agent ``result`` reply."""
+    m = reply.measurement or {}
+    stats = dict(m.get("stats") or {})
+    for key in ("init_ms", "first_ms"):
+        stats[key] = m.get(key)
+    spec = m.get("spec") or {}
+    return {
+        "outcome": reply.outcome, "flags": list(stats.pop("flags", []) or []), "stats": stats,
+        "samples_ns": m.get("samples_ns"), "block_size": m.get("block_size"),
+        "fingerprint_id": m.get("fingerprint_id") or None, "runtime_version": spec.get("runtime_version"),
+        "measure_s": reply.elapsed_s, "error_kind": None if reply.outcome == "ok" else reply.outcome,
+        "error_message": reply.message or None,
+        "measurement": {k: v for k, v in m.items() if k not in ("samples_ns", "stats")},
+    }
+
+
+def _default_session(profile: DeviceProfile):
+    if profile.host.transport == "local":
+        from harness.transport.local import LocalSession
+        return LocalSession(cores=service_cores(profile) or None, name=profile.name)
+    raise HwlError(f"transport {profile.host.transport!r} is not supported yet")
