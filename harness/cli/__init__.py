@@ -19,6 +19,8 @@ from harness.errors import USER_ERRORS
 # Subcommand modules, in the order `hwl --help` lists them.
 COMMAND_MODULES = [
     "space",
+    "export",
+    "measure",
 ]
 
 

@@ -1,0 +1,153 @@
+"""`hwl measure MODEL.onnx --runtime ort --threads 1 --cores 0 --profile quick [--json]`.
+
+Measures one model here, through the same pinned child process the agent uses, and prints the
+record (JSON with --json, a short table otherwise). Exit status 0 for ok / unstable records,
+1 for any other outcome.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
+from harness.errors import UserError
+
+RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("measure", help="measure one model's latency on this machine")
+    p.add_argument("model", nargs="?", default="", help="ONNX file (not needed for --runtime torch --arch "
+                                                       "or a command that takes no file)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="ort")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    p.add_argument("--cores", default="", help="pin the measurement to these CPUs, e.g. '0' or '0,1'")
+    p.add_argument("--profile", choices=["quick", "standard"], default="standard",
+                   help="timing profile (quick: short windows for demos; standard: the method's defaults)")
+    p.add_argument("--policy", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a timing policy field, e.g. repeats=3 (repeatable)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="runtime option, e.g. graph_optimization=basic or target=llvm (repeatable; "
+                        "values are parsed as JSON when they can be)")
+    p.add_argument("--arch", help="torch: SPACE:KEY[:DATASET], e.g. nb201:123 or 'fbnet:k3_e1;...'")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--input-shape", default="", help="full input shape, e.g. 1,3,32,32")
+    p.add_argument("--command", dest="command_template", help="command runtime: template, e.g. \"adb shell "
+                                                              "/data/benchmark --graph={model}\"")
+    p.add_argument("--regex", help="command runtime: regex of the latency in the output")
+    p.add_argument("--json-path", help="command runtime: dotted path of the latency in JSON output")
+    p.add_argument("--unit", choices=["ns", "us", "ms", "s"], help="command runtime: unit of the parsed latency")
+    p.add_argument("--cache-dir", help="where compiled TVM libraries are cached")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_measure_cli)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items, flag: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = _value(val)
+    return out
+
+
+def _ints(text: str, flag: str) -> tuple:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers") from None
+
+
+def run_measure_cli(args) -> int:
+    options = _pairs(args.option, "--option")
+    for key, val in (("command", args.command_template), ("regex", args.regex),
+                     ("json_path", args.json_path), ("unit", args.unit)):
+        if val is not None:
+            options[key] = val
+    arch = {}
+    if args.arch:
+        space, _, rest = args.arch.partition(":")
+        key, _, dataset = rest.rpartition(":") if rest.count(":") else (rest, "", "")
+        arch = {"space": space, "key": int(key) if key.isdigit() else key}
+        if dataset:
+            arch["dataset"] = dataset
+    result = measure(model=args.model, runtime=args.runtime, threads=args.threads,
+                     cores=_ints(args.cores, "--cores"), profile=args.profile,
+                     policy=_pairs(args.policy, "--policy"), options=options, arch=arch, batch=args.batch,
+                     input_shape=_ints(args.input_shape, "--input-shape"), cache_dir=args.cache_dir)
+    if args.json:
+        out = {"outcome": result.outcome, "message": result.message, "elapsed_s": result.elapsed_s,
+               "measurement": result.measurement}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        _print_table(result)
+    return 0 if result.outcome in ("ok", "unstable") else 1
+
+
+def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=(), profile: str = "standard",
+            policy: dict | None = None, options: dict | None = None, arch: dict | None = None, batch: int = 1,
+            input_shape=(), cache_dir=None):
+    """Measure one model here through the agent's child-process path; returns a protocol Result."""
+    from pathlib import Path
+
+    from agents import fingerprint
+    from agents.child import run_measurement
+    from agents.protocol import Measure
+    from agents.server import resolve_model, sha256_of
+
+    sha = ""
+    if model:
+        path = Path(model)
+        if not path.is_file():
+            raise UserError(f"model file {model} does not exist")
+        sha = sha256_of(path)
+        model = str(path.resolve())
+    try:
+        request = Measure(id="cli", runtime=runtime, model=model, sha256=sha, arch=arch or {}, batch=batch,
+                          input_shape=tuple(input_shape), threads=threads, cores=tuple(cores), profile=profile,
+                          policy=policy or {}, options=options or {})
+        model_path = resolve_model(request, None)
+        from agents.timing import TimingPolicy
+        TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
+        fp_id = fingerprint.fingerprint_id(fingerprint.collect())
+        return run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
+    except (BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _print_table(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.measurement is None:
+        console.print(f"[bold red]{result.outcome}[/]: {result.message}")
+        return
+    m = result.record()
+    st = m.statistics()
+    table = Table(title=f"{m.spec.arch} on {m.spec.runtime} {m.spec.runtime_version} "
+                        f"({m.spec.provider}, {m.spec.threads} thread(s), cores {list(m.spec.cores) or 'any'})")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    rows = [("outcome", result.outcome), ("label (median of repeat medians)", f"{st['label_ms']:.4f} ms"),
+            ("median", f"{st['median_ms']:.4f} ms"),
+            ("95% CI of median", f"{st['median_ci95_lo_ms']:.4f} - {st['median_ci95_hi_ms']:.4f} ms"),
+            ("mean +- std", f"{st['mean_ms']:.4f} +- {st['std_ms']:.4f} ms"),
+            ("IQR / median", f"{st['iqr_over_median']:.1%}"), ("repeat drift", f"{st['drift']:.1%}"),
+            ("samples x block", f"{st['n_samples']} x {m.block_size}"),
+            ("init / first", f"{m.init_ms if m.init_ms is not None else float('nan'):.1f} / "
+                             f"{m.first_ms if m.first_ms is not None else float('nan'):.3f} ms"),
+            ("flags", ", ".join(st["flags"]) or "-"), ("profile", m.spec.profile)]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if result.message:
+        console.print(result.message)
