@@ -25,7 +25,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from spaces.cost import dataset_of, input_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportConfig", "ExportRecord", "export_many", "export_one", "prepare_model", "seed_of"]
+__all__ = ["ExportConfig", "ExportRecord", "export_many", "export_one", "iter_export", "prepare_model", "seed_of"]
 
 OPSET = 17
 FORMAT_VERSION = 1  # bump when the exported graph changes for the same config
@@ -198,27 +198,38 @@ def export_many(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
     Each worker runs torch with one thread (``workers`` defaults to the number of cores).
     Architectures are validated before any worker starts, so a bad key fails fast.
     """
+    return list(iter_export(space, archs, out_dir, dataset=dataset, batch_size=batch_size, workers=workers))
+
+
+def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str | None = None,
+                batch_size: int = 1, workers: int | None = None) -> Iterator[ExportRecord]:
+    """Like ``export_many``, but yields each record (in input order) as soon as it is ready."""
     archs = [canonical_arch(space, a) for a in archs]
     dataset_of(space, dataset)
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ExportError(f"workers must be at least 1, got {workers}")
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ExportError(f"workers must be a positive integer, got {workers!r}")
     workers = min(workers, max(1, len(archs)))
     if workers == 1:
-        return [export_one(space, a, out_dir, dataset=dataset, batch_size=batch_size) for a in archs]
+        for a in archs:
+            yield export_one(space, a, out_dir, dataset=dataset, batch_size=batch_size)
+        return
     # forkserver: workers fork from a clean server that has torch imported but has never run
     # a torch op, which is both quick and safe (forking a process with live OpenMP threads is not).
+    # Like any non-fork start method it re-imports the caller's __main__: scripts need the
+    # `if __name__ == "__main__":` guard.
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "onnxruntime", "harness.export"])
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
         futures = [pool.submit(export_one, space, a, str(out_dir), dataset=dataset, batch_size=batch_size)
                    for a in archs]
         try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _init_worker() -> None:
