@@ -1,0 +1,78 @@
+"""CLI contracts of `hwl space` and `hwl export` (through harness.cli.main and capsys)."""
+import json
+
+import pytest
+
+from harness.cli import main
+from spaces import fbnet, nb201
+
+CONTRACT_KEYS = ["space", "arch", "path", "sha256", "export_s", "max_abs_err"]
+
+
+def test_space_list_nb201_csv(capsys):
+    assert main(["space", "list", "nb201", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 15_626 and lines[0] == "arch_index,arch_str"
+    assert lines[1] == f"0,{nb201.to_string(0)}"
+    assert lines[-1].startswith("15624,|")
+
+
+def test_space_sample_fbnet(capsys):
+    assert main(["space", "sample", "fbnet", "--n", "100", "--seed", "0"]) == 0
+    keys = capsys.readouterr().out.splitlines()
+    assert len(keys) == 100
+    assert all(fbnet.canonical(k) == k for k in keys)
+    assert keys == fbnet.sample(100, 0)
+
+
+def test_export_nb201_index_and_string(tmp_path, capsys):
+    arch_str = nb201.to_string(17)
+    assert main(["export", "nb201", "0", arch_str, "--out", str(tmp_path), "--workers", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["arch"] for d in lines] == [0, 17]
+    for d in lines:
+        assert list(d)[:6] == CONTRACT_KEYS
+        assert d["space"] == "nb201" and d["dataset"] == "cifar10" and d["max_abs_err"] <= 1e-4
+        assert d["path"].endswith(d["sha256"] + ".onnx")
+
+
+def test_export_fbnet_archs_file_default_cifar100(tmp_path, capsys):
+    key = fbnet.sample(1, seed=9)[0]
+    arch_file = tmp_path / "archs.txt"
+    arch_file.write_text(f"# one key per line\n{fbnet.to_idx_key(fbnet.parse(key))}\n")
+    argv = ["export", "fbnet", "--archs", f"@{arch_file}", "--out", str(tmp_path / "store"), "--workers", "1"]
+    assert main(argv) == 0
+    (first,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["arch"] == key and first["dataset"] == "cifar100" and not first["cache_hit"]
+    assert main(argv) == 0  # again: served from the store
+    (again,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert again["cache_hit"] and again["sha256"] == first["sha256"]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["nb201", "|conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|"], ["conv_5x5", "valid ops", "nor_conv_3x3"]),
+    (["nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|"], ["3 incoming edges", "got 2"]),
+    (["nb201", "15625"], ["out of range", "0..15624"]),
+    (["fbnet", ",".join(["k3_e1"] * 21)], ["22 layers", "got 21"]),
+    (["fbnet", ",".join(["k3_e1"] * 21 + ["k7_e2"])], ["k7_e2", "valid ops", "k5_e1_g2"]),
+    (["nb201", "0", "--dataset", "imagenet"], ["imagenet", "valid datasets", "ImageNet16-120"]),
+    (["fbnet", "--archs", "all"], ["only defined for nb201"]),
+    (["nb201"], ["no architectures given", "random:N"]),
+    (["nb201", "0", "--archs", "1"], ["either as arguments or with --archs"]),
+])
+def test_export_bad_input_exits_nonzero_naming_the_problem(tmp_path, capsys, args, needles):
+    code = main(["export", *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("hwl export: error:") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+    assert not any(tmp_path.glob("*.onnx"))
+
+
+def test_export_unknown_space_lists_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "darts", "0", "--out", str(tmp_path)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "invalid choice: 'darts'" in err and "nb201" in err and "fbnet" in err
