@@ -235,13 +235,12 @@ class Store:
                             (job_id, attempt, "running", now))
         return attempt
 
-    def finish_attempt(self, job_id: int, attempt: int, *, record: dict, job_state: str,
-                       accept_result: int | None = None) -> int | None:
+    def finish_attempt(self, job_id: int, attempt: int, *, record: dict, job_state: str) -> int:
         """Store one attempt's record (idempotent on (job, attempt)) and move the job to
         ``job_state`` (``done``, ``failed`` or ``queued`` for a retry), in one transaction.
 
-        ``accept_result`` names the result id to mark as the job's answer (None: this attempt's
-        result when ``job_state == 'done'``). Returns this attempt's result id.
+        With ``done`` this attempt's result becomes the job's answer (``accepted``). Returns
+        this attempt's result id.
         """
         now = time.time()
         outcome = record.get("outcome", "runtime_error")
@@ -252,7 +251,7 @@ class Store:
                     "fingerprint_id", "artifact_sha256", "runtime_version", "code_version",
                     "record_json", "created_at"]
             samples = record.get("samples_ns")
-            slim = {k: v for k, v in record.items() if k not in ("samples_ns", "fingerprint")}
+            slim = {k: v for k, v in record.items() if k not in ("samples_ns", "fingerprint", "stats")}
             values = [job_id, attempt, outcome, ",".join(record.get("flags") or ()),
                       *[stats.get(c) for c in STAT_COLUMNS], record.get("block_size"),
                       len(samples) if samples else None,
@@ -268,14 +267,18 @@ class Store:
             result_id = row[0] if row else self.db.execute(
                 "SELECT id FROM results WHERE job_id = ? AND attempt = ?", (job_id, attempt)).fetchone()[0]
             if job_state == "done":
-                accepted = accept_result if accept_result is not None else result_id
-                self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (accepted, job_id))
+                self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
             self.db.execute("UPDATE attempts SET state = ?, outcome = ?, error = ?, finished_at = ? "
                             "WHERE job_id = ? AND attempt = ?",
                             ("ok" if outcome == "ok" else "failed", outcome, record.get("error_message"),
                              now, job_id, attempt))
             self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (job_state, now, job_id))
         return result_id
+
+    def accept_result(self, job_id: int, result_id: int) -> None:
+        """Make ``result_id`` the answer of its job (the others stay, not accepted)."""
+        with self.transaction():
+            self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
 
     def job_results(self, job_id: int) -> list[tuple[int, int, str, float | None, float | None]]:
         """(result id, attempt, outcome, label_ms, iqr_over_median) of every attempt of a job."""

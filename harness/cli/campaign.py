@@ -1,0 +1,175 @@
+"""`hwl campaign run|status|resume|export`: measurement campaigns in a store."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from harness.cli.common import add_archs_flags
+from harness.errors import CampaignError
+
+DEFAULT_STORE = "lab.db"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("campaign", help="run, resume, inspect and export measurement campaigns")
+    sub = p.add_subparsers(dest="campaign_command", required=True)
+
+    run = sub.add_parser("run", help="plan a campaign (archs x devices) and measure it")
+    run.add_argument("file", nargs="?", help="campaign TOML file (flags override its settings)")
+    run.add_argument("--space", choices=["nb201", "fbnet"])
+    add_archs_flags(run)
+    run.add_argument("--devices", help="comma-separated device profile names or .toml paths")
+    run.add_argument("--profile", choices=["quick", "standard"],
+                     help="measurement profile for every device (default: each device's own)")
+    run.add_argument("--name", help="campaign name (default: derived from the settings)")
+    _common(run)
+    run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="finish a campaign (after a crash, or a quarantine)")
+    resume.add_argument("--name", help="campaign (default: the store's latest)")
+    _common(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    status = sub.add_parser("status", help="jobs per device and state")
+    status.add_argument("--name", help="campaign (default: the store's latest)")
+    status.add_argument("--store", default=DEFAULT_STORE)
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+
+    export = sub.add_parser("export", help="write results as Parquet or a HELP-style wide table")
+    export.add_argument("--name", help="campaign (default: the store's latest)")
+    export.add_argument("--store", default=DEFAULT_STORE)
+    export.add_argument("--format", choices=["parquet", "help"], default="parquet")
+    export.add_argument("--out", help="output file (default: <campaign>.parquet / <campaign>_help.csv)")
+    export.set_defaults(func=cmd_export)
+
+
+def _common(p) -> None:
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
+    p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
+    p.add_argument("--no-progress", action="store_true", help="no live table; one summary line at the end")
+
+
+def _options(args):
+    from harness.coordinator import CoordinatorOptions
+
+    store = Path(args.store)
+    artifacts = Path(args.artifacts) if args.artifacts else store.parent / f"{store.stem}-artifacts"
+    if args.canary_every < 0:
+        raise CampaignError(f"--canary-every must be >= 0, got {args.canary_every}")
+    return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=args.canary_every)
+
+
+def run(*, store: str, file: str | None = None, space: str | None = None, archs: str | None = None,
+        seed: int | None = None, devices: str | None = None, profile: str | None = None,
+        name: str | None = None, options=None, on_progress=None) -> dict:
+    """Plan (or find) a campaign and measure what is left of it; returns the summary."""
+    from harness.campaign import CampaignSpec, load_campaign_file, plan_campaign
+    from harness.coordinator import run_campaign
+    from harness.store import Store
+
+    settings = load_campaign_file(file) if file else {}
+    given = {"space": space, "archs": archs, "seed": seed, "devices": devices, "profile": profile, "name": name}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    missing = [k for k in ("space", "archs", "devices") if not settings.get(k)]
+    if missing:
+        raise CampaignError(f"missing {', '.join('--' + m for m in missing)} (or a campaign file that sets them)")
+    devs = settings["devices"]
+    spec = CampaignSpec(space=settings["space"], archs=settings["archs"],
+                        devices=tuple(devs.split(",") if isinstance(devs, str) else devs),
+                        seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
+                        name=settings.get("name"), order_seed=settings.get("order_seed"))
+    with Store(store) as st:
+        cid, plan, created = plan_campaign(st, spec)
+        summary = run_campaign(st, cid, options, on_progress=on_progress)
+        summary.update(name=plan.name, created=created)
+        return summary
+
+
+def resume(*, store: str, name: str | None = None, options=None, on_progress=None) -> dict:
+    from harness.campaign import find_campaign
+    from harness.coordinator import run_campaign
+    from harness.store import Store
+
+    if not Path(store).is_file():
+        raise CampaignError(f"store {store} does not exist")
+    with Store(store) as st:
+        cid, cname, _ = find_campaign(st, name)
+        summary = run_campaign(st, cid, options, on_progress=on_progress)
+        summary.update(name=cname, created=False)
+        return summary
+
+
+def _live(fn, args, **kwargs) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from harness.report import progress_table
+
+    console = Console(stderr=True)
+    options = _options(args)
+    if args.no_progress or not console.is_terminal:
+        summary = fn(options=options, **kwargs)
+    else:
+        with Live(console=console, refresh_per_second=2) as live:
+            summary = fn(options=options, on_progress=lambda snap: live.update(progress_table(snap)), **kwargs)
+    console.print(progress_table(summary["devices"], title=f"campaign {summary['name']}"))
+    done = sum(d["done"] for d in summary["devices"].values())
+    bad = [n for n, d in summary["devices"].items() if d["state"] == "quarantined"]
+    print(json.dumps({"campaign": summary["name"], "created": summary["created"], "done_now": done,
+                      "wall_s": round(summary["wall_s"], 2), "measure_s": round(summary["measure_s"], 2),
+                      "quarantined": bad}))
+    return 1 if bad else 0
+
+
+def cmd_run(args) -> int:
+    return _live(run, args, store=args.store, file=args.file, space=args.space, archs=args.archs,
+                 seed=args.seed if args.archs or not args.file else None, devices=args.devices,
+                 profile=args.profile, name=args.name)
+
+
+def cmd_resume(args) -> int:
+    return _live(resume, args, store=args.store, name=args.name)
+
+
+def status(*, store: str, name: str | None = None):
+    """(campaign name, ``Store.status`` frame) read through a read-only connection."""
+    from harness.campaign import find_campaign
+    from harness.store import Store
+
+    with Store(store, readonly=True) as st:
+        cid, cname, _ = find_campaign(st, name)
+        return cname, st.status(cid)
+
+
+def cmd_status(args) -> int:
+    cname, frame = status(store=args.store, name=args.name)
+    if args.json:
+        print(json.dumps({"campaign": cname, "devices": frame.to_dict(orient="records")}))
+        return 0
+    from rich.console import Console
+
+    from harness.report import status_table
+    Console().print(status_table(frame, title=f"campaign {cname} ({args.store})"))
+    return 0
+
+
+def export(*, store: str, fmt: str = "parquet", out: str | None = None, name: str | None = None) -> Path:
+    from harness.campaign import find_campaign
+    from harness.exporting import export_help, export_parquet
+    from harness.store import Store
+
+    with Store(store, readonly=True) as st:
+        cid, cname, _ = find_campaign(st, name)
+        if fmt == "parquet":
+            return export_parquet(st, cid, out or f"{cname}.parquet")
+        return export_help(st, cid, out or f"{cname}_help.csv")
+
+
+def cmd_export(args) -> int:
+    path = export(store=args.store, fmt=args.format, out=args.out, name=args.name)
+    print(path, file=sys.stdout)
+    return 0

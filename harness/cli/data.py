@@ -1,0 +1,36 @@
+"""`hwl data import FILE... --store lab.db`: public latency tables into a store."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="import public latency tables into a store")
+    sub = p.add_subparsers(dest="data_command", required=True)
+    imp = sub.add_parser("import", help="import long tables (.parquet/.csv) or HELP latency .pt files")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--store", default="lab.db", help="SQLite store (default lab.db)")
+    imp.add_argument("--space", choices=["nb201", "fbnet"], help="default: detected from the table")
+    imp.add_argument("--device", help="device name (default: the table's device column / the .pt file name)")
+    imp.add_argument("--mapping", help="HELP index mapping (str_arch2idx.pt / arch.pt); default: found "
+                                       "next to the file or in its parent folder")
+    imp.set_defaults(func=cmd_import)
+
+
+def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None) -> list[dict]:
+    from harness.importers import import_file
+    from harness.store import Store
+
+    out = []
+    with Store(store) as st:
+        for f in files:
+            sp, n = import_file(st, f, space=space, device=device, mapping=mapping)
+            out.append({"file": f, "space": sp, "rows": n})
+    return out
+
+
+def cmd_import(args) -> int:
+    for line in import_files(store=args.store, files=args.files, space=args.space, device=args.device,
+                             mapping=args.mapping):
+        print(json.dumps(line))
+    return 0

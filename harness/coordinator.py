@@ -1,0 +1,437 @@
+"""The campaign coordinator on Ray: keeps every device busy, owns retries, writes the store.
+
+* One named actor per device (``device:<name>``, ``get_if_exists``) wrapping
+  :class:`~harness.device_worker.DeviceWorker`, pinned to its host by the custom resource
+  ``host:<name>``; Ray task retries are off (``max_task_retries=0``); ``status`` runs in its own
+  concurrency group, measurements in the (serial) default group.
+* Model exports are Ray tasks calling ``harness.export.export_one``; they run ahead of each
+  device's queue by a bounded window (backpressure), results are taken with ``ray.wait`` as
+  they complete, and every ``ray.wait`` / ``ray.get`` has a timeout.
+* The coordinator commits each job's state to the store before acting on it, numbers attempts,
+  re-queues failures (at most ``max_attempts`` per job) and unstable / drifting records (at most
+  2 extra attempts, then the steadiest attempt is accepted), quarantines a device after 3
+  failures in a row, and runs a drift canary at the start, every 50 jobs and at the end.
+* The queue is re-derived from the store, so ``resume`` after any crash is the same code path.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.campaign import campaign_profiles
+from harness.device_worker import DeviceWorker
+from harness.profiles import DeviceProfile
+from harness.store import Store
+from spaces.cost import dataset_of
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "hwl"
+CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
+FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
+                   "unsupported_op")
+
+
+@dataclass
+class CoordinatorOptions:
+    """Knobs of a run (defaults follow measurement-method.md).
+
+    Parameters
+    ----------
+    address : str or None
+        Ray cluster to join; None starts a local Ray (``num_cpus``, no dashboard).
+    artifact_dir : path
+        Content-addressed ONNX store used by the export tasks.
+    max_attempts : int
+        Attempts per job, counting failures and unstable re-measurements together.
+    quarantine_after : int
+        Consecutive failed attempts that quarantine a device.
+    canary_every : int
+        Jobs between drift canaries on a device (0: no canary).
+    canary_tolerance : float
+        Relative deviation from the baseline that flags the jobs since the last good canary.
+    export_ahead : int
+        Exports kept in flight ahead of each device's queue.
+    wait_timeout_s : float
+        Timeout of each ``ray.wait``; also the progress-report interval.
+    pin_service_cores : bool
+        Keep this process and a local Ray off the cores local devices measure on.
+    """
+
+    address: str | None = None
+    artifact_dir: Path = Path("artifacts")
+    num_cpus: int = 2
+    max_attempts: int = 3
+    quarantine_after: int = 3
+    canary_every: int = 50
+    canary_tolerance: float = 0.03
+    export_ahead: int = 3
+    wait_timeout_s: float = 1.0
+    hello_timeout_s: float = 120.0
+    job_margin_s: float = 120.0
+    pin_service_cores: bool = True
+    ray_temp_dir: str | None = None
+
+
+@dataclass
+class _Device:
+    profile: DeviceProfile
+    queue: deque
+    actor: object = None
+    in_flight: tuple | None = None  # (ref, job_id or None for a canary, attempt, arch, started)
+    state: str = "active"
+    error: str | None = None
+    failures_in_row: int = 0
+    done: int = 0
+    failed: int = 0
+    since_canary: int = 0
+    canary_due: bool = False
+    baseline_ms: float | None = None
+    last_good_result: int = 0
+    limit_s: float = 600.0
+    durations_s: list = field(default_factory=list)
+
+
+class Coordinator:
+    """Run (or resume) one campaign of ``store`` to completion.
+
+    Parameters
+    ----------
+    store : Store
+    campaign_id : int
+    options : CoordinatorOptions
+    on_progress : callable, optional
+        Called with :meth:`snapshot` about once per ``wait_timeout_s``.
+    """
+
+    def __init__(self, store: Store, campaign_id: int, options: CoordinatorOptions | None = None,
+                 *, on_progress=None):
+        self.store = store
+        self.campaign_id = campaign_id
+        self.options = options or CoordinatorOptions()
+        self.on_progress = on_progress
+        row = store.db.execute("SELECT space FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        self.space = row[0]
+        self.devices: dict[str, _Device] = {}
+        self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
+        self.measure_s = 0.0
+        self.started = time.time()
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Measure every queued job; returns a summary (counts, wall and measurement time)."""
+        import ray
+
+        self.store.recover_interrupted(self.campaign_id)
+        for profile in campaign_profiles(self.store, self.campaign_id):
+            self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
+            queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
+            self.devices[profile.name] = _Device(profile, queue, canary_due=self.options.canary_every > 0
+                                                 and bool(queue), limit_s=self._job_limit_s(profile))
+        if not any(d.queue for d in self.devices.values()):
+            return self.summary()  # nothing left: measure nothing, start nothing
+        with self._ray():
+            self._start_actors()
+            self._loop(ray)
+            for dev in self.devices.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(dev.actor)
+        return self.summary()
+
+    def _job_limit_s(self, profile: DeviceProfile) -> float:
+        """How long a measurement may take before the coordinator gives up on the actor."""
+        from agents.timing import TimingPolicy
+        from harness.transport.base import MEASURE_MARGIN_S  # the session's own limit
+
+        policy = TimingPolicy.from_profile(profile.measurement, dict(profile.policy))
+        return policy.model_timeout_s + policy.cooldown_s + MEASURE_MARGIN_S + self.options.job_margin_s
+
+    def summary(self) -> dict:
+        return {"campaign_id": self.campaign_id, "wall_s": time.time() - self.started,
+                "measure_s": self.measure_s, "devices": self.snapshot()}
+
+    def snapshot(self) -> dict:
+        """Per device: done, failed, running, queued, state, error, eta_s."""
+        out = {}
+        for name, dev in self.devices.items():
+            mean_s = sum(dev.durations_s[-20:]) / len(dev.durations_s[-20:]) if dev.durations_s else None
+            queued = len(dev.queue)
+            out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
+                         "running": int(dev.in_flight is not None), "state": dev.state, "error": dev.error,
+                         "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}
+        return out
+
+    # -- Ray set-up ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _ray(self):
+        import ray
+
+        if ray.is_initialized():  # a caller (test, notebook) owns the Ray connection
+            yield
+            return
+        old = os.sched_getaffinity(0)
+        local_cores = {c for d in self.devices.values() if d.profile.host.transport == "local"
+                       for c in (d.profile.runtime.cores or ())}
+        keep = set(range(os.cpu_count() or 1)) - local_cores
+        if self.options.pin_service_cores and self.options.address is None and keep:
+            os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
+        try:
+            if self.options.address:
+                ray.init(address=self.options.address, namespace=NAMESPACE, log_to_driver=False)
+            else:
+                hosts = {d.profile.host.resource for d in self.devices.values()}
+                kwargs = {"_temp_dir": self.options.ray_temp_dir} if self.options.ray_temp_dir else {}
+                ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                         resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            os.sched_setaffinity(0, old)
+
+    def _start_actors(self) -> None:
+        import ray
+
+        pending = {}
+        for name, dev in self.devices.items():
+            dev.actor = device_actor(dev.profile)
+            pending[dev.actor.hello.remote()] = name
+        deadline = time.monotonic() + self.options.hello_timeout_s
+        while pending and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(5.0, deadline - time.monotonic()))
+            for ref in ready:
+                name = pending.pop(ref)
+                try:
+                    hello = ray.get(ref, timeout=10)
+                    self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
+                except Exception as exc:  # agent would not start: the device cannot work
+                    self._quarantine(self.devices[name], f"agent did not start: {exc}")
+        for ref, name in pending.items():
+            self._quarantine(self.devices[name], f"no answer from device {name} within "
+                             f"{self.options.hello_timeout_s:g} s: is a Ray node with resource "
+                             f"{self.devices[name].profile.host.resource} up?")
+
+    # -- main loop -------------------------------------------------------------------------
+    def _loop(self, ray) -> None:
+        while True:
+            for dev in self.devices.values():
+                self._schedule_exports(dev)
+            for dev in self.devices.values():
+                if dev.state == "active" and dev.in_flight is None:
+                    self._dispatch(dev)
+            refs = [d.in_flight[0] for d in self.devices.values() if d.in_flight is not None]
+            refs += [r for r in self.exports.values() if not isinstance(r, dict)]
+            if not refs:
+                break
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.options.wait_timeout_s,
+                                fetch_local=False)
+            ready = set(ready)
+            for key, val in list(self.exports.items()):
+                if not isinstance(val, dict) and val in ready:
+                    self._export_done(ray, key, val)
+            for dev in self.devices.values():
+                if dev.in_flight is not None and (dev.in_flight[0] in ready or self._overdue(dev)):
+                    self._measure_done(ray, dev)
+            if self.on_progress is not None:
+                self.on_progress(self.snapshot())
+
+    def _export_key(self, dev: _Device, space: str, arch: str) -> tuple | None:
+        if dev.profile.runtime.kind == "torch":
+            return None  # torch builds the model from the architecture key
+        dataset = dev.profile.dataset if space == self.space else None
+        return (space, arch, dataset_of(space, dataset).name, dev.profile.batch_size)
+
+    def _schedule_exports(self, dev: _Device) -> None:
+        if dev.state != "active":
+            return
+        wanted = [CANARY_ARCH] if dev.canary_due or not dev.queue else []
+        wanted += [(self.space, arch) for _, arch, _ in list(dev.queue)[: self.options.export_ahead]]
+        for space, arch in wanted:
+            key = self._export_key(dev, space, arch)
+            if key is not None and key not in self.exports:
+                self.exports[key] = export_remote().remote(key, str(self.options.artifact_dir))
+
+    def _export_done(self, ray, key, ref) -> None:
+        try:
+            art = ray.get(ref, timeout=30)
+            self.exports[key] = art
+            self.store.add_artifact(sha256=art["artifact_sha256"], space=key[0], arch=key[1],
+                                    config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
+                                    size_bytes=art["size_bytes"])
+        except Exception as exc:
+            self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
+
+    def _dispatch(self, dev: _Device) -> None:
+        """Start the device's next measurement when its model is ready."""
+        canary = dev.canary_due or (not dev.queue and dev.since_canary > 0 and self.options.canary_every > 0)
+        if not canary and not dev.queue:
+            return
+        space, arch = CANARY_ARCH if canary else (self.space, dev.queue[0][1])
+        key = self._export_key(dev, space, arch)
+        art = self.exports.get(key) if key is not None else {}
+        if not isinstance(art, dict):
+            return  # export still running
+        job = {"space": space, "arch": arch, "dataset": dataset_of(space, key[2] if key else None).name,
+               "model": art.get("path", ""), "sha256": art.get("sha256", ""),
+               "artifact_sha256": art.get("artifact_sha256")}
+        if canary:
+            job.update(job_id="canary", attempt=dev.done + dev.failed)
+            dev.canary_due = False
+            job_id, attempt = None, 0
+        else:
+            job_id, arch, _ = dev.queue.popleft()
+            attempt = self.store.start_attempt(job_id)  # committed before the actor sees it
+            job.update(job_id=job_id, attempt=attempt, labels={"campaign_id": self.campaign_id})
+        if "error" in art:  # the model cannot be exported: a failed attempt, no device time
+            record = {"outcome": "load_error", "error_kind": "ExportError", "error_message": art["error"]}
+            if job_id is None:
+                self._canary_done(dev, record)
+            else:
+                self._finish(dev, job_id, attempt, arch, record)
+            return
+        ref = dev.actor.measure.remote(job)
+        dev.in_flight = (ref, job_id, attempt, arch, time.monotonic())
+
+    def _overdue(self, dev: _Device) -> bool:
+        return time.monotonic() - dev.in_flight[4] > dev.limit_s
+
+    def _measure_done(self, ray, dev: _Device) -> None:
+        ref, job_id, attempt, arch, started = dev.in_flight
+        dev.in_flight = None
+        try:
+            record = ray.get(ref, timeout=10)
+        except Exception as exc:  # actor died, node lost, or overdue: the attempt is lost
+            record = {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
+            with contextlib.suppress(Exception):
+                ray.kill(dev.actor)
+            dev.actor = device_actor(dev.profile)
+        self.measure_s += float(record.get("measure_s") or 0.0)
+        dev.durations_s.append(time.monotonic() - started)
+        if record.get("fingerprint_id") and record.get("fingerprint"):
+            self.store.add_fingerprint(record["fingerprint_id"], record.pop("fingerprint"))
+        if job_id is None:
+            self._canary_done(dev, record)
+        else:
+            self._finish(dev, job_id, attempt, arch, record)
+
+    def _finish(self, dev: _Device, job_id: int, attempt: int, arch: str, record: dict) -> None:
+        outcome = record.get("outcome")
+        flags = set(record.get("flags") or ())
+        unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
+        retry = attempt < self.options.max_attempts
+        if outcome == "ok" and not unstable:
+            state, accept = "done", None
+        elif unstable:
+            state, accept = ("queued", None) if retry else ("done", "steadiest")
+        else:
+            state, accept = ("queued" if retry else "failed"), None
+        result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
+        if accept == "steadiest":  # every attempt unstable: keep them all, answer with the steadiest
+            best = min((r for r in self.store.job_results(job_id) if r[3] is not None),
+                       key=lambda r: r[4] if r[4] is not None else float("inf"))
+            self.store.accept_result(job_id, best[0])
+        if state == "queued":
+            # a failure is retried next (the device may be fine); an unstable record later
+            (dev.queue.append if unstable else dev.queue.appendleft)((job_id, arch, attempt))
+        elif state == "done":
+            dev.done += 1
+            dev.since_canary += 1
+        else:
+            dev.failed += 1
+        if outcome in FAILED_OUTCOMES:
+            dev.failures_in_row += 1
+            if dev.failures_in_row >= self.options.quarantine_after:
+                self._quarantine(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
+                                      f"{record.get('error_message') or ''}".strip())
+        else:
+            dev.failures_in_row = 0
+        if self.options.canary_every and dev.since_canary >= self.options.canary_every:
+            dev.canary_due = True
+        log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
+                  outcome, state, result_id)
+
+    def _canary_done(self, dev: _Device, record: dict) -> None:
+        label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None
+        last_id = self.store.db.execute("SELECT max(id) FROM results").fetchone()[0] or 0
+        after_jobs = dev.done + dev.failed
+        if label is None:
+            dev.failures_in_row += 1
+            self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
+                                  baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
+            if dev.failures_in_row >= self.options.quarantine_after:
+                self._quarantine(dev, f"drift canary failed: {record.get('error_message')}")
+            return
+        dev.since_canary = 0
+        if dev.baseline_ms is None:
+            dev.baseline_ms, ok = label, True
+        else:
+            ok = abs(label / dev.baseline_ms - 1.0) <= self.options.canary_tolerance
+        self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=label,
+                              baseline_ms=dev.baseline_ms, ok=ok, last_result_id=last_id)
+        if ok:
+            dev.last_good_result = last_id
+        else:
+            n = self.store.flag_results_since(self.campaign_id, dev.profile.name, dev.last_good_result,
+                                              "canary_drift")
+            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged %d results, "
+                        "re-baselined", dev.profile.name, label, 100 * (label / dev.baseline_ms - 1),
+                        dev.baseline_ms, n)
+            dev.baseline_ms, dev.last_good_result = label, last_id
+
+    def _quarantine(self, dev: _Device, error: str) -> None:
+        dev.state, dev.error = "quarantined", error
+        self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
+                                    consecutive_failures=dev.failures_in_row)
+        log.warning("device %s quarantined: %s", dev.profile.name, error)
+
+
+# -- Ray wrappers (the one place that touches ray.remote) ------------------------------------
+def device_actor(profile: DeviceProfile):
+    """The named actor of a device (an existing one is reused: ``get_if_exists``)."""
+    import ray
+
+    cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
+    return cls.options(name=f"device:{profile.name}", namespace=NAMESPACE, get_if_exists=True,
+                       max_restarts=0, max_task_retries=0, num_cpus=0,
+                       resources={profile.host.resource: 0.001}).remote(profile.to_dict())
+
+
+def actor_status(actor, timeout_s: float = 10.0) -> dict:
+    """A device actor's status through its own concurrency group (never behind a measurement)."""
+    import ray
+
+    return ray.get(actor.status.options(concurrency_group="status").remote(), timeout=timeout_s)
+
+
+def export_task(key: tuple, artifact_dir: str) -> dict:
+    """Export one model (a Ray task); returns where it is and the sha256 of the file."""
+    import torch
+
+    from harness.export import export_one
+
+    torch.set_num_threads(1)
+    space, arch, dataset, batch_size = key
+    rec = export_one(space, int(arch) if space == "nb201" else arch, artifact_dir, dataset=dataset,
+                     batch_size=batch_size)
+    data = Path(rec.path).read_bytes()
+    return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
+            "size_bytes": len(data), "export_s": rec.export_s}
+
+
+def export_remote():
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=0)(export_task)
+
+
+
+def run_campaign(store: Store, campaign_id: int, options: CoordinatorOptions | None = None, *,
+                 on_progress=None) -> dict:
+    """Run (or resume: the same thing) a planned campaign; returns the coordinator's summary."""
+    return Coordinator(store, campaign_id, options, on_progress=on_progress).run()

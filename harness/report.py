@@ -1,0 +1,65 @@
+"""Tables for people: live campaign progress, status, per-device medians and correlations.
+
+Library code builds ``rich`` renderables; only the CLI prints them.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
+    """Live view of :meth:`Coordinator.snapshot`: per device done / failed / running, ETA."""
+    table = Table(title=title)
+    for col in ("device", "state", "done", "failed", "running", "queued", "ETA"):
+        table.add_column(col, justify="left" if col in ("device", "state") else "right")
+    for name, d in snapshot.items():
+        state = d["state"] if not d.get("error") else f"{d['state']}: {d['error'][:60]}"
+        style = "red" if d["state"] == "quarantined" else None
+        table.add_row(name, state, str(d["done"]), str(d["failed"]), str(d["running"]), str(d["queued"]),
+                      _eta(d.get("eta_s")), style=style)
+    return table
+
+
+def status_table(status: pd.DataFrame, *, title: str) -> Table:
+    """``Store.status`` as a table (device state and error, jobs per state)."""
+    table = Table(title=title)
+    for col in ("device", "state", "queued", "running", "done", "failed", "error"):
+        table.add_column(col, justify="right" if col in ("queued", "running", "done", "failed") else "left")
+    for row in status.itertuples(index=False):
+        table.add_row(row.device, row.state, str(int(row.queued)), str(int(row.running)), str(int(row.done)),
+                      str(int(row.failed)), (row.error or "")[:80],
+                      style="red" if row.state == "quarantined" else None)
+    return table
+
+
+def medians_table(wide: pd.DataFrame, devices: list[str], *, title: str = "per-device latency (ms)") -> Table:
+    """Median, min and max of each device's labels in a wide table."""
+    table = Table(title=title)
+    for col in ("device", "archs", "min", "median", "max"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+    for d in devices:
+        v = wide[d].dropna()
+        table.add_row(d, str(len(v)), f"{v.min():.3f}", f"{v.median():.3f}", f"{v.max():.3f}")
+    return table
+
+
+def spearman_table(wide: pd.DataFrame, devices: list[str], *, title: str = "Spearman rho between devices") -> Table:
+    """Pairwise Spearman rank correlation of the devices' labels (archs both measured)."""
+    rho = wide[devices].corr(method="spearman")
+    table = Table(title=title)
+    table.add_column("")
+    for d in devices:
+        table.add_column(d, justify="right")
+    for a in devices:
+        table.add_row(a, *[f"{rho.loc[a, b]:.3f}" for b in devices])
+    return table
