@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "space",
     "export",
     "measure",
+    "campaign",
+    "data",
 ]
 
 
