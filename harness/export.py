@@ -203,17 +203,22 @@ def export_many(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
 
 def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str | None = None,
                 batch_size: int = 1, workers: int | None = None) -> Iterator[ExportRecord]:
-    """Like ``export_many``, but yields each record (in input order) as soon as it is ready."""
-    archs = [canonical_arch(space, a) for a in archs]
-    dataset_of(space, dataset)
+    """Like ``export_many``, but yields each record (in input order) as soon as it is ready.
+
+    Architectures already in the store are answered from it without starting any worker.
+    """
+    configs = [ExportConfig.make(space, a, dataset, batch_size) for a in archs]
     if workers is None:
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ExportError(f"workers must be a positive integer, got {workers!r}")
-    workers = min(workers, max(1, len(archs)))
+    cached = {i: rec for i, rec in enumerate(_cached_record(c, out_dir) for c in configs) if rec is not None}
+    missing = [c for i, c in enumerate(configs) if i not in cached]
+    workers = min(workers, max(1, len(missing)))
     if workers == 1:
-        for a in archs:
-            yield export_one(space, a, out_dir, dataset=dataset, batch_size=batch_size)
+        for i, config in enumerate(configs):
+            yield cached.get(i) or export_one(space, config.arch, out_dir, dataset=config.dataset,
+                                              batch_size=batch_size)
         return
     # forkserver: workers fork from a clean server that has torch imported but has never run
     # a torch op, which is both quick and safe (forking a process with live OpenMP threads is not).
@@ -222,14 +227,22 @@ def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "onnxruntime", "harness.export"])
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(export_one, space, a, str(out_dir), dataset=dataset, batch_size=batch_size)
-                   for a in archs]
+        futures = {i: pool.submit(export_one, space, c.arch, str(out_dir), dataset=c.dataset, batch_size=batch_size)
+                   for i, c in enumerate(configs) if i not in cached}
         try:
-            for future in futures:
-                yield future.result()
+            for i in range(len(configs)):
+                yield cached[i] if i in cached else futures[i].result()
         finally:
-            for future in futures:
+            for future in futures.values():
                 future.cancel()
+
+
+def _cached_record(config: ExportConfig, out_dir) -> ExportRecord | None:
+    try:
+        found = ArtifactStore(out_dir).get(config.to_dict())
+    except ExportError:
+        return None  # corrupt: the worker's export_one re-exports it
+    return None if found is None else _record(config, found, cache_hit=True, export_s=0.0)
 
 
 def _init_worker() -> None:
