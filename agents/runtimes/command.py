@@ -5,7 +5,8 @@ Options (``Measure.options``):
 
 ``command``
     Template, split like a shell line (no shell is run) or a list of words; placeholders
-    ``{model}``, ``{sha256}``, ``{threads}``, ``{cores}`` (comma list), ``{batch}``.
+    ``{model}``, ``{sha256}``, ``{threads}``, ``{cores}`` (comma list), ``{batch}`` are filled
+    in, any other braces are left alone. Wrap it in ``sh -c '...'`` when it needs a shell.
 ``regex``
     Pattern whose matches in stdout are latencies (group 1 when it has groups). Every match is
     one sample, so a tool printing per-run times gives many samples per window.
@@ -39,12 +40,13 @@ KNOWN_OPTIONS = {"command", "regex", "json_path", "unit", "warmup_runs", "versio
 
 
 def build_argv(template, values: dict) -> list[str]:
-    words = shlex.split(template) if isinstance(template, str) else list(template)
-    try:
-        return [str(w).format(**values) for w in words]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise BadRequest(f"command template {template!r}: bad placeholder {exc}; "
-                         f"valid: {', '.join('{' + k + '}' for k in values)}") from None
+    """Split the template and fill the known placeholders; other braces stay as written, so
+    inline code such as ``python -c "print({'a': 1})"`` needs no escaping."""
+    if not isinstance(template, (str, list, tuple)) or not template:
+        raise BadRequest(f"command template must be a non-empty string or list of words, got {template!r}")
+    words = shlex.split(template) if isinstance(template, str) else [str(w) for w in template]
+    pattern = re.compile("{(" + "|".join(map(re.escape, values)) + ")}")
+    return [pattern.sub(lambda m: str(values[m.group(1)]), w) for w in words]
 
 
 def _json_at(text: str, path: str):

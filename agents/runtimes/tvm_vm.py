@@ -26,7 +26,6 @@ from pathlib import Path
 
 import tvm
 from tvm import relax
-from tvm.relax.frontend import onnx as relax_onnx
 
 from agents.errors import BadRequest
 from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
@@ -74,6 +73,7 @@ def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tupl
     LoadFailure, UnsupportedOp, CompileFailure
     """
     import onnx
+    from tvm.relax.frontend import onnx as relax_onnx  # only a build needs the importer
 
     try:
         model = onnx.load(str(model_path))

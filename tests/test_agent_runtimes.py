@@ -1,0 +1,171 @@
+"""Each runtime measured for real through the agent's child-process path (agents.child)."""
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.child import run_measurement
+from agents.protocol import Measure
+from agents.server import sha256_of
+
+# Tiny windows keep each measurement well under a second once the runtime is imported.
+TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
+        "cooldown_s": 0.0}
+PY = sys.executable
+TIMED = ("ok", "unstable")  # this shared 2-core machine is noisy: a flagged record is still a record
+
+
+def tiny_linear():
+    """An ONNX-free torch model for the factory path."""
+    import torch
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def segfaulting_factory():
+    """Crashes the measuring process itself, the way a broken runtime would."""
+    import ctypes
+    ctypes.string_at(0)
+
+
+@pytest.fixture(scope="module")
+def nb201_onnx(tmp_path_factory):
+    from harness.export import export_one
+    rec = export_one("nb201", 1234, tmp_path_factory.mktemp("models"))
+    return Path(rec.path), sha256_of(Path(rec.path))
+
+
+def measure(**fields):
+    fields.setdefault("policy", TINY)
+    fields.setdefault("profile", "quick")
+    model = fields.get("model")
+    cache = fields.pop("_cache", None)
+    return run_measurement(Measure(id="t", **fields), Path(model) if model else None,
+                           fingerprint_id="f" * 16, cache_dir=cache)
+
+
+def test_onnxruntime_measures_an_exported_nb201_model(nb201_onnx):
+    path, sha = nb201_onnx
+    res = measure(runtime="ort", model=str(path), sha256=sha, cores=(0,), labels={"arch": "nb201:1234"})
+    assert res.outcome in TIMED, res.message
+    m = res.record()
+    assert (m.spec.arch, m.spec.runtime, m.spec.model_sha256, m.spec.threads, m.spec.cores, m.spec.profile) == \
+           ("nb201:1234", "onnxruntime", sha, 1, (0,), "quick")
+    assert m.spec.input_shape == (1, 3, 32, 32) and m.spec.provider == "CPUExecutionProvider"
+    assert len(m.samples_ns) == 2 and 0 < m.median_ms < 1000 and m.block_size >= 1
+    assert m.init_ms > 0 and m.first_ms > 0 and m.fingerprint_id == "f" * 16
+    assert m.metadata["affinity"] == [0] and m.metadata["policy"]["repeats"] == 2
+    assert m.metadata["runtime"]["intra_op_threads"] == 1 and m.metadata["runtime"]["spinning"] is True
+
+
+def test_onnxruntime_options_are_applied_and_recorded(nb201_onnx):
+    path, sha = nb201_onnx
+    res = measure(runtime="ort", model=str(path), sha256=sha,
+                  options={"graph_optimization": "basic", "spinning": False})
+    assert res.outcome in TIMED, res.message
+    assert res.record().metadata["runtime"]["graph_optimization"] == "basic"
+    assert res.record().metadata["runtime"]["spinning"] is False
+    res = measure(runtime="ort", model=str(path), sha256=sha, options={"graph_optimisation": "all"})
+    assert res.outcome == "load_error" and "unknown onnxruntime option(s) graph_optimisation" in res.message
+
+
+def test_corrupt_onnx_file_is_a_load_error(tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf model" * 10)
+    res = measure(runtime="ort", model=str(bad), sha256=sha256_of(bad))
+    assert res.outcome == "load_error" and res.measurement is None
+    assert "onnxruntime could not load the model" in res.message
+
+
+@pytest.mark.slow
+def test_torch_eager_measures_an_nb201_architecture_key():
+    res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))
+    assert res.outcome in TIMED, res.message
+    m = res.record()
+    assert m.spec.arch == "nb201:1234" and m.spec.runtime == "torch" and m.spec.input_shape == (1, 3, 32, 32)
+    assert m.metadata["runtime"]["torch_threads"] == 1 and m.metadata["runtime"]["n_params"] > 0
+
+
+def test_torch_eager_tiny_module_from_a_factory():
+    res = measure(runtime="torch", arch={"factory": f"{__name__}:tiny_linear"}, input_shape=(1, 16))
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.input_shape == (1, 16) and res.record().block_size > 1  # sub-ms: blocked
+
+
+def test_a_segfault_in_the_measuring_process_is_a_record():
+    res = measure(runtime="torch", arch={"factory": f"{__name__}:segfaulting_factory"}, input_shape=(1, 16))
+    assert res.outcome == "runtime_error" and "SIGSEGV" in res.message and res.measurement is None
+
+
+@pytest.mark.slow
+def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
+    path, sha = nb201_onnx
+    res = measure(runtime="tvm", model=str(path), sha256=sha, _cache=tmp_path / "cache", cores=(0,))
+    assert res.outcome in TIMED, res.message
+    m = res.record()
+    assert m.spec.runtime == "tvm" and len(m.spec.build_hash) == 64 and m.spec.input_shape == (1, 3, 32, 32)
+    assert m.metadata["runtime"]["compile_ms"] > 0 and m.metadata["runtime"]["tvm_num_threads"] == "1"
+    assert m.metadata["runtime"]["compile_ms"] < m.init_ms  # compile is outside the samples, inside init
+    lib = tmp_path / "cache" / "tvm" / f"{m.spec.build_hash}.so"
+    assert lib.is_file()
+    shipped = tmp_path / "device" / "model.so"  # as if cross-built on a build host and copied over
+    shipped.parent.mkdir()
+    shutil.copy(lib, shipped)
+    res = measure(runtime="tvm", options={"library": str(shipped)}, input_shape=(1, 3, 32, 32), sha256=sha)
+    assert res.outcome in TIMED, res.message
+    assert res.record().metadata["runtime"]["compile_ms"] is None
+
+
+def test_command_runtime_parses_every_regex_match():
+    cmd = f"{PY} -c \"print('run 1.5 ms'); print('run 1.7 ms'); print('threads {{threads}}')\""
+    res = measure(runtime="command", threads=2, options={"command": cmd, "regex": r"run ([0-9.]+) ms"})
+    assert res.outcome == "ok", res.message
+    m = res.record()
+    assert [list(r) for r in m.samples_ns] == [[1.5e6, 1.7e6]] * 2
+    assert m.metadata["runtime"]["argv"][-1].endswith("print('threads 2')")
+
+
+def test_command_runtime_reads_a_json_path_in_microseconds():
+    cmd = [PY, "-c", "import json; print('noise'); print(json.dumps({'results': [{'latency_us': 1500}]}))"]
+    res = measure(runtime="command", options={"command": cmd, "json_path": "results.0.latency_us", "unit": "us"})
+    assert res.outcome == "ok", res.message
+    assert res.record().median_ms == pytest.approx(1.5)
+
+
+def test_command_failures_are_typed():
+    res = measure(runtime="command", options={"command": [PY, "-c", "import ctypes; ctypes.string_at(0)"],
+                                              "regex": "([0-9.]+)"})
+    assert res.outcome == "runtime_error" and "died from SIGSEGV" in res.message
+    res = measure(runtime="command", options={"command": [PY, "-c", "import sys; sys.exit('no device')"],
+                                              "regex": "([0-9.]+)"})
+    assert res.outcome == "runtime_error" and "exited with status 1" in res.message and "no device" in res.message
+    res = measure(runtime="command", options={"command": [PY, "-c", "print('hello')"], "regex": "([0-9]+) ms"})
+    assert res.outcome == "runtime_error" and "no latency found" in res.message
+
+
+def _processes_with(marker: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.parametrize("policy, expect", [
+    ({"window_timeout_s": 0.5}, "per-window limit of 0.5 s"),
+    ({"window_timeout_s": 60, "model_timeout_s": 0.7}, "per-model limit of 0.7 s"),
+])
+def test_timeout_kills_the_measurement_and_its_children(policy, expect):
+    marker = f"{os.getpid() % 97 + 31}.{len(expect)}"
+    start = time.monotonic()
+    res = measure(runtime="command", policy={**TINY, **policy},
+                  options={"command": f"sleep {marker}", "regex": "([0-9.]+)"})
+    assert res.outcome == "timeout" and expect in res.message, res.message
+    assert time.monotonic() - start < 10
+    assert _processes_with(f"sleep {marker}") == []
