@@ -92,3 +92,12 @@ def test_bad_input_names_choices():
         flops_params("fbnet", [",".join(["skip"] * 21)])
     with pytest.raises(ArchError, match="valid spaces"):
         flops_params("darts", [0])
+
+
+def test_importing_spaces_and_cost_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, spaces, spaces.cost; spaces.cost.flops_params('nb201', [0]); " \
+           "sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
