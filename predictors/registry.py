@@ -1,0 +1,49 @@
+"""Method name -> class, so the CLI and benchmarks can name methods (``--method NAME``).
+
+Register a method with one line in ``METHODS``; ``RECOMMENDED`` is what runs without
+``--method``.
+"""
+from __future__ import annotations
+
+import importlib
+
+from harness.errors import UserError
+
+# name -> "module:Class", imported on use (torch-based methods stay out of `hwl --help`).
+METHODS: dict[str, str] = {
+    "simple_reference": "predictors.baselines.simple_reference:SimpleReference",
+    "copy": "predictors.baselines.copy_device:CopyBaseline",
+    "hwl_ridge": "predictors.baselines.hwl_ridge:HWLRidge",
+    "flops": "predictors.baselines.cost_proxy:FlopsBaseline",
+    "params": "predictors.baselines.cost_proxy:ParamsBaseline",
+}
+
+RECOMMENDED = "simple_reference"
+
+
+class UnknownMethodError(UserError):
+    """A method name that is not registered; the message lists the valid names."""
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def get_class(name: str):
+    """The class registered under ``name``."""
+    if name not in METHODS:
+        raise UnknownMethodError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+    module, _, cls = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_method(name: str | None = None, **params):
+    """A new, unfitted method; ``None`` gives the recommended one. ``params`` go to its constructor."""
+    cls = get_class(RECOMMENDED if name is None else name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise UnknownMethodError(f"method {name!r} does not take {sorted(params)}: {exc}") from None
+
+
+__all__ = ["METHODS", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method", "method_names"]
