@@ -242,7 +242,18 @@ def _arch_label(request: Measure) -> str:
     return request.sha256[:12] or request.runtime_name
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the agent dies, so no measurement outlives a killed agent."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
 def main() -> int:
+    _die_with_parent()
     job = json.loads(sys.stdin.readline())
     cores = job["request"].get("cores") or []
     if cores:
