@@ -229,8 +229,10 @@ class Coordinator:
             refs += [r for r in self.exports.values() if not isinstance(r, dict)]
             if not refs:
                 break
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.options.wait_timeout_s,
-                                fetch_local=False)
+            # Block until one ref is ready (or the timeout), then take every other ready one.
+            ready, rest = ray.wait(refs, num_returns=1, timeout=self.options.wait_timeout_s, fetch_local=False)
+            if ready and rest:
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
             ready = set(ready)
             for key, val in list(self.exports.items()):
                 if not isinstance(val, dict) and val in ready:

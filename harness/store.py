@@ -270,7 +270,8 @@ class Store:
                 self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
             self.db.execute("UPDATE attempts SET state = ?, outcome = ?, error = ?, finished_at = ? "
                             "WHERE job_id = ? AND attempt = ?",
-                            ("ok" if outcome == "ok" else "failed", outcome, record.get("error_message"),
+                            (outcome if outcome in ("ok", "unstable") else "failed", outcome,
+                             record.get("error_message"),
                              now, job_id, attempt))
             self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (job_state, now, job_id))
         return result_id

@@ -1,0 +1,64 @@
+"""Shared pieces of the campaign tests: fast device profiles written into a folder."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+HWL = [str(REPO / ".venv" / "bin" / "hwl")] if (REPO / ".venv" / "bin" / "hwl").exists() else ["hwl"]
+
+# A short timing policy: a measurement takes a fraction of a second.
+FAST_POLICY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5,
+               "window_min_s": 0.03, "cooldown_s": 0.0}
+
+
+def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", options: dict | None = None,
+                  policy: dict | None = None, cores=(1,), thermal_domain: str = "test-cpu") -> Path:
+    """A local device profile file; returns its path."""
+    cores = [c for c in cores if c < (os.cpu_count() or 1)] or [0]
+    policy = FAST_POLICY if policy is None else policy
+    lines = [f'name = "{name}"', 'device_class = "cpu"', f'thermal_domain = "{thermal_domain}"', "",
+             "[host]", 'name = "local"', 'transport = "local"', "",
+             "[runtime]", f'kind = "{runtime}"', "threads = 1", f"cores = {list(cores)}", "",
+             "[runtime.options]"]
+    for key, value in (options or {}).items():
+        lines.append(f"{key} = {value!r}".replace("'", '"') if isinstance(value, str) else
+                     f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
+    lines += ["", "[measurement]", 'profile = "quick"', "cooldown_s = 0.0", "", "[measurement.policy]"]
+    lines += [f"{k} = {v}" for k, v in policy.items()]
+    path = Path(folder) / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def leftover_processes(marker: str) -> list[psutil.Process]:
+    """Processes whose command line mentions ``marker`` (a per-test Ray temp dir)."""
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in (proc.info["cmdline"] or [])):
+                out.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def kill_leftovers(marker: str) -> list[int]:
+    """SIGKILL, by pid, what a test's Ray left behind; returns the pids."""
+    pids = []
+    for proc in leftover_processes(marker):
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+            pids.append(proc.pid)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def hwl(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([*HWL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

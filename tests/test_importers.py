@@ -1,0 +1,87 @@
+"""Importers: the shared public tables and HELP's original .pt files, side by side with our data."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.cli import main as hwl_main
+from harness.importers import TableImportError, import_file
+from harness.store import Store
+from spaces import fbnet, nb201
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_help_nb201_pt_with_index_mapping(tmp_path):
+    """HELP layout: latency/<device>.pt (a list, row i) + str_arch2idx.pt (arch string -> row)."""
+    (tmp_path / "latency").mkdir()
+    # a mapping that is NOT the identity, so the importer must use it: row r holds index perm[r]
+    perm = list(range(nb201.N_ARCHS))
+    perm[0], perm[1] = perm[1], perm[0]
+    torch.save({nb201.to_string(perm[r]): r for r in range(nb201.N_ARCHS)}, tmp_path / "str_arch2idx.pt")
+    latencies = [float(r) + 0.5 for r in range(nb201.N_ARCHS)]
+    torch.save(latencies, tmp_path / "latency" / "toy_gpu_1.pt")
+    with Store(tmp_path / "lab.db") as s:
+        space, n = import_file(s, tmp_path / "latency" / "toy_gpu_1.pt")
+        assert (space, n) == ("nb201", nb201.N_ARCHS)
+        t = s.latency_table("nb201").set_index("arch")
+    assert set(t["device"]) == {"toy_gpu_1"} and set(t["source"]) == {"imported:toy_gpu_1.pt"}
+    assert t.loc[1, "latency_ms"] == 0.5 and t.loc[0, "latency_ms"] == 1.5 and t.loc[7, "latency_ms"] == 7.5
+
+
+def test_help_fbnet_pt_with_arch_list(tmp_path):
+    archs = [[0] * 22, [8] * 22, list(range(9)) + list(range(9)) + [1, 2, 3, 4]]
+    torch.save(archs, tmp_path / "arch.pt")
+    torch.save([3, 1, 2], tmp_path / "pixel2.pt")  # HELP stores some phones as whole ms (ints)
+    with Store(tmp_path / "lab.db") as s:
+        assert import_file(s, tmp_path / "pixel2.pt") == ("fbnet", 3)
+        t = s.latency_table("fbnet").set_index("arch")
+    assert t.loc[fbnet.to_key(["skip"] * 22), "latency_ms"] == 1.0
+    assert t.loc[fbnet.to_key([fbnet.OPS[i] for i in archs[2]]), "latency_ms"] == 2.0
+
+
+def test_help_pt_errors(tmp_path):
+    torch.save([1.0, 2.0], tmp_path / "short.pt")
+    torch.save({"not": "a list"}, tmp_path / "dict.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
+    with Store(tmp_path / "lab.db") as s:
+        with pytest.raises(TableImportError, match="needs HELP's arch.pt"):
+            import_file(s, tmp_path / "short.pt")
+        with pytest.raises(TableImportError, match="holds a list of numbers"):
+            import_file(s, tmp_path / "dict.pt")
+        with pytest.raises(TableImportError, match="not a readable HELP .pt"):
+            import_file(s, tmp_path / "garbage.pt")
+        with pytest.raises(TableImportError, match="unknown table format"):
+            import_file(s, Path(__file__))
+        assert s.latency_table("nb201").empty
+
+
+def test_long_table_csv_by_arch_string(tmp_path):
+    df = pd.DataFrame({"arch_str": [nb201.to_string(3), nb201.to_string(11)], "device": ["pi", "pi"],
+                       "latency_ms": [9.0, 8.0]})
+    df.to_csv(tmp_path / "mine.csv", index=False)
+    pd.DataFrame({"arch_str": ["|bogus~0|"], "device": ["pi"], "latency_ms": [1.0]}).to_csv(
+        tmp_path / "bad.csv", index=False)
+    with Store(tmp_path / "lab.db") as s:
+        assert import_file(s, tmp_path / "mine.csv") == ("nb201", 2)
+        with pytest.raises(Exception, match="NB201"):
+            import_file(s, tmp_path / "bad.csv")
+        assert sorted(s.latency_table("nb201")["arch"]) == [3, 11]
+
+
+@pytest.mark.slow
+def test_cli_imports_shared_tables(tmp_path, capsys):
+    nb, fb = SHARED / "nb201_latency.parquet", SHARED / "fbnet_latency.parquet"
+    if not nb.exists() or not fb.exists():
+        pytest.skip("shared data not present")
+    db = tmp_path / "lab.db"
+    assert hwl_main(["data", "import", str(nb), str(fb), "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert '"rows": 421875' in out and '"rows": 135000' in out
+    with Store(db, readonly=True) as s:
+        t = s.latency_table("nb201")
+        assert len(t) == 421875 and t["arch"].between(0, nb201.N_ARCHS - 1).all()
+        row = t[(t["arch"] == 0) & (t["device"] == "raspi4")]
+        assert row["latency_ms"].iloc[0] == pytest.approx(10.481976820010459)
+        assert len(s.latency_table("fbnet")) == 135000

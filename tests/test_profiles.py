@@ -1,0 +1,112 @@
+"""Device profiles: shipped profiles load, every bad value is refused naming file and key."""
+import json
+
+import pytest
+
+from harness.errors import ProfileError
+from harness.profiles import (available_profiles, load_profile, load_profiles, parse_profile,
+                              profile_from_dict)
+
+GOOD = {
+    "name": "pi-1", "device_class": "embedded_cpu", "thermal_domain": "pi-1-soc",
+    "host": {"name": "pi-1", "transport": "local"},
+    "runtime": {"kind": "onnxruntime", "threads": 2, "cores": [2, 3], "options": {"graph_optimization": "all"}},
+    "workload": {"batch_size": 8, "dataset": "cifar10"},
+    "measurement": {"profile": "standard", "cooldown_s": 1, "max_temp_c": 70, "policy": {"repeats": 3}},
+}
+
+
+def _bad(**changes):
+    data = json.loads(json.dumps(GOOD))
+    for dotted, value in changes.items():
+        *path, key = dotted.split("__")
+        table = data
+        for p in path:
+            table = table[p]
+        if value is KeyError:
+            del table[key]
+        else:
+            table[key] = value
+    return data
+
+
+def test_shipped_local_profiles_load_and_pin_core_1():
+    names = set(available_profiles())
+    assert {"local-ort-1t", "local-ort-2t", "local-tvm-1t", "local-torch-1t"} <= names
+    for name in ("local-ort-1t", "local-tvm-1t", "local-torch-1t"):
+        p = load_profile(name)
+        assert p.runtime.threads == 1 and p.runtime.cores == (1,)
+        assert p.host.transport == "local" and p.host.resource == "host:local"
+    assert load_profile("local-ort-2t").runtime.threads == 2
+    kinds = {load_profile(n).runtime.kind for n in ("local-ort-1t", "local-tvm-1t", "local-torch-1t")}
+    assert kinds == {"onnxruntime", "tvm", "torch"}
+
+
+def test_good_profile_fields_and_round_trip():
+    p = parse_profile(GOOD, source="pi-1.toml")
+    assert p.batch_size == 8 and p.measurement == "standard" and p.cooldown_s == 1.0
+    assert p.runtime.cores == (2, 3) and p.runtime.options_dict() == {"graph_optimization": "all"}
+    assert dict(p.policy) == {"repeats": 3} and p.max_temp_c == 70.0
+    assert p.lock_keys == ("pi-1.core.2", "pi-1.core.3", "pi-1.thermal.pi-1-soc")
+    assert profile_from_dict(json.loads(p.to_json())) == p
+    with pytest.raises(Exception):
+        p.name = "other"  # frozen
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"device_class": "toaster"}, ["device_class", "toaster", "cpu, gpu, mobile, embedded_cpu, fpga, asic"]),
+    ({"name": KeyError}, ["missing key 'name'"]),
+    ({"colour": "red"}, ["unknown key 'colour'", "valid keys"]),
+    ({"host__transport": "ssh"}, ["host.transport", "not supported yet"]),
+    ({"host__transport": "command"}, ["host.transport", "not supported yet"]),
+    ({"host__transport": "pigeon"}, ["host.transport", "pigeon", "local, ssh, command"]),
+    ({"runtime__kind": "tensorrt"}, ["runtime.kind", "onnxruntime, tvm, torch, command"]),
+    ({"runtime__threads": 0}, ["runtime.threads", ">= 1"]),
+    ({"runtime__threads": 4}, ["runtime.threads", "exceeds"]),
+    ({"runtime__cores": [1, 1]}, ["runtime.cores", "twice"]),
+    ({"runtime__cores": "1"}, ["runtime.cores", "list"]),
+    ({"runtime__options": {"spin": True}}, ["runtime.options.spin", "valid: provider"]),
+    ({"runtime__options": {"graph_optimization": "max"}}, ["graph_optimization", "disable, basic"]),
+    ({"workload__batch_size": "8"}, ["workload.batch_size", "integer"]),
+    ({"workload__dataset": "mnist"}, ["workload.dataset", "cifar10"]),
+    ({"measurement__profile": "slow"}, ["measurement.profile", "quick, standard"]),
+    ({"measurement__cooldown_s": -1}, ["measurement.cooldown_s", ">= 0"]),
+    ({"measurement__policy": {"repeatz": 3}}, ["measurement.policy.repeatz", "repeats"]),
+    ({"host": "local"}, ["'host' must be a table"]),
+])
+def test_bad_profiles_name_file_key_and_choices(changes, words):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(_bad(**changes), source="lab/pi-1.toml")
+    msg = str(err.value)
+    assert msg.startswith("lab/pi-1.toml: ")
+    for word in words:
+        assert word in msg
+
+
+def test_command_runtime_needs_command_and_one_parser():
+    data = _bad(runtime__kind="command", runtime__options={"command": "bench {model}"})
+    with pytest.raises(ProfileError, match="exactly one of"):
+        parse_profile(data)
+    data["runtime"]["options"]["regex"] = r"([0-9.]+) ms"
+    assert parse_profile(data).runtime.kind == "command"
+
+
+def test_load_by_name_path_and_errors(tmp_path, monkeypatch):
+    with pytest.raises(ProfileError, match="unknown device 'nope'.*known devices: .*local-ort-1t"):
+        load_profile("nope")
+    bad = tmp_path / "broken.toml"
+    bad.write_text("name = [unclosed\n")
+    with pytest.raises(ProfileError, match="broken.toml: not valid TOML"):
+        load_profile(str(bad))
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(str(tmp_path / "missing.toml"))
+    # the user directory is searched after the shipped one, by name
+    monkeypatch.setenv("HWL_PROFILE_DIR", str(tmp_path))
+    (tmp_path / "mine.toml").write_text('name = "mine"\ndevice_class = "cpu"\n[runtime]\nkind = "torch"\n')
+    assert load_profile("mine").runtime.kind == "torch"
+    (tmp_path / "other.toml").write_text('name = "different"\ndevice_class = "cpu"\n[runtime]\nkind = "torch"\n')
+    with pytest.raises(ProfileError, match="make them agree"):
+        load_profile("other")
+    with pytest.raises(ProfileError, match="named twice"):
+        load_profiles("mine,mine")
+    assert [p.name for p in load_profiles("local-ort-1t, mine")] == ["local-ort-1t", "mine"]

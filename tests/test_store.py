@@ -1,0 +1,127 @@
+"""The SQLite store: schema versioning, refusal of foreign files, attempts and results."""
+import hashlib
+import sqlite3
+import threading
+
+import pytest
+
+from harness.errors import StoreError, StoreVersionError
+from harness.store import Store, decode_samples
+from harness.store_schema import SCHEMA_VERSION
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _campaign(store, name="c1", devices=("d1", "d2"), archs=("5", "7", "9")):
+    jobs = [(d, a, i) for d in devices for i, a in enumerate(archs)]
+    return store.create_campaign(name=name, space="nb201", measurement="quick", arch_spec=",".join(archs),
+                                 seed=0, order_seed=0, config={"x": 1}, devices={d: "{}" for d in devices},
+                                 jobs=jobs)
+
+
+def _ok(label, iqr=0.01, outcome="ok"):
+    return {"outcome": outcome, "flags": [] if outcome == "ok" else ["unstable"],
+            "stats": {"label_ms": label, "median_ms": label, "iqr_over_median": iqr},
+            "samples_ns": [[1.5e6, 1.6e6], [1.4e6]], "block_size": 1, "fingerprint_id": None}
+
+
+def test_new_store_is_wal_and_versioned(tmp_path):
+    with Store(tmp_path / "lab.db") as s:
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.integrity_check() == "ok"
+
+
+def test_attempts_results_and_latency_table(tmp_path):
+    s = Store(tmp_path / "lab.db")
+    cid = _campaign(s)
+    (job, arch, attempts), *_ = s.queued_jobs(cid, "d1")
+    assert attempts == 0
+    a1 = s.start_attempt(job)
+    s.finish_attempt(job, a1, record=_ok(2.0, 0.4, "unstable"), job_state="queued")
+    a2 = s.start_attempt(job)
+    assert (a1, a2) == (1, 2)
+    rid = s.finish_attempt(job, a2, record=_ok(1.5), job_state="done")
+    # the same (job, attempt) stored twice is one row: results are idempotent on it
+    assert s.finish_attempt(job, a2, record=_ok(9.9), job_state="done") == rid
+    rows = s.job_results(job)
+    assert [(r[1], r[2]) for r in rows] == [(1, "unstable"), (2, "ok")]
+    table = s.latency_table("nb201")
+    assert table.to_dict(orient="records") == [{"arch": int(arch), "device": "d1", "latency_ms": 1.5,
+                                                "source": "measured:c1"}]
+    blob = s.db.execute("SELECT samples_ns FROM results WHERE id = ?", (rid,)).fetchone()[0]
+    assert decode_samples(blob) == [[1.5e6, 1.6e6], [1.4e6]]
+    st = s.status(cid).set_index("device")
+    assert st.loc["d1", "done"] == 1 and st.loc["d1", "queued"] == 2 and st.loc["d2", "queued"] == 3
+
+
+def test_recover_interrupted_requeues_running_jobs(tmp_path):
+    s = Store(tmp_path / "lab.db")
+    cid = _campaign(s)
+    job = s.queued_jobs(cid, "d2")[0][0]
+    s.start_attempt(job)
+    s.close()
+    s = Store(tmp_path / "lab.db")  # a new coordinator
+    assert s.recover_interrupted(cid) == 1
+    assert s.db.execute("SELECT state FROM attempts WHERE job_id = ?", (job,)).fetchone()[0] == "lost"
+    assert s.start_attempt(job) == 2  # the next attempt gets a new number
+
+
+def test_imported_rows_live_beside_measured_ones(tmp_path):
+    s = Store(tmp_path / "lab.db")
+    assert s.add_imported("nb201", [("1", "pixel3", 3.0), ("2", "pixel3", 4.0)], source="t.parquet") == 2
+    s.add_imported("nb201", [("1", "pixel3", 5.0)], source="t.parquet")  # re-import replaces
+    t = s.latency_table("nb201")
+    assert t.to_dict(orient="records") == [{"arch": 1, "device": "pixel3", "latency_ms": 5.0,
+                                            "source": "imported:t.parquet"}]
+
+
+def test_latency_table_reads_while_a_writer_holds_a_transaction(tmp_path):
+    path = tmp_path / "lab.db"
+    writer = Store(path)
+    cid = _campaign(writer)
+    job = writer.queued_jobs(cid, "d1")[0][0]
+    writer.finish_attempt(job, writer.start_attempt(job), record=_ok(1.0), job_state="done")
+    reader = Store(path, readonly=True)
+    with writer.transaction():  # a campaign in the middle of a write
+        writer.db.execute("UPDATE jobs SET updated_at = 1")
+        result = {}
+        t = threading.Thread(target=lambda: result.update(df=reader.latency_table("nb201")))
+        t.start()
+        t.join(10)
+    assert len(result["df"]) == 1
+
+
+def test_foreign_files_are_refused_unchanged(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_bytes(b"these are my notes, not a database\n" * 50)
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE mine (x)")
+    con.execute("INSERT INTO mine VALUES (1)")
+    con.commit()
+    con.close()
+    before = {p: _digest(p) for p in (text, other)}
+    with pytest.raises(StoreError, match="not an hwl store"):
+        Store(text)
+    with pytest.raises(StoreError, match="not an hwl store"):
+        Store(other)
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "nothing.db", readonly=True)
+    assert {p: _digest(p) for p in (text, other)} == before
+    assert not (tmp_path / "notes.db-wal").exists()
+
+
+def test_newer_store_is_refused_with_upgrade_message(tmp_path):
+    path = tmp_path / "lab.db"
+    Store(path).close()
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    digest = _digest(path)
+    with pytest.raises(StoreVersionError, match="upgrade hwl"):
+        Store(path)
+    assert _digest(path) == digest
