@@ -23,6 +23,11 @@ COMMAND_MODULES = [
     "measure",
     "campaign",
     "data",
+    "zcp",
+    "train",
+    "adapt",
+    "predict",
+    "evaluate",
 ]
 
 

@@ -1,0 +1,75 @@
+"""`hwl zcp SPACE --archs ... [--store FILE] [--out FILE.parquet]`: compute zero-cost proxies."""
+from __future__ import annotations
+
+import sys
+
+from harness.cli.common import add_archs_flags
+from predictors.zcp.errors import ZCPError
+from predictors.zcp.names import PROXY_NAMES, check_proxies
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "zcp", help="compute zero-cost proxies of architectures (Ray tasks over all cores, resumable)",
+        description="Compute the 12 zero-cost proxies of NB201 or FBNet architectures as Ray tasks. "
+                    "Scores go into the store (rerun to resume) and/or a Parquet table with the "
+                    "architecture key and one column per proxy.")
+    p.add_argument("space", choices=["nb201", "fbnet"])
+    add_archs_flags(p, required=True)
+    p.add_argument("--dataset", help="dataset the networks are built for (nb201: cifar10 [default], cifar100, "
+                                     "ImageNet16-120; fbnet: cifar100 [default], cifar10, imagenet)")
+    p.add_argument("--proxies", help=f"comma-separated subset (default all: {','.join(PROXY_NAMES)})")
+    p.add_argument("--data", help="CIFAR python directory or image folder (default: a synthetic batch)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per proxy batch (default 64)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic batch / image draw")
+    p.add_argument("--init-seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    p.add_argument("--store", help="hwl store to write scores into (and resume from)")
+    p.add_argument("--out", help="write a Parquet table: arch key columns + one column per proxy")
+    p.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")
+    p.add_argument("--task-timeout-s", type=float, default=900.0,
+                   help="stop when no architecture finishes for this long (default 900)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from predictors.zcp import BatchSpec, ProxyStore, run_table, run_proxies, write_parquet
+    from spaces import resolve_archs
+    from spaces.cost import dataset_of
+
+    if not args.store and not args.out:
+        raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
+    if args.out and not str(args.out).endswith((".parquet", ".pq")):
+        raise ZCPError(f"--out {args.out}: the table is written as Parquet; give a .parquet file name")
+    if args.workers is not None and args.workers < 1:
+        raise ZCPError(f"--workers must be at least 1, got {args.workers}")
+    proxies = check_proxies(args.proxies.split(",") if args.proxies else None)
+    archs = resolve_archs(args.space, args.archs, seed=args.seed)
+    dataset = dataset_of(args.space, args.dataset).name
+    batch = BatchSpec(args.data, args.batch_size, args.data_seed)
+    store = ProxyStore(args.store) if args.store else None
+    done = [0]
+
+    def progress(result):
+        done[0] += 1
+        if sys.stderr.isatty() or done[0] % 50 == 0:
+            print(f"\r{done[0]} architectures scored", end="" if sys.stderr.isatty() else "\n", file=sys.stderr)
+
+    try:
+        report = run_proxies(args.space, archs, dataset=dataset, proxies=proxies, batch=batch, store=store,
+                             workers=args.workers, seed=args.init_seed, task_timeout_s=args.task_timeout_s,
+                             on_result=progress)
+        if done[0] and sys.stderr.isatty():
+            print(file=sys.stderr)
+        peak = max((r["peak_rss_mb"] for r in report.results), default=float("nan"))
+        print(f"{len(report.results)} scored, {report.skipped} already in the store, {len(report.failed)} failed "
+              f"in {report.seconds:.1f} s on {report.workers or 0} CPU(s); peak worker RSS {peak:.0f} MiB")
+        for arch, message in list(report.failed.items())[:5]:
+            print(f"  failed {arch}: {message}")
+        if args.out:
+            wide = run_table(args.space, archs, report, store, dataset, batch.key, proxies)
+            path = write_parquet(wide, args.out, space=args.space, dataset=dataset, input_key=batch.key)
+            print(f"wrote {len(wide)} rows x {len(proxies)} proxies to {path}")
+    finally:
+        if store is not None:
+            store.close()
+    return 1 if report.failed else 0

@@ -1,0 +1,136 @@
+"""Our proxy scores as the table the ZCP encodings take, and the Parquet file ``hwl zcp --out`` writes.
+
+``predictors.encodings.ZCPEncoder(proxies=...)`` takes a frame indexed by canonical arch key
+with one column per proxy; :func:`proxy_frame` builds it from a store (``hwl zcp --store``) or a
+file (``hwl zcp --out``). A proxy that was not finite for some architecture (a degenerate network,
+see ``predictors.zcp.proxies``) is given the column's worst finite value, so every predictor can
+use every architecture.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from predictors.zcp.errors import ZCPError
+from predictors.zcp.run import results_long, wide_table
+from spaces import get_space, nb201
+
+FORMAT = "hwl-zcp/1"
+KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key")
+
+
+def fill_nonfinite(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN / -inf -> the column's smallest finite value, +inf -> its largest (worst/best case)."""
+    out = frame.astype(np.float64).copy()
+    for col in out.columns:
+        values = out[col].to_numpy()
+        finite = np.isfinite(values)
+        if finite.all():
+            continue
+        if not finite.any():
+            raise ZCPError(f"proxy {col!r} has no finite score at all; leave it out (--proxies)")
+        lo, hi = values[finite].min(), values[finite].max()
+        out[col] = np.where(np.isposinf(values), hi, np.where(finite, values, lo))
+    return out
+
+
+def write_parquet(wide: pd.DataFrame, path, *, space: str, dataset: str, input_key: str) -> Path:
+    """Write a wide proxy table with its format version and provenance in the file metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(wide, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta.update({b"hwl_format": FORMAT.encode(), b"space": space.encode(), b"dataset": dataset.encode(),
+                 b"input_key": input_key.encode()})
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return path
+
+
+def read_parquet_meta(path) -> dict:
+    """The hwl metadata of a proxy Parquet file (empty for a foreign file)."""
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k in (b"hwl_format", b"space", b"dataset",
+                                                                      b"input_key")}
+
+
+def proxy_frame(space: str, *, store=None, path=None, dataset: str | None = None, input_key: str | None = None,
+                proxies=None) -> pd.DataFrame:
+    """Proxy scores indexed by canonical arch key, one column per proxy, all finite.
+
+    Parameters
+    ----------
+    space : {"nb201", "fbnet"}
+    store : str or Path, optional
+        An hwl store that ``hwl zcp --store`` wrote to.
+    path : str or Path, optional
+        A proxy table (``hwl zcp --out`` Parquet, or any CSV/Parquet with an arch column).
+    dataset, input_key : str, optional
+        Which stored run to read when the store holds several.
+    proxies : sequence of str, optional
+        Columns to keep (default: every proxy present).
+
+    Raises
+    ------
+    ZCPError
+        Neither or both sources given, nothing stored, several runs and none chosen, unknown proxy.
+    """
+    if (store is None) == (path is None):
+        raise ZCPError("give exactly one proxy source: a store (--zcp-store) or a table file (--zcp-table)")
+    space = get_space(space).NAME
+    if path is not None:
+        from predictors.encodings.zcp import read_proxy_table
+
+        frame = read_proxy_table(path, space)
+        frame = frame.drop(columns=[c for c in frame.columns if c in KEY_COLUMNS], errors="ignore")
+    else:
+        frame = _store_frame(space, store, dataset, input_key)
+    if proxies is not None:
+        unknown = [p for p in proxies if p not in frame.columns]
+        if unknown:
+            raise ZCPError(f"proxies {unknown} are not in the table; it has {', '.join(frame.columns)}")
+        frame = frame[list(proxies)]
+    return fill_nonfinite(frame)
+
+
+def run_table(space: str, archs, report, store, dataset: str, input_key: str, proxies) -> pd.DataFrame:
+    """Wide table of the asked ``archs`` after a run: from the store when there is one (so archs
+    done by earlier runs are included), else from the run's results. Failed archs are left out."""
+    if store is not None:
+        long = store.scores(space, dataset, input_key)
+    else:
+        long = results_long(space, report.results)
+    long = long[long["proxy"].isin(list(proxies))]
+    have = set(long["arch"].astype(str))
+    return wide_table(space, long, [a for a in archs if str(a) in have])[[*_keys(space), *proxies]]
+
+
+def _keys(space: str) -> list[str]:
+    return ["arch_index", "arch_str"] if get_space(space) is nb201 else ["arch_ops", "op_idx_key"]
+
+
+def _store_frame(space: str, store, dataset, input_key) -> pd.DataFrame:
+    from predictors.zcp.store import ProxyStore
+
+    if not Path(store).is_file():
+        raise ZCPError(f"store {store} does not exist")
+    with ProxyStore(store, readonly=True) as ps:
+        long = ps.scores(space, dataset, input_key)
+    if len(long) == 0:
+        raise ZCPError(f"store {store} holds no {space} proxy scores"
+                       + (f" for dataset {dataset!r}" if dataset else "") + ": run `hwl zcp` first")
+    runs = long[["dataset", "input_key"]].drop_duplicates()
+    if len(runs) > 1:
+        choices = "; ".join(f"{d} / {k}" for d, k in runs.itertuples(index=False))
+        raise ZCPError(f"store {store} holds several proxy runs ({choices}): choose one with dataset/input_key")
+    wide = wide_table(space, long)
+    keys = wide["arch_index"].astype(np.int64).tolist() if space == nb201.NAME else wide["arch_ops"].tolist()
+    frame = wide.drop(columns=[c for c in KEY_COLUMNS if c in wide.columns])
+    frame.index = pd.Index(keys, name="arch")
+    return frame
+
+
+__all__ = ["FORMAT", "fill_nonfinite", "proxy_frame", "read_parquet_meta", "run_table", "write_parquet"]
