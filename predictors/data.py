@@ -65,8 +65,10 @@ def help_devices(space: str) -> pd.DataFrame:
     return devices[devices["space"] == name].reset_index(drop=True)
 
 
-def read_table(path, space: str, *, source: str | None = None) -> pd.DataFrame:
+def read_table(path, space: str, *, source: str | None = None, device: str | None = None) -> pd.DataFrame:
     """A latency table from a CSV or Parquet file, keys resolved in ``space``.
+
+    ``device`` names the device of a one-device file without a ``device`` column.
 
     Raises
     ------
@@ -90,6 +92,8 @@ def read_table(path, space: str, *, source: str | None = None) -> pd.DataFrame:
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
+    if "device" not in raw.columns and device is not None:
+        raw = raw.assign(device=device)
     return from_frame(raw, space, source=source or path.name, where=str(path))
 
 
@@ -156,18 +160,22 @@ def store_table(path, space: str) -> pd.DataFrame:
         raise LatencyTableError(f"store {path} does not exist")
     from harness.store import Store  # imported here: predictors work without the harness store
 
-    raw = Store(path).latency_table(space)
+    store = Store(path, readonly=True)  # read-only: safe while a campaign is still writing
+    try:
+        raw = store.latency_table(space)
+    finally:
+        getattr(store, "close", lambda: None)()
     if raw is None or len(raw) == 0:
         raise LatencyTableError(f"store {path} holds no {space} latencies yet")
     return from_frame(raw, space, source=f"store:{path.name}", where=f"store {path}")
 
 
-def load_table(space: str, *, path=None, store=None) -> pd.DataFrame:
+def load_table(space: str, *, path=None, store=None, device: str | None = None) -> pd.DataFrame:
     """A table from a file, a store, or (neither given) the shipped HELP table."""
     if path is not None and store is not None:
         raise LatencyTableError("give a table file or --store, not both")
     if path is not None:
-        return read_table(path, space)
+        return read_table(path, space, device=device)
     if store is not None:
         return store_table(store, space)
     return help_table(space)

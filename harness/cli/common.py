@@ -9,3 +9,12 @@ def add_archs_flags(parser, *, required: bool = False) -> None:
              "indices or keys (FBNet keys separated by ';'), or @FILE with one per line",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default 0)")
+
+
+def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--table") -> None:
+    """A latency table from a CSV/Parquet file or from a harness store (``--store lab.db``)."""
+    parser.add_argument(file_flag, dest="table", metavar="FILE",
+                        help=f"{what}: CSV or Parquet with columns arch_index or arch_str (or arch / arch_ops), "
+                             "device, latency_ms")
+    parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
+                        "works while a campaign is still writing to it")

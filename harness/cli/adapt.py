@@ -1,0 +1,35 @@
+"""`hwl adapt`: adapt a pretrained model to a new device with its few measurements."""
+from __future__ import annotations
+
+from harness.cli.common import add_table_flags
+from harness.cli.train import load_model, save_model
+from harness.errors import UserError
+from predictors import data
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("adapt", help="adapt a pretrained predictor to a new device (few measurements)")
+    p.add_argument("model", help="model file from `hwl train`")
+    p.add_argument("--device", required=True, help="the new device's name in the measurements")
+    add_table_flags(p, what="measurements", file_flag="--measurements")
+    p.add_argument("--out", required=True, help="adapted model file to write")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    path, n = adapt(model=args.model, device=args.device, measurements=args.table, store=args.store, out=args.out)
+    print(f"adapted to {args.device} with {n} measurements; wrote {path}")
+    return 0
+
+
+def adapt(*, model, device: str, out, measurements=None, store=None):
+    """Adapt ``model`` to ``device`` on every measurement of it; returns (path, number used)."""
+    if measurements is None and store is None:
+        raise UserError("give the new device's measurements: --measurements FILE or --store DB")
+    saved = load_model(model)
+    table = data.load_table(saved["space"], path=measurements, store=store, device=device)
+    series = data.by_device(table, [device])[device]
+    adapted = saved["model"].adapt(list(series.index), series.to_numpy(), device=device)
+    path = save_model(out, adapted, method=saved["method"], space=saved["space"],
+                      train_devices=saved["train_devices"], device=device)
+    return path, len(series)

@@ -1,0 +1,127 @@
+"""`hwl evaluate`: score a method with the strict protocol on a task or on your own devices.
+
+``--task N0|F0..F5`` runs a task of the suite; ``--space S --train-devices a,b --test-table
+FILE`` (or ``--store DB``) runs a user-defined task named ``custom`` whose test devices are
+the table's devices. Without ``--method`` the recommended method runs.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.cli.common import add_table_flags
+from harness.errors import UserError
+from predictors import data, protocol, registry, tasks
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="score a latency predictor with the strict few-shot protocol")
+    p.add_argument("--task", help=f"task of the suite: {', '.join(tasks.TASKS)}")
+    p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
+                                    f"{', '.join(registry.method_names())}")
+    p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                   help="method parameter (Python literal), repeatable, e.g. --set select_repeats=5")
+    p.add_argument("--samples", default="5,10,20", help="k values, comma-separated (default 5,10,20)")
+    p.add_argument("--trials", type=int, default=protocol.DEFAULT_TRIALS, help="seeds (default 5)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--n-pretrain", type=int, help="pretraining archs per train device (default 900 nb201, 4000 fbnet)")
+    p.add_argument("--space", choices=["nb201", "fbnet"], help="search space of a custom task")
+    p.add_argument("--train-devices", help="custom task: comma-separated train devices of HELP's table")
+    p.add_argument("--test-devices", help="custom task: only these devices of the test table")
+    add_table_flags(p, what="custom task's test table", file_flag="--test-table")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--plot", help="write a rho-against-k figure here (.png)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    results = evaluate(task=args.task, method=args.method, params=parse_params(args.set),
+                       samples=parse_samples(args.samples), trials=args.trials, first_seed=args.first_seed,
+                       n_pretrain=args.n_pretrain, space=args.space, train_devices=_split(args.train_devices),
+                       test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
+    print_results(results)
+    if args.json:
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
+    if args.plot:
+        from predictors.plots import plot_rho_vs_k
+
+        print(f"wrote {plot_rho_vs_k(results, args.plot)}")
+    return 0
+
+
+def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials=5, first_seed=0,
+             n_pretrain=None, space=None, train_devices=None, test_devices=None, test_table=None,
+             store=None) -> list[dict]:
+    """Results of the strict protocol (see ``predictors.protocol.evaluate``)."""
+    the_task = build_task(task=task, space=space, train_devices=train_devices, test_devices=test_devices,
+                          test_table=test_table, store=store)
+    name = method or registry.RECOMMENDED
+    params = dict(params or {})
+    registry.get_method(name, **params)  # fail early on a bad name or parameter
+    return protocol.evaluate(lambda: registry.get_method(name, **params), the_task, samples=samples,
+                             trials=trials, n_pretrain=n_pretrain, first_seed=first_seed, method_name=name)
+
+
+def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
+    custom = any(v is not None for v in (train_devices, test_table, store))
+    if task and custom:
+        raise UserError("give --task, or --train-devices with --test-table/--store for a custom task, not both")
+    if task:
+        return tasks.get_task(task)
+    if not custom:
+        raise UserError(f"give --task ({', '.join(tasks.TASKS)}) or --space, --train-devices and --test-table")
+    if space is None or not train_devices or (test_table is None and store is None):
+        raise UserError("a custom task needs --space, --train-devices and --test-table FILE (or --store DB)")
+    table = data.load_table(space, path=test_table, store=store)
+    return tasks.custom_task(space, train_devices, table, test_devices=test_devices)
+
+
+def parse_samples(text: str) -> list[int]:
+    try:
+        ks = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--samples must be comma-separated integers, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise UserError(f"--samples must be positive integers, got {text!r}")
+    return ks
+
+
+def parse_params(items) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects PARAM=VALUE, got {item!r}")
+        try:
+            params[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value
+    return params
+
+
+def write_json(path, results: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"results": results}, indent=2) + "\n")
+    return path
+
+
+def print_results(results: list[dict], console: Console | None = None) -> None:
+    table = Table(title="Spearman rho, strict protocol (mean over devices of per-device trial means)")
+    for col in ("task", "method", "k", "trials", "mean", "std", "seconds"):
+        table.add_column(col, justify="left" if col in ("task", "method") else "right")
+    table.add_column("per device")
+    for r in results:
+        per = " ".join(f"{d}={v:.3f}" for d, v in r["per_device"].items())
+        table.add_row(r["task"], r["method"], str(r["k"]), str(r["trials"]), f"{r['mean']:.3f}",
+                      f"{r['std']:.3f}", f"{r['seconds']:.1f}", per)
+    (console or Console()).print(table)
+
+
+def _split(text):
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

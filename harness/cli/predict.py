@@ -1,0 +1,52 @@
+"""`hwl predict`: predicted latencies of architectures on an adapted device."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.cli.common import add_archs_flags
+from harness.cli.train import load_model
+from harness.errors import UserError
+from spaces import nb201, resolve_archs
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="predict latencies on an adapted device")
+    p.add_argument("model", help="adapted model file from `hwl adapt`")
+    p.add_argument("--device", required=True, help="the device the model was adapted to")
+    add_archs_flags(p, required=True)
+    p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    path, n = predict(model=args.model, device=args.device, archs=args.archs, seed=args.seed, out=args.out)
+    print(f"wrote {n} predictions to {path}")
+    return 0
+
+
+def predict(*, model, device: str, archs, out, seed: int = 0):
+    """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
+    saved = load_model(model)
+    if saved.get("device") is None:
+        raise UserError(f"{model} is not adapted to a device yet: run `hwl adapt {model} --device {device} "
+                        "--measurements FILE --out adapted.pt` first")
+    if saved["device"] != device:
+        raise UserError(f"{model} is adapted to {saved['device']!r}, not {device!r}")
+    space = saved["space"]
+    keys = resolve_archs(space, archs, seed=seed)
+    frame = pd.DataFrame({"arch": keys})
+    if space == "nb201":
+        frame["arch_str"] = [nb201.to_string(k) for k in keys]
+    frame["device"] = device
+    frame["predicted_ms"] = saved["model"].predict(keys)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        raise UserError(f"--out {out}: use a .parquet or .csv file name")
+    return out, len(frame)

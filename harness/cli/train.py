@@ -1,0 +1,84 @@
+"""`hwl train`: pretrain a few-shot latency method on train devices and save it.
+
+Model files are ``torch.save`` of a dict holding the whole method object (a pickle): load
+only files you trust. ``load_model`` refuses files of another format or a newer version.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.cli.common import add_table_flags
+from harness.errors import UserError
+from predictors import data, registry
+from predictors.base import TrainTables
+from predictors.protocol import pretrain_sample
+
+MODEL_FORMAT = "hwl-fewshot-method"
+MODEL_VERSION = 1
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="pretrain a few-shot latency predictor on train devices")
+    p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
+    p.add_argument("--devices", help="comma-separated train devices (default: every device of the table)")
+    p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
+                                    f"{', '.join(registry.method_names())}")
+    add_table_flags(p, what="train table (default: HELP's shipped table)")
+    p.add_argument("--n-pretrain", type=int, help="pretrain on N random archs per device (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --n-pretrain draws and of the method")
+    p.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    path = train(space=args.space, devices=_split(args.devices), method=args.method, table=args.table,
+                 store=args.store, n_pretrain=args.n_pretrain, seed=args.seed, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def train(*, space: str, out, devices=None, method: str | None = None, table=None, store=None,
+          n_pretrain: int | None = None, seed: int = 0) -> Path:
+    """Pretrain ``method`` on ``devices`` of a table and save it to ``out``."""
+    frame = data.load_table(space, path=table, store=store)
+    full = data.by_device(frame, devices)
+    sample = pretrain_sample(full, n_pretrain, seed) if n_pretrain else TrainTables(full, full)
+    name = method or registry.RECOMMENDED
+    model = registry.get_method(name)
+    if "random_state" in model.get_params():
+        model.set_params(random_state=seed)
+    model.pretrain(space, sample)
+    return save_model(out, model, method=name, space=space, train_devices=list(full))
+
+
+def save_model(path, model, *, method: str, space: str, train_devices, device: str | None = None) -> Path:
+    import torch  # torch.save: methods may hold nn.Modules
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "method": method, "space": space,
+                "train_devices": list(train_devices), "device": device, "model": model}, path)
+    return path
+
+
+def load_model(path) -> dict:
+    """The dict ``save_model`` wrote (keys format, version, method, space, train_devices, device, model)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # not a torch/pickle file at all
+        raise UserError(f"{path} is not an hwl model file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise UserError(f"{path} is not an hwl model file (write one with `hwl train`)")
+    if saved.get("version", 0) > MODEL_VERSION:
+        raise UserError(f"{path} was written by a newer hwl (model format {saved['version']}, this hwl reads "
+                        f"{MODEL_VERSION}): update hwl")
+    return saved
+
+
+def _split(text: str | None):
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
