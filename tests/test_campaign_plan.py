@@ -1,0 +1,104 @@
+"""Campaign planning and the CLI's answers to bad input (no Ray needed: all checked first)."""
+import sqlite3
+
+import numpy as np
+import pytest
+
+from harness.campaign import CampaignSpec, device_order, load_campaign_file, plan_campaign
+from harness.cli import main as hwl_main
+from harness.errors import CampaignError
+from harness.store import Store
+from tests.campaign_helpers import write_profile
+
+
+def _dump(path):
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def test_plan_jobs_order_and_idempotence(tmp_path):
+    a, b = write_profile(tmp_path, "dev-a"), write_profile(tmp_path, "dev-b")
+    spec = CampaignSpec(space="nb201", archs="random:20", seed=3, devices=(str(a), str(b)))
+    with Store(tmp_path / "lab.db") as s:
+        cid, plan, created = plan_campaign(s, spec)
+        assert created and len(plan.archs) == 20
+        orders = {d: [arch for _, arch, _ in s.queued_jobs(cid, d)] for d in ("dev-a", "dev-b")}
+        # each device gets every arch once, in its own seeded order
+        assert sorted(orders["dev-a"]) == sorted(orders["dev-b"]) == sorted(plan.archs)
+        assert orders["dev-a"] != orders["dev-b"]
+        np.testing.assert_array_equal(device_order(20, 3, "dev-a"), device_order(20, 3, "dev-a"))
+        # the same settings name the same campaign: nothing is planned twice
+        cid2, plan2, created2 = plan_campaign(s, spec)
+        assert (cid2, plan2.name, created2) == (cid, plan.name, False)
+        assert s.db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 40
+        with pytest.raises(CampaignError, match="already exists .* other settings"):
+            plan_campaign(s, CampaignSpec(space="nb201", archs="random:5", seed=3, devices=(str(a),),
+                                          name=plan.name))
+
+
+def test_campaign_file(tmp_path):
+    write_profile(tmp_path, "dev-a")
+    (tmp_path / "archs.txt").write_text("5\n# a comment\n|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+"
+                                        "|skip_connect~0|nor_conv_3x3~1|skip_connect~2|\n")
+    f = tmp_path / "c.toml"
+    f.write_text('name = "night"\nspace = "nb201"\narchs = "@archs.txt"\ndevices = ["dev-a.toml"]\n'
+                 'profile = "quick"\n')
+    settings = load_campaign_file(f)
+    spec = CampaignSpec(space=settings["space"], archs=settings["archs"], devices=tuple(settings["devices"]),
+                        measurement=settings["profile"], name=settings["name"])
+    with Store(tmp_path / "lab.db") as s:
+        cid, plan, _ = plan_campaign(s, spec)
+        assert plan.name == "night" and len(plan.archs) == 2 and "5" in plan.archs
+    (tmp_path / "bad.toml").write_text('space = "nb201"\ncolour = "red"\n')
+    with pytest.raises(CampaignError, match="unknown key 'colour'"):
+        load_campaign_file(tmp_path / "bad.toml")
+
+
+def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
+    good = write_profile(tmp_path, "dev-a")
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(good),)))
+    before = _dump(db)
+    broken = tmp_path / "broken.toml"
+    broken.write_text('name = "broken"\ndevice_class = "cpu"\n[runtime]\nkind = "tensorrt"\n')
+    notastore = tmp_path / "notes.db"
+    notastore.write_text("my notes\n" * 100)
+    base = ["campaign", "run", "--space", "nb201", "--no-progress"]
+    cases = [
+        (base + ["--archs", "1,2", "--devices", "no-such-device", "--store", str(db)],
+         ["unknown device 'no-such-device'", "known devices", "local-ort-1t"]),
+        (base + ["--archs", "1,2", "--devices", str(broken), "--store", str(db)],
+         ["broken.toml", "runtime.kind", "tensorrt", "onnxruntime, tvm, torch, command"]),
+        (base + ["--archs", "1,99999", "--devices", str(good), "--store", str(db)],
+         ["99999", "out of range", "0..15624"]),
+        (base + ["--archs", "|nor_conv_9x9~0|+|x~0|y~1|+|a~0|b~1|c~2|", "--devices", str(good),
+                 "--store", str(db)], ["nor_conv_9x9", "valid ops"]),
+        (base + ["--archs", "1", "--devices", str(good), "--store", str(notastore)], ["not an hwl store"]),
+        (["campaign", "status", "--store", str(notastore)], ["not an hwl store"]),
+        (["campaign", "status", "--store", str(db), "--name", "nope"], ["no campaign 'nope'", "campaigns: c-"]),
+        (["campaign", "resume", "--store", str(tmp_path / "missing.db")], ["does not exist"]),
+        (base + ["--archs", "1", "--store", str(db)], ["missing --devices"]),
+    ]
+    for argv, words in cases:
+        assert hwl_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err  # one line, no traceback
+        for word in words:
+            assert word in err, (word, err)
+    assert _dump(db) == before
+    assert notastore.read_text() == "my notes\n" * 100
+
+
+def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
+    good = write_profile(tmp_path, "dev-a")
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        plan_campaign(s, CampaignSpec(space="nb201", archs="1,2,3", devices=(str(good),), name="p"))
+    assert hwl_main(["campaign", "status", "--store", str(db), "--json"]) == 0
+    assert '"queued": 3' in capsys.readouterr().out
+    assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "no results yet" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""Campaigns on a real local Ray (one start for the module), real agents, real faults."""
+import os
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.coordinator import CoordinatorOptions, actor_status, run_campaign
+from harness.exporting import export_help, export_parquet
+from harness.store import Store
+from tests.campaign_helpers import kill_leftovers, write_profile
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+CHEAP = "1835,7165,9545"  # fast NB201 cells (skip / pooling / 'none' edges)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")  # short: Ray's socket paths are limited
+    ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", resources={"host:local": 1000},
+             log_to_driver=False, _temp_dir=temp)
+    yield
+    ray.shutdown()
+    kill_leftovers(temp)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+def _plan(db, devices, archs=CHEAP, name=None):
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=archs, devices=tuple(map(str, devices)),
+                                                  name=name))
+    return cid
+
+
+def _check_one_answer_per_job(db):
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT j.id, j.state, sum(r.accepted), sum(r.outcome = 'ok'), "
+                       "max(r.accepted * (r.label_ms IS NOT NULL)) FROM jobs j LEFT JOIN results r "
+                       "ON r.job_id = j.id GROUP BY j.id").fetchall()
+    con.close()
+    for job_id, state, accepted, n_ok, labelled in rows:
+        assert state == "done" and accepted == 1 and labelled == 1 and n_ok <= 1, (job_id, state, accepted, n_ok)
+    return len(rows)
+
+
+def test_campaign_completes_exports_and_rerun_measures_nothing(local_ray, artifacts, tmp_path):
+    a, b = write_profile(tmp_path, "ray-a"), write_profile(tmp_path, "ray-b")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [a, b])
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=2)
+    with Store(db) as s:
+        summary = run_campaign(s, cid, opts)
+    assert {d["state"] for d in summary["devices"].values()} == {"active"}
+    assert _check_one_answer_per_job(db) == 6
+    with Store(db) as s:
+        n_results = s.db.execute("SELECT count(*) FROM results").fetchone()[0]
+        canaries = s.query("SELECT device, ok, median_ms FROM canaries")
+        assert set(canaries["device"]) == {"ray-a", "ray-b"} and canaries["median_ms"].notna().all()
+        assert s.db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] >= 1
+        assert s.db.execute("SELECT count(*) FROM artifacts").fetchone()[0] >= 3
+        # the same campaign again: nothing is measured, no actor is started
+        again = run_campaign(s, cid, opts)
+        assert s.db.execute("SELECT count(*) FROM results").fetchone()[0] == n_results
+        assert all(d["done"] == 0 for d in again["devices"].values())
+        table = s.latency_table("nb201")
+        assert len(table) == 6 and set(table["source"]) == {f"measured:{s.campaign_names()[0]}"}
+        path = export_parquet(s, cid, tmp_path / "out.parquet")
+        wide = export_help(s, cid, tmp_path / "help.csv")
+    meta = pq.read_schema(path).metadata
+    assert meta[b"hwl_format_version"] == b"1" and meta[b"hwl_code_version"].startswith(b"hwl ")
+    df = pd.read_parquet(path)
+    for col in ("arch", "arch_str", "device", "label_ms", "iqr_ms", "flags", "fingerprint_id", "code_version",
+                "attempt", "outcome", "accepted"):
+        assert col in df.columns, col
+    help_table = pd.read_csv(wide)
+    assert list(help_table.columns) == ["arch_index", "arch_str", "ray-a", "ray-b"]
+    assert sorted(help_table["arch_index"]) == [1835, 7165, 9545]
+
+
+def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path):
+    slow = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 3, "window_min_runs": 5,
+            "window_min_s": 1.0, "cooldown_s": 0.0}
+    dev = write_profile(tmp_path, "ray-slow", policy=slow)
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    result = {}
+
+    def coordinate():
+        with Store(db) as s:
+            result["summary"] = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+
+    t = threading.Thread(target=coordinate)
+    t.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and t.is_alive():
+        try:
+            status = actor_status(ray.get_actor("device:ray-slow", namespace="hwl"), timeout_s=5)
+        except Exception:
+            time.sleep(0.2)
+            continue
+        if status["busy"] and status["agent_pid"]:
+            time.sleep(1.0)  # well inside the first timed window
+            os.kill(status["agent_pid"], signal.SIGKILL)
+            killed = status
+        time.sleep(0.1)
+    t.join(240)
+    assert killed is not None and not t.is_alive()
+    assert _check_one_answer_per_job(db) == 2
+    con = sqlite3.connect(db)
+    lost = con.execute("SELECT a.job_id, a.attempt FROM attempts a JOIN results r ON r.job_id = a.job_id "
+                       "AND r.attempt = a.attempt WHERE r.outcome = 'device_lost'").fetchall()
+    assert [job for job, _ in lost] == [killed["running"]["job_id"]]
+    retried = con.execute("SELECT max(attempt) FROM attempts WHERE job_id = ?", (lost[0][0],)).fetchone()[0]
+    assert retried >= 2
+    con.close()
+
+
+def test_failing_device_is_quarantined_while_others_complete(local_ray, artifacts, tmp_path):
+    good = write_profile(tmp_path, "ray-good")
+    bad = write_profile(tmp_path, "ray-bad", runtime="command",
+                        options={"command": "false", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [good, bad])
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        status = s.status(cid).set_index("device")
+    assert summary["devices"]["ray-bad"]["state"] == "quarantined"
+    assert status.loc["ray-bad", "state"] == "quarantined"
+    assert "3 failed attempts in a row" in status.loc["ray-bad", "error"]
+    assert "runtime_error" in status.loc["ray-bad", "error"]
+    assert status.loc["ray-good", "done"] == 3 and status.loc["ray-good", "state"] == "active"
+    assert status.loc["ray-bad", "done"] == 0

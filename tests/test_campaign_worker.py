@@ -1,0 +1,97 @@
+"""DeviceWorker without Ray: a real agent subprocess, a real exported model, a real SIGKILL."""
+import hashlib
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from harness.device_worker import DeviceWorker, device_locks
+from harness.export import export_one
+from harness.profiles import load_profile
+from tests.campaign_helpers import write_profile
+
+CHEAP_ARCH = 1835  # all skip_connect: a fast model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    rec = export_one("nb201", CHEAP_ARCH, tmp_path_factory.mktemp("artifacts"))
+    return rec.path, hashlib.sha256(open(rec.path, "rb").read()).hexdigest()
+
+
+def _job(model, job_id=1, attempt=1):
+    path, sha = model
+    return {"job_id": job_id, "attempt": attempt, "space": "nb201", "arch": str(CHEAP_ARCH), "model": path,
+            "sha256": sha}
+
+
+def test_measure_returns_a_typed_record(tmp_path, model):
+    worker = DeviceWorker(load_profile(str(write_profile(tmp_path, "w-fast"))))
+    try:
+        rec = worker.measure(_job(model))
+        assert rec["outcome"] in ("ok", "unstable"), rec.get("error_message")
+        assert rec["stats"]["label_ms"] > 0 and rec["samples_ns"] and rec["fingerprint_id"]
+        assert rec["measurement"]["spec"]["cores"] == [1] or os.cpu_count() == 1
+        bad = worker.measure({**_job(model, 2), "sha256": "0" * 64})
+        assert bad["outcome"] == "load_error" and bad["error_kind"] == "HashMismatch"
+        status = worker.status()
+        assert status["jobs_done"] == 2 and not status["busy"] and status["agent_starts"] == 1
+    finally:
+        worker.close()
+
+
+@pytest.mark.slow
+def test_agent_killed_mid_measurement_gives_device_lost_then_recovers(tmp_path, model):
+    slow = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 3, "window_min_runs": 5,
+            "window_min_s": 1.5, "cooldown_s": 0.0}
+    worker = DeviceWorker(load_profile(str(write_profile(tmp_path, "w-slow", policy=slow))))
+    try:
+        worker.hello()
+        out = {}
+        t = threading.Thread(target=lambda: out.update(rec=worker.measure(_job(model, 7))))
+        t.start()
+        deadline = time.monotonic() + 30
+        while not worker.status()["busy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = worker.status()  # answered while the measurement runs
+        assert status["busy"] and status["running"]["job_id"] == 7
+        time.sleep(1.0)  # inside the timed windows
+        os.kill(status["agent_pid"], signal.SIGKILL)
+        t.join(60)
+        assert out["rec"]["outcome"] == "device_lost"
+        assert "agent" in out["rec"]["error_message"]
+        again = worker.measure(_job(model, 7, attempt=2))  # the agent is restarted
+        assert again["outcome"] in ("ok", "unstable")
+        assert worker.status()["agent_starts"] == 2
+    finally:
+        worker.close()
+
+
+def test_devices_sharing_a_domain_exclude_each_other(tmp_path):
+    events = []
+    hold = threading.Event()
+
+    def first():
+        with device_locks(["local.thermal.x", "local.core.1"], folder=tmp_path):
+            events.append("first in")
+            hold.wait(5)
+            events.append("first out")
+
+    t = threading.Thread(target=first)
+    t.start()
+    while not events:
+        time.sleep(0.01)
+    def second():
+        with device_locks(["local.thermal.x"], folder=tmp_path):
+            events.append("second in")
+
+    t2 = threading.Thread(target=second)
+    t2.start()
+    time.sleep(0.3)
+    assert events == ["first in"]  # the second device waits
+    hold.set()
+    t.join(5)
+    t2.join(5)
+    assert events == ["first in", "first out", "second in"]
