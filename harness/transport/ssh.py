@@ -1,0 +1,154 @@
+"""``SSHSession``: the agent started over an SSH channel on a device host.
+
+The agent deployed by ``hwl deploy`` (``harness.remote.deploy``) runs as
+``<python> -m agents serve --stdio --cache-dir <agent_dir>/cache`` inside its versioned
+directory; its stdin/stdout are the channel's, so no port is ever opened on the device.
+
+Model files travel by SFTP into the agent's hash-keyed cache (``<sha256>.onnx``), only when
+missing, and always before the ``measure`` request is sent: the device worker is serial and
+holds the device's lock, so no upload overlaps a timed window. The cache keeps under its size
+quota by removing the least recently used files first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import posixpath
+import shlex
+from pathlib import Path
+
+from agents.protocol import Measure, Message
+from harness.remote.errors import RemoteError
+from harness.remote.host import Host
+from harness.transport.base import LineSession
+from harness.transport.errors import AgentLost
+
+log = logging.getLogger(__name__)
+STDERR_TAIL_BYTES = 2000
+EXIT_WAIT_S = 3.0
+
+
+class SSHSession(LineSession):
+    """Talk to a deployed agent over SSH.
+
+    Parameters
+    ----------
+    host : Host
+        The device host (opened lazily; host keys verified).
+    agent_path : str
+        The deployed bundle directory on the host (``DeployReport.agent_path``).
+    python : str
+        Interpreter that runs the agent there (``DeployReport.python``).
+    cache_dir : str
+        The agent's model cache on the host.
+    cache_quota_bytes : int
+        Upper bound on the cache's size; older files are removed to stay under it.
+    cores : sequence of int, optional
+        Pin the agent process itself to these cores on the host.
+    name : str
+        Used in messages (the device name).
+    """
+
+    def __init__(self, host: Host, *, agent_path: str, python: str, cache_dir: str,
+                 cache_quota_bytes: int = 2 * 1024 ** 3, cores=None, name: str | None = None):
+        super().__init__()
+        self.host = host
+        self.agent_path = agent_path
+        self.python = python
+        self.cache_dir = cache_dir
+        self.cache_quota_bytes = int(cache_quota_bytes)
+        self.cores = tuple(cores) if cores else ()
+        self.name = name or host.name
+        self._channel = None
+        self.pushed: list[str] = []  # sha256 of files this session uploaded (for tests and logs)
+
+    def __repr__(self) -> str:
+        return f"SSHSession({self.host!r}, agent_path={self.agent_path!r})"
+
+    # -- LineSession hooks --------------------------------------------------------------
+    def _connect(self):
+        try:
+            self.host.run(f"mkdir -p {shlex.quote(self.cache_dir)}")
+            command = (f"cd {shlex.quote(self.agent_path)} && PYTHONPATH=. exec {shlex.quote(self.python)} "
+                       f"-m agents serve --stdio --cache-dir {shlex.quote(self.cache_dir)}")
+            if self.cores:
+                command += f" --cores {','.join(map(str, self.cores))}"
+            self._channel = self.host.open_channel(command)
+        except (RemoteError, OSError, EOFError) as exc:
+            raise AgentLost(f"{self.name}: cannot start the agent over SSH: {exc}", device=self.name) from None
+        except Exception as exc:  # paramiko.SSHException and friends: the link broke
+            self.host.close()
+            raise AgentLost(f"{self.name}: SSH failed while starting the agent: {exc}", device=self.name) from None
+        return self._channel.makefile("rb"), self._channel.makefile_stdin("wb")
+
+    def _disconnect(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        try:
+            channel.shutdown_write()  # end of input: the agent cancels any job and exits
+            # A healthy agent exits at once; a cut link never answers, so don't wait long.
+            if not channel.status_event.wait(EXIT_WAIT_S):
+                log.warning("%s: agent did not exit within %g s of end of input", self.name, EXIT_WAIT_S)
+        except Exception:  # the link may be gone already
+            pass
+        channel.close()
+
+    def _why_lost(self) -> str:
+        channel = self._channel
+        if channel is None:
+            return "the session is closed"
+        tail = b""
+        try:
+            while channel.recv_stderr_ready():
+                tail += channel.recv_stderr(4096)
+        except Exception:
+            pass
+        status = channel.exit_status if channel.exit_status_ready() else "unknown (link lost?)"
+        text = tail.decode(errors="replace")[-STDERR_TAIL_BYTES:].strip()
+        return f"agent on {self.host.address} exit status {status}; its log ends with: {text or '(nothing)'}"
+
+    def close(self) -> None:
+        super().close()
+        # Drop the TCP connection too: after a lost link the transport is dead, and a
+        # fresh connection is what the next open needs.
+        self.host.close()
+
+    # -- model files --------------------------------------------------------------------
+    def request(self, msg: Message, *, timeout_s: float | None = None) -> Message:
+        if isinstance(msg, Measure) and msg.model and Path(msg.model).is_file():
+            self.open()
+            self.stage_model(Path(msg.model), msg.sha256)
+            msg = dataclasses.replace(msg, model="")  # the agent finds it in its cache by hash
+        return super().request(msg, timeout_s=timeout_s)
+
+    def stage_model(self, local_path: Path, sha256: str) -> str:
+        """Make sure the host's cache holds ``<sha256>.onnx``; upload it only when missing."""
+        remote = posixpath.join(self.cache_dir, f"{sha256}.onnx")
+        try:
+            if self.host.exists(remote):
+                self.host.run(f"touch {shlex.quote(remote)}", check=False)  # LRU order
+                return remote
+            self._make_room(local_path.stat().st_size)
+            part = remote + ".part"
+            self.host.put(local_path, part)
+            self.host.sftp.posix_rename(part, remote)
+        except (RemoteError, OSError, EOFError) as exc:
+            raise AgentLost(f"{self.name}: uploading {local_path.name} failed: {exc}", device=self.name) from None
+        except Exception as exc:  # paramiko.SSHException: the link broke mid-upload
+            raise AgentLost(f"{self.name}: uploading {local_path.name} failed: {exc}", device=self.name) from None
+        self.pushed.append(sha256)
+        log.info("%s: pushed %s (%d bytes)", self.name, local_path.name, local_path.stat().st_size)
+        return remote
+
+    def _make_room(self, incoming_bytes: int) -> None:
+        """Remove least recently used cache files until ``incoming_bytes`` fits the quota."""
+        entries = [e for e in self.host.sftp.listdir_attr(self.cache_dir) if e.filename.endswith(".onnx")]
+        total = sum(e.st_size for e in entries)
+        for entry in sorted(entries, key=lambda e: e.st_mtime):
+            if total + incoming_bytes <= self.cache_quota_bytes:
+                break
+            self.host.sftp.remove(posixpath.join(self.cache_dir, entry.filename))
+            total -= entry.st_size
+            log.info("%s: evicted %s from the model cache (quota %d bytes)", self.name, entry.filename,
+                     self.cache_quota_bytes)

@@ -1,0 +1,127 @@
+"""SSHSession against a real sshd: agent deployed over SSH, models pushed by hash, link loss."""
+import hashlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.protocol import Measure, Ping, Result
+from harness.remote import Host
+from harness.remote.deploy import deploy
+from harness.transport.errors import ConnectionLost
+from harness.transport.ssh import SSHSession
+from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available
+
+pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
+TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
+        "cooldown_s": 0.0}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from harness.export import export_one
+    out = tmp_path_factory.mktemp("models")
+    return [Path(export_one("nb201", i, out).path) for i in (77, 1234)]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    work = tmp_path_factory.mktemp("ssh")
+    key = make_key(work / "client_key")
+    srv = SSHServer(work / "server", authorized_keys=[key]).start()
+    known = work / "known_hosts"
+    known.write_text(srv.public_host_key_line())
+    host = Host("dev1", srv.address, "root", key, port=srv.port, known_hosts=known)
+    report = deploy(host, python=sys.executable, agent_dir=str(work / "hwl"), use_venv=False)
+    yield host, report, work
+    host.close()
+    srv.stop()
+
+
+def _timed(reply) -> bool:
+    """A measurement came back (on this shared 2-core machine a tiny window may be flagged unstable;
+    stability is the agent's business, tested there; here the transport is under test)."""
+    return isinstance(reply, Result) and reply.outcome in ("ok", "unstable") and reply.measurement is not None
+
+
+def _measure(path: Path) -> Measure:
+    return Measure(runtime="onnxruntime", model=str(path), sha256=_sha256(path), profile="quick", policy=TINY,
+                   threads=1)
+
+
+def test_measure_over_ssh_pushes_each_model_once(deployed, models):
+    host, report, work = deployed
+    cache = str(work / "hwl" / "cache")
+    with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=cache) as session:
+        assert session.hello.agent_version
+        assert session.request(Ping(sent_ns=1)).sent_ns == 1
+        first = session.request(_measure(models[0]))
+        assert _timed(first), first.message
+        assert first.measurement["stats"]["median_ms"] > 0
+        again = session.request(_measure(models[0]))
+        assert _timed(again)
+    assert session.pushed == [_sha256(models[0])]
+    assert (Path(cache) / f"{_sha256(models[0])}.onnx").exists()
+
+
+def test_cache_quota_evicts_least_recently_used(deployed, models):
+    host, report, work = deployed
+    cache = work / "hwl" / "quota-cache"
+    quota = max(p.stat().st_size for p in models) + 10  # room for one model only
+    with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(cache),
+                    cache_quota_bytes=quota) as session:
+        for path in models:
+            assert _timed(session.request(_measure(path)))
+    left = sorted(p.name for p in cache.glob("*.onnx"))
+    assert left == [f"{_sha256(models[1])}.onnx"]
+
+
+def test_agent_killed_on_host_is_connection_lost(deployed, models):
+    host, report, work = deployed
+    session = SSHSession(host, agent_path=report.agent_path, python=report.python,
+                         cache_dir=str(work / "hwl" / "cache")).open()
+    try:
+        os.kill(session.hello.pid, signal.SIGKILL)  # the agent's pid, as it reported in hello
+        with pytest.raises(ConnectionLost):
+            session.request(Ping(sent_ns=2), timeout_s=10)
+    finally:
+        session.close()
+    # A new session on the same host works again.
+    with SSHSession(host, agent_path=report.agent_path, python=report.python,
+                    cache_dir=str(work / "hwl" / "cache")) as fresh:
+        assert _timed(fresh.request(_measure(models[0])))
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
+def test_link_cut_mid_session_then_restored(tmp_path, models):
+    ns = TestNetns("hwlt-ssh", "198.18.42").create()
+    key = make_key(tmp_path / "client_key")
+    srv = SSHServer(tmp_path / "srv", address=ns.address, netns=ns, authorized_keys=[key])
+    try:
+        srv.start()
+        known = tmp_path / "known_hosts"
+        known.write_text(srv.public_host_key_line())
+        host = Host("pi", ns.address, "root", key, port=srv.port, known_hosts=known, connect_timeout_s=2)
+        report = deploy(host, python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+        session = SSHSession(host, agent_path=report.agent_path, python=report.python,
+                             cache_dir=str(tmp_path / "hwl" / "cache")).open()
+        ns.cut()
+        with pytest.raises(ConnectionLost):
+            session.request(Ping(sent_ns=3), timeout_s=3)
+        session.close()
+        with pytest.raises(ConnectionLost):
+            SSHSession(host, agent_path=report.agent_path, python=report.python,
+                       cache_dir=str(tmp_path / "hwl" / "cache")).open()
+        ns.restore()
+        with SSHSession(host, agent_path=report.agent_path, python=report.python,
+                        cache_dir=str(tmp_path / "hwl" / "cache")) as back:
+            assert _timed(back.request(_measure(models[0])))
+    finally:
+        srv.stop()
+        ns.delete()
