@@ -7,8 +7,9 @@ content-addressed store relies on.
 
 Weights are drawn from ``torch.manual_seed(seed_of(space, arch))`` and BatchNorm statistics
 are calibrated to keep activations near 1 (``prepare_model``), model in eval mode, so one
-architecture always exports to the same bytes. Each export is run once in onnxruntime (CPUExecutionProvider) on a fixed-seed
-input and compared with PyTorch; the max abs error is part of the record.
+architecture always exports to the same bytes. Each export is run once in onnxruntime
+(CPUExecutionProvider) on a fixed-seed input and compared with PyTorch; the max abs error is
+part of the record.
 
 ``export_one`` is a plain module-level function of picklable arguments, so process pools
 (``export_many``) and Ray tasks can call it directly.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import functools
 import hashlib
+import importlib.metadata
 import io
 import logging
 import multiprocessing
@@ -75,12 +78,10 @@ class ExportConfig:
 
     @classmethod
     def make(cls, space: str, arch, dataset: str | None = None, batch_size: int = 1) -> "ExportConfig":
-        import torch
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ExportError(f"batch size must be a positive integer, got {batch_size!r}")
         return cls(space, canonical_arch(space, arch), dataset_of(space, dataset).name, batch_size,
-                   torch_version=torch.__version__)
+                   torch_version=_torch_version())
 
     @property
     def seed(self) -> int:
@@ -243,6 +244,12 @@ def _cached_record(config: ExportConfig, out_dir) -> ExportRecord | None:
     except ExportError:
         return None  # corrupt: the worker's export_one re-exports it
     return None if found is None else _record(config, found, cache_hit=True, export_s=0.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_version() -> str:
+    # from the package metadata: importing torch only to look up cached exports is slow
+    return importlib.metadata.version("torch")
 
 
 def _init_worker() -> None:
