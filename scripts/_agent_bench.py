@@ -1,0 +1,44 @@
+"""Shared pieces of the agent benchmarks: NB201 models to measure, the request, JSON output."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from agents import fingerprint
+from agents.protocol import Measure
+from agents.server import sha256_of
+from harness.export import export_many
+from spaces import nb201
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nb201_models(n: int, seed: int, store_dir: Path) -> list[dict]:
+    """Export n seeded random NB201 architectures (CIFAR-10, batch 1); cached in ``store_dir``."""
+    archs = nb201.sample(n, seed)
+    records = export_many("nb201", archs, store_dir, workers=1)
+    return [{"arch": r.arch, "arch_str": nb201.to_string(r.arch), "path": r.path, "sha256": sha256_of(Path(r.path))}
+            for r in records]
+
+
+def measure_request(model: dict, *, runtime: str, threads: int, cores, profile: str, policy=None,
+                    options=None, id: str = "") -> Measure:
+    return Measure(id=id or f"{runtime}-{model['arch']}", runtime=runtime, model=model["path"],
+                   sha256=model["sha256"], threads=threads, cores=tuple(cores), profile=profile,
+                   policy=dict(policy or {}), options=dict(options or {}), labels={"arch": f"nb201:{model['arch']}"})
+
+
+def environment() -> dict:
+    fp = fingerprint.collect()
+    return {"load_avg_at_end": list(os.getloadavg()), "cpu_model": fp["cpu_model"], "cpu_count": fp["cpu_count"],
+            "python": platform.python_version(), "runtime_versions": fp["runtime_versions"],
+            "fingerprint_id": fingerprint.fingerprint_id(fp)}
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
