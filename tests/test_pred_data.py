@@ -1,0 +1,137 @@
+"""Latency tables in one shape: shipped HELP tables, user files, harness stores, bad input."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictors import data
+from predictors.data import LatencyTableError
+from spaces import fbnet, nb201
+from spaces.errors import ArchError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+INDEX0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+
+
+def test_help_tables_are_shipped_whole():
+    nb = data.help_table("nb201")
+    assert list(nb.columns) == list(data.COLUMNS)
+    assert len(nb) == 15625 * 27 and nb["device"].nunique() == 27
+    assert nb["arch"].dtype == np.int64 and nb["arch"].min() == 0 and nb["arch"].max() == 15624
+    fb = data.help_table("fbnet")
+    assert len(fb) == 5000 * 27 and fb["arch"].nunique() == 5000
+    assert fbnet.canonical(fb["arch"].iloc[0]) == fb["arch"].iloc[0]
+    # the README's sanity number: gold_6226 idx 3456 = 14.324 ms
+    row = nb[(nb["device"] == "gold_6226") & (nb["arch"] == 3456)]
+    assert row["latency_ms"].iloc[0] == pytest.approx(14.324, abs=1e-3)
+
+
+def test_shipped_table_equals_shared_reference():
+    if not (SHARED / "fbnet_latency.parquet").is_file():
+        pytest.skip("../shared/data not present")
+    ref = pd.read_parquet(SHARED / "fbnet_latency.parquet")
+    ours = data.help_table("fbnet")
+    np.testing.assert_array_equal(ours["latency_ms"].to_numpy(), ref["latency_ms"].to_numpy())
+    assert ours["arch"].tolist()[:5] == ref["arch_ops"].astype(str).tolist()[:5]
+
+
+def test_help_devices_lists_roles():
+    devices = data.help_devices("nb201")
+    assert len(devices) == 27 and "help_role" in devices.columns
+
+
+def test_user_csv_with_arch_strings_resolves_indices(tmp_path):
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"arch_str": [INDEX0, nb201.to_string(7), INDEX0], "device": ["pi", "pi", "pi"],
+                  "latency_ms": [1.0, 2.0, 3.0]}).to_csv(path, index=False)
+    table = data.read_table(path, "nb201")
+    # repeated (arch, device) rows reduce to their median
+    assert sorted(zip(table["arch"], table["latency_ms"])) == [(0, 2.0), (7, 2.0)]
+    assert set(table["source"]) == {"mine.csv"}
+
+
+def test_user_parquet_fbnet_op_index_keys(tmp_path):
+    keys = fbnet.sample(3, seed=1)
+    path = tmp_path / "fb.parquet"
+    pd.DataFrame({"op_idx_key": [fbnet.to_idx_key(fbnet.parse(k)) for k in keys], "device": "d",
+                  "latency_ms": [1.0, 2.0, 3.0]}).to_parquet(path)
+    assert data.read_table(path, "fbnet")["arch"].tolist() == keys
+
+
+def test_one_device_file_without_device_column(tmp_path):
+    path = tmp_path / "pi.csv"
+    pd.DataFrame({"arch_index": [1, 2], "latency_ms": [1.0, 2.0]}).to_csv(path, index=False)
+    with pytest.raises(LatencyTableError, match="device"):
+        data.read_table(path, "nb201")
+    assert set(data.read_table(path, "nb201", device="pi")["device"]) == {"pi"}
+
+
+@pytest.mark.parametrize("frame, match", [
+    (pd.DataFrame({"arch_index": [1], "latency_ms": [1.0]}), "lacks column.*device"),
+    (pd.DataFrame({"device": ["d"], "latency_ms": [1.0]}), "arch_index or arch_str"),
+    (pd.DataFrame({"arch_index": [], "device": [], "latency_ms": []}), "no rows"),
+    (pd.DataFrame({"arch_index": [1, 2], "device": ["d", "d"], "latency_ms": [1.0, -2.0]}), "not positive"),
+])
+def test_bad_tables_are_named(tmp_path, frame, match):
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(LatencyTableError, match=match):
+        data.read_table(path, "nb201")
+
+
+def test_missing_file_and_unknown_format(tmp_path):
+    with pytest.raises(LatencyTableError, match="does not exist"):
+        data.read_table(tmp_path / "nope.csv", "nb201")
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(LatencyTableError, match="unknown format"):
+        data.read_table(tmp_path / "t.txt", "nb201")
+
+
+def test_key_from_the_wrong_space_says_so(tmp_path):
+    path = tmp_path / "fb.csv"
+    pd.DataFrame({"arch": [fbnet.sample(1, 0)[0]], "device": ["d"], "latency_ms": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ArchError, match="not a nb201 architecture.*looks like a fbnet key"):
+        data.read_table(path, "nb201")
+    path = tmp_path / "nb.csv"
+    pd.DataFrame({"arch_str": [INDEX0], "device": ["d"], "latency_ms": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ArchError, match="not a fbnet architecture.*looks like a nb201 key"):
+        data.read_table(path, "fbnet")
+
+
+def test_unknown_device_lists_valid_ones():
+    table = data.help_table("fbnet")
+    with pytest.raises(LatencyTableError, match=r"unknown device 'my_pi'; valid devices: 1080ti_1, 1080ti_32"):
+        data.select_devices(table, ["pixel2", "my_pi"])
+    series = data.by_device(table, ["pixel2", "raspi4"])
+    assert list(series) == ["pixel2", "raspi4"] and len(series["raspi4"]) == 5000
+    assert series["raspi4"].index.is_unique
+
+
+def test_devices_may_cover_different_archs():
+    table = pd.DataFrame({"arch": [0, 1, 2, 5], "device": ["a", "a", "b", "b"], "latency_ms": [1.0, 2, 3, 4],
+                          "source": "x"})
+    series = data.by_device(table)
+    assert series["a"].index.tolist() == [0, 1] and series["b"].index.tolist() == [2, 5]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("harness.store") is None, reason="harness.store not there yet")
+def test_table_from_a_harness_store(tmp_path):
+    from harness.importers import import_file
+    from harness.store import Store
+
+    csv = tmp_path / "pi.csv"
+    pd.DataFrame({"arch_index": [3, 4, 5], "device": "my_pi", "latency_ms": [1.5, 2.5, 3.5]}).to_csv(csv, index=False)
+    store = Store(tmp_path / "lab.db")
+    import_file(store, csv, space="nb201")
+    store.close()
+    table = data.load_table("nb201", store=tmp_path / "lab.db")
+    assert sorted(zip(table["arch"], table["latency_ms"])) == [(3, 1.5), (4, 2.5), (5, 3.5)]
+    assert table["source"].iloc[0].startswith("imported:")
+    with pytest.raises(LatencyTableError, match="holds no fbnet latencies"):
+        data.load_table("fbnet", store=tmp_path / "lab.db")
+    with pytest.raises(LatencyTableError, match="does not exist"):
+        data.load_table("nb201", store=tmp_path / "missing.db")
