@@ -169,7 +169,7 @@ def flops_params(space: str, keys=None, dataset: str | None = None) -> tuple[np.
                 base_params + edge_params[codes].sum(axis=1))
     if keys is None:
         raise ArchError("FBNet has 9^22 architectures: pass the arch keys to price")
-    codes = fbnet.op_codes(list(keys)).astype(np.int64)
+    codes = fbnet.op_codes(list(keys)).astype(np.int64).reshape(-1, fbnet.N_LAYERS)
     layer_flops, layer_params, base_flops, base_params = _fbnet_tables(ds.name)
     rows = np.arange(fbnet.N_LAYERS)
     return (base_flops + layer_flops[rows, codes].sum(axis=1),
