@@ -1,0 +1,57 @@
+"""CommandSession: a 'device' reached through a host-side tool, with real commands."""
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents.protocol import Measure, Result
+from harness.transport.command import CommandSession
+from harness.transport.errors import ConnectionLost
+
+TOOL = Path(__file__).resolve().parents[1] / "scripts" / "ort_benchmark_tool.py"
+TINY = {"repeats": 2, "cooldown_s": 0.0}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from harness.export import export_one
+    path = Path(export_one("nb201", 77, tmp_path_factory.mktemp("models")).path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _request(model, device_dir):
+    path, sha = model
+    # The run template reads the copy on the "device" (a folder standing in for /data/local/tmp).
+    run = f"{sys.executable} {TOOL} --graph {device_dir}/{{sha256}}.onnx --runs 10 --warmup 2"
+    return Measure(runtime="command", model=str(path), sha256=sha, profile="quick", policy=TINY,
+                   options={"command": run, "regex": r"run \d+: ([0-9.]+) ms"})
+
+
+def test_pushes_once_then_measures_through_the_tool(model, tmp_path):
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    push = f"cp {{model}} {device_dir}/{{sha256}}.onnx"
+    with CommandSession(push_template=push, name="phone") as session:
+        for _ in range(2):
+            reply = session.request(_request(model, device_dir))
+            assert isinstance(reply, Result) and reply.measurement is not None, reply.message
+            assert len(reply.measurement["samples_ns"][0]) == 10  # one sample per printed run
+    assert session.pushed == [model[1]]
+    assert (device_dir / f"{model[1]}.onnx").read_bytes() == model[0].read_bytes()
+
+
+def test_check_template_skips_push_when_device_has_the_model(model, tmp_path):
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    (device_dir / f"{model[1]}.onnx").write_bytes(model[0].read_bytes())
+    with CommandSession(push_template=f"cp {{model}} {device_dir}/{{sha256}}.onnx",
+                        check_template=f"test -f {device_dir}/{{sha256}}.onnx") as session:
+        assert session.request(_request(model, device_dir)).measurement is not None
+    assert session.pushed == []
+
+
+def test_failed_push_is_connection_lost(model, tmp_path):
+    with CommandSession(push_template="false {model}") as session:
+        with pytest.raises(ConnectionLost, match="exited 1"):
+            session.request(_request(model, tmp_path))
