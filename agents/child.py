@@ -83,10 +83,12 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     from agents.timing import TimingPolicy  # numpy-free, cheap
 
     policy = TimingPolicy.from_profile(request.profile, request.policy)
+    thermal_wait_s = wait_until_cool(policy, cancel)
     if policy.cooldown_s:
         time.sleep(policy.cooldown_s)  # rule 8, outside every timed window
     job = {"request": json.loads(_encode_request(request)), "model_path": str(model_path) if model_path else "",
-           "fingerprint_id": fingerprint_id, "cache_dir": str(cache_dir) if cache_dir else ""}
+           "fingerprint_id": fingerprint_id, "cache_dir": str(cache_dir) if cache_dir else "",
+           "thermal_wait_s": thermal_wait_s}
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
         env[var] = str(request.threads)
@@ -121,6 +123,33 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
             kind, why = "runtime_error", f"the measuring process exited with status {rc} without a result"
         return Result(id=request.id, outcome=kind, message=f"{why}; stderr tail: {tail}" if tail else why,
                       elapsed_s=elapsed)
+
+
+def wait_until_cool(policy, cancel=None, *, read_temp_c=None, sleep=time.sleep, clock=time.monotonic) -> float:
+    """Block until the hottest sensor is under ``policy.max_temp_c`` (rule 6); seconds waited.
+
+    Raises
+    ------
+    DeviceTooHot
+        Still too hot after ``policy.temp_give_up_s``.
+    """
+    from agents.errors import DeviceTooHot
+    from agents.fingerprint import hottest_c
+
+    if policy.max_temp_c <= 0:
+        return 0.0
+    read_temp_c = read_temp_c or hottest_c
+    start = clock()
+    while True:
+        temp = read_temp_c()
+        if temp is None or temp < policy.max_temp_c:
+            return clock() - start
+        waited = clock() - start
+        if waited >= policy.temp_give_up_s or (cancel is not None and cancel.is_set()):
+            raise DeviceTooHot(f"device at {temp:.1f} C, over the {policy.max_temp_c:g} C limit, for "
+                               f"{waited:.0f} s; let it cool (or quarantine it) before measuring")
+        log.info("device at %.1f C (limit %g C); waiting", temp, policy.max_temp_c)
+        sleep(policy.temp_poll_s)
 
 
 def _encode_request(request: Measure) -> str:
@@ -223,6 +252,7 @@ def _measure(job: dict, report) -> dict:
     meta = {"policy": policy.to_dict(), "warmup_runs": timing.warmup_runs, "warmup_ms": timing.warmup_ns / 1e6,
             "labels": dict(request.labels), "started_at": started_at, "scope": "compute",
             "seed": request.seed, "runtime": prepared.metadata,
+            "thermal_wait_s": job.get("thermal_wait_s", 0.0),
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
     m = Measurement(spec=spec, block_size=timing.block_size, samples_ns=timing.samples_ns, init_ms=init_ms,
                     first_ms=timing.first_ns / 1e6 if timing.first_ns is not None else None,

@@ -34,6 +34,11 @@ class AgentBusy(HwlError):
     """A measurement was requested while another one is still running on this agent."""
 
 
+class DeviceTooHot(HwlError):
+    """The device stayed above the profile's temperature limit for the whole wait (rule 6);
+    the coordinator should quarantine it."""
+
+
 class MeasurementTimeout(HwlError):
     """A timed window or a whole model ran past its time limit; its process group was killed."""
 
@@ -41,7 +46,7 @@ class MeasurementTimeout(HwlError):
 # Classes that may be named in an Error reply, by name.
 PROTOCOL_ERRORS = {cls.__name__: cls for cls in (
     HwlError, ProtocolError, BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable,
-    AgentBusy, MeasurementTimeout,
+    AgentBusy, DeviceTooHot, MeasurementTimeout,
 )}
 
 

@@ -79,6 +79,12 @@ def _temperatures_c() -> dict:
     return temps
 
 
+def hottest_c() -> float | None:
+    """Highest temperature any thermal zone reports, or None where there are no sensors."""
+    temps = [v for v in _temperatures_c().values() if isinstance(v, float)]
+    return max(temps) if temps else None
+
+
 def _gpus() -> list[dict]:
     """NVIDIA GPUs via nvidia-smi (name, driver, clocks); empty when there is none."""
     exe = shutil.which("nvidia-smi")
@@ -141,4 +147,4 @@ def fingerprint_id(fp: dict) -> str:
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["STABLE_FIELDS", "collect", "fingerprint_id", "runtime_versions"]
+__all__ = ["STABLE_FIELDS", "collect", "fingerprint_id", "hottest_c", "runtime_versions"]

@@ -43,7 +43,10 @@ Requests (host -> agent) and their replies (agent -> host):
     timeout, oom, unstable), ``message`` (why, for any outcome but ok), ``measurement`` (the
     record as a dict, ``agents.measurement.Measurement.to_dict``; null when nothing was timed;
     present with outcome "unstable"), ``elapsed_s`` (wall time of the whole job).
-    A second ``measure`` while one runs gets ``error`` kind ``AgentBusy``.
+    A second ``measure`` while one runs gets ``error`` kind ``AgentBusy``; a device that stays
+    over the policy's ``max_temp_c`` gets ``error`` kind ``DeviceTooHot`` (quarantine it).
+    Refusals before anything runs (``HashMismatch``, ``ModelNotFound``, ``BadRequest`` for
+    cores the agent may not use, ``RuntimeUnavailable``) are ``error`` replies, not results.
 ``shutdown`` -> ``shutdown``
     ``reason`` (free text, logged). The agent kills a running measurement, replies and exits 0.
 
@@ -51,7 +54,8 @@ Agent -> host only:
 
 ``error``
     ``kind`` (class name from ``agents.errors``: ProtocolError, BadRequest, ModelNotFound,
-    HashMismatch, RuntimeUnavailable, AgentBusy, HwlError), ``message``. ``id`` is the request's
+    HashMismatch, RuntimeUnavailable, AgentBusy, DeviceTooHot, HwlError), ``message``; the
+    host re-raises it as that class (``Error.to_exception``). ``id`` is the request's
     id when it could be read, else "". The agent keeps serving after sending it.
 """
 from __future__ import annotations

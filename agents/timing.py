@@ -49,6 +49,10 @@ class TimingPolicy:
         Pause before each model (rule 8), outside every timed window.
     window_timeout_s, model_timeout_s : float
         The measuring process is killed past these limits (rule 21).
+    max_temp_c, temp_poll_s, temp_give_up_s : float
+        Before each model, wait (polling every ``temp_poll_s``) until the hottest sensor is
+        under ``max_temp_c``; give up after ``temp_give_up_s`` (rule 6). 0 disables the gate,
+        the default, because most servers and VMs expose no sensor; Pi and phone profiles set it.
     """
 
     name: str = "standard"
@@ -65,6 +69,9 @@ class TimingPolicy:
     cooldown_s: float = 0.2
     window_timeout_s: float = 150.0
     model_timeout_s: float = 300.0
+    max_temp_c: float = 0.0
+    temp_poll_s: float = 2.0
+    temp_give_up_s: float = 200.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

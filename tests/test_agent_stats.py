@@ -138,8 +138,9 @@ def test_gpu_floors_apply_on_gpu():
 def test_standard_profile_is_the_method_defaults():
     p = TimingPolicy.standard()
     assert (p.warmup_min_runs, p.warmup_min_s, p.repeats, p.window_min_runs, p.window_min_s, p.window_max_s,
-            p.block_min_s, p.gpu_block_min_s, p.cooldown_s, p.window_timeout_s, p.model_timeout_s) == \
-           (10, 2.0, 5, 50, 1.0, 150.0, 1e-3, 0.1, 0.2, 150.0, 300.0)
+            p.block_min_s, p.gpu_block_min_s, p.cooldown_s, p.window_timeout_s, p.model_timeout_s, p.temp_poll_s,
+            p.temp_give_up_s) == \
+           (10, 2.0, 5, 50, 1.0, 150.0, 1e-3, 0.1, 0.2, 150.0, 300.0, 2.0, 200.0)
     assert TimingPolicy.from_profile("quick", {"repeats": 2}) == TimingPolicy.quick(repeats=2)
 
 
@@ -152,3 +153,19 @@ def test_standard_profile_is_the_method_defaults():
 def test_bad_policy_is_refused(profile, overrides, match):
     with pytest.raises(BadRequest, match=match):
         TimingPolicy.from_profile(profile, overrides)
+
+
+def test_thermal_gate_waits_for_the_device_to_cool_and_gives_up():
+    from agents.child import wait_until_cool
+    from agents.errors import DeviceTooHot
+
+    now = [0.0]
+    temps = iter([80.0, 75.0, 69.0])
+    policy = TimingPolicy.quick(max_temp_c=70, temp_poll_s=2, temp_give_up_s=10)
+    waited = wait_until_cool(policy, read_temp_c=lambda: next(temps), clock=lambda: now[0],
+                             sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert waited == 4.0
+    with pytest.raises(DeviceTooHot, match="over the 70 C limit"):
+        wait_until_cool(policy, read_temp_c=lambda: 90.0, clock=lambda: now[0],
+                        sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert wait_until_cool(TimingPolicy.quick(), read_temp_c=lambda: 999.0) == 0.0  # gate off by default
