@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -26,6 +27,9 @@ def test_nb201_export_runs_with_expected_shape(tmp_path):
     assert rec.space == "nb201" and rec.arch == 0 and rec.dataset == "cifar10" and not rec.cache_hit
     assert rec.max_abs_err <= 1e-4
     assert _run(rec.path, (2, 3, 32, 32)).shape == (2, 10)
+    model = onnx.load(rec.path)
+    onnx.checker.check_model(model)
+    assert {o.domain: o.version for o in model.opset_import}[""] == 17
 
 
 def test_nb201_imagenet16_export(tmp_path):
