@@ -1,0 +1,123 @@
+"""Baselines in the few-shot contract: copy (Eq. 1 choice), HWL ridge, simple reference, cost."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from predictors import data, protocol, registry
+from predictors.base import NotFittedError, TrainTables
+from predictors.baselines import (CopyBaseline, FlopsBaseline, HWLRidge, ParamsBaseline, SimpleReference,
+                                  best_correlated, bayes_linear)
+from predictors.baselines.features import op_counts
+from predictors.baselines.simple_reference import candidate_sets
+from spaces import cost
+
+
+def constructed_tables():
+    """'same' ranks archs like the target, 'reverse' the other way round, 'noise' at random."""
+    archs = list(range(40))
+    truth = pd.Series(np.linspace(1.0, 5.0, 40), index=archs)
+    rng = np.random.default_rng(0)
+    return truth, {
+        "reverse": pd.Series(truth.to_numpy()[::-1].copy(), index=archs),
+        "noise": pd.Series(rng.permutation(truth.to_numpy()), index=archs),
+        "same": pd.Series(truth.to_numpy() ** 2, index=archs),
+    }
+
+
+def test_best_correlated_device_is_the_eq1_choice():
+    truth, tables = constructed_tables()
+    picked = [3, 9, 17, 30]
+    device, rho = best_correlated(tables, picked, truth.loc[picked].to_numpy())
+    assert device == "same" and rho == pytest.approx(1.0)
+
+
+def test_copy_predicts_with_the_chosen_device_and_keeps_the_pretrained_object():
+    truth, tables = constructed_tables()
+    method = CopyBaseline().pretrain("nb201", TrainTables(tables))
+    adapted = method.adapt([1, 5, 9], truth.loc[[1, 5, 9]].to_numpy(), device="new")
+    assert adapted.source_device_ == "same" and adapted is not method
+    np.testing.assert_allclose(adapted.predict([0, 39]), [1.0, 25.0])
+    assert not hasattr(method, "source_device_")  # adapt worked on a deep copy
+    with pytest.raises(NotFittedError, match="adapt"):
+        method.predict([0])
+    with pytest.raises(NotFittedError, match="pretrain"):
+        CopyBaseline().adapt([0], [1.0])
+
+
+def test_bayes_linear_recovers_a_linear_law_and_falls_back_on_constants():
+    rng = np.random.default_rng(1)
+    groups = [rng.normal(size=(200, 3)), rng.normal(size=(200, 20))]
+    y = 2.0 + groups[0] @ np.array([1.0, -0.5, 0.3])  # only the first group matters
+    pred = bayes_linear.fit_predict([g[:20] for g in groups], y[:20], [g[20:] for g in groups])
+    assert np.corrcoef(pred, y[20:])[0, 1] > 0.95
+    const = bayes_linear.fit_predict([g[:5] for g in groups], np.full(5, 3.0), [g[5:] for g in groups])
+    np.testing.assert_allclose(const, 3.0)
+
+
+def test_feature_groups():
+    counts = op_counts("nb201", [0])
+    assert counts.tolist() == [[0, 3, 2, 0, 1]]  # index 0: 3 skips, 2 conv1x1, 1 avg pool
+    assert len(candidate_sets(("lat", "ops", "vec", "cost"))) == 15
+    with pytest.raises(ValueError, match="valid groups"):
+        SimpleReference(groups=("nope",)).pretrain("nb201", TrainTables({"a": pd.Series([1.0], index=[0])}))
+
+
+@pytest.fixture(scope="module")
+def small_nb201():
+    """Train: 3 devices on 600 archs; test: raspi4 on the same archs."""
+    table = data.help_table("nb201")
+    table = table[table["arch"] < 600]
+    full = data.by_device(table, ["1080ti_1", "silver_4114", "pixel3"])
+    return protocol.pretrain_sample(full, 300, seed=0), data.by_device(table, ["raspi4"])["raspi4"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: SimpleReference(select_ks=(10,), select_repeats=1, score_archs=200, random_state=0),
+    lambda: HWLRidge(select_ks=(10,), select_repeats=1, random_state=0),
+    CopyBaseline,
+])
+def test_baselines_rank_a_new_device(small_nb201, make):
+    train, truth = small_nb201
+    method = make().pretrain("nb201", train)
+    rng = np.random.default_rng(0)
+    picked = method.choose(10, list(truth.index), rng)
+    adapted = method.adapt(picked, truth.loc[picked].to_numpy(), device="raspi4")
+    rest = truth.drop(index=picked)
+    rho = protocol.spearman(adapted.predict(list(rest.index)), rest.to_numpy())
+    assert rho > 0.5, rho  # far above chance (HWL ridge is the weakest here, ~0.6)
+    assert clone(make()).get_params() == make().get_params()
+
+
+def test_simple_reference_chooses_groups_on_train_devices_only(small_nb201):
+    train, _ = small_nb201
+    method = SimpleReference(select_ks=(10,), select_repeats=1, score_archs=200, random_state=0).pretrain(
+        "nb201", train)
+    assert set(method.selection_[10]) == {"+".join(s) for s in candidate_sets(method.groups)}
+    assert set(method.feature_sets_[10]) <= {"lat", "ops", "vec", "cost"}
+    fixed = SimpleReference(feature_set=("ops", "cost")).pretrain("nb201", train)
+    assert fixed.feature_sets_[5] == ("ops", "cost") and fixed.selection_ == {}
+
+
+def test_flops_and_params_rank_by_cost():
+    flops, params = cost.flops_params("nb201", [0, 1, 2])
+    train = TrainTables({"a": pd.Series([1.0, 2.0], index=[0, 1])})
+    f = FlopsBaseline().pretrain("nb201", train).adapt([0, 1], [1.0, 2.0])
+    np.testing.assert_array_equal(f.predict([0, 1, 2]), flops)
+    p = ParamsBaseline().pretrain("nb201", train).adapt([0, 1], [1.0, 2.0])
+    np.testing.assert_array_equal(p.predict([0, 1, 2]), params)
+
+
+def test_registry_names_and_errors():
+    assert registry.RECOMMENDED in registry.method_names()
+    assert isinstance(registry.get_method(), registry.get_class(registry.RECOMMENDED))
+    assert registry.get_method("hwl_ridge", alpha=0.5).alpha == 0.5
+    with pytest.raises(registry.UnknownMethodError, match="valid methods: .*copy"):
+        registry.get_method("nope")
+    with pytest.raises(registry.UnknownMethodError, match="does not take"):
+        registry.get_method("copy", bogus=1)
+    for name in registry.method_names():
+        cls = registry.get_class(name)
+        assert cls.name == name
