@@ -250,7 +250,8 @@ def _measure(job: dict, report) -> dict:
                            build_hash=prepared.build_hash, threads=request.threads,
                            cores=tuple(request.cores), profile=policy.name)
     meta = {"policy": policy.to_dict(), "warmup_runs": timing.warmup_runs, "warmup_ms": timing.warmup_ns / 1e6,
-            "labels": dict(request.labels), "started_at": started_at, "scope": "compute",
+            "labels": dict(request.labels), "started_at": started_at,
+            "scope": prepared.metadata.get("scope", "compute"),
             "seed": request.seed, "runtime": prepared.metadata,
             "thermal_wait_s": job.get("thermal_wait_s", 0.0),
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}

@@ -2,8 +2,9 @@
 
 Options (``Measure.options``): ``provider`` ("cpu" default, or "cuda"), ``graph_optimization``
 ("all" default, "extended", "basic", "disable"), ``spinning`` (intra-op thread spinning,
-default true as in onnxruntime), ``inter_op_threads`` (default 1). Intra-op threads = the
-request's ``threads`` (rule 5).
+default true as in onnxruntime), ``inter_op_threads`` (default 1), ``scope`` ("compute"
+default: on CUDA, inputs stay on the GPU and outputs are bound there; "end_to_end": host
+copies included, rule 14). Intra-op threads = the request's ``threads`` (rule 5).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
-KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads"}
+KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads", "scope"}
+SCOPES = ("compute", "end_to_end")
 
 
 def session_options(threads: int, options: dict) -> ort.SessionOptions:
@@ -78,6 +80,9 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     provider = PROVIDERS[provider_key]
     if provider not in ort.get_available_providers():
         raise RuntimeUnavailable(f"onnxruntime here has no {provider}; available: {', '.join(ort.get_available_providers())}")
+    scope = options.get("scope", "compute")
+    if scope not in SCOPES:
+        raise BadRequest(f"onnxruntime option scope={scope!r}; valid: {', '.join(SCOPES)}")
     so = session_options(request.threads, options)
     try:
         sess = ort.InferenceSession(str(model_path), sess_options=so, providers=[provider])
@@ -86,9 +91,9 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     feeds = input_feeds(sess, request)
     meta = {"intra_op_threads": request.threads, "inter_op_threads": so.inter_op_num_threads,
             "spinning": bool(options.get("spinning", True)),
-            "graph_optimization": options.get("graph_optimization", "all")}
+            "graph_optimization": options.get("graph_optimization", "all"), "scope": scope}
     shape = next(iter(feeds.values())).shape if feeds else ()
-    if provider_key == "cpu":
+    if provider_key == "cpu" or scope == "end_to_end":  # on CPU both scopes are the same loop
         def block(k: int) -> int:
             run = sess.run
             t0 = time.perf_counter_ns()

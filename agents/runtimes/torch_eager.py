@@ -4,7 +4,8 @@
 "dataset": <optional>}`` (built with ``spaces.nb201_net`` / ``spaces.fbnet_net``, which need
 the ``spaces`` package beside ``agents`` on the device) or ``{"factory": "module:function"}``,
 a function returning an ``nn.Module`` (its input shape must then be in ``input_shape``).
-Options: ``device`` ("cpu" default, or "cuda"). Threads: ``torch.set_num_threads(threads)``,
+Options: ``device`` ("cpu" default, or "cuda"), ``scope`` ("compute" default; "end_to_end"
+copies the input to the device and the output back inside each inference, rule 14). Threads: ``torch.set_num_threads(threads)``,
 one inter-op thread. On CUDA every block ends with ``torch.cuda.synchronize()`` (rule 13).
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from agents.errors import BadRequest, RuntimeUnavailable
 from agents.runtimes.base import LoadFailure, Prepared, random_input
 
-KNOWN_OPTIONS = {"device"}
+KNOWN_OPTIONS = {"device", "scope"}
+SCOPES = ("compute", "end_to_end")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -66,6 +68,9 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
         raise BadRequest(f"torch option device={device!r}; valid: cpu, cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeUnavailable("torch option device='cuda' but torch sees no CUDA device here")
+    scope = options.get("scope", "compute")
+    if scope not in SCOPES:
+        raise BadRequest(f"torch option scope={scope!r}; valid: {', '.join(SCOPES)}")
     if request.dtype not in DTYPES:
         raise BadRequest(f"torch dtype {request.dtype!r}; valid: {', '.join(DTYPES)}")
     torch.set_num_threads(request.threads)
@@ -77,19 +82,24 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     module, shape = build_module(request.arch, request.batch, tuple(request.input_shape))
     dtype = DTYPES[request.dtype]
     module = module.eval().to(device=device, dtype=dtype)
-    x = torch.from_numpy(random_input(shape, "float32", request.seed)).to(device=device, dtype=dtype)
+    x_host = torch.from_numpy(random_input(shape, "float32", request.seed)).to(dtype=dtype)
+    x = x_host.to(device=device)
     sync = torch.cuda.synchronize if device == "cuda" else None
+    end_to_end = scope == "end_to_end" and device != "cpu"
 
     def block(k: int) -> int:
         with torch.inference_mode():
             t0 = time.perf_counter_ns()
             for _ in range(k):
-                module(x)
+                if end_to_end:
+                    module(x_host.to(device)).cpu()
+                else:
+                    module(x)
             if sync is not None:
                 sync()
             return time.perf_counter_ns() - t0
 
-    meta = {"torch_threads": torch.get_num_threads(), "device": device,
+    meta = {"torch_threads": torch.get_num_threads(), "device": device, "scope": scope,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
             "n_params": int(sum(p.numel() for p in module.parameters()))}
     return Prepared(block=block, runtime_version=torch.__version__, provider=f"eager-{device}",
