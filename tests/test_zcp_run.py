@@ -1,0 +1,106 @@
+"""Proxies as Ray tasks into a real store: resume, Parquet output, ZCP encoding, CLI errors."""
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.errors import StoreError
+from predictors.encodings import ZCPEncoder, read_proxy_table, zcp_vec
+from predictors.zcp import BatchSpec, ProxyStore, ZCPError, proxy_frame, run_proxies, run_table, write_parquet
+from predictors.zcp.table import read_parquet_meta
+
+ray = pytest.importorskip("ray")
+PROXIES = ["params", "synflow", "snip", "nwot"]
+BATCH = BatchSpec(batch_size=4)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_resumable_run_into_a_store_then_table_and_encoding(tmp_path, local_ray):
+    db = tmp_path / "lab.db"
+    with ProxyStore(db) as store:
+        first = run_proxies("nb201", [1, 2], dataset="ImageNet16-120", proxies=PROXIES, batch=BATCH, store=store)
+    assert len(first.results) == 2 and first.skipped == 0 and not first.failed
+    assert all(r["peak_rss_mb"] > 0 for r in first.results)
+
+    with ProxyStore(db) as store:  # a second run (a restarted process) skips what is stored
+        second = run_proxies("nb201", [1, 2, 3], dataset="ImageNet16-120", proxies=PROXIES, batch=BATCH,
+                             store=store)
+        assert second.skipped == 2 and [r["arch"] for r in second.results] == [3]
+        wide = run_table("nb201", [1, 2, 3], second, store, "ImageNet16-120", BATCH.key, PROXIES)
+    assert list(wide.columns) == ["arch_index", "arch_str", *PROXIES] and wide["arch_index"].tolist() == [1, 2, 3]
+    rows = sqlite3.connect(db).execute("SELECT count(*) FROM zcp_scores").fetchone()[0]
+    assert rows == 3 * len(PROXIES)
+
+    # the same scores as computing in process (one model at a time, same seed)
+    from predictors.zcp import load_batch, score_arch
+    x, y = load_batch("nb201", "ImageNet16-120", BATCH)
+    local = score_arch("nb201", 3, x, y, dataset="ImageNet16-120", proxies=PROXIES)
+    assert wide.iloc[2]["params"] == local["scores"]["params"]
+    assert wide.iloc[2]["synflow"] == pytest.approx(local["scores"]["synflow"], rel=1e-9)
+
+    out = write_parquet(wide, tmp_path / "zcp.parquet", space="nb201", dataset="ImageNet16-120", input_key=BATCH.key)
+    assert read_parquet_meta(out)["hwl_format"] == "hwl-zcp/1"
+    from_file = proxy_frame("nb201", path=out)
+    from_store = proxy_frame("nb201", store=db)
+    pd.testing.assert_frame_equal(from_file[PROXIES], from_store[PROXIES], check_names=False)
+    assert read_proxy_table(out, "nb201").index.tolist() == [1, 2, 3]
+
+    # our proxies feed the ZCP and ZCPVec encodings of the predictors
+    enc = ZCPEncoder(from_store).fit([1, 2, 3])
+    assert enc.transform([1, 2, 3]).shape == (3, len(PROXIES))
+    assert zcp_vec("nb201", from_store).fit([1, 2, 3]).transform([2]).shape == (1, len(PROXIES) + 30)
+
+
+@pytest.mark.slow
+def test_cli_writes_store_and_parquet_and_resumes(tmp_path, local_ray, capsys):
+    db, out = tmp_path / "lab.db", tmp_path / "z.parquet"
+    args = ["zcp", "nb201", "--archs", "5,6", "--dataset", "ImageNet16-120", "--batch-size", "4",
+            "--proxies", "params,flops,jacov", "--store", str(db), "--out", str(out)]
+    assert main(args) == 0
+    assert "2 scored, 0 already in the store" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 scored, 2 already in the store" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    assert table["arch_index"].tolist() == [5, 6] and np.isfinite(table["jacov"]).all()
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert main(["zcp", "nb201", "--archs", "1", "--proxies", "snip,bogus", "--out", str(tmp_path / "a.parquet")]) == 2
+    assert "valid proxies" in capsys.readouterr().err
+    assert main(["zcp", "nb201", "--archs", "1"]) == 2
+    assert "--store FILE and/or --out" in capsys.readouterr().err
+    assert main(["zcp", "nb201", "--archs", "1", "--out", str(tmp_path / "a.csv")]) == 2
+    assert "Parquet" in capsys.readouterr().err
+    assert main(["zcp", "nb201", "--archs", "99999", "--out", str(tmp_path / "a.parquet")]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):
+    foreign = tmp_path / "other.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="not an hwl store"):
+        ProxyStore(foreign)
+    ProxyStore(tmp_path / "empty.db").close()
+    with pytest.raises(ZCPError, match="run `hwl zcp` first"):
+        proxy_frame("nb201", store=tmp_path / "empty.db")
+    with pytest.raises(ZCPError, match="exactly one proxy source"):
+        proxy_frame("nb201")
