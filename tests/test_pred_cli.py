@@ -1,0 +1,120 @@
+"""`hwl train/adapt/predict/evaluate` end to end on small tables, and their bad-input errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from predictors import data
+from spaces import nb201
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """A train table of 3 HELP devices and a 'new device' table (raspi4 renamed my_pi), 400 archs."""
+    root = tmp_path_factory.mktemp("pred_cli")
+    help_table = data.help_table("nb201")
+    small = help_table[help_table["arch"] < 400]
+    train = small[small["device"].isin(["1080ti_1", "silver_4114", "pixel3"])].rename(columns={"arch": "arch_index"})
+    train.to_parquet(root / "train.parquet")
+    mine = small[small["device"] == "raspi4"]
+    new = pd.DataFrame({"arch_str": [nb201.to_string(a) for a in mine["arch"]], "device": "my_pi",
+                        "latency_ms": mine["latency_ms"].to_numpy()})
+    new.to_parquet(root / "new.parquet")
+    new.iloc[:12].to_csv(root / "my_pi_12.csv", index=False)
+    return root
+
+
+@pytest.mark.slow
+def test_train_adapt_predict_end_to_end(tables, capsys):
+    root = tables
+    assert main(["train", "--space", "nb201", "--table", str(root / "train.parquet"), "--out",
+                 str(root / "model.pt")]) == 0
+    assert main(["adapt", str(root / "model.pt"), "--device", "my_pi", "--measurements",
+                 str(root / "my_pi_12.csv"), "--out", str(root / "adapted.pt")]) == 0
+    assert "with 12 measurements" in capsys.readouterr().out
+    assert main(["predict", str(root / "adapted.pt"), "--device", "my_pi", "--archs", "0,1,2,3,399",
+                 "--out", str(root / "pred.parquet")]) == 0
+    pred = pd.read_parquet(root / "pred.parquet")
+    assert list(pred.columns) == ["arch", "arch_str", "device", "predicted_ms"]
+    assert pred["arch"].tolist() == [0, 1, 2, 3, 399] and (pred["predicted_ms"] > 0).all()
+    # the prediction ranks the new device's unmeasured archs well
+    assert main(["predict", str(root / "adapted.pt"), "--device", "my_pi", "--archs", "all",
+                 "--out", str(root / "all.csv")]) == 0
+    every = pd.read_csv(root / "all.csv").set_index("arch")
+    truth = data.read_table(root / "new.parquet", "nb201").set_index("arch")["latency_ms"].iloc[12:]
+    rho = every.loc[truth.index, "predicted_ms"].corr(truth, method="spearman")
+    assert rho > 0.8
+
+
+def test_model_files_are_checked(tables, capsys):
+    root = tables
+    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(root / "train.parquet"),
+                 "--out", str(root / "copy.pt")]) == 0
+    assert main(["predict", str(root / "copy.pt"), "--device", "my_pi", "--archs", "0", "--out",
+                 str(root / "x.csv")]) == 2
+    assert "not adapted to a device yet" in capsys.readouterr().err
+    assert main(["adapt", str(root / "copy.pt"), "--device", "nope", "--measurements", str(root / "new.parquet"),
+                 "--out", str(root / "y.pt")]) == 2
+    assert "unknown device 'nope'; valid devices: my_pi" in capsys.readouterr().err
+    (root / "junk.pt").write_text("not a model")
+    assert main(["adapt", str(root / "junk.pt"), "--device", "my_pi", "--measurements",
+                 str(root / "new.parquet"), "--out", str(root / "z.pt")]) == 2
+    assert "not an hwl model file" in capsys.readouterr().err
+
+
+def test_evaluate_custom_task_writes_the_results_json(tables, tmp_path):
+    out = tmp_path / "out.json"
+    assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114",
+                 "--test-table", str(tables / "new.parquet"), "--samples", "5,10", "--trials", "2",
+                 "--method", "hwl_ridge", "--json", str(out), "--plot", str(tmp_path / "rho.png")]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["task"], r["method"], r["k"], r["trials"]) for r in results] == [
+        ("custom", "hwl_ridge", 5, 2), ("custom", "hwl_ridge", 10, 2)]
+    assert list(results[0]["per_device"]) == ["my_pi"] and results[0]["seeds"] == [0, 1]
+    assert results[1]["settings"]["train_devices"] == ["1080ti_1", "silver_4114"]
+    assert (tmp_path / "rho.png").stat().st_size > 0
+
+
+def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):
+    out = tmp_path / "n0.json"
+    assert main(["evaluate", "--task", "N0", "--samples", "10", "--trials", "1", "--n-pretrain", "100",
+                 "--set", "select_repeats=1", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["method"] == "simple_reference" and len(result["per_device"]) == 6
+    assert result["mean"] > 0.8
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--task", "F9"], "unknown task 'F9'; valid tasks: N0"),
+    (["evaluate", "--task", "N0", "--method", "nope"], "unknown method 'nope'; valid methods:"),
+    (["evaluate", "--task", "N0", "--samples", "16000", "--method", "copy", "--trials", "1"],
+     "k=16000 leaves nothing to score"),
+    (["evaluate", "--space", "nb201", "--train-devices", "nope", "--test-table", "{root}/new.parquet"],
+     "unknown train device 'nope'"),
+    (["evaluate", "--space", "fbnet", "--train-devices", "pixel2", "--test-table", "{root}/new.parquet"],
+     "is not a fbnet architecture"),
+    (["evaluate"], "give --task"),
+    (["train", "--space", "nb201", "--devices", "pixel2,my_pi", "--out", "{root}/m.pt"],
+     "unknown device 'my_pi'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tables, capsys, argv, message):
+    argv = [a.replace("{root}", str(tables)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_installed_command_reports_an_empty_table(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("arch_index,device,latency_ms\n")
+    hwl = Path(sys.executable).with_name("hwl")
+    run = subprocess.run([str(hwl), "evaluate", "--space", "nb201", "--train-devices", "pixel2",
+                          "--test-table", str(empty)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "has no rows" in run.stderr
