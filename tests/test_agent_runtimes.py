@@ -118,6 +118,19 @@ def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     assert res.record().metadata["runtime"]["compile_ms"] is None
 
 
+@pytest.mark.slow
+def test_tvm_cross_compiles_for_aarch64_on_the_build_host(nb201_onnx, tmp_path):
+    import tarfile
+
+    from agents.runtimes.tvm_vm import build_library
+    out = build_library(nb201_onnx[0], tmp_path / "nb201_aarch64.tar", {"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    with tarfile.open(out) as tar:
+        objects = [m for m in tar.getmembers() if m.name.endswith(".o")]
+        assert objects
+        elf = tar.extractfile(objects[0]).read(20)
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 183  # EM_AARCH64
+
+
 def test_command_runtime_parses_every_regex_match():
     cmd = f"{PY} -c \"print('run 1.5 ms'); print('run 1.7 ms'); print('threads {{threads}}')\""
     res = measure(runtime="command", threads=2, options={"command": cmd, "regex": r"run ([0-9.]+) ms"})

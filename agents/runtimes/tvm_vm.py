@@ -65,8 +65,14 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
     return out
 
 
-def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tuple = ()):
+def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
+                 tuning_dir: str | Path | None = None):
     """Import and compile an ONNX file; returns (executable, inputs).
+
+    ``tune_trials > 0`` opts in to MetaSchedule tuning (relax's ``static_shape_tuning_pipeline``)
+    with its database in ``tuning_dir``, which later builds reuse. Minutes per model; never used
+    by the agent's measurements or the tests (it also needs xgboost-cpu and the
+    apache-tvm-ffi pin of environment-notes.md, without which the tuner segfaults).
 
     Raises
     ------
@@ -90,23 +96,34 @@ def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tupl
         if "not supported" in text or "not implemented" in text.lower():
             raise UnsupportedOp(f"TVM's ONNX importer: {text[:2000]}") from None
         raise CompileFailure(f"TVM could not import the model: {type(exc).__name__}: {text[:2000]}") from None
+    tvm_target = _target(target)
+    pipeline = "default"
+    if tune_trials > 0:
+        if tuning_dir is None:
+            raise BadRequest("MetaSchedule tuning needs a tuning_dir (its database is reused across builds)")
+        pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=tune_trials, target=tvm_target,
+                                                               work_dir=str(tuning_dir))
     try:
-        exe = tvm.compile(mod, target=_target(target))
+        exe = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompileFailure(f"tvm.compile failed for target {target!r}: {type(exc).__name__}: {str(exc)[:2000]}") from None
     return exe, inputs
 
 
 def build_library(model_path, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
-                  input_shape: tuple = ()) -> Path:
+                  input_shape: tuple = (), tune_trials: int = 0, tuning_dir: str | Path | None = None) -> Path:
     """Compile an ONNX file into a shared library at ``out_path`` (written atomically).
 
-    For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``.
+    For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``, or name
+    the output ``*.tar`` to ship object files that ``tvm.runtime.load_module`` links on the device.
+    ``tune_trials``/``tuning_dir``: opt-in MetaSchedule tuning, see :func:`compile_onnx`.
     """
-    exe, _ = compile_onnx(model_path, target, batch=batch, input_shape=input_shape)
+    exe, _ = compile_onnx(model_path, target, batch=batch, input_shape=input_shape, tune_trials=tune_trials,
+                          tuning_dir=tuning_dir)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_path.parent)
+    # The suffix picks the format: .so links with cc; .tar leaves linking to the device.
+    fd, tmp = tempfile.mkstemp(suffix=out_path.suffix or ".so", dir=out_path.parent)
     os.close(fd)
     try:
         exe.export_library(tmp, **({"cc": cc} if cc else {}))
