@@ -95,7 +95,7 @@ def test_simple_reference_chooses_groups_on_train_devices_only(small_nb201):
     train, _ = small_nb201
     method = SimpleReference(select_ks=(10,), select_repeats=1, score_archs=200, random_state=0).pretrain(
         "nb201", train)
-    assert set(method.selection_[10]) == {"+".join(s) for s in candidate_sets(method.groups)}
+    assert set(method.selection_[10]) == {"+".join(s) for s in candidate_sets(method.groups, method.optional)}
     assert set(method.feature_sets_[10]) <= {"lat", "ops", "vec", "cost"}
     fixed = SimpleReference(feature_set=("ops", "cost")).pretrain("nb201", train)
     assert fixed.feature_sets_[5] == ("ops", "cost") and fixed.selection_ == {}

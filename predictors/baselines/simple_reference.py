@@ -6,6 +6,12 @@ averaged over a small grid by their evidence on the k samples (``bayes_linear``)
 to use is chosen per k by leave-one-train-device-out on the train devices only: each train
 device in turn plays the new device (with the others as ``lat``), k of its pretraining archs
 are drawn, and the candidate set with the best mean Spearman on its other archs wins.
+
+The candidates are the full set with and without the ``optional`` groups (default: only
+``lat`` is optional). The architecture-intrinsic groups stay in because leaving train devices
+out cannot tell which of them a device *unlike* the train devices needs (FBNet GPUs follow op
+counts, phones and CPUs FLOPs), while the evidence on the target's own k samples can; a
+search over every subset picked latency-heavy sets that failed on such devices.
 """
 from __future__ import annotations
 
@@ -24,10 +30,17 @@ from spaces import get_space
 log = logging.getLogger(__name__)
 
 
-def candidate_sets(groups) -> list[tuple[str, ...]]:
-    """Every non-empty subset of ``groups``, in a fixed order."""
+def candidate_sets(groups, optional=None) -> list[tuple[str, ...]]:
+    """``groups`` without each subset of ``optional`` (default: every non-empty subset), full set last."""
     groups = tuple(groups)
-    return [s for r in range(1, len(groups) + 1) for s in itertools.combinations(groups, r)]
+    optional = groups if optional is None else tuple(g for g in groups if g in optional)
+    out = []
+    for r in range(len(optional), -1, -1):
+        for dropped in itertools.combinations(optional, r):
+            kept = tuple(g for g in groups if g not in dropped)
+            if kept:
+                out.append(kept)
+    return out
 
 
 class SimpleReference(FewShotMethod):
@@ -37,6 +50,8 @@ class SimpleReference(FewShotMethod):
     ----------
     groups : tuple of str
         Feature groups the candidate sets are built from (subsets of ``lat, ops, vec, cost``).
+    optional : tuple of str, optional
+        Groups the selection may drop (default ``("lat",)``; None: any non-empty subset).
     feature_set : tuple of str, optional
         Use these groups for every k instead of choosing (no selection run).
     select_ks : tuple of int
@@ -45,10 +60,6 @@ class SimpleReference(FewShotMethod):
         Random k-subsets per train device in the leave-one-device-out selection.
     score_archs : int
         At most this many archs per pseudo-target are scored during the selection.
-    full_set_margin : float
-        Keep every group unless a smaller set beats it by more than this LOO rho: the evidence
-        already down-weights a group that does not fit, and LOO among similar train devices
-        (e.g. GPUs at several batch sizes) overrates their latencies for a new kind of device.
     weight_grid, noise_grid : tuple of float
         Grids of group prior weights and noise variances (on standardised log-latency).
     random_state : int, optional
@@ -67,16 +78,16 @@ class SimpleReference(FewShotMethod):
 
     name = "simple_reference"
 
-    def __init__(self, groups=GROUPS, *, feature_set=None, select_ks=(5, 10, 20), select_repeats: int = 3, score_archs: int = 2000,
-                 full_set_margin: float = 0.02,
+    def __init__(self, groups=GROUPS, *, optional=("lat",), feature_set=None, select_ks=(5, 10, 20),
+                 select_repeats: int = 3, score_archs: int = 2000,
                  weight_grid=bayes_linear.DEFAULT_WEIGHT_GRID, noise_grid=bayes_linear.DEFAULT_NOISE_GRID,
                  random_state=None):
         self.groups = groups
+        self.optional = optional
         self.feature_set = feature_set
         self.select_ks = select_ks
         self.select_repeats = select_repeats
         self.score_archs = score_archs
-        self.full_set_margin = full_set_margin
         self.weight_grid = weight_grid
         self.noise_grid = noise_grid
         self.random_state = random_state
@@ -105,8 +116,8 @@ class SimpleReference(FewShotMethod):
         if self.feature_set is not None:
             self.feature_sets_[k] = tuple(self.feature_set)
             return self.feature_sets_[k]
-        sets = [s for s in candidate_sets(self.groups) if not (s == ("lat",) and len(self.devices_) < 2)]
-        if len(self.devices_) < 2:  # nothing to leave out: use every group
+        sets = candidate_sets(self.groups, self.optional)
+        if len(self.devices_) < 2 or len(sets) == 1:  # nothing to leave out: use every group
             self.feature_sets_[k] = tuple(self.groups)
             return self.feature_sets_[k]
         rng = np.random.default_rng([0 if self.random_state is None else self.random_state, k])
@@ -136,9 +147,6 @@ class SimpleReference(FewShotMethod):
             return self.feature_sets_[k]
         scores /= n_runs
         best = int(np.argmax(scores))
-        full = len(sets) - 1  # candidate_sets ends with the full set
-        if sets[full] == tuple(self.groups) and scores[full] >= scores[best] - self.full_set_margin:
-            best = full
         self.feature_sets_[k] = sets[best]
         self.selection_[k] = {"+".join(s): round(float(v), 4) for s, v in zip(sets, scores)}
         log.info("k=%d: feature set %s (LOO rho %.3f)", k, "+".join(sets[best]), scores[best])
