@@ -124,7 +124,8 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
                  {k: round(float(scores[k][t].mean()), 4) for k in samples})
     settings = {"space": task.space, "n_pretrain": n_pretrain, "train_devices": list(task.train_devices),
                 "test_devices": list(targets), "protocol": "strict",
-                "params": _params_of(make_method)}
+                "params": _params_of(make_method),
+                "seconds": "pretraining + choosing + adaptation + prediction, summed over trials"}
     results = []
     for k in samples:
         per_trial = scores[k].mean(axis=1)

@@ -113,3 +113,14 @@ def test_concatenations(proxies):
     assert x.shape == (3, 13 + 198)
     hv = hwl_vec("nb201", _tables(), ["a", "b"]).fit([0, 1, 2])
     assert hv.transform([0]).shape == (1, 2 + 30)
+
+
+def test_constructors_only_store_their_arguments():
+    from sklearn.utils.estimator_checks import check_no_attributes_set_in_init
+
+    from predictors import registry
+
+    for est in (VecEncoder("fbnet"), HWLEncoder(_tables()), ZCPEncoder(None, ["a"])):
+        check_no_attributes_set_in_init(type(est).__name__, est)
+    for name in registry.method_names():
+        check_no_attributes_set_in_init(name, registry.get_method(name))

@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
     add_table_flags(p, what="train table (default: HELP's shipped table)")
     p.add_argument("--n-pretrain", type=int, help="pretrain on N random archs per device (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of --n-pretrain draws and of the method")
-    p.add_argument("--out", required=True, help="model file to write (e.g. model.pt)")
+    p.add_argument("--out", required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
+                   "method object, a pickle, so load only model files you trust")
     p.set_defaults(func=run)
 
 
