@@ -102,7 +102,8 @@ def test_a_segfault_in_the_measuring_process_is_a_record():
 @pytest.mark.slow
 def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     path, sha = nb201_onnx
-    res = measure(runtime="tvm", model=str(path), sha256=sha, _cache=tmp_path / "cache", cores=(0,))
+    res = measure(runtime="tvm", model=str(path), sha256=sha, _cache=tmp_path / "cache", cores=(0,),
+                  options={"target": "llvm", "tuned": False, "opt_level": 3})
     assert res.outcome in TIMED, res.message
     m = res.record()
     assert m.spec.runtime == "tvm" and len(m.spec.build_hash) == 64 and m.spec.input_shape == (1, 3, 32, 32)

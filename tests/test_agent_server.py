@@ -167,3 +167,10 @@ def test_local_session_reports_a_dead_agent_and_a_silent_one():
         with pytest.raises(AgentTimeout, match="no reply to measure within 0.5 s"):
             s.request(slow, timeout_s=0.5)
         assert not s.is_connected and time.monotonic() - start < 15
+
+
+def test_local_session_reports_an_agent_that_cannot_start(tmp_path):
+    s = LocalSession(python=PY, cores=[4096])  # the agent refuses a core set it cannot have
+    with pytest.raises(AgentLost, match="(?s)did not start.*--cores .4096.*usable cores"):
+        s.open()
+    assert not s.is_connected

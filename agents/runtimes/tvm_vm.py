@@ -8,10 +8,12 @@ the model's sha256, the target and the TVM version (rule 24). :func:`build_libra
 same on a build host for another device, e.g. ``llvm -mtriple=aarch64-linux-gnu`` with a cross
 ``cc``; the device then gets ``options.library`` (a prebuilt file) and needs no ONNX or LLVM.
 
-Options: ``target`` (string or dict, default "llvm"), ``library`` (prebuilt library path; then
-``input_shape`` and ``dtype`` describe the single input), ``cc`` (compiler for exporting the
-library), ``tune`` (reserved: MetaSchedule tuning is an opt-in build step run outside the agent
-on a build host, minutes per model; the agent refuses to tune inside a measurement).
+Options: ``target`` (string or dict, default "llvm"), ``opt_level`` (0-3, TVM's PassContext
+level, default 3), ``library`` (prebuilt library path; then ``input_shape`` and ``dtype``
+describe the single input), ``cc`` (compiler for exporting the library), ``tuned`` (default
+false; true means the library is MetaSchedule-tuned, which is an opt-in build step on a build
+host, minutes per model, see :func:`build_library`: the agent then needs ``library`` and never
+tunes inside a measurement).
 Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before TVM starts.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ from agents.errors import BadRequest
 from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
 
 log = logging.getLogger(__name__)
-KNOWN_OPTIONS = {"target", "library", "cc", "tune"}
+KNOWN_OPTIONS = {"target", "library", "cc", "tuned", "opt_level"}
+DEFAULT_OPT_LEVEL = 3
 EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
 
 
@@ -43,9 +46,10 @@ def _target(spec) -> tvm.target.Target:
                          f"{{'kind': 'llvm', 'mtriple': 'aarch64-linux-gnu'}}") from None
 
 
-def build_hash(model_sha256: str, target) -> str:
-    """Content address of a compiled library: model bytes + target + TVM version."""
-    key = json.dumps({"model": model_sha256, "target": str(target), "tvm": tvm.__version__}, sort_keys=True)
+def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL) -> str:
+    """Content address of a compiled library: model bytes + target + opt level + TVM version."""
+    key = json.dumps({"model": model_sha256, "target": str(target), "opt_level": opt_level, "tvm": tvm.__version__},
+                     sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -66,7 +70,7 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
 
 
 def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
-                 tuning_dir: str | Path | None = None):
+                 tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL):
     """Import and compile an ONNX file; returns (executable, inputs).
 
     ``tune_trials > 0`` opts in to MetaSchedule tuning (relax's ``static_shape_tuning_pipeline``)
@@ -104,14 +108,16 @@ def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tupl
         pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=tune_trials, target=tvm_target,
                                                                work_dir=str(tuning_dir))
     try:
-        exe = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
+        with tvm.transform.PassContext(opt_level=opt_level):
+            exe = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompileFailure(f"tvm.compile failed for target {target!r}: {type(exc).__name__}: {str(exc)[:2000]}") from None
     return exe, inputs
 
 
 def build_library(model_path, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
-                  input_shape: tuple = (), tune_trials: int = 0, tuning_dir: str | Path | None = None) -> Path:
+                  input_shape: tuple = (), tune_trials: int = 0, tuning_dir: str | Path | None = None,
+                  opt_level: int = DEFAULT_OPT_LEVEL) -> Path:
     """Compile an ONNX file into a shared library at ``out_path`` (written atomically).
 
     For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``, or name
@@ -119,7 +125,7 @@ def build_library(model_path, out_path, target="llvm", *, cc: str | None = None,
     ``tune_trials``/``tuning_dir``: opt-in MetaSchedule tuning, see :func:`compile_onnx`.
     """
     exe, _ = compile_onnx(model_path, target, batch=batch, input_shape=input_shape, tune_trials=tune_trials,
-                          tuning_dir=tuning_dir)
+                          tuning_dir=tuning_dir, opt_level=opt_level)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The suffix picks the format: .so links with cc; .tar leaves linking to the device.
@@ -139,12 +145,15 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise BadRequest(f"unknown tvm option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
-    if options.get("tune"):
-        raise BadRequest("the agent never tunes inside a measurement; tune on a build host and pass the "
-                         "resulting library as options.library")
+    if options.get("tuned") and not options.get("library"):
+        raise BadRequest("tvm option tuned=true needs options.library: the agent never tunes inside a "
+                         "measurement; tune on a build host (tvm_vm.build_library(tune_trials=...)) and ship the library")
     target = options.get("target", "llvm")
-    meta = {"target": str(target), "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None,
-            "library_cached": False}
+    opt_level = options.get("opt_level", DEFAULT_OPT_LEVEL)
+    if opt_level not in (0, 1, 2, 3):
+        raise BadRequest(f"tvm option opt_level={opt_level!r}; valid: 0, 1, 2, 3")
+    meta = {"target": str(target), "opt_level": opt_level, "tuned": bool(options.get("tuned", False)),
+            "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None, "library_cached": False}
     if options.get("library"):
         lib_path = Path(options["library"])
         if not request.input_shape:
@@ -153,7 +162,7 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
         digest = hashlib.sha256(lib_path.read_bytes()).hexdigest() if lib_path.is_file() else ""
         bhash = digest
     else:
-        bhash = build_hash(request.sha256, target)
+        bhash = build_hash(request.sha256, target, opt_level)
         lib_path = Path(cache_dir or tempfile.gettempdir()) / "tvm" / f"{bhash}.so"
         import onnx
         try:
@@ -165,7 +174,7 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
         else:
             t0 = time.perf_counter_ns()
             build_library(model_path, lib_path, target, cc=options.get("cc"), batch=request.batch,
-                          input_shape=tuple(request.input_shape))
+                          input_shape=tuple(request.input_shape), opt_level=opt_level)
             meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
     try:
         lib = tvm.runtime.load_module(str(lib_path))

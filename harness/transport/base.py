@@ -94,6 +94,7 @@ class LineSession(Session):
         self._ids = itertools.count(1)
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._open_lock = threading.Lock()  # two threads opening at once must not start two agents
         self.unmatched: list[Message] = []  # error replies to unreadable lines (no id)
 
     @abstractmethod
@@ -111,18 +112,26 @@ class LineSession(Session):
         return self._reader is not None and not self._eof
 
     def open(self, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> "LineSession":
-        if self._reader is not None:
-            return self
+        with self._open_lock:
+            if self._reader is None:
+                self._open(timeout_s)
+        return self
+
+    def _open(self, timeout_s: float) -> None:
         self._eof = False
         self._reader, self._writer = self._connect()
         self._thread = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
         self._thread.start()
-        self._hello = self._wait_for("", timeout_s, "hello")
+        try:
+            self._hello = self._wait_for("", timeout_s, "hello")
+        except AgentLost:
+            why = self._why_lost()
+            self.close()
+            raise AgentLost(f"{self.name}: the agent did not start; {why}") from None
         if not isinstance(self._hello, Hello):
             self.close()
             raise ProtocolError(f"{self.name} did not greet with hello; it sent {self._hello.type!r}")
         log.info("%s: agent %s, fingerprint %s", self.name, self._hello.agent_version, self._hello.fingerprint_id)
-        return self
 
     def close(self) -> None:
         if self._reader is None:
