@@ -114,6 +114,9 @@ class ExportRecord:
         File size.
     cache_hit : bool
         True when the model was already in the store and nothing was exported.
+    cpu_s : float
+        CPU seconds of the whole ``export_one`` call in its process (build, export, check,
+        store); unlike the wall times it does not grow when other processes share the cores.
     """
 
     space: str
@@ -131,6 +134,7 @@ class ExportRecord:
     seed: int
     cache_hit: bool
     first_export_s: float
+    cpu_s: float = 0.0
 
     def summary(self) -> dict:
         """The CLI's JSON line: the contract keys first, then a few extras."""
@@ -174,6 +178,7 @@ def export_one(space: str, arch, out_dir: str | os.PathLike, *, dataset: str | N
     ExportError
         torch failed to export, onnxruntime could not run the file, or the outputs disagree.
     """
+    cpu_start_s = time.process_time()
     config = ExportConfig.make(space, arch, dataset, batch_size)
     store = ArtifactStore(out_dir)
     try:
@@ -189,7 +194,8 @@ def export_one(space: str, arch, out_dir: str | os.PathLike, *, dataset: str | N
     meta = {"export_s": export_s, **check}
     artifact = store.put(onnx_bytes, config.to_dict(), meta)
     logger.info("exported %s %s in %.2f s (max abs err %.2e)", space, config.arch, export_s, check["max_abs_err"])
-    return _record(config, artifact, cache_hit=False, export_s=export_s)
+    record = _record(config, artifact, cache_hit=False, export_s=export_s)
+    return dataclasses.replace(record, cpu_s=round(time.process_time() - cpu_start_s, 4))
 
 
 def export_many(space: str, archs, out_dir: str | os.PathLike, *, dataset: str | None = None,
