@@ -72,13 +72,14 @@ def test_evaluate_custom_task_writes_the_results_json(tables, tmp_path):
     out = tmp_path / "out.json"
     assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114",
                  "--test-table", str(tables / "new.parquet"), "--samples", "5,10", "--trials", "2",
-                 "--method", "hwl_ridge", "--json", str(out), "--plot", str(tmp_path / "rho.png")]) == 0
+                 "--method", "hwl_ridge", "--json", str(out), "--plot", str(tmp_path / "rho.png"),
+                 "--heatmap", str(tmp_path / "devices.png")]) == 0
     results = json.loads(out.read_text())["results"]
     assert [(r["task"], r["method"], r["k"], r["trials"]) for r in results] == [
         ("custom", "hwl_ridge", 5, 2), ("custom", "hwl_ridge", 10, 2)]
     assert list(results[0]["per_device"]) == ["my_pi"] and results[0]["seeds"] == [0, 1]
     assert results[1]["settings"]["train_devices"] == ["1080ti_1", "silver_4114"]
-    assert (tmp_path / "rho.png").stat().st_size > 0
+    assert (tmp_path / "rho.png").stat().st_size > 0 and (tmp_path / "devices.png").stat().st_size > 0
 
 
 def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):

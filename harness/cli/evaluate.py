@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     add_table_flags(p, what="custom task's test table", file_flag="--test-table")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a rho-against-k figure here (.png)")
+    p.add_argument("--heatmap", help="write the Spearman correlation heatmap of the task's devices here (.png)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +52,21 @@ def run(args) -> int:
         from predictors.plots import plot_rho_vs_k
 
         print(f"wrote {plot_rho_vs_k(results, args.plot)}")
+    if args.heatmap:
+        print(f"wrote {heatmap(args, args.heatmap)}")
     return 0
+
+
+def heatmap(args, path):
+    """Device correlation heatmap of the train and test devices of the evaluated task."""
+    import pandas as pd
+
+    from predictors.plots import plot_device_heatmap
+
+    task = build_task(task=args.task, space=args.space, train_devices=_split(args.train_devices),
+                      test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
+    train, test = task.tables()
+    return plot_device_heatmap(pd.concat([train, test], ignore_index=True).drop_duplicates(["arch", "device"]), path)
 
 
 def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials=5, first_seed=0,
