@@ -165,8 +165,10 @@ class Measure(Message):
         if runtime == "command":
             _check("command" in self.options, "measure: runtime 'command' needs options.command "
                                               "(a template such as 'adb shell ... {model}')")
-        elif runtime == "torch" and self.arch:
-            _check(not self.model, "measure: give either 'model' or 'arch', not both")
+        elif runtime == "torch":
+            _check(bool(self.arch) and not self.model,
+                   "measure: runtime 'torch' needs 'arch' ({'space': 'nb201'|'fbnet', 'key': ..., 'dataset': ...} "
+                   "or {'factory': 'module:function'}) and no 'model'")
         else:
             _check(bool(self.model or self.sha256),
                    f"measure: runtime {runtime!r} needs 'model' (a path) or 'sha256' (cache lookup)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from agents import __version__, fingerprint, runtimes
 from agents.child import run_measurement
 from agents.errors import AgentBusy, BadRequest, HashMismatch, HwlError, ModelNotFound, ProtocolError
-from agents.protocol import Error, Hello, Measure, Ping, Shutdown, Status, decode, encode
+from agents.protocol import MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdown, Status, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,14 @@ class AgentServer:
         """Write the hello line, then answer requests; returns the exit code."""
         self.send(self.hello())
         log.info("agent %s serving (pid %d, fingerprint %s)", __version__, os.getpid(), self._fingerprint_id)
-        for raw in self.instream:
+        while True:
+            raw = self.instream.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES:
+                self._skip_rest_of_line(raw)
+                self.send(Error(kind="ProtocolError", message=f"line over the {MAX_LINE_BYTES}-byte limit; ignored"))
+                continue
             if not raw.strip():
                 continue
             try:
@@ -141,6 +148,12 @@ class AgentServer:
         log.info("input closed; stopping")
         self._stop_worker()
         return 0
+
+    def _skip_rest_of_line(self, head: bytes) -> None:
+        """Drop the rest of an over-long line without holding it in memory."""
+        chunk = head
+        while chunk and not chunk.endswith(b"\n"):
+            chunk = self.instream.readline(MAX_LINE_BYTES)
 
     def handle(self, msg) -> bool:
         """Answer one message; True when the server should stop."""

@@ -84,3 +84,8 @@ def test_error_reply_re_raises_as_its_class():
 
 def test_runtime_aliases():
     assert Measure(id="m", runtime="ort", model="x", sha256=SHA).runtime_name == "onnxruntime"
+
+
+def test_torch_needs_an_architecture_not_a_file():
+    with pytest.raises(BadRequest, match="runtime 'torch' needs 'arch'"):
+        Measure(id="m", runtime="torch", model="x.onnx", sha256=SHA)

@@ -30,6 +30,12 @@ def segfaulting_factory():
     ctypes.string_at(0)
 
 
+def huge_allocation():
+    """Asks for 8 PB: the allocation fails at once with numpy's MemoryError."""
+    import numpy as np
+    return np.empty(10**15)
+
+
 @pytest.fixture(scope="module")
 def nb201_onnx(tmp_path_factory):
     from harness.export import export_one
@@ -79,6 +85,19 @@ def test_corrupt_onnx_file_is_a_load_error(tmp_path):
     assert "onnxruntime could not load the model" in res.message
 
 
+def test_unsupported_operator_is_typed(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "fancy.onnx"
+    onnx.save(model, path)
+    res = measure(runtime="ort", model=str(path), sha256=sha256_of(path))
+    assert res.outcome == "unsupported_op" and "FancyOp" in res.message
+
+
 @pytest.mark.slow
 def test_torch_eager_measures_an_nb201_architecture_key():
     res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))
@@ -97,6 +116,11 @@ def test_torch_eager_tiny_module_from_a_factory():
 def test_a_segfault_in_the_measuring_process_is_a_record():
     res = measure(runtime="torch", arch={"factory": f"{__name__}:segfaulting_factory"}, input_shape=(1, 16))
     assert res.outcome == "runtime_error" and "SIGSEGV" in res.message and res.measurement is None
+
+
+def test_a_failed_allocation_is_oom():
+    res = measure(runtime="torch", arch={"factory": f"{__name__}:huge_allocation"}, input_shape=(1, 16))
+    assert res.outcome == "oom" and "Unable to allocate" in res.message
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound
-from agents.protocol import Hello, Measure, Ping, Result, Status
+from agents.protocol import MAX_LINE_BYTES, Hello, Measure, Ping, Result, Status
 from agents.server import sha256_of
 from harness.transport import AgentLost, AgentTimeout, LocalSession
 
@@ -96,6 +96,8 @@ def test_one_stdio_session_survives_every_failure(model, tmp_path):
         assert "'runtime' must be one of" in r["message"]
         r = agent.ask(b"{this is not json")
         assert (r["type"], r["id"], r["kind"]) == ("error", "", "ProtocolError")
+        r = agent.ask(b'{"type": "ping", "pad": "' + b"x" * MAX_LINE_BYTES + b'"}')
+        assert r["kind"] == "ProtocolError" and "byte limit" in r["message"]
         r = agent.ask({"type": "reboot", "id": "u"})
         assert (r["type"], r["id"], r["kind"]) == ("error", "u", "ProtocolError") and "unknown message type" in r["message"]
         r = agent.ask({"type": "ping", "id": "v2", "v": "2.0"})
