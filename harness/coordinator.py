@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -58,10 +59,15 @@ class CoordinatorOptions:
         Relative deviation from the baseline that flags the jobs since the last good canary.
     export_ahead : int
         Exports kept in flight ahead of each device's queue.
+    pipeline_depth : int
+        Measurement calls sent to a device actor at once (it runs them one at a time).
     wait_timeout_s : float
         Timeout of each ``ray.wait``; also the progress-report interval.
     pin_service_cores : bool
         Keep this process and a local Ray off the cores local devices measure on.
+    fixed_model : dict, optional
+        ``{"path", "sha256"}`` of one ONNX file measured for every job instead of each
+        architecture's export (to time the coordinator itself, see scripts/bench_dispatch).
     """
 
     address: str | None = None
@@ -72,11 +78,13 @@ class CoordinatorOptions:
     canary_every: int = 50
     canary_tolerance: float = 0.03
     export_ahead: int = 3
+    pipeline_depth: int = 2
     wait_timeout_s: float = 1.0
     hello_timeout_s: float = 120.0
     job_margin_s: float = 120.0
     pin_service_cores: bool = True
     ray_temp_dir: str | None = None
+    fixed_model: dict | None = None
 
 
 @dataclass
@@ -84,7 +92,8 @@ class _Device:
     profile: DeviceProfile
     queue: deque
     actor: object = None
-    in_flight: tuple | None = None  # (ref, job_id or None for a canary, attempt, arch, started)
+    in_flight: list = field(default_factory=list)  # (ref, job_id|None, attempt, arch, started, actor)
+    last_done: float = 0.0
     state: str = "active"
     error: str | None = None
     failures_in_row: int = 0
@@ -120,8 +129,12 @@ class Coordinator:
         self.space = row[0]
         self.devices: dict[str, _Device] = {}
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
-        self.measure_s = 0.0
+        self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
+        self.worker_s = 0.0  # inside the device actors' measure calls
+        self.n_measurements = 0
         self.started = time.time()
+        self.first_dispatch: float | None = None  # wall clock of the first and last measurement
+        self.last_result: float | None = None
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -153,8 +166,11 @@ class Coordinator:
         return policy.model_timeout_s + policy.cooldown_s + MEASURE_MARGIN_S + self.options.job_margin_s
 
     def summary(self) -> dict:
-        return {"campaign_id": self.campaign_id, "wall_s": time.time() - self.started,
-                "measure_s": self.measure_s, "devices": self.snapshot()}
+        now = time.time()
+        return {"campaign_id": self.campaign_id, "wall_s": now - self.started,
+                "dispatch_wall_s": (self.last_result - self.first_dispatch) if self.first_dispatch else 0.0,
+                "measure_s": self.measure_s, "worker_s": self.worker_s, "n_measurements": self.n_measurements,
+                "devices": self.snapshot()}
 
     def snapshot(self) -> dict:
         """Per device: done, failed, running, queued, state, error, eta_s."""
@@ -163,7 +179,7 @@ class Coordinator:
             mean_s = sum(dev.durations_s[-20:]) / len(dev.durations_s[-20:]) if dev.durations_s else None
             queued = len(dev.queue)
             out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
-                         "running": int(dev.in_flight is not None), "state": dev.state, "error": dev.error,
+                         "running": len(dev.in_flight), "state": dev.state, "error": dev.error,
                          "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}
         return out
 
@@ -223,9 +239,12 @@ class Coordinator:
             for dev in self.devices.values():
                 self._schedule_exports(dev)
             for dev in self.devices.values():
-                if dev.state == "active" and dev.in_flight is None:
-                    self._dispatch(dev)
-            refs = [d.in_flight[0] for d in self.devices.values() if d.in_flight is not None]
+                # One job waits in the actor's queue behind the running one, so the device never
+                # idles for a coordinator round trip (the actor still measures one at a time).
+                while dev.state == "active" and len(dev.in_flight) < self.options.pipeline_depth:
+                    if not self._dispatch(dev):
+                        break
+            refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
             refs += [r for r in self.exports.values() if not isinstance(r, dict)]
             if not refs:
                 break
@@ -238,13 +257,14 @@ class Coordinator:
                 if not isinstance(val, dict) and val in ready:
                     self._export_done(ray, key, val)
             for dev in self.devices.values():
-                if dev.in_flight is not None and (dev.in_flight[0] in ready or self._overdue(dev)):
-                    self._measure_done(ray, dev)
+                for entry in list(dev.in_flight):
+                    if entry[0] in ready or self._overdue(dev, entry):
+                        self._measure_done(ray, dev, entry)
             if self.on_progress is not None:
                 self.on_progress(self.snapshot())
 
     def _export_key(self, dev: _Device, space: str, arch: str) -> tuple | None:
-        if dev.profile.runtime.kind == "torch":
+        if dev.profile.runtime.kind == "torch" or self.options.fixed_model:
             return None  # torch builds the model from the architecture key
         dataset = dev.profile.dataset if space == self.space else None
         return (space, arch, dataset_of(space, dataset).name, dev.profile.batch_size)
@@ -253,7 +273,7 @@ class Coordinator:
         if dev.state != "active":
             return
         wanted = [CANARY_ARCH] if dev.canary_due or not dev.queue else []
-        wanted += [(self.space, arch) for _, arch, _ in list(dev.queue)[: self.options.export_ahead]]
+        wanted += [(self.space, arch) for _, arch, _ in itertools.islice(dev.queue, self.options.export_ahead)]
         for space, arch in wanted:
             key = self._export_key(dev, space, arch)
             if key is not None and key not in self.exports:
@@ -269,16 +289,17 @@ class Coordinator:
         except Exception as exc:
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
 
-    def _dispatch(self, dev: _Device) -> None:
-        """Start the device's next measurement when its model is ready."""
-        canary = dev.canary_due or (not dev.queue and dev.since_canary > 0 and self.options.canary_every > 0)
+    def _dispatch(self, dev: _Device) -> bool:
+        """Send the device's next measurement when its model is ready; False when none was sent."""
+        canary = dev.canary_due or (not dev.queue and dev.since_canary > 0 and self.options.canary_every > 0
+                                    and not any(e[1] is None for e in dev.in_flight))
         if not canary and not dev.queue:
-            return
+            return False
         space, arch = CANARY_ARCH if canary else (self.space, dev.queue[0][1])
         key = self._export_key(dev, space, arch)
-        art = self.exports.get(key) if key is not None else {}
+        art = self.exports.get(key) if key is not None else dict(self.options.fixed_model or {})
         if not isinstance(art, dict):
-            return  # export still running
+            return False  # export still running
         job = {"space": space, "arch": arch, "dataset": dataset_of(space, key[2] if key else None).name,
                "model": art.get("path", ""), "sha256": art.get("sha256", ""),
                "artifact_sha256": art.get("artifact_sha256")}
@@ -296,25 +317,36 @@ class Coordinator:
                 self._canary_done(dev, record)
             else:
                 self._finish(dev, job_id, attempt, arch, record)
-            return
+            return True
+        if self.first_dispatch is None:
+            self.first_dispatch = time.time()
         ref = dev.actor.measure.remote(job)
-        dev.in_flight = (ref, job_id, attempt, arch, time.monotonic())
+        dev.in_flight.append((ref, job_id, attempt, arch, time.monotonic(), dev.actor))
+        return True
 
-    def _overdue(self, dev: _Device) -> bool:
-        return time.monotonic() - dev.in_flight[4] > dev.limit_s
+    def _overdue(self, dev: _Device, entry: tuple) -> bool:
+        # a queued entry waits for the one before it: allow a full limit per place in the queue
+        place = dev.in_flight.index(entry) + 1
+        return time.monotonic() - entry[4] > dev.limit_s * place
 
-    def _measure_done(self, ray, dev: _Device) -> None:
-        ref, job_id, attempt, arch, started = dev.in_flight
-        dev.in_flight = None
+    def _measure_done(self, ray, dev: _Device, entry: tuple) -> None:
+        ref, job_id, attempt, arch, started, actor = entry
+        dev.in_flight.remove(entry)
         try:
             record = ray.get(ref, timeout=10)
         except Exception as exc:  # actor died, node lost, or overdue: the attempt is lost
             record = {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
-            with contextlib.suppress(Exception):
-                ray.kill(dev.actor)
-            dev.actor = device_actor(dev.profile)
+            if actor is dev.actor:  # replace the actor once, not once per call it had queued
+                with contextlib.suppress(Exception):
+                    ray.kill(dev.actor)
+                dev.actor = device_actor(dev.profile)
         self.measure_s += float(record.get("measure_s") or 0.0)
-        dev.durations_s.append(time.monotonic() - started)
+        self.worker_s += float(record.get("worker_s") or 0.0)
+        self.n_measurements += 1
+        self.last_result = time.time()
+        now = time.monotonic()
+        dev.durations_s.append(now - max(started, dev.last_done))
+        dev.last_done = now
         if record.get("fingerprint_id") and record.get("fingerprint"):
             self.store.add_fingerprint(record["fingerprint_id"], record.pop("fingerprint"))
         if job_id is None:
