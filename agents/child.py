@@ -48,6 +48,16 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _reap(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Wait for a child that has sent its result (or closed its output); a child that hangs on
+    exit (a runtime thread that never joins) is killed, and so is anything left in its group."""
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("measuring process %d hung after its result; killing it", proc.pid)
+    _kill_group(proc)
+
+
 def _tail(f) -> str:
     f.seek(0)
     text = f.read().decode(errors="replace")
@@ -183,7 +193,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:
-            proc.wait()
+            _reap(proc)
             return None
         buf += chunk
         while b"\n" in buf:
@@ -195,7 +205,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
                 continue
             if event.get("event") == "result":
                 proc.stdout.close()
-                proc.wait()
+                _reap(proc)
                 return event
             phase = event.get("phase", phase)
             timed = phase.startswith(TIMED_PHASES_PREFIX)
