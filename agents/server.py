@@ -181,6 +181,10 @@ class AgentServer:
             if self._job_id:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
         _check_cores(msg.cores, self.usable_cores)
+        if msg.cores and msg.threads > len(msg.cores):
+            # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
+            log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
+                        len(msg.cores))
         _check_runtime(msg.runtime_name)
         model_path = resolve_model(msg, self.cache_dir)
         with self._state_lock:

@@ -20,6 +20,10 @@ Options (``Measure.options``):
 ``version``
     Free text stored as the runtime version (e.g. the tool's build).
 
+Departure from the timing rules (9-12): the tool does its own warmup, blocking and timing, so
+here one invocation is one timed window, every parsed value is a sample (block size 1), and
+there is no separate first-inference time. The tool's own settings belong in the template.
+
 Each invocation runs in the measuring child's process group, so a window timeout kills it too.
 A non-zero exit (or death by a signal) is a ``runtime_error`` with the tool's stderr tail.
 """
