@@ -246,5 +246,8 @@ def record_from_result(reply: Result) -> dict:
 def _default_session(profile: DeviceProfile):
     if profile.host.transport == "local":
         from harness.transport.local import LocalSession
-        return LocalSession(cores=service_cores(profile) or None, name=profile.name)
+        # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
+        cache = Path(tempfile.gettempdir()) / f"hwl-agent-cache-{os.getuid()}"
+        cache.mkdir(parents=True, exist_ok=True)
+        return LocalSession(cores=service_cores(profile) or None, cache_dir=cache, name=profile.name)
     raise HwlError(f"transport {profile.host.transport!r} is not supported yet")

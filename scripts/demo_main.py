@@ -1,75 +1,71 @@
 """The main job behind ``scripts/demo`` (``python -m scripts.demo_main``).
 
-For now: export a handful of NB201 and FBNet architectures into the artifact store, run each
-once in onnxruntime, and print what was done. Later issues grow this into a measurement
-campaign and a predictor run.
+Runs a real measurement campaign on this machine's local device profiles (onnxruntime with 1
+and 2 threads by default; ``--devices`` adds ``local-torch-1t`` or ``local-tvm-1t``) over a few
+dozen seeded NB201 architectures with the quick profile: local Ray, one actor per device,
+exports as Ray tasks, results in an SQLite store. Then it exports the results to Parquet and
+prints each device's median latency and the Spearman correlation between devices.
+
+Running it again measures nothing twice: the campaign is found in the store and only what is
+missing is measured.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 from rich.console import Console
-from rich.table import Table
+from rich.live import Live
 
-from harness.export import export_many
-from spaces import fbnet, nb201
-from spaces.cost import flops_params
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.exporting import export_parquet, wide_table
+from harness.report import medians_table, progress_table, spearman_table
+from harness.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-# A fixed, varied handful: index 0, the best CIFAR-10 cell (6111), the all-conv3x3 cell, a
-# cell whose output is disconnected, plus seeded random FBNet keys.
-NB201_ARCHS = [0, 6111, nb201.to_index("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
-                                       "+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"),
-               min(nb201.disconnected_indices())]
-
-
-def run_once_ms(path: str, shape) -> float:
-    """Load the model in onnxruntime (1 thread, CPU) and time one inference."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)}
-    session.run(None, feed)  # warm-up
-    start = time.perf_counter_ns()
-    session.run(None, feed)
-    return (time.perf_counter_ns() - start) / 1e6
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="hwl demo: export a handful of architectures and run them")
-    parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "onnx", help="artifact store")
-    parser.add_argument("--fbnet", type=int, default=2, help="random FBNet architectures (default 2)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = argparse.ArgumentParser(description="hwl demo: a measurement campaign on this machine")
+    parser.add_argument("--archs", type=int, default=24, help="random NB201 architectures (default 24)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
+                        help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="store, artifacts and exports")
     args = parser.parse_args(argv)
 
-    console = Console(width=max(Console().width, 120))
-    jobs = [("nb201", NB201_ARCHS), ("fbnet", fbnet.sample(args.fbnet, seed=0))]
-    table = Table(title=f"Exported to {args.out} and run once in onnxruntime (1 thread)")
-    for col in ("space", "arch", "dataset", "MMACs", "params", "ONNX KiB", "sha256", "export s", "max abs err",
-                "run ms"):
-        left = col in ("space", "arch", "dataset", "sha256")
-        table.add_column(col, justify="left" if left else "right", no_wrap=True,
-                         max_width=16 if col == "arch" else None, overflow="ellipsis")
+    console = Console(width=max(Console().width, 100))
+    args.out.mkdir(parents=True, exist_ok=True)
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
     start = time.perf_counter()
-    for space, archs in jobs:
-        if not archs:
-            continue
-        with console.status(f"exporting {len(archs)} {space} architectures"):
-            records = export_many(space, archs, args.out, workers=args.workers)
-        flops, params = flops_params(space, [r.arch for r in records], records[0].dataset)
-        for rec, macs, n_params in zip(records, flops, params):
-            arch = str(rec.arch) if space == "nb201" else fbnet.to_idx_key(fbnet.parse(rec.arch))
-            table.add_row(space, arch, rec.dataset, f"{macs / 1e6:.1f}", f"{n_params / 1e3:.0f}k",
-                          f"{rec.onnx_bytes / 1024:.0f}", rec.sha256[:10],
-                          "cached" if rec.cache_hit else f"{rec.export_s:.2f}", f"{rec.max_abs_err:.1e}",
-                          f"{run_once_ms(rec.path, rec.input_shape):.2f}")
-    console.print(table)
-    console.print(f"done in {time.perf_counter() - start:.1f} s; run again to see the cache hits")
+    with Store(args.out / "lab.db") as store:
+        cid, plan, created = plan_campaign(store, CampaignSpec(space="nb201", archs=f"random:{args.archs}",
+                                                               seed=args.seed, devices=devices,
+                                                               measurement="quick"))
+        console.print(f"campaign {plan.name}: {len(plan.archs)} NB201 archs x {len(devices)} devices "
+                      f"({'new' if created else 'found in the store: only what is missing is measured'})")
+        options = CoordinatorOptions(artifact_dir=args.out / "artifacts")
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+            summary = run_campaign(store, cid, options,
+                                   on_progress=lambda snap: live.update(progress_table(snap, title=plan.name)))
+        console.print(progress_table(summary["devices"], title=f"campaign {plan.name}"))
+        parquet = export_parquet(store, cid, args.out / f"{plan.name}.parquet")
+        wide = wide_table(store, cid)
+        n_flagged = store.db.execute(
+            "SELECT count(*) FROM results r JOIN jobs j ON r.job_id = j.id WHERE j.campaign_id = ? AND "
+            "r.accepted = 1 AND r.outcome != 'ok'", (cid,)).fetchone()[0]
+    measured = [d for d in devices if d in wide.columns]
+    console.print(medians_table(wide, measured, title="per-device latency of the accepted results (ms)"))
+    if len(measured) > 1:
+        console.print(spearman_table(wide, measured, title=f"Spearman rho between devices ({len(wide)} archs)"))
+    console.print(f"results: {parquet} (one row per attempt; 'accepted' marks each job's answer)")
+    if n_flagged:
+        console.print(f"{n_flagged} accepted results stayed unstable after 3 attempts (a busy machine); "
+                      "their flags are in the export")
+    console.print(f"measurement time inside the agents {summary['measure_s']:.1f} s; "
+                  f"demo wall time {time.perf_counter() - start:.1f} s")
     return 0
 
 
