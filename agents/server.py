@@ -25,6 +25,7 @@ from agents import __version__, fingerprint, runtimes
 from agents.child import run_measurement
 from agents.errors import AgentBusy, BadRequest, HashMismatch, HwlError, ModelNotFound, ProtocolError
 from agents.protocol import MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdown, Status, decode, encode
+from agents.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class AgentServer:
             # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
             log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
                         len(msg.cores))
+        TimingPolicy.from_profile(msg.profile, msg.policy)  # refuse bad policy fields now, not in the worker
         _check_runtime(msg.runtime_name)
         model_path = resolve_model(msg, self.cache_dir)
         with self._state_lock:
@@ -198,19 +200,17 @@ class AgentServer:
 
     def _run(self, msg: Measure, model_path: Path | None) -> None:
         try:
-            result = run_measurement(msg, model_path, fingerprint_id=self._fingerprint_id,
-                                     cache_dir=self.cache_dir, cancel=self._cancel)
-        except HwlError as exc:
-            self.send(Error.from_exception(exc, id=msg.id))
+            reply = run_measurement(msg, model_path, fingerprint_id=self._fingerprint_id,
+                                    cache_dir=self.cache_dir, cancel=self._cancel)
+            log.info("measure %s: %s %s", msg.id, reply.outcome, reply.message[:200])
+        except HwlError as exc:  # e.g. DeviceTooHot
+            reply = Error.from_exception(exc, id=msg.id)
         except Exception as exc:
             log.exception("measurement %s failed", msg.id)
-            self.send(Error(id=msg.id, kind="HwlError", message=f"agent bug: {type(exc).__name__}: {exc}"))
-        else:
-            log.info("measure %s: %s %s", msg.id, result.outcome, result.message[:200])
-            # Free the agent before replying, so the host's next measure is never refused as busy.
-            self._finish()
-            self.send(result)
+            reply = Error(id=msg.id, kind="HwlError", message=f"agent bug: {type(exc).__name__}: {exc}")
+        # Free the agent before replying, so the host's next measure is never refused as busy.
         self._finish()
+        self.send(reply)
 
     def _finish(self) -> None:
         with self._state_lock:
