@@ -1,0 +1,54 @@
+"""The next batch to measure: where the ensemble disagrees most, in the latency range NAS uses.
+
+Each unmeasured candidate of the pool scores ``spread * focus_weight``:
+
+- ``spread``: the ensemble's standard deviation of log-latency (see ``ensemble``);
+- ``focus_weight``: 1 for architectures predicted faster than the ``focus_quantile`` of the
+  pool, falling linearly to ``tail_weight`` at the slowest. Latency-constrained NAS searches the
+  fast-to-middle part of a space; the slowest tail matters less, but still counts.
+
+A batch is taken greedily; after each pick the scores of candidates near it (feature distance
+below the typical distance of a candidate to its nearest measured architecture) are damped,
+so one batch does not spend several measurements on near-duplicates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from predictors.onboard.selection import _sqdist
+
+
+def focus_weights(pred_log_ms: np.ndarray, *, focus_quantile: float = 0.75, tail_weight: float = 0.5) -> np.ndarray:
+    """Weight per architecture from the quantile of its predicted latency (see module doc)."""
+    pred = np.asarray(pred_log_ms, dtype=np.float64)
+    if len(pred) == 0:
+        return pred
+    q = (np.argsort(np.argsort(pred, kind="stable"), kind="stable") + 0.5) / len(pred)
+    if focus_quantile >= 1.0:
+        return np.ones(len(pred))
+    ramp = np.clip((q - focus_quantile) / (1.0 - focus_quantile), 0.0, 1.0)
+    return 1.0 - (1.0 - tail_weight) * ramp
+
+
+def next_batch(scores: np.ndarray, pool_features: np.ndarray, measured_features: np.ndarray, n: int) -> list[int]:
+    """``n`` pool indices by greedy score with damping near earlier picks (see module doc)."""
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    n = min(int(n), len(scores))
+    if n <= 0:
+        return []
+    if len(measured_features):
+        near = np.sqrt(np.min(_sqdist(pool_features, measured_features), axis=1))
+        radius = float(np.median(near)) or 1.0
+    else:
+        radius = 1.0
+    picks = []
+    for _ in range(n):
+        i = int(np.argmax(scores))
+        picks.append(i)
+        d = np.sqrt(_sqdist(pool_features, pool_features[[i]])[:, 0])
+        scores = scores * np.minimum(1.0, d / radius)
+        scores[picks] = -np.inf
+    return picks
+
+
+__all__ = ["focus_weights", "next_batch"]

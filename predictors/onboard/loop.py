@@ -1,0 +1,354 @@
+"""The onboarding loop: measure a few, adapt, choose the next batch, stop when sure.
+
+The loop knows nothing about how a latency is obtained: ``measure(archs)`` returns one latency
+per architecture (ms; NaN or None where the measurement failed) or a mapping arch -> ms. The
+harness passes a function that runs a campaign on the device; ``scripts/bench_onboard`` passes
+one that looks the answer up in a held-out public table.
+
+1. Initial picks (``n_initial``) without any target latency: diverse picks on the candidates'
+   features (``selection``), random picks for ``strategy="random"``.
+2. Adapt the pretrained method on everything measured (the method does its own Eq. 1
+   initialisation), an ensemble of copies on subsets for the spread, and estimate rho by
+   cross-validation (``estimate``).
+3. Stop when the estimate reaches ``target_rho`` or the budget is spent; otherwise measure the
+   next ``batch_size`` archs (``acquisition``; or diversity / random for the comparison
+   strategies) and go to 2.
+
+Measurements already made (a resumed onboarding, or a store holding some) are passed as
+``measured`` and count against the budget; no architecture is ever measured twice.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from predictors.base import FewShotMethod
+from predictors.onboard import acquisition, ensemble, estimate, selection
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("loop", "diverse", "random")
+
+
+class OnboardError(ValueError):
+    """An onboarding that cannot run as asked (budget, candidates, settings, a dead device)."""
+
+
+@dataclass(frozen=True)
+class OnboardSettings:
+    """Knobs of the loop (defaults chosen by replay on train devices, see ``scripts/bench_onboard``).
+
+    Parameters
+    ----------
+    budget : int
+        Most measurements in all (those already made included; a failed one counts too).
+    target_rho : float or None
+        Stop once the estimated rho reaches it.
+    n_initial : int
+        Diverse picks before the first adaptation.
+    batch_size : int
+        Measurements per later round.
+    strategy : {"loop", "diverse", "random"}
+        ``loop``: diverse start, then ensemble disagreement. ``diverse``: diverse picks only.
+        ``random``: random picks (the strict protocol's choice).
+    picker : {"kcenter", "kmeans"}
+        Diversity picker; ``feature_weights`` the share of each feature group.
+    n_members, subsample : int, float
+        Ensemble size and the share of the measurements each member is adapted on.
+    focus_quantile, tail_weight : float
+        Latency focus of the acquisition (see ``acquisition.focus_weights``).
+    pool_size : int
+        Unmeasured candidates scored per round (a fresh random subset when there are more).
+    estimate_scale, max_folds, confidence : float, int, float
+        Cross-validated rho estimate (see ``estimate``).
+    prepare_ks : bool
+        Ask a method with a ``select_ks`` parameter to prepare every size the loop adapts at.
+    seed : int
+    """
+
+    budget: int = 30
+    target_rho: float | None = None
+    n_initial: int = 5
+    batch_size: int = 2
+    strategy: str = "loop"
+    picker: str = "kmeans"
+    feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
+    n_members: int = 8
+    subsample: float = 0.8
+    focus_quantile: float = 0.75
+    tail_weight: float = 0.5
+    pool_size: int = 2000
+    estimate_scale: float = estimate.DEFAULT_SCALE
+    max_folds: int = 10
+    confidence: float = 0.9
+    prepare_ks: bool = True
+    seed: int = 0
+
+    def check(self, n_candidates: int) -> None:
+        if self.budget < 1:
+            raise OnboardError(f"budget must be at least 1 measurement, got {self.budget}")
+        if self.n_initial < 1 or self.batch_size < 1:
+            raise OnboardError(f"n_initial and batch_size must be positive (got {self.n_initial}, {self.batch_size})")
+        if self.strategy not in STRATEGIES:
+            raise OnboardError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.picker not in selection.PICKERS:
+            raise OnboardError(f"unknown picker {self.picker!r}; valid: {', '.join(selection.PICKERS)}")
+        if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
+            raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
+        if n_candidates < 2:
+            raise OnboardError(f"need at least 2 candidate architectures, got {n_candidates}")
+
+
+@dataclass
+class Step:
+    """One round: what was measured so far and what the loop then believed."""
+
+    n_measured: int
+    picked: list
+    estimate: estimate.RhoEstimate | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"n_measured": self.n_measured, "picked": [str(a) for a in self.picked],
+                "estimate": self.estimate.to_dict() if self.estimate else None, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class OnboardResult:
+    """What an onboarding hands back.
+
+    Attributes
+    ----------
+    adapted : FewShotMethod
+        The method adapted on every measurement.
+    measured : dict
+        arch -> latency_ms of every measurement used (earlier ones included).
+    failed : list
+        Archs whose measurement failed (they count against the budget, never retried).
+    estimate : RhoEstimate or None
+        The last estimate (None with fewer than 3 measurements).
+    steps : list of Step
+    stop_reason : str
+        ``target``, ``budget`` or ``candidates`` (none left).
+    """
+
+    adapted: FewShotMethod
+    measured: dict
+    failed: list
+    estimate: estimate.RhoEstimate | None
+    steps: list
+    stop_reason: str
+    members: list = field(default_factory=list, repr=False)
+
+    @property
+    def spent(self) -> int:
+        return len(self.measured) + len(self.failed)
+
+
+class OnboardLoop:
+    """Run the onboarding of one device (see module doc).
+
+    Parameters
+    ----------
+    method : FewShotMethod
+        Pretrained (``pretrain`` done); never changed, adapted copies are made.
+    space : str
+    candidates : sequence
+        Architecture keys the predictor must cover (the whole space, or a subset).
+    measure : callable
+        ``measure(archs) -> latencies`` (see module doc).
+    settings : OnboardSettings
+    tables : dict, optional
+        Train device -> latency Series, for the ``hwl`` selection features.
+    device : str, optional
+        The new device's name (passed to ``adapt``).
+    measured : mapping, optional
+        arch -> latency_ms already known for the device.
+    failed : iterable, optional
+        Archs whose measurement failed before (never picked again).
+    on_step : callable, optional
+        ``on_step(loop, step)`` after every adaptation (progress display, benchmarks).
+    """
+
+    def __init__(self, method: FewShotMethod, space: str, candidates, measure: Callable, settings: OnboardSettings,
+                 *, tables: dict | None = None, device: str | None = None, measured: Mapping | None = None,
+                 failed=(), on_step: Callable | None = None):
+        self.method = method
+        self.space = space
+        self.candidates = list(dict.fromkeys(candidates))
+        self.measure = measure
+        self.settings = settings
+        self.tables = tables
+        self.device = device
+        self.measured: dict = dict(measured or {})
+        self.failed: list = list(dict.fromkeys(failed))
+        self.on_step = on_step
+        self.rng = np.random.default_rng([settings.seed, 0x0B0A])
+        settings.check(len(self.candidates))
+        self._position = {a: i for i, a in enumerate(self.candidates)}
+        self._features = None
+        self.adapted = None
+        self.members: list = []
+        self.estimate: estimate.RhoEstimate | None = None
+        self.steps: list[Step] = []
+        self._pool_cache: list = []
+        self._spread = None
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def spent(self) -> int:
+        return len(self.measured) + len(self.failed)
+
+    def run(self) -> OnboardResult:
+        s = self.settings
+        if len(self.measured) < s.n_initial and self.spent < s.budget:
+            self._measure(self._initial_picks(min(s.n_initial - len(self.measured), s.budget - self.spent)))
+        while True:
+            start = time.perf_counter()
+            if not self.measured:
+                raise OnboardError("no measurement succeeded: check the device (every attempt failed)")
+            self._adapt()
+            step = Step(len(self.measured), [], self.estimate, time.perf_counter() - start)
+            self.steps.append(step)
+            if self.on_step is not None:
+                self.on_step(self, step)
+            reason = self._stop_reason()
+            if reason:
+                break
+            n = min(s.batch_size, s.budget - self.spent, len(self._unmeasured()))
+            picked = self._next_picks(n)
+            step.picked = picked
+            self._measure(picked)
+        log.info("onboarding stopped (%s) after %d measurements; estimated rho %s", reason, self.spent,
+                 self.estimate.to_dict() if self.estimate else None)
+        return OnboardResult(self.adapted, dict(self.measured), list(self.failed), self.estimate, self.steps,
+                             reason, self.members)
+
+    def predict_table(self, archs=None) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate)."""
+        if self.adapted is None:
+            raise OnboardError("nothing adapted yet: run() first")
+        spread = ensemble.predict_spread(self.adapted, self.members, self.candidates if archs is None else archs)
+        return np.exp(spread.full_log_ms), spread.std_log_ms
+
+    # -- steps -------------------------------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        s = self.settings
+        if (s.target_rho is not None and self.estimate is not None and len(self.measured) >= s.n_initial
+                and self.estimate.rho >= s.target_rho):
+            return "target"
+        if self.spent >= s.budget:
+            return "budget"
+        if not self._unmeasured():
+            return "candidates"
+        return None
+
+    def _unmeasured(self) -> list:
+        taken = set(self.measured) | set(self.failed)
+        return [a for a in self.candidates if a not in taken]
+
+    def features(self) -> np.ndarray:
+        if self._features is None:
+            self._features = selection.space_features(self.space, self.candidates, self.tables,
+                                                      dict(self.settings.feature_weights))
+        return self._features
+
+    def _taken_rows(self) -> list[int]:
+        return [self._position[a] for a in list(self.measured) + self.failed if a in self._position]
+
+    def _initial_picks(self, n: int) -> list:
+        if self.settings.strategy == "random":
+            return self._random_picks(n)
+        rows = selection.diverse_picks(self.features(), n, self._taken_rows(), picker=self.settings.picker,
+                                       random_state=self.settings.seed)
+        return [self.candidates[i] for i in rows]
+
+    def _random_picks(self, n: int) -> list:
+        rest = self._unmeasured()
+        return [rest[i] for i in self.rng.choice(len(rest), size=n, replace=False)]
+
+    def _pool(self) -> list:
+        rest = self._unmeasured()
+        if len(rest) <= self.settings.pool_size:
+            return rest
+        return [rest[i] for i in np.sort(self.rng.choice(len(rest), size=self.settings.pool_size, replace=False))]
+
+    def _adapt(self) -> None:
+        s = self.settings
+        archs = list(self.measured)
+        y = np.array([self.measured[a] for a in archs])
+        self.adapted = self.method.adapt(archs, y, device=self.device)
+        self.members = ensemble.adapt_members(self.method, archs, y, n_members=s.n_members, subsample=s.subsample,
+                                              rng=self.rng, device=self.device)
+        self._pool_cache = self._pool()
+        self._spread = ensemble.predict_spread(self.adapted, self.members, self._pool_cache) if self._pool_cache \
+            else None
+        self.estimate = None
+        if len(archs) >= 3 and self._spread is not None:
+            resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
+                                          device=self.device)
+            self.estimate = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng,
+                                                  scale=s.estimate_scale, confidence=s.confidence)
+
+    def _next_picks(self, n: int) -> list:
+        s = self.settings
+        if n <= 0:
+            return []
+        if s.strategy == "random":
+            return self._random_picks(n)
+        if s.strategy == "diverse" or self._spread is None or not self.members:
+            return self._initial_picks(n)
+        pool = self._pool_cache
+        weights = acquisition.focus_weights(self._spread.full_log_ms, focus_quantile=s.focus_quantile,
+                                            tail_weight=s.tail_weight)
+        feats = self.features()
+        rows = [self._position[a] for a in pool]
+        taken = self._taken_rows()
+        picked = acquisition.next_batch(self._spread.std_log_ms * weights, feats[rows], feats[taken], n)
+        return [pool[i] for i in picked]
+
+    def _measure(self, archs: list) -> None:
+        archs = [a for a in archs if a not in self.measured and a not in self.failed]
+        if not archs:
+            return
+        answer = self.measure(list(archs))
+        if isinstance(answer, Mapping):
+            values = [answer.get(a) for a in archs]
+        else:
+            values = list(answer)
+            if len(values) != len(archs):
+                raise OnboardError(f"measure returned {len(values)} latencies for {len(archs)} architectures")
+        for arch, value in zip(archs, values):
+            ok = value is not None and np.isfinite(float(value)) and float(value) > 0
+            if ok:
+                self.measured[arch] = float(value)
+            else:
+                self.failed.append(arch)
+        log.info("measured %d archs (%d failed); %d of %d spent", len(archs), sum(
+            1 for a in archs if a in self.failed), self.spent, self.settings.budget)
+
+
+def prepare_method(method: FewShotMethod, ks) -> FewShotMethod:
+    """Set ``select_ks`` (a per-sample-count choice some methods make while pretraining) to ``ks``.
+
+    Call it before ``pretrain``: an adapted copy would otherwise repeat that choice for every
+    sample count the loop and its cross-validation adapt at. Methods without it are unchanged.
+    """
+    params = method.get_params(deep=False)
+    if "select_ks" in params:
+        method.set_params(select_ks=tuple(sorted({int(k) for k in ks if int(k) >= 1})))
+    return method
+
+
+def loop_ks(settings: OnboardSettings, n_known: int = 0) -> list[int]:
+    """Every sample count the loop, its ensemble and its cross-validation may adapt at."""
+    top = max(settings.budget, n_known)
+    return list(range(2, top + 1))
+
+
+__all__ = ["OnboardError", "OnboardLoop", "OnboardResult", "OnboardSettings", "STRATEGIES", "Step", "loop_ks",
+           "prepare_method"]

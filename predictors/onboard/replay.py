@@ -1,0 +1,72 @@
+"""Replaying the onboarding loop on a public latency table instead of a real device.
+
+The "device" answers from a held-out table (:class:`TableDevice`), so hundreds of onboardings
+are cheap; :func:`replay_device` records, after every round, the true rho on the architectures
+not measured beside the loop's estimate. ``scripts/bench_onboard`` and the tests use it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from predictors.base import FewShotMethod
+from predictors.onboard.loop import OnboardError, OnboardLoop, OnboardSettings
+from predictors.protocol import spearman
+
+
+class TableDevice:
+    """``measure(archs)`` answered from ``truth`` (a latency Series indexed by arch key).
+
+    Attributes
+    ----------
+    asked : list
+        Every architecture asked for, in order (a repeat raises: the loop must never re-measure).
+    """
+
+    def __init__(self, truth: pd.Series, *, fail=()):
+        self.truth = truth
+        self.fail = set(fail)
+        self.asked: list = []
+
+    def __call__(self, archs) -> list:
+        archs = list(archs)
+        seen = set(self.asked)
+        again = [a for a in archs if a in seen]
+        if again or len(set(archs)) != len(archs):
+            raise OnboardError(f"architecture(s) measured twice: {again or archs}")
+        self.asked += archs
+        return [None if a in self.fail else float(self.truth.loc[a]) for a in archs]
+
+
+def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings: OnboardSettings, *,
+                  tables: dict | None = None, candidates=None) -> dict:
+    """One onboarding of the table device ``truth``; returns the curve and the final result.
+
+    ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high"}], "stop_reason",
+    "spent"}``; ``true_rho`` is over every candidate not measured, with the round's adapted model.
+    """
+    candidates = list(truth.index) if candidates is None else list(candidates)
+    device = TableDevice(truth)
+    rows = []
+
+    def on_step(loop: OnboardLoop, step) -> None:
+        rest = [a for a in candidates if a not in loop.measured]
+        true = spearman(loop.adapted.predict(rest), truth.loc[rest].to_numpy())
+        est = step.estimate
+        rows.append({"n": step.n_measured, "true_rho": true, "est_rho": est.rho if est else None,
+                     "low": est.low if est else None, "high": est.high if est else None})
+
+    loop = OnboardLoop(method, space, candidates, device, settings, tables=tables, device=str(truth.name),
+                       on_step=on_step)
+    result = loop.run()
+    return {"device": str(truth.name), "strategy": settings.strategy, "steps": rows,
+            "stop_reason": result.stop_reason, "spent": result.spent, "asked": len(device.asked)}
+
+
+def rho_at(steps: list[dict], n: int, key: str = "true_rho") -> float | None:
+    """The value of ``key`` at the last round with at most ``n`` measurements."""
+    vals = [s[key] for s in steps if s["n"] <= n and s[key] is not None]
+    return float(vals[-1]) if vals else None
+
+
+__all__ = ["TableDevice", "replay_device", "rho_at"]
