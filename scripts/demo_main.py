@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="hwl demo: a measurement campaign on this machine")
-    parser.add_argument("--archs", type=int, default=24, help="random NB201 architectures (default 24)")
+    parser.add_argument("--archs", type=int, default=20, help="random NB201 architectures (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
                         help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
