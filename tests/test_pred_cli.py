@@ -119,3 +119,22 @@ def test_installed_command_reports_an_empty_table(tmp_path):
     run = subprocess.run([str(hwl), "evaluate", "--space", "nb201", "--train-devices", "pixel2",
                           "--test-table", str(empty)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "has no rows" in run.stderr
+
+
+def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
+    from harness.importers import import_file
+    from harness.store import Store
+
+    store = Store(tmp_path / "lab.db")
+    import_file(store, tables / "new.parquet", space="nb201")
+    store.close()
+    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "copy.pt")]) == 0
+    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+                 "--out", str(tmp_path / "adapted.pt")]) == 0
+    assert "with 400 measurements" in capsys.readouterr().out
+    out = tmp_path / "store.json"
+    assert main(["evaluate", "--space", "nb201", "--train-devices", "pixel3", "--store", str(tmp_path / "lab.db"),
+                 "--method", "copy", "--samples", "10", "--trials", "1", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert list(result["per_device"]) == ["my_pi"]
