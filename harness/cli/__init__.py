@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "campaign",
     "data",
     "zcp",
+    "search",
     "train",
     "adapt",
     "predict",

@@ -1,0 +1,90 @@
+"""`hwl search`: predictor-guided search for the most accurate architecture under a latency limit."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.cli.common import add_table_flags
+from harness.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="hardware-aware search: best accuracy under a latency limit on a device",
+        description="The paper's sample-based loop: train an accuracy predictor on what has been evaluated, "
+                    "predict every candidate, evaluate the top 10, repeat. Latency comes from a predictor "
+                    "adapted to the device with --latency-samples of its measurements; accuracy from "
+                    "--accuracy-table (../shared/data/nb201_accuracy.csv works). Both count against --budget. "
+                    "Compared with random search and the true optimum under the limit over --seeds runs.")
+    p.add_argument("--space", choices=["nb201"], default="nb201")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or ImageNet16-120")
+    p.add_argument("--device", required=True, help="target device (a device of the latency table)")
+    p.add_argument("--max-latency-ms", type=float, required=True, help="latency limit on the device")
+    p.add_argument("--budget", type=int, default=50, help="evaluations: latency measurements + accuracy (default 50)")
+    p.add_argument("--accuracy-table", required=True, metavar="FILE",
+                   help="NB201 accuracies (arch_index, cifar10_test_acc, ...); ../shared/data/nb201_accuracy.csv")
+    add_table_flags(p, what="latency table of the device", file_flag="--latency-table")
+    p.add_argument("--train-devices", help="comma-separated devices the latency method pretrains on "
+                                           "(default: every other device)")
+    p.add_argument("--method", help="latency method (registry name; default the recommended one)")
+    p.add_argument("--latency-samples", type=int, default=20, help="device measurements to adapt with (default 20)")
+    p.add_argument("--encoding", choices=["vec", "zcp", "zcpvec"], default="vec",
+                   help="accuracy predictor encoding (zcp ones need --zcp-table or --zcp-store)")
+    p.add_argument("--zcp-table", metavar="FILE", help="proxy table from `hwl zcp --out`")
+    p.add_argument("--zcp-store", metavar="DB", help="store `hwl zcp --store` wrote to")
+    p.add_argument("--seeds", type=int, default=10, help="runs to average (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from predictors.search import compare, setup
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.encoding != "vec" and not (args.zcp_table or args.zcp_store):
+        raise UserError(f"--encoding {args.encoding} needs --zcp-table FILE or --zcp-store DB (from `hwl zcp`)")
+    problem, method, proxies = setup(
+        device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
+        dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
+        train_devices=args.train_devices.split(",") if args.train_devices else None, method=args.method,
+        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=args.seed)
+    result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),
+                     encoding=args.encoding, proxies=proxies, n_latency=args.latency_samples, device=args.device)
+    first = result["runs"]["predictor"][0]
+    print(f"{args.space} {args.dataset} on {args.device}, latency <= {args.max_latency_ms:g} ms, budget {args.budget} "
+          f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
+          f"({result['feasible_candidates']} truly feasible)")
+    if first.arch is None:
+        print(f"seed {args.seed}: no evaluated architecture met the limit within the budget")
+    else:
+        from spaces import nb201
+        print(f"seed {args.seed}: best {first.arch} {nb201.to_string(int(first.arch))}")
+        print(f"  true accuracy {first.accuracy:.2f} %, true latency {first.latency_ms:.3f} ms "
+              f"({'meets' if first.feasible else 'VIOLATES'} the limit), {first.evaluations} evaluations used")
+    opt = result["optimum"]
+    print(f"true optimum under the limit: {opt['arch']} {opt['accuracy']:.2f} % at {opt['latency_ms']:.3f} ms")
+    print(f"over {args.seeds} seeds:        mean acc  feasible  within 0.5 %  evals to 0.5 %")
+    for name, s in result["summary"].items():
+        evals = "-" if s["mean_evals_to_near_optimum"] is None else f"{s['mean_evals_to_near_optimum']:.1f}"
+        print(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"
+              f"  {evals:>14}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(to_json(result), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def to_json(result: dict) -> dict:
+    """The comparison with each run as a plain dict."""
+    out = {k: v for k, v in result.items() if k != "runs"}
+    out["runs"] = {name: [{"arch": _plain(r.arch), "accuracy": r.accuracy, "latency_ms": r.latency_ms,
+                           "feasible": r.feasible, "evaluations": r.evaluations} for r in runs]
+                   for name, runs in result["runs"].items()}
+    return out
+
+
+def _plain(arch):
+    return None if arch is None else int(arch) if str(arch).lstrip("-").isdigit() else str(arch)

@@ -1,0 +1,333 @@
+"""Predictor-guided, hardware-aware search (paper section 5, "NAS search effectiveness").
+
+Sample-based loop of the paper (after BRP-NAS): evaluate 10 random candidates, then repeatedly
+train the accuracy predictor on everything evaluated so far, predict every candidate not yet
+evaluated, and evaluate the 10 predicted best. Hardware awareness: a latency predictor is
+adapted to the target device with ``n_latency`` (20) measurements of it, and only candidates
+predicted to meet ``max_latency_ms`` are considered (a measured latency replaces the prediction).
+Both kinds of evaluation count against the budget: the latency measurements first, then one
+per accuracy evaluation, and one more latency measurement whenever an evaluated candidate becomes
+the best so far without a measured latency: a latency predictor adapted with 20 samples is not
+exact near the limit, so the answer is always confirmed on the device (a candidate measured over
+the limit drops out). The answer is the best evaluated candidate that is measured (or, when the
+budget ran out first, predicted) to be feasible.
+
+The "evaluations" are look-ups in tables (:class:`Oracle`), so the search can be benchmarked
+against random search (same latency filter, same budget) and against the true optimum under
+the constraint, which the tables reveal.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UserError
+from predictors.accuracy import AccuracyMLP
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 10
+DEFAULT_LATENCY_SAMPLES = 20
+NEAR_OPTIMUM_PCT = 0.5
+
+
+class SearchError(UserError):
+    """A search that cannot run as asked (no feasible candidate, budget too small, ...)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Candidates with their true accuracy (%) and true latency (ms) on the device.
+
+    Parameters
+    ----------
+    accuracy : pandas.Series
+        True accuracy per candidate arch (the index is the candidate list).
+    latency_ms : pandas.Series
+        True latency on the target device, same index.
+    max_latency_ms : float
+    """
+
+    accuracy: pd.Series
+    latency_ms: pd.Series
+    max_latency_ms: float
+
+    @classmethod
+    def from_tables(cls, accuracy: pd.Series, latency_ms: pd.Series, max_latency_ms: float, candidates=None):
+        """Candidates known to both tables (optionally restricted to ``candidates``)."""
+        if not max_latency_ms > 0:
+            raise SearchError(f"the latency limit must be a positive number of ms, got {max_latency_ms}")
+        common = accuracy.index.intersection(latency_ms.index)
+        if candidates is not None:
+            common = common.intersection(pd.Index(list(candidates)))
+        if len(common) == 0:
+            raise SearchError("no architecture has both an accuracy and a latency")
+        common = common.sort_values()
+        return cls(accuracy.loc[common].astype(np.float64), latency_ms.loc[common].astype(np.float64),
+                   float(max_latency_ms))
+
+    @property
+    def candidates(self) -> list:
+        return list(self.accuracy.index)
+
+    def optimum(self) -> tuple[object, float, float]:
+        """(arch, accuracy, latency_ms) of the truly best feasible candidate."""
+        feasible = self.latency_ms <= self.max_latency_ms
+        if not feasible.any():
+            raise SearchError(f"no candidate meets {self.max_latency_ms} ms on this device (fastest: "
+                              f"{self.latency_ms.min():.3g} ms)")
+        arch = self.accuracy[feasible].idxmax()
+        return arch, float(self.accuracy[arch]), float(self.latency_ms[arch])
+
+
+class Oracle:
+    """Evaluations by table look-up, each distinct one counted once."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.accuracy_evals: dict = {}
+        self.latency_evals: dict = {}
+
+    @property
+    def used(self) -> int:
+        return len(self.accuracy_evals) + len(self.latency_evals)
+
+    def accuracy(self, arch) -> float:
+        self.accuracy_evals[arch] = float(self.problem.accuracy[arch])
+        return self.accuracy_evals[arch]
+
+    def latency(self, arch) -> float:
+        self.latency_evals[arch] = float(self.problem.latency_ms[arch])
+        return self.latency_evals[arch]
+
+
+@dataclass
+class SearchResult:
+    """Outcome of one search run.
+
+    Attributes
+    ----------
+    arch : object
+        The answer: best evaluated candidate predicted feasible (None if none was found).
+    accuracy, latency_ms : float
+        Its true accuracy and true latency.
+    feasible : bool
+        Whether its true latency meets the limit.
+    evaluations : int
+        Evaluations used (latency measurements + accuracy evaluations).
+    trajectory : list of tuple
+        (evaluations used, answer arch) after every accuracy evaluation.
+    """
+
+    arch: object
+    accuracy: float
+    latency_ms: float
+    feasible: bool
+    evaluations: int
+    trajectory: list = field(default_factory=list)
+
+    def evals_to_near_optimum(self, problem: Problem, pct: float = NEAR_OPTIMUM_PCT):
+        """Evaluations after which the answer is truly feasible and within ``pct`` accuracy
+        points of the constrained optimum; None if never within the budget."""
+        _, best, _ = problem.optimum()
+        for used, arch in self.trajectory:
+            if arch is not None and problem.latency_ms[arch] <= problem.max_latency_ms \
+                    and problem.accuracy[arch] >= best - pct:
+                return used
+        return None
+
+
+def adapt_latency(method, oracle: Oracle, n_latency: int, rng: np.random.Generator, device: str | None = None):
+    """Measure ``n_latency`` candidates chosen by the (pretrained) method; the adapted copy."""
+    archs = list(method.choose(n_latency, oracle.problem.candidates, rng))
+    latencies = [oracle.latency(a) for a in archs]
+    return method.adapt(archs, latencies, device=device)
+
+
+def feasible_mask(predicted_ms: np.ndarray, oracle: Oracle) -> np.ndarray:
+    """Predicted latency within the limit; a measured latency overrides the prediction."""
+    lat = pd.Series(predicted_ms, index=oracle.problem.candidates)
+    for arch, value in oracle.latency_evals.items():
+        lat[arch] = value
+    return (lat <= oracle.problem.max_latency_ms).to_numpy()
+
+
+def _answer(oracle: Oracle, feasible: pd.Series):
+    scored = {a: acc for a, acc in oracle.accuracy_evals.items() if feasible[a]}
+    return max(scored, key=scored.get) if scored else None
+
+
+def _evaluate(oracle: Oracle, feasible: pd.Series, arch, budget: int, trajectory: list) -> None:
+    """One accuracy evaluation; then confirm the answer's latency on the device while budget lasts."""
+    oracle.accuracy(arch)
+    best = _answer(oracle, feasible)
+    while best is not None and best not in oracle.latency_evals and oracle.used < budget:
+        if oracle.latency(best) > oracle.problem.max_latency_ms:
+            feasible[best] = False
+        best = _answer(oracle, feasible)
+    trajectory.append((oracle.used, best))
+
+
+def _check_budget(budget: int, n_latency: int) -> None:
+    if n_latency < 1:
+        raise SearchError(f"the latency predictor needs at least 1 measurement, got {n_latency}")
+    if budget <= n_latency:
+        raise SearchError(f"a budget of {budget} evaluations leaves nothing for accuracy after {n_latency} "
+                          "latency measurements: raise --budget")
+
+
+def _finish(oracle: Oracle, feasible: pd.Series, trajectory: list) -> SearchResult:
+    arch = _answer(oracle, feasible)
+    p = oracle.problem
+    if arch is None:
+        return SearchResult(None, float("nan"), float("nan"), False, oracle.used, trajectory)
+    return SearchResult(arch, float(p.accuracy[arch]), float(p.latency_ms[arch]),
+                        bool(p.latency_ms[arch] <= p.max_latency_ms), oracle.used, trajectory)
+
+
+def predictor_search(problem: Problem, latency_method, *, budget: int, encoding: str = "vec", proxies=None,
+                     n_latency: int = DEFAULT_LATENCY_SAMPLES, batch: int = DEFAULT_BATCH, epochs: int = 250,
+                     seed: int = 0, device: str | None = None) -> SearchResult:
+    """The paper's sample-based loop under a latency limit (see the module docstring).
+
+    Parameters
+    ----------
+    problem : Problem
+    latency_method : FewShotMethod
+        Pretrained latency method predicting ms; adapted here with ``n_latency`` measurements.
+    budget : int
+        Total evaluations (latency measurements + accuracy evaluations).
+    encoding : {"vec", "zcp", "zcpvec"}
+        Encoding of the accuracy predictor (zcp ones need ``proxies`` for every candidate).
+    """
+    _check_budget(budget, n_latency)
+    rng = np.random.default_rng([seed, 0x5EA])
+    oracle = Oracle(problem)
+    adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
+    feasible = pd.Series(feasible_mask(adapted.predict(problem.candidates), oracle), index=problem.candidates)
+    pool = [a for a in problem.candidates if feasible[a]]
+    if not pool:
+        raise SearchError(f"the latency predictor finds no candidate under {problem.max_latency_ms} ms")
+    trajectory = []
+
+    def evaluate(archs):
+        for arch in archs:
+            if oracle.used < budget:
+                _evaluate(oracle, feasible, arch, budget, trajectory)
+
+    left = budget - oracle.used
+    first = [pool[i] for i in rng.choice(len(pool), size=min(batch, left, len(pool)), replace=False)]
+    evaluate(first)
+    while oracle.used < budget:
+        rest = [a for a in pool if a not in oracle.accuracy_evals]
+        if not rest:
+            break
+        seen = list(oracle.accuracy_evals)
+        model = AccuracyMLP(encoding, proxies=proxies, epochs=epochs, random_state=seed).fit(
+            seen, [oracle.accuracy_evals[a] for a in seen])
+        order = np.argsort(-model.predict(rest), kind="stable")
+        evaluate([rest[i] for i in order[:min(batch, budget - oracle.used)]])
+    return _finish(oracle, feasible, trajectory)
+
+
+def random_search(problem: Problem, latency_method, *, budget: int, n_latency: int = DEFAULT_LATENCY_SAMPLES,
+                  seed: int = 0, device: str | None = None) -> SearchResult:
+    """Random candidates among those the same adapted latency predictor deems feasible."""
+    _check_budget(budget, n_latency)
+    rng = np.random.default_rng([seed, 0x5EA])
+    oracle = Oracle(problem)
+    adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
+    feasible = pd.Series(feasible_mask(adapted.predict(problem.candidates), oracle), index=problem.candidates)
+    pool = [a for a in problem.candidates if feasible[a]]
+    trajectory = []
+    for i in rng.permutation(len(pool)):
+        if oracle.used >= budget:
+            break
+        _evaluate(oracle, feasible, pool[i], budget, trajectory)
+    return _finish(oracle, feasible, trajectory)
+
+
+def compare(problem: Problem, latency_method, *, budget: int, seeds=range(10), encoding: str = "vec",
+            proxies=None, n_latency: int = DEFAULT_LATENCY_SAMPLES, batch: int = DEFAULT_BATCH, epochs: int = 250,
+            device: str | None = None) -> dict:
+    """Predictor search and random search over ``seeds`` against the true constrained optimum."""
+    opt_arch, opt_acc, opt_lat = problem.optimum()
+    runs = {"predictor": [], "random": []}
+    for seed in seeds:
+        runs["predictor"].append(predictor_search(problem, latency_method, budget=budget, encoding=encoding,
+                                                  proxies=proxies, n_latency=n_latency, batch=batch, epochs=epochs,
+                                                  seed=seed, device=device))
+        runs["random"].append(random_search(problem, latency_method, budget=budget, n_latency=n_latency, seed=seed,
+                                            device=device))
+    summary = {name: summarise_runs(problem, results) for name, results in runs.items()}
+    return {"optimum": {"arch": _plain(opt_arch), "accuracy": opt_acc, "latency_ms": opt_lat},
+            "candidates": len(problem.candidates),
+            "feasible_candidates": int((problem.latency_ms <= problem.max_latency_ms).sum()),
+            "budget": budget, "n_latency": n_latency, "encoding": encoding, "seeds": list(seeds),
+            "summary": summary, "runs": runs}
+
+
+def summarise_runs(problem: Problem, results: list[SearchResult]) -> dict:
+    """Mean true accuracy, feasibility rate, regret and evaluations to within 0.5 % over runs."""
+    _, opt_acc, _ = problem.optimum()
+    acc = np.array([r.accuracy if r.feasible else np.nan for r in results])
+    near = [r.evals_to_near_optimum(problem) for r in results]
+    reached = [n for n in near if n is not None]
+    return {"runs": len(results), "feasible_rate": float(np.mean([r.feasible for r in results])),
+            "mean_accuracy": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+            "mean_regret": float(opt_acc - np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+            "near_optimum_rate": len(reached) / len(results) if results else 0.0,
+            "mean_evals_to_near_optimum": float(np.mean(reached)) if reached else None,
+            "evals_to_near_optimum": near}
+
+
+def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = "cifar10", space: str = "nb201",
+          latency_table=None, store=None, train_devices=None, method: str | None = None, n_pretrain: int = 900,
+          encoding: str = "vec", zcp_table=None, zcp_store=None, seed: int = 0):
+    """Everything a search needs: ``(problem, pretrained latency method, proxies or None)``.
+
+    The target device's latencies come from ``latency_table`` (a file), ``store`` or the shipped
+    HELP table; the latency method (registry name, default the recommended one) is pretrained on
+    ``train_devices`` (default: every other device of the HELP table and of the given table),
+    ``n_pretrain`` archs each. Only NB201 has an accuracy table.
+    """
+    from predictors import data, registry
+    from predictors.accuracy import read_accuracy_table
+    from predictors.protocol import pretrain_sample
+
+    if space != "nb201":
+        raise SearchError(f"search needs an accuracy table, and only nb201 has one (got --space {space})")
+    accuracy = read_accuracy_table(accuracy_table)
+    if dataset not in accuracy.columns:
+        raise SearchError(f"unknown dataset {dataset!r}; the accuracy table has {', '.join(accuracy.columns)}")
+    target_table = data.load_table(space, path=latency_table, store=store)
+    target = data.by_device(target_table, [device])[device]
+    pool_table = data.help_table(space)
+    if latency_table is not None or store is not None:
+        pool_table = pd.concat([pool_table[pool_table["device"] != device], target_table], ignore_index=True)
+    if train_devices is None:
+        train_devices = [d for d in data.devices_of(pool_table) if d != device]
+    elif device in train_devices:
+        raise SearchError(f"the target device {device!r} cannot also be a train device")
+    train = data.by_device(pool_table, train_devices)
+    latency_method = registry.get_method(method, random_state=seed).pretrain(space, pretrain_sample(train, n_pretrain,
+                                                                                                    seed))
+    proxies = None
+    if encoding != "vec":
+        from predictors.zcp import proxy_frame
+
+        proxies = proxy_frame(space, store=zcp_store, path=zcp_table)
+    candidates = None if proxies is None else proxies.index
+    problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
+    return problem, latency_method, proxies
+
+
+def _plain(arch):
+    return int(arch) if isinstance(arch, (np.integer, int)) else arch
+
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "NEAR_OPTIMUM_PCT", "Oracle", "Problem", "SearchError",
+           "SearchResult", "adapt_latency", "compare", "predictor_search", "random_search", "setup", "summarise_runs"]
