@@ -10,7 +10,7 @@ from predictors import data, protocol, registry
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import (CopyBaseline, FlopsBaseline, HWLRidge, ParamsBaseline, SimpleReference,
                                   best_correlated, bayes_linear)
-from predictors.baselines.features import op_counts
+from predictors.baselines.features import op_counts, op_features
 from predictors.baselines.simple_reference import candidate_sets
 from spaces import cost
 
@@ -60,6 +60,9 @@ def test_bayes_linear_recovers_a_linear_law_and_falls_back_on_constants():
 def test_feature_groups():
     counts = op_counts("nb201", [0])
     assert counts.tolist() == [[0, 3, 2, 0, 1]]  # index 0: 3 skips, 2 conv1x1, 1 avg pool
+    # index 10 cuts the cell output off its input (raspi4 reports 0.012 ms for it): flagged
+    assert op_features("nb201", [0, 10])[:, -1].tolist() == [0.0, 1.0]
+    assert op_features("fbnet", [",".join(["skip"] * 22)]).tolist() == [[0] * 8 + [22]]
     assert len(candidate_sets(("lat", "ops", "vec", "cost"))) == 15
     with pytest.raises(ValueError, match="valid groups"):
         SimpleReference(groups=("nope",)).pretrain("nb201", TrainTables({"a": pd.Series([1.0], index=[0])}))

@@ -1,7 +1,8 @@
 """Feature groups of an architecture for the linear baselines.
 
 - ``lat``: log-latencies on the train devices (looked up in their whole tables),
-- ``ops``: how often each op type occurs (NB201 edges / FBNet layers),
+- ``ops``: how often each op type occurs (NB201 edges / FBNet layers); for NB201 also whether
+  the cell output is cut off from its input (HW-NAS-Bench devices report ~0 ms for those),
 - ``vec``: the Vec one-hot,
 - ``cost``: log FLOPs (MACs) and log parameter count, analytically (``spaces.cost``).
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spaces import cost, get_space
+from spaces import cost, get_space, nb201
 
 GROUPS = ("lat", "ops", "vec", "cost")
 
@@ -26,6 +27,16 @@ def op_counts(space: str, keys) -> np.ndarray:
     for op in range(len(mod.OPS)):
         counts[:, op] = (codes == op).sum(axis=1)
     return counts
+
+
+def op_features(space: str, keys) -> np.ndarray:
+    """The ``ops`` group: op counts, plus (NB201) a column marking output-disconnected cells."""
+    counts = op_counts(space, keys)
+    if get_space(space).NAME != "nb201":
+        return counts
+    disconnected = nb201.disconnected_indices()
+    flag = np.array([[float(int(k) in disconnected)] for k in keys]).reshape(len(counts), 1)
+    return np.hstack([counts, flag])
 
 
 def log_cost(space: str, keys) -> np.ndarray:
@@ -43,7 +54,7 @@ def raw_group(name: str, space: str, keys, tables: dict, devices) -> np.ndarray:
     if name == "lat":
         return log_latencies(tables, devices, keys)
     if name == "ops":
-        return op_counts(space, keys)
+        return op_features(space, keys)
     if name == "vec":
         return get_space(space).vec_encoding(list(keys)).astype(np.float64)
     if name == "cost":
