@@ -419,6 +419,8 @@ class Coordinator:
             dev.baseline_ms, dev.last_good_result = label, last_id
 
     def _quarantine(self, dev: _Device, error: str) -> None:
+        if dev.state == "quarantined":  # a call still queued in the actor failed too: keep the first error
+            return
         dev.state, dev.error = "quarantined", error
         self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
                                     consecutive_failures=dev.failures_in_row)
