@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "adapt",
     "predict",
     "evaluate",
+    "onboard",
 ]
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from harness.errors import UserError
 from predictors.base import FewShotMethod
 from predictors.onboard import acquisition, ensemble, estimate, selection
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("loop", "diverse", "random")
 
 
-class OnboardError(ValueError):
+class OnboardError(UserError):
     """An onboarding that cannot run as asked (budget, candidates, settings, a dead device)."""
 
 
@@ -196,6 +197,7 @@ class OnboardLoop:
         self.estimate: estimate.RhoEstimate | None = None
         self.steps: list[Step] = []
         self._pool_cache: list = []
+        self.residuals: np.ndarray | None = None
         self._spread = None
 
     # -- public ------------------------------------------------------------------------------
@@ -227,6 +229,11 @@ class OnboardLoop:
                  self.estimate.to_dict() if self.estimate else None)
         return OnboardResult(self.adapted, dict(self.measured), list(self.failed), self.estimate, self.steps,
                              reason, self.members)
+
+    @property
+    def pool_log_ms(self) -> np.ndarray | None:
+        """The adapted model's log-ms predictions of this round's pool of unmeasured candidates."""
+        return None if self._spread is None else self._spread.full_log_ms
 
     def predict_table(self, archs=None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate)."""
@@ -291,6 +298,7 @@ class OnboardLoop:
         if len(archs) >= 3 and self._spread is not None:
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)
+            self.residuals = resid
             self.estimate = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng,
                                                   scale=s.estimate_scale, confidence=s.confidence)
 

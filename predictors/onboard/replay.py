@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from predictors.base import FewShotMethod
+from predictors.onboard.estimate import plugin_rho
 from predictors.onboard.loop import OnboardError, OnboardLoop, OnboardSettings
 from predictors.protocol import spearman
 
@@ -39,11 +40,13 @@ class TableDevice:
 
 
 def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings: OnboardSettings, *,
-                  tables: dict | None = None, candidates=None) -> dict:
+                  tables: dict | None = None, candidates=None, scales=(), seed: int = 0) -> dict:
     """One onboarding of the table device ``truth``; returns the curve and the final result.
 
     ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high"}], "stop_reason",
     "spent"}``; ``true_rho`` is over every candidate not measured, with the round's adapted model.
+    ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
+    scale on train devices.
     """
     candidates = list(truth.index) if candidates is None else list(candidates)
     device = TableDevice(truth)
@@ -53,8 +56,13 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
         rest = [a for a in candidates if a not in loop.measured]
         true = spearman(loop.adapted.predict(rest), truth.loc[rest].to_numpy())
         est = step.estimate
-        rows.append({"n": step.n_measured, "true_rho": true, "est_rho": est.rho if est else None,
-                     "low": est.low if est else None, "high": est.high if est else None})
+        row = {"n": step.n_measured, "true_rho": true, "est_rho": est.rho if est else None,
+               "low": est.low if est else None, "high": est.high if est else None}
+        if scales and loop.residuals is not None and loop.pool_log_ms is not None:
+            rng = np.random.default_rng([seed, step.n_measured])
+            row["est_at"] = {float(c): plugin_rho(loop.pool_log_ms, loop.residuals, rng=rng, scale=c, draws=4)
+                             for c in scales}
+        rows.append(row)
 
     loop = OnboardLoop(method, space, candidates, device, settings, tables=tables, device=str(truth.name),
                        on_step=on_step)

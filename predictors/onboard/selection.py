@@ -110,7 +110,7 @@ def kcenter(features: np.ndarray, n: int, already=()) -> list[int]:
     return picks
 
 
-def kmeans_picks(features: np.ndarray, n: int, already=(), *, random_state=0) -> list[int]:
+def kmeans_picks(features: np.ndarray, n: int, already=(), *, random_state=0, fit_max: int = 4000) -> list[int]:
     """``n`` row indices nearest the centroids of k-means clusters holding no measured row."""
     features = np.asarray(features, dtype=np.float64)
     already = [int(i) for i in already]
@@ -118,18 +118,22 @@ def kmeans_picks(features: np.ndarray, n: int, already=(), *, random_state=0) ->
     if n == 0:
         return []
     n_clusters = min(len(features), n + len(already))
-    km = KMeans(n_clusters=n_clusters, n_init=3, random_state=random_state).fit(features)
-    taken = set(km.labels_[already].tolist()) if already else set()
+    rng = np.random.default_rng(random_state)
+    # Fit on a random subset of a big space (the clusters of 15,625 archs need not see them all).
+    fit_rows = np.arange(len(features)) if len(features) <= fit_max else rng.choice(len(features), fit_max, replace=False)
+    km = KMeans(n_clusters=n_clusters, n_init=2, random_state=random_state).fit(features[fit_rows])
+    labels = km.predict(features)
+    taken = set(labels[already].tolist()) if already else set()
     d = _sqdist(features, km.cluster_centers_)
     blocked = np.zeros(len(features), dtype=bool)
     blocked[already] = True
     picks = []
     # Clusters with a measured arch are covered; the others, largest first, give one pick each.
-    order = np.argsort(-np.bincount(km.labels_, minlength=n_clusters), kind="stable")
+    order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
     for c in order:
         if c in taken or len(picks) == n:
             continue
-        members = np.flatnonzero((km.labels_ == c) & ~blocked)
+        members = np.flatnonzero((labels == c) & ~blocked)
         if len(members):
             i = int(members[np.argmin(d[members, c])])
             picks.append(i)

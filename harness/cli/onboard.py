@@ -1,0 +1,94 @@
+"""`hwl onboard DEVICE`: measure few architectures on a new device, adapt, stop when sure.
+
+Writes the adapted predictor (``--out``), a predicted latency table for every candidate
+architecture (Parquet: arch, latency_ms, uncertainty; ``--table``, default beside ``--out``)
+and a report (JSON; ``--report``), and prints the report. Every measurement goes through a
+campaign into ``--store``; running the same command again resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.errors import UserError
+
+DEFAULT_STORE = "lab.db"
+
+
+def add_parser(subparsers) -> None:
+    from predictors import registry
+
+    p = subparsers.add_parser("onboard", help="onboard a new device: measure few, adapt, predict the whole space")
+    p.add_argument("device", help="device profile name or .toml file")
+    p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
+    p.add_argument("--budget", type=int, default=30, help="most measurements in all (default 30)")
+    p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
+    p.add_argument("--out", required=True, help="adapted predictor file to write (e.g. predictor.pt)")
+    p.add_argument("--table", help="predicted table, Parquet (default: <out>.parquet)")
+    p.add_argument("--report", help="report, JSON (default: <out>.json)")
+    p.add_argument("--method", help=f"few-shot method (default {registry.RECOMMENDED}); one of "
+                                    f"{', '.join(registry.method_names())}")
+    p.add_argument("--candidates", help="architectures the predictor covers: all (nb201 default), random:N, a list "
+                                        "or @FILE (default for fbnet: the public tables' archs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random:N candidates, the picks and the method")
+    p.add_argument("--initial", type=int, help="diverse picks before the first adaptation (default 5)")
+    p.add_argument("--batch-size", type=int, help="measurements per later round (default 2)")
+    p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
+    p.set_defaults(func=cmd_onboard)
+
+
+def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int = 30, target_rho=None,
+        table=None, report=None, method=None, candidates=None, seed: int = 0, initial=None, batch_size=None,
+        profile=None, address=None, artifacts=None, on_step=None):
+    """Keyword form of the command (tests call it without argparse); returns the ``Onboarding``."""
+    from harness.coordinator import CoordinatorOptions
+    from harness.onboard import onboard
+    from predictors.onboard import OnboardSettings
+
+    if budget < 1:
+        raise UserError(f"--budget must be at least 1, got {budget}")
+    if target_rho is not None and not 0.0 < target_rho <= 1.0:
+        raise UserError(f"--target-rho must be in (0, 1], got {target_rho}")
+    out = Path(out)
+    if out.suffix == ".parquet":
+        raise UserError(f"--out {out} is the predictor file (e.g. predictor.pt); the table goes to --table")
+    table = Path(table) if table else out.with_suffix(".parquet")
+    if table.suffix != ".parquet":
+        raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
+    report = Path(report) if report else out.with_suffix(".json")
+    store_path = Path(store)
+    options = CoordinatorOptions(address=address, artifact_dir=Path(artifacts) if artifacts else
+                                 store_path.parent / f"{store_path.stem}-artifacts")
+    fields = {}
+    if initial is not None:
+        fields["n_initial"] = initial
+    if batch_size is not None:
+        fields["batch_size"] = batch_size
+    return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
+                   table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
+                   measurement=profile, options=options, settings=OnboardSettings(**fields), on_step=on_step)
+
+
+def cmd_onboard(args) -> int:
+    from rich.console import Console
+
+    from predictors.onboard.report import text_lines
+
+    console = Console(stderr=True)
+
+    def on_step(loop, step):
+        est = step.estimate
+        console.print(f"[dim]{step.n_measured} measured"
+                      + (f", estimated rho {est.rho:.3f} ({est.low:.3f}-{est.high:.3f})" if est else "") + "[/dim]")
+
+    result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,
+                 target_rho=args.target_rho, table=args.table, report=args.report, method=args.method,
+                 candidates=args.candidates, seed=args.seed, initial=args.initial, batch_size=args.batch_size,
+                 profile=args.profile, address=args.address, artifacts=args.artifacts, on_step=on_step)
+    for line in text_lines(result.report):
+        print(line)
+    print(json.dumps({"files": result.files}))
+    return 0

@@ -1,0 +1,269 @@
+"""`hwl onboard` on the harness side: every measurement is a campaign job in the store.
+
+:class:`CampaignDevice` is the ``measure(archs)`` callable of the onboarding loop
+(``predictors.onboard.loop``): each batch becomes a small campaign (named
+``onboard:<device>:<space>:<hash of the batch>``) on the one device, run by the coordinator like
+any other, so results, attempts, retries, quarantine and fingerprints are stored as usual.
+
+Resuming is reading the store: :func:`onboard` first finishes any onboarding campaign of the
+device left with queued or running jobs (an interrupted batch), then takes every latency the
+store holds for the device (from any campaign) as already measured and every failed onboarding
+job as failed, and goes on from there. The method pretrains on the public tables shipped with
+hwl plus every other device in the store that covers enough architectures.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.coordinator import NAMESPACE, CoordinatorOptions, run_campaign
+from harness.errors import CampaignError, DeviceQuarantined
+from harness.profiles import DeviceProfile, load_profiles
+from harness.store import Store
+from predictors import data, registry
+from predictors.base import TrainTables
+from predictors.onboard import OnboardLoop, OnboardResult, OnboardSettings, loop_ks, prepare_method
+from predictors.onboard import report as onboard_report
+from spaces import get_space, resolve_archs
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_PREFIX = "onboard"
+MIN_TRAIN_ARCHS = 100  # a store device with fewer latencies adds more gaps than information
+
+
+def campaign_prefix(device: str, space: str) -> str:
+    return f"{CAMPAIGN_PREFIX}:{device}:{space}:"
+
+
+class CampaignDevice:
+    """``measure(archs) -> {arch: latency_ms}`` through a real campaign on one device.
+
+    Parameters
+    ----------
+    store : Store
+        Open (read-write) store; the campaigns and results go there.
+    profile : DeviceProfile
+        The device (as loaded from its profile name or file).
+    space : str
+    measurement : str, optional
+        ``quick`` / ``standard`` overriding the profile's measurement profile.
+    options : CoordinatorOptions, optional
+    on_progress : callable, optional
+        Passed to the coordinator (per-device snapshot about once a second).
+
+    Raises
+    ------
+    DeviceQuarantined
+        (from a call) the device was quarantined and gave no latency for the batch.
+    """
+
+    def __init__(self, store: Store, profile: DeviceProfile, space: str, *, measurement: str | None = None,
+                 options: CoordinatorOptions | None = None, on_progress=None):
+        self.store = store
+        self.profile = profile
+        self.space = space
+        self.measurement = measurement
+        self.options = options or CoordinatorOptions()
+        self.on_progress = on_progress
+        self.campaigns: list[str] = []
+
+    def __call__(self, archs) -> dict:
+        keys = [str(a) for a in archs]
+        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
+        spec = CampaignSpec(space=self.space, archs=tuple(keys), devices=(self.profile.source,), seed=0,
+                            measurement=self.measurement, name=campaign_prefix(self.profile.name, self.space) + digest)
+        cid, plan, _ = plan_campaign(self.store, spec)
+        summary = run_campaign(self.store, cid, self.options, on_progress=self.on_progress)
+        self.campaigns.append(plan.name)
+        got = measured_latencies(self.store, self.space, self.profile.name, archs)
+        state = summary["devices"].get(self.profile.name, {})
+        if not got and state.get("state") == "quarantined":
+            raise DeviceQuarantined(f"device {self.profile.name} was quarantined during onboarding: "
+                                    f"{state.get('error')}; fix it, then run the same `hwl onboard` again to "
+                                    "resume", device=self.profile.name)
+        return got
+
+
+def measured_latencies(store: Store, space: str, device: str, archs=None) -> dict:
+    """arch -> latency_ms the store holds for ``device`` (of ``archs`` when given)."""
+    table = store.latency_table(space)
+    table = table[(table["device"] == device) & table["latency_ms"].notna()]
+    if len(table) == 0:
+        return {}
+    frame = data.from_frame(table, space, source=f"store:{store.path.name}", where=f"store {store.path}")
+    series = frame.groupby("arch", sort=False)["latency_ms"].median()
+    if archs is not None:
+        series = series[series.index.isin(list(archs))]
+    return {k: float(v) for k, v in series.items()}
+
+
+def failed_archs(store: Store, space: str, device: str) -> list:
+    """Archs whose onboarding job on ``device`` failed for good (not measured since)."""
+    rows = store.db.execute(
+        "SELECT DISTINCT j.arch FROM jobs j JOIN campaigns c ON j.campaign_id = c.id WHERE c.space = ? AND "
+        "j.device = ? AND j.state = 'failed' AND c.name LIKE ?",
+        (space, device, campaign_prefix(device, space) + "%")).fetchall()
+    keys = resolve_archs(space, [r[0] for r in rows]) if rows else []
+    return keys
+
+
+def unfinished_campaigns(store: Store, space: str, device: str) -> list[int]:
+    """Ids of the device's onboarding campaigns with queued or running jobs (an interrupted batch)."""
+    rows = store.db.execute(
+        "SELECT DISTINCT c.id FROM campaigns c JOIN jobs j ON j.campaign_id = c.id WHERE c.name LIKE ? AND "
+        "j.state IN ('queued', 'running') ORDER BY c.id", (campaign_prefix(device, space) + "%",)).fetchall()
+    return [r[0] for r in rows]
+
+
+def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs: int = MIN_TRAIN_ARCHS) -> dict:
+    """Device -> latency Series: the shipped public tables plus the store's other devices.
+
+    A store device needs ``min_archs`` latencies to count; the store's rows win over a public
+    row of the same (arch, device).
+    """
+    frames = [data.help_table(space)]
+    if store is not None:
+        raw = store.latency_table(space)
+        raw = raw[raw["latency_ms"].notna() & (raw["device"] != exclude)]
+        if len(raw):
+            frames.append(data.from_frame(raw, space, source=f"store:{store.path.name}", where=f"store {store.path}"))
+    table = pd.concat(frames, ignore_index=True).drop_duplicates(["arch", "device"], keep="last")
+    table = table[table["device"] != exclude]
+    counts = table.groupby("device")["arch"].count()
+    small = sorted(counts[counts < min_archs].index)
+    if small:
+        log.info("not pretraining on %s: fewer than %d latencies each", ", ".join(small), min_archs)
+    return data.by_device(table[~table["device"].isin(small)])
+
+
+def default_candidates(space: str, tables: dict) -> list:
+    """The whole NB201 space; for FBNet (9^22 archs) the archs of the public tables."""
+    if space == "nb201":
+        return resolve_archs(space, "all")
+    return sorted({a for s in tables.values() for a in s.index})
+
+
+@contextlib.contextmanager
+def ray_for(profile: DeviceProfile, options: CoordinatorOptions):
+    """One local Ray for every batch of an onboarding (the coordinator uses a running Ray as is).
+
+    As the coordinator does: this process and Ray stay off the cores a local device measures on.
+    """
+    import ray
+
+    if ray.is_initialized() or options.address:
+        if options.address and not ray.is_initialized():
+            ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
+            try:
+                yield
+            finally:
+                ray.shutdown()
+            return
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    keep = set(range(os.cpu_count() or 1)) - (set(profile.runtime.cores or ()) if profile.host.transport == "local"
+                                              else set())
+    if options.pin_service_cores and keep:
+        os.sched_setaffinity(0, keep)
+    try:
+        kwargs = {"_temp_dir": options.ray_temp_dir} if options.ray_temp_dir else {}
+        ray.init(num_cpus=options.num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                 resources={profile.host.resource: 1000}, log_to_driver=False, **kwargs)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        os.sched_setaffinity(0, old)
+
+
+@dataclass
+class Onboarding:
+    """What :func:`onboard` returns: the loop's result, the report and the files written."""
+
+    result: OnboardResult
+    report: dict
+    table: pd.DataFrame
+    files: dict
+
+
+def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: float | None = None,
+            out=None, table_out=None, report_out=None, method: str | None = None, candidates=None,
+            seed: int = 0, measurement: str | None = None, options: CoordinatorOptions | None = None,
+            settings: OnboardSettings | None = None, on_step=None, on_progress=None) -> Onboarding:
+    """Onboard ``device`` (profile name or file): measure few, adapt, stop when sure; write the files.
+
+    Parameters
+    ----------
+    device : str
+        Device profile name or ``.toml`` path.
+    space : str
+    store : path
+        Store file (created when missing); resumes what it already holds for the device.
+    budget, target_rho :
+        Measurements in all, and the estimated rho that stops the loop early.
+    out, table_out, report_out : path, optional
+        Adapted predictor (``torch.save``, as ``hwl adapt`` writes), predicted table (Parquet)
+        and report (JSON).
+    method : str, optional
+        Few-shot method (default ``registry.RECOMMENDED``).
+    candidates : str or list, optional
+        Architecture selection the predictor covers (default: :func:`default_candidates`).
+    settings : OnboardSettings, optional
+        Loop settings; ``budget``, ``target_rho`` and ``seed`` override its fields.
+    """
+    get_space(space)
+    profile = load_profiles([device])[0]
+    options = options or CoordinatorOptions(artifact_dir=Path(store).parent / f"{Path(store).stem}-artifacts")
+    settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
+    method_name = method or registry.RECOMMENDED
+    with Store(store) as st:
+        tables = pretrain_tables(space, st, profile.name)
+        if not tables:
+            raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")
+        keys = default_candidates(space, tables) if candidates is None else resolve_archs(space, candidates, seed=seed)
+        measure = CampaignDevice(st, profile, space, measurement=measurement, options=options, on_progress=on_progress)
+        with ray_for(profile, options):
+            for cid in unfinished_campaigns(st, space, profile.name):
+                log.info("finishing interrupted onboarding campaign %d", cid)
+                run_campaign(st, cid, options, on_progress=on_progress)
+            measured = measured_latencies(st, space, profile.name)
+            failed = [a for a in failed_archs(st, space, profile.name) if a not in measured]
+            log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
+            model = prepare_method(registry.get_method(method_name, random_state=seed), loop_ks(settings, len(measured)))
+            model.pretrain(space, TrainTables(tables, tables))
+            loop = OnboardLoop(model, space, keys, measure, settings, tables=tables, device=profile.name,
+                               measured=measured, failed=failed, on_step=on_step)
+            result = loop.run()
+        resumed_from = len(measured)
+    table = onboard_report.predicted_table(loop, space, profile.name)
+    report = onboard_report.build_report(loop, result, space=space, device=profile.name, method=method_name,
+                                         tables=tables, resumed_from=resumed_from, campaigns=measure.campaigns,
+                                         store=str(store))
+    files = {}
+    if out is not None:
+        from harness.cli.train import save_model  # the model file format of `hwl train/adapt`
+
+        files["model"] = str(save_model(out, result.adapted, method=method_name, space=space,
+                                        train_devices=list(tables), device=profile.name))
+    if table_out is not None:
+        Path(table_out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(table_out, index=False)
+        files["table"] = str(table_out)
+    if report_out is not None:
+        files["report"] = str(onboard_report.write_report(report, report_out))
+    report["files"] = files
+    return Onboarding(result, report, table, files)
+
+
+__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "default_candidates", "failed_archs",
+           "measured_latencies", "onboard", "pretrain_tables", "ray_for", "unfinished_campaigns"]

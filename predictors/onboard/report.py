@@ -1,0 +1,88 @@
+"""What an onboarding hands back besides the model: the predicted table and a short report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from predictors.baselines.copy_device import best_correlated
+from spaces import nb201
+
+TABLE_FORMAT_VERSION = "1"
+
+
+def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
+    """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``latency_ms``
+    (predicted), ``uncertainty`` (ensemble spread of log-latency: 0.05 is about +-5 %),
+    ``measured_ms`` (the measurement, where there is one)."""
+    pred_ms, spread = loop.predict_table()
+    keys = list(loop.candidates)
+    frame = pd.DataFrame({"arch": keys})
+    if space == "nb201":
+        frame["arch_str"] = [nb201.to_string(k) for k in keys]
+    frame["device"] = device
+    frame["latency_ms"] = pred_ms
+    frame["uncertainty"] = spread
+    frame["measured_ms"] = [loop.measured.get(k, np.nan) for k in keys]
+    frame.attrs["hwl_format"] = f"hwl-onboard-table/{TABLE_FORMAT_VERSION}"
+    return frame
+
+
+def resembles_most(tables: dict, measured: dict) -> dict | None:
+    """The train device whose latencies rank the measured archs best (the paper's Eq. 1 choice)."""
+    archs = list(measured)
+    if len(archs) < 2:
+        return None
+    known = {d: s for d, s in tables.items() if s.index.isin(archs).sum() == len(archs)}
+    if not known:
+        return None
+    device, rho = best_correlated(known, archs, np.array([measured[a] for a in archs]))
+    return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None}
+
+
+def build_report(loop, result, *, space: str, device: str, method: str, tables: dict, resumed_from: int = 0,
+                 campaigns=(), store: str | None = None) -> dict:
+    """The report as a JSON-ready dict (see ``text_lines`` for the printed form)."""
+    s = loop.settings
+    return {
+        "device": device, "space": space, "method": method, "store": store,
+        "budget": s.budget, "target_rho": s.target_rho, "measurements_spent": result.spent,
+        "measured": len(result.measured), "failed": [str(a) for a in result.failed],
+        "already_in_store": resumed_from, "stop_reason": result.stop_reason,
+        "estimated_rho": result.estimate.to_dict() if result.estimate else None,
+        "resembles": resembles_most(tables, result.measured),
+        "candidates": len(loop.candidates), "train_devices": list(tables),
+        "rounds": [st.to_dict() for st in result.steps], "campaigns": list(campaigns),
+        "settings": {k: (dict(v) if k == "feature_weights" else v) for k, v in vars(s).items()},
+    }
+
+
+def text_lines(report: dict) -> list[str]:
+    """A few lines for a terminal."""
+    est = report.get("estimated_rho")
+    res = report.get("resembles")
+    lines = [f"device {report['device']} ({report['space']}, method {report['method']}): "
+             f"{report['measurements_spent']} of {report['budget']} measurements spent "
+             f"({report['already_in_store']} already in the store, {len(report['failed'])} failed); "
+             f"stopped: {report['stop_reason']}"]
+    if est:
+        lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
+                     f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval {est['low']:.3f}-{est['high']:.3f}; "
+                     f"cross-validated error {100 * est['residual_rms']:.1f} %)")
+    else:
+        lines.append("estimated rho: not enough measurements (need 3)")
+    if res:
+        lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
+    return lines
+
+
+def write_report(report: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return path
+
+
+__all__ = ["build_report", "predicted_table", "resembles_most", "text_lines", "write_report"]
