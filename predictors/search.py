@@ -9,8 +9,10 @@ Both kinds of evaluation count against the budget: the latency measurements firs
 per accuracy evaluation, and one more latency measurement whenever an evaluated candidate becomes
 the best so far without a measured latency: a latency predictor adapted with 20 samples is not
 exact near the limit, so the answer is always confirmed on the device (a candidate measured over
-the limit drops out). The answer is the best evaluated candidate that is measured (or, when the
-budget ran out first, predicted) to be feasible.
+the limit drops out). Because of that confirmation, candidates predicted up to ``slack`` (10 %)
+over the limit are searched too: the best architectures sit right at the limit. The answer is
+the best evaluated candidate that is measured (or, when the budget ran out first, predicted) to
+be feasible.
 
 The "evaluations" are look-ups in tables (:class:`Oracle`), so the search can be benchmarked
 against random search (same latency filter, same budget) and against the true optimum under
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 10
 DEFAULT_LATENCY_SAMPLES = 20
 NEAR_OPTIMUM_PCT = 0.5
+DEFAULT_SLACK = 0.1
 
 
 class SearchError(UserError):
@@ -147,28 +150,46 @@ def adapt_latency(method, oracle: Oracle, n_latency: int, rng: np.random.Generat
     return method.adapt(archs, latencies, device=device)
 
 
-def feasible_mask(predicted_ms: np.ndarray, oracle: Oracle) -> np.ndarray:
-    """Predicted latency within the limit; a measured latency overrides the prediction."""
-    lat = pd.Series(predicted_ms, index=oracle.problem.candidates)
-    for arch, value in oracle.latency_evals.items():
-        lat[arch] = value
-    return (lat <= oracle.problem.max_latency_ms).to_numpy()
+class LatencyView:
+    """What the search believes about latency: predictions, overridden by measurements.
+
+    ``in_pool``: worth evaluating (predicted within ``(1 + slack)`` x the limit, and not measured
+    over it); the slack lets candidates just above a slightly pessimistic prediction in, since
+    the answer is confirmed on the device anyway. ``eligible``: may be the answer (measured within
+    the limit, or not measured and predicted within it).
+    """
+
+    def __init__(self, predicted_ms, oracle: Oracle, slack: float):
+        self.oracle = oracle
+        self.limit = oracle.problem.max_latency_ms
+        self.predicted = pd.Series(np.asarray(predicted_ms, dtype=np.float64), index=oracle.problem.candidates)
+        self.slack = float(slack)
+
+    def latency(self, arch) -> float:
+        return self.oracle.latency_evals.get(arch, self.predicted[arch])
+
+    def in_pool(self, arch) -> bool:
+        return self.latency(arch) <= self.limit * (1.0 + (0.0 if arch in self.oracle.latency_evals else self.slack))
+
+    def eligible(self, arch) -> bool:
+        return self.latency(arch) <= self.limit
 
 
-def _answer(oracle: Oracle, feasible: pd.Series):
-    scored = {a: acc for a, acc in oracle.accuracy_evals.items() if feasible[a]}
+def _best(oracle: Oracle, keep) -> object:
+    scored = {a: acc for a, acc in oracle.accuracy_evals.items() if keep(a)}
     return max(scored, key=scored.get) if scored else None
 
 
-def _evaluate(oracle: Oracle, feasible: pd.Series, arch, budget: int, trajectory: list) -> None:
-    """One accuracy evaluation; then confirm the answer's latency on the device while budget lasts."""
+def _evaluate(view: LatencyView, arch, budget: int, trajectory: list) -> None:
+    """One accuracy evaluation; then measure the best evaluated candidate's latency while it is
+    unconfirmed and the budget lasts, so the answer is confirmed on the device."""
+    oracle = view.oracle
     oracle.accuracy(arch)
-    best = _answer(oracle, feasible)
+    best = _best(oracle, view.in_pool)
     while best is not None and best not in oracle.latency_evals and oracle.used < budget:
-        if oracle.latency(best) > oracle.problem.max_latency_ms:
-            feasible[best] = False
-        best = _answer(oracle, feasible)
-    trajectory.append((oracle.used, best))
+        oracle.latency(best)
+        best = _best(oracle, view.in_pool)
+    trajectory.append((oracle.used, _best(oracle, view.eligible)))
 
 
 def _check_budget(budget: int, n_latency: int) -> None:
@@ -179,18 +200,32 @@ def _check_budget(budget: int, n_latency: int) -> None:
                           "latency measurements: raise --budget")
 
 
-def _finish(oracle: Oracle, feasible: pd.Series, trajectory: list) -> SearchResult:
-    arch = _answer(oracle, feasible)
-    p = oracle.problem
+def _finish(view: LatencyView, trajectory: list) -> SearchResult:
+    oracle, p = view.oracle, view.oracle.problem
+    arch = _best(oracle, view.eligible)
     if arch is None:
         return SearchResult(None, float("nan"), float("nan"), False, oracle.used, trajectory)
     return SearchResult(arch, float(p.accuracy[arch]), float(p.latency_ms[arch]),
                         bool(p.latency_ms[arch] <= p.max_latency_ms), oracle.used, trajectory)
 
 
+def _start(problem: Problem, latency_method, budget: int, n_latency: int, seed: int, device, slack: float):
+    _check_budget(budget, n_latency)
+    if slack < 0:
+        raise SearchError(f"the latency slack must be >= 0, got {slack}")
+    rng = np.random.default_rng([seed, 0x5EA])
+    oracle = Oracle(problem)
+    adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
+    view = LatencyView(adapted.predict(problem.candidates), oracle, slack)
+    pool = [a for a in problem.candidates if view.in_pool(a)]
+    if not pool:
+        raise SearchError(f"the latency predictor finds no candidate under {problem.max_latency_ms} ms")
+    return rng, view, pool
+
+
 def predictor_search(problem: Problem, latency_method, *, budget: int, encoding: str = "vec", proxies=None,
                      n_latency: int = DEFAULT_LATENCY_SAMPLES, batch: int = DEFAULT_BATCH, epochs: int = 250,
-                     seed: int = 0, device: str | None = None) -> SearchResult:
+                     seed: int = 0, device: str | None = None, slack: float = DEFAULT_SLACK) -> SearchResult:
     """The paper's sample-based loop under a latency limit (see the module docstring).
 
     Parameters
@@ -202,27 +237,23 @@ def predictor_search(problem: Problem, latency_method, *, budget: int, encoding:
         Total evaluations (latency measurements + accuracy evaluations).
     encoding : {"vec", "zcp", "zcpvec"}
         Encoding of the accuracy predictor (zcp ones need ``proxies`` for every candidate).
+    slack : float
+        Candidates predicted up to ``(1 + slack)`` x the limit are searched (see ``LatencyView``).
     """
-    _check_budget(budget, n_latency)
-    rng = np.random.default_rng([seed, 0x5EA])
-    oracle = Oracle(problem)
-    adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
-    feasible = pd.Series(feasible_mask(adapted.predict(problem.candidates), oracle), index=problem.candidates)
-    pool = [a for a in problem.candidates if feasible[a]]
-    if not pool:
-        raise SearchError(f"the latency predictor finds no candidate under {problem.max_latency_ms} ms")
+    rng, view, pool = _start(problem, latency_method, budget, n_latency, seed, device, slack)
+    oracle = view.oracle
     trajectory = []
 
     def evaluate(archs):
         for arch in archs:
             if oracle.used < budget:
-                _evaluate(oracle, feasible, arch, budget, trajectory)
+                _evaluate(view, arch, budget, trajectory)
 
     left = budget - oracle.used
     first = [pool[i] for i in rng.choice(len(pool), size=min(batch, left, len(pool)), replace=False)]
     evaluate(first)
     while oracle.used < budget:
-        rest = [a for a in pool if a not in oracle.accuracy_evals]
+        rest = [a for a in pool if a not in oracle.accuracy_evals and view.in_pool(a)]
         if not rest:
             break
         seen = list(oracle.accuracy_evals)
@@ -230,38 +261,34 @@ def predictor_search(problem: Problem, latency_method, *, budget: int, encoding:
             seen, [oracle.accuracy_evals[a] for a in seen])
         order = np.argsort(-model.predict(rest), kind="stable")
         evaluate([rest[i] for i in order[:min(batch, budget - oracle.used)]])
-    return _finish(oracle, feasible, trajectory)
+    return _finish(view, trajectory)
 
 
 def random_search(problem: Problem, latency_method, *, budget: int, n_latency: int = DEFAULT_LATENCY_SAMPLES,
-                  seed: int = 0, device: str | None = None) -> SearchResult:
-    """Random candidates among those the same adapted latency predictor deems feasible."""
-    _check_budget(budget, n_latency)
-    rng = np.random.default_rng([seed, 0x5EA])
-    oracle = Oracle(problem)
-    adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
-    feasible = pd.Series(feasible_mask(adapted.predict(problem.candidates), oracle), index=problem.candidates)
-    pool = [a for a in problem.candidates if feasible[a]]
+                  seed: int = 0, device: str | None = None, slack: float = DEFAULT_SLACK) -> SearchResult:
+    """Random candidates from the same latency-filtered pool, same confirmation and budget."""
+    rng, view, pool = _start(problem, latency_method, budget, n_latency, seed, device, slack)
     trajectory = []
     for i in rng.permutation(len(pool)):
-        if oracle.used >= budget:
+        if view.oracle.used >= budget:
             break
-        _evaluate(oracle, feasible, pool[i], budget, trajectory)
-    return _finish(oracle, feasible, trajectory)
+        if view.in_pool(pool[i]):
+            _evaluate(view, pool[i], budget, trajectory)
+    return _finish(view, trajectory)
 
 
 def compare(problem: Problem, latency_method, *, budget: int, seeds=range(10), encoding: str = "vec",
             proxies=None, n_latency: int = DEFAULT_LATENCY_SAMPLES, batch: int = DEFAULT_BATCH, epochs: int = 250,
-            device: str | None = None) -> dict:
+            device: str | None = None, slack: float = DEFAULT_SLACK) -> dict:
     """Predictor search and random search over ``seeds`` against the true constrained optimum."""
     opt_arch, opt_acc, opt_lat = problem.optimum()
     runs = {"predictor": [], "random": []}
     for seed in seeds:
         runs["predictor"].append(predictor_search(problem, latency_method, budget=budget, encoding=encoding,
                                                   proxies=proxies, n_latency=n_latency, batch=batch, epochs=epochs,
-                                                  seed=seed, device=device))
+                                                  seed=seed, device=device, slack=slack))
         runs["random"].append(random_search(problem, latency_method, budget=budget, n_latency=n_latency, seed=seed,
-                                            device=device))
+                                            device=device, slack=slack))
     summary = {name: summarise_runs(problem, results) for name, results in runs.items()}
     return {"optimum": {"arch": _plain(opt_arch), "accuracy": opt_acc, "latency_ms": opt_lat},
             "candidates": len(problem.candidates),
@@ -329,5 +356,5 @@ def _plain(arch):
     return int(arch) if isinstance(arch, (np.integer, int)) else arch
 
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "NEAR_OPTIMUM_PCT", "Oracle", "Problem", "SearchError",
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "DEFAULT_SLACK", "LatencyView", "NEAR_OPTIMUM_PCT", "Oracle", "Problem", "SearchError",
            "SearchResult", "adapt_latency", "compare", "predictor_search", "random_search", "setup", "summarise_runs"]

@@ -1,0 +1,105 @@
+"""Few-shot accuracy predictors: estimator contract, encodings, strict protocol, task transfer."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from harness.errors import UserError
+from predictors.accuracy import (AccuracyMLP, AccuracyTableError, AccuracyTransfer, as_task_table, evaluate_scratch,
+                                 evaluate_transfer, read_accuracy_table)
+from sklearn.exceptions import NotFittedError
+from predictors.encodings import read_proxy_table
+from predictors.zcp import fill_nonfinite
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+
+
+@pytest.fixture(scope="module")
+def accuracy():
+    return read_accuracy_table(SHARED / "nb201_accuracy.csv")
+
+
+@pytest.fixture(scope="module")
+def proxies():
+    # NASLib's public CIFAR-10 proxies of ~725 archs: a real ZCP table for the pool
+    raw = pd.read_csv(SHARED / "nb201_zcp_naslib_subset.csv")
+    return read_proxy_table_frame(raw[raw["dataset"] == "cifar10"])
+
+
+def read_proxy_table_frame(frame):
+    path = Path("/tmp") / f"naslib_cifar10_{id(frame)}.csv"
+    frame.drop(columns=["naslib_op_indices", "val_accuracy", "arch_str"]).to_csv(path, index=False)
+    try:
+        return fill_nonfinite(read_proxy_table(path, "nb201").drop(columns=["epe_nas"]))
+    finally:
+        path.unlink()
+
+
+def test_accuracy_table_columns_and_errors(accuracy, tmp_path):
+    assert list(accuracy.columns) == ["cifar10", "cifar100", "ImageNet16-120"] and len(accuracy) == 15625
+    assert accuracy.loc[6111, "cifar10"] == pytest.approx(94.37, abs=0.01)
+    long = as_task_table(accuracy, ["cifar100"], archs=[0, 1])
+    assert list(long.columns) == ["arch", "device", "latency_ms"] and len(long) == 2
+    with pytest.raises(AccuracyTableError, match="does not exist"):
+        read_accuracy_table(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("arch_index,acc\n0,1\n")
+    with pytest.raises(AccuracyTableError, match="cifar10_test_acc"):
+        read_accuracy_table(tmp_path / "bad.csv")
+
+
+def test_estimator_contract_and_finetune_copies(accuracy, proxies):
+    model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
+    assert clone(model).get_params()["epochs"] == 30
+    with pytest.raises(NotFittedError):
+        model.predict([0])
+    archs = list(proxies.index[:40])
+    model.fit(archs, accuracy.loc[archs, "cifar10"])
+    before = model.predict(archs)
+    tuned = model.finetune(archs[:10], accuracy.loc[archs[:10], "cifar100"])
+    assert tuned is not model and np.array_equal(model.predict(archs), before)
+    assert tuned.predict(archs).shape == (40,)
+
+
+def test_bad_encoding_and_missing_proxies(accuracy):
+    with pytest.raises(UserError, match="valid encodings: vec, zcp, zcpvec"):
+        AccuracyMLP("graph").fit([0, 1], [1.0, 2.0])
+    with pytest.raises(UserError, match="hwl zcp"):
+        AccuracyMLP("zcp").fit([0, 1], [1.0, 2.0])
+    with pytest.raises(UserError, match="pool size"):
+        evaluate_scratch(accuracy, encoding="vec", samples=(10,), trials=1, pool=range(8))
+
+
+@pytest.mark.slow
+def test_zcp_beats_vec_from_scratch_with_few_samples(accuracy, proxies):
+    pool = proxies.index
+    kwargs = dict(samples=(20,), trials=3, pool=pool, epochs=100)
+    vec = evaluate_scratch(accuracy, encoding="vec", **kwargs)[0]
+    zcp = evaluate_scratch(accuracy, encoding="zcp", proxies=proxies, **kwargs)[0]
+    assert zcp["pool"] == len(pool) and len(zcp["scores"]) == 3
+    assert zcp["mean"] > 0.5 and zcp["mean"] > vec["mean"]
+
+
+@pytest.mark.slow
+def test_transfer_across_tasks_beats_vec_scratch_at_k10(accuracy, proxies):
+    # the paper's comparison (Fig. 9): ZCP transfer against a Vec predictor trained from scratch
+    pool = proxies.index
+    common = dict(source="cifar10", target="cifar100", k=10, trials=2, pool=pool, epochs=100)
+    zcp_transfer = evaluate_transfer(accuracy, encoding="zcp", proxies=proxies, **common)
+    vec_transfer = evaluate_transfer(accuracy, encoding="vec", **common)
+    vec_scratch = evaluate_scratch(accuracy, encoding="vec", dataset="cifar100", samples=(10,), trials=2, pool=pool,
+                                   epochs=100)[0]
+    assert zcp_transfer["n_pretrain"] == round(0.15 * len(pool))
+    assert zcp_transfer["mean"] > vec_scratch["mean"] and vec_transfer["mean"] > vec_scratch["mean"]
+
+
+def test_transfer_method_never_mutates_the_pretrained_model(accuracy):
+    archs = list(range(0, 600, 10))
+    method = AccuracyTransfer("vec", epochs=20, transfer_epochs=10, random_state=0)
+    method.pretrain("nb201", {"cifar10": accuracy.loc[archs, "cifar10"]})
+    before = method._predict(archs[:5])
+    adapted = method.adapt(archs[:10], accuracy.loc[archs[:10], "ImageNet16-120"], device="ImageNet16-120")
+    assert adapted is not method and np.array_equal(method._predict(archs[:5]), before)
+    assert adapted.predict(archs[10:15]).shape == (5,)

@@ -1,0 +1,104 @@
+"""Predictor-guided search: a constructed problem with a known optimum, budget accounting, errors."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from predictors import data, registry
+from predictors.protocol import pretrain_sample
+from predictors.search import Oracle, Problem, SearchError, compare, predictor_search, random_search
+from spaces import nb201
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEVICE = "raspi4"
+TRAIN = ["gold_6240", "silver_4114", "pixel3", "1080ti_1"]
+
+
+def _constructed(archs, weights, base):
+    """base + sum over edges of a per-op cost: a device whose latency the op counts explain."""
+    codes = nb201.op_codes(archs).astype(int)
+    return base + np.asarray(weights)[codes].sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def problem_and_method():
+    """2,000 NB201 archs on constructed devices (latency linear in the op counts, so a method
+    adapted with 20 measurements knows feasibility) and an accuracy that is a known function of
+    the ops; the limit keeps half of them. The optimum is unique."""
+    archs = nb201.sample(2000, seed=3)
+    rng = np.random.default_rng(0)
+    rows = []
+    for d in range(4):
+        lat = _constructed(archs, rng.uniform(0.1, 3.0, size=5), 2.0)
+        rows.append(pd.DataFrame({"arch": archs, "device": f"dev{d}", "latency_ms": lat}))
+    table = pd.concat(rows, ignore_index=True)
+    method = registry.get_method("simple_reference", random_state=0).pretrain(
+        "nb201", pretrain_sample(data.by_device(table), 200, 0))
+    target = pd.Series(_constructed(archs, [0.05, 0.2, 1.0, 2.5, 0.6], 3.0), index=archs)
+    codes = nb201.op_codes(archs).astype(int)
+    acc_weights = np.array([-3.0, 0.5, 1.0, 2.0, 0.3])  # none, skip, conv1x1, conv3x3, avg_pool
+    edge_bonus = np.array([1.0, 0.9, 0.7, 0.5, 0.3, 0.2])
+    accuracy = pd.Series(80 + (acc_weights[codes] * edge_bonus).sum(axis=1), index=archs)
+    return Problem.from_tables(accuracy, target, float(target.median())), method
+
+
+@pytest.fixture(scope="module")
+def problem(problem_and_method):
+    return problem_and_method[0]
+
+
+@pytest.fixture(scope="module")
+def latency_method(problem_and_method):
+    return problem_and_method[1]
+
+
+def test_optimum_and_oracle_counting():
+    p = Problem(pd.Series([70.0, 90.0, 80.0], index=[1, 2, 3]), pd.Series([1.0, 9.0, 2.0], index=[1, 2, 3]), 5.0)
+    assert p.optimum() == (3, 80.0, 2.0)
+    oracle = Oracle(p)
+    oracle.accuracy(1), oracle.accuracy(1), oracle.latency(1)
+    assert oracle.used == 2  # a repeated look-up is not a new evaluation
+    with pytest.raises(SearchError, match="no candidate meets 0.5 ms"):
+        Problem(p.accuracy, p.latency_ms, 0.5).optimum()
+    with pytest.raises(SearchError, match="positive number of ms"):
+        Problem.from_tables(p.accuracy, p.latency_ms, -1)
+
+
+@pytest.mark.slow
+def test_predictor_search_finds_the_constructed_optimum(problem, latency_method):
+    _, best, _ = problem.optimum()
+    found = [predictor_search(problem, latency_method, budget=80, seed=s, epochs=150) for s in range(3)]
+    for result in found:
+        assert result.evaluations <= 80 and result.feasible
+        assert result.accuracy >= best - 0.5
+        assert result.evals_to_near_optimum(problem) is not None
+    summary = compare(problem, latency_method, budget=80, seeds=range(3), epochs=150)["summary"]
+    assert summary["predictor"]["near_optimum_rate"] == 1.0
+    assert summary["predictor"]["mean_accuracy"] > summary["random"]["mean_accuracy"]
+
+
+def test_random_search_respects_the_budget_and_the_limit(problem, latency_method):
+    result = random_search(problem, latency_method, budget=35, seed=1)
+    assert result.evaluations == 35 and result.feasible
+    with pytest.raises(SearchError, match="raise --budget"):
+        random_search(problem, latency_method, budget=20, seed=1)
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
+    acc = str(SHARED / "nb201_accuracy.csv")
+    args = ["search", "--device", DEVICE, "--max-latency-ms", "25", "--budget", "40", "--accuracy-table", acc,
+            "--seeds", "1", "--train-devices", ",".join(TRAIN), "--json", str(tmp_path / "s.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "true accuracy" in out and "true optimum under the limit" in out and "random" in out
+    assert (tmp_path / "s.json").is_file()
+    assert main(["search", "--device", "nope", "--max-latency-ms", "5", "--accuracy-table", acc]) == 2
+    assert "valid devices" in capsys.readouterr().err
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "5", "--accuracy-table", str(tmp_path / "x.csv")]) == 2
+    assert "nb201_accuracy.csv works" in capsys.readouterr().err
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "5", "--accuracy-table", acc,
+                 "--encoding", "zcp"]) == 2
+    assert "--zcp-table" in capsys.readouterr().err
