@@ -155,6 +155,7 @@ def plot_rho_vs_samples(results: list[dict], path) -> Path:
         ax.set_title(f"{src} -> {tgt} ({rows['devices'].max()} devices)")
         ax.set_xlabel("target-space samples per device")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sorted(rows["k"].unique()), labels=[str(k) for k in sorted(rows["k"].unique())])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Spearman rho")
