@@ -226,6 +226,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     options = options or CoordinatorOptions(artifact_dir=Path(store).parent / f"{Path(store).stem}-artifacts")
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
     method_name = method or registry.RECOMMENDED
+    registry.get_class(method_name)  # an unknown name fails before anything is written
     with Store(store) as st:
         tables = pretrain_tables(space, st, profile.name)
         if not tables:
@@ -238,6 +239,8 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 run_campaign(st, cid, options, on_progress=on_progress)
             measured = measured_latencies(st, space, profile.name)
             failed = [a for a in failed_archs(st, space, profile.name) if a not in measured]
+            # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
+            keys = list(dict.fromkeys(list(keys) + list(measured)))
             log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
             model = prepare_method(registry.get_method(method_name, random_state=seed), loop_ks(settings, len(measured)))
             model.pretrain(space, TrainTables(tables, tables))

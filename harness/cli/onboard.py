@@ -37,12 +37,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
+    p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     p.set_defaults(func=cmd_onboard)
 
 
 def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int = 30, target_rho=None,
         table=None, report=None, method=None, candidates=None, seed: int = 0, initial=None, batch_size=None,
-        profile=None, address=None, artifacts=None, on_step=None):
+        profile=None, address=None, artifacts=None, canary_every: int = 50, on_step=None):
     """Keyword form of the command (tests call it without argparse); returns the ``Onboarding``."""
     from harness.coordinator import CoordinatorOptions
     from harness.onboard import onboard
@@ -60,8 +61,10 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
     report = Path(report) if report else out.with_suffix(".json")
     store_path = Path(store)
-    options = CoordinatorOptions(address=address, artifact_dir=Path(artifacts) if artifacts else
-                                 store_path.parent / f"{store_path.stem}-artifacts")
+    if canary_every < 0:
+        raise UserError(f"--canary-every must be >= 0, got {canary_every}")
+    options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
+                                 if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
     fields = {}
     if initial is not None:
         fields["n_initial"] = initial
@@ -87,7 +90,8 @@ def cmd_onboard(args) -> int:
     result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,
                  target_rho=args.target_rho, table=args.table, report=args.report, method=args.method,
                  candidates=args.candidates, seed=args.seed, initial=args.initial, batch_size=args.batch_size,
-                 profile=args.profile, address=args.address, artifacts=args.artifacts, on_step=on_step)
+                 profile=args.profile, address=args.address, artifacts=args.artifacts,
+                 canary_every=args.canary_every, on_step=on_step)
     for line in text_lines(result.report):
         print(line)
     print(json.dumps({"files": result.files}))

@@ -1,0 +1,77 @@
+"""`hwl onboard` through the real harness: a local onnxruntime device, a tiny budget, a store
+holding an interrupted onboarding batch, and bad input."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+
+import pandas as pd
+import pytest
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.onboard import campaign_prefix
+from harness.store import Store
+from spaces import resolve_archs
+from tests.campaign_helpers import hwl, kill_leftovers, write_profile
+
+pytest.importorskip("ray")
+PRE_PLANNED = ["11", "1462", "8000"]
+
+
+@pytest.mark.slow
+def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
+    dev = write_profile(tmp_path, "onb-ort")
+    db = tmp_path / "lab.db"
+    # An onboarding that died mid-batch: its campaign is planned, nothing measured yet.
+    with Store(db) as st:
+        plan_campaign(st, CampaignSpec(space="nb201", archs=tuple(PRE_PLANNED), devices=(str(dev),),
+                                       name=campaign_prefix("onb-ort", "nb201") + "interrupted"))
+    ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
+    out = tmp_path / "predictor.pt"
+    try:
+        done = hwl("onboard", str(dev), "--space", "nb201", "--budget", "6", "--initial", "4", "--batch-size", "2",
+                   "--candidates", "random:200", "--store", db, "--out", out, "--artifacts", tmp_path / "art",
+                   "--canary-every", "0", env={"RAY_TMPDIR": ray_tmp}, timeout=400)
+    finally:
+        kill_leftovers(ray_tmp)
+    assert done.returncode == 0, done.stderr
+    assert "6 of 6 measurements spent (3 already in the store" in done.stdout
+    assert "estimated Spearman rho on the" in done.stdout and "resembles most:" in done.stdout
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT j.arch, count(r.id), sum(r.accepted) FROM jobs j JOIN results r ON r.job_id = j.id "
+                       "WHERE j.device = 'onb-ort' GROUP BY j.arch").fetchall()
+    archs = {a for a, _, _ in rows}
+    assert len(archs) == 6 and set(PRE_PLANNED) <= archs  # the interrupted batch finished, then 3 more
+    assert all(accepted == 1 for _, _, accepted in rows)
+    names = [r[0] for r in con.execute("SELECT name FROM campaigns ORDER BY id")]
+    assert len(names) == 3 and all(n.startswith("onboard:onb-ort:nb201:") for n in names)
+    con.close()
+
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["measurements_spent"] == 6 and report["already_in_store"] == 3
+    assert report["estimated_rho"]["low"] <= report["estimated_rho"]["rho"] <= report["estimated_rho"]["high"]
+    table = pd.read_parquet(out.with_suffix(".parquet"))
+    outside = set(map(int, PRE_PLANNED)) - set(resolve_archs("nb201", "random:200", seed=0))
+    assert len(table) == 200 + len(outside)  # the candidates, and measured archs outside them
+    assert {"arch", "arch_str", "device", "latency_ms", "uncertainty", "measured_ms"} <= set(table.columns)
+    assert (table["latency_ms"] > 0).all() and table["measured_ms"].notna().sum() == 6
+
+    predicted = hwl("predict", out, "--device", "onb-ort", "--archs", "0,1,2", "--out", tmp_path / "p.csv")
+    assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model
+
+
+def test_onboard_bad_input(tmp_path):
+    r = hwl("onboard", "no-such-device", "--space", "nb201", "--store", tmp_path / "x.db", "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "no-such-device" in r.stderr
+    dev = write_profile(tmp_path, "onb-bad")
+    r = hwl("onboard", str(dev), "--space", "nb201", "--budget", "0", "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "--budget must be at least 1" in r.stderr
+    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
+            "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "valid methods" in r.stderr
+    not_store = tmp_path / "notes.db"
+    not_store.write_text("not a database")
+    r = hwl("onboard", str(dev), "--space", "nb201", "--store", not_store, "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "not an hwl store" in r.stderr

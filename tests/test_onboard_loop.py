@@ -1,0 +1,184 @@
+"""The onboarding loop on a replayed table: budget, no repeats, target stop, resume, failures;
+diverse selection on constructed features; the rho estimate and its interval."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from predictors import data, registry
+from predictors.base import TrainTables
+from predictors.onboard import (OnboardError, OnboardLoop, OnboardSettings, kcenter, kmeans_picks, loop_ks,
+                                prepare_method, space_features)
+from predictors.onboard.ensemble import adapt_members, predict_spread
+from predictors.onboard.estimate import cv_residuals, estimate_rho
+from predictors.onboard.replay import TableDevice, replay_device
+
+TRAIN = ["1080ti_1", "silver_4114", "pixel3", "samsung_s7"]
+N_ARCHS = 600
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Train tables of 4 HELP devices and a 'new device' (raspi4), on 600 NB201 archs."""
+    table = data.help_table("nb201")
+    table = table[table["arch"] < N_ARCHS]
+    tables = data.by_device(table, TRAIN)
+    truth = data.by_device(table, ["raspi4"])["raspi4"]
+    return tables, truth
+
+
+@pytest.fixture(scope="module")
+def method(small):
+    tables, _ = small
+    m = prepare_method(registry.get_method(random_state=0, select_repeats=1, score_archs=200), range(2, 13))
+    return m.pretrain("nb201", TrainTables(tables, tables))
+
+
+def _loop(method, small, measure, **settings):
+    tables, truth = small
+    return OnboardLoop(method, "nb201", list(truth.index), measure, OnboardSettings(**settings), tables=tables,
+                       device="my_pi")
+
+
+def test_budget_respected_and_nothing_measured_twice(method, small):
+    _, truth = small
+    device = TableDevice(truth)  # raises on a repeated arch
+    result = _loop(method, small, device, budget=10, n_initial=4, batch_size=3, n_members=4).run()
+    assert result.stop_reason == "budget"
+    assert result.spent == 10 == len(device.asked) == len(set(device.asked))
+    assert set(result.measured) == set(device.asked)
+    assert [s.n_measured for s in result.steps] == [4, 7, 10]
+    assert result.estimate is not None and result.estimate.low <= result.estimate.rho <= result.estimate.high
+
+
+def test_predicted_table_covers_every_candidate_with_uncertainty(method, small):
+    _, truth = small
+    loop = _loop(method, small, TableDevice(truth), budget=7, n_initial=5, batch_size=2, n_members=4)
+    loop.run()
+    pred_ms, spread = loop.predict_table()
+    assert pred_ms.shape == spread.shape == (len(truth),)
+    assert np.all(pred_ms > 0) and np.all(spread >= 0) and spread.max() > 0
+    rest = [a for a in truth.index if a not in loop.measured]
+    rho = spearmanr(loop.adapted.predict(rest), truth.loc[rest]).statistic
+    assert rho > 0.8  # raspi4 from 7 measurements: a useful predictor, not noise
+
+
+def test_stops_at_target_rho(method, small):
+    _, truth = small
+    device = TableDevice(truth)
+    result = _loop(method, small, device, budget=12, n_initial=5, batch_size=2, n_members=3,
+                   target_rho=0.5).run()
+    assert result.stop_reason == "target"
+    assert result.spent == 5 == len(device.asked)
+    assert result.estimate.rho >= 0.5
+
+
+def test_resumes_from_known_measurements(method, small):
+    _, truth = small
+    known = {a: float(truth.loc[a]) for a in list(truth.index)[:6]}
+    device = TableDevice(truth)
+    tables, _ = small
+    loop = OnboardLoop(method, "nb201", list(truth.index), device,
+                       OnboardSettings(budget=9, n_initial=5, batch_size=2, n_members=3), tables=tables,
+                       measured=known)
+    result = loop.run()
+    assert result.spent == 9
+    assert len(device.asked) == 3 and not set(device.asked) & set(known)  # only the rest of the budget
+    assert set(known) <= set(result.measured)
+
+
+def test_failed_measurements_count_and_are_never_retried(method, small):
+    _, truth = small
+    first = _loop(method, small, TableDevice(truth), budget=5, n_initial=5, n_members=0).run()
+    bad = list(first.measured)[:2]  # the loop picks deterministically: make two of its picks fail
+    device = TableDevice(truth, fail=bad)
+    result = _loop(method, small, device, budget=8, n_initial=5, batch_size=3, n_members=3).run()
+    assert sorted(result.failed) == sorted(bad)
+    assert result.spent == 8 and len(result.measured) == 6
+    assert len(device.asked) == len(set(device.asked)) == 8
+
+
+def test_every_measurement_failing_is_an_error(method, small):
+    _, truth = small
+    with pytest.raises(OnboardError, match="no measurement succeeded"):
+        _loop(method, small, TableDevice(truth, fail=set(truth.index)), budget=6, n_initial=3).run()
+
+
+def test_bad_settings_are_refused(method, small):
+    with pytest.raises(OnboardError, match="budget"):
+        _loop(method, small, TableDevice(small[1]), budget=0)
+    with pytest.raises(OnboardError, match="valid: loop, diverse, random"):
+        _loop(method, small, TableDevice(small[1]), strategy="smart")
+
+
+def test_replay_reports_true_and_estimated_rho(method, small):
+    tables, truth = small
+    run = replay_device(method, "nb201", truth, OnboardSettings(budget=8, n_initial=5, batch_size=3, n_members=3),
+                        tables=tables)
+    assert [s["n"] for s in run["steps"]] == [5, 8]
+    assert run["asked"] == run["spent"] == 8
+    assert all(-1 <= s["true_rho"] <= 1 and s["low"] <= s["est_rho"] <= s["high"] for s in run["steps"])
+
+
+# -- diverse selection on constructed features ---------------------------------------------------
+def _clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = np.vstack([c + 0.1 * rng.standard_normal((30, 2)) for c in centres])
+    return points, np.repeat([0, 1, 2], 30)
+
+
+@pytest.mark.parametrize("pick", [kcenter, kmeans_picks])
+def test_diverse_picks_cover_every_cluster(pick):
+    points, cluster = _clusters()
+    picks = pick(points, 3)
+    assert sorted(cluster[picks]) == [0, 1, 2]
+    # With one arch of cluster 0 already measured, two picks go to the two other clusters.
+    picks = pick(points, 2, already=[5])
+    assert sorted(cluster[picks]) == [1, 2] and 5 not in picks
+
+
+def test_kcenter_refuses_more_picks_than_candidates():
+    points, _ = _clusters()
+    with pytest.raises(ValueError, match="only 88 of 90"):
+        kcenter(points, 89, already=[0, 1])
+
+
+def test_space_features_weights_and_groups(small):
+    tables, truth = small
+    keys = list(truth.index)[:50]
+    feats = space_features("nb201", keys, tables, {"hwl": 1.0, "cost": 1.0})
+    assert feats.shape[0] == 50 and np.all(np.isfinite(feats))
+    assert np.isclose(feats.var(axis=0).sum(), 2.0)  # each group carries its share of the variance
+    with pytest.raises(ValueError, match="unknown feature group"):
+        space_features("nb201", keys, tables, {"latency": 1.0})
+
+
+# -- the estimate and its interval ----------------------------------------------------------------
+def test_estimate_matches_a_known_noise_level_and_its_interval_holds_it():
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal(3000)
+    truth = pred + 0.3 * rng.standard_normal(3000)
+    true_rho = spearmanr(pred, truth).statistic
+    est = estimate_rho(pred, 0.3 * rng.standard_normal(40), rng=rng)
+    assert abs(est.rho - true_rho) < 0.03
+    assert est.low <= true_rho <= est.high and est.high - est.low < 0.1
+    few = estimate_rho(pred, 0.3 * rng.standard_normal(5), rng=rng)
+    assert few.high - few.low > est.high - est.low  # fewer measurements, wider interval
+    worse = estimate_rho(pred, 1.0 * rng.standard_normal(40), rng=rng)
+    assert worse.rho < est.rho - 0.1
+
+
+def test_cv_residuals_and_ensemble_spread(method, small):
+    _, truth = small
+    archs = list(truth.index)[:10]
+    y = truth.loc[archs].to_numpy()
+    resid = cv_residuals(method, archs, y, rng=np.random.default_rng(0))
+    assert resid.shape == (10,) and np.all(np.isfinite(resid)) and np.abs(resid).max() > 0
+    with pytest.raises(ValueError, match="at least 3"):
+        cv_residuals(method, archs[:2], y[:2], rng=np.random.default_rng(0))
+    members = adapt_members(method, archs, y, n_members=4, subsample=0.7, rng=np.random.default_rng(0))
+    assert len(members) == 4
+    spread = predict_spread(method.adapt(archs, y), members, list(truth.index)[100:200])
+    assert spread.std_log_ms.shape == (100,) and spread.std_log_ms.max() > 0
