@@ -16,6 +16,9 @@ METHODS: dict[str, str] = {
     "hwl_ridge": "predictors.baselines.hwl_ridge:HWLRidge",
     "flops": "predictors.baselines.cost_proxy:FlopsBaseline",
     "params": "predictors.baselines.cost_proxy:ParamsBaseline",
+    "phys_bayes": "predictors.recommended:PhysBayes",
+    "tl_et": "predictors.transfer:TransferLearning",
+    "help": "predictors.help:HELP",
 }
 
 RECOMMENDED = "simple_reference"

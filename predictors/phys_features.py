@@ -1,0 +1,98 @@
+"""Physical cost features of an architecture: what a device spends its time on.
+
+A latency table, on any device, is close to a positive combination of a few costs of the
+network: convolution MACs (pointwise and depthwise separately), activation traffic, weights,
+and the number of kernels launched. These are computed analytically from the macro plan of
+``spaces.cost`` (no latency is involved) and returned as ``log1p`` of their totals: a handful
+of columns that rank GPUs at batch 1 (kernel count dominated), GPUs at large batch, CPUs and
+phones (MAC dominated) almost as well as the 198-column Vec one-hot does with 4,000 samples,
+so they can be fitted on 10 samples.
+
+NB201 cells have edges whose output never reaches the cell output; the "live" variants count
+only the ops on an input-to-output path (some HW-NAS-Bench devices prune the dead ones).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from spaces import cost, fbnet, nb201
+
+FBNET_COLUMNS = ("pw_macs", "dw_macs", "activations", "weights", "kernels", "blocks")
+NB201_COLUMNS = ("macs", "live_macs", "convs", "live_convs", "live_pools", "live_skips", "pools")
+
+
+def phys_features(space: str, keys) -> np.ndarray:
+    """(n, columns) log1p physical costs of ``keys`` (see the module docstring)."""
+    if space == "fbnet":
+        codes = fbnet.op_codes(list(keys)).astype(np.int64).reshape(-1, fbnet.N_LAYERS)
+        table = _fbnet_layer_costs()
+        return np.log1p(table[np.arange(fbnet.N_LAYERS)[None, :], codes].sum(axis=1))
+    if space == "nb201":
+        idx = np.asarray([nb201.resolve(k) for k in keys], dtype=np.int64)
+        return _nb201_all()[idx]
+    raise ValueError(f"no physical features for space {space!r}; valid spaces: fbnet, nb201")
+
+
+@functools.lru_cache(maxsize=1)
+def _fbnet_layer_costs() -> np.ndarray:
+    """(22 layers, 9 ops, 6 costs) for the CIFAR plan the HELP tables were measured with."""
+    ds = cost.dataset_of("fbnet")
+    layers = cost.fbnet_plan(ds.name).layers(ds.resolution)
+    table = np.zeros((fbnet.N_LAYERS, len(fbnet.OPS), len(FBNET_COLUMNS)))
+    for layer, (c_in, c_out, stride, side) in enumerate(layers):
+        side_out = (side - 1) // stride + 1
+        for code, op in enumerate(fbnet.OPS):
+            spec = cost.FBNET_OP_SPECS[op]
+            if spec is None:
+                if stride == 1 and c_in == c_out:
+                    continue  # identity: free
+                table[layer, code] = (c_in * c_out * side_out ** 2, 0, c_in * side ** 2 + c_out * side_out ** 2,
+                                      c_in * c_out, 1, 0)
+                continue
+            kernel, expansion, groups = spec
+            mid = c_in * expansion
+            pw = (c_in * mid * side ** 2 + mid * c_out * side_out ** 2) / groups
+            dw = mid * kernel ** 2 * side_out ** 2
+            act = c_in * side ** 2 + mid * side ** 2 + 2 * mid * side_out ** 2 + c_out * side_out ** 2
+            weights = (c_in * mid + mid * c_out) / groups + mid * kernel ** 2
+            kernels = 3 + (groups > 1)  # expand, depthwise, project (+ channel shuffle)
+            table[layer, code] = (pw, dw, act, weights, kernels, 1)
+    return table
+
+
+@functools.lru_cache(maxsize=1)
+def _nb201_all() -> np.ndarray:
+    """(15625, 7) log1p features of every NB201 index."""
+    codes = nb201.op_codes().astype(np.int64)
+    live = np.array([_live_edges(row) for row in codes])
+    ops = {name: i for i, name in enumerate(nb201.OPS)}
+    conv_macs = np.zeros(len(nb201.OPS))
+    conv_macs[ops["nor_conv_1x1"]], conv_macs[ops["nor_conv_3x3"]] = 1.0, 9.0
+    is_conv = np.isin(codes, [ops["nor_conv_1x1"], ops["nor_conv_3x3"]])
+    is_pool = codes == ops["avg_pool_3x3"]
+    is_skip = codes == ops["skip_connect"]
+    cols = np.column_stack([
+        conv_macs[codes].sum(1), (conv_macs[codes] * live).sum(1), is_conv.sum(1), (is_conv & live).sum(1),
+        (is_pool & live).sum(1), (is_skip & live).sum(1), is_pool.sum(1)])
+    return np.log1p(cols.astype(np.float64))
+
+
+def _live_edges(codes) -> np.ndarray:
+    """Which of the 6 edges lie on a path from cell input (node 0) to output (node 3)."""
+    none = nb201.OPS.index("none")
+    edges = [(src, to) for to, src in nb201.EDGES]
+    on = [c != none for c in codes]
+    fwd = {0}
+    for node in range(1, nb201.N_NODES):
+        if any(on[e] and src in fwd for e, (src, to) in enumerate(edges) if to == node):
+            fwd.add(node)
+    bwd = {nb201.N_NODES - 1}
+    for node in range(nb201.N_NODES - 2, -1, -1):
+        if any(on[e] and to in bwd for e, (src, to) in enumerate(edges) if src == node):
+            bwd.add(node)
+    return np.array([on[e] and src in fwd and to in bwd for e, (src, to) in enumerate(edges)])
+
+
+__all__ = ["FBNET_COLUMNS", "NB201_COLUMNS", "phys_features"]
