@@ -16,24 +16,21 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.campaign import campaign_profiles
-from harness.device_worker import DeviceWorker
+from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
 from spaces.cost import dataset_of
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "hwl"
 CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
@@ -184,32 +181,13 @@ class Coordinator:
         return out
 
     # -- Ray set-up ------------------------------------------------------------------------
-    @contextlib.contextmanager
     def _ray(self):
-        import ray
-
-        if ray.is_initialized():  # a caller (test, notebook) owns the Ray connection
-            yield
-            return
-        old = os.sched_getaffinity(0)
         local_cores = {c for d in self.devices.values() if d.profile.host.transport == "local"
                        for c in (d.profile.runtime.cores or ())}
-        keep = set(range(os.cpu_count() or 1)) - local_cores
-        if self.options.pin_service_cores and self.options.address is None and keep:
-            os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
-        try:
-            if self.options.address:
-                ray.init(address=self.options.address, namespace=NAMESPACE, log_to_driver=False)
-            else:
-                hosts = {d.profile.host.resource for d in self.devices.values()}
-                kwargs = {"_temp_dir": self.options.ray_temp_dir} if self.options.ray_temp_dir else {}
-                ray.init(num_cpus=self.options.num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                         resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-            os.sched_setaffinity(0, old)
+        return ray_session(address=self.options.address, num_cpus=self.options.num_cpus,
+                           hosts={d.profile.host.resource for d in self.devices.values()},
+                           avoid_cores=local_cores if self.options.pin_service_cores else set(),
+                           temp_dir=self.options.ray_temp_dir)
 
     def _start_actors(self) -> None:
         import ray
@@ -425,46 +403,6 @@ class Coordinator:
         self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
                                     consecutive_failures=dev.failures_in_row)
         log.warning("device %s quarantined: %s", dev.profile.name, error)
-
-
-# -- Ray wrappers (the one place that touches ray.remote) ------------------------------------
-def device_actor(profile: DeviceProfile):
-    """The named actor of a device (an existing one is reused: ``get_if_exists``)."""
-    import ray
-
-    cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
-    return cls.options(name=f"device:{profile.name}", namespace=NAMESPACE, get_if_exists=True,
-                       max_restarts=0, max_task_retries=0, num_cpus=0,
-                       resources={profile.host.resource: 0.001}).remote(profile.to_dict())
-
-
-def actor_status(actor, timeout_s: float = 10.0) -> dict:
-    """A device actor's status through its own concurrency group (never behind a measurement)."""
-    import ray
-
-    return ray.get(actor.status.options(concurrency_group="status").remote(), timeout=timeout_s)
-
-
-def export_task(key: tuple, artifact_dir: str) -> dict:
-    """Export one model (a Ray task); returns where it is and the sha256 of the file."""
-    import torch
-
-    from harness.export import export_one
-
-    torch.set_num_threads(1)
-    space, arch, dataset, batch_size = key
-    rec = export_one(space, int(arch) if space == "nb201" else arch, artifact_dir, dataset=dataset,
-                     batch_size=batch_size)
-    data = Path(rec.path).read_bytes()
-    return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
-            "size_bytes": len(data), "export_s": rec.export_s}
-
-
-def export_remote():
-    import ray
-
-    return ray.remote(num_cpus=1, max_retries=0)(export_task)
-
 
 
 def run_campaign(store: Store, campaign_id: int, options: CoordinatorOptions | None = None, *,

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
-from harness.coordinator import CoordinatorOptions, actor_status, run_campaign
+from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.ray_cluster import actor_status
 from harness.exporting import export_help, export_parquet
 from harness.store import Store
 from tests.campaign_helpers import kill_leftovers, write_profile

@@ -1,0 +1,86 @@
+"""The one place that touches Ray's API for campaigns: the session, device actors, export tasks.
+
+* :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, a ``host:<name>`` custom
+  resource per local host), pinned with this process to the cores no local device measures on,
+  or joins an existing cluster (``address``); it shuts Ray down and restores the affinity.
+* :func:`device_actor` wraps :class:`~harness.device_worker.DeviceWorker` with ``ray.remote``:
+  a named actor ``device:<name>`` (``get_if_exists``), pinned by ``host:<name>``, no restarts
+  and no task retries (the coordinator owns retries), ``status`` in its own concurrency group.
+* :func:`export_task` is a plain function run as a Ray task (:func:`export_remote`).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from harness.device_worker import DeviceWorker
+from harness.profiles import DeviceProfile
+
+NAMESPACE = "hwl"
+
+
+@contextlib.contextmanager
+def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoid_cores=(),
+                temp_dir: str | None = None):
+    """Connect to Ray for the duration of a ``with`` block (a caller's own connection is kept)."""
+    import ray
+
+    if ray.is_initialized():  # a caller (test, notebook) owns the Ray connection
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    keep = set(range(os.cpu_count() or 1)) - set(avoid_cores)
+    if address is None and keep and avoid_cores:
+        os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
+    try:
+        if address:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        else:
+            kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
+            ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                     resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        os.sched_setaffinity(0, old)
+
+
+def device_actor(profile: DeviceProfile):
+    """The named actor of a device (an existing one is reused: ``get_if_exists``)."""
+    import ray
+
+    cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
+    return cls.options(name=f"device:{profile.name}", namespace=NAMESPACE, get_if_exists=True,
+                       max_restarts=0, max_task_retries=0, num_cpus=0,
+                       resources={profile.host.resource: 0.001}).remote(profile.to_dict())
+
+
+def actor_status(actor, timeout_s: float = 10.0) -> dict:
+    """A device actor's status through its own concurrency group (never behind a measurement)."""
+    import ray
+
+    return ray.get(actor.status.options(concurrency_group="status").remote(), timeout=timeout_s)
+
+
+def export_task(key: tuple, artifact_dir: str) -> dict:
+    """Export one model (a Ray task); returns where it is and the sha256 of the file."""
+    import torch
+
+    from harness.export import export_one
+
+    torch.set_num_threads(1)
+    space, arch, dataset, batch_size = key
+    rec = export_one(space, int(arch) if space == "nb201" else arch, artifact_dir, dataset=dataset,
+                     batch_size=batch_size)
+    data = Path(rec.path).read_bytes()
+    return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
+            "size_bytes": len(data), "export_s": rec.export_s}
+
+
+def export_remote():
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=0)(export_task)
