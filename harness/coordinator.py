@@ -176,7 +176,7 @@ class Coordinator:
             mean_s = sum(dev.durations_s[-20:]) / len(dev.durations_s[-20:]) if dev.durations_s else None
             queued = len(dev.queue)
             out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
-                         "running": len(dev.in_flight), "state": dev.state, "error": dev.error,
+                         "running": min(1, len(dev.in_flight)), "state": dev.state, "error": dev.error,
                          "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}
         return out
 
