@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from harness.errors import CampaignError
 from harness.store import Store, code_version
 from spaces import nb201
+from spaces.cost import dataset_of
 
 PARQUET_FORMAT_VERSION = "1"
 _DROP = ("samples_ns", "record_json", "id")
@@ -31,6 +32,20 @@ def results_table(store: Store, campaign_id: int) -> pd.DataFrame:
         df.insert(df.columns.get_loc("arch") + 1, "arch_str",
                   [nb201.to_string(int(a)) for a in df["arch"]])
     df["accepted"] = df["accepted"].astype(bool)
+    # the device settings that are part of a record's identity (measurement-method rule 1)
+    settings = {}
+    space = df["space"].iloc[0] if len(df) else "nb201"
+    for row in store.devices(campaign_id).itertuples(index=False):
+        p = json.loads(row.profile_json)
+        settings[row.device] = {"device_class": p["device_class"], "host": p["host"]["name"],
+                                "runtime": p["runtime"]["kind"], "threads": p["runtime"]["threads"],
+                                "cores": ",".join(map(str, p["runtime"]["cores"] or [])),
+                                "batch_size": p["batch_size"],
+                                "dataset": dataset_of(space, p["dataset"]).name,
+                                "measurement_profile": p["measurement"]}
+    for col in ("device_class", "host", "runtime", "threads", "cores", "batch_size", "dataset",
+                "measurement_profile"):
+        df[col] = [settings.get(d, {}).get(col) for d in df["device"]]
     return df
 
 
