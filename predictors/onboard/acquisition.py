@@ -7,15 +7,24 @@ Each unmeasured candidate of the pool scores ``spread * focus_weight``:
   pool, falling linearly to ``tail_weight`` at the slowest. Latency-constrained NAS searches the
   fast-to-middle part of a space; the slowest tail matters less, but still counts.
 
-A batch is taken greedily; after each pick the scores of candidates near it (feature distance
-below the typical distance of a candidate to its nearest measured architecture) are damped,
-so one batch does not spend several measurements on near-duplicates.
+Two ways to turn scores into a batch:
+
+- ``greedy``: highest score first; after each pick the scores of candidates near it (feature
+  distance below the typical distance of a candidate to its nearest measured architecture) are
+  damped, so one batch does not spend several measurements on near-duplicates;
+- ``mass``: the pool is clustered (k-means on the selection features, ``clusters_per_pick``
+  clusters per measurement); the clusters holding the most score in total win, and each gives
+  the candidate nearest its centre: a representative of a region where many architectures are
+  uncertain, rather than the single most uncertain (often an outlier) architecture.
 """
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import KMeans
 
 from predictors.onboard.selection import _sqdist
+
+MODES = ("greedy", "mass")
 
 
 def focus_weights(pred_log_ms: np.ndarray, *, focus_quantile: float = 0.75, tail_weight: float = 0.5) -> np.ndarray:
@@ -51,4 +60,31 @@ def next_batch(scores: np.ndarray, pool_features: np.ndarray, measured_features:
     return picks
 
 
-__all__ = ["focus_weights", "next_batch"]
+def mass_batch(scores: np.ndarray, pool_features: np.ndarray, n: int, *, clusters_per_pick: int = 4,
+               random_state=0) -> list[int]:
+    """``n`` pool indices: centres of the clusters with the most total score (see module doc)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n = min(int(n), len(scores))
+    if n <= 0:
+        return []
+    n_clusters = min(len(scores), max(n, clusters_per_pick * n))
+    km = KMeans(n_clusters=n_clusters, n_init=1, random_state=random_state).fit(pool_features)
+    mass = np.bincount(km.labels_, weights=scores, minlength=n_clusters)
+    d = _sqdist(pool_features, km.cluster_centers_)
+    picks = []
+    for c in np.argsort(-mass, kind="stable")[:n]:
+        members = np.flatnonzero(km.labels_ == c)
+        picks.append(int(members[np.argmin(d[members, c])]))
+    return picks
+
+
+def choose(mode: str, scores, pool_features, measured_features, n: int, *, random_state=0) -> list[int]:
+    """``n`` pool indices by ``mode`` (one of :data:`MODES`)."""
+    if mode == "greedy":
+        return next_batch(scores, pool_features, measured_features, n)
+    if mode == "mass":
+        return mass_batch(scores, pool_features, n, random_state=random_state)
+    raise ValueError(f"unknown acquisition mode {mode!r}; valid: {', '.join(MODES)}")
+
+
+__all__ = ["MODES", "choose", "focus_weights", "mass_batch", "next_batch"]

@@ -9,9 +9,11 @@ unmeasured pool against itself plus such errors:
 
     rho_hat = E spearman(p, p + s * e),  e drawn from the centred residuals,
 
-where ``p`` is the full model's log-latency prediction of the pool and ``s`` a scale chosen on
-train devices (``scale``; cross-validated errors of a model fitted on fewer points run a little
-large). The interval comes from bootstrap resamples of the residual set.
+where ``p`` is the full model's log-latency prediction of the pool and ``s`` a scale
+(:func:`effective_scale`). Out-of-fold errors overstate the full model's error, most with few
+measurements: the first picks are spread out, so leaving one out means extrapolating to it. The
+scale ``scale * sqrt(1 - shrink / n)`` was fitted on train devices only (``scripts/bench_onboard
+--mode train --scales ...``). The interval comes from bootstrap resamples of the residual set.
 """
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ from scipy.stats import rankdata
 from predictors.base import FewShotMethod
 
 DEFAULT_SCALE = 1.0
+DEFAULT_SHRINK = 3.5
+
+
+def effective_scale(n: int, scale: float = DEFAULT_SCALE, shrink: float = DEFAULT_SHRINK) -> float:
+    """The residual scale for ``n`` measurements: ``scale * sqrt(max(0.05, 1 - shrink / n))``."""
+    return float(scale * np.sqrt(max(0.05, 1.0 - shrink / max(n, 1))))
 
 
 @dataclass(frozen=True)
@@ -106,4 +114,5 @@ def estimate_rho(pred_log_ms, residuals, *, rng: np.random.Generator, scale: flo
                        n_measured=len(residuals), residual_rms=float(np.sqrt(np.mean(residuals ** 2))))
 
 
-__all__ = ["DEFAULT_SCALE", "RhoEstimate", "cv_residuals", "estimate_rho", "plugin_rho"]
+__all__ = ["DEFAULT_SCALE", "DEFAULT_SHRINK", "RhoEstimate", "cv_residuals", "effective_scale", "estimate_rho",
+           "plugin_rho"]

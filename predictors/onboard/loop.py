@@ -60,12 +60,14 @@ class OnboardSettings:
         Diversity picker; ``feature_weights`` the share of each feature group.
     n_members, subsample : int, float
         Ensemble size and the share of the measurements each member is adapted on.
+    acquisition : {"mass", "greedy"}
+        How scores become a batch (see ``acquisition``).
     focus_quantile, tail_weight : float
         Latency focus of the acquisition (see ``acquisition.focus_weights``).
     pool_size : int
         Unmeasured candidates scored per round (a fresh random subset when there are more).
-    estimate_scale, max_folds, confidence : float, int, float
-        Cross-validated rho estimate (see ``estimate``).
+    estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
+        Cross-validated rho estimate (see ``estimate.effective_scale``).
     prepare_ks : bool
         Ask a method with a ``select_ks`` parameter to prepare every size the loop adapts at.
     seed : int
@@ -80,10 +82,12 @@ class OnboardSettings:
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
     subsample: float = 0.8
+    acquisition: str = "mass"
     focus_quantile: float = 0.75
     tail_weight: float = 0.5
     pool_size: int = 2000
     estimate_scale: float = estimate.DEFAULT_SCALE
+    estimate_shrink: float = estimate.DEFAULT_SHRINK
     max_folds: int = 10
     confidence: float = 0.9
     prepare_ks: bool = True
@@ -98,6 +102,8 @@ class OnboardSettings:
             raise OnboardError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.picker not in selection.PICKERS:
             raise OnboardError(f"unknown picker {self.picker!r}; valid: {', '.join(selection.PICKERS)}")
+        if self.acquisition not in acquisition.MODES:
+            raise OnboardError(f"unknown acquisition {self.acquisition!r}; valid: {', '.join(acquisition.MODES)}")
         if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
             raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
         if n_candidates < 2:
@@ -299,8 +305,9 @@ class OnboardLoop:
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)
             self.residuals = resid
-            self.estimate = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng,
-                                                  scale=s.estimate_scale, confidence=s.confidence)
+            scale = estimate.effective_scale(len(archs), s.estimate_scale, s.estimate_shrink)
+            self.estimate = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng, scale=scale,
+                                                  confidence=s.confidence)
 
     def _next_picks(self, n: int) -> list:
         s = self.settings
@@ -316,7 +323,8 @@ class OnboardLoop:
         feats = self.features()
         rows = [self._position[a] for a in pool]
         taken = self._taken_rows()
-        picked = acquisition.next_batch(self._spread.std_log_ms * weights, feats[rows], feats[taken], n)
+        picked = acquisition.choose(s.acquisition, self._spread.std_log_ms * weights, feats[rows], feats[taken], n,
+                                    random_state=int(self.rng.integers(2 ** 31)))
         return [pool[i] for i in picked]
 
     def _measure(self, archs: list) -> None:
