@@ -1,6 +1,7 @@
 """Shared pieces of the campaign tests: fast device profiles written into a folder."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", opti
              "[runtime]", f'kind = "{runtime}"', "threads = 1", f"cores = {list(cores)}", "",
              "[runtime.options]"]
     for key, value in (options or {}).items():
-        lines.append(f"{key} = {value!r}".replace("'", '"') if isinstance(value, str) else
+        lines.append(f"{key} = {json.dumps(value)}" if isinstance(value, str) else  # a TOML basic string
                      f"{key} = {str(value).lower() if isinstance(value, bool) else value}")
     lines += ["", "[measurement]", 'profile = "quick"', "cooldown_s = 0.0", "", "[measurement.policy]"]
     lines += [f"{k} = {v}" for k, v in policy.items()]

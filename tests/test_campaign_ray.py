@@ -143,3 +143,23 @@ def test_failing_device_is_quarantined_while_others_complete(local_ray, artifact
     assert "runtime_error" in status.loc["ray-bad", "error"]
     assert status.loc["ray-good", "done"] == 3 and status.loc["ray-good", "state"] == "active"
     assert status.loc["ray-bad", "done"] == 0
+
+
+def test_resume_picks_up_a_quarantined_device_once_it_works(local_ray, artifacts, tmp_path):
+    broken = tmp_path / "overheated"
+    broken.write_text("too hot")
+    # a vendor-tool device (command runtime) that fails while the marker file exists
+    dev = write_profile(tmp_path, "ray-tool", runtime="command",
+                        options={"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'",
+                                 "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=0)
+    with Store(db) as s:
+        first = run_campaign(s, cid, opts)
+        assert first["devices"]["ray-tool"]["state"] == "quarantined"
+        broken.unlink()  # the device cooled down
+        second = run_campaign(s, cid, opts)
+        assert second["devices"]["ray-tool"]["state"] == "active"
+        assert s.status(cid).set_index("device").loc["ray-tool", "done"] == 2
+        assert set(s.latency_table("nb201")["latency_ms"]) == {2.5}
