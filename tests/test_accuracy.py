@@ -23,19 +23,13 @@ def accuracy():
 
 
 @pytest.fixture(scope="module")
-def proxies():
+def proxies(tmp_path_factory):
     # NASLib's public CIFAR-10 proxies of ~725 archs: a real ZCP table for the pool
     raw = pd.read_csv(SHARED / "nb201_zcp_naslib_subset.csv")
-    return read_proxy_table_frame(raw[raw["dataset"] == "cifar10"])
-
-
-def read_proxy_table_frame(frame):
-    path = Path("/tmp") / f"naslib_cifar10_{id(frame)}.csv"
-    frame.drop(columns=["naslib_op_indices", "val_accuracy", "arch_str"]).to_csv(path, index=False)
-    try:
-        return fill_nonfinite(read_proxy_table(path, "nb201").drop(columns=["epe_nas"]))
-    finally:
-        path.unlink()
+    path = tmp_path_factory.mktemp("zcp") / "naslib_cifar10.csv"
+    raw[raw["dataset"] == "cifar10"].drop(columns=["naslib_op_indices", "val_accuracy", "arch_str"]).to_csv(
+        path, index=False)
+    return fill_nonfinite(read_proxy_table(path, "nb201").drop(columns=["epe_nas"]))
 
 
 def test_accuracy_table_columns_and_errors(accuracy, tmp_path):
