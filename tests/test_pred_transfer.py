@@ -1,0 +1,156 @@
+"""The paper's TL method (Eq. 1 + fine-tuning, encodings, device representations) and phys_bayes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from predictors import data, protocol, registry, tasks
+from predictors.base import NotFittedError, TrainTables
+from predictors.baselines import bayes_linear
+from predictors.recommended import PhysBayes, d_optimal, robust_bma_fit
+from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
+from spaces import nb201
+
+torch.set_num_threads(1)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = dict(hidden=32, n_layers=2, epochs=15, batch_size=64, lr=3e-3, transfer_epochs=10)
+
+
+@pytest.fixture(scope="module")
+def nb201_tables():
+    return data.by_device(data.help_table("nb201"))
+
+
+@pytest.fixture(scope="module")
+def fbnet_tables():
+    return data.by_device(data.help_table("fbnet"))
+
+
+def _train(tables, devices, n=300, seed=0):
+    full = {d: tables[d] for d in devices}
+    return protocol.pretrain_sample(full, n, seed)
+
+
+def _run(method, tables, train_devices, target, k=20, seed=0, n=300):
+    method.pretrain("nb201" if isinstance(next(iter(tables[target].index)), (int, np.integer)) else "fbnet",
+                    _train(tables, train_devices, n, seed))
+    truth = tables[target]
+    chosen = method.choose(k, list(truth.index), np.random.default_rng(seed))
+    adapted = method.adapt(chosen, truth.loc[chosen].to_numpy(), device=target)
+    rest = truth.drop(index=chosen).iloc[:3000]
+    return method, adapted, spearmanr(adapted.predict(list(rest.index)), rest.to_numpy()).statistic
+
+
+def test_eq1_picks_the_train_device_best_correlated_on_the_k_samples():
+    archs = list(range(200))
+    rng = np.random.default_rng(0)
+    base = pd.Series(rng.uniform(1, 10, 200), index=archs)
+    train = {"same_order": base * 3 + 1, "reversed": 20 - base, "noise": pd.Series(rng.uniform(1, 10, 200), index=archs)}
+    method = TransferLearning(**TINY, random_state=0).pretrain("nb201", TrainTables(train))
+    picked = archs[:15]
+    adapted = method.adapt(picked, (base.loc[picked] ** 2).to_numpy(), device="new")  # monotone in base
+    assert adapted.source_device_ == "same_order"
+    assert adapted.source_rho_ == pytest.approx(1.0)
+    # ... and the new embedding row started as that device's row: with no fine-tuning they are equal
+    frozen = TransferLearning(**{**TINY, "transfer_epochs": 0}, random_state=0).pretrain("nb201", TrainTables(train))
+    adapted0 = frozen.adapt(picked, (base.loc[picked] ** 2).to_numpy(), device="new")
+    table = adapted0.models_[0].net_.embedding.weight
+    torch.testing.assert_close(table[-1], table[adapted0.models_[0].devices_.index("same_order")])
+
+
+def test_adapt_never_mutates_the_pretrained_method(nb201_tables):
+    method = TransferLearning(**TINY, ensemble=2, random_state=0)
+    method.pretrain("nb201", _train(nb201_tables, ["1080ti_1", "silver_4114"]))
+    before = [{k: v.clone() for k, v in m.net_.state_dict().items()} for m in method.models_]
+    devices_before = [list(m.devices_) for m in method.models_]
+    adapted = method.adapt(list(range(20)), nb201_tables["gold_6226"].iloc[:20].to_numpy(), device="gold_6226")
+    assert adapted is not method and not getattr(method, "adapted_", False)
+    for m, state, devs in zip(method.models_, before, devices_before):
+        assert m.devices_ == devs
+        for k, v in m.net_.state_dict().items():
+            torch.testing.assert_close(v, state[k])
+    with pytest.raises(NotFittedError, match="adapt"):
+        method.predict([0, 1])
+    with pytest.raises(NotFittedError, match="pretrain"):
+        TransferLearning().adapt([0], [1.0])
+
+
+@pytest.mark.parametrize("cls", [TransferLearning, TLHWLVecET, TLIndex, TLSample])
+def test_tl_variants_pretrain_adapt_predict_nb201(cls, nb201_tables):
+    method, adapted, rho = _run(cls(**TINY, random_state=0), nb201_tables,
+                                ["1080ti_1", "1080ti_32", "silver_4114"], "titan_rtx_256")
+    assert rho > 0.6, f"{cls.name}: rho {rho:.3f}"
+    if cls is TLSample:  # the 10 reference archs are measured and count in k
+        from predictors.help import NB201_REFERENCES
+
+        assert set(NB201_REFERENCES) <= set(adapted.models_[0].samples_) or adapted.references_ == NB201_REFERENCES
+
+
+@pytest.mark.skipif(not (SHARED / "fbnet_zcp.csv").exists(), reason="needs ../shared/data/fbnet_zcp.csv")
+def test_tl_zcpvec_on_fbnet(fbnet_tables):
+    method, adapted, rho = _run(TLZCPVecET(**TINY, proxy_table=SHARED / "fbnet_zcp.csv", random_state=0),
+                                fbnet_tables, ["pixel3", "silver_4114"], "raspi4")
+    assert rho > 0.6
+    with pytest.raises(ValueError, match="needs a proxy table"):
+        TLZCPVecET(**TINY).pretrain("fbnet", _train(fbnet_tables, ["pixel3"], n=50))
+
+
+def test_tl_rejects_bad_settings(nb201_tables):
+    train = _train(nb201_tables, ["1080ti_1"], n=50)
+    with pytest.raises(ValueError, match="valid encodings: vec, hwl, zcp, hwlvec, zcpvec"):
+        TransferLearning(encoding="onehot", **TINY).pretrain("nb201", train)
+    with pytest.raises(ValueError, match="valid: embedding, index, sample"):
+        TransferLearning(representation="graph", **TINY).pretrain("nb201", train)
+
+
+# -- phys_bayes (recommended) ---------------------------------------------------------------------
+def test_d_optimal_spreads_and_is_distinct():
+    rng = np.random.default_rng(0)
+    x = np.linspace(-1, 1, 101)[:, None]
+    picked = d_optimal(x, 2, rng, pool=None)
+    assert set(np.abs(x[picked, 0])) == {1.0}  # the two ends of a line are most informative
+    picked = d_optimal(rng.normal(size=(500, 3)), 30, rng, pool=100)
+    assert len(set(picked.tolist())) == 30
+
+
+def test_robust_fit_resists_an_outlier():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(20, 3))
+    y = X @ np.array([1.0, -0.5, 0.2])
+    y_bad = y.copy()
+    y_bad[0] += 15.0
+    Xt = rng.normal(size=(500, 3))
+    truth = Xt @ np.array([1.0, -0.5, 0.2])
+    plain = bayes_linear.predict(*bayes_linear.fit([X], y_bad), [Xt])
+    robust = bayes_linear.predict(*robust_bma_fit([X], y_bad), [Xt])
+    assert np.abs(robust - truth).mean() < 0.5 * np.abs(plain - truth).mean()
+
+
+def test_phys_bayes_strict_protocol_small_task(fbnet_tables):
+    table = data.help_table("fbnet")
+    task = tasks.custom_task("fbnet", ["pixel3", "essential_ph_1"], data.select_devices(table, ["1080ti_1"]),
+                             train_table=table)
+    [res] = protocol.evaluate(lambda: registry.get_method("phys_bayes"), task, samples=(10,), trials=1,
+                              n_pretrain=200)
+    assert res["method"] == "phys_bayes" and res["mean"] > 0.8  # GPU from phones: the phys group carries it
+
+
+def test_phys_bayes_contract_and_errors(nb201_tables):
+    method = PhysBayes()
+    assert not [a for a in vars(method) if a.endswith("_")]
+    with pytest.raises(ValueError, match="pretrain"):
+        method.choose(5, [0, 1, 2, 3, 4, 5], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="valid groups"):
+        PhysBayes(groups=("lat", "graph")).pretrain("nb201", _train(nb201_tables, ["1080ti_1"], n=50))
+    method.pretrain("nb201", _train(nb201_tables, ["1080ti_1", "pixel3"], n=100))
+    with pytest.raises(ValueError, match="larger than"):
+        method.choose(10, [0, 1, 2], np.random.default_rng(0))
+    chosen = method.choose(10, list(range(15625)), np.random.default_rng(0))
+    adapted = method.adapt(chosen, nb201_tables["raspi4"].loc[chosen].to_numpy(), device="raspi4")
+    assert not hasattr(method, "coef_")
+    assert adapted.predict(nb201.sample(50, 1)).shape == (50,)
