@@ -68,6 +68,13 @@ def test_resumable_run_into_a_store_then_table_and_encoding(tmp_path, local_ray)
     enc = ZCPEncoder(from_store).fit([1, 2, 3])
     assert enc.transform([1, 2, 3]).shape == (3, len(PROXIES))
     assert zcp_vec("nb201", from_store).fit([1, 2, 3]).transform([2]).shape == (1, len(PROXIES) + 30)
+    # ... and a latency predictor takes the encoded proxies like any other encoding
+    from predictors import data
+    from predictors.mlp import MLPPredictor
+
+    latency = data.by_device(data.help_table("nb201"), ["raspi4"])["raspi4"].loc[[1, 2, 3]]
+    mlp = MLPPredictor(hidden=8, n_layers=2, epochs=3, random_state=0).fit(enc.transform([1, 2, 3]), latency)
+    assert mlp.predict(enc.transform([1, 2, 3])).shape == (3,)
 
 
 @pytest.mark.slow
