@@ -29,6 +29,8 @@ from harness.transport.errors import ConnectionLost
 log = logging.getLogger(__name__)
 
 TEMP_POLL_S = 2.0  # measurement-method rule 6
+RECONNECT_FIRST_S = 1.0  # backoff for a lost remote device: 1, 2, 4, ... 30 s
+RECONNECT_MAX_S = 30.0
 TEMP_GIVE_UP_S = 200.0
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
@@ -103,6 +105,24 @@ class DeviceWorker:
     def _open(self):
         if self._session is not None and self._session.is_connected:
             return self._session
+        if self.profile.host.transport == "local":
+            return self._open_once()
+        # A remote device that dropped off (link cut, host rebooting): keep trying with backoff
+        # for reconnect_timeout_s, so an outage costs the job in flight one attempt, not the
+        # device its place in the campaign.
+        deadline = time.monotonic() + self.profile.host.reconnect_timeout_s
+        delay_s = RECONNECT_FIRST_S
+        while True:
+            try:
+                return self._open_once()
+            except ConnectionLost as exc:
+                if time.monotonic() + delay_s > deadline:
+                    raise
+                log.warning("%s: %s; reconnecting in %.0f s", self.profile.name, exc, delay_s)
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    def _open_once(self):
         self._close_session()
         session = self._session_factory(self.profile)
         # Ray may run this process on the service cores only; the agent must see every core, so
@@ -244,10 +264,16 @@ def record_from_result(reply: Result) -> dict:
 
 
 def _default_session(profile: DeviceProfile):
-    if profile.host.transport == "local":
-        from harness.transport.local import LocalSession
-        # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
-        cache = Path(tempfile.gettempdir()) / f"hwl-agent-cache-{os.getuid()}"
-        cache.mkdir(parents=True, exist_ok=True)
-        return LocalSession(cores=service_cores(profile) or None, cache_dir=cache, name=profile.name)
-    raise HwlError(f"transport {profile.host.transport!r} is not supported yet")
+    transport = profile.host.transport
+    if transport == "ssh":
+        from harness.remote.connect import ssh_session_for
+        return ssh_session_for(profile)
+    # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
+    cache = Path(tempfile.gettempdir()) / f"hwl-agent-cache-{os.getuid()}"
+    cache.mkdir(parents=True, exist_ok=True)
+    if transport == "command":
+        from harness.transport.command import CommandSession
+        return CommandSession(push_template=profile.host.push, check_template=profile.host.check,
+                              cores=service_cores(profile) or None, cache_dir=cache, name=profile.name)
+    from harness.transport.local import LocalSession
+    return LocalSession(cores=service_cores(profile) or None, cache_dir=cache, name=profile.name)

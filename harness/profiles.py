@@ -13,7 +13,15 @@ A profile looks like this::
 
     [host]
     name = "local"                    # Ray custom resource host:<name> pins the device actor
-    transport = "local"               # local (ssh, command: not supported yet)
+    transport = "local"               # local | ssh | command
+    # ssh only:
+    # address = "192.168.1.42"; port = 22; user = "pi"; key = "~/.ssh/hwl_lab"
+    # known_hosts = "~/.ssh/known_hosts"; python = "python3"; machine = "aarch64"
+    # agent_dir = "~/.hwl"; use_venv = true; wheel_dir = "wheels/aarch64"; cache_quota_mb = 2048
+    # command only (the device is reached through a host-side tool; runtime.kind = "command"):
+    # push = "adb push {model} /data/local/tmp/hwl/{sha256}.onnx"
+    # check = "adb shell test -f /data/local/tmp/hwl/{sha256}.onnx"
+    # reconnect_timeout_s = 300       # ssh/command: how long a lost device is retried
 
     [runtime]
     kind = "onnxruntime"              # onnxruntime | tvm | torch | command
@@ -47,8 +55,7 @@ from typing import Any
 from harness.errors import ProfileError
 
 DEVICE_CLASSES = ("cpu", "gpu", "mobile", "embedded_cpu", "fpga", "asic")
-TRANSPORTS = ("local",)
-TRANSPORTS_LATER = ("ssh", "command")  # come with the deployment issue
+TRANSPORTS = ("local", "ssh", "command")
 RUNTIMES = ("onnxruntime", "tvm", "torch", "command")
 MEASUREMENT_PROFILES = ("quick", "standard")
 # Datasets the space builders know (which space accepts which is checked when a campaign is
@@ -72,7 +79,8 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
 _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
              "measurement")
 _SECTION_KEYS = {
-    "host": ("name", "transport", "address", "port", "user"),
+    "host": ("name", "transport", "address", "port", "user", "key", "known_hosts", "python", "machine",
+             "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb", "push", "check", "reconnect_timeout_s"),
     "runtime": ("kind", "threads", "cores", "options"),
     "workload": ("batch_size", "dataset"),
     "measurement": ("profile", "cooldown_s", "max_temp_c", "policy"),
@@ -89,6 +97,19 @@ class HostSpec:
     address: str | None = None
     port: int | None = None
     user: str | None = None
+    # ssh: key authentication only; host keys checked against known_hosts.
+    key: str | None = None
+    known_hosts: str | None = None
+    python: str = "python3"
+    machine: str | None = None          # expected `uname -m` (checked by deploy)
+    agent_dir: str = "~/.hwl"
+    use_venv: bool = True
+    wheel_dir: str | None = None        # install the runtime from here (devices without internet)
+    cache_quota_mb: int = 2048
+    # command: templates run on this host ({model}, {sha256} are filled in).
+    push: str | None = None
+    check: str | None = None
+    reconnect_timeout_s: float = 300.0
 
     @property
     def resource(self) -> str:
@@ -179,6 +200,13 @@ class DeviceProfile:
         return replace(self, measurement=measurement)
 
 
+    def with_known_hosts(self, known_hosts: str | os.PathLike | None) -> "DeviceProfile":
+        """A copy whose ssh host keys are checked against ``known_hosts`` (the ``--known-hosts`` flag)."""
+        if known_hosts is None or self.host.transport != "ssh":
+            return self
+        return dataclasses.replace(self, host=dataclasses.replace(self.host, known_hosts=str(known_hosts)))
+
+
 def shipped_dir() -> Path:
     return Path(str(resources.files("device_profiles")))
 
@@ -257,14 +285,7 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
         raise ProfileError(f"{source}: key 'name' = {name!r} may contain only letters, digits, '-', '_', '.'")
     device_class = c.choice(data, "device_class", DEVICE_CLASSES, required=True)
 
-    host_t = c.section(data, "host")
-    host = HostSpec(
-        name=c.string(host_t, "name", "host", default="local"),
-        transport=_transport(c, host_t),
-        address=c.string(host_t, "address", "host", default=None),
-        port=c.integer(host_t, "port", "host", default=None, minimum=1),
-        user=c.string(host_t, "user", "host", default=None),
-    )
+    host = _host(c, c.section(data, "host"))
 
     rt = c.section(data, "runtime", required=True)
     kind = c.choice(rt, "kind", RUNTIMES, "runtime", required=True)
@@ -282,6 +303,9 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
                                f"core(s) of 'runtime.cores' {cores}; pin at least one core per thread")
         cores = tuple(sorted(cores))
     options = _runtime_options(c, kind, rt.get("options", {}))
+    if host.transport == "command" and kind != "command":
+        raise ProfileError(f"{source}: transport 'command' measures through the host-side tool, so "
+                           f"'runtime.kind' must be 'command', got {kind!r}")
 
     wl = c.section(data, "workload")
     batch_size = c.integer(wl, "batch_size", "workload", default=1, minimum=1)
@@ -303,15 +327,42 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
     )
 
 
-def _transport(c: "_Checker", host_t: dict) -> str:
-    transport = c.string(host_t, "transport", "host", default="local")
-    if transport in TRANSPORTS_LATER:
-        raise ProfileError(f"{c.source}: key 'host.transport' = {transport!r} is not supported yet "
-                           f"(it comes with the deployment issue); supported now: {', '.join(TRANSPORTS)}")
-    if transport not in TRANSPORTS:
-        raise ProfileError(f"{c.source}: key 'host.transport' = {transport!r} is not valid; valid: "
-                           f"{', '.join(TRANSPORTS + TRANSPORTS_LATER)}")
-    return transport
+_SSH_ONLY = ("key", "known_hosts", "python", "machine", "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb")
+_COMMAND_ONLY = ("push", "check")
+
+
+def _host(c: "_Checker", host_t: dict) -> HostSpec:
+    transport = c.choice(host_t, "transport", TRANSPORTS, "host", default="local")
+    for keys, owner in ((_SSH_ONLY, "ssh"), (_COMMAND_ONLY, "command")):
+        stray = [k for k in keys if k in host_t]
+        if stray and transport != owner:
+            raise ProfileError(f"{c.source}: key 'host.{stray[0]}' only applies to transport {owner!r}, "
+                               f"but 'host.transport' is {transport!r}")
+    ssh = transport == "ssh"
+    port = c.integer(host_t, "port", "host", default=22 if ssh else None, minimum=1)
+    if port is not None and port > 65535:
+        raise ProfileError(f"{c.source}: key 'host.port' must be a TCP port 1..65535, got {port}")
+    use_venv = host_t.get("use_venv", True)
+    if not isinstance(use_venv, bool):
+        raise ProfileError(f"{c.source}: key 'host.use_venv' must be true or false, got {use_venv!r}")
+    return HostSpec(
+        name=c.string(host_t, "name", "host", default="local"),
+        transport=transport,
+        address=c.string(host_t, "address", "host", required=ssh, default=None),
+        port=port,
+        user=c.string(host_t, "user", "host", required=ssh, default=None),
+        key=c.string(host_t, "key", "host", required=ssh, default=None),
+        known_hosts=c.string(host_t, "known_hosts", "host", default=None),
+        python=c.string(host_t, "python", "host", default="python3"),
+        machine=c.string(host_t, "machine", "host", default=None),
+        agent_dir=c.string(host_t, "agent_dir", "host", default="~/.hwl"),
+        use_venv=use_venv,
+        wheel_dir=c.string(host_t, "wheel_dir", "host", default=None),
+        cache_quota_mb=c.integer(host_t, "cache_quota_mb", "host", default=2048, minimum=1),
+        push=c.string(host_t, "push", "host", default=None),
+        check=c.string(host_t, "check", "host", default=None),
+        reconnect_timeout_s=c.number(host_t, "reconnect_timeout_s", "host", default=300.0, minimum=0.0),
+    )
 
 
 def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:

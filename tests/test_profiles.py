@@ -57,8 +57,10 @@ def test_good_profile_fields_and_round_trip():
     ({"device_class": "toaster"}, ["device_class", "toaster", "cpu, gpu, mobile, embedded_cpu, fpga, asic"]),
     ({"name": KeyError}, ["missing key 'name'"]),
     ({"colour": "red"}, ["unknown key 'colour'", "valid keys"]),
-    ({"host__transport": "ssh"}, ["host.transport", "not supported yet"]),
-    ({"host__transport": "command"}, ["host.transport", "not supported yet"]),
+    ({"host__transport": "ssh"}, ["missing key 'host.address'"]),
+    ({"host__transport": "command"}, ["transport 'command'", "'runtime.kind' must be 'command'"]),
+    ({"host__key": "~/.ssh/id"}, ["host.key", "only applies to transport 'ssh'"]),
+    ({"host__push": "adb push {model} x"}, ["host.push", "only applies to transport 'command'"]),
     ({"host__transport": "pigeon"}, ["host.transport", "pigeon", "local, ssh, command"]),
     ({"runtime__kind": "tensorrt"}, ["runtime.kind", "onnxruntime, tvm, torch, command"]),
     ({"runtime__threads": 0}, ["runtime.threads", ">= 1"]),
@@ -110,3 +112,34 @@ def test_load_by_name_path_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ProfileError, match="named twice"):
         load_profiles("mine,mine")
     assert [p.name for p in load_profiles("local-ort-1t, mine")] == ["local-ort-1t", "mine"]
+
+
+SSH = {"name": "pi-2", "device_class": "embedded_cpu",
+       "host": {"name": "pi-2", "transport": "ssh", "address": "198.18.0.2", "user": "pi", "key": "~/.ssh/lab",
+                "machine": "aarch64", "wheel_dir": "wheels/aarch64"},
+       "runtime": {"kind": "onnxruntime", "threads": 4}}
+
+
+def test_ssh_profile_fields_defaults_and_round_trip():
+    p = parse_profile(SSH, source="pi-2.toml")
+    assert (p.host.transport, p.host.port, p.host.python, p.host.agent_dir) == ("ssh", 22, "python3", "~/.hwl")
+    assert p.host.use_venv and p.host.cache_quota_mb == 2048 and p.host.machine == "aarch64"
+    assert profile_from_dict(json.loads(p.to_json())) == p
+    assert p.with_known_hosts("/tmp/kh").host.known_hosts == "/tmp/kh"
+    for missing in ("address", "user", "key"):
+        data = json.loads(json.dumps(SSH))
+        del data["host"][missing]
+        with pytest.raises(ProfileError, match=f"missing key 'host.{missing}'"):
+            parse_profile(data, source="pi-2.toml")
+    data = json.loads(json.dumps(SSH))
+    data["host"]["port"] = 70000
+    with pytest.raises(ProfileError, match="TCP port"):
+        parse_profile(data)
+
+
+def test_command_transport_profile():
+    data = {"name": "phone", "device_class": "mobile",
+            "host": {"name": "lab-pc", "transport": "command", "push": "adb push {model} /data/local/tmp/{sha256}.onnx"},
+            "runtime": {"kind": "command", "options": {"command": "adb shell bench {sha256}", "regex": "avg=([0-9.]+)"}}}
+    p = parse_profile(data)
+    assert p.host.push.startswith("adb push") and p.host.check is None

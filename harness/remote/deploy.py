@@ -205,6 +205,33 @@ def _set_current(host: Host, base: str, name: str) -> str:
     return f"current -> {name}"
 
 
+def agent_base(host: Host, agent_dir: str) -> str:
+    """``agent_dir`` with ``~`` expanded on the host."""
+    if agent_dir == "~" or agent_dir.startswith("~/"):
+        home = host.run('printf %s "$HOME"').stdout.strip()
+        return _expand(agent_dir, home)
+    return agent_dir
+
+
+def locate_agent(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3",
+                 use_venv: bool = True) -> tuple[str, str, str]:
+    """``(agent_path, agent_python, cache_dir)`` of the agent deployed on ``host``.
+
+    Raises
+    ------
+    DeployError
+        No agent was deployed there (the message says to run ``hwl deploy``).
+    """
+    base = agent_base(host, agent_dir)
+    current = host.run(f"cat {shlex.quote(posixpath.join(base, 'current'))}", check=False).stdout.strip()
+    agent_path = posixpath.join(base, "agents", current)
+    if not current or not host.exists(posixpath.join(agent_path, ".complete")):
+        raise DeployError(f"no agent is deployed on {host.name} under {base}: run `hwl deploy` for this "
+                          "device first", host=host.name)
+    agent_python = posixpath.join(base, "venv", "bin", "python") if use_venv else python
+    return agent_path, agent_python, posixpath.join(base, "cache")
+
+
 def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") -> str:
     """Remove everything deploy put on the host."""
     facts = probe(host, python)

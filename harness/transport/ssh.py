@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 
 from agents.protocol import Measure, Message
+from harness.remote.deploy import locate_agent
 from harness.remote.errors import RemoteError
 from harness.remote.host import Host
 from harness.transport.base import LineSession
@@ -35,12 +36,14 @@ class SSHSession(LineSession):
     ----------
     host : Host
         The device host (opened lazily; host keys verified).
-    agent_path : str
-        The deployed bundle directory on the host (``DeployReport.agent_path``).
-    python : str
-        Interpreter that runs the agent there (``DeployReport.python``).
-    cache_dir : str
-        The agent's model cache on the host.
+    agent_dir : str
+        Where ``hwl deploy`` put the agent; the deployed bundle, its interpreter and the model
+        cache are found there when the session opens (``harness.remote.deploy.locate_agent``).
+    python, use_venv : str, bool
+        As in the device profile (which interpreter runs the agent).
+    agent_path, cache_dir : str, optional
+        Explicit locations instead of looking them up under ``agent_dir`` (``python`` is then
+        the interpreter itself).
     cache_quota_bytes : int
         Upper bound on the cache's size; older files are removed to stay under it.
     cores : sequence of int, optional
@@ -49,10 +52,13 @@ class SSHSession(LineSession):
         Used in messages (the device name).
     """
 
-    def __init__(self, host: Host, *, agent_path: str, python: str, cache_dir: str,
+    def __init__(self, host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3", use_venv: bool = True,
+                 agent_path: str | None = None, cache_dir: str | None = None,
                  cache_quota_bytes: int = 2 * 1024 ** 3, cores=None, name: str | None = None):
         super().__init__()
         self.host = host
+        self.agent_dir = agent_dir
+        self.use_venv = use_venv
         self.agent_path = agent_path
         self.python = python
         self.cache_dir = cache_dir
@@ -68,6 +74,10 @@ class SSHSession(LineSession):
     # -- LineSession hooks --------------------------------------------------------------
     def _connect(self):
         try:
+            if self.agent_path is None:
+                self.agent_path, self.python, found_cache = locate_agent(
+                    self.host, agent_dir=self.agent_dir, python=self.python, use_venv=self.use_venv)
+                self.cache_dir = self.cache_dir or found_cache
             self.host.run(f"mkdir -p {shlex.quote(self.cache_dir)}")
             command = (f"cd {shlex.quote(self.agent_path)} && PYTHONPATH=. exec {shlex.quote(self.python)} "
                        f"-m agents serve --stdio --cache-dir {shlex.quote(self.cache_dir)}")

@@ -1,0 +1,25 @@
+"""From a device profile to a ``Host`` and an agent session on it."""
+from __future__ import annotations
+
+from harness.errors import ProfileError
+from harness.profiles import DeviceProfile
+from harness.remote.host import Host
+
+
+def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
+    """The SSH host of an ``ssh`` profile (nothing is opened yet)."""
+    h = profile.host
+    if h.transport != "ssh":
+        raise ProfileError(f"device {profile.name} uses transport {h.transport!r}; only 'ssh' devices are "
+                           "deployed over SSH")
+    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=h.known_hosts,
+                trust_new_host=trust_new_host)
+
+
+def ssh_session_for(profile: DeviceProfile):
+    """An ``SSHSession`` to the agent ``hwl deploy`` put on the profile's host."""
+    from harness.transport.ssh import SSHSession
+
+    h = profile.host
+    return SSHSession(host_for(profile), agent_dir=h.agent_dir, python=h.python, use_venv=h.use_venv,
+                      cache_quota_bytes=h.cache_quota_mb * 1024 * 1024, name=profile.name)
