@@ -37,15 +37,28 @@ def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", opti
 
 
 def leftover_processes(marker: str) -> list[psutil.Process]:
-    """Processes whose command line mentions ``marker`` (a per-test Ray temp dir)."""
+    """Processes whose command line mentions ``marker`` (a per-test Ray temp dir) or that run
+    with ``RAY_TMPDIR=marker`` (Ray renames some daemons, e.g. ``ray::DashboardAgent``)."""
     out = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid():
+            continue
         try:
-            if any(marker in part for part in (proc.info["cmdline"] or [])):
+            if any(marker in part for part in (proc.info["cmdline"] or [])) or _has_env(proc.pid, marker):
                 out.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
+
+
+def _has_env(pid: int, marker: str) -> bool:
+    # read /proc directly: a renamed process (setproctitle) pads its environ with NULs, and
+    # psutil's parser stops at the first empty entry
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"RAY_TMPDIR={marker}".encode() in data.split(b"\0")
 
 
 def kill_leftovers(marker: str) -> list[int]:

@@ -1,5 +1,6 @@
 """Campaigns on a real local Ray (one start for the module), real agents, real faults."""
 import os
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -25,11 +26,20 @@ CHEAP = "1835,7165,9545"  # fast NB201 cells (skip / pooling / 'none' edges)
 @pytest.fixture(scope="module")
 def local_ray():
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", resources={"host:local": 1000},
-             log_to_driver=False, _temp_dir=temp)
-    yield
-    ray.shutdown()
-    kill_leftovers(temp)
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp  # Ray's daemons inherit it, so leftovers can be found
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", resources={"host:local": 1000},
+                 log_to_driver=False, _temp_dir=temp)
+        yield
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The coordinator (`hwl campaign run`, a subprocess) killed with SIGKILL, then `hwl campaign resume`."""
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -53,13 +54,20 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
     killed_at = _counts(db)
     assert killed_at.get("queued", 0) + killed_at.get("running", 0) >= 1
     time.sleep(2)
-    leftovers = leftover_processes(ray_tmp)  # Ray shares the driver's fate; anything left is a bug
+    # Ray's raylet, GCS, workers and the agents share the driver's fate. Ray's two dashboard
+    # helper daemons outlive a SIGKILLed driver by about a minute before exiting on their own;
+    # the test does not wait for them, it kills them by pid.
+    helpers = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    leftovers = [p for p in leftover_processes(ray_tmp) if p.name() not in helpers
+                 and not any(h in " ".join(p.cmdline()) for h in helpers)]
     kill_leftovers(ray_tmp)
-    assert not leftovers, [p.pid for p in leftovers]
+    assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
 
     done = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
                "--no-progress", env={"RAY_TMPDIR": ray_tmp}, timeout=300)
-    kill_leftovers(ray_tmp)
+    time.sleep(1)
+    kill_leftovers(ray_tmp)  # Ray's dashboard agents may outlive a clean shutdown by seconds
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
