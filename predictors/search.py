@@ -218,8 +218,8 @@ def _start(problem: Problem, latency_method, budget: int, n_latency: int, seed: 
     adapted = adapt_latency(latency_method, oracle, n_latency, rng, device)
     view = LatencyView(adapted.predict(problem.candidates), oracle, slack)
     pool = [a for a in problem.candidates if view.in_pool(a)]
-    if not pool:
-        raise SearchError(f"the latency predictor finds no candidate under {problem.max_latency_ms} ms")
+    if not pool:  # the run ends with no answer (reported as such), not with an error
+        log.warning("the latency predictor finds no candidate under %g ms", problem.max_latency_ms)
     return rng, view, pool
 
 
@@ -249,6 +249,8 @@ def predictor_search(problem: Problem, latency_method, *, budget: int, encoding:
             if oracle.used < budget:
                 _evaluate(view, arch, budget, trajectory)
 
+    if not pool:
+        return _finish(view, trajectory)
     left = budget - oracle.used
     first = [pool[i] for i in rng.choice(len(pool), size=min(batch, left, len(pool)), replace=False)]
     evaluate(first)

@@ -102,3 +102,9 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     assert main(["search", "--device", DEVICE, "--max-latency-ms", "5", "--accuracy-table", acc,
                  "--encoding", "zcp"]) == 2
     assert "--zcp-table" in capsys.readouterr().err
+
+
+def test_a_limit_nothing_meets_ends_without_an_answer(problem, latency_method):
+    impossible = Problem(problem.accuracy, problem.latency_ms, 1e-3)
+    result = predictor_search(impossible, latency_method, budget=40, seed=0)
+    assert result.arch is None and not result.feasible and result.evaluations == 20
