@@ -182,3 +182,18 @@ def test_cv_residuals_and_ensemble_spread(method, small):
     assert len(members) == 4
     spread = predict_spread(method.adapt(archs, y), members, list(truth.index)[100:200])
     assert spread.std_log_ms.shape == (100,) and spread.std_log_ms.max() > 0
+
+
+def test_acquisition_fills_uncovered_regions_most_uncertain_first():
+    from predictors.onboard.acquisition import choose, focus_weights
+
+    points, cluster = _clusters()
+    measured = points[cluster == 0][:1]
+    scores = np.array([0.2, 1.0, 2.0])[cluster]  # measured in 0: the members agree there; 2 most uncertain
+    picks = choose("greedy", scores, points, measured, 2)
+    assert sorted(cluster[picks]) == [1, 2]  # damped near the first pick: the second goes elsewhere
+    picks = choose("cover", scores, points, measured, 2)
+    assert 0 not in cluster[picks] and len(set(picks)) == 2  # the covered region gets nothing
+    assert cluster[choose("cover", scores, points, measured, 1)][0] == 2
+    w = focus_weights(np.arange(100.0), focus_quantile=0.75, tail_weight=0.5)
+    assert w[:75].min() == 1.0 and w[-1] == pytest.approx(0.5, abs=0.02) and np.all(np.diff(w) <= 0)

@@ -25,7 +25,7 @@ from scipy.stats import rankdata
 from predictors.base import FewShotMethod
 
 DEFAULT_SCALE = 1.0
-DEFAULT_SHRINK = 3.5
+DEFAULT_SHRINK = 2.5
 
 
 def effective_scale(n: int, scale: float = DEFAULT_SCALE, shrink: float = DEFAULT_SHRINK) -> float:

@@ -60,7 +60,7 @@ class OnboardSettings:
         Diversity picker; ``feature_weights`` the share of each feature group.
     n_members, subsample : int, float
         Ensemble size and the share of the measurements each member is adapted on.
-    acquisition : {"mass", "greedy"}
+    acquisition : {"cover", "greedy", "mass"}
         How scores become a batch (see ``acquisition``).
     focus_quantile, tail_weight : float
         Latency focus of the acquisition (see ``acquisition.focus_weights``).
@@ -82,7 +82,7 @@ class OnboardSettings:
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
     subsample: float = 0.8
-    acquisition: str = "mass"
+    acquisition: str = "greedy"
     focus_quantile: float = 0.75
     tail_weight: float = 0.5
     pool_size: int = 2000
