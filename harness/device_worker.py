@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -166,7 +167,7 @@ class DeviceWorker:
         return {"device": self.profile.name, "busy": running is not None, "running": running,
                 "jobs_done": self.jobs_done, "agent_starts": self.agent_starts,
                 "agent_pid": getattr(session, "pid", None) if session is not None else None,
-                "worker_pid": os.getpid(), "uptime_s": time.time() - self._started}
+                "worker_pid": os.getpid(), "node_id": _ray_node_id(), "uptime_s": time.time() - self._started}
 
     def ping(self) -> float:
         """Round trip to the agent in seconds (the agent answers pings while it measures)."""
@@ -187,7 +188,9 @@ class DeviceWorker:
         t0 = time.perf_counter()
         try:
             with device_locks(self.profile.lock_keys):
+                locked = time.perf_counter()
                 record = self._measure_locked(job)
+                record["lock_wait_s"] = locked - t0
         finally:
             with self._state_lock:
                 self._running = None
@@ -261,6 +264,14 @@ def record_from_result(reply: Result) -> dict:
         "error_message": reply.message or None,
         "measurement": {k: v for k, v in m.items() if k not in ("samples_ns", "stats")},
     }
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this worker runs on (None outside Ray): shows which host an actor landed on."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 def _default_session(profile: DeviceProfile):

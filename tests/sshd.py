@@ -45,6 +45,23 @@ def make_key(path: Path) -> Path:
     return path
 
 
+# Every test address lives in 198.18.0.0/15 (set aside for network tests). An `unreachable`
+# route for the whole range keeps a packet to a missing or cut test host on this machine:
+# without it, it would follow the default route out of the sandbox.
+TEST_RANGE = "198.18.0.0/15"
+
+
+def fence_test_range() -> None:
+    subprocess.run(["ip", "route", "replace", "unreachable", TEST_RANGE], check=True, capture_output=True)
+
+
+def unfence_test_range() -> None:
+    """Drop the fence once no test namespace is left."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    if "hwlt-" not in names:
+        subprocess.run(["ip", "route", "del", "unreachable", TEST_RANGE], capture_output=True)
+
+
 class TestNetns:
     """A network namespace joined to the root namespace by a veth pair.
 
@@ -65,6 +82,7 @@ class TestNetns:
     def create(self) -> "TestNetns":
         run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
         self.delete()
+        fence_test_range()
         run("ip", "netns", "add", self.name)
         run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
         run("ip", "link", "set", self.ns_if, "netns", self.name)
@@ -87,6 +105,7 @@ class TestNetns:
     def delete(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        unfence_test_range()
 
 
 class SSHServer:

@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "measure",
     "campaign",
     "data",
+    "profile",
+    "devices",
     "zcp",
     "search",
     "train",
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # paramiko logs a traceback for every refused connection; we say it in one line
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:

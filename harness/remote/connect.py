@@ -1,9 +1,14 @@
 """From a device profile to a ``Host`` and an agent session on it."""
 from __future__ import annotations
 
+import os
+
 from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.host import Host
+
+
+KNOWN_HOSTS_ENV = "HWL_KNOWN_HOSTS"
 
 
 def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
@@ -12,7 +17,10 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     if h.transport != "ssh":
         raise ProfileError(f"device {profile.name} uses transport {h.transport!r}; only 'ssh' devices are "
                            "deployed over SSH")
-    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=h.known_hosts,
+    # --known-hosts sets HWL_KNOWN_HOSTS for every command (and, through Ray's local workers,
+    # for the device actors); a profile's own known_hosts key wins.
+    known_hosts = h.known_hosts or os.environ.get(KNOWN_HOSTS_ENV)
+    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=known_hosts,
                 trust_new_host=trust_new_host)
 
 

@@ -83,6 +83,8 @@ class SSHSession(LineSession):
                        f"-m agents serve --stdio --cache-dir {shlex.quote(self.cache_dir)}")
             if self.cores:
                 command += f" --cores {','.join(map(str, self.cores))}"
+            # The agent's log stays on the device (`hwl logs`), beside its deployed bundles.
+            command += f" 2>> {shlex.quote(self.log_path)}"
             self._channel = self.host.open_channel(command)
         except (RemoteError, OSError, EOFError) as exc:
             raise AgentLost(f"{self.name}: cannot start the agent over SSH: {exc}", device=self.name) from None
@@ -104,19 +106,22 @@ class SSHSession(LineSession):
             pass
         channel.close()
 
+    @property
+    def log_path(self) -> str:
+        """The agent's log file on the device (next to the ``agents/`` folder of bundles)."""
+        return posixpath.join(posixpath.dirname(posixpath.dirname(self.agent_path.rstrip("/"))), "agent.log")
+
     def _why_lost(self) -> str:
         channel = self._channel
         if channel is None:
             return "the session is closed"
-        tail = b""
-        try:
-            while channel.recv_stderr_ready():
-                tail += channel.recv_stderr(4096)
-        except Exception:
-            pass
         status = channel.exit_status if channel.exit_status_ready() else "unknown (link lost?)"
-        text = tail.decode(errors="replace")[-STDERR_TAIL_BYTES:].strip()
-        return f"agent on {self.host.address} exit status {status}; its log ends with: {text or '(nothing)'}"
+        try:  # the link may still be up when only the agent died
+            tail = self.host.run(f"tail -c {STDERR_TAIL_BYTES} {shlex.quote(self.log_path)}", check=False,
+                                 timeout_s=5).stdout.strip()
+        except Exception:
+            tail = "(unreadable: the link is down)"
+        return f"agent on {self.host.address} exit status {status}; its log ends with: {tail or '(nothing)'}"
 
     def close(self) -> None:
         super().close()

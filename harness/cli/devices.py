@@ -1,0 +1,151 @@
+"""`hwl deploy | undeploy | status | logs`: agents on the lab's devices over SSH."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+DEFAULT_ARTIFACTS = Path("~/.cache/hwl/artifacts")
+
+
+def add_known_hosts_flag(parser) -> None:
+    parser.add_argument("--known-hosts", metavar="FILE",
+                        help="known_hosts file to verify host keys against (default ~/.ssh/known_hosts)")
+
+
+def _devices_flags(parser, *, allow_all: bool = True) -> None:
+    parser.add_argument("devices", nargs="*", metavar="DEVICE", help="device profile names or .toml paths")
+    if allow_all:
+        parser.add_argument("--all", action="store_true", help="every ssh profile that hwl knows")
+    add_known_hosts_flag(parser)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("deploy", help="put the agent on ssh devices, install the runtime, self-test")
+    _devices_flags(p)
+    p.add_argument("--trust-new-host", action="store_true",
+                   help="record an unknown host key in known_hosts instead of refusing it")
+    p.add_argument("--no-selftest", action="store_true", help="skip the self-test measurement")
+    p.add_argument("--artifacts", default=str(DEFAULT_ARTIFACTS), help="where the self-test model is exported")
+    p.set_defaults(func=cmd_deploy)
+
+    p = subparsers.add_parser("undeploy", help="remove the agent and its files from ssh devices")
+    _devices_flags(p)
+    p.set_defaults(func=cmd_undeploy)
+
+    p = subparsers.add_parser("status", help="reachable?, agent version, runtime, last self-test, quarantined?")
+    _devices_flags(p)
+    p.add_argument("--store", help="store whose campaigns say which devices are quarantined")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("logs", help="the tail of a device agent's log")
+    p.add_argument("device", metavar="DEVICE")
+    p.add_argument("-n", "--lines", type=int, default=100)
+    add_known_hosts_flag(p)
+    p.set_defaults(func=cmd_logs)
+
+
+def apply_known_hosts(args) -> None:
+    """--known-hosts reaches every Host made in this process (and local Ray's workers)."""
+    from harness.remote.connect import KNOWN_HOSTS_ENV
+
+    if getattr(args, "known_hosts", None):
+        os.environ[KNOWN_HOSTS_ENV] = str(Path(args.known_hosts).expanduser().resolve())
+
+
+def _profiles(args, *, ssh_only: bool = True):
+    from harness.profiles import available_profiles, load_profile, load_profiles
+
+    if getattr(args, "all", False):
+        if args.devices:
+            raise UserError("give device names or --all, not both")
+        profiles = [load_profile(path) for path in available_profiles().values()]
+        profiles = [p for p in profiles if p.host.transport == "ssh" or not ssh_only]
+        if not profiles:
+            raise UserError("no ssh device profiles found: write one with `hwl profile new NAME --transport ssh ...`")
+        return profiles
+    if not args.devices:
+        raise UserError("name at least one device (a profile name or .toml file), or use --all")
+    return load_profiles(args.devices)
+
+
+def _print_failures(group) -> None:
+    for name, exc in group.failed.items():
+        print(f"{name}: error: {exc}", file=sys.stderr)
+
+
+def cmd_deploy(args) -> int:
+    from harness.remote.lab import deploy_devices
+
+    apply_known_hosts(args)
+    group = deploy_devices(_profiles(args), artifact_dir=Path(args.artifacts).expanduser(),
+                           trust_new_host=args.trust_new_host, selftest=not args.no_selftest)
+    for name, done in group.succeeded.items():
+        report, test = done["report"], done["selftest"] or {}
+        line = {"device": name, "changed": report.changed, "agent": report.bundle,
+                "machine": report.facts.machine, "python": ".".join(map(str, report.facts.python_version)),
+                "steps": report.steps, "selftest": test.get("outcome"), "selftest_ms": test.get("median_ms"),
+                "fingerprint_id": test.get("fingerprint_id")}
+        print(json.dumps(line))
+    _print_failures(group)
+    return 0 if group.ok else 1
+
+
+def cmd_undeploy(args) -> int:
+    from harness.remote.lab import undeploy_devices
+
+    apply_known_hosts(args)
+    group = undeploy_devices(_profiles(args))
+    for name, what in group.succeeded.items():
+        print(f"{name}: {what}")
+    _print_failures(group)
+    return 0 if group.ok else 1
+
+
+def _device_states(store: str | None) -> dict:
+    """Latest state of each device over the store's campaigns (quarantined or active)."""
+    if not store:
+        return {}
+    from harness.store import Store
+
+    if not Path(store).is_file():
+        raise UserError(f"store {store} does not exist")
+    with Store(store, readonly=True) as st:
+        frame = st.query("SELECT device, state, error FROM campaign_devices ORDER BY updated_at")
+    return {row.device: {"state": row.state, "error": row.error} for row in frame.itertuples()}
+
+
+def cmd_status(args) -> int:
+    from harness.remote.lab import device_status
+
+    apply_known_hosts(args)
+    states = _device_states(args.store)
+    rows = [device_status(p, device_states=states) for p in _profiles(args, ssh_only=False)]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="devices")
+    for col in ("device", "transport", "runtime", "reachable", "agent", "selftest", "selftest_ms", "state", "error"):
+        table.add_column(col)
+    for r in rows:
+        ms = f"{r['selftest_ms']:.3f}" if r["selftest_ms"] is not None else ""
+        table.add_row(r["device"], r["transport"], r["runtime"], {True: "yes", False: "NO", None: "-"}[r["reachable"]],
+                      r["agent"] or "", r["selftest"] or "", ms, r["state"] or "", (r["error"] or "")[:80])
+    Console().print(table)
+    return 0 if all(r["reachable"] is not False for r in rows) else 1
+
+
+def cmd_logs(args) -> int:
+    from harness.profiles import load_profile
+    from harness.remote.lab import device_logs
+
+    apply_known_hosts(args)
+    sys.stdout.write(device_logs(load_profile(args.device), lines=args.lines))
+    return 0

@@ -1,0 +1,120 @@
+"""`hwl profile new | list | show`: device profiles from flags, a starting point a user edits."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("profile", help="write, list and show device profiles")
+    sub = p.add_subparsers(dest="profile_command", required=True)
+
+    new = sub.add_parser("new", help="write a valid profile from flags")
+    new.add_argument("name")
+    new.add_argument("--transport", choices=["local", "ssh", "command"], default="local")
+    new.add_argument("--device-class", default=None,
+                     help="cpu | gpu | mobile | embedded_cpu | fpga | asic (default: by transport)")
+    new.add_argument("--host", help="ssh: address of the device host")
+    new.add_argument("--port", type=int, default=22)
+    new.add_argument("--user", help="ssh: login user")
+    new.add_argument("--key", help="ssh: private key file (key authentication only)")
+    new.add_argument("--host-name", help="Ray host resource name (default: the device name; 'local' for local)")
+    new.add_argument("--python", default="python3", help="ssh: interpreter on the device")
+    new.add_argument("--machine", help="ssh: expected `uname -m` (e.g. aarch64)")
+    new.add_argument("--runtime", choices=["onnxruntime", "tvm", "torch", "command"], default="onnxruntime")
+    new.add_argument("--threads", type=int, default=1)
+    new.add_argument("--cores", help="comma-separated core set to pin to (e.g. 1 or 0,1,2,3)")
+    new.add_argument("--batch-size", type=int, default=1)
+    new.add_argument("--measurement", choices=["quick", "standard"], default="standard")
+    new.add_argument("--push", help="command: template that copies {model} to the device")
+    new.add_argument("--run", help="command: template that benchmarks the model on the device")
+    new.add_argument("--regex", help="command: regex whose matches in the run output are latencies")
+    new.add_argument("--json-path", help="command: dotted path to the latency in the run's JSON output")
+    new.add_argument("--out", required=True, help="profile file to write (.toml)")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    new.set_defaults(func=cmd_new)
+
+    lst = sub.add_parser("list", help="profiles hwl knows (shipped and in the user directory)")
+    lst.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="print a profile as hwl reads it")
+    show.add_argument("device")
+    show.set_defaults(func=cmd_show)
+
+
+def _q(value) -> str:
+    """A TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_q(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def profile_toml(args) -> str:
+    """The profile text the flags describe (checked by parsing it back before it is written)."""
+    default_class = {"local": "cpu", "ssh": "embedded_cpu", "command": "mobile"}[args.transport]
+    host_name = args.host_name or ("local" if args.transport == "local" else args.name)
+    lines = [f"name = {_q(args.name)}", f"device_class = {_q(args.device_class or default_class)}",
+             "", "[host]", f"name = {_q(host_name)}", f"transport = {_q(args.transport)}"]
+    if args.transport == "ssh":
+        missing = [flag for flag, v in (("--host", args.host), ("--user", args.user), ("--key", args.key)) if not v]
+        if missing:
+            raise UserError(f"transport ssh needs {', '.join(missing)}")
+        lines += [f"address = {_q(args.host)}", f"port = {args.port}", f"user = {_q(args.user)}",
+                  f"key = {_q(args.key)}", f"python = {_q(args.python)}", 'agent_dir = "~/.hwl"']
+        if args.machine:
+            lines.append(f"machine = {_q(args.machine)}")
+    if args.transport == "command":
+        if args.push:
+            lines.append(f"push = {_q(args.push)}")
+        runtime = "command"
+    else:
+        runtime = args.runtime
+    lines += ["", "[runtime]", f"kind = {_q(runtime)}", f"threads = {args.threads}"]
+    if args.cores:
+        lines.append(f"cores = {_q([int(c) for c in args.cores.split(',')])}")
+    if runtime == "command":
+        if not args.run or not (args.regex or args.json_path):
+            raise UserError("a command device needs --run and one of --regex / --json-path")
+        lines += ["[runtime.options]", f"command = {_q(args.run)}"]
+        lines.append(f"regex = {_q(args.regex)}" if args.regex else f"json_path = {_q(args.json_path)}")
+    lines += ["", "[workload]", f"batch_size = {args.batch_size}",
+              "", "[measurement]", f"profile = {_q(args.measurement)}",
+              f"cooldown_s = {0.2 if args.transport == 'local' else 1.0}", ""]
+    return "\n".join(lines)
+
+
+def cmd_new(args) -> int:
+    import tomllib
+
+    from harness.profiles import parse_profile
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; pass --force to overwrite it")
+    text = profile_toml(args)
+    parse_profile(tomllib.loads(text), source=str(out))  # never write a profile hwl would refuse
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(out)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from harness.profiles import available_profiles
+
+    for name, path in sorted(available_profiles().items()):
+        print(f"{name}\t{path}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from harness.profiles import load_profile
+
+    sys.stdout.write(load_profile(args.device).to_json() + "\n")
+    return 0

@@ -1,0 +1,107 @@
+"""Operations over the lab's SSH devices: deploy, undeploy, status, logs.
+
+Multi-device calls return a :class:`GroupResult` (``succeeded`` and ``failed`` maps, as
+Fabric's groups do), so one unreachable Pi never hides what happened on the others.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.errors import HwlError
+from harness.profiles import DeviceProfile
+from harness.remote.connect import host_for
+from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
+from harness.remote.selftest import read_selftest, run_selftest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupResult:
+    """Per-device outcome of a lab-wide operation."""
+
+    succeeded: dict[str, object] = field(default_factory=dict)
+    failed: dict[str, Exception] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _ssh_only(profile: DeviceProfile) -> None:
+    if profile.host.transport != "ssh":
+        raise HwlError(f"{profile.name} uses transport {profile.host.transport!r}: deploy is for 'ssh' devices "
+                       "(local devices need nothing; command devices use their vendor tool)")
+
+
+def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_new_host: bool = False,
+                   selftest: bool = True) -> GroupResult:
+    """Deploy the agent to each device; re-running with nothing changed changes nothing."""
+    group = GroupResult()
+    for profile in profiles:
+        try:
+            _ssh_only(profile)
+            h = profile.host
+            with host_for(profile, trust_new_host=trust_new_host) as host:
+                report = deploy(host, runtime=profile.runtime.kind, python=h.python, agent_dir=h.agent_dir,
+                                expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
+                                use_venv=h.use_venv)
+                previous = read_selftest(host, h.agent_dir)
+                unchanged = not report.changed and previous and previous.get("bundle") == report.bundle \
+                    and previous.get("runtime") == profile.runtime.kind
+                test = previous if unchanged or not selftest else run_selftest(host, profile, report, artifact_dir)
+                group.succeeded[profile.name] = {"report": report, "selftest": test}
+        except HwlError as exc:
+            group.failed[profile.name] = exc
+    return group
+
+
+def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
+    group = GroupResult()
+    for profile in profiles:
+        try:
+            _ssh_only(profile)
+            with host_for(profile) as host:
+                group.succeeded[profile.name] = undeploy(host, agent_dir=profile.host.agent_dir,
+                                                         python=profile.host.python)
+        except HwlError as exc:
+            group.failed[profile.name] = exc
+    return group
+
+
+def device_status(profile: DeviceProfile, *, device_states: dict | None = None) -> dict:
+    """Reachable?, agent version, runtime, last self-test, quarantined? for one device."""
+    row = {"device": profile.name, "transport": profile.host.transport, "runtime": profile.runtime.kind,
+           "reachable": None, "agent": None, "selftest": None, "selftest_ms": None, "fingerprint_id": None,
+           "state": (device_states or {}).get(profile.name, {}).get("state"),
+           "error": (device_states or {}).get(profile.name, {}).get("error")}
+    if profile.host.transport != "ssh":
+        row["reachable"] = True if profile.host.transport == "local" else None
+        return row
+    try:
+        with host_for(profile) as host:
+            row["reachable"] = True
+            agent_path, _, _ = locate_agent(host, agent_dir=profile.host.agent_dir, python=profile.host.python,
+                                            use_venv=profile.host.use_venv)
+            row["agent"] = posixpath.basename(agent_path)
+            test = read_selftest(host, profile.host.agent_dir)
+            if test:
+                row.update(selftest=test.get("outcome"), selftest_ms=test.get("median_ms"),
+                           fingerprint_id=test.get("fingerprint_id"))
+    except HwlError as exc:
+        row["reachable"] = row["reachable"] or False
+        row["error"] = row["error"] or str(exc)
+    return row
+
+
+def device_logs(profile: DeviceProfile, *, lines: int = 100) -> str:
+    """The tail of the agent's log on the device."""
+    _ssh_only(profile)
+    with host_for(profile) as host:
+        path = posixpath.join(agent_base(host, profile.host.agent_dir), "agent.log")
+        out = host.run(f"tail -n {int(lines)} {shlex.quote(path)}", check=False)
+        return out.stdout if out.ok else f"(no agent log at {path} on {profile.name})\n"

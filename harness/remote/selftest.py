@@ -1,0 +1,71 @@
+"""The self-test that closes ``hwl deploy``: one quick measurement through the real ssh transport.
+
+Its record (outcome, median, fingerprint, agent version, time) is written next to the agent on
+the device (``<agent_dir>/selftest.json``), so ``hwl status`` can show it from any coordinator.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import shlex
+import time
+from pathlib import Path
+
+from agents.protocol import Measure
+from harness.profiles import DeviceProfile
+from harness.remote.deploy import DeployReport, agent_base
+from harness.remote.host import Host
+
+SELFTEST_ARCH = ("nb201", 1462)  # the coordinator's drift-canary cell: a mid-size NB201 model
+SELFTEST_POLICY = {"repeats": 2, "cooldown_s": 0.0}
+
+
+def selftest_model(artifact_dir: Path) -> tuple[Path, str]:
+    """The self-test model exported into ``artifact_dir`` (a cache hit after the first time)."""
+    from harness.export import export_one
+
+    space, arch = SELFTEST_ARCH
+    path = Path(export_one(space, arch, artifact_dir).path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_selftest(host: Host, profile: DeviceProfile, report: DeployReport, artifact_dir: Path) -> dict:
+    """Measure the self-test model on the device; the record is also stored on the device."""
+    from harness.transport.ssh import SSHSession
+
+    base = agent_base(host, profile.host.agent_dir)
+    rt = profile.runtime
+    space, arch = SELFTEST_ARCH
+    common = dict(runtime=rt.kind, threads=rt.threads, cores=tuple(rt.cores or ()), profile="quick",
+                  policy=SELFTEST_POLICY, options=rt.options_dict(), labels={"selftest": True})
+    if rt.kind == "torch":
+        request = Measure(arch={"space": space, "key": arch, "dataset": None}, **common)
+    else:
+        path, sha = selftest_model(artifact_dir)
+        request = Measure(model=str(path), sha256=sha, **common)
+    started = time.time()
+    with SSHSession(host, agent_path=report.agent_path, python=report.python,
+                    cache_dir=posixpath.join(base, "cache"), name=profile.name) as session:
+        hello = session.hello
+        reply = session.request(request)
+    stats = (reply.measurement or {}).get("stats") or {}
+    record = {"outcome": reply.outcome, "message": reply.message, "median_ms": stats.get("median_ms"),
+              "agent_version": hello.agent_version, "bundle": report.bundle, "runtime": rt.kind,
+              "fingerprint_id": hello.fingerprint_id, "fingerprint": hello.fingerprint,
+              "time": started, "seconds": time.time() - started}
+    with host.sftp.open(posixpath.join(base, "selftest.json"), "w") as f:
+        f.write(json.dumps(record, sort_keys=True))
+    return record
+
+
+def read_selftest(host: Host, agent_dir: str) -> dict | None:
+    """The last self-test record on the device, or None."""
+    base = agent_base(host, agent_dir)
+    out = host.run(f"cat {shlex.quote(posixpath.join(base, 'selftest.json'))}", check=False)
+    if not out.ok or not out.stdout.strip():
+        return None
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        return None

@@ -1,0 +1,148 @@
+"""The lab over SSH, end to end: two device hosts in network namespaces with real sshd,
+`hwl deploy` onto both, a campaign on both, one host's sshd killed mid-campaign and restarted."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.store import Store
+from tests.campaign_helpers import hwl, kill_leftovers
+from tests.lab_hosts import start_lab_host, stop_lab_host, write_ssh_profile
+from tests.sshd import make_key, netns_available, sshd_available
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (sshd_available() and netns_available()), reason="needs sshd, root, ip netns")]
+ARCHS = "1835,7165,9545,4123,11000,333"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lab")
+    key = make_key(work / "lab_key")
+    known = work / "known_hosts"
+    hosts = []
+    try:
+        for name, prefix in (("pi-a", "198.18.51"), ("pi-b", "198.18.52")):
+            hosts.append(start_lab_host(name, prefix, work, key))
+        profiles = [write_ssh_profile(work, h, key, known) for h in hosts]
+        yield {"work": work, "key": key, "known": known, "hosts": hosts, "profiles": profiles}
+    finally:
+        for h in hosts:
+            stop_lab_host(h)
+
+
+def test_deploy_refuses_unknown_hosts_then_trusts_deploys_and_is_idempotent(lab):
+    profiles, known = lab["profiles"], lab["known"]
+    refused = hwl("deploy", *profiles, "--no-selftest")
+    assert refused.returncode == 1
+    assert "not in" in refused.stderr and "--trust-new-host" in refused.stderr
+    assert not known.exists()
+
+    first = hwl("deploy", *profiles, "--trust-new-host", "--artifacts", lab["work"] / "artifacts")
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert {line["device"] for line in lines} == {"pi-a", "pi-b"}
+    for line in lines:
+        assert line["changed"] and line["selftest"] in ("ok", "unstable") and line["selftest_ms"] > 0
+        assert line["fingerprint_id"]
+    assert len(known.read_text().splitlines()) == 2
+
+    again = hwl("deploy", *profiles, "--artifacts", lab["work"] / "artifacts")
+    assert again.returncode == 0, again.stderr
+    assert all(not json.loads(line)["changed"] for line in again.stdout.splitlines())
+
+    status = hwl("status", *profiles, "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {r["device"]: r for r in json.loads(status.stdout)}
+    assert all(r["reachable"] and r["agent"] and r["selftest"] for r in rows.values())
+    logs = hwl("logs", profiles[0])
+    assert logs.returncode == 0
+
+
+def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):
+    wrong = make_key(tmp_path / "wrong_key")
+    text = lab["profiles"][0].read_text().replace(str(lab["key"]), str(wrong))
+    bad_key = tmp_path / "pi-a-wrong.toml"
+    bad_key.write_text(text)
+    out = hwl("deploy", bad_key, "--no-selftest")
+    assert out.returncode == 1 and "refused key" in out.stderr
+    # An address in the fenced test range with no host behind it: refused on this machine.
+    gone = tmp_path / "pi-gone.toml"
+    gone.write_text(lab["profiles"][0].read_text().replace(lab["hosts"][0].netns.address, "198.18.59.2")
+                    .replace('name = "pi-a"', 'name = "pi-gone"'))
+    route = subprocess.run(["ip", "route", "get", "198.18.59.2"], capture_output=True, text=True)
+    assert route.returncode != 0 and "No route to host" in route.stderr  # the fence, not the default route
+    out = hwl("deploy", gone, "--no-selftest", timeout=120)
+    assert out.returncode == 1 and "cannot reach pi-gone at 198.18.59.2" in out.stderr, out.stderr
+
+
+def _results(db):
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT j.id, j.device, j.state, sum(r.accepted), sum(r.outcome = 'ok') FROM jobs j "
+                       "LEFT JOIN results r ON r.job_id = j.id GROUP BY j.id").fetchall()
+    lost = con.execute("SELECT count(*) FROM results r JOIN jobs j ON j.id = r.job_id "
+                       "WHERE j.device = 'pi-b' AND r.outcome = 'device_lost'").fetchone()[0]
+    con.close()
+    return rows, lost
+
+
+def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
+    # (depends on the deploy test above having put the agents on both hosts)
+    slow = {"warmup_min_runs": 2, "warmup_min_s": 0.05, "repeats": 3, "window_min_runs": 5,
+            "window_min_s": 0.25, "cooldown_s": 0.0}
+    profiles = [write_ssh_profile(tmp_path, h, lab["key"], lab["known"], policy=slow) for h in lab["hosts"]]
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=tuple(map(str, profiles))))
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    pi_b = lab["hosts"][1]
+    outage = {}
+
+    def take_pi_b_away():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as con:
+                n = con.execute("SELECT count(*) FROM results r JOIN jobs j ON j.id = r.job_id "
+                                "WHERE j.device = 'pi-b'").fetchone()[0]
+            if n >= 2:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)  # into the next measurement
+        pi_b.sshd.stop()  # kills sshd, the session and the agent mid-measurement
+        outage["at"] = time.monotonic()
+        time.sleep(4)
+        pi_b.sshd.start()
+        outage["back"] = time.monotonic()
+
+    chaos = threading.Thread(target=take_pi_b_away, daemon=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
+                 resources={"host:pi-a": 1000, "host:pi-b": 1000})
+        chaos.start()
+        with Store(db) as s:
+            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "artifacts", canary_every=0))
+        chaos.join(timeout=60)
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_TMPDIR", None)
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert "back" in outage, "the outage never happened"
+    assert {d["state"] for d in summary["devices"].values()} == {"active"}, summary["devices"]
+    rows, lost = _results(db)
+    assert len(rows) == 12
+    for job_id, device, state, accepted, n_ok in rows:
+        assert state == "done" and accepted == 1 and n_ok <= 1, (job_id, device, state, accepted, n_ok)
+    assert lost >= 1, "no measurement was in flight when pi-b went away"
+    with Store(db) as s:
+        assert s.integrity_check() == "ok"
