@@ -143,3 +143,21 @@ def test_command_transport_profile():
             "runtime": {"kind": "command", "options": {"command": "adb shell bench {sha256}", "regex": "avg=([0-9.]+)"}}}
     p = parse_profile(data)
     assert p.host.push.startswith("adb push") and p.host.check is None
+
+
+def test_example_profiles_parse_and_are_not_listed_as_devices():
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "device_profiles" / "examples"
+    files = sorted(folder.glob("*.toml"))
+    assert {f.stem for f in files} >= {"raspi4", "raspi4-tvm", "pixel7-adb", "fpga-vendor", "gpu-server-cuda"}
+    transports = {load_profile(str(f)).host.transport for f in files}
+    assert transports == {"ssh", "command", "local"}
+    assert not set(available_profiles()) & {load_profile(str(f)).name for f in files}
+
+
+def test_example_tvm_target_is_one_tvm_accepts():
+    tvm = pytest.importorskip("tvm")
+    from pathlib import Path
+    p = load_profile(str(Path(__file__).resolve().parents[1] / "device_profiles" / "examples" / "raspi4-tvm.toml"))
+    target = tvm.target.Target(p.runtime.options_dict()["target"])
+    assert target.attrs["mtriple"] == "aarch64-linux-gnu"
