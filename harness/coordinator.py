@@ -128,6 +128,7 @@ class Coordinator:
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
         self.worker_s = 0.0  # inside the device actors' measure calls
+        self.lock_wait_s = 0.0  # of which waiting for a device sharing the core / thermal domain
         self.n_measurements = 0
         self.started = time.time()
         self.first_dispatch: float | None = None  # wall clock of the first and last measurement
@@ -166,7 +167,8 @@ class Coordinator:
         now = time.time()
         return {"campaign_id": self.campaign_id, "wall_s": now - self.started,
                 "dispatch_wall_s": (self.last_result - self.first_dispatch) if self.first_dispatch else 0.0,
-                "measure_s": self.measure_s, "worker_s": self.worker_s, "n_measurements": self.n_measurements,
+                "measure_s": self.measure_s, "worker_s": self.worker_s,
+                "lock_wait_s": self.lock_wait_s, "n_measurements": self.n_measurements,
                 "devices": self.snapshot()}
 
     def snapshot(self) -> dict:
@@ -320,6 +322,7 @@ class Coordinator:
                 dev.actor = device_actor(dev.profile)
         self.measure_s += float(record.get("measure_s") or 0.0)
         self.worker_s += float(record.get("worker_s") or 0.0)
+        self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)
         self.n_measurements += 1
         self.last_result = time.time()
         now = time.monotonic()
