@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.cli.common import add_archs_flags
+from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 
 DEFAULT_STORE = "lab.db"
@@ -51,6 +52,7 @@ def _common(p) -> None:
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     p.add_argument("--no-progress", action="store_true", help="no live table; one summary line at the end")
+    add_known_hosts_flag(p)
 
 
 def _options(args):
@@ -109,6 +111,7 @@ def _live(fn, args, **kwargs) -> int:
 
     from harness.report import progress_table
 
+    apply_known_hosts(args)  # ssh devices' host keys are checked against this file
     console = Console(stderr=True)
     options = _options(args)
     if args.no_progress or not console.is_terminal:
