@@ -67,6 +67,7 @@ class SSHSession(LineSession):
         self.name = name or host.name
         self._channel = None
         self.pushed: list[str] = []  # sha256 of files this session uploaded (for tests and logs)
+        self._staged: set[str] = set()  # sha256 known to be in the device's cache
 
     def __repr__(self) -> str:
         return f"SSHSession({self.host!r}, agent_path={self.agent_path!r})"
@@ -140,14 +141,18 @@ class SSHSession(LineSession):
     def stage_model(self, local_path: Path, sha256: str) -> str:
         """Make sure the host's cache holds ``<sha256>.onnx``; upload it only when missing."""
         remote = posixpath.join(self.cache_dir, f"{sha256}.onnx")
+        if sha256 in self._staged:  # checked (or pushed) earlier in this session: no round trip
+            return remote
         try:
             if self.host.exists(remote):
-                self.host.run(f"touch {shlex.quote(remote)}", check=False)  # LRU order
+                self.host.sftp.utime(remote, None)  # LRU order, without a remote shell
+                self._staged.add(sha256)
                 return remote
             self._make_room(local_path.stat().st_size)
             part = remote + ".part"
             self.host.put(local_path, part)
             self.host.sftp.posix_rename(part, remote)
+            self._staged.add(sha256)
         except (RemoteError, OSError, EOFError) as exc:
             raise AgentLost(f"{self.name}: uploading {local_path.name} failed: {exc}", device=self.name) from None
         except Exception as exc:  # paramiko.SSHException: the link broke mid-upload
@@ -164,6 +169,7 @@ class SSHSession(LineSession):
             if total + incoming_bytes <= self.cache_quota_bytes:
                 break
             self.host.sftp.remove(posixpath.join(self.cache_dir, entry.filename))
+            self._staged.discard(entry.filename.removesuffix(".onnx"))
             total -= entry.st_size
             log.info("%s: evicted %s from the model cache (quota %d bytes)", self.name, entry.filename,
                      self.cache_quota_bytes)
