@@ -82,7 +82,7 @@ class OnboardSettings:
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
     subsample: float = 0.8
-    acquisition: str = "greedy"
+    acquisition: str = "cover"
     focus_quantile: float = 0.75
     tail_weight: float = 0.5
     pool_size: int = 2000
