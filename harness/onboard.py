@@ -13,20 +13,18 @@ hwl plus every other device in the store that covers enough architectures.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from harness.campaign import CampaignSpec, plan_campaign
-from harness.coordinator import NAMESPACE, CoordinatorOptions, run_campaign
+from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import CampaignError, DeviceQuarantined
 from harness.profiles import DeviceProfile, load_profiles
+from harness.ray_cluster import ray_session
 from harness.store import Store
 from predictors import data, registry
 from predictors.base import TrainTables
@@ -152,38 +150,12 @@ def default_candidates(space: str, tables: dict) -> list:
     return sorted({a for s in tables.values() for a in s.index})
 
 
-@contextlib.contextmanager
 def ray_for(profile: DeviceProfile, options: CoordinatorOptions):
-    """One local Ray for every batch of an onboarding (the coordinator uses a running Ray as is).
-
-    As the coordinator does: this process and Ray stay off the cores a local device measures on.
-    """
-    import ray
-
-    if ray.is_initialized() or options.address:
-        if options.address and not ray.is_initialized():
-            ray.init(address=options.address, namespace=NAMESPACE, log_to_driver=False)
-            try:
-                yield
-            finally:
-                ray.shutdown()
-            return
-        yield
-        return
-    old = os.sched_getaffinity(0)
-    keep = set(range(os.cpu_count() or 1)) - (set(profile.runtime.cores or ()) if profile.host.transport == "local"
-                                              else set())
-    if options.pin_service_cores and keep:
-        os.sched_setaffinity(0, keep)
-    try:
-        kwargs = {"_temp_dir": options.ray_temp_dir} if options.ray_temp_dir else {}
-        ray.init(num_cpus=options.num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                 resources={profile.host.resource: 1000}, log_to_driver=False, **kwargs)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        os.sched_setaffinity(0, old)
+    """One Ray session for every batch of an onboarding (the coordinator uses a running Ray as
+    is); like a campaign's, it keeps this process and Ray off the cores a local device measures on."""
+    cores = set(profile.runtime.cores or ()) if profile.host.transport == "local" else set()
+    return ray_session(address=options.address, num_cpus=options.num_cpus, hosts={profile.host.resource},
+                       avoid_cores=cores if options.pin_service_cores else set(), temp_dir=options.ray_temp_dir)
 
 
 @dataclass
