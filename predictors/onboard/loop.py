@@ -361,8 +361,12 @@ def prepare_method(method: FewShotMethod, ks) -> FewShotMethod:
 
 
 def loop_ks(settings: OnboardSettings, n_known: int = 0) -> list[int]:
-    """Every sample count the loop, its ensemble and its cross-validation may adapt at."""
-    top = max(settings.budget, n_known)
+    """Every sample count the loop, its ensemble and its cross-validation may adapt at.
+
+    Capped at the budget (and 60): with more measurements already known (a store holding a whole
+    campaign of the device), the method makes its per-k choice on first use instead.
+    """
+    top = min(max(settings.budget, min(n_known, settings.budget)), 60)
     return list(range(2, top + 1))
 
 
