@@ -366,7 +366,7 @@ def loop_ks(settings: OnboardSettings, n_known: int = 0) -> list[int]:
     Capped at the budget (and 60): with more measurements already known (a store holding a whole
     campaign of the device), the method makes its per-k choice on first use instead.
     """
-    top = min(max(settings.budget, min(n_known, settings.budget)), 60)
+    top = min(settings.budget, 60)
     return list(range(2, top + 1))
 
 
