@@ -20,7 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -46,7 +46,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path

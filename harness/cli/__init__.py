@@ -35,18 +35,30 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Modules that register commands named otherwise than the module itself.
+MODULE_COMMANDS = {"devices": ("deploy", "undeploy", "status", "logs")}
+
+
+def _modules_for(argv: list[str]) -> list[str]:
+    """Only the module of the command given is imported (some pull in torch or sklearn, and
+    `hwl campaign status` should not wait for them); all of them for `hwl --help`."""
+    by_command = {cmd: m for m in COMMAND_MODULES for cmd in MODULE_COMMANDS.get(m, (m,))}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return [by_command[first]] if first in by_command else list(COMMAND_MODULES)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwl", description="Hardware-latency measurement harness and predictors.")
     parser.add_argument("--version", action="version", version=f"hwl {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in _modules_for(sys.argv[1:] if argv is None else argv):
         importlib.import_module(f"harness.cli.{name}").add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

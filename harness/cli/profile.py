@@ -90,9 +90,7 @@ def profile_toml(args) -> str:
 
 
 def cmd_new(args) -> int:
-    import tomllib
-
-    from harness.profiles import parse_profile
+    from harness.profiles import parse_profile, tomllib
 
     out = Path(args.out)
     if out.exists() and not args.force:
