@@ -4,7 +4,9 @@ Runs a real measurement campaign on this machine's local device profiles (onnxru
 and 2 threads by default; ``--devices`` adds ``local-torch-1t`` or ``local-tvm-1t``) over a few
 dozen seeded NB201 architectures with the quick profile: local Ray, one actor per device,
 exports as Ray tasks, results in an SQLite store. Then it exports the results to Parquet and
-prints each device's median latency and the Spearman correlation between devices.
+prints each device's median latency and the Spearman correlation between devices. Last, the
+predictor step: pretrain on the public tables, adapt to the first device with 10 of its fresh
+measurements, and print rho on the rest beside the copy and HWL-ridge baselines.
 
 Running it again measures nothing twice: the campaign is found in the store and only what is
 missing is measured.
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="hwl demo: a measurement campaign on this machine")
-    parser.add_argument("--archs", type=int, default=20, help="random NB201 architectures (default 20)")
+    parser.add_argument("--archs", type=int, default=30, help="random NB201 architectures (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
                         help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
@@ -64,6 +66,9 @@ def main(argv=None) -> int:
     if n_flagged:
         console.print(f"{n_flagged} accepted results stayed unstable after 3 attempts (a busy machine); "
                       "their flags are in the export")
+    if measured:
+        from scripts.demo_predict import few_shot_table
+        console.print(few_shot_table(wide.set_index("arch_index")[measured[0]], measured[0], seed=args.seed))
     console.print(f"measurement time inside the agents {summary['measure_s']:.1f} s; "
                   f"demo wall time {time.perf_counter() - start:.1f} s")
     return 0
