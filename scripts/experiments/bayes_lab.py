@@ -183,3 +183,41 @@ def phys_group(space):
         T = fbnet_phys_table()
         return T[np.arange(22)[None, :], codes].sum(1)
     raise NotImplementedError
+
+
+class RobustBMA(BMA):
+    """BMA with Student-t-like reweighting from leave-one-out residuals of the MAP combo."""
+    def __init__(self, groups, iters=2, nu=4.0, **kw):
+        super().__init__(groups, **kw); self.iters = iters; self.nu = nu
+
+    def fit_predict(self, idx, y):
+        y = np.log(y) if self.log_y else np.asarray(y, float)
+        mu, sd = y.mean(), y.std() + 1e-12
+        t = (y - mu) / sd
+        Ks = np.stack([X[idx] @ X[idx].T for X in self.G])
+        k = len(idx)
+        C = np.einsum("cg,gij->cij", self.combos, Ks)
+        nc = len(self.combos)
+        w = np.ones(k)
+        for it in range(self.iters + 1):
+            evs, als, Ainvs = [], [], []
+            for s2 in self.noise:
+                A = C + np.diag(s2 / w) + 1.0
+                L = np.linalg.cholesky(A)
+                Ainv = np.linalg.inv(A)
+                a = Ainv @ t
+                logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(1)
+                evs.append(-0.5 * (a @ t) - 0.5 * logdet); als.append(a); Ainvs.append(Ainv)
+            ev = np.concatenate(evs); a = np.concatenate(als)
+            if it == self.iters:
+                break
+            best = int(np.argmax(ev)); Ainv = np.concatenate(Ainvs)[best]; ab = a[best]
+            dg = np.diag(Ainv)
+            z2 = ab ** 2 / dg  # LOO residual^2 / LOO variance
+            w = (self.nu + 1) / (self.nu + z2)
+        wts = np.exp(ev - ev.max()); wts /= wts.sum()
+        combos = np.tile(self.combos, (len(self.noise), 1))
+        pred = np.zeros(self.G[0].shape[0])
+        for g, X in enumerate(self.G):
+            pred += X @ (X[idx].T @ ((wts * combos[:, g]) @ a))
+        return pred
