@@ -1,25 +1,36 @@
 """Growing the Ray cluster the way a lab does: a second node joins with its own `host:<name>`
-resource, and the device actor of a profile bound to that host runs there (checked by node id)."""
+resource, and the device actor of a profile bound to that host runs there (checked by node id).
+
+The cluster is started with `ray start` and driven from fresh processes (`hwl campaign run
+--address ...`, and a short script that asks the actor where it runs), as a user would."""
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.campaign import CampaignSpec, plan_campaign
-from harness.coordinator import CoordinatorOptions, run_campaign
-from harness.ray_cluster import actor_status, device_actor
-from harness.profiles import load_profile
 from harness.store import Store
-from tests.campaign_helpers import kill_leftovers, write_profile
+from tests.campaign_helpers import hwl, kill_leftovers, write_profile
 from tests.sshd import free_port
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 RAY = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ray")
+WHERE = """
+import json, sys, time, ray
+from harness.profiles import load_profile
+from harness.ray_cluster import actor_status, device_actor
+ray.init(address=sys.argv[1], namespace="hwl", log_to_driver=False)
+deadline = time.monotonic() + 60
+while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "host:node2" in n["Resources"]]
+actor = device_actor(load_profile(sys.argv[2]))
+print(json.dumps({"node2": nodes, "actor_node": actor_status(actor, timeout_s=120)["node_id"]}))
+ray.kill(actor)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +38,8 @@ def two_node_cluster():
     if not Path(RAY).exists():
         pytest.skip("ray CLI not in .venv")
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    # Tests only: no token auth between the two local nodes (a lab sets RAY_AUTH_MODE=token
-    # and shares the token file, see README).
+    # Tests only: no token auth between the two local nodes (a lab uses Ray's token auth and
+    # shares the token file, see README). RAY_TMPDIR marks every daemon for the cleanup.
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -39,36 +50,26 @@ def two_node_cluster():
         subprocess.run([RAY, "start", f"--address={address}", "--num-cpus=1",
                         "--resources", '{"host:node2": 1000}', "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)
-        os.environ.update(RAY_TMPDIR=temp, RAY_AUTH_MODE="disabled")
-        ray.init(address=address, namespace="hwl", log_to_driver=False)
-        deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        yield address
+        yield address, env
     finally:
-        ray.shutdown()
-        for key in ("RAY_TMPDIR", "RAY_AUTH_MODE"):
-            os.environ.pop(key, None)
-        kill_leftovers(temp)  # both nodes' daemons, by pid
+        kill_leftovers(temp)  # both nodes' daemons and drivers, by pid
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, tmp_path):
+    address, env = two_node_cluster
     path = write_profile(tmp_path, "node2-ort")
-    text = path.read_text().replace('name = "local"', 'name = "node2"', 1)
-    path.write_text(text)
-    profile = load_profile(str(path))
-    assert profile.host.resource == "host:node2"
-    node2 = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "host:node2" in n["Resources"]]
-    assert len(node2) == 1
-    actor = device_actor(profile)
-    assert actor_status(actor, timeout_s=120)["node_id"] == node2[0]
-    ray.kill(actor)
+    path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+    where = subprocess.run([sys.executable, "-c", WHERE, address, str(path)], env=env, capture_output=True,
+                           text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert where.returncode == 0, where.stderr[-2000:]
+    import json
+    found = json.loads(where.stdout.strip().splitlines()[-1])
+    assert len(found["node2"]) == 1 and found["actor_node"] == found["node2"][0]
 
     db = tmp_path / "lab.db"
+    run = hwl("campaign", "run", "--address", address, "--space", "nb201", "--archs", "1835,7165",
+              "--devices", path, "--store", db, "--canary-every", "0", "--no-progress", env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
     with Store(db) as s:
-        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1835,7165", devices=(str(path),)))
-        summary = run_campaign(s, cid, CoordinatorOptions(address=two_node_cluster, artifact_dir=tmp_path / "art",
-                                                          canary_every=0))
-        assert summary["devices"]["node2-ort"]["state"] == "active"
         assert len(s.latency_table("nb201")) == 2
