@@ -49,38 +49,41 @@ DESIGN_GROUPS = ("phys", "lat")
 WEIGHT_GRID = (0.0, 0.1, 1.0, 10.0)
 NOISE_GRID = (1e-3, 1e-2, 0.1, 0.5)
 BIAS_VARIANCE = 1.0
+COARSE_ABOVE = 100  # samples beyond which each group weight is only on/off (see robust_bma_fit)
 
 
 def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
-                   robust_iters: int = 2, nu: float = 2.0):
+                   robust_iters: int = 2, nu: float = 2.0, coarse_above: int = COARSE_ABOVE):
     """Evidence-averaged Bayesian linear model with Student-t reweighting of the samples.
 
     Same model and return value as ``predictors.baselines.bayes_linear.fit`` (sum of linear
     kernels, one prior weight per group, BMA over ``weight_grid`` x ``noise_grid``), except that
     sample i has noise ``s / w_i``: after each round, ``w_i = (nu + 1) / (nu + z_i^2)`` with
     ``z_i`` the standardised leave-one-out residual under the most probable grid point.
+
+    The grid is evaluated in chunks (memory stays bounded); above ``coarse_above`` samples the
+    evidence is sharp and each group weight is only switched on or off (weights 0 and 1), which
+    keeps hundreds of measurements (``hwl adapt`` on a whole campaign) affordable.
     """
     y = np.asarray(y, dtype=np.float64)
     k = len(y)
     y_mean, y_std = float(y.mean()), float(y.std())
     if k < 2 or y_std == 0 or not groups:
         return [np.zeros(g.shape[1]) for g in groups], 0.0, y_mean, 1.0
+    if k > coarse_above:
+        weight_grid = (0.0, 1.0)
     yn = (y - y_mean) / y_std
     grams = np.stack([g @ g.T for g in groups])
     combos = np.array([c for c in itertools.product(weight_grid, repeat=len(groups)) if sum(c) > 0])
-    kern = np.einsum("wg,gij->wij", combos, grams) + BIAS_VARIANCE                  # (W, k, k)
     noise = np.asarray(noise_grid, dtype=np.float64)
     weights = np.ones(k)
     for round_ in range(robust_iters + 1):
-        cov = (kern[:, None] + noise[None, :, None, None] * np.diag(1.0 / weights)).reshape(-1, k, k)
-        chol = np.linalg.cholesky(cov)
-        inv = np.linalg.inv(cov)
-        alpha = inv @ yn                                                              # (C, k)
-        log_ev = -0.5 * alpha @ yn - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        log_ev, alpha = _grid_evidence(combos, grams, noise, weights, yn)
         if round_ == robust_iters:
             break
         best = int(np.argmax(log_ev))
-        z2 = alpha[best] ** 2 / np.diagonal(inv[best])                                # LOO residual^2 / variance
+        cov = _cov(combos[best // len(noise)][None], grams, noise[best % len(noise)][None], weights)[0]
+        z2 = alpha[best] ** 2 / np.diagonal(np.linalg.inv(cov))                      # LOO residual^2 / variance
         weights = (nu + 1.0) / (nu + z2)
     p = np.exp(log_ev - log_ev.max())
     p /= p.sum()
@@ -88,6 +91,27 @@ def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGH
     coef = [g.T @ ((p * combo_weights[:, j]) @ alpha) for j, g in enumerate(groups)]
     intercept = BIAS_VARIANCE * float(p @ alpha.sum(axis=1))
     return coef, intercept, y_mean, y_std
+
+
+def _cov(combos, grams, noise, weights) -> np.ndarray:
+    """(len(combos) * len(noise), k, k) prior + noise covariances, noise varying fastest."""
+    k = len(weights)
+    kern = np.einsum("wg,gij->wij", combos, grams) + BIAS_VARIANCE
+    return (kern[:, None] + noise[None, :, None, None] * np.diag(1.0 / weights)).reshape(-1, k, k)
+
+
+def _grid_evidence(combos, grams, noise, weights, yn, max_floats: float = 4e6):
+    """(log evidence, K^-1 y) of every (combo, noise) grid point, chunked to bound memory."""
+    k = len(yn)
+    step = max(1, int(max_floats // (len(noise) * k * k)))
+    log_ev, alpha = [], []
+    for start in range(0, len(combos), step):
+        cov = _cov(combos[start:start + step], grams, noise, weights)
+        chol = np.linalg.cholesky(cov)
+        a = np.linalg.solve(cov, np.broadcast_to(yn, (len(cov), k))[..., None])[..., 0]
+        log_ev.append(-0.5 * a @ yn - np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1))
+        alpha.append(a)
+    return np.concatenate(log_ev), np.concatenate(alpha)
 
 
 def d_optimal(design: np.ndarray, k: int, rng: np.random.Generator, *, pool: int | None = 500,

@@ -21,7 +21,7 @@ METHODS: dict[str, str] = {
     "help": "predictors.help:HELP",
 }
 
-RECOMMENDED = "simple_reference"
+RECOMMENDED = "phys_bayes"
 
 
 class UnknownMethodError(UserError):

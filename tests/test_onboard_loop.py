@@ -31,7 +31,8 @@ def small():
 @pytest.fixture(scope="module")
 def method(small):
     tables, _ = small
-    m = prepare_method(registry.get_method(random_state=0, select_repeats=1, score_archs=200), range(2, 13))
+    m = prepare_method(registry.get_method("simple_reference", random_state=0, select_repeats=1, score_archs=200),
+                       range(2, 13))
     return m.pretrain("nb201", TrainTables(tables, tables))
 
 

@@ -85,9 +85,11 @@ def test_evaluate_custom_task_writes_the_results_json(tables, tmp_path):
 def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):
     out = tmp_path / "n0.json"
     assert main(["evaluate", "--task", "N0", "--samples", "10", "--trials", "1", "--n-pretrain", "100",
-                 "--set", "select_repeats=1", "--json", str(out)]) == 0
+                 "--json", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
-    assert result["method"] == "simple_reference" and len(result["per_device"]) == 6
+    from predictors import registry
+
+    assert result["method"] == registry.RECOMMENDED and len(result["per_device"]) == 6
     assert result["mean"] > 0.8
 
 
