@@ -154,3 +154,12 @@ def test_phys_bayes_contract_and_errors(nb201_tables):
     adapted = method.adapt(chosen, nb201_tables["raspi4"].loc[chosen].to_numpy(), device="raspi4")
     assert not hasattr(method, "coef_")
     assert adapted.predict(nb201.sample(50, 1)).shape == (50,)
+
+
+def test_robust_fit_scales_to_many_measurements():
+    rng = np.random.default_rng(2)
+    groups = [rng.normal(size=(400, d)) / np.sqrt(d) for d in (9, 30, 7)]
+    y = np.hstack(groups) @ rng.normal(size=46) + rng.normal(0, 0.05, 400)
+    coef, intercept, mean, std = robust_bma_fit([g[:250] for g in groups], y[:250])  # coarse grid, chunked
+    pred = bayes_linear.predict(coef, intercept, mean, std, [g[250:] for g in groups])
+    assert spearmanr(pred, y[250:]).statistic > 0.95
