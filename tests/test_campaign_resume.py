@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import time
 
+import psutil
 import pytest
 
 from tests.campaign_helpers import HWL, hwl, kill_leftovers, leftover_processes, write_profile
@@ -53,13 +54,25 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
             kill_leftovers(ray_tmp)
     killed_at = _counts(db)
     assert killed_at.get("queued", 0) + killed_at.get("running", 0) >= 1
-    time.sleep(2)
-    # Ray's raylet, GCS, workers and the agents share the driver's fate. Ray's two dashboard
-    # helper daemons outlive a SIGKILLed driver by about a minute before exiting on their own;
-    # the test does not wait for them, it kills them by pid.
+    # Ray's raylet, GCS, workers and the agents share the driver's fate: they notice it is gone
+    # and exit by themselves within seconds (polled, not slept: how fast depends on the machine).
+    # Ray's two dashboard helper daemons outlive a SIGKILLed driver by about a minute before
+    # exiting on their own; the test does not wait for them, it kills them by pid.
     helpers = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-    leftovers = [p for p in leftover_processes(ray_tmp) if p.name() not in helpers
-                 and not any(h in " ".join(p.cmdline()) for h in helpers)]
+
+    def _leftovers():
+        found = []
+        for p in leftover_processes(ray_tmp):
+            try:
+                if p.name() not in helpers and not any(h in " ".join(p.cmdline()) for h in helpers):
+                    found.append(p)
+            except psutil.NoSuchProcess:  # exited while we looked
+                pass
+        return found
+
+    deadline = time.monotonic() + 30
+    while (leftovers := _leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     kill_leftovers(ray_tmp)
     assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
 
