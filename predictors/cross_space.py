@@ -145,6 +145,8 @@ def plot_rho_vs_samples(results: list[dict], path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from predictors.plots import save_figure
+
     summary = summarise(results)
     pairs = list(summary[["source", "target"]].drop_duplicates().itertuples(index=False))
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.4), squeeze=False, sharey=True)
@@ -160,12 +162,7 @@ def plot_rho_vs_samples(results: list[dict], path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Spearman rho")
     axes[0][-1].legend(fontsize="small", loc="lower right")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["DEFAULT_SAMPLES", "METHODS", "cross_space", "hwl_matrix", "plot_rho_vs_samples", "shared_devices",

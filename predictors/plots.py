@@ -29,7 +29,7 @@ def plot_rho_vs_k(results: list[dict], path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Spearman rho (strict protocol)")
     axes[0][-1].legend(fontsize="small", loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def device_correlation(table: pd.DataFrame, devices=None) -> pd.DataFrame:
@@ -49,10 +49,11 @@ def plot_device_heatmap(table: pd.DataFrame, path, devices=None) -> Path:
     ax.set_xticks(range(n), corr.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n), corr.index, fontsize=7)
     fig.colorbar(image, ax=ax, label="Spearman rho")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -61,4 +62,4 @@ def _save(fig, path) -> Path:
     return path
 
 
-__all__ = ["device_correlation", "plot_device_heatmap", "plot_rho_vs_k"]
+__all__ = ["device_correlation", "plot_device_heatmap", "plot_rho_vs_k", "save_figure"]
