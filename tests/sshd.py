@@ -190,3 +190,18 @@ class SSHServer:
         self.proc.wait(timeout=5)
         psutil.wait_procs(children, timeout=5)
         self.proc = None
+
+
+def trusted_loopback_host(workdir: Path, name: str = "dev1"):
+    """A key-only sshd on loopback, a client key it accepts and a known_hosts file that trusts it.
+
+    Returns ``(server, host)``: ``host`` is a ``harness.remote.Host`` for that server (not yet
+    opened). The caller stops the server and closes the host.
+    """
+    from harness.remote import Host
+
+    key = make_key(Path(workdir) / "client_key")
+    srv = SSHServer(Path(workdir) / "server", authorized_keys=[key]).start()
+    known = Path(workdir) / "known_hosts"
+    known.write_text(srv.public_host_key_line())
+    return srv, Host(name, srv.address, "root", key, port=srv.port, known_hosts=known)

@@ -5,22 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.remote import Host
 from harness.remote.bundle import build_bundle
 from harness.remote.deploy import DeployError, deploy, undeploy
-from tests.sshd import SSHServer, make_key, sshd_available
+from tests.sshd import sshd_available, trusted_loopback_host
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    work = tmp_path_factory.mktemp("deploy")
-    key = make_key(work / "client_key")
-    srv = SSHServer(work / "server", authorized_keys=[key]).start()
-    known = work / "known_hosts"
-    known.write_text(srv.public_host_key_line())
-    h = Host("dev1", srv.address, "root", key, port=srv.port, known_hosts=known)
+    srv, h = trusted_loopback_host(tmp_path_factory.mktemp("deploy"))
     yield h
     h.close()
     srv.stop()

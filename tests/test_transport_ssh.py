@@ -12,7 +12,7 @@ from harness.remote import Host
 from harness.remote.deploy import deploy
 from harness.transport.errors import ConnectionLost
 from harness.transport.ssh import SSHSession
-from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available
+from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available, trusted_loopback_host
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
 TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
@@ -33,11 +33,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     work = tmp_path_factory.mktemp("ssh")
-    key = make_key(work / "client_key")
-    srv = SSHServer(work / "server", authorized_keys=[key]).start()
-    known = work / "known_hosts"
-    known.write_text(srv.public_host_key_line())
-    host = Host("dev1", srv.address, "root", key, port=srv.port, known_hosts=known)
+    srv, host = trusted_loopback_host(work)
     report = deploy(host, python=sys.executable, agent_dir=str(work / "hwl"), use_venv=False)
     yield host, report, work
     host.close()
