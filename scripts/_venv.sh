@@ -6,7 +6,7 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q --upgrade pip >"$VENV/pip-upgrade.log" 2>&1 || cat "$VENV/pip-upgrade.log" >&2
 fi
 STAMP="$VENV/.hwl-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
