@@ -9,8 +9,6 @@ records the key in the known_hosts file (never a silent auto-add).
 from __future__ import annotations
 
 import logging
-import os
-import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -221,10 +219,3 @@ class Host:
             return True
         except FileNotFoundError:
             return False
-
-    def quote(self, text: str) -> str:
-        return shlex.quote(text)
-
-
-def default_user() -> str:
-    return os.environ.get("USER") or "root"
