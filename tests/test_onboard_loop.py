@@ -109,7 +109,7 @@ def test_every_measurement_failing_is_an_error(method, small):
 def test_bad_settings_are_refused(method, small):
     with pytest.raises(OnboardError, match="budget"):
         _loop(method, small, TableDevice(small[1]), budget=0)
-    with pytest.raises(OnboardError, match="valid: loop, diverse, random"):
+    with pytest.raises(OnboardError, match="valid: loop, design, diverse, random"):
         _loop(method, small, TableDevice(small[1]), strategy="smart")
 
 

@@ -114,5 +114,17 @@ def estimate_rho(pred_log_ms, residuals, *, rng: np.random.Generator, scale: flo
                        n_measured=len(residuals), residual_rms=float(np.sqrt(np.mean(residuals ** 2))))
 
 
-__all__ = ["DEFAULT_SCALE", "DEFAULT_SHRINK", "RhoEstimate", "cv_residuals", "effective_scale", "estimate_rho",
-           "plugin_rho"]
+
+def combine(parts: list[RhoEstimate]) -> RhoEstimate | None:
+    """The mean of several estimates of the same rho (their bounds averaged too); None for none."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    mean = lambda name: float(np.mean([getattr(p, name) for p in parts]))  # noqa: E731
+    return RhoEstimate(rho=mean("rho"), low=mean("low"), high=mean("high"), confidence=parts[0].confidence,
+                       n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"))
+
+
+__all__ = ["DEFAULT_SCALE", "DEFAULT_SHRINK", "RhoEstimate", "combine", "cv_residuals", "effective_scale",
+           "estimate_rho", "plugin_rho"]

@@ -5,14 +5,17 @@ per architecture (ms; NaN or None where the measurement failed) or a mapping arc
 harness passes a function that runs a campaign on the device; ``scripts/bench_onboard`` passes
 one that looks the answer up in a held-out public table.
 
-1. Initial picks (``n_initial``) without any target latency: diverse picks on the candidates'
-   features (``selection``), random picks for ``strategy="random"``.
+1. Initial picks (``n_initial``) without any target latency: the method's own D-optimal design
+   (``design``; a method without one chooses itself), diverse picks on the candidates' features
+   (``selection``), or random picks for ``strategy="random"``.
 2. Adapt the pretrained method on everything measured (the method does its own Eq. 1
-   initialisation), an ensemble of copies on subsets for the spread, and estimate rho by
-   cross-validation (``estimate``).
+   initialisation). For a method with a closed-form posterior (``phys_bayes``, see
+   ``posterior``) that posterior gives the spread and the model-based rho estimate; any other
+   method gets an ensemble of copies adapted on subsets and a cross-validated estimate
+   (``ensemble``, ``estimate``).
 3. Stop when the estimate reaches ``target_rho`` or the budget is spent; otherwise measure the
-   next ``batch_size`` archs (``acquisition``; or diversity / random for the comparison
-   strategies) and go to 2.
+   next ``batch_size`` archs (``design`` / ``acquisition``; or diversity / random for the
+   comparison strategies) and go to 2.
 
 Measurements already made (a resumed onboarding, or a store holding some) are passed as
 ``measured`` and count against the budget; no architecture is ever measured twice.
@@ -28,11 +31,14 @@ import numpy as np
 
 from harness.errors import UserError
 from predictors.base import FewShotMethod
-from predictors.onboard import acquisition, ensemble, estimate, selection
+from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("loop", "diverse", "random")
+STRATEGIES = ("loop", "design", "diverse", "random")
+INITIALS = ("design", "diverse")
+MODEL_ACQUISITIONS = ("variance", "integrated")  # need a closed-form posterior; else "cover" is used
+ESTIMATORS = ("model", "cv", "blend")
 
 
 class OnboardError(UserError):
@@ -53,21 +59,33 @@ class OnboardSettings:
         Diverse picks before the first adaptation.
     batch_size : int
         Measurements per later round.
-    strategy : {"loop", "diverse", "random"}
-        ``loop``: diverse start, then ensemble disagreement. ``diverse``: diverse picks only.
-        ``random``: random picks (the strict protocol's choice).
+    strategy : {"loop", "design", "diverse", "random"}
+        ``loop``: ``initial`` start, then ``acquisition`` on the adapted model. ``design``: the
+        method's D-optimal design only (no target latency steers it). ``diverse``: diverse picks
+        only. ``random``: random picks (the strict protocol's choice).
+    initial : {"design", "diverse"}
+        First picks of ``loop``.
     picker : {"kcenter", "kmeans"}
         Diversity picker; ``feature_weights`` the share of each feature group.
     n_members, subsample : int, float
         Ensemble size and the share of the measurements each member is adapted on.
-    acquisition : {"cover", "greedy", "mass"}
-        How scores become a batch (see ``acquisition``).
+    acquisition : {"variance", "integrated", "cover", "greedy", "mass"}
+        ``variance`` / ``integrated``: posterior variance or its integrated reduction (``design``;
+        methods with a closed-form posterior); the others turn ensemble spread into a batch
+        (``acquisition``) and are what a method without a posterior gets.
     focus_quantile, tail_weight : float
         Latency focus of the acquisition (see ``acquisition.focus_weights``).
     pool_size : int
         Unmeasured candidates scored per round (a fresh random subset when there are more).
+    estimator : {"model", "cv", "blend"}
+        ``model``: draws from the closed-form posterior (``posterior.model_rho``); ``cv``:
+        cross-validated residuals (``estimate``); ``blend``: their mean. Methods without a
+        posterior always use ``cv``.
+    n_draws, noise_dof, model_temperature : int, float or None, float
+        Posterior draws of the model estimate; Student-t noise degrees of freedom (None:
+        Gaussian); the temperature of the draws (``posterior.model_rho``).
     estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
-        Cross-validated rho estimate (see ``estimate.effective_scale``).
+        Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
     prepare_ks : bool
         Ask a method with a ``select_ks`` parameter to prepare every size the loop adapts at.
     seed : int
@@ -78,6 +96,7 @@ class OnboardSettings:
     n_initial: int = 5
     batch_size: int = 2
     strategy: str = "loop"
+    initial: str = "design"
     picker: str = "kmeans"
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
@@ -86,6 +105,10 @@ class OnboardSettings:
     focus_quantile: float = 0.75
     tail_weight: float = 0.5
     pool_size: int = 2000
+    estimator: str = "model"
+    n_draws: int = 64
+    noise_dof: float | None = None
+    model_temperature: float = 1.0
     estimate_scale: float = estimate.DEFAULT_SCALE
     estimate_shrink: float = estimate.DEFAULT_SHRINK
     max_folds: int = 10
@@ -102,8 +125,13 @@ class OnboardSettings:
             raise OnboardError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.picker not in selection.PICKERS:
             raise OnboardError(f"unknown picker {self.picker!r}; valid: {', '.join(selection.PICKERS)}")
-        if self.acquisition not in acquisition.MODES:
-            raise OnboardError(f"unknown acquisition {self.acquisition!r}; valid: {', '.join(acquisition.MODES)}")
+        modes = MODEL_ACQUISITIONS + acquisition.MODES
+        if self.acquisition not in modes:
+            raise OnboardError(f"unknown acquisition {self.acquisition!r}; valid: {', '.join(modes)}")
+        if self.initial not in INITIALS:
+            raise OnboardError(f"unknown initial picks {self.initial!r}; valid: {', '.join(INITIALS)}")
+        if self.estimator not in ESTIMATORS:
+            raise OnboardError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
             raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
         if n_candidates < 2:
@@ -205,6 +233,10 @@ class OnboardLoop:
         self._pool_cache: list = []
         self.residuals: np.ndarray | None = None
         self._spread = None
+        self._design = None
+        self._pool_feats = None
+        self.posterior: posterior.GridPosterior | None = None
+        self.estimate_parts: dict = {}
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -241,11 +273,24 @@ class OnboardLoop:
         """The adapted model's log-ms predictions of this round's pool of unmeasured candidates."""
         return None if self._spread is None else self._spread.full_log_ms
 
+    @property
+    def pool(self) -> list:
+        """This round's pool of unmeasured candidates (what acquisition and estimate look at)."""
+        return list(self._pool_cache)
+
+    @property
+    def pool_features(self):
+        """The posterior's per-group features of :attr:`pool` (None without a closed-form posterior)."""
+        return self._pool_feats
+
     def predict_table(self, archs=None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate)."""
         if self.adapted is None:
             raise OnboardError("nothing adapted yet: run() first")
-        spread = ensemble.predict_spread(self.adapted, self.members, self.candidates if archs is None else archs)
+        archs = self.candidates if archs is None else list(archs)
+        if self.posterior is not None:
+            return np.asarray(self.adapted.predict(archs), dtype=np.float64), np.sqrt(self.posterior.mean_var(archs)[1])
+        spread = ensemble.predict_spread(self.adapted, self.members, archs)
         return np.exp(spread.full_log_ms), spread.std_log_ms
 
     # -- steps -------------------------------------------------------------------------------
@@ -276,8 +321,20 @@ class OnboardLoop:
     def _initial_picks(self, n: int) -> list:
         if self.settings.strategy == "random":
             return self._random_picks(n)
+        if self.settings.strategy == "design" or (self.settings.strategy == "loop" and self.settings.initial == "design"):
+            return self._design_picks(n)
         rows = selection.diverse_picks(self.features(), n, self._taken_rows(), picker=self.settings.picker,
                                        random_state=self.settings.seed)
+        return [self.candidates[i] for i in rows]
+
+    def _design_picks(self, n: int) -> list:
+        """The method's D-optimal design continued from what is measured (``design.design_picks``)."""
+        if self._design is None:
+            self._design = design.design_matrix(self.method, self.candidates)
+        if self._design is None:  # a method without design columns chooses by itself
+            return list(self.method.choose(n, self._unmeasured(), self.rng))
+        rows = design.design_picks(self._design, n, self._taken_rows(), self.rng,
+                                   pool=getattr(self.method, "pool", 500))
         return [self.candidates[i] for i in rows]
 
     def _random_picks(self, n: int) -> list:
@@ -295,19 +352,36 @@ class OnboardLoop:
         archs = list(self.measured)
         y = np.array([self.measured[a] for a in archs])
         self.adapted = self.method.adapt(archs, y, device=self.device)
-        self.members = ensemble.adapt_members(self.method, archs, y, n_members=s.n_members, subsample=s.subsample,
-                                              rng=self.rng, device=self.device)
+        self.posterior = posterior.fit_posterior(self.adapted, archs, y) if posterior.supports(self.adapted) else None
+        self.members = [] if self.posterior is not None else ensemble.adapt_members(
+            self.method, archs, y, n_members=s.n_members, subsample=s.subsample, rng=self.rng, device=self.device)
         self._pool_cache = self._pool()
-        self._spread = ensemble.predict_spread(self.adapted, self.members, self._pool_cache) if self._pool_cache \
-            else None
+        self._spread = None
+        self._pool_feats = None
+        if self._pool_cache and self.posterior is not None:
+            self._pool_feats = self.posterior.features(self._pool_cache)
+            full = np.log(np.asarray(self.adapted.predict(self._pool_cache), dtype=np.float64))
+            mean, var = self.posterior.mean_var(feats=self._pool_feats)
+            self._spread = ensemble.EnsemblePrediction(full, mean, np.sqrt(var))
+        elif self._pool_cache:
+            self._spread = ensemble.predict_spread(self.adapted, self.members, self._pool_cache)
         self.estimate = None
-        if len(archs) >= 3 and self._spread is not None:
+        self.estimate_parts = {}
+        if len(archs) < 3 or self._spread is None:
+            return
+        if self.posterior is not None and s.estimator in ("model", "blend"):
+            rho, low, high, rms = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats,
+                                                      rng=self.rng, n_draws=s.n_draws, confidence=s.confidence,
+                                                      noise_dof=s.noise_dof, temperature=s.model_temperature)
+            self.estimate_parts["model"] = estimate.RhoEstimate(rho, low, high, s.confidence, len(archs), rms)
+        if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)
             self.residuals = resid
             scale = estimate.effective_scale(len(archs), s.estimate_scale, s.estimate_shrink)
-            self.estimate = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng, scale=scale,
-                                                  confidence=s.confidence)
+            self.estimate_parts["cv"] = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng,
+                                                              scale=scale, confidence=s.confidence)
+        self.estimate = estimate.combine(list(self.estimate_parts.values()))
 
     def _next_picks(self, n: int) -> list:
         s = self.settings
@@ -315,9 +389,21 @@ class OnboardLoop:
             return []
         if s.strategy == "random":
             return self._random_picks(n)
-        if s.strategy == "diverse" or self._spread is None or not self.members:
+        if s.strategy == "design":
+            return self._design_picks(n)
+        if s.strategy == "diverse" or self._spread is None:
             return self._initial_picks(n)
         pool = self._pool_cache
+        if self.posterior is not None:
+            weights = acquisition.focus_weights(self._spread.full_log_ms, focus_quantile=s.focus_quantile,
+                                                tail_weight=s.tail_weight)
+            if s.acquisition == "integrated":
+                rows = design.integrated_picks(self.posterior, self._pool_feats, n, self.rng, weights=weights)
+            else:  # "variance", and the ensemble modes, whose spread here is the posterior's
+                rows = design.variance_picks(self.posterior, self._pool_feats, n, weights=weights)
+            return [pool[i] for i in rows]
+        if not self.members:
+            return self._initial_picks(n)
         weights = acquisition.focus_weights(self._spread.full_log_ms, focus_quantile=s.focus_quantile,
                                             tail_weight=s.tail_weight)
         feats = self.features()
@@ -370,5 +456,5 @@ def loop_ks(settings: OnboardSettings, n_known: int = 0) -> list[int]:
     return list(range(2, top + 1))
 
 
-__all__ = ["OnboardError", "OnboardLoop", "OnboardResult", "OnboardSettings", "STRATEGIES", "Step", "loop_ks",
-           "prepare_method"]
+__all__ = ["ESTIMATORS", "INITIALS", "MODEL_ACQUISITIONS", "OnboardError", "OnboardLoop", "OnboardResult",
+           "OnboardSettings", "STRATEGIES", "Step", "loop_ks", "prepare_method"]

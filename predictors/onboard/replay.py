@@ -11,6 +11,7 @@ import pandas as pd
 
 from predictors.base import FewShotMethod
 from predictors.onboard.estimate import plugin_rho
+from predictors.onboard.posterior import model_rho_at
 from predictors.onboard.loop import OnboardError, OnboardLoop, OnboardSettings
 from predictors.protocol import spearman
 
@@ -40,13 +41,16 @@ class TableDevice:
 
 
 def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings: OnboardSettings, *,
-                  tables: dict | None = None, candidates=None, scales=(), seed: int = 0) -> dict:
+                  tables: dict | None = None, candidates=None, scales=(), temperatures=(),
+                  seed: int = 0) -> dict:
     """One onboarding of the table device ``truth``; returns the curve and the final result.
 
-    ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high"}], "stop_reason",
-    "spent"}``; ``true_rho`` is over every candidate not measured, with the round's adapted model.
+    ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high", "est_parts"}],
+    "stop_reason", "spent"}``; ``true_rho`` is over every candidate not measured, with the round's
+    adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv).
     ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
-    scale on train devices.
+    scale on train devices; ``temperatures`` adds ``model_at`` (temperature -> the model-based
+    estimate, ``posterior.model_rho``) to calibrate that one.
     """
     candidates = list(truth.index) if candidates is None else list(candidates)
     device = TableDevice(truth)
@@ -57,7 +61,14 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
         true = spearman(loop.adapted.predict(rest), truth.loc[rest].to_numpy())
         est = step.estimate
         row = {"n": step.n_measured, "true_rho": true, "est_rho": est.rho if est else None,
-               "low": est.low if est else None, "high": est.high if est else None}
+               "low": est.low if est else None, "high": est.high if est else None,
+               "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()}}
+        if temperatures and loop.posterior is not None and loop.pool_log_ms is not None and step.n_measured >= 3:
+            rng = np.random.default_rng([seed, step.n_measured, 1])
+            at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features,
+                              list(temperatures), rng=rng, n_draws=loop.settings.n_draws,
+                              noise_dof=loop.settings.noise_dof)
+            row["model_at"] = {float(t): r[0] for t, r in zip(temperatures, at)}
         if scales and loop.residuals is not None and loop.pool_log_ms is not None:
             rng = np.random.default_rng([seed, step.n_measured])
             row["est_at"] = {float(c): plugin_rho(loop.pool_log_ms, loop.residuals, rng=rng, scale=c, draws=4)

@@ -1,0 +1,145 @@
+"""Where to measure next with a closed-form model: D-optimal designs and posterior-variance batches.
+
+Three pickers, all deterministic given ``rng``:
+
+- :func:`design_picks`: the method's own D-optimal design (``PhysBayes.choose``: greedy largest
+  posterior variance of a linear model on rank-gauss ``phys`` + ``lat`` columns), continued from
+  the architectures already measured (their rows update the posterior first), so it reads no
+  target latency and a resumed onboarding extends the same kind of design;
+- :func:`variance_picks`: the largest BMA predictive variance of the fitted model
+  (:class:`~predictors.onboard.posterior.GridPosterior`: within-grid-point variance plus the
+  grid points' disagreement), times a focus weight; after each pick of a batch every grid
+  point's variance is conditioned on it (no latency needed for that);
+- :func:`integrated_picks`: the largest expected reduction of the (focus-weighted) predictive
+  variance summed over a reference sample of the pool (integrated variance, "ALC"): favours
+  representative architectures over the extreme ones plain variance chases.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from predictors.onboard.posterior import BIAS_VARIANCE, GridPosterior
+from predictors.recommended import rank_gauss
+
+
+def design_matrix(method, candidates) -> np.ndarray | None:
+    """The method's design columns of ``candidates`` (None for a method without a D-optimal design)."""
+    groups = getattr(method, "design_groups", None)
+    if not groups or not hasattr(method, "_features"):
+        return None
+    return rank_gauss(np.hstack(method._features(list(candidates), groups)))
+
+
+def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *, pool: int | None = 500,
+                 prior_var: float = 1.0) -> list[int]:
+    """``n`` rows of ``design`` by greedy D-optimality after conditioning on the ``taken`` rows.
+
+    Candidates are a random ``pool`` of the rows not taken (all of them when fewer).
+    """
+    taken = [int(t) for t in taken]
+    free = np.setdiff1d(np.arange(len(design)), taken)
+    if n > len(free):
+        raise ValueError(f"{n} picks asked, only {len(free)} candidates left")
+    cand = free if pool is None or pool >= len(free) or n > pool else np.sort(rng.choice(free, pool, replace=False))
+    cov = np.eye(design.shape[1]) * prior_var
+    for row in design[taken]:
+        cx = cov @ row
+        cov -= np.outer(cx, cx) / (1.0 + row @ cx)
+    x = design[cand]
+    jitter = 1e-9 * rng.random(len(cand))
+    picked: list[int] = []
+    for _ in range(n):
+        var = np.einsum("ij,jk,ik->i", x, cov, x) + jitter
+        var[picked] = -np.inf
+        i = int(np.argmax(var))
+        picked.append(i)
+        cx = cov @ x[i]
+        cov -= np.outer(cx, cx) / (1.0 + x[i] @ cx)
+    return [int(cand[i]) for i in picked]
+
+
+def _top(post: GridPosterior, max_points: int):
+    keep = np.argsort(-post.prob)[:max_points]
+    return keep, post.prob[keep] / post.prob[keep].sum()
+
+
+def _prior_cov(post: GridPosterior, keep, feats_a, feats_b) -> np.ndarray:
+    """(C, a, b) prior covariance between two sets of rows for the kept grid points."""
+    grams = np.stack([fa @ fb.T for fa, fb in zip(feats_a, feats_b)])
+    return np.einsum("cg,gab->cab", post.combos[keep], grams) + BIAS_VARIANCE
+
+
+def _post_cov(post: GridPosterior, keep, feats_a, feats_b) -> np.ndarray:
+    """(C, a, b) posterior covariance (noise-free) between two sets of rows."""
+    cross_a = np.einsum("cg,gka->cka", post.combos[keep], np.stack([t @ f.T for t, f in zip(post.train, feats_a)]))
+    cross_b = np.einsum("cg,gkb->ckb", post.combos[keep], np.stack([t @ f.T for t, f in zip(post.train, feats_b)]))
+    cross_a += BIAS_VARIANCE
+    cross_b += BIAS_VARIANCE
+    return _prior_cov(post, keep, feats_a, feats_b) - np.einsum("cka,ckb->cab", cross_a, post.kinv[keep] @ cross_b)
+
+
+def variance_picks(post: GridPosterior, feats, n: int, *, weights=None, max_points: int = 64) -> list[int]:
+    """``n`` rows of ``feats`` (per-group pool features) by greedy focus-weighted BMA variance."""
+    m = feats[0].shape[0]
+    weights = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep, prob = _top(post, max_points)
+    mu, var = post.point_mean_var(feats)
+    mu, var = mu[keep], var[keep]
+    between = prob @ (mu - prob @ mu) ** 2
+    noise = post.noise[keep]
+    picked: list[int] = []
+    updates: list = []
+    for _ in range(min(n, m)):
+        score = weights * (prob @ var + between)
+        score[picked] = -np.inf
+        j = int(np.argmax(score))
+        picked.append(j)
+        col = _conditioned_col(post, keep, feats, j, updates)
+        updates.append(col / np.sqrt(var[:, j:j + 1] + noise[:, None]))
+        var = np.maximum(var - updates[-1] ** 2, 0.0)
+        between = between.copy()
+        between[j] = 0.0
+    return picked
+
+
+def _conditioned_col(post, keep, feats, j: int, updates: list) -> np.ndarray:
+    """(C, m) posterior covariance of every row with row ``j``, given the batch's earlier picks too.
+
+    ``updates`` holds one (C, m) vector per earlier pick: ``cov(:, p) / sqrt(var(p) + noise)``.
+    """
+    col = _post_cov(post, keep, feats, [f[j:j + 1] for f in feats])[..., 0]
+    for u in updates:
+        col = col - u * u[:, j:j + 1]
+    return col
+
+
+def integrated_picks(post: GridPosterior, feats, n: int, rng: np.random.Generator, *, weights=None,
+                     n_reference: int = 200, max_points: int = 32) -> list[int]:
+    """``n`` rows of ``feats`` by greedy expected reduction of the summed variance of a reference set.
+
+    The reference set is a random ``n_reference`` rows of the pool, each weighted by ``weights``.
+    """
+    m = feats[0].shape[0]
+    weights = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
+    keep, prob = _top(post, max_points)
+    ref = np.sort(rng.choice(m, size=min(n_reference, m), replace=False))
+    cov = _post_cov(post, keep, [f[ref] for f in feats], feats)                         # (C, R, m)
+    var = np.maximum(post.point_mean_var(feats)[1][keep], 0.0)                          # (C, m)
+    noise = post.noise[keep]
+    w_ref = weights[ref]
+    picked: list[int] = []
+    updates: list = []
+    for _ in range(min(n, m)):
+        gain = prob @ (np.einsum("r,crm->cm", w_ref, cov ** 2) / (var + noise[:, None]))
+        gain[picked] = -np.inf
+        j = int(np.argmax(gain))
+        picked.append(j)
+        col = _conditioned_col(post, keep, feats, j, updates)
+        scale = 1.0 / (var[:, j] + noise)
+        cov = cov - np.einsum("cr,cm->crm", cov[:, :, j] * scale[:, None], col)
+        updates.append(col * np.sqrt(scale)[:, None])
+        var = np.maximum(var - updates[-1] ** 2, 0.0)
+    return picked
+
+
+__all__ = ["design_matrix", "design_picks", "integrated_picks", "variance_picks"]

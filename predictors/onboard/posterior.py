@@ -1,0 +1,253 @@
+"""The closed-form posterior of the recommended method, for choosing and for estimating rho.
+
+``phys_bayes`` (:class:`predictors.recommended.PhysBayes`) is a Bayesian linear model averaged
+over a grid of group weights x noise levels with Student-t sample weights. Its posterior is
+known exactly, so the onboarding needs no ensemble of refits and no cross-validation:
+
+- :func:`fit_posterior` redoes the method's grid computation on the measured set (same grid,
+  same Student-t reweighting, same evidence or LOO score with its temper; written out here so
+  this module keeps working while the method's internals change: a test checks that the mean
+  is the method's prediction) and keeps the most probable grid points (``mass`` of the weight);
+- :meth:`GridPosterior.mean_var` gives the averaged (BMA) predictive mean and variance of any
+  architectures: within-point posterior variance plus the disagreement between grid points;
+- :meth:`GridPosterior.draws` draws whole latency functions over a set of architectures (a grid
+  point by its probability, then the function by pathwise conditioning: a prior draw corrected
+  by the posterior's linear map) plus the fitted noise;
+- :func:`model_rho` is the model's own estimate of the Spearman rho of its mean against the
+  truth on the unmeasured architectures: the average over draws, with draw quantiles as the
+  interval.
+
+Everything is in the method's standardised log-latency units; Spearman is scale-free.
+:func:`supports` tells whether an adapted method has this structure (other methods fall back
+to the ensemble and cross-validation of ``ensemble`` and ``estimate``).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from predictors import recommended
+
+BIAS_VARIANCE = recommended.BIAS_VARIANCE
+
+
+def supports(method) -> bool:
+    """True for a (pretrained or adapted) evidence-averaged linear method like ``phys_bayes``."""
+    return isinstance(method, recommended.PhysBayes) and hasattr(method, "scalers_")
+
+
+@dataclass
+class GridPosterior:
+    """Posterior of every retained grid point on one measured set.
+
+    Attributes
+    ----------
+    train : list of ndarray
+        Per group, the (k, p_g) features of the measured architectures.
+    combos : ndarray
+        (C, G) group prior weights of the retained grid points; ``noise`` (C,) their noise
+        variance; ``prob`` (C,) their renormalised evidence weight.
+    kinv : ndarray
+        (C, k, k) inverse prior+noise covariance of the measured set; ``alpha`` (C, k) ``K^-1 y``.
+    sample_weights : ndarray
+        (k,) Student-t weights (noise of sample i is ``noise / w_i``).
+    y_mean, y_std : float
+        Standardisation of the measured log-latencies.
+    """
+
+    method: object
+    train: list
+    combos: np.ndarray
+    noise: np.ndarray
+    prob: np.ndarray
+    kinv: np.ndarray
+    alpha: np.ndarray
+    sample_weights: np.ndarray
+    y_mean: float
+    y_std: float
+
+    def features(self, archs) -> list[np.ndarray]:
+        return self.method._features(list(archs), model_groups(self.method))
+
+    def _cross(self, feats) -> np.ndarray:
+        """(C, k, m) prior covariance between the measured set and ``feats``' rows."""
+        grams = np.stack([t @ f.T for t, f in zip(self.train, feats)])                # (G, k, m)
+        return np.einsum("cg,gkm->ckm", self.combos, grams) + BIAS_VARIANCE
+
+    def _prior_var(self, feats) -> np.ndarray:
+        norms = np.stack([np.einsum("ij,ij->i", f, f) for f in feats])                # (G, m)
+        return self.combos @ norms + BIAS_VARIANCE                                    # (C, m)
+
+    def point_mean_var(self, feats) -> tuple[np.ndarray, np.ndarray]:
+        """(C, m) posterior mean and variance (noise-free) of every retained grid point."""
+        cross = self._cross(feats)
+        mean = np.einsum("ck,ckm->cm", self.alpha, cross)
+        var = self._prior_var(feats) - np.einsum("ckm,ckm->cm", cross, self.kinv @ cross)
+        return mean, np.maximum(var, 0.0)
+
+    def mean_var(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
+        """BMA predictive mean and variance (noise-free) of ``archs`` in log-ms.
+
+        Variance = average within-point variance + variance of the grid points' means.
+        """
+        feats = self.features(archs) if feats is None else feats
+        m = feats[0].shape[0]
+        chunk = max(1, int(4e6 // (len(self.prob) * self.train[0].shape[0])))  # bounds the (C, k, m) blocks
+        mean, var = np.empty(m), np.empty(m)
+        for start in range(0, m, chunk):
+            part = [f[start:start + chunk] for f in feats]
+            mu, v = self.point_mean_var(part)
+            avg = self.prob @ mu
+            mean[start:start + chunk] = avg
+            var[start:start + chunk] = self.prob @ v + self.prob @ (mu - avg) ** 2
+        return self.y_mean + self.y_std * mean, self.y_std ** 2 * var
+
+    def draws(self, feats, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Functions drawn from the posterior at ``feats``' rows (standardised units, noise-free).
+
+        Returns ``((n_draws, m) draws, (n_draws,) noise standard deviation of each draw's grid point)``.
+        """
+        m = feats[0].shape[0]
+        k = self.train[0].shape[0]
+        which = rng.choice(len(self.prob), size=n_draws, p=self.prob)
+        out = np.empty((n_draws, m))
+        for c in np.unique(which):
+            rows = np.flatnonzero(which == c)
+            n = len(rows)
+            w = self.combos[c]
+            f_tr = np.sqrt(BIAS_VARIANCE) * np.broadcast_to(rng.standard_normal(n), (k, n)).copy()
+            f_te = np.sqrt(BIAS_VARIANCE) * np.broadcast_to(f_tr[0], (m, n)).copy()
+            for g, (t, f) in enumerate(zip(self.train, feats)):
+                if w[g] > 0:
+                    theta = np.sqrt(w[g]) * rng.standard_normal((t.shape[1], n))
+                    f_tr += t @ theta
+                    f_te += f @ theta
+            eps = np.sqrt(self.noise[c] / self.sample_weights)[:, None] * rng.standard_normal((k, n))
+            cross = np.einsum("g,gkm->km", w, np.stack([t @ f.T for t, f in zip(self.train, feats)])) + BIAS_VARIANCE
+            mu = cross.T @ self.alpha[c]
+            out[rows] = (mu[:, None] + f_te - cross.T @ (self.kinv[c] @ (f_tr + eps))).T
+        return out, np.sqrt(self.noise[which])
+
+
+def model_groups(method) -> tuple:
+    """The feature groups the method's model uses (``groups_`` once pretrained, else ``groups``)."""
+    return tuple(getattr(method, "groups_", method.groups))
+
+
+def _cov(combos, grams, noise, weights) -> np.ndarray:
+    """(len(combos) * len(noise), k, k) prior + noise covariances, noise varying fastest."""
+    k = len(weights)
+    kern = np.einsum("wg,gij->wij", combos, grams) + BIAS_VARIANCE
+    return (kern[:, None] + noise[None, :, None, None] * np.diag(1.0 / weights)).reshape(-1, k, k)
+
+
+def _grid_scores(combos, grams, noise, weights, yn, max_floats: float = 4e6):
+    """(log evidence, log LOO predictive, K^-1 y) of every (combo, noise) grid point, chunked."""
+    k = len(yn)
+    step = max(1, int(max_floats // (len(noise) * k * k)))
+    log_ev, loo, alpha = [], [], []
+    for start in range(0, len(combos), step):
+        inv = np.linalg.inv(_cov(combos[start:start + step], grams, noise, weights))
+        a = inv @ yn
+        _, logdet_inv = np.linalg.slogdet(inv)
+        log_ev.append(-0.5 * a @ yn + 0.5 * logdet_inv)
+        d = np.diagonal(inv, axis1=1, axis2=2)  # LOO predictive variance of sample i is 1 / d_i
+        loo.append((0.5 * np.log(d) - 0.5 * a ** 2 / d).sum(axis=1))
+        alpha.append(a)
+    return np.concatenate(log_ev), np.concatenate(loo), np.concatenate(alpha)
+
+
+def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> GridPosterior | None:
+    """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
+
+    Repeats the method's grid weighting (``robust_bma_fit``: Student-t reweighting, then evidence
+    or LOO score times ``temper``) and keeps the most probable grid points holding ``mass`` of
+    the weight (at most ``max_points``). None with fewer than 2 measurements or equal latencies
+    (the method then predicts a constant).
+    """
+    if not supports(adapted):
+        raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
+    archs = list(archs)
+    y = np.log(np.asarray(latency_ms, dtype=np.float64))
+    k = len(y)
+    y_mean, y_std = float(y.mean()), float(y.std())
+    if k < 2 or y_std == 0:
+        return None
+    yn = (y - y_mean) / y_std
+    train = adapted._features(archs, model_groups(adapted))
+    weight_grid = (0.0, 1.0) if k > recommended.COARSE_ABOVE else adapted.weight_grid
+    combos = np.array([c for c in itertools.product(weight_grid, repeat=len(train)) if sum(c) > 0])
+    noise = np.asarray(adapted.noise_grid, dtype=np.float64)
+    grams = np.stack([g @ g.T for g in train])
+    weights = np.ones(k)
+    for round_ in range(adapted.robust_iters + 1):
+        log_ev, loo, alpha = _grid_scores(combos, grams, noise, weights, yn)
+        if round_ == adapted.robust_iters:
+            break
+        best = int(np.argmax(log_ev))
+        cov = _cov(combos[best // len(noise)][None], grams, noise[best % len(noise)][None], weights)[0]
+        z2 = alpha[best] ** 2 / np.diagonal(np.linalg.inv(cov))
+        weights = (adapted.nu + 1.0) / (adapted.nu + z2)
+    score = loo if getattr(adapted, "score", "evidence") == "loo" else log_ev
+    log_w = getattr(adapted, "temper", 1.0) * score
+    p = np.exp(log_w - log_w.max())
+    p /= p.sum()
+    order = np.argsort(-p)
+    keep = order[:max(1, min(max_points, int(np.searchsorted(np.cumsum(p[order]), mass)) + 1))]
+    point_combos = combos[keep // len(noise)]
+    point_noise = noise[keep % len(noise)]
+    kinv = np.stack([np.linalg.inv(_cov(c[None], grams, s[None], weights)[0]) for c, s in zip(point_combos, point_noise)])
+    prob = p[keep] / p[keep].sum()
+    return GridPosterior(adapted, train, point_combos, point_noise, prob, kinv, alpha[keep], weights, y_mean, y_std)
+
+
+def spearman_rows(ref: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Spearman rho of ``ref`` against each row of ``draws``."""
+    r = rankdata(ref)
+    r = (r - r.mean()) / r.std()
+    d = rankdata(draws, axis=1)
+    d = (d - d.mean(axis=1, keepdims=True)) / d.std(axis=1, keepdims=True)
+    return d @ r / len(r)
+
+
+def model_rho(post: GridPosterior, pred_log_ms, feats, *, rng: np.random.Generator, n_draws: int = 64,
+              confidence: float = 0.9, noise_dof: float | None = None, temperature: float = 1.0):
+    """Model-based estimate of the rho of ``pred_log_ms`` against the truth at ``feats``' rows.
+
+    Each draw is ``pred + temperature * (f - pred) + noise``: ``f`` a posterior function draw
+    (temperature 1: the posterior as it is), the noise Gaussian with the draw's grid-point
+    variance (Student-t with ``noise_dof`` degrees of freedom when given).
+    Returns ``(point, low, high, rms_log_ms)``: the mean over draws of the Spearman rho, the
+    draws' ``confidence`` interval, and the model's expected RMS error in log-ms.
+    """
+    return model_rho_at(post, pred_log_ms, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
+                        noise_dof=noise_dof)[0]
+
+
+def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: np.random.Generator,
+                 n_draws: int = 64, confidence: float = 0.9, noise_dof: float | None = None) -> list[tuple]:
+    """:func:`model_rho` at several temperatures, on the same draws (to calibrate the temperature)."""
+    pred = np.asarray(pred_log_ms, dtype=np.float64)
+    if len(pred) < 2 or np.ptp(pred) == 0:
+        return [(0.0, -1.0, 1.0, float("nan"))] * len(temperatures)
+    funcs, noise_sd = post.draws(feats, n_draws, rng)
+    z = rng.standard_normal(funcs.shape)
+    if noise_dof:
+        z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
+    predn = (pred - post.y_mean) / post.y_std
+    alpha = (1.0 - confidence) / 2.0
+    out = []
+    for t in temperatures:
+        draws = predn + t * (funcs - predn) + noise_sd[:, None] * z
+        rhos = spearman_rows(pred, draws)
+        low, high = np.quantile(rhos, [alpha, 1.0 - alpha])
+        rms = float(post.y_std * np.sqrt(np.mean((draws - predn) ** 2)))
+        point = float(rhos.mean())
+        out.append((point, float(min(low, point)), float(max(high, point)), rms))
+    return out
+
+
+__all__ = ["GridPosterior", "fit_posterior", "model_groups", "model_rho", "model_rho_at", "spearman_rows", "supports"]

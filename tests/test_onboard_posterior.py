@@ -1,0 +1,142 @@
+"""The closed-form posterior of phys_bayes and what the onboarding does with it: the mean is the
+method's own prediction, draws have the posterior's moments, designs and variance batches pick
+where the model is unsure, and the loop runs on them with a model-based rho estimate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from predictors import data, registry
+from predictors.base import TrainTables
+from predictors.onboard import OnboardLoop, OnboardSettings
+from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
+from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
+from predictors.onboard.replay import TableDevice, replay_device
+
+TRAIN = ["1080ti_1", "silver_4114", "pixel3", "samsung_s7"]
+N_ARCHS = 600
+
+
+@pytest.fixture(scope="module")
+def small():
+    table = data.help_table("nb201")
+    table = table[table["arch"] < N_ARCHS]
+    return data.by_device(table, TRAIN), data.by_device(table, ["raspi4"])["raspi4"]
+
+
+@pytest.fixture(scope="module")
+def method(small):
+    tables, _ = small
+    return registry.get_method("phys_bayes", random_state=0).pretrain("nb201", TrainTables(tables, tables))
+
+
+@pytest.fixture(scope="module")
+def fitted(method, small):
+    _, truth = small
+    archs = list(truth.index[::50])[:12]
+    y = truth.loc[archs].to_numpy()
+    return method.adapt(archs, y), archs, y
+
+
+def test_posterior_mean_is_the_methods_prediction(fitted, small):
+    adapted, archs, y = fitted
+    _, truth = small
+    post = fit_posterior(adapted, archs, y, mass=1.0, max_points=100_000)  # every grid point: exact
+    others = list(truth.index[1:200:7])
+    mean, var = post.mean_var(others)
+    np.testing.assert_allclose(mean, np.log(adapted.predict(others)), atol=1e-8)
+    assert np.all(var > 0)
+    # The default keeps the most probable points only; its mean stays close.
+    mean_top, _ = fit_posterior(adapted, archs, y).mean_var(others)
+    assert np.abs(mean_top - mean).max() < 0.05
+    # Measured archs are known up to the noise: far less variance than elsewhere.
+    assert post.mean_var(archs)[1].mean() < 0.5 * var.mean()
+
+
+def test_draws_have_the_posteriors_moments(fitted, small):
+    adapted, archs, y = fitted
+    _, truth = small
+    post = fit_posterior(adapted, archs, y)
+    others = list(truth.index[3:300:10])
+    feats = post.features(others)
+    funcs, noise_sd = post.draws(feats, 4000, np.random.default_rng(0))
+    mean, var = post.mean_var(feats=feats)
+    draws_log = post.y_mean + post.y_std * funcs
+    assert funcs.shape == (4000, len(others)) and noise_sd.shape == (4000,) and np.all(noise_sd > 0)
+    np.testing.assert_allclose(draws_log.mean(axis=0), mean, atol=4 * np.sqrt(var.max() / 4000) + 1e-3)
+    np.testing.assert_allclose(draws_log.var(axis=0), var, rtol=0.15, atol=1e-4)
+
+
+def test_model_rho_tracks_the_noise_it_is_told(fitted, small):
+    adapted, archs, y = fitted
+    _, truth = small
+    post = fit_posterior(adapted, archs, y)
+    rest = [a for a in truth.index if a not in set(archs)]
+    feats = post.features(rest)
+    pred = np.log(adapted.predict(rest))
+    rho, low, high, rms = model_rho(post, pred, feats, rng=np.random.default_rng(0))
+    assert -1 <= low <= rho <= high <= 1 and rms > 0
+    cold, warm = model_rho_at(post, pred, feats, [0.0, 1.0], rng=np.random.default_rng(0))
+    assert cold[0] > warm[0]  # temperature 0: only the noise is left
+    # The rho of each draw is Spearman's.
+    rows = np.random.default_rng(1).standard_normal((3, 50))
+    ref = rows[0] + 0.1 * rows[1]
+    assert spearman_rows(ref, rows)[0] == pytest.approx(spearmanr(ref, rows[0]).statistic)
+
+
+def test_design_continues_from_measured_rows():
+    design = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.5, 0.5]]) * 3
+    rng = np.random.default_rng(0)
+    assert design_picks(design, 1, [], rng, pool=None)[0] in (0, 2)
+    # With the x direction measured, the most informative next row points along y.
+    assert design_picks(design, 1, [0], rng, pool=None) == [2]
+    picks = design_picks(design, 2, [0, 2], rng, pool=None)
+    assert not {0, 2} & set(picks) and len(set(picks)) == 2
+    with pytest.raises(ValueError, match="only 3 candidates left"):
+        design_picks(design, 4, [0, 2], rng)
+
+
+def test_variance_batches_pick_uncertain_distinct_archs(fitted, small, method):
+    adapted, archs, y = fitted
+    _, truth = small
+    post = fit_posterior(adapted, archs, y)
+    pool = [a for a in truth.index if a not in set(archs)][:300]
+    feats = post.features(pool)
+    _, var = post.mean_var(feats=feats)
+    picks = variance_picks(post, feats, 3)
+    assert len(set(picks)) == 3 and picks[0] == int(np.argmax(var))
+    assert var[picks].mean() > np.quantile(var, 0.9)
+    weights = np.where(np.arange(len(pool)) == picks[0], 0.0, 1.0)  # a zero weight is never picked
+    assert picks[0] not in variance_picks(post, feats, 3, weights=weights)
+    ipicks = integrated_picks(post, feats, 3, np.random.default_rng(0))
+    assert len(set(ipicks)) == 3
+    assert design_matrix(method, pool).shape[0] == len(pool)
+    assert supports(adapted) and supports(method)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "design"])
+def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strategy):
+    tables, truth = small
+    device = TableDevice(truth)
+    loop = OnboardLoop(method, "nb201", list(truth.index), device,
+                       OnboardSettings(budget=9, n_initial=5, batch_size=2, strategy=strategy), tables=tables)
+    result = loop.run()
+    assert result.spent == 9 == len(set(device.asked))
+    assert loop.members == [] and set(loop.estimate_parts) == {"model"}
+    est = result.estimate
+    assert est.n_measured == 9 and est.low <= est.rho <= est.high
+    pred_ms, sd = loop.predict_table()
+    assert np.all(pred_ms > 0) and np.all(sd > 0)
+    rest = [a for a in truth.index if a not in result.measured]
+    assert spearmanr(result.adapted.predict(rest), truth.loc[rest]).statistic > 0.8
+
+
+def test_replay_records_both_estimators_when_blended(method, small):
+    tables, truth = small
+    run = replay_device(method, "nb201", truth, OnboardSettings(budget=7, n_initial=5, estimator="blend"),
+                        tables=tables, temperatures=(0.5, 1.0))
+    last = run["steps"][-1]
+    assert set(last["est_parts"]) == {"model", "cv"}
+    assert last["est_rho"] == pytest.approx(np.mean([last["est_parts"]["model"][0], last["est_parts"]["cv"][0]]))
+    assert set(last["model_at"]) == {0.5, 1.0}
