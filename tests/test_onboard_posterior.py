@@ -139,4 +139,4 @@ def test_replay_records_both_estimators_when_blended(method, small):
     last = run["steps"][-1]
     assert set(last["est_parts"]) == {"model", "cv"}
     assert last["est_rho"] == pytest.approx(np.mean([last["est_parts"]["model"][0], last["est_parts"]["cv"][0]]))
-    assert set(last["model_at"]) == {0.5, 1.0}
+    assert set(last["model_at"]) == {0.5, 1.0} and len(last["model_at"][1.0]) == 3

@@ -45,7 +45,10 @@ class RhoEstimate:
     n_measured : int
         Measurements the cross-validation used.
     residual_rms : float
-        Root-mean-square out-of-fold error in log-ms (0.1 is about 10 %).
+        Root-mean-square error in log-ms (0.1 is about 10 %): out-of-fold for ``cv``, expected
+        under the posterior for ``model``.
+    source : {"cv", "model", "blend"}
+        Which estimator gave it (``predictors.onboard.posterior.model_rho`` for ``model``).
     """
 
     rho: float
@@ -54,6 +57,7 @@ class RhoEstimate:
     confidence: float
     n_measured: int
     residual_rms: float
+    source: str = "cv"
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -123,7 +127,7 @@ def combine(parts: list[RhoEstimate]) -> RhoEstimate | None:
         return parts[0]
     mean = lambda name: float(np.mean([getattr(p, name) for p in parts]))  # noqa: E731
     return RhoEstimate(rho=mean("rho"), low=mean("low"), high=mean("high"), confidence=parts[0].confidence,
-                       n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"))
+                       n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"), source="blend")
 
 
 __all__ = ["DEFAULT_SCALE", "DEFAULT_SHRINK", "RhoEstimate", "combine", "cv_residuals", "effective_scale",

@@ -5,8 +5,8 @@ per architecture (ms; NaN or None where the measurement failed) or a mapping arc
 harness passes a function that runs a campaign on the device; ``scripts/bench_onboard`` passes
 one that looks the answer up in a held-out public table.
 
-1. Initial picks (``n_initial``) without any target latency: the method's own D-optimal design
-   (``design``; a method without one chooses itself), diverse picks on the candidates' features
+1. Initial picks (``n_initial``) without any target latency: the method's own design
+   (``design``: its ``choose``, D-optimal for ``phys_bayes``, random for most others), diverse picks on the candidates' features
    (``selection``), or random picks for ``strategy="random"``.
 2. Adapt the pretrained method on everything measured (the method does its own Eq. 1
    initialisation). For a method with a closed-form posterior (``phys_bayes``, see
@@ -39,6 +39,7 @@ STRATEGIES = ("loop", "design", "diverse", "random")
 INITIALS = ("design", "diverse")
 MODEL_ACQUISITIONS = ("variance", "integrated")  # need a closed-form posterior; else "cover" is used
 ESTIMATORS = ("model", "cv", "blend")
+DESIGN_LENGTH = 64  # picks of the method's design drawn at once (greedy designs: a prefix is the smaller design)
 
 
 class OnboardError(UserError):
@@ -61,7 +62,7 @@ class OnboardSettings:
         Measurements per later round.
     strategy : {"loop", "design", "diverse", "random"}
         ``loop``: ``initial`` start, then ``acquisition`` on the adapted model. ``design``: the
-        method's D-optimal design only (no target latency steers it). ``diverse``: diverse picks
+        method's own design only (its ``choose``; no target latency steers it). ``diverse``: diverse picks
         only. ``random``: random picks (the strict protocol's choice).
     initial : {"design", "diverse"}
         First picks of ``loop``.
@@ -234,6 +235,7 @@ class OnboardLoop:
         self.residuals: np.ndarray | None = None
         self._spread = None
         self._design = None
+        self._design_order = None
         self._pool_feats = None
         self.posterior: posterior.GridPosterior | None = None
         self.estimate_parts: dict = {}
@@ -328,14 +330,33 @@ class OnboardLoop:
         return [self.candidates[i] for i in rows]
 
     def _design_picks(self, n: int) -> list:
-        """The method's D-optimal design continued from what is measured (``design.design_picks``)."""
-        if self._design is None:
-            self._design = design.design_matrix(self.method, self.candidates)
-        if self._design is None:  # a method without design columns chooses by itself
-            return list(self.method.choose(n, self._unmeasured(), self.rng))
-        rows = design.design_picks(self._design, n, self._taken_rows(), self.rng,
-                                   pool=getattr(self.method, "pool", 500))
-        return [self.candidates[i] for i in rows]
+        """The next ``n`` picks of the method's own design (``choose``: reads no target latency).
+
+        A design of ``DESIGN_LENGTH`` picks is drawn once from a fixed seed, so a resumed onboarding
+        continues the same sequence; archs already measured are skipped. Should the sequence run
+        out (many measurements came from elsewhere), the D-optimal design on the method's design
+        columns continues from everything measured (``design.design_picks``), or random picks for a
+        method without design columns.
+        """
+        if self._design_order is None:
+            # a fixed length: the same picks whatever the budget (a resumed, larger budget continues it)
+            size = min(len(self.candidates), DESIGN_LENGTH)
+            rng = np.random.default_rng([self.settings.seed, 0xDE51])
+            self._design_order = list(self.method.choose(size, self.candidates, rng))
+        taken = set(self.measured) | set(self.failed)
+        picks = [a for a in self._design_order if a not in taken][:n]
+        if len(picks) < n:
+            if self._design is None:
+                self._design = design.design_matrix(self.method, self.candidates)
+            rest = n - len(picks)
+            if self._design is None:
+                left = [a for a in self._unmeasured() if a not in set(picks)]
+                picks += [left[i] for i in self.rng.choice(len(left), size=rest, replace=False)]
+            else:
+                rows = design.design_picks(self._design, rest, self._taken_rows() + [self._position[a] for a in picks],
+                                           self.rng, pool=getattr(self.method, "pool", 500))
+                picks += [self.candidates[i] for i in rows]
+        return picks
 
     def _random_picks(self, n: int) -> list:
         rest = self._unmeasured()
@@ -373,7 +394,8 @@ class OnboardLoop:
             rho, low, high, rms = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats,
                                                       rng=self.rng, n_draws=s.n_draws, confidence=s.confidence,
                                                       noise_dof=s.noise_dof, temperature=s.model_temperature)
-            self.estimate_parts["model"] = estimate.RhoEstimate(rho, low, high, s.confidence, len(archs), rms)
+            self.estimate_parts["model"] = estimate.RhoEstimate(rho, low, high, s.confidence, len(archs), rms,
+                                                                source="model")
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)

@@ -50,7 +50,7 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv).
     ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
     scale on train devices; ``temperatures`` adds ``model_at`` (temperature -> the model-based
-    estimate, ``posterior.model_rho``) to calibrate that one.
+    estimate ``[rho, low, high]``, ``posterior.model_rho``) to calibrate that one.
     """
     candidates = list(truth.index) if candidates is None else list(candidates)
     device = TableDevice(truth)
@@ -68,7 +68,7 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
             at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features,
                               list(temperatures), rng=rng, n_draws=loop.settings.n_draws,
                               noise_dof=loop.settings.noise_dof)
-            row["model_at"] = {float(t): r[0] for t, r in zip(temperatures, at)}
+            row["model_at"] = {float(t): list(r[:3]) for t, r in zip(temperatures, at)}
         if scales and loop.residuals is not None and loop.pool_log_ms is not None:
             rng = np.random.default_rng([seed, step.n_measured])
             row["est_at"] = {float(c): plugin_rho(loop.pool_log_ms, loop.residuals, rng=rng, scale=c, draws=4)

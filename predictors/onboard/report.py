@@ -15,7 +15,8 @@ TABLE_FORMAT_VERSION = "1"
 
 def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
     """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``latency_ms``
-    (predicted), ``uncertainty`` (ensemble spread of log-latency: 0.05 is about +-5 %),
+    (predicted), ``uncertainty`` (standard deviation of log-latency: 0.05 is about +-5 %; the
+    posterior's for ``phys_bayes``, an ensemble's spread for other methods),
     ``measured_ms`` (the measurement, where there is one)."""
     pred_ms, spread = loop.predict_table()
     keys = list(loop.candidates)
@@ -59,6 +60,9 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
     }
 
 
+_ERROR_KIND = {"cv": "cross-validated", "model": "expected", "blend": "expected/cross-validated"}
+
+
 def text_lines(report: dict) -> list[str]:
     """A few lines for a terminal."""
     est = report.get("estimated_rho")
@@ -70,7 +74,7 @@ def text_lines(report: dict) -> list[str]:
     if est:
         lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval {est['low']:.3f}-{est['high']:.3f}; "
-                     f"cross-validated error {100 * est['residual_rms']:.1f} %)")
+                     f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
     else:
         lines.append("estimated rho: not enough measurements (need 3)")
     if res:
