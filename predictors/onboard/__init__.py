@@ -1,9 +1,11 @@
 """Onboarding a new device: measure few, adapt, choose the next, stop when sure.
 
 Built on any :class:`~predictors.base.FewShotMethod` (default: ``registry.RECOMMENDED``):
-``selection`` (diverse first picks), ``ensemble`` (spread from members adapted on subsets),
-``acquisition`` (the next batch), ``estimate`` (cross-validated rho with an interval),
-``loop`` (the loop around a pluggable ``measure`` callable) and ``report``.
+``posterior`` (the closed-form posterior of ``phys_bayes``: BMA variance, function draws and
+the model-based rho estimate), ``design`` (the method's design continued, posterior-variance
+batches), ``selection`` (diverse picks), ``ensemble`` and ``estimate`` (spread and
+cross-validated rho for methods without a posterior), ``acquisition`` (ensemble-based
+batches), ``loop`` (the loop around a pluggable ``measure`` callable), ``replay`` and ``report``.
 """
 from predictors.onboard.estimate import RhoEstimate, estimate_rho
 from predictors.onboard.loop import (OnboardError, OnboardLoop, OnboardResult, OnboardSettings, STRATEGIES, Step,

@@ -84,7 +84,11 @@ class OnboardSettings:
         posterior always use ``cv``.
     n_draws, noise_dof, model_temperature : int, float or None, float
         Posterior draws of the model estimate; Student-t noise degrees of freedom (None:
-        Gaussian); the temperature of the draws (``posterior.model_rho``).
+        Gaussian); the temperature of the draws (``posterior.model_rho``: the posterior's
+        function spread overstates the error, 0-0.25 was right on train-device replay).
+    interval_floor, interval_scale : float
+        The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
+        (``estimate.interval_half_width``: the draws alone miss the model's misfit).
     estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
         Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
     prepare_ks : bool
@@ -96,7 +100,7 @@ class OnboardSettings:
     target_rho: float | None = None
     n_initial: int = 5
     batch_size: int = 2
-    strategy: str = "loop"
+    strategy: str = "design"
     initial: str = "design"
     picker: str = "kmeans"
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
@@ -109,7 +113,9 @@ class OnboardSettings:
     estimator: str = "model"
     n_draws: int = 64
     noise_dof: float | None = None
-    model_temperature: float = 1.0
+    model_temperature: float = 0.125
+    interval_floor: float = estimate.INTERVAL_FLOOR
+    interval_scale: float = estimate.INTERVAL_SCALE
     estimate_scale: float = estimate.DEFAULT_SCALE
     estimate_shrink: float = estimate.DEFAULT_SHRINK
     max_folds: int = 10
@@ -394,8 +400,10 @@ class OnboardLoop:
             rho, low, high, rms = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats,
                                                       rng=self.rng, n_draws=s.n_draws, confidence=s.confidence,
                                                       noise_dof=s.noise_dof, temperature=s.model_temperature)
-            self.estimate_parts["model"] = estimate.RhoEstimate(rho, low, high, s.confidence, len(archs), rms,
-                                                                source="model")
+            half = estimate.interval_half_width(len(archs), s.interval_floor, s.interval_scale)
+            self.estimate_parts["model"] = estimate.RhoEstimate(
+                rho, max(-1.0, min(low, rho - half)), min(1.0, max(high, rho + half)), s.confidence, len(archs), rms,
+                source="model")
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)
