@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from predictors import data, protocol, registry, tasks
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
-from predictors.recommended import PhysBayes, d_optimal, robust_bma_fit
+from predictors.recommended import DEFAULT_GROUPS, PhysBayes, d_optimal, robust_bma_fit
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
 from spaces import nb201
 
@@ -140,7 +140,7 @@ def test_phys_bayes_strict_protocol_small_task(fbnet_tables):
     assert res["method"] == "phys_bayes" and res["mean"] > 0.8  # GPU from phones: the phys group carries it
 
 
-def test_phys_bayes_contract_and_errors(nb201_tables):
+def test_phys_bayes_contract_and_errors(nb201_tables, fbnet_tables):
     method = PhysBayes()
     assert not [a for a in vars(method) if a.endswith("_")]
     with pytest.raises(ValueError, match="pretrain"):
@@ -154,6 +154,11 @@ def test_phys_bayes_contract_and_errors(nb201_tables):
     adapted = method.adapt(chosen, nb201_tables["raspi4"].loc[chosen].to_numpy(), device="raspi4")
     assert not hasattr(method, "coef_")
     assert adapted.predict(nb201.sample(50, 1)).shape == (50,)
+    assert "ops" in method.groups_  # NB201 keeps op counts (disconnected-cell flag); FBNet's default drops them
+    fbnet_method = PhysBayes().pretrain("fbnet", _train(fbnet_tables, ["pixel3"], n=50))
+    assert fbnet_method.groups_ == DEFAULT_GROUPS["fbnet"] and "ops" not in fbnet_method.groups_
+    assert PhysBayes(groups=("ops", "phys")).pretrain("fbnet", _train(fbnet_tables, ["pixel3"], n=50)).groups_ == \
+        ("ops", "phys")
 
 
 def test_robust_fit_scales_to_many_measurements():

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Leave-one-train-device-out (LOTO) scores of phys_bayes variants: the selection tool.
+
+For every task, each TRAIN device in turn plays the new device and the method pretrains on the
+other train devices (the strict protocol's pretraining sample, its k picks and its scoring, via
+``predictors.protocol``). No test device is read. Variants are PhysBayes keyword sets below.
+
+    scripts/experiments/loto.py VARIANT[,VARIANT..] [--tasks N0,F0] [--trials 2] [--ks 10,20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+
+from predictors import data, protocol, tasks  # noqa: E402
+from predictors.recommended import PhysBayes  # noqa: E402
+
+FIRST_SEED = int(__import__("os").environ.get("LOTO_FIRST_SEED", "0"))
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "all5": {"groups": ("lat", "ops", "vec", "cost", "phys")},
+    "random_pick": {"design_groups": ()},
+    "pool_all": {"pool": None},
+    "pool200": {"pool": 200},
+    "design_phys": {"design_groups": ("phys",)},
+    "robust0": {"robust_iters": 0},
+    "nu4": {"nu": 4.0},
+    "wgrid_fine": {"weight_grid": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)},
+}
+
+
+def loto(task, params: dict, trials: int, ks) -> dict:
+    """{k: {device: mean rho over trials}} with each train device held out in turn."""
+    train_table, _ = task.tables()
+    full = data.by_device(train_table, task.train_devices)
+    n_pre = protocol.DEFAULT_N_PRETRAIN[task.space]
+    out = {k: {} for k in ks}
+    for j, held in enumerate(full):
+        others = {d: s for d, s in full.items() if d != held}
+        for k in ks:
+            out[k][held] = []
+        for seed in range(FIRST_SEED, FIRST_SEED + trials):
+            method = PhysBayes(**params, random_state=seed)
+            method.pretrain(task.space, protocol.pretrain_sample(others, n_pre, seed))
+            for k in ks:
+                out[k][held].append(protocol.score_device(method, full[held], k, seed=seed, device_number=j))
+    return {k: {d: float(np.mean(v)) for d, v in per.items()} for k, per in out.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("variants")
+    ap.add_argument("--tasks", default="N0,F0,F1,F2,F3,F4,F5")
+    ap.add_argument("--trials", type=int, default=2)
+    ap.add_argument("--ks", default="10,20")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    ks = [int(k) for k in args.ks.split(",")]
+    rows = {}
+    for name in args.variants.split(","):
+        start = time.perf_counter()
+        rows[name] = {}
+        for t in args.tasks.split(","):
+            rows[name][t] = loto(tasks.get_task(t), VARIANTS[name], args.trials, ks)
+        line = "  ".join(f"{t}:" + "/".join(f"{np.mean(list(rows[name][t][k].values())):.4f}" for k in ks)
+                         for t in rows[name])
+        avg = "/".join(f"{np.mean([np.mean(list(rows[name][t][k].values())) for t in rows[name]]):.4f}" for k in ks)
+        print(f"{name:14s} {line}  avg {avg}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
