@@ -5,7 +5,7 @@ For every task, each TRAIN device in turn plays the new device and the method pr
 other train devices (the strict protocol's pretraining sample, its k picks and its scoring, via
 ``predictors.protocol``). No test device is read. Variants are PhysBayes keyword sets below.
 
-    scripts/experiments/loto.py VARIANT[,VARIANT..] [--tasks N0,F0] [--trials 2] [--ks 10,20]
+    scripts/experiments/loto.py VARIANT[,VARIANT..] [--tasks N0,F0] [--trials 2] [--ks 10,20] [--first-seed 0]
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ import numpy as np  # noqa: E402
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
 
-FIRST_SEED = int(__import__("os").environ.get("LOTO_FIRST_SEED", "0"))
 VARIANTS: dict[str, dict] = {
-    "base": {},
+    "base": {},  # the shipped defaults
     "all5": {"groups": ("lat", "ops", "vec", "cost", "phys")},
     "random_pick": {"design_groups": ()},
     "pool_all": {"pool": None},
@@ -36,7 +35,7 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def loto(task, params: dict, trials: int, ks) -> dict:
+def loto(task, params: dict, trials: int, ks, first_seed: int = 0) -> dict:
     """{k: {device: mean rho over trials}} with each train device held out in turn."""
     train_table, _ = task.tables()
     full = data.by_device(train_table, task.train_devices)
@@ -46,7 +45,7 @@ def loto(task, params: dict, trials: int, ks) -> dict:
         others = {d: s for d, s in full.items() if d != held}
         for k in ks:
             out[k][held] = []
-        for seed in range(FIRST_SEED, FIRST_SEED + trials):
+        for seed in range(first_seed, first_seed + trials):
             method = PhysBayes(**params, random_state=seed)
             method.pretrain(task.space, protocol.pretrain_sample(others, n_pre, seed))
             for k in ks:
@@ -60,6 +59,7 @@ def main() -> int:
     ap.add_argument("--tasks", default="N0,F0,F1,F2,F3,F4,F5")
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--ks", default="10,20")
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--json")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
@@ -68,7 +68,7 @@ def main() -> int:
         start = time.perf_counter()
         rows[name] = {}
         for t in args.tasks.split(","):
-            rows[name][t] = loto(tasks.get_task(t), VARIANTS[name], args.trials, ks)
+            rows[name][t] = loto(tasks.get_task(t), VARIANTS[name], args.trials, ks, args.first_seed)
         line = "  ".join(f"{t}:" + "/".join(f"{np.mean(list(rows[name][t][k].values())):.4f}" for k in ks)
                          for t in rows[name])
         avg = "/".join(f"{np.mean([np.mean(list(rows[name][t][k].values())) for t in rows[name]]):.4f}" for k in ks)
