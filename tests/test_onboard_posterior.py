@@ -11,6 +11,7 @@ from predictors import data, registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
+from predictors.onboard.estimate import interval_half_width
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
 
@@ -125,7 +126,9 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert result.spent == 9 == len(set(device.asked))
     assert loop.members == [] and set(loop.estimate_parts) == {"model"}
     est = result.estimate
-    assert est.n_measured == 9 and est.low <= est.rho <= est.high
+    assert est.n_measured == 9 and est.source == "model" and est.low <= est.rho <= est.high
+    half = interval_half_width(9)  # at least what train-device replay showed, either side
+    assert half == pytest.approx(0.1) and est.low <= est.rho - half + 1e-12 and est.high >= min(1.0, est.rho + half)
     pred_ms, sd = loop.predict_table()
     assert np.all(pred_ms > 0) and np.all(sd > 0)
     rest = [a for a in truth.index if a not in result.measured]
@@ -139,4 +142,15 @@ def test_replay_records_both_estimators_when_blended(method, small):
     last = run["steps"][-1]
     assert set(last["est_parts"]) == {"model", "cv"}
     assert last["est_rho"] == pytest.approx(np.mean([last["est_parts"]["model"][0], last["est_parts"]["cv"][0]]))
-    assert set(last["model_at"]) == {0.5, 1.0} and len(last["model_at"][1.0]) == 3
+    assert {0.5, 1.0} <= set(last["model_at"]) and len(last["model_at"][1.0]) == 3
+
+
+def test_loo_residuals_are_the_refit_residuals_of_one_grid_point(fitted):
+    adapted, archs, y = fitted
+    post = fit_posterior(adapted, archs, y, max_points=1)  # one grid point: the identity is exact
+    yn = (np.log(y) - post.y_mean) / post.y_std
+    cov = np.linalg.inv(post.kinv[0])  # prior + noise covariance of the measured set
+    for i in (0, 5, 11):
+        rest = np.delete(np.arange(len(yn)), i)
+        pred = cov[i, rest] @ np.linalg.solve(cov[np.ix_(rest, rest)], yn[rest])
+        assert post.loo_residuals()[i] == pytest.approx(yn[i] - pred, rel=1e-6, abs=1e-9)

@@ -86,6 +86,10 @@ class OnboardSettings:
         Posterior draws of the model estimate; Student-t noise degrees of freedom (None:
         Gaussian); the temperature of the draws (``posterior.model_rho``: the posterior's
         function spread overstates the error, 0-0.25 was right on train-device replay).
+    loo_mix_above : int or None
+        From this many measurements on, the model estimate is the mean of the Gaussian-noise one
+        and one whose noise is resampled from the closed-form leave-one-out residuals (which
+        carry heavy tails; with fewer measurements they overstate the error). None: never.
     interval_floor, interval_scale : float
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit).
@@ -114,6 +118,7 @@ class OnboardSettings:
     n_draws: int = 64
     noise_dof: float | None = None
     model_temperature: float = 0.125
+    loo_mix_above: int | None = 12
     interval_floor: float = estimate.INTERVAL_FLOOR
     interval_scale: float = estimate.INTERVAL_SCALE
     estimate_scale: float = estimate.DEFAULT_SCALE
@@ -397,9 +402,15 @@ class OnboardLoop:
         if len(archs) < 3 or self._spread is None:
             return
         if self.posterior is not None and s.estimator in ("model", "blend"):
+            kwargs = dict(rng=self.rng, n_draws=s.n_draws, confidence=s.confidence, noise_dof=s.noise_dof,
+                          temperature=s.model_temperature)
             rho, low, high, rms = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats,
-                                                      rng=self.rng, n_draws=s.n_draws, confidence=s.confidence,
-                                                      noise_dof=s.noise_dof, temperature=s.model_temperature)
+                                                      **kwargs)
+            if s.loo_mix_above is not None and len(archs) >= s.loo_mix_above:
+                # enough measurements for their own residuals to show the noise's shape (heavy tails)
+                loo = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats, loo_scale=1.0,
+                                          **kwargs)
+                rho, low, high = (rho + loo[0]) / 2, min(low, loo[1]), max(high, loo[2])
             half = estimate.interval_half_width(len(archs), s.interval_floor, s.interval_scale)
             self.estimate_parts["model"] = estimate.RhoEstimate(
                 rho, max(-1.0, min(low, rho - half)), min(1.0, max(high, rho + half)), s.confidence, len(archs), rms,

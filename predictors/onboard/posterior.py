@@ -105,6 +105,14 @@ class GridPosterior:
             var[start:start + chunk] = self.prob @ v + self.prob @ (mu - avg) ** 2
         return self.y_mean + self.y_std * mean, self.y_std ** 2 * var
 
+    def loo_residuals(self) -> np.ndarray:
+        """(k,) leave-one-out residuals of the measured set (standardised units), averaged over grid points.
+
+        Closed form per grid point: ``alpha_i / (K^-1)_ii``; heavy-tailed where the device's
+        measurements are (the Student-t weights inflate an outlier's noise, not its residual).
+        """
+        return self.prob @ (self.alpha / np.diagonal(self.kinv, axis1=1, axis2=2))
+
     def draws(self, feats, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Functions drawn from the posterior at ``feats``' rows (standardised units, noise-free).
 
@@ -214,7 +222,8 @@ def spearman_rows(ref: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 
 def model_rho(post: GridPosterior, pred_log_ms, feats, *, rng: np.random.Generator, n_draws: int = 64,
-              confidence: float = 0.9, noise_dof: float | None = None, temperature: float = 1.0):
+              confidence: float = 0.9, noise_dof: float | None = None, temperature: float = 1.0,
+              loo_scale: float | None = None):
     """Model-based estimate of the rho of ``pred_log_ms`` against the truth at ``feats``' rows.
 
     Each draw is ``pred + temperature * (f - pred) + noise``: ``f`` a posterior function draw
@@ -224,18 +233,29 @@ def model_rho(post: GridPosterior, pred_log_ms, feats, *, rng: np.random.Generat
     draws' ``confidence`` interval, and the model's expected RMS error in log-ms.
     """
     return model_rho_at(post, pred_log_ms, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
-                        noise_dof=noise_dof)[0]
+                        noise_dof=noise_dof, loo_scale=loo_scale)[0]
 
 
 def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: np.random.Generator,
-                 n_draws: int = 64, confidence: float = 0.9, noise_dof: float | None = None) -> list[tuple]:
-    """:func:`model_rho` at several temperatures, on the same draws (to calibrate the temperature)."""
+                 n_draws: int = 64, confidence: float = 0.9, noise_dof: float | None = None,
+                 loo_scale: float | None = None) -> list[tuple]:
+    """:func:`model_rho` at several temperatures, on the same draws (to calibrate the temperature).
+
+    ``loo_scale``: the noise is resampled from the measured set's leave-one-out residuals
+    (:meth:`GridPosterior.loo_residuals`, centred) times ``loo_scale`` instead of drawn from the
+    fitted noise level.
+    """
     pred = np.asarray(pred_log_ms, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0:
         return [(0.0, -1.0, 1.0, float("nan"))] * len(temperatures)
     funcs, noise_sd = post.draws(feats, n_draws, rng)
-    z = rng.standard_normal(funcs.shape)
-    if noise_dof:
+    if loo_scale is not None:
+        loo = post.loo_residuals()
+        z = rng.choice(loo_scale * (loo - loo.mean()), size=funcs.shape)
+        noise_sd = np.ones(len(funcs))
+    else:
+        z = rng.standard_normal(funcs.shape)
+    if noise_dof and loo_scale is None:
         z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
     predn = (pred - post.y_mean) / post.y_std
     alpha = (1.0 - confidence) / 2.0

@@ -69,6 +69,10 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                               list(temperatures), rng=rng, n_draws=loop.settings.n_draws,
                               noise_dof=loop.settings.noise_dof)
             row["model_at"] = {float(t): list(r[:3]) for t, r in zip(temperatures, at)}
+            for scale in (0.5, 0.75, 1.0):
+                at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features, list(temperatures),
+                                  rng=rng, n_draws=loop.settings.n_draws, loo_scale=scale)
+                row["model_at"].update({f"{t}/loo{scale}": list(r[:3]) for t, r in zip(temperatures, at)})
         if scales and loop.residuals is not None and loop.pool_log_ms is not None:
             rng = np.random.default_rng([seed, step.n_measured])
             row["est_at"] = {float(c): plugin_rho(loop.pool_log_ms, loop.residuals, rng=rng, scale=c, draws=4)
