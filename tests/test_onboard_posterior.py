@@ -154,3 +154,15 @@ def test_loo_residuals_are_the_refit_residuals_of_one_grid_point(fitted):
         rest = np.delete(np.arange(len(yn)), i)
         pred = cov[i, rest] @ np.linalg.solve(cov[np.ix_(rest, rest)], yn[rest])
         assert post.loo_residuals()[i] == pytest.approx(yn[i] - pred, rel=1e-6, abs=1e-9)
+
+
+def test_adaptive_loop_without_a_posterior_falls_back_to_the_ensemble(small):
+    tables, truth = small
+    ref = registry.get_method("simple_reference", random_state=0, select_repeats=1, score_archs=200)
+    ref = ref.pretrain("nb201", TrainTables(tables, tables))
+    loop = OnboardLoop(ref, "nb201", list(truth.index), TableDevice(truth),
+                       OnboardSettings(budget=7, n_initial=5, batch_size=2, strategy="loop", n_members=3),
+                       tables=tables)
+    result = loop.run()
+    assert result.spent == 7 and loop.posterior is None and len(loop.members) == 3
+    assert result.estimate.source == "cv"

@@ -110,7 +110,7 @@ class OnboardSettings:
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
     subsample: float = 0.8
-    acquisition: str = "cover"
+    acquisition: str = "variance"
     focus_quantile: float = 0.75
     tail_weight: float = 0.5
     pool_size: int = 2000
@@ -440,7 +440,7 @@ class OnboardLoop:
                                                 tail_weight=s.tail_weight)
             if s.acquisition == "integrated":
                 rows = design.integrated_picks(self.posterior, self._pool_feats, n, self.rng, weights=weights)
-            else:  # "variance", and the ensemble modes, whose spread here is the posterior's
+            else:  # "variance", and the ensemble modes, whose spread here is the posterior's variance
                 rows = design.variance_picks(self.posterior, self._pool_feats, n, weights=weights)
             return [pool[i] for i in rows]
         if not self.members:
@@ -450,7 +450,8 @@ class OnboardLoop:
         feats = self.features()
         rows = [self._position[a] for a in pool]
         taken = self._taken_rows()
-        picked = acquisition.choose(s.acquisition, self._spread.std_log_ms * weights, feats[rows], feats[taken], n,
+        mode = "cover" if s.acquisition in MODEL_ACQUISITIONS else s.acquisition  # no posterior here
+        picked = acquisition.choose(mode, self._spread.std_log_ms * weights, feats[rows], feats[taken], n,
                                     random_state=int(self.rng.integers(2 ** 31)))
         return [pool[i] for i in picked]
 
