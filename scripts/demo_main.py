@@ -6,7 +6,9 @@ dozen seeded NB201 architectures with the quick profile: local Ray, one actor pe
 exports as Ray tasks, results in an SQLite store. Then it exports the results to Parquet and
 prints each device's median latency and the Spearman correlation between devices. Last, the
 predictor step: pretrain on the public tables, adapt to the first device with 10 of its fresh
-measurements, and print rho on the rest beside the copy and HWL-ridge baselines.
+measurements, and print rho on the rest beside the copy and HWL-ridge baselines. Then `hwl onboard`
+on the second device (its own store, 10 measurements chosen by the loop), checked against the
+campaign's measurements of that device which the onboarding did not make.
 
 Running it again measures nothing twice: the campaign is found in the store and only what is
 missing is measured.
@@ -35,6 +37,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
                         help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
+    parser.add_argument("--onboard-budget", type=int, default=10,
+                        help="measurements for the onboarding step on the second device (0: skip it)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="store, artifacts and exports")
     args = parser.parse_args(argv)
 
@@ -69,6 +73,13 @@ def main(argv=None) -> int:
     if measured:
         from scripts.demo_predict import few_shot_table
         console.print(few_shot_table(wide.set_index("arch_index")[measured[0]], measured[0], seed=args.seed))
+    if len(measured) > 1 and args.onboard_budget > 0:
+        from scripts.demo_onboard import onboarding_table
+        table, lines = onboarding_table(measured[1], wide.set_index("arch_index")[measured[1]], args.out,
+                                        budget=args.onboard_budget, seed=args.seed)
+        for line in lines:
+            console.print(line)
+        console.print(table)
     console.print(f"measurement time inside the agents {summary['measure_s']:.1f} s; "
                   f"demo wall time {time.perf_counter() - start:.1f} s")
     return 0
