@@ -5,7 +5,8 @@ Built on any :class:`~predictors.base.FewShotMethod` (default: ``registry.RECOMM
 the model-based rho estimate), ``design`` (the method's design continued, posterior-variance
 batches), ``selection`` (diverse picks), ``ensemble`` and ``estimate`` (spread and
 cross-validated rho for methods without a posterior), ``acquisition`` (ensemble-based
-batches), ``loop`` (the loop around a pluggable ``measure`` callable), ``replay`` and ``report``.
+batches), ``settings``, ``loop`` (the loop around a pluggable ``measure`` callable), ``replay``
+and ``report``.
 """
 from predictors.onboard.estimate import RhoEstimate, estimate_rho
 from predictors.onboard.loop import (OnboardError, OnboardLoop, OnboardResult, OnboardSettings, STRATEGIES, Step,

@@ -6,8 +6,8 @@ harness passes a function that runs a campaign on the device; ``scripts/bench_on
 one that looks the answer up in a held-out public table.
 
 1. Initial picks (``n_initial``) without any target latency: the method's own design
-   (``design``: its ``choose``, D-optimal for ``phys_bayes``, random for most others), diverse picks on the candidates' features
-   (``selection``), or random picks for ``strategy="random"``.
+   (``design``: its ``choose``, D-optimal for ``phys_bayes``, random for most others), diverse
+   picks on the candidates' features (``selection``), or random picks for ``strategy="random"``.
 2. Adapt the pretrained method on everything measured (the method does its own Eq. 1
    initialisation). For a method with a closed-form posterior (``phys_bayes``, see
    ``posterior``) that posterior gives the spread and the model-based rho estimate; any other
@@ -29,125 +29,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from harness.errors import UserError
 from predictors.base import FewShotMethod
 from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
+from predictors.onboard.settings import (ESTIMATORS, INITIALS, MODEL_ACQUISITIONS, STRATEGIES,  # noqa: F401
+                                         OnboardError, OnboardSettings)  # (re-exported: the loop's API)
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("loop", "design", "diverse", "random")
-INITIALS = ("design", "diverse")
-MODEL_ACQUISITIONS = ("variance", "integrated")  # need a closed-form posterior; else "cover" is used
-ESTIMATORS = ("model", "cv", "blend")
 DESIGN_LENGTH = 64  # picks of the method's design drawn at once (greedy designs: a prefix is the smaller design)
-
-
-class OnboardError(UserError):
-    """An onboarding that cannot run as asked (budget, candidates, settings, a dead device)."""
-
-
-@dataclass(frozen=True)
-class OnboardSettings:
-    """Knobs of the loop (defaults chosen by replay on train devices, see ``scripts/bench_onboard``).
-
-    Parameters
-    ----------
-    budget : int
-        Most measurements in all (those already made included; a failed one counts too).
-    target_rho : float or None
-        Stop once the estimated rho reaches it.
-    n_initial : int
-        Diverse picks before the first adaptation.
-    batch_size : int
-        Measurements per later round.
-    strategy : {"loop", "design", "diverse", "random"}
-        ``loop``: ``initial`` start, then ``acquisition`` on the adapted model. ``design``: the
-        method's own design only (its ``choose``; no target latency steers it). ``diverse``: diverse picks
-        only. ``random``: random picks (the strict protocol's choice).
-    initial : {"design", "diverse"}
-        First picks of ``loop``.
-    picker : {"kcenter", "kmeans"}
-        Diversity picker; ``feature_weights`` the share of each feature group.
-    n_members, subsample : int, float
-        Ensemble size and the share of the measurements each member is adapted on.
-    acquisition : {"variance", "integrated", "cover", "greedy", "mass"}
-        ``variance`` / ``integrated``: posterior variance or its integrated reduction (``design``;
-        methods with a closed-form posterior); the others turn ensemble spread into a batch
-        (``acquisition``) and are what a method without a posterior gets.
-    focus_quantile, tail_weight : float
-        Latency focus of the acquisition (see ``acquisition.focus_weights``).
-    pool_size : int
-        Unmeasured candidates scored per round (a fresh random subset when there are more).
-    estimator : {"model", "cv", "blend"}
-        ``model``: draws from the closed-form posterior (``posterior.model_rho``); ``cv``:
-        cross-validated residuals (``estimate``); ``blend``: their mean. Methods without a
-        posterior always use ``cv``.
-    n_draws, noise_dof, model_temperature : int, float or None, float
-        Posterior draws of the model estimate; Student-t noise degrees of freedom (None:
-        Gaussian); the temperature of the draws (``posterior.model_rho``: the posterior's
-        function spread overstates the error, 0-0.25 was right on train-device replay).
-    loo_mix_above : int or None
-        From this many measurements on, the model estimate is the mean of the Gaussian-noise one
-        and one whose noise is resampled from the closed-form leave-one-out residuals (which
-        carry heavy tails; with fewer measurements they overstate the error). None: never.
-    interval_floor, interval_scale : float
-        The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
-        (``estimate.interval_half_width``: the draws alone miss the model's misfit).
-    estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
-        Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
-    prepare_ks : bool
-        Ask a method with a ``select_ks`` parameter to prepare every size the loop adapts at.
-    seed : int
-    """
-
-    budget: int = 30
-    target_rho: float | None = None
-    n_initial: int = 5
-    batch_size: int = 2
-    strategy: str = "design"
-    initial: str = "design"
-    picker: str = "kmeans"
-    feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
-    n_members: int = 8
-    subsample: float = 0.8
-    acquisition: str = "variance"
-    focus_quantile: float = 0.75
-    tail_weight: float = 0.5
-    pool_size: int = 2000
-    estimator: str = "model"
-    n_draws: int = 64
-    noise_dof: float | None = None
-    model_temperature: float = 0.125
-    loo_mix_above: int | None = 12
-    interval_floor: float = estimate.INTERVAL_FLOOR
-    interval_scale: float = estimate.INTERVAL_SCALE
-    estimate_scale: float = estimate.DEFAULT_SCALE
-    estimate_shrink: float = estimate.DEFAULT_SHRINK
-    max_folds: int = 10
-    confidence: float = 0.9
-    prepare_ks: bool = True
-    seed: int = 0
-
-    def check(self, n_candidates: int) -> None:
-        if self.budget < 1:
-            raise OnboardError(f"budget must be at least 1 measurement, got {self.budget}")
-        if self.n_initial < 1 or self.batch_size < 1:
-            raise OnboardError(f"n_initial and batch_size must be positive (got {self.n_initial}, {self.batch_size})")
-        if self.strategy not in STRATEGIES:
-            raise OnboardError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
-        if self.picker not in selection.PICKERS:
-            raise OnboardError(f"unknown picker {self.picker!r}; valid: {', '.join(selection.PICKERS)}")
-        modes = MODEL_ACQUISITIONS + acquisition.MODES
-        if self.acquisition not in modes:
-            raise OnboardError(f"unknown acquisition {self.acquisition!r}; valid: {', '.join(modes)}")
-        if self.initial not in INITIALS:
-            raise OnboardError(f"unknown initial picks {self.initial!r}; valid: {', '.join(INITIALS)}")
-        if self.estimator not in ESTIMATORS:
-            raise OnboardError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
-        if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
-            raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
-        if n_candidates < 2:
-            raise OnboardError(f"need at least 2 candidate architectures, got {n_candidates}")
 
 
 @dataclass
@@ -334,7 +223,8 @@ class OnboardLoop:
     def _initial_picks(self, n: int) -> list:
         if self.settings.strategy == "random":
             return self._random_picks(n)
-        if self.settings.strategy == "design" or (self.settings.strategy == "loop" and self.settings.initial == "design"):
+        s = self.settings
+        if s.strategy == "design" or (s.strategy == "loop" and s.initial == "design"):
             return self._design_picks(n)
         rows = selection.diverse_picks(self.features(), n, self._taken_rows(), picker=self.settings.picker,
                                        random_state=self.settings.seed)

@@ -207,7 +207,8 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
     keep = order[:max(1, min(max_points, int(np.searchsorted(np.cumsum(p[order]), mass)) + 1))]
     point_combos = combos[keep // len(noise)]
     point_noise = noise[keep % len(noise)]
-    kinv = np.stack([np.linalg.inv(_cov(c[None], grams, s[None], weights)[0]) for c, s in zip(point_combos, point_noise)])
+    kinv = np.stack([np.linalg.inv(_cov(c[None], grams, s[None], weights)[0])
+                     for c, s in zip(point_combos, point_noise)])
     prob = p[keep] / p[keep].sum()
     return GridPosterior(adapted, train, point_combos, point_noise, prob, kinv, alpha[keep], weights, y_mean, y_std)
 
