@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -57,24 +58,40 @@ BIAS_VARIANCE = 1.0
 COARSE_ABOVE = 100  # samples beyond which each group weight is only on/off (see robust_bma_fit)
 
 
-def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
-                   robust_iters: int = 2, nu: float = 2.0, coarse_above: int = COARSE_ABOVE):
-    """Evidence-averaged Bayesian linear model with Student-t reweighting of the samples.
+@dataclass(frozen=True)
+class GridWeights:
+    """The grid of :func:`robust_bma_fit` after reweighting: what its averaged posterior is made of.
 
-    Same model and return value as ``predictors.baselines.bayes_linear.fit`` (sum of linear
-    kernels, one prior weight per group, BMA over ``weight_grid`` x ``noise_grid``), except that
-    sample i has noise ``s / w_i``: after each round, ``w_i = (nu + 1) / (nu + z_i^2)`` with
-    ``z_i`` the standardised leave-one-out residual under the most probable grid point.
-
-    The grid is evaluated in chunks (memory stays bounded); above ``coarse_above`` samples the
-    evidence is sharp and each group weight is only switched on or off (weights 0 and 1), which
-    keeps hundreds of measurements (``hwl adapt`` on a whole campaign) affordable.
+    ``combos`` (C, G) group prior weights and ``noise`` (C,) noise variance of every grid point,
+    ``prob`` (C,) their normalised evidence, ``alpha`` (C, k) ``K^-1 y``, ``sample_weights`` (k,)
+    the Student-t weights (sample i has noise ``noise / w_i``), ``grams`` (G, k, k) the groups'
+    linear kernels on the samples, and the standardisation ``y_mean``, ``y_std`` of ``y``.
     """
+
+    combos: np.ndarray
+    noise: np.ndarray
+    prob: np.ndarray
+    alpha: np.ndarray
+    sample_weights: np.ndarray
+    grams: np.ndarray
+    y_mean: float
+    y_std: float
+
+    def covariances(self, points) -> np.ndarray:
+        """(len(points), k, k) prior + noise covariance of the samples at grid points ``points``."""
+        points = np.asarray(points)
+        kern = np.einsum("wg,gij->wij", self.combos[points], self.grams) + BIAS_VARIANCE
+        return kern + self.noise[points][:, None, None] * np.diag(1.0 / self.sample_weights)
+
+
+def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
+                 robust_iters: int = 2, nu: float = 2.0, coarse_above: int = COARSE_ABOVE) -> GridWeights | None:
+    """The evidence-weighted grid of :func:`robust_bma_fit`; None when ``y`` is too short or constant."""
     y = np.asarray(y, dtype=np.float64)
     k = len(y)
     y_mean, y_std = float(y.mean()), float(y.std())
     if k < 2 or y_std == 0 or not groups:
-        return [np.zeros(g.shape[1]) for g in groups], 0.0, y_mean, 1.0
+        return None
     if k > coarse_above:
         weight_grid = (0.0, 1.0)
     yn = (y - y_mean) / y_std
@@ -92,10 +109,31 @@ def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGH
         weights = (nu + 1.0) / (nu + z2)
     p = np.exp(log_ev - log_ev.max())
     p /= p.sum()
-    combo_weights = np.repeat(combos, len(noise), axis=0)                             # (C, G)
-    coef = [g.T @ ((p * combo_weights[:, j]) @ alpha) for j, g in enumerate(groups)]
-    intercept = BIAS_VARIANCE * float(p @ alpha.sum(axis=1))
-    return coef, intercept, y_mean, y_std
+    return GridWeights(np.repeat(combos, len(noise), axis=0), np.tile(noise, len(combos)), p, alpha, weights,
+                       grams, y_mean, y_std)
+
+
+def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
+                   robust_iters: int = 2, nu: float = 2.0, coarse_above: int = COARSE_ABOVE):
+    """Evidence-averaged Bayesian linear model with Student-t reweighting of the samples.
+
+    Same model and return value as ``predictors.baselines.bayes_linear.fit`` (sum of linear
+    kernels, one prior weight per group, BMA over ``weight_grid`` x ``noise_grid``), except that
+    sample i has noise ``s / w_i``: after each round, ``w_i = (nu + 1) / (nu + z_i^2)`` with
+    ``z_i`` the standardised leave-one-out residual under the most probable grid point.
+
+    The grid is evaluated in chunks (memory stays bounded); above ``coarse_above`` samples the
+    evidence is sharp and each group weight is only switched on or off (weights 0 and 1), which
+    keeps hundreds of measurements (``hwl adapt`` on a whole campaign) affordable.
+    """
+    grid = grid_weights(groups, y, weight_grid=weight_grid, noise_grid=noise_grid, robust_iters=robust_iters, nu=nu,
+                        coarse_above=coarse_above)
+    if grid is None:
+        y = np.asarray(y, dtype=np.float64)
+        return [np.zeros(g.shape[1]) for g in groups], 0.0, float(y.mean()) if len(y) else 0.0, 1.0
+    coef = [g.T @ ((grid.prob * grid.combos[:, j]) @ grid.alpha) for j, g in enumerate(groups)]
+    intercept = BIAS_VARIANCE * float(grid.prob @ grid.alpha.sum(axis=1))
+    return coef, intercept, grid.y_mean, grid.y_std
 
 
 def _cov(combos, grams, noise, weights) -> np.ndarray:
@@ -259,4 +297,4 @@ def _union_index(series) -> list:
     return list(index)
 
 
-__all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "GROUPS", "PhysBayes", "d_optimal", "robust_bma_fit"]
+__all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "GROUPS", "PhysBayes", "GridWeights", "d_optimal", "grid_weights", "robust_bma_fit"]

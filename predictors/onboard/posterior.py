@@ -4,10 +4,9 @@
 over a grid of group weights x noise levels with Student-t sample weights. Its posterior is
 known exactly, so the onboarding needs no ensemble of refits and no cross-validation:
 
-- :func:`fit_posterior` redoes the method's grid computation on the measured set (same grid,
-  same Student-t reweighting, same evidence or LOO score with its temper; written out here so
-  this module keeps working while the method's internals change: a test checks that the mean
-  is the method's prediction) and keeps the most probable grid points (``mass`` of the weight);
+- :func:`fit_posterior` takes the method's grid weighting on the measured set
+  (:func:`predictors.recommended.grid_weights`) and keeps the most probable grid points
+  (``mass`` of the weight);
 - :meth:`GridPosterior.mean_var` gives the averaged (BMA) predictive mean and variance of any
   architectures: within-point posterior variance plus the disagreement between grid points;
 - :meth:`GridPosterior.draws` draws whole latency functions over a set of architectures (a grid
@@ -23,7 +22,6 @@ to the ensemble and cross-validation of ``ensemble`` and ``estimate``).
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,72 +143,30 @@ def model_groups(method) -> tuple:
     return tuple(getattr(method, "groups_", method.groups))
 
 
-def _cov(combos, grams, noise, weights) -> np.ndarray:
-    """(len(combos) * len(noise), k, k) prior + noise covariances, noise varying fastest."""
-    k = len(weights)
-    kern = np.einsum("wg,gij->wij", combos, grams) + BIAS_VARIANCE
-    return (kern[:, None] + noise[None, :, None, None] * np.diag(1.0 / weights)).reshape(-1, k, k)
-
-
-def _grid_scores(combos, grams, noise, weights, yn, max_floats: float = 4e6):
-    """(log evidence, log LOO predictive, K^-1 y) of every (combo, noise) grid point, chunked."""
-    k = len(yn)
-    step = max(1, int(max_floats // (len(noise) * k * k)))
-    log_ev, loo, alpha = [], [], []
-    for start in range(0, len(combos), step):
-        inv = np.linalg.inv(_cov(combos[start:start + step], grams, noise, weights))
-        a = inv @ yn
-        _, logdet_inv = np.linalg.slogdet(inv)
-        log_ev.append(-0.5 * a @ yn + 0.5 * logdet_inv)
-        d = np.diagonal(inv, axis1=1, axis2=2)  # LOO predictive variance of sample i is 1 / d_i
-        loo.append((0.5 * np.log(d) - 0.5 * a ** 2 / d).sum(axis=1))
-        alpha.append(a)
-    return np.concatenate(log_ev), np.concatenate(loo), np.concatenate(alpha)
-
-
 def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> GridPosterior | None:
     """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
 
-    Repeats the method's grid weighting (``robust_bma_fit``: Student-t reweighting, then evidence
-    or LOO score times ``temper``) and keeps the most probable grid points holding ``mass`` of
-    the weight (at most ``max_points``). None with fewer than 2 measurements or equal latencies
-    (the method then predicts a constant).
+    Takes the method's own grid weighting (:func:`predictors.recommended.grid_weights`:
+    Student-t reweighting, then the evidence of every grid point) and keeps the most probable
+    grid points holding ``mass`` of the weight (at most ``max_points``). None with fewer than 2
+    measurements or equal latencies (the method then predicts a constant).
     """
     if not supports(adapted):
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
-    y = np.log(np.asarray(latency_ms, dtype=np.float64))
-    k = len(y)
-    y_mean, y_std = float(y.mean()), float(y.std())
-    if k < 2 or y_std == 0:
-        return None
-    yn = (y - y_mean) / y_std
     train = adapted._features(archs, model_groups(adapted))
-    weight_grid = (0.0, 1.0) if k > recommended.COARSE_ABOVE else adapted.weight_grid
-    combos = np.array([c for c in itertools.product(weight_grid, repeat=len(train)) if sum(c) > 0])
-    noise = np.asarray(adapted.noise_grid, dtype=np.float64)
-    grams = np.stack([g @ g.T for g in train])
-    weights = np.ones(k)
-    for round_ in range(adapted.robust_iters + 1):
-        log_ev, loo, alpha = _grid_scores(combos, grams, noise, weights, yn)
-        if round_ == adapted.robust_iters:
-            break
-        best = int(np.argmax(log_ev))
-        cov = _cov(combos[best // len(noise)][None], grams, noise[best % len(noise)][None], weights)[0]
-        z2 = alpha[best] ** 2 / np.diagonal(np.linalg.inv(cov))
-        weights = (adapted.nu + 1.0) / (adapted.nu + z2)
-    score = loo if getattr(adapted, "score", "evidence") == "loo" else log_ev
-    log_w = getattr(adapted, "temper", 1.0) * score
-    p = np.exp(log_w - log_w.max())
-    p /= p.sum()
+    grid = recommended.grid_weights(train, np.log(np.asarray(latency_ms, dtype=np.float64)),
+                                    weight_grid=adapted.weight_grid, noise_grid=adapted.noise_grid,
+                                    robust_iters=adapted.robust_iters, nu=adapted.nu)
+    if grid is None:
+        return None
+    p = grid.prob
     order = np.argsort(-p)
     keep = order[:max(1, min(max_points, int(np.searchsorted(np.cumsum(p[order]), mass)) + 1))]
-    point_combos = combos[keep // len(noise)]
-    point_noise = noise[keep % len(noise)]
-    kinv = np.stack([np.linalg.inv(_cov(c[None], grams, s[None], weights)[0])
-                     for c, s in zip(point_combos, point_noise)])
+    kinv = np.linalg.inv(grid.covariances(keep))
     prob = p[keep] / p[keep].sum()
-    return GridPosterior(adapted, train, point_combos, point_noise, prob, kinv, alpha[keep], weights, y_mean, y_std)
+    return GridPosterior(adapted, train, grid.combos[keep], grid.noise[keep], prob, kinv, grid.alpha[keep],
+                         grid.sample_weights, grid.y_mean, grid.y_std)
 
 
 def spearman_rows(ref: np.ndarray, draws: np.ndarray) -> np.ndarray:
