@@ -158,20 +158,25 @@ def _grid_evidence(combos, grams, noise, weights, yn, max_floats: float = 4e6):
 
 
 def d_optimal(design: np.ndarray, k: int, rng: np.random.Generator, *, pool: int | None = 500,
-              prior_var: float = 1.0) -> np.ndarray:
+              prior_var: float = 1.0, taken=()) -> np.ndarray:
     """Rows of ``design`` picked greedily for the largest posterior variance (D-optimal).
 
     Starts from an isotropic prior ``prior_var * I`` on the coefficients of a linear model in
-    the columns of ``design``; each step takes the candidate whose prediction is most uncertain
-    and updates the posterior with it (rank one). Candidates are a random ``pool`` of rows
-    (all rows when ``pool`` is None or k exceeds it). Returns row indices.
+    the columns of ``design``, conditioned on the rows already ``taken`` (measured: they are
+    never picked again); each step takes the candidate whose prediction is most uncertain and
+    updates the posterior with it (rank one). Candidates are a random ``pool`` of the free rows
+    (all of them when ``pool`` is None or k exceeds it). Returns row indices.
     """
-    n, p = design.shape
-    if k > n:
-        raise ValueError(f"k={k} is larger than the {n} candidate architectures")
-    cand = np.arange(n) if pool is None or pool >= n or k > pool else np.sort(rng.choice(n, pool, replace=False))
+    taken = np.asarray(list(taken), dtype=np.int64)
+    free = np.setdiff1d(np.arange(len(design)), taken)
+    if k > len(free):
+        raise ValueError(f"k={k} is larger than the {len(free)} candidate architectures left")
+    cand = free if pool is None or pool >= len(free) or k > pool else np.sort(rng.choice(free, pool, replace=False))
+    cov = np.eye(design.shape[1]) * prior_var
+    for row in design[taken]:
+        cx = cov @ row
+        cov -= np.outer(cx, cx) / (1.0 + row @ cx)
     x = design[cand]
-    cov = np.eye(p) * prior_var
     picked: list[int] = []
     jitter = 1e-9 * rng.random(len(cand))  # breaks ties at random
     for _ in range(k):

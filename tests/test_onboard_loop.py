@@ -6,26 +6,18 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from predictors import data, registry
+from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import (OnboardError, OnboardLoop, OnboardSettings, kcenter, kmeans_picks, loop_ks,
                                 prepare_method, space_features)
 from predictors.onboard.ensemble import adapt_members, predict_spread
 from predictors.onboard.estimate import cv_residuals, estimate_rho
 from predictors.onboard.replay import TableDevice, replay_device
-
-TRAIN = ["1080ti_1", "silver_4114", "pixel3", "samsung_s7"]
-N_ARCHS = 600
-
+from tests.onboard_tables import small_nb201
 
 @pytest.fixture(scope="module")
 def small():
-    """Train tables of 4 HELP devices and a 'new device' (raspi4), on 600 NB201 archs."""
-    table = data.help_table("nb201")
-    table = table[table["arch"] < N_ARCHS]
-    tables = data.by_device(table, TRAIN)
-    truth = data.by_device(table, ["raspi4"])["raspi4"]
-    return tables, truth
+    return small_nb201()
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,18 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from predictors import data, registry
+from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
 from predictors.onboard.estimate import interval_half_width
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
-
-TRAIN = ["1080ti_1", "silver_4114", "pixel3", "samsung_s7"]
-N_ARCHS = 600
-
+from tests.onboard_tables import small_nb201
 
 @pytest.fixture(scope="module")
 def small():
-    table = data.help_table("nb201")
-    table = table[table["arch"] < N_ARCHS]
-    return data.by_device(table, TRAIN), data.by_device(table, ["raspi4"])["raspi4"]
+    return small_nb201()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +89,7 @@ def test_design_continues_from_measured_rows():
     assert design_picks(design, 1, [0], rng, pool=None) == [2]
     picks = design_picks(design, 2, [0, 2], rng, pool=None)
     assert not {0, 2} & set(picks) and len(set(picks)) == 2
-    with pytest.raises(ValueError, match="only 3 candidates left"):
+    with pytest.raises(ValueError, match="the 3 candidate architectures left"):
         design_picks(design, 4, [0, 2], rng)
 
 

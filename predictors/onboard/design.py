@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.onboard.posterior import BIAS_VARIANCE, GridPosterior
-from predictors.recommended import rank_gauss
+from predictors.recommended import d_optimal, rank_gauss
 
 
 def design_matrix(method, candidates) -> np.ndarray | None:
@@ -30,32 +30,9 @@ def design_matrix(method, candidates) -> np.ndarray | None:
     return rank_gauss(np.hstack(method._features(list(candidates), groups)))
 
 
-def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *, pool: int | None = 500,
-                 prior_var: float = 1.0) -> list[int]:
-    """``n`` rows of ``design`` by greedy D-optimality after conditioning on the ``taken`` rows.
-
-    Candidates are a random ``pool`` of the rows not taken (all of them when fewer).
-    """
-    taken = [int(t) for t in taken]
-    free = np.setdiff1d(np.arange(len(design)), taken)
-    if n > len(free):
-        raise ValueError(f"{n} picks asked, only {len(free)} candidates left")
-    cand = free if pool is None or pool >= len(free) or n > pool else np.sort(rng.choice(free, pool, replace=False))
-    cov = np.eye(design.shape[1]) * prior_var
-    for row in design[taken]:
-        cx = cov @ row
-        cov -= np.outer(cx, cx) / (1.0 + row @ cx)
-    x = design[cand]
-    jitter = 1e-9 * rng.random(len(cand))
-    picked: list[int] = []
-    for _ in range(n):
-        var = np.einsum("ij,jk,ik->i", x, cov, x) + jitter
-        var[picked] = -np.inf
-        i = int(np.argmax(var))
-        picked.append(i)
-        cx = cov @ x[i]
-        cov -= np.outer(cx, cx) / (1.0 + x[i] @ cx)
-    return [int(cand[i]) for i in picked]
+def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *, pool: int | None = 500) -> list[int]:
+    """``n`` rows of ``design`` by the method's greedy D-optimality, conditioned on the ``taken`` rows."""
+    return [int(i) for i in d_optimal(design, n, rng, pool=pool, taken=taken)]
 
 
 def _top(post: GridPosterior, max_points: int):
