@@ -13,11 +13,7 @@ from predictors.onboard import (OnboardError, OnboardLoop, OnboardSettings, kcen
 from predictors.onboard.ensemble import adapt_members, predict_spread
 from predictors.onboard.estimate import cv_residuals, estimate_rho
 from predictors.onboard.replay import TableDevice, replay_device
-from tests.onboard_tables import small_nb201
-
-@pytest.fixture(scope="module")
-def small():
-    return small_nb201()
+from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,7 @@ from predictors.onboard.design import design_matrix, design_picks, integrated_pi
 from predictors.onboard.estimate import interval_half_width
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
-from tests.onboard_tables import small_nb201
-
-@pytest.fixture(scope="module")
-def small():
-    return small_nb201()
+from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
 @pytest.fixture(scope="module")
