@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 
 
@@ -46,6 +47,14 @@ class TrainTables(dict):
 def full_tables(train: dict) -> dict:
     """The whole train-device tables behind ``train`` (``train`` itself for a plain dict)."""
     return getattr(train, "full", train)
+
+
+def union_keys(series) -> list:
+    """Every architecture key of several latency Series, in first-seen order (devices may differ)."""
+    index = pd.Index([])
+    for s in series:
+        index = index.union(s.index, sort=False) if len(index) else s.index
+    return list(index)
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -34,10 +34,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy.stats import norm, rankdata
 
-from predictors.base import FewShotMethod, full_tables
+from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
 from predictors.phys_features import phys_features
@@ -256,7 +255,7 @@ class PhysBayes(FewShotMethod):
         if not self.tables_:
             raise ValueError(f"{type(self).__name__} needs at least one train device")
         self.devices_ = list(self.tables_)
-        keys = _union_index(self.tables_.values())
+        keys = union_keys(self.tables_.values())
         self.groups_ = tuple(self.groups) if self.groups is not None else DEFAULT_GROUPS[self.space_]
         used = dict.fromkeys(self.groups_ + tuple(self.design_groups or ()))
         self.scalers_ = {g: GroupScaler(self._raw(g, keys)) for g in used}
@@ -293,13 +292,6 @@ class PhysBayes(FewShotMethod):
         log_ms = bayes_linear.predict(self.coef_, self.intercept_, self.y_mean_, self.y_std_,
                                       self._features(archs, self.groups_))
         return np.exp(log_ms)
-
-
-def _union_index(series) -> list:
-    index = pd.Index([])
-    for s in series:
-        index = index.union(s.index, sort=False) if len(index) else s.index
-    return list(index)
 
 
 __all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "GROUPS", "PhysBayes", "GridWeights", "d_optimal", "grid_weights", "robust_bma_fit"]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictors.base import FewShotMethod, full_tables
+from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines.copy_device import best_correlated
 from predictors.encodings import HWLEncoder, VecEncoder, ZCPEncoder, read_proxy_table
 from predictors.multidevice import MultiDevicePredictor
@@ -147,7 +147,7 @@ class TransferLearning(FewShotMethod):
         proxies = self.proxy_table
         if isinstance(proxies, (str, Path)):
             proxies = read_proxy_table(proxies, self.space_)
-        archs = _union_index(train.values())
+        archs = union_keys(train.values())
         self.encoder_ = ArchEncoder(self.encoding_, self.space_, self.tables_, self.hwl_devices, proxies).fit(archs)
         self.references_ = None
         samples = None
@@ -243,13 +243,6 @@ class TLSample(TransferLearning):
 
     name = "tl_sample"
     default_representation = "sample"
-
-
-def _union_index(series) -> list:
-    index = pd.Index([])
-    for s in series:
-        index = index.union(s.index, sort=False) if len(index) else s.index
-    return list(index)
 
 
 __all__ = ["ENCODINGS", "TLHWLVecET", "TLIndex", "TLSample", "TLZCPVecET", "TransferLearning"]

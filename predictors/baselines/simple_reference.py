@@ -19,10 +19,9 @@ import itertools
 import logging
 
 import numpy as np
-import pandas as pd
 from scipy.stats import spearmanr
 
-from predictors.base import FewShotMethod, full_tables
+from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GROUPS, GroupScaler, raw_group
 from spaces import get_space
@@ -101,7 +100,7 @@ class SimpleReference(FewShotMethod):
         self.tables_ = full_tables(train)
         self.devices_ = list(self.tables_)
         self.train_ = dict(train)
-        keys = _union_index(self.tables_.values())
+        keys = union_keys(self.tables_.values())
         self.scalers_ = {g: GroupScaler(raw_group(g, self.space_, keys, self.tables_, self.devices_))
                          for g in self.groups}
         self.feature_sets_, self.selection_ = {}, {}
@@ -175,13 +174,6 @@ class SimpleReference(FewShotMethod):
         log_ms = bayes_linear.predict(self.coef_, self.intercept_, self.y_mean_, self.y_std_,
                                       [feats[g] for g in self.feature_set_])
         return np.exp(log_ms)
-
-
-def _union_index(series) -> list:
-    index = pd.Index([])
-    for s in series:
-        index = index.union(s.index, sort=False) if len(index) else s.index
-    return list(index)
 
 
 def _rho(pred, truth) -> float:
