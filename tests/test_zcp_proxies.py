@@ -13,15 +13,7 @@ from spaces import fbnet
 from spaces.cost import flops_params
 from spaces.fbnet_net import build_fbnet
 from spaces.nb201_net import build_nb201
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # the CI machine is small and shared: several threads only fight each other here
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse)
 
 
 def _batch(n=4, classes=10, side=32, seed=0):

@@ -10,20 +10,11 @@ from harness.errors import StoreError
 from predictors.encodings import ZCPEncoder, read_proxy_table, zcp_vec
 from predictors.zcp import BatchSpec, ProxyStore, ZCPError, proxy_frame, run_proxies, run_table, write_parquet
 from predictors.zcp.table import read_parquet_meta
+from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse)
 
 ray = pytest.importorskip("ray")
 PROXIES = ["params", "synflow", "snip", "nwot"]
 BATCH = BatchSpec(batch_size=4)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
