@@ -11,7 +11,7 @@ from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
-from predictors.onboard.estimate import interval_half_width
+from predictors.onboard.estimate import DEFAULT_CALIBRATION, calibrate, fit_calibration, interval_half_width
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
@@ -124,6 +124,31 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert np.all(pred_ms > 0) and np.all(sd > 0)
     rest = [a for a in truth.index if a not in result.measured]
     assert spearmanr(result.adapted.predict(rest), truth.loc[rest]).statistic > 0.8
+
+
+def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
+    tables, truth = small
+    runs = {cal: replay_device(method, "nb201", truth, OnboardSettings(budget=9, calibration=cal), tables=tables)
+            for cal in (DEFAULT_CALIBRATION, None)}
+    for cal, run in runs.items():
+        for step in run["steps"]:
+            raw = step["raw_rho"]
+            assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal))
+            assert step["low"] <= step["est_rho"] <= step["high"]
+    # the same seed and picks: the raw estimate does not depend on the calibration
+    raw = {cal: [step["raw_rho"] for step in run["steps"]] for cal, run in runs.items()}
+    assert raw[None] == pytest.approx(raw[DEFAULT_CALIBRATION])
+    assert calibrate(0.9, 10, None) == 0.9 and -1.0 < calibrate(0.99, 5) < 1.0
+
+
+def test_fit_calibration_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.5, 0.99, 400)
+    n = rng.integers(5, 21, 400)
+    true = np.array([calibrate(r, k, (0.3, 0.8, 1.5)) for r, k in zip(raw, n)])
+    assert fit_calibration(raw, true, n) == pytest.approx((0.3, 0.8, 1.5), abs=0.02)
+    with pytest.raises(ValueError, match="at least 3 rounds"):
+        fit_calibration([0.9], [0.9], [10])
 
 
 def test_replay_records_both_estimators_when_blended(method, small):

@@ -61,6 +61,9 @@ class OnboardSettings:
         From this many measurements on, the model estimate is the mean of the Gaussian-noise one
         and one whose noise is resampled from the closed-form leave-one-out residuals (which
         carry heavy tails; with fewer measurements they overstate the error). None: never.
+    calibration : (float, float, float) or None
+        ``(a, b, c)`` of ``estimate.calibrate``, applied to the model estimate and its bounds
+        (None: uncalibrated).
     interval_floor, interval_scale : float
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit).
@@ -90,6 +93,7 @@ class OnboardSettings:
     noise_dof: float | None = None
     model_temperature: float = 0.125
     loo_mix_above: int | None = 12
+    calibration: tuple | None = estimate.DEFAULT_CALIBRATION
     interval_floor: float = estimate.INTERVAL_FLOOR
     interval_scale: float = estimate.INTERVAL_SCALE
     estimate_scale: float = estimate.DEFAULT_SCALE
