@@ -32,6 +32,8 @@ VARIANTS: dict[str, dict] = {
     "robust0": {"robust_iters": 0},
     "nu4": {"nu": 4.0},
     "wgrid_fine": {"weight_grid": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)},
+    "ngrid_fine": {"noise_grid": (1e-3, 3e-3, 1e-2, 0.03, 0.1, 0.25, 0.5, 1.0)},
+    "ngrid_wide": {"noise_grid": (1e-3, 1e-2, 0.1, 0.3, 1.0)},
 }
 
 
