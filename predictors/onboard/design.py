@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.onboard.posterior import BIAS_VARIANCE, GridPosterior
-from predictors.recommended import d_optimal, rank_gauss
+from predictors.recommended import DESIGN_POOL, d_optimal, rank_gauss
 
 
 def design_matrix(method, candidates) -> np.ndarray | None:
@@ -30,7 +30,8 @@ def design_matrix(method, candidates) -> np.ndarray | None:
     return rank_gauss(np.hstack(method._features(list(candidates), groups)))
 
 
-def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *, pool: int | None = 500) -> list[int]:
+def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *,
+                 pool: int | None = DESIGN_POOL) -> list[int]:
     """``n`` rows of ``design`` by the method's greedy D-optimality, conditioned on the ``taken`` rows."""
     return [int(i) for i in d_optimal(design, n, rng, pool=pool, taken=taken)]
 

@@ -255,7 +255,7 @@ class OnboardLoop:
                 picks += [left[i] for i in self.rng.choice(len(left), size=rest, replace=False)]
             else:
                 rows = design.design_picks(self._design, rest, self._taken_rows() + [self._position[a] for a in picks],
-                                           self.rng, pool=getattr(self.method, "pool", 500))
+                                           self.rng, pool=getattr(self.method, "pool", design.DESIGN_POOL))
                 picks += [self.candidates[i] for i in rows]
         return picks
 
