@@ -299,4 +299,5 @@ class PhysBayes(FewShotMethod):
         return np.exp(log_ms)
 
 
-__all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "DESIGN_POOL", "GROUPS", "PhysBayes", "GridWeights", "d_optimal", "grid_weights", "robust_bma_fit"]
+__all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "DESIGN_POOL", "GROUPS", "PhysBayes", "GridWeights", "d_optimal",
+           "grid_weights", "robust_bma_fit"]
