@@ -49,12 +49,17 @@ def interval_half_width(n: int, floor: float = INTERVAL_FLOOR, scale: float = IN
     return float(max(floor, scale / np.sqrt(max(n, 1))))
 
 
+def _atanh(rho):
+    """Fisher's z of a rho, clipped so that rho = +-1 stays finite."""
+    return np.arctanh(np.clip(rho, -0.999, 0.999))
+
+
 def calibrate(rho: float, n: int, coef=DEFAULT_CALIBRATION) -> float:
     """``tanh(a + b * atanh(rho) + c / n)`` with ``coef = (a, b, c)``; ``rho`` itself when ``coef`` is None."""
     if coef is None:
         return float(rho)
     a, b, c = coef
-    return float(np.tanh(a + b * np.arctanh(np.clip(rho, -0.999, 0.999)) + c / max(n, 1)))
+    return float(np.tanh(a + b * _atanh(rho) + c / max(n, 1)))
 
 
 def fit_calibration(raw, true, n) -> tuple[float, float, float]:
@@ -66,8 +71,8 @@ def fit_calibration(raw, true, n) -> tuple[float, float, float]:
     raw, true, n = (np.asarray(v, dtype=np.float64) for v in (raw, true, n))
     if len(raw) < 3:
         raise ValueError(f"fitting a calibration needs at least 3 rounds, got {len(raw)}")
-    design = np.column_stack([np.ones(len(raw)), np.arctanh(np.clip(raw, -0.999, 0.999)), 1.0 / np.maximum(n, 1)])
-    start = np.linalg.lstsq(design, np.arctanh(np.clip(true, -0.999, 0.999)), rcond=None)[0]
+    design = np.column_stack([np.ones(len(raw)), _atanh(raw), 1.0 / np.maximum(n, 1)])
+    start = np.linalg.lstsq(design, _atanh(true), rcond=None)[0]
     res = minimize(lambda w: np.abs(np.tanh(design @ w) - true).mean(), start, method="Nelder-Mead",
                    options=dict(maxiter=4000, xatol=1e-5, fatol=1e-7))
     return tuple(float(round(v, 3)) for v in res.x)
