@@ -5,7 +5,11 @@ For every task, each TRAIN device in turn plays the new device and the method pr
 other train devices (the strict protocol's pretraining sample, its k picks and its scoring, via
 ``predictors.protocol``). No test device is read. Variants are PhysBayes keyword sets below.
 
-    scripts/experiments/loto.py VARIANT[,VARIANT..] [--tasks N0,F0] [--trials 2] [--ks 10,20] [--first-seed 0]
+``--family`` (leave one family out) also drops the held device's whole family (gpu, cpu,
+mobile, ... in the shipped ``devices.csv``) from the pretraining devices: the held device is
+then unlike every device the method knows, as the hidden devices of the issue are.
+
+    scripts/experiments/loto.py VARIANT[,VARIANT..] [--tasks N0,F0] [--trials 2] [--ks 10,20] [--first-seed 0] [--family]
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
+from scripts.experiments.variants import PossumBayes, with_design_prior, with_sharp_design  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "base": {},  # the shipped defaults
@@ -37,21 +42,38 @@ VARIANTS: dict[str, dict] = {
     "wgrid_fine": {"weight_grid": (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)},
     "ngrid_fine": {"noise_grid": (1e-3, 3e-3, 1e-2, 0.03, 0.1, 0.25, 0.5, 1.0)},
     "ngrid_wide": {"noise_grid": (1e-3, 1e-2, 0.1, 0.3, 1.0)},
+    "nolat_nb201": {"groups": ("ops", "vec", "cost", "phys")},
+    "nolat_fbnet": {"groups": ("vec", "cost", "phys")},
+    "possum": {"cls": PossumBayes},
+    "dprior0.1": {"cls": with_design_prior(0.1)},
+    "dprior0.3": {"cls": with_design_prior(0.3)},
+    "dprior3": {"cls": with_design_prior(3.0)},
+    "ngrid_big": {"noise_grid": (1e-3, 1e-2, 0.1, 0.5, 1.0, 2.0)},
+    "ngrid_1": {"noise_grid": (1e-3, 1e-2, 0.1, 0.5, 1.0)},
+    "sharp0": {"cls": with_sharp_design(0.0)},
+    "sharp0.5": {"cls": with_sharp_design(0.5)},
+    "sharp1": {"cls": with_sharp_design(1.0)},
 }
 
 
-def loto(task, params: dict, trials: int, ks, first_seed: int = 0) -> dict:
-    """{k: {device: mean rho over trials}} with each train device held out in turn."""
+def loto(task, params: dict, trials: int, ks, first_seed: int = 0, family: bool = False) -> dict:
+    """{k: {device: mean rho over trials}} with each train device held out in turn (and its family with ``family``)."""
     train_table, _ = task.tables()
     full = data.by_device(train_table, task.train_devices)
     n_pre = protocol.DEFAULT_N_PRETRAIN[task.space]
+    families = data.help_devices(task.space).set_index("device")["family"]
+    params = dict(params)
+    cls = params.pop("cls", PhysBayes)
     out = {k: {} for k in ks}
     for j, held in enumerate(full):
-        others = {d: s for d, s in full.items() if d != held}
+        others = {d: s for d, s in full.items()
+                  if d != held and not (family and families[d] == families[held])}
+        if not others:
+            continue
         for k in ks:
             out[k][held] = []
         for seed in range(first_seed, first_seed + trials):
-            method = PhysBayes(**params, random_state=seed)
+            method = cls(**params, random_state=seed)
             method.pretrain(task.space, protocol.pretrain_sample(others, n_pre, seed))
             for k in ks:
                 out[k][held].append(protocol.score_device(method, full[held], k, seed=seed, device_number=j))
@@ -65,6 +87,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--ks", default="10,20")
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--family", action="store_true", help="leave the held device's whole family out")
     ap.add_argument("--json")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
@@ -73,7 +96,8 @@ def main() -> int:
         start = time.perf_counter()
         rows[name] = {}
         for t in args.tasks.split(","):
-            rows[name][t] = loto(tasks.get_task(t), VARIANTS[name], args.trials, ks, args.first_seed)
+            rows[name][t] = loto(tasks.get_task(t), VARIANTS[name], args.trials, ks, args.first_seed,
+                                  args.family)
         line = "  ".join(f"{t}:" + "/".join(f"{np.mean(list(rows[name][t][k].values())):.4f}" for k in ks)
                          for t in rows[name])
         avg = "/".join(f"{np.mean([np.mean(list(rows[name][t][k].values())) for t in rows[name]]):.4f}" for k in ks)
