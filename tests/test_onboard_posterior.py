@@ -11,9 +11,11 @@ from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
-from predictors.onboard.estimate import DEFAULT_CALIBRATION, calibrate, fit_calibration, interval_half_width
+from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, fit_calibration,
+                                        interval_half_width, is_whole_ms)
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
+from predictors.onboard.report import text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -133,7 +135,7 @@ def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
     for cal, run in runs.items():
         for step in run["steps"]:
             raw = step["raw_rho"]
-            assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal))
+            assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal, whole_ms=step["whole_ms"]))
             assert step["low"] <= step["est_rho"] <= step["high"]
     # the same seed and picks: the raw estimate does not depend on the calibration
     raw = {cal: [step["raw_rho"] for step in run["steps"]] for cal, run in runs.items()}
@@ -146,9 +148,32 @@ def test_fit_calibration_recovers_a_known_map():
     raw = rng.uniform(0.5, 0.99, 400)
     n = rng.integers(5, 21, 400)
     true = np.array([calibrate(r, k, (0.3, 0.8, 1.5)) for r, k in zip(raw, n)])
-    assert fit_calibration(raw, true, n) == pytest.approx((0.3, 0.8, 1.5), abs=0.02)
+    assert fit_calibration(raw, true, n) == pytest.approx((0.3, 0.8, 1.5, 0.0, 0.0), abs=0.02)
+    # with whole-ms rounds, their own shift and slope are recovered too
+    whole = rng.random(400) < 0.3
+    coef = (0.3, 0.8, 1.5, -0.4, -0.2)
+    true = np.array([calibrate(r, k, coef, whole_ms=w) for r, k, w in zip(raw, n, whole)])
+    assert fit_calibration(raw, true, n, whole) == pytest.approx(coef, abs=0.03)
     with pytest.raises(ValueError, match="at least 3 rounds"):
         fit_calibration([0.9], [0.9], [10])
+    with pytest.raises(ValueError, match="3 or 5 numbers"):
+        calibrate(0.9, 10, (0.1, 0.2))
+
+
+def test_whole_ms_measurements_are_recognised_and_recorded(method, small):
+    assert is_whole_ms([12.0, 7.0, 30.0]) and not is_whole_ms([12.0, 7.5, 30.0]) and not is_whole_ms([12.0, 7.0])
+    tables, truth = small
+    coarse = truth.round().clip(lower=1.0)  # the same device read with a whole-millisecond timer
+    run = replay_device(method, "nb201", coarse, OnboardSettings(budget=7), tables=tables)
+    assert all(step["whole_ms"] for step in run["steps"] if step["raw_rho"] is not None)
+    assert not any(step["whole_ms"] for step in replay_device(method, "nb201", truth, OnboardSettings(budget=7),
+                                                              tables=tables)["steps"])
+    # and the printed report says so
+    est = RhoEstimate(0.8, 0.7, 0.9, 0.9, 7, 0.1, source="model", whole_ms=True)
+    report = {"device": "phone", "space": "nb201", "method": "phys_bayes", "measurements_spent": 7, "budget": 7,
+              "already_in_store": 0, "failed": [], "stop_reason": "budget", "estimated_rho": est.to_dict(),
+              "candidates": 600, "measured": 7, "resembles": None}
+    assert any("whole milliseconds" in line for line in text_lines(report))
 
 
 def test_replay_records_both_estimators_when_blended(method, small):

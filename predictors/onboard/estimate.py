@@ -31,12 +31,15 @@ DEFAULT_SHRINK = 2.5
 # devices of N0, F0-F5, design picks): about 0.14 at 5 measurements, 0.08 at 10, 0.07 from 15 on.
 INTERVAL_FLOOR = 0.07
 INTERVAL_SCALE = 0.3
-# The model-based estimate after n measurements is mapped through tanh(a + b atanh(rho) + c / n):
-# replay on train devices showed it pessimistic on clean devices (by 0.02-0.04) and with few
-# measurements. Fitted with `scripts/bench_onboard --mode train --trials 2 --checkpoints
+# The model-based estimate after n measurements is mapped through
+# tanh(a + b z + c / n + q (d + e z)), z = atanh(rho), q = 1 when every measurement is a whole
+# number of milliseconds (a coarse timer, like the phones of the public tables), else 0. Replay
+# on train devices showed the estimate pessimistic on clean devices (by 0.02-0.04) and with few
+# measurements, while on whole-ms devices, whose noise their few samples hide, the same map made
+# it optimistic by 0.08. Fitted with `scripts/bench_onboard --mode train --trials 2 --checkpoints
 # 4,6,..,20 --fit-calibration` (least absolute error in rho over the 58 held-out train devices
 # of N0, F0-F5; test devices never read).
-DEFAULT_CALIBRATION = (0.311, 0.799, 1.674)
+DEFAULT_CALIBRATION = (0.871, 0.649, -0.248, -0.185, -0.334)
 
 
 def interval_half_width(n: int, floor: float = INTERVAL_FLOOR, scale: float = INTERVAL_SCALE) -> float:
@@ -54,28 +57,47 @@ def _atanh(rho):
     return np.arctanh(np.clip(rho, -0.999, 0.999))
 
 
-def calibrate(rho: float, n: int, coef=DEFAULT_CALIBRATION) -> float:
-    """``tanh(a + b * atanh(rho) + c / n)`` with ``coef = (a, b, c)``; ``rho`` itself when ``coef`` is None."""
+def is_whole_ms(latency_ms) -> bool:
+    """True when there are at least 3 latencies and every one is a whole number of milliseconds."""
+    y = np.asarray(latency_ms, dtype=np.float64)
+    return len(y) >= 3 and bool(np.all(y == np.round(y)))
+
+
+def calibrate(rho: float, n: int, coef=DEFAULT_CALIBRATION, *, whole_ms: bool = False) -> float:
+    """``tanh(a + b z + c / n + q (d + e z))``, ``z = atanh(rho)``, ``q = whole_ms``, ``coef = (a, b, c, d, e)``.
+
+    A 3-number ``coef`` has ``d = e = 0``; ``rho`` itself when ``coef`` is None.
+    """
     if coef is None:
         return float(rho)
-    a, b, c = coef
-    return float(np.tanh(a + b * _atanh(rho) + c / max(n, 1)))
+    if len(coef) not in (3, 5):
+        raise ValueError(f"a calibration has 3 or 5 numbers (a, b, c[, d, e]), got {len(coef)}")
+    a, b, c, d, e = (*coef, 0.0, 0.0)[:5]
+    z = _atanh(rho)
+    return float(np.tanh(a + b * z + c / max(n, 1) + float(whole_ms) * (d + e * z)))
 
 
-def fit_calibration(raw, true, n) -> tuple[float, float, float]:
-    """The ``(a, b, c)`` of :func:`calibrate` with the least mean absolute error of ``true`` (rho units).
+def fit_calibration(raw, true, n, whole_ms=None) -> tuple[float, ...]:
+    """The ``(a, b, c, d, e)`` of :func:`calibrate` with the least mean absolute error of ``true`` (rho units).
 
-    ``raw``: uncalibrated estimates, ``true``: the true rhos, ``n``: measurements of each round.
-    Starts from the least-squares fit in atanh space, then Nelder-Mead on the absolute error.
+    ``raw``: uncalibrated estimates, ``true``: the true rhos, ``n``: measurements of each round,
+    ``whole_ms``: whether each round's measurements were whole milliseconds (None: none were;
+    ``d`` and ``e`` are then 0). Starts from the least-squares fit in atanh space, then
+    Nelder-Mead on the absolute error.
     """
     raw, true, n = (np.asarray(v, dtype=np.float64) for v in (raw, true, n))
+    q = np.zeros(len(raw)) if whole_ms is None else np.asarray(whole_ms, dtype=np.float64)
     if len(raw) < 3:
         raise ValueError(f"fitting a calibration needs at least 3 rounds, got {len(raw)}")
-    design = np.column_stack([np.ones(len(raw)), _atanh(raw), 1.0 / np.maximum(n, 1)])
+    z = _atanh(raw)
+    columns = [np.ones(len(raw)), z, 1.0 / np.maximum(n, 1)]
+    if q.any():  # the whole-ms terms are fitted only when some rounds have them
+        columns += [q, q * z]
+    design = np.column_stack(columns)
     start = np.linalg.lstsq(design, _atanh(true), rcond=None)[0]
     res = minimize(lambda w: np.abs(np.tanh(design @ w) - true).mean(), start, method="Nelder-Mead",
-                   options=dict(maxiter=4000, xatol=1e-5, fatol=1e-7))
-    return tuple(float(round(v, 3)) for v in res.x)
+                   options=dict(maxiter=20000, xatol=1e-6, fatol=1e-9))
+    return tuple(float(round(v, 3)) for v in (*res.x, 0.0, 0.0)[:5])
 
 
 def effective_scale(n: int, scale: float = DEFAULT_SCALE, shrink: float = DEFAULT_SHRINK) -> float:
@@ -101,6 +123,8 @@ class RhoEstimate:
         Which estimator gave it (``predictors.onboard.posterior.model_rho`` for ``model``).
     raw_rho : float or None
         The point estimate before :func:`calibrate` (None: not calibrated).
+    whole_ms : bool
+        Every measurement was a whole number of milliseconds (see :func:`calibrate`).
     """
 
     rho: float
@@ -111,6 +135,7 @@ class RhoEstimate:
     residual_rms: float
     source: str = "cv"
     raw_rho: float | None = None
+    whole_ms: bool = False
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -180,9 +205,10 @@ def combine(parts: list[RhoEstimate]) -> RhoEstimate | None:
         return parts[0]
     mean = lambda name: float(np.mean([getattr(p, name) for p in parts]))  # noqa: E731
     return RhoEstimate(rho=mean("rho"), low=mean("low"), high=mean("high"), confidence=parts[0].confidence,
-                       n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"), source="blend")
+                       n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"), source="blend",
+                       whole_ms=any(p.whole_ms for p in parts))
 
 
 __all__ = ["DEFAULT_CALIBRATION", "DEFAULT_SCALE", "DEFAULT_SHRINK", "INTERVAL_FLOOR", "INTERVAL_SCALE", "RhoEstimate",
            "calibrate", "combine", "cv_residuals", "effective_scale", "estimate_rho", "fit_calibration",
-           "interval_half_width", "plugin_rho"]
+           "interval_half_width", "is_whole_ms", "plugin_rho"]

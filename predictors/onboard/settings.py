@@ -61,9 +61,10 @@ class OnboardSettings:
         From this many measurements on, the model estimate is the mean of the Gaussian-noise one
         and one whose noise is resampled from the closed-form leave-one-out residuals (which
         carry heavy tails; with fewer measurements they overstate the error). None: never.
-    calibration : (float, float, float) or None
-        ``(a, b, c)`` of ``estimate.calibrate``, applied to the model estimate and its bounds
-        (None: uncalibrated).
+    calibration : tuple of 3 or 5 floats, or None
+        ``(a, b, c[, d, e])`` of ``estimate.calibrate``, applied to the model estimate and its
+        bounds; ``d, e`` apply when every measurement is a whole number of milliseconds (None:
+        uncalibrated).
     interval_floor, interval_scale : float
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit).
@@ -119,6 +120,8 @@ class OnboardSettings:
             raise OnboardError(f"unknown initial picks {self.initial!r}; valid: {', '.join(INITIALS)}")
         if self.estimator not in ESTIMATORS:
             raise OnboardError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        if self.calibration is not None and len(self.calibration) not in (3, 5):
+            raise OnboardError(f"calibration has 3 or 5 numbers (a, b, c[, d, e]), got {len(self.calibration)}")
         if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
             raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
         if n_candidates < 2:
