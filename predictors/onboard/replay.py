@@ -45,8 +45,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                   seed: int = 0) -> dict:
     """One onboarding of the table device ``truth``; returns the curve and the final result.
 
-    ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high", "est_parts", "raw_rho"}],
-    "stop_reason", "spent"}``; ``true_rho`` is over every candidate not measured, with the round's
+    ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high", "est_parts", "raw_rho",
+    "whole_ms"}], "stop_reason", "spent"}``; ``true_rho`` is over every candidate not measured, with the round's
     adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv) and
     ``raw_rho`` the estimate before calibration (None when uncalibrated), ``whole_ms`` whether the
     measurements were whole milliseconds (the calibration's other input).
