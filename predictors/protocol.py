@@ -55,6 +55,19 @@ def pretrain_sample(full: dict[str, pd.Series], n: int, seed: int) -> TrainTable
     return TrainTables(sample, full)
 
 
+def held_out_pretraining(full: dict[str, pd.Series], held: str, space: str, *, family: bool = False) -> dict:
+    """The train tables without ``held`` (and, with ``family``, without every device of its family).
+
+    Leaving the family out (gpu, cpu, mobile, ... in the shipped ``devices.csv``) makes the held
+    device unlike every device the method pretrains on. Empty when nothing is left.
+    """
+    mine = None
+    if family:
+        families = data.help_devices(space).set_index("device")["family"]
+        mine = families.get(held)  # a device missing from devices.csv has no family to leave out
+    return {d: s for d, s in full.items() if d != held and (mine is None or families.get(d) != mine)}
+
+
 def spearman(pred, truth) -> float:
     """Spearman rho; 0.0 for a constant prediction (no ranking information)."""
     pred = np.asarray(pred, dtype=np.float64)

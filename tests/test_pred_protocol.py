@@ -124,3 +124,15 @@ def test_custom_task_bad_input():
         tasks.custom_task("nb201", ["nope"], table[table["device"] == "pixel2"])
     with pytest.raises(data.LatencyTableError, match="empty"):
         tasks.custom_task("nb201", ["pixel2"], table.iloc[:0])
+
+
+def test_held_out_pretraining_leaves_the_device_and_optionally_its_family_out():
+    full = {d: pd.Series([1.0, 2.0]) for d in ("1080ti_1", "1080ti_32", "silver_4114", "pixel3", "my_board")}
+    assert set(protocol.held_out_pretraining(full, "1080ti_1", "fbnet")) == {"1080ti_32", "silver_4114", "pixel3",
+                                                                            "my_board"}
+    # with the family: every GPU goes; a device devices.csv does not know stays
+    assert set(protocol.held_out_pretraining(full, "1080ti_1", "fbnet", family=True)) == {"silver_4114", "pixel3",
+                                                                                          "my_board"}
+    # an unknown held device has no family to leave out
+    assert set(protocol.held_out_pretraining(full, "my_board", "fbnet", family=True)) == {
+        "1080ti_1", "1080ti_32", "silver_4114", "pixel3"}

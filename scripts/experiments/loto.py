@@ -61,13 +61,11 @@ def loto(task, params: dict, trials: int, ks, first_seed: int = 0, family: bool 
     train_table, _ = task.tables()
     full = data.by_device(train_table, task.train_devices)
     n_pre = protocol.DEFAULT_N_PRETRAIN[task.space]
-    families = data.help_devices(task.space).set_index("device")["family"]
     params = dict(params)
     cls = params.pop("cls", PhysBayes)
     out = {k: {} for k in ks}
     for j, held in enumerate(full):
-        others = {d: s for d, s in full.items()
-                  if d != held and not (family and families[d] == families[held])}
+        others = protocol.held_out_pretraining(full, held, task.space, family=family)
         if not others:
             continue
         for k in ks:

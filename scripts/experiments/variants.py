@@ -22,6 +22,7 @@ from scipy.optimize import nnls
 
 from predictors import recommended
 from predictors.base import union_keys
+from predictors.onboard.design import design_matrix
 from predictors.phys_features import phys_features
 from predictors.recommended import PhysBayes
 
@@ -59,18 +60,16 @@ class PossumBayes(PhysBayes):
         self.sum_center_, self.sum_scale_ = float(np.log(y).mean()), float(np.log(y).std() or 1.0)
         super()._adapt(archs, y, device)
 
+    def _sum_column(self, keys):
+        costs = self._costs(keys)
+        full = np.log(np.maximum(np.column_stack([np.ones(len(costs)), costs]) @ self.sum_w_, self.floor_))
+        v = np.array([self.sum_train_.get(k, f) for k, f in zip(keys, full)])
+        return ((v - self.sum_center_) / self.sum_scale_)[:, None]
+
     def _features(self, keys, groups):
         keys = list(keys)
-        out = []
-        for g in groups:
-            if g != "sum":
-                out.append(self.scalers_[g](self._raw(g, keys)))
-                continue
-            costs = self._costs(keys)
-            full = np.log(np.maximum(np.column_stack([np.ones(len(costs)), costs]) @ self.sum_w_, self.floor_))
-            v = np.array([self.sum_train_.get(k, f) for k, f in zip(keys, full)])
-            out.append(((v - self.sum_center_) / self.sum_scale_)[:, None])
-        return out
+        return [self._sum_column(keys) if g == "sum" else super(PossumBayes, self)._features(keys, [g])[0]
+                for g in groups]
 
 
 class DesignPriorBayes(PhysBayes):
@@ -80,8 +79,8 @@ class DesignPriorBayes(PhysBayes):
 
     def choose(self, k, candidates, rng):
         candidates = list(candidates)
-        design = recommended.rank_gauss(np.hstack(self._features(candidates, self.design_groups)))
-        picks = recommended.d_optimal(design, k, rng, pool=self.pool, prior_var=self.design_prior)
+        picks = recommended.d_optimal(design_matrix(self, candidates), k, rng, pool=self.pool,
+                                      prior_var=self.design_prior)
         return [candidates[i] for i in picks]
 
 
@@ -92,7 +91,7 @@ class SharpDesignBayes(PhysBayes):
 
     def choose(self, k, candidates, rng):
         candidates = list(candidates)
-        z = recommended.rank_gauss(np.hstack(self._features(candidates, self.design_groups)))
+        z = design_matrix(self, candidates)
         _, s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
         scale = (s / s.max()) ** self.power
         design = z @ vt.T * scale * np.sqrt(z.shape[1] / (scale ** 2).sum())  # same total prior variance
