@@ -11,8 +11,9 @@ from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
-from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, fit_calibration,
-                                        interval_half_width, is_whole_ms)
+from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, fit_calibration, fit_interval,
+                                        interval_half_width, is_whole_ms, widen)
+from predictors.onboard.settings import OnboardError
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
 from predictors.onboard.report import text_lines
@@ -120,8 +121,8 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert loop.members == [] and set(loop.estimate_parts) == {"model"}
     est = result.estimate
     assert est.n_measured == 9 and est.source == "model" and est.low <= est.rho <= est.high
-    half = interval_half_width(9)  # at least what train-device replay showed, either side
-    assert half == pytest.approx(0.1) and est.low <= est.rho - half + 1e-12 and est.high >= min(1.0, est.rho + half)
+    half = interval_half_width(9, est.whole_ms)  # at least what train-device replay showed, either side
+    assert half > 0 and est.low <= est.rho - half + 1e-12 and est.high >= min(1.0, est.rho + half)
     pred_ms, sd = loop.predict_table()
     assert np.all(pred_ms > 0) and np.all(sd > 0)
     rest = [a for a in truth.index if a not in result.measured]
@@ -137,6 +138,9 @@ def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
             raw = step["raw_rho"]
             assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal, whole_ms=step["whole_ms"]))
             assert step["low"] <= step["est_rho"] <= step["high"]
+            if cal is not None:  # the widened interval holds the calibrated posterior-draw bounds
+                low, high = (calibrate(step[b], step["n"], cal, whole_ms=step["whole_ms"]) for b in ("raw_low", "raw_high"))
+                assert step["low"] <= low + 1e-12 and step["high"] >= high - 1e-12
     # the same seed and picks: the raw estimate does not depend on the calibration
     raw = {cal: [step["raw_rho"] for step in run["steps"]] for cal, run in runs.items()}
     assert raw[None] == pytest.approx(raw[DEFAULT_CALIBRATION])
@@ -158,6 +162,34 @@ def test_fit_calibration_recovers_a_known_map():
         fit_calibration([0.9], [0.9], [10])
     with pytest.raises(ValueError, match="3 or 5 numbers"):
         calibrate(0.9, 10, (0.1, 0.2))
+
+
+def test_interval_widening_depends_on_the_timer_and_is_fitted_to_a_coverage():
+    floor, scale = (0.0, 0.12), (0.1, 0.0)  # (float timings, whole-ms timings)
+    assert interval_half_width(4, False, floor, scale) == pytest.approx(0.05)
+    assert interval_half_width(4, True, floor, scale) == pytest.approx(0.12)
+    assert interval_half_width(4, True, 0.02, 0.1) == interval_half_width(4, False, 0.02, 0.1) == pytest.approx(0.05)
+    assert widen(0.9, 0.88, 0.91, 0.15) == (0.75, 1.0) and widen(0.9, 0.5, 0.99, 0.05) == (0.5, 0.99)
+    # estimates off by N(0, 0.05) with zero-width draws: 90 % needs about 1.645 * 0.05 either side
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.5, 0.9, 2000)
+    rho, n = true + rng.normal(0, 0.05, 2000), np.full(2000, 10)
+    f, s = fit_interval(n, rho, true, rho, rho, coverage=0.9)
+    half = interval_half_width(10, False, f, s)
+    assert 0.07 <= half <= 0.095
+    fresh = rng.normal(0, 0.05, 20000)
+    assert np.mean(np.abs(fresh) <= half) == pytest.approx(0.9, abs=0.03)
+    # a second split twice as noisy: over all rounds 90 % needs less than within that split
+    rho2 = true + rng.normal(0, 0.1, 2000)
+    both = [np.concatenate(v) for v in ((n, n), (rho, rho2), (true, true))]
+    pooled = interval_half_width(10, False, *fit_interval(*both, both[1], both[1]))
+    per_split = interval_half_width(10, False, *fit_interval(*both, both[1], both[1], groups=np.repeat([0, 1], 2000)))
+    assert pooled < 0.15 <= per_split <= 0.18
+    with pytest.raises(ValueError, match="at least 10 rounds"):
+        fit_interval([5], [0.9], [0.9], [0.9], [0.9])
+    for bad in ((0.1, 0.2, 0.3), -0.1, (0.1, -0.2)):
+        with pytest.raises(OnboardError, match="interval_floor"):
+            OnboardSettings(interval_floor=bad).check(100)
 
 
 def test_whole_ms_measurements_are_recognised_and_recorded(method, small):

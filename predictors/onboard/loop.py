@@ -301,13 +301,12 @@ class OnboardLoop:
                 loo = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats, loo_scale=1.0,
                                           **kwargs)
                 rho, low, high = (rho + loo[0]) / 2, min(low, loo[1]), max(high, loo[2])
-            raw, whole_ms = rho, estimate.is_whole_ms(y)
-            rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, whole_ms=whole_ms)
-                              for v in (rho, low, high))
-            half = estimate.interval_half_width(len(archs), s.interval_floor, s.interval_scale)
+            raw, whole_ms = (rho, low, high), estimate.is_whole_ms(y)
+            rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, whole_ms=whole_ms) for v in raw)
+            half = estimate.interval_half_width(len(archs), whole_ms, s.interval_floor, s.interval_scale)
             self.estimate_parts["model"] = estimate.RhoEstimate(
-                rho, max(-1.0, min(low, rho - half)), min(1.0, max(high, rho + half)), s.confidence, len(archs), rms,
-                source="model", raw_rho=raw, whole_ms=whole_ms)
+                rho, *estimate.widen(rho, low, high, half), s.confidence, len(archs), rms, source="model",
+                raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2])
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)

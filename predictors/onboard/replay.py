@@ -48,7 +48,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high", "est_parts", "raw_rho",
     "whole_ms"}], "stop_reason", "spent"}``; ``true_rho`` is over every candidate not measured, with the round's
     adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv) and
-    ``raw_rho`` the estimate before calibration (None when uncalibrated), ``whole_ms`` whether the
+    ``raw_rho`` the estimate before calibration (None when uncalibrated), ``raw_low`` and
+    ``raw_high`` the posterior draws' bounds before calibration and widening, ``whole_ms`` whether the
     measurements were whole milliseconds (the calibration's other input).
     ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
     scale on train devices; ``temperatures`` adds ``model_at`` (temperature -> the model-based
@@ -66,6 +67,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                "low": est.low if est else None, "high": est.high if est else None,
                "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()},
                "raw_rho": getattr(loop.estimate_parts.get("model"), "raw_rho", None),
+               "raw_low": getattr(loop.estimate_parts.get("model"), "raw_low", None),
+               "raw_high": getattr(loop.estimate_parts.get("model"), "raw_high", None),
                "whole_ms": getattr(loop.estimate_parts.get("model"), "whole_ms", False)}
         if temperatures and loop.posterior is not None and loop.pool_log_ms is not None and step.n_measured >= 3:
             rng = np.random.default_rng([seed, step.n_measured, 1])

@@ -65,9 +65,10 @@ class OnboardSettings:
         ``(a, b, c[, d, e])`` of ``estimate.calibrate``, applied to the model estimate and its
         bounds; ``d, e`` apply when every measurement is a whole number of milliseconds (None:
         uncalibrated).
-    interval_floor, interval_scale : float
+    interval_floor, interval_scale : float or (float, float)
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
-        (``estimate.interval_half_width``: the draws alone miss the model's misfit).
+        (``estimate.interval_half_width``: the draws alone miss the model's misfit); a pair is
+        (float timings, whole-millisecond timings).
     estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
         Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
     prepare_ks : bool
@@ -95,8 +96,8 @@ class OnboardSettings:
     model_temperature: float = 0.125
     loo_mix_above: int | None = 12
     calibration: tuple | None = estimate.DEFAULT_CALIBRATION
-    interval_floor: float = estimate.INTERVAL_FLOOR
-    interval_scale: float = estimate.INTERVAL_SCALE
+    interval_floor: float | tuple = estimate.INTERVAL_FLOOR
+    interval_scale: float | tuple = estimate.INTERVAL_SCALE
     estimate_scale: float = estimate.DEFAULT_SCALE
     estimate_shrink: float = estimate.DEFAULT_SHRINK
     max_folds: int = 10
@@ -122,6 +123,12 @@ class OnboardSettings:
             raise OnboardError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.calibration is not None and len(self.calibration) not in (3, 5):
             raise OnboardError(f"calibration has 3 or 5 numbers (a, b, c[, d, e]), got {len(self.calibration)}")
+        for name in ("interval_floor", "interval_scale"):
+            value = getattr(self, name)
+            values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+            if len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and v >= 0 for v in values):
+                raise OnboardError(f"{name} is one number >= 0 or a (float timings, whole-ms timings) pair, "
+                                   f"got {getattr(self, name)!r}")
         if self.target_rho is not None and not -1.0 < self.target_rho <= 1.0:
             raise OnboardError(f"target rho must be in (-1, 1], got {self.target_rho}")
         if n_candidates < 2:
