@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
-from scripts.experiments.variants import PossumBayes, with_design_prior, with_sharp_design  # noqa: E402
+from scripts.experiments.variants import (LooBayes, PossumBayes, ShapeVecBayes,  # noqa: E402
+                                          with_design_prior, with_sharp_design)
 
 VARIANTS: dict[str, dict] = {
     "base": {},  # the shipped defaults
@@ -53,6 +54,8 @@ VARIANTS: dict[str, dict] = {
     "sharp0": {"cls": with_sharp_design(0.0)},
     "sharp0.5": {"cls": with_sharp_design(0.5)},
     "sharp1": {"cls": with_sharp_design(1.0)},
+    "shapevec": {"cls": ShapeVecBayes},
+    "loo": {"cls": LooBayes},
 }
 
 
