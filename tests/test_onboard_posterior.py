@@ -139,7 +139,8 @@ def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
             assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal, whole_ms=step["whole_ms"]))
             assert step["low"] <= step["est_rho"] <= step["high"]
             if cal is not None:  # the widened interval holds the calibrated posterior-draw bounds
-                low, high = (calibrate(step[b], step["n"], cal, whole_ms=step["whole_ms"]) for b in ("raw_low", "raw_high"))
+                low, high = (calibrate(step[b], step["n"], cal, whole_ms=step["whole_ms"])
+                             for b in ("raw_low", "raw_high"))
                 assert step["low"] <= low + 1e-12 and step["high"] >= high - 1e-12
     # the same seed and picks: the raw estimate does not depend on the calibration
     raw = {cal: [step["raw_rho"] for step in run["steps"]] for cal, run in runs.items()}
