@@ -48,21 +48,27 @@ INTERVAL_SCALE = (0.0, 0.0)
 DEFAULT_CALIBRATION = (0.871, 0.649, -0.248, -0.185, -0.334)
 
 
-def interval_half_width(n: int, whole_ms: bool = False, floor=INTERVAL_FLOOR, scale=INTERVAL_SCALE) -> float:
+def interval_half_width(n, whole_ms: bool = False, floor=INTERVAL_FLOOR, scale=INTERVAL_SCALE):
     """Smallest half-width of a model-based rho interval after ``n`` measurements: ``max(floor, scale / sqrt(n))``.
 
     ``floor`` and ``scale`` are numbers, or ``(float timings, whole-ms timings)`` pairs picked by
-    ``whole_ms``. The posterior draws give the spread of rho under the model; the model's misfit
+    ``whole_ms``; ``n`` may be an array of counts (an array comes back). The posterior draws give the spread of rho under the model; the model's misfit
     (the function is not in its span) is not in them, so the interval is widened to what replay
     on train devices showed.
     """
     floor, scale = (v[int(bool(whole_ms))] if np.ndim(v) else v for v in (floor, scale))
-    return float(max(floor, scale / np.sqrt(max(n, 1))))
+    return _scalar_or_array(np.maximum(floor, scale / np.sqrt(np.maximum(n, 1))))
 
 
-def widen(rho: float, low: float, high: float, half: float) -> tuple[float, float]:
-    """``(low, high)`` stretched to at least ``half`` either side of ``rho``, within [-1, 1]."""
-    return max(-1.0, min(low, rho - half)), min(1.0, max(high, rho + half))
+def widen(rho, low, high, half):
+    """``(low, high)`` stretched to at least ``half`` either side of ``rho``, within [-1, 1] (numbers or arrays)."""
+    return (_scalar_or_array(np.maximum(-1.0, np.minimum(low, rho - half))),
+            _scalar_or_array(np.minimum(1.0, np.maximum(high, rho + half))))
+
+
+def _scalar_or_array(x):
+    """A plain float for a 0-d result, the array otherwise."""
+    return float(x) if np.ndim(x) == 0 else x
 
 
 def fit_interval(n, rho, true, low, high, coverage: float = 0.9, groups=None, floors=np.arange(0.0, 0.2001, 0.01),
@@ -82,8 +88,7 @@ def fit_interval(n, rho, true, low, high, coverage: float = 0.9, groups=None, fl
     best = None
     for floor in floors:
         for scale in scales:
-            half = np.maximum(floor, scale / np.sqrt(np.maximum(n, 1)))
-            lo, hi = np.maximum(-1.0, np.minimum(low, rho - half)), np.minimum(1.0, np.maximum(high, rho + half))
+            lo, hi = widen(rho, low, high, interval_half_width(n, floor=floor, scale=scale))
             held = (lo <= true) & (true <= hi)
             width = float(np.mean(hi - lo))
             if min(held[m].mean() for m in members) >= coverage and (best is None or width < best[0]):

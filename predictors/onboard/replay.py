@@ -62,14 +62,12 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     def on_step(loop: OnboardLoop, step) -> None:
         rest = [a for a in candidates if a not in loop.measured]
         true = spearman(loop.adapted.predict(rest), truth.loc[rest].to_numpy())
-        est = step.estimate
+        est, model = step.estimate, loop.estimate_parts.get("model")
         row = {"n": step.n_measured, "true_rho": true, "est_rho": est.rho if est else None,
                "low": est.low if est else None, "high": est.high if est else None,
                "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()},
-               "raw_rho": getattr(loop.estimate_parts.get("model"), "raw_rho", None),
-               "raw_low": getattr(loop.estimate_parts.get("model"), "raw_low", None),
-               "raw_high": getattr(loop.estimate_parts.get("model"), "raw_high", None),
-               "whole_ms": getattr(loop.estimate_parts.get("model"), "whole_ms", False)}
+               "raw_rho": getattr(model, "raw_rho", None), "raw_low": getattr(model, "raw_low", None),
+               "raw_high": getattr(model, "raw_high", None), "whole_ms": getattr(model, "whole_ms", False)}
         if temperatures and loop.posterior is not None and loop.pool_log_ms is not None and step.n_measured >= 3:
             rng = np.random.default_rng([seed, step.n_measured, 1])
             at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features,

@@ -31,6 +31,7 @@ from predictors.base import union_keys
 from predictors.onboard.design import design_matrix
 from predictors.phys_features import phys_features
 from predictors.recommended import PhysBayes
+from spaces import cost, fbnet
 
 
 def fit_positive_sum(costs, y):
@@ -118,7 +119,6 @@ def fbnet_shape_counts(keys) -> np.ndarray:
     Layers of the same shape do the same work, so this is the Vec one-hot with those layers'
     columns summed: 12 shapes x 9 ops instead of 22 layers x 9 ops.
     """
-    from spaces import cost, fbnet
     layers = cost.fbnet_plan().layers(cost.dataset_of("fbnet").resolution)
     shape_of = {shape: i for i, shape in enumerate(dict.fromkeys(layers))}
     codes = fbnet.op_codes(list(keys))
