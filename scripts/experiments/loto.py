@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
 from scripts.experiments.variants import (LooBayes, PossumBayes, ShapeVecBayes,  # noqa: E402
-                                          with_design_prior, with_sharp_design)
+                                          with_design_prior, with_sharp_design, with_trim)
 
 VARIANTS: dict[str, dict] = {
     "base": {},  # the shipped defaults
@@ -36,6 +36,8 @@ VARIANTS: dict[str, dict] = {
     "pool200": {"pool": 200},
     "design_phys": {"design_groups": ("phys",)},
     "design_lat": {"design_groups": ("lat",)},
+    "design_ops": {"design_groups": ("phys", "lat", "ops")},
+    "design_all": {"design_groups": ("phys", "lat", "ops", "cost")},
     "pool50": {"pool": 50},
     "pool100": {"pool": 100},
     "robust0": {"robust_iters": 0},
@@ -56,6 +58,12 @@ VARIANTS: dict[str, dict] = {
     "sharp1": {"cls": with_sharp_design(1.0)},
     "shapevec": {"cls": ShapeVecBayes},
     "loo": {"cls": LooBayes},
+    "trim_m0.1": {"cls": with_trim(0.1)},
+    "trim_m0.3": {"cls": with_trim(0.3)},
+    "trim_m0.5": {"cls": with_trim(0.5)},
+    "trim_n0.1": {"cls": with_trim(0.1, "norm")},
+    "trim_n0.3": {"cls": with_trim(0.3, "norm")},
+    "trim_minor": {"cls": with_trim(0.3, "minor")},
 }
 
 
