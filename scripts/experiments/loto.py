@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
-from scripts.experiments.variants import (LooBayes, PossumBayes, ShapeVecBayes,  # noqa: E402
+from scripts.experiments.variants import (ConnectedDesignBayes, LooBayes, PossumBayes, ShapeVecBayes,  # noqa: E402
                                           with_design_prior, with_sharp_design, with_trim)
 
 VARIANTS: dict[str, dict] = {
@@ -64,6 +64,7 @@ VARIANTS: dict[str, dict] = {
     "trim_n0.1": {"cls": with_trim(0.1, "norm")},
     "trim_n0.3": {"cls": with_trim(0.3, "norm")},
     "trim_minor": {"cls": with_trim(0.3, "minor")},
+    "connected": {"cls": ConnectedDesignBayes},
 }
 
 

@@ -31,6 +31,19 @@ k = 5 / 10 / 20. None was kept: the gains are at k = 5, the targets are at k = 1
 - ``design_ops`` / ``design_all`` (``loto.py``, N0, 10 trials): the design also
   spreads over the op-type counts (and FLOPs/params). LOFO +0.011 / +0.001 / -0.001, LOTO
   +0.001 / -0.012 / -0.007.
+- ``ConnectedDesignBayes`` (``loto.py`` variant ``connected``, N0 only; FBNet has no such
+  cells): the NB201 design never picks one of the 341 cells whose output is disconnected (the
+  design likes them, the smallest of all, but their latency is a floor, 0.01 ms on raspi4).
+  10 trials: LOTO +0.008 / +0.002 / +0.004, LOFO -0.003 / +0.015 / +0.003. Onboarding replay
+  on N0 (2 trials, 18 runs each), after 5 / 9 / 15 / 20 measurements: train +0.017 / -0.000 /
+  -0.001 / +0.002, family +0.013 / -0.002 / +0.007 / -0.000. The most promising lead for N0 at
+  k = 10 (where the shipped design is below random picks and the simple reference), not yet
+  adopted: it needs the estimate's calibration refitted and replays on every task, which did
+  not fit in the session. The test replay, read after the numbers above, also showed the
+  small-n fits are fragile: raspi4 fell to rho 0.05 and 0.29 after 5 measurements on two of
+  three seeds (evidence flat over grid points that lean on the op counts); N0 after 5 / 9 / 20
+  measurements 0.818 / 0.948 / 0.965 against 0.920 / 0.951 / 0.966 (``hwl evaluate``, 5 trials:
+  0.928 / 0.959 / 0.966 against 0.921 / 0.952 / 0.968).
 - ``LooBayes`` (FBNet tasks, 2 trials): grid points weighted by their leave-one-out predictive
   density instead of the evidence. LOTO -0.004 / -0.022 / -0.011: with 10 noisy phone samples
   the one-hot predicts its own held-out samples well by chance (samsung_s7 in F3, seed 0: LOO
@@ -46,7 +59,7 @@ from predictors.base import union_keys
 from predictors.onboard.design import design_matrix
 from predictors.phys_features import phys_features
 from predictors.recommended import PhysBayes
-from spaces import cost, fbnet
+from spaces import cost, fbnet, nb201
 
 
 def fit_positive_sum(costs, y):
@@ -150,6 +163,19 @@ class TrimDesignBayes(PhysBayes):
 
 def with_trim(trim, metric="mahal"):
     return type(f"Trim{metric}{trim}", (TrimDesignBayes,), {"trim": trim, "metric": metric})
+
+
+class ConnectedDesignBayes(PhysBayes):
+    """phys_bayes whose NB201 design never picks an output-disconnected cell (its latency is a floor)."""
+
+    def choose(self, k, candidates, rng):
+        candidates = list(candidates)
+        if self.space_ == "nb201":
+            dead = nb201.disconnected_indices()
+            live = [c for c in candidates if int(c) not in dead]
+            if len(live) >= k:
+                candidates = live
+        return super().choose(k, candidates, rng)
 
 
 def with_design_prior(value):
