@@ -21,9 +21,9 @@ k = 5 / 10 / 20. None was kept: the gains are at k = 5, the targets are at k = 1
   design goes for the ends of every direction; on N0 the plain design hurt pixel3 at k = 10
   (LOTO 0.841 against 0.884 with random picks). LOTO 5 trials +0.022 / +0.003 / -0.001, LOFO
   (N0, F0-F4) +0.018 / +0.004 / -0.002. Not kept, because the onboarding replay, which
-  continues the same design, lost with it: train replay (2 trials, 116 runs) -0.002 / -0.006 / -0.006 / -0.002
-  after 5 / 9 / 15 / 20 measurements, family replay (1 trial, 43 runs) +0.003 / -0.015 / -0.003
-  / -0.007, F2 and F3 worst (down to -0.04).
+  continues the same design, lost with it. After 5 / 9 / 15 / 20 measurements: train replay
+  (2 trials, 116 runs) -0.002 / -0.006 / -0.006 / -0.002, family replay (1 trial, 43 runs)
+  +0.003 / -0.015 / -0.003 / -0.007, F2 and F3 worst (down to -0.04).
   Shares on N0 (10 trials, LOFO, k = 5): 0.1 0.909, 0.3 0.923, 0.5 0.922, none 0.897; by
   Euclidean norm instead (the smallest and largest archs) 0.900 (0.1) and 0.913 (0.3); by the
   distance without the overall-size direction (``metric="minor"``) LOTO +0.002 / -0.000 /
