@@ -52,9 +52,11 @@ def interval_half_width(n, whole_ms: bool = False, floor=INTERVAL_FLOOR, scale=I
     """Smallest half-width of a model-based rho interval after ``n`` measurements: ``max(floor, scale / sqrt(n))``.
 
     ``floor`` and ``scale`` are numbers, or ``(float timings, whole-ms timings)`` pairs picked by
-    ``whole_ms``; ``n`` may be an array of counts (an array comes back). The posterior draws give the spread of rho under the model; the model's misfit
-    (the function is not in its span) is not in them, so the interval is widened to what replay
-    on train devices showed.
+    ``whole_ms``; ``n`` may be an array of counts (an array comes back).
+
+    The posterior draws give the spread of rho under the model; the model's misfit (the function
+    is not in its span) is not in them, so the interval is widened to what replay on train
+    devices showed.
     """
     floor, scale = (v[int(bool(whole_ms))] if np.ndim(v) else v for v in (floor, scale))
     return _scalar_or_array(np.maximum(floor, scale / np.sqrt(np.maximum(n, 1))))
