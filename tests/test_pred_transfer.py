@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from predictors import data, protocol, registry, tasks
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
-from predictors.recommended import DEFAULT_GROUPS, PhysBayes, d_optimal, robust_bma_fit
+from predictors.recommended import DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, robust_bma_fit
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
 from spaces import nb201
 
@@ -116,6 +116,39 @@ def test_d_optimal_spreads_and_is_distinct():
     assert set(np.abs(x[picked, 0])) == {1.0}  # the two ends of a line are most informative
     picked = d_optimal(rng.normal(size=(500, 3)), 30, rng, pool=100)
     assert len(set(picked.tolist())) == 30
+
+
+def test_group_prior_root_leans_toward_what_the_train_devices_use():
+    rng = np.random.default_rng(3)
+    fits = []
+    for scale in (1.0, 2.0, -1.5):  # three devices, all driven by column 0
+        x = rng.normal(size=(400, 4)) / 2.0
+        y = scale * x[:, 0] + rng.normal(0, 0.05, 400)
+        fits.append((x, (y - y.mean()) / y.std()))
+    root = group_prior_root(fits, blend=0.1)
+    cov = root @ root
+    val, vec = np.linalg.eigh(cov)
+    assert abs(vec[0, -1]) > 0.99 and val[-1] > 10 * val[-2]  # the prior's main direction is column 0
+    gram = np.mean([x.T @ x / len(x) for x, _ in fits], axis=0)
+    assert np.trace(cov @ gram) == pytest.approx(np.trace(gram))  # same prior variance of the function
+    assert group_prior_root(fits, blend=1.0) is None
+    assert group_prior_root([(x[:30], y[:30]) for x, y in fits]) is None  # too few samples to learn from
+
+
+def test_phys_bayes_learns_its_group_priors_from_the_train_devices(nb201_tables):
+    train = _train(nb201_tables, ["1080ti_1", "pixel3", "raspi4"], n=300)
+    learned = PhysBayes().pretrain("nb201", train)
+    assert set(learned.prior_roots_) == set(learned.groups_)
+    assert all(root is not None for root in learned.prior_roots_.values())
+    keys = nb201.sample(20, 4)
+    both = learned.model_features(keys)  # every group under the isotropic prior, then under the learned one
+    assert learned.prior_shapes() == 2 and len(both) == 2 * len(learned.groups_)
+    assert all(np.array_equal(a, b) for a, b in zip(both, learned._features(keys, learned.groups_)))
+    plain = PhysBayes(prior_blend=None).pretrain("nb201", train)
+    assert plain.prior_roots_ == {} and plain.prior_shapes() == 1
+    assert all(np.array_equal(a, b) for a, b in zip(plain.model_features(keys), plain._features(keys, plain.groups_)))
+    alone = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1"], n=300))
+    assert alone.prior_roots_["lat"] is None  # a lone device's own column is all the lat group has
 
 
 def test_robust_fit_resists_an_outlier():

@@ -68,7 +68,7 @@ class GridPosterior:
     y_std: float
 
     def features(self, archs) -> list[np.ndarray]:
-        return self.method._features(list(archs), model_groups(self.method))
+        return self.method.model_features(archs)
 
     def _cross(self, feats) -> np.ndarray:
         """(C, k, m) prior covariance between the measured set and ``feats``' rows."""
@@ -138,11 +138,6 @@ class GridPosterior:
         return out, np.sqrt(self.noise[which])
 
 
-def model_groups(method) -> tuple:
-    """The feature groups the method's model uses (``groups_`` once pretrained, else ``groups``)."""
-    return tuple(getattr(method, "groups_", method.groups))
-
-
 def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> GridPosterior | None:
     """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
 
@@ -154,10 +149,10 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
     if not supports(adapted):
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
-    train = adapted._features(archs, model_groups(adapted))
+    train = adapted.model_features(archs)
     grid = recommended.grid_weights(train, np.log(np.asarray(latency_ms, dtype=np.float64)),
                                     weight_grid=adapted.weight_grid, noise_grid=adapted.noise_grid,
-                                    robust_iters=adapted.robust_iters, nu=adapted.nu)
+                                    robust_iters=adapted.robust_iters, nu=adapted.nu, shapes=adapted.prior_shapes())
     if grid is None:
         return None
     p = grid.prob
@@ -227,4 +222,4 @@ def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: 
     return out
 
 
-__all__ = ["GridPosterior", "fit_posterior", "model_groups", "model_rho", "model_rho_at", "spearman_rows", "supports"]
+__all__ = ["GridPosterior", "fit_posterior", "model_rho", "model_rho_at", "spearman_rows", "supports"]

@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
-from scripts.experiments.variants import (ConnectedDesignBayes, LooBayes, PossumBayes, ShapeVecBayes,  # noqa: E402
-                                          with_design_prior, with_sharp_design, with_trim)
+from scripts.experiments.variants import (ConnectedDesignBayes, LearnedPriorOnlyBayes, LooBayes,  # noqa: E402
+                                          PossumBayes, ShapeVecBayes, with_design_prior, with_prior_groups,
+                                          with_sharp_design, with_trim)
 
 VARIANTS: dict[str, dict] = {
     "base": {},  # the shipped defaults
@@ -65,6 +66,16 @@ VARIANTS: dict[str, dict] = {
     "trim_n0.3": {"cls": with_trim(0.3, "norm")},
     "trim_minor": {"cls": with_trim(0.3, "minor")},
     "connected": {"cls": ConnectedDesignBayes},
+    "isotropic": {"prior_blend": None},  # the group priors before they were learned
+    # the learned priors alone, without the isotropic block for the evidence to prefer
+    "learned_only": {"cls": LearnedPriorOnlyBayes},
+    "learned_only0": {"cls": LearnedPriorOnlyBayes, "prior_blend": 0.0},
+    "learned_only0.05": {"cls": LearnedPriorOnlyBayes, "prior_blend": 0.05},
+    "learned_only0.2": {"cls": LearnedPriorOnlyBayes, "prior_blend": 0.2},
+    "learned_only0.5": {"cls": LearnedPriorOnlyBayes, "prior_blend": 0.5},
+    "learned_only0.8": {"cls": LearnedPriorOnlyBayes, "prior_blend": 0.8},
+    "learned_vec": {"cls": with_prior_groups(("vec",)), "prior_blend": 0.2},
+    "learned_novec": {"cls": with_prior_groups(("lat", "ops", "cost", "phys")), "prior_blend": 0.2},
 }
 
 
