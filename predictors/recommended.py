@@ -317,6 +317,8 @@ class PhysBayes(FewShotMethod):
         unknown = [g for g in tuple(self.groups or ()) + tuple(self.design_groups or ()) if g not in GROUPS]
         if unknown or (self.groups is not None and not self.groups):
             raise ValueError(f"unknown feature groups {unknown}; valid groups: {', '.join(GROUPS)}")
+        if self.prior_blend is not None and not 0.0 <= self.prior_blend <= 1.0:
+            raise ValueError(f"prior_blend must be between 0 and 1 (or None), got {self.prior_blend}")
         self.space_ = get_space(space).NAME
         self.tables_ = full_tables(train)
         if not self.tables_:

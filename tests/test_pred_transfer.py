@@ -147,6 +147,8 @@ def test_phys_bayes_learns_its_group_priors_from_the_train_devices(nb201_tables)
     plain = PhysBayes(prior_blend=None).pretrain("nb201", train)
     assert plain.prior_roots_ == {} and plain.prior_shapes() == 1
     assert all(np.array_equal(a, b) for a, b in zip(plain.model_features(keys), plain._features(keys, plain.groups_)))
+    with pytest.raises(ValueError, match="prior_blend must be between 0 and 1"):
+        PhysBayes(prior_blend=1.5).pretrain("nb201", train)
     alone = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1"], n=300))
     assert alone.prior_roots_["lat"] is None  # a lone device's own column is all the lat group has
 
