@@ -196,9 +196,11 @@ def group_prior_root(fits: list[tuple[np.ndarray, np.ndarray]], blend: float = P
     group's span. Devices with fewer than ``max(min_samples, 2 p)`` samples are skipped, as their
     fit would be noise; None (keep the isotropic prior) when none is left or ``blend`` >= 1.
     """
+    if blend >= 1.0:
+        return None
     second, grams = [], []
     for x, y in fits:
-        if len(y) < max(min_samples, 2 * x.shape[1]) or blend >= 1.0:
+        if len(y) < max(min_samples, 2 * x.shape[1]):
             continue
         gram = x.T @ x / len(y)
         w = np.linalg.solve(gram + 1e-4 * np.eye(len(gram)), x.T @ y / len(y))
@@ -337,19 +339,21 @@ class PhysBayes(FewShotMethod):
         if self.prior_blend is None:
             return {}
         row_of = pd.Index(keys)
+        samples = []  # (device, rows of its sample in ``keys``, standardised log-latency)
+        for device, series in train.items():
+            rows = row_of.get_indexer(series.index)
+            y = np.log(series[rows >= 0].to_numpy(dtype=np.float64))  # outside the whole tables: no columns
+            if len(y) > 1 and y.std() > 0:
+                samples.append((device, rows[rows >= 0], (y - y.mean()) / y.std()))
         roots = {}
         for g in self.groups_:
             fits = []
-            for device, series in train.items():
-                rows = row_of.get_indexer(series.index)
-                series = series[rows >= 0]  # a sample outside the whole tables has no columns here
-                x = self.scalers_[g](raws[g][rows[rows >= 0]])
+            for device, rows, y in samples:
+                x = self.scalers_[g](raws[g][rows])
                 if g == "lat":  # a device explains itself perfectly; fit it on the others
                     own = np.flatnonzero(np.flatnonzero(self.scalers_[g].keep) == self.devices_.index(device))
                     x[:, own] = 0.0
-                y = np.log(series.to_numpy(dtype=np.float64))
-                if len(y) > 1 and y.std() > 0:
-                    fits.append((x, (y - y.mean()) / y.std()))
+                fits.append((x, y))
             roots[g] = group_prior_root(fits, self.prior_blend)
         return roots if any(root is not None for root in roots.values()) else {}
 
@@ -379,10 +383,12 @@ class PhysBayes(FewShotMethod):
     def model_features(self, keys) -> list[np.ndarray]:
         """The model's columns of ``keys``: the groups under isotropic priors, then under the learned ones."""
         feats = self._features(list(keys), self.groups_)
-        if self.prior_shapes() == 1:
-            return feats
-        roots = self.prior_roots_
-        return feats + [f if roots[g] is None else f @ roots[g] for f, g in zip(feats, self.groups_)]
+        return feats if self.prior_shapes() == 1 else feats + self._learned_block(feats)
+
+    def _learned_block(self, feats) -> list[np.ndarray]:
+        """``feats`` (one array per group) under the learned priors; a group without one stays as it is."""
+        roots = getattr(self, "prior_roots_", {})
+        return [f if roots.get(g) is None else f @ roots[g] for f, g in zip(feats, self.groups_)]
 
     def _adapt(self, archs, y, device):
         if np.any(y <= 0) or not np.all(np.isfinite(y)):

@@ -264,9 +264,7 @@ class LearnedPriorOnlyBayes(PhysBayes):
         return 1
 
     def model_features(self, keys):
-        feats = self._features(list(keys), self.groups_)
-        roots = getattr(self, "prior_roots_", {})
-        return [f if roots.get(g) is None else f @ roots[g] for f, g in zip(feats, self.groups_)]
+        return self._learned_block(self._features(list(keys), self.groups_))
 
 
 class PriorGroupsBayes(LearnedPriorOnlyBayes):
