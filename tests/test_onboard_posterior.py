@@ -40,11 +40,17 @@ def test_posterior_mean_is_the_methods_prediction(fitted, small):
     post = fit_posterior(adapted, archs, y, mass=1.0, max_points=100_000)  # every grid point: exact
     others = list(truth.index[1:200:7])
     mean, var = post.mean_var(others)
-    np.testing.assert_allclose(mean, np.log(adapted.predict(others)), atol=1e-8)
+    assert adapted.response == "ms"  # the default: the mean is in ms
+    np.testing.assert_allclose(mean, adapted.predict_response(others), atol=1e-8)
+    np.testing.assert_allclose(adapted.from_response(mean), adapted.predict(others), rtol=1e-10)
     assert np.all(var > 0)
-    # The default keeps the most probable points only; its mean stays close.
+    # As log-ms: the log of the prediction, and a spread relative to it.
+    log_mean, log_sd = post.log_ms_mean_sd(others)
+    np.testing.assert_allclose(log_mean, np.log(adapted.predict(others)), atol=1e-8)
+    np.testing.assert_allclose(log_sd, np.sqrt(var) / adapted.predict(others), rtol=1e-10)
+    # The default keeps the most probable points only; its mean stays close (within 5 %).
     mean_top, _ = fit_posterior(adapted, archs, y).mean_var(others)
-    assert np.abs(mean_top - mean).max() < 0.05
+    assert np.abs(np.log(adapted.from_response(mean_top) / adapted.predict(others))).max() < 0.05
     # Measured archs are known up to the noise: far less variance than elsewhere.
     assert post.mean_var(archs)[1].mean() < 0.5 * var.mean()
 
@@ -69,7 +75,7 @@ def test_model_rho_tracks_the_noise_it_is_told(fitted, small):
     post = fit_posterior(adapted, archs, y)
     rest = [a for a in truth.index if a not in set(archs)]
     feats = post.features(rest)
-    pred = np.log(adapted.predict(rest))
+    pred = adapted.predict_response(rest)
     rho, low, high, rms = model_rho(post, pred, feats, rng=np.random.default_rng(0))
     assert -1 <= low <= rho <= high <= 1 and rms > 0
     cold, warm = model_rho_at(post, pred, feats, [0.0, 1.0], rng=np.random.default_rng(0))
@@ -222,7 +228,7 @@ def test_replay_records_both_estimators_when_blended(method, small):
 def test_loo_residuals_are_the_refit_residuals_of_one_grid_point(fitted):
     adapted, archs, y = fitted
     post = fit_posterior(adapted, archs, y, max_points=1)  # one grid point: the identity is exact
-    yn = (np.log(y) - post.y_mean) / post.y_std
+    yn = (adapted.to_response(y) - post.y_mean) / post.y_std
     cov = np.linalg.inv(post.kinv[0])  # prior + noise covariance of the measured set
     for i in (0, 5, 11):
         rest = np.delete(np.arange(len(yn)), i)

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from predictors import data, protocol, registry, tasks
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
-from predictors.recommended import DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, robust_bma_fit
+from predictors.recommended import (DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, positive_ms,
+                                   robust_bma_fit)
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
 from spaces import nb201
 
@@ -151,6 +152,52 @@ def test_phys_bayes_learns_its_group_priors_from_the_train_devices(nb201_tables)
         PhysBayes(prior_blend=1.5).pretrain("nb201", train)
     alone = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1"], n=300))
     assert alone.prior_roots_["lat"] is None  # a lone device's own column is all the lat group has
+
+
+def test_phys_bayes_fits_ms_where_latency_adds_up_over_layers(fbnet_tables):
+    # HW-NAS-Bench's FBNet raspi4 table is a sum of per-layer times: linear in the one-hot in ms,
+    # not in log-ms.
+    train = _train(fbnet_tables, ["pixel3"], n=100)
+    truth = fbnet_tables["raspi4"]
+    keys = list(truth.index)
+    picked = set(np.random.default_rng(0).choice(len(keys), 250, replace=False))
+    archs, rest = [keys[i] for i in sorted(picked)], [k for i, k in enumerate(keys) if i not in picked]
+    rho = {}
+    for response in ("ms", "log"):
+        method = PhysBayes(groups=("vec",), prior_blend=None, response=response).pretrain("fbnet", train)
+        adapted = method.adapt(archs, truth.loc[archs].to_numpy())
+        rho[response] = spearmanr(adapted.predict(rest), truth.loc[rest]).statistic
+    assert rho["ms"] > 0.999 and rho["ms"] > rho["log"] + 0.01
+    # The ms model's groups add up over layers: costs as counts, train latencies in ms.
+    ms, log = PhysBayes().pretrain("fbnet", train), PhysBayes(response="log").pretrain("fbnet", train)
+    assert ms.response == "ms" and log.response == "log"
+    np.testing.assert_allclose(ms._raw("phys", keys[:5]), np.expm1(log._raw("phys", keys[:5])))
+    np.testing.assert_allclose(ms._raw("lat", keys[:5])[:, 0], fbnet_tables["pixel3"].loc[keys[:5]])
+    with pytest.raises(ValueError, match="unknown response 'sqrt'; valid responses: ms, log"):
+        PhysBayes(response="sqrt").pretrain("fbnet", train)
+
+
+def test_ms_predictions_stay_positive_and_in_order(nb201_tables):
+    floor = 2.0
+    values = np.array([-1e12, -50.0, -1.0, 0.0, 1.0, 1.999, 2.0, 3.0, 40.0])
+    squeezed = positive_ms(values, floor)
+    assert np.all(squeezed > 0) and np.all(np.diff(squeezed) > 0)
+    np.testing.assert_array_equal(squeezed[values >= floor], values[values >= floor])
+    assert squeezed[5] == pytest.approx(1.999, abs=1e-5)  # meets the identity smoothly at the floor
+    # NB201's disconnected cells (about 0 ms) push an ms fit below zero; predictions stay positive.
+    train = _train(nb201_tables, ["1080ti_1", "pixel3"], n=200)
+    method = PhysBayes().pretrain("nb201", train)
+    truth = nb201_tables["raspi4"]
+    chosen = method.choose(10, list(truth.index), np.random.default_rng(0))
+    adapted = method.adapt(chosen, truth.loc[chosen].to_numpy())
+    pred = adapted.predict(list(truth.index))
+    assert np.all(pred > 0) and adapted.floor_ == pytest.approx(0.5 * truth.loc[chosen].min())
+    np.testing.assert_array_equal(rankdata(pred), rankdata(adapted.predict_response(list(truth.index))))
+    # A predictor saved before ``response`` existed is a log-latency model and still predicts as one.
+    old = PhysBayes(response="log").pretrain("nb201", train).adapt(chosen, truth.loc[chosen].to_numpy())
+    del old.__dict__["response"]
+    assert old.response == "log"
+    np.testing.assert_allclose(old.predict(chosen), np.exp(old.predict_response(chosen)))
 
 
 def test_robust_fit_resists_an_outlier():

@@ -137,6 +137,7 @@ class OnboardLoop:
         self._design = None
         self._design_order = None
         self._pool_feats = None
+        self._pool_model = None
         self.posterior: posterior.GridPosterior | None = None
         self.estimate_parts: dict = {}
 
@@ -176,6 +177,11 @@ class OnboardLoop:
         return None if self._spread is None else self._spread.full_log_ms
 
     @property
+    def pool_model(self) -> np.ndarray | None:
+        """The closed-form posterior's model values of the pool (the method's response units), or None."""
+        return self._pool_model
+
+    @property
     def pool(self) -> list:
         """This round's pool of unmeasured candidates (what acquisition and estimate look at)."""
         return list(self._pool_cache)
@@ -191,7 +197,7 @@ class OnboardLoop:
             raise OnboardError("nothing adapted yet: run() first")
         archs = self.candidates if archs is None else list(archs)
         if self.posterior is not None:
-            return np.asarray(self.adapted.predict(archs), dtype=np.float64), np.sqrt(self.posterior.mean_var(archs)[1])
+            return np.asarray(self.adapted.predict(archs), dtype=np.float64), self.posterior.log_ms_mean_sd(archs)[1]
         spread = ensemble.predict_spread(self.adapted, self.members, archs)
         return np.exp(spread.full_log_ms), spread.std_log_ms
 
@@ -280,11 +286,12 @@ class OnboardLoop:
         self._pool_cache = self._pool()
         self._spread = None
         self._pool_feats = None
+        self._pool_model = None
         if self._pool_cache and self.posterior is not None:
             self._pool_feats = self.posterior.features(self._pool_cache)
+            self._pool_model = self.adapted.predict_response(self._pool_cache)
             full = np.log(np.asarray(self.adapted.predict(self._pool_cache), dtype=np.float64))
-            mean, var = self.posterior.mean_var(feats=self._pool_feats)
-            self._spread = ensemble.EnsemblePrediction(full, mean, np.sqrt(var))
+            self._spread = ensemble.EnsemblePrediction(full, *self.posterior.log_ms_mean_sd(feats=self._pool_feats))
         elif self._pool_cache:
             self._spread = ensemble.predict_spread(self.adapted, self.members, self._pool_cache)
         self.estimate = None
@@ -294,11 +301,11 @@ class OnboardLoop:
         if self.posterior is not None and s.estimator in ("model", "blend"):
             kwargs = dict(rng=self.rng, n_draws=s.n_draws, confidence=s.confidence, noise_dof=s.noise_dof,
                           temperature=s.model_temperature)
-            rho, low, high, rms = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats,
+            rho, low, high, rms = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats,
                                                       **kwargs)
             if s.loo_mix_above is not None and len(archs) >= s.loo_mix_above:
                 # enough measurements for their own residuals to show the noise's shape (heavy tails)
-                loo = posterior.model_rho(self.posterior, self._spread.full_log_ms, self._pool_feats, loo_scale=1.0,
+                loo = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats, loo_scale=1.0,
                                           **kwargs)
                 rho, low, high = (rho + loo[0]) / 2, min(low, loo[1]), max(high, loo[2])
             raw, whole_ms = (rho, low, high), estimate.is_whole_ms(y)

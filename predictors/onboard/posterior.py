@@ -16,7 +16,8 @@ known exactly, so the onboarding needs no ensemble of refits and no cross-valida
   truth on the unmeasured architectures: the average over draws, with draw quantiles as the
   interval.
 
-Everything is in the method's standardised log-latency units; Spearman is scale-free.
+Everything is in the method's standardised response units (ms or log-ms, ``PhysBayes.response``;
+:meth:`GridPosterior.log_ms_mean_sd` converts); Spearman is scale-free.
 :func:`supports` tells whether an adapted method has this structure (other methods fall back
 to the ensemble and cross-validation of ``ensemble`` and ``estimate``).
 """
@@ -53,7 +54,7 @@ class GridPosterior:
     sample_weights : ndarray
         (k,) Student-t weights (noise of sample i is ``noise / w_i``).
     y_mean, y_std : float
-        Standardisation of the measured log-latencies.
+        Standardisation of the measured latencies in the method's response units.
     """
 
     method: object
@@ -87,7 +88,7 @@ class GridPosterior:
         return mean, np.maximum(var, 0.0)
 
     def mean_var(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
-        """BMA predictive mean and variance (noise-free) of ``archs`` in log-ms.
+        """BMA predictive mean and variance (noise-free) of ``archs`` in the method's response units.
 
         Variance = average within-point variance + variance of the grid points' means.
         """
@@ -102,6 +103,15 @@ class GridPosterior:
             mean[start:start + chunk] = avg
             var[start:start + chunk] = self.prob @ v + self.prob @ (mu - avg) ** 2
         return self.y_mean + self.y_std * mean, self.y_std ** 2 * var
+
+    def log_ms_mean_sd(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`mean_var` as log-ms mean and standard deviation (for an ms model: the log of the
+        positive mean, and the standard deviation relative to it, as +-5 % reads 0.05 in log-ms)."""
+        mean, var = self.mean_var(archs, feats=feats)
+        if self.method.response == "log":
+            return mean, np.sqrt(var)
+        positive = self.method.from_response(mean)
+        return np.log(positive), np.sqrt(var) / positive
 
     def loo_residuals(self) -> np.ndarray:
         """(k,) leave-one-out residuals of the measured set (standardised units), averaged over grid points.
@@ -150,7 +160,7 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
     train = adapted.model_features(archs)
-    grid = recommended.grid_weights(train, np.log(np.asarray(latency_ms, dtype=np.float64)),
+    grid = recommended.grid_weights(train, adapted.to_response(latency_ms),
                                     weight_grid=adapted.weight_grid, noise_grid=adapted.noise_grid,
                                     robust_iters=adapted.robust_iters, nu=adapted.nu, shapes=adapted.prior_shapes())
     if grid is None:
@@ -173,22 +183,24 @@ def spearman_rows(ref: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return d @ r / len(r)
 
 
-def model_rho(post: GridPosterior, pred_log_ms, feats, *, rng: np.random.Generator, n_draws: int = 64,
+def model_rho(post: GridPosterior, pred, feats, *, rng: np.random.Generator, n_draws: int = 64,
               confidence: float = 0.9, noise_dof: float | None = None, temperature: float = 1.0,
               loo_scale: float | None = None):
-    """Model-based estimate of the rho of ``pred_log_ms`` against the truth at ``feats``' rows.
+    """Model-based estimate of the rho of ``pred`` against the truth at ``feats``' rows.
 
+    ``pred`` is the adapted method's prediction in its response units (``predict_response``).
     Each draw is ``pred + temperature * (f - pred) + noise``: ``f`` a posterior function draw
     (temperature 1: the posterior as it is), the noise Gaussian with the draw's grid-point
     variance (Student-t with ``noise_dof`` degrees of freedom when given).
     Returns ``(point, low, high, rms_log_ms)``: the mean over draws of the Spearman rho, the
-    draws' ``confidence`` interval, and the model's expected RMS error in log-ms.
+    draws' ``confidence`` interval, and the model's expected RMS error in log-ms (an ms model's
+    error relative to its prediction, the same to first order).
     """
-    return model_rho_at(post, pred_log_ms, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
+    return model_rho_at(post, pred, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
                         noise_dof=noise_dof, loo_scale=loo_scale)[0]
 
 
-def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: np.random.Generator,
+def model_rho_at(post: GridPosterior, pred, feats, temperatures, *, rng: np.random.Generator,
                  n_draws: int = 64, confidence: float = 0.9, noise_dof: float | None = None,
                  loo_scale: float | None = None) -> list[tuple]:
     """:func:`model_rho` at several temperatures, on the same draws (to calibrate the temperature).
@@ -197,7 +209,7 @@ def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: 
     (:meth:`GridPosterior.loo_residuals`, centred) times ``loo_scale`` instead of drawn from the
     fitted noise level.
     """
-    pred = np.asarray(pred_log_ms, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0:
         return [(0.0, -1.0, 1.0, float("nan"))] * len(temperatures)
     funcs, noise_sd = post.draws(feats, n_draws, rng)
@@ -210,13 +222,15 @@ def model_rho_at(post: GridPosterior, pred_log_ms, feats, temperatures, *, rng: 
     if noise_dof and loo_scale is None:
         z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
     predn = (pred - post.y_mean) / post.y_std
+    # standardised units -> log-ms: y_std for a log model; y_std / prediction (relative error) for an ms one
+    per_log_ms = post.y_std / (post.method.from_response(pred) if post.method.response == "ms" else 1.0)
     alpha = (1.0 - confidence) / 2.0
     out = []
     for t in temperatures:
         draws = predn + t * (funcs - predn) + noise_sd[:, None] * z
         rhos = spearman_rows(pred, draws)
         low, high = np.quantile(rhos, [alpha, 1.0 - alpha])
-        rms = float(post.y_std * np.sqrt(np.mean((draws - predn) ** 2)))
+        rms = float(np.sqrt(np.mean(((draws - predn) * per_log_ms) ** 2)))
         point = float(rhos.mean())
         out.append((point, float(min(low, point)), float(max(high, point)), rms))
     return out

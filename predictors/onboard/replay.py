@@ -68,14 +68,14 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()},
                "raw_rho": getattr(model, "raw_rho", None), "raw_low": getattr(model, "raw_low", None),
                "raw_high": getattr(model, "raw_high", None), "whole_ms": getattr(model, "whole_ms", False)}
-        if temperatures and loop.posterior is not None and loop.pool_log_ms is not None and step.n_measured >= 3:
+        if temperatures and loop.posterior is not None and loop.pool_model is not None and step.n_measured >= 3:
             rng = np.random.default_rng([seed, step.n_measured, 1])
-            at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features,
+            at = model_rho_at(loop.posterior, loop.pool_model, loop.pool_features,
                               list(temperatures), rng=rng, n_draws=loop.settings.n_draws,
                               noise_dof=loop.settings.noise_dof)
             row["model_at"] = {float(t): list(r[:3]) for t, r in zip(temperatures, at)}
             for scale in (0.5, 0.75, 1.0):
-                at = model_rho_at(loop.posterior, loop.pool_log_ms, loop.pool_features, list(temperatures),
+                at = model_rho_at(loop.posterior, loop.pool_model, loop.pool_features, list(temperatures),
                                   rng=rng, n_draws=loop.settings.n_draws, loo_scale=scale)
                 row["model_at"].update({f"{t}/loo{scale}": list(r[:3]) for t, r in zip(temperatures, at)})
         if scales and loop.residuals is not None and loop.pool_log_ms is not None:

@@ -16,7 +16,7 @@ TABLE_FORMAT_VERSION = "1"
 def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
     """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``latency_ms``
     (predicted), ``uncertainty`` (standard deviation of log-latency: 0.05 is about +-5 %; the
-    posterior's for ``phys_bayes``, an ensemble's spread for other methods),
+    posterior's relative to its prediction for ``phys_bayes``, an ensemble's spread for others),
     ``measured_ms`` (the measurement, where there is one)."""
     pred_ms, spread = loop.predict_table()
     keys = list(loop.candidates)
