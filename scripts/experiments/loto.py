@@ -84,6 +84,8 @@ VARIANTS: dict[str, dict] = {
     "ldesign1": {"cls": with_learned_design(1.0)},  # equals base (sanity)
     "log": {"response": "log"},  # log-latency model with log groups (before the ms model)
     "ms_isotropic": {"prior_blend": None},
+    "nu1": {"nu": 1.0},
+    "robust3": {"robust_iters": 3},
 }
 
 

@@ -69,6 +69,12 @@ log-latency before the ms-model entry.
   latency in ms on groups that add up over layers. LOTO 3 trials 0.873 / 0.911 / 0.923 -> 0.876 /
   0.915 / 0.925, 3 more (seeds 3-5) 0.879 / 0.915 / 0.924 -> 0.880 / 0.919 / 0.926; LOFO 0.840 /
   0.890 / 0.907 -> 0.848 / 0.895 / 0.911. N0 gains most (LOTO k = 10 0.948 -> 0.963).
+- Under the ms model, nothing else tried helped (LOTO, 3 trials, 7 tasks, against 0.876 / 0.915
+  / 0.925): Student-t ``nu`` 1 0.877 / 0.915 / 0.925, ``nu`` 4 0.875 / 0.914 / 0.925, 3 rounds
+  of reweighting 0.876 / 0.915 / 0.925, a noise grid up to 1.0 (``ngrid_1``) 0.875 / 0.916 /
+  0.925. ``ConnectedDesignBayes`` on N0 (10 trials): LOTO 0.928 / 0.963 / 0.965 -> 0.930 / 0.962
+  / 0.964, LOFO 0.920 / 0.951 / 0.965 -> 0.912 / 0.961 / 0.964; in ms the disconnected cells
+  (about 0 ms) are no longer outliers 10 standard deviations out, so the lead it was has gone.
 - ``LooBayes`` (FBNet tasks, 2 trials): grid points weighted by their leave-one-out predictive
   density instead of the evidence. LOTO -0.004 / -0.022 / -0.011: with 10 noisy phone samples
   the one-hot predicts its own held-out samples well by chance (samsung_s7 in F3, seed 0: LOO
