@@ -77,7 +77,11 @@ log-latency before the ms-model entry.
   (about 0 ms) are no longer outliers 10 standard deviations out, so the lead it was has gone.
   ``ResponseMixBayes`` (``response_mix``: the ms and the log model averaged by their evidence,
   the log one's with the Jacobian, so a heavy-tailed phone could fall back to log-latency):
-  0.875 / 0.914 / 0.925, N0 lower (0.932 / 0.960 / 0.962), the rest within 0.002.
+  0.875 / 0.914 / 0.925, N0 lower (0.932 / 0.960 / 0.962), the rest within 0.002. A finer
+  weight grid (``wgrid_fine``) 0.875 / 0.916 / 0.925. A design pool of 200 (``pool200``) 0.882 /
+  0.919 / 0.926 at once, but as before (``recommended.DESIGN_POOL``) the onboarding, which
+  continues one 64-pick design, lost with it: train replay (2 trials, rounds at 5 / 10 / 15 /
+  20) 0.904 / 0.923 / 0.926 / 0.929 -> 0.843 / 0.912 / 0.919 / 0.923.
 - ``LooBayes`` (FBNet tasks, 2 trials): grid points weighted by their leave-one-out predictive
   density instead of the evidence. LOTO -0.004 / -0.022 / -0.011: with 10 noisy phone samples
   the one-hot predicts its own held-out samples well by chance (samsung_s7 in F3, seed 0: LOO
