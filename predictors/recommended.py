@@ -205,8 +205,8 @@ def group_prior_root(fits: list[tuple[np.ndarray, np.ndarray]], blend: float = P
                      min_samples: int = 50) -> np.ndarray | None:
     """Square root of a group's prior covariance learned from the train devices, or None.
 
-    ``fits`` holds each train device's (n, p) group columns and standardised log-latency on
-    its pretraining sample. A ridge fit per device gives coefficients ``w``; the prior
+    ``fits`` holds each train device's (n, p) group columns and standardised latency (in the
+    model's response units) on its pretraining sample. A ridge fit per device gives coefficients ``w``; the prior
     covariance is ``(1 - blend) * E[w w^T] + blend * I``, the first term scaled so the prior
     variance of the function equals that of ``I``. A new device's coefficients then start where
     the train devices' lie (which ops, costs and devices matter) instead of anywhere in the
@@ -229,7 +229,11 @@ def group_prior_root(fits: list[tuple[np.ndarray, np.ndarray]], blend: float = P
     scale = np.trace(second @ gram)
     if scale <= 1e-12:
         return None
-    cov = (1.0 - blend) * second * (np.trace(gram) / scale) + blend * np.eye(len(gram))
+    return sqrt_psd((1.0 - blend) * second * (np.trace(gram) / scale) + blend * np.eye(len(gram)))
+
+
+def sqrt_psd(cov: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a positive semi-definite matrix (round-off negatives -> 0)."""
     val, vec = np.linalg.eigh(cov)
     return (vec * np.sqrt(np.maximum(val, 0.0))) @ vec.T
 
@@ -300,7 +304,7 @@ class PhysBayes(FewShotMethod):
     pool : int, optional
         Size of the random candidate pool of the design (None: every candidate).
     weight_grid, noise_grid : tuple of float
-        Group prior weights and noise variances averaged over (standardised log-latency).
+        Group prior weights and noise variances averaged over (standardised response units).
     robust_iters : int
         Rounds of Student-t reweighting (0: plain Gaussian likelihood).
     nu : float
@@ -450,6 +454,12 @@ class PhysBayes(FewShotMethod):
         """Model values (``response`` units) as positive latencies in ms."""
         values = np.asarray(values, dtype=np.float64)
         return positive_ms(values, self.floor_) if self.response == "ms" else np.exp(values)
+
+    def log_ms_slope(self, values) -> np.ndarray:
+        """How much log-ms one response unit is worth at model ``values``: 1 for a log model, 1 / ms
+        (:meth:`from_response`) for an ms one, so an ms spread reads as a relative one."""
+        values = np.asarray(values, dtype=np.float64)
+        return 1.0 / self.from_response(values) if self.response == "ms" else np.ones_like(values)
 
     def _predict(self, archs):
         return self.from_response(self.predict_response(archs))

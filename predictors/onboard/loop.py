@@ -290,7 +290,7 @@ class OnboardLoop:
         if self._pool_cache and self.posterior is not None:
             self._pool_feats = self.posterior.features(self._pool_cache)
             self._pool_model = self.adapted.predict_response(self._pool_cache)
-            full = np.log(np.asarray(self.adapted.predict(self._pool_cache), dtype=np.float64))
+            full = np.log(self.adapted.from_response(self._pool_model))  # = log(predict), features read once
             self._spread = ensemble.EnsemblePrediction(full, *self.posterior.log_ms_mean_sd(feats=self._pool_feats))
         elif self._pool_cache:
             self._spread = ensemble.predict_spread(self.adapted, self.members, self._pool_cache)

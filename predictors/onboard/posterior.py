@@ -108,10 +108,7 @@ class GridPosterior:
         """:meth:`mean_var` as log-ms mean and standard deviation (for an ms model: the log of the
         positive mean, and the standard deviation relative to it, as +-5 % reads 0.05 in log-ms)."""
         mean, var = self.mean_var(archs, feats=feats)
-        if self.method.response == "log":
-            return mean, np.sqrt(var)
-        positive = self.method.from_response(mean)
-        return np.log(positive), np.sqrt(var) / positive
+        return np.log(self.method.from_response(mean)), np.sqrt(var) * self.method.log_ms_slope(mean)
 
     def loo_residuals(self) -> np.ndarray:
         """(k,) leave-one-out residuals of the measured set (standardised units), averaged over grid points.
@@ -222,8 +219,7 @@ def model_rho_at(post: GridPosterior, pred, feats, temperatures, *, rng: np.rand
     if noise_dof and loo_scale is None:
         z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
     predn = (pred - post.y_mean) / post.y_std
-    # standardised units -> log-ms: y_std for a log model; y_std / prediction (relative error) for an ms one
-    per_log_ms = post.y_std / (post.method.from_response(pred) if post.method.response == "ms" else 1.0)
+    per_log_ms = post.y_std * post.method.log_ms_slope(pred)  # standardised units -> log-ms
     alpha = (1.0 - confidence) / 2.0
     out = []
     for t in temperatures:

@@ -317,9 +317,8 @@ class LearnedDesignBayes(PhysBayes):
             if root is None:
                 roots[g] = None
                 continue
-            cov = self.design_blend * np.eye(len(root)) + (1.0 - self.design_blend) * root @ root
-            val, vec = np.linalg.eigh(cov)
-            roots[g] = (vec * np.sqrt(np.maximum(val, 0.0))) @ vec.T
+            roots[g] = recommended.sqrt_psd(self.design_blend * np.eye(len(root))
+                                            + (1.0 - self.design_blend) * root @ root)
         return roots
 
     def design_columns(self, candidates):
