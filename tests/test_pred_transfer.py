@@ -200,6 +200,32 @@ def test_ms_predictions_stay_positive_and_in_order(nb201_tables):
     np.testing.assert_allclose(old.predict(chosen), np.exp(old.predict_response(chosen)))
 
 
+def test_relative_noise_weighs_the_small_archs_a_rank_score_needs(nb201_tables):
+    # Latency adds up over costs, but the noise is relative: one noise level lets the largest
+    # archs steer the fit; precisions from noise_weights rank the many small archs better.
+    method = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1"], n=50))
+    rng = np.random.default_rng(1)
+    gains = []
+    for _ in range(30):
+        costs = rng.exponential(size=(1000, 4))
+        truth = 0.2 + costs @ np.array([3.0, 1.0, 0.5, 0.1])
+        y = truth[:20] * np.exp(0.2 * rng.standard_normal(20))
+        small = np.argsort(truth)[:500]
+        small = small[small >= 20]  # unmeasured, the smaller half
+        rhos = [spearmanr(bayes_linear.predict(*robust_bma_fit([costs[:20]], y, base_weights=w), [costs[small]]),
+                          truth[small]).statistic for w in (None, method.noise_weights(y))]
+        gains.append(rhos[1] - rhos[0])
+    assert np.mean(gains) > 0.01 and np.mean(np.array(gains) > 0) > 0.6  # 0.029 and 0.8 when written
+    w = method.noise_weights(np.array([0.001, 0.01, 1.0, 5.0, 10.0]))
+    assert np.all(np.diff(w) < 0) and np.exp(np.log(w).mean()) == pytest.approx(1.0)
+    assert w[0] / w[1] < 1.01  # NB201's ~0 ms cells: the floor bounds their weight
+    assert PhysBayes(relative_noise=False).noise_weights([1.0, 2.0]) is None
+    assert PhysBayes(response="log").noise_weights([1.0, 2.0]) is None  # log-latency noise is relative already
+    old = PhysBayes()
+    del old.__dict__["relative_noise"]  # saved before relative noise existed: one noise level
+    assert old.noise_weights([1.0, 2.0]) is None
+
+
 def test_robust_fit_resists_an_outlier():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20, 3))

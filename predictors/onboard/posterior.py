@@ -52,7 +52,7 @@ class GridPosterior:
     kinv : ndarray
         (C, k, k) inverse prior+noise covariance of the measured set; ``alpha`` (C, k) ``K^-1 y``.
     sample_weights : ndarray
-        (k,) Student-t weights (noise of sample i is ``noise / w_i``).
+        (k,) relative-noise times Student-t weights (noise of sample i is ``noise / w_i``).
     y_mean, y_std : float
         Standardisation of the measured latencies in the method's response units.
     """
@@ -148,8 +148,8 @@ class GridPosterior:
 def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> GridPosterior | None:
     """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
 
-    Takes the method's own grid weighting (:func:`predictors.recommended.grid_weights`:
-    Student-t reweighting, then the evidence of every grid point) and keeps the most probable
+    Takes the method's own grid weighting (``PhysBayes.fit_grid``: relative noise and Student-t
+    reweighting, then the evidence of every grid point) and keeps the most probable
     grid points holding ``mass`` of the weight (at most ``max_points``). None with fewer than 2
     measurements or equal latencies (the method then predicts a constant).
     """
@@ -157,9 +157,7 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
     train = adapted.model_features(archs)
-    grid = recommended.grid_weights(train, adapted.to_response(latency_ms),
-                                    weight_grid=adapted.weight_grid, noise_grid=adapted.noise_grid,
-                                    robust_iters=adapted.robust_iters, nu=adapted.nu, shapes=adapted.prior_shapes())
+    grid = adapted.fit_grid(archs, latency_ms)
     if grid is None:
         return None
     p = grid.prob
@@ -190,8 +188,8 @@ def model_rho(post: GridPosterior, pred, feats, *, rng: np.random.Generator, n_d
     (temperature 1: the posterior as it is), the noise Gaussian with the draw's grid-point
     variance (Student-t with ``noise_dof`` degrees of freedom when given).
     Returns ``(point, low, high, rms_log_ms)``: the mean over draws of the Spearman rho, the
-    draws' ``confidence`` interval, and the model's expected RMS error in log-ms (an ms model's
-    error relative to its prediction, the same to first order).
+    draws' ``confidence`` interval, and the model's expected RMS error in log-ms of the median
+    architecture (an ms model's error relative to its prediction, the same to first order).
     """
     return model_rho_at(post, pred, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
                         noise_dof=noise_dof, loo_scale=loo_scale)[0]
@@ -220,13 +218,18 @@ def model_rho_at(post: GridPosterior, pred, feats, temperatures, *, rng: np.rand
         z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
     predn = (pred - post.y_mean) / post.y_std
     per_log_ms = post.y_std * post.method.log_ms_slope(pred)  # standardised units -> log-ms
+    # The rho draws keep one noise level per draw, as the estimate's calibration was fitted on; the
+    # expected error follows the model's noise, relative to the latency under ``relative_noise``.
+    noise_factor = post.method.noise_sd_factor(pred)
     alpha = (1.0 - confidence) / 2.0
     out = []
     for t in temperatures:
         draws = predn + t * (funcs - predn) + noise_sd[:, None] * z
         rhos = spearman_rows(pred, draws)
         low, high = np.quantile(rhos, [alpha, 1.0 - alpha])
-        rms = float(np.sqrt(np.mean(((draws - predn) * per_log_ms) ** 2)))
+        errors = t * (funcs - predn) + noise_sd[:, None] * z * noise_factor
+        # the median arch's: archs predicted near 0 ms (NB201's empty cells) have an unbounded log error
+        rms = float(np.median(np.sqrt(np.mean((errors * per_log_ms) ** 2, axis=0))))
         point = float(rhos.mean())
         out.append((point, float(min(low, point)), float(max(high, point)), rms))
     return out

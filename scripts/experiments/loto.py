@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
 from scripts.experiments.variants import (ConnectedDesignBayes, LearnedPriorOnlyBayes, LooBayes,  # noqa: E402
-                                          PossumBayes, ResponseMixBayes, ShapeVecBayes, with_design_prior,
-                                          with_learned_design, with_prior_groups, with_sharp_design, with_trim)
+                                          PossumBayes, ResponseMixBayes, ShapeVecBayes, StagePhysBayes,
+                                          with_conv_design, with_design_prior, with_learned_design,
+                                          with_prior_groups, with_sharp_design, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -87,6 +88,10 @@ VARIANTS: dict[str, dict] = {
     "nu1": {"nu": 1.0},
     "robust3": {"robust_iters": 3},
     "response_mix": {"cls": ResponseMixBayes},
+    "stagephys": {"cls": StagePhysBayes},
+    "one_noise": {"relative_noise": False},  # every sample one noise level (before relative noise)
+    "conv_live": {"cls": with_conv_design(1)},
+    "conv_any": {"cls": with_conv_design(0)},
 }
 
 
