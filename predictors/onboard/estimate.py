@@ -29,7 +29,7 @@ DEFAULT_SCALE = 1.0
 DEFAULT_SHRINK = 2.5
 # The model estimate's interval is widened to at least max(floor, scale / sqrt(n)) either side,
 # one (floor, scale) for float timings and one for whole-millisecond timings: the posterior draws
-# alone held the truth in 58 % of train-replay rounds. Fitted with `scripts/bench_onboard --mode
+# alone held the truth in 70 % of train-replay rounds. Fitted with `scripts/bench_onboard --mode
 # train --trials 2 --checkpoints 4,6,..,20 --fit-calibration --fit-with <a --mode family run of
 # N0, F0-F4>`: the narrowest interval holding the truth in 90 % of the rounds of train replay
 # and, apart, of leave-one-family-out replay; test devices never read. With the ms model
