@@ -192,6 +192,12 @@ def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGH
     """
     grid = grid_weights(groups, y, weight_grid=weight_grid, noise_grid=noise_grid, robust_iters=robust_iters, nu=nu,
                         coarse_above=coarse_above, shapes=shapes, base_weights=base_weights)
+    return grid_coefficients(grid, groups, y)
+
+
+def grid_coefficients(grid: GridWeights | None, groups: list[np.ndarray], y: np.ndarray):
+    """``(coef per group, intercept, y_mean, y_std)``: the posterior mean averaged over ``grid``
+    (fitted on ``groups`` and ``y``); a constant ``mean(y)`` when the grid is None."""
     if grid is None:
         y = np.asarray(y, dtype=np.float64)
         return [np.zeros(g.shape[1]) for g in groups], 0.0, float(y.mean()) if len(y) else 0.0, 1.0
@@ -226,11 +232,11 @@ def group_prior_root(fits: list[tuple[np.ndarray, np.ndarray]], blend: float = P
     """Square root of a group's prior covariance learned from the train devices, or None.
 
     ``fits`` holds each train device's (n, p) group columns and standardised latency (in the
-    model's response units) on its pretraining sample. A ridge fit per device gives coefficients ``w``; the prior
-    covariance is ``(1 - blend) * E[w w^T] + blend * I``, the first term scaled so the prior
-    variance of the function equals that of ``I``. A new device's coefficients then start where
-    the train devices' lie (which ops, costs and devices matter) instead of anywhere in the
-    group's span. Devices with fewer than ``max(min_samples, 2 p)`` samples are skipped, as their
+    model's response units) on its pretraining sample. A ridge fit per device gives coefficients
+    ``w``; the prior covariance is ``(1 - blend) * E[w w^T] + blend * I``, the first term scaled
+    so the prior variance of the function equals that of ``I``. A new device's coefficients then
+    start where the train devices' lie (which ops, costs and devices matter) instead of anywhere
+    in the group's span. Devices with fewer than ``max(min_samples, 2 p)`` samples are skipped, as their
     fit would be noise; None (keep the isotropic prior) when none is left or ``blend`` >= 1.
     """
     if blend >= 1.0:
@@ -461,9 +467,10 @@ class PhysBayes(FewShotMethod):
         latency_ms = np.asarray(latency_ms, dtype=np.float64)
         return np.ones_like(latency_ms) if ref is None else np.sqrt(_relative_variance(latency_ms, *ref))
 
-    def fit_grid(self, archs, latency_ms) -> GridWeights | None:
-        """The evidence-weighted grid (:func:`grid_weights`) of this model on measured ``archs``."""
-        return grid_weights(self.model_features(archs), self.to_response(latency_ms), weight_grid=self.weight_grid,
+    def fit_grid(self, features, latency_ms) -> GridWeights | None:
+        """The evidence-weighted grid (:func:`grid_weights`) of this model on measured archs, given their
+        ``features`` (:meth:`model_features`) and latencies: the one place the model's settings reach it."""
+        return grid_weights(features, self.to_response(latency_ms), weight_grid=self.weight_grid,
                             noise_grid=self.noise_grid, robust_iters=self.robust_iters, nu=self.nu,
                             shapes=self.prior_shapes(), base_weights=self.noise_weights(latency_ms))
 
@@ -498,10 +505,9 @@ class PhysBayes(FewShotMethod):
     def _adapt(self, archs, y, device):
         if np.any(y <= 0) or not np.all(np.isfinite(y)):
             raise ValueError("latencies must be positive and finite")
-        self.coef_, self.intercept_, self.y_mean_, self.y_std_ = robust_bma_fit(
-            self.model_features(archs), self.to_response(y), weight_grid=self.weight_grid,
-            noise_grid=self.noise_grid, robust_iters=self.robust_iters, nu=self.nu, shapes=self.prior_shapes(),
-            base_weights=self.noise_weights(y))
+        features = self.model_features(archs)
+        self.coef_, self.intercept_, self.y_mean_, self.y_std_ = grid_coefficients(
+            self.fit_grid(features, y), features, self.to_response(y))
         self.noise_ref_ = self._noise_reference(y)
         self.floor_ = 0.5 * float(np.min(y))
         self.device_ = device
@@ -527,4 +533,4 @@ class PhysBayes(FewShotMethod):
 
 
 __all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "DESIGN_POOL", "GROUPS", "RESPONSES", "PhysBayes", "GridWeights",
-           "d_optimal", "grid_weights", "positive_ms", "robust_bma_fit"]
+           "d_optimal", "grid_coefficients", "grid_weights", "positive_ms", "robust_bma_fit"]

@@ -157,7 +157,7 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
     train = adapted.model_features(archs)
-    grid = adapted.fit_grid(archs, latency_ms)
+    grid = adapted.fit_grid(train, latency_ms)
     if grid is None:
         return None
     p = grid.prob
