@@ -11,8 +11,8 @@ from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
-from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, fit_calibration, fit_interval,
-                                        interval_half_width, is_whole_ms, widen)
+from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, coarse_timer, fit_calibration,
+                                        fit_interval, interval_half_width, is_whole_ms, widen)
 from predictors.onboard.settings import OnboardError
 from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
 from predictors.onboard.replay import TableDevice, replay_device
@@ -147,10 +147,10 @@ def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
     for cal, run in runs.items():
         for step in run["steps"]:
             raw = step["raw_rho"]
-            assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal, whole_ms=step["whole_ms"]))
+            assert step["est_rho"] == pytest.approx(calibrate(raw, step["n"], cal, coarse=step["coarse"]))
             assert step["low"] <= step["est_rho"] <= step["high"]
             if cal is not None:  # the widened interval holds the calibrated posterior-draw bounds
-                low, high = (calibrate(step[b], step["n"], cal, whole_ms=step["whole_ms"])
+                low, high = (calibrate(step[b], step["n"], cal, coarse=step["coarse"])
                              for b in ("raw_low", "raw_high"))
                 assert step["low"] <= low + 1e-12 and step["high"] >= high - 1e-12
     # the same seed and picks: the raw estimate does not depend on the calibration
@@ -165,11 +165,11 @@ def test_fit_calibration_recovers_a_known_map():
     n = rng.integers(5, 21, 400)
     true = np.array([calibrate(r, k, (0.3, 0.8, 1.5)) for r, k in zip(raw, n)])
     assert fit_calibration(raw, true, n) == pytest.approx((0.3, 0.8, 1.5, 0.0, 0.0), abs=0.02)
-    # with whole-ms rounds, their own shift and slope are recovered too
-    whole = rng.random(400) < 0.3
+    # with coarse-timer rounds, their own shift and slope are recovered too
+    coarse = rng.random(400) < 0.3
     coef = (0.3, 0.8, 1.5, -0.4, -0.2)
-    true = np.array([calibrate(r, k, coef, whole_ms=w) for r, k, w in zip(raw, n, whole)])
-    assert fit_calibration(raw, true, n, whole) == pytest.approx(coef, abs=0.03)
+    true = np.array([calibrate(r, k, coef, coarse=c) for r, k, c in zip(raw, n, coarse)])
+    assert fit_calibration(raw, true, n, coarse) == pytest.approx(coef, abs=0.03)
     with pytest.raises(ValueError, match="at least 3 rounds"):
         fit_calibration([0.9], [0.9], [10])
     with pytest.raises(ValueError, match="3 or 5 numbers"):
@@ -206,18 +206,30 @@ def test_interval_widening_depends_on_the_timer_and_is_fitted_to_a_coverage():
 
 def test_whole_ms_measurements_are_recognised_and_recorded(method, small):
     assert is_whole_ms([12.0, 7.0, 30.0]) and not is_whole_ms([12.0, 7.5, 30.0]) and not is_whole_ms([12.0, 7.0])
+    # the calibration's whole-ms terms are FBNet's: the same phones rank at 0.93-0.98 on NB201
+    assert coarse_timer([12.0, 7.0, 30.0], "fbnet") and not coarse_timer([12.0, 7.5, 30.0], "fbnet")
+    assert not coarse_timer([12.0, 7.0, 30.0], "nb201")
+    assert calibrate(0.95, 7, DEFAULT_CALIBRATION, coarse=True) < calibrate(0.95, 7, DEFAULT_CALIBRATION)
     tables, truth = small
     coarse = truth.round().clip(lower=1.0)  # the same device read with a whole-millisecond timer
     run = replay_device(method, "nb201", coarse, OnboardSettings(budget=7), tables=tables)
-    assert all(step["whole_ms"] for step in run["steps"] if step["raw_rho"] is not None)
+    steps = [step for step in run["steps"] if step["raw_rho"] is not None]
+    assert steps and all(step["whole_ms"] and not step["coarse"] for step in steps)
+    for step in steps:  # NB201: no calibration shift, but the whole-ms interval, wider than the float one
+        assert step["est_rho"] == pytest.approx(calibrate(step["raw_rho"], step["n"], DEFAULT_CALIBRATION))
+        half = interval_half_width(step["n"], True)
+        assert half > interval_half_width(step["n"], False)
+        assert step["low"] <= step["est_rho"] - half + 1e-12 and step["high"] >= min(1.0, step["est_rho"] + half)
     assert not any(step["whole_ms"] for step in replay_device(method, "nb201", truth, OnboardSettings(budget=7),
                                                               tables=tables)["steps"])
-    # and the printed report says so
-    est = RhoEstimate(0.8, 0.7, 0.9, 0.9, 7, 0.1, source="model", whole_ms=True)
-    report = {"device": "phone", "space": "nb201", "method": "phys_bayes", "measurements_spent": 7, "budget": 7,
-              "already_in_store": 0, "failed": [], "stop_reason": "budget", "estimated_rho": est.to_dict(),
-              "candidates": 600, "measured": 7, "resembles": None}
-    assert any("whole milliseconds" in line for line in text_lines(report))
+    # and the printed report says so, and whether the estimate was calibrated for it
+    for coarse_terms in (False, True):
+        est = RhoEstimate(0.8, 0.7, 0.9, 0.9, 7, 0.1, source="model", whole_ms=True, coarse=coarse_terms)
+        report = {"device": "phone", "space": "fbnet", "method": "phys_bayes", "measurements_spent": 7, "budget": 7,
+                  "already_in_store": 0, "failed": [], "stop_reason": "budget", "estimated_rho": est.to_dict(),
+                  "candidates": 600, "measured": 7, "resembles": None}
+        note = [line for line in text_lines(report) if "whole milliseconds" in line]
+        assert len(note) == 1 and ("calibrated for it" in note[0]) == coarse_terms
 
 
 def test_replay_records_both_estimators_when_blended(method, small):

@@ -33,6 +33,7 @@ from predictors.base import FewShotMethod
 from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
 from predictors.onboard.settings import (ESTIMATORS, INITIALS, MODEL_ACQUISITIONS, STRATEGIES,  # noqa: F401
                                          OnboardError, OnboardSettings)  # (re-exported: the loop's API)
+from spaces import get_space
 
 log = logging.getLogger(__name__)
 
@@ -308,12 +309,14 @@ class OnboardLoop:
                 loo = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats, loo_scale=1.0,
                                           **kwargs)
                 rho, low, high = (rho + loo[0]) / 2, min(low, loo[1]), max(high, loo[2])
+            # a whole-ms timer widens the interval on any space, but shifts the estimate only on FBNet
             raw, whole_ms = (rho, low, high), estimate.is_whole_ms(y)
-            rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, whole_ms=whole_ms) for v in raw)
+            coarse = estimate.coarse_timer(y, get_space(self.space).NAME)
+            rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, coarse=coarse) for v in raw)
             half = estimate.interval_half_width(len(archs), whole_ms, s.interval_floor, s.interval_scale)
             self.estimate_parts["model"] = estimate.RhoEstimate(
                 rho, *estimate.widen(rho, low, high, half), s.confidence, len(archs), rms, source="model",
-                raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2])
+                raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2], coarse=coarse)
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
                                           device=self.device)

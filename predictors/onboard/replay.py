@@ -46,11 +46,12 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     """One onboarding of the table device ``truth``; returns the curve and the final result.
 
     ``{"device", "strategy", "steps": [{"n", "true_rho", "est_rho", "low", "high", "est_parts", "raw_rho",
-    "whole_ms"}], "stop_reason", "spent"}``; ``true_rho`` is over every candidate not measured, with the round's
-    adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv) and
+    "whole_ms", "coarse"}], "stop_reason", "spent"}``; ``true_rho`` is over every candidate not
+    measured, with the round's adapted model; ``est_parts`` holds each estimator's ``[rho, low, high]`` (model, cv) and
     ``raw_rho`` the estimate before calibration (None when uncalibrated), ``raw_low`` and
-    ``raw_high`` the posterior draws' bounds before calibration and widening, ``whole_ms`` whether the
-    measurements were whole milliseconds (the calibration's other input).
+    ``raw_high`` the posterior draws' bounds before calibration and widening, ``whole_ms`` whether
+    every measurement was whole ms (the interval's input) and ``coarse`` whether the calibration's
+    whole-ms terms applied (``estimate.coarse_timer``: whole ms on FBNet).
     ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
     scale on train devices; ``temperatures`` adds ``model_at`` (temperature -> the model-based
     estimate ``[rho, low, high]``, ``posterior.model_rho``) to calibrate that one.
@@ -67,7 +68,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                "low": est.low if est else None, "high": est.high if est else None,
                "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()},
                "raw_rho": getattr(model, "raw_rho", None), "raw_low": getattr(model, "raw_low", None),
-               "raw_high": getattr(model, "raw_high", None), "whole_ms": getattr(model, "whole_ms", False)}
+               "raw_high": getattr(model, "raw_high", None), "whole_ms": getattr(model, "whole_ms", False),
+               "coarse": getattr(model, "coarse", False)}
         if temperatures and loop.posterior is not None and loop.pool_model is not None and step.n_measured >= 3:
             rng = np.random.default_rng([seed, step.n_measured, 1])
             at = model_rho_at(loop.posterior, loop.pool_model, loop.pool_features,

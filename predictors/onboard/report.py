@@ -76,8 +76,10 @@ def text_lines(report: dict) -> list[str]:
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval {est['low']:.3f}-{est['high']:.3f}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
         if est.get("whole_ms"):
+            calibrated = (" and the estimate is calibrated for it (replay: on FBNet such devices rank worse than "
+                          "they look)") if est.get("coarse") else ""
             lines.append("the measurements are whole milliseconds: a timer that coarse hides the device's noise, "
-                         "so the estimate is calibrated for it (replay: such devices rank worse than they look)")
+                         "so the interval is wider" + calibrated)
     else:
         lines.append("estimated rho: not enough measurements (need 3)")
     if res:

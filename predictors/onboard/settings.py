@@ -63,12 +63,12 @@ class OnboardSettings:
         carry heavy tails; with fewer measurements they overstate the error). None: never.
     calibration : tuple of 3 or 5 floats, or None
         ``(a, b, c[, d, e])`` of ``estimate.calibrate``, applied to the model estimate and its
-        bounds; ``d, e`` apply when every measurement is a whole number of milliseconds (None:
-        uncalibrated).
+        bounds; ``d, e`` apply for a coarse timer (``estimate.coarse_timer``: every measurement a
+        whole number of milliseconds, on FBNet) (None: uncalibrated).
     interval_floor, interval_scale : float or (float, float)
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit); a pair is
-        (float timings, whole-millisecond timings).
+        (float timings, whole-millisecond timings on any space: ``estimate.is_whole_ms``).
     estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
         Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
     prepare_ks : bool

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
 from scripts.experiments.variants import (ConnectedDesignBayes, LearnedPriorOnlyBayes, LooBayes,  # noqa: E402
-                                          PossumBayes, ResponseMixBayes, ShapeVecBayes, StagePhysBayes,
-                                          with_conv_design, with_design_prior, with_learned_design,
+                                          PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
+                                          StagePhysBayes, with_conv_design, with_design_prior, with_learned_design,
                                           with_prior_groups, with_sharp_design, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
@@ -89,6 +89,9 @@ VARIANTS: dict[str, dict] = {
     "robust3": {"robust_iters": 3},
     "response_mix": {"cls": ResponseMixBayes},
     "stagephys": {"cls": StagePhysBayes},
+    "stagegroup": {"cls": StageGroupBayes},
+    "ngrid_lo": {"noise_grid": (1e-4, 1e-3, 1e-2, 0.1, 0.5)},
+    "wgrid_hi": {"weight_grid": (0.0, 0.1, 1.0, 10.0, 100.0)},
     "one_noise": {"relative_noise": False},  # every sample one noise level (before relative noise)
     "conv_live": {"cls": with_conv_design(1)},
     "conv_any": {"cls": with_conv_design(0)},
