@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from predictors import registry
+from predictors import data, registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
@@ -230,6 +230,19 @@ def test_whole_ms_measurements_are_recognised_and_recorded(method, small):
                   "candidates": 600, "measured": 7, "resembles": None}
         note = [line for line in text_lines(report) if "whole milliseconds" in line]
         assert len(note) == 1 and ("calibrated for it" in note[0]) == coarse_terms
+
+
+def test_a_whole_ms_fbnet_phone_gets_the_coarse_timer_calibration():
+    table = data.help_table("fbnet")
+    table = table[table["arch"].isin(sorted(table["arch"].unique())[:400])]
+    tables = data.by_device(table, ["1080ti_1", "silver_4114", "pixel3", "raspi4"])
+    phone = data.by_device(table, ["samsung_a50"])["samsung_a50"]  # timed in whole ms in HELP's table
+    fbnet_method = registry.get_method("phys_bayes", random_state=0).pretrain("fbnet", TrainTables(tables, tables))
+    steps = replay_device(fbnet_method, "fbnet", phone, OnboardSettings(budget=7), tables=tables)["steps"]
+    assert steps and all(step["whole_ms"] and step["coarse"] for step in steps)
+    for step in steps:
+        assert step["est_rho"] == pytest.approx(calibrate(step["raw_rho"], step["n"], DEFAULT_CALIBRATION,
+                                                          coarse=True))
 
 
 def test_replay_records_both_estimators_when_blended(method, small):
