@@ -24,6 +24,7 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from predictors.base import FewShotMethod
+from spaces import get_space
 
 DEFAULT_SCALE = 1.0
 DEFAULT_SHRINK = 2.5
@@ -120,8 +121,9 @@ def is_whole_ms(latency_ms) -> bool:
 
 def coarse_timer(latency_ms, space: str) -> bool:
     """Whether the whole-ms terms of :func:`calibrate` apply: every measurement is a whole number of
-    milliseconds (:func:`is_whole_ms`) and ``space`` is one of ``COARSE_TIMER_SPACES``."""
-    return space in COARSE_TIMER_SPACES and is_whole_ms(latency_ms)
+    milliseconds (:func:`is_whole_ms`) and ``space`` (any name ``spaces.get_space`` takes) is one of
+    ``COARSE_TIMER_SPACES``."""
+    return get_space(space).NAME in COARSE_TIMER_SPACES and is_whole_ms(latency_ms)
 
 
 def calibrate(rho: float, n: int, coef=DEFAULT_CALIBRATION, *, coarse: bool = False) -> float:

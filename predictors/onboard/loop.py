@@ -33,7 +33,6 @@ from predictors.base import FewShotMethod
 from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
 from predictors.onboard.settings import (ESTIMATORS, INITIALS, MODEL_ACQUISITIONS, STRATEGIES,  # noqa: F401
                                          OnboardError, OnboardSettings)  # (re-exported: the loop's API)
-from spaces import get_space
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +310,7 @@ class OnboardLoop:
                 rho, low, high = (rho + loo[0]) / 2, min(low, loo[1]), max(high, loo[2])
             # a whole-ms timer widens the interval on any space, but shifts the estimate only on FBNet
             raw, whole_ms = (rho, low, high), estimate.is_whole_ms(y)
-            coarse = estimate.coarse_timer(y, get_space(self.space).NAME)
+            coarse = estimate.coarse_timer(y, self.space)
             rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, coarse=coarse) for v in raw)
             half = estimate.interval_half_width(len(archs), whole_ms, s.interval_floor, s.interval_scale)
             self.estimate_parts["model"] = estimate.RhoEstimate(
