@@ -140,6 +140,24 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert spearmanr(result.adapted.predict(rest), truth.loc[rest]).statistic > 0.8
 
 
+def test_default_design_adapts_after_every_measurement_and_ignores_the_schedule(method, small):
+    # The design's picks read no latency, so the model after n measurements is the one a budget
+    # of n ends with: the replay can read the curve at every n.
+    tables, truth = small
+    steps = []
+
+    def record(loop, step):
+        steps.append((step.n_measured, loop.adapted.predict(list(truth.index[:50]))))
+
+    longer = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=9),
+                         tables=tables, on_step=record).run()
+    assert [n for n, _ in steps] == [5, 6, 7, 8, 9]
+    shorter = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=7),
+                          tables=tables).run()
+    assert list(shorter.measured) == list(longer.measured)[:7]
+    np.testing.assert_allclose(shorter.adapted.predict(list(truth.index[:50])), steps[2][1], rtol=1e-12)
+
+
 def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
     tables, truth = small
     runs = {cal: replay_device(method, "nb201", truth, OnboardSettings(budget=9, calibration=cal), tables=tables)

@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
                                         "or @FILE (default for fbnet: the public tables' archs)")
     p.add_argument("--seed", type=int, default=0, help="seed of random:N candidates, the picks and the method")
     p.add_argument("--initial", type=int, help="picks (the method's design) before the first adaptation (default 5)")
-    p.add_argument("--batch-size", type=int, help="measurements per later round (default 2)")
+    p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")

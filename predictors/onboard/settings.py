@@ -30,7 +30,9 @@ class OnboardSettings:
     n_initial : int
         Diverse picks before the first adaptation.
     batch_size : int
-        Measurements per later round.
+        Measurements per later round. 1: re-adapt and re-estimate after every measurement, so the
+        loop stops as soon as the target is reached (adapting costs well under a second; a
+        measurement costs more).
     strategy : {"loop", "design", "diverse", "random"}
         ``loop``: ``initial`` start, then ``acquisition`` on the adapted model. ``design``: the
         method's own design only (its ``choose``; no target latency steers it). ``diverse``: diverse picks
@@ -79,7 +81,7 @@ class OnboardSettings:
     budget: int = 30
     target_rho: float | None = None
     n_initial: int = 5
-    batch_size: int = 2
+    batch_size: int = 1
     strategy: str = "design"
     initial: str = "design"
     picker: str = "kmeans"
