@@ -90,6 +90,13 @@ log-latency before the ms-model entry.
   0.9259), the grids' ends are not binding: a noise level of 1e-4 added (``ngrid_lo``) 0.8788 /
   0.9188 / 0.9259, a prior weight of 100 added (``wgrid_hi``) 0.8785 / 0.9190 / 0.9259.
   ``StageGroupBayes`` (below) did not help either.
+- ``design_all`` again, now on all 7 tasks (3 trials): the design also spreads over the op-type
+  counts and the FLOPs/params columns. LOTO 0.8787 / 0.9190 / 0.9259 -> 0.8909 / 0.9202 /
+  0.9267; LOFO (N0, F0-F4) 0.8489 / 0.8959 / 0.9111 -> 0.8491 / 0.9036 / 0.9108 (N0 k = 10
+  +0.025). The onboarding replay, which continues one 64-pick design, lost with it, as the trim
+  and the 200-pool did: train replay (2 trials, a round after every measurement) after 5 / 9 /
+  10 / 15 / 20 measurements 0.9035 / 0.9246 / 0.9239 / 0.9265 / 0.9285 -> 0.9093 / 0.9203 /
+  0.9218 / 0.9261 / 0.9265 (F0 and F1 lose up to 0.015 at 9-10). Not kept.
 """
 from __future__ import annotations
 
