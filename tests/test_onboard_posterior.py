@@ -144,18 +144,19 @@ def test_default_design_adapts_after_every_measurement_and_ignores_the_schedule(
     # The design's picks read no latency, so the model after n measurements is the one a budget
     # of n ends with: the replay can read the curve at every n.
     tables, truth = small
-    steps = []
+    probe = list(truth.index[:50])
+    predicted_at = {}  # measurements -> the adapted model's prediction on ``probe``
 
     def record(loop, step):
-        steps.append((step.n_measured, loop.adapted.predict(list(truth.index[:50]))))
+        predicted_at[step.n_measured] = loop.adapted.predict(probe)
 
     longer = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=9),
                          tables=tables, on_step=record).run()
-    assert [n for n, _ in steps] == [5, 6, 7, 8, 9]
+    assert list(predicted_at) == [5, 6, 7, 8, 9]
     shorter = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=7),
                           tables=tables).run()
     assert list(shorter.measured) == list(longer.measured)[:7]
-    np.testing.assert_allclose(shorter.adapted.predict(list(truth.index[:50])), steps[2][1], rtol=1e-12)
+    np.testing.assert_allclose(shorter.adapted.predict(probe), predicted_at[7], rtol=1e-12)
 
 
 def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
