@@ -139,13 +139,14 @@ class GridWeights:
 
 def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
                  robust_iters: int = 2, nu: float = 2.0, coarse_above: int = COARSE_ABOVE,
-                 shapes: int = 1, base_weights=None) -> GridWeights | None:
+                 shapes: int = 1, base_weights=None, combos=None) -> GridWeights | None:
     """The evidence-weighted grid of :func:`robust_bma_fit`; None when ``y`` is too short or constant.
 
     With ``shapes`` > 1, ``groups`` is that many consecutive blocks of the same groups under
     different priors, and every grid point switches on the groups of one block only.
     ``base_weights`` (k,) are the samples' noise precisions before the Student-t weights
-    multiply them (None: all 1).
+    multiply them (None: all 1). ``combos`` (C, len(groups)), when given, are the group weights
+    to average over instead of that grid.
     """
     y = np.asarray(y, dtype=np.float64)
     k = len(y)
@@ -156,8 +157,9 @@ def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_
         weight_grid = (0.0, 1.0)
     yn = (y - y_mean) / y_std
     grams = np.stack([g @ g.T for g in groups])
-    combos = np.array([c for c in itertools.product(weight_grid, repeat=len(groups) // shapes) if sum(c) > 0])
-    combos = np.kron(np.eye(shapes), combos)
+    if combos is None:
+        combos = np.array([c for c in itertools.product(weight_grid, repeat=len(groups) // shapes) if sum(c) > 0])
+        combos = np.kron(np.eye(shapes), combos)
     noise = np.asarray(noise_grid, dtype=np.float64)
     base = np.ones(k) if base_weights is None else np.asarray(base_weights, dtype=np.float64)
     weights = base

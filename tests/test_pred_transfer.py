@@ -13,7 +13,7 @@ from predictors import data, protocol, registry, tasks
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
 from predictors.recommended import (DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, positive_ms,
-                                   robust_bma_fit)
+                                   grid_coefficients, grid_weights, robust_bma_fit)
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
 from spaces import nb201
 
@@ -237,6 +237,17 @@ def test_robust_fit_resists_an_outlier():
     plain = bayes_linear.predict(*bayes_linear.fit([X], y_bad), [Xt])
     robust = bayes_linear.predict(*robust_bma_fit([X], y_bad), [Xt])
     assert np.abs(robust - truth).mean() < 0.5 * np.abs(plain - truth).mean()
+
+
+def test_grid_given_as_combos_is_the_grid_it_replaces():
+    rng = np.random.default_rng(3)
+    groups = [rng.normal(size=(12, d)) for d in (2, 3)]
+    y = groups[0] @ np.array([1.0, -1.0]) + rng.normal(0, 0.1, 12)
+    grid = grid_weights(groups, y, weight_grid=(0.0, 1.0))
+    given = grid_weights(groups, y, combos=np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]))
+    np.testing.assert_allclose(given.prob, grid.prob)
+    coef = grid_coefficients(grid_weights(groups, y, combos=np.array([[1.0, 0.0]])), groups, y)[0]
+    assert np.all(coef[1] == 0.0) and np.any(coef[0] != 0.0)  # the second group never enters
 
 
 def test_phys_bayes_strict_protocol_small_task(fbnet_tables):

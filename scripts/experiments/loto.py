@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
 from scripts.experiments.variants import (ConnectedDesignBayes, LearnedPriorOnlyBayes, LooBayes,  # noqa: E402
-                                          PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
+                                          PhysOpsBayes, PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
                                           StagePhysBayes, with_conv_design, with_design_prior, with_learned_design,
+                                          with_mixed_blocks, with_single_device,
                                           with_prior_groups, with_sharp_design, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
@@ -95,6 +96,10 @@ VARIANTS: dict[str, dict] = {
     "one_noise": {"relative_noise": False},  # every sample one noise level (before relative noise)
     "conv_live": {"cls": with_conv_design(1)},
     "conv_any": {"cls": with_conv_design(0)},
+    "physops": {"cls": PhysOpsBayes},
+    "mixed_0_1_10": {"cls": with_mixed_blocks((0.0, 1.0, 10.0))},
+    "mixed_0_.3_3": {"cls": with_mixed_blocks((0.0, 0.3, 3.0))},
+    "single_dev": {"cls": with_single_device()},
 }
 
 

@@ -97,8 +97,20 @@ log-latency before the ms-model entry.
   and the 200-pool did: train replay (2 trials, a round after every measurement) after 5 / 9 /
   10 / 15 / 20 measurements 0.9035 / 0.9246 / 0.9239 / 0.9265 / 0.9285 -> 0.9093 / 0.9203 /
   0.9218 / 0.9261 / 0.9265 (F0 and F1 lose up to 0.015 at 9-10). Not kept.
+- Against the same base (LOTO 3 trials, 7 tasks, k = 5 / 10 / 20: 0.8787 / 0.9190 / 0.9259; on
+  F0-F5 alone 0.8686 / 0.9118 / 0.9195), none kept:
+  ``PhysOpsBayes`` (``physops``; FBNet's op-type counts inside the ``phys`` group, 15 columns
+  under one learned prior; with the whole table they lift gold_6226's ridge rho 0.955 -> 0.971
+  and 1080ti_32's 0.947 -> 0.958): F0-F5 0.8638 / 0.9108 / 0.9195.
+  ``with_mixed_blocks`` (each group's isotropic and learned copies weighted apart, every
+  combination): grid (0, 1, 10) 0.8617 / 0.9102 / 0.9229, grid (0, 0.3, 3) 0.8681 / 0.9149 /
+  0.9247; the evidence over 6,561 combinations overfits 10 samples (samsung_s7 in F3).
+  ``with_single_device`` (``single_dev``; the evidence may also explain the device by one train
+  device's latencies alone, a twin): 0.8792 / 0.9178 / 0.9255, N0 at k = 10 0.962 -> 0.957.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from scipy.optimize import nnls
@@ -470,7 +482,28 @@ class StagePhysBayes(PhysBayes):
             self.scalers_ = saved
 
 
-class StageGroupBayes(PhysBayes):
+class FBNetGroupBayes(PhysBayes):
+    """phys_bayes whose FBNet model groups are ``fbnet_groups(default groups)``, with one group
+    (``new_group``, built by ``_raw``) that the shipped method does not have."""
+
+    new_group = ""
+
+    def fbnet_groups(self, groups):
+        return groups
+
+    def pretrain(self, space, train):
+        super().pretrain(space, train)
+        if self.space_ != "fbnet":
+            return self
+        self.groups_ = self.fbnet_groups(self.groups_)
+        keys = union_keys(self.tables_.values())
+        raws = {g: self._raw(g, keys) for g in self.groups_}
+        self.scalers_[self.new_group] = GroupScaler(raws[self.new_group])
+        self.prior_roots_ = self._group_priors(train, keys, raws)
+        return self
+
+
+class StageGroupBayes(FBNetGroupBayes):
     """phys_bayes with the FBNet stage-split costs (``fbnet_stage_costs``) as one more group, beside
     ``phys``: the evidence's weight grid then decides how far each stage's cost per MAC may stray
     from the whole network's (a hierarchical prior), instead of the 42 columns replacing ``phys``.
@@ -479,19 +512,73 @@ class StageGroupBayes(PhysBayes):
     -> 0.865 / 0.910 / 0.920; F3 at k = 10 0.829 -> 0.815. Not kept.
     """
 
-    def pretrain(self, space, train):
-        super().pretrain(space, train)
-        if self.space_ != "fbnet":
-            return self
-        self.groups_ = self.groups_ + ("stage",)
-        keys = union_keys(self.tables_.values())
-        raws = {g: self._raw(g, keys) for g in self.groups_}
-        self.scalers_["stage"] = GroupScaler(raws["stage"])
-        self.prior_roots_ = self._group_priors(train, keys, raws)
-        return self
+    new_group = "stage"
+
+    def fbnet_groups(self, groups):
+        return groups + ("stage",)
 
     def _raw(self, group, keys):
         if group == "stage":
             raw = fbnet_stage_costs(keys)
             return np.expm1(raw) if self.response == "ms" else raw
         return super()._raw(group, keys)
+
+
+class PhysOpsBayes(FBNetGroupBayes):
+    """phys_bayes whose FBNet ``phys`` group also holds the op-type counts (one group, 15 columns),
+    so the counts enter only beside the physical costs, under one learned prior with them."""
+
+    new_group = "physops"
+
+    def fbnet_groups(self, groups):
+        return tuple("physops" if g == "phys" else g for g in groups)
+
+    def _raw(self, group, keys):
+        if group == "physops":
+            return np.hstack([super()._raw("phys", keys), super()._raw("ops", keys)])
+        return super()._raw(group, keys)
+
+
+def with_mixed_blocks(weight_grid):
+    """phys_bayes whose grid may mix the blocks: each group's isotropic and learned copies get
+    their own weights from ``weight_grid`` (every combination), instead of one block at a time."""
+
+    class MixedBlockBayes(PhysBayes):
+        def fit_grid(self, features, latency_ms):
+            return recommended.grid_weights(features, self.to_response(latency_ms), weight_grid=weight_grid,
+                                            noise_grid=self.noise_grid, robust_iters=self.robust_iters, nu=self.nu,
+                                            shapes=1, base_weights=self.noise_weights(latency_ms))
+
+    return MixedBlockBayes
+
+
+def with_single_device(weights=(1.0, 10.0)):
+    """phys_bayes that may also explain the new device by ONE train device's latencies: every grid
+    point whose ``lat`` weight is 0 is repeated with one train device's column (a group of its
+    own, weight from ``weights``) switched on, so the evidence can find a twin among the train
+    devices without spreading its prior over all of them."""
+
+    class SingleDeviceBayes(PhysBayes):
+        def model_features(self, keys):
+            feats = super().model_features(keys)
+            lat = self._features(list(keys), ("lat",))[0] * self.scalers_["lat"].norm  # unit-variance columns
+            return feats + [lat[:, [j]] for j in range(lat.shape[1])]
+
+        def fit_grid(self, features, latency_ms):
+            n_base = len(features) - self.scalers_["lat"].keep.sum()
+            shapes = self.prior_shapes()
+            per = itertools.product(self.weight_grid, repeat=n_base // shapes)
+            base = np.kron(np.eye(shapes), np.array([c for c in per if sum(c) > 0]))
+            lat = [i for i, g in enumerate(self.groups_ * shapes) if g == "lat"]
+            rows = [np.r_[row, np.zeros(len(features) - n_base)] for row in base]
+            for row in base[np.all(base[:, lat] == 0, axis=1)]:
+                for j in range(len(features) - n_base):
+                    for w in weights:
+                        extra = np.zeros(len(features) - n_base)
+                        extra[j] = w
+                        rows.append(np.r_[row, extra])
+            return recommended.grid_weights(features, self.to_response(latency_ms), noise_grid=self.noise_grid,
+                                            robust_iters=self.robust_iters, nu=self.nu,
+                                            base_weights=self.noise_weights(latency_ms), combos=np.array(rows))
+
+    return SingleDeviceBayes
