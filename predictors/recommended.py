@@ -6,10 +6,12 @@ Why it works with 10-20 measurements
   (``predictors.baselines.bayes_linear``): the train devices' latencies (``lat``, looked up
   in their whole tables), op-type counts (``ops``), the Vec one-hot (``vec``), FLOPs and params
   (``cost``) and **physical costs** (``phys``, :mod:`predictors.phys_features`:
-  pointwise/depthwise MACs, activation traffic, weights, kernel launches; live-edge counts for
-  NB201). ``phys`` has 6-7 columns yet ranks GPUs (launch bound), CPUs and phones (MAC bound)
-  close to what the 198-column one-hot reaches with thousands of samples, so it is the group
-  the evidence leans on when the new device is unlike every train device.
+  pointwise/depthwise MACs, activation traffic, weights, kernel launches; for NB201 op counts
+  on the edges a runtime keeps, whether it prunes what the cell input never reaches or only
+  what the output does not need). ``phys`` has 6-11 columns yet ranks GPUs (launch bound),
+  CPUs and phones (MAC bound) close to what the 198-column one-hot reaches with thousands of
+  samples, so it is the group the evidence leans on when the new device is unlike every train
+  device.
 - **Group priors learned from the train devices** (:func:`group_prior_root`): each train
   device's pretraining sample is fitted on every group, and the group's prior covariance is
   the average of those coefficients' outer products plus a little of the isotropic prior. With
@@ -59,7 +61,7 @@ from scipy.stats import norm, rankdata
 from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
-from predictors.phys_features import phys_features
+from predictors.phys_features import DESIGN_COLUMNS, phys_features
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -410,6 +412,7 @@ class PhysBayes(FewShotMethod):
         keys = union_keys(self.tables_.values())
         self.groups_ = tuple(self.groups) if self.groups is not None else DEFAULT_GROUPS[self.space_]
         used = dict.fromkeys(self.groups_ + tuple(self.design_groups or ()))
+        self.scalers_ = {}  # a fresh pretraining reads every column (``_phys``)
         raws = {g: self._raw(g, keys) for g in used}
         self.scalers_ = {g: GroupScaler(raw) for g, raw in raws.items()}
         self.prior_roots_ = self._group_priors(train, keys, raws)
@@ -439,9 +442,15 @@ class PhysBayes(FewShotMethod):
         return roots if any(root is not None for root in roots.values()) else {}
 
     def _raw(self, group, keys):
-        raw = phys_features(self.space_, keys) if group == "phys" else raw_group(group, self.space_, keys,
-                                                                                  self.tables_, self.devices_)
+        raw = self._phys(keys) if group == "phys" else raw_group(group, self.space_, keys, self.tables_, self.devices_)
         return _UNLOG[group](raw) if self.response == "ms" and group in _UNLOG else raw
+
+    def _phys(self, keys) -> np.ndarray:
+        """``phys_features`` of ``keys``; a predictor saved before NB201's ``out_*`` columns existed
+        keeps the columns its scaler was fitted on (the others are appended after them)."""
+        raw = phys_features(self.space_, keys)
+        scaler = getattr(self, "scalers_", {}).get("phys")
+        return raw if scaler is None else raw[:, :len(scaler.mean)]
 
     def to_response(self, latency_ms) -> np.ndarray:
         """Latencies in the units the model fits (``response``)."""
@@ -487,8 +496,19 @@ class PhysBayes(FewShotMethod):
             raise ValueError(f"{type(self).__name__}.choose needs pretrain(space, train) first (it reads the encodings)")
         if k > len(candidates):
             raise ValueError(f"k={k} is larger than the {len(candidates)} candidate architectures")
-        design = rank_gauss(np.hstack(self._features(candidates, self.design_groups)))
-        return [candidates[i] for i in d_optimal(design, k, rng, pool=self.pool)]
+        return [candidates[i] for i in d_optimal(self.design_matrix(candidates), k, rng, pool=self.pool)]
+
+    def design_matrix(self, candidates) -> np.ndarray:
+        """Rank-gauss columns of ``candidates`` that the design spreads over: the ``design_groups``,
+        ``phys`` with its first ``DESIGN_COLUMNS[space]`` columns only."""
+        feats = self._features(list(candidates), self.design_groups)
+        return rank_gauss(np.hstack([self._design_columns(g, f) for g, f in zip(self.design_groups, feats)]))
+
+    def _design_columns(self, group, feats) -> np.ndarray:
+        if group != "phys":
+            return feats
+        # the scaler drops constant columns but keeps the order: the design's are the first kept ones
+        return feats[:, :int(self.scalers_["phys"].keep[:DESIGN_COLUMNS[self.space_]].sum())]
 
     def prior_shapes(self) -> int:
         """How many blocks of groups ``model_features`` returns: 2 with learned priors, else 1."""

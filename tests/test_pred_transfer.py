@@ -9,11 +9,12 @@ import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from predictors import data, protocol, registry, tasks
+from predictors import data, protocol, recommended, registry, tasks
 from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
 from predictors.recommended import (DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, positive_ms,
                                    grid_coefficients, grid_weights, robust_bma_fit)
+from predictors.phys_features import NB201_COLUMNS, phys_features
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
 from spaces import nb201
 
@@ -237,6 +238,31 @@ def test_robust_fit_resists_an_outlier():
     plain = bayes_linear.predict(*bayes_linear.fit([X], y_bad), [Xt])
     robust = bayes_linear.predict(*robust_bma_fit([X], y_bad), [Xt])
     assert np.abs(robust - truth).mean() < 0.5 * np.abs(plain - truth).mean()
+
+
+def test_nb201_phys_counts_the_ops_that_reach_the_output():
+    # node 1 gets no input, so both convs run on zeros; in the second cell node 2 never reaches the output
+    zero_fed = "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+    pruned = "|none~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|skip_connect~1|none~2|"
+    cols = dict(zip(NB201_COLUMNS, np.round(np.expm1(phys_features("nb201", [zero_fed, pruned]))).T))
+    assert list(cols["convs"]) == [2, 2] and list(cols["live_convs"]) == [0, 0]
+    assert list(cols["out_convs"]) == [2, 0] and list(cols["out_macs"]) == [18, 0] and list(cols["out_skips"]) == [0, 1]
+
+
+def test_phys_bayes_fitted_on_seven_nb201_phys_columns_predicts_as_before(nb201_tables, monkeypatch):
+    # a predictor saved before the out_* columns existed: its scaler knows the first 7 columns
+    monkeypatch.setattr(recommended, "phys_features", lambda space, keys: phys_features(space, keys)[:, :7])
+    method = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1", "pixel3"], n=100))
+    chosen = method.choose(10, list(range(15625)), np.random.default_rng(0))
+    adapted = method.adapt(chosen, nb201_tables["raspi4"].loc[chosen].to_numpy(), device="raspi4")
+    keys = list(range(0, 15625, 50))
+    before, design = adapted.predict(keys), method.design_matrix(keys)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(adapted.predict(keys), before)
+    np.testing.assert_array_equal(method.design_matrix(keys), design)
+    fresh = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1", "pixel3"], n=100))
+    assert fresh.model_features(keys[:2])[fresh.groups_.index("phys")].shape[1] == len(NB201_COLUMNS)
+    np.testing.assert_array_equal(fresh.design_matrix(keys), design)  # the design reads the first 7 only
 
 
 def test_grid_given_as_combos_is_the_grid_it_replaces():

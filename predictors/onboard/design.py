@@ -19,15 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.onboard.posterior import BIAS_VARIANCE, GridPosterior
-from predictors.recommended import DESIGN_POOL, d_optimal, rank_gauss
+from predictors.recommended import DESIGN_POOL, d_optimal
 
 
 def design_matrix(method, candidates) -> np.ndarray | None:
     """The method's design columns of ``candidates`` (None for a method without a D-optimal design)."""
-    groups = getattr(method, "design_groups", None)
-    if not groups or not hasattr(method, "_features"):
+    if not getattr(method, "design_groups", None) or not hasattr(method, "design_matrix"):
         return None
-    return rank_gauss(np.hstack(method._features(list(candidates), groups)))
+    return method.design_matrix(list(candidates))
 
 
 def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *,

@@ -25,11 +25,11 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
-from scripts.experiments.variants import (ConnectedDesignBayes, LearnedPriorOnlyBayes, LooBayes,  # noqa: E402
-                                          PhysOpsBayes, PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
-                                          StagePhysBayes, with_conv_design, with_design_prior, with_learned_design,
-                                          with_mixed_blocks, with_single_device,
-                                          with_prior_groups, with_sharp_design, with_trim)
+from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBayes, LearnedPriorOnlyBayes,  # noqa: E402
+                                          LooBayes, NoOutputCostBayes, PhysOpsBayes, PossumBayes, ResponseMixBayes,
+                                          ShapeVecBayes, StageGroupBayes, StagePhysBayes, with_conv_design,
+                                          with_design_prior, with_learned_design, with_mixed_blocks,
+                                          with_prior_groups, with_sharp_design, with_single_device, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -100,6 +100,8 @@ VARIANTS: dict[str, dict] = {
     "mixed_0_1_10": {"cls": with_mixed_blocks((0.0, 1.0, 10.0))},
     "mixed_0_.3_3": {"cls": with_mixed_blocks((0.0, 0.3, 3.0))},
     "single_dev": {"cls": with_single_device()},
+    "no_out": {"cls": NoOutputCostBayes},  # NB201 phys before its out_* columns
+    "design_out": {"cls": AllPhysDesignBayes},
 }
 
 

@@ -107,6 +107,12 @@ log-latency before the ms-model entry.
   0.9247; the evidence over 6,561 combinations overfits 10 samples (samsung_s7 in F3).
   ``with_single_device`` (``single_dev``; the evidence may also explain the device by one train
   device's latencies alone, a twin): 0.8792 / 0.9178 / 0.9255, N0 at k = 10 0.962 -> 0.957.
+- NB201's ``out_*`` phys columns (shipped; ``NoOutputCostBayes``, ``no_out``, is the model
+  before), N0, 5 trials, k = 5 / 10 / 20: LOTO 0.9250 / 0.9628 / 0.9645 -> 0.9256 / 0.9640 /
+  0.9671 (pixel3 0.750 / 0.919 / 0.917 -> 0.759 / 0.930 / 0.940), LOFO 0.9112 / 0.9430 / 0.9634
+  -> 0.9108 / 0.9427 / 0.9661. With the design over them too (``AllPhysDesignBayes``,
+  ``design_out``): LOTO 0.9182 / 0.9626 / 0.9678 (pixel3 at k = 5 0.664), LOFO 0.9100 / 0.9543 /
+  0.9674; the design stays on the first 7 columns (``phys_features.DESIGN_COLUMNS``).
 """
 from __future__ import annotations
 
@@ -582,3 +588,19 @@ def with_single_device(weights=(1.0, 10.0)):
                                             base_weights=self.noise_weights(latency_ms), combos=np.array(rows))
 
     return SingleDeviceBayes
+
+
+
+class AllPhysDesignBayes(PhysBayes):
+    """phys_bayes whose design spreads over every ``phys`` column (NB201: the ``out_*`` counts too)."""
+
+    def design_matrix(self, candidates):
+        return recommended.rank_gauss(np.hstack(self._features(list(candidates), self.design_groups)))
+
+
+class NoOutputCostBayes(PhysBayes):
+    """phys_bayes as before NB201's ``out_*`` phys columns: the first 7 only."""
+
+    def _phys(self, keys):
+        raw = super()._phys(keys)
+        return raw[:, :7] if self.space_ == "nb201" else raw
