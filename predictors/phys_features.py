@@ -78,8 +78,8 @@ def _fbnet_layer_costs() -> np.ndarray:
 def _nb201_all() -> np.ndarray:
     """(15625, 11) log1p features of every NB201 index."""
     codes = nb201.op_codes().astype(np.int64)
-    live = np.array([_live_edges(row) for row in codes])
     out = np.array([_edges_to_output(row) for row in codes])
+    live = out & np.array([_edges_from_input(row) for row in codes])  # on an input-to-output path
     ops = {name: i for i, name in enumerate(nb201.OPS)}
     conv_macs = np.zeros(len(nb201.OPS))
     conv_macs[ops["nor_conv_1x1"]], conv_macs[ops["nor_conv_3x3"]] = 1.0, 9.0
@@ -105,8 +105,8 @@ def _edges_to_output(codes) -> np.ndarray:
     return np.array([on[e] and to in bwd for e, (src, to) in enumerate(edges)])
 
 
-def _live_edges(codes) -> np.ndarray:
-    """Which of the 6 edges lie on a path from cell input (node 0) to output (node 3)."""
+def _edges_from_input(codes) -> np.ndarray:
+    """Which of the 6 edges (an op, not ``none``) leave a node the cell input (node 0) reaches."""
     none = nb201.OPS.index("none")
     edges = [(src, to) for to, src in nb201.EDGES]
     on = [c != none for c in codes]
@@ -114,7 +114,7 @@ def _live_edges(codes) -> np.ndarray:
     for node in range(1, nb201.N_NODES):
         if any(on[e] and src in fwd for e, (src, to) in enumerate(edges) if to == node):
             fwd.add(node)
-    return _edges_to_output(codes) & np.array([on[e] and src in fwd for e, (src, to) in enumerate(edges)])
+    return np.array([on[e] and src in fwd for e, (src, to) in enumerate(edges)])
 
 
 __all__ = ["DESIGN_COLUMNS", "FBNET_COLUMNS", "NB201_COLUMNS", "phys_features"]
