@@ -14,9 +14,10 @@ from predictors.base import NotFittedError, TrainTables
 from predictors.baselines import bayes_linear
 from predictors.recommended import (DEFAULT_GROUPS, PhysBayes, d_optimal, group_prior_root, positive_ms,
                                    grid_coefficients, grid_weights, robust_bma_fit)
+from predictors.layer_costs import fit_layer_costs
 from predictors.phys_features import NB201_COLUMNS, phys_features
 from predictors.transfer import TLHWLVecET, TLIndex, TLSample, TLZCPVecET, TransferLearning
-from spaces import nb201
+from spaces import fbnet, nb201
 
 torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -263,6 +264,40 @@ def test_phys_bayes_fitted_on_seven_nb201_phys_columns_predicts_as_before(nb201_
     fresh = PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1", "pixel3"], n=100))
     assert fresh.model_features(keys[:2])[fresh.groups_.index("phys")].shape[1] == len(NB201_COLUMNS)
     np.testing.assert_array_equal(fresh.design_matrix(keys), design)  # the design reads the first 7 only
+
+
+def test_layer_costs_recover_an_additive_device_and_leave_its_noise_out(fbnet_tables):
+    keys = list(fbnet_tables["pixel3"].index[:1000])
+    rng = np.random.default_rng(0)
+    costs = np.r_[2.0, rng.uniform(0.0, 0.5, 22 * 9)]
+    truth = fbnet.vec_encoding(keys) @ costs[1:] + costs[0]
+    noisy = pd.Series(np.round(truth + rng.normal(0.0, 0.5, len(truth))), index=keys)  # a whole-ms phone
+    fit = fit_layer_costs("fbnet", noisy)
+    assert spearmanr(fit.latency(keys), truth)[0] > spearmanr(noisy, truth)[0] + 0.05
+    clean = fit_layer_costs("fbnet", pd.Series(truth, index=keys), ridge=1e-9)
+    np.testing.assert_allclose(clean.latency(keys), truth, rtol=1e-6)
+    assert fit_layer_costs("fbnet", noisy.iloc[:300]) is None  # fewer than two samples per cost
+
+
+def test_phys_bayes_fbnet_lat_columns_are_the_train_devices_additive_fits(fbnet_tables, nb201_tables):
+    sample = dict(_train(fbnet_tables, ["pixel3", "essential_ph_1"], n=500))
+    sample["samsung_s7"] = fbnet_tables["samsung_s7"].iloc[:100]  # too few samples to fit 199 costs
+    train = TrainTables(sample, {d: fbnet_tables[d] for d in sample})
+    method = PhysBayes().pretrain("fbnet", train)
+    assert sorted(method.lat_costs_) == ["essential_ph_1", "pixel3"]
+    keys = list(fbnet_tables["pixel3"].index[-50:])
+    lat = method._raw("lat", keys)
+    np.testing.assert_allclose(lat[:, method.devices_.index("pixel3")], method.lat_costs_["pixel3"].latency(keys))
+    np.testing.assert_allclose(lat[:, method.devices_.index("samsung_s7")], fbnet_tables["samsung_s7"].loc[keys])
+    tables = PhysBayes(additive_lat=False).pretrain("fbnet", train)
+    assert tables.lat_costs_ == {}
+    np.testing.assert_allclose(tables._raw("lat", keys)[:, tables.devices_.index("pixel3")],
+                               fbnet_tables["pixel3"].loc[keys])
+    chosen = method.choose(10, list(fbnet_tables["1080ti_1"].index), np.random.default_rng(0))
+    adapted = method.adapt(chosen, fbnet_tables["1080ti_1"].loc[chosen].to_numpy())
+    del adapted.lat_costs_  # a predictor saved before the additive fits reads the tables
+    np.testing.assert_allclose(adapted._raw("lat", keys), tables._raw("lat", keys))
+    assert PhysBayes().pretrain("nb201", _train(nb201_tables, ["1080ti_1", "pixel3"], n=100)).lat_costs_ == {}
 
 
 def test_grid_given_as_combos_is_the_grid_it_replaces():

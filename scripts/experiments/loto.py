@@ -25,11 +25,12 @@ import numpy as np  # noqa: E402
 
 from predictors import data, protocol, tasks  # noqa: E402
 from predictors.recommended import PhysBayes  # noqa: E402
-from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBayes, LearnedPriorOnlyBayes,  # noqa: E402
-                                          LooBayes, NoOutputCostBayes, PhysOpsBayes, PossumBayes, ResponseMixBayes,
-                                          ShapeVecBayes, StageGroupBayes, StagePhysBayes, with_conv_design,
-                                          with_design_prior, with_learned_design, with_mixed_blocks,
-                                          with_prior_groups, with_sharp_design, with_single_device, with_trim)
+from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBayes, LatResidualBayes,  # noqa: E402
+                                          LearnedPriorOnlyBayes, LooBayes, NB201AdditiveLatBayes, NoOutputCostBayes,
+                                          PhysOpsBayes, PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
+                                          StagePhysBayes, with_conv_design, with_design_prior, with_lat_ridge,
+                                          with_learned_design, with_mixed_blocks, with_prior_groups, with_sharp_design,
+                                          with_single_device, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -102,6 +103,10 @@ VARIANTS: dict[str, dict] = {
     "single_dev": {"cls": with_single_device()},
     "no_out": {"cls": NoOutputCostBayes},  # NB201 phys before its out_* columns
     "design_out": {"cls": AllPhysDesignBayes},
+    "table_lat": {"additive_lat": False},  # FBNet's lat columns as the tables (before the additive fits)
+    "additive_nb201": {"cls": NB201AdditiveLatBayes, "additive_lat": True},
+    "lat_ridge0.01": {"cls": with_lat_ridge(1e-2)},
+    "lat_res": {"cls": LatResidualBayes},
 }
 
 
