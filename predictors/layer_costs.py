@@ -21,8 +21,8 @@ from spaces import get_space
 RIDGE = 1e-3
 
 
-def _design(space: str, keys) -> np.ndarray:
-    """(n, 1 + columns) intercept and the Vec one-hot of ``keys``."""
+def layer_design(space: str, keys) -> np.ndarray:
+    """(n, 1 + columns) intercept and the Vec one-hot of ``keys``: what :class:`LayerCosts` multiplies."""
     onehot = get_space(space).vec_encoding(list(keys)).astype(np.float64)
     return np.hstack([np.ones((len(onehot), 1)), onehot])
 
@@ -37,15 +37,17 @@ class LayerCosts:
     costs: np.ndarray
     floor: float
 
-    def latency(self, keys) -> np.ndarray:
-        """(n,) additive latency in ms of ``keys``."""
-        return np.maximum(_design(self.space, keys) @ self.costs, self.floor)
+    def latency(self, keys, design=None) -> np.ndarray:
+        """(n,) additive latency in ms of ``keys``; ``design``, when given, is their :func:`layer_design`
+        (computed once for many devices)."""
+        design = layer_design(self.space, keys) if design is None else design
+        return np.maximum(design @ self.costs, self.floor)
 
 
 def fit_layer_costs(space: str, latency_ms: pd.Series, ridge: float = RIDGE) -> LayerCosts | None:
     """The additive fit of ``latency_ms`` (indexed by arch key), or None when the series has fewer
     than twice as many samples as costs (the fit would be noise)."""
-    x = _design(space, latency_ms.index)
+    x = layer_design(space, latency_ms.index)
     if len(x) < 2 * x.shape[1]:
         return None
     y = latency_ms.to_numpy(np.float64)
@@ -53,4 +55,4 @@ def fit_layer_costs(space: str, latency_ms: pd.Series, ridge: float = RIDGE) -> 
     return LayerCosts(space, np.linalg.solve(gram, x.T @ y), 0.5 * float(y.min()))
 
 
-__all__ = ["RIDGE", "LayerCosts", "fit_layer_costs"]
+__all__ = ["RIDGE", "LayerCosts", "fit_layer_costs", "layer_design"]

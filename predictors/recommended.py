@@ -62,7 +62,7 @@ from scipy.stats import norm, rankdata
 from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
-from predictors.layer_costs import fit_layer_costs
+from predictors.layer_costs import fit_layer_costs, layer_design
 from predictors.phys_features import DESIGN_COLUMNS, phys_features
 from spaces import get_space
 
@@ -478,11 +478,17 @@ class PhysBayes(FewShotMethod):
     def _lat(self, keys) -> np.ndarray:
         """The train devices' latencies of ``keys`` in the model's units: a device's additive fit where
         it has one (``lat_costs_``), else its table (NaN where the table lacks an arch)."""
-        ms = np.exp(raw_group("lat", self.space_, keys, self.tables_, self.devices_))
-        for j, device in enumerate(self.devices_):
-            fit = getattr(self, "lat_costs_", {}).get(device)  # saved before additive fits: none
-            if fit is not None:
-                ms[:, j] = fit.latency(keys)
+        fits = getattr(self, "lat_costs_", {})  # saved before additive fits: none
+        tabled = [d for d in self.devices_ if d not in fits]
+        ms = np.empty((len(keys), len(self.devices_)))
+        if tabled:
+            ms[:, [self.devices_.index(d) for d in tabled]] = np.exp(
+                raw_group("lat", self.space_, keys, self.tables_, tabled))
+        if fits:
+            design = layer_design(self.space_, keys)  # once for every fitted device
+            for j, device in enumerate(self.devices_):
+                if device in fits:
+                    ms[:, j] = fits[device].latency(keys, design)
         return ms if self.response == "ms" else np.log(ms)
 
     def _phys(self, keys) -> np.ndarray:
