@@ -62,7 +62,7 @@ from scipy.stats import norm, rankdata
 from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
-from predictors.layer_costs import fit_layer_costs, layer_design
+from predictors.layer_costs import RIDGE, fit_layer_costs, layer_design
 from predictors.phys_features import DESIGN_COLUMNS, phys_features
 from spaces import get_space
 
@@ -399,6 +399,7 @@ class PhysBayes(FewShotMethod):
     response = "log"
     relative_noise = False
     additive_lat = False
+    lat_ridge = RIDGE  # ridge penalty per sample of the additive lat fits (``layer_costs.RIDGE``)
 
     def __init__(self, groups=None, *, design_groups=DESIGN_GROUPS, pool: int | None = DESIGN_POOL,
                  weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID, robust_iters: int = 2, nu: float = 2.0,
@@ -472,18 +473,18 @@ class PhysBayes(FewShotMethod):
 
     def _lat_fits(self, train) -> dict:
         """Train device -> its additive fit on its pretraining sample, for the devices with enough samples."""
-        fits = {device: fit_layer_costs(self.space_, series) for device, series in train.items()}
+        fits = {device: fit_layer_costs(self.space_, series, self.lat_ridge) for device, series in train.items()}
         return {device: fit for device, fit in fits.items() if fit is not None}
 
     def _lat(self, keys) -> np.ndarray:
         """The train devices' latencies of ``keys`` in the model's units: a device's additive fit where
         it has one (``lat_costs_``), else its table (NaN where the table lacks an arch)."""
         fits = getattr(self, "lat_costs_", {})  # saved before additive fits: none
-        tabled = [d for d in self.devices_ if d not in fits]
+        tabled = [j for j, d in enumerate(self.devices_) if d not in fits]
         ms = np.empty((len(keys), len(self.devices_)))
         if tabled:
-            ms[:, [self.devices_.index(d) for d in tabled]] = np.exp(
-                raw_group("lat", self.space_, keys, self.tables_, tabled))
+            devices = [self.devices_[j] for j in tabled]
+            ms[:, tabled] = np.exp(raw_group("lat", self.space_, keys, self.tables_, devices))
         if fits:
             design = layer_design(self.space_, keys)  # once for every fitted device
             for j, device in enumerate(self.devices_):

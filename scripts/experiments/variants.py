@@ -140,7 +140,6 @@ from scipy.optimize import nnls
 from predictors import recommended
 from predictors.base import union_keys
 from predictors.baselines.features import GroupScaler, op_features, raw_group
-from predictors.layer_costs import fit_layer_costs
 from predictors.onboard.design import design_matrix
 from predictors.phys_features import phys_features
 from predictors.recommended import PhysBayes
@@ -660,10 +659,7 @@ class NB201AdditiveLatBayes(PhysBayes):
 
 def with_lat_ridge(ridge):
     """phys_bayes whose additive ``lat`` fits use ridge penalty ``ridge`` per sample."""
-    def fits(self, train):
-        out = {d: fit_layer_costs(self.space_, s, ridge=ridge) for d, s in train.items()}
-        return {d: f for d, f in out.items() if f is not None}
-    return type(f"LatRidge{ridge}Bayes", (PhysBayes,), {"_lat_fits": fits})
+    return type(f"LatRidge{ridge}Bayes", (PhysBayes,), {"lat_ridge": ridge})
 
 
 class LatResidualBayes(FBNetGroupBayes):
