@@ -143,8 +143,12 @@ class Coordinator:
         for profile in campaign_profiles(self.store, self.campaign_id):
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
-            self.devices[profile.name] = _Device(profile, queue, canary_due=self.options.canary_every > 0
-                                                 and bool(queue), limit_s=self._job_limit_s(profile))
+            dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue),
+                          limit_s=self._job_limit_s(profile))
+            restored = self.store.canary_state(self.campaign_id, profile.name)
+            if restored is not None:  # the session's first canary is checked, not trusted
+                dev.baseline_ms, dev.last_good_result = restored
+            self.devices[profile.name] = dev
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
         with self._ray():

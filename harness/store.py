@@ -299,9 +299,23 @@ class Store:
                             "deviation, ok, last_result_id, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                             (campaign_id, device, after_jobs, median_ms, baseline_ms, deviation, int(ok),
                              last_result_id, time.time()))
-            if baseline_ms is not None:
+            in_force = median_ms if not ok and median_ms is not None else baseline_ms  # a drift re-baselines
+            if in_force is not None:
                 self.db.execute("UPDATE campaign_devices SET canary_baseline_ms = ? WHERE campaign_id = ? "
-                                "AND device = ?", (baseline_ms, campaign_id, device))
+                                "AND device = ?", (in_force, campaign_id, device))
+
+    def canary_state(self, campaign_id: int, device: str) -> tuple[float, int] | None:
+        """(baseline in force, id of the last result it vouches for) after the device's latest
+        canary that measured something, in this campaign or in another that ran the device with
+        the same profile; None before the first. A session's first canary is checked against it,
+        so drift across a restart or between campaigns is caught, not taken as the new normal."""
+        row = self.db.execute(
+            "SELECT CASE WHEN c.ok THEN c.baseline_ms ELSE c.median_ms END, c.last_result_id FROM canaries c "
+            "JOIN campaign_devices d ON d.campaign_id = c.campaign_id AND d.device = c.device "
+            "WHERE c.device = ? AND c.median_ms IS NOT NULL "
+            "AND d.profile_json = (SELECT profile_json FROM campaign_devices WHERE campaign_id = ? AND device = ?) "
+            "ORDER BY c.id DESC LIMIT 1", (device, campaign_id, device)).fetchone()
+        return None if row is None else (float(row[0]), int(row[1] or 0))
 
     def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> int:
         """Add ``flag`` to the device's results newer than ``after_result_id``; returns how many."""

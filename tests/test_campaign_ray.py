@@ -16,7 +16,7 @@ from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.ray_cluster import actor_status
 from harness.exporting import export_help, export_parquet
 from harness.store import Store
-from tests.campaign_helpers import kill_leftovers, write_profile
+from tests.campaign_helpers import FAST_POLICY, kill_leftovers, write_profile
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -173,3 +173,49 @@ def test_resume_picks_up_a_quarantined_device_once_it_works(local_ray, artifacts
         assert second["devices"]["ray-tool"]["state"] == "active"
         assert s.status(cid).set_index("device").loc["ray-tool", "done"] == 2
         assert set(s.latency_table("nb201")["latency_ms"]) == {2.5}
+
+
+def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(local_ray, artifacts, tmp_path):
+    speed, broken, armed, calls = (tmp_path / n for n in ("speed", "broken", "armed", "calls"))
+    speed.write_text("2.5 ms\n")
+    armed.touch()
+    # A vendor-tool device, run once per timed window (2 a measurement). While `armed` exists it
+    # breaks after its first measurement, the session's canary, so the jobs are left for a resume.
+    command = (f"sh -c 'test ! -e {broken} && cat {speed} && echo >> {calls} && "
+               f"{{ test ! -e {armed} || test $(wc -l < {calls}) -lt 2 || touch {broken}; }}'")
+    dev = write_profile(tmp_path, "ray-drift", runtime="command", options={"command": command,
+                                                                          "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50)
+    with Store(db) as s:
+        first = run_campaign(s, cid, opts)
+        assert first["devices"]["ray-drift"]["state"] == "quarantined"
+        assert s.canary_state(cid, "ray-drift")[0] == 2.5
+        armed.unlink(), broken.unlink()
+        speed.write_text("3.0 ms\n")  # the device got 20 % slower while the campaign was down
+        second = run_campaign(s, cid, opts)
+        assert second["devices"]["ray-drift"]["state"] == "active"
+        canaries = s.query("SELECT median_ms, baseline_ms, ok FROM canaries WHERE campaign_id = ? ORDER BY id",
+                           (cid,))
+        flagged = s.query("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
+        assert s.canary_state(cid, "ray-drift")[0] == 3.0
+    # session 1's canary set the baseline; the resume's first canary is judged against it, not
+    # taken as a new one, and the re-baselined session's results carry no drift flag
+    assert canaries.values.tolist() == [[2.5, 2.5, 1], [3.0, 2.5, 0], [3.0, 3.0, 1]]
+    assert len(flagged) == 2 and not any("canary_drift" in f for f in flagged["flags"])
+
+    # the next campaign on the same device and profile starts from that baseline too; another
+    # profile of the device starts afresh
+    speed.write_text("3.3 ms\n")
+    later = _plan(db, [dev], archs="9545", name="later")
+    (tmp_path / "other").mkdir()
+    other = write_profile(tmp_path / "other", "ray-drift", runtime="command",
+                          options={"command": command, "regex": "([0-9.]+) ms"}, policy={**FAST_POLICY, "repeats": 3})
+    fresh = _plan(db, [other], archs="9545", name="other-profile")
+    with Store(db) as s:
+        run_campaign(s, later, opts)
+        run_campaign(s, fresh, opts)
+        first_canary = {c: s.db.execute("SELECT median_ms, baseline_ms, ok FROM canaries WHERE campaign_id = ? "
+                                        "ORDER BY id LIMIT 1", (c,)).fetchone() for c in (later, fresh)}
+    assert first_canary == {later: (3.3, 3.0, 0), fresh: (3.3, 3.3, 1)}
