@@ -54,6 +54,9 @@ class CoordinatorOptions:
         Jobs between drift canaries on a device (0: no canary).
     canary_tolerance : float
         Relative deviation from the baseline that flags the jobs since the last good canary.
+    drift_pause_s : float
+        After a canary off by more than that, the device rests this long and a fresh canary
+        sets the new baseline (rule 19), so a passing transient does not become the baseline.
     export_ahead : int
         Exports kept in flight ahead of each device's queue.
     pipeline_depth : int
@@ -74,6 +77,7 @@ class CoordinatorOptions:
     quarantine_after: int = 3
     canary_every: int = 50
     canary_tolerance: float = 0.03
+    drift_pause_s: float = 10.0
     export_ahead: int = 3
     pipeline_depth: int = 2
     wait_timeout_s: float = 1.0
@@ -100,6 +104,8 @@ class _Device:
     canary_due: bool = False
     baseline_ms: float | None = None
     last_good_result: int = 0
+    paused_until: float = 0.0  # time.monotonic() after a drifting canary
+    rebaseline: bool = False  # the next canary sets the baseline
     limit_s: float = 600.0
     durations_s: list = field(default_factory=list)
 
@@ -231,7 +237,11 @@ class Coordinator:
             refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
             refs += [r for r in self.exports.values() if not isinstance(r, dict)]
             if not refs:
-                break
+                resting = [d.paused_until for d in self.devices.values() if d.state == "active" and d.queue]
+                if not resting:
+                    break
+                time.sleep(max(0.05, min(resting) - time.monotonic()))
+                continue
             # Block until one ref is ready (or the timeout), then take every other ready one.
             ready, rest = ray.wait(refs, num_returns=1, timeout=self.options.wait_timeout_s, fetch_local=False)
             if ready and rest:
@@ -275,8 +285,9 @@ class Coordinator:
 
     def _dispatch(self, dev: _Device) -> bool:
         """Send the device's next measurement when its model is ready; False when none was sent."""
-        canary = dev.canary_due or (not dev.queue and dev.since_canary > 0 and self.options.canary_every > 0
-                                    and not any(e[1] is None for e in dev.in_flight))
+        if time.monotonic() < dev.paused_until or any(e[1] is None for e in dev.in_flight):
+            return False  # resting, or a canary runs: nothing queues behind it, its verdict decides
+        canary = dev.canary_due or (not dev.queue and dev.since_canary > 0 and self.options.canary_every > 0)
         if not canary and not dev.queue:
             return False
         space, arch = CANARY_ARCH if canary else (self.space, dev.queue[0][1])
@@ -387,8 +398,8 @@ class Coordinator:
                 self._quarantine(dev, f"drift canary failed: {record.get('error_message')}")
             return
         dev.since_canary = 0
-        if dev.baseline_ms is None:
-            dev.baseline_ms, ok = label, True
+        if dev.baseline_ms is None or dev.rebaseline:
+            dev.baseline_ms, dev.rebaseline, ok = label, False, True
         else:
             ok = abs(label / dev.baseline_ms - 1.0) <= self.options.canary_tolerance
         self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=label,
@@ -398,10 +409,13 @@ class Coordinator:
         else:
             n = self.store.flag_results_since(self.campaign_id, dev.profile.name, dev.last_good_result,
                                               "canary_drift")
+            rest = self.options.drift_pause_s if dev.queue else 0.0
             log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged %d results, "
-                        "re-baselined", dev.profile.name, label, 100 * (label / dev.baseline_ms - 1),
-                        dev.baseline_ms, n)
+                        "%s", dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms, n,
+                        f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
             dev.baseline_ms, dev.last_good_result = label, last_id
+            if rest:  # the canary after the pause sets the baseline (this one stands in until then)
+                dev.paused_until, dev.canary_due, dev.rebaseline = time.monotonic() + rest, True, True
 
     def _quarantine(self, dev: _Device, error: str) -> None:
         if dev.state == "quarantined":  # a call still queued in the actor failed too: keep the first error

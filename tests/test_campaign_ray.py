@@ -187,7 +187,7 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                                                                           "regex": "([0-9.]+) ms"})
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835,7165")
-    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50)
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=1.0)
     with Store(db) as s:
         first = run_campaign(s, cid, opts)
         assert first["devices"]["ray-drift"]["state"] == "quarantined"
@@ -196,13 +196,16 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
         speed.write_text("3.0 ms\n")  # the device got 20 % slower while the campaign was down
         second = run_campaign(s, cid, opts)
         assert second["devices"]["ray-drift"]["state"] == "active"
-        canaries = s.query("SELECT median_ms, baseline_ms, ok FROM canaries WHERE campaign_id = ? ORDER BY id",
-                           (cid,))
+        canaries = s.query("SELECT median_ms, baseline_ms, ok, created_at FROM canaries WHERE campaign_id = ? "
+                           "ORDER BY id", (cid,))
         flagged = s.query("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
         assert s.canary_state(cid, "ray-drift")[0] == 3.0
-    # session 1's canary set the baseline; the resume's first canary is judged against it, not
-    # taken as a new one, and the re-baselined session's results carry no drift flag
-    assert canaries.values.tolist() == [[2.5, 2.5, 1], [3.0, 2.5, 0], [3.0, 3.0, 1]]
+    # Session 1's canary set the baseline; the resume's first canary is judged against it, not
+    # taken as a new one. The device rests, a fresh canary re-baselines, the jobs run, and their
+    # results carry no drift flag.
+    assert canaries[["median_ms", "baseline_ms", "ok"]].values.tolist() == [
+        [2.5, 2.5, 1], [3.0, 2.5, 0], [3.0, 3.0, 1], [3.0, 3.0, 1]]
+    assert canaries["created_at"].iloc[2] - canaries["created_at"].iloc[1] >= 1.0
     assert len(flagged) == 2 and not any("canary_drift" in f for f in flagged["flags"])
 
     # the next campaign on the same device and profile starts from that baseline too; another
