@@ -128,6 +128,11 @@ log-latency before the ms-model entry.
   ``NB201AdditiveLatBayes`` (``additive_nb201``; NB201's fit on the one-hot, physical costs and op
   counts), N0 5 trials against 0.9256 / 0.9640 / 0.9671: 0.9287 / 0.9615 / 0.9674, pixel3 at
   k = 10 0.930 -> 0.903.
+- Not worth a variant (whole-table ridge on FBNet train devices, 5-fold, ms, against the 6 summed
+  physical costs): per-layer roofline columns ``sum_l max(macs_l, r * bytes_l)`` for 9 balance
+  points r add at most 0.001 on every device (raspi4 0.980, gold_6226 0.955 -> 0.956). The costs
+  summed per op type (54 columns) add less than the 9 op counts do (gold_6226 0.963 against 0.971,
+  2080ti_32 0.969 against 0.975), and the counts inside ``phys`` (``physops``, above) did not help.
 """
 from __future__ import annotations
 
