@@ -392,6 +392,7 @@ class Coordinator:
         after_jobs = dev.done + dev.failed
         if label is None:
             dev.failures_in_row += 1
+            dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if dev.failures_in_row >= self.options.quarantine_after:
