@@ -57,6 +57,10 @@ class CoordinatorOptions:
     drift_pause_s : float
         After a canary off by more than that, the device rests this long and a fresh canary
         sets the new baseline (rule 19), so a passing transient does not become the baseline.
+    canary_fresh_s : float
+        A session skips its first canary when the device's last one (same profile) passed less
+        than this long ago: back-to-back sessions, such as onboarding batches, would run two
+        canaries seconds apart. The end-of-session canary still checks the session's results.
     export_ahead : int
         Exports kept in flight ahead of each device's queue.
     pipeline_depth : int
@@ -78,6 +82,7 @@ class CoordinatorOptions:
     canary_every: int = 50
     canary_tolerance: float = 0.03
     drift_pause_s: float = 10.0
+    canary_fresh_s: float = 60.0
     export_ahead: int = 3
     pipeline_depth: int = 2
     wait_timeout_s: float = 1.0
@@ -149,11 +154,12 @@ class Coordinator:
         for profile in campaign_profiles(self.store, self.campaign_id):
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
-            dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue),
+            last = self.store.canary_state(self.campaign_id, profile.name)
+            fresh = last is not None and last.ok and time.time() - last.measured_at < self.options.canary_fresh_s
+            dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue) and not fresh,
                           limit_s=self._job_limit_s(profile))
-            restored = self.store.canary_state(self.campaign_id, profile.name)
-            if restored is not None:  # the session's first canary is checked, not trusted
-                dev.baseline_ms, dev.last_good_result = restored
+            if last is not None:  # the session's first canary is checked against it, not trusted
+                dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
             self.devices[profile.name] = dev
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing

@@ -19,7 +19,7 @@ import subprocess
 import time
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import pandas as pd
 
@@ -48,6 +48,15 @@ def encode_samples(samples_ns: Iterable[Iterable[int]]) -> bytes:
 
 def decode_samples(blob: bytes | None) -> list[list[float]]:
     return [] if blob is None else json.loads(zlib.decompress(blob))
+
+
+class CanaryState(NamedTuple):
+    """A device's drift-canary state after its latest canary (``Store.canary_state``)."""
+
+    baseline_ms: float  # in force after that canary (its own label when it drifted)
+    last_result_id: int  # the last result that canary vouches for
+    ok: bool  # within tolerance (False: its label only stands in until a re-baseline)
+    measured_at: float  # wall clock
 
 
 class Store:
@@ -304,18 +313,18 @@ class Store:
                 self.db.execute("UPDATE campaign_devices SET canary_baseline_ms = ? WHERE campaign_id = ? "
                                 "AND device = ?", (in_force, campaign_id, device))
 
-    def canary_state(self, campaign_id: int, device: str) -> tuple[float, int] | None:
-        """(baseline in force, id of the last result it vouches for) after the device's latest
-        canary that measured something, in this campaign or in another that ran the device with
-        the same profile; None before the first. A session's first canary is checked against it,
-        so drift across a restart or between campaigns is caught, not taken as the new normal."""
+    def canary_state(self, campaign_id: int, device: str) -> CanaryState | None:
+        """The device's latest canary that measured something, in this campaign or in another that
+        ran the device with the same profile; None before the first. A session's first canary is
+        checked against its baseline, so drift across a restart or between campaigns is caught,
+        not taken as the new normal."""
         row = self.db.execute(
-            "SELECT CASE WHEN c.ok THEN c.baseline_ms ELSE c.median_ms END, c.last_result_id FROM canaries c "
-            "JOIN campaign_devices d ON d.campaign_id = c.campaign_id AND d.device = c.device "
+            "SELECT CASE WHEN c.ok THEN c.baseline_ms ELSE c.median_ms END, c.last_result_id, c.ok, c.created_at "
+            "FROM canaries c JOIN campaign_devices d ON d.campaign_id = c.campaign_id AND d.device = c.device "
             "WHERE c.device = ? AND c.median_ms IS NOT NULL "
             "AND d.profile_json = (SELECT profile_json FROM campaign_devices WHERE campaign_id = ? AND device = ?) "
             "ORDER BY c.id DESC LIMIT 1", (device, campaign_id, device)).fetchone()
-        return None if row is None else (float(row[0]), int(row[1] or 0))
+        return None if row is None else CanaryState(float(row[0]), int(row[1] or 0), bool(row[2]), float(row[3]))
 
     def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> int:
         """Add ``flag`` to the device's results newer than ``after_result_id``; returns how many."""

@@ -187,11 +187,12 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                                                                           "regex": "([0-9.]+) ms"})
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835,7165")
-    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=1.0)
+    # canary_fresh_s=0: every session opens with a canary, as after a long stop
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=1.0, canary_fresh_s=0.0)
     with Store(db) as s:
         first = run_campaign(s, cid, opts)
         assert first["devices"]["ray-drift"]["state"] == "quarantined"
-        assert s.canary_state(cid, "ray-drift")[0] == 2.5
+        assert s.canary_state(cid, "ray-drift").baseline_ms == 2.5
         armed.unlink(), broken.unlink()
         speed.write_text("3.0 ms\n")  # the device got 20 % slower while the campaign was down
         second = run_campaign(s, cid, opts)
@@ -199,7 +200,7 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
         canaries = s.query("SELECT median_ms, baseline_ms, ok, created_at FROM canaries WHERE campaign_id = ? "
                            "ORDER BY id", (cid,))
         flagged = s.query("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
-        assert s.canary_state(cid, "ray-drift")[0] == 3.0
+        assert s.canary_state(cid, "ray-drift").baseline_ms == 3.0
     # Session 1's canary set the baseline; the resume's first canary is judged against it, not
     # taken as a new one. The device rests, a fresh canary re-baselines, the jobs run, and their
     # results carry no drift flag.
@@ -208,17 +209,22 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
     assert canaries["created_at"].iloc[2] - canaries["created_at"].iloc[1] >= 1.0
     assert len(flagged) == 2 and not any("canary_drift" in f for f in flagged["flags"])
 
-    # the next campaign on the same device and profile starts from that baseline too; another
-    # profile of the device starts afresh
+    # The next campaign on the same device and profile starts from that baseline too. Its
+    # session follows the last canary by seconds, so it opens without one (canary_fresh_s); the
+    # end-of-session canary catches the drift and flags the job. Another profile starts afresh.
     speed.write_text("3.3 ms\n")
     later = _plan(db, [dev], archs="9545", name="later")
     (tmp_path / "other").mkdir()
     other = write_profile(tmp_path / "other", "ray-drift", runtime="command",
                           options={"command": command, "regex": "([0-9.]+) ms"}, policy={**FAST_POLICY, "repeats": 3})
     fresh = _plan(db, [other], archs="9545", name="other-profile")
+    back_to_back = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=1.0)
     with Store(db) as s:
-        run_campaign(s, later, opts)
-        run_campaign(s, fresh, opts)
-        first_canary = {c: s.db.execute("SELECT median_ms, baseline_ms, ok FROM canaries WHERE campaign_id = ? "
-                                        "ORDER BY id LIMIT 1", (c,)).fetchone() for c in (later, fresh)}
-    assert first_canary == {later: (3.3, 3.0, 0), fresh: (3.3, 3.3, 1)}
+        run_campaign(s, later, back_to_back)
+        run_campaign(s, fresh, back_to_back)
+        first_canary = {c: s.db.execute("SELECT after_jobs, median_ms, baseline_ms, ok FROM canaries WHERE "
+                                        "campaign_id = ? ORDER BY id LIMIT 1", (c,)).fetchone() for c in (later, fresh)}
+        later_flags = s.db.execute("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id "
+                                   "WHERE j.campaign_id = ?", (later,)).fetchall()
+    assert first_canary == {later: (1, 3.3, 3.0, 0), fresh: (0, 3.3, 3.3, 1)}
+    assert len(later_flags) == 1 and "canary_drift" in later_flags[0][0]
