@@ -193,7 +193,8 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
         first = run_campaign(s, cid, opts)
         assert first["devices"]["ray-drift"]["state"] == "quarantined"
         assert s.canary_state(cid, "ray-drift").baseline_ms == 2.5
-        armed.unlink(), broken.unlink()
+        armed.unlink()
+        broken.unlink()
         speed.write_text("3.0 ms\n")  # the device got 20 % slower while the campaign was down
         second = run_campaign(s, cid, opts)
         assert second["devices"]["ray-drift"]["state"] == "active"
