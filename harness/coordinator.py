@@ -163,12 +163,18 @@ class Coordinator:
             self.devices[profile.name] = dev
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
-        with self._ray():
-            self._start_actors()
-            self._loop(ray)
-            for dev in self.devices.values():
-                with contextlib.suppress(Exception):
-                    ray.kill(dev.actor)
+        try:
+            with self._ray():
+                self._start_actors()
+                self._loop(ray)
+                for dev in self.devices.values():
+                    with contextlib.suppress(Exception):
+                        ray.kill(dev.actor)
+        except KeyboardInterrupt:  # Ctrl-C: the jobs in flight go back to the queue now, not at the next resume
+            if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
+                self.store.db.rollback()
+            self.store.recover_interrupted(self.campaign_id)
+            raise
         return self.summary()
 
     def _job_limit_s(self, profile: DeviceProfile) -> float:

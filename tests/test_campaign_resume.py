@@ -1,4 +1,5 @@
-"""The coordinator (`hwl campaign run`, a subprocess) killed with SIGKILL, then `hwl campaign resume`."""
+"""The coordinator (`hwl campaign run`, a subprocess) killed with SIGKILL or stopped with Ctrl-C, then
+`hwl campaign resume`."""
 import os
 import shutil
 import signal
@@ -29,14 +30,19 @@ def _counts(db):
         return {}
 
 
-def test_coordinator_killed_then_resume_completes(tmp_path):
+def _stop_mid_job(tmp_path, sig):
+    """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight.
+
+    Returns (store path, Ray temp dir, stderr, exit status)."""
     dev = write_profile(tmp_path, "resume-a")
     db = tmp_path / "lab.db"
     ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     args = ["campaign", "run", "--space", "nb201", "--archs", ARCHS, "--devices", str(dev), "--store", str(db),
             "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
-    proc = subprocess.Popen([*HWL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
+    proc = subprocess.Popen([*HWL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -45,37 +51,32 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
-        os.kill(proc.pid, signal.SIGKILL)  # mid-campaign, a job in flight
-        proc.wait(30)
+        os.kill(proc.pid, sig)  # mid-campaign, a job in flight
+        _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
             kill_leftovers(ray_tmp)
-    killed_at = _counts(db)
-    assert killed_at.get("queued", 0) + killed_at.get("running", 0) >= 1
-    # Ray's raylet, GCS, workers and the agents share the driver's fate: they notice it is gone
-    # and exit by themselves within seconds (polled, not slept: how fast depends on the machine).
-    # Ray's two dashboard helper daemons outlive a SIGKILLed driver by about a minute before
-    # exiting on their own; the test does not wait for them, it kills them by pid.
+    return db, ray_tmp, stderr, proc.returncode
+
+
+def _ray_leftovers(ray_tmp):
+    """Ray's processes of this test still alive, except its two dashboard helper daemons, which
+    outlive a SIGKILLed driver by about a minute before exiting on their own."""
     helpers = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    found = []
+    for p in leftover_processes(ray_tmp):
+        try:
+            if p.name() not in helpers and not any(h in " ".join(p.cmdline()) for h in helpers):
+                found.append(p)
+        except psutil.NoSuchProcess:  # exited while we looked
+            pass
+    return found
 
-    def _leftovers():
-        found = []
-        for p in leftover_processes(ray_tmp):
-            try:
-                if p.name() not in helpers and not any(h in " ".join(p.cmdline()) for h in helpers):
-                    found.append(p)
-            except psutil.NoSuchProcess:  # exited while we looked
-                pass
-        return found
 
-    deadline = time.monotonic() + 30
-    while (leftovers := _leftovers()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    kill_leftovers(ray_tmp)
-    assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
-
+def _resume_completes(db, tmp_path, ray_tmp):
+    """`hwl campaign resume` measures what is left: every job done once, nothing duplicated."""
     done = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
                "--no-progress", env={"RAY_TMPDIR": ray_tmp}, timeout=300)
     time.sleep(1)
@@ -89,10 +90,45 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
     assert sorted(r[0] for r in rows) == sorted(ARCHS.split(","))
     assert all(state == "done" and accepted == 1 for _, state, accepted, _ in rows), rows
     lost = con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0]
-    assert lost == 1  # the attempt in flight when the coordinator died, renumbered on resume
+    assert lost == 1  # the attempt in flight when the coordinator stopped, renumbered on resume
     dup = con.execute("SELECT count(*) FROM (SELECT job_id, attempt FROM results GROUP BY job_id, attempt "
                       "HAVING count(*) > 1)").fetchone()[0]
     assert dup == 0
     con.close()
     status = hwl("campaign", "status", "--store", db, "--json")
     assert status.returncode == 0 and '"done": 4' in status.stdout
+
+
+def test_coordinator_killed_then_resume_completes(tmp_path):
+    db, ray_tmp, _, _ = _stop_mid_job(tmp_path, signal.SIGKILL)
+    killed_at = _counts(db)
+    assert killed_at.get("queued", 0) + killed_at.get("running", 0) >= 1
+    # Ray's raylet, GCS, workers and the agents share the driver's fate: they notice it is gone
+    # and exit by themselves within seconds (polled, not slept: how fast depends on the machine).
+    # The test does not wait for the dashboard helpers; it kills them by pid.
+    deadline = time.monotonic() + 30
+    while (leftovers := _ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    kill_leftovers(ray_tmp)
+    assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
+    _resume_completes(db, tmp_path, ray_tmp)
+
+
+def test_ctrl_c_requeues_the_job_in_flight_and_says_how_to_resume(tmp_path):
+    db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGINT)
+    assert rc == 130, stderr
+    assert "Traceback" not in stderr
+    assert "hwl campaign: interrupted;" in stderr and f"hwl campaign resume --store {db}" in stderr
+    # the store says what happened, before any resume: the job in flight is queued again and its
+    # attempt is marked lost; the finished ones stay done
+    stopped_at = _counts(db)
+    assert stopped_at.get("running", 0) == 0 and stopped_at.get("done", 0) >= 1, stopped_at
+    assert stopped_at.get("queued", 0) >= 1, stopped_at
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0] == 1
+    con.close()
+    deadline = time.monotonic() + 30  # the local Ray is shut down on the way out
+    while (leftovers := _ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
+    _resume_completes(db, tmp_path, ray_tmp)

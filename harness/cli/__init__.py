@@ -4,7 +4,8 @@ Each subcommand lives in its own module of this package with two functions:
 ``add_parser(subparsers)`` (registers flags, sets ``func``) and the function it sets,
 which takes the parsed args and returns an exit code. Library code never prints; only
 these modules do. User mistakes (``USER_ERRORS``) print one line and exit 2; any other
-exception keeps its traceback, so user mistakes and bugs look different.
+exception keeps its traceback, so user mistakes and bugs look different. Ctrl-C prints one line
+(with the command's ``resume_hint(args)``, when it sets one) and exits 130.
 """
 from __future__ import annotations
 
@@ -74,3 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `hwl space list | head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: one line that says how to go on, not a traceback
+        hint = getattr(args, "resume_hint", None)
+        print(f"hwl {args.command}: interrupted" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it

@@ -48,6 +48,8 @@ def add_parser(subparsers) -> None:
 
 def _common(p) -> None:
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
+    p.set_defaults(resume_hint=lambda a: f"every finished measurement is stored and the ones in flight are "
+                                         f"queued again; go on with: hwl campaign resume --store {a.store}")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")

@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
-    p.set_defaults(func=cmd_onboard)
+    p.set_defaults(func=cmd_onboard, resume_hint=lambda a: "every finished measurement is stored; run the same "
+                                                           "`hwl onboard` again to go on from there")
 
 
 def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int = 30, target_rho=None,

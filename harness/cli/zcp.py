@@ -28,7 +28,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")
     p.add_argument("--task-timeout-s", type=float, default=900.0,
                    help="stop when no architecture finishes for this long (default 900)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resume_hint=_resume_hint)
+
+
+def _resume_hint(args) -> str:
+    if not args.store:
+        return "no --store was given, so no score was kept"
+    return "every score computed so far is in the store; run the same command again to go on"
 
 
 def run(args) -> int:
