@@ -11,7 +11,8 @@
   re-queues failures (at most ``max_attempts`` per job) and unstable / drifting records (at most
   2 extra attempts, then the steadiest attempt is accepted), quarantines a device after 3
   failures in a row, and runs a drift canary at the start, every 50 jobs and at the end.
-* The queue is re-derived from the store, so ``resume`` after any crash is the same code path.
+* The queue is re-derived from the store, so ``resume`` after any crash is the same code path;
+  a lock beside the store (``campaign_lock``) keeps a second coordinator off a running campaign.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.campaign import campaign_profiles
+from harness.campaign_lock import campaign_lock
 from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
@@ -133,8 +135,8 @@ class Coordinator:
         self.campaign_id = campaign_id
         self.options = options or CoordinatorOptions()
         self.on_progress = on_progress
-        row = store.db.execute("SELECT space FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
-        self.space = row[0]
+        self.space, self.name = store.db.execute("SELECT space, name FROM campaigns WHERE id = ?",
+                                                 (campaign_id,)).fetchone()
         self.devices: dict[str, _Device] = {}
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
@@ -147,10 +149,16 @@ class Coordinator:
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> dict:
-        """Measure every queued job; returns a summary (counts, wall and measurement time)."""
+        """Measure every queued job; returns a summary (counts, wall and measurement time).
+
+        Raises :class:`~harness.errors.CampaignError` while another process runs the campaign."""
+        with campaign_lock(self.store.path, self.campaign_id, self.name):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
         import ray
 
-        self.store.recover_interrupted(self.campaign_id)
+        self.store.recover_interrupted(self.campaign_id)  # only a dead coordinator leaves jobs running
         for profile in campaign_profiles(self.store, self.campaign_id):
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))

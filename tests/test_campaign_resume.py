@@ -1,5 +1,6 @@
 """The coordinator (`hwl campaign run`, a subprocess) killed with SIGKILL or stopped with Ctrl-C, then
 `hwl campaign resume`."""
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from tests.campaign_helpers import HWL, hwl, kill_leftovers, leftover_processes, write_profile
+from tests.campaign_helpers import FAST_POLICY, HWL, hwl, kill_leftovers, leftover_processes, write_profile
 
 pytestmark = pytest.mark.slow
 ARCHS = "1835,7165,9545,4988"
@@ -30,11 +31,12 @@ def _counts(db):
         return {}
 
 
-def _stop_mid_job(tmp_path, sig):
-    """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight.
+def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
+    """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight
+    (first calling ``while_running(store, pid)`` at such a moment, if given).
 
     Returns (store path, Ray temp dir, stderr, exit status)."""
-    dev = write_profile(tmp_path, "resume-a")
+    dev = write_profile(tmp_path, "resume-a", policy=policy)
     db = tmp_path / "lab.db"
     ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -43,7 +45,8 @@ def _stop_mid_job(tmp_path, sig):
     # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
     proc = subprocess.Popen([*HWL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
+
+    def wait_mid_job():
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             counts = _counts(db)
@@ -51,6 +54,12 @@ def _stop_mid_job(tmp_path, sig):
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
+
+    try:
+        wait_mid_job()
+        if while_running:
+            while_running(db, proc.pid)
+            wait_mid_job()
         os.kill(proc.pid, sig)  # mid-campaign, a job in flight
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -97,6 +106,7 @@ def _resume_completes(db, tmp_path, ray_tmp):
     con.close()
     status = hwl("campaign", "status", "--store", db, "--json")
     assert status.returncode == 0 and '"done": 4' in status.stdout
+    assert json.loads(status.stdout)["coordinator"] is None
 
 
 def test_coordinator_killed_then_resume_completes(tmp_path):
@@ -111,14 +121,30 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
         time.sleep(0.5)
     kill_leftovers(ray_tmp)
     assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
+    status = hwl("campaign", "status", "--store", db)
+    assert "no coordinator is running it; go on with: hwl campaign resume" in status.stdout, status.stdout
     _resume_completes(db, tmp_path, ray_tmp)
 
 
+def _second_coordinator_is_refused(db, pid):
+    """A resume while the campaign runs would measure its remaining jobs twice; it is refused."""
+    second = hwl("campaign", "resume", "--store", db, "--canary-every", "0", "--no-progress", timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert "is being measured by another hwl process" in second.stderr and f"pid {pid} " in second.stderr
+    status = hwl("campaign", "status", "--store", db, "--json")
+    assert json.loads(status.stdout)["coordinator"].startswith(f"pid {pid} on "), status.stdout
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0] == 0  # nothing taken
+    con.close()
+
+
 def test_ctrl_c_requeues_the_job_in_flight_and_says_how_to_resume(tmp_path):
-    db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGINT)
+    # jobs of a few seconds each, so the campaign is still running when the second hwl has started
+    db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGINT, while_running=_second_coordinator_is_refused,
+                                            policy={**FAST_POLICY, "window_min_s": 1.0})
     assert rc == 130, stderr
     assert "Traceback" not in stderr
-    assert "hwl campaign: interrupted;" in stderr and f"hwl campaign resume --store {db}" in stderr
+    assert "hwl campaign: interrupted;" in stderr and "run the same command again to go on" in stderr
     # the store says what happened, before any resume: the job in flight is queued again and its
     # attempt is marked lost; the finished ones stay done
     stopped_at = _counts(db)

@@ -1,11 +1,13 @@
 """The SQLite store: schema versioning, refusal of foreign files, attempts and results."""
 import hashlib
+import os
 import sqlite3
 import threading
 
 import pytest
 
-from harness.errors import StoreError, StoreVersionError
+from harness.campaign_lock import campaign_lock, lock_path
+from harness.errors import CampaignError, StoreError, StoreVersionError
 from harness.store import Store, decode_samples
 from harness.store_schema import SCHEMA_VERSION
 
@@ -125,3 +127,21 @@ def test_newer_store_is_refused_with_upgrade_message(tmp_path):
     with pytest.raises(StoreVersionError, match="upgrade hwl"):
         Store(path)
     assert _digest(path) == digest
+
+
+def test_campaign_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
+    db = tmp_path / "lab.db"
+    refused = rf"campaign c-7 in .*lab.db is being measured by another hwl process \(pid {os.getpid()} on "
+    with campaign_lock(db, 7, "c-7"):
+        for _ in range(2):  # a refused attempt leaves the holder's lock in place
+            with pytest.raises(CampaignError, match=refused):
+                with campaign_lock(db, 7, "c-7"):
+                    pass
+        with campaign_lock(db, 8):  # another campaign of the same store runs alongside
+            pass
+    with pytest.raises(RuntimeError):
+        with campaign_lock(db, 7):
+            raise RuntimeError("the coordinator fails")
+    with campaign_lock(db, 7):  # free again after either exit
+        pass
+    assert lock_path(db, 7).parent == tmp_path / "lab.db-locks"

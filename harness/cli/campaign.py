@@ -48,8 +48,8 @@ def add_parser(subparsers) -> None:
 
 def _common(p) -> None:
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
-    p.set_defaults(resume_hint=lambda a: f"every finished measurement is stored and the ones in flight are "
-                                         f"queued again; go on with: hwl campaign resume --store {a.store}")
+    p.set_defaults(resume_hint=lambda a: "every finished measurement is stored and the ones in flight are queued "
+                                         "again; run the same command again to go on")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
@@ -141,24 +141,29 @@ def cmd_resume(args) -> int:
 
 
 def status(*, store: str, name: str | None = None):
-    """(campaign name, ``Store.status`` frame) read through a read-only connection."""
+    """(campaign name, ``Store.status`` frame, who runs it now or None), read-only."""
     from harness.campaign import find_campaign
+    from harness.campaign_lock import holder
     from harness.store import Store
 
     with Store(store, readonly=True) as st:
         cid, cname, _ = find_campaign(st, name)
-        return cname, st.status(cid)
+        return cname, st.status(cid), holder(st.path, cid)
 
 
 def cmd_status(args) -> int:
-    cname, frame = status(store=args.store, name=args.name)
+    cname, frame, coordinator = status(store=args.store, name=args.name)
     if args.json:
-        print(json.dumps({"campaign": cname, "devices": frame.to_dict(orient="records")}))
+        print(json.dumps({"campaign": cname, "coordinator": coordinator, "devices": frame.to_dict(orient="records")}))
         return 0
     from rich.console import Console
 
     from harness.report import status_table
     Console().print(status_table(frame, title=f"campaign {cname} ({args.store})"))
+    if coordinator:
+        print(f"being measured by {coordinator}")
+    elif frame[["queued", "running"]].to_numpy().sum():  # "running" here: left so by a coordinator that died
+        print(f"no coordinator is running it; go on with: hwl campaign resume --store {args.store} --name {cname}")
     return 0
 
 

@@ -1,0 +1,70 @@
+"""One coordinator per campaign: an exclusive lock beside the store, held while it runs.
+
+A second ``hwl campaign resume`` (or ``run``) of a campaign that is still being measured would
+take the jobs in flight for lost, queue them again and measure every remaining job twice. The
+lock refuses it with a message naming the holder. It is an ``fcntl.flock`` on
+``<store>-locks/campaign-<id>.lock``: the kernel releases it when the holder exits, however it
+exits, so a resume after a crash (even SIGKILL) takes it at once. Campaigns of one store lock
+apart, so a lab can onboard a device into the store while a campaign on the others runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from harness.errors import CampaignError
+
+
+def lock_path(store_path, campaign_id: int) -> Path:
+    store_path = Path(store_path)
+    return store_path.parent / f"{store_path.name}-locks" / f"campaign-{int(campaign_id)}.lock"
+
+
+@contextlib.contextmanager
+def campaign_lock(store_path, campaign_id: int, name: str | None = None):
+    """Hold the campaign's lock for the ``with`` block; raise :class:`CampaignError` if another process holds it."""
+    path = lock_path(store_path, campaign_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:  # never truncated before the lock is ours: the holder's note stays readable
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CampaignError(f"campaign {name or campaign_id} in {store_path} is being measured by another "
+                                f"hwl process ({_holder(path)}); let it finish or stop it (Ctrl-C) first") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            f.flush()
+            yield path
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def holder(store_path, campaign_id: int) -> str | None:
+    """Who runs the campaign now ("pid N on HOST, since T"), or None when no process does."""
+    try:
+        f = open(lock_path(store_path, campaign_id))
+    except FileNotFoundError:  # never run since locks came in
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held for microseconds: a probe, not a claim
+        except BlockingIOError:
+            return _holder(lock_path(store_path, campaign_id))
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+
+def _holder(path: Path) -> str:
+    try:
+        note = json.loads(path.read_text() or "{}")
+        return f"pid {note['pid']} on {note['host']}, since {note['since']}"
+    except (OSError, ValueError, KeyError):  # the holder has not written its note yet
+        return "holder unknown"
