@@ -12,6 +12,7 @@ the same thing never leave a half-written file (they write identical bytes anywa
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -126,6 +127,34 @@ class ArtifactStore:
                               "delete it and export again")
         record = json.loads(meta_path.read_text())
         return Artifact(sha, path, record["config"], record["meta"])
+
+    def usage(self) -> dict[str, tuple[int, float]]:
+        """sha256 -> (bytes on disk, last use as the model file's mtime) of every stored model."""
+        out = {}
+        for path in self.root.glob("*.onnx"):
+            try:
+                st = path.stat()
+                out[path.stem] = (st.st_size + (self.root / f"{path.stem}.json").stat().st_size, st.st_mtime)
+            except FileNotFoundError:  # removed meanwhile, or half-written by a crashed export
+                continue
+        return out
+
+    def touch(self, sha256: str) -> None:
+        """Mark a model as used now (the quota removes the least recently used first)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path_of(sha256))
+
+    def remove(self, sha256: str) -> None:
+        """Delete a model, its record and its index entry; exporting its config again recreates it
+        byte for byte (weights come from a seed derived from the architecture)."""
+        meta_path = self.root / f"{sha256}.json"
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            config = json.loads(meta_path.read_text())["config"]
+            entry = self.root / "by-config" / f"{_config_key(config)}.json"
+            if self._lookup(config) == sha256:  # the entry may already name a newer export
+                entry.unlink(missing_ok=True)
+        self.path_of(sha256).unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
 
     def _lookup(self, config: dict) -> str | None:
         entry = self.root / "by-config" / f"{_config_key(config)}.json"

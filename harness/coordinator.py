@@ -24,6 +24,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.artifact_quota import ArtifactQuota
+from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
 from harness.ray_cluster import device_actor, export_remote, ray_session
@@ -74,6 +76,11 @@ class CoordinatorOptions:
     fixed_model : dict, optional
         ``{"path", "sha256"}`` of one ONNX file measured for every job instead of each
         architecture's export (to time the coordinator itself, see scripts/bench_dispatch).
+    artifact_quota_gb : float, optional
+        Keep ``artifact_dir`` under this many GB by removing the least recently used models
+        that no job in flight or next in line needs (``harness.artifact_quota``); None keeps all.
+    artifact_idle_s : float
+        The quota never removes a model used less than this long ago.
     """
 
     address: str | None = None
@@ -93,6 +100,8 @@ class CoordinatorOptions:
     pin_service_cores: bool = True
     ray_temp_dir: str | None = None
     fixed_model: dict | None = None
+    artifact_quota_gb: float | None = None
+    artifact_idle_s: float = 600.0
 
 
 @dataclass
@@ -139,6 +148,7 @@ class Coordinator:
                                                  (campaign_id,)).fetchone()
         self.devices: dict[str, _Device] = {}
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
+        self.quota: ArtifactQuota | None = None
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
         self.worker_s = 0.0  # inside the device actors' measure calls
         self.lock_wait_s = 0.0  # of which waiting for a device sharing the core / thermal domain
@@ -171,6 +181,10 @@ class Coordinator:
             self.devices[profile.name] = dev
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
+        if self.options.artifact_quota_gb is not None:
+            quota_bytes = int(self.options.artifact_quota_gb * 1e9)
+            self.quota = ArtifactQuota(ArtifactStore(self.options.artifact_dir), quota_bytes,
+                                       min_idle_s=self.options.artifact_idle_s)
         try:
             with self._ray():
                 self._start_actors()
@@ -302,6 +316,26 @@ class Coordinator:
                                     size_bytes=art["size_bytes"])
         except Exception as exc:
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
+            return
+        if self.quota is not None:
+            self.quota.used(Path(art["path"]).stem, art["size_bytes"])
+            self._trim_artifacts()
+
+    def _trim_artifacts(self) -> None:
+        """Apply the artifact quota, sparing the models in flight and next in line on every device."""
+        keep = set()
+        for dev in self.devices.values():
+            wanted = [CANARY_ARCH] + [(self.space, arch) for _, arch, _ in
+                                      itertools.islice(dev.queue, self.options.export_ahead)]
+            wanted += [CANARY_ARCH if entry[1] is None else (self.space, entry[3]) for entry in dev.in_flight]
+            for space, arch in wanted:
+                art = self.exports.get(self._export_key(dev, space, arch))
+                if isinstance(art, dict) and art.get("path"):
+                    keep.add(Path(art["path"]).stem)
+        removed = set(self.quota.trim(keep))
+        for key, art in list(self.exports.items()):
+            if isinstance(art, dict) and art.get("path") and Path(art["path"]).stem in removed:
+                del self.exports[key]  # exported again when a job needs it
 
     def _dispatch(self, dev: _Device) -> bool:
         """Send the device's next measurement when its model is ready; False when none was sent."""
@@ -315,6 +349,12 @@ class Coordinator:
         art = self.exports.get(key) if key is not None else dict(self.options.fixed_model or {})
         if not isinstance(art, dict):
             return False  # export still running
+        if key is not None and art.get("path") and not Path(art["path"]).is_file():
+            # removed (by the artifact quota, or by hand): export it again
+            del self.exports[key]
+            return False
+        if self.quota is not None and art.get("path"):
+            self.quota.used(Path(art["path"]).stem)
         job = {"space": space, "arch": arch, "dataset": dataset_of(space, key[2] if key else None).name,
                "model": art.get("path", ""), "sha256": art.get("sha256", ""),
                "artifact_sha256": art.get("artifact_sha256")}

@@ -229,3 +229,23 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                                    "WHERE j.campaign_id = ?", (later,)).fetchall()
     assert first_canary == {later: (1, 3.3, 3.0, 0), fresh: (0, 3.3, 3.3, 1)}
     assert len(later_flags) == 1 and "canary_drift" in later_flags[0][0]
+
+
+def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local_ray, tmp_path):
+    dev, db, folder = write_profile(tmp_path, "ray-quota"), tmp_path / "lab.db", tmp_path / "art"
+    archs = "1835,7165,9545,4988"
+    # a 1-byte quota: every model goes as soon as no job in flight or next in line needs it
+    opts = CoordinatorOptions(artifact_dir=folder, canary_every=0, export_ahead=1, artifact_quota_gb=1e-9,
+                              artifact_idle_s=0.0)
+    with Store(db) as s:
+        run_campaign(s, _plan(db, [dev], archs=archs), opts)
+    assert _check_one_answer_per_job(db) == 4
+    assert len(list(folder.glob("*.onnx"))) <= 3  # the last export's job and the two before it may be in flight
+    with Store(db) as s:  # a later campaign over the same archs exports the removed models again
+        run_campaign(s, _plan(db, [dev], archs=archs, name="again"), opts)
+    assert _check_one_answer_per_job(db) == 8
+    con = sqlite3.connect(db)
+    shas = con.execute("SELECT j.arch, count(DISTINCT r.artifact_sha256) FROM results r JOIN jobs j "
+                       "ON r.job_id = j.id GROUP BY j.arch").fetchall()
+    con.close()
+    assert sorted(a for a, _ in shas) == sorted(archs.split(",")) and all(n == 1 for _, n in shas)  # same bytes

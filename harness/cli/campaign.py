@@ -53,6 +53,9 @@ def _common(p) -> None:
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
+    p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
+                                                          "the least recently used models (re-exported if needed "
+                                                          "again; default: keep all)")
     p.add_argument("--no-progress", action="store_true", help="no live table; one summary line at the end")
     add_known_hosts_flag(p)
 
@@ -64,7 +67,10 @@ def _options(args):
     artifacts = Path(args.artifacts) if args.artifacts else store.parent / f"{store.stem}-artifacts"
     if args.canary_every < 0:
         raise CampaignError(f"--canary-every must be >= 0, got {args.canary_every}")
-    return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=args.canary_every)
+    if args.artifact_quota_gb is not None and not args.artifact_quota_gb > 0:
+        raise CampaignError(f"--artifact-quota-gb must be > 0, got {args.artifact_quota_gb}")
+    return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=args.canary_every,
+                              artifact_quota_gb=args.artifact_quota_gb)
 
 
 def run(*, store: str, file: str | None = None, space: str | None = None, archs: str | None = None,
