@@ -7,8 +7,10 @@ models once the store grows past it. A deleted model that is needed again (a ret
 campaign) is exported again, so the quota trades disk for export time, never results. It spares:
 
 - the models of the jobs in flight and of the next ``export_ahead`` jobs of every device;
-- any model used in the last ``min_idle_s`` (another campaign sharing the folder may be
-  about to load it; its coordinator touches a model when it sends it to a device).
+- any model used in the last ``min_idle_s`` (2 minutes): another campaign sharing the folder (an
+  onboarding into the same store) may have sent it to a device that has yet to load it; its
+  coordinator touches a model when it sends it. Should it still lose one, that job's attempt
+  fails and its retry exports the model again.
 
 Those can keep the store above the quota for a while; it is a soft limit.
 """
@@ -33,28 +35,31 @@ class ArtifactQuota:
         A model used more recently than this is never removed.
     """
 
-    def __init__(self, store: ArtifactStore, quota_bytes: int, *, min_idle_s: float = 600.0):
+    def __init__(self, store: ArtifactStore, quota_bytes: int, *, min_idle_s: float = 120.0):
         self.store = store
         self.quota_bytes = int(quota_bytes)
         self.min_idle_s = float(min_idle_s)
         self.models = store.usage()  # sha256 -> (bytes, last use); kept up to date, not re-scanned
+        self.total_bytes = sum(size for size, _ in self.models.values())
         self.removed = 0
 
     @property
-    def total_bytes(self) -> int:
-        return sum(size for size, _ in self.models.values())
+    def over(self) -> bool:
+        return self.total_bytes > self.quota_bytes
 
     def used(self, sha256: str, size_bytes: int | None = None) -> None:
         """A model was exported (``size_bytes`` given) or sent to a device."""
         self.store.touch(sha256)
-        size = size_bytes if size_bytes is not None else self.models.get(sha256, (0, 0.0))[0]
-        self.models[sha256] = (int(size), time.time())
+        old = self.models.get(sha256, (0, 0.0))[0]
+        size = int(size_bytes) if size_bytes is not None else old
+        self.models[sha256] = (size, time.time())
+        self.total_bytes += size - old
 
     def trim(self, keep=()) -> list[str]:
         """Remove least recently used models (not in ``keep``) until under the quota; their sha256s."""
-        total = self.total_bytes
-        if total <= self.quota_bytes:
+        if not self.over:
             return []
+        total = self.total_bytes
         keep, now = set(keep), time.time()
         removed = []
         for sha in sorted(self.models, key=lambda s: self.models[s][1]):
@@ -65,6 +70,7 @@ class ArtifactQuota:
             total -= self.models.pop(sha)[0]
             self.store.remove(sha)
             removed.append(sha)
+        self.total_bytes = total
         if removed:
             self.removed += len(removed)
             log.info("artifact quota: removed %d least recently used models, %.1f of %.1f GB used",

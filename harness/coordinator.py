@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import time
@@ -28,12 +29,20 @@ from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
+from harness.errors import StorageFull
 from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
 from spaces.cost import dataset_of
 
 log = logging.getLogger(__name__)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether an error (or the one a Ray task raised) is a full disk or an exceeded disk quota."""
+    cause = getattr(exc, "cause", None) or exc  # RayTaskError keeps the task's exception as .cause
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+
 
 CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
@@ -101,7 +110,7 @@ class CoordinatorOptions:
     ray_temp_dir: str | None = None
     fixed_model: dict | None = None
     artifact_quota_gb: float | None = None
-    artifact_idle_s: float = 600.0
+    artifact_idle_s: float = 120.0
 
 
 @dataclass
@@ -185,6 +194,7 @@ class Coordinator:
             quota_bytes = int(self.options.artifact_quota_gb * 1e9)
             self.quota = ArtifactQuota(ArtifactStore(self.options.artifact_dir), quota_bytes,
                                        min_idle_s=self.options.artifact_idle_s)
+            self._trim_artifacts()  # room for the first export (after a full disk, or a lower quota)
         try:
             with self._ray():
                 self._start_actors()
@@ -192,10 +202,13 @@ class Coordinator:
                 for dev in self.devices.values():
                     with contextlib.suppress(Exception):
                         ray.kill(dev.actor)
-        except KeyboardInterrupt:  # Ctrl-C: the jobs in flight go back to the queue now, not at the next resume
-            if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
-                self.store.db.rollback()
-            self.store.recover_interrupted(self.campaign_id)
+        except BaseException:  # Ctrl-C, a full disk, a bug: the jobs in flight go back to the queue now
+            try:
+                if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
+                    self.store.db.rollback()
+                self.store.recover_interrupted(self.campaign_id)
+            except Exception as exc:  # the next resume does it; keep the original error
+                log.warning("could not put the jobs in flight back in the queue (%s); `resume` will", exc)
             raise
         return self.summary()
 
@@ -300,11 +313,14 @@ class Coordinator:
     def _schedule_exports(self, dev: _Device) -> None:
         if dev.state != "active":
             return
-        wanted = [CANARY_ARCH] if dev.canary_due or not dev.queue else []
+        canaries = self.options.canary_every > 0
+        wanted = [CANARY_ARCH] if canaries and (dev.canary_due or not dev.queue) else []
         wanted += [(self.space, arch) for _, arch, _ in itertools.islice(dev.queue, self.options.export_ahead)]
         for space, arch in wanted:
             key = self._export_key(dev, space, arch)
             if key is not None and key not in self.exports:
+                if self.quota is not None and self.quota.over:  # make room before the file is written
+                    self._trim_artifacts()
                 self.exports[key] = export_remote().remote(key, str(self.options.artifact_dir))
 
     def _export_done(self, ray, key, ref) -> None:
@@ -315,6 +331,10 @@ class Coordinator:
                                     config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
                                     size_bytes=art["size_bytes"])
         except Exception as exc:
+            if _is_disk_full(exc):  # not the architecture's fault nor the device's: stop, charge no attempt
+                raise StorageFull(f"the artifact folder {self.options.artifact_dir} is full (no space left on "
+                                  "device) while exporting a model; free space there or give --artifact-quota-gb, "
+                                  "then resume: nothing measured is lost") from exc
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
             return
         if self.quota is not None:
@@ -323,6 +343,8 @@ class Coordinator:
 
     def _trim_artifacts(self) -> None:
         """Apply the artifact quota, sparing the models in flight and next in line on every device."""
+        if not self.quota.over:
+            return
         keep = set()
         for dev in self.devices.values():
             wanted = [CANARY_ARCH] + [(self.space, arch) for _, arch, _ in

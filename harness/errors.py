@@ -23,6 +23,10 @@ class CampaignError(UserError):
     """A campaign that cannot be planned or run as asked (unknown name, conflicting settings)."""
 
 
+class StorageFull(UserError):
+    """The coordinator's disk is full (the store or the artifact folder); nothing stored is lost."""
+
+
 class ExportError(UserError):
     """An architecture that could not be exported to ONNX, or a stored export that is corrupt."""
 

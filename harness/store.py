@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple
 import pandas as pd
 
 from harness import __version__
-from harness.errors import StoreError, StoreVersionError
+from harness.errors import StorageFull, StoreError, StoreVersionError
 from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class Store:
 
     def transaction(self):
         """Context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -390,14 +390,32 @@ class Store:
             f"{where} ORDER BY r.id", () if campaign_id is None else (campaign_id,))
 
 
+def _is_sqlite_full(exc) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc))
+
+
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, path):
         self.db = db
+        self.path = path
 
     def __enter__(self):
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as failed:  # e.g. the disk filled up at the commit
+                exc = failed
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if _is_sqlite_full(exc):
+            raise StorageFull(f"the disk holding the store {self.path} is full ({exc}); the change was rolled "
+                              "back and nothing stored before it is lost: free space there, then resume") from exc
+        if exc_type is None:
+            raise exc  # the failed commit
         return False

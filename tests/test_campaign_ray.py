@@ -1,8 +1,10 @@
 """Campaigns on a real local Ray (one start for the module), real agents, real faults."""
+import dataclasses
 import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.errors import StorageFull
 from harness.ray_cluster import actor_status
 from harness.exporting import export_help, export_parquet
 from harness.store import Store
@@ -249,3 +252,38 @@ def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local
                        "ON r.job_id = j.id GROUP BY j.arch").fetchall()
     con.close()
     assert sorted(a for a, _ in shas) == sorted(archs.split(",")) and all(n == 1 for _, n in shas)  # same bytes
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a 6 MB tmpfs: a disk that fills up for real (mounting it needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a 6 MB tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_artifact_disk_stops_the_campaign_without_charging_jobs_or_devices(local_ray, small_disk, tmp_path):
+    dev, db = write_profile(tmp_path, "ray-full"), tmp_path / "lab.db"
+    archs = "842,13563,15302,14734,7322,8048"  # 1.3 MB of ONNX each: the fifth does not fit
+    opts = CoordinatorOptions(artifact_dir=small_disk / "art", canary_every=0, export_ahead=1)
+    cid = _plan(db, [dev], archs=archs)
+    with Store(db) as s:
+        with pytest.raises(StorageFull, match=r"artifact folder .*/small/art is full .* give --artifact-quota-gb"):
+            run_campaign(s, cid, opts)
+        status = s.status(cid)
+        attempts = s.db.execute("SELECT state, error FROM attempts").fetchall()
+    # the full disk was nobody's fault: no job failed, no device quarantined, nothing left running
+    assert status["failed"].sum() == 0 and status["running"].sum() == 0 and status["queued"].sum() >= 1, status
+    assert (status["state"] == "active").all(), status
+    charged = [a for a in attempts if a[0] not in ("ok", "unstable", "lost") or "space" in (a[1] or "")]
+    assert not charged, attempts  # (an unstable attempt is this VM's timing noise, retried as usual)
+    # resumed under a quota that fits the disk, the campaign completes
+    with Store(db) as s:
+        run_campaign(s, cid, dataclasses.replace(opts, artifact_quota_gb=0.0026, artifact_idle_s=0.0))
+    assert _check_one_answer_per_job(db) == 6

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from spaces import fbnet, get_space, nb201
+from spaces import get_space, nb201
 
 
 def add_parser(subparsers) -> None:
