@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
