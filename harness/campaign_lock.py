@@ -5,7 +5,9 @@ take the jobs in flight for lost, queue them again and measure every remaining j
 lock refuses it with a message naming the holder. It is an ``fcntl.flock`` on
 ``<store>-locks/campaign-<id>.lock``: the kernel releases it when the holder exits, however it
 exits, so a resume after a crash (even SIGKILL) takes it at once. Campaigns of one store lock
-apart, so a lab can onboard a device into the store while a campaign on the others runs.
+apart, so a lab can onboard a device into the store while a campaign on the others runs. The
+lock files stay (a few bytes each): deleting one that another process has just opened would let
+two processes each lock a different file of the same name.
 """
 from __future__ import annotations
 
