@@ -9,9 +9,16 @@ for every message.
 Model files are found by explicit path or, by hash, in ``cache_dir`` (``<sha256>.onnx`` or
 ``<sha256>``), so a coordinator can push a file once and refer to it by hash afterwards. The
 file's sha256 is checked against the request before anything runs.
+
+With a device lock (``HWL_DEVICE_LOCK``, a file; the ssh transport sets it) each measurement
+holds an exclusive ``flock`` on that file, so two agents on one device never time at once. When
+an SSH link drops, the device's sshd may not notice for minutes and the old agent finishes its
+measurement; the agent the coordinator starts on reconnecting waits for it instead of timing
+alongside it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +35,8 @@ from agents.protocol import MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdow
 from agents.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
+
+DEVICE_LOCK_ENV = "HWL_DEVICE_LOCK"
 
 
 def sha256_of(path: Path) -> str:
@@ -80,12 +89,16 @@ class AgentServer:
         Hash-keyed model cache (and TVM library cache under ``tvm/``).
     usable_cores : iterable of int, optional
         CPUs requests may name (default: this process's affinity).
+    device_lock : path, optional
+        File locked while measuring (see the module doc).
     """
 
-    def __init__(self, instream, outstream, *, cache_dir: str | Path | None = None, usable_cores=None):
+    def __init__(self, instream, outstream, *, cache_dir: str | Path | None = None, usable_cores=None,
+                 device_lock: str | Path | None = None):
         self.instream = instream
         self.outstream = outstream
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.device_lock = Path(device_lock).expanduser() if device_lock else None
         # Cores a measurement may be pinned to: the agent's affinity before it pinned itself.
         self.usable_cores = frozenset(usable_cores) if usable_cores else (
             frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset())
@@ -200,8 +213,9 @@ class AgentServer:
 
     def _run(self, msg: Measure, model_path: Path | None) -> None:
         try:
-            reply = run_measurement(msg, model_path, fingerprint_id=self._fingerprint_id,
-                                    cache_dir=self.cache_dir, cancel=self._cancel)
+            with hold_device_lock(self.device_lock, self._cancel):
+                reply = run_measurement(msg, model_path, fingerprint_id=self._fingerprint_id,
+                                        cache_dir=self.cache_dir, cancel=self._cancel)
             log.info("measure %s: %s %s", msg.id, reply.outcome, reply.message[:200])
         except HwlError as exc:  # e.g. DeviceTooHot
             reply = Error.from_exception(exc, id=msg.id)
@@ -222,6 +236,35 @@ class AgentServer:
         self._cancel.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
+
+
+@contextlib.contextmanager
+def hold_device_lock(path: Path | None, cancel: threading.Event):
+    """Hold an exclusive lock on ``path`` (nothing when None); waiting for it stops when ``cancel``
+    is set (the measurement then sees ``cancel`` too and does not time anything)."""
+    if path is None:
+        yield
+        return
+    import fcntl  # POSIX only: the ssh transport's devices; other agents run without a lock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.warning("another agent on this device is measuring (%s is locked): waiting", path)
+                    waited = True
+                if cancel.wait(0.05):
+                    yield
+                    return
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _check_runtime(name: str) -> None:
@@ -247,11 +290,13 @@ def _id_of(raw: bytes) -> str:
 
 
 def serve_stdio(cache_dir: str | Path | None = None, usable_cores=None) -> int:
-    """Serve on this process's stdin/stdout (protocol lines only on stdout)."""
+    """Serve on this process's stdin/stdout (protocol lines only on stdout); the device lock comes
+    from ``HWL_DEVICE_LOCK`` (an environment variable: an older agent on a device just ignores it)."""
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the protocol
     sys.stdout = sys.stderr
-    return AgentServer(sys.stdin.buffer, out, cache_dir=cache_dir, usable_cores=usable_cores).serve()
+    return AgentServer(sys.stdin.buffer, out, cache_dir=cache_dir, usable_cores=usable_cores,
+                       device_lock=os.environ.get(DEVICE_LOCK_ENV)).serve()
 
 
-__all__ = ["AgentServer", "resolve_model", "serve_stdio", "sha256_of"]
+__all__ = ["AgentServer", "hold_device_lock", "resolve_model", "serve_stdio", "sha256_of"]

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound
 from agents.protocol import MAX_LINE_BYTES, Hello, Measure, Ping, Result, Status
-from agents.server import sha256_of
+from agents.server import hold_device_lock, sha256_of
 from harness.transport import AgentLost, AgentTimeout, LocalSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +177,30 @@ def test_local_session_reports_an_agent_that_cannot_start(tmp_path):
     with pytest.raises(AgentLost, match="(?s)did not start.*--cores .4096.*usable cores"):
         s.open()
     assert not s.is_connected
+
+
+def test_device_lock_waits_for_the_holder_and_gives_up_on_cancel(tmp_path):
+    import fcntl
+
+    lock = tmp_path / "measure.lock"
+    entered, cancel = threading.Event(), threading.Event()
+
+    def measure():
+        with hold_device_lock(lock, cancel):
+            entered.set()
+
+    with open(lock, "a") as other:  # another agent of the device is measuring
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=measure)
+        waiter.start()
+        assert not entered.wait(0.3)  # waits while the other holds the lock
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert entered.wait(5)  # and goes on once it is free
+        waiter.join(5)
+        fcntl.flock(other, fcntl.LOCK_EX)
+        entered.clear()
+        waiter = threading.Thread(target=measure)
+        waiter.start()
+        cancel.set()  # the agent shuts down while waiting: it stops waiting
+        waiter.join(5)
+        assert not waiter.is_alive() and entered.is_set()  # (its measurement sees the cancel and times nothing)

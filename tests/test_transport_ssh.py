@@ -1,8 +1,11 @@
 """SSHSession against a real sshd: agent deployed over SSH, models pushed by hash, link loss."""
+import dataclasses
 import hashlib
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,37 @@ def test_measure_over_ssh_pushes_each_model_once(deployed, models):
         assert _timed(again)
     assert session.pushed == [_sha256(models[0])]
     assert (Path(cache) / f"{_sha256(models[0])}.onnx").exists()
+
+
+def test_two_agents_on_one_device_never_measure_at_once(deployed, models):
+    """The agent a dropped link leaves behind finishes its measurement while the reconnected
+    coordinator's new agent starts one: the device lock makes the second wait (two sessions here)."""
+    host, report, work = deployed
+    cache = str(work / "hwl" / "cache")
+    second_long = {**TINY, "warmup_min_s": 0.2, "repeats": 3, "window_min_s": 0.3}  # about 1 s per measurement
+    ends, replies = {}, {}
+
+    def measure(i):
+        # its own connection, as each device actor of a real campaign has
+        own = Host(host.name, host.address, host.user, host.key_file, port=host.port, known_hosts=host.known_hosts)
+        with own, SSHSession(own, agent_path=report.agent_path, python=report.python, cache_dir=cache) as session:
+            request = dataclasses.replace(_measure(models[i]), policy=second_long)
+            ready.wait(30)
+            replies[i] = session.request(request)
+            ends[i] = time.monotonic()
+
+    ready = threading.Barrier(2)
+    threads = [threading.Thread(target=measure, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(_timed(replies[i]) for i in (0, 1)), replies
+    first, second = sorted((0, 1), key=ends.get)
+    # one measurement ran after the other: the later one ended about a whole measurement later
+    assert ends[second] - ends[first] > 0.7 * replies[second].elapsed_s, (ends, replies[second].elapsed_s)
+    log = (work / "hwl" / "agent.log").read_text()
+    assert "another agent on this device is measuring" in log
 
 
 def test_cache_quota_evicts_least_recently_used(deployed, models):

@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 
 from agents.protocol import Measure, Message
+from agents.server import DEVICE_LOCK_ENV
 from harness.remote.deploy import locate_agent
 from harness.remote.errors import RemoteError
 from harness.remote.host import Host
@@ -80,8 +81,10 @@ class SSHSession(LineSession):
                     self.host, agent_dir=self.agent_dir, python=self.python, use_venv=self.use_venv)
                 self.cache_dir = self.cache_dir or found_cache
             self.host.run(f"mkdir -p {shlex.quote(self.cache_dir)}")
-            command = (f"cd {shlex.quote(self.agent_path)} && PYTHONPATH=. exec {shlex.quote(self.python)} "
-                       f"-m agents serve --stdio --cache-dir {shlex.quote(self.cache_dir)}")
+            # every agent of this host measures under one lock: see agents.server on dropped links
+            command = (f"cd {shlex.quote(self.agent_path)} && {DEVICE_LOCK_ENV}={shlex.quote(self.lock_path)} "
+                       f"PYTHONPATH=. exec {shlex.quote(self.python)} -m agents serve --stdio "
+                       f"--cache-dir {shlex.quote(self.cache_dir)}")
             if self.cores:
                 command += f" --cores {','.join(map(str, self.cores))}"
             # The agent's log stays on the device (`hwl logs`), beside its deployed bundles.
@@ -110,7 +113,16 @@ class SSHSession(LineSession):
     @property
     def log_path(self) -> str:
         """The agent's log file on the device (next to the ``agents/`` folder of bundles)."""
-        return posixpath.join(posixpath.dirname(posixpath.dirname(self.agent_path.rstrip("/"))), "agent.log")
+        return posixpath.join(self._agent_home, "agent.log")
+
+    @property
+    def lock_path(self) -> str:
+        """The file every agent on the device locks while measuring (beside the log)."""
+        return posixpath.join(self._agent_home, "measure.lock")
+
+    @property
+    def _agent_home(self) -> str:
+        return posixpath.dirname(posixpath.dirname(self.agent_path.rstrip("/")))
 
     def _why_lost(self) -> str:
         channel = self._channel
