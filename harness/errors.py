@@ -23,6 +23,10 @@ class CampaignError(UserError):
     """A campaign that cannot be planned or run as asked (unknown name, conflicting settings)."""
 
 
+class ClusterError(UserError):
+    """A Ray cluster that cannot be joined: nothing listens at the address, or it refuses the token."""
+
+
 class StorageFull(UserError):
     """The coordinator's disk is full (the store or the artifact folder); nothing stored is lost."""
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 from harness.device_worker import DeviceWorker
+from harness.errors import ClusterError
 from harness.profiles import DeviceProfile
 
 NAMESPACE = "hwl"
@@ -36,7 +38,14 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
     try:
         if address:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            _check_reachable(address)
+            try:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+                why = str(exc).rstrip(".")
+                raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
+                                   "`ray start --head` (and give this machine its token), or leave out --address "
+                                   "to run a local Ray") from None
         else:
             kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
             ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
@@ -46,6 +55,19 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
         with contextlib.suppress(Exception):
             ray.shutdown()
         os.sched_setaffinity(0, old)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` that nothing answers (Ray itself waits minutes for its GCS)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():  # "auto", "ray://...", a bare name: Ray resolves those
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc}). Start "
+                           "it with `ray start --head --port PORT` on that machine, or leave out --address to run "
+                           "a local Ray") from None
 
 
 def device_actor(profile: DeviceProfile):

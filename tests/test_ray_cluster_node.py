@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,19 @@ def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, 
     assert run.returncode == 0, run.stderr[-2000:]
     with Store(db) as s:
         assert len(s.latency_table("nb201")) == 2
+
+
+def test_an_address_nothing_answers_is_a_clear_error_at_once(tmp_path):
+    from harness.errors import ClusterError
+    from harness.ray_cluster import ray_session
+
+    address = f"127.0.0.1:{free_port()}"  # bound and released: nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ClusterError, match=rf"cannot join the Ray cluster at '{address}': nothing answers there"):
+        with ray_session(address=address):
+            pass
+    assert time.monotonic() - start < 10  # not Ray's minutes of waiting for a GCS
+    done = hwl("campaign", "run", "--space", "nb201", "--archs", "1", "--devices", write_profile(tmp_path, "nowhere"),
+               "--store", tmp_path / "lab.db", "--address", address)
+    assert done.returncode == 2 and "hwl campaign: error: cannot join the Ray cluster" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
