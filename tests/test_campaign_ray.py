@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -20,6 +19,7 @@ from harness.ray_cluster import actor_status
 from harness.exporting import export_help, export_parquet
 from harness.store import Store
 from tests.campaign_helpers import FAST_POLICY, kill_leftovers, write_profile
+from tests.small_disk import small_disk
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -255,23 +255,16 @@ def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A folder on a 6 MB tmpfs: a disk that fills up for real (mounting it needs root)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a 6 MB tmpfs needs root (CAP_SYS_ADMIN)")
-    try:
+def full_disk(tmp_path):
+    """A folder on a 6 MB tmpfs."""
+    with small_disk(tmp_path / "small", 6) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-def test_a_full_artifact_disk_stops_the_campaign_without_charging_jobs_or_devices(local_ray, small_disk, tmp_path):
+def test_a_full_artifact_disk_stops_the_campaign_without_charging_jobs_or_devices(local_ray, full_disk, tmp_path):
     dev, db = write_profile(tmp_path, "ray-full"), tmp_path / "lab.db"
     archs = "842,13563,15302,14734,7322,8048"  # 1.3 MB of ONNX each: the fifth does not fit
-    opts = CoordinatorOptions(artifact_dir=small_disk / "art", canary_every=0, export_ahead=1)
+    opts = CoordinatorOptions(artifact_dir=full_disk / "art", canary_every=0, export_ahead=1)
     cid = _plan(db, [dev], archs=archs)
     with Store(db) as s:
         with pytest.raises(StorageFull, match=r"artifact folder .*/small/art is full .* give --artifact-quota-gb"):

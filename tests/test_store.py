@@ -2,7 +2,6 @@
 import hashlib
 import os
 import sqlite3
-import subprocess
 import threading
 
 import pytest
@@ -11,6 +10,7 @@ from harness.campaign_lock import campaign_lock, lock_path
 from harness.errors import CampaignError, StorageFull, StoreError, StoreVersionError
 from harness.store import Store, decode_samples
 from harness.store_schema import SCHEMA_VERSION
+from tests.small_disk import small_disk
 
 
 def _digest(path):
@@ -150,20 +150,12 @@ def test_campaign_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
 
 def test_a_full_disk_under_the_store_is_a_clear_error_and_loses_nothing(tmp_path):
     """A real full disk: a 1 MB tmpfs (mounting it needs root)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a 1 MB tmpfs needs root (CAP_SYS_ADMIN)")
-    try:
-        with Store(folder / "lab.db") as s:
-            cid = _campaign(s)
-            before = s.status(cid)
-            with pytest.raises(StorageFull, match=r"the disk holding the store .*lab.db is full .* nothing stored "
-                                                  r"before it is lost"):
-                for i in range(100):  # ~100 kB each: the disk fills within a few
-                    s.add_imported("nb201", [(str(k), f"dev{i}", 1.0 + k) for k in range(2000)], source=f"x{i}")
-            assert s.integrity_check() == "ok"
-            assert s.status(cid).equals(before)  # what was there is still there, readable
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    with small_disk(tmp_path / "small", 1) as folder, Store(folder / "lab.db") as s:
+        cid = _campaign(s)
+        before = s.status(cid)
+        with pytest.raises(StorageFull, match=r"the disk holding the store .*lab.db is full .* nothing stored "
+                                              r"before it is lost"):
+            for i in range(100):  # ~100 kB each: the disk fills within a few
+                s.add_imported("nb201", [(str(k), f"dev{i}", 1.0 + k) for k in range(2000)], source=f"x{i}")
+        assert s.integrity_check() == "ok"
+        assert s.status(cid).equals(before)  # what was there is still there, readable
