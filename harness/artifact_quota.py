@@ -41,7 +41,6 @@ class ArtifactQuota:
         self.min_idle_s = float(min_idle_s)
         self.models = store.usage()  # sha256 -> (bytes, last use); kept up to date, not re-scanned
         self.total_bytes = sum(size for size, _ in self.models.values())
-        self.removed = 0
 
     @property
     def over(self) -> bool:
@@ -72,7 +71,6 @@ class ArtifactQuota:
             removed.append(sha)
         self.total_bytes = total
         if removed:
-            self.removed += len(removed)
             log.info("artifact quota: removed %d least recently used models, %.1f of %.1f GB used",
                      len(removed), total / 1e9, self.quota_bytes / 1e9)
         return removed

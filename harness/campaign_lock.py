@@ -51,15 +51,16 @@ def campaign_lock(store_path, campaign_id: int, name: str | None = None):
 
 def holder(store_path, campaign_id: int) -> str | None:
     """Who runs the campaign now ("pid N on HOST, since T"), or None when no process does."""
+    path = lock_path(store_path, campaign_id)
     try:
-        f = open(lock_path(store_path, campaign_id))
+        f = open(path)
     except FileNotFoundError:  # never run since locks came in
         return None
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # held for microseconds: a probe, not a claim
         except BlockingIOError:
-            return _holder(lock_path(store_path, campaign_id))
+            return _holder(path)
         fcntl.flock(f, fcntl.LOCK_UN)
         return None
 
