@@ -44,7 +44,10 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
     if suffix == ".pt":
         space, rows = read_help_pt(path, space=space, device=device, mapping=mapping)
     elif suffix in (".parquet", ".csv", ".csv.gz"):
-        frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        try:
+            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
+            raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
         space, rows = rows_from_long_table(frame, source=path.name, space=space, device=device)
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "

@@ -59,6 +59,16 @@ class CanaryState(NamedTuple):
     measured_at: float  # wall clock
 
 
+
+def require_store_file(path) -> Path:
+    """``path`` as a Path; StoreError saying why when it is no file (missing, or a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"store {path} is a directory, not a store file")
+    if not path.is_file():
+        raise StoreError(f"store {path} does not exist")
+    return path
+
 class Store:
     """An hwl store file.
 
@@ -80,8 +90,8 @@ class Store:
     def __init__(self, path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly and not self.path.is_file():
-            raise StoreError(f"store {self.path} does not exist")
+        if readonly:
+            require_store_file(self.path)
         self._check_is_store()
         if readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,

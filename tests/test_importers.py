@@ -57,6 +57,17 @@ def test_help_pt_errors(tmp_path):
         assert s.latency_table("nb201").empty
 
 
+def test_corrupt_parquet_or_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 truncated by a failed copy")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    with Store(tmp_path / "lab.db") as s:
+        with pytest.raises(TableImportError, match=r"cut.parquet: not a readable .parquet table"):
+            import_file(s, tmp_path / "cut.parquet")
+        with pytest.raises(TableImportError, match=r"binary.csv: not a readable .csv table"):
+            import_file(s, tmp_path / "binary.csv")
+        assert s.latency_table("nb201").empty
+
+
 def test_long_table_csv_by_arch_string(tmp_path):
     df = pd.DataFrame({"arch_str": [nb201.to_string(3), nb201.to_string(11)], "device": ["pi", "pi"],
                        "latency_ms": [9.0, 8.0]})

@@ -113,6 +113,9 @@ def test_foreign_files_are_refused_unchanged(tmp_path):
         Store(other)
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "nothing.db", readonly=True)
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(StoreError, match="is a directory, not a store file"):
+        Store(tmp_path / "folder.db", readonly=True)
     assert {p: _digest(p) for p in (text, other)} == before
     assert not (tmp_path / "notes.db-wal").exists()
 

@@ -102,10 +102,9 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
 def resume(*, store: str, name: str | None = None, options=None, on_progress=None) -> dict:
     from harness.campaign import find_campaign
     from harness.coordinator import run_campaign
-    from harness.store import Store
+    from harness.store import Store, require_store_file
 
-    if not Path(store).is_file():
-        raise CampaignError(f"store {store} does not exist")
+    require_store_file(store)
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
