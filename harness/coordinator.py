@@ -233,7 +233,8 @@ class Coordinator:
         out = {}
         for name, dev in self.devices.items():
             mean_s = sum(dev.durations_s[-20:]) / len(dev.durations_s[-20:]) if dev.durations_s else None
-            queued = len(dev.queue)
+            # The device measures in_flight[0]; jobs sent after it wait in its actor's queue.
+            queued = len(dev.queue) + sum(1 for entry in dev.in_flight[1:] if entry[1] is not None)
             out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
                          "running": min(1, len(dev.in_flight)), "state": dev.state, "error": dev.error,
                          "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}

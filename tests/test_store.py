@@ -151,6 +151,27 @@ def test_campaign_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
     assert lock_path(db, 7).parent == tmp_path / "lab.db-locks"
 
 
+def test_status_counts_one_running_job_per_device_and_none_without_a_coordinator(tmp_path):
+    """The coordinator sends a device's next job before the current one ends; the store marks both
+    running, but the device measures one, and with no coordinator alive none."""
+    from harness.cli.campaign import status
+
+    with Store(tmp_path / "lab.db") as s:
+        cid = _campaign(s)
+        for job_id, _, _ in s.queued_jobs(cid, "d1")[:2]:
+            s.start_attempt(job_id)
+    with campaign_lock(tmp_path / "lab.db", cid, "c1"):
+        _, live, coordinator = status(store=str(tmp_path / "lab.db"))
+    _, dead, nobody = status(store=str(tmp_path / "lab.db"))
+    assert coordinator.startswith(f"pid {os.getpid()} on ") and nobody is None
+
+    def counts(frame):
+        return frame.set_index("device")[["queued", "running"]].to_dict(orient="index")
+
+    assert counts(live) == {"d1": {"queued": 2, "running": 1}, "d2": {"queued": 3, "running": 0}}
+    assert counts(dead) == {"d1": {"queued": 3, "running": 0}, "d2": {"queued": 3, "running": 0}}
+
+
 def test_a_full_disk_under_the_store_is_a_clear_error_and_loses_nothing(tmp_path):
     """A real full disk: a 1 MB tmpfs (mounting it needs root)."""
     with small_disk(tmp_path / "small", 1) as folder, Store(folder / "lab.db") as s:

@@ -146,14 +146,24 @@ def cmd_resume(args) -> int:
 
 
 def status(*, store: str, name: str | None = None):
-    """(campaign name, ``Store.status`` frame, who runs it now or None), read-only."""
+    """(campaign name, jobs per device and state, who runs it now or None), read-only.
+
+    The store marks a job ``running`` when it is sent to its device, and the coordinator sends
+    a device's next job before the current one ends (so the device never idles). A device
+    measures one at a time, so its other sent jobs are counted as ``queued``; with no
+    coordinator alive none is running, and ``resume`` queues them again.
+    """
     from harness.campaign import find_campaign
     from harness.campaign_lock import holder
     from harness.store import Store
 
     with Store(store, readonly=True) as st:
         cid, cname, _ = find_campaign(st, name)
-        return cname, st.status(cid), holder(st.path, cid)
+        frame, coordinator = st.status(cid), holder(st.path, cid)
+    measuring = frame["running"].clip(upper=1) if coordinator else 0
+    frame["queued"] += frame["running"] - measuring
+    frame["running"] = measuring
+    return cname, frame, coordinator
 
 
 def cmd_status(args) -> int:
@@ -167,7 +177,7 @@ def cmd_status(args) -> int:
     Console().print(status_table(frame, title=f"campaign {cname} ({args.store})"))
     if coordinator:
         print(f"being measured by {coordinator}")
-    elif frame[["queued", "running"]].to_numpy().sum():  # "running" here: left so by a coordinator that died
+    elif frame["queued"].sum():
         print(f"no coordinator is running it; go on with: hwl campaign resume --store {args.store} --name {cname}")
     return 0
 
