@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import CampaignError
-from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
+from harness.errors import CampaignError, ProfileError
+from harness.profiles import DeviceProfile, available_profiles, load_profile, load_profiles, profile_from_dict
 from harness.store import Store
 from spaces import ArchError, get_space, resolve_archs
 from spaces.cost import dataset_of
@@ -135,20 +135,41 @@ def resolve_plan(spec: CampaignSpec) -> Plan:
     config = {
         "space": spec.space, "seed": spec.seed, "order_seed": order_seed,
         "measurement": spec.measurement,
-        "devices": {p.name: _profile_identity(p) for p in profiles},
+        "devices": {p.name: p.identity() for p in profiles},
         "archs_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "n_archs": len(keys),
     }
     config = json.loads(json.dumps(config, sort_keys=True))  # tuples -> lists, as stored
-    name = spec.name or "c-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    return Plan(spec=spec, profiles=profiles, archs=keys, name=name, order_seed=order_seed, config=config)
+    return Plan(spec=spec, profiles=profiles, archs=keys, name=spec.name or _config_name(config),
+                order_seed=order_seed, config=config)
 
 
-def _profile_identity(profile: DeviceProfile) -> dict:
-    """A profile's settings without where it was read from."""
-    d = profile.to_dict()
-    d.pop("source", None)
-    return d
+def _config_name(config: dict) -> str:
+    return "c-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _legacy_name(plan: Plan) -> str:
+    """The name hwl gave the plan before device addresses were left out of a campaign's identity."""
+    devices = {p.name: {k: v for k, v in p.to_dict().items() if k != "source"} for p in plan.profiles}
+    return _config_name(json.loads(json.dumps({**plan.config, "devices": devices}, sort_keys=True)))
+
+
+def _comparable(config: dict) -> dict:
+    """A stored campaign config with each device as its identity (older stores kept whole profiles)."""
+    devices = {name: profile_from_dict(d).identity() for name, d in config.get("devices", {}).items()}
+    return json.loads(json.dumps({**config, "devices": devices}, sort_keys=True))
+
+
+def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differing_keys(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
 
 
 def device_order(n_archs: int, order_seed: int, device: str) -> np.ndarray:
@@ -165,12 +186,15 @@ def plan_campaign(store: Store, spec: CampaignSpec) -> tuple[int, Plan, bool]:
     """
     plan = resolve_plan(spec)
     row = store.campaign(plan.name)
+    if row is None and spec.name is None:
+        row = store.campaign(_legacy_name(plan))
     if row is not None:
-        stored = json.loads(row["config_json"])
-        if stored != plan.config:
-            diff = sorted(k for k in set(stored) | set(plan.config) if stored.get(k) != plan.config.get(k))
-            raise CampaignError(f"campaign {plan.name!r} already exists in {store.path} with other settings "
+        diff = _differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
+        if diff:
+            raise CampaignError(f"campaign {row['name']!r} already exists in {store.path} with other settings "
                                 f"({', '.join(diff)} differ); choose another --name or resume it as it is")
+        plan.name = row["name"]
+        refresh_reach(store, row["id"], plan.profiles)
         return row["id"], plan, False
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
@@ -184,9 +208,57 @@ def plan_campaign(store: Store, spec: CampaignSpec) -> tuple[int, Plan, bool]:
 
 
 def campaign_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:
-    """The device profiles stored with a campaign (a resume uses these, not today's files)."""
+    """The device profiles stored with a campaign (the coordinator measures with these)."""
     return [profile_from_dict(json.loads(pj)) for pj in
             store.devices(campaign_id)["profile_json"]]
+
+
+def current_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:
+    """The campaign's devices as their profile files say today: the file each was read from, else
+    the profile of that name. A device whose file is gone is left out; one whose file no longer
+    parses too, with a warning."""
+    (measurement,) = store.db.execute("SELECT measurement FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    known = available_profiles()
+    out = []
+    for stored in campaign_profiles(store, campaign_id):
+        where = stored.source if stored.source and Path(stored.source).is_file() else known.get(stored.name)
+        if where is None:
+            continue
+        try:
+            profile = load_profile(where).with_measurement(measurement)
+        except ProfileError as exc:
+            log.warning("device %s: the campaign keeps its stored profile: %s", stored.name, exc)
+            continue
+        if profile.name == stored.name:
+            out.append(profile)
+    return out
+
+
+def refresh_reach(store: Store, campaign_id: int, profiles) -> list[str]:
+    """Reach the campaign's devices as ``profiles`` (today's files) say; one line per device changed.
+
+    Only how a device is reached may change (``profiles.REACH_KEYS``: a Pi that came back at
+    another address, a new key). A profile whose measurement settings changed is not taken, with
+    a warning: the campaign's results must stay comparable."""
+    stored = {p.name: p for p in campaign_profiles(store, campaign_id)}
+    changed = []
+    for new in profiles:
+        old = stored.get(new.name)
+        if old is None:
+            continue
+        diff = _differing_keys(old.identity(), new.identity())
+        if diff:
+            log.warning("device %s: %s sets %s otherwise than when the campaign started; the campaign keeps "
+                        "its own settings (plan a new campaign to measure the new ones)",
+                        new.name, new.source, ", ".join(diff))
+            continue
+        changes = old.reach_changes(new)
+        if changes:
+            store.set_device_profile(campaign_id, new.name, old.with_reach_of(new).to_json())
+            line = f"{new.name}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
+            log.warning("device %s (from %s)", line, new.source)
+            changed.append(line)
+    return changed
 
 
 def find_campaign(store: Store, name: str | None) -> tuple[int, str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.campaign import CampaignSpec, plan_campaign
+from harness.campaign import CampaignSpec, plan_campaign, refresh_reach
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import CampaignError, DeviceQuarantined
 from harness.profiles import DeviceProfile, load_profiles
@@ -208,6 +208,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
         with ray_for(profile, options):
             for cid in unfinished_campaigns(st, space, profile.name):
                 log.info("finishing interrupted onboarding campaign %d", cid)
+                refresh_reach(st, cid, [profile.with_measurement(measurement)])  # the device may have moved
                 run_campaign(st, cid, options, on_progress=on_progress)
             measured = measured_latencies(st, space, profile.name)
             failed = [a for a in failed_archs(st, space, profile.name) if a not in measured]

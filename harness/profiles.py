@@ -91,6 +91,11 @@ _SECTION_KEYS = {
     "measurement": ("profile", "cooldown_s", "max_temp_c", "policy"),
 }
 USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
+# Host keys that say how to reach a device, not what is measured on it. A campaign's devices
+# are identified without them (and without the description), so a device that came back at
+# another address, or behind a new key, goes on with the same campaign (DeviceProfile.identity).
+REACH_KEYS = ("address", "port", "user", "key", "known_hosts", "cache_quota_mb", "push", "check",
+              "reconnect_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,26 @@ class DeviceProfile:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def identity(self) -> dict:
+        """What makes two measurements of this device comparable: :meth:`to_dict` without the
+        source file, the description and the host's :data:`REACH_KEYS`."""
+        d = self.to_dict()
+        for key in ("source", "description"):
+            d.pop(key)
+        for key in REACH_KEYS:
+            d["host"].pop(key)
+        return d
+
+    def reach_changes(self, other: "DeviceProfile") -> dict[str, tuple]:
+        """``host.<key>`` -> (this value, ``other``'s) for each of :data:`REACH_KEYS` that differs."""
+        return {f"host.{k}": (getattr(self.host, k), getattr(other.host, k)) for k in REACH_KEYS
+                if getattr(self.host, k) != getattr(other.host, k)}
+
+    def with_reach_of(self, other: "DeviceProfile") -> "DeviceProfile":
+        """This profile, reached as ``other`` says (its :data:`REACH_KEYS`, description and source)."""
+        host = dataclasses.replace(self.host, **{k: getattr(other.host, k) for k in REACH_KEYS})
+        return dataclasses.replace(self, host=host, description=other.description, source=other.source)
+
     def with_measurement(self, measurement: str | None) -> "DeviceProfile":
         """A copy with the measurement profile replaced (the campaign's ``--profile``)."""
         if measurement is None or measurement == self.measurement:
@@ -201,15 +226,7 @@ class DeviceProfile:
         if measurement not in MEASUREMENT_PROFILES:
             raise ProfileError(f"unknown measurement profile {measurement!r}; valid: "
                                f"{', '.join(MEASUREMENT_PROFILES)}")
-        from dataclasses import replace
-        return replace(self, measurement=measurement)
-
-
-    def with_known_hosts(self, known_hosts: str | os.PathLike | None) -> "DeviceProfile":
-        """A copy whose ssh host keys are checked against ``known_hosts`` (the ``--known-hosts`` flag)."""
-        if known_hosts is None or self.host.transport != "ssh":
-            return self
-        return dataclasses.replace(self, host=dataclasses.replace(self.host, known_hosts=str(known_hosts)))
+        return dataclasses.replace(self, measurement=measurement)
 
 
 def shipped_dir() -> Path:

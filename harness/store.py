@@ -25,6 +25,7 @@ import pandas as pd
 
 from harness import __version__
 from harness.errors import StorageFull, StoreError, StoreVersionError
+from harness.profiles import profile_from_dict
 from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -305,6 +306,12 @@ class Store:
         return self.db.execute("SELECT id, attempt, outcome, label_ms, iqr_over_median FROM results "
                                "WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
 
+    def set_device_profile(self, campaign_id: int, device: str, profile_json: str) -> None:
+        """Store the profile a campaign reaches ``device`` with (``campaign.refresh_reach``)."""
+        with self.transaction():
+            self.db.execute("UPDATE campaign_devices SET profile_json = ?, updated_at = ? WHERE campaign_id = ? "
+                            "AND device = ?", (profile_json, time.time(), campaign_id, device))
+
     def requeue_device(self, campaign_id: int, device: str) -> None:
         """Clear a device's quarantine (``resume``): its queued jobs run again."""
         self.set_device_state(campaign_id, device, "active", error=None, consecutive_failures=0)
@@ -325,16 +332,24 @@ class Store:
 
     def canary_state(self, campaign_id: int, device: str) -> CanaryState | None:
         """The device's latest canary that measured something, in this campaign or in another that
-        ran the device with the same profile; None before the first. A session's first canary is
-        checked against its baseline, so drift across a restart or between campaigns is caught,
-        not taken as the new normal."""
-        row = self.db.execute(
-            "SELECT CASE WHEN c.ok THEN c.baseline_ms ELSE c.median_ms END, c.last_result_id, c.ok, c.created_at "
-            "FROM canaries c JOIN campaign_devices d ON d.campaign_id = c.campaign_id AND d.device = c.device "
-            "WHERE c.device = ? AND c.median_ms IS NOT NULL "
-            "AND d.profile_json = (SELECT profile_json FROM campaign_devices WHERE campaign_id = ? AND device = ?) "
-            "ORDER BY c.id DESC LIMIT 1", (device, campaign_id, device)).fetchone()
-        return None if row is None else CanaryState(float(row[0]), int(row[1] or 0), bool(row[2]), float(row[3]))
+        ran the device with the same measurement settings (``DeviceProfile.identity``: the same
+        device reached at another address counts); None before the first. A session's first
+        canary is checked against its baseline, so drift across a restart or between campaigns is
+        caught, not taken as the new normal."""
+        (mine,) = self.db.execute("SELECT profile_json FROM campaign_devices WHERE campaign_id = ? AND device = ?",
+                                  (campaign_id, device)).fetchone()
+        mine_identity = profile_from_dict(json.loads(mine)).identity()
+        same = {mine: True}  # profile_json -> same identity as mine
+        rows = self.db.execute(
+            "SELECT CASE WHEN c.ok THEN c.baseline_ms ELSE c.median_ms END, c.last_result_id, c.ok, c.created_at, "
+            "d.profile_json FROM canaries c JOIN campaign_devices d ON d.campaign_id = c.campaign_id "
+            "AND d.device = c.device WHERE c.device = ? AND c.median_ms IS NOT NULL ORDER BY c.id DESC", (device,))
+        for baseline, last_result, ok, created, profile_json in rows:
+            if profile_json not in same:
+                same[profile_json] = profile_from_dict(json.loads(profile_json)).identity() == mine_identity
+            if same[profile_json]:
+                return CanaryState(float(baseline), int(last_result or 0), bool(ok), float(created))
+        return None
 
     def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> int:
         """Add ``flag`` to the device's results newer than ``after_result_id``; returns how many."""

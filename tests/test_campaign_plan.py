@@ -1,10 +1,14 @@
 """Campaign planning and the CLI's answers to bad input (no Ray needed: all checked first)."""
+import dataclasses
+import hashlib
+import json
 import sqlite3
 
 import numpy as np
 import pytest
 
-from harness.campaign import CampaignSpec, device_order, load_campaign_file, plan_campaign
+from harness.campaign import (CampaignSpec, campaign_profiles, current_profiles, device_order, load_campaign_file,
+                              plan_campaign, refresh_reach, resolve_plan)
 from harness.cli import main as hwl_main
 from harness.errors import CampaignError
 from harness.store import Store
@@ -37,6 +41,43 @@ def test_plan_jobs_order_and_idempotence(tmp_path):
         with pytest.raises(CampaignError, match="already exists .* other settings"):
             plan_campaign(s, CampaignSpec(space="nb201", archs="random:5", seed=3, devices=(str(a),),
                                           name=plan.name))
+
+
+def _ssh_profile(folder, address, threads=1):
+    path = folder / "pi-x.toml"
+    path.write_text(f'name = "pi-x"\ndevice_class = "embedded_cpu"\n[host]\nname = "pi-x"\ntransport = "ssh"\n'
+                    f'address = "{address}"\nuser = "pi"\nkey = "~/.ssh/lab"\n[runtime]\nkind = "onnxruntime"\n'
+                    f'threads = {threads}\ncores = [0, 1]\n')
+    return path
+
+
+def test_a_device_at_a_new_address_stays_in_its_campaign_and_a_new_setup_does_not(tmp_path):
+    spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(_ssh_profile(tmp_path, "198.18.0.2")),))
+    with Store(tmp_path / "lab.db") as s:
+        cid, plan, _ = plan_campaign(s, spec)
+        _ssh_profile(tmp_path, "198.18.0.9")  # the Pi came back elsewhere; the user edits its profile
+        cid2, plan2, created = plan_campaign(s, spec)  # and runs the same command again
+        assert (cid2, plan2.name, created) == (cid, plan.name, False)
+        assert [p.host.address for p in campaign_profiles(s, cid)] == ["198.18.0.9"]
+        _ssh_profile(tmp_path, "198.18.0.9", threads=2)  # a new measurement setup is a new campaign
+        with pytest.raises(CampaignError, match=r"\(devices.pi-x.runtime.threads differ\)"):
+            plan_campaign(s, dataclasses.replace(spec, name=plan.name))
+        assert refresh_reach(s, cid, current_profiles(s, cid)) == []  # what resume does: keep the campaign's own
+        assert campaign_profiles(s, cid)[0].runtime.threads == 1
+
+
+def test_the_same_command_finds_a_campaign_an_older_hwl_planned(tmp_path):
+    """Older stores named a campaign by a hash over whole profiles, addresses and descriptions too."""
+    spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(_ssh_profile(tmp_path, "198.18.0.2")),))
+    plan = resolve_plan(spec)
+    old_config = {**plan.config, "devices": {p.name: {k: v for k, v in p.to_dict().items() if k != "source"}
+                                             for p in plan.profiles}}
+    old_name = "c-" + hashlib.sha256(json.dumps(old_config, sort_keys=True).encode()).hexdigest()[:10]
+    with Store(tmp_path / "lab.db") as s:
+        cid = s.create_campaign(name=old_name, space="nb201", measurement=None, arch_spec="5,7", seed=0,
+                                order_seed=0, config=old_config, devices={"pi-x": plan.profiles[0].to_json()},
+                                jobs=[("pi-x", "5", 0), ("pi-x", "7", 1)])
+        assert plan_campaign(s, spec)[0::2] == (cid, False) and plan_campaign(s, spec)[1].name == old_name
 
 
 def test_campaign_file(tmp_path):

@@ -146,3 +146,37 @@ def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
     assert lost >= 1, "no measurement was in flight when pi-b went away"
     with Store(db) as s:
         assert s.integrity_check() == "ok"
+
+
+def test_a_device_back_at_another_address_goes_on_with_its_campaign(lab, tmp_path):
+    """A Pi that came back from a reboot at another address (DHCP): the user edits its profile's
+    address and the campaign goes on, neither stranded on the old address nor planned anew."""
+    # (depends on the deploy test above: pi-a's agent is in place and its host key is known)
+    host = lab["hosts"][0]
+    profile = write_ssh_profile(tmp_path, host, lab["key"], lab["known"], reconnect_timeout_s=1)
+    now_at = profile.read_text()
+    profile.write_text(now_at.replace(host.netns.address, "198.18.59.2"))  # where it was: nothing there now
+    db = tmp_path / "lab.db"
+    ray_tmp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    env = {"RAY_TMPDIR": ray_tmp}
+    run = ("campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", profile, "--store", db,
+           "--artifacts", tmp_path / "art", "--canary-every", "0", "--no-progress")
+    try:
+        lost = hwl(*run, env=env)
+        assert lost.returncode == 1 and json.loads(lost.stdout.splitlines()[-1])["quarantined"] == ["pi-a"]
+        profile.write_text(now_at)
+        resumed = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
+                      "--no-progress", env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"pi-a: host.address 198.18.59.2 -> {host.netns.address}" in resumed.stderr
+        again = hwl(*run, env=env)  # the same command as at first: the same campaign, nothing left to measure
+        assert again.returncode == 0 and json.loads(again.stdout.splitlines()[-1])["created"] is False
+        profile.write_text(now_at.replace("threads = 1", "threads = 2").replace("cores = [1]", "cores = [0, 1]"))
+        other = hwl("campaign", "resume", "--store", db, "--no-progress", env=env)  # a new setup is no resume
+        assert other.returncode == 0 and "sets runtime.cores, runtime.threads otherwise" in other.stderr
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    rows = sqlite3.connect(db).execute("SELECT j.state, count(r.id) FROM jobs j LEFT JOIN results r "
+                                       "ON r.job_id = j.id AND r.accepted GROUP BY j.id").fetchall()
+    assert rows == [("done", 1), ("done", 1)]

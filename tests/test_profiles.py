@@ -125,7 +125,13 @@ def test_ssh_profile_fields_defaults_and_round_trip():
     assert (p.host.transport, p.host.port, p.host.python, p.host.agent_dir) == ("ssh", 22, "python3", "~/.hwl")
     assert p.host.use_venv and p.host.cache_quota_mb == 2048 and p.host.machine == "aarch64"
     assert profile_from_dict(json.loads(p.to_json())) == p
-    assert p.with_known_hosts("/tmp/kh").host.known_hosts == "/tmp/kh"
+    moved = parse_profile({**SSH, "host": {**SSH["host"], "address": "198.18.0.9", "port": 2222},
+                           "description": "moved to the other bench"}, source="pi-2-moved.toml")
+    assert moved.identity() == p.identity() and moved != p  # the same device, reached elsewhere
+    assert p.reach_changes(moved) == {"host.address": ("198.18.0.2", "198.18.0.9"), "host.port": (22, 2222)}
+    assert p.with_reach_of(moved) == moved and p.with_reach_of(moved).source == "pi-2-moved.toml"
+    for other in ({"runtime": {**SSH["runtime"], "threads": 2}}, {"host": {**SSH["host"], "wheel_dir": "w2"}}):
+        assert parse_profile({**SSH, **other}).identity() != p.identity()  # what is measured changed
     for missing in ("address", "user", "key"):
         data = json.loads(json.dumps(SSH))
         del data["host"][missing]

@@ -172,6 +172,23 @@ def test_status_counts_one_running_job_per_device_and_none_without_a_coordinator
     assert counts(dead) == {"d1": {"queued": 3, "running": 0}, "d2": {"queued": 3, "running": 0}}
 
 
+def test_a_canary_baseline_follows_the_device_to_a_new_address_but_not_to_a_new_setup(tmp_path):
+    from harness.profiles import parse_profile
+
+    def profile(address, threads=1):
+        return parse_profile({"name": "pi", "device_class": "embedded_cpu", "runtime": {"kind": "onnxruntime",
+                              "threads": threads}, "host": {"name": "pi", "transport": "ssh", "address": address,
+                                                            "user": "pi", "key": "~/.ssh/lab"}}).to_json()
+
+    with Store(tmp_path / "lab.db") as s:
+        ids = [s.create_campaign(name=f"c{i}", space="nb201", measurement=None, arch_spec="5", seed=0, order_seed=0,
+                                 config={}, devices={"pi": p}, jobs=[("pi", "5", 0)])
+               for i, p in enumerate((profile("198.18.0.2"), profile("198.18.0.9"), profile("198.18.0.9", 2)))]
+        s.add_canary(ids[0], "pi", after_jobs=0, median_ms=2.5, baseline_ms=2.5, ok=True, last_result_id=None)
+        assert s.canary_state(ids[1], "pi").baseline_ms == 2.5  # the same device, reached elsewhere
+        assert s.canary_state(ids[2], "pi") is None  # two threads: another baseline
+
+
 def test_a_full_disk_under_the_store_is_a_clear_error_and_loses_nothing(tmp_path):
     """A real full disk: a 1 MB tmpfs (mounting it needs root)."""
     with small_disk(tmp_path / "small", 1) as folder, Store(folder / "lab.db") as s:

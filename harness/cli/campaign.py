@@ -100,13 +100,14 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
 
 
 def resume(*, store: str, name: str | None = None, options=None, on_progress=None) -> dict:
-    from harness.campaign import find_campaign
+    from harness.campaign import current_profiles, find_campaign, refresh_reach
     from harness.coordinator import run_campaign
     from harness.store import Store, require_store_file
 
     require_store_file(store)
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
+        refresh_reach(st, cid, current_profiles(st, cid))  # a device back at another address, say
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=cname, created=False)
         return summary
