@@ -10,7 +10,8 @@
 * The coordinator commits each job's state to the store before acting on it, numbers attempts,
   re-queues failures (at most ``max_attempts`` per job) and unstable / drifting records (at most
   2 extra attempts, then the steadiest attempt is accepted), quarantines a device after 3
-  failures in a row, and runs a drift canary at the start, every 50 jobs and at the end.
+  failures in a row (first running its profile's ``recover`` command, if it has one, once per
+  run of failures), and runs a drift canary at the start, every 50 jobs and at the end.
 * The queue is re-derived from the store, so ``resume`` after any crash is the same code path;
   a lock beside the store (``campaign_lock``) keeps a second coordinator off a running campaign.
 """
@@ -29,6 +30,7 @@ from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
+from harness.device_worker import RECOVER_TIMEOUT_S
 from harness.errors import StorageFull
 from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
@@ -133,6 +135,9 @@ class _Device:
     rebaseline: bool = False  # the next canary sets the baseline
     limit_s: float = 600.0
     durations_s: list = field(default_factory=list)
+    recovery: object = None  # the actor's pending recover() call
+    recovery_deadline: float = 0.0
+    recover_tried: bool = False  # in this run of failures (a success resets it)
 
 
 class Coordinator:
@@ -265,7 +270,7 @@ class Coordinator:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
                 except Exception as exc:  # agent would not start: the device cannot work
-                    self._quarantine(self.devices[name], f"agent did not start: {exc}")
+                    self._give_up(self.devices[name], f"agent did not start: {exc}")
         for ref, name in pending.items():
             self._quarantine(self.devices[name], f"no answer from device {name} within "
                              f"{self.options.hello_timeout_s:g} s: is a Ray node with resource "
@@ -284,6 +289,7 @@ class Coordinator:
                         break
             refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
             refs += [r for r in self.exports.values() if not isinstance(r, dict)]
+            refs += [d.recovery for d in self.devices.values() if d.recovery is not None]
             if not refs:
                 resting = [d.paused_until for d in self.devices.values() if d.state == "active" and d.queue]
                 if not resting:
@@ -302,6 +308,8 @@ class Coordinator:
                 for entry in list(dev.in_flight):
                     if entry[0] in ready or self._overdue(dev, entry):
                         self._measure_done(ray, dev, entry)
+                if dev.recovery is not None and (dev.recovery in ready or time.monotonic() > dev.recovery_deadline):
+                    self._recovery_done(ray, dev)
             if self.on_progress is not None:
                 self.on_progress(self.snapshot())
 
@@ -460,10 +468,10 @@ class Coordinator:
         if outcome in FAILED_OUTCOMES:
             dev.failures_in_row += 1
             if dev.failures_in_row >= self.options.quarantine_after:
-                self._quarantine(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                                      f"{record.get('error_message') or ''}".strip())
+                self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
+                                   f"{record.get('error_message') or ''}".strip())
         else:
-            dev.failures_in_row = 0
+            dev.failures_in_row, dev.recover_tried = 0, False
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
             dev.canary_due = True
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
@@ -479,7 +487,7 @@ class Coordinator:
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if dev.failures_in_row >= self.options.quarantine_after:
-                self._quarantine(dev, f"drift canary failed: {record.get('error_message')}")
+                self._give_up(dev, f"drift canary failed: {record.get('error_message')}")
             return
         dev.since_canary = 0
         if dev.baseline_ms is None or dev.rebaseline:
@@ -500,6 +508,39 @@ class Coordinator:
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)
                 dev.paused_until, dev.canary_due, dev.rebaseline = time.monotonic() + rest, True, True
+
+    def _give_up(self, dev: _Device, error: str) -> None:
+        """The device fails after reconnects and agent restarts: run its profile's recover command
+        (rule 23: a reboot or power cycle) once per run of failures, else quarantine it."""
+        if dev.state != "active":  # a call still queued in the actor failed too
+            return
+        if not dev.profile.host.recover or dev.recover_tried:
+            self._quarantine(dev, error + (" (after its recover command)" if dev.recover_tried else ""))
+            return
+        dev.state, dev.error, dev.recover_tried = "recovering", error, True
+        self.store.set_device_state(self.campaign_id, dev.profile.name, "recovering", error=error,
+                                    consecutive_failures=dev.failures_in_row)
+        log.warning("device %s: %s; running its recover command", dev.profile.name, error)
+        # queued behind any call still in the actor; the command's and the reconnect's own limits bound it
+        dev.recovery_deadline = (time.monotonic() + dev.limit_s * (1 + len(dev.in_flight)) + RECOVER_TIMEOUT_S
+                                 + dev.profile.host.reconnect_timeout_s + self.options.hello_timeout_s)
+        dev.recovery = dev.actor.recover.remote()
+
+    def _recovery_done(self, ray, dev: _Device) -> None:
+        ref, dev.recovery = dev.recovery, None
+        try:
+            hello = ray.get(ref, timeout=10)
+        except Exception as exc:  # the command failed, the device did not come back, or the actor hangs
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
+                with contextlib.suppress(Exception):
+                    ray.kill(dev.actor)
+            reason = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's own exception
+            self._quarantine(dev, f"{dev.error}; its recover command did not bring it back: {reason}")
+            return
+        self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
+        dev.state, dev.error, dev.failures_in_row = "active", None, 0
+        self.store.set_device_state(self.campaign_id, dev.profile.name, "active", error=None, consecutive_failures=0)
+        log.warning("device %s is back after its recover command", dev.profile.name)
 
     def _quarantine(self, dev: _Device, error: str) -> None:
         if dev.state == "quarantined":  # a call still queued in the actor failed too: keep the first error

@@ -16,6 +16,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +35,7 @@ TEMP_POLL_S = 2.0  # measurement-method rule 6
 RECONNECT_FIRST_S = 1.0  # backoff for a lost remote device: 1, 2, 4, ... 30 s
 RECONNECT_MAX_S = 30.0
 TEMP_GIVE_UP_S = 200.0
+RECOVER_TIMEOUT_S = 300.0  # for the profile's recover command; the reconnect loop then waits for the boot
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
 
@@ -158,6 +161,22 @@ class DeviceWorker:
     def close(self) -> None:
         self._close_session()
 
+    def recover(self) -> dict:
+        """Run the profile's ``recover`` command here (a reboot, a power cycle), then reconnect as
+        after any lost link; returns :meth:`hello`. Raises RecoverFailed when the command fails."""
+        self._close_session()
+        command = self.profile.host.recover
+        log.warning("%s: running its recover command `%s`", self.profile.name, command)
+        try:
+            proc = subprocess.run(shlex.split(command), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=RECOVER_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RecoverFailed(f"recover command `{command}` failed: {exc}") from None
+        if proc.returncode != 0:
+            raise RecoverFailed(f"recover command `{command}` exited {proc.returncode}: "
+                                f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+        return self.hello()
+
     # -- status path -----------------------------------------------------------------------
     def status(self) -> dict:
         """Busy or idle, the running job, agent pid: answered without touching the agent."""
@@ -247,6 +266,10 @@ class DeviceWorker:
                         "error_message": f"{self.profile.name} stayed at {temp:.1f} C, above its limit "
                                          f"{limit:.1f} C, for {TEMP_GIVE_UP_S:.0f} s"}
             time.sleep(TEMP_POLL_S)
+
+
+class RecoverFailed(RuntimeError):
+    """The profile's recover command could not run or exited non-zero."""
 
 
 def record_from_result(reply: Result) -> dict:

@@ -22,6 +22,7 @@ A profile looks like this::
     # push = "adb push {model} /data/local/tmp/hwl/{sha256}.onnx"
     # check = "adb shell test -f /data/local/tmp/hwl/{sha256}.onnx"
     # reconnect_timeout_s = 300       # ssh/command: how long a lost device is retried
+    # recover = "uhubctl -l 1-1 -p 2 -a cycle"   # optional: run here before quarantining the device
 
     [runtime]
     kind = "onnxruntime"              # onnxruntime | tvm | torch | command
@@ -46,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 
 if sys.version_info >= (3, 11):
@@ -85,7 +87,8 @@ _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "r
              "measurement")
 _SECTION_KEYS = {
     "host": ("name", "transport", "address", "port", "user", "key", "known_hosts", "python", "machine",
-             "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb", "push", "check", "reconnect_timeout_s"),
+             "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb", "push", "check", "reconnect_timeout_s",
+             "recover"),
     "runtime": ("kind", "threads", "cores", "options"),
     "workload": ("batch_size", "dataset"),
     "measurement": ("profile", "cooldown_s", "max_temp_c", "policy"),
@@ -95,7 +98,7 @@ USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
 # are identified without them (and without the description), so a device that came back at
 # another address, or behind a new key, goes on with the same campaign (DeviceProfile.identity).
 REACH_KEYS = ("address", "port", "user", "key", "known_hosts", "cache_quota_mb", "push", "check",
-              "reconnect_timeout_s")
+              "reconnect_timeout_s", "recover")
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class HostSpec:
     push: str | None = None
     check: str | None = None
     reconnect_timeout_s: float = 300.0
+    # Measurement-method rule 23: the last step before quarantine (a reboot, a power cycle), run
+    # where the device's actor runs, without a shell; None: quarantine at once.
+    recover: str | None = None
 
     @property
     def resource(self) -> str:
@@ -384,7 +390,21 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         push=c.string(host_t, "push", "host", default=None),
         check=c.string(host_t, "check", "host", default=None),
         reconnect_timeout_s=c.number(host_t, "reconnect_timeout_s", "host", default=300.0, minimum=0.0),
+        recover=_command(c, host_t, "recover"),
     )
+
+
+def _command(c: "_Checker", host_t: dict, key: str) -> str | None:
+    """A command line run without a shell: it must split into words (balanced quotes)."""
+    text = c.string(host_t, key, "host", default=None)
+    if text is not None:
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise ProfileError(f"{c.source}: key 'host.{key}' is not a command line ({exc}): {text!r}") from None
+        if not words:
+            raise ProfileError(f"{c.source}: key 'host.{key}' is empty; leave it out for no command")
+    return text
 
 
 def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:

@@ -18,12 +18,14 @@ FAST_POLICY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window
 
 
 def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", options: dict | None = None,
-                  policy: dict | None = None, cores=(1,), thermal_domain: str = "test-cpu") -> Path:
+                  policy: dict | None = None, cores=(1,), thermal_domain: str = "test-cpu",
+                  recover: str | None = None) -> Path:
     """A local device profile file; returns its path."""
     cores = [c for c in cores if c < (os.cpu_count() or 1)] or [0]
     policy = FAST_POLICY if policy is None else policy
     lines = [f'name = "{name}"', 'device_class = "cpu"', f'thermal_domain = "{thermal_domain}"', "",
-             "[host]", 'name = "local"', 'transport = "local"', "",
+             "[host]", 'name = "local"', 'transport = "local"',
+             *([f"recover = {json.dumps(recover)}"] if recover else []), "",
              "[runtime]", f'kind = "{runtime}"', "threads = 1", f"cores = {list(cores)}", "",
              "[runtime.options]"]
     for key, value in (options or {}).items():

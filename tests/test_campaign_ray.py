@@ -178,6 +178,40 @@ def test_resume_picks_up_a_quarantined_device_once_it_works(local_ray, artifacts
         assert set(s.latency_table("nb201")["latency_ms"]) == {2.5}
 
 
+def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(local_ray, artifacts, tmp_path):
+    """Rule 23's ladder: a device that keeps failing gets its profile's recover command (here it
+    clears the fault a power cycle would) once per run of failures, and is quarantined only if it
+    goes on failing."""
+    broken = tmp_path / "hung"
+    broken.write_text("the board hangs")
+    tool = {"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
+    fixed = write_profile(tmp_path, "ray-cycled", runtime="command", options=tool, recover=f"rm {broken}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [fixed], archs="1835,7165")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        status = s.status(cid).set_index("device")
+    assert summary["devices"]["ray-cycled"]["state"] == "active" and not broken.exists()
+    assert status.loc["ray-cycled", "done"] == 2 and status.loc["ray-cycled", "state"] == "active"
+    with sqlite3.connect(db) as con:  # the 3 failures that set it off (and the job sent ahead), then the jobs
+        outcomes = [o for (o,) in con.execute("SELECT outcome FROM results ORDER BY id")]
+    assert outcomes[-2:] == ["ok", "ok"] and outcomes[:-2] in (["runtime_error"] * 3, ["runtime_error"] * 4)
+
+    broken.write_text("hangs for good")
+    still = write_profile(tmp_path, "ray-still", runtime="command", options=tool, recover="true")
+    failing = write_profile(tmp_path, "ray-nocycle", runtime="command", options=tool,
+                            recover="sh -c 'echo relay unreachable >&2; exit 3'")
+    db = tmp_path / "again.db"
+    cid = _plan(db, [still, failing], archs=CHEAP + ",4123")  # attempts enough for a second run of failures
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        status = s.status(cid).set_index("device")
+    assert (status["state"] == "quarantined").all()
+    assert status.loc["ray-still", "error"].endswith("(after its recover command)")  # it came back, then failed
+    assert "recover command `sh -c 'echo relay unreachable >&2; exit 3'` exited 3: relay unreachable" in \
+        status.loc["ray-nocycle", "error"]
+
+
 def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(local_ray, artifacts, tmp_path):
     speed, broken, armed, calls = (tmp_path / n for n in ("speed", "broken", "armed", "calls"))
     speed.write_text("2.5 ms\n")

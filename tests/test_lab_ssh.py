@@ -180,3 +180,59 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(lab, tmp_pat
     rows = sqlite3.connect(db).execute("SELECT j.state, count(r.id) FROM jobs j LEFT JOIN results r "
                                        "ON r.job_id = j.id AND r.accepted GROUP BY j.id").fetchall()
     assert rows == [("done", 1), ("done", 1)]
+
+
+def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
+    """A Pi that crashed mid-campaign and stays down until someone power-cycles it. Its profile's
+    recover command asks the lab's relay for a power cycle (here the relay is a thread that
+    restarts the host's sshd when the command asks, and answers when it is done); the campaign
+    finishes on that device without anyone resuming it."""
+    # (depends on the deploy test above having put the agent on pi-b)
+    pi_b = lab["hosts"][1]
+    asked = tmp_path / "cycle-requested"
+    relay = f"sh -c 'touch {asked}; while [ -e {asked} ]; do sleep 0.1; done'"
+    profile = write_ssh_profile(tmp_path, pi_b, lab["key"], lab["known"], reconnect_timeout_s=1)
+    profile.write_text(profile.read_text().replace("reconnect_timeout_s = 1",
+                                                  f"reconnect_timeout_s = 1\nrecover = {json.dumps(relay)}"))
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=(str(profile),)))
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    cycles = []
+
+    def crash_then_relay():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as con:
+                if con.execute("SELECT count(*) FROM results").fetchone()[0] >= 1:
+                    break
+            time.sleep(0.1)
+        pi_b.sshd.stop()  # the crash: sshd, the session and the agent die; nothing answers
+        while time.monotonic() < deadline and not asked.exists():
+            time.sleep(0.1)
+        pi_b.sshd.start()  # the power cycle
+        cycles.append(time.monotonic())
+        asked.unlink()
+
+    chaos = threading.Thread(target=crash_then_relay, daemon=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
+                 resources={"host:pi-b": 1000})
+        chaos.start()
+        with Store(db) as s:
+            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "artifacts", canary_every=0))
+        chaos.join(timeout=60)
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_TMPDIR", None)
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        if pi_b.sshd.proc.poll() is not None:  # left down by a failure: the next tests need pi-b
+            pi_b.sshd.start()
+    assert len(cycles) == 1 and summary["devices"]["pi-b"]["state"] == "active", summary["devices"]
+    with sqlite3.connect(db) as con:
+        jobs = con.execute("SELECT j.state, sum(r.accepted), sum(r.outcome = 'device_lost') FROM jobs j "
+                           "JOIN results r ON r.job_id = j.id GROUP BY j.id").fetchall()
+    assert len(jobs) == 6 and all(state == "done" and accepted == 1 for state, accepted, _ in jobs), jobs
+    assert sum(lost for _, _, lost in jobs) >= 3  # the failures that set the recover command off

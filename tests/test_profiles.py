@@ -132,6 +132,11 @@ def test_ssh_profile_fields_defaults_and_round_trip():
     assert p.with_reach_of(moved) == moved and p.with_reach_of(moved).source == "pi-2-moved.toml"
     for other in ({"runtime": {**SSH["runtime"], "threads": 2}}, {"host": {**SSH["host"], "wheel_dir": "w2"}}):
         assert parse_profile({**SSH, **other}).identity() != p.identity()  # what is measured changed
+    cycled = parse_profile({**SSH, "host": {**SSH["host"], "recover": "uhubctl -l 1-1 -p 2 -a cycle"}})
+    assert cycled.host.recover == "uhubctl -l 1-1 -p 2 -a cycle" and cycled.identity() == p.identity()
+    for bad, why in (("sh -c 'unclosed", "is not a command line"), ("  ", "is empty")):
+        with pytest.raises(ProfileError, match=f"pi-2.toml: key 'host.recover' {why}"):
+            parse_profile({**SSH, "host": {**SSH["host"], "recover": bad}}, source="pi-2.toml")
     for missing in ("address", "user", "key"):
         data = json.loads(json.dumps(SSH))
         del data["host"][missing]
