@@ -111,6 +111,12 @@ class TimingPolicy:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def longest_s(self) -> float:
+        """The longest the agent may spend on one model: the thermal wait, the cooldown, the model's limit."""
+        thermal = self.temp_give_up_s + self.temp_poll_s if self.max_temp_c > 0 else 0.0
+        return thermal + self.cooldown_s + self.model_timeout_s
+
 
 PROFILES = {"quick": TimingPolicy.quick, "standard": TimingPolicy.standard}
 

@@ -222,8 +222,8 @@ class Coordinator:
         from agents.timing import TimingPolicy
         from harness.transport.base import MEASURE_MARGIN_S  # the session's own limit
 
-        policy = TimingPolicy.from_profile(profile.measurement, dict(profile.policy))
-        return policy.model_timeout_s + policy.cooldown_s + MEASURE_MARGIN_S + self.options.job_margin_s
+        policy = TimingPolicy.from_profile(profile.measurement, profile.agent_policy())
+        return policy.longest_s + MEASURE_MARGIN_S + self.options.job_margin_s
 
     def summary(self) -> dict:
         now = time.time()

@@ -31,10 +31,8 @@ from harness.transport.errors import ConnectionLost
 
 log = logging.getLogger(__name__)
 
-TEMP_POLL_S = 2.0  # measurement-method rule 6
 RECONNECT_FIRST_S = 1.0  # backoff for a lost remote device: 1, 2, 4, ... 30 s
 RECONNECT_MAX_S = 30.0
-TEMP_GIVE_UP_S = 200.0
 RECOVER_TIMEOUT_S = 300.0  # for the profile's recover command; the reconnect loop then waits for the boot
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
@@ -67,15 +65,6 @@ def service_cores(profile: DeviceProfile) -> tuple[int, ...]:
     all_cores = set(range(os.cpu_count() or 1))
     rest = all_cores - set(profile.runtime.cores or ())
     return tuple(sorted(rest))
-
-
-def read_max_temp_c() -> float | None:
-    """Highest reading of /sys/class/thermal (None when the machine exposes no sensor)."""
-    temps = []
-    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
-        with contextlib.suppress(OSError, ValueError):
-            temps.append(int(zone.read_text().strip()) / 1000.0)
-    return max(temps) if temps else None
 
 
 class DeviceWorker:
@@ -219,9 +208,6 @@ class DeviceWorker:
         return record
 
     def _measure_locked(self, job: dict) -> dict:
-        gate = self._temperature_gate()
-        if gate is not None:
-            return gate
         try:
             session = self._open()
             hello = session.hello
@@ -240,32 +226,14 @@ class DeviceWorker:
 
     def measure_request(self, job: dict) -> Measure:
         p = self.profile
-        policy = dict(p.policy)
-        policy.setdefault("cooldown_s", p.cooldown_s)
         common = dict(id=f"j{job['job_id']}a{job['attempt']}", runtime=p.runtime.kind, batch=p.batch_size,
                       threads=p.runtime.threads, cores=tuple(p.runtime.cores or ()), profile=p.measurement,
-                      policy=policy, options=p.runtime.options_dict(),
+                      policy=p.agent_policy(), options=p.runtime.options_dict(),
                       labels={"device": p.name, **(job.get("labels") or {})})
         if p.runtime.kind == "torch":
             return Measure(arch={"space": job["space"], "key": job["arch"], "dataset": job.get("dataset")},
                            **common)
         return Measure(model=job.get("model", ""), sha256=job.get("sha256", ""), **common)
-
-    def _temperature_gate(self) -> dict | None:
-        """Wait until the device is under its temperature limit; a record when it never is."""
-        limit = self.profile.max_temp_c
-        if limit is None or self.profile.host.transport != "local":
-            return None
-        deadline = time.monotonic() + TEMP_GIVE_UP_S
-        while True:
-            temp = read_max_temp_c()
-            if temp is None or temp < limit:
-                return None
-            if time.monotonic() > deadline:
-                return {"outcome": "device_lost", "error_kind": "TemperatureGate",
-                        "error_message": f"{self.profile.name} stayed at {temp:.1f} C, above its limit "
-                                         f"{limit:.1f} C, for {TEMP_GIVE_UP_S:.0f} s"}
-            time.sleep(TEMP_POLL_S)
 
 
 class RecoverFailed(RuntimeError):

@@ -225,6 +225,16 @@ class DeviceProfile:
         host = dataclasses.replace(self.host, **{k: getattr(other.host, k) for k in REACH_KEYS})
         return dataclasses.replace(self, host=host, description=other.description, source=other.source)
 
+    def agent_policy(self) -> dict:
+        """The ``agents.timing.TimingPolicy`` overrides each measure request carries: the profile's
+        ``policy`` table, its cooldown and its temperature limit (rule 6: the agent waits on the
+        device's own sensors, so the limit needs a transport whose agent runs there)."""
+        policy = dict(self.policy)
+        policy.setdefault("cooldown_s", self.cooldown_s)
+        if self.max_temp_c is not None:
+            policy.setdefault("max_temp_c", self.max_temp_c)
+        return policy
+
     def with_measurement(self, measurement: str | None) -> "DeviceProfile":
         """A copy with the measurement profile replaced (the campaign's ``--profile``)."""
         if measurement is None or measurement == self.measurement:
@@ -343,6 +353,9 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
     measurement = c.choice(ms, "profile", MEASUREMENT_PROFILES, "measurement", default="quick")
     cooldown_s = c.number(ms, "cooldown_s", "measurement", default=0.2, minimum=0.0)
     max_temp_c = c.number(ms, "max_temp_c", "measurement", default=None, minimum=1.0)
+    if max_temp_c is not None and host.transport == "command":
+        raise ProfileError(f"{source}: key 'measurement.max_temp_c' needs the agent on the device to read its "
+                           "sensors, but a 'command' transport's agent runs on the host PC; leave it out")
     policy = _policy(c, ms.get("policy", {}))
 
     return DeviceProfile(

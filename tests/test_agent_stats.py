@@ -169,3 +169,6 @@ def test_thermal_gate_waits_for_the_device_to_cool_and_gives_up():
         wait_until_cool(policy, read_temp_c=lambda: 90.0, clock=lambda: now[0],
                         sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert wait_until_cool(TimingPolicy.quick(), read_temp_c=lambda: 999.0) == 0.0  # gate off by default
+    # the host waits for a reply through the whole gate too, or a cooling device would look lost
+    assert policy.longest_s == 10 + 2 + policy.cooldown_s + policy.model_timeout_s
+    assert TimingPolicy.quick().longest_s == TimingPolicy.quick().model_timeout_s

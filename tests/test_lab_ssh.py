@@ -193,7 +193,8 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
     relay = f"sh -c 'touch {asked}; while [ -e {asked} ]; do sleep 0.1; done'"
     profile = write_ssh_profile(tmp_path, pi_b, lab["key"], lab["known"], reconnect_timeout_s=1)
     profile.write_text(profile.read_text().replace("reconnect_timeout_s = 1",
-                                                  f"reconnect_timeout_s = 1\nrecover = {json.dumps(relay)}"))
+                                                  f"reconnect_timeout_s = 1\nrecover = {json.dumps(relay)}")
+                       .replace("cooldown_s = 0.0", "cooldown_s = 0.0\nmax_temp_c = 85.0"))  # a Pi's limit
     db = tmp_path / "lab.db"
     with Store(db) as s:
         cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=(str(profile),)))
@@ -236,3 +237,7 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
                            "JOIN results r ON r.job_id = j.id GROUP BY j.id").fetchall()
     assert len(jobs) == 6 and all(state == "done" and accepted == 1 for state, accepted, _ in jobs), jobs
     assert sum(lost for _, _, lost in jobs) >= 3  # the failures that set the recover command off
+    with sqlite3.connect(db) as con:  # the agent on the device waited on its own sensors (rule 6)
+        policies = [json.loads(r)["measurement"]["metadata"]["policy"] for (r,) in
+                    con.execute("SELECT record_json FROM results WHERE outcome = 'ok'")]
+    assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}

@@ -134,6 +134,13 @@ def test_ssh_profile_fields_defaults_and_round_trip():
         assert parse_profile({**SSH, **other}).identity() != p.identity()  # what is measured changed
     cycled = parse_profile({**SSH, "host": {**SSH["host"], "recover": "uhubctl -l 1-1 -p 2 -a cycle"}})
     assert cycled.host.recover == "uhubctl -l 1-1 -p 2 -a cycle" and cycled.identity() == p.identity()
+    assert cycled.agent_policy() == {"cooldown_s": 0.2}
+    hot = parse_profile({**SSH, "measurement": {"max_temp_c": 70, "policy": {"repeats": 3}}})
+    assert hot.agent_policy() == {"cooldown_s": 0.2, "max_temp_c": 70.0, "repeats": 3}  # the agent gates on it
+    phone = {**SSH, "host": {"name": "ph", "transport": "command"}, "runtime": {"kind": "command",
+             "options": {"command": "x", "regex": "(.*)"}}, "measurement": {"max_temp_c": 70}}
+    with pytest.raises(ProfileError, match="'measurement.max_temp_c' needs the agent on the device"):
+        parse_profile(phone, source="ph.toml")
     for bad, why in (("sh -c 'unclosed", "is not a command line"), ("  ", "is empty")):
         with pytest.raises(ProfileError, match=f"pi-2.toml: key 'host.recover' {why}"):
             parse_profile({**SSH, "host": {**SSH["host"], "recover": bad}}, source="pi-2.toml")

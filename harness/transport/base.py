@@ -32,8 +32,7 @@ MEASURE_MARGIN_S = 30.0
 def measure_timeout_s(msg: Measure) -> float:
     """How long a host waits for a measure reply: the agent's own per-model limit plus a margin."""
     from agents.timing import TimingPolicy
-    policy = TimingPolicy.from_profile(msg.profile, msg.policy)
-    return policy.model_timeout_s + policy.cooldown_s + MEASURE_MARGIN_S
+    return TimingPolicy.from_profile(msg.profile, msg.policy).longest_s + MEASURE_MARGIN_S
 
 
 class Session(ABC):
