@@ -469,7 +469,8 @@ class Coordinator:
             dev.failures_in_row += 1
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                                   f"{record.get('error_message') or ''}".strip())
+                                   f"{record.get('error_message') or ''}".strip(),
+                              recover=record.get("error_kind") != "DeviceTooHot")  # rule 6: left to cool
         else:
             dev.failures_in_row, dev.recover_tried = 0, False
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
@@ -509,12 +510,12 @@ class Coordinator:
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)
                 dev.paused_until, dev.canary_due, dev.rebaseline = time.monotonic() + rest, True, True
 
-    def _give_up(self, dev: _Device, error: str) -> None:
+    def _give_up(self, dev: _Device, error: str, *, recover: bool = True) -> None:
         """The device fails after reconnects and agent restarts: run its profile's recover command
         (rule 23: a reboot or power cycle) once per run of failures, else quarantine it."""
         if dev.state != "active":  # a call still queued in the actor failed too
             return
-        if not dev.profile.host.recover or dev.recover_tried:
+        if not (recover and dev.profile.host.recover) or dev.recover_tried:
             self._quarantine(dev, error + (" (after its recover command)" if dev.recover_tried else ""))
             return
         dev.state, dev.error, dev.recover_tried = "recovering", error, True
