@@ -105,12 +105,19 @@ def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):
     (["evaluate"], "give --task"),
     (["train", "--space", "nb201", "--devices", "pixel2,my_pi", "--out", "{root}/m.pt"],
      "unknown device 'my_pi'"),
+    # an output that cannot be written is named before the work, not after it
+    (["train", "--space", "nb201", "--out", "{root}/new.parquet/m.pt"], "cannot write {root}/new.parquet/m.pt"),
+    (["train", "--space", "nb201", "--out", "{root}"], "{root} is a directory; give a file name"),
+    (["onboard", "local-ort-1t", "--space", "nb201", "--store", "{root}/o.db", "--out", "{root}/new.parquet/p.pt"],
+     "cannot write {root}/new.parquet/p.pt"),
+    (["zcp", "nb201", "--archs", "1", "--out", "{root}/new.parquet/z.parquet"], "cannot write"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tables, capsys, argv, message):
     argv = [a.replace("{root}", str(tables)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message.replace("{root}", str(tables)) in err and "Traceback" not in err
+    assert not (tables / "o.db").exists()  # refused before the store was opened
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """`hwl adapt`: adapt a pretrained model to a new device with its few measurements."""
 from __future__ import annotations
 
-from harness.cli.common import add_table_flags
+from harness.cli.common import add_table_flags, check_writable
 from harness.cli.train import load_model, save_model
 from harness.errors import UserError
 from predictors import data
@@ -26,6 +26,7 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
     """Adapt ``model`` to ``device`` on every measurement of it; returns (path, number used)."""
     if measurements is None and store is None:
         raise UserError("give the new device's measurements: --measurements FILE or --store DB")
+    check_writable(out)
     saved = load_model(model)
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]

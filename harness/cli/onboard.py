@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.cli.common import check_writable
 from harness.errors import UserError
 
 DEFAULT_STORE = "lab.db"
@@ -61,6 +62,8 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     if table.suffix != ".parquet":
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
     report = Path(report) if report else out.with_suffix(".json")
+    for path in (out, table, report):  # before any measurement, not after the last
+        check_writable(path)
     store_path = Path(store)
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")

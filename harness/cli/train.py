@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags
+from harness.cli.common import add_table_flags, check_writable
 from harness.errors import UserError
 from predictors import data, registry
 from predictors.base import TrainTables
@@ -41,6 +41,7 @@ def run(args) -> int:
 def train(*, space: str, out, devices=None, method: str | None = None, table=None, store=None,
           n_pretrain: int | None = None, seed: int = 0) -> Path:
     """Pretrain ``method`` on ``devices`` of a table and save it to ``out``."""
+    check_writable(out)
     frame = data.load_table(space, path=table, store=store)
     full = data.by_device(frame, devices)
     sample = pretrain_sample(full, n_pretrain, seed) if n_pretrain else TrainTables(full, full)

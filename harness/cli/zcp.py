@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, check_writable
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
 
@@ -46,6 +46,8 @@ def run(args) -> int:
         raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
     if args.out and not str(args.out).endswith((".parquet", ".pq")):
         raise ZCPError(f"--out {args.out}: the table is written as Parquet; give a .parquet file name")
+    if args.out:
+        check_writable(args.out)
     if args.workers is not None and args.workers < 1:
         raise ZCPError(f"--workers must be at least 1, got {args.workers}")
     proxies = check_proxies(args.proxies.split(",") if args.proxies else None)
