@@ -62,7 +62,8 @@ class CoordinatorOptions:
     artifact_dir : path
         Content-addressed ONNX store used by the export tasks.
     max_attempts : int
-        Attempts per job, counting failures and unstable re-measurements together.
+        Attempts per job, counting failures and unstable re-measurements together (not those lost
+        with the device or the coordinator: see ``Coordinator._may_retry``).
     quarantine_after : int
         Consecutive failed attempts that quarantine a device.
     canary_every : int
@@ -445,7 +446,7 @@ class Coordinator:
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
         unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
-        retry = attempt < self.options.max_attempts
+        retry = self._may_retry(job_id, attempt, outcome)
         if outcome == "ok" and not unstable:
             state, accept = "done", None
         elif unstable:
@@ -477,6 +478,18 @@ class Coordinator:
             dev.canary_due = True
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
                   outcome, state, result_id)
+
+    def _may_retry(self, job_id: int, attempt: int, outcome: str) -> bool:
+        """Whether a job gets another attempt: until ``max_attempts`` of its attempts said something
+        about the model. Attempts lost with the device (``device_lost``) or with a coordinator that
+        stopped (no result) do not count, or one outage would fail the job that was in flight; a
+        job in flight at every loss is still given up after 3 x ``max_attempts`` attempts in all."""
+        if attempt < self.options.max_attempts:
+            return True
+        if attempt >= 3 * self.options.max_attempts:
+            return False
+        earlier = sum(1 for _, _, o, _, _ in self.store.job_results(job_id) if o != "device_lost")
+        return earlier + (outcome != "device_lost") < self.options.max_attempts
 
     def _canary_done(self, dev: _Device, record: dict) -> None:
         label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None

@@ -212,6 +212,26 @@ def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(
         status.loc["ray-nocycle", "error"]
 
 
+def test_a_device_outage_does_not_use_up_the_attempts_of_the_job_in_flight(local_ray, artifacts, tmp_path):
+    """One job on a phone whose tool cannot reach it for 3 attempts in a row (3 is also the job's
+    max_attempts) until its recover command plugs it back: the job is measured, not failed."""
+    unplugged = tmp_path / "unplugged"
+    unplugged.touch()
+    profile = tmp_path / "ray-phone.toml"
+    profile.write_text("\n".join([
+        'name = "ray-phone"', 'device_class = "mobile"', "[host]", 'name = "local"', 'transport = "command"',
+        f"push = \"sh -c 'test ! -e {unplugged}'\"", "reconnect_timeout_s = 0", f'recover = "rm {unplugged}"',
+        "[runtime]", 'kind = "command"', "[runtime.options]", 'command = "echo 2.5 ms"', 'regex = "([0-9.]+) ms"',
+        "[measurement]", 'profile = "quick"', "cooldown_s = 0.0"]) + "\n")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs="1835")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0, max_attempts=3))
+        (job_id,) = s.db.execute("SELECT id FROM jobs WHERE campaign_id = ?", (cid,)).fetchone()
+        assert [outcome for _, _, outcome, _, _ in s.job_results(job_id)] == ["device_lost"] * 3 + ["ok"]
+        assert s.status(cid).set_index("device").loc["ray-phone", "done"] == 1
+
+
 def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(local_ray, artifacts, tmp_path):
     speed, broken, armed, calls = (tmp_path / n for n in ("speed", "broken", "armed", "calls"))
     speed.write_text("2.5 ms\n")

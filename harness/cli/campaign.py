@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, check_writable
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 
@@ -190,9 +190,8 @@ def export(*, store: str, fmt: str = "parquet", out: str | None = None, name: st
 
     with Store(store, readonly=True) as st:
         cid, cname, _ = find_campaign(st, name)
-        if fmt == "parquet":
-            return export_parquet(st, cid, out or f"{cname}.parquet")
-        return export_help(st, cid, out or f"{cname}_help.csv")
+        out = check_writable(out or (f"{cname}.parquet" if fmt == "parquet" else f"{cname}_help.csv"))
+        return (export_parquet if fmt == "parquet" else export_help)(st, cid, out)
 
 
 def cmd_export(args) -> int:

@@ -1,11 +1,9 @@
 """`hwl predict`: predicted latencies of architectures on an adapted device."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, check_writable
 from harness.cli.train import load_model
 from harness.errors import UserError
 from spaces import nb201, resolve_archs
@@ -41,8 +39,7 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
         frame["arch_str"] = [nb201.to_string(k) for k in keys]
     frame["device"] = device
     frame["predicted_ms"] = saved["model"].predict(keys)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out)
     if out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
     elif out.suffix == ".csv":
