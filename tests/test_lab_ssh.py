@@ -95,6 +95,27 @@ def _results(db):
     return rows, lost
 
 
+def _run_with_chaos(db, cid, hosts, chaos, artifacts):
+    """Run a planned campaign on a fresh local Ray (one node with the hosts' resources) while
+    ``chaos()`` runs in a thread; returns the coordinator's summary."""
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    thread = threading.Thread(target=chaos, daemon=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
+                 resources={f"host:{h}": 1000 for h in hosts})
+        thread.start()
+        with Store(db) as s:
+            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        thread.join(timeout=60)
+        return summary
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_TMPDIR", None)
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
     # (depends on the deploy test above having put the agents on both hosts)
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.05, "repeats": 3, "window_min_runs": 5,
@@ -103,8 +124,6 @@ def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
     db = tmp_path / "lab.db"
     with Store(db) as s:
         cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=tuple(map(str, profiles))))
-    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = temp
     pi_b = lab["hosts"][1]
     outage = {}
 
@@ -124,19 +143,7 @@ def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
         pi_b.sshd.start()
         outage["back"] = time.monotonic()
 
-    chaos = threading.Thread(target=take_pi_b_away, daemon=True)
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
-                 resources={"host:pi-a": 1000, "host:pi-b": 1000})
-        chaos.start()
-        with Store(db) as s:
-            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "artifacts", canary_every=0))
-        chaos.join(timeout=60)
-    finally:
-        ray.shutdown()
-        os.environ.pop("RAY_TMPDIR", None)
-        kill_leftovers(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+    summary = _run_with_chaos(db, cid, ["pi-a", "pi-b"], take_pi_b_away, tmp_path / "artifacts")
     assert "back" in outage, "the outage never happened"
     assert {d["state"] for d in summary["devices"].values()} == {"active"}, summary["devices"]
     rows, lost = _results(db)
@@ -198,8 +205,6 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
     db = tmp_path / "lab.db"
     with Store(db) as s:
         cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=(str(profile),)))
-    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = temp
     cycles = []
 
     def crash_then_relay():
@@ -216,19 +221,9 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
         cycles.append(time.monotonic())
         asked.unlink()
 
-    chaos = threading.Thread(target=crash_then_relay, daemon=True)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
-                 resources={"host:pi-b": 1000})
-        chaos.start()
-        with Store(db) as s:
-            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "artifacts", canary_every=0))
-        chaos.join(timeout=60)
+        summary = _run_with_chaos(db, cid, ["pi-b"], crash_then_relay, tmp_path / "artifacts")
     finally:
-        ray.shutdown()
-        os.environ.pop("RAY_TMPDIR", None)
-        kill_leftovers(temp)
-        shutil.rmtree(temp, ignore_errors=True)
         if pi_b.sshd.proc.poll() is not None:  # left down by a failure: the next tests need pi-b
             pi_b.sshd.start()
     assert len(cycles) == 1 and summary["devices"]["pi-b"]["state"] == "active", summary["devices"]
