@@ -179,3 +179,21 @@ def test_example_tvm_target_is_one_tvm_accepts():
     p = load_profile(str(Path(__file__).resolve().parents[1] / "device_profiles" / "examples" / "raspi4-tvm.toml"))
     target = tvm.target.Target(p.runtime.options_dict()["target"])
     assert target.attrs["mtriple"] == "aarch64-linux-gnu"
+
+
+def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "lab" / "pi9.toml"
+    ssh = ["profile", "new", "pi9", "--transport", "ssh", "--host", "198.18.0.9", "--user", "pi", "--key", "~/.ssh/k"]
+    assert main([*ssh, "--threads", "2", "--cores", "2,3", "--out", str(out)]) == 0
+    p = load_profile(str(out))
+    assert (p.host.address, p.host.user, p.runtime.threads, p.runtime.cores) == ("198.18.0.9", "pi", 2, (2, 3))
+    for argv, message in (([*ssh, "--out", str(out)], "exists; pass --force"),
+                          ([*ssh, "--cores", "0,1,x", "--out", str(tmp_path / "b.toml")],
+                           "--cores '0,1,x': give core numbers separated by commas"),
+                          ([*ssh, "--out", str(out / "x.toml")], f"cannot write {out / 'x.toml'}")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert load_profile(str(out)) == p  # the refused commands left it alone

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.cli.common import check_writable
 from harness.errors import UserError
 
 
@@ -77,7 +78,11 @@ def profile_toml(args) -> str:
         runtime = args.runtime
     lines += ["", "[runtime]", f"kind = {_q(runtime)}", f"threads = {args.threads}"]
     if args.cores:
-        lines.append(f"cores = {_q([int(c) for c in args.cores.split(',')])}")
+        try:
+            cores = [int(c) for c in args.cores.split(",")]
+        except ValueError:
+            raise UserError(f"--cores {args.cores!r}: give core numbers separated by commas, e.g. 0,1,2,3") from None
+        lines.append(f"cores = {_q(cores)}")
     if runtime == "command":
         if not args.run or not (args.regex or args.json_path):
             raise UserError("a command device needs --run and one of --regex / --json-path")
@@ -97,8 +102,7 @@ def cmd_new(args) -> int:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     text = profile_toml(args)
     parse_profile(tomllib.loads(text), source=str(out))  # never write a profile hwl would refuse
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    check_writable(out).write_text(text)
     print(out)
     return 0
 
