@@ -32,6 +32,7 @@ from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
 from harness.device_worker import RECOVER_TIMEOUT_S
 from harness.errors import StorageFull
+from harness.paths import check_writable_folder
 from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
@@ -183,8 +184,11 @@ class Coordinator:
     def _run_locked(self) -> dict:
         import ray
 
+        profiles = campaign_profiles(self.store, self.campaign_id)
+        if not self.options.fixed_model and any(p.runtime.kind != "torch" for p in profiles):  # before any write
+            check_writable_folder(self.options.artifact_dir, what=f"the artifact folder {self.options.artifact_dir}")
         self.store.recover_interrupted(self.campaign_id)  # only a dead coordinator leaves jobs running
-        for profile in campaign_profiles(self.store, self.campaign_id):
+        for profile in profiles:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
             last = self.store.canary_state(self.campaign_id, profile.name)

@@ -98,9 +98,13 @@ class Store:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
                                       check_same_thread=False)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")  # the first write: the file is opened here
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise StoreError(f"cannot open store {self.path} for writing ({exc}); give a path in a folder "
+                                 "you can write to") from None
             # NORMAL in WAL mode: a commit survives a killed process (not a power cut), and costs
             # no fsync per job.
             self.db.execute("PRAGMA synchronous=NORMAL")

@@ -123,6 +123,11 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
         (["campaign", "status", "--store", str(db), "--name", "nope"], ["no campaign 'nope'", "campaigns: c-"]),
         (["campaign", "resume", "--store", str(tmp_path / "missing.db")], ["does not exist"]),
         (base + ["--archs", "1", "--store", str(db)], ["missing --devices"]),
+        # unwritable places (a path through a file): refused before anything is measured or charged
+        (base + ["--archs", "1", "--devices", str(good), "--store", str(broken / "lab.db")],
+         ["cannot open store", "for writing"]),
+        (base + ["--archs", "1,2", "--devices", str(good), "--store", str(db), "--artifacts", str(broken / "art")],
+         [f"cannot write the artifact folder {broken / 'art'}"]),
     ]
     for argv, words in cases:
         assert hwl_main(argv) == 2, argv

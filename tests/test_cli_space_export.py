@@ -70,6 +70,13 @@ def test_export_bad_input_exits_nonzero_naming_the_problem(tmp_path, capsys, arg
     assert not any(tmp_path.glob("*.onnx"))
 
 
+def test_export_into_an_unwritable_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["export", "nb201", "0", "--out", str(tmp_path / "a-file" / "art")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write the artifact folder {tmp_path / 'a-file' / 'art'}" in err and "Traceback" not in err
+
+
 def test_export_unknown_space_lists_choices(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["export", "darts", "0", "--out", str(tmp_path)])

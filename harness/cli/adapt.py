@@ -1,9 +1,10 @@
 """`hwl adapt`: adapt a pretrained model to a new device with its few measurements."""
 from __future__ import annotations
 
-from harness.cli.common import add_table_flags, check_writable
+from harness.cli.common import add_table_flags
 from harness.cli.train import load_model, save_model
 from harness.errors import UserError
+from harness.paths import check_writable
 from predictors import data
 
 

@@ -5,9 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_archs_flags, check_writable
+from harness.cli.common import add_archs_flags
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
+from harness.paths import check_writable
 
 DEFAULT_STORE = "lab.db"
 

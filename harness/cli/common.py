@@ -1,10 +1,5 @@
-"""Flags and checks shared by several subcommands, defined once."""
+"""Flags shared by several subcommands, defined once."""
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
-
-from harness.errors import UserError
 
 
 def add_archs_flags(parser, *, required: bool = False) -> None:
@@ -24,23 +19,3 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
     parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
                         "works while a campaign is still writing to it")
 
-
-def check_writable(path) -> Path:
-    """``path`` (a file the command writes when its work is done), checked before the work: its
-    folder is made and a probe file written there, so a long run does not end in a traceback.
-
-    Raises
-    ------
-    UserError
-        The path is a folder, or its folder cannot be made or written to.
-    """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give a file name to write")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path

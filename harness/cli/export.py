@@ -7,6 +7,7 @@ import sys
 from harness.cli.common import add_archs_flags
 from harness.errors import UserError
 from harness.export import iter_export
+from harness.paths import check_writable_folder
 from spaces import resolve_archs
 from spaces.cost import FBNET_DATASETS, NB201_DATASETS
 
@@ -38,6 +39,7 @@ def run(args) -> int:
         raise UserError("no architectures given: pass them as arguments or with --archs "
                         "(all, random:N, a comma-separated list, or @FILE)")
     archs = resolve_archs(args.space, args.arch or args.archs, seed=args.seed)
+    check_writable_folder(args.out, what=f"the artifact folder {args.out}")
     for record in iter_export(args.space, archs, args.out, dataset=args.dataset,
                               batch_size=args.batch_size, workers=args.workers):
         sys.stdout.write(json.dumps(record.summary()) + "\n")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.cli.common import check_writable
 from harness.errors import UserError
+from harness.paths import check_writable
 
 DEFAULT_STORE = "lab.db"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.cli.common import check_writable
 from harness.errors import UserError
+from harness.paths import check_writable
 
 
 def add_parser(subparsers) -> None:

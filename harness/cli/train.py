@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, check_writable
+from harness.cli.common import add_table_flags
 from harness.errors import UserError
+from harness.paths import check_writable
 from predictors import data, registry
 from predictors.base import TrainTables
 from predictors.protocol import pretrain_sample

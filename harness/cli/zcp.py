@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags, check_writable
+from harness.cli.common import add_archs_flags
+from harness.paths import check_writable
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
 

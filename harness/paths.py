@@ -1,0 +1,38 @@
+"""Files and folders a command writes to, checked before its work rather than after it."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from harness.errors import UserError
+
+
+def check_writable(path) -> Path:
+    """``path`` (a file the command writes when its work is done), checked now: its folder is made
+    and a probe file written there, so a long run does not end in a traceback.
+
+    Raises
+    ------
+    UserError
+        The path is a folder, or its folder cannot be made or written to.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name to write")
+    check_writable_folder(path.parent, what=str(path))
+    return path
+
+
+def check_writable_folder(folder, *, what: str | None = None) -> Path:
+    """Make ``folder`` and write a probe file in it; UserError naming ``what`` (default the folder)."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".hwl-", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {what or folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+__all__ = ["check_writable", "check_writable_folder"]
