@@ -1,5 +1,8 @@
 """Host (paramiko) against real sshd servers started by the test."""
-import socket
+import os
+import shutil
+import subprocess
+import time
 
 import pytest
 
@@ -73,6 +76,42 @@ def test_wrong_key_refused(server, tmp_path):
     with pytest.raises(AuthenticationError, match="does not exist"):
         Host("h1", server.address, "root", tmp_path / "nope", port=server.port,
              known_hosts=_known_hosts(tmp_path, server)).open()
+
+
+@pytest.mark.skipif(not (shutil.which("ssh-agent") and shutil.which("ssh-add")), reason="needs ssh-agent")
+def test_a_key_with_a_passphrase_is_used_through_ssh_agent(tmp_path, monkeypatch):
+    key = tmp_path / "lab_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "lab secret", "-f", str(key)], check=True)
+    srv = SSHServer(tmp_path / "server", authorized_keys=[key]).start()
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        known = _known_hosts(tmp_path, srv)
+
+        def host():
+            return Host("pi", srv.address, "root", key, port=srv.port, known_hosts=known)
+
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        with pytest.raises(AuthenticationError, match=r"has a passphrase, and hwl never asks for one: load it into "
+                                                      r"ssh-agent \(ssh-add .*lab_key\) .*no agent is running"):
+            host().open()
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with pytest.raises(AuthenticationError, match=f"the agent at {sock} does not hold it"):
+            host().open()
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho 'lab secret'\n")
+        askpass.chmod(0o700)
+        subprocess.run(["ssh-add", str(key)], env={**os.environ, "SSH_ASKPASS": str(askpass), "DISPLAY": ":0",
+                                                   "SSH_ASKPASS_REQUIRE": "force"},
+                       stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        with host() as h:  # the user typed the passphrase once, into the agent
+            assert h.run("echo hi").stdout == "hi\n"
+    finally:
+        agent.kill()
+        srv.stop()
 
 
 def test_unreachable_port(tmp_path, server):

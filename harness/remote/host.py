@@ -8,7 +8,9 @@ records the key in the known_hosts file (never a silent auto-add).
 """
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ class Host:
         self.connect_timeout_s = connect_timeout_s
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._agent: paramiko.Agent | None = None
 
     # -- identity --------------------------------------------------------------------
     def _identity(self):
@@ -161,11 +164,40 @@ class Host:
                                       host=self.name)
         try:
             return paramiko.PKey.from_path(str(self.key_file))
+        except paramiko.PasswordRequiredException:  # an old PEM key with a passphrase
+            return self._agent_key()
+        except TypeError as exc:  # cryptography's word for an OpenSSH key with a passphrase
+            if "password" not in str(exc):
+                raise
+            return self._agent_key()
         except (paramiko.SSHException, ValueError, OSError) as exc:
             raise AuthenticationError(f"cannot read private key {self.key_file}: {exc}",
                                       host=self.name) from None
 
+    def _agent_key(self) -> paramiko.AgentKey:
+        """The profile's key, protected by a passphrase, as ssh-agent holds it (matched by its
+        public key ``<key>.pub``); hwl never asks for a passphrase."""
+        public = self.key_file.with_name(self.key_file.name + ".pub")
+        hint = (f"key {self.key_file} has a passphrase, and hwl never asks for one: load it into ssh-agent "
+                f"(ssh-add {self.key_file}) where hwl runs")
+        try:
+            blob = base64.b64decode(public.read_text().split()[1], validate=True)
+        except (OSError, IndexError, ValueError):
+            raise AuthenticationError(f"{hint}, and keep its public key {public} beside it", host=self.name) from None
+        agent = paramiko.Agent()
+        for key in agent.get_keys():
+            if key.asbytes() == blob:
+                self._agent = agent  # open until the connection is closed: the agent signs the login
+                return key
+        agent.close()
+        where = os.environ.get("SSH_AUTH_SOCK")
+        raise AuthenticationError(f"{hint}; " + (f"the agent at {where} does not hold it" if where else
+                                                 "no agent is running (SSH_AUTH_SOCK is not set)"), host=self.name)
+
     def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
         if self._sftp is not None:
             self._sftp.close()
             self._sftp = None
