@@ -27,6 +27,9 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
+    out = check_writable(out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise UserError(f"--out {out}: use a .parquet or .csv file name")
     saved = load_model(model)
     if saved.get("device") is None:
         raise UserError(f"{model} is not adapted to a device yet: run `hwl adapt {model} --device {device} "
@@ -40,11 +43,8 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
         frame["arch_str"] = [nb201.to_string(k) for k in keys]
     frame["device"] = device
     frame["predicted_ms"] = saved["model"].predict(keys)
-    out = check_writable(out)
     if out.suffix == ".parquet":
         frame.to_parquet(out, index=False)
-    elif out.suffix == ".csv":
-        frame.to_csv(out, index=False)
     else:
-        raise UserError(f"--out {out}: use a .parquet or .csv file name")
+        frame.to_csv(out, index=False)
     return out, len(frame)
