@@ -1,4 +1,5 @@
 """SSHSession against a real sshd: agent deployed over SSH, models pushed by hash, link loss."""
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -15,6 +16,7 @@ from harness.remote import Host
 from harness.remote.deploy import deploy
 from harness.transport.errors import ConnectionLost
 from harness.transport.ssh import SSHSession
+from tests.small_disk import small_disk
 from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available, trusted_loopback_host
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
@@ -110,6 +112,33 @@ def test_cache_quota_evicts_least_recently_used(deployed, models):
             assert _timed(session.request(_measure(path)))
     left = sorted(p.name for p in cache.glob("*.onnx"))
     assert left == [f"{_sha256(models[1])}.onnx"]
+
+
+def test_a_full_device_disk_evicts_cached_models_then_says_it_is_full(deployed, models, tmp_path):
+    """A real small disk on the device (a 4 MB tmpfs for the model cache: mounting needs root),
+    smaller than the cache quota: uploads make room by removing least recently used models, and
+    a disk filled by something else is named as such."""
+    from harness.export import export_one
+
+    host, report, work = deployed
+    three = models + [Path(export_one("nb201", 4000, tmp_path).path)]  # 2.4, 0.4 and 2.5 MB
+    with small_disk(work / "small-device-disk", 4) as disk:
+        with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(disk)) as session:
+            for path in three + three[:1]:
+                assert _timed(session.request(_measure(path)))
+        left = sorted(p.name for p in disk.iterdir())
+        assert f"{_sha256(three[0])}.onnx" in left and len(left) < 3  # it made room
+        assert all(name.endswith(".onnx") for name in left)  # and left no partial upload
+        for name in left:
+            (disk / name).unlink()
+        with contextlib.suppress(OSError), open(disk / "someone-elses.log", "wb") as junk:
+            while True:  # another program fills the disk
+                junk.write(b"x" * 65536)
+                junk.flush()
+        with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(disk)) as session:
+            with pytest.raises(ConnectionLost, match=r"the disk under .* is full \(\d+ kB free, the model needs "
+                                                     r"\d+ kB\) and no cached model is left"):
+                session.request(_measure(three[1]))
 
 
 def test_agent_killed_on_host_is_connection_lost(deployed, models):

@@ -11,6 +11,7 @@ quota by removing the least recently used files first.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import posixpath
@@ -28,6 +29,7 @@ from harness.transport.errors import AgentLost
 log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 2000
 EXIT_WAIT_S = 3.0
+DISK_MARGIN_BYTES = 64 * 1024  # beyond a model's size, for the filesystem's own blocks
 
 
 class SSHSession(LineSession):
@@ -160,11 +162,19 @@ class SSHSession(LineSession):
                 self.host.sftp.utime(remote, None)  # LRU order, without a remote shell
                 self._staged.add(sha256)
                 return remote
-            self._make_room(local_path.stat().st_size)
+            size = local_path.stat().st_size
+            self._make_room(size)
             part = remote + ".part"
-            self.host.put(local_path, part)
+            try:
+                self.host.put(local_path, part)
+            except OSError:  # a device disk smaller than the quota, or filled by something else
+                if not self.host.is_connected or not self._room_on_disk(size, part):
+                    raise
+                self.host.put(local_path, part)
             self.host.sftp.posix_rename(part, remote)
             self._staged.add(sha256)
+        except AgentLost:  # a full device disk, said as such
+            raise
         except (RemoteError, OSError, EOFError) as exc:
             raise AgentLost(f"{self.name}: uploading {local_path.name} failed: {exc}", device=self.name) from None
         except Exception as exc:  # paramiko.SSHException: the link broke mid-upload
@@ -172,6 +182,36 @@ class SSHSession(LineSession):
         self.pushed.append(sha256)
         log.info("%s: pushed %s (%d bytes)", self.name, local_path.name, local_path.stat().st_size)
         return remote
+
+    def _room_on_disk(self, incoming_bytes: int, part: str) -> bool:
+        """After a failed upload: if the device's disk is what is full, remove the partial file
+        and least recently used models until ``incoming_bytes`` fit. False when the disk had room
+        (another failure) or nothing is left to remove; raises AgentLost naming a full disk."""
+        free = self._free_bytes()
+        if free is None or free >= incoming_bytes + DISK_MARGIN_BYTES:
+            return False
+        with contextlib.suppress(OSError):
+            self.host.sftp.remove(part)
+        entries = sorted((e for e in self.host.sftp.listdir_attr(self.cache_dir) if e.filename.endswith(".onnx")),
+                         key=lambda e: e.st_mtime)
+        while (free := self._free_bytes() or 0) < incoming_bytes + DISK_MARGIN_BYTES and entries:
+            entry = entries.pop(0)
+            self.host.sftp.remove(posixpath.join(self.cache_dir, entry.filename))
+            self._staged.discard(entry.filename.removesuffix(".onnx"))
+            log.warning("%s: the device's disk is full; evicted %s from the model cache", self.name, entry.filename)
+        if free < incoming_bytes + DISK_MARGIN_BYTES:
+            raise AgentLost(f"{self.name}: the disk under {self.cache_dir} on {self.host.address} is full "
+                            f"({free // 1024} kB free, the model needs {incoming_bytes // 1024} kB) and no cached "
+                            "model is left to remove: free space on the device", device=self.name)
+        return True
+
+    def _free_bytes(self) -> int | None:
+        """Free bytes on the device's disk under the cache (``df``; None when it cannot tell)."""
+        out = self.host.run(f"df -Pk {shlex.quote(self.cache_dir)}", check=False, timeout_s=10).stdout.splitlines()
+        try:
+            return int(out[1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            return None
 
     def _make_room(self, incoming_bytes: int) -> None:
         """Remove least recently used cache files until ``incoming_bytes`` fits the quota."""
