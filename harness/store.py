@@ -60,7 +60,6 @@ class CanaryState(NamedTuple):
     measured_at: float  # wall clock
 
 
-
 def require_store_file(path) -> Path:
     """``path`` as a Path; StoreError saying why when it is no file (missing, or a folder)."""
     path = Path(path)
@@ -69,6 +68,7 @@ def require_store_file(path) -> Path:
     if not path.is_file():
         raise StoreError(f"store {path} does not exist")
     return path
+
 
 class Store:
     """An hwl store file.
