@@ -217,6 +217,9 @@ class Coordinator:
                 if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
                     self.store.db.rollback()
                 self.store.recover_interrupted(self.campaign_id)
+                for dev in self.devices.values():
+                    if dev.state == "recovering":  # not left looking like work in progress
+                        self._quarantine(dev, f"{dev.error}; the campaign stopped while its recover command ran")
             except Exception as exc:  # the next resume does it; keep the original error
                 log.warning("could not put the jobs in flight back in the queue (%s); `resume` will", exc)
             raise

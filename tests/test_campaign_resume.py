@@ -1,5 +1,6 @@
 """The coordinator (`hwl campaign run`, a subprocess) killed with SIGKILL or stopped with Ctrl-C, then
 `hwl campaign resume`."""
+import contextlib
 import json
 import os
 import shutil
@@ -158,3 +159,38 @@ def test_ctrl_c_requeues_the_job_in_flight_and_says_how_to_resume(tmp_path):
         time.sleep(0.5)
     assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
     _resume_completes(db, tmp_path, ray_tmp)
+
+
+def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_why(tmp_path):
+    # a device that always fails, with a power cycle that takes a while
+    dev = write_profile(tmp_path, "resume-hung", runtime="command", recover="sleep 60",
+                        options={"command": "false", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
+    args = ["campaign", "run", "--space", "nb201", "--archs", ARCHS, "--devices", str(dev), "--store", str(db),
+            "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
+    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def device_state():
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute("SELECT state, error FROM campaign_devices").fetchone()
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and (device_state() or ("",))[0] != "recovering":
+            time.sleep(0.1)
+        assert device_state()[0] == "recovering", proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    state, error = device_state()
+    assert state == "quarantined" and error.endswith("the campaign stopped while its recover command ran"), error
+    assert _counts(db) == {"queued": 4}  # no attempt was charged to a job by the stop
