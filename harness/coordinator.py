@@ -36,6 +36,7 @@ from harness.paths import check_writable_folder
 from harness.ray_cluster import device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
+from harness.transport.errors import DeviceSetupError
 from spaces.cost import dataset_of
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,9 @@ class Coordinator:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
                 except Exception as exc:  # agent would not start: the device cannot work
-                    self._give_up(self.devices[name], f"agent did not start: {exc}")
+                    cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's own exception
+                    self._give_up(self.devices[name], f"agent did not start: {cause}",
+                                  recover=not isinstance(cause, DeviceSetupError))
         for ref, name in pending.items():
             self._quarantine(self.devices[name], f"no answer from device {name} within "
                              f"{self.options.hello_timeout_s:g} s: is a Ray node with resource "
@@ -478,7 +481,8 @@ class Coordinator:
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
                                    f"{record.get('error_message') or ''}".strip(),
-                              recover=record.get("error_kind") != "DeviceTooHot")  # rule 6: left to cool
+                              # rule 6: a hot device is left to cool; no power cycle mends a key
+                              recover=record.get("error_kind") not in ("DeviceTooHot", "DeviceSetupError"))
         else:
             dev.failures_in_row, dev.recover_tried = 0, False
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:

@@ -27,7 +27,7 @@ from pathlib import Path
 from agents.errors import HwlError
 from agents.protocol import Measure, Ping, Result
 from harness.profiles import DeviceProfile, profile_from_dict
-from harness.transport.errors import ConnectionLost
+from harness.transport.errors import ConnectionLost, DeviceSetupError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class DeviceWorker:
             session = self._open()
             hello = session.hello
             reply = session.request(self.measure_request(job))
-        except ConnectionLost as exc:
+        except (ConnectionLost, DeviceSetupError) as exc:  # the device's fault, not the model's
             self._close_session()  # restarted on the next job
             return {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
         except HwlError as exc:  # the agent refused the request (Error reply)

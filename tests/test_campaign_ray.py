@@ -232,6 +232,37 @@ def test_a_device_outage_does_not_use_up_the_attempts_of_the_job_in_flight(local
         assert s.status(cid).set_index("device").loc["ray-phone", "done"] == 1
 
 
+def test_a_device_that_needs_setup_is_quarantined_at_once_with_the_reason(local_ray, artifacts, tmp_path):
+    """An SSH device whose key file is missing (a typo in its profile): no reconnect loop, no power
+    cycle, and the quarantine says what is wrong. Before, the campaign waited 120 s for the agent
+    and then blamed the Ray node."""
+    from tests.sshd import SSHServer, make_key, sshd_available
+
+    if not sshd_available():
+        pytest.skip("openssh-server not installed")
+    srv = SSHServer(tmp_path / "srv", authorized_keys=[make_key(tmp_path / "lab_key")]).start()
+    try:
+        (tmp_path / "known_hosts").write_text(srv.public_host_key_line())
+        cycled = tmp_path / "power-cycled"
+        profile = tmp_path / "ray-pi.toml"
+        profile.write_text("\n".join([
+            'name = "ray-pi"', 'device_class = "embedded_cpu"', "[host]", 'name = "local"', 'transport = "ssh"',
+            f'address = "{srv.address}"', f"port = {srv.port}", 'user = "root"', f'key = "{tmp_path}/lab_kye"',
+            f'known_hosts = "{tmp_path}/known_hosts"', f'recover = "touch {cycled}"', "[runtime]",
+            'kind = "onnxruntime"', "[measurement]", 'profile = "quick"']) + "\n")
+        db = tmp_path / "lab.db"
+        cid = _plan(db, [profile], archs="1835")
+        started = time.monotonic()
+        with Store(db) as s:
+            run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+            state, error = s.status(cid).set_index("device").loc["ray-pi", ["state", "error"]]
+    finally:
+        srv.stop()
+    assert time.monotonic() - started < 60 and state == "quarantined"
+    assert error == f"agent did not start: ray-pi: key file {tmp_path}/lab_kye for local does not exist", error
+    assert not cycled.exists()
+
+
 def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(local_ray, artifacts, tmp_path):
     speed, broken, armed, calls = (tmp_path / n for n in ("speed", "broken", "armed", "calls"))
     speed.write_text("2.5 ms\n")

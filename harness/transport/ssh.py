@@ -20,11 +20,11 @@ from pathlib import Path
 
 from agents.protocol import Measure, Message
 from agents.server import DEVICE_LOCK_ENV
-from harness.remote.deploy import locate_agent
-from harness.remote.errors import RemoteError
+from harness.remote.deploy import DeployError, locate_agent
+from harness.remote.errors import AuthenticationError, HostKeyError, RemoteError
 from harness.remote.host import Host
 from harness.transport.base import LineSession
-from harness.transport.errors import AgentLost
+from harness.transport.errors import AgentLost, DeviceSetupError
 
 log = logging.getLogger(__name__)
 STDERR_TAIL_BYTES = 2000
@@ -92,6 +92,8 @@ class SSHSession(LineSession):
             # The agent's log stays on the device (`hwl logs`), beside its deployed bundles.
             command += f" 2>> {shlex.quote(self.log_path)}"
             self._channel = self.host.open_channel(command)
+        except (AuthenticationError, HostKeyError, DeployError) as exc:
+            raise DeviceSetupError(f"{self.name}: {exc}", device=self.name) from None
         except (RemoteError, OSError, EOFError) as exc:
             raise AgentLost(f"{self.name}: cannot start the agent over SSH: {exc}", device=self.name) from None
         except Exception as exc:  # paramiko.SSHException and friends: the link broke
