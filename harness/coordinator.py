@@ -33,7 +33,7 @@ from harness.campaign_lock import campaign_lock
 from harness.device_worker import RECOVER_TIMEOUT_S
 from harness.errors import StorageFull
 from harness.paths import check_writable_folder
-from harness.ray_cluster import device_actor, export_remote, ray_session
+from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session
 from harness.profiles import DeviceProfile
 from harness.store import Store
 from harness.transport.errors import DeviceSetupError
@@ -283,9 +283,15 @@ class Coordinator:
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
                                   recover=not isinstance(cause, DeviceSetupError))
         for ref, name in pending.items():
-            self._quarantine(self.devices[name], f"no answer from device {name} within "
-                             f"{self.options.hello_timeout_s:g} s: is a Ray node with resource "
-                             f"{self.devices[name].profile.host.resource} up?")
+            dev = self.devices[name]
+            try:  # the actor answers status at once, even while it keeps reconnecting
+                reaching = actor_status(dev.actor, timeout_s=5).get("reconnect_error")
+            except Exception:
+                reaching = None
+            why = (f"still trying to reach it: {reaching}" if reaching else
+                   f"is a Ray node with resource {dev.profile.host.resource} up?")
+            self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; {why}",
+                          recover=bool(reaching))
 
     # -- main loop -------------------------------------------------------------------------
     def _loop(self, ray) -> None:

@@ -92,6 +92,7 @@ class DeviceWorker:
         self._running: dict | None = None
         self.jobs_done = 0
         self.agent_starts = 0
+        self.reconnect_error: str | None = None  # while the device is being reconnected
         self._started = time.time()
 
     # -- session ---------------------------------------------------------------------------
@@ -107,8 +108,11 @@ class DeviceWorker:
         delay_s = RECONNECT_FIRST_S
         while True:
             try:
-                return self._open_once()
+                session = self._open_once()
+                self.reconnect_error = None
+                return session
             except ConnectionLost as exc:
+                self.reconnect_error = str(exc)  # status() tells the coordinator why it is slow
                 if time.monotonic() + delay_s > deadline:
                     raise
                 log.warning("%s: %s; reconnecting in %.0f s", self.profile.name, exc, delay_s)
@@ -174,6 +178,7 @@ class DeviceWorker:
         session = self._session
         return {"device": self.profile.name, "busy": running is not None, "running": running,
                 "jobs_done": self.jobs_done, "agent_starts": self.agent_starts,
+                "reconnect_error": self.reconnect_error,
                 "agent_pid": getattr(session, "pid", None) if session is not None else None,
                 "worker_pid": os.getpid(), "node_id": _ray_node_id(), "uptime_s": time.time() - self._started}
 

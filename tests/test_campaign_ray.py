@@ -263,6 +263,30 @@ def test_a_device_that_needs_setup_is_quarantined_at_once_with_the_reason(local_
     assert not cycled.exists()
 
 
+def test_a_host_down_at_the_start_is_named_as_such(local_ray, artifacts, tmp_path):
+    """An SSH device whose host does not answer when the campaign starts: the quarantine says the
+    device is being reconnected and why, not that a Ray node is missing."""
+    from tests.sshd import free_port, make_key, sshd_available
+
+    if not sshd_available():  # ssh-keygen comes with it
+        pytest.skip("openssh not installed")
+    profile = tmp_path / "ray-down.toml"
+    port = free_port()  # released again: nothing listens there
+    profile.write_text("\n".join([
+        'name = "ray-down"', 'device_class = "embedded_cpu"', "[host]", 'name = "local"', 'transport = "ssh"',
+        'address = "127.0.0.1"', f"port = {port}", 'user = "root"', f'key = "{tmp_path}/k"',
+        "reconnect_timeout_s = 60", "[runtime]", 'kind = "onnxruntime"']) + "\n")
+    make_key(tmp_path / "k")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs="1835")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0, hello_timeout_s=4))
+        state, error = s.status(cid).set_index("device").loc["ray-down", ["state", "error"]]
+    assert state == "quarantined"
+    assert error.startswith("no answer from device ray-down within 4 s; still trying to reach it: ") and \
+        f"cannot reach local at 127.0.0.1:{port}" in error, error
+
+
 def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(local_ray, artifacts, tmp_path):
     speed, broken, armed, calls = (tmp_path / n for n in ("speed", "broken", "armed", "calls"))
     speed.write_text("2.5 ms\n")
