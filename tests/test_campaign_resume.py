@@ -32,43 +32,55 @@ def _counts(db):
         return {}
 
 
-def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
-    """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight
-    (first calling ``while_running(store, pid)`` at such a moment, if given).
+def _campaign_args(tmp_path, dev):
+    return ["campaign", "run", "--space", "nb201", "--archs", ARCHS, "--devices", str(dev), "--store",
+            str(tmp_path / "lab.db"), "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
 
-    Returns (store path, Ray temp dir, stderr, exit status)."""
-    dev = write_profile(tmp_path, "resume-a", policy=policy)
-    db = tmp_path / "lab.db"
-    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    args = ["campaign", "run", "--space", "nb201", "--archs", ARCHS, "--devices", str(dev), "--store", str(db),
-            "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
+
+def _signal_when(args, ray_tmp, ready, sig, *, between=None):
+    """Start `hwl *args`, wait until ``ready()``, send ``sig`` (first calling ``between(pid)`` and
+    waiting for ``ready()`` again, if given). Returns (stderr, exit status)."""
     # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
-    proc = subprocess.Popen([*HWL, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    def wait_mid_job():
+    def wait_ready():
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            counts = _counts(db)
-            if counts.get("done", 0) >= 1 and counts.get("running", 0) == 1:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()
 
     try:
-        wait_mid_job()
-        if while_running:
-            while_running(db, proc.pid)
-            wait_mid_job()
-        os.kill(proc.pid, sig)  # mid-campaign, a job in flight
+        wait_ready()
+        if between:
+            between(proc.pid)
+            wait_ready()
+        os.kill(proc.pid, sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
             kill_leftovers(ray_tmp)
-    return db, ray_tmp, stderr, proc.returncode
+    return stderr, proc.returncode
+
+
+def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
+    """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight
+    (first calling ``while_running(store, pid)`` at such a moment, if given).
+
+    Returns (store path, Ray temp dir, stderr, exit status)."""
+    db = tmp_path / "lab.db"
+    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
+
+    def mid_job():
+        counts = _counts(db)
+        return counts.get("done", 0) >= 1 and counts.get("running", 0) == 1
+
+    stderr, rc = _signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
+                              ray_tmp, mid_job, sig, between=while_running and (lambda pid: while_running(db, pid)))
+    return db, ray_tmp, stderr, rc
 
 
 def _ray_leftovers(ray_tmp):
@@ -167,30 +179,18 @@ def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_
                         options={"command": "false", "regex": "([0-9.]+) ms"})
     db = tmp_path / "lab.db"
     ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
-    args = ["campaign", "run", "--space", "nb201", "--archs", ARCHS, "--devices", str(dev), "--store", str(db),
-            "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
-    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def device_state():
         with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
             return con.execute("SELECT state, error FROM campaign_devices").fetchone()
 
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and (device_state() or ("",))[0] != "recovering":
-            time.sleep(0.1)
-        assert device_state()[0] == "recovering", proc.communicate()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        stderr, rc = _signal_when(_campaign_args(tmp_path, dev), ray_tmp,
+                                  lambda: (device_state() or ("",))[0] == "recovering", signal.SIGINT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert rc == 130 and "Traceback" not in stderr, stderr
     state, error = device_state()
     assert state == "quarantined" and error.endswith("the campaign stopped while its recover command ran"), error
     assert _counts(db) == {"queued": 4}  # no attempt was charged to a job by the stop
