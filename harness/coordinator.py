@@ -42,15 +42,22 @@ from spaces.cost import dataset_of
 log = logging.getLogger(__name__)
 
 
+def _task_error(exc: BaseException) -> BaseException:
+    """The exception a Ray task or actor call raised (RayTaskError keeps it as ``.cause``)."""
+    return getattr(exc, "cause", None) or exc
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     """Whether an error (or the one a Ray task raised) is a full disk or an exceeded disk quota."""
-    cause = getattr(exc, "cause", None) or exc  # RayTaskError keeps the task's exception as .cause
+    cause = _task_error(exc)
     return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
+# Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person.
+NOT_RECOVERED_BY_POWER_CYCLE = ("DeviceTooHot", DeviceSetupError.__name__)
 
 
 @dataclass
@@ -279,9 +286,9 @@ class Coordinator:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
                 except Exception as exc:  # agent would not start: the device cannot work
-                    cause = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's own exception
+                    cause = _task_error(exc)
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
-                                  recover=not isinstance(cause, DeviceSetupError))
+                                  recover=type(cause).__name__ not in NOT_RECOVERED_BY_POWER_CYCLE)
         for ref, name in pending.items():
             dev = self.devices[name]
             try:  # the actor answers status at once, even while it keeps reconnecting
@@ -487,8 +494,7 @@ class Coordinator:
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
                                    f"{record.get('error_message') or ''}".strip(),
-                              # rule 6: a hot device is left to cool; no power cycle mends a key
-                              recover=record.get("error_kind") not in ("DeviceTooHot", "DeviceSetupError"))
+                              recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
         else:
             dev.failures_in_row, dev.recover_tried = 0, False
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
@@ -565,8 +571,7 @@ class Coordinator:
             if isinstance(exc, ray.exceptions.GetTimeoutError):
                 with contextlib.suppress(Exception):
                     ray.kill(dev.actor)
-            reason = getattr(exc, "cause", None) or exc  # RayTaskError wraps the worker's own exception
-            self._quarantine(dev, f"{dev.error}; its recover command did not bring it back: {reason}")
+            self._quarantine(dev, f"{dev.error}; its recover command did not bring it back: {_task_error(exc)}")
             return
         self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
         dev.state, dev.error, dev.failures_in_row = "active", None, 0
