@@ -92,7 +92,7 @@ class Store:
         self.path = Path(path)
         self.readonly = readonly
         if readonly:
-            require_store_file(self.path)
+            require_store_file(self.path)  # a read-only store must exist
         self._check_is_store()
         if readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
@@ -117,8 +117,7 @@ class Store:
         """Refuse a file that is not an empty file, a fresh SQLite file or an hwl store."""
         if not self.path.exists():
             return
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a directory, not a store file")
+        require_store_file(self.path)  # a folder is refused here
         if self.path.stat().st_size == 0:
             return
         try:
