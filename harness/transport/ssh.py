@@ -188,20 +188,19 @@ class SSHSession(LineSession):
     def _room_on_disk(self, incoming_bytes: int, part: str) -> bool:
         """After a failed upload: if the device's disk is what is full, remove the partial file
         and least recently used models until ``incoming_bytes`` fit. False when the disk had room
-        (another failure) or nothing is left to remove; raises AgentLost naming a full disk."""
+        (another failure); raises AgentLost naming a full disk when nothing is left to remove."""
+        needed = incoming_bytes + DISK_MARGIN_BYTES
         free = self._free_bytes()
-        if free is None or free >= incoming_bytes + DISK_MARGIN_BYTES:
+        if free is None or free >= needed:
             return False
         with contextlib.suppress(OSError):
             self.host.sftp.remove(part)
-        entries = sorted((e for e in self.host.sftp.listdir_attr(self.cache_dir) if e.filename.endswith(".onnx")),
-                         key=lambda e: e.st_mtime)
-        while (free := self._free_bytes() or 0) < incoming_bytes + DISK_MARGIN_BYTES and entries:
-            entry = entries.pop(0)
-            self.host.sftp.remove(posixpath.join(self.cache_dir, entry.filename))
-            self._staged.discard(entry.filename.removesuffix(".onnx"))
-            log.warning("%s: the device's disk is full; evicted %s from the model cache", self.name, entry.filename)
-        if free < incoming_bytes + DISK_MARGIN_BYTES:
+        free = self._free_bytes() or 0
+        log.warning("%s: the device's disk is full (%d kB free); making room in the model cache", self.name,
+                    free // 1024)
+        self._evict(self._cached(), lambda removed: free + removed >= needed, "the device's disk is full")
+        free = self._free_bytes() or 0
+        if free < needed:
             raise AgentLost(f"{self.name}: the disk under {self.cache_dir} on {self.host.address} is full "
                             f"({free // 1024} kB free, the model needs {incoming_bytes // 1024} kB) and no cached "
                             "model is left to remove: free space on the device", device=self.name)
@@ -217,13 +216,23 @@ class SSHSession(LineSession):
 
     def _make_room(self, incoming_bytes: int) -> None:
         """Remove least recently used cache files until ``incoming_bytes`` fits the quota."""
-        entries = [e for e in self.host.sftp.listdir_attr(self.cache_dir) if e.filename.endswith(".onnx")]
+        entries = self._cached()
         total = sum(e.st_size for e in entries)
-        for entry in sorted(entries, key=lambda e: e.st_mtime):
-            if total + incoming_bytes <= self.cache_quota_bytes:
-                break
+        self._evict(entries, lambda removed: total - removed + incoming_bytes <= self.cache_quota_bytes,
+                    f"quota {self.cache_quota_bytes} bytes")
+
+    def _cached(self) -> list:
+        """The cached model files (SFTP attributes), least recently used first."""
+        entries = [e for e in self.host.sftp.listdir_attr(self.cache_dir) if e.filename.endswith(".onnx")]
+        return sorted(entries, key=lambda e: e.st_mtime)
+
+    def _evict(self, entries, enough, why: str) -> None:
+        """Remove ``entries`` (least recently used first) until ``enough(bytes removed)``."""
+        removed = 0
+        for entry in entries:
+            if enough(removed):
+                return
             self.host.sftp.remove(posixpath.join(self.cache_dir, entry.filename))
             self._staged.discard(entry.filename.removesuffix(".onnx"))
-            total -= entry.st_size
-            log.info("%s: evicted %s from the model cache (quota %d bytes)", self.name, entry.filename,
-                     self.cache_quota_bytes)
+            removed += entry.st_size
+            log.info("%s: evicted %s from the model cache (%s)", self.name, entry.filename, why)
