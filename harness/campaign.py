@@ -139,9 +139,14 @@ def resolve_plan(spec: CampaignSpec) -> Plan:
         "archs_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "n_archs": len(keys),
     }
-    config = json.loads(json.dumps(config, sort_keys=True))  # tuples -> lists, as stored
+    config = _as_stored(config)
     return Plan(spec=spec, profiles=profiles, archs=keys, name=spec.name or _config_name(config),
                 order_seed=order_seed, config=config)
+
+
+def _as_stored(config: dict) -> dict:
+    """``config`` as the store gives it back (JSON: tuples become lists)."""
+    return json.loads(json.dumps(config, sort_keys=True))
 
 
 def _config_name(config: dict) -> str:
@@ -151,13 +156,13 @@ def _config_name(config: dict) -> str:
 def _legacy_name(plan: Plan) -> str:
     """The name hwl gave the plan before device addresses were left out of a campaign's identity."""
     devices = {p.name: {k: v for k, v in p.to_dict().items() if k != "source"} for p in plan.profiles}
-    return _config_name(json.loads(json.dumps({**plan.config, "devices": devices}, sort_keys=True)))
+    return _config_name(_as_stored({**plan.config, "devices": devices}))
 
 
 def _comparable(config: dict) -> dict:
     """A stored campaign config with each device as its identity (older stores kept whole profiles)."""
     devices = {name: profile_from_dict(d).identity() for name, d in config.get("devices", {}).items()}
-    return json.loads(json.dumps({**config, "devices": devices}, sort_keys=True))
+    return _as_stored({**config, "devices": devices})
 
 
 def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
