@@ -21,13 +21,11 @@ from spaces import nb201
 from spaces.cost import dataset_of
 
 PARQUET_FORMAT_VERSION = "1"
-_DROP = ("samples_ns", "record_json", "id")
 
 
 def results_table(store: Store, campaign_id: int) -> pd.DataFrame:
     """One row per result of a campaign (every attempt; ``accepted`` marks the job's answer)."""
-    df = store.results_frame(campaign_id).drop(columns=list(_DROP), errors="ignore")
-    df = df.loc[:, ~df.columns.duplicated()]
+    df = store.results_frame(campaign_id).drop(columns=["id"])
     if len(df) and (df["space"] == "nb201").all():
         df.insert(df.columns.get_loc("arch") + 1, "arch_str",
                   [nb201.to_string(int(a)) for a in df["arch"]])

@@ -30,6 +30,8 @@ from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STA
 
 log = logging.getLogger(__name__)
 
+RAW_RESULT_COLUMNS = ("samples_ns", "record_json")  # not in results_frame (see there)
+
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
@@ -410,10 +412,18 @@ class Store:
         return df
 
     def results_frame(self, campaign_id: int | None = None) -> pd.DataFrame:
-        """One row per result (every attempt) with job, campaign and device columns."""
+        """One row per result (every attempt) with job, campaign and device columns.
+
+        The raw samples and the record JSON stay in the store (:data:`RAW_RESULT_COLUMNS`): they
+        are about 90 % of a result's bytes, and a whole-space campaign's frame would not fit in
+        memory with them (read one with :func:`decode_samples`).
+        """
         where = "" if campaign_id is None else "WHERE j.campaign_id = ?"
+        columns = [row[1] for row in self.db.execute("PRAGMA table_info(results)")
+                   if row[1] != "job_id" and row[1] not in RAW_RESULT_COLUMNS]
         return self.query(
-            "SELECT c.name AS campaign, c.space, j.arch, j.device, j.id AS job_id, r.* "
+            f"SELECT c.name AS campaign, c.space, j.arch, j.device, j.id AS job_id, "
+            f"{', '.join('r.' + c for c in columns)} "
             "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
             f"{where} ORDER BY r.id", () if campaign_id is None else (campaign_id,))
 
