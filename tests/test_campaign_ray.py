@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
+from harness.cli import main as hwl_main
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import StorageFull
 from harness.ray_cluster import actor_status
-from harness.exporting import export_help, export_parquet
+from harness.exporting import export_parquet
 from harness.store import Store
 from tests.campaign_helpers import FAST_POLICY, kill_leftovers, write_profile
 from tests.small_disk import small_disk
@@ -90,13 +91,19 @@ def test_campaign_completes_exports_and_rerun_measures_nothing(local_ray, artifa
         table = s.latency_table("nb201")
         assert len(table) == 6 and set(table["source"]) == {f"measured:{s.campaign_names()[0]}"}
         path = export_parquet(s, cid, tmp_path / "out.parquet")
-        wide = export_help(s, cid, tmp_path / "help.csv")
+    # the CLI takes the format from the file's name, and refuses a name of the other format
+    wide = tmp_path / "help.csv.gz"
+    assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(wide)]) == 0
+    assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(tmp_path / "x.csv"),
+                     "--format", "parquet"]) == 2
+    assert not (tmp_path / "x.csv").exists()
     meta = pq.read_schema(path).metadata
     assert meta[b"hwl_format_version"] == b"1" and meta[b"hwl_code_version"].startswith(b"hwl ")
     df = pd.read_parquet(path)
     for col in ("arch", "arch_str", "device", "label_ms", "iqr_ms", "flags", "fingerprint_id", "code_version",
                 "attempt", "outcome", "accepted"):
         assert col in df.columns, col
+    assert not {"samples_ns", "record_json"} & set(df.columns)  # raw samples stay in the store
     help_table = pd.read_csv(wide)
     assert list(help_table.columns) == ["arch_index", "arch_str", "ray-a", "ray-b"]
     assert sorted(help_table["arch_index"]) == [1835, 7165, 9545]

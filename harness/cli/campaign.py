@@ -42,7 +42,9 @@ def add_parser(subparsers) -> None:
     export = sub.add_parser("export", help="write results as Parquet or a HELP-style wide table")
     export.add_argument("--name", help="campaign (default: the store's latest)")
     export.add_argument("--store", default=DEFAULT_STORE)
-    export.add_argument("--format", choices=["parquet", "help"], default="parquet")
+    export.add_argument("--format", choices=["parquet", "help"],
+                        help="parquet (one row per result) or help (wide CSV); default: from --out's "
+                             "suffix (.parquet, .csv, .csv.gz), else parquet")
     export.add_argument("--out", help="output file (default: <campaign>.parquet / <campaign>_help.csv)")
     export.set_defaults(func=cmd_export)
 
@@ -184,11 +186,30 @@ def cmd_status(args) -> int:
     return 0
 
 
-def export(*, store: str, fmt: str = "parquet", out: str | None = None, name: str | None = None) -> Path:
+# what each export format writes, by the output file's name
+_FORMAT_OF_SUFFIX = {".parquet": "parquet", ".csv": "help", ".csv.gz": "help"}
+
+
+def export_format(fmt: str | None, out: str | None) -> str:
+    """The format to write: ``fmt`` when given, else the one ``out``'s name says, else Parquet.
+
+    A name that says the other format is refused, so a ``.csv.gz`` never holds Parquet bytes.
+    """
+    name = Path(out).name.lower() if out else ""
+    named = next((f for suffix, f in _FORMAT_OF_SUFFIX.items() if name.endswith(suffix)), None)
+    if fmt and named and fmt != named:
+        kind = {"parquet": "Parquet", "help": "CSV"}
+        raise CampaignError(f"--out {out} is a {kind[named]} name, but --format {fmt} writes {kind[fmt]}; "
+                            "change one of them (.parquet for parquet, .csv or .csv.gz for help)")
+    return fmt or named or "parquet"
+
+
+def export(*, store: str, fmt: str | None = None, out: str | None = None, name: str | None = None) -> Path:
     from harness.campaign import find_campaign
     from harness.exporting import export_help, export_parquet
     from harness.store import Store
 
+    fmt = export_format(fmt, out)
     with Store(store, readonly=True) as st:
         cid, cname, _ = find_campaign(st, name)
         out = check_writable(out or (f"{cname}.parquet" if fmt == "parquet" else f"{cname}_help.csv"))
