@@ -31,9 +31,9 @@ from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
 from harness.device_worker import RECOVER_TIMEOUT_S
-from harness.errors import StorageFull
+from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
-from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session
+from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
 from harness.profiles import DeviceProfile
 from harness.store import Store
 from harness.transport.errors import DeviceSetupError
@@ -56,6 +56,7 @@ def _is_disk_full(exc: BaseException) -> bool:
 CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
+EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordinator could not export
 # Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person.
 NOT_RECOVERED_BY_POWER_CYCLE = ("DeviceTooHot", DeviceSetupError.__name__)
 
@@ -172,6 +173,7 @@ class Coordinator:
                                                  (campaign_id,)).fetchone()
         self.devices: dict[str, _Device] = {}
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
+        self.exports_lost: dict[tuple, int] = {}  # key -> times Ray lost its export task
         self.quota: ArtifactQuota | None = None
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
         self.worker_s = 0.0  # inside the device actors' measure calls
@@ -360,6 +362,7 @@ class Coordinator:
         try:
             art = ray.get(ref, timeout=30)
             self.exports[key] = art
+            self.exports_lost.pop(key, None)
             self.store.add_artifact(sha256=art["artifact_sha256"], space=key[0], arch=key[1],
                                     config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
                                     size_bytes=art["size_bytes"])
@@ -368,11 +371,30 @@ class Coordinator:
                 raise StorageFull(f"the artifact folder {self.options.artifact_dir} is full (no space left on "
                                   "device) while exporting a model; free space there or give --artifact-quota-gb, "
                                   "then resume: nothing measured is lost") from exc
+            if not isinstance(exc, ray.exceptions.RayTaskError):
+                self._export_lost(ray, key, exc)  # Ray lost the task: not the model's fault
+                return
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
             return
         if self.quota is not None:
             self.quota.used(Path(art["path"]).stem, art["size_bytes"])
             self._trim_artifacts()
+
+    def _export_lost(self, ray, key, exc: Exception) -> None:
+        """An export that Ray lost (its worker was killed, its node died) is run again, up to 3
+        times in a row; then it fails like a model that does not export. With Ray's node on this
+        machine gone nothing can run: stop, charging no job (see :meth:`run`)."""
+        if isinstance(exc, ray.exceptions.LocalRayletDiedError):
+            raise ClusterError(f"Ray's node on this machine died while exporting {key[0]} {key[1]} ({exc}); "
+                               "nothing measured is lost: run the same command again") from exc
+        lost = self.exports_lost[key] = self.exports_lost.get(key, 0) + 1
+        if lost >= 3:
+            self.exports[key] = {"error": f"export of {key[0]} {key[1]} lost by Ray {lost} times in a row "
+                                          f"(last: {type(exc).__name__}: {exc})"}
+            return
+        del self.exports[key]  # scheduled again while a job wants it
+        log.warning("Ray lost the export of %s %s (%s: %s); exporting it again", key[0], key[1],
+                    type(exc).__name__, exc)
 
     def _trim_artifacts(self) -> None:
         """Apply the artifact quota, sparing the models in flight and next in line on every device."""
@@ -422,7 +444,8 @@ class Coordinator:
             attempt = self.store.start_attempt(job_id)  # committed before the actor sees it
             job.update(job_id=job_id, attempt=attempt, labels={"campaign_id": self.campaign_id})
         if "error" in art:  # the model cannot be exported: a failed attempt, no device time
-            record = {"outcome": "load_error", "error_kind": "ExportError", "error_message": art["error"]}
+            del self.exports[key]  # a retry exports it afresh
+            record = {"outcome": "load_error", "error_kind": EXPORT_FAILED, "error_message": art["error"]}
             if job_id is None:
                 self._canary_done(dev, record)
             else:
@@ -446,6 +469,10 @@ class Coordinator:
             record = ray.get(ref, timeout=10)
         except Exception as exc:  # actor died, node lost, or overdue: the attempt is lost
             record = {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
+            if isinstance(exc, ray.exceptions.RayActorError) and not this_node_alive():
+                raise ClusterError(f"Ray's node on this machine died under device {dev.profile.name} "
+                                   f"({exc.__class__.__name__}); nothing measured is lost: run the same "
+                                   "command again") from exc
             if actor is dev.actor:  # replace the actor once, not once per call it had queued
                 with contextlib.suppress(Exception):
                     ray.kill(dev.actor)
@@ -489,7 +516,9 @@ class Coordinator:
             dev.since_canary += 1
         else:
             dev.failed += 1
-        if outcome in FAILED_OUTCOMES:
+        if record.get("error_kind") == EXPORT_FAILED:
+            pass  # the coordinator's export failed: it says nothing about the device
+        elif outcome in FAILED_OUTCOMES:
             dev.failures_in_row += 1
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "

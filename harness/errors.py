@@ -24,7 +24,8 @@ class CampaignError(UserError):
 
 
 class ClusterError(UserError):
-    """A Ray cluster that cannot be joined: nothing listens at the address, or it refuses the token."""
+    """A Ray cluster that cannot be joined (nothing listens at the address, or it refuses the
+    token), or that broke under a campaign (Ray's node on this machine died)."""
 
 
 class StorageFull(UserError):

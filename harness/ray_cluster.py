@@ -87,6 +87,18 @@ def actor_status(actor, timeout_s: float = 10.0) -> dict:
     return ray.get(actor.status.options(concurrency_group="status").remote(), timeout=timeout_s)
 
 
+def this_node_alive() -> bool:
+    """Whether Ray's node on this machine (the coordinator's) is up: without it no actor or task
+    of this process can run, so a campaign cannot go on."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    try:
+        return any(n["NodeID"] == me and n["Alive"] for n in ray.nodes())
+    except Exception:  # Ray's control service is gone too
+        return False
+
+
 def export_task(key: tuple, artifact_dir: str) -> dict:
     """Export one model (a Ray task); returns where it is and the sha256 of the file."""
     import torch
