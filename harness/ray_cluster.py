@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
+import threading
 from pathlib import Path
 
 from harness.device_worker import DeviceWorker
@@ -36,6 +38,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     keep = set(range(os.cpu_count() or 1)) - set(avoid_cores)
     if address is None and keep and avoid_cores:
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             _check_reachable(address)
@@ -50,6 +53,8 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
             ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                      resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+        if callable(sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init put sys.exit(15) there; keep the caller's (the CLI's)
         yield
     finally:
         with contextlib.suppress(Exception):

@@ -97,7 +97,7 @@ def _ray_leftovers(ray_tmp):
     return found
 
 
-def _resume_completes(db, tmp_path, ray_tmp):
+def _resume_completes(db, tmp_path, ray_tmp, *, lost_before=1):
     """`hwl campaign resume` measures what is left: every job done once, nothing duplicated."""
     done = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
                "--no-progress", env={"RAY_TMPDIR": ray_tmp}, timeout=300)
@@ -112,7 +112,7 @@ def _resume_completes(db, tmp_path, ray_tmp):
     assert sorted(r[0] for r in rows) == sorted(ARCHS.split(","))
     assert all(state == "done" and accepted == 1 for _, state, accepted, _ in rows), rows
     lost = con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0]
-    assert lost == 1  # the attempt in flight when the coordinator stopped, renumbered on resume
+    assert lost == lost_before  # the attempts in flight when the coordinator stopped, renumbered on resume
     dup = con.execute("SELECT count(*) FROM (SELECT job_id, attempt FROM results GROUP BY job_id, attempt "
                       "HAVING count(*) > 1)").fetchone()[0]
     assert dup == 0
@@ -171,6 +171,62 @@ def test_ctrl_c_requeues_the_job_in_flight_and_says_how_to_resume(tmp_path):
         time.sleep(0.5)
     assert not leftovers, [(p.pid, p.cmdline()[:3]) for p in leftovers]
     _resume_completes(db, tmp_path, ray_tmp)
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    # what `kill`, systemd or a batch scheduler sends; before, Ray's handler exited 15 with a C++ dump
+    db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGTERM)
+    assert rc == 143, stderr
+    assert "hwl campaign: terminated;" in stderr and "run the same command again to go on" in stderr, stderr
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr
+    stopped_at = _counts(db)
+    assert stopped_at.get("running", 0) == 0 and stopped_at.get("queued", 0) >= 1, stopped_at
+    _resume_completes(db, tmp_path, ray_tmp)
+
+
+def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, monkeypatch):
+    # Ray's health checks every 0.5 s, so the dead node is seen in about a second, not 15-30 s
+    monkeypatch.setenv("RAY_health_check_period_ms", "500")
+    monkeypatch.setenv("RAY_health_check_failure_threshold", "2")
+    db = tmp_path / "lab.db"
+    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
+    raylets = []
+
+    def kill_raylet(pid):
+        raylets.extend(p for p in psutil.Process(pid).children(recursive=True) if p.name() == "raylet")
+        for p in raylets:
+            p.kill()
+
+    def mid_job():
+        counts = _counts(db)
+        return counts.get("done", 0) >= 1 and counts.get("running", 0) >= 1
+
+    proc = subprocess.Popen([*HWL, *_campaign_args(tmp_path, write_profile(
+        tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 1.0}))],
+        env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not mid_job():
+            time.sleep(0.1)
+        kill_raylet(proc.pid)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(ray_tmp)
+    assert raylets, "no raylet was found under hwl"
+    # one line that says what happened; before, the jobs in flight failed as the model's fault
+    # (load_error, their export lost) or the device was recreated on a node that was gone
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert "Ray's node on this machine died" in stderr and "nothing measured is lost" in stderr, stderr
+    stopped_at = _counts(db)
+    assert stopped_at.get("failed", 0) == 0 and stopped_at.get("running", 0) == 0, stopped_at
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    assert con.execute("SELECT state FROM campaign_devices").fetchone()[0] == "active"
+    lost = con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0]
+    con.close()
+    _resume_completes(db, tmp_path, ray_tmp, lost_before=lost)
 
 
 def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_why(tmp_path):

@@ -5,14 +5,17 @@ Each subcommand lives in its own module of this package with two functions:
 which takes the parsed args and returns an exit code. Library code never prints; only
 these modules do. User mistakes (``USER_ERRORS``) print one line and exit 2; any other
 exception keeps its traceback, so user mistakes and bugs look different. Ctrl-C prints one line
-(with the command's ``resume_hint(args)``, when it sets one) and exits 130.
+(with the command's ``resume_hint(args)``, when it sets one) and exits 130; SIGTERM (``kill``, a
+service manager stopping hwl) does the same and exits 143.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from harness import __version__
 from harness.errors import USER_ERRORS
@@ -58,6 +61,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a command stops the same clean way."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -68,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:  # paramiko logs a traceback for every refused connection; we say it in one line
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
@@ -75,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `hwl space list | head`
         return 0
-    except KeyboardInterrupt:  # Ctrl-C: one line that says how to go on, not a traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
         hint = getattr(args, "resume_hint", None)
-        print(f"hwl {args.command}: interrupted" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports it
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"hwl {args.command}: {how}" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130  # 128 + the signal, as a shell reports it
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
