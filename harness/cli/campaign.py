@@ -54,7 +54,7 @@ def _common(p) -> None:
     p.set_defaults(resume_hint=lambda a: "every finished measurement is stored and the ones in flight are queued "
                                          "again; run the same command again to go on")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
-    p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
+    p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
                                                           "the least recently used models (re-exported if needed "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import UserError
 from harness.paths import check_writable
 
@@ -26,8 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
     p.add_argument("--out", required=True, help="adapted predictor file to write (e.g. predictor.pt)")
-    p.add_argument("--table", help="predicted table, Parquet (default: <out>.parquet)")
-    p.add_argument("--report", help="report, JSON (default: <out>.json)")
+    p.add_argument("--table", help="predicted table, Parquet (default: --out with .parquet, e.g. predictor.parquet)")
+    p.add_argument("--report", help="report, JSON (default: --out with .json, e.g. predictor.json)")
     p.add_argument("--method", help=f"few-shot method (default {registry.RECOMMENDED}); one of "
                                     f"{', '.join(registry.method_names())}")
     p.add_argument("--candidates", help="architectures the predictor covers: all (nb201 default), random:N, a list "
@@ -37,8 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
-    p.add_argument("--artifacts", help="ONNX artifact directory (default: <store>-artifacts beside the store)")
+    p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
+    add_known_hosts_flag(p)
     p.set_defaults(func=cmd_onboard, resume_hint=lambda a: "every finished measurement is stored; run the same "
                                                            "`hwl onboard` again to go on from there")
 
@@ -84,6 +86,7 @@ def cmd_onboard(args) -> int:
 
     from predictors.onboard.report import text_lines
 
+    apply_known_hosts(args)
     console = Console(stderr=True)
 
     def on_step(loop, step):
