@@ -71,6 +71,19 @@ def _signal_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (``/proc/vmstat``), or
+    None where that is not readable."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def run_measurement(request: Measure, model_path: str | Path | None, *, fingerprint_id: str = "",
                     cache_dir: str | Path | None = None, python: str = sys.executable,
                     cancel=None) -> Result:
@@ -105,7 +118,7 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     # The child must import this very package, wherever the agent was started from.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH", "")]))
-    start = time.monotonic()
+    start, kills_before = time.monotonic(), oom_kills()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([python, "-m", "agents.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
@@ -125,7 +138,10 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
             return Result(id=request.id, outcome="timeout", message=f"{msg}; stderr tail: {tail}" if tail else msg,
                           elapsed_s=elapsed)
         rc = proc.returncode
-        if rc == -signal.SIGKILL:
+        if rc == -signal.SIGKILL and kills_before is not None and oom_kills() == kills_before:
+            kind, why = "runtime_error", ("the measuring process was killed by SIGKILL from outside (not by the "
+                                          "OOM killer: the kernel counted no OOM kill meanwhile)")
+        elif rc == -signal.SIGKILL:
             kind, why = "oom", "the measuring process was killed by SIGKILL (most likely the kernel's OOM killer)"
         elif rc is not None and rc < 0:
             kind, why = "runtime_error", f"the measuring process died from {_signal_name(rc)}"

@@ -204,3 +204,31 @@ def test_device_lock_waits_for_the_holder_and_gives_up_on_cancel(tmp_path):
         cancel.set()  # the agent shuts down while waiting: it stops waiting
         waiter.join(5)
         assert not waiter.is_alive() and entered.is_set()  # (its measurement sees the cancel and times nothing)
+
+
+@pytest.mark.skipif(not Path("/proc/vmstat").is_file(), reason="needs Linux's OOM-kill counter")
+def test_a_measuring_process_killed_from_outside_is_not_called_out_of_memory(model):
+    import psutil
+
+    from agents.child import oom_kills, run_measurement
+
+    path, sha = model
+    slow = {**TINY, "window_min_s": 5.0}
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=run_measurement(
+        Measure(runtime="ort", model=str(path), sha256=sha, profile="quick", policy=slow), path)))
+    kills_before = oom_kills()
+    t.start()
+    deadline = time.monotonic() + 60
+    child = None
+    while child is None and time.monotonic() < deadline:
+        child = next((c for c in psutil.Process().children() if "agents.child" in " ".join(c.cmdline())), None)
+        time.sleep(0.05)
+    assert child is not None
+    time.sleep(1.0)  # inside the timed windows
+    child.kill()  # a user or a watchdog, not the kernel's OOM killer
+    t.join(60)
+    res = result["r"]
+    if oom_kills() != kills_before:
+        pytest.skip("the kernel OOM-killed something meanwhile; the two cannot be told apart")
+    assert res.outcome == "runtime_error" and "killed by SIGKILL from outside" in res.message, res.message
