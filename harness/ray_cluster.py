@@ -15,6 +15,7 @@ import hashlib
 import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -39,27 +40,30 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     if address is None and keep and avoid_cores:
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
     sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        if address:
-            _check_reachable(address)
-            try:
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-            except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-                why = str(exc).rstrip(".")
-                raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
-                                   "`ray start --head` (and give this machine its token), or leave out --address "
-                                   "to run a local Ray") from None
-        else:
-            kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
-            ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                     resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
-        if callable(sigterm) and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, sigterm)  # ray.init put sys.exit(15) there; keep the caller's (the CLI's)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        os.sched_setaffinity(0, old)
+    # Ray's driver prints its nodes' error messages (a worker died, ...) to stdout, where hwl
+    # writes its result (JSON a script may read): send them to stderr with the logs.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            if address:
+                _check_reachable(address)
+                try:
+                    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+                except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+                    why = str(exc).rstrip(".")
+                    raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
+                                       "`ray start --head` (and give this machine its token), or leave out --address "
+                                       "to run a local Ray") from None
+            else:
+                kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
+                ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                         resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+            if callable(sigterm) and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, sigterm)  # ray.init put sys.exit(15) there; keep the caller's (the CLI's)
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            os.sched_setaffinity(0, old)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -209,7 +209,7 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
         while time.monotonic() < deadline and proc.poll() is None and not mid_job():
             time.sleep(0.1)
         kill_raylet(proc.pid)
-        _, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -220,6 +220,7 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
     # (load_error, their export lost) or the device was recreated on a node that was gone
     assert proc.returncode == 2 and "Traceback" not in stderr, stderr
     assert "Ray's node on this machine died" in stderr and "nothing measured is lost" in stderr, stderr
+    assert stdout == "", stdout  # Ray's own messages about the dead node go to stderr
     stopped_at = _counts(db)
     assert stopped_at.get("failed", 0) == 0 and stopped_at.get("running", 0) == 0, stopped_at
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
