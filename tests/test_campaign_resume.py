@@ -39,7 +39,8 @@ def _campaign_args(tmp_path, dev):
 
 def _signal_when(args, ray_tmp, ready, sig, *, between=None):
     """Start `hwl *args`, wait until ``ready()``, send ``sig`` (first calling ``between(pid)`` and
-    waiting for ``ready()`` again, if given). Returns (stderr, exit status)."""
+    waiting for ``ready()`` again, if given). ``sig`` may also be a function of the pid that does
+    something else to the process tree. Returns (stderr, exit status, stdout)."""
     # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
     proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
@@ -56,14 +57,14 @@ def _signal_when(args, ray_tmp, ready, sig, *, between=None):
         if between:
             between(proc.pid)
             wait_ready()
-        os.kill(proc.pid, sig)
-        _, stderr = proc.communicate(timeout=60)
+        sig(proc.pid) if callable(sig) else os.kill(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
             kill_leftovers(ray_tmp)
-    return stderr, proc.returncode
+    return stderr, proc.returncode, stdout
 
 
 def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
@@ -78,7 +79,7 @@ def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) == 1
 
-    stderr, rc = _signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
+    stderr, rc, _ = _signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
                               ray_tmp, mid_job, sig, between=while_running and (lambda pid: while_running(db, pid)))
     return db, ray_tmp, stderr, rc
 
@@ -201,24 +202,15 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) >= 1
 
-    proc = subprocess.Popen([*HWL, *_campaign_args(tmp_path, write_profile(
-        tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 1.0}))],
-        env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dev = write_profile(tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 1.0})
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not mid_job():
-            time.sleep(0.1)
-        kill_raylet(proc.pid)
-        stdout, stderr = proc.communicate(timeout=120)
+        stderr, rc, stdout = _signal_when(_campaign_args(tmp_path, dev), ray_tmp, mid_job, kill_raylet)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         kill_leftovers(ray_tmp)
     assert raylets, "no raylet was found under hwl"
     # one line that says what happened; before, the jobs in flight failed as the model's fault
     # (load_error, their export lost) or the device was recreated on a node that was gone
-    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    assert rc == 2 and "Traceback" not in stderr, stderr
     assert "Ray's node on this machine died" in stderr and "nothing measured is lost" in stderr, stderr
     assert stdout == "", stdout  # Ray's own messages about the dead node go to stderr
     stopped_at = _counts(db)
@@ -242,7 +234,7 @@ def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_
             return con.execute("SELECT state, error FROM campaign_devices").fetchone()
 
     try:
-        stderr, rc = _signal_when(_campaign_args(tmp_path, dev), ray_tmp,
+        stderr, rc, _ = _signal_when(_campaign_args(tmp_path, dev), ray_tmp,
                                   lambda: (device_state() or ("",))[0] == "recovering", signal.SIGINT)
     finally:
         kill_leftovers(ray_tmp)
