@@ -385,8 +385,8 @@ class Coordinator:
         times in a row; then it fails like a model that does not export. With Ray's node on this
         machine gone nothing can run: stop, charging no job (see :meth:`run`)."""
         if isinstance(exc, ray.exceptions.LocalRayletDiedError):
-            raise ClusterError(f"Ray's node on this machine died while exporting {key[0]} {key[1]} ({exc}); "
-                               "nothing measured is lost: run the same command again") from exc
+            raise ClusterError(f"Ray's node on this machine died (noticed when an export of {key[0]} {key[1]} "
+                               f"failed: {exc}); nothing measured is lost: run the same command again") from exc
         lost = self.exports_lost[key] = self.exports_lost.get(key, 0) + 1
         if lost >= 3:
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} lost by Ray {lost} times in a row "

@@ -47,7 +47,8 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             if address:
                 _check_reachable(address)
                 try:
-                    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+                    with _sigterm_during_init(sigterm):
+                        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     why = str(exc).rstrip(".")
                     raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
@@ -55,8 +56,9 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                                        "to run a local Ray") from None
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
-                ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                         resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+                with _sigterm_during_init(sigterm):
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                             resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
             if callable(sigterm) and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, sigterm)  # ray.init put sys.exit(15) there; keep the caller's (the CLI's)
             yield
@@ -64,6 +66,18 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+@contextlib.contextmanager
+def _sigterm_during_init(handler):
+    """ray.init replaces the SIGTERM handler with its own ``sys.exit(15)`` before it returns; a
+    SIGTERM in that window goes to the caller's ``handler`` instead (the CLI's clean stop)."""
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code == signal.SIGTERM and callable(handler):
+            handler(signal.SIGTERM, None)
+        raise
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

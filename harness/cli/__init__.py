@@ -65,7 +65,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so a command stops the same clean way."""
 
 
+_sigterm_seen = threading.Event()  # Ray's blocking calls re-raise a Terminated as a plain KeyboardInterrupt
+
+
 def _terminate(signum, frame):
+    _sigterm_seen.set()
     raise Terminated()
 
 
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    _sigterm_seen.clear()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
@@ -90,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
         hint = getattr(args, "resume_hint", None)
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        terminated = isinstance(exc, Terminated) or _sigterm_seen.is_set()
+        how = "terminated" if terminated else "interrupted"
         print(f"hwl {args.command}: {how}" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130  # 128 + the signal, as a shell reports it
+        return 143 if terminated else 130  # 128 + the signal, as a shell reports it
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
