@@ -39,7 +39,6 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     keep = set(range(os.cpu_count() or 1)) - set(avoid_cores)
     if address is None and keep and avoid_cores:
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
-    sigterm = signal.getsignal(signal.SIGTERM)
     # Ray's driver prints its nodes' error messages (a worker died, ...) to stdout, where hwl
     # writes its result (JSON a script may read): send them to stderr with the logs.
     with contextlib.redirect_stdout(sys.stderr):
@@ -47,7 +46,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             if address:
                 _check_reachable(address)
                 try:
-                    with _sigterm_during_init(sigterm):
+                    with _keep_sigterm_handler():
                         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     why = str(exc).rstrip(".")
@@ -56,11 +55,9 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                                        "to run a local Ray") from None
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
-                with _sigterm_during_init(sigterm):
+                with _keep_sigterm_handler():
                     ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                              resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
-            if callable(sigterm) and threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, sigterm)  # ray.init put sys.exit(15) there; keep the caller's (the CLI's)
             yield
         finally:
             with contextlib.suppress(Exception):
@@ -69,15 +66,19 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
 
 
 @contextlib.contextmanager
-def _sigterm_during_init(handler):
-    """ray.init replaces the SIGTERM handler with its own ``sys.exit(15)`` before it returns; a
-    SIGTERM in that window goes to the caller's ``handler`` instead (the CLI's clean stop)."""
+def _keep_sigterm_handler():
+    """Around ray.init, which puts its own SIGTERM handler (``sys.exit(15)``) in place: the
+    caller's handler (the CLI's clean stop) is put back after it, and also gets a SIGTERM that
+    arrives while ray.init runs."""
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         yield
     except SystemExit as exc:
         if exc.code == signal.SIGTERM and callable(handler):
             handler(signal.SIGTERM, None)
         raise
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

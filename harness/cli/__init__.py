@@ -65,7 +65,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so a command stops the same clean way."""
 
 
-_sigterm_seen = threading.Event()  # Ray's blocking calls re-raise a Terminated as a plain KeyboardInterrupt
+# Tells SIGTERM from Ctrl-C: Ray's blocking calls re-raise a Terminated as a plain KeyboardInterrupt.
+_sigterm_seen = threading.Event()
 
 
 def _terminate(signum, frame):
@@ -93,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `hwl space list | head`
         return 0
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
         hint = getattr(args, "resume_hint", None)
-        terminated = isinstance(exc, Terminated) or _sigterm_seen.is_set()
+        terminated = _sigterm_seen.is_set()
         how = "terminated" if terminated else "interrupted"
         print(f"hwl {args.command}: {how}" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
         return 143 if terminated else 130  # 128 + the signal, as a shell reports it
