@@ -234,5 +234,5 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
     assert sum(lost for _, _, lost in jobs) >= 3  # the failures that set the recover command off
     with sqlite3.connect(db) as con:  # the agent on the device waited on its own sensors (rule 6)
         policies = [json.loads(r)["measurement"]["metadata"]["policy"] for (r,) in
-                    con.execute("SELECT record_json FROM results WHERE outcome = 'ok'")]
+                    con.execute("SELECT record_json FROM results WHERE accepted = 1")]  # ok, or unstable at last
     assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}
