@@ -9,6 +9,8 @@ holding the accepted label (median of repeat medians) in milliseconds, like
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -23,16 +25,38 @@ from spaces.cost import dataset_of
 PARQUET_FORMAT_VERSION = "1"
 
 
-def results_table(store: Store, campaign_id: int) -> pd.DataFrame:
-    """One row per result of a campaign (every attempt; ``accepted`` marks the job's answer)."""
-    df = store.results_frame(campaign_id).drop(columns=["id"])
-    if len(df) and (df["space"] == "nb201").all():
-        df.insert(df.columns.get_loc("arch") + 1, "arch_str",
-                  [nb201.to_string(int(a)) for a in df["arch"]])
-    df["accepted"] = df["accepted"].astype(bool)
-    # the device settings that are part of a record's identity (measurement-method rule 1)
+# Results per page of an export: a page takes about 3 kB a result in pandas, so an export of a
+# whole-space campaign on 20 devices (312,500 results) stays near the memory of one page.
+EXPORT_PAGE_ROWS = 25_000
+
+# the settings columns each result gets from its device's profile (measurement-method rule 1)
+SETTINGS_COLUMNS = ("device_class", "host", "runtime", "threads", "cores", "batch_size", "dataset",
+                    "measurement_profile")
+
+
+def results_pages(store: Store, campaign_id: int, *, rows: int = EXPORT_PAGE_ROWS) -> Iterator[pd.DataFrame]:
+    """The campaign's results (every attempt; ``accepted`` marks the job's answer), ``rows`` at a
+    time in result order, each row with its device's identity settings."""
+    settings = _device_settings(store, campaign_id)
+    after = 0
+    while True:
+        df = store.results_frame(campaign_id, after_id=after, limit=rows)
+        if df.empty:
+            return
+        after = int(df["id"].iloc[-1])
+        df = df.drop(columns=["id"])
+        if (df["space"] == "nb201").all():
+            df.insert(df.columns.get_loc("arch") + 1, "arch_str", [nb201.to_string(int(a)) for a in df["arch"]])
+        df["accepted"] = df["accepted"].astype(bool)
+        for col in SETTINGS_COLUMNS:
+            df[col] = [settings.get(d, {}).get(col) for d in df["device"]]
+        yield df
+
+
+def _device_settings(store: Store, campaign_id: int) -> dict[str, dict]:
+    """Per device, the settings that are part of a record's identity."""
+    space = store.db.execute("SELECT space FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
     settings = {}
-    space = df["space"].iloc[0] if len(df) else "nb201"
     for row in store.devices(campaign_id).itertuples(index=False):
         p = json.loads(row.profile_json)
         settings[row.device] = {"device_class": p["device_class"], "host": p["host"]["name"],
@@ -41,35 +65,63 @@ def results_table(store: Store, campaign_id: int) -> pd.DataFrame:
                                 "batch_size": p["batch_size"],
                                 "dataset": dataset_of(space, p["dataset"]).name,
                                 "measurement_profile": p["measurement"]}
-    for col in ("device_class", "host", "runtime", "threads", "cores", "batch_size", "dataset",
-                "measurement_profile"):
-        df[col] = [settings.get(d, {}).get(col) for d in df["device"]]
-    return df
+    return settings
 
 
-def export_parquet(store: Store, campaign_id: int, path) -> Path:
-    """Write the campaign's results to ``path``; returns the path."""
-    df = results_table(store, campaign_id)
-    if df.empty:
-        raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
-    name = df["campaign"].iloc[0]
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta.update({b"hwl_format_version": PARQUET_FORMAT_VERSION.encode(),
-                 b"hwl_code_version": code_version().encode(),
-                 b"hwl_campaign": str(name).encode(),
-                 b"hwl_columns": json.dumps({"label_ms": "median of repeat medians (ms)",
-                                             "accepted": "the result that answers its job"}).encode()})
+_ARROW_OF_SQL = {"INTEGER": pa.int64(), "REAL": pa.float64(), "TEXT": pa.string()}
+
+
+def _parquet_schema(store: Store, columns) -> pa.Schema:
+    """The export's column types, fixed up front from the store's schema: a page's pandas dtypes
+    depend on its rows (an integer column with a missing value reads as float, one with every
+    value missing has no type), and every page must write the same schema."""
+    types = {name: pa.string() for name in ("campaign", "space", "arch", "arch_str", "device", "device_class",
+                                            "host", "runtime", "cores", "dataset", "measurement_profile")}
+    types.update(job_id=pa.int64(), accepted=pa.bool_(), threads=pa.int64(), batch_size=pa.int64())
+    for name, sql_type in store.result_columns(with_types=True).items():
+        types.setdefault(name, _ARROW_OF_SQL[sql_type.upper()])
+    return pa.schema([(c, types[c]) for c in columns])
+
+
+def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_PAGE_ROWS) -> Path:
+    """Write the campaign's results to ``path``, a page at a time; returns the path.
+
+    The file appears only when it is complete (written beside it, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    partial = path.with_name(f".{path.name}.partial")
+    writer = None
+    try:
+        for df in results_pages(store, campaign_id, rows=rows):
+            if writer is None:
+                schema = _parquet_schema(store, df.columns).with_metadata(_export_metadata(df["campaign"].iloc[0]))
+                writer = pq.ParquetWriter(partial, schema)
+            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+        if writer is None:
+            raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    writer.close()
+    os.replace(partial, path)
     return path
+
+
+def _export_metadata(campaign: str) -> dict[bytes, bytes]:
+    return {b"hwl_format_version": PARQUET_FORMAT_VERSION.encode(),
+            b"hwl_code_version": code_version().encode(),
+            b"hwl_campaign": str(campaign).encode(),
+            b"hwl_columns": json.dumps({"label_ms": "median of repeat medians (ms)",
+                                        "accepted": "the result that answers its job"}).encode()}
 
 
 def wide_table(store: Store, campaign_id: int) -> pd.DataFrame:
     """Accepted labels, one row per architecture and one column per device (ms)."""
-    df = results_table(store, campaign_id)
-    df = df[df["accepted"] & df["label_ms"].notna()]
+    pages = [df.loc[df["accepted"] & df["label_ms"].notna(), ["space", "arch", "device", "label_ms"]]
+             for df in results_pages(store, campaign_id)]
+    df = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
     if df.empty:
         raise CampaignError(f"campaign has no accepted results yet in {store.path}; nothing to export")
     wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="first")

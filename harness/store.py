@@ -411,21 +411,30 @@ class Store:
             df["arch"] = df["arch"].astype("int64")
         return df
 
-    def results_frame(self, campaign_id: int | None = None) -> pd.DataFrame:
-        """One row per result (every attempt) with job, campaign and device columns.
+    def results_frame(self, campaign_id: int | None = None, *, after_id: int = 0,
+                      limit: int | None = None) -> pd.DataFrame:
+        """One row per result (every attempt) with job, campaign and device columns, in ``id`` order.
 
-        The raw samples and the record JSON stay in the store (:data:`RAW_RESULT_COLUMNS`): they
-        are about 90 % of a result's bytes, and a whole-space campaign's frame would not fit in
-        memory with them (read one with :func:`decode_samples`).
+        ``after_id`` and ``limit`` read one page (results with ``id > after_id``), so an export can
+        stream a month-long campaign in bounded memory. The raw samples and the record JSON stay in
+        the store (:data:`RAW_RESULT_COLUMNS`): they are about 90 % of a result's bytes (read one
+        with :func:`decode_samples`).
         """
-        where = "" if campaign_id is None else "WHERE j.campaign_id = ?"
-        columns = [row[1] for row in self.db.execute("PRAGMA table_info(results)")
-                   if row[1] != "job_id" and row[1] not in RAW_RESULT_COLUMNS]
+        where, params = "WHERE r.id > ?", [after_id]
+        if campaign_id is not None:
+            where, params = where + " AND j.campaign_id = ?", params + [campaign_id]
+        page = "" if limit is None else f"LIMIT {int(limit)}"
         return self.query(
             f"SELECT c.name AS campaign, c.space, j.arch, j.device, j.id AS job_id, "
-            f"{', '.join('r.' + c for c in columns)} "
+            f"{', '.join('r.' + c for c in self.result_columns())} "
             "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
-            f"{where} ORDER BY r.id", () if campaign_id is None else (campaign_id,))
+            f"{where} ORDER BY r.id {page}", tuple(params))
+
+    def result_columns(self, *, with_types: bool = False):
+        """The results table's columns that :meth:`results_frame` reads (names, or name -> SQL type)."""
+        rows = [(row[1], row[2]) for row in self.db.execute("PRAGMA table_info(results)")
+                if row[1] != "job_id" and row[1] not in RAW_RESULT_COLUMNS]
+        return dict(rows) if with_types else [name for name, _ in rows]
 
 
 def _is_sqlite_full(exc) -> bool:

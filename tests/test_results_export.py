@@ -1,0 +1,69 @@
+"""Exporting a campaign's results: Parquet written a page at a time, and HELP's wide table."""
+import pyarrow.parquet as pq
+import pytest
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.errors import CampaignError
+from harness.exporting import export_parquet, read_parquet_export, wide_table
+from harness.store import Store
+from spaces import nb201
+from tests.campaign_helpers import write_profile
+
+
+def _failed(message):
+    return {"outcome": "runtime_error", "error_kind": "RuntimeError", "error_message": message}
+
+
+def _ok(label):
+    return {"outcome": "ok", "flags": [], "block_size": 4, "samples_ns": [[label * 1e6]] * 3,
+            "stats": {"label_ms": label, "median_ms": label, "iqr_over_median": 0.01},
+            "artifact_sha256": "ab" * 32}
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    """Two devices x 3 archs. The first results are failures with no statistics and no artifact,
+    so a small first page has every measurement column empty."""
+    profiles = tuple(str(write_profile(tmp_path, name)) for name in ("dev-a", "dev-b"))
+    store = Store(tmp_path / "lab.db")
+    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs="5,7,9", devices=profiles))
+    jobs = [row[0] for d in ("dev-a", "dev-b") for row in store.queued_jobs(cid, d)]
+    for job in jobs[:2]:
+        store.finish_attempt(job, store.start_attempt(job), record=_failed("first try"), job_state="queued")
+    for i, job in enumerate(jobs):
+        store.finish_attempt(job, store.start_attempt(job), record=_ok(1.0 + i), job_state="done")
+    yield store, cid
+    store.close()
+
+
+def test_a_paged_export_is_the_same_table_as_one_page(campaign, tmp_path):
+    store, cid = campaign
+    paged = read_parquet_export(export_parquet(store, cid, tmp_path / "paged.parquet", rows=2))
+    whole = read_parquet_export(export_parquet(store, cid, tmp_path / "whole.parquet"))
+    assert paged.equals(whole) and len(whole) == 8
+    # types come from the store's schema, not from the first page (which has no label at all)
+    assert paged["label_ms"].dtype == "float64" and paged["block_size"].notna().sum() == 6
+    assert paged["artifact_sha256"].notna().sum() == 6 and paged["accepted"].sum() == 6
+    assert list(paged["error_message"].dropna()) == ["first try"] * 2
+    assert set(paged["runtime"]) == {"onnxruntime"} and set(paged["dataset"]) == {"cifar10"}
+    assert list(paged["arch_str"]) == [nb201.to_string(int(a)) for a in paged["arch"]]
+    assert pq.read_schema(tmp_path / "paged.parquet").metadata[b"hwl_campaign"] == whole["campaign"][0].encode()
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_wide_table_holds_the_accepted_labels(campaign):
+    store, cid = campaign
+    wide = wide_table(store, cid)
+    assert list(wide.columns) == ["arch_index", "arch_str", "dev-a", "dev-b"]
+    assert sorted(wide["arch_index"]) == [5, 7, 9]
+    assert sorted(wide[["dev-a", "dev-b"]].to_numpy().ravel()) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_an_empty_campaign_is_refused_and_leaves_no_file(tmp_path):
+    profiles = (str(write_profile(tmp_path, "dev-a")),)
+    with Store(tmp_path / "lab.db") as store:
+        cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs="5", devices=profiles))
+        with pytest.raises(CampaignError, match="no results yet"):
+            export_parquet(store, cid, tmp_path / "out" / "x.parquet")
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())
