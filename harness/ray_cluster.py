@@ -55,9 +55,16 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                                        "to run a local Ray") from None
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
-                with _keep_sigterm_handler():
-                    ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                             resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+                try:
+                    with _keep_sigterm_handler():
+                        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                                 resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+                except OSError as exc:
+                    if "AF_UNIX path length" not in str(exc):
+                        raise
+                    raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
+                                       f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
+                                       "as /tmp/ray") from None
             yield
         finally:
             with contextlib.suppress(Exception):

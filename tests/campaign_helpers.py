@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -78,3 +79,33 @@ def kill_leftovers(marker: str) -> list[int]:
 def hwl(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([*HWL, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def signal_when(args, ray_tmp, ready, sig, *, between=None):
+    """Start `hwl *args`, wait until ``ready()``, send ``sig`` (first calling ``between(pid)`` and
+    waiting for ``ready()`` again, if given). ``sig`` may also be a function of the pid that does
+    something else to the process tree. Returns (stderr, exit status, stdout)."""
+    # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
+    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def wait_ready():
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+
+    try:
+        wait_ready()
+        if between:
+            between(proc.pid)
+            wait_ready()
+        sig(proc.pid) if callable(sig) else os.kill(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            kill_leftovers(ray_tmp)
+    return stderr, proc.returncode, stdout

@@ -2,18 +2,16 @@
 `hwl campaign resume`."""
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import time
 
 import psutil
 import pytest
 
-from tests.campaign_helpers import FAST_POLICY, HWL, hwl, kill_leftovers, leftover_processes, write_profile
+from tests.campaign_helpers import FAST_POLICY, hwl, kill_leftovers, leftover_processes, signal_when, write_profile
 
 pytestmark = pytest.mark.slow
 ARCHS = "1835,7165,9545,4988"
@@ -37,36 +35,6 @@ def _campaign_args(tmp_path, dev):
             str(tmp_path / "lab.db"), "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
 
 
-def _signal_when(args, ray_tmp, ready, sig, *, between=None):
-    """Start `hwl *args`, wait until ``ready()``, send ``sig`` (first calling ``between(pid)`` and
-    waiting for ``ready()`` again, if given). ``sig`` may also be a function of the pid that does
-    something else to the process tree. Returns (stderr, exit status, stdout)."""
-    # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
-    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-    def wait_ready():
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not ready():
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()
-
-    try:
-        wait_ready()
-        if between:
-            between(proc.pid)
-            wait_ready()
-        sig(proc.pid) if callable(sig) else os.kill(proc.pid, sig)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            kill_leftovers(ray_tmp)
-    return stderr, proc.returncode, stdout
-
-
 def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
     """Start `hwl campaign run` (4 jobs), send ``sig`` once a job is done and the next in flight
     (first calling ``while_running(store, pid)`` at such a moment, if given).
@@ -79,7 +47,7 @@ def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) == 1
 
-    stderr, rc, _ = _signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
+    stderr, rc, _ = signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
                               ray_tmp, mid_job, sig, between=while_running and (lambda pid: while_running(db, pid)))
     return db, ray_tmp, stderr, rc
 
@@ -204,7 +172,7 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
 
     dev = write_profile(tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 1.0})
     try:
-        stderr, rc, stdout = _signal_when(_campaign_args(tmp_path, dev), ray_tmp, mid_job, kill_raylet)
+        stderr, rc, stdout = signal_when(_campaign_args(tmp_path, dev), ray_tmp, mid_job, kill_raylet)
     finally:
         kill_leftovers(ray_tmp)
     assert raylets, "no raylet was found under hwl"
@@ -234,7 +202,7 @@ def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_
             return con.execute("SELECT state, error FROM campaign_devices").fetchone()
 
     try:
-        stderr, rc, _ = _signal_when(_campaign_args(tmp_path, dev), ray_tmp,
+        stderr, rc, _ = signal_when(_campaign_args(tmp_path, dev), ray_tmp,
                                   lambda: (device_state() or ("",))[0] == "recovering", signal.SIGINT)
     finally:
         kill_leftovers(ray_tmp)

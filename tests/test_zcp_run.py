@@ -1,5 +1,8 @@
-"""Proxies as Ray tasks into a real store: resume, Parquet output, ZCP encoding, CLI errors."""
+"""Proxies as Ray tasks into a real store: resume, Parquet output, ZCP encoding, CLI errors, SIGTERM."""
+import shutil
+import signal
 import sqlite3
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ from harness.errors import StoreError
 from predictors.encodings import ZCPEncoder, read_proxy_table, zcp_vec
 from predictors.zcp import BatchSpec, ProxyStore, ZCPError, proxy_frame, run_proxies, run_table, write_parquet
 from predictors.zcp.table import read_parquet_meta
+from tests.campaign_helpers import hwl, kill_leftovers, signal_when
 from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse)
 
 ray = pytest.importorskip("ray")
@@ -90,6 +94,39 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "Parquet" in capsys.readouterr().err
     assert main(["zcp", "nb201", "--archs", "99999", "--out", str(tmp_path / "a.parquet")]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_like_ctrl_c_keeping_the_scores(tmp_path):
+    db = tmp_path / "lab.db"
+    args = ["zcp", "nb201", "--archs", "random:200", "--batch-size", "4", "--proxies", "params,jacov",
+            "--store", str(db), "--out", str(tmp_path / "z.parquet")]
+
+    def scored():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                return con.execute("SELECT count(DISTINCT arch) FROM zcp_scores").fetchone()[0] >= 3
+        except sqlite3.OperationalError:  # no store or table yet
+            return False
+
+    ray_tmp = tempfile.mkdtemp(prefix="hwlz-", dir="/tmp")  # Ray's socket paths must stay short
+    try:
+        stderr, rc, _ = signal_when(args, ray_tmp, scored, signal.SIGTERM)
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rc == 143 and "hwl zcp: terminated; every score computed so far is in the store" in stderr, stderr
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr
+    with ProxyStore(db) as store:
+        assert 3 <= len(store.done_archs("nb201", "cifar10", BATCH.key, ["params", "jacov"])) < 200
+
+
+def test_a_ray_temp_folder_too_deep_for_unix_sockets_is_a_clear_error(tmp_path):
+    deep = tmp_path / ("d" * 90)
+    done = hwl("zcp", "nb201", "--archs", "1", "--proxies", "params", "--out", tmp_path / "z.parquet",
+               env={"RAY_TMPDIR": str(deep)}, timeout=120)
+    assert done.returncode == 2 and "set RAY_TMPDIR to a short folder" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "z.parquet").exists()
 
 
 def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):

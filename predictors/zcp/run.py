@@ -136,6 +136,8 @@ def run_proxies(space: str, archs, *, dataset: str | None = None, proxies=None, 
     """
     import ray
 
+    from harness.ray_cluster import ray_session
+
     space = get_space(space).NAME
     ds = dataset_of(space, dataset)
     proxies = check_proxies(proxies)
@@ -150,52 +152,48 @@ def run_proxies(space: str, archs, *, dataset: str | None = None, proxies=None, 
     if not todo:
         return report
     inputs = load_batch(space, ds.name, batch)  # load (and check) once, before starting Ray
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    start = time.perf_counter()
-    try:
-        report.workers = int(ray.cluster_resources().get("CPU", 1))
-        limit = max_in_flight or 2 * report.workers
-        remote = ray.remote(num_cpus=1, max_calls=WORKER_MAX_CALLS, max_retries=0)(_score_in_worker)
-        batch_ref = ray.put(inputs)
-        pending: dict = {}
-        queue = iter(todo)
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < limit:
-                arch = next(queue, None)
-                if arch is None:
-                    exhausted = True
+    # ray_session keeps a caller's own Ray, and puts the CLI's SIGTERM handler (a clean stop) back
+    with ray_session(num_cpus=workers or os.cpu_count() or 1):
+        start = time.perf_counter()
+        try:
+            report.workers = int(ray.cluster_resources().get("CPU", 1))
+            limit = max_in_flight or 2 * report.workers
+            remote = ray.remote(num_cpus=1, max_calls=WORKER_MAX_CALLS, max_retries=0)(_score_in_worker)
+            batch_ref = ray.put(inputs)
+            pending: dict = {}
+            queue = iter(todo)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < limit:
+                    arch = next(queue, None)
+                    if arch is None:
+                        exhausted = True
+                        break
+                    pending[remote.remote(space, arch, batch_ref, ds.name, proxies, seed)] = arch
+                if not pending:
                     break
-                pending[remote.remote(space, arch, batch_ref, ds.name, proxies, seed)] = arch
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=task_timeout_s)
-            if not ready:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                raise ZCPError(f"no proxy task finished in {task_timeout_s:.0f} s ({len(pending)} running); "
-                               "the finished architectures are stored: rerun to resume")
-            for ref in ready:
-                arch = pending.pop(ref)
-                try:
-                    result = ray.get(ref, timeout=task_timeout_s)
-                except (ray.exceptions.RayError, ZCPError) as exc:
-                    log.warning("proxies of %s failed: %s", arch, exc)
-                    report.failed[arch] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    continue
-                if store is not None:
-                    store.add(space, ds.name, batch.key, arch, result["scores"], result["seconds"],
-                              result["peak_rss_mb"])
-                report.results.append(result)
-                if on_result is not None:
-                    on_result(result)
-    finally:
-        report.seconds = time.perf_counter() - start
-        if started_here:
-            ray.shutdown()
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=task_timeout_s)
+                if not ready:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    raise ZCPError(f"no proxy task finished in {task_timeout_s:.0f} s ({len(pending)} running); "
+                                   "the finished architectures are stored: rerun to resume")
+                for ref in ready:
+                    arch = pending.pop(ref)
+                    try:
+                        result = ray.get(ref, timeout=task_timeout_s)
+                    except (ray.exceptions.RayError, ZCPError) as exc:
+                        log.warning("proxies of %s failed: %s", arch, exc)
+                        report.failed[arch] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        continue
+                    if store is not None:
+                        store.add(space, ds.name, batch.key, arch, result["scores"], result["seconds"],
+                                  result["peak_rss_mb"])
+                    report.results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+        finally:
+            report.seconds = time.perf_counter() - start
     return report
 
 
