@@ -236,3 +236,31 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
         policies = [json.loads(r)["measurement"]["metadata"]["policy"] for (r,) in
                     con.execute("SELECT record_json FROM results WHERE accepted = 1")]  # ok, or unstable at last
     assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}
+
+
+def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_path):
+    """A profile that names no known_hosts file: `--known-hosts FILE` is checked on every command
+    that names devices, ~/.ssh/known_hosts without it, and an unknown key is refused by both."""
+    lines = lab["profiles"][0].read_text().splitlines(keepends=True)
+    profile = tmp_path / "pi-a.toml"
+    profile.write_text("".join(line for line in lines if not line.startswith("known_hosts")))
+    mine, home = tmp_path / "mine", {"HOME": str(tmp_path / "home")}
+
+    def status(*flags):
+        out = hwl("status", profile, "--json", *flags, env=home)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)[0]
+
+    assert f"is not in {mine}" in status("--known-hosts", mine)["error"]
+    trusted = hwl("deploy", profile, "--known-hosts", mine, "--trust-new-host", "--no-selftest", env=home)
+    assert trusted.returncode == 0 and len(mine.read_text().splitlines()) == 1, trusted.stderr
+    assert status("--known-hosts", mine)["reachable"]
+    assert f"is not in {tmp_path}/home/.ssh/known_hosts" in status()["error"]
+    # onboarding: the device is quarantined at its first batch, in one line with exit 1, as a campaign
+    empty = tmp_path / "empty"
+    onboard = hwl("onboard", profile, "--space", "nb201", "--budget", "5", "--store", tmp_path / "lab.db",
+                  "--out", tmp_path / "p.pt", "--known-hosts", empty, env=home, timeout=300)
+    assert onboard.returncode == 1 and "Traceback" not in onboard.stderr, onboard.stderr
+    assert f"hwl onboard: device pi-a was quarantined during onboarding: agent did not start: pi-a: host key of " \
+           f"pi-a ([{lab['hosts'][0].netns.address}]:{lab['hosts'][0].sshd.port}) is not in {empty}" in onboard.stderr
+    assert "`hwl deploy DEVICE --trust-new-host`" in onboard.stderr and not (tmp_path / "p.pt").exists()

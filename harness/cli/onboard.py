@@ -8,10 +8,11 @@ campaign into ``--store``; running the same command again resumes where it stopp
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
-from harness.errors import UserError
+from harness.errors import DeviceQuarantined, UserError
 from harness.paths import check_writable
 
 DEFAULT_STORE = "lab.db"
@@ -94,11 +95,15 @@ def cmd_onboard(args) -> int:
         console.print(f"[dim]{step.n_measured} measured"
                       + (f", estimated rho {est.rho:.3f} ({est.low:.3f}-{est.high:.3f})" if est else "") + "[/dim]")
 
-    result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,
-                 target_rho=args.target_rho, table=args.table, report=args.report, method=args.method,
-                 candidates=args.candidates, seed=args.seed, initial=args.initial, batch_size=args.batch_size,
-                 profile=args.profile, address=args.address, artifacts=args.artifacts,
-                 canary_every=args.canary_every, on_step=on_step)
+    try:
+        result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,
+                     target_rho=args.target_rho, table=args.table, report=args.report, method=args.method,
+                     candidates=args.candidates, seed=args.seed, initial=args.initial, batch_size=args.batch_size,
+                     profile=args.profile, address=args.address, artifacts=args.artifacts,
+                     canary_every=args.canary_every, on_step=on_step)
+    except DeviceQuarantined as exc:  # as `campaign run` with a quarantined device: one line, exit 1
+        print(f"hwl onboard: {exc}", file=sys.stderr)
+        return 1
     for line in text_lines(result.report):
         print(line)
     print(json.dumps({"files": result.files}))

@@ -134,16 +134,16 @@ class Host:
             raise HostKeyError(
                 f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
                 f"got {exc.key.get_name()}, expected {exc.expected_key.get_name()} with another value. "
-                "If the host was reinstalled, remove its old line from known_hosts and run again with "
-                "--trust-new-host; otherwise someone may be intercepting the connection.",
+                "If the host was reinstalled, remove its old line from known_hosts and record the new key "
+                "with `hwl deploy DEVICE --trust-new-host`; otherwise someone may be intercepting the connection.",
                 host=self.name) from None
         except paramiko.SSHException as exc:
             client.close()
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(
                     f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
-                    f"{self.known_hosts}; check its fingerprint, then run again with --trust-new-host "
-                    "to record it (or add it with ssh-keyscan)", host=self.name) from None
+                    f"{self.known_hosts}; check its fingerprint, then record it with `hwl deploy DEVICE "
+                    "--trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise AuthenticationError(
                     f"{self.user}@{self.address}:{self.port} refused key {self.key_file}: add its public "
