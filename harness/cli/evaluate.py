@@ -15,7 +15,7 @@ from rich.table import Table
 
 from harness.cli.common import add_table_flags
 from harness.errors import UserError
-from predictors import data, protocol, registry, tasks
+from predictors import data, registry, tasks
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                    help="method parameter (Python literal), repeatable, e.g. --set select_repeats=5")
     p.add_argument("--samples", default="5,10,20", help="k values, comma-separated (default 5,10,20)")
-    p.add_argument("--trials", type=int, default=protocol.DEFAULT_TRIALS, help="seeds (default 5)")
+    p.add_argument("--trials", type=int, help="seeds (default 5: predictors.protocol.DEFAULT_TRIALS)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--n-pretrain", type=int, help="pretraining archs per train device (default 900 nb201, 4000 fbnet)")
     p.add_argument("--space", choices=["nb201", "fbnet"], help="search space of a custom task")
@@ -69,17 +69,20 @@ def heatmap(args, path):
     return plot_device_heatmap(pd.concat([train, test], ignore_index=True).drop_duplicates(["arch", "device"]), path)
 
 
-def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials=5, first_seed=0,
+def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials=None, first_seed=0,
              n_pretrain=None, space=None, train_devices=None, test_devices=None, test_table=None,
              store=None) -> list[dict]:
     """Results of the strict protocol (see ``predictors.protocol.evaluate``)."""
+    from predictors import protocol  # scikit-learn: imported when used, not for `hwl --help`
+
     the_task = build_task(task=task, space=space, train_devices=train_devices, test_devices=test_devices,
                           test_table=test_table, store=store)
     name = method or registry.RECOMMENDED
     params = dict(params or {})
     registry.get_method(name, **params)  # fail early on a bad name or parameter
     return protocol.evaluate(lambda: registry.get_method(name, **params), the_task, samples=samples,
-                             trials=trials, n_pretrain=n_pretrain, first_seed=first_seed, method_name=name)
+                             trials=protocol.DEFAULT_TRIALS if trials is None else trials, n_pretrain=n_pretrain,
+                             first_seed=first_seed, method_name=name)
 
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):

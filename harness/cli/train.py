@@ -11,8 +11,6 @@ from harness.cli.common import add_table_flags
 from harness.errors import UserError
 from harness.paths import check_writable
 from predictors import data, registry
-from predictors.base import TrainTables
-from predictors.protocol import pretrain_sample
 
 MODEL_FORMAT = "hwl-fewshot-method"
 MODEL_VERSION = 1
@@ -42,6 +40,9 @@ def run(args) -> int:
 def train(*, space: str, out, devices=None, method: str | None = None, table=None, store=None,
           n_pretrain: int | None = None, seed: int = 0) -> Path:
     """Pretrain ``method`` on ``devices`` of a table and save it to ``out``."""
+    from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
+    from predictors.protocol import pretrain_sample
+
     check_writable(out)
     frame = data.load_table(space, path=table, store=store)
     full = data.by_device(frame, devices)
