@@ -10,14 +10,17 @@ Two kinds of input:
   string -> row) or ``arch.pt`` (FBNet: a list of 22 op indices per row), found next to the
   file or in its parent folder (HELP's layout) unless given explicitly.
 
-Rows are stored as imported, with their source (the file name), and re-importing a file
-replaces its rows.
+Rows are stored as imported, with their source (the file name); re-importing a file replaces
+its rows of the devices it holds. A bad row (architecture, device, a latency that is not a
+positive number) refuses the whole file, naming the row.
 """
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
@@ -52,7 +55,10 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
                            "HELP .pt")
-    n = store.add_imported(space, rows, source=path.name)
+    n, replaced = store.add_imported(space, rows, source=path.name)
+    if replaced:  # the same file again, or another one of the same name for the same devices
+        log.warning("%s: replaced %d %s rows imported earlier from a file named %s for the same devices",
+                    path, replaced, space, path.name)
     log.info("imported %d %s rows from %s", n, space, path)
     return space, n
 
@@ -75,25 +81,58 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
                                "(nb201), arch_ops or arch (fbnet)")
     if space == "nb201":
         if "arch_index" in cols:
-            keys = [str(nb201.check_index(int(i))) for i in frame["arch_index"]]
+            keys = _keys(frame["arch_index"], lambda i: str(nb201.check_index(_whole_number(i))), source, "arch_index")
         elif "arch_str" in cols:
-            keys = [str(nb201.to_index(s)) for s in frame["arch_str"].astype(str)]
+            keys = _keys(frame["arch_str"].astype(str), lambda a: str(nb201.to_index(a)), source, "arch_str")
         else:
-            keys = [str(nb201.resolve(a)) for a in frame["arch"]]
+            keys = _keys(frame["arch"], lambda a: str(nb201.resolve(a)), source, "arch")
     elif space == "fbnet":
         column = "arch_ops" if "arch_ops" in cols else "arch" if "arch" in cols else None
         if column is None:
             raise TableImportError(f"{source}: an fbnet table needs an 'arch_ops' or 'arch' column")
         cache: dict[str, str] = {}
-        keys = [cache.setdefault(a, fbnet.canonical(a)) if a not in cache else cache[a]
-                for a in frame[column].astype(str)]
+        keys = _keys(frame[column].astype(str), lambda a: cache[a] if a in cache else cache.setdefault(
+            a, fbnet.canonical(a)), source, column)
     else:
         raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
-    devices = [device] * len(frame) if device is not None else frame["device"].astype(str).tolist()
+    if device is not None:
+        devices = [device] * len(frame)
+    else:
+        names = frame["device"]
+        blank = names.isna() | (names.astype(str).str.strip() == "")
+        if blank.any():
+            raise TableImportError(f"{source}: {int(blank.sum())} rows have no device (first at data row "
+                                   f"{_row(frame, blank)}); fill the device column or name it with --device")
+        devices = names.astype(str).tolist()
     latencies = pd.to_numeric(frame["latency_ms"], errors="coerce")
-    if latencies.isna().any():
-        raise TableImportError(f"{source}: {int(latencies.isna().sum())} latency_ms values are missing or not numbers")
+    bad = ~(latencies > 0) | ~np.isfinite(latencies)
+    if bad.any():  # one would break every later read of the store
+        raise TableImportError(f"{source}: {int(bad.sum())} latency_ms values are missing, not numbers or not "
+                               f"positive (first at data row {_row(frame, bad)}: {frame['latency_ms'][bad].iloc[0]})")
     return space, list(zip(keys, devices, latencies.astype(float).tolist()))
+
+
+def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:
+    """Architecture keys of a column, an error naming the row of the first bad one."""
+    keys = []
+    for row, value in enumerate(values, start=1):
+        try:
+            keys.append(convert(value))
+        except (ArchError, ValueError, TypeError) as exc:
+            raise TableImportError(f"{source}: data row {row}: {column} {value!r}: {exc}") from None
+    return keys
+
+
+def _whole_number(value) -> int:
+    number = float(value)  # ValueError for text, as "x"
+    if not number.is_integer():  # also NaN: an empty cell
+        raise ValueError("not a whole number")
+    return int(number)
+
+
+def _row(frame: pd.DataFrame, mask: pd.Series) -> int:
+    """The data row (from 1, not counting a header) of the first true entry of ``mask``."""
+    return int(np.flatnonzero(mask.to_numpy())[0]) + 1
 
 
 def read_help_pt(path: Path, *, space: str | None = None, device: str | None = None,
@@ -104,6 +143,10 @@ def read_help_pt(path: Path, *, space: str | None = None, device: str | None = N
     latencies = _load_pt(torch, path)
     if not isinstance(latencies, (list, tuple)) or not all(isinstance(v, (int, float)) for v in latencies):
         raise TableImportError(f"{path}: a HELP latency file holds a list of numbers, got {type(latencies).__name__}")
+    bad = [i for i, v in enumerate(latencies, start=1) if not (math.isfinite(v) and v > 0)]
+    if bad:  # one would break every later read of the store
+        raise TableImportError(f"{path}: {len(bad)} latencies are not positive numbers (first at row {bad[0]}: "
+                               f"{latencies[bad[0] - 1]!r})")
     device = device or path.stem
     if space is None:
         space = "nb201" if len(latencies) == nb201.N_ARCHS else "fbnet"

@@ -14,13 +14,25 @@ def check_writable(path) -> Path:
     Raises
     ------
     UserError
-        The path is a folder, or its folder cannot be made or written to.
+        The path is a folder or an SQLite database (a store), or its folder cannot be made or
+        written to.
     """
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name to write")
+    if _is_sqlite(path):  # most likely the store itself, named as an output by mistake
+        raise UserError(f"{path} is an SQLite database (an hwl store?); refusing to write over it: give the "
+                        "output another file name")
     check_writable_folder(path.parent, what=str(path))
     return path
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:  # missing or unreadable: nothing to protect here
+        return False
 
 
 def check_writable_folder(folder, *, what: str | None = None) -> Path:

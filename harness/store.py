@@ -386,16 +386,19 @@ class Store:
         return {a: (s, p) for a, s, p in rows}
 
     # -- tables for users ------------------------------------------------------------------
-    def add_imported(self, space: str, rows: Iterable[tuple[str, str, float]], source: str) -> int:
-        """Insert imported (arch, device, latency_ms) rows; re-importing a source replaces its
-        rows. Returns the number of rows."""
+    def add_imported(self, space: str, rows: Iterable[tuple[str, str, float]], source: str) -> tuple[int, int]:
+        """Insert imported (arch, device, latency_ms) rows. Re-importing a source replaces its rows
+        of the devices it holds (another file of the same name for other devices adds to them).
+        Returns (rows inserted, earlier rows replaced)."""
         now = time.time()
         rows = list(rows)
+        devices = sorted({d for _, d, _ in rows})
         with self.transaction():
-            self.db.execute("DELETE FROM imported WHERE space = ? AND source = ?", (space, source))
+            replaced = sum(self.db.execute("DELETE FROM imported WHERE space = ? AND source = ? AND device = ?",
+                                           (space, source, d)).rowcount for d in devices)
             self.db.executemany("INSERT INTO imported (space, arch, device, latency_ms, source, imported_at) "
                                 "VALUES (?,?,?,?,?,?)", ((space, a, d, float(v), source, now) for a, d, v in rows))
-        return len(rows)
+        return len(rows), replaced
 
     def latency_table(self, space: str) -> pd.DataFrame:
         """Latencies of one space: columns ``arch`` (NB201 int index or FBNet canonical key),

@@ -81,6 +81,39 @@ def test_long_table_csv_by_arch_string(tmp_path):
         assert sorted(s.latency_table("nb201")["arch"]) == [3, 11]
 
 
+@pytest.mark.parametrize("csv, error", [
+    ("1,pi,2.0\n2,pi,-3\n", r"bad.csv: 1 latency_ms values are missing, not numbers or not positive \(first at "
+                             r"data row 2: -3.0\)"),
+    ("1,pi,0\n", r"not positive \(first at data row 1: 0\)"),
+    ("1.5,pi,2.0\n", r"bad.csv: data row 1: arch_index 1.5: not a whole number"),
+    ("x,pi,2.0\n", r"data row 1: arch_index 'x'"),
+    (",pi,2.0\n", r"data row 1: arch_index nan: not a whole number"),
+    ("1,,2.0\n", r"1 rows have no device \(first at data row 1\)"),
+    ("7,pi,1.0\n99999,pi,2.0\n", r"data row 2: arch_index 99999: NB201 index 99999 is out of range"),
+])
+def test_a_bad_row_is_refused_naming_it_and_the_store_keeps_what_it_held(tmp_path, csv, error):
+    (tmp_path / "bad.csv").write_text("arch_index,device,latency_ms\n" + csv)
+    (tmp_path / "good.csv").write_text("arch_index,device,latency_ms\n5,pi,1.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        import_file(s, tmp_path / "good.csv")
+        with pytest.raises(TableImportError, match=error):
+            import_file(s, tmp_path / "bad.csv")
+        assert s.latency_table("nb201")[["arch", "latency_ms"]].values.tolist() == [[5, 1.0]]
+
+
+def test_a_file_of_the_same_name_replaces_only_the_rows_of_its_devices(tmp_path, caplog):
+    for folder, device in (("a", "pi"), ("b", "jetson"), ("c", "pi")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "lat.csv").write_text(f"arch_index,device,latency_ms\n1,{device},2.0\n2,{device},3.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        import_file(s, tmp_path / "a" / "lat.csv")
+        import_file(s, tmp_path / "b" / "lat.csv")  # another device: kept beside pi's rows
+        assert sorted(set(s.latency_table("nb201")["device"])) == ["jetson", "pi"]
+        import_file(s, tmp_path / "c" / "lat.csv")  # pi again under that name: replaces, and says so
+        assert len(s.latency_table("nb201")) == 4
+    assert "replaced 2 nb201 rows imported earlier from a file named lat.csv" in caplog.text
+
+
 @pytest.mark.slow
 def test_cli_imports_shared_tables(tmp_path, capsys):
     nb, fb = SHARED / "nb201_latency.parquet", SHARED / "fbnet_latency.parquet"

@@ -74,10 +74,14 @@ def test_recover_interrupted_requeues_running_jobs(tmp_path):
 
 def test_imported_rows_live_beside_measured_ones(tmp_path):
     s = Store(tmp_path / "lab.db")
-    assert s.add_imported("nb201", [("1", "pixel3", 3.0), ("2", "pixel3", 4.0)], source="t.parquet") == 2
-    s.add_imported("nb201", [("1", "pixel3", 5.0)], source="t.parquet")  # re-import replaces
+    assert s.add_imported("nb201", [("1", "pixel3", 3.0), ("2", "pixel3", 4.0)], source="t.parquet") == (2, 0)
+    # another file of that name for another device adds to it; a re-import for pixel3 replaces its rows
+    assert s.add_imported("nb201", [("1", "pixel2", 7.0)], source="t.parquet") == (1, 0)
+    assert s.add_imported("nb201", [("1", "pixel3", 5.0)], source="t.parquet") == (1, 2)
     t = s.latency_table("nb201")
-    assert t.to_dict(orient="records") == [{"arch": 1, "device": "pixel3", "latency_ms": 5.0,
+    assert t.to_dict(orient="records") == [{"arch": 1, "device": "pixel2", "latency_ms": 7.0,
+                                            "source": "imported:t.parquet"},
+                                           {"arch": 1, "device": "pixel3", "latency_ms": 5.0,
                                             "source": "imported:t.parquet"}]
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from harness.cli.common import add_table_flags
 from harness.errors import UserError
+from harness.paths import check_writable
 from predictors import data, registry, tasks
 
 
@@ -40,6 +41,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    _check_outputs(args)  # before the evaluation, which may take hours, not after it
     results = evaluate(task=args.task, method=args.method, params=parse_params(args.set),
                        samples=parse_samples(args.samples), trials=args.trials, first_seed=args.first_seed,
                        n_pretrain=args.n_pretrain, space=args.space, train_devices=_split(args.train_devices),
@@ -55,6 +57,20 @@ def run(args) -> int:
     if args.heatmap:
         print(f"wrote {heatmap(args, args.heatmap)}")
     return 0
+
+
+def _check_outputs(args) -> None:
+    for path in filter(None, (args.json, args.plot, args.heatmap)):
+        check_writable(path)
+    figures = [p for p in (args.plot, args.heatmap) if p]
+    if figures:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        for path in figures:
+            if Path(path).suffix.lower().lstrip(".") not in formats:
+                raise UserError(f"{path}: matplotlib writes figures as {', '.join('.' + f for f in sorted(formats))}; "
+                                "give one of those suffixes")
 
 
 def heatmap(args, path):

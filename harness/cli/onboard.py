@@ -65,9 +65,11 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     if table.suffix != ".parquet":
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
     report = Path(report) if report else out.with_suffix(".json")
-    for path in (out, table, report):  # before any measurement, not after the last
-        check_writable(path)
     store_path = Path(store)
+    for path in (out, table, report):  # before any measurement, not after the last
+        if path.expanduser().resolve() == store_path.expanduser().resolve():
+            raise UserError(f"{path} is the store (--store); give the onboarding's outputs other file names")
+        check_writable(path)
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
