@@ -215,7 +215,10 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
             keys = list(dict.fromkeys(list(keys) + list(measured)))
             log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
-            model = prepare_method(registry.get_method(method_name, random_state=seed), loop_ks(settings, len(measured)))
+            model = registry.get_method(method_name)
+            if "random_state" in model.get_params():  # the baselines (copy, flops, params) have none
+                model.set_params(random_state=seed)
+            model = prepare_method(model, loop_ks(settings, len(measured)))
             model.pretrain(space, TrainTables(tables, tables))
             loop = OnboardLoop(model, space, keys, measure, settings, tables=tables, device=profile.name,
                                measured=measured, failed=failed, on_step=on_step)

@@ -71,6 +71,9 @@ def test_onboard_bad_input(tmp_path):
     r = hwl("onboard", str(dev), "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
             "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "valid methods" in r.stderr
+    r = hwl("onboard", str(dev), "--space", "nb201", "--initial", "0", "--store", tmp_path / "x.db",
+            "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "--initial must be at least 1, got 0" in r.stderr
     not_store = tmp_path / "notes.db"
     not_store.write_text("not a database")
     r = hwl("onboard", str(dev), "--space", "nb201", "--store", not_store, "--out", tmp_path / "p.pt")

@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
+from harness.cli import main as hwl_main
 from harness.errors import CampaignError
 from harness.exporting import export_parquet, read_parquet_export, wide_table
 from harness.store import Store
@@ -67,3 +68,21 @@ def test_an_empty_campaign_is_refused_and_leaves_no_file(tmp_path):
             export_parquet(store, cid, tmp_path / "out" / "x.parquet")
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_output_named_like_the_store_is_refused_and_the_store_kept(campaign, tmp_path, capsys):
+    store, cid = campaign
+    db = store.path
+    before = db.read_bytes()[:16], store.db.execute("SELECT count(*) FROM results").fetchone()[0]
+    profile = tmp_path / "dev-a.toml"
+    for args in (["campaign", "export", "--store", db, "--out", db],
+                 ["train", "--space", "nb201", "--store", db, "--out", db],
+                 ["evaluate", "--task", "N0", "--json", db],
+                 ["onboard", profile, "--space", "nb201", "--store", tmp_path / "new.db",
+                  "--out", tmp_path / "new.db"]):
+        assert hwl_main([str(a) for a in args]) == 2, args
+    errors = capsys.readouterr().err
+    assert errors.count(f"{db} is an SQLite database (an hwl store?); refusing to write over it") == 3, errors
+    assert f"{tmp_path / 'new.db'} is the store (--store)" in errors
+    assert (db.read_bytes()[:16], store.db.execute("SELECT count(*) FROM results").fetchone()[0]) == before
+    assert not (tmp_path / "new.db").exists()

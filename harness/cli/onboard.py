@@ -75,10 +75,11 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
                                  if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
     fields = {}
-    if initial is not None:
-        fields["n_initial"] = initial
-    if batch_size is not None:
-        fields["batch_size"] = batch_size
+    for flag, field, value in (("--initial", "n_initial", initial), ("--batch-size", "batch_size", batch_size)):
+        if value is not None and value < 1:  # now, not after Ray has started
+            raise UserError(f"{flag} must be at least 1, got {value}")
+        if value is not None:
+            fields[field] = value
     return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
                    table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
                    measurement=profile, options=options, settings=OnboardSettings(**fields), on_step=on_step)
