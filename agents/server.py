@@ -194,7 +194,7 @@ class AgentServer:
         with self._state_lock:
             if self._job_id:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
-        _check_cores(msg.cores, self.usable_cores)
+        check_cores(msg.cores, self.usable_cores)
         if msg.cores and msg.threads > len(msg.cores):
             # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
             log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
@@ -273,7 +273,8 @@ def _check_runtime(name: str) -> None:
         runtimes.load(name)  # raises RuntimeUnavailable with the installed choices
 
 
-def _check_cores(cores, allowed) -> None:
+def check_cores(cores, allowed) -> None:
+    """BadRequest for cores outside ``allowed`` (this process's affinity, unless the agent was given a set)."""
     if cores and allowed:
         bad = sorted(set(cores) - allowed)
         if bad:

@@ -91,9 +91,11 @@ def load_campaign_file(path) -> dict:
     """Settings of a campaign TOML file, checked; keys as in :data:`CAMPAIGN_FILE_KEYS`."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CampaignError(f"cannot read campaign file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CampaignError(f"{path}: not a text (UTF-8) file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
     for key in data:
@@ -114,8 +116,14 @@ def load_campaign_file(path) -> dict:
     elif isinstance(archs, list):
         out["archs"] = tuple(str(a) for a in archs)
     for key in ("seed", "order_seed"):
-        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
-            raise CampaignError(f"{path}: key {key!r} must be an integer, got {data[key]!r}")
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 0):
+            raise CampaignError(f"{path}: key {key!r} must be a whole number >= 0, got {data[key]!r}")
+    for key in ("name", "space", "profile"):
+        if key in data and not isinstance(data[key], str):
+            raise CampaignError(f"{path}: key {key!r} must be a string, got {data[key]!r}")
+    if archs is not None and not isinstance(archs, (str, list)):
+        raise CampaignError(f"{path}: key 'archs' must be a string (all, random:N, a list, @FILE) or a list of "
+                            f"architectures, got {archs!r}")
     return out
 
 

@@ -306,9 +306,11 @@ def load_profiles(names: list[str] | str) -> list[DeviceProfile]:
 
 def parse_profile_file(path: Path) -> DeviceProfile:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not a text (UTF-8) file: {exc}") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read device profile: {exc}") from None
     return parse_profile(data, source=str(path))

@@ -1,5 +1,27 @@
-"""Flags shared by several subcommands, defined once."""
+"""Flags shared by several subcommands, defined once, and their value types."""
 from __future__ import annotations
+
+import argparse
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a seed (numpy takes whole numbers >= 0 only)."""
+    return _whole_number(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a number of things."""
+    return _whole_number(text, 1)
+
+
+def _whole_number(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
+    return value
 
 
 def add_archs_flags(parser, *, required: bool = False) -> None:
@@ -8,7 +30,7 @@ def add_archs_flags(parser, *, required: bool = False) -> None:
         help="architectures: 'all' (nb201), 'random:N' (with --seed), a comma-separated list of "
              "indices or keys (FBNet keys separated by ';'), or @FILE with one per line",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for random:N (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed for random:N (default 0)")
 
 
 def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--table") -> None:

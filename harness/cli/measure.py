@@ -7,6 +7,7 @@ record (JSON with --json, a short table otherwise). Exit status 0 for ok / unsta
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
@@ -101,7 +102,8 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     from agents import fingerprint
     from agents.child import run_measurement
     from agents.protocol import Measure
-    from agents.server import resolve_model, sha256_of
+    from agents.server import check_cores, resolve_model, sha256_of
+    from spaces import resolve_archs
 
     sha = ""
     if model:
@@ -114,6 +116,9 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         request = Measure(id="cli", runtime=runtime, model=model, sha256=sha, arch=arch or {}, batch=batch,
                           input_shape=tuple(input_shape), threads=threads, cores=tuple(cores), profile=profile,
                           policy=policy or {}, options=options or {})
+        if arch:  # an unknown space or architecture: a usage error here, not a failed measurement
+            resolve_archs(arch.get("space", ""), [str(arch.get("key", ""))])
+        check_cores(request.cores, set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set())
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.cli.common import add_table_flags
+from harness.cli.common import add_table_flags, non_negative_int
 from harness.errors import UserError
 
 
@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--zcp-table", metavar="FILE", help="proxy table from `hwl zcp --out`")
     p.add_argument("--zcp-store", metavar="DB", help="store `hwl zcp --store` wrote to")
     p.add_argument("--seeds", type=int, default=10, help="runs to average (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="first seed (default 0)")
     p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     p.set_defaults(func=run)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from harness.cli.common import non_negative_int
 from spaces import get_space, nb201
 
 
@@ -16,7 +17,7 @@ def add_parser(subparsers) -> None:
     smp = sub.add_parser("sample", help="print N seeded random architecture keys")
     smp.add_argument("space", choices=["nb201", "fbnet"])
     smp.add_argument("--n", type=int, required=True)
-    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--seed", type=non_negative_int, default=0)
     smp.set_defaults(func=run_sample)
 
 

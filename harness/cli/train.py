@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags
+from harness.cli.common import add_table_flags, non_negative_int, positive_int
 from harness.errors import UserError
 from harness.paths import check_writable
 from predictors import data, registry
@@ -23,8 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
                                     f"{', '.join(registry.method_names())}")
     add_table_flags(p, what="train table (default: HELP's shipped table)")
-    p.add_argument("--n-pretrain", type=int, help="pretrain on N random archs per device (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --n-pretrain draws and of the method")
+    p.add_argument("--n-pretrain", type=positive_int, help="pretrain on N random archs per device (default: all)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of --n-pretrain draws and of the method")
     p.add_argument("--out", required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
                    "method object, a pickle, so load only model files you trust")
     p.set_defaults(func=run)

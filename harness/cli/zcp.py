@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, non_negative_int
 from harness.paths import check_writable
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--proxies", help=f"comma-separated subset (default all: {','.join(PROXY_NAMES)})")
     p.add_argument("--data", help="CIFAR python directory or image folder (default: a synthetic batch)")
     p.add_argument("--batch-size", type=int, default=64, help="images per proxy batch (default 64)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic batch / image draw")
-    p.add_argument("--init-seed", type=int, default=0, help="weight initialisation seed (default 0)")
+    p.add_argument("--data-seed", type=non_negative_int, default=0, help="seed of the synthetic batch / image draw")
+    p.add_argument("--init-seed", type=non_negative_int, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--store", help="hwl store to write scores into (and resume from)")
     p.add_argument("--out", help="write a Parquet table: arch key columns + one column per proxy")
     p.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")

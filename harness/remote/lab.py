@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.errors import HwlError
+from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
@@ -34,8 +35,8 @@ class GroupResult:
 
 def _ssh_only(profile: DeviceProfile) -> None:
     if profile.host.transport != "ssh":
-        raise HwlError(f"{profile.name} uses transport {profile.host.transport!r}: deploy is for 'ssh' devices "
-                       "(local devices need nothing; command devices use their vendor tool)")
+        raise ProfileError(f"{profile.name} uses transport {profile.host.transport!r}: deploy, undeploy and logs "
+                           "are for 'ssh' devices (local devices need nothing; command devices use their vendor tool)")
 
 
 def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_new_host: bool = False,

@@ -1,0 +1,59 @@
+"""Bad input on the command line: one line naming the problem and exit status 2, not a traceback."""
+import os
+
+import pytest
+
+from harness.cli import main as hwl_main
+from tests.campaign_helpers import write_profile
+
+
+@pytest.mark.parametrize("args, error", [
+    (["space", "sample", "fbnet", "--n", "2", "--seed", "-1"], "argument --seed: expected a whole number >= 0, got -1"),
+    (["train", "--space", "nb201", "--n-pretrain", "0", "--out", "m.pt"], "argument --n-pretrain: expected a whole "
+                                                                          "number >= 1, got 0"),
+    (["evaluate", "--task", "N0", "--first-seed", "x"], "argument --first-seed: expected a whole number >= 0, got 'x'"),
+    (["zcp", "nb201", "--archs", "1", "--init-seed", "-3", "--out", "z.parquet"], "argument --init-seed"),
+])
+def test_a_bad_number_is_a_usage_error(args, error, capsys):
+    with pytest.raises(SystemExit) as stop:
+        hwl_main(args)
+    assert stop.value.code == 2 and error in capsys.readouterr().err
+
+
+def _refused(args, capsys) -> str:
+    assert hwl_main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("text, error", [
+    (b'space = "nb201"\narchs = 5\ndevices = ["local-ort-1t"]\n', "key 'archs' must be a string"),
+    (b'space = "nb201"\narchs = "1"\nseed = -5\ndevices = ["local-ort-1t"]\n', "key 'seed' must be a whole number "
+                                                                                ">= 0, got -5"),
+    (b'space = "nb201"\nname = 5\n', "key 'name' must be a string, got 5"),
+    (b'\xff\xfe', "not a text (UTF-8) file"),
+])
+def test_a_bad_campaign_file_is_refused_before_a_store_is_made(tmp_path, text, error, capsys):
+    (tmp_path / "c.toml").write_bytes(text)
+    err = _refused(["campaign", "run", tmp_path / "c.toml", "--store", tmp_path / "lab.db"], capsys)
+    assert error in err and not (tmp_path / "lab.db").exists()
+
+
+def test_a_profile_that_is_not_text_is_refused(tmp_path, capsys):
+    (tmp_path / "p.toml").write_bytes(b'name = "x"\n\xff\n')
+    assert "p.toml: not a text (UTF-8) file" in _refused(["profile", "show", tmp_path / "p.toml"], capsys)
+
+
+def test_ssh_only_commands_refuse_a_local_device(tmp_path, capsys):
+    err = _refused(["logs", write_profile(tmp_path, "here")], capsys)
+    assert "here uses transport 'local': deploy, undeploy and logs are for 'ssh' devices" in err
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--arch", "nb201:99999"], "NB201 index 99999 is out of range"),
+    (["--arch", "bogus:1"], "unknown search space 'bogus'"),
+    (["--arch", "nb201:5", "--cores", str(os.cpu_count() + 3)], f"cores [{os.cpu_count() + 3}] are not available"),
+])
+def test_measure_refuses_an_unknown_arch_or_core_before_measuring(flags, error, capsys):
+    assert error in _refused(["measure", "--runtime", "torch", "--profile", "quick", *flags], capsys)
