@@ -184,3 +184,18 @@ def test_link_cut_mid_session_then_restored(tmp_path, models):
     finally:
         srv.stop()
         ns.delete()
+
+
+def test_a_cached_model_gone_bad_on_the_device_is_pushed_again(deployed, models):
+    """The agent refuses a cached copy whose bytes no longer match its hash (bit rot on an SD card,
+    a hand edit); the session pushes the model again instead of failing the architecture."""
+    host, report, work = deployed
+    cache = work / "hwl" / "cache-rot"
+    sha = _sha256(models[1])
+    with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(cache)) as session:
+        assert _timed(session.request(_measure(models[1])))
+        cached = cache / f"{sha}.onnx"
+        cached.write_bytes(cached.read_bytes()[:-100] + bytes(100))  # same size, other bytes
+        again = session.request(_measure(models[1]))
+        assert _timed(again), again.message
+    assert session.pushed == [sha, sha] and _sha256(cached) == sha

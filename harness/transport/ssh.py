@@ -18,6 +18,7 @@ import posixpath
 import shlex
 from pathlib import Path
 
+from agents.errors import HashMismatch
 from agents.protocol import Measure, Message
 from agents.server import DEVICE_LOCK_ENV
 from harness.remote.deploy import DeployError, locate_agent
@@ -148,11 +149,33 @@ class SSHSession(LineSession):
 
     # -- model files --------------------------------------------------------------------
     def request(self, msg: Message, *, timeout_s: float | None = None) -> Message:
-        if isinstance(msg, Measure) and msg.model and Path(msg.model).is_file():
-            self.open()
-            self.stage_model(Path(msg.model), msg.sha256)
-            msg = dataclasses.replace(msg, model="")  # the agent finds it in its cache by hash
-        return super().request(msg, timeout_s=timeout_s)
+        if not (isinstance(msg, Measure) and msg.model and Path(msg.model).is_file()):
+            return super().request(msg, timeout_s=timeout_s)
+        self.open()
+        local = Path(msg.model)
+        self.stage_model(local, msg.sha256)
+        msg = dataclasses.replace(msg, model="")  # the agent finds it in its cache by hash
+        try:
+            return super().request(msg, timeout_s=timeout_s)
+        except HashMismatch as exc:
+            # The device's copy went bad (a failing SD card, a copy edited by hand): the agent
+            # refuses to run it, so it is pushed again, once; the model itself is not to blame.
+            log.warning("%s: %s; pushing it again", self.name, exc)
+            self.restage_model(local, msg.sha256)
+            return super().request(msg, timeout_s=timeout_s)
+
+    def restage_model(self, local_path: Path, sha256: str) -> str:
+        """Replace the host's cached ``<sha256>.onnx`` with a fresh upload."""
+        remote = posixpath.join(self.cache_dir, f"{sha256}.onnx")
+        self._staged.discard(sha256)
+        try:
+            self.host.sftp.remove(remote)
+        except FileNotFoundError:  # removed meanwhile (an eviction, the user)
+            pass
+        except (OSError, EOFError) as exc:
+            raise AgentLost(f"{self.name}: removing the bad copy of {local_path.name} failed: {exc}",
+                            device=self.name) from None
+        return self.stage_model(local_path, sha256)
 
     def stage_model(self, local_path: Path, sha256: str) -> str:
         """Make sure the host's cache holds ``<sha256>.onnx``; upload it only when missing."""
