@@ -130,6 +130,10 @@ class Store:
                 n_tables = probe.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             finally:
                 probe.close()
+        except sqlite3.OperationalError as exc:  # a WAL store needs its -shm file: a folder we cannot write to
+            raise StoreError(f"cannot open store {self.path} ({exc}): SQLite keeps {self.path.name}-shm and -wal "
+                             "beside a store, so its folder must be writable even to read it; copy the store "
+                             "to a writable folder") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not an hwl store ({exc}); give a new file name or an "
                              "existing store") from None
@@ -440,6 +444,11 @@ class Store:
         return dict(rows) if with_types else [name for name, _ in rows]
 
 
+def _is_sqlite_readonly(exc) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY") or "readonly database" in str(exc))
+
+
 def _is_sqlite_full(exc) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc))
@@ -466,6 +475,9 @@ class _Transaction:
         if _is_sqlite_full(exc):
             raise StorageFull(f"the disk holding the store {self.path} is full ({exc}); the change was rolled "
                               "back and nothing stored before it is lost: free space there, then resume") from exc
+        if _is_sqlite_readonly(exc):
+            raise StoreError(f"store {self.path} cannot be written ({exc}): its file (or folder) is read-only; "
+                             "nothing in it was changed") from None
         if exc_type is None:
             raise exc  # the failed commit
         return False

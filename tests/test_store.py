@@ -1,7 +1,10 @@
 """The SQLite store: schema versioning, refusal of foreign files, attempts and results."""
+import contextlib
 import hashlib
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 
 import pytest
@@ -204,3 +207,33 @@ def test_a_full_disk_under_the_store_is_a_clear_error_and_loses_nothing(tmp_path
                 s.add_imported("nb201", [(str(k), f"dev{i}", 1.0 + k) for k in range(2000)], source=f"x{i}")
         assert s.integrity_check() == "ok"
         assert s.status(cid).equals(before)  # what was there is still there, readable
+
+
+@contextlib.contextmanager
+def _immutable(path):
+    """chattr +i: read-only even for root (tests run as root, where chmod does not stop a write)."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_store_or_folder_is_a_clear_error_and_keeps_the_store(tmp_path):
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+    digest = _digest(db)
+    with _immutable(db):
+        with Store(db) as s, pytest.raises(StoreError, match=r"lab.db cannot be written \(attempt to write a "
+                                                             r"readonly database\): its file \(or folder\) is read-only"):
+            _campaign(s, name="c2")
+        with Store(db, readonly=True) as s:  # reading it is fine
+            assert s.campaign_names() == ["c1"]
+    assert _digest(db) == digest
+    folder = tmp_path / "shelf"
+    folder.mkdir()
+    shutil.copy(db, folder / "lab.db")
+    with _immutable(folder), pytest.raises(StoreError, match="its folder must be writable even to read it"):
+        Store(folder / "lab.db", readonly=True)
