@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
                                     f"{', '.join(registry.method_names())}")
     p.add_argument("--candidates", help="architectures the predictor covers: all (nb201 default), random:N, a list "
                                         "or @FILE (default for fbnet: the public tables' archs)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of random:N candidates, the picks and the method")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of random:N candidates, the picks and the method")
     p.add_argument("--initial", type=int, help="picks (the method's design) before the first adaptation (default 5)")
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
