@@ -30,7 +30,7 @@ from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
-from harness.device_worker import RECOVER_TIMEOUT_S
+from harness.device_worker import DEVICE_SETUP_KINDS, RECOVER_TIMEOUT_S
 from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
 from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
@@ -518,6 +518,9 @@ class Coordinator:
             dev.failed += 1
         if record.get("error_kind") == EXPORT_FAILED:
             pass  # the coordinator's export failed: it says nothing about the device
+        elif record.get("error_kind") in DEVICE_SETUP_KINDS:  # the job is queued again, uncharged
+            self._give_up(dev, f"it cannot run its runtime as the profile asks: {record.get('error_message')}; "
+                               "fix the profile or install the runtime on the device, then resume", recover=False)
         elif outcome in FAILED_OUTCOMES:
             dev.failures_in_row += 1
             if dev.failures_in_row >= self.options.quarantine_after:

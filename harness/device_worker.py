@@ -36,6 +36,9 @@ RECONNECT_MAX_S = 30.0
 RECOVER_TIMEOUT_S = 300.0  # for the profile's recover command; the reconnect loop then waits for the boot
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
+# Agent error kinds that say the device cannot run any model as its profile asks (the runtime or
+# its provider is not installed): no architecture is to blame, and no retry or power cycle helps.
+DEVICE_SETUP_KINDS = ("RuntimeUnavailable",)
 
 
 def lock_dir() -> Path:
@@ -222,9 +225,13 @@ class DeviceWorker:
             return {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
         except HwlError as exc:  # the agent refused the request (Error reply)
             kind = type(exc).__name__
-            outcome = "load_error" if kind in _LOAD_KINDS else "runtime_error"
+            outcome = ("load_error" if kind in _LOAD_KINDS else "device_lost" if kind in DEVICE_SETUP_KINDS
+                       else "runtime_error")
             return {"outcome": outcome, "error_kind": kind, "error_message": str(exc)}
         record = record_from_result(reply)
+        said_by_child = (reply.message or "").split(":", 1)[0]  # the child's "ErrorClass: message"
+        if reply.outcome == "load_error" and said_by_child in DEVICE_SETUP_KINDS:  # as above
+            record.update(outcome="device_lost", error_kind=said_by_child)
         record["fingerprint"] = hello.fingerprint
         record.setdefault("fingerprint_id", hello.fingerprint_id)
         return record

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -464,6 +465,12 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
     if kind == "command" and len({"regex", "json_path"} & set(options)) != 1:
         raise ProfileError(f"{c.source}: runtime 'command' needs exactly one of 'runtime.options.regex' "
                            "or 'runtime.options.json_path' to read the latency")
+    if isinstance(options.get("regex"), str):
+        try:
+            re.compile(options["regex"])
+        except re.error as exc:  # else every job of the device would fail on it
+            raise ProfileError(f"{c.source}: key 'runtime.options.regex' = {options['regex']!r} does not "
+                               f"compile: {exc}") from None
     return tuple(sorted(out))
 
 

@@ -218,6 +218,22 @@ def test_failing_device_is_quarantined_while_others_complete(local_ray, artifact
     assert status.loc["ray-bad", "done"] == 0
 
 
+def test_a_runtime_the_device_lacks_quarantines_it_at_once_and_blames_no_architecture(local_ray, artifacts,
+                                                                                        tmp_path):
+    dev = write_profile(tmp_path, "ray-cuda", options={"provider": "cuda"})  # this CPU build has no CUDA
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        status = s.status(cid).set_index("device").loc["ray-cuda"]
+        jobs = dict(s.db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        outcomes = [r[0] for r in s.db.execute("SELECT outcome FROM results")]
+    assert status["state"] == "quarantined" and "cannot run its runtime as the profile asks" in status["error"]
+    assert "CUDAExecutionProvider" in status["error"], status["error"]
+    # no retries (the job behind the first may have been sent already), and no architecture charged
+    assert jobs == {"queued": 2} and set(outcomes) == {"device_lost"} and len(outcomes) <= 2
+
+
 def test_resume_picks_up_a_quarantined_device_once_it_works(local_ray, artifacts, tmp_path):
     broken = tmp_path / "overheated"
     broken.write_text("too hot")

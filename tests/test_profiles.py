@@ -89,6 +89,9 @@ def test_command_runtime_needs_command_and_one_parser():
     data = _bad(runtime__kind="command", runtime__options={"command": "bench {model}"})
     with pytest.raises(ProfileError, match="exactly one of"):
         parse_profile(data)
+    data["runtime"]["options"]["regex"] = "("
+    with pytest.raises(ProfileError, match=r"key 'runtime.options.regex' = '\(' does not compile"):
+        parse_profile(data)
     data["runtime"]["options"]["regex"] = r"([0-9.]+) ms"
     assert parse_profile(data).runtime.kind == "command"
 
