@@ -123,9 +123,10 @@ def cmd_status(args) -> int:
     apply_known_hosts(args)
     states = _device_states(args.store)
     rows = [device_status(p, device_states=states) for p in _profiles(args, ssh_only=False)]
+    all_reachable = all(r["reachable"] is not False for r in rows)  # exit 1 otherwise, in both forms
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return 0 if all_reachable else 1
     from rich.console import Console
     from rich.table import Table
 
@@ -137,7 +138,7 @@ def cmd_status(args) -> int:
         table.add_row(r["device"], r["transport"], r["runtime"], {True: "yes", False: "NO", None: "-"}[r["reachable"]],
                       r["agent"] or "", r["selftest"] or "", ms, r["state"] or "", (r["error"] or "")[:80])
     Console().print(table)
-    return 0 if all(r["reachable"] is not False for r in rows) else 1
+    return 0 if all_reachable else 1
 
 
 def cmd_logs(args) -> int:
