@@ -42,7 +42,7 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
     """Import one file; returns (space, number of rows). See the module docstring."""
     path = Path(path)
     if not path.is_file():
-        raise TableImportError(f"{path} does not exist")
+        raise TableImportError(f"{path} is a folder, not a table file" if path.is_dir() else f"{path} does not exist")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     if suffix == ".pt":
         space, rows = read_help_pt(path, space=space, device=device, mapping=mapping)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -212,7 +213,9 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name: 
     fmt = export_format(fmt, out)
     with Store(store, readonly=True) as st:
         cid, cname, _ = find_campaign(st, name)
-        out = check_writable(out or (f"{cname}.parquet" if fmt == "parquet" else f"{cname}_help.csv"))
+        # a default name stays in the working folder, whatever the campaign's name holds ('/', '..')
+        stem = re.sub(r"[^\w.:-]+", "_", cname).lstrip(".") or "campaign"
+        out = check_writable(out or (f"{stem}.parquet" if fmt == "parquet" else f"{stem}_help.csv"))
         return (export_parquet if fmt == "parquet" else export_help)(st, cid, out)
 
 

@@ -103,9 +103,10 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
 
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
-    custom = any(v is not None for v in (train_devices, test_table, store))
+    custom = any(v is not None for v in (space, train_devices, test_devices, test_table, store))
     if task and custom:
-        raise UserError("give --task, or --train-devices with --test-table/--store for a custom task, not both")
+        raise UserError("give --task, or --space/--train-devices/--test-devices with --test-table/--store for a "
+                        "custom task, not both")
     if task:
         return tasks.get_task(task)
     if not custom:
