@@ -116,10 +116,12 @@ class DeviceWorker:
                 return session
             except ConnectionLost as exc:
                 self.reconnect_error = str(exc)  # status() tells the coordinator why it is slow
-                if time.monotonic() + delay_s > deadline:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
                     raise
-                log.warning("%s: %s; reconnecting in %.0f s", self.profile.name, exc, delay_s)
-                time.sleep(delay_s)
+                wait_s = min(delay_s, left_s)  # the last try at the deadline, not one backoff before it
+                log.warning("%s: %s; reconnecting in %.0f s", self.profile.name, exc, wait_s)
+                time.sleep(wait_s)
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
     def _open_once(self):

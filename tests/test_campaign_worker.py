@@ -95,3 +95,25 @@ def test_devices_sharing_a_domain_exclude_each_other(tmp_path):
     t.join(5)
     t2.join(5)
     assert events == ["first in", "first out", "second in"]
+
+
+def test_a_device_that_stays_away_is_tried_until_its_reconnect_timeout(tmp_path, model):
+    """A real ssh device whose port nothing answers: retried with backoff for the whole
+    reconnect_timeout_s (5 s here), the last try at the deadline; it gave up after 3 s before."""
+    from tests.sshd import free_port, make_key
+
+    key = make_key(tmp_path / "key")
+    profile = tmp_path / "gone.toml"
+    profile.write_text("\n".join([
+        'name = "gone"', 'device_class = "embedded_cpu"', "[host]", 'name = "gone"', 'transport = "ssh"',
+        'address = "127.0.0.1"', f"port = {free_port()}", 'user = "root"', f'key = "{key}"',
+        f'known_hosts = "{tmp_path / "known_hosts"}"', "reconnect_timeout_s = 5", "[runtime]",
+        'kind = "onnxruntime"']) + "\n")
+    worker = DeviceWorker(load_profile(str(profile)))
+    started = time.monotonic()
+    try:
+        record = worker.measure(_job(model))
+    finally:
+        worker.close()
+    assert record["outcome"] == "device_lost" and "cannot reach gone at 127.0.0.1" in record["error_message"]
+    assert 4.9 <= time.monotonic() - started < 30
