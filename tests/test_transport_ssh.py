@@ -147,8 +147,9 @@ def test_agent_killed_on_host_is_connection_lost(deployed, models):
                          cache_dir=str(work / "hwl" / "cache")).open()
     try:
         os.kill(session.hello.pid, signal.SIGKILL)  # the agent's pid, as it reported in hello
-        with pytest.raises(ConnectionLost):
+        with pytest.raises(ConnectionLost) as lost:
             session.request(Ping(sent_ns=2), timeout_s=10)
+        assert "the link is up: killed by a signal?" in str(lost.value) and "link lost" not in str(lost.value)
     finally:
         session.close()
     # A new session on the same host works again.

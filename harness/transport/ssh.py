@@ -28,7 +28,7 @@ from harness.transport.base import LineSession
 from harness.transport.errors import AgentLost, DeviceSetupError
 
 log = logging.getLogger(__name__)
-STDERR_TAIL_BYTES = 2000
+LOG_TAIL_LINES = 8  # of the agent's log, in the message of a lost agent
 EXIT_WAIT_S = 3.0
 DISK_MARGIN_BYTES = 64 * 1024  # beyond a model's size, for the filesystem's own blocks
 
@@ -133,9 +133,14 @@ class SSHSession(LineSession):
         channel = self._channel
         if channel is None:
             return "the session is closed"
-        status = channel.exit_status if channel.exit_status_ready() else "unknown (link lost?)"
+        if channel.exit_status_ready() and channel.exit_status != -1:  # -1: closed with no status
+            status = channel.exit_status
+        elif self.host.is_connected:  # sshd reports a kill as exit-signal, which paramiko drops
+            status = "unknown (the link is up: killed by a signal?)"
+        else:
+            status = "unknown (link lost?)"
         try:  # the link may still be up when only the agent died
-            tail = self.host.run(f"tail -c {STDERR_TAIL_BYTES} {shlex.quote(self.log_path)}", check=False,
+            tail = self.host.run(f"tail -n {LOG_TAIL_LINES} {shlex.quote(self.log_path)}", check=False,
                                  timeout_s=5).stdout.strip()
         except Exception:
             tail = "(unreadable: the link is down)"
