@@ -60,7 +60,7 @@ def _common(p) -> None:
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
                                                           "the least recently used models (re-exported if needed "
                                                           "again; default: keep all)")
-    p.add_argument("--no-progress", action="store_true", help="no live table; one summary line at the end")
+    p.add_argument("--no-progress", action="store_true", help="no live table (the final table and the JSON summary line still print)")
     add_known_hosts_flag(p)
 
 
@@ -137,6 +137,10 @@ def _live(fn, args, **kwargs) -> int:
     print(json.dumps({"campaign": summary["name"], "created": summary["created"], "done_now": done,
                       "wall_s": round(summary["wall_s"], 2), "measure_s": round(summary["measure_s"], 2),
                       "quarantined": bad}))
+    for name in bad:  # the store keeps its place: say how to go on
+        print(f"hwl campaign: device {name} quarantined: {summary['devices'][name].get('error') or '?'}; once it "
+              f"works again, run the same command (or hwl campaign resume --store {args.store} --name "
+              f"{summary['name']}) to finish its jobs", file=sys.stderr)
     return 1 if bad else 0
 
 
