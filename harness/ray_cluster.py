@@ -46,7 +46,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             if address:
                 _check_reachable(address)
                 try:
-                    with _keep_sigterm_handler():
+                    with _signals_held_during_init():
                         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     why = str(exc).rstrip(".")
@@ -56,7 +56,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 try:
-                    with _keep_sigterm_handler():
+                    with _signals_held_during_init():
                         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                                  resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
                 except OSError as exc:
@@ -73,19 +73,31 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
 
 
 @contextlib.contextmanager
-def _keep_sigterm_handler():
-    """Around ray.init, which puts its own SIGTERM handler (``sys.exit(15)``) in place: the
-    caller's handler (the CLI's clean stop) is put back after it, and also gets a SIGTERM that
-    arrives while ray.init runs."""
-    handler = signal.getsignal(signal.SIGTERM)
+def _signals_held_during_init():
+    """Around ray.init, which must not be stopped half-way: a Ctrl-C there left Ray's helper
+    processes running, or crashed the driver (SIGSEGV) as it shut down. A Ctrl-C is held until
+    ray.init returns, then raised, so ray_session stops a whole Ray. ray.init also puts its own
+    SIGTERM handler (``sys.exit(15)``) in place: the caller's (the CLI's clean stop) is put
+    back after it, and is handed a SIGTERM that arrives meanwhile."""
+    main = threading.current_thread() is threading.main_thread()
+    on_term = signal.getsignal(signal.SIGTERM)
+    held = []
+    on_int = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if main else None
     try:
         yield
     except SystemExit as exc:
-        if exc.code == signal.SIGTERM and callable(handler):
-            handler(signal.SIGTERM, None)
+        if exc.code == signal.SIGTERM and callable(on_term):
+            on_term(signal.SIGTERM, None)
         raise
-    if callable(handler) and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, on_int)
+            if callable(on_term):
+                signal.signal(signal.SIGTERM, on_term)
+    if held and callable(on_int):
+        on_int(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
+    elif held and on_int == signal.SIG_DFL:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

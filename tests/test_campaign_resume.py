@@ -153,6 +153,26 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     _resume_completes(db, tmp_path, ray_tmp)
 
 
+def test_ctrl_c_while_ray_starts_stops_the_whole_of_ray(tmp_path):
+    """Ctrl-C as Ray's daemons appear, inside ray.init: before, Ray's helper processes were left
+    running, or the driver crashed (SIGSEGV) shutting a half-started Ray down."""
+    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
+
+    def ray_starting():  # the raylet is up; it starts its agents next, then the driver connects
+        return any(p.name() == "raylet" for p in leftover_processes(ray_tmp))
+
+    try:
+        stderr, rc, _ = signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-init")), ray_tmp,
+                                    ray_starting, signal.SIGINT)
+        time.sleep(5)  # a Ray told to stop is gone by then; leftovers of a half-started one lived on
+        left = [p.name() for p in leftover_processes(ray_tmp)]
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rc == 130 and "hwl campaign: interrupted" in stderr, stderr
+    assert not left, left
+
+
 def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, monkeypatch):
     # Ray's health checks every 0.5 s, so the dead node is seen in about a second, not 15-30 s
     monkeypatch.setenv("RAY_health_check_period_ms", "500")
