@@ -39,6 +39,15 @@ class CommandResult:
         return self.exit_status == 0
 
 
+def _why_unreachable(exc: OSError) -> str:
+    """The socket errors behind paramiko's NoValidConnectionsError (refused, no route, ...),
+    which its own message leaves out."""
+    causes = getattr(exc, "errors", None)
+    if causes:
+        return "; ".join(sorted({c.strerror or str(c) for c in causes.values()}))
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def _host_key_id(hostname: str, port: int) -> str:
     """known_hosts spells a non-default port as [host]:port."""
     return hostname if port == 22 else f"[{hostname}]:{port}"
@@ -153,7 +162,7 @@ class Host:
         except (OSError, socket.timeout) as exc:
             client.close()
             raise HostUnreachable(
-                f"cannot reach {self.name} at {self.address}:{self.port} ({exc.__class__.__name__}: {exc}); "
+                f"cannot reach {self.name} at {self.address}:{self.port} ({_why_unreachable(exc)}); "
                 "check the address, the port and that sshd runs there", host=self.name) from None
         self._client = client
         return self
