@@ -13,6 +13,7 @@ from tests.campaign_helpers import write_profile
                                                                           "number >= 1, got 0"),
     (["evaluate", "--task", "N0", "--first-seed", "x"], "argument --first-seed: expected a whole number >= 0, got 'x'"),
     (["zcp", "nb201", "--archs", "1", "--init-seed", "-3", "--out", "z.parquet"], "argument --init-seed"),
+    (["zcp", "nb201", "--archs", "1", "--task-timeout-s", "0", "--out", "z.parquet"], "expected a number > 0, got 0"),
 ])
 def test_a_bad_number_is_a_usage_error(args, error, capsys):
     with pytest.raises(SystemExit) as stop:

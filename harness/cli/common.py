@@ -14,6 +14,17 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
+def positive_float(text: str) -> float:
+    """argparse type of a time limit or another amount above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def _whole_number(text: str, low: int) -> int:
     try:
         value = int(text)

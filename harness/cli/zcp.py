@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags, non_negative_int
+from harness.cli.common import add_archs_flags, non_negative_int, positive_float
 from harness.paths import check_writable
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--store", help="hwl store to write scores into (and resume from)")
     p.add_argument("--out", help="write a Parquet table: arch key columns + one column per proxy")
     p.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")
-    p.add_argument("--task-timeout-s", type=float, default=900.0,
+    p.add_argument("--task-timeout-s", type=positive_float, default=900.0,
                    help="stop when no architecture finishes for this long (default 900)")
     p.set_defaults(func=run, resume_hint=_resume_hint)
 
