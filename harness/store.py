@@ -130,10 +130,10 @@ class Store:
                 n_tables = probe.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             finally:
                 probe.close()
-        except sqlite3.OperationalError as exc:  # a WAL store needs its -shm file: a folder we cannot write to
-            raise StoreError(f"cannot open store {self.path} ({exc}): SQLite keeps {self.path.name}-shm and -wal "
-                             "beside a store, so its folder must be writable even to read it; copy the store "
-                             "to a writable folder") from None
+        except sqlite3.OperationalError as exc:  # the file is a database, but cannot be read now
+            hint = (f": SQLite keeps {self.path.name}-shm and -wal beside a store, so its folder must be writable "
+                    "even to read it; copy the store to a writable folder" if "unable to open" in str(exc) else "")
+            raise StoreError(f"cannot open store {self.path} ({exc}){hint}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not an hwl store ({exc}); give a new file name or an "
                              "existing store") from None
