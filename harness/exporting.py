@@ -89,7 +89,8 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
     The file appears only when it is complete (written beside it, then renamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    # a new or regular file appears only when complete; a pipe or /dev/stdout is written to as is
+    partial = path.with_name(f".{path.name}.partial") if path.is_file() or not path.exists() else path
     writer = None
     try:
         for df in results_pages(store, campaign_id, rows=rows):
@@ -102,10 +103,12 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
     except BaseException:
         if writer is not None:
             writer.close()
-        partial.unlink(missing_ok=True)
+        if partial != path:
+            partial.unlink(missing_ok=True)
         raise
     writer.close()
-    os.replace(partial, path)
+    if partial != path:
+        os.replace(partial, path)
     return path
 
 

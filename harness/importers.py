@@ -41,6 +41,8 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
                 mapping=None) -> tuple[str, int]:
     """Import one file; returns (space, number of rows). See the module docstring."""
     path = Path(path)
+    if device is not None and not device.strip():
+        raise TableImportError("the device name (--device) is empty")
     if not path.is_file():
         raise TableImportError(f"{path} is a folder, not a table file" if path.is_dir() else f"{path} does not exist")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
@@ -48,7 +50,8 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
         space, rows = read_help_pt(path, space=space, device=device, mapping=mapping)
     elif suffix in (".parquet", ".csv", ".csv.gz"):
         try:
-            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+            # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught)
+            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
         space, rows = rows_from_long_table(frame, source=path.name, space=space, device=device)
@@ -107,8 +110,16 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     latencies = pd.to_numeric(frame["latency_ms"], errors="coerce")
     bad = ~(latencies > 0) | ~np.isfinite(latencies)
     if bad.any():  # one would break every later read of the store
+        value = frame["latency_ms"][bad].iloc[0]
         raise TableImportError(f"{source}: {int(bad.sum())} latency_ms values are missing, not numbers or not "
-                               f"positive (first at data row {_row(frame, bad)}: {frame['latency_ms'][bad].iloc[0]})")
+                               f"positive (first at data row {_row(frame, bad)}: "
+                               f"{repr(value) if isinstance(value, str) else value})")
+    seen: dict[tuple[str, str], int] = {}
+    for row, pair in enumerate(zip(keys, devices), start=1):
+        if pair in seen:  # which one to keep is the user's call
+            raise TableImportError(f"{source}: data rows {seen[pair]} and {row} both give arch {pair[0]} on device "
+                                   f"{pair[1]!r}; keep one")
+        seen[pair] = row
     return space, list(zip(keys, devices, latencies.astype(float).tolist()))
 
 

@@ -199,6 +199,10 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
     method_name = method or registry.RECOMMENDED
     registry.get_class(method_name)  # an unknown name fails before anything is written
+    if method_name in registry.RANK_ONLY:
+        raise CampaignError(f"method {method_name!r} ranks architectures but does not predict this device's "
+                            "latency in ms, which onboarding writes; use one of "
+                            f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
     with Store(store) as st:
         tables = pretrain_tables(space, st, profile.name)
         if not tables:

@@ -1,6 +1,7 @@
 """Files and folders a command writes to, checked before its work rather than after it."""
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -23,11 +24,17 @@ def check_writable(path) -> Path:
     if _is_sqlite(path):  # most likely the store itself, named as an output by mistake
         raise UserError(f"{path} is an SQLite database (an hwl store?); refusing to write over it: give the "
                         "output another file name")
+    if path.exists() and not path.is_file():  # a pipe or /dev/stdout: written to in place
+        if not os.access(path, os.W_OK):
+            raise UserError(f"cannot write {path}: permission denied")
+        return path
     check_writable_folder(path.parent, what=str(path))
     return path
 
 
 def _is_sqlite(path: Path) -> bool:
+    if not path.is_file():  # a pipe, /dev/stdout, a terminal: reading it would wait for input
+        return False
     try:
         with path.open("rb") as f:
             return f.read(16) == b"SQLite format 3\x00"

@@ -23,6 +23,10 @@ METHODS: dict[str, str] = {
 
 RECOMMENDED = "phys_bayes"
 
+# Baselines whose predictions rank architectures but are not the device's latency in ms (another
+# device's latency, a FLOP or parameter count): fine for a rank correlation, not for a latency table.
+RANK_ONLY = ("copy", "flops", "params")
+
 
 class UnknownMethodError(UserError):
     """A method name that is not registered; the message lists the valid names."""
@@ -49,4 +53,4 @@ def get_method(name: str | None = None, **params):
         raise UnknownMethodError(f"method {name!r} does not take {sorted(params)}: {exc}") from None
 
 
-__all__ = ["METHODS", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method", "method_names"]
+__all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method", "method_names"]

@@ -87,9 +87,11 @@ def test_long_table_csv_by_arch_string(tmp_path):
     ("1,pi,0\n", r"not positive \(first at data row 1: 0\)"),
     ("1.5,pi,2.0\n", r"bad.csv: data row 1: arch_index 1.5: not a whole number"),
     ("x,pi,2.0\n", r"data row 1: arch_index 'x'"),
-    (",pi,2.0\n", r"data row 1: arch_index nan: not a whole number"),
+    (",pi,2.0\n", r"data row 1: arch_index '': could not convert"),
     ("1,,2.0\n", r"1 rows have no device \(first at data row 1\)"),
     ("7,pi,1.0\n99999,pi,2.0\n", r"data row 2: arch_index 99999: NB201 index 99999 is out of range"),
+    ("7,pi,\n", r"not positive \(first at data row 1: ''\)"),
+    ("7,pi,1.0\n7,pi,2.0\n", r"bad.csv: data rows 1 and 2 both give arch 7 on device 'pi'; keep one"),
 ])
 def test_a_bad_row_is_refused_naming_it_and_the_store_keeps_what_it_held(tmp_path, csv, error):
     (tmp_path / "bad.csv").write_text("arch_index,device,latency_ms\n" + csv)
@@ -99,6 +101,15 @@ def test_a_bad_row_is_refused_naming_it_and_the_store_keeps_what_it_held(tmp_pat
         with pytest.raises(TableImportError, match=error):
             import_file(s, tmp_path / "bad.csv")
         assert s.latency_table("nb201")[["arch", "latency_ms"]].values.tolist() == [[5, 1.0]]
+
+
+def test_device_names_are_names_and_an_empty_device_flag_is_refused(tmp_path):
+    (tmp_path / "na.csv").write_text("arch_index,device,latency_ms\n1,NA,2.0\n2,nan,3.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        import_file(s, tmp_path / "na.csv")
+        assert sorted(s.latency_table("nb201")["device"]) == ["NA", "nan"]
+        with pytest.raises(TableImportError, match=r"the device name \(--device\) is empty"):
+            import_file(s, tmp_path / "na.csv", device=" ")
 
 
 def test_a_file_of_the_same_name_replaces_only_the_rows_of_its_devices(tmp_path, caplog):

@@ -71,6 +71,9 @@ def test_onboard_bad_input(tmp_path):
     r = hwl("onboard", str(dev), "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
             "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "valid methods" in r.stderr
+    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "flops", "--store", tmp_path / "x.db",
+            "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "method 'flops' ranks architectures but does not predict" in r.stderr
     r = hwl("onboard", str(dev), "--space", "nb201", "--initial", "0", "--store", tmp_path / "x.db",
             "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "--initial must be at least 1, got 0" in r.stderr

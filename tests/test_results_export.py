@@ -1,4 +1,7 @@
 """Exporting a campaign's results: Parquet written a page at a time, and HELP's wide table."""
+import os
+import threading
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -78,11 +81,26 @@ def test_an_output_named_like_the_store_is_refused_and_the_store_kept(campaign, 
     for args in (["campaign", "export", "--store", db, "--out", db],
                  ["train", "--space", "nb201", "--store", db, "--out", db],
                  ["evaluate", "--task", "N0", "--json", db],
+                 ["search", "--device", "raspi4", "--max-latency-ms", "25", "--accuracy-table", tmp_path / "a.csv",
+                  "--json", db],
                  ["onboard", profile, "--space", "nb201", "--store", tmp_path / "new.db",
                   "--out", tmp_path / "new.db"]):
         assert hwl_main([str(a) for a in args]) == 2, args
     errors = capsys.readouterr().err
-    assert errors.count(f"{db} is an SQLite database (an hwl store?); refusing to write over it") == 3, errors
+    assert errors.count(f"{db} is an SQLite database (an hwl store?); refusing to write over it") == 4, errors
     assert f"{tmp_path / 'new.db'} is the store (--store)" in errors
     assert (db.read_bytes()[:16], store.db.execute("SELECT count(*) FROM results").fetchone()[0]) == before
     assert not (tmp_path / "new.db").exists()
+
+
+def test_an_export_to_a_pipe_is_written_in_place(campaign, tmp_path):
+    """A FIFO (or /dev/stdout) is not read for an SQLite header, nor replaced by a renamed file."""
+    store, cid = campaign
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(data=fifo.read_bytes()))
+    reader.start()
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(fifo), "--format", "help"]) == 0
+    reader.join(timeout=60)
+    assert got["data"].decode().splitlines()[0] == "arch_index,arch_str,dev-a,dev-b" and fifo.is_fifo()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from harness.cli.common import add_table_flags, non_negative_int
 from harness.errors import UserError
+from harness.paths import check_writable
 
 
 def add_parser(subparsers) -> None:
@@ -43,6 +44,8 @@ def run(args) -> int:
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.json:
+        check_writable(args.json)  # before the search, and never over the store
     if args.encoding != "vec" and not (args.zcp_table or args.zcp_store):
         raise UserError(f"--encoding {args.encoding} needs --zcp-table FILE or --zcp-store DB (from `hwl zcp`)")
     problem, method, proxies = setup(
@@ -71,7 +74,6 @@ def run(args) -> int:
         print(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"
               f"  {evals:>14}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(to_json(result), indent=2))
         print(f"wrote {args.json}")
     return 0
