@@ -220,7 +220,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             keys = list(dict.fromkeys(list(keys) + list(measured)))
             log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
             model = registry.get_method(method_name)
-            if "random_state" in model.get_params():  # the baselines (copy, flops, params) have none
+            if "random_state" in model.get_params():  # not every method takes a seed
                 model.set_params(random_state=seed)
             model = prepare_method(model, loop_ks(settings, len(measured)))
             model.pretrain(space, TrainTables(tables, tables))

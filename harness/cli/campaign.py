@@ -60,7 +60,8 @@ def _common(p) -> None:
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
                                                           "the least recently used models (re-exported if needed "
                                                           "again; default: keep all)")
-    p.add_argument("--no-progress", action="store_true", help="no live table (the final table and the JSON summary line still print)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live table (the final table and the JSON summary line still print)")
     add_known_hosts_flag(p)
 
 
