@@ -41,6 +41,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
     # Ray's driver prints its nodes' error messages (a worker died, ...) to stdout, where hwl
     # writes its result (JSON a script may read): send them to stderr with the logs.
+    started = False
     with contextlib.redirect_stdout(sys.stderr):
         try:
             if address:
@@ -65,11 +66,46 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
                                        f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
                                        "as /tmp/ray") from None
+            started = True
             yield
         finally:
+            if not (started or address):
+                _stop_half_started_ray()
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+def _ray_processes_started_here() -> list:
+    """Ray's daemons among this process's descendants (gcs_server, raylet, their agents)."""
+    import psutil
+    import ray
+
+    ray_dir = os.path.dirname(ray.__file__)
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.name().startswith("ray::") or any(ray_dir in part for part in proc.cmdline()[:3]):
+                found.append(proc)
+    return found
+
+
+def _stop_half_started_ray() -> None:
+    """ray.init stopped half-way (a SIGTERM meets Ray's own handler there) leaves daemons that
+    ray.shutdown does not know of, and the raylet goes on starting its agents. They are frozen
+    first, so none starts another (its orphans would escape), then killed."""
+    import psutil
+
+    frozen = {}
+    while new := [p for p in _ray_processes_started_here() if p.pid not in frozen]:
+        for proc in new:
+            frozen[proc.pid] = proc  # also one already gone, or the loop would see it again
+            with contextlib.suppress(psutil.Error):
+                proc.suspend()
+    for proc in frozen.values():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(list(frozen.values()), timeout=5)
 
 
 @contextlib.contextmanager
