@@ -41,7 +41,6 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
         os.sched_setaffinity(0, keep)  # Ray's processes inherit this: off the measured cores
     # Ray's driver prints its nodes' error messages (a worker died, ...) to stdout, where hwl
     # writes its result (JSON a script may read): send them to stderr with the logs.
-    started = False
     with contextlib.redirect_stdout(sys.stderr):
         try:
             if address:
@@ -66,10 +65,9 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
                                        f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
                                        "as /tmp/ray") from None
-            started = True
             yield
         finally:
-            if not (started or address):
+            if not address and not ray.is_initialized():  # ray.init did not get to connect
                 _stop_half_started_ray()
             with contextlib.suppress(Exception):
                 ray.shutdown()
@@ -111,29 +109,34 @@ def _stop_half_started_ray() -> None:
 @contextlib.contextmanager
 def _signals_held_during_init():
     """Around ray.init, which must not be stopped half-way: a Ctrl-C there left Ray's helper
-    processes running, or crashed the driver (SIGSEGV) as it shut down. A Ctrl-C is held until
-    ray.init returns, then raised, so ray_session stops a whole Ray. ray.init also puts its own
-    SIGTERM handler (``sys.exit(15)``) in place: the caller's (the CLI's clean stop) is put
-    back after it, and is handed a SIGTERM that arrives meanwhile."""
+    processes running, or crashed the driver (SIGSEGV) as it shut down. Ctrl-C and SIGTERM are
+    held until ray.init returns, then handed to the caller's handlers (the CLI's clean stop), so
+    ray_session stops a whole Ray. Ray's own SIGTERM handler (``sys.exit(15)`` wherever ray.init
+    is, even where Python ignores the exception, which lost the signal) is kept out meanwhile."""
+    import ray._private.utils as ray_utils
+
     main = threading.current_thread() is threading.main_thread()
-    on_term = signal.getsignal(signal.SIGTERM)
+    if not main:  # signal handlers belong to the main thread
+        yield
+        return
     held = []
-    on_int = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if main else None
+    hold = lambda signum, frame: held.append(signum)  # noqa: E731
+    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rays_own = getattr(ray_utils, "set_sigterm_handler", None)
+    if rays_own is not None:
+        ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
-    except SystemExit as exc:
-        if exc.code == signal.SIGTERM and callable(on_term):
-            on_term(signal.SIGTERM, None)
-        raise
     finally:
-        if main:
-            signal.signal(signal.SIGINT, on_int)
-            if callable(on_term):
-                signal.signal(signal.SIGTERM, on_term)
-    if held and callable(on_int):
-        on_int(signal.SIGINT, None)  # Python's default raises KeyboardInterrupt
-    elif held and on_int == signal.SIG_DFL:
-        os.kill(os.getpid(), signal.SIGINT)
+        if rays_own is not None:
+            ray_utils.set_sigterm_handler = rays_own
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    for sig in dict.fromkeys(held):  # in arrival order, each once
+        if callable(before[sig]):
+            before[sig](sig, None)  # the CLI's raise; Python's Ctrl-C default raises KeyboardInterrupt
+        elif before[sig] == signal.SIG_DFL:
+            os.kill(os.getpid(), sig)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
