@@ -120,9 +120,15 @@ def _signals_held_during_init():
         yield
         return
     held = []
-    hold = lambda signum, frame: held.append(signum)  # noqa: E731
-    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    rays_own = getattr(ray_utils, "set_sigterm_handler", None)
+
+    def hold(signum, frame):
+        held.append(signum)
+
+    # SIGTERM only where the caller handles it (the CLI); elsewhere Ray's handler stays as Ray has it
+    term_handled = callable(signal.getsignal(signal.SIGTERM))
+    sigs = (signal.SIGINT, signal.SIGTERM) if term_handled else (signal.SIGINT,)
+    before = {sig: signal.signal(sig, hold) for sig in sigs}
+    rays_own = getattr(ray_utils, "set_sigterm_handler", None) if term_handled else None
     if rays_own is not None:
         ray_utils.set_sigterm_handler = lambda handler: None
     try:
