@@ -16,6 +16,7 @@ positive number) refuses the whole file, naming the row.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -93,9 +94,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
         column = "arch_ops" if "arch_ops" in cols else "arch" if "arch" in cols else None
         if column is None:
             raise TableImportError(f"{source}: an fbnet table needs an 'arch_ops' or 'arch' column")
-        cache: dict[str, str] = {}
-        keys = _keys(frame[column].astype(str), lambda a: cache[a] if a in cache else cache.setdefault(
-            a, fbnet.canonical(a)), source, column)
+        keys = _keys(frame[column].astype(str), functools.lru_cache(maxsize=None)(fbnet.canonical), source, column)
     else:
         raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
     if device is not None:

@@ -89,9 +89,10 @@ def _ray_processes_started_here() -> list:
 
 
 def _stop_half_started_ray() -> None:
-    """ray.init stopped half-way (a SIGTERM meets Ray's own handler there) leaves daemons that
-    ray.shutdown does not know of, and the raylet goes on starting its agents. They are frozen
-    first, so none starts another (its orphans would escape), then killed."""
+    """ray.init stopped half-way (an error, or for a caller without a SIGTERM handler of its own
+    a SIGTERM through Ray's handler) leaves daemons that ray.shutdown does not know of, and the
+    raylet goes on starting its agents. They are frozen first, so none starts another (its
+    orphans would escape), then killed."""
     import psutil
 
     frozen = {}
