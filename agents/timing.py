@@ -78,8 +78,12 @@ class TimingPolicy:
             val = getattr(self, f.name)
             if f.name != "name" and (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0):
                 raise BadRequest(f"timing policy field {f.name!r} must be a number >= 0, got {val!r}")
+            if isinstance(f.default, int) and not isinstance(val, int):  # counts: 1.5 repeats means nothing
+                raise BadRequest(f"timing policy field {f.name!r} must be a whole number, got {val!r}")
         if self.repeats < 1 or self.max_block_size < 1:
             raise BadRequest("timing policy needs repeats >= 1 and max_block_size >= 1")
+        if min(self.window_max_s, self.window_timeout_s, self.model_timeout_s) <= 0:  # 0 would kill every run
+            raise BadRequest("timing policy needs window_max_s, window_timeout_s and model_timeout_s > 0")
 
     @classmethod
     def quick(cls, **overrides) -> "TimingPolicy":

@@ -424,6 +424,7 @@ def _command(c: "_Checker", host_t: dict, key: str) -> str | None:
 
 
 def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:
+    from agents.errors import BadRequest
     from agents.timing import TimingPolicy  # the agent owns the timing fields
 
     if not isinstance(table, dict):
@@ -437,6 +438,10 @@ def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' must be a number >= 0, got {value!r}")
         out.append((key, value))
+    try:
+        TimingPolicy(**dict(out))  # whole numbers for counts, timeouts above 0: the agent's own checks
+    except BadRequest as exc:
+        raise ProfileError(f"{c.source}: [measurement.policy]: {exc}") from None
     return tuple(sorted(out))
 
 

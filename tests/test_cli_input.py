@@ -55,6 +55,13 @@ def test_ssh_only_commands_refuse_a_local_device(tmp_path, capsys):
     (["--arch", "nb201:99999"], "NB201 index 99999 is out of range"),
     (["--arch", "bogus:1"], "unknown search space 'bogus'"),
     (["--arch", "nb201:5", "--cores", str(os.cpu_count() + 3)], f"cores [{os.cpu_count() + 3}] are not available"),
+    (["--arch", "nb201:5", "--policy", "repeats=1.5"], "timing policy field 'repeats' must be a whole number"),
+    (["--arch", "nb201:5", "--policy", "model_timeout_s=0"], "model_timeout_s > 0"),
 ])
 def test_measure_refuses_an_unknown_arch_or_core_before_measuring(flags, error, capsys):
     assert error in _refused(["measure", "--runtime", "torch", "--profile", "quick", *flags], capsys)
+
+
+def test_evaluate_refuses_a_set_value_that_is_no_literal_before_evaluating(capsys):
+    err = _refused(["evaluate", "--task", "N0", "--method", "hwl_ridge", "--set", "alpha=["], capsys)
+    assert "--set 'alpha=[': '[' is neither a Python literal nor a plain word" in err

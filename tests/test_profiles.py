@@ -74,6 +74,8 @@ def test_good_profile_fields_and_round_trip():
     ({"measurement__profile": "slow"}, ["measurement.profile", "quick, standard"]),
     ({"measurement__cooldown_s": -1}, ["measurement.cooldown_s", ">= 0"]),
     ({"measurement__policy": {"repeatz": 3}}, ["measurement.policy.repeatz", "repeats"]),
+    ({"measurement__policy": {"repeats": 1.5}}, ["[measurement.policy]", "'repeats' must be a whole number"]),
+    ({"measurement__policy": {"model_timeout_s": 0}}, ["[measurement.policy]", "model_timeout_s > 0"]),
     ({"host": "local"}, ["'host' must be a table"]),
 ])
 def test_bad_profiles_name_file_key_and_choices(changes, words):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -136,7 +137,10 @@ def parse_params(items) -> dict:
         try:
             params[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            params[key.strip()] = value
+            # A bare word is a string value (--set response=ms); anything else was meant as a literal.
+            if not re.fullmatch(r"[A-Za-z_][\w.\-]*", value.strip()):
+                raise UserError(f"--set {item!r}: {value!r} is neither a Python literal nor a plain word") from None
+            params[key.strip()] = value.strip()
     return params
 
 
