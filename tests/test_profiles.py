@@ -197,7 +197,11 @@ def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, 
     for argv, message in (([*ssh, "--out", str(out)], "exists; pass --force"),
                           ([*ssh, "--cores", "0,1,x", "--out", str(tmp_path / "b.toml")],
                            "--cores '0,1,x': give core numbers separated by commas"),
-                          ([*ssh, "--out", str(out / "x.toml")], f"cannot write {out / 'x.toml'}")):
+                          ([*ssh, "--out", str(out / "x.toml")], f"cannot write {out / 'x.toml'}"),
+                          (["profile", "new", "here", "--host", "198.18.0.9", "--port", "2222", "--out",
+                            str(tmp_path / "c.toml")], "--host, --port are for --transport ssh, not local"),
+                          ([*ssh, "--regex", "ms", "--out", str(tmp_path / "c.toml")],
+                           "--regex is for --transport command, not ssh")):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err

@@ -18,11 +18,11 @@ def add_parser(subparsers) -> None:
     new.add_argument("--device-class", default=None,
                      help="cpu | gpu | mobile | embedded_cpu | fpga | asic (default: by transport)")
     new.add_argument("--host", help="ssh: address of the device host")
-    new.add_argument("--port", type=int, default=22)
+    new.add_argument("--port", type=int, help="ssh: port (default 22)")
     new.add_argument("--user", help="ssh: login user")
     new.add_argument("--key", help="ssh: private key file (key authentication only)")
     new.add_argument("--host-name", help="Ray host resource name (default: the device name; 'local' for local)")
-    new.add_argument("--python", default="python3", help="ssh: interpreter on the device")
+    new.add_argument("--python", help="ssh: interpreter on the device (default python3)")
     new.add_argument("--machine", help="ssh: expected `uname -m` (e.g. aarch64)")
     new.add_argument("--runtime", choices=["onnxruntime", "tvm", "torch", "command"], default="onnxruntime")
     new.add_argument("--threads", type=int, default=1)
@@ -56,8 +56,18 @@ def _q(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Flags that only mean something for one transport; given for another, they would be dropped silently.
+TRANSPORT_FLAGS = {"ssh": ("host", "port", "user", "key", "python", "machine"),
+                   "command": ("push", "run", "regex", "json_path")}
+
+
 def profile_toml(args) -> str:
     """The profile text the flags describe (checked by parsing it back before it is written)."""
+    for transport, names in TRANSPORT_FLAGS.items():
+        given = ["--" + n.replace("_", "-") for n in names if getattr(args, n) is not None]
+        if given and args.transport != transport:
+            raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --transport {transport}, "
+                            f"not {args.transport}")
     default_class = {"local": "cpu", "ssh": "embedded_cpu", "command": "mobile"}[args.transport]
     host_name = args.host_name or ("local" if args.transport == "local" else args.name)
     lines = [f"name = {_q(args.name)}", f"device_class = {_q(args.device_class or default_class)}",
@@ -66,8 +76,8 @@ def profile_toml(args) -> str:
         missing = [flag for flag, v in (("--host", args.host), ("--user", args.user), ("--key", args.key)) if not v]
         if missing:
             raise UserError(f"transport ssh needs {', '.join(missing)}")
-        lines += [f"address = {_q(args.host)}", f"port = {args.port}", f"user = {_q(args.user)}",
-                  f"key = {_q(args.key)}", f"python = {_q(args.python)}", 'agent_dir = "~/.hwl"']
+        lines += [f"address = {_q(args.host)}", f"port = {args.port or 22}", f"user = {_q(args.user)}",
+                  f"key = {_q(args.key)}", f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
     if args.transport == "command":
