@@ -91,25 +91,33 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
     path.parent.mkdir(parents=True, exist_ok=True)
     # a new or regular file appears only when complete; a pipe or /dev/stdout is written to as is
     partial = path.with_name(f".{path.name}.partial") if path.is_file() or not path.exists() else path
-    writer = None
+    writer = sink = None
     try:
         for df in results_pages(store, campaign_id, rows=rows):
             if writer is None:
                 schema = _parquet_schema(store, df.columns).with_metadata(_export_metadata(df["campaign"].iloc[0]))
-                writer = pq.ParquetWriter(partial, schema)
+                # pyarrow's own files ask the OS for their position, which a pipe has not; Python's file keeps count
+                sink = open(partial, "wb") if partial == path else partial
+                writer = pq.ParquetWriter(sink, schema)
             writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
         if writer is None:
             raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
     except BaseException:
-        if writer is not None:
-            writer.close()
+        _close(writer, sink)
         if partial != path:
             partial.unlink(missing_ok=True)
         raise
-    writer.close()
+    _close(writer, sink)
     if partial != path:
         os.replace(partial, path)
     return path
+
+
+def _close(writer, sink) -> None:
+    if writer is not None:
+        writer.close()
+    if hasattr(sink, "close"):
+        sink.close()
 
 
 def _export_metadata(campaign: str) -> dict[bytes, bytes]:

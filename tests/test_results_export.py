@@ -104,3 +104,20 @@ def test_an_export_to_a_pipe_is_written_in_place(campaign, tmp_path):
     assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(fifo), "--format", "help"]) == 0
     reader.join(timeout=60)
     assert got["data"].decode().splitlines()[0] == "arch_index,arch_str,dev-a,dev-b" and fifo.is_fifo()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "help"])
+def test_out_dash_writes_to_stdout_and_names_it_on_stderr(campaign, tmp_path, fmt):
+    import io
+    import subprocess
+    import sys
+
+    store, _ = campaign
+    run = subprocess.run([sys.executable, "-m", "harness", "campaign", "export", "--store", str(store.path),
+                          "--out", "-", "--format", fmt], capture_output=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stderr.decode().strip().endswith("/dev/stdout") and not (tmp_path / "-").exists()
+    if fmt == "help":
+        assert run.stdout.decode().splitlines()[0] == "arch_index,arch_str,dev-a,dev-b"
+    else:
+        assert pq.read_table(io.BytesIO(run.stdout)).num_rows == 8  # 6 results and the 2 failed first tries

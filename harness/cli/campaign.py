@@ -46,7 +46,8 @@ def add_parser(subparsers) -> None:
     export.add_argument("--format", choices=["parquet", "help"],
                         help="parquet (one row per result) or help (wide CSV); default: from --out's "
                              "suffix (.parquet, .csv, .csv.gz), else parquet")
-    export.add_argument("--out", help="output file (default: <campaign>.parquet / <campaign>_help.csv)")
+    export.add_argument("--out", help="output file, or - for stdout (default: <campaign>.parquet / "
+                                      "<campaign>_help.csv)")
     export.set_defaults(func=cmd_export)
 
 
@@ -225,6 +226,12 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name: 
 
 
 def cmd_export(args) -> int:
-    path = export(store=args.store, fmt=args.format, out=args.out, name=args.name)
-    print(path, file=sys.stdout)
+    out = args.out
+    if out == "-":  # stdout, for a pipe: hwl campaign export --out - | ...
+        if sys.stdout.isatty():
+            raise CampaignError("--out -: stdout is a terminal; pipe it into a program or give a file name")
+        out = "/dev/stdout"
+    path = export(store=args.store, fmt=args.format, out=out, name=args.name)
+    # the file's name goes to stdout unless the data went there
+    print(path, file=sys.stdout if path.is_file() else sys.stderr)
     return 0
