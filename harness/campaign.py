@@ -191,13 +191,14 @@ def device_order(n_archs: int, order_seed: int, device: str) -> np.ndarray:
     return rng.permutation(n_archs)
 
 
-def plan_campaign(store: Store, spec: CampaignSpec) -> tuple[int, Plan, bool]:
+def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) -> tuple[int, Plan, bool]:
     """Plan ``spec`` into ``store``; returns (campaign id, plan, created).
 
     When a campaign of that name exists with the same settings it is returned as is (the same
-    command run twice measures nothing twice); with other settings it is refused.
+    command run twice measures nothing twice); with other settings it is refused. ``plan`` is
+    ``resolve_plan(spec)`` when the caller already has it.
     """
-    plan = resolve_plan(spec)
+    plan = plan or resolve_plan(spec)
     row = store.campaign(plan.name)
     if row is None and spec.name is None:
         row = store.campaign(_legacy_name(plan))

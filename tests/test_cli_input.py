@@ -65,3 +65,12 @@ def test_measure_refuses_an_unknown_arch_or_core_before_measuring(flags, error, 
 def test_evaluate_refuses_a_set_value_that_is_no_literal_before_evaluating(capsys):
     err = _refused(["evaluate", "--task", "N0", "--method", "hwl_ridge", "--set", "alpha=["], capsys)
     assert "--set 'alpha=[': '[' is neither a Python literal nor a plain word" in err
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--archs", "1,2", "--devices", "nosuchdev"], "unknown device 'nosuchdev'"),
+    (["--archs", "99999", "--devices", "local-ort-1t"], "NB201 index 99999 is out of range"),
+])
+def test_a_refused_campaign_makes_no_store_file(tmp_path, flags, error, capsys):
+    err = _refused(["campaign", "run", "--space", "nb201", *flags, "--store", tmp_path / "lab.db"], capsys)
+    assert error in err and list(tmp_path.iterdir()) == []

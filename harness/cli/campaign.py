@@ -83,7 +83,7 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
         seed: int | None = None, devices: str | None = None, profile: str | None = None,
         name: str | None = None, options=None, on_progress=None) -> dict:
     """Plan (or find) a campaign and measure what is left of it; returns the summary."""
-    from harness.campaign import CampaignSpec, load_campaign_file, plan_campaign
+    from harness.campaign import CampaignSpec, load_campaign_file, plan_campaign, resolve_plan
     from harness.coordinator import run_campaign
     from harness.store import Store
 
@@ -98,8 +98,9 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
                         devices=tuple(devs.split(",") if isinstance(devs, str) else devs),
                         seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
+    plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
     with Store(store) as st:
-        cid, plan, created = plan_campaign(st, spec)
+        cid, plan, created = plan_campaign(st, spec, plan)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=plan.name, created=created)
         return summary
