@@ -234,7 +234,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                                          store=str(store))
     files = {}
     if out is not None:
-        from harness.cli.train import save_model  # the model file format of `hwl train/adapt`
+        from harness.model_file import save_model  # the model file format of `hwl train/adapt`
 
         files["model"] = str(save_model(out, result.adapted, method=method_name, space=space,
                                         train_devices=list(tables), device=profile.name))

@@ -189,8 +189,9 @@ class HELP(FewShotMethod):
         known = dict(zip(archs, y))
         ref_lat = np.array([known.get(a, np.nan) for a in self.references_], dtype=np.float64)
         if np.isnan(ref_lat).all():
-            raise ValueError("HELP needs the new device's latency on at least one reference architecture "
-                             "(use choose() to pick the k archs)")
+            raise ValueError(f"HELP needs the new device's latency on at least one of its {len(self.references_)} "
+                             f"reference architectures ({', '.join(map(str, self.references_))}); measure them "
+                             "first (choose() puts them among the k archs)")
         h, self.mean_, self.std_ = self._embedding(ref_lat)
         self.h_ = h
         x = torch.from_numpy(self.encoder_.transform(list(archs)).astype(np.float32))

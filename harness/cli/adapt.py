@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from harness.cli.common import add_table_flags
-from harness.cli.train import load_model, save_model
 from harness.errors import UserError
+from harness.model_file import load_model, save_model
 from harness.paths import check_writable
 from predictors import data
 
@@ -31,7 +31,10 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
     saved = load_model(model)
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]
-    adapted = saved["model"].adapt(list(series.index), series.to_numpy(), device=device)
+    try:
+        adapted = saved["model"].adapt(list(series.index), series.to_numpy(), device=device)
+    except ValueError as exc:  # measurements this method cannot use (HELP without its reference archs)
+        raise UserError(f"method {saved['method']} cannot adapt to {device}: {exc}") from None
     path = save_model(out, adapted, method=saved["method"], space=saved["space"],
                       train_devices=saved["train_devices"], device=device)
     return path, len(series)

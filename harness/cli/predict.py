@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.cli.common import add_archs_flags
-from harness.cli.train import load_model
+from harness.model_file import load_model
 from harness.errors import UserError
 from harness.paths import check_writable
 from spaces import nb201, resolve_archs

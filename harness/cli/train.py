@@ -1,20 +1,12 @@
-"""`hwl train`: pretrain a few-shot latency method on train devices and save it.
-
-Model files are ``torch.save`` of a dict holding the whole method object (a pickle): load
-only files you trust. ``load_model`` refuses files of another format or a newer version.
-"""
+"""`hwl train`: pretrain a few-shot latency method on train devices and save it (``harness.model_file``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from harness.cli.common import add_table_flags, non_negative_int, positive_int
-from harness.errors import UserError
+from harness.model_file import save_model
 from harness.paths import check_writable
 from predictors import data, registry
-
-MODEL_FORMAT = "hwl-fewshot-method"
-MODEL_VERSION = 1
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="pretrain a few-shot latency predictor on train devices")
@@ -26,7 +18,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--n-pretrain", type=positive_int, help="pretrain on N random archs per device (default: all)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of --n-pretrain draws and of the method")
     p.add_argument("--out", required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
-                   "method object, a pickle, so load only model files you trust")
+                   "method object; adapt and predict load only hwl's own predictor classes from it")
     p.set_defaults(func=run)
 
 
@@ -53,35 +45,6 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
         model.set_params(random_state=seed)
     model.pretrain(space, sample)
     return save_model(out, model, method=name, space=space, train_devices=list(full))
-
-
-def save_model(path, model, *, method: str, space: str, train_devices, device: str | None = None) -> Path:
-    import torch  # torch.save: methods may hold nn.Modules
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "method": method, "space": space,
-                "train_devices": list(train_devices), "device": device, "model": model}, path)
-    return path
-
-
-def load_model(path) -> dict:
-    """The dict ``save_model`` wrote (keys format, version, method, space, train_devices, device, model)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # not a torch/pickle file at all
-        raise UserError(f"{path} is not an hwl model file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise UserError(f"{path} is not an hwl model file (write one with `hwl train`)")
-    if saved.get("version", 0) > MODEL_VERSION:
-        raise UserError(f"{path} was written by a newer hwl (model format {saved['version']}, this hwl reads "
-                        f"{MODEL_VERSION}): update hwl")
-    return saved
 
 
 def _split(text: str | None):

@@ -1,0 +1,88 @@
+"""Model files: every method survives save and load, and a file naming other code is refused unrun."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from harness.cli import main
+from harness.model_file import ModelFileError, load_model, save_model
+from predictors import data, registry
+from predictors.base import TrainTables
+from predictors.help import reference_archs
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(train tables of 3 devices x 310 archs, a new device's series) per space."""
+    out = {}
+    for space in ("nb201", "fbnet"):
+        table = data.help_table(space)
+        archs = set(sorted(table["arch"].unique())[:300]) | set(reference_archs(space))  # HELP trains on its own
+        table = table[table["arch"].isin(archs)]
+        devices = sorted(table["device"].unique())
+        full = data.by_device(table, devices[:3])
+        out[space] = (TrainTables(full, full), data.by_device(table, [devices[-1]])[devices[-1]])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["nb201", "fbnet"])
+@pytest.mark.parametrize("method", registry.method_names())
+def test_every_method_predicts_the_same_after_save_and_load(small, tmp_path, space, method):
+    train, new = small[space]
+    model = registry.get_method(method)
+    if method in ("help", "tl_et"):  # few steps: this checks the file, not the fit
+        model.set_params(**{k: 20 for k in ("meta_episodes", "epochs", "transfer_epochs")
+                            if k in model.get_params()})
+    model.pretrain(space, train)
+    picked = model.choose(12, list(new.index), np.random.default_rng(0))
+    model = model.adapt(picked, new.loc[picked].to_numpy(), device="new")
+    path = save_model(tmp_path / "m.pt", model, method=method, space=space, train_devices=list(train), device="new")
+    loaded = load_model(path)
+    assert (loaded["method"], loaded["space"], loaded["device"]) == (method, space, "new")
+    np.testing.assert_array_equal(loaded["model"].predict(list(new.index)), model.predict(list(new.index)))
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_file_that_names_other_code_is_refused_before_it_runs(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    torch.save({"format": "hwl-fewshot-method", "version": 1, "method": "copy", "space": "nb201",
+                "train_devices": [], "device": "x", "model": _RunsACommand(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match=r"names posix\.system, which is not part of an hwl predictor"):
+        load_model(tmp_path / "evil.pt")
+    assert main(["predict", str(tmp_path / "evil.pt"), "--device", "x", "--archs", "0",
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert "refusing to load it" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_a_truncated_file_is_one_line(tmp_path):
+    save_model(tmp_path / "m.pt", registry.get_method("flops"), method="flops", space="nb201", train_devices=[])
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="is not an hwl model file"):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_help_without_its_reference_archs_names_them(small, tmp_path, capsys):
+    train, new = small["nb201"]
+    model = registry.get_method("help")
+    model.set_params(meta_episodes=5)
+    model.pretrain("nb201", train)
+    save_model(tmp_path / "help.pt", model, method="help", space="nb201", train_devices=list(train))
+    others = [a for a in new.index if a not in set(model.references_)][:12]
+    new.loc[others].rename("latency_ms").rename_axis("arch_index").reset_index().assign(device="pi").to_csv(
+        tmp_path / "m.csv", index=False)
+    assert main(["adapt", str(tmp_path / "help.pt"), "--device", "pi", "--measurements", str(tmp_path / "m.csv"),
+                 "--out", str(tmp_path / "a.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "method help cannot adapt to pi: HELP needs" in err and str(model.references_[0]) in err
