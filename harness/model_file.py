@@ -74,13 +74,22 @@ def load_model(path) -> dict:
     except ModelFileError:
         raise
     except Exception as exc:  # not a torch/pickle file at all, or a truncated one
-        raise ModelFileError(f"{path} is not an hwl model file ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(f"{path} is not an hwl model file ({torch_load_error(exc)})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not an hwl model file (write one with `hwl train`)")
     if saved.get("version", 0) > MODEL_VERSION:
         raise ModelFileError(f"{path} was written by a newer hwl (model format {saved['version']}, this hwl "
                              f"reads {MODEL_VERSION}): update hwl")
     return saved
+
+
+def torch_load_error(exc: Exception) -> str:
+    """What went wrong in ``torch.load``, in one sentence: torch's messages run to paragraphs of
+    advice, some of it (load with weights_only=False) the opposite of safe."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    sentence = line.split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
 
 
 def allowed(module: str, name: str) -> bool:
