@@ -30,7 +30,7 @@ from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
-from harness.device_worker import DEVICE_SETUP_KINDS, RECOVER_TIMEOUT_S
+from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S
 from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
 from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
@@ -58,7 +58,7 @@ FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error
                    "unsupported_op")
 EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordinator could not export
 # Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person.
-NOT_RECOVERED_BY_POWER_CYCLE = ("DeviceTooHot", DeviceSetupError.__name__)
+NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__)
 
 
 @dataclass
@@ -518,9 +518,8 @@ class Coordinator:
             dev.failed += 1
         if record.get("error_kind") == EXPORT_FAILED:
             pass  # the coordinator's export failed: it says nothing about the device
-        elif record.get("error_kind") in DEVICE_SETUP_KINDS:  # the job is queued again, uncharged
-            self._give_up(dev, f"it cannot run its runtime as the profile asks: {record.get('error_message')}; "
-                               "fix the profile or install the runtime on the device, then resume", recover=False)
+        elif self._unfit(dev, record):  # the job is queued again, uncharged
+            pass
         elif outcome in FAILED_OUTCOMES:
             dev.failures_in_row += 1
             if dev.failures_in_row >= self.options.quarantine_after:
@@ -546,6 +545,18 @@ class Coordinator:
         earlier = sum(1 for _, _, o, _, _ in self.store.job_results(job_id) if o != "device_lost")
         return earlier + (outcome != "device_lost") < self.options.max_attempts
 
+    def _unfit(self, dev: _Device, record: dict) -> bool:
+        """Quarantine ``dev`` at once if ``record`` says it cannot measure any model now."""
+        kind, why = record.get("error_kind"), record.get("error_message")
+        if kind in DEVICE_SETUP_KINDS:
+            self._give_up(dev, f"it cannot run its runtime as the profile asks: {why}; fix the profile or install "
+                               "the runtime on the device, then resume", recover=False)
+        elif kind == DEVICE_TOO_HOT:  # rule 6: the agent already waited temp_give_up_s for it to cool
+            self._give_up(dev, f"it stayed too hot to measure: {why}; check its cooling, then resume", recover=False)
+        else:
+            return False
+        return True
+
     def _canary_done(self, dev: _Device, record: dict) -> None:
         label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None
         last_id = self.store.db.execute("SELECT max(id) FROM results").fetchone()[0] or 0
@@ -555,7 +566,7 @@ class Coordinator:
             dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
-            if dev.failures_in_row >= self.options.quarantine_after:
+            if not self._unfit(dev, record) and dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"drift canary failed: {record.get('error_message')}")
             return
         dev.since_canary = 0

@@ -36,9 +36,12 @@ RECONNECT_MAX_S = 30.0
 RECOVER_TIMEOUT_S = 300.0  # for the profile's recover command; the reconnect loop then waits for the boot
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
-# Agent error kinds that say the device cannot run any model as its profile asks (the runtime or
-# its provider is not installed): no architecture is to blame, and no retry or power cycle helps.
+# Agent error kinds that say the device cannot measure any model now: its runtime or provider is not
+# installed, or it stayed over its temperature limit for the policy's temp_give_up_s (rule 6). No
+# architecture is to blame (the attempt is device_lost), and no retry or power cycle helps.
 DEVICE_SETUP_KINDS = ("RuntimeUnavailable",)
+DEVICE_TOO_HOT = "DeviceTooHot"
+DEVICE_UNFIT_KINDS = (*DEVICE_SETUP_KINDS, DEVICE_TOO_HOT)
 
 
 def lock_dir() -> Path:
@@ -227,7 +230,7 @@ class DeviceWorker:
             return {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
         except HwlError as exc:  # the agent refused the request (Error reply)
             kind = type(exc).__name__
-            outcome = ("load_error" if kind in _LOAD_KINDS else "device_lost" if kind in DEVICE_SETUP_KINDS
+            outcome = ("load_error" if kind in _LOAD_KINDS else "device_lost" if kind in DEVICE_UNFIT_KINDS
                        else "runtime_error")
             return {"outcome": outcome, "error_kind": kind, "error_message": str(exc)}
         record = record_from_result(reply)

@@ -18,9 +18,10 @@ class LabHost:
     agent_dir: Path
 
 
-def start_lab_host(name: str, prefix: str, workdir: Path, client_key: Path) -> LabHost:
+def start_lab_host(name: str, prefix: str, workdir: Path, client_key: Path, *, sensors: Path | None = None) -> LabHost:
     ns = TestNetns(f"hwlt-{name}", prefix).create()
-    srv = SSHServer(workdir / f"sshd-{name}", address=ns.address, netns=ns, authorized_keys=[client_key])
+    srv = SSHServer(workdir / f"sshd-{name}", address=ns.address, netns=ns, authorized_keys=[client_key],
+                    sensors=sensors)
     srv.start()
     return LabHost(name, ns, srv, workdir / f"agent-{name}")
 

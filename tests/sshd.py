@@ -112,7 +112,10 @@ class SSHServer:
     """A key-only sshd with its own config and host key, started in the foreground (-D)."""
 
     def __init__(self, workdir: Path, *, address: str = "127.0.0.1", port: int | None = None,
-                 netns: TestNetns | None = None, authorized_keys: list[Path] = ()):
+                 netns: TestNetns | None = None, authorized_keys: list[Path] = (), sensors: Path | None = None):
+        """``sensors``: a folder mounted over /sys/class/thermal for sshd and every session it starts
+        (a private mount namespace), so an agent on this host reads the temperatures a test writes."""
+        self.sensors = sensors
         self.workdir = Path(workdir)
         self.address = address
         self.port = port or (free_port(address) if netns is None else 2222)
@@ -146,6 +149,9 @@ class SSHServer:
             "",
         ]))
         cmd = [SSHD, "-D", "-e", "-f", str(config)]
+        if self.sensors is not None:
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount --bind "$0" /sys/class/thermal && exec "$@"', str(self.sensors), *cmd]
         if self.netns is not None:
             cmd = self.netns.exec_prefix() + cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,

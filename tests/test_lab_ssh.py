@@ -14,7 +14,7 @@ import pytest
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.store import Store
-from tests.campaign_helpers import hwl, kill_leftovers
+from tests.campaign_helpers import FAST_POLICY, hwl, kill_leftovers
 from tests.lab_hosts import start_lab_host, stop_lab_host, write_ssh_profile
 from tests.sshd import make_key, netns_available, sshd_available
 
@@ -238,6 +238,43 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
         policies = [json.loads(r)["measurement"]["metadata"]["policy"] for (r,) in
                     con.execute("SELECT record_json FROM results WHERE accepted = 1")]  # ok, or unstable at last
     assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}
+
+
+def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(lab, tmp_path):
+    """Rule 6: a Pi whose sensor stays over its limit past the policy's give-up time is quarantined
+    at its first measurement (its drift canary, then a job), without a power cycle, and no
+    architecture is charged; once it has cooled, resume measures everything."""
+    sensors = tmp_path / "thermal"
+    (sensors / "thermal_zone0").mkdir(parents=True)
+    (sensors / "thermal_zone0" / "type").write_text("cpu-thermal\n")
+    temp = sensors / "thermal_zone0" / "temp"
+    temp.write_text("95000\n")  # millidegrees, as the kernel writes them
+    host = start_lab_host("pi-hot", "198.18.53", tmp_path, lab["key"], sensors=sensors)
+    try:
+        policy = {**FAST_POLICY, "max_temp_c": 85, "temp_poll_s": 0.2, "temp_give_up_s": 1}
+        profile = write_ssh_profile(tmp_path, host, lab["key"], lab["known"], policy=policy)
+        relay = tmp_path / "power-cycled"  # a power cycle cools nothing: it must not run
+        profile.write_text(profile.read_text().replace("[runtime]", f"recover = \"touch {relay}\"\n\n[runtime]"))
+        assert hwl("deploy", profile, "--trust-new-host", "--no-selftest").returncode == 0
+        db = tmp_path / "lab.db"
+        run = ["campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", profile, "--store", db,
+               "--no-progress", "--artifacts", tmp_path / "artifacts"]
+        for canary_every in ("50", "0"):  # the session's first canary, then a job, meets the heat
+            hot = hwl(*run, "--canary-every", canary_every)
+            assert hot.returncode == 1, hot.stderr
+            assert ("device pi-hot quarantined: it stayed too hot to measure: device at 95.0 C, over the 85 C "
+                    "limit") in hot.stderr
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("queued", 2)]
+            assert {o for (o,) in con.execute("SELECT outcome FROM results")} <= {"device_lost"}
+        assert not relay.exists()
+        temp.write_text("45000\n")  # cooled down
+        cool = hwl(*run, "--canary-every", "0")
+        assert cool.returncode == 0, cool.stderr
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("done", 2)]
+    finally:
+        stop_lab_host(host)
 
 
 def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_path):
