@@ -32,6 +32,25 @@ def check_writable(path) -> Path:
     return path
 
 
+def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
+    """Each output (flag -> path, None for not given) through :func:`check_writable`, refused where it
+    is an input or another output: the command would write over what it reads, or one of its
+    results over another."""
+    named = {flag: Path(p).expanduser() for flag, p in {**(inputs or {}), **outputs}.items() if p}
+    for flag in (f for f in outputs if outputs[f]):
+        path = named[flag]
+        other = next((f for f in named if f != flag and _same_file(named[f], path)), None)
+        if other is not None:
+            raise UserError(f"{flag} {path} is also {other}; give it another file name")
+        check_writable(path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # a hard link or another spelling of the same file
+    return a.resolve() == b.resolve()
+
+
 def _is_sqlite(path: Path) -> bool:
     if not path.is_file():  # a pipe, /dev/stdout, a terminal: reading it would wait for input
         return False
@@ -54,4 +73,4 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
     return folder
 
 
-__all__ = ["check_writable", "check_writable_folder"]
+__all__ = ["check_outputs", "check_writable", "check_writable_folder"]

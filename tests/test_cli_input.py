@@ -74,3 +74,24 @@ def test_evaluate_refuses_a_set_value_that_is_no_literal_before_evaluating(capsy
 def test_a_refused_campaign_makes_no_store_file(tmp_path, flags, error, capsys):
     err = _refused(["campaign", "run", "--space", "nb201", *flags, "--store", tmp_path / "lab.db"], capsys)
     assert error in err and list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_is_an_input_or_another_output_is_refused_and_left_alone(tmp_path, capsys):
+    table = tmp_path / "m.csv"
+    table.write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,3.0\n")
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"a model")
+    profile = write_profile(tmp_path, "here")
+    for args, error in (
+            (["adapt", model, "--device", "pi", "--measurements", table, "--out", tmp_path / "." / "m.csv"],
+             f"--out {tmp_path / '.' / 'm.csv'} is also --measurements"),
+            (["adapt", model, "--device", "pi", "--measurements", table, "--out", model], "is also the model file"),
+            (["predict", model, "--device", "pi", "--archs", "1", "--out", model], "is also the model file"),
+            (["train", "--space", "nb201", "--table", table, "--out", table], "is also --table"),
+            (["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out", tmp_path / "p.pt",
+              "--report", tmp_path / "p.pt"], f"--out {tmp_path / 'p.pt'} is also --report"),
+            (["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out", tmp_path / "p.json"],
+             "is also --report (by default --out's name with .json)")):
+        assert error in _refused(args, capsys), args
+    assert table.read_text().startswith("arch_index") and model.read_bytes() == b"a model"
+    assert not (tmp_path / "lab.db").exists()

@@ -87,7 +87,8 @@ def test_an_output_named_like_the_store_is_refused_and_the_store_kept(campaign, 
                   "--out", tmp_path / "new.db"]):
         assert hwl_main([str(a) for a in args]) == 2, args
     errors = capsys.readouterr().err
-    assert errors.count(f"{db} is an SQLite database (an hwl store?); refusing to write over it") == 4, errors
+    assert errors.count(f"{db} is an SQLite database (an hwl store?); refusing to write over it") == 3, errors
+    assert f"--out {db} is also --store" in errors  # train reads the store it was told to write
     assert f"{tmp_path / 'new.db'} is the store (--store)" in errors
     assert (db.read_bytes()[:16], store.db.execute("SELECT count(*) FROM results").fetchone()[0]) == before
     assert not (tmp_path / "new.db").exists()

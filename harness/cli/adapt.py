@@ -4,7 +4,7 @@ from __future__ import annotations
 from harness.cli.common import add_table_flags
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
-from harness.paths import check_writable
+from harness.paths import check_outputs
 from predictors import data
 
 
@@ -27,7 +27,7 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
     """Adapt ``model`` to ``device`` on every measurement of it; returns (path, number used)."""
     if measurements is None and store is None:
         raise UserError("give the new device's measurements: --measurements FILE or --store DB")
-    check_writable(out)
+    check_outputs({"--out": out}, {"the model file": model, "--measurements": measurements, "--store": store})
     saved = load_model(model)
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]

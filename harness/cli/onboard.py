@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.cli.common import non_negative_int
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import DeviceQuarantined, UserError
-from harness.paths import check_writable
+from harness.paths import check_outputs
 
 DEFAULT_STORE = "lab.db"
 
@@ -63,15 +63,17 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     out = Path(out)
     if out.suffix == ".parquet":
         raise UserError(f"--out {out} is the predictor file (e.g. predictor.pt); the table goes to --table")
+    table_flag = "--table" if table else "--table (by default --out's name with .parquet)"
     table = Path(table) if table else out.with_suffix(".parquet")
     if table.suffix != ".parquet":
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
+    report_flag = "--report" if report else "--report (by default --out's name with .json)"
     report = Path(report) if report else out.with_suffix(".json")
     store_path = Path(store)
-    for path in (out, table, report):  # before any measurement, not after the last
+    for path in (out, table, report):  # the store may not exist yet, so check_outputs cannot tell it by its header
         if path.expanduser().resolve() == store_path.expanduser().resolve():
             raise UserError(f"{path} is the store (--store); give the onboarding's outputs other file names")
-        check_writable(path)
+    check_outputs({"--out": out, table_flag: table, report_flag: report})  # before any measurement
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)

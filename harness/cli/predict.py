@@ -1,12 +1,14 @@
 """`hwl predict`: predicted latencies of architectures on an adapted device."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from harness.cli.common import add_archs_flags
-from harness.model_file import load_model
 from harness.errors import UserError
-from harness.paths import check_writable
+from harness.model_file import load_model
+from harness.paths import check_outputs
 from spaces import nb201, resolve_archs
 
 
@@ -27,7 +29,8 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
-    out = check_writable(out)
+    check_outputs({"--out": out}, {"the model file": model})
+    out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {out}: use a .parquet or .csv file name")
     saved = load_model(model)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from harness.cli.common import add_table_flags, non_negative_int, positive_int
 from harness.model_file import save_model
-from harness.paths import check_writable
+from harness.paths import check_outputs
 from predictors import data, registry
 
 def add_parser(subparsers) -> None:
@@ -35,7 +35,7 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
     from predictors.protocol import pretrain_sample
 
-    check_writable(out)
+    check_outputs({"--out": out}, {"--table": table, "--store": store})
     frame = data.load_table(space, path=table, store=store)
     full = data.by_device(frame, devices)
     sample = pretrain_sample(full, n_pretrain, seed) if n_pretrain else TrainTables(full, full)
