@@ -29,6 +29,9 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
         raise UserError("give the new device's measurements: --measurements FILE or --store DB")
     check_outputs({"--out": out}, {"the model file": model, "--measurements": measurements, "--store": store})
     saved = load_model(model)
+    if saved.get("device") is not None:  # some methods (tl_et) would tune on top of the first device
+        raise UserError(f"{model} is already adapted to {saved['device']!r}; adapt the pretrained model from "
+                        "`hwl train` (with all the measurements) instead")
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]
     try:
