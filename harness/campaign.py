@@ -282,6 +282,10 @@ def find_campaign(store: Store, name: str | None) -> tuple[int, str, str]:
         raise CampaignError(f"store {store.path} holds no campaign; start one with `hwl campaign run`")
     if name is None:
         name = names[-1]
+        if len(names) > 1:  # onboarding makes one campaign per batch: say which one this is
+            shown = ", ".join(names[-5:]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            log.warning("%s holds %d campaigns; taking the latest, %s (--name picks another: %s)", store.path,
+                        len(names), name, shown)
     row = store.campaign(name)
     if row is None:
         raise CampaignError(f"no campaign {name!r} in {store.path}; campaigns: {', '.join(names)}")

@@ -122,3 +122,11 @@ def test_out_dash_writes_to_stdout_and_names_it_on_stderr(campaign, tmp_path, fm
         assert run.stdout.decode().splitlines()[0] == "arch_index,arch_str,dev-a,dev-b"
     else:
         assert pq.read_table(io.BytesIO(run.stdout)).num_rows == 8  # 6 results and the 2 failed first tries
+
+
+def test_a_campaign_command_without_a_name_says_which_of_several_it_took(campaign, tmp_path, caplog):
+    store, cid = campaign
+    profile = str(write_profile(tmp_path, "dev-c"))
+    plan_campaign(store, CampaignSpec(space="nb201", archs="11", devices=(profile,), name="later"))
+    assert hwl_main(["campaign", "status", "--store", str(store.path)]) == 0
+    assert "holds 2 campaigns; taking the latest, later (--name picks another: " in caplog.text
