@@ -30,10 +30,13 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
             return (nb201.sample if space == "nb201" else fbnet.sample)(int(n_text), seed)
         if text.startswith("@"):
             path = Path(text[1:])
-            if not path.is_file():
+            if not path.exists() or path.is_dir():  # a pipe is fine: --archs @<(hwl space sample ...)
                 raise ArchError(f"architecture file {path} does not exist")
-            items = [ln.strip() for ln in path.read_text().splitlines()
-                     if ln.strip() and not ln.lstrip().startswith("#")]
+            try:
+                lines = path.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ArchError(f"architecture file {path} cannot be read as text: {exc}") from None
+            items = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         elif space == "nb201" and "|" in text:
             items = [text]  # one arch string: its commas are not separators
         elif space == "fbnet":

@@ -1,5 +1,6 @@
 """Search-space keys against the public HELP tables in ../shared/data."""
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,11 @@ def test_selection_forms(tmp_path):
     assert resolve_archs("nb201", f"@{f}") == [5, 9]
     with pytest.raises(ArchError, match="does not exist"):
         resolve_archs("nb201", "@/nonexistent/file")
+    read, write = os.pipe()  # --archs @<(command): the shell passes a pipe as /dev/fd/N
+    os.write(write, b"7\n8\n")
+    os.close(write)
+    assert resolve_archs("nb201", f"@/dev/fd/{read}") == [7, 8]
+    os.close(read)
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(ArchError, match="cannot be read as text"):
+        resolve_archs("nb201", f"@{tmp_path / 'binary.txt'}")
