@@ -42,6 +42,12 @@ class TableImportError(UserError):
 def import_file(store: Store, path, *, space: str | None = None, device: str | None = None,
                 mapping=None) -> tuple[str, int]:
     """Import one file; returns (space, number of rows). See the module docstring."""
+    return add_table(store, path, *read_table_file(path, space=space, device=device, mapping=mapping))
+
+
+def read_table_file(path, *, space: str | None = None, device: str | None = None,
+                    mapping=None) -> tuple[str, list[tuple[str, str, float]]]:
+    """(space, rows (arch key, device, ms)) of one latency file, checked; nothing is stored."""
     path = Path(path)
     if device is not None and not device.strip():
         raise TableImportError("the device name (--device) is empty")
@@ -60,6 +66,12 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
                            "HELP .pt")
+    return space, rows
+
+
+def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
+    """Store the rows ``read_table_file`` read from ``path``; returns (space, number of rows)."""
+    path = Path(path)
     n, replaced = store.add_imported(space, rows, source=path.name)
     if replaced:  # the same file again, or another one of the same name for the same devices
         log.warning("%s: replaced %d %s rows imported earlier from a file named %s for the same devices",

@@ -95,3 +95,12 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_and_left_alone(
         assert error in _refused(args, capsys), args
     assert table.read_text().startswith("arch_index") and model.read_bytes() == b"a model"
     assert not (tmp_path / "lab.db").exists()
+
+
+def test_a_refused_data_import_makes_no_store_and_imports_none_of_its_files(tmp_path, capsys):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("arch_index,device,latency_ms\n1,pi,2.0\n")
+    bad.write_text("arch_index,device,ms\n1,pi,2.0\n")
+    assert "no 'latency_ms' column" in _refused(["data", "import", good, bad, "--store", tmp_path / "lab.db"],
+                                                capsys)
+    assert not (tmp_path / "lab.db").exists()

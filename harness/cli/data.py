@@ -18,13 +18,15 @@ def add_parser(subparsers) -> None:
 
 
 def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None) -> list[dict]:
-    from harness.importers import import_file
+    from harness.importers import add_table, read_table_file
     from harness.store import Store
 
+    # every file read and checked before the store is opened: a bad one imports nothing, makes no store
+    tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping)) for f in files]
     out = []
     with Store(store) as st:
-        for f in files:
-            sp, n = import_file(st, f, space=space, device=device, mapping=mapping)
+        for f, sp, rows in tables:
+            sp, n = add_table(st, f, sp, rows)
             out.append({"file": f, "space": sp, "rows": n})
     return out
 
