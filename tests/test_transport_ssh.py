@@ -187,6 +187,32 @@ def test_link_cut_mid_session_then_restored(tmp_path, models):
         ns.delete()
 
 
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
+def test_a_link_cut_during_a_long_measurement_is_noticed_within_the_link_timeout(tmp_path, models):
+    """No reply is due for minutes while a model is timed; keepalives find the dead link long before."""
+    ns = TestNetns("hwlt-keep", "198.18.43").create()
+    key = make_key(tmp_path / "client_key")
+    srv = SSHServer(tmp_path / "srv", address=ns.address, netns=ns, authorized_keys=[key])
+    try:
+        srv.start()
+        (tmp_path / "known_hosts").write_text(srv.public_host_key_line())
+        host = Host("pi", ns.address, "root", key, port=srv.port, known_hosts=tmp_path / "known_hosts",
+                    connect_timeout_s=2, link_timeout_s=4)
+        report = deploy(host, python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+        long = dataclasses.replace(_measure(models[0]), policy={**TINY, "window_min_s": 60.0, "repeats": 2})
+        with SSHSession(host, agent_path=report.agent_path, python=report.python,
+                        cache_dir=str(tmp_path / "hwl" / "cache")) as session:
+            threading.Timer(3.0, ns.cut).start()  # into the first timed window
+            start = time.monotonic()
+            with pytest.raises(ConnectionLost):
+                session.request(long, timeout_s=300)
+            assert time.monotonic() - start < 30, "noticed only at the reply timeout"
+    finally:
+        ns.restore()
+        srv.stop()
+        ns.delete()
+
+
 def test_a_cached_model_gone_bad_on_the_device_is_pushed_again(deployed, models):
     """The agent refuses a cached copy whose bytes no longer match its hash (bit rot on an SD card,
     a hand edit); the session pushes the model again instead of failing the architecture."""

@@ -24,6 +24,10 @@ from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreac
 log = logging.getLogger(__name__)
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+# A link that carries nothing for this long counts as lost: keepalives go out every quarter of it, and
+# the kernel gives up on them then (TCP_USER_TIMEOUT), instead of after TCP's own 15 minutes or a
+# measurement's whole reply timeout. A false alarm costs one attempt (device_lost) and a reconnect.
+DEFAULT_LINK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,13 @@ class Host:
     trust_new_host : bool, default False
         Record an unknown host key instead of refusing it.
     connect_timeout_s : float, default 10
+    link_timeout_s : float, default 60
+        An open connection whose link carries nothing for this long is closed as lost.
     """
 
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
-                 known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0):
+                 known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
+                 link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S):
         self.name = name
         self.address = address
         self.user = user
@@ -99,6 +106,7 @@ class Host:
         self.known_hosts = Path(known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
         self.trust_new_host = trust_new_host
         self.connect_timeout_s = connect_timeout_s
+        self.link_timeout_s = link_timeout_s
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._agent: paramiko.Agent | None = None
@@ -164,8 +172,15 @@ class Host:
             raise HostUnreachable(
                 f"cannot reach {self.name} at {self.address}:{self.port} ({_why_unreachable(exc)}); "
                 "check the address, the port and that sshd runs there", host=self.name) from None
+        self._watch_link(client.get_transport())
         self._client = client
         return self
+
+    def _watch_link(self, transport: paramiko.Transport) -> None:
+        """Notice a dead link within ``link_timeout_s``, even while no reply is due (a long measurement)."""
+        transport.set_keepalive(max(1, int(self.link_timeout_s / 4)))
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: unacknowledged keepalives end the connection
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.link_timeout_s * 1000))
 
     def _load_key(self) -> paramiko.PKey:
         if not self.key_file.is_file():
