@@ -158,59 +158,52 @@ def test_agent_killed_on_host_is_connection_lost(deployed, models):
         assert _timed(fresh.request(_measure(models[0])))
 
 
-@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
-def test_link_cut_mid_session_then_restored(tmp_path, models):
-    ns = TestNetns("hwlt-ssh", "198.18.42").create()
-    key = make_key(tmp_path / "client_key")
-    srv = SSHServer(tmp_path / "srv", address=ns.address, netns=ns, authorized_keys=[key])
-    try:
-        srv.start()
-        known = tmp_path / "known_hosts"
-        known.write_text(srv.public_host_key_line())
-        host = Host("pi", ns.address, "root", key, port=srv.port, known_hosts=known, connect_timeout_s=2)
-        report = deploy(host, python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
-        session = SSHSession(host, agent_path=report.agent_path, python=report.python,
-                             cache_dir=str(tmp_path / "hwl" / "cache")).open()
-        ns.cut()
-        with pytest.raises(ConnectionLost):
-            session.request(Ping(sent_ns=3), timeout_s=3)
-        session.close()
-        with pytest.raises(ConnectionLost):
-            SSHSession(host, agent_path=report.agent_path, python=report.python,
-                       cache_dir=str(tmp_path / "hwl" / "cache")).open()
-        ns.restore()
-        with SSHSession(host, agent_path=report.agent_path, python=report.python,
-                        cache_dir=str(tmp_path / "hwl" / "cache")) as back:
-            assert _timed(back.request(_measure(models[0])))
-    finally:
-        srv.stop()
-        ns.delete()
-
-
-@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
-def test_a_link_cut_during_a_long_measurement_is_noticed_within_the_link_timeout(tmp_path, models):
-    """No reply is due for minutes while a model is timed; keepalives find the dead link long before."""
-    ns = TestNetns("hwlt-keep", "198.18.43").create()
+@contextlib.contextmanager
+def _host_behind_a_link(tmp_path, ns_name: str, prefix: str, **host_options):
+    """(link, a session factory) for a deployed host in a network namespace whose link a test cuts."""
+    ns = TestNetns(ns_name, prefix).create()
     key = make_key(tmp_path / "client_key")
     srv = SSHServer(tmp_path / "srv", address=ns.address, netns=ns, authorized_keys=[key])
     try:
         srv.start()
         (tmp_path / "known_hosts").write_text(srv.public_host_key_line())
         host = Host("pi", ns.address, "root", key, port=srv.port, known_hosts=tmp_path / "known_hosts",
-                    connect_timeout_s=2, link_timeout_s=4)
+                    connect_timeout_s=2, **host_options)
         report = deploy(host, python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
-        long = dataclasses.replace(_measure(models[0]), policy={**TINY, "window_min_s": 60.0, "repeats": 2})
-        with SSHSession(host, agent_path=report.agent_path, python=report.python,
-                        cache_dir=str(tmp_path / "hwl" / "cache")) as session:
-            threading.Timer(3.0, ns.cut).start()  # into the first timed window
-            start = time.monotonic()
-            with pytest.raises(ConnectionLost):
-                session.request(long, timeout_s=300)
-            assert time.monotonic() - start < 30, "noticed only at the reply timeout"
+        yield ns, lambda: SSHSession(host, agent_path=report.agent_path, python=report.python,
+                                     cache_dir=str(tmp_path / "hwl" / "cache"))
     finally:
         ns.restore()
         srv.stop()
         ns.delete()
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
+def test_link_cut_mid_session_then_restored(tmp_path, models):
+    with _host_behind_a_link(tmp_path, "hwlt-ssh", "198.18.42") as (link, new_session):
+        session = new_session().open()
+        link.cut()
+        with pytest.raises(ConnectionLost):
+            session.request(Ping(sent_ns=3), timeout_s=3)
+        session.close()
+        with pytest.raises(ConnectionLost):
+            new_session().open()
+        link.restore()
+        with new_session() as back:
+            assert _timed(back.request(_measure(models[0])))
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")
+def test_a_link_cut_during_a_long_measurement_is_noticed_within_the_link_timeout(tmp_path, models):
+    """No reply is due for minutes while a model is timed; keepalives find the dead link long before."""
+    with _host_behind_a_link(tmp_path, "hwlt-keep", "198.18.43", link_timeout_s=4) as (link, new_session):
+        long = dataclasses.replace(_measure(models[0]), policy={**TINY, "window_min_s": 60.0, "repeats": 2})
+        with new_session() as session:
+            threading.Timer(3.0, link.cut).start()  # into the first timed window
+            start = time.monotonic()
+            with pytest.raises(ConnectionLost):
+                session.request(long, timeout_s=300)
+            assert time.monotonic() - start < 30, "noticed only at the reply timeout"
 
 
 def test_a_cached_model_gone_bad_on_the_device_is_pushed_again(deployed, models):
