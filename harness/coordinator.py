@@ -562,6 +562,8 @@ class Coordinator:
         last_id = self.store.db.execute("SELECT max(id) FROM results").fetchone()[0] or 0
         after_jobs = dev.done + dev.failed
         if label is None:
+            log.warning("device %s: drift canary failed: %s: %s", dev.profile.name, record.get("outcome"),
+                        record.get("error_message") or "no message")  # the canaries table keeps no message
             dev.failures_in_row += 1
             dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
