@@ -207,17 +207,43 @@ def select_devices(table: pd.DataFrame, devices) -> pd.DataFrame:
 
 
 def by_device(table: pd.DataFrame, devices=None) -> dict[str, pd.Series]:
-    """device -> ``Series`` of latency_ms indexed by arch (the shape methods take)."""
+    """device -> ``Series`` of latency_ms indexed by arch (the shape methods take), in canonical arch
+    order (:func:`canonical_order`): seeded picks go by position, so the same data in another row
+    order (a shuffled file, a store) must give the same Series."""
     devices = devices_of(table) if devices is None else check_devices(table, devices)
     if len(table) == 0:
         raise LatencyTableError("the latency table is empty")
     out = {}
     for device, rows in table[table["device"].isin(devices)].groupby("device", sort=False, observed=True):
+        rows = rows.iloc[canonical_order(rows["arch"])]
         out[str(device)] = pd.Series(rows["latency_ms"].to_numpy(np.float64), index=pd.Index(rows["arch"].tolist()),
                                      name=str(device))
     return {d: out[d] for d in devices}
 
 
-__all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "check_devices", "devices_of",
-           "from_frame", "help_devices", "help_table", "load_table", "read_table", "resolve_keys",
+def canonical_order(archs) -> np.ndarray:
+    """Positions that put ``archs`` in the canonical order: NB201 by index; FBNet by HELP's arch id
+    (the shipped table's row order, so results on it stay as they were), keys HELP lacks after those, sorted."""
+    keys = pd.Index(archs)
+    if pd.api.types.infer_dtype(keys, skipna=False) == "integer":  # NB201 indices, even in an object column
+        return np.argsort(keys.to_numpy(np.int64), kind="stable")
+    ids = _help_fbnet_ids()
+    keys = keys.astype(str)
+    rank = ids.reindex(keys).to_numpy(np.float64, copy=True)
+    other = np.isnan(rank)
+    if other.any():  # after HELP's ids, in sorted key order
+        rank[other] = len(ids) + np.unique(keys[other].to_numpy(), return_inverse=True)[1]
+    return np.argsort(rank, kind="stable")
+
+
+@functools.lru_cache(maxsize=1)
+def _help_fbnet_ids() -> pd.Series:
+    """HELP's arch id (row of HELP's FBNet tables) by FBNet key, from the shipped table."""
+    with resources.as_file(resources.files("predictors").joinpath("data/fbnet_latency.parquet")) as file:
+        ids = pd.read_parquet(file, columns=["arch_id", "arch_ops"]).drop_duplicates("arch_id")
+    return pd.Series(ids["arch_id"].to_numpy(np.int64), index=ids["arch_ops"].astype(str).to_numpy())
+
+
+__all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "canonical_order", "check_devices",
+           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "read_table", "resolve_keys",
            "select_devices", "store_table"]

@@ -341,7 +341,7 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     if latency_table is not None or store is not None:
         pool_table = pd.concat([pool_table[pool_table["device"] != device], target_table], ignore_index=True)
     if train_devices is None:
-        train_devices = [d for d in data.devices_of(pool_table) if d != device]
+        train_devices = sorted(d for d in data.devices_of(pool_table) if d != device)  # not the file's row order
     elif device in train_devices:
         raise SearchError(f"the target device {device!r} cannot also be a train device")
     train = data.by_device(pool_table, train_devices)

@@ -102,14 +102,15 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
                 test_devices=None, name: str = "custom") -> Task:
     """A user-defined task: ``train_devices`` of ``train_table`` (default: HELP's) -> ``test_table``.
 
-    Every device of ``test_table`` is a test device unless ``test_devices`` picks some.
+    Every device of ``test_table`` is a test device (sorted by name: the trial's draws are numbered
+    by device, so the table's row order must not matter) unless ``test_devices`` picks some.
     """
     if test_table is None or len(test_table) == 0:
         raise LatencyTableError("the test table is empty")
     train_table = data.help_table(space) if train_table is None else train_table
     train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
     test_devices = tuple(data.check_devices(test_table, test_devices if test_devices is not None
-                                            else data.devices_of(test_table), what="test device"))
+                                            else sorted(data.devices_of(test_table)), what="test device"))
     return Task(name, space, train_devices, test_devices, "user-defined", train_table, test_table)
 
 
