@@ -7,12 +7,15 @@ any test table (for example your own devices' measurements).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from predictors import data
 from predictors.data import LatencyTableError
+
+log = logging.getLogger(__name__)
 
 _GPU_CARDS = ("1080ti", "2080ti", "titan_rtx", "titanx", "titanxp")
 
@@ -41,6 +44,12 @@ class Task:
     # None: both sides come from the shipped HELP table of the space.
     train_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     test_table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        both = [d for d in self.test_devices if d in set(self.train_devices)]
+        if both:  # the method pretrains on the device's own table: its score would be a leak
+            raise LatencyTableError(f"{', '.join(map(repr, both))} cannot be both a train and a test device; "
+                                    "drop it from --test-devices or from --train-devices")
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(train table, test table), each holding only the task's devices (checked)."""
@@ -102,16 +111,31 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
                 test_devices=None, name: str = "custom") -> Task:
     """A user-defined task: ``train_devices`` of ``train_table`` (default: HELP's) -> ``test_table``.
 
-    Every device of ``test_table`` is a test device (sorted by name: the trial's draws are numbered
-    by device, so the table's row order must not matter) unless ``test_devices`` picks some.
+    Every device of ``test_table`` but the train devices is a test device (sorted by name: the
+    trial's draws are numbered by device, so the table's row order must not matter), unless
+    ``test_devices`` picks some; picking a train device is refused.
     """
     if test_table is None or len(test_table) == 0:
         raise LatencyTableError("the test table is empty")
     train_table = data.help_table(space) if train_table is None else train_table
     train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
-    test_devices = tuple(data.check_devices(test_table, test_devices if test_devices is not None
-                                            else sorted(data.devices_of(test_table)), what="test device"))
+    if test_devices is None:
+        test_devices = _other_devices(test_table, train_devices)
+    test_devices = tuple(data.check_devices(test_table, test_devices, what="test device"))
     return Task(name, space, train_devices, test_devices, "user-defined", train_table, test_table)
+
+
+def _other_devices(test_table: pd.DataFrame, train_devices) -> list[str]:
+    """The test table's devices that are not train devices; a train device found there is left out
+    (said on stderr): a store or table often holds the train devices too, and scoring one is a leak."""
+    devices = sorted(data.devices_of(test_table))
+    left_out = [d for d in devices if d in train_devices]
+    if left_out and len(left_out) == len(devices):
+        raise LatencyTableError(f"the test table holds only train devices ({', '.join(left_out)}): give a table "
+                                "of other devices, or other --train-devices")
+    if left_out:
+        log.warning("not scoring %s: a train device cannot also be a test device", ", ".join(left_out))
+    return [d for d in devices if d not in train_devices]
 
 
 __all__ = ["TASKS", "Task", "custom_task", "get_task"]

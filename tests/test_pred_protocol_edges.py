@@ -1,6 +1,8 @@
 """Strict protocol edge cases: row order, train devices among the test devices, undefined rho."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,35 @@ def test_a_store_gives_the_same_pretraining_sample_as_the_file(tmp_path):
     picked_file = protocol.pretrain_sample(from_file, 30, seed=0)
     picked_store = protocol.pretrain_sample(from_store, 30, seed=0)
     assert all(picked_file[d].equals(picked_store[d]) for d in from_file)
+
+
+def test_train_devices_in_the_test_table_are_not_scored(caplog):
+    table = nb201_table()  # 1080ti_1, gold_6240, pixel2, raspi4
+    task = tasks.custom_task("nb201", ["1080ti_1", "pixel2"], table, train_table=table)
+    assert task.test_devices == ("gold_6240", "raspi4")
+    assert "not scoring 1080ti_1, pixel2: a train device cannot also be a test device" in caplog.text
+    with pytest.raises(data.LatencyTableError, match=r"holds only train devices \(1080ti_1, pixel2\)"):
+        tasks.custom_task("nb201", ["1080ti_1", "pixel2"], data.select_devices(table, ["pixel2", "1080ti_1"]))
+    with pytest.raises(data.LatencyTableError, match="'pixel2' cannot be both a train and a test device"):
+        tasks.custom_task("nb201", ["1080ti_1", "pixel2"], table, test_devices=["raspi4", "pixel2"])
+
+
+def test_evaluate_from_a_store_holding_the_train_devices_scores_only_the_others(tmp_path, capsys):
+    from harness.cli import main
+    from harness.importers import import_file
+    from harness.store import Store
+
+    path = tmp_path / "help4.parquet"
+    nb201_table(n_archs=60).to_parquet(path)
+    store = Store(tmp_path / "imp.db")
+    import_file(store, path, space="nb201")
+    store.close()
+    argv = ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel2", "--store", str(tmp_path / "imp.db"),
+            "--method", "copy", "--samples", "5", "--trials", "1"]
+    assert main(argv + ["--json", str(tmp_path / "r.json")]) == 0
+    (result,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert list(result["per_device"]) == ["gold_6240", "raspi4"] and result["settings"]["test_devices"] == [
+        "gold_6240", "raspi4"]
+    assert main(argv + ["--test-devices", "raspi4,pixel2"]) == 2
+    err = capsys.readouterr().err
+    assert "'pixel2' cannot be both a train and a test device" in err and "Traceback" not in err

@@ -44,10 +44,11 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     _check_outputs(args)  # before the evaluation, which may take hours, not after it
-    results = evaluate(task=args.task, method=args.method, params=parse_params(args.set),
+    task = build_task(task=args.task, space=args.space, train_devices=_split(args.train_devices),
+                      test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
+    results = evaluate(task=task, method=args.method, params=parse_params(args.set),
                        samples=parse_samples(args.samples), trials=args.trials, first_seed=args.first_seed,
-                       n_pretrain=args.n_pretrain, space=args.space, train_devices=_split(args.train_devices),
-                       test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
+                       n_pretrain=args.n_pretrain)
     print_results(results)
     if args.json:
         write_json(args.json, results)
@@ -57,7 +58,7 @@ def run(args) -> int:
 
         print(f"wrote {plot_rho_vs_k(results, args.plot)}")
     if args.heatmap:
-        print(f"wrote {heatmap(args, args.heatmap)}")
+        print(f"wrote {heatmap(task, args.heatmap)}")
     return 0
 
 
@@ -75,14 +76,12 @@ def _check_outputs(args) -> None:
                                 "give one of those suffixes")
 
 
-def heatmap(args, path):
+def heatmap(task, path):
     """Device correlation heatmap of the train and test devices of the evaluated task."""
     import pandas as pd
 
     from predictors.plots import plot_device_heatmap
 
-    task = build_task(task=args.task, space=args.space, train_devices=_split(args.train_devices),
-                      test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
     train, test = task.tables()
     return plot_device_heatmap(pd.concat([train, test], ignore_index=True).drop_duplicates(["arch", "device"]), path)
 
@@ -104,6 +103,9 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
 
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
+    """``task``: a task name or an already built ``tasks.Task`` (returned as it is)."""
+    if isinstance(task, tasks.Task):
+        return task
     custom = any(v is not None for v in (space, train_devices, test_devices, test_table, store))
     if task and custom:
         raise UserError("give --task, or --space/--train-devices/--test-devices with --test-table/--store for a "
