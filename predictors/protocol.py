@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_N_PRETRAIN = {"nb201": 900, "fbnet": 4000}
 DEFAULT_SAMPLES = (5, 10, 20)
 DEFAULT_TRIALS = 5
+MIN_SCORED = 5  # archs left to score on a test device after its k measurements
 
 
 class EvaluationError(UserError):
@@ -69,13 +70,36 @@ def held_out_pretraining(full: dict[str, pd.Series], held: str, space: str, *, f
 
 
 def spearman(pred, truth) -> float:
-    """Spearman rho; 0.0 for a constant prediction (no ranking information)."""
+    """Spearman rho; 0.0 for a constant prediction (no ranking information), NaN (without scipy's
+    warning) for a constant truth, which has no ranking to score."""
     pred = np.asarray(pred, dtype=np.float64)
     if not np.all(np.isfinite(pred)):
         raise EvaluationError("the method predicted non-finite values")
+    if len(truth) < 2 or np.ptp(np.asarray(truth, dtype=np.float64)) == 0:
+        return float("nan")
     if np.ptp(pred) == 0:
         return 0.0
     return float(spearmanr(pred, truth).statistic)
+
+
+def check_scorable(device: str, truth: pd.Series, k: int) -> None:
+    """Refuse a test device on which rho after k measurements can be undefined or next to meaningless.
+
+    Rho is scored over the archs left after k; it needs at least ``MIN_SCORED`` of them (over 2 it
+    is only +-1), and they must not all share one latency, whichever k are measured.
+    """
+    n = len(truth)
+    if n - k < MIN_SCORED:
+        left = "nothing" if n <= k else f"only {n - k} architecture{'s' if n - k > 1 else ''}"
+        raise EvaluationError(f"k={k} leaves {left} to score on test device {device!r}: its table has only {n} "
+                              f"architectures and rho needs {MIN_SCORED} left (k at most {max(n - MIN_SCORED, 0)})")
+    counts = truth.value_counts()
+    if len(counts) == 1:
+        raise EvaluationError(f"test device {device!r} has one latency for every architecture "
+                              f"({counts.index[0]:g} ms): there is no ranking to score")
+    if counts.iloc[0] >= n - k:
+        raise EvaluationError(f"{counts.iloc[0]} of the {n} latencies of test device {device!r} are "
+                              f"{counts.index[0]:g} ms: k={k} measurements can leave only that value to score")
 
 
 def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DEFAULT_SAMPLES,
@@ -99,7 +123,8 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
     Raises
     ------
     EvaluationError
-        k < 1, trials < 1, or k leaves no architecture to score on a test device.
+        k < 1, trials < 1, or a test device that rho cannot score after k measurements (fewer than
+        ``MIN_SCORED`` archs left, or one latency for all of them: ``check_scorable``).
     """
     samples = sorted({int(k) for k in samples})
     if not samples or samples[0] < 1:
@@ -113,10 +138,7 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
     full = data.by_device(train_table, task.train_devices)
     targets = data.by_device(test_table, task.test_devices)
     for device, truth in targets.items():
-        if samples[-1] >= len(truth):
-            raise EvaluationError(
-                f"k={samples[-1]} leaves nothing to score on test device {device!r}: its table has only "
-                f"{len(truth)} architectures (k must be below that)")
+        check_scorable(device, truth, samples[-1])
     seeds = list(range(first_seed, first_seed + trials))
     scores = {k: np.zeros((trials, len(targets))) for k in samples}
     seconds = {k: 0.0 for k in samples}
@@ -194,5 +216,5 @@ def method_factory(method: FewShotMethod) -> Callable[[], FewShotMethod]:
     return lambda: copy.deepcopy(method)
 
 
-__all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "evaluate",
-           "method_factory", "pretrain_sample", "score_device", "spearman"]
+__all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "MIN_SCORED",
+           "check_scorable", "evaluate", "method_factory", "pretrain_sample", "score_device", "spearman"]

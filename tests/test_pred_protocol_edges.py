@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from predictors import data, protocol, registry, tasks
+from predictors.protocol import EvaluationError
 
 
 def nb201_table(n_archs=150, devices=("1080ti_1", "gold_6240", "pixel2", "raspi4")):
@@ -88,3 +91,66 @@ def test_evaluate_from_a_store_holding_the_train_devices_scores_only_the_others(
     assert main(argv + ["--test-devices", "raspi4,pixel2"]) == 2
     err = capsys.readouterr().err
     assert "'pixel2' cannot be both a train and a test device" in err and "Traceback" not in err
+
+
+def one_device(latencies, name="flat"):
+    return pd.Series(np.asarray(latencies, dtype=np.float64), index=range(len(latencies)), name=name)
+
+
+def test_a_test_device_rho_cannot_score_is_refused_before_any_work():
+    with pytest.raises(EvaluationError, match=r"'flat' has one latency for every architecture \(5 ms\)"):
+        protocol.check_scorable("flat", one_device([5.0] * 50), 5)
+    with pytest.raises(EvaluationError, match="k=7 leaves only 1 architecture to score on test device 'tiny': its "
+                                              "table has only 8 architectures and rho needs 5 left .k at most 3."):
+        protocol.check_scorable("tiny", one_device(np.arange(1.0, 9.0)), 7)
+    protocol.check_scorable("tiny", one_device(np.arange(1.0, 9.0)), 3)
+    # whole-ms timings: 10 of 14 rows at 2 ms, so 4 measurements could leave nothing else
+    with pytest.raises(EvaluationError, match="10 of the 14 latencies of test device 'ms' are 2 ms: k=4"):
+        protocol.check_scorable("ms", one_device([2.0] * 10 + [3.0, 4.0, 5.0, 6.0]), 4)
+    protocol.check_scorable("ms", one_device([2.0] * 10 + [3.0, 4.0, 5.0, 6.0]), 3)
+
+
+def test_spearman_of_a_constant_truth_is_nan_without_scipy_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(protocol.spearman([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]))
+        assert protocol.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == 0.0
+
+
+def test_evaluate_refuses_a_constant_device_in_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    table = nb201_table(n_archs=60, devices=("raspi4",)).rename(columns={"arch": "arch_index"})
+    flat = table.assign(device="flat", latency_ms=5.0)
+    path = tmp_path / "flat.csv"
+    pd.concat([table, flat]).to_csv(path, index=False)
+    for method in ("copy", "flops", "phys_bayes"):  # were NaN, NaN and 0.000
+        assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--test-table", str(path),
+                     "--method", method, "--samples", "5", "--trials", "1", "--json", str(tmp_path / "r.json")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'flat' has one latency for every architecture" in err
+        assert not (tmp_path / "r.json").exists()
+
+
+def strict_loads(text):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_writers_write_null_for_nan(tmp_path):
+    from harness.cli import evaluate as evaluate_cli
+    from harness.cli import search as search_cli
+    from harness.cli.common import strict_json
+    from predictors.search import SearchResult
+
+    assert strict_loads(strict_json({"a": [float("nan"), np.float64("inf"), 1.5], "b": (None, 2)})) == {
+        "a": [None, None, 1.5], "b": [None, 2]}
+    path = evaluate_cli.write_json(tmp_path / "e.json", [{"mean": float("nan"), "per_device": {"x": float("nan")}}])
+    assert strict_loads(path.read_text()) == {"results": [{"mean": None, "per_device": {"x": None}}]}
+    no_answer = SearchResult(None, float("nan"), float("nan"), False, 20)
+    result = {"summary": {"predictor": {"mean_accuracy": float("nan")}}, "runs": {"predictor": [no_answer]}}
+    assert strict_loads(strict_json(search_cli.to_json(result))) == {
+        "summary": {"predictor": {"mean_accuracy": None}},
+        "runs": {"predictor": [{"arch": None, "accuracy": None, "latency_ms": None, "feasible": False,
+                                "evaluations": 20}]}}

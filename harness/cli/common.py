@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 
 
 def non_negative_int(text: str) -> int:
@@ -52,3 +54,18 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
     parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
                         "works while a campaign is still writing to it")
 
+
+
+def strict_json(obj, **kwargs) -> str:
+    """``json.dumps`` with NaN and infinities as null: Python writes them bare, which JSON readers refuse."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

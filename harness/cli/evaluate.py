@@ -7,14 +7,13 @@ the table's devices. Without ``--method`` the recommended method runs.
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.common import add_table_flags, non_negative_int, positive_int
+from harness.cli.common import add_table_flags, non_negative_int, positive_int, strict_json
 from harness.errors import UserError
 from harness.paths import check_writable
 from predictors import data, registry, tasks
@@ -149,7 +148,7 @@ def parse_params(items) -> dict:
 def write_json(path, results: list[dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": results}, indent=2) + "\n")
+    path.write_text(strict_json({"results": results}, indent=2) + "\n")
     return path
 
 

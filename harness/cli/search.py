@@ -1,10 +1,9 @@
 """`hwl search`: predictor-guided search for the most accurate architecture under a latency limit."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, non_negative_int
+from harness.cli.common import add_table_flags, non_negative_int, strict_json
 from harness.errors import UserError
 from harness.paths import check_writable
 
@@ -74,7 +73,7 @@ def run(args) -> int:
         print(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"
               f"  {evals:>14}")
     if args.json:
-        Path(args.json).write_text(json.dumps(to_json(result), indent=2))
+        Path(args.json).write_text(strict_json(to_json(result), indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
