@@ -201,6 +201,16 @@ def _check_budget(budget: int, n_latency: int) -> None:
                           "latency measurements: raise --budget")
 
 
+def check_candidates(problem: Problem, n_latency: int) -> None:
+    """Refuse latency samples that measure every candidate: the candidates are only the archs the
+    device's table has a latency for (an evaluation is a look-up), and a small table may have few."""
+    n = len(problem.candidates)
+    if n_latency >= n:
+        raise SearchError(f"{n} candidate architectures (the archs with both a latency in the device's table and an "
+                          f"accuracy) are too few for {n_latency} latency measurements and a search: give a larger "
+                          f"latency table or --latency-samples below {n}")
+
+
 def _finish(view: LatencyView, trajectory: list) -> SearchResult:
     oracle, p = view.oracle, view.oracle.problem
     arch = _best(oracle, view.eligible)
@@ -212,6 +222,7 @@ def _finish(view: LatencyView, trajectory: list) -> SearchResult:
 
 def _start(problem: Problem, latency_method, budget: int, n_latency: int, seed: int, device, slack: float):
     _check_budget(budget, n_latency)
+    check_candidates(problem, n_latency)
     if slack < 0:
         raise SearchError(f"the latency slack must be >= 0, got {slack}")
     rng = np.random.default_rng([seed, 0x5EA])
@@ -318,13 +329,16 @@ def summarise_runs(problem: Problem, results: list[SearchResult]) -> dict:
 
 def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = "cifar10", space: str = "nb201",
           latency_table=None, store=None, train_devices=None, method: str | None = None, n_pretrain: int = 900,
-          encoding: str = "vec", zcp_table=None, zcp_store=None, seed: int = 0):
+          encoding: str = "vec", zcp_table=None, zcp_store=None, seed: int = 0, budget: int | None = None,
+          n_latency: int = DEFAULT_LATENCY_SAMPLES):
     """Everything a search needs: ``(problem, pretrained latency method, proxies or None)``.
 
     The target device's latencies come from ``latency_table`` (a file), ``store`` or the shipped
-    HELP table; the latency method (registry name, default the recommended one) is pretrained on
+    HELP table; the candidates are the archs that table has a latency for (and that have an
+    accuracy). The latency method (registry name, default the recommended one) is pretrained on
     ``train_devices`` (default: every other device of the HELP table and of the given table),
-    ``n_pretrain`` archs each. Only NB201 has an accuracy table.
+    ``n_pretrain`` archs each. Only NB201 has an accuracy table. ``budget`` and ``n_latency`` are
+    checked against the candidates before the pretraining.
     """
     from predictors import data, registry
     from predictors.accuracy import read_accuracy_table
@@ -335,8 +349,19 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     accuracy = read_accuracy_table(accuracy_table)
     if dataset not in accuracy.columns:
         raise SearchError(f"unknown dataset {dataset!r}; the accuracy table has {', '.join(accuracy.columns)}")
+    if budget is not None:
+        _check_budget(budget, n_latency)
     target_table = data.load_table(space, path=latency_table, store=store)
     target = data.by_device(target_table, [device])[device]
+    proxies = None
+    if encoding != "vec":
+        from predictors.zcp import proxy_frame
+
+        proxies = proxy_frame(space, store=zcp_store, path=zcp_table)
+    candidates = None if proxies is None else proxies.index
+    problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
+    check_candidates(problem, n_latency)
+    problem.optimum()  # no candidate under the limit: said before the pretraining, not after
     pool_table = data.help_table(space)
     if latency_table is not None or store is not None:
         pool_table = pd.concat([pool_table[pool_table["device"] != device], target_table], ignore_index=True)
@@ -347,13 +372,6 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     train = data.by_device(pool_table, train_devices)
     latency_method = registry.get_method(method, random_state=seed).pretrain(space, pretrain_sample(train, n_pretrain,
                                                                                                     seed))
-    proxies = None
-    if encoding != "vec":
-        from predictors.zcp import proxy_frame
-
-        proxies = proxy_frame(space, store=zcp_store, path=zcp_table)
-    candidates = None if proxies is None else proxies.index
-    problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
     return problem, latency_method, proxies
 
 
@@ -361,5 +379,6 @@ def _plain(arch):
     return int(arch) if isinstance(arch, (np.integer, int)) else arch
 
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "DEFAULT_SLACK", "LatencyView", "NEAR_OPTIMUM_PCT", "Oracle", "Problem", "SearchError",
-           "SearchResult", "adapt_latency", "compare", "predictor_search", "random_search", "setup", "summarise_runs"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "DEFAULT_SLACK", "LatencyView", "NEAR_OPTIMUM_PCT", "Oracle",
+           "Problem", "SearchError", "SearchResult", "adapt_latency", "check_candidates", "compare", "predictor_search",
+           "random_search", "setup", "summarise_runs"]

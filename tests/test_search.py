@@ -1,4 +1,5 @@
 """Predictor-guided search: a constructed problem with a known optimum, budget accounting, errors."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,40 @@ def test_a_limit_nothing_meets_ends_without_an_answer(problem, latency_method):
     impossible = Problem(problem.accuracy, problem.latency_ms, 1e-3)
     result = predictor_search(impossible, latency_method, budget=40, seed=0)
     assert result.arch is None and not result.feasible and result.evaluations == 20
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+@pytest.mark.parametrize("rows", [10, 20])
+def test_a_device_table_with_too_few_archs_is_one_line_before_the_work(tmp_path, capsys, monkeypatch, rows):
+    """The candidates are the archs the device's table holds (evaluations are look-ups); 10 of them
+    with the default 20 latency measurements was a traceback, 20 a search that measured every one."""
+    from predictors import protocol
+
+    table = data.help_table("nb201")
+    mine = table[table["device"] == DEVICE].iloc[:rows]
+    path = tmp_path / "my_pi.csv"
+    pd.DataFrame({"arch_index": mine["arch"], "device": "my_pi", "latency_ms": mine["latency_ms"]}).to_csv(path)
+    monkeypatch.setattr(protocol, "pretrain_sample", lambda *a: pytest.fail("pretrained before the check"))
+    assert main(["search", "--device", "my_pi", "--latency-table", str(path), "--max-latency-ms", "20",
+                 "--budget", "30", "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--seeds", "1",
+                 "--train-devices", ",".join(TRAIN)]) == 2
+    err = capsys.readouterr().err
+    assert f"{rows} candidate architectures" in err and "--latency-samples below" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    problem = Problem(mine.set_index("arch")["latency_ms"], mine.set_index("arch")["latency_ms"], 20.0)
+    with pytest.raises(SearchError, match="too few for 20 latency measurements"):
+        random_search(problem, None, budget=30)
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_a_small_device_table_says_the_search_covers_only_its_archs(tmp_path, capsys):
+    table = data.help_table("nb201")
+    mine = table[table["device"] == DEVICE].iloc[:60]
+    path = tmp_path / "my_pi.csv"
+    pd.DataFrame({"arch_index": mine["arch"], "device": "my_pi", "latency_ms": mine["latency_ms"]}).to_csv(path)
+    assert main(["search", "--device", "my_pi", "--latency-table", str(path), "--max-latency-ms", "20",
+                 "--budget", "30", "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--seeds", "1",
+                 "--train-devices", ",".join(TRAIN), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "60 candidates" in out and "archs with both a latency in my_pi's table and an accuracy, not all 15625" in out
+    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=pytest.fail)["candidates"] == 60

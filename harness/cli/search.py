@@ -15,7 +15,9 @@ def add_parser(subparsers) -> None:
                     "predict every candidate, evaluate the top 10, repeat. Latency comes from a predictor "
                     "adapted to the device with --latency-samples of its measurements; accuracy from "
                     "--accuracy-table (../shared/data/nb201_accuracy.csv works). Both count against --budget. "
-                    "Compared with random search and the true optimum under the limit over --seeds runs.")
+                    "Compared with random search and the true optimum under the limit over --seeds runs. "
+                    "Evaluations are look-ups in the tables, so the candidates are the archs the device's "
+                    "latency table holds.")
     p.add_argument("--space", choices=["nb201"], default="nb201")
     p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or ImageNet16-120")
     p.add_argument("--device", required=True, help="target device (a device of the latency table)")
@@ -40,6 +42,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from predictors.search import compare, setup
+    from spaces import nb201
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
@@ -51,17 +54,20 @@ def run(args) -> int:
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
         train_devices=args.train_devices.split(",") if args.train_devices else None, method=args.method,
-        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=args.seed)
+        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=args.seed,
+        budget=args.budget, n_latency=args.latency_samples)
     result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),
                      encoding=args.encoding, proxies=proxies, n_latency=args.latency_samples, device=args.device)
     first = result["runs"]["predictor"][0]
     print(f"{args.space} {args.dataset} on {args.device}, latency <= {args.max_latency_ms:g} ms, budget {args.budget} "
           f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
           f"({result['feasible_candidates']} truly feasible)")
+    if result["candidates"] < nb201.N_ARCHS:  # evaluations are look-ups: only archs with a latency can be searched
+        print(f"  the candidates are the archs with both a latency in {args.device}'s table and an accuracy, "
+              f"not all {nb201.N_ARCHS} of the space")
     if first.arch is None:
         print(f"seed {args.seed}: no evaluated architecture met the limit within the budget")
     else:
-        from spaces import nb201
         print(f"seed {args.seed}: best {first.arch} {nb201.to_string(int(first.arch))}")
         print(f"  true accuracy {first.accuracy:.2f} %, true latency {first.latency_ms:.3f} ms "
               f"({'meets' if first.feasible else 'VIOLATES'} the limit), {first.evaluations} evaluations used")
