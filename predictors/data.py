@@ -132,7 +132,7 @@ def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:
             mapping[key] = resolve(key.item() if isinstance(key, np.generic) else key)
         except ArchError as exc:
             other = "fbnet" if mod is nb201 else "nb201"
-            hint = f" (it looks like a {other} key: pass --space {other})" if _belongs_to(key, other) else ""
+            hint = f" (it looks like a {other} architecture)" if _belongs_to(key, other) else ""
             raise ArchError(f"{where}: {key!r} is not a {mod.NAME} architecture{hint}: {exc}") from None
     return [mapping[k] for k in keys.astype(object)]
 
