@@ -94,11 +94,11 @@ def test_missing_file_and_unknown_format(tmp_path):
 def test_key_from_the_wrong_space_says_so(tmp_path):
     path = tmp_path / "fb.csv"
     pd.DataFrame({"arch": [fbnet.sample(1, 0)[0]], "device": ["d"], "latency_ms": [1.0]}).to_csv(path, index=False)
-    with pytest.raises(ArchError, match="not a nb201 architecture.*looks like a fbnet key"):
+    with pytest.raises(ArchError, match="not a nb201 architecture.*looks like a fbnet architecture"):
         data.read_table(path, "nb201")
     path = tmp_path / "nb.csv"
     pd.DataFrame({"arch_str": [INDEX0], "device": ["d"], "latency_ms": [1.0]}).to_csv(path, index=False)
-    with pytest.raises(ArchError, match="not a fbnet architecture.*looks like a nb201 key"):
+    with pytest.raises(ArchError, match="not a fbnet architecture.*looks like a nb201 architecture"):
         data.read_table(path, "fbnet")
 
 
