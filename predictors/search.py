@@ -327,6 +327,12 @@ def summarise_runs(problem: Problem, results: list[SearchResult]) -> dict:
             "evals_to_near_optimum": near}
 
 
+def merged_tables(shipped: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
+    """The shipped table's devices with the given table's: the given one wins for every device it
+    holds (a lab's own raspi4 measurements), so no device gets two latencies for one arch."""
+    return pd.concat([shipped[~shipped["device"].isin(set(given["device"]))], given], ignore_index=True)
+
+
 def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = "cifar10", space: str = "nb201",
           latency_table=None, store=None, train_devices=None, method: str | None = None, n_pretrain: int = 900,
           encoding: str = "vec", zcp_table=None, zcp_store=None, seed: int = 0, budget: int | None = None,
@@ -364,7 +370,7 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     problem.optimum()  # no candidate under the limit: said before the pretraining, not after
     pool_table = data.help_table(space)
     if latency_table is not None or store is not None:
-        pool_table = pd.concat([pool_table[pool_table["device"] != device], target_table], ignore_index=True)
+        pool_table = merged_tables(pool_table, target_table)
     if train_devices is None:
         train_devices = sorted(d for d in data.devices_of(pool_table) if d != device)  # not the file's row order
     elif device in train_devices:
@@ -380,5 +386,5 @@ def _plain(arch):
 
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "DEFAULT_SLACK", "LatencyView", "NEAR_OPTIMUM_PCT", "Oracle",
-           "Problem", "SearchError", "SearchResult", "adapt_latency", "check_candidates", "compare", "predictor_search",
-           "random_search", "setup", "summarise_runs"]
+           "Problem", "SearchError", "SearchResult", "adapt_latency", "check_candidates", "compare", "merged_tables",
+           "predictor_search", "random_search", "setup", "summarise_runs"]

@@ -9,7 +9,8 @@ import pytest
 from harness.cli import main
 from predictors import data, registry
 from predictors.protocol import pretrain_sample
-from predictors.search import Oracle, Problem, SearchError, compare, predictor_search, random_search
+from predictors.search import (Oracle, Problem, SearchError, compare, merged_tables, predictor_search,
+                               random_search)
 from spaces import nb201
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -146,3 +147,13 @@ def test_a_small_device_table_says_the_search_covers_only_its_archs(tmp_path, ca
     out = capsys.readouterr().out
     assert "60 candidates" in out and "archs with both a latency in my_pi's table and an accuracy, not all 15625" in out
     assert json.loads((tmp_path / "s.json").read_text(), parse_constant=pytest.fail)["candidates"] == 60
+
+
+def test_a_given_table_replaces_the_shipped_rows_of_every_device_it_holds():
+    shipped = data.help_table("nb201")
+    mine = shipped[(shipped["device"] == "raspi4") & (shipped["arch"] < 50)].assign(latency_ms=1.0)
+    mine = pd.concat([mine, mine.assign(device="my_pi")], ignore_index=True)
+    pool = merged_tables(shipped, mine)
+    assert not pool.duplicated(["device", "arch"]).any()
+    assert (pool.loc[pool["device"] == "raspi4", "latency_ms"] == 1.0).all()
+    assert len(pool[pool["device"] == "pixel3"]) == len(shipped[shipped["device"] == "pixel3"])
