@@ -23,7 +23,7 @@ from harness.errors import CampaignError
 
 
 def lock_path(store_path, campaign_id: int) -> Path:
-    store_path = Path(store_path)
+    store_path = Path(store_path).expanduser().resolve()  # one lock however the store is named (a symlink)
     return store_path.parent / f"{store_path.name}-locks" / f"campaign-{int(campaign_id)}.lock"
 
 

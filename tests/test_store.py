@@ -148,6 +148,11 @@ def test_campaign_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
             with pytest.raises(CampaignError, match=refused):
                 with campaign_lock(db, 7, "c-7"):
                     pass
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "lab.db").symlink_to(db)  # the same store by another name
+        with pytest.raises(CampaignError, match=refused):
+            with campaign_lock(tmp_path / "elsewhere" / "lab.db", 7, "c-7"):
+                pass
         with campaign_lock(db, 8):  # another campaign of the same store runs alongside
             pass
     with pytest.raises(RuntimeError):
@@ -155,7 +160,7 @@ def test_campaign_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
             raise RuntimeError("the coordinator fails")
     with campaign_lock(db, 7):  # free again after either exit
         pass
-    assert lock_path(db, 7).parent == tmp_path / "lab.db-locks"
+    assert lock_path(db, 7).parent == tmp_path.resolve() / "lab.db-locks"
 
 
 def test_status_counts_one_running_job_per_device_and_none_without_a_coordinator(tmp_path):
