@@ -11,9 +11,12 @@ Only the coordinator writes; readers (``hwl campaign status``, the predictors'
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import time
@@ -72,6 +75,25 @@ def require_store_file(path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _opening_lock(path: Path):
+    """Hold an exclusive lock on opening ``path`` for writing. It is a flock on the store file itself:
+    SQLite's own locks are fcntl locks, which flock does not touch, and no other file is made."""
+    if path.exists():
+        require_store_file(path)  # a folder: said as such
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path} for writing ({exc.strerror}); give a path in a folder "
+                         "you can write to") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # frees the lock
+
+
 class Store:
     """An hwl store file.
 
@@ -95,13 +117,15 @@ class Store:
         self.readonly = readonly
         if readonly:
             require_store_file(self.path)  # a read-only store must exist
-        self._check_is_store()
-        if readonly:
+            self._check_is_store()
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
                                       check_same_thread=False)
-        else:
+            self._configure()
+            self._migrate()
+            return
+        with _opening_lock(self.path):  # two processes opening a new store must not both create it
+            self._check_is_store()
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self.db.execute("PRAGMA journal_mode=WAL")  # the first write: the file is opened here
             except (OSError, sqlite3.OperationalError) as exc:
@@ -110,9 +134,12 @@ class Store:
             # NORMAL in WAL mode: a commit survives a killed process (not a power cut), and costs
             # no fsync per job.
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self._configure()
+            self._migrate()
+
+    def _configure(self) -> None:
         self.db.execute("PRAGMA busy_timeout=10000")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
 
     # -- opening ---------------------------------------------------------------------------
     def _check_is_store(self) -> None:

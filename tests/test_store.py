@@ -242,3 +242,21 @@ def test_a_read_only_store_or_folder_is_a_clear_error_and_keeps_the_store(tmp_pa
     shutil.copy(db, folder / "lab.db")
     with _immutable(folder), pytest.raises(StoreError, match="its folder must be writable even to read it"):
         Store(folder / "lab.db", readonly=True)
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
+    """Each opener checks the schema version and creates the tables; without a lock around that, two
+    of them both created it (table campaigns already exists)."""
+    import subprocess
+    import sys
+    import time
+
+    opener = ("import sys, time; from harness.store import Store\n"
+              "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"  # all at one instant
+              "with Store(sys.argv[1]) as s: assert s.integrity_check() == 'ok'\n")
+    for i in range(3):
+        at = str(time.time() + 4)  # once all have imported hwl
+        procs = [subprocess.Popen([sys.executable, "-c", opener, str(tmp_path / f"s{i}.db"), at],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
