@@ -361,11 +361,6 @@ class Coordinator:
     def _export_done(self, ray, key, ref) -> None:
         try:
             art = ray.get(ref, timeout=30)
-            self.exports[key] = art
-            self.exports_lost.pop(key, None)
-            self.store.add_artifact(sha256=art["artifact_sha256"], space=key[0], arch=key[1],
-                                    config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
-                                    size_bytes=art["size_bytes"])
         except Exception as exc:
             if _is_disk_full(exc):  # not the architecture's fault nor the device's: stop, charge no attempt
                 raise StorageFull(f"the artifact folder {self.options.artifact_dir} is full (no space left on "
@@ -376,6 +371,11 @@ class Coordinator:
                 return
             self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
             return
+        self.exports[key] = art
+        self.exports_lost.pop(key, None)
+        self.store.add_artifact(sha256=art["artifact_sha256"], space=key[0], arch=key[1],  # a store error stops
+                                config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
+                                size_bytes=art["size_bytes"])
         if self.quota is not None:
             self.quota.used(Path(art["path"]).stem, art["size_bytes"])
             self._trim_artifacts()

@@ -75,6 +75,15 @@ def require_store_file(path) -> Path:
     return path
 
 
+# How long a write waits for another process's write transaction (a data import of millions of rows
+# holds it for tens of seconds) before it gives up with StoreBusy.
+BUSY_TIMEOUT_S = 120.0
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock for longer than ``BUSY_TIMEOUT_S``."""
+
+
 @contextlib.contextmanager
 def _opening_lock(path: Path):
     """Hold an exclusive lock on opening ``path`` for writing. It is a flock on the store file itself:
@@ -138,7 +147,7 @@ class Store:
             self._migrate()
 
     def _configure(self) -> None:
-        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         self.db.execute("PRAGMA foreign_keys=ON")
 
     # -- opening ---------------------------------------------------------------------------
@@ -476,6 +485,10 @@ def _is_sqlite_readonly(exc) -> bool:
         str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY") or "readonly database" in str(exc))
 
 
+def _is_sqlite_busy(exc) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_BUSY", 5) or "locked" in str(exc)
+
+
 def _is_sqlite_full(exc) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc))
@@ -487,7 +500,14 @@ class _Transaction:
         self.path = path
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_sqlite_busy(exc):
+                raise StoreBusy(f"store {self.path} is busy: another process has held its write lock for over "
+                                f"{BUSY_TIMEOUT_S:g} s (a large hwl data import?); nothing was changed: run the "
+                                "command again once it is done") from None
+            raise
         return self.db
 
     def __exit__(self, exc_type, exc, tb):

@@ -260,3 +260,21 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
                                   stderr=subprocess.PIPE, text=True) for _ in range(4)]
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, errors
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    import sqlite3
+
+    import harness.store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
+    with Store(tmp_path / "lab.db") as s:
+        other = sqlite3.connect(tmp_path / "lab.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # a long data import in another process
+        with pytest.raises(store_module.StoreBusy, match=r"lab.db is busy: another process has held its write "
+                                                         r"lock for over 0.3 s .*nothing was changed"):
+            s.add_fingerprint("f1", {"cpu": "x"})
+        other.execute("ROLLBACK")
+        s.add_fingerprint("f1", {"cpu": "x"})  # free again
+        assert s.db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] == 1
+        other.close()
