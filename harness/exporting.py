@@ -9,7 +9,6 @@ holding the accepted label (median of repeat medians) in milliseconds, like
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import CampaignError
+from harness.paths import written_whole
 from harness.store import Store, code_version
 from spaces import nb201
 from spaces.cost import dataset_of
@@ -86,38 +86,28 @@ def _parquet_schema(store: Store, columns) -> pa.Schema:
 def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_PAGE_ROWS) -> Path:
     """Write the campaign's results to ``path``, a page at a time; returns the path.
 
-    The file appears only when it is complete (written beside it, then renamed)."""
+    The file appears only when it is complete (``written_whole``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a new or regular file appears only when complete; a pipe or /dev/stdout is written to as is
-    partial = path.with_name(f".{path.name}.partial") if path.is_file() or not path.exists() else path
-    writer = sink = None
-    try:
-        for df in results_pages(store, campaign_id, rows=rows):
+    with written_whole(path) as target:
+        writer = sink = None
+        try:
+            for df in results_pages(store, campaign_id, rows=rows):
+                if writer is None:
+                    schema = _parquet_schema(store, df.columns).with_metadata(
+                        _export_metadata(df["campaign"].iloc[0]))
+                    # pyarrow's own files ask the OS for their position, which a pipe has not: Python's keeps count
+                    sink = open(target, "wb") if target == path else target
+                    writer = pq.ParquetWriter(sink, schema)
+                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
             if writer is None:
-                schema = _parquet_schema(store, df.columns).with_metadata(_export_metadata(df["campaign"].iloc[0]))
-                # pyarrow's own files ask the OS for their position, which a pipe has not; Python's file keeps count
-                sink = open(partial, "wb") if partial == path else partial
-                writer = pq.ParquetWriter(sink, schema)
-            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
-        if writer is None:
-            raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
-    except BaseException:
-        _close(writer, sink)
-        if partial != path:
-            partial.unlink(missing_ok=True)
-        raise
-    _close(writer, sink)
-    if partial != path:
-        os.replace(partial, path)
+                raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
+        finally:
+            if writer is not None:
+                writer.close()
+            if hasattr(sink, "close"):
+                sink.close()
     return path
-
-
-def _close(writer, sink) -> None:
-    if writer is not None:
-        writer.close()
-    if hasattr(sink, "close"):
-        sink.close()
 
 
 def _export_metadata(campaign: str) -> dict[bytes, bytes]:
@@ -151,7 +141,9 @@ def export_help(store: Store, campaign_id: int, path) -> Path:
     """Write the wide table as CSV (gzip when ``path`` ends in .gz); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wide_table(store, campaign_id).to_csv(path, index=False)
+    wide = wide_table(store, campaign_id)
+    with written_whole(path) as target:
+        wide.to_csv(target, index=False, compression="gzip" if path.suffix == ".gz" else None)
     return path
 
 

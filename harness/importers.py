@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.model_file import torch_load_error
+from harness.model_file import torch_error
 from harness.store import Store
 from spaces import ArchError, fbnet, nb201
 
@@ -190,7 +190,7 @@ def _load_pt(torch, path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated classes for a bad file
-        raise TableImportError(f"{path}: not a readable HELP .pt file ({torch_load_error(exc)})") from None
+        raise TableImportError(f"{path}: not a readable HELP .pt file ({torch_error(exc)})") from None
 
 
 def _find_mapping(path: Path, space: str) -> Path | None:

@@ -15,6 +15,7 @@ import types
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.paths import written_whole
 
 MODEL_FORMAT = "hwl-fewshot-method"
 MODEL_VERSION = 1
@@ -57,8 +58,13 @@ def save_model(path, model, *, method: str, space: str, train_devices, device: s
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "method": method, "space": space,
-                "train_devices": list(train_devices), "device": device, "model": model}, path)
+    saved = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "method": method, "space": space,
+             "train_devices": list(train_devices), "device": device, "model": model}
+    try:
+        with written_whole(path) as target:  # a killed run or a full disk leaves no half model file
+            torch.save(saved, target)
+    except RuntimeError as exc:  # torch's word for a failed write: "[enforce fail at inline_container.cc...]"
+        raise ModelFileError(f"cannot write model file {path} ({torch_error(exc)}): is its disk full?") from None
     return path
 
 
@@ -74,7 +80,7 @@ def load_model(path) -> dict:
     except ModelFileError:
         raise
     except Exception as exc:  # not a torch/pickle file at all, or a truncated one
-        raise ModelFileError(f"{path} is not an hwl model file ({torch_load_error(exc)})") from None
+        raise ModelFileError(f"{path} is not an hwl model file ({torch_error(exc)})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not an hwl model file (write one with `hwl train`)")
     if saved.get("version", 0) > MODEL_VERSION:
@@ -83,9 +89,9 @@ def load_model(path) -> dict:
     return saved
 
 
-def torch_load_error(exc: Exception) -> str:
-    """What went wrong in ``torch.load``, in one sentence: torch's messages run to paragraphs of
-    advice, some of it (load with weights_only=False) the opposite of safe."""
+def torch_error(exc: Exception) -> str:
+    """What went wrong in ``torch.load`` or ``torch.save``, in one sentence: torch's messages run to
+    paragraphs of advice, some of it (load with weights_only=False) the opposite of safe."""
     text = str(exc).split("WeightsUnpickler error:")[-1]
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     sentence = line.split(". ")[0].rstrip(".")

@@ -1,9 +1,11 @@
 """Files and folders a command writes to, checked before its work rather than after it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from harness.errors import UserError
 
@@ -51,6 +53,23 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+@contextlib.contextmanager
+def written_whole(path) -> Iterator[Path]:
+    """The path to write ``path``'s new content to: it takes ``path``'s place only when the block ends
+    without an error, so a killed process or a full disk leaves the old file, never half a new one.
+    A pipe or /dev/stdout is written in place."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        yield path
+        return
+    partial = path.with_name(f".partial-{path.name}")  # the same suffixes: writers infer the format from them
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _is_sqlite(path: Path) -> bool:
     if not path.is_file():  # a pipe, /dev/stdout, a terminal: reading it would wait for input
         return False
@@ -73,4 +92,4 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
     return folder
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder"]
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "written_whole"]

@@ -87,3 +87,27 @@ def test_help_without_its_reference_archs_names_them(small, tmp_path, capsys):
                  "--out", str(tmp_path / "a.pt")]) == 2
     err = capsys.readouterr().err
     assert "method help cannot adapt to pi: HELP needs" in err and str(model.references_[0]) in err
+
+
+def test_files_written_on_a_full_disk_leave_the_old_file_whole(small, tmp_path, capsys):
+    from tests.small_disk import small_disk
+
+    train, new = small["nb201"]
+    picked = list(new.index[:12])
+    model = registry.get_method("simple_reference").pretrain("nb201", train)
+    adapted = model.adapt(picked, new.loc[picked].to_numpy(), device="new")
+    save_model(tmp_path / "a.pt", adapted, method="simple_reference", space="nb201", train_devices=list(train),
+               device="new")
+    with small_disk(tmp_path / "disk", 2) as disk:
+        for name in ("m.pt", "p.csv"):
+            (disk / name).write_text("the old file\n")
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(bytes(free - 8 * 1024))  # 8 kB left: less than either file needs
+        with pytest.raises(ModelFileError, match=r"cannot write model file .*m.pt .*: is its disk full\?"):
+            save_model(disk / "m.pt", adapted, method="simple_reference", space="nb201", train_devices=[])
+        assert main(["predict", str(tmp_path / "a.pt"), "--device", "new", "--archs", "all",
+                     "--out", str(disk / "p.csv")]) == 1
+        assert "error: no space left on the device" in capsys.readouterr().err
+        (disk / "filler").unlink()
+        assert [(p.name, p.read_text()) for p in sorted(disk.iterdir())] == [("m.pt", "the old file\n"),
+                                                                            ("p.csv", "the old file\n")]

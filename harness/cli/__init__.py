@@ -11,6 +11,7 @@ service manager stopping hwl) does the same and exits 143.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import signal
@@ -94,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `hwl space list | head`
         return 0
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC and "[Errno 28]" not in str(exc):  # pyarrow keeps the errno in its text
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"hwl {args.command}: error: no space left on the device{where}; free space there and run the command "
+              "again (what was written before is kept whole)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
         hint = getattr(args, "resume_hint", None)
         terminated = _sigterm_seen.is_set()

@@ -8,7 +8,7 @@ import pandas as pd
 from harness.cli.common import add_archs_flags
 from harness.errors import UserError
 from harness.model_file import load_model
-from harness.paths import check_outputs
+from harness.paths import check_outputs, written_whole
 from spaces import nb201, resolve_archs
 
 
@@ -46,8 +46,9 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
         frame["arch_str"] = [nb201.to_string(k) for k in keys]
     frame["device"] = device
     frame["predicted_ms"] = saved["model"].predict(keys)
-    if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    else:
-        frame.to_csv(out, index=False)
+    with written_whole(out) as target:
+        if out.suffix == ".parquet":
+            frame.to_parquet(target, index=False)
+        else:
+            frame.to_csv(target, index=False)
     return out, len(frame)

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.paths import written_whole
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.run import results_long, wide_table
 from spaces import get_space, nb201
@@ -46,7 +47,8 @@ def write_parquet(wide: pd.DataFrame, path, *, space: str, dataset: str, input_k
     meta = dict(table.schema.metadata or {})
     meta.update({b"hwl_format": FORMAT.encode(), b"space": space.encode(), b"dataset": dataset.encode(),
                  b"input_key": input_key.encode()})
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    with written_whole(path) as target:  # a killed run or a full disk leaves the old table whole
+        pq.write_table(table.replace_schema_metadata(meta), target)
     return path
 
 
