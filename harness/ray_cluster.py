@@ -160,11 +160,15 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def device_actor(profile: DeviceProfile):
-    """The named actor of a device (an existing one is reused: ``get_if_exists``)."""
+    """The named actor of a device for this driver (an existing one of this driver is reused:
+    ``get_if_exists``). Two campaigns on one cluster get their own actors: an actor measures with
+    its own profile's settings, and a campaign kills its actors when it ends. The device itself
+    is still measured by one at a time (its lock on this host, the agent's lock on an ssh device)."""
     import ray
 
     cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
-    return cls.options(name=f"device:{profile.name}", namespace=NAMESPACE, get_if_exists=True,
+    driver = ray.get_runtime_context().get_job_id()
+    return cls.options(name=f"device:{profile.name}:job-{driver}", namespace=NAMESPACE, get_if_exists=True,
                        max_restarts=0, max_task_retries=0, num_cpus=0,
                        resources={profile.host.resource: 0.001}).remote(profile.to_dict())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.store import Store
-from tests.campaign_helpers import hwl, kill_leftovers, write_profile
+from tests.campaign_helpers import HWL, hwl, kill_leftovers, write_profile
 from tests.sshd import free_port
 
 pytestmark = pytest.mark.slow
@@ -74,6 +74,33 @@ def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, 
     assert run.returncode == 0, run.stderr[-2000:]
     with Store(db) as s:
         assert len(s.latency_table("nb201")) == 2
+
+
+def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_settings(two_node_cluster, tmp_path):
+    """The same device name in two campaigns at once (another --profile, say): each measures with its
+    own profile, and the one that ends first does not take the other's device actor with it."""
+    import sqlite3
+
+    from tests.campaign_helpers import FAST_POLICY
+
+    address, env = two_node_cluster
+    runs = {}
+    for repeats, archs in ((3, "1835,7165,9545,4123,11000,333"), (2, "1835,7165,9545,4123,11000,333,2000,3000")):
+        folder = tmp_path / f"r{repeats}"
+        folder.mkdir()
+        path = write_profile(folder, "shared-ort", policy={**FAST_POLICY, "repeats": repeats})
+        path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+        runs[repeats] = subprocess.Popen(
+            [*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", archs, "--devices",
+             str(path), "--store", str(folder / "lab.db"), "--canary-every", "0", "--no-progress"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # the second starts while the first measures
+    for repeats, proc in runs.items():
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        with sqlite3.connect(tmp_path / f"r{repeats}" / "lab.db") as con:
+            got = con.execute("SELECT outcome, n_repeats, count(*) FROM results GROUP BY 1, 2").fetchall()
+        assert {(o, n) for o, n, _ in got} <= {("ok", repeats), ("unstable", repeats)}, got  # none lost
 
 
 def test_an_address_nothing_answers_is_a_clear_error_at_once(tmp_path):
