@@ -185,6 +185,8 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
+        if self.readonly and version == 0:  # made, then the process that made it was killed
+            raise StoreError(f"store {self.path} is empty: nothing was ever stored in it")
         if self.readonly:
             raise StoreError(f"store {self.path} is at schema version {version}; open it once "
                              f"read-write with this hwl to upgrade it to {SCHEMA_VERSION}")

@@ -278,3 +278,9 @@ def test_a_write_lock_held_past_the_busy_timeout_is_one_line_and_changes_nothing
         s.add_fingerprint("f1", {"cpu": "x"})  # free again
         assert s.db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] == 1
         other.close()
+
+
+def test_a_store_file_left_empty_is_said_to_be_empty_when_read(tmp_path):
+    (tmp_path / "lab.db").write_bytes(b"")  # a run killed as it created the store
+    with pytest.raises(StoreError, match="lab.db is empty: nothing was ever stored in it"):
+        Store(tmp_path / "lab.db", readonly=True)
