@@ -45,3 +45,26 @@ def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):
     assert "unknown timing policy field" in capsys.readouterr().err
     assert main(["measure", "--runtime", "command", "--regex", "x"]) == 2
     assert "options.command" in capsys.readouterr().err
+
+
+def test_measure_waits_while_a_local_device_of_a_campaign_measures(onnx_path, tmp_path, monkeypatch, capsys):
+    """Rule 7: `hwl measure` never times alongside a campaign's local device (its thermal domain lock)."""
+    import threading
+    import time
+
+    from harness.device_worker import device_locks
+
+    monkeypatch.setenv("HWL_LOCK_DIR", str(tmp_path))
+    held, release = threading.Event(), threading.Event()
+
+    def campaign_measures():
+        with device_locks(["local.thermal.local-cpu"]):
+            held.set()
+            release.wait(10)
+
+    threading.Thread(target=campaign_measures).start()
+    held.wait(10)
+    threading.Timer(2.0, release.set).start()
+    start = time.monotonic()
+    assert main(["measure", str(onnx_path), "--cores", "0", "--profile", "quick", "--json", *TINY]) == 0
+    assert time.monotonic() - start >= 2.0

@@ -14,6 +14,9 @@ from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavai
 from harness.errors import UserError
 
 RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
+# Rule 7 on this machine: never time alongside a campaign of the shipped local devices (their thermal
+# domain), nor on a core one of them holds.
+LOCAL_LOCK_KEYS = ("local.thermal.local-cpu",)
 
 
 def add_parser(subparsers) -> None:
@@ -103,6 +106,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     from agents.child import run_measurement
     from agents.protocol import Measure
     from agents.server import check_cores, resolve_model, sha256_of
+    from harness.device_worker import device_locks
     from spaces import resolve_archs
 
     sha = ""
@@ -123,7 +127,8 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
         fp_id = fingerprint.fingerprint_id(fingerprint.collect())
-        return run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
+        with device_locks(LOCAL_LOCK_KEYS + tuple(f"local.core.{c}" for c in request.cores)):
+            return run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
     except (BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable) as exc:
         raise UserError(str(exc)) from None
 
