@@ -159,6 +159,13 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                            "a local Ray") from None
 
 
+def device_actor_name(device: str) -> str:
+    """The name of this driver's actor for a device (see :func:`device_actor`)."""
+    import ray
+
+    return f"device:{device}:job-{ray.get_runtime_context().get_job_id()}"
+
+
 def device_actor(profile: DeviceProfile):
     """The named actor of a device for this driver (an existing one of this driver is reused:
     ``get_if_exists``). Two campaigns on one cluster get their own actors: an actor measures with
@@ -167,8 +174,7 @@ def device_actor(profile: DeviceProfile):
     import ray
 
     cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
-    driver = ray.get_runtime_context().get_job_id()
-    return cls.options(name=f"device:{profile.name}:job-{driver}", namespace=NAMESPACE, get_if_exists=True,
+    return cls.options(name=device_actor_name(profile.name), namespace=NAMESPACE, get_if_exists=True,
                        max_restarts=0, max_task_retries=0, num_cpus=0,
                        resources={profile.host.resource: 0.001}).remote(profile.to_dict())
 

@@ -18,7 +18,7 @@ from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import StorageFull
-from harness.ray_cluster import actor_status
+from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
 from harness.store import Store
 from tests.campaign_helpers import FAST_POLICY, kill_leftovers, write_profile
@@ -129,7 +129,7 @@ def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path)
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and t.is_alive():
         try:
-            status = actor_status(ray.get_actor("device:ray-slow", namespace="hwl"), timeout_s=5)
+            status = actor_status(ray.get_actor(device_actor_name("ray-slow"), namespace="hwl"), timeout_s=5)
         except Exception:
             time.sleep(0.2)
             continue
