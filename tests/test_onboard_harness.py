@@ -55,8 +55,8 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     table = pd.read_parquet(out.with_suffix(".parquet"))
     outside = set(map(int, PRE_PLANNED)) - set(resolve_archs("nb201", "random:200", seed=0))
     assert len(table) == 200 + len(outside)  # the candidates, and measured archs outside them
-    assert {"arch", "arch_str", "device", "latency_ms", "uncertainty", "measured_ms"} <= set(table.columns)
-    assert (table["latency_ms"] > 0).all() and table["measured_ms"].notna().sum() == 6
+    assert {"arch", "arch_str", "device", "predicted_ms", "uncertainty", "measured_ms"} <= set(table.columns)
+    assert "latency_ms" not in table and (table["predicted_ms"] > 0).all() and table["measured_ms"].notna().sum() == 6
 
     predicted = hwl("predict", out, "--device", "onb-ort", "--archs", "0,1,2", "--out", tmp_path / "p.csv")
     assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model

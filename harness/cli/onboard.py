@@ -1,7 +1,7 @@
 """`hwl onboard DEVICE`: measure few architectures on a new device, adapt, stop when sure.
 
 Writes the adapted predictor (``--out``), a predicted latency table for every candidate
-architecture (Parquet: arch, latency_ms, uncertainty; ``--table``, default beside ``--out``)
+architecture (Parquet: arch, predicted_ms, uncertainty; ``--table``, default beside ``--out``)
 and a report (JSON; ``--report``), and prints the report. Every measurement goes through a
 campaign into ``--store``; running the same command again resumes where it stopped.
 """

@@ -14,17 +14,17 @@ TABLE_FORMAT_VERSION = "1"
 
 
 def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
-    """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``latency_ms``
-    (predicted), ``uncertainty`` (standard deviation of log-latency: 0.05 is about +-5 %; the
-    posterior's relative to its prediction for ``phys_bayes``, an ensemble's spread for others),
-    ``measured_ms`` (the measurement, where there is one)."""
+    """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``predicted_ms``
+    (as ``hwl predict`` names it: a ``latency_ms`` column would import as measurements), ``uncertainty``
+    (standard deviation of log-latency: 0.05 is about +-5 %; the posterior's relative to its prediction
+    for ``phys_bayes``, an ensemble's spread for others), ``measured_ms`` (the measurement, where there is one)."""
     pred_ms, spread = loop.predict_table()
     keys = list(loop.candidates)
     frame = pd.DataFrame({"arch": keys})
     if space == "nb201":
         frame["arch_str"] = [nb201.to_string(k) for k in keys]
     frame["device"] = device
-    frame["latency_ms"] = pred_ms
+    frame["predicted_ms"] = pred_ms
     frame["uncertainty"] = spread
     frame["measured_ms"] = [loop.measured.get(k, np.nan) for k in keys]
     frame.attrs["hwl_format"] = f"hwl-onboard-table/{TABLE_FORMAT_VERSION}"

@@ -1,0 +1,37 @@
+"""What an onboarding writes and refuses: the predicted table's columns and uncertainty, the
+budget's minimum, the report's estimate (reproducible, honest on a device it cannot rank) and its
+printed lines."""
+from __future__ import annotations
+
+import pytest
+
+from harness.importers import TableImportError, rows_from_long_table
+from predictors import registry
+from predictors.base import TrainTables
+from predictors.onboard import OnboardLoop, OnboardSettings, prepare_method
+from predictors.onboard.replay import TableDevice
+from predictors.onboard.report import predicted_table
+from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
+
+
+@pytest.fixture(scope="module")
+def bayes(small):
+    tables, _ = small
+    m = prepare_method(registry.get_method("phys_bayes", random_state=0), range(2, 13))
+    return m.pretrain("nb201", TrainTables(tables, tables))
+
+
+def _loop(method, small, measure=None, *, measured=None, **settings):
+    tables, truth = small
+    return OnboardLoop(method, "nb201", list(truth.index), measure or TableDevice(truth),
+                       OnboardSettings(**settings), tables=tables, device="my_pi", measured=measured)
+
+
+def test_predicted_table_names_its_column_predicted_ms_and_does_not_import_as_measurements(bayes, small):
+    loop = _loop(bayes, small, budget=4, n_initial=4)
+    loop.run()
+    table = predicted_table(loop, "nb201", "my_pi")
+    assert {"arch", "arch_str", "device", "predicted_ms", "uncertainty", "measured_ms"} == set(table.columns)
+    assert (table["predicted_ms"] > 0).all() and (table["uncertainty"] > 0).all()
+    with pytest.raises(TableImportError, match="no 'latency_ms' column"):
+        rows_from_long_table(table, source="p.parquet")
