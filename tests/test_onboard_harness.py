@@ -66,8 +66,8 @@ def test_onboard_bad_input(tmp_path):
     r = hwl("onboard", "no-such-device", "--space", "nb201", "--store", tmp_path / "x.db", "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "no-such-device" in r.stderr
     dev = write_profile(tmp_path, "onb-bad")
-    r = hwl("onboard", str(dev), "--space", "nb201", "--budget", "0", "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "--budget must be at least 1" in r.stderr
+    r = hwl("onboard", str(dev), "--space", "nb201", "--budget", "1", "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "--budget must be at least 2, got 1: a predictor adapted on one latency" in r.stderr
     r = hwl("onboard", str(dev), "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
             "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "valid methods" in r.stderr

@@ -3,12 +3,13 @@ budget's minimum, the report's estimate (reproducible, honest on a device it can
 printed lines."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harness.importers import TableImportError, rows_from_long_table
 from predictors import registry
 from predictors.base import TrainTables
-from predictors.onboard import OnboardLoop, OnboardSettings, prepare_method
+from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
 from predictors.onboard.replay import TableDevice
 from predictors.onboard.report import predicted_table
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
@@ -35,3 +36,17 @@ def test_predicted_table_names_its_column_predicted_ms_and_does_not_import_as_me
     assert (table["predicted_ms"] > 0).all() and (table["uncertainty"] > 0).all()
     with pytest.raises(TableImportError, match="no 'latency_ms' column"):
         rows_from_long_table(table, source="p.parquet")
+
+
+def test_budget_of_one_is_refused_with_the_reason(bayes, small):
+    with pytest.raises(OnboardError, match="at least 2 measurements, got 1: a predictor adapted on one latency"):
+        _loop(bayes, small, budget=1, n_initial=1)
+
+
+def test_one_distinct_latency_gives_an_unknown_uncertainty_not_zero(bayes, small):
+    _, truth = small
+    first = list(truth.index)[:1]
+    loop = _loop(bayes, small, lambda archs: [None] * len(archs), measured={first[0]: 5.0}, budget=3, n_initial=1)
+    loop.run()  # every new measurement fails: the model saw one latency
+    pred_ms, spread = loop.predict_table()
+    assert np.ptp(pred_ms) == 0 and np.isnan(spread).all()

@@ -55,9 +55,10 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     from harness.coordinator import CoordinatorOptions
     from harness.onboard import onboard
     from predictors.onboard import OnboardSettings
+    from predictors.onboard.settings import MIN_BUDGET, WHY_MIN_BUDGET
 
-    if budget < 1:
-        raise UserError(f"--budget must be at least 1, got {budget}")
+    if budget < MIN_BUDGET:
+        raise UserError(f"--budget must be at least {MIN_BUDGET}, got {budget}: {WHY_MIN_BUDGET}")
     if target_rho is not None and not 0.0 < target_rho <= 1.0:
         raise UserError(f"--target-rho must be in (0, 1], got {target_rho}")
     out = Path(out)

@@ -192,10 +192,16 @@ class OnboardLoop:
         return self._pool_feats
 
     def predict_table(self, archs=None) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate)."""
+        """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate).
+
+        The uncertainty is NaN (unknown) while fewer than 2 distinct latencies are measured.
+        """
         if self.adapted is None:
             raise OnboardError("nothing adapted yet: run() first")
         archs = self.candidates if archs is None else list(archs)
+        if len(set(self.measured.values())) < 2:
+            # one distinct latency (failures, a coarse timer) fits a constant: its spread of 0 is no certainty
+            return np.asarray(self.adapted.predict(archs), dtype=np.float64), np.full(len(archs), np.nan)
         if self.posterior is not None:
             return np.asarray(self.adapted.predict(archs), dtype=np.float64), self.posterior.log_ms_mean_sd(archs)[1]
         spread = ensemble.predict_spread(self.adapted, self.members, archs)

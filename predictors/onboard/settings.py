@@ -11,6 +11,9 @@ STRATEGIES = ("loop", "design", "diverse", "random")
 INITIALS = ("design", "diverse")
 MODEL_ACQUISITIONS = ("variance", "integrated")  # need a closed-form posterior; else "cover" is used
 ESTIMATORS = ("model", "cv", "blend")
+# One latency fits no model: the adapted method predicts that latency for every architecture.
+MIN_BUDGET = 2
+WHY_MIN_BUDGET = "a predictor adapted on one latency predicts that latency for every architecture (it ranks nothing)"
 
 
 class OnboardError(UserError):
@@ -108,8 +111,9 @@ class OnboardSettings:
     seed: int = 0
 
     def check(self, n_candidates: int) -> None:
-        if self.budget < 1:
-            raise OnboardError(f"budget must be at least 1 measurement, got {self.budget}")
+        if self.budget < MIN_BUDGET:
+            raise OnboardError(f"budget must be at least {MIN_BUDGET} measurements, got {self.budget}: "
+                               f"{WHY_MIN_BUDGET}")
         if self.n_initial < 1 or self.batch_size < 1:
             raise OnboardError(f"n_initial and batch_size must be positive (got {self.n_initial}, {self.batch_size})")
         if self.strategy not in STRATEGIES:
@@ -137,4 +141,5 @@ class OnboardSettings:
             raise OnboardError(f"need at least 2 candidate architectures, got {n_candidates}")
 
 
-__all__ = ["ESTIMATORS", "INITIALS", "MODEL_ACQUISITIONS", "OnboardError", "OnboardSettings", "STRATEGIES"]
+__all__ = ["ESTIMATORS", "INITIALS", "MIN_BUDGET", "MODEL_ACQUISITIONS", "OnboardError", "OnboardSettings",
+           "STRATEGIES"]
