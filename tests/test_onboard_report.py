@@ -50,3 +50,13 @@ def test_one_distinct_latency_gives_an_unknown_uncertainty_not_zero(bayes, small
     loop.run()  # every new measurement fails: the model saw one latency
     pred_ms, spread = loop.predict_table()
     assert np.ptp(pred_ms) == 0 and np.isnan(spread).all()
+
+
+def test_the_same_measurements_give_the_same_estimate_however_many_rounds_came_before(bayes, small):
+    first = _loop(bayes, small, budget=7, n_initial=4).run()  # 4 rounds drew from the loop's random state
+    again = dict(reversed(list(first.measured.items())))  # a rerun reads them back from the store, in its order
+    rerun = _loop(bayes, small, lambda archs: pytest.fail("nothing is left to measure"), measured=again,
+                  budget=7, n_initial=4).run()
+    assert len(rerun.steps) == 1 and rerun.estimate == first.estimate
+    other = _loop(bayes, small, measured=again, budget=7, n_initial=4, seed=1).run()
+    assert other.estimate != first.estimate  # the seed still counts

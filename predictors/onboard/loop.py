@@ -22,6 +22,7 @@ Measurements already made (a resumed onboarding, or a store holding some) are pa
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -275,21 +276,29 @@ class OnboardLoop:
         rest = self._unmeasured()
         return [rest[i] for i in self.rng.choice(len(rest), size=n, replace=False)]
 
-    def _pool(self) -> list:
+    def _pool(self, rng: np.random.Generator) -> list:
         rest = self._unmeasured()
         if len(rest) <= self.settings.pool_size:
             return rest
-        return [rest[i] for i in np.sort(self.rng.choice(len(rest), size=self.settings.pool_size, replace=False))]
+        return [rest[i] for i in np.sort(rng.choice(len(rest), size=self.settings.pool_size, replace=False))]
+
+    def round_rng(self) -> np.random.Generator:
+        """The random draws of a round's pool, ensemble and estimate, seeded from the seed and what is
+        measured (and failed): the same measurements give the same report, however many rounds came before."""
+        taken = sorted(f"{a}={self.measured[a]!r}" for a in self.measured) + sorted(f"{a}!" for a in self.failed)
+        digest = hashlib.sha256("\n".join(taken).encode()).digest()
+        return np.random.default_rng([self.settings.seed, 0xE571, int.from_bytes(digest[:8], "little")])
 
     def _adapt(self) -> None:
         s = self.settings
-        archs = list(self.measured)
+        archs = sorted(self.measured, key=str)  # one order for one measured set (a resume reads the store's order)
         y = np.array([self.measured[a] for a in archs])
+        rng = self.round_rng()
         self.adapted = self.method.adapt(archs, y, device=self.device)
         self.posterior = posterior.fit_posterior(self.adapted, archs, y) if posterior.supports(self.adapted) else None
         self.members = [] if self.posterior is not None else ensemble.adapt_members(
-            self.method, archs, y, n_members=s.n_members, subsample=s.subsample, rng=self.rng, device=self.device)
-        self._pool_cache = self._pool()
+            self.method, archs, y, n_members=s.n_members, subsample=s.subsample, rng=rng, device=self.device)
+        self._pool_cache = self._pool(rng)
         self._spread = None
         self._pool_feats = None
         self._pool_model = None
@@ -305,7 +314,7 @@ class OnboardLoop:
         if len(archs) < 3 or self._spread is None:
             return
         if self.posterior is not None and s.estimator in ("model", "blend"):
-            kwargs = dict(rng=self.rng, n_draws=s.n_draws, confidence=s.confidence, noise_dof=s.noise_dof,
+            kwargs = dict(rng=rng, n_draws=s.n_draws, confidence=s.confidence, noise_dof=s.noise_dof,
                           temperature=s.model_temperature)
             rho, low, high, rms = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats,
                                                       **kwargs)
@@ -323,11 +332,11 @@ class OnboardLoop:
                 rho, *estimate.widen(rho, low, high, half), s.confidence, len(archs), rms, source="model",
                 raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2], coarse=coarse)
         if self.posterior is None or s.estimator in ("cv", "blend"):
-            resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=self.rng,
+            resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=rng,
                                           device=self.device)
             self.residuals = resid
             scale = estimate.effective_scale(len(archs), s.estimate_scale, s.estimate_shrink)
-            self.estimate_parts["cv"] = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=self.rng,
+            self.estimate_parts["cv"] = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=rng,
                                                               scale=scale, confidence=s.confidence)
         self.estimate = estimate.combine(list(self.estimate_parts.values()))
 
