@@ -7,23 +7,24 @@ any other, so results, attempts, retries, quarantine and fingerprints are stored
 
 Resuming is reading the store: :func:`onboard` first finishes any onboarding campaign of the
 device left with queued or running jobs (an interrupted batch), then takes every latency the
-store holds for the device (from any campaign) as already measured and every failed onboarding
-job as failed, and goes on from there. The method pretrains on the public tables shipped with
+store holds for the device measured with the same settings (``DeviceProfile.identity``, from any
+campaign) as already measured and every failed onboarding job as failed, and goes on from there. The method pretrains on the public tables shipped with
 hwl plus every other device in the store that covers enough architectures.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from harness.campaign import CampaignSpec, plan_campaign, refresh_reach
+from harness.campaign import CampaignSpec, _differing_keys, plan_campaign, refresh_reach
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import CampaignError, DeviceQuarantined
-from harness.profiles import DeviceProfile, load_profiles
+from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import ray_session
 from harness.store import Store
 from predictors import data, registry
@@ -76,13 +77,13 @@ class CampaignDevice:
 
     def __call__(self, archs) -> dict:
         keys = [str(a) for a in archs]
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:10]
+        name = batch_name(self.profile.with_measurement(self.measurement), self.space, keys)
         spec = CampaignSpec(space=self.space, archs=tuple(keys), devices=(self.profile.source,), seed=0,
-                            measurement=self.measurement, name=campaign_prefix(self.profile.name, self.space) + digest)
+                            measurement=self.measurement, name=name)
         cid, plan, _ = plan_campaign(self.store, spec)
         summary = run_campaign(self.store, cid, self.options, on_progress=self.on_progress)
         self.campaigns.append(plan.name)
-        got = measured_latencies(self.store, self.space, self.profile.name, archs)
+        got = measured_latencies(self.store, self.space, self.profile.with_measurement(self.measurement), archs)
         state = summary["devices"].get(self.profile.name, {})
         if not got and state.get("state") == "quarantined":
             raise DeviceQuarantined(f"device {self.profile.name} was quarantined during onboarding: "
@@ -91,10 +92,17 @@ class CampaignDevice:
         return got
 
 
-def measured_latencies(store: Store, space: str, device: str, archs=None) -> dict:
-    """arch -> latency_ms the store holds for ``device`` (of ``archs`` when given)."""
-    table = store.latency_table(space)
-    table = table[(table["device"] == device) & table["latency_ms"].notna()]
+def batch_name(profile: DeviceProfile, space: str, keys) -> str:
+    """The campaign name of one batch: the same batch with other settings (``DeviceProfile.identity``) is
+    another campaign, not one that "already exists with other settings"."""
+    text = "\n".join([*keys, json.dumps(profile.identity(), sort_keys=True)])
+    return campaign_prefix(profile.name, space) + hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=None) -> dict:
+    """arch -> latency_ms the store holds for ``profile``'s device measured with its settings (of ``archs``
+    when given; see :func:`comparable_rows`)."""
+    table, _ = comparable_rows(store, space, profile)
     if len(table) == 0:
         return {}
     frame = data.from_frame(table, space, source=f"store:{store.path.name}", where=f"store {store.path}")
@@ -104,14 +112,54 @@ def measured_latencies(store: Store, space: str, device: str, archs=None) -> dic
     return {k: float(v) for k, v in series.items()}
 
 
-def failed_archs(store: Store, space: str, device: str) -> list:
-    """Archs whose onboarding job on ``device`` failed for good (not measured since)."""
+def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[pd.DataFrame, dict]:
+    """The device's accepted latencies measured with ``profile``'s identity (``DeviceProfile.identity``,
+    as campaigns compare profiles), and what was left out: ``{differing settings: latencies}``.
+
+    Another campaign's measurements of the same device name on other threads, cores or runtime
+    options are another device's latencies; imported rows carry no settings, so they are left out too.
+    """
+    rows = store.query(
+        "SELECT j.arch, j.device, r.label_ms AS latency_ms, d.profile_json FROM results r "
+        "JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id JOIN campaign_devices d "
+        "ON d.campaign_id = j.campaign_id AND d.device = j.device WHERE c.space = ? AND j.device = ? "
+        "AND r.accepted = 1 AND r.label_ms IS NOT NULL", (space, profile.name))
+    mine = profile.identity()
+    differs = {pj: _differing_settings(pj, mine) for pj in rows["profile_json"].unique()}
+    reason = rows["profile_json"].map(differs)
+    left_out = {k: int(v) for k, v in reason[reason != ""].value_counts(sort=False).items()}
+    (imported,) = store.db.execute("SELECT count(*) FROM imported WHERE space = ? AND device = ?",
+                                   (space, profile.name)).fetchone()
+    if imported:
+        left_out["imported, settings unknown"] = int(imported)
+    return rows.loc[reason == "", ["arch", "device", "latency_ms"]], left_out
+
+
+def _differing_settings(profile_json: str, mine: dict) -> str:
+    """``runtime.cores, runtime.threads``: the identity keys a stored profile differs in ('' for none)."""
+    return ", ".join(_differing_keys(profile_from_dict(json.loads(profile_json)).identity(), mine))
+
+
+def warn_left_out(left_out: dict, device: str) -> None:
+    """A warning naming the device's latencies not used, and why."""
+    if left_out:
+        log.warning("%s: left out %d latencies of the store measured with other settings than the profile's (%s)",
+                    device, sum(left_out.values()), "; ".join(f"{n} with {why}" if why.startswith("imported")
+                                                            else f"{n} where {why} differ"
+                                                            for why, n in left_out.items()))
+
+
+def failed_archs(store: Store, space: str, profile: DeviceProfile) -> list:
+    """Archs whose onboarding job on the device failed for good with ``profile``'s settings."""
+    device = profile.name
     rows = store.db.execute(
-        "SELECT DISTINCT j.arch FROM jobs j JOIN campaigns c ON j.campaign_id = c.id WHERE c.space = ? AND "
+        "SELECT DISTINCT j.arch, d.profile_json FROM jobs j JOIN campaigns c ON j.campaign_id = c.id "
+        "JOIN campaign_devices d ON d.campaign_id = j.campaign_id AND d.device = j.device WHERE c.space = ? AND "
         "j.device = ? AND j.state = 'failed' AND c.name LIKE ?",
         (space, device, campaign_prefix(device, space) + "%")).fetchall()
-    keys = resolve_archs(space, [r[0] for r in rows]) if rows else []
-    return keys
+    mine = profile.identity()
+    archs = [r[0] for r in rows if not _differing_settings(r[1], mine)]
+    return resolve_archs(space, archs) if archs else []
 
 
 def unfinished_campaigns(store: Store, space: str, device: str) -> list[int]:
@@ -214,8 +262,10 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 log.info("finishing interrupted onboarding campaign %d", cid)
                 refresh_reach(st, cid, [profile.with_measurement(measurement)])  # the device may have moved
                 run_campaign(st, cid, options, on_progress=on_progress)
-            measured = measured_latencies(st, space, profile.name)
-            failed = [a for a in failed_archs(st, space, profile.name) if a not in measured]
+            measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
+            measured = measured_latencies(st, space, measuring)
+            warn_left_out(comparable_rows(st, space, measuring)[1], profile.name)
+            failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
             # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
             keys = list(dict.fromkeys(list(keys) + list(measured)))
             log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
@@ -248,5 +298,6 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     return Onboarding(result, report, table, files)
 
 
-__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "default_candidates", "failed_archs",
-           "measured_latencies", "onboard", "pretrain_tables", "ray_for", "unfinished_campaigns"]
+__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name", "comparable_rows",
+           "default_candidates", "failed_archs", "measured_latencies", "onboard", "pretrain_tables", "ray_for",
+           "unfinished_campaigns", "warn_left_out"]

@@ -1,0 +1,61 @@
+"""What an onboarding takes from the store as already measured: only the device's latencies
+measured with the settings it measures with now (no Ray: results are written as a campaign would)."""
+from __future__ import annotations
+
+import logging
+
+from harness.campaign import CampaignSpec, plan_campaign
+from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
+    warn_left_out
+from harness.profiles import load_profiles
+from harness.store import Store
+from tests.campaign_helpers import write_profile
+
+
+def _profiles(tmp_path):
+    """The device as onboarding measures it (1 thread on core 1) and as an older campaign did (2 on 0, 1)."""
+    now = write_profile(tmp_path, "onb-ort")
+    (tmp_path / "old").mkdir()
+    old = write_profile(tmp_path / "old", "onb-ort", cores=(0, 1))
+    old.write_text(old.read_text().replace("threads = 1", "threads = 2"))
+    return now, old
+
+
+def _measure(store, profile_path, archs, labels, *, name, fail=()):
+    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=tuple(archs), devices=(str(profile_path),),
+                                                  name=name))
+    for job, arch, _ in store.queued_jobs(cid, "onb-ort"):
+        attempt = store.start_attempt(job)
+        if arch in fail:
+            store.finish_attempt(job, attempt, record={"outcome": "runtime_error"}, job_state="failed")
+            continue
+        label = labels[archs.index(arch)]
+        store.finish_attempt(job, attempt, job_state="done", record={
+            "outcome": "ok", "flags": [], "samples_ns": [[label * 1e6]] * 3,
+            "stats": {"label_ms": label, "median_ms": label, "iqr_over_median": 0.01}})
+
+
+def test_only_latencies_measured_with_the_profiles_settings_count(tmp_path, caplog):
+    now, old = _profiles(tmp_path)
+    with Store(tmp_path / "lab.db") as st:
+        _measure(st, old, ["11", "1462", "8000", "9"], [3.0, 4.0, 5.0, 6.0], name="older-campaign")
+        _measure(st, old, ["12"], [0], name=campaign_prefix("onb-ort", "nb201") + "old", fail=("12",))
+        _measure(st, now, ["11", "5"], [7.0, 8.0], name="mine")
+        st.add_imported("nb201", [("6", "onb-ort", 9.0)], source="p.parquet")
+        profile = load_profiles([str(now)])[0]
+        assert measured_latencies(st, "nb201", profile) == {11: 7.0, 5: 8.0}  # not a median with 3.0
+        _, left_out = comparable_rows(st, "nb201", profile)
+        assert failed_archs(st, "nb201", profile) == []  # failed with other settings: may be tried again
+    assert left_out == {"runtime.cores, runtime.threads": 4, "imported, settings unknown": 1}
+    with caplog.at_level(logging.WARNING):
+        warn_left_out(left_out, "onb-ort")
+    assert ("onb-ort: left out 5 latencies of the store measured with other settings than the profile's "
+            "(4 where runtime.cores, runtime.threads differ; 1 with imported, settings unknown)") in caplog.text
+
+
+def test_a_batch_with_other_settings_is_another_campaign(tmp_path):
+    now, old = _profiles(tmp_path)
+    (a,), (b,) = load_profiles([str(now)]), load_profiles([str(old)])
+    assert batch_name(a, "nb201", ["1", "2"]) != batch_name(b, "nb201", ["1", "2"])
+    assert batch_name(a, "nb201", ["1", "2"]) == batch_name(a, "nb201", ["1", "2"])
+    assert batch_name(a, "nb201", ["1", "2"]).startswith("onboard:onb-ort:nb201:")
