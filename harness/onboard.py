@@ -8,8 +8,9 @@ any other, so results, attempts, retries, quarantine and fingerprints are stored
 Resuming is reading the store: :func:`onboard` first finishes any onboarding campaign of the
 device left with queued or running jobs (an interrupted batch), then takes every latency the
 store holds for the device measured with the same settings (``DeviceProfile.identity``, from any
-campaign) as already measured and every failed onboarding job as failed, and goes on from there. The method pretrains on the public tables shipped with
-hwl plus every other device in the store that covers enough architectures.
+campaign) as already measured and every failed onboarding job as failed, and goes on from there.
+The method pretrains on the public tables shipped with hwl plus every other device in the store
+that covers enough architectures.
 """
 from __future__ import annotations
 
@@ -170,6 +171,10 @@ def unfinished_campaigns(store: Store, space: str, device: str) -> list[int]:
     return [r[0] for r in rows]
 
 
+def _campaign_name(store: Store, campaign_id: int) -> str:
+    return store.db.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()[0]
+
+
 def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs: int = MIN_TRAIN_ARCHS) -> dict:
     """Device -> latency Series: the shipped public tables plus the store's other devices.
 
@@ -262,6 +267,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 log.info("finishing interrupted onboarding campaign %d", cid)
                 refresh_reach(st, cid, [profile.with_measurement(measurement)])  # the device may have moved
                 run_campaign(st, cid, options, on_progress=on_progress)
+                measure.campaigns.append(_campaign_name(st, cid))  # the report lists every batch this run ran
             measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
             measured = measured_latencies(st, space, measuring)
             warn_left_out(comparable_rows(st, space, measuring)[1], profile.name)

@@ -51,6 +51,7 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
 
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["measurements_spent"] == 6 and report["already_in_store"] == 3
+    assert report["campaigns"] == names  # the interrupted batch's campaign too
     assert report["estimated_rho"]["low"] <= report["estimated_rho"]["rho"] <= report["estimated_rho"]["high"]
     table = pd.read_parquet(out.with_suffix(".parquet"))
     outside = set(map(int, PRE_PLANNED)) - set(resolve_archs("nb201", "random:200", seed=0))

@@ -11,7 +11,7 @@ from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
 from predictors.onboard.replay import TableDevice
-from predictors.onboard.report import predicted_table
+from predictors.onboard.report import predicted_table, text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -60,3 +60,17 @@ def test_the_same_measurements_give_the_same_estimate_however_many_rounds_came_b
     assert len(rerun.steps) == 1 and rerun.estimate == first.estimate
     other = _loop(bayes, small, measured=again, budget=7, n_initial=4, seed=1).run()
     assert other.estimate != first.estimate  # the seed still counts
+
+
+def _report(**fields):
+    return {"device": "pi", "space": "nb201", "method": "phys_bayes", "stop_reason": "budget", "failed": [],
+            "estimated_rho": None, "resembles": None, **fields}
+
+
+def test_a_store_holding_more_than_the_budget_is_said_plainly():
+    line = text_lines(_report(measurements_spent=8, budget=4, already_in_store=7, failed=["3"]))[0]
+    assert "8 of 4" not in line
+    assert ("nothing measured: the store already holds 8 of the device's measurements (1 of them failed), more "
+            "than the budget of 4; all 7 latencies are used") in line
+    line = text_lines(_report(measurements_spent=6, budget=6, already_in_store=3))[0]
+    assert "6 of 6 measurements spent (3 already in the store, 0 failed); stopped: budget" in line

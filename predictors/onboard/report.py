@@ -67,9 +67,7 @@ def text_lines(report: dict) -> list[str]:
     """A few lines for a terminal."""
     est = report.get("estimated_rho")
     res = report.get("resembles")
-    lines = [f"device {report['device']} ({report['space']}, method {report['method']}): "
-             f"{report['measurements_spent']} of {report['budget']} measurements spent "
-             f"({report['already_in_store']} already in the store, {len(report['failed'])} failed); "
+    lines = [f"device {report['device']} ({report['space']}, method {report['method']}): {_spent(report)}; "
              f"stopped: {report['stop_reason']}"]
     if est:
         lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
@@ -85,6 +83,16 @@ def text_lines(report: dict) -> list[str]:
     if res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
+
+
+def _spent(report: dict) -> str:
+    """``6 of 10 measurements spent (...)``, or plainly that the store already held more than the budget."""
+    spent, budget, held = report["measurements_spent"], report["budget"], report["already_in_store"]
+    failed = len(report["failed"])
+    if spent > budget:  # a rerun with a smaller budget: nothing was measured
+        return (f"nothing measured: the store already holds {spent} of the device's measurements ({failed} of them "
+                f"failed), more than the budget of {budget}; all {held} latencies are used")
+    return f"{spent} of {budget} measurements spent ({held} already in the store, {failed} failed)"
 
 
 def write_report(report: dict, path) -> Path:
