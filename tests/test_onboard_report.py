@@ -4,13 +4,15 @@ printed lines."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.importers import TableImportError, rows_from_long_table
 from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
-from predictors.onboard.replay import TableDevice
+from predictors.onboard.estimate import calibrate, calibrate_round
+from predictors.onboard.replay import TableDevice, replay_device
 from predictors.onboard.report import predicted_table, text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
@@ -72,5 +74,34 @@ def test_a_store_holding_more_than_the_budget_is_said_plainly():
     assert "8 of 4" not in line
     assert ("nothing measured: the store already holds 8 of the device's measurements (1 of them failed), more "
             "than the budget of 4; all 7 latencies are used") in line
+    est = {"rho": 0.2, "low": -0.5, "high": 0.8, "confidence": 0.9, "residual_rms": 0.3, "source": "model",
+           "extrapolated": True}
+    lines = text_lines(_report(measurements_spent=10, budget=10, already_in_store=0, candidates=100, measured=10,
+                               estimated_rho=est))
+    assert any("worse than any it was calibrated on" in line for line in lines)
     line = text_lines(_report(measurements_spent=6, budget=6, already_in_store=3))[0]
     assert "6 of 6 measurements spent (3 already in the store, 0 failed); stopped: budget" in line
+
+
+def test_calibration_is_used_only_within_the_raw_range_it_was_fitted_on():
+    inside = calibrate_round(0.8, 0.6, 0.9, 10, coarse=False, calibrated_from=(0.5, 0.4))
+    assert inside == (*(calibrate(v, 10) for v in (0.8, 0.6, 0.9)), False)
+    rho, low, high, outside = calibrate_round(0.2, 0.1, 0.35, 10, calibrated_from=(0.5, 0.4))
+    assert outside and rho == 0.2  # the model's own estimate, not calibrate's 0.7
+    assert low < 0.0 and high >= calibrate(0.2, 10) > 0.7  # either way as far as the calibration would move it
+    assert calibrate_round(0.45, 0.3, 0.6, 10, coarse=True, calibrated_from=(0.5, 0.4))[3] is False  # its own edge
+    assert calibrate_round(0.2, 0.1, 0.35, 10, calibrated_from=None)[0] == calibrate(0.2, 10)
+
+
+@pytest.mark.parametrize("noise_sd", [None, 0.7])
+def test_a_device_the_model_cannot_rank_gets_an_honest_estimate(bayes, small, noise_sd):
+    tables, raspi = small
+    rng = np.random.default_rng(0)
+    truth = (pd.Series(np.exp(rng.normal(1.5, 0.8, len(raspi))), index=raspi.index, name="noise") if noise_sd is None
+             else (raspi * np.exp(rng.normal(0, noise_sd, len(raspi)))).rename("noisy_pi"))
+    run = replay_device(bayes, "nb201", truth, OnboardSettings(budget=10, n_initial=5), tables=tables)
+    last = run["steps"][-1]  # pure noise: raw 0.47 after 10 (0.55-0.74 before: inside the range, calibrated)
+    assert last["extrapolated"] and last["est_rho"] == last["raw_rho"] < 0.5 < calibrate(last["raw_rho"], 10)
+    assert last["low"] <= last["true_rho"] <= last["high"]  # was 0.83 [0.77, 0.98] for a truth of 0.02
+    for step in (s for s in run["steps"] if s["extrapolated"]):  # raspi4 x lognormal(0, 0.7): every round from 6
+        assert step["low"] <= step["true_rho"] <= step["high"]

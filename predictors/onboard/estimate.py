@@ -56,6 +56,18 @@ INTERVAL_SCALE = (0.15, 0.0)
 # (``recommended.ADDITIVE_LAT``; FBNet's rounds replayed again, N0's, which they do not change,
 # kept; before them 0.037 uncalibrated and (0.936, 0.592, -0.21, -0.058, -0.5)).
 DEFAULT_CALIBRATION = (0.792, 0.637, 0.013, 0.056, -0.54)
+# The calibration is evidence only where it was fitted. For float timings it is a line in Fisher z
+# (slope 0.64) that maps a raw estimate of 0 to 0.66: a device the model cannot rank (pure noise,
+# truth 0.01, raw 0.20) was reported at 0.73 [0.68, 0.78]. Below the lowest raw estimate of the
+# train-replay rounds it was fitted on (0.534, N0's pixel3 after 6: `scripts/bench_onboard --mode
+# train --budget 8`, 1 trial) the estimate is the raw one, the model's own belief, and the interval
+# is the raw bounds moved out either way by the correction the calibration would have made: no round
+# shows whether it still holds so far out, or how fast it fades (a shrink toward the raw estimate
+# would have to guess that rate). A coarse timer has no such edge (None): its map is nearly flat
+# (slope 0.10), a prior that whole-ms FBNet phones rank at about 0.7 because the timer hides what
+# the draws would show, so their raw estimate says little; train phones reached 0.46 (F4's
+# samsung_s7, budget 20), and below that the raw one would be no more honest. See ``calibrate_round``.
+CALIBRATED_FROM = (0.53, None)
 # Spaces whose rankings a whole-millisecond timer hides (see DEFAULT_CALIBRATION).
 COARSE_TIMER_SPACES = ("fbnet",)
 
@@ -145,6 +157,24 @@ def calibrate(rho: float, n: int, coef=DEFAULT_CALIBRATION, *, coarse: bool = Fa
     return float(np.tanh(a + b * z + c / max(n, 1) + float(coarse) * (d + e * z)))
 
 
+def calibrate_round(raw: float, low: float, high: float, n: int, coef=DEFAULT_CALIBRATION, *, coarse: bool = False,
+                    calibrated_from=CALIBRATED_FROM) -> tuple[float, float, float, bool]:
+    """``(rho, low, high, extrapolated)``: a round's raw estimate and posterior-draw bounds through :func:`calibrate`,
+    when ``raw`` is at or above the lowest raw estimate the calibration was fitted on (``calibrated_from``:
+    a number, or a (float timings, coarse timer) pair picked by ``coarse``; None: no such bound).
+
+    Below it (``extrapolated``) the point is ``raw`` and the bounds are the raw ones moved out, in Fisher z,
+    by the correction the calibration would make: the raw estimate may be that far off either way.
+    """
+    calibrated = tuple(calibrate(v, n, coef, coarse=coarse) for v in (raw, low, high))
+    edge = calibrated_from[int(bool(coarse))] if np.ndim(calibrated_from) else calibrated_from
+    if coef is None or edge is None or raw >= edge:
+        return (*calibrated, False)
+    gap = abs(float(_atanh(calibrated[0]) - _atanh(raw)))
+    return (float(raw), float(np.tanh(min(_atanh(low), _atanh(raw)) - gap)),
+            float(np.tanh(max(_atanh(high), _atanh(raw)) + gap)), True)
+
+
 def fit_calibration(raw, true, n, coarse=None) -> tuple[float, ...]:
     """The ``(a, b, c, d, e)`` of :func:`calibrate` with the least mean absolute error of ``true`` (rho units).
 
@@ -196,6 +226,9 @@ class RhoEstimate:
         Every measurement was a whole number of milliseconds (the interval is the whole-ms one).
     coarse : bool
         The whole-ms terms of :func:`calibrate` applied (:func:`coarse_timer`: whole ms on FBNet).
+    extrapolated : bool
+        The raw estimate was below the range the calibration was fitted on: ``rho`` is the raw one
+        (:func:`calibrate_round`).
     """
 
     rho: float
@@ -210,6 +243,7 @@ class RhoEstimate:
     raw_low: float | None = None
     raw_high: float | None = None
     coarse: bool = False
+    extrapolated: bool = False
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -280,10 +314,11 @@ def combine(parts: list[RhoEstimate]) -> RhoEstimate | None:
     mean = lambda name: float(np.mean([getattr(p, name) for p in parts]))  # noqa: E731
     return RhoEstimate(rho=mean("rho"), low=mean("low"), high=mean("high"), confidence=parts[0].confidence,
                        n_measured=parts[0].n_measured, residual_rms=mean("residual_rms"), source="blend",
-                       whole_ms=any(p.whole_ms for p in parts), coarse=any(p.coarse for p in parts))
+                       whole_ms=any(p.whole_ms for p in parts), coarse=any(p.coarse for p in parts),
+                       extrapolated=any(p.extrapolated for p in parts))
 
 
-__all__ = ["COARSE_TIMER_SPACES", "DEFAULT_CALIBRATION", "DEFAULT_SCALE", "DEFAULT_SHRINK", "INTERVAL_FLOOR",
-           "INTERVAL_SCALE", "RhoEstimate", "calibrate", "coarse_timer", "combine", "cv_residuals", "effective_scale",
-           "estimate_rho", "fit_calibration", "fit_interval", "interval_half_width", "is_whole_ms", "plugin_rho",
-           "widen"]
+__all__ = ["CALIBRATED_FROM", "COARSE_TIMER_SPACES", "DEFAULT_CALIBRATION", "DEFAULT_SCALE", "DEFAULT_SHRINK",
+           "INTERVAL_FLOOR", "INTERVAL_SCALE", "RhoEstimate", "calibrate", "calibrate_round", "coarse_timer", "combine",
+           "cv_residuals", "effective_scale", "estimate_rho", "fit_calibration", "fit_interval", "interval_half_width",
+           "is_whole_ms", "plugin_rho", "widen"]

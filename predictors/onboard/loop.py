@@ -326,11 +326,13 @@ class OnboardLoop:
             # a whole-ms timer widens the interval on any space, but shifts the estimate only on FBNet
             raw, whole_ms = (rho, low, high), estimate.is_whole_ms(y)
             coarse = estimate.coarse_timer(y, self.space)
-            rho, low, high = (estimate.calibrate(v, len(archs), s.calibration, coarse=coarse) for v in raw)
+            rho, low, high, outside = estimate.calibrate_round(*raw, len(archs), s.calibration, coarse=coarse,
+                                                               calibrated_from=s.calibrated_from)
             half = estimate.interval_half_width(len(archs), whole_ms, s.interval_floor, s.interval_scale)
             self.estimate_parts["model"] = estimate.RhoEstimate(
                 rho, *estimate.widen(rho, low, high, half), s.confidence, len(archs), rms, source="model",
-                raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2], coarse=coarse)
+                raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2], coarse=coarse,
+                extrapolated=outside)
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=rng,
                                           device=self.device)

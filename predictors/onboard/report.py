@@ -73,6 +73,9 @@ def text_lines(report: dict) -> list[str]:
         lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval {est['low']:.3f}-{est['high']:.3f}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
+        if est.get("extrapolated"):
+            lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
+                         "(uncalibrated), the interval reaches up to what the calibration would say")
         if est.get("whole_ms"):
             calibrated = (" and the estimate is calibrated for it (replay: on FBNet such devices rank worse than "
                           "they look)") if est.get("coarse") else ""

@@ -70,6 +70,10 @@ class OnboardSettings:
         ``(a, b, c[, d, e])`` of ``estimate.calibrate``, applied to the model estimate and its
         bounds; ``d, e`` apply for a coarse timer (``estimate.coarse_timer``: every measurement a
         whole number of milliseconds, on FBNet) (None: uncalibrated).
+    calibrated_from : float, (float, float) or None
+        The lowest raw model estimate ``calibration`` was fitted on (float timings, coarse timer):
+        below it the estimate is the raw one with a wide interval (``estimate.calibrate_round``).
+        None: the calibration applies to any raw estimate.
     interval_floor, interval_scale : float or (float, float)
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit); a pair is
@@ -101,6 +105,7 @@ class OnboardSettings:
     model_temperature: float = 0.125
     loo_mix_above: int | None = 12
     calibration: tuple | None = estimate.DEFAULT_CALIBRATION
+    calibrated_from: float | tuple | None = estimate.CALIBRATED_FROM
     interval_floor: float | tuple = estimate.INTERVAL_FLOOR
     interval_scale: float | tuple = estimate.INTERVAL_SCALE
     estimate_scale: float = estimate.DEFAULT_SCALE
@@ -129,6 +134,11 @@ class OnboardSettings:
             raise OnboardError(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
         if self.calibration is not None and len(self.calibration) not in (3, 5):
             raise OnboardError(f"calibration has 3 or 5 numbers (a, b, c[, d, e]), got {len(self.calibration)}")
+        edges = self.calibrated_from if isinstance(self.calibrated_from, (tuple, list)) else (self.calibrated_from,)
+        if len(edges) not in (1, 2) or not all(e is None or (isinstance(e, (int, float)) and -1 <= e <= 1)
+                                               for e in edges):
+            raise OnboardError(f"calibrated_from is None, one rho or a (float timings, coarse timer) pair, "
+                               f"got {self.calibrated_from!r}")
         for name in ("interval_floor", "interval_scale"):
             value = getattr(self, name)
             values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
