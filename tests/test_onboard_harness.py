@@ -59,6 +59,18 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     assert {"arch", "arch_str", "device", "predicted_ms", "uncertainty", "measured_ms"} <= set(table.columns)
     assert "latency_ms" not in table and (table["predicted_ms"] > 0).all() and table["measured_ms"].notna().sum() == 6
 
+    # the same command again measures nothing and reports the same estimate; a smaller budget says so plainly
+    ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
+    try:
+        again = hwl("onboard", str(dev), "--space", "nb201", "--budget", "4", "--initial", "4", "--batch-size", "2",
+                    "--candidates", "random:200", "--store", db, "--out", tmp_path / "again.pt", "--artifacts",
+                    tmp_path / "art", "--canary-every", "0", env={"RAY_TMPDIR": ray_tmp}, timeout=400)
+    finally:
+        kill_leftovers(ray_tmp)
+    assert again.returncode == 0, again.stderr
+    assert "nothing measured: the store already holds 6 of the device's measurements" in again.stdout
+    assert json.loads((tmp_path / "again.json").read_text())["estimated_rho"] == report["estimated_rho"]
+
     predicted = hwl("predict", out, "--device", "onb-ort", "--archs", "0,1,2", "--out", tmp_path / "p.csv")
     assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model
 
