@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("onboard", help="onboard a new device: measure few, adapt, predict the whole space")
     p.add_argument("device", help="device profile name or .toml file")
     p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
-    p.add_argument("--budget", type=int, default=30, help="most measurements in all (default 30)")
+    p.add_argument("--budget", type=int, default=30, help="most measurements in all, at least 2 (default 30)")
     p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
     p.add_argument("--out", required=True, help="adapted predictor file to write (e.g. predictor.pt)")
