@@ -25,6 +25,7 @@ import pandas as pd
 from harness.campaign import CampaignSpec, _differing_keys, plan_campaign, refresh_reach
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import CampaignError, DeviceQuarantined
+from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import ray_session
 from harness.store import Store
@@ -256,19 +257,21 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
         raise CampaignError(f"method {method_name!r} ranks architectures but does not predict this device's "
                             "latency in ms, which onboarding writes; use one of "
                             f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
+    # Bad candidates or measurement settings fail here, before a store is made.
+    picked = None if candidates is None else resolve_archs(space, candidates, seed=seed)
+    measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
     with Store(store) as st:
         tables = pretrain_tables(space, st, profile.name)
         if not tables:
             raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")
-        keys = default_candidates(space, tables) if candidates is None else resolve_archs(space, candidates, seed=seed)
+        keys = default_candidates(space, tables) if picked is None else picked
         measure = CampaignDevice(st, profile, space, measurement=measurement, options=options, on_progress=on_progress)
         with ray_for(profile, options):
             for cid in unfinished_campaigns(st, space, profile.name):
                 log.info("finishing interrupted onboarding campaign %d", cid)
-                refresh_reach(st, cid, [profile.with_measurement(measurement)])  # the device may have moved
+                refresh_reach(st, cid, [measuring])  # the device may have moved
                 run_campaign(st, cid, options, on_progress=on_progress)
                 measure.campaigns.append(_campaign_name(st, cid))  # the report lists every batch this run ran
-            measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
             measured = measured_latencies(st, space, measuring)
             warn_left_out(comparable_rows(st, space, measuring)[1], profile.name)
             failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
@@ -296,10 +299,14 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                                         train_devices=list(tables), device=profile.name))
     if table_out is not None:
         Path(table_out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(table_out, index=False)
+        with written_whole(table_out) as partial:
+            table.to_parquet(partial, index=False)
         files["table"] = str(table_out)
     if report_out is not None:
-        files["report"] = str(onboard_report.write_report(report, report_out))
+        Path(report_out).parent.mkdir(parents=True, exist_ok=True)
+        with written_whole(report_out) as partial:
+            onboard_report.write_report(report, partial)
+        files["report"] = str(report_out)
     report["files"] = files
     return Onboarding(result, report, table, files)
 

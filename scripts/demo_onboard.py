@@ -33,7 +33,7 @@ def onboarding_table(device: str, campaign: pd.Series, out: Path, *, budget: int
                      candidates=[str(k) for k in keys], measurement="quick",
                      table_out=out / f"onboard-{device}.parquet",
                      options=CoordinatorOptions(artifact_dir=out / "artifacts"))
-    predicted = result.table.set_index("arch")["latency_ms"]
+    predicted = result.table.set_index("arch")["predicted_ms"]
     held = campaign.drop(index=[a for a in result.result.measured if a in campaign.index])
     rho = spearman(predicted.loc[held.index].to_numpy(), held.to_numpy())
     est = result.report.get("estimated_rho") or {}

@@ -94,3 +94,8 @@ def test_onboard_bad_input(tmp_path):
     not_store.write_text("not a database")
     r = hwl("onboard", str(dev), "--space", "nb201", "--store", not_store, "--out", tmp_path / "p.pt")
     assert r.returncode == 2 and "not an hwl store" in r.stderr
+    for bad in ("zz,1", "@" + str(not_store)):  # an unknown arch string, a file of them
+        r = hwl("onboard", str(dev), "--space", "nb201", "--candidates", bad, "--store", tmp_path / "new.db",
+                "--out", tmp_path / "p.pt")
+        assert r.returncode == 2 and "NB201 arch string" in r.stderr
+        assert not (tmp_path / "new.db").exists()  # refused before a store was made
