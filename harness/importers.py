@@ -236,5 +236,6 @@ def _fbnet_rows(torch, mapping_path: Path, n: int, path: Path) -> list[str]:
         try:
             keys.append(fbnet.to_key([fbnet.OPS[int(i)] for i in ops]))
         except (IndexError, ValueError):
-            raise TableImportError(f"{mapping_path}: row {row} has an op index outside 0..{len(fbnet.OPS) - 1}") from None
+            raise TableImportError(f"{mapping_path}: row {row} has an op index outside "
+                                  f"0..{len(fbnet.OPS) - 1}") from None
     return keys

@@ -523,7 +523,8 @@ class _Transaction:
             self.db.execute("ROLLBACK")
         if _is_sqlite_full(exc):
             raise StorageFull(f"the disk holding the store {self.path} is full ({exc}); the change was rolled "
-                              "back and nothing stored before it is lost: free space there, then run the command again") from exc
+                              "back and nothing stored before it is lost: free space there, then run the command "
+                              "again") from exc
         if _is_sqlite_readonly(exc):
             raise StoreError(f"store {self.path} cannot be written ({exc}): its file (or folder) is read-only; "
                              "nothing in it was changed") from None

@@ -162,8 +162,10 @@ def test_ssh_profile_fields_defaults_and_round_trip():
 
 def test_command_transport_profile():
     data = {"name": "phone", "device_class": "mobile",
-            "host": {"name": "lab-pc", "transport": "command", "push": "adb push {model} /data/local/tmp/{sha256}.onnx"},
-            "runtime": {"kind": "command", "options": {"command": "adb shell bench {sha256}", "regex": "avg=([0-9.]+)"}}}
+            "host": {"name": "lab-pc", "transport": "command",
+                     "push": "adb push {model} /data/local/tmp/{sha256}.onnx"},
+            "runtime": {"kind": "command",
+                        "options": {"command": "adb shell bench {sha256}", "regex": "avg=([0-9.]+)"}}}
     p = parse_profile(data)
     assert p.host.push.startswith("adb push") and p.host.check is None
 

@@ -99,7 +99,8 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     assert (tmp_path / "s.json").is_file()
     assert main(["search", "--device", "nope", "--max-latency-ms", "5", "--accuracy-table", acc]) == 2
     assert "valid devices" in capsys.readouterr().err
-    assert main(["search", "--device", DEVICE, "--max-latency-ms", "5", "--accuracy-table", str(tmp_path / "x.csv")]) == 2
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "5",
+                 "--accuracy-table", str(tmp_path / "x.csv")]) == 2
     assert "nb201_accuracy.csv works" in capsys.readouterr().err
     assert main(["search", "--device", DEVICE, "--max-latency-ms", "5", "--accuracy-table", acc,
                  "--encoding", "zcp"]) == 2
