@@ -26,11 +26,11 @@ def check_writable(path) -> Path:
     if _is_sqlite(path):  # most likely the store itself, named as an output by mistake
         raise UserError(f"{path} is an SQLite database (an hwl store?); refusing to write over it: give the "
                         "output another file name")
-    if path.exists() and not path.is_file():  # a pipe or /dev/stdout: written to in place
+    if names_a_stream(path):  # a pipe or /dev/stdout: written to in place
         if not os.access(path, os.W_OK):
             raise UserError(f"cannot write {path}: permission denied")
         return path
-    check_writable_folder(path.parent, what=str(path))
+    check_writable_folder((path.resolve() if path.is_symlink() else path).parent, what=str(path))  # the link's file
     return path
 
 
@@ -57,17 +57,38 @@ def _same_file(a: Path, b: Path) -> bool:
 def written_whole(path) -> Iterator[Path]:
     """The path to write ``path``'s new content to: it takes ``path``'s place only when the block ends
     without an error, so a killed process or a full disk leaves the old file, never half a new one.
-    A pipe or /dev/stdout is written in place."""
+    A pipe, a terminal or a name of an open file (/dev/stdout, /proc/self/fd/N) is written in place;
+    through any other symbolic link the file it names is replaced, the link kept."""
     path = Path(path)
-    if path.exists() and not path.is_file():
+    if names_a_stream(path):
         yield path
         return
-    partial = path.with_name(f".partial-{path.name}")  # the same suffixes: writers infer the format from them
+    target = path.resolve() if path.is_symlink() else path
+    partial = target.with_name(f".partial-{target.name}")  # the same suffixes: writers infer the format from them
     try:
         yield partial
-        os.replace(partial, path)
+        os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def names_a_stream(path) -> bool:
+    """Whether ``path`` is a pipe, a terminal, or reaches a file through /dev or /proc (``> out.csv``
+    with ``--out /dev/stdout``): renaming a new file over that name would replace /dev/stdout itself
+    (as root) or fail, and the shell's file would get nothing."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_file():
+        return True
+    hop = Path(os.path.abspath(path))
+    for _ in range(40):  # Linux follows at most 40 links
+        if hop.parts[1:2] in (("dev",), ("proc",)):
+            return True
+        if not hop.is_symlink():
+            return False
+        hop = Path(os.path.abspath(hop.parent / os.readlink(hop)))
+    return False
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -92,4 +113,4 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
     return folder
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder", "written_whole"]
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "written_whole"]

@@ -55,6 +55,21 @@ def test_train_adapt_predict_end_to_end(tables, capsys):
     assert rho > 0.8
 
 
+def test_a_model_written_to_redirected_stdout_is_whole(tables, tmp_path):
+    """``hwl train --out /dev/stdout > copy.pt``: the model goes to the shell's file and the command's
+    'wrote' line to stderr, not into the model."""
+    from harness.model_file import load_model
+
+    target = tmp_path / "copy.pt"
+    with target.open("wb") as stdout:
+        run = subprocess.run([sys.executable, "-m", "harness", "train", "--space", "nb201", "--method", "copy",
+                              "--table", str(tables / "train.parquet"), "--out", "/dev/stdout"],
+                             stdout=stdout, stderr=subprocess.PIPE, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()
+    assert "wrote /dev/stdout" in run.stderr.decode()
+    assert load_model(target)["space"] == "nb201"
+
+
 def test_model_files_are_checked(tables, capsys):
     root = tables
     assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(root / "train.parquet"),

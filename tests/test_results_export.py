@@ -124,6 +124,33 @@ def test_out_dash_writes_to_stdout_and_names_it_on_stderr(campaign, tmp_path, fm
         assert pq.read_table(io.BytesIO(run.stdout)).num_rows == 8  # 6 results and the 2 failed first tries
 
 
+@pytest.mark.parametrize("out", ["-", "/proc/self/fd/1"])
+def test_stdout_redirected_to_a_file_gets_the_export(campaign, tmp_path, out):
+    """``--out - > results.parquet``: the shell's file is written in place. A file renamed over
+    /dev/stdout replaced that link itself (as root) and left results.parquet empty."""
+    import subprocess
+    import sys
+
+    store, _ = campaign
+    target = tmp_path / "results.parquet"
+    with target.open("wb") as stdout:
+        run = subprocess.run([sys.executable, "-m", "harness", "campaign", "export", "--store", str(store.path),
+                              "--out", out], stdout=stdout, stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr.decode()
+    assert pq.read_table(target).num_rows == 8
+    assert os.path.islink("/dev/stdout") and not os.path.lexists("/dev/.partial-stdout")
+
+
+def test_an_export_through_a_symlink_replaces_the_file_and_keeps_the_link(campaign, tmp_path):
+    store, _ = campaign
+    (tmp_path / "run-1.csv").write_text("old\n")
+    (tmp_path / "latest.csv").symlink_to("run-1.csv")
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(tmp_path / "latest.csv"),
+                     "--format", "help"]) == 0
+    assert (tmp_path / "latest.csv").is_symlink()
+    assert (tmp_path / "run-1.csv").read_text().startswith("arch_index,arch_str,dev-a,dev-b")
+
+
 def test_a_campaign_command_without_a_name_says_which_of_several_it_took(campaign, tmp_path, caplog):
     store, cid = campaign
     profile = str(write_profile(tmp_path, "dev-c"))

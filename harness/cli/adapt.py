@@ -1,7 +1,7 @@
 """`hwl adapt`: adapt a pretrained model to a new device with its few measurements."""
 from __future__ import annotations
 
-from harness.cli.common import add_table_flags
+from harness.cli.common import add_table_flags, messages_to
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     path, n = adapt(model=args.model, device=args.device, measurements=args.table, store=args.store, out=args.out)
-    print(f"adapted to {args.device} with {n} measurements; wrote {path}")
+    print(f"adapted to {args.device} with {n} measurements; wrote {path}", file=messages_to(path))
     return 0
 
 

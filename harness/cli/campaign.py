@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, messages_to
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
@@ -233,6 +233,6 @@ def cmd_export(args) -> int:
             raise CampaignError("--out -: stdout is a terminal; pipe it into a program or give a file name")
         out = "/dev/stdout"
     path = export(store=args.store, fmt=args.format, out=out, name=args.name)
-    # the file's name goes to stdout unless the data went there
-    print(path, file=sys.stdout if path.is_file() else sys.stderr)
+    # the file's name goes to stdout unless the data went there (a pipe, or stdout redirected to a file)
+    print(path, file=messages_to(path))
     return 0

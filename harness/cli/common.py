@@ -1,9 +1,10 @@
-"""Flags shared by several subcommands, defined once, and their value types."""
+"""Flags shared by several subcommands, defined once, their value types, and output helpers."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 
 
 def non_negative_int(text: str) -> int:
@@ -54,6 +55,14 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
     parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
                         "works while a campaign is still writing to it")
 
+
+
+def messages_to(*outputs):
+    """Where a command prints its own lines: stderr when one of its output files is stdout or another
+    stream (``--out /dev/stdout > model.pt``), so the lines do not land in the data; else stdout."""
+    from harness.paths import names_a_stream
+
+    return sys.stderr if any(p is not None and names_a_stream(p) for p in outputs) else sys.stdout
 
 
 def strict_json(obj, **kwargs) -> str:

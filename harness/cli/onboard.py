@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import non_negative_int
+from harness.cli.common import messages_to, non_negative_int
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import DeviceQuarantined, UserError
 from harness.paths import check_outputs
@@ -112,7 +112,8 @@ def cmd_onboard(args) -> int:
     except DeviceQuarantined as exc:  # as `campaign run` with a quarantined device: one line, exit 1
         print(f"hwl onboard: {exc}", file=sys.stderr)
         return 1
+    stream = messages_to(*result.files.values())
     for line in text_lines(result.report):
-        print(line)
-    print(json.dumps({"files": result.files}))
+        print(line, file=stream)
+    print(json.dumps({"files": result.files}), file=stream)
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, non_negative_int, positive_int
+from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int
 from harness.model_file import save_model
 from harness.paths import check_outputs
 from predictors import data, registry
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     path = train(space=args.space, devices=_split(args.devices), method=args.method, table=args.table,
                  store=args.store, n_pretrain=args.n_pretrain, seed=args.seed, out=args.out)
-    print(f"wrote {path}")
+    print(f"wrote {path}", file=messages_to(path))
     return 0
 
 
