@@ -73,9 +73,10 @@ def written_whole(path) -> Iterator[Path]:
 
 
 def names_a_stream(path) -> bool:
-    """Whether ``path`` is a pipe, a terminal, or reaches a file through /dev or /proc (``> out.csv``
-    with ``--out /dev/stdout``): renaming a new file over that name would replace /dev/stdout itself
-    (as root) or fail, and the shell's file would get nothing."""
+    """Whether ``path`` is a pipe, a terminal, or a name of an open file (/dev/stdout, /dev/fd/N,
+    /proc/self/fd/N; ``> out.csv`` with ``--out /dev/stdout``): renaming a new file over that name
+    would replace /dev/stdout itself (as root) or fail, and the shell's file would get nothing. A
+    plain file under /dev (/dev/shm/out.csv) is not one."""
     path = Path(path)
     if not path.exists():
         return False
@@ -83,10 +84,12 @@ def names_a_stream(path) -> bool:
         return True
     hop = Path(os.path.abspath(path))
     for _ in range(40):  # Linux follows at most 40 links
-        if hop.parts[1:2] in (("dev",), ("proc",)):
+        if hop.parts[1:2] == ("proc",):
             return True
         if not hop.is_symlink():
             return False
+        if hop.parts[1:2] == ("dev",):  # /dev/stdout -> /proc/self/fd/1
+            return True
         hop = Path(os.path.abspath(hop.parent / os.readlink(hop)))
     return False
 

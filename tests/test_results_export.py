@@ -1,5 +1,6 @@
 """Exporting a campaign's results: Parquet written a page at a time, and HELP's wide table."""
 import os
+import tempfile
 import threading
 
 import pyarrow.parquet as pq
@@ -149,6 +150,16 @@ def test_an_export_through_a_symlink_replaces_the_file_and_keeps_the_link(campai
                      "--format", "help"]) == 0
     assert (tmp_path / "latest.csv").is_symlink()
     assert (tmp_path / "run-1.csv").read_text().startswith("arch_index,arch_str,dev-a,dev-b")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_a_plain_file_under_dev_is_still_written_whole(tmp_path):
+    """Only names of open files (/dev/stdout, /dev/fd/N, /proc/...) are written in place."""
+    from harness.paths import names_a_stream
+
+    with tempfile.NamedTemporaryFile(dir="/dev/shm", suffix=".csv") as plain, (tmp_path / "f").open("w") as f:
+        assert not names_a_stream(plain.name)
+        assert names_a_stream(f"/dev/fd/{f.fileno()}") and names_a_stream(f"/proc/self/fd/{f.fileno()}")
 
 
 def test_a_campaign_command_without_a_name_says_which_of_several_it_took(campaign, tmp_path, caplog):
