@@ -54,10 +54,13 @@ def plot_device_heatmap(table: pd.DataFrame, path, devices=None) -> Path:
 
 def save_figure(fig, path) -> Path:
     """Write ``fig`` to ``path`` (folders made as needed), close it, return the path."""
+    from harness.paths import written_whole  # a killed run leaves no half figure
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with written_whole(path) as target:  # the suffix is kept: savefig infers the format from it
+        fig.savefig(target, dpi=120)
     plt.close(fig)
     return path
 

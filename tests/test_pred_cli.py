@@ -165,3 +165,13 @@ def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
                  "--method", "copy", "--samples", "10", "--trials", "1", "--json", str(out)]) == 0
     (result,) = json.loads(out.read_text())["results"]
     assert list(result["per_device"]) == ["my_pi"]
+    # --json /dev/stdout redirected to a file: the JSON alone lands there, the table goes to stderr
+    redirected = tmp_path / "redirected.json"
+    with redirected.open("w") as stdout:
+        run = subprocess.run([sys.executable, "-m", "harness", "evaluate", "--space", "nb201", "--train-devices",
+                              "pixel3", "--store", str(tmp_path / "lab.db"), "--method", "copy", "--samples", "10",
+                              "--trials", "1", "--json", "/dev/stdout"], stdout=stdout, stderr=subprocess.PIPE,
+                             text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(redirected.read_text())["results"][0]["per_device"].keys() == {"my_pi"}
+    assert "Spearman rho" in run.stderr and "wrote /dev/stdout" in run.stderr

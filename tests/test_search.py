@@ -1,5 +1,7 @@
 """Predictor-guided search: a constructed problem with a known optimum, budget accounting, errors."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,12 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "true accuracy" in out and "true optimum under the limit" in out and "random" in out
     assert (tmp_path / "s.json").is_file()
+    redirected = tmp_path / "redirected.json"  # --json /dev/stdout > FILE: the JSON alone, the lines to stderr
+    with redirected.open("w") as stdout:
+        run = subprocess.run([sys.executable, "-m", "harness", *args[:-1], "/dev/stdout"], stdout=stdout,
+                             stderr=subprocess.PIPE, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "runs" in json.loads(redirected.read_text()) and "true optimum under the limit" in run.stderr
     assert main(["search", "--device", "nope", "--max-latency-ms", "5", "--accuracy-table", acc]) == 2
     assert "valid devices" in capsys.readouterr().err
     assert main(["search", "--device", DEVICE, "--max-latency-ms", "5",

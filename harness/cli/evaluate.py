@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.common import add_table_flags, non_negative_int, positive_int, strict_json
+from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int, strict_json
 from harness.errors import UserError
-from harness.paths import check_writable
+from harness.paths import check_writable, written_whole
 from predictors import data, registry, tasks
 
 
@@ -48,16 +48,17 @@ def run(args) -> int:
     results = evaluate(task=task, method=args.method, params=parse_params(args.set),
                        samples=parse_samples(args.samples), trials=args.trials, first_seed=args.first_seed,
                        n_pretrain=args.n_pretrain)
-    print_results(results)
+    out = messages_to(args.json, args.plot, args.heatmap)  # stderr when an output is stdout
+    print_results(results, Console(file=out))
     if args.json:
         write_json(args.json, results)
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=out)
     if args.plot:
         from predictors.plots import plot_rho_vs_k
 
-        print(f"wrote {plot_rho_vs_k(results, args.plot)}")
+        print(f"wrote {plot_rho_vs_k(results, args.plot)}", file=out)
     if args.heatmap:
-        print(f"wrote {heatmap(task, args.heatmap)}")
+        print(f"wrote {heatmap(task, args.heatmap)}", file=out)
     return 0
 
 
@@ -148,7 +149,8 @@ def parse_params(items) -> dict:
 def write_json(path, results: list[dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(strict_json({"results": results}, indent=2) + "\n")
+    with written_whole(path) as target:
+        target.write_text(strict_json({"results": results}, indent=2) + "\n")
     return path
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.cli.common import messages_to
 from harness.errors import UserError
-from harness.paths import check_writable
+from harness.paths import check_writable, written_whole
 
 
 def add_parser(subparsers) -> None:
@@ -112,8 +113,10 @@ def cmd_new(args) -> int:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     text = profile_toml(args)
     parse_profile(tomllib.loads(text), source=str(out))  # never write a profile hwl would refuse
-    check_writable(out).write_text(text)
-    print(out)
+    check_writable(out)
+    with written_whole(out) as target:
+        target.write_text(text)
+    print(out, file=messages_to(out))
     return 0
 
 

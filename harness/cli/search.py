@@ -1,11 +1,12 @@
 """`hwl search`: predictor-guided search for the most accurate architecture under a latency limit."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, non_negative_int, strict_json
+from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
-from harness.paths import check_writable
+from harness.paths import check_writable, written_whole
 
 
 def add_parser(subparsers) -> None:
@@ -59,28 +60,30 @@ def run(args) -> int:
     result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),
                      encoding=args.encoding, proxies=proxies, n_latency=args.latency_samples, device=args.device)
     first = result["runs"]["predictor"][0]
-    print(f"{args.space} {args.dataset} on {args.device}, latency <= {args.max_latency_ms:g} ms, budget {args.budget} "
-          f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
-          f"({result['feasible_candidates']} truly feasible)")
+    say = functools.partial(print, file=messages_to(args.json))  # stderr when the JSON goes to stdout
+    say(f"{args.space} {args.dataset} on {args.device}, latency <= {args.max_latency_ms:g} ms, budget {args.budget} "
+        f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
+        f"({result['feasible_candidates']} truly feasible)")
     if result["candidates"] < nb201.N_ARCHS:  # evaluations are look-ups: only archs with a latency can be searched
-        print(f"  the candidates are the archs with both a latency in {args.device}'s table and an accuracy, "
-              f"not all {nb201.N_ARCHS} of the space")
+        say(f"  the candidates are the archs with both a latency in {args.device}'s table and an accuracy, "
+            f"not all {nb201.N_ARCHS} of the space")
     if first.arch is None:
-        print(f"seed {args.seed}: no evaluated architecture met the limit within the budget")
+        say(f"seed {args.seed}: no evaluated architecture met the limit within the budget")
     else:
-        print(f"seed {args.seed}: best {first.arch} {nb201.to_string(int(first.arch))}")
-        print(f"  true accuracy {first.accuracy:.2f} %, true latency {first.latency_ms:.3f} ms "
-              f"({'meets' if first.feasible else 'VIOLATES'} the limit), {first.evaluations} evaluations used")
+        say(f"seed {args.seed}: best {first.arch} {nb201.to_string(int(first.arch))}")
+        say(f"  true accuracy {first.accuracy:.2f} %, true latency {first.latency_ms:.3f} ms "
+            f"({'meets' if first.feasible else 'VIOLATES'} the limit), {first.evaluations} evaluations used")
     opt = result["optimum"]
-    print(f"true optimum under the limit: {opt['arch']} {opt['accuracy']:.2f} % at {opt['latency_ms']:.3f} ms")
-    print(f"over {args.seeds} seeds:        mean acc  feasible  within 0.5 %  evals to 0.5 %")
+    say(f"true optimum under the limit: {opt['arch']} {opt['accuracy']:.2f} % at {opt['latency_ms']:.3f} ms")
+    say(f"over {args.seeds} seeds:        mean acc  feasible  within 0.5 %  evals to 0.5 %")
     for name, s in result["summary"].items():
         evals = "-" if s["mean_evals_to_near_optimum"] is None else f"{s['mean_evals_to_near_optimum']:.1f}"
-        print(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"
-              f"  {evals:>14}")
+        say(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"
+            f"  {evals:>14}")
     if args.json:
-        Path(args.json).write_text(strict_json(to_json(result), indent=2) + "\n")
-        print(f"wrote {args.json}")
+        with written_whole(args.json) as target:
+            Path(target).write_text(strict_json(to_json(result), indent=2) + "\n")
+        say(f"wrote {args.json}")
     return 0
 
 
