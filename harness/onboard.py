@@ -104,10 +104,14 @@ def batch_name(profile: DeviceProfile, space: str, keys) -> str:
 def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=None) -> dict:
     """arch -> latency_ms the store holds for ``profile``'s device measured with its settings (of ``archs``
     when given; see :func:`comparable_rows`)."""
-    table, _ = comparable_rows(store, space, profile)
-    if len(table) == 0:
+    return latencies_by_arch(store, space, comparable_rows(store, space, profile)[0], archs)
+
+
+def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) -> dict:
+    """arch -> median latency_ms of :func:`comparable_rows`' ``rows`` (of ``archs`` when given)."""
+    if len(rows) == 0:
         return {}
-    frame = data.from_frame(table, space, source=f"store:{store.path.name}", where=f"store {store.path}")
+    frame = data.from_frame(rows, space, source=f"store:{store.path.name}", where=f"store {store.path}")
     series = frame.groupby("arch", sort=False)["latency_ms"].median()
     if archs is not None:
         series = series[series.index.isin(list(archs))]
@@ -272,8 +276,9 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 refresh_reach(st, cid, [measuring])  # the device may have moved
                 run_campaign(st, cid, options, on_progress=on_progress)
                 measure.campaigns.append(_campaign_name(st, cid))  # the report lists every batch this run ran
-            measured = measured_latencies(st, space, measuring)
-            warn_left_out(comparable_rows(st, space, measuring)[1], profile.name)
+            rows, left_out = comparable_rows(st, space, measuring)  # one read of the device's results
+            warn_left_out(left_out, profile.name)
+            measured = latencies_by_arch(st, space, rows)
             failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
             # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
             keys = list(dict.fromkeys(list(keys) + list(measured)))
@@ -303,14 +308,11 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             table.to_parquet(partial, index=False)
         files["table"] = str(table_out)
     if report_out is not None:
-        Path(report_out).parent.mkdir(parents=True, exist_ok=True)
-        with written_whole(report_out) as partial:
-            onboard_report.write_report(report, partial)
-        files["report"] = str(report_out)
+        files["report"] = str(onboard_report.write_report(report, report_out))
     report["files"] = files
     return Onboarding(result, report, table, files)
 
 
 __all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name", "comparable_rows",
-           "default_candidates", "failed_archs", "measured_latencies", "onboard", "pretrain_tables", "ray_for",
-           "unfinished_campaigns", "warn_left_out"]
+           "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies", "onboard", "pretrain_tables",
+           "ray_for", "unfinished_campaigns", "warn_left_out"]

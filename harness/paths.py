@@ -30,7 +30,7 @@ def check_writable(path) -> Path:
         if not os.access(path, os.W_OK):
             raise UserError(f"cannot write {path}: permission denied")
         return path
-    check_writable_folder((path.resolve() if path.is_symlink() else path).parent, what=str(path))  # the link's file
+    check_writable_folder(_file_behind(path).parent, what=str(path))
     return path
 
 
@@ -63,13 +63,18 @@ def written_whole(path) -> Iterator[Path]:
     if names_a_stream(path):
         yield path
         return
-    target = path.resolve() if path.is_symlink() else path
+    target = _file_behind(path)
     partial = target.with_name(f".partial-{target.name}")  # the same suffixes: writers infer the format from them
     try:
         yield partial
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _file_behind(path: Path) -> Path:
+    """The file a symbolic link names (a new file replaces it, the link kept); else ``path``."""
+    return path.resolve() if path.is_symlink() else path
 
 
 def names_a_stream(path) -> bool:

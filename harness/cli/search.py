@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
@@ -82,7 +81,7 @@ def run(args) -> int:
             f"  {evals:>14}")
     if args.json:
         with written_whole(args.json) as target:
-            Path(target).write_text(strict_json(to_json(result), indent=2) + "\n")
+            target.write_text(strict_json(to_json(result), indent=2) + "\n")
         say(f"wrote {args.json}")
     return 0
 

@@ -99,9 +99,12 @@ def _spent(report: dict) -> str:
 
 
 def write_report(report: dict, path) -> Path:
+    from harness.paths import written_whole  # a killed run leaves no half report
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    with written_whole(path) as target:
+        target.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return path
 
 
