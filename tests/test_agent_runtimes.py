@@ -183,6 +183,21 @@ def test_command_failures_are_typed():
     assert res.outcome == "runtime_error" and "no latency found" in res.message
 
 
+
+@pytest.mark.parametrize("printed, options, expect", [
+    ("{\"latency_ms\": NaN}", {"json_path": "latency_ms"}, "not a positive number: nan"),
+    ("{\"latency_ms\": true}", {"json_path": "latency_ms"}, "non-numeric latency [True]"),
+    ("latency -3.5 ms", {"regex": "latency (-?[0-9.]+) ms"}, "not a positive number: '-3.5'"),
+    ("latency 0 ms", {"regex": "latency ([0-9.]+) ms"}, "not a positive number: '0'"),
+    ("latency inf ms", {"regex": "latency (\\S+) ms"}, "not a positive number: 'inf'"),
+])
+def test_command_output_that_is_no_latency_is_named(printed, options, expect):
+    # These crashed the measuring child (a traceback for a message) or, for true, stored 1 ms.
+    res = measure(runtime="command", options={"command": [PY, "-c", f"print({printed!r})"], **options})
+    assert res.outcome == "runtime_error" and res.measurement is None
+    assert expect in res.message and "\n" not in res.message, res.message
+
+
 def _processes_with(marker: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

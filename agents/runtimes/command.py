@@ -30,6 +30,7 @@ A non-zero exit (or death by a signal) is a ``runtime_error`` with the tool's st
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import signal
@@ -82,10 +83,17 @@ def parse_latencies(text: str, *, regex: str | None = None, json_path: str | Non
     else:
         values = re.findall(regex, text)
         values = [v[0] if isinstance(v, tuple) else v for v in values]
-    try:
-        out = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise RunFailure(f"command output has a non-numeric latency {values[:3]!r}") from None
+    out = []
+    for v in values:
+        try:
+            x = float(v) if not isinstance(v, bool) else None  # a JSON true is not 1 ms
+        except (TypeError, ValueError):
+            x = None
+        if x is None:
+            raise RunFailure(f"command output has a non-numeric latency {values[:3]!r}")
+        if not math.isfinite(x) or x <= 0:  # NaN, infinities and non-positive times crash the statistics
+            raise RunFailure(f"command output has a latency that is not a positive number: {v!r}")
+        out.append(x)
     if not out:
         how = f"json_path {json_path!r}" if json_path is not None else f"regex {regex!r}"
         raise RunFailure(f"no latency found in the command output with {how}; output ends: {text[-300:]!r}")
