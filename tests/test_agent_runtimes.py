@@ -198,6 +198,16 @@ def test_command_output_that_is_no_latency_is_named(printed, options, expect):
     assert expect in res.message and "\n" not in res.message, res.message
 
 
+@pytest.mark.parametrize("code", [
+    "import json; print('loading'); print(json.dumps({'results': {'latency_ms': [1.5, 1.7]}}, indent=2))",
+    "import json; print(json.dumps({'results': {'latency_ms': [1.5, 1.7]}})); print(0)",
+])
+def test_command_json_pretty_printed_or_followed_by_a_status_line(code):
+    res = measure(runtime="command", options={"command": [PY, "-c", code], "json_path": "results.latency_ms"})
+    assert res.outcome == "ok", res.message
+    assert [list(r) for r in res.record().samples_ns] == [[1.5e6, 1.7e6]] * 2
+
+
 def _processes_with(marker: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

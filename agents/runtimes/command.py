@@ -11,8 +11,9 @@ Options (``Measure.options``):
     Pattern whose matches in stdout are latencies (group 1 when it has groups). Every match is
     one sample, so a tool printing per-run times gives many samples per window.
 ``json_path``
-    Instead of ``regex``: dotted path into the JSON on stdout (the last line that parses), e.g.
-    ``"results.0.latency_ms"``; the value may be a number or a list of numbers.
+    Instead of ``regex``: dotted path into the JSON on stdout (the whole output, or the last line
+    or pretty-printed block that holds the path), e.g. ``"results.0.latency_ms"``; the value may
+    be a number or a list of numbers, each a positive finite latency.
 ``unit``
     "ms" (default), "us", "ns" or "s".
 ``warmup_runs``
@@ -54,25 +55,36 @@ def build_argv(template, values: dict) -> list[str]:
     return [pattern.sub(lambda m: str(values[m.group(1)]), w) for w in words]
 
 
+def _at_path(doc, path: str):
+    for part in path.split(".") if path else []:
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc
+
+
 def _json_at(text: str, path: str):
-    doc = None
-    for line in reversed(text.strip().splitlines()):
+    """The value at ``path`` in the JSON the tool printed: the whole output, else the last line
+    (or last pretty-printed block after log lines) holding that path. A number line inside a
+    pretty-printed list or a status line after the JSON parses too, so it must hold the path."""
+    lines = text.strip().splitlines()
+    candidates = [text]
+    for i in range(len(lines) - 1, -1, -1):
+        candidates.append(lines[i])
+        if lines[i].lstrip()[:1] in ("{", "["):
+            candidates.append("\n".join(lines[i:]))
+    parsed = False
+    for candidate in candidates:
         try:
-            doc = json.loads(line)
-            break
+            doc = json.loads(candidate)
         except ValueError:
             continue
-    if doc is None:
+        parsed = True
         try:
-            doc = json.loads(text)
-        except ValueError:
-            raise RunFailure(f"command output is not JSON (needed for json_path {path!r}): {text[-300:]!r}") from None
-    for part in path.split(".") if path else []:
-        try:
-            doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+            return _at_path(doc, path)
         except (KeyError, IndexError, ValueError, TypeError):
-            raise RunFailure(f"json_path {path!r}: no {part!r} in the command's JSON output") from None
-    return doc
+            continue
+    if not parsed:
+        raise RunFailure(f"command output is not JSON (needed for json_path {path!r}): {text[-300:]!r}")
+    raise RunFailure(f"json_path {path!r}: not found in the command's JSON output; output ends: {text[-300:]!r}")
 
 
 def parse_latencies(text: str, *, regex: str | None = None, json_path: str | None = None) -> list[float]:
