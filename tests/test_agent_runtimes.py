@@ -208,6 +208,13 @@ def test_command_json_pretty_printed_or_followed_by_a_status_line(code):
     assert [list(r) for r in res.record().samples_ns] == [[1.5e6, 1.7e6]] * 2
 
 
+def test_command_output_that_is_not_utf8_is_read():
+    code = "import sys; sys.stdout.buffer.write(bytes([0x9c, 0xff]) + b' run 2.5 ms')"
+    res = measure(runtime="command", options={"command": [PY, "-c", code], "regex": r"run ([0-9.]+) ms"})
+    assert res.outcome == "ok", res.message
+    assert res.record().median_ms == pytest.approx(2.5)
+
+
 def _processes_with(marker: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

@@ -114,7 +114,8 @@ def parse_latencies(text: str, *, regex: str | None = None, json_path: str | Non
 
 def _run(argv: list[str]) -> str:
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        # A tool printing bytes that are not UTF-8 is read anyway: the parse says what it found.
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
     except OSError as exc:
         raise RunFailure(f"cannot run {argv[0]!r}: {exc}") from None
     if proc.returncode != 0:
