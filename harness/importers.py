@@ -4,7 +4,9 @@ Two kinds of input:
 
 * a long table (Parquet or CSV) with ``device``, ``latency_ms`` and an architecture column:
   ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` or ``arch`` (FBNet keys), as in
-  ``shared/data/nb201_latency.parquet`` and ``fbnet_latency.parquet``;
+  ``shared/data/nb201_latency.parquet`` and ``fbnet_latency.parquet``; hwl's own Parquet export
+  (``hwl campaign export``: its accepted labels) is read as one, and with ``wide`` a wide table
+  (one column per device, as ``hwl campaign export --format help`` and ``shared/data/*_wide.csv.gz``);
 * HELP's original ``latency/<device>.pt`` files: a list with one latency (ms) per row, where
   row i is the architecture given by HELP's index mapping: ``str_arch2idx.pt`` (NB201: arch
   string -> row) or ``arch.pt`` (FBNet: a list of 22 op indices per row), found next to the
@@ -40,13 +42,13 @@ class TableImportError(UserError):
 
 
 def import_file(store: Store, path, *, space: str | None = None, device: str | None = None,
-                mapping=None) -> tuple[str, int]:
+                mapping=None, wide: bool = False) -> tuple[str, int]:
     """Import one file; returns (space, number of rows). See the module docstring."""
-    return add_table(store, path, *read_table_file(path, space=space, device=device, mapping=mapping))
+    return add_table(store, path, *read_table_file(path, space=space, device=device, mapping=mapping, wide=wide))
 
 
 def read_table_file(path, *, space: str | None = None, device: str | None = None,
-                    mapping=None) -> tuple[str, list[tuple[str, str, float]]]:
+                    mapping=None, wide: bool = False) -> tuple[str, list[tuple[str, str, float]]]:
     """(space, rows (arch key, device, ms)) of one latency file, checked; nothing is stored."""
     path = Path(path)
     if device is not None and not device.strip():
@@ -62,6 +64,7 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
             frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
+        frame = _as_long_table(frame, path, device=device, wide=wide)
         space, rows = rows_from_long_table(frame, source=path.name, space=space, device=device)
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
@@ -80,12 +83,49 @@ def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
     return space, n
 
 
+ARCH_COLUMNS = ("arch_index", "arch_str", "arch_ops", "arch", "arch_id")
+
+
+def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide: bool) -> pd.DataFrame:
+    """hwl's own exports as long tables: a Parquet export (one row per result) gives its accepted
+    labels; with ``wide``, a wide table (``hwl campaign export --format help``, HELP's
+    ``*_wide.csv.gz``) one row per filled cell. Any other table is returned as it is."""
+    cols = set(frame.columns)
+    if {"label_ms", "accepted", "device"} <= cols and "latency_ms" not in cols:
+        if path.suffix == ".parquet":
+            from harness.errors import CampaignError
+            from harness.exporting import read_parquet_export
+            try:
+                read_parquet_export(path)  # refuses an export format newer than this code reads
+            except CampaignError as exc:
+                raise TableImportError(str(exc)) from None
+        answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
+        return answered.drop(columns=["latency_ms"], errors="ignore").rename(columns={"label_ms": "latency_ms"})
+    if not wide:
+        return frame
+    # A wide table looks like an accuracy or proxy table (arch columns, then numbers), hence the flag.
+    if device is not None or cols & {"device", "latency_ms"}:
+        raise TableImportError(f"{path.name}: --wide takes a table with one latency column per device; this one "
+                               "has a 'device' or 'latency_ms' column (or --device was given): leave out --wide")
+    archs = [c for c in frame.columns if c in ARCH_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
+    devices = [c for c in frame.columns if c not in ARCH_COLUMNS]
+    if not archs or not devices:
+        raise TableImportError(f"{path.name}: a wide table needs an architecture column (arch_index, arch_str, "
+                               f"arch_ops or arch) and device columns; columns: {', '.join(map(str, frame.columns))}")
+    long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
+    blank = long["latency_ms"].isna() | (long["latency_ms"].astype(str).str.strip() == "")
+    return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
+
+
 def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None = None,
                          device: str | None = None) -> tuple[str, list[tuple[str, str, float]]]:
     """(space, [(arch key, device, latency_ms)]) from a long table."""
     cols = set(frame.columns)
     if "latency_ms" not in cols:
-        raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})")
+        hint = ("; a wide table (one column per device) needs --wide" if "device" not in cols and device is None
+                and cols & set(ARCH_COLUMNS) else "")
+        raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})"
+                               + hint)
     if "device" not in cols and device is None:
         raise TableImportError(f"{source}: no 'device' column; name the device with --device")
     if space is None:

@@ -11,7 +11,7 @@ from harness.cli import main as hwl_main
 from harness.errors import CampaignError
 from harness.exporting import export_parquet, read_parquet_export, wide_table
 from harness.store import Store
-from spaces import nb201
+from spaces import fbnet, nb201
 from tests.campaign_helpers import write_profile
 
 
@@ -168,3 +168,42 @@ def test_a_campaign_command_without_a_name_says_which_of_several_it_took(campaig
     plan_campaign(store, CampaignSpec(space="nb201", archs="11", devices=(profile,), name="later"))
     assert hwl_main(["campaign", "status", "--store", str(store.path)]) == 0
     assert "holds 2 campaigns; taking the latest, later (--name picks another: " in caplog.text
+
+
+@pytest.mark.parametrize("out", ["lab.parquet", "lab.csv", "lab_help.csv.gz"])
+def test_an_export_imports_into_a_fresh_store_with_its_accepted_labels(campaign, tmp_path, out):
+    # hwl data import refused hwl's own exports: no 'latency_ms' column (label_ms, or one column per device)
+    store, cid = campaign
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(tmp_path / out)]) == 0
+    wide = [] if out.endswith(".parquet") else ["--wide"]  # the CSV export is HELP's table: one column per device
+    assert hwl_main(["data", "import", str(tmp_path / out), "--store", str(tmp_path / "fresh.db"), *wide]) == 0
+    with Store(tmp_path / "fresh.db") as fresh:
+        got = fresh.latency_table("nb201")
+    want = store.query("SELECT j.device, CAST(j.arch AS INTEGER) AS arch, r.label_ms FROM results r "
+                       "JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
+    assert len(got) == len(want) == 6  # the two failed first attempts are not latencies
+    assert sorted(zip(got["device"], got["arch"], got["latency_ms"])) == \
+        sorted(zip(want["device"], want["arch"], want["label_ms"]))
+
+
+def test_a_wide_table_with_a_missing_cell_imports_the_filled_ones(tmp_path):
+    wide = tmp_path / "fbnet_wide.csv"
+    keys = [fbnet.to_key(["skip"] * 22), fbnet.to_key(["k3_e1"] * 22)]
+    wide.write_text(f'arch_id,arch_ops,pixel2,raspi4\n0,"{keys[0]}",3.0,\n1,"{keys[1]}",4.0,7.5\n')
+    assert hwl_main(["data", "import", str(wide), "--store", str(tmp_path / "lab.db"), "--wide"]) == 0
+    with Store(tmp_path / "lab.db") as s:
+        got = s.latency_table("fbnet")
+    assert sorted(zip(got["device"], got["arch"], got["latency_ms"])) == \
+        sorted([("pixel2", keys[0], 3.0), ("pixel2", keys[1], 4.0), ("raspi4", keys[1], 7.5)])
+
+
+
+def test_a_table_of_other_numbers_is_not_taken_for_a_wide_latency_table(tmp_path, capsys):
+    # an accuracy table has the wide table's shape: without --wide it is refused, saying what --wide is for
+    acc = tmp_path / "nb201_accuracy.csv"
+    acc.write_text("arch_index,arch_str,cifar10_test_acc\n0,|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+"
+                   "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|,85.9\n")
+    assert hwl_main(["data", "import", str(acc), "--store", str(tmp_path / "lab.db")]) == 2
+    err = capsys.readouterr().err
+    assert "no 'latency_ms' column" in err and "needs --wide" in err
+    assert not (tmp_path / "lab.db").exists()

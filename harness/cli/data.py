@@ -7,22 +7,27 @@ import json
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="import public latency tables into a store")
     sub = p.add_subparsers(dest="data_command", required=True)
-    imp = sub.add_parser("import", help="import long tables (.parquet/.csv) or HELP latency .pt files")
+    imp = sub.add_parser("import", help="import long or wide tables (.parquet/.csv, hwl's own exports) or "
+                                        "HELP latency .pt files")
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--store", default="lab.db", help="SQLite store (default lab.db)")
     imp.add_argument("--space", choices=["nb201", "fbnet"], help="default: detected from the table")
     imp.add_argument("--device", help="device name (default: the table's device column / the .pt file name)")
+    imp.add_argument("--wide", action="store_true",
+                     help="the table has one latency column per device (hwl campaign export --format help, "
+                          "HELP's *_wide.csv.gz)")
     imp.add_argument("--mapping", help="HELP index mapping (str_arch2idx.pt / arch.pt); default: found "
                                        "next to the file or in its parent folder")
     imp.set_defaults(func=cmd_import)
 
 
-def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None) -> list[dict]:
+def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None,
+                 wide=False) -> list[dict]:
     from harness.importers import add_table, read_table_file
     from harness.store import Store
 
     # every file read and checked before the store is opened: a bad one imports nothing, makes no store
-    tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping)) for f in files]
+    tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping, wide=wide)) for f in files]
     out = []
     with Store(store) as st:
         for f, sp, rows in tables:
@@ -33,6 +38,6 @@ def import_files(*, store: str, files: list[str], space=None, device=None, mappi
 
 def cmd_import(args) -> int:
     for line in import_files(store=args.store, files=args.files, space=args.space, device=args.device,
-                             mapping=args.mapping):
+                             mapping=args.mapping, wide=args.wide):
         print(json.dumps(line))
     return 0
