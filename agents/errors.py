@@ -18,6 +18,11 @@ class BadRequest(ProtocolError):
     """A well-formed message whose fields are missing, of the wrong type or contradictory."""
 
 
+class CoresUnavailable(BadRequest):
+    """The request pins cores this device does not have (or the agent may not use): the profile is
+    wrong for the device, so no model can run and no retry helps."""
+
+
 class ModelNotFound(HwlError):
     """The model named by a request is neither at its path nor in the agent's hash-keyed cache."""
 
@@ -45,7 +50,7 @@ class MeasurementTimeout(HwlError):
 
 # Classes that may be named in an Error reply, by name.
 PROTOCOL_ERRORS = {cls.__name__: cls for cls in (
-    HwlError, ProtocolError, BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable,
+    HwlError, ProtocolError, BadRequest, CoresUnavailable, ModelNotFound, HashMismatch, RuntimeUnavailable,
     AgentBusy, DeviceTooHot, MeasurementTimeout,
 )}
 

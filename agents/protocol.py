@@ -45,16 +45,16 @@ Requests (host -> agent) and their replies (agent -> host):
     present with outcome "unstable"), ``elapsed_s`` (wall time of the whole job).
     A second ``measure`` while one runs gets ``error`` kind ``AgentBusy``; a device that stays
     over the policy's ``max_temp_c`` gets ``error`` kind ``DeviceTooHot`` (quarantine it).
-    Refusals before anything runs (``HashMismatch``, ``ModelNotFound``, ``BadRequest`` for
-    cores the agent may not use, ``RuntimeUnavailable``) are ``error`` replies, not results.
+    Refusals before anything runs (``HashMismatch``, ``ModelNotFound``, ``CoresUnavailable``
+    (a ``BadRequest``) for cores the agent may not use, ``RuntimeUnavailable``) are ``error`` replies, not results.
 ``shutdown`` -> ``shutdown``
     ``reason`` (free text, logged). The agent kills a running measurement, replies and exits 0.
 
 Agent -> host only:
 
 ``error``
-    ``kind`` (class name from ``agents.errors``: ProtocolError, BadRequest, ModelNotFound,
-    HashMismatch, RuntimeUnavailable, AgentBusy, DeviceTooHot, HwlError), ``message``; the
+    ``kind`` (class name from ``agents.errors``: ProtocolError, BadRequest, CoresUnavailable,
+    ModelNotFound, HashMismatch, RuntimeUnavailable, AgentBusy, DeviceTooHot, HwlError), ``message``; the
     host re-raises it as that class (``Error.to_exception``). ``id`` is the request's
     id when it could be read, else "". The agent keeps serving after sending it.
 """

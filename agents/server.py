@@ -30,7 +30,8 @@ from pathlib import Path
 
 from agents import __version__, fingerprint, runtimes
 from agents.child import run_measurement
-from agents.errors import AgentBusy, BadRequest, HashMismatch, HwlError, ModelNotFound, ProtocolError
+from agents.errors import (AgentBusy, BadRequest, CoresUnavailable, HashMismatch, HwlError, ModelNotFound,
+                           ProtocolError)
 from agents.protocol import MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdown, Status, decode, encode
 from agents.timing import TimingPolicy
 
@@ -274,11 +275,11 @@ def _check_runtime(name: str) -> None:
 
 
 def check_cores(cores, allowed) -> None:
-    """BadRequest for cores outside ``allowed`` (this process's affinity, unless the agent was given a set)."""
+    """CoresUnavailable for cores outside ``allowed`` (this process's affinity, unless the agent was given a set)."""
     if cores and allowed:
         bad = sorted(set(cores) - allowed)
         if bad:
-            raise BadRequest(f"cores {bad} are not available to the agent; usable cores: {sorted(allowed)}")
+            raise CoresUnavailable(f"cores {bad} are not available to the agent; usable cores: {sorted(allowed)}")
 
 
 def _id_of(raw: bytes) -> str:

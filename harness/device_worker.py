@@ -37,9 +37,10 @@ RECOVER_TIMEOUT_S = 300.0  # for the profile's recover command; the reconnect lo
 # Agent error kinds that say the model file is the problem, not the device.
 _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
 # Agent error kinds that say the device cannot measure any model now: its runtime or provider is not
-# installed, or it stayed over its temperature limit for the policy's temp_give_up_s (rule 6). No
-# architecture is to blame (the attempt is device_lost), and no retry or power cycle helps.
-DEVICE_SETUP_KINDS = ("RuntimeUnavailable",)
+# installed, the profile pins cores it lacks, or it stayed over its temperature limit for the policy's
+# temp_give_up_s (rule 6). No architecture is to blame (the attempt is device_lost), and no retry or
+# power cycle helps.
+DEVICE_SETUP_KINDS = ("RuntimeUnavailable", "CoresUnavailable")
 DEVICE_TOO_HOT = "DeviceTooHot"
 DEVICE_UNFIT_KINDS = (*DEVICE_SETUP_KINDS, DEVICE_TOO_HOT)
 

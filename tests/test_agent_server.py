@@ -104,7 +104,7 @@ def test_one_stdio_session_survives_every_failure(model, tmp_path):
         r = agent.ask({"type": "ping", "id": "v2", "v": "2.0"})
         assert r["kind"] == "ProtocolError" and "2.0" in r["message"] and "1.0" in r["message"]
         r = agent.ask({**base, "id": "cores", "model": str(path), "sha256": sha, "cores": [4096]})
-        assert (r["type"], r["kind"]) == ("error", "BadRequest") and "4096" in r["message"]
+        assert (r["type"], r["kind"]) == ("error", "CoresUnavailable") and "4096" in r["message"]
 
         # A measurement past its window limit; ping, status and a second measure are answered meanwhile.
         agent.send({"type": "measure", "id": "sleepy", "runtime": "command", "profile": "quick",
