@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shlex
@@ -435,8 +436,9 @@ def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:
         if key not in valid:
             raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' is not a timing policy field; "
                                f"valid: {', '.join(valid)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' must be a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ProfileError(f"{c.source}: key 'measurement.policy.{key}' must be a finite number >= 0, "
+                               f"got {value!r}")
         out.append((key, value))
     try:
         TimingPolicy(**dict(out))  # whole numbers for counts, timeouts above 0: the agent's own checks
@@ -542,8 +544,9 @@ class _Checker:
     def number(self, table, key, section="", *, required=False, default=None, minimum=None):
         found, value = self._get(table, key, section, required, default)
         if found:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be a number, "
+            # TOML has nan and inf: a nan cooldown killed the device's actor at its first model
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be a finite number, "
                                    f"got {value!r}")
             if minimum is not None and value < minimum:
                 raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be >= {minimum}, "

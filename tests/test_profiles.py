@@ -77,6 +77,11 @@ def test_good_profile_fields_and_round_trip():
     ({"measurement__policy": {"repeats": 1.5}}, ["[measurement.policy]", "'repeats' must be a whole number"]),
     ({"measurement__policy": {"model_timeout_s": 0}}, ["[measurement.policy]", "model_timeout_s > 0"]),
     ({"host": "local"}, ["'host' must be a table"]),
+    # TOML's nan and inf: each reached the agent's request, which JSON cannot carry, and killed the device's actor
+    ({"measurement__cooldown_s": float("nan")}, ["measurement.cooldown_s", "finite number", "nan"]),
+    ({"measurement__cooldown_s": float("inf")}, ["measurement.cooldown_s", "finite number", "inf"]),
+    ({"measurement__max_temp_c": float("nan")}, ["measurement.max_temp_c", "finite number"]),
+    ({"measurement__policy": {"window_timeout_s": float("inf")}}, ["measurement.policy.window_timeout_s", "finite"]),
 ])
 def test_bad_profiles_name_file_key_and_choices(changes, words):
     with pytest.raises(ProfileError) as err:
