@@ -287,6 +287,7 @@ class Coordinator:
                 try:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
+                    self._warn_if_stale_agent(name, hello.get("agent_bundle"))
                 except Exception as exc:  # agent would not start: the device cannot work
                     cause = _task_error(exc)
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
@@ -301,6 +302,17 @@ class Coordinator:
                    f"is a Ray node with resource {dev.profile.host.resource} up?")
             self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; {why}",
                           recover=bool(reaching))
+
+    @staticmethod
+    def _warn_if_stale_agent(name: str, deployed: str | None) -> None:
+        """An ssh device runs the agent last deployed there, which the code here may have outgrown:
+        its measurements would run the older agent under this code's version, unnoticed."""
+        if deployed is None:
+            return
+        from harness.remote.bundle import current_bundle_name
+        if deployed != current_bundle_name():
+            log.warning("%s: its agent %s is not this hwl's (%s), so it measures with the older agent code; "
+                        "run `hwl deploy %s` to update it", name, deployed, current_bundle_name(), name)
 
     # -- main loop -------------------------------------------------------------------------
     def _loop(self, ray) -> None:

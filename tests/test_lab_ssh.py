@@ -304,3 +304,30 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
     assert f"hwl onboard: device pi-a was quarantined during onboarding: agent did not start: pi-a: host key of " \
            f"pi-a ([{lab['hosts'][0].netns.address}]:{lab['hosts'][0].sshd.port}) is not in {empty}" in onboard.stderr
     assert "`hwl deploy DEVICE --trust-new-host`" in onboard.stderr and not (tmp_path / "p.pt").exists()
+
+
+def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(lab, tmp_path):
+    """After a code change the device keeps the agent last deployed there: the campaign measured
+    with it under this code's version and said nothing. Now it names the device and `hwl deploy`."""
+    from harness.profiles import load_profile
+    from harness.remote.bundle import AgentBundle, build_bundle
+    from harness.remote.connect import host_for
+    from harness.remote.deploy import deploy
+
+    profile = load_profile(lab["profiles"][0])  # pi-a, deployed by the first test
+    now = build_bundle()
+    older = AgentBundle(data=now.data, sha256=now.sha256, agent_version="0.0.1")  # a bundle of other code
+    with host_for(profile) as host:
+        deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False, bundle=older)
+    try:
+        out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", lab["profiles"][0],
+                  "--store", tmp_path / "lab.db", "--artifacts", tmp_path / "artifacts")
+        assert out.returncode == 0, out.stderr
+        assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in out.stderr
+        assert "run `hwl deploy pi-a` to update it" in out.stderr
+    finally:
+        with host_for(profile) as host:
+            deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
+    again = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", lab["profiles"][0],
+                "--store", tmp_path / "lab2.db", "--artifacts", tmp_path / "artifacts")
+    assert again.returncode == 0 and "is not this hwl's" not in again.stderr, again.stderr

@@ -8,6 +8,7 @@ finds the same hash on the device and does nothing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -65,3 +66,9 @@ def build_bundle() -> AgentBundle:
                                           "packages": [p.__name__ for p in PACKAGES]}, sort_keys=True))
     data = buf.getvalue()
     return AgentBundle(data=data, sha256=hashlib.sha256(data).hexdigest(), agent_version=version)
+
+
+@functools.lru_cache(maxsize=1)
+def current_bundle_name() -> str:
+    """The name ``hwl deploy`` would give this code's agent (the code does not change under a run)."""
+    return build_bundle().name

@@ -72,6 +72,7 @@ class SSHSession(LineSession):
         self._channel = None
         self.pushed: list[str] = []  # sha256 of files this session uploaded (for tests and logs)
         self._staged: set[str] = set()  # sha256 known to be in the device's cache
+        self.deployed_bundle: str | None = None  # the bundle `hwl deploy` made current, once looked up
 
     def __repr__(self) -> str:
         return f"SSHSession({self.host!r}, agent_path={self.agent_path!r})"
@@ -83,6 +84,7 @@ class SSHSession(LineSession):
                 self.agent_path, self.python, found_cache = locate_agent(
                     self.host, agent_dir=self.agent_dir, python=self.python, use_venv=self.use_venv)
                 self.cache_dir = self.cache_dir or found_cache
+                self.deployed_bundle = posixpath.basename(self.agent_path.rstrip("/"))
             self.host.run(f"mkdir -p {shlex.quote(self.cache_dir)}")
             # every agent of this host measures under one lock: see agents.server on dropped links
             command = (f"cd {shlex.quote(self.agent_path)} && {DEVICE_LOCK_ENV}={shlex.quote(self.lock_path)} "
