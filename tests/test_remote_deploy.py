@@ -45,6 +45,22 @@ def test_deploy_with_hosts_python_is_idempotent(host, tmp_path):
     assert not Path(agent_dir).exists()
 
 
+
+def test_an_agent_file_changed_on_the_device_is_pushed_again(host, tmp_path):
+    # deploy said 'unchanged' once the bundle's directory was complete, so an edited file stayed
+    agent_dir = str(tmp_path / "hwl")
+    first = deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=agent_dir, use_venv=False)
+    edited = Path(first.agent_path) / "agents" / "runtimes" / "ort.py"
+    original = edited.read_bytes()
+    edited.write_bytes(original + b"\nprint('debugging')\n")
+    (Path(first.agent_path) / "agents" / "timing.py").unlink()
+    (Path(first.agent_path) / "agents" / "__pycache__").mkdir(exist_ok=True)  # what Python adds is no change
+    again = deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=agent_dir, use_venv=False)
+    assert again.changed and any(step.startswith("pushed agent") for step in again.steps), again.steps
+    assert edited.read_bytes() == original and (Path(first.agent_path) / "agents" / "timing.py").is_file()
+    third = deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=agent_dir, use_venv=False)
+    assert not third.changed, third.steps
+
 def test_missing_python_is_a_clear_error(host, tmp_path):
     with pytest.raises(DeployError, match="has no `python9.9`"):
         deploy(host, python="python9.9", agent_dir=str(tmp_path / "hwl"))

@@ -2,18 +2,22 @@
 
 Steps, each idempotent: probe the host's Python and machine; push the agent bundle into a
 versioned directory ``<agent_dir>/agents/<version>-<sha12>/`` (skipped when that directory
-is complete already), verify its sha256 on the device before unpacking; make a venv for the
-runtime (``--system-site-packages``, so a runtime the device already has, such as a vendor
-build of onnxruntime-gpu on a Jetson, is reused) and install what is missing from the
+is complete and each of its files still hashes as the bundle's), verify its sha256 on the
+device before unpacking; make a venv for the runtime (``--system-site-packages``, so a
+runtime the device already has, such as a vendor build of onnxruntime-gpu on a Jetson, is
+reused) and install what is missing from the
 package registry or from a wheel directory pushed from here (devices without internet);
 point ``<agent_dir>/current`` at the bundle. Re-running with nothing changed changes nothing.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import posixpath
 import shlex
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,7 +129,13 @@ def deploy(host: Host, *, runtime: str = "onnxruntime", python: str = "python3",
 def _push_bundle(host: Host, bundle: AgentBundle, agent_path: str, python: str) -> str:
     marker = posixpath.join(agent_path, ".complete")
     if host.exists(marker):
-        return f"unchanged: agent {bundle.name}"
+        altered = _altered_files(host, bundle, agent_path, python)
+        if not altered:
+            return f"unchanged: agent {bundle.name}"
+        # A file edited or removed on the device since (a debugging session): unpack the bundle again.
+        log.warning("%s: %d file(s) of agent %s differ from its bundle (%s); pushing it again", host.name,
+                    len(altered), bundle.name, ", ".join(altered[:3]))
+        host.run(f"rm -f {shlex.quote(marker)}")
     host.run(f"mkdir -p {shlex.quote(agent_path)}")
     part = posixpath.join(agent_path, "bundle.zip.part")
     with host.sftp.open(part, "wb") as f:
@@ -142,6 +152,18 @@ def _push_bundle(host: Host, bundle: AgentBundle, agent_path: str, python: str) 
     host.run(f"{shlex.quote(python)} -c {shlex.quote(unpack)} {shlex.quote(part)} {shlex.quote(agent_path)}"
              f" && rm -f {shlex.quote(part)} && touch {shlex.quote(marker)}")
     return f"pushed agent {bundle.name} ({len(bundle.data) // 1024} KiB, sha256 verified)"
+
+
+def _altered_files(host: Host, bundle: AgentBundle, agent_path: str, python: str) -> list[str]:
+    """Files of the unpacked bundle on the device whose bytes are not the bundle's (or are gone)."""
+    with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
+        want = {n: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist() if not n.endswith("/")}
+    digest = ("import hashlib, json, os, sys; os.chdir(sys.argv[1]); "
+              "print(json.dumps({n: hashlib.sha256(open(n, 'rb').read()).hexdigest() "
+              "for n in json.loads(sys.argv[2]) if os.path.isfile(n)}))")
+    got = json.loads(host.run(f"{shlex.quote(python)} -c {shlex.quote(digest)} {shlex.quote(agent_path)} "
+                              f"{shlex.quote(json.dumps(sorted(want)))}").stdout)
+    return sorted(n for n, sha in want.items() if got.get(n) != sha)
 
 
 def _ensure_venv(host: Host, python: str, base: str) -> str:
