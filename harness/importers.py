@@ -141,8 +141,11 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
             keys = _keys(frame["arch_index"], lambda i: str(nb201.check_index(_whole_number(i))), source, "arch_index")
         elif "arch_str" in cols:
             keys = _keys(frame["arch_str"].astype(str), lambda a: str(nb201.to_index(a)), source, "arch_str")
-        else:
+        elif "arch" in cols:
             keys = _keys(frame["arch"], lambda a: str(nb201.resolve(a)), source, "arch")
+        else:
+            raise TableImportError(f"{source}: an nb201 table needs an 'arch_index', 'arch_str' or 'arch' column "
+                                   f"(columns: {', '.join(map(str, frame.columns))})")
     elif space == "fbnet":
         column = "arch_ops" if "arch_ops" in cols else "arch" if "arch" in cols else None
         if column is None:

@@ -141,3 +141,13 @@ def test_cli_imports_shared_tables(tmp_path, capsys):
         row = t[(t["arch"] == 0) & (t["device"] == "raspi4")]
         assert row["latency_ms"].iloc[0] == pytest.approx(10.481976820010459)
         assert len(s.latency_table("fbnet")) == 135000
+
+
+def test_space_nb201_on_a_table_without_an_nb201_column_is_one_line(tmp_path):
+    """--space nb201 on an FBNet table (arch_ops) was a KeyError traceback."""
+    (tmp_path / "fb.csv").write_text(f"arch_ops,device,latency_ms\n\"{fbnet.to_key(['skip'] * 22)}\",pi,2.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        with pytest.raises(TableImportError, match=r"fb.csv: an nb201 table needs an 'arch_index', 'arch_str' or "
+                                                   r"'arch' column \(columns: arch_ops, device, latency_ms\)"):
+            import_file(s, tmp_path / "fb.csv", space="nb201")
+        assert s.latency_table("fbnet").empty
