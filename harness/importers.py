@@ -3,7 +3,7 @@
 Two kinds of input:
 
 * a long table (Parquet or CSV) with ``device``, ``latency_ms`` and an architecture column:
-  ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` or ``arch`` (FBNet keys), as in
+  ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` (FBNet keys) or ``arch`` (either), as in
   ``shared/data/nb201_latency.parquet`` and ``fbnet_latency.parquet``; hwl's own Parquet export
   (``hwl campaign export``: its accepted labels) is read as one, and with ``wide`` a wide table
   (one column per device, as ``hwl campaign export --format help`` and ``shared/data/*_wide.csv.gz``);
@@ -129,13 +129,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     if "device" not in cols and device is None:
         raise TableImportError(f"{source}: no 'device' column; name the device with --device")
     if space is None:
-        if cols & {"arch_index", "arch_str"}:
-            space = "nb201"
-        elif cols & {"arch_ops", "arch"}:
-            space = "fbnet"
-        else:
-            raise TableImportError(f"{source}: no architecture column; expected arch_index or arch_str "
-                               "(nb201), arch_ops or arch (fbnet)")
+        space = _space_of(frame, source)
     if space == "nb201":
         if "arch_index" in cols:
             keys = _keys(frame["arch_index"], lambda i: str(nb201.check_index(_whole_number(i))), source, "arch_index")
@@ -176,6 +170,25 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
                                    f"{pair[1]!r}; keep one")
         seen[pair] = row
     return space, list(zip(keys, devices, latencies.astype(float).tolist()))
+
+
+def _space_of(frame: pd.DataFrame, source: str) -> str:
+    """The space a table's architecture column names. A lone ``arch`` column may hold either space's keys:
+    its first entry decides (an NB201 index or arch string is no FBNet key)."""
+    cols = set(frame.columns)
+    if cols & {"arch_index", "arch_str"}:
+        return "nb201"
+    if "arch_ops" in cols:
+        return "fbnet"
+    if "arch" in cols:
+        first = frame["arch"].iloc[0] if len(frame) else None
+        try:
+            nb201.resolve(first.item() if isinstance(first, np.generic) else first)
+            return "nb201"
+        except (ArchError, ValueError, TypeError):
+            return "fbnet"
+    raise TableImportError(f"{source}: no architecture column; expected arch_index or arch_str "
+                           "(nb201), arch_ops or arch (fbnet)")
 
 
 def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:

@@ -151,3 +151,18 @@ def test_space_nb201_on_a_table_without_an_nb201_column_is_one_line(tmp_path):
                                                    r"'arch' column \(columns: arch_ops, device, latency_ms\)"):
             import_file(s, tmp_path / "fb.csv", space="nb201")
         assert s.latency_table("fbnet").empty
+
+
+def test_a_lone_arch_column_of_nb201_keys_is_nb201(tmp_path):
+    """An ``arch`` column of NB201 arch strings or indices was taken as FBNet and refused ('22 layers')."""
+    (tmp_path / "strs.csv").write_text(f"arch,device,latency_ms\n{nb201.to_string(3)},pi,2.0\n"
+                                       f"{nb201.to_string(11)},pi,3.0\n")
+    (tmp_path / "idx.csv").write_text("arch,device,latency_ms\n5,jetson,2.0\n")
+    fb_key = fbnet.to_idx_key(["skip"] * 21 + ["k3_e1"])
+    (tmp_path / "fb.csv").write_text(f"arch,device,latency_ms\n{fb_key},pi,2.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        assert import_file(s, tmp_path / "strs.csv") == ("nb201", 2)
+        assert import_file(s, tmp_path / "idx.csv") == ("nb201", 1)
+        assert import_file(s, tmp_path / "fb.csv") == ("fbnet", 1)  # FBNet's op-index keys stay FBNet
+        assert sorted(s.latency_table("nb201")["arch"]) == [3, 5, 11]
+        assert s.latency_table("fbnet")["arch"].tolist() == [fbnet.canonical(fb_key)]
