@@ -14,7 +14,7 @@ Two kinds of input:
 
 Rows are stored as imported, with their source (the file name); re-importing a file replaces
 its rows of the devices it holds. A bad row (architecture, device, a latency that is not a
-positive number) refuses the whole file, naming the row.
+positive number, an arch_index and an arch_str naming different cells) refuses the whole file, naming the row.
 """
 from __future__ import annotations
 
@@ -133,6 +133,8 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     if space == "nb201":
         if "arch_index" in cols:
             keys = _keys(frame["arch_index"], lambda i: str(nb201.check_index(_whole_number(i))), source, "arch_index")
+            if "arch_str" in cols:
+                _check_same_cells(keys, frame["arch_str"], source)
         elif "arch_str" in cols:
             keys = _keys(frame["arch_str"].astype(str), lambda a: str(nb201.to_index(a)), source, "arch_str")
         elif "arch" in cols:
@@ -189,6 +191,17 @@ def _space_of(frame: pd.DataFrame, source: str) -> str:
             return "fbnet"
     raise TableImportError(f"{source}: no architecture column; expected arch_index or arch_str "
                            "(nb201), arch_ops or arch (fbnet)")
+
+
+def _check_same_cells(keys: list[str], arch_strs: pd.Series, source: str) -> None:
+    """Both NB201 columns must name the same cell in every row; which one is right is the user's call."""
+    to_index = functools.lru_cache(maxsize=None)(lambda a: str(nb201.to_index(a)))
+    for row, (key, other) in enumerate(zip(keys, _keys(arch_strs.astype(str), to_index, source, "arch_str")),
+                                       start=1):
+        if key != other:
+            raise TableImportError(f"{source}: data row {row}: arch_index {key} and arch_str "
+                                   f"{arch_strs.iloc[row - 1]!r} (index {other}) name different cells; "
+                                   "fix the row or drop one of the columns")
 
 
 def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:

@@ -109,6 +109,8 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     if len(raw) == 0:
         raise LatencyTableError(f"{where} has no rows")
     arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
+    if arch_col == "arch_index" and "arch_str" in raw.columns and get_space(space) is nb201:
+        _check_same_cells(arch, raw["arch_str"], where)
     latency = pd.to_numeric(raw["latency_ms"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(latency) | (latency <= 0)
     if bad.any():
@@ -119,6 +121,18 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
     return _reduce_repeats(table)
+
+
+def _check_same_cells(arch: list, arch_strs: pd.Series, where: str) -> None:
+    """A table's arch_index and arch_str must name the same NB201 cell in every row: which one is right
+    is the user's call, so neither is taken silently."""
+    other = np.asarray(resolve_keys(arch_strs, "nb201", where=f"{where}, column arch_str"))
+    differ = np.flatnonzero(np.asarray(arch) != other)
+    if len(differ):
+        row = int(differ[0])
+        raise LatencyTableError(f"{where}: {len(differ)} row(s) whose arch_index and arch_str name different cells "
+                                f"(first at row {row}: arch_index {arch[row]}, arch_str {arch_strs.iloc[row]!r} is "
+                                f"index {other[row]}); fix them or drop one of the columns")
 
 
 def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:

@@ -166,3 +166,17 @@ def test_a_lone_arch_column_of_nb201_keys_is_nb201(tmp_path):
         assert import_file(s, tmp_path / "fb.csv") == ("fbnet", 1)  # FBNet's op-index keys stay FBNet
         assert sorted(s.latency_table("nb201")["arch"]) == [3, 5, 11]
         assert s.latency_table("fbnet")["arch"].tolist() == [fbnet.canonical(fb_key)]
+
+
+def test_arch_index_and_arch_str_naming_different_cells_are_refused(tmp_path):
+    """Both columns present: arch_index was taken and a contradicting arch_str ignored, storing a latency
+    under a cell the file may not mean."""
+    (tmp_path / "good.csv").write_text(f"arch_index,arch_str,device,latency_ms\n3,{nb201.to_string(3)},pi,2.0\n")
+    (tmp_path / "bad.csv").write_text(f"arch_index,arch_str,device,latency_ms\n3,{nb201.to_string(3)},pi,2.0\n"
+                                      f"4,{nb201.to_string(40)},pi,5.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        assert import_file(s, tmp_path / "good.csv") == ("nb201", 1)
+        with pytest.raises(TableImportError, match=r"bad.csv: data row 2: arch_index 4 and arch_str '.*' \(index 40\) "
+                                                   r"name different cells"):
+            import_file(s, tmp_path / "bad.csv")
+        assert s.latency_table("nb201")[["arch", "latency_ms"]].values.tolist() == [[3, 2.0]]

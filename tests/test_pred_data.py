@@ -102,6 +102,19 @@ def test_key_from_the_wrong_space_says_so(tmp_path):
         data.read_table(path, "fbnet")
 
 
+def test_arch_index_and_arch_str_naming_different_cells_are_refused(tmp_path):
+    """A measurements file with both NB201 columns: a contradicting arch_str was ignored (arch_index taken)."""
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"arch_index": [3, 4], "arch_str": [nb201.to_string(3), nb201.to_string(40)], "device": ["pi", "pi"],
+                  "latency_ms": [2.0, 5.0]}).to_csv(path, index=False)
+    with pytest.raises(LatencyTableError, match=r"1 row\(s\) whose arch_index and arch_str name different cells "
+                                                r"\(first at row 1: arch_index 4, arch_str '.*' is index 40\)"):
+        data.read_table(path, "nb201")
+    pd.DataFrame({"arch_index": [3, 40], "arch_str": [nb201.to_string(3), nb201.to_string(40)], "device": ["pi", "pi"],
+                  "latency_ms": [2.0, 5.0]}).to_csv(path, index=False)
+    assert data.read_table(path, "nb201")["arch"].tolist() == [3, 40]
+
+
 def test_unknown_device_lists_valid_ones():
     table = data.help_table("fbnet")
     with pytest.raises(LatencyTableError, match=r"unknown device 'my_pi'; valid devices: 1080ti_1, 1080ti_32"):
