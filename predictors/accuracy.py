@@ -61,16 +61,32 @@ def read_accuracy_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AccuracyTableError(f"accuracy table {path} does not exist (../shared/data/nb201_accuracy.csv works)")
-    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    parquet = path.suffix in (".parquet", ".pq")
+    try:
+        raw = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # pandas' ParserError, a UnicodeDecodeError, pyarrow's ArrowInvalid
+        raise AccuracyTableError(f"accuracy table {path}: not a readable {'Parquet' if parquet else 'CSV'} table "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     key = next((c for c in ("arch_index", "arch_str", "arch") if c in raw.columns), None)
     present = {ds: col for ds, col in ACCURACY_COLUMNS.items() if col in raw.columns}
     if key is None or not present:
         raise AccuracyTableError(f"accuracy table {path} needs arch_index (or arch_str) and at least one of "
-                                 f"{', '.join(ACCURACY_COLUMNS.values())}; it has {', '.join(raw.columns)}")
-    table = raw[list(present.values())].astype(np.float64)
+                                 f"{', '.join(ACCURACY_COLUMNS.values())}; it has {', '.join(map(str, raw.columns))}")
+    table = _accuracies(raw, present, path)
     table.columns = list(present)
     table.index = pd.Index(resolve_keys(raw[key], "nb201", where=f"{path}, column {key}"), name="arch")
     return table[~table.index.duplicated()]
+
+
+def _accuracies(raw: pd.DataFrame, present: dict, path) -> pd.DataFrame:
+    """The accuracy columns as numbers; an empty cell is a missing accuracy, anything else not a number is refused."""
+    table = raw[list(present.values())].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = (table.isna() & raw[list(present.values())].notna()) | np.isinf(table)
+    for col in bad.columns[bad.any().to_numpy()]:
+        row = int(np.flatnonzero(bad[col].to_numpy())[0])
+        raise AccuracyTableError(f"accuracy table {path}: {int(bad[col].sum())} {col} value(s) are not numbers "
+                                 f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
+    return table
 
 
 def as_task_table(accuracy: pd.DataFrame, datasets=None, archs=None) -> pd.DataFrame:

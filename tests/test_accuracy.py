@@ -44,6 +44,25 @@ def test_accuracy_table_columns_and_errors(accuracy, tmp_path):
         read_accuracy_table(tmp_path / "bad.csv")
 
 
+def test_an_unreadable_or_non_numeric_accuracy_table_is_one_line(tmp_path):
+    """A cell like '93.1%' (ValueError) or a Parquet file named .pq (UnicodeDecodeError) were tracebacks."""
+    (tmp_path / "pct.csv").write_text("arch_index,cifar10_test_acc\n0,91.2\n1,\n2,93.1%\n")
+    with pytest.raises(AccuracyTableError, match=r"pct.csv: 1 cifar10_test_acc value\(s\) are not numbers "
+                                                 r"\(first at data row 3: '93.1%'\)"):
+        read_accuracy_table(tmp_path / "pct.csv")
+    pd.DataFrame({"arch_index": [0, 1], "cifar10_test_acc": [91.2, 93.1]}).to_parquet(tmp_path / "acc.pq")
+    assert read_accuracy_table(tmp_path / "acc.pq")["cifar10"].tolist() == [91.2, 93.1]
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(AccuracyTableError, match=r"cut.parquet: not a readable Parquet table \(ArrowInvalid"):
+        read_accuracy_table(tmp_path / "cut.parquet")
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(AccuracyTableError, match=r"bin.csv: not a readable CSV table") as bad:
+        read_accuracy_table(tmp_path / "bin.csv")
+    assert "\n" not in str(bad.value)
+    (tmp_path / "gap.csv").write_text("arch_index,cifar10_test_acc\n0,91.2\n1,\n")  # an empty cell: no accuracy
+    assert read_accuracy_table(tmp_path / "gap.csv")["cifar10"].dropna().tolist() == [91.2]
+
+
 def test_estimator_contract_and_finetune_copies(accuracy, proxies):
     model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
     assert clone(model).get_params()["epochs"] == 30
