@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from harness.errors import UserError
 from predictors.base import FewShotMethod
 from predictors.encodings import VecEncoder, ZCPEncoder, zcp_vec
-from predictors.protocol import score_device
+from predictors.protocol import MIN_SCORED, score_device
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -300,10 +300,10 @@ def evaluate_scratch(accuracy: pd.DataFrame, *, encoding: str, dataset: str = "c
     """Strict protocol from scratch: per trial and k, k random archs of the pool are "trained",
     an MLP is fitted on them, and rho is taken over every other arch of the pool."""
     truth = _truth(accuracy, dataset, pool, proxies if encoding != "vec" else None)
+    _check_trials(trials)
     results = []
     for k in sorted({int(k) for k in samples}):
-        if not 1 < k < len(truth):
-            raise UserError(f"k={k} must be between 2 and the pool size {len(truth)} - 1")
+        _check_k(k, len(truth))
         start = time.perf_counter()
         scores = [score_device(AccuracyScratch(encoding, proxies=proxies, epochs=epochs, random_state=seed)
                                .pretrain("nb201"), truth, k, seed=seed, device_number=0)
@@ -318,9 +318,16 @@ def evaluate_transfer(accuracy: pd.DataFrame, *, encoding: str, source: str, tar
     """Pretrain on ``pretrain_fraction`` of the pool's archs of ``source``, fine-tune on k of
     ``target`` (drawn from the whole pool, never looking at target accuracies), rho on the rest.
     Each trial pretrains afresh with its seed; the pretrained model is never mutated."""
+    if source == target:  # pretraining on the target's own accuracies would score archs the model was fitted on
+        raise UserError(f"transfer needs another source task than the target {target!r}; evaluate_scratch "
+                        "scores a task on its own")
+    if not 0.0 < pretrain_fraction <= 1.0:
+        raise UserError(f"the pretraining fraction must be in (0, 1], got {pretrain_fraction}")
     use_proxies = proxies if encoding != "vec" else None
     src = _truth(accuracy, source, pool, use_proxies)
     truth = _truth(accuracy, target, pool, use_proxies)
+    _check_trials(trials)
+    _check_k(int(k), len(truth))
     n = max(2, int(round(pretrain_fraction * len(src))))
     scores = []
     start = time.perf_counter()
@@ -333,6 +340,18 @@ def evaluate_transfer(accuracy: pd.DataFrame, *, encoding: str, source: str, tar
     result = _result(f"{source}->{target}", encoding, "transfer", k, scores, len(truth), time.perf_counter() - start)
     result["n_pretrain"] = n
     return result
+
+
+def _check_k(k: int, n: int) -> None:
+    """k samples to fit on, and ``MIN_SCORED`` archs of the pool left for rho (as the latency protocol)."""
+    if not 2 <= k <= n - MIN_SCORED:
+        raise UserError(f"k={k} must be between 2 and {n - MIN_SCORED}: the pool size {n} less the {MIN_SCORED} "
+                        "architectures rho needs left")
+
+
+def _check_trials(trials: int) -> None:
+    if trials < 1:
+        raise UserError(f"trials must be at least 1, got {trials}")
 
 
 def _truth(accuracy: pd.DataFrame, dataset: str, pool, proxies) -> pd.Series:

@@ -85,6 +85,30 @@ def test_bad_encoding_and_missing_proxies(accuracy):
         evaluate_scratch(accuracy, encoding="vec", samples=(10,), trials=1, pool=range(8))
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(source="cifar10"), r"another source task than the target 'cifar10'"),  # was scored on its pretraining
+    (dict(k=0), r"k=0 must be between 2 and 15"),  # was a ValueError from the method
+    (dict(k=1), r"k=1 must be between 2"),
+    (dict(k=19), r"k=19 must be between 2 and 15: the pool size 20 less the 5"),  # was rho nan
+    (dict(k=40), r"k=40 must be between 2"),  # was a ValueError from the picks
+    (dict(trials=0), r"trials must be at least 1, got 0"),  # was a mean of nan
+    (dict(pretrain_fraction=2.0), r"pretraining fraction must be in \(0, 1\], got 2.0"),  # numpy's ValueError
+])
+def test_transfer_refuses_what_the_protocol_cannot_score(accuracy, kwargs, match):
+    args = dict(encoding="vec", source="cifar100", target="cifar10", k=5, trials=1, pool=range(20), epochs=5) | kwargs
+    with pytest.raises(UserError, match=match):
+        evaluate_transfer(accuracy, **args)
+
+
+def test_scratch_leaves_the_protocol_s_archs_to_score_and_runs_a_trial(accuracy):
+    with pytest.raises(UserError, match=r"k=17 must be between 2 and 15"):  # was rho over 3 archs (nan at 19)
+        evaluate_scratch(accuracy, encoding="vec", samples=(17,), trials=1, pool=range(20), epochs=5)
+    with pytest.raises(UserError, match=r"trials must be at least 1"):
+        evaluate_scratch(accuracy, encoding="vec", samples=(5,), trials=0, pool=range(20), epochs=5)
+    (result,) = evaluate_scratch(accuracy, encoding="vec", samples=(15,), trials=1, pool=range(20), epochs=5)
+    assert result["k"] == 15 and np.isfinite(result["mean"])
+
+
 @pytest.mark.slow
 def test_zcp_beats_vec_from_scratch_with_few_samples(accuracy, proxies):
     pool = proxies.index
