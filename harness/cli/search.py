@@ -7,6 +7,10 @@ from harness.cli.common import add_table_flags, messages_to, non_negative_int, s
 from harness.errors import UserError
 from harness.paths import check_writable, written_whole
 
+# The latency method is pretrained once and shared by every run, so its seed is not --seed: a run is then the
+# same whichever seed the command started from.
+PRETRAIN_SEED = 0
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -35,7 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--zcp-table", metavar="FILE", help="proxy table from `hwl zcp --out`")
     p.add_argument("--zcp-store", metavar="DB", help="store `hwl zcp --store` wrote to")
     p.add_argument("--seeds", type=int, default=10, help="runs to average (default 10)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="first seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="first run's seed (default 0); a run depends on its own seed only, so --seed 3 --seeds 1 "
+                        "repeats the fourth run of --seed 0 --seeds 10")
     p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
     p.set_defaults(func=run)
 
@@ -54,7 +60,7 @@ def run(args) -> int:
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
         train_devices=args.train_devices.split(",") if args.train_devices else None, method=args.method,
-        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=args.seed,
+        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=PRETRAIN_SEED,
         budget=args.budget, n_latency=args.latency_samples)
     result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),
                      encoding=args.encoding, proxies=proxies, n_latency=args.latency_samples, device=args.device)
