@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -208,10 +209,18 @@ def check_devices(table: pd.DataFrame, devices, *, what: str = "device") -> list
     valid = devices_of(table)
     unknown = [d for d in devices if d not in set(valid)]
     if unknown:
+        alike = [f"{v!a} differs from {d!r} only in case, spaces or Unicode form (give it as the table has it)"
+                 for d in unknown for v in valid if _plain_name(v) == _plain_name(d)]
         raise LatencyTableError(
             f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"valid devices: {', '.join(sorted(valid))}")
+            + (f"the table's {'; '.join(alike)}" if alike else f"valid devices: {', '.join(sorted(valid))}"))
     return devices
+
+
+def _plain_name(name) -> str:
+    """A device name as a person reads it: a name typed in NFC and a file's NFD (macOS) or a stray
+    space look the same on screen, and the error must say which one the table holds."""
+    return unicodedata.normalize("NFC", str(name)).strip().casefold()
 
 
 def select_devices(table: pd.DataFrame, devices) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,19 @@ def test_unknown_device_lists_valid_ones():
     series = data.by_device(table, ["pixel2", "raspi4"])
     assert list(series) == ["pixel2", "raspi4"] and len(series["raspi4"]) == 5000
     assert series["raspi4"].index.is_unique
+
+
+def test_a_device_name_that_only_looks_the_same_is_named_as_the_table_has_it(tmp_path):
+    """A file's NFD name (macOS) or one with a trailing space was refused as
+    "unknown device 'Pixel-ü'; valid devices: Pixel-ü"."""
+    nfd = unicodedata.normalize("NFD", "Pixel-ü")
+    table = pd.DataFrame({"arch": [1, 2, 3, 4], "device": [nfd, nfd, "my_pi ", "my_pi "], "latency_ms": [1.0] * 4})
+    with pytest.raises(LatencyTableError, match=r"unknown device 'Pixel-ü'; the table's 'Pixel-u\\u0308' differs "
+                                                r"from 'Pixel-ü' only in case, spaces or Unicode form"):
+        data.check_devices(table, ["Pixel-ü"])
+    with pytest.raises(LatencyTableError, match=r"the table's 'my_pi ' differs from 'MY_PI'"):
+        data.by_device(table, ["MY_PI"])
+    assert list(data.by_device(table, [nfd, "my_pi "])) == [nfd, "my_pi "]
 
 
 def test_devices_may_cover_different_archs():
