@@ -78,8 +78,12 @@ def transfer_device(source: pd.DataFrame, target: pd.DataFrame, device: str, *, 
     tgt_y = data.by_device(target, [device])[device].reindex(tgt_x.index).dropna()
     src_x, tgt_x = src_x.loc[src_y.index], tgt_x.loc[tgt_y.index]
     samples = sorted({int(k) for k in samples})
+    if not samples or samples[0] < 2:  # k=0 was sklearn's batch_size error; k=1 standardises to a constant
+        raise UserError(f"every k must be at least 2, got {', '.join(map(str, samples)) or 'none'}")
     if samples[-1] >= len(tgt_y) - 1:
         raise UserError(f"k={samples[-1]} leaves too few {target_space} architectures to score")
+    if trials < 1:
+        raise UserError(f"trials must be at least 1, got {trials}")
     n_pre = max(2, int(round(pretrain_fraction * len(src_y))))
     tgt_vec = get_space(target_space).vec_encoding(list(tgt_y.index)) if "vec_scratch" in methods else None
     scores = {(m, k): [] for m in methods for k in samples}

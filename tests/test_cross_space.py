@@ -45,3 +45,15 @@ def test_unshared_device_and_large_k_are_refused(tables):
         transfer_device(nb, fb, "titan_rtx_256", source_space="nb201", target_space="fbnet")
     with pytest.raises(UserError, match="leaves too few"):
         transfer_device(nb, fb, "raspi4", source_space="nb201", target_space="fbnet", samples=(5000,))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(samples=(0, 10)), r"every k must be at least 2, got 0, 10"),  # was sklearn's batch_size error
+    (dict(samples=(1,)), r"every k must be at least 2, got 1"),  # was a fit on one standardised 0
+    (dict(samples=()), r"every k must be at least 2, got none"),  # was an IndexError
+    (dict(trials=0), r"trials must be at least 1, got 0"),  # was a mean of nan
+])
+def test_k_below_2_and_no_trials_are_refused(tables, kwargs, match):
+    nb, fb = tables
+    with pytest.raises(UserError, match=match):
+        transfer_device(nb, fb, "raspi4", source_space="nb201", target_space="fbnet", epochs=5, **kwargs)
