@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from predictors.zcp import BatchSpec, ZCPError, check_proxies, load_batch
+from predictors.zcp import BatchSpec, ProxyStore, ZCPError, check_proxies, load_batch
 from predictors.zcp import proxies as zp
 from spaces import fbnet
 from spaces.cost import flops_params
@@ -112,6 +112,15 @@ def test_unknown_proxy_and_tiny_batch_are_refused():
         check_proxies(["snip", "epe"])
     with pytest.raises(ZCPError, match="at least 2"):
         BatchSpec(batch_size=1)
+
+
+def test_a_proxy_named_twice_is_computed_and_stored_once(tmp_path):
+    """--proxies flops,flops made two 'flops' columns (a ValueError traceback writing --out, after the run) and, in
+    the store, an arch never done: count(DISTINCT proxy) = 1 is not the 2 names asked."""
+    assert check_proxies(["flops", "params", "flops"]) == ("flops", "params")
+    with ProxyStore(tmp_path / "lab.db") as store:
+        store.add("nb201", "cifar10", "synthetic", 7, {"flops": 1.0, "params": 2.0}, {})
+        assert store.done_archs("nb201", "cifar10", "synthetic", check_proxies(["flops", "flops"])) == {"7"}
 
 
 # -- input batches ------------------------------------------------------------------------------
