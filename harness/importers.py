@@ -150,6 +150,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     else:
         raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
     if device is not None:
+        _check_one_device(frame, device, source)
         devices = [device] * len(frame)
     else:
         names = frame["device"]
@@ -172,6 +173,18 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
                                    f"{pair[1]!r}; keep one")
         seen[pair] = row
     return space, list(zip(keys, devices, latencies.astype(float).tolist()))
+
+
+def _check_one_device(frame: pd.DataFrame, device: str, source: str) -> None:
+    """--device names every row: over a device column of several devices it would merge their latencies."""
+    if "device" not in frame.columns:
+        return
+    named = sorted(set(frame["device"].astype(str)))
+    if len(named) > 1:
+        shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
+        raise TableImportError(f"{source}: its device column holds {len(named)} devices ({shown}) and --device "
+                               f"{device} would merge them into one; import it without --device, or one device's "
+                               "rows at a time")
 
 
 def _space_of(frame: pd.DataFrame, source: str) -> str:

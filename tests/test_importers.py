@@ -180,3 +180,17 @@ def test_arch_index_and_arch_str_naming_different_cells_are_refused(tmp_path):
                                                    r"name different cells"):
             import_file(s, tmp_path / "bad.csv")
         assert s.latency_table("nb201")[["arch", "latency_ms"]].values.tolist() == [[3, 2.0]]
+
+
+def test_device_flag_over_a_table_of_several_devices_is_refused(tmp_path):
+    """--device renames every row: a table of raspi4 rows and pixel3 rows on other archs was stored as one device
+    whose latencies were half one device's, half the other's."""
+    (tmp_path / "two.csv").write_text("arch_index,device,latency_ms\n1,raspi4,9.0\n2,pixel3,3.0\n")
+    (tmp_path / "one.csv").write_text("arch_index,device,latency_ms\n1,pi,9.0\n2,pi,3.0\n")
+    with Store(tmp_path / "lab.db") as s:
+        with pytest.raises(TableImportError, match=r"two.csv: its device column holds 2 devices \(pixel3, raspi4\) "
+                                                   r"and --device my_pi would merge them"):
+            import_file(s, tmp_path / "two.csv", device="my_pi")
+        assert s.latency_table("nb201").empty
+        assert import_file(s, tmp_path / "one.csv", device="my_pi") == ("nb201", 2)  # one device: renamed
+        assert set(s.latency_table("nb201")["device"]) == {"my_pi"}

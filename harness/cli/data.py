@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--store", default="lab.db", help="SQLite store (default lab.db)")
     imp.add_argument("--space", choices=["nb201", "fbnet"], help="default: detected from the table")
-    imp.add_argument("--device", help="device name (default: the table's device column / the .pt file name)")
+    imp.add_argument("--device", help="device name of every row: a table without a device column (or with one "
+                                      "device, renamed), a HELP .pt file (default: its file name)")
     imp.add_argument("--wide", action="store_true",
                      help="the table has one latency column per device (hwl campaign export --format help, "
                           "HELP's *_wide.csv.gz)")
