@@ -186,3 +186,16 @@ def test_acquisition_fills_uncovered_regions_most_uncertain_first():
     assert cluster[choose("cover", scores, points, measured, 1)][0] == 2
     w = focus_weights(np.arange(100.0), focus_quantile=0.75, tail_weight=0.5)
     assert w[:75].min() == 1.0 and w[-1] == pytest.approx(0.5, abs=0.02) and np.all(np.diff(w) <= 0)
+
+
+@pytest.mark.parametrize("n_candidates", [2, 3, 4])
+def test_fewer_candidates_than_initial_picks_measures_each_once(method, small, n_candidates):
+    """--candidates 0,1,2 with the default 5 initial picks was a ValueError (k=2 is larger than the 0 candidate
+    architectures left) before any measurement."""
+    tables, truth = small
+    candidates = list(truth.index[:n_candidates])
+    device = TableDevice(truth)
+    result = OnboardLoop(method, "nb201", candidates, device, OnboardSettings(budget=10), tables=tables,
+                         device="my_pi").run()
+    assert result.stop_reason == "candidates"
+    assert sorted(device.asked) == sorted(candidates) == sorted(result.measured)

@@ -149,8 +149,10 @@ class OnboardLoop:
 
     def run(self) -> OnboardResult:
         s = self.settings
-        if len(self.measured) < s.n_initial and self.spent < s.budget:
-            self._measure(self._initial_picks(min(s.n_initial - len(self.measured), s.budget - self.spent)))
+        # no more picks than candidates left: --candidates may name fewer archs than n_initial
+        n = min(s.n_initial - len(self.measured), s.budget - self.spent, len(self._unmeasured()))
+        if n > 0:
+            self._measure(self._initial_picks(n))
         while True:
             start = time.perf_counter()
             if not self.measured:
