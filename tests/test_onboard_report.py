@@ -13,7 +13,7 @@ from predictors.base import TrainTables
 from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
 from predictors.onboard.estimate import calibrate, calibrate_round
 from predictors.onboard.replay import TableDevice, replay_device
-from predictors.onboard.report import predicted_table, text_lines
+from predictors.onboard.report import build_report, predicted_table, text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -105,3 +105,18 @@ def test_a_device_the_model_cannot_rank_gets_an_honest_estimate(bayes, small, no
     assert last["low"] <= last["true_rho"] <= last["high"]  # was 0.83 [0.77, 0.98] for a truth of 0.02
     for step in (s for s in run["steps"] if s["extrapolated"]):  # raspi4 x lognormal(0, 0.7): every round from 6
         assert step["low"] <= step["true_rho"] <= step["high"]
+
+
+def test_every_candidate_measured_is_not_called_too_few_measurements(bayes, small):
+    """--candidates 0,1,2 measured all 3 and printed 'estimated rho: not enough measurements (need 3)'."""
+    tables, truth = small
+    candidates = list(truth.index[:3])
+    loop = OnboardLoop(bayes, "nb201", candidates, TableDevice(truth), OnboardSettings(budget=10), tables=tables,
+                       device="my_pi")
+    result = loop.run()
+    lines = text_lines(build_report(loop, result, space="nb201", device="my_pi", method="phys_bayes",
+                                    tables=tables))
+    assert result.estimate is None and "not enough measurements" not in "\n".join(lines)
+    assert "estimated rho: none, every candidate is measured" in lines[1]
+    assert "not enough measurements (need 3)" in text_lines(_report(measurements_spent=2, budget=2, already_in_store=0,
+                                                                    measured=2, candidates=100))[1]
