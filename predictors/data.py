@@ -86,7 +86,7 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
             raw = pd.read_parquet(path)
         elif ".csv" in suffixes:
-            raw = pd.read_csv(path)
+            raw = pd.read_csv(path, keep_default_na=False)  # a device named NA or nan is a name, as on import
         else:
             raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
     except (OSError, ValueError) as exc:
@@ -109,6 +109,10 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
             f"{where} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, raw.columns)) or 'none'}")
     if len(raw) == 0:
         raise LatencyTableError(f"{where} has no rows")
+    blank = raw["device"].isna() | (raw["device"].astype(object).astype(str).str.strip() == "")
+    if blank.any():  # pandas keeps a missing cell missing through astype(str): a device named nan, then a traceback
+        raise LatencyTableError(f"{where}: {int(blank.sum())} row(s) have no device (first at row "
+                                f"{int(np.flatnonzero(blank.to_numpy())[0])}); fill the device column")
     arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
     if arch_col == "arch_index" and "arch_str" in raw.columns and get_space(space) is nb201:
         _check_same_cells(arch, raw["arch_str"], where)

@@ -138,6 +138,20 @@ def test_a_device_name_that_only_looks_the_same_is_named_as_the_table_has_it(tmp
     assert list(data.by_device(table, [nfd, "my_pi "])) == [nfd, "my_pi "]
 
 
+def test_a_device_named_na_is_a_name_and_a_missing_one_is_refused(tmp_path):
+    """pandas read 'NA' as a missing cell and kept it missing through astype(str): the device was NaN and
+    `hwl adapt --device NA` ended in a TypeError traceback (joining the valid names)."""
+    (tmp_path / "na.csv").write_text("arch_index,device,latency_ms\n1,NA,2.0\n2,NA,3.0\n")
+    assert data.by_device(data.read_table(tmp_path / "na.csv", "nb201"), ["NA"])["NA"].tolist() == [2.0, 3.0]
+    (tmp_path / "gap.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,,3.0\n")
+    with pytest.raises(LatencyTableError, match=r"gap.csv: 1 row\(s\) have no device \(first at row 1\)"):
+        data.read_table(tmp_path / "gap.csv", "nb201")
+    pd.DataFrame({"arch_index": [1, 2], "device": ["pi", None], "latency_ms": [1.0, 2.0]}).to_parquet(
+        tmp_path / "gap.parquet")
+    with pytest.raises(LatencyTableError, match=r"gap.parquet: 1 row\(s\) have no device"):
+        data.read_table(tmp_path / "gap.parquet", "nb201")
+
+
 def test_devices_may_cover_different_archs():
     table = pd.DataFrame({"arch": [0, 1, 2, 5], "device": ["a", "a", "b", "b"], "latency_ms": [1.0, 2, 3, 4],
                           "source": "x"})
