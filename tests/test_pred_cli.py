@@ -100,6 +100,20 @@ def test_evaluate_custom_task_writes_the_results_json(tables, tmp_path):
     assert (tmp_path / "rho.png").stat().st_size > 0 and (tmp_path / "devices.png").stat().st_size > 0
 
 
+def test_evaluate_never_writes_its_outputs_over_the_test_table(tables, tmp_path, capsys):
+    """--json or --plot naming the --test-table replaced the lab's measurements with the results."""
+    test_table = tmp_path / "mine.csv"
+    test_table.write_bytes((tables / "my_pi_12.csv").read_bytes())
+    before = test_table.read_bytes()
+    base = ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114", "--test-table", str(test_table),
+            "--samples", "5", "--trials", "1", "--method", "hwl_ridge"]
+    assert main([*base, "--json", str(test_table)]) == 2
+    assert f"--json {test_table} is also --test-table; give it another file name" in capsys.readouterr().err
+    assert main([*base, "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.json")]) == 2
+    assert "is also --plot" in capsys.readouterr().err
+    assert test_table.read_bytes() == before and not (tmp_path / "r.json").exists()
+
+
 def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):
     out = tmp_path / "n0.json"
     assert main(["evaluate", "--task", "N0", "--samples", "10", "--trials", "1", "--n-pretrain", "100",

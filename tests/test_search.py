@@ -129,6 +129,19 @@ def test_a_run_depends_on_its_own_seed_only(tmp_path):
         assert one["runs"][name][0] == both["runs"][name][1]
 
 
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_json_never_replaces_a_table_the_search_reads(tmp_path, capsys):
+    """--json naming the --accuracy-table (or --latency-table) replaced it with the search's results."""
+    accuracy = tmp_path / "acc.csv"
+    accuracy.write_bytes((SHARED / "nb201_accuracy.csv").read_bytes())
+    before = accuracy.read_bytes()
+    args = ["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "30", "--accuracy-table",
+            str(accuracy), "--seeds", "1", "--train-devices", ",".join(TRAIN)]
+    assert main([*args, "--json", str(accuracy)]) == 2
+    assert f"--json {accuracy} is also --accuracy-table; give it another file name" in capsys.readouterr().err
+    assert accuracy.read_bytes() == before
+
+
 def test_a_limit_nothing_meets_ends_without_an_answer(problem, latency_method):
     impossible = Problem(problem.accuracy, problem.latency_ms, 1e-3)
     result = predictor_search(impossible, latency_method, budget=40, seed=0)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int, strict_json
 from harness.errors import UserError
-from harness.paths import check_writable, written_whole
+from harness.paths import check_outputs, written_whole
 from predictors import data, registry, tasks
 
 
@@ -63,8 +63,8 @@ def run(args) -> int:
 
 
 def _check_outputs(args) -> None:
-    for path in filter(None, (args.json, args.plot, args.heatmap)):
-        check_writable(path)
+    check_outputs({"--json": args.json, "--plot": args.plot, "--heatmap": args.heatmap},
+                  {"--test-table": args.table, "--store": args.store})  # never over a table it reads
     figures = [p for p in (args.plot, args.heatmap) if p]
     if figures:
         from matplotlib.figure import Figure

@@ -5,7 +5,7 @@ import functools
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
-from harness.paths import check_writable, written_whole
+from harness.paths import check_outputs, written_whole
 
 # The latency method is pretrained once and shared by every run, so its seed is not --seed: a run is then the
 # same whichever seed the command started from.
@@ -52,8 +52,10 @@ def run(args) -> int:
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.json:
-        check_writable(args.json)  # before the search, and never over the store
+    # before the search, and never over the store or a table it reads
+    check_outputs({"--json": args.json}, {"--accuracy-table": args.accuracy_table, "--latency-table": args.table,
+                                          "--store": args.store, "--zcp-table": args.zcp_table,
+                                          "--zcp-store": args.zcp_store})
     if args.encoding != "vec" and not (args.zcp_table or args.zcp_store):
         raise UserError(f"--encoding {args.encoding} needs --zcp-table FILE or --zcp-store DB (from `hwl zcp`)")
     problem, method, proxies = setup(
