@@ -97,6 +97,21 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_and_left_alone(
     assert not (tmp_path / "lab.db").exists()
 
 
+def test_onboard_never_writes_over_its_candidates_file_or_profile(tmp_path, capsys):
+    """--report (or --table) naming the --candidates @FILE or the profile .toml replaced it after the run, so the
+    rerun that resumes an onboarding read the report as its candidates."""
+    candidates = tmp_path / "cands.txt"
+    candidates.write_text("1\n2\n3\n")
+    profile = write_profile(tmp_path, "here")
+    before = profile.read_bytes()
+    base = ["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out", tmp_path / "p.pt"]
+    assert f"--report {candidates} is also --candidates" in _refused(
+        [*base, "--candidates", f"@{candidates}", "--report", candidates], capsys)
+    assert f"--report {profile} is also the device profile" in _refused([*base, "--report", profile], capsys)
+    assert candidates.read_text() == "1\n2\n3\n" and profile.read_bytes() == before
+    assert not (tmp_path / "lab.db").exists()
+
+
 def test_a_refused_data_import_makes_no_store_and_imports_none_of_its_files(tmp_path, capsys):
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text("arch_index,device,latency_ms\n1,pi,2.0\n")

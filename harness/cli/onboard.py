@@ -74,7 +74,9 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     for path in (out, table, report):  # the store may not exist yet, so check_outputs cannot tell it by its header
         if path.expanduser().resolve() == store_path.expanduser().resolve():
             raise UserError(f"{path} is the store (--store); give the onboarding's outputs other file names")
-    check_outputs({"--out": out, table_flag: table, report_flag: report})  # before any measurement
+    inputs = {"--candidates": candidates[1:] if isinstance(candidates, str) and candidates.startswith("@") else None,
+              "the device profile": device if str(device).endswith(".toml") else None}  # a resume reads them again
+    check_outputs({"--out": out, table_flag: table, report_flag: report}, inputs)  # before any measurement
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
