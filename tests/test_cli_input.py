@@ -87,6 +87,8 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_and_left_alone(
              f"--out {tmp_path / '.' / 'm.csv'} is also --measurements"),
             (["adapt", model, "--device", "pi", "--measurements", table, "--out", model], "is also the model file"),
             (["predict", model, "--device", "pi", "--archs", "1", "--out", model], "is also the model file"),
+            (["predict", model, "--device", "pi", "--archs", f"@{table}", "--out", table],  # replaced the list
+             f"--out {table} is also --archs"),
             (["train", "--space", "nb201", "--table", table, "--out", table], "is also --table"),
             (["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out", tmp_path / "p.pt",
               "--report", tmp_path / "p.pt"], f"--out {tmp_path / 'p.pt'} is also --report"),

@@ -29,7 +29,8 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
-    check_outputs({"--out": out}, {"the model file": model})
+    archs_file = archs[1:] if isinstance(archs, str) and archs.startswith("@") else None
+    check_outputs({"--out": out}, {"the model file": model, "--archs": archs_file})
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {out}: use a .parquet or .csv file name")
