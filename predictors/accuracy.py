@@ -75,6 +75,7 @@ def read_accuracy_table(path) -> pd.DataFrame:
     table = _accuracies(raw, present, path)
     table.columns = list(present)
     table.index = pd.Index(resolve_keys(raw[key], "nb201", where=f"{path}, column {key}"), name="arch")
+    _check_repeats(table, path)
     return table[~table.index.duplicated()]
 
 
@@ -87,6 +88,20 @@ def _accuracies(raw: pd.DataFrame, present: dict, path) -> pd.DataFrame:
         raise AccuracyTableError(f"accuracy table {path}: {int(bad[col].sum())} {col} value(s) are not numbers "
                                  f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
     return table
+
+
+def _check_repeats(table: pd.DataFrame, path) -> None:
+    """An arch given twice must give one accuracy (a repeated row is fine): which one is right is the user's call,
+    and keeping the first would depend on the row order."""
+    repeated = table[table.index.duplicated(keep=False)]
+    if len(repeated) == 0:
+        return
+    differ = repeated.groupby(level=0).nunique(dropna=False).gt(1).any(axis=1)
+    if differ.any():
+        arch = differ[differ].index[0]
+        raise AccuracyTableError(f"accuracy table {path}: {int(differ.sum())} architecture(s) appear in rows with "
+                                 f"different accuracies (first: arch {arch}: "
+                                 f"{repeated.loc[[arch]].to_dict('records')}); keep one row each")
 
 
 def as_task_table(accuracy: pd.DataFrame, datasets=None, archs=None) -> pd.DataFrame:

@@ -63,6 +63,19 @@ def test_an_unreadable_or_non_numeric_accuracy_table_is_one_line(tmp_path):
     assert read_accuracy_table(tmp_path / "gap.csv")["cifar10"].dropna().tolist() == [91.2]
 
 
+def test_an_arch_given_two_accuracies_is_refused(tmp_path):
+    """Two rows of one arch (arch_index 5 and its arch_str) with different accuracies: the first row was kept
+    silently, so the search's truth depended on the row order."""
+    from spaces import nb201
+
+    (tmp_path / "two.csv").write_text(f"arch,cifar10_test_acc\n5,91.2\n{nb201.to_string(5)},88.0\n7,90.0\n")
+    with pytest.raises(AccuracyTableError, match=r"two.csv: 1 architecture\(s\) appear in rows with different "
+                                                 r"accuracies \(first: arch 5: .*91.2.*88.0"):
+        read_accuracy_table(tmp_path / "two.csv")
+    (tmp_path / "same.csv").write_text("arch_index,cifar10_test_acc\n5,91.2\n5,91.2\n7,90.0\n")
+    assert read_accuracy_table(tmp_path / "same.csv")["cifar10"].to_dict() == {5: 91.2, 7: 90.0}
+
+
 def test_estimator_contract_and_finetune_copies(accuracy, proxies):
     model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
     assert clone(model).get_params()["epochs"] == 30
