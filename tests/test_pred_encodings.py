@@ -124,3 +124,18 @@ def test_constructors_only_store_their_arguments():
         check_no_attributes_set_in_init(type(est).__name__, est)
     for name in registry.method_names():
         check_no_attributes_set_in_init(name, registry.get_method(name))
+
+
+def test_a_proxy_table_named_pq_or_with_a_bad_score_is_read_or_refused_in_one_line(tmp_path):
+    """`hwl zcp --out z.pq` writes Parquet, which --zcp-table read as CSV (a UnicodeDecodeError traceback); a score
+    that is not a number was a ValueError traceback."""
+    frame = pd.DataFrame({"arch_index": [1, 2], "snip": [0.5, 2.0], "flops": [3.0, 4.0]})
+    frame.to_parquet(tmp_path / "z.pq")
+    assert read_proxy_table(tmp_path / "z.pq", "nb201")["snip"].to_dict() == {1: 0.5, 2: 2.0}
+    frame.astype({"snip": object}).assign(snip=[0.5, "oops"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(LatencyTableError, match=r"bad.csv: 1 snip value\(s\) are not numbers \(first at data row 2: "
+                                                r"'oops'\)"):
+        read_proxy_table(tmp_path / "bad.csv", "nb201")
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(LatencyTableError, match=r"cut.parquet: not a readable Parquet table"):
+        read_proxy_table(tmp_path / "cut.parquet", "nb201")
