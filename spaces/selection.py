@@ -33,7 +33,7 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
             if not path.exists() or path.is_dir():  # a pipe is fine: --archs @<(hwl space sample ...)
                 raise ArchError(f"architecture file {path} does not exist")
             try:
-                lines = path.read_text().splitlines()
+                lines = path.read_text(encoding="utf-8-sig").splitlines()  # a Windows editor's byte-order mark
             except (OSError, UnicodeDecodeError) as exc:
                 raise ArchError(f"architecture file {path} cannot be read as text: {exc}") from None
             items = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

@@ -98,6 +98,8 @@ def test_selection_forms(tmp_path):
     os.close(write)
     assert resolve_archs("nb201", f"@/dev/fd/{read}") == [7, 8]
     os.close(read)
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf12\r\n13\r\n")  # Notepad's UTF-8: was ArchError in '\ufeff12'
+    assert resolve_archs("nb201", f"@{tmp_path / 'bom.txt'}") == [12, 13]
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(ArchError, match="cannot be read as text"):
         resolve_archs("nb201", f"@{tmp_path / 'binary.txt'}")
