@@ -179,7 +179,8 @@ def _check_one_device(frame: pd.DataFrame, device: str, source: str) -> None:
     """--device names every row: over a device column of several devices it would merge their latencies."""
     if "device" not in frame.columns:
         return
-    named = sorted(set(frame["device"].astype(str)))
+    names = frame["device"].dropna().astype(str).str.strip()
+    named = sorted(set(names[names != ""]))  # empty cells are the ones --device fills
     if len(named) > 1:
         shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
         raise TableImportError(f"{source}: its device column holds {len(named)} devices ({shown}) and --device "

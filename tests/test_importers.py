@@ -193,4 +193,7 @@ def test_device_flag_over_a_table_of_several_devices_is_refused(tmp_path):
             import_file(s, tmp_path / "two.csv", device="my_pi")
         assert s.latency_table("nb201").empty
         assert import_file(s, tmp_path / "one.csv", device="my_pi") == ("nb201", 2)  # one device: renamed
+        pd.DataFrame({"arch_index": [3, 4], "device": ["pi", None], "latency_ms": [1.0, 2.0]}).to_parquet(
+            tmp_path / "gap.parquet")
+        assert import_file(s, tmp_path / "gap.parquet", device="my_pi") == ("nb201", 2)  # --device fills the gap
         assert set(s.latency_table("nb201")["device"]) == {"my_pi"}
