@@ -209,13 +209,19 @@ def _space_of(frame: pd.DataFrame, source: str) -> str:
 
 def _check_same_cells(keys: list[str], arch_strs: pd.Series, source: str) -> None:
     """Both NB201 columns must name the same cell in every row; which one is right is the user's call."""
-    to_index = functools.lru_cache(maxsize=None)(lambda a: str(nb201.to_index(a)))
-    for row, (key, other) in enumerate(zip(keys, _keys(arch_strs.astype(str), to_index, source, "arch_str")),
-                                       start=1):
-        if key != other:
-            raise TableImportError(f"{source}: data row {row}: arch_index {key} and arch_str "
-                                   f"{arch_strs.iloc[row - 1]!r} (index {other}) name different cells; "
-                                   "fix the row or drop one of the columns")
+    strs = arch_strs.astype(str)
+    index_of = {}
+    for row in np.flatnonzero(~strs.duplicated().to_numpy()):  # each distinct string once: HELP's table repeats them
+        try:
+            index_of[strs.iat[row]] = str(nb201.to_index(strs.iat[row]))
+        except (ArchError, ValueError, TypeError) as exc:
+            raise TableImportError(f"{source}: data row {row + 1}: arch_str {strs.iat[row]!r}: {exc}") from None
+    differ = np.flatnonzero(strs.map(index_of).to_numpy() != np.asarray(keys, dtype=object))
+    if len(differ):
+        row = int(differ[0])
+        raise TableImportError(f"{source}: data row {row + 1}: arch_index {keys[row]} and arch_str "
+                               f"{strs.iat[row]!r} (index {index_of[strs.iat[row]]}) name different cells; "
+                               "fix the row or drop one of the columns")
 
 
 def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:
