@@ -55,3 +55,26 @@ def test_failed_push_is_connection_lost(model, tmp_path):
     with CommandSession(push_template="false {model}") as session:
         with pytest.raises(ConnectionLost, match="exited 1"):
             session.request(_request(model, tmp_path))
+
+
+def _hash_check(device_dir) -> str:
+    return f"sh -c 'test \"$(sha256sum {device_dir}/{{sha256}}.onnx | cut -c1-64)\" = {{sha256}}'"
+
+
+def test_a_copy_cut_short_on_the_device_is_pushed_again_and_one_cut_in_transit_never_runs(model, tmp_path):
+    """With a check that hashes the copy, a truncated copy left by an earlier push is replaced, and a
+    push that truncates is refused after it (before, the tool ran the truncated file)."""
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    copy = device_dir / f"{model[1]}.onnx"
+    copy.write_bytes(model[0].read_bytes()[:100])
+    with CommandSession(push_template=f"cp {{model}} {device_dir}/{{sha256}}.onnx",
+                        check_template=_hash_check(device_dir)) as session:
+        assert session.request(_request(model, device_dir)).measurement is not None
+    assert session.pushed == [model[1]] and copy.read_bytes() == model[0].read_bytes()
+    copy.unlink()
+    cut_short = f"sh -c 'head -c 100 {{model}} > {device_dir}/{{sha256}}.onnx'"
+    with CommandSession(push_template=cut_short, check_template=_hash_check(device_dir)) as session:
+        with pytest.raises(ConnectionLost, match="fails the profile's check after its push"):
+            session.request(_request(model, device_dir))
+    assert session.pushed == []

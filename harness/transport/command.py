@@ -34,9 +34,11 @@ class CommandSession(LocalSession):
         by ``{sha256}``; run without a shell (wrap in ``sh -c '...'`` when one is needed).
         None when the run template reads the model from this host directly.
     check_template : str, optional
-        Command that exits 0 when the device already has ``{sha256}`` (for example
-        ``adb shell test -f /data/local/tmp/hwl/{sha256}.onnx``), so a restarted coordinator
-        does not push again. Without it, a model is pushed once per session.
+        Command that exits 0 when the device holds a whole copy of ``{sha256}``: best one that
+        hashes the copy (``adb shell 'test "$(sha256sum /data/local/tmp/hwl/{sha256}.onnx | cut
+        -c1-64)" = {sha256}'``), so a restarted coordinator does not push again and a copy cut
+        short is pushed again, never run. It is also run after each push. Without it, a model is
+        pushed once per session.
     **kwargs
         Passed to :class:`LocalSession` (``cores``, ``cache_dir``, ``python``, ``name``).
     """
@@ -63,6 +65,10 @@ class CommandSession(LocalSession):
             self._on_device.add(sha256)
             return
         self._run(build_argv(self.push_template, values), check=True)
+        if self.check_template and self._run(build_argv(self.check_template, values), check=False) != 0:
+            # the copy on the device is not the file (a transfer cut short): never run it; the job is retried
+            raise AgentLost(f"{self.name}: the copy of model {sha256[:12]} on the device fails the profile's "
+                            "check after its push", device=self.name)
         self._on_device.add(sha256)
         self.pushed.append(sha256)
 
