@@ -139,3 +139,9 @@ def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):
         proxy_frame("nb201", store=tmp_path / "empty.db")
     with pytest.raises(ZCPError, match="exactly one proxy source"):
         proxy_frame("nb201")
+
+
+def test_an_empty_proxies_list_is_refused_not_taken_as_all(tmp_path, capsys):
+    """--proxies "$P" with P unset computed all 12 proxies."""
+    assert main(["zcp", "nb201", "--archs", "1", "--proxies", "", "--out", str(tmp_path / "a.parquet")]) == 2
+    assert "none given" in capsys.readouterr().err and not (tmp_path / "a.parquet").exists()

@@ -51,7 +51,8 @@ def run(args) -> int:
         check_writable(args.out)
     if args.workers is not None and args.workers < 1:
         raise ZCPError(f"--workers must be at least 1, got {args.workers}")
-    proxies = check_proxies(args.proxies.split(",") if args.proxies else None)
+    # --proxies "" (an empty shell variable) names no proxy: refused, not taken as all 12
+    proxies = check_proxies(None if args.proxies is None else [n.strip() for n in args.proxies.split(",") if n.strip()])
     archs = resolve_archs(args.space, args.archs, seed=args.seed)
     dataset = dataset_of(args.space, args.dataset).name
     batch = BatchSpec(args.data, args.batch_size, args.data_seed)
