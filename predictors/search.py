@@ -335,8 +335,8 @@ def merged_tables(shipped: pd.DataFrame, given: pd.DataFrame) -> pd.DataFrame:
 
 def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = "cifar10", space: str = "nb201",
           latency_table=None, store=None, train_devices=None, method: str | None = None, n_pretrain: int = 900,
-          encoding: str = "vec", zcp_table=None, zcp_store=None, seed: int = 0, budget: int | None = None,
-          n_latency: int = DEFAULT_LATENCY_SAMPLES):
+          encoding: str = "vec", zcp_table=None, zcp_store=None, zcp_run: str | None = None, seed: int = 0,
+          budget: int | None = None, n_latency: int = DEFAULT_LATENCY_SAMPLES):
     """Everything a search needs: ``(problem, pretrained latency method, proxies or None)``.
 
     The target device's latencies come from ``latency_table`` (a file), ``store`` or the shipped
@@ -362,8 +362,10 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     proxies = None
     if encoding != "vec":
         from predictors.zcp import proxy_frame
+        from predictors.zcp.table import parse_run_name
 
-        proxies = proxy_frame(space, store=zcp_store, path=zcp_table)
+        dataset_run, input_key = parse_run_name(zcp_run) if zcp_run else (None, None)  # a store of several runs
+        proxies = proxy_frame(space, store=zcp_store, path=zcp_table, dataset=dataset_run, input_key=input_key)
     candidates = None if proxies is None else proxies.index
     problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
     check_candidates(problem, n_latency)

@@ -1,8 +1,10 @@
 """Proxies as Ray tasks into a real store: resume, Parquet output, ZCP encoding, CLI errors, SIGTERM."""
+import json
 import shutil
 import signal
 import sqlite3
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ from tests.torch_threads import one_torch_thread  # noqa: F401  (autouse)
 ray = pytest.importorskip("ray")
 PROXIES = ["params", "synflow", "snip", "nwot"]
 BATCH = BatchSpec(batch_size=4)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +148,28 @@ def test_an_empty_proxies_list_is_refused_not_taken_as_all(tmp_path, capsys):
     """--proxies "$P" with P unset computed all 12 proxies."""
     assert main(["zcp", "nb201", "--archs", "1", "--proxies", "", "--out", str(tmp_path / "a.parquet")]) == 2
     assert "none given" in capsys.readouterr().err and not (tmp_path / "a.parquet").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_search_picks_one_run_of_a_store_that_holds_several(tmp_path, local_ray, capsys):
+    """A proxy store of two runs (batch sizes 2 and 3) was refused by hwl search ('choose one with
+    dataset/input_key'), which had no flag to choose one; --zcp-run names it as the error lists it."""
+    db = tmp_path / "zcp.db"
+    archs = list(range(0, 15625, 250))  # 63 cells
+    with ProxyStore(db) as store:
+        for batch in (BatchSpec(batch_size=2), BatchSpec(batch_size=3)):
+            report = run_proxies("nb201", archs, dataset="cifar10", proxies=["params", "flops"], batch=batch,
+                                 store=store)
+            assert not report.failed
+    args = ["search", "--device", "raspi4", "--max-latency-ms", "25", "--budget", "20", "--latency-samples", "5",
+            "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--seeds", "1",
+            "--train-devices", "gold_6240,silver_4114,pixel3,1080ti_1", "--encoding", "zcp", "--zcp-store", str(db)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "several nb201 proxy runs" in err and "--zcp-run" in err
+    run = f"cifar10|{BatchSpec(batch_size=3).key}"
+    assert repr(run) in err
+    assert main([*args, "--zcp-run", "cifar10|nope"]) == 2
+    assert "no nb201 proxy scores of run 'cifar10|nope'; it holds" in capsys.readouterr().err
+    assert main([*args, "--zcp-run", run, "--json", str(tmp_path / "s.json")]) == 0
+    assert len(json.loads((tmp_path / "s.json").read_text())["runs"]["predictor"]) == 1

@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
                    help="accuracy predictor encoding (zcp ones need --zcp-table or --zcp-store)")
     p.add_argument("--zcp-table", metavar="FILE", help="proxy table from `hwl zcp --out`")
     p.add_argument("--zcp-store", metavar="DB", help="store `hwl zcp --store` wrote to")
+    p.add_argument("--zcp-run", metavar="RUN", help="which proxy run of a --zcp-store that holds several "
+                                                     "(DATASET|INPUT_KEY, as the store's error lists them)")
     p.add_argument("--seeds", type=int, default=10, help="runs to average (default 10)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="first run's seed (default 0); a run depends on its own seed only, so --seed 3 --seeds 1 "
@@ -56,14 +58,16 @@ def run(args) -> int:
     check_outputs({"--json": args.json}, {"--accuracy-table": args.accuracy_table, "--latency-table": args.table,
                                           "--store": args.store, "--zcp-table": args.zcp_table,
                                           "--zcp-store": args.zcp_store})
+    if args.zcp_run and not args.zcp_store:
+        raise UserError("--zcp-run picks a run of --zcp-store DB; give the store too")
     if args.encoding != "vec" and not (args.zcp_table or args.zcp_store):
         raise UserError(f"--encoding {args.encoding} needs --zcp-table FILE or --zcp-store DB (from `hwl zcp`)")
     problem, method, proxies = setup(
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
         train_devices=args.train_devices.split(",") if args.train_devices else None, method=args.method,
-        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, seed=PRETRAIN_SEED,
-        budget=args.budget, n_latency=args.latency_samples)
+        encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, zcp_run=args.zcp_run,
+        seed=PRETRAIN_SEED, budget=args.budget, n_latency=args.latency_samples)
     result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),
                      encoding=args.encoding, proxies=proxies, n_latency=args.latency_samples, device=args.device)
     first = result["runs"]["predictor"][0]

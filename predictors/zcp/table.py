@@ -121,13 +121,15 @@ def _store_frame(space: str, store, dataset, input_key) -> pd.DataFrame:
         raise ZCPError(f"store {store} does not exist")
     with ProxyStore(store, readonly=True) as ps:
         long = ps.scores(space, dataset, input_key)
+        every = ps.scores(space) if len(long) == 0 and (dataset or input_key) else long
     if len(long) == 0:
+        held = "; it holds " + _run_list(every) if len(every) else ": run `hwl zcp` first"
         raise ZCPError(f"store {store} holds no {space} proxy scores"
-                       + (f" for dataset {dataset!r}" if dataset else "") + ": run `hwl zcp` first")
+                       + (f" of run {run_name(dataset, input_key)!r}" if dataset or input_key else "") + held)
     runs = long[["dataset", "input_key"]].drop_duplicates()
     if len(runs) > 1:
-        choices = "; ".join(f"{d} / {k}" for d, k in runs.itertuples(index=False))
-        raise ZCPError(f"store {store} holds several proxy runs ({choices}): choose one with dataset/input_key")
+        raise ZCPError(f"store {store} holds several {space} proxy runs: {_run_list(long)}; choose one "
+                       "(hwl search --zcp-run RUN)")
     wide = wide_table(space, long)
     keys = wide["arch_index"].astype(np.int64).tolist() if space == nb201.NAME else wide["arch_ops"].tolist()
     frame = wide.drop(columns=[c for c in KEY_COLUMNS if c in wide.columns])
@@ -135,4 +137,26 @@ def _store_frame(space: str, store, dataset, input_key) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["FORMAT", "fill_nonfinite", "proxy_frame", "read_parquet_meta", "run_table", "write_parquet"]
+
+
+def run_name(dataset: str | None, input_key: str | None) -> str:
+    """A stored proxy run as one word, ``DATASET|INPUT_KEY`` (``hwl search --zcp-run``)."""
+    return f"{dataset or '*'}|{input_key or '*'}"
+
+
+def parse_run_name(name: str) -> tuple[str, str]:
+    """(dataset, input_key) of :func:`run_name`'s word; the key itself holds '|'."""
+    dataset, sep, input_key = name.partition("|")
+    if not sep or not dataset or not input_key:
+        raise ZCPError(f"proxy run {name!r}: expected DATASET|INPUT_KEY, as the error listing a store's runs "
+                       "names them (for example 'cifar10|synthetic|bs=64|seed=0')")
+    return dataset, input_key
+
+
+def _run_list(long: pd.DataFrame) -> str:
+    runs = long[["dataset", "input_key"]].drop_duplicates().itertuples(index=False)
+    return ", ".join(repr(run_name(d, k)) for d, k in runs)
+
+
+__all__ = ["FORMAT", "fill_nonfinite", "parse_run_name", "proxy_frame", "read_parquet_meta", "run_name", "run_table",
+           "write_parquet"]
