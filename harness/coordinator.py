@@ -499,10 +499,22 @@ class Coordinator:
         dev.last_done = now
         if record.get("fingerprint_id") and record.get("fingerprint"):
             self.store.add_fingerprint(record["fingerprint_id"], record.pop("fingerprint"))
+        if record.get("error_kind") == "HashMismatch":
+            self._export_again(dev, *(CANARY_ARCH if job_id is None else (self.space, arch)))
         if job_id is None:
             self._canary_done(dev, record)
         else:
             self._finish(dev, job_id, attempt, arch, record)
+
+    def _export_again(self, dev: _Device, space: str, arch: str) -> None:
+        """The agent refused a model file whose bytes no longer match its hash (changed on disk after
+        its export). Forget the export, so the retry's export finds the file corrupt and writes it
+        again (``harness.export``), rather than the retry meeting the same file."""
+        key = self._export_key(dev, space, arch)
+        if isinstance(self.exports.get(key), dict):
+            del self.exports[key]
+            log.warning("%s: the model of %s %s changed on disk after its export; exporting it again",
+                        dev.profile.name, space, arch)
 
     def _finish(self, dev: _Device, job_id: int, attempt: int, arch: str, record: dict) -> None:
         outcome = record.get("outcome")

@@ -482,3 +482,29 @@ def test_a_full_artifact_disk_stops_the_campaign_without_charging_jobs_or_device
     with Store(db) as s:
         run_campaign(s, cid, dataclasses.replace(opts, artifact_quota_gb=0.0026, artifact_idle_s=0.0))
     assert _check_one_answer_per_job(db) == 6
+
+
+def test_a_model_file_changed_after_its_export_is_exported_again(local_ray, tmp_path):
+    """A model file whose bytes changed on disk after its export (a bad disk, a hand edit) was refused by
+    the agent (HashMismatch) at every attempt, so the job failed; the retry now exports it again."""
+    art = tmp_path / "art"
+    marker = tmp_path / "damaged"
+    # the tool's first run truncates every exported model once; the sleep lets job 2's export land first
+    damage = (f"sh -c 'test -e {marker} || (sleep 2; touch {marker}; "
+              f"for f in {art}/*.onnx; do truncate -s 100 $f; done); echo 2.5 ms'")
+    profile = tmp_path / "ray-board.toml"
+    profile.write_text("\n".join([
+        'name = "ray-board"', 'device_class = "fpga"', "[host]", 'name = "local"', 'transport = "command"',
+        "[runtime]", 'kind = "command"', "[runtime.options]", f'command = "{damage}"', 'regex = "([0-9.]+) ms"',
+        "[measurement]", 'profile = "quick"', "cooldown_s = 0.0"]) + "\n")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs="1835,1462")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=art, canary_every=0, max_attempts=3))
+        jobs = [job_id for (job_id,) in s.db.execute("SELECT id FROM jobs WHERE campaign_id = ? ORDER BY id",
+                                                     (cid,))]
+        outcomes = [[outcome for _, _, outcome, _, _ in s.job_results(job_id)] for job_id in jobs]
+        kinds = [kind for (kind,) in s.db.execute("SELECT error_kind FROM results WHERE job_id = ?", (jobs[1],))]
+    assert marker.exists() and outcomes[0] == ["ok"]
+    assert outcomes[1] == ["load_error", "ok"] and kinds[0] == "HashMismatch"
+    assert _check_one_answer_per_job(db) == 2
