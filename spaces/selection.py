@@ -7,6 +7,13 @@ from spaces import fbnet, nb201
 from spaces.errors import ArchError
 
 
+def arch_file(spec) -> Path | None:
+    """The file an ``@FILE`` selection names (None for any other selection): commands that write
+    files check their outputs against it before any work."""
+    text = spec.strip() if isinstance(spec, str) else ""
+    return Path(text[1:]) if text.startswith("@") else None
+
+
 def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
     """Architectures named by ``spec`` in ``space``.
 
@@ -28,8 +35,8 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
             if not n_text.isdigit():
                 raise ArchError(f"random:N needs a positive integer N, got {text!r}")
             return (nb201.sample if space == "nb201" else fbnet.sample)(int(n_text), seed)
-        if text.startswith("@"):
-            path = Path(text[1:])
+        path = arch_file(text)
+        if path is not None:
             if not path.exists() or path.is_dir():  # a pipe is fine: --archs @<(hwl space sample ...)
                 raise ArchError(f"architecture file {path} does not exist")
             try:

@@ -15,6 +15,7 @@ from harness.cli.common import messages_to, non_negative_int
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import DeviceQuarantined, UserError
 from harness.paths import check_outputs
+from spaces.selection import arch_file
 
 DEFAULT_STORE = "lab.db"
 
@@ -74,7 +75,7 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     for path in (out, table, report):  # the store may not exist yet, so check_outputs cannot tell it by its header
         if path.expanduser().resolve() == store_path.expanduser().resolve():
             raise UserError(f"{path} is the store (--store); give the onboarding's outputs other file names")
-    inputs = {"--candidates": candidates[1:] if isinstance(candidates, str) and candidates.startswith("@") else None,
+    inputs = {"--candidates": arch_file(candidates),
               "the device profile": device if str(device).endswith(".toml") else None}  # a resume reads them again
     check_outputs({"--out": out, table_flag: table, report_flag: report}, inputs)  # before any measurement
     if canary_every < 0:

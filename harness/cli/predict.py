@@ -9,6 +9,7 @@ from harness.cli.common import add_archs_flags
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
+from spaces.selection import arch_file
 from spaces import nb201, resolve_archs
 
 
@@ -29,8 +30,7 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
-    archs_file = archs[1:] if isinstance(archs, str) and archs.startswith("@") else None
-    check_outputs({"--out": out}, {"the model file": model, "--archs": archs_file})
+    check_outputs({"--out": out}, {"the model file": model, "--archs": arch_file(archs)})
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise UserError(f"--out {out}: use a .parquet or .csv file name")
