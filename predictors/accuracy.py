@@ -56,38 +56,22 @@ def read_accuracy_table(path) -> pd.DataFrame:
     ``arch_str`` plus ``cifar10_test_acc``, ``cifar100_test_acc``, ``imagenet16_120_test_acc``);
     a file may hold only some of the datasets.
     """
-    from predictors.data import resolve_keys
+    from predictors.data import numeric_columns, read_frame, resolve_keys
 
     path = Path(path)
     if not path.is_file():
         raise AccuracyTableError(f"accuracy table {path} does not exist (../shared/data/nb201_accuracy.csv works)")
-    parquet = path.suffix in (".parquet", ".pq")
-    try:
-        raw = pd.read_parquet(path) if parquet else pd.read_csv(path)
-    except (OSError, ValueError) as exc:  # pandas' ParserError, a UnicodeDecodeError, pyarrow's ArrowInvalid
-        raise AccuracyTableError(f"accuracy table {path}: not a readable {'Parquet' if parquet else 'CSV'} table "
-                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    raw = read_frame(path, "accuracy table", AccuracyTableError)
     key = next((c for c in ("arch_index", "arch_str", "arch") if c in raw.columns), None)
     present = {ds: col for ds, col in ACCURACY_COLUMNS.items() if col in raw.columns}
     if key is None or not present:
         raise AccuracyTableError(f"accuracy table {path} needs arch_index (or arch_str) and at least one of "
                                  f"{', '.join(ACCURACY_COLUMNS.values())}; it has {', '.join(map(str, raw.columns))}")
-    table = _accuracies(raw, present, path)
+    table = numeric_columns(raw, list(present.values()), f"accuracy table {path}", AccuracyTableError, finite=True)
     table.columns = list(present)
     table.index = pd.Index(resolve_keys(raw[key], "nb201", where=f"{path}, column {key}"), name="arch")
     _check_repeats(table, path)
     return table[~table.index.duplicated()]
-
-
-def _accuracies(raw: pd.DataFrame, present: dict, path) -> pd.DataFrame:
-    """The accuracy columns as numbers; an empty cell is a missing accuracy, anything else not a number is refused."""
-    table = raw[list(present.values())].apply(pd.to_numeric, errors="coerce").astype(np.float64)
-    bad = (table.isna() & raw[list(present.values())].notna()) | np.isinf(table)
-    for col in bad.columns[bad.any().to_numpy()]:
-        row = int(np.flatnonzero(bad[col].to_numpy())[0])
-        raise AccuracyTableError(f"accuracy table {path}: {int(bad[col].sum())} {col} value(s) are not numbers "
-                                 f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
-    return table
 
 
 def _check_repeats(table: pd.DataFrame, path) -> None:

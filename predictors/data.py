@@ -66,6 +66,32 @@ def help_devices(space: str) -> pd.DataFrame:
     return devices[devices["space"] == name].reset_index(drop=True)
 
 
+def read_frame(path: Path, what: str, error=LatencyTableError) -> pd.DataFrame:
+    """A side table (accuracies, proxy scores) as pandas reads it: Parquet for .parquet and .pq (the
+    names ``hwl zcp --out`` writes), else CSV; a file that is neither is one line naming it."""
+    parquet = path.suffix in (".parquet", ".pq")
+    try:
+        return pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # pandas' ParserError, a UnicodeDecodeError, pyarrow's ArrowInvalid
+        raise error(f"{what} {path}: not a readable {'Parquet' if parquet else 'CSV'} table "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def numeric_columns(raw: pd.DataFrame, columns: list, where: str, error=LatencyTableError, *,
+                    finite: bool = False) -> pd.DataFrame:
+    """``columns`` of ``raw`` as float64; an empty cell stays missing, any other value that is not a
+    number (or, with ``finite``, an infinity) is refused naming the column and its first data row."""
+    table = raw[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = table.isna() & raw[columns].notna()
+    if finite:
+        bad |= np.isinf(table)
+    for col in bad.columns[bad.any().to_numpy()]:
+        row = int(np.flatnonzero(bad[col].to_numpy())[0])
+        raise error(f"{where}: {int(bad[col].sum())} {col} value(s) are not numbers "
+                    f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
+    return table
+
+
 def read_table(path, space: str, *, source: str | None = None, device: str | None = None) -> pd.DataFrame:
     """A latency table from a CSV or Parquet file, keys resolved in ``space``.
 

@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from predictors.data import ARCH_COLUMNS, LatencyTableError, resolve_keys
+from predictors.data import ARCH_COLUMNS, LatencyTableError, numeric_columns, read_frame, resolve_keys
 from spaces.errors import ArchError
 
 PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain",
@@ -23,24 +23,14 @@ def read_proxy_table(path, space: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LatencyTableError(f"proxy table {path} does not exist")
-    parquet = path.suffix in (".parquet", ".pq")  # the names `hwl zcp --out` writes
-    try:
-        raw = pd.read_parquet(path) if parquet else pd.read_csv(path)
-    except (OSError, ValueError) as exc:  # pandas' ParserError, a UnicodeDecodeError, pyarrow's ArrowInvalid
-        raise LatencyTableError(f"proxy table {path}: not a readable {'Parquet' if parquet else 'CSV'} table "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    raw = read_frame(path, "proxy table")
     arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
     if arch_col is None:
         raise LatencyTableError(f"proxy table {path} needs one of the columns {', '.join(ARCH_COLUMNS)}")
     keys = resolve_keys(raw[arch_col], space, where=f"{path}, column {arch_col}")
     columns = [c for c in raw.columns if c in PROXIES or (c not in ARCH_COLUMNS and c not in ("arch_id", "dataset")
                                                           and pd.api.types.is_numeric_dtype(raw[c]))]
-    table = raw[columns].apply(pd.to_numeric, errors="coerce").astype(np.float64)
-    bad = table.isna() & raw[columns].notna()  # missing and infinite scores are filled later (fill_nonfinite)
-    for col in bad.columns[bad.any().to_numpy()]:
-        row = int(np.flatnonzero(bad[col].to_numpy())[0])
-        raise LatencyTableError(f"proxy table {path}: {int(bad[col].sum())} {col} value(s) are not numbers "
-                                f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
+    table = numeric_columns(raw, columns, f"proxy table {path}")  # missing and infinite scores: fill_nonfinite
     table.index = pd.Index(keys, name="arch")
     return table[~table.index.duplicated()]
 
