@@ -310,9 +310,10 @@ class Coordinator:
         if deployed is None:
             return
         from harness.remote.bundle import current_bundle_name
-        if deployed != current_bundle_name():
+        current = current_bundle_name()
+        if deployed != current:
             log.warning("%s: its agent %s is not this hwl's (%s), so it measures with the older agent code; "
-                        "run `hwl deploy %s` to update it", name, deployed, current_bundle_name(), name)
+                        "run `hwl deploy %s` to update it", name, deployed, current, name)
 
     # -- main loop -------------------------------------------------------------------------
     def _loop(self, ray) -> None:

@@ -83,7 +83,8 @@ def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
     return space, n
 
 
-ARCH_COLUMNS = ("arch_index", "arch_str", "arch_ops", "arch", "arch_id")
+# The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
+_KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "arch", "arch_id")
 
 
 def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide: bool) -> pd.DataFrame:
@@ -107,8 +108,8 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     if device is not None or cols & {"device", "latency_ms"}:
         raise TableImportError(f"{path.name}: --wide takes a table with one latency column per device; this one "
                                "has a 'device' or 'latency_ms' column (or --device was given): leave out --wide")
-    archs = [c for c in frame.columns if c in ARCH_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
-    devices = [c for c in frame.columns if c not in ARCH_COLUMNS]
+    archs = [c for c in frame.columns if c in _KEY_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
+    devices = [c for c in frame.columns if c not in _KEY_COLUMNS]
     if not archs or not devices:
         raise TableImportError(f"{path.name}: a wide table needs an architecture column (arch_index, arch_str, "
                                f"arch_ops or arch) and device columns; columns: {', '.join(map(str, frame.columns))}")
@@ -123,7 +124,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     cols = set(frame.columns)
     if "latency_ms" not in cols:
         hint = ("; a wide table (one column per device) needs --wide" if "device" not in cols and device is None
-                and cols & set(ARCH_COLUMNS) else "")
+                and cols & set(_KEY_COLUMNS) else "")
         raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})"
                                + hint)
     if "device" not in cols and device is None:
