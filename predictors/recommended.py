@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
+from predictors import grid_primal
 from predictors.base import FewShotMethod, full_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
@@ -120,6 +121,7 @@ _UNLOG = {"lat": np.exp, "cost": np.exp, "phys": np.expm1}
 # one-hot, physical costs and op counts) pixel3 lost 0.930 -> 0.903 at k = 10: NB201 keeps its tables.
 ADDITIVE_LAT = {"nb201": False, "fbnet": True}
 COARSE_ABOVE = 100  # samples beyond which each group weight is only on/off (see robust_bma_fit)
+PRIMAL_ABOVE = COARSE_ABOVE  # samples beyond which the grid's evidence is computed in feature space (grid_primal)
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,8 @@ class GridWeights:
 
     ``combos`` (C, G) group prior weights and ``noise`` (C,) noise variance of every grid point,
     ``prob`` (C,) their normalised evidence, ``alpha`` (C, k) ``K^-1 y``, ``sample_weights`` (k,)
-    the base weights times the Student-t weights (sample i has noise ``noise / w_i``), ``grams``
-    (G, k, k) the groups' linear kernels on the samples, and the standardisation ``y_mean``,
-    ``y_std`` of ``y``.
+    the base weights times the Student-t weights (sample i has noise ``noise / w_i``), ``groups``
+    the groups' (k, p_g) columns on the samples, and the standardisation ``y_mean``, ``y_std`` of ``y``.
     """
 
     combos: np.ndarray
@@ -138,9 +139,14 @@ class GridWeights:
     prob: np.ndarray
     alpha: np.ndarray
     sample_weights: np.ndarray
-    grams: np.ndarray
+    groups: list
     y_mean: float
     y_std: float
+
+    @property
+    def grams(self) -> np.ndarray:
+        """(G, k, k) the groups' linear kernels on the samples."""
+        return np.stack([g @ g.T for g in self.groups])
 
     def covariances(self, points) -> np.ndarray:
         """(len(points), k, k) prior + noise covariance of the samples at grid points ``points``."""
@@ -168,7 +174,7 @@ def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_
     if k > coarse_above:
         weight_grid = (0.0, 1.0)
     yn = (y - y_mean) / y_std
-    grams = np.stack([g @ g.T for g in groups])
+    evidence, loo_inverse = _evidence_functions(groups, k)
     if combos is None:
         combos = np.array([c for c in itertools.product(weight_grid, repeat=len(groups) // shapes) if sum(c) > 0])
         combos = np.kron(np.eye(shapes), combos)
@@ -176,17 +182,31 @@ def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_
     base = np.ones(k) if base_weights is None else np.asarray(base_weights, dtype=np.float64)
     weights = base
     for round_ in range(robust_iters + 1):
-        log_ev, alpha = _grid_evidence(combos, grams, noise, weights, yn)
+        log_ev, alpha = evidence(combos, noise, weights, yn)
         if round_ == robust_iters:
             break
         best = int(np.argmax(log_ev))
-        cov = _cov(combos[best // len(noise)][None], grams, noise[best % len(noise)][None], weights)[0]
-        z2 = alpha[best] ** 2 / np.diagonal(np.linalg.inv(cov))                      # LOO residual^2 / variance
-        weights = base * (nu + 1.0) / (nu + z2)
+        z2 = alpha[best] ** 2 / loo_inverse(combos[best // len(noise)], noise[best % len(noise)], weights)
+        weights = base * (nu + 1.0) / (nu + z2)                                      # z2: LOO residual^2 / variance
     p = np.exp(log_ev - log_ev.max())
     p /= p.sum()
     return GridWeights(np.repeat(combos, len(noise), axis=0), np.tile(noise, len(combos)), p, alpha, weights,
-                       grams, y_mean, y_std)
+                       list(groups), y_mean, y_std)
+
+
+def _evidence_functions(groups: list[np.ndarray], k: int):
+    """(grid evidence, diagonal of K^-1 at one grid point) for ``k`` samples of ``groups``: on the
+    k x k kernels while k is small (the numbers every replay and test was made with), in feature space
+    (``grid_primal``: the same values, memory and time linear in k) once k passes ``PRIMAL_ABOVE``."""
+    if k > max(PRIMAL_ABOVE, sum(g.shape[1] for g in groups)):
+        x, owner = grid_primal.with_bias(groups, BIAS_VARIANCE)
+        return (lambda combos, noise, weights, yn: grid_primal.grid_evidence(combos, x, owner, noise, weights, yn),
+                lambda combo, noise, weights: grid_primal.loo_variance_inverse(combo, x, owner, noise, weights))
+    grams = np.stack([g @ g.T for g in groups])
+
+    def loo_inverse(combo, noise, weights):
+        return np.diagonal(np.linalg.inv(_cov(combo[None], grams, np.array([noise]), weights)[0]))
+    return (lambda combos, noise, weights, yn: _grid_evidence(combos, grams, noise, weights, yn)), loo_inverse
 
 
 def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_GRID, noise_grid=NOISE_GRID,
@@ -201,8 +221,8 @@ def robust_bma_fit(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGH
     the ``base_weights`` (default 1).
 
     The grid is evaluated in chunks (memory stays bounded); above ``coarse_above`` samples the
-    evidence is sharp and each group weight is only switched on or off (weights 0 and 1), which
-    keeps hundreds of measurements (``hwl adapt`` on a whole campaign) affordable.
+    evidence is sharp and each group weight is only switched on or off (weights 0 and 1), and above
+    ``PRIMAL_ABOVE`` it is computed in feature space, so ``hwl adapt`` takes a whole campaign.
     """
     grid = grid_weights(groups, y, weight_grid=weight_grid, noise_grid=noise_grid, robust_iters=robust_iters, nu=nu,
                         coarse_above=coarse_above, shapes=shapes, base_weights=base_weights)

@@ -348,3 +348,22 @@ def test_robust_fit_scales_to_many_measurements():
     coef, intercept, mean, std = robust_bma_fit([g[:250] for g in groups], y[:250])  # coarse grid, chunked
     pred = bayes_linear.predict(coef, intercept, mean, std, [g[250:] for g in groups])
     assert spearmanr(pred, y[250:]).statistic > 0.95
+
+
+@pytest.mark.parametrize("base_weights", [None, "relative"])
+def test_many_measurements_are_fitted_in_feature_space_with_the_kernel_forms_numbers(monkeypatch, base_weights):
+    # above PRIMAL_ABOVE samples the grid runs through grid_primal (k x k kernels ended hwl adapt on a whole
+    # table in an out-of-memory kill); both forms of the same grid must give the same fit, outliers reweighted alike
+    rng = np.random.default_rng(4)
+    groups = [rng.normal(size=(160, d)) / np.sqrt(d) for d in (9, 20, 4)]
+    y = np.hstack(groups) @ rng.normal(size=33) + rng.standard_t(2, 160) * 0.1
+    weights = None if base_weights is None else rng.uniform(0.5, 2.0, 160)
+    assert len(y) > recommended.PRIMAL_ABOVE
+    primal = grid_weights(groups, y, base_weights=weights)
+    monkeypatch.setattr(recommended, "PRIMAL_ABOVE", 10_000)
+    kernel = grid_weights(groups, y, base_weights=weights)
+    np.testing.assert_allclose(primal.prob, kernel.prob, atol=1e-8)
+    np.testing.assert_allclose(primal.sample_weights, kernel.sample_weights, rtol=1e-7)
+    np.testing.assert_allclose(primal.alpha, kernel.alpha, atol=1e-6 * np.abs(kernel.alpha).max())
+    for a, b in zip(grid_coefficients(primal, groups, y)[0], grid_coefficients(kernel, groups, y)[0]):
+        np.testing.assert_allclose(a, b, atol=1e-6 * np.abs(b).max())
