@@ -1,6 +1,7 @@
-"""Parse an architecture selection: ``all``, ``random:N``, a comma list, or ``@FILE``."""
+"""Parse an architecture selection: ``all``, ``random:N``, a comma list (NB201 ranges ``A-B`` in it), or ``@FILE``."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from spaces import fbnet, nb201
@@ -18,7 +19,7 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
     """Architectures named by ``spec`` in ``space``.
 
     NB201 gives official indices (int); FBNet gives canonical arch keys (str). Order is kept,
-    duplicates are dropped. ``spec`` may also be a list of keys (the CLI's positional args).
+    duplicates are dropped. An NB201 item ``A-B`` is the indices A..B, both included. ``spec`` may also be a list of keys (the CLI's positional args).
     """
     if space not in ("nb201", "fbnet"):
         raise ArchError(f"unknown search space {space!r}; valid spaces: nb201, fbnet")
@@ -52,6 +53,7 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
             items = [t for t in text.split(",") if t.strip()]
     if not items:
         raise ArchError("the architecture selection is empty")
+    items = _expand_ranges(space, items)
     resolve = nb201.resolve if space == "nb201" else fbnet.canonical
     out, seen = [], set()
     for item in items:
@@ -59,6 +61,31 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
         if key not in seen:
             seen.add(key)
             out.append(key)
+    return out
+
+
+# An inclusive index range; NB201 arch strings and FBNet keys never match it (no bare digits-dash-digits).
+_RANGE = re.compile(r"(\d+)\s*-\s*(\d+)")
+
+
+def _expand_ranges(space: str, items: list) -> list:
+    """``items`` with each ``A-B`` replaced by the NB201 indices A..B (inclusive)."""
+    out = []
+    for item in items:
+        match = _RANGE.fullmatch(str(item).strip())
+        if match is None:
+            out.append(item)
+            continue
+        text = str(item).strip()
+        if space != "nb201":  # FBNet architectures have keys, not indices
+            raise ArchError(f"range {text!r}: ranges A-B name NB201 indices; FBNet architectures are given "
+                            "as keys, random:N or @FILE")
+        low, high = int(match[1]), int(match[2])
+        if low > high:
+            raise ArchError(f"range {text!r} runs backwards; write {high}-{low}")
+        if high >= nb201.N_ARCHS:
+            raise ArchError(f"range {text!r} goes past the last NB201 index: valid indices are 0..{nb201.N_ARCHS - 1}")
+        out.extend(range(low, high + 1))
     return out
 
 

@@ -103,3 +103,26 @@ def test_selection_forms(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(ArchError, match="cannot be read as text"):
         resolve_archs("nb201", f"@{tmp_path / 'binary.txt'}")
+
+
+def test_index_ranges_are_inclusive_and_mix_with_lists(tmp_path):
+    """'0-3' was read as an NB201 arch string: "needs 3 nodes separated by '+', got 1 in '0-3'"."""
+    assert resolve_archs("nb201", "0-3") == [0, 1, 2, 3]
+    assert resolve_archs("nb201", "0-2,20, 30 - 31,1") == [0, 1, 2, 20, 30, 31]
+    assert resolve_archs("nb201", ["5-6", "9"]) == [5, 6, 9]  # positional arguments, a campaign.toml list
+    assert resolve_archs("nb201", "7-7") == [7]
+    assert resolve_archs("nb201", f"15620-{nb201.N_ARCHS - 1}") == list(range(15620, nb201.N_ARCHS))
+    (tmp_path / "archs.txt").write_text("0-1\n" + nb201.to_string(9) + "\n")
+    assert resolve_archs("nb201", f"@{tmp_path / 'archs.txt'}") == [0, 1, 9]
+    with pytest.raises(ArchError, match=r"range '5-2' runs backwards; write 2-5"):
+        resolve_archs("nb201", "0,5-2")
+    with pytest.raises(ArchError, match=r"range '15620-15625' goes past the last NB201 index: valid indices are "
+                                        r"0\.\.15624"):
+        resolve_archs("nb201", "15620-15625")
+    with pytest.raises(ArchError, match=r"range '0-10': ranges A-B name NB201 indices; FBNet"):
+        resolve_archs("fbnet", "0-10")
+    with pytest.raises(ArchError, match="out of range"):  # a negative index is not a range
+        resolve_archs("nb201", "-5")
+    keys = fbnet.sample(2, 0)  # FBNet lists and NB201 arch strings, which hold '-'-free keys, are read as before
+    assert resolve_archs("fbnet", ";".join(keys)) == keys
+    assert resolve_archs("nb201", nb201.to_string(0)) == [0]
