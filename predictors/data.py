@@ -232,10 +232,13 @@ def devices_of(table: pd.DataFrame) -> list[str]:
 
 
 def check_devices(table: pd.DataFrame, devices, *, what: str = "device") -> list[str]:
-    """``devices`` as a list, each present in ``table``; raises naming the valid ones."""
+    """``devices`` as a list, each present in ``table`` and named once; raises naming the valid ones."""
     devices = [devices] if isinstance(devices, str) else list(devices)
     if not devices:
         raise LatencyTableError(f"no {what}s given")
+    twice = next((d for i, d in enumerate(devices) if d in devices[:i]), None)
+    if twice is not None:  # a table keyed by device would silently keep one of them
+        raise LatencyTableError(f"{what} {twice!r} is named twice")
     valid = devices_of(table)
     unknown = [d for d in devices if d not in set(valid)]
     if unknown:

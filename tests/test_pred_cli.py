@@ -189,3 +189,24 @@ def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
     assert run.returncode == 0, run.stderr
     assert json.loads(redirected.read_text())["results"][0]["per_device"].keys() == {"my_pi"}
     assert "Spearman rho" in run.stderr and "wrote /dev/stdout" in run.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--space", "nb201", "--devices", "1080ti_1,pixel3,1080ti_1", "--table", "{root}/train.parquet",
+      "--method", "copy", "--out", "{root}/twice.pt"], "device '1080ti_1' is named twice"),
+    (["evaluate", "--space", "nb201", "--train-devices", "pixel2,pixel2", "--test-table", "{root}/new.parquet",
+      "--method", "copy", "--trials", "1", "--samples", "5"], "train device 'pixel2' is named twice"),
+    (["evaluate", "--space", "nb201", "--train-devices", "pixel2", "--test-devices", "my_pi,my_pi",
+      "--test-table", "{root}/new.parquet", "--method", "copy", "--trials", "1", "--samples", "5"],
+     "test device 'my_pi' is named twice"),
+    (["evaluate", "--task", "N0", "--method", "copy", "--trials", "1", "--samples", "5,10,5"],
+     "--samples names k=5 twice"),
+])
+def test_a_list_flag_naming_a_device_or_k_twice_is_refused(tables, capsys, argv, message):
+    """`hwl train --devices a,b,a` trained on a and b and wrote the model saying so (the table keyed by device kept
+    one a); `evaluate --samples 5,10,5` ran k=5's trials twice and printed two rows for it."""
+    argv = [a.replace("{root}", str(tables)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tables / "twice.pt").exists()

@@ -127,6 +127,9 @@ def parse_samples(text: str) -> list[int]:
         raise UserError(f"--samples must be comma-separated integers, got {text!r}") from None
     if not ks or min(ks) < 1:
         raise UserError(f"--samples must be positive integers, got {text!r}")
+    twice = next((k for i, k in enumerate(ks) if k in ks[:i]), None)
+    if twice is not None:  # the same trials again, and a second row for it
+        raise UserError(f"--samples names k={twice} twice")
     return ks
 
 
