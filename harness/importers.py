@@ -3,7 +3,8 @@
 Two kinds of input:
 
 * a long table (Parquet or CSV) with ``device``, ``latency_ms`` and an architecture column:
-  ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` (FBNet keys) or ``arch`` (either), as in
+  ``arch_index`` or ``arch_str`` (NB201), ``arch_ops`` or ``op_idx_key`` (FBNet keys: op names, op indices)
+  or ``arch`` (either), as in
   ``shared/data/nb201_latency.parquet`` and ``fbnet_latency.parquet``; hwl's own Parquet export
   (``hwl campaign export``: its accepted labels) is read as one, and with ``wide`` a wide table
   (one column per device, as ``hwl campaign export --format help`` and ``shared/data/*_wide.csv.gz``);
@@ -14,7 +15,8 @@ Two kinds of input:
 
 Rows are stored as imported, with their source (the file name); re-importing a file replaces
 its rows of the devices it holds. A bad row (architecture, device, a latency that is not a
-positive number, an arch_index and an arch_str naming different cells) refuses the whole file, naming the row.
+positive number, an arch_index and an arch_str, or an arch_ops and an op_idx_key, naming different
+architectures) refuses the whole file, naming the row.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from harness.errors import UserError
 from harness.model_file import torch_error
 from harness.store import Store
 from spaces import ArchError, fbnet, nb201
+from spaces.columns import PAIRED_COLUMNS, check_same_archs
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
 
 
 # The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
-_KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "arch", "arch_id")
+_KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
 
 
 def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide: bool) -> pd.DataFrame:
@@ -112,7 +115,8 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     devices = [c for c in frame.columns if c not in _KEY_COLUMNS]
     if not archs or not devices:
         raise TableImportError(f"{path.name}: a wide table needs an architecture column (arch_index, arch_str, "
-                               f"arch_ops or arch) and device columns; columns: {', '.join(map(str, frame.columns))}")
+                               "arch_ops, op_idx_key or arch) and device columns; columns: "
+                               f"{', '.join(map(str, frame.columns))}")
     long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
     blank = long["latency_ms"].isna() | (long["latency_ms"].astype(str).str.strip() == "")
     return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
@@ -134,8 +138,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     if space == "nb201":
         if "arch_index" in cols:
             keys = _keys(frame["arch_index"], lambda i: str(nb201.check_index(_whole_number(i))), source, "arch_index")
-            if "arch_str" in cols:
-                _check_same_cells(keys, frame["arch_str"], source)
+            _check_paired_column(space, keys, frame, source)
         elif "arch_str" in cols:
             keys = _keys(frame["arch_str"].astype(str), lambda a: str(nb201.to_index(a)), source, "arch_str")
         elif "arch" in cols:
@@ -144,10 +147,12 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
             raise TableImportError(f"{source}: an nb201 table needs an 'arch_index', 'arch_str' or 'arch' column "
                                    f"(columns: {', '.join(map(str, frame.columns))})")
     elif space == "fbnet":
-        column = "arch_ops" if "arch_ops" in cols else "arch" if "arch" in cols else None
+        column = next((c for c in ("arch_ops", "op_idx_key", "arch") if c in cols), None)
         if column is None:
-            raise TableImportError(f"{source}: an fbnet table needs an 'arch_ops' or 'arch' column")
+            raise TableImportError(f"{source}: an fbnet table needs an 'arch_ops', 'op_idx_key' or 'arch' column")
         keys = _keys(frame[column].astype(str), functools.lru_cache(maxsize=None)(fbnet.canonical), source, column)
+        if column == "arch_ops":
+            _check_paired_column(space, keys, frame, source)
     else:
         raise TableImportError(f"unknown search space {space!r}; valid: nb201, fbnet")
     if device is not None:
@@ -195,7 +200,7 @@ def _space_of(frame: pd.DataFrame, source: str) -> str:
     cols = set(frame.columns)
     if cols & {"arch_index", "arch_str"}:
         return "nb201"
-    if "arch_ops" in cols:
+    if cols & {"arch_ops", "op_idx_key"}:
         return "fbnet"
     if "arch" in cols:
         first = frame["arch"].iloc[0] if len(frame) else None
@@ -205,24 +210,18 @@ def _space_of(frame: pd.DataFrame, source: str) -> str:
         except (ArchError, ValueError, TypeError):
             return "fbnet"
     raise TableImportError(f"{source}: no architecture column; expected arch_index or arch_str "
-                           "(nb201), arch_ops or arch (fbnet)")
+                           "(nb201), arch_ops, op_idx_key or arch (fbnet)")
 
 
-def _check_same_cells(keys: list[str], arch_strs: pd.Series, source: str) -> None:
-    """Both NB201 columns must name the same cell in every row; which one is right is the user's call."""
-    strs = arch_strs.astype(str)
-    index_of = {}
-    for row in np.flatnonzero(~strs.duplicated().to_numpy()):  # each distinct string once: HELP's table repeats them
+def _check_paired_column(space: str, keys: list[str], frame: pd.DataFrame, source: str) -> None:
+    """A second column naming the architectures (arch_str beside arch_index, op_idx_key beside arch_ops) must
+    name the same ones as ``keys``."""
+    first, second = PAIRED_COLUMNS[space]
+    if second in frame.columns:
         try:
-            index_of[strs.iat[row]] = str(nb201.to_index(strs.iat[row]))
-        except (ArchError, ValueError, TypeError) as exc:
-            raise TableImportError(f"{source}: data row {row + 1}: arch_str {strs.iat[row]!r}: {exc}") from None
-    differ = np.flatnonzero(strs.map(index_of).to_numpy() != np.asarray(keys, dtype=object))
-    if len(differ):
-        row = int(differ[0])
-        raise TableImportError(f"{source}: data row {row + 1}: arch_index {keys[row]} and arch_str "
-                               f"{strs.iat[row]!r} (index {index_of[strs.iat[row]]}) name different cells; "
-                               "fix the row or drop one of the columns")
+            check_same_archs(space, keys, frame[second].astype(str), names=(first, second))
+        except ArchError as exc:
+            raise TableImportError(f"{source}: {exc}") from None
 
 
 def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from spaces import fbnet, get_space, nb201
+from spaces.columns import PAIRED_COLUMNS, check_same_archs
 from spaces.errors import ArchError
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,12 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         raise LatencyTableError(f"{where}: {int(blank.sum())} row(s) have no device (first at row "
                                 f"{int(np.flatnonzero(blank.to_numpy())[0])}); fill the device column")
     arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
-    if arch_col == "arch_index" and "arch_str" in raw.columns and get_space(space) is nb201:
-        _check_same_cells(arch, raw["arch_str"], where)
+    first, second = PAIRED_COLUMNS[get_space(space).NAME]
+    if arch_col == first and second in raw.columns:
+        try:
+            check_same_archs(space, arch, raw[second], names=(first, second))
+        except ArchError as exc:
+            raise LatencyTableError(f"{where}: {exc}") from None
     latency = pd.to_numeric(raw["latency_ms"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(latency) | (latency <= 0)
     if bad.any():
@@ -152,18 +157,6 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
     return _reduce_repeats(table)
-
-
-def _check_same_cells(arch: list, arch_strs: pd.Series, where: str) -> None:
-    """A table's arch_index and arch_str must name the same NB201 cell in every row: which one is right
-    is the user's call, so neither is taken silently."""
-    other = np.asarray(resolve_keys(arch_strs, "nb201", where=f"{where}, column arch_str"))
-    differ = np.flatnonzero(np.asarray(arch) != other)
-    if len(differ):
-        row = int(differ[0])
-        raise LatencyTableError(f"{where}: {len(differ)} row(s) whose arch_index and arch_str name different cells "
-                                f"(first at row {row}: arch_index {arch[row]}, arch_str {arch_strs.iloc[row]!r} is "
-                                f"index {other[row]}); fix them or drop one of the columns")
 
 
 def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:

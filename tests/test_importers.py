@@ -176,8 +176,9 @@ def test_arch_index_and_arch_str_naming_different_cells_are_refused(tmp_path):
                                       f"4,{nb201.to_string(40)},pi,5.0\n")
     with Store(tmp_path / "lab.db") as s:
         assert import_file(s, tmp_path / "good.csv") == ("nb201", 1)
-        with pytest.raises(TableImportError, match=r"bad.csv: data row 2: arch_index 4 and arch_str '.*' \(index 40\) "
-                                                   r"name different cells"):
+        with pytest.raises(TableImportError, match=r"bad.csv: 1 row\(s\) whose arch_index and arch_str name "
+                                                   r"different cells \(first at data row 2: arch_index 4, "
+                                                   r"arch_str '.*' is index 40\)"):
             import_file(s, tmp_path / "bad.csv")
         assert s.latency_table("nb201")[["arch", "latency_ms"]].values.tolist() == [[3, 2.0]]
 
@@ -197,3 +198,28 @@ def test_device_flag_over_a_table_of_several_devices_is_refused(tmp_path):
             tmp_path / "gap.parquet")
         assert import_file(s, tmp_path / "gap.parquet", device="my_pi") == ("nb201", 2)  # --device fills the gap
         assert set(s.latency_table("nb201")["device"]) == {"my_pi"}
+
+
+def test_fbnet_op_index_keys_are_imported_and_checked_against_arch_ops(tmp_path):
+    """HELP's (shared/data's) op_idx_key column, as fbnet_archs.csv and fbnet_zcp.csv have it, was refused as
+    'no architecture column; expected arch_index or arch_str (nb201), arch_ops or arch (fbnet)'."""
+    archs = pd.read_csv(SHARED / "fbnet_archs.csv", nrows=3)
+    keys = [fbnet.canonical(k) for k in archs["op_idx_key"]]
+    pd.DataFrame({"arch_id": archs["arch_id"], "op_idx_key": archs["op_idx_key"], "device": "pi",
+                  "latency_ms": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "long.csv", index=False)
+    pd.DataFrame({"arch_id": archs["arch_id"], "op_idx_key": archs["op_idx_key"], "pi_a": [4.0, 5.0, 6.0],
+                  "pi_b": [7.0, 8.0, 9.0]}).to_csv(tmp_path / "wide.csv", index=False)
+    both = pd.DataFrame({"arch_ops": keys, "op_idx_key": archs["op_idx_key"], "device": "pi_c",
+                         "latency_ms": [1.0, 2.0, 3.0]})
+    both.to_csv(tmp_path / "both.csv", index=False)
+    both.assign(op_idx_key=archs["op_idx_key"][[0, 2, 1]].to_numpy()).to_csv(tmp_path / "crossed.csv", index=False)
+    with Store(tmp_path / "lab.db") as s:
+        assert import_file(s, tmp_path / "long.csv") == ("fbnet", 3)
+        assert import_file(s, tmp_path / "wide.csv", wide=True) == ("fbnet", 6)  # op_idx_key is no device column
+        assert import_file(s, tmp_path / "both.csv") == ("fbnet", 3)
+        with pytest.raises(TableImportError, match=r"crossed.csv: 2 row\(s\) whose arch_ops and op_idx_key name "
+                                                   r"different architectures \(first at data row 2: arch_ops 'k"):
+            import_file(s, tmp_path / "crossed.csv")
+        table = s.latency_table("fbnet")
+    assert sorted(set(table["device"])) == ["pi", "pi_a", "pi_b", "pi_c"] and len(table) == 12
+    assert table[table["device"] == "pi"].set_index("arch")["latency_ms"].to_dict() == dict(zip(keys, [1.0, 2.0, 3.0]))

@@ -109,7 +109,7 @@ def test_arch_index_and_arch_str_naming_different_cells_are_refused(tmp_path):
     pd.DataFrame({"arch_index": [3, 4], "arch_str": [nb201.to_string(3), nb201.to_string(40)], "device": ["pi", "pi"],
                   "latency_ms": [2.0, 5.0]}).to_csv(path, index=False)
     with pytest.raises(LatencyTableError, match=r"1 row\(s\) whose arch_index and arch_str name different cells "
-                                                r"\(first at row 1: arch_index 4, arch_str '.*' is index 40\)"):
+                                                r"\(first at data row 2: arch_index 4, arch_str '.*' is index 40\)"):
         data.read_table(path, "nb201")
     pd.DataFrame({"arch_index": [3, 40], "arch_str": [nb201.to_string(3), nb201.to_string(40)], "device": ["pi", "pi"],
                   "latency_ms": [2.0, 5.0]}).to_csv(path, index=False)
@@ -176,3 +176,16 @@ def test_table_from_a_harness_store(tmp_path):
         data.load_table("fbnet", store=tmp_path / "lab.db")
     with pytest.raises(LatencyTableError, match="does not exist"):
         data.load_table("nb201", store=tmp_path / "missing.db")
+
+
+def test_arch_ops_and_op_idx_key_naming_different_architectures_are_refused(tmp_path):
+    """An FBNet table with both key columns: arch_ops was taken and a contradicting op_idx_key ignored."""
+    keys = fbnet.sample(2, 0)
+    idx = [fbnet.to_idx_key(fbnet.parse(k)) for k in keys]
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"arch_ops": keys, "op_idx_key": idx[::-1], "device": "pi", "latency_ms": [2.0, 5.0]}).to_csv(path)
+    with pytest.raises(LatencyTableError, match=r"2 row\(s\) whose arch_ops and op_idx_key name different "
+                                                r"architectures \(first at data row 1: arch_ops 'k"):
+        data.read_table(path, "fbnet")
+    pd.DataFrame({"arch_ops": keys, "op_idx_key": idx, "device": "pi", "latency_ms": [2.0, 5.0]}).to_csv(path)
+    assert data.read_table(path, "fbnet")["arch"].tolist() == keys

@@ -51,8 +51,8 @@ def add_archs_flags(parser, *, required: bool = False) -> None:
 def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--table") -> None:
     """A latency table from a CSV/Parquet file or from a harness store (``--store lab.db``)."""
     parser.add_argument(file_flag, dest="table", metavar="FILE",
-                        help=f"{what}: CSV or Parquet with columns arch_index or arch_str (or arch / arch_ops), "
-                             "device, latency_ms")
+                        help=f"{what}: CSV or Parquet with columns arch_index or arch_str (or arch / arch_ops / "
+                             "op_idx_key), device, latency_ms")
     parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
                         "works while a campaign is still writing to it")
 
