@@ -138,8 +138,8 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         raise LatencyTableError(f"{where} has no rows")
     blank = raw["device"].isna() | (raw["device"].astype(object).astype(str).str.strip() == "")
     if blank.any():  # pandas keeps a missing cell missing through astype(str): a device named nan, then a traceback
-        raise LatencyTableError(f"{where}: {int(blank.sum())} row(s) have no device (first at row "
-                                f"{int(np.flatnonzero(blank.to_numpy())[0])}); fill the device column")
+        raise LatencyTableError(f"{where}: {int(blank.sum())} row(s) have no device (first at data row "
+                                f"{int(np.flatnonzero(blank.to_numpy())[0]) + 1}); fill the device column")
     arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
     first, second = PAIRED_COLUMNS[get_space(space).NAME]
     if arch_col == first and second in raw.columns:
@@ -153,7 +153,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         row = int(np.flatnonzero(bad)[0])
         raise LatencyTableError(
             f"{where}: {int(bad.sum())} latency_ms value(s) are not positive numbers "
-            f"(first at row {row}: {raw['latency_ms'].iloc[row]!r})")
+            f"(first at data row {row + 1}: {raw['latency_ms'].iloc[row]!r})")
     table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
     return _reduce_repeats(table)

@@ -144,7 +144,7 @@ def test_a_device_named_na_is_a_name_and_a_missing_one_is_refused(tmp_path):
     (tmp_path / "na.csv").write_text("arch_index,device,latency_ms\n1,NA,2.0\n2,NA,3.0\n")
     assert data.by_device(data.read_table(tmp_path / "na.csv", "nb201"), ["NA"])["NA"].tolist() == [2.0, 3.0]
     (tmp_path / "gap.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,,3.0\n")
-    with pytest.raises(LatencyTableError, match=r"gap.csv: 1 row\(s\) have no device \(first at row 1\)"):
+    with pytest.raises(LatencyTableError, match=r"gap.csv: 1 row\(s\) have no device \(first at data row 2\)"):
         data.read_table(tmp_path / "gap.csv", "nb201")
     pd.DataFrame({"arch_index": [1, 2], "device": ["pi", None], "latency_ms": [1.0, 2.0]}).to_parquet(
         tmp_path / "gap.parquet")
@@ -189,3 +189,11 @@ def test_arch_ops_and_op_idx_key_naming_different_architectures_are_refused(tmp_
         data.read_table(path, "fbnet")
     pd.DataFrame({"arch_ops": keys, "op_idx_key": idx, "device": "pi", "latency_ms": [2.0, 5.0]}).to_csv(path)
     assert data.read_table(path, "fbnet")["arch"].tolist() == keys
+
+
+def test_a_bad_latency_is_named_by_its_data_row(tmp_path):
+    """The row was counted from 0: the second data row of a CSV (its third line) was 'first at row 1'."""
+    (tmp_path / "bad.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,-3.0\n3,pi,x\n")
+    with pytest.raises(LatencyTableError, match=r"bad.csv: 2 latency_ms value\(s\) are not positive numbers "
+                                                r"\(first at data row 2: '-3.0'\)"):
+        data.read_table(tmp_path / "bad.csv", "nb201")
