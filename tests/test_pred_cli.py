@@ -210,3 +210,23 @@ def test_a_list_flag_naming_a_device_or_k_twice_is_refused(tables, capsys, argv,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tables / "twice.pt").exists()
+
+
+def test_adapting_on_a_single_latency_is_refused(tables, tmp_path, capsys):
+    """One measurement, or 12 all equal (a stuck timer), made a predictor that predicted that one latency for
+    every architecture (phys_bayes, hwl_ridge) and adapt said 'adapted to my_pi with 12 measurements'."""
+    assert main(["train", "--space", "nb201", "--table", str(tables / "train.parquet"), "--method", "hwl_ridge",
+                 "--out", str(tmp_path / "model.pt")]) == 0
+    twelve = pd.read_csv(tables / "my_pi_12.csv")
+    twelve.iloc[:1].to_csv(tmp_path / "one.csv", index=False)
+    twelve.assign(latency_ms=7.0).to_csv(tmp_path / "equal.csv", index=False)
+    capsys.readouterr()
+    for name, message in (("one", "my_pi has one measurement: "), ("equal", "my_pi's 12 measurements are all 7 ms: ")):
+        assert main(["adapt", str(tmp_path / "model.pt"), "--device", "my_pi", "--measurements",
+                     str(tmp_path / f"{name}.csv"), "--out", str(tmp_path / f"{name}.pt")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "measure at least 2 architectures whose latencies differ" in err
+        assert not (tmp_path / f"{name}.pt").exists()
+    twelve.iloc[:2].to_csv(tmp_path / "two.csv", index=False)
+    assert main(["adapt", str(tmp_path / "model.pt"), "--device", "my_pi", "--measurements",
+                 str(tmp_path / "two.csv"), "--out", str(tmp_path / "two.pt")]) == 0

@@ -34,6 +34,11 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
                         "`hwl train` (with all the measurements) instead")
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]
+    if series.nunique() < 2:  # every method would predict that latency for all archs, or rank them by its prior alone
+        what = (f"{device} has one measurement" if len(series) == 1
+                else f"{device}'s {len(series)} measurements are all {series.iloc[0]:g} ms")
+        raise UserError(f"{what}: a predictor adapted on one latency predicts it for every architecture "
+                        "(it ranks nothing); measure at least 2 architectures whose latencies differ")
     try:
         adapted = saved["model"].adapt(list(series.index), series.to_numpy(), device=device)
     except ValueError as exc:  # measurements this method cannot use (HELP without its reference archs)
