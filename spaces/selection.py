@@ -19,8 +19,13 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
     """Architectures named by ``spec`` in ``space``.
 
     NB201 gives official indices (int); FBNet gives canonical arch keys (str). Order is kept,
-    duplicates are dropped. An NB201 item ``A-B`` is the indices A..B, both included. ``spec`` may also be a list of keys (the CLI's positional args).
+    duplicates are dropped. An NB201 item ``A-B`` is the indices A..B, both included. ``spec``
+    may also be a list of keys (the CLI's positional args).
     """
+    return _resolve(space, spec, seed, hint=True)
+
+
+def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
     if space not in ("nb201", "fbnet"):
         raise ArchError(f"unknown search space {space!r}; valid spaces: nb201, fbnet")
     if isinstance(spec, (list, tuple)):
@@ -57,11 +62,25 @@ def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:
     resolve = nb201.resolve if space == "nb201" else fbnet.canonical
     out, seen = [], set()
     for item in items:
-        key = resolve(item)
+        try:
+            key = resolve(item)
+        except ArchError as exc:
+            raise ArchError(f"{exc}{_other_space_hint(space, spec) if hint else ''}") from None
         if key not in seen:
             seen.add(key)
             out.append(key)
     return out
+
+
+def _other_space_hint(space: str, spec) -> str:
+    """Why a selection failed when it is the other space's: FBNet keys given for an NB201 model, NB201
+    indices for FBNet (else the error is about a piece of it, as 'needs 3 nodes ... in k5_e6')."""
+    other = "fbnet" if space == "nb201" else "nb201"
+    try:
+        _resolve(other, spec, 0, hint=False)
+    except ArchError:
+        return ""
+    return f" (the selection names {other} architectures, not {space} ones)"
 
 
 # An inclusive index range; NB201 arch strings and FBNet keys never match it (no bare digits-dash-digits).

@@ -126,3 +126,18 @@ def test_index_ranges_are_inclusive_and_mix_with_lists(tmp_path):
     keys = fbnet.sample(2, 0)  # FBNet lists and NB201 arch strings, which hold '-'-free keys, are read as before
     assert resolve_archs("fbnet", ";".join(keys)) == keys
     assert resolve_archs("nb201", nb201.to_string(0)) == [0]
+
+
+def test_a_selection_of_the_other_space_says_so(tmp_path):
+    """An FBNet key given to an NB201 command said only "NB201 arch string needs 3 nodes separated by '+', got 1
+    in 'k5_e6'" (its first op), NB201 indices given to FBNet "an FBNet architecture has 22 layers, got 2"."""
+    key = fbnet.sample(1, 0)[0]
+    with pytest.raises(ArchError, match=r"got 1 in 'k5_e6' \(the selection names fbnet architectures, not nb201 "):
+        resolve_archs("nb201", key)
+    (tmp_path / "archs.txt").write_text("0\n17\n")
+    for spec in ("0,17", f"@{tmp_path / 'archs.txt'}", ["0", "17"]):
+        with pytest.raises(ArchError, match=r"\(the selection names nb201 architectures, not fbnet ones\)"):
+            resolve_archs("fbnet", spec)
+    with pytest.raises(ArchError) as bad:  # a typo in either space gets no hint
+        resolve_archs("nb201", "0,1x")
+    assert "selection names" not in str(bad.value)
