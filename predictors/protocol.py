@@ -91,8 +91,11 @@ def check_scorable(device: str, truth: pd.Series, k: int) -> None:
     n = len(truth)
     if n - k < MIN_SCORED:
         left = "nothing" if n <= k else f"only {n - k} architecture{'s' if n - k > 1 else ''}"
+        # k is at least 1: a table of MIN_SCORED archs or fewer cannot be scored with any k
+        fix = (f"k at most {n - MIN_SCORED}" if n > MIN_SCORED
+               else f"measure at least {k + MIN_SCORED} of its architectures, or leave the device out")
         raise EvaluationError(f"k={k} leaves {left} to score on test device {device!r}: its table has only {n} "
-                              f"architectures and rho needs {MIN_SCORED} left (k at most {max(n - MIN_SCORED, 0)})")
+                              f"architecture{'s' if n > 1 else ''} and rho needs {MIN_SCORED} left ({fix})")
     counts = truth.value_counts()
     if len(counts) == 1:
         raise EvaluationError(f"test device {device!r} has one latency for every architecture "

@@ -104,6 +104,11 @@ def test_a_test_device_rho_cannot_score_is_refused_before_any_work():
                                               "table has only 8 architectures and rho needs 5 left .k at most 3."):
         protocol.check_scorable("tiny", one_device(np.arange(1.0, 9.0)), 7)
     protocol.check_scorable("tiny", one_device(np.arange(1.0, 9.0)), 3)
+    # a device of 5 archs or fewer: no k scores it ('1 architectures ... (k at most 0)' before)
+    with pytest.raises(EvaluationError, match=r"k=5 leaves nothing to score on test device 'one': its table has only "
+                                              r"1 architecture and rho needs 5 left \(measure at least 10 of its "
+                                              r"architectures, or leave the device out\)"):
+        protocol.check_scorable("one", one_device([3.0]), 5)
     # whole-ms timings: 10 of 14 rows at 2 ms, so 4 measurements could leave nothing else
     with pytest.raises(EvaluationError, match="10 of the 14 latencies of test device 'ms' are 2 ms: k=4"):
         protocol.check_scorable("ms", one_device([2.0] * 10 + [3.0, 4.0, 5.0, 6.0]), 4)
