@@ -142,11 +142,13 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
     targets = data.by_device(test_table, task.test_devices)
     for device, truth in targets.items():
         check_scorable(device, truth, samples[-1])
-    seeds = list(range(first_seed, first_seed + trials))
-    scores = {k: np.zeros((trials, len(targets))) for k in samples}
+    seeds = []  # grown trial by trial: memory follows the work done, whatever --trials says
+    scores = {k: [] for k in samples}
     seconds = {k: 0.0 for k in samples}
     name = method_name
-    for t, seed in enumerate(seeds):
+    for t in range(trials):
+        seed = first_seed + t
+        seeds.append(seed)
         start = time.perf_counter()
         method = _seeded(make_method(), seed)
         name = name or method.name
@@ -155,19 +157,19 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
         for k in samples:
             seconds[k] += pretrain_s
             start = time.perf_counter()
-            for j, (device, truth) in enumerate(targets.items()):
-                scores[k][t, j] = score_device(method, truth, k, seed=seed, device_number=j)
+            scores[k].append([score_device(method, truth, k, seed=seed, device_number=j)
+                              for j, truth in enumerate(targets.values())])
             seconds[k] += time.perf_counter() - start
         log.info("%s %s trial %d (seed %d): %s", task.name, name, t, seed,
-                 {k: round(float(scores[k][t].mean()), 4) for k in samples})
+                 {k: round(float(np.mean(scores[k][t])), 4) for k in samples})
     settings = {"space": task.space, "n_pretrain": n_pretrain, "train_devices": list(task.train_devices),
                 "test_devices": list(targets), "protocol": "strict",
                 "params": _params_of(make_method),
                 "seconds": "pretraining + choosing + adaptation + prediction, summed over trials"}
     results = []
     for k in samples:
-        per_trial = scores[k].mean(axis=1)
-        per_device = scores[k].mean(axis=0)
+        per_trial = np.asarray(scores[k]).mean(axis=1)
+        per_device = np.asarray(scores[k]).mean(axis=0)
         results.append({
             "task": task.name, "method": name, "k": k, "trials": trials,
             "mean": float(per_device.mean()), "std": float(per_trial.std(ddof=1)) if trials > 1 else 0.0,

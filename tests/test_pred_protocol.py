@@ -136,3 +136,22 @@ def test_held_out_pretraining_leaves_the_device_and_optionally_its_family_out():
     # an unknown held device has no family to leave out
     assert set(protocol.held_out_pretraining(full, "my_board", "fbnet", family=True)) == {
         "1080ti_1", "1080ti_32", "silver_4114", "pixel3"}
+
+
+def test_a_huge_number_of_trials_takes_memory_as_the_trials_run():
+    """--trials 100000000000 ended at once in a MemoryError traceback (a list of every seed and a score array for
+    every trial were made before the first one ran); trials now run one after another until stopped."""
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    def make_method():
+        made.append(1)
+        if len(made) > 3:  # the 4th trial stops the run, as Ctrl-C would
+            raise Stop()
+        return Recorder()
+
+    with pytest.raises(Stop):
+        protocol.evaluate(make_method, small_task(n_test_devices=1), samples=(5,), trials=10 ** 11, n_pretrain=20)
+    assert len(made) == 4
