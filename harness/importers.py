@@ -58,13 +58,15 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
         raise TableImportError("the device name (--device) is empty")
     if not path.is_file():
         raise TableImportError(f"{path} is a folder, not a table file" if path.is_dir() else f"{path} does not exist")
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    # lower case: a file named on Windows (LAB.CSV) is the same table; .pq as predictors.data reads it
+    suffix = ("".join(path.suffixes[-2:]) if path.suffix.lower() == ".gz" else path.suffix).lower()
     if suffix == ".pt":
         space, rows = read_help_pt(path, space=space, device=device, mapping=mapping)
-    elif suffix in (".parquet", ".csv", ".csv.gz"):
+    elif suffix in (".parquet", ".pq", ".csv", ".csv.gz"):
+        parquet = suffix in (".parquet", ".pq")
         try:
             # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught)
-            frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, keep_default_na=False)
+            frame = pd.read_parquet(path) if parquet else pd.read_csv(path, keep_default_na=False)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
         frame = _as_long_table(frame, path, device=device, wide=wide)
@@ -72,6 +74,8 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
                            "HELP .pt")
+    if not rows:  # an empty or header-only file, an export without accepted labels, a wide table of empty cells
+        raise TableImportError(f"{path}: holds no latencies; nothing imported")
     return space, rows
 
 
@@ -96,7 +100,7 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     ``*_wide.csv.gz``) one row per filled cell. Any other table is returned as it is."""
     cols = set(frame.columns)
     if {"label_ms", "accepted", "device"} <= cols and "latency_ms" not in cols:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() in (".parquet", ".pq"):
             from harness.errors import CampaignError
             from harness.exporting import read_parquet_export
             try:

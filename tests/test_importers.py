@@ -223,3 +223,22 @@ def test_fbnet_op_index_keys_are_imported_and_checked_against_arch_ops(tmp_path)
         table = s.latency_table("fbnet")
     assert sorted(set(table["device"])) == ["pi", "pi_a", "pi_b", "pi_c"] and len(table) == 12
     assert table[table["device"] == "pi"].set_index("arch")["latency_ms"].to_dict() == dict(zip(keys, [1.0, 2.0, 3.0]))
+
+
+def test_an_empty_table_is_refused_and_suffixes_are_read_in_any_case(tmp_path, capsys):
+    """A header-only CSV (or a wide table of empty cells) printed {"rows": 0} and exit 0, so a wrong file passed
+    for silently; LAB.CSV and lab.csv.GZ were refused as "unknown table format '.CSV'", which hwl adapt reads."""
+    (tmp_path / "empty.csv").write_text("arch_index,device,latency_ms\n")
+    (tmp_path / "blank_wide.csv").write_text("arch_index,pi,pi3\n1,,\n")
+    (tmp_path / "LAB.CSV").write_text("arch_index,device,latency_ms\n1,pi,2.0\n")
+    pd.DataFrame({"arch_index": [2], "device": ["pi"], "latency_ms": [3.0]}).to_csv(tmp_path / "lab.csv.GZ",
+                                                                                   index=False)
+    pd.DataFrame({"arch_index": [4], "device": ["pi"], "latency_ms": [5.0]}).to_parquet(tmp_path / "lab.pq")
+    store = str(tmp_path / "lab.db")
+    assert hwl_main(["data", "import", str(tmp_path / "LAB.CSV"), "--store", store]) == 0
+    for name, wide in (("empty.csv", []), ("blank_wide.csv", ["--wide"])):
+        assert hwl_main(["data", "import", str(tmp_path / name), "--store", store] + wide) == 2
+        assert f"{name}: holds no latencies; nothing imported" in capsys.readouterr().err
+    assert hwl_main(["data", "import", str(tmp_path / "lab.csv.GZ"), str(tmp_path / "lab.pq"), "--store", store]) == 0
+    with Store(store) as s:
+        assert s.latency_table("nb201").set_index("arch")["latency_ms"].to_dict() == {1: 2.0, 2: 3.0, 4: 5.0}
