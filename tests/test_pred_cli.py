@@ -230,3 +230,14 @@ def test_adapting_on_a_single_latency_is_refused(tables, tmp_path, capsys):
     twelve.iloc[:2].to_csv(tmp_path / "two.csv", index=False)
     assert main(["adapt", str(tmp_path / "model.pt"), "--device", "my_pi", "--measurements",
                  str(tmp_path / "two.csv"), "--out", str(tmp_path / "two.pt")]) == 0
+
+
+def test_train_on_a_table_the_method_cannot_use_is_one_line(tables, capsys):
+    """HELP pretrains on its 10 reference archs; a train table without them (archs 0-399) ended `hwl train` in a
+    ValueError traceback."""
+    assert main(["train", "--space", "nb201", "--table", str(tables / "train.parquet"), "--method", "help",
+                 "--out", str(tables / "help.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "hwl train: error: method help cannot pretrain on this table: train device '1080ti_1' lacks latencies " \
+           "of HELP's reference architectures" in err and err.count("\n") == 1
+    assert not (tables / "help.pt").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int
+from harness.errors import UserError
 from harness.model_file import save_model
 from harness.paths import check_outputs
 from predictors import data, registry
@@ -43,7 +44,10 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     model = registry.get_method(name)
     if "random_state" in model.get_params():
         model.set_params(random_state=seed)
-    model.pretrain(space, sample)
+    try:
+        model.pretrain(space, sample)
+    except ValueError as exc:  # a table this method cannot use (HELP without its reference archs), as in adapt
+        raise UserError(f"method {name} cannot pretrain on this table: {exc}") from None
     return save_model(out, model, method=name, space=space, train_devices=list(full))
 
 
