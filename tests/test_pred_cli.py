@@ -201,10 +201,13 @@ def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
      "test device 'my_pi' is named twice"),
     (["evaluate", "--task", "N0", "--method", "copy", "--trials", "1", "--samples", "5,10,5"],
      "--samples names k=5 twice"),
+    (["evaluate", "--task", "N0", "--trials", "1", "--samples", "5", "--set", "robust_iters=1", "--set",
+      "robust_iters=2"], "--set gives robust_iters twice"),
 ])
 def test_a_list_flag_naming_a_device_or_k_twice_is_refused(tables, capsys, argv, message):
     """`hwl train --devices a,b,a` trained on a and b and wrote the model saying so (the table keyed by device kept
-    one a); `evaluate --samples 5,10,5` ran k=5's trials twice and printed two rows for it."""
+    one a); `evaluate --samples 5,10,5` ran k=5's trials twice and printed two rows for it; of two --set values for
+    one parameter the last was taken without a word."""
     argv = [a.replace("{root}", str(tables)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
                                     f"{', '.join(registry.method_names())}")
     p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
-                   help="method parameter (Python literal), repeatable, e.g. --set select_repeats=5")
+                   help="method parameter (Python literal), repeatable, e.g. --set robust_iters=1")
     p.add_argument("--samples", default="5,10,20", help="k values, comma-separated (default 5,10,20)")
     p.add_argument("--trials", type=positive_int, help="seeds (default 5: predictors.protocol.DEFAULT_TRIALS)")
     p.add_argument("--first-seed", type=non_negative_int, default=0)
@@ -139,6 +139,8 @@ def parse_params(items) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set expects PARAM=VALUE, got {item!r}")
+        if key.strip() in params:  # the last one would win without a word
+            raise UserError(f"--set gives {key.strip()} twice")
         try:
             params[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
