@@ -220,10 +220,10 @@ def _space_of(frame: pd.DataFrame, source: str) -> str:
 def _check_paired_column(space: str, keys: list[str], frame: pd.DataFrame, source: str) -> None:
     """A second column naming the architectures (arch_str beside arch_index, op_idx_key beside arch_ops) must
     name the same ones as ``keys``."""
-    first, second = PAIRED_COLUMNS[space]
+    second = PAIRED_COLUMNS[space][1]
     if second in frame.columns:
         try:
-            check_same_archs(space, keys, frame[second].astype(str), names=(first, second))
+            check_same_archs(space, keys, frame[second].astype(str))
         except ArchError as exc:
             raise TableImportError(f"{source}: {exc}") from None
 

@@ -144,7 +144,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     first, second = PAIRED_COLUMNS[get_space(space).NAME]
     if arch_col == first and second in raw.columns:
         try:
-            check_same_archs(space, arch, raw[second], names=(first, second))
+            check_same_archs(get_space(space).NAME, arch, raw[second])
         except ArchError as exc:
             raise LatencyTableError(f"{where}: {exc}") from None
     latency = pd.to_numeric(raw["latency_ms"], errors="coerce").to_numpy(np.float64)

@@ -15,11 +15,11 @@ from spaces.errors import ArchError
 PAIRED_COLUMNS = {"nb201": ("arch_index", "arch_str"), "fbnet": ("arch_ops", "op_idx_key")}
 
 
-def check_same_archs(space: str, keys, values, *, names: tuple[str, str]) -> None:
-    """Raise ``ArchError`` unless ``values`` (column ``names[1]``) names in every row the architecture
-    ``keys`` (canonical keys read from column ``names[0]``) does. Rows are counted from 1, as data rows."""
+def check_same_archs(space: str, keys, values) -> None:
+    """Raise ``ArchError`` unless ``values`` (the second column of ``PAIRED_COLUMNS[space]``) names in every
+    row the architecture ``keys`` (canonical keys read from the first) does. Rows are counted from 1, as data rows."""
     resolve = nb201.resolve if space == "nb201" else fbnet.canonical
-    first, second = names
+    first, second = PAIRED_COLUMNS[space]
     keys = list(keys)
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     key_of: dict = {}
