@@ -546,13 +546,14 @@ class Coordinator:
         elif self._unfit(dev, record):  # the job is queued again, uncharged
             pass
         elif outcome in FAILED_OUTCOMES:
-            dev.failures_in_row += 1
+            self._failures_in_row(dev, dev.failures_in_row + 1)
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
                                    f"{record.get('error_message') or ''}".strip(),
                               recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
         else:
-            dev.failures_in_row, dev.recover_tried = 0, False
+            self._failures_in_row(dev, 0)
+            dev.recover_tried = False
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
             dev.canary_due = True
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
@@ -569,6 +570,13 @@ class Coordinator:
             return False
         earlier = sum(1 for _, _, o, _, _ in self.store.job_results(job_id) if o != "device_lost")
         return earlier + (outcome != "device_lost") < self.options.max_attempts
+
+    def _failures_in_row(self, dev: _Device, failures: int) -> None:
+        """Set the device's run of failed attempts, in the store too when it changes (a healthy
+        device writes nothing more), so `hwl campaign status` shows it before any quarantine."""
+        if failures != dev.failures_in_row:
+            dev.failures_in_row = failures
+            self.store.set_failures_in_row(self.campaign_id, dev.profile.name, failures)
 
     def _unfit(self, dev: _Device, record: dict) -> bool:
         """Quarantine ``dev`` at once if ``record`` says it cannot measure any model now."""
@@ -589,7 +597,7 @@ class Coordinator:
         if label is None:
             log.warning("device %s: drift canary failed: %s: %s", dev.profile.name, record.get("outcome"),
                         record.get("error_message") or "no message")  # the canaries table keeps no message
-            dev.failures_in_row += 1
+            self._failures_in_row(dev, dev.failures_in_row + 1)
             dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)

@@ -31,13 +31,14 @@ def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
 
 
 def status_table(status: pd.DataFrame, *, title: str) -> Table:
-    """``Store.status`` as a table (device state and error, jobs per state)."""
+    """``Store.status`` as a table (device state and error, jobs per state, failed attempts in a row)."""
     table = Table(title=title)
-    for col in ("device", "state", "queued", "running", "done", "failed", "error"):
-        table.add_column(col, justify="right" if col in ("queued", "running", "done", "failed") else "left")
+    counts = ("queued", "running", "done", "failed", "failing")
+    for col in ("device", "state", *counts, "error"):
+        table.add_column(col, justify="right" if col in counts else "left")
     for row in status.itertuples(index=False):
         table.add_row(row.device, row.state, str(int(row.queued)), str(int(row.running)), str(int(row.done)),
-                      str(int(row.failed)), (row.error or "")[:80],
+                      str(int(row.failed)), str(int(row.consecutive_failures)), (row.error or "")[:80],
                       style="red" if row.state == "quarantined" else None)
     return table
 

@@ -258,9 +258,16 @@ class Store:
                 "COALESCE(?, consecutive_failures), updated_at = ? WHERE campaign_id = ? AND device = ?",
                 (state, error, consecutive_failures, time.time(), campaign_id, device))
 
+    def set_failures_in_row(self, campaign_id: int, device: str, failures: int) -> None:
+        """Record a device's current run of failed attempts (0 after a success), so that status
+        shows a device failing before it is quarantined."""
+        with self.transaction():
+            self.db.execute("UPDATE campaign_devices SET consecutive_failures = ?, updated_at = ? "
+                            "WHERE campaign_id = ? AND device = ?", (failures, time.time(), campaign_id, device))
+
     def status(self, campaign_id: int) -> pd.DataFrame:
         """Jobs per device and state (columns: device, queued, running, done, failed), plus the
-        device state and error."""
+        device state, error and consecutive_failures (its current run of failed attempts)."""
         counts = self.query("SELECT device, state, count(*) AS n FROM jobs WHERE campaign_id = ? "
                             "GROUP BY device, state", (campaign_id,))
         table = counts.pivot_table(index="device", columns="state", values="n", fill_value=0)
@@ -268,7 +275,7 @@ class Store:
             if col not in table:
                 table[col] = 0
         table = table[["queued", "running", "done", "failed"]].astype(int)
-        dev = self.devices(campaign_id).set_index("device")[["state", "error"]]
+        dev = self.devices(campaign_id).set_index("device")[["state", "error", "consecutive_failures"]]
         return dev.join(table, how="left").fillna({"queued": 0, "running": 0, "done": 0, "failed": 0}) \
             .reset_index()
 

@@ -1,6 +1,7 @@
 """Campaigns on a real local Ray (one start for the module), real agents, real faults."""
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
+from harness.cli.campaign import status as campaign_status
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.errors import StorageFull
 from harness.ray_cluster import actor_status, device_actor_name
@@ -216,6 +218,34 @@ def test_failing_device_is_quarantined_while_others_complete(local_ray, artifact
     assert "runtime_error" in status.loc["ray-bad", "error"]
     assert status.loc["ray-good", "done"] == 3 and status.loc["ray-good", "state"] == "active"
     assert status.loc["ray-bad", "done"] == 0
+
+
+def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, artifacts, tmp_path, capsys):
+    """The store's consecutive_failures was written only at quarantine and recovery, so `hwl campaign
+    status` showed 0 for a device failing attempt after attempt; it now follows each result."""
+    calls = tmp_path / "calls"
+    # fails its first 3 measurements (slowly enough that each result is seen on its own), then works
+    tool = {"command": f"sh -c 'n=$(($(cat {calls} 2>/dev/null || echo 0) + 1)); echo $n > {calls}; "
+                       "sleep 0.3; test $n -gt 3 && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
+    dev = write_profile(tmp_path, "ray-flaky", runtime="command", options=tool)
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    seen = []
+
+    def look(_snapshot):  # what a user running `hwl campaign status` meanwhile is shown
+        _, frame, _ = campaign_status(store=str(db))
+        seen.append(int(frame.set_index("device").loc["ray-flaky", "consecutive_failures"]))
+
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, max_attempts=5, quarantine_after=5)
+    with Store(db) as s:
+        summary = run_campaign(s, cid, options, on_progress=look)
+    assert summary["devices"]["ray-flaky"]["state"] == "active"
+    assert 3 in seen and seen[-1] == 0, seen  # the run of 3 failures, then the success that ends it
+    capsys.readouterr()
+    assert hwl_main(["campaign", "status", "--store", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["devices"][0]["consecutive_failures"] == 0
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    assert "failing" in capsys.readouterr().out
 
 
 ABSENT_CORE = (os.cpu_count() or 1) + 8
