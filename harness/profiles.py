@@ -70,7 +70,6 @@ MEASUREMENT_PROFILES = ("quick", "standard")
 # Datasets the space builders know (which space accepts which is checked when a campaign is
 # planned, see spaces.cost.dataset_of); the input size follows from the dataset.
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120", "imagenet")
-# Runtime options: name -> (python type, allowed values or None).
 # Runtime options as the agent's adapters name them (agents/runtimes/*): passed through as
 # ``Measure.options``. Name -> (python type, allowed values or None).
 RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
@@ -85,6 +84,9 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
     "command": {"command": (str, None), "regex": (str, None), "json_path": (str, None),
                 "unit": (str, ("ns", "us", "ms", "s")), "warmup_runs": (int, None), "version": (str, None)},
 }
+# Smallest value of the integer options without a list of choices. The runtimes take any integer
+# (onnxruntime ran with inter_op_threads = -3 and recorded it), so nonsense is refused here.
+RUNTIME_OPTION_MINIMUM = {"inter_op_threads": 1, "warmup_runs": 0}
 _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
              "measurement")
 _SECTION_KEYS = {
@@ -465,6 +467,9 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
         if choices is not None and value not in choices:
             raise ProfileError(f"{c.source}: key 'runtime.options.{key}' = {value!r} is not valid; valid: "
                                f"{', '.join(map(str, choices))}")
+        if value < RUNTIME_OPTION_MINIMUM.get(key, value):
+            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' must be >= {RUNTIME_OPTION_MINIMUM[key]}, "
+                               f"got {value}")
         out.append((key, value))
     if kind == "command" and "command" not in options:
         raise ProfileError(f"{c.source}: runtime 'command' needs key 'runtime.options.command' "

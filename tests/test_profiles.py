@@ -69,6 +69,13 @@ def test_good_profile_fields_and_round_trip():
     ({"runtime__cores": "1"}, ["runtime.cores", "list"]),
     ({"runtime__options": {"spin": True}}, ["runtime.options.spin", "valid: provider"]),
     ({"runtime__options": {"graph_optimization": "max"}}, ["graph_optimization", "disable, basic"]),
+    # nonsense counts the runtimes took without a word (onnxruntime ran with -3 inter-op threads and recorded it)
+    ({"runtime__options": {"inter_op_threads": -3}}, ["runtime.options.inter_op_threads", ">= 1", "-3"]),
+    ({"runtime__options": {"inter_op_threads": 0}}, ["runtime.options.inter_op_threads", ">= 1"]),
+    ({"runtime__options": {"inter_op_threads": 2.0}}, ["runtime.options.inter_op_threads", "must be int"]),
+    ({"runtime__kind": "command", "runtime__options": {"command": "bench {model}", "regex": "([0-9.]+)",
+                                                      "warmup_runs": -1}}, ["runtime.options.warmup_runs", ">= 0"]),
+    ({"runtime__kind": "tvm", "runtime__options": {"opt_level": -1}}, ["runtime.options.opt_level", "0, 1, 2, 3"]),
     ({"workload__batch_size": "8"}, ["workload.batch_size", "integer"]),
     ({"workload__dataset": "mnist"}, ["workload.dataset", "cifar10"]),
     ({"measurement__profile": "slow"}, ["measurement.profile", "quick, standard"]),
