@@ -57,6 +57,10 @@ CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's referenc
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
 EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordinator could not export
+# Attempts that say nothing about the model, so they use up none of its job's attempts: lost with
+# the device, or refused because the model file changed on disk after its export (it is exported again).
+UNCHARGED_OUTCOMES = ("device_lost",)
+UNCHARGED_KINDS = ("HashMismatch",)
 # Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person.
 NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__)
 
@@ -521,7 +525,7 @@ class Coordinator:
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
         unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
-        retry = self._may_retry(job_id, attempt, outcome)
+        retry = self._may_retry(job_id, attempt, record)
         if outcome == "ok" and not unstable:
             state, accept = "done", None
         elif unstable:
@@ -559,17 +563,19 @@ class Coordinator:
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
                   outcome, state, result_id)
 
-    def _may_retry(self, job_id: int, attempt: int, outcome: str) -> bool:
+    def _may_retry(self, job_id: int, attempt: int, record: dict) -> bool:
         """Whether a job gets another attempt: until ``max_attempts`` of its attempts said something
         about the model. Attempts lost with the device (``device_lost``) or with a coordinator that
-        stopped (no result) do not count, or one outage would fail the job that was in flight; a
-        job in flight at every loss is still given up after 3 x ``max_attempts`` attempts in all."""
+        stopped (no result), or refused for a model file changed after its export (``HashMismatch``),
+        do not count, or one outage would fail the job that was in flight; a job in flight at every
+        loss is still given up after 3 x ``max_attempts`` attempts in all."""
         if attempt < self.options.max_attempts:
             return True
         if attempt >= 3 * self.options.max_attempts:
             return False
-        earlier = sum(1 for _, _, o, _, _ in self.store.job_results(job_id) if o != "device_lost")
-        return earlier + (outcome != "device_lost") < self.options.max_attempts
+        earlier = self.store.charged_attempts(job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=UNCHARGED_KINDS)
+        charged = record.get("outcome") not in UNCHARGED_OUTCOMES and record.get("error_kind") not in UNCHARGED_KINDS
+        return earlier + charged < self.options.max_attempts
 
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
         """Set the device's run of failed attempts, in the store too when it changes (a healthy

@@ -360,6 +360,14 @@ class Store:
         return self.db.execute("SELECT id, attempt, outcome, label_ms, iqr_over_median FROM results "
                                "WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
 
+    def charged_attempts(self, job_id: int, *, free_outcomes: tuple[str, ...], free_kinds: tuple[str, ...]) -> int:
+        """How many of a job's recorded attempts count toward its attempt limit: those whose
+        outcome is not one of ``free_outcomes`` and whose error kind is not one of ``free_kinds``."""
+        outcomes, kinds = ",".join("?" * len(free_outcomes)), ",".join("?" * len(free_kinds))  # SQLite takes IN ()
+        return self.db.execute(f"SELECT count(*) FROM results WHERE job_id = ? AND outcome NOT IN ({outcomes}) "
+                               f"AND coalesce(error_kind, '') NOT IN ({kinds})",
+                               (job_id, *free_outcomes, *free_kinds)).fetchone()[0]
+
     def set_device_profile(self, campaign_id: int, device: str, profile_json: str) -> None:
         """Store the profile a campaign reaches ``device`` with (``campaign.refresh_reach``)."""
         with self.transaction():
