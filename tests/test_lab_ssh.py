@@ -306,7 +306,17 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
     assert "`hwl deploy DEVICE --trust-new-host`" in onboard.stderr and not (tmp_path / "p.pt").exists()
 
 
-def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(lab, tmp_path):
+@pytest.fixture
+def pi_a_trusted(lab, tmp_path):
+    """pi-a's profile with a known_hosts file of its own that holds pi-a's host key, read from
+    its sshd's key file: strict host-key checking, without relying on an earlier test's deploy
+    having recorded the key in the lab's file."""
+    known = tmp_path / "pi_a_known_hosts"
+    known.write_text(lab["hosts"][0].sshd.public_host_key_line())
+    return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], known)
+
+
+def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, tmp_path):
     """After a code change the device keeps the agent last deployed there: the campaign measured
     with it under this code's version and said nothing. Now it names the device and `hwl deploy`."""
     from harness.profiles import load_profile
@@ -314,13 +324,13 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(lab, t
     from harness.remote.connect import host_for
     from harness.remote.deploy import deploy
 
-    profile = load_profile(lab["profiles"][0])  # pi-a, deployed by the first test
+    profile = load_profile(pi_a_trusted)
     now = build_bundle()
     older = AgentBundle(data=now.data, sha256=now.sha256, agent_version="0.0.1")  # a bundle of other code
     with host_for(profile) as host:
         deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False, bundle=older)
     try:
-        out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", lab["profiles"][0],
+        out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
                   "--store", tmp_path / "lab.db", "--artifacts", tmp_path / "artifacts")
         assert out.returncode == 0, out.stderr
         assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in out.stderr
@@ -328,6 +338,6 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(lab, t
     finally:
         with host_for(profile) as host:
             deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
-    again = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", lab["profiles"][0],
+    again = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
                 "--store", tmp_path / "lab2.db", "--artifacts", tmp_path / "artifacts")
     assert again.returncode == 0 and "is not this hwl's" not in again.stderr, again.stderr
