@@ -322,6 +322,7 @@ class Coordinator:
     # -- main loop -------------------------------------------------------------------------
     def _loop(self, ray) -> None:
         while True:
+            self.store.check_still_there()  # its results would be lost with a removed store (os.stat: cheap)
             for dev in self.devices.values():
                 self._schedule_exports(dev)
             for dev in self.devices.values():

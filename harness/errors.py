@@ -15,6 +15,11 @@ class StoreError(UserError):
     """A store file that cannot be used: not an hwl store, or unknown campaign."""
 
 
+class StoreGone(StoreError):
+    """The store's file was removed (or replaced) while a command wrote to it; what it held was
+    written back from the open copy where the message says."""
+
+
 class StoreVersionError(StoreError):
     """A store written by a newer hwl (its schema version is above the one this code knows)."""
 

@@ -27,7 +27,7 @@ from typing import Iterable, NamedTuple
 import pandas as pd
 
 from harness import __version__
-from harness.errors import StorageFull, StoreError, StoreVersionError
+from harness.errors import StorageFull, StoreError, StoreGone, StoreVersionError
 from harness.profiles import profile_from_dict
 from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
@@ -145,6 +145,7 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._configure()
             self._migrate()
+        self._file_id = _file_id(self.path)  # to notice the file being removed under a long run
 
     def _configure(self) -> None:
         self.db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
@@ -200,6 +201,32 @@ class Store:
     def transaction(self):
         """Context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
         return _Transaction(self.db, self.path)
+
+    def check_still_there(self) -> None:
+        """Raise :class:`StoreGone` when the file at ``path`` is no longer the one open (removed, with
+        its folder or not, or replaced): SQLite would go on writing to a file nobody can open again,
+        and a campaign would end "done" with its results lost. What the open store holds is first
+        written back to ``path`` (beside it, if another file is there now), so nothing is lost."""
+        if self.readonly or _file_id(self.path) == self._file_id:
+            return
+        if self.path.exists():
+            how, dest = "replaced", self.path.with_name(f"{self.path.stem}-saved-{time.strftime('%Y%m%d-%H%M%S')}"
+                                                        f"{self.path.suffix}")
+        else:
+            how, dest = "removed", self.path
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            copy = sqlite3.connect(dest)
+            try:
+                self.db.backup(copy)
+            finally:
+                copy.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreGone(f"store {self.path} was {how} while this command ran, and writing back what it held "
+                            f"to {dest} failed ({exc}): what was stored since it opened is lost") from None
+        go_on = "run the same command again" if dest == self.path else f"give --store {dest}"
+        raise StoreGone(f"store {self.path} was {how} while this command ran; what it held is written back to "
+                        f"{dest}, and nothing stored was lost: {go_on} to go on")
 
     def close(self) -> None:
         self.db.close()
@@ -495,6 +522,15 @@ class Store:
         rows = [(row[1], row[2]) for row in self.db.execute("PRAGMA table_info(results)")
                 if row[1] != "job_id" and row[1] not in RAW_RESULT_COLUMNS]
         return dict(rows) if with_types else [name for name, _ in rows]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _is_sqlite_readonly(exc) -> bool:

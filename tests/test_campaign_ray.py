@@ -19,7 +19,7 @@ from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
 from harness.cli.campaign import status as campaign_status
 from harness.coordinator import CoordinatorOptions, run_campaign
-from harness.errors import StorageFull
+from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
 from harness.store import Store
@@ -246,6 +246,31 @@ def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, art
     assert json.loads(capsys.readouterr().out)["devices"][0]["consecutive_failures"] == 0
     assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
     assert "failing" in capsys.readouterr().out
+
+
+def test_a_store_removed_under_a_campaign_is_written_back_and_the_campaign_stops(local_ray, artifacts, tmp_path):
+    """The store's folder removed mid-campaign (a clean-up script, a wrong rm): SQLite went on writing
+    to the unlinked file and the campaign ended with exit 0, every result lost with it. Now the
+    campaign stops, writes what it held back to its path, and the same command goes on from there."""
+    shelf = tmp_path / "shelf"
+    calls = tmp_path / "calls"
+    # the tool runs twice per measurement (FAST_POLICY's 2 repeats): it removes the store's folder in the
+    # third measurement, once the first two are surely stored
+    tool = {"command": f"sh -c 'n=$(($(cat {calls} 2>/dev/null || echo 0) + 1)); echo $n > {calls}; "
+                       f"if test $n -eq 5; then sleep 1; rm -rf {shelf}; fi; echo 2.5 ms'", "regex": "([0-9.]+) ms"}
+    dev = write_profile(tmp_path, "ray-shelf", runtime="command", options=tool)
+    shelf.mkdir()
+    db = shelf / "lab.db"
+    cid = _plan(db, [dev], archs=CHEAP)
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0)
+    with Store(db) as s, pytest.raises(StoreGone, match=r"lab.db was removed while this command ran; what it "
+                                                        r"held is written back to .*lab.db, and nothing stored"):
+        run_campaign(s, cid, options)
+    with Store(db) as s:
+        assert s.integrity_check() == "ok"
+        assert s.db.execute("SELECT count(*) FROM results").fetchone()[0] >= 2  # (the third, if it was stored)
+        run_campaign(s, cid, options)  # resumed from the written-back store
+    assert _check_one_answer_per_job(db) == 3
 
 
 ABSENT_CORE = (os.cpu_count() or 1) + 8

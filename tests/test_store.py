@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from harness.campaign_lock import campaign_lock, lock_path
-from harness.errors import CampaignError, StorageFull, StoreError, StoreVersionError
+from harness.errors import CampaignError, StorageFull, StoreError, StoreGone, StoreVersionError
 from harness.store import Store, decode_samples
 from harness.store_schema import SCHEMA_VERSION
 from tests.small_disk import small_disk
@@ -242,6 +242,26 @@ def test_a_read_only_store_or_folder_is_a_clear_error_and_keeps_the_store(tmp_pa
     shutil.copy(db, folder / "lab.db")
     with _immutable(folder), pytest.raises(StoreError, match="its folder must be writable even to read it"):
         Store(folder / "lab.db", readonly=True)
+
+
+def test_a_store_replaced_while_open_is_saved_beside_the_new_file_which_is_left_alone(tmp_path):
+    """(A store removed under a campaign: tests/test_campaign_ray.py.) Another file moved over the
+    path: the open store's content goes beside it, and the new file is not overwritten."""
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        s.check_still_there()  # the same file: nothing happens
+        _campaign(s)
+        with Store(tmp_path / "other.db") as other:
+            _campaign(other, name="theirs")
+        os.replace(tmp_path / "other.db", db)
+        theirs = _digest(db)
+        with pytest.raises(StoreGone, match=r"lab.db was replaced while this command ran; what it held is written "
+                                            r"back to .*lab-saved-\d{8}-\d{6}.db, .*give --store .*lab-saved-"):
+            s.check_still_there()
+    assert _digest(db) == theirs
+    (saved,) = tmp_path.glob("lab-saved-*.db")
+    with Store(saved, readonly=True) as s:
+        assert s.campaign_names() == ["c1"] and s.integrity_check() == "ok"
 
 
 def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
