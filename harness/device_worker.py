@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -49,6 +51,21 @@ def lock_dir() -> Path:
     return Path(os.environ.get("HWL_LOCK_DIR") or Path(tempfile.gettempdir()) / f"hwl-locks-{os.getuid()}")
 
 
+# A lock key as its own file name: what every key of a host and thermal domain named plainly gives.
+_LOCK_NAME_CHARS = r"\w.,:@+= -"
+_PLAIN_LOCK_KEY = re.compile(f"[{_LOCK_NAME_CHARS}]{{1,150}}")
+
+
+def lock_file_name(key: str) -> str:
+    """The file of lock ``key``: ``<key>.lock`` when the key is a plain file name, else a cleaned
+    name with a hash of the key (a thermal domain such as 'rack/1' made the name a path that did not
+    exist, and the device was quarantined), so that every key still gets a file of its own."""
+    if _PLAIN_LOCK_KEY.fullmatch(key):
+        return f"{key}.lock"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{re.sub(f'[^{_LOCK_NAME_CHARS}]', '_', key)[:100]}-{digest}.lock"
+
+
 @contextlib.contextmanager
 def device_locks(keys, *, folder: Path | None = None):
     """Hold exclusive locks named ``keys`` (taken in sorted order, so two devices never deadlock)."""
@@ -57,7 +74,7 @@ def device_locks(keys, *, folder: Path | None = None):
     files = []
     try:
         for key in sorted(keys):
-            f = open(folder / f"{key}.lock", "a+")
+            f = open(folder / lock_file_name(key), "a+")
             files.append(f)
             fcntl.flock(f, fcntl.LOCK_EX)
         yield

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.device_worker import DeviceWorker, device_locks
+from harness.device_worker import DeviceWorker, device_locks, lock_file_name
 from harness.export import export_one
 from harness.profiles import load_profile
 from tests.campaign_helpers import write_profile
@@ -69,12 +69,25 @@ def test_agent_killed_mid_measurement_gives_device_lost_then_recovers(tmp_path, 
         worker.close()
 
 
-def test_devices_sharing_a_domain_exclude_each_other(tmp_path):
+def test_a_thermal_domain_that_is_no_plain_file_name_measures(tmp_path, model):
+    """'rack/1 shelf' made the lock file's name a path that did not exist: every measurement
+    failed (FileNotFoundError) and the device was quarantined."""
+    worker = DeviceWorker(load_profile(str(write_profile(tmp_path, "w-rack", thermal_domain="rack/1 shelf"))))
+    try:
+        rec = worker.measure(_job(model))
+        assert rec["outcome"] in ("ok", "unstable"), rec.get("error_message")
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("domain", ["x", "rack/1 shelf", "d" * 300, "nul\x00in it", "é"])
+def test_devices_sharing_a_domain_exclude_each_other(tmp_path, domain):
     events = []
     hold = threading.Event()
+    assert len({lock_file_name(k) for k in (f"local.thermal.{domain}", "local.thermal.rack_1 shelf")}) == 2
 
     def first():
-        with device_locks(["local.thermal.x", "local.core.1"], folder=tmp_path):
+        with device_locks([f"local.thermal.{domain}", "local.core.1"], folder=tmp_path):
             events.append("first in")
             hold.wait(5)
             events.append("first out")
@@ -84,7 +97,7 @@ def test_devices_sharing_a_domain_exclude_each_other(tmp_path):
     while not events:
         time.sleep(0.01)
     def second():
-        with device_locks(["local.thermal.x"], folder=tmp_path):
+        with device_locks([f"local.thermal.{domain}"], folder=tmp_path):
             events.append("second in")
 
     t2 = threading.Thread(target=second)
