@@ -210,6 +210,7 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
         plan.name = row["name"]
         refresh_reach(store, row["id"], plan.profiles)
         return row["id"], plan, False
+    _warn_of_unfinished_alike(store, plan)
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
     arch_spec = spec.archs if isinstance(spec.archs, str) else ",".join(spec.archs)
@@ -219,6 +220,24 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
         devices={p.name: p.to_json() for p in plan.profiles}, jobs=jobs)
     log.info("planned campaign %s: %d archs x %d devices", plan.name, len(plan.archs), len(plan.profiles))
     return cid, plan, True
+
+
+def _warn_of_unfinished_alike(store: Store, plan: Plan) -> None:
+    """A profile edited between two runs of one command (a cooldown, the cores) makes a new campaign
+    that measures everything again, and left the first one unfinished without a word: say so."""
+    for cid, name, config_json in store.db.execute("SELECT id, name, config_json FROM campaigns ORDER BY id"):
+        config = _comparable(json.loads(config_json))
+        diff = _differing_keys(config, plan.config)
+        if not diff or set(config.get("devices", {})) != set(plan.config["devices"]) \
+                or not all(key.startswith("devices.") for key in diff):
+            continue
+        (left,) = store.db.execute("SELECT count(*) FROM jobs WHERE campaign_id = ? AND state IN ('queued', "
+                                   "'running')", (cid,)).fetchone()
+        if left:
+            log.warning("campaign %s measures the same architectures on the same devices with other settings (%s "
+                        "differ), so this is a new campaign, %s; its %d unmeasured jobs stay queued: `hwl campaign "
+                        "resume --store %s --name %s` finishes them as planned", name, ", ".join(diff), plan.name,
+                        left, store.path, name)
 
 
 def campaign_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:

@@ -43,6 +43,26 @@ def test_plan_jobs_order_and_idempotence(tmp_path):
                                           name=plan.name))
 
 
+def test_a_profile_edited_between_runs_says_the_first_campaign_is_left_unfinished(tmp_path, caplog):
+    """The same command after a profile edit (a timing setting) plans a new campaign, as it should, but
+    said nothing of the first one's queued jobs."""
+    dev = write_profile(tmp_path, "dev-a")
+    spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(dev),))
+    with Store(tmp_path / "lab.db") as s:
+        _, first, _ = plan_campaign(s, spec)
+        dev.write_text(dev.read_text().replace("window_min_s = 0.03", "window_min_s = 0.05"))
+        with caplog.at_level("WARNING", logger="harness.campaign"):
+            _, second, created = plan_campaign(s, spec)
+            assert created and second.name != first.name
+            assert f"campaign {first.name} measures the same architectures on the same devices with other settings " \
+                   f"(devices.dev-a.policy.window_min_s differ), so this is a new campaign, {second.name}; its 2 unmeasured " \
+                   f"jobs stay queued: `hwl campaign resume --store {tmp_path / 'lab.db'} --name {first.name}`" \
+                   in caplog.text
+            caplog.clear()
+            plan_campaign(s, dataclasses.replace(spec, archs="5,9"))  # other architectures: nothing to say
+            assert not caplog.text
+
+
 def _ssh_profile(folder, address, threads=1):
     path = folder / "pi-x.toml"
     path.write_text(f'name = "pi-x"\ndevice_class = "embedded_cpu"\n[host]\nname = "pi-x"\ntransport = "ssh"\n'
