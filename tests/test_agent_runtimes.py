@@ -77,6 +77,21 @@ def test_onnxruntime_options_are_applied_and_recorded(nb201_onnx):
     assert res.outcome == "load_error" and "unknown onnxruntime option(s) graph_optimisation" in res.message
 
 
+@pytest.mark.parametrize("runtime, options, said", [
+    # `hwl measure --option` and requests from outside a profile reach the agent unchecked: onnxruntime
+    # ran with -3 inter-op threads and recorded them, and a negative warmup was no warmup
+    ("ort", {"inter_op_threads": -3}, "onnxruntime option inter_op_threads=-3; must be a whole number >= 1"),
+    ("ort", {"inter_op_threads": 1.5}, "onnxruntime option inter_op_threads=1.5; must be a whole number >= 1"),
+    ("command", {"command": "echo 1 ms", "regex": "([0-9.]+) ms", "warmup_runs": -1},
+     "command option warmup_runs=-1; must be a whole number >= 0"),
+])
+def test_a_count_option_that_is_no_count_is_refused(nb201_onnx, runtime, options, said):
+    path, sha = nb201_onnx
+    res = measure(runtime=runtime, model=str(path) if runtime == "ort" else "", sha256=sha if runtime == "ort" else "",
+                  options=options)
+    assert res.outcome == "load_error" and said in res.message, (res.outcome, res.message)
+
+
 def test_corrupt_onnx_file_is_a_load_error(tmp_path):
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(b"\x08\x07 this is not a protobuf model" * 10)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from agents.errors import HwlError
+from agents.errors import BadRequest, HwlError
 
 
 class RunFailure(HwlError):
@@ -68,6 +68,15 @@ class Prepared:
     timing: Callable | None = None
     first: Callable[[], int] | None = None
     close: Callable[[], None] | None = None
+
+
+def count_option(options: dict, key: str, *, default: int, minimum: int, runtime: str) -> int:
+    """A runtime option that counts something (threads, runs): a whole number >= ``minimum``, else
+    BadRequest (the runtimes took any number: onnxruntime ran with -3 inter-op threads)."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadRequest(f"{runtime} option {key}={value!r}; must be a whole number >= {minimum}")
+    return value
 
 
 def random_input(shape, dtype: str, seed: int) -> np.ndarray:

@@ -38,7 +38,7 @@ import signal
 import subprocess
 
 from agents.errors import BadRequest
-from agents.runtimes.base import Prepared, RunFailure
+from agents.runtimes.base import Prepared, RunFailure, count_option
 from agents.timing import Timing
 
 UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -149,9 +149,10 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
               "cores": ",".join(map(str, request.cores)), "batch": request.batch}
     argv = build_argv(options["command"], values)
     scale = UNITS_NS[unit]
+    warmup_runs = count_option(options, "warmup_runs", default=0, minimum=0, runtime="command")
 
     def timing(policy, report) -> Timing:
-        for _ in range(int(options.get("warmup_runs", 0))):
+        for _ in range(warmup_runs):
             report("warmup")
             _run(argv)
         repeats = []
@@ -161,7 +162,7 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
             repeats.append(tuple(v * scale for v in parse_latencies(out, regex=options.get("regex"),
                                                                    json_path=options.get("json_path"))))
         return Timing(block_size=1, samples_ns=tuple(repeats), first_ns=None,
-                      warmup_runs=int(options.get("warmup_runs", 0)), warmup_ns=0)
+                      warmup_runs=warmup_runs, warmup_ns=0)
 
     return Prepared(block=None, runtime_version=str(options.get("version", "")), provider="command",
                     input_shape=tuple(request.input_shape), metadata={"argv": argv, "unit": unit},

@@ -14,7 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from agents.errors import BadRequest, RuntimeUnavailable
-from agents.runtimes.base import LoadFailure, OutOfMemory, Prepared, UnsupportedOp, looks_like_oom, random_input
+from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option, looks_like_oom,
+                                  random_input)
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -36,7 +37,7 @@ def session_options(threads: int, options: dict) -> ort.SessionOptions:
         raise BadRequest(f"onnxruntime option graph_optimization={level!r}; valid: {', '.join(OPT_LEVELS)}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.inter_op_num_threads = int(options.get("inter_op_threads", 1))
+    so.inter_op_num_threads = count_option(options, "inter_op_threads", default=1, minimum=1, runtime="onnxruntime")
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = OPT_LEVELS[level]
     spin = "1" if options.get("spinning", True) else "0"
