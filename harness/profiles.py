@@ -84,9 +84,6 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
     "command": {"command": (str, None), "regex": (str, None), "json_path": (str, None),
                 "unit": (str, ("ns", "us", "ms", "s")), "warmup_runs": (int, None), "version": (str, None)},
 }
-# Smallest value of the integer options without a list of choices. The runtimes take any integer
-# (onnxruntime ran with inter_op_threads = -3 and recorded it), so nonsense is refused here.
-RUNTIME_OPTION_MINIMUM = {"inter_op_threads": 1, "warmup_runs": 0}
 _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
              "measurement")
 _SECTION_KEYS = {
@@ -450,6 +447,8 @@ def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:
 
 
 def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str, Any], ...]:
+    from agents.runtimes.base import COUNT_OPTION_MINIMUM  # the agent owns the runtimes' options
+
     if not isinstance(options, dict):
         raise ProfileError(f"{c.source}: [runtime.options] must be a table, got {options!r}")
     allowed = RUNTIME_OPTIONS[kind]
@@ -467,8 +466,8 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
         if choices is not None and value not in choices:
             raise ProfileError(f"{c.source}: key 'runtime.options.{key}' = {value!r} is not valid; valid: "
                                f"{', '.join(map(str, choices))}")
-        if value < RUNTIME_OPTION_MINIMUM.get(key, value):
-            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' must be >= {RUNTIME_OPTION_MINIMUM[key]}, "
+        if value < COUNT_OPTION_MINIMUM.get(key, value):  # the agent's own minimum, checked at load
+            raise ProfileError(f"{c.source}: key 'runtime.options.{key}' must be >= {COUNT_OPTION_MINIMUM[key]}, "
                                f"got {value}")
         out.append((key, value))
     if kind == "command" and "command" not in options:

@@ -70,10 +70,14 @@ class Prepared:
     close: Callable[[], None] | None = None
 
 
-def count_option(options: dict, key: str, *, default: int, minimum: int, runtime: str) -> int:
-    """A runtime option that counts something (threads, runs): a whole number >= ``minimum``, else
+# Runtime options that count something, and their smallest value (harness.profiles checks them too).
+COUNT_OPTION_MINIMUM = {"inter_op_threads": 1, "warmup_runs": 0}
+
+
+def count_option(options: dict, key: str, *, default: int, runtime: str) -> int:
+    """A runtime option that counts something (threads, runs): a whole number >= its minimum, else
     BadRequest (the runtimes took any number: onnxruntime ran with -3 inter-op threads)."""
-    value = options.get(key, default)
+    value, minimum = options.get(key, default), COUNT_OPTION_MINIMUM[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise BadRequest(f"{runtime} option {key}={value!r}; must be a whole number >= {minimum}")
     return value

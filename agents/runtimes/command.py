@@ -149,7 +149,7 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
               "cores": ",".join(map(str, request.cores)), "batch": request.batch}
     argv = build_argv(options["command"], values)
     scale = UNITS_NS[unit]
-    warmup_runs = count_option(options, "warmup_runs", default=0, minimum=0, runtime="command")
+    warmup_runs = count_option(options, "warmup_runs", default=0, runtime="command")
 
     def timing(policy, report) -> Timing:
         for _ in range(warmup_runs):

@@ -37,7 +37,7 @@ def session_options(threads: int, options: dict) -> ort.SessionOptions:
         raise BadRequest(f"onnxruntime option graph_optimization={level!r}; valid: {', '.join(OPT_LEVELS)}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.inter_op_num_threads = count_option(options, "inter_op_threads", default=1, minimum=1, runtime="onnxruntime")
+    so.inter_op_num_threads = count_option(options, "inter_op_threads", default=1, runtime="onnxruntime")
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = OPT_LEVELS[level]
     spin = "1" if options.get("spinning", True) else "0"
