@@ -107,6 +107,24 @@ def test_a_device_the_model_cannot_rank_gets_an_honest_estimate(bayes, small, no
         assert step["low"] <= step["true_rho"] <= step["high"]
 
 
+def test_a_noisy_device_with_few_measurements_gets_an_interval_holding_the_truth_called_unsure(bayes, small):
+    """raspi4 x lognormal(0, 0.3): after 6-8 measurements the calibrated estimate was 0.89-0.91, its interval
+    [0.79, 0.99], for a truth of 0.64-0.68; the posterior draws' own bounds reach it."""
+    tables, raspi = small
+    noisy = (raspi * np.exp(np.random.default_rng(0).normal(0, 0.3, len(raspi)))).rename("noisy_pi")
+    runs = {hold: replay_device(bayes, "nb201", noisy, OnboardSettings(budget=8, n_initial=5, hold_draw_bounds=hold),
+                                tables=tables)["steps"] for hold in (False, True)}
+    assert any(not s["low"] <= s["true_rho"] <= s["high"] for s in runs[False])  # the calibrated interval alone
+    for before, step in zip(runs[False], runs[True]):
+        assert step["est_rho"] == before["est_rho"]  # the point is the calibrated one still
+        assert step["low"] <= step["true_rho"] <= step["high"] and step["unsure"]
+    est = {"rho": 0.9, "low": 0.4, "high": 0.99, "confidence": 0.9, "residual_rms": 0.3, "source": "model",
+           "unsure": True}
+    lines = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=100, measured=6,
+                               estimated_rho=est))
+    assert any(line.startswith("unsure: the interval is wide") for line in lines)
+
+
 def test_every_candidate_measured_is_not_called_too_few_measurements(bayes, small):
     """--candidates 0,1,2 measured all 3 and printed 'estimated rho: not enough measurements (need 3)'."""
     tables, truth = small

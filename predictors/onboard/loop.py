@@ -331,10 +331,13 @@ class OnboardLoop:
             rho, low, high, outside = estimate.calibrate_round(*raw, len(archs), s.calibration, coarse=coarse,
                                                                calibrated_from=s.calibrated_from)
             half = estimate.interval_half_width(len(archs), whole_ms, s.interval_floor, s.interval_scale)
+            low, high = estimate.widen(rho, low, high, half)
+            if s.hold_draw_bounds:
+                low, high = estimate.hold_draw_bounds(low, high, raw[1], raw[2])
             self.estimate_parts["model"] = estimate.RhoEstimate(
-                rho, *estimate.widen(rho, low, high, half), s.confidence, len(archs), rms, source="model",
+                rho, low, high, s.confidence, len(archs), rms, source="model",
                 raw_rho=raw[0], whole_ms=whole_ms, raw_low=raw[1], raw_high=raw[2], coarse=coarse,
-                extrapolated=outside)
+                extrapolated=outside, unsure=high - low > s.unsure_width)
         if self.posterior is None or s.estimator in ("cv", "blend"):
             resid = estimate.cv_residuals(self.method, archs, y, max_folds=s.max_folds, rng=rng,
                                           device=self.device)

@@ -52,7 +52,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     ``raw_high`` the posterior draws' bounds before calibration and widening, ``whole_ms`` whether
     every measurement was whole ms (the interval's input) and ``coarse`` whether the calibration's
     whole-ms terms applied (``estimate.coarse_timer``: whole ms on FBNet) and ``extrapolated`` whether the
-    raw estimate was below the calibration's range (``estimate.calibrate_round``).
+    raw estimate was below the calibration's range (``estimate.calibrate_round``), ``unsure`` whether the
+    interval was wider than ``settings.unsure_width``.
     ``scales`` adds ``est_at`` (scale -> estimated rho) per round, to calibrate the estimate's
     scale on train devices; ``temperatures`` adds ``model_at`` (temperature -> the model-based
     estimate ``[rho, low, high]``, ``posterior.model_rho``) to calibrate that one.
@@ -70,7 +71,8 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
                "est_parts": {name: [e.rho, e.low, e.high] for name, e in loop.estimate_parts.items()},
                "raw_rho": getattr(model, "raw_rho", None), "raw_low": getattr(model, "raw_low", None),
                "raw_high": getattr(model, "raw_high", None), "whole_ms": getattr(model, "whole_ms", False),
-               "coarse": getattr(model, "coarse", False), "extrapolated": getattr(model, "extrapolated", False)}
+               "coarse": getattr(model, "coarse", False), "extrapolated": getattr(model, "extrapolated", False),
+               "unsure": est.unsure if est else None}
         if temperatures and loop.posterior is not None and loop.pool_model is not None and step.n_measured >= 3:
             rng = np.random.default_rng([seed, step.n_measured, 1])
             at = model_rho_at(loop.posterior, loop.pool_model, loop.pool_features,

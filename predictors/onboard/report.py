@@ -76,6 +76,9 @@ def text_lines(report: dict) -> list[str]:
         if est.get("extrapolated"):
             lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
                          "(uncalibrated), the interval reaches up to what the calibration would say")
+        if est.get("unsure"):
+            lines.append("unsure: the interval is wide, the measurements do not pin the rho down (few of them, or a "
+                         "noisy device); measure more before relying on the estimate")
         if est.get("whole_ms"):
             calibrated = (" and the estimate is calibrated for it (replay: on FBNet such devices rank worse than "
                           "they look)") if est.get("coarse") else ""

@@ -78,6 +78,11 @@ class OnboardSettings:
         The model estimate's interval is at least ``max(floor, scale / sqrt(n))`` either side
         (``estimate.interval_half_width``: the draws alone miss the model's misfit); a pair is
         (float timings, whole-millisecond timings on any space: ``estimate.is_whole_ms``).
+    hold_draw_bounds : bool
+        The model estimate's interval holds the posterior draws' own (uncalibrated) bounds
+        (``estimate.hold_draw_bounds``): the calibration moves the point, not the model's doubt.
+    unsure_width : float
+        An interval wider than this is flagged ``unsure`` (``estimate.UNSURE_WIDTH``) and the report says so.
     estimate_scale, estimate_shrink, max_folds, confidence : float, float, int, float
         Cross-validated rho estimate (see ``estimate.effective_scale``) and the interval level.
     prepare_ks : bool
@@ -108,6 +113,8 @@ class OnboardSettings:
     calibrated_from: float | tuple | None = estimate.CALIBRATED_FROM
     interval_floor: float | tuple = estimate.INTERVAL_FLOOR
     interval_scale: float | tuple = estimate.INTERVAL_SCALE
+    hold_draw_bounds: bool = True
+    unsure_width: float = estimate.UNSURE_WIDTH
     estimate_scale: float = estimate.DEFAULT_SCALE
     estimate_shrink: float = estimate.DEFAULT_SHRINK
     max_folds: int = 10
