@@ -63,6 +63,18 @@ def test_stops_at_target_rho(method, small):
     assert result.estimate.rho >= 0.5
 
 
+def test_an_unsure_estimate_past_the_target_measures_on(method, small):
+    _, truth = small
+    sure = _loop(method, small, TableDevice(truth), budget=9, n_initial=5, batch_size=2, n_members=3,
+                 target_rho=0.5).run()
+    assert sure.stop_reason == "target" and not sure.estimate.unsure
+    # every interval counts as too wide: the same loop never stops on its estimate, however high
+    unsure = _loop(method, small, TableDevice(truth), budget=9, n_initial=5, batch_size=2, n_members=3,
+                   target_rho=0.5, unsure_width=0.0).run()
+    assert unsure.stop_reason == "budget" and unsure.spent == 9 and unsure.estimate.unsure
+    assert unsure.estimate.rho >= 0.5
+
+
 def test_resumes_from_known_measurements(method, small):
     _, truth = small
     known = {a: float(truth.loc[a]) for a in list(truth.index)[:6]}

@@ -13,7 +13,7 @@ one that looks the answer up in a held-out public table.
    ``posterior``) that posterior gives the spread and the model-based rho estimate; any other
    method gets an ensemble of copies adapted on subsets and a cross-validated estimate
    (``ensemble``, ``estimate``).
-3. Stop when the estimate reaches ``target_rho`` or the budget is spent; otherwise measure the
+3. Stop when the estimate reaches ``target_rho`` (and is not ``unsure``) or the budget is spent; otherwise measure the
    next ``batch_size`` archs (``design`` / ``acquisition``; or diversity / random for the
    comparison strategies) and go to 2.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -213,8 +213,10 @@ class OnboardLoop:
     # -- steps -------------------------------------------------------------------------------
     def _stop_reason(self) -> str | None:
         s = self.settings
+        # "stop when sure": an estimate past the target whose interval is too wide to trust (``unsure``)
+        # measures on, or a noisy device would stop at its first optimistic guess
         if (s.target_rho is not None and self.estimate is not None and len(self.measured) >= s.n_initial
-                and self.estimate.rho >= s.target_rho):
+                and self.estimate.rho >= s.target_rho and not self.estimate.unsure):
             return "target"
         if self.spent >= s.budget:
             return "budget"
@@ -346,6 +348,8 @@ class OnboardLoop:
             self.estimate_parts["cv"] = estimate.estimate_rho(self._spread.full_log_ms, resid, rng=rng,
                                                               scale=scale, confidence=s.confidence)
         self.estimate = estimate.combine(list(self.estimate_parts.values()))
+        if self.estimate is not None and self.estimate.high - self.estimate.low > s.unsure_width:
+            self.estimate = replace(self.estimate, unsure=True)  # a cross-validated estimate can be as wide
 
     def _next_picks(self, n: int) -> list:
         s = self.settings
