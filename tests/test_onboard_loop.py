@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 
 from predictors import registry
 from predictors.base import TrainTables
-from predictors.onboard import (OnboardError, OnboardLoop, OnboardSettings, kcenter, kmeans_picks, loop_ks,
+from predictors.onboard import (OnboardError, OnboardLoop, OnboardSettings, kcenter, kmeans_picks,
                                 prepare_method, space_features)
 from predictors.onboard.ensemble import adapt_members, predict_spread
 from predictors.onboard.estimate import cv_residuals, estimate_rho
