@@ -55,9 +55,9 @@ def test_a_profile_edited_between_runs_says_the_first_campaign_is_left_unfinishe
             _, second, created = plan_campaign(s, spec)
             assert created and second.name != first.name
             assert f"campaign {first.name} measures the same architectures on the same devices with other settings " \
-                   f"(devices.dev-a.policy.window_min_s differ), so this is a new campaign, {second.name}; its 2 unmeasured " \
-                   f"jobs stay queued: `hwl campaign resume --store {tmp_path / 'lab.db'} --name {first.name}`" \
-                   in caplog.text
+                   f"(devices.dev-a.policy.window_min_s differ), so this is a new campaign, {second.name}; its 2 " \
+                   f"unmeasured jobs stay queued: `hwl campaign resume --store {tmp_path / 'lab.db'} --name " \
+                   f"{first.name}`" in caplog.text
             caplog.clear()
             plan_campaign(s, dataclasses.replace(spec, archs="5,9"))  # other architectures: nothing to say
             assert not caplog.text
