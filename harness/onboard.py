@@ -287,7 +287,11 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             if "random_state" in model.get_params():  # not every method takes a seed
                 model.set_params(random_state=seed)
             model = prepare_method(model, loop_ks(settings, len(measured)))
-            model.pretrain(space, TrainTables(tables, tables))
+            try:
+                model.pretrain(space, TrainTables(tables, tables))
+            except ValueError as exc:  # tables this method cannot use (HELP without its reference archs), as in train
+                raise CampaignError(f"method {method_name} cannot pretrain on the public tables and this store's "
+                                    f"devices: {exc}") from None
             loop = OnboardLoop(model, space, keys, measure, settings, tables=tables, device=profile.name,
                                measured=measured, failed=failed, on_step=on_step)
             result = loop.run()

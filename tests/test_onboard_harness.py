@@ -99,3 +99,15 @@ def test_onboard_bad_input(tmp_path):
                 "--out", tmp_path / "p.pt")
         assert r.returncode == 2 and "NB201 arch string" in r.stderr
         assert not (tmp_path / "new.db").exists()  # refused before a store was made
+    # a store device without HELP's reference architectures: method help cannot pretrain (a traceback before)
+    table = tmp_path / "lab.csv"
+    pd.DataFrame({"arch_index": range(400), "device": "labdev", "latency_ms": [1.0 + i / 100 for i in range(400)]}) \
+        .to_csv(table, index=False)
+    assert hwl("data", "import", table, "--store", tmp_path / "help.db").returncode == 0
+    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "help", "--budget", "4", "--store",
+            tmp_path / "help.db", "--out", tmp_path / "p.pt")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "method help cannot pretrain" in r.stderr and "'labdev' lacks latencies of HELP's reference" in r.stderr
+    with Store(tmp_path / "help.db") as s:  # the imported table is still there
+        assert s.db.execute("SELECT count(*) FROM imported").fetchone()[0] == 400
+    assert not (tmp_path / "p.pt").exists()
