@@ -38,13 +38,14 @@ def grid_evidence(combos, x, owner, noise, weights, yn) -> tuple[np.ndarray, np.
     for combo in combos:
         scale = _column_scales(combo, owner)
         on = scale > 0
+        xs = x[:, on] * scale[on]            # X S^(1/2), once per combo for every noise level
         sg = gram[np.ix_(on, on)] * np.outer(scale[on], scale[on])
         sb = xty[on] * scale[on]
         for j, s in enumerate(noise):
             chol = np.linalg.cholesky(np.eye(on.sum()) + sg / s)
             t = _cho_solve(chol, sb / s)
             log_ev.append(const[j] - 0.5 * (yty - sb @ t) / s - np.log(np.diagonal(chol)).sum())
-            alpha.append(weights * (yn - x[:, on] @ (scale[on] * t)) / s)
+            alpha.append(weights * (yn - xs @ t) / s)
     return np.array(log_ev), np.array(alpha)
 
 
@@ -53,8 +54,9 @@ def loo_variance_inverse(combo, x, owner, noise: float, weights) -> np.ndarray:
     leave-one-out residuals), without forming K."""
     scale = _column_scales(combo, owner)
     on = scale > 0
-    z = x[:, on] * scale[on] * weights[:, None]            # W X S^(1/2)
-    chol = np.linalg.cholesky(np.eye(on.sum()) + z.T @ (x[:, on] * scale[on]) / noise)
+    xs = x[:, on] * scale[on]                              # X S^(1/2)
+    z = xs * weights[:, None]                              # W X S^(1/2)
+    chol = np.linalg.cholesky(np.eye(on.sum()) + z.T @ xs / noise)
     half = np.linalg.solve(chol, z.T).T                    # rows: L^-1 (W X S^(1/2))_i
     return weights / noise - (half ** 2).sum(axis=1) / noise ** 2
 
