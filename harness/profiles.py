@@ -78,9 +78,10 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
         "graph_optimization": (str, ("disable", "basic", "extended", "all")),
         "spinning": (bool, None),
         "inter_op_threads": (int, None),
+        "scope": (str, ("compute", "end_to_end")),
     },
     "tvm": {"target": (str, None), "tuned": (bool, None), "opt_level": (int, (0, 1, 2, 3))},
-    "torch": {"device": (str, ("cpu", "cuda"))},
+    "torch": {"device": (str, ("cpu", "cuda")), "scope": (str, ("compute", "end_to_end")), "cuda_graph": (bool, None)},
     "command": {"command": (str, None), "regex": (str, None), "json_path": (str, None),
                 "unit": (str, ("ns", "us", "ms", "s")), "warmup_runs": (int, None), "version": (str, None)},
 }

@@ -122,6 +122,15 @@ def test_torch_eager_measures_an_nb201_architecture_key():
     assert m.metadata["runtime"]["torch_threads"] == 1 and m.metadata["runtime"]["n_params"] > 0
 
 
+def test_torch_cuda_graph_is_refused_off_cuda_in_one_line():
+    # a CUDA graph holds GPU work only: on the CPU, or with host copies in scope, there is nothing to capture
+    for options, words in (({"cuda_graph": True}, "device='cpu'"),
+                           ({"cuda_graph": "yes"}, "cuda_graph='yes'; valid: true, false")):
+        res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, options=options)
+        assert res.outcome == "load_error" and "BadRequest" in res.message and words in res.message, res.message
+        assert "\n" not in res.message.strip()
+
+
 def test_torch_eager_tiny_module_from_a_factory():
     res = measure(runtime="torch", arch={"factory": f"{__name__}:tiny_linear"}, input_shape=(1, 16))
     assert res.outcome in TIMED, res.message

@@ -76,6 +76,8 @@ def test_good_profile_fields_and_round_trip():
     ({"runtime__kind": "command", "runtime__options": {"command": "bench {model}", "regex": "([0-9.]+)",
                                                       "warmup_runs": -1}}, ["runtime.options.warmup_runs", ">= 0"]),
     ({"runtime__kind": "tvm", "runtime__options": {"opt_level": -1}}, ["runtime.options.opt_level", "0, 1, 2, 3"]),
+    ({"runtime__options": {"scope": "host"}}, ["runtime.options.scope", "compute, end_to_end"]),
+    ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": "yes"}}, ["runtime.options.cuda_graph", "bool"]),
     ({"workload__batch_size": "8"}, ["workload.batch_size", "integer"]),
     ({"workload__dataset": "mnist"}, ["workload.dataset", "cifar10"]),
     ({"measurement__profile": "slow"}, ["measurement.profile", "quick, standard"]),
@@ -97,6 +99,19 @@ def test_bad_profiles_name_file_key_and_choices(changes, words):
     assert msg.startswith("lab/pi-1.toml: ")
     for word in words:
         assert word in msg
+
+
+def test_every_agent_option_a_profile_may_set_is_known_to_profiles():
+    # rule 14's end-to-end scope was an agent option no profile could set ("not an option of runtime")
+    from agents.runtimes import command, ort, torch_eager, tvm_vm
+    from harness.profiles import RUNTIME_OPTIONS
+    set_by_the_harness = {"tvm": {"library", "cc"}}  # the compiled library and its compiler: per job
+    for kind, adapter in (("onnxruntime", ort), ("torch", torch_eager), ("tvm", tvm_vm), ("command", command)):
+        assert set(RUNTIME_OPTIONS[kind]) == adapter.KNOWN_OPTIONS - set_by_the_harness.get(kind, set()), kind
+    for kind, options in (("onnxruntime", {"provider": "cuda", "scope": "end_to_end"}),
+                          ("torch", {"device": "cuda", "scope": "compute", "cuda_graph": True})):
+        p = parse_profile(_bad(runtime__kind=kind, runtime__options=options))
+        assert p.runtime.options_dict() == options
 
 
 def test_command_runtime_needs_command_and_one_parser():
