@@ -21,7 +21,7 @@ def with_bias(groups: list[np.ndarray], bias_variance: float) -> tuple[np.ndarra
     return x, owner
 
 
-def _column_scales(combo: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def column_scales(combo: np.ndarray, owner: np.ndarray) -> np.ndarray:
     """sqrt of each column's prior weight at grid point ``combo`` (the bias column's is 1)."""
     return np.sqrt(np.where(owner < 0, 1.0, combo[np.maximum(owner, 0)]))
 
@@ -36,7 +36,7 @@ def grid_evidence(combos, x, owner, noise, weights, yn) -> tuple[np.ndarray, np.
     const = -0.5 * (len(yn) * np.log(noise) - np.log(weights).sum())   # -log det(s D) / 2 per noise level
     log_ev, alpha = [], []
     for combo in combos:
-        scale = _column_scales(combo, owner)
+        scale = column_scales(combo, owner)
         on = scale > 0
         xs = x[:, on] * scale[on]            # X S^(1/2), once per combo for every noise level
         sg = gram[np.ix_(on, on)] * np.outer(scale[on], scale[on])
@@ -52,7 +52,7 @@ def grid_evidence(combos, x, owner, noise, weights, yn) -> tuple[np.ndarray, np.
 def loo_variance_inverse(combo, x, owner, noise: float, weights) -> np.ndarray:
     """(k,) diagonal of ``K^-1`` at one grid point (``recommended`` divides ``K^-1 y`` by it for the
     leave-one-out residuals), without forming K."""
-    scale = _column_scales(combo, owner)
+    scale = column_scales(combo, owner)
     on = scale > 0
     xs = x[:, on] * scale[on]                              # X S^(1/2)
     z = xs * weights[:, None]                              # W X S^(1/2)

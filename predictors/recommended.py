@@ -194,11 +194,17 @@ def grid_weights(groups: list[np.ndarray], y: np.ndarray, *, weight_grid=WEIGHT_
                        list(groups), y_mean, y_std)
 
 
+def in_feature_space(groups: list[np.ndarray], k: int) -> bool:
+    """Whether the grid of ``k`` samples of ``groups`` is computed in feature space (``grid_primal``): once k
+    passes ``PRIMAL_ABOVE`` and the groups' column count (below either, the k x k kernels are the smaller)."""
+    return k > max(PRIMAL_ABOVE, sum(g.shape[1] for g in groups))
+
+
 def _evidence_functions(groups: list[np.ndarray], k: int):
     """(grid evidence, diagonal of K^-1 at one grid point) for ``k`` samples of ``groups``: on the
     k x k kernels while k is small (the numbers every replay and test was made with), in feature space
     (``grid_primal``: the same values, memory and time linear in k) once k passes ``PRIMAL_ABOVE``."""
-    if k > max(PRIMAL_ABOVE, sum(g.shape[1] for g in groups)):
+    if in_feature_space(groups, k):
         x, owner = grid_primal.with_bias(groups, BIAS_VARIANCE)
         return (lambda combos, noise, weights, yn: grid_primal.grid_evidence(combos, x, owner, noise, weights, yn),
                 lambda combo, noise, weights: grid_primal.loo_variance_inverse(combo, x, owner, noise, weights))
@@ -622,4 +628,4 @@ class PhysBayes(FewShotMethod):
 
 
 __all__ = ["DEFAULT_GROUPS", "DESIGN_GROUPS", "DESIGN_POOL", "GROUPS", "RESPONSES", "PhysBayes", "GridWeights",
-           "d_optimal", "grid_coefficients", "grid_weights", "positive_ms", "robust_bma_fit"]
+           "d_optimal", "grid_coefficients", "grid_weights", "in_feature_space", "positive_ms", "robust_bma_fit"]

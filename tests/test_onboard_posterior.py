@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from predictors import data, registry
+from predictors import data, recommended, registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardSettings
 from predictors.onboard.design import design_matrix, design_picks, integrated_picks, variance_picks
 from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, coarse_timer, fit_calibration,
                                         fit_interval, interval_half_width, is_whole_ms, widen)
 from predictors.onboard.settings import OnboardError
-from predictors.onboard.posterior import fit_posterior, model_rho, model_rho_at, spearman_rows, supports
+from predictors.onboard.posterior import (FeaturePosterior, GridPosterior, fit_posterior, model_rho, model_rho_at,
+                                          spearman_rows, supports)
 from predictors.onboard.replay import TableDevice, replay_device
 from predictors.onboard.report import text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
@@ -89,6 +90,53 @@ def test_model_rho_tracks_the_noise_it_is_told(fitted, small):
     rows = np.random.default_rng(1).standard_normal((3, 50))
     ref = rows[0] + 0.1 * rows[1]
     assert spearman_rows(ref, rows)[0] == pytest.approx(spearmanr(ref, rows[0]).statistic)
+
+
+def _close(a, b, rel=1e-6):
+    np.testing.assert_allclose(a, b, atol=rel * np.abs(b).max())
+
+
+def test_many_measurements_give_the_kernel_forms_posterior_in_feature_space(method, small, monkeypatch):
+    # above PRIMAL_ABOVE measurements the onboarding posterior is held in feature space (its k x k form ran out
+    # of memory on a device's whole table); means, variances, draws, rho and picks must be the kernel form's
+    _, truth = small
+    archs = list(truth.index[::3])[:160]
+    y = truth.loc[archs].to_numpy()
+    adapted = method.adapt(archs, y)
+    pool = [a for a in truth.index if a not in set(archs)][:300]
+    assert len(archs) > recommended.PRIMAL_ABOVE
+    loop_measured = dict(zip(archs, y))
+
+    def forms():
+        post = fit_posterior(adapted, archs, y)
+        feats = post.features(pool)
+        pred = adapted.predict_response(pool)
+        loop = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=2),
+                           measured=loop_measured)
+        loop.run()
+        return post, {
+            "mean_var": post.mean_var(feats=feats), "log_ms": post.log_ms_mean_sd(feats=feats),
+            "loo": post.loo_residuals(), "draws": post.draws(feats, 16, np.random.default_rng(3)),
+            "rho": model_rho(post, pred, feats, rng=np.random.default_rng(4)),
+            "rho_loo": model_rho(post, pred, feats, rng=np.random.default_rng(4), loo_scale=1.0),
+            "variance_picks": variance_picks(post, feats, 4),
+            "integrated_picks": integrated_picks(post, feats, 4, np.random.default_rng(5)),
+            "loop_estimate": loop.estimate.to_dict(), "loop_table": loop.predict_table()}
+
+    primal, got = forms()
+    monkeypatch.setattr(recommended, "PRIMAL_ABOVE", 10_000)
+    kernel, want = forms()
+    assert isinstance(primal, FeaturePosterior) and isinstance(kernel, GridPosterior)
+    np.testing.assert_allclose(primal.prob, kernel.prob, atol=1e-8)
+    assert got["variance_picks"] == want["variance_picks"] and got["integrated_picks"] == want["integrated_picks"]
+    for name in ("mean_var", "log_ms", "draws", "loop_table"):
+        for a, b in zip(got[name], want[name]):
+            _close(a, b)
+    _close(got["loo"], want["loo"])
+    _close(np.array(got["rho"]), np.array(want["rho"]))
+    _close(np.array(got["rho_loo"]), np.array(want["rho_loo"]))
+    for key, value in want["loop_estimate"].items():
+        assert got["loop_estimate"][key] == (pytest.approx(value, rel=1e-6) if isinstance(value, float) else value)
 
 
 def test_design_continues_from_measured_rows():

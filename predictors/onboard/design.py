@@ -7,7 +7,8 @@ Three pickers, all deterministic given ``rng``:
   the architectures already measured (their rows update the posterior first), so it reads no
   target latency and a resumed onboarding extends the same kind of design;
 - :func:`variance_picks`: the largest BMA predictive variance of the fitted model
-  (:class:`~predictors.onboard.posterior.GridPosterior`: within-grid-point variance plus the
+  (:class:`~predictors.onboard.posterior.GridPosterior`, or ``FeaturePosterior`` for many
+  measurements: within-grid-point variance plus the
   grid points' disagreement), times a focus weight; after each pick of a batch every grid
   point's variance is conditioned on it (no latency needed for that);
 - :func:`integrated_picks`: the largest expected reduction of the (focus-weighted) predictive
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from predictors.onboard.posterior import BIAS_VARIANCE, GridPosterior
+from predictors.onboard.posterior import Posterior
 from predictors.recommended import DESIGN_POOL, d_optimal
 
 
@@ -35,27 +36,12 @@ def design_picks(design: np.ndarray, n: int, taken, rng: np.random.Generator, *,
     return [int(i) for i in d_optimal(design, n, rng, pool=pool, taken=taken)]
 
 
-def _top(post: GridPosterior, max_points: int):
+def _top(post: Posterior, max_points: int):
     keep = np.argsort(-post.prob)[:max_points]
     return keep, post.prob[keep] / post.prob[keep].sum()
 
 
-def _prior_cov(post: GridPosterior, keep, feats_a, feats_b) -> np.ndarray:
-    """(C, a, b) prior covariance between two sets of rows for the kept grid points."""
-    grams = np.stack([fa @ fb.T for fa, fb in zip(feats_a, feats_b)])
-    return np.einsum("cg,gab->cab", post.combos[keep], grams) + BIAS_VARIANCE
-
-
-def _post_cov(post: GridPosterior, keep, feats_a, feats_b) -> np.ndarray:
-    """(C, a, b) posterior covariance (noise-free) between two sets of rows."""
-    cross_a = np.einsum("cg,gka->cka", post.combos[keep], np.stack([t @ f.T for t, f in zip(post.train, feats_a)]))
-    cross_b = np.einsum("cg,gkb->ckb", post.combos[keep], np.stack([t @ f.T for t, f in zip(post.train, feats_b)]))
-    cross_a += BIAS_VARIANCE
-    cross_b += BIAS_VARIANCE
-    return _prior_cov(post, keep, feats_a, feats_b) - np.einsum("cka,ckb->cab", cross_a, post.kinv[keep] @ cross_b)
-
-
-def variance_picks(post: GridPosterior, feats, n: int, *, weights=None, max_points: int = 64) -> list[int]:
+def variance_picks(post: Posterior, feats, n: int, *, weights=None, max_points: int = 64) -> list[int]:
     """``n`` rows of ``feats`` (per-group pool features) by greedy focus-weighted BMA variance."""
     m = feats[0].shape[0]
     weights = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -84,13 +70,13 @@ def _conditioned_col(post, keep, feats, j: int, updates: list) -> np.ndarray:
 
     ``updates`` holds one (C, m) vector per earlier pick: ``cov(:, p) / sqrt(var(p) + noise)``.
     """
-    col = _post_cov(post, keep, feats, [f[j:j + 1] for f in feats])[..., 0]
+    col = post.point_cov(keep, feats, [f[j:j + 1] for f in feats])[..., 0]
     for u in updates:
         col = col - u * u[:, j:j + 1]
     return col
 
 
-def integrated_picks(post: GridPosterior, feats, n: int, rng: np.random.Generator, *, weights=None,
+def integrated_picks(post: Posterior, feats, n: int, rng: np.random.Generator, *, weights=None,
                      n_reference: int = 200, max_points: int = 32) -> list[int]:
     """``n`` rows of ``feats`` by greedy expected reduction of the summed variance of a reference set.
 
@@ -100,7 +86,7 @@ def integrated_picks(post: GridPosterior, feats, n: int, rng: np.random.Generato
     weights = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
     keep, prob = _top(post, max_points)
     ref = np.sort(rng.choice(m, size=min(n_reference, m), replace=False))
-    cov = _post_cov(post, keep, [f[ref] for f in feats], feats)                         # (C, R, m)
+    cov = post.point_cov(keep, [f[ref] for f in feats], feats)                          # (C, R, m)
     var = np.maximum(post.point_mean_var(feats)[1][keep], 0.0)                          # (C, m)
     noise = post.noise[keep]
     w_ref = weights[ref]

@@ -139,7 +139,7 @@ class OnboardLoop:
         self._design_order = None
         self._pool_feats = None
         self._pool_model = None
-        self.posterior: posterior.GridPosterior | None = None
+        self.posterior: posterior.Posterior | None = None
         self.estimate_parts: dict = {}
 
     # -- public ------------------------------------------------------------------------------

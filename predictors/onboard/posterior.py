@@ -7,6 +7,10 @@ known exactly, so the onboarding needs no ensemble of refits and no cross-valida
 - :func:`fit_posterior` takes the method's grid weighting on the measured set
   (:func:`predictors.recommended.grid_weights`) and keeps the most probable grid points
   (``mass`` of the weight);
+- above ``recommended.PRIMAL_ABOVE`` measurements (``recommended.in_feature_space``) the same
+  posterior is held in feature space (:class:`~predictors.onboard.feature_posterior.FeaturePosterior`:
+  p x p matrices, memory and time linear in k; the k x k form of a device's whole table would
+  not fit in memory), with the same methods and, up to round-off, the same numbers;
 - :meth:`GridPosterior.mean_var` gives the averaged (BMA) predictive mean and variance of any
   architectures: within-point posterior variance plus the disagreement between grid points;
 - :meth:`GridPosterior.draws` draws whole latency functions over a set of architectures (a grid
@@ -29,6 +33,8 @@ import numpy as np
 from scipy.stats import rankdata
 
 from predictors import recommended
+from predictors.onboard.bma import GridAverage
+from predictors.onboard.feature_posterior import FeaturePosterior, fit_in_feature_space
 
 BIAS_VARIANCE = recommended.BIAS_VARIANCE
 
@@ -39,8 +45,8 @@ def supports(method) -> bool:
 
 
 @dataclass
-class GridPosterior:
-    """Posterior of every retained grid point on one measured set.
+class GridPosterior(GridAverage):
+    """Posterior of every retained grid point on one measured set, on the k x k kernels of the measured set.
 
     Attributes
     ----------
@@ -68,8 +74,8 @@ class GridPosterior:
     y_mean: float
     y_std: float
 
-    def features(self, archs) -> list[np.ndarray]:
-        return self.method.model_features(archs)
+    def rows_per_chunk(self) -> int:
+        return max(1, int(4e6 // (len(self.prob) * self.train[0].shape[0])))  # bounds the (C, k, m) blocks
 
     def _cross(self, feats) -> np.ndarray:
         """(C, k, m) prior covariance between the measured set and ``feats``' rows."""
@@ -87,28 +93,14 @@ class GridPosterior:
         var = self._prior_var(feats) - np.einsum("ckm,ckm->cm", cross, self.kinv @ cross)
         return mean, np.maximum(var, 0.0)
 
-    def mean_var(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
-        """BMA predictive mean and variance (noise-free) of ``archs`` in the method's response units.
-
-        Variance = average within-point variance + variance of the grid points' means.
-        """
-        feats = self.features(archs) if feats is None else feats
-        m = feats[0].shape[0]
-        chunk = max(1, int(4e6 // (len(self.prob) * self.train[0].shape[0])))  # bounds the (C, k, m) blocks
-        mean, var = np.empty(m), np.empty(m)
-        for start in range(0, m, chunk):
-            part = [f[start:start + chunk] for f in feats]
-            mu, v = self.point_mean_var(part)
-            avg = self.prob @ mu
-            mean[start:start + chunk] = avg
-            var[start:start + chunk] = self.prob @ v + self.prob @ (mu - avg) ** 2
-        return self.y_mean + self.y_std * mean, self.y_std ** 2 * var
-
-    def log_ms_mean_sd(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`mean_var` as log-ms mean and standard deviation (for an ms model: the log of the
-        positive mean, and the standard deviation relative to it, as +-5 % reads 0.05 in log-ms)."""
-        mean, var = self.mean_var(archs, feats=feats)
-        return np.log(self.method.from_response(mean)), np.sqrt(var) * self.method.log_ms_slope(mean)
+    def point_cov(self, keep, feats_a, feats_b) -> np.ndarray:
+        """(len(keep), a, b) posterior covariance (noise-free) between two sets of rows at grid points ``keep``."""
+        cross_a = np.einsum("cg,gka->cka", self.combos[keep], np.stack([t @ f.T for t, f in zip(self.train, feats_a)]))
+        cross_b = np.einsum("cg,gkb->ckb", self.combos[keep], np.stack([t @ f.T for t, f in zip(self.train, feats_b)]))
+        cross_a += BIAS_VARIANCE
+        cross_b += BIAS_VARIANCE
+        prior = np.einsum("cg,gab->cab", self.combos[keep], np.stack([fa @ fb.T for fa, fb in zip(feats_a, feats_b)]))
+        return prior + BIAS_VARIANCE - np.einsum("cka,ckb->cab", cross_a, self.kinv[keep] @ cross_b)
 
     def loo_residuals(self) -> np.ndarray:
         """(k,) leave-one-out residuals of the measured set (standardised units), averaged over grid points.
@@ -145,13 +137,17 @@ class GridPosterior:
         return out, np.sqrt(self.noise[which])
 
 
-def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> GridPosterior | None:
+Posterior = GridPosterior | FeaturePosterior  # the two forms of one posterior (kernel, feature space)
+
+
+def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> Posterior | None:
     """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
 
     Takes the method's own grid weighting (``PhysBayes.fit_grid``: relative noise and Student-t
     reweighting, then the evidence of every grid point) and keeps the most probable
     grid points holding ``mass`` of the weight (at most ``max_points``). None with fewer than 2
-    measurements or equal latencies (the method then predicts a constant).
+    measurements or equal latencies (the method then predicts a constant). In feature space where
+    the grid's evidence is (``recommended.in_feature_space``: many measurements), else on k x k kernels.
     """
     if not supports(adapted):
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
@@ -163,8 +159,10 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
     p = grid.prob
     order = np.argsort(-p)
     keep = order[:max(1, min(max_points, int(np.searchsorted(np.cumsum(p[order]), mass)) + 1))]
-    kinv = np.linalg.inv(grid.covariances(keep))
     prob = p[keep] / p[keep].sum()
+    if recommended.in_feature_space(train, len(archs)):
+        return fit_in_feature_space(adapted, grid, keep, prob)
+    kinv = np.linalg.inv(grid.covariances(keep))
     return GridPosterior(adapted, train, grid.combos[keep], grid.noise[keep], prob, kinv, grid.alpha[keep],
                          grid.sample_weights, grid.y_mean, grid.y_std)
 
@@ -178,7 +176,7 @@ def spearman_rows(ref: np.ndarray, draws: np.ndarray) -> np.ndarray:
     return d @ r / len(r)
 
 
-def model_rho(post: GridPosterior, pred, feats, *, rng: np.random.Generator, n_draws: int = 64,
+def model_rho(post: Posterior, pred, feats, *, rng: np.random.Generator, n_draws: int = 64,
               confidence: float = 0.9, noise_dof: float | None = None, temperature: float = 1.0,
               loo_scale: float | None = None):
     """Model-based estimate of the rho of ``pred`` against the truth at ``feats``' rows.
@@ -195,7 +193,7 @@ def model_rho(post: GridPosterior, pred, feats, *, rng: np.random.Generator, n_d
                         noise_dof=noise_dof, loo_scale=loo_scale)[0]
 
 
-def model_rho_at(post: GridPosterior, pred, feats, temperatures, *, rng: np.random.Generator,
+def model_rho_at(post: Posterior, pred, feats, temperatures, *, rng: np.random.Generator,
                  n_draws: int = 64, confidence: float = 0.9, noise_dof: float | None = None,
                  loo_scale: float | None = None) -> list[tuple]:
     """:func:`model_rho` at several temperatures, on the same draws (to calibrate the temperature).
@@ -235,4 +233,5 @@ def model_rho_at(post: GridPosterior, pred, feats, temperatures, *, rng: np.rand
     return out
 
 
-__all__ = ["GridPosterior", "fit_posterior", "model_rho", "model_rho_at", "spearman_rows", "supports"]
+__all__ = ["FeaturePosterior", "GridPosterior", "Posterior", "fit_posterior", "model_rho", "model_rho_at",
+           "spearman_rows", "supports"]
