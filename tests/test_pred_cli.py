@@ -244,3 +244,49 @@ def test_train_on_a_table_the_method_cannot_use_is_one_line(tables, capsys):
     assert "hwl train: error: method help cannot pretrain on this table: train device '1080ti_1' lacks latencies " \
            "of HELP's reference architectures" in err and err.count("\n") == 1
     assert not (tables / "help.pt").exists()
+
+
+def _store_results(store, profile, archs, latencies, name):
+    """``archs`` measured on ``profile``'s device, written to ``store`` as a campaign would (no Ray)."""
+    from harness.campaign import CampaignSpec, plan_campaign
+
+    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=tuple(map(str, archs)), devices=(str(profile),),
+                                                  name=name))
+    label = dict(zip(map(str, archs), latencies))
+    for job, arch, _ in store.queued_jobs(cid, "my_pi"):
+        attempt = store.start_attempt(job)
+        store.finish_attempt(job, attempt, job_state="done", record={
+            "outcome": "ok", "flags": [], "samples_ns": [[label[arch] * 1e6]] * 3,
+            "stats": {"label_ms": label[arch], "median_ms": label[arch], "iqr_over_median": 0.01}})
+
+
+def test_adapt_refuses_a_store_holding_the_device_under_two_batch_sizes(tables, tmp_path, capsys):
+    """`hwl adapt --store` took the median of every latency the store held for the device name: batch 1 and
+    batch 8 campaigns of my_pi made 300 'measurements', 100 of them halfway between the two (4.5 x the batch 1
+    time) and 100 at 8 x, and adapt said 'adapted to my_pi with 300 measurements'."""
+    from harness.store import Store
+    from tests.campaign_helpers import write_profile
+
+    truth = data.read_table(tables / "new.parquet", "nb201").set_index("arch")["latency_ms"]
+    one = write_profile(tmp_path, "my_pi")
+    (tmp_path / "b8").mkdir()
+    eight = write_profile(tmp_path / "b8", "my_pi")
+    eight.write_text(eight.read_text().replace("[measurement]", "[workload]\nbatch_size = 8\n\n[measurement]"))
+    with Store(tmp_path / "lab.db") as store:
+        _store_results(store, one, range(0, 200), truth.iloc[0:200].to_numpy(), "batch-1")
+    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "copy.pt")]) == 0
+    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+                 "--out", str(tmp_path / "one.pt")]) == 0  # one setting: adapted as before
+    assert "with 200 measurements" in capsys.readouterr().out
+    with Store(tmp_path / "lab.db") as store:
+        _store_results(store, eight, range(100, 300), 8 * truth.iloc[100:300].to_numpy(), "batch-8")
+    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+                 "--out", str(tmp_path / "mixed.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        "holds my_pi's nb201 latencies measured with 2 different settings: 200 with batch_size = 1 (campaign batch-1); "
+        "200 with batch_size = 8 (campaign batch-8); their median would mix them") in err
+    assert not (tmp_path / "mixed.pt").exists()
+    with Store(tmp_path / "lab.db") as store:  # nothing stored was lost
+        assert len(store.latency_table("nb201")) == 400

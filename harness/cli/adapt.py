@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from harness.cli.common import add_table_flags, messages_to
+from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
@@ -34,6 +35,8 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
                         "`hwl train` (with all the measurements) instead")
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     series = data.by_device(table, [device])[device]
+    if store is not None:  # the store's table is a median over every setting the device was measured with
+        check_one_setting(store, saved["space"], [device])
     if series.nunique() < 2:  # every method would predict that latency for all archs, or rank them by its prior alone
         what = (f"{device} has one measurement" if len(series) == 1
                 else f"{device}'s {len(series)} measurements are all {series.iloc[0]:g} ms")

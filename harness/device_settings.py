@@ -1,0 +1,59 @@
+"""Which settings a store's latencies of one device name were measured with.
+
+A device name measured with other threads, cores, runtime options or batch size
+(``DeviceProfile.identity``) holds another device's latencies: reading the store's table, which
+takes the median of every accepted latency of an (arch, device), would mix them, e.g. batch 1 and
+batch 8 timings of the same architecture averaged into neither. `hwl onboard` keeps the profile's
+own (``harness.onboard.comparable_rows``); commands that read a store's whole table check here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.campaign import _differing_keys
+from harness.errors import UserError
+from harness.profiles import profile_from_dict
+from harness.store import Store
+
+
+def measured_settings(store: Store, space: str, device: str) -> list[tuple[dict, int, list[str]]]:
+    """(identity, accepted latencies, campaign names) of each setting ``device`` was measured with in ``space``."""
+    rows = store.query(
+        "SELECT d.profile_json, c.name AS campaign, count(*) AS n FROM results r JOIN jobs j ON r.job_id = j.id "
+        "JOIN campaigns c ON j.campaign_id = c.id JOIN campaign_devices d ON d.campaign_id = j.campaign_id "
+        "AND d.device = j.device WHERE c.space = ? AND j.device = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
+        "GROUP BY d.profile_json, c.name ORDER BY min(r.id)", (space, device))
+    settings: dict[str, tuple[dict, int, list[str]]] = {}
+    for profile_json, campaign, n in rows.itertuples(index=False):
+        identity = profile_from_dict(json.loads(profile_json)).identity()  # the host's address is not a setting
+        key = json.dumps(identity, sort_keys=True)
+        _, count, campaigns = settings.get(key, (identity, 0, []))
+        settings[key] = (identity, count + int(n), campaigns + [campaign])
+    return list(settings.values())
+
+
+def check_one_setting(store_path, space: str, devices) -> None:
+    """Raise a one-line ``UserError`` when one of ``devices`` was measured with more than one setting."""
+    with Store(Path(store_path), readonly=True) as store:
+        for device in devices:
+            settings = measured_settings(store, space, device)
+            if len(settings) < 2:
+                continue
+            keys = sorted({k for identity, _, _ in settings[1:] for k in _differing_keys(settings[0][0], identity)})
+            parts = [f"{n} with {', '.join(f'{k} = {_value(identity, k)}' for k in keys)} (campaign"
+                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
+                     for identity, n, campaigns in settings]
+            raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
+                            f"different settings: {'; '.join(parts)}; their median would mix them, so give one "
+                            "setting's latencies as a file (--measurements / --table) or measure each setting "
+                            "under its own device name")
+
+
+def _value(identity: dict, dotted: str):
+    for part in dotted.split("."):
+        identity = identity.get(part) if isinstance(identity, dict) else None
+    return identity
+
+
+__all__ = ["check_one_setting", "measured_settings"]
