@@ -46,7 +46,7 @@ def check_one_setting(store_path, space: str, devices) -> None:
                      for identity, n, campaigns in settings]
             raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
                             f"different settings: {'; '.join(parts)}; their median would mix them, so give one "
-                            "setting's latencies as a file (--measurements / --table) or measure each setting "
+                            "setting's latencies as a table file instead of --store, or measure each setting "
                             "under its own device name")
 
 

@@ -290,3 +290,29 @@ def test_adapt_refuses_a_store_holding_the_device_under_two_batch_sizes(tables, 
     assert not (tmp_path / "mixed.pt").exists()
     with Store(tmp_path / "lab.db") as store:  # nothing stored was lost
         assert len(store.latency_table("nb201")) == 400
+
+
+def test_train_and_evaluate_refuse_a_store_holding_a_device_under_two_batch_sizes(tables, tmp_path, capsys):
+    """`hwl train --store` and `hwl evaluate --store` read the same median over settings as adapt did: trained on,
+    or scored against, a my_pi whose latencies were half batch 1, half batch 8 timings, without a word."""
+    from harness.store import Store
+    from tests.campaign_helpers import write_profile
+
+    truth = data.read_table(tables / "new.parquet", "nb201").set_index("arch")["latency_ms"]
+    one = write_profile(tmp_path, "my_pi")
+    (tmp_path / "b8").mkdir()
+    eight = write_profile(tmp_path / "b8", "my_pi")
+    eight.write_text(eight.read_text().replace("[measurement]", "[workload]\nbatch_size = 8\n\n[measurement]"))
+    with Store(tmp_path / "lab.db") as store:
+        _store_results(store, one, range(0, 200), truth.iloc[0:200].to_numpy(), "batch-1")
+        _store_results(store, eight, range(200, 400), 8 * truth.iloc[200:400].to_numpy(), "batch-8")
+    message = "holds my_pi's nb201 latencies measured with 2 different settings: 200 with batch_size = 1"
+    capsys.readouterr()
+    assert main(["train", "--space", "nb201", "--method", "copy", "--devices", "my_pi", "--store",
+                 str(tmp_path / "lab.db"), "--out", str(tmp_path / "model.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "model.pt").exists()
+    assert main(["evaluate", "--space", "nb201", "--train-devices", "pixel3", "--store", str(tmp_path / "lab.db"),
+                 "--method", "copy", "--samples", "10", "--trials", "1", "--json", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and not (tmp_path / "e.json").exists()

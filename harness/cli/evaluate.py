@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int, strict_json
+from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
 from predictors import data, registry, tasks
@@ -117,7 +118,10 @@ def build_task(*, task=None, space=None, train_devices=None, test_devices=None, 
     if space is None or not train_devices or (test_table is None and store is None):
         raise UserError("a custom task needs --space, --train-devices and --test-table FILE (or --store DB)")
     table = data.load_table(space, path=test_table, store=store)
-    return tasks.custom_task(space, train_devices, table, test_devices=test_devices)
+    task = tasks.custom_task(space, train_devices, table, test_devices=test_devices)
+    if store is not None:  # the store's table is a median over every setting a device was measured with
+        check_one_setting(store, space, task.test_devices)
+    return task
 
 
 def parse_samples(text: str) -> list[int]:

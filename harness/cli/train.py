@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int
+from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import save_model
 from harness.paths import check_outputs
@@ -39,6 +40,8 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     check_outputs({"--out": out}, {"--table": table, "--store": store})
     frame = data.load_table(space, path=table, store=store)
     full = data.by_device(frame, devices)
+    if store is not None:  # the store's table is a median over every setting a device was measured with
+        check_one_setting(store, space, list(full))
     sample = pretrain_sample(full, n_pretrain, seed) if n_pretrain else TrainTables(full, full)
     name = method or registry.RECOMMENDED
     model = registry.get_method(name)
