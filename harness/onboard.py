@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness.campaign import CampaignSpec, _differing_keys, plan_campaign, refresh_reach
 from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
 from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
@@ -184,16 +185,22 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
     """Device -> latency Series: the shipped public tables plus the store's other devices.
 
     A store device needs ``min_archs`` latencies to count; the store's rows win over a public
-    row of the same (arch, device).
+    row of the same (arch, device). A store device measured with more than one setting is left out
+    (with a warning): the store's table is the median over its settings, e.g. batch 1 and 8 mixed.
     """
     frames = [data.help_table(space)]
+    mixed: list[str] = []
     if store is not None:
         raw = store.latency_table(space)
         raw = raw[raw["latency_ms"].notna() & (raw["device"] != exclude)]
+        mixed = sorted(d for d in raw["device"].unique() if len(measured_settings(store, space, d)) > 1)
+        if mixed:
+            log.warning("not pretraining on %s: measured with more than one setting in the store (threads, cores, "
+                        "runtime options or batch size), whose median would mix them", ", ".join(mixed))
         if len(raw):
             frames.append(data.from_frame(raw, space, source=f"store:{store.path.name}", where=f"store {store.path}"))
     table = pd.concat(frames, ignore_index=True).drop_duplicates(["arch", "device"], keep="last")
-    table = table[table["device"] != exclude]
+    table = table[(table["device"] != exclude) & ~table["device"].isin(mixed)]
     counts = table.groupby("device")["arch"].count()
     small = sorted(counts[counts < min_archs].index)
     if small:

@@ -6,7 +6,7 @@ import logging
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
-    warn_left_out
+    pretrain_tables, warn_left_out
 from harness.profiles import load_profiles
 from harness.store import Store
 from tests.campaign_helpers import write_profile
@@ -59,3 +59,19 @@ def test_a_batch_with_other_settings_is_another_campaign(tmp_path):
     assert batch_name(a, "nb201", ["1", "2"]) != batch_name(b, "nb201", ["1", "2"])
     assert batch_name(a, "nb201", ["1", "2"]) == batch_name(a, "nb201", ["1", "2"])
     assert batch_name(a, "nb201", ["1", "2"]).startswith("onboard:onb-ort:nb201:")
+
+
+def test_a_store_device_measured_with_two_settings_is_left_out_of_pretraining(tmp_path, caplog):
+    # the store's table is the median over every setting: onb-ort's archs 0-119 on 1 thread and 100-219 on 2 were
+    # one pretraining device, 20 of its latencies halfway between the two settings
+    now, old = _profiles(tmp_path)
+    archs = [str(a) for a in range(220)]
+    with Store(tmp_path / "lab.db") as st:
+        _measure(st, now, archs[:120], [1.0 + a / 100 for a in range(120)], name="one-thread")
+        assert "onb-ort" in pretrain_tables("nb201", st, "new-device")  # one setting: pretrained on
+        _measure(st, old, archs[100:], [0.5 + a / 200 for a in range(100, 220)], name="two-threads")
+        with caplog.at_level(logging.WARNING):
+            tables = pretrain_tables("nb201", st, "new-device")
+        assert len(st.latency_table("nb201")) == 240  # nothing stored is lost
+    assert "onb-ort" not in tables and "raspi4" in tables  # the public tables stay
+    assert "not pretraining on onb-ort: measured with more than one setting in the store" in caplog.text
