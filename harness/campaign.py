@@ -173,13 +173,13 @@ def _comparable(config: dict) -> dict:
     return _as_stored({**config, "devices": devices})
 
 
-def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts."""
     out = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
         if isinstance(x, dict) and isinstance(y, dict):
-            out += _differing_keys(x, y, f"{prefix}{key}.")
+            out += differing_keys(x, y, f"{prefix}{key}.")
         elif x != y:
             out.append(prefix + key)
     return out
@@ -203,7 +203,7 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
     if row is None and spec.name is None:
         row = store.campaign(_legacy_name(plan))
     if row is not None:
-        diff = _differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
+        diff = differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
         if diff:
             raise CampaignError(f"campaign {row['name']!r} already exists in {store.path} with other settings "
                                 f"({', '.join(diff)} differ); choose another --name or resume it as it is")
@@ -227,7 +227,7 @@ def _warn_of_unfinished_alike(store: Store, plan: Plan) -> None:
     that measures everything again, and left the first one unfinished without a word: say so."""
     for cid, name, config_json in store.db.execute("SELECT id, name, config_json FROM campaigns ORDER BY id"):
         config = _comparable(json.loads(config_json))
-        diff = _differing_keys(config, plan.config)
+        diff = differing_keys(config, plan.config)
         if not diff or set(config.get("devices", {})) != set(plan.config["devices"]) \
                 or not all(key.startswith("devices.") for key in diff):
             continue
@@ -279,7 +279,7 @@ def refresh_reach(store: Store, campaign_id: int, profiles) -> list[str]:
         old = stored.get(new.name)
         if old is None:
             continue
-        diff = _differing_keys(old.identity(), new.identity())
+        diff = differing_keys(old.identity(), new.identity())
         if diff:
             log.warning("device %s: %s sets %s otherwise than when the campaign started; the campaign keeps "
                         "its own settings (plan a new campaign to measure the new ones)",

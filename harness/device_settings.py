@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.campaign import _differing_keys
+from harness.campaign import differing_keys
 from harness.errors import UserError
 from harness.profiles import profile_from_dict
 from harness.store import Store
@@ -40,7 +40,7 @@ def check_one_setting(store_path, space: str, devices) -> None:
             settings = measured_settings(store, space, device)
             if len(settings) < 2:
                 continue
-            keys = sorted({k for identity, _, _ in settings[1:] for k in _differing_keys(settings[0][0], identity)})
+            keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
             parts = [f"{n} with {', '.join(f'{k} = {_value(identity, k)}' for k in keys)} (campaign"
                      f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
                      for identity, n, campaigns in settings]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.campaign import CampaignSpec, _differing_keys, plan_campaign, refresh_reach
+from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refresh_reach
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
@@ -144,7 +144,7 @@ def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[p
 
 def _differing_settings(profile_json: str, mine: dict) -> str:
     """``runtime.cores, runtime.threads``: the identity keys a stored profile differs in ('' for none)."""
-    return ", ".join(_differing_keys(profile_from_dict(json.loads(profile_json)).identity(), mine))
+    return ", ".join(differing_keys(profile_from_dict(json.loads(profile_json)).identity(), mine))
 
 
 def warn_left_out(left_out: dict, device: str) -> None:
@@ -325,5 +325,5 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
 
 
 __all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name", "comparable_rows",
-           "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies", "onboard", "pretrain_tables",
-           "ray_for", "unfinished_campaigns", "warn_left_out"]
+           "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies", "onboard",
+           "pretrain_tables", "ray_for", "unfinished_campaigns", "warn_left_out"]
