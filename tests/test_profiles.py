@@ -230,8 +230,12 @@ def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, 
                           (["profile", "new", "here", "--host", "198.18.0.9", "--port", "2222", "--out",
                             str(tmp_path / "c.toml")], "--host, --port are for --transport ssh, not local"),
                           ([*ssh, "--regex", "ms", "--out", str(tmp_path / "c.toml")],
-                           "--regex is for --transport command, not ssh")):
+                           "--regex is for --transport command, not ssh"),
+                          # --port 0 wrote port = 22, silently
+                          ([*ssh, "--port", "0", "--out", str(tmp_path / "d.toml")],
+                           "key 'host.port' must be >= 1, got 0")):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert load_profile(str(out)) == p  # the refused commands left it alone
+    assert not (tmp_path / "d.toml").exists()

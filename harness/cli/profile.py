@@ -77,8 +77,10 @@ def profile_toml(args) -> str:
         missing = [flag for flag, v in (("--host", args.host), ("--user", args.user), ("--key", args.key)) if not v]
         if missing:
             raise UserError(f"transport ssh needs {', '.join(missing)}")
-        lines += [f"address = {_q(args.host)}", f"port = {args.port or 22}", f"user = {_q(args.user)}",
-                  f"key = {_q(args.key)}", f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
+        # --port 0 is checked (and refused) like any port, not taken for the default
+        port = 22 if args.port is None else args.port
+        lines += [f"address = {_q(args.host)}", f"port = {port}", f"user = {_q(args.user)}", f"key = {_q(args.key)}",
+                  f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
     if args.transport == "command":
