@@ -47,6 +47,21 @@ def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):
     assert "options.command" in capsys.readouterr().err
 
 
+def test_measure_says_what_a_runtime_needs_in_its_own_flags(onnx_path, capsys):
+    # a dataset typo was a load_error record (exit 1), and a missing model or --arch was the agent's protocol
+    # message ("needs 'model' (a path) or 'sha256'", "'arch' ({'space': ...} or {'factory': ...})")
+    for argv, message in ((["--runtime", "torch", "--arch", "nb201:1:cifar1"],
+                           "unknown dataset 'cifar1' for nb201; valid datasets: cifar10, cifar100, ImageNet16-120"),
+                          (["--runtime", "torch"], "--runtime torch builds the network from --arch SPACE:KEY"),
+                          ([str(onnx_path), "--runtime", "torch"], f"and takes no ONNX file; got {onnx_path}"),
+                          (["--arch", "nb201:5"], "--runtime ort times an ONNX file: give it (hwl measure "
+                                                  "MODEL.onnx ...); --arch is for --runtime torch"),
+                          (["--runtime", "tvm"], "--runtime tvm times an ONNX file")):
+        assert main(["measure", *argv, "--profile", "quick", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "sha256" not in err and "factory" not in err
+
+
 def test_measure_waits_while_a_local_device_of_a_campaign_measures(onnx_path, tmp_path, monkeypatch, capsys):
     """Rule 7: `hwl measure` never times alongside a campaign's local device (its thermal domain lock)."""
     import threading

@@ -70,7 +70,19 @@ def _ints(text: str, flag: str) -> tuple:
         raise UserError(f"{flag} {text!r}: expected comma-separated integers") from None
 
 
+def _check_inputs(runtime: str, model: str, arch: str | None) -> None:
+    """The model a runtime needs, said in the command's own flags (the agent's own message names protocol
+    fields that `hwl measure` has no flag for: 'sha256', 'factory')."""
+    if runtime == "torch" and (model or not arch):
+        raise UserError("--runtime torch builds the network from --arch SPACE:KEY[:DATASET] (e.g. nb201:1462) "
+                        "and takes no ONNX file" + (f"; got {model}" if model else ""))
+    if runtime in ("ort", "onnxruntime", "tvm") and not model:
+        raise UserError(f"--runtime {runtime} times an ONNX file: give it (hwl measure MODEL.onnx ...)"
+                        + ("; --arch is for --runtime torch" if arch else ""))
+
+
 def run_measure_cli(args) -> int:
+    _check_inputs(args.runtime, args.model, args.arch)
     options = _pairs(args.option, "--option")
     for key, val in (("command", args.command_template), ("regex", args.regex),
                      ("json_path", args.json_path), ("unit", args.unit)):
@@ -108,6 +120,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     from agents.server import check_cores, resolve_model, sha256_of
     from harness.device_worker import device_locks
     from spaces import resolve_archs
+    from spaces.cost import dataset_of
 
     sha = ""
     if model:
@@ -120,8 +133,10 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         request = Measure(id="cli", runtime=runtime, model=model, sha256=sha, arch=arch or {}, batch=batch,
                           input_shape=tuple(input_shape), threads=threads, cores=tuple(cores), profile=profile,
                           policy=policy or {}, options=options or {})
-        if arch:  # an unknown space or architecture: a usage error here, not a failed measurement
+        if arch:  # an unknown space, architecture or dataset: a usage error here, not a failed measurement
             resolve_archs(arch.get("space", ""), [str(arch.get("key", ""))])
+            if arch.get("dataset") is not None:
+                dataset_of(arch["space"], arch["dataset"])
         check_cores(request.cores, set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set())
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
