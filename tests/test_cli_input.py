@@ -70,6 +70,9 @@ def test_evaluate_refuses_a_set_value_that_is_no_literal_before_evaluating(capsy
 @pytest.mark.parametrize("flags, error", [
     (["--archs", "1,2", "--devices", "nosuchdev"], "unknown device 'nosuchdev'"),
     (["--archs", "99999", "--devices", "local-ort-1t"], "NB201 index 99999 is out of range"),
+    # a stray comma named a device '' ("unknown device ''"); it names none, as in a campaign file
+    (["--archs", "1,2", "--devices", "local-ort-1t,,nosuchdev,"], "unknown device 'nosuchdev'"),
+    (["--archs", "1,2", "--devices", ", "], "no device given; name at least one profile"),
 ])
 def test_a_refused_campaign_makes_no_store_file(tmp_path, flags, error, capsys):
     err = _refused(["campaign", "run", "--space", "nb201", *flags, "--store", tmp_path / "lab.db"], capsys)

@@ -94,8 +94,9 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
     if missing:
         raise CampaignError(f"missing {', '.join('--' + m for m in missing)} (or a campaign file that sets them)")
     devs = settings["devices"]
-    spec = CampaignSpec(space=settings["space"], archs=settings["archs"],
-                        devices=tuple(devs.split(",") if isinstance(devs, str) else devs),
+    if isinstance(devs, str):  # as a campaign file's string: a stray comma names no device
+        devs = [d.strip() for d in devs.split(",") if d.strip()]
+    spec = CampaignSpec(space=settings["space"], archs=settings["archs"], devices=tuple(devs),
                         seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
