@@ -14,6 +14,9 @@ from tests.campaign_helpers import write_profile
     (["evaluate", "--task", "N0", "--first-seed", "x"], "argument --first-seed: expected a whole number >= 0, got 'x'"),
     (["zcp", "nb201", "--archs", "1", "--init-seed", "-3", "--out", "z.parquet"], "argument --init-seed"),
     (["zcp", "nb201", "--archs", "1", "--task-timeout-s", "0", "--out", "z.parquet"], "expected a number > 0, got 0"),
+    # -n 0 printed nothing and -n -3 ran `tail -n -3` on the device, both exit 0
+    (["logs", "pi-1", "-n", "0"], "argument -n/--lines: expected a whole number >= 1, got 0"),
+    (["logs", "pi-1", "-n", "-3"], "argument -n/--lines: expected a whole number >= 1, got -3"),
 ])
 def test_a_bad_number_is_a_usage_error(args, error, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness.cli.common import positive_int
 from harness.errors import UserError
 
 DEFAULT_ARTIFACTS = Path("~/.cache/hwl/artifacts")
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("logs", help="the tail of a device agent's log")
     p.add_argument("device", metavar="DEVICE")
-    p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument("-n", "--lines", type=positive_int, default=100, help="lines from the end (default 100)")
     add_known_hosts_flag(p)
     p.set_defaults(func=cmd_logs)
 
