@@ -127,3 +127,16 @@ def test_a_refused_data_import_makes_no_store_and_imports_none_of_its_files(tmp_
     assert "no 'latency_ms' column" in _refused(["data", "import", good, bad, "--store", tmp_path / "lab.db"],
                                                 capsys)
     assert not (tmp_path / "lab.db").exists()
+
+
+def test_status_all_help_says_it_lists_every_profile_as_it_does(tmp_path, monkeypatch, capsys):
+    # `hwl status --help` said --all was "every ssh profile", but it lists the local ones too (their quarantine)
+    import json
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no user profiles: the shipped local ones only
+    assert hwl_main(["status", "--all", "--json"]) == 0
+    listed = {row["device"]: row["transport"] for row in json.loads(capsys.readouterr().out)}
+    assert listed["local-ort-1t"] == "local"
+    with pytest.raises(SystemExit):
+        hwl_main(["status", "--help"])
+    assert "every profile that hwl knows (ssh, local and command devices)" in " ".join(capsys.readouterr().out.split())

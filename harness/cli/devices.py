@@ -17,10 +17,9 @@ def add_known_hosts_flag(parser) -> None:
                         help="known_hosts file to verify host keys against (default ~/.ssh/known_hosts)")
 
 
-def _devices_flags(parser, *, allow_all: bool = True) -> None:
+def _devices_flags(parser, *, all_help: str = "every ssh profile that hwl knows") -> None:
     parser.add_argument("devices", nargs="*", metavar="DEVICE", help="device profile names or .toml paths")
-    if allow_all:
-        parser.add_argument("--all", action="store_true", help="every ssh profile that hwl knows")
+    parser.add_argument("--all", action="store_true", help=all_help)
     add_known_hosts_flag(parser)
 
 
@@ -38,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_undeploy)
 
     p = subparsers.add_parser("status", help="reachable?, agent version, runtime, last self-test, quarantined?")
-    _devices_flags(p)
+    _devices_flags(p, all_help="every profile that hwl knows (ssh, local and command devices)")
     p.add_argument("--store", help="store whose campaigns say which devices are quarantined")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
