@@ -201,14 +201,17 @@ def _check_budget(budget: int, n_latency: int) -> None:
                           "latency measurements: raise --budget")
 
 
-def check_candidates(problem: Problem, n_latency: int) -> None:
+def check_candidates(problem: Problem, n_latency: int, *, proxies: bool = False) -> None:
     """Refuse latency samples that measure every candidate: the candidates are only the archs the
-    device's table has a latency for (an evaluation is a look-up), and a small table may have few."""
+    device's table has a latency for (an evaluation is a look-up), and a small table may have few;
+    with ``proxies`` (a zcp encoding) only those the proxy table scored, which may be fewer still."""
     n = len(problem.candidates)
     if n_latency >= n:
-        raise SearchError(f"{n} candidate architectures (the archs with both a latency in the device's table and an "
-                          f"accuracy) are too few for {n_latency} latency measurements and a search: give a larger "
-                          f"latency table or --latency-samples below {n}")
+        what = ("a latency in the device's table, an accuracy and proxy scores" if proxies
+                else "both a latency in the device's table and an accuracy")
+        larger = "latency or proxy table" if proxies else "latency table"
+        raise SearchError(f"{n} candidate architectures (the archs with {what}) are too few for {n_latency} latency "
+                          f"measurements and a search: give a larger {larger} or --latency-samples below {n}")
 
 
 def _finish(view: LatencyView, trajectory: list) -> SearchResult:
@@ -368,7 +371,7 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
         proxies = proxy_frame(space, store=zcp_store, path=zcp_table, dataset=dataset_run, input_key=input_key)
     candidates = None if proxies is None else proxies.index
     problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
-    check_candidates(problem, n_latency)
+    check_candidates(problem, n_latency, proxies=proxies is not None)
     problem.optimum()  # no candidate under the limit: said before the pretraining, not after
     pool_table = data.help_table(space)
     if latency_table is not None or store is not None:

@@ -193,3 +193,17 @@ def test_a_given_table_replaces_the_shipped_rows_of_every_device_it_holds():
     assert not pool.duplicated(["device", "arch"]).any()
     assert (pool.loc[pool["device"] == "raspi4", "latency_ms"] == 1.0).all()
     assert len(pool[pool["device"] == "pixel3"]) == len(shipped[shipped["device"] == "pixel3"])
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_a_small_proxy_table_is_named_as_what_leaves_few_candidates(tmp_path, capsys):
+    # with --encoding zcp the candidates are also the archs the proxy table scored; the error named only the
+    # latency table and the accuracies ("give a larger latency table"), so a user enlarged the wrong one
+    path = tmp_path / "zcp.csv"
+    pd.DataFrame({"arch_index": [1, 2, 3], "synflow": [1.0, 2.0, 3.0], "snip": [0.5, 0.1, 0.2]}).to_csv(path)
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "30", "--accuracy-table",
+                 str(SHARED / "nb201_accuracy.csv"), "--seeds", "1", "--encoding", "zcp", "--zcp-table", str(path),
+                 "--train-devices", ",".join(TRAIN)]) == 2
+    err = capsys.readouterr().err
+    assert "3 candidate architectures (the archs with a latency in the device's table, an accuracy and proxy " \
+           "scores)" in err and "give a larger latency or proxy table" in err and err.count("\n") == 1
