@@ -101,13 +101,21 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
                     writer = pq.ParquetWriter(sink, schema)
                 writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
             if writer is None:
-                raise CampaignError(f"campaign has no results yet in {store.path}; nothing to export")
+                raise CampaignError(f"campaign {_name(store, campaign_id)} has no results yet in {store.path}; "
+                                    "nothing to export")
         finally:
             if writer is not None:
                 writer.close()
             if hasattr(sink, "close"):
                 sink.close()
     return path
+
+
+def _name(store: Store, campaign_id: int) -> str:
+    """The campaign's name, for an error: a store holds many (each onboarding batch is one), and the
+    command may have taken the latest without being told which."""
+    row = store.db.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+    return row[0] if row else f"#{campaign_id}"
 
 
 def _export_metadata(campaign: str) -> dict[bytes, bytes]:
@@ -124,7 +132,8 @@ def wide_table(store: Store, campaign_id: int) -> pd.DataFrame:
              for df in results_pages(store, campaign_id)]
     df = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
     if df.empty:
-        raise CampaignError(f"campaign has no accepted results yet in {store.path}; nothing to export")
+        raise CampaignError(f"campaign {_name(store, campaign_id)} has no accepted results yet in {store.path}; "
+                            "nothing to export")
     wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="first")
     wide.columns.name = None
     if (df["space"] == "nb201").all():

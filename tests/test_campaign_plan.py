@@ -167,4 +167,7 @@ def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
     assert hwl_main(["campaign", "status", "--store", str(db), "--json"]) == 0
     assert '"queued": 3' in capsys.readouterr().out
     assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(tmp_path / "x.parquet")]) == 2
-    assert "no results yet" in capsys.readouterr().err
+    # the error named no campaign, though a store holds many and the command may have taken the latest unasked
+    assert f"campaign p has no results yet in {db}" in capsys.readouterr().err
+    assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(tmp_path / "x.csv")]) == 2
+    assert f"campaign p has no accepted results yet in {db}" in capsys.readouterr().err
