@@ -302,7 +302,8 @@ def find_campaign(store: Store, name: str | None) -> tuple[int, str, str]:
     if name is None:
         name = names[-1]
         if len(names) > 1:  # onboarding makes one campaign per batch: say which one this is
-            shown = ", ".join(names[-5:]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            others = names[:-1]  # the one taken is not another
+            shown = ", ".join(others[-5:]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             log.warning("%s holds %d campaigns; taking the latest, %s (--name picks another: %s)", store.path,
                         len(names), name, shown)
     row = store.campaign(name)
