@@ -43,7 +43,12 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
             return (nb201.sample if space == "nb201" else fbnet.sample)(int(n_text), seed)
         path = arch_file(text)
         if path is not None:
-            if not path.exists() or path.is_dir():  # a pipe is fine: --archs @<(hwl space sample ...)
+            if not text[1:].strip():  # `--archs @$FILE` with FILE unset: the path would be '.'
+                raise ArchError("'@' names no file: give @FILE, a file with one architecture per line")
+            if path.is_dir():
+                raise ArchError(f"architecture file {path} is a folder; give @FILE, a file with one architecture "
+                                "per line")
+            if not path.exists():  # a pipe is fine: --archs @<(hwl space sample ...)
                 raise ArchError(f"architecture file {path} does not exist")
             try:
                 lines = path.read_text(encoding="utf-8-sig").splitlines()  # a Windows editor's byte-order mark

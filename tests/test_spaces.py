@@ -93,6 +93,11 @@ def test_selection_forms(tmp_path):
     assert resolve_archs("nb201", f"@{f}") == [5, 9]
     with pytest.raises(ArchError, match="does not exist"):
         resolve_archs("nb201", "@/nonexistent/file")
+    # `--archs @$FILE` with FILE unset said "architecture file . does not exist", a folder that it does not exist
+    with pytest.raises(ArchError, match="'@' names no file: give @FILE"):
+        resolve_archs("nb201", "@ ")
+    with pytest.raises(ArchError, match=f"architecture file {tmp_path} is a folder"):
+        resolve_archs("nb201", f"@{tmp_path}")
     read, write = os.pipe()  # --archs @<(command): the shell passes a pipe as /dev/fd/N
     os.write(write, b"7\n8\n")
     os.close(write)
