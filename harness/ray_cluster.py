@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import hashlib
 import os
 import signal
@@ -24,6 +25,7 @@ from harness.errors import ClusterError
 from harness.profiles import DeviceProfile
 
 NAMESPACE = "hwl"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -53,6 +55,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
                                        "`ray start --head` (and give this machine its token), or leave out --address "
                                        "to run a local Ray") from None
+                _warn_hosts_no_node_offers(hosts)
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 try:
@@ -72,6 +75,19 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+def _warn_hosts_no_node_offers(hosts) -> None:
+    """A device actor waits for a node with its host resource (by design: a host that restarts comes
+    back), so a host that no node of the cluster offers at all would stall its devices without a word."""
+    import ray
+
+    offered = set(ray.cluster_resources())
+    for host in sorted(set(hosts) - offered):
+        log.warning("no node of the Ray cluster offers the resource %s, so the devices whose [host] name is %r "
+                    "wait for one: start that host's node with --resources '{\"%s\": 1}' (for ssh and command "
+                    "devices, the node that reaches them, the coordinator's say)", host, host.split(":", 1)[-1],
+                    host)
 
 
 def _ray_processes_started_here() -> list:

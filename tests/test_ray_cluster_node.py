@@ -103,6 +103,23 @@ def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_setting
         assert {(o, n) for o, n, _ in got} <= {("ok", repeats), ("unstable", repeats)}, got  # none lost
 
 
+def test_a_host_no_node_offers_is_named_while_its_devices_wait(two_node_cluster, tmp_path):
+    """A profile whose [host] name no node of the cluster offers (an ssh device made by `hwl profile new`,
+    named after the device) left its campaign waiting without a word."""
+    address, env = two_node_cluster
+    path = write_profile(tmp_path, "pi-9")
+    path.write_text(path.read_text().replace('name = "local"', 'name = "pi-9"', 1))
+    proc = subprocess.Popen([*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", "1",
+                             "--devices", str(path), "--store", str(tmp_path / "lab.db"), "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(45)  # joined the cluster and waiting on the device
+    proc.terminate()  # SIGTERM: the campaign stops cleanly, as Ctrl-C would
+    _, err = proc.communicate(timeout=120)
+    assert "no node of the Ray cluster offers the resource host:pi-9, so the devices whose [host] name is 'pi-9' " \
+           "wait for one: start that host's node with --resources '{\"host:pi-9\": 1}'" in err, err[-2000:]
+    assert "host:coordinator" not in err and "host:node2" not in err  # offered: no warning
+
+
 def test_an_address_nothing_answers_is_a_clear_error_at_once(tmp_path):
     from harness.errors import ClusterError
     from harness.ray_cluster import ray_session
