@@ -70,9 +70,11 @@ def run(args) -> int:
                              on_result=progress)
         if done[0] and sys.stderr.isatty():
             print(file=sys.stderr)
-        peak = max((r["peak_rss_mb"] for r in report.results), default=float("nan"))
-        print(f"{len(report.results)} scored, {report.skipped} already in the store, {len(report.failed)} failed "
-              f"in {report.seconds:.1f} s on {report.workers or 0} CPU(s); peak worker RSS {peak:.0f} MiB")
+        line = f"{len(report.results)} scored, {report.skipped} already in the store, {len(report.failed)} failed"
+        if report.results or report.failed:  # a rerun that finds every score stored starts no worker to report on
+            peak = max((r["peak_rss_mb"] for r in report.results), default=float("nan"))
+            line += f" in {report.seconds:.1f} s on {report.workers or 0} CPU(s); peak worker RSS {peak:.0f} MiB"
+        print(line)
         for arch, message in list(report.failed.items())[:5]:
             print(f"  failed {arch}: {message}")
         if args.out:
