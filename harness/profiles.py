@@ -477,6 +477,10 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
     if kind == "command" and len({"regex", "json_path"} & set(options)) != 1:
         raise ProfileError(f"{c.source}: runtime 'command' needs exactly one of 'runtime.options.regex' "
                            "or 'runtime.options.json_path' to read the latency")
+    if kind == "torch" and options.get("cuda_graph") and (options.get("device") != "cuda"
+                                                          or options.get("scope", "compute") != "compute"):
+        raise ProfileError(f"{c.source}: key 'runtime.options.cuda_graph' = true needs device = \"cuda\" and "
+                           "scope = \"compute\" (a CUDA graph holds GPU work only)")
     if isinstance(options.get("regex"), str):
         try:
             re.compile(options["regex"])

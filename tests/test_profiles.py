@@ -78,6 +78,10 @@ def test_good_profile_fields_and_round_trip():
     ({"runtime__kind": "tvm", "runtime__options": {"opt_level": -1}}, ["runtime.options.opt_level", "0, 1, 2, 3"]),
     ({"runtime__options": {"scope": "host"}}, ["runtime.options.scope", "compute, end_to_end"]),
     ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": "yes"}}, ["runtime.options.cuda_graph", "bool"]),
+    # else every job of the device is refused by the agent (the device quarantined) only once a campaign runs
+    ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": True}}, ["runtime.options.cuda_graph", "device"]),
+    ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": True, "device": "cuda", "scope": "end_to_end"}},
+     ["runtime.options.cuda_graph", "scope = \"compute\""]),
     ({"workload__batch_size": "8"}, ["workload.batch_size", "integer"]),
     ({"workload__dataset": "mnist"}, ["workload.dataset", "cifar10"]),
     ({"measurement__profile": "slow"}, ["measurement.profile", "quick, standard"]),
