@@ -60,9 +60,11 @@ EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordi
 # Attempts that say nothing about the model, so they use up none of its job's attempts: lost with
 # the device, or refused because the model file changed on disk after its export (it is exported again).
 UNCHARGED_OUTCOMES = ("device_lost",)
-UNCHARGED_KINDS = ("HashMismatch",)
-# Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person.
-NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__)
+HASH_MISMATCH = "HashMismatch"
+UNCHARGED_KINDS = (HASH_MISMATCH,)
+# Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person, and a model
+# file that fails its hash check again after being exported or pushed again needs its storage looked at.
+NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__, HASH_MISMATCH)
 
 
 @dataclass
@@ -505,7 +507,7 @@ class Coordinator:
         dev.last_done = now
         if record.get("fingerprint_id") and record.get("fingerprint"):
             self.store.add_fingerprint(record["fingerprint_id"], record.pop("fingerprint"))
-        if record.get("error_kind") == "HashMismatch":
+        if record.get("error_kind") == HASH_MISMATCH:
             self._export_again(dev, *(CANARY_ARCH if job_id is None else (self.space, arch)))
         if job_id is None:
             self._canary_done(dev, record)
@@ -554,7 +556,7 @@ class Coordinator:
             self._failures_in_row(dev, dev.failures_in_row + 1)
             if dev.failures_in_row >= self.options.quarantine_after:
                 self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                                   f"{record.get('error_message') or ''}".strip(),
+                                   f"{record.get('error_message') or ''}".strip() + _hint(dev, record),
                               recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
         else:
             self._failures_in_row(dev, 0)
@@ -609,7 +611,8 @@ class Coordinator:
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if not self._unfit(dev, record) and dev.failures_in_row >= self.options.quarantine_after:
-                self._give_up(dev, f"drift canary failed: {record.get('error_message')}")
+                self._give_up(dev, f"drift canary failed: {record.get('error_message')}" + _hint(dev, record),
+                              recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
             return
         dev.since_canary = 0
         if dev.baseline_ms is None or dev.rebaseline:
@@ -670,6 +673,15 @@ class Coordinator:
         self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
                                     consecutive_failures=dev.failures_in_row)
         log.warning("device %s quarantined: %s", dev.profile.name, error)
+
+
+def _hint(dev: _Device, record: dict) -> str:
+    """What to do about a run of failures that ends in ``record``, where the error alone does not say."""
+    if record.get("error_kind") != HASH_MISMATCH:
+        return ""
+    return (f"; device {dev.profile.name} was given a model file that fails its hash check although the file was "
+            "exported (and pushed) again each time, which no power cycle mends, so its recover command was not "
+            "run: check the storage the file is on (the device's, or this machine's artifact folder), then resume")
 
 
 def run_campaign(store: Store, campaign_id: int, options: CoordinatorOptions | None = None, *,

@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -357,6 +358,35 @@ def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(
     assert status.loc["ray-still", "error"].endswith("(after its recover command)")  # it came back, then failed
     assert "recover command `sh -c 'echo relay unreachable >&2; exit 3'` exited 3: relay unreachable" in \
         status.loc["ray-nocycle", "error"]
+
+
+def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):
+    """A model file that fails the agent's hash check at every attempt (here the one fixed model, damaged
+    after it was hashed, so writing it again cannot mend it): after 3 in a row the device ran its
+    recover command (a power cycle, which mends no file), came back and failed 3 more times. It is now
+    quarantined at once, naming the device, the file and both hashes; no job is charged or lost."""
+    from agents.server import sha256_of
+    from harness.export import export_one
+
+    model = Path(export_one("nb201", "1835", tmp_path / "art").path)
+    good_sha = sha256_of(model)
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(model.read_bytes()[:-100])
+    cycled = tmp_path / "power-cycled"
+    profile = write_profile(tmp_path, "ray-badfile", recover=f"touch {cycled}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs="1835,7165,9545,4123")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "art", canary_every=0,
+                                                          fixed_model={"path": str(damaged), "sha256": good_sha}))
+        states = [state for (state,) in s.db.execute("SELECT state FROM jobs WHERE campaign_id = ?", (cid,))]
+        kinds = {kind for (kind,) in s.db.execute("SELECT error_kind FROM results")}
+    dev = summary["devices"]["ray-badfile"]
+    assert not cycled.exists() and dev["state"] == "quarantined", dev
+    assert f"model {damaged} has sha256 {sha256_of(damaged)}, but the request says {good_sha}" in dev["error"]
+    assert "device ray-badfile was given a model file that fails its hash check" in dev["error"]
+    assert "its recover command was not run" in dev["error"] and "\n" not in dev["error"]
+    assert states == ["queued"] * 4 and kinds == {"HashMismatch"}
 
 
 def test_a_device_outage_does_not_use_up_the_attempts_of_the_job_in_flight(local_ray, artifacts, tmp_path):
