@@ -18,7 +18,8 @@ Requests (host -> agent) and their replies (agent -> host):
     Request fields are ignored. Reply: ``agent_version``, ``pid``, ``fingerprint`` (dict, see
     ``agents.fingerprint``), ``fingerprint_id`` (16 hex digits over the stable fields),
     ``runtimes`` (names importable on this device), ``cache_dir`` (where a coordinator puts model
-    files named ``<sha256>.onnx``; empty when the agent has none).
+    files named ``<sha256>.onnx``; empty when the agent has none), ``usable_cores`` (the CPUs a
+    measurement may use; since 1.1, so empty from an older agent).
 ``ping`` -> ``ping``
     ``sent_ns``: the host's clock, echoed back; the reply adds ``agent_ns`` (the agent's
     monotonic clock). Answered even while a measurement runs.
@@ -67,7 +68,7 @@ from typing import ClassVar
 
 from agents.errors import BadRequest, ProtocolError
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a standard-profile record of a 1 ms model is ~200 kB
 RUNTIME_ALIASES = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "torch": "torch",
                    "tvm": "tvm", "command": "command"}
@@ -109,6 +110,7 @@ class Hello(Message):
     fingerprint_id: str = ""
     runtimes: tuple = ()
     cache_dir: str = ""
+    usable_cores: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ class Error(Message):
 
 MESSAGES: dict[str, type[Message]] = {cls.type: cls for cls in
                                       (Hello, Ping, Status, Measure, Result, Shutdown, Error)}
-_TUPLE_FIELDS = {"runtimes", "load_avg", "input_shape", "cores"}
+_TUPLE_FIELDS = {"runtimes", "load_avg", "input_shape", "cores", "usable_cores"}
 
 
 def _version(v) -> tuple[int, int]:

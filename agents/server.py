@@ -123,7 +123,8 @@ class AgentServer:
     def hello(self, id: str = "") -> Hello:
         return Hello(id=id, agent_version=__version__, pid=os.getpid(), fingerprint=self._fingerprint,
                      fingerprint_id=self._fingerprint_id, runtimes=runtimes.available(),
-                     cache_dir=str(self.cache_dir) if self.cache_dir else "")
+                     cache_dir=str(self.cache_dir) if self.cache_dir else "",
+                     usable_cores=tuple(sorted(self.usable_cores)))
 
     def status(self, id: str = "") -> Status:
         with self._state_lock:
@@ -196,6 +197,7 @@ class AgentServer:
             if self._job_id:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
         check_cores(msg.cores, self.usable_cores)
+        check_threads(msg.threads, msg.cores, self.usable_cores)
         if msg.cores and msg.threads > len(msg.cores):
             # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
             log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
@@ -280,6 +282,15 @@ def check_cores(cores, allowed) -> None:
         bad = sorted(set(cores) - allowed)
         if bad:
             raise CoresUnavailable(f"cores {bad} are not available to the agent; usable cores: {sorted(allowed)}")
+
+
+def check_threads(threads: int, cores, usable) -> None:
+    """CoresUnavailable for more threads than the cores they would run on: a request that pins no
+    cores runs on all of ``usable``, so more threads than that would oversubscribe them unseen
+    (a request that pins cores is checked against them by the profile, and warned about above)."""
+    if not cores and usable and threads > len(usable):
+        raise CoresUnavailable(f"'threads' = {threads} asks more threads than the {len(usable)} core(s) usable "
+                               f"here {sorted(usable)}; ask for at most {len(usable)}, or pin cores")
 
 
 def _id_of(raw: bytes) -> str:

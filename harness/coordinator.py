@@ -294,6 +294,7 @@ class Coordinator:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
                     self._warn_if_stale_agent(name, hello.get("agent_bundle"))
+                    self._check_threads_fit(self.devices[name], hello.get("usable_cores") or ())
                 except Exception as exc:  # agent would not start: the device cannot work
                     cause = _task_error(exc)
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
@@ -308,6 +309,16 @@ class Coordinator:
                    f"is a Ray node with resource {dev.profile.host.resource} up?")
             self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; {why}",
                           recover=bool(reaching))
+
+    def _check_threads_fit(self, dev: _Device, usable_cores) -> None:
+        """A profile that pins no cores runs its threads on every core the agent may use, a count known
+        only on the device: more threads than that would oversubscribe them at every job, so the device
+        is stopped here, once, before any job is sent (the agent would refuse each measurement too)."""
+        threads = dev.profile.runtime.threads
+        if dev.profile.runtime.cores is None and usable_cores and threads > len(usable_cores):
+            self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "
+                               f"threads than the {len(usable_cores)} core(s) usable on device {dev.profile.name} "
+                               f"{sorted(usable_cores)}; lower it (or pin runtime.cores), then resume", recover=False)
 
     @staticmethod
     def _warn_if_stale_agent(name: str, deployed: str | None) -> None:

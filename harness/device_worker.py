@@ -172,12 +172,13 @@ class DeviceWorker:
                 session.close()
 
     def hello(self) -> dict:
-        """The agent's identity: version, pid, fingerprint and its id, runtimes, and the deployed
-        bundle it runs from (ssh devices; None where the agent is this machine's own code)."""
+        """The agent's identity: version, pid, fingerprint and its id, runtimes, the cores a measurement
+        may use (empty from an older agent), and the deployed bundle it runs from (ssh devices; None where
+        the agent is this machine's own code)."""
         session = self._open()
         h = session.hello
         return {"agent_version": h.agent_version, "pid": h.pid, "fingerprint": h.fingerprint,
-                "fingerprint_id": h.fingerprint_id, "runtimes": list(h.runtimes),
+                "fingerprint_id": h.fingerprint_id, "runtimes": list(h.runtimes), "usable_cores": list(h.usable_cores),
                 "agent_bundle": getattr(session, "deployed_bundle", None)}
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """`hwl measure`: one measurement through the agent's child-process path, printed as JSON or a table."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,15 @@ def test_measure_says_what_a_runtime_needs_in_its_own_flags(onnx_path, capsys):
         assert main(["measure", *argv, "--profile", "quick", *TINY]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and "sha256" not in err and "factory" not in err
+
+
+def test_measure_refuses_more_threads_than_usable_cores_when_none_are_pinned(onnx_path, capsys):
+    """`--threads` above this machine's usable cores with no `--cores` was timed oversubscribed."""
+    usable = sorted(os.sched_getaffinity(0))
+    assert main(["measure", str(onnx_path), "--threads", str(len(usable) + 1), "--profile", "quick", *TINY]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hwl measure: error: 'threads' = {len(usable) + 1} asks more threads than the {len(usable)} core(s) "
+        f"usable here {usable}; ask for at most {len(usable)}, or pin cores")
 
 
 def test_measure_waits_while_a_local_device_of_a_campaign_measures(onnx_path, tmp_path, monkeypatch, capsys):

@@ -38,7 +38,7 @@ def test_registry_names_every_message():
     (b"not json\n", "not a JSON line"),
     (b"[1, 2]\n", "must be a JSON object"),
     (b'{"type": "teleport", "v": "1.0"}\n', "unknown message type 'teleport'"),
-    (b'{"type": "ping", "v": "2.0"}\n', "2.0 is not compatible with this side's 1.0"),
+    (b'{"type": "ping", "v": "2.0"}\n', f"2.0 is not compatible with this side's {PROTOCOL_VERSION}"),
     (b'{"type": "ping", "v": "one"}\n', "bad protocol version"),
 ])
 def test_unreadable_lines_raise_protocol_error(line, match):
@@ -89,3 +89,11 @@ def test_runtime_aliases():
 def test_torch_needs_an_architecture_not_a_file():
     with pytest.raises(BadRequest, match="runtime 'torch' needs 'arch'"):
         Measure(id="m", runtime="torch", model="x.onnx", sha256=SHA)
+
+
+def test_a_hello_from_an_agent_before_1_1_reads_with_no_usable_cores():
+    """Agents before protocol 1.1 send no usable_cores: the host reads an empty tuple (no check), and
+    a 1.1 hello's list arrives as a tuple."""
+    old = decode(b'{"type": "hello", "v": "1.0", "agent_version": "0.1.0", "pid": 7}\n')
+    new = decode(encode(Hello(agent_version="0.2.0", usable_cores=(0, 1))))
+    assert old.usable_cores == () and new.usable_cores == (0, 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound
-from agents.protocol import MAX_LINE_BYTES, Hello, Measure, Ping, Result, Status
+from agents.protocol import MAX_LINE_BYTES, PROTOCOL_VERSION, Hello, Measure, Ping, Result, Status
 from agents.server import hold_device_lock, sha256_of
 from harness.transport import AgentLost, AgentTimeout, LocalSession
 
@@ -74,9 +74,11 @@ def test_one_stdio_session_survives_every_failure(model, tmp_path):
         assert hello["type"] == "hello" and hello["agent_version"] and len(hello["fingerprint_id"]) == 16
         assert {"onnxruntime", "command"} <= set(hello["runtimes"]) and hello["cache_dir"] == str(cache)
         assert hello["fingerprint"]["cpu_model"] and hello["fingerprint"]["runtime_versions"]["onnxruntime"]
+        usable = sorted(os.sched_getaffinity(0))
+        assert hello["usable_cores"] == usable
 
         assert agent.ask({"type": "ping", "id": "p1", "sent_ns": 42}) | {"agent_ns": 0} == \
-            {"type": "ping", "v": "1.0", "id": "p1", "sent_ns": 42, "agent_ns": 0}
+            {"type": "ping", "v": PROTOCOL_VERSION, "id": "p1", "sent_ns": 42, "agent_ns": 0}
         base = {"type": "measure", "runtime": "ort", "profile": "quick", "policy": TINY}
 
         r = agent.ask({**base, "id": "ok", "model": str(path), "sha256": sha, "cores": [0]})
@@ -102,9 +104,14 @@ def test_one_stdio_session_survives_every_failure(model, tmp_path):
         r = agent.ask({"type": "reboot", "id": "u"})
         assert (r["type"], r["id"], r["kind"]) == ("error", "u", "ProtocolError") and "unknown message type" in r["message"]
         r = agent.ask({"type": "ping", "id": "v2", "v": "2.0"})
-        assert r["kind"] == "ProtocolError" and "2.0" in r["message"] and "1.0" in r["message"]
+        assert r["kind"] == "ProtocolError" and "2.0" in r["message"] and PROTOCOL_VERSION in r["message"]
         r = agent.ask({**base, "id": "cores", "model": str(path), "sha256": sha, "cores": [4096]})
         assert (r["type"], r["kind"]) == ("error", "CoresUnavailable") and "4096" in r["message"]
+        # no cores pinned: more threads than the cores usable here is refused, not oversubscribed silently
+        r = agent.ask({**base, "id": "threads", "model": str(path), "sha256": sha, "threads": len(usable) + 1})
+        assert (r["type"], r["id"], r["kind"]) == ("error", "threads", "CoresUnavailable")
+        assert r["message"] == (f"'threads' = {len(usable) + 1} asks more threads than the {len(usable)} core(s) "
+                                f"usable here {usable}; ask for at most {len(usable)}, or pin cores")
 
         # A measurement past its window limit; ping, status and a second measure are answered meanwhile.
         agent.send({"type": "measure", "id": "sleepy", "runtime": "command", "profile": "quick",

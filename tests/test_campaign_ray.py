@@ -389,6 +389,31 @@ def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_po
     assert states == ["queued"] * 4 and kinds == {"HashMismatch"}
 
 
+def test_more_threads_than_the_device_has_cores_is_refused_once_for_the_device(local_ray, artifacts, tmp_path):
+    """A profile with `threads` and no `cores` asking more threads than the device's usable cores (a
+    count known only there) was measured silently oversubscribed. The device is now quarantined at
+    its hello, before any job is sent, in one line naming the profile key, the count and the cores;
+    no architecture is charged, and nothing is run."""
+    usable = sorted(os.sched_getaffinity(0))
+    profile = write_profile(tmp_path, "ray-greedy", recover=f"touch {tmp_path / 'cycled'}")
+    asked = len(usable) + 1
+    profile.write_text(profile.read_text().replace("threads = 1\ncores = [1]", f"threads = {asked}")
+                       .replace("threads = 1\ncores = [0]", f"threads = {asked}"))
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs="1835,7165")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=50))
+        states = [state for (state,) in s.db.execute("SELECT state FROM jobs WHERE campaign_id = ?", (cid,))]
+        n_results = s.db.execute("SELECT count(*) FROM results").fetchone()[0]
+        n_canaries = s.db.execute("SELECT count(*) FROM canaries").fetchone()[0]
+    dev = summary["devices"]["ray-greedy"]
+    assert dev["state"] == "quarantined" and dev["error"] == (
+        f"{profile}: key 'runtime.threads' = {asked} asks more threads than the {len(usable)} core(s) usable on "
+        f"device ray-greedy {usable}; lower it (or pin runtime.cores), then resume"), dev
+    assert states == ["queued", "queued"] and n_results == 0 and n_canaries == 0
+    assert not (tmp_path / "cycled").exists()
+
+
 def test_a_device_outage_does_not_use_up_the_attempts_of_the_job_in_flight(local_ray, artifacts, tmp_path):
     """One job on a phone whose tool cannot reach it for 3 attempts in a row (3 is also the job's
     max_attempts) until its recover command plugs it back: the job is measured, not failed."""

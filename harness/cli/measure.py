@@ -117,7 +117,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     from agents import fingerprint
     from agents.child import run_measurement
     from agents.protocol import Measure
-    from agents.server import check_cores, resolve_model, sha256_of
+    from agents.server import check_cores, check_threads, resolve_model, sha256_of
     from harness.device_worker import device_locks
     from spaces import resolve_archs
     from spaces.cost import dataset_of
@@ -137,7 +137,9 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
             resolve_archs(arch.get("space", ""), [str(arch.get("key", ""))])
             if arch.get("dataset") is not None:
                 dataset_of(arch["space"], arch["dataset"])
-        check_cores(request.cores, set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set())
+        usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        check_cores(request.cores, usable)
+        check_threads(request.threads, request.cores, usable)
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
