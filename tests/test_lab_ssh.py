@@ -34,10 +34,31 @@ def lab(tmp_path_factory):
         for name, prefix in (("pi-a", "198.18.51"), ("pi-b", "198.18.52")):
             hosts.append(start_lab_host(name, prefix, work, key))
         profiles = [write_ssh_profile(work, h, key, known) for h in hosts]
-        yield {"work": work, "key": key, "known": known, "hosts": hosts, "profiles": profiles}
+        # The hosts' keys read from their sshd's key files, for tests that do not test trusting a new
+        # host: strictly checked, without an earlier test's `deploy --trust-new-host` recording them.
+        trusted = work / "trusted_known_hosts"
+        trusted.write_text("".join(h.sshd.public_host_key_line() for h in hosts))
+        yield {"work": work, "key": key, "known": known, "trusted": trusted, "hosts": hosts, "profiles": profiles}
     finally:
         for h in hosts:
             stop_lab_host(h)
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    """The lab with this code's agent on both hosts (as the deploy test leaves it, whether or not that
+    test ran first), reached with the hosts' known keys."""
+    from harness.profiles import load_profile
+    from harness.remote.connect import host_for
+    from harness.remote.deploy import deploy
+
+    folder = lab["work"] / "deployed"
+    folder.mkdir(exist_ok=True)
+    for h in lab["hosts"]:
+        profile = load_profile(write_ssh_profile(folder, h, lab["key"], lab["trusted"]))
+        with host_for(profile) as host:  # unchanged when already deployed
+            deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
+    return lab
 
 
 def test_deploy_refuses_unknown_hosts_then_trusts_deploys_and_is_idempotent(lab):
@@ -70,7 +91,8 @@ def test_deploy_refuses_unknown_hosts_then_trusts_deploys_and_is_idempotent(lab)
 
 def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):
     wrong = make_key(tmp_path / "wrong_key")
-    text = lab["profiles"][0].read_text().replace(str(lab["key"]), str(wrong))
+    text = lab["profiles"][0].read_text().replace(str(lab["key"]), str(wrong)).replace(str(lab["known"]),
+                                                                                      str(lab["trusted"]))
     bad_key = tmp_path / "pi-a-wrong.toml"
     bad_key.write_text(text)
     out = hwl("deploy", bad_key, "--no-selftest")
@@ -116,11 +138,11 @@ def _run_with_chaos(db, cid, hosts, chaos, artifacts):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
-    # (depends on the deploy test above having put the agents on both hosts)
+def test_campaign_over_ssh_survives_a_host_going_away(deployed, tmp_path):
+    lab = deployed
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.05, "repeats": 3, "window_min_runs": 5,
             "window_min_s": 0.25, "cooldown_s": 0.0}
-    profiles = [write_ssh_profile(tmp_path, h, lab["key"], lab["known"], policy=slow) for h in lab["hosts"]]
+    profiles = [write_ssh_profile(tmp_path, h, lab["key"], lab["trusted"], policy=slow) for h in lab["hosts"]]
     db = tmp_path / "lab.db"
     with Store(db) as s:
         cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=tuple(map(str, profiles))))
@@ -155,12 +177,12 @@ def test_campaign_over_ssh_survives_a_host_going_away(lab, tmp_path):
         assert s.integrity_check() == "ok"
 
 
-def test_a_device_back_at_another_address_goes_on_with_its_campaign(lab, tmp_path):
+def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tmp_path):
     """A Pi that came back from a reboot at another address (DHCP): the user edits its profile's
     address and the campaign goes on, neither stranded on the old address nor planned anew."""
-    # (depends on the deploy test above: pi-a's agent is in place and its host key is known)
+    lab = deployed
     host = lab["hosts"][0]
-    profile = write_ssh_profile(tmp_path, host, lab["key"], lab["known"], reconnect_timeout_s=1)
+    profile = write_ssh_profile(tmp_path, host, lab["key"], lab["trusted"], reconnect_timeout_s=1)
     now_at = profile.read_text()
     profile.write_text(now_at.replace(host.netns.address, "198.18.59.2"))  # where it was: nothing there now
     db = tmp_path / "lab.db"
@@ -191,16 +213,16 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(lab, tmp_pat
     assert rows == [("done", 1), ("done", 1)]
 
 
-def test_a_crashed_device_is_power_cycled_by_its_recover_command(lab, tmp_path):
+def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, tmp_path):
     """A Pi that crashed mid-campaign and stays down until someone power-cycles it. Its profile's
     recover command asks the lab's relay for a power cycle (here the relay is a thread that
     restarts the host's sshd when the command asks, and answers when it is done); the campaign
     finishes on that device without anyone resuming it."""
-    # (depends on the deploy test above having put the agent on pi-b)
+    lab = deployed
     pi_b = lab["hosts"][1]
     asked = tmp_path / "cycle-requested"
     relay = f"sh -c 'touch {asked}; while [ -e {asked} ]; do sleep 0.1; done'"
-    profile = write_ssh_profile(tmp_path, pi_b, lab["key"], lab["known"], reconnect_timeout_s=1)
+    profile = write_ssh_profile(tmp_path, pi_b, lab["key"], lab["trusted"], reconnect_timeout_s=1)
     profile.write_text(profile.read_text().replace("reconnect_timeout_s = 1",
                                                   f"reconnect_timeout_s = 1\nrecover = {json.dumps(relay)}")
                        .replace("cooldown_s = 0.0", "cooldown_s = 0.0\nmax_temp_c = 85.0"))  # a Pi's limit
@@ -252,7 +274,7 @@ def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(
     host = start_lab_host("pi-hot", "198.18.53", tmp_path, lab["key"], sensors=sensors)
     try:
         policy = {**FAST_POLICY, "max_temp_c": 85, "temp_poll_s": 0.2, "temp_give_up_s": 1}
-        profile = write_ssh_profile(tmp_path, host, lab["key"], lab["known"], policy=policy)
+        profile = write_ssh_profile(tmp_path, host, lab["key"], tmp_path / "known_hosts", policy=policy)
         relay = tmp_path / "power-cycled"  # a power cycle cools nothing: it must not run
         profile.write_text(profile.read_text().replace("[runtime]", f"recover = \"touch {relay}\"\n\n[runtime]"))
         assert hwl("deploy", profile, "--trust-new-host", "--no-selftest").returncode == 0
@@ -308,12 +330,10 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
 
 @pytest.fixture
 def pi_a_trusted(lab, tmp_path):
-    """pi-a's profile with a known_hosts file of its own that holds pi-a's host key, read from
-    its sshd's key file: strict host-key checking, without relying on an earlier test's deploy
-    having recorded the key in the lab's file."""
-    known = tmp_path / "pi_a_known_hosts"
-    known.write_text(lab["hosts"][0].sshd.public_host_key_line())
-    return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], known)
+    """pi-a's profile with the lab's trusted known_hosts file (the hosts' keys read from their sshd's
+    key files): strict host-key checking, without relying on an earlier test's deploy having
+    recorded the key in the lab's file."""
+    return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
 
 
 def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, tmp_path):
