@@ -127,8 +127,7 @@ class Store:
         if readonly:
             require_store_file(self.path)  # a read-only store must exist
             self._check_is_store()
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                      check_same_thread=False)
+            self.db = sqlite3.connect(self._read_only_uri(), uri=True, isolation_level=None, check_same_thread=False)
             self._configure()
             self._migrate()
             return
@@ -160,7 +159,7 @@ class Store:
         if self.path.stat().st_size == 0:
             return
         try:
-            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            probe = sqlite3.connect(self._read_only_uri(), uri=True)
             try:
                 app_id = probe.execute("PRAGMA application_id").fetchone()[0]
                 version = probe.execute("PRAGMA user_version").fetchone()[0]
@@ -181,6 +180,19 @@ class Store:
             raise StoreVersionError(f"store {self.path} has schema version {version} but this hwl "
                                     f"({__version__}) knows only up to {SCHEMA_VERSION}: upgrade hwl "
                                     "(pip install -U hwl) to open it")
+
+    def _read_only_uri(self) -> str:
+        """The URI that reads the store without writing. In a folder that cannot be written (an archive on
+        read-only media) SQLite cannot make the -shm file WAL mode reads through, so the file is read as
+        immutable: nothing can be writing it there. Refused when a -wal file holds writes not yet in it."""
+        if os.access(self.path.parent, os.W_OK):
+            return f"file:{self.path}?mode=ro"
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(f"cannot read store {self.path}: its folder cannot be written and {wal.name} beside it "
+                             "holds its last writes, which SQLite applies only in a writable folder; copy the store "
+                             "and its -wal file to a writable folder")
+        return f"file:{self.path}?mode=ro&immutable=1"
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -237,11 +237,32 @@ def test_a_read_only_store_or_folder_is_a_clear_error_and_keeps_the_store(tmp_pa
         with Store(db, readonly=True) as s:  # reading it is fine
             assert s.campaign_names() == ["c1"]
     assert _digest(db) == digest
+
+
+
+def test_a_store_archived_in_a_folder_that_cannot_be_written_is_read_unless_its_wal_holds_writes(tmp_path):
+    """A store on read-only media (a month's campaign archived): `hwl campaign status` / `export` were
+    refused, since SQLite cannot make the -shm file beside it. It is now read as immutable, unchanged;
+    only when a -wal file beside it holds writes not yet in the store is it refused, saying so."""
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+        unsaved = tmp_path / "unsaved"  # a copy taken while a writer still had writes in its -wal
+        unsaved.mkdir()
+        shutil.copy(db, unsaved / "lab.db")
+        shutil.copy(tmp_path / "lab.db-wal", unsaved / "lab.db-wal")
     folder = tmp_path / "shelf"
     folder.mkdir()
     shutil.copy(db, folder / "lab.db")
-    with _immutable(folder), pytest.raises(StoreError, match="its folder must be writable even to read it"):
-        Store(folder / "lab.db", readonly=True)
+    digest = _digest(folder / "lab.db")
+    with _immutable(folder):
+        with Store(folder / "lab.db", readonly=True) as s:
+            assert s.campaign_names() == ["c1"] and len(s.status(1)) == 2
+        assert sorted(p.name for p in folder.iterdir()) == ["lab.db"] and _digest(folder / "lab.db") == digest
+    assert (unsaved / "lab.db-wal").stat().st_size > 0
+    with _immutable(unsaved), pytest.raises(StoreError, match=r"its folder cannot be written and lab.db-wal beside "
+                                                             r"it holds its last writes"):
+        Store(unsaved / "lab.db", readonly=True)
 
 
 def test_a_store_replaced_while_open_is_saved_beside_the_new_file_which_is_left_alone(tmp_path):
