@@ -47,14 +47,14 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
         if proc.pid == os.getpid():
             continue
         try:
-            if any(marker in part for part in (proc.info["cmdline"] or [])) or _has_env(proc.pid, marker):
+            if any(marker in part for part in (proc.info["cmdline"] or [])) or has_env(proc.pid, marker):
                 out.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
 
 
-def _has_env(pid: int, marker: str) -> bool:
+def has_env(pid: int, marker: str) -> bool:
     # read /proc directly: a renamed process (setproctitle) pads its environ with NULs, and
     # psutil's parser stops at the first empty entry
     try:

@@ -24,7 +24,7 @@ from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
 from harness.store import Store
-from tests.campaign_helpers import FAST_POLICY, kill_leftovers, write_profile
+from tests.campaign_helpers import FAST_POLICY, has_env, kill_leftovers, write_profile
 from tests.small_disk import small_disk
 
 ray = pytest.importorskip("ray")
@@ -155,13 +155,16 @@ def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path)
 
 def _kill_exports_while(coordinate, limit: int) -> int:
     """Run ``coordinate`` in a thread and SIGKILL up to ``limit`` Ray export tasks mid-export (as
-    the OOM killer or a crash would); returns how many were killed."""
+    the OOM killer or a crash would); returns how many were killed. Only this module's Ray's tasks
+    (by their RAY_TMPDIR): another Ray on the machine (another test run) is not this test's to kill."""
+    ours = os.environ["RAY_TMPDIR"]
     t = threading.Thread(target=coordinate)
     t.start()
     killed = set()
     while t.is_alive() and len(killed) < limit:
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if (proc.info["cmdline"] or [""])[0].startswith("ray::export_task") and proc.pid not in killed:
+            if ((proc.info["cmdline"] or [""])[0].startswith("ray::export_task") and proc.pid not in killed
+                    and has_env(proc.pid, ours)):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     proc.kill()
                     killed.add(proc.pid)
