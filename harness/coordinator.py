@@ -318,7 +318,8 @@ class Coordinator:
         if dev.profile.runtime.cores is None and usable_cores and threads > len(usable_cores):
             self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "
                                f"threads than the {len(usable_cores)} core(s) usable on device {dev.profile.name} "
-                               f"{sorted(usable_cores)}; lower it (or pin runtime.cores), then resume", recover=False)
+                               f"{sorted(usable_cores)}; lower it (or pin runtime.cores) and run the campaign again "
+                               "(a resume keeps the settings it was planned with)", recover=False)
 
     @staticmethod
     def _warn_if_stale_agent(name: str, deployed: str | None) -> None:

@@ -412,7 +412,8 @@ def test_more_threads_than_the_device_has_cores_is_refused_once_for_the_device(l
     dev = summary["devices"]["ray-greedy"]
     assert dev["state"] == "quarantined" and dev["error"] == (
         f"{profile}: key 'runtime.threads' = {asked} asks more threads than the {len(usable)} core(s) usable on "
-        f"device ray-greedy {usable}; lower it (or pin runtime.cores), then resume"), dev
+        f"device ray-greedy {usable}; lower it (or pin runtime.cores) and run the campaign again (a resume keeps "
+        "the settings it was planned with)"), dev
     assert states == ["queued", "queued"] and n_results == 0 and n_canaries == 0
     assert not (tmp_path / "cycled").exists()
 
