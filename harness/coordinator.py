@@ -603,8 +603,10 @@ class Coordinator:
         """Quarantine ``dev`` at once if ``record`` says it cannot measure any model now."""
         kind, why = record.get("error_kind"), record.get("error_message")
         if kind in DEVICE_SETUP_KINDS:
-            self._give_up(dev, f"it cannot run its runtime as the profile asks: {why}; fix the profile or install "
-                               "the runtime on the device, then resume", recover=False)
+            # a resume keeps the settings the campaign was planned with: a fixed profile needs a new run
+            self._give_up(dev, f"it cannot run its runtime as the profile asks: {why}; install the runtime on "
+                               "the device and resume, or fix the profile and run the campaign again",
+                          recover=False)
         elif kind == DEVICE_TOO_HOT:  # rule 6: the agent already waited temp_give_up_s for it to cool
             self._give_up(dev, f"it stayed too hot to measure: {why}; check its cooling, then resume", recover=False)
         else:

@@ -282,7 +282,8 @@ ABSENT_CORE = (os.cpu_count() or 1) + 8
 
 def _lacks_its_runtime(tmp_path):
     return (write_profile(tmp_path, "ray-cuda", options={"provider": "cuda"}),  # this CPU build has no CUDA
-            ["cannot run its runtime as the profile asks", "CUDAExecutionProvider"])
+            ["cannot run its runtime as the profile asks", "CUDAExecutionProvider",
+             "fix the profile and run the campaign again"])
 
 
 def _lacks_its_cores(tmp_path):
