@@ -260,18 +260,25 @@ def _store_results(store, profile, archs, latencies, name):
             "stats": {"label_ms": label[arch], "median_ms": label[arch], "iqr_over_median": 0.01}})
 
 
+def _my_pi_at_batch_1_and_8(tmp_path):
+    """Two profiles of one device name, my_pi, that differ only in batch size."""
+    from tests.campaign_helpers import write_profile
+
+    one = write_profile(tmp_path, "my_pi")
+    (tmp_path / "b8").mkdir()
+    eight = write_profile(tmp_path / "b8", "my_pi")
+    eight.write_text(eight.read_text().replace("[measurement]", "[workload]\nbatch_size = 8\n\n[measurement]"))
+    return one, eight
+
+
 def test_adapt_refuses_a_store_holding_the_device_under_two_batch_sizes(tables, tmp_path, capsys):
     """`hwl adapt --store` took the median of every latency the store held for the device name: batch 1 and
     batch 8 campaigns of my_pi made 300 'measurements', 100 of them halfway between the two (4.5 x the batch 1
     time) and 100 at 8 x, and adapt said 'adapted to my_pi with 300 measurements'."""
     from harness.store import Store
-    from tests.campaign_helpers import write_profile
 
     truth = data.read_table(tables / "new.parquet", "nb201").set_index("arch")["latency_ms"]
-    one = write_profile(tmp_path, "my_pi")
-    (tmp_path / "b8").mkdir()
-    eight = write_profile(tmp_path / "b8", "my_pi")
-    eight.write_text(eight.read_text().replace("[measurement]", "[workload]\nbatch_size = 8\n\n[measurement]"))
+    one, eight = _my_pi_at_batch_1_and_8(tmp_path)
     with Store(tmp_path / "lab.db") as store:
         _store_results(store, one, range(0, 200), truth.iloc[0:200].to_numpy(), "batch-1")
     assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
@@ -296,13 +303,9 @@ def test_train_and_evaluate_refuse_a_store_holding_a_device_under_two_batch_size
     """`hwl train --store` and `hwl evaluate --store` read the same median over settings as adapt did: trained on,
     or scored against, a my_pi whose latencies were half batch 1, half batch 8 timings, without a word."""
     from harness.store import Store
-    from tests.campaign_helpers import write_profile
 
     truth = data.read_table(tables / "new.parquet", "nb201").set_index("arch")["latency_ms"]
-    one = write_profile(tmp_path, "my_pi")
-    (tmp_path / "b8").mkdir()
-    eight = write_profile(tmp_path / "b8", "my_pi")
-    eight.write_text(eight.read_text().replace("[measurement]", "[workload]\nbatch_size = 8\n\n[measurement]"))
+    one, eight = _my_pi_at_batch_1_and_8(tmp_path)
     with Store(tmp_path / "lab.db") as store:
         _store_results(store, one, range(0, 200), truth.iloc[0:200].to_numpy(), "batch-1")
         _store_results(store, eight, range(200, 400), 8 * truth.iloc[200:400].to_numpy(), "batch-8")
