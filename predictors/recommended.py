@@ -566,7 +566,8 @@ class PhysBayes(FewShotMethod):
         if not self.design_groups:
             return super().choose(k, candidates, rng)
         if not self._is_pretrained():
-            raise ValueError(f"{type(self).__name__}.choose needs pretrain(space, train) first (it reads the encodings)")
+            raise ValueError(f"{type(self).__name__}.choose needs pretrain(space, train) first "
+                             "(it reads the encodings)")
         if k > len(candidates):
             raise ValueError(f"k={k} is larger than the {len(candidates)} candidate architectures")
         return [candidates[i] for i in d_optimal(self.design_matrix(candidates), k, rng, pool=self.pool)]
