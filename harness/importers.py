@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.export_labels import accepted_labels, is_results_export
 from harness.model_file import torch_error
 from harness.store import Store
 from spaces import ArchError, fbnet, nb201
@@ -100,8 +99,16 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     labels; with ``wide``, a wide table (``hwl campaign export --format help``, HELP's
     ``*_wide.csv.gz``) one row per filled cell. Any other table is returned as it is."""
     cols = set(frame.columns)
-    if is_results_export(frame):
-        return accepted_labels(frame, path, TableImportError)
+    if {"label_ms", "accepted", "device"} <= cols and "latency_ms" not in cols:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            from harness.errors import CampaignError
+            from harness.exporting import read_parquet_export
+            try:
+                read_parquet_export(path)  # refuses an export format newer than this code reads
+            except CampaignError as exc:
+                raise TableImportError(str(exc)) from None
+        answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
+        return answered.drop(columns=["latency_ms"], errors="ignore").rename(columns={"label_ms": "latency_ms"})
     if not wide:
         return frame
     # A wide table looks like an accuracy or proxy table (arch columns, then numbers), hence the flag.

@@ -5,8 +5,7 @@
 
 - the HELP tables shipped in ``predictors/data/`` (:func:`help_table`),
 - a user's or an exported CSV / Parquet file (:func:`read_table`) with a ``device`` and a
-  ``latency_ms`` column and one of ``arch_index``, ``arch_str``, ``arch``, ``arch_ops``, or
-  hwl's own Parquet export (``hwl campaign export``: its accepted labels),
+  ``latency_ms`` column and one of ``arch_index``, ``arch_str``, ``arch``, ``arch_ops``,
 - a harness store (:func:`store_table`, ``harness.store.Store(path).latency_table(space)``),
 
 and :func:`load_table` picks one of them from CLI-style arguments. Devices may cover different
@@ -121,10 +120,6 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
-    from harness.export_labels import accepted_labels, is_results_export  # here: the harness is optional
-
-    if is_results_export(raw):  # `hwl campaign export`'s Parquet: its accepted labels are the latencies
-        raw = accepted_labels(raw, path, LatencyTableError)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
     return from_frame(raw, space, source=source or path.name, where=str(path))
