@@ -9,6 +9,7 @@ own (``harness.onboard.comparable_rows``); commands that read a store's whole ta
 from __future__ import annotations
 
 import json
+from shlex import quote
 from pathlib import Path
 
 from harness.campaign import differing_keys
@@ -44,10 +45,11 @@ def check_one_setting(store_path, space: str, devices) -> None:
             parts = [f"{n} with {', '.join(f'{k} = {_value(identity, k)}' for k in keys)} (campaign"
                      f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
                      for identity, n, campaigns in settings]
+            export = f"hwl campaign export --store {quote(str(store_path))} --name {quote(settings[0][2][0])}"
             raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
-                            f"different settings: {'; '.join(parts)}; their median would mix them, so give one "
-                            "setting's latencies as a table file instead of --store, or measure each setting "
-                            "under its own device name")
+                            f"different settings: {'; '.join(parts)}; their median would mix them, so export one "
+                            f"campaign ({export} --out FILE.parquet) and give that file instead of --store, or "
+                            "measure each setting under its own device name")
 
 
 def _value(identity: dict, dotted: str):

@@ -158,6 +158,12 @@ def export_help(store: Store, campaign_id: int, path) -> Path:
 
 def read_parquet_export(path) -> pd.DataFrame:
     """Read an export, refusing a format version newer than this code's."""
+    check_export_version(path)
+    return pd.read_parquet(path)
+
+
+def check_export_version(path) -> None:
+    """Refuse a Parquet file that is not an hwl export, or one of a format newer than this code's."""
     meta = pq.read_schema(path).metadata or {}
     version = meta.get(b"hwl_format_version", b"").decode()
     if not version:
@@ -165,4 +171,3 @@ def read_parquet_export(path) -> pd.DataFrame:
     if int(version) > int(PARQUET_FORMAT_VERSION):
         raise CampaignError(f"{path} has export format {version}; this hwl reads up to "
                             f"{PARQUET_FORMAT_VERSION}: upgrade hwl")
-    return pd.read_parquet(path)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
+from harness.export_tables import KEY_COLUMNS, accepted_labels, is_parquet_export, wide_cells
 from harness.model_file import torch_error
 from harness.store import Store
 from spaces import ArchError, fbnet, nb201
@@ -90,40 +91,19 @@ def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
     return space, n
 
 
-# The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
-_KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
-
-
 def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide: bool) -> pd.DataFrame:
-    """hwl's own exports as long tables: a Parquet export (one row per result) gives its accepted
-    labels; with ``wide``, a wide table (``hwl campaign export --format help``, HELP's
-    ``*_wide.csv.gz``) one row per filled cell. Any other table is returned as it is."""
-    cols = set(frame.columns)
-    if {"label_ms", "accepted", "device"} <= cols and "latency_ms" not in cols:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            from harness.errors import CampaignError
-            from harness.exporting import read_parquet_export
-            try:
-                read_parquet_export(path)  # refuses an export format newer than this code reads
-            except CampaignError as exc:
-                raise TableImportError(str(exc)) from None
-        answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
-        return answered.drop(columns=["latency_ms"], errors="ignore").rename(columns={"label_ms": "latency_ms"})
+    """hwl's own exports as long tables (``harness.export_tables``): a Parquet export gives its accepted
+    labels; with ``wide``, a wide table (``hwl campaign export --format help``, HELP's ``*_wide.csv.gz``)
+    one row per filled cell. Any other table is returned as it is."""
+    if is_parquet_export(frame):
+        return accepted_labels(frame, path, error=TableImportError)
     if not wide:
         return frame
     # A wide table looks like an accuracy or proxy table (arch columns, then numbers), hence the flag.
-    if device is not None or cols & {"device", "latency_ms"}:
+    if device is not None or set(frame.columns) & {"device", "latency_ms"}:
         raise TableImportError(f"{path.name}: --wide takes a table with one latency column per device; this one "
                                "has a 'device' or 'latency_ms' column (or --device was given): leave out --wide")
-    archs = [c for c in frame.columns if c in _KEY_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
-    devices = [c for c in frame.columns if c not in _KEY_COLUMNS]
-    if not archs or not devices:
-        raise TableImportError(f"{path.name}: a wide table needs an architecture column (arch_index, arch_str, "
-                               "arch_ops, op_idx_key or arch) and device columns; columns: "
-                               f"{', '.join(map(str, frame.columns))}")
-    long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
-    blank = long["latency_ms"].isna() | (long["latency_ms"].astype(str).str.strip() == "")
-    return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
+    return wide_cells(frame, path.name, error=TableImportError)
 
 
 def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None = None,
@@ -132,7 +112,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     cols = set(frame.columns)
     if "latency_ms" not in cols:
         hint = ("; a wide table (one column per device) needs --wide" if "device" not in cols and device is None
-                and cols & set(_KEY_COLUMNS) else "")
+                and cols & set(KEY_COLUMNS) else "")
         raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})"
                                + hint)
     if "device" not in cols and device is None:

@@ -120,9 +120,26 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
+    raw = _own_export_as_long(raw, path)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
     return from_frame(raw, space, source=source or path.name, where=str(path))
+
+
+def _own_export_as_long(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """`hwl campaign export`'s files as long tables: a Parquet export's accepted labels (one device setting
+    each), a wide table's filled cells (arch columns and one column per device, none named device or latency_ms)."""
+    from harness.export_tables import accepted_labels, is_parquet_export, looks_wide, wide_cells
+
+    if is_parquet_export(raw):
+        answered = accepted_labels(raw, path, error=LatencyTableError)
+        if answered.empty:  # else 'has no rows', of a file with rows
+            raise LatencyTableError(f"{path}: an hwl export whose {len(raw)} results include no accepted latency "
+                                    "(every job failed or is not done yet)")
+        return answered
+    if looks_wide(raw):
+        return wide_cells(raw, str(path), error=LatencyTableError)
+    return raw
 
 
 def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: str = "table") -> pd.DataFrame:

@@ -1,0 +1,79 @@
+"""hwl's own campaign exports read back as long latency tables (``device``, ``latency_ms``, an arch column).
+
+`hwl data import` and the predictor commands' table files (``--measurements``, ``--table``,
+``--test-table``) read them alike: a Parquet export (one row per attempt) gives each job's accepted
+label, a wide table (``--format help``: one column per device) one row per filled cell.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import CampaignError, UserError
+from harness.exporting import SETTINGS_COLUMNS, check_export_version
+
+# The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
+KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
+
+
+def is_parquet_export(frame: pd.DataFrame) -> bool:
+    """One row per result, as `hwl campaign export` writes: labels in ``label_ms``, the job's answer ``accepted``."""
+    return {"label_ms", "accepted", "device"} <= set(frame.columns) and "latency_ms" not in frame.columns
+
+
+def looks_wide(frame: pd.DataFrame) -> bool:
+    """Architecture columns, other columns, none named ``device`` or ``latency_ms``: one latency column per device."""
+    cols = set(frame.columns)
+    return not cols & {"device", "latency_ms"} and bool(cols & set(KEY_COLUMNS)) and bool(cols - set(KEY_COLUMNS))
+
+
+def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.DataFrame:
+    """The export's accepted labels as ``latency_ms`` rows; ``error`` (a ``UserError`` class) for a
+    newer export format, or a device measured with two settings (the file joins two campaigns' exports)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            check_export_version(path)
+        except CampaignError as exc:
+            raise error(str(exc)) from None
+    answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
+    _check_one_setting(answered, path.name, error)
+    return answered.rename(columns={"label_ms": "latency_ms"})
+
+
+def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
+    """Refuse a device whose accepted labels come from two settings: their median is neither."""
+    settings = [c for c in SETTINGS_COLUMNS if c in rows.columns]
+    if not settings or rows.empty:
+        return
+    keyed = rows.assign(**{c: rows[c].astype(str) for c in settings})
+    for device, group in keyed.groupby("device", sort=False):
+        kinds = group.groupby(settings, sort=False)
+        if kinds.ngroups < 2:
+            continue
+        varying = [c for c in settings if group[c].nunique() > 1]
+        parts = []
+        for _, part in kinds:
+            campaigns = (f" (campaign {', '.join(pd.unique(part['campaign']))})"
+                         if "campaign" in part.columns else "")
+            values = ", ".join(f"{c} = {part[c].iloc[0]}" for c in varying)
+            parts.append(f"{len(part)} with {values}{campaigns}")
+        raise error(f"{source} holds {device}'s latencies measured with {kinds.ngroups} different settings: "
+                    f"{'; '.join(parts)}; their median would mix them, so give one campaign's export "
+                    "(hwl campaign export --name CAMPAIGN)")
+
+
+def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFrame:
+    """One row (arch columns, ``device``, ``latency_ms``) per filled cell of a wide table."""
+    archs = [c for c in frame.columns if c in KEY_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
+    devices = [c for c in frame.columns if c not in KEY_COLUMNS]
+    if not archs or not devices:
+        raise error(f"{source}: a wide table needs an architecture column (arch_index, arch_str, arch_ops, "
+                    f"op_idx_key or arch) and device columns; columns: {', '.join(map(str, frame.columns))}")
+    long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
+    blank = long["latency_ms"].isna() | (long["latency_ms"].astype(str).str.strip() == "")
+    return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
+
+
+__all__ = ["KEY_COLUMNS", "accepted_labels", "is_parquet_export", "looks_wide", "wide_cells"]
