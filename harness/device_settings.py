@@ -39,6 +39,8 @@ def check_one_setting(store_path, space: str, devices) -> None:
     with Store(Path(store_path), readonly=True) as store:
         for device in devices:
             settings = measured_settings(store, space, device)
+            if len(settings) == 1:
+                _check_not_also_imported(store, store_path, space, device, settings[0])
             if len(settings) < 2:
                 continue
             keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
@@ -50,6 +52,22 @@ def check_one_setting(store_path, space: str, devices) -> None:
                             f"different settings: {'; '.join(parts)}; their median would mix them, so export one "
                             f"campaign ({export} --out FILE.parquet) and give that file instead of --store, or "
                             "measure each setting under its own device name")
+
+
+def _check_not_also_imported(store: Store, store_path, space: str, device: str, setting) -> None:
+    """Refuse a device name both measured and imported: an imported table carries no settings, so its
+    latencies may be another device's or another setting's, and the store's median would mix them."""
+    imported = store.query("SELECT source, count(*) AS n FROM imported WHERE space = ? AND device = ? "
+                           "GROUP BY source ORDER BY min(rowid)", (space, device))
+    if imported.empty:
+        return
+    _, n, campaigns = setting
+    files = ", ".join(f"{n} from {source}" for source, n in imported.itertuples(index=False))
+    export = f"hwl campaign export --store {quote(str(store_path))} --name {quote(campaigns[0])}"
+    raise UserError(f"store {store_path} holds {device}'s {space} latencies both measured ({n}, campaign"
+                    f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)}) and imported ({files}; settings "
+                    f"unknown); their median would mix them, so export the campaign ({export} --out FILE.parquet) "
+                    "and give that file instead of --store; import a table under a device name no campaign measures")
 
 
 def _value(identity: dict, dotted: str):

@@ -3,6 +3,7 @@ export`, then `hwl adapt` / `hwl predict` on the exported file, as on another ma
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 
 import pandas as pd
@@ -21,7 +22,8 @@ BATCH_2 = "5-9"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A store with campaigns batch-1 and batch-2 of device lab-ort, and a model pretrained on HELP's table."""
+    """A store with campaigns batch-1 and batch-2 of device lab-ort (lab.db), one with batch-1 alone (batch-1.db),
+    and a model pretrained on HELP's table."""
     root = tmp_path_factory.mktemp("lab")
     (root / "b2").mkdir()
     one = write_profile(root, "lab-ort")
@@ -34,12 +36,25 @@ def lab(tmp_path_factory):
                       "--store", root / "lab.db", "--artifacts", root / "art", "--canary-every", "0",
                       "--no-progress", env={"RAY_TMPDIR": ray_tmp})
             assert run.returncode == 0, run.stderr
+            if name == "batch-1":  # a store of one setting, for the tests of imported rows
+                _copy_store(root / "lab.db", root / "batch-1.db")
     finally:
         kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert main(["train", "--space", "nb201", "--devices", "1080ti_1,pixel3,raspi4", "--n-pretrain", "300",
                  "--out", str(root / "model.pt")]) == 0
     return root
+
+
+def _copy_store(src, dst):
+    """A copy of a store with what its WAL holds (a file copy of lab.db alone may miss the last commits)."""
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return dst
 
 
 def _export(lab, name, out):
@@ -113,9 +128,42 @@ def test_an_export_file_joining_two_settings_is_refused(lab, tmp_path, capsys):
                                      "10 with batch_size = 1 (campaign batch-1); 5 with batch_size = 2 (campaign "
                                      "batch-2); their median would mix them") in err, err
     assert not (tmp_path / "joined.pt").exists()
-    shutil.copy(lab / "lab.db", tmp_path / "copy.db")
+    _copy_store(lab / "lab.db", tmp_path / "copy.db")
     assert main(["data", "import", str(joined), "--store", str(tmp_path / "copy.db")]) == 2
     assert "measured with 2 different settings" in capsys.readouterr().err
     with Store(tmp_path / "copy.db", readonly=True) as store:  # nothing imported, nothing lost
         assert len(store.query("SELECT * FROM imported")) == 0
         assert len(store.latency_table("nb201")) == 15
+
+
+def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_path, capsys):
+    """A table imported under lab-ort (settings unknown: here another machine's timings) was merged with the
+    campaign's measurements by adapt / train / evaluate --store: 'adapted to lab-ort with 30 measurements'."""
+    from predictors import data
+
+    db = tmp_path / "lab.db"
+    _copy_store(lab / "batch-1.db", db)
+    model = str(lab / "model.pt")
+    assert main(["adapt", model, "--device", "lab-ort", "--store", str(db), "--out", str(tmp_path / "a.pt")]) == 0
+    assert "with 10 measurements" in capsys.readouterr().out  # measured alone: read as before
+    help_rows = data.help_table("nb201")
+    theirs = help_rows[(help_rows["device"] == "raspi4") & help_rows["arch"].between(5, 29)]
+    theirs.rename(columns={"arch": "arch_index"}).assign(device="lab-ort").to_csv(tmp_path / "theirs.csv", index=False)
+    assert main(["data", "import", str(tmp_path / "theirs.csv"), "--store", str(db)]) == 0
+    capsys.readouterr()
+    line = (f"holds lab-ort's nb201 latencies both measured (10, campaign batch-1) and imported (25 from theirs.csv; "
+            f"settings unknown); their median would mix them, so export the campaign (hwl campaign export --store "
+            f"{db} --name batch-1 --out FILE.parquet) and give that file instead of --store")
+    commands = [["adapt", model, "--device", "lab-ort", "--store", str(db), "--out", str(tmp_path / "b.pt")],
+                ["train", "--space", "nb201", "--method", "copy", "--devices", "lab-ort", "--store", str(db),
+                 "--out", str(tmp_path / "b.pt")],
+                ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--test-devices", "lab-ort",
+                 "--method", "copy", "--store", str(db), "--samples", "2", "--trials", "1",
+                 "--json", str(tmp_path / "b.json")]]
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and line in err, err
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "b.json").exists()
+    with Store(db, readonly=True) as store:  # nothing stored was lost
+        assert len(store.latency_table("nb201")) == 35
