@@ -315,6 +315,8 @@ class Store:
                 table[col] = 0
         table = table[["queued", "running", "done", "failed"]].astype(int)
         dev = self.devices(campaign_id).set_index("device")[["state", "error", "consecutive_failures"]]
+        # pandas 3 reads a NULL beside text as NaN: the table and the JSON want None
+        dev["error"] = dev["error"].astype(object).where(dev["error"].notna(), None)
         return dev.join(table, how="left").fillna({"queued": 0, "running": 0, "done": 0, "failed": 0}) \
             .reset_index()
 

@@ -224,6 +224,30 @@ def test_failing_device_is_quarantined_while_others_complete(local_ray, artifact
     assert status.loc["ray-bad", "done"] == 0
 
 
+def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(local_ray, artifacts, tmp_path, capsys):
+    """With pandas 3 a missing error of the good device read as NaN beside the quarantined one's text: `hwl
+    campaign status` died in a TypeError ('float' object is not subscriptable) and --json printed NaN, which
+    JSON readers refuse. The good device's error is now empty (table) and null (JSON)."""
+    good = write_profile(tmp_path, "ray-good")
+    bad = write_profile(tmp_path, "ray-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [good, bad])
+    with Store(db) as s:
+        assert run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))[
+            "devices"]["ray-bad"]["state"] == "quarantined"
+    capsys.readouterr()
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert "3 failed" in table and "ray-good" in table  # the rest of the error is wrapped to the terminal
+    assert hwl_main(["campaign", "status", "--store", str(db), "--json"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON")
+    devices = {d["device"]: d for d in json.loads(capsys.readouterr().out, parse_constant=refuse)["devices"]}
+    assert devices["ray-good"]["error"] is None and devices["ray-good"]["done"] == 3
+    assert "3 failed attempts in a row" in devices["ray-bad"]["error"]
+
+
 def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, artifacts, tmp_path, capsys):
     """The store's consecutive_failures was written only at quarantine and recovery, so `hwl campaign
     status` showed 0 for a device failing attempt after attempt; it now follows each result."""
