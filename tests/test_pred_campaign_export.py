@@ -167,3 +167,37 @@ def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_
     assert not (tmp_path / "b.pt").exists() and not (tmp_path / "b.json").exists()
     with Store(db, readonly=True) as store:  # nothing stored was lost
         assert len(store.latency_table("nb201")) == 35
+
+
+def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab, tmp_path, capsys):
+    """A real campaign whose command device fails every attempt (quarantined, its jobs queued): adapt, train and
+    evaluate --store said "unknown device 'lab-bad'; valid devices: lab-ort", as if the store had never heard
+    of it. They now say what became of its jobs and how to go on."""
+    bad = write_profile(tmp_path, "lab-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
+    db = _copy_store(lab / "batch-1.db", tmp_path / "lab.db")
+    ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")
+    try:
+        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", bad, "--name", "broken",
+                  "--store", db, "--artifacts", lab / "art", "--canary-every", "0", "--no-progress",
+                  env={"RAY_TMPDIR": ray_tmp})
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert run.returncode == 1 and "lab-bad quarantined" in run.stderr, run.stderr
+    line = (f"store {db} holds no accepted nb201 latency of lab-bad (campaign broken: 4 queued (device quarantined)): "
+            f"once it has some (hwl campaign resume --store {db} --name broken, or wait for the coordinator running "
+            "it), run this again")
+    out = str(tmp_path / "a.pt")
+    commands = [["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--store", str(db), "--out", out],
+                ["train", "--space", "nb201", "--method", "copy", "--devices", "lab-ort,lab-bad", "--store", str(db),
+                 "--out", out],
+                ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--test-devices", "lab-bad",
+                 "--method", "copy", "--store", str(db), "--samples", "2", "--trials", "1"]]
+    capsys.readouterr()
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and line in err, err
+    assert not (tmp_path / "a.pt").exists()
+    assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--store", str(db),
+                 "--out", str(tmp_path / "a.pt")]) == 0  # the good device of the same store adapts as before

@@ -6,6 +6,7 @@ from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
+from harness.unanswered_devices import check_answered
 from predictors import data
 
 
@@ -34,6 +35,8 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
         raise UserError(f"{model} is already adapted to {saved['device']!r}; adapt the pretrained model from "
                         "`hwl train` (with all the measurements) instead")
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
+    if store is not None:  # a device the store measures but has no label of is not 'unknown'
+        check_answered(store, saved["space"], [device], data.devices_of(table))
     series = data.by_device(table, [device])[device]
     if store is not None:  # the store's table is a median over every setting the device was measured with
         check_one_setting(store, saved["space"], [device])
