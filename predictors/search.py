@@ -361,6 +361,9 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     if budget is not None:
         _check_budget(budget, n_latency)
     target_table = data.load_table(space, path=latency_table, store=store)
+    if store is not None:  # as adapt --store: a measured device without a label is not 'unknown'
+        from harness.unanswered_devices import check_answered
+        check_answered(store, space, [device], data.devices_of(target_table))
     target = data.by_device(target_table, [device])[device]
     proxies = None
     if encoding != "vec":
@@ -381,6 +384,10 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     elif device in train_devices:
         raise SearchError(f"the target device {device!r} cannot also be a train device")
     train = data.by_device(pool_table, train_devices)
+    if store is not None:  # the store's table is a median over every setting (and import) of a device name
+        from harness.device_settings import check_one_setting
+        stored = set(data.devices_of(target_table))
+        check_one_setting(store, space, [device, *(d for d in train_devices if d in stored)])
     latency_method = registry.get_method(method, random_state=seed).pretrain(space, pretrain_sample(train, n_pretrain,
                                                                                                     seed))
     return problem, latency_method, proxies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +19,7 @@ from tests.campaign_helpers import hwl, kill_leftovers, write_profile
 pytestmark = pytest.mark.slow
 BATCH_1 = "0-9"  # ten NB201 cells at batch 1, then five of them at batch 2 under the same device name
 BATCH_2 = "5-9"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +203,19 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     assert not (tmp_path / "a.pt").exists()
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--store", str(db),
                  "--out", str(tmp_path / "a.pt")]) == 0  # the good device of the same store adapts as before
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_search_refuses_a_store_holding_two_settings_and_takes_the_export(lab, tmp_path, capsys):
+    """`hwl search --store` read lab-ort's median over its batch 1 and batch 2 campaigns as the target device's
+    latencies (adapt, train and evaluate refuse that store): it searched under a limit measured on neither."""
+    search = ["search", "--device", "lab-ort", "--max-latency-ms", "100", "--budget", "6", "--latency-samples", "3",
+              "--seeds", "1", "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--train-devices",
+              "1080ti_1,pixel3"]
+    capsys.readouterr()
+    assert main([*search, "--store", str(lab / "lab.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds lab-ort's nb201 latencies measured with 2 different settings" in err, err
+    exported = _export(lab, "batch-1", tmp_path / "batch-1.parquet")
+    assert main([*search, "--latency-table", str(exported)]) == 0  # the file the line names searches
+    assert "true optimum under the limit" in capsys.readouterr().out
