@@ -120,19 +120,24 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
-    raw = _own_export_as_long(raw, path)
+    raw = _own_export_as_long(raw, path, device)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
     return from_frame(raw, space, source=source or path.name, where=str(path))
 
 
-def _own_export_as_long(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _own_export_as_long(raw: pd.DataFrame, path: Path, device: str | None = None) -> pd.DataFrame:
     """`hwl campaign export`'s files as long tables: a Parquet export's accepted labels (one device setting
     each), a wide table's filled cells (arch columns and one column per device, none named device or latency_ms)."""
     from harness.export_tables import accepted_labels, is_parquet_export, looks_wide, wide_cells
 
     if is_parquet_export(raw):
         answered = accepted_labels(raw, path, error=LatencyTableError)
+        if device is not None and device not in set(answered["device"]) and device in set(raw["device"]):
+            tried = raw.loc[raw["device"] == device, "outcome"] if "outcome" in raw.columns else raw["device"]
+            outcomes = ", ".join(f"{n} {o}" for o, n in tried.value_counts().items())
+            raise LatencyTableError(f"{path} holds {len(tried)} attempts of {device}, none accepted ({outcomes}): "
+                                    "its campaign has no latency of it yet (hwl campaign status says why)")
         if answered.empty:  # else 'has no rows', of a file with rows
             raise LatencyTableError(f"{path}: an hwl export whose {len(raw)} results include no accepted latency "
                                     "(every job failed or is not done yet)")

@@ -2,6 +2,7 @@
 export`, then `hwl adapt` / `hwl predict` on the exported file, as on another machine without the store."""
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -179,7 +180,8 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     db = _copy_store(lab / "batch-1.db", tmp_path / "lab.db")
     ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")
     try:
-        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", bad, "--name", "broken",
+        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", f"{lab / 'lab-ort.toml'},{bad}",
+                  "--name", "broken",
                   "--store", db, "--artifacts", lab / "art", "--canary-every", "0", "--no-progress",
                   env={"RAY_TMPDIR": ray_tmp})
     finally:
@@ -203,6 +205,14 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     assert not (tmp_path / "a.pt").exists()
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--store", str(db),
                  "--out", str(tmp_path / "a.pt")]) == 0  # the good device of the same store adapts as before
+    # the campaign's export: lab-bad's attempts are in it, but no accepted label
+    exported = _export(tmp_path, "broken", tmp_path / "broken.parquet")
+    capsys.readouterr()
+    assert main(["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--measurements", str(exported),
+                 "--out", str(tmp_path / "b.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r"broken.parquet holds (\d) attempts of lab-bad, none accepted "
+                                               r"\(\1 runtime_error\)", err), err
 
 
 @pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
