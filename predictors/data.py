@@ -143,7 +143,12 @@ def _own_export_as_long(raw: pd.DataFrame, path: Path, device: str | None = None
                                     "(every job failed or is not done yet)")
         return answered
     if looks_wide(raw):
-        return wide_cells(raw, str(path), error=LatencyTableError)
+        long = wide_cells(raw, str(path), error=LatencyTableError)
+        if device is not None and device not in set(long["device"]):  # likely a one-device table's misnamed column
+            raise LatencyTableError(f"{path} has no device or latency_ms column, so it reads as one latency column "
+                                    f"per device ({', '.join(map(str, pd.unique(long['device'])))}), and none is "
+                                    f"{device}: name a one-device table's latency column latency_ms")
+        return long
     return raw
 
 

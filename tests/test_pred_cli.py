@@ -319,3 +319,25 @@ def test_train_and_evaluate_refuse_a_store_holding_a_device_under_two_batch_size
                  "--method", "copy", "--samples", "10", "--trials", "1", "--json", str(tmp_path / "e.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and not (tmp_path / "e.json").exists()
+
+
+def test_a_one_device_table_with_a_misnamed_latency_column_says_to_name_it_latency_ms(tables, tmp_path, capsys):
+    """Since wide tables (hwl campaign export --format help) are read, a one-device file whose latency column is
+    called 'latency' read as a wide table of a device named 'latency': adapt said "unknown device 'my_pi';
+    valid devices: latency". It now says the file has no latency_ms column and how it was read."""
+    truth = data.read_table(tables / "new.parquet", "nb201")
+    mine = pd.DataFrame({"arch_index": truth["arch"].iloc[:12], "latency": truth["latency_ms"].iloc[:12]})
+    mine.to_csv(tmp_path / "my_pi.csv", index=False)
+    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "copy.pt")]) == 0
+    capsys.readouterr()
+    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--measurements",
+                 str(tmp_path / "my_pi.csv"), "--out", str(tmp_path / "a.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("has no device or latency_ms column, so it reads as one latency column per "
+                                     "device (latency), and none is my_pi: name a one-device table's latency "
+                                     "column latency_ms") in err, err
+    assert not (tmp_path / "a.pt").exists()
+    mine.rename(columns={"latency": "latency_ms"}).to_csv(tmp_path / "my_pi.csv", index=False)
+    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--measurements",
+                 str(tmp_path / "my_pi.csv"), "--out", str(tmp_path / "a.pt")]) == 0
