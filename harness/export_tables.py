@@ -6,10 +6,12 @@ label, a wide table (``--format help``: one column per device) one row per fille
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from harness.campaign import _differing_keys
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
 
@@ -52,16 +54,32 @@ def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
         kinds = group.groupby(settings, sort=False)
         if kinds.ngroups < 2:
             continue
-        varying = [c for c in settings if group[c].nunique() > 1]
         parts = []
-        for _, part in kinds:
+        described = _describe(list(kinds), settings)
+        for (_, part), values in zip(kinds, described):
             campaigns = (f" (campaign {', '.join(pd.unique(part['campaign']))})"
                          if "campaign" in part.columns else "")
-            values = ", ".join(f"{c} = {part[c].iloc[0]}" for c in varying)
             parts.append(f"{len(part)} with {values}{campaigns}")
         raise error(f"{source} holds {device}'s latencies measured with {kinds.ngroups} different settings: "
                     f"{'; '.join(parts)}; their median would mix them, so give one campaign's export "
                     "(hwl campaign export --name CAMPAIGN)")
+
+
+def _describe(kinds, settings: list[str]) -> list[str]:
+    """Per setting, 'key = value' of what differs: the identity's dotted keys when the export has its
+    JSON (runtime options too), else the settings columns."""
+    if "settings" in settings:
+        identities = [json.loads(part["settings"].iloc[0]) for _, part in kinds]
+        keys = sorted({k for other in identities[1:] for k in _differing_keys(identities[0], other)})
+        return [", ".join(f"{k} = {_dotted(identity, k)}" for k in keys) for identity in identities]
+    varying = [c for c in settings if len({part[c].iloc[0] for _, part in kinds}) > 1]
+    return [", ".join(f"{c} = {part[c].iloc[0]}" for c in varying) for _, part in kinds]
+
+
+def _dotted(identity: dict, dotted: str):
+    for part in dotted.split("."):
+        identity = identity.get(part) if isinstance(identity, dict) else None
+    return identity
 
 
 def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import CampaignError
 from harness.paths import written_whole
+from harness.profiles import profile_from_dict
 from harness.store import Store, code_version
 from spaces import nb201
 from spaces.cost import dataset_of
@@ -31,7 +32,7 @@ EXPORT_PAGE_ROWS = 25_000
 
 # the settings columns each result gets from its device's profile (measurement-method rule 1)
 SETTINGS_COLUMNS = ("device_class", "host", "runtime", "threads", "cores", "batch_size", "dataset",
-                    "measurement_profile")
+                    "measurement_profile", "settings")  # settings: DeviceProfile.identity as JSON, options included
 
 
 def results_pages(store: Store, campaign_id: int, *, rows: int = EXPORT_PAGE_ROWS) -> Iterator[pd.DataFrame]:
@@ -64,7 +65,8 @@ def _device_settings(store: Store, campaign_id: int) -> dict[str, dict]:
                                 "cores": ",".join(map(str, p["runtime"]["cores"] or [])),
                                 "batch_size": p["batch_size"],
                                 "dataset": dataset_of(space, p["dataset"]).name,
-                                "measurement_profile": p["measurement"]}
+                                "measurement_profile": p["measurement"],
+                                "settings": json.dumps(profile_from_dict(p).identity(), sort_keys=True)}
     return settings
 
 
@@ -76,7 +78,8 @@ def _parquet_schema(store: Store, columns) -> pa.Schema:
     depend on its rows (an integer column with a missing value reads as float, one with every
     value missing has no type), and every page must write the same schema."""
     types = {name: pa.string() for name in ("campaign", "space", "arch", "arch_str", "device", "device_class",
-                                            "host", "runtime", "cores", "dataset", "measurement_profile")}
+                                            "host", "runtime", "cores", "dataset", "measurement_profile",
+                                            "settings")}
     types.update(job_id=pa.int64(), accepted=pa.bool_(), threads=pa.int64(), batch_size=pa.int64())
     for name, sql_type in store.result_columns(with_types=True).items():
         types.setdefault(name, _ARROW_OF_SQL[sql_type.upper()])

@@ -229,3 +229,31 @@ def test_search_refuses_a_store_holding_two_settings_and_takes_the_export(lab, t
     exported = _export(lab, "batch-1", tmp_path / "batch-1.parquet")
     assert main([*search, "--latency-table", str(exported)]) == 0  # the file the line names searches
     assert "true optimum under the limit" in capsys.readouterr().out
+
+
+def test_an_export_file_joining_two_runtime_options_is_refused(lab, tmp_path, capsys):
+    """The export's settings columns (threads, cores, batch_size, ...) leave out the runtime options: two campaigns
+    of lab-ort differing only in onnxruntime's graph optimisation, joined into one file, read as one setting and
+    adapt took the median of both. The export now carries each device's whole identity (settings, JSON)."""
+    db = _copy_store(lab / "batch-1.db", tmp_path / "lab.db")
+    (tmp_path / "plain").mkdir()
+    plain = write_profile(tmp_path / "plain", "lab-ort", options={"graph_optimization": "disable"})
+    ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")
+    try:
+        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", plain, "--name", "no-opt",
+                  "--store", db, "--artifacts", lab / "art", "--canary-every", "0", "--no-progress",
+                  env={"RAY_TMPDIR": ray_tmp})
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert run.returncode == 0, run.stderr
+    parts = [pq.read_table(_export(tmp_path, name, tmp_path / f"{name}.parquet")) for name in ("batch-1", "no-opt")]
+    pq.write_table(pa.concat_tables(parts), tmp_path / "joined.parquet")
+    capsys.readouterr()
+    assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements",
+                 str(tmp_path / "joined.parquet"), "--out", str(tmp_path / "joined.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("joined.parquet holds lab-ort's latencies measured with 2 different settings: "
+                                     "10 with runtime.options.graph_optimization = None (campaign batch-1); 4 with "
+                                     "runtime.options.graph_optimization = disable (campaign no-opt)") in err, err
+    assert not (tmp_path / "joined.pt").exists()
