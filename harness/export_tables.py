@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.campaign import _differing_keys
+from harness.campaign import differing_keys
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
 
@@ -70,7 +70,7 @@ def _describe(kinds, settings: list[str]) -> list[str]:
     JSON (runtime options too), else the settings columns."""
     if "settings" in settings:
         identities = [json.loads(part["settings"].iloc[0]) for _, part in kinds]
-        keys = sorted({k for other in identities[1:] for k in _differing_keys(identities[0], other)})
+        keys = sorted({k for other in identities[1:] for k in differing_keys(identities[0], other)})
         return [", ".join(f"{k} = {_dotted(identity, k)}" for k in keys) for identity in identities]
     varying = [c for c in settings if len({part[c].iloc[0] for _, part in kinds}) > 1]
     return [", ".join(f"{c} = {part[c].iloc[0]}" for c in varying) for _, part in kinds]

@@ -209,3 +209,23 @@ def test_a_table_of_other_numbers_is_not_taken_for_a_wide_latency_table(tmp_path
     err = capsys.readouterr().err
     assert "no 'latency_ms' column" in err and "needs --wide" in err
     assert not (tmp_path / "lab.db").exists()
+
+
+def test_the_predictor_commands_read_a_parquet_export_as_its_accepted_labels(campaign, tmp_path, capsys):
+    # `hwl adapt --measurements lab.parquet` (and --test-table, --table) refused hwl's own export in one
+    # line listing its 47 columns: it has label_ms, not latency_ms
+    from predictors.data import read_table
+
+    store, cid = campaign
+    export = export_parquet(store, cid, tmp_path / "lab.parquet")
+    got = read_table(export, "nb201")
+    want = store.query("SELECT j.device, CAST(j.arch AS INTEGER) AS arch, r.label_ms FROM results r "
+                       "JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
+    assert sorted(zip(got["device"], got["arch"], got["latency_ms"])) == \
+        sorted(zip(want["device"], want["arch"], want["label_ms"]))
+    model, adapted = tmp_path / "model.pt", tmp_path / "adapted.pt"
+    assert hwl_main(["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "1080ti_1,pixel3",
+                     "--n-pretrain", "50", "--out", str(model)]) == 0
+    assert hwl_main(["adapt", str(model), "--device", "dev-b", "--measurements", str(export),
+                     "--out", str(adapted)]) == 0
+    assert "adapted to dev-b with 3 measurements" in capsys.readouterr().out
