@@ -194,7 +194,8 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tm
         lost = hwl(*run, env=env)
         assert lost.returncode == 1 and json.loads(lost.stdout.splitlines()[-1])["quarantined"] == ["pi-a"]
         assert "hwl campaign: device pi-a quarantined: " in lost.stderr
-        assert f"once it works again, run the same command (or hwl campaign resume --store {db} --name" in lost.stderr
+        assert (f"once it works again, run the same command to finish its jobs (or hwl campaign resume --store {db} "
+                "--name") in lost.stderr and "which keeps the settings the campaign was planned with" in lost.stderr
         profile.write_text(now_at)
         resumed = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
                       "--no-progress", env=env)

@@ -143,8 +143,8 @@ def _live(fn, args, **kwargs) -> int:
                       "quarantined": bad}))
     for name in bad:  # the store keeps its place: say how to go on
         print(f"hwl campaign: device {name} quarantined: {summary['devices'][name].get('error') or '?'}; once it "
-              f"works again, run the same command (or hwl campaign resume --store {args.store} --name "
-              f"{summary['name']}) to finish its jobs", file=sys.stderr)
+              f"works again, run the same command to finish its jobs (or hwl campaign resume --store {args.store} "
+              f"--name {summary['name']}, which keeps the settings the campaign was planned with)", file=sys.stderr)
     return 1 if bad else 0
 
 
