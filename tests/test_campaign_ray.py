@@ -248,6 +248,30 @@ def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(local_
     assert "3 failed attempts in a row" in devices["ray-bad"]["error"]
 
 
+def test_device_status_with_a_store_of_a_quarantined_device_beside_a_good_one(local_ray, artifacts, tmp_path,
+                                                                               capsys, monkeypatch):
+    """`hwl status DEVICES --store` read the good device's NULL error as NaN (pandas 3) beside the quarantined
+    one's text: the table died in a TypeError ('float' object is not subscriptable) and --json printed NaN."""
+    good = write_profile(tmp_path, "ray-good")
+    bad = write_profile(tmp_path, "ray-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [good, bad])
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "250")  # the table's rows unwrapped
+    assert hwl_main(["status", str(good), str(bad), "--store", str(db)]) == 0
+    table = capsys.readouterr().out
+    assert "quarantined │ 3 failed attempts in a row" in table and "nan" not in table
+    assert hwl_main(["status", str(good), str(bad), "--store", str(db), "--json"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON")
+    rows = {r["device"]: r for r in json.loads(capsys.readouterr().out, parse_constant=refuse)}
+    assert rows["ray-good"]["state"] == "active" and rows["ray-good"]["error"] is None
+    assert rows["ray-bad"]["state"] == "quarantined" and "3 failed attempts in a row" in rows["ray-bad"]["error"]
+
+
 def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, artifacts, tmp_path, capsys):
     """The store's consecutive_failures was written only at quarantine and recovery, so `hwl campaign
     status` showed 0 for a device failing attempt after attempt; it now follows each result."""

@@ -114,7 +114,9 @@ def _device_states(store: str | None) -> dict:
 
     with Store(store, readonly=True) as st:  # says when the store is missing
         frame = st.query("SELECT device, state, error FROM campaign_devices ORDER BY updated_at")
-    return {row.device: {"state": row.state, "error": row.error} for row in frame.itertuples()}
+    # pandas 3 reads a NULL error beside another device's text as NaN, which is truthy and no str: None here
+    return {row.device: {"state": row.state, "error": row.error if isinstance(row.error, str) else None}
+            for row in frame.itertuples()}
 
 
 def cmd_status(args) -> int:
