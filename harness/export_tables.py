@@ -46,10 +46,12 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
 
 def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
     """Refuse a device whose accepted labels come from two settings: their median is neither."""
-    settings = [c for c in SETTINGS_COLUMNS if c in rows.columns]
+    # the settings JSON where every row has it (an export from before it was added has none); a missing value
+    # is a value: pandas 3 keeps NaN through astype(str) and groupby left those rows out of every setting
+    settings = [c for c in SETTINGS_COLUMNS if c in rows.columns and (c != "settings" or rows[c].notna().all())]
     if not settings or rows.empty:
         return
-    keyed = rows.assign(**{c: rows[c].astype(str) for c in settings})
+    keyed = rows.assign(**{c: rows[c].astype(object).fillna("(none)").astype(str) for c in settings})
     for device, group in keyed.groupby("device", sort=False):
         kinds = group.groupby(settings, sort=False)
         if kinds.ngroups < 2:

@@ -139,6 +139,24 @@ def test_an_export_file_joining_two_settings_is_refused(lab, tmp_path, capsys):
         assert len(store.latency_table("nb201")) == 15
 
 
+def test_an_export_file_joining_an_export_without_the_settings_column_is_refused(lab, tmp_path, capsys):
+    """An export from before the settings column (445513d) joined with a newer one: under pandas 3 its rows'
+    missing settings stayed NaN through astype(str), groupby left them out, and adapt took the median of batch 1
+    and batch 2. The settings columns the rows all have decide now: the file is refused, naming both."""
+    new = pq.read_table(_export(lab, "batch-1", tmp_path / "batch-1.parquet"))
+    old = pq.read_table(_export(lab, "batch-2", tmp_path / "batch-2.parquet")).drop_columns(["settings"])
+    joined = tmp_path / "joined.parquet"
+    pq.write_table(pa.concat_tables([new, old], promote_options="default"), joined)  # old rows: settings null
+    capsys.readouterr()
+    assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements", str(joined),
+                 "--out", str(tmp_path / "joined.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("joined.parquet holds lab-ort's latencies measured with 2 different settings: "
+                                     "10 with batch_size = 1 (campaign batch-1); 5 with batch_size = 2 (campaign "
+                                     "batch-2); their median would mix them") in err, err
+    assert not (tmp_path / "joined.pt").exists()
+
+
 def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_path, capsys):
     """A table imported under lab-ort (settings unknown: here another machine's timings) was merged with the
     campaign's measurements by adapt / train / evaluate --store: 'adapted to lab-ort with 30 measurements'."""
