@@ -117,12 +117,7 @@ def test_a_store_holding_two_settings_names_the_export_that_adapts(lab, tmp_path
     assert f"with {len(_accepted(lab, 'batch-2'))} measurements" in capsys.readouterr().out
 
 
-def test_an_export_file_joining_two_settings_is_refused(lab, tmp_path, capsys):
-    """Two campaigns' exports joined into one file hold lab-ort at batch 1 and batch 2: the median of each arch
-    would mix them. adapt and `hwl data import` refuse the file in one line naming both settings."""
-    joined = tmp_path / "joined.parquet"
-    parts = [pq.read_table(_export(lab, name, tmp_path / f"{name}.parquet")) for name in ("batch-1", "batch-2")]
-    pq.write_table(pa.concat_tables(parts), joined)  # keeps the first file's hwl metadata
+def _adapt_refuses_batch_1_and_2_joined(lab, joined, tmp_path, capsys):
     capsys.readouterr()
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements", str(joined),
                  "--out", str(tmp_path / "joined.pt")]) == 2
@@ -131,6 +126,15 @@ def test_an_export_file_joining_two_settings_is_refused(lab, tmp_path, capsys):
                                      "10 with batch_size = 1 (campaign batch-1); 5 with batch_size = 2 (campaign "
                                      "batch-2); their median would mix them") in err, err
     assert not (tmp_path / "joined.pt").exists()
+
+
+def test_an_export_file_joining_two_settings_is_refused(lab, tmp_path, capsys):
+    """Two campaigns' exports joined into one file hold lab-ort at batch 1 and batch 2: the median of each arch
+    would mix them. adapt and `hwl data import` refuse the file in one line naming both settings."""
+    joined = tmp_path / "joined.parquet"
+    parts = [pq.read_table(_export(lab, name, tmp_path / f"{name}.parquet")) for name in ("batch-1", "batch-2")]
+    pq.write_table(pa.concat_tables(parts), joined)  # keeps the first file's hwl metadata
+    _adapt_refuses_batch_1_and_2_joined(lab, joined, tmp_path, capsys)
     _copy_store(lab / "lab.db", tmp_path / "copy.db")
     assert main(["data", "import", str(joined), "--store", str(tmp_path / "copy.db")]) == 2
     assert "measured with 2 different settings" in capsys.readouterr().err
@@ -147,14 +151,7 @@ def test_an_export_file_joining_an_export_without_the_settings_column_is_refused
     old = pq.read_table(_export(lab, "batch-2", tmp_path / "batch-2.parquet")).drop_columns(["settings"])
     joined = tmp_path / "joined.parquet"
     pq.write_table(pa.concat_tables([new, old], promote_options="default"), joined)  # old rows: settings null
-    capsys.readouterr()
-    assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements", str(joined),
-                 "--out", str(tmp_path / "joined.pt")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and ("joined.parquet holds lab-ort's latencies measured with 2 different settings: "
-                                     "10 with batch_size = 1 (campaign batch-1); 5 with batch_size = 2 (campaign "
-                                     "batch-2); their median would mix them") in err, err
-    assert not (tmp_path / "joined.pt").exists()
+    _adapt_refuses_batch_1_and_2_joined(lab, joined, tmp_path, capsys)
 
 
 def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_path, capsys):
