@@ -185,6 +185,13 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def dotted_value(nested: dict, dotted: str):
+    """The value at a dotted key of ``differing_keys`` (None where the path is missing)."""
+    for part in dotted.split("."):
+        nested = nested.get(part) if isinstance(nested, dict) else None
+    return nested
+
+
 def device_order(n_archs: int, order_seed: int, device: str) -> np.ndarray:
     """Position of each architecture in a device's queue (a seeded permutation)."""
     rng = np.random.default_rng([order_seed, zlib.crc32(device.encode())])

@@ -12,7 +12,7 @@ import json
 from shlex import quote
 from pathlib import Path
 
-from harness.campaign import differing_keys
+from harness.campaign import differing_keys, dotted_value
 from harness.errors import UserError
 from harness.profiles import profile_from_dict
 from harness.store import Store
@@ -44,7 +44,7 @@ def check_one_setting(store_path, space: str, devices) -> None:
             if len(settings) < 2:
                 continue
             keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
-            parts = [f"{n} with {', '.join(f'{k} = {_value(identity, k)}' for k in keys)} (campaign"
+            parts = [f"{n} with {', '.join(f'{k} = {dotted_value(identity, k)}' for k in keys)} (campaign"
                      f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
                      for identity, n, campaigns in settings]
             export = f"hwl campaign export --store {quote(str(store_path))} --name {quote(settings[0][2][0])}"
@@ -68,12 +68,6 @@ def _check_not_also_imported(store: Store, store_path, space: str, device: str, 
                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)}) and imported ({files}; settings "
                     f"unknown); their median would mix them, so export the campaign ({export} --out FILE.parquet) "
                     "and give that file instead of --store; import a table under a device name no campaign measures")
-
-
-def _value(identity: dict, dotted: str):
-    for part in dotted.split("."):
-        identity = identity.get(part) if isinstance(identity, dict) else None
-    return identity
 
 
 __all__ = ["check_one_setting", "measured_settings"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.campaign import differing_keys
+from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
 
@@ -73,15 +73,9 @@ def _describe(kinds, settings: list[str]) -> list[str]:
     if "settings" in settings:
         identities = [json.loads(part["settings"].iloc[0]) for _, part in kinds]
         keys = sorted({k for other in identities[1:] for k in differing_keys(identities[0], other)})
-        return [", ".join(f"{k} = {_dotted(identity, k)}" for k in keys) for identity in identities]
+        return [", ".join(f"{k} = {dotted_value(identity, k)}" for k in keys) for identity in identities]
     varying = [c for c in settings if len({part[c].iloc[0] for _, part in kinds}) > 1]
     return [", ".join(f"{c} = {part[c].iloc[0]}" for c in varying) for _, part in kinds]
-
-
-def _dotted(identity: dict, dotted: str):
-    for part in dotted.split("."):
-        identity = identity.get(part) if isinstance(identity, dict) else None
-    return identity
 
 
 def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFrame:
