@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -112,9 +113,17 @@ def test_a_host_no_node_offers_is_named_while_its_devices_wait(two_node_cluster,
     proc = subprocess.Popen([*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", "1",
                              "--devices", str(path), "--store", str(tmp_path / "lab.db"), "--no-progress"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(45)  # joined the cluster and waiting on the device
+    watchdog = threading.Timer(90, proc.terminate)  # the warning never came: stop waiting for it
+    watchdog.start()
+    seen = []
+    for line in proc.stderr:  # the campaign waits on its device for good: read until the warning
+        seen.append(line)
+        if "no node of the Ray cluster offers" in line:
+            break
+    watchdog.cancel()
     proc.terminate()  # SIGTERM: the campaign stops cleanly, as Ctrl-C would
-    _, err = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(seen) + rest
     assert "no node of the Ray cluster offers the resource host:pi-9, so the devices whose [host] name is 'pi-9' " \
            "wait for one: start that host's node with --resources '{\"host:pi-9\": 1}'" in err, err[-2000:]
     assert "host:coordinator" not in err and "host:node2" not in err  # offered: no warning
