@@ -602,11 +602,30 @@ class PhysBayes(FewShotMethod):
         if np.any(y <= 0) or not np.all(np.isfinite(y)):
             raise ValueError("latencies must be positive and finite")
         features = self.model_features(archs)
-        self.coef_, self.intercept_, self.y_mean_, self.y_std_ = grid_coefficients(
-            self.fit_grid(features, y), features, self.to_response(y))
+        grid = self.fit_grid(features, y)
+        self.coef_, self.intercept_, self.y_mean_, self.y_std_ = grid_coefficients(grid, features, self.to_response(y))
         self.noise_ref_ = self._noise_reference(y)
         self.floor_ = 0.5 * float(np.min(y))
         self.device_ = device
+        # kept for the onboarding posterior (measured_fit), which needs this same grid: at thousands of
+        # measurements fitting it again costs as much as the adapt; never saved nor copied (__getstate__)
+        self._measured_fit = (list(archs), y.copy(), features, grid)
+
+    def measured_fit(self, archs, latency_ms) -> tuple[list[np.ndarray], GridWeights | None]:
+        """(``model_features``, ``fit_grid``) of a measured set: the ones the adapt fitted when it is that set
+        (handed over once: the model holds them no longer, as they are the size of the measured set)."""
+        archs, latency_ms = list(archs), np.asarray(latency_ms, dtype=np.float64)
+        kept = self.__dict__.pop("_measured_fit", None)
+        if kept is not None and kept[0] == archs and np.array_equal(kept[1], latency_ms):
+            return kept[2], kept[3]
+        features = self.model_features(archs)
+        return features, self.fit_grid(features, latency_ms)
+
+    def __getstate__(self):
+        # the measured set's grid is (grid points x k) arrays, and a model file may not name its class
+        state = self.__dict__.copy()
+        state.pop("_measured_fit", None)
+        return state
 
     def predict_response(self, archs) -> np.ndarray:
         """The adapted model's prediction of ``archs`` in ``response`` units (ms may be below zero)."""

@@ -56,6 +56,30 @@ def test_posterior_mean_is_the_methods_prediction(fitted, small):
     assert post.mean_var(archs)[1].mean() < 0.5 * var.mean()
 
 
+def test_the_posterior_reuses_the_adapts_grid_which_no_copy_or_model_file_carries(method, fitted, tmp_path):
+    import copy
+
+    from harness.model_file import load_model, save_model
+
+    _, archs, y = fitted
+    adapted = method.adapt(archs, y)  # the module's fixture keeps its own
+    kept = adapted.__dict__["_measured_fit"][3]
+    features, grid = adapted.measured_fit(archs, y)
+    assert grid is kept and "_measured_fit" not in adapted.__dict__  # the adapt's own, handed over once
+    fresh = adapted.fit_grid(adapted.model_features(archs), y)
+    np.testing.assert_array_equal(grid.prob, fresh.prob)
+    np.testing.assert_array_equal(grid.alpha, fresh.alpha)
+    # Another measured set gets its own grid.
+    _, other = adapted.measured_fit(archs[:-1], y[:-1])
+    assert other is not grid and other.alpha.shape[1] == len(archs) - 1
+    # Copies and model files leave it out (the restricted loader would refuse its class).
+    adapted = method.adapt(archs, y)
+    assert "_measured_fit" in adapted.__dict__ and "_measured_fit" not in copy.deepcopy(adapted).__dict__
+    saved = load_model(save_model(tmp_path / "m.pt", adapted, method="phys_bayes", space="nb201", train_devices=[]))
+    assert "_measured_fit" not in saved["model"].__dict__
+    np.testing.assert_allclose(saved["model"].predict(archs), adapted.predict(archs))
+
+
 def test_draws_have_the_posteriors_moments(fitted, small):
     adapted, archs, y = fitted
     _, truth = small

@@ -143,7 +143,7 @@ Posterior = GridPosterior | FeaturePosterior  # the two forms of one posterior (
 def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points: int = 512) -> Posterior | None:
     """The posterior of ``adapted`` (a ``phys_bayes`` adapted on ``archs``), or None when undefined.
 
-    Takes the method's own grid weighting (``PhysBayes.fit_grid``: relative noise and Student-t
+    Takes the method's own grid weighting (``PhysBayes.measured_fit``: relative noise and Student-t
     reweighting, then the evidence of every grid point) and keeps the most probable
     grid points holding ``mass`` of the weight (at most ``max_points``). None with fewer than 2
     measurements or equal latencies (the method then predicts a constant). In feature space where
@@ -152,8 +152,7 @@ def fit_posterior(adapted, archs, latency_ms, *, mass: float = 0.999, max_points
     if not supports(adapted):
         raise ValueError(f"{type(adapted).__name__} has no closed-form grid posterior (phys_bayes has)")
     archs = list(archs)
-    train = adapted.model_features(archs)
-    grid = adapted.fit_grid(train, latency_ms)
+    train, grid = adapted.measured_fit(archs, latency_ms)
     if grid is None:
         return None
     p = grid.prob
