@@ -41,6 +41,8 @@ def check_one_setting(store_path, space: str, devices) -> None:
             settings = measured_settings(store, space, device)
             if len(settings) == 1:
                 _check_not_also_imported(store, store_path, space, device, settings[0])
+            if not settings:
+                _check_one_imported_file(store, store_path, space, device)
             if len(settings) < 2:
                 continue
             keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
@@ -68,6 +70,19 @@ def _check_not_also_imported(store: Store, store_path, space: str, device: str, 
                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)}) and imported ({files}; settings "
                     f"unknown); their median would mix them, so export the campaign ({export} --out FILE.parquet) "
                     "and give that file instead of --store; import a table under a device name no campaign measures")
+
+
+def _check_one_imported_file(store: Store, store_path, space: str, device: str) -> None:
+    """Refuse a device name imported from two files (a store from before `hwl data import` refused the second):
+    two labs' or two settings' tables, pooled into one median."""
+    imported = store.query("SELECT source, count(*) AS n FROM imported WHERE space = ? AND device = ? "
+                           "GROUP BY source ORDER BY min(rowid)", (space, device))
+    if len(imported) < 2:
+        return
+    files = ", ".join(f"{n} from {source}" for source, n in imported.itertuples(index=False))
+    raise UserError(f"store {store_path} holds {device}'s {space} latencies imported from {len(imported)} files "
+                    f"({files}); their median would mix them, so give one of the files instead of --store, or "
+                    "import each into a new store under its own device name (hwl data import --device NAME)")
 
 
 __all__ = ["check_one_setting", "measured_settings"]

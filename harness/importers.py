@@ -14,9 +14,10 @@ Two kinds of input:
   file or in its parent folder (HELP's layout) unless given explicitly.
 
 Rows are stored as imported, with their source (the file name); re-importing a file replaces
-its rows of the devices it holds. A bad row (architecture, device, a latency that is not a
-positive number, an arch_index and an arch_str, or an arch_ops and an op_idx_key, naming different
-architectures) refuses the whole file, naming the row.
+its rows of the devices it holds. A device name that another file already brought is refused
+(``check_sources``): the store's median would pool two tables, maybe two machines. A bad row
+(architecture, device, a latency that is not a positive number, an arch_index and an arch_str, or an
+arch_ops and an op_idx_key, naming different architectures) refuses the whole file, naming the row.
 """
 from __future__ import annotations
 
@@ -83,12 +84,59 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
 def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
     """Store the rows ``read_table_file`` read from ``path``; returns (space, number of rows)."""
     path = Path(path)
+    check_sources(store, [(path, space, rows)])
     n, replaced = store.add_imported(space, rows, source=path.name)
     if replaced:  # the same file again, or another one of the same name for the same devices
         log.warning("%s: replaced %d %s rows imported earlier from a file named %s for the same devices",
                     path, replaced, space, path.name)
     log.info("imported %d %s rows from %s", n, space, path)
     return space, n
+
+
+_IN_COMMAND = " (earlier in this command)"
+
+
+def check_sources(store: Store | None, tables) -> None:
+    """Refuse a table (path, space, rows) naming a device that the store, or an earlier table of ``tables``,
+    holds from a file of another name: the predictor commands take one median per (arch, device), which would
+    pool the two tables (other settings, another lab). A file of the same name replaces its rows instead."""
+    given: dict[tuple[str, str], tuple[str, int]] = {}  # (space, device) -> (source, rows) of earlier tables
+    for path, space, rows in tables:
+        source = Path(path).name
+        counts = pd.Series([d for _, d, _ in rows]).value_counts(sort=False)
+        clashes = []
+        for device in counts.index:
+            earlier, n = given.get((space, device), (source, 0))
+            if earlier != source:
+                clashes.append((device, earlier + _IN_COMMAND, n))
+        if store is not None:
+            stored = store.query("SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND source != ? "
+                                 "GROUP BY device, source ORDER BY min(rowid)", (space, source))
+            clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False) if d in counts.index]
+        if clashes:
+            raise TableImportError(_clash_message(source, space, clashes))
+        given.update({(space, d): (source, int(n)) for d, n in counts.items()})
+
+
+def _clash_message(source: str, space: str, clashes: list[tuple[str, str, int]]) -> str:
+    by_file: dict[str, tuple[list[str], int]] = {}  # earlier file -> (its devices this table names, their rows)
+    for device, earlier, n in clashes:
+        devices, total = by_file.get(earlier, ([], 0))
+        by_file[earlier] = (devices + [device], total + n)
+    all_devices = list(dict.fromkeys(d for d, _, _ in clashes))
+    subject = f"device {all_devices[0]} is" if len(all_devices) == 1 else f"{len(all_devices)} devices are"
+    files = " and ".join(
+        f"{earlier} ({'' if len(all_devices) == 1 else _some(devices) + ': '}{n} {space} "
+        f"latenc{'y' if n == 1 else 'ies'})" for earlier, (devices, n) in by_file.items())
+    stored = any(not earlier.endswith(_IN_COMMAND) for earlier in by_file)  # a stored file may be replaced
+    replace = ", or give it the earlier file's name to replace that file's rows" if stored else ""
+    return (f"{source}: {subject} already imported from {files}; their latencies would be pooled into one median "
+            f"per architecture, so import it under another device name (--device NAME names a one-device table's "
+            f"rows){replace}; nothing imported")
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide: bool) -> pd.DataFrame:

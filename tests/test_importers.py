@@ -196,8 +196,8 @@ def test_device_flag_over_a_table_of_several_devices_is_refused(tmp_path):
         assert import_file(s, tmp_path / "one.csv", device="my_pi") == ("nb201", 2)  # one device: renamed
         pd.DataFrame({"arch_index": [3, 4], "device": ["pi", None], "latency_ms": [1.0, 2.0]}).to_parquet(
             tmp_path / "gap.parquet")
-        assert import_file(s, tmp_path / "gap.parquet", device="my_pi") == ("nb201", 2)  # --device fills the gap
-        assert set(s.latency_table("nb201")["device"]) == {"my_pi"}
+        assert import_file(s, tmp_path / "gap.parquet", device="gap_pi") == ("nb201", 2)  # --device fills the gap
+        assert s.latency_table("nb201")["device"].value_counts().to_dict() == {"my_pi": 2, "gap_pi": 2}
 
 
 def test_fbnet_op_index_keys_are_imported_and_checked_against_arch_ops(tmp_path):
@@ -231,9 +231,9 @@ def test_an_empty_table_is_refused_and_suffixes_are_read_in_any_case(tmp_path, c
     (tmp_path / "empty.csv").write_text("arch_index,device,latency_ms\n")
     (tmp_path / "blank_wide.csv").write_text("arch_index,pi,pi3\n1,,\n")
     (tmp_path / "LAB.CSV").write_text("arch_index,device,latency_ms\n1,pi,2.0\n")
-    pd.DataFrame({"arch_index": [2], "device": ["pi"], "latency_ms": [3.0]}).to_csv(tmp_path / "lab.csv.GZ",
-                                                                                   index=False)
-    pd.DataFrame({"arch_index": [4], "device": ["pi"], "latency_ms": [5.0]}).to_parquet(tmp_path / "lab.pq")
+    pd.DataFrame({"arch_index": [2], "device": ["pi2"], "latency_ms": [3.0]}).to_csv(tmp_path / "lab.csv.GZ",
+                                                                                    index=False)
+    pd.DataFrame({"arch_index": [4], "device": ["pi3"], "latency_ms": [5.0]}).to_parquet(tmp_path / "lab.pq")
     store = str(tmp_path / "lab.db")
     assert hwl_main(["data", "import", str(tmp_path / "LAB.CSV"), "--store", store]) == 0
     for name, wide in (("empty.csv", []), ("blank_wide.csv", ["--wide"])):
@@ -242,3 +242,76 @@ def test_an_empty_table_is_refused_and_suffixes_are_read_in_any_case(tmp_path, c
     assert hwl_main(["data", "import", str(tmp_path / "lab.csv.GZ"), str(tmp_path / "lab.pq"), "--store", store]) == 0
     with Store(store) as s:
         assert s.latency_table("nb201").set_index("arch")["latency_ms"].to_dict() == {1: 2.0, 2: 3.0, 4: 5.0}
+
+
+def _lat_csv(path, device, latencies):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{i},{device},{ms}\n" for i, ms in enumerate(latencies))
+    path.write_text("arch_index,device,latency_ms\n" + rows)
+    return path
+
+
+def test_a_device_already_imported_from_another_file_is_refused(tmp_path):
+    """Two labs' tables both naming pi were pooled: adapt/train/evaluate --store then took one median per arch
+    over both. The second is refused naming both files; the same file again still replaces its rows."""
+    lab_a = _lat_csv(tmp_path / "lab_a.csv", "pi", [2.0, 3.0])
+    lab_b = _lat_csv(tmp_path / "lab_b.csv", "pi", [9.0, 8.0, 7.0])
+    with Store(tmp_path / "lab.db") as s:
+        import_file(s, lab_a)
+        with pytest.raises(TableImportError, match=r"^lab_b.csv: device pi is already imported from lab_a.csv \(2 "
+                                                   r"nb201 latencies\); their latencies would be pooled into one "
+                                                   r"median per architecture, so import it under another device name "
+                                                   r"\(--device NAME names a one-device table's rows\), or give it "
+                                                   r"the earlier file's name to replace that file's rows; nothing "
+                                                   r"imported$"):
+            import_file(s, lab_b)
+        assert s.latency_table("nb201")["latency_ms"].tolist() == [2.0, 3.0]  # nothing stored was lost
+        assert import_file(s, lab_a) == ("nb201", 2)  # the same file again: idempotent
+        assert import_file(s, lab_b, device="pi_lab_b") == ("nb201", 3)  # under its own name
+        renamed = _lat_csv(tmp_path / "fixed" / "lab_a.csv", "pi", [9.0, 8.0, 7.0])
+        assert import_file(s, renamed) == ("nb201", 3)  # the earlier file's name: replaces
+        table = s.latency_table("nb201")
+    assert table.groupby("device")["latency_ms"].sum().to_dict() == {"pi": 24.0, "pi_lab_b": 24.0}
+    assert len(table) == 6
+
+
+def test_a_device_in_two_files_of_one_import_command_imports_neither(tmp_path, capsys):
+    """`hwl data import a.csv b.csv` of one device stored both, pooled; now one line and no store made. A device
+    of the other space, or a device of another name, goes in beside the earlier file's."""
+    a, b = _lat_csv(tmp_path / "a.csv", "pi", [2.0]), _lat_csv(tmp_path / "b.csv", "pi", [3.0])
+    db = tmp_path / "lab.db"
+    assert hwl_main(["data", "import", str(a), str(b), "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("b.csv: device pi is already imported from a.csv (earlier in this command) "
+                                     "(1 nb201 latency); their latencies would be pooled") in err, err
+    assert not db.exists()
+    fb = tmp_path / "fb.csv"
+    fb.write_text(f"arch_ops,device,latency_ms\n\"{fbnet.to_key(['skip'] * 22)}\",pi,2.0\n")
+    jetson = _lat_csv(tmp_path / "jetson.csv", "jetson", [5.0])
+    assert hwl_main(["data", "import", str(a), str(fb), str(jetson), "--store", str(db)]) == 0
+    with Store(db) as s:
+        assert sorted(s.latency_table("nb201")["device"]) == ["jetson", "pi"] and len(s.latency_table("fbnet")) == 1
+        s.add_imported("nb201", [("0", "jetson", 6.0), ("1", "pi", 4.0)], source="old.csv")  # a store from before
+    assert hwl_main(["data", "import", str(b), "--store", str(db)]) == 2
+    assert ("b.csv: device pi is already imported from a.csv (1 nb201 latency) and old.csv (1 nb201 latency); "
+            "their") in capsys.readouterr().err
+    many = tmp_path / "many.csv"  # HELP's wide table after its long one: the devices named, a few of them
+    many.write_text("arch_index,device,latency_ms\n" + "".join(f"0,dev{i},1.0\n" for i in range(7)))
+    assert hwl_main(["data", "import", str(many), "--store", str(db)]) == 0
+    assert hwl_main(["data", "import", str(many.rename(tmp_path / "many_again.csv")), "--store", str(db)]) == 2
+    assert ("many_again.csv: 7 devices are already imported from many.csv (dev0, dev1, dev2, dev3, dev4, ... "
+            "(7 in all): 7 nb201 latencies); their") in capsys.readouterr().err
+
+
+def test_a_store_from_before_holding_a_device_from_two_files_is_refused_by_the_predictors(tmp_path, capsys):
+    """A store whose pi came from two files (imported before that was refused): train --store pooled them."""
+    with Store(tmp_path / "lab.db") as s:
+        s.add_imported("nb201", [(str(i), "pi", 1.0 + i) for i in range(5)], source="lab_a.csv")
+        s.add_imported("nb201", [(str(i), "pi", 9.0 - i) for i in range(3)], source="lab_b.csv")
+    argv = ["train", "--space", "nb201", "--method", "copy", "--devices", "pi", "--store", str(tmp_path / "lab.db"),
+            "--out", str(tmp_path / "m.pt")]
+    assert hwl_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"store {tmp_path / 'lab.db'} holds pi's nb201 latencies imported from 2 files "
+                                     "(5 from lab_a.csv, 3 from lab_b.csv); their median would mix them") in err, err
+    assert not (tmp_path / "m.pt").exists()

@@ -24,13 +24,15 @@ def add_parser(subparsers) -> None:
 
 def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None,
                  wide=False) -> list[dict]:
-    from harness.importers import add_table, read_table_file
+    from harness.importers import add_table, check_sources, read_table_file
     from harness.store import Store
 
     # every file read and checked before the store is opened: a bad one imports nothing, makes no store
     tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping, wide=wide)) for f in files]
+    check_sources(None, tables)  # two of them naming one device
     out = []
     with Store(store) as st:
+        check_sources(st, tables)  # before any is stored: a clash imports none of them
         for f, sp, rows in tables:
             sp, n = add_table(st, f, sp, rows)
             out.append({"file": f, "space": sp, "rows": n})
