@@ -3,6 +3,7 @@ import os
 import tempfile
 import threading
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,6 +124,23 @@ def test_out_dash_writes_to_stdout_and_names_it_on_stderr(campaign, tmp_path, fm
         assert run.stdout.decode().splitlines()[0] == "arch_index,arch_str,dev-a,dev-b"
     else:
         assert pq.read_table(io.BytesIO(run.stdout)).num_rows == 8  # 6 results and the 2 failed first tries
+
+
+def test_the_wide_csv_export_says_where_the_settings_are(campaign, tmp_path, capsys):
+    """The wide CSV (HELP's format: numbers alone) was written without a word that it drops the settings that
+    the Parquet export holds; a colleague given the file could not tell, nor check, what it was measured with."""
+    store, _ = campaign
+    capsys.readouterr()
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(tmp_path / "lab.csv.gz")]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{tmp_path / 'lab.csv.gz'}\n"
+    assert err == (f"note: {tmp_path / 'lab.csv.gz'} is HELP's wide table, latencies alone; the settings each device "
+                   "was measured with (threads, cores, batch size, runtime options) are in the Parquet export "
+                   "(--out FILE.parquet)\n")
+    assert pd.read_csv(tmp_path / "lab.csv.gz").columns.tolist() == ["arch_index", "arch_str", "dev-a", "dev-b"]
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(tmp_path / "lab.parquet")]) == 0
+    assert capsys.readouterr().err == ""  # the Parquet export holds them
+    assert read_parquet_export(tmp_path / "lab.parquet")["settings"].notna().all()
 
 
 @pytest.mark.parametrize("out", ["-", "/proc/self/fd/1"])

@@ -234,6 +234,12 @@ def cmd_export(args) -> int:
             raise CampaignError("--out -: stdout is a terminal; pipe it into a program or give a file name")
         out = "/dev/stdout"
     path = export(store=args.store, fmt=args.format, out=out, name=args.name)
+    if export_format(args.format, out) == "help":
+        # HELP's format is numbers alone (its readers and ours take every other column for a device): the settings
+        # stay in the Parquet export, and a reader of this file knows its devices' settings no more than HELP's
+        print(f"note: {path} is HELP's wide table, latencies alone; the settings each device was measured with "
+              "(threads, cores, batch size, runtime options) are in the Parquet export (--out FILE.parquet)",
+              file=sys.stderr)
     # the file's name goes to stdout unless the data went there (a pipe, or stdout redirected to a file)
     print(path, file=messages_to(path))
     return 0
