@@ -18,13 +18,16 @@ from harness.profiles import profile_from_dict
 from harness.store import Store
 
 
-def measured_settings(store: Store, space: str, device: str) -> list[tuple[dict, int, list[str]]]:
-    """(identity, accepted latencies, campaign names) of each setting ``device`` was measured with in ``space``."""
+def measured_settings(store: Store, space: str, device: str,
+                      campaign_ids=None) -> list[tuple[dict, int, list[str]]]:
+    """(identity, accepted latencies, campaign names) of each setting ``device`` was measured with in ``space``
+    (in the campaigns ``campaign_ids`` only, when given)."""
+    only = "" if campaign_ids is None else f" AND c.id IN ({','.join('?' * len(campaign_ids))})"
     rows = store.query(
         "SELECT d.profile_json, c.name AS campaign, count(*) AS n FROM results r JOIN jobs j ON r.job_id = j.id "
         "JOIN campaigns c ON j.campaign_id = c.id JOIN campaign_devices d ON d.campaign_id = j.campaign_id "
-        "AND d.device = j.device WHERE c.space = ? AND j.device = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
-        "GROUP BY d.profile_json, c.name ORDER BY min(r.id)", (space, device))
+        "AND d.device = j.device WHERE c.space = ? AND j.device = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL"
+        f"{only} GROUP BY d.profile_json, c.name ORDER BY min(r.id)", (space, device, *(campaign_ids or ())))
     settings: dict[str, tuple[dict, int, list[str]]] = {}
     for profile_json, campaign, n in rows.itertuples(index=False):
         identity = profile_from_dict(json.loads(profile_json)).identity()  # the host's address is not a setting
@@ -45,15 +48,24 @@ def check_one_setting(store_path, space: str, devices) -> None:
                 _check_one_imported_file(store, store_path, space, device)
             if len(settings) < 2:
                 continue
-            keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
-            parts = [f"{n} with {', '.join(f'{k} = {dotted_value(identity, k)}' for k in keys)} (campaign"
-                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
-                     for identity, n, campaigns in settings]
-            export = f"hwl campaign export --store {quote(str(store_path))} --name {quote(settings[0][2][0])}"
             raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
-                            f"different settings: {'; '.join(parts)}; their median would mix them, so export one "
-                            f"campaign ({export} --out FILE.parquet) and give that file instead of --store, or "
-                            "measure each setting under its own device name")
+                            f"different settings: {describe_settings(settings)}; their median would mix them, so "
+                            f"export one setting's campaigns ({export_command(store_path, settings[0][2])} --out "
+                            "FILE.parquet) and give that file instead of --store, or measure each setting under its "
+                            "own device name")
+
+
+def describe_settings(settings: list[tuple[dict, int, list[str]]]) -> str:
+    """'10 with batch_size = 1 (campaign batch-1); 5 with batch_size = 2 (campaign batch-2)': what differs."""
+    keys = sorted({k for identity, _, _ in settings[1:] for k in differing_keys(settings[0][0], identity)})
+    return "; ".join(f"{n} with {', '.join(f'{k} = {dotted_value(identity, k)}' for k in keys)} (campaign"
+                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)})"
+                     for identity, n, campaigns in settings)
+
+
+def export_command(store_path, campaigns: list[str]) -> str:
+    """The `hwl campaign export` of these campaigns into one file (less its --out)."""
+    return f"hwl campaign export --store {quote(str(store_path))} " + " ".join(f"--name {quote(c)}" for c in campaigns)
 
 
 def _check_not_also_imported(store: Store, store_path, space: str, device: str, setting) -> None:
@@ -65,11 +77,12 @@ def _check_not_also_imported(store: Store, store_path, space: str, device: str, 
         return
     _, n, campaigns = setting
     files = ", ".join(f"{n} from {source}" for source, n in imported.itertuples(index=False))
-    export = f"hwl campaign export --store {quote(str(store_path))} --name {quote(campaigns[0])}"
     raise UserError(f"store {store_path} holds {device}'s {space} latencies both measured ({n}, campaign"
                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)}) and imported ({files}; settings "
-                    f"unknown); their median would mix them, so export the campaign ({export} --out FILE.parquet) "
-                    "and give that file instead of --store; import a table under a device name no campaign measures")
+                    f"unknown); their median would mix them, so export the campaign"
+                    f"{'s' if len(campaigns) > 1 else ''} ({export_command(store_path, campaigns)} --out "
+                    "FILE.parquet) and give that file instead of --store; import a table under a device name no "
+                    "campaign measures")
 
 
 def _check_one_imported_file(store: Store, store_path, space: str, device: str) -> None:
@@ -85,4 +98,4 @@ def _check_one_imported_file(store: Store, store_path, space: str, device: str) 
                     "import each into a new store under its own device name (hwl data import --device NAME)")
 
 
-__all__ = ["check_one_setting", "measured_settings"]
+__all__ = ["check_one_setting", "describe_settings", "export_command", "measured_settings"]

@@ -31,8 +31,9 @@ def looks_wide(frame: pd.DataFrame) -> bool:
 
 
 def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.DataFrame:
-    """The export's accepted labels as ``latency_ms`` rows; ``error`` (a ``UserError`` class) for a
-    newer export format, or a device measured with two settings (the file joins two campaigns' exports)."""
+    """The export's accepted labels as ``latency_ms`` rows, one per (device, arch); ``error`` (a ``UserError``
+    class) for a newer export format, or a device measured with two settings (the file joins two campaigns'
+    exports)."""
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
@@ -41,6 +42,10 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
             raise error(str(exc)) from None
     answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
     _check_one_setting(answered, path.name, error)
+    if "arch" in answered.columns and answered.duplicated(["device", "arch"]).any():
+        # an export of several campaigns (one setting) that each measured the arch: their median, as the store reads
+        median = answered.groupby(["device", "arch"])["label_ms"].transform("median")
+        answered = answered.assign(label_ms=median).drop_duplicates(["device", "arch"])
     return answered.rename(columns={"label_ms": "latency_ms"})
 
 

@@ -35,13 +35,24 @@ SETTINGS_COLUMNS = ("device_class", "host", "runtime", "threads", "cores", "batc
                     "measurement_profile", "settings")  # settings: DeviceProfile.identity as JSON, options included
 
 
-def results_pages(store: Store, campaign_id: int, *, rows: int = EXPORT_PAGE_ROWS) -> Iterator[pd.DataFrame]:
+def results_pages(store: Store, campaign_id, *, rows: int = EXPORT_PAGE_ROWS,
+                  devices=None) -> Iterator[pd.DataFrame]:
     """The campaign's results (every attempt; ``accepted`` marks the job's answer), ``rows`` at a
-    time in result order, each row with its device's identity settings."""
+    time in result order, each row with its device's identity settings. ``campaign_id`` may be a list
+    (one campaign after the other), ``devices`` keeps only theirs."""
+    for one in _ids(campaign_id):
+        yield from _campaign_pages(store, one, rows=rows, devices=devices)
+
+
+def _ids(campaign_id) -> list[int]:
+    return [campaign_id] if isinstance(campaign_id, int) else list(campaign_id)
+
+
+def _campaign_pages(store: Store, campaign_id: int, *, rows: int, devices) -> Iterator[pd.DataFrame]:
     settings = _device_settings(store, campaign_id)
     after = 0
     while True:
-        df = store.results_frame(campaign_id, after_id=after, limit=rows)
+        df = store.results_frame(campaign_id, after_id=after, limit=rows, devices=devices)
         if df.empty:
             return
         after = int(df["id"].iloc[-1])
@@ -86,8 +97,9 @@ def _parquet_schema(store: Store, columns) -> pa.Schema:
     return pa.schema([(c, types[c]) for c in columns])
 
 
-def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_PAGE_ROWS) -> Path:
-    """Write the campaign's results to ``path``, a page at a time; returns the path.
+def export_parquet(store: Store, campaign_id, path, *, rows: int = EXPORT_PAGE_ROWS, devices=None) -> Path:
+    """Write the campaign's results to ``path``, a page at a time; returns the path. ``campaign_id`` may be a
+    list, ``devices`` keeps only theirs (``harness.export_selection`` checks they make one setting).
 
     The file appears only when it is complete (``written_whole``)."""
     path = Path(path)
@@ -95,17 +107,16 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
     with written_whole(path) as target:
         writer = sink = None
         try:
-            for df in results_pages(store, campaign_id, rows=rows):
+            for df in results_pages(store, campaign_id, rows=rows, devices=devices):
                 if writer is None:
                     schema = _parquet_schema(store, df.columns).with_metadata(
-                        _export_metadata(df["campaign"].iloc[0]))
+                        _export_metadata(_name(store, campaign_id)))
                     # pyarrow's own files ask the OS for their position, which a pipe has not: Python's keeps count
                     sink = open(target, "wb") if target == path else target
                     writer = pq.ParquetWriter(sink, schema)
                 writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
             if writer is None:
-                raise CampaignError(f"campaign {_name(store, campaign_id)} has no results yet in {store.path}; "
-                                    "nothing to export")
+                raise _nothing_to_export(store, campaign_id, "results")
         finally:
             if writer is not None:
                 writer.close()
@@ -114,11 +125,20 @@ def export_parquet(store: Store, campaign_id: int, path, *, rows: int = EXPORT_P
     return path
 
 
-def _name(store: Store, campaign_id: int) -> str:
-    """The campaign's name, for an error: a store holds many (each onboarding batch is one), and the
-    command may have taken the latest without being told which."""
-    row = store.db.execute("SELECT name FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
-    return row[0] if row else f"#{campaign_id}"
+def _name(store: Store, campaign_id) -> str:
+    """The campaign's name (names, comma-separated), for an error: a store holds many (each onboarding batch is
+    one), and the command may have taken the latest without being told which."""
+    names = []
+    for one in _ids(campaign_id):
+        row = store.db.execute("SELECT name FROM campaigns WHERE id = ?", (one,)).fetchone()
+        names.append(row[0] if row else f"#{one}")
+    return ", ".join(names)
+
+
+def _nothing_to_export(store: Store, campaign_id, what: str) -> CampaignError:
+    several = len(_ids(campaign_id)) > 1
+    return CampaignError(f"campaign{'s' if several else ''} {_name(store, campaign_id)} {'have' if several else 'has'}"
+                         f" no {what} yet in {store.path}; nothing to export")
 
 
 def _export_metadata(campaign: str) -> dict[bytes, bytes]:
@@ -129,15 +149,15 @@ def _export_metadata(campaign: str) -> dict[bytes, bytes]:
                                         "accepted": "the result that answers its job"}).encode()}
 
 
-def wide_table(store: Store, campaign_id: int) -> pd.DataFrame:
-    """Accepted labels, one row per architecture and one column per device (ms)."""
+def wide_table(store: Store, campaign_id, *, devices=None) -> pd.DataFrame:
+    """Accepted labels, one row per architecture and one column per device (ms); an architecture that several
+    campaigns measured on a device gets their median, as the store's table reads it."""
     pages = [df.loc[df["accepted"] & df["label_ms"].notna(), ["space", "arch", "device", "label_ms"]]
-             for df in results_pages(store, campaign_id)]
+             for df in results_pages(store, campaign_id, devices=devices)]
     df = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
     if df.empty:
-        raise CampaignError(f"campaign {_name(store, campaign_id)} has no accepted results yet in {store.path}; "
-                            "nothing to export")
-    wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="first")
+        raise _nothing_to_export(store, campaign_id, "accepted results")
+    wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="median")
     wide.columns.name = None
     if (df["space"] == "nb201").all():
         wide.index = wide.index.astype(int)
@@ -149,11 +169,11 @@ def wide_table(store: Store, campaign_id: int) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def export_help(store: Store, campaign_id: int, path) -> Path:
+def export_help(store: Store, campaign_id, path, *, devices=None) -> Path:
     """Write the wide table as CSV (gzip when ``path`` ends in .gz); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wide = wide_table(store, campaign_id)
+    wide = wide_table(store, campaign_id, devices=devices)
     with written_whole(path) as target:
         wide.to_csv(target, index=False, compression="gzip" if path.suffix == ".gz" else None)
     return path

@@ -513,17 +513,19 @@ class Store:
         return df
 
     def results_frame(self, campaign_id: int | None = None, *, after_id: int = 0,
-                      limit: int | None = None) -> pd.DataFrame:
+                      limit: int | None = None, devices=None) -> pd.DataFrame:
         """One row per result (every attempt) with job, campaign and device columns, in ``id`` order.
 
         ``after_id`` and ``limit`` read one page (results with ``id > after_id``), so an export can
         stream a month-long campaign in bounded memory. The raw samples and the record JSON stay in
         the store (:data:`RAW_RESULT_COLUMNS`): they are about 90 % of a result's bytes (read one
-        with :func:`decode_samples`).
+        with :func:`decode_samples`). ``devices``: only these devices' results.
         """
         where, params = "WHERE r.id > ?", [after_id]
         if campaign_id is not None:
             where, params = where + " AND j.campaign_id = ?", params + [campaign_id]
+        if devices:
+            where, params = where + f" AND j.device IN ({','.join('?' * len(devices))})", params + list(devices)
         page = "" if limit is None else f"LIMIT {int(limit)}"
         return self.query(
             f"SELECT c.name AS campaign, c.space, j.arch, j.device, j.id AS job_id, "

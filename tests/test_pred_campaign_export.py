@@ -109,7 +109,7 @@ def test_a_store_holding_two_settings_names_the_export_that_adapts(lab, tmp_path
                  "--out", str(tmp_path / "mixed.pt")]) == 2
     err = capsys.readouterr().err
     command = f"hwl campaign export --store {lab / 'lab.db'} --name batch-1"
-    assert err.count("\n") == 1 and f"so export one campaign ({command} --out FILE.parquet)" in err, err
+    assert err.count("\n") == 1 and f"so export one setting's campaigns ({command} --out FILE.parquet)" in err, err
     assert not (tmp_path / "mixed.pt").exists()
     _export(lab, "batch-2", tmp_path / "b2.parquet")  # the other setting, as the line says for either
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements", str(tmp_path / "b2.parquet"),

@@ -341,3 +341,27 @@ def test_a_one_device_table_with_a_misnamed_latency_column_says_to_name_it_laten
     mine.rename(columns={"latency": "latency_ms"}).to_csv(tmp_path / "my_pi.csv", index=False)
     assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--measurements",
                  str(tmp_path / "my_pi.csv"), "--out", str(tmp_path / "a.pt")]) == 0
+
+
+def test_a_setting_over_two_campaigns_is_named_whole_in_the_store_refusal(tables, tmp_path, capsys):
+    """adapt --store, refusing my_pi at batch 1 (campaigns batch-1, batch-1b) and batch 8, said to export one
+    campaign, batch-1: a file without batch-1b's latencies. The line now names the export of both, and it adapts."""
+    from harness.store import Store
+
+    truth = data.read_table(tables / "new.parquet", "nb201").set_index("arch")["latency_ms"]
+    one, eight = _my_pi_at_batch_1_and_8(tmp_path)
+    with Store(tmp_path / "lab.db") as store:
+        _store_results(store, one, range(0, 100), truth.iloc[0:100].to_numpy(), "batch-1")
+        _store_results(store, one, range(100, 150), truth.iloc[100:150].to_numpy(), "batch-1b")
+        _store_results(store, eight, range(0, 100), 8 * truth.iloc[0:100].to_numpy(), "batch-8")
+    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "copy.pt")]) == 0
+    adapt = ["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--out", str(tmp_path / "a.pt")]
+    capsys.readouterr()
+    assert main(adapt + ["--store", str(tmp_path / "lab.db")]) == 2
+    err = capsys.readouterr().err
+    command = f"hwl campaign export --store {tmp_path / 'lab.db'} --name batch-1 --name batch-1b"
+    assert err.count("\n") == 1 and f"so export one setting's campaigns ({command} --out FILE.parquet)" in err, err
+    assert main(command.split()[1:] + ["--out", str(tmp_path / "b1.parquet")]) == 0
+    assert main(adapt + ["--measurements", str(tmp_path / "b1.parquet")]) == 0
+    assert "adapted to my_pi with 150 measurements" in capsys.readouterr().out

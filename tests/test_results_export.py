@@ -247,3 +247,76 @@ def test_the_predictor_commands_read_a_parquet_export_as_its_accepted_labels(cam
     assert hwl_main(["adapt", str(model), "--device", "dev-b", "--measurements", str(export),
                      "--out", str(adapted)]) == 0
     assert "adapted to dev-b with 3 measurements" in capsys.readouterr().out
+
+
+def _pi_at_batch(tmp_path, batch):
+    folder = tmp_path / f"b{batch}"
+    folder.mkdir(exist_ok=True)
+    profile = write_profile(folder, "pi")
+    if batch != 1:
+        profile.write_text(profile.read_text().replace("[measurement]", f"[workload]\nbatch_size = {batch}\n\n"
+                                                                        "[measurement]"))
+    return str(profile)
+
+
+def _measured(store, name, devices, archs, ms):
+    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=archs, devices=devices, name=name))
+    for device in store.devices(cid)["device"]:
+        for job, arch, _ in store.queued_jobs(cid, device):
+            store.finish_attempt(job, store.start_attempt(job), record=_ok(ms(device, int(arch))), job_state="done")
+
+
+@pytest.fixture
+def settings_store(tmp_path):
+    """pi at batch 1 over two campaigns (arch 2 in both), at batch 2 in a third; jet in the first."""
+    jet = str(write_profile(tmp_path, "jet"))
+    with Store(tmp_path / "lab.db") as store:
+        _measured(store, "b1-first", (_pi_at_batch(tmp_path, 1), jet), "0,1,2", lambda d, a: 1.0 + a)
+        _measured(store, "b1-more", (_pi_at_batch(tmp_path, 1),), "2,3", lambda d, a: 2.0 + a)
+        _measured(store, "b2", (_pi_at_batch(tmp_path, 2),), "0,1", lambda d, a: 10.0 + a)
+    return tmp_path / "lab.db"
+
+
+@pytest.mark.parametrize("out", ["pi.parquet", "pi_help.csv.gz"])
+def test_one_setting_spread_over_campaigns_exports_into_one_file(settings_store, tmp_path, out, capsys):
+    """`campaign export --name` took one campaign: a device's batch-1 latencies in two campaigns (an onboarding
+    batch each, say) made two files, and the two-settings refusal of --store said to export one campaign, which
+    left the other's latencies out. --name repeats, --device keeps one device's results, and a device of two
+    settings among them is refused naming each setting and the export of the first."""
+    db = str(settings_store)
+    assert hwl_main(["campaign", "export", "--store", db, "--device", "pi", "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        "campaigns b1-first, b1-more, b2 hold pi's nb201 latencies measured with 2 different settings: 5 with "
+        "batch_size = 1 (campaigns b1-first, b1-more); 2 with batch_size = 2 (campaign b2); one "
+        f"file would pool them, so export one setting's campaigns (hwl campaign export --store {db} --name b1-first "
+        "--name b1-more --device pi --out FILE)") in err, err
+    assert not (tmp_path / out).exists()
+    assert hwl_main(["campaign", "export", "--store", db, "--name", "b1-first", "--name", "b1-more",
+                     "--device", "pi", "--out", str(tmp_path / out)]) == 0
+    wide = [] if out.endswith(".parquet") else ["--wide"]
+    assert hwl_main(["data", "import", str(tmp_path / out), "--store", str(tmp_path / "fresh.db"), *wide]) == 0
+    with Store(tmp_path / "fresh.db") as fresh:
+        got = fresh.latency_table("nb201").set_index("arch")
+    assert set(got["device"]) == {"pi"}  # jet, in b1-first, left out
+    assert got["latency_ms"].to_dict() == {0: 1.0, 1: 2.0, 2: 3.5, 3: 5.0}  # arch 2: the median of 3.0 and 4.0
+
+
+def test_an_export_of_several_campaigns_is_checked_for_each_device(settings_store, tmp_path, capsys, monkeypatch):
+    db = str(settings_store)
+    monkeypatch.chdir(tmp_path)
+    assert hwl_main(["campaign", "export", "--store", db, "--name", "b1-first", "--name", "b2"]) == 2
+    assert "campaigns b1-first, b2 hold pi's nb201 latencies measured with 2 different settings" in \
+        capsys.readouterr().err
+    assert hwl_main(["campaign", "export", "--store", db, "--name", "b1-first", "--name", "b1-more"]) == 0
+    exported = read_parquet_export(tmp_path / "b1-first+b1-more.parquet")
+    assert sorted(set(exported["device"])) == ["jet", "pi"] and set(exported["campaign"]) == {"b1-first", "b1-more"}
+    assert pq.read_schema(tmp_path / "b1-first+b1-more.parquet").metadata[b"hwl_campaign"] == b"b1-first, b1-more"
+    assert hwl_main(["campaign", "export", "--store", db, "--device", "jet"]) == 0  # its one campaign
+    assert len(read_parquet_export(tmp_path / "jet.parquet")) == 3
+    for argv, message in (
+            (["--device", "nope"], f"no campaign in {db} measures nope; devices it measures: jet, pi"),
+            (["--name", "b1-more", "--device", "jet"], "campaign b1-more measures no device jet; devices: pi")):
+        assert hwl_main(["campaign", "export", "--store", db, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

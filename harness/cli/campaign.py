@@ -41,7 +41,11 @@ def add_parser(subparsers) -> None:
     status.set_defaults(func=cmd_status)
 
     export = sub.add_parser("export", help="write results as Parquet or a HELP-style wide table")
-    export.add_argument("--name", help="campaign (default: the store's latest)")
+    export.add_argument("--name", action="append",
+                        help="campaign; again for several into one file (default: every campaign measuring "
+                             "--device, else the store's latest)")
+    export.add_argument("--device", action="append",
+                        help="only this device's results; again for several")
     export.add_argument("--store", default=DEFAULT_STORE)
     export.add_argument("--format", choices=["parquet", "help"],
                         help="parquet (one row per result) or help (wide CSV); default: from --out's "
@@ -213,18 +217,23 @@ def export_format(fmt: str | None, out: str | None) -> str:
     return fmt or named or "parquet"
 
 
-def export(*, store: str, fmt: str | None = None, out: str | None = None, name: str | None = None) -> Path:
-    from harness.campaign import find_campaign
+def export(*, store: str, fmt: str | None = None, out: str | None = None, name=None, device=None) -> Path:
+    """Export campaigns ``name`` (a name or a list; see ``harness.export_selection``), ``device``'s results only
+    when given (a name or a list)."""
+    from harness.export_selection import select_export
     from harness.exporting import export_help, export_parquet
     from harness.store import Store
 
     fmt = export_format(fmt, out)
+    names = [name] if isinstance(name, str) else name
+    devices = [device] if isinstance(device, str) else device
     with Store(store, readonly=True) as st:
-        cid, cname, _ = find_campaign(st, name)
+        ids, chosen = select_export(st, names, devices)
         # a default name stays in the working folder, whatever the campaign's name holds ('/', '..')
-        stem = re.sub(r"[^\w.:-]+", "_", cname).lstrip(".") or "campaign"
+        label = "+".join(devices or chosen)
+        stem = re.sub(r"[^\w.:+-]+", "_", label).lstrip(".") or "campaign"
         out = check_writable(out or (f"{stem}.parquet" if fmt == "parquet" else f"{stem}_help.csv"))
-        return (export_parquet if fmt == "parquet" else export_help)(st, cid, out)
+        return (export_parquet if fmt == "parquet" else export_help)(st, ids, out, devices=devices)
 
 
 def cmd_export(args) -> int:
@@ -233,7 +242,7 @@ def cmd_export(args) -> int:
         if sys.stdout.isatty():
             raise CampaignError("--out -: stdout is a terminal; pipe it into a program or give a file name")
         out = "/dev/stdout"
-    path = export(store=args.store, fmt=args.format, out=out, name=args.name)
+    path = export(store=args.store, fmt=args.format, out=out, name=args.name, device=args.device)
     if export_format(args.format, out) == "help":
         # HELP's format is numbers alone (its readers and ours take every other column for a device): the settings
         # stay in the Parquet export, and a reader of this file knows its devices' settings no more than HELP's
