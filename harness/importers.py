@@ -260,6 +260,8 @@ def _keys(values: pd.Series, convert, source: str, column: str) -> list[str]:
     """Architecture keys of a column, an error naming the row of the first bad one."""
     keys = []
     for row, value in enumerate(values, start=1):
+        if pd.isna(value) or (isinstance(value, str) and not value.strip()):  # pandas 3: NaN, printed as nan
+            raise TableImportError(f"{source}: data row {row}: {column} is empty; fill it or remove the row")
         try:
             keys.append(convert(value))
         except (ArchError, ValueError, TypeError) as exc:

@@ -190,16 +190,25 @@ def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:
     """Canonical keys of ``space`` for a column of indices, arch strings or FBNet keys."""
     mod = get_space(space)
     resolve = nb201.resolve if mod is nb201 else fbnet.canonical
+    empty = keys.isna() | (keys.astype(object).astype(str).str.strip() == "")
+    if empty.any():  # pandas 3 keeps a missing cell missing: it was named as the architecture nan
+        raise ArchError(f"{where}: {int(empty.sum())} row(s) have no architecture (first at data row "
+                        f"{int(np.flatnonzero(empty.to_numpy())[0]) + 1}); fill the column or remove the row")
     uniques = pd.unique(keys.astype(object))
     mapping = {}
     for key in uniques:
         try:
-            mapping[key] = resolve(key.item() if isinstance(key, np.generic) else key)
+            mapping[key] = resolve(_whole(key.item() if isinstance(key, np.generic) else key))
         except ArchError as exc:
             other = "fbnet" if mod is nb201 else "nb201"
             hint = f" (it looks like a {other} architecture)" if _belongs_to(key, other) else ""
             raise ArchError(f"{where}: {key!r} is not a {mod.NAME} architecture{hint}: {exc}") from None
     return [mapping[k] for k in keys.astype(object)]
+
+
+def _whole(key):
+    """An index column that held an empty cell (or was written as floats) reads as floats: 1.0 is index 1."""
+    return int(key) if isinstance(key, float) and key.is_integer() else key
 
 
 def _belongs_to(key, space: str) -> bool:

@@ -25,6 +25,8 @@ def check_same_archs(space: str, keys, values) -> None:
     key_of: dict = {}
     differ = []
     for row, (key, value) in enumerate(zip(keys, values), start=1):
+        if _empty(value):
+            raise ArchError(f"data row {row}: {second} is empty; fill it or drop the column")
         if value not in key_of:  # each distinct value parsed once: HELP's long tables repeat them per device
             try:
                 key_of[value] = resolve(value)
@@ -41,3 +43,13 @@ def check_same_archs(space: str, keys, values) -> None:
                             else ("architectures", repr(key), repr(other)))
         raise ArchError(f"{len(differ)} row(s) whose {first} and {second} name different {what} (first at data row "
                         f"{row}: {first} {key}, {second} {value!r} is {named}); fix them or drop one of the columns")
+
+
+def _empty(value) -> bool:
+    """An empty cell: None, NaN (pandas 3 keeps one through astype(str)), pandas' NA, or blank text."""
+    if isinstance(value, str):
+        return not value.strip()
+    try:
+        return value is None or bool(value != value)  # NaN is the one value unequal to itself
+    except TypeError:  # pandas' NA: its comparisons are NA, whose truth value is refused
+        return True

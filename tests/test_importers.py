@@ -88,7 +88,7 @@ def test_long_table_csv_by_arch_string(tmp_path):
     ("1,pi,0\n", r"not positive \(first at data row 1: 0\)"),
     ("1.5,pi,2.0\n", r"bad.csv: data row 1: arch_index 1.5: not a whole number"),
     ("x,pi,2.0\n", r"data row 1: arch_index 'x'"),
-    (",pi,2.0\n", r"data row 1: arch_index '': could not convert"),
+    (",pi,2.0\n", r"data row 1: arch_index is empty; fill it or remove the row"),
     ("1,,2.0\n", r"1 rows have no device \(first at data row 1\)"),
     ("7,pi,1.0\n99999,pi,2.0\n", r"data row 2: arch_index 99999: NB201 index 99999 is out of range"),
     ("7,pi,\n", r"not positive \(first at data row 1: ''\)"),
@@ -315,3 +315,42 @@ def test_a_store_from_before_holding_a_device_from_two_files_is_refused_by_the_p
     assert err.count("\n") == 1 and (f"store {tmp_path / 'lab.db'} holds pi's nb201 latencies imported from 2 files "
                                      "(5 from lab_a.csv, 3 from lab_b.csv); their median would mix them") in err, err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_an_empty_architecture_cell_is_named_empty_not_nan(tmp_path):
+    """pandas 3 keeps a Parquet null (or a CSV blank) as NaN: 'data row 2: arch_str nan: NB201 arch string
+    expected, got nan', 'arch_index nan: not a whole number'. A float column's whole numbers are indices."""
+    frames = {"strs.parquet": {"arch_str": [nb201.to_string(5), None]},
+              "idx.parquet": {"arch_index": [1, None]},
+              "ops.parquet": {"arch_ops": [fbnet.to_key(["skip"] * 22), None]}}
+    with Store(tmp_path / "lab.db") as s:
+        for name, columns in frames.items():
+            pd.DataFrame({**columns, "device": "pi", "latency_ms": [1.0, 2.0]}).to_parquet(tmp_path / name)
+            with pytest.raises(TableImportError, match=rf"^{name}: data row 2: {next(iter(columns))} is empty; "
+                                                       r"fill it or remove the row$"):
+                import_file(s, tmp_path / name)
+        pd.DataFrame({"arch_index": [1.0, 2.0], "device": "pi", "latency_ms": [1.0, 2.0]}).to_parquet(
+            tmp_path / "floats.parquet")
+        assert import_file(s, tmp_path / "floats.parquet") == ("nb201", 2)
+        assert sorted(s.latency_table("nb201")["arch"]) == [1, 2]
+
+
+def test_an_empty_cell_of_the_second_architecture_column_is_named_empty(tmp_path, capsys):
+    """arch_str beside arch_index (op_idx_key beside arch_ops) with an empty cell: "arch_str nan: NB201 arch
+    string needs 3 nodes", from hwl data import and hwl adapt alike."""
+    from predictors import data
+    from predictors.data import LatencyTableError
+
+    pd.DataFrame({"arch_index": [5, 6], "arch_str": pd.array([nb201.to_string(5), None], dtype="string"),
+                  "device": "pi", "latency_ms": [1.0, 2.0]}).to_parquet(tmp_path / "na.parquet")  # pandas' NA
+    pd.DataFrame({"arch_ops": [fbnet.to_key(["skip"] * 22)], "op_idx_key": [None], "device": "pi",
+                  "latency_ms": [1.0]}).to_parquet(tmp_path / "fb.parquet")
+    (tmp_path / "blank.csv").write_text(f"arch_index,arch_str,device,latency_ms\n5,{nb201.to_string(5)},pi,1.0\n"
+                                        "6, ,pi,2.0\n")
+    for name, space, row, column in (("na.parquet", "nb201", 2, "arch_str"), ("fb.parquet", "fbnet", 1, "op_idx_key"),
+                                     ("blank.csv", "nb201", 2, "arch_str")):
+        message = rf"{name}: data row {row}: {column} is empty; fill it or drop the column$"
+        with Store(tmp_path / "lab.db") as s, pytest.raises(TableImportError, match=message):
+            import_file(s, tmp_path / name)
+        with pytest.raises(LatencyTableError, match=message):
+            data.read_table(tmp_path / name, space)

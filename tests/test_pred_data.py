@@ -197,3 +197,22 @@ def test_a_bad_latency_is_named_by_its_data_row(tmp_path):
     with pytest.raises(LatencyTableError, match=r"bad.csv: 2 latency_ms value\(s\) are not positive numbers "
                                                 r"\(first at data row 2: '-3.0'\)"):
         data.read_table(tmp_path / "bad.csv", "nb201")
+
+
+def test_an_arch_index_column_read_as_floats_is_read_as_indices_and_an_empty_cell_is_named(tmp_path):
+    """A Parquet arch_index column with a null (or written as floats) reads as floats: hwl adapt refused index
+    1.0 as "'1.0' is not a nb201 architecture", which hwl data import took, and named an empty cell nan."""
+    pd.DataFrame({"arch_index": [1.0, 2.0], "device": "pi", "latency_ms": [1.0, 2.0]}).to_parquet(tmp_path / "f.pq")
+    assert data.read_table(tmp_path / "f.pq", "nb201")["arch"].tolist() == [1, 2]
+    pd.DataFrame({"arch_index": [1, None, 3], "device": "pi", "latency_ms": [1.0, 2.0, 3.0]}).to_parquet(
+        tmp_path / "gap.parquet")
+    pd.DataFrame({"arch_str": [nb201.to_string(5), None], "device": "pi", "latency_ms": [1.0, 2.0]}).to_parquet(
+        tmp_path / "strs.parquet")
+    (tmp_path / "gap.csv").write_text("arch_index,device,latency_ms\n1,pi,1.0\n ,pi,2.0\n")
+    for name, column in (("gap.parquet", "arch_index"), ("strs.parquet", "arch_str"), ("gap.csv", "arch_index")):
+        with pytest.raises(ArchError, match=rf"/{name}, column {column}: 1 row\(s\) have no architecture \(first at "
+                                            r"data row 2\); fill the column or remove the row$"):
+            data.read_table(tmp_path / name, "nb201")
+    pd.DataFrame({"arch_index": [1.5], "device": "pi", "latency_ms": [1.0]}).to_parquet(tmp_path / "half.pq")
+    with pytest.raises(ArchError, match=r"1.5 is not a nb201 architecture"):  # not a whole number: still refused
+        data.read_table(tmp_path / "half.pq", "nb201")
