@@ -286,8 +286,11 @@ class Store:
         return cid
 
     def devices(self, campaign_id: int) -> pd.DataFrame:
-        return self.query("SELECT * FROM campaign_devices WHERE campaign_id = ? ORDER BY device",
-                          (campaign_id,))
+        """The campaign's devices (campaign_devices rows); ``error`` is None where the device has none."""
+        dev = self.query("SELECT * FROM campaign_devices WHERE campaign_id = ? ORDER BY device", (campaign_id,))
+        # pandas 3 reads a NULL beside another row's text as NaN, which is truthy and no str
+        dev["error"] = dev["error"].astype(object).where(dev["error"].notna(), None)
+        return dev
 
     def set_device_state(self, campaign_id: int, device: str, state: str, *, error: str | None = None,
                          consecutive_failures: int | None = None) -> None:
@@ -315,8 +318,6 @@ class Store:
                 table[col] = 0
         table = table[["queued", "running", "done", "failed"]].astype(int)
         dev = self.devices(campaign_id).set_index("device")[["state", "error", "consecutive_failures"]]
-        # pandas 3 reads a NULL beside text as NaN: the table and the JSON want None
-        dev["error"] = dev["error"].astype(object).where(dev["error"].notna(), None)
         return dev.join(table, how="left").fillna({"queued": 0, "running": 0, "done": 0, "failed": 0}) \
             .reset_index()
 

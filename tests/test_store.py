@@ -75,6 +75,15 @@ def test_recover_interrupted_requeues_running_jobs(tmp_path):
     assert s.start_attempt(job) == 2  # the next attempt gets a new number
 
 
+def test_a_device_without_an_error_has_none_beside_a_quarantined_one(tmp_path):
+    """pandas 3 read d2's NULL error as NaN beside d1's text: a truthy float where callers test `error or ''`."""
+    with Store(tmp_path / "lab.db") as s:
+        cid = _campaign(s)
+        s.set_device_state(cid, "d1", "quarantined", error="no CUDA provider")
+        assert s.devices(cid)["error"].tolist() == ["no CUDA provider", None]
+        assert s.status(cid)["error"].tolist() == ["no CUDA provider", None]
+
+
 def test_imported_rows_live_beside_measured_ones(tmp_path):
     s = Store(tmp_path / "lab.db")
     assert s.add_imported("nb201", [("1", "pixel3", 3.0), ("2", "pixel3", 4.0)], source="t.parquet") == (2, 0)
