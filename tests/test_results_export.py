@@ -259,11 +259,12 @@ def _pi_at_batch(tmp_path, batch):
     return str(profile)
 
 
-def _measured(store, name, devices, archs, ms):
-    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=archs, devices=devices, name=name))
+def _measured(store, name, devices, archs, ms, space="nb201"):
+    cid, _, _ = plan_campaign(store, CampaignSpec(space=space, archs=archs, devices=devices, name=name))
     for device in store.devices(cid)["device"]:
         for job, arch, _ in store.queued_jobs(cid, device):
-            store.finish_attempt(job, store.start_attempt(job), record=_ok(ms(device, int(arch))), job_state="done")
+            label = ms(device, int(arch)) if space == "nb201" else 1.0
+            store.finish_attempt(job, store.start_attempt(job), record=_ok(label), job_state="done")
 
 
 @pytest.fixture
@@ -314,9 +315,13 @@ def test_an_export_of_several_campaigns_is_checked_for_each_device(settings_stor
     assert pq.read_schema(tmp_path / "b1-first+b1-more.parquet").metadata[b"hwl_campaign"] == b"b1-first, b1-more"
     assert hwl_main(["campaign", "export", "--store", db, "--device", "jet"]) == 0  # its one campaign
     assert len(read_parquet_export(tmp_path / "jet.parquet")) == 3
+    with Store(settings_store) as store:
+        _measured(store, "fb", (str(write_profile(tmp_path, "jet")),), "random:2", None, space="fbnet")
     for argv, message in (
             (["--device", "nope"], f"no campaign in {db} measures nope; devices it measures: jet, pi"),
-            (["--name", "b1-more", "--device", "jet"], "campaign b1-more measures no device jet; devices: pi")):
+            (["--name", "b1-more", "--device", "jet"], "campaign b1-more measures no device jet; devices: pi"),
+            (["--device", "jet"], "campaigns of 2 spaces (fbnet: fb; nb201: b1-first); one export file holds one "
+                                  "space: give --name of one space's campaigns")):
         assert hwl_main(["campaign", "export", "--store", db, *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err

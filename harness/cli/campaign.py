@@ -51,7 +51,8 @@ def add_parser(subparsers) -> None:
                         help="parquet (one row per result) or help (wide CSV); default: from --out's "
                              "suffix (.parquet, .csv, .csv.gz), else parquet")
     export.add_argument("--out", help="output file, or - for stdout (default: <campaign>.parquet / "
-                                      "<campaign>_help.csv)")
+                                      "<campaign>_help.csv; several campaigns or --device: their names joined "
+                                      "by +)")
     export.set_defaults(func=cmd_export)
 
 
