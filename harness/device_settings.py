@@ -50,7 +50,7 @@ def check_one_setting(store_path, space: str, devices) -> None:
                 continue
             raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
                             f"different settings: {describe_settings(settings)}; their median would mix them, so "
-                            f"export one setting's campaigns ({export_command(store_path, settings[0][2])} --out "
+                            f"export one setting's campaigns ({export_command(store_path, settings[0][2], device)} --out "
                             "FILE.parquet) and give that file instead of --store, or measure each setting under its "
                             "own device name")
 
@@ -63,9 +63,11 @@ def describe_settings(settings: list[tuple[dict, int, list[str]]]) -> str:
                      for identity, n, campaigns in settings)
 
 
-def export_command(store_path, campaigns: list[str]) -> str:
-    """The `hwl campaign export` of these campaigns into one file (less its --out)."""
-    return f"hwl campaign export --store {quote(str(store_path))} " + " ".join(f"--name {quote(c)}" for c in campaigns)
+def export_command(store_path, campaigns: list[str], device: str) -> str:
+    """The `hwl campaign export` of ``device``'s results in these campaigns into one file (less its --out); the
+    campaigns' other devices may have other settings among them, which the export would refuse."""
+    names = " ".join(f"--name {quote(c)}" for c in campaigns)
+    return f"hwl campaign export --store {quote(str(store_path))} {names} --device {quote(device)}"
 
 
 def _check_not_also_imported(store: Store, store_path, space: str, device: str, setting) -> None:
@@ -80,7 +82,7 @@ def _check_not_also_imported(store: Store, store_path, space: str, device: str, 
     raise UserError(f"store {store_path} holds {device}'s {space} latencies both measured ({n}, campaign"
                     f"{'s' if len(campaigns) > 1 else ''} {', '.join(campaigns)}) and imported ({files}; settings "
                     f"unknown); their median would mix them, so export the campaign"
-                    f"{'s' if len(campaigns) > 1 else ''} ({export_command(store_path, campaigns)} --out "
+                    f"{'s' if len(campaigns) > 1 else ''} ({export_command(store_path, campaigns, device)} --out "
                     "FILE.parquet) and give that file instead of --store; import a table under a device name no "
                     "campaign measures")
 

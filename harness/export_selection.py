@@ -64,7 +64,7 @@ def _check_one_setting(store: Store, ids: list[int], names: list[str], space: st
     for device in devices:
         settings = measured_settings(store, space, device, ids)
         if len(settings) > 1:
-            one = f"{export_command(store.path, settings[0][2])} --device {device}"
+            one = export_command(store.path, settings[0][2], device)
             raise CampaignError(f"campaigns {', '.join(names)} hold {device}'s {space} latencies measured with "
                                 f"{len(settings)} different settings: {describe_settings(settings)}; one file would "
                                 f"pool them, so export one setting's campaigns ({one} --out FILE)")

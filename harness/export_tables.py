@@ -68,8 +68,8 @@ def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
                          if "campaign" in part.columns else "")
             parts.append(f"{len(part)} with {values}{campaigns}")
         raise error(f"{source} holds {device}'s latencies measured with {kinds.ngroups} different settings: "
-                    f"{'; '.join(parts)}; their median would mix them, so give one campaign's export "
-                    "(hwl campaign export --name CAMPAIGN)")
+                    f"{'; '.join(parts)}; their median would mix them, so give an export of one setting's "
+                    f"campaigns (hwl campaign export --name CAMPAIGN [--name CAMPAIGN ...] --device {device})")
 
 
 def _describe(kinds, settings: list[str]) -> list[str]:

@@ -108,7 +108,7 @@ def test_a_store_holding_two_settings_names_the_export_that_adapts(lab, tmp_path
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--store", str(lab / "lab.db"),
                  "--out", str(tmp_path / "mixed.pt")]) == 2
     err = capsys.readouterr().err
-    command = f"hwl campaign export --store {lab / 'lab.db'} --name batch-1"
+    command = f"hwl campaign export --store {lab / 'lab.db'} --name batch-1 --device lab-ort"
     assert err.count("\n") == 1 and f"so export one setting's campaigns ({command} --out FILE.parquet)" in err, err
     assert not (tmp_path / "mixed.pt").exists()
     _export(lab, "batch-2", tmp_path / "b2.parquet")  # the other setting, as the line says for either
@@ -171,7 +171,7 @@ def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_
     capsys.readouterr()
     line = (f"holds lab-ort's nb201 latencies both measured (10, campaign batch-1) and imported (25 from theirs.csv; "
             f"settings unknown); their median would mix them, so export the campaign (hwl campaign export --store "
-            f"{db} --name batch-1 --out FILE.parquet) and give that file instead of --store")
+            f"{db} --name batch-1 --device lab-ort --out FILE.parquet) and give that file instead of --store")
     commands = [["adapt", model, "--device", "lab-ort", "--store", str(db), "--out", str(tmp_path / "b.pt")],
                 ["train", "--space", "nb201", "--method", "copy", "--devices", "lab-ort", "--store", str(db),
                  "--out", str(tmp_path / "b.pt")],

@@ -360,7 +360,7 @@ def test_a_setting_over_two_campaigns_is_named_whole_in_the_store_refusal(tables
     capsys.readouterr()
     assert main(adapt + ["--store", str(tmp_path / "lab.db")]) == 2
     err = capsys.readouterr().err
-    command = f"hwl campaign export --store {tmp_path / 'lab.db'} --name batch-1 --name batch-1b"
+    command = f"hwl campaign export --store {tmp_path / 'lab.db'} --name batch-1 --name batch-1b --device my_pi"
     assert err.count("\n") == 1 and f"so export one setting's campaigns ({command} --out FILE.parquet)" in err, err
     assert main(command.split()[1:] + ["--out", str(tmp_path / "b1.parquet")]) == 0
     assert main(adapt + ["--measurements", str(tmp_path / "b1.parquet")]) == 0
