@@ -48,11 +48,11 @@ def check_one_setting(store_path, space: str, devices) -> None:
                 _check_one_imported_file(store, store_path, space, device)
             if len(settings) < 2:
                 continue
+            export = export_command(store_path, settings[0][2], device)
             raise UserError(f"store {store_path} holds {device}'s {space} latencies measured with {len(settings)} "
                             f"different settings: {describe_settings(settings)}; their median would mix them, so "
-                            f"export one setting's campaigns ({export_command(store_path, settings[0][2], device)} --out "
-                            "FILE.parquet) and give that file instead of --store, or measure each setting under its "
-                            "own device name")
+                            f"export one setting's campaigns ({export} --out FILE.parquet) and give that file instead "
+                            "of --store, or measure each setting under its own device name")
 
 
 def describe_settings(settings: list[tuple[dict, int, list[str]]]) -> str:
