@@ -564,6 +564,8 @@ class Coordinator:
             pass  # the coordinator's export failed: it says nothing about the device
         elif self._unfit(dev, record):  # the job is queued again, uncharged
             pass
+        elif outcome in FAILED_OUTCOMES and dev.state != "active":
+            pass  # sent ahead of the verdict (quarantine, recover command): the run it ended stays as counted
         elif outcome in FAILED_OUTCOMES:
             self._failures_in_row(dev, dev.failures_in_row + 1)
             if dev.failures_in_row >= self.options.quarantine_after:
@@ -620,7 +622,8 @@ class Coordinator:
         if label is None:
             log.warning("device %s: drift canary failed: %s: %s", dev.profile.name, record.get("outcome"),
                         record.get("error_message") or "no message")  # the canaries table keeps no message
-            self._failures_in_row(dev, dev.failures_in_row + 1)
+            if dev.state == "active":  # as in _finish: not one more after the verdict
+                self._failures_in_row(dev, dev.failures_in_row + 1)
             dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)

@@ -31,9 +31,12 @@ def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
 
 
 def status_table(status: pd.DataFrame, *, title: str) -> Table:
-    """``Store.status`` as a table (device state and error, jobs per state, failed attempts in a row)."""
+    """``Store.status`` as a table (device state and error, jobs per state, failed attempts in a row).
+
+    ``failed`` counts jobs given up on, ``failed in a row`` the device's latest failed attempts: an
+    attempt lost with the device charges no job, so a device can show 0 and 4 (see STATUS_LEGEND)."""
     table = Table(title=title)
-    counts = ("queued", "running", "done", "failed", "failing")
+    counts = ("queued", "running", "done", "failed", "failed in a row")
     for col in ("device", "state", *counts, "error"):
         table.add_column(col, justify="right" if col in counts else "left")
     for row in status.itertuples(index=False):
@@ -41,6 +44,11 @@ def status_table(status: pd.DataFrame, *, title: str) -> Table:
                       str(int(row.failed)), str(int(row.consecutive_failures)), (row.error or "")[:80],
                       style="red" if row.state == "quarantined" else None)
     return table
+
+
+STATUS_LEGEND = ("failed: jobs given up on (3 attempts failed on the model); failed in a row: the device's latest "
+                 "failed attempts (for a quarantined device, the run that quarantined it), attempts lost with the "
+                 "device included, which charge no job")
 
 
 def medians_table(wide: pd.DataFrame, devices: list[str], *, title: str = "per-device latency (ms)") -> Table:

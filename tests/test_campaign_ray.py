@@ -272,7 +272,8 @@ def test_device_status_with_a_store_of_a_quarantined_device_beside_a_good_one(lo
     assert rows["ray-bad"]["state"] == "quarantined" and "3 failed attempts in a row" in rows["ray-bad"]["error"]
 
 
-def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, artifacts, tmp_path, capsys):
+def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, artifacts, tmp_path, capsys,
+                                                                    monkeypatch):
     """The store's consecutive_failures was written only at quarantine and recovery, so `hwl campaign
     status` showed 0 for a device failing attempt after attempt; it now follows each result."""
     calls = tmp_path / "calls"
@@ -296,8 +297,9 @@ def test_status_shows_a_device_s_run_of_failures_while_it_happens(local_ray, art
     capsys.readouterr()
     assert hwl_main(["campaign", "status", "--store", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["devices"][0]["consecutive_failures"] == 0
+    monkeypatch.setenv("COLUMNS", "250")  # the header unwrapped
     assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
-    assert "failing" in capsys.readouterr().out
+    assert "failed in a row" in capsys.readouterr().out
 
 
 def test_a_store_removed_under_a_campaign_is_written_back_and_the_campaign_stops(local_ray, artifacts, tmp_path):
@@ -410,6 +412,38 @@ def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(
     assert status.loc["ray-still", "error"].endswith("(after its recover command)")  # it came back, then failed
     assert "recover command `sh -c 'echo relay unreachable >&2; exit 3'` exited 3: relay unreachable" in \
         status.loc["ray-nocycle", "error"]
+
+
+def test_a_quarantined_device_s_run_of_failures_matches_its_error_and_status_says_what_each_count_is(
+        local_ray, artifacts, tmp_path, capsys, monkeypatch):
+    """A phone unplugged for good (its push fails: each attempt is lost with the device, charging no job) with a
+    recover command that does not help. `hwl campaign status` showed `failed 0` beside `failing 4` while the
+    error said '3 failed attempts in a row': the job sent ahead failed after the quarantine and was counted
+    too. The count now stops at the verdict, and the table's columns say jobs given up on versus attempts."""
+    unplugged = tmp_path / "unplugged"
+    unplugged.touch()
+    profile = tmp_path / "ray-gone.toml"
+    profile.write_text("\n".join([
+        'name = "ray-gone"', 'device_class = "mobile"', "[host]", 'name = "local"', 'transport = "command"',
+        f"push = \"sh -c 'test ! -e {unplugged}'\"", "reconnect_timeout_s = 0", 'recover = "true"',
+        "[runtime]", 'kind = "command"', "[runtime.options]", 'command = "echo 2.5 ms"', 'regex = "([0-9.]+) ms"',
+        "[measurement]", 'profile = "quick"', "cooldown_s = 0.0"]) + "\n")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [profile], archs=CHEAP)
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        n_lost = s.db.execute("SELECT count(*) FROM results WHERE outcome = 'device_lost'").fetchone()[0]
+    _, frame, _ = campaign_status(store=str(db))
+    row = frame.set_index("device").loc["ray-gone"]
+    assert row["state"] == "quarantined" and row["error"].startswith("3 failed attempts in a row")
+    assert row["consecutive_failures"] == 3 and row["failed"] == 0 and row["queued"] == 3, row.to_dict()
+    assert n_lost > 3  # the attempts sent ahead of the two verdicts (recover, quarantine) are stored all the same
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "250")  # the table's rows unwrapped
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "failed in a row" in out and "failed: jobs given up on (3 attempts failed on the model)" in out
+    assert "attempts lost with the device included, which charge no job" in out
 
 
 def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):

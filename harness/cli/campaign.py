@@ -191,8 +191,10 @@ def cmd_status(args) -> int:
         return 0
     from rich.console import Console
 
-    from harness.report import status_table
+    from harness.report import STATUS_LEGEND, status_table
     Console().print(status_table(frame, title=f"campaign {cname} ({args.store})"))
+    if frame["failed"].sum() or frame["consecutive_failures"].sum():  # the two counts read alike
+        print(STATUS_LEGEND)
     if coordinator:
         print(f"being measured by {coordinator}")
     elif frame["queued"].sum():
