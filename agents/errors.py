@@ -44,6 +44,11 @@ class DeviceTooHot(HwlError):
     the coordinator should quarantine it."""
 
 
+class ToolKilled(HwlError):
+    """The command runtime's external tool was killed by a signal sent to it (a person, a watchdog, a
+    dying adb server; not a crash of its own, not the OOM killer): it says nothing about the model."""
+
+
 class MeasurementTimeout(HwlError):
     """A timed window or a whole model ran past its time limit; its process group was killed."""
 

@@ -45,6 +45,9 @@ _LOAD_KINDS = ("ModelNotFound", "HashMismatch")
 DEVICE_SETUP_KINDS = ("RuntimeUnavailable", "CoresUnavailable")
 DEVICE_TOO_HOT = "DeviceTooHot"
 DEVICE_UNFIT_KINDS = (*DEVICE_SETUP_KINDS, DEVICE_TOO_HOT)
+# What the measuring child may say about the device rather than the model (agents.runtimes.command):
+# a runtime it cannot run, or a vendor tool killed by a signal sent to it.
+_DEVICE_KINDS_SAID_BY_CHILD = (*DEVICE_SETUP_KINDS, "ToolKilled")
 
 
 def lock_dir() -> Path:
@@ -257,8 +260,8 @@ class DeviceWorker:
             return {"outcome": outcome, "error_kind": kind, "error_message": str(exc)}
         record = record_from_result(reply)
         said_by_child = (reply.message or "").split(":", 1)[0]  # the child's "ErrorClass: message"
-        if reply.outcome == "load_error" and said_by_child in DEVICE_SETUP_KINDS:  # as above
-            record.update(outcome="device_lost", error_kind=said_by_child)
+        if reply.outcome in ("load_error", "runtime_error") and said_by_child in _DEVICE_KINDS_SAID_BY_CHILD:
+            record.update(outcome="device_lost", error_kind=said_by_child)  # as above: no architecture charged
         record["fingerprint"] = hello.fingerprint
         record.setdefault("fingerprint_id", hello.fingerprint_id)
         return record

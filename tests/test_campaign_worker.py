@@ -2,6 +2,7 @@
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -130,3 +131,45 @@ def test_a_device_that_stays_away_is_tried_until_its_reconnect_timeout(tmp_path,
         worker.close()
     assert record["outcome"] == "device_lost" and "cannot reach gone at 127.0.0.1" in record["error_message"]
     assert 4.9 <= time.monotonic() - started < 30
+
+
+# A tiny vendor tool: prints a latency, or fails the way its first argument says.
+TINY_TOOL = """import os, signal, sys
+mode = sys.argv[1]
+if mode == "killed":
+    os.kill(os.getpid(), signal.SIGTERM)  # a person, a watchdog
+if mode == "crash":
+    import ctypes; ctypes.string_at(0)  # the tool's own segfault on this model
+if mode == "unsupported":
+    sys.exit("unsupported op: GridSample")
+print("run 0: 2.5 ms")
+"""
+
+
+@pytest.mark.parametrize("command, outcome, kind, said", [
+    ("/nonexistent/vendor-tool {model}", "device_lost", "RuntimeUnavailable",
+     "cannot run the command runtime's tool '/nonexistent/vendor-tool'"),
+    ("sh -c 'no-such-vendor-tool {model}'", "device_lost", "RuntimeUnavailable", "exited with status 127"),
+    ("{python} {tool} killed {model}", "device_lost", "ToolKilled", "died from SIGTERM"),
+    ("{python} {tool} crash {model}", "runtime_error", "runtime_error", "died from SIGSEGV"),
+    ("{python} {tool} unsupported {model}", "runtime_error", "runtime_error", "unsupported op: GridSample"),
+], ids=["missing", "shell-not-found", "killed", "crash", "unsupported"])
+def test_a_vendor_tool_that_cannot_run_or_is_killed_charges_the_device_not_the_model(tmp_path, model, command,
+                                                                                    outcome, kind, said):
+    """Every non-zero exit of the command runtime's tool was a runtime_error charged to the architecture. A
+    tool that cannot be started, or that a signal sent to it killed, says nothing about the model: it is now
+    device_lost (no architecture charged; a missing tool quarantines the device at once, as a missing
+    runtime does). The tool's own crash or failing exit stays the model's runtime_error."""
+    tool = tmp_path / "tool.py"
+    tool.write_text(TINY_TOOL)
+    assert "2.5 ms" in os.popen(f"{sys.executable} {tool} fine").read()  # the tool itself works
+    command = command.replace("{python}", sys.executable).replace("{tool}", str(tool))
+    profile = write_profile(tmp_path, "w-tool", runtime="command", options={"command": command,
+                                                                            "regex": "([0-9.]+) ms"})
+    worker = DeviceWorker(load_profile(str(profile)))
+    try:
+        rec = worker.measure(_job(model))
+    finally:
+        worker.close()
+    assert (rec["outcome"], rec["error_kind"]) == (outcome, kind), rec
+    assert said in rec["error_message"] and "\n" not in rec["error_message"], rec["error_message"]

@@ -26,7 +26,12 @@ here one invocation is one timed window, every parsed value is a sample (block s
 there is no separate first-inference time. The tool's own settings belong in the template.
 
 Each invocation runs in the measuring child's process group, so a window timeout kills it too.
-A non-zero exit (or death by a signal) is a ``runtime_error`` with the tool's stderr tail.
+A non-zero exit, or a crash (SIGSEGV, SIGABRT, ...), is a ``runtime_error`` with the tool's stderr
+tail: the tool failed on this model. Two failures say nothing about the model and are raised as the
+device's (the host makes the attempt ``device_lost``, charging no architecture): a tool that cannot
+be started (``RuntimeUnavailable``: missing, not executable, or a shell's exit status 126 / 127
+for a command it cannot run or find) and one killed by a signal sent to it
+(``ToolKilled``: SIGTERM, SIGINT, SIGHUP, a SIGKILL the OOM killer did not send).
 """
 from __future__ import annotations
 
@@ -37,12 +42,16 @@ import shlex
 import signal
 import subprocess
 
-from agents.errors import BadRequest
-from agents.runtimes.base import Prepared, RunFailure, count_option
+from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled
+from agents.runtimes.base import OutOfMemory, Prepared, RunFailure, count_option
 from agents.timing import Timing
 
 UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 KNOWN_OPTIONS = {"command", "regex", "json_path", "unit", "warmup_runs", "version"}
+# Signals a process raises on itself when it crashes: a tool that dies from one crashed running its model.
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS,
+                 signal.SIGTRAP}
+SHELL_NOT_FOUND = (126, 127)  # a shell's exit status for a command it cannot run / cannot find
 
 
 def build_argv(template, values: dict) -> list[str]:
@@ -113,21 +122,32 @@ def parse_latencies(text: str, *, regex: str | None = None, json_path: str | Non
 
 
 def _run(argv: list[str]) -> str:
+    from agents.child import oom_kills  # here: the child module runs as __main__ where this is called
+
+    kills_before = oom_kills()
     try:
         # A tool printing bytes that are not UTF-8 is read anyway: the parse says what it found.
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
-    except OSError as exc:
-        raise RunFailure(f"cannot run {argv[0]!r}: {exc}") from None
-    if proc.returncode != 0:
-        if proc.returncode < 0:
-            try:
-                why = f"died from {signal.Signals(-proc.returncode).name}"
-            except ValueError:
-                why = f"died from signal {-proc.returncode}"
-        else:
-            why = f"exited with status {proc.returncode}"
-        raise RunFailure(f"command {shlex.join(argv)[:200]} {why}; stderr ends: {proc.stderr[-500:].strip()!r}")
-    return proc.stdout
+    except OSError as exc:  # the same for every model: the device cannot measure until the tool is there
+        raise RuntimeUnavailable(f"cannot run the command runtime's tool {argv[0]!r}: {exc}") from None
+    rc = proc.returncode
+    if rc == 0:
+        return proc.stdout
+    if rc > 0:
+        why = f"exited with status {rc}"
+    else:
+        try:
+            why = f"died from {signal.Signals(-rc).name}"
+        except ValueError:
+            why = f"died from signal {-rc}"
+    said = f"command {shlex.join(argv)[:200]} {why}; stderr ends: {proc.stderr[-500:].strip()!r}"
+    if rc in SHELL_NOT_FOUND:  # `sh -c`, `adb shell`: the tool it names is missing there
+        raise RuntimeUnavailable(f"{said} (the shell's status for a command it cannot find or run)")
+    if rc > 0 or -rc in CRASH_SIGNALS:
+        raise RunFailure(said)
+    if rc == -signal.SIGKILL and kills_before is not None and oom_kills() != kills_before:
+        raise OutOfMemory(f"{said} (the kernel's OOM killer killed a process meanwhile)")
+    raise ToolKilled(f"{said}; a signal sent to it, not a crash: nothing said about the model")
 
 
 def prepare(request, model_path, cache_dir=None) -> Prepared:
