@@ -585,14 +585,30 @@ class Coordinator:
         about the model. Attempts lost with the device (``device_lost``) or with a coordinator that
         stopped (no result), or refused for a model file changed after its export (``HashMismatch``),
         do not count, or one outage would fail the job that was in flight; a job in flight at every
-        loss is still given up after 3 x ``max_attempts`` attempts in all."""
+        loss is still given up after 3 x ``max_attempts`` attempts in all. Nor is a job given up while its
+        device fails on every model (``_blames_the_model``)."""
         if attempt < self.options.max_attempts:
             return True
         if attempt >= 3 * self.options.max_attempts:
             return False
         earlier = self.store.charged_attempts(job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=UNCHARGED_KINDS)
         charged = record.get("outcome") not in UNCHARGED_OUTCOMES and record.get("error_kind") not in UNCHARGED_KINDS
-        return earlier + charged < self.options.max_attempts
+        if earlier + charged < self.options.max_attempts:
+            return True
+        return not self._blames_the_model(job_id, record)
+
+    def _blames_the_model(self, job_id: int, record: dict) -> bool:
+        """Whether a job whose attempts are used up fails for good on ``record``. A device that fails on
+        every model (a board not answering, whose vendor tool exits 1 each time) failed each job in
+        flight: so while other jobs failed on the device, and none measured fine there, since this job's
+        first failure, the failure is the device's and the job waits in the queue (up to the 3 x
+        max_attempts cap) while the device's run of failures leads to its recover command and quarantine.
+        A job failing alone (the last one left, say) is still the model's, as nothing tells them apart."""
+        if record.get("outcome") not in FAILED_OUTCOMES or record.get("error_kind") == EXPORT_FAILED:
+            return True  # an unstable record's retries are bounded as before; an export is the coordinator's
+        others_fine, others_failed = self.store.others_since_first_failure(
+            job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=(*UNCHARGED_KINDS, EXPORT_FAILED))
+        return others_fine or not others_failed
 
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
         """Set the device's run of failed attempts, in the store too when it changes (a healthy

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -444,6 +445,52 @@ def test_a_quarantined_device_s_run_of_failures_matches_its_error_and_status_say
     out = capsys.readouterr().out
     assert "failed in a row" in out and "failed: jobs given up on (3 attempts failed on the model)" in out
     assert "attempts lost with the device included, which charge no job" in out
+
+
+def test_a_vendor_tool_failing_on_every_model_fails_no_architecture_and_one_failing_on_one_model_does(
+        local_ray, artifacts, tmp_path):
+    """A board that stopped answering: its vendor tool exits 1 for every model. Each job in flight used up
+    its 3 attempts (2 of 4 jobs failed for good, through the recover command, before the quarantine), so
+    resuming after the board was fixed left those architectures failed, never measured. Now, while other
+    jobs fail on the device and none measures fine there, a job is not given up; a tool failing on one
+    model among good ones still fails that architecture, and a tool that is missing quarantines its device
+    at once, charging nothing."""
+    from agents.server import sha256_of
+    from harness.export import export_one
+
+    tool = tmp_path / "npu_tool.py"  # a tiny vendor tool: one model has an operator it lacks
+    tool.write_text("import sys\nif sys.argv[1] == open(sys.argv[2]).read():\n"
+                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
+    unsupported = tmp_path / "unsupported"  # the sha256 of that model, known once the campaign is planned
+    unplugged = tmp_path / "unplugged"
+    unplugged.touch()
+    answering = {"command": f"sh -c 'test ! -e {unplugged} || {{ echo error: no devices/emulators found >&2; exit 1; }}"
+                            "; echo run 0: 2.5 ms'", "regex": "([0-9.]+) ms"}
+    board = write_profile(tmp_path, "ray-board", runtime="command", options=answering, recover="true")
+    npu = write_profile(tmp_path, "ray-npu", runtime="command", options={
+        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+    gone = write_profile(tmp_path, "ray-notool", runtime="command", recover="true",
+                         options={"command": f"{tmp_path}/vendor/bin/benchmark {{model}}", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [board, npu, gone], archs=CHEAP + ",4123")
+    with Store(db) as s:  # the NPU's first job is its unsupported one, so good ones are measured around it
+        (bad,) = s.db.execute("SELECT arch FROM jobs WHERE campaign_id = ? AND device = 'ray-npu' "
+                              "ORDER BY position LIMIT 1", (cid,)).fetchone()
+    unsupported.write_text(sha256_of(Path(export_one("nb201", bad, artifacts).path)))  # the file's, as {sha256}
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        status = s.status(cid).set_index("device")
+        failed = [arch for (arch,) in s.db.execute("SELECT arch FROM jobs WHERE campaign_id = ? AND state = 'failed'",
+                                                   (cid,))]
+    assert status.loc["ray-board", "state"] == "quarantined" and status.loc["ray-board", "failed"] == 0, status
+    assert status.loc["ray-board", "queued"] == 4 and "no devices/emulators found" in status.loc["ray-board", "error"]
+    assert status.loc["ray-npu", "state"] == "active" and status.loc["ray-npu", "done"] == 3 and failed == [bad]
+    assert status.loc["ray-notool", "state"] == "quarantined" and status.loc["ray-notool", "queued"] == 4
+    assert "cannot run the command runtime's tool" in status.loc["ray-notool", "error"]
+    unplugged.unlink()  # the board plugged back in: a resume measures every one of its architectures
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        assert s.status(cid).set_index("device").loc["ray-board", "done"] == 4
 
 
 def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):
