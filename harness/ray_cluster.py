@@ -46,7 +46,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     with contextlib.redirect_stdout(sys.stderr):
         try:
             if address:
-                _check_reachable(address)
+                check_reachable(address)
                 try:
                     with _signals_held_during_init():
                         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
@@ -162,7 +162,7 @@ def _signals_held_during_init():
             os.kill(os.getpid(), sig)
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a ``host:port`` that nothing answers (Ray itself waits minutes for its GCS)."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():  # "auto", "ray://...", a bare name: Ray resolves those

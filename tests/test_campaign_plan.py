@@ -171,3 +171,22 @@ def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
     assert f"campaign p has no results yet in {db}" in capsys.readouterr().err
     assert hwl_main(["campaign", "export", "--store", str(db), "--out", str(tmp_path / "x.csv")]) == 2
     assert f"campaign p has no accepted results yet in {db}" in capsys.readouterr().err
+
+
+def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tmp_path, capsys):
+    """`hwl campaign run --address <unreachable>` planned the campaign into the store, then failed to join:
+    the store kept a campaign nobody asked to keep (and a new store file). Now the address is tried first."""
+    from tests.sshd import free_port
+
+    good = write_profile(tmp_path, "dev-a")
+    db, fresh = tmp_path / "lab.db", tmp_path / "fresh.db"
+    with Store(db) as s:
+        plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(good),), name="earlier"))
+    before = _dump(db)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    for store in (db, fresh):
+        assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3,4", "--devices", str(good), "--store",
+                         str(store), "--address", address, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': nothing answers there" in err
+    assert _dump(db) == before and not fresh.exists()

@@ -105,6 +105,9 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
                         seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
+    if options is not None and options.address:  # so is a cluster nothing answers at (no campaign left planned)
+        from harness.ray_cluster import check_reachable
+        check_reachable(options.address)
     with Store(store) as st:
         cid, plan, created = plan_campaign(st, spec, plan)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
