@@ -21,6 +21,8 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
+import shlex
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -293,7 +295,7 @@ class Coordinator:
                 try:
                     hello = ray.get(ref, timeout=10)
                     self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
-                    self._warn_if_stale_agent(name, hello.get("agent_bundle"))
+                    self._warn_if_stale_agent(self.devices[name].profile, hello.get("agent_bundle"))
                     self._check_threads_fit(self.devices[name], hello.get("usable_cores") or ())
                 except Exception as exc:  # agent would not start: the device cannot work
                     cause = _task_error(exc)
@@ -322,16 +324,18 @@ class Coordinator:
                                "(a resume keeps the settings it was planned with)", recover=False)
 
     @staticmethod
-    def _warn_if_stale_agent(name: str, deployed: str | None) -> None:
+    def _warn_if_stale_agent(profile: DeviceProfile, deployed: str | None) -> None:
         """An ssh device runs the agent last deployed there, which the code here may have outgrown:
-        its measurements would run the older agent under this code's version, unnoticed."""
+        its measurements would run the older agent under this code's version, unnoticed. Only a warning:
+        the campaign goes on (a month-long one should not stop for it), and deploying under a running
+        campaign would change the measuring code halfway through without a person choosing to."""
         if deployed is None:
             return
         from harness.remote.bundle import current_bundle_name
         current = current_bundle_name()
         if deployed != current:
             log.warning("%s: its agent %s is not this hwl's (%s), so it measures with the older agent code; "
-                        "run `hwl deploy %s` to update it", name, deployed, current, name)
+                        "run `%s` to update it", profile.name, deployed, current, deploy_command(profile))
 
     # -- main loop -------------------------------------------------------------------------
     def _loop(self, ray) -> None:
@@ -721,3 +725,17 @@ def run_campaign(store: Store, campaign_id: int, options: CoordinatorOptions | N
                  on_progress=None) -> dict:
     """Run (or resume: the same thing) a planned campaign; returns the coordinator's summary."""
     return Coordinator(store, campaign_id, options, on_progress=on_progress).run()
+
+
+def deploy_command(profile: DeviceProfile) -> str:
+    """The `hwl deploy` line that reaches ``profile`` as this campaign does: by name where hwl finds
+    the same file under that name, else by its file (a profile given by path is no known name)."""
+    from harness.profiles import available_profiles
+    from harness.remote.connect import KNOWN_HOSTS_ENV
+
+    known = available_profiles().get(profile.name)
+    same = known is not None and profile.source and Path(profile.source).resolve() == known.resolve()
+    words = ["hwl", "deploy", profile.name if same or not profile.source else profile.source]
+    if not profile.host.known_hosts and os.environ.get(KNOWN_HOSTS_ENV):  # the campaign's --known-hosts
+        words += ["--known-hosts", os.environ[KNOWN_HOSTS_ENV]]
+    return shlex.join(words)
