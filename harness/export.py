@@ -219,7 +219,7 @@ def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ExportError(f"workers must be a positive integer, got {workers!r}")
-    cached = {i: rec for i, rec in enumerate(_cached_record(c, out_dir) for c in configs) if rec is not None}
+    cached = {i: rec for i, rec in enumerate(cached_record(c, out_dir) for c in configs) if rec is not None}
     missing = [c for i, c in enumerate(configs) if i not in cached]
     workers = min(workers, max(1, len(missing)))
     if workers == 1:
@@ -244,7 +244,8 @@ def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
                 future.cancel()
 
 
-def _cached_record(config: ExportConfig, out_dir) -> ExportRecord | None:
+def cached_record(config: ExportConfig, out_dir) -> ExportRecord | None:
+    """The record of ``config``'s model if the store at ``out_dir`` holds it (without importing torch)."""
     try:
         found = ArtifactStore(out_dir).get(config.to_dict())
     except ExportError:

@@ -216,14 +216,16 @@ def this_node_alive() -> bool:
 
 def export_task(key: tuple, artifact_dir: str) -> dict:
     """Export one model (a Ray task); returns where it is and the sha256 of the file."""
-    import torch
+    from harness.export import ExportConfig, cached_record, export_one
 
-    from harness.export import export_one
-
-    torch.set_num_threads(1)
     space, arch, dataset, batch_size = key
-    rec = export_one(space, int(arch) if space == "nb201" else arch, artifact_dir, dataset=dataset,
-                     batch_size=batch_size)
+    arch = int(arch) if space == "nb201" else arch
+    rec = cached_record(ExportConfig.make(space, arch, dataset, batch_size), artifact_dir)
+    if rec is None:  # torch only for a model not exported yet: importing it takes seconds of a worker
+        import torch
+
+        torch.set_num_threads(1)
+        rec = export_one(space, arch, artifact_dir, dataset=dataset, batch_size=batch_size)
     data = Path(rec.path).read_bytes()
     return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
             "size_bytes": len(data), "export_s": rec.export_s}
