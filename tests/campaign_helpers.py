@@ -39,6 +39,23 @@ def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", opti
     return path
 
 
+def exported_models(cache: Path, dest: Path, archs: str, *, batch_size: int = 1) -> Path:
+    """``dest``, an artifact folder that holds these NB201 models already, so a campaign over it exports
+    none: each is exported once a session into ``cache`` (the ``model_cache`` fixture) and copied.
+    In a campaign each export costs a Ray worker seconds of torch (import, export, check) on CPUs
+    the devices measure on; tests of stopping, resuming or reaching a device need the files, not
+    the exports, which test_campaign_ray and test_export test."""
+    from harness.artifacts import ArtifactStore
+    from harness.export import ExportConfig, export_one
+    from spaces import resolve_archs
+
+    for arch in resolve_archs("nb201", archs):
+        export_one("nb201", arch, cache, batch_size=batch_size)  # found there after the first time
+        art = ArtifactStore(cache).get(ExportConfig.make("nb201", arch, None, batch_size).to_dict())
+        ArtifactStore(dest).put(art.path.read_bytes(), art.config, art.meta)
+    return dest
+
+
 def leftover_processes(marker: str) -> list[psutil.Process]:
     """Processes whose command line mentions ``marker`` (a per-test Ray temp dir) or that run
     with ``RAY_TMPDIR=marker`` (Ray renames some daemons, e.g. ``ray::DashboardAgent``)."""

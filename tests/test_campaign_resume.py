@@ -11,10 +11,17 @@ import time
 import psutil
 import pytest
 
-from tests.campaign_helpers import FAST_POLICY, hwl, kill_leftovers, leftover_processes, signal_when, write_profile
+from tests.campaign_helpers import (FAST_POLICY, exported_models, hwl, kill_leftovers, leftover_processes, signal_when,
+                                    write_profile)
 
 pytestmark = pytest.mark.slow
 ARCHS = "1835,7165,9545,4988"
+
+
+@pytest.fixture(autouse=True)
+def artifacts(model_cache, tmp_path):
+    """The campaigns' models, exported already: these tests stop and resume campaigns, not exports."""
+    return exported_models(model_cache, tmp_path / "art", ARCHS)
 
 
 def _counts(db):

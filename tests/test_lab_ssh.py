@@ -14,7 +14,7 @@ import pytest
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.store import Store
-from tests.campaign_helpers import FAST_POLICY, hwl, kill_leftovers
+from tests.campaign_helpers import FAST_POLICY, exported_models, hwl, kill_leftovers
 from tests.lab_hosts import start_lab_host, stop_lab_host, write_ssh_profile
 from tests.sshd import make_key, netns_available, sshd_available
 
@@ -42,6 +42,12 @@ def lab(tmp_path_factory):
     finally:
         for h in hosts:
             stop_lab_host(h)
+
+
+@pytest.fixture
+def artifacts(model_cache, tmp_path):
+    """The campaigns' models, exported already: these tests reach devices over ssh, not exports."""
+    return exported_models(model_cache, tmp_path / "artifacts", ARCHS)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +144,7 @@ def _run_with_chaos(db, cid, hosts, chaos, artifacts):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_campaign_over_ssh_survives_a_host_going_away(deployed, tmp_path):
+def test_campaign_over_ssh_survives_a_host_going_away(deployed, artifacts, tmp_path):
     lab = deployed
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.05, "repeats": 3, "window_min_runs": 5,
             "window_min_s": 0.25, "cooldown_s": 0.0}
@@ -165,7 +171,7 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, tmp_path):
         pi_b.sshd.start()
         outage["back"] = time.monotonic()
 
-    summary = _run_with_chaos(db, cid, ["pi-a", "pi-b"], take_pi_b_away, tmp_path / "artifacts")
+    summary = _run_with_chaos(db, cid, ["pi-a", "pi-b"], take_pi_b_away, artifacts)
     assert "back" in outage, "the outage never happened"
     assert {d["state"] for d in summary["devices"].values()} == {"active"}, summary["devices"]
     rows, lost = _results(db)
@@ -177,7 +183,7 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, tmp_path):
         assert s.integrity_check() == "ok"
 
 
-def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tmp_path):
+def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, artifacts, tmp_path):
     """A Pi that came back from a reboot at another address (DHCP): the user edits its profile's
     address and the campaign goes on, neither stranded on the old address nor planned anew."""
     lab = deployed
@@ -189,7 +195,7 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tm
     ray_tmp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
     env = {"RAY_TMPDIR": ray_tmp}
     run = ("campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", profile, "--store", db,
-           "--artifacts", tmp_path / "art", "--canary-every", "0", "--no-progress")
+           "--artifacts", artifacts, "--canary-every", "0", "--no-progress")
     try:
         lost = hwl(*run, env=env)
         assert lost.returncode == 1 and json.loads(lost.stdout.splitlines()[-1])["quarantined"] == ["pi-a"]
@@ -197,7 +203,7 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tm
         assert (f"once it works again, run the same command to finish its jobs (or hwl campaign resume --store {db} "
                 "--name") in lost.stderr and "which keeps the settings the campaign was planned with" in lost.stderr
         profile.write_text(now_at)
-        resumed = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
+        resumed = hwl("campaign", "resume", "--store", db, "--artifacts", artifacts, "--canary-every", "0",
                       "--no-progress", env=env)
         assert resumed.returncode == 0, resumed.stderr
         assert f"pi-a: host.address 198.18.59.2 -> {host.netns.address}" in resumed.stderr
@@ -214,7 +220,7 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, tm
     assert rows == [("done", 1), ("done", 1)]
 
 
-def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, tmp_path):
+def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, artifacts, tmp_path):
     """A Pi that crashed mid-campaign and stays down until someone power-cycles it. Its profile's
     recover command asks the lab's relay for a power cycle (here the relay is a thread that
     restarts the host's sshd when the command asks, and answers when it is done); the campaign
@@ -247,7 +253,7 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, tmp_p
         asked.unlink()
 
     try:
-        summary = _run_with_chaos(db, cid, ["pi-b"], crash_then_relay, tmp_path / "artifacts")
+        summary = _run_with_chaos(db, cid, ["pi-b"], crash_then_relay, artifacts)
     finally:
         if pi_b.sshd.proc.poll() is not None:  # left down by a failure: the next tests need pi-b
             pi_b.sshd.start()
@@ -263,7 +269,7 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, tmp_p
     assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}
 
 
-def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(lab, tmp_path):
+def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(lab, artifacts, tmp_path):
     """Rule 6: a Pi whose sensor stays over its limit past the policy's give-up time is quarantined
     at its first measurement (its drift canary, then a job), without a power cycle, and no
     architecture is charged; once it has cooled, resume measures everything."""
@@ -281,7 +287,7 @@ def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(
         assert hwl("deploy", profile, "--trust-new-host", "--no-selftest").returncode == 0
         db = tmp_path / "lab.db"
         run = ["campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", profile, "--store", db,
-               "--no-progress", "--artifacts", tmp_path / "artifacts"]
+               "--no-progress", "--artifacts", artifacts]
         for canary_every in ("50", "0"):  # the session's first canary, then a job, meets the heat
             hot = hwl(*run, "--canary-every", canary_every)
             assert hot.returncode == 1, hot.stderr
@@ -337,7 +343,7 @@ def pi_a_trusted(lab, tmp_path):
     return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
 
 
-def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, tmp_path):
+def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, artifacts, tmp_path):
     """After a code change the device keeps the agent last deployed there: the campaign measured
     with it under this code's version and said nothing. Now it names the device and the `hwl deploy`
     line that reaches it (here by its file, as the campaign was given it)."""
@@ -353,7 +359,7 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
         deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False, bundle=older)
     try:
         out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
-                  "--store", tmp_path / "lab.db", "--artifacts", tmp_path / "artifacts")
+                  "--store", tmp_path / "lab.db", "--artifacts", artifacts)
         assert out.returncode == 0, out.stderr
         assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in out.stderr
         # by its file: `hwl deploy pi-a` said "unknown device 'pi-a'", the profile being no known name
@@ -372,5 +378,5 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
         with host_for(profile) as host:
             deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
     again = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
-                "--store", tmp_path / "lab2.db", "--artifacts", tmp_path / "artifacts")
+                "--store", tmp_path / "lab2.db", "--artifacts", artifacts)
     assert again.returncode == 0 and "is not this hwl's" not in again.stderr, again.stderr

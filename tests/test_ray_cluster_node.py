@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.store import Store
-from tests.campaign_helpers import HWL, hwl, kill_leftovers, write_profile
+from tests.campaign_helpers import HWL, exported_models, hwl, kill_leftovers, write_profile
 from tests.sshd import free_port
 
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def two_node_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, tmp_path):
+def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, model_cache, tmp_path):
     address, env = two_node_cluster
     path = write_profile(tmp_path, "node2-ort")
     path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
@@ -70,6 +70,7 @@ def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, 
     assert len(found["node2"]) == 1 and found["actor_node"] == found["node2"][0]
 
     db = tmp_path / "lab.db"
+    exported_models(model_cache, tmp_path / "lab-artifacts", "1835,7165")  # where the campaign looks: beside its store
     run = hwl("campaign", "run", "--address", address, "--space", "nb201", "--archs", "1835,7165",
               "--devices", path, "--store", db, "--canary-every", "0", "--no-progress", env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
