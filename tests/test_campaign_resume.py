@@ -77,7 +77,6 @@ def _resume_completes(db, tmp_path, ray_tmp, *, lost_before=1):
     """`hwl campaign resume` measures what is left: every job done once, nothing duplicated."""
     done = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--canary-every", "0",
                "--no-progress", env={"RAY_TMPDIR": ray_tmp}, timeout=300)
-    time.sleep(1)
     kill_leftovers(ray_tmp)  # Ray's dashboard agents may outlive a clean shutdown by seconds
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr
@@ -165,6 +164,23 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
     _resume_completes(db, tmp_path, ray_tmp, lost_before=lost)
 
 
+def _left_after(ray_tmp, within_s):
+    """Names of this test's Ray processes still there ``within_s`` seconds from now. Polled: two looks
+    half a second apart that find none end the wait early, as none can come later (only a process
+    of this Ray, which carries its RAY_TMPDIR and so is found, could start one)."""
+    deadline = time.monotonic() + within_s
+    empty = 0
+    while True:
+        left = []
+        for p in leftover_processes(ray_tmp):
+            with contextlib.suppress(psutil.NoSuchProcess):  # exited while we looked
+                left.append(p.name())
+        empty = 0 if left else empty + 1
+        if empty == 2 or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_while_ray_starts_stops_the_whole_of_ray(tmp_path, sig):
     """Ctrl-C or SIGTERM as Ray's daemons appear, inside ray.init. Before, Ray's helper processes
@@ -178,8 +194,7 @@ def test_a_stop_while_ray_starts_stops_the_whole_of_ray(tmp_path, sig):
     try:
         stderr, rc, _ = signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-init")), ray_tmp,
                                     ray_starting, sig)
-        time.sleep(5)  # a Ray told to stop is gone by then; leftovers of a half-started one lived on
-        left = [p.name() for p in leftover_processes(ray_tmp)]
+        left = _left_after(ray_tmp, 5)  # a Ray told to stop is gone by then; leftovers of a half-started one lived on
     finally:
         kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -205,7 +220,8 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) >= 1
 
-    dev = write_profile(tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 1.0})
+    # jobs of about a second, so the raylet dies under one measuring (a poll of the store takes ms)
+    dev = write_profile(tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 0.4})
     try:
         stderr, rc, stdout = signal_when(_campaign_args(tmp_path, dev), ray_tmp, mid_job, kill_raylet)
     finally:
