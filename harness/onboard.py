@@ -14,6 +14,7 @@ that covers enough architectures.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -61,6 +62,8 @@ class CampaignDevice:
     options : CoordinatorOptions, optional
     on_progress : callable, optional
         Passed to the coordinator (per-device snapshot about once a second).
+    before_run : callable, optional
+        Called before each batch's campaign runs (:func:`onboard` starts its Ray there).
 
     Raises
     ------
@@ -69,13 +72,14 @@ class CampaignDevice:
     """
 
     def __init__(self, store: Store, profile: DeviceProfile, space: str, *, measurement: str | None = None,
-                 options: CoordinatorOptions | None = None, on_progress=None):
+                 options: CoordinatorOptions | None = None, on_progress=None, before_run=None):
         self.store = store
         self.profile = profile
         self.space = space
         self.measurement = measurement
         self.options = options or CoordinatorOptions()
         self.on_progress = on_progress
+        self.before_run = before_run
         self.campaigns: list[str] = []
 
     def __call__(self, archs) -> dict:
@@ -84,6 +88,8 @@ class CampaignDevice:
         spec = CampaignSpec(space=self.space, archs=tuple(keys), devices=(self.profile.source,), seed=0,
                             measurement=self.measurement, name=name)
         cid, plan, _ = plan_campaign(self.store, spec)
+        if self.before_run is not None:
+            self.before_run()
         summary = run_campaign(self.store, cid, self.options, on_progress=self.on_progress)
         self.campaigns.append(plan.name)
         got = measured_latencies(self.store, self.space, self.profile.with_measurement(self.measurement), archs)
@@ -215,12 +221,23 @@ def default_candidates(space: str, tables: dict) -> list:
     return sorted({a for s in tables.values() for a in s.index})
 
 
+@contextlib.contextmanager
 def ray_for(profile: DeviceProfile, options: CoordinatorOptions):
-    """One Ray session for every batch of an onboarding (the coordinator uses a running Ray as
-    is); like a campaign's, it keeps this process and Ray off the cores a local device measures on."""
+    """A function that starts one Ray session for every batch of an onboarding (the coordinator uses
+    a running Ray as is) at its first call, held until the end of the ``with`` block: an onboarding
+    the store already answers starts no Ray (seconds of start and stop). Like a campaign's, the
+    session keeps this process and Ray off the cores a local device measures on."""
     cores = set(profile.runtime.cores or ()) if profile.host.transport == "local" else set()
-    return ray_session(address=options.address, num_cpus=options.num_cpus, hosts={profile.host.resource},
-                       avoid_cores=cores if options.pin_service_cores else set(), temp_dir=options.ray_temp_dir)
+    started = []
+    with contextlib.ExitStack() as held:
+        def start():
+            if not started:
+                held.enter_context(ray_session(address=options.address, num_cpus=options.num_cpus,
+                                               hosts={profile.host.resource}, temp_dir=options.ray_temp_dir,
+                                               avoid_cores=cores if options.pin_service_cores else set()))
+                started.append(True)
+
+        yield start
 
 
 @dataclass
@@ -276,11 +293,13 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
         if not tables:
             raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")
         keys = default_candidates(space, tables) if picked is None else picked
-        measure = CampaignDevice(st, profile, space, measurement=measurement, options=options, on_progress=on_progress)
-        with ray_for(profile, options):
+        with ray_for(profile, options) as start_ray:
+            measure = CampaignDevice(st, profile, space, measurement=measurement, options=options,
+                                     on_progress=on_progress, before_run=start_ray)
             for cid in unfinished_campaigns(st, space, profile.name):
                 log.info("finishing interrupted onboarding campaign %d", cid)
                 refresh_reach(st, cid, [measuring])  # the device may have moved
+                start_ray()
                 run_campaign(st, cid, options, on_progress=on_progress)
                 measure.campaigns.append(_campaign_name(st, cid))  # the report lists every batch this run ran
             rows, left_out = comparable_rows(st, space, measuring)  # one read of the device's results

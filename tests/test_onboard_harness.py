@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -69,6 +70,7 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
         kill_leftovers(ray_tmp)
     assert again.returncode == 0, again.stderr
     assert "nothing measured: the store already holds 6 of the device's measurements" in again.stdout
+    assert not any(Path(ray_tmp).iterdir()), "Ray was started for an onboarding with nothing to measure"
     assert json.loads((tmp_path / "again.json").read_text())["estimated_rho"] == report["estimated_rho"]
 
     predicted = hwl("predict", out, "--device", "onb-ort", "--archs", "0,1,2", "--out", tmp_path / "p.csv")
