@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
+from harness.cli import main
 from harness.onboard import campaign_prefix
 from harness.store import Store
 from spaces import resolve_archs
@@ -77,39 +78,47 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model
 
 
-def test_onboard_bad_input(tmp_path):
+def _onboard(capsys, *args):
+    """`hwl onboard ARGS` run in this process, where the command's imports (torch, sklearn: seconds in
+    each new process) are done once: (exit status, stderr)."""
+    capsys.readouterr()
+    status = main(["onboard", *map(str, args)])
+    return status, capsys.readouterr().err
+
+
+def test_onboard_bad_input(tmp_path, capsys):
     r = hwl("onboard", "no-such-device", "--space", "nb201", "--store", tmp_path / "x.db", "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "no-such-device" in r.stderr
+    assert r.returncode == 2 and "no-such-device" in r.stderr  # the command itself; the others in this process
     dev = write_profile(tmp_path, "onb-bad")
-    r = hwl("onboard", str(dev), "--space", "nb201", "--budget", "1", "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "--budget must be at least 2, got 1: a predictor adapted on one latency" in r.stderr
-    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
-            "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "valid methods" in r.stderr
-    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "flops", "--store", tmp_path / "x.db",
-            "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "method 'flops' ranks architectures but does not predict" in r.stderr
-    r = hwl("onboard", str(dev), "--space", "nb201", "--initial", "0", "--store", tmp_path / "x.db",
-            "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "--initial must be at least 1, got 0" in r.stderr
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--budget", "1", "--out", tmp_path / "p.pt")
+    assert rc == 2 and "--budget must be at least 2, got 1: a predictor adapted on one latency" in err
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
+                       "--out", tmp_path / "p.pt")
+    assert rc == 2 and "valid methods" in err
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--method", "flops", "--store", tmp_path / "x.db",
+                       "--out", tmp_path / "p.pt")
+    assert rc == 2 and "method 'flops' ranks architectures but does not predict" in err
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--initial", "0", "--store", tmp_path / "x.db",
+                       "--out", tmp_path / "p.pt")
+    assert rc == 2 and "--initial must be at least 1, got 0" in err
     not_store = tmp_path / "notes.db"
     not_store.write_text("not a database")
-    r = hwl("onboard", str(dev), "--space", "nb201", "--store", not_store, "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "not an hwl store" in r.stderr
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--store", not_store, "--out", tmp_path / "p.pt")
+    assert rc == 2 and "not an hwl store" in err
     for bad in ("zz,1", "@" + str(not_store)):  # an unknown arch string, a file of them
-        r = hwl("onboard", str(dev), "--space", "nb201", "--candidates", bad, "--store", tmp_path / "new.db",
-                "--out", tmp_path / "p.pt")
-        assert r.returncode == 2 and "NB201 arch string" in r.stderr
+        rc, err = _onboard(capsys, dev, "--space", "nb201", "--candidates", bad, "--store", tmp_path / "new.db",
+                           "--out", tmp_path / "p.pt")
+        assert rc == 2 and "NB201 arch string" in err
         assert not (tmp_path / "new.db").exists()  # refused before a store was made
     # a store device without HELP's reference architectures: method help cannot pretrain (a traceback before)
     table = tmp_path / "lab.csv"
     pd.DataFrame({"arch_index": range(400), "device": "labdev", "latency_ms": [1.0 + i / 100 for i in range(400)]}) \
         .to_csv(table, index=False)
-    assert hwl("data", "import", table, "--store", tmp_path / "help.db").returncode == 0
-    r = hwl("onboard", str(dev), "--space", "nb201", "--method", "help", "--budget", "4", "--store",
-            tmp_path / "help.db", "--out", tmp_path / "p.pt")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "method help cannot pretrain" in r.stderr and "'labdev' lacks latencies of HELP's reference" in r.stderr
+    assert main(["data", "import", str(table), "--store", str(tmp_path / "help.db")]) == 0
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--method", "help", "--budget", "4", "--store",
+                       tmp_path / "help.db", "--out", tmp_path / "p.pt")
+    assert rc == 2 and "Traceback" not in err  # main() would raise an error it does not know, in this process too
+    assert "method help cannot pretrain" in err and "'labdev' lacks latencies of HELP's reference" in err
     with Store(tmp_path / "help.db") as s:  # the imported table is still there
         assert s.db.execute("SELECT count(*) FROM imported").fetchone()[0] == 400
     assert not (tmp_path / "p.pt").exists()
