@@ -302,12 +302,18 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
     import time
 
     opener = ("import sys, time; from harness.store import Store\n"
-              "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"  # all at one instant
+              "print('ready', flush=True)\n"
+              "time.sleep(max(0.0, float(sys.stdin.readline()) - time.time()))\n"  # all at one instant
               "with Store(sys.argv[1]) as s: assert s.integrity_check() == 'ok'\n")
     for i in range(3):
-        at = str(time.time() + 4)  # once all have imported hwl
-        procs = [subprocess.Popen([sys.executable, "-c", opener, str(tmp_path / f"s{i}.db"), at],
-                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        procs = [subprocess.Popen([sys.executable, "-c", opener, str(tmp_path / f"s{i}.db")], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for p in procs:  # once all have imported hwl (instead of a fixed few seconds for it)
+            assert p.stdout.readline() == "ready\n", p.communicate()[1]
+        at = time.time() + 0.2
+        for p in procs:
+            p.stdin.write(f"{at}\n")
+            p.stdin.flush()
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, errors
 
