@@ -212,7 +212,10 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
     raylets = []
 
     def kill_raylet(pid):
-        raylets.extend(p for p in psutil.Process(pid).children(recursive=True) if p.name() == "raylet")
+        for p in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a measurement's child process may end meanwhile
+                if p.name() == "raylet":
+                    raylets.append(p)
         for p in raylets:
             p.kill()
 
