@@ -343,13 +343,15 @@ def pi_a_trusted(lab, tmp_path):
     return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
 
 
-def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, artifacts, tmp_path):
+def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, artifacts, tmp_path,
+                                                                          monkeypatch):
     """After a code change the device keeps the agent last deployed there: the campaign measured
     with it under this code's version and said nothing. Now it names the device and the `hwl deploy`
     line that reaches it (here by its file, as the campaign was given it)."""
+    from harness.coordinator import deploy_command
     from harness.profiles import load_profile
     from harness.remote.bundle import AgentBundle, build_bundle
-    from harness.remote.connect import host_for
+    from harness.remote.connect import KNOWN_HOSTS_ENV, host_for
     from harness.remote.deploy import deploy
 
     profile = load_profile(pi_a_trusted)
@@ -364,16 +366,15 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
         assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in out.stderr
         # by its file: `hwl deploy pi-a` said "unknown device 'pi-a'", the profile being no known name
         assert f"run `hwl deploy {pi_a_trusted}` to update it" in out.stderr
-        # a profile with no known_hosts of its own, reached through the campaign's --known-hosts: so is deploy
+        # a profile with no known_hosts of its own is reached through the campaign's --known-hosts (set as
+        # HWL_KNOWN_HOSTS for the coordinator): so is deploy
         trusted = next(line for line in pi_a_trusted.read_text().splitlines() if line.startswith("known_hosts"))
         bare = tmp_path / "bare" / "pi-a.toml"
         bare.parent.mkdir()
         bare.write_text(pi_a_trusted.read_text().replace(trusted + "\n", ""))
         known_hosts = trusted.split('"')[1]
-        out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", bare, "--known-hosts",
-                  known_hosts, "--store", tmp_path / "bare.db", "--artifacts", tmp_path / "artifacts")
-        assert out.returncode == 0, out.stderr
-        assert f"run `hwl deploy {bare} --known-hosts {known_hosts}` to update it" in out.stderr
+        monkeypatch.setenv(KNOWN_HOSTS_ENV, known_hosts)
+        assert deploy_command(load_profile(bare)) == f"hwl deploy {bare} --known-hosts {known_hosts}"
     finally:
         with host_for(profile) as host:
             deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
