@@ -122,3 +122,13 @@ def test_onboard_bad_input(tmp_path, capsys):
     with Store(tmp_path / "help.db") as s:  # the imported table is still there
         assert s.db.execute("SELECT count(*) FROM imported").fetchone()[0] == 400
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_onboard_help_offers_only_the_methods_it_takes():
+    # the rank-only baselines were listed as choices, then refused with "ranks architectures but ..."
+    r = hwl("onboard", "--help")
+    assert r.returncode == 0
+    listed = " ".join(r.stdout.split()).split("--method METHOD")[-1].split("--candidates")[0]
+    assert "phys_bayes" in listed and "tl_et" in listed
+    for name in ("copy", "flops", "params"):
+        assert name not in listed
