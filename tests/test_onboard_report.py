@@ -11,9 +11,9 @@ from harness.importers import TableImportError, rows_from_long_table
 from predictors import registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
-from predictors.onboard.estimate import calibrate, calibrate_round
+from predictors.onboard.estimate import RhoEstimate, calibrate, calibrate_round
 from predictors.onboard.replay import TableDevice, replay_device
-from predictors.onboard.report import build_report, predicted_table, text_lines
+from predictors.onboard.report import build_report, predicted_table, progress_line, text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -138,3 +138,17 @@ def test_every_candidate_measured_is_not_called_too_few_measurements(bayes, smal
     assert "estimated rho: none, every candidate is measured" in lines[1]
     assert "not enough measurements (need 3)" in text_lines(_report(measurements_spent=2, budget=2, already_in_store=0,
                                                                     measured=2, candidates=100))[1]
+
+
+def test_an_interval_with_a_negative_low_bound_reads_as_a_range_and_a_wide_one_says_unsure():
+    # a noisy device printed "estimated rho 0.442 (-0.261-0.877)", a subtraction at first sight, with no word
+    # that the estimate is unsure until the final report
+    est = RhoEstimate(rho=0.442, low=-0.261, high=0.877, confidence=0.9, n_measured=15, residual_rms=0.3,
+                      source="model", unsure=True)
+    assert progress_line(15, est) == "15 measured, estimated rho 0.442 (-0.261 to 0.877), unsure: measure more"
+    sure = RhoEstimate(rho=0.95, low=0.91, high=0.99, confidence=0.9, n_measured=11, residual_rms=0.1)
+    assert progress_line(11, sure) == "11 measured, estimated rho 0.950 (0.910 to 0.990)"
+    assert progress_line(2, None) == "2 measured"
+    lines = text_lines(_report(measurements_spent=15, budget=30, already_in_store=0, candidates=100, measured=15,
+                               estimated_rho=est.to_dict()))
+    assert "(90 % interval -0.261 to 0.877;" in lines[1]

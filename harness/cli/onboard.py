@@ -97,15 +97,13 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
 def cmd_onboard(args) -> int:
     from rich.console import Console
 
-    from predictors.onboard.report import text_lines
+    from predictors.onboard.report import progress_line, text_lines
 
     apply_known_hosts(args)
     console = Console(stderr=True)
 
     def on_step(loop, step):
-        est = step.estimate
-        console.print(f"[dim]{step.n_measured} measured"
-                      + (f", estimated rho {est.rho:.3f} ({est.low:.3f}-{est.high:.3f})" if est else "") + "[/dim]")
+        console.print(progress_line(step.n_measured, step.estimate), style="dim", markup=False)
 
     try:
         result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,

@@ -63,6 +63,19 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
 _ERROR_KIND = {"cv": "cross-validated", "model": "expected", "blend": "expected/cross-validated"}
 
 
+def interval_text(low: float, high: float) -> str:
+    """``low to high``: with a dash, a negative low bound read as a subtraction ("-0.261-0.877")."""
+    return f"{low:.3f} to {high:.3f}"
+
+
+def progress_line(n_measured: int, est) -> str:
+    """The line printed after each round: measurements so far and the estimate (a ``RhoEstimate``)."""
+    if est is None:
+        return f"{n_measured} measured"
+    return (f"{n_measured} measured, estimated rho {est.rho:.3f} ({interval_text(est.low, est.high)})"
+            + (", unsure: measure more" if est.unsure else ""))
+
+
 def text_lines(report: dict) -> list[str]:
     """A few lines for a terminal."""
     est = report.get("estimated_rho")
@@ -71,7 +84,8 @@ def text_lines(report: dict) -> list[str]:
              f"stopped: {report['stop_reason']}"]
     if est:
         lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
-                     f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval {est['low']:.3f}-{est['high']:.3f}; "
+                     f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval "
+                     f"{interval_text(est['low'], est['high'])}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
         if est.get("extrapolated"):
             lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
@@ -113,4 +127,5 @@ def write_report(report: dict, path) -> Path:
     return path
 
 
-__all__ = ["build_report", "predicted_table", "resembles_most", "text_lines", "write_report"]
+__all__ = ["build_report", "interval_text", "predicted_table", "progress_line", "resembles_most", "text_lines",
+           "write_report"]
