@@ -76,7 +76,10 @@ def run(args) -> int:
         f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
         f"({result['feasible_candidates']} truly feasible)")
     if result["candidates"] < nb201.N_ARCHS:  # evaluations are look-ups: only archs with a latency can be searched
-        say(f"  the candidates are the archs with both a latency in {args.device}'s table and an accuracy, "
+        # with a ZCP encoding an arch without proxies cannot be encoded either: name that source too
+        source = f"--zcp-store {args.zcp_store}" if args.zcp_store else f"--zcp-table {args.zcp_table}"
+        zcp = f" and proxies in {source}" if args.encoding != "vec" else ""
+        say(f"  the candidates are the archs with a latency in {args.device}'s table, an accuracy{zcp}, "
             f"not all {nb201.N_ARCHS} of the space")
     if first.arch is None:
         say(f"seed {args.seed}: no evaluated architecture met the limit within the budget")
