@@ -365,3 +365,24 @@ def test_a_setting_over_two_campaigns_is_named_whole_in_the_store_refusal(tables
     assert main(command.split()[1:] + ["--out", str(tmp_path / "b1.parquet")]) == 0
     assert main(adapt + ["--measurements", str(tmp_path / "b1.parquet")]) == 0
     assert "adapted to my_pi with 150 measurements" in capsys.readouterr().out
+
+
+def test_adapting_to_one_of_the_models_train_devices_is_said(tables, tmp_path, capsys, caplog):
+    # `hwl train --store lab.db` pretrains on every device of the store, the new one too; `hwl adapt` to it said
+    # only "adapted to my_pi with 12 measurements", a predictor that had seen the device's own latencies
+    mine = pd.read_parquet(tables / "new.parquet")
+    mine = mine.assign(arch_index=[nb201.to_index(a) for a in mine.pop("arch_str")])
+    train = pd.concat([pd.read_parquet(tables / "train.parquet"), mine])
+    train.to_parquet(tmp_path / "with_my_pi.parquet")
+    assert main(["train", "--space", "nb201", "--table", str(tmp_path / "with_my_pi.parquet"), "--method",
+                 "hwl_ridge", "--out", str(tmp_path / "model.pt")]) == 0
+    caplog.clear()
+    assert main(["adapt", str(tmp_path / "model.pt"), "--device", "my_pi", "--measurements",
+                 str(tables / "my_pi_12.csv"), "--out", str(tmp_path / "adapted.pt")]) == 0
+    assert f"my_pi is one of {tmp_path / 'model.pt'}'s train devices" in caplog.text
+    caplog.clear()
+    assert main(["train", "--space", "nb201", "--table", str(tables / "train.parquet"), "--method", "hwl_ridge",
+                 "--out", str(tmp_path / "new.pt")]) == 0
+    assert main(["adapt", str(tmp_path / "new.pt"), "--device", "my_pi", "--measurements",
+                 str(tables / "my_pi_12.csv"), "--out", str(tmp_path / "adapted_new.pt")]) == 0
+    assert "train devices" not in caplog.text

@@ -1,6 +1,8 @@
 """`hwl adapt`: adapt a pretrained model to a new device with its few measurements."""
 from __future__ import annotations
 
+import logging
+
 from harness.cli.common import add_table_flags, messages_to
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
@@ -8,6 +10,8 @@ from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
 from harness.unanswered_devices import check_answered
 from predictors import data
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +38,10 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
     if saved.get("device") is not None:  # some methods (tl_et) would tune on top of the first device
         raise UserError(f"{model} is already adapted to {saved['device']!r}; adapt the pretrained model from "
                         "`hwl train` (with all the measurements) instead")
+    if device in (saved.get("train_devices") or ()):  # `hwl train --store lab.db` takes every device of it
+        log.warning("%s is one of %s's train devices: its own pretraining latencies feed the prediction, so the "
+                    "predictor is not a few-shot one for it; for a device new to the model, train without it "
+                    "(--devices)", device, model)
     table = data.load_table(saved["space"], path=measurements, store=store, device=device)
     if store is not None:  # a device the store measures but has no label of is not 'unknown'
         check_answered(store, saved["space"], [device], data.devices_of(table))
