@@ -386,3 +386,23 @@ def test_adapting_to_one_of_the_models_train_devices_is_said(tables, tmp_path, c
     assert main(["adapt", str(tmp_path / "new.pt"), "--device", "my_pi", "--measurements",
                  str(tables / "my_pi_12.csv"), "--out", str(tmp_path / "adapted_new.pt")]) == 0
     assert "train devices" not in caplog.text
+
+
+def test_evaluate_prints_every_devices_rho_whole_on_an_80_column_terminal():
+    # the per-device rhos were a column of the summary table, cut by rich to "titan_rtx_1=0.8…" at width 80
+    import io
+
+    from rich.console import Console
+
+    from harness.cli.evaluate import print_results
+    devices = {"titan_rtx_256": 0.981, "gold_6226": 0.967, "1080ti_32": 0.912, "essential_ph_1": 0.713}
+    results = [dict(task="F3", method="phys_bayes", k=k, trials=5, mean=0.9, std=0.01, seconds=20.0,
+                    per_device={d: v - k / 1000 for d, v in devices.items()}) for k in (5, 10, 20)]
+    out = io.StringIO()
+    print_results(results, Console(file=out, width=80))
+    text = out.getvalue()
+    assert "…" not in text
+    rows = {line.split()[1]: line.split()[3::2] for line in text.splitlines() if line.startswith("│ ")
+            and line.split()[1] in devices}
+    assert rows["titan_rtx_256"] == ["0.976", "0.971", "0.961"]
+    assert rows["essential_ph_1"] == ["0.708", "0.703", "0.693"] and len(rows) == 4

@@ -170,12 +170,23 @@ def print_results(results: list[dict], console: Console | None = None) -> None:
     table = Table(title="Spearman rho, strict protocol (mean over devices of per-device trial means)")
     for col in ("task", "method", "k", "trials", "mean", "std", "seconds"):
         table.add_column(col, justify="left" if col in ("task", "method") else "right")
-    table.add_column("per device")
     for r in results:
-        per = " ".join(f"{d}={v:.3f}" for d, v in r["per_device"].items())
         table.add_row(r["task"], r["method"], str(r["k"]), str(r["trials"]), f"{r['mean']:.3f}",
-                      f"{r['std']:.3f}", f"{r['seconds']:.1f}", per)
-    (console or Console()).print(table)
+                      f"{r['std']:.3f}", f"{r['seconds']:.1f}")
+    console = console or Console()
+    console.print(table)
+    # Per device in a table of its own, a device per row and a result per column: as a column of the table
+    # above, a terminal 80 wide cut each entry to "titan_rtx_1=0.9…", no rho left to read.
+    one_run = len({(r["task"], r["method"]) for r in results}) == 1
+    devices = list(dict.fromkeys(d for r in results for d in r["per_device"]))
+    per = Table(title="rho per test device (trial mean)")
+    per.add_column("device", no_wrap=True)
+    for r in results:
+        per.add_column(f"k={r['k']}" if one_run else f"{r['task']} {r['method']} k={r['k']}", justify="right")
+    for d in devices:
+        per.add_row(d, *(f"{r['per_device'][d]:.3f}" if d in r["per_device"] else "-" for r in results))
+    if devices:
+        console.print(per)
 
 
 def _split(text):
