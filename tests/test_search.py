@@ -98,6 +98,8 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "true accuracy" in out and "true optimum under the limit" in out and "random" in out
+    # "within 0.5 %" read as relative accuracy; it is points of accuracy, said under the table
+    assert "(within 0.5 %: meets the limit and is at most 0.5 accuracy points below the optimum" in out
     assert (tmp_path / "s.json").is_file()
     redirected = tmp_path / "redirected.json"  # --json /dev/stdout > FILE: the JSON alone, the lines to stderr
     with redirected.open("w") as stdout:
