@@ -661,11 +661,12 @@ class Coordinator:
         if ok:
             dev.last_good_result = last_id
         else:
-            n = self.store.flag_results_since(self.campaign_id, dev.profile.name, dev.last_good_result,
-                                              "canary_drift")
+            results, jobs = self.store.flag_results_since(self.campaign_id, dev.profile.name,
+                                                          dev.last_good_result, "canary_drift")
             rest = self.options.drift_pause_s if dev.queue else 0.0
-            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged %d results, "
-                        "%s", dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms, n,
+            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %d jobs "
+                        "since the last good canary (%d results, re-measured attempts included), %s",
+                        dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms, jobs, results,
                         f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)

@@ -470,15 +470,17 @@ class Store:
                 return CanaryState(float(baseline), int(last_result or 0), bool(ok), float(created))
         return None
 
-    def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> int:
-        """Add ``flag`` to the device's results newer than ``after_result_id``; returns how many."""
+    def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> tuple[int, int]:
+        """Add ``flag`` to the device's results newer than ``after_result_id``; returns (results, jobs) flagged:
+        a job re-measured (an ``unstable`` attempt, a retry) has more than one result."""
+        where = ("WHERE id > ? AND instr(',' || flags || ',', ',' || ? || ',') = 0 AND job_id IN "
+                 "(SELECT id FROM jobs WHERE campaign_id = ? AND device = ?)")
+        args = (after_result_id, flag, campaign_id, device)
         with self.transaction():
-            cur = self.db.execute(
-                "UPDATE results SET flags = CASE WHEN flags = '' THEN ? ELSE flags || ',' || ? END "
-                "WHERE id > ? AND instr(',' || flags || ',', ',' || ? || ',') = 0 AND job_id IN "
-                "(SELECT id FROM jobs WHERE campaign_id = ? AND device = ?)",
-                (flag, flag, after_result_id, flag, campaign_id, device))
-        return cur.rowcount
+            jobs = self.db.execute(f"SELECT count(DISTINCT job_id) FROM results {where}", args).fetchone()[0]
+            cur = self.db.execute("UPDATE results SET flags = CASE WHEN flags = '' THEN ? ELSE flags || ',' || ? END "
+                                  + where, (flag, flag, *args))
+        return cur.rowcount, jobs
 
     def add_fingerprint(self, fingerprint_id: str, fingerprint: dict) -> None:
         with self.transaction():

@@ -63,6 +63,24 @@ def test_attempts_results_and_latency_table(tmp_path):
     assert st.loc["d1", "done"] == 1 and st.loc["d1", "queued"] == 2 and st.loc["d2", "queued"] == 3
 
 
+def test_a_drift_flag_counts_jobs_apart_from_their_results(tmp_path):
+    """A drifting canary's warning said "flagged 53 results" of a 30-arch campaign: 23 were unstable
+    attempts measured again. It now counts the jobs apart from the results."""
+    with Store(tmp_path / "lab.db") as s:
+        cid = _campaign(s)
+        (first, _, _), (second, _, _), _ = s.queued_jobs(cid, "d1")
+        s.finish_attempt(first, s.start_attempt(first), record=_ok(2.0, 0.4, "unstable"), job_state="queued")
+        s.finish_attempt(first, s.start_attempt(first), record=_ok(1.5), job_state="done")
+        s.finish_attempt(second, s.start_attempt(second), record=_ok(1.7), job_state="done")
+        other = s.queued_jobs(cid, "d2")[0][0]  # another device's result is not flagged
+        s.finish_attempt(other, s.start_attempt(other), record=_ok(1.1), job_state="done")
+        assert s.flag_results_since(cid, "d1", 0, "canary_drift") == (3, 2)
+        assert s.flag_results_since(cid, "d1", 0, "canary_drift") == (0, 0)  # flagged once
+        flags = s.query("SELECT j.device, r.flags FROM results r JOIN jobs j ON j.id = r.job_id ORDER BY r.id")
+    assert flags.values.tolist() == [["d1", "unstable,canary_drift"], ["d1", "canary_drift"],
+                                     ["d1", "canary_drift"], ["d2", ""]]
+
+
 def test_recover_interrupted_requeues_running_jobs(tmp_path):
     s = Store(tmp_path / "lab.db")
     cid = _campaign(s)
