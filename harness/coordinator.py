@@ -24,7 +24,7 @@ import logging
 import os
 import shlex
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +153,7 @@ class _Device:
     paused_until: float = 0.0  # time.monotonic() after a drifting canary
     rebaseline: bool = False  # the next canary sets the baseline
     limit_s: float = 600.0
-    durations_s: list = field(default_factory=list)
+    durations_s: deque = field(default_factory=lambda: deque(maxlen=20))  # the ETA's window, not every job
     recovery: object = None  # the actor's pending recover() call
     recovery_deadline: float = 0.0
     recover_tried: bool = False  # in this run of failures (a success resets it)
@@ -181,6 +181,10 @@ class Coordinator:
                                                  (campaign_id,)).fetchone()
         self.devices: dict[str, _Device] = {}
         self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
+        self.exporting: set[tuple] = set()  # keys whose value is a pending ObjectRef: the loop waits on these only
+        # key -> queued jobs (all devices) still to measure its model: a ready export nobody needs is forgotten,
+        # or a month-long campaign would keep one per architecture (and scan them all at every turn of the loop)
+        self.export_users: Counter = Counter()
         self.exports_lost: dict[tuple, int] = {}  # key -> times Ray lost its export task
         self.quota: ArtifactQuota | None = None
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
@@ -216,6 +220,7 @@ class Coordinator:
             if last is not None:  # the session's first canary is checked against it, not trusted
                 dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
             self.devices[profile.name] = dev
+            self._count_export_users(dev)
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
         if self.options.artifact_quota_gb is not None:
@@ -243,6 +248,22 @@ class Coordinator:
             raise
         return self.summary()
 
+    def _count_export_users(self, dev: _Device) -> None:
+        base = self._export_key(dev, self.space, "")
+        if base is not None:
+            self.export_users.update((self.space, arch, *base[2:]) for _, arch, _ in dev.queue)
+
+    def _release_export(self, dev: _Device, arch: str) -> None:
+        """A job of ``arch`` is finished for good on ``dev``: forget its export once no job wants it."""
+        key = self._export_key(dev, self.space, arch)
+        if key is None:
+            return
+        self.export_users[key] -= 1
+        if self.export_users[key] <= 0:
+            del self.export_users[key]
+            if isinstance(self.exports.get(key), dict):  # a later campaign's export of it is a cache hit
+                del self.exports[key]
+
     def _job_limit_s(self, profile: DeviceProfile) -> float:
         """How long a measurement may take before the coordinator gives up on the actor."""
         from agents.timing import TimingPolicy
@@ -263,7 +284,7 @@ class Coordinator:
         """Per device: done, failed, running, queued, state, error, eta_s."""
         out = {}
         for name, dev in self.devices.items():
-            mean_s = sum(dev.durations_s[-20:]) / len(dev.durations_s[-20:]) if dev.durations_s else None
+            mean_s = sum(dev.durations_s) / len(dev.durations_s) if dev.durations_s else None
             # The device measures in_flight[0]; jobs sent after it wait in its actor's queue.
             queued = len(dev.queue) + sum(1 for entry in dev.in_flight[1:] if entry[1] is not None)
             out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
@@ -350,7 +371,7 @@ class Coordinator:
                     if not self._dispatch(dev):
                         break
             refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
-            refs += [r for r in self.exports.values() if not isinstance(r, dict)]
+            refs += [self.exports[key] for key in self.exporting]
             refs += [d.recovery for d in self.devices.values() if d.recovery is not None]
             if not refs:
                 resting = [d.paused_until for d in self.devices.values() if d.state == "active" and d.queue]
@@ -363,9 +384,9 @@ class Coordinator:
             if ready and rest:
                 ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
             ready = set(ready)
-            for key, val in list(self.exports.items()):
-                if not isinstance(val, dict) and val in ready:
-                    self._export_done(ray, key, val)
+            for key in [key for key in self.exporting if self.exports[key] in ready]:
+                self.exporting.discard(key)
+                self._export_done(ray, key, self.exports[key])
             for dev in self.devices.values():
                 for entry in list(dev.in_flight):
                     if entry[0] in ready or self._overdue(dev, entry):
@@ -393,6 +414,7 @@ class Coordinator:
                 if self.quota is not None and self.quota.over:  # make room before the file is written
                     self._trim_artifacts()
                 self.exports[key] = export_remote().remote(key, str(self.options.artifact_dir))
+                self.exporting.add(key)
 
     def _export_done(self, ray, key, ref) -> None:
         try:
@@ -564,6 +586,8 @@ class Coordinator:
             dev.since_canary += 1
         else:
             dev.failed += 1
+        if state != "queued":
+            self._release_export(dev, arch)
         if record.get("error_kind") == EXPORT_FAILED:
             pass  # the coordinator's export failed: it says nothing about the device
         elif self._unfit(dev, record):  # the job is queued again, uncharged

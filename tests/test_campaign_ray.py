@@ -20,7 +20,7 @@ import pytest
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
 from harness.cli.campaign import status as campaign_status
-from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.coordinator import CANARY_ARCH, Coordinator, CoordinatorOptions, run_campaign
 from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
@@ -680,6 +680,20 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                                    "WHERE j.campaign_id = ?", (later,)).fetchall()
     assert first_canary == {later: (1, 3.3, 3.0, 0), fresh: (0, 3.3, 3.3, 1)}
     assert len(later_flags) == 1 and "canary_drift" in later_flags[0][0]
+
+
+def test_the_coordinator_forgets_each_export_once_no_device_still_needs_it(local_ray, artifacts, tmp_path):
+    # two devices with the same export settings share each model; a month-long campaign must not keep
+    # one export per architecture in memory (nor scan them all at every turn of its loop)
+    a, b = write_profile(tmp_path, "ray-fa"), write_profile(tmp_path, "ray-fb")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [a, b])
+    with Store(db) as s:
+        coord = Coordinator(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=2))
+        coord.run()
+    assert _check_one_answer_per_job(db) == 6
+    assert [key[:2] for key in coord.exports] == [CANARY_ARCH]  # the canary's model stays for the next canary
+    assert not coord.exporting and not coord.export_users
 
 
 def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local_ray, tmp_path):
