@@ -102,6 +102,23 @@ def test_two_agents_on_one_device_never_measure_at_once(deployed, models):
     assert "another agent on this device is measuring" in log
 
 
+def test_a_long_agent_log_is_moved_aside_when_a_session_starts(deployed, monkeypatch):
+    # one line per job: over months of campaigns the device's agent.log would grow without end
+    from harness.transport import ssh
+
+    host, report, work = deployed
+    log, old, cache = work / "hwl" / "agent.log", work / "hwl" / "agent.log.1", str(work / "hwl" / "log-cache")
+    monkeypatch.setattr(ssh, "AGENT_LOG_KEEP_BYTES", 1000)
+    log.write_text("an old line\n" * 200)  # 2,400 bytes
+    with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=cache) as session:
+        assert session.request(Ping()) is not None
+    assert old.read_text() == "an old line\n" * 200
+    assert "an old line" not in log.read_text() and log.stat().st_size < 1000  # this session's lines only
+    with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=cache) as s2:  # kept
+        assert s2.request(Ping()) is not None
+    assert old.read_text() == "an old line\n" * 200 and log.stat().st_size < 1000
+
+
 def test_cache_quota_evicts_least_recently_used(deployed, models):
     host, report, work = deployed
     cache = work / "hwl" / "quota-cache"

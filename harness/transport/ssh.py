@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 8  # of the agent's log, in the message of a lost agent
 EXIT_WAIT_S = 3.0
 DISK_MARGIN_BYTES = 64 * 1024  # beyond a model's size, for the filesystem's own blocks
+# The agent logs a line per job, so over months its log would grow without end: a session that starts
+# with a log past this size moves it to agent.log.1 (dropping the one before), keeping at most two.
+AGENT_LOG_KEEP_BYTES = 16 * 1024 * 1024
 
 
 class SSHSession(LineSession):
@@ -93,7 +96,9 @@ class SSHSession(LineSession):
             if self.cores:
                 command += f" --cores {','.join(map(str, self.cores))}"
             # The agent's log stays on the device (`hwl logs`), beside its deployed bundles.
-            command += f" 2>> {shlex.quote(self.log_path)}"
+            agent_log = shlex.quote(self.log_path)
+            command = (f'[ "$(wc -c 2>/dev/null < {agent_log} || echo 0)" -gt {AGENT_LOG_KEEP_BYTES} ] '
+                       f"&& mv -f {agent_log} {agent_log}.1; {command} 2>> {agent_log}")
             self._channel = self.host.open_channel(command)
         except (AuthenticationError, HostKeyError, DeployError) as exc:
             raise DeviceSetupError(f"{self.name}: {exc}", device=self.name) from None
