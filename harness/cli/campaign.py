@@ -223,9 +223,10 @@ def export_format(fmt: str | None, out: str | None) -> str:
     return fmt or named or "parquet"
 
 
-def export(*, store: str, fmt: str | None = None, out: str | None = None, name=None, device=None) -> Path:
+def export(*, store: str, fmt: str | None = None, out: str | None = None, name=None,
+           device=None) -> tuple[Path, str]:
     """Export campaigns ``name`` (a name or a list; see ``harness.export_selection``), ``device``'s results only
-    when given (a name or a list)."""
+    when given (a name or a list). Returns the path and a line saying what was written there."""
     from harness.export_selection import select_export
     from harness.exporting import export_help, export_parquet
     from harness.store import Store
@@ -239,7 +240,33 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
         label = "+".join(devices or chosen)
         stem = re.sub(r"[^\w.:+-]+", "_", label).lstrip(".") or "campaign"
         out = check_writable(out or (f"{stem}.parquet" if fmt == "parquet" else f"{stem}_help.csv"))
-        return (export_parquet if fmt == "parquet" else export_help)(st, ids, out, devices=devices)
+        path = (export_parquet if fmt == "parquet" else export_help)(st, ids, out, devices=devices)
+        return path, _export_line(st, ids, chosen, devices, fmt, path)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) -> str:
+    """'wrote 1,234 accepted latencies of 3 devices (campaign c1) to lab.parquet': what the export holds."""
+    where = f"j.campaign_id IN ({','.join('?' * len(ids))})"
+    if devices:
+        where += f" AND j.device IN ({','.join('?' * len(devices))})"
+    ok = "r.accepted = 1 AND r.label_ms IS NOT NULL"
+    results, latencies, all_devices, cells, archs, devices_with = st.db.execute(
+        f"SELECT count(*), coalesce(sum({ok}), 0), count(DISTINCT j.device), "
+        f"count(DISTINCT CASE WHEN {ok} THEN j.arch || ' ' || j.device END), "
+        f"count(DISTINCT CASE WHEN {ok} THEN j.arch END), count(DISTINCT CASE WHEN {ok} THEN j.device END) "
+        f"FROM results r JOIN jobs j ON r.job_id = j.id WHERE {where}", (*ids, *(devices or ()))).fetchone()
+    campaigns = f"{'campaign' if len(names) == 1 else 'campaigns'} {', '.join(names)}"
+    if fmt == "help":  # one cell per (architecture, device): the median of its campaigns' labels
+        return (f"wrote {_count(cells, 'latency', 'latencies')} of {_count(devices_with, 'device', 'devices')} on "
+                f"{_count(archs, 'architecture', 'architectures')} ({campaigns}) to {path}")
+    others = results - latencies  # failed attempts, and the ones measured again
+    also = f"; {_count(results, 'result', 'results')} with {others:,} failed or superseded attempts" if others else ""
+    return (f"wrote {_count(latencies, 'accepted latency', 'accepted latencies')} of "
+            f"{_count(all_devices, 'device', 'devices')} ({campaigns}{also}) to {path}")
 
 
 def cmd_export(args) -> int:
@@ -248,13 +275,16 @@ def cmd_export(args) -> int:
         if sys.stdout.isatty():
             raise CampaignError("--out -: stdout is a terminal; pipe it into a program or give a file name")
         out = "/dev/stdout"
-    path = export(store=args.store, fmt=args.format, out=out, name=args.name, device=args.device)
+    path, line = export(store=args.store, fmt=args.format, out=out, name=args.name, device=args.device)
     if export_format(args.format, out) == "help":
         # HELP's format is numbers alone (its readers and ours take every other column for a device): the settings
         # stay in the Parquet export, and a reader of this file knows its devices' settings no more than HELP's
         print(f"note: {path} is HELP's wide table, latencies alone; the settings each device was measured with "
               "(threads, cores, batch size, runtime options) are in the Parquet export (--out FILE.parquet)",
               file=sys.stderr)
-    # the file's name goes to stdout unless the data went there (a pipe, or stdout redirected to a file)
-    print(path, file=messages_to(path))
+    print(line, file=sys.stderr)
+    # the file's name goes to stdout (for a script) unless the data went there (a pipe, or stdout redirected to a
+    # file), where the line above names it already
+    if messages_to(path) is sys.stdout:
+        print(path)
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -34,13 +35,17 @@ def import_files(*, store: str, files: list[str], space=None, device=None, mappi
     with Store(store) as st:
         check_sources(st, tables)  # before any is stored: a clash imports none of them
         for f, sp, rows in tables:
+            devices = len({d for _, d, _ in rows})
             sp, n = add_table(st, f, sp, rows)
-            out.append({"file": f, "space": sp, "rows": n})
+            out.append({"file": f, "space": sp, "rows": n, "devices": devices})
     return out
 
 
 def cmd_import(args) -> int:
     for line in import_files(store=args.store, files=args.files, space=args.space, device=args.device,
                              mapping=args.mapping, wide=args.wide):
-        print(json.dumps(line))
+        print(json.dumps({key: line[key] for key in ("file", "space", "rows")}))
+        n, devices = line["rows"], line["devices"]
+        print(f"imported {n:,} {line['space']} latenc{'y' if n == 1 else 'ies'} of {devices:,} "
+              f"device{'' if devices == 1 else 's'} from {line['file']} into {args.store}", file=sys.stderr)
     return 0
