@@ -122,7 +122,27 @@ def test_sigterm_stops_a_run_like_ctrl_c_keeping_the_scores(tmp_path):
     assert rc == 143 and "hwl zcp: terminated; every score computed so far is in the store" in stderr, stderr
     assert "Traceback" not in stderr and "SIGTERM received" not in stderr
     with ProxyStore(db) as store:
-        assert 3 <= len(store.done_archs("nb201", "cifar10", BATCH.key, ["params", "jacov"])) < 200
+        n = len(store.done_archs("nb201", "cifar10", BATCH.key, ["params", "jacov"]))
+        assert 3 <= n < 200
+    assert f"(of 200 architectures {n} scored, {200 - n} left)" in stderr, stderr
+
+
+def test_an_interrupted_run_says_how_many_architectures_are_scored_and_left(tmp_path):
+    """Its stop line said the scores were kept, not how many of the command's architectures had one."""
+    from harness.cli import build_parser
+
+    db = tmp_path / "lab.db"
+    with ProxyStore(db) as store:
+        for arch in (2, 4, 99):  # 99 is not one of this command's
+            store.add("nb201", "cifar10", BATCH.key, arch, {"params": 1.0, "jacov": 2.0}, {})
+        store.add("nb201", "cifar10", BATCH.key, 5, {"params": 1.0}, {})  # not every proxy yet
+    argv = ["zcp", "nb201", "--archs", "1-5", "--batch-size", "4", "--proxies", "params,jacov", "--store", str(db)]
+    args = build_parser(argv).parse_args(argv)
+    assert args.resume_hint(args) == ("every score computed so far is in the store (of 5 architectures 2 scored, "
+                                      "3 left); run the same command again to go on")
+    argv[-1] = str(tmp_path / "none_yet.db")  # stopped before its store was made
+    args = build_parser(argv).parse_args(argv)
+    assert args.resume_hint(args) == "every score computed so far is in the store; run the same command again to go on"
 
 
 def test_a_ray_temp_folder_too_deep_for_unix_sockets_is_a_clear_error(tmp_path):

@@ -35,13 +35,40 @@ def add_parser(subparsers) -> None:
 def _resume_hint(args) -> str:
     if not args.store:
         return "no --store was given, so no score was kept"
-    return "every score computed so far is in the store; run the same command again to go on"
+    return f"every score computed so far is in the store{_progress(args)}; run the same command again to go on"
+
+
+def _progress(args) -> str:
+    """' (of 200 architectures 37 scored, 163 left)': the store's scores of the command's architectures."""
+    from predictors.zcp import ProxyStore
+    from spaces import get_space
+
+    try:
+        proxies, archs, dataset, batch = _inputs(args)
+        with ProxyStore(args.store, readonly=True) as store:
+            done = store.done_archs(get_space(args.space).NAME, dataset, batch.key, proxies)
+    except Exception:  # noqa: BLE001 - stopped before its inputs or store were made: the stop line says the rest
+        return ""
+    archs = {str(a) for a in archs}
+    scored = len(archs & done)
+    return f" (of {len(archs):,} architectures {scored:,} scored, {len(archs) - scored:,} left)"
+
+
+def _inputs(args):
+    """(proxies, architectures, dataset name, input batch) the command scores."""
+    from predictors.zcp import BatchSpec
+    from spaces import resolve_archs
+    from spaces.cost import dataset_of
+
+    # --proxies "" (an empty shell variable) names no proxy: refused, not taken as all 12
+    proxies = check_proxies(None if args.proxies is None else [n.strip() for n in args.proxies.split(",") if n.strip()])
+    archs = resolve_archs(args.space, args.archs, seed=args.seed)
+    return proxies, archs, dataset_of(args.space, args.dataset).name, BatchSpec(args.data, args.batch_size,
+                                                                                 args.data_seed)
 
 
 def run(args) -> int:
-    from predictors.zcp import BatchSpec, ProxyStore, run_table, run_proxies, write_parquet
-    from spaces import resolve_archs
-    from spaces.cost import dataset_of
+    from predictors.zcp import ProxyStore, run_table, run_proxies, write_parquet
 
     if not args.store and not args.out:
         raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
@@ -51,11 +78,7 @@ def run(args) -> int:
         check_writable(args.out)
     if args.workers is not None and args.workers < 1:
         raise ZCPError(f"--workers must be at least 1, got {args.workers}")
-    # --proxies "" (an empty shell variable) names no proxy: refused, not taken as all 12
-    proxies = check_proxies(None if args.proxies is None else [n.strip() for n in args.proxies.split(",") if n.strip()])
-    archs = resolve_archs(args.space, args.archs, seed=args.seed)
-    dataset = dataset_of(args.space, args.dataset).name
-    batch = BatchSpec(args.data, args.batch_size, args.data_seed)
+    proxies, archs, dataset, batch = _inputs(args)
     store = ProxyStore(args.store) if args.store else None
     done = [0]
 
