@@ -37,6 +37,7 @@ DEFAULT_N_PRETRAIN = {"nb201": 900, "fbnet": 4000}
 DEFAULT_SAMPLES = (5, 10, 20)
 DEFAULT_TRIALS = 5
 MIN_SCORED = 5  # archs left to score on a test device after its k measurements
+FEW_SCORED = 50  # fewer left than this: rho is scored anyway, with a warning that it is a noisy number
 
 
 class EvaluationError(UserError):
@@ -142,6 +143,11 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
     targets = data.by_device(test_table, task.test_devices)
     for device, truth in targets.items():
         check_scorable(device, truth, samples[-1])
+        left = len(truth) - samples[-1]
+        if left < FEW_SCORED:  # a small custom table (a 30-arch campaign export): the numbers stand, with a word
+            log.warning("k=%d leaves only %d architectures to score on test device %r (its table has %d): rho over "
+                        "fewer than %d is a noisy number; measure more of its architectures for a steadier one",
+                        samples[-1], left, device, len(truth), FEW_SCORED)
     seeds = []  # grown trial by trial: memory follows the work done, whatever --trials says
     scores = {k: [] for k in samples}
     seconds = {k: 0.0 for k in samples}
@@ -221,5 +227,5 @@ def method_factory(method: FewShotMethod) -> Callable[[], FewShotMethod]:
     return lambda: copy.deepcopy(method)
 
 
-__all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "MIN_SCORED",
+__all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "FEW_SCORED", "MIN_SCORED",
            "check_scorable", "evaluate", "method_factory", "pretrain_sample", "score_device", "spearman"]

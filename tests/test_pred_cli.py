@@ -86,6 +86,21 @@ def test_model_files_are_checked(tables, capsys):
     assert "not an hwl model file" in capsys.readouterr().err
 
 
+def test_evaluate_on_a_small_table_says_how_few_archs_rho_is_scored_on(tables, tmp_path, caplog, capsys):
+    """A 30-arch table (a small campaign's export) scored k=20 on 10 held-out archs with no word about it."""
+    small = tmp_path / "my_pi_30.csv"
+    pd.read_parquet(tables / "new.parquet").iloc[:30].to_csv(small, index=False)
+    argv = ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114", "--method", "copy",
+            "--trials", "1", "--samples", "5,20", "--n-pretrain", "50", "--json", str(tmp_path / "small.json")]
+    assert main([*argv, "--test-table", str(small)]) == 0
+    assert ("k=20 leaves only 10 architectures to score on test device 'my_pi' (its table has 30): rho over "
+            "fewer than 50 is a noisy number; measure more of its architectures for a steadier one") in caplog.text
+    assert [r["k"] for r in json.loads((tmp_path / "small.json").read_text())["results"]] == [5, 20]
+    caplog.clear()
+    assert main([*argv, "--test-table", str(tables / "new.parquet")]) == 0  # 400 archs: 380 left, no warning
+    assert "leaves only" not in caplog.text
+
+
 def test_evaluate_custom_task_writes_the_results_json(tables, tmp_path):
     out = tmp_path / "out.json"
     assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114",
