@@ -40,6 +40,7 @@ from spaces import get_space, resolve_archs
 log = logging.getLogger(__name__)
 
 CAMPAIGN_PREFIX = "onboard"
+DRIFT_FLAG = "canary_drift"  # the coordinator's flag on results measured while the device's speed moved
 MIN_TRAIN_ARCHS = 100  # a store device with fewer latencies adds more gaps than information
 
 
@@ -81,10 +82,44 @@ class CampaignDevice:
         self.on_progress = on_progress
         self.before_run = before_run
         self.campaigns: list[str] = []
+        self.remeasured: list = []  # archs measured again because their latency was taken while the device drifted
 
     def __call__(self, archs) -> dict:
+        """The batch's latencies; an arch measured while the device drifted (``canary_drift``) is measured
+        once more right away, and left out (missing, as a failure) if that drifts too."""
+        got = self._run(archs)
+        drifted = self.drifted(archs, got)
+        if drifted:
+            log.warning("%s: %d of the batch's %d archs were measured while the device drifted (canary_drift); "
+                        "measuring them again (more device time, not more of the budget)",
+                        self.profile.name, len(drifted), len(archs))
+            got.update(self.again(drifted))
+        return got
+
+    def again(self, archs) -> dict:
+        """Measure ``archs`` again, in a campaign of its own (the batch's own campaign is done), for
+        latencies measured while the device drifted; warns about those that drift again."""
+        self.remeasured.extend(archs)
+        got = self._run(archs, again=True)
+        still = self.drifted(archs, got)
+        if still:
+            log.warning("%s: left out %d archs measured again while the device drifted again (canary_drift): %s; "
+                        "a later `hwl onboard` measures them again", self.profile.name, len(still),
+                        ", ".join(map(str, still)))
+        return got
+
+    def drifted(self, archs, got: dict) -> list:
+        """Those of ``archs`` not in ``got`` whose only latency carries ``canary_drift``."""
+        rows, _ = comparable_rows(self.store, self.space, self.profile.with_measurement(self.measurement))
+        return [a for a in only_drifted(self.space, rows) if a in set(archs) and a not in got]
+
+    def _run(self, archs, *, again: bool = False) -> dict:
         keys = [str(a) for a in archs]
-        name = batch_name(self.profile.with_measurement(self.measurement), self.space, keys)
+        measuring = self.profile.with_measurement(self.measurement)
+        name = batch_name(measuring, self.space, keys)
+        if again:  # a new campaign, not the finished one of the same archs
+            name = next(f"{name}:again{n}" for n in range(1, 10 ** 6) if self.store.campaign(f"{name}:again{n}")
+                        is None)
         spec = CampaignSpec(space=self.space, archs=tuple(keys), devices=(self.profile.source,), seed=0,
                             measurement=self.measurement, name=name)
         cid, plan, _ = plan_campaign(self.store, spec)
@@ -92,7 +127,7 @@ class CampaignDevice:
             self.before_run()
         summary = run_campaign(self.store, cid, self.options, on_progress=self.on_progress)
         self.campaigns.append(plan.name)
-        got = measured_latencies(self.store, self.space, self.profile.with_measurement(self.measurement), archs)
+        got = measured_latencies(self.store, self.space, measuring, archs)
         state = summary["devices"].get(self.profile.name, {})
         if not got and state.get("state") == "quarantined":
             raise DeviceQuarantined(f"device {self.profile.name} was quarantined during onboarding: "
@@ -115,7 +150,9 @@ def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=N
 
 
 def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) -> dict:
-    """arch -> median latency_ms of :func:`comparable_rows`' ``rows`` (of ``archs`` when given)."""
+    """arch -> median latency_ms of :func:`comparable_rows`' ``rows`` (of ``archs`` when given), leaving out
+    latencies measured while the device drifted (``drifted``): the fit would take a moved speed as the arch's."""
+    rows = rows[~rows["drifted"]]
     if len(rows) == 0:
         return {}
     frame = data.from_frame(rows, space, source=f"store:{store.path.name}", where=f"store {store.path}")
@@ -125,15 +162,25 @@ def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) 
     return {k: float(v) for k, v in series.items()}
 
 
+def only_drifted(space: str, rows: pd.DataFrame) -> list:
+    """Archs of :func:`comparable_rows`' ``rows`` whose every latency carries ``canary_drift``."""
+    flagged = rows[rows["drifted"]]
+    if len(flagged) == 0:
+        return []
+    clean = set(resolve_archs(space, list(rows.loc[~rows["drifted"], "arch"]))) if (~rows["drifted"]).any() else set()
+    return [a for a in dict.fromkeys(resolve_archs(space, list(flagged["arch"]))) if a not in clean]
+
+
 def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[pd.DataFrame, dict]:
     """The device's accepted latencies measured with ``profile``'s identity (``DeviceProfile.identity``,
     as campaigns compare profiles), and what was left out: ``{differing settings: latencies}``.
+    Column ``drifted``: the result carries ``canary_drift`` (:func:`latencies_by_arch` leaves it out).
 
     Another campaign's measurements of the same device name on other threads, cores or runtime
     options are another device's latencies; imported rows carry no settings, so they are left out too.
     """
     rows = store.query(
-        "SELECT j.arch, j.device, r.label_ms AS latency_ms, d.profile_json FROM results r "
+        "SELECT j.arch, j.device, r.label_ms AS latency_ms, r.flags, d.profile_json FROM results r "
         "JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id JOIN campaign_devices d "
         "ON d.campaign_id = j.campaign_id AND d.device = j.device WHERE c.space = ? AND j.device = ? "
         "AND r.accepted = 1 AND r.label_ms IS NOT NULL", (space, profile.name))
@@ -145,7 +192,8 @@ def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[p
                                    (space, profile.name)).fetchone()
     if imported:
         left_out["imported, settings unknown"] = int(imported)
-    return rows.loc[reason == "", ["arch", "device", "latency_ms"]], left_out
+    rows["drifted"] = rows["flags"].map(lambda f: DRIFT_FLAG in f.split(",")).astype(bool)
+    return rows.loc[reason == "", ["arch", "device", "latency_ms", "drifted"]], left_out
 
 
 def _differing_settings(profile_json: str, mine: dict) -> str:
@@ -306,6 +354,17 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             warn_left_out(left_out, profile.name)
             measured = latencies_by_arch(st, space, rows)
             failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
+            resumed_from = len(measured)
+            drifted = [a for a in only_drifted(space, rows) if a not in failed]
+            room = settings.budget - len(measured) - len(failed)
+            if drifted and room > 0:  # measured first, in a batch of their own: the fit takes no moved speed
+                log.warning("%s: %d archs of the store were measured while the device drifted (canary_drift); "
+                            "measuring %d of them again (they count against the budget)", profile.name,
+                            len(drifted), min(room, len(drifted)))
+                measured.update(measure.again(drifted[:room]))
+            elif drifted:
+                log.warning("%s: left out %d archs of the store measured while the device drifted (canary_drift); "
+                            "the budget leaves no room to measure them again", profile.name, len(drifted))
             # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
             keys = list(dict.fromkeys(list(keys) + list(measured)))
             log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
@@ -321,11 +380,11 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             loop = OnboardLoop(model, space, keys, measure, settings, tables=tables, device=profile.name,
                                measured=measured, failed=failed, on_step=on_step)
             result = loop.run()
-        resumed_from = len(measured)
     table = onboard_report.predicted_table(loop, space, profile.name)
     report = onboard_report.build_report(loop, result, space=space, device=profile.name, method=method_name,
                                          tables=tables, resumed_from=resumed_from, campaigns=measure.campaigns,
                                          store=str(store))
+    report["remeasured_after_drift"] = [str(a) for a in measure.remeasured]
     files = {}
     if out is not None:
         from harness.model_file import save_model  # the model file format of `hwl train/adapt`
@@ -343,6 +402,6 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     return Onboarding(result, report, table, files)
 
 
-__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name", "comparable_rows",
-           "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies", "onboard",
-           "pretrain_tables", "ray_for", "unfinished_campaigns", "warn_left_out"]
+__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "DRIFT_FLAG", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name",
+           "comparable_rows", "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies",
+           "onboard", "only_drifted", "pretrain_tables", "ray_for", "unfinished_campaigns", "warn_left_out"]

@@ -24,6 +24,8 @@ from harness.coordinator import CANARY_ARCH, Coordinator, CoordinatorOptions, ru
 from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
+from harness.onboard import CampaignDevice, onboard
+from harness.profiles import load_profiles
 from harness.store import Store
 from tests.campaign_helpers import FAST_POLICY, has_env, kill_leftovers, write_profile
 from tests.small_disk import small_disk
@@ -55,6 +57,45 @@ def local_ray():
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("artifacts")
+
+
+def test_onboarding_measures_again_what_it_measured_while_the_device_drifted(local_ray, artifacts, tmp_path):
+    # A command device timed once per window (2 a measurement): the batch's opening canary and its one
+    # job see 2.5 ms, then the device slows to 3.0 ms, so the end canary flags the job (canary_drift).
+    calls = tmp_path / "calls"
+    command = f"sh -c 'echo >> {calls}; if [ $(wc -l < {calls}) -le 4 ]; then echo 2.5 ms; else echo 3.0 ms; fi'"
+    dev = write_profile(tmp_path, "onb-drift", runtime="command", options={"command": command,
+                                                                           "regex": "([0-9.]+) ms"})
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0, canary_fresh_s=0.0)
+    with Store(tmp_path / "lab.db") as s:
+        measure = CampaignDevice(s, load_profiles([str(dev)])[0], "nb201", options=opts)
+        got = measure([1835])
+        flags = s.query("SELECT c.name, r.flags FROM results r JOIN jobs j ON j.id = r.job_id JOIN campaigns c "
+                        "ON c.id = j.campaign_id WHERE r.accepted = 1 ORDER BY r.id")
+    # The flagged 2.5 ms was taken as the arch's latency; now the arch is measured again, in a campaign
+    # of its own, and the fit gets the latency of the device as it now is.
+    assert got == {1835: 3.0}
+    assert measure.remeasured == [1835] and len(measure.campaigns) == 2 and measure.campaigns[1].endswith(":again1")
+    assert [("canary_drift" in f) for f in flags["flags"]] == [True, False]
+
+
+def test_onboarding_measures_a_stored_drifted_latency_again_before_fitting_on_it(local_ray, artifacts, tmp_path):
+    # The store holds arch 11 of this device at 9.0 ms, flagged canary_drift (the device's speed moved
+    # while it ran); the device now answers 2.0 ms. Onboarding measures 11 again first, out of its budget.
+    dev = write_profile(tmp_path, "onb-stored", runtime="command", options={"command": "echo 2.0 ms",
+                                                                            "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="11", name="loaded-machine")
+    with Store(db) as s:
+        ((job, _, _),) = s.queued_jobs(cid, "onb-stored")
+        s.finish_attempt(job, s.start_attempt(job), job_state="done", record={
+            "outcome": "ok", "flags": [], "samples_ns": [[9e6]] * 2, "stats": {"label_ms": 9.0, "median_ms": 9.0}})
+        s.flag_results_since(cid, "onb-stored", 0, "canary_drift")
+    done = onboard(device=str(dev), space="nb201", store=db, budget=3, candidates="11,1835,7165,9545",
+                   options=CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0))
+    assert done.result.measured[11] == 2.0  # was 9.0, the drifted latency taken as measured
+    assert done.report["remeasured_after_drift"] == ["11"] and done.result.spent == 3
+    assert done.report["already_in_store"] == 0 and done.report["campaigns"][0].endswith(":again1")
 
 
 def _plan(db, devices, archs=CHEAP, name=None):

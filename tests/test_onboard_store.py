@@ -6,7 +6,7 @@ import logging
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
-    pretrain_tables, warn_left_out
+    only_drifted, pretrain_tables, warn_left_out
 from harness.profiles import load_profiles
 from harness.store import Store
 from tests.campaign_helpers import write_profile
@@ -75,3 +75,21 @@ def test_a_store_device_measured_with_two_settings_is_left_out_of_pretraining(tm
         assert len(st.latency_table("nb201")) == 240  # nothing stored is lost
     assert "onb-ort" not in tables and "raspi4" in tables  # the public tables stay
     assert "not pretraining on onb-ort: measured with more than one setting in the store" in caplog.text
+
+
+def test_latencies_measured_while_the_device_drifted_are_not_taken_as_measured(tmp_path):
+    # A canary off its baseline flags the results since the last good one (canary_drift), yet they stay
+    # accepted. Onboarding must not fit on them: 11 was measured again cleanly (that value counts), 1462
+    # has only its drifted latency (measured again by onboarding, not taken as is).
+    now, _ = _profiles(tmp_path)
+    with Store(tmp_path / "lab.db") as st:
+        _measure(st, now, ["5"], [8.0], name="calm")
+        calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
+        _measure(st, now, ["11", "1462"], [3.0, 4.0], name="loaded")
+        loaded = st.campaign("loaded")["id"]
+        assert st.flag_results_since(loaded, "onb-ort", calm, "canary_drift") == (2, 2)
+        _measure(st, now, ["11"], [7.0], name="again")
+        profile = load_profiles([str(now)])[0]
+        assert measured_latencies(st, "nb201", profile) == {5: 8.0, 11: 7.0}  # was {5: 8.0, 11: 5.0, 1462: 4.0}
+        rows, _ = comparable_rows(st, "nb201", profile)
+    assert only_drifted("nb201", rows) == [1462]

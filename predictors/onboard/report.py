@@ -102,6 +102,10 @@ def text_lines(report: dict) -> list[str]:
         lines.append("estimated rho: none, every candidate is measured (the table gives their measured latencies)")
     else:
         lines.append("estimated rho: not enough measurements (need 3)")
+    again = report.get("remeasured_after_drift")
+    if again:
+        lines.append(f"measured again: {len(again)} archs whose latency was taken while the device drifted "
+                     "(canary_drift); the fit uses the new latencies")
     if res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
