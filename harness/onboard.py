@@ -259,6 +259,9 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
     small = sorted(counts[counts < min_archs].index)
     if small:
         log.info("not pretraining on %s: fewer than %d latencies each", ", ".join(small), min_archs)
+    if store is not None:  # the store's devices pretrained on, as `hwl train --store` says of its table
+        data.warn_drifted(store.drifted_latencies(space), f"pretraining on store {store.path}",
+                          devices=set(raw["device"]) - set(mixed) - set(small))
     return data.by_device(table[~table["device"].isin(small)])
 
 

@@ -530,6 +530,15 @@ class Store:
             df["arch"] = df["arch"].astype("int64")
         return df
 
+    def drifted_latencies(self, space: str) -> dict[str, int]:
+        """device -> how many of :meth:`latency_table`'s measured latencies carry ``canary_drift`` (taken while
+        the device's speed moved: a drift canary flagged them, yet they stay accepted)."""
+        rows = self.db.execute(
+            "SELECT j.device, count(*) FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c "
+            "ON j.campaign_id = c.id WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
+            "AND instr(',' || r.flags || ',', ',canary_drift,') > 0 GROUP BY j.device ORDER BY j.device", (space,))
+        return {device: n for device, n in rows}
+
     def results_frame(self, campaign_id: int | None = None, *, after_id: int = 0,
                       limit: int | None = None, devices=None) -> pd.DataFrame:
         """One row per result (every attempt) with job, campaign and device columns, in ``id`` order.

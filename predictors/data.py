@@ -237,11 +237,22 @@ def store_table(path, space: str) -> pd.DataFrame:
     store = Store(path, readonly=True)  # read-only: safe while a campaign is still writing
     try:
         raw = store.latency_table(space)
+        warn_drifted(store.drifted_latencies(space), f"store {path}")
     finally:
         getattr(store, "close", lambda: None)()
     if raw is None or len(raw) == 0:
         raise LatencyTableError(f"store {path} holds no {space} latencies yet")
     return from_frame(raw, space, source=f"store:{path.name}", where=f"store {path}")
+
+
+def warn_drifted(counts: dict, where: str, devices=None) -> None:
+    """Warn that ``counts`` (device -> latencies flagged ``canary_drift``, ``Store.drifted_latencies``) are used
+    as they are: only `hwl onboard` can measure them again, a table is read as it stands."""
+    counts = {d: n for d, n in counts.items() if devices is None or d in devices}
+    if counts:
+        log.warning("%s: %d latencies were measured while the device drifted (canary_drift: its drift canary was "
+                    "off its baseline) and are used as they are: %s; measure those archs again for a clean table",
+                    where, sum(counts.values()), ", ".join(f"{d} {n}" for d, n in counts.items()))
 
 
 def load_table(space: str, *, path=None, store=None, device: str | None = None) -> pd.DataFrame:
@@ -331,4 +342,4 @@ def _help_fbnet_ids() -> pd.Series:
 
 __all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "canonical_order", "check_devices",
            "devices_of", "from_frame", "help_devices", "help_table", "load_table", "read_table", "resolve_keys",
-           "select_devices", "store_table"]
+           "select_devices", "store_table", "warn_drifted"]

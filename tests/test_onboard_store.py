@@ -9,6 +9,7 @@ from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed
     only_drifted, pretrain_tables, warn_left_out
 from harness.profiles import load_profiles
 from harness.store import Store
+from predictors import data
 from tests.campaign_helpers import write_profile
 
 
@@ -93,3 +94,23 @@ def test_latencies_measured_while_the_device_drifted_are_not_taken_as_measured(t
         assert measured_latencies(st, "nb201", profile) == {5: 8.0, 11: 7.0}  # was {5: 8.0, 11: 5.0, 1462: 4.0}
         rows, _ = comparable_rows(st, "nb201", profile)
     assert only_drifted("nb201", rows) == [1462]
+
+
+def test_train_adapt_and_pretraining_on_a_store_warn_of_drifted_latencies(tmp_path, caplog):
+    # `hwl train/adapt/evaluate/search --store` and onboarding's pretraining read a table as it stands
+    # (they cannot measure again): drift-flagged latencies are used, and a warning says how many of whose.
+    now, _ = _profiles(tmp_path)
+    archs = [str(a) for a in range(120)]
+    with Store(tmp_path / "lab.db") as st:
+        _measure(st, now, archs[:118], [1.0 + a / 100 for a in range(118)], name="calm")
+        calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
+        _measure(st, now, archs[118:], [3.0, 4.0], name="loaded")
+        st.flag_results_since(st.campaign("loaded")["id"], "onb-ort", calm, "canary_drift")
+        with caplog.at_level(logging.WARNING):
+            assert "onb-ort" in pretrain_tables("nb201", st, "new-device")
+    assert (f"pretraining on store {tmp_path / 'lab.db'}: 2 latencies were measured while the device drifted "
+            "(canary_drift: its drift canary was off its baseline) and are used as they are: onb-ort 2") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(data.load_table("nb201", store=tmp_path / "lab.db")) == 120
+    assert f"store {tmp_path / 'lab.db'}: 2 latencies were measured while the device drifted" in caplog.text
