@@ -83,6 +83,14 @@ def test_a_store_holding_more_than_the_budget_is_said_plainly():
     assert "6 of 6 measurements spent (3 already in the store, 0 failed); stopped: budget" in line
 
 
+def test_archs_measured_again_after_a_drift_are_said():
+    lines = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, remeasured_after_drift=["3", "9"]))
+    assert ("measured again: 2 archs whose latency was taken while the device drifted (canary_drift), more device "
+            "time; the fit uses their new latencies (none that drifted again)") in lines
+    assert not any("measured again" in line for line in text_lines(_report(measurements_spent=6, budget=6,
+                                                                            already_in_store=0)))
+
+
 def test_calibration_is_used_only_within_the_raw_range_it_was_fitted_on():
     inside = calibrate_round(0.8, 0.6, 0.9, 10, coarse=False, calibrated_from=(0.5, 0.4))
     assert inside == (*(calibrate(v, 10) for v in (0.8, 0.6, 0.9)), False)

@@ -105,7 +105,7 @@ def text_lines(report: dict) -> list[str]:
     again = report.get("remeasured_after_drift")
     if again:
         lines.append(f"measured again: {len(again)} archs whose latency was taken while the device drifted "
-                     "(canary_drift); the fit uses the new latencies")
+                     "(canary_drift), more device time; the fit uses their new latencies (none that drifted again)")
     if res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
