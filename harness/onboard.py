@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import Counter
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -83,10 +84,11 @@ class CampaignDevice:
         self.before_run = before_run
         self.campaigns: list[str] = []
         self.remeasured: list = []  # archs measured again because their latency was taken while the device drifted
+        self.drifted_twice: list = []  # of those, the ones whose second measurement drifted too
 
     def __call__(self, archs) -> dict:
         """The batch's latencies; an arch measured while the device drifted (``canary_drift``) is measured
-        once more right away, and left out (missing, as a failure) if that drifts too."""
+        once more right away (if that drifts too, the median of both is kept: see :func:`latencies_by_arch`)."""
         got = self._run(archs)
         drifted = self.drifted(archs, got)
         if drifted:
@@ -101,11 +103,13 @@ class CampaignDevice:
         latencies measured while the device drifted; warns about those that drift again."""
         self.remeasured.extend(archs)
         got = self._run(archs, again=True)
-        still = self.drifted(archs, got)
+        rows, _ = comparable_rows(self.store, self.space, self.profile.with_measurement(self.measurement))
+        still = [a for a in all_drifted(self.space, rows) if a in set(archs)]
         if still:
-            log.warning("%s: left out %d archs measured again while the device drifted again (canary_drift): %s; "
-                        "a later `hwl onboard` measures them again", self.profile.name, len(still),
-                        ", ".join(map(str, still)))
+            self.drifted_twice.extend(still)
+            log.warning("%s: %d archs drifted again when measured again (canary_drift): %s; kept the median of "
+                        "both, as a drift canary that moves on every batch says more about its own noise than about "
+                        "the device's speed", self.profile.name, len(still), ", ".join(map(str, still)))
         return got
 
     def drifted(self, archs, got: dict) -> list:
@@ -151,8 +155,13 @@ def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=N
 
 def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) -> dict:
     """arch -> median latency_ms of :func:`comparable_rows`' ``rows`` (of ``archs`` when given), leaving out
-    latencies measured while the device drifted (``drifted``): the fit would take a moved speed as the arch's."""
-    rows = rows[~rows["drifted"]]
+    latencies measured while the device drifted (``drifted``): the fit would take a moved speed as the arch's.
+    An arch measured twice or more, every time while a drift canary was off (``all_drifted``), keeps the median
+    of those: measuring it yet again would spend the device's time on the canary's own noise."""
+    twice = set(all_drifted(space, rows, at_least=2))
+    if len(rows):
+        twice_rows = _drifted_keys(space, rows).isin(twice).reindex(rows.index, fill_value=False).astype(bool)
+        rows = rows[~rows["drifted"] | twice_rows]
     if len(rows) == 0:
         return {}
     frame = data.from_frame(rows, space, source=f"store:{store.path.name}", where=f"store {store.path}")
@@ -162,13 +171,27 @@ def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) 
     return {k: float(v) for k, v in series.items()}
 
 
-def only_drifted(space: str, rows: pd.DataFrame) -> list:
-    """Archs of :func:`comparable_rows`' ``rows`` whose every latency carries ``canary_drift``."""
-    flagged = rows[rows["drifted"]]
-    if len(flagged) == 0:
+def all_drifted(space: str, rows: pd.DataFrame, *, at_least: int = 1) -> list:
+    """Archs of :func:`comparable_rows`' ``rows`` whose every latency carries ``canary_drift``, measured
+    ``at_least`` times."""
+    keys = _drifted_keys(space, rows)
+    if len(keys) == 0:
         return []
     clean = set(resolve_archs(space, list(rows.loc[~rows["drifted"], "arch"]))) if (~rows["drifted"]).any() else set()
-    return [a for a in dict.fromkeys(resolve_archs(space, list(flagged["arch"]))) if a not in clean]
+    return [a for a, n in Counter(keys).items() if a not in clean and n >= at_least]
+
+
+def _drifted_keys(space: str, rows: pd.DataFrame) -> pd.Series:
+    """The architecture keys of ``rows``' drifted rows, a row each (``resolve_archs`` alone drops repeats)."""
+    flagged = rows.loc[rows["drifted"], "arch"]
+    keys = {value: resolve_archs(space, [value])[0] for value in set(flagged)}
+    return flagged.map(keys)
+
+
+def only_drifted(space: str, rows: pd.DataFrame) -> list:
+    """Archs to measure again: every latency of theirs carries ``canary_drift``, and there is only one."""
+    twice = set(all_drifted(space, rows, at_least=2))
+    return [a for a in all_drifted(space, rows) if a not in twice]
 
 
 def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[pd.DataFrame, dict]:
@@ -388,6 +411,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                                          tables=tables, resumed_from=resumed_from, campaigns=measure.campaigns,
                                          store=str(store))
     report["remeasured_after_drift"] = [str(a) for a in measure.remeasured]
+    report["drifted_twice"] = [str(a) for a in measure.drifted_twice]
     files = {}
     if out is not None:
         from harness.model_file import save_model  # the model file format of `hwl train/adapt`

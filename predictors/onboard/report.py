@@ -102,10 +102,12 @@ def text_lines(report: dict) -> list[str]:
         lines.append("estimated rho: none, every candidate is measured (the table gives their measured latencies)")
     else:
         lines.append("estimated rho: not enough measurements (need 3)")
-    again = report.get("remeasured_after_drift")
+    again, twice = report.get("remeasured_after_drift"), report.get("drifted_twice") or []
     if again:
         lines.append(f"measured again: {len(again)} archs whose latency was taken while the device drifted "
-                     "(canary_drift), more device time; the fit uses their new latencies (none that drifted again)")
+                     "(canary_drift), more device time; the fit uses their new latencies"
+                     + (f" ({len(twice)} drifted again: the median of both; a drift canary off on most batches "
+                        "is noisier than its tolerance)" if twice else " (none drifted again)"))
     if res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
