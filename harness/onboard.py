@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import Counter
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
