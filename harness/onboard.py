@@ -89,8 +89,8 @@ class CampaignDevice:
     def __call__(self, archs) -> dict:
         """The batch's latencies; an arch measured while the device drifted (``canary_drift``) is measured
         once more right away (if that drifts too, the median of both is kept: see :func:`latencies_by_arch`)."""
-        got = self._run(archs)
-        drifted = self.drifted(archs, got)
+        got, rows = self._run(archs)
+        drifted = [a for a in only_drifted(self.space, rows) if a in set(archs)]  # none of them is in got
         if drifted:
             log.warning("%s: %d of the batch's %d archs were measured while the device drifted (canary_drift); "
                         "measuring them again (more device time, not more of the budget)",
@@ -102,9 +102,8 @@ class CampaignDevice:
         """Measure ``archs`` again, in a campaign of its own (the batch's own campaign is done), for
         latencies measured while the device drifted; warns about those that drift again."""
         self.remeasured.extend(archs)
-        got = self._run(archs, again=True)
-        rows, _ = comparable_rows(self.store, self.space, self.profile.with_measurement(self.measurement))
-        still = [a for a in all_drifted(self.space, rows) if a in set(archs)]
+        got, rows = self._run(archs, again=True)
+        still = [a for a in drifted_counts(self.space, rows) if a in set(archs)]
         if still:
             self.drifted_twice.extend(still)
             log.warning("%s: %d archs drifted again when measured again (canary_drift): %s; kept the median of "
@@ -112,12 +111,8 @@ class CampaignDevice:
                         "the device's speed", self.profile.name, len(still), ", ".join(map(str, still)))
         return got
 
-    def drifted(self, archs, got: dict) -> list:
-        """Those of ``archs`` not in ``got`` whose only latency carries ``canary_drift``."""
-        rows, _ = comparable_rows(self.store, self.space, self.profile.with_measurement(self.measurement))
-        return [a for a in only_drifted(self.space, rows) if a in set(archs) and a not in got]
-
-    def _run(self, archs, *, again: bool = False) -> dict:
+    def _run(self, archs, *, again: bool = False) -> tuple[dict, pd.DataFrame]:
+        """Measure ``archs`` in a campaign: (their latencies, every ``comparable_rows`` row of the device)."""
         keys = [str(a) for a in archs]
         measuring = self.profile.with_measurement(self.measurement)
         name = batch_name(measuring, self.space, keys)
@@ -131,13 +126,14 @@ class CampaignDevice:
             self.before_run()
         summary = run_campaign(self.store, cid, self.options, on_progress=self.on_progress)
         self.campaigns.append(plan.name)
-        got = measured_latencies(self.store, self.space, measuring, archs)
+        rows, _ = comparable_rows(self.store, self.space, measuring)
+        got = latencies_by_arch(self.store, self.space, rows, archs)
         state = summary["devices"].get(self.profile.name, {})
         if not got and state.get("state") == "quarantined":
             raise DeviceQuarantined(f"device {self.profile.name} was quarantined during onboarding: "
                                     f"{state.get('error')}; fix it, then run the same `hwl onboard` again to "
                                     "resume", device=self.profile.name)
-        return got
+        return got, rows
 
 
 def batch_name(profile: DeviceProfile, space: str, keys) -> str:
@@ -156,9 +152,9 @@ def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=N
 def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) -> dict:
     """arch -> median latency_ms of :func:`comparable_rows`' ``rows`` (of ``archs`` when given), leaving out
     latencies measured while the device drifted (``drifted``): the fit would take a moved speed as the arch's.
-    An arch measured twice or more, every time while a drift canary was off (``all_drifted``), keeps the median
-    of those: measuring it yet again would spend the device's time on the canary's own noise."""
-    twice = set(all_drifted(space, rows, at_least=2))
+    An arch measured twice or more, every time while a drift canary was off (``drifted_counts``), keeps the
+    median of those: measuring it yet again would spend the device's time on the canary's own noise."""
+    twice = {a for a, n in drifted_counts(space, rows).items() if n >= 2}
     if len(rows):
         twice_rows = _drifted_keys(space, rows).isin(twice).reindex(rows.index, fill_value=False).astype(bool)
         rows = rows[~rows["drifted"] | twice_rows]
@@ -171,14 +167,14 @@ def latencies_by_arch(store: Store, space: str, rows: pd.DataFrame, archs=None) 
     return {k: float(v) for k, v in series.items()}
 
 
-def all_drifted(space: str, rows: pd.DataFrame, *, at_least: int = 1) -> list:
-    """Archs of :func:`comparable_rows`' ``rows`` whose every latency carries ``canary_drift``, measured
-    ``at_least`` times."""
+def drifted_counts(space: str, rows: pd.DataFrame) -> Counter:
+    """Arch -> how many latencies it has in :func:`comparable_rows`' ``rows``, for the archs whose every
+    latency there carries ``canary_drift``."""
     keys = _drifted_keys(space, rows)
     if len(keys) == 0:
-        return []
+        return Counter()
     clean = set(resolve_archs(space, list(rows.loc[~rows["drifted"], "arch"]))) if (~rows["drifted"]).any() else set()
-    return [a for a, n in Counter(keys).items() if a not in clean and n >= at_least]
+    return Counter(a for a in keys if a not in clean)
 
 
 def _drifted_keys(space: str, rows: pd.DataFrame) -> pd.Series:
@@ -190,8 +186,7 @@ def _drifted_keys(space: str, rows: pd.DataFrame) -> pd.Series:
 
 def only_drifted(space: str, rows: pd.DataFrame) -> list:
     """Archs to measure again: every latency of theirs carries ``canary_drift``, and there is only one."""
-    twice = set(all_drifted(space, rows, at_least=2))
-    return [a for a in all_drifted(space, rows) if a not in twice]
+    return [a for a, n in drifted_counts(space, rows).items() if n == 1]
 
 
 def comparable_rows(store: Store, space: str, profile: DeviceProfile) -> tuple[pd.DataFrame, dict]:
