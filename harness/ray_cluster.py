@@ -77,6 +77,13 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             os.sched_setaffinity(0, old)
 
 
+def joined(address: str | None, hosts=()):
+    """Join the Ray cluster at ``address`` for a ``with`` block (nothing without one): entered before a
+    command makes its store file, so a wrong address (not Ray, Ray with token auth, ``auto`` with no
+    cluster) fails with nothing written; the coordinator's own :func:`ray_session` keeps this connection."""
+    return ray_session(address=address, hosts=hosts) if address else contextlib.nullcontext()
+
+
 def _warn_hosts_no_node_offers(hosts) -> None:
     """A device actor waits for a node with its host resource (by design: a host that restarts comes
     back), so a host that no node of the cluster offers at all would stall its devices without a word."""

@@ -90,6 +90,7 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
     """Plan (or find) a campaign and measure what is left of it; returns the summary."""
     from harness.campaign import CampaignSpec, load_campaign_file, plan_campaign, resolve_plan
     from harness.coordinator import run_campaign
+    from harness.ray_cluster import joined
     from harness.store import Store
 
     settings = load_campaign_file(file) if file else {}
@@ -105,10 +106,9 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
                         seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
-    if options is not None and options.address:  # so is a cluster nothing answers at (no campaign left planned)
-        from harness.ray_cluster import check_reachable
-        check_reachable(options.address)
-    with Store(store) as st:
+    address = options.address if options is not None else None
+    # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
+    with joined(address, hosts={p.host.resource for p in plan.profiles}), Store(store) as st:
         cid, plan, created = plan_campaign(st, spec, plan)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=plan.name, created=created)
