@@ -30,7 +30,7 @@ from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
 from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
-from harness.ray_cluster import ray_session
+from harness.ray_cluster import joined, ray_session
 from harness.store import Store
 from predictors import data, registry
 from predictors.base import TrainTables
@@ -357,7 +357,8 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     # Bad candidates or measurement settings fail here, before a store is made.
     picked = None if candidates is None else resolve_archs(space, candidates, seed=seed)
     measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
-    with Store(store) as st:
+    # a cluster given by --address is joined before the store file is made: a wrong one leaves nothing
+    with joined(options.address, hosts={profile.host.resource}), Store(store) as st:
         tables = pretrain_tables(space, st, profile.name)
         if not tables:
             raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")
