@@ -37,7 +37,7 @@ from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
 from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
 from harness.profiles import DeviceProfile
-from harness.store import Store
+from harness.store import DRIFT_FLAG, Store
 from harness.transport.errors import DeviceSetupError
 from spaces.cost import dataset_of
 
@@ -686,7 +686,7 @@ class Coordinator:
             dev.last_good_result = last_id
         else:
             results, jobs = self.store.flag_results_since(self.campaign_id, dev.profile.name,
-                                                          dev.last_good_result, "canary_drift")
+                                                          dev.last_good_result, DRIFT_FLAG)
             rest = self.options.drift_pause_s if dev.queue else 0.0
             log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %d jobs "
                         "since the last good canary (%d results, re-measured attempts included), %s",

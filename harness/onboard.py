@@ -31,7 +31,7 @@ from harness.errors import CampaignError, DeviceQuarantined
 from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import joined, ray_session
-from harness.store import Store
+from harness.store import DRIFT_FLAG, Store
 from predictors import data, registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardResult, OnboardSettings, loop_ks, prepare_method
@@ -41,7 +41,6 @@ from spaces import get_space, resolve_archs
 log = logging.getLogger(__name__)
 
 CAMPAIGN_PREFIX = "onboard"
-DRIFT_FLAG = "canary_drift"  # the coordinator's flag on results measured while the device's speed moved
 MIN_TRAIN_ARCHS = 100  # a store device with fewer latencies adds more gaps than information
 
 

@@ -34,6 +34,8 @@ from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STA
 log = logging.getLogger(__name__)
 
 RAW_RESULT_COLUMNS = ("samples_ns", "record_json")  # not in results_frame (see there)
+# the coordinator's flag on results measured while the device's speed moved (a drift canary was off its baseline)
+DRIFT_FLAG = "canary_drift"
 
 
 @functools.lru_cache(maxsize=1)
@@ -536,7 +538,8 @@ class Store:
         rows = self.db.execute(
             "SELECT j.device, count(*) FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c "
             "ON j.campaign_id = c.id WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
-            "AND instr(',' || r.flags || ',', ',canary_drift,') > 0 GROUP BY j.device ORDER BY j.device", (space,))
+            "AND instr(',' || r.flags || ',', ',' || ? || ',') > 0 GROUP BY j.device ORDER BY j.device",
+            (space, DRIFT_FLAG))
         return {device: n for device, n in rows}
 
     def results_frame(self, campaign_id: int | None = None, *, after_id: int = 0,
