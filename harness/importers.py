@@ -14,8 +14,9 @@ Two kinds of input:
   file or in its parent folder (HELP's layout) unless given explicitly.
 
 Rows are stored as imported, with their source (the file name); re-importing a file replaces
-its rows of the devices it holds. A device name that another file already brought is refused
-(``check_sources``): the store's median would pool two tables, maybe two machines. A bad row
+its rows of the devices it holds. A device name that another file already brought, or that a campaign
+of the store measures, is refused (``check_sources``): the store's median would pool two tables, maybe two
+machines. A bad row
 (architecture, device, a latency that is not a positive number, an arch_index and an arch_str, or an
 arch_ops and an op_idx_key, naming different architectures) refuses the whole file, naming the row.
 """
@@ -98,8 +99,9 @@ _IN_COMMAND = " (earlier in this command)"
 
 def check_sources(store: Store | None, tables) -> None:
     """Refuse a table (path, space, rows) naming a device that the store, or an earlier table of ``tables``,
-    holds from a file of another name: the predictor commands take one median per (arch, device), which would
-    pool the two tables (other settings, another lab). A file of the same name replaces its rows instead."""
+    holds from a file of another name, or that a campaign of the store measures: the predictor commands take one
+    median per (arch, device), which would pool the two tables (other settings, another lab). A file of the same
+    name replaces its rows instead."""
     given: dict[tuple[str, str], tuple[str, int]] = {}  # (space, device) -> (source, rows) of earlier tables
     for path, space, rows in tables:
         source = Path(path).name
@@ -110,12 +112,37 @@ def check_sources(store: Store | None, tables) -> None:
             if earlier != source:
                 clashes.append((device, earlier + _IN_COMMAND, n))
         if store is not None:
+            _check_not_measured(store, source, space, list(counts.index))
             stored = store.query("SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND source != ? "
                                  "GROUP BY device, source ORDER BY min(rowid)", (space, source))
             clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False) if d in counts.index]
         if clashes:
             raise TableImportError(_clash_message(source, space, clashes))
         given.update({(space, d): (source, int(n)) for d, n in counts.items()})
+
+
+def _check_not_measured(store: Store, source: str, space: str, devices: list[str]) -> None:
+    """Refuse a table naming a device that a campaign of the store measures: an imported table carries no
+    settings, so the predictor commands would take one median over both (and refuse the store then)."""
+    planned = store.query(
+        "SELECT d.device, c.name, (SELECT count(*) FROM results r JOIN jobs j ON r.job_id = j.id WHERE "
+        "j.campaign_id = c.id AND j.device = d.device AND r.accepted = 1 AND r.label_ms IS NOT NULL) AS n "
+        "FROM campaign_devices d JOIN campaigns c ON c.id = d.campaign_id WHERE c.space = ? ORDER BY c.id",
+        (space,))
+    planned = planned[planned["device"].isin(devices)]
+    if planned.empty:
+        return
+    device = planned["device"].iloc[0]  # the first one named; the others' campaigns are listed with it
+    mine = planned[planned["device"] == device]
+    campaigns = ", ".join(f"{name} ({n} {space} latenc{'y' if n == 1 else 'ies'})"
+                          for name, n in zip(mine["name"], mine["n"]))
+    others = sorted(set(planned["device"]) - {device})
+    also = f" (so are {_some(others)})" if others else ""
+    raise TableImportError(
+        f"{source}: device {device} is measured by campaign{'s' if len(mine) > 1 else ''} {campaigns} in this "
+        f"store{also}; an imported table carries no settings, so the predictor commands would pool its latencies "
+        f"with the measured ones: import it under another device name (--device NAME names a one-device table's "
+        f"rows, e.g. --device {device}-imported); nothing imported")
 
 
 def _clash_message(source: str, space: str, clashes: list[tuple[str, str, int]]) -> str:

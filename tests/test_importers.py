@@ -354,3 +354,33 @@ def test_an_empty_cell_of_the_second_architecture_column_is_named_empty(tmp_path
             import_file(s, tmp_path / name)
         with pytest.raises(LatencyTableError, match=message):
             data.read_table(tmp_path / name, space)
+
+
+def test_a_device_a_campaign_of_the_store_measures_is_refused_at_import(tmp_path, capsys):
+    """A table naming a device that a campaign of the store measured was imported, and only the predictor commands
+    refused the store later ('both measured and imported'). The import is refused now, naming the campaigns."""
+    from harness.campaign import CampaignSpec, plan_campaign
+    from tests.campaign_helpers import write_profile
+
+    profile = write_profile(tmp_path, "lab-ort")
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        for name, archs in (("batch-1", ("1", "2")), ("batch-2", ("3",))):
+            cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=archs, devices=(str(profile),), name=name))
+            for job, _, _ in s.queued_jobs(cid, "lab-ort")[:1]:  # batch-1: one of its two archs measured
+                s.finish_attempt(job, s.start_attempt(job), job_state="done", record={
+                    "outcome": "ok", "flags": [], "stats": {"label_ms": 2.0, "median_ms": 2.0}})
+        before = s.query("SELECT * FROM imported")
+    theirs = _lat_csv(tmp_path / "theirs.csv", "lab-ort", [5.0, 6.0])
+    assert hwl_main(["data", "import", str(theirs), "--store", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("theirs.csv: device lab-ort is measured by campaigns batch-1 (1 nb201 latency), "
+                                     "batch-2 (1 nb201 latency) in this store; an imported table carries no settings"
+                                     ) in err, err
+    assert "--device lab-ort-imported); nothing imported" in err
+    with Store(db) as s:
+        assert s.query("SELECT * FROM imported").equals(before)
+    assert hwl_main(["data", "import", str(theirs), "--store", str(db), "--device", "lab-ort-imported"]) == 0
+    fb = tmp_path / "fb.csv"  # the device's name in the other space: no campaign measures it there
+    fb.write_text(f"arch_ops,device,latency_ms\n\"{fbnet.to_key(['skip'] * 22)}\",lab-ort,2.0\n")
+    assert hwl_main(["data", "import", str(fb), "--store", str(db)]) == 0

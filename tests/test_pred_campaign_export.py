@@ -167,8 +167,11 @@ def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_
     help_rows = data.help_table("nb201")
     theirs = help_rows[(help_rows["device"] == "raspi4") & help_rows["arch"].between(5, 29)]
     theirs.rename(columns={"arch": "arch_index"}).assign(device="lab-ort").to_csv(tmp_path / "theirs.csv", index=False)
-    assert main(["data", "import", str(tmp_path / "theirs.csv"), "--store", str(db)]) == 0
-    capsys.readouterr()
+    assert main(["data", "import", str(tmp_path / "theirs.csv"), "--store", str(db)]) == 2  # refused at import now
+    assert "theirs.csv: device lab-ort is measured by campaign batch-1" in capsys.readouterr().err
+    with Store(db) as s:  # a store from before that refusal
+        s.add_imported("nb201", [(str(a), "lab-ort", ms) for a, ms in zip(theirs["arch"], theirs["latency_ms"])],
+                       source="theirs.csv")
     line = (f"holds lab-ort's nb201 latencies both measured (10, campaign batch-1) and imported (25 from theirs.csv; "
             f"settings unknown); their median would mix them, so export the campaign (hwl campaign export --store "
             f"{db} --name batch-1 --device lab-ort --out FILE.parquet) and give that file instead of --store")
