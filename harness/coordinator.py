@@ -578,9 +578,12 @@ class Coordinator:
             best = min((r for r in self.store.job_results(job_id) if r[3] is not None),
                        key=lambda r: r[4] if r[4] is not None else float("inf"))
             self.store.accept_result(job_id, best[0])
-        if state == "queued":
-            # a failure is retried next (the device may be fine); an unstable record later
-            (dev.queue.append if unstable else dev.queue.appendleft)((job_id, arch, attempt))
+        if state == "queued" and unstable:
+            dev.queue.append((job_id, arch, attempt))  # measured again later
+        elif state == "queued":
+            # a failure is retried soon, but after the device's next job: a model of its own that fails (two
+            # back to back, say) then has a good one measured between its attempts (see _failed_on_the_model)
+            dev.queue.insert(min(1, len(dev.queue)), (job_id, arch, attempt))
         elif state == "done":
             dev.done += 1
             dev.since_canary += 1
@@ -594,6 +597,8 @@ class Coordinator:
             pass
         elif outcome in FAILED_OUTCOMES and dev.state != "active":
             pass  # sent ahead of the verdict (quarantine, recover command): the run it ended stays as counted
+        elif outcome in FAILED_OUTCOMES and self._failed_on_the_model(job_id, record):
+            pass  # the model's failure, not the device's: it neither adds to the run of failures nor ends it
         elif outcome in FAILED_OUTCOMES:
             self._failures_in_row(dev, dev.failures_in_row + 1)
             if dev.failures_in_row >= self.options.quarantine_after:
@@ -637,6 +642,19 @@ class Coordinator:
         others_fine, others_failed = self.store.others_since_first_failure(
             job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=(*UNCHARGED_KINDS, EXPORT_FAILED))
         return others_fine or not others_failed
+
+    def _failed_on_the_model(self, job_id: int, record: dict) -> bool:
+        """Whether a failed attempt is its model's: the job failed before on this device, and the device has
+        measured another model fine since. Such attempts say nothing about the device, so two bad architectures
+        back to back no longer make the 3 failures in a row that quarantine a healthy device (rule 23 counts
+        the device's failures). An attempt lost with the device, or refused for its file's hash, is never the
+        model's; a job failing with no good model measured between its attempts still counts."""
+        if record.get("outcome") in UNCHARGED_OUTCOMES or record.get("error_kind") in (*UNCHARGED_KINDS,
+                                                                                       EXPORT_FAILED):
+            return False
+        others_fine, _ = self.store.others_since_first_failure(
+            job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=(*UNCHARGED_KINDS, EXPORT_FAILED))
+        return others_fine
 
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
         """Set the device's run of failed attempts, in the store too when it changes (a healthy

@@ -537,6 +537,36 @@ def test_a_vendor_tool_failing_on_every_model_fails_no_architecture_and_one_fail
         assert s.status(cid).set_index("device").loc["ray-board", "done"] == 4
 
 
+def test_two_bad_architectures_back_to_back_do_not_quarantine_a_healthy_device(local_ray, artifacts, tmp_path):
+    """A vendor tool that fails on two models (an operator it lacks) and measures the others. With the two first
+    in the device's order, each failure was retried at once: their attempts came 3 or more in a row and the
+    healthy device was quarantined, its good architectures left unmeasured. A failed job is now retried after
+    the device's next job, so a good model measured between them ends the run of failures."""
+    from agents.server import sha256_of
+    from harness.export import export_one
+
+    tool = tmp_path / "npu_tool.py"
+    tool.write_text("import sys\nif sys.argv[1] in open(sys.argv[2]).read().split():\n"
+                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
+    unsupported = tmp_path / "unsupported"
+    npu = write_profile(tmp_path, "ray-npu2", runtime="command", options={
+        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [npu], archs=CHEAP + ",4123")
+    with Store(db) as s:
+        bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu2")[:2]]  # the first two it measures
+    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in bad))
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
+        outcomes = s.db.execute("SELECT j.arch, r.outcome FROM results r JOIN jobs j ON j.id = r.job_id "
+                                "ORDER BY r.id").fetchall()
+    assert summary["devices"]["ray-npu2"]["state"] == "active", (summary["devices"], outcomes)
+    assert sorted(a for a, st in states.items() if st == "failed") == sorted(bad) and \
+        sum(st == "done" for st in states.values()) == 2, states
+    assert sum(o == "runtime_error" for _, o in outcomes) == 6  # each bad one failed its 3 attempts, no more
+
+
 def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):
     """A model file that fails the agent's hash check at every attempt (here the one fixed model, damaged
     after it was hashed, so writing it again cannot mend it): after 3 in a row the device ran its
