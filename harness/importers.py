@@ -13,8 +13,9 @@ Two kinds of input:
   string -> row) or ``arch.pt`` (FBNet: a list of 22 op indices per row), found next to the
   file or in its parent folder (HELP's layout) unless given explicitly.
 
-Rows are stored as imported, with their source (the file name); re-importing a file replaces
-its rows of the devices it holds. A device name that another file already brought, or that a campaign
+Rows are stored as imported, with their source (the file name). A device's rows that the store holds
+already, from a file of any name, are the same import again and left as they are; a file of the same name
+with other rows of a device is a new version of it, whose rows replace the earlier ones (a warning says so). A device name that another file already brought, or that a campaign
 of the store measures, is refused (``check_sources``): the store's median would pool two tables, maybe two
 machines. A bad row
 (architecture, device, a latency that is not a positive number, an arch_index and an arch_str, or an
@@ -84,14 +85,45 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
 
 def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
     """Store the rows ``read_table_file`` read from ``path``; returns (space, number of rows)."""
+    store_table(store, path, space, rows)
+    return space, len(rows)
+
+
+def store_table(store: Store, path, space: str, rows) -> dict[str, str]:
+    """Store a table's rows, checked (``check_sources``); returns device -> source of the devices whose rows the
+    store held already, from a file of any name (the same table again), which are left as they are. A file of the
+    same name holding other rows of a device is a new version of it: its rows replace the earlier ones."""
     path = Path(path)
     check_sources(store, [(path, space, rows)])
-    n, replaced = store.add_imported(space, rows, source=path.name)
-    if replaced:  # the same file again, or another one of the same name for the same devices
-        log.warning("%s: replaced %d %s rows imported earlier from a file named %s for the same devices",
-                    path, replaced, space, path.name)
+    by_device = _rows_by_device(rows)
+    same = {d: src for d in by_device if (src := _stored_as(store, space, d, by_device[d]))}
+    new = [row for row in rows if row[1] not in same]
+    n, replaced = store.add_imported(space, new, source=path.name) if new else (0, 0)
+    if same:
+        log.info("%s: the %s rows of %s are already in the store (imported from %s); left as they are", path,
+                 space, _some(sorted(same)), ", ".join(sorted(set(same.values()))))
+    if replaced:  # same name, other rows: a new version of that file
+        log.warning("%s: a new version of the file %s imported earlier: its %d %s rows of %s replaced by %d", path,
+                    path.name, replaced, space, _some(sorted({d for _, d, _ in new})), n)
     log.info("imported %d %s rows from %s", n, space, path)
-    return space, n
+    return same
+
+
+def _rows_by_device(rows) -> dict[str, list[tuple[str, float]]]:
+    """device -> its (arch, latency_ms) rows, sorted: a table's content, whatever its row order."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for arch, device, ms in rows:
+        out.setdefault(device, []).append((str(arch), float(ms)))
+    return {d: sorted(r) for d, r in out.items()}
+
+
+def _stored_as(store: Store, space: str, device: str, content: list[tuple[str, float]]) -> str | None:
+    """The source (file name) the store holds exactly ``content`` of ``device`` from, if any."""
+    stored: dict[str, list[tuple[str, float]]] = {}
+    for source, arch, ms in store.db.execute("SELECT source, arch, latency_ms FROM imported WHERE space = ? AND "
+                                             "device = ?", (space, device)):
+        stored.setdefault(source, []).append((arch, float(ms)))
+    return next((src for src, got in stored.items() if len(got) == len(content) and sorted(got) == content), None)
 
 
 _IN_COMMAND = " (earlier in this command)"
@@ -101,24 +133,25 @@ def check_sources(store: Store | None, tables) -> None:
     """Refuse a table (path, space, rows) naming a device that the store, or an earlier table of ``tables``,
     holds from a file of another name, or that a campaign of the store measures: the predictor commands take one
     median per (arch, device), which would pool the two tables (other settings, another lab). A file of the same
-    name replaces its rows instead."""
-    given: dict[tuple[str, str], tuple[str, int]] = {}  # (space, device) -> (source, rows) of earlier tables
+    name replaces its rows instead, and the same rows of a device under any name are the same table again."""
+    given: dict[tuple[str, str], tuple[str, list]] = {}  # (space, device) -> (source, rows) of earlier tables
     for path, space, rows in tables:
         source = Path(path).name
-        counts = pd.Series([d for _, d, _ in rows]).value_counts(sort=False)
+        by_device = _rows_by_device(rows)
         clashes = []
-        for device in counts.index:
-            earlier, n = given.get((space, device), (source, 0))
-            if earlier != source:
-                clashes.append((device, earlier + _IN_COMMAND, n))
+        for device, content in by_device.items():
+            earlier, theirs = given.get((space, device), (source, content))
+            if earlier != source and theirs != content:
+                clashes.append((device, earlier + _IN_COMMAND, len(theirs)))
         if store is not None:
-            _check_not_measured(store, source, space, list(counts.index))
+            _check_not_measured(store, source, space, list(by_device))
             stored = store.query("SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND source != ? "
                                  "GROUP BY device, source ORDER BY min(rowid)", (space, source))
-            clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False) if d in counts.index]
+            clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False)
+                        if d in by_device and _stored_as(store, space, d, by_device[d]) is None]
         if clashes:
             raise TableImportError(_clash_message(source, space, clashes))
-        given.update({(space, d): (source, int(n)) for d, n in counts.items()})
+        given.update({(space, d): (source, content) for d, content in by_device.items()})
 
 
 def _check_not_measured(store: Store, source: str, space: str, devices: list[str]) -> None:

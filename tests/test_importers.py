@@ -114,16 +114,17 @@ def test_device_names_are_names_and_an_empty_device_flag_is_refused(tmp_path):
 
 
 def test_a_file_of_the_same_name_replaces_only_the_rows_of_its_devices(tmp_path, caplog):
-    for folder, device in (("a", "pi"), ("b", "jetson"), ("c", "pi")):
+    for folder, device, ms in (("a", "pi", 2.0), ("b", "jetson", 2.0), ("c", "pi", 4.0)):
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "lat.csv").write_text(f"arch_index,device,latency_ms\n1,{device},2.0\n2,{device},3.0\n")
+        (tmp_path / folder / "lat.csv").write_text(f"arch_index,device,latency_ms\n1,{device},{ms}\n"
+                                                   f"2,{device},3.0\n")
     with Store(tmp_path / "lab.db") as s:
         import_file(s, tmp_path / "a" / "lat.csv")
         import_file(s, tmp_path / "b" / "lat.csv")  # another device: kept beside pi's rows
         assert sorted(set(s.latency_table("nb201")["device"])) == ["jetson", "pi"]
-        import_file(s, tmp_path / "c" / "lat.csv")  # pi again under that name: replaces, and says so
-        assert len(s.latency_table("nb201")) == 4
-    assert "replaced 2 nb201 rows imported earlier from a file named lat.csv" in caplog.text
+        import_file(s, tmp_path / "c" / "lat.csv")  # pi again under that name, new rows: replaces, and says so
+        assert len(s.latency_table("nb201")) == 4 and s.latency_table("nb201")["latency_ms"].max() == 4.0
+    assert "a new version of the file lat.csv imported earlier: its 2 nb201 rows of pi replaced by 2" in caplog.text
 
 
 @pytest.mark.slow
@@ -298,7 +299,12 @@ def test_a_device_in_two_files_of_one_import_command_imports_neither(tmp_path, c
     many = tmp_path / "many.csv"  # HELP's wide table after its long one: the devices named, a few of them
     many.write_text("arch_index,device,latency_ms\n" + "".join(f"0,dev{i},1.0\n" for i in range(7)))
     assert hwl_main(["data", "import", str(many), "--store", str(db)]) == 0
-    assert hwl_main(["data", "import", str(many.rename(tmp_path / "many_again.csv")), "--store", str(db)]) == 2
+    capsys.readouterr()
+    many_again = many.rename(tmp_path / "many_again.csv")  # the same table renamed: the same import, nothing changed
+    assert hwl_main(["data", "import", str(many_again), "--store", str(db)]) == 0
+    assert "many_again.csv: its 7 nb201 latencies are already in" in capsys.readouterr().err
+    many_again.write_text("arch_index,device,latency_ms\n" + "".join(f"0,dev{i},2.0\n" for i in range(7)))
+    assert hwl_main(["data", "import", str(many_again), "--store", str(db)]) == 2  # other timings of them
     assert ("many_again.csv: 7 devices are already imported from many.csv (dev0, dev1, dev2, dev3, dev4, ... "
             "(7 in all): 7 nb201 latencies); their") in capsys.readouterr().err
 
@@ -384,3 +390,28 @@ def test_a_device_a_campaign_of_the_store_measures_is_refused_at_import(tmp_path
     fb = tmp_path / "fb.csv"  # the device's name in the other space: no campaign measures it there
     fb.write_text(f"arch_ops,device,latency_ms\n\"{fbnet.to_key(['skip'] * 22)}\",lab-ort,2.0\n")
     assert hwl_main(["data", "import", str(fb), "--store", str(db)]) == 0
+
+
+def test_a_table_is_known_by_its_rows_not_only_its_file_name(tmp_path, capsys, caplog):
+    """A re-import was recognised by file name only: the same table renamed (lab_a.csv -> lab_a_v1.csv) was refused
+    as another lab's, and a different table under the same name replaced the rows without a word on stderr. The
+    same rows under any name are now the same import (nothing changes), and new rows under the same name are a new
+    version of that file, replaced with a line saying so."""
+    db = str(tmp_path / "lab.db")
+    first = _lat_csv(tmp_path / "lab_a.csv", "pi", [2.0, 3.0])
+    assert hwl_main(["data", "import", str(first), "--store", db]) == 0
+    capsys.readouterr()
+    renamed = tmp_path / "copies" / "lab_a_v1.csv"
+    renamed.parent.mkdir()
+    renamed.write_text("latency_ms,device,arch_index\n3.0,pi,1\n2.0,pi,0\n")  # other order, same rows
+    assert hwl_main(["data", "import", str(renamed), str(first), "--store", db]) == 0
+    err = capsys.readouterr().err
+    assert ("lab_a_v1.csv: its 2 nb201 latencies are already in " + db + " (imported from lab_a.csv); nothing "
+            "changed") in err and "lab_a.csv: its 2 nb201 latencies are already in" in err, err
+    with Store(db) as s:
+        assert s.query("SELECT DISTINCT source FROM imported")["source"].tolist() == ["lab_a.csv"]
+    newer = _lat_csv(tmp_path / "new" / "lab_a.csv", "pi", [2.5, 3.5, 4.5])
+    assert hwl_main(["data", "import", str(newer), "--store", db]) == 0
+    assert "a new version of the file lab_a.csv imported earlier: its 2 nb201 rows of pi replaced by 3" in caplog.text
+    with Store(db) as s:
+        assert s.latency_table("nb201")["latency_ms"].tolist() == [2.5, 3.5, 4.5]

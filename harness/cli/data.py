@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 
 def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None,
                  wide=False) -> list[dict]:
-    from harness.importers import add_table, check_sources, read_table_file
+    from harness.importers import check_sources, read_table_file, store_table
     from harness.store import Store
 
     # every file read and checked before the store is opened: a bad one imports nothing, makes no store
@@ -36,8 +36,8 @@ def import_files(*, store: str, files: list[str], space=None, device=None, mappi
         check_sources(st, tables)  # before any is stored: a clash imports none of them
         for f, sp, rows in tables:
             devices = len({d for _, d, _ in rows})
-            sp, n = add_table(st, f, sp, rows)
-            out.append({"file": f, "space": sp, "rows": n, "devices": devices})
+            same = store_table(st, f, sp, rows)
+            out.append({"file": f, "space": sp, "rows": len(rows), "devices": devices, "already": same})
     return out
 
 
@@ -46,6 +46,11 @@ def cmd_import(args) -> int:
                              mapping=args.mapping, wide=args.wide):
         print(json.dumps({key: line[key] for key in ("file", "space", "rows")}))
         n, devices = line["rows"], line["devices"]
+        if len(line["already"]) == devices:  # the same table again, under this name or another
+            print(f"{line['file']}: its {n:,} {line['space']} latenc{'y' if n == 1 else 'ies'} are already in "
+                  f"{args.store} (imported from {', '.join(sorted(set(line['already'].values())))}); nothing changed",
+                  file=sys.stderr)
+            continue
         print(f"imported {n:,} {line['space']} latenc{'y' if n == 1 else 'ies'} of {devices:,} "
               f"device{'' if devices == 1 else 's'} from {line['file']} into {args.store}", file=sys.stderr)
     return 0
