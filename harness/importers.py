@@ -15,9 +15,9 @@ Two kinds of input:
 
 Rows are stored as imported, with their source (the file name). A device's rows that the store holds
 already, from a file of any name, are the same import again and left as they are; a file of the same name
-with other rows of a device is a new version of it, whose rows replace the earlier ones (a warning says so). A device name that another file already brought, or that a campaign
-of the store measures, is refused (``check_sources``): the store's median would pool two tables, maybe two
-machines. A bad row
+with other rows of a device is a new version of it, whose rows replace the earlier ones (a warning says so).
+A device name that another file already brought other rows of, or that a campaign of the store measures, is
+refused (``check_sources``): the store's median would pool two tables, maybe two machines. A bad row
 (architecture, device, a latency that is not a positive number, an arch_index and an arch_str, or an
 arch_ops and an op_idx_key, naming different architectures) refuses the whole file, naming the row.
 """
