@@ -191,22 +191,3 @@ def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tm
         assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': nothing answers there" in err
     assert _dump(db) == before and not fresh.exists()
 
-
-def test_a_cluster_that_cannot_be_joined_leaves_no_store_and_plans_nothing(tmp_path, capsys, monkeypatch):
-    """`hwl campaign run --address auto` with no cluster (as an address that accepts TCP but is no Ray, or a
-    Ray head with token auth) made the store file and planned the campaign into it, then failed to join.
-    The cluster is now joined first."""
-    good = write_profile(tmp_path, "dev-a")
-    db, fresh = tmp_path / "lab.db", tmp_path / "fresh.db"
-    with Store(db) as s:
-        plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(good),), name="earlier"))
-    before = _dump(db)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))  # where `auto` looks for a running cluster
-    for store in (db, fresh):
-        assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3,4", "--devices", str(good), "--store",
-                         str(store), "--address", "auto", "--no-progress"]) == 2
-        err = capsys.readouterr().err.splitlines()
-        assert err[-1].startswith("hwl campaign: error: cannot join the Ray cluster at 'auto'"), err
-    assert _dump(db) == before and not fresh.exists()
-    assert not (tmp_path / "fresh-artifacts").exists() and not (tmp_path / "fresh.db-locks").exists()

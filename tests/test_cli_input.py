@@ -120,18 +120,6 @@ def test_onboard_never_writes_over_its_candidates_file_or_profile(tmp_path, caps
     assert not (tmp_path / "lab.db").exists()
 
 
-def test_onboard_with_a_cluster_that_cannot_be_joined_makes_no_store(tmp_path, capsys, monkeypatch):
-    """`hwl onboard --address auto` with no cluster (or an address that is no Ray) made the store file, then
-    failed to join: the cluster is now joined first."""
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray"))  # where `auto` looks for a running cluster
-    profile = write_profile(tmp_path, "here")
-    err = _refused(["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out",
-                    tmp_path / "p.pt", "--address", "auto"], capsys)
-    assert "cannot join the Ray cluster at 'auto'" in err
-    assert not (tmp_path / "lab.db").exists() and not (tmp_path / "p.pt").exists()
-
-
 def test_a_refused_data_import_makes_no_store_and_imports_none_of_its_files(tmp_path, capsys):
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     good.write_text("arch_index,device,latency_ms\n1,pi,2.0\n")

@@ -144,3 +144,32 @@ def test_an_address_nothing_answers_is_a_clear_error_at_once(tmp_path):
                "--store", tmp_path / "lab.db", "--address", address)
     assert done.returncode == 2 and "hwl campaign: error: cannot join the Ray cluster" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_cluster_that_refuses_to_be_joined_leaves_no_store_behind(tmp_path):
+    """A Ray head with token auth, and this machine holding another token: `hwl campaign run --address` and `hwl
+    onboard --address` made the store file (the campaign planned into it) before the join failed. They now join
+    first, so the failure leaves nothing behind."""
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    head_token, other_token = Path(temp) / "head.tok", Path(temp) / "other.tok"
+    head_token.write_text("a" * 64 + "\n")
+    other_token.write_text("b" * 64 + "\n")
+    port = free_port()
+    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token"}
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                        f"--temp-dir={temp}", "--disable-usage-stats"], env={**env, "RAY_AUTH_TOKEN_PATH": str(
+                            head_token)}, check=True, capture_output=True, timeout=180)
+        wrong = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token)}
+        profile = write_profile(tmp_path, "joined")
+        for command in (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", profile, "--store",
+                         tmp_path / "lab.db", "--no-progress"],
+                        ["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out",
+                         tmp_path / "p.pt"]):
+            done = hwl(*command, "--address", f"127.0.0.1:{port}", env=wrong)
+            assert done.returncode == 2, done.stderr[-2000:]
+            assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in done.stderr.splitlines()[-1]
+            assert not (tmp_path / "lab.db").exists() and not (tmp_path / "lab-artifacts").exists()
+    finally:
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
