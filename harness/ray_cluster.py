@@ -169,17 +169,46 @@ def _signals_held_during_init():
             os.kill(os.getpid(), sig)
 
 
+# HTTP/2's client connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers with a
+# SETTINGS frame of its own (RFC 9113, 3.4)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS_FRAME = 4
+
+
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a ``host:port`` that nothing answers (Ray itself waits minutes for its GCS)."""
+    """Fail fast on a ``host:port`` that nothing answers, or that answers but is no gRPC server, so no Ray GCS
+    (Ray itself waits minutes for a GCS, and for a server that is no Ray, for ever, Ctrl-C held meanwhile)."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():  # "auto", "ray://...", a bare name: Ray resolves those
         return
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
     except OSError as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc}). Start "
                            "it with `ray start --head --port PORT` on that machine, or leave out --address to run "
                            "a local Ray") from None
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):  # a TLS GCS needs its handshake first
+            if not _answers_http2(sock, timeout_s):
+                raise ClusterError(f"cannot join the Ray cluster at {address!r}: something accepts connections "
+                                   "there but does not answer as a Ray head does (gRPC); check the port: `ray start "
+                                   "--head` prints the address to give (port 6379 unless --port says otherwise)")
+
+
+def _answers_http2(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server on ``sock`` answers HTTP/2's connection preface with a SETTINGS frame."""
+    sock.settimeout(timeout_s)
+    head = b""
+    try:
+        sock.sendall(_HTTP2_PREFACE)
+        while len(head) < 9:  # a frame header: length (3 bytes), type, flags, stream id (4)
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:  # a reset, or no answer within the timeout
+        return False
+    return head[3] == _SETTINGS_FRAME
 
 
 def device_actor_name(device: str) -> str:

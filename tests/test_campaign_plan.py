@@ -1,4 +1,5 @@
 """Campaign planning and the CLI's answers to bad input (no Ray needed: all checked first)."""
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -10,7 +11,7 @@ import pytest
 from harness.campaign import (CampaignSpec, campaign_profiles, current_profiles, device_order, load_campaign_file,
                               plan_campaign, refresh_reach, resolve_plan)
 from harness.cli import main as hwl_main
-from harness.errors import CampaignError
+from harness.errors import CampaignError, ClusterError
 from harness.store import Store
 from tests.campaign_helpers import write_profile
 
@@ -191,3 +192,35 @@ def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tm
         assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': nothing answers there" in err
     assert _dump(db) == before and not fresh.exists()
 
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"], ids=["closes", "http1"])
+def test_an_address_that_accepts_connections_but_is_no_ray_is_refused_at_once(tmp_path, capsys, answer):
+    """A port of another server (a web server, sshd, a typo): Ray waited for its GCS for ever, with Ctrl-C held
+    while it did, and the command never ended. It is now refused in one line, with no store made."""
+    import socket
+    import threading
+
+    from harness.ray_cluster import check_reachable
+
+    server = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(ClusterError, match="something accepts connections there but does not answer as a Ray "
+                                                "head does"):
+            check_reachable(address)
+        good = write_profile(tmp_path, "dev-a")
+        assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3", "--devices", str(good), "--store",
+                         str(tmp_path / "lab.db"), "--address", address, "--no-progress"]) == 2
+        assert f"cannot join the Ray cluster at '{address}': something accepts" in capsys.readouterr().err
+        assert not (tmp_path / "lab.db").exists()
+    finally:
+        server.close()
