@@ -178,8 +178,9 @@ _SETTINGS_FRAME = 4
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a ``host:port`` that nothing answers, or that answers but is no gRPC server, so no Ray GCS
     (Ray itself waits minutes for a GCS, and for a server that is no Ray, for ever, Ctrl-C held meanwhile)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():  # "auto", "ray://...", a bare name: Ray resolves those
+    # a Ray Client address (ray://host:port) is a gRPC server too; "auto" or a bare name Ray resolves itself
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
         return
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout_s)

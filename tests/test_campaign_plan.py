@@ -224,3 +224,33 @@ def test_an_address_that_accepts_connections_but_is_no_ray_is_refused_at_once(tm
         assert not (tmp_path / "lab.db").exists()
     finally:
         server.close()
+
+
+def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
+    """`--address ray://HOST:PORT` (a Ray Client server) was refused as 'nothing answers there (Name or service not
+    known)': the scheme was taken for part of the host name. Its host and port are checked now."""
+    import socket
+    import threading
+
+    from harness.ray_cluster import check_reachable
+
+    server = socket.create_server(("127.0.0.1", 0))  # answers as a gRPC server does: an HTTP/2 SETTINGS frame
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(64)
+                    conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+
+    address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        check_reachable(address)
+    finally:
+        server.close()
+    from tests.sshd import free_port
+
+    with pytest.raises(ClusterError, match=r"nothing answers there \(\[Errno 111\]"):  # refused, not a bad name
+        check_reachable(f"ray://127.0.0.1:{free_port()}")
