@@ -157,6 +157,8 @@ class _Device:
     recovery: object = None  # the actor's pending recover() call
     recovery_deadline: float = 0.0
     recover_tried: bool = False  # in this run of failures (a success resets it)
+    probing: bool = False  # a canary asks whether the device or its models fail (see _probe_or_give_up)
+    fine_since_probe: bool = True  # a model measured fine since the last probe, so another may be worth it
 
 
 class Coordinator:
@@ -601,13 +603,11 @@ class Coordinator:
             pass  # the model's failure, not the device's: it neither adds to the run of failures nor ends it
         elif outcome in FAILED_OUTCOMES:
             self._failures_in_row(dev, dev.failures_in_row + 1)
-            if dev.failures_in_row >= self.options.quarantine_after:
-                self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                                   f"{record.get('error_message') or ''}".strip() + _hint(dev, record),
-                              recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
+            if dev.failures_in_row >= self.options.quarantine_after and not dev.probing:
+                self._probe_or_give_up(dev, record)
         else:
             self._failures_in_row(dev, 0)
-            dev.recover_tried = False
+            dev.recover_tried, dev.fine_since_probe = False, True
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
             dev.canary_due = True
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
@@ -656,6 +656,24 @@ class Coordinator:
             job_id, free_outcomes=UNCHARGED_OUTCOMES, free_kinds=(*UNCHARGED_KINDS, EXPORT_FAILED))
         return others_fine
 
+    def _probe_or_give_up(self, dev: _Device, record: dict) -> None:
+        """The device's run of failures reached ``quarantine_after``. Three models in a row that the device
+        cannot run (an FBNet op its NPU lacks: common when many architectures hold it) look like a failing
+        device, so before giving up its drift canary is measured: a device that runs it fine is healthy and
+        the failures were their models' (each job still counts its own attempts); a failed canary gives up
+        (_canary_done). One probe per run of failures, and another only once a model measured fine since the
+        last, so a device that runs its canary but no architecture is still quarantined."""
+        outcome, kind = record.get("outcome"), record.get("error_kind")
+        if (self.options.canary_every > 0 and dev.fine_since_probe and outcome not in UNCHARGED_OUTCOMES
+                and kind not in (*UNCHARGED_KINDS, *NOT_RECOVERED_BY_POWER_CYCLE)):
+            dev.probing, dev.fine_since_probe, dev.canary_due = True, False, True
+            log.warning("%s: %d failed attempts in a row (last: %s); measuring its drift canary to tell a failing "
+                        "device from models it cannot run", dev.profile.name, dev.failures_in_row, outcome)
+            return
+        self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
+                           f"{record.get('error_message') or ''}".strip() + _hint(dev, record),
+                      recover=kind not in NOT_RECOVERED_BY_POWER_CYCLE)
+
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
         """Set the device's run of failed attempts, in the store too when it changes (a healthy
         device writes nothing more), so `hwl campaign status` shows it before any quarantine."""
@@ -679,6 +697,12 @@ class Coordinator:
 
     def _canary_done(self, dev: _Device, record: dict) -> None:
         label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None
+        probed, dev.probing = dev.probing, False
+        if probed and label is not None and dev.state == "active":
+            log.warning("%s: measured its canary fine, so its %d failed attempts in a row were their models' "
+                        "(each job keeps its own count); measuring on", dev.profile.name, dev.failures_in_row)
+            self._failures_in_row(dev, 0)
+            dev.recover_tried = False
         last_id = self.store.db.execute("SELECT max(id) FROM results").fetchone()[0] or 0
         after_jobs = dev.done + dev.failed
         if label is None:
@@ -690,7 +714,8 @@ class Coordinator:
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if not self._unfit(dev, record) and dev.failures_in_row >= self.options.quarantine_after:
-                self._give_up(dev, f"drift canary failed: {record.get('error_message')}" + _hint(dev, record),
+                what = f"{dev.failures_in_row - 1} failed attempts in a row, then its " if probed else ""
+                self._give_up(dev, f"{what}drift canary failed: {record.get('error_message')}" + _hint(dev, record),
                               recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
             return
         dev.since_canary = 0

@@ -414,18 +414,23 @@ class Store:
 
     def others_since_first_failure(self, job_id: int, *, free_outcomes: tuple[str, ...],
                                    free_kinds: tuple[str, ...]) -> tuple[bool, bool]:
-        """(whether the job's device measured another job of the campaign fine, whether another job failed
-        there, lost attempts included) since this job's first failed attempt that counts
+        """(whether the job's device measured another job of the campaign, or its drift canary, fine, whether
+        another job failed there, lost attempts included) since this job's first failed attempt that counts
         (``charged_attempts``'s terms; failures of ``free_kinds`` are nobody's, so not counted either)."""
         outcomes, kinds = ",".join("?" * len(free_outcomes)), ",".join("?" * len(free_kinds))
+        first = (f"(SELECT min(id) FROM results WHERE job_id = ? AND outcome NOT IN ('ok', 'unstable', {outcomes}) "
+                 f"AND coalesce(error_kind, '') NOT IN ({kinds}))")
         row = self.db.execute(
             "SELECT max(r.outcome IN ('ok', 'unstable')), "
             f"max(r.outcome NOT IN ('ok', 'unstable') AND coalesce(r.error_kind, '') NOT IN ({kinds})) FROM results r "
             "JOIN jobs o ON o.id = r.job_id JOIN jobs j ON j.id = ? WHERE o.campaign_id = j.campaign_id "
-            "AND o.device = j.device AND o.id != j.id AND r.id > (SELECT min(id) FROM results WHERE job_id = ? "
-            f"AND outcome NOT IN ('ok', 'unstable', {outcomes}) AND coalesce(error_kind, '') NOT IN ({kinds}))",
+            f"AND o.device = j.device AND o.id != j.id AND r.id > {first}",
             (*free_kinds, job_id, job_id, *free_outcomes, *free_kinds)).fetchone()
-        return bool(row[0]), bool(row[1])
+        canary_fine = self.db.execute(  # a canary's last_result_id is the newest result when it was measured
+            "SELECT 1 FROM canaries c JOIN jobs j ON j.id = ? WHERE c.campaign_id = j.campaign_id AND c.device = "
+            f"j.device AND c.median_ms IS NOT NULL AND c.last_result_id >= {first} LIMIT 1",
+            (job_id, job_id, *free_outcomes, *free_kinds)).fetchone()
+        return bool(row[0]) or canary_fine is not None, bool(row[1])
 
     def set_device_profile(self, campaign_id: int, device: str, profile_json: str) -> None:
         """Store the profile a campaign reaches ``device`` with (``campaign.refresh_reach``)."""

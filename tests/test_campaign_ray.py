@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -567,6 +568,43 @@ def test_two_bad_architectures_back_to_back_do_not_quarantine_a_healthy_device(l
     assert sum(o == "runtime_error" for _, o in outcomes) == 6  # each bad one failed its 3 attempts, no more
 
 
+def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_canary(local_ray, artifacts,
+                                                                                       tmp_path, caplog):
+    """A vendor tool lacking an op that three architectures hold, the first three in the device's order: their
+    attempts made 3 failures in a row, as a dead board's would, and the healthy device was quarantined with its
+    good architectures unmeasured. Its drift canary is now measured first: it runs fine, so the failures were the
+    models'. The same tool failing every model, canary included, is still quarantined after the probe."""
+    from agents.server import sha256_of
+    from harness.export import export_one
+
+    tool = tmp_path / "npu_tool.py"
+    tool.write_text("import sys\nif sys.argv[1] in open(sys.argv[2]).read().split():\n"
+                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
+    unsupported = tmp_path / "unsupported"
+    npu = write_profile(tmp_path, "ray-npu3", runtime="command", options={
+        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [npu], archs=CHEAP + ",4123,5000")
+    with Store(db) as s:
+        bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu3")[:3]]  # the first three it measures
+    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in bad))
+    with Store(db) as s, caplog.at_level(logging.WARNING, logger="harness.coordinator"):
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts))
+        states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
+    assert summary["devices"]["ray-npu3"]["state"] == "active", summary["devices"]
+    assert sorted(a for a, st in states.items() if st == "failed") == sorted(bad), states
+    assert sum(st == "done" for st in states.values()) == 2, states
+    assert "measured its canary fine" in caplog.text
+
+    every = ["6000", "7000", "8000", CANARY_ARCH[1]]  # a board that fails every model now, its canary too
+    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in every))
+    cid = _plan(db, [npu], archs=",".join(every[:3]), name="all-fail")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts))
+    assert summary["devices"]["ray-npu3"]["state"] == "quarantined", summary["devices"]
+    assert "drift canary failed" in summary["devices"]["ray-npu3"]["error"], summary["devices"]
+
+
 def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):
     """A model file that fails the agent's hash check at every attempt (here the one fixed model, damaged
     after it was hashed, so writing it again cannot mend it): after 3 in a row the device ran its
@@ -724,12 +762,15 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                            "ORDER BY id", (cid,))
         flagged = s.query("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id WHERE r.accepted = 1")
         assert s.canary_state(cid, "ray-drift").baseline_ms == 3.0
-    # Session 1's canary set the baseline; the resume's first canary is judged against it, not
-    # taken as a new one. The device rests, a fresh canary re-baselines, the jobs run, and their
+    # Session 1's canary set the baseline; the device broke, and the canary measured after 3 failures in a
+    # row (is it the device or its models?) failed too. The resume's first canary is judged against the
+    # baseline, not taken as a new one. The device rests, a fresh canary re-baselines, the jobs run, and their
     # results carry no drift flag.
-    assert canaries[["median_ms", "baseline_ms", "ok"]].values.tolist() == [
+    assert canaries["median_ms"].isna().tolist() == [False, True, False, False, False]
+    measured = canaries.dropna(subset=["median_ms"])
+    assert measured[["median_ms", "baseline_ms", "ok"]].values.tolist() == [
         [2.5, 2.5, 1], [3.0, 2.5, 0], [3.0, 3.0, 1], [3.0, 3.0, 1]]
-    assert canaries["created_at"].iloc[2] - canaries["created_at"].iloc[1] >= 1.0
+    assert measured["created_at"].iloc[2] - measured["created_at"].iloc[1] >= 1.0
     assert len(flagged) == 2 and not any("canary_drift" in f for f in flagged["flags"])
 
     # The next campaign on the same device and profile starts from that baseline too. Its
