@@ -133,6 +133,55 @@ log-latency before the ms-model entry.
   points r add at most 0.001 on every device (raspi4 0.980, gold_6226 0.955 -> 0.956). The costs
   summed per op type (54 columns) add less than the 9 op counts do (gold_6226 0.963 against 0.971,
   2080ti_32 0.969 against 0.975), and the counts inside ``phys`` (``physops``, above) did not help.
+
+Onboarding picks after the design start (issue 8, at most 10 measurements; not model variants:
+``bench_onboard`` strategies, and ``rank_acquisition.py`` for the ranking acquisition). Why F5
+and F4 fall short first (test devices read for this diagnosis only; no setting chosen on them):
+
+- F5 test replay (seeds 0-1, budget 20, a round after every measurement), after 5 / 10 / 15 / 20
+  measurements: design 0.802 / 0.791 / 0.807 / 0.805, loop 0.802 / 0.793 / 0.806 / 0.810, random
+  picks 0.656 / 0.659 / 0.747 / 0.777. The design's 10 beat random 20 here; its 20 do not reach the
+  k = 20 target (0.82) either. By device at 10 (design): gold_6226 0.954, essential_ph_1 0.708,
+  samsung_s7 0.700, pixel2 0.801.
+- The method's own limit: phys_bayes adapted on k random archs of the device (same pretraining,
+  seeds 0-1), F5 at k = 10 / 20 / 40 / 100 / 300: 0.714 / 0.795 / 0.810 / 0.810 / 0.814 (gold_6226
+  0.966, essential_ph_1 0.729, samsung_s7 0.757, pixel2 0.803 at 300); F4 0.784 / 0.810 / 0.827 /
+  0.829 / 0.830. The whole-table ridge (``ceiling.py``, 5-fold, 4,000 samples) gets F5 0.828 (gold
+  0.980, essential 0.771, s7 0.755, pixel2 0.808), F4 0.842. So F5's target sits above what the
+  model reaches with 300 measurements, and F4's at it: at 10 the picks could win at most about
+  0.02 (F5) and 0.008 (F4), and only on the phones.
+- The phones are label noise: on the FBNet tables essential_ph_1, samsung_s7 and pixel2 rank at
+  0.63-0.65 against each other and at most 0.70 / 0.71 / 0.78 against any device (each device's
+  nearest is fpga; samsung_a50 and gold_6226 reach 0.87 with theirs, the 22 others 0.94-0.99).
+  samsung_s7 has heavy tails: 7.7 % of its archs lie beyond 3 MAD of
+  the whole-table ridge. In F5 seed 0 the design's 9th pick is one (a skip-heavy arch timed
+  74 ms, ridge 43 ms, +7.3 MAD): the fitted noise went 0.11 -> 0.31 and rho 0.744 -> 0.576; the
+  13th (134 ms against 65, +9.7 MAD) again. At that share, 10 picks meet such an arch about
+  half the time, and no pick rule that reads no latency can see one before it is measured (the
+  replay's table holds one timing per arch, so measuring a suspect again cannot be replayed).
+
+Selection variants then, chosen on train devices (budget 10, a round after every measurement,
+mean true rho after 5 / 7 / 9 / 10 measurements, 2 trials):
+
+- Family replay (``--mode family``; F5-like: the held device's family left out of pretraining),
+  F0 (16 runs) and F4 (20 runs), at 10: design 0.902 / 0.942, loop (design start of 5, then the
+  posterior variance) 0.911 / 0.942, ``loop/n_initial=3`` 0.913 / 0.941, ``rank`` (below) 0.907 /
+  0.946. F0, 11 of those runs: ``loop/n_initial=8`` 0.916, ``loop/focus_quantile=1.0`` (no latency
+  focus) 0.915, against loop 0.918 and ``n_initial=3`` 0.923.
+- ``rank_acquisition.rank_picks`` (``rank``): the pick that most cuts the variance of the
+  differences of close, unsure pairs in the focus range (a Laplacian form of the pair weights
+  over 150 reference archs), after the 5 design picks. Not better than the posterior variance
+  (above, and train replay below); F4 family +0.004 at 10, F0 family -0.004.
+- Train replay (``--mode train --holdouts 4``, all 7 tasks, 56 runs per strategy), after 5 / 7 /
+  9 / 10: design 0.9216 / 0.9328 / 0.9359 / 0.9364, loop 0.9216 / 0.9332 / 0.9363 / 0.9371,
+  ``loop/n_initial=3`` 0.9307 / 0.9347 / 0.9371 / 0.9376, ``rank`` 0.9216 / 0.9321 / 0.9358 /
+  0.9371. At 10, ``n_initial=3`` against design by task: N0 +0.001, F0 +0.010, F1 +0.001, F2
+  -0.002, F3 -0.003, F4 +0.001, F5 +0.000; the loop itself F2 -0.004. Not kept: +0.001 on the
+  mean, F2 and F3 lower, F4 family lower (above), and the estimate, calibrated on the design's
+  rounds, is 0.039 off over its rounds (0.17 at 3 measurements, 0.036 at 5 in F4 family, against
+  design 0.020 / 0.026) until refitted. A lead for a ``--target-rho`` stop: 3 design picks and 2
+  by variance beat 5 design picks at n = 5 on every task (train +0.009, family F0 +0.014, F4
+  +0.007). None of these can lift F5 or F4 to their targets (the limit above).
 """
 from __future__ import annotations
 
