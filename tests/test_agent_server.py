@@ -187,6 +187,26 @@ def test_local_session_reports_an_agent_that_cannot_start(tmp_path):
     assert not s.is_connected
 
 
+def test_a_lost_agents_long_log_is_read_from_its_end_only(tmp_path):
+    """An agent that ran for weeks leaves a large stderr log: the error names its last words without
+    loading the whole log into the coordinator (64 MiB of it here)."""
+    import tracemalloc
+
+    agent = tmp_path / "noisy-agent"
+    agent.write_text("#!/bin/sh\nhead -c 67108864 /dev/zero | tr '\\0' x >&2\necho 'last words: out of luck' >&2\n"
+                     "exit 3\n")
+    agent.chmod(0o755)
+    s = LocalSession(python=str(agent))
+    tracemalloc.start()
+    try:
+        with pytest.raises(AgentLost, match="exit status 3; its log ends with: x+last words: out of luck$"):
+            s.open()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak / 2 ** 20:.0f} MiB allocated to read the log's tail"
+
+
 def test_device_lock_waits_for_the_holder_and_gives_up_on_cancel(tmp_path):
     import fcntl
 

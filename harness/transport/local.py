@@ -95,7 +95,14 @@ class LocalSession(LineSession):
             rc = proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             rc = None
-        self._stderr.seek(0)
-        tail = self._stderr.read().decode(errors="replace")[-STDERR_TAIL_CHARS:].strip()
+        tail = _file_tail(self._stderr, STDERR_TAIL_CHARS)
         status = "still running" if rc is None else f"exit status {rc}"
         return f"agent pid {proc.pid} {status}; its log ends with: {tail or '(nothing)'}"
+
+
+def _file_tail(file, chars: int) -> str:
+    """The last ``chars`` characters of a binary file, reading only its end: the stderr of an
+    agent that ran for weeks can be large, and only its end says why it stopped."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(max(0, size - 4 * chars))  # UTF-8: at most 4 bytes a character
+    return file.read().decode(errors="replace")[-chars:].strip()
