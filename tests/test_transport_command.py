@@ -37,7 +37,7 @@ def test_pushes_once_then_measures_through_the_tool(model, tmp_path):
             reply = session.request(_request(model, device_dir))
             assert isinstance(reply, Result) and reply.measurement is not None, reply.message
             assert len(reply.measurement["samples_ns"][0]) == 10  # one sample per printed run
-    assert session.pushed == [model[1]]
+    assert list(session.pushed) == [model[1]]
     assert (device_dir / f"{model[1]}.onnx").read_bytes() == model[0].read_bytes()
 
 
@@ -48,7 +48,19 @@ def test_check_template_skips_push_when_device_has_the_model(model, tmp_path):
     with CommandSession(push_template=f"cp {{model}} {device_dir}/{{sha256}}.onnx",
                         check_template=f"test -f {device_dir}/{{sha256}}.onnx") as session:
         assert session.request(_request(model, device_dir)).measurement is not None
-    assert session.pushed == []
+    assert list(session.pushed) == []
+
+
+def test_a_long_session_remembers_only_its_latest_pushes(tmp_path):
+    """A month-long campaign pushes one model per architecture: the session's record of its uploads
+    keeps the latest ones instead of one entry per upload for ever."""
+    log = tmp_path / "pushes.log"
+    session = CommandSession(push_template=f"sh -c 'echo {{sha256}} >> {log}'")
+    shas = [f"{i:064x}" for i in range(150)]
+    for sha in shas:
+        session.stage_model(str(tmp_path / f"{sha}.onnx"), sha)
+    assert log.read_text().split() == shas  # every model pushed, once
+    assert len(session.pushed) == 100 and list(session.pushed) == shas[-100:]
 
 
 def test_failed_push_is_connection_lost(model, tmp_path):
@@ -71,10 +83,10 @@ def test_a_copy_cut_short_on_the_device_is_pushed_again_and_one_cut_in_transit_n
     with CommandSession(push_template=f"cp {{model}} {device_dir}/{{sha256}}.onnx",
                         check_template=_hash_check(device_dir)) as session:
         assert session.request(_request(model, device_dir)).measurement is not None
-    assert session.pushed == [model[1]] and copy.read_bytes() == model[0].read_bytes()
+    assert list(session.pushed) == [model[1]] and copy.read_bytes() == model[0].read_bytes()
     copy.unlink()
     cut_short = f"sh -c 'head -c 100 {{model}} > {device_dir}/{{sha256}}.onnx'"
     with CommandSession(push_template=cut_short, check_template=_hash_check(device_dir)) as session:
         with pytest.raises(ConnectionLost, match="fails the profile's check after its push"):
             session.request(_request(model, device_dir))
-    assert session.pushed == []
+    assert list(session.pushed) == []

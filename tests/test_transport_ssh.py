@@ -67,8 +67,24 @@ def test_measure_over_ssh_pushes_each_model_once(deployed, models):
         assert first.measurement["stats"]["median_ms"] > 0
         again = session.request(_measure(models[0]))
         assert _timed(again)
-    assert session.pushed == [_sha256(models[0])]
+    assert list(session.pushed) == [_sha256(models[0])]
     assert (Path(cache) / f"{_sha256(models[0])}.onnx").exists()
+
+
+def test_a_long_ssh_session_remembers_only_its_latest_pushes(deployed, tmp_path):
+    """One upload per architecture over a month: the session keeps the latest uploads, not all of them."""
+    host, report, work = deployed
+    cache = work / "hwl" / "cache-many"
+    files = []
+    for i in range(120):
+        files.append(tmp_path / f"m{i}.onnx")
+        files[-1].write_bytes(b"model %d" % i)
+    session = SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(cache))
+    cache.mkdir()
+    for path in files:
+        session.stage_model(path, _sha256(path))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{_sha256(p)}.onnx" for p in files)
+    assert list(session.pushed) == [_sha256(p) for p in files[-100:]]
 
 
 def test_two_agents_on_one_device_never_measure_at_once(deployed, models):
@@ -235,4 +251,4 @@ def test_a_cached_model_gone_bad_on_the_device_is_pushed_again(deployed, models)
         cached.write_bytes(cached.read_bytes()[:-100] + bytes(100))  # same size, other bytes
         again = session.request(_measure(models[1]))
         assert _timed(again), again.message
-    assert session.pushed == [sha, sha] and _sha256(cached) == sha
+    assert list(session.pushed) == [sha, sha] and _sha256(cached) == sha

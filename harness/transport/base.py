@@ -27,6 +27,9 @@ DEFAULT_CALL_TIMEOUT_S = 30.0  # rule 21: per agent call
 # model's own limit (300 s standard), which the agent enforces itself; the host waits that long
 # plus this margin, so a silent agent is still detected.
 MEASURE_MARGIN_S = 30.0
+# Uploads a session remembers (its ``pushed``, for tests and logs): a month-long campaign pushes one
+# model per architecture, so a session keeps the latest few, not one entry per upload for ever.
+RECENT_PUSHES = 100
 
 
 def measure_timeout_s(msg: Measure) -> float:

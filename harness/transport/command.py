@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+from collections import deque
 
 from agents.protocol import Measure, Message
 from agents.runtimes.command import build_argv
+from harness.transport.base import RECENT_PUSHES
 from harness.transport.errors import AgentLost
 from harness.transport.local import LocalSession
 
@@ -47,7 +49,7 @@ class CommandSession(LocalSession):
         super().__init__(**kwargs)
         self.push_template = push_template
         self.check_template = check_template
-        self.pushed: list[str] = []
+        self.pushed: deque[str] = deque(maxlen=RECENT_PUSHES)  # sha256 of the latest uploads
         self._on_device: set[str] = set()
 
     def request(self, msg: Message, *, timeout_s: float | None = None) -> Message:

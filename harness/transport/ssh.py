@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import posixpath
 import shlex
+from collections import deque
 from pathlib import Path
 
 from agents.errors import HashMismatch
@@ -24,7 +25,7 @@ from agents.server import DEVICE_LOCK_ENV
 from harness.remote.deploy import DeployError, locate_agent
 from harness.remote.errors import AuthenticationError, HostKeyError, RemoteError
 from harness.remote.host import Host
-from harness.transport.base import LineSession
+from harness.transport.base import RECENT_PUSHES, LineSession
 from harness.transport.errors import AgentLost, DeviceSetupError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class SSHSession(LineSession):
         self.cores = tuple(cores) if cores else ()
         self.name = name or host.name
         self._channel = None
-        self.pushed: list[str] = []  # sha256 of files this session uploaded (for tests and logs)
+        self.pushed: deque[str] = deque(maxlen=RECENT_PUSHES)  # sha256 of the latest uploads (tests, logs)
         self._staged: set[str] = set()  # sha256 known to be in the device's cache
         self.deployed_bundle: str | None = None  # the bundle `hwl deploy` made current, once looked up
 
