@@ -1,8 +1,9 @@
 """The one place that touches Ray's API for campaigns: the session, device actors, export tasks.
 
-* :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, a ``host:<name>`` custom
-  resource per local host), pinned with this process to the cores no local device measures on,
-  or joins an existing cluster (``address``); it shuts Ray down and restores the affinity.
+* :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, no task events:
+  :data:`LOCAL_RAY_SYSTEM_CONFIG`, a ``host:<name>`` custom resource per local host), pinned with
+  this process to the cores no local device measures on, or joins an existing cluster
+  (``address``); it shuts Ray down and restores the affinity.
 * :func:`device_actor` wraps :class:`~harness.device_worker.DeviceWorker` with ``ray.remote``:
   a named actor ``device:<name>`` (``get_if_exists``), pinned by ``host:<name>``, no restarts
   and no task retries (the coordinator owns retries), ``status`` in its own concurrency group.
@@ -26,6 +27,14 @@ from harness.profiles import DeviceProfile
 
 NAMESPACE = "hwl"
 log = logging.getLogger(__name__)
+# Ray's own bookkeeping in the local Ray hwl starts (never a cluster given by address: that is its owner's).
+# Task events (each task's states and profile spans, for the dashboard, `ray list tasks`, ray.timeline) cost
+# the GCS about 3.6 KiB a task up to Ray's default of 100,000 tasks, some 350 MiB (a job is 2 tasks, an
+# export and a measurement: a long campaign gets there), and buffers in the driver and workers (up to
+# 18 MiB each over 80,000 tasks). Nothing reads them here: hwl's local Ray has no dashboard, and hwl's
+# record is its store. So they are not reported; a user who turns reporting back on
+# (RAY_task_events_report_interval_ms=1000) keeps the last 1,000 tasks. A RAY_<key> the user set wins.
+LOCAL_RAY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0, "task_events_max_num_task_in_gcs": 1000}
 
 
 @contextlib.contextmanager
@@ -58,6 +67,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                 _warn_hosts_no_node_offers(hosts)
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
+                kwargs["_system_config"] = local_system_config()
                 try:
                     with _signals_held_during_init():
                         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
@@ -82,6 +92,12 @@ def joined(address: str | None, hosts=()):
     command makes its store file, so a wrong address (not Ray, Ray with token auth, ``auto`` with no
     cluster) fails with nothing written; the coordinator's own :func:`ray_session` keeps this connection."""
     return ray_session(address=address, hosts=hosts) if address else contextlib.nullcontext()
+
+
+def local_system_config() -> dict:
+    """:data:`LOCAL_RAY_SYSTEM_CONFIG` less the keys the user set as ``RAY_<key>`` (Ray's system config
+    would override the user's variable)."""
+    return {key: value for key, value in LOCAL_RAY_SYSTEM_CONFIG.items() if f"RAY_{key}" not in os.environ}
 
 
 def _warn_hosts_no_node_offers(hosts) -> None:
