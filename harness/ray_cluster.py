@@ -3,7 +3,9 @@
 * :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, no task events:
   :data:`LOCAL_RAY_SYSTEM_CONFIG`, a ``host:<name>`` custom resource per local host), pinned with
   this process to the cores no local device measures on, or joins an existing cluster
-  (``address``); it shuts Ray down and restores the affinity.
+  (``address``); it shuts Ray down and restores the affinity. A local Ray's session folder is
+  marked as hwl's, and hwl's finished ones beyond the newest few are removed
+  (:mod:`harness.ray_sessions`).
 * :func:`device_actor` wraps :class:`~harness.device_worker.DeviceWorker` with ``ray.remote``:
   a named actor ``device:<name>`` (``get_if_exists``), pinned by ``host:<name>``, no restarts
   and no task retries (the coordinator owns retries), ``status`` in its own concurrency group.
@@ -24,6 +26,7 @@ from pathlib import Path
 from harness.device_worker import DeviceWorker
 from harness.errors import ClusterError
 from harness.profiles import DeviceProfile
+from harness.ray_sessions import mark_session, prune_sessions, sessions_kept
 
 NAMESPACE = "hwl"
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 kwargs["_system_config"] = local_system_config()
+                keep = sessions_kept()  # a bad setting stops here, before Ray starts
                 try:
                     with _signals_held_during_init():
                         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
@@ -78,6 +82,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
                                        f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
                                        "as /tmp/ray") from None
+                _tidy_sessions(keep)
             yield
         finally:
             if not address and not ray.is_initialized():  # ray.init did not get to connect
@@ -98,6 +103,19 @@ def local_system_config() -> dict:
     """:data:`LOCAL_RAY_SYSTEM_CONFIG` less the keys the user set as ``RAY_<key>`` (Ray's system config
     would override the user's variable)."""
     return {key: value for key, value in LOCAL_RAY_SYSTEM_CONFIG.items() if f"RAY_{key}" not in os.environ}
+
+
+def _tidy_sessions(keep: int) -> None:
+    """Mark the session of the local Ray just started as hwl's, and remove hwl's finished ones beyond
+    the newest ``keep`` (:mod:`harness.ray_sessions`)."""
+    import ray
+
+    session_dir = ray._private.worker._global_node.get_session_dir_path()
+    try:
+        mark_session(session_dir)
+    except OSError as exc:  # then it is only never removed
+        log.warning("could not mark the Ray session folder %s as hwl's: %s", session_dir, exc)
+    prune_sessions(session_dir, keep)
 
 
 def _warn_hosts_no_node_offers(hosts) -> None:

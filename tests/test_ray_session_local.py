@@ -1,13 +1,17 @@
-"""The local Ray hwl starts itself (ray_session without an address): Ray's bookkeeping is bounded.
-Each test starts a real local Ray."""
+"""The local Ray hwl starts itself (ray_session without an address): Ray's bookkeeping is bounded,
+and hwl's finished session folders do not pile up. Each test starts real local Rays."""
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
+from harness.errors import UserError
 from harness.ray_cluster import ray_session
-from tests.campaign_helpers import kill_leftovers
+from tests.campaign_helpers import REPO, kill_leftovers
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -48,3 +52,46 @@ def test_task_events_a_user_turns_on_keep_the_last_thousand_tasks(ray_tmp, monke
     with ray_session(num_cpus=1, temp_dir=ray_tmp):
         _run_tasks(1200)
         assert 0 < len(_tasks_in_timeline()) <= 1000
+
+
+def _ray_session_in_another_process(temp: str) -> tuple[subprocess.Popen, Path]:
+    """An hwl process holding its local Ray open (until its stdin closes); returns it and its session
+    (on the real stdout: ray_session sends stdout to stderr while Ray runs)."""
+    code = ("import sys, ray\nfrom harness.ray_cluster import ray_session\n"
+            f"with ray_session(num_cpus=1, temp_dir={temp!r}):\n"
+            "    print(ray._private.worker._global_node.get_session_dir_path(), file=sys.__stdout__, flush=True)\n"
+            "    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    return proc, Path(proc.stdout.readline().strip())
+
+
+def _start_and_stop(temp: str) -> Path:
+    with ray_session(num_cpus=1, temp_dir=temp):
+        return Path(ray._private.worker._global_node.get_session_dir_path())
+
+
+def test_hwl_removes_its_finished_ray_sessions_beyond_the_newest_few(ray_tmp, monkeypatch):
+    monkeypatch.setenv("HWL_RAY_SESSIONS_KEPT", "1")
+    foreign = Path(ray_tmp) / "session_2000-01-01_00-00-00_000000_1"  # another tool's Ray: not hwl's
+    (foreign / "logs").mkdir(parents=True)
+    other, running = _ray_session_in_another_process(ray_tmp)  # a campaign still running: the oldest
+    try:
+        assert running.is_dir() and running.parent == Path(ray_tmp)
+        first = _start_and_stop(ray_tmp)
+        second = _start_and_stop(ray_tmp)
+        assert first.is_dir() and second.is_dir()  # one finished session kept beyond the one running
+        third = _start_and_stop(ray_tmp)
+        sessions = {p for p in Path(ray_tmp).glob("session_*") if not p.is_symlink()}
+        assert sessions == {foreign, running, second, third}
+    finally:
+        other.communicate(timeout=60)  # stdin closed: it shuts its Ray down
+    assert other.returncode == 0
+
+
+def test_a_bad_sessions_kept_setting_is_one_line_before_ray_starts(ray_tmp, monkeypatch):
+    monkeypatch.setenv("HWL_RAY_SESSIONS_KEPT", "a few")
+    with pytest.raises(UserError, match=r"^HWL_RAY_SESSIONS_KEPT='a few' is not a whole number >= 0 \("):
+        with ray_session(num_cpus=1, temp_dir=ray_tmp):
+            pass
+    assert not ray.is_initialized() and not list(Path(ray_tmp).glob("session_*"))
