@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import hashlib
 import os
@@ -258,12 +259,17 @@ def device_actor(profile: DeviceProfile):
     ``get_if_exists``). Two campaigns on one cluster get their own actors: an actor measures with
     its own profile's settings, and a campaign kills its actors when it ends. The device itself
     is still measured by one at a time (its lock on this host, the agent's lock on an ssh device)."""
+    return _device_worker_class().options(name=device_actor_name(profile.name), namespace=NAMESPACE,
+                                          get_if_exists=True, max_restarts=0, max_task_retries=0, num_cpus=0,
+                                          resources={profile.host.resource: 0.001}).remote(profile.to_dict())
+
+
+@functools.cache
+def _device_worker_class():
+    """One Ray actor class for every device actor (see :func:`export_remote` on why only one)."""
     import ray
 
-    cls = ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
-    return cls.options(name=device_actor_name(profile.name), namespace=NAMESPACE, get_if_exists=True,
-                       max_restarts=0, max_task_retries=0, num_cpus=0,
-                       resources={profile.host.resource: 0.001}).remote(profile.to_dict())
+    return ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
 
 
 def actor_status(actor, timeout_s: float = 10.0) -> dict:
@@ -302,7 +308,11 @@ def export_task(key: tuple, artifact_dir: str) -> dict:
             "size_bytes": len(data), "export_s": rec.export_s}
 
 
+@functools.cache
 def export_remote():
+    """:func:`export_task` as a Ray remote function, made once: each ``ray.remote`` wrapper is a
+    function of its own to Ray (its own id), so one made per export registered a function in the GCS
+    for every job and had each worker load it again, and both kept them all."""
     import ray
 
     return ray.remote(num_cpus=1, max_retries=0)(export_task)

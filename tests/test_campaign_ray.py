@@ -808,6 +808,30 @@ def test_the_coordinator_forgets_each_export_once_no_device_still_needs_it(local
     assert not coord.exporting and not coord.export_users
 
 
+def _functions_registered_as(name: str) -> int:
+    """How many remote functions of this name the driver registered in Ray's GCS function table."""
+    import pickle
+
+    from ray._private.function_manager import KV_NAMESPACE_FUNCTION_TABLE
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    keys = gcs.internal_kv_keys(b"RemoteFunction:", KV_NAMESPACE_FUNCTION_TABLE)
+    return sum(pickle.loads(gcs.internal_kv_get(key, KV_NAMESPACE_FUNCTION_TABLE))["function_name"].endswith(name)
+               for key in keys)
+
+
+def test_a_campaign_registers_its_export_task_with_ray_once(local_ray, artifacts, tmp_path):
+    """Each export is a Ray task of one remote function: one made per export was a function of its own
+    to Ray, so the GCS kept one more (and each worker loaded one more) at every job of a campaign."""
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [write_profile(tmp_path, "ray-once")])
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=2))
+        exports = s.db.execute("SELECT count(*) FROM artifacts").fetchone()[0]
+    assert exports >= 4  # the 3 archs and the canary
+    assert _functions_registered_as("export_task") == 1
+
+
 def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local_ray, tmp_path):
     dev, db, folder = write_profile(tmp_path, "ray-quota"), tmp_path / "lab.db", tmp_path / "art"
     archs = "1835,7165,9545,4988"
