@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 # export and a measurement: a long campaign gets there), and buffers in the driver and workers (up to
 # 18 MiB each over 80,000 tasks). Nothing reads them here: hwl's local Ray has no dashboard, and hwl's
 # record is its store. So they are not reported; a user who turns reporting back on
-# (RAY_task_events_report_interval_ms=1000) keeps the last 1,000 tasks. A RAY_<key> the user set wins.
-LOCAL_RAY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0, "task_events_max_num_task_in_gcs": 1000}
+# (RAY_task_events_report_interval_ms=1000) keeps the last 1,000 tasks. Every process also appended its
+# event-loop stats to its log once a minute (gcs_server.out, raylet.out, each worker's log: 55 MB a day of
+# the session folder on an idle Ray, kept after the run); once an hour is enough for a post-mortem. (-1 is
+# not "never" to Ray: it wrote them without pause, 14 GB in 150 s.) A RAY_<key> the user set wins.
+LOCAL_RAY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0, "task_events_max_num_task_in_gcs": 1000,
+                           "event_stats_print_interval_ms": 3_600_000}
 
 
 @contextlib.contextmanager

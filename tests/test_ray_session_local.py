@@ -54,6 +54,21 @@ def test_task_events_a_user_turns_on_keep_the_last_thousand_tasks(ray_tmp, monke
         assert 0 < len(_tasks_in_timeline()) <= 1000
 
 
+def _event_stats_dumps(logs: Path) -> int:
+    return sum(p.read_text(errors="replace").count("Event stats:") for p in logs.glob("*") if p.is_file())
+
+
+def test_the_local_rays_logs_get_no_event_stats_every_minute(ray_tmp):
+    """Ray's processes appended their event-loop stats to their logs once a minute (about 55 MB a day
+    of logs kept in the session folder); hwl's local Ray does so once an hour."""
+    with ray_session(num_cpus=1, temp_dir=ray_tmp):
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+        time.sleep(10)
+        at_start = _event_stats_dumps(logs)
+        time.sleep(65)  # past Ray's first minute
+        assert _event_stats_dumps(logs) == at_start
+
+
 def _ray_session_in_another_process(temp: str) -> tuple[subprocess.Popen, Path]:
     """An hwl process holding its local Ray open (until its stdin closes); returns it and its session
     (on the real stdout: ray_session sends stdout to stderr while Ray runs)."""
