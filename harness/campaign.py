@@ -217,6 +217,7 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
         plan.name = row["name"]
         refresh_reach(store, row["id"], plan.profiles)
         return row["id"], plan, False
+    _refuse_imported_names(store, spec.space, plan.profiles)
     _warn_of_unfinished_alike(store, plan)
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
@@ -227,6 +228,25 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
         devices={p.name: p.to_json() for p in plan.profiles}, jobs=jobs)
     log.info("planned campaign %s: %d archs x %d devices", plan.name, len(plan.archs), len(plan.profiles))
     return cid, plan, True
+
+
+def _refuse_imported_names(store: Store, space: str, profiles) -> None:
+    """Refuse to measure a device under a name the store holds as an imported table (HELP's pixel3, say): the
+    table carries no settings, so the predictor commands' one median per architecture would pool both (as
+    `hwl data import` refuses the other way round). Nothing is planned."""
+    names = [p.name for p in profiles]
+    imported = store.query(f"SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND device IN "
+                           f"({','.join('?' * len(names))}) GROUP BY device, source ORDER BY min(rowid)",
+                           (space, *names))
+    if imported.empty:
+        return
+    device = imported["device"].iloc[0]
+    files = ", ".join(f"{n} from {source}" for _, source, n in imported[imported["device"] == device]
+                      .itertuples(index=False))
+    raise CampaignError(f"device {device} is in {store.path} as an imported {space} table ({files}; settings "
+                        "unknown), and measuring it under that name would pool both in the predictor commands' "
+                        f"median: give the profile another name (name = \"{device}-lab\", say) or use another "
+                        "--store; nothing planned")
 
 
 def _warn_of_unfinished_alike(store: Store, plan: Plan) -> None:

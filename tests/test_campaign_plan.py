@@ -254,3 +254,28 @@ def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
 
     with pytest.raises(ClusterError, match=r"nothing answers there \(\[Errno 111\]"):  # refused, not a bad name
         check_reachable(f"ray://127.0.0.1:{free_port()}")
+
+
+def test_a_device_named_like_an_imported_table_is_refused_before_anything_is_planned(tmp_path, capsys):
+    """`hwl data import` refuses a table naming a device a campaign measures; the other way round, a campaign
+    measuring a device under a name the store holds as an imported table (HELP's pixel3, say) was planned and
+    run, and only the predictor commands refused the store afterwards. Now it is refused first, in one line."""
+    table = tmp_path / "theirs.csv"
+    table.write_text("arch_index,device,latency_ms\n0,pixel-x,5.0\n1,pixel-x,6.0\n")
+    db = tmp_path / "lab.db"
+    assert hwl_main(["data", "import", str(table), "--store", str(db)]) == 0
+    capsys.readouterr()
+    before = _dump(db)
+    mine = write_profile(tmp_path, "pixel-x")
+    assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3,4", "--devices", str(mine), "--store",
+                     str(db), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "device pixel-x is in" in err and "imported nb201 table (2 from theirs.csv" in err and \
+        "nothing planned" in err, err
+    assert _dump(db) == before
+    with Store(db) as s:  # another space's table of that name is no clash
+        s.add_imported("fbnet", [(",".join(["skip"] * 22), "fbnet-x", 3.0)], source="fb.csv")
+        _, _, created = plan_campaign(s, CampaignSpec(space="nb201", archs="3", devices=(
+            str(write_profile(tmp_path, "fbnet-x")),)))
+        assert created
