@@ -538,25 +538,35 @@ def test_a_vendor_tool_failing_on_every_model_fails_no_architecture_and_one_fail
         assert s.status(cid).set_index("device").loc["ray-board", "done"] == 4
 
 
+def _npu_lacking_an_op(tmp_path, name, artifacts):
+    """A vendor-tool device whose tool fails on the models of the archs given to the returned function (an
+    operator it lacks) and measures the others at 2.5 ms; returns (profile, that function)."""
+    from agents.server import sha256_of
+    from harness.export import export_one
+
+    tool, unsupported = tmp_path / "npu_tool.py", tmp_path / "unsupported"
+    tool.write_text("import sys\nif sys.argv[1] in open(sys.argv[2]).read().split():\n"
+                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
+    unsupported.touch()
+    profile = write_profile(tmp_path, name, runtime="command", options={
+        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+
+    def lacks_op_of(archs):
+        unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in archs))
+    return profile, lacks_op_of
+
+
 def test_two_bad_architectures_back_to_back_do_not_quarantine_a_healthy_device(local_ray, artifacts, tmp_path):
     """A vendor tool that fails on two models (an operator it lacks) and measures the others. With the two first
     in the device's order, each failure was retried at once: their attempts came 3 or more in a row and the
     healthy device was quarantined, its good architectures left unmeasured. A failed job is now retried after
     the device's next job, so a good model measured between them ends the run of failures."""
-    from agents.server import sha256_of
-    from harness.export import export_one
-
-    tool = tmp_path / "npu_tool.py"
-    tool.write_text("import sys\nif sys.argv[1] in open(sys.argv[2]).read().split():\n"
-                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
-    unsupported = tmp_path / "unsupported"
-    npu = write_profile(tmp_path, "ray-npu2", runtime="command", options={
-        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+    npu, lacks_op_of = _npu_lacking_an_op(tmp_path, "ray-npu2", artifacts)
     db = tmp_path / "lab.db"
     cid = _plan(db, [npu], archs=CHEAP + ",4123")
     with Store(db) as s:
         bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu2")[:2]]  # the first two it measures
-    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in bad))
+    lacks_op_of(bad)
     with Store(db) as s:
         summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
         states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
@@ -574,20 +584,12 @@ def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_
     attempts made 3 failures in a row, as a dead board's would, and the healthy device was quarantined with its
     good architectures unmeasured. Its drift canary is now measured first: it runs fine, so the failures were the
     models'. The same tool failing every model, canary included, is still quarantined after the probe."""
-    from agents.server import sha256_of
-    from harness.export import export_one
-
-    tool = tmp_path / "npu_tool.py"
-    tool.write_text("import sys\nif sys.argv[1] in open(sys.argv[2]).read().split():\n"
-                    "    sys.exit('unsupported op: GridSample')\nprint('run 0: 2.5 ms')\n")
-    unsupported = tmp_path / "unsupported"
-    npu = write_profile(tmp_path, "ray-npu3", runtime="command", options={
-        "command": f"{sys.executable} {tool} {{sha256}} {unsupported}", "regex": "([0-9.]+) ms"})
+    npu, lacks_op_of = _npu_lacking_an_op(tmp_path, "ray-npu3", artifacts)
     db = tmp_path / "lab.db"
     cid = _plan(db, [npu], archs=CHEAP + ",4123,5000")
     with Store(db) as s:
         bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu3")[:3]]  # the first three it measures
-    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in bad))
+    lacks_op_of(bad)
     with Store(db) as s, caplog.at_level(logging.WARNING, logger="harness.coordinator"):
         summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts))
         states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
@@ -597,7 +599,7 @@ def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_
     assert "measured its canary fine" in caplog.text
 
     every = ["6000", "7000", "8000", CANARY_ARCH[1]]  # a board that fails every model now, its canary too
-    unsupported.write_text("\n".join(sha256_of(Path(export_one("nb201", a, artifacts).path)) for a in every))
+    lacks_op_of(every)
     cid = _plan(db, [npu], archs=",".join(every[:3]), name="all-fail")
     with Store(db) as s:
         summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts))
