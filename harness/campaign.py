@@ -235,6 +235,8 @@ def _refuse_imported_names(store: Store, space: str, profiles) -> None:
     table carries no settings, so the predictor commands' one median per architecture would pool both (as
     `hwl data import` refuses the other way round). Nothing is planned."""
     names = [p.name for p in profiles]
+    if not names:
+        return
     imported = store.query(f"SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND device IN "
                            f"({','.join('?' * len(names))}) GROUP BY device, source ORDER BY min(rowid)",
                            (space, *names))
