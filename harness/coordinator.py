@@ -312,7 +312,9 @@ class Coordinator:
             pending[dev.actor.hello.remote()] = name
         deadline = time.monotonic() + self.options.hello_timeout_s
         while pending and time.monotonic() < deadline:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=min(5.0, deadline - time.monotonic()))
+            # the deadline may pass between the loop's check and here: Ray refuses a negative timeout
+            left_s = max(0.0, min(5.0, deadline - time.monotonic()))
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=left_s)
             for ref in ready:
                 name = pending.pop(ref)
                 try:
