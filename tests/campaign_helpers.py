@@ -1,6 +1,7 @@
 """Shared pieces of the campaign tests: fast device profiles written into a folder."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,6 +70,15 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
+
+
+def leftover_names(marker: str) -> list[str]:
+    """Names of :func:`leftover_processes` still alive (one may exit between the look and its name)."""
+    names = []
+    for proc in leftover_processes(marker):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            names.append(proc.name())
+    return names
 
 
 def has_env(pid: int, marker: str) -> bool:

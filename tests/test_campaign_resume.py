@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from tests.campaign_helpers import (FAST_POLICY, exported_models, hwl, kill_leftovers, leftover_processes, signal_when,
-                                    write_profile)
+from tests.campaign_helpers import (FAST_POLICY, exported_models, hwl, kill_leftovers, leftover_names,
+                                    leftover_processes, signal_when, write_profile)
 
 pytestmark = pytest.mark.slow
 ARCHS = "1835,7165,9545,4988"
@@ -171,10 +171,7 @@ def _left_after(ray_tmp, within_s):
     deadline = time.monotonic() + within_s
     empty = 0
     while True:
-        left = []
-        for p in leftover_processes(ray_tmp):
-            with contextlib.suppress(psutil.NoSuchProcess):  # exited while we looked
-                left.append(p.name())
+        left = leftover_names(ray_tmp)
         empty = 0 if left else empty + 1
         if empty == 2 or time.monotonic() > deadline:
             return left
@@ -189,7 +186,7 @@ def test_a_stop_while_ray_starts_stops_the_whole_of_ray(tmp_path, sig):
     ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
 
     def ray_starting():  # the raylet is up; it starts its agents next, then the driver connects
-        return any(p.name() == "raylet" for p in leftover_processes(ray_tmp))
+        return "raylet" in leftover_names(ray_tmp)  # one may exit while we look
 
     try:
         stderr, rc, _ = signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-init")), ray_tmp,
