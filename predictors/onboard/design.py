@@ -87,13 +87,25 @@ def integrated_picks(post: Posterior, feats, n: int, rng: np.random.Generator, *
     keep, prob = _top(post, max_points)
     ref = np.sort(rng.choice(m, size=min(n_reference, m), replace=False))
     cov = post.point_cov(keep, [f[ref] for f in feats], feats)                          # (C, R, m)
+    w_ref = weights[ref]
+    return greedy_reference_picks(post, keep, prob, feats, cov, n,
+                                  lambda cov: np.einsum("r,crm->cm", w_ref, cov ** 2))
+
+
+def greedy_reference_picks(post: Posterior, keep, prob, feats, cov: np.ndarray, n: int, reduction) -> list[int]:
+    """``n`` rows of ``feats``, each the one whose measurement most reduces a quantity of a reference set.
+
+    ``cov`` (C, R, m): the reference rows' covariance with every row, per kept grid point (``keep``, weights
+    ``prob``); it is conditioned on each pick in turn. ``reduction(cov)`` (C, m): what measuring each row would
+    take off the quantity, times that row's variance plus noise (the summed squared covariances for the
+    summed variance, say).
+    """
     var = np.maximum(post.point_mean_var(feats)[1][keep], 0.0)                          # (C, m)
     noise = post.noise[keep]
-    w_ref = weights[ref]
     picked: list[int] = []
     updates: list = []
-    for _ in range(min(n, m)):
-        gain = prob @ (np.einsum("r,crm->cm", w_ref, cov ** 2) / (var + noise[:, None]))
+    for _ in range(min(n, feats[0].shape[0])):
+        gain = prob @ (reduction(cov) / (var + noise[:, None]))
         gain[picked] = -np.inf
         j = int(np.argmax(gain))
         picked.append(j)
@@ -105,4 +117,4 @@ def integrated_picks(post: Posterior, feats, n: int, rng: np.random.Generator, *
     return picked
 
 
-__all__ = ["design_matrix", "design_picks", "integrated_picks", "variance_picks"]
+__all__ = ["design_matrix", "design_picks", "greedy_reference_picks", "integrated_picks", "variance_picks"]

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from predictors.onboard import design  # noqa: E402
-from predictors.onboard.design import _conditioned_col, _top  # noqa: E402
+from predictors.onboard.design import _top  # noqa: E402
 
 
 def pair_laplacian(mean: np.ndarray, cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -63,22 +63,8 @@ def rank_picks(post, feats, n: int, rng: np.random.Generator, *, weights=None, n
     cov_rr += np.einsum("c,cr,cs->rs", prob, spread, spread)                         # grid points' disagreement
     lap = pair_laplacian(mean, cov_rr, weights[ref])
     cov = post.point_cov(keep, ref_feats, feats)                                     # (C, R, m)
-    var = np.maximum(post.point_mean_var(feats)[1][keep], 0.0)                       # (C, m)
-    noise = post.noise[keep]
-    picked: list[int] = []
-    updates: list = []
-    for _ in range(min(n, m)):
-        gain = prob @ (np.einsum("crm,crm->cm", cov, np.matmul(lap, cov)) / (var + noise[:, None]))
-        gain[picked] = -np.inf
-        j = int(np.argmax(gain))
-        picked.append(j)
-        col = _conditioned_col(post, keep, feats, j, updates)
-        scale = 1.0 / (var[:, j] + noise)
-        cov = cov - np.einsum("cr,cm->crm", cov[:, :, j] * scale[:, None], col)
-        updates.append(col * np.sqrt(scale)[:, None])
-        var = np.maximum(var - updates[-1] ** 2, 0.0)
-    return picked
-
+    return design.greedy_reference_picks(post, keep, prob, feats, cov, n,
+                                         lambda cov: np.einsum("crm,crm->cm", cov, np.matmul(lap, cov)))
 
 if __name__ == "__main__":
     design.integrated_picks = rank_picks  # the loop looks it up on the module at each round
