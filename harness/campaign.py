@@ -237,9 +237,7 @@ def _refuse_imported_names(store: Store, space: str, profiles) -> None:
     names = [p.name for p in profiles]
     if not names:
         return
-    imported = store.query(f"SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND device IN "
-                           f"({','.join('?' * len(names))}) GROUP BY device, source ORDER BY min(rowid)",
-                           (space, *names))
+    imported = store.imported_sources(space, names)
     if imported.empty:
         return
     device = imported["device"].iloc[0]

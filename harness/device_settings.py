@@ -73,8 +73,7 @@ def export_command(store_path, campaigns: list[str], device: str) -> str:
 def _check_not_also_imported(store: Store, store_path, space: str, device: str, setting) -> None:
     """Refuse a device name both measured and imported: an imported table carries no settings, so its
     latencies may be another device's or another setting's, and the store's median would mix them."""
-    imported = store.query("SELECT source, count(*) AS n FROM imported WHERE space = ? AND device = ? "
-                           "GROUP BY source ORDER BY min(rowid)", (space, device))
+    imported = store.imported_sources(space, [device])[["source", "n"]]
     if imported.empty:
         return
     _, n, campaigns = setting
@@ -90,8 +89,7 @@ def _check_not_also_imported(store: Store, store_path, space: str, device: str, 
 def _check_one_imported_file(store: Store, store_path, space: str, device: str) -> None:
     """Refuse a device name imported from two files (a store from before `hwl data import` refused the second):
     two labs' or two settings' tables, pooled into one median."""
-    imported = store.query("SELECT source, count(*) AS n FROM imported WHERE space = ? AND device = ? "
-                           "GROUP BY source ORDER BY min(rowid)", (space, device))
+    imported = store.imported_sources(space, [device])[["source", "n"]]
     if len(imported) < 2:
         return
     files = ", ".join(f"{n} from {source}" for source, n in imported.itertuples(index=False))

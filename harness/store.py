@@ -509,6 +509,14 @@ class Store:
         return {a: (s, p) for a, s, p in rows}
 
     # -- tables for users ------------------------------------------------------------------
+    def imported_sources(self, space: str, devices) -> pd.DataFrame:
+        """Columns device, source, n: the files each of ``devices`` was imported from, with their rows, in
+        import order."""
+        devices = list(devices)
+        return self.query(f"SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND device IN "
+                          f"({','.join('?' * len(devices))}) GROUP BY device, source ORDER BY min(rowid)",
+                          (space, *devices))
+
     def add_imported(self, space: str, rows: Iterable[tuple[str, str, float]], source: str) -> tuple[int, int]:
         """Insert imported (arch, device, latency_ms) rows. Re-importing a source replaces its rows
         of the devices it holds (another file of the same name for other devices adds to them).
