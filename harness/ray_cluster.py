@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import hashlib
+import importlib
 import os
 import signal
 import socket
@@ -63,14 +64,18 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     with contextlib.redirect_stdout(sys.stderr):
         try:
             if address:
+                if address.startswith("ray://"):
+                    _check_ray_client_installed(address)
                 check_reachable(address)
                 try:
                     with _signals_held_during_init():
                         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     why = str(exc).rstrip(".")
+                    start = ("`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
+                             if address.startswith("ray://") else "`ray start --head`")
                     raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
-                                       "`ray start --head` (and give this machine its token), or leave out --address "
+                                       f"{start} (and give this machine its token), or leave out --address "
                                        "to run a local Ray") from None
                 _warn_hosts_no_node_offers(hosts)
             else:
@@ -108,6 +113,17 @@ def local_system_config() -> dict:
     """:data:`LOCAL_RAY_SYSTEM_CONFIG` less the keys the user set as ``RAY_<key>`` (Ray's system config
     would override the user's variable)."""
     return {key: value for key, value in LOCAL_RAY_SYSTEM_CONFIG.items() if f"RAY_{key}" not in os.environ}
+
+
+def _check_ray_client_installed(address: str) -> None:
+    """Ray Client (``ray://``) needs grpcio, which a plain ``pip install ray`` leaves out: Ray's own
+    ValueError about it came out of hwl as a traceback."""
+    try:
+        importlib.import_module("grpc")
+    except ImportError:
+        raise ClusterError(f"cannot join the Ray cluster at {address!r}: Ray Client (ray://) needs the grpcio "
+                           "package, which is not installed here: `pip install 'hwl[client]'`, or run hwl on a "
+                           "node of the cluster and give --address the head's HOST:6379") from None
 
 
 def _tidy_sessions(keep: int) -> None:

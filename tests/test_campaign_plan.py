@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import sys
 
 import numpy as np
 import pytest
@@ -254,6 +255,25 @@ def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
 
     with pytest.raises(ClusterError, match=r"nothing answers there \(\[Errno 111\]"):  # refused, not a bad name
         check_reachable(f"ray://127.0.0.1:{free_port()}")
+
+
+@pytest.mark.parametrize("command", ["campaign", "onboard"])
+def test_a_ray_client_address_without_grpcio_is_one_line_naming_the_package(tmp_path, capsys, monkeypatch, command):
+    """Ray Client needs grpcio (`ray[client]`), which a plain `pip install ray` leaves out: `--address ray://...`
+    ended in a traceback of Ray's ValueError. Now it is one line naming the package, with nothing written."""
+    from tests.sshd import free_port
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # `import grpc` fails here as where grpcio is not installed
+    profile, db = write_profile(tmp_path, "dev-a"), tmp_path / "lab.db"
+    address = f"ray://127.0.0.1:{free_port()}"
+    out = str(tmp_path / "p.pt")
+    args = (["campaign", "run", "--space", "nb201", "--archs", "3", "--devices", str(profile), "--no-progress"]
+            if command == "campaign" else ["onboard", str(profile), "--space", "nb201", "--out", out])
+    assert hwl_main([*args, "--store", str(db), "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': Ray Client (ray://) needs the " \
+        "grpcio package, which is not installed here: `pip install 'hwl[client]'`" in err, err
+    assert not db.exists() and not (tmp_path / "lab-artifacts").exists()
 
 
 def test_a_device_named_like_an_imported_table_is_refused_before_anything_is_planned(tmp_path, capsys):
