@@ -10,9 +10,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 STAMP="$VENV/.hwl-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-    # torch is capped in pyproject.toml (<2.14) so pip takes the local CPU build.
+    # torch is capped in pyproject.toml (<2.14) so pip takes the local CPU build. `client` (grpcio): the tests
+    # run a campaign through Ray Client (ray://).
     LOG="$VENV/pip-install.log"
-    if ! "$VENV/bin/pip" install -q -e "$ROOT[test]" >"$LOG" 2>&1; then
+    if ! "$VENV/bin/pip" install -q -e "$ROOT[test,client]" >"$LOG" 2>&1; then
         grep -v "^WARNING: Location" "$LOG" >&2
         echo "pip install failed; full log in $LOG" >&2
         exit 1

@@ -43,23 +43,24 @@ def two_node_cluster():
     # Tests only: no token auth between the two local nodes (a lab uses Ray's token auth and
     # shares the token file, see README). RAY_TMPDIR marks every daemon for the cleanup.
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
-    port = free_port()
+    port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        f"--temp-dir={temp}", "--resources", '{"host:coordinator": 1000}', "--disable-usage-stats"],
+        subprocess.run([RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
+                        "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--resources",
+                        '{"host:coordinator": 1000}', "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)
         subprocess.run([RAY, "start", f"--address={address}", "--num-cpus=1",
                         "--resources", '{"host:node2": 1000}', "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)
-        yield address, env
+        yield address, env, f"ray://127.0.0.1:{client_port}"
     finally:
         kill_leftovers(temp)  # both nodes' daemons and drivers, by pid
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, model_cache, tmp_path):
-    address, env = two_node_cluster
+    address, env, _ = two_node_cluster
     path = write_profile(tmp_path, "node2-ort")
     path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
     where = subprocess.run([sys.executable, "-c", WHERE, address, str(path)], env=env, capture_output=True,
@@ -78,6 +79,25 @@ def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, 
         assert len(s.latency_table("nb201")) == 2
 
 
+def test_a_campaign_runs_through_ray_client(two_node_cluster, model_cache, tmp_path):
+    """`--address ray://HEAD:PORT` (Ray Client, as from a laptop) had never been run: the campaign's Ray
+    calls (a named actor on the node with its host resource, export tasks, ray.wait, the job id in the
+    actor's name, the node check) go through the client, the store stays with hwl."""
+    _, env, client_address = two_node_cluster
+    path = write_profile(tmp_path, "client-ort")
+    path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+    db = tmp_path / "lab.db"
+    exported_models(model_cache, tmp_path / "lab-artifacts", "1835,7165")  # export tasks find them: no torch
+    run = hwl("campaign", "run", "--address", client_address, "--space", "nb201", "--archs", "1835,7165",
+              "--devices", path, "--store", db, "--canary-every", "0", "--no-progress", env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"done_now": 2' in run.stdout and "Traceback" not in run.stderr
+    # the head's client server started a server of its own for this driver (Ray names its log by its port)
+    assert list(Path(env["RAY_TMPDIR"]).glob("session_*/logs/ray_client_server_*.out"))
+    with Store(db) as s:
+        assert len(s.latency_table("nb201")) == 2
+
+
 def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_settings(two_node_cluster, tmp_path):
     """The same device name in two campaigns at once (another --profile, say): each measures with its
     own profile, and the one that ends first does not take the other's device actor with it."""
@@ -85,7 +105,7 @@ def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_setting
 
     from tests.campaign_helpers import FAST_POLICY
 
-    address, env = two_node_cluster
+    address, env, _ = two_node_cluster
     runs = {}
     for repeats, archs in ((3, "1835,7165,9545,4123,11000,333"), (2, "1835,7165,9545,4123,11000,333,2000,3000")):
         folder = tmp_path / f"r{repeats}"
@@ -108,7 +128,7 @@ def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_setting
 def test_a_host_no_node_offers_is_named_while_its_devices_wait(two_node_cluster, tmp_path):
     """A profile whose [host] name no node of the cluster offers (an ssh device made by `hwl profile new`,
     named after the device) left its campaign waiting without a word."""
-    address, env = two_node_cluster
+    address, env, _ = two_node_cluster
     path = write_profile(tmp_path, "pi-9")
     path.write_text(path.read_text().replace('name = "local"', 'name = "pi-9"', 1))
     proc = subprocess.Popen([*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", "1",
