@@ -1,5 +1,7 @@
 """The local Ray hwl starts itself (ray_session without an address): Ray's bookkeeping is bounded,
 and hwl's finished session folders do not pile up. Each test starts real local Rays."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,15 +60,39 @@ def _event_stats_dumps(logs: Path) -> int:
     return sum(p.read_text(errors="replace").count("Event stats:") for p in logs.glob("*") if p.is_file())
 
 
-def test_the_local_rays_logs_get_no_event_stats_every_minute(ray_tmp):
-    """Ray's processes appended their event-loop stats to their logs once a minute (about 55 MB a day
-    of logs kept in the session folder); hwl's local Ray does so once an hour."""
-    with ray_session(num_cpus=1, temp_dir=ray_tmp):
+def watch_event_stats(temp: str, out: str) -> None:
+    """Start hwl's local Ray and write (JSON, to ``out``) its logs' event-stats dumps 10 s after it
+    started and past Ray's first minute, and whether its node was still up then."""
+    from harness.ray_cluster import this_node_alive
+
+    with ray_session(num_cpus=1, temp_dir=temp):
         logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
         time.sleep(10)
         at_start = _event_stats_dumps(logs)
         time.sleep(65)  # past Ray's first minute
-        assert _event_stats_dumps(logs) == at_start
+        seen = {"at_start": at_start, "after": _event_stats_dumps(logs), "alive": this_node_alive()}
+    Path(out + ".part").write_text(json.dumps(seen))
+    os.replace(out + ".part", out)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def event_stats_watch():
+    """The 75 s watch of the event-stats test, run from this module's start by a process of its own while
+    the other tests start their own Rays (each in a temp folder of its own), instead of after them. It is
+    detached (forked off, so no child of this process): a test whose Ray fails to start kills the Ray
+    processes among this process's children (ray_cluster._stop_half_started_ray)."""
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    out = Path(temp) / "event-stats.json"
+    code = ("import os\nif os.fork():\n    os._exit(0)\nos.setsid()\nprint(os.getpid(), flush=True)\n"
+            f"from tests.test_ray_session_local import watch_event_stats\nwatch_event_stats({temp!r}, {str(out)!r})\n")
+    with open(Path(temp) / "watch.err", "w") as err:
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "RAY_TMPDIR": temp},
+                       stdin=subprocess.DEVNULL, stdout=err, stderr=err, check=True, timeout=60)
+    try:
+        yield out
+    finally:
+        kill_leftovers(temp)  # the watcher too: it runs with RAY_TMPDIR=temp
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _ray_session_in_another_process(temp: str) -> tuple[subprocess.Popen, Path]:
@@ -110,3 +136,18 @@ def test_a_bad_sessions_kept_setting_is_one_line_before_ray_starts(ray_tmp, monk
         with ray_session(num_cpus=1, temp_dir=ray_tmp):
             pass
     assert not ray.is_initialized() and not list(Path(ray_tmp).glob("session_*"))
+
+
+def test_the_local_rays_logs_get_no_event_stats_every_minute(event_stats_watch):
+    """Ray's processes appended their event-loop stats to their logs once a minute (about 55 MB a day
+    of logs kept in the session folder); hwl's local Ray does so once an hour."""
+    import psutil
+
+    log = event_stats_watch.parent / "watch.err"
+    watcher = int(log.read_text().split()[0])  # the pid it printed first
+    deadline = time.monotonic() + 300
+    while not event_stats_watch.exists() and psutil.pid_exists(watcher) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert event_stats_watch.exists(), log.read_text()[-2000:]
+    seen = json.loads(event_stats_watch.read_text())
+    assert seen["alive"] and seen["after"] == seen["at_start"], seen
