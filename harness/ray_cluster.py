@@ -1,7 +1,8 @@
 """The one place that touches Ray's API for campaigns: the session, device actors, export tasks.
 
 * :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, no task events:
-  :data:`LOCAL_RAY_SYSTEM_CONFIG`, a ``host:<name>`` custom resource per local host), pinned with
+  :data:`LOCAL_RAY_SYSTEM_CONFIG`, no autoscaler status in its logs: :data:`LOCAL_RAY_ENV`,
+  a ``host:<name>`` custom resource per local host), pinned with
   this process to the cores no local device measures on, or joins an existing cluster
   (``address``); it shuts Ray down and restores the affinity. A local Ray's session folder is
   marked as hwl's, and hwl's finished ones beyond the newest few are removed
@@ -44,6 +45,12 @@ log = logging.getLogger(__name__)
 # not "never" to Ray: it wrote them without pause, 14 GB in 150 s.) A RAY_<key> the user set wins.
 LOCAL_RAY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0, "task_events_max_num_task_in_gcs": 1000,
                            "event_stats_print_interval_ms": 3_600_000}
+# The autoscaler's monitor (a process every head node runs) logged the cluster's status, some 20 lines, and
+# two timing lines every 5 s to monitor.log: about 13 MB a day kept in the session folder. A local Ray of one
+# node has nothing to scale, and nothing in hwl reads its status (`ray status` still shows it, a minute old at
+# most). Its settings are environment variables of the processes ray.init starts, not system config: they are
+# set while ray.init runs, and a variable the user set wins.
+LOCAL_RAY_ENV = {"RAY_ENABLE_CLUSTER_STATUS_LOG": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "60"}
 
 
 @contextlib.contextmanager
@@ -83,7 +90,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                 kwargs["_system_config"] = local_system_config()
                 keep = sessions_kept()  # a bad setting stops here, before Ray starts
                 try:
-                    with _signals_held_during_init():
+                    with _signals_held_during_init(), _environment(local_ray_env()):
                         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                                  resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
                 except OSError as exc:
@@ -124,6 +131,23 @@ def _check_ray_client_installed(address: str) -> None:
         raise ClusterError(f"cannot join the Ray cluster at {address!r}: Ray Client (ray://) needs the grpcio "
                            "package, which is not installed here: `pip install 'hwl[client]'`, or run hwl on a "
                            "node of the cluster and give --address the head's HOST:6379") from None
+
+
+def local_ray_env() -> dict:
+    """:data:`LOCAL_RAY_ENV` less the variables the user set."""
+    return {key: value for key, value in LOCAL_RAY_ENV.items() if key not in os.environ}
+
+
+@contextlib.contextmanager
+def _environment(variables: dict):
+    """Set ``variables`` in this process's environment for a ``with`` block (the processes started
+    meanwhile inherit them), then remove them again."""
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key in variables:
+            os.environ.pop(key, None)
 
 
 def _tidy_sessions(keep: int) -> None:
