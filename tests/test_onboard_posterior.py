@@ -231,6 +231,24 @@ def test_default_design_adapts_after_every_measurement_and_ignores_the_schedule(
     np.testing.assert_allclose(shorter.adapted.predict(probe), predicted_at[7], rtol=1e-12)
 
 
+def test_loop_returns_to_the_design_once_design_after_archs_are_measured(method, small):
+    # 3 design picks, then the posterior variance until 5 are measured, then the rest of the design's sequence
+    tables, truth = small
+
+    def run(**settings):
+        return OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth),
+                           OnboardSettings(budget=9, **settings), tables=tables).run()
+
+    design = list(run().measured)
+    variance = list(run(strategy="loop", n_initial=3).measured)
+    hybrid = list(run(strategy="loop", n_initial=3, design_after=5).measured)
+    assert hybrid[:5] == variance[:5] and hybrid[:3] == design[:3]
+    assert set(hybrid[3:5]) - set(design)  # the variance picks are not the design's
+    assert hybrid[5:] == [a for a in design if a not in set(hybrid[:5])][:4]
+    with pytest.raises(OnboardError, match="design_after is None or a positive number"):
+        run(strategy="loop", design_after=0)
+
+
 def test_calibration_maps_the_raw_model_estimate_and_its_bounds(method, small):
     tables, truth = small
     runs = {cal: replay_device(method, "nb201", truth, OnboardSettings(budget=9, calibration=cal), tables=tables)

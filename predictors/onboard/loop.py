@@ -357,7 +357,8 @@ class OnboardLoop:
             return []
         if s.strategy == "random":
             return self._random_picks(n)
-        if s.strategy == "design":
+        if s.strategy == "design" or (s.strategy == "loop" and s.design_after is not None
+                                      and self.spent >= s.design_after):
             return self._design_picks(n)
         if s.strategy == "diverse" or self._spread is None:
             return self._initial_picks(n)

@@ -42,6 +42,10 @@ class OnboardSettings:
         only. ``random``: random picks (the strict protocol's choice).
     initial : {"design", "diverse"}
         First picks of ``loop``.
+    design_after : int or None
+        ``loop`` only: once this many architectures are measured (and failed), the picks are the
+        design's again (the rest of its sequence), so a few acquisition picks sit between two
+        stretches of the design. None: the acquisition to the end.
     picker : {"kcenter", "kmeans"}
         Diversity picker; ``feature_weights`` the share of each feature group.
     n_members, subsample : int, float
@@ -96,6 +100,7 @@ class OnboardSettings:
     batch_size: int = 1
     strategy: str = "design"
     initial: str = "design"
+    design_after: int | None = None
     picker: str = "kmeans"
     feature_weights: Mapping[str, float] = field(default_factory=lambda: dict(selection.DEFAULT_WEIGHTS))
     n_members: int = 8
@@ -128,6 +133,8 @@ class OnboardSettings:
                                f"{WHY_MIN_BUDGET}")
         if self.n_initial < 1 or self.batch_size < 1:
             raise OnboardError(f"n_initial and batch_size must be positive (got {self.n_initial}, {self.batch_size})")
+        if self.design_after is not None and (not isinstance(self.design_after, int) or self.design_after < 1):
+            raise OnboardError(f"design_after is None or a positive number of measurements, got {self.design_after!r}")
         if self.strategy not in STRATEGIES:
             raise OnboardError(f"unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.picker not in selection.PICKERS:
