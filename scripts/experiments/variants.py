@@ -182,6 +182,33 @@ mean true rho after 5 / 7 / 9 / 10 measurements, 2 trials):
   design 0.020 / 0.026) until refitted. A lead for a ``--target-rho`` stop: 3 design picks and 2
   by variance beat 5 design picks at n = 5 on every task (train +0.009, family F0 +0.014, F4
   +0.007). None of these can lift F5 or F4 to their targets (the limit above).
+- That lead, and hybrids of it (``loop/n_initial=3/design_after=D``: 3 design picks, the posterior
+  variance until D are measured, then the design's sequence again, ``OnboardSettings.design_after``),
+  with what a ``--target-rho`` user gets (``target_stops.py``). Train replay as above (56 runs per
+  strategy; design and ``n_initial=3`` reproduce the numbers above), mean over the 7 tasks after 5 / 6 /
+  7 / 8 / 10: design 0.9216 / 0.9289 / 0.9328 / 0.9344 / 0.9364, ``n_initial=3`` 0.9307 / 0.9333 / 0.9347
+  / 0.9363 / 0.9376 (after 4 already 0.9084), D = 4 0.9243 / 0.9283 / 0.9318 / 0.9349 / 0.9364, D = 5
+  0.9307 / 0.9325 / 0.9325 / 0.9341 / 0.9355, D = 6 0.9307 / 0.9333 / 0.9342 / 0.9334 / 0.9359. Against
+  design by task at 5: ``n_initial=3`` N0 +0.015, F0 +0.015, F1 +0.013, F2 +0.006, F3 +0.002, F4 +0.009,
+  F5 +0.003; at 7: +0.000 / +0.004 / +0.004 / +0.006 / -0.003 / +0.002 / -0.000; at 10 as above (F3
+  -0.003 the worst). The hybrids lose what the variance picks won once the design resumes: at 10 D = 5
+  F2 -0.006, D = 6 F2 -0.005 and F4 -0.003. Family replay of F4 (``--holdouts 4``, 2 trials, 8 runs
+  each), after 5 / 7 / 10: design 0.945 / 0.972 / 0.974, ``n_initial=3`` 0.962 / 0.975 / 0.979, D = 5
+  0.962 / 0.965 / 0.972, D = 6 0.962 / 0.972 / 0.963; of F0 (5 runs, the rest of that replay stopped to
+  spare the shared CPU) design 0.843 / 0.919 / 0.919, ``n_initial=3`` 0.884 / 0.922 / 0.937, D = 5 0.884
+  / 0.923 / 0.934. So no hybrid; ``n_initial=3`` throughout is the candidate (wins at 5-9, +0.001 at 10).
+  Its estimate under the shipped calibration (fitted on the design's rounds) is not 0.039 off where a
+  stop can happen: over the train rounds after 5-10 measurements 0.021 (design 0.020), coverage 1.00
+  (0.99); F4 family 0.019 (0.016). After 3 and 4 it is 0.137 and 0.049 off, but the interval is then
+  ``unsure`` in 100 % and 98 % of the rounds, so no target stops there (the stops below are the same
+  with the gate at 5). ``--target-rho`` stops, budget 10 (measurements spent, true rho at the stop,
+  share stopped before the budget, share of those stops more than 0.03 below the target): 0.9:
+  design 6.80, 0.928, 82 %, 2 %; ``n_initial=3`` 7.04, 0.934, 75 %, 0 %; D = 5 6.79, 0.932, 84 %, 0 %.
+  0.95: design 6.91, 0.928, 80 %, 16 %; ``n_initial=3`` 7.25, 0.935, 73 %, 2 %; D = 5 7.00, 0.933, 82 %,
+  9 %. Recalibrating each strategy on its own rounds after 5-10 (each device left out, 28 devices) was
+  worse than the shipped calibration for every strategy (design 0.037): too few rounds for the 5
+  numbers, so the refit has to be the shipped one's (budget 20, all 58 train devices). Not made the
+  default here: that refit, the interval widths and the test replay did not fit in the session.
 """
 from __future__ import annotations
 
