@@ -559,20 +559,34 @@ def _npu_lacking_an_op(tmp_path, name, artifacts):
     return profile, lacks_op_of
 
 
+def _plan_with_the_first_archs_unsupported(tmp_path, artifacts, name, archs, n_bad):
+    """Plan ``archs`` on an :func:`_npu_lacking_an_op` device whose tool lacks an op of the first ``n_bad``
+    archs in its order; returns (db, campaign id, those archs, profile, lacks_op_of)."""
+    npu, lacks_op_of = _npu_lacking_an_op(tmp_path, name, artifacts)
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [npu], archs=archs)
+    with Store(db) as s:
+        bad = [arch for _, arch, _ in s.queued_jobs(cid, name)[:n_bad]]
+    lacks_op_of(bad)
+    return db, cid, bad, npu, lacks_op_of
+
+
+def _run_and_read_job_states(db, cid, options):
+    """Run the campaign; returns its summary and each arch's job state."""
+    with Store(db) as s:
+        summary = run_campaign(s, cid, options)
+        states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
+    return summary, states
+
+
 def test_two_bad_architectures_back_to_back_do_not_quarantine_a_healthy_device(local_ray, artifacts, tmp_path):
     """A vendor tool that fails on two models (an operator it lacks) and measures the others. With the two first
     in the device's order, each failure was retried at once: their attempts came 3 or more in a row and the
     healthy device was quarantined, its good architectures left unmeasured. A failed job is now retried after
     the device's next job, so a good model measured between them ends the run of failures."""
-    npu, lacks_op_of = _npu_lacking_an_op(tmp_path, "ray-npu2", artifacts)
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [npu], archs=CHEAP + ",4123")
+    db, cid, bad, _, _ = _plan_with_the_first_archs_unsupported(tmp_path, artifacts, "ray-npu2", CHEAP + ",4123", 2)
+    summary, states = _run_and_read_job_states(db, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
     with Store(db) as s:
-        bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu2")[:2]]  # the first two it measures
-    lacks_op_of(bad)
-    with Store(db) as s:
-        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
-        states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
         outcomes = s.db.execute("SELECT j.arch, r.outcome FROM results r JOIN jobs j ON j.id = r.job_id "
                                 "ORDER BY r.id").fetchall()
     assert summary["devices"]["ray-npu2"]["state"] == "active", (summary["devices"], outcomes)
@@ -587,15 +601,10 @@ def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_
     attempts made 3 failures in a row, as a dead board's would, and the healthy device was quarantined with its
     good architectures unmeasured. Its drift canary is now measured first: it runs fine, so the failures were the
     models'. The same tool failing every model, canary included, is still quarantined after the probe."""
-    npu, lacks_op_of = _npu_lacking_an_op(tmp_path, "ray-npu3", artifacts)
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [npu], archs=CHEAP + ",4123,5000")
-    with Store(db) as s:
-        bad = [arch for _, arch, _ in s.queued_jobs(cid, "ray-npu3")[:3]]  # the first three it measures
-    lacks_op_of(bad)
-    with Store(db) as s, caplog.at_level(logging.WARNING, logger="harness.coordinator"):
-        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts))
-        states = dict(s.db.execute("SELECT arch, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchall())
+    db, cid, bad, npu, lacks_op_of = _plan_with_the_first_archs_unsupported(
+        tmp_path, artifacts, "ray-npu3", CHEAP + ",4123,5000", 3)
+    with caplog.at_level(logging.WARNING, logger="harness.coordinator"):
+        summary, states = _run_and_read_job_states(db, cid, CoordinatorOptions(artifact_dir=artifacts))
     assert summary["devices"]["ray-npu3"]["state"] == "active", summary["devices"]
     assert sorted(a for a, st in states.items() if st == "failed") == sorted(bad), states
     assert sum(st == "done" for st in states.values()) == 2, states
