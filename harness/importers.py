@@ -51,7 +51,10 @@ class TableImportError(UserError):
 def import_file(store: Store, path, *, space: str | None = None, device: str | None = None,
                 mapping=None, wide: bool = False) -> tuple[str, int]:
     """Import one file; returns (space, number of rows). See the module docstring."""
-    return add_table(store, path, *read_table_file(path, space=space, device=device, mapping=mapping, wide=wide))
+    space, rows = read_table_file(path, space=space, device=device, mapping=mapping, wide=wide)
+    check_sources(store, [(path, space, rows)])
+    store_table(store, path, space, rows)
+    return space, len(rows)
 
 
 def read_table_file(path, *, space: str | None = None, device: str | None = None,
@@ -83,18 +86,13 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
     return space, rows
 
 
-def add_table(store: Store, path, space: str, rows) -> tuple[str, int]:
-    """Store the rows ``read_table_file`` read from ``path``; returns (space, number of rows)."""
-    store_table(store, path, space, rows)
-    return space, len(rows)
-
-
 def store_table(store: Store, path, space: str, rows) -> dict[str, str]:
-    """Store a table's rows, checked (``check_sources``); returns device -> source of the devices whose rows the
-    store held already, from a file of any name (the same table again), which are left as they are. A file of the
-    same name holding other rows of a device is a new version of it: its rows replace the earlier ones."""
+    """Store the rows ``read_table_file`` read from ``path``, once ``check_sources`` passed them (the caller checks,
+    so that a command of several files checks all before it stores any); returns device -> source of the devices
+    whose rows the store held already, from a file of any name (the same table again), which are left as they are.
+    A file of the same name holding other rows of a device is a new version of it: its rows replace the earlier
+    ones."""
     path = Path(path)
-    check_sources(store, [(path, space, rows)])
     by_device = _rows_by_device(rows)
     same = {d: src for d in by_device if (src := _stored_as(store, space, d, by_device[d]))}
     new = [row for row in rows if row[1] not in same]
@@ -147,8 +145,9 @@ def check_sources(store: Store | None, tables) -> None:
             _check_not_measured(store, source, space, list(by_device))
             stored = store.query("SELECT device, source, count(*) AS n FROM imported WHERE space = ? AND source != ? "
                                  "GROUP BY device, source ORDER BY min(rowid)", (space, source))
-            clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False)
-                        if d in by_device and _stored_as(store, space, d, by_device[d]) is None]
+            stored = stored[stored["device"].isin(list(by_device))]
+            held = {d: _stored_as(store, space, d, by_device[d]) for d in set(stored["device"])}  # same rows?
+            clashes += [(d, src, int(n)) for d, src, n in stored.itertuples(index=False) if held[d] is None]
         if clashes:
             raise TableImportError(_clash_message(source, space, clashes))
         given.update({(space, d): (source, content) for d, content in by_device.items()})
