@@ -30,6 +30,17 @@ def _loop(method, small, measure, **settings):
                        device="my_pi")
 
 
+def test_the_default_for_a_method_without_a_posterior_is_its_design_from_5_picks(method, small):
+    # its loop, steered by an ensemble's spread, was never replayed better (settings.SHORT_START is phys_bayes')
+    _, truth = small
+    loop = _loop(method, small, TableDevice(truth), budget=7, n_members=0)
+    assert (loop.settings.strategy, loop.settings.n_initial) == ("design", 5)
+    picked = list(loop.run().measured)
+    assert [s.n_measured for s in loop.steps] == [5, 6, 7]
+    assert picked == list(_loop(method, small, TableDevice(truth), budget=7, n_members=0, strategy="design",
+                                n_initial=5).run().measured)
+
+
 def test_budget_respected_and_nothing_measured_twice(method, small):
     _, truth = small
     device = TableDevice(truth)  # raises on a repeated arch

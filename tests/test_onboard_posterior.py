@@ -3,6 +3,8 @@ method's own prediction, draws have the posterior's moments, designs and varianc
 where the model is unsure, and the loop runs on them with a model-based rho estimate."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -212,7 +214,7 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert spearmanr(result.adapted.predict(rest), truth.loc[rest]).statistic > 0.8
 
 
-def test_default_design_adapts_after_every_measurement_and_ignores_the_schedule(method, small):
+def test_the_design_adapts_after_every_measurement_and_ignores_the_schedule(method, small):
     # The design's picks read no latency, so the model after n measurements is the one a budget
     # of n ends with: the replay can read the curve at every n.
     tables, truth = small
@@ -222,13 +224,43 @@ def test_default_design_adapts_after_every_measurement_and_ignores_the_schedule(
     def record(loop, step):
         predicted_at[step.n_measured] = loop.adapted.predict(probe)
 
-    longer = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=9),
+    design = OnboardSettings(budget=9, strategy="design")
+    longer = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), design,
                          tables=tables, on_step=record).run()
-    assert list(predicted_at) == [5, 6, 7, 8, 9]
-    shorter = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), OnboardSettings(budget=7),
+    assert list(predicted_at) == [5, 6, 7, 8, 9]  # 5 picks before the first adaptation: the design's own start
+    shorter = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), replace(design, budget=7),
                           tables=tables).run()
     assert list(shorter.measured) == list(longer.measured)[:7]
     np.testing.assert_allclose(shorter.adapted.predict(probe), predicted_at[7], rtol=1e-12)
+
+
+def test_the_default_for_a_method_with_a_posterior_is_3_design_picks_then_its_variance(method, small):
+    # issue 8: the short start ranked better after 5-9 measurements on train-device replay (settings.SHORT_START)
+    tables, truth = small
+    rounds = []
+
+    def loop(settings, on_step=None):
+        return OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), settings, tables=tables,
+                           on_step=on_step)
+
+    default = loop(OnboardSettings(budget=8), lambda _, step: rounds.append(step.n_measured))
+    assert (default.settings.strategy, default.settings.n_initial) == ("loop", 3)
+    picked = list(default.run().measured)
+    assert rounds == [3, 4, 5, 6, 7, 8]
+    assert picked == list(loop(OnboardSettings(budget=8, strategy="loop", n_initial=3)).run().measured)
+    design = list(loop(OnboardSettings(budget=8, strategy="design")).run().measured)
+    assert picked[:3] == design[:3] and set(picked[3:]) - set(design)  # then picks the design would not make
+
+
+def test_a_target_stop_waits_for_5_measurements_after_the_short_start(method, small):
+    # the estimate's calibration and interval were fitted on rounds after 5 or more (settings.STOP_FROM)
+    tables, truth = small
+    anything = OnboardSettings(budget=9, target_rho=-0.9, unsure_width=2.0)  # every estimate reaches it, none unsure
+    result = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), anything, tables=tables).run()
+    assert result.stop_reason == "target" and [s.n_measured for s in result.steps] == [3, 4, 5]
+    early = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), replace(anything, stop_from=3),
+                        tables=tables).run()
+    assert early.stop_reason == "target" and early.spent == 3
 
 
 def test_loop_returns_to_the_design_once_design_after_archs_are_measured(method, small):
@@ -239,7 +271,7 @@ def test_loop_returns_to_the_design_once_design_after_archs_are_measured(method,
         return OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth),
                            OnboardSettings(budget=9, **settings), tables=tables).run()
 
-    design = list(run().measured)
+    design = list(run(strategy="design").measured)
     variance = list(run(strategy="loop", n_initial=3).measured)
     hybrid = list(run(strategy="loop", n_initial=3, design_after=5).measured)
     assert hybrid[:5] == variance[:5] and hybrid[:3] == design[:3]

@@ -39,7 +39,10 @@ def add_parser(subparsers) -> None:
                                         "or @FILE (default for fbnet: the public tables' archs)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of random:N candidates, the picks and the method")
-    p.add_argument("--initial", type=int, help="picks (the method's design) before the first adaptation (default 5)")
+    p.add_argument("--initial", type=int,
+                   help="picks of the method's design before the first adaptation (default 3 for a method with a "
+                        "closed-form posterior, the recommended one, which then measures where it is least sure; "
+                        "5 for others, whose design goes on)")
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")

@@ -8,12 +8,16 @@ one that looks the answer up in a held-out public table.
 1. Initial picks (``n_initial``) without any target latency: the method's own design
    (``design``: its ``choose``, D-optimal for ``phys_bayes``, random for most others), diverse
    picks on the candidates' features (``selection``), or random picks for ``strategy="random"``.
+   By default 3 design picks for a method with a closed-form posterior, which then measures where its
+   posterior variance is largest (``loop``), and 5 for any other, whose design goes on
+   (``OnboardSettings.for_method``).
 2. Adapt the pretrained method on everything measured (the method does its own Eq. 1
    initialisation). For a method with a closed-form posterior (``phys_bayes``, see
    ``posterior``) that posterior gives the spread and the model-based rho estimate; any other
    method gets an ensemble of copies adapted on subsets and a cross-validated estimate
    (``ensemble``, ``estimate``).
-3. Stop when the estimate reaches ``target_rho`` (and is not ``unsure``) or the budget is spent; otherwise measure the
+3. Stop when the estimate reaches ``target_rho`` (and is not ``unsure``; from ``stop_from`` = 5 measurements on, where
+   the estimate was calibrated) or the budget is spent; otherwise measure the
    next ``batch_size`` archs (``design`` / ``acquisition``; or diversity / random for the
    comparison strategies) and go to 2.
 
@@ -126,6 +130,7 @@ class OnboardLoop:
         self.on_step = on_step
         self.rng = np.random.default_rng([settings.seed, 0x0B0A])
         settings.check(len(self.candidates))
+        self.settings = settings.for_method(posterior.supports(method))  # the default picks depend on the method
         self._position = {a: i for i, a in enumerate(self.candidates)}
         self._features = None
         self.adapted = None
@@ -215,7 +220,8 @@ class OnboardLoop:
         s = self.settings
         # "stop when sure": an estimate past the target whose interval is too wide to trust (``unsure``)
         # measures on, or a noisy device would stop at its first optimistic guess
-        if (s.target_rho is not None and self.estimate is not None and len(self.measured) >= s.n_initial
+        if (s.target_rho is not None and self.estimate is not None
+                and len(self.measured) >= max(s.n_initial, s.stop_from)
                 and self.estimate.rho >= s.target_rho and not self.estimate.unsure):
             return "target"
         if self.spent >= s.budget:

@@ -92,7 +92,7 @@ def replay_device(method: FewShotMethod, space: str, truth: pd.Series, settings:
     loop = OnboardLoop(method, space, candidates, device, settings, tables=tables, device=str(truth.name),
                        on_step=on_step)
     result = loop.run()
-    return {"device": str(truth.name), "strategy": settings.strategy, "steps": rows,
+    return {"device": str(truth.name), "strategy": loop.settings.strategy, "steps": rows,
             "stop_reason": result.stop_reason, "spent": result.spent, "asked": len(device.asked)}
 
 

@@ -37,8 +37,10 @@ FIT_FROM = 5  # rounds the recalibration is fitted on: from 5 measurements on, a
 
 def n_initial(strategy: str) -> int:
     """The stop gate of a ``bench_onboard`` strategy name (``loop/n_initial=3/...``)."""
-    own = dict(part.split("=", 1) for part in strategy.split("/")[1:])
-    return int(own.get("n_initial", OnboardSettings().n_initial))
+    name, *parts = strategy.split("/")
+    own = dict(part.split("=", 1) for part in parts)
+    # the replays are of phys_bayes, a method with a closed-form posterior
+    return int(own.get("n_initial", OnboardSettings(strategy=name).for_method(True).n_initial))
 
 
 def recalibrated(step: dict, coef) -> tuple[float, float, float, bool]:
