@@ -322,6 +322,9 @@ def test_interval_widening_depends_on_the_timer_and_is_fitted_to_a_coverage():
     assert interval_half_width(4, False, floor, scale) == pytest.approx(0.05)
     assert interval_half_width(4, True, floor, scale) == pytest.approx(0.12)
     assert interval_half_width(4, True, 0.02, 0.1) == interval_half_width(4, False, 0.02, 0.1) == pytest.approx(0.05)
+    # the shipped widths: a whole-ms timer's interval is never narrower than a float one's, however many measured
+    counts = np.array([3, 5, 10, 20, 66, 100, 1000, 15625])
+    assert np.all(interval_half_width(counts, True) >= interval_half_width(counts, False))
     assert widen(0.9, 0.88, 0.91, 0.15) == (0.75, 1.0) and widen(0.9, 0.5, 0.99, 0.05) == (0.5, 0.99)
     # estimates off by N(0, 0.05) with zero-width draws: 90 % needs about 1.645 * 0.05 either side
     rng = np.random.default_rng(0)

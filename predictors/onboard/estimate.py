@@ -44,7 +44,9 @@ DEFAULT_SHRINK = 2.5
 # N0, F0-F4, 1 trial, 688 rounds) the float widening held the truth in 98.7 % / 94.4 % of them, kept; 0.07 for
 # whole ms in 88.0 % / 91.1 %, below 90 % on train, so that one was refitted: 0.325 / sqrt(n) holds 90.4 % /
 # 94.8 % (mean width 0.135 -> 0.184; wider than 0.07 up to 21 measurements, so the design's rounds hold as much).
-INTERVAL_FLOOR = (0.04, 0.0)
+# Its floor is the float one's: past 66 measurements 0.325 / sqrt(n) would be narrower than a float timer's
+# interval, where no round was fitted, and a coarser timer cannot make the estimate surer.
+INTERVAL_FLOOR = (0.04, 0.04)
 INTERVAL_SCALE = (0.15, 0.325)
 # The model-based estimate after n measurements is mapped through
 # tanh(a + b z + c / n + q (d + e z)), z = atanh(rho), q = 1 for a coarse timer on FBNet
