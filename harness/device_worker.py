@@ -205,7 +205,11 @@ class DeviceWorker:
 
     # -- status path -----------------------------------------------------------------------
     def status(self) -> dict:
-        """Busy or idle, the running job, agent pid: answered without touching the agent."""
+        """Busy or idle, the running job, agent pid: answered without touching the agent.
+
+        The running job's ``since`` is when it reached the worker; its ``measuring_since`` is when it was
+        sent to the agent, None while it waits for the device's locks (another device on the same cores or
+        thermal domain measuring) or for its agent to start."""
         with self._state_lock:
             running = dict(self._running) if self._running else None
         session = self._session
@@ -230,7 +234,7 @@ class DeviceWorker:
         """
         with self._state_lock:
             self._running = {"job_id": job.get("job_id"), "attempt": job.get("attempt"),
-                             "arch": job.get("arch"), "since": time.time()}
+                             "arch": job.get("arch"), "since": time.time(), "measuring_since": None}
         t0 = time.perf_counter()
         try:
             with device_locks(self.profile.lock_keys):
@@ -249,6 +253,8 @@ class DeviceWorker:
         try:
             session = self._open()
             hello = session.hello
+            with self._state_lock:
+                self._running["measuring_since"] = time.time()
             reply = session.request(self.measure_request(job))
         except (ConnectionLost, DeviceSetupError) as exc:  # the device's fault, not the model's
             self._close_session()  # restarted on the next job

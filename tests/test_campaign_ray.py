@@ -22,6 +22,7 @@ from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
 from harness.cli.campaign import status as campaign_status
 from harness.coordinator import CANARY_ARCH, Coordinator, CoordinatorOptions, run_campaign
+from harness.device_worker import device_locks
 from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
 from harness.exporting import export_parquet
@@ -161,17 +162,30 @@ def test_campaign_completes_exports_and_rerun_measures_nothing(local_ray, artifa
 
 
 def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path):
+    """The first job waits for its thermal domain's lock, held by another device (another test run on this
+    machine did hold the shared one now and then): an agent killed then is only restarted, so the kill goes
+    in by the time the job was sent to the agent (``measuring_since``), not the time it began."""
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 3, "window_min_runs": 5,
             "window_min_s": 1.0, "cooldown_s": 0.0}
-    dev = write_profile(tmp_path, "ray-slow", policy=slow)
+    domain = f"kill-{os.getpid()}-{tmp_path.name}"  # a lock of its own, so no other test run waits on it
+    dev = write_profile(tmp_path, "ray-slow", policy=slow, thermal_domain=domain)
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835,7165")
     result = {}
+    held, release = threading.Event(), threading.Event()
 
     def coordinate():
         with Store(db) as s:
             result["summary"] = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
 
+    def other_device():
+        with device_locks([f"local.thermal.{domain}"]):
+            held.set()
+            release.wait(120)
+
+    other = threading.Thread(target=other_device)
+    other.start()
+    assert held.wait(10)
     t = threading.Thread(target=coordinate)
     t.start()
     killed = None
@@ -182,15 +196,20 @@ def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path)
         except Exception:
             time.sleep(0.2)
             continue
-        # Each job times 3 windows of at least 1 s. The kill goes in 0.5-2.5 s after the job began, by the
-        # job's own start time: a status answered late under load (its job done since) is passed over.
-        running_s = time.time() - status["running"]["since"] if status["busy"] else None
+        if status["busy"] and time.time() - status["running"]["since"] > 1.5:
+            release.set()  # the other device is done after the job waited 1.5 s
+        # Each job times 3 windows of at least 1 s. The kill goes in 0.5-2.5 s after the job was sent to
+        # the agent, by the job's own time: a status answered late under load (its job done since) is passed over.
+        since = (status["running"] or {}).get("measuring_since")
+        running_s = time.time() - since if since else None
         if running_s is not None and status["agent_pid"] and running_s < 2.5:
             time.sleep(max(0.0, 0.5 - running_s))
             os.kill(status["agent_pid"], signal.SIGKILL)
             killed = status
         time.sleep(0.1)
+    release.set()
     t.join(240)
+    other.join(10)
     assert killed is not None and not t.is_alive()
     assert _check_one_answer_per_job(db) == 2
     con = sqlite3.connect(db)

@@ -43,8 +43,19 @@ def test_measure_returns_a_typed_record(tmp_path, model):
         worker.close()
 
 
+def _wait_for(worker, ready, limit_s=30.0) -> dict:
+    deadline = time.monotonic() + limit_s
+    while not ready(status := worker.status()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return status
+
+
 @pytest.mark.slow
-def test_agent_killed_mid_measurement_gives_device_lost_then_recovers(tmp_path, model):
+def test_agent_killed_mid_measurement_gives_device_lost_then_recovers(tmp_path, model, monkeypatch):
+    """The job waits first for its thermal domain's lock, held by another device (another test run on this
+    machine did hold it now and then): an agent killed while the job waits is only restarted, so the kill
+    goes in 1 s after the job was sent to the agent (``measuring_since``), not 1 s after it began."""
+    monkeypatch.setenv("HWL_LOCK_DIR", str(tmp_path / "locks"))
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 3, "window_min_runs": 5,
             "window_min_s": 1.5, "cooldown_s": 0.0}
     worker = DeviceWorker(load_profile(str(write_profile(tmp_path, "w-slow", policy=slow))))
@@ -52,13 +63,15 @@ def test_agent_killed_mid_measurement_gives_device_lost_then_recovers(tmp_path, 
         worker.hello()
         out = {}
         t = threading.Thread(target=lambda: out.update(rec=worker.measure(_job(model, 7))))
-        t.start()
-        deadline = time.monotonic() + 30
-        while not worker.status()["busy"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        status = worker.status()  # answered while the measurement runs
+        with device_locks([f"local.thermal.{worker.profile.thermal_domain}"]):
+            t.start()
+            waiting = _wait_for(worker, lambda s: s["busy"])
+            time.sleep(1.5)
+            status = worker.status()
+        assert waiting["running"]["job_id"] == 7 and status["running"]["measuring_since"] is None
+        status = _wait_for(worker, lambda s: (s["running"] or {}).get("measuring_since"))  # answered mid-run
         assert status["busy"] and status["running"]["job_id"] == 7
-        time.sleep(1.0)  # inside the timed windows
+        time.sleep(max(0.0, status["running"]["measuring_since"] + 1.0 - time.time()))  # inside the windows
         os.kill(status["agent_pid"], signal.SIGKILL)
         t.join(60)
         assert out["rec"]["outcome"] == "device_lost"
