@@ -921,15 +921,29 @@ def test_a_model_file_changed_after_its_export_is_exported_again(local_ray, tmp_
     the job was failed by it, now it is measured."""
     art = tmp_path / "art"
     marker = tmp_path / "damaged"
-    # the tool's first run truncates every exported model once; the sleep lets job 2's export land first
-    damage = (f"sh -c 'test -e {marker} || (sleep 2; touch {marker}; "
-              f"for f in {art}/*.onnx; do truncate -s 100 $f; done); echo 2.5 ms'")
+    # The tool's first run truncates both exported models once, after the coordinator took both files' hashes
+    # (the store lists an export once it has). A fixed 2 s wait for job 2's export, or a wait for its file, let
+    # job 2's export land, or be hashed, after the truncation on a loaded machine: job 2 was measured fine.
+    db = tmp_path / "lab.db"
+    damage_py = tmp_path / "damage.py"
+    damage_py.write_text(f"""import contextlib, os, sqlite3, time
+deadline = time.monotonic() + 25  # within the quick profile's 30 s window limit: a lost export cannot hang
+while time.monotonic() < deadline:
+    with contextlib.closing(sqlite3.connect("file:{db}?mode=ro", uri=True)) as con:
+        paths = [path for (path,) in con.execute("SELECT path FROM artifacts")]
+    if len(paths) >= 2:
+        break
+    time.sleep(0.1)
+open("{marker}", "w").close()
+for path in paths:
+    os.truncate(path, 100)
+""")
+    damage = f"sh -c 'test -e {marker} || {sys.executable} {damage_py}; echo 2.5 ms'"
     profile = tmp_path / "ray-board.toml"
     profile.write_text("\n".join([
         'name = "ray-board"', 'device_class = "fpga"', "[host]", 'name = "local"', 'transport = "command"',
         "[runtime]", 'kind = "command"', "[runtime.options]", f'command = "{damage}"', 'regex = "([0-9.]+) ms"',
         "[measurement]", 'profile = "quick"', "cooldown_s = 0.0"]) + "\n")
-    db = tmp_path / "lab.db"
     cid = _plan(db, [profile], archs="1835,1462")
     with Store(db) as s:
         run_campaign(s, cid, CoordinatorOptions(artifact_dir=art, canary_every=0, max_attempts=1))
