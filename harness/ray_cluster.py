@@ -336,20 +336,32 @@ def this_node_alive() -> bool:
 
 
 def export_task(key: tuple, artifact_dir: str) -> dict:
-    """Export one model (a Ray task); returns where it is and the sha256 of the file."""
-    from harness.export import ExportConfig, cached_record, export_one
+    """Export one model (a Ray task); returns where it is and the sha256 of the file.
+
+    The sha256 shipped is of bytes that still hash to the artifact's address (the bytes the export
+    wrote): read again after the export, a file changed in between would otherwise go out under the
+    changed file's hash, and the agent, which checks only that hash, would run it. Such a file is
+    exported again, once."""
+    from harness.artifacts import content_sha256
+    from harness.export import ExportConfig, ExportError, cached_record, export_one
 
     space, arch, dataset, batch_size = key
     arch = int(arch) if space == "nb201" else arch
-    rec = cached_record(ExportConfig.make(space, arch, dataset, batch_size), artifact_dir)
-    if rec is None:  # torch only for a model not exported yet: importing it takes seconds of a worker
-        import torch
+    config = ExportConfig.make(space, arch, dataset, batch_size)
+    rec = cached_record(config, artifact_dir)
+    for _ in range(2):
+        if rec is None:  # torch only for a model not exported yet: importing it takes seconds of a worker
+            import torch
 
-        torch.set_num_threads(1)
-        rec = export_one(space, arch, artifact_dir, dataset=dataset, batch_size=batch_size)
-    data = Path(rec.path).read_bytes()
-    return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
-            "size_bytes": len(data), "export_s": rec.export_s}
+            torch.set_num_threads(1)
+            rec = export_one(space, arch, artifact_dir, dataset=dataset, batch_size=batch_size)
+        data = Path(rec.path).read_bytes()
+        if content_sha256(data, config.to_dict()) == rec.sha256:
+            return {"path": rec.path, "sha256": hashlib.sha256(data).hexdigest(), "artifact_sha256": rec.sha256,
+                    "size_bytes": len(data), "export_s": rec.export_s}
+        path, rec = rec.path, None  # export_one finds the stored file corrupt and writes it again
+    raise ExportError(f"the model file {path} changed again right after it was exported again; is something else "
+                      "writing to the artifact folder?")
 
 
 @functools.cache

@@ -76,6 +76,30 @@ def test_corrupt_artifact_is_detected_and_reexported(tmp_path):
     assert _run(again.path, (1, 3, 32, 32)).shape == (1, 10)
 
 
+def test_export_task_ships_the_exported_bytes_hash_when_the_file_changes_after_its_check(tmp_path, monkeypatch):
+    """The campaign's export task (run here as a plain function) read the file back and hashed it after the
+    cache had checked it: a file damaged in between went out under the damaged bytes' hash, so the agent ran it."""
+    import hashlib
+
+    from harness import export
+    from harness.ray_cluster import export_task
+
+    rec = export_one("nb201", 3, tmp_path)
+    good = hashlib.sha256(open(rec.path, "rb").read()).hexdigest()
+    checked = export.cached_record
+
+    def checked_then_damaged(config, out_dir):  # the race, made certain: damaged right after the cache's check
+        found = checked(config, out_dir)
+        with open(found.path, "r+b") as f:
+            f.truncate(100)
+        return found
+
+    monkeypatch.setattr(export, "cached_record", checked_then_damaged)
+    art = export_task(("nb201", 3, "cifar10", 1), str(tmp_path))
+    assert art["sha256"] == good and art["artifact_sha256"] == rec.sha256  # exported again, the right hash
+    assert hashlib.sha256(open(art["path"], "rb").read()).hexdigest() == good
+
+
 def test_export_many_in_worker_processes_keeps_order(tmp_path):
     keys = fbnet.sample(2, seed=4)
     recs = export_many("fbnet", keys, tmp_path, workers=2)
