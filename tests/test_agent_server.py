@@ -164,6 +164,19 @@ def test_local_session_measures_and_re_raises_agent_errors(model):
     s.close()  # idempotent
 
 
+def test_a_session_keeps_only_the_latest_replies_to_lines_the_agent_could_not_read():
+    """A session lives for a whole campaign: the agent's error replies to garbled lines (they carry no id) were all
+    kept, so a link that garbles lines grew the coordinator's memory for as long as it ran."""
+    from harness.transport.base import UNMATCHED_KEPT
+
+    with LocalSession() as s:
+        with s._write_lock:  # what a garbling link delivers: lines the agent cannot read
+            s._writer.write(b"{this is not json\n" * (UNMATCHED_KEPT + 50))
+            s._writer.flush()
+        assert s.request(Ping(sent_ns=3)).sent_ns == 3  # the agent answers in order: every error reply is read
+        assert len(s.unmatched) == UNMATCHED_KEPT and s.unmatched[-1].kind == "ProtocolError"
+
+
 def test_local_session_reports_a_dead_agent_and_a_silent_one():
     s = LocalSession().open()
     pid = s.pid

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 
 from agents.errors import ProtocolError
 from agents.protocol import Error, Hello, Measure, Message, decode, encode
@@ -23,6 +24,9 @@ from harness.transport.errors import AgentLost, AgentTimeout
 
 log = logging.getLogger(__name__)
 DEFAULT_CALL_TIMEOUT_S = 30.0  # rule 21: per agent call
+# The agent's error replies to lines it could not read (no id) kept for a look: the latest only, as a session
+# lives for a whole campaign and a link that garbles lines would otherwise fill memory with them.
+UNMATCHED_KEPT = 100
 # Departure from rule 21's 30 s per call: a measure call legitimately lasts as long as the
 # model's own limit (300 s standard), which the agent enforces itself; the host waits that long
 # plus this margin, so a silent agent is still detected.
@@ -100,7 +104,7 @@ class LineSession(Session):
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._open_lock = threading.Lock()  # two threads opening at once must not start two agents
-        self.unmatched: list[Message] = []  # error replies to unreadable lines (no id)
+        self.unmatched: deque[Message] = deque(maxlen=UNMATCHED_KEPT)  # error replies to unreadable lines (no id)
 
     @abstractmethod
     def _connect(self): ...
@@ -203,6 +207,7 @@ class LineSession(Session):
                     continue
                 with self._cond:
                     if msg.id == "" and isinstance(msg, Error):
+                        log.warning("%s: the agent could not read a line sent to it: %s", self.name, msg.message)
                         self.unmatched.append(msg)
                     else:
                         self._replies[msg.id] = msg
