@@ -244,10 +244,12 @@ def iter_export(space: str, archs, out_dir: str | os.PathLike, *, dataset: str |
                 future.cancel()
 
 
-def cached_record(config: ExportConfig, out_dir) -> ExportRecord | None:
-    """The record of ``config``'s model if the store at ``out_dir`` holds it (without importing torch)."""
+def cached_record(config: ExportConfig, out_dir, *, verify: bool = True) -> ExportRecord | None:
+    """The record of ``config``'s model if the store at ``out_dir`` holds it (without importing torch).
+
+    ``verify=False`` skips hashing the file, for a caller that hashes the bytes it reads itself."""
     try:
-        found = ArtifactStore(out_dir).get(config.to_dict())
+        found = ArtifactStore(out_dir).get(config.to_dict(), verify=verify)
     except ExportError:
         return None  # corrupt: the worker's export_one re-exports it
     return None if found is None else _record(config, found, cache_hit=True, export_s=0.0)

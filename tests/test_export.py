@@ -88,8 +88,8 @@ def test_export_task_ships_the_exported_bytes_hash_when_the_file_changes_after_i
     good = hashlib.sha256(open(rec.path, "rb").read()).hexdigest()
     checked = export.cached_record
 
-    def checked_then_damaged(config, out_dir):  # the race, made certain: damaged right after the cache's check
-        found = checked(config, out_dir)
+    def checked_then_damaged(config, out_dir, **options):  # the race, made certain: damaged right after the lookup
+        found = checked(config, out_dir, **options)
         with open(found.path, "r+b") as f:
             f.truncate(100)
         return found
