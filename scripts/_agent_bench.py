@@ -15,6 +15,16 @@ from spaces import nb201
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tiny_conv_onnx(path: Path) -> dict:
+    """A one-conv ONNX model (about 0.1 ms a run) at ``path``: for benchmarks of what surrounds a measurement."""
+    import torch
+
+    model = torch.nn.Conv2d(3, 8, 3, padding=1).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"])
+    return {"path": str(path), "sha256": sha256_of(path)}
+
+
 def nb201_models(n: int, seed: int, store_dir: Path) -> list[dict]:
     """Export n seeded random NB201 architectures (CIFAR-10, batch 1); cached in ``store_dir``."""
     archs = nb201.sample(n, seed)

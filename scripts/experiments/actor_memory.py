@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import psutil  # noqa: E402
 from harness.device_worker import DeviceWorker, device_locks  # noqa: E402
 from harness.profiles import load_profile  # noqa: E402
 from harness.ray_cluster import ray_session  # noqa: E402
+from scripts._agent_bench import tiny_conv_onnx  # noqa: E402
 from tests.campaign_helpers import write_profile  # noqa: E402
 
 MIB = 1024 * 1024
@@ -53,15 +53,6 @@ class RoundTripWorker(DeviceWorker):
         return psutil.Process().memory_info().rss / MIB
 
 
-def tiny_model(folder: Path) -> tuple[str, str]:
-    import torch
-
-    path = folder / "tiny_conv.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 8, 3, padding=1).eval(), (torch.zeros(1, 3, 32, 32),), str(path),
-                      dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"])
-    return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30000)
@@ -71,13 +62,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hwl-actor-mem-") as tmp:
         tmp = Path(tmp)
         profile = load_profile(str(write_profile(tmp, "actor-mem", thermal_domain="actor-mem")))
-        model, sha = tiny_model(tmp)
+        model = tiny_conv_onnx(tmp / "tiny_conv.onnx")
         with ray_session(hosts=[profile.host.resource], temp_dir=str(tmp / "ray")):
             actor = ray.remote(concurrency_groups={"status": 1})(RoundTripWorker).options(
                 num_cpus=0, max_restarts=0, max_task_retries=0,
                 resources={profile.host.resource: 0.001}).remote(profile.to_dict())
             record = ray.get(actor.measure.remote({"job_id": 0, "attempt": 1, "space": "nb201", "arch": "0",
-                                                   "model": model, "sha256": sha}))
+                                                   "model": model["path"], "sha256": model["sha256"]}))
             ray.get(actor.keep.remote(record))
             print(f"record: {record['outcome']}; calls, seconds, actor RSS MiB", flush=True)
             marks = sorted({m for m in (1000, 2000, 5000, 10000, 20000, 40000, 80000) if m < args.calls}
