@@ -132,3 +132,20 @@ def test_onboard_help_offers_only_the_methods_it_takes():
     assert "phys_bayes" in listed and "tl_et" in listed
     for name in ("copy", "flops", "params"):
         assert name not in listed
+
+
+def test_onboard_strategy_flag(tmp_path, capsys):
+    from harness.cli.onboard import loop_settings
+
+    # the command had no way to choose the picks: OnboardSettings(strategy=...) from Python only
+    assert loop_settings(strategy="design").for_method(has_posterior=True).strategy == "design"
+    chosen = loop_settings(initial=4, batch_size=2, strategy="random").for_method(has_posterior=True)
+    assert (chosen.strategy, chosen.n_initial, chosen.batch_size) == ("random", 4, 2)
+    default = loop_settings().for_method(has_posterior=True)
+    assert (default.strategy, default.n_initial) == ("loop", 3)
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal, exit status 2
+        main(["onboard", str(write_profile(tmp_path, "onb-flag")), "--space", "nb201", "--strategy", "greedy",
+              "--store", str(tmp_path / "x.db"), "--out", str(tmp_path / "p.pt")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--strategy" in err and "'greedy'" in err and "design" in err
+    assert not (tmp_path / "x.db").exists()

@@ -22,6 +22,7 @@ DEFAULT_STORE = "lab.db"
 
 def add_parser(subparsers) -> None:
     from predictors import registry
+    from predictors.onboard.settings import STRATEGIES
 
     p = subparsers.add_parser("onboard", help="onboard a new device: measure few, adapt, predict the whole space")
     p.add_argument("device", help="device profile name or .toml file")
@@ -43,6 +44,12 @@ def add_parser(subparsers) -> None:
                    help="picks of the method's design before the first adaptation (default 3 for a method with a "
                         "closed-form posterior, the recommended one, which then measures where it is least sure; "
                         "5 for others, whose design goes on)")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="how the picks after --initial are chosen (default: loop for a method with a closed-form "
+                        "posterior, design for others). loop: where the adapted model is least sure; design: the "
+                        "method's design only, which reads no latency: devices onboarded with the same store, "
+                        "candidates and seed get the same picks; "
+                        "diverse: spread over the architectures' features; random: the strict protocol's picks")
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
@@ -55,11 +62,10 @@ def add_parser(subparsers) -> None:
 
 def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int = 30, target_rho=None,
         table=None, report=None, method=None, candidates=None, seed: int = 0, initial=None, batch_size=None,
-        profile=None, address=None, artifacts=None, canary_every: int = 50, on_step=None):
+        strategy=None, profile=None, address=None, artifacts=None, canary_every: int = 50, on_step=None):
     """Keyword form of the command (tests call it without argparse); returns the ``Onboarding``."""
     from harness.coordinator import CoordinatorOptions
     from harness.onboard import onboard
-    from predictors.onboard import OnboardSettings
     from predictors.onboard.settings import MIN_BUDGET, WHY_MIN_BUDGET
 
     if budget < MIN_BUDGET:
@@ -86,15 +92,26 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
                                  if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
+    return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
+                   table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
+                   measurement=profile, options=options, settings=loop_settings(initial, batch_size, strategy),
+                   on_step=on_step)
+
+
+def loop_settings(initial=None, batch_size=None, strategy=None):
+    """The ``OnboardSettings`` of the command's pick flags; None leaves a field at its default (the strategy's
+    then depends on the method, ``OnboardSettings.for_method``). Checked now, not after Ray has started."""
+    from predictors.onboard import OnboardSettings
+
     fields = {}
     for flag, field, value in (("--initial", "n_initial", initial), ("--batch-size", "batch_size", batch_size)):
-        if value is not None and value < 1:  # now, not after Ray has started
+        if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
         if value is not None:
             fields[field] = value
-    return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
-                   table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
-                   measurement=profile, options=options, settings=OnboardSettings(**fields), on_step=on_step)
+    if strategy is not None:  # argparse's choices checked it; OnboardSettings.check does for other callers
+        fields["strategy"] = strategy
+    return OnboardSettings(**fields)
 
 
 def cmd_onboard(args) -> int:
@@ -112,6 +129,7 @@ def cmd_onboard(args) -> int:
         result = run(device=args.device, space=args.space, out=args.out, store=args.store, budget=args.budget,
                      target_rho=args.target_rho, table=args.table, report=args.report, method=args.method,
                      candidates=args.candidates, seed=args.seed, initial=args.initial, batch_size=args.batch_size,
+                     strategy=args.strategy,
                      profile=args.profile, address=args.address, artifacts=args.artifacts,
                      canary_every=args.canary_every, on_step=on_step)
     except DeviceQuarantined as exc:  # as `campaign run` with a quarantined device: one line, exit 1
