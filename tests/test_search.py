@@ -224,3 +224,18 @@ def test_a_search_over_a_proxy_tables_archs_names_the_proxies_as_what_limits_the
     out = capsys.readouterr().out
     assert "60 candidates" in out
     assert f"archs with a latency in {DEVICE}'s table, an accuracy and proxies in --zcp-table {path}, not all" in out
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+@pytest.mark.parametrize("method", registry.RANK_ONLY)
+def test_a_rank_only_method_is_refused_in_one_line_naming_why(capsys, monkeypatch, method):
+    """`--method copy` (or flops, params) was 'method 'copy' does not take ['random_state']': its predictions
+    are another device's ms or a FLOP count, which a limit in this device's ms cannot be checked against."""
+    from predictors import protocol
+
+    monkeypatch.setattr(protocol, "pretrain_sample", lambda *a: pytest.fail("pretrained before the check"))
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "30", "--method", method,
+                 "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"method '{method}' ranks architectures but does not predict this device's latency in ms" in err
+    assert "phys_bayes" in err and err.count("\n") == 1
