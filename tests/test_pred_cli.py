@@ -86,6 +86,25 @@ def test_model_files_are_checked(tables, capsys):
     assert "not an hwl model file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", ["copy", "flops"])
+def test_predict_refuses_a_rank_only_model_in_one_line(tables, capsys, method):
+    """`hwl train --method flops`, adapt, predict wrote predicted_ms = 15647360 (a FLOP count) for arch 0;
+    copy wrote another device's ms. Neither is this device's latency."""
+    root = tables
+    for argv in (["train", "--space", "nb201", "--method", method, "--table", str(root / "train.parquet"),
+                  "--out", str(root / f"{method}.pt")],
+                 ["adapt", str(root / f"{method}.pt"), "--device", "my_pi", "--measurements",
+                  str(root / "my_pi_12.csv"), "--out", str(root / f"{method}_a.pt")]):
+        assert main(argv) == 0
+    capsys.readouterr()
+    out = root / f"{method}_p.csv"
+    assert main(["predict", str(root / f"{method}_a.pt"), "--device", "my_pi", "--archs", "0-9", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds method '{method}', which ranks architectures but does not predict this device's latency" in err
+    assert f"hwl evaluate --method {method}" in err and err.count("\n") == 1 and not out.exists()
+
+
 def test_evaluate_on_a_small_table_says_how_few_archs_rho_is_scored_on(tables, tmp_path, caplog, capsys):
     """A 30-arch table (a small campaign's export) scored k=20 on 10 held-out archs with no word about it."""
     small = tmp_path / "my_pi_30.csv"

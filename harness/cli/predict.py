@@ -9,6 +9,7 @@ from harness.cli.common import add_archs_flags
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
+from predictors import registry
 from spaces.selection import arch_file
 from spaces import nb201, resolve_archs
 
@@ -40,6 +41,11 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
                         "--measurements FILE --out adapted.pt` first")
     if saved["device"] != device:
         raise UserError(f"{model} is adapted to {saved['device']!r}, not {device!r}")
+    if saved.get("method") in registry.RANK_ONLY:  # its numbers are a FLOP count or another device's ms
+        raise UserError(f"{model} holds method {saved['method']!r}, which ranks architectures but does not predict "
+                        f"this device's latency in ms, so it has no predicted_ms to write; score it with `hwl "
+                        f"evaluate --method {saved['method']}`, or train one of "
+                        f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
     space = saved["space"]
     keys = resolve_archs(space, archs, seed=seed)
     frame = pd.DataFrame({"arch": keys})
