@@ -123,7 +123,7 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
     raw = _own_export_as_long(raw, path, device)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
-    return from_frame(raw, space, source=source or path.name, where=str(path))
+    return from_frame(raw, space, source=source or path.name, where=str(path), warn_repeats=True)
 
 
 def _own_export_as_long(raw: pd.DataFrame, path: Path, device: str | None = None) -> pd.DataFrame:
@@ -152,8 +152,10 @@ def _own_export_as_long(raw: pd.DataFrame, path: Path, device: str | None = None
     return raw
 
 
-def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: str = "table") -> pd.DataFrame:
-    """Normalise any frame with a device, a latency and an architecture column (see module doc)."""
+def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: str = "table",
+               warn_repeats: bool = False) -> pd.DataFrame:
+    """Normalise any frame with a device, a latency and an architecture column (see module doc);
+    ``warn_repeats`` says in a warning how many archs a device has on more than one row."""
     missing = [c for c in ("device", "latency_ms") if c not in raw.columns]
     arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
     if arch_col is None:
@@ -183,7 +185,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
             f"(first at data row {row + 1}: {raw['latency_ms'].iloc[row]!r})")
     table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
-    return _reduce_repeats(table)
+    return _reduce_repeats(table, where if warn_repeats else None)
 
 
 def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:
@@ -219,10 +221,16 @@ def _belongs_to(key, space: str) -> bool:
         return False
 
 
-def _reduce_repeats(table: pd.DataFrame) -> pd.DataFrame:
-    if not table.duplicated(["arch", "device"]).any():
+def _reduce_repeats(table: pd.DataFrame, where: str | None = None) -> pd.DataFrame:
+    repeated = table.duplicated(["arch", "device"])
+    if not repeated.any():
         return table.reset_index(drop=True)
-    log.info("reducing repeated (arch, device) rows to their median latency")
+    if where is None:  # a store's table: an arch measured again (after a drift, by a later campaign) is expected
+        log.info("reducing repeated (arch, device) rows to their median latency")
+    else:  # a file's: two campaigns' export, or a table pasted twice; fewer measurements than rows either way
+        archs = table[repeated].drop_duplicates(["arch", "device"])["device"].value_counts(sort=False)
+        log.warning("%s: %d architectures appear on more than one row of a device (%s); each is taken at the median "
+                    "of its rows' latencies", where, int(archs.sum()), ", ".join(f"{d} {n}" for d, n in archs.items()))
     return (table.groupby(["arch", "device"], sort=False, as_index=False)
             .agg(latency_ms=("latency_ms", "median"), source=("source", "first")))
 

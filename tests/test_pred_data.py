@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import unicodedata
 from pathlib import Path
 
@@ -53,6 +54,24 @@ def test_user_csv_with_arch_strings_resolves_indices(tmp_path):
     # repeated (arch, device) rows reduce to their median
     assert sorted(zip(table["arch"], table["latency_ms"])) == [(0, 2.0), (7, 2.0)]
     assert set(table["source"]) == {"mine.csv"}
+
+
+def test_a_file_with_repeated_archs_says_how_many_it_reduced(tmp_path, caplog):
+    """23 rows of 20 archs (3 pasted twice at other latencies) adapted 'with 20 measurements' and no word of
+    the 3 medians; a store's repeats (an arch measured again) stay quiet."""
+    path = tmp_path / "my_pi.csv"
+    rows = [(a, "my_pi", 1.0 + a) for a in range(20)] + [(a, "my_pi", 9.0) for a in (3, 5, 7)] + [(3, "x", 2.0)]
+    pd.DataFrame(rows, columns=["arch_index", "device", "latency_ms"]).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING, logger="predictors.data"):
+        table = data.read_table(path, "nb201")
+    assert len(table) == 21 and table.set_index(["device", "arch"]).loc[("my_pi", 3), "latency_ms"] == 6.5
+    line = (f"{path}: 3 architectures appear on more than one row of a device (my_pi 3); each is taken at the "
+            "median of its rows' latencies")
+    assert [r.getMessage() for r in caplog.records] == [line]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="predictors.data"):
+        data.from_frame(pd.read_csv(path), "nb201", where="store lab.db")
+    assert not caplog.records
 
 
 def test_user_parquet_fbnet_op_index_keys(tmp_path):
