@@ -126,6 +126,26 @@ def test_constructors_only_store_their_arguments():
         check_no_attributes_set_in_init(name, registry.get_method(name))
 
 
+def test_a_proxy_table_holding_an_accuracy_a_latency_or_several_datasets_is_refused(tmp_path):
+    """Every numeric column was read as a proxy: NASLib's table (../shared/data) gave `hwl search --encoding zcp`
+    its val_accuracy as a feature of the accuracy predictor, a latency table its latency_ms, and of its three
+    datasets' rows the first of each arch, whichever dataset the search was for."""
+    frame = pd.DataFrame({"dataset": "cifar10", "arch_index": [1, 2], "snip": [0.5, 2.0], "val_accuracy": [90., 91.]})
+    tables = {"acc.csv": (frame, "val_accuracy"),
+              "lat.csv": (pd.DataFrame({"arch_index": [1, 2], "device": "pi", "latency_ms": [3.0, 4.0]}), "latency_ms")}
+    for name, (table, column) in tables.items():
+        table.to_csv(tmp_path / name, index=False)
+        with pytest.raises(LatencyTableError, match=rf"{name} has column\(s\) {column}, which would be read as proxy "
+                                                    r"scores but hold what is predicted \(an accuracy or a latency\)"):
+            read_proxy_table(tmp_path / name, "nb201")
+    mixed = frame.drop(columns="val_accuracy")
+    pd.concat([mixed, mixed.assign(dataset="cifar100")]).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(LatencyTableError, match=r"two.csv holds scores of 2 datasets \(cifar10, cifar100\); keep one"):
+        read_proxy_table(tmp_path / "two.csv", "nb201")
+    mixed.to_csv(tmp_path / "one.csv", index=False)
+    assert read_proxy_table(tmp_path / "one.csv", "nb201").to_dict() == {"snip": {1: 0.5, 2: 2.0}}
+
+
 def test_a_proxy_table_named_pq_or_with_a_bad_score_is_read_or_refused_in_one_line(tmp_path):
     """`hwl zcp --out z.pq` writes Parquet, which --zcp-table read as CSV (a UnicodeDecodeError traceback); a score
     that is not a number was a ValueError traceback."""

@@ -30,9 +30,26 @@ def read_proxy_table(path, space: str) -> pd.DataFrame:
     keys = resolve_keys(raw[arch_col], space, where=f"{path}, column {arch_col}")
     columns = [c for c in raw.columns if c in PROXIES or (c not in ARCH_COLUMNS and c not in ("arch_id", "dataset")
                                                           and pd.api.types.is_numeric_dtype(raw[c]))]
+    _check_only_proxies(raw, columns, path)
     table = numeric_columns(raw, columns, f"proxy table {path}")  # missing and infinite scores: fill_nonfinite
     table.index = pd.Index(keys, name="arch")
     return table[~table.index.duplicated()]
+
+
+def _check_only_proxies(raw: pd.DataFrame, columns: list, path: Path) -> None:
+    """Every other numeric column is read as a proxy, so one that holds what a predictor is asked for (NASLib's
+    val_accuracy, a latency) would hand it the answer, and a table of several datasets' scores would be read
+    for the first dataset of each arch."""
+    targets = [c for c in columns if c not in PROXIES and (c == "latency_ms" or str(c).lower().endswith("acc")
+                                                            or str(c).lower().endswith("accuracy"))]
+    if targets:
+        raise LatencyTableError(f"proxy table {path} has column(s) {', '.join(map(str, targets))}, which would be "
+                                "read as proxy scores but hold what is predicted (an accuracy or a latency); "
+                                "drop them: a proxy table has the arch and one column per proxy")
+    datasets = pd.unique(raw["dataset"].dropna()) if "dataset" in raw.columns else []
+    if len(datasets) > 1:
+        raise LatencyTableError(f"proxy table {path} holds scores of {len(datasets)} datasets "
+                                f"({', '.join(map(str, datasets))}); keep one dataset's rows")
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
