@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 from predictors import data
-from spaces import nb201
+from spaces import fbnet, nb201
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,33 @@ def test_predict_refuses_a_rank_only_model_in_one_line(tables, capsys, method):
     err = capsys.readouterr().err
     assert f"holds method '{method}', which ranks architectures but does not predict this device's latency" in err
     assert f"hwl evaluate --method {method}" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_archs_of_the_other_space_name_the_models_space(tables, tmp_path, capsys):
+    """An FBNet measurements file for an NB201 model said only that its arch_ops were 'not a nb201 architecture',
+    and `hwl predict --archs` of FBNet keys the same: nothing said that the space is the model file's."""
+    root = tables
+    fbnet_file = tmp_path / "fb.csv"
+    pd.DataFrame({"arch_ops": fbnet.sample(3, seed=0), "device": "my_pi", "latency_ms": [1.0, 2.0, 3.0]}).to_csv(
+        fbnet_file, index=False)
+    model, adapted = root / "ridge.pt", root / "ridge_a.pt"
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(root / "train.parquet"),
+                 "--out", str(model)]) == 0
+    assert main(["adapt", str(model), "--device", "my_pi", "--measurements", str(fbnet_file), "--out",
+                 str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{model} is an nb201 model, and {fbnet_file}, column arch_ops:" in err and "looks like a fbnet" in err
+    assert main(["adapt", str(model), "--device", "my_pi", "--measurements", str(root / "my_pi_12.csv"), "--out",
+                 str(adapted)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(adapted), "--device", "my_pi", "--archs", fbnet.sample(1, seed=0)[0],
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"{adapted} is an nb201 model, and NB201 arch string needs 3 nodes" in err and err.count("\n") == 1
+    assert main(["predict", str(adapted), "--device", "my_pi", "--archs", "99999",
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert "model" not in capsys.readouterr().err  # a bad arch of the model's own space: no word of the model
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "p.csv").exists()
 
 
 def test_evaluate_on_a_small_table_says_how_few_archs_rho_is_scored_on(tables, tmp_path, caplog, capsys):

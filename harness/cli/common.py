@@ -58,6 +58,11 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
 
 
 
+def other_space(space: str) -> str:
+    """The search space that is not ``space``: a key of it in a command of ``space`` is a file of the wrong space."""
+    return "fbnet" if space == "nb201" else "nb201"
+
+
 def messages_to(*outputs):
     """Where a command prints its own lines: stderr when one of its output files is stdout or another
     stream (``--out /dev/stdout > model.pt``), so the lines do not land in the data; else stdout."""
