@@ -57,7 +57,6 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
                         "works while a campaign is still writing to it")
 
 
-
 def other_space(space: str) -> str:
     """The search space that is not ``space``: a key of it in a command of ``space`` is a file of the wrong space."""
     return "fbnet" if space == "nb201" else "nb201"
