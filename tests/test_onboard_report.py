@@ -166,3 +166,21 @@ def test_an_interval_with_a_negative_low_bound_reads_as_a_range_and_a_wide_one_s
     lines = text_lines(_report(measurements_spent=15, budget=30, already_in_store=0, candidates=100, measured=15,
                                estimated_rho=est.to_dict()))
     assert "(90 % interval -0.261 to 0.877;" in lines[1]
+
+
+def test_the_estimate_line_counts_the_archs_it_ranks_and_says_when_they_are_few(bayes, small):
+    """The line counted failed candidates among the unmeasured archs (35 here, where the estimate ranks 32), and a
+    rho over so few came with no word that it is a noisy number (`hwl evaluate` warns below 50)."""
+    tables, truth = small
+    candidates = list(truth.index[:40])
+    device = TableDevice(truth, fail=candidates[::2])  # half the candidates fail, so some picks do
+    loop = OnboardLoop(bayes, "nb201", candidates, device, OnboardSettings(budget=8), tables=tables, device="my_pi")
+    result = loop.run()
+    assert result.failed and result.estimate is not None
+    left = 40 - len(result.measured) - len(result.failed)
+    lines = text_lines(build_report(loop, result, space="nb201", device="my_pi", method="phys_bayes", tables=tables))
+    assert f"estimated Spearman rho on the {left} unmeasured archs:" in lines[1]
+    assert f"only {left} archs are left unmeasured: a Spearman rho over so few is a noisy number" in lines[2]
+    many = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=100, measured=6,
+                              estimated_rho=result.estimate.to_dict()))
+    assert "on the 94 unmeasured archs" in many[1] and not any("noisy number" in line for line in many)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from predictors.baselines.copy_device import best_correlated
+from predictors.protocol import FEW_SCORED
 from spaces import nb201
 
 TABLE_FORMAT_VERSION = "1"
@@ -47,6 +48,7 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
                  campaigns=(), store: str | None = None) -> dict:
     """The report as a JSON-ready dict (see ``text_lines`` for the printed form)."""
     s = loop.settings
+    taken = set(result.measured) | set(result.failed)
     return {
         "device": device, "space": space, "method": method, "store": store,
         "budget": s.budget, "target_rho": s.target_rho, "measurements_spent": result.spent,
@@ -55,6 +57,8 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
         "estimated_rho": result.estimate.to_dict() if result.estimate else None,
         "resembles": resembles_most(tables, result.measured),
         "candidates": len(loop.candidates), "train_devices": list(tables),
+        # what the estimate ranks: failed candidates, and measured archs from outside them, are not among these
+        "unmeasured": sum(a not in taken for a in loop.candidates),
         "rounds": [st.to_dict() for st in result.steps], "campaigns": list(campaigns),
         "settings": {k: (dict(v) if k == "feature_weights" else v) for k, v in vars(s).items()},
     }
@@ -83,10 +87,14 @@ def text_lines(report: dict) -> list[str]:
     lines = [f"device {report['device']} ({report['space']}, method {report['method']}): {_spent(report)}; "
              f"stopped: {report['stop_reason']}"]
     if est:
-        lines.append(f"estimated Spearman rho on the {report['candidates'] - report['measured']} unmeasured archs: "
+        left = report.get("unmeasured", report["candidates"] - report["measured"])
+        lines.append(f"estimated Spearman rho on the {left} unmeasured archs: "
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval "
                      f"{interval_text(est['low'], est['high'])}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
+        if left < FEW_SCORED:  # as `hwl evaluate` says of a small table: one arch more or less moves it
+            lines.append(f"only {left} archs are left unmeasured: a Spearman rho over so few is a noisy number; more "
+                         "--candidates (random:N, all) give a steadier one")
         if est.get("extrapolated"):
             lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
                          "(uncalibrated), the interval reaches up to what the calibration would say")
