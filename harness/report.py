@@ -21,7 +21,7 @@ def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
     """Live view of :meth:`Coordinator.snapshot`: per device done / failed / running, ETA."""
     table = Table(title=title)
     for col in ("device", "state", "done", "failed", "running", "queued", "ETA"):
-        table.add_column(col, justify="left" if col in ("device", "state") else "right")
+        table.add_column(col, justify="left" if col in ("device", "state") else "right", no_wrap=col == "device")
     for name, d in snapshot.items():
         state = d["state"] if not d.get("error") else f"{d['state']}: {d['error'][:60]}"
         style = "red" if d["state"] == "quarantined" else None
@@ -31,19 +31,27 @@ def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
 
 
 def status_table(status: pd.DataFrame, *, title: str) -> Table:
-    """``Store.status`` as a table (device state and error, jobs per state, failed attempts in a row).
+    """``Store.status`` as a table (device state, jobs per state, failed attempts in a row; the errors are
+    :func:`status_errors`, under it).
 
     ``failed`` counts jobs given up on, ``failed in a row`` the device's latest failed attempts: an
     attempt lost with the device charges no job, so a device can show 0 and 4 (see STATUS_LEGEND)."""
     table = Table(title=title)
     counts = ("queued", "running", "done", "failed", "failed in a row")
-    for col in ("device", "state", *counts, "error"):
-        table.add_column(col, justify="right" if col in counts else "left")
+    for col in ("device", "state", *counts):
+        # names and states are never cut: at 80 columns (a pipe, a log) local-ort-1t and -2t both read local-ort…
+        table.add_column(col, justify="right" if col in counts else "left", no_wrap=col in ("device", "state"))
     for row in status.itertuples(index=False):
         table.add_row(row.device, row.state, str(int(row.queued)), str(int(row.running)), str(int(row.done)),
-                      str(int(row.failed)), str(int(row.consecutive_failures)), (row.error or "")[:80],
+                      str(int(row.failed)), str(int(row.consecutive_failures)),
                       style="red" if row.state == "quarantined" else None)
     return table
+
+
+def status_errors(status: pd.DataFrame) -> list[str]:
+    """Each device's error in full, one line each, for under the status table (a column cut them to a few
+    letters a line, and at 80 characters, before the part that says what to do)."""
+    return [f"{row.device}: {row.error}" for row in status.itertuples(index=False) if row.error]
 
 
 STATUS_LEGEND = ("failed: jobs given up on (3 attempts failed on the model); failed in a row: the device's latest "

@@ -175,6 +175,24 @@ def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
     assert f"campaign p has no accepted results yet in {db}" in capsys.readouterr().err
 
 
+def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys, monkeypatch):
+    """Piped or logged (80 columns), `hwl campaign status` cut the device column to 'lab-pi4-…' for both
+    devices, and an error to a few letters a line, stopped at 80 characters before it said what to do.
+    Now names and states are whole and each error is one full line under the table."""
+    a, b = write_profile(tmp_path, "lab-pi4-ort-1t"), write_profile(tmp_path, "lab-pi4-ort-2t")
+    db = tmp_path / "lab.db"
+    error = "it cannot run its runtime as the profile asks: cores [9] are not available; fix the profile"
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(a), str(b))))
+        s.set_device_state(cid, "lab-pi4-ort-2t", "quarantined", error=error)
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "lab-pi4-ort-1t" in out and "quarantined" in out, out
+    assert f"lab-pi4-ort-2t: {error}\n" in out, out
+
+
 def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tmp_path, capsys):
     """`hwl campaign run --address <unreachable>` planned the campaign into the store, then failed to join:
     the store kept a campaign nobody asked to keep (and a new store file). Now the address is tried first."""

@@ -194,8 +194,10 @@ def cmd_status(args) -> int:
         return 0
     from rich.console import Console
 
-    from harness.report import STATUS_LEGEND, status_table
+    from harness.report import STATUS_LEGEND, status_errors, status_table
     Console().print(status_table(frame, title=f"campaign {cname} ({args.store})"))
+    for line in status_errors(frame):
+        print(line)
     if frame["failed"].sum() or frame["consecutive_failures"].sum():  # the two counts read alike
         print(STATUS_LEGEND)
     if coordinator:
