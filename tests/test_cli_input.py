@@ -140,3 +140,26 @@ def test_status_all_help_says_it_lists_every_profile_as_it_does(tmp_path, monkey
     with pytest.raises(SystemExit):
         hwl_main(["status", "--help"])
     assert "every profile that hwl knows (ssh, local and command devices)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_seed_given_beside_a_campaign_file_draws_the_architectures(tmp_path):
+    """`hwl campaign run c.toml --seed 7` drew the file's random:N with the file's seed: --seed counted only
+    beside --archs, so asking for another sample planned (or found) the campaign already measured. A flag given
+    beside the file is now used, and one not given leaves the file's setting (also beside --archs)."""
+    from harness.campaign import resolve_plan
+    from harness.cli import build_parser
+    from harness.cli.campaign import campaign_spec
+    from spaces import resolve_archs
+
+    file = tmp_path / "c.toml"
+    file.write_text('space = "nb201"\narchs = "random:5"\nseed = 1\ndevices = ["local-ort-1t"]\n')
+
+    def spec(*flags):
+        argv = ["campaign", "run", str(file), *flags]
+        return campaign_spec(build_parser(argv).parse_args(argv))
+
+    assert spec().seed == 1 and spec("--seed", "7").seed == 7 and spec("--seed", "0").seed == 0
+    assert spec("--archs", "random:3").seed == 1
+    assert resolve_plan(spec("--seed", "7")).archs == [str(a) for a in resolve_archs("nb201", "random:5", seed=7)]
+    argv = ["campaign", "run", "--space", "nb201", "--archs", "random:5", "--devices", "local-ort-1t"]
+    assert campaign_spec(build_parser(argv).parse_args(argv)).seed == 0  # no file: the flag's default

@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
                      help="measurement profile for every device (default: each device's own)")
     run.add_argument("--name", help="campaign name (default: derived from the settings)")
     _common(run)
-    run.set_defaults(func=cmd_run)
+    # --seed beside a campaign file overrides its seed only when given: a default 0 could not say which
+    run.set_defaults(func=cmd_run, seed=None)
 
     resume = sub.add_parser("resume", help="finish a campaign (after a crash, or a quarantine)")
     resume.add_argument("--name", help="campaign (default: the store's latest)")
@@ -84,17 +85,13 @@ def _options(args):
                               artifact_quota_gb=args.artifact_quota_gb)
 
 
-def run(*, store: str, file: str | None = None, space: str | None = None, archs: str | None = None,
-        seed: int | None = None, devices: str | None = None, profile: str | None = None,
-        name: str | None = None, options=None, on_progress=None) -> dict:
-    """Plan (or find) a campaign and measure what is left of it; returns the summary."""
-    from harness.campaign import CampaignSpec, load_campaign_file, plan_campaign, resolve_plan
-    from harness.coordinator import run_campaign
-    from harness.ray_cluster import joined
-    from harness.store import Store
+def campaign_spec(args):
+    """The campaign `hwl campaign run` asks for: its campaign file's settings, the flags given on top."""
+    from harness.campaign import CampaignSpec, load_campaign_file
 
-    settings = load_campaign_file(file) if file else {}
-    given = {"space": space, "archs": archs, "seed": seed, "devices": devices, "profile": profile, "name": name}
+    settings = load_campaign_file(args.file) if args.file else {}
+    given = {"space": args.space, "archs": args.archs, "seed": args.seed, "devices": args.devices,
+             "profile": args.profile, "name": args.name}
     settings.update({k: v for k, v in given.items() if v is not None})
     missing = [k for k in ("space", "archs", "devices") if not settings.get(k)]
     if missing:
@@ -102,9 +99,18 @@ def run(*, store: str, file: str | None = None, space: str | None = None, archs:
     devs = settings["devices"]
     if isinstance(devs, str):  # as a campaign file's string: a stray comma names no device
         devs = [d.strip() for d in devs.split(",") if d.strip()]
-    spec = CampaignSpec(space=settings["space"], archs=settings["archs"], devices=tuple(devs),
+    return CampaignSpec(space=settings["space"], archs=settings["archs"], devices=tuple(devs),
                         seed=int(settings.get("seed", 0)), measurement=settings.get("profile"),
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
+
+
+def run(*, store: str, spec, options=None, on_progress=None) -> dict:
+    """Plan (or find) the campaign of ``spec`` and measure what is left of it; returns the summary."""
+    from harness.campaign import plan_campaign, resolve_plan
+    from harness.coordinator import run_campaign
+    from harness.ray_cluster import joined
+    from harness.store import Store
+
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
     address = options.address if options is not None else None
     # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
@@ -157,9 +163,7 @@ def _live(fn, args, **kwargs) -> int:
 
 
 def cmd_run(args) -> int:
-    return _live(run, args, store=args.store, file=args.file, space=args.space, archs=args.archs,
-                 seed=args.seed if args.archs or not args.file else None, devices=args.devices,
-                 profile=args.profile, name=args.name)
+    return _live(run, args, store=args.store, spec=campaign_spec(args))
 
 
 def cmd_resume(args) -> int:
