@@ -193,6 +193,24 @@ def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_ful
     assert f"lab-pi4-ort-2t: {error}\n" in out, out
 
 
+def test_device_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """`hwl status --all` at 80 columns (piped, logged) cut every name to 'local…' and 'lab-p…', and errors to
+    a few letters a line. Names, reachability and states are whole now, each error one full line under it."""
+    a, b = write_profile(tmp_path, "lab-pi4-ort-1t"), write_profile(tmp_path, "lab-pi4-ort-2t")
+    db = tmp_path / "lab.db"
+    error = "3 failed attempts in a row (runtime_error: the tool exited 1); fix the device and resume"
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(a), str(b))))
+        s.set_device_state(cid, "lab-pi4-ort-2t", "quarantined", error=error)
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert hwl_main(["status", str(a), str(b), "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "lab-pi4-ort-1t" in out and "quarantined" in out, out
+    assert f"lab-pi4-ort-2t: {error}\n" in out, out
+
+
 def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tmp_path, capsys):
     """`hwl campaign run --address <unreachable>` planned the campaign into the store, then failed to join:
     the store kept a campaign nobody asked to keep (and a new store file). Now the address is tried first."""

@@ -330,7 +330,7 @@ def test_device_status_with_a_store_of_a_quarantined_device_beside_a_good_one(lo
     monkeypatch.setenv("COLUMNS", "250")  # the table's rows unwrapped
     assert hwl_main(["status", str(good), str(bad), "--store", str(db)]) == 0
     table = capsys.readouterr().out
-    assert "quarantined │ 3 failed attempts in a row" in table and "nan" not in table
+    assert "ray-bad: 3 failed attempts in a row" in table and "nan" not in table
     assert hwl_main(["status", str(good), str(bad), "--store", str(db), "--json"]) == 0
 
     def refuse(constant):

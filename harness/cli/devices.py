@@ -133,13 +133,17 @@ def cmd_status(args) -> int:
     from rich.table import Table
 
     table = Table(title="devices")
-    for col in ("device", "transport", "runtime", "reachable", "agent", "selftest", "selftest_ms", "state", "error"):
-        table.add_column(col)
+    for col in ("device", "transport", "runtime", "reachable", "agent", "selftest", "selftest_ms", "state"):
+        # at 80 columns (a pipe, a log) every local-ort-* read 'local…': names and answers are never cut
+        table.add_column(col, no_wrap=col in ("device", "reachable", "state"))
     for r in rows:
         ms = f"{r['selftest_ms']:.3f}" if r["selftest_ms"] is not None else ""
         table.add_row(r["device"], r["transport"], r["runtime"], {True: "yes", False: "NO", None: "-"}[r["reachable"]],
-                      r["agent"] or "", r["selftest"] or "", ms, r["state"] or "", (r["error"] or "")[:80])
+                      r["agent"] or "", r["selftest"] or "", ms, r["state"] or "")
     Console().print(table)
+    for r in rows:  # in full, one line each: a column cut them to a few letters a line, and at 80 characters
+        if r["error"]:
+            print(f"{r['device']}: {r['error']}")
     return 0 if all_reachable else 1
 
 
