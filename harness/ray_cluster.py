@@ -78,12 +78,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     with _signals_held_during_init():
                         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-                    why = str(exc).rstrip(".")
-                    start = ("`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
-                             if address.startswith("ray://") else "`ray start --head`")
-                    raise ClusterError(f"cannot join the Ray cluster at {address!r}: {why}. Start it there with "
-                                       f"{start} (and give this machine its token), or leave out --address "
-                                       "to run a local Ray") from None
+                    raise ClusterError(_join_refused(address, exc)) from None
                 _warn_hosts_no_node_offers(hosts)
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
@@ -107,6 +102,22 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+def _join_refused(address: str, exc: Exception) -> str:
+    """Why ``ray.init(address=...)`` failed after :func:`check_reachable` found a Ray head answering there."""
+    why = str(exc).rstrip(".")
+    if not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        # Ray's driver sends this machine's token to an address it is given (by name or RAY_ADDRESS) only in
+        # token mode, so on the head's own machine, token file and all, the join failed, told to start a head
+        return (f"cannot join the Ray cluster at {address!r}: {why}. A Ray head answers there: if it uses Ray's "
+                "token auth (the default), set RAY_AUTH_MODE=token here, since Ray's driver sends this machine's "
+                "token (~/.ray/auth_token, which must be the head's) to a given address only then; or leave out "
+                "--address to run a local Ray")
+    start = ("`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
+             if address.startswith("ray://") else "`ray start --head`")
+    return (f"cannot join the Ray cluster at {address!r}: {why}. Start it there with {start} (and give this "
+            "machine its token), or leave out --address to run a local Ray")
 
 
 def joined(address: str | None, hosts=()):

@@ -196,3 +196,33 @@ def test_a_cluster_that_refuses_to_be_joined_leaves_no_store_behind(tmp_path):
     finally:
         kill_leftovers(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_joining_a_token_cluster_by_address_without_token_mode_names_ray_auth_mode(tmp_path):
+    """On the head's own machine, its token in place, `hwl campaign run --address HOST:PORT` was refused with
+    'Start it there with `ray start --head` (and give this machine its token)': a head ran and the token was
+    there, but Ray's driver sends it to a given address only with RAY_AUTH_MODE=token. The error says so now,
+    and the join works with it set."""
+    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
+    token = Path(temp) / "head.tok"
+    token.write_text("c" * 64 + "\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(RAY_TMPDIR=temp, RAY_AUTH_TOKEN_PATH=str(token), RAY_gcs_server_port_wait_time_s="2")
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                        f"--temp-dir={temp}", "--disable-usage-stats", "--resources", '{"host:local": 1000}'],
+                       env={**env, "RAY_AUTH_MODE": "token"}, check=True, capture_output=True, timeout=180)
+        profile = write_profile(tmp_path, "joined")
+        args = [*HWL, "campaign", "run", "--space", "nb201", "--archs", "1", "--devices", str(profile), "--store",
+                str(tmp_path / "lab.db"), "--no-progress", "--address", f"127.0.0.1:{port}"]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and not (tmp_path / "lab.db").exists(), done.stderr[-2000:]
+        last = done.stderr.splitlines()[-1]
+        assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in last and "set RAY_AUTH_MODE=token" in last, last
+        done = subprocess.run(args, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and '"done_now": 1' in done.stdout, done.stderr[-2000:]
+    finally:
+        kill_leftovers(temp)
+        shutil.rmtree(temp, ignore_errors=True)
