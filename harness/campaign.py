@@ -100,6 +100,9 @@ def load_campaign_file(path) -> dict:
         raise CampaignError(f"{path}: not valid TOML: {exc}") from None
     for key in data:
         if key not in CAMPAIGN_FILE_KEYS:
+            if {"host", "runtime"} & set(data):  # `hwl campaign run pi.toml --space ...`: a device meant
+                raise CampaignError(f"{path} is a device profile, not a campaign file: give it to --devices "
+                                    f"(--devices {path})")
             raise CampaignError(f"{path}: unknown key {key!r}; valid keys: {', '.join(CAMPAIGN_FILE_KEYS)}")
     devices = data.get("devices")
     if isinstance(devices, str):

@@ -37,6 +37,9 @@ def _refused(args, capsys) -> str:
                                                                                 ">= 0, got -5"),
     (b'space = "nb201"\nname = 5\n', "key 'name' must be a string, got 5"),
     (b'\xff\xfe', "not a text (UTF-8) file"),
+    # a device's profile given where the campaign file goes: 'unknown key device_class' named no way out
+    (b'name = "pi"\ndevice_class = "cpu"\n[host]\nname = "local"\n[runtime]\nkind = "onnxruntime"\n',
+     "c.toml is a device profile, not a campaign file: give it to --devices"),
 ])
 def test_a_bad_campaign_file_is_refused_before_a_store_is_made(tmp_path, text, error, capsys):
     (tmp_path / "c.toml").write_bytes(text)
