@@ -43,6 +43,9 @@ def test_deploy_with_hosts_python_is_idempotent(host, tmp_path):
     assert not second.changed, second.steps
     assert undeploy(host, agent_dir=agent_dir, python=sys.executable).startswith("removed")
     assert not Path(agent_dir).exists()
+    # undeploying again said 'removed <dir>' once more, as if there had been an agent to remove
+    assert undeploy(host, agent_dir=agent_dir, python=sys.executable) == f"nothing to remove: {agent_dir} does " \
+        "not exist"
 
 
 

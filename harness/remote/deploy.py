@@ -261,5 +261,7 @@ def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") 
     if base.rstrip("/") in ("", facts.home.rstrip("/")):
         raise DeployError(f"refusing to remove {base!r} on {host.name}: agent_dir must be a subdirectory",
                           host=host.name)
+    if not host.run(f"test -e {shlex.quote(base)}", check=False).ok:
+        return f"nothing to remove: {base} does not exist"  # a second undeploy said 'removed' again
     host.run(f"rm -rf {shlex.quote(base)}")
     return f"removed {base}"
