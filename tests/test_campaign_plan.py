@@ -175,28 +175,13 @@ def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
     assert f"campaign p has no accepted results yet in {db}" in capsys.readouterr().err
 
 
-def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["campaign status", "status"])
+def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys, monkeypatch,
+                                                                                  command):
     """Piped or logged (80 columns), `hwl campaign status` cut the device column to 'lab-pi4-…' for both
-    devices, and an error to a few letters a line, stopped at 80 characters before it said what to do.
-    Now names and states are whole and each error is one full line under the table."""
-    a, b = write_profile(tmp_path, "lab-pi4-ort-1t"), write_profile(tmp_path, "lab-pi4-ort-2t")
-    db = tmp_path / "lab.db"
-    error = "it cannot run its runtime as the profile asks: cores [9] are not available; fix the profile"
-    with Store(db) as s:
-        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1,2", devices=(str(a), str(b))))
-        s.set_device_state(cid, "lab-pi4-ort-2t", "quarantined", error=error)
-    monkeypatch.setenv("COLUMNS", "80")
-    capsys.readouterr()
-    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
-    out = capsys.readouterr().out
-    assert "lab-pi4-ort-1t" in out and "quarantined" in out, out
-    assert f"lab-pi4-ort-2t: {error}\n" in out, out
-
-
-def test_device_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys,
-                                                                                         monkeypatch):
-    """`hwl status --all` at 80 columns (piped, logged) cut every name to 'local…' and 'lab-p…', and errors to
-    a few letters a line. Names, reachability and states are whole now, each error one full line under it."""
+    devices, and an error to a few letters a line, stopped at 80 characters before it said what to do;
+    `hwl status` cut every name to 'local…' and 'lab-p…'. Now names and states are whole and each error is
+    one full line under the table."""
     a, b = write_profile(tmp_path, "lab-pi4-ort-1t"), write_profile(tmp_path, "lab-pi4-ort-2t")
     db = tmp_path / "lab.db"
     error = "3 failed attempts in a row (runtime_error: the tool exited 1); fix the device and resume"
@@ -205,7 +190,8 @@ def test_device_status_at_80_columns_names_each_device_whole_and_gives_its_error
         s.set_device_state(cid, "lab-pi4-ort-2t", "quarantined", error=error)
     monkeypatch.setenv("COLUMNS", "80")
     capsys.readouterr()
-    assert hwl_main(["status", str(a), str(b), "--store", str(db)]) == 0
+    devices = [str(a), str(b)] if command == "status" else []
+    assert hwl_main([*command.split(), *devices, "--store", str(db)]) == 0
     out = capsys.readouterr().out
     assert "lab-pi4-ort-1t" in out and "quarantined" in out, out
     assert f"lab-pi4-ort-2t: {error}\n" in out, out
