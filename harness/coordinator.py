@@ -144,8 +144,10 @@ class _Device:
     state: str = "active"
     error: str | None = None
     failures_in_row: int = 0
-    done: int = 0
+    done: int = 0  # in this run; done_before: by earlier runs of the campaign (a resume's table counts both)
     failed: int = 0
+    done_before: int = 0
+    failed_before: int = 0
     since_canary: int = 0
     canary_due: bool = False
     baseline_ms: float | None = None
@@ -212,6 +214,7 @@ class Coordinator:
         if not self.options.fixed_model and any(p.runtime.kind != "torch" for p in profiles):  # before any write
             check_writable_folder(self.options.artifact_dir, what=f"the artifact folder {self.options.artifact_dir}")
         self.store.recover_interrupted(self.campaign_id)  # only a dead coordinator leaves jobs running
+        earlier = self.store.status(self.campaign_id).set_index("device")
         for profile in profiles:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
@@ -219,6 +222,8 @@ class Coordinator:
             fresh = last is not None and last.ok and time.time() - last.measured_at < self.options.canary_fresh_s
             dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue) and not fresh,
                           limit_s=self._job_limit_s(profile))
+            if profile.name in earlier.index:
+                dev.done_before, dev.failed_before = (int(earlier.at[profile.name, k]) for k in ("done", "failed"))
             if last is not None:  # the session's first canary is checked against it, not trusted
                 dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
             self.devices[profile.name] = dev
@@ -283,13 +288,15 @@ class Coordinator:
                 "devices": self.snapshot()}
 
     def snapshot(self) -> dict:
-        """Per device: done, failed, running, queued, state, error, eta_s."""
+        """Per device: done, failed (in this run), done_before, failed_before (earlier runs), running, queued,
+        state, error, eta_s."""
         out = {}
         for name, dev in self.devices.items():
             mean_s = sum(dev.durations_s) / len(dev.durations_s) if dev.durations_s else None
             # The device measures in_flight[0]; jobs sent after it wait in its actor's queue.
             queued = len(dev.queue) + sum(1 for entry in dev.in_flight[1:] if entry[1] is not None)
-            out[name] = {"done": dev.done, "failed": dev.failed, "queued": queued,
+            out[name] = {"done": dev.done, "failed": dev.failed, "done_before": dev.done_before,
+                         "failed_before": dev.failed_before, "queued": queued,
                          "running": min(1, len(dev.in_flight)), "state": dev.state, "error": dev.error,
                          "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}
         return out

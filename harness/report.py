@@ -18,14 +18,16 @@ def _eta(seconds) -> str:
 
 
 def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:
-    """Live view of :meth:`Coordinator.snapshot`: per device done / failed / running, ETA."""
+    """Live view of :meth:`Coordinator.snapshot`: per device done / failed / running, ETA. Done and failed count
+    the campaign's jobs, earlier runs' too: a resume showed 'done 4' for a 30-job campaign with nothing queued."""
     table = Table(title=title)
     for col in ("device", "state", "done", "failed", "running", "queued", "ETA"):
         table.add_column(col, justify="left" if col in ("device", "state") else "right", no_wrap=col == "device")
     for name, d in snapshot.items():
         state = d["state"] if not d.get("error") else f"{d['state']}: {d['error'][:60]}"
         style = "red" if d["state"] == "quarantined" else None
-        table.add_row(name, state, str(d["done"]), str(d["failed"]), str(d["running"]), str(d["queued"]),
+        done, failed = (d[k] + d.get(f"{k}_before", 0) for k in ("done", "failed"))
+        table.add_row(name, state, str(done), str(failed), str(d["running"]), str(d["queued"]),
                       _eta(d.get("eta_s")), style=style)
     return table
 

@@ -175,6 +175,21 @@ def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):
     assert f"campaign p has no accepted results yet in {db}" in capsys.readouterr().err
 
 
+def test_a_resumed_campaigns_table_counts_the_jobs_earlier_runs_did():
+    """After a resume the table said 'done 4' for a 30-job campaign with nothing queued: it counted this run's
+    jobs only (the JSON's done_now). It counts the campaign's now."""
+    from rich.console import Console
+
+    from harness.report import progress_table
+
+    snapshot = {"pi-1": {"done": 4, "failed": 1, "done_before": 25, "failed_before": 0, "running": 0, "queued": 0,
+                         "state": "active", "error": None, "eta_s": None}}
+    console = Console(width=120, record=True)
+    console.print(progress_table(snapshot))
+    row = next(line for line in console.export_text().splitlines() if "pi-1" in line)
+    assert [cell.strip() for cell in row.split("│")[3:5]] == ["29", "1"], row  # done, failed
+
+
 @pytest.mark.parametrize("command", ["campaign status", "status"])
 def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys, monkeypatch,
                                                                                   command):

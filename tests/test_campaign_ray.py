@@ -140,6 +140,7 @@ def test_campaign_completes_exports_and_rerun_measures_nothing(local_ray, artifa
         again = run_campaign(s, cid, opts)
         assert s.db.execute("SELECT count(*) FROM results").fetchone()[0] == n_results
         assert all(d["done"] == 0 for d in again["devices"].values())
+        assert all(d["done_before"] == 3 and d["failed_before"] == 0 for d in again["devices"].values())
         table = s.latency_table("nb201")
         assert len(table) == 6 and set(table["source"]) == {f"measured:{s.campaign_names()[0]}"}
         path = export_parquet(s, cid, tmp_path / "out.parquet")
