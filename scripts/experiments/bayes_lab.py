@@ -1,7 +1,12 @@
-import itertools, sys, time
+"""Research lab (not the product): the BMA-of-linear-kernels model phys_bayes grew from, on feature groups.
+
+    scripts/experiments/bayes_lab.py TASK[,TASK..] GROUP+GROUP.. [KS]   e.g. N0 hw+onehot+flops 10,20
+"""
+import itertools, sys
+from pathlib import Path
 import numpy as np
-sys.path.insert(0, "scripts/experiments")
-sys.path.insert(0, ".")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import _lab
 from spaces import nb201, fbnet
 import pandas as pd
@@ -105,25 +110,6 @@ def fill_train(T, X):
     return out
 
 
-if __name__ == "__main__":
-    which = sys.argv[1].split(",")
-    cfg = sys.argv[2]
-    for task in which:
-        space = _lab.TASKS[task][0]
-        S = struct_groups(space)
-        def mk(space, T, tr, seed):
-            if space == "nb201":
-                fillX = np.concatenate([S["onehot"], S["eff_onehot"]], 1)
-            else:
-                fillX = np.concatenate([S["onehot"], S["stage"]], 1)
-            Lf = fill_train(T, fillX)
-            groups = {"hw": Lf, **S}
-            names = cfg.split("+")
-            return BMA([groups[n] for n in names])
-        res, sec = _lab.run(task, mk, ks=tuple(int(x) for x in (sys.argv[3] if len(sys.argv)>3 else "10,20").split(",")), verbose=True)
-        print(task, cfg, f"{sec:.1f}s", flush=True)
-
-
 def dopt(X, k, rng, lam=1.0, pool=None):
     """Greedy sequential D-optimal design on rows of X (prior precision lam)."""
     n, p = X.shape
@@ -176,7 +162,6 @@ def fbnet_phys_table():
 
 
 def phys_group(space):
-    W = _lab.wide(space)
     if space == "fbnet":
         ops = pd.read_parquet(_lab.DATA / "fbnet_latency.parquet", columns=["arch_id", "arch_ops"]).drop_duplicates("arch_id").sort_values("arch_id")
         codes = fbnet.op_codes([str(k) for k in ops["arch_ops"]]).astype(int)
@@ -197,7 +182,6 @@ class RobustBMA(BMA):
         Ks = np.stack([X[idx] @ X[idx].T for X in self.G])
         k = len(idx)
         C = np.einsum("cg,gij->cij", self.combos, Ks)
-        nc = len(self.combos)
         w = np.ones(k)
         for it in range(self.iters + 1):
             evs, als, Ainvs = [], [], []
@@ -221,3 +205,22 @@ class RobustBMA(BMA):
         for g, X in enumerate(self.G):
             pred += X @ (X[idx].T @ ((wts * combos[:, g]) @ a))
         return pred
+
+
+if __name__ == "__main__":
+    which = sys.argv[1].split(",")
+    cfg = sys.argv[2]
+    for task in which:
+        space = _lab.TASKS[task][0]
+        S = struct_groups(space)
+        def mk(space, T, tr, seed):
+            if space == "nb201":
+                fillX = np.concatenate([S["onehot"], S["eff_onehot"]], 1)
+            else:
+                fillX = np.concatenate([S["onehot"], S["stage"]], 1)
+            Lf = fill_train(T, fillX)
+            groups = {"hw": Lf, **S}
+            names = cfg.split("+")
+            return BMA([groups[n] for n in names])
+        res, sec = _lab.run(task, mk, ks=tuple(int(x) for x in (sys.argv[3] if len(sys.argv)>3 else "10,20").split(",")), verbose=True)
+        print(task, cfg, f"{sec:.1f}s", flush=True)
