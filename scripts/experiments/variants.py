@@ -454,21 +454,23 @@ class LearnedDesignBayes(PhysBayes):
 
     design_blend = 0.0
 
-    def _design_roots(self):
+    def _design_roots(self, widths):
         roots = {}
-        for g in self.design_groups:
+        for g, width in zip(self.design_groups, widths):
             root = getattr(self, "prior_roots_", {}).get(g)
             if root is None:
                 roots[g] = None
                 continue
-            roots[g] = recommended.sqrt_psd(self.design_blend * np.eye(len(root))
-                                            + (1.0 - self.design_blend) * root @ root)
+            # the design's columns are the group's first ``width`` (PhysBayes._design_columns): their prior
+            cov = (root @ root)[:width, :width]
+            roots[g] = recommended.sqrt_psd(self.design_blend * np.eye(width) + (1.0 - self.design_blend) * cov)
         return roots
 
     def design_columns(self, candidates):
         feats = self._features(list(candidates), self.design_groups)
+        feats = [self._design_columns(g, f) for g, f in zip(self.design_groups, feats)]
         z = recommended.rank_gauss(np.hstack(feats))
-        roots = self._design_roots()
+        roots = self._design_roots([f.shape[1] for f in feats])
         out, start = [], 0
         for f, g in zip(feats, self.design_groups):
             block = z[:, start:start + f.shape[1]]
