@@ -352,7 +352,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     if method_name in registry.RANK_ONLY:
         raise CampaignError(f"method {method_name!r} ranks architectures but does not predict this device's "
                             "latency in ms, which onboarding writes; use one of "
-                            f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
+                            f"{', '.join(registry.latency_methods())}")
     # Bad candidates or measurement settings fail here, before a store is made.
     picked = None if candidates is None else resolve_archs(space, candidates, seed=seed)
     measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with

@@ -36,6 +36,12 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
+def latency_methods() -> list[str]:
+    """The methods that predict a device's latency in ms (all but ``RANK_ONLY``): what a latency table, a
+    latency limit or an onboarding needs."""
+    return [m for m in METHODS if m not in RANK_ONLY]
+
+
 def get_class(name: str):
     """The class registered under ``name``."""
     if name not in METHODS:
@@ -53,4 +59,5 @@ def get_method(name: str | None = None, **params):
         raise UnknownMethodError(f"method {name!r} does not take {sorted(params)}: {exc}") from None
 
 
-__all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method", "method_names"]
+__all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method",
+           "latency_methods", "method_names"]

@@ -358,7 +358,7 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     if method in registry.RANK_ONLY:  # the limit is in ms: another device's ms or a FLOP count cannot meet it
         raise SearchError(f"method {method!r} ranks architectures but does not predict this device's latency in ms, "
                           "which the limit is checked against; use one of "
-                          f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
+                          f"{', '.join(registry.latency_methods())}")
     registry.get_class(method or registry.RECOMMENDED)  # an unknown name fails before any table is read
     accuracy = read_accuracy_table(accuracy_table)
     if dataset not in accuracy.columns:

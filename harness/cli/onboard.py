@@ -34,8 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--table", help="predicted table, Parquet (default: --out with .parquet, e.g. predictor.parquet)")
     p.add_argument("--report", help="report, JSON (default: --out with .json, e.g. predictor.json)")
     # the rank-only baselines are refused (their numbers are not the device's ms), so not offered here
-    usable = [m for m in registry.method_names() if m not in registry.RANK_ONLY]
-    p.add_argument("--method", help=f"few-shot method (default {registry.RECOMMENDED}); one of {', '.join(usable)}")
+    p.add_argument("--method", help=f"few-shot method (default {registry.RECOMMENDED}); one of "
+                                    f"{', '.join(registry.latency_methods())}")
     p.add_argument("--candidates", help="architectures the predictor covers: all (nb201 default), random:N, a list "
                                         "or @FILE (default for fbnet: the public tables' archs)")
     p.add_argument("--seed", type=non_negative_int, default=0,

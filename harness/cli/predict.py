@@ -46,7 +46,7 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
         raise UserError(f"{model} holds method {saved['method']!r}, which ranks architectures but does not predict "
                         f"this device's latency in ms, so it has no predicted_ms to write; score it with `hwl "
                         f"evaluate --method {saved['method']}`, or train one of "
-                        f"{', '.join(m for m in registry.METHODS if m not in registry.RANK_ONLY)}")
+                        f"{', '.join(registry.latency_methods())}")
     space = saved["space"]
     try:
         keys = resolve_archs(space, archs, seed=seed)
