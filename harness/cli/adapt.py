@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 
-from harness.cli.common import add_table_flags, messages_to, other_space
+from harness.cli.common import add_table_flags, messages_to, read_in_model_space
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
 from harness.unanswered_devices import check_answered
 from predictors import data
-from spaces.errors import ArchError
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,8 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
         log.warning("%s is one of %s's train devices: its own pretraining latencies feed the prediction, so the "
                     "predictor is not a few-shot one for it; for a device new to the model, train without it "
                     "(--devices)", device, model)
-    try:
-        table = data.load_table(saved["space"], path=measurements, store=store, device=device)
-    except ArchError as exc:  # a file of the other space's archs: the space is the model's, say so
-        try:
-            data.load_table(other_space(saved["space"]), path=measurements, store=store, device=device)
-        except (ArchError, UserError):
-            raise exc from None  # a bad arch of the model's own space: the line as it is
-        raise UserError(f"{model} is an {saved['space']} model, and {exc}") from None
+    table = read_in_model_space(model, saved["space"],
+                                lambda space: data.load_table(space, path=measurements, store=store, device=device))
     if store is not None:  # a device the store measures but has no label of is not 'unknown'
         check_answered(store, saved["space"], [device], data.devices_of(table))
     series = data.by_device(table, [device])[device]

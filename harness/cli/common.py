@@ -57,9 +57,20 @@ def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--
                         "works while a campaign is still writing to it")
 
 
-def other_space(space: str) -> str:
-    """The search space that is not ``space``: a key of it in a command of ``space`` is a file of the wrong space."""
-    return "fbnet" if space == "nb201" else "nb201"
+def read_in_model_space(model, space: str, read):
+    """``read(space)`` for a model file of ``space``. When it fails on an arch that reads in the other space (an
+    FBNet measurements file for an NB201 model, say), the error names the model's space: the user never gave it."""
+    from harness.errors import UserError
+    from spaces.errors import ArchError
+
+    try:
+        return read(space)
+    except ArchError as exc:
+        try:
+            read("fbnet" if space == "nb201" else "nb201")
+        except (ArchError, UserError):
+            raise exc from None  # a bad arch of the model's own space, an unreadable file: the line as it is
+        raise UserError(f"{model} is an {space} model, and {exc}") from None
 
 
 def messages_to(*outputs):

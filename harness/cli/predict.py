@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cli.common import add_archs_flags, other_space
+from harness.cli.common import add_archs_flags, read_in_model_space
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
 from predictors import registry
 from spaces.selection import arch_file
 from spaces import nb201, resolve_archs
-from spaces.errors import ArchError
 
 
 def add_parser(subparsers) -> None:
@@ -48,14 +47,7 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
                         f"evaluate --method {saved['method']}`, or train one of "
                         f"{', '.join(registry.latency_methods())}")
     space = saved["space"]
-    try:
-        keys = resolve_archs(space, archs, seed=seed)
-    except ArchError as exc:  # the other space's archs: the space is the model's, say so
-        try:
-            resolve_archs(other_space(space), archs, seed=seed)
-        except (ArchError, UserError):
-            raise exc from None  # a bad arch of the model's own space, an unreadable file: the line as it is
-        raise UserError(f"{model} is an {space} model, and {exc}") from None
+    keys = read_in_model_space(model, space, lambda in_space: resolve_archs(in_space, archs, seed=seed))
     frame = pd.DataFrame({"arch": keys})
     if space == "nb201":
         frame["arch_str"] = [nb201.to_string(k) for k in keys]
