@@ -155,7 +155,7 @@ class OnboardLoop:
     def run(self) -> OnboardResult:
         s = self.settings
         # no more picks than candidates left: --candidates may name fewer archs than n_initial
-        n = min(s.n_initial - len(self.measured), s.budget - self.spent, len(self._unmeasured()))
+        n = min(s.n_initial - len(self.measured), s.budget - self.spent, len(self.unmeasured()))
         if n > 0:
             self._measure(self._initial_picks(n))
         while True:
@@ -170,7 +170,7 @@ class OnboardLoop:
             reason = self._stop_reason()
             if reason:
                 break
-            n = min(s.batch_size, s.budget - self.spent, len(self._unmeasured()))
+            n = min(s.batch_size, s.budget - self.spent, len(self.unmeasured()))
             picked = self._next_picks(n)
             step.picked = picked
             self._measure(picked)
@@ -226,11 +226,12 @@ class OnboardLoop:
             return "target"
         if self.spent >= s.budget:
             return "budget"
-        if not self._unmeasured():
+        if not self.unmeasured():
             return "candidates"
         return None
 
-    def _unmeasured(self) -> list:
+    def unmeasured(self) -> list:
+        """The candidates neither measured nor failed: what the next picks and the rho estimate are drawn from."""
         taken = set(self.measured) | set(self.failed)
         return [a for a in self.candidates if a not in taken]
 
@@ -274,7 +275,7 @@ class OnboardLoop:
                 self._design = design.design_matrix(self.method, self.candidates)
             rest = n - len(picks)
             if self._design is None:
-                left = [a for a in self._unmeasured() if a not in set(picks)]
+                left = [a for a in self.unmeasured() if a not in set(picks)]
                 picks += [left[i] for i in self.rng.choice(len(left), size=rest, replace=False)]
             else:
                 rows = design.design_picks(self._design, rest, self._taken_rows() + [self._position[a] for a in picks],
@@ -283,11 +284,11 @@ class OnboardLoop:
         return picks
 
     def _random_picks(self, n: int) -> list:
-        rest = self._unmeasured()
+        rest = self.unmeasured()
         return [rest[i] for i in self.rng.choice(len(rest), size=n, replace=False)]
 
     def _pool(self, rng: np.random.Generator) -> list:
-        rest = self._unmeasured()
+        rest = self.unmeasured()
         if len(rest) <= self.settings.pool_size:
             return rest
         return [rest[i] for i in np.sort(rng.choice(len(rest), size=self.settings.pool_size, replace=False))]

@@ -48,7 +48,6 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
                  campaigns=(), store: str | None = None) -> dict:
     """The report as a JSON-ready dict (see ``text_lines`` for the printed form)."""
     s = loop.settings
-    taken = set(result.measured) | set(result.failed)
     return {
         "device": device, "space": space, "method": method, "store": store,
         "budget": s.budget, "target_rho": s.target_rho, "measurements_spent": result.spent,
@@ -57,8 +56,7 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
         "estimated_rho": result.estimate.to_dict() if result.estimate else None,
         "resembles": resembles_most(tables, result.measured),
         "candidates": len(loop.candidates), "train_devices": list(tables),
-        # what the estimate ranks: failed candidates, and measured archs from outside them, are not among these
-        "unmeasured": sum(a not in taken for a in loop.candidates),
+        "unmeasured": len(loop.unmeasured()),  # what the estimate ranks (candidates - measured counted failed ones)
         "rounds": [st.to_dict() for st in result.steps], "campaigns": list(campaigns),
         "settings": {k: (dict(v) if k == "feature_weights" else v) for k, v in vars(s).items()},
     }
