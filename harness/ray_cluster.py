@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 from harness.device_worker import DeviceWorker
@@ -51,6 +52,10 @@ LOCAL_RAY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0, "task_events_max
 # most). Its settings are environment variables of the processes ray.init starts, not system config: they are
 # set while ray.init runs, and a variable the user set wins.
 LOCAL_RAY_ENV = {"RAY_ENABLE_CLUSTER_STATUS_LOG": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "60"}
+# A Ray Client head starts a server process per driver; on a busy head that start fails now and then
+# ("Starting Ray client server failed"), and the next driver's start works: hwl tries the join this often.
+RAY_CLIENT_TRIES = 3
+RAY_CLIENT_RETRY_WAIT_S = 2.0
 
 
 @contextlib.contextmanager
@@ -75,8 +80,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                     _check_ray_client_installed(address)
                 check_reachable(address)
                 try:
-                    with _signals_held_during_init():
-                        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+                    _join(address)
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     raise ClusterError(_join_refused(address, exc)) from None
                 _warn_hosts_no_node_offers(hosts)
@@ -104,8 +108,45 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             os.sched_setaffinity(0, old)
 
 
+def _join(address: str) -> None:
+    """``ray.init`` on the cluster at ``address``; a Ray Client join whose server-side start failed is tried
+    again, up to :data:`RAY_CLIENT_TRIES` times."""
+    import ray
+
+    for attempt in range(1, RAY_CLIENT_TRIES + 1):
+        try:
+            with _signals_held_during_init():
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            return
+        except ConnectionError as exc:
+            if not _server_start_failed(address, exc) or attempt == RAY_CLIENT_TRIES:
+                raise
+            log.warning("the Ray Client server at %s could not start a server for this driver (%s); trying again "
+                        "(%d of %d)", address, _server_reason(exc), attempt + 1, RAY_CLIENT_TRIES)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            time.sleep(RAY_CLIENT_RETRY_WAIT_S)
+
+
+def _server_start_failed(address: str, exc: Exception) -> bool:
+    """Whether a Ray Client join failed on the head's side, after the head's client server answered: Ray's
+    client raises ConnectionAbortedError with the server's traceback then."""
+    return address.startswith("ray://") and "Initialization failure from server" in str(exc)
+
+
+def _server_reason(exc: Exception) -> str:
+    """The last line of the head's traceback in a failed Ray Client join (the error, not the stack)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].rstrip(".") if lines else "no reason given"
+
+
 def _join_refused(address: str, exc: Exception) -> str:
     """Why ``ray.init(address=...)`` failed after :func:`check_reachable` found a Ray head answering there."""
+    if _server_start_failed(address, exc):  # the head answered, and failed on its side: no "start it there"
+        return (f"cannot join the Ray cluster at {address!r}: its Ray Client server failed to start a server for "
+                f"this driver, {RAY_CLIENT_TRIES} times ({_server_reason(exc)}). That log is in the head's session "
+                "folder (/tmp/ray/session_latest/logs unless its temp dir says otherwise); or run hwl on a node of "
+                "the cluster and give --address the head's HOST:6379")
     why = str(exc).rstrip(".")
     if not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         # Ray's driver sends this machine's token to an address it is given (by name or RAY_ADDRESS) only in

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.store import Store
-from tests.campaign_helpers import HWL, exported_models, hwl, kill_leftovers, write_profile
+from tests.campaign_helpers import HWL, exported_models, hwl, kill_leftovers, leftover_processes, write_profile
 from tests.sshd import free_port
 
 pytestmark = pytest.mark.slow
@@ -90,12 +90,76 @@ def test_a_campaign_runs_through_ray_client(two_node_cluster, model_cache, tmp_p
     exported_models(model_cache, tmp_path / "lab-artifacts", "1835,7165")  # export tasks find them: no torch
     run = hwl("campaign", "run", "--address", client_address, "--space", "nb201", "--archs", "1835,7165",
               "--devices", path, "--store", db, "--canary-every", "0", "--no-progress", env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[-2000:] + client_server_errors(env["RAY_TMPDIR"])
     assert '"done_now": 2' in run.stdout and "Traceback" not in run.stderr
     # the head's client server started a server of its own for this driver (Ray names its log by its port)
     assert list(Path(env["RAY_TMPDIR"]).glob("session_*/logs/ray_client_server_*.out"))
     with Store(db) as s:
         assert len(s.latency_table("nb201")) == 2
+
+
+def test_a_ray_client_join_whose_server_failed_to_start_is_tried_again(two_node_cluster, model_cache, tmp_path):
+    """The head's client server starts a server process per driver; once (in CI) that start failed, and the
+    campaign ended with "cannot join ... Start it there with `ray start --head`" though the head ran. Here the
+    first such server is killed as it starts: the join is tried again and the campaign measures."""
+    _, env, client_address = two_node_cluster
+    path = write_profile(tmp_path, "retry-ort")
+    path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+    exported_models(model_cache, tmp_path / "lab-artifacts", "1835")
+    killed, earlier = [], {proc.pid for proc in leftover_processes(env["RAY_TMPDIR"])}  # earlier drivers' servers
+    watcher = threading.Thread(target=_kill_first_specific_server, args=(env["RAY_TMPDIR"], earlier, killed),
+                               daemon=True)
+    watcher.start()
+    run = hwl("campaign", "run", "--address", client_address, "--space", "nb201", "--archs", "1835", "--devices",
+              path, "--store", tmp_path / "lab.db", "--canary-every", "0", "--no-progress", env=env, timeout=600)
+    watcher.join(timeout=60)
+    assert killed, "no Ray Client server started for the driver"
+    assert run.returncode == 0, run.stderr[-2000:] + client_server_errors(env["RAY_TMPDIR"])
+    assert "could not start a server for this driver" in run.stderr and "trying again (2 of 3)" in run.stderr
+    assert '"done_now": 1' in run.stdout
+
+
+def test_a_ray_client_join_failing_on_the_heads_side_says_so_not_to_start_a_head():
+    """After its tries, a join the head failed on its side said "Start it there with `ray start --head`", though a
+    head answered; the message now gives the server's own error (Ray's text, as CI printed it) and its log."""
+    from harness.ray_cluster import _join_refused
+
+    server_failed = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n  File \"proxier.py\", line 772, in "
+        "Datapath\n    raise RuntimeError(\nRuntimeError: Starting Ray client server failed. See "
+        "ray_client_server_23000.err for detailed logs.\n")
+    said = _join_refused("ray://10.0.0.5:10001", server_failed)
+    assert said == ("cannot join the Ray cluster at 'ray://10.0.0.5:10001': its Ray Client server failed to start a "
+                    "server for this driver, 3 times (RuntimeError: Starting Ray client server failed. See "
+                    "ray_client_server_23000.err for detailed logs). That log is in the head's session folder "
+                    "(/tmp/ray/session_latest/logs unless its temp dir says otherwise); or run hwl on a node of the "
+                    "cluster and give --address the head's HOST:6379"), said
+    refused = _join_refused("ray://10.0.0.5:10001", ConnectionError("ray client connection timeout"))
+    assert "Start it there with `ray start --head --ray-client-server-port PORT`" in refused  # no head: as before
+
+
+def _kill_first_specific_server(temp: str, earlier: set, killed: list, timeout_s: float = 120) -> None:
+    """SIGKILL the first new per-driver Ray Client server (``--mode=specific-server``, its pid not in
+    ``earlier``) of the cluster in ``temp``."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in leftover_processes(temp):
+            try:
+                if proc.pid not in earlier and "--mode=specific-server" in proc.cmdline():
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        time.sleep(0.05)
+
+
+def client_server_errors(temp: str) -> str:
+    """The head's Ray Client server logs (``ray_client_server*.err``), for an assertion's message."""
+    return "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+                   for log in sorted(Path(temp).glob("session_*/logs/ray_client_server*.err")))
 
 
 def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_settings(two_node_cluster, tmp_path):
