@@ -6,6 +6,7 @@ namespaces, root and iproute2.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -62,6 +63,10 @@ def unfence_test_range() -> None:
         subprocess.run(["ip", "route", "del", "unreachable", TEST_RANGE], capture_output=True)
 
 
+# How long a test run waits for another run on this machine to finish with a namespace of the same name.
+NETNS_WAIT_S = 1800
+
+
 class TestNetns:
     """A network namespace joined to the root namespace by a veth pair.
 
@@ -78,10 +83,12 @@ class TestNetns:
         self.ns_if = f"vn-{name}"[:15]
         self.host_address = f"{prefix}.1"
         self.address = f"{prefix}.2"
+        self._lock = None
 
     def create(self) -> "TestNetns":
         run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-        self.delete()
+        self._hold_name()
+        self._remove()  # a crashed run's leftover (its lock went with it)
         fence_test_range()
         run("ip", "netns", "add", self.name)
         run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
@@ -103,9 +110,33 @@ class TestNetns:
         return ["ip", "netns", "exec", self.name]
 
     def delete(self) -> None:
+        self._remove()
+        unfence_test_range()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def _remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        unfence_test_range()
+
+    def _hold_name(self, wait_s: float = NETNS_WAIT_S) -> None:
+        """Hold this namespace's name (and so its addresses) for this process until :meth:`delete`: another
+        test run on the machine (a second checkout, CI beside a developer) made the same namespace, and each
+        deleted the other's, its sshd with it. A second run now waits for the first to finish with it."""
+        self._lock = open(f"/tmp/{self.name}.netns.lock", "w")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._lock.close()
+                    self._lock = None
+                    raise RuntimeError(f"test namespace {self.name} is held by another test run on this machine "
+                                       f"for over {wait_s:.0f} s") from None
+                time.sleep(0.5)
 
 
 class SSHServer:
