@@ -4,7 +4,8 @@
   :data:`LOCAL_RAY_SYSTEM_CONFIG`, no autoscaler status in its logs: :data:`LOCAL_RAY_ENV`,
   a ``host:<name>`` custom resource per local host), pinned with
   this process to the cores no local device measures on, or joins an existing cluster
-  (``address``); it shuts Ray down and restores the affinity. A local Ray's session folder is
+  (``address``; a Ray Client join the head fails on its side is tried again); it shuts Ray down and
+  restores the affinity. A local Ray's session folder is
   marked as hwl's, and hwl's finished ones beyond the newest few are removed
   (:mod:`harness.ray_sessions`).
 * :func:`device_actor` wraps :class:`~harness.device_worker.DeviceWorker` with ``ray.remote``:
