@@ -95,6 +95,37 @@ def test_deploy_refuses_unknown_hosts_then_trusts_deploys_and_is_idempotent(lab)
     assert logs.returncode == 0
 
 
+def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(deployed, tmp_path):
+    """A profile asking for CUDA on a device whose onnxruntime has none: the self-test measures nothing
+    (load_error). deploy printed it and exited 0, so a lab script went on to a campaign; the redeploy
+    after the fix (or any redeploy) showed the stale failure untested."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the profile's provider would work")
+    lab, artifacts = deployed, deployed["work"] / "artifacts"  # the deploy test's self-test model, if it ran
+    fixed = write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
+    cuda = tmp_path / "cuda" / "pi-a.toml"
+    cuda.parent.mkdir()
+    cuda.write_text(fixed.read_text().replace("[measurement]", '[runtime.options]\nprovider = "cuda"\n\n[measurement]'))
+    failed = hwl("deploy", cuda, "--artifacts", artifacts)
+    assert failed.returncode == 1, failed.stderr
+    line = json.loads(failed.stdout)
+    assert line["selftest"] == "load_error" and line["selftest_ms"] is None
+    assert "onnxruntime here has no CUDAExecutionProvider" in line["selftest_message"]
+    assert f"pi-a: self-test failed (load_error): {line['selftest_message']}\n" in failed.stderr
+    assert json.loads(hwl("status", cuda, "--json").stdout)[0]["selftest"] == "load_error"
+    record = lab["hosts"][0].agent_dir / "selftest.json"  # the device's own copy (the host is this machine)
+    first_try = json.loads(record.read_text())["time"]
+    again = hwl("deploy", cuda, "--artifacts", artifacts)  # nothing changed, but a failure is tested again
+    assert again.returncode == 1 and json.loads(record.read_text())["time"] > first_try, again.stderr
+
+    fixed_out = hwl("deploy", fixed, "--artifacts", artifacts)  # the agent is unchanged: only the self-test runs
+    assert fixed_out.returncode == 0, fixed_out.stderr
+    line = json.loads(fixed_out.stdout)
+    assert not line["changed"] and line["selftest"] in ("ok", "unstable") and line["selftest_ms"] > 0
+
+
 def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):
     wrong = make_key(tmp_path / "wrong_key")
     text = lab["profiles"][0].read_text().replace(str(lab["key"]), str(wrong)).replace(str(lab["known"]),

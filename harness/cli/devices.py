@@ -80,19 +80,25 @@ def _print_failures(group) -> None:
 
 def cmd_deploy(args) -> int:
     from harness.remote.lab import deploy_devices
+    from harness.remote.selftest import selftest_failed
 
     apply_known_hosts(args)
     group = deploy_devices(_profiles(args), artifact_dir=Path(args.artifacts).expanduser(),
                            trust_new_host=args.trust_new_host, selftest=not args.no_selftest)
+    failed_tests = 0
     for name, done in group.succeeded.items():
         report, test = done["report"], done["selftest"] or {}
         line = {"device": name, "changed": report.changed, "agent": report.bundle,
                 "machine": report.facts.machine, "python": ".".join(map(str, report.facts.python_version)),
-                "steps": report.steps, "selftest": test.get("outcome"), "selftest_ms": test.get("median_ms"),
-                "fingerprint_id": test.get("fingerprint_id")}
+                "steps": report.steps, "selftest": test.get("outcome"), "selftest_message": test.get("message"),
+                "selftest_ms": test.get("median_ms"), "fingerprint_id": test.get("fingerprint_id")}
         print(json.dumps(line))
+        if not args.no_selftest and selftest_failed(done["selftest"]):  # a lab script must not start a campaign on it
+            why = test.get("message") or "(no message)"
+            print(f"{name}: self-test failed ({test['outcome']}): {why}", file=sys.stderr)
+            failed_tests += 1
     _print_failures(group)
-    return 0 if group.ok else 1
+    return 0 if group.ok and not failed_tests else 1
 
 
 def cmd_undeploy(args) -> int:

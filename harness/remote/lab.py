@@ -16,7 +16,7 @@ from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
-from harness.remote.selftest import read_selftest, run_selftest
+from harness.remote.selftest import read_selftest, run_selftest, selftest_still_holds
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,8 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
                                 use_venv=h.use_venv)
                 previous = read_selftest(host, h.agent_dir)
-                unchanged = not report.changed and previous and previous.get("bundle") == report.bundle \
-                    and previous.get("runtime") == profile.runtime.kind
-                test = previous if unchanged or not selftest else run_selftest(host, profile, report, artifact_dir)
+                holds = selftest_still_holds(previous, report, profile)
+                test = previous if holds or not selftest else run_selftest(host, profile, report, artifact_dir)
                 group.succeeded[profile.name] = {"report": report, "selftest": test}
         except HwlError as exc:
             group.failed[profile.name] = exc

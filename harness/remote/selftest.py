@@ -19,6 +19,20 @@ from harness.remote.host import Host
 
 SELFTEST_ARCH = ("nb201", 1462)  # the coordinator's drift-canary cell: a mid-size NB201 model
 SELFTEST_POLICY = {"repeats": 2, "cooldown_s": 0.0}
+# Outcomes with a latency to show: as `hwl measure`, an unstable self-test still measured the device.
+MEASURED = ("ok", "unstable")
+
+
+def selftest_failed(record: dict | None) -> bool:
+    """True for a self-test record that measured nothing (the runtime failed, the model was refused...)."""
+    return record is not None and record.get("outcome") not in MEASURED
+
+
+def selftest_still_holds(previous: dict | None, report: DeployReport, profile: DeviceProfile) -> bool:
+    """Whether the device's last self-test can stand for this deploy: an ok one, of this agent and runtime.
+    Any other is run again (the user may have fixed the device or the profile)."""
+    return bool(previous) and not report.changed and previous.get("outcome") == "ok" \
+        and previous.get("bundle") == report.bundle and previous.get("runtime") == profile.runtime.kind
 
 
 def selftest_model(artifact_dir: Path) -> tuple[Path, str]:
