@@ -98,7 +98,8 @@ def test_deploy_refuses_unknown_hosts_then_trusts_deploys_and_is_idempotent(lab)
 def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(deployed, tmp_path):
     """A profile asking for CUDA on a device whose onnxruntime has none: the self-test measures nothing
     (load_error). deploy printed it and exited 0, so a lab script went on to a campaign; the redeploy
-    after the fix (or any redeploy) showed the stale failure untested."""
+    after the fix (or any redeploy) showed the stale failure untested. Cores the device lacks, set after an
+    ok self-test: deploy reused that 'ok' (exit 0), and `hwl status` kept showing it."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -124,6 +125,14 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     assert fixed_out.returncode == 0, fixed_out.stderr
     line = json.loads(fixed_out.stdout)
     assert not line["changed"] and line["selftest"] in ("ok", "unstable") and line["selftest_ms"] > 0
+
+    # cores the device lacks: a self-test is due (this setup never had one), and refused before anything
+    # runs (an error reply, no record): the 'ok' above must not stay the last word for `hwl status`
+    nowhere = tmp_path / "nowhere.toml"
+    nowhere.write_text(fixed.read_text().replace("cores = [1]", "cores = [999]"))
+    refused = hwl("deploy", nowhere, "--artifacts", artifacts)
+    assert refused.returncode == 1 and "pi-a: error: " in refused.stderr and "999" in refused.stderr
+    assert json.loads(hwl("status", nowhere, "--json").stdout)[0]["selftest"] is None
 
 
 def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):

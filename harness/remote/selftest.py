@@ -28,11 +28,17 @@ def selftest_failed(record: dict | None) -> bool:
     return record is not None and record.get("outcome") not in MEASURED
 
 
+def selftest_setup(profile: DeviceProfile) -> dict:
+    """What the self-test measured with, as its record keeps it (JSON types)."""
+    rt = profile.runtime
+    return {"runtime": rt.kind, "threads": rt.threads, "cores": list(rt.cores or ()), "options": rt.options_dict()}
+
+
 def selftest_still_holds(previous: dict | None, report: DeployReport, profile: DeviceProfile) -> bool:
-    """Whether the device's last self-test can stand for this deploy: an ok one, of this agent and runtime.
-    Any other is run again (the user may have fixed the device or the profile)."""
+    """Whether the device's last self-test can stand for this deploy: an ok one, of this agent, with this
+    profile's runtime settings. Any other is run again (the user may have fixed the device or the profile)."""
     return bool(previous) and not report.changed and previous.get("outcome") == "ok" \
-        and previous.get("bundle") == report.bundle and previous.get("runtime") == profile.runtime.kind
+        and previous.get("bundle") == report.bundle and previous.get("setup") == selftest_setup(profile)
 
 
 def selftest_model(artifact_dir: Path) -> tuple[Path, str]:
@@ -49,6 +55,9 @@ def run_selftest(host: Host, profile: DeviceProfile, report: DeployReport, artif
     from harness.transport.ssh import SSHSession
 
     base = agent_base(host, profile.host.agent_dir)
+    record_path = posixpath.join(base, "selftest.json")
+    # the last record must not outlive a self-test that fails before writing its own: `hwl status` showed it
+    host.run(f"rm -f {shlex.quote(record_path)}", check=False)
     rt = profile.runtime
     space, arch = SELFTEST_ARCH
     common = dict(runtime=rt.kind, threads=rt.threads, cores=tuple(rt.cores or ()), profile="quick",
@@ -66,9 +75,10 @@ def run_selftest(host: Host, profile: DeviceProfile, report: DeployReport, artif
     stats = (reply.measurement or {}).get("stats") or {}
     record = {"outcome": reply.outcome, "message": reply.message, "median_ms": stats.get("median_ms"),
               "agent_version": hello.agent_version, "bundle": report.bundle, "runtime": rt.kind,
+              "setup": selftest_setup(profile),
               "fingerprint_id": hello.fingerprint_id, "fingerprint": hello.fingerprint,
               "time": started, "seconds": time.time() - started}
-    with host.sftp.open(posixpath.join(base, "selftest.json"), "w") as f:
+    with host.sftp.open(record_path, "w") as f:
         f.write(json.dumps(record, sort_keys=True))
     return record
 
