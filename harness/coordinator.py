@@ -778,6 +778,9 @@ class Coordinator:
             return
         self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
         dev.state, dev.error, dev.failures_in_row = "active", None, 0
+        # a power cycle starts the device afresh (clocks, governor, temperature): as at a session's start (rule 19),
+        # its drift canary comes first, so a device that came back slower is told apart before its next job
+        dev.canary_due = self.options.canary_every > 0
         self.store.set_device_state(self.campaign_id, dev.profile.name, "active", error=None, consecutive_failures=0)
         log.warning("device %s is back after its recover command", dev.profile.name)
 

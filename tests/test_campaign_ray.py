@@ -483,6 +483,27 @@ def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(
         status.loc["ray-nocycle", "error"]
 
 
+def test_a_device_back_from_its_recover_command_measures_its_drift_canary_first(local_ray, artifacts, tmp_path):
+    """A power cycle starts a device afresh (clocks, governor), as a session's start does, where rule 19 puts a
+    canary. The device went straight back to its jobs, and the next canary (50 jobs on, or the campaign's end)
+    flagged, on a device that came back slower, the jobs before the cycle with those after it."""
+    broken = tmp_path / "hung"
+    broken.write_text("the board hangs")
+    tool = {"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
+    cycled = write_profile(tmp_path, "ray-recanary", runtime="command", options=tool, recover=f"rm {broken}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [cycled], archs="1835,7165")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=50))
+    assert summary["devices"]["ray-recanary"]["state"] == "active" and not broken.exists()
+    with sqlite3.connect(db) as con:
+        canaries = con.execute("SELECT ok, median_ms, last_result_id FROM canaries ORDER BY id").fetchall()
+        first_job_ok = con.execute("SELECT min(r.id) FROM results r JOIN jobs j ON j.id = r.job_id "
+                                   "WHERE r.outcome = 'ok'").fetchone()[0]
+    measured = [c for c in canaries if c[0] and c[1] is not None]
+    assert measured and measured[0][2] < first_job_ok, (canaries, first_job_ok)  # before the first job after it
+
+
 def test_a_quarantined_device_s_run_of_failures_matches_its_error_and_status_says_what_each_count_is(
         local_ray, artifacts, tmp_path, capsys, monkeypatch):
     """A phone unplugged for good (its push fails: each attempt is lost with the device, charging no job) with a
