@@ -534,6 +534,7 @@ class Coordinator:
     def _measure_done(self, ray, dev: _Device, entry: tuple) -> None:
         ref, job_id, attempt, arch, started, actor = entry
         dev.in_flight.remove(entry)
+        counts = True  # toward the device's run of failures
         try:
             record = ray.get(ref, timeout=10)
         except Exception as exc:  # actor died, node lost, or overdue: the attempt is lost
@@ -546,6 +547,8 @@ class Coordinator:
                 with contextlib.suppress(Exception):
                     ray.kill(dev.actor)
                 dev.actor = device_actor(dev.profile)
+            else:  # queued behind a call lost with the same actor: one loss, counted once (by that call)
+                counts = False
         self.measure_s += float(record.get("measure_s") or 0.0)
         self.worker_s += float(record.get("worker_s") or 0.0)
         self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)
@@ -559,9 +562,9 @@ class Coordinator:
         if record.get("error_kind") == HASH_MISMATCH:
             self._export_again(dev, *(CANARY_ARCH if job_id is None else (self.space, arch)))
         if job_id is None:
-            self._canary_done(dev, record)
+            self._canary_done(dev, record, counts=counts)
         else:
-            self._finish(dev, job_id, attempt, arch, record)
+            self._finish(dev, job_id, attempt, arch, record, counts=counts)
 
     def _export_again(self, dev: _Device, space: str, arch: str) -> None:
         """The agent refused a model file whose bytes no longer match its hash (changed on disk after
@@ -573,7 +576,10 @@ class Coordinator:
             log.warning("%s: the model of %s %s changed on disk after its export; exporting it again",
                         dev.profile.name, space, arch)
 
-    def _finish(self, dev: _Device, job_id: int, attempt: int, arch: str, record: dict) -> None:
+    def _finish(self, dev: _Device, job_id: int, attempt: int, arch: str, record: dict, *,
+                counts: bool = True) -> None:
+        """Store an attempt's record and decide the job's next state. ``counts``: False for a call that failed
+        only because the actor died under the call before it, which already counted that loss."""
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
         unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
@@ -602,8 +608,8 @@ class Coordinator:
             dev.failed += 1
         if state != "queued":
             self._release_export(dev, arch)
-        if record.get("error_kind") == EXPORT_FAILED:
-            pass  # the coordinator's export failed: it says nothing about the device
+        if record.get("error_kind") == EXPORT_FAILED or not counts:
+            pass  # the coordinator's export failed, or the loss was counted already: nothing more about the device
         elif self._unfit(dev, record):  # the job is queued again, uncharged
             pass
         elif outcome in FAILED_OUTCOMES and dev.state != "active":
@@ -704,7 +710,7 @@ class Coordinator:
             return False
         return True
 
-    def _canary_done(self, dev: _Device, record: dict) -> None:
+    def _canary_done(self, dev: _Device, record: dict, *, counts: bool = True) -> None:
         label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None
         probed, dev.probing = dev.probing, False
         if probed and label is not None and dev.state == "active":
@@ -717,7 +723,7 @@ class Coordinator:
         if label is None:
             log.warning("device %s: drift canary failed: %s: %s", dev.profile.name, record.get("outcome"),
                         record.get("error_message") or "no message")  # the canaries table keeps no message
-            if dev.state == "active":  # as in _finish: not one more after the verdict
+            if dev.state == "active" and counts:  # as in _finish: not one more after the verdict, nor twice a loss
                 self._failures_in_row(dev, dev.failures_in_row + 1)
             dev.rebaseline = False  # the next canary, 50 jobs on, is checked against the stand-in
             self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=None,

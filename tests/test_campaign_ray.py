@@ -222,6 +222,46 @@ def test_agent_killed_mid_measurement_is_retried(local_ray, artifacts, tmp_path)
     con.close()
 
 
+def test_a_device_actor_dying_once_is_one_failure_not_one_per_call_it_held(local_ray, artifacts, tmp_path):
+    """The device actor's process SIGKILLed (an OOM kill, a crash) while it measures one job with the next one
+    queued behind it (pipeline_depth 2): both calls fail with it. Each counted as a failed attempt in a row,
+    so one death and one more failure quarantined a healthy device (scripts/bench_crash found it: an agent
+    killed, then its actor). One death now counts once: with quarantine_after=2 the campaign completes."""
+    dev = write_profile(tmp_path, "ray-dies", policy={**FAST_POLICY, "window_min_s": 0.5},
+                        thermal_domain=f"dies-{os.getpid()}-{tmp_path.name}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev])
+    result = {}
+
+    def coordinate():
+        with Store(db) as s:
+            result["summary"] = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0,
+                                                                        quarantine_after=2))
+
+    def two_jobs_sent():
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return con.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0] == 2
+
+    t = threading.Thread(target=coordinate)
+    t.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and t.is_alive():
+        with contextlib.suppress(Exception):  # the actor is not up yet
+            status = actor_status(ray.get_actor(device_actor_name("ray-dies"), namespace="hwl"), timeout_s=5)
+            if (status["running"] or {}).get("measuring_since") and two_jobs_sent():
+                os.kill(status["worker_pid"], signal.SIGKILL)
+                killed = status
+        time.sleep(0.05)
+    t.join(240)
+    assert killed is not None and not t.is_alive()
+    with Store(db) as s:
+        lost = s.db.execute("SELECT count(*) FROM results WHERE outcome = 'device_lost'").fetchone()[0]
+        row = s.status(cid).set_index("device").loc["ray-dies"]
+    assert lost == 2  # the job measured and the one queued behind it
+    assert row["state"] == "active" and row["done"] == 3, row.to_dict()
+
+
 def _kill_exports_while(coordinate, limit: int) -> int:
     """Run ``coordinate`` in a thread and SIGKILL up to ``limit`` Ray export tasks mid-export (as
     the OOM killer or a crash would); returns how many were killed. Only this module's Ray's tasks
