@@ -489,14 +489,20 @@ def test_resume_picks_up_a_quarantined_device_once_it_works(local_ray, artifacts
         assert set(s.latency_table("nb201")["latency_ms"]) == {2.5}
 
 
+def _board_its_recover_command_mends(tmp_path, name: str):
+    """A command device whose every run fails while a fault file exists, and whose recover command removes it
+    (as a power cycle clears a hang): returns the fault file, the command tool and the profile's path."""
+    broken = tmp_path / "hung"
+    broken.write_text("the board hangs")
+    tool = {"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
+    return broken, tool, write_profile(tmp_path, name, runtime="command", options=tool, recover=f"rm {broken}")
+
+
 def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(local_ray, artifacts, tmp_path):
     """Rule 23's ladder: a device that keeps failing gets its profile's recover command (here it
     clears the fault a power cycle would) once per run of failures, and is quarantined only if it
     goes on failing."""
-    broken = tmp_path / "hung"
-    broken.write_text("the board hangs")
-    tool = {"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
-    fixed = write_profile(tmp_path, "ray-cycled", runtime="command", options=tool, recover=f"rm {broken}")
+    broken, tool, fixed = _board_its_recover_command_mends(tmp_path, "ray-cycled")
     db = tmp_path / "lab.db"
     cid = _plan(db, [fixed], archs="1835,7165")
     with Store(db) as s:
@@ -525,12 +531,9 @@ def test_a_failing_device_is_recovered_by_its_recover_command_before_quarantine(
 
 def test_a_device_back_from_its_recover_command_measures_its_drift_canary_first(local_ray, artifacts, tmp_path):
     """A power cycle starts a device afresh (clocks, governor), as a session's start does, where rule 19 puts a
-    canary. The device went straight back to its jobs, and the next canary (50 jobs on, or the campaign's end)
-    flagged, on a device that came back slower, the jobs before the cycle with those after it."""
-    broken = tmp_path / "hung"
-    broken.write_text("the board hangs")
-    tool = {"command": f"sh -c 'test ! -e {broken} && echo 2.5 ms'", "regex": "([0-9.]+) ms"}
-    cycled = write_profile(tmp_path, "ray-recanary", runtime="command", options=tool, recover=f"rm {broken}")
+    canary. The device went straight back to its jobs: one that came back slower measured up to 50 of them
+    against the old baseline, all flagged at the next canary. Its canary now comes first."""
+    broken, _, cycled = _board_its_recover_command_mends(tmp_path, "ray-recanary")
     db = tmp_path / "lab.db"
     cid = _plan(db, [cycled], archs="1835,7165")
     with Store(db) as s:
