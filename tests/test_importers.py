@@ -314,8 +314,8 @@ def test_a_store_from_before_holding_a_device_from_two_files_is_refused_by_the_p
     with Store(tmp_path / "lab.db") as s:
         s.add_imported("nb201", [(str(i), "pi", 1.0 + i) for i in range(5)], source="lab_a.csv")
         s.add_imported("nb201", [(str(i), "pi", 9.0 - i) for i in range(3)], source="lab_b.csv")
-    argv = ["train", "--space", "nb201", "--method", "copy", "--devices", "pi", "--store", str(tmp_path / "lab.db"),
-            "--out", str(tmp_path / "m.pt")]
+    argv = ["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "pi", "--store",
+            str(tmp_path / "lab.db"), "--out", str(tmp_path / "m.pt")]
     assert hwl_main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (f"store {tmp_path / 'lab.db'} holds pi's nb201 latencies imported from 2 files "

@@ -176,7 +176,7 @@ def test_a_device_both_measured_and_imported_is_refused_from_the_store(lab, tmp_
             f"settings unknown); their median would mix them, so export the campaign (hwl campaign export --store "
             f"{db} --name batch-1 --device lab-ort --out FILE.parquet) and give that file instead of --store")
     commands = [["adapt", model, "--device", "lab-ort", "--store", str(db), "--out", str(tmp_path / "b.pt")],
-                ["train", "--space", "nb201", "--method", "copy", "--devices", "lab-ort", "--store", str(db),
+                ["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "lab-ort", "--store", str(db),
                  "--out", str(tmp_path / "b.pt")],
                 ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--test-devices", "lab-ort",
                  "--method", "copy", "--store", str(db), "--samples", "2", "--trials", "1",
@@ -211,8 +211,8 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
             "it), run this again")
     out = str(tmp_path / "a.pt")
     commands = [["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--store", str(db), "--out", out],
-                ["train", "--space", "nb201", "--method", "copy", "--devices", "lab-ort,lab-bad", "--store", str(db),
-                 "--out", out],
+                ["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "lab-ort,lab-bad", "--store",
+                 str(db), "--out", out],
                 ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--test-devices", "lab-bad",
                  "--method", "copy", "--store", str(db), "--samples", "2", "--trials", "1"]]
     capsys.readouterr()

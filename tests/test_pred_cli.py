@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from predictors import data
+from harness.model_file import save_model
+from predictors import data, registry
+from predictors.base import TrainTables
 from spaces import fbnet, nb201
 
 
@@ -56,13 +58,13 @@ def test_train_adapt_predict_end_to_end(tables, capsys):
 
 
 def test_a_model_written_to_redirected_stdout_is_whole(tables, tmp_path):
-    """``hwl train --out /dev/stdout > copy.pt``: the model goes to the shell's file and the command's
+    """``hwl train --out /dev/stdout > ridge.pt``: the model goes to the shell's file and the command's
     'wrote' line to stderr, not into the model."""
     from harness.model_file import load_model
 
-    target = tmp_path / "copy.pt"
+    target = tmp_path / "ridge.pt"
     with target.open("wb") as stdout:
-        run = subprocess.run([sys.executable, "-m", "harness", "train", "--space", "nb201", "--method", "copy",
+        run = subprocess.run([sys.executable, "-m", "harness", "train", "--space", "nb201", "--method", "hwl_ridge",
                               "--table", str(tables / "train.parquet"), "--out", "/dev/stdout"],
                              stdout=stdout, stderr=subprocess.PIPE, timeout=300)
     assert run.returncode == 0, run.stderr.decode()
@@ -72,12 +74,12 @@ def test_a_model_written_to_redirected_stdout_is_whole(tables, tmp_path):
 
 def test_model_files_are_checked(tables, capsys):
     root = tables
-    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(root / "train.parquet"),
-                 "--out", str(root / "copy.pt")]) == 0
-    assert main(["predict", str(root / "copy.pt"), "--device", "my_pi", "--archs", "0", "--out",
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(root / "train.parquet"),
+                 "--out", str(root / "pretrained.pt")]) == 0
+    assert main(["predict", str(root / "pretrained.pt"), "--device", "my_pi", "--archs", "0", "--out",
                  str(root / "x.csv")]) == 2
     assert "not adapted to a device yet" in capsys.readouterr().err
-    assert main(["adapt", str(root / "copy.pt"), "--device", "nope", "--measurements", str(root / "new.parquet"),
+    assert main(["adapt", str(root / "pretrained.pt"), "--device", "nope", "--measurements", str(root / "new.parquet"),
                  "--out", str(root / "y.pt")]) == 2
     assert "unknown device 'nope'; valid devices: my_pi" in capsys.readouterr().err
     (root / "junk.pt").write_text("not a model")
@@ -86,16 +88,29 @@ def test_model_files_are_checked(tables, capsys):
     assert "not an hwl model file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", registry.RANK_ONLY)
+def test_train_refuses_a_rank_only_method_in_one_line(tables, capsys, method):
+    """`hwl train --method flops` pretrained and wrote flops.pt, and only `hwl predict` (after adapt) said that a
+    FLOP count is not this device's latency. train says so itself, before reading a table or writing a file."""
+    out = tables / f"{method}_refused.pt"
+    assert main(["train", "--space", "nb201", "--method", method, "--table", str(tables / "missing.parquet"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"method '{method}' ranks architectures but does not predict a device's latency in ms" in err
+    assert f"hwl evaluate --method {method}" in err and "phys_bayes" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("method", ["copy", "flops"])
 def test_predict_refuses_a_rank_only_model_in_one_line(tables, capsys, method):
-    """`hwl train --method flops`, adapt, predict wrote predicted_ms = 15647360 (a FLOP count) for arch 0;
-    copy wrote another device's ms. Neither is this device's latency."""
+    """A model file of `hwl train --method flops` from before train refused it: adapt, then predict wrote
+    predicted_ms = 15647360 (a FLOP count) for arch 0; copy wrote another device's ms."""
     root = tables
-    for argv in (["train", "--space", "nb201", "--method", method, "--table", str(root / "train.parquet"),
-                  "--out", str(root / f"{method}.pt")],
-                 ["adapt", str(root / f"{method}.pt"), "--device", "my_pi", "--measurements",
-                  str(root / "my_pi_12.csv"), "--out", str(root / f"{method}_a.pt")]):
-        assert main(argv) == 0
+    full = data.by_device(data.read_table(root / "train.parquet", "nb201"))
+    model = registry.get_method(method).pretrain("nb201", TrainTables(full, full))
+    save_model(root / f"{method}.pt", model, method=method, space="nb201", train_devices=list(full))
+    assert main(["adapt", str(root / f"{method}.pt"), "--device", "my_pi", "--measurements",
+                 str(root / "my_pi_12.csv"), "--out", str(root / f"{method}_a.pt")]) == 0
     capsys.readouterr()
     out = root / f"{method}_p.csv"
     assert main(["predict", str(root / f"{method}_a.pt"), "--device", "my_pi", "--archs", "0-9", "--out",
@@ -230,9 +245,9 @@ def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
     store = Store(tmp_path / "lab.db")
     import_file(store, tables / "new.parquet", space="nb201")
     store.close()
-    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
-                 "--out", str(tmp_path / "copy.pt")]) == 0
-    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "ridge.pt")]) == 0
+    assert main(["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
                  "--out", str(tmp_path / "adapted.pt")]) == 0
     assert "with 400 measurements" in capsys.readouterr().out
     out = tmp_path / "store.json"
@@ -254,7 +269,7 @@ def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--space", "nb201", "--devices", "1080ti_1,pixel3,1080ti_1", "--table", "{root}/train.parquet",
-      "--method", "copy", "--out", "{root}/twice.pt"], "device '1080ti_1' is named twice"),
+      "--method", "hwl_ridge", "--out", "{root}/twice.pt"], "device '1080ti_1' is named twice"),
     (["evaluate", "--space", "nb201", "--train-devices", "pixel2,pixel2", "--test-table", "{root}/new.parquet",
       "--method", "copy", "--trials", "1", "--samples", "5"], "train device 'pixel2' is named twice"),
     (["evaluate", "--space", "nb201", "--train-devices", "pixel2", "--test-devices", "my_pi,my_pi",
@@ -342,14 +357,14 @@ def test_adapt_refuses_a_store_holding_the_device_under_two_batch_sizes(tables, 
     one, eight = _my_pi_at_batch_1_and_8(tmp_path)
     with Store(tmp_path / "lab.db") as store:
         _store_results(store, one, range(0, 200), truth.iloc[0:200].to_numpy(), "batch-1")
-    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
-                 "--out", str(tmp_path / "copy.pt")]) == 0
-    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "ridge.pt")]) == 0
+    assert main(["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
                  "--out", str(tmp_path / "one.pt")]) == 0  # one setting: adapted as before
     assert "with 200 measurements" in capsys.readouterr().out
     with Store(tmp_path / "lab.db") as store:
         _store_results(store, eight, range(100, 300), 8 * truth.iloc[100:300].to_numpy(), "batch-8")
-    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
+    assert main(["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--store", str(tmp_path / "lab.db"),
                  "--out", str(tmp_path / "mixed.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (
@@ -372,7 +387,7 @@ def test_train_and_evaluate_refuse_a_store_holding_a_device_under_two_batch_size
         _store_results(store, eight, range(200, 400), 8 * truth.iloc[200:400].to_numpy(), "batch-8")
     message = "holds my_pi's nb201 latencies measured with 2 different settings: 200 with batch_size = 1"
     capsys.readouterr()
-    assert main(["train", "--space", "nb201", "--method", "copy", "--devices", "my_pi", "--store",
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "my_pi", "--store",
                  str(tmp_path / "lab.db"), "--out", str(tmp_path / "model.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and not (tmp_path / "model.pt").exists()
@@ -389,10 +404,10 @@ def test_a_one_device_table_with_a_misnamed_latency_column_says_to_name_it_laten
     truth = data.read_table(tables / "new.parquet", "nb201")
     mine = pd.DataFrame({"arch_index": truth["arch"].iloc[:12], "latency": truth["latency_ms"].iloc[:12]})
     mine.to_csv(tmp_path / "my_pi.csv", index=False)
-    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
-                 "--out", str(tmp_path / "copy.pt")]) == 0
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "ridge.pt")]) == 0
     capsys.readouterr()
-    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--measurements",
+    assert main(["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--measurements",
                  str(tmp_path / "my_pi.csv"), "--out", str(tmp_path / "a.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("has no device or latency_ms column, so it reads as one latency column per "
@@ -400,7 +415,7 @@ def test_a_one_device_table_with_a_misnamed_latency_column_says_to_name_it_laten
                                      "column latency_ms") in err, err
     assert not (tmp_path / "a.pt").exists()
     mine.rename(columns={"latency": "latency_ms"}).to_csv(tmp_path / "my_pi.csv", index=False)
-    assert main(["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--measurements",
+    assert main(["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--measurements",
                  str(tmp_path / "my_pi.csv"), "--out", str(tmp_path / "a.pt")]) == 0
 
 
@@ -415,9 +430,9 @@ def test_a_setting_over_two_campaigns_is_named_whole_in_the_store_refusal(tables
         _store_results(store, one, range(0, 100), truth.iloc[0:100].to_numpy(), "batch-1")
         _store_results(store, one, range(100, 150), truth.iloc[100:150].to_numpy(), "batch-1b")
         _store_results(store, eight, range(0, 100), 8 * truth.iloc[0:100].to_numpy(), "batch-8")
-    assert main(["train", "--space", "nb201", "--method", "copy", "--table", str(tables / "train.parquet"),
-                 "--out", str(tmp_path / "copy.pt")]) == 0
-    adapt = ["adapt", str(tmp_path / "copy.pt"), "--device", "my_pi", "--out", str(tmp_path / "a.pt")]
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "ridge.pt")]) == 0
+    adapt = ["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--out", str(tmp_path / "a.pt")]
     capsys.readouterr()
     assert main(adapt + ["--store", str(tmp_path / "lab.db")]) == 2
     err = capsys.readouterr().err

@@ -38,6 +38,12 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
     from predictors.protocol import pretrain_sample
 
+    name = method or registry.RECOMMENDED
+    registry.get_class(name)  # an unknown name fails before any table is read
+    if name in registry.RANK_ONLY:  # as predict/search/onboard refuse it, but before the pretraining, not after
+        raise UserError(f"method {name!r} ranks architectures but does not predict a device's latency in ms, "
+                        "which `hwl predict` writes from the model file; score it with "
+                        f"`hwl evaluate --method {name}`, or train one of {', '.join(registry.latency_methods())}")
     check_outputs({"--out": out}, {"--table": table, "--store": store})
     frame = data.load_table(space, path=table, store=store)
     if store is not None and devices:  # a device the store measures but has no label of is not 'unknown'
@@ -46,7 +52,6 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     if store is not None:  # the store's table is a median over every setting a device was measured with
         check_one_setting(store, space, list(full))
     sample = pretrain_sample(full, n_pretrain, seed) if n_pretrain else TrainTables(full, full)
-    name = method or registry.RECOMMENDED
     model = registry.get_method(name)
     if "random_state" in model.get_params():
         model.set_params(random_state=seed)
