@@ -99,7 +99,8 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     """A profile asking for CUDA on a device whose onnxruntime has none: the self-test measures nothing
     (load_error). deploy printed it and exited 0, so a lab script went on to a campaign; the redeploy
     after the fix (or any redeploy) showed the stale failure untested. Cores the device lacks, set after an
-    ok self-test: deploy reused that 'ok' (exit 0), and `hwl status` kept showing it."""
+    ok self-test: deploy reused that 'ok' (exit 0), and `hwl status` kept showing it. `deploy --no-selftest`
+    showed the fixed profile's 'ok' for the CUDA profile as if it were that setup's."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -125,6 +126,18 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     assert fixed_out.returncode == 0, fixed_out.stderr
     line = json.loads(fixed_out.stdout)
     assert not line["changed"] and line["selftest"] in ("ok", "unstable") and line["selftest_ms"] > 0
+    fixed_test = line["selftest"]
+
+    # --no-selftest showed that record as the CUDA profile's too: a stale 'ok' a user read as this setup's
+    skipped = hwl("deploy", cuda, "--no-selftest")
+    assert skipped.returncode == 0, skipped.stderr
+    line = json.loads(skipped.stdout)
+    assert line["selftest"] is None and line["selftest_ms"] is None
+    assert line["selftest_other_setup"] == f"{fixed_test}, of other runtime settings"
+    assert (f"pi-a: not self-tested (--no-selftest); its last self-test ({fixed_test}) was of other runtime "
+            "settings, so it says nothing of this setup\n") in skipped.stderr
+    same = json.loads(hwl("deploy", fixed, "--no-selftest").stdout)  # this setup's own record stays shown
+    assert same["selftest"] == fixed_test and same["selftest_other_setup"] is None
 
     # cores the device lacks: a self-test is due (this setup never had one), and refused before anything
     # runs (an error reply, no record): the 'ok' above must not stay the last word for `hwl status`

@@ -87,12 +87,17 @@ def cmd_deploy(args) -> int:
                            trust_new_host=args.trust_new_host, selftest=not args.no_selftest)
     failed_tests = 0
     for name, done in group.succeeded.items():
-        report, test = done["report"], done["selftest"] or {}
+        report, stale, record = done["report"], done["stale"], done["selftest"] or {}
+        test = {} if stale else record  # another setup's record is not this setup's self-test
         line = {"device": name, "changed": report.changed, "agent": report.bundle,
                 "machine": report.facts.machine, "python": ".".join(map(str, report.facts.python_version)),
                 "steps": report.steps, "selftest": test.get("outcome"), "selftest_message": test.get("message"),
-                "selftest_ms": test.get("median_ms"), "fingerprint_id": test.get("fingerprint_id")}
+                "selftest_ms": test.get("median_ms"), "fingerprint_id": test.get("fingerprint_id"),
+                "selftest_other_setup": f"{record.get('outcome')}, {stale}" if stale else None}
         print(json.dumps(line))
+        if stale:
+            print(f"{name}: not self-tested (--no-selftest); its last self-test ({record.get('outcome')}) was {stale}, "
+                  "so it says nothing of this setup", file=sys.stderr)
         if not args.no_selftest and selftest_failed(done["selftest"]):  # a lab script must not start a campaign on it
             why = test.get("message") or "(no message)"
             print(f"{name}: self-test failed ({test['outcome']}): {why}", file=sys.stderr)

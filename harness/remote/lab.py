@@ -16,7 +16,7 @@ from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
-from harness.remote.selftest import read_selftest, run_selftest, selftest_still_holds
+from harness.remote.selftest import read_selftest, run_selftest, selftest_other_setup, selftest_still_holds
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
                 previous = read_selftest(host, h.agent_dir)
                 holds = selftest_still_holds(previous, report, profile)
                 test = previous if holds or not selftest else run_selftest(host, profile, report, artifact_dir)
-                group.succeeded[profile.name] = {"report": report, "selftest": test}
+                # with --no-selftest the last record may be another setup's: its 'ok' says nothing of this one
+                stale = selftest_other_setup(previous, report, profile) if previous and not selftest else None
+                group.succeeded[profile.name] = {"report": report, "selftest": test, "stale": stale}
         except HwlError as exc:
             group.failed[profile.name] = exc
     return group

@@ -34,11 +34,22 @@ def selftest_setup(profile: DeviceProfile) -> dict:
     return {"runtime": rt.kind, "threads": rt.threads, "cores": list(rt.cores or ()), "options": rt.options_dict()}
 
 
+def selftest_other_setup(previous: dict, report: DeployReport, profile: DeviceProfile) -> str | None:
+    """Why the self-test record ``previous`` is not of this deploy's setup, or None when it is."""
+    if previous.get("bundle") != report.bundle:
+        return f"of another agent ({previous.get('bundle') or 'unknown'})"
+    if previous.get("setup") != selftest_setup(profile):
+        return "of other runtime settings"
+    if report.changed:
+        return "from before this deploy changed the device"
+    return None
+
+
 def selftest_still_holds(previous: dict | None, report: DeployReport, profile: DeviceProfile) -> bool:
     """Whether the device's last self-test can stand for this deploy: an ok one, of this agent, with this
     profile's runtime settings. Any other is run again (the user may have fixed the device or the profile)."""
-    return bool(previous) and not report.changed and previous.get("outcome") == "ok" \
-        and previous.get("bundle") == report.bundle and previous.get("setup") == selftest_setup(profile)
+    return bool(previous) and previous.get("outcome") == "ok" \
+        and selftest_other_setup(previous, report, profile) is None
 
 
 def selftest_model(artifact_dir: Path) -> tuple[Path, str]:
