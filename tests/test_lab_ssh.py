@@ -140,12 +140,20 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     assert same["selftest"] == fixed_test and same["selftest_other_setup"] is None
 
     # cores the device lacks: a self-test is due (this setup never had one), and refused before anything
-    # runs (an error reply, no record): the 'ok' above must not stay the last word for `hwl status`
+    # runs (an error reply): the 'ok' above must not stay the last word for `hwl status`, and the refusal,
+    # once only in deploy's output (status showed an empty self-test), is kept and shown
     nowhere = tmp_path / "nowhere.toml"
     nowhere.write_text(fixed.read_text().replace("cores = [1]", "cores = [999]"))
     refused = hwl("deploy", nowhere, "--artifacts", artifacts)
     assert refused.returncode == 1 and "pi-a: error: " in refused.stderr and "999" in refused.stderr
-    assert json.loads(hwl("status", nowhere, "--json").stdout)[0]["selftest"] is None
+    row = json.loads(hwl("status", nowhere, "--json").stdout)[0]
+    assert (row["selftest"], row["selftest_error"], row["selftest_ms"]) == ("refused", "CoresUnavailable", None)
+    table = hwl("status", nowhere, env={"COLUMNS": "200"}).stdout
+    assert "refused: CoresUnavailable" in table and "\npi-a: last self-test refused (CoresUnavailable): " in table
+    assert "999" in table.split("last self-test refused")[1].splitlines()[0]  # the agent's reason, in full
+    first_try = json.loads(record.read_text())["time"]
+    again = hwl("deploy", nowhere, "--artifacts", artifacts)  # a refused record is failed: never reused
+    assert again.returncode == 1 and json.loads(record.read_text())["time"] > first_try, again.stderr
 
 
 def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):

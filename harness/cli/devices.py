@@ -132,6 +132,7 @@ def _device_states(store: str | None) -> dict:
 
 def cmd_status(args) -> int:
     from harness.remote.lab import device_status
+    from harness.remote.selftest import MEASURED
 
     apply_known_hosts(args)
     states = _device_states(args.store)
@@ -150,12 +151,20 @@ def cmd_status(args) -> int:
     for r in rows:
         ms = f"{r['selftest_ms']:.3f}" if r["selftest_ms"] is not None else ""
         table.add_row(r["device"], r["transport"], r["runtime"], {True: "yes", False: "NO", None: "-"}[r["reachable"]],
-                      r["agent"] or "", r["selftest"] or "", ms, r["state"] or "")
+                      r["agent"] or "", _selftest_label(r), ms, r["state"] or "")
     Console().print(table)
     for r in rows:  # in full, one line each: a column cut them to a few letters a line, and at 80 characters
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
+        if r["selftest"] and r["selftest"] not in MEASURED:  # why it measured nothing, which deploy said once
+            kind = f" ({r['selftest_error']})" if r["selftest_error"] else ""
+            print(f"{r['device']}: last self-test {r['selftest']}{kind}: {r['selftest_message'] or '(no message)'}")
     return 0 if all_reachable else 1
+
+
+def _selftest_label(row: dict) -> str:
+    """'ok', 'load_error', 'refused: CoresUnavailable' (the agent's error class), or '' for none."""
+    return f"{row['selftest']}: {row['selftest_error']}" if row["selftest_error"] else row["selftest"] or ""
 
 
 def cmd_logs(args) -> int:

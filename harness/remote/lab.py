@@ -78,7 +78,8 @@ def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
 def device_status(profile: DeviceProfile, *, device_states: dict | None = None) -> dict:
     """Reachable?, agent version, runtime, last self-test, quarantined? for one device."""
     row = {"device": profile.name, "transport": profile.host.transport, "runtime": profile.runtime.kind,
-           "reachable": None, "agent": None, "selftest": None, "selftest_ms": None, "fingerprint_id": None,
+           "reachable": None, "agent": None, "selftest": None, "selftest_error": None, "selftest_message": None,
+           "selftest_ms": None, "fingerprint_id": None,
            "state": (device_states or {}).get(profile.name, {}).get("state"),
            "error": (device_states or {}).get(profile.name, {}).get("error")}
     if profile.host.transport != "ssh":
@@ -92,7 +93,8 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
             row["agent"] = posixpath.basename(agent_path)
             test = read_selftest(host, profile.host.agent_dir)
             if test:
-                row.update(selftest=test.get("outcome"), selftest_ms=test.get("median_ms"),
+                row.update(selftest=test.get("outcome"), selftest_error=test.get("error"),
+                           selftest_message=test.get("message"), selftest_ms=test.get("median_ms"),
                            fingerprint_id=test.get("fingerprint_id"))
     except HwlError as exc:
         row["reachable"] = row["reachable"] or False

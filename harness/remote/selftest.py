@@ -12,6 +12,7 @@ import shlex
 import time
 from pathlib import Path
 
+from agents.errors import PROTOCOL_ERRORS, HwlError
 from agents.protocol import Measure
 from harness.profiles import DeviceProfile
 from harness.remote.deploy import DeployReport, agent_base
@@ -21,6 +22,11 @@ SELFTEST_ARCH = ("nb201", 1462)  # the coordinator's drift-canary cell: a mid-si
 SELFTEST_POLICY = {"repeats": 2, "cooldown_s": 0.0}
 # Outcomes with a latency to show: as `hwl measure`, an unstable self-test still measured the device.
 MEASURED = ("ok", "unstable")
+# The outcome of a self-test the agent answered with an error (cores it lacks, a runtime it has not...);
+# its record keeps the error's class as "error".
+REFUSED = "refused"
+# The classes an agent's error reply is raised as; a lost link or an agent that did not start raises others.
+AGENT_ERRORS = frozenset(PROTOCOL_ERRORS.values())
 
 
 def selftest_failed(record: dict | None) -> bool:
@@ -79,18 +85,29 @@ def run_selftest(host: Host, profile: DeviceProfile, report: DeployReport, artif
         path, sha = selftest_model(artifact_dir)
         request = Measure(model=str(path), sha256=sha, **common)
     started = time.time()
+    refusal = None
     with SSHSession(host, agent_path=report.agent_path, python=report.python,
                     cache_dir=posixpath.join(base, "cache"), name=profile.name) as session:
         hello = session.hello
-        reply = session.request(request)
-    stats = (reply.measurement or {}).get("stats") or {}
-    record = {"outcome": reply.outcome, "message": reply.message, "median_ms": stats.get("median_ms"),
-              "agent_version": hello.agent_version, "bundle": report.bundle, "runtime": rt.kind,
+        try:
+            reply = session.request(request)
+        except HwlError as exc:
+            if type(exc) not in AGENT_ERRORS:  # the link, not the agent: nothing is known of the self-test
+                raise
+            refusal = exc
+    if refusal is None:
+        stats = (reply.measurement or {}).get("stats") or {}
+        outcome = {"outcome": reply.outcome, "message": reply.message, "median_ms": stats.get("median_ms")}
+    else:  # kept so `hwl status` can say why (the cores are not there...), not only this deploy's output
+        outcome = {"outcome": REFUSED, "message": str(refusal), "median_ms": None, "error": type(refusal).__name__}
+    record = {**outcome, "agent_version": hello.agent_version, "bundle": report.bundle, "runtime": rt.kind,
               "setup": selftest_setup(profile),
               "fingerprint_id": hello.fingerprint_id, "fingerprint": hello.fingerprint,
               "time": started, "seconds": time.time() - started}
     with host.sftp.open(record_path, "w") as f:
         f.write(json.dumps(record, sort_keys=True))
+    if refusal is not None:
+        raise refusal
     return record
 
 
