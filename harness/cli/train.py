@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
     p.add_argument("--devices", help="comma-separated train devices (default: every device of the table)")
     p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
-                                    f"{', '.join(registry.method_names())}")
+                                    f"{', '.join(registry.latency_methods())}")
     add_table_flags(p, what="train table (default: HELP's shipped table)")
     p.add_argument("--n-pretrain", type=positive_int, help="pretrain on N random archs per device (default: all)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of --n-pretrain draws and of the method")
