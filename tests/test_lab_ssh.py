@@ -100,7 +100,7 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     (load_error). deploy printed it and exited 0, so a lab script went on to a campaign; the redeploy
     after the fix (or any redeploy) showed the stale failure untested. Cores the device lacks, set after an
     ok self-test: deploy reused that 'ok' (exit 0), and `hwl status` kept showing it. `deploy --no-selftest`
-    showed the fixed profile's 'ok' for the CUDA profile as if it were that setup's."""
+    and `hwl status` showed the fixed profile's 'ok' for the CUDA profile as if it were that setup's."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -138,6 +138,16 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
             "settings, so it says nothing of this setup\n") in skipped.stderr
     same = json.loads(hwl("deploy", fixed, "--no-selftest").stdout)  # this setup's own record stays shown
     assert same["selftest"] == fixed_test and same["selftest_other_setup"] is None
+    # and `hwl status` showed it as the CUDA profile's current self-test (its outcome and ms): named as stale
+    row = json.loads(hwl("status", cuda, "--json").stdout)[0]
+    assert (row["selftest"], row["selftest_ms"]) == (None, None)
+    assert row["selftest_other_setup"] == f"{fixed_test}, of other runtime settings"
+    table = hwl("status", cuda).stdout  # at 80 columns (a pipe) the label fits its column
+    cells = [c.strip() for c in next(r for r in table.splitlines() if r.startswith("│ pi-a ")).split("│")]
+    assert cells[6:8] == ["stale", ""], table  # the selftest and selftest_ms columns: no ms of another setup
+    assert (f"\npi-a: last self-test was {fixed_test}, of other runtime settings, so it says nothing of this "
+            "setup; `hwl deploy` self-tests it\n") in table
+    assert json.loads(hwl("status", fixed, "--json").stdout)[0]["selftest"] == fixed_test  # its own setup's
 
     # cores the device lacks: a self-test is due (this setup never had one), and refused before anything
     # runs (an error reply): the 'ok' above must not stay the last word for `hwl status`, and the refusal,
@@ -154,6 +164,11 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     first_try = json.loads(record.read_text())["time"]
     again = hwl("deploy", nowhere, "--artifacts", artifacts)  # a refused record is failed: never reused
     assert again.returncode == 1 and json.loads(record.read_text())["time"] > first_try, again.stderr
+
+    # a record from an older hwl's agent (as after an upgrade, before a redeploy) is not this code's self-test
+    record.write_text(json.dumps({**json.loads(record.read_text()), "bundle": "0.0.9-0123456789ab"}))
+    row = json.loads(hwl("status", nowhere, "--json").stdout)[0]
+    assert row["selftest"] is None and row["selftest_other_setup"] == "refused, of another agent (0.0.9-0123456789ab)"
 
 
 def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):

@@ -159,12 +159,21 @@ def cmd_status(args) -> int:
         if r["selftest"] and r["selftest"] not in MEASURED:  # why it measured nothing, which deploy said once
             kind = f" ({r['selftest_error']})" if r["selftest_error"] else ""
             print(f"{r['device']}: last self-test {r['selftest']}{kind}: {r['selftest_message'] or '(no message)'}")
+        if r["selftest_other_setup"]:  # the profile's runtime settings or hwl's agent changed since
+            print(f"{r['device']}: last self-test was {r['selftest_other_setup']}, so it says nothing of this setup; "
+                  "`hwl deploy` self-tests it")
     return 0 if all_reachable else 1
 
 
 def _selftest_label(row: dict) -> str:
+    """A status row's self-test: 'stale' for a record of another setup (why is below the table: 'stale' fits
+    the column at 80 characters), else its outcome."""
+    return "stale" if row["selftest_other_setup"] else _outcome_label(row["selftest"], row["selftest_error"])
+
+
+def _outcome_label(outcome: str | None, error: str | None) -> str:
     """'ok', 'load_error', 'refused: CoresUnavailable' (the agent's error class), or '' for none."""
-    return f"{row['selftest']}: {row['selftest_error']}" if row["selftest_error"] else row["selftest"] or ""
+    return f"{outcome}: {error}" if error else outcome or ""
 
 
 def cmd_logs(args) -> int:

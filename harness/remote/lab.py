@@ -15,8 +15,10 @@ from agents.errors import HwlError
 from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
+from harness.remote.bundle import current_bundle_name
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
-from harness.remote.selftest import read_selftest, run_selftest, selftest_other_setup, selftest_still_holds
+from harness.remote.selftest import (read_selftest, record_other_setup, run_selftest, selftest_other_setup,
+                                     selftest_still_holds)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
     """Reachable?, agent version, runtime, last self-test, quarantined? for one device."""
     row = {"device": profile.name, "transport": profile.host.transport, "runtime": profile.runtime.kind,
            "reachable": None, "agent": None, "selftest": None, "selftest_error": None, "selftest_message": None,
-           "selftest_ms": None, "fingerprint_id": None,
+           "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
            "state": (device_states or {}).get(profile.name, {}).get("state"),
            "error": (device_states or {}).get(profile.name, {}).get("error")}
     if profile.host.transport != "ssh":
@@ -92,7 +94,12 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
                                             use_venv=profile.host.use_venv)
             row["agent"] = posixpath.basename(agent_path)
             test = read_selftest(host, profile.host.agent_dir)
-            if test:
+            # a record of other runtime settings or another agent than this code deploys (as deploy's rule)
+            # says nothing of this setup: named as such, as `deploy --no-selftest` does, not shown as current
+            stale = record_other_setup(test, current_bundle_name(), profile) if test else None
+            if stale:
+                row["selftest_other_setup"] = f"{test.get('outcome')}, {stale}"
+            elif test:
                 row.update(selftest=test.get("outcome"), selftest_error=test.get("error"),
                            selftest_message=test.get("message"), selftest_ms=test.get("median_ms"),
                            fingerprint_id=test.get("fingerprint_id"))

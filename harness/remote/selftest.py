@@ -40,15 +40,21 @@ def selftest_setup(profile: DeviceProfile) -> dict:
     return {"runtime": rt.kind, "threads": rt.threads, "cores": list(rt.cores or ()), "options": rt.options_dict()}
 
 
+def record_other_setup(record: dict, bundle: str, profile: DeviceProfile) -> str | None:
+    """Why the self-test ``record`` is not of agent ``bundle`` with ``profile``'s runtime settings, or None."""
+    if record.get("bundle") != bundle:
+        return f"of another agent ({record.get('bundle') or 'unknown'})"
+    if record.get("setup") != selftest_setup(profile):
+        return "of other runtime settings"
+    return None
+
+
 def selftest_other_setup(previous: dict, report: DeployReport, profile: DeviceProfile) -> str | None:
     """Why the self-test record ``previous`` is not of this deploy's setup, or None when it is."""
-    if previous.get("bundle") != report.bundle:
-        return f"of another agent ({previous.get('bundle') or 'unknown'})"
-    if previous.get("setup") != selftest_setup(profile):
-        return "of other runtime settings"
-    if report.changed:
+    why = record_other_setup(previous, report.bundle, profile)
+    if why is None and report.changed:
         return "from before this deploy changed the device"
-    return None
+    return why
 
 
 def selftest_still_holds(previous: dict | None, report: DeployReport, profile: DeviceProfile) -> bool:
