@@ -100,7 +100,8 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     (load_error). deploy printed it and exited 0, so a lab script went on to a campaign; the redeploy
     after the fix (or any redeploy) showed the stale failure untested. Cores the device lacks, set after an
     ok self-test: deploy reused that 'ok' (exit 0), and `hwl status` kept showing it. `deploy --no-selftest`
-    and `hwl status` showed the fixed profile's 'ok' for the CUDA profile as if it were that setup's."""
+    and `hwl status` showed the fixed profile's 'ok' for the CUDA profile as if it were that setup's. A self-test
+    the agent refused (cores it lacks) was only 'pi-a: error: ...' in deploy's output, with no line for the device."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -155,7 +156,12 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     nowhere = tmp_path / "nowhere.toml"
     nowhere.write_text(fixed.read_text().replace("cores = [1]", "cores = [999]"))
     refused = hwl("deploy", nowhere, "--artifacts", artifacts)
-    assert refused.returncode == 1 and "pi-a: error: " in refused.stderr and "999" in refused.stderr
+    # it printed only 'pi-a: error: ...' and no line for the device: now as the load_error above
+    assert refused.returncode == 1 and "pi-a: error: " not in refused.stderr, refused.stderr
+    line = json.loads(refused.stdout)
+    assert (line["selftest"], line["selftest_error"], line["selftest_ms"]) == ("refused", "CoresUnavailable", None)
+    assert "999" in line["selftest_message"] and not line["changed"]
+    assert f"pi-a: self-test failed (refused: CoresUnavailable): {line['selftest_message']}\n" in refused.stderr
     row = json.loads(hwl("status", nowhere, "--json").stdout)[0]
     assert (row["selftest"], row["selftest_error"], row["selftest_ms"]) == ("refused", "CoresUnavailable", None)
     table = hwl("status", nowhere, env={"COLUMNS": "200"}).stdout

@@ -92,6 +92,7 @@ def cmd_deploy(args) -> int:
         line = {"device": name, "changed": report.changed, "agent": report.bundle,
                 "machine": report.facts.machine, "python": ".".join(map(str, report.facts.python_version)),
                 "steps": report.steps, "selftest": test.get("outcome"), "selftest_message": test.get("message"),
+                "selftest_error": test.get("error"),
                 "selftest_ms": test.get("median_ms"), "fingerprint_id": test.get("fingerprint_id"),
                 "selftest_other_setup": f"{record.get('outcome')}, {stale}" if stale else None}
         print(json.dumps(line))
@@ -99,8 +100,8 @@ def cmd_deploy(args) -> int:
             print(f"{name}: not self-tested (--no-selftest); its last self-test ({record.get('outcome')}) was {stale}, "
                   "so it says nothing of this setup", file=sys.stderr)
         if not args.no_selftest and selftest_failed(done["selftest"]):  # a lab script must not start a campaign on it
-            why = test.get("message") or "(no message)"
-            print(f"{name}: self-test failed ({test['outcome']}): {why}", file=sys.stderr)
+            why, outcome = test.get("message") or "(no message)", _outcome_label(test["outcome"], test.get("error"))
+            print(f"{name}: self-test failed ({outcome}): {why}", file=sys.stderr)
             failed_tests += 1
     _print_failures(group)
     return 0 if group.ok and not failed_tests else 1
