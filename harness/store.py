@@ -88,21 +88,25 @@ class StoreBusy(StoreError):
 
 @contextlib.contextmanager
 def _opening_lock(path: Path):
-    """Hold an exclusive lock on opening ``path`` for writing. It is a flock on the store file itself:
-    SQLite's own locks are fcntl locks, which flock does not touch, and no other file is made."""
+    """Hold an exclusive lock on opening ``path`` for writing: a flock on ``<store>-locks/open.lock`` (beside
+    the campaigns' locks, ``campaign_lock``). Never on the store file itself: SQLite's locks on it are fcntl
+    locks, and closing any descriptor of the file drops every fcntl lock the process holds on it. A store
+    opened so lost its own shared lock, so the next process to close the store took itself for the last
+    one and deleted the WAL file this one went on writing to (its commits reached no other reader, and would
+    have died with it)."""
     if path.exists():
         require_store_file(path)  # a folder: said as such
+    lock = path.expanduser().resolve()
+    lock = lock.parent / f"{lock.name}-locks" / "open.lock"  # one lock however the store is named (a symlink)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")
     except OSError as exc:
         raise StoreError(f"cannot open store {path} for writing ({exc.strerror}); give a path in a folder "
                          "you can write to") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # frees the lock
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # the kernel frees the lock with the file
 
 
 class Store:

@@ -336,6 +336,29 @@ def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
         assert [p.returncode for p in procs] == [0] * 4, errors
 
 
+def test_another_process_closing_the_store_leaves_this_ones_writes_to_everyone(tmp_path):
+    """A store kept open (a campaign's coordinator) while another process opens and closes it (a refused
+    `hwl campaign resume`, an onboarding into the same store). The opening lock was a flock on the store
+    file, whose close dropped this process's SQLite fcntl locks: the other process took itself for the last
+    one, deleted the WAL file, and every later commit of this one went to that deleted file, seen by no
+    other reader (a coordinator killed then would have lost them all)."""
+    import sys
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+        other = subprocess.run([sys.executable, "-c", "import sys; from harness.store import Store\n"
+                                "with Store(sys.argv[1]) as s: assert s.campaign_names() == ['c1']", str(db)],
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr
+        assert (tmp_path / "lab.db-wal").exists()  # the WAL this store writes to is still the file's
+        _campaign(s, name="c2")  # committed after the other process left
+        with Store(db, readonly=True) as reader:
+            assert reader.campaign_names() == ["c1", "c2"]
+    with Store(db, readonly=True) as s:
+        assert s.integrity_check() == "ok" and s.campaign_names() == ["c1", "c2"]
+
+
 def test_a_write_lock_held_past_the_busy_timeout_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
     import sqlite3
 
