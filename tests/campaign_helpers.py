@@ -108,26 +108,26 @@ def hwl(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
-def signal_when(args, ray_tmp, ready, sig, *, between=None):
-    """Start `hwl *args`, wait until ``ready()``, send ``sig`` (first calling ``between(pid)`` and
-    waiting for ``ready()`` again, if given). ``sig`` may also be a function of the pid that does
-    something else to the process tree. Returns (stderr, exit status, stdout)."""
+def signal_when(args, ray_tmp, ready, sig, *, between=None, between_ready=None):
+    """Start `hwl *args`, wait until ``ready()``, send ``sig``. With ``between``, first wait until
+    ``between_ready()`` (default ``ready``) and call ``between(pid)``. ``sig`` may also be a function of
+    the pid that does something else to the process tree. Returns (stderr, exit status, stdout)."""
     # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
     proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    def wait_ready():
+    def wait_until(condition):
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not ready():
+        while time.monotonic() < deadline and proc.poll() is None and not condition():
             time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, ("hwl ended before the moment to signal it came", proc.communicate())
 
     try:
-        wait_ready()
         if between:
+            wait_until(between_ready or ready)
             between(proc.pid)
-            wait_ready()
+        wait_until(ready)
         sig(proc.pid) if callable(sig) else os.kill(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
