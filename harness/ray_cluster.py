@@ -142,13 +142,18 @@ def _server_reason(exc: Exception) -> str:
 
 
 def _join_refused(address: str, exc: Exception) -> str:
-    """Why ``ray.init(address=...)`` failed after :func:`check_reachable` found a Ray head answering there."""
+    """Why ``ray.init(address=...)`` failed after :func:`check_reachable` found a Ray head answering there (or, for
+    ``auto``, which it cannot check, found none on this machine)."""
     if _server_start_failed(address, exc):  # the head answered, and failed on its side: no "start it there"
         return (f"cannot join the Ray cluster at {address!r}: its Ray Client server failed to start a server for "
                 f"this driver, {RAY_CLIENT_TRIES} times ({_server_reason(exc)}). That log is in the head's session "
                 "folder (/tmp/ray/session_latest/logs unless its temp dir says otherwise); or run hwl on a node of "
                 "the cluster and give --address the head's HOST:6379")
     why = str(exc).rstrip(".")
+    if "Could not find any running Ray instance" in why:  # `auto`: Ray found no head on this machine to ask
+        return (f"cannot join the Ray cluster at {address!r}: no Ray head runs on this machine (`auto` joins one "
+                "started here with `ray start --head`); start it, give --address the head's HOST:PORT, or leave out "
+                "--address to run a local Ray")
     if not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         # Ray's driver sends this machine's token to an address it is given (by name or RAY_ADDRESS) only in
         # token mode, so on the head's own machine, token file and all, the join failed, told to start a head

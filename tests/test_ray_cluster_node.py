@@ -138,6 +138,20 @@ def test_a_ray_client_join_failing_on_the_heads_side_says_so_not_to_start_a_head
     assert "Start it there with `ray start --head --ray-client-server-port PORT`" in refused  # no head: as before
 
 
+def test_address_auto_with_no_head_on_this_machine_says_none_runs():
+    """`--address auto` with no Ray on this machine printed Ray's "Could not find any running Ray instance", then
+    "A Ray head answers there: if it uses Ray's token auth ... set RAY_AUTH_MODE=token": a head that is not there.
+    (Ray's own text, as `ray.init(address="auto")` raises it; a CLI run would join any other Ray on a shared host.)"""
+    from harness.ray_cluster import _join_refused
+
+    none_here = ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                                "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+    said = _join_refused("auto", none_here)
+    assert said == ("cannot join the Ray cluster at 'auto': no Ray head runs on this machine (`auto` joins one "
+                    "started here with `ray start --head`); start it, give --address the head's HOST:PORT, or leave "
+                    "out --address to run a local Ray"), said
+
+
 def _kill_first_specific_server(temp: str, earlier: set, killed: list, timeout_s: float = 120) -> None:
     """SIGKILL the first new per-driver Ray Client server (``--mode=specific-server``, its pid not in
     ``earlier``) of the cluster in ``temp``."""
