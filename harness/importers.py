@@ -207,10 +207,17 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     if not wide:
         return frame
     # A wide table looks like an accuracy or proxy table (arch columns, then numbers), hence the flag.
-    if device is not None or set(frame.columns) & {"device", "latency_ms"}:
+    if set(frame.columns) & {"device", "latency_ms"}:
         raise TableImportError(f"{path.name}: --wide takes a table with one latency column per device; this one "
-                               "has a 'device' or 'latency_ms' column (or --device was given): leave out --wide")
-    return wide_cells(frame, path.name, error=TableImportError)
+                               "has a 'device' or 'latency_ms' column: leave out --wide")
+    long = wide_cells(frame, path.name, error=TableImportError)
+    named = list(dict.fromkeys(long["device"].astype(str)))
+    if device is not None and len(named) > 1:  # --device renames a one-device table's column, as a long table's
+        shown = ", ".join(named[:5]) + (", ..." if len(named) > 5 else "")
+        raise TableImportError(f"{path.name}: it has {len(named)} device columns ({shown}) and --device {device} "
+                               "would merge them into one; import it without --device, or one device's column at "
+                               "a time")
+    return long
 
 
 def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None = None,

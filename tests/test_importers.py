@@ -392,6 +392,26 @@ def test_a_device_a_campaign_of_the_store_measures_is_refused_at_import(tmp_path
     assert hwl_main(["data", "import", str(fb), "--store", str(db)]) == 0
 
 
+def test_a_one_device_wide_table_is_imported_under_the_name_given_by_device(tmp_path, capsys):
+    """`hwl campaign export --device pi --out pi_help.csv.gz` into a store that measures pi is refused, saying
+    "import it under another device name (--device NAME ...)"; with --wide that was refused too ("or --device was
+    given: leave out --wide"), and without --wide the table has no latency_ms: no way in. --device now renames a
+    one-device wide table's column; a table of several device columns is refused, naming them."""
+    (tmp_path / "pi_help.csv").write_text("arch_index,pi\n1,2.0\n2,\n3,4.0\n")
+    (tmp_path / "two_help.csv").write_text("arch_index,pi,pi3\n1,2.0,3.0\n")
+    db = str(tmp_path / "lab.db")
+    assert hwl_main(["data", "import", str(tmp_path / "pi_help.csv"), "--wide", "--device", "pi-lab-b",
+                     "--store", db]) == 0
+    with Store(db) as s:
+        table = s.latency_table("nb201")
+    assert table.set_index("arch")["latency_ms"].to_dict() == {1: 2.0, 3: 4.0} and set(table["device"]) == {"pi-lab-b"}
+    capsys.readouterr()
+    assert hwl_main(["data", "import", str(tmp_path / "two_help.csv"), "--wide", "--device", "x", "--store", db]) == 2
+    assert capsys.readouterr().err.endswith("two_help.csv: it has 2 device columns (pi, pi3) and --device x would "
+                                            "merge them into one; import it without --device, or one device's column "
+                                            "at a time\n")
+
+
 def test_a_table_is_known_by_its_rows_not_only_its_file_name(tmp_path, capsys, caplog):
     """A re-import was recognised by file name only: the same table renamed (lab_a.csv -> lab_a_v1.csv) was refused
     as another lab's, and a different table under the same name replaced the rows without a word on stderr. The
