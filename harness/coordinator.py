@@ -424,7 +424,8 @@ class Coordinator:
             if key is not None and key not in self.exports:
                 if self.quota is not None and self.quota.over:  # make room before the file is written
                     self._trim_artifacts()
-                self.exports[key] = export_remote().remote(key, str(self.options.artifact_dir))
+                # absolute: a Ray worker of a cluster joined by --address runs in its node's folder, not in ours
+                self.exports[key] = export_remote().remote(key, str(Path(self.options.artifact_dir).absolute()))
                 self.exporting.add(key)
 
     def _export_done(self, ray, key, ref) -> None:

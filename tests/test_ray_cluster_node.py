@@ -79,6 +79,26 @@ def test_device_actor_runs_on_the_node_with_its_host_resource(two_node_cluster, 
         assert len(s.latency_table("nb201")) == 2
 
 
+def test_a_campaign_with_a_relative_store_path_measures_on_a_joined_cluster(two_node_cluster, tmp_path):
+    """`hwl campaign run --address HEAD --store lab.db` (the README's lab flow, store by its relative name) from
+    a folder other than the one the head was started in hung for ever: the export tasks wrote lab-artifacts/ in
+    the node's own folder, and the coordinator, finding no such file in its folder, exported it again and again.
+    The artifact folder goes to Ray as an absolute path now, so the models are where the coordinator looks."""
+    address, env, _ = two_node_cluster
+    here = tmp_path / "here"  # this command's folder; the head runs in pytest's
+    here.mkdir()
+    path = write_profile(tmp_path, "rel-ort")
+    path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+    run = subprocess.run([*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", "1835",
+                          "--devices", str(path), "--store", "lab.db", "--canary-every", "0", "--no-progress"],
+                         cwd=here, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"done_now": 1' in run.stdout
+    with Store(here / "lab.db") as s:
+        assert len(s.latency_table("nb201")) == 1
+    assert len(list((here / "lab-artifacts").glob("*.onnx"))) == 1  # exported beside the store, as it says
+
+
 def test_a_campaign_runs_through_ray_client(two_node_cluster, model_cache, tmp_path):
     """`--address ray://HEAD:PORT` (Ray Client, as from a laptop) had never been run: the campaign's Ray
     calls (a named actor on the node with its host resource, export tasks, ray.wait, the job id in the
