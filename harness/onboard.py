@@ -103,11 +103,11 @@ class CampaignDevice:
         self.remeasured.extend(archs)
         got, rows = self._run(archs, again=True)
         still = [a for a in drifted_counts(self.space, rows) if a in set(archs)]
-        if still:
+        if still:  # listed last, with '; ' as --archs takes them: an FBNet key's own commas ran them together
             self.drifted_twice.extend(still)
-            log.warning("%s: %d archs drifted again when measured again (canary_drift): %s; kept the median of "
-                        "both, as a drift canary that moves on every batch says more about its own noise than about "
-                        "the device's speed", self.profile.name, len(still), ", ".join(map(str, still)))
+            log.warning("%s: %d archs drifted again when measured again (canary_drift), kept at the median of both, "
+                        "as a drift canary that moves on every batch says more about its own noise than about the "
+                        "device's speed: %s", self.profile.name, len(still), "; ".join(map(str, still)))
         return got
 
     def _run(self, archs, *, again: bool = False) -> tuple[dict, pd.DataFrame]:

@@ -29,6 +29,7 @@ from harness.exporting import export_parquet
 from harness.onboard import CampaignDevice, onboard
 from harness.profiles import load_profiles
 from harness.store import Store
+from spaces import fbnet
 from tests.campaign_helpers import FAST_POLICY, has_env, kill_leftovers, write_profile
 from tests.small_disk import small_disk
 
@@ -82,6 +83,27 @@ def test_onboarding_measures_again_what_it_measured_while_the_device_drifted(loc
     assert got == {1835: 3.0}
     assert measure.remeasured == [1835] and len(measure.campaigns) == 2 and measure.campaigns[1].endswith(":again1")
     assert [("canary_drift" in f) for f in flags["flags"]] == [True, False]
+
+
+def test_fbnet_archs_that_drift_twice_are_named_apart_in_the_warning(local_ray, artifacts, tmp_path, caplog):
+    """The warning listed the archs that drifted again joined by ', ', so two FBNet keys (22 op names joined by
+    commas each) read as one run of 44 names. They are joined by '; ' now, as --archs takes them."""
+    calls, script = tmp_path / "calls", tmp_path / "slower.sh"  # a device 5 % slower at every timed window
+    # (two samples a window: a window of one sample, 2 windows, left no sample inside the IQR, and the agent
+    # failed on the NaN inter-quartile mean: another matter)
+    script.write_text(f'#!/bin/sh\necho >> {calls}\nn=$(wc -l < {calls})\n'
+                      'awk -v n="$n" \'BEGIN { v = 2 * 1.05 ^ n; printf "%.4f ms\\n%.4f ms\\n", v, v }\'\n')
+    script.chmod(0o755)
+    dev = write_profile(tmp_path, "onb-slower", runtime="command", options={"command": str(script),
+                                                                            "regex": "([0-9.]+) ms"})
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0, canary_fresh_s=0.0)
+    keys = [fbnet.to_key(["skip"] * 21 + ["k3_e1"]), fbnet.to_key(["skip"] * 21 + ["k3_e3"])]
+    with Store(tmp_path / "lab.db") as s, caplog.at_level(logging.WARNING, logger="harness.onboard"):
+        measure = CampaignDevice(s, load_profiles([str(dev)])[0], "fbnet", options=opts)
+        measure(keys)
+    assert sorted(measure.drifted_twice) == sorted(keys)
+    said = [r.getMessage() for r in caplog.records if "drifted again" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(": " + "; ".join(measure.drifted_twice)), said
 
 
 def test_onboarding_measures_a_stored_drifted_latency_again_before_fitting_on_it(local_ray, artifacts, tmp_path):
