@@ -117,8 +117,17 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".hwl-", suffix=".probe"):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write {what or folder}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {what or folder}: {why_not_made(folder, exc)}") from None
     return folder
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "written_whole"]
+def why_not_made(folder: Path, exc: OSError) -> str:
+    """Why ``folder`` could not be made or written: "File exists" said nothing of the file in the way."""
+    there = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if there is not None and not there.is_dir():
+        return f"{there} is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "why_not_made",
+           "written_whole"]

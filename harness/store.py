@@ -28,6 +28,7 @@ import pandas as pd
 
 from harness import __version__
 from harness.errors import StorageFull, StoreError, StoreGone, StoreVersionError
+from harness.paths import why_not_made
 from harness.profiles import profile_from_dict
 from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
@@ -102,8 +103,8 @@ def _opening_lock(path: Path):
         lock.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock, "a")
     except OSError as exc:
-        raise StoreError(f"cannot open store {path} for writing ({exc.strerror}); give a path in a folder "
-                         "you can write to") from None
+        raise StoreError(f"cannot open store {path} for writing ({why_not_made(path.parent, exc)}); give a path "
+                         "in a folder you can write to") from None
     with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield  # the kernel frees the lock with the file

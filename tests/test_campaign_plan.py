@@ -145,11 +145,12 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
         (["campaign", "status", "--store", str(db), "--name", "nope"], ["no campaign 'nope'", "campaigns: c-"]),
         (["campaign", "resume", "--store", str(tmp_path / "missing.db")], ["does not exist"]),
         (base + ["--archs", "1", "--store", str(db)], ["missing --devices"]),
-        # unwritable places (a path through a file): refused before anything is measured or charged
+        # unwritable places (a path through a file): refused before anything is measured or charged, naming the
+        # file in the way (it said "(File exists)" / ": File exists", of a folder the user never named)
         (base + ["--archs", "1", "--devices", str(good), "--store", str(broken / "lab.db")],
-         ["cannot open store", "for writing"]),
+         ["cannot open store", "for writing", f"({broken} is a file, not a folder)"]),
         (base + ["--archs", "1,2", "--devices", str(good), "--store", str(db), "--artifacts", str(broken / "art")],
-         [f"cannot write the artifact folder {broken / 'art'}"]),
+         [f"cannot write the artifact folder {broken / 'art'}: {broken} is a file, not a folder"]),
     ]
     for argv, words in cases:
         assert hwl_main(argv) == 2, argv
