@@ -152,19 +152,24 @@ def _join_refused(address: str, exc: Exception) -> str:
     why = str(exc).rstrip(".")
     if "Could not find any running Ray instance" in why:  # `auto`: Ray found no head on this machine to ask
         return (f"cannot join the Ray cluster at {address!r}: no Ray head runs on this machine (`auto` joins one "
-                "started here with `ray start --head`); start it, give --address the head's HOST:PORT, or leave out "
-                "--address to run a local Ray")
+                "started here with `ray start --head`); start it, give --address the head's HOST:PORT, or "
+                f"{_run_locally()}")
     if not address.startswith("ray://") and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         # Ray's driver sends this machine's token to an address it is given (by name or RAY_ADDRESS) only in
         # token mode, so on the head's own machine, token file and all, the join failed, told to start a head
         return (f"cannot join the Ray cluster at {address!r}: {why}. A Ray head answers there: if it uses Ray's "
                 "token auth (the default), set RAY_AUTH_MODE=token here, since Ray's driver sends this machine's "
-                "token (~/.ray/auth_token, which must be the head's) to a given address only then; or leave out "
-                "--address to run a local Ray")
+                "token (~/.ray/auth_token, which must be the head's) to a given address only then; or "
+                f"{_run_locally()}")
     start = ("`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
              if address.startswith("ray://") else "`ray start --head`")
     return (f"cannot join the Ray cluster at {address!r}: {why}. Start it there with {start} (and give this "
-            "machine its token), or leave out --address to run a local Ray")
+            f"machine its token), or {_run_locally()}")
+
+
+def _run_locally() -> str:
+    """How to run a local Ray instead; RAY_ADDRESS stands for --address (the CLI's default), so it goes too."""
+    return f"leave out --address{' and unset RAY_ADDRESS' if os.environ.get('RAY_ADDRESS') else ''} to run a local Ray"
 
 
 def joined(address: str | None, hosts=()):
@@ -323,8 +328,7 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         sock = socket.create_connection((host, int(port)), timeout=timeout_s)
     except OSError as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc}). Start "
-                           "it with `ray start --head --port PORT` on that machine, or leave out --address to run "
-                           "a local Ray") from None
+                           f"it with `ray start --head --port PORT` on that machine, or {_run_locally()}") from None
     with sock:
         if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):  # a TLS GCS needs its handshake first
             if not _answers_http2(sock, timeout_s):

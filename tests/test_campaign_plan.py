@@ -232,6 +232,24 @@ def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tm
     assert _dump(db) == before and not fresh.exists()
 
 
+def test_ray_address_in_the_environment_is_joined_as_address_is(tmp_path, capsys, monkeypatch):
+    """RAY_ADDRESS (which the README names beside --address) without --address went to a local ray.init, and Ray
+    stopped it with a traceback ('ValueError: When connecting to an existing cluster, num_cpus and num_gpus must
+    not be provided') after the store was made and the campaign planned. It is the address now, checked first."""
+    from tests.sshd import free_port
+
+    good = write_profile(tmp_path, "dev-a")
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    for argv in (["campaign", "run", "--space", "nb201", "--archs", "3", "--devices", str(good), "--no-progress"],
+                 ["onboard", str(good), "--space", "nb201", "--budget", "2", "--out", str(tmp_path / "p.pt")]):
+        assert hwl_main([*argv, "--store", str(tmp_path / "lab.db")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': nothing answers there" in err
+        assert err.endswith("or leave out --address and unset RAY_ADDRESS to run a local Ray\n"), err
+    assert not (tmp_path / "lab.db").exists()
+
+
 @pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n"], ids=["closes", "http1"])
 def test_an_address_that_accepts_connections_but_is_no_ray_is_refused_at_once(tmp_path, capsys, answer):
     """A port of another server (a web server, sshd, a typo): Ray waited for its GCS for ever, with Ctrl-C held

@@ -8,6 +8,7 @@ campaign into ``--store``; running the same command again resumes where it stopp
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def add_parser(subparsers) -> None:
                         "diverse: spread over the architectures' features; random: the strict protocol's picks")
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
-    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    # RAY_ADDRESS, as Ray reads it: ray.init(num_cpus=...) of a local Ray failed on it with a traceback
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                   help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
     p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     add_known_hosts_flag(p)
