@@ -90,7 +90,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                 kwargs["_system_config"] = local_system_config()
                 keep = sessions_kept()  # a bad setting stops here, before Ray starts
                 try:
-                    with _signals_held_during_init(), _environment(local_ray_env()):
+                    with _signals_held_during_init(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
                         ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                                  resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
                 except OSError as exc:
@@ -107,6 +107,19 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+@contextlib.contextmanager
+def _without(variable: str):
+    """``variable`` out of this process's environment for a ``with`` block: a local Ray (hwl zcp's; a campaign's
+    takes RAY_ADDRESS as its --address) is no join, and ray.init with RAY_ADDRESS set refused num_cpus with a
+    traceback."""
+    value = os.environ.pop(variable, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[variable] = value
 
 
 def _join(address: str) -> None:

@@ -153,6 +153,15 @@ def test_a_ray_temp_folder_too_deep_for_unix_sockets_is_a_clear_error(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "z.parquet").exists()
 
 
+def test_ray_address_in_the_environment_does_not_stop_the_local_run(tmp_path):
+    """hwl zcp starts its own local Ray; with RAY_ADDRESS set (a lab's shell) Ray refused that start with a
+    traceback ('When connecting to an existing cluster, num_cpus and num_gpus must not be provided')."""
+    done = hwl("zcp", "nb201", "--archs", "1", "--proxies", "params", "--out", tmp_path / "z.parquet",
+               env={"RAY_ADDRESS": "127.0.0.1:1"}, timeout=180)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(pd.read_parquet(tmp_path / "z.parquet")) == 1
+
+
 def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):
     foreign = tmp_path / "other.db"
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
