@@ -172,7 +172,8 @@ class Measurement:
     def iq_mean_ms(self) -> float:
         t = self.times_ms
         inner = t[(t >= self._q[1]) & (t <= self._q[3])]
-        return float(inner.mean())
+        # two distinct samples leave none between the quartiles; the middle of them is the median
+        return float(inner.mean()) if inner.size else self.median_ms
 
     @cached_property
     def median_ci95_ms(self) -> tuple[float, float]:

@@ -34,6 +34,14 @@ def test_inter_quartile_mean_ignores_outliers():
     assert m.mean_ms > 100 and m.median_ms == pytest.approx(11)
 
 
+def test_two_distinct_samples_have_an_inter_quartile_mean_and_make_json():
+    # a command tool printing one latency per run, with repeats = 2: no sample lies between the quartiles,
+    # the mean of none was NaN, and the agent's reply (JSON without NaN) died with the measurement
+    m = ms([2.0], [3.0])
+    assert m.iq_mean_ms == pytest.approx(2.5) == m.median_ms
+    assert json.loads(json.dumps(m.to_dict(), allow_nan=False))["stats"]["iq_mean_ms"] == pytest.approx(2.5)
+
+
 def test_label_is_median_of_repeat_medians_and_drift_is_flagged():
     m = ms([1, 1, 9], [2, 2, 2], [3, 3, 3])
     assert list(m.repeat_medians_ms) == pytest.approx([1, 2, 3])
