@@ -74,6 +74,7 @@ RUNTIME_ALIASES = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "torch": 
                    "tvm": "tvm", "command": "command"}
 OUTCOMES = ("ok", "load_error", "unsupported_op", "compile_error", "runtime_error", "timeout",
             "oom", "unstable")
+MEASURED_OUTCOMES = ("ok", "unstable")  # the outcomes that carry a latency (an unstable one is queued again)
 PROFILES = ("quick", "standard")
 
 
@@ -309,6 +310,6 @@ def decode(line: bytes | str) -> Message:
         raise BadRequest(f"{kind}: {exc}") from None
 
 
-__all__ = ["Error", "Hello", "MAX_LINE_BYTES", "MESSAGES", "Measure", "Message", "OUTCOMES",
+__all__ = ["Error", "Hello", "MAX_LINE_BYTES", "MEASURED_OUTCOMES", "MESSAGES", "Measure", "Message", "OUTCOMES",
            "PROFILES", "PROTOCOL_VERSION", "Ping", "ProtocolError", "Result", "RUNTIME_ALIASES",
            "Shutdown", "Status", "decode", "encode"]

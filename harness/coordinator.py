@@ -28,6 +28,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.protocol import MEASURED_OUTCOMES
 from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
@@ -712,7 +713,7 @@ class Coordinator:
         return True
 
     def _canary_done(self, dev: _Device, record: dict, *, counts: bool = True) -> None:
-        label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in ("ok", "unstable") else None
+        label = (record.get("stats") or {}).get("label_ms") if record.get("outcome") in MEASURED_OUTCOMES else None
         probed, dev.probing = dev.probing, False
         if probed and label is not None and dev.state == "active":
             log.warning("%s: measured its canary fine, so its %d failed attempts in a row were their models' "

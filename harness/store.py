@@ -26,6 +26,7 @@ from typing import Iterable, NamedTuple
 
 import pandas as pd
 
+from agents.protocol import MEASURED_OUTCOMES
 from harness import __version__
 from harness.errors import StorageFull, StoreError, StoreGone, StoreVersionError
 from harness.paths import why_not_made
@@ -393,7 +394,7 @@ class Store:
                 self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
             self.db.execute("UPDATE attempts SET state = ?, outcome = ?, error = ?, finished_at = ? "
                             "WHERE job_id = ? AND attempt = ?",
-                            (outcome if outcome in ("ok", "unstable") else "failed", outcome,
+                            (outcome if outcome in MEASURED_OUTCOMES else "failed", outcome,
                              record.get("error_message"),
                              now, job_id, attempt))
             self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (job_state, now, job_id))

@@ -133,7 +133,7 @@ def _device_states(store: str | None) -> dict:
 
 def cmd_status(args) -> int:
     from harness.remote.lab import device_status
-    from harness.remote.selftest import MEASURED
+    from agents.protocol import MEASURED_OUTCOMES
 
     apply_known_hosts(args)
     states = _device_states(args.store)
@@ -157,7 +157,7 @@ def cmd_status(args) -> int:
     for r in rows:  # in full, one line each: a column cut them to a few letters a line, and at 80 characters
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
-        if r["selftest"] and r["selftest"] not in MEASURED:  # why it measured nothing, which deploy said once
+        if r["selftest"] and r["selftest"] not in MEASURED_OUTCOMES:  # why it measured nothing, which deploy said once
             kind = f" ({r['selftest_error']})" if r["selftest_error"] else ""
             print(f"{r['device']}: last self-test {r['selftest']}{kind}: {r['selftest_message'] or '(no message)'}")
         if r["selftest_other_setup"]:  # the profile's runtime settings or hwl's agent changed since

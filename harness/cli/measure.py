@@ -11,6 +11,7 @@ import os
 import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
+from agents.protocol import MEASURED_OUTCOMES
 from harness.errors import UserError
 
 RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
@@ -105,7 +106,7 @@ def run_measure_cli(args) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         _print_table(result)
-    return 0 if result.outcome in ("ok", "unstable") else 1
+    return 0 if result.outcome in MEASURED_OUTCOMES else 1
 
 
 def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=(), profile: str = "standard",

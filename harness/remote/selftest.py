@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 
 from agents.errors import PROTOCOL_ERRORS, HwlError
-from agents.protocol import Measure
+from agents.protocol import MEASURED_OUTCOMES, Measure
 from harness.profiles import DeviceProfile
 from harness.remote.deploy import DeployReport, agent_base
 from harness.remote.host import Host
 
 SELFTEST_ARCH = ("nb201", 1462)  # the coordinator's drift-canary cell: a mid-size NB201 model
 SELFTEST_POLICY = {"repeats": 2, "cooldown_s": 0.0}
-# Outcomes with a latency to show: as `hwl measure`, an unstable self-test still measured the device.
-MEASURED = ("ok", "unstable")
 # The outcome of a self-test the agent answered with an error (cores it lacks, a runtime it has not...);
 # its record keeps the error's class as "error".
 REFUSED = "refused"
@@ -31,7 +29,7 @@ AGENT_ERRORS = frozenset(PROTOCOL_ERRORS.values())
 
 def selftest_failed(record: dict | None) -> bool:
     """True for a self-test record that measured nothing (the runtime failed, the model was refused...)."""
-    return record is not None and record.get("outcome") not in MEASURED
+    return record is not None and record.get("outcome") not in MEASURED_OUTCOMES
 
 
 def selftest_setup(profile: DeviceProfile) -> dict:
