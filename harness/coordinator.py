@@ -60,6 +60,8 @@ CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's referenc
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
 EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordinator could not export
+# Exports in a row of one model whose file is not on this machine when its job comes: then it never will be
+EXPORTS_UNSEEN_MAX = 3
 # Attempts that say nothing about the model, so they use up none of its job's attempts: lost with
 # the device, or refused because the model file changed on disk after its export (it is exported again).
 UNCHARGED_OUTCOMES = ("device_lost",)
@@ -191,6 +193,8 @@ class Coordinator:
         # or a month-long campaign would keep one per architecture (and scan them all at every turn of the loop)
         self.export_users: Counter = Counter()
         self.exports_lost: dict[tuple, int] = {}  # key -> times Ray lost its export task
+        # key -> exports in a row whose file this machine did not find before any job used it
+        self.exports_unseen: Counter = Counter()
         self.quota: ArtifactQuota | None = None
         self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
         self.worker_s = 0.0  # inside the device actors' measure calls
@@ -451,6 +455,20 @@ class Coordinator:
             self.quota.used(Path(art["path"]).stem, art["size_bytes"])
             self._trim_artifacts()
 
+    def _export_unseen(self, key, art: dict) -> None:
+        """An export whose file is not here: exported again, unless that happened ``EXPORTS_UNSEEN_MAX`` times in
+        a row. Then the file never reaches this machine (a cluster whose nodes do not share the artifact folder:
+        the export task writes it on its own node) and exporting again would go on for ever, measuring nothing."""
+        del self.exports[key]
+        unseen = self.exports_unseen[key] = self.exports_unseen[key] + 1
+        if unseen >= EXPORTS_UNSEEN_MAX:
+            raise ClusterError(f"the export of {key[0]} {key[1]} finished {unseen} times in a row, yet its file "
+                               f"{art['path']} was not there when its job came: the artifact folder "
+                               f"{self.options.artifact_dir} must be one folder that every node of the Ray cluster "
+                               "sees at that path (a shared file system), and nothing else may remove files from it; "
+                               "nothing measured is lost: fix that and run the same command again")
+        log.warning("the model file %s of %s %s is not there; exporting it again", art["path"], key[0], key[1])
+
     def _export_lost(self, ray, key, exc: Exception) -> None:
         """An export that Ray lost (its worker was killed, its node died) is run again, up to 3
         times in a row; then it fails like a model that does not export. With Ray's node on this
@@ -498,9 +516,10 @@ class Coordinator:
         if not isinstance(art, dict):
             return False  # export still running
         if key is not None and art.get("path") and not Path(art["path"]).is_file():
-            # removed (by the artifact quota, or by hand): export it again
-            del self.exports[key]
+            self._export_unseen(key, art)  # removed (by the artifact quota, or by hand): export it again
             return False
+        if key is not None:
+            self.exports_unseen.pop(key, None)
         if self.quota is not None and art.get("path"):
             self.quota.used(Path(art["path"]).stem)
         job = {"space": space, "arch": arch, "dataset": dataset_of(space, key[2] if key else None).name,

@@ -99,6 +99,32 @@ def test_a_campaign_with_a_relative_store_path_measures_on_a_joined_cluster(two_
     assert len(list((here / "lab-artifacts").glob("*.onnx"))) == 1  # exported beside the store, as it says
 
 
+def test_a_coordinator_that_does_not_see_the_nodes_artifact_folder_stops_saying_so(two_node_cluster, model_cache,
+                                                                                    tmp_path):
+    """The export tasks run on the cluster's nodes and write the model into the artifact folder there. A
+    coordinator whose machine does not share that folder (here: its own empty tmpfs over it, in a mount
+    namespace of its own, beside a cluster that sees the real one) found no file, exported again, and again,
+    for ever, measuring nothing and saying nothing. Now it stops after a few tries, naming the folder."""
+    address, env, _ = two_node_cluster
+    path = write_profile(tmp_path, "unshared-ort")
+    path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+    art, db = tmp_path / "art", tmp_path / "lab.db"
+    exported_models(model_cache, art, "1835")  # the nodes find it there: no torch
+    hidden = "mount -t tmpfs -o size=1m hwl-test \"$0\" && exec \"$@\""  # this process's own view of art
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a mount namespace of its own needs root and unshare")
+    run = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", hidden, str(art), *HWL,
+                          "campaign", "run", "--address", address, "--space", "nb201", "--archs", "1835", "--devices",
+                          str(path), "--store", str(db), "--artifacts", str(art), "--canary-every", "0",
+                          "--no-progress"], env={**os.environ, **env}, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"the artifact folder {art} must be one folder that every node of the Ray cluster sees" in run.stderr
+    assert "exporting it again" in run.stderr  # each try said so
+    with Store(db, readonly=True) as s:  # nothing charged: the job waits for the next run
+        assert s.db.execute("SELECT state FROM jobs").fetchall() == [("queued",)]
+        assert s.db.execute("SELECT count(*) FROM attempts").fetchone()[0] == 0
+
+
 def test_a_campaign_runs_through_ray_client(two_node_cluster, model_cache, tmp_path):
     """`--address ray://HEAD:PORT` (Ray Client, as from a laptop) had never been run: the campaign's Ray
     calls (a named actor on the node with its host resource, export tasks, ray.wait, the job id in the
