@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_archs_flags, messages_to
+from harness.cli.common import add_address_flag, add_archs_flags, messages_to
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
@@ -62,9 +61,7 @@ def _common(p) -> None:
     p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     p.set_defaults(resume_hint=lambda a: "every finished measurement is stored and the ones in flight are queued "
                                          "again; run the same command again to go on")
-    # RAY_ADDRESS, as Ray reads it: ray.init(num_cpus=...) of a local Ray failed on it with a traceback
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                   help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
+    add_address_flag(p)
     p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "

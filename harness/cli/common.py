@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 
@@ -36,6 +37,13 @@ def _whole_number(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
     return value
+
+
+def add_address_flag(parser) -> None:
+    """``--address`` of the commands that run a campaign: RAY_ADDRESS as its default, as Ray reads it (a local
+    Ray's ray.init(num_cpus=...) failed on it with a traceback)."""
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                        help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
 
 
 def add_archs_flags(parser, *, required: bool = False) -> None:

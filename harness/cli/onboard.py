@@ -8,11 +8,10 @@ campaign into ``--store``; running the same command again resumes where it stopp
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from harness.cli.common import messages_to, non_negative_int
+from harness.cli.common import add_address_flag, messages_to, non_negative_int
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import DeviceQuarantined, UserError
 from harness.paths import check_outputs
@@ -53,9 +52,7 @@ def add_parser(subparsers) -> None:
                         "diverse: spread over the architectures' features; random: the strict protocol's picks")
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
-    # RAY_ADDRESS, as Ray reads it: ray.init(num_cpus=...) of a local Ray failed on it with a traceback
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                   help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
+    add_address_flag(p)
     p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     add_known_hosts_flag(p)
