@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -150,6 +152,7 @@ class DeviceWorker:
 
     def _open_once(self):
         self._close_session()
+        check_host_programs(self.profile)
         session = self._session_factory(self.profile)
         # Ray may run this process on the service cores only; the agent must see every core, so
         # widen this thread's affinity while the subprocess is forked (the agent then pins
@@ -282,6 +285,25 @@ class DeviceWorker:
             return Measure(arch={"space": job["space"], "key": job["arch"], "dataset": job.get("dataset")},
                            **common)
         return Measure(model=job.get("model", ""), sha256=job.get("sha256", ""), **common)
+
+
+def check_host_programs(profile: DeviceProfile) -> None:
+    """Refuse a device whose commands start a program this machine lacks (``adb`` on a PC without Android's
+    tools) before it measures: each push failed as a lost device, and the device was quarantined only after 3
+    attempts, where a person must install the program or fix the profile. A program whose name is filled in
+    per model, or a path relative to where the tool runs, is found out when it runs."""
+    for key, template in profile.host_commands().items():
+        try:
+            program = shlex.split(template)[0]
+        except (ValueError, IndexError):
+            continue  # not a command line: the profile's own checks say so
+        if "{" in program or ("/" in program and not os.path.isabs(program)):
+            continue
+        if shutil.which(program) is None:
+            where = "is no executable file" if "/" in program else "is not on PATH"
+            raise DeviceSetupError(f"{profile.source or 'profile'}: key {key!r} of device {profile.name} runs "
+                                   f"{program!r}, which {where} on {socket.gethostname()}: install it there, or "
+                                   "correct the profile", device=profile.name)
 
 
 class RecoverFailed(RuntimeError):

@@ -227,6 +227,15 @@ class DeviceProfile:
         host = dataclasses.replace(self.host, **{k: getattr(other.host, k) for k in REACH_KEYS})
         return dataclasses.replace(self, host=host, description=other.description, source=other.source)
 
+    def host_commands(self) -> dict[str, str]:
+        """Key -> template of each command this profile starts on its host's machine (the one whose Ray node
+        runs the device's actor): ``host.push``, ``host.check``, ``host.recover``, and the command runtime's
+        tool, unless an ssh device runs that on itself."""
+        commands = {f"host.{key}": getattr(self.host, key) for key in ("push", "check", "recover")}
+        if self.runtime.kind == "command" and self.host.transport != "ssh":
+            commands["runtime.options.command"] = self.runtime.options_dict().get("command")
+        return {key: template for key, template in commands.items() if template}
+
     def agent_policy(self) -> dict:
         """The ``agents.timing.TimingPolicy`` overrides each measure request carries: the profile's
         ``policy`` table, its cooldown and its temperature limit (rule 6: the agent waits on the

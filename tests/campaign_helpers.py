@@ -21,13 +21,15 @@ FAST_POLICY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window
 
 def write_profile(folder: Path, name: str, *, runtime: str = "onnxruntime", options: dict | None = None,
                   policy: dict | None = None, cores=(1,), thermal_domain: str = "test-cpu",
-                  recover: str | None = None) -> Path:
-    """A local device profile file; returns its path."""
+                  recover: str | None = None, push: str | None = None) -> Path:
+    """A device profile file of this machine; returns its path. ``push`` makes it a command-transport device
+    (a phone through its tool), which needs ``runtime="command"``."""
     cores = [c for c in cores if c < (os.cpu_count() or 1)] or [0]
     policy = FAST_POLICY if policy is None else policy
     lines = [f'name = "{name}"', 'device_class = "cpu"', f'thermal_domain = "{thermal_domain}"', "",
-             "[host]", 'name = "local"', 'transport = "local"',
-             *([f"recover = {json.dumps(recover)}"] if recover else []), "",
+             "[host]", 'name = "local"', f'transport = "{"command" if push else "local"}"',
+             *([f"recover = {json.dumps(recover)}"] if recover else []),
+             *([f"push = {json.dumps(push)}"] if push else []), "",
              "[runtime]", f'kind = "{runtime}"', "threads = 1", f"cores = {list(cores)}", "",
              "[runtime.options]"]
     for key, value in (options or {}).items():

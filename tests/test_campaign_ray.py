@@ -338,21 +338,45 @@ def test_an_export_ray_loses_is_exported_again_and_never_charges_the_device(loca
     con.close()
 
 
-def test_failing_device_is_quarantined_while_others_complete(local_ray, artifacts, tmp_path):
-    good = write_profile(tmp_path, "ray-good")
-    bad = write_profile(tmp_path, "ray-bad", runtime="command",
-                        options={"command": "false", "regex": "([0-9.]+) ms"})
+def _run_beside_a_good_device(tmp_path, artifacts, bad):
+    """Plan and run a campaign of ``bad`` and a good local device (no canary); returns (db, campaign id,
+    the run's summary, the status table by device)."""
     db = tmp_path / "lab.db"
-    cid = _plan(db, [good, bad])
+    cid = _plan(db, [write_profile(tmp_path, "ray-good"), bad])
     with Store(db) as s:
         summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
-        status = s.status(cid).set_index("device")
+        return db, cid, summary, s.status(cid).set_index("device")
+
+
+def test_failing_device_is_quarantined_while_others_complete(local_ray, artifacts, tmp_path):
+    bad = write_profile(tmp_path, "ray-bad", runtime="command",
+                        options={"command": "false", "regex": "([0-9.]+) ms"})
+    _, _, summary, status = _run_beside_a_good_device(tmp_path, artifacts, bad)
     assert summary["devices"]["ray-bad"]["state"] == "quarantined"
     assert status.loc["ray-bad", "state"] == "quarantined"
     assert "3 failed attempts in a row" in status.loc["ray-bad", "error"]
     assert "runtime_error" in status.loc["ray-bad", "error"]
     assert status.loc["ray-good", "done"] == 3 and status.loc["ray-good", "state"] == "active"
     assert status.loc["ray-bad", "done"] == 0
+
+
+def test_a_phone_whose_tool_is_not_installed_is_refused_before_any_attempt(local_ray, artifacts, tmp_path):
+    """A phone pushed to through a program this machine lacks (`adb`, not installed): each push failed as a lost
+    device, 3 attempts recorded device_lost before the quarantine. The device is refused at its start now, in one
+    line naming its profile file, the key and the program; no attempt is recorded, and the other device measures."""
+    phone = write_profile(tmp_path, "ray-phone", runtime="command", push="hwl-no-such-adb push {model} /sdcard/m",
+                          options={"command": "echo 2.5 ms", "regex": "([0-9.]+) ms"})
+    assert shutil.which("hwl-no-such-adb") is None
+    db, cid, summary, status = _run_beside_a_good_device(tmp_path, artifacts, phone)
+    assert summary["devices"]["ray-phone"]["state"] == "quarantined"
+    error = status.loc["ray-phone", "error"]
+    assert f"{phone}: key 'host.push'" in error and "'hwl-no-such-adb', which is not on PATH" in error, error
+    assert status.loc["ray-phone", "queued"] == 3 and status.loc["ray-good", "done"] == 3
+    con = sqlite3.connect(db)
+    attempts = con.execute("SELECT count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+                           "WHERE j.campaign_id = ? AND j.device = 'ray-phone'", (cid,)).fetchone()[0]
+    con.close()
+    assert attempts == 0
 
 
 def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(local_ray, artifacts, tmp_path, capsys):
@@ -640,7 +664,7 @@ def test_a_vendor_tool_failing_on_every_model_fails_no_architecture_and_one_fail
     assert status.loc["ray-board", "queued"] == 4 and "no devices/emulators found" in status.loc["ray-board", "error"]
     assert status.loc["ray-npu", "state"] == "active" and status.loc["ray-npu", "done"] == 3 and failed == [bad]
     assert status.loc["ray-notool", "state"] == "quarantined" and status.loc["ray-notool", "queued"] == 4
-    assert "cannot run the command runtime's tool" in status.loc["ray-notool", "error"]
+    assert "'runtime.options.command' of device ray-notool runs" in status.loc["ray-notool", "error"]
     unplugged.unlink()  # the board plugged back in: a resume measures every one of its architectures
     with Store(db) as s:
         run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))

@@ -1,6 +1,8 @@
 """DeviceWorker without Ray: a real agent subprocess, a real exported model, a real SIGKILL."""
 import hashlib
+import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -11,6 +13,7 @@ import pytest
 from harness.device_worker import DeviceWorker, device_locks, lock_file_name
 from harness.export import export_one
 from harness.profiles import load_profile
+from harness.transport.errors import DeviceSetupError
 from tests.campaign_helpers import write_profile
 
 CHEAP_ARCH = 1835  # all skip_connect: a fast model
@@ -160,8 +163,8 @@ print("run 0: 2.5 ms")
 
 
 @pytest.mark.parametrize("command, outcome, kind, said", [
-    ("/nonexistent/vendor-tool {model}", "device_lost", "RuntimeUnavailable",
-     "cannot run the command runtime's tool '/nonexistent/vendor-tool'"),
+    ("/nonexistent/vendor-tool {model}", "device_lost", "DeviceSetupError",
+     "key 'runtime.options.command' of device w-tool runs '/nonexistent/vendor-tool', which is no executable file"),
     ("sh -c 'no-such-vendor-tool {model}'", "device_lost", "RuntimeUnavailable", "exited with status 127"),
     ("{python} {tool} killed {model}", "device_lost", "ToolKilled", "died from SIGTERM"),
     ("{python} {tool} crash {model}", "runtime_error", "runtime_error", "died from SIGSEGV"),
@@ -186,3 +189,28 @@ def test_a_vendor_tool_that_cannot_run_or_is_killed_charges_the_device_not_the_m
         worker.close()
     assert (rec["outcome"], rec["error_kind"]) == (outcome, kind), rec
     assert said in rec["error_message"] and "\n" not in rec["error_message"], rec["error_message"]
+
+
+@pytest.mark.parametrize("key", ["host.push", "host.check", "host.recover", "runtime.options.command"])
+def test_a_program_not_on_this_machine_refuses_the_device_before_its_agent_starts(tmp_path, key):
+    """A profile whose command names a program this machine lacks (`adb` where Android's tools are not
+    installed): a push failed as a lost device at each attempt. The worker now refuses to start the device, in one
+    line naming the profile file, the key and the program, before anything is measured."""
+    missing = "hwl-no-such-adb"
+    assert shutil.which(missing) is None
+    fine = {"host.push": "cp {model} /tmp", "host.check": "true", "host.recover": "true",
+            "runtime.options.command": "echo 2.5 ms"}
+    commands = {**fine, key: f"{missing} shell {{sha256}}"}
+    path = write_profile(tmp_path, "w-phone", runtime="command", push=commands["host.push"],
+                         recover=commands["host.recover"],
+                         options={"command": commands["runtime.options.command"], "regex": "([0-9.]+) ms"})
+    path.write_text(path.read_text().replace("push =", f"check = {json.dumps(commands['host.check'])}\npush ="))
+    worker = DeviceWorker(load_profile(str(path)))
+    try:
+        with pytest.raises(DeviceSetupError) as refused:
+            worker.hello()
+    finally:
+        worker.close()
+    assert str(refused.value).startswith(f"{path}: key '{key}' of device w-phone runs '{missing}', which is not "
+                                         "on PATH"), refused.value
+    assert worker.agent_starts == 0
