@@ -95,6 +95,12 @@ _SECTION_KEYS = {
     "workload": ("batch_size", "dataset"),
     "measurement": ("profile", "cooldown_s", "max_temp_c", "policy"),
 }
+# The placeholders each command template is filled with (harness.transport.command fills the push and check
+# templates, agents.runtimes.command the runtime's). The tool would get any other {name} as written.
+TEMPLATE_PLACEHOLDERS = {"host.push": ("model", "sha256"), "host.check": ("model", "sha256"),
+                         "runtime.options.command": ("model", "sha256", "threads", "cores", "batch")}
+# What a placeholder looks like: a name in braces, not a shell's ${NAME} nor code such as {'a': 1}.
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)\}")
 USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
 # Host keys that say how to reach a device, not what is measured on it. A campaign's devices
 # are identified without them (and without the description), so a device that came back at
@@ -413,23 +419,33 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         use_venv=use_venv,
         wheel_dir=c.string(host_t, "wheel_dir", "host", default=None),
         cache_quota_mb=c.integer(host_t, "cache_quota_mb", "host", default=2048, minimum=1),
-        push=c.string(host_t, "push", "host", default=None),
-        check=c.string(host_t, "check", "host", default=None),
+        push=_command(c, host_t, "push"),
+        check=_command(c, host_t, "check"),
         reconnect_timeout_s=c.number(host_t, "reconnect_timeout_s", "host", default=300.0, minimum=0.0),
         recover=_command(c, host_t, "recover"),
     )
 
 
-def _command(c: "_Checker", host_t: dict, key: str) -> str | None:
-    """A command line run without a shell: it must split into words (balanced quotes)."""
-    text = c.string(host_t, key, "host", default=None)
-    if text is not None:
-        try:
-            words = shlex.split(text)
-        except ValueError as exc:
-            raise ProfileError(f"{c.source}: key 'host.{key}' is not a command line ({exc}): {text!r}") from None
-        if not words:
-            raise ProfileError(f"{c.source}: key 'host.{key}' is empty; leave it out for no command")
+def _command(c: "_Checker", table: dict, key: str, section: str = "host") -> str | None:
+    """A command line run without a shell: it must split into words (balanced quotes), and a template's
+    ``{names}`` must be its placeholders, or a typo (``{modle}``) reached the tool as written at every job."""
+    text = c.string(table, key, section, default=None)
+    if text is None:
+        return None
+    dotted = f"{section}.{key}"
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ProfileError(f"{c.source}: key '{dotted}' is not a command line ({exc}): {text!r}") from None
+    if not words:
+        raise ProfileError(f"{c.source}: key '{dotted}' is empty; leave it out for no command")
+    known = TEMPLATE_PLACEHOLDERS.get(dotted)
+    unknown = sorted({name for word in words for name in _PLACEHOLDER.findall(word)} - set(known or ()))
+    if known is not None and unknown:
+        raise ProfileError(f"{c.source}: key '{dotted}' names unknown placeholder(s) "
+                           f"{', '.join('{' + name + '}' for name in unknown)}; known: "
+                           f"{', '.join('{' + name + '}' for name in known)} (braces around any other name are "
+                           "read as a placeholder: put spaces inside them, '{ x }', to pass them to the tool)")
     return text
 
 
@@ -483,6 +499,8 @@ def _runtime_options(c: "_Checker", kind: str, options: Any) -> tuple[tuple[str,
     if kind == "command" and "command" not in options:
         raise ProfileError(f"{c.source}: runtime 'command' needs key 'runtime.options.command' "
                            "(the command template)")
+    if kind == "command":
+        _command(c, options, "command", "runtime.options")
     if kind == "command" and len({"regex", "json_path"} & set(options)) != 1:
         raise ProfileError(f"{c.source}: runtime 'command' needs exactly one of 'runtime.options.regex' "
                            "or 'runtime.options.json_path' to read the latency")

@@ -243,3 +243,52 @@ def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, 
         assert message in err and "Traceback" not in err
     assert load_profile(str(out)) == p  # the refused commands left it alone
     assert not (tmp_path / "d.toml").exists()
+
+
+@pytest.mark.parametrize("key, template, typo", [
+    ("host.push", "adb push {modle} /data/local/tmp/hwl/{sha256}.onnx", "modle"),
+    ("host.check", "adb shell test -f /data/local/tmp/hwl/{sha}.onnx", "sha"),
+    ("runtime.options.command", "adb shell bench --graph /data/local/tmp/hwl/{sha256}.onnx --threads {thread}",
+     "thread"),
+])
+def test_a_template_naming_an_unknown_placeholder_is_refused_at_load(tmp_path, key, template, typo):
+    """A typo in a command template ({modle}) loaded fine and reached the tool as written: every job failed
+    (runtime_error charged to its architecture, or a push lost as the device's). It is refused at load, naming
+    the file, the key, the unknown placeholder and the known ones."""
+    commands = {"host.push": "adb push {model} /data/local/tmp/hwl/{sha256}.onnx", "host.check": "true",
+                "runtime.options.command": "adb shell bench {sha256}", key: template}
+    path = tmp_path / "phone.toml"
+    path.write_text("\n".join([
+        'name = "phone"', 'device_class = "mobile"', "[host]", 'transport = "command"',
+        f"push = {json.dumps(commands['host.push'])}", f"check = {json.dumps(commands['host.check'])}",
+        "[runtime]", 'kind = "command"', "[runtime.options]",
+        f"command = {json.dumps(commands['runtime.options.command'])}", 'regex = "([0-9.]+) ms"']) + "\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(str(path))
+    known = "{model}, {sha256}" + (", {threads}, {cores}, {batch}" if key.startswith("runtime") else "")
+    assert str(err.value).startswith(f"{path}: key '{key}' names unknown placeholder(s) {{{typo}}}; known: {known} ")
+
+
+def test_braces_that_are_no_placeholder_pass_and_every_known_placeholder_is_filled(tmp_path):
+    """Code (a dict, a shell's ${HOME}, '{ x }' with spaces) keeps its braces and loads; each placeholder the
+    profile check knows is one the agent fills in (it leaves any other braces as written)."""
+    from agents.protocol import Measure
+    from agents.runtimes.command import prepare
+    from harness.profiles import TEMPLATE_PLACEHOLDERS
+
+    command = """sh -c 'echo ${HOME} >&2; python3 -c "print({"a": 1}, f\\"{ 2 }\\")"; echo 2.5 ms'"""
+    p = parse_profile(_bad(runtime__kind="command", runtime__options={"command": command, "regex": "([0-9.]+) ms"}))
+    assert p.runtime.options_dict()["command"] == command
+    every = " ".join("{" + name + "}" for name in TEMPLATE_PLACEHOLDERS["runtime.options.command"])
+    request = Measure(runtime="command", model="m.onnx", sha256="ab" * 32, threads=2, cores=(2, 3), batch=4,
+                      profile="quick", options={"command": f"bench {every}", "regex": "([0-9.]+)"})
+    assert prepare(request, "m.onnx").metadata["argv"] == ["bench", "m.onnx", "ab" * 32, "2", "2,3", "4"]
+
+
+@pytest.mark.parametrize("key", ["push", "check"])
+def test_a_push_or_check_that_is_no_command_line_is_refused_at_load(key):
+    """An unbalanced quote in a push or check template loaded, and shlex failed on it at the first model."""
+    data = {"name": "phone", "device_class": "mobile", "host": {"transport": "command", key: "adb push '{model} x"},
+            "runtime": {"kind": "command", "options": {"command": "bench {sha256}", "regex": "([0-9.]+)"}}}
+    with pytest.raises(ProfileError, match=f"^lab/phone.toml: key 'host.{key}' is not a command line"):
+        parse_profile(data, source="lab/phone.toml")

@@ -90,3 +90,20 @@ def test_a_copy_cut_short_on_the_device_is_pushed_again_and_one_cut_in_transit_n
         with pytest.raises(ConnectionLost, match="fails the profile's check after its push"):
             session.request(_request(model, device_dir))
     assert list(session.pushed) == []
+
+
+
+def test_every_placeholder_a_profile_may_give_push_and_check_is_filled(tmp_path):
+    """The profile check refuses any placeholder but these (harness.profiles.TEMPLATE_PLACEHOLDERS): the session
+    fills each of them, in the push and in the check (which fails until the push wrote its file)."""
+    from harness.profiles import TEMPLATE_PLACEHOLDERS
+
+    pushed, checked = tmp_path / "pushed", tmp_path / "checked"
+
+    def every(key):
+        return " ".join("{" + name + "}" for name in TEMPLATE_PLACEHOLDERS[key])
+    session = CommandSession(push_template=f"sh -c 'echo {every('host.push')} > {pushed}'",
+                             check_template=f"sh -c 'echo {every('host.check')} >> {checked}; test -e {pushed}'")
+    session.stage_model("/models/m.onnx", "ab" * 32)
+    assert pushed.read_text() == f"/models/m.onnx {'ab' * 32}\n"
+    assert checked.read_text() == f"/models/m.onnx {'ab' * 32}\n" * 2  # before and after the push
