@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 
 from harness.importers import TableImportError, rows_from_long_table
-from predictors import registry
+from predictors import data, registry
 from predictors.base import TrainTables
+from predictors.layer_costs import fit_layer_costs
 from predictors.onboard import OnboardError, OnboardLoop, OnboardSettings, prepare_method
 from predictors.onboard.estimate import RhoEstimate, calibrate, calibrate_round
 from predictors.onboard.replay import TableDevice, replay_device
-from predictors.onboard.report import build_report, predicted_table, progress_line, text_lines
+from predictors.onboard.report import build_report, predicted_table, progress_line, resembles_most, text_lines
+from spaces import fbnet
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -184,3 +186,40 @@ def test_the_estimate_line_counts_the_archs_it_ranks_and_says_when_they_are_few(
     many = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=100, measured=6,
                               estimated_rho=result.estimate.to_dict()))
     assert "on the 94 unmeasured archs" in many[1] and not any("noisy number" in line for line in many)
+
+
+def test_fbnet_candidates_in_no_public_table_are_compared_on_the_train_devices_additive_fits():
+    """`hwl onboard --space fbnet --candidates random:N` printed no 'resembles most' line: random FBNet archs are
+    in no train table, so no device was compared. Each device is now compared on its additive per-layer fit
+    (FBNet latencies are sums of layer costs), and the line says so. Replay: raspi4's additive fit is the new
+    device, pixel3 (the device closest to raspi4 on HELP's FBNet tables) among the train devices."""
+    table = data.help_table("fbnet")
+    tables = data.by_device(table, ["1080ti_1", "pixel3", "gold_6226"])
+    keys = fbnet.sample(40, seed=0)
+    assert not any(pd.Index(keys).isin(series.index).any() for series in tables.values())
+    truth = pd.Series(fit_layer_costs("fbnet", data.by_device(table, ["raspi4"])["raspi4"]).latency(keys),
+                      index=keys, name="raspi4")
+    method = prepare_method(registry.get_method("phys_bayes", random_state=0), range(2, 13))
+    method.pretrain("fbnet", TrainTables(tables, tables))
+    loop = OnboardLoop(method, "fbnet", keys, TableDevice(truth), OnboardSettings(budget=5, n_initial=4),
+                       tables=tables, device="raspi4")
+    report = build_report(loop, loop.run(), space="fbnet", device="raspi4", method="phys_bayes", tables=tables)
+    assert report["resembles"]["device"] == "pixel3" and report["resembles"]["basis"] == "additive fit"
+    assert -1 <= report["resembles"]["rho"] <= 1
+    assert text_lines(report)[-1].startswith("resembles most: pixel3 (Spearman ") and "additive per-layer fit" in \
+        text_lines(report)[-1]
+    # fitted here for a method that keeps no fits: the same answer
+    assert resembles_most(tables, loop.measured, space="fbnet") == report["resembles"]
+
+
+def test_resembles_most_says_why_when_no_train_device_can_be_compared(small):
+    """NB201 latencies are no sum of layer costs: train tables lacking the measured archs give no device, and
+    the report says why instead of leaving the line out."""
+    tables, truth = small
+    measured = {arch: float(truth.loc[arch]) for arch in list(truth.index)[:4]}
+    assert resembles_most(tables, measured, space="nb201")["basis"] == "table"
+    partial = {device: series.drop(list(measured)[:1]) for device, series in tables.items()}
+    res = resembles_most(partial, measured, space="nb201")
+    assert res["device"] is None and "no train device's table holds all 4 measured archs" in res["why"]
+    line = text_lines(_report(measurements_spent=4, budget=4, already_in_store=0, resembles=res))[-1]
+    assert line == f"resembles most: cannot be said: {res['why']}"

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from predictors.baselines.copy_device import best_correlated
+from predictors.layer_costs import fit_layer_costs
 from predictors.protocol import FEW_SCORED
+from predictors.recommended import ADDITIVE_LAT
 from spaces import nb201
 
 TABLE_FORMAT_VERSION = "1"
@@ -32,16 +34,31 @@ def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
     return frame
 
 
-def resembles_most(tables: dict, measured: dict) -> dict | None:
-    """The train device whose latencies rank the measured archs best (the paper's Eq. 1 choice)."""
+def resembles_most(tables: dict, measured: dict, *, space: str, fits: dict | None = None) -> dict | None:
+    """The train device whose latencies rank the measured archs best (the paper's Eq. 1 choice).
+
+    A device is compared on its table where that holds every measured arch; else, in a space whose
+    networks time as the sum of their layers (FBNet: ``recommended.ADDITIVE_LAT``), on its additive fit
+    (``fits[device]``, a pretrained method's, or fitted here), since random FBNet candidates are in no
+    public table. ``basis`` says which the chosen device was compared on. With no device to compare,
+    ``device`` is None and ``why`` says so."""
     archs = list(measured)
     if len(archs) < 2:
         return None
-    known = {d: s for d, s in tables.items() if s.index.isin(archs).sum() == len(archs)}
-    if not known:
-        return None
-    device, rho = best_correlated(known, archs, np.array([measured[a] for a in archs]))
-    return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None}
+    additive = ADDITIVE_LAT.get(space, False)
+    latencies, basis = {}, {}
+    for device, series in tables.items():
+        if series.index.isin(archs).sum() == len(archs):
+            latencies[device], basis[device] = series, "table"
+        elif additive and (fit := (fits or {}).get(device) or fit_layer_costs(space, series)) is not None:
+            latencies[device], basis[device] = pd.Series(fit.latency(archs), index=archs), "additive fit"
+    if not latencies:
+        fit_too = (", nor enough latencies of its own for an additive fit" if additive
+                   else f" (a {space} latency is no sum of per-layer costs, so none is predicted)")
+        return {"device": None, "rho": None, "basis": None,
+                "why": f"no train device's table holds all {len(archs)} measured archs{fit_too}"}
+    device, rho = best_correlated(latencies, archs, np.array([measured[a] for a in archs]))
+    return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None, "basis": basis[device]}
 
 
 def build_report(loop, result, *, space: str, device: str, method: str, tables: dict, resumed_from: int = 0,
@@ -54,7 +71,8 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
         "measured": len(result.measured), "failed": [str(a) for a in result.failed],
         "already_in_store": resumed_from, "stop_reason": result.stop_reason,
         "estimated_rho": result.estimate.to_dict() if result.estimate else None,
-        "resembles": resembles_most(tables, result.measured),
+        "resembles": resembles_most(tables, result.measured, space=space,
+                                    fits=getattr(loop.method, "lat_costs_", None)),
         "candidates": len(loop.candidates), "train_devices": list(tables),
         "unmeasured": len(loop.unmeasured()),  # what the estimate ranks (candidates - measured counted failed ones)
         "rounds": [st.to_dict() for st in result.steps], "campaigns": list(campaigns),
@@ -114,7 +132,12 @@ def text_lines(report: dict) -> list[str]:
                      "(canary_drift), more device time; the fit uses their new latencies"
                      + (f" ({len(twice)} drifted again: the median of both; a drift canary off on most batches "
                         "is noisier than its tolerance)" if twice else " (none drifted again)"))
-    if res:
+    if res and res.get("device") is None:
+        lines.append(f"resembles most: cannot be said: {res['why']}")
+    elif res and res.get("basis") == "additive fit":
+        lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs, against its "
+                     "additive per-layer fit: the train tables do not hold these archs)")
+    elif res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
 
