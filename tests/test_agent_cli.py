@@ -33,6 +33,7 @@ def test_measure_table_for_a_command(capsys):
                "--regex", r"t=([0-9.]+)", "--profile", "quick", *TINY])
     out = capsys.readouterr().out
     assert rc == 0 and "2.5000 ms" in out and "label" in out
+    assert "(command, 1 thread, cores any)" in out  # it said "1 thread(s)"
 
 
 def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):

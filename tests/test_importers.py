@@ -296,6 +296,11 @@ def test_a_device_in_two_files_of_one_import_command_imports_neither(tmp_path, c
     assert hwl_main(["data", "import", str(b), "--store", str(db)]) == 2
     assert ("b.csv: device pi is already imported from a.csv (1 nb201 latency) and old.csv (1 nb201 latency); "
             "their") in capsys.readouterr().err
+    one = _lat_csv(tmp_path / "one.csv", "rpi", [3.0])  # it said "1 nb201 latencies ... are already in"
+    assert hwl_main(["data", "import", str(one), "--store", str(db)]) == 0
+    assert f"imported 1 nb201 latency of 1 device from {one} into {db}\n" in capsys.readouterr().err
+    assert hwl_main(["data", "import", str(one), "--store", str(db)]) == 0
+    assert f"one.csv: its 1 nb201 latency is already in {db} (imported from one.csv)" in capsys.readouterr().err
     many = tmp_path / "many.csv"  # HELP's wide table after its long one: the devices named, a few of them
     many.write_text("arch_index,device,latency_ms\n" + "".join(f"0,dev{i},1.0\n" for i in range(7)))
     assert hwl_main(["data", "import", str(many), "--store", str(db)]) == 0

@@ -97,6 +97,19 @@ def test_archs_measured_again_after_a_drift_are_said():
                                                                             already_in_store=0)))
 
 
+def test_one_arch_is_said_in_the_singular():
+    """It said 'on the 1 unmeasured archs', 'only 1 archs are left', 'measured again: 1 archs' and 'all 1
+    latencies are used'."""
+    est = {"rho": 0.5, "low": 0.1, "high": 0.8, "confidence": 0.9, "residual_rms": 0.3, "source": "cv"}
+    lines = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=7, measured=6,
+                               estimated_rho=est, remeasured_after_drift=["3"]))
+    assert "estimated Spearman rho on the 1 unmeasured arch: 0.500" in lines[1]
+    assert lines[2].startswith("only 1 arch is left unmeasured: a Spearman rho over so few is a noisy number")
+    assert lines[3].startswith("measured again: 1 arch whose latency was taken while the device drifted")
+    line = text_lines(_report(measurements_spent=3, budget=2, already_in_store=1, failed=["3", "4"]))[0]
+    assert "more than the budget of 2; its 1 latency is used; stopped" in line, line
+
+
 def test_calibration_is_used_only_within_the_raw_range_it_was_fitted_on():
     inside = calibrate_round(0.8, 0.6, 0.9, 10, coarse=False, calibrated_from=(0.5, 0.4))
     assert inside == (*(calibrate(v, 10) for v in (0.8, 0.6, 0.9)), False)

@@ -350,3 +350,18 @@ def test_an_export_of_several_campaigns_is_checked_for_each_device(settings_stor
         assert hwl_main(["campaign", "export", "--store", db, *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_one_failed_attempt_is_said_in_the_singular(tmp_path, capsys):
+    """It said '2 results with 1 failed or superseded attempts'."""
+    profile = str(write_profile(tmp_path, "dev-a"))
+    with Store(tmp_path / "lab.db") as store:
+        cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs="5", devices=(profile,)))
+        (job,) = [row[0] for row in store.queued_jobs(cid, "dev-a")]
+        store.finish_attempt(job, store.start_attempt(job), record=_failed("first try"), job_state="queued")
+        store.finish_attempt(job, store.start_attempt(job), record=_ok(1.0), job_state="done")
+        name = store.campaign_names()[0]
+    out = tmp_path / "lab.parquet"
+    assert hwl_main(["campaign", "export", "--store", str(tmp_path / "lab.db"), "--out", str(out)]) == 0
+    assert capsys.readouterr().err == (f"wrote 1 accepted latency of 1 device (campaign {name}; 2 results with 1 "
+                                       f"failed or superseded attempt) to {out}\n")

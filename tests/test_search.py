@@ -98,6 +98,9 @@ def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "true accuracy" in out and "true optimum under the limit" in out and "random" in out
+    # it said "over 1 seeds:"; the header stays over its columns
+    header = next(line for line in out.splitlines() if line.startswith("over "))
+    assert header.startswith("over 1 seed:") and header.index("mean acc") == 21, header
     # "within 0.5 %" read as relative accuracy; it is points of accuracy, said under the table
     assert "(within 0.5 %: meets the limit and is at most 0.5 accuracy points below the optimum" in out
     assert (tmp_path / "s.json").is_file()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from harness.cli.common import add_table_flags, messages_to, read_in_model_space
+from harness.cli.common import add_table_flags, count, messages_to, read_in_model_space
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     path, n = adapt(model=args.model, device=args.device, measurements=args.table, store=args.store, out=args.out)
-    print(f"adapted to {args.device} with {n} measurements; wrote {path}", file=messages_to(path))
+    print(f"adapted to {args.device} with {count(n, 'measurement', 'measurements')}; wrote {path}",
+          file=messages_to(path))
     return 0
 
 

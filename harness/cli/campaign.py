@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_address_flag, add_archs_flags, messages_to
+from harness.cli.common import add_address_flag, add_archs_flags, count, messages_to
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
@@ -250,10 +250,6 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
         return path, _export_line(st, ids, chosen, devices, fmt, path)
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n:,} {one if n == 1 else many}"
-
-
 def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) -> str:
     """'wrote 1,234 accepted latencies of 3 devices (campaign c1) to lab.parquet': what the export holds."""
     where = f"j.campaign_id IN ({','.join('?' * len(ids))})"
@@ -267,12 +263,13 @@ def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) 
         f"FROM results r JOIN jobs j ON r.job_id = j.id WHERE {where}", (*ids, *(devices or ()))).fetchone()
     campaigns = f"{'campaign' if len(names) == 1 else 'campaigns'} {', '.join(names)}"
     if fmt == "help":  # one cell per (architecture, device): the median of its campaigns' labels
-        return (f"wrote {_count(cells, 'latency', 'latencies')} of {_count(devices_with, 'device', 'devices')} on "
-                f"{_count(archs, 'architecture', 'architectures')} ({campaigns}) to {path}")
+        return (f"wrote {count(cells, 'latency', 'latencies')} of {count(devices_with, 'device', 'devices')} on "
+                f"{count(archs, 'architecture', 'architectures')} ({campaigns}) to {path}")
     others = results - latencies  # failed attempts, and the ones measured again
-    also = f"; {_count(results, 'result', 'results')} with {others:,} failed or superseded attempts" if others else ""
-    return (f"wrote {_count(latencies, 'accepted latency', 'accepted latencies')} of "
-            f"{_count(all_devices, 'device', 'devices')} ({campaigns}{also}) to {path}")
+    also = (f"; {count(results, 'result', 'results')} with "
+            f"{count(others, 'failed or superseded attempt', 'failed or superseded attempts')}" if others else "")
+    return (f"wrote {count(latencies, 'accepted latency', 'accepted latencies')} of "
+            f"{count(all_devices, 'device', 'devices')} ({campaigns}{also}) to {path}")
 
 
 def cmd_export(args) -> int:

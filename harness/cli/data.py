@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from harness.cli.common import count
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="import public latency tables into a store")
@@ -46,11 +48,11 @@ def cmd_import(args) -> int:
                              mapping=args.mapping, wide=args.wide):
         print(json.dumps({key: line[key] for key in ("file", "space", "rows")}))
         n, devices = line["rows"], line["devices"]
+        latencies = count(n, f"{line['space']} latency", f"{line['space']} latencies")
         if len(line["already"]) == devices:  # the same table again, under this name or another
-            print(f"{line['file']}: its {n:,} {line['space']} latenc{'y' if n == 1 else 'ies'} are already in "
-                  f"{args.store} (imported from {', '.join(sorted(set(line['already'].values())))}); nothing changed",
-                  file=sys.stderr)
+            print(f"{line['file']}: its {latencies} {'is' if n == 1 else 'are'} already in {args.store} (imported "
+                  f"from {', '.join(sorted(set(line['already'].values())))}); nothing changed", file=sys.stderr)
             continue
-        print(f"imported {n:,} {line['space']} latenc{'y' if n == 1 else 'ies'} of {devices:,} "
-              f"device{'' if devices == 1 else 's'} from {line['file']} into {args.store}", file=sys.stderr)
+        print(f"imported {latencies} of {count(devices, 'device', 'devices')} from {line['file']} into {args.store}",
+              file=sys.stderr)
     return 0

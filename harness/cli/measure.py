@@ -12,6 +12,7 @@ import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
 from agents.protocol import MEASURED_OUTCOMES
+from harness.cli.common import count
 from harness.errors import UserError
 
 RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
@@ -162,7 +163,8 @@ def _print_table(result) -> None:
     m = result.record()
     st = m.statistics()
     table = Table(title=f"{m.spec.arch} on {m.spec.runtime} {m.spec.runtime_version} "
-                        f"({m.spec.provider}, {m.spec.threads} thread(s), cores {list(m.spec.cores) or 'any'})")
+                        f"({m.spec.provider}, {count(m.spec.threads, 'thread', 'threads')}, "
+                        f"cores {list(m.spec.cores) or 'any'})")
     table.add_column("statistic")
     table.add_column("value", justify="right")
     rows = [("outcome", result.outcome), ("label (median of repeat medians)", f"{st['label_ms']:.4f} ms"),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cli.common import add_archs_flags, read_in_model_space
+from harness.cli.common import add_archs_flags, count, read_in_model_space
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     path, n = predict(model=args.model, device=args.device, archs=args.archs, seed=args.seed, out=args.out)
-    print(f"wrote {n} predictions to {path}")
+    print(f"wrote {count(n, 'prediction', 'predictions')} to {path}")
     return 0
 
 

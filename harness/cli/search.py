@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
+from harness.cli.common import add_table_flags, count, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
 
@@ -73,7 +73,8 @@ def run(args) -> int:
     first = result["runs"]["predictor"][0]
     say = functools.partial(print, file=messages_to(args.json))  # stderr when the JSON goes to stdout
     say(f"{args.space} {args.dataset} on {args.device}, latency <= {args.max_latency_ms:g} ms, budget {args.budget} "
-        f"({args.latency_samples} latency measurements), {result['candidates']} candidates "
+        f"({count(args.latency_samples, 'latency measurement', 'latency measurements')}), "
+        f"{count(result['candidates'], 'candidate', 'candidates')} "
         f"({result['feasible_candidates']} truly feasible)")
     if result["candidates"] < nb201.N_ARCHS:  # evaluations are look-ups: only archs with a latency can be searched
         # with a ZCP encoding an arch without proxies cannot be encoded either: name that source too
@@ -86,10 +87,11 @@ def run(args) -> int:
     else:
         say(f"seed {args.seed}: best {first.arch} {nb201.to_string(int(first.arch))}")
         say(f"  true accuracy {first.accuracy:.2f} %, true latency {first.latency_ms:.3f} ms "
-            f"({'meets' if first.feasible else 'VIOLATES'} the limit), {first.evaluations} evaluations used")
+            f"({'meets' if first.feasible else 'VIOLATES'} the limit), "
+            f"{count(first.evaluations, 'evaluation', 'evaluations')} used")
     opt = result["optimum"]
     say(f"true optimum under the limit: {opt['arch']} {opt['accuracy']:.2f} % at {opt['latency_ms']:.3f} ms")
-    say(f"over {args.seeds} seeds:        mean acc  feasible  within 0.5 %  evals to 0.5 %")
+    say(f"over {count(args.seeds, 'seed', 'seeds') + ':':<15} mean acc  feasible  within 0.5 %  evals to 0.5 %")
     for name, s in result["summary"].items():
         evals = "-" if s["mean_evals_to_near_optimum"] is None else f"{s['mean_evals_to_near_optimum']:.1f}"
         say(f"  {name:<22}{s['mean_accuracy']:8.2f}  {s['feasible_rate']:8.0%}  {s['near_optimum_rate']:12.0%}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags, non_negative_int, positive_float
+from harness.cli.common import add_archs_flags, count, non_negative_int, positive_float
 from harness.paths import check_writable
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
@@ -51,7 +51,7 @@ def _progress(args) -> str:
         return ""
     archs = {str(a) for a in archs}
     scored = len(archs & done)
-    return f" (of {len(archs):,} architectures {scored:,} scored, {len(archs) - scored:,} left)"
+    return f" (of {count(len(archs), 'architecture', 'architectures')} {scored:,} scored, {len(archs) - scored:,} left)"
 
 
 def _inputs(args):
@@ -85,7 +85,8 @@ def run(args) -> int:
     def progress(result):
         done[0] += 1
         if sys.stderr.isatty() or done[0] % 50 == 0:
-            print(f"\r{done[0]} architectures scored", end="" if sys.stderr.isatty() else "\n", file=sys.stderr)
+            print(f"\r{count(done[0], 'architecture', 'architectures')} scored",
+                  end="" if sys.stderr.isatty() else "\n", file=sys.stderr)
 
     try:
         report = run_proxies(args.space, archs, dataset=dataset, proxies=proxies, batch=batch, store=store,
@@ -96,14 +97,15 @@ def run(args) -> int:
         line = f"{len(report.results)} scored, {report.skipped} already in the store, {len(report.failed)} failed"
         if report.results or report.failed:  # a rerun that finds every score stored starts no worker to report on
             peak = max((r["peak_rss_mb"] for r in report.results), default=float("nan"))
-            line += f" in {report.seconds:.1f} s on {report.workers or 0} CPU(s); peak worker RSS {peak:.0f} MiB"
+            cpus = count(report.workers or 0, "CPU", "CPUs")
+            line += f" in {report.seconds:.1f} s on {cpus}; peak worker RSS {peak:.0f} MiB"
         print(line)
         for arch, message in list(report.failed.items())[:5]:
             print(f"  failed {arch}: {message}")
         if args.out:
             wide = run_table(args.space, archs, report, store, dataset, batch.key, proxies)
             path = write_parquet(wide, args.out, space=args.space, dataset=dataset, input_key=batch.key)
-            print(f"wrote {len(wide)} rows x {len(proxies)} proxies to {path}")
+            print(f"wrote {count(len(wide), 'row', 'rows')} x {count(len(proxies), 'proxy', 'proxies')} to {path}")
     finally:
         if store is not None:
             store.close()

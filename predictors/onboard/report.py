@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.cli.common import count
 from predictors.baselines.copy_device import best_correlated
 from predictors.layer_costs import fit_layer_costs
 from predictors.protocol import FEW_SCORED
@@ -104,13 +105,13 @@ def text_lines(report: dict) -> list[str]:
              f"stopped: {report['stop_reason']}"]
     if est:
         left = report.get("unmeasured", report["candidates"] - report["measured"])
-        lines.append(f"estimated Spearman rho on the {left} unmeasured archs: "
+        lines.append(f"estimated Spearman rho on the {count(left, 'unmeasured arch', 'unmeasured archs')}: "
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval "
                      f"{interval_text(est['low'], est['high'])}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
         if left < FEW_SCORED:  # as `hwl evaluate` says of a small table: one arch more or less moves it
-            lines.append(f"only {left} archs are left unmeasured: a Spearman rho over so few is a noisy number; more "
-                         "--candidates (random:N, all) give a steadier one")
+            lines.append(f"only {count(left, 'arch is', 'archs are')} left unmeasured: a Spearman rho over so few "
+                         "is a noisy number; more --candidates (random:N, all) give a steadier one")
         if est.get("extrapolated"):
             lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
                          "(uncalibrated), the interval reaches up to what the calibration would say")
@@ -128,8 +129,8 @@ def text_lines(report: dict) -> list[str]:
         lines.append("estimated rho: not enough measurements (need 3)")
     again, twice = report.get("remeasured_after_drift"), report.get("drifted_twice") or []
     if again:
-        lines.append(f"measured again: {len(again)} archs whose latency was taken while the device drifted "
-                     "(canary_drift), more device time; the fit uses their new latencies"
+        lines.append(f"measured again: {count(len(again), 'arch', 'archs')} whose latency was taken while the device "
+                     "drifted (canary_drift), more device time; the fit uses their new latencies"
                      + (f" ({len(twice)} drifted again: the median of both; a drift canary off on most batches "
                         "is noisier than its tolerance)" if twice else " (none drifted again)"))
     if res and res.get("device") is None:
@@ -147,8 +148,9 @@ def _spent(report: dict) -> str:
     spent, budget, held = report["measurements_spent"], report["budget"], report["already_in_store"]
     failed = len(report["failed"])
     if spent > budget:  # a rerun with a smaller budget: nothing was measured
+        used = f"{'its' if held == 1 else 'all'} {count(held, 'latency is', 'latencies are')} used"
         return (f"nothing measured: the store already holds {spent} of the device's measurements ({failed} of them "
-                f"failed), more than the budget of {budget}; all {held} latencies are used")
+                f"failed), more than the budget of {budget}; {used}")
     return f"{spent} of {budget} measurements spent ({held} already in the store, {failed} failed)"
 
 
