@@ -5,6 +5,7 @@ import hashlib
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +212,30 @@ def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_ful
     out = capsys.readouterr().out
     assert "lab-pi4-ort-1t" in out and "quarantined" in out, out
     assert f"lab-pi4-ort-2t: {error}\n" in out, out
+
+
+def _header(table: str) -> list[str]:
+    return [cell.strip() for cell in next(r for r in table.splitlines() if r.startswith("┃")).split("┃")[1:-1]]
+
+
+def test_every_status_header_is_whole_at_80_columns(capsys, monkeypatch):
+    """At 80 columns `hwl status` of this machine's devices cut its 8 headers to 'trans…', 'runt…', 'selft…' and
+    'self…' (the self-test and its ms both), and 'onnxruntime' to 'onnx…'. Now the table goes without the transport
+    and agent columns there, says so and where they are; a wide terminal shows all of them."""
+    local = sorted(str(p) for p in (Path(__file__).parents[1] / "device_profiles").glob("*.toml"))
+    assert len(local) == 4  # this machine's four devices
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert hwl_main(["status", *local]) == 0
+    out = capsys.readouterr().out
+    assert _header(out) == ["device", "runtime", "reachable", "self-test", "state"], out
+    assert "local-ort-1t" in out and "onnxruntime" in out and "…" not in out, out
+    assert "(transport and agent left out to fit 80 columns; --json gives them)\n" in out
+    monkeypatch.setenv("COLUMNS", "200")
+    assert hwl_main(["status", *local]) == 0
+    out = capsys.readouterr().out
+    assert _header(out) == ["device", "transport", "runtime", "reachable", "agent", "self-test", "state"], out
+    assert "left out" not in out
 
 
 def test_a_cluster_nothing_answers_at_is_refused_before_a_campaign_is_planned(tmp_path, capsys):

@@ -145,7 +145,12 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     assert row["selftest_other_setup"] == f"{fixed_test}, of other runtime settings"
     table = hwl("status", cuda).stdout  # at 80 columns (a pipe) the label fits its column
     cells = [c.strip() for c in next(r for r in table.splitlines() if r.startswith("│ pi-a ")).split("│")]
-    assert cells[6:8] == ["stale", ""], table  # the selftest and selftest_ms columns: no ms of another setup
+    assert cells[4] == "stale", table  # the self-test column, and no ms of another setup
+    headers = [c.strip() for c in next(r for r in table.splitlines() if r.startswith("┃")).split("┃")[1:-1]]
+    assert headers == ["device", "runtime", "reachable", "self-test", "state"], table  # none cut to 'selft…'
+    assert "(transport and agent left out to fit 80 columns; --json gives them)" in table
+    wide = hwl("status", cuda, env={"COLUMNS": "200"}).stdout  # a wide terminal shows the device's agent too
+    assert json.loads(hwl("status", cuda, "--json").stdout)[0]["agent"] in wide and "left out" not in wide
     assert (f"\npi-a: last self-test was {fixed_test}, of other runtime settings, so it says nothing of this "
             "setup; `hwl deploy` self-tests it\n") in table
     assert json.loads(hwl("status", fixed, "--json").stdout)[0]["selftest"] == fixed_test  # its own setup's

@@ -143,17 +143,16 @@ def cmd_status(args) -> int:
         print(json.dumps(rows))
         return 0 if all_reachable else 1
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="devices")
-    for col in ("device", "transport", "runtime", "reachable", "agent", "selftest", "selftest_ms", "state"):
-        # at 80 columns (a pipe, a log) every local-ort-* read 'local…': names and answers are never cut
-        table.add_column(col, no_wrap=col in ("device", "reachable", "state"))
-    for r in rows:
-        ms = f"{r['selftest_ms']:.3f}" if r["selftest_ms"] is not None else ""
-        table.add_row(r["device"], r["transport"], r["runtime"], {True: "yes", False: "NO", None: "-"}[r["reachable"]],
-                      r["agent"] or "", _selftest_label(r), ms, r["state"] or "")
-    Console().print(table)
+    console = Console()
+    table = _status_table(rows, STATUS_COLUMNS)
+    # at 80 columns (a pipe, a log) all the columns cut their headers to 'trans…', 'selft…', 'self…'
+    narrow = console.measure(table, options=console.options.update_width(10_000)).maximum > console.width
+    if narrow:
+        table = _status_table(rows, [c for c in STATUS_COLUMNS if c not in WIDE_ONLY])
+    console.print(table)
+    if narrow:
+        print(f"({' and '.join(WIDE_ONLY)} left out to fit {console.width} columns; --json gives them)")
     for r in rows:  # in full, one line each: a column cut them to a few letters a line, and at 80 characters
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
@@ -164,6 +163,25 @@ def cmd_status(args) -> int:
             print(f"{r['device']}: last self-test was {r['selftest_other_setup']}, so it says nothing of this setup; "
                   "`hwl deploy` self-tests it")
     return 0 if all_reachable else 1
+
+
+STATUS_COLUMNS = ("device", "transport", "runtime", "reachable", "agent", "self-test", "state")
+WIDE_ONLY = ("transport", "agent")  # the columns a narrow terminal goes without
+
+
+def _status_table(rows: list[dict], columns):
+    from rich.table import Table
+
+    table = Table(title="devices")
+    for col in columns:  # names and answers are never cut: at 80 columns every local-ort-* read 'local…'
+        table.add_column(col, no_wrap=col in ("device", "reachable", "state"))
+    for r in rows:
+        ms = f" {r['selftest_ms']:.3f} ms" if r["selftest_ms"] is not None else ""
+        cells = {"device": r["device"], "transport": r["transport"], "runtime": r["runtime"],
+                 "reachable": {True: "yes", False: "NO", None: "-"}[r["reachable"]], "agent": r["agent"] or "",
+                 "self-test": _selftest_label(r) + ms, "state": r["state"] or ""}
+        table.add_row(*(cells[col] for col in columns))
+    return table
 
 
 def _selftest_label(row: dict) -> str:
