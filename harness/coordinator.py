@@ -21,8 +21,6 @@ import contextlib
 import errno
 import itertools
 import logging
-import os
-import shlex
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -369,6 +367,7 @@ class Coordinator:
         if deployed is None:
             return
         from harness.remote.bundle import current_bundle_name
+        from harness.remote.connect import deploy_command
         current = current_bundle_name()
         if deployed != current:
             log.warning("%s: its agent %s is not this hwl's (%s), so it measures with the older agent code; "
@@ -835,15 +834,3 @@ def run_campaign(store: Store, campaign_id: int, options: CoordinatorOptions | N
     return Coordinator(store, campaign_id, options, on_progress=on_progress).run()
 
 
-def deploy_command(profile: DeviceProfile) -> str:
-    """The `hwl deploy` line that reaches ``profile`` as this campaign does: by name where hwl finds
-    the same file under that name, else by its file (a profile given by path is no known name)."""
-    from harness.profiles import available_profiles
-    from harness.remote.connect import KNOWN_HOSTS_ENV
-
-    known = available_profiles().get(profile.name)
-    same = known is not None and profile.source and Path(profile.source).resolve() == known.resolve()
-    words = ["hwl", "deploy", profile.name if same or not profile.source else profile.source]
-    if not profile.host.known_hosts and os.environ.get(KNOWN_HOSTS_ENV):  # the campaign's --known-hosts
-        words += ["--known-hosts", os.environ[KNOWN_HOSTS_ENV]]
-    return shlex.join(words)

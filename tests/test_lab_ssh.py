@@ -152,7 +152,7 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     wide = hwl("status", cuda, env={"COLUMNS": "200"}).stdout  # a wide terminal shows the device's agent too
     assert json.loads(hwl("status", cuda, "--json").stdout)[0]["agent"] in wide and "left out" not in wide
     assert (f"\npi-a: last self-test was {fixed_test}, of other runtime settings, so it says nothing of this "
-            "setup; `hwl deploy` self-tests it\n") in table
+            f"setup; `hwl deploy {cuda}` self-tests it\n") in table  # it said `hwl deploy`: no device
     assert json.loads(hwl("status", fixed, "--json").stdout)[0]["selftest"] == fixed_test  # its own setup's
 
     # cores the device lacks: a self-test is due (this setup never had one), and refused before anything
@@ -407,10 +407,17 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
         assert out.returncode == (0 if row["reachable"] else 1), out.stderr  # as the table form
         return row
 
-    assert f"is not in {mine}" in status("--known-hosts", mine)["error"]
+    # the line it says to run checks the key against the same file: `hwl deploy DEVICE --trust-new-host` recorded
+    # it in ~/.ssh/known_hosts, and this command went on refusing it
+    assert (f"is not in {mine}; check its fingerprint, then record it with `hwl deploy {profile} --known-hosts {mine} "
+            "--trust-new-host`") in status("--known-hosts", mine)["error"]
     trusted = hwl("deploy", profile, "--known-hosts", mine, "--trust-new-host", "--no-selftest", env=home)
     assert trusted.returncode == 0 and len(mine.read_text().splitlines()) == 1, trusted.stderr
     assert status("--known-hosts", mine)["reachable"]
+    # with no agent there, the line to deploy one carries the file too (it said "run `hwl deploy` for this device")
+    assert hwl("undeploy", profile, "--known-hosts", mine, env=home).returncode == 0
+    assert status("--known-hosts", mine)["error"].endswith(f": run `hwl deploy {profile} --known-hosts {mine}` first")
+    assert hwl("deploy", profile, "--known-hosts", mine, "--no-selftest", env=home).returncode == 0
     assert f"is not in {tmp_path}/home/.ssh/known_hosts" in status()["error"]
     # onboarding: the device is quarantined at its first batch, in one line with exit 1, as a campaign
     empty = tmp_path / "empty"
@@ -419,7 +426,8 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
     assert onboard.returncode == 1 and "Traceback" not in onboard.stderr, onboard.stderr
     assert f"hwl onboard: device pi-a was quarantined during onboarding: agent did not start: pi-a: host key of " \
            f"pi-a ([{lab['hosts'][0].netns.address}]:{lab['hosts'][0].sshd.port}) is not in {empty}" in onboard.stderr
-    assert "`hwl deploy DEVICE --trust-new-host`" in onboard.stderr and not (tmp_path / "p.pt").exists()
+    assert f"`hwl deploy {profile} --known-hosts {empty} --trust-new-host`" in onboard.stderr, onboard.stderr
+    assert not (tmp_path / "p.pt").exists()
 
 
 @pytest.fixture
@@ -435,10 +443,9 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
     """After a code change the device keeps the agent last deployed there: the campaign measured
     with it under this code's version and said nothing. Now it names the device and the `hwl deploy`
     line that reaches it (here by its file, as the campaign was given it)."""
-    from harness.coordinator import deploy_command
     from harness.profiles import load_profile
     from harness.remote.bundle import AgentBundle, build_bundle
-    from harness.remote.connect import KNOWN_HOSTS_ENV, host_for
+    from harness.remote.connect import KNOWN_HOSTS_ENV, deploy_command, host_for
     from harness.remote.deploy import deploy
 
     profile = load_profile(pi_a_trusted)

@@ -132,12 +132,14 @@ def _device_states(store: str | None) -> dict:
 
 
 def cmd_status(args) -> int:
+    from harness.remote.connect import deploy_command
     from harness.remote.lab import device_status
     from agents.protocol import MEASURED_OUTCOMES
 
     apply_known_hosts(args)
     states = _device_states(args.store)
-    rows = [device_status(p, device_states=states) for p in _profiles(args, ssh_only=False)]
+    profiles = _profiles(args, ssh_only=False)
+    rows = [device_status(p, device_states=states) for p in profiles]
     all_reachable = all(r["reachable"] is not False for r in rows)  # exit 1 otherwise, in both forms
     if args.json:
         print(json.dumps(rows))
@@ -153,7 +155,7 @@ def cmd_status(args) -> int:
     console.print(table)
     if narrow:
         print(f"({' and '.join(WIDE_ONLY)} left out to fit {console.width} columns; --json gives them)")
-    for r in rows:  # in full, one line each: a column cut them to a few letters a line, and at 80 characters
+    for profile, r in zip(profiles, rows):  # in full, one line each: a column cut them to a few letters a line
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
         if r["selftest"] and r["selftest"] not in MEASURED_OUTCOMES:  # why it measured nothing, which deploy said once
@@ -161,7 +163,7 @@ def cmd_status(args) -> int:
             print(f"{r['device']}: last self-test {r['selftest']}{kind}: {r['selftest_message'] or '(no message)'}")
         if r["selftest_other_setup"]:  # the profile's runtime settings or hwl's agent changed since
             print(f"{r['device']}: last self-test was {r['selftest_other_setup']}, so it says nothing of this setup; "
-                  "`hwl deploy` self-tests it")
+                  f"`{deploy_command(profile)}` self-tests it")
     return 0 if all_reachable else 1
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+from pathlib import Path
 
 from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
@@ -21,7 +23,21 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     # for the device actors); a profile's own known_hosts key wins.
     known_hosts = h.known_hosts or os.environ.get(KNOWN_HOSTS_ENV)
     return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=known_hosts,
-                trust_new_host=trust_new_host)
+                trust_new_host=trust_new_host, deploy_command=deploy_command(profile))
+
+
+def deploy_command(profile: DeviceProfile) -> str:
+    """The `hwl deploy` line that reaches ``profile`` as this command does, pasted as it is: by name where hwl
+    finds the same file under that name, else by its file (a profile given by path is no known name), and with
+    this command's --known-hosts (without it deploy checked, and recorded, the key in ~/.ssh/known_hosts)."""
+    from harness.profiles import available_profiles
+
+    known = available_profiles().get(profile.name)
+    same = known is not None and profile.source and Path(profile.source).resolve() == known.resolve()
+    words = ["hwl", "deploy", profile.name if same or not profile.source else profile.source]
+    if not profile.host.known_hosts and os.environ.get(KNOWN_HOSTS_ENV):
+        words += ["--known-hosts", os.environ[KNOWN_HOSTS_ENV]]
+    return shlex.join(words)
 
 
 def ssh_session_for(profile: DeviceProfile):

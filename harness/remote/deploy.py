@@ -248,8 +248,8 @@ def locate_agent(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python
     current = host.run(f"cat {shlex.quote(posixpath.join(base, 'current'))}", check=False).stdout.strip()
     agent_path = posixpath.join(base, "agents", current)
     if not current or not host.exists(posixpath.join(agent_path, ".complete")):
-        raise DeployError(f"no agent is deployed on {host.name} under {base}: run `hwl deploy` for this "
-                          "device first", host=host.name)
+        raise DeployError(f"no agent is deployed on {host.name} under {base}: run `{host.deploy_command}` first",
+                          host=host.name)
     agent_python = posixpath.join(base, "venv", "bin", "python") if use_venv else python
     return agent_path, agent_python, posixpath.join(base, "cache")
 

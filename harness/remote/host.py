@@ -93,12 +93,15 @@ class Host:
     connect_timeout_s : float, default 10
     link_timeout_s : float, default 60
         An open connection whose link carries nothing for this long is closed as lost.
+    deploy_command : str, default "hwl deploy DEVICE"
+        The line its messages say to run (``connect.host_for`` gives the profile's, flags and all).
     """
 
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
                  known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
-                 link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S):
+                 link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE"):
         self.name = name
+        self.deploy_command = deploy_command  # what the messages say to run, with --known-hosts where given
         self.address = address
         self.user = user
         self.key_file = Path(key_file).expanduser()
@@ -152,15 +155,15 @@ class Host:
                 f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
                 f"got {exc.key.get_name()}, expected {exc.expected_key.get_name()} with another value. "
                 "If the host was reinstalled, remove its old line from known_hosts and record the new key "
-                "with `hwl deploy DEVICE --trust-new-host`; otherwise someone may be intercepting the connection.",
+                f"with `{self.deploy_command} --trust-new-host`; otherwise someone may be intercepting the connection.",
                 host=self.name) from None
         except paramiko.SSHException as exc:
             client.close()
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(
                     f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
-                    f"{self.known_hosts}; check its fingerprint, then record it with `hwl deploy DEVICE "
-                    "--trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
+                    f"{self.known_hosts}; check its fingerprint, then record it with "
+                    f"`{self.deploy_command} --trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise AuthenticationError(
                     f"{self.user}@{self.address}:{self.port} refused key {self.key_file}: add its public "
