@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import sys
 
 if sys.version_info >= (3, 11):
@@ -201,12 +202,14 @@ def device_order(n_archs: int, order_seed: int, device: str) -> np.ndarray:
     return rng.permutation(n_archs)
 
 
-def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) -> tuple[int, Plan, bool]:
+def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None, *,
+                  resume_flags=()) -> tuple[int, Plan, bool]:
     """Plan ``spec`` into ``store``; returns (campaign id, plan, created).
 
     When a campaign of that name exists with the same settings it is returned as is (the same
     command run twice measures nothing twice); with other settings it is refused. ``plan`` is
-    ``resolve_plan(spec)`` when the caller already has it.
+    ``resolve_plan(spec)`` when the caller already has it; ``resume_flags`` go into the resume line
+    it may print (see :func:`resume_command`).
     """
     plan = plan or resolve_plan(spec)
     row = store.campaign(plan.name)
@@ -221,7 +224,7 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None) ->
         refresh_reach(store, row["id"], plan.profiles)
         return row["id"], plan, False
     _refuse_imported_names(store, spec.space, plan.profiles)
-    _warn_of_unfinished_alike(store, plan)
+    _warn_of_unfinished_alike(store, plan, resume_flags)
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
     arch_spec = spec.archs if isinstance(spec.archs, str) else ",".join(spec.archs)
@@ -252,7 +255,13 @@ def _refuse_imported_names(store: Store, space: str, profiles) -> None:
                         "--store; nothing planned")
 
 
-def _warn_of_unfinished_alike(store: Store, plan: Plan) -> None:
+def resume_command(store_path, name: str, flags=()) -> str:
+    """The `hwl campaign resume` line that finishes campaign ``name``, to paste as it is (quoted). ``flags``: those
+    of the command that prints it which the resume needs too (--known-hosts, --address, --artifacts ...)."""
+    return shlex.join(["hwl", "campaign", "resume", "--store", str(store_path), "--name", name, *flags])
+
+
+def _warn_of_unfinished_alike(store: Store, plan: Plan, resume_flags=()) -> None:
     """A profile edited between two runs of one command (a cooldown, the cores) makes a new campaign
     that measures everything again, and left the first one unfinished without a word: say so."""
     for cid, name, config_json in store.db.execute("SELECT id, name, config_json FROM campaigns ORDER BY id"):
@@ -265,9 +274,9 @@ def _warn_of_unfinished_alike(store: Store, plan: Plan) -> None:
                                    "'running')", (cid,)).fetchone()
         if left:
             log.warning("campaign %s measures the same architectures on the same devices with other settings (%s "
-                        "differ), so this is a new campaign, %s; its %d unmeasured jobs stay queued: `hwl campaign "
-                        "resume --store %s --name %s` finishes them as planned", name, ", ".join(diff), plan.name,
-                        left, store.path, name)
+                        "differ), so this is a new campaign, %s; its %d unmeasured jobs stay queued: `%s` finishes "
+                        "them as planned", name, ", ".join(diff), plan.name, left,
+                        resume_command(store.path, name, resume_flags))
 
 
 def campaign_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:

@@ -7,8 +7,8 @@ never heard of it.
 from __future__ import annotations
 
 from pathlib import Path
-from shlex import quote
 
+from harness.campaign import resume_command
 from harness.errors import UserError
 from harness.store import Store
 
@@ -40,9 +40,8 @@ def check_answered(store_path, space: str, devices, answered) -> None:
             if waiting.empty:
                 hint = "every job failed (hwl campaign export lists each attempt's error_message)"
             else:
-                name = quote(waiting["campaign"].iloc[-1])
-                hint = (f"once it has some (hwl campaign resume --store {quote(str(store_path))} --name {name}, "
-                        "or wait for the coordinator running it), run this again")
+                resume = resume_command(store_path, waiting["campaign"].iloc[-1])
+                hint = f"once it has some ({resume}, or wait for the coordinator running it), run this again"
             raise UserError(f"store {store_path} holds no accepted {space} latency of {device} "
                             f"({'; '.join(parts)}): {hint}")
 

@@ -3,6 +3,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shlex
 import sqlite3
 import sys
 from pathlib import Path
@@ -64,6 +65,28 @@ def test_a_profile_edited_between_runs_says_the_first_campaign_is_left_unfinishe
             caplog.clear()
             plan_campaign(s, dataclasses.replace(spec, archs="5,9"))  # other architectures: nothing to say
             assert not caplog.text
+
+
+def test_the_resume_lines_of_a_store_in_a_folder_with_a_space_paste_as_they_are(tmp_path, capsys, caplog):
+    """`hwl campaign status` said "go on with: hwl campaign resume --store .../my lab/lab.db --name X", and so did
+    the warning of a campaign left unfinished: a shell splits that at the space. Now they are quoted, and the
+    warning carries the flags its command gave (`hwl campaign run` passes those a resume needs too)."""
+    dev = write_profile(tmp_path, "dev-a")
+    spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(dev),))
+    db = tmp_path / "my lab" / "lab.db"
+    db.parent.mkdir()
+    with Store(db) as s:
+        _, first, _ = plan_campaign(s, spec)
+        dev.write_text(dev.read_text().replace("window_min_s = 0.03", "window_min_s = 0.05"))
+        with caplog.at_level("WARNING", logger="harness.campaign"):
+            plan_campaign(s, spec, resume_flags=["--known-hosts", "my hosts"])
+    said = caplog.text.split("stay queued: `")[1].split("`")[0]
+    assert shlex.split(said) == ["hwl", "campaign", "resume", "--store", str(db), "--name", first.name,
+                                 "--known-hosts", "my hosts"], said
+    capsys.readouterr()
+    assert hwl_main(["campaign", "status", "--store", str(db), "--name", first.name]) == 0
+    line = capsys.readouterr().out.split("go on with: ")[1].splitlines()[0]
+    assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", first.name], line
 
 
 def _ssh_profile(folder, address, threads=1):

@@ -2,6 +2,9 @@
 `hwl campaign resume`."""
 import contextlib
 import json
+import os
+import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -269,3 +272,25 @@ def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_
     state, error = device_state()
     assert state == "quarantined" and error.endswith("the campaign stopped while its recover command ran"), error
     assert _counts(db) == {"queued": N_JOBS}  # no attempt was charged to a job by the stop
+
+
+def test_the_resume_line_of_a_quarantine_is_the_command_to_paste(tmp_path):
+    """A device quarantined under `--artifacts A --canary-every 0 --known-hosts F`, its store in a folder with a
+    space: the line said `hwl campaign resume --store .../my lab/lab.db --name X`, which a shell splits at the
+    space, without the flags (pasted, it checked host keys against ~/.ssh/known_hosts and exported the models
+    again beside the store). Now it is quoted and carries them, and pasted it resumes that campaign."""
+    dev = write_profile(tmp_path, "resume-nocore")
+    dev.write_text(dev.read_text().replace("cores = [", f"cores = [{(os.cpu_count() or 1) + 8}, "))
+    db, known = tmp_path / "my lab" / "lab.db", tmp_path / "known_hosts"
+    db.parent.mkdir()
+    run = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", dev, "--store", db,
+              "--artifacts", tmp_path / "art", "--canary-every", "0", "--no-progress", "--known-hosts", known)
+    assert run.returncode == 1, run.stderr
+    name = json.loads(run.stdout.splitlines()[-1])["campaign"]
+    line = re.search(r"\(or (hwl campaign resume .*), which keeps the settings", run.stderr).group(1)
+    resume = shlex.split(line)
+    assert resume == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
+                      str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
+    again = hwl(*resume[1:])
+    assert again.returncode == 1 and "hwl campaign: device resume-nocore quarantined: " in again.stderr, again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["campaign"] == name

@@ -12,6 +12,7 @@ from harness.errors import CampaignError
 from harness.paths import check_writable
 
 DEFAULT_STORE = "lab.db"
+DEFAULT_CANARY_EVERY = 50
 
 
 def add_parser(subparsers) -> None:
@@ -63,13 +64,24 @@ def _common(p) -> None:
                                          "again; run the same command again to go on")
     add_address_flag(p)
     p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
-    p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
+    p.add_argument("--canary-every", type=int, default=DEFAULT_CANARY_EVERY,
+                   help=f"jobs between drift canaries (0: off; default {DEFAULT_CANARY_EVERY})")
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
                                                           "the least recently used models (re-exported if needed "
                                                           "again; default: keep all)")
     p.add_argument("--no-progress", action="store_true",
                    help="no live table (the final table and the JSON summary line still print)")
     add_known_hosts_flag(p)
+
+
+def flags_a_resume_needs(args) -> list[str]:
+    """The flags of this run (or resume) that its resume needs too, for the resume line it prints: without them
+    the line pasted checked host keys against ~/.ssh/known_hosts, started a local Ray beside the cluster, exported
+    into another folder or ran canaries at another rate."""
+    given = {"--address": args.address, "--artifacts": args.artifacts, "--artifact-quota-gb": args.artifact_quota_gb,
+             "--canary-every": None if args.canary_every == DEFAULT_CANARY_EVERY else args.canary_every,
+             "--known-hosts": args.known_hosts}
+    return [word for flag, value in given.items() if value is not None for word in (flag, str(value))]
 
 
 def _options(args):
@@ -104,7 +116,7 @@ def campaign_spec(args):
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
 
 
-def run(*, store: str, spec, options=None, on_progress=None) -> dict:
+def run(*, store: str, spec, options=None, on_progress=None, resume_flags=()) -> dict:
     """Plan (or find) the campaign of ``spec`` and measure what is left of it; returns the summary."""
     from harness.campaign import plan_campaign, resolve_plan
     from harness.coordinator import run_campaign
@@ -115,7 +127,7 @@ def run(*, store: str, spec, options=None, on_progress=None) -> dict:
     address = options.address if options is not None else None
     # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
     with joined(address, hosts={p.host.resource for p in plan.profiles}), Store(store) as st:
-        cid, plan, created = plan_campaign(st, spec, plan)
+        cid, plan, created = plan_campaign(st, spec, plan, resume_flags=resume_flags)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=plan.name, created=created)
         return summary
@@ -139,6 +151,7 @@ def _live(fn, args, **kwargs) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from harness.campaign import resume_command
     from harness.report import progress_table
 
     apply_known_hosts(args)  # ssh devices' host keys are checked against this file
@@ -157,13 +170,14 @@ def _live(fn, args, **kwargs) -> int:
                       "quarantined": bad}))
     for name in bad:  # the store keeps its place: say how to go on
         print(f"hwl campaign: device {name} quarantined: {summary['devices'][name].get('error') or '?'}; once it "
-              f"works again, run the same command to finish its jobs (or hwl campaign resume --store {args.store} "
-              f"--name {summary['name']}, which keeps the settings the campaign was planned with)", file=sys.stderr)
+              f"works again, run the same command to finish its jobs (or "
+              f"{resume_command(args.store, summary['name'], flags_a_resume_needs(args))}, which keeps the settings "
+              "the campaign was planned with)", file=sys.stderr)
     return 1 if bad else 0
 
 
 def cmd_run(args) -> int:
-    return _live(run, args, store=args.store, spec=campaign_spec(args))
+    return _live(run, args, store=args.store, spec=campaign_spec(args), resume_flags=flags_a_resume_needs(args))
 
 
 def cmd_resume(args) -> int:
@@ -207,7 +221,8 @@ def cmd_status(args) -> int:
     if coordinator:
         print(f"being measured by {coordinator}")
     elif frame["queued"].sum():
-        print(f"no coordinator is running it; go on with: hwl campaign resume --store {args.store} --name {cname}")
+        from harness.campaign import resume_command
+        print(f"no coordinator is running it; go on with: {resume_command(args.store, cname)}")
     return 0
 
 
