@@ -36,6 +36,7 @@ import numpy as np
 from harness.errors import CampaignError, ProfileError
 from harness.profiles import DeviceProfile, available_profiles, load_profile, load_profiles, profile_from_dict
 from harness.store import Store
+from harness.text import count
 from spaces import ArchError, get_space, resolve_archs
 from spaces.cost import dataset_of
 
@@ -232,7 +233,8 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None, *,
         name=plan.name, space=spec.space, measurement=spec.measurement, arch_spec=arch_spec,
         seed=spec.seed, order_seed=plan.order_seed, config=plan.config,
         devices={p.name: p.to_json() for p in plan.profiles}, jobs=jobs)
-    log.info("planned campaign %s: %d archs x %d devices", plan.name, len(plan.archs), len(plan.profiles))
+    log.info("planned campaign %s: %s x %s", plan.name, count(len(plan.archs), "arch", "archs"),
+             count(len(plan.profiles), "device", "devices"))
     return cid, plan, True
 
 

@@ -37,6 +37,7 @@ from harness.paths import check_writable_folder
 from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
 from harness.profiles import DeviceProfile
 from harness.store import DRIFT_FLAG, Store
+from harness.text import count
 from harness.transport.errors import DeviceSetupError
 from spaces.cost import dataset_of
 
@@ -767,9 +768,9 @@ class Coordinator:
                                                           dev.last_good_result, DRIFT_FLAG)
             rest = self.options.drift_pause_s if dev.queue else 0.0
             log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %d %s "
-                        "since the last good canary (%d results, re-measured attempts included), %s",
+                        "since the last good canary (%s, re-measured attempts included), %s",
                         dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms, jobs,
-                        "job" if jobs == 1 else "jobs", results,
+                        "job" if jobs == 1 else "jobs", count(results, "result", "results"),
                         f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)

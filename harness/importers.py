@@ -35,6 +35,7 @@ from harness.errors import UserError
 from harness.export_tables import KEY_COLUMNS, accepted_labels, is_parquet_export, wide_cells
 from harness.model_file import torch_error
 from harness.store import Store
+from harness.text import count
 from spaces import ArchError, fbnet, nb201
 from spaces.columns import PAIRED_COLUMNS, check_same_archs
 
@@ -103,7 +104,7 @@ def store_table(store: Store, path, space: str, rows) -> dict[str, str]:
     if replaced:  # same name, other rows: a new version of that file
         log.warning("%s: a new version of the file %s imported earlier: its %d %s rows of %s replaced by %d", path,
                     path.name, replaced, space, _some(sorted({d for _, d, _ in new})), n)
-    log.info("imported %d %s rows from %s", n, space, path)
+    log.info("imported %s from %s", count(n, f"{space} row", f"{space} rows"), path)
     return same
 
 
@@ -260,15 +261,16 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
         names = frame["device"]
         blank = names.isna() | (names.astype(str).str.strip() == "")
         if blank.any():
-            raise TableImportError(f"{source}: {int(blank.sum())} rows have no device (first at data row "
-                                   f"{_row(frame, blank)}); fill the device column or name it with --device")
+            raise TableImportError(f"{source}: {count(int(blank.sum()), 'row has', 'rows have')} no device (first at "
+                                   f"data row {_row(frame, blank)}); fill the device column or name it with --device")
         devices = names.astype(str).tolist()
     latencies = pd.to_numeric(frame["latency_ms"], errors="coerce")
     bad = ~(latencies > 0) | ~np.isfinite(latencies)
     if bad.any():  # one would break every later read of the store
         value = frame["latency_ms"][bad].iloc[0]
-        raise TableImportError(f"{source}: {int(bad.sum())} latency_ms values are missing, not numbers or not "
-                               f"positive (first at data row {_row(frame, bad)}: "
+        what = count(int(bad.sum()), "latency_ms value is", "latency_ms values are")
+        raise TableImportError(f"{source}: {what} missing, not a number or not positive (first at data row "
+                               f"{_row(frame, bad)}: "
                                f"{repr(value) if isinstance(value, str) else value})")
     seen: dict[tuple[str, str], int] = {}
     for row, pair in enumerate(zip(keys, devices), start=1):
@@ -357,8 +359,8 @@ def read_help_pt(path: Path, *, space: str | None = None, device: str | None = N
         raise TableImportError(f"{path}: a HELP latency file holds a list of numbers, got {type(latencies).__name__}")
     bad = [i for i, v in enumerate(latencies, start=1) if not (math.isfinite(v) and v > 0)]
     if bad:  # one would break every later read of the store
-        raise TableImportError(f"{path}: {len(bad)} latencies are not positive numbers (first at row {bad[0]}: "
-                               f"{latencies[bad[0] - 1]!r})")
+        what = count(len(bad), "latency is not a positive number", "latencies are not positive numbers")
+        raise TableImportError(f"{path}: {what} (first at row {bad[0]}: {latencies[bad[0] - 1]!r})")
     device = device or path.stem
     if space is None:
         space = "nb201" if len(latencies) == nb201.N_ARCHS else "fbnet"

@@ -32,6 +32,7 @@ from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import joined, ray_session
 from harness.store import DRIFT_FLAG, Store
+from harness.text import count
 from predictors import data, registry
 from predictors.base import TrainTables
 from predictors.onboard import OnboardLoop, OnboardResult, OnboardSettings, loop_ks, prepare_method
@@ -91,9 +92,9 @@ class CampaignDevice:
         got, rows = self._run(archs)
         drifted = [a for a in only_drifted(self.space, rows) if a in set(archs)]  # none of them is in got
         if drifted:
-            log.warning("%s: %d of the batch's %d archs were measured while the device drifted (canary_drift); "
-                        "measuring them again (more device time, not more of the budget)",
-                        self.profile.name, len(drifted), len(archs))
+            log.warning("%s: %d of the batch's %s measured while the device drifted (canary_drift); measuring "
+                        "%s again (more device time, not more of the budget)", self.profile.name, len(drifted),
+                        count(len(archs), "arch was", "archs were"), "it" if len(drifted) == 1 else "them")
             got.update(self.again(drifted))
         return got
 
@@ -105,9 +106,10 @@ class CampaignDevice:
         still = [a for a in drifted_counts(self.space, rows) if a in set(archs)]
         if still:  # listed last, with '; ' as --archs takes them: an FBNet key's own commas ran them together
             self.drifted_twice.extend(still)
-            log.warning("%s: %d archs drifted again when measured again (canary_drift), kept at the median of both, "
+            log.warning("%s: %s again when measured again (canary_drift), kept at the median of both, "
                         "as a drift canary that moves on every batch says more about its own noise than about the "
-                        "device's speed: %s", self.profile.name, len(still), "; ".join(map(str, still)))
+                        "device's speed: %s", self.profile.name, count(len(still), "arch drifted", "archs drifted"),
+                        "; ".join(map(str, still)))
         return got
 
     def _run(self, archs, *, again: bool = False) -> tuple[dict, pd.DataFrame]:
@@ -221,10 +223,10 @@ def _differing_settings(profile_json: str, mine: dict) -> str:
 def warn_left_out(left_out: dict, device: str) -> None:
     """A warning naming the device's latencies not used, and why."""
     if left_out:
-        log.warning("%s: left out %d latencies of the store measured with other settings than the profile's (%s)",
-                    device, sum(left_out.values()), "; ".join(f"{n} with {why}" if why.startswith("imported")
-                                                            else f"{n} where {why} differ"
-                                                            for why, n in left_out.items()))
+        why = "; ".join(f"{n} with {why}" if why.startswith("imported") else f"{n} where {why} differ"
+                        for why, n in left_out.items())
+        log.warning("%s: left out %s of the store measured with other settings than the profile's (%s)",
+                    device, count(sum(left_out.values()), "latency", "latencies"), why)
 
 
 def failed_archs(store: Store, space: str, profile: DeviceProfile) -> list:
@@ -379,16 +381,18 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             drifted = [a for a in only_drifted(space, rows) if a not in failed]
             room = settings.budget - len(measured) - len(failed)
             if drifted and room > 0:  # measured first, in a batch of their own: the fit takes no moved speed
-                log.warning("%s: %d archs of the store were measured while the device drifted (canary_drift); "
+                log.warning("%s: %s of the store measured while the device drifted (canary_drift); "
                             "measuring %d of them again (they count against the budget)", profile.name,
-                            len(drifted), min(room, len(drifted)))
+                            count(len(drifted), "arch was", "archs were"), min(room, len(drifted)))
                 measured.update(measure.again(drifted[:room]))
             elif drifted:
-                log.warning("%s: left out %d archs of the store measured while the device drifted (canary_drift); "
-                            "the budget leaves no room to measure them again", profile.name, len(drifted))
+                log.warning("%s: left out %s of the store measured while the device drifted (canary_drift); "
+                            "the budget leaves no room to measure %s again", profile.name,
+                            count(len(drifted), "arch", "archs"), "it" if len(drifted) == 1 else "them")
             # Measured archs outside the candidates (an earlier campaign) get a row in the table too.
             keys = list(dict.fromkeys(list(keys) + list(measured)))
-            log.info("%s: %d latencies in the store already, %d failed archs", profile.name, len(measured), len(failed))
+            log.info("%s: %s in the store already, %s", profile.name, count(len(measured), "latency", "latencies"),
+                     count(len(failed), "failed arch", "failed archs"))
             model = registry.get_method(method_name)
             if "random_state" in model.get_params():  # not every method takes a seed
                 model.set_params(random_state=seed)

@@ -83,13 +83,13 @@ def test_long_table_csv_by_arch_string(tmp_path):
 
 
 @pytest.mark.parametrize("csv, error", [
-    ("1,pi,2.0\n2,pi,-3\n", r"bad.csv: 1 latency_ms values are missing, not numbers or not positive \(first at "
+    ("1,pi,2.0\n2,pi,-3\n", r"bad.csv: 1 latency_ms value is missing, not a number or not positive \(first at "
                              r"data row 2: -3.0\)"),
     ("1,pi,0\n", r"not positive \(first at data row 1: 0\)"),
     ("1.5,pi,2.0\n", r"bad.csv: data row 1: arch_index 1.5: not a whole number"),
     ("x,pi,2.0\n", r"data row 1: arch_index 'x'"),
     (",pi,2.0\n", r"data row 1: arch_index is empty; fill it or remove the row"),
-    ("1,,2.0\n", r"1 rows have no device \(first at data row 1\)"),
+    ("1,,2.0\n", r"1 row has no device \(first at data row 1\)"),
     ("7,pi,1.0\n99999,pi,2.0\n", r"data row 2: arch_index 99999: NB201 index 99999 is out of range"),
     ("7,pi,\n", r"not positive \(first at data row 1: ''\)"),
     ("7,pi,1.0\n7,pi,2.0\n", r"bad.csv: data rows 1 and 2 both give arch 7 on device 'pi'; keep one"),

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 
-from harness.cli.common import add_table_flags, count, messages_to, read_in_model_space
+from harness.cli.common import add_table_flags, messages_to, read_in_model_space
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
+from harness.text import count
 from harness.unanswered_devices import check_answered
 from predictors import data
 

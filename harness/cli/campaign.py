@@ -6,10 +6,11 @@ import re
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_address_flag, add_archs_flags, count, messages_to
+from harness.cli.common import add_address_flag, add_archs_flags, messages_to
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
+from harness.text import count
 
 DEFAULT_STORE = "lab.db"
 DEFAULT_CANARY_EVERY = 50

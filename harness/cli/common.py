@@ -89,11 +89,6 @@ def messages_to(*outputs):
     return sys.stderr if any(p is not None and names_a_stream(p) for p in outputs) else sys.stdout
 
 
-def count(n: int, one: str, many: str) -> str:
-    """'1 device', '3 devices', '1,234 latencies': a number and its noun, singular for exactly one."""
-    return f"{n:,} {one if n == 1 else many}"
-
-
 def strict_json(obj, **kwargs) -> str:
     """``json.dumps`` with NaN and infinities as null: Python writes them bare, which JSON readers refuse."""
     return json.dumps(_finite(obj), allow_nan=False, **kwargs)

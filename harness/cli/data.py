@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from harness.cli.common import count
+from harness.text import count
 
 
 def add_parser(subparsers) -> None:

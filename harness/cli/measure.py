@@ -12,8 +12,8 @@ import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
 from agents.protocol import MEASURED_OUTCOMES
-from harness.cli.common import count
 from harness.errors import UserError
+from harness.text import count
 
 RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
 # Rule 7 on this machine: never time alongside a campaign of the shipped local devices (their thermal

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cli.common import add_archs_flags, count, read_in_model_space
+from harness.cli.common import add_archs_flags, read_in_model_space
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
+from harness.text import count
 from predictors import registry
 from spaces.selection import arch_file
 from spaces import nb201, resolve_archs

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import functools
 
-from harness.cli.common import add_table_flags, count, messages_to, non_negative_int, strict_json
+from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
+from harness.text import count
 
 # The latency method is pretrained once and shared by every run, so its seed is not --seed: a run is then the
 # same whichever seed the command started from.

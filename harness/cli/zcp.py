@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags, count, non_negative_int, positive_float
+from harness.cli.common import add_archs_flags, non_negative_int, positive_float
 from harness.paths import check_writable
+from harness.text import count
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.cli.common import count
+from harness.text import count
 from predictors.baselines.copy_device import best_correlated
 from predictors.layer_costs import fit_layer_costs
 from predictors.protocol import FEW_SCORED
