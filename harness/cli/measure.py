@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="runtime option, e.g. graph_optimization=basic or target=llvm (repeatable; "
                         "values are parsed as JSON when they can be)")
-    p.add_argument("--arch", help="torch: SPACE:KEY[:DATASET], e.g. nb201:123 or 'fbnet:k3_e1;...'")
+    p.add_argument("--arch", help="torch: SPACE:KEY[:DATASET], e.g. nb201:123 or "
+                   "fbnet:k3_e1,k5_e6,...,skip (22 comma-separated op names)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--input-shape", default="", help="full input shape, e.g. 1,3,32,32")
     p.add_argument("--command", dest="command_template", help="command runtime: template, e.g. \"adb shell "
