@@ -235,7 +235,7 @@ def _reduce_repeats(table: pd.DataFrame, where: str | None = None) -> pd.DataFra
             .agg(latency_ms=("latency_ms", "median"), source=("source", "first")))
 
 
-def store_table(path, space: str) -> pd.DataFrame:
+def store_table(path, space: str, devices=None) -> pd.DataFrame:
     """The latencies a harness store holds for ``space`` (works while a campaign writes)."""
     path = Path(path)
     if not path.is_file():
@@ -245,7 +245,7 @@ def store_table(path, space: str) -> pd.DataFrame:
     store = Store(path, readonly=True)  # read-only: safe while a campaign is still writing
     try:
         raw = store.latency_table(space)
-        warn_drifted(store.drifted_latencies(space), f"store {path}")
+        warn_drifted(store.drifted_latencies(space), f"store {path}", devices)
     finally:
         getattr(store, "close", lambda: None)()
     if raw is None or len(raw) == 0:
@@ -263,14 +263,15 @@ def warn_drifted(counts: dict, where: str, devices=None) -> None:
                     where, sum(counts.values()), ", ".join(f"{d} {n}" for d, n in counts.items()))
 
 
-def load_table(space: str, *, path=None, store=None, device: str | None = None) -> pd.DataFrame:
-    """A table from a file, a store, or (neither given) the shipped HELP table."""
+def load_table(space: str, *, path=None, store=None, device: str | None = None, devices=None) -> pd.DataFrame:
+    """A table from a file, a store, or (neither given) the shipped HELP table. ``devices``: those the caller
+    reads (default all), so a store's drift warning names no device the command leaves alone."""
     if path is not None and store is not None:
         raise LatencyTableError("give a table file or --store, not both")
     if path is not None:
         return read_table(path, space, device=device)
     if store is not None:
-        return store_table(store, space)
+        return store_table(store, space, devices)
     return help_table(space)
 
 

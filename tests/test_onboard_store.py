@@ -22,10 +22,10 @@ def _profiles(tmp_path):
     return now, old
 
 
-def _measure(store, profile_path, archs, labels, *, name, fail=()):
+def _measure(store, profile_path, archs, labels, *, name, fail=(), device="onb-ort"):
     cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=tuple(archs), devices=(str(profile_path),),
                                                   name=name))
-    for job, arch, _ in store.queued_jobs(cid, "onb-ort"):
+    for job, arch, _ in store.queued_jobs(cid, device):
         attempt = store.start_attempt(job)
         if arch in fail:
             store.finish_attempt(job, attempt, record={"outcome": "runtime_error"}, job_state="failed")
@@ -125,3 +125,29 @@ def test_train_adapt_and_pretraining_on_a_store_warn_of_drifted_latencies(tmp_pa
     with caplog.at_level(logging.WARNING):
         assert len(data.load_table("nb201", store=tmp_path / "lab.db")) == 120
     assert f"store {tmp_path / 'lab.db'}: 2 latencies were measured while the device drifted" in caplog.text
+
+
+def test_adapt_and_train_on_a_store_warn_only_of_the_drifted_latencies_of_the_devices_they_read(tmp_path, caplog):
+    # `hwl adapt --device onb-ort --store lab.db` named every device's drifted latencies ("onb-ort 2, other-ort 2"),
+    # as if the other device's fed the fit; it reads onb-ort's alone, and `hwl train --devices` those it names.
+    from harness.cli.adapt import adapt
+    from harness.cli.train import train
+
+    now, _ = _profiles(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = write_profile(tmp_path / "other", "other-ort")
+    archs = [str(a) for a in range(40)]
+    with Store(tmp_path / "lab.db") as st:
+        for path, device in ((now, "onb-ort"), (other, "other-ort")):
+            _measure(st, path, archs[:38], [1.0 + a / 100 for a in range(38)], name=f"calm-{device}", device=device)
+            calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
+            _measure(st, path, archs[38:], [3.0, 4.0], name=f"loaded-{device}", device=device)
+            st.flag_results_since(st.campaign(f"loaded-{device}")["id"], device, calm, "canary_drift")
+    model = train(space="nb201", devices=["raspi4", "pixel3"], method="hwl_ridge", n_pretrain=50, out=tmp_path / "m.pt")
+    with caplog.at_level(logging.WARNING):
+        _, n = adapt(model=model, device="onb-ort", store=tmp_path / "lab.db", out=tmp_path / "a.pt")
+        train(space="nb201", devices=["onb-ort"], method="hwl_ridge", store=tmp_path / "lab.db", out=tmp_path / "t.pt")
+    drift = [r.getMessage() for r in caplog.records if "drifted" in r.getMessage()]
+    assert n == 40 and len(drift) == 2, drift
+    assert all(line.endswith("are used as they are: onb-ort 2; measure those archs again for a clean table")
+               for line in drift), drift

@@ -45,7 +45,8 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
                     "predictor is not a few-shot one for it; for a device new to the model, train without it "
                     "(--devices)", device, model)
     table = read_in_model_space(model, saved["space"],
-                                lambda space: data.load_table(space, path=measurements, store=store, device=device))
+                                lambda space: data.load_table(space, path=measurements, store=store, device=device,
+                                                                devices=[device]))
     if store is not None:  # a device the store measures but has no label of is not 'unknown'
         check_answered(store, saved["space"], [device], data.devices_of(table))
     series = data.by_device(table, [device])[device]

@@ -45,7 +45,7 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
                         "which `hwl predict` writes from the model file; score it with "
                         f"`hwl evaluate --method {name}`, or train one of {', '.join(registry.latency_methods())}")
     check_outputs({"--out": out}, {"--table": table, "--store": store})
-    frame = data.load_table(space, path=table, store=store)
+    frame = data.load_table(space, path=table, store=store, devices=devices)
     if store is not None and devices:  # a device the store measures but has no label of is not 'unknown'
         check_answered(store, space, devices, data.devices_of(frame))
     full = data.by_device(frame, devices)
