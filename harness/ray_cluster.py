@@ -174,10 +174,15 @@ def _join_refused(address: str, exc: Exception) -> str:
                 "token auth (the default), set RAY_AUTH_MODE=token here, since Ray's driver sends this machine's "
                 "token (~/.ray/auth_token, which must be the head's) to a given address only then; or "
                 f"{_run_locally()}")
-    start = ("`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
-             if address.startswith("ray://") else "`ray start --head`")
-    return (f"cannot join the Ray cluster at {address!r}: {why}. Start it there with {start} (and give this "
-            f"machine its token), or {_run_locally()}")
+    return (f"cannot join the Ray cluster at {address!r}: {why}. Start it there with {_start_head(address)} (and "
+            f"give this machine its token), or {_run_locally()}")
+
+
+def _start_head(address: str) -> str:
+    """The `ray start` that serves ``address``: a ray:// address is the head's Ray Client server, not its GCS port."""
+    if address.startswith("ray://"):
+        return "`ray start --head --ray-client-server-port PORT` (10001 unless it says otherwise)"
+    return "`ray start --head --port PORT` (6379 unless it says otherwise)"
 
 
 def _run_locally() -> str:
@@ -341,13 +346,13 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         sock = socket.create_connection((host, int(port)), timeout=timeout_s)
     except OSError as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc}). Start "
-                           f"it with `ray start --head --port PORT` on that machine, or {_run_locally()}") from None
+                           f"it with {_start_head(address)} on that machine, or {_run_locally()}") from None
     with sock:
         if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):  # a TLS GCS needs its handshake first
             if not _answers_http2(sock, timeout_s):
                 raise ClusterError(f"cannot join the Ray cluster at {address!r}: something accepts connections "
-                                   "there but does not answer as a Ray head does (gRPC); check the port: `ray start "
-                                   "--head` prints the address to give (port 6379 unless --port says otherwise)")
+                                   "there but does not answer as a Ray head does (gRPC); check the port: the head "
+                                   f"serves it once started with {_start_head(address)}")
 
 
 def _answers_http2(sock: socket.socket, timeout_s: float) -> bool:

@@ -361,6 +361,33 @@ def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
         check_reachable(f"ray://127.0.0.1:{free_port()}")
 
 
+def test_a_ray_client_address_that_nothing_answers_names_the_client_server_port_to_start(tmp_path, capsys):
+    """`--address ray://HOST:10001` with nothing there said "Start it with `ray start --head --port PORT`", which
+    starts the head's GCS on that port, not the Ray Client server a ray:// address joins; it names
+    --ray-client-server-port now (a HOST:PORT address still names --port), in one line, with no store made."""
+    import socket
+
+    from tests.sshd import free_port
+
+    port = free_port()
+    good = write_profile(tmp_path, "dev-a")
+    for address, start in ((f"ray://127.0.0.1:{port}", "`ray start --head --ray-client-server-port PORT`"),
+                           (f"127.0.0.1:{port}", "`ray start --head --port PORT`")):
+        assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3", "--devices", str(good), "--store",
+                         str(tmp_path / "lab.db"), "--address", address, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "nothing answers there" in err and f"Start it with {start}" in err, err
+        assert not (tmp_path / "lab.db").exists()
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, answers nothing: no gRPC server
+    try:
+        from harness.ray_cluster import check_reachable
+
+        with pytest.raises(ClusterError, match="--ray-client-server-port PORT"):
+            check_reachable(f"ray://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+    finally:
+        silent.close()
+
+
 @pytest.mark.parametrize("command", ["campaign", "onboard"])
 def test_a_ray_client_address_without_grpcio_is_one_line_naming_the_package(tmp_path, capsys, monkeypatch, command):
     """Ray Client needs grpcio (`ray[client]`), which a plain `pip install ray` leaves out: `--address ray://...`
