@@ -53,8 +53,9 @@ def import_file(store: Store, path, *, space: str | None = None, device: str | N
                 mapping=None, wide: bool = False) -> tuple[str, int]:
     """Import one file; returns (space, number of rows). See the module docstring."""
     space, rows = read_table_file(path, space=space, device=device, mapping=mapping, wide=wide)
-    check_sources(store, [(path, space, rows)])
-    store_table(store, path, space, rows)
+    with store.transaction():  # checked and stored under one write lock (`hwl data import` says why)
+        check_sources(store, [(path, space, rows)])
+        store_table(store, path, space, rows)
     return space, len(rows)
 
 

@@ -219,7 +219,9 @@ class Store:
             log.info("store %s migrated to schema version %d", self.path, target)
 
     def transaction(self):
-        """Context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)."""
+        """Context manager: BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error). Inside another one it is a savepoint
+        of it, so a command can hold the write lock over a check and the writes it allows (another process
+        writing in between would make the check stale)."""
         return _Transaction(self.db, self.path)
 
     def check_still_there(self) -> None:
@@ -618,6 +620,10 @@ class _Transaction:
         self.path = path
 
     def __enter__(self):
+        self.nested = self.db.in_transaction
+        if self.nested:
+            self.db.execute("SAVEPOINT nested")
+            return self.db
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -629,6 +635,11 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type, exc, tb):
+        if self.nested:  # the outer transaction commits, or rolls back, the whole
+            self.db.execute("RELEASE nested" if exc_type is None else "ROLLBACK TO nested")
+            if exc_type is not None:
+                self.db.execute("RELEASE nested")
+            return False
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")

@@ -1,4 +1,6 @@
 """Importers: the shared public tables and HELP's original .pt files, side by side with our data."""
+import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -440,3 +442,39 @@ def test_a_table_is_known_by_its_rows_not_only_its_file_name(tmp_path, capsys, c
     assert "a new version of the file lab_a.csv imported earlier: its 2 nb201 rows of pi replaced by 3" in caplog.text
     with Store(db) as s:
         assert s.latency_table("nb201")["latency_ms"].tolist() == [2.5, 3.5, 4.5]
+
+
+def test_two_imports_at_once_of_one_device_from_two_files_store_one_of_them(tmp_path):
+    """Two `hwl data import` processes at once, of two labs' tables of one device: each checked the store, found
+    no other file of pi, then stored its rows, so the store held pi from both (which the predictor commands
+    refuse, and which one import after the other refuses). The check and the writes now hold the store's write
+    lock together: the second import checks once the first has stored, and is refused. A real writer holding
+    that lock while both start (a campaign writing) makes them meet there every time."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    db = tmp_path / "lab.db"
+    Store(db).close()
+    tables = [_lat_csv(tmp_path / f"lab_{lab}.csv", "pi", [ms, ms + 1.0]) for lab, ms in (("a", 2.0), ("b", 9.0))]
+    code = ("import sys; from harness.cli import main; import harness.cli.data, harness.importers\n"
+            "print('ready', flush=True); sys.stdin.readline()\n"
+            "sys.exit(main(['data', 'import', sys.argv[1], '--store', sys.argv[2]]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(t), str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for t in tables]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n", p.communicate()[1]
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    time.sleep(2)  # both have read the store and wait for its write lock
+    writer.execute("ROLLBACK")
+    writer.close()
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], errors
+    refused = next(e for p, e in zip(procs, errors) if p.returncode == 2)
+    assert re.search(r"lab_[ab].csv: device pi is already imported from lab_[ab].csv \(2 nb201 latencies\)", refused)
+    with Store(db, readonly=True) as s:
+        assert s.imported_sources("nb201", ["pi"])["n"].tolist() == [2]

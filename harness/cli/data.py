@@ -34,7 +34,9 @@ def import_files(*, store: str, files: list[str], space=None, device=None, mappi
     tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping, wide=wide)) for f in files]
     check_sources(None, tables)  # two of them naming one device
     out = []
-    with Store(store) as st:
+    # the checks and the writes under one write lock: another import (or campaign) between them would pass the
+    # same checks, and the store would hold one device from two files
+    with Store(store) as st, st.transaction():
         check_sources(st, tables)  # before any is stored: a clash imports none of them
         for f, sp, rows in tables:
             devices = len({d for _, d, _ in rows})
