@@ -224,6 +224,19 @@ class Store:
         writing in between would make the check stale)."""
         return _Transaction(self.db, self.path)
 
+    @contextlib.contextmanager
+    def snapshot(self):
+        """Every read inside sees the store as of one moment (a read transaction): an export's pages and the
+        counts of its line agree while a campaign goes on storing results."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")  # ends the read: nothing was written
+
     def check_still_there(self) -> None:
         """Raise :class:`StoreGone` when the file at ``path`` is no longer the one open (removed, with
         its folder or not, or replaced): SQLite would go on writing to a file nobody can open again,

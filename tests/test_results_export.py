@@ -365,3 +365,39 @@ def test_one_failed_attempt_is_said_in_the_singular(tmp_path, capsys):
     assert hwl_main(["campaign", "export", "--store", str(tmp_path / "lab.db"), "--out", str(out)]) == 0
     assert capsys.readouterr().err == (f"wrote 1 accepted latency of 1 device (campaign {name}; 2 results with 1 "
                                        f"failed or superseded attempt) to {out}\n")
+
+
+def test_an_export_written_while_results_arrive_is_one_moment_of_the_store(campaign, tmp_path, capsys):
+    """An export read the results, then counted them for its line in another read: with a campaign storing
+    results meanwhile, `wrote 43 accepted latencies` named a file holding 42 (seen under a real campaign). It
+    now reads everything in one read transaction: the file and its line agree, whatever arrives meanwhile."""
+    import re
+    import subprocess
+    import sys
+
+    store, _ = campaign
+    writer = subprocess.Popen(  # a campaign storing attempt after attempt of a job measured again
+        [sys.executable, "-c", "import sys; from harness.store import Store\n"
+         "record = {'outcome': 'unstable', 'flags': ['unstable'], 'stats': {'label_ms': 1.0}}\n"
+         "with Store(sys.argv[1]) as s:\n"
+         "    print('ready', flush=True)\n"
+         "    while True: s.finish_attempt(1, s.start_attempt(1), record=record, job_state='queued')\n",
+         str(store.path)], stdout=subprocess.PIPE, text=True)
+    lines, arrived = [], 0
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        for i in range(5):
+            before = store.db.execute("SELECT count(*) FROM results").fetchone()[0]
+            out = tmp_path / f"e{i}.parquet"
+            assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(out)]) == 0
+            arrived += store.db.execute("SELECT count(*) FROM results").fetchone()[0] > before + 10
+            written = pd.read_parquet(out)
+            lines.append((capsys.readouterr().err.strip().splitlines()[-1], len(written),
+                          int(written["accepted"].sum())))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert arrived >= 3, "the writer stored next to nothing while the exports ran"
+    for line, rows, accepted in lines:
+        results = int(re.search(r"; ([\d,]+) results with", line).group(1).replace(",", ""))
+        assert results == rows and f"wrote {accepted:,} accepted latencies" in line, line

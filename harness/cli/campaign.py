@@ -256,7 +256,7 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
     fmt = export_format(fmt, out)
     names = [name] if isinstance(name, str) else name
     devices = [device] if isinstance(device, str) else device
-    with Store(store, readonly=True) as st:
+    with Store(store, readonly=True) as st, st.snapshot():  # the file and its line: one moment of a live store
         ids, chosen = select_export(st, names, devices)
         # a default name stays in the working folder, whatever the campaign's name holds ('/', '..')
         label = "+".join(devices or chosen)
