@@ -213,6 +213,13 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None, *,
     it may print (see :func:`resume_command`).
     """
     plan = plan or resolve_plan(spec)
+    # the lookup, the checks and the creation under one write lock: the same command started twice at once, or an
+    # import of a device of it, would otherwise pass them both (two creations: a UNIQUE error; a pooled device)
+    with store.transaction():
+        return _plan_locked(store, spec, plan, resume_flags)
+
+
+def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> tuple[int, Plan, bool]:
     row = store.campaign(plan.name)
     if row is None and spec.name is None:
         row = store.campaign(_legacy_name(plan))

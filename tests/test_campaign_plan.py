@@ -430,3 +430,41 @@ def test_a_device_named_like_an_imported_table_is_refused_before_anything_is_pla
         _, _, created = plan_campaign(s, CampaignSpec(space="nb201", archs="3", devices=(
             str(write_profile(tmp_path, "fbnet-x")),)))
         assert created
+
+
+def test_one_campaign_planned_by_processes_at_once_is_planned_once(tmp_path):
+    """The same `hwl campaign run` started twice at once (two terminals, a cron job beside a person): each looked
+    the campaign up, found none and created it, and all but the first died of a traceback (sqlite3.IntegrityError:
+    UNIQUE constraint failed: campaigns.name). The lookup, the checks and the creation now hold the store's write
+    lock together: the others find the campaign planned (and its campaign lock refuses a second coordinator). A
+    real writer holding that lock while they start makes them meet there every time."""
+    import subprocess
+    import time
+
+    profiles = [str(write_profile(tmp_path, name)) for name in ("dev-a", "dev-b")]
+    db = tmp_path / "lab.db"
+    Store(db).close()
+    code = ("import sys; from harness.campaign import CampaignSpec, plan_campaign, resolve_plan\n"
+            "from harness.store import Store\n"
+            "spec = CampaignSpec(space='nb201', archs='0-9', devices=tuple(sys.argv[2:]))\n"
+            "plan = resolve_plan(spec)\n"
+            "print('ready', flush=True); sys.stdin.readline()\n"
+            "with Store(sys.argv[1]) as st: print(plan_campaign(st, spec, plan)[2])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), *profiles], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n", p.communicate()[1]
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a campaign of the store in the middle of a write
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    time.sleep(2)  # each has looked the campaign up and waits for the write lock
+    writer.execute("ROLLBACK")
+    writer.close()
+    answers = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 3, [err for _, err in answers]
+    assert sorted(out.strip() for out, _ in answers) == ["False", "False", "True"]
+    with Store(db, readonly=True) as s:
+        assert len(s.campaign_names()) == 1 and s.integrity_check() == "ok"
+        assert s.db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 20
