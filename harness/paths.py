@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+import psutil
 
 from harness.errors import UserError
 
@@ -64,12 +67,24 @@ def written_whole(path) -> Iterator[Path]:
         yield path
         return
     target = _file_behind(path)
-    partial = target.with_name(f".partial-{target.name}")  # the same suffixes: writers infer the format from them
+    _remove_dead_partials(target)
+    # one of this process's own: two writers of one file at once (two exports) must not write into one partial
+    # file, which the first would rename while the second still writes it; it ends in the name, whose suffixes
+    # writers infer the format from
+    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
     try:
         yield partial
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _remove_dead_partials(target: Path) -> None:
+    """Remove the partial files of ``target`` left by writers that were killed (their process is gone)."""
+    for partial in target.parent.glob(f".partial-*-{glob.escape(target.name)}"):
+        pid = partial.name[len(".partial-"):-len(target.name) - 1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            partial.unlink(missing_ok=True)
 
 
 def _file_behind(path: Path) -> Path:

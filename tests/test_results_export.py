@@ -401,3 +401,41 @@ def test_an_export_written_while_results_arrive_is_one_moment_of_the_store(campa
     for line, rows, accepted in lines:
         results = int(re.search(r"; ([\d,]+) results with", line).group(1).replace(",", ""))
         assert results == rows and f"wrote {accepted:,} accepted latencies" in line, line
+
+
+def test_two_processes_exporting_to_one_file_at_once_both_write_it_whole(campaign, tmp_path):
+    """Two exports to one --out at once (a cron job's and a person's): both wrote `.partial-lab.parquet`, so the
+    first renamed the file the second was still writing (readers then got half a file) and the second died of
+    a traceback (FileNotFoundError: '.partial-lab.parquet' -> 'lab.parquet'; 2 of 10 rounds of two real
+    `hwl campaign export`). Each process now writes a partial file of its own."""
+    import subprocess
+    import sys
+
+    store, _ = campaign
+    out = tmp_path / "lab.parquet"
+    code = ("import sys; from harness.cli import main\n"
+            "sys.exit(max(main(['campaign', 'export', '--store', sys.argv[1], '--out', sys.argv[2]]) "
+            "for _ in range(20)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(store.path), str(out)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+    assert len(read_parquet_export(out)) == 8 and not list(tmp_path.glob(".partial-*"))
+
+
+def test_a_partial_file_of_a_killed_writer_is_removed_and_a_running_one_s_kept(tmp_path):
+    """Each writer has a partial file of its own now, so the next one to write the file clears those of writers that
+    are gone (a killed export's would otherwise stay forever), never a running one's."""
+    import subprocess
+    import sys
+
+    from harness.paths import written_whole
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed, running = tmp_path / f".partial-{gone.stdout.strip()}-out.csv", tmp_path / ".partial-1-out.csv"
+    for path in (killed, running):
+        path.write_text("half a table")
+    with written_whole(tmp_path / "out.csv") as partial:
+        partial.write_text("a,b\n1,2\n")
+    assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
+    assert not killed.exists() and running.read_text() == "half a table"
