@@ -649,8 +649,10 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         if self.nested:  # the outer transaction commits, or rolls back, the whole
-            self.db.execute("RELEASE nested" if exc_type is None else "ROLLBACK TO nested")
-            if exc_type is not None:
+            if exc_type is None:
+                self.db.execute("RELEASE nested")
+            elif self.db.in_transaction:  # SQLite may have rolled all of it back already (a full disk)
+                self.db.execute("ROLLBACK TO nested")
                 self.db.execute("RELEASE nested")
             return False
         if exc_type is None:
