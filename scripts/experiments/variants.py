@@ -226,6 +226,17 @@ mean true rho after 5 / 7 / 9 / 10 measurements, 2 trials):
   0.916 (design 0.870 / - / 0.915); at 10 N0 +0.003, F0 +0.002, F1 -0.008, F2 +0.004, F3 +0.005, F4 0.000, F5
   -0.002 against the design's 6 trials; estimate 0.031 off after 5-10 (0.048 at 5, 0.022 at 10; design 0.062,
   0.022), coverage 98 %.
+- A prior over the grid that gives each subset of groups switched on the same mass (log prior ``-a log 3`` for
+  ``a`` groups on, 3 nonzero weights each) instead of each grid point: with a flat prior over points a subset of
+  4 groups has 81 points and one group 3, so the average leans on many groups before any evidence (the lead:
+  samsung_s7 of F1, seed 2, ranked 0.37 after 10 picks, where FLOPs/params alone ranked the same picks 0.70).
+  Not kept: neutral. LOTO (2 trials, 7 tasks, k = 5 / 10 / 20) 0.9050 / 0.9207 / 0.9275 -> a flat penalty of
+  0.5 / 1.0 / 2.0 per group 0.9053 / 0.9215 / 0.9276, 0.9052 / 0.9222 / 0.9276, 0.9044 / 0.9225 / 0.9273 (F3 at
+  10 0.822 -> 0.832, the rest within 0.002); LOFO (N0, F0-F4) with ``log 3`` 0.8744 / 0.9045 / 0.9115 -> 0.8741 /
+  0.9055 / 0.9112; train replay of the loop (4 held out per task, 1 trial, budget 10) after 5 / 7 / 10 0.932 /
+  0.935 / 0.937 -> 0.931 / 0.936 / 0.937. (Scratch code, 2026-12-05: a ``subset_prior`` flag of ``grid_weights``
+  adding the log prior to ``log_ev`` in every reweighting round; with above 100 samples the grid's one nonzero
+  weight makes it 0.)
 """
 from __future__ import annotations
 
