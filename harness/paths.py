@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -71,7 +72,7 @@ def written_whole(path) -> Iterator[Path]:
     # one of this process's own: two writers of one file at once (two exports) must not write into one partial
     # file, which the first would rename while the second still writes it; it ends in the name, whose suffixes
     # writers infer the format from
-    partial = target.with_name(f".partial-{os.getpid()}-{target.name}")
+    partial = target.with_name(f"{_partial_prefix()}{os.getpid()}-{target.name}")
     try:
         yield partial
         os.replace(partial, target)
@@ -79,10 +80,18 @@ def written_whole(path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+def _partial_prefix() -> str:
+    """How this host's partial files start: the host is in the name, as a folder may be shared with other
+    machines (NFS), whose writers' process ids mean nothing here."""
+    return f".partial-{socket.gethostname()}-"
+
+
 def _remove_dead_partials(target: Path) -> None:
-    """Remove the partial files of ``target`` left by writers that were killed (their process is gone)."""
-    for partial in target.parent.glob(f".partial-*-{glob.escape(target.name)}"):
-        pid = partial.name[len(".partial-"):-len(target.name) - 1]
+    """Remove the partial files of ``target`` left by this host's writers that were killed (their process is
+    gone); another host's are left to it."""
+    prefix = _partial_prefix()
+    for partial in target.parent.glob(f"{glob.escape(prefix)}*-{glob.escape(target.name)}"):
+        pid = partial.name[len(prefix):-len(target.name) - 1]
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             partial.unlink(missing_ok=True)
 

@@ -426,16 +426,20 @@ def test_two_processes_exporting_to_one_file_at_once_both_write_it_whole(campaig
 def test_a_partial_file_of_a_killed_writer_is_removed_and_a_running_one_s_kept(tmp_path):
     """Each writer has a partial file of its own now, so the next one to write the file clears those of writers that
     are gone (a killed export's would otherwise stay forever), never a running one's."""
+    import socket
     import subprocess
     import sys
 
     from harness.paths import written_whole
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    killed, running = tmp_path / f".partial-{gone.stdout.strip()}-out.csv", tmp_path / ".partial-1-out.csv"
-    for path in (killed, running):
+    here = f".partial-{socket.gethostname()}-"
+    killed, running = tmp_path / f"{here}{gone.stdout.strip()}-out.csv", tmp_path / f"{here}1-out.csv"
+    # a folder shared with another machine (NFS): its writer's process id means nothing here
+    elsewhere = tmp_path / f".partial-another-host-{gone.stdout.strip()}-out.csv"
+    for path in (killed, running, elsewhere):
         path.write_text("half a table")
     with written_whole(tmp_path / "out.csv") as partial:
         partial.write_text("a,b\n1,2\n")
     assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
-    assert not killed.exists() and running.read_text() == "half a table"
+    assert not killed.exists() and running.read_text() == "half a table" and elsewhere.read_text() == "half a table"
