@@ -1,4 +1,5 @@
 """Importers: the shared public tables and HELP's original .pt files, side by side with our data."""
+import json
 import re
 import time
 from pathlib import Path
@@ -302,7 +303,10 @@ def test_a_device_in_two_files_of_one_import_command_imports_neither(tmp_path, c
     assert hwl_main(["data", "import", str(one), "--store", str(db)]) == 0
     assert f"imported 1 nb201 latency of 1 device from {one} into {db}\n" in capsys.readouterr().err
     assert hwl_main(["data", "import", str(one), "--store", str(db)]) == 0
-    assert f"one.csv: its 1 nb201 latency is already in {db} (imported from one.csv)" in capsys.readouterr().err
+    again = capsys.readouterr()
+    assert f"one.csv: its 1 nb201 latency is already in {db} (imported from one.csv)" in again.err
+    # the JSON line said "rows": 1 and nothing else, so a script summing it counted the table twice
+    assert json.loads(again.out) == {"file": str(one), "space": "nb201", "rows": 1, "stored": 0}
     many = tmp_path / "many.csv"  # HELP's wide table after its long one: the devices named, a few of them
     many.write_text("arch_index,device,latency_ms\n" + "".join(f"0,dev{i},1.0\n" for i in range(7)))
     assert hwl_main(["data", "import", str(many), "--store", str(db)]) == 0

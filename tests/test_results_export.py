@@ -163,7 +163,7 @@ def test_an_export_and_its_import_say_what_they_wrote_where(campaign, tmp_path, 
     fresh = tmp_path / "fresh.db"
     assert hwl_main(["data", "import", str(parquet), "--store", str(fresh)]) == 0
     out, err = capsys.readouterr()
-    assert out == f'{{"file": "{parquet}", "space": "nb201", "rows": 6}}\n'
+    assert out == f'{{"file": "{parquet}", "space": "nb201", "rows": 6, "stored": 6}}\n'
     assert f"imported 6 nb201 latencies of 2 devices from {parquet} into {fresh}\n" in err
 
 

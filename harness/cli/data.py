@@ -41,14 +41,17 @@ def import_files(*, store: str, files: list[str], space=None, device=None, mappi
         for f, sp, rows in tables:
             devices = len({d for _, d, _ in rows})
             same = store_table(st, f, sp, rows)
-            out.append({"file": f, "space": sp, "rows": len(rows), "devices": devices, "already": same})
+            stored = sum(1 for _, d, _ in rows if d not in same)
+            out.append({"file": f, "space": sp, "rows": len(rows), "stored": stored, "devices": devices,
+                        "already": same})
     return out
 
 
 def cmd_import(args) -> int:
     for line in import_files(store=args.store, files=args.files, space=args.space, device=args.device,
                              mapping=args.mapping, wide=args.wide):
-        print(json.dumps({key: line[key] for key in ("file", "space", "rows")}))
+        # "stored": what this import added; a table already in the store adds 0, so a script summing it counts right
+        print(json.dumps({key: line[key] for key in ("file", "space", "rows", "stored")}))
         n, devices = line["rows"], line["devices"]
         latencies = count(n, f"{line['space']} latency", f"{line['space']} latencies")
         if len(line["already"]) == devices:  # the same table again, under this name or another
