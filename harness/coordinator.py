@@ -135,6 +135,13 @@ class CoordinatorOptions:
     artifact_quota_gb: float | None = None
     artifact_idle_s: float = 120.0
 
+    def check_artifact_folder(self, profiles) -> None:
+        """Refuse an artifact folder that cannot be written, when one of ``profiles`` measures exported models
+        (torch builds its network on the device). Called before a campaign is planned, so a refusal leaves
+        the store as it was."""
+        if not self.fixed_model and any(p.runtime.kind != "torch" for p in profiles):
+            check_writable_folder(self.artifact_dir, what=f"the artifact folder {self.artifact_dir}")
+
 
 @dataclass
 class _Device:
@@ -215,8 +222,7 @@ class Coordinator:
         import ray
 
         profiles = campaign_profiles(self.store, self.campaign_id)
-        if not self.options.fixed_model and any(p.runtime.kind != "torch" for p in profiles):  # before any write
-            check_writable_folder(self.options.artifact_dir, what=f"the artifact folder {self.options.artifact_dir}")
+        self.options.check_artifact_folder(profiles)  # before any write
         self.store.recover_interrupted(self.campaign_id)  # only a dead coordinator leaves jobs running
         earlier = self.store.status(self.campaign_id).set_index("device")
         for profile in profiles:

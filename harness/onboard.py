@@ -360,6 +360,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
     # a cluster given by --address is joined before the store file is made: a wrong one leaves nothing
     with joined(options.address, hosts={profile.host.resource}), Store(store) as st:
+        options.check_artifact_folder([measuring])  # a folder that cannot be written leaves no campaign planned
         tables = pretrain_tables(space, st, profile.name)
         if not tables:
             raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")

@@ -166,3 +166,28 @@ def test_a_seed_given_beside_a_campaign_file_draws_the_architectures(tmp_path):
     assert resolve_plan(spec("--seed", "7")).archs == [str(a) for a in resolve_archs("nb201", "random:5", seed=7)]
     argv = ["campaign", "run", "--space", "nb201", "--archs", "random:5", "--devices", "local-ort-1t"]
     assert campaign_spec(build_parser(argv).parse_args(argv)).seed == 0  # no file: the flag's default
+
+
+def _store_counts(db) -> dict:
+    from harness.store import Store
+
+    with Store(db, readonly=True) as st:
+        return {t: int(st.query(f"SELECT COUNT(*) AS n FROM {t}")["n"][0]) for t in ("campaigns", "jobs", "imported")}
+
+
+@pytest.mark.parametrize("command", [
+    ["campaign", "run", "--space", "nb201", "--archs", "0-2", "--devices", "local-ort-1t", "--profile", "quick"],
+    ["onboard", "local-ort-1t", "--space", "nb201", "--budget", "3", "--profile", "quick"],
+])
+def test_an_artifact_folder_that_is_a_file_is_refused_before_a_campaign_is_planned(tmp_path, command, capsys):
+    """`--artifacts FILE` was refused only once the coordinator ran, after the campaign (or the onboarding's
+    first batch) was planned into the store: its queued jobs stayed there."""
+    table, db, in_the_way = tmp_path / "t.csv", tmp_path / "lab.db", tmp_path / "models"
+    table.write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,3.0\n")
+    assert hwl_main(["data", "import", str(table), "--store", str(db)]) == 0
+    in_the_way.write_text("not a folder")
+    before = _store_counts(db)
+    out = ["--out", tmp_path / "p.pt"] if command[0] == "onboard" else []
+    err = _refused([*command, "--store", db, "--artifacts", in_the_way, *out], capsys)
+    assert f"cannot write the artifact folder {in_the_way}: {in_the_way} is a file, not a folder" in err
+    assert _store_counts(db) == before == {"campaigns": 0, "jobs": 0, "imported": 2}
