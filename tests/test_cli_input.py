@@ -191,3 +191,37 @@ def test_an_artifact_folder_that_is_a_file_is_refused_before_a_campaign_is_plann
     err = _refused([*command, "--store", db, "--artifacts", in_the_way, *out], capsys)
     assert f"cannot write the artifact folder {in_the_way}: {in_the_way} is a file, not a folder" in err
     assert _store_counts(db) == before == {"campaigns": 0, "jobs": 0, "imported": 2}
+
+
+def _ssh_profile(folder, *, known_hosts=None):
+    """An ssh device at a loopback port nothing listens on: every case below is refused before it is reached."""
+    from tests.sshd import free_port, make_key
+
+    lines = ['name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'name = "pi-x"', 'transport = "ssh"',
+             'address = "127.0.0.1"', f"port = {free_port()}", 'user = "root"', f'key = "{make_key(folder / "k")}"',
+             *([f'known_hosts = "{known_hosts}"'] if known_hosts else []), "", "[runtime]", 'kind = "onnxruntime"']
+    (folder / "pi-x.toml").write_text("\n".join(lines) + "\n")
+    return folder / "pi-x.toml"
+
+
+def _not_known_hosts(folder, kind):
+    path = folder / "kh"
+    path.mkdir() if kind == "folder" else path.write_bytes(b"\x9f\xff not text\n")
+    return path, {"folder": f"known_hosts file {path} is a folder",
+                  "binary": f"cannot read known_hosts file {path} (not a text file)"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary"])
+@pytest.mark.parametrize("command", ["deploy", "undeploy", "status", "logs"])
+def test_a_known_hosts_flag_that_is_no_known_hosts_file_is_one_line(tmp_path, command, kind, capsys):
+    """--known-hosts naming a folder or a binary file ended deploy, undeploy, status and logs in paramiko's
+    IsADirectoryError / UnicodeDecodeError traceback."""
+    path, error = _not_known_hosts(tmp_path, kind)
+    err = _refused([command, _ssh_profile(tmp_path), "--known-hosts", path], capsys)
+    assert error in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary"])
+def test_a_profiles_known_hosts_that_is_no_known_hosts_file_is_one_line(tmp_path, kind, capsys):
+    path, error = _not_known_hosts(tmp_path, kind)
+    assert error in _refused(["logs", _ssh_profile(tmp_path, known_hosts=path)], capsys)

@@ -54,7 +54,13 @@ def apply_known_hosts(args) -> None:
     from harness.remote.connect import KNOWN_HOSTS_ENV
 
     if getattr(args, "known_hosts", None):
-        os.environ[KNOWN_HOSTS_ENV] = str(Path(args.known_hosts).expanduser().resolve())
+        import paramiko
+
+        from harness.remote.host import load_known_hosts
+
+        path = Path(args.known_hosts).expanduser().resolve()
+        load_known_hosts(path, paramiko.HostKeys())  # a folder or a binary file: refused before any device is reached
+        os.environ[KNOWN_HOSTS_ENV] = str(path)
 
 
 def _profiles(args, *, ssh_only: bool = True):

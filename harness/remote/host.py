@@ -57,6 +57,22 @@ def _host_key_id(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
+def load_known_hosts(path: Path, keys: paramiko.HostKeys, *, host: str | None = None) -> None:
+    """Read the known_hosts file ``path`` (when there is one) into ``keys``. A folder or a file that is not text
+    is a HostKeyError naming it: paramiko let IsADirectoryError or UnicodeDecodeError through as a traceback."""
+    if not path.exists():
+        return  # no key recorded yet: every host is unknown
+    if path.is_dir():
+        raise HostKeyError(f"known_hosts file {path} is a folder; give the file (such as {path / 'known_hosts'})",
+                           host=host)
+    try:
+        keys.load(str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "not a text file" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+        raise HostKeyError(f"cannot read known_hosts file {path} ({why}); give the file ssh records host keys in",
+                           host=host) from None
+
+
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
@@ -139,8 +155,7 @@ class Host:
             return self
         self.close()
         client = paramiko.SSHClient()
-        if self.known_hosts.exists():
-            client.load_host_keys(str(self.known_hosts))
+        load_known_hosts(self.known_hosts, client.get_host_keys(), host=self.name)
         policy = _RecordNewHostPolicy(self.known_hosts) if self.trust_new_host else paramiko.RejectPolicy()
         client.set_missing_host_key_policy(policy)
         pkey = self._load_key()
