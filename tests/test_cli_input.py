@@ -225,3 +225,12 @@ def test_a_known_hosts_flag_that_is_no_known_hosts_file_is_one_line(tmp_path, co
 def test_a_profiles_known_hosts_that_is_no_known_hosts_file_is_one_line(tmp_path, kind, capsys):
     path, error = _not_known_hosts(tmp_path, kind)
     assert error in _refused(["logs", _ssh_profile(tmp_path, known_hosts=path)], capsys)
+
+
+def test_deploy_refuses_an_artifact_folder_that_is_a_file_before_reaching_a_device(tmp_path, capsys):
+    """The self-test model's export into `--artifacts FILE` ended `hwl deploy` in NotADirectoryError's traceback,
+    after the agent was pushed and its runtime installed."""
+    in_the_way = tmp_path / "models"
+    in_the_way.write_text("not a folder")
+    err = _refused(["deploy", _ssh_profile(tmp_path), "--artifacts", in_the_way], capsys)
+    assert f"cannot write the artifact folder {in_the_way}: {in_the_way} is a file, not a folder" in err

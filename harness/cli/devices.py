@@ -88,8 +88,13 @@ def cmd_deploy(args) -> int:
     from harness.remote.lab import deploy_devices
     from harness.remote.selftest import selftest_failed
 
+    from harness.paths import check_writable_folder
+
     apply_known_hosts(args)
-    group = deploy_devices(_profiles(args), artifact_dir=Path(args.artifacts).expanduser(),
+    profiles = _profiles(args)
+    if not args.no_selftest:  # the self-test model is exported there: a file in the way ended in a traceback
+        check_writable_folder(args.artifacts, what=f"the artifact folder {args.artifacts}")
+    group = deploy_devices(profiles, artifact_dir=Path(args.artifacts).expanduser(),
                            trust_new_host=args.trust_new_host, selftest=not args.no_selftest)
     failed_tests = 0
     for name, done in group.succeeded.items():
