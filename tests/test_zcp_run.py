@@ -208,3 +208,18 @@ def test_search_picks_one_run_of_a_store_that_holds_several(tmp_path, local_ray,
     assert "no nb201 proxy scores of run 'cifar10|nope'; it holds" in capsys.readouterr().err
     assert main([*args, "--zcp-run", run, "--json", str(tmp_path / "s.json")]) == 0
     assert len(json.loads((tmp_path / "s.json").read_text())["runs"]["predictor"]) == 1
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_search_on_a_store_without_proxy_scores_says_so(tmp_path, capsys):
+    """--zcp-store naming a store `hwl zcp` never wrote to (a campaign's, an import's) ended in pandas'
+    DatabaseError traceback ('no such table: zcp_scores'); the store is left as it was."""
+    db, table = tmp_path / "lab.db", tmp_path / "t.csv"
+    table.write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,3.0\n")
+    assert main(["data", "import", str(table), "--store", str(db)]) == 0
+    before = db.read_bytes()
+    assert main(["search", "--device", "raspi4", "--max-latency-ms", "25", "--budget", "20", "--latency-samples", "5",
+                 "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--seeds", "1", "--encoding", "zcp",
+                 "--zcp-store", str(db)]) == 2
+    assert f"store {db} holds no nb201 proxy scores: run `hwl zcp` first" in capsys.readouterr().err
+    assert db.read_bytes() == before

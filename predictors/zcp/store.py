@@ -116,10 +116,9 @@ class ProxyStore:
         if input_key is not None:
             where.append("input_key = ?")
             params.append(input_key)
-        try:
-            return self.store.query(
-                "SELECT space, dataset, input_key, arch, proxy, score, seconds, peak_rss_mb FROM zcp_scores "
-                f"WHERE {' AND '.join(where)}", params)
-        except sqlite3.OperationalError:  # no proxy table yet (read-only store)
-            return pd.DataFrame(columns=["space", "dataset", "input_key", "arch", "proxy", "score", "seconds",
-                                         "peak_rss_mb"])
+        columns = "space, dataset, input_key, arch, proxy, score, seconds, peak_rss_mb"
+        # no proxy table yet (a store `hwl zcp` never wrote to, opened read-only); pandas' read_sql turned
+        # sqlite3's OperationalError into its own DatabaseError, which an except here missed
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'zcp_scores'").fetchone():
+            return pd.DataFrame(columns=columns.split(", "))
+        return self.store.query(f"SELECT {columns} FROM zcp_scores WHERE {' AND '.join(where)}", params)
