@@ -234,3 +234,16 @@ def test_deploy_refuses_an_artifact_folder_that_is_a_file_before_reaching_a_devi
     in_the_way.write_text("not a folder")
     err = _refused(["deploy", _ssh_profile(tmp_path), "--artifacts", in_the_way], capsys)
     assert f"cannot write the artifact folder {in_the_way}: {in_the_way} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("value, error", [
+    ("-1", "method 'hwl_ridge' cannot run with --set alpha=-1: InvalidParameterError: The 'alpha' parameter of Ridge "
+           "must be a float in the range [0.0, inf)"),
+    ("abc", "method 'hwl_ridge' cannot run with --set alpha='abc': ValueError: could not convert string to float"),
+])
+def test_a_set_value_the_method_cannot_use_is_one_line(value, error, capsys):
+    """A --set value of the right name but a wrong value is only stored by the constructor, as scikit-learn's
+    contract asks, so it failed at the first fit, in a traceback from inside scikit-learn naming no flag."""
+    err = _refused(["evaluate", "--task", "N0", "--method", "hwl_ridge", "--samples", "5", "--trials", "1",
+                    "--set", f"alpha={value}"], capsys)
+    assert error in err and len(err.strip().splitlines()) == 1

@@ -99,9 +99,17 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
     name = method or registry.RECOMMENDED
     params = dict(params or {})
     registry.get_method(name, **params)  # fail early on a bad name or parameter
-    return protocol.evaluate(lambda: registry.get_method(name, **params), the_task, samples=samples,
-                             trials=protocol.DEFAULT_TRIALS if trials is None else trials, n_pretrain=n_pretrain,
-                             first_seed=first_seed, method_name=name)
+    try:
+        return protocol.evaluate(lambda: registry.get_method(name, **params), the_task, samples=samples,
+                                 trials=protocol.DEFAULT_TRIALS if trials is None else trials, n_pretrain=n_pretrain,
+                                 first_seed=first_seed, method_name=name)
+    except (ValueError, TypeError) as exc:
+        if not params:
+            raise  # a bug, not a value the user chose: keep its traceback
+        # the constructors only store --set values (scikit-learn's contract), so a wrong one (alpha=-1,
+        # alpha=abc) fails in the fit: a traceback from inside scikit-learn, naming no flag
+        given = " ".join(f"{k}={v!r}" for k, v in params.items())
+        raise UserError(f"method {name!r} cannot run with --set {given}: {type(exc).__name__}: {exc}") from None
 
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
