@@ -15,7 +15,7 @@ import types
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.paths import written_whole
+from harness.paths import why_not_a_file, written_whole
 
 MODEL_FORMAT = "hwl-fewshot-method"
 MODEL_VERSION = 1
@@ -73,8 +73,8 @@ def load_model(path) -> dict:
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    if why := why_not_a_file(path):
+        raise ModelFileError(f"model file {path} {why}")
     try:
         saved = torch.load(path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False)
     except ModelFileError:

@@ -133,6 +133,15 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
+def why_not_a_file(path) -> str | None:
+    """None when ``path`` is a file to read; else why not, to follow its name in a message. A folder given for
+    a file was said not to exist, which sent the user looking for a typo."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return None
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
+
+
 def check_writable_folder(folder, *, what: str | None = None) -> Path:
     """Make ``folder`` and write a probe file in it; UserError naming ``what`` (default the folder)."""
     folder = Path(folder).expanduser()
@@ -153,5 +162,5 @@ def why_not_made(folder: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "why_not_made",
-           "written_whole"]
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "why_not_a_file",
+           "why_not_made", "written_whole"]

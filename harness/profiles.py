@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ProfileError
+from harness.paths import why_not_a_file
 
 DEVICE_CLASSES = ("cpu", "gpu", "mobile", "embedded_cpu", "fpga", "asic")
 TRANSPORTS = ("local", "ssh", "command")
@@ -291,8 +292,8 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
     if text.endswith(".toml") or os.sep in text:
-        if not path.is_file():
-            raise ProfileError(f"device profile file {path} does not exist")
+        if why := why_not_a_file(path):
+            raise ProfileError(f"device profile file {path} {why}")
         return parse_profile_file(path)
     known = available_profiles()
     if text not in known:

@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from harness.errors import UserError
+from harness.paths import why_not_a_file
 from predictors.base import FewShotMethod
 from predictors.encodings import VecEncoder, ZCPEncoder, zcp_vec
 from predictors.protocol import MIN_SCORED, score_device
@@ -59,8 +60,8 @@ def read_accuracy_table(path) -> pd.DataFrame:
     from predictors.data import numeric_columns, read_frame, resolve_keys
 
     path = Path(path)
-    if not path.is_file():
-        raise AccuracyTableError(f"accuracy table {path} does not exist (../shared/data/nb201_accuracy.csv works)")
+    if why := why_not_a_file(path):
+        raise AccuracyTableError(f"accuracy table {path} {why} (../shared/data/nb201_accuracy.csv works)")
     raw = read_frame(path, "accuracy table", AccuracyTableError)
     key = next((c for c in ("arch_index", "arch_str", "arch") if c in raw.columns), None)
     present = {ds: col for ds, col in ACCURACY_COLUMNS.items() if col in raw.columns}

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
+from harness.paths import why_not_a_file
 from spaces import fbnet, get_space, nb201
 from spaces.columns import PAIRED_COLUMNS, check_same_archs
 from spaces.errors import ArchError
@@ -106,8 +107,8 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         An architecture key does not belong to ``space``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LatencyTableError(f"latency table {path} does not exist")
+    if why := why_not_a_file(path):
+        raise LatencyTableError(f"latency table {path} {why}")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):

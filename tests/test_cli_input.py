@@ -1,5 +1,6 @@
 """Bad input on the command line: one line naming the problem and exit status 2, not a traceback."""
 import os
+from pathlib import Path
 
 import pytest
 
@@ -193,12 +194,13 @@ def test_an_artifact_folder_that_is_a_file_is_refused_before_a_campaign_is_plann
     assert _store_counts(db) == before == {"campaigns": 0, "jobs": 0, "imported": 2}
 
 
-def _ssh_profile(folder, *, known_hosts=None):
+def _ssh_profile(folder, *, known_hosts=None, key=None):
     """An ssh device at a loopback port nothing listens on: every case below is refused before it is reached."""
     from tests.sshd import free_port, make_key
 
+    key = key or make_key(folder / "k")
     lines = ['name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'name = "pi-x"', 'transport = "ssh"',
-             'address = "127.0.0.1"', f"port = {free_port()}", 'user = "root"', f'key = "{make_key(folder / "k")}"',
+             'address = "127.0.0.1"', f"port = {free_port()}", 'user = "root"', f'key = "{key}"',
              *([f'known_hosts = "{known_hosts}"'] if known_hosts else []), "", "[runtime]", 'kind = "onnxruntime"']
     (folder / "pi-x.toml").write_text("\n".join(lines) + "\n")
     return folder / "pi-x.toml"
@@ -247,3 +249,34 @@ def test_a_set_value_the_method_cannot_use_is_one_line(value, error, capsys):
     err = _refused(["evaluate", "--task", "N0", "--method", "hwl_ridge", "--samples", "5", "--trials", "1",
                     "--set", f"alpha={value}"], capsys)
     assert error in err and len(err.strip().splitlines()) == 1
+
+
+SHARED_ACCURACY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nb201_accuracy.csv"
+_SEARCH = ["search", "--device", "raspi4", "--max-latency-ms", "25", "--budget", "30", "--seeds", "1"]
+
+
+@pytest.mark.parametrize("args, what", [
+    (["profile", "show", "{dir}"], "device profile file {dir}"),
+    (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "{dir}", "--store", "{tmp}/lab.db"],
+     "device profile file {dir}"),
+    (["measure", "{dir}", "--profile", "quick"], "model file {dir}"),
+    (["adapt", "{dir}", "--device", "pi", "--measurements", "{tmp}/t.csv", "--out", "{tmp}/a.pt"], "model file {dir}"),
+    (["predict", "{dir}", "--device", "pi", "--archs", "1", "--out", "{tmp}/p.parquet"], "model file {dir}"),
+    (["train", "--space", "nb201", "--table", "{dir}", "--out", "{tmp}/m.pt"], "latency table {dir}"),
+    ([*_SEARCH, "--accuracy-table", "{dir}"], "accuracy table {dir}"),
+    pytest.param([*_SEARCH, "--accuracy-table", str(SHARED_ACCURACY), "--encoding", "zcp", "--zcp-table", "{dir}"],
+                 "proxy table {dir}", marks=pytest.mark.skipif(not SHARED_ACCURACY.is_file(),
+                                                                reason="needs ../shared/data")),
+    (["logs", "{key_profile}"], "key file {dir} for pi-x"),
+])
+def test_a_folder_given_for_a_file_is_called_a_folder(tmp_path, args, what, capsys):
+    """A folder where a profile, model, table or key file goes was said not to exist, which sent the user
+    looking for a typo in a name that was right."""
+    folder = tmp_path / "x.toml"
+    folder.mkdir()
+    (tmp_path / "t.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,3.0\n")
+    fill = {"dir": folder, "tmp": tmp_path}
+    if "{key_profile}" in args:
+        fill["key_profile"] = _ssh_profile(tmp_path, key=folder)
+    err = _refused([a.format(**fill) for a in args], capsys)
+    assert f"{what.format(**fill)} is a folder, not a file" in err

@@ -13,6 +13,7 @@ import sys
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
 from agents.protocol import MEASURED_OUTCOMES
 from harness.errors import UserError
+from harness.paths import why_not_a_file
 from harness.text import count
 
 RUNTIMES = ("ort", "onnxruntime", "tvm", "torch", "command")
@@ -128,8 +129,8 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     sha = ""
     if model:
         path = Path(model)
-        if not path.is_file():
-            raise UserError(f"model file {model} does not exist")
+        if why := why_not_a_file(path):
+            raise UserError(f"model file {model} {why}")
         sha = sha256_of(path)
         model = str(path.resolve())
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paramiko
 
+from harness.paths import why_not_a_file
 from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreachable,
                                    RemoteCommandError)
 
@@ -201,9 +202,8 @@ class Host:
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.link_timeout_s * 1000))
 
     def _load_key(self) -> paramiko.PKey:
-        if not self.key_file.is_file():
-            raise AuthenticationError(f"key file {self.key_file} for {self.name} does not exist",
-                                      host=self.name)
+        if why := why_not_a_file(self.key_file):
+            raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}", host=self.name)
         try:
             return paramiko.PKey.from_path(str(self.key_file))
         except paramiko.PasswordRequiredException:  # an old PEM key with a passphrase

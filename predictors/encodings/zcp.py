@@ -8,6 +8,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from harness.paths import why_not_a_file
 from predictors.data import ARCH_COLUMNS, LatencyTableError, numeric_columns, read_frame, resolve_keys
 from spaces.errors import ArchError
 
@@ -21,8 +22,8 @@ HEAVY_TAIL_RATIO = 1e3
 def read_proxy_table(path, space: str) -> pd.DataFrame:
     """Proxy scores from a CSV/Parquet file, indexed by canonical arch key, numeric columns only."""
     path = Path(path)
-    if not path.is_file():
-        raise LatencyTableError(f"proxy table {path} does not exist")
+    if why := why_not_a_file(path):
+        raise LatencyTableError(f"proxy table {path} {why}")
     raw = read_frame(path, "proxy table")
     arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
     if arch_col is None:
