@@ -32,6 +32,7 @@ from typing import Iterator
 
 import numpy as np
 
+from agents.runtimes.base import looks_like_oom
 from harness.artifacts import ArtifactStore
 from harness.errors import ExportError
 from spaces import ArchError, fbnet, nb201
@@ -310,15 +311,18 @@ def _fixed_input(seed: int, shape) -> np.ndarray:
 def _export_bytes(config: ExportConfig, model) -> tuple[bytes, float]:
     import torch
 
-    example = torch.zeros(config.input_shape)
     buffer = io.BytesIO()
     start = time.perf_counter()
     try:
+        example = torch.zeros(config.input_shape)  # a batch too large for memory fails here, or in the trace
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning
             torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=config.opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True)
     except Exception as exc:
+        if looks_like_oom(exc):
+            raise ExportError(f"not enough memory to export {config.space} {config.arch!r} at batch size "
+                              f"{config.batch_size}: {exc}") from exc
         raise ExportError(f"torch could not export {config.space} {config.arch!r}: {exc}") from exc
     return buffer.getvalue(), time.perf_counter() - start
 

@@ -280,3 +280,11 @@ def test_a_folder_given_for_a_file_is_called_a_folder(tmp_path, args, what, caps
         fill["key_profile"] = _ssh_profile(tmp_path, key=folder)
     err = _refused([a.format(**fill) for a in args], capsys)
     assert f"{what.format(**fill)} is a folder, not a file" in err
+
+
+def test_an_export_batch_too_large_for_memory_is_one_line(tmp_path, capsys):
+    """torch.zeros of the example input sat outside the export's error handling: `--batch-size 99999999999`
+    ended in torch's RuntimeError traceback ('DefaultCPUAllocator: can't allocate memory')."""
+    err = _refused(["export", "nb201", "1", "--out", tmp_path / "onnx", "--batch-size", "99999999999"], capsys)
+    assert "not enough memory to export nb201 1 at batch size 99999999999" in err
+    assert len(err.strip().splitlines()) == 1 and not list((tmp_path / "onnx").glob("*.onnx"))
