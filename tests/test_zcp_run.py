@@ -223,3 +223,12 @@ def test_search_on_a_store_without_proxy_scores_says_so(tmp_path, capsys):
                  "--zcp-store", str(db)]) == 2
     assert f"store {db} holds no nb201 proxy scores: run `hwl zcp` first" in capsys.readouterr().err
     assert db.read_bytes() == before
+
+
+def test_a_proxy_batch_too_large_for_memory_is_one_line(tmp_path, capsys):
+    """The synthetic batch of `--batch-size 99999999` ended in torch's allocator traceback before Ray started."""
+    assert main(["zcp", "nb201", "--archs", "0-1", "--proxies", "snip", "--batch-size", "99999999",
+                 "--out", str(tmp_path / "z.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "not enough memory for a batch of 99999999 cifar10 images" in err and "--batch-size" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "z.parquet").exists()

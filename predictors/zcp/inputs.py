@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.runtimes.base import looks_like_oom
 from predictors.zcp.errors import ZCPError
 from spaces.cost import dataset_of
 
@@ -69,7 +70,13 @@ def load_batch(space: str, dataset: str | None, spec: BatchSpec):
     n = int(spec.batch_size)
     if spec.data is None:
         gen = torch.Generator().manual_seed(int(spec.seed))
-        x = torch.randn((n, 3, ds.resolution, ds.resolution), generator=gen)
+        try:
+            x = torch.randn((n, 3, ds.resolution, ds.resolution), generator=gen)
+        except (RuntimeError, MemoryError) as exc:  # --batch-size 99999999 was torch's allocator traceback
+            if not looks_like_oom(exc):
+                raise
+            raise ZCPError(f"not enough memory for a batch of {n} {ds.name} images: {exc}; give a smaller "
+                           "--batch-size") from None
         y = torch.randint(0, ds.n_classes, (n,), generator=gen)
         return x, y
     images, labels = _read_images(Path(spec.data), n, int(spec.seed))
