@@ -59,7 +59,11 @@ def sample(n: int, seed: int) -> list[str]:
     if n <= 0:
         raise ArchError(f"cannot sample {n} FBNet architectures: n must be positive")
     rng = np.random.default_rng(seed)
-    codes = rng.integers(0, len(OPS), size=(n, N_LAYERS))
+    try:
+        codes = rng.integers(0, len(OPS), size=(n, N_LAYERS))
+    except MemoryError as exc:  # the space has 9**22 architectures, so no count is refused above; memory is
+        raise ArchError(f"cannot sample {n} FBNet architectures: not enough memory to hold them ({exc}); "
+                        "ask for fewer") from None
     return [to_key(OPS[c] for c in row) for row in codes]
 
 

@@ -288,3 +288,12 @@ def test_an_export_batch_too_large_for_memory_is_one_line(tmp_path, capsys):
     err = _refused(["export", "nb201", "1", "--out", tmp_path / "onnx", "--batch-size", "99999999999"], capsys)
     assert "not enough memory to export nb201 1 at batch size 99999999999" in err
     assert len(err.strip().splitlines()) == 1 and not list((tmp_path / "onnx").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("args", [["space", "sample", "fbnet", "--n", "99999999999"],
+                                  ["export", "fbnet", "--archs", "random:99999999999", "--out", "{tmp}"]])
+def test_more_fbnet_samples_than_memory_holds_is_one_line(tmp_path, args, capsys):
+    """FBNet's 9**22 architectures bound no sample size, and numpy's MemoryError for 16 TiB of codes was a
+    traceback."""
+    err = _refused([a.format(tmp=tmp_path) for a in args], capsys)
+    assert "cannot sample 99999999999 FBNet architectures: not enough memory to hold them" in err
