@@ -94,3 +94,17 @@ def test_measure_waits_while_a_local_device_of_a_campaign_measures(onnx_path, tm
     start = time.monotonic()
     assert main(["measure", str(onnx_path), "--cores", "0", "--profile", "quick", "--json", *TINY]) == 0
     assert time.monotonic() - start >= 2.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--option", "provider=bogus"], "onnxruntime option provider='bogus'; valid: cpu, cuda"),
+    (["--option", "bogus=1"], "unknown onnxruntime option(s) bogus"),
+    (["--runtime", "command", "--command", "echo 1", "--regex", "(["], "command option regex '([' does not compile"),
+])
+def test_a_request_the_runtime_refuses_is_a_usage_error(onnx_path, argv, message, capsys):
+    """An option the runtime refuses was printed as the model's load_error record ('BadRequest: ...') with exit
+    status 1, as if the model had failed to load."""
+    model = [] if "command" in argv else [str(onnx_path)]
+    assert main(["measure", *model, *argv, "--profile", "quick", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "BadRequest" not in err

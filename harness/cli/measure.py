@@ -2,7 +2,7 @@
 
 Measures one model here, through the same pinned child process the agent uses, and prints the
 record (JSON with --json, a short table otherwise). Exit status 0 for ok / unstable records,
-1 for any other outcome.
+1 for any other outcome, 2 for a request the runtime refuses (an unknown option value, say).
 """
 from __future__ import annotations
 
@@ -149,9 +149,15 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
         fp_id = fingerprint.fingerprint_id(fingerprint.collect())
         with device_locks(LOCAL_LOCK_KEYS + tuple(f"local.core.{c}" for c in request.cores)):
-            return run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
+            result = run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
     except (BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable) as exc:
         raise UserError(str(exc)) from None
+    # the runtime refused the request itself (--option provider=bogus, a --regex that does not compile): a usage
+    # error, said as the checks above say theirs, not a load_error record of the model with exit status 1
+    refused = f"{BadRequest.__name__}: "
+    if result.outcome == "load_error" and result.message.startswith(refused):
+        raise UserError(result.message[len(refused):])
+    return result
 
 
 def _print_table(result) -> None:
