@@ -108,3 +108,11 @@ def test_a_request_the_runtime_refuses_is_a_usage_error(onnx_path, argv, message
     assert main(["measure", *model, *argv, "--profile", "quick", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "BadRequest" not in err
+
+
+def test_a_batch_the_model_was_not_exported_at_is_refused(onnx_path, capsys):
+    """--batch 8 on a batch-1 export timed batch 1 and wrote a record saying batch 8 (its input_shape [1, ...])."""
+    assert main(["measure", str(onnx_path), "--batch", "8", "--profile", "quick", *TINY]) == 2
+    assert "the model's input 'input' has batch size 1, not the request's 8" in capsys.readouterr().err
+    assert main(["measure", str(onnx_path), "--batch", "1", "--profile", "quick", "--json", *TINY]) == 0
+    assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["batch"] == 1

@@ -55,6 +55,12 @@ def input_feeds(sess, request) -> dict[str, np.ndarray]:
             raise UnsupportedOp(f"input {inp.name!r} has type {inp.type}, which the agent cannot feed")
         if i == 0 and request.input_shape:
             shape = tuple(request.input_shape)
+        elif i == 0 and isinstance(inp.shape[0], int) and inp.shape[0] > 0 and inp.shape[0] != request.batch:
+            # the model's batch is fixed: timing it under another batch size labelled the record with a batch
+            # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
+            raise BadRequest(f"the model's input {inp.name!r} has batch size {inp.shape[0]}, not the request's "
+                             f"{request.batch}: ask for batch {inp.shape[0]}, or export the model at batch size "
+                             f"{request.batch}")
         else:
             shape = tuple(d if isinstance(d, int) and d > 0 else request.batch for d in inp.shape)
         feeds[inp.name] = random_input(shape, ONNX_TYPES[inp.type], request.seed + i)
