@@ -80,7 +80,10 @@ def load_model(path) -> dict:
     except ModelFileError:
         raise
     except Exception as exc:  # not a torch/pickle file at all, or a truncated one
-        raise ModelFileError(f"{path} is not an hwl model file ({torch_error(exc)})") from None
+        with open(path, "rb") as head:  # torch.save writes a zip: one cut short is no other kind of file
+            damaged = head.read(4) == b"PK\x03\x04"
+        what = "is a torch file cut short or damaged; write it again" if damaged else "is not an hwl model file"
+        raise ModelFileError(f"{path} {what} ({torch_error(exc)})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not an hwl model file (write one with `hwl train`)")
     if saved.get("version", 0) > MODEL_VERSION:
