@@ -6,8 +6,12 @@ and rows imported from public tables (marked with their source). Every job state
 committed before the method returns, so a coordinator killed at any moment leaves a store from
 which a new one re-derives its queue (:meth:`Store.recover_interrupted`).
 
-Only the coordinator writes; readers (``hwl campaign status``, the predictors'
-:meth:`Store.latency_table`) may open the file read-only while a campaign is writing.
+Several processes may write one store at once: the coordinators of its campaigns (one each), ``hwl data
+import``, ``hwl onboard``. A write that checks the store before it changes it holds one write transaction
+around both (:meth:`Store.transaction`, which nests), so two processes never both pass the same check.
+Readers (``hwl campaign status``, the predictors' :meth:`Store.latency_table`) may open the file read-only
+while a campaign is writing; one that must see one moment across several reads (an export and its counts)
+reads inside :meth:`Store.snapshot`.
 """
 from __future__ import annotations
 
