@@ -106,6 +106,7 @@ def test_one_arch_is_said_in_the_singular():
     assert "estimated Spearman rho on the 1 unmeasured arch: 0.500" in lines[1]
     assert lines[2].startswith("only 1 arch is left unmeasured: a Spearman rho over so few is a noisy number")
     assert lines[3].startswith("measured again: 1 arch whose latency was taken while the device drifted")
+    assert "; the fit uses its new latency (none drifted again)" in lines[3], lines[3]  # said 'their new latencies'
     line = text_lines(_report(measurements_spent=3, budget=2, already_in_store=1, failed=["3", "4"]))[0]
     assert "more than the budget of 2; its 1 latency is used; stopped" in line, line
 

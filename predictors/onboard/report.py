@@ -130,7 +130,8 @@ def text_lines(report: dict) -> list[str]:
     again, twice = report.get("remeasured_after_drift"), report.get("drifted_twice") or []
     if again:
         lines.append(f"measured again: {count(len(again), 'arch', 'archs')} whose latency was taken while the device "
-                     "drifted (canary_drift), more device time; the fit uses their new latencies"
+                     "drifted (canary_drift), more device time; the fit uses "
+                     + ("its new latency" if len(again) == 1 else "their new latencies")
                      + (f" ({len(twice)} drifted again: the median of both; a drift canary off on most batches "
                         "is noisier than its tolerance)" if twice else " (none drifted again)"))
     if res and res.get("device") is None:
