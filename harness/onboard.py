@@ -223,10 +223,10 @@ def _differing_settings(profile_json: str, mine: dict) -> str:
 def warn_left_out(left_out: dict, device: str) -> None:
     """A warning naming the device's latencies not used, and why."""
     if left_out:
-        why = "; ".join(f"{n} with {why}" if why.startswith("imported") else f"{n} where {why} differ"
-                        for why, n in left_out.items())
+        reasons = "; ".join(f"{n} with {why}" if why.startswith("imported") else f"{n} where {why} differ"
+                            for why, n in left_out.items())
         log.warning("%s: left out %s of the store measured with other settings than the profile's (%s)",
-                    device, count(sum(left_out.values()), "latency", "latencies"), why)
+                    device, count(sum(left_out.values()), "latency", "latencies"), reasons)
 
 
 def failed_archs(store: Store, space: str, profile: DeviceProfile) -> list:

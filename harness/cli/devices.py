@@ -85,10 +85,9 @@ def _print_failures(group) -> None:
 
 
 def cmd_deploy(args) -> int:
+    from harness.paths import check_writable_folder
     from harness.remote.lab import deploy_devices
     from harness.remote.selftest import selftest_failed
-
-    from harness.paths import check_writable_folder
 
     apply_known_hosts(args)
     profiles = _profiles(args)
