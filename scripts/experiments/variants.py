@@ -237,6 +237,14 @@ mean true rho after 5 / 7 / 9 / 10 measurements, 2 trials):
   0.935 / 0.937 -> 0.931 / 0.936 / 0.937. (Scratch code, 2026-12-05: a ``subset_prior`` flag of ``grid_weights``
   adding the log prior to ``log_ev`` in every reweighting round; with above 100 samples the grid's one nonzero
   weight makes it 0.)
+- Information-gain picks (``loop/acquisition=gain``, scratch code 2026-12-06): the loop's variance picks score
+  each candidate by its posterior variance in ms, so the slowest archs, whose ms vary most, lead (samsung_s7 of F1,
+  seed 2, picked 5 of 10 above the 90th latency percentile); ``gain`` divided the variance (and the batch's
+  conditioning noise) by the model's own relative noise at the candidate's predicted latency
+  (``PhysBayes.noise_sd_factor`` squared), the variance-to-noise ratio a measurement there can resolve. Not kept:
+  train replay (4 held out per task, 1 trial, budget 10, 28 runs) after 5 / 7 / 10 0.9320 / 0.9346 / 0.9366 ->
+  0.9293 / 0.9361 / 0.9374 (F3 +0.009, F2 -0.005 at 10); family replay (F0, F1, F4, 4 held out each, 12 runs)
+  0.9076 / 0.9319 / 0.9390 -> 0.8964 / 0.9313 / 0.9375 (F4 at 5 0.964 -> 0.938).
 """
 from __future__ import annotations
 
