@@ -4,9 +4,12 @@
 
 Compiling happens in ``prepare`` (its time is ``metadata.compile_ms``, never in a timed window)
 and the library is cached in ``<cache_dir>/tvm/<build hash>.so``, where the build hash covers
-the model's sha256, the target and the TVM version (rule 24). :func:`build_library` does the
-same on a build host for another device, e.g. ``llvm -mtriple=aarch64-linux-gnu`` with a cross
-``cc``; the device then gets ``options.library`` (a prebuilt file) and needs no ONNX or LLVM.
+the model's sha256, the target and the TVM version (rule 24). A library there is loaded (which runs
+its code) only from a folder no other user may write and while its bytes hash as recorded at its
+build (``<build hash>.so.sha256``); without a cache the agent builds in a private temporary folder.
+:func:`build_library` does the same on a build host for another device, e.g.
+``llvm -mtriple=aarch64-linux-gnu`` with a cross ``cc``; the device then gets ``options.library`` (a
+prebuilt file) and needs no ONNX or LLVM.
 
 Options: ``target`` (string or dict, default "llvm"), ``opt_level`` (0-3, TVM's PassContext
 level, default 3), ``library`` (prebuilt library path; then ``input_shape`` and ``dtype``
@@ -18,10 +21,12 @@ Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -140,6 +145,63 @@ def build_library(model_path, out_path, target="llvm", *, cc: str | None = None,
     return out_path
 
 
+def _only_mine(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder of this user that no other user may write into."""
+    try:
+        st = folder.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _library_cache(cache_dir) -> Path | None:
+    """``<cache_dir>/tvm``, or None (build in a private temporary folder) where another user could put a
+    library there: loading one runs its code, and the shared temp dir it once fell back to let anyone do so."""
+    if not cache_dir:
+        return None
+    folder = Path(cache_dir) / "tvm"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700, parents=True)
+    if _only_mine(Path(cache_dir)) and _only_mine(folder):
+        return folder
+    log.warning("not caching TVM libraries in %s: another user may write there (chmod go-w it, or give a cache "
+                "folder of your own)", folder)
+    return None
+
+
+def _digest_file(lib_path: Path) -> Path:
+    return lib_path.with_name(lib_path.name + ".sha256")
+
+
+def _record_digest(lib_path: Path) -> None:
+    _digest_file(lib_path).write_text(hashlib.sha256(lib_path.read_bytes()).hexdigest() + "\n")
+
+
+def _cached_library(folder: Path | None, bhash: str) -> Path | None:
+    """The library built earlier for ``bhash``, only while its bytes hash as they did at its build: a file
+    swapped or cut short since is built again, never loaded."""
+    if folder is None:
+        return None
+    lib_path = folder / f"{bhash}.so"
+    try:
+        recorded = _digest_file(lib_path).read_text().strip()
+        actual = hashlib.sha256(lib_path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # not built yet, or built before digests were recorded
+    if actual == recorded:
+        return lib_path
+    log.warning("cached TVM library %s has sha256 %s, not the %s recorded at its build; building it again",
+                lib_path, actual, recorded)
+    return None
+
+
+def _load_library(lib_path: Path):
+    try:
+        return tvm.runtime.load_module(str(lib_path))
+    except Exception as exc:
+        raise LoadFailure(f"cannot load TVM library {lib_path}: {exc}") from None
+
+
 def prepare(request, model_path, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
@@ -161,26 +223,27 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
         inputs = [("input", tuple(request.input_shape), request.dtype)]
         digest = hashlib.sha256(lib_path.read_bytes()).hexdigest() if lib_path.is_file() else ""
         bhash = digest
+        lib = _load_library(lib_path)
     else:
         bhash = build_hash(request.sha256, target, opt_level)
-        lib_path = Path(cache_dir or tempfile.gettempdir()) / "tvm" / f"{bhash}.so"
         import onnx
         try:
             inputs = onnx_inputs(onnx.load(str(model_path)), request.batch, tuple(request.input_shape))
         except Exception as exc:
             raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
-        if lib_path.is_file():
-            meta["library_cached"] = True
-        else:
-            from tvm.relax.frontend import onnx as _frontend  # noqa: F401  imported before the clock starts
-            t0 = time.perf_counter_ns()
-            build_library(model_path, lib_path, target, cc=options.get("cc"), batch=request.batch,
-                          input_shape=tuple(request.input_shape), opt_level=opt_level)
-            meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
-    try:
-        lib = tvm.runtime.load_module(str(lib_path))
-    except Exception as exc:
-        raise LoadFailure(f"cannot load TVM library {lib_path}: {exc}") from None
+        folder = _library_cache(cache_dir)
+        lib_path = _cached_library(folder, bhash)
+        meta["library_cached"] = lib_path is not None
+        with tempfile.TemporaryDirectory(prefix="hwl-tvm-") as private:  # no cache: a folder only we can write
+            if lib_path is None:
+                from tvm.relax.frontend import onnx as _frontend  # noqa: F401  imported before the clock starts
+                lib_path = (folder or Path(private)) / f"{bhash}.so"
+                t0 = time.perf_counter_ns()
+                build_library(model_path, lib_path, target, cc=options.get("cc"), batch=request.batch,
+                              input_shape=tuple(request.input_shape), opt_level=opt_level)
+                meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
+                _record_digest(lib_path)
+            lib = _load_library(lib_path)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(lib, dev)
     args = [tvm.runtime.tensor(random_input(s, d, request.seed + i), dev) for i, (_, s, d) in enumerate(inputs)]

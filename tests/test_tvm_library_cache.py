@@ -1,0 +1,97 @@
+"""A compiled TVM library is code: the agent loads one only from a folder no other user can write, and only while
+its bytes hash as they did when the agent built it. Attacked for real with a library whose load writes a file."""
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agents.child import run_measurement
+from agents.protocol import Measure
+from agents.runtimes.tvm_vm import build_hash
+from agents.server import sha256_of
+
+pytest.importorskip("tvm")
+pytestmark = [pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler"),
+              pytest.mark.slow]  # a TVM build takes seconds
+TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
+        "cooldown_s": 0.0}
+
+
+@pytest.fixture
+def relu_model(tmp_path):
+    import onnx
+    import onnx.helper as helper
+    x = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "relu", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, path)
+    return path, sha256_of(path)
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """A shared library that writes ``marker`` when it is loaded: what an attacker would put in the cache."""
+    source, lib, marker = tmp_path / "evil.c", tmp_path / "evil.so", tmp_path / "LOADED"
+    source.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                      f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(source)], check=True)
+    return lib, marker
+
+
+def _measure(model, sha, cache_dir=None):
+    request = Measure(id="t", runtime="tvm", model=str(model), sha256=sha, cores=(0,), profile="quick", policy=TINY)
+    return run_measurement(request, Path(model), fingerprint_id="f" * 16, cache_dir=cache_dir)
+
+
+def _plant(lib: Path, folder: Path, sha: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{build_hash(sha, 'llvm', 3)}.so"
+    shutil.copy(lib, target)
+    return target
+
+
+def test_without_a_cache_no_library_is_taken_from_the_shared_temp_dir(relu_model, planted, tmp_path, monkeypatch):
+    model, sha = relu_model
+    evil, marker = planted
+    shared_tmp = tmp_path / "tmp"  # as /tmp: anyone may write there, and the library's name is predictable
+    shared_tmp.mkdir(mode=0o777)
+    shared_tmp.chmod(0o1777)
+    _plant(evil, shared_tmp / "tvm", sha)
+    monkeypatch.setenv("TMPDIR", str(shared_tmp))
+    res = _measure(model, sha)
+    assert not marker.exists(), "the agent loaded a library another user put in the temp dir"
+    assert res.outcome in ("ok", "unstable"), res.message
+    assert not any(p.name.startswith("hwl-tvm-") for p in shared_tmp.iterdir())  # the private build is gone
+
+
+def test_a_swapped_cached_library_is_built_again_not_loaded(relu_model, planted, tmp_path):
+    model, sha = relu_model
+    evil, marker = planted
+    cache = tmp_path / "cache"
+    first = _measure(model, sha, cache)
+    assert first.outcome in ("ok", "unstable"), first.message
+    built = _plant(evil, cache / "tvm", sha)  # swapped for another file on the device
+    again = _measure(model, sha, cache)
+    assert not marker.exists(), "the agent loaded a cached library whose bytes changed since it built it"
+    assert again.outcome in ("ok", "unstable"), again.message
+    assert again.record().metadata["runtime"]["library_cached"] is False
+    assert sha256_of(built) != sha256_of(evil)  # built again over the swapped file
+    assert _measure(model, sha, cache).record().metadata["runtime"]["library_cached"] is True
+
+
+def test_a_cache_other_users_may_write_is_not_used(relu_model, planted, tmp_path):
+    model, sha = relu_model
+    evil, marker = planted
+    cache = tmp_path / "cache"
+    library = _plant(evil, cache / "tvm", sha)
+    Path(f"{library}.sha256").write_text(sha256_of(library) + "\n")  # even with a digest that matches
+    os.chmod(cache / "tvm", 0o777)
+    res = _measure(model, sha, cache)
+    assert not marker.exists(), "the agent loaded a library from a folder any user may write"
+    assert res.outcome in ("ok", "unstable"), res.message
+    assert res.record().metadata["runtime"]["library_cached"] is False
