@@ -409,8 +409,9 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
 
     # the line it says to run checks the key against the same file: `hwl deploy DEVICE --trust-new-host` recorded
     # it in ~/.ssh/known_hosts, and this command went on refusing it
-    assert (f"is not in {mine}; check its fingerprint, then record it with `hwl deploy {profile} --known-hosts {mine} "
-            "--trust-new-host`") in status("--known-hosts", mine)["error"]
+    error = status("--known-hosts", mine)["error"]
+    assert f"is not in {mine}; check its fingerprint (ssh-ed25519 SHA256:" in error
+    assert f"then record it with `hwl deploy {profile} --known-hosts {mine} --trust-new-host`" in error
     trusted = hwl("deploy", profile, "--known-hosts", mine, "--trust-new-host", "--no-selftest", env=home)
     assert trusted.returncode == 0 and len(mine.read_text().splitlines()) == 1, trusted.stderr
     assert status("--known-hosts", mine)["reachable"]

@@ -1,5 +1,6 @@
 """Host (paramiko) against real sshd servers started by the test."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -56,6 +57,18 @@ def test_unknown_host_key_refused_then_trusted(server, tmp_path):
     assert f"[{server.address}]:{server.port}" in known.read_text()
     with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known) as again:
         assert again.run("echo ok").stdout.strip() == "ok"
+
+
+def test_an_unknown_host_key_is_refused_with_the_fingerprint_to_check(server, tmp_path, caplog):
+    listed = subprocess.run(["ssh-keygen", "-lf", f"{server.host_key}.pub"], capture_output=True, text=True,
+                            check=True).stdout.split()[1]  # "256 SHA256:... comment (ED25519)"
+    known = tmp_path / "known_hosts"
+    with pytest.raises(HostKeyError, match=f"ssh-ed25519 {re.escape(listed)}"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+              trust_new_host=True):
+        pass
+    assert f"recorded new host key ssh-ed25519 {listed}" in caplog.text
 
 
 def test_changed_host_key_refused(server, tmp_path):

@@ -74,6 +74,22 @@ def load_known_hosts(path: Path, keys: paramiko.HostKeys, *, host: str | None = 
                            host=host) from None
 
 
+class _RefuseNewHostPolicy(paramiko.RejectPolicy):
+    """Refuse an unknown key, keeping it so that the refusal can show its fingerprint: the user is told to
+    check it before trusting it, and ssh-keyscan alone shows no fingerprint."""
+
+    offered: paramiko.PKey | None = None
+
+    def missing_host_key(self, client, hostname, key):
+        self.offered = key
+        super().missing_host_key(client, hostname, key)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    """As ``ssh-keygen -lf`` and ssh's first-connection prompt show it: type and SHA256."""
+    return f"{key.get_name()} {key.fingerprint}"
+
+
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
@@ -85,8 +101,7 @@ class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("recorded new host key %s %s for %s in %s", key.get_name(),
-                    key.fingerprint if hasattr(key, "fingerprint") else "", hostname, self.known_hosts)
+        log.warning("recorded new host key %s for %s in %s", _fingerprint(key), hostname, self.known_hosts)
 
 
 class Host:
@@ -157,7 +172,7 @@ class Host:
         self.close()
         client = paramiko.SSHClient()
         load_known_hosts(self.known_hosts, client.get_host_keys(), host=self.name)
-        policy = _RecordNewHostPolicy(self.known_hosts) if self.trust_new_host else paramiko.RejectPolicy()
+        policy = _RecordNewHostPolicy(self.known_hosts) if self.trust_new_host else _RefuseNewHostPolicy()
         client.set_missing_host_key_policy(policy)
         pkey = self._load_key()
         try:
@@ -169,16 +184,19 @@ class Host:
             client.close()
             raise HostKeyError(
                 f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
-                f"got {exc.key.get_name()}, expected {exc.expected_key.get_name()} with another value. "
+                f"got {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} with another value. "
                 "If the host was reinstalled, remove its old line from known_hosts and record the new key "
                 f"with `{self.deploy_command} --trust-new-host`; otherwise someone may be intercepting the connection.",
                 host=self.name) from None
         except paramiko.SSHException as exc:
             client.close()
             if "not found in known_hosts" in str(exc):
+                offered = getattr(policy, "offered", None)
+                fingerprint = f" ({_fingerprint(offered)})" if offered is not None else ""
                 raise HostKeyError(
                     f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
-                    f"{self.known_hosts}; check its fingerprint, then record it with "
+                    f"{self.known_hosts}; check its fingerprint{fingerprint} on the host (ssh-keygen -lf "
+                    "/etc/ssh/ssh_host_*_key.pub), then record it with "
                     f"`{self.deploy_command} --trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise AuthenticationError(
