@@ -23,13 +23,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from agents.errors import HwlError
 from agents.protocol import Measure, Ping, Result
+from harness.errors import UserError
+from harness.paths import private_temp_folder
 from harness.profiles import DeviceProfile, profile_from_dict
 from harness.transport.errors import ConnectionLost, DeviceSetupError
 
@@ -53,7 +54,10 @@ _DEVICE_KINDS_SAID_BY_CHILD = (*DEVICE_SETUP_KINDS, "ToolKilled")
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("HWL_LOCK_DIR") or Path(tempfile.gettempdir()) / f"hwl-locks-{os.getuid()}")
+    """HWL_LOCK_DIR (which users may share on purpose), else this user's private folder in the temp dir."""
+    if os.environ.get("HWL_LOCK_DIR"):
+        return Path(os.environ["HWL_LOCK_DIR"])
+    return private_temp_folder(f"hwl-locks-{os.getuid()}", what="lock folder")
 
 
 # A lock key as its own file name: what every key of a host and thermal domain named plainly gives.
@@ -336,13 +340,17 @@ def _ray_node_id() -> str | None:
 
 
 def _default_session(profile: DeviceProfile):
-    transport = profile.host.transport
+    try:  # a folder another user made in the temp dir stops the device here, before it measures anything
+        lock_dir()
+        transport = profile.host.transport
+        # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
+        cache = None if transport == "ssh" else private_temp_folder(f"hwl-agent-cache-{os.getuid()}",
+                                                                    what="agent cache")
+    except UserError as exc:
+        raise DeviceSetupError(f"{profile.name}: {exc}", device=profile.name) from None
     if transport == "ssh":
         from harness.remote.connect import ssh_session_for
         return ssh_session_for(profile)
-    # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
-    cache = Path(tempfile.gettempdir()) / f"hwl-agent-cache-{os.getuid()}"
-    cache.mkdir(parents=True, exist_ok=True)
     if transport == "command":
         from harness.transport.command import CommandSession
         return CommandSession(push_template=profile.host.push, check_template=profile.host.check,
