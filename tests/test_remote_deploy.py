@@ -49,6 +49,15 @@ def test_deploy_with_hosts_python_is_idempotent(host, tmp_path):
 
 
 
+@pytest.mark.parametrize("agent_dir", ["~/.", "~/x/..", "/.", "//"])
+def test_undeploy_refuses_an_agent_dir_that_is_the_home_folder_or_above_it(host, agent_dir):
+    # '~/.' and '~/x/..' passed a plain comparison with the home folder ('/home' for /home/pi did too); only
+    # rm's own refusal of '.' and '..' kept them (and this test on the old code) from removing it
+    with pytest.raises(DeployError, match="refusing to remove .* agent_dir must be a subdirectory"):
+        undeploy(host, agent_dir=agent_dir, python=sys.executable)
+    assert Path("~").expanduser().is_dir()
+
+
 def test_an_agent_file_changed_on_the_device_is_pushed_again(host, tmp_path):
     # deploy said 'unchanged' once the bundle's directory was complete, so an edited file stayed
     agent_dir = str(tmp_path / "hwl")

@@ -254,13 +254,20 @@ def locate_agent(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python
     return agent_path, agent_python, posixpath.join(base, "cache")
 
 
+def _holds_home(base: str, home: str) -> bool:
+    """Whether removing ``base`` removes ``home``: compared as normalised paths, as '~/../pi' or '/home' (the
+    home folder, a folder above it) passed a plain comparison with the home folder and '/'."""
+    base, home = posixpath.normpath(base), posixpath.normpath(home)
+    return base == "/" or home == base or home.startswith(base.rstrip("/") + "/")
+
+
 def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") -> str:
     """Remove everything deploy put on the host."""
     facts = probe(host, python)
     base = _expand(agent_dir, facts.home)
-    if base.rstrip("/") in ("", facts.home.rstrip("/")):
-        raise DeployError(f"refusing to remove {base!r} on {host.name}: agent_dir must be a subdirectory",
-                          host=host.name)
+    if _holds_home(base, facts.home):
+        raise DeployError(f"refusing to remove {base!r} on {host.name}: it is the home folder {facts.home} or holds "
+                          "it; agent_dir must be a subdirectory", host=host.name)
     if not host.run(f"test -e {shlex.quote(base)}", check=False).ok:
         return f"nothing to remove: {base} does not exist"  # a second undeploy said 'removed' again
     host.run(f"rm -rf {shlex.quote(base)}")
