@@ -156,18 +156,21 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
 
 
 def private_temp_folder(name: str, *, what: str) -> Path:
-    """``<temp dir>/<name>``, made only this user's (0700) when missing. UserError when it is not a folder this
-    user owns and alone may write: its name is predictable, so another user could make it first and put files
-    in it (a library the agent would load, a lock held for ever)."""
+    """``<temp dir>/<name>``, made only this user's (0700) when missing. UserError when it is not a folder of this
+    user: its name is predictable, so another user could make it first and put files in it (a library the agent
+    would load, a lock held for ever). A folder of this user that others may write (made under a umask of 002)
+    is made this user's alone."""
     folder = Path(tempfile.gettempdir()) / name
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700)
     st = folder.lstat()
-    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
-        return folder
-    kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a link" if stat.S_ISLNK(st.st_mode) else "a file"
-    raise UserError(f"{what} {folder} is {kind} of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}, not "
-                    f"a folder only uid {os.geteuid()} may write: another user may have made it; remove it")
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a link" if stat.S_ISLNK(st.st_mode) else "a file"
+        raise UserError(f"{what} {folder} is {kind} of uid {st.st_uid}, not a folder of uid {os.geteuid()}: "
+                        "another user may have made it; remove it")
+    if st.st_mode & 0o022:
+        os.chmod(folder, stat.S_IMODE(st.st_mode) & ~0o022)
+    return folder
 
 
 def why_not_made(folder: Path, exc: OSError) -> str:

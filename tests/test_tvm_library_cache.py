@@ -95,3 +95,6 @@ def test_a_cache_other_users_may_write_is_not_used(relu_model, planted, tmp_path
     assert not marker.exists(), "the agent loaded a library from a folder any user may write"
     assert res.outcome in ("ok", "unstable"), res.message
     assert res.record().metadata["runtime"]["library_cached"] is False
+    # The folder is ours: it is made ours alone (a umask of 002 leaves it group-writable) and the next build caches.
+    assert (cache / "tvm").stat().st_mode & 0o777 == 0o755 and sha256_of(library) != sha256_of(evil)
+    assert _measure(model, sha, cache).record().metadata["runtime"]["library_cached"] is True

@@ -145,13 +145,26 @@ def build_library(model_path, out_path, target="llvm", *, cc: str | None = None,
     return out_path
 
 
-def _only_mine(folder: Path) -> bool:
-    """Whether ``folder`` is a real folder of this user that no other user may write into."""
+def _made_private(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder of this user that no other user may write into, after taking write
+    access away from the others where it had it (a umask of 002 leaves the agent's folders group-writable).
+    Libraries in a folder that was open to others are removed: any of them could have been put there."""
     try:
         st = folder.lstat()
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        return False
+    if st.st_mode & 0o022:
+        try:
+            os.chmod(folder, stat.S_IMODE(st.st_mode) & ~0o022)
+        except OSError:
+            return False
+        for old in (*folder.glob("*.so"), *folder.glob("*.so.sha256")):
+            with contextlib.suppress(OSError):
+                old.unlink()
+        log.warning("%s was writable by other users: made it yours alone and removed its libraries", folder)
+    return True
 
 
 def _library_cache(cache_dir) -> Path | None:
@@ -162,10 +175,10 @@ def _library_cache(cache_dir) -> Path | None:
     folder = Path(cache_dir) / "tvm"
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700, parents=True)
-    if _only_mine(Path(cache_dir)) and _only_mine(folder):
+    if _made_private(Path(cache_dir)) and _made_private(folder):
         return folder
-    log.warning("not caching TVM libraries in %s: another user may write there (chmod go-w it, or give a cache "
-                "folder of your own)", folder)
+    log.warning("not caching TVM libraries in %s: it is not a folder of this user (give a cache folder of your own)",
+                folder)
     return None
 
 
