@@ -59,6 +59,18 @@ RAY_CLIENT_TRIES = 3
 RAY_CLIENT_RETRY_WAIT_S = 2.0
 
 
+def keep_ray_token_private() -> None:
+    """Make this machine's Ray token file readable by this user alone. Ray writes ~/.ray/auth_token as the umask
+    leaves it (0644), and anyone holding the token may join the cluster and run code as this user: hwl's local Ray
+    listens on every interface, its token is what keeps others out."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o600)
+            log.info("made Ray's token file %s readable by this user alone", path)
+
+
 @contextlib.contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoid_cores=(),
                 temp_dir: str | None = None):
@@ -85,6 +97,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     raise ClusterError(_join_refused(address, exc)) from None
                 _warn_hosts_no_node_offers(hosts)
+                keep_ray_token_private()
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 kwargs["_system_config"] = local_system_config()
@@ -100,6 +113,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                                        f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
                                        "as /tmp/ray") from None
                 _tidy_sessions(keep)
+            keep_ray_token_private()
             yield
         finally:
             if not address and not ray.is_initialized():  # ray.init did not get to connect
