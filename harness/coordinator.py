@@ -21,6 +21,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from harness.campaign_lock import campaign_lock
 from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S
 from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
-from harness.ray_cluster import actor_status, device_actor, export_remote, ray_session, this_node_alive
+from harness.ray_cluster import (actor_status, cores_kept_free, device_actor, export_remote, ray_session,
+                                 this_node_alive)
 from harness.profiles import DeviceProfile
 from harness.store import DRIFT_FLAG, Store
 from harness.text import count
@@ -170,6 +172,15 @@ class _Device:
     recover_tried: bool = False  # in this run of failures (a success resets it)
     probing: bool = False  # a canary asks whether the device or its models fail (see _probe_or_give_up)
     fine_since_probe: bool = True  # a model measured fine since the last probe, so another may be worth it
+
+
+def campaign_ray(profiles, options: CoordinatorOptions):
+    """The Ray session of a campaign of ``profiles``: with a local Ray, this process and Ray (its exports) keep
+    off the cores the local devices measure on, as far as a core is left for them (:func:`cores_kept_free`)."""
+    local = [p.runtime.cores for p in profiles if p.host.transport == "local"]
+    avoid = cores_kept_free(local, range(os.cpu_count() or 1)) if options.pin_service_cores else set()
+    return ray_session(address=options.address, num_cpus=options.num_cpus, hosts={p.host.resource for p in profiles},
+                       avoid_cores=avoid, temp_dir=options.ray_temp_dir)
 
 
 class Coordinator:
@@ -313,12 +324,7 @@ class Coordinator:
 
     # -- Ray set-up ------------------------------------------------------------------------
     def _ray(self):
-        local_cores = {c for d in self.devices.values() if d.profile.host.transport == "local"
-                       for c in (d.profile.runtime.cores or ())}
-        return ray_session(address=self.options.address, num_cpus=self.options.num_cpus,
-                           hosts={d.profile.host.resource for d in self.devices.values()},
-                           avoid_cores=local_cores if self.options.pin_service_cores else set(),
-                           temp_dir=self.options.ray_temp_dir)
+        return campaign_ray([d.profile for d in self.devices.values()], self.options)
 
     def _start_actors(self) -> None:
         import ray

@@ -3,7 +3,7 @@
 * :func:`ray_session` starts a local Ray (``num_cpus``, no dashboard, no task events:
   :data:`LOCAL_RAY_SYSTEM_CONFIG`, no autoscaler status in its logs: :data:`LOCAL_RAY_ENV`,
   a ``host:<name>`` custom resource per local host), pinned with
-  this process to the cores no local device measures on, or joins an existing cluster
+  this process to the cores the local devices leave free (:func:`cores_kept_free`), or joins an existing cluster
   (``address``; a Ray Client join the head fails on its side is tried again); it shuts Ray down and
   restores the affinity. A local Ray's session folder is
   marked as hwl's, and hwl's finished ones beyond the newest few are removed
@@ -69,6 +69,22 @@ def keep_ray_token_private() -> None:
         if st.st_uid == os.geteuid() and st.st_mode & 0o077:
             os.chmod(path, 0o600)
             log.info("made Ray's token file %s readable by this user alone", path)
+
+
+def cores_kept_free(core_sets, all_cores) -> set[int]:
+    """The cores a local Ray (its exports) and the coordinator keep off: those of every local device pinned to
+    cores, or, where together they span every core (the demo's 1-core and 2-core devices on a 2-core machine),
+    those of as many devices as leave a core over, fewest cores first. The device spanning every core shares
+    its cores with Ray whatever is done; the others need not (their union used to leave Ray unpinned, on every core).
+    None (Ray unpinned) where what is left would be all of some device's cores: devices on cores 0 and 1 would
+    otherwise get Ray on the one, even while the other, idle, could take it."""
+    sets = [set(c) for c in core_sets if c]
+    free: set[int] = set()
+    for cores in sorted(sets, key=len):
+        if set(all_cores) - free - cores:
+            free |= cores
+    kept = set(all_cores) - free
+    return set() if any(cores <= kept for cores in sets) else free
 
 
 @contextlib.contextmanager
