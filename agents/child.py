@@ -2,8 +2,8 @@
 
 Parent side: :func:`run_measurement` starts ``python -m agents.child`` in a new session (its
 own process group), pinned to the request's cores, sends it the job on stdin and reads progress
-lines from its stdout. The child reports each phase ("load", "first", "warmup", "window i");
-a timed phase (every one but "load") that lasts over ``window_timeout_s``, or a whole job
+lines from its stdout. The child reports each phase ("load", "first", "warmup", "window i", "record");
+a timed phase (every one but "load" and "record") that lasts over ``window_timeout_s``, or a whole job
 over ``model_timeout_s``, gets the process group killed (rule 21). However the child ends, the
 parent returns a :class:`~agents.protocol.Result` with a typed outcome: a segfault in a runtime
 is a ``runtime_error`` record, not a dead agent.
@@ -269,6 +269,7 @@ def _measure(job: dict, report) -> dict:
     finally:
         if prepared.close is not None:
             prepared.close()
+    report("record")  # the statistics (a bootstrap) are no part of the last window's time limit
     arch = request.labels.get("arch") or _arch_label(request)
     spec = MeasurementSpec(arch=str(arch), model_sha256=request.sha256, input_shape=tuple(prepared.input_shape),
                            batch=request.batch, dtype=request.dtype, runtime=request.runtime_name,

@@ -263,3 +263,15 @@ def test_timeout_kills_the_measurement_and_its_children(policy, expect):
     assert res.outcome == "timeout" and expect in res.message, res.message
     assert time.monotonic() - start < 10
     assert _processes_with(f"sleep {marker}") == []
+
+
+def test_a_window_that_reaches_its_cap_is_timed_not_killed(nb201_onnx):
+    """The method's window cap and per-window limit are both 150 s. A window that could not get its runs in time
+    ended at the first block past the cap, outliving the limit: killed as a timeout (3 of 3 with hwl measure at
+    2 s / 2 s). The window now stops before the cap, and the statistics after it are no part of its limit."""
+    path, sha = nb201_onnx
+    cap = {"window_min_runs": 10**6, "window_max_s": 0.3, "window_timeout_s": 0.3}
+    res = measure(runtime="ort", model=str(path), sha256=sha, cores=(0,), policy={**TINY, **cap})
+    assert res.outcome in TIMED, res.message
+    for window in res.record().samples_ns:
+        assert 0 < sum(window) * res.record().block_size <= 0.3e9
