@@ -184,18 +184,19 @@ def test_the_local_rays_logs_get_no_event_stats_every_minute(event_stats_watch):
     assert seen["alive"] and seen["after"] == seen["at_start"], seen
 
 
-def test_the_ray_token_file_is_made_readable_by_this_user_alone(ray_tmp, tmp_path, monkeypatch):
+def test_the_ray_token_file_is_made_readable_by_this_user_alone(ray_tmp, tmp_path):
     """Ray writes ~/.ray/auth_token 0644; whoever reads it may join the cluster (which listens on every interface)
-    and run code as this user."""
-    token = tmp_path / "home" / ".ray" / "auth_token"
+    and run code as this user. In a process of its own: Ray keeps the token it first read for the process."""
+    home = tmp_path / "home"
+    token = home / ".ray" / "auth_token"
     token.parent.mkdir(parents=True)
     token.write_text("f" * 64)
     token.chmod(0o644)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    with ray_session(num_cpus=1, temp_dir=ray_tmp):
-        assert ray.is_initialized()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    code = ("import ray\nfrom harness.ray_cluster import ray_session\n"
+            f"with ray_session(num_cpus=1, temp_dir={ray_tmp!r}):\n    assert ray.is_initialized()\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "HOME": str(home)}, check=True, timeout=300,
+                   capture_output=True)
     assert token.stat().st_mode & 0o777 == 0o600
 
 
