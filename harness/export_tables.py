@@ -14,6 +14,7 @@ import pandas as pd
 from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
+from harness.store import DRIFT_FLAG
 
 # The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
 KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
@@ -47,6 +48,17 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
         median = answered.groupby(["device", "arch"])["label_ms"].transform("median")
         answered = answered.assign(label_ms=median).drop_duplicates(["device", "arch"])
     return answered.rename(columns={"label_ms": "latency_ms"})
+
+
+def drifted_labels(frame: pd.DataFrame) -> dict[str, int]:
+    """device -> how many of a Parquet export's accepted labels carry ``canary_drift``, as
+    ``Store.drifted_latencies`` counts them in a store: the file keeps the flag, so its readers can say so too."""
+    if not is_parquet_export(frame) or "flags" not in frame.columns:
+        return {}
+    answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
+    flagged = answered["flags"].fillna("").astype(str).map(lambda flags: DRIFT_FLAG in flags.split(","))
+    counts = answered.loc[flagged.to_numpy(bool), "device"].astype(str).value_counts()
+    return {device: int(counts[device]) for device in sorted(counts.index)}
 
 
 def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
@@ -95,4 +107,4 @@ def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFram
     return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
 
 
-__all__ = ["KEY_COLUMNS", "accepted_labels", "is_parquet_export", "looks_wide", "wide_cells"]
+__all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide", "wide_cells"]

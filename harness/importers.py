@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.export_tables import KEY_COLUMNS, accepted_labels, is_parquet_export, wide_cells
+from harness.export_tables import KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export, wide_cells
 from harness.model_file import torch_error
 from harness.store import Store
 from harness.text import count
@@ -78,8 +78,12 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
             frame = pd.read_parquet(path) if parquet else pd.read_csv(path, keep_default_na=False)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
+        drifted = drifted_labels(frame)
         frame = _as_long_table(frame, path, device=device, wide=wide)
         space, rows = rows_from_long_table(frame, source=path.name, space=space, device=device)
+        if drifted and device is not None:  # a one-device table stored under --device's name
+            drifted = {device: sum(drifted.values())}
+        _warn_drift_not_kept(drifted, path)  # once its rows passed: a refused file gets its one line alone
     else:
         raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
                            "HELP .pt")
@@ -220,6 +224,17 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
                                "would merge them into one; import it without --device, or one device's column at "
                                "a time")
     return long
+
+
+def _warn_drift_not_kept(counts: dict[str, int], path: Path) -> None:
+    """An export's ``canary_drift`` latencies lose their flag in the store (an imported table keeps latencies alone),
+    so the predictor commands' warning about them (``predictors.data.warn_drifted``) is said here, once."""
+    if counts:
+        log.warning("%s: %s measured while the device drifted (canary_drift: its drift canary was off its "
+                    "baseline): %s; the store keeps no flags of an imported table, so nothing reading it will say so "
+                    "again; measure those archs again for a clean table", path.name,
+                    count(sum(counts.values()), "latency was", "latencies were"),
+                    ", ".join(f"{d} {n}" for d, n in counts.items()))
 
 
 def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None = None,

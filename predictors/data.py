@@ -94,10 +94,12 @@ def numeric_columns(raw: pd.DataFrame, columns: list, where: str, error=LatencyT
     return table
 
 
-def read_table(path, space: str, *, source: str | None = None, device: str | None = None) -> pd.DataFrame:
+def read_table(path, space: str, *, source: str | None = None, device: str | None = None,
+               devices=None) -> pd.DataFrame:
     """A latency table from a CSV or Parquet file, keys resolved in ``space``.
 
-    ``device`` names the device of a one-device file without a ``device`` column.
+    ``device`` names the device of a one-device file without a ``device`` column; ``devices``: those the
+    caller reads (default all), so the drift warning of an export names no device the command leaves alone.
 
     Raises
     ------
@@ -121,10 +123,15 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
+    from harness.export_tables import drifted_labels
+
+    drifted = drifted_labels(raw)  # the export keeps the flag a store's table is warned of (store_table)
     raw = _own_export_as_long(raw, path, device)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
-    return from_frame(raw, space, source=source or path.name, where=str(path), warn_repeats=True)
+    table = from_frame(raw, space, source=source or path.name, where=str(path), warn_repeats=True)
+    warn_drifted(drifted, str(path), devices)  # once the table passed: a refused one gets its one line alone
+    return table
 
 
 def _own_export_as_long(raw: pd.DataFrame, path: Path, device: str | None = None) -> pd.DataFrame:
@@ -270,7 +277,7 @@ def load_table(space: str, *, path=None, store=None, device: str | None = None, 
     if path is not None and store is not None:
         raise LatencyTableError("give a table file or --store, not both")
     if path is not None:
-        return read_table(path, space, device=device)
+        return read_table(path, space, device=device, devices=devices)
     if store is not None:
         return store_table(store, space, devices)
     return help_table(space)

@@ -13,6 +13,7 @@ from harness.errors import CampaignError
 from harness.exporting import export_parquet, read_parquet_export, wide_table
 from harness.store import Store
 from spaces import fbnet, nb201
+from spaces.errors import ArchError
 from tests.campaign_helpers import write_profile
 
 
@@ -271,6 +272,35 @@ def test_the_predictor_commands_read_a_parquet_export_as_its_accepted_labels(cam
     assert hwl_main(["adapt", str(model), "--device", "dev-b", "--measurements", str(export),
                      "--out", str(adapted)]) == 0
     assert "adapted to dev-b with 3 measurements" in capsys.readouterr().out
+
+
+def test_an_exports_drifted_latencies_are_warned_of_as_the_stores_are(campaign, tmp_path, caplog):
+    """`hwl adapt --store lab.db` warned that dev-a's latencies were taken while its drift canary was off
+    (canary_drift); the same latencies read from the Parquet export, which keeps the flag, and imported from it
+    into another store, which keeps no flags, were used without a word. Both now warn, naming the device."""
+    from predictors.data import read_table, store_table
+
+    store, cid = campaign
+    assert store.flag_results_since(cid, "dev-a", 0, "canary_drift")[1] == 3  # jobs; its failed attempts too
+    export = export_parquet(store, cid, tmp_path / "lab.parquet")
+
+    def drift_warnings(read) -> list[str]:
+        caplog.clear()
+        read()
+        return [r.getMessage() for r in caplog.records if "canary_drift" in r.getMessage()]
+
+    from_store = drift_warnings(lambda: store_table(store.path, "nb201"))
+    from_file = drift_warnings(lambda: read_table(export, "nb201"))
+    assert len(from_store) == len(from_file) == 1 and "3 latencies" in from_file[0] and "dev-a 3" in from_file[0]
+    assert "dev-b" not in from_file[0]
+    assert drift_warnings(lambda: read_table(export, "nb201", devices=["dev-b"])) == []  # not read: not named
+    with pytest.raises(ArchError):  # read as the other space: refused in its one line, no warning before it
+        assert drift_warnings(lambda: read_table(export, "fbnet")) == []
+    assert not [r for r in caplog.records if "canary_drift" in r.getMessage()]
+    imported = drift_warnings(lambda: hwl_main(["data", "import", str(export), "--store", str(tmp_path / "b.db")]))
+    assert len(imported) == 1 and "dev-a 3" in imported[0] and "keeps no flags" in imported[0]
+    refused = ["data", "import", str(export), "--device", "pi", "--store", str(tmp_path / "c.db")]  # two devices
+    assert drift_warnings(lambda: hwl_main(refused)) == []  # its one line of error alone
 
 
 def _pi_at_batch(tmp_path, batch):
