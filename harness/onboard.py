@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refresh_reach
@@ -257,9 +258,10 @@ def _campaign_name(store: Store, campaign_id: int) -> str:
 def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs: int = MIN_TRAIN_ARCHS) -> dict:
     """Device -> latency Series: the shipped public tables plus the store's other devices.
 
-    A store device needs ``min_archs`` latencies to count; the store's rows win over a public
-    row of the same (arch, device). A store device measured with more than one setting is left out
-    (with a warning): the store's table is the median over its settings, e.g. batch 1 and 8 mixed.
+    A store device needs ``min_archs`` latencies to count. A store device measured with more than one setting
+    is left out (with a warning): the store's table is the median over its settings, e.g. batch 1 and 8 mixed.
+    A device of the store and of the public tables is one device when their latencies agree (an import of the
+    public tables); otherwise one of them is taken whole (:func:`_one_device_per_name`), never a mix of rows.
     """
     frames = [data.help_table(space)]
     mixed: list[str] = []
@@ -271,7 +273,8 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
             log.warning("not pretraining on %s: measured with more than one setting in the store (threads, cores, "
                         "runtime options or batch size), whose median would mix them", ", ".join(mixed))
         if len(raw):
-            frames.append(data.from_frame(raw, space, source=f"store:{store.path.name}", where=f"store {store.path}"))
+            stored = data.from_frame(raw, space, source=f"store:{store.path.name}", where=f"store {store.path}")
+            frames = _one_device_per_name(frames[0], stored, store.path, min_archs)
     table = pd.concat(frames, ignore_index=True).drop_duplicates(["arch", "device"], keep="last")
     table = table[(table["device"] != exclude) & ~table["device"].isin(mixed)]
     counts = table.groupby("device")["arch"].count()
@@ -282,6 +285,29 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
         data.warn_drifted(store.drifted_latencies(space), f"pretraining on store {store.path}",
                           devices=set(raw["device"]) - set(mixed) - set(small))
     return data.by_device(table[~table["device"].isin(small)])
+
+
+def _one_device_per_name(public: pd.DataFrame, stored: pd.DataFrame, path, min_archs: int) -> list[pd.DataFrame]:
+    """The public and the store's tables with each device name from one of them: a store device named as a
+    public one (a lab's own 'raspi4') whose latencies differ on the archs both hold is another machine, and
+    their rows merged arch by arch would be one pretraining device made of two. The store's is taken whole when
+    it has ``min_archs`` latencies (it is the lab's), else the public one; a warning says which."""
+    shared = public.merge(stored, on=["arch", "device"], suffixes=("_public", "_store"))
+    # rtol: a copy of the public table that went through float32 (HELP's .pt files) is still that table
+    differ = ~np.isclose(shared["latency_ms_public"], shared["latency_ms_store"], rtol=1e-6, atol=0.0)
+    clashing = sorted(pd.unique(shared.loc[differ, "device"]))
+    if not clashing:
+        return [public, stored]
+    sizes = stored[stored["device"].isin(clashing)].groupby("device")["arch"].count()
+    theirs = [d for d in clashing if sizes[d] >= min_archs]
+    public_wins = [d for d in clashing if sizes[d] < min_archs]
+    said = [f"{d}: the store's ({count(int(sizes[d]), 'latency', 'latencies')})" for d in theirs]
+    said += [f"{d}: the public table's (the store has {count(int(sizes[d]), 'latency', 'latencies')}, fewer than "
+             f"{min_archs})" for d in public_wins]
+    log.warning("store %s and the public tables both name %s, with other latencies: another machine under the same "
+                "name, so each is pretrained on from one table, %s; give the profile a name of its own to pretrain "
+                "on both", path, ", ".join(clashing), "; ".join(said))
+    return [public[~public["device"].isin(theirs)], stored[~stored["device"].isin(public_wins)]]
 
 
 def default_candidates(space: str, tables: dict) -> list:

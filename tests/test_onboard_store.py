@@ -78,6 +78,30 @@ def test_a_store_device_measured_with_two_settings_is_left_out_of_pretraining(tm
     assert "not pretraining on onb-ort: measured with more than one setting in the store" in caplog.text
 
 
+def test_a_lab_device_named_as_a_public_one_is_not_merged_with_it_arch_by_arch(tmp_path, caplog):
+    # A lab's own phone measured as 'pixel3' (30 archs at 0.5 ms) became, in onboarding's pretraining, one device
+    # with HELP's pixel3: the lab's 30 latencies in place of HELP's (3.6-17 ms) and HELP's 15,595 others beside them.
+    (tmp_path / "lab").mkdir()
+    phone = write_profile(tmp_path / "lab", "pixel3")
+    public = data.help_table("nb201")
+    help_pixel3 = public[public["device"] == "pixel3"].set_index("arch")["latency_ms"].sort_index()
+    help_raspi4 = public[public["device"] == "raspi4"].set_index("arch")["latency_ms"].sort_index().iloc[:150]
+    with Store(tmp_path / "lab.db") as st:
+        st.add_imported("nb201", [(str(a), "raspi4", ms) for a, ms in help_raspi4.items()], source="nb201_latency.pq")
+        _measure(st, phone, [str(a) for a in range(30)], [0.5] * 30, name="few", device="pixel3")
+        with caplog.at_level(logging.WARNING):
+            few = pretrain_tables("nb201", st, "new-device")
+        _measure(st, phone, [str(a) for a in range(30, 120)], [0.7] * 90, name="more", device="pixel3")
+        more = pretrain_tables("nb201", st, "new-device")
+    assert few["pixel3"].sort_index().equals(help_pixel3)  # too few of the lab's: HELP's pixel3 alone
+    assert sorted(set(more["pixel3"])) == [0.5, 0.7] and len(more["pixel3"]) == 120  # the lab's alone
+    assert few["raspi4"].sort_index().equals(public[public["device"] == "raspi4"].set_index("arch")["latency_ms"]
+                                             .sort_index())  # an import of the public table is that table
+    said = [r.getMessage() for r in caplog.records if "both name" in r.getMessage()]
+    assert len(said) == 2 and all("both name pixel3," in line for line in said)
+    assert "the public table's (the store has 30 latencies" in said[0] and "the store's (120 latencies)" in said[1]
+
+
 def test_latencies_measured_while_the_device_drifted_are_not_taken_as_measured(tmp_path):
     # A canary off its baseline flags the results since the last good one (canary_drift), yet they stay
     # accepted. Onboarding must not fit on them: 11 was measured again cleanly (that value counts), 1462
