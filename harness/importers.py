@@ -34,6 +34,7 @@ import pandas as pd
 from harness.errors import UserError
 from harness.export_tables import KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export, wide_cells
 from harness.model_file import torch_error
+from harness.paths import why_not_a_file
 from harness.store import Store
 from harness.text import count
 from spaces import ArchError, fbnet, nb201
@@ -65,8 +66,8 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
     path = Path(path)
     if device is not None and not device.strip():
         raise TableImportError("the device name (--device) is empty")
-    if not path.is_file():
-        raise TableImportError(f"{path} is a folder, not a table file" if path.is_dir() else f"{path} does not exist")
+    if why := why_not_a_file(path):
+        raise TableImportError(f"{path} {why}")
     # lower case: a file named on Windows (LAB.CSV) is the same table; .pq as predictors.data reads it
     suffix = ("".join(path.suffixes[-2:]) if path.suffix.lower() == ".gz" else path.suffix).lower()
     if suffix == ".pt":

@@ -140,7 +140,11 @@ def why_not_a_file(path) -> str | None:
     path = Path(path).expanduser()
     if path.is_file():
         return None
-    return "is a folder, not a file" if path.is_dir() else "does not exist"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():  # /dev/stdin behind a pipe (`hwl campaign export --out - | ...`), a FIFO, <(...)
+        return "is a pipe or a device, not a file: save it to a file and give that file"
+    return "does not exist"
 
 
 def check_writable_folder(folder, *, what: str | None = None) -> Path:

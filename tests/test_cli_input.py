@@ -282,6 +282,24 @@ def test_a_folder_given_for_a_file_is_called_a_folder(tmp_path, args, what, caps
     assert f"{what.format(**fill)} is a folder, not a file" in err
 
 
+@pytest.mark.parametrize("args, what", [
+    (["data", "import", "{pipe}", "--store", "{tmp}/lab.db"], "{pipe}"),
+    (["adapt", "{tmp}/m.pt", "--device", "pi", "--measurements", "{pipe}", "--out", "{tmp}/a.pt"],
+     "latency table {pipe}"),
+])
+def test_a_pipe_given_for_a_table_is_called_a_pipe(tmp_path, args, what, capsys):
+    """`hwl campaign export --out - | hwl data import /dev/stdin` (the export writes to a pipe) was refused with
+    '/dev/stdin does not exist', which it does: the reader needs a file. A FIFO stands in for the pipe here."""
+    pipe = tmp_path / "lab.parquet"
+    os.mkfifo(pipe)
+    assert hwl_main(["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "1080ti_1,pixel3",
+                     "--n-pretrain", "50", "--out", str(tmp_path / "m.pt")]) == 0
+    capsys.readouterr()
+    err = _refused([a.format(pipe=pipe, tmp=tmp_path) for a in args], capsys)
+    assert f"{what.format(pipe=pipe)} is a pipe or a device, not a file: save it to a file" in err
+    assert not (tmp_path / "lab.db").exists()
+
+
 def test_an_export_batch_too_large_for_memory_is_one_line(tmp_path, capsys):
     """torch.zeros of the example input sat outside the export's error handling: `--batch-size 99999999999`
     ended in torch's RuntimeError traceback ('DefaultCPUAllocator: can't allocate memory')."""
