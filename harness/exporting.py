@@ -60,9 +60,16 @@ def _campaign_pages(store: Store, campaign_id: int, *, rows: int, devices) -> It
         if (df["space"] == "nb201").all():
             df.insert(df.columns.get_loc("arch") + 1, "arch_str", [nb201.to_string(int(a)) for a in df["arch"]])
         df["accepted"] = df["accepted"].astype(bool)
+        df["created_at"] = _utc_time(df["created_at"])
         for col in SETTINGS_COLUMNS:
             df[col] = [settings.get(d, {}).get(col) for d in df["device"]]
         yield df
+
+
+def _utc_time(seconds: pd.Series) -> pd.Series:
+    """The store's wall-clock seconds (UTC epoch) as a time a reader sees as one: a float of 1.8e9 said neither
+    unit nor zone. Whole microseconds, the schema's resolution (a float second holds no finer one)."""
+    return pd.to_datetime((seconds.astype("float64") * 1e6).round().astype("int64"), unit="us", utc=True)
 
 
 def _device_settings(store: Store, campaign_id: int) -> dict[str, dict]:
@@ -91,7 +98,8 @@ def _parquet_schema(store: Store, columns) -> pa.Schema:
     types = {name: pa.string() for name in ("campaign", "space", "arch", "arch_str", "device", "device_class",
                                             "host", "runtime", "cores", "dataset", "measurement_profile",
                                             "settings")}
-    types.update(job_id=pa.int64(), accepted=pa.bool_(), threads=pa.int64(), batch_size=pa.int64())
+    types.update(job_id=pa.int64(), accepted=pa.bool_(), threads=pa.int64(), batch_size=pa.int64(),
+                 created_at=pa.timestamp("us", tz="UTC"))
     for name, sql_type in store.result_columns(with_types=True).items():
         types.setdefault(name, _ARROW_OF_SQL[sql_type.upper()])
     return pa.schema([(c, types[c]) for c in columns])
@@ -146,7 +154,8 @@ def _export_metadata(campaign: str) -> dict[bytes, bytes]:
             b"hwl_code_version": code_version().encode(),
             b"hwl_campaign": str(campaign).encode(),
             b"hwl_columns": json.dumps({"label_ms": "median of repeat medians (ms)",
-                                        "accepted": "the result that answers its job"}).encode()}
+                                        "accepted": "the result that answers its job",
+                                        "created_at": "when the result was stored (UTC)"}).encode()}
 
 
 def wide_table(store: Store, campaign_id, *, devices=None) -> pd.DataFrame:

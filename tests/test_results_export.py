@@ -58,6 +58,20 @@ def test_a_paged_export_is_the_same_table_as_one_page(campaign, tmp_path):
     assert not list(tmp_path.glob(".partial-*"))
 
 
+def test_the_parquet_export_says_when_in_utc_and_holds_numbers_as_numbers(campaign, tmp_path):
+    """created_at was float64 seconds (1.8e9: neither unit nor zone said); pandas now reads a UTC time, the
+    store's second to the microsecond. Measurements stay float64 ms, counts int64, and no column is object."""
+    store, cid = campaign
+    export = export_parquet(store, cid, tmp_path / "lab.parquet")
+    got, schema = pd.read_parquet(export), pq.read_schema(export)
+    assert str(got["created_at"].dtype) == "datetime64[us, UTC]"
+    stored = store.query("SELECT created_at FROM results ORDER BY id")["created_at"]
+    assert (got["created_at"].astype("int64") / 1e6 - stored).abs().max() < 1e-6
+    # a failed attempt has no count: pandas reads the int64 column with its nulls as float
+    assert str(schema.field("label_ms").type) == "double" and str(schema.field("n_samples").type) == "int64"
+    assert [c for c in got.columns if got[c].dtype == object] == []
+
+
 def test_wide_table_holds_the_accepted_labels(campaign):
     store, cid = campaign
     wide = wide_table(store, cid)
