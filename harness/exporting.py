@@ -57,8 +57,9 @@ def _campaign_pages(store: Store, campaign_id: int, *, rows: int, devices) -> It
             return
         after = int(df["id"].iloc[-1])
         df = df.drop(columns=["id"])
-        if (df["space"] == "nb201").all():
-            df.insert(df.columns.get_loc("arch") + 1, "arch_str", [nb201.to_string(int(a)) for a in df["arch"]])
+        if (df["space"] == "nb201").all():  # the official index, an int64 as in every other table hwl writes
+            df["arch"] = df["arch"].astype("int64")
+            df.insert(df.columns.get_loc("arch") + 1, "arch_str", [nb201.to_string(a) for a in df["arch"]])
         df["accepted"] = df["accepted"].astype(bool)
         df["created_at"] = _utc_time(df["created_at"])
         for col in SETTINGS_COLUMNS:
@@ -98,6 +99,8 @@ def _parquet_schema(store: Store, columns) -> pa.Schema:
     types = {name: pa.string() for name in ("campaign", "space", "arch", "arch_str", "device", "device_class",
                                             "host", "runtime", "cores", "dataset", "measurement_profile",
                                             "settings")}
+    if "arch_str" in columns:  # NB201 (one space a file): its arch is the index
+        types["arch"] = pa.int64()
     types.update(job_id=pa.int64(), accepted=pa.bool_(), threads=pa.int64(), batch_size=pa.int64(),
                  created_at=pa.timestamp("us", tz="UTC"))
     for name, sql_type in store.result_columns(with_types=True).items():

@@ -72,6 +72,19 @@ def test_the_parquet_export_says_when_in_utc_and_holds_numbers_as_numbers(campai
     assert [c for c in got.columns if got[c].dtype == object] == []
 
 
+def test_an_nb201_export_keys_archs_by_index_as_hwls_other_tables(campaign, tmp_path):
+    """The export's arch was the NB201 index as text ('5'), where hwl predict's and hwl onboard's tables, the
+    store's latency table and HELP's hold it as int64: export.merge(predictions, on='arch') raised, and
+    export[export.arch == 5] was silently empty."""
+    store, cid = campaign
+    export = pd.read_parquet(export_parquet(store, cid, tmp_path / "lab.parquet"))
+    assert export["arch"].dtype == "int64" and len(export[export["arch"] == 5]) == 3  # one failed attempt too
+    accepted = export[export["accepted"]]
+    joined = accepted.merge(store.latency_table("nb201"), on=["arch", "device"])
+    assert len(joined) == 6 and (joined["label_ms"] == joined["latency_ms"]).all()
+    assert hwl_main(["data", "import", str(tmp_path / "lab.parquet"), "--store", str(tmp_path / "b.db")]) == 0
+
+
 def test_wide_table_holds_the_accepted_labels(campaign):
     store, cid = campaign
     wide = wide_table(store, cid)
