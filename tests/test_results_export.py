@@ -384,6 +384,20 @@ def test_one_setting_spread_over_campaigns_exports_into_one_file(settings_store,
     assert got["latency_ms"].to_dict() == {0: 1.0, 1: 2.0, 2: 3.5, 3: 5.0}  # arch 2: the median of 3.0 and 4.0
 
 
+def test_an_onboarding_batchs_default_export_name_travels(tmp_path, capsys, monkeypatch):
+    """An onboarding batch's export was named after it, colons kept: onboard:pi:nb201:0a1b.parquet, which
+    `scp onboard:pi:nb201:0a1b.parquet lab2:` takes for a file on host 'onboard', and Windows cannot hold."""
+    monkeypatch.chdir(tmp_path)
+    with Store(tmp_path / "lab.db") as store:
+        _measured(store, "onboard:pi:nb201:0a1b", (_pi_at_batch(tmp_path, 1),), "0,1", lambda d, a: 1.0 + a)
+    for fmt in ("parquet", "help"):
+        assert hwl_main(["campaign", "export", "--store", "lab.db", "--name", "onboard:pi:nb201:0a1b",
+                         "--format", fmt]) == 0
+    assert sorted(p.name for p in tmp_path.glob("onboard*")) == ["onboard_pi_nb201_0a1b.parquet",
+                                                                 "onboard_pi_nb201_0a1b_help.csv"]
+    assert capsys.readouterr().out.split() == ["onboard_pi_nb201_0a1b.parquet", "onboard_pi_nb201_0a1b_help.csv"]
+
+
 def test_an_export_of_several_campaigns_is_checked_for_each_device(settings_store, tmp_path, capsys, monkeypatch):
     db = str(settings_store)
     monkeypatch.chdir(tmp_path)

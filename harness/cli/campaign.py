@@ -260,9 +260,10 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
     devices = [device] if isinstance(device, str) else device
     with Store(store, readonly=True) as st, st.snapshot():  # the file and its line: one moment of a live store
         ids, chosen = select_export(st, names, devices)
-        # a default name stays in the working folder, whatever the campaign's name holds ('/', '..')
+        # a default name stays in the working folder, whatever the campaign's name holds ('/', '..'), and travels:
+        # an onboarding batch's colons (onboard:pi:nb201:...) would make scp and rsync read a host name
         label = "+".join(devices or chosen)
-        stem = re.sub(r"[^\w.:+-]+", "_", label).lstrip(".") or "campaign"
+        stem = re.sub(r"[^\w.+-]+", "_", label).lstrip(".") or "campaign"
         out = check_writable(out or (f"{stem}.parquet" if fmt == "parquet" else f"{stem}_help.csv"))
         path = (export_parquet if fmt == "parquet" else export_help)(st, ids, out, devices=devices)
         return path, _export_line(st, ids, chosen, devices, fmt, path)
