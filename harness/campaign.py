@@ -231,7 +231,7 @@ def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> 
         plan.name = row["name"]
         refresh_reach(store, row["id"], plan.profiles)
         return row["id"], plan, False
-    _refuse_imported_names(store, spec.space, plan.profiles)
+    refuse_imported_names(store, spec.space, plan.profiles)
     _warn_of_unfinished_alike(store, plan, resume_flags)
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
@@ -245,7 +245,7 @@ def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> 
     return cid, plan, True
 
 
-def _refuse_imported_names(store: Store, space: str, profiles) -> None:
+def refuse_imported_names(store: Store, space: str, profiles) -> None:
     """Refuse to measure a device under a name the store holds as an imported table (HELP's pixel3, say): the
     table carries no settings, so the predictor commands' one median per architecture would pool both (as
     `hwl data import` refuses the other way round). Nothing is planned."""

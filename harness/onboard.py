@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refresh_reach
+from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refresh_reach, refuse_imported_names
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
@@ -387,6 +387,9 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     # a cluster given by --address is joined before the store file is made: a wrong one leaves nothing
     with joined(options.address, hosts={profile.host.resource}), Store(store) as st:
         options.check_artifact_folder([measuring])  # a folder that cannot be written leaves no campaign planned
+        # its first batch would be refused: said before the pretraining, and before a warning that the
+        # imported latencies are left out, as if onboarding went on without them
+        refuse_imported_names(st, space, [measuring])
         tables = pretrain_tables(space, st, profile.name)
         if not tables:
             raise CampaignError(f"no train device with latencies for {space}: nothing to pretrain on")

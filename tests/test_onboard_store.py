@@ -102,6 +102,26 @@ def test_a_lab_device_named_as_a_public_one_is_not_merged_with_it_arch_by_arch(t
     assert "the public table's (the store has 30 latencies" in said[0] and "the store's (120 latencies)" in said[1]
 
 
+def test_onboarding_a_device_the_store_holds_as_imported_is_one_line_up_front(tmp_path, capsys, caplog):
+    # An export imported on another machine (device onb-ort, settings unknown), then `hwl onboard onb-ort` there:
+    # it pretrained, warned 'left out 2 latencies ... (2 with imported, settings unknown)' as if it went on without
+    # them, then refused its first batch. The refusal now comes first, alone.
+    from harness.cli import main
+
+    now, _ = _profiles(tmp_path)
+    with Store(tmp_path / "lab.db") as st:
+        st.add_imported("nb201", [("5", "onb-ort", 2.0), ("6", "onb-ort", 3.0)], source="onb-ort.parquet")
+    with caplog.at_level(logging.INFO):
+        assert main(["onboard", str(now), "--space", "nb201", "--budget", "4", "--candidates", "0-19",
+                     "--store", str(tmp_path / "lab.db"), "--out", str(tmp_path / "p.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device onb-ort is in" in err and "as an imported nb201 table (2 from " \
+        "onb-ort.parquet; settings unknown)" in err and "nothing planned" in err
+    assert "left out" not in caplog.text and "pretrain" not in caplog.text
+    with Store(tmp_path / "lab.db", readonly=True) as st:
+        assert st.query("SELECT count(*) AS n FROM campaigns")["n"].iloc[0] == 0
+
+
 def test_latencies_measured_while_the_device_drifted_are_not_taken_as_measured(tmp_path):
     # A canary off its baseline flags the results since the last good one (canary_drift), yet they stay
     # accepted. Onboarding must not fit on them: 11 was measured again cleanly (that value counts), 1462
