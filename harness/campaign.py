@@ -342,11 +342,23 @@ def refresh_reach(store: Store, campaign_id: int, profiles) -> list[str]:
     return changed
 
 
+def _imported_only(store: Store) -> str:
+    """The end of 'holds no campaign': a store of imported tables alone (`hwl data import` into a second store)
+    was told to start a campaign, as if it held nothing."""
+    files = store.query("SELECT source, count(*) AS n FROM imported GROUP BY source ORDER BY min(rowid)")
+    if files.empty:
+        return "; start one with `hwl campaign run`"
+    tables = ", ".join(f"{count(int(n), 'latency', 'latencies') if i == 0 else n} from {source}"
+                       for i, (source, n) in enumerate(files.itertuples(index=False)))
+    return (f", only imported tables ({tables}): campaign commands read measured campaigns, so pass those files on "
+            f"as they are, or give the predictor commands --store {store.path}")
+
+
 def find_campaign(store: Store, name: str | None) -> tuple[int, str, str]:
     """(id, name, space) of a campaign; ``None`` means the store's only (or latest) campaign."""
     names = store.campaign_names()
     if not names:
-        raise CampaignError(f"store {store.path} holds no campaign; start one with `hwl campaign run`")
+        raise CampaignError(f"store {store.path} holds no campaign{_imported_only(store)}")
     if name is None:
         name = names[-1]
         if len(names) > 1:  # onboarding makes one campaign per batch: say which one this is

@@ -258,6 +258,22 @@ def test_an_export_imports_into_a_fresh_store_with_its_accepted_labels(campaign,
         sorted(zip(want["device"], want["arch"], want["label_ms"]))
 
 
+def test_exporting_a_store_of_imported_tables_says_what_it_holds(campaign, tmp_path, capsys):
+    """An export imported into a second store, then `hwl campaign export` of that store: 'holds no campaign;
+    start one with hwl campaign run', as if the store held nothing. It now names what it holds and what to do."""
+    store, _ = campaign
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(tmp_path / "lab.parquet")]) == 0
+    second = str(tmp_path / "second.db")
+    assert hwl_main(["data", "import", str(tmp_path / "lab.parquet"), "--store", second]) == 0
+    capsys.readouterr()
+    for command in (["export", "--out", str(tmp_path / "again.parquet")], ["status"]):
+        assert hwl_main(["campaign", *command, "--store", second]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "only imported tables (6 latencies from lab.parquet)" in err, err
+        assert "start one with" not in err and f"give the predictor commands --store {second}" in err
+    assert not (tmp_path / "again.parquet").exists()
+
+
 def test_a_wide_table_with_a_missing_cell_imports_the_filled_ones(tmp_path):
     wide = tmp_path / "fbnet_wide.csv"
     keys = [fbnet.to_key(["skip"] * 22), fbnet.to_key(["k3_e1"] * 22)]
