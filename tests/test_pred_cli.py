@@ -42,7 +42,9 @@ def test_train_adapt_predict_end_to_end(tables, capsys):
     assert "with 12 measurements" in capsys.readouterr().out
     assert main(["adapt", str(root / "adapted.pt"), "--device", "my_pi", "--measurements",
                  str(root / "my_pi_12.csv"), "--out", str(root / "again.pt")]) == 2
-    assert "adapted.pt is already adapted to 'my_pi'; adapt the pretrained model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "adapted.pt is already adapted to 'my_pi'; adapt the pretrained model" in err
+    assert "for a predictor from `hwl onboard`, run that onboarding again with a larger --budget" in err
     assert main(["predict", str(root / "adapted.pt"), "--device", "my_pi", "--archs", "0,1,2,3,399",
                  "--out", str(root / "pred.parquet")]) == 0
     pred = pd.read_parquet(root / "pred.parquet")

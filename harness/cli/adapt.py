@@ -39,7 +39,9 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
     saved = load_model(model)
     if saved.get("device") is not None:  # some methods (tl_et) would tune on top of the first device
         raise UserError(f"{model} is already adapted to {saved['device']!r}; adapt the pretrained model from "
-                        "`hwl train` (with all the measurements) instead")
+                        "`hwl train` (with all the measurements) instead, or, for a predictor from `hwl onboard`, "
+                        "run that onboarding again with a larger --budget: it goes on from the measurements in its "
+                        "store")
     if device in (saved.get("train_devices") or ()):  # `hwl train --store lab.db` takes every device of it
         log.warning("%s is one of %s's train devices: its own pretraining latencies feed the prediction, so the "
                     "predictor is not a few-shot one for it; for a device new to the model, train without it "
