@@ -109,16 +109,19 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     thermal_wait_s = wait_until_cool(policy, cancel)
     if policy.cooldown_s:
         time.sleep(policy.cooldown_s)  # rule 8, outside every timed window
+    start = time.monotonic()
+    # The child learns the per-model limit's deadline (one monotonic clock per machine) to stop a model whose
+    # policy cannot end by then as soon as its warmup shows it, rather than be killed at the limit.
     job = {"request": json.loads(_encode_request(request)), "model_path": str(model_path) if model_path else "",
            "fingerprint_id": fingerprint_id, "cache_dir": str(cache_dir) if cache_dir else "",
-           "thermal_wait_s": thermal_wait_s}
+           "thermal_wait_s": thermal_wait_s, "model_deadline": start + policy.model_timeout_s}
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
         env[var] = str(request.threads)
     # The child must import this very package, wherever the agent was started from.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH", "")]))
-    start, kills_before = time.monotonic(), oom_kills()
+    kills_before = oom_kills()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([python, "-m", "agents.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
@@ -232,7 +235,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
 # child side
 def _measure(job: dict, report) -> dict:
     from agents import runtimes
-    from agents.errors import HwlError
+    from agents.errors import HwlError, TooSlowForPolicy
     from agents.measurement import Measurement, MeasurementSpec
     from agents.protocol import decode
     from agents.runtimes.base import RunFailure, looks_like_oom
@@ -260,9 +263,11 @@ def _measure(job: dict, report) -> dict:
         else:
             report("first")
             timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
-                                 first=prepared.first)
+                                 first=prepared.first, seconds_left=_seconds_left(job))
     except RunFailure as exc:
         return {"outcome": exc.outcome, "message": str(exc)}
+    except TooSlowForPolicy as exc:  # the harness reads the class name: no retry, nothing charged to the device
+        return {"outcome": "timeout", "message": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:
         outcome = "oom" if looks_like_oom(exc) else "runtime_error"
         return {"outcome": outcome, "message": f"{type(exc).__name__}: {exc}"}
@@ -288,6 +293,12 @@ def _measure(job: dict, report) -> dict:
     outcome = "unstable" if m.is_unstable else "ok"
     message = f"flags {', '.join(m.flags)}" if m.is_unstable else ""
     return {"outcome": outcome, "message": message, "measurement": m.to_dict()}
+
+
+def _seconds_left(job: dict):
+    """Seconds left before the parent kills this process for the per-model limit (None: a job without one)."""
+    deadline = job.get("model_deadline")
+    return None if deadline is None else (lambda: deadline - time.monotonic())
 
 
 def _arch_label(request: Measure) -> str:

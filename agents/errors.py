@@ -49,6 +49,12 @@ class ToolKilled(HwlError):
     dying adb server; not a crash of its own, not the OOM killer): it says nothing about the model."""
 
 
+class TooSlowForPolicy(HwlError):
+    """The model's inferences are too slow for its timing policy (warmup and windows) to end within
+    ``model_timeout_s``: found in the warmup, so the measurement stops there instead of being killed at the limit.
+    It says nothing about the device, and measuring again under the same policy ends the same way."""
+
+
 class MeasurementTimeout(HwlError):
     """A timed window or a whole model ran past its time limit; its process group was killed."""
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from agents.errors import BadRequest
+from agents.errors import BadRequest, TooSlowForPolicy
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,44 @@ def _window_done(policy: TimingPolicy, runs: int, elapsed_ns: int, longest_block
     return runs >= policy.window_min_runs and elapsed_ns >= policy.window_min_s * 1e9
 
 
+def least_seconds_left_to_time(policy: TimingPolicy, run_ns: float, warmup_runs_left: int,
+                               warmup_s_left: float) -> float:
+    """A lower bound of the time the rest of the policy takes at ``run_ns`` an inference: the rest of the warmup,
+    one calibration block, then ``repeats`` windows that each end at their minima or just short of their cap."""
+    run_s = run_ns / 1e9
+    warmup = max(warmup_runs_left * run_s, warmup_s_left)
+    window = max(run_s, min(max(policy.window_min_runs * run_s, policy.window_min_s), policy.window_max_s - run_s))
+    return warmup + run_s + policy.repeats * window
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _check_it_fits(policy: TimingPolicy, seconds_left: Callable[[], float] | None, run_ns: float, first_ns: int,
+                   warmup_runs_left: int, warmup_s_left: float) -> None:
+    """Raise TooSlowForPolicy when even at ``run_ns`` an inference (the fastest so far) the rest of the policy
+    cannot end before the per-model limit: the numbers, and the remedies, go in its message."""
+    if seconds_left is None:
+        return
+    needed_s = least_seconds_left_to_time(policy, run_ns, warmup_runs_left, warmup_s_left)
+    left_s = seconds_left()
+    if needed_s <= left_s:
+        return
+    raise TooSlowForPolicy(
+        f"one inference takes at least {run_ns / 1e6:.1f} ms here (the first: {first_ns / 1e6:.1f} ms), so this "
+        f"policy (a warmup of {_runs(policy.warmup_min_runs)}, then {policy.repeats} windows of at least "
+        f"{_runs(policy.window_min_runs)}, each capped at {policy.window_max_s:g} s) needs at least {needed_s:.1f} s "
+        f"more, where {max(left_s, 0):.1f} s of model_timeout_s = {policy.model_timeout_s:g} s are left: raise "
+        "model_timeout_s, or lower window_min_runs, repeats or warmup_min_runs (the profile's [measurement.policy]; "
+        "hwl measure --policy FIELD=VALUE); stopped in the warmup instead of at the limit")
+
+
 def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
                 clock: Callable[[], int] = time.perf_counter_ns, on_gpu: bool = False,
                 on_window: Callable[[str], object] | None = None,
-                first: Callable[[], int] | None = None) -> Timing:
+                first: Callable[[], int] | None = None,
+                seconds_left: Callable[[], float] | None = None) -> Timing:
     """Run the algorithm of the module docstring.
 
     Parameters
@@ -182,6 +216,14 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
         progress with it, so the parent can enforce the per-window time limit).
     first : callable, optional
         ``first() -> ns`` for the first inference, when ``block(1)`` cannot time it.
+    seconds_left : callable, optional
+        Seconds left before the per-model limit (``model_timeout_s``). After each warmup block, a model whose
+        fastest inference so far is too slow for the rest of the policy to end in that time raises
+        :class:`~agents.errors.TooSlowForPolicy` at once, rather than being killed at the limit (rule 21).
+
+    Raises
+    ------
+    TooSlowForPolicy
     """
     block_min_ns = (policy.gpu_block_min_s if on_gpu else policy.block_min_s) * 1e9
     warmup_min_ns = max(policy.warmup_min_s, policy.gpu_warmup_min_s if on_gpu else 0.0) * 1e9
@@ -189,10 +231,13 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
 
     first_ns = int(first() if first is not None else block(1))
     notify("warmup")
-    k, runs, t0 = 1, 0, clock()
+    k, runs, t0, fastest_ns = 1, 0, clock(), float("inf")
     while runs < policy.warmup_min_runs or clock() - t0 < warmup_min_ns:
         t = block(k)
         runs += k
+        fastest_ns = min(fastest_ns, t / k)  # the first inference is left out: it is often slower (rule 9)
+        _check_it_fits(policy, seconds_left, fastest_ns, first_ns, max(0, policy.warmup_min_runs - runs),
+                       (warmup_min_ns - (clock() - t0)) / 1e9)
         if t < block_min_ns and k < policy.max_block_size:
             k = min(2 * k, policy.max_block_size)
     warmup_ns, warmup_runs = clock() - t0, runs
@@ -215,4 +260,4 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
                   warmup_runs=warmup_runs, warmup_ns=warmup_ns)
 
 
-__all__ = ["PROFILES", "Timing", "TimingPolicy", "block_timer", "time_blocks"]
+__all__ = ["PROFILES", "Timing", "TimingPolicy", "block_timer", "least_seconds_left_to_time", "time_blocks"]

@@ -32,7 +32,7 @@ from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
-from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S
+from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S, TOO_SLOW_FOR_POLICY
 from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
 from harness.ray_cluster import (actor_status, cores_kept_free, device_actor, export_remote, ray_session,
@@ -645,6 +645,9 @@ class Coordinator:
             pass  # the coordinator's export failed, or the loss was counted already: nothing more about the device
         elif self._unfit(dev, record):  # the job is queued again, uncharged
             pass
+        elif record.get("error_kind") == TOO_SLOW_FOR_POLICY:  # it ran the model fine, only too slowly
+            log.warning("%s: %s %s failed for good, too slow for the profile's timing policy: %s", dev.profile.name,
+                        self.space, arch, record.get("error_message"))
         elif outcome in FAILED_OUTCOMES and dev.state != "active":
             pass  # sent ahead of the verdict (quarantine, recover command): the run it ended stays as counted
         elif outcome in FAILED_OUTCOMES and self._failed_on_the_model(job_id, record):
@@ -668,6 +671,8 @@ class Coordinator:
         do not count, or one outage would fail the job that was in flight; a job in flight at every
         loss is still given up after 3 x ``max_attempts`` attempts in all. Nor is a job given up while its
         device fails on every model (``_blames_the_model``)."""
+        if record.get("error_kind") == TOO_SLOW_FOR_POLICY:
+            return False  # the same policy on the same device ends the same way: only a new profile helps
         if attempt < self.options.max_attempts:
             return True
         if attempt >= 3 * self.options.max_attempts:

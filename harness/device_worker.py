@@ -51,6 +51,9 @@ DEVICE_UNFIT_KINDS = (*DEVICE_SETUP_KINDS, DEVICE_TOO_HOT)
 # What the measuring child may say about the device rather than the model (agents.runtimes.command):
 # a runtime it cannot run, or a vendor tool killed by a signal sent to it.
 _DEVICE_KINDS_SAID_BY_CHILD = (*DEVICE_SETUP_KINDS, "ToolKilled")
+# A timeout the child foresaw in the warmup: the model's inferences are too slow for the profile's policy to end
+# within model_timeout_s. Neither the device's fault nor mended by measuring again (harness.coordinator).
+TOO_SLOW_FOR_POLICY = "TooSlowForPolicy"
 
 
 def lock_dir() -> Path:
@@ -275,6 +278,8 @@ class DeviceWorker:
         said_by_child = (reply.message or "").split(":", 1)[0]  # the child's "ErrorClass: message"
         if reply.outcome in ("load_error", "runtime_error") and said_by_child in _DEVICE_KINDS_SAID_BY_CHILD:
             record.update(outcome="device_lost", error_kind=said_by_child)  # as above: no architecture charged
+        elif reply.outcome == "timeout" and said_by_child == TOO_SLOW_FOR_POLICY:
+            record["error_kind"] = TOO_SLOW_FOR_POLICY
         record["fingerprint"] = hello.fingerprint
         record.setdefault("fingerprint_id", hello.fingerprint_id)
         return record

@@ -116,3 +116,13 @@ def test_a_batch_the_model_was_not_exported_at_is_refused(onnx_path, capsys):
     assert "the model's input 'input' has batch size 1, not the request's 8" in capsys.readouterr().err
     assert main(["measure", str(onnx_path), "--batch", "1", "--profile", "quick", "--json", *TINY]) == 0
     assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["batch"] == 1
+
+
+def test_measure_tells_a_model_too_slow_for_its_policy_where_to_change_it(onnx_path, capsys):
+    """The table view printed the message through rich's markup, which ate '[measurement.policy]' (the profile
+    table a user must edit): '(the profile's ; hwl measure ...'."""
+    rc = main(["measure", str(onnx_path), "--cores", "0", *TINY, "--policy", "window_min_runs=1000000",
+               "--policy", "window_max_s=30", "--policy", "window_timeout_s=30", "--policy", "model_timeout_s=4"])
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert rc == 1 and out.startswith("timeout: TooSlowForPolicy: one inference takes"), out
+    assert "(the profile's [measurement.policy]; hwl measure --policy FIELD=VALUE)" in out, out

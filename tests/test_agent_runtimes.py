@@ -275,3 +275,15 @@ def test_a_window_that_reaches_its_cap_is_timed_not_killed(nb201_onnx):
     assert res.outcome in TIMED, res.message
     for window in res.record().samples_ns:
         assert 0 < sum(window) * res.record().block_size <= 0.3e9
+
+
+def test_a_model_too_slow_for_its_policy_stops_in_the_warmup_not_at_the_limit(nb201_onnx):
+    """A policy that cannot end within model_timeout_s at this model's speed (windows of a million runs, as a
+    1.2 s model meets the method's 5 x 50 runs in 300 s) ran until the per-model limit killed it: 'ran past the
+    per-model limit of 4 s (in phase window 0)'. The child now sees it in the warmup and stops there, naming the
+    numbers and the remedies; the harness reads the TooSlowForPolicy that opens the message."""
+    path, sha = nb201_onnx
+    slow = {"window_min_runs": 10**6, "window_max_s": 30, "window_timeout_s": 30, "model_timeout_s": 4}
+    res = measure(runtime="ort", model=str(path), sha256=sha, cores=(0,), policy={**TINY, **slow})
+    assert res.outcome == "timeout" and res.message.startswith("TooSlowForPolicy: one inference takes"), res.message
+    assert "then 2 windows of at least 1000000 runs, each capped at 30 s" in res.message

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from agents.errors import BadRequest
+from agents.errors import BadRequest, TooSlowForPolicy
 from agents.measurement import Measurement, MeasurementSpec
 from agents.timing import TimingPolicy, block_timer, time_blocks
 
@@ -127,6 +127,34 @@ def test_slow_model_needs_min_runs_and_window_cap_stops_it():
     t = time_blocks(block_timer(dev.run_once, clock=dev.clock), TimingPolicy.quick(window_max_s=5.0),
                     clock=dev.clock)
     assert [len(w) for w in t.samples_ns] == [2, 2, 2]  # a third run would end at 6 s, past the cap
+
+
+def _left_of_the_limit(dev, policy):
+    """seconds_left of a measurement that started when the fake device's clock read 0."""
+    return lambda: policy.model_timeout_s - dev.now / 1e9
+
+
+def test_a_model_too_slow_for_the_policy_stops_in_its_warmup_with_the_numbers():
+    """The method's policy (10 warmup runs, 5 windows of >= 50 runs) cannot end within 300 s at 1.2 s an inference:
+    such a model ran until the per-model limit killed it, every attempt. It now stops after one warmup run."""
+    policy = TimingPolicy.standard()
+    dev = FakeDevice(1_200_000_000)
+    with pytest.raises(TooSlowForPolicy) as err:
+        time_blocks(block_timer(dev.run_once, clock=dev.clock), policy, clock=dev.clock,
+                    seconds_left=_left_of_the_limit(dev, policy))
+    assert dev.calls == 2  # the first inference and one warmup run
+    said = str(err.value)
+    assert "at least 1200.0 ms" in said and "a warmup of 10 runs, then 5 windows of at least 50 runs" in said
+    assert "needs at least 312.0 s more, where 297.6 s of model_timeout_s = 300 s are left" in said
+    assert "raise model_timeout_s, or lower window_min_runs, repeats or warmup_min_runs" in said
+
+
+def test_a_model_the_policy_fits_in_its_limit_is_timed_as_before():
+    policy = TimingPolicy.standard()
+    dev = FakeDevice(1_000_000_000)  # 1 s: 10 + 1 + 5 x 50 runs take 261 s of the 300
+    t = time_blocks(block_timer(dev.run_once, clock=dev.clock), policy, clock=dev.clock,
+                    seconds_left=_left_of_the_limit(dev, policy))
+    assert [len(w) for w in t.samples_ns] == [50] * 5 and dev.now / 1e9 == 262  # the first inference too
 
 
 def test_block_timer_synchronises_before_reading_the_clock():

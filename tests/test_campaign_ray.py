@@ -749,6 +749,25 @@ def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_
     assert "drift canary failed" in summary["devices"]["ray-npu3"]["error"], summary["devices"]
 
 
+def test_models_too_slow_for_the_policy_fail_once_each_and_leave_the_device_active(local_ray, artifacts, tmp_path):
+    """Models whose inferences are too slow for the profile's policy to end within model_timeout_s (windows of a
+    million runs here, as a 1.2 s model meets the method's 5 x 50 runs in 300 s): each attempt burned the whole
+    limit and ended as a timeout, was retried, and three in a row quarantined the healthy device. The agent now
+    stops each in its warmup (TooSlowForPolicy), the job fails at its first attempt, and the device stays active."""
+    slow = {**FAST_POLICY, "window_min_runs": 10**6, "window_max_s": 30, "window_timeout_s": 30, "model_timeout_s": 4}
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [write_profile(tmp_path, "ray-slow", policy=slow)])
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        attempts = s.db.execute("SELECT j.arch, j.state, r.outcome, r.error_kind, r.error_message FROM results r "
+                                "JOIN jobs j ON j.id = r.job_id").fetchall()
+    assert summary["devices"]["ray-slow"]["state"] == "active", summary["devices"]
+    assert sorted(a for a, *_ in attempts) == sorted(CHEAP.split(",")), attempts  # one attempt each
+    for _, state, outcome, kind, message in attempts:
+        assert (state, outcome, kind) == ("failed", "timeout", "TooSlowForPolicy"), attempts
+        assert "raise model_timeout_s, or lower window_min_runs" in message
+
+
 def test_a_model_file_that_keeps_failing_its_hash_check_is_reported_without_a_power_cycle(local_ray, tmp_path):
     """A model file that fails the agent's hash check at every attempt (here the one fixed model, damaged
     after it was hashed, so writing it again cannot mend it): after 3 in a row the device ran its

@@ -162,11 +162,12 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
 
 def _print_table(result) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    if result.measurement is None:
-        console.print(f"[bold red]{result.outcome}[/]: {result.message}")
+    if result.measurement is None:  # escaped: a message naming "[measurement.policy]" is no markup
+        console.print(f"[bold red]{result.outcome}[/]: {escape(result.message)}")
         return
     m = result.record()
     st = m.statistics()
@@ -188,4 +189,4 @@ def _print_table(result) -> None:
         table.add_row(k, v)
     console.print(table)
     if result.message:
-        console.print(result.message)
+        console.print(escape(result.message))
