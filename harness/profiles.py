@@ -361,6 +361,12 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
                                f"core(s) of 'runtime.cores' {cores}; pin at least one core per thread")
         cores = tuple(sorted(cores))
     options = _runtime_options(c, kind, rt.get("options", {}))
+    if kind == "tvm" and threads > 1 and not dict(options).get("tuned"):  # else the agent refuses every model
+        raise ProfileError(f"{source}: key 'runtime.threads' = {threads}, but runtime 'tvm' untuned runs on one "
+                           "thread (TVM's default CPU build has no parallel loop), so its records would say "
+                           f"{threads} threads for one; set threads = 1 with one core in 'runtime.cores' (a "
+                           "MetaSchedule-tuned library has parallel loops: time it at more threads with hwl measure "
+                           "--runtime tvm --option library=FILE --option tuned=true)")
     if host.transport == "command" and kind != "command":
         raise ProfileError(f"{source}: transport 'command' measures through the host-side tool, so "
                            f"'runtime.kind' must be 'command', got {kind!r}")

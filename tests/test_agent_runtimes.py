@@ -167,6 +167,35 @@ def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     assert res.record().metadata["runtime"]["compile_ms"] is None
 
 
+def test_tvm_refuses_threads_its_library_cannot_use(nb201_onnx, tmp_path):
+    """TVM's default CPU build (untuned) has no parallel loop, so at 2 threads the worker's CPU time stayed that of
+    one thread and the record said threads=2 (rules 1, 5). A request for more threads than one is now refused for
+    a library without a parallel loop: built here, or shipped. A library with one (what MetaSchedule makes) is told
+    apart by the runtime call its parallel loop compiles to."""
+    import tvm
+    from tvm.script import tirx as T
+
+    path, sha = nb201_onnx
+    res = measure(runtime="tvm", model=str(path), sha256=sha, _cache=tmp_path / "cache", cores=(0, 1), threads=2)
+    assert res.outcome == "load_error" and res.message.startswith(
+        "BadRequest: tvm at 2 threads: TVM's default CPU build (untuned) has no parallel loop"), res.message
+    (lib,) = (tmp_path / "cache" / "tvm").glob("*.so")  # built, and kept for a request at 1 thread
+    res = measure(runtime="tvm", options={"library": str(lib)}, input_shape=(1, 3, 32, 32), sha256=sha,
+                  cores=(0, 1), threads=2)
+    assert res.outcome == "load_error" and "has no parallel loop" in res.message, res.message
+
+    @T.prim_func
+    def add_one(a: T.Buffer((4, 16))):  # float32
+        for i in T.parallel(4):
+            for j in range(16):
+                a[i, j] = a[i, j] + T.float32(1)
+
+    from agents.runtimes.tvm_vm import runs_parallel_loops
+    parallel = tmp_path / "parallel.so"
+    tvm.compile(add_one, target="llvm").export_library(str(parallel))
+    assert runs_parallel_loops(parallel) and not runs_parallel_loops(lib)
+
+
 @pytest.mark.slow
 def test_tvm_cross_compiles_for_aarch64_on_the_build_host(nb201_onnx, tmp_path):
     import tarfile

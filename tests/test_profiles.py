@@ -76,6 +76,9 @@ def test_good_profile_fields_and_round_trip():
     ({"runtime__kind": "command", "runtime__options": {"command": "bench {model}", "regex": "([0-9.]+)",
                                                       "warmup_runs": -1}}, ["runtime.options.warmup_runs", ">= 0"]),
     ({"runtime__kind": "tvm", "runtime__options": {"opt_level": -1}}, ["runtime.options.opt_level", "0, 1, 2, 3"]),
+    # TVM's untuned build has no parallel loop: its records said 2 threads for one thread's latency
+    ({"runtime__kind": "tvm", "runtime__options": {}}, ["runtime.threads", "= 2", "untuned runs on one thread",
+                                                       "set threads = 1"]),
     ({"runtime__options": {"scope": "host"}}, ["runtime.options.scope", "compute, end_to_end"]),
     ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": "yes"}}, ["runtime.options.cuda_graph", "bool"]),
     # else every job of the device is refused by the agent (the device quarantined) only once a campaign runs

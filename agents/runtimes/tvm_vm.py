@@ -17,7 +17,10 @@ describe the single input), ``cc`` (compiler for exporting the library), ``tuned
 false; true means the library is MetaSchedule-tuned, which is an opt-in build step on a build
 host, minutes per model, see :func:`build_library`: the agent then needs ``library`` and never
 tunes inside a measurement).
-Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before TVM starts.
+Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before TVM starts. Only a kernel with a
+parallel loop uses TVM's thread pool, and TVM's default CPU build (untuned) schedules no loop, so its libraries run
+on one thread whatever that says: a request for more threads than one is refused for a library without a parallel
+loop (a MetaSchedule-tuned one has them), rather than recorded at a thread count it did not use (rules 1, 5).
 """
 from __future__ import annotations
 
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 KNOWN_OPTIONS = {"target", "library", "cc", "tuned", "opt_level"}
 DEFAULT_OPT_LEVEL = 3
 EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
+# What a compiled kernel with a parallel loop calls to run it on TVM's thread pool: a library that never names it
+# uses one thread.
+PARALLEL_LAUNCH = b"TVMBackendParallelLaunch"
 
 
 def _target(spec) -> tvm.target.Target:
@@ -208,6 +214,25 @@ def _cached_library(folder: Path | None, bhash: str) -> Path | None:
     return None
 
 
+def runs_parallel_loops(lib_path: Path) -> bool:
+    """Whether a compiled library (a shared library, or a tar of object files) has a kernel with a parallel loop,
+    the only kind that TVM's thread pool runs on more than one thread."""
+    try:
+        return PARALLEL_LAUNCH in lib_path.read_bytes()
+    except OSError:
+        return False  # loading it says what is wrong
+
+
+def _refuse_threads_it_cannot_use(threads: int, parallel: bool, tuned: bool) -> None:
+    """A library without a parallel loop runs on one thread: a record at more would be mislabelled."""
+    if threads > 1 and not parallel:
+        built = "this tuned library" if tuned else "TVM's default CPU build (untuned)"
+        raise BadRequest(f"tvm at {threads} threads: {built} has no parallel loop, so it runs on one thread "
+                         "whatever TVM_NUM_THREADS says; measure it at 1 thread on one core, or ship a "
+                         "MetaSchedule-tuned library (options.library with tuned = true, built by "
+                         "tvm_vm.build_library(tune_trials=...) on a build host)")
+
+
 def _load_library(lib_path: Path):
     try:
         return tvm.runtime.load_module(str(lib_path))
@@ -236,6 +261,8 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
         inputs = [("input", tuple(request.input_shape), request.dtype)]
         digest = hashlib.sha256(lib_path.read_bytes()).hexdigest() if lib_path.is_file() else ""
         bhash = digest
+        meta["parallel_loops"] = runs_parallel_loops(lib_path)
+        _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
         lib = _load_library(lib_path)
     else:
         bhash = build_hash(request.sha256, target, opt_level)
@@ -256,6 +283,8 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
                               input_shape=tuple(request.input_shape), opt_level=opt_level)
                 meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
                 _record_digest(lib_path)
+            meta["parallel_loops"] = runs_parallel_loops(lib_path)
+            _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
             lib = _load_library(lib_path)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(lib, dev)
