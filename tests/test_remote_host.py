@@ -59,6 +59,14 @@ def test_unknown_host_key_refused_then_trusted(server, tmp_path):
         assert again.run("echo ok").stdout.strip() == "ok"
 
 
+def test_trusting_a_host_makes_a_missing_ssh_folder_private_as_ssh_does(server, tmp_path):
+    known = tmp_path / "home" / ".ssh" / "known_hosts"  # a first ssh host of a new account: no ~/.ssh yet
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+              trust_new_host=True) as trusted:
+        trusted.run("true")
+    assert known.parent.stat().st_mode & 0o777 == 0o700
+
+
 def test_an_unknown_host_key_is_refused_with_the_fingerprint_to_check(server, tmp_path, caplog):
     listed = subprocess.run(["ssh-keygen", "-lf", f"{server.host_key}.pub"], capture_output=True, text=True,
                             check=True).stdout.split()[1]  # "256 SHA256:... comment (ED25519)"

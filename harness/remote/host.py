@@ -97,7 +97,7 @@ class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
         self.known_hosts = known_hosts
 
     def missing_host_key(self, client, hostname, key):
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ssh makes ~/.ssh: yours alone
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
