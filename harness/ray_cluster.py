@@ -71,6 +71,15 @@ def keep_ray_token_private() -> None:
             log.info("made Ray's token file %s readable by this user alone", path)
 
 
+def _warn_if_token_auth_off() -> None:
+    """The user's RAY_AUTH_MODE=disabled leaves hwl's local Ray open: it listens on every interface, and its token
+    is all that keeps others from running code as this user."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        log.warning("RAY_AUTH_MODE=disabled: hwl's local Ray listens on every network interface of this machine "
+                    "without a token, so anyone who reaches it can run code as you; unset RAY_AUTH_MODE to keep "
+                    "Ray's token auth")
+
+
 def cores_kept_free(core_sets, all_cores) -> set[int]:
     """The cores a local Ray (its exports) and the coordinator keep off: those of every local device pinned to
     cores, or, where together they span every core (the demo's 1-core and 2-core devices on a 2-core machine),
@@ -117,6 +126,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 kwargs["_system_config"] = local_system_config()
+                _warn_if_token_auth_off()
                 keep = sessions_kept()  # a bad setting stops here, before Ray starts
                 try:
                     with _signals_held_during_init(), _environment(local_ray_env()), _without("RAY_ADDRESS"):

@@ -200,6 +200,15 @@ def test_the_ray_token_file_is_made_readable_by_this_user_alone(ray_tmp, tmp_pat
     assert token.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_local_ray_without_token_auth_is_warned_of(ray_tmp):
+    """In a process of its own: Ray's auth mode is read once a process."""
+    code = ("import logging\nfrom harness.ray_cluster import ray_session\nlogging.basicConfig()\n"
+            f"with ray_session(num_cpus=1, temp_dir={ray_tmp!r}):\n    pass\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                         check=True, timeout=300, capture_output=True, text=True)
+    assert "RAY_AUTH_MODE=disabled: hwl's local Ray listens on every network interface" in run.stderr
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, tmp_path):
     """The demo's pair on a 2-core machine: local-ort-1t times on core 1, local-ort-2t on cores 0-1. Their cores
