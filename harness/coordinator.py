@@ -784,10 +784,10 @@ class Coordinator:
             results, jobs = self.store.flag_results_since(self.campaign_id, dev.profile.name,
                                                           dev.last_good_result, DRIFT_FLAG)
             rest = self.options.drift_pause_s if dev.queue else 0.0
-            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %d %s "
+            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %s "
                         "since the last good canary (%s, re-measured attempts included), %s",
-                        dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms, jobs,
-                        "job" if jobs == 1 else "jobs", count(results, "result", "results"),
+                        dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms,
+                        count(jobs, "job", "jobs"), count(results, "result", "results"),
                         f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)

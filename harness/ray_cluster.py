@@ -122,7 +122,6 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                 except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
                     raise ClusterError(_join_refused(address, exc)) from None
                 _warn_hosts_no_node_offers(hosts)
-                keep_ray_token_private()
             else:
                 kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
                 kwargs["_system_config"] = local_system_config()
@@ -139,7 +138,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
                                        f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
                                        "as /tmp/ray") from None
                 _tidy_sessions(keep)
-            keep_ray_token_private()
+            keep_ray_token_private()  # started or joined: the token file is on this machine either way
             yield
         finally:
             if not address and not ray.is_initialized():  # ray.init did not get to connect
