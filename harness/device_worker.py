@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from agents.errors import HwlError
-from agents.protocol import Measure, Ping, Result
+from agents.protocol import Measure, Result
 from harness.errors import UserError
 from harness.paths import private_temp_folder
 from harness.profiles import DeviceProfile, profile_from_dict
@@ -228,12 +228,6 @@ class DeviceWorker:
                 "reconnect_error": self.reconnect_error,
                 "agent_pid": getattr(session, "pid", None) if session is not None else None,
                 "worker_pid": os.getpid(), "node_id": _ray_node_id(), "uptime_s": time.time() - self._started}
-
-    def ping(self) -> float:
-        """Round trip to the agent in seconds (the agent answers pings while it measures)."""
-        t0 = time.perf_counter()
-        self._open().request(Ping(sent_ns=time.monotonic_ns()), timeout_s=10.0)
-        return time.perf_counter() - t0
 
     # -- measurement -----------------------------------------------------------------------
     def measure(self, job: dict) -> dict:

@@ -35,7 +35,7 @@ from harness import __version__
 from harness.errors import StorageFull, StoreError, StoreGone, StoreVersionError
 from harness.paths import why_not_made
 from harness.profiles import profile_from_dict
-from harness.store_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
+from harness.store_schema import APPLICATION_ID, JOB_STATES, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -340,13 +340,12 @@ class Store:
         counts = self.query("SELECT device, state, count(*) AS n FROM jobs WHERE campaign_id = ? "
                             "GROUP BY device, state", (campaign_id,))
         table = counts.pivot_table(index="device", columns="state", values="n", fill_value=0)
-        for col in ("queued", "running", "done", "failed"):
+        for col in JOB_STATES:
             if col not in table:
                 table[col] = 0
-        table = table[["queued", "running", "done", "failed"]].astype(int)
+        table = table[list(JOB_STATES)].astype(int)
         dev = self.devices(campaign_id).set_index("device")[["state", "error", "consecutive_failures"]]
-        return dev.join(table, how="left").fillna({"queued": 0, "running": 0, "done": 0, "failed": 0}) \
-            .reset_index()
+        return dev.join(table, how="left").fillna(dict.fromkeys(JOB_STATES, 0)).reset_index()
 
     # -- jobs and attempts -----------------------------------------------------------------
     def recover_interrupted(self, campaign_id: int) -> int:
@@ -526,12 +525,6 @@ class Store:
                             "size_bytes, created_at) VALUES (?,?,?,?,?,?,?)",
                             (sha256, space, arch, json.dumps(config, sort_keys=True), path, size_bytes,
                              time.time()))
-
-    def artifacts_for(self, space: str, config: dict) -> dict[str, tuple[str, str]]:
-        """arch -> (sha256, path) of artifacts exported with ``config``."""
-        rows = self.db.execute("SELECT arch, sha256, path FROM artifacts WHERE space = ? AND config_json = ?",
-                               (space, json.dumps(config, sort_keys=True)))
-        return {a: (s, p) for a, s, p in rows}
 
     # -- tables for users ------------------------------------------------------------------
     def imported_sources(self, space: str, devices) -> pd.DataFrame:

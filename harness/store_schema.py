@@ -12,8 +12,7 @@ import sqlite3
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x48574C31  # "HWL1"
 
-JOB_STATES = ("queued", "running", "done", "failed")
-DEVICE_STATES = ("active", "quarantined")
+JOB_STATES = ("queued", "running", "done", "failed")  # of `jobs.state`; a device's is active, recovering or quarantined
 
 # Statistics stored as columns of `results` (names of agents.measurement.Measurement.statistics;
 # milliseconds unless the name says otherwise). label_ms = median of the repeat medians.
