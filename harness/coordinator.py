@@ -10,8 +10,10 @@
 * The coordinator commits each job's state to the store before acting on it, numbers attempts,
   re-queues failures (at most ``max_attempts`` per job) and unstable / drifting records (at most
   2 extra attempts, then the steadiest attempt is accepted), quarantines a device after 3
-  failures in a row (first running its profile's ``recover`` command, if it has one, once per
-  run of failures), and runs a drift canary at the start, every 50 jobs and at the end.
+  failures in a row (first measuring its drift canary, which tells a failing device from models
+  it cannot run, then running its profile's ``recover`` command, if it has one, once per run of
+  failures), and runs a drift canary at the start (unless the device's last one passed moments
+  ago), after a recover command, every 50 jobs and at the end.
 * The queue is re-derived from the store, so ``resume`` after any crash is the same code path;
   a lock beside the store (``campaign_lock``) keeps a second coordinator off a running campaign.
 """
@@ -81,6 +83,10 @@ class CoordinatorOptions:
     ----------
     address : str or None
         Ray cluster to join; None starts a local Ray (``num_cpus``, no dashboard).
+    num_cpus : int
+        CPUs of a local Ray: the export tasks running at once (each takes one).
+    ray_temp_dir : str, optional
+        A local Ray's temporary folder (Ray's default when None).
     artifact_dir : path
         Content-addressed ONNX store used by the export tasks.
     max_attempts : int
@@ -105,6 +111,12 @@ class CoordinatorOptions:
         Measurement calls sent to a device actor at once (it runs them one at a time).
     wait_timeout_s : float
         Timeout of each ``ray.wait``; also the progress-report interval.
+    hello_timeout_s : float
+        How long a device's agent may take to answer its first ``hello`` before the device is given up;
+        also part of the time its recover command and reconnect are allowed.
+    job_margin_s : float
+        Added to the longest a measurement may take under its profile's timing policy (and the session's own
+        margin): the coordinator gives up on a device actor's call after that sum (``Coordinator._job_limit_s``).
     pin_service_cores : bool
         Keep this process and a local Ray off the cores local devices measure on.
     fixed_model : dict, optional
@@ -238,16 +250,7 @@ class Coordinator:
         earlier = self.store.status(self.campaign_id).set_index("device")
         for profile in profiles:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
-            queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
-            last = self.store.canary_state(self.campaign_id, profile.name)
-            fresh = last is not None and last.ok and time.time() - last.measured_at < self.options.canary_fresh_s
-            dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue) and not fresh,
-                          limit_s=self._job_limit_s(profile))
-            if profile.name in earlier.index:
-                dev.done_before, dev.failed_before = (int(earlier.at[profile.name, k]) for k in ("done", "failed"))
-            if last is not None:  # the session's first canary is checked against it, not trusted
-                dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
-            self.devices[profile.name] = dev
+            self.devices[profile.name] = dev = self._device_from_store(profile, earlier)
             self._count_export_users(dev)
         if not any(d.queue for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
@@ -264,17 +267,37 @@ class Coordinator:
                     with contextlib.suppress(Exception):
                         ray.kill(dev.actor)
         except BaseException:  # Ctrl-C, a full disk, a bug: the jobs in flight go back to the queue now
-            try:
-                if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
-                    self.store.db.rollback()
-                self.store.recover_interrupted(self.campaign_id)
-                for dev in self.devices.values():
-                    if dev.state == "recovering":  # not left looking like work in progress
-                        self._quarantine(dev, f"{dev.error}; the campaign stopped while its recover command ran")
-            except Exception as exc:  # the next resume does it; keep the original error
-                log.warning("could not put the jobs in flight back in the queue (%s); `resume` will", exc)
+            self._put_back_in_flight()
             raise
         return self.summary()
+
+    def _device_from_store(self, profile: DeviceProfile, earlier) -> _Device:
+        """A device as the store leaves it: its queued jobs, its counts from earlier runs (``earlier``: the store's
+        status by device) and its last canary, whose baseline the session's first canary is checked against."""
+        queue = deque(self.store.queued_jobs(self.campaign_id, profile.name))
+        last = self.store.canary_state(self.campaign_id, profile.name)
+        fresh = last is not None and last.ok and time.time() - last.measured_at < self.options.canary_fresh_s
+        dev = _Device(profile, queue, canary_due=self.options.canary_every > 0 and bool(queue) and not fresh,
+                      limit_s=self._job_limit_s(profile))
+        if profile.name in earlier.index:
+            dev.done_before, dev.failed_before = (int(earlier.at[profile.name, k]) for k in ("done", "failed"))
+        if last is not None:  # the session's first canary is checked against it, not trusted
+            dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
+        return dev
+
+    def _put_back_in_flight(self) -> None:
+        """The run stopped: its jobs in flight go back to the queue, and a device whose recover command was
+        running is quarantined rather than left "recovering". A failure here only warns (the next resume does
+        the same), so the error that stopped the run is the one raised."""
+        try:
+            if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
+                self.store.db.rollback()
+            self.store.recover_interrupted(self.campaign_id)
+            for dev in self.devices.values():
+                if dev.state == "recovering":  # not left looking like work in progress
+                    self._quarantine(dev, f"{dev.error}; the campaign stopped while its recover command ran")
+        except Exception as exc:
+            log.warning("could not put the jobs in flight back in the queue (%s); `resume` will", exc)
 
     def _count_export_users(self, dev: _Device) -> None:
         base = self._export_key(dev, self.space, "")
@@ -616,15 +639,14 @@ class Coordinator:
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
         unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
-        retry = self._may_retry(job_id, attempt, record)
         if outcome == "ok" and not unstable:
-            state, accept = "done", None
-        elif unstable:
-            state, accept = ("queued", None) if retry else ("done", "steadiest")
+            state = "done"
+        elif self._may_retry(job_id, attempt, record):
+            state = "queued"
         else:
-            state, accept = ("queued" if retry else "failed"), None
+            state = "done" if unstable else "failed"
         result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
-        if accept == "steadiest":  # every attempt unstable: keep them all, answer with the steadiest
+        if unstable and state == "done":  # every attempt unstable: keep them all, answer with the steadiest
             best = min((r for r in self.store.job_results(job_id) if r[3] is not None),
                        key=lambda r: r[4] if r[4] is not None else float("inf"))
             self.store.accept_result(job_id, best[0])
@@ -641,6 +663,16 @@ class Coordinator:
             dev.failed += 1
         if state != "queued":
             self._release_export(dev, arch)
+        self._judge_device(dev, job_id, arch, record, counts=counts)
+        if self.options.canary_every and dev.since_canary >= self.options.canary_every:
+            dev.canary_due = True
+        log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
+                  outcome, state, result_id)
+
+    def _judge_device(self, dev: _Device, job_id: int, arch: str, record: dict, *, counts: bool) -> None:
+        """What a job's attempt says about its device: a failure adds to the device's run of failures (which
+        ends in a probe, its recover command or quarantine), a measurement ends the run."""
+        outcome = record.get("outcome")
         if record.get("error_kind") == EXPORT_FAILED or not counts:
             pass  # the coordinator's export failed, or the loss was counted already: nothing more about the device
         elif self._unfit(dev, record):  # the job is queued again, uncharged
@@ -659,10 +691,6 @@ class Coordinator:
         else:
             self._failures_in_row(dev, 0)
             dev.recover_tried, dev.fine_since_probe = False, True
-        if self.options.canary_every and dev.since_canary >= self.options.canary_every:
-            dev.canary_due = True
-        log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
-                  outcome, state, result_id)
 
     def _may_retry(self, job_id: int, attempt: int, record: dict) -> bool:
         """Whether a job gets another attempt: until ``max_attempts`` of its attempts said something
