@@ -385,28 +385,14 @@ class Store:
         this attempt's result id.
         """
         now = time.time()
-        outcome = record.get("outcome", "runtime_error")
+        row = _result_row(job_id, attempt, record, now)
+        outcome = row["outcome"]
         with self.transaction():
-            stats = record.get("stats") or {}
-            cols = ["job_id", "attempt", "outcome", "flags", *STAT_COLUMNS, "block_size", "n_repeats",
-                    "n_samples", "samples_ns", "measure_s", "error_kind", "error_message",
-                    "fingerprint_id", "artifact_sha256", "runtime_version", "code_version",
-                    "record_json", "created_at"]
-            samples = record.get("samples_ns")
-            slim = {k: v for k, v in record.items() if k not in ("samples_ns", "fingerprint", "stats")}
-            values = [job_id, attempt, outcome, ",".join(record.get("flags") or ()),
-                      *[stats.get(c) for c in STAT_COLUMNS], record.get("block_size"),
-                      len(samples) if samples else None,
-                      sum(len(r) for r in samples) if samples else None,
-                      encode_samples(samples) if samples else None, record.get("measure_s"),
-                      record.get("error_kind"), record.get("error_message"), record.get("fingerprint_id"),
-                      record.get("artifact_sha256"), record.get("runtime_version"), code_version(),
-                      json.dumps(slim, default=str), now]
             cur = self.db.execute(
-                f"INSERT OR IGNORE INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                "RETURNING id", values)
-            row = cur.fetchone()
-            result_id = row[0] if row else self.db.execute(
+                f"INSERT OR IGNORE INTO results ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+                "RETURNING id", tuple(row.values()))
+            inserted = cur.fetchone()  # None when this attempt's row was stored before
+            result_id = inserted[0] if inserted else self.db.execute(
                 "SELECT id FROM results WHERE job_id = ? AND attempt = ?", (job_id, attempt)).fetchone()[0]
             if job_state == "done":
                 self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
@@ -599,6 +585,24 @@ class Store:
         rows = [(row[1], row[2]) for row in self.db.execute("PRAGMA table_info(results)")
                 if row[1] != "job_id" and row[1] not in RAW_RESULT_COLUMNS]
         return dict(rows) if with_types else [name for name, _ in rows]
+
+
+def _result_row(job_id: int, attempt: int, record: dict, now: float) -> dict:
+    """Column -> value of an attempt's ``results`` row: its statistics as columns, its raw samples compressed
+    (with their counts), the rest of the record as JSON."""
+    stats = record.get("stats") or {}
+    samples = record.get("samples_ns")
+    slim = {k: v for k, v in record.items() if k not in ("samples_ns", "fingerprint", "stats")}
+    return {"job_id": job_id, "attempt": attempt, "outcome": record.get("outcome", "runtime_error"),
+            "flags": ",".join(record.get("flags") or ()), **{c: stats.get(c) for c in STAT_COLUMNS},
+            "block_size": record.get("block_size"),
+            "n_repeats": len(samples) if samples else None,
+            "n_samples": sum(len(r) for r in samples) if samples else None,
+            "samples_ns": encode_samples(samples) if samples else None, "measure_s": record.get("measure_s"),
+            "error_kind": record.get("error_kind"), "error_message": record.get("error_message"),
+            "fingerprint_id": record.get("fingerprint_id"), "artifact_sha256": record.get("artifact_sha256"),
+            "runtime_version": record.get("runtime_version"), "code_version": code_version(),
+            "record_json": json.dumps(slim, default=str), "created_at": now}
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
