@@ -111,7 +111,8 @@ class DeviceWorker:
     profile : DeviceProfile or dict
         The device (a dict as from ``DeviceProfile.to_dict``, which is what Ray ships).
     session_factory : callable, optional
-        ``session_factory(profile) -> Session``; default: a ``LocalSession`` for ``local``.
+        ``session_factory(profile) -> Session``; default: the session of the host's transport (``local``,
+        ``command`` or ``ssh``).
 
     Attributes
     ----------

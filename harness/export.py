@@ -117,7 +117,8 @@ class ExportRecord:
         True when the model was already in the store and nothing was exported.
     cpu_s : float
         CPU seconds of the whole ``export_one`` call in its process (build, export, check,
-        store); unlike the wall times it does not grow when other processes share the cores.
+        store; 0.0 on a cache hit); unlike the wall times it does not grow when other processes
+        share the cores.
     """
 
     space: str

@@ -6,6 +6,7 @@
 - the HELP tables shipped in ``predictors/data/`` (:func:`help_table`),
 - a user's or an exported CSV / Parquet file (:func:`read_table`) with a ``device`` and a
   ``latency_ms`` column and one of ``arch_index``, ``arch_str``, ``arch``, ``arch_ops``,
+  ``op_idx_key`` (:data:`ARCH_COLUMNS`),
 - a harness store (:func:`store_table`, ``harness.store.Store(path).latency_table(space)``),
 
 and :func:`load_table` picks one of them from CLI-style arguments. Devices may cover different
