@@ -114,30 +114,9 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
     with contextlib.redirect_stdout(sys.stderr):
         try:
             if address:
-                if address.startswith("ray://"):
-                    _check_ray_client_installed(address)
-                check_reachable(address)
-                try:
-                    _join(address)
-                except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-                    raise ClusterError(_join_refused(address, exc)) from None
-                _warn_hosts_no_node_offers(hosts)
+                _join_cluster(address, hosts)
             else:
-                kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
-                kwargs["_system_config"] = local_system_config()
-                _warn_if_token_auth_off()
-                keep = sessions_kept()  # a bad setting stops here, before Ray starts
-                try:
-                    with _signals_held_during_init(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
-                        ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                                 resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
-                except OSError as exc:
-                    if "AF_UNIX path length" not in str(exc):
-                        raise
-                    raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
-                                       f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
-                                       "as /tmp/ray") from None
-                _tidy_sessions(keep)
+                _start_local(num_cpus, hosts, temp_dir)
             keep_ray_token_private()  # started or joined: the token file is on this machine either way
             yield
         finally:
@@ -146,6 +125,43 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             with contextlib.suppress(Exception):
                 ray.shutdown()
             os.sched_setaffinity(0, old)
+
+
+def _join_cluster(address: str, hosts) -> None:
+    """Join the Ray cluster at ``address``, failing fast with what to do where nothing (or no Ray head) answers
+    there or the head refuses; warns of ``hosts`` that no node of the cluster offers."""
+    import ray
+
+    if address.startswith("ray://"):
+        _check_ray_client_installed(address)
+    check_reachable(address)
+    try:
+        _join(address)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        raise ClusterError(_join_refused(address, exc)) from None
+    _warn_hosts_no_node_offers(hosts)
+
+
+def _start_local(num_cpus: int, hosts, temp_dir: str | None) -> None:
+    """Start a local Ray with hwl's settings (:data:`LOCAL_RAY_SYSTEM_CONFIG`, :data:`LOCAL_RAY_ENV`) and a
+    ``host:<name>`` resource per host in ``hosts``; then tidy hwl's earlier session folders."""
+    import ray
+
+    kwargs = {"_temp_dir": temp_dir} if temp_dir else {}
+    kwargs["_system_config"] = local_system_config()
+    _warn_if_token_auth_off()
+    keep = sessions_kept()  # a bad setting stops here, before Ray starts
+    try:
+        with _signals_held_during_init(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
+            ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                     resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
+    except OSError as exc:
+        if "AF_UNIX path length" not in str(exc):
+            raise
+        raise ClusterError(f"Ray cannot start a local node: its socket paths under the temporary folder "
+                           f"would be too long for Unix ({exc}); set RAY_TMPDIR to a short folder such "
+                           "as /tmp/ray") from None
+    _tidy_sessions(keep)
 
 
 @contextlib.contextmanager
