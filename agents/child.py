@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agents.errors import error_class
 from agents.protocol import Measure, Result
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     ----------
     request : Measure
     model_path : path or None
-        Verified model file (None for an architecture key or a command without a file).
+        Model file (None for an architecture key or a command without a file). The child reads it once, checks
+        its bytes against ``request.sha256`` and runs those bytes, whatever the file holds later.
     fingerprint_id : str
         Linked from the record.
     cache_dir : path, optional
@@ -102,6 +104,11 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
         Interpreter for the child.
     cancel : threading.Event, optional
         Set it to kill the child early (agent shutdown); the outcome is then ``timeout``.
+
+    Raises
+    ------
+    HashMismatch, ModelNotFound
+        The file the child read is not the one asked for (swapped since it was found), or is gone.
     """
     from agents.timing import TimingPolicy  # numpy-free, cheap
 
@@ -132,6 +139,8 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
             pass
         outcome = _supervise(proc, policy, start, cancel)
         elapsed = time.monotonic() - start
+        if outcome is not None and outcome.get("refused"):  # the model it was given is not the one asked for
+            raise error_class(outcome["refused"])(outcome["message"])
         if outcome is not None and outcome.get("event") == "result":
             return Result(id=request.id, outcome=outcome["outcome"], message=outcome.get("message", ""),
                           measurement=outcome.get("measurement"), elapsed_s=elapsed)
@@ -235,21 +244,27 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
 # child side
 def _measure(job: dict, report) -> dict:
     from agents import runtimes
-    from agents.errors import HwlError, TooSlowForPolicy
+    from agents.errors import HashMismatch, HwlError, ModelNotFound, TooSlowForPolicy
     from agents.measurement import Measurement, MeasurementSpec
     from agents.protocol import decode
     from agents.runtimes.base import RunFailure, looks_like_oom
     from agents.timing import TimingPolicy, time_blocks
+    from agents.verified import read_verified
 
     request = decode(json.dumps(job["request"]))
     policy = TimingPolicy.from_profile(request.profile, request.policy)
     started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     report("load")
     try:
+        # Read and hash the file here, once, and run those bytes: the agent's own check is on a file that can be
+        # swapped before this process starts, and a runtime opening the path again could run another file.
+        model = read_verified(job["model_path"], request.sha256) if job["model_path"] else None
         adapter = runtimes.load(request.runtime_name)
         t0 = time.perf_counter_ns()
-        prepared = adapter.prepare(request, job["model_path"] or None, job["cache_dir"] or None)
+        prepared = adapter.prepare(request, model, job["cache_dir"] or None)
         init_ms = (time.perf_counter_ns() - t0) / 1e6
+    except (HashMismatch, ModelNotFound) as exc:  # not the file asked for (a model, a TVM library): refused
+        return {"refused": type(exc).__name__, "message": str(exc)}
     except RunFailure as exc:
         return {"outcome": exc.outcome, "message": str(exc)}
     except HwlError as exc:

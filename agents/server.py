@@ -8,7 +8,9 @@ for every message.
 
 Model files are found by explicit path or, by hash, in ``cache_dir`` (``<sha256>.onnx`` or
 ``<sha256>``), so a coordinator can push a file once and refer to it by hash afterwards. The
-file's sha256 is checked against the request before anything runs.
+file's sha256 is checked against the request before anything runs, and again by the measuring
+child on the bytes it reads once and runs (``agents.verified``): a file swapped in between is
+refused with ``HashMismatch``, never run.
 
 With a device lock (``HWL_DEVICE_LOCK``, a file; the ssh transport sets it) each measurement
 holds an exclusive ``flock`` on that file, so two agents on one device never time at once. When

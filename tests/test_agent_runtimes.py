@@ -193,7 +193,7 @@ def test_tvm_refuses_threads_its_library_cannot_use(nb201_onnx, tmp_path):
     from agents.runtimes.tvm_vm import runs_parallel_loops
     parallel = tmp_path / "parallel.so"
     tvm.compile(add_one, target="llvm").export_library(str(parallel))
-    assert runs_parallel_loops(parallel) and not runs_parallel_loops(lib)
+    assert runs_parallel_loops(parallel.read_bytes()) and not runs_parallel_loops(lib.read_bytes())
 
 
 @pytest.mark.slow

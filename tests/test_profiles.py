@@ -1,5 +1,6 @@
 """Device profiles: shipped profiles load, every bad value is refused naming file and key."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -277,6 +278,7 @@ def test_braces_that_are_no_placeholder_pass_and_every_known_placeholder_is_fill
     profile check knows is one the agent fills in (it leaves any other braces as written)."""
     from agents.protocol import Measure
     from agents.runtimes.command import prepare
+    from agents.verified import VerifiedFile
     from harness.profiles import TEMPLATE_PLACEHOLDERS
 
     command = """sh -c 'echo ${HOME} >&2; python3 -c "print({"a": 1}, f\\"{ 2 }\\")"; echo 2.5 ms'"""
@@ -285,7 +287,11 @@ def test_braces_that_are_no_placeholder_pass_and_every_known_placeholder_is_fill
     every = " ".join("{" + name + "}" for name in TEMPLATE_PLACEHOLDERS["runtime.options.command"])
     request = Measure(runtime="command", model="m.onnx", sha256="ab" * 32, threads=2, cores=(2, 3), batch=4,
                       profile="quick", options={"command": f"bench {every}", "regex": "([0-9.]+)"})
-    assert prepare(request, "m.onnx").metadata["argv"] == ["bench", "m.onnx", "ab" * 32, "2", "2,3", "4"]
+    prepared = prepare(request, VerifiedFile(Path("m.onnx"), b"checked bytes"))
+    argv = prepared.metadata["argv"]
+    assert argv[:1] + argv[2:] == ["bench", "ab" * 32, "2", "2,3", "4"]
+    assert Path(argv[1]).name == "m.onnx" and Path(argv[1]).read_bytes() == b"checked bytes"  # a private copy
+    prepared.close()
 
 
 @pytest.mark.parametrize("key", ["push", "check"])

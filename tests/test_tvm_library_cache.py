@@ -98,3 +98,37 @@ def test_a_cache_other_users_may_write_is_not_used(relu_model, planted, tmp_path
     # The folder is ours: it is made ours alone (a umask of 002 leaves it group-writable) and the next build caches.
     assert (cache / "tvm").stat().st_mode & 0o777 == 0o755 and sha256_of(library) != sha256_of(evil)
     assert _measure(model, sha, cache).record().metadata["runtime"]["library_cached"] is True
+
+
+def _swap_at_the_scan(monkeypatch, replacement: Path, target: Path) -> None:
+    """Replace ``target`` when the adapter scans the library for parallel loops: after its hash was checked and
+    before it is loaded (the adapter read the file once for each, so the load ran the replacement)."""
+    from agents.runtimes import tvm_vm
+    scan = tvm_vm.runs_parallel_loops
+
+    def swap_then_scan(*args):
+        shutil.copy(replacement, target)
+        return scan(*args)
+    monkeypatch.setattr(tvm_vm, "runs_parallel_loops", swap_then_scan)
+
+
+def _prepare_in_process(model: Path, sha: str, cache_dir, **fields):
+    from agents.runtimes import tvm_vm
+    from agents.verified import read_verified
+    request = Measure(id="t", runtime="tvm", model=str(model), sha256=sha, profile="quick", policy=TINY, **fields)
+    return tvm_vm.prepare(request, read_verified(model, sha), cache_dir)
+
+
+def test_a_cached_library_swapped_after_its_check_is_not_loaded(relu_model, planted, tmp_path, monkeypatch):
+    model, sha = relu_model
+    evil, marker = planted
+    cache = tmp_path / "cache"
+    assert _measure(model, sha, cache).outcome in ("ok", "unstable")  # built, cached, its digest recorded
+    cached = cache / "tvm" / f"{build_hash(sha, 'llvm', 3)}.so"
+    _swap_at_the_scan(monkeypatch, evil, cached)
+    try:
+        prepared = _prepare_in_process(model, sha, cache)
+    finally:
+        assert not marker.exists(), "the agent loaded a library swapped after its hash was checked"
+    assert prepared.metadata["library_cached"] is True and prepared.block(1) > 0  # the checked bytes ran
+

@@ -1,8 +1,9 @@
 """What every runtime adapter returns, and the typed failures it raises.
 
-An adapter module (``agents.runtimes.<name>``) has ``prepare(request, model_path, cache_dir)``
-returning a :class:`Prepared`. Loading, compiling and the first allocation happen in
-``prepare`` (timed as ``init_ms``); ``block(k)`` runs k inferences and returns elapsed ns.
+An adapter module (``agents.runtimes.<name>``) has ``prepare(request, model, cache_dir)``
+returning a :class:`Prepared`; ``model`` is an :class:`agents.verified.VerifiedFile` (the bytes whose
+sha256 the request named: run those, never reopen its path) or None. Loading, compiling and the first
+allocation happen in ``prepare`` (timed as ``init_ms``); ``block(k)`` runs k inferences and returns elapsed ns.
 """
 from __future__ import annotations
 

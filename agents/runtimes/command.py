@@ -7,6 +7,8 @@ Options (``Measure.options``):
     Template, split like a shell line (no shell is run) or a list of words; placeholders
     ``{model}``, ``{sha256}``, ``{threads}``, ``{cores}`` (comma list), ``{batch}`` are filled
     in, any other braces are left alone. Wrap it in ``sh -c '...'`` when it needs a shell.
+    ``{model}`` is a read-only copy of the bytes whose sha256 was checked, in a new folder only
+    this user may enter (removed after the measurement), never the model's own path.
 ``regex``
     Pattern whose matches in stdout are latencies (group 1 when it has groups). Every match is
     one sample, so a tool printing per-run times gives many samples per window.
@@ -45,6 +47,7 @@ import subprocess
 from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled
 from agents.runtimes.base import OutOfMemory, Prepared, RunFailure, count_option
 from agents.timing import Timing
+from agents.verified import private_copy
 
 UNITS_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 KNOWN_OPTIONS = {"command", "regex", "json_path", "unit", "warmup_runs", "version"}
@@ -150,7 +153,7 @@ def _run(argv: list[str]) -> str:
     raise ToolKilled(f"{said}; a signal sent to it, not a crash: nothing said about the model")
 
 
-def prepare(request, model_path, cache_dir=None) -> Prepared:
+def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
@@ -165,11 +168,17 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
             re.compile(options["regex"])
         except re.error as exc:
             raise BadRequest(f"command option regex {options['regex']!r} does not compile: {exc}") from None
-    values = {"model": str(model_path or ""), "sha256": request.sha256, "threads": request.threads,
-              "cores": ",".join(map(str, request.cores)), "batch": request.batch}
-    argv = build_argv(options["command"], values)
     scale = UNITS_NS[unit]
     warmup_runs = count_option(options, "warmup_runs", default=0, runtime="command")
+    values = {"model": "", "sha256": request.sha256, "threads": request.threads,
+              "cores": ",".join(map(str, request.cores)), "batch": request.batch}
+    argv = build_argv(options["command"], values)  # refuses a bad template before a copy is made
+    copy_folder = None
+    if model is not None:
+        # The tool opens {model} itself, again at each run: it gets the hashed bytes in a folder only this
+        # user may enter, not the model's own path, which any writer of its folder could swap meanwhile.
+        copy, copy_folder = private_copy(model.data, model.path.name)
+        argv = build_argv(options["command"], {**values, "model": str(copy)})
 
     def timing(policy, report) -> Timing:
         for _ in range(warmup_runs):
@@ -186,4 +195,4 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
 
     return Prepared(block=None, runtime_version=str(options.get("version", "")), provider="command",
                     input_shape=tuple(request.input_shape), metadata={"argv": argv, "unit": unit},
-                    timing=timing)
+                    timing=timing, close=copy_folder.cleanup if copy_folder else None)

@@ -76,7 +76,7 @@ def _classify_load(exc: Exception) -> Exception:
     return LoadFailure(f"onnxruntime could not load the model: {text}")
 
 
-def prepare(request, model_path, cache_dir=None) -> Prepared:
+def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
@@ -90,9 +90,11 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     scope = options.get("scope", "compute")
     if scope not in SCOPES:
         raise BadRequest(f"onnxruntime option scope={scope!r}; valid: {', '.join(SCOPES)}")
+    if model is None:
+        raise BadRequest("onnxruntime times an ONNX file: the request names none ('model' or 'sha256')")
     so = session_options(request.threads, options)
     try:
-        sess = ort.InferenceSession(str(model_path), sess_options=so, providers=[provider])
+        sess = ort.InferenceSession(model.data, sess_options=so, providers=[provider])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
         raise _classify_load(exc) from None
     feeds = input_feeds(sess, request)

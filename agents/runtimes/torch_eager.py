@@ -77,12 +77,12 @@ def capture_graph(module: torch.nn.Module, x: torch.Tensor):
     return graph.replay
 
 
-def prepare(request, model_path, cache_dir=None) -> Prepared:
+def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise BadRequest(f"unknown torch option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
-    if model_path is not None or not request.arch:
+    if model is not None or not request.arch:
         raise BadRequest("the torch runtime measures a model given as 'arch' (an architecture key), "
                          "not a file; use onnxruntime or tvm for ONNX files")
     device = options.get("device", "cpu")

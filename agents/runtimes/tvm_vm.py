@@ -6,7 +6,8 @@ Compiling happens in ``prepare`` (its time is ``metadata.compile_ms``, never in 
 and the library is cached in ``<cache_dir>/tvm/<build hash>.so``, where the build hash covers
 the model's sha256, the target and the TVM version (rule 24). A library there is loaded (which runs
 its code) only from a folder no other user may write and while its bytes hash as recorded at its
-build (``<build hash>.so.sha256``); without a cache the agent builds in a private temporary folder.
+build (``<build hash>.so.sha256``); without a cache the agent builds in a private temporary folder. A library is
+read once: those bytes are hashed, scanned and loaded (from a private copy), so a file replaced meanwhile never is.
 :func:`build_library` does the same on a build host for another device, e.g.
 ``llvm -mtriple=aarch64-linux-gnu`` with a cross ``cc``; the device then gets ``options.library`` (a
 prebuilt file) and needs no ONNX or LLVM.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ from tvm import relax
 
 from agents.errors import BadRequest
 from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
+from agents.verified import private_copy
 
 log = logging.getLogger(__name__)
 KNOWN_OPTIONS = {"target", "library", "cc", "tuned", "opt_level"}
@@ -80,9 +83,9 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
     return out
 
 
-def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
+def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
                  tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL):
-    """Import and compile an ONNX file; returns (executable, inputs).
+    """Import and compile an ONNX model (a file's path, or an ``onnx.ModelProto``); returns (executable, inputs).
 
     ``tune_trials > 0`` opts in to MetaSchedule tuning (relax's ``static_shape_tuning_pipeline``)
     with its database in ``tuning_dir``, which later builds reuse. Minutes per model; never used
@@ -97,7 +100,8 @@ def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tupl
     from tvm.relax.frontend import onnx as relax_onnx  # only a build needs the importer
 
     try:
-        model = onnx.load(str(model_path))
+        if not isinstance(model, onnx.ModelProto):
+            model = onnx.load(str(model))
         onnx.checker.check_model(model)
     except Exception as exc:
         raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
@@ -126,16 +130,16 @@ def compile_onnx(model_path, target="llvm", *, batch: int = 1, input_shape: tupl
     return exe, inputs
 
 
-def build_library(model_path, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
+def build_library(model, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
                   input_shape: tuple = (), tune_trials: int = 0, tuning_dir: str | Path | None = None,
                   opt_level: int = DEFAULT_OPT_LEVEL) -> Path:
-    """Compile an ONNX file into a shared library at ``out_path`` (written atomically).
+    """Compile an ONNX model (path or ``onnx.ModelProto``) into a shared library at ``out_path`` (written atomically).
 
     For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``, or name
     the output ``*.tar`` to ship object files that ``tvm.runtime.load_module`` links on the device.
     ``tune_trials``/``tuning_dir``: opt-in MetaSchedule tuning, see :func:`compile_onnx`.
     """
-    exe, _ = compile_onnx(model_path, target, batch=batch, input_shape=input_shape, tune_trials=tune_trials,
+    exe, _ = compile_onnx(model, target, batch=batch, input_shape=input_shape, tune_trials=tune_trials,
                           tuning_dir=tuning_dir, opt_level=opt_level)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,35 +196,33 @@ def _digest_file(lib_path: Path) -> Path:
     return lib_path.with_name(lib_path.name + ".sha256")
 
 
-def _record_digest(lib_path: Path) -> None:
-    _digest_file(lib_path).write_text(hashlib.sha256(lib_path.read_bytes()).hexdigest() + "\n")
+def _record_digest(lib_path: Path, data: bytes) -> None:
+    _digest_file(lib_path).write_text(hashlib.sha256(data).hexdigest() + "\n")
 
 
-def _cached_library(folder: Path | None, bhash: str) -> Path | None:
-    """The library built earlier for ``bhash``, only while its bytes hash as they did at its build: a file
-    swapped or cut short since is built again, never loaded."""
+def _cached_library(folder: Path | None, bhash: str) -> bytes | None:
+    """The bytes of the library built earlier for ``bhash``, read once, only while they hash as they did at its
+    build: a file swapped or cut short since is built again, never loaded."""
     if folder is None:
         return None
     lib_path = folder / f"{bhash}.so"
     try:
         recorded = _digest_file(lib_path).read_text().strip()
-        actual = hashlib.sha256(lib_path.read_bytes()).hexdigest()
+        data = lib_path.read_bytes()
     except OSError:
         return None  # not built yet, or built before digests were recorded
+    actual = hashlib.sha256(data).hexdigest()
     if actual == recorded:
-        return lib_path
+        return data
     log.warning("cached TVM library %s has sha256 %s, not the %s recorded at its build; building it again",
                 lib_path, actual, recorded)
     return None
 
 
-def runs_parallel_loops(lib_path: Path) -> bool:
-    """Whether a compiled library (a shared library, or a tar of object files) has a kernel with a parallel loop,
-    the only kind that TVM's thread pool runs on more than one thread."""
-    try:
-        return PARALLEL_LAUNCH in lib_path.read_bytes()
-    except OSError:
-        return False  # loading it says what is wrong
+def runs_parallel_loops(library: bytes) -> bool:
+    """Whether a compiled library's bytes (a shared library, or a tar of object files) have a kernel with a
+    parallel loop, the only kind that TVM's thread pool runs on more than one thread."""
+    return PARALLEL_LAUNCH in library
 
 
 def _refuse_threads_it_cannot_use(threads: int, parallel: bool, tuned: bool) -> None:
@@ -233,14 +235,39 @@ def _refuse_threads_it_cannot_use(threads: int, parallel: bool, tuned: bool) -> 
                          "tvm_vm.build_library(tune_trials=...) on a build host)")
 
 
-def _load_library(lib_path: Path):
+def _load_library(data: bytes, lib_path: Path):
+    """Load exactly ``data``, the bytes that were hashed and scanned, from a private copy: loading runs the
+    library's code, and ``lib_path`` itself could be replaced after it was read."""
+    copy, folder = private_copy(data, lib_path.name)  # the suffix tells TVM a shared library from a tar
     try:
-        return tvm.runtime.load_module(str(lib_path))
+        return tvm.runtime.load_module(str(copy))
     except Exception as exc:
         raise LoadFailure(f"cannot load TVM library {lib_path}: {exc}") from None
+    finally:
+        folder.cleanup()  # a loaded shared library stays mapped once its file is gone
 
 
-def prepare(request, model_path, cache_dir=None) -> Prepared:
+def _build(model, folder: Path | None, bhash: str, target, options: dict, request, opt_level: int) -> bytes:
+    """Compile ``model`` (an ``onnx.ModelProto``) into the cache, or a private temporary folder; its bytes."""
+    with tempfile.TemporaryDirectory(prefix="hwl-tvm-") as private:  # no cache: a folder only we can write
+        lib_path = (folder or Path(private)) / f"{bhash}.so"
+        build_library(model, lib_path, target, cc=options.get("cc"), batch=request.batch,
+                      input_shape=tuple(request.input_shape), opt_level=opt_level)
+        data = lib_path.read_bytes()
+        _record_digest(lib_path, data)
+        return data
+
+
+def _prebuilt_library(options: dict) -> tuple[bytes, Path]:
+    """``options.library``'s bytes, read once: those are hashed, scanned and loaded."""
+    path = Path(options["library"])
+    try:
+        return path.read_bytes(), path
+    except OSError as exc:
+        raise LoadFailure(f"cannot load TVM library {path}: {exc}") from None
+
+
+def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
@@ -255,37 +282,33 @@ def prepare(request, model_path, cache_dir=None) -> Prepared:
     meta = {"target": str(target), "opt_level": opt_level, "tuned": bool(options.get("tuned", False)),
             "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None, "library_cached": False}
     if options.get("library"):
-        lib_path = Path(options["library"])
         if not request.input_shape:
             raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
         inputs = [("input", tuple(request.input_shape), request.dtype)]
-        digest = hashlib.sha256(lib_path.read_bytes()).hexdigest() if lib_path.is_file() else ""
-        bhash = digest
-        meta["parallel_loops"] = runs_parallel_loops(lib_path)
-        _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
-        lib = _load_library(lib_path)
+        data, lib_path = _prebuilt_library(options)
+        bhash = hashlib.sha256(data).hexdigest()
     else:
+        if model is None:
+            raise BadRequest("tvm compiles an ONNX file ('model' or 'sha256'), or loads options.library")
         bhash = build_hash(request.sha256, target, opt_level)
         import onnx
         try:
-            inputs = onnx_inputs(onnx.load(str(model_path)), request.batch, tuple(request.input_shape))
+            proto = onnx.load_from_string(model.data)  # the checked bytes: the file is never opened again
+            inputs = onnx_inputs(proto, request.batch, tuple(request.input_shape))
         except Exception as exc:
             raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
         folder = _library_cache(cache_dir)
-        lib_path = _cached_library(folder, bhash)
-        meta["library_cached"] = lib_path is not None
-        with tempfile.TemporaryDirectory(prefix="hwl-tvm-") as private:  # no cache: a folder only we can write
-            if lib_path is None:
-                from tvm.relax.frontend import onnx as _frontend  # noqa: F401  imported before the clock starts
-                lib_path = (folder or Path(private)) / f"{bhash}.so"
-                t0 = time.perf_counter_ns()
-                build_library(model_path, lib_path, target, cc=options.get("cc"), batch=request.batch,
-                              input_shape=tuple(request.input_shape), opt_level=opt_level)
-                meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
-                _record_digest(lib_path)
-            meta["parallel_loops"] = runs_parallel_loops(lib_path)
-            _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
-            lib = _load_library(lib_path)
+        data = _cached_library(folder, bhash)
+        meta["library_cached"] = data is not None
+        if data is None:
+            importlib.import_module("tvm.relax.frontend.onnx")  # its import is no part of compile_ms
+            t0 = time.perf_counter_ns()
+            data = _build(proto, folder, bhash, target, options, request, opt_level)
+            meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
+        lib_path = folder / f"{bhash}.so" if folder else Path(f"{bhash}.so")
+    meta["parallel_loops"] = runs_parallel_loops(data)
+    _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
+    lib = _load_library(data, lib_path)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(lib, dev)
     args = [tvm.runtime.tensor(random_input(s, d, request.seed + i), dev) for i, (_, s, d) in enumerate(inputs)]
