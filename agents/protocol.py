@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from agents.errors import BadRequest, ProtocolError
+from agents.verified import is_sha256
 
 PROTOCOL_VERSION = "1.1"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a standard-profile record of a 1 ms model is ~200 kB
@@ -176,7 +177,7 @@ class Measure(Message):
             _check(bool(self.model or self.sha256),
                    f"measure: runtime {runtime!r} needs 'model' (a path) or 'sha256' (cache lookup)")
         if self.model or (runtime != "command" and not self.arch):
-            _check(len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256),
+            _check(is_sha256(self.sha256),
                    "measure: 'sha256' (64 lower-case hex digits of the model file) is required "
                    "when a model file is used")
         _check(all(_is_int(d) and d > 0 for d in self.input_shape),

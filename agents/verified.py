@@ -24,6 +24,11 @@ class VerifiedFile:
     data: bytes
 
 
+def is_sha256(text) -> bool:
+    """Whether ``text`` is a sha256 as the protocol writes it: 64 lower-case hex digits."""
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def read_verified(path: str | Path, expected_sha256: str, what: str = "model") -> VerifiedFile:
     """Read ``path`` once and check its sha256.
 
@@ -61,4 +66,4 @@ def private_copy(data: bytes, name: str) -> tuple[Path, tempfile.TemporaryDirect
     return path, folder
 
 
-__all__ = ["VerifiedFile", "private_copy", "read_verified"]
+__all__ = ["VerifiedFile", "is_sha256", "private_copy", "read_verified"]

@@ -162,7 +162,8 @@ def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     shipped = tmp_path / "device" / "model.so"  # as if cross-built on a build host and copied over
     shipped.parent.mkdir()
     shutil.copy(lib, shipped)
-    res = measure(runtime="tvm", options={"library": str(shipped)}, input_shape=(1, 3, 32, 32), sha256=sha)
+    res = measure(runtime="tvm", options={"library": str(shipped), "library_sha256": sha256_of(shipped)},
+                  input_shape=(1, 3, 32, 32), sha256=sha)
     assert res.outcome in TIMED, res.message
     assert res.record().metadata["runtime"]["compile_ms"] is None
 
@@ -180,8 +181,8 @@ def test_tvm_refuses_threads_its_library_cannot_use(nb201_onnx, tmp_path):
     assert res.outcome == "load_error" and res.message.startswith(
         "BadRequest: tvm at 2 threads: TVM's default CPU build (untuned) has no parallel loop"), res.message
     (lib,) = (tmp_path / "cache" / "tvm").glob("*.so")  # built, and kept for a request at 1 thread
-    res = measure(runtime="tvm", options={"library": str(lib)}, input_shape=(1, 3, 32, 32), sha256=sha,
-                  cores=(0, 1), threads=2)
+    res = measure(runtime="tvm", options={"library": str(lib), "library_sha256": sha256_of(lib)},
+                  input_shape=(1, 3, 32, 32), sha256=sha, cores=(0, 1), threads=2)
     assert res.outcome == "load_error" and "has no parallel loop" in res.message, res.message
 
     @T.prim_func

@@ -113,7 +113,7 @@ def test_every_agent_option_a_profile_may_set_is_known_to_profiles():
     # rule 14's end-to-end scope was an agent option no profile could set ("not an option of runtime")
     from agents.runtimes import command, ort, torch_eager, tvm_vm
     from harness.profiles import RUNTIME_OPTIONS
-    set_by_the_harness = {"tvm": {"library", "cc"}}  # the compiled library and its compiler: per job
+    set_by_the_harness = {"tvm": {"library", "library_sha256", "cc"}}  # a compiled library, its hash and compiler
     for kind, adapter in (("onnxruntime", ort), ("torch", torch_eager), ("tvm", tvm_vm), ("command", command)):
         assert set(RUNTIME_OPTIONS[kind]) == adapter.KNOWN_OPTIONS - set_by_the_harness.get(kind, set()), kind
     for kind, options in (("onnxruntime", {"provider": "cuda", "scope": "end_to_end"}),

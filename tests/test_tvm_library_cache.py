@@ -132,3 +132,53 @@ def test_a_cached_library_swapped_after_its_check_is_not_loaded(relu_model, plan
         assert not marker.exists(), "the agent loaded a library swapped after its hash was checked"
     assert prepared.metadata["library_cached"] is True and prepared.block(1) > 0  # the checked bytes ran
 
+
+def test_a_prebuilt_library_is_loaded_only_as_the_request_vouches_for_it(relu_model, planted, tmp_path,
+                                                                         monkeypatch):
+    """options.library was loaded (its code run) with no expected hash at all; it now needs library_sha256, the
+    bytes must match it, and what is loaded is those bytes even when the file is swapped right after the check."""
+    from agents.errors import HashMismatch
+    model, sha = relu_model
+    evil, marker = planted
+    cache = tmp_path / "cache"
+    assert _measure(model, sha, cache).outcome in ("ok", "unstable")
+    shipped = tmp_path / "shipped.so"
+    shutil.copy(cache / "tvm" / f"{build_hash(sha, 'llvm', 3)}.so", shipped)
+    res = run_measurement(Measure(id="t", runtime="tvm", sha256=sha, input_shape=(1, 4), profile="quick",
+                                  policy=TINY, options={"library": str(evil)}), None, fingerprint_id="f" * 16)
+    assert res.outcome == "load_error" and "tvm option library needs library_sha256" in res.message, res.message
+    with pytest.raises(HashMismatch, match=f"TVM library {evil} has sha256 {sha256_of(evil)}, but the request "
+                                           f"says {sha256_of(shipped)}; refusing to run it"):
+        run_measurement(Measure(id="t", runtime="tvm", sha256=sha, input_shape=(1, 4), profile="quick", policy=TINY,
+                                options={"library": str(evil), "library_sha256": sha256_of(shipped)}), None)
+    assert not marker.exists(), "the agent loaded a library the request did not vouch for"
+    vouched = sha256_of(shipped)
+    _swap_at_the_scan(monkeypatch, evil, shipped)
+    prepared = _prepare_in_process(model, sha, None, input_shape=(1, 4),
+                                   options={"library": str(shipped), "library_sha256": vouched})
+    assert not marker.exists(), "the agent loaded a library swapped after its hash was checked"
+    assert sha256_of(shipped) == sha256_of(evil)  # the swap happened, and the vouched-for bytes ran
+    assert prepared.build_hash == vouched and prepared.block(1) > 0
+
+
+def test_hwl_measure_vouches_for_the_library_it_names(relu_model, tmp_path, capsys):
+    """`hwl measure --option library=FILE` passes the sha256 of the file it names, so the agent loads it."""
+    import json
+
+    from agents.runtimes.tvm_vm import build_library
+    from harness.cli import main as hwl_main
+    model, _ = relu_model
+    library = build_library(model, tmp_path / "relu.so")
+    assert hwl_main(["measure", str(model), "--runtime", "tvm", "--option", f"library={library}", "--input-shape",
+                     "1,4", "--profile", "quick", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)["measurement"]
+    assert record["spec"]["build_hash"] == sha256_of(library)
+
+
+def test_a_library_sha256_that_is_no_sha256_is_one_line():
+    res = run_measurement(Measure(id="t", runtime="tvm", sha256="0" * 64, input_shape=(1, 4), profile="quick",
+                                  policy=TINY, options={"library": "/nowhere.so", "library_sha256": "ABC"}), None)
+    assert res.outcome == "load_error" and res.message == (
+        "BadRequest: tvm option library needs library_sha256, the library's sha256 as built (64 lower-case hex "
+        "digits, as sha256sum prints them, not 'ABC'): loading a library runs its code, so the agent loads none it "
+        "cannot check")

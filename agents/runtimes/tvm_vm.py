@@ -14,7 +14,8 @@ prebuilt file) and needs no ONNX or LLVM.
 
 Options: ``target`` (string or dict, default "llvm"), ``opt_level`` (0-3, TVM's PassContext
 level, default 3), ``library`` (prebuilt library path; then ``input_shape`` and ``dtype``
-describe the single input), ``cc`` (compiler for exporting the library), ``tuned`` (default
+describe the single input) with ``library_sha256`` (its sha256 as built: a library without one, or whose bytes
+differ, is refused, as loading it runs its code), ``cc`` (compiler for exporting the library), ``tuned`` (default
 false; true means the library is MetaSchedule-tuned, which is an opt-in build step on a build
 host, minutes per model, see :func:`build_library`: the agent then needs ``library`` and never
 tunes inside a measurement).
@@ -41,10 +42,10 @@ from tvm import relax
 
 from agents.errors import BadRequest
 from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
-from agents.verified import private_copy
+from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
-KNOWN_OPTIONS = {"target", "library", "cc", "tuned", "opt_level"}
+KNOWN_OPTIONS = {"target", "library", "library_sha256", "cc", "tuned", "opt_level"}
 DEFAULT_OPT_LEVEL = 3
 EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
 # What a compiled kernel with a parallel loop calls to run it on TVM's thread pool: a library that never names it
@@ -259,12 +260,16 @@ def _build(model, folder: Path | None, bhash: str, target, options: dict, reques
 
 
 def _prebuilt_library(options: dict) -> tuple[bytes, Path]:
-    """``options.library``'s bytes, read once: those are hashed, scanned and loaded."""
-    path = Path(options["library"])
-    try:
-        return path.read_bytes(), path
-    except OSError as exc:
-        raise LoadFailure(f"cannot load TVM library {path}: {exc}") from None
+    """``options.library``'s bytes, checked against ``options.library_sha256`` (loading a library runs its code,
+    so a library the request cannot vouch for is never loaded)."""
+    expected = options.get("library_sha256")
+    if not is_sha256(expected):
+        got = "" if expected is None else f", not {expected!r}"
+        raise BadRequest(f"tvm option library needs library_sha256, the library's sha256 as built (64 lower-case "
+                         f"hex digits, as sha256sum prints them{got}): loading a library runs its code, so the "
+                         "agent loads none it cannot check")
+    lib = read_verified(options["library"], expected, what="TVM library")
+    return lib.data, lib.path
 
 
 def prepare(request, model, cache_dir=None) -> Prepared:
@@ -286,7 +291,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
             raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
         inputs = [("input", tuple(request.input_shape), request.dtype)]
         data, lib_path = _prebuilt_library(options)
-        bhash = hashlib.sha256(data).hexdigest()
+        bhash = options["library_sha256"]
     else:
         if model is None:
             raise BadRequest("tvm compiles an ONNX file ('model' or 'sha256'), or loads options.library")

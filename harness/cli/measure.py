@@ -133,10 +133,17 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
             raise UserError(f"model file {model} {why}")
         sha = sha256_of(path)
         model = str(path.resolve())
+    options = dict(options or {})
+    if runtime == "tvm" and options.get("library") and "library_sha256" not in options:
+        # the agent loads a prebuilt library only as its request vouches for it: the bytes named here, now
+        library = Path(str(options["library"]))
+        if why := why_not_a_file(library):
+            raise UserError(f"TVM library {library} {why}")
+        options["library_sha256"] = sha256_of(library)
     try:
         request = Measure(id="cli", runtime=runtime, model=model, sha256=sha, arch=arch or {}, batch=batch,
                           input_shape=tuple(input_shape), threads=threads, cores=tuple(cores), profile=profile,
-                          policy=policy or {}, options=options or {})
+                          policy=policy or {}, options=options)
         if arch:  # an unknown space, architecture or dataset: a usage error here, not a failed measurement
             resolve_archs(arch.get("space", ""), [str(arch.get("key", ""))])
             if arch.get("dataset") is not None:
