@@ -4,7 +4,10 @@ Parent side: :func:`run_measurement` starts ``python -m agents.child`` in a new 
 own process group), pinned to the request's cores, sends it the job on stdin and reads progress
 lines from its stdout. The child reports each phase ("load", "first", "warmup", "window i", "record");
 a timed phase (every one but "load" and "record") that lasts over ``window_timeout_s``, or a whole job
-over ``model_timeout_s``, gets the process group killed (rule 21). However the child ends, the
+over ``model_timeout_s``, gets the child and every process below it killed (rule 21): on Linux the child is
+the subreaper of what it starts, so that includes a daemon that left its process group (agents.process_tree;
+elsewhere only the group is killed). What is still running when a measurement ends is killed too, and named
+in its record (``metadata["left_running"]``), as it may have disturbed the timing. However the child ends, the
 parent returns a :class:`~agents.protocol.Result` with a typed outcome: a segfault in a runtime
 is a ``runtime_error`` record, not a dead agent.
 
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 from agents.errors import error_class
+from agents.process_tree import become_subreaper, kill_descendants
 from agents.protocol import Measure, Result
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,16 @@ TIMED_PHASES_PREFIX = ("first", "warmup", "window")
 # ---------------------------------------------------------------------------------------------
 # parent side
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's process group (the child and anything it started), then reap it."""
+    """SIGKILL the child, everything below it (those that left its group by setsid too: the child is their
+    subreaper, see agents.process_tree) and its process group, then reap it."""
+    if proc.returncode is None:  # not reaped yet, so its pid is still its own
+        try:
+            os.kill(proc.pid, signal.SIGSTOP)  # it neither starts nor reaps a process while its tree is killed
+        except ProcessLookupError:
+            pass
+        left = kill_descendants(proc.pid)
+        if left:
+            log.info("killed below measuring process %d: %s", proc.pid, "; ".join(left))
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -142,6 +155,9 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
         if outcome is not None and outcome.get("refused"):  # the model it was given is not the one asked for
             raise error_class(outcome["refused"])(outcome["message"])
         if outcome is not None and outcome.get("event") == "result":
+            left = ((outcome.get("measurement") or {}).get("metadata") or {}).get("left_running")
+            if left:
+                log.warning("%s: killed what the measurement left running: %s", request.id, "; ".join(left))
             return Result(id=request.id, outcome=outcome["outcome"], message=outcome.get("message", ""),
                           measurement=outcome.get("measurement"), elapsed_s=elapsed)
         tail = _tail(err)
@@ -272,9 +288,10 @@ def _measure(job: dict, report) -> dict:
     except Exception as exc:  # a runtime's own error class: keep its name in the message
         outcome = "oom" if looks_like_oom(exc) else "load_error"
         return {"outcome": outcome, "message": f"{type(exc).__name__}: {exc}"}
+    left_running = []  # what the runtime (a command's tool) started and left running, killed since
     try:
         if prepared.timing is not None:
-            timing = prepared.timing(policy, report)
+            timing = prepared.timing(policy, report, on_leftovers=left_running.extend)
         else:
             report("first")
             timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
@@ -289,6 +306,7 @@ def _measure(job: dict, report) -> dict:
     finally:
         if prepared.close is not None:
             prepared.close()
+        left_running += kill_descendants(os.getpid())  # a runtime's server, say: off the device's cores
     report("record")  # the statistics (a bootstrap) are no part of the last window's time limit
     arch = request.labels.get("arch") or _arch_label(request)
     spec = MeasurementSpec(arch=str(arch), model_sha256=request.sha256, input_shape=tuple(prepared.input_shape),
@@ -305,8 +323,13 @@ def _measure(job: dict, report) -> dict:
     m = Measurement(spec=spec, block_size=timing.block_size, samples_ns=timing.samples_ns, init_ms=init_ms,
                     first_ms=timing.first_ns / 1e6 if timing.first_ns is not None else None,
                     fingerprint_id=job.get("fingerprint_id", ""), metadata=meta)
+    if left_running:
+        meta["left_running"] = left_running
     outcome = "unstable" if m.is_unstable else "ok"
-    message = f"flags {', '.join(m.flags)}" if m.is_unstable else ""
+    said = ([f"flags {', '.join(m.flags)}"] if m.is_unstable else []) + (
+        [f"killed what it left running, which may have disturbed its timing: {'; '.join(left_running)}"]
+        if left_running else [])
+    message = "; ".join(said)
     return {"outcome": outcome, "message": message, "measurement": m.to_dict()}
 
 
@@ -338,6 +361,7 @@ def _die_with_parent() -> None:
 
 def main() -> int:
     _die_with_parent()
+    become_subreaper()  # an orphan of the runtime's processes stays in this tree, where it is found and killed
     job = json.loads(sys.stdin.readline())
     cores = job["request"].get("cores") or []
     if cores:

@@ -269,16 +269,20 @@ def test_command_output_that_is_not_utf8_is_read():
     assert res.record().median_ms == pytest.approx(2.5)
 
 
-def _processes_with(marker: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+def _processes_with(marker: str, grace_s: float = 2.0) -> list[int]:
+    """Processes whose command line holds ``marker``, once those just sent SIGKILL had ``grace_s`` to end."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        pids = []
+        for d in Path("/proc").iterdir():
+            try:  # cmdline separates its words with NULs: "sleep 31.5" never matched "sleep\0" "31.5" before
+                if d.name.isdigit() and marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
                     pids.append(int(d.name))
             except OSError:
                 continue
-    return pids
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("policy, expect", [
@@ -292,6 +296,34 @@ def test_timeout_kills_the_measurement_and_its_children(policy, expect):
                   options={"command": f"sleep {marker}", "regex": "([0-9.]+)"})
     assert res.outcome == "timeout" and expect in res.message, res.message
     assert time.monotonic() - start < 10
+    assert _processes_with(f"sleep {marker}") == []
+
+
+def test_timeout_kills_a_daemon_the_tool_started_outside_its_process_group():
+    """A tool that daemonizes (setsid) left the measuring child's process group, so the kill of that group at the
+    per-window limit missed it: `setsid sleep` ran on after the timeout, on the device's cores (as a busy loop would),
+    for the rest of the campaign. The child is now the subreaper of what it starts, and its whole tree is killed."""
+    marker = f"{os.getpid() % 97 + 31}.71"
+    res = measure(runtime="command", policy={**TINY, "window_timeout_s": 1.0},
+                  options={"command": ["sh", "-c", f"setsid sleep {marker} & exec sleep 60"], "regex": "([0-9.]+)"})
+    assert res.outcome == "timeout" and "per-window limit of 1 s" in res.message, res.message
+    assert _processes_with(f"sleep {marker}") == []
+
+
+@pytest.mark.parametrize("daemon", [">/dev/null 2>&1", ""], ids=["own-output", "holding-the-tools-output"])
+def test_what_a_command_leaves_running_is_killed_after_each_run_and_said_in_the_record(daemon):
+    """A tool that ends fine but leaves a process running (here a daemon that left its group) left it there: one
+    per window, all still running when the measurement was over. One holding the tool's output kept its window
+    open until the per-window limit killed the measurement. Each run's leftovers are now killed as the run ends,
+    and the record says so: they ran beside the tool's timing."""
+    marker = f"{os.getpid() % 97 + 31}.{len(daemon) + 50}"
+    res = measure(runtime="command", policy={**TINY, "window_timeout_s": 5.0},
+                  options={"command": ["sh", "-c", f"setsid sleep {marker} {daemon} & echo 1.5 ms"],
+                           "regex": "([0-9.]+) ms"})
+    assert res.outcome == "ok", res.message
+    left = res.record().metadata["left_running"]
+    assert len(left) >= TINY["repeats"] and all(f"sleep {marker}" in p for p in left), left
+    assert res.message.startswith("killed what it left running, which may have disturbed its timing: "), res.message
     assert _processes_with(f"sleep {marker}") == []
 
 

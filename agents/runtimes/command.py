@@ -27,7 +27,9 @@ Departure from the timing rules (9-12): the tool does its own warmup, blocking a
 here one invocation is one timed window, every parsed value is a sample (block size 1), and
 there is no separate first-inference time. The tool's own settings belong in the template.
 
-Each invocation runs in the measuring child's process group, so a window timeout kills it too.
+Each invocation runs below the measuring child (its subreaper on Linux), so a window timeout kills it and
+whatever it started, and what an invocation leaves running (a daemon, a server) is killed as it ends and named in
+the record.
 A non-zero exit, or a crash (SIGSEGV, SIGABRT, ...), is a ``runtime_error`` with the tool's stderr
 tail: the tool failed on this model. Two failures say nothing about the model and are raised as the
 device's (the host makes the attempt ``device_lost``, charging no architecture): a tool that cannot
@@ -39,12 +41,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import signal
 import subprocess
+import tempfile
+from typing import Callable
 
 from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled
+from agents.process_tree import kill_descendants
 from agents.runtimes.base import OutOfMemory, Prepared, RunFailure, count_option
 from agents.timing import Timing
 from agents.verified import private_copy
@@ -124,18 +130,25 @@ def parse_latencies(text: str, *, regex: str | None = None, json_path: str | Non
     return out
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], on_leftovers: Callable[[list[str]], object]) -> str:
+    """Run the tool once; its stdout, or the typed failure. What it leaves running is killed and told to
+    ``on_leftovers``. Its output goes to files, not pipes, so a process it left holding them does not keep the
+    run open until the window's limit."""
     from agents.child import oom_kills  # here: the child module runs as __main__ where this is called
 
     kills_before = oom_kills()
-    try:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
+        except OSError as exc:  # the same for every model: the device cannot measure until the tool is there
+            raise RuntimeUnavailable(f"cannot run the command runtime's tool {argv[0]!r}: {exc}") from None
+        left = kill_descendants(os.getpid())  # this process is their subreaper: even a daemon is below it
+        if left:
+            on_leftovers(left)
         # A tool printing bytes that are not UTF-8 is read anyway: the parse says what it found.
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
-    except OSError as exc:  # the same for every model: the device cannot measure until the tool is there
-        raise RuntimeUnavailable(f"cannot run the command runtime's tool {argv[0]!r}: {exc}") from None
-    rc = proc.returncode
+        stdout, stderr = (_read(f) for f in (out, err))
     if rc == 0:
-        return proc.stdout
+        return stdout
     if rc > 0:
         why = f"exited with status {rc}"
     else:
@@ -143,7 +156,7 @@ def _run(argv: list[str]) -> str:
             why = f"died from {signal.Signals(-rc).name}"
         except ValueError:
             why = f"died from signal {-rc}"
-    said = f"command {shlex.join(argv)[:200]} {why}; stderr ends: {proc.stderr[-500:].strip()!r}"
+    said = f"command {shlex.join(argv)[:200]} {why}; stderr ends: {stderr[-500:].strip()!r}"
     if rc in SHELL_NOT_FOUND:  # `sh -c`, `adb shell`: the tool it names is missing there
         raise RuntimeUnavailable(f"{said} (the shell's status for a command it cannot find or run)")
     if rc > 0 or -rc in CRASH_SIGNALS:
@@ -151,6 +164,11 @@ def _run(argv: list[str]) -> str:
     if rc == -signal.SIGKILL and kills_before is not None and oom_kills() != kills_before:
         raise OutOfMemory(f"{said} (the kernel's OOM killer killed a process meanwhile)")
     raise ToolKilled(f"{said}; a signal sent to it, not a crash: nothing said about the model")
+
+
+def _read(f) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
 
 
 def prepare(request, model, cache_dir=None) -> Prepared:
@@ -180,16 +198,15 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         copy, copy_folder = private_copy(model.data, model.path.name)
         argv = build_argv(options["command"], {**values, "model": str(copy)})
 
-    def timing(policy, report) -> Timing:
-        for _ in range(warmup_runs):
-            report("warmup")
-            _run(argv)
+    def timing(policy, report, *, on_leftovers=lambda left: None) -> Timing:
+        phases = ["warmup"] * warmup_runs + [f"window {i}" for i in range(policy.repeats)]
         repeats = []
-        for i in range(policy.repeats):
-            report(f"window {i}")
-            out = _run(argv)
-            repeats.append(tuple(v * scale for v in parse_latencies(out, regex=options.get("regex"),
-                                                                   json_path=options.get("json_path"))))
+        for phase in phases:
+            report(phase)
+            out = _run(argv, on_leftovers)
+            if phase != "warmup":
+                repeats.append(tuple(v * scale for v in parse_latencies(out, regex=options.get("regex"),
+                                                                       json_path=options.get("json_path"))))
         return Timing(block_size=1, samples_ns=tuple(repeats), first_ns=None,
                       warmup_runs=warmup_runs, warmup_ns=0)
 
