@@ -291,7 +291,8 @@ def _measure(job: dict, report) -> dict:
     left_running = []  # what the runtime (a command's tool) started and left running, killed since
     try:
         if prepared.timing is not None:
-            timing = prepared.timing(policy, report, on_leftovers=left_running.extend)
+            timing = prepared.timing(policy, report, seconds_left=_seconds_left(job),
+                                     on_leftovers=left_running.extend)
         else:
             report("first")
             timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,

@@ -327,6 +327,19 @@ def test_what_a_command_leaves_running_is_killed_after_each_run_and_said_in_the_
     assert _processes_with(f"sleep {marker}") == []
 
 
+def test_a_command_too_slow_for_its_policy_stops_after_a_run_not_at_the_limit():
+    """The early stop for a model too slow for its policy (TooSlowForPolicy) covered the runtimes timed in blocks,
+    not the command runtime: 5 runs of 0.7 s under a 2.5 s per-model limit ran until killed at the limit, a plain
+    timeout the coordinator tried twice more. One run of the tool is one window here, so its length decides it."""
+    start = time.monotonic()
+    res = measure(runtime="command", policy={**TINY, "repeats": 5, "model_timeout_s": 2.5},
+                  options={"command": ["sh", "-c", "sleep 0.7; echo 1.5 ms"], "regex": "([0-9.]+) ms"})
+    assert res.outcome == "timeout", res.message
+    assert res.message.startswith("TooSlowForPolicy: one run of the command takes at least 0.7 s here"), res.message
+    assert "stopped after run 1 instead of at the limit" in res.message
+    assert time.monotonic() - start < 2.5
+
+
 def test_a_window_that_reaches_its_cap_is_timed_not_killed(nb201_onnx):
     """The method's window cap and per-window limit are both 150 s. A window that could not get its runs in time
     ended at the first block past the cap, outliving the limit: killed as a timeout (3 of 3 with hwl measure at

@@ -54,9 +54,9 @@ class Prepared:
     first : callable, optional
         ``first() -> ns`` of the first inference, when ``block(1)`` cannot time it (TVM).
     timing : callable, optional
-        ``timing(policy, on_window, *, on_leftovers) -> agents.timing.Timing`` for runtimes that do not
-        time blocks themselves (the command runtime); ``on_leftovers(list)`` is told the processes it killed
-        once a run left them.
+        ``timing(policy, on_window, *, seconds_left, on_leftovers) -> agents.timing.Timing`` for runtimes
+        that do not time blocks themselves (the command runtime); ``seconds_left()`` is the time left before
+        the per-model limit, and ``on_leftovers(list)`` is told the processes it killed once a run left them.
     close : callable, optional
     """
 

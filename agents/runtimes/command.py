@@ -29,7 +29,9 @@ there is no separate first-inference time. The tool's own settings belong in the
 
 Each invocation runs below the measuring child (its subreaper on Linux), so a window timeout kills it and
 whatever it started, and what an invocation leaves running (a daemon, a server) is killed as it ends and named in
-the record.
+the record. After each invocation, runs too slow for the rest of the policy to end within ``model_timeout_s``
+stop the measurement there (``TooSlowForPolicy``, as for the other runtimes); a single run longer than
+``window_timeout_s`` is killed as a timeout, as a hung tool is, since nothing tells them apart.
 A non-zero exit, or a crash (SIGSEGV, SIGABRT, ...), is a ``runtime_error`` with the tool's stderr
 tail: the tool failed on this model. Two failures say nothing about the model and are raised as the
 device's (the host makes the attempt ``device_lost``, charging no architecture): a tool that cannot
@@ -47,9 +49,10 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import time
 from typing import Callable
 
-from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled
+from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled, TooSlowForPolicy
 from agents.process_tree import kill_descendants
 from agents.runtimes.base import OutOfMemory, Prepared, RunFailure, count_option
 from agents.timing import Timing
@@ -171,6 +174,24 @@ def _read(f) -> str:
     return f.read().decode(errors="replace")
 
 
+def _check_runs_fit(policy, seconds_left: Callable[[], float] | None, run_s: float, runs_done: int,
+                    runs_left: int) -> None:
+    """Raise TooSlowForPolicy when the runs left, each as long as the fastest so far, cannot end before the
+    per-model limit: the tool's runs are this runtime's windows, so their length is what decides it."""
+    if seconds_left is None or not runs_left:
+        return
+    needed_s, left_s = runs_left * run_s, seconds_left()
+    if needed_s <= left_s:
+        return
+    raise TooSlowForPolicy(
+        f"one run of the command takes at least {run_s:.1f} s here, so the runs left of this policy ({runs_left}: "
+        f"options.warmup_runs, then repeats = {policy.repeats} windows of one run each) need at least {needed_s:.1f} s "
+        f"more, where {max(left_s, 0):.1f} s of model_timeout_s = {policy.model_timeout_s:g} s are left: raise "
+        "model_timeout_s or lower repeats (the profile's [measurement.policy]; hwl measure --policy FIELD=VALUE), or "
+        f"have the tool do fewer runs per call (its own flags in the command); stopped after run {runs_done} instead "
+        "of at the limit")
+
+
 def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
@@ -198,15 +219,18 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         copy, copy_folder = private_copy(model.data, model.path.name)
         argv = build_argv(options["command"], {**values, "model": str(copy)})
 
-    def timing(policy, report, *, on_leftovers=lambda left: None) -> Timing:
+    def timing(policy, report, *, seconds_left=None, on_leftovers=lambda left: None) -> Timing:
         phases = ["warmup"] * warmup_runs + [f"window {i}" for i in range(policy.repeats)]
-        repeats = []
-        for phase in phases:
+        repeats, fastest_s = [], math.inf
+        for done, phase in enumerate(phases, 1):
             report(phase)
+            t0 = time.monotonic()
             out = _run(argv, on_leftovers)
+            fastest_s = min(fastest_s, time.monotonic() - t0)
             if phase != "warmup":
                 repeats.append(tuple(v * scale for v in parse_latencies(out, regex=options.get("regex"),
                                                                        json_path=options.get("json_path"))))
+            _check_runs_fit(policy, seconds_left, fastest_s, done, len(phases) - done)
         return Timing(block_size=1, samples_ns=tuple(repeats), first_ns=None,
                       warmup_runs=warmup_runs, warmup_ns=0)
 
