@@ -453,6 +453,14 @@ def _command(c: "_Checker", table: dict, key: str, section: str = "host") -> str
                            f"{', '.join('{' + name + '}' for name in unknown)}; known: "
                            f"{', '.join('{' + name + '}' for name in known)} (braces around any other name are "
                            "read as a placeholder: put spaces inside them, '{ x }', to pass them to the tool)")
+    if known is not None:
+        from agents.command_template import build_argv
+        from agents.errors import BadRequest
+
+        try:  # a placeholder quoted in a shell's script: refused here, not at every job (agents.command_template)
+            build_argv(words, dict.fromkeys(known, ""))
+        except BadRequest as exc:
+            raise ProfileError(f"{c.source}: key '{dotted}': {exc}") from None
     return text
 
 

@@ -269,6 +269,32 @@ def test_command_output_that_is_not_utf8_is_read():
     assert res.record().median_ms == pytest.approx(2.5)
 
 
+@pytest.mark.parametrize("folder", ["two words", "x;touch $PWNED;y", "it's $(touch $PWNED)"])
+def test_a_model_path_in_a_shell_script_stays_one_word_and_runs_nothing(tmp_path, monkeypatch, folder):
+    """{model} was put in `sh -c` scripts unquoted: a path with a space split in two (`[: .../two: unexpected
+    operator`, a runtime_error charged to the model), one with ';' ran what followed (and the shell's status 127
+    made it a missing tool, quarantining the device), one with a quote was a syntax error. It is filled
+    shell-quoted there now."""
+    monkeypatch.setenv("PWNED", str(tmp_path / "PWNED"))  # the measuring child inherits it
+    model = tmp_path / folder / "m.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"not read")
+    res = measure(runtime="command", model=str(model), sha256=sha256_of(model),
+                  options={"command": "sh -c '[ -f {model} ] && echo 1.5 ms'", "regex": "([0-9.]+) ms"})
+    assert res.outcome == "ok", res.message
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_model_path_quoted_in_a_shell_script_is_refused_in_one_line(tmp_path):
+    """Quotes of the script's own around {model} would become part of the shell-quoted path: refused, saying how
+    to write it."""
+    res = measure(runtime="command", model=str(tmp_path / "m.onnx"), sha256="ab" * 32,
+                  options={"command": """sh -c 'wc -c "{model}"; echo 1.5 ms'""", "regex": "([0-9.]+) ms"})
+    assert res.outcome == "load_error" and "\n" not in res.message, res.message
+    assert res.message.startswith("BadRequest: command template: {model} stands inside quotes in the shell script")
+    assert res.message.endswith("so write it without the quotes around it: {model}")
+
+
 def _processes_with(marker: str, grace_s: float = 2.0) -> list[int]:
     """Processes whose command line holds ``marker``, once those just sent SIGKILL had ``grace_s`` to end."""
     deadline = time.monotonic() + grace_s

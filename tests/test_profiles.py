@@ -294,6 +294,22 @@ def test_braces_that_are_no_placeholder_pass_and_every_known_placeholder_is_fill
     prepared.close()
 
 
+@pytest.mark.parametrize("key, template", [
+    ("push", """sh -c 'cp "{model}" /sdcard/{sha256}.onnx'"""),
+    ("check", """bash -o pipefail -ec "test -s '{model}'" """),
+])
+def test_a_model_path_quoted_in_a_shell_script_is_refused_at_load(key, template):
+    """{model} in a shell's script is filled shell-quoted (agents.command_template), so quotes around it would
+    become part of the path: such a template is refused at load, saying how to write it, not at every job."""
+    data = {"name": "phone", "device_class": "mobile", "host": {"transport": "command", key: template},
+            "runtime": {"kind": "command", "options": {"command": "bench {sha256}", "regex": "([0-9.]+)"}}}
+    with pytest.raises(ProfileError, match=f"^lab/phone.toml: key 'host.{key}': command template: {{model}} stands "
+                                           "inside quotes in the shell script .* write it without the quotes"):
+        parse_profile(data, source="lab/phone.toml")
+    data["host"][key] = """sh -c 'cp {model} /sdcard/{sha256}.onnx && test "$(cat /sdcard/{sha256})" = {sha256}'"""
+    assert parse_profile(data, source="lab/phone.toml").host_commands()[f"host.{key}"] == data["host"][key]
+
+
 @pytest.mark.parametrize("key", ["push", "check"])
 def test_a_push_or_check_that_is_no_command_line_is_refused_at_load(key):
     """An unbalanced quote in a push or check template loaded, and shlex failed on it at the first model."""

@@ -107,3 +107,17 @@ def test_every_placeholder_a_profile_may_give_push_and_check_is_filled(tmp_path)
     session.stage_model("/models/m.onnx", "ab" * 32)
     assert pushed.read_text() == f"/models/m.onnx {'ab' * 32}\n"
     assert checked.read_text() == f"/models/m.onnx {'ab' * 32}\n" * 2  # before and after the push
+
+
+def test_a_model_path_with_a_space_or_a_quote_is_pushed_by_a_shell_script(model, tmp_path):
+    """The push's script got {model} unquoted: a path with a space was two paths (a push that failed as the
+    device's, every time), one with a quote a syntax error. It is filled shell-quoted there."""
+    local = tmp_path / "it's my models" / "m.onnx"
+    local.parent.mkdir()
+    local.write_bytes(model[0].read_bytes())
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    session = CommandSession(push_template=f"sh -c 'cp {{model}} {device_dir}/{{sha256}}.onnx'",
+                             check_template=_hash_check(device_dir))
+    session.stage_model(str(local), model[1])
+    assert (device_dir / f"{model[1]}.onnx").read_bytes() == local.read_bytes()

@@ -6,7 +6,8 @@ Options (``Measure.options``):
 ``command``
     Template, split like a shell line (no shell is run) or a list of words; placeholders
     ``{model}``, ``{sha256}``, ``{threads}``, ``{cores}`` (comma list), ``{batch}`` are filled
-    in, any other braces are left alone. Wrap it in ``sh -c '...'`` when it needs a shell.
+    in, any other braces are left alone. Wrap it in ``sh -c '...'`` when it needs a shell: placeholders
+    in that script are filled shell-quoted, and ``{model}`` stands there bare (agents.command_template).
     ``{model}`` is a read-only copy of the bytes whose sha256 was checked, in a new folder only
     this user may enter (removed after the measurement), never the model's own path.
 ``regex``
@@ -52,6 +53,7 @@ import tempfile
 import time
 from typing import Callable
 
+from agents.command_template import build_argv
 from agents.errors import BadRequest, RuntimeUnavailable, ToolKilled, TooSlowForPolicy
 from agents.process_tree import kill_descendants
 from agents.runtimes.base import OutOfMemory, Prepared, RunFailure, count_option
@@ -64,16 +66,6 @@ KNOWN_OPTIONS = {"command", "regex", "json_path", "unit", "warmup_runs", "versio
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS,
                  signal.SIGTRAP}
 SHELL_NOT_FOUND = (126, 127)  # a shell's exit status for a command it cannot run / cannot find
-
-
-def build_argv(template, values: dict) -> list[str]:
-    """Split the template and fill the known placeholders; other braces stay as written, so
-    inline code such as ``python -c "print({'a': 1})"`` needs no escaping."""
-    if not isinstance(template, (str, list, tuple)) or not template:
-        raise BadRequest(f"command template must be a non-empty string or list of words, got {template!r}")
-    words = shlex.split(template) if isinstance(template, str) else [str(w) for w in template]
-    pattern = re.compile("{(" + "|".join(map(re.escape, values)) + ")}")
-    return [pattern.sub(lambda m: str(values[m.group(1)]), w) for w in words]
 
 
 def _at_path(doc, path: str):

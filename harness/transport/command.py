@@ -16,8 +16,8 @@ import shlex
 import subprocess
 from collections import deque
 
+from agents.command_template import build_argv
 from agents.protocol import Measure, Message
-from agents.runtimes.command import build_argv
 from harness.transport.base import RECENT_PUSHES
 from harness.transport.errors import AgentLost
 from harness.transport.local import LocalSession
