@@ -78,18 +78,24 @@ def kill_descendants(pid: int) -> list[str]:
     """SIGKILL every process below ``pid``; what was killed, described. Each is stopped first and the tree walked
     again until no new one shows, so none starts another while the rest are killed (its orphan would escape)."""
     stopped: dict[int, str] = {}
-    while new := [p for p in descendants(pid) if p not in stopped]:
+    while True:
+        tree = descendants(pid)
+        new = [p for p in tree if p not in stopped]
+        if not new:
+            break
         for p in new:
             stopped[p] = describe(p)
             _signal(p, signal.SIGSTOP)
+    # The last walk is the frozen tree: a pid stopped but gone from it ended meanwhile and may be another's now.
+    killed = [p for p in stopped if p in tree]
     for p in stopped:
-        _signal(p, signal.SIGKILL)
-    for p in stopped:  # orphans re-parented to this process: reap them (elsewhere their parent or init does)
+        _signal(p, signal.SIGKILL if p in killed else signal.SIGCONT)
+    for p in killed:  # orphans re-parented to this process: reap them (elsewhere their parent or init does)
         try:
             os.waitpid(p, 0)
         except ChildProcessError:
             pass
-    return list(stopped.values())
+    return [stopped[p] for p in killed]
 
 
 def _signal(pid: int, sig: int) -> None:
