@@ -51,8 +51,9 @@ class ToolKilled(HwlError):
 
 class TooSlowForPolicy(HwlError):
     """The model's inferences are too slow for its timing policy (warmup and windows) to end within
-    ``model_timeout_s``: found in the warmup, so the measurement stops there instead of being killed at the limit.
-    It says nothing about the device, and measuring again under the same policy ends the same way."""
+    ``model_timeout_s``: found in the warmup (the command runtime: after a run of its tool), so the measurement
+    stops there instead of being killed at the limit. It says nothing about the device, and measuring again under
+    the same policy ends the same way."""
 
 
 class MeasurementTimeout(HwlError):
