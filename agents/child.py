@@ -321,17 +321,20 @@ def _measure(job: dict, report) -> dict:
             "seed": request.seed, "runtime": prepared.metadata,
             "thermal_wait_s": job.get("thermal_wait_s", 0.0),
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    if left_running:
+        meta["left_running"] = left_running
     m = Measurement(spec=spec, block_size=timing.block_size, samples_ns=timing.samples_ns, init_ms=init_ms,
                     first_ms=timing.first_ns / 1e6 if timing.first_ns is not None else None,
                     fingerprint_id=job.get("fingerprint_id", ""), metadata=meta)
-    if left_running:
-        meta["left_running"] = left_running
     outcome = "unstable" if m.is_unstable else "ok"
-    said = ([f"flags {', '.join(m.flags)}"] if m.is_unstable else []) + (
-        [f"killed what it left running, which may have disturbed its timing: {'; '.join(left_running)}"]
-        if left_running else [])
-    message = "; ".join(said)
+    message = f"flags {', '.join(m.flags)}" if m.is_unstable else ""
+    if left_running:
+        message = _with_leftovers(message, left_running, "which may have disturbed its timing")
     return {"outcome": outcome, "message": message, "measurement": m.to_dict()}
+
+
+def _with_leftovers(message: str, left: list[str], why: str) -> str:
+    return "; ".join(filter(None, [message, f"killed what it left running, {why}: {'; '.join(left)}"]))
 
 
 def _seconds_left(job: dict):
@@ -375,6 +378,9 @@ def main() -> int:
         proto.write(json.dumps({"event": "phase", "phase": phase}) + "\n")
 
     result = _measure(job, report)
+    left = kill_descendants(os.getpid())  # what a load that failed left (a timed model's are in its record)
+    if left:
+        result["message"] = _with_leftovers(result.get("message", ""), left, "started while loading")
     result["event"] = "result"
     proto.write(json.dumps(result, allow_nan=False) + "\n")
     proto.flush()

@@ -30,6 +30,13 @@ def segfaulting_factory():
     ctypes.string_at(0)
 
 
+def daemon_then_failed_load():
+    """Starts a server that leaves its process group (as a runtime might), then fails to load."""
+    import subprocess
+    subprocess.Popen(["setsid", "sleep", os.environ["HWL_TEST_SLEEP"]], stdin=subprocess.DEVNULL)
+    raise RuntimeError("no model here")
+
+
 def huge_allocation():
     """Asks for 8 PB: the allocation fails at once with numpy's MemoryError."""
     import numpy as np
@@ -140,6 +147,16 @@ def test_torch_eager_tiny_module_from_a_factory():
 def test_a_segfault_in_the_measuring_process_is_a_record():
     res = measure(runtime="torch", arch={"factory": f"{__name__}:segfaulting_factory"}, input_shape=(1, 16))
     assert res.outcome == "runtime_error" and "SIGSEGV" in res.message and res.measurement is None
+
+
+def test_what_a_failed_load_leaves_running_is_killed_and_said(monkeypatch):
+    """The leftovers of a runtime's load that fails are killed as the measuring child ends, not left to init."""
+    marker = f"{os.getpid() % 97 + 31}.83"
+    monkeypatch.setenv("HWL_TEST_SLEEP", marker)  # the measuring child inherits it
+    res = measure(runtime="torch", arch={"factory": f"{__name__}:daemon_then_failed_load"}, input_shape=(1, 16))
+    assert res.outcome == "load_error" and "RuntimeError: no model here" in res.message, res.message
+    assert "; killed what it left running, started while loading: " in res.message and f"sleep {marker}" in res.message
+    assert _processes_with(f"sleep {marker}") == []
 
 
 def test_a_failed_allocation_is_oom():
