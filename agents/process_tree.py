@@ -5,7 +5,9 @@ measuring child's process group, so killing the group missed it: it ran on, on t
 later measurement. On Linux the measuring child makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``):
 an orphan among its descendants is then re-parented to it, not to init, so while it lives every process it
 started is in its tree, which ``/proc`` shows. Elsewhere (macOS, the BSDs) there is neither: only the process group
-is killed, and a process that left it runs on.
+is killed, and a process that left it runs on. A child that dies on its own (a crash, the OOM killer) ends its
+subreaping too: what had left its group is re-parented to init and runs on. The agent, its parent, is no subreaper,
+as its own short-lived processes (``nvidia-smi`` for the fingerprint) run beside a measurement.
 
 Kept to the standard library (ctypes and /proc): the agent bundle needs numpy and a runtime only.
 """
