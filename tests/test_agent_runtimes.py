@@ -1,4 +1,5 @@
 """Each runtime measured for real through the agent's child-process path (agents.child)."""
+import hashlib
 import os
 import shutil
 import sys
@@ -305,7 +306,9 @@ def test_a_model_path_in_a_shell_script_stays_one_word_and_runs_nothing(tmp_path
 def test_a_model_path_quoted_in_a_shell_script_is_refused_in_one_line(tmp_path):
     """Quotes of the script's own around {model} would become part of the shell-quoted path: refused, saying how
     to write it."""
-    res = measure(runtime="command", model=str(tmp_path / "m.onnx"), sha256="ab" * 32,
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"any bytes: the template is refused before the tool runs")
+    res = measure(runtime="command", model=str(model), sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
                   options={"command": """sh -c 'wc -c "{model}"; echo 1.5 ms'""", "regex": "([0-9.]+) ms"})
     assert res.outcome == "load_error" and "\n" not in res.message, res.message
     assert res.message.startswith("BadRequest: command template: {model} stands inside quotes in the shell script")
