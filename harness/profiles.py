@@ -81,7 +81,8 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
         "inter_op_threads": (int, None),
         "scope": (str, ("compute", "end_to_end")),
     },
-    "tvm": {"target": (str, None), "tuned": (bool, None), "opt_level": (int, (0, 1, 2, 3))},
+    "tvm": {"target": (str, None), "tuned": (bool, None), "opt_level": (int, (0, 1, 2, 3)), "library_dir": (str, None),
+            "schedule": (str, ("none", "dlight", "ms-sample"))},  # agents.runtimes.tvm_vm.SCHEDULES
     "torch": {"device": (str, ("cpu", "cuda")), "scope": (str, ("compute", "end_to_end")), "cuda_graph": (bool, None)},
     "command": {"command": (str, None), "regex": (str, None), "json_path": (str, None),
                 "unit": (str, ("ns", "us", "ms", "s")), "warmup_runs": (int, None), "version": (str, None)},
@@ -361,12 +362,8 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
                                f"core(s) of 'runtime.cores' {cores}; pin at least one core per thread")
         cores = tuple(sorted(cores))
     options = _runtime_options(c, kind, rt.get("options", {}))
-    if kind == "tvm" and threads > 1 and not dict(options).get("tuned"):  # else the agent refuses every model
-        raise ProfileError(f"{source}: key 'runtime.threads' = {threads}, but runtime 'tvm' untuned runs on one "
-                           "thread (TVM's default CPU build has no parallel loop), so its records would say "
-                           f"{threads} threads for one; set threads = 1 with one core in 'runtime.cores' (a "
-                           "MetaSchedule-tuned library has parallel loops: time it at more threads with hwl measure "
-                           "--runtime tvm --option library=FILE --option tuned=true)")
+    if kind == "tvm":
+        _check_tvm_libraries(source, threads, dict(options))
     if host.transport == "command" and kind != "command":
         raise ProfileError(f"{source}: transport 'command' measures through the host-side tool, so "
                            f"'runtime.kind' must be 'command', got {kind!r}")
@@ -396,6 +393,32 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
 
 _SSH_ONLY = ("key", "known_hosts", "python", "machine", "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb")
 _COMMAND_ONLY = ("push", "check")
+
+
+def _check_tvm_libraries(source: str, threads: int, options: dict) -> None:
+    """What the tvm agent would refuse for every model of a campaign, refused when the profile loads."""
+    library_dir = options.get("library_dir")
+    if library_dir is not None and not os.path.isabs(library_dir):
+        raise ProfileError(f"{source}: key 'runtime.options.library_dir' = {library_dir!r} must be an absolute path "
+                           "on the device (the folder scripts/build_tvm_libraries filled, copied there)")
+    if options.get("tuned") and library_dir is None:
+        raise ProfileError(f"{source}: key 'runtime.options.tuned' = true needs 'runtime.options.library_dir': the "
+                           "agent never tunes; tuned libraries are built on a build host with "
+                           "scripts/build_tvm_libraries --tune-trials and copied to the device")
+    schedule = options.get("schedule", "none")
+    if schedule != "none" and library_dir is not None:
+        raise ProfileError(f"{source}: key 'runtime.options.schedule' applies to the agent's own build, not to the "
+                           "libraries of 'runtime.options.library_dir' (scripts/build_tvm_libraries --schedule)")
+    if schedule == "ms-sample" and "num-cores" not in options.get("target", ""):
+        raise ProfileError(f"{source}: key 'runtime.options.schedule' = 'ms-sample' needs the device's core count "
+                           "in 'runtime.options.target', e.g. '{\"kind\": \"llvm\", \"num-cores\": 4}'")
+    if threads > 1 and not options.get("tuned") and schedule == "none":
+        raise ProfileError(f"{source}: key 'runtime.threads' = {threads}, but runtime 'tvm' untuned runs on one "
+                           "thread (TVM's default CPU build has no parallel loop), so its records would say "
+                           f"{threads} threads for one; set threads = 1 with one core in 'runtime.cores', build "
+                           "with parallel loops (schedule = \"ms-sample\") or measure MetaSchedule-tuned "
+                           "libraries (tuned = true with 'runtime.options.library_dir', see "
+                           "scripts/build_tvm_libraries)")
 
 
 def _host(c: "_Checker", host_t: dict) -> HostSpec:

@@ -80,6 +80,16 @@ def test_good_profile_fields_and_round_trip():
     # TVM's untuned build has no parallel loop: its records said 2 threads for one thread's latency
     ({"runtime__kind": "tvm", "runtime__options": {}}, ["runtime.threads", "= 2", "untuned runs on one thread",
                                                        "set threads = 1"]),
+    # tuned = true with no libraries: every job was refused by the agent ('needs options.library') once a campaign ran
+    ({"runtime__kind": "tvm", "runtime__options": {"tuned": True}},
+     ["runtime.options.tuned", "needs 'runtime.options.library_dir'", "scripts/build_tvm_libraries"]),
+    ({"runtime__kind": "tvm", "runtime__threads": 1, "runtime__options": {"library_dir": "libs"}},
+     ["runtime.options.library_dir", "'libs'", "absolute path on the device"]),
+    ({"runtime__kind": "tvm", "runtime__options": {"schedule": "ms-sample"}},
+     ["runtime.options.schedule", "needs the device's core count", "num-cores"]),
+    ({"runtime__kind": "tvm", "runtime__options": {"schedule": "dlight", "tuned": True, "library_dir": "/libs"}},
+     ["runtime.options.schedule", "applies to the agent's own build"]),
+    ({"runtime__kind": "tvm", "runtime__options": {"schedule": "fast"}}, ["runtime.options.schedule", "ms-sample"]),
     ({"runtime__options": {"scope": "host"}}, ["runtime.options.scope", "compute, end_to_end"]),
     ({"runtime__kind": "torch", "runtime__options": {"cuda_graph": "yes"}}, ["runtime.options.cuda_graph", "bool"]),
     # else every job of the device is refused by the agent (the device quarantined) only once a campaign runs
@@ -107,6 +117,21 @@ def test_bad_profiles_name_file_key_and_choices(changes, words):
     assert msg.startswith("lab/pi-1.toml: ")
     for word in words:
         assert word in msg
+
+
+def test_tuned_tvm_libraries_from_a_folder_may_run_on_more_threads():
+    options = {"tuned": True, "library_dir": "/home/pi/tvm-libs"}
+    p = parse_profile(_bad(runtime__kind="tvm", runtime__options=options))
+    assert p.runtime.threads == 2 and p.runtime.options_dict() == options
+
+
+def test_a_tvm_build_with_parallel_loops_may_run_on_more_threads():
+    tvm_vm = pytest.importorskip("agents.runtimes.tvm_vm")
+    from harness.profiles import RUNTIME_OPTIONS
+    assert RUNTIME_OPTIONS["tvm"]["schedule"][1] == tvm_vm.SCHEDULES
+    options = {"schedule": "ms-sample", "target": '{"kind": "llvm", "num-cores": 2}'}
+    p = parse_profile(_bad(runtime__kind="tvm", runtime__options=options))
+    assert p.runtime.threads == 2 and p.runtime.options_dict() == options
 
 
 def test_every_agent_option_a_profile_may_set_is_known_to_profiles():

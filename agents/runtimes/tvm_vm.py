@@ -17,8 +17,11 @@ level, default 3), ``library`` (prebuilt library path; then ``input_shape`` and 
 describe the single input) with ``library_sha256`` (its sha256 as built: a library without one, or whose bytes
 differ, is refused, as loading it runs its code), ``cc`` (compiler for exporting the library), ``tuned`` (default
 false; true means the library is MetaSchedule-tuned, which is an opt-in build step on a build
-host, minutes per model, see :func:`build_library`: the agent then needs ``library`` and never
-tunes inside a measurement).
+host, minutes per model, see :func:`build_library`: the agent then needs ``library`` or
+``library_dir`` and never tunes inside a measurement), ``library_dir`` (a folder on the device of libraries
+prebuilt per model, ``<model sha256>.so`` each with its ``.so.sha256``, written by scripts/build_tvm_libraries on
+a build host: how a campaign over many models runs tuned TVM; the input comes from the model as for a build),
+``schedule`` (the agent's own build: "none", default, or "dlight" / "ms-sample", see SCHEDULES; in the build hash).
 Threads: the parent sets ``TVM_NUM_THREADS`` to the request's ``threads`` before TVM starts. Only a kernel with a
 parallel loop uses TVM's thread pool, and TVM's default CPU build (untuned) schedules no loop, so its libraries run
 on one thread whatever that says: a request for more threads than one is refused for a library without a parallel
@@ -45,8 +48,17 @@ from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, Unsuppor
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
-KNOWN_OPTIONS = {"target", "library", "library_sha256", "cc", "tuned", "opt_level"}
+KNOWN_OPTIONS = {"target", "library", "library_sha256", "library_dir", "cc", "tuned", "opt_level", "schedule"}
 DEFAULT_OPT_LEVEL = 3
+# What build_library may schedule an untuned build with: "none" is TVM's default CPU pipeline (no kernel scheduled);
+# "dlight" adds TVM's search-free CPU rules (tvm.s_tir.dlight.cpu), which give kernels a parallel outer loop but
+# measured twice as slow at one thread on NB201 (scripts/bench_tvm --schedules), so the agent builds with "none";
+# "ms-sample" is one draw from MetaSchedule's CPU design space per kernel, nothing built or timed (3-4x faster than
+# "none" on NB201, but 4-5x the compile time and it needs the tuner's apache-tvm-ffi pin, so it is opt-in: options
+# schedule, or scripts/build_tvm_libraries --schedule on a build host).
+SCHEDULES = ("none", "dlight", "ms-sample")
+# apache-tvm-ffi releases whose MetaSchedule segfaults (environment-notes.md): refused in one line instead.
+BROKEN_TUNER_FFI = ("0.1.15",)
 EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
 # What a compiled kernel with a parallel loop calls to run it on TVM's thread pool: a library that never names it
 # uses one thread.
@@ -61,10 +73,13 @@ def _target(spec) -> tvm.target.Target:
                          f"{{'kind': 'llvm', 'mtriple': 'aarch64-linux-gnu'}}") from None
 
 
-def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL) -> str:
-    """Content address of a compiled library: model bytes + target + opt level + TVM version."""
-    key = json.dumps({"model": model_sha256, "target": str(target), "opt_level": opt_level, "tvm": tvm.__version__},
-                     sort_keys=True)
+def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none") -> str:
+    """Content address of a compiled library: model bytes + target + opt level + schedule + TVM version (the
+    default schedule adds no key, so libraries cached before schedules existed are still found)."""
+    key = {"model": model_sha256, "target": str(target), "opt_level": opt_level, "tvm": tvm.__version__}
+    if schedule != "none":
+        key["schedule"] = schedule
+    key = json.dumps(key, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -84,14 +99,64 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
     return out
 
 
+def _dlight_pipeline(target: tvm.target.Target):
+    """TVM's CPU pipeline (relax.backend.cpu_generic) with dlight's CPU rules applied to the fused kernels; those
+    no rule matches stay as the plain pipeline leaves them."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.s_tir import dlight
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+                + [dlight.ApplyDefaultSchedule(dlight.cpu.GEMV(), dlight.cpu.Reduction())]
+                + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))(mod)
+    return pipeline
+
+
+def _check_tuner_ffi(what: str) -> None:
+    import tvm_ffi
+    version = getattr(tvm_ffi, "__version__", "")
+    if version.startswith(BROKEN_TUNER_FFI):
+        raise BadRequest(f"{what} runs MetaSchedule, which segfaults with apache-tvm-ffi {version}; install "
+                         "apache-tvm-ffi==0.1.14.post0 on the build host (see environment-notes.md)")
+
+
+def _sampled_schedule_pipeline(target: tvm.target.Target, seed: int = 1):
+    """MetaSchedule's CPU design space without search: for each fused kernel one draw of its space (tiling,
+    parallel, vectorize, unroll; a fixed seed, so the same model gives the same library) with its postprocessors,
+    applied from an in-memory database; then TVM's default CPU pipeline. No candidate is built or timed."""
+    from tvm.s_tir import meta_schedule as ms
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod, _ctx):
+        with target:
+            mod = relax.pipeline.zero_pipeline()(mod)
+            database = ms.database.MemoryDatabase()
+            for i, task in enumerate(ms.relax_integration.extract_tasks(mod, target)):
+                kernel = task.dispatched[0]
+                context = ms.TuneContext(mod=kernel, target=target, space_generator="post-order-apply",
+                                         task_name=task.task_name, rand_state=seed + i)
+                sch = context.generate_design_space()[0]
+                if all(post.apply(sch) for post in context.space_generator.postprocs):  # else left unscheduled
+                    database.commit_tuning_record(ms.database.TuningRecord(
+                        sch.trace, database.commit_workload(kernel), [1.0], target))
+            with database:
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            return relax.pipeline.get_default_pipeline(target)(mod)
+    return pipeline
+
+
 def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
-                 tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL):
+                 tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none"):
     """Import and compile an ONNX model (a file's path, or an ``onnx.ModelProto``); returns (executable, inputs).
 
     ``tune_trials > 0`` opts in to MetaSchedule tuning (relax's ``static_shape_tuning_pipeline``)
     with its database in ``tuning_dir``, which later builds reuse. Minutes per model; never used
     by the agent's measurements or the tests (it also needs xgboost-cpu and the
     apache-tvm-ffi pin of environment-notes.md, without which the tuner segfaults).
+    Untuned, ``schedule`` is one of SCHEDULES.
 
     Raises
     ------
@@ -117,8 +182,17 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
             raise UnsupportedOp(f"TVM's ONNX importer: {text[:2000]}") from None
         raise CompileFailure(f"TVM could not import the model: {type(exc).__name__}: {text[:2000]}") from None
     tvm_target = _target(target)
-    pipeline = "default"
+    if schedule not in SCHEDULES:
+        raise BadRequest(f"TVM schedule {schedule!r} is not known; valid: {', '.join(SCHEDULES)}")
+    pipeline = _dlight_pipeline(tvm_target) if schedule == "dlight" else "default"
+    if schedule == "ms-sample":
+        if "num-cores" not in tvm_target.attrs:  # the parallel loops are split for the device's cores
+            raise BadRequest("TVM schedule 'ms-sample' needs the device's core count in the target, e.g. "
+                             "{'kind': 'llvm', 'num-cores': 4}")
+        _check_tuner_ffi("TVM schedule 'ms-sample'")
+        pipeline = _sampled_schedule_pipeline(tvm_target)
     if tune_trials > 0:
+        _check_tuner_ffi("TVM tuning (tune_trials > 0)")
         if tuning_dir is None:
             raise BadRequest("MetaSchedule tuning needs a tuning_dir (its database is reused across builds)")
         pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=tune_trials, target=tvm_target,
@@ -133,15 +207,15 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
 
 def build_library(model, out_path, target="llvm", *, cc: str | None = None, batch: int = 1,
                   input_shape: tuple = (), tune_trials: int = 0, tuning_dir: str | Path | None = None,
-                  opt_level: int = DEFAULT_OPT_LEVEL) -> Path:
+                  opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none") -> Path:
     """Compile an ONNX model (path or ``onnx.ModelProto``) into a shared library at ``out_path`` (written atomically).
 
     For a cross target give the matching compiler, e.g. ``cc="aarch64-linux-gnu-g++"``, or name
     the output ``*.tar`` to ship object files that ``tvm.runtime.load_module`` links on the device.
-    ``tune_trials``/``tuning_dir``: opt-in MetaSchedule tuning, see :func:`compile_onnx`.
+    ``tune_trials``/``tuning_dir``: opt-in MetaSchedule tuning, and ``schedule``, see :func:`compile_onnx`.
     """
     exe, _ = compile_onnx(model, target, batch=batch, input_shape=input_shape, tune_trials=tune_trials,
-                          tuning_dir=tuning_dir, opt_level=opt_level)
+                          tuning_dir=tuning_dir, opt_level=opt_level, schedule=schedule)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # The suffix picks the format: .so links with cc; .tar leaves linking to the device.
@@ -201,22 +275,28 @@ def _record_digest(lib_path: Path, data: bytes) -> None:
     _digest_file(lib_path).write_text(hashlib.sha256(data).hexdigest() + "\n")
 
 
-def _cached_library(folder: Path | None, bhash: str) -> bytes | None:
-    """The bytes of the library built earlier for ``bhash``, read once, only while they hash as they did at its
-    build: a file swapped or cut short since is built again, never loaded."""
-    if folder is None:
-        return None
-    lib_path = folder / f"{bhash}.so"
+def _read_recorded(lib_path: Path) -> tuple[bytes, str, str] | None:
+    """A library's bytes, read once, with their sha256 and the sha256 recorded at its build; None when either
+    file is missing."""
     try:
         recorded = _digest_file(lib_path).read_text().strip()
         data = lib_path.read_bytes()
     except OSError:
+        return None
+    return data, hashlib.sha256(data).hexdigest(), recorded
+
+
+def _cached_library(folder: Path | None, bhash: str) -> bytes | None:
+    """The bytes of the library built earlier for ``bhash``, read once, only while they hash as they did at its
+    build: a file swapped or cut short since is built again, never loaded."""
+    found = _read_recorded(folder / f"{bhash}.so") if folder is not None else None
+    if found is None:
         return None  # not built yet, or built before digests were recorded
-    actual = hashlib.sha256(data).hexdigest()
+    data, actual, recorded = found
     if actual == recorded:
         return data
     log.warning("cached TVM library %s has sha256 %s, not the %s recorded at its build; building it again",
-                lib_path, actual, recorded)
+                folder / f"{bhash}.so", actual, recorded)
     return None
 
 
@@ -231,9 +311,31 @@ def _refuse_threads_it_cannot_use(threads: int, parallel: bool, tuned: bool) -> 
     if threads > 1 and not parallel:
         built = "this tuned library" if tuned else "TVM's default CPU build (untuned)"
         raise BadRequest(f"tvm at {threads} threads: {built} has no parallel loop, so it runs on one thread "
-                         "whatever TVM_NUM_THREADS says; measure it at 1 thread on one core, or ship a "
-                         "MetaSchedule-tuned library (options.library with tuned = true, built by "
-                         "tvm_vm.build_library(tune_trials=...) on a build host)")
+                         "whatever TVM_NUM_THREADS says; measure it at 1 thread on one core, build with parallel "
+                         "loops (options.schedule = 'ms-sample'), or ship MetaSchedule-tuned libraries "
+                         "(options.library_dir with tuned = true, filled by scripts/build_tvm_libraries "
+                         "--tune-trials on a build host)")
+
+
+def _library_in_dir(folder: Path, model_sha256: str) -> tuple[bytes, Path]:
+    """options.library_dir: the bytes of the library built for this model on a build host (``<model sha256>.so``
+    beside its recorded ``.so.sha256``, see scripts/build_tvm_libraries), read once, taken only from a folder no
+    other user may write and while they hash as recorded: loading a library runs its code."""
+    try:
+        st = folder.lstat()
+    except OSError:
+        raise BadRequest(f"tvm option library_dir: {folder} is not a folder on this device") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise BadRequest(f"tvm option library_dir: {folder} must be a folder of this user that no other user may "
+                         "write (chmod go-w), since loading a library runs its code")
+    lib_path = folder / f"{model_sha256}.so"
+    if not lib_path.is_file():
+        raise BadRequest(f"tvm option library_dir: {folder} has no library for this model ({lib_path.name}); build "
+                         "it on a build host with scripts/build_tvm_libraries and copy it there")
+    found = _read_recorded(lib_path)
+    if found is None or found[1] != found[2]:
+        raise LoadFailure(f"TVM library {lib_path} does not hash as its {lib_path.name}.sha256 records: not loaded")
+    return found[0], lib_path
 
 
 def _load_library(data: bytes, lib_path: Path):
@@ -248,12 +350,13 @@ def _load_library(data: bytes, lib_path: Path):
         folder.cleanup()  # a loaded shared library stays mapped once its file is gone
 
 
-def _build(model, folder: Path | None, bhash: str, target, options: dict, request, opt_level: int) -> bytes:
+def _build(model, folder: Path | None, bhash: str, target, options: dict, request, opt_level: int,
+           schedule: str) -> bytes:
     """Compile ``model`` (an ``onnx.ModelProto``) into the cache, or a private temporary folder; its bytes."""
     with tempfile.TemporaryDirectory(prefix="hwl-tvm-") as private:  # no cache: a folder only we can write
         lib_path = (folder or Path(private)) / f"{bhash}.so"
         build_library(model, lib_path, target, cc=options.get("cc"), batch=request.batch,
-                      input_shape=tuple(request.input_shape), opt_level=opt_level)
+                      input_shape=tuple(request.input_shape), opt_level=opt_level, schedule=schedule)
         data = lib_path.read_bytes()
         _record_digest(lib_path, data)
         return data
@@ -272,43 +375,62 @@ def _prebuilt_library(options: dict) -> tuple[bytes, Path]:
     return lib.data, lib.path
 
 
+def _model_inputs(request, model) -> tuple:
+    """The checked model's bytes parsed (the file is never opened again), and its inputs."""
+    import onnx
+    try:
+        proto = onnx.load_from_string(model.data)
+        return proto, onnx_inputs(proto, request.batch, tuple(request.input_shape))
+    except Exception as exc:
+        raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+
+
 def prepare(request, model, cache_dir=None) -> Prepared:
     options = dict(request.options)
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise BadRequest(f"unknown tvm option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
-    if options.get("tuned") and not options.get("library"):
-        raise BadRequest("tvm option tuned=true needs options.library: the agent never tunes inside a "
-                         "measurement; tune on a build host (tvm_vm.build_library(tune_trials=...)) and ship the library")
+    if options.get("library") and options.get("library_dir"):
+        raise BadRequest("tvm options library and library_dir exclude each other: give one")
+    if options.get("tuned") and not (options.get("library") or options.get("library_dir")):
+        raise BadRequest("tvm option tuned=true needs options.library or library_dir: the agent never tunes inside a "
+                         "measurement; tune on a build host (scripts/build_tvm_libraries --tune-trials) and ship the "
+                         "library")
     target = options.get("target", "llvm")
     opt_level = options.get("opt_level", DEFAULT_OPT_LEVEL)
     if opt_level not in (0, 1, 2, 3):
         raise BadRequest(f"tvm option opt_level={opt_level!r}; valid: 0, 1, 2, 3")
+    schedule = options.get("schedule", "none")
+    if schedule not in SCHEDULES:
+        raise BadRequest(f"tvm option schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if schedule != "none" and (options.get("library") or options.get("library_dir")):
+        raise BadRequest("tvm option schedule applies to the agent's own build, not to a prebuilt library "
+                         "(scripts/build_tvm_libraries --schedule builds those)")
     meta = {"target": str(target), "opt_level": opt_level, "tuned": bool(options.get("tuned", False)),
-            "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None, "library_cached": False}
+            "schedule": schedule, "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None,
+            "library_cached": False}
     if options.get("library"):
         if not request.input_shape:
             raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
         inputs = [("input", tuple(request.input_shape), request.dtype)]
         data, lib_path = _prebuilt_library(options)
         bhash = options["library_sha256"]
+    elif model is None:
+        raise BadRequest("tvm compiles an ONNX file ('model' or 'sha256'), or loads options.library")
+    elif options.get("library_dir"):
+        _, inputs = _model_inputs(request, model)
+        data, lib_path = _library_in_dir(Path(options["library_dir"]), request.sha256)
+        bhash = hashlib.sha256(data).hexdigest()
     else:
-        if model is None:
-            raise BadRequest("tvm compiles an ONNX file ('model' or 'sha256'), or loads options.library")
-        bhash = build_hash(request.sha256, target, opt_level)
-        import onnx
-        try:
-            proto = onnx.load_from_string(model.data)  # the checked bytes: the file is never opened again
-            inputs = onnx_inputs(proto, request.batch, tuple(request.input_shape))
-        except Exception as exc:
-            raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+        bhash = build_hash(request.sha256, target, opt_level, schedule)
+        proto, inputs = _model_inputs(request, model)
         folder = _library_cache(cache_dir)
         data = _cached_library(folder, bhash)
         meta["library_cached"] = data is not None
         if data is None:
             importlib.import_module("tvm.relax.frontend.onnx")  # its import is no part of compile_ms
             t0 = time.perf_counter_ns()
-            data = _build(proto, folder, bhash, target, options, request, opt_level)
+            data = _build(proto, folder, bhash, target, options, request, opt_level, schedule)
             meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
         lib_path = folder / f"{bhash}.so" if folder else Path(f"{bhash}.so")
     meta["parallel_loops"] = runs_parallel_loops(data)
