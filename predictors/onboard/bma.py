@@ -34,10 +34,19 @@ class GridAverage:
             var[start:start + chunk] = self.prob @ v + self.prob @ (mu - avg) ** 2
         return self.y_mean + self.y_std * mean, self.y_std ** 2 * var
 
-    def log_ms_mean_sd(self, archs=None, *, feats=None) -> tuple[np.ndarray, np.ndarray]:
+    def noise_var(self, mean) -> np.ndarray:
+        """The fitted noise variance at model values ``mean`` (response units), averaged over the grid points:
+        what the model cannot explain of a latency beside its unsure mean (relative to the latency for an ms
+        model with relative noise)."""
+        return self.y_std ** 2 * float(self.prob @ self.noise) * self.method.noise_sd_factor(mean) ** 2
+
+    def log_ms_mean_sd(self, archs=None, *, feats=None, with_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`mean_var` as log-ms mean and standard deviation (for an ms model: the log of the
-        positive mean, and the standard deviation relative to it, as +-5 % reads 0.05 in log-ms)."""
+        positive mean, and the standard deviation relative to it, as +-5 % reads 0.05 in log-ms).
+        ``with_noise``: of a latency (the predictive spread, :meth:`noise_var` added), not of the mean."""
         mean, var = self.mean_var(archs, feats=feats)
+        if with_noise:
+            var = var + self.noise_var(mean)
         return np.log(self.method.from_response(mean)), np.sqrt(var) * self.method.log_ms_slope(mean)
 
 
