@@ -20,8 +20,9 @@ TABLE_FORMAT_VERSION = "1"
 def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
     """One row per candidate: ``arch`` (+ ``arch_str`` for NB201), ``device``, ``predicted_ms``
     (as ``hwl predict`` names it: a ``latency_ms`` column would import as measurements), ``uncertainty``
-    (standard deviation of log-latency: 0.05 is about +-5 %; the posterior's relative to its prediction
-    for ``phys_bayes``, an ensemble's spread for others), ``measured_ms`` (the measurement, where there is one)."""
+    (standard deviation of log-latency: 0.05 is about +-5 %; for ``phys_bayes`` the posterior's of a
+    latency relative to its prediction, the fitted noise included, an ensemble's spread for others),
+    ``measured_ms`` (the measurement, where there is one)."""
     pred_ms, spread = loop.predict_table()
     keys = list(loop.candidates)
     frame = pd.DataFrame({"arch": keys})
