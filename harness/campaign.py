@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import shlex
+import sqlite3
 import sys
 
 if sys.version_info >= (3, 11):
@@ -166,10 +167,17 @@ def _config_name(config: dict) -> str:
     return "c-" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _legacy_name(plan: Plan) -> str:
-    """The name hwl gave the plan before device addresses were left out of a campaign's identity."""
-    devices = {p.name: {k: v for k, v in p.to_dict().items() if k != "source"} for p in plan.profiles}
-    return _config_name(_as_stored({**plan.config, "devices": devices}))
+def _earlier_unnamed(store: Store, plan: Plan) -> sqlite3.Row | None:
+    """The unnamed campaign (``c-`` and a hash) of the plan's settings that an older hwl planned under another
+    name: the hash was taken over whole profiles (addresses, descriptions) and over whatever keys a profile had
+    then, so each new profile key renamed the same command's campaign. Compared as :func:`_comparable` reads
+    a stored config, the newest first."""
+    rows = store.db.execute("SELECT name, config_json FROM campaigns WHERE name LIKE 'c-%' AND space = ? "
+                            "ORDER BY id DESC", (plan.spec.space,)).fetchall()
+    for name, config_json in rows:
+        if not differing_keys(_comparable(json.loads(config_json)), plan.config):
+            return store.campaign(name)
+    return None
 
 
 def _comparable(config: dict) -> dict:
@@ -222,7 +230,7 @@ def plan_campaign(store: Store, spec: CampaignSpec, plan: Plan | None = None, *,
 def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> tuple[int, Plan, bool]:
     row = store.campaign(plan.name)
     if row is None and spec.name is None:
-        row = store.campaign(_legacy_name(plan))
+        row = _earlier_unnamed(store, plan)
     if row is not None:
         diff = differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
         if diff:

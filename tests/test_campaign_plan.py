@@ -112,18 +112,33 @@ def test_a_device_at_a_new_address_stays_in_its_campaign_and_a_new_setup_does_no
         assert campaign_profiles(s, cid)[0].runtime.threads == 1
 
 
-def test_the_same_command_finds_a_campaign_an_older_hwl_planned(tmp_path):
-    """Older stores named a campaign by a hash over whole profiles, addresses and descriptions too."""
+def _as_older_hwl_wrote(profile, missing_host_keys) -> dict:
+    """A profile as an older hwl stored it: whole, without the host keys it did not have yet."""
+    d = json.loads(profile.to_json())
+    for key in missing_host_keys:
+        d["host"].pop(key)
+    return d
+
+
+# () : between 3496038's identity and today's keys; ("recover",): before host.recover (83ab98e, 2026-12-03)
+@pytest.mark.parametrize("missing_host_keys", [(), ("recover",)])
+def test_the_same_command_finds_a_campaign_an_older_hwl_planned(tmp_path, missing_host_keys):
+    """Older stores named a campaign by a hash over whole profiles, addresses and descriptions too, and over the
+    profile keys of their day: the same command after an upgrade must find it, not plan it again."""
     spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(_ssh_profile(tmp_path, "198.18.0.2")),))
     plan = resolve_plan(spec)
-    old_config = {**plan.config, "devices": {p.name: {k: v for k, v in p.to_dict().items() if k != "source"}
-                                             for p in plan.profiles}}
+    stored = {p.name: _as_older_hwl_wrote(p, missing_host_keys) for p in plan.profiles}
+    old_config = {**plan.config, "devices": {name: {k: v for k, v in d.items() if k != "source"}
+                                             for name, d in stored.items()}}
     old_name = "c-" + hashlib.sha256(json.dumps(old_config, sort_keys=True).encode()).hexdigest()[:10]
     with Store(tmp_path / "lab.db") as s:
         cid = s.create_campaign(name=old_name, space="nb201", measurement=None, arch_spec="5,7", seed=0,
-                                order_seed=0, config=old_config, devices={"pi-x": plan.profiles[0].to_json()},
+                                order_seed=0, config=old_config, devices={"pi-x": json.dumps(stored["pi-x"])},
                                 jobs=[("pi-x", "5", 0), ("pi-x", "7", 1)])
         assert plan_campaign(s, spec)[0::2] == (cid, False) and plan_campaign(s, spec)[1].name == old_name
+        assert s.campaign_names() == [old_name]
+        _ssh_profile(tmp_path, "198.18.0.2", threads=2)  # other settings are still another campaign
+        assert plan_campaign(s, spec)[0::2] == (cid + 1, True)
 
 
 def test_campaign_file(tmp_path):
