@@ -347,6 +347,13 @@ class Store:
         dev = self.devices(campaign_id).set_index("device")[["state", "error", "consecutive_failures"]]
         return dev.join(table, how="left").fillna(dict.fromkeys(JOB_STATES, 0)).reset_index()
 
+    def last_sent(self, campaign_id: int) -> float | None:
+        """When the newest attempt of the campaign still marked ``running`` was sent to its device (wall-clock
+        seconds), None when none is: a coordinator running the campaign always has one."""
+        (sent,) = self.db.execute("SELECT max(a.started_at) FROM attempts a JOIN jobs j ON a.job_id = j.id WHERE "
+                                  "j.campaign_id = ? AND a.state = 'running'", (campaign_id,)).fetchone()
+        return sent
+
     # -- jobs and attempts -----------------------------------------------------------------
     def recover_interrupted(self, campaign_id: int) -> int:
         """Attempts left ``running`` by a dead coordinator become ``lost``; their jobs go back to

@@ -211,6 +211,34 @@ def test_status_counts_one_running_job_per_device_and_none_without_a_coordinator
     assert counts(dead) == {"d1": {"queued": 3, "running": 0}, "d2": {"queued": 3, "running": 0}}
 
 
+def test_status_warns_of_a_job_sent_lately_by_a_coordinator_holding_no_lock(tmp_path, capsys):
+    """A coordinator of an hwl older than the campaign lock (7f97a1b) marks jobs running as it sends them and holds
+    no lock: written here as it wrote them (Store.start_attempt, no campaign_lock). status must not tell the lab,
+    upgrading under it, that no coordinator runs the campaign; an hour later (it crashed) it may."""
+    from harness.cli import main as hwl_main
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid = _campaign(s)
+        job_id = s.queued_jobs(cid, "d1")[0][0]
+        s.start_attempt(job_id)
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "no process holds its lock, yet a job was sent to a device" in out and "measure its jobs twice" in out
+    assert "no coordinator is running it" not in out
+    assert f"if none does, go on with: hwl campaign resume --store {db} --name c1" in out
+    with campaign_lock(db, cid, "c1"):  # a coordinator of today's hwl holds it: it is named, no warning
+        assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "no process holds its lock" not in out and f"being measured by pid {os.getpid()}" in out
+    with Store(db) as s:  # the same job an hour earlier: what a crashed coordinator left
+        s.db.execute("UPDATE attempts SET started_at = started_at - 3600 WHERE job_id = ?", (job_id,))
+        s.db.commit()
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "no process holds its lock" not in out and "no coordinator is running it; go on with" in out
+
+
 def test_a_canary_baseline_follows_the_device_to_a_new_address_but_not_to_a_new_setup(tmp_path):
     from harness.profiles import parse_profile
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 from harness.cli.common import add_address_flag, add_archs_flags, messages_to
@@ -208,6 +209,28 @@ def status(*, store: str, name: str | None = None):
     return cname, frame, coordinator
 
 
+# A coordinator sends a device's next job before the current one ends, so while one runs the newest job still
+# marked running was sent at most a job's time ago: 15 minutes covers a slow TVM build and a standard profile.
+LOCKLESS_WINDOW_S = 15 * 60
+
+
+def lockless_coordinator_hint(store: str, name: str) -> str | None:
+    """For a campaign no process holds the lock of: a warning when a job was sent to a device lately and is still
+    marked running, as while a coordinator of an hwl older than the campaign lock (7f97a1b, 2026-12-03) runs it,
+    unseen (or for a while after a coordinator crashed); a resume beside it would measure every job again."""
+    from harness.campaign import find_campaign
+    from harness.store import Store
+
+    with Store(store, readonly=True) as st:
+        sent = st.last_sent(find_campaign(st, name)[0])
+    ago = None if sent is None else time.time() - sent
+    if ago is None or ago > LOCKLESS_WINDOW_S:
+        return None
+    return (f"no process holds its lock, yet a job was sent to a device {ago:.0f} s ago and is still marked running "
+            "(a coordinator that crashed leaves it so, and one of an hwl older than 7f97a1b, 2026-12-03, runs without "
+            "the lock): a resume beside a coordinator still running would measure its jobs twice, so stop any first")
+
+
 def cmd_status(args) -> int:
     cname, frame, coordinator = status(store=args.store, name=args.name)
     if args.json:
@@ -225,7 +248,9 @@ def cmd_status(args) -> int:
         print(f"being measured by {coordinator}")
     elif frame["queued"].sum():
         from harness.campaign import resume_command
-        print(f"no coordinator is running it; go on with: {resume_command(args.store, cname)}")
+        hint = lockless_coordinator_hint(args.store, cname)
+        print(f"{hint}; if none does, go on with" if hint else "no coordinator is running it; go on with",
+              resume_command(args.store, cname), sep=": ")
     return 0
 
 
