@@ -25,6 +25,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.paths import why_not_a_file
+from harness.text import count
 from spaces import fbnet, get_space, nb201
 from spaces.columns import PAIRED_COLUMNS, check_same_archs
 from spaces.errors import ArchError
@@ -267,9 +268,10 @@ def warn_drifted(counts: dict, where: str, devices=None) -> None:
     as they are: only `hwl onboard` can measure them again, a table is read as it stands."""
     counts = {d: n for d, n in counts.items() if devices is None or d in devices}
     if counts:
-        log.warning("%s: %d latencies were measured while the device drifted (canary_drift: its drift canary was "
-                    "off its baseline) and are used as they are: %s; measure those archs again for a clean table",
-                    where, sum(counts.values()), ", ".join(f"{d} {n}" for d, n in counts.items()))
+        log.warning("%s: %s measured while the device drifted (canary_drift: its drift canary was "
+                    "off its baseline), read as measured: %s; measure those archs again for a clean table",
+                    where, count(sum(counts.values()), "latency was", "latencies were"),
+                    ", ".join(f"{d} {n}" for d, n in counts.items()))
 
 
 def load_table(space: str, *, path=None, store=None, device: str | None = None, devices=None) -> pd.DataFrame:

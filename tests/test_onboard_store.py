@@ -164,11 +164,18 @@ def test_train_adapt_and_pretraining_on_a_store_warn_of_drifted_latencies(tmp_pa
         with caplog.at_level(logging.WARNING):
             assert "onb-ort" in pretrain_tables("nb201", st, "new-device")
     assert (f"pretraining on store {tmp_path / 'lab.db'}: 2 latencies were measured while the device drifted "
-            "(canary_drift: its drift canary was off its baseline) and are used as they are: onb-ort 2") in caplog.text
+            "(canary_drift: its drift canary was off its baseline), read as measured: onb-ort 2") in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert len(data.load_table("nb201", store=tmp_path / "lab.db")) == 120
     assert f"store {tmp_path / 'lab.db'}: 2 latencies were measured while the device drifted" in caplog.text
+
+
+def test_one_drifted_latency_is_one_latency_in_the_warning(caplog):
+    # seen after an upgrade walk: hwl adapt --store said "1 latencies were measured while the device drifted"
+    with caplog.at_level(logging.WARNING):
+        data.warn_drifted({"local-ort-1t": 1}, "store lab.db")
+    assert "store lab.db: 1 latency was measured while the device drifted" in caplog.text
 
 
 def test_adapt_and_train_on_a_store_warn_only_of_the_drifted_latencies_of_the_devices_they_read(tmp_path, caplog):
@@ -193,5 +200,5 @@ def test_adapt_and_train_on_a_store_warn_only_of_the_drifted_latencies_of_the_de
         train(space="nb201", devices=["onb-ort"], method="hwl_ridge", store=tmp_path / "lab.db", out=tmp_path / "t.pt")
     drift = [r.getMessage() for r in caplog.records if "drifted" in r.getMessage()]
     assert n == 40 and len(drift) == 2, drift
-    assert all(line.endswith("are used as they are: onb-ort 2; measure those archs again for a clean table")
+    assert all(line.endswith("read as measured: onb-ort 2; measure those archs again for a clean table")
                for line in drift), drift
