@@ -231,7 +231,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
                 why = f"phase '{phase}' ran past the per-window limit of {policy.window_timeout_s:g} s"
             else:
                 why = f"the model ran past the per-model limit of {policy.model_timeout_s:g} s (in phase '{phase}')"
-            return {"event": "killed", "message": why + "; its process group was killed"}
+            return {"event": "killed", "message": why + "; it and the processes below it were killed"}
         ready, _, _ = select.select([fd], [], [], min(0.2, max(0.0, min(deadlines) - now)))
         if not ready:
             continue

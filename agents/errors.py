@@ -57,7 +57,8 @@ class TooSlowForPolicy(HwlError):
 
 
 class MeasurementTimeout(HwlError):
-    """A timed window or a whole model ran past its time limit; its process group was killed."""
+    """A timed window or a whole model ran past its time limit; the measuring process and the processes below it
+    were killed."""
 
 
 # Classes that may be named in an Error reply, by name.
