@@ -260,6 +260,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
 # child side
 def _measure(job: dict, report) -> dict:
     from agents import runtimes
+    from agents.core_load import CoreLoadWatch
     from agents.errors import HashMismatch, HwlError, ModelNotFound, TooSlowForPolicy
     from agents.measurement import Measurement, MeasurementSpec
     from agents.protocol import decode
@@ -296,7 +297,7 @@ def _measure(job: dict, report) -> dict:
         else:
             report("first")
             timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
-                                 first=prepared.first, seconds_left=_seconds_left(job))
+                                 first=prepared.first, seconds_left=_seconds_left(job), watch=CoreLoadWatch())
     except RunFailure as exc:
         return {"outcome": exc.outcome, "message": str(exc)}
     except TooSlowForPolicy as exc:  # the harness reads the class name: no retry, nothing charged to the device
@@ -325,8 +326,9 @@ def _measure(job: dict, report) -> dict:
         meta["left_running"] = left_running
     m = Measurement(spec=spec, block_size=timing.block_size, samples_ns=timing.samples_ns, init_ms=init_ms,
                     first_ms=timing.first_ns / 1e6 if timing.first_ns is not None else None,
-                    fingerprint_id=job.get("fingerprint_id", ""), metadata=meta)
-    outcome = "unstable" if m.is_unstable else "ok"
+                    fingerprint_id=job.get("fingerprint_id", ""), metadata=meta,
+                    core_load=timing.core_load or {"unknown": "this runtime times its windows itself"})
+    outcome = "unstable" if m.is_unstable else "ok"  # unstable, drifting or contended: measured again
     message = f"flags {', '.join(m.flags)}" if m.is_unstable else ""
     if left_running:
         message = _with_leftovers(message, left_running, "which may have disturbed its timing")

@@ -17,6 +17,11 @@ import numpy as np
 IQR_WARN_THRESHOLD = 0.10
 IQR_UNSTABLE_THRESHOLD = 0.25
 DRIFT_THRESHOLD = 0.05
+# Rule 7: a timed window in which anything else took this share of the measured cores' time (foreign CPU time plus
+# steal, beyond the counters' resolution) makes the record `contended`. Calibrated by scripts/bench_core_load.
+CONTENDED_THRESHOLD = 0.10
+RESOLUTION_TICKS = 2  # a window's foreign time is the difference of counters that move in whole ticks
+REQUEUE_FLAGS = ("unstable", "drifting", "contended")  # flags whose record is measured again (rule 18)
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so a record's CI is reproducible from its samples
 FORMAT_VERSION = 1
@@ -83,6 +88,10 @@ class Measurement:
         Id of the environment fingerprint of the agent session.
     metadata : dict
         Anything else worth keeping (policy, warmup runs, labels, start time). Dropped by merge.
+    core_load : dict or None
+        What else ran on the measured cores, per timed window (:mod:`agents.core_load`): ``cores``, ``tick_s``,
+        ``foreign_cpu_frac``, ``steal_frac`` and ``window_s`` lists; or ``{"unknown": why}`` where the counters
+        could not be read (None: a record from before the check).
 
     Attributes
     ----------
@@ -99,8 +108,10 @@ class Measurement:
         Median of the per-repeat medians: the predictor's label (rule 17).
     drift : float
         (max - min) of the repeat medians over their median.
+    foreign_cpu_frac_max, steal_frac_max : float or None
+        The worst window's share of the cores' time taken by something else / stolen (None: unknown).
     flags : tuple of str
-        Subset of ("warn", "unstable", "drifting").
+        Subset of ("warn", "unstable", "drifting", "contended").
     """
 
     spec: MeasurementSpec
@@ -110,6 +121,7 @@ class Measurement:
     first_ms: float | None = None
     fingerprint_id: str = ""
     metadata: dict = field(default_factory=dict, compare=False)
+    core_load: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if not self.samples_ns or not all(len(r) for r in self.samples_ns):
@@ -197,6 +209,31 @@ class Measurement:
         m = self.repeat_medians_ms
         return float((m.max() - m.min()) / self.label_ms) if self.label_ms > 0 else 0.0
 
+    def _window_loads(self, key: str) -> list[float] | None:
+        load = self.core_load or {}
+        return load.get(key) if "unknown" not in load else None
+
+    @cached_property
+    def foreign_cpu_frac_max(self) -> float | None:
+        fracs = self._window_loads("foreign_cpu_frac")
+        return max(fracs) if fracs else None
+
+    @cached_property
+    def steal_frac_max(self) -> float | None:
+        fracs = self._window_loads("steal_frac")
+        return max(fracs) if fracs else None
+
+    @cached_property
+    def contended(self) -> bool:
+        """Rule 7: in some window, something else took at least CONTENDED_THRESHOLD of the cores' time, by more
+        than the counters' resolution (two ticks over the window's length on its cores)."""
+        foreign, steal, window_s = (self._window_loads(k) for k in ("foreign_cpu_frac", "steal_frac", "window_s"))
+        if not foreign:
+            return False
+        cores_per_tick = len(self.core_load["cores"]) / self.core_load["tick_s"]
+        return any(f + s - RESOLUTION_TICKS / (w * cores_per_tick) >= CONTENDED_THRESHOLD
+                   for f, s, w in zip(foreign, steal, window_s))
+
     @cached_property
     def flags(self) -> tuple[str, ...]:
         out = []
@@ -206,12 +243,14 @@ class Measurement:
             out.append("unstable")
         if len(self.samples_ns) > 1 and self.drift >= DRIFT_THRESHOLD:
             out.append("drifting")
+        if self.contended:
+            out.append("contended")
         return tuple(out)
 
     @property
     def is_unstable(self) -> bool:
-        """True when the record should be re-queued (rule 18): unstable or drifting."""
-        return "unstable" in self.flags or "drifting" in self.flags
+        """True when the record should be re-queued (rule 18): unstable, drifting or contended (rule 7)."""
+        return any(f in REQUEUE_FLAGS for f in self.flags)
 
     def meets_confidence(self, threshold: float = IQR_WARN_THRESHOLD) -> bool:
         return self.iqr_over_median < threshold
@@ -226,6 +265,7 @@ class Measurement:
             "p95_ms": self.p95_ms, "iqr_ms": self.iqr_ms, "iqr_over_median": self.iqr_over_median,
             "iq_mean_ms": self.iq_mean_ms, "median_ci95_lo_ms": lo, "median_ci95_hi_ms": hi,
             "drift": self.drift, "n_samples": int(self.times_ms.size), "flags": list(self.flags),
+            "foreign_cpu_frac_max": self.foreign_cpu_frac_max, "steal_frac_max": self.steal_frac_max,
         }
 
     # ---- serialisation and merging ---------------------------------------------------
@@ -240,6 +280,7 @@ class Measurement:
             "first_ms": self.first_ms,
             "fingerprint_id": self.fingerprint_id,
             "metadata": self.metadata,
+            "core_load": self.core_load,
             "stats": self.statistics(),
         }
 
@@ -255,15 +296,16 @@ class Measurement:
         return cls(spec=MeasurementSpec(**spec), block_size=int(d["block_size"]),
                    samples_ns=tuple(tuple(r) for r in d["samples_ns"]), init_ms=d.get("init_ms"),
                    first_ms=d.get("first_ms"), fingerprint_id=d.get("fingerprint_id", ""),
-                   metadata=dict(d.get("metadata", {})))
+                   metadata=dict(d.get("metadata", {})), core_load=d.get("core_load"))
 
     @staticmethod
     def merge(measurements) -> list["Measurement"]:
         """Pool replicates with the same ``spec`` into one record per spec.
 
-        Repeats are concatenated; ``metadata`` and ``init_ms``/``first_ms`` are dropped because
-        they describe one session, not the pool; records with different block sizes or
-        fingerprints are kept apart (they are not replicates of one another).
+        Repeats are concatenated, and so are their windows' ``core_load`` where every record has it;
+        ``metadata`` and ``init_ms``/``first_ms`` are dropped because they describe one session, not the
+        pool; records with different block sizes or fingerprints are kept apart (they are not replicates
+        of one another).
         """
         groups: dict = {}
         for m in measurements:
@@ -277,12 +319,23 @@ class Measurement:
                 f"{self.times_ms.size} samples x {self.block_size}{flags})")
 
 
+def _pool_core_load(ms: list[Measurement]) -> dict | None:
+    """The windows of every replicate, where all of them were watched on the same cores with the same tick."""
+    loads = [m.core_load for m in ms]
+    if any(not load or "unknown" in load for load in loads):
+        return None
+    if len({(tuple(load["cores"]), load["tick_s"]) for load in loads}) > 1:
+        return None
+    keys = ("foreign_cpu_frac", "steal_frac", "window_s")
+    return {**loads[0], **{k: [v for load in loads for v in load[k]] for k in keys}}
+
+
 def _pool(ms: list[Measurement]) -> Measurement:
     first = ms[0]
     return Measurement(spec=first.spec, block_size=first.block_size,
                        samples_ns=tuple(r for m in ms for r in m.samples_ns),
-                       fingerprint_id=first.fingerprint_id)
+                       fingerprint_id=first.fingerprint_id, core_load=_pool_core_load(ms))
 
 
-__all__ = ["DRIFT_THRESHOLD", "IQR_UNSTABLE_THRESHOLD", "IQR_WARN_THRESHOLD", "Measurement",
-           "MeasurementSpec"]
+__all__ = ["CONTENDED_THRESHOLD", "DRIFT_THRESHOLD", "IQR_UNSTABLE_THRESHOLD", "IQR_WARN_THRESHOLD", "Measurement",
+           "MeasurementSpec", "REQUEUE_FLAGS"]

@@ -10,6 +10,7 @@ The algorithm (measurement-method.md rules 9-13)::
     repeat `repeats` times:                       # one timed window each
         blocks of k until >= window_min_runs runs and >= window_min_s, or the next block would pass window_max_s
         sample = block time / k                   # per-inference mean of the block
+        what else ran on our cores meanwhile      # rule 7: agents.core_load, when a watch is given
 
 ``block(k)`` runs k inferences back to back and returns their elapsed nanoseconds, synchronised
 (see :func:`block_timer`). A runtime with its own device timer (TVM's ``time_evaluator``) passes
@@ -134,6 +135,7 @@ class Timing:
     first_ns: int | None  # None when the runtime reports no first inference (command)
     warmup_runs: int
     warmup_ns: int
+    core_load: dict | None = None  # what else ran on our cores per window (agents.core_load); None: not watched
 
 
 def block_timer(run_once: Callable[[], object], *, clock: Callable[[], int] = time.perf_counter_ns,
@@ -199,7 +201,7 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
                 clock: Callable[[], int] = time.perf_counter_ns, on_gpu: bool = False,
                 on_window: Callable[[str], object] | None = None,
                 first: Callable[[], int] | None = None,
-                seconds_left: Callable[[], float] | None = None) -> Timing:
+                seconds_left: Callable[[], float] | None = None, watch=None) -> Timing:
     """Run the algorithm of the module docstring.
 
     Parameters
@@ -220,6 +222,8 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
         Seconds left before the per-model limit (``model_timeout_s``). After each warmup block, a model whose
         fastest inference so far is too slow for the rest of the policy to end in that time raises
         :class:`~agents.errors.TooSlowForPolicy` at once, rather than being killed at the limit (rule 21).
+    watch : agents.core_load.CoreLoadWatch, optional
+        Started and stopped around each timed window, to measure what else ran on the cores (rule 7).
 
     Raises
     ------
@@ -244,9 +248,11 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
     while k < policy.max_block_size and block(k) < block_min_ns:
         k = min(2 * k, policy.max_block_size)
 
-    repeats = []
+    repeats, loads = [], []
     for i in range(policy.repeats):
         notify(f"window {i}")
+        if watch is not None:
+            watch.start()
         samples, runs, longest, start = [], 0, 0, clock()
         before = start
         while True:
@@ -255,9 +261,12 @@ def time_blocks(block: Callable[[int], int], policy: TimingPolicy, *,
             runs, longest, before = runs + k, max(longest, now - before), now
             if _window_done(policy, runs, now - start, longest):
                 break
+        if watch is not None:
+            loads.append(watch.stop())
         repeats.append(tuple(samples))
     return Timing(block_size=k, samples_ns=tuple(repeats), first_ns=first_ns,
-                  warmup_runs=warmup_runs, warmup_ns=warmup_ns)
+                  warmup_runs=warmup_runs, warmup_ns=warmup_ns,
+                  core_load=watch.summary(loads) if watch is not None else None)
 
 
 __all__ = ["PROFILES", "Timing", "TimingPolicy", "block_timer", "least_seconds_left_to_time", "time_blocks"]
