@@ -8,8 +8,8 @@
   device's queue by a bounded window (backpressure), results are taken with ``ray.wait`` as
   they complete, and every ``ray.wait`` / ``ray.get`` has a timeout.
 * The coordinator commits each job's state to the store before acting on it, numbers attempts,
-  re-queues failures (at most ``max_attempts`` per job) and unstable / drifting records (at most
-  2 extra attempts, then the steadiest attempt is accepted), quarantines a device after 3
+  re-queues failures (at most ``max_attempts`` per job) and unstable / drifting / contended records (at
+  most 2 extra attempts, then the steadiest attempt is accepted, an uncontended one first), quarantines a device after 3
   failures in a row (first measuring its drift canary, which tells a failing device from models
   it cannot run, then running its profile's ``recover`` command, if it has one, once per run of
   failures), and runs a drift canary at the start (unless the device's last one passed moments
@@ -29,6 +29,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.measurement import REQUEUE_FLAGS
 from agents.protocol import MEASURED_OUTCOMES
 from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
@@ -73,6 +74,16 @@ UNCHARGED_KINDS = (HASH_MISMATCH,)
 # Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person, and a model
 # file that fails its hash check again after being exported or pushed again needs its storage looked at.
 NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__, HASH_MISMATCH)
+
+
+def steadiest_result(rows) -> int:
+    """The result id a job whose every attempt was flagged answers with (rows of ``Store.job_results``): of the
+    attempts that carry a latency, one that nothing else ran beside (a steady competitor on the core gives a steady,
+    slower latency: rule 7), then the smallest IQR / median."""
+    def badness(row):
+        _, _, _, _, iqr_over_median, flags = row
+        return "contended" in flags.split(","), iqr_over_median if iqr_over_median is not None else float("inf")
+    return min((row for row in rows if row[3] is not None), key=badness)[0]
 
 
 @dataclass
@@ -638,7 +649,7 @@ class Coordinator:
         only because the actor died under the call before it, which already counted that loss."""
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
-        unstable = outcome == "unstable" or (outcome == "ok" and flags & {"unstable", "drifting"})
+        unstable = outcome == "unstable" or (outcome == "ok" and bool(flags & set(REQUEUE_FLAGS)))
         if outcome == "ok" and not unstable:
             state = "done"
         elif self._may_retry(job_id, attempt, record):
@@ -646,10 +657,8 @@ class Coordinator:
         else:
             state = "done" if unstable else "failed"
         result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
-        if unstable and state == "done":  # every attempt unstable: keep them all, answer with the steadiest
-            best = min((r for r in self.store.job_results(job_id) if r[3] is not None),
-                       key=lambda r: r[4] if r[4] is not None else float("inf"))
-            self.store.accept_result(job_id, best[0])
+        if unstable and state == "done":  # every attempt flagged: keep them all, answer with the steadiest
+            self.store.accept_result(job_id, steadiest_result(self.store.job_results(job_id)))
         if state == "queued" and unstable:
             dev.queue.append((job_id, arch, attempt))  # measured again later
         elif state == "queued":

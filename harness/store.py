@@ -416,9 +416,9 @@ class Store:
         with self.transaction():
             self.db.execute("UPDATE results SET accepted = (id = ?) WHERE job_id = ?", (result_id, job_id))
 
-    def job_results(self, job_id: int) -> list[tuple[int, int, str, float | None, float | None]]:
-        """(result id, attempt, outcome, label_ms, iqr_over_median) of every attempt of a job."""
-        return self.db.execute("SELECT id, attempt, outcome, label_ms, iqr_over_median FROM results "
+    def job_results(self, job_id: int) -> list[tuple[int, int, str, float | None, float | None, str]]:
+        """(result id, attempt, outcome, label_ms, iqr_over_median, flags) of every attempt of a job."""
+        return self.db.execute("SELECT id, attempt, outcome, label_ms, iqr_over_median, flags FROM results "
                                "WHERE job_id = ? ORDER BY attempt", (job_id,)).fetchall()
 
     def charged_attempts(self, job_id: int, *, free_outcomes: tuple[str, ...], free_kinds: tuple[str, ...]) -> int:

@@ -30,6 +30,7 @@ from harness.onboard import CampaignDevice, onboard
 from harness.profiles import load_profiles
 from harness.store import Store
 from spaces import fbnet
+from tests.busy_core import busy_core
 from tests.campaign_helpers import FAST_POLICY, has_env, kill_leftovers, write_profile
 from tests.small_disk import small_disk
 
@@ -839,7 +840,7 @@ def test_a_device_outage_does_not_use_up_the_attempts_of_the_job_in_flight(local
     with Store(db) as s:
         run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0, max_attempts=3))
         (job_id,) = s.db.execute("SELECT id FROM jobs WHERE campaign_id = ?", (cid,)).fetchone()
-        assert [outcome for _, _, outcome, _, _ in s.job_results(job_id)] == ["device_lost"] * 3 + ["ok"]
+        assert [outcome for _, _, outcome, *_ in s.job_results(job_id)] == ["device_lost"] * 3 + ["ok"]
         assert s.status(cid).set_index("device").loc["ray-phone", "done"] == 1
 
 
@@ -1079,8 +1080,27 @@ for path in paths:
         run_campaign(s, cid, CoordinatorOptions(artifact_dir=art, canary_every=0, max_attempts=1))
         jobs = [job_id for (job_id,) in s.db.execute("SELECT id FROM jobs WHERE campaign_id = ? ORDER BY id",
                                                      (cid,))]
-        outcomes = [[outcome for _, _, outcome, _, _ in s.job_results(job_id)] for job_id in jobs]
+        outcomes = [[outcome for _, _, outcome, *_ in s.job_results(job_id)] for job_id in jobs]
         kinds = [kind for (kind,) in s.db.execute("SELECT error_kind FROM results WHERE job_id = ?", (jobs[1],))]
     assert marker.exists() and outcomes[0] == ["ok"]
     assert outcomes[1] == ["load_error", "ok"] and kinds[0] == "HashMismatch"
     assert _check_one_answer_per_job(db) == 2
+
+
+def test_a_contended_record_is_measured_again_and_every_attempt_kept(local_ray, artifacts, tmp_path):
+    """Rule 7 in a campaign: a busy process on the device's core the whole time. Each attempt is flagged
+    `contended` and measured again, at most 2 extra attempts; all three are kept, one answers the job."""
+    core = (os.cpu_count() or 1) - 1
+    dev = write_profile(tmp_path, "busy-core", cores=(core,), policy={**FAST_POLICY, "window_min_s": 0.2})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    with busy_core(core), Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        rows = con.execute("SELECT r.attempt, r.outcome, r.flags, r.accepted, j.state FROM results r "
+                           "JOIN jobs j ON j.id = r.job_id ORDER BY r.attempt").fetchall()
+    assert [(attempt, outcome, state) for attempt, outcome, _, _, state in rows] == \
+           [(1, "unstable", "done"), (2, "unstable", "done"), (3, "unstable", "done")], rows
+    assert all("contended" in flags.split(",") for _, _, flags, _, _ in rows), rows
+    assert sum(accepted for *_, accepted, _ in rows) == 1
+    assert _check_one_answer_per_job(db) == 1

@@ -108,3 +108,23 @@ def test_a_runtime_that_times_its_own_windows_records_unknown():
     assert res.outcome == "ok", res.message
     assert res.record().core_load == {"unknown": "this runtime times its windows itself"}
     assert res.measurement["stats"]["foreign_cpu_frac_max"] is None
+
+
+def test_a_job_whose_every_attempt_was_flagged_answers_with_an_uncontended_one(tmp_path):
+    """The steadiest attempt (smallest IQR / median) was accepted: a steady competitor gives the steadiest
+    and the slowest latency, so it was the one taken."""
+    from harness.coordinator import steadiest_result
+    from harness.store import Store
+
+    with Store(tmp_path / "lab.db") as s:
+        cid = s.create_campaign(name="c", space="nb201", measurement="quick", arch_spec="5", seed=0, order_seed=0,
+                                config={}, devices={"d": "{}"}, jobs=[("d", "5", 0)])
+        ((job, _, _),) = s.queued_jobs(cid, "d")
+        for label, iqr, flags in ((2.0, 0.01, ["contended"]), (1.0, 0.3, ["warn", "unstable"]),
+                                  (2.1, 0.02, ["contended"])):
+            s.finish_attempt(job, s.start_attempt(job), job_state="queued", record={
+                "outcome": "unstable", "flags": flags, "samples_ns": [[label * 1e6]],
+                "stats": {"label_ms": label, "iqr_over_median": iqr}})
+        rows = s.job_results(job)
+    assert steadiest_result(rows) == rows[1][0]
+    assert steadiest_result([rows[0], rows[2]]) == rows[0][0]  # all contended: the steadiest of them
