@@ -34,6 +34,13 @@ def test_measure_table_for_a_command(capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "2.5000 ms" in out and "label" in out
     assert "(command, 1 thread, cores any)" in out  # it said "1 thread(s)"
+    assert "others on the cores" in out and "│ unknown: this runtime times" in out  # rule 7: unknown, not zero
+
+
+def test_measure_table_says_what_else_ran_on_the_cores(onnx_path, capsys):
+    rc = main(["measure", str(onnx_path), "--cores", "0", "--profile", "quick", *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0 and "others on the cores (worst window)" in out and "% (steal " in out
 
 
 def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):

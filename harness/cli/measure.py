@@ -167,6 +167,13 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     return result
 
 
+def _core_load(m) -> str:
+    """The share of the measured cores' time something else took in the worst window (rule 7), or why unknown."""
+    if m.foreign_cpu_frac_max is None:
+        return f"unknown: {(m.core_load or {}).get('unknown') or 'not recorded'}"
+    return f"{m.foreign_cpu_frac_max:.1%} (steal {m.steal_frac_max:.1%})"
+
+
 def _print_table(result) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -191,6 +198,7 @@ def _print_table(result) -> None:
             ("samples x block", f"{st['n_samples']} x {m.block_size}"),
             ("init / first", f"{m.init_ms if m.init_ms is not None else float('nan'):.1f} / "
                              f"{m.first_ms if m.first_ms is not None else float('nan'):.3f} ms"),
+            ("others on the cores (worst window)", _core_load(m)),
             ("flags", ", ".join(st["flags"]) or "-"), ("profile", m.spec.profile)]
     for k, v in rows:
         table.add_row(k, v)
