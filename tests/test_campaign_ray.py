@@ -1090,7 +1090,7 @@ for path in paths:
 def test_a_contended_record_is_measured_again_and_every_attempt_kept(local_ray, artifacts, tmp_path):
     """Rule 7 in a campaign: a busy process on the device's core the whole time. Each attempt is flagged
     `contended` and measured again, at most 2 extra attempts; all three are kept, one answers the job."""
-    core = (os.cpu_count() or 1) - 1
+    core = max(os.sched_getaffinity(0))
     dev = write_profile(tmp_path, "busy-core", cores=(core,), policy={**FAST_POLICY, "window_min_s": 0.2})
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835")

@@ -16,7 +16,8 @@ from agents.server import sha256_of
 from tests.busy_core import busy_core
 
 pytestmark = pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux's /proc/stat")
-CORE = (os.cpu_count() or 1) - 1
+# a core this test may use (a CI container may not have them all)
+CORE = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
 # Windows of 0.2 s: long enough that two ticks (the counters' resolution) are 0.1 of a window on one core.
 POLICY = {"warmup_min_runs": 2, "warmup_min_s": 0.02, "repeats": 3, "window_min_runs": 5, "window_min_s": 0.2,
           "cooldown_s": 0.0}
@@ -44,8 +45,8 @@ def test_a_busy_process_on_the_measured_core_makes_the_record_contended(nb201_on
     assert res.outcome == "unstable", res.message  # measured again by the coordinator (rule 18)
     m = res.record()
     assert "contended" in m.flags and "contended" in res.message
-    # The busy process gets about half of the core (the same nice level as the measurement), whatever else runs
-    assert m.foreign_cpu_frac_max >= 0.3, m.core_load
+    # The busy process gets about half of the core on a quiet machine (bench_core_load: 0.45 to 0.58)
+    assert m.foreign_cpu_frac_max >= CONTENDED_THRESHOLD, m.core_load
     assert m.to_dict()["stats"]["foreign_cpu_frac_max"] == m.foreign_cpu_frac_max
 
 
