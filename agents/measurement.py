@@ -319,13 +319,12 @@ class Measurement:
                 f"{self.times_ms.size} samples x {self.block_size}{flags})")
 
 
-def _pool_core_load(ms: list[Measurement]) -> dict | None:
+def _pool_core_load(ms: list[Measurement]) -> dict:
     """The windows of every replicate, where all of them were watched on the same cores with the same tick."""
     loads = [m.core_load for m in ms]
-    if any(not load or "unknown" in load for load in loads):
-        return None
-    if len({(tuple(load["cores"]), load["tick_s"]) for load in loads}) > 1:
-        return None
+    if any(not load or "unknown" in load for load in loads) or \
+            len({(tuple(load["cores"]), load["tick_s"]) for load in loads}) > 1:
+        return {"unknown": "not every pooled replicate was watched on the same cores"}
     keys = ("foreign_cpu_frac", "steal_frac", "window_s")
     return {**loads[0], **{k: [v for load in loads for v in load[k]] for k in keys}}
 

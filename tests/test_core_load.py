@@ -129,3 +129,12 @@ def test_a_job_whose_every_attempt_was_flagged_answers_with_an_uncontended_one(t
         rows = s.job_results(job)
     assert steadiest_result(rows) == rows[1][0]
     assert steadiest_result([rows[0], rows[2]]) == rows[0][0]  # all contended: the steadiest of them
+
+
+def test_merged_replicates_keep_every_window_only_where_all_were_watched():
+    quiet, busy = _record([0.01, 0.02]), _record([0.5])
+    (pooled,) = Measurement.merge([quiet, busy])
+    assert pooled.core_load["foreign_cpu_frac"] == [0.01, 0.02, 0.5] and pooled.contended
+    unknown = Measurement(spec=quiet.spec, block_size=1, samples_ns=((1e6,),), core_load={"unknown": "no /proc"})
+    (pooled,) = Measurement.merge([quiet, unknown])
+    assert "unknown" in pooled.core_load and pooled.foreign_cpu_frac_max is None and not pooled.contended
