@@ -71,7 +71,11 @@ class CoreLoadWatch:
         for line in text.splitlines():
             name, _, rest = line.partition(" ")
             if name.startswith("cpu") and name[3:].isdigit():
-                rows[int(name[3:])] = [int(v) for v in rest.split()]
+                try:
+                    rows[int(name[3:])] = [int(v) for v in rest.split()]
+                except ValueError:  # a line no kernel writes: say so, and measure on
+                    self.unknown = f"{self.stat_path} has a line that is not counters: {line[:80]!r}"
+                    return None
         missing = [c for c in self.cores if c not in rows or len(rows[c]) <= STEAL_FIELD]
         if missing:
             self.unknown = f"core {missing[0]} is not listed in {self.stat_path} (a container that hides it?)"

@@ -93,6 +93,9 @@ def test_unreadable_counters_are_unknown_not_zero(tmp_path):
     hidden = tmp_path / "stat-of-a-container"
     hidden.write_text(Path("/proc/stat").read_text().replace("cpu0 ", "cpuX "))
     assert "core 0 is not listed" in CoreLoadWatch((0,), stat_path=str(hidden)).unknown
+    garbled = tmp_path / "garbled-stat"
+    garbled.write_text("cpu0 12 x 7\n")
+    assert "not counters: 'cpu0 12 x 7'" in CoreLoadWatch((0,), stat_path=str(garbled)).unknown
     frozen = tmp_path / "frozen-stat"  # counters that never move (a sandbox that shows fixed numbers)
     frozen.write_text(Path("/proc/stat").read_text())
     watch = CoreLoadWatch((0,), stat_path=str(frozen))
