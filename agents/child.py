@@ -298,6 +298,9 @@ def _measure(job: dict, report) -> dict:
             report("first")
             timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
                                  first=prepared.first, seconds_left=_seconds_left(job), watch=CoreLoadWatch())
+        # Out of the last window before the clean-up below (closing the runtime, the sweep of /proc for what it
+        # left running) and the statistics (a bootstrap): none of them is part of its time limit.
+        report("record")
     except RunFailure as exc:
         return {"outcome": exc.outcome, "message": str(exc)}
     except TooSlowForPolicy as exc:  # the harness reads the class name: no retry, nothing charged to the device
@@ -309,7 +312,6 @@ def _measure(job: dict, report) -> dict:
         if prepared.close is not None:
             prepared.close()
         left_running += kill_descendants(os.getpid())  # a runtime's server, say: off the device's cores
-    report("record")  # the statistics (a bootstrap) are no part of the last window's time limit
     arch = request.labels.get("arch") or _arch_label(request)
     spec = MeasurementSpec(arch=str(arch), model_sha256=request.sha256, input_shape=tuple(prepared.input_shape),
                            batch=request.batch, dtype=request.dtype, runtime=request.runtime_name,
