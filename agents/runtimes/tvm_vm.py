@@ -57,7 +57,7 @@ DEFAULT_OPT_LEVEL = 3
 # "none" on NB201, but 4-5x the compile time and it needs the tuner's apache-tvm-ffi pin, so it is opt-in: options
 # schedule, or scripts/build_tvm_libraries --schedule on a build host).
 SCHEDULES = ("none", "dlight", "ms-sample")
-# apache-tvm-ffi releases whose MetaSchedule segfaults (environment-notes.md): refused in one line instead.
+# apache-tvm-ffi releases whose MetaSchedule segfaults (hwl's pyproject.toml pins 0.1.14): refused in one line.
 BROKEN_TUNER_FFI = ("0.1.15",)
 EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one discarded warm call
 # What a compiled kernel with a parallel loop calls to run it on TVM's thread pool: a library that never names it
@@ -120,7 +120,7 @@ def _check_tuner_ffi(what: str) -> None:
     version = getattr(tvm_ffi, "__version__", "")
     if version.startswith(BROKEN_TUNER_FFI):
         raise BadRequest(f"{what} runs MetaSchedule, which segfaults with apache-tvm-ffi {version}; install "
-                         "apache-tvm-ffi==0.1.14.post0 on the build host (see environment-notes.md)")
+                         "apache-tvm-ffi==0.1.14.post0 on the build host (the version hwl's install pins)")
 
 
 def _sampled_schedule_pipeline(target: tvm.target.Target, seed: int = 1):
@@ -155,7 +155,7 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
     ``tune_trials > 0`` opts in to MetaSchedule tuning (relax's ``static_shape_tuning_pipeline``)
     with its database in ``tuning_dir``, which later builds reuse. Minutes per model; never used
     by the agent's measurements or the tests (it also needs xgboost-cpu and the
-    apache-tvm-ffi pin of environment-notes.md, without which the tuner segfaults).
+    apache-tvm-ffi 0.1.14 that hwl's install pins, without which the tuner segfaults).
     Untuned, ``schedule`` is one of SCHEDULES.
 
     Raises
