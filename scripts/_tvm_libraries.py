@@ -6,9 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from agents.runtimes.tvm_vm import build_library
-# Written as the agent writes its own cache's digests (the function stays private to the agent's module).
-from agents.runtimes.tvm_vm import _record_digest as record_digest
+from agents.runtimes.tvm_vm import build_library, record_library_digest
 from agents.server import sha256_of
 
 
@@ -39,7 +37,7 @@ def build_all(models: list[Path], out: Path, target, *, cc=None, tune_trials: in
         if not lib.is_file():
             build_library(model, lib, target, cc=cc, tune_trials=tune_trials, tuning_dir=tuning_dir,
                           schedule=schedule)
-            record_digest(lib, lib.read_bytes())
+            record_library_digest(lib, lib.read_bytes())
         log(f"{model.name}: {lib.name} ({time.perf_counter() - t0:.1f} s)")
         built.append(lib)
     return built

@@ -271,7 +271,8 @@ def _digest_file(lib_path: Path) -> Path:
     return lib_path.with_name(lib_path.name + ".sha256")
 
 
-def _record_digest(lib_path: Path, data: bytes) -> None:
+def record_library_digest(lib_path: Path, data: bytes) -> None:
+    """Write ``<library>.sha256`` beside a library built from ``data``: the agent loads it only while it matches."""
     _digest_file(lib_path).write_text(hashlib.sha256(data).hexdigest() + "\n")
 
 
@@ -358,7 +359,7 @@ def _build(model, folder: Path | None, bhash: str, target, options: dict, reques
         build_library(model, lib_path, target, cc=options.get("cc"), batch=request.batch,
                       input_shape=tuple(request.input_shape), opt_level=opt_level, schedule=schedule)
         data = lib_path.read_bytes()
-        _record_digest(lib_path, data)
+        record_library_digest(lib_path, data)
         return data
 
 
@@ -465,4 +466,4 @@ def prepare(request, model, cache_dir=None) -> Prepared:
                     build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta)
 
 
-__all__ = ["build_hash", "build_library", "compile_onnx", "prepare"]
+__all__ = ["build_hash", "build_library", "compile_onnx", "prepare", "record_library_digest"]
