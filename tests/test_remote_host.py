@@ -163,3 +163,75 @@ def test_host_in_network_namespace(tmp_path):
     finally:
         srv.stop()
         ns.delete()
+
+
+def _ssh_accepts(server, known, address=None) -> bool:
+    """The oracle: whether OpenSSH's own client, given only ``known``, trusts the server."""
+    done = subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
+                           "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes",
+                           "-o", "CheckHostIP=no", "-i", str(server.client_key), "-p", str(server.port),
+                           f"root@{address or server.address}", "true"], capture_output=True, text=True, timeout=30)
+    return done.returncode == 0
+
+
+def _host_line(server, names: str, marker: str = "") -> str:
+    key_type, blob = server.public_host_key_line().split()[1:3]
+    return f"{marker} {names} {key_type} {blob}\n".lstrip()
+
+
+@pytest.mark.parametrize("pattern", ["*", "{id}", "127.0.0.*,dev1"])
+def test_a_revoked_host_key_is_refused_as_ssh_refuses_it(server, tmp_path, pattern):
+    # paramiko's HostKeys.load stopped at the @revoked line with InvalidHostKey: a traceback, for every host
+    host_id = f"[{server.address}]:{server.port}"
+    known = tmp_path / "known_hosts"
+    known.write_text(_host_line(server, host_id) + _host_line(server, pattern.format(id=host_id), "@revoked"))
+    if pattern == "127.0.0.*,dev1":  # names another host: the key stays trusted here
+        assert _ssh_accepts(server, known)
+        with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known) as host:
+            assert host.run("echo ok").stdout == "ok\n"
+        return
+    assert not _ssh_accepts(server, known)
+    with pytest.raises(HostKeyError, match=rf"is revoked by {re.escape(str(known))} line 2 \(@revoked\)"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+    known.write_text(_host_line(server, pattern.format(id=host_id), "@revoked"))  # revoked and nowhere trusted
+    with pytest.raises(HostKeyError, match="is revoked by"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+             trust_new_host=True).open()
+    assert known.read_text().count("\n") == 1, "a revoked key was recorded as trusted"
+
+
+def test_a_host_only_a_cert_authority_line_names_gets_a_message_saying_so(server, tmp_path):
+    ca = make_key(tmp_path / "lab_ca")
+    known = tmp_path / "known_hosts"
+    ca_type, ca_blob = (tmp_path / "lab_ca.pub").read_text().split()[:2]
+    known.write_text(f"# the lab's CA\n@cert-authority * {ca_type} {ca_blob}\n")
+    assert not _ssh_accepts(server, known)  # the test sshd presents no certificate: ssh has nothing to trust either
+    with pytest.raises(HostKeyError, match=r"is not in .*; only @cert-authority \(line 2\) could trust it, and hwl "
+                                           r"does not check host certificates, so record the host's own key"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+    assert ca.exists()
+
+
+@pytest.mark.parametrize("names, trusted", [("hashed", True), ("dev1,{id},10.0.0.9", True), ("*", True),
+                                           ("[127.0.0.?]:{port}", True), ("{id},!{id}", False),
+                                           ("[LOCALHOST]:{port}", True)])
+def test_host_names_in_known_hosts_match_as_ssh_matches_them(server, tmp_path, names, trusted):
+    # paramiko compared names literally: it refused '*', '[127.0.0.?]:port' and capitals that ssh trusts, and
+    # trusted a name that a '!' pattern on the same line rules out, which ssh refuses
+    host_id = f"[{server.address}]:{server.port}"
+    address = "localhost" if "LOCALHOST" in names else server.address
+    known = tmp_path / "known_hosts"
+    if names == "hashed":  # as ssh-keyscan -H writes it
+        known.write_text(_host_line(server, host_id))
+        subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+        assert known.read_text().startswith("|1|")
+    else:
+        known.write_text(_host_line(server, names.format(id=host_id, port=server.port)))
+    assert _ssh_accepts(server, known, address) == trusted
+    host = Host("h1", address, "root", server.client_key, port=server.port, known_hosts=known)
+    if trusted:
+        with host:
+            assert host.run("echo ok").stdout == "ok\n"
+    else:
+        with pytest.raises(HostKeyError, match="is not in"):
+            host.open()

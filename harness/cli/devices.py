@@ -54,12 +54,10 @@ def apply_known_hosts(args) -> None:
     from harness.remote.connect import KNOWN_HOSTS_ENV
 
     if getattr(args, "known_hosts", None):
-        import paramiko
-
-        from harness.remote.host import load_known_hosts
+        from harness.remote.known_hosts import read_known_hosts
 
         path = Path(args.known_hosts).expanduser().resolve()
-        load_known_hosts(path, paramiko.HostKeys())  # a folder or a binary file: refused before any device is reached
+        read_known_hosts(path)  # a folder or a binary file: refused before any device is reached
         os.environ[KNOWN_HOSTS_ENV] = str(path)
 
 

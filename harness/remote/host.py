@@ -19,6 +19,7 @@ from pathlib import Path
 import paramiko
 
 from harness.paths import why_not_a_file
+from harness.remote.known_hosts import HostTrust, trust_for
 from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreachable,
                                    RemoteCommandError)
 
@@ -58,29 +59,17 @@ def _host_key_id(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
-def load_known_hosts(path: Path, keys: paramiko.HostKeys, *, host: str | None = None) -> None:
-    """Read the known_hosts file ``path`` (when there is one) into ``keys``. A folder or a file that is not text
-    is a HostKeyError naming it: paramiko let IsADirectoryError or UnicodeDecodeError through as a traceback."""
-    if not path.exists():
-        return  # no key recorded yet: every host is unknown
-    if path.is_dir():
-        raise HostKeyError(f"known_hosts file {path} is a folder; give the file (such as {path / 'known_hosts'})",
-                           host=host)
-    try:
-        keys.load(str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        why = "not a text file" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
-        raise HostKeyError(f"cannot read known_hosts file {path} ({why}); give the file ssh records host keys in",
-                           host=host) from None
-
-
 class _RefuseNewHostPolicy(paramiko.RejectPolicy):
     """Refuse an unknown key, keeping it so that the refusal can show its fingerprint: the user is told to
     check it before trusting it, and ssh-keyscan alone shows no fingerprint."""
 
     offered: paramiko.PKey | None = None
 
+    def __init__(self, refuse_revoked):
+        self.refuse_revoked = refuse_revoked
+
     def missing_host_key(self, client, hostname, key):
+        self.refuse_revoked(key)
         self.offered = key
         super().missing_host_key(client, hostname, key)
 
@@ -93,10 +82,12 @@ def _fingerprint(key: paramiko.PKey) -> str:
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
-    def __init__(self, known_hosts: Path):
+    def __init__(self, known_hosts: Path, refuse_revoked):
         self.known_hosts = known_hosts
+        self.refuse_revoked = refuse_revoked
 
     def missing_host_key(self, client, hostname, key):
+        self.refuse_revoked(key)  # as ssh's accept-new: a revoked key is never recorded
         self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ssh makes ~/.ssh: yours alone
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -171,8 +162,13 @@ class Host:
             return self
         self.close()
         client = paramiko.SSHClient()
-        load_known_hosts(self.known_hosts, client.get_host_keys(), host=self.name)
-        policy = _RecordNewHostPolicy(self.known_hosts) if self.trust_new_host else _RefuseNewHostPolicy()
+        host_id = _host_key_id(self.address, self.port)
+        trust = trust_for(self.known_hosts, host_id, host=self.name)
+        for key in trust.usable_keys().values():  # paramiko checks the server's key against these
+            client.get_host_keys().add(host_id, key.get_name(), key)
+        refuse_revoked = self._revocation_check(trust, host_id)
+        policy = (_RecordNewHostPolicy(self.known_hosts, refuse_revoked) if self.trust_new_host
+                  else _RefuseNewHostPolicy(refuse_revoked))
         client.set_missing_host_key_policy(policy)
         pkey = self._load_key()
         try:
@@ -180,8 +176,12 @@ class Host:
                            allow_agent=False, look_for_keys=False,
                            timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
                            auth_timeout=self.connect_timeout_s)
+        except HostKeyError:  # a revoked key, refused by the policy before authenticating
+            client.close()
+            raise
         except paramiko.BadHostKeyException as exc:
             client.close()
+            refuse_revoked(exc.key)
             raise HostKeyError(
                 f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
                 f"got {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} with another value. "
@@ -196,7 +196,7 @@ class Host:
                 raise HostKeyError(
                     f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
                     f"{self.known_hosts}; check its fingerprint{fingerprint} on the host (ssh-keygen -lf "
-                    "/etc/ssh/ssh_host_*_key.pub), then record it with "
+                    f"/etc/ssh/ssh_host_*_key.pub){trust.authority_note()}, then record it with "
                     f"`{self.deploy_command} --trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
             if isinstance(exc, paramiko.AuthenticationException):
                 raise AuthenticationError(
@@ -212,6 +212,13 @@ class Host:
         self._watch_link(client.get_transport())
         self._client = client
         return self
+
+    def _revocation_check(self, trust: HostTrust, host_id: str):
+        """A check that raises HostKeyError for a key that known_hosts revokes for this host."""
+        def refuse_revoked(key: paramiko.PKey) -> None:
+            if trust.revoked_by(key) is not None:
+                raise HostKeyError(trust.revoked_message(self.name, host_id, key, self.deploy_command), host=self.name)
+        return refuse_revoked
 
     def _watch_link(self, transport: paramiko.Transport) -> None:
         """Notice a dead link within ``link_timeout_s``, even while no reply is due (a long measurement)."""
