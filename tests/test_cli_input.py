@@ -317,3 +317,38 @@ def test_more_fbnet_samples_than_memory_holds_is_one_line(tmp_path, args, capsys
     traceback."""
     err = _refused([a.format(tmp=tmp_path) for a in args], capsys)
     assert "cannot sample 99999999999 FBNet architectures: not enough memory to hold them" in err
+
+
+def _tvm_libraries_case(folder, case):
+    """A --tvm-libraries folder that is not what scripts/build_tvm_libraries writes, and what deploy says of it."""
+    libs, name = folder / "tvm-libs", "ab" * 32 + ".so"
+    if case == "file":
+        libs.write_text("")
+        return libs, f"--tvm-libraries {libs} is not a folder; give the --out folder of scripts/build_tvm_libraries"
+    libs.mkdir()
+    if case == "empty":
+        (libs / "model.so").write_bytes(b"named by no model's sha256")
+        return libs, f"--tvm-libraries {libs} holds no <model sha256>.so library"
+    (libs / name).write_bytes(b"library bytes")
+    if case == "no digest":
+        return libs, f"TVM library {libs / name} has no readable {name}.sha256 beside it"
+    (libs / f"{name}.sha256").write_text("0" * 64 + "\n")
+    return libs, f"TVM library {libs / name} has sha256 "
+
+
+@pytest.mark.parametrize("case", ["file", "empty", "no digest", "changed"])
+def test_deploy_refuses_a_tvm_library_folder_the_agent_could_not_use_before_reaching_a_device(tmp_path, case, capsys):
+    profile = _ssh_profile(tmp_path)
+    profile.write_text(profile.read_text().replace('kind = "onnxruntime"', 'kind = "tvm"\n[runtime.options]\n'
+                                                                           'library_dir = "/home/pi/tvm-libs"'))
+    libs, error = _tvm_libraries_case(tmp_path, case)
+    err = _refused(["deploy", profile, "--tvm-libraries", libs], capsys)
+    assert error in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_deploy_refuses_tvm_libraries_for_a_profile_without_library_dir(tmp_path, capsys):
+    profile = _ssh_profile(tmp_path)  # an onnxruntime device: no library_dir to copy into
+    libs, _ = _tvm_libraries_case(tmp_path, "changed")
+    err = _refused(["deploy", profile, "--tvm-libraries", libs], capsys)
+    assert f"pi-x: --tvm-libraries needs a tvm profile with runtime.options.library_dir (an absolute folder on " \
+           f"the device), and {profile} has none" in err

@@ -1,4 +1,5 @@
 """Deploying the agent bundle to real sshd hosts started by the test."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,33 @@ def test_deploy_installs_runtime_from_wheel_dir(host, tmp_path):
     assert out.strip()
     again = deploy(host, runtime="onnxruntime", python=base_python, agent_dir=agent_dir, wheel_dir=wheels)
     assert not again.changed, again.steps
+
+
+def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp_path, capsys):
+    # README told the user to scp the build host's folder and chmod it; `hwl deploy --tvm-libraries` does it
+    import hashlib
+    import json
+
+    from harness.cli import main as hwl_main
+
+    libs, device_libs, name = tmp_path / "tvm-libs", tmp_path / "device-libs", "cd" * 32 + ".so"
+    libs.mkdir()
+    (libs / name).write_bytes(b"a library as scripts/build_tvm_libraries leaves it")
+    (libs / f"{name}.sha256").write_text(hashlib.sha256((libs / name).read_bytes()).hexdigest() + "\n")
+    profile = tmp_path / "pi-tvm.toml"
+    profile.write_text("\n".join([
+        'name = "pi-tvm"', 'device_class = "embedded_cpu"', "[host]", 'name = "pi-tvm"', 'transport = "ssh"',
+        f'address = "{host.address}"', f"port = {host.port}", 'user = "root"', f'key = "{host.key_file}"',
+        f'known_hosts = "{host.known_hosts}"', f'python = "{sys.executable}"', "use_venv = false",
+        f'agent_dir = "{tmp_path / "hwl"}"', "[runtime]", 'kind = "tvm"', "[runtime.options]",
+        f'library_dir = "{device_libs}"', ""]))
+
+    def deploy_steps():
+        assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 0
+        return json.loads(capsys.readouterr().out.splitlines()[0])["steps"]
+
+    assert f"copied 1 TVM library to {device_libs} (sha256 verified)" in deploy_steps()
+    assert (device_libs / name).read_bytes() == (libs / name).read_bytes()
+    assert (device_libs / f"{name}.sha256").read_text() == (libs / f"{name}.sha256").read_text()
+    assert device_libs.stat().st_mode & 0o022 == 0 and device_libs.stat().st_uid == os.geteuid()
+    assert f"unchanged: 1 TVM library in {device_libs}" in deploy_steps()

@@ -2,13 +2,18 @@
 sha256, through the real agent, and loads none whose bytes changed since scripts/build_tvm_libraries recorded them
 or that lies in a folder other users may write."""
 import shutil
+import sys
 
 import pytest
 
 from agents.protocol import Measure
+from harness.remote.deploy import deploy
+from harness.remote.tvm_libraries import LocalLibraries, push_libraries
 from harness.transport import LocalSession
+from harness.transport.ssh import SSHSession
 from scripts._tvm_libraries import build_all
 from tests import test_tvm_library_cache as cache_tests
+from tests.sshd import sshd_available, trusted_loopback_host
 
 pytest.importorskip("tvm")
 pytestmark = [pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler"),
@@ -87,3 +92,33 @@ def test_the_build_command_also_builds_the_canary_cell_every_device_measures(tmp
     assert "2 libraries in" in capsys.readouterr().out
     assert {f"{sha256_of(m)}.so" for m in store.glob("*.onnx")} == {p.name for p in libs.glob("*.so")}
     assert len(list(store.glob("*.onnx"))) == 2
+
+
+@pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
+def test_deploy_copies_the_libraries_into_library_dir_and_the_agent_there_loads_them(relu_model, tmp_path):
+    # README told the user to scp the folder and chmod it themselves; deploy copies it now, checked both ends
+    model, sha = relu_model
+    build_all([model], tmp_path / "tvm-libs", "llvm", log=lambda _: None)
+    local = LocalLibraries.read(tmp_path / "tvm-libs")
+    device_libs = tmp_path / "device" / "tvm-libs"  # not there yet: deploy makes it
+    (tmp_path / "ssh").mkdir()
+    srv, host = trusted_loopback_host(tmp_path / "ssh")
+    try:
+        report = deploy(host, runtime="tvm", python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+        step = push_libraries(host, local, str(device_libs), sys.executable)
+        assert step == f"copied 1 TVM library to {device_libs} (sha256 verified)"
+        assert push_libraries(host, local, str(device_libs), sys.executable) == \
+            f"unchanged: 1 TVM library in {device_libs}"
+        (device_libs / f"{sha}.so").write_bytes(b"changed on the device")
+        device_libs.chmod(0o777)  # a folder any user may write: the agent would refuse it
+        assert push_libraries(host, local, str(device_libs), sys.executable).startswith("copied 1 TVM library")
+        assert device_libs.stat().st_mode & 0o777 == 0o755 and not list(device_libs.glob("*.part"))
+        assert (device_libs / f"{sha}.so").read_bytes() == (tmp_path / "tvm-libs" / f"{sha}.so").read_bytes()
+        with SSHSession(host, agent_path=report.agent_path, python=report.python,
+                        cache_dir=str(tmp_path / "hwl" / "cache")) as session:
+            res = session.request(_request(model, sha, device_libs))
+        assert res.outcome in ("ok", "unstable"), res.message
+        assert res.record().spec.build_hash == local.files[f"{sha}.so"]  # the copied library, by its bytes
+    finally:
+        host.close()
+        srv.stop()

@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
                    help="record an unknown host key in known_hosts instead of refusing it")
     p.add_argument("--no-selftest", action="store_true", help="skip the self-test measurement")
     p.add_argument("--artifacts", default=str(DEFAULT_ARTIFACTS), help="where the self-test model is exported")
+    p.add_argument("--tvm-libraries", metavar="LOCAL_DIR",
+                   help="copy the TVM libraries scripts/build_tvm_libraries wrote there into each device's "
+                        "runtime.options.library_dir (only those missing or different; sha256 checked)")
     p.set_defaults(func=cmd_deploy)
 
     p = subparsers.add_parser("undeploy", help="remove the agent and its files from ssh devices")
@@ -89,10 +92,12 @@ def cmd_deploy(args) -> int:
 
     apply_known_hosts(args)
     profiles = _profiles(args)
+    libraries = _tvm_libraries(args.tvm_libraries, profiles) if args.tvm_libraries else None
     if not args.no_selftest:  # the self-test model is exported there: a file in the way ended in a traceback
         check_writable_folder(args.artifacts, what=f"the artifact folder {args.artifacts}")
     group = deploy_devices(profiles, artifact_dir=Path(args.artifacts).expanduser(),
-                           trust_new_host=args.trust_new_host, selftest=not args.no_selftest)
+                           trust_new_host=args.trust_new_host, selftest=not args.no_selftest,
+                           tvm_libraries=libraries)
     failed_tests = 0
     for name, done in group.succeeded.items():
         report, stale, record = done["report"], done["stale"], done["selftest"] or {}
@@ -113,6 +118,16 @@ def cmd_deploy(args) -> int:
             failed_tests += 1
     _print_failures(group)
     return 0 if group.ok and not failed_tests else 1
+
+
+def _tvm_libraries(folder: str, profiles):
+    """--tvm-libraries, checked before any device is reached: the folder's libraries, each hashing as recorded,
+    and every profile's library_dir."""
+    from harness.remote.tvm_libraries import LocalLibraries, library_dir_of
+
+    for profile in profiles:
+        library_dir_of(profile)
+    return LocalLibraries.read(Path(folder).expanduser())
 
 
 def cmd_undeploy(args) -> int:

@@ -158,12 +158,18 @@ def _altered_files(host: Host, bundle: AgentBundle, agent_path: str, python: str
     """Files of the unpacked bundle on the device whose bytes are not the bundle's (or are gone)."""
     with zipfile.ZipFile(io.BytesIO(bundle.data)) as zf:
         want = {n: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist() if not n.endswith("/")}
+    got = remote_digests(host, python, agent_path, sorted(want))
+    return sorted(n for n, sha in want.items() if got.get(n) != sha)
+
+
+def remote_digests(host: Host, python: str, folder: str, names: list[str]) -> dict[str, str]:
+    """The sha256 of each of the files ``names`` in ``folder`` on the device that is there, hashed by the device's
+    own Python."""
     digest = ("import hashlib, json, os, sys; os.chdir(sys.argv[1]); "
               "print(json.dumps({n: hashlib.sha256(open(n, 'rb').read()).hexdigest() "
               "for n in json.loads(sys.argv[2]) if os.path.isfile(n)}))")
-    got = json.loads(host.run(f"{shlex.quote(python)} -c {shlex.quote(digest)} {shlex.quote(agent_path)} "
-                              f"{shlex.quote(json.dumps(sorted(want)))}").stdout)
-    return sorted(n for n, sha in want.items() if got.get(n) != sha)
+    return json.loads(host.run(f"{shlex.quote(python)} -c {shlex.quote(digest)} {shlex.quote(folder)} "
+                               f"{shlex.quote(json.dumps(names))}").stdout)
 
 
 def _ensure_venv(host: Host, python: str, base: str) -> str:

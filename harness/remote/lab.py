@@ -17,6 +17,7 @@ from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.bundle import current_bundle_name
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
+from harness.remote.tvm_libraries import LocalLibraries, library_dir_of, push_libraries
 from harness.remote.selftest import (read_selftest, record_other_setup, run_selftest, selftest_other_setup,
                                      selftest_still_holds)
 
@@ -42,8 +43,9 @@ def _ssh_only(profile: DeviceProfile) -> None:
 
 
 def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_new_host: bool = False,
-                   selftest: bool = True) -> GroupResult:
-    """Deploy the agent to each device; re-running with nothing changed changes nothing."""
+                   selftest: bool = True, tvm_libraries: LocalLibraries | None = None) -> GroupResult:
+    """Deploy the agent to each device, with ``tvm_libraries`` copied into each profile's library_dir (before the
+    self-test, which loads its model's library from there); re-running with nothing changed changes nothing."""
     group = GroupResult()
     for profile in profiles:
         try:
@@ -53,6 +55,8 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
                 report = deploy(host, runtime=profile.runtime.kind, python=h.python, agent_dir=h.agent_dir,
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
                                 use_venv=h.use_venv)
+                if tvm_libraries is not None:
+                    report.steps.append(push_libraries(host, tvm_libraries, library_dir_of(profile), h.python))
                 previous = read_selftest(host, h.agent_dir)
                 holds = selftest_still_holds(previous, report, profile)
                 test = previous if holds or not selftest else run_selftest(host, profile, report, artifact_dir)
