@@ -214,10 +214,11 @@ def test_a_host_only_a_cert_authority_line_names_gets_a_message_saying_so(server
 
 @pytest.mark.parametrize("names, trusted", [("hashed", True), ("dev1,{id},10.0.0.9", True), ("*", True),
                                            ("[127.0.0.?]:{port}", True), ("{id},!{id}", False),
-                                           ("[LOCALHOST]:{port}", True)])
+                                           ("[LOCALHOST]:{port}", True), ("{address}", True)])
 def test_host_names_in_known_hosts_match_as_ssh_matches_them(server, tmp_path, names, trusted):
     # paramiko compared names literally: it refused '*', '[127.0.0.?]:port' and capitals that ssh trusts, and
-    # trusted a name that a '!' pattern on the same line rules out, which ssh refuses
+    # trusted a name that a '!' pattern on the same line rules out, which ssh refuses; and it looked for
+    # [host]:port only, where ssh takes the bare host's line when no line of the key's type names [host]:port
     host_id = f"[{server.address}]:{server.port}"
     address = "localhost" if "LOCALHOST" in names else server.address
     known = tmp_path / "known_hosts"
@@ -226,7 +227,7 @@ def test_host_names_in_known_hosts_match_as_ssh_matches_them(server, tmp_path, n
         subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
         assert known.read_text().startswith("|1|")
     else:
-        known.write_text(_host_line(server, names.format(id=host_id, port=server.port)))
+        known.write_text(_host_line(server, names.format(id=host_id, port=server.port, address=server.address)))
     assert _ssh_accepts(server, known, address) == trusted
     host = Host("h1", address, "root", server.client_key, port=server.port, known_hosts=known)
     if trusted:
@@ -235,3 +236,24 @@ def test_host_names_in_known_hosts_match_as_ssh_matches_them(server, tmp_path, n
     else:
         with pytest.raises(HostKeyError, match="is not in"):
             host.open()
+
+
+def test_a_host_key_listed_after_an_older_key_of_its_type_is_trusted_as_ssh_trusts_it(server, tmp_path):
+    # paramiko compared the host's key with the first key of its type only: 'does not match', where ssh, which
+    # takes any line, connects (a reinstalled host's new key added with ssh-keyscan before its old line was removed)
+    make_key(tmp_path / "old_host_key")
+    old_type, old_blob = (tmp_path / "old_host_key.pub").read_text().split()[:2]
+    host_id = f"[{server.address}]:{server.port}"
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{host_id} {old_type} {old_blob}\n" + _host_line(server, host_id))
+    assert _ssh_accepts(server, known)
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known) as host:
+        assert host.run("echo ok").stdout == "ok\n"
+    known.write_text(f"{host_id} {old_type} {old_blob}\n" + _host_line(server, server.address))
+    assert not _ssh_accepts(server, known)  # the bare host's line counts only where [host]:port has no key of its type
+    with pytest.raises(HostKeyError, match="does not match"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+    known.write_text(f"{host_id} {old_type} {old_blob}\n" + _host_line(server, host_id, "@revoked"))
+    assert not _ssh_accepts(server, known)
+    with pytest.raises(HostKeyError, match="is revoked by"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()

@@ -65,11 +65,12 @@ class _RefuseNewHostPolicy(paramiko.RejectPolicy):
 
     offered: paramiko.PKey | None = None
 
-    def __init__(self, refuse_revoked):
-        self.refuse_revoked = refuse_revoked
+    def __init__(self, check_key):
+        self.check_key = check_key
 
     def missing_host_key(self, client, hostname, key):
-        self.refuse_revoked(key)
+        if self.check_key(key):
+            return  # listed for the host's name without its port, which ssh takes too
         self.offered = key
         super().missing_host_key(client, hostname, key)
 
@@ -82,12 +83,13 @@ def _fingerprint(key: paramiko.PKey) -> str:
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
-    def __init__(self, known_hosts: Path, refuse_revoked):
+    def __init__(self, known_hosts: Path, check_key):
         self.known_hosts = known_hosts
-        self.refuse_revoked = refuse_revoked
+        self.check_key = check_key
 
     def missing_host_key(self, client, hostname, key):
-        self.refuse_revoked(key)  # as ssh's accept-new: a revoked key is never recorded
+        if self.check_key(key):  # raises for a revoked key, never recorded (as ssh's accept-new)
+            return
         self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ssh makes ~/.ssh: yours alone
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -161,27 +163,21 @@ class Host:
         if self.is_connected:
             return self
         self.close()
-        client = paramiko.SSHClient()
         host_id = _host_key_id(self.address, self.port)
-        trust = trust_for(self.known_hosts, host_id, host=self.name)
-        for key in trust.usable_keys().values():  # paramiko checks the server's key against these
-            client.get_host_keys().add(host_id, key.get_name(), key)
-        refuse_revoked = self._revocation_check(trust, host_id)
-        policy = (_RecordNewHostPolicy(self.known_hosts, refuse_revoked) if self.trust_new_host
-                  else _RefuseNewHostPolicy(refuse_revoked))
-        client.set_missing_host_key_policy(policy)
+        trust = trust_for(self.known_hosts, self.address, self.port, host=self.name)
+        check_key = self._key_check(trust, host_id)
+        policy = (_RecordNewHostPolicy(self.known_hosts, check_key) if self.trust_new_host
+                  else _RefuseNewHostPolicy(check_key))
         pkey = self._load_key()
         try:
-            client.connect(self.address, port=self.port, username=self.user, pkey=pkey,
-                           allow_agent=False, look_for_keys=False,
-                           timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
-                           auth_timeout=self.connect_timeout_s)
-        except HostKeyError:  # a revoked key, refused by the policy before authenticating
-            client.close()
-            raise
+            try:
+                client = self._connect(host_id, trust.usable_keys(), policy, pkey)
+            except paramiko.BadHostKeyException as exc:
+                if not check_key(exc.key):
+                    raise
+                # another line trusts the key the host shows: ssh takes any line, paramiko the first of a key type
+                client = self._connect(host_id, {**trust.usable_keys(), exc.key.get_name(): exc.key}, policy, pkey)
         except paramiko.BadHostKeyException as exc:
-            client.close()
-            refuse_revoked(exc.key)
             raise HostKeyError(
                 f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
                 f"got {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} with another value. "
@@ -189,12 +185,11 @@ class Host:
                 f"with `{self.deploy_command} --trust-new-host`; otherwise someone may be intercepting the connection.",
                 host=self.name) from None
         except paramiko.SSHException as exc:
-            client.close()
             if "not found in known_hosts" in str(exc):
                 offered = getattr(policy, "offered", None)
                 fingerprint = f" ({_fingerprint(offered)})" if offered is not None else ""
                 raise HostKeyError(
-                    f"host key of {self.name} ({_host_key_id(self.address, self.port)}) is not in "
+                    f"host key of {self.name} ({host_id}) is not in "
                     f"{self.known_hosts}; check its fingerprint{fingerprint} on the host (ssh-keygen -lf "
                     f"/etc/ssh/ssh_host_*_key.pub){trust.authority_note()}, then record it with "
                     f"`{self.deploy_command} --trust-new-host` (or add it with ssh-keyscan)", host=self.name) from None
@@ -205,7 +200,6 @@ class Host:
             raise HostUnreachable(f"SSH to {self.name} ({self.address}:{self.port}) failed: {exc}",
                                   host=self.name) from None
         except (OSError, socket.timeout) as exc:
-            client.close()
             raise HostUnreachable(
                 f"cannot reach {self.name} at {self.address}:{self.port} ({_why_unreachable(exc)}); "
                 "check the address, the port and that sshd runs there", host=self.name) from None
@@ -213,12 +207,31 @@ class Host:
         self._client = client
         return self
 
-    def _revocation_check(self, trust: HostTrust, host_id: str):
-        """A check that raises HostKeyError for a key that known_hosts revokes for this host."""
-        def refuse_revoked(key: paramiko.PKey) -> None:
+    def _connect(self, host_id: str, known: dict, policy, pkey: paramiko.PKey) -> paramiko.SSHClient:
+        """A client logged in to the host, whose key paramiko checks against ``known`` (one key a key type, which
+        also tells it which type to ask the host for) and gives ``policy`` when it has none of its type."""
+        client = paramiko.SSHClient()
+        for key in known.values():
+            client.get_host_keys().add(host_id, key.get_name(), key)
+        client.set_missing_host_key_policy(policy)
+        try:
+            client.connect(self.address, port=self.port, username=self.user, pkey=pkey,
+                           allow_agent=False, look_for_keys=False,
+                           timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
+                           auth_timeout=self.connect_timeout_s)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def _key_check(self, trust: HostTrust, host_id: str):
+        """Whether ssh would trust a host key paramiko did not match, as a function; a HostKeyError for a key that
+        known_hosts revokes for this host."""
+        def check_key(key: paramiko.PKey) -> bool:
             if trust.revoked_by(key) is not None:
                 raise HostKeyError(trust.revoked_message(self.name, host_id, key, self.deploy_command), host=self.name)
-        return refuse_revoked
+            return trust.accepts(key)
+        return check_key
 
     def _watch_link(self, transport: paramiko.Transport) -> None:
         """Notice a dead link within ``link_timeout_s``, even while no reply is due (a long measurement)."""

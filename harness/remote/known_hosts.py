@@ -96,10 +96,23 @@ class HostTrust:
     trusted: list[KnownHostLine] = field(default_factory=list)
     revoked: list[KnownHostLine] = field(default_factory=list)
     authorities: list[KnownHostLine] = field(default_factory=list)
+    portless: "HostTrust | None" = None  # what the file says of the bare host name, for a port other than 22
 
     def revoked_by(self, key: paramiko.PKey) -> KnownHostLine | None:
         """The @revoked line that refuses ``key``: ssh refuses it even where another line lists it."""
         return next((line for line in self.revoked if line.key == key), None)
+
+    def accepts(self, key: paramiko.PKey) -> bool:
+        """Whether ssh trusts ``key``: no @revoked line refuses it and any plain line lists it, or, at a port other
+        than 22 with no line of its key type for [host]:port, a line for the bare host lists it (ssh checks
+        "without port identifier" then)."""
+        if self.revoked_by(key) is not None:
+            return False
+        if any(line.key == key for line in self.trusted):
+            return True
+        if any(line.key.get_name() == key.get_name() for line in self.trusted):
+            return False  # a key of its type is recorded for [host]:port: a changed key, whatever else is listed
+        return self.portless is not None and self.portless.accepts(key)
 
     def usable_keys(self) -> dict[str, paramiko.PKey]:
         """The first key of each type that no @revoked line refuses (paramiko keeps one key a type)."""
@@ -124,10 +137,20 @@ class HostTrust:
                 "so record the host's own key")
 
 
-def trust_for(path: Path, host_id: str, *, host: str | None = None) -> HostTrust:
+def trust_for(path: Path, address: str, port: int = 22, *, host: str | None = None) -> HostTrust:
+    """What ``path`` says of the host at ``address``:``port`` (known_hosts names it [address]:port unless the port
+    is 22), and of the bare ``address`` too where the port is not 22."""
+    lines = read_known_hosts(path, host=host)
+    trust = _trust_of(path, lines, address if port == 22 else f"[{address}]:{port}")
+    if port != 22:
+        trust.portless = _trust_of(path, lines, address)
+    return trust
+
+
+def _trust_of(path: Path, lines: list[KnownHostLine], host_id: str) -> HostTrust:
     trust = HostTrust(path)
     by_marker = {None: trust.trusted, REVOKED: trust.revoked, CERT_AUTHORITY: trust.authorities}
-    for line in read_known_hosts(path, host=host):
+    for line in lines:
         if line.names_host(host_id):
             by_marker[line.marker].append(line)
     return trust
