@@ -143,10 +143,13 @@ class SSHServer:
     """A key-only sshd with its own config and host key, started in the foreground (-D)."""
 
     def __init__(self, workdir: Path, *, address: str = "127.0.0.1", port: int | None = None,
-                 netns: TestNetns | None = None, authorized_keys: list[Path] = (), sensors: Path | None = None):
+                 netns: TestNetns | None = None, authorized_keys: list[Path] = (), sensors: Path | None = None,
+                 config: list[str] = ()):
         """``sensors``: a folder mounted over /sys/class/thermal for sshd and every session it starts
-        (a private mount namespace), so an agent on this host reads the temperatures a test writes."""
+        (a private mount namespace), so an agent on this host reads the temperatures a test writes.
+        ``config``: more sshd_config lines (a HostCertificate, say)."""
         self.sensors = sensors
+        self.config = list(config)
         self.workdir = Path(workdir)
         self.address = address
         self.port = port or (free_port(address) if netns is None else 2222)
@@ -177,6 +180,7 @@ class SSHServer:
             "UsePAM no",
             "Subsystem sftp internal-sftp",
             "LogLevel ERROR",
+            *self.config,
             "",
         ]))
         cmd = [SSHD, "-D", "-e", "-f", str(config)]

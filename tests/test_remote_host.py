@@ -200,16 +200,28 @@ def test_a_revoked_host_key_is_refused_as_ssh_refuses_it(server, tmp_path, patte
     assert known.read_text().count("\n") == 1, "a revoked key was recorded as trusted"
 
 
-def test_a_host_only_a_cert_authority_line_names_gets_a_message_saying_so(server, tmp_path):
+def test_a_host_only_a_cert_authority_line_names_gets_a_message_saying_so(tmp_path):
+    # a lab whose hosts present certificates signed by its CA: ssh trusts them through the @cert-authority line,
+    # paramiko has no host certificates, and hwl said a plain 'unknown host key' (on 66b02cf: InvalidHostKey)
     ca = make_key(tmp_path / "lab_ca")
-    known = tmp_path / "known_hosts"
-    ca_type, ca_blob = (tmp_path / "lab_ca.pub").read_text().split()[:2]
-    known.write_text(f"# the lab's CA\n@cert-authority * {ca_type} {ca_blob}\n")
-    assert not _ssh_accepts(server, known)  # the test sshd presents no certificate: ssh has nothing to trust either
-    with pytest.raises(HostKeyError, match=r"is not in .*; only @cert-authority \(line 2\) could trust it, and hwl "
-                                           r"does not check host certificates, so record the host's own key"):
-        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
-    assert ca.exists()
+    work = tmp_path / "server"
+    work.mkdir()
+    host_key = make_key(work / "ssh_host_ed25519_key")
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-h", "-I", "test host", "-n", "127.0.0.1", f"{host_key}.pub"],
+                   check=True)
+    srv = SSHServer(work, authorized_keys=[make_key(tmp_path / "client_key")],
+                    config=[f"HostCertificate {host_key}-cert.pub"]).start()
+    srv.client_key = tmp_path / "client_key"
+    try:
+        known = tmp_path / "known_hosts"
+        ca_type, ca_blob = (tmp_path / "lab_ca.pub").read_text().split()[:2]
+        known.write_text(f"# the lab's CA\n@cert-authority * {ca_type} {ca_blob}\n")
+        assert _ssh_accepts(srv, known)
+        with pytest.raises(HostKeyError, match=r"is not in .*; only @cert-authority \(line 2\) could trust it, and "
+                                               r"hwl does not check host certificates, so record the host's own key"):
+            Host("h1", srv.address, "root", srv.client_key, port=srv.port, known_hosts=known).open()
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("names, trusted", [("hashed", True), ("dev1,{id},10.0.0.9", True), ("*", True),
