@@ -138,3 +138,9 @@ def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp
     assert (device_libs / f"{name}.sha256").read_text() == (libs / f"{name}.sha256").read_text()
     assert device_libs.stat().st_mode & 0o022 == 0 and device_libs.stat().st_uid == os.geteuid()
     assert f"unchanged: 1 TVM library in {device_libs}" in deploy_steps()
+    elsewhere = tmp_path / "elsewhere"
+    device_libs.rename(elsewhere)
+    device_libs.symlink_to(elsewhere)  # the agent refuses a link: deploy says so rather than copy into it
+    assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 1
+    assert f"pi-tvm: error: library_dir {device_libs} on pi-tvm must be a folder of root that no other user may " \
+           "write" in capsys.readouterr().err
