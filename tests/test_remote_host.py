@@ -226,7 +226,8 @@ def test_a_host_only_a_cert_authority_line_names_gets_a_message_saying_so(tmp_pa
 
 @pytest.mark.parametrize("names, trusted", [("hashed", True), ("dev1,{id},10.0.0.9", True), ("*", True),
                                            ("[127.0.0.?]:{port}", True), ("{id},!{id}", False),
-                                           ("[LOCALHOST]:{port}", True), ("{address}", True)])
+                                           ("[LOCALHOST]:{port}", True), ("{address}", True),
+                                           ("|1|bad|bad", False)])
 def test_host_names_in_known_hosts_match_as_ssh_matches_them(server, tmp_path, names, trusted):
     # paramiko compared names literally: it refused '*', '[127.0.0.?]:port' and capitals that ssh trusts, and
     # trusted a name that a '!' pattern on the same line rules out, which ssh refuses; and it looked for
