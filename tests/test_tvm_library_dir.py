@@ -52,7 +52,7 @@ def test_the_agent_measures_the_library_built_for_the_model_and_nothing_else(rel
     lib.rename(libs / "elsewhere.so")  # a model the folder has no library for: refused, not built untuned instead
     res = agent.request(_request(model, sha, libs))
     assert res.outcome == "load_error" and f"has no library for this model ({sha}.so)" in res.message
-    assert "scripts/build_tvm_libraries" in res.message
+    assert "scripts/build_tvm_libraries" in res.message and "hwl deploy DEVICE --tvm-libraries DIR" in res.message
     (libs / "elsewhere.so").rename(lib)
 
     evil, marker = planted

@@ -332,7 +332,8 @@ def _library_in_dir(folder: Path, model_sha256: str) -> tuple[bytes, Path]:
     lib_path = folder / f"{model_sha256}.so"
     if not lib_path.is_file():
         raise BadRequest(f"tvm option library_dir: {folder} has no library for this model ({lib_path.name}); build "
-                         "it on a build host with scripts/build_tvm_libraries and copy it there")
+                         "it on a build host with scripts/build_tvm_libraries and copy it there with `hwl deploy "
+                         "DEVICE --tvm-libraries DIR`")
     found = _read_recorded(lib_path)
     if found is None or found[1] != found[2]:
         raise LoadFailure(f"TVM library {lib_path} does not hash as its {lib_path.name}.sha256 records: not loaded")
