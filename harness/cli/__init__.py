@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "measure",
     "campaign",
     "data",
+    "store",
     "profile",
     "devices",
     "zcp",

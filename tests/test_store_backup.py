@@ -1,0 +1,72 @@
+"""`hwl store backup`: a consistent copy of a store that another process is writing, as a campaign does."""
+import contextlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+from harness.store import Store
+from harness.store_backup import backup_store
+from tests.campaign_helpers import REPO, hwl
+
+
+@contextlib.contextmanager
+def _writer(db, before: int, after: int, *, on: bool = False):
+    """A process storing results into ``db`` (tests/store_writer.py), open while the block runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.store_writer", str(db), str(before), str(after),
+                             *(["--on"] if on else [])], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"stored {before + after}"
+        yield proc
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _results(path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT count(*) FROM results").fetchone()[0]
+
+
+def test_a_copy_of_the_store_file_misses_committed_results_that_the_backup_holds(tmp_path):
+    db = tmp_path / "lab.db"
+    with _writer(db, 5, 7):  # 7 committed results are in lab.db-wal alone, as a campaign's newest are
+        shutil.copy(db, tmp_path / "naive.db")
+        r = hwl("store", "backup", db, tmp_path / "backup.db")
+    assert _results(tmp_path / "naive.db") == 5
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(f"backed up {db} to {tmp_path / 'backup.db'} (")
+    assert "integrity ok): 1 campaign, 20,000 jobs (12 done), 12 results (12 accepted latencies), 0 imported" \
+        in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("backup")) == ["backup.db"]  # no -wal
+    with Store(tmp_path / "backup.db", readonly=True) as copy:
+        assert len(copy.latency_table("nb201")) == 12 and copy.integrity_check() == "ok"
+
+
+def test_backups_taken_while_a_writer_stores_results_are_whole_and_grow(tmp_path):
+    db = tmp_path / "lab.db"
+    held = []
+    with _writer(db, 0, 1, on=True):
+        for i in range(3):
+            dest, counts = backup_store(db, tmp_path / f"b{i}.db")  # raises unless its counts match the moment's
+            assert counts.results == counts.jobs_done == counts.latencies == _results(dest)
+            held.append(counts.results)
+    assert held == sorted(held) and held[-1] > held[0]
+    assert _results(db) >= held[-1]
+
+
+def test_an_existing_backup_is_replaced_only_with_force(tmp_path):
+    db, dest = tmp_path / "lab.db", tmp_path / "backup.db"
+    with _writer(db, 2, 0):
+        pass
+    dest.write_text("last week's backup")
+    r = hwl("store", "backup", db, dest)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"hwl store: error: {dest} exists; give another file name, or --force to replace it"
+    assert dest.read_text() == "last week's backup"
+    r = hwl("store", "backup", db, db)
+    assert r.returncode == 2 and "is the store itself" in r.stderr
+    r = hwl("store", "backup", db, dest, "--force")
+    assert r.returncode == 0, r.stderr
+    assert _results(dest) == 2
