@@ -21,6 +21,8 @@ import functools
 import json
 import logging
 import os
+import resource
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -635,6 +637,34 @@ def _is_sqlite_full(exc) -> bool:
         getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc))
 
 
+def _is_sqlite_io_error(exc) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and str(getattr(exc, "sqlite_errorname", "")).startswith(
+        "SQLITE_IOERR")
+
+
+# FAT32 (a USB disk) holds files of up to 4 GiB - 1 byte, a store of a month's campaign on 20 devices being 2.6 GiB
+FAT32_FILE_LIMIT = 2**32 - 1
+
+
+def why_writes_fail(path: Path) -> str:
+    """Why writing the store ``path`` failed with an I/O error, SQLite keeping the errno to itself (a file-size
+    limit's EFBIG reads "disk I/O error"): the file, or its WAL, at this process's file-size limit or FAT32's,
+    or a full disk; else the disk's own failure."""
+    files = {f.name: f.stat().st_size for f in (path, path.with_name(path.name + "-wal")) if f.exists()}
+    name, size = max(files.items(), key=lambda item: item[1], default=(path.name, 0))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + 2**16 >= limit:  # within a few pages of it: the next write
+        return (f"{name} is {size:,} bytes, at this process's file-size limit of {limit:,} bytes (ulimit -f); "
+                "raise it (ulimit -f unlimited)")
+    if size + 2**16 >= FAT32_FILE_LIMIT:
+        return (f"{name} is {size:,} bytes, at the 4 GiB file-size limit of file systems such as FAT32; move the "
+                "store (with its -wal file) to a disk formatted otherwise")
+    free = shutil.disk_usage(path.parent).free
+    if free < 2**20:
+        return f"the disk holding it has {free:,} bytes free; free space there"
+    return "the file system refused the write (a failing disk or a lost network mount? see dmesg)"
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection, path):
         self.db = db
@@ -678,6 +708,10 @@ class _Transaction:
         if _is_sqlite_readonly(exc):
             raise StoreError(f"store {self.path} cannot be written ({exc}): its file (or folder) is read-only; "
                              "nothing in it was changed") from None
+        if _is_sqlite_io_error(exc):
+            raise StorageFull(f"writing the store {self.path} failed ({exc}): {why_writes_fail(Path(self.path))}; "
+                              "the change was rolled back and nothing stored before it is lost: run the command "
+                              "again once that is mended") from exc
         if exc_type is None:
             raise exc  # the failed commit
         return False
