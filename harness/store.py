@@ -241,7 +241,8 @@ class Store:
         try:
             yield
         finally:
-            self.db.execute("COMMIT")  # ends the read: nothing was written
+            if self.db.in_transaction:  # SQLite ends it itself on some errors (a damaged page): that error stands
+                self.db.execute("COMMIT")  # ends the read: nothing was written
 
     def check_still_there(self) -> None:
         """Raise :class:`StoreGone` when the file at ``path`` is no longer the one open (removed, with

@@ -1,14 +1,21 @@
-"""A store whose writes start failing under a running process: a file-size limit (``ulimit -f``; FAT32's 4 GiB).
-(A full disk: test_store.py and test_campaign_ray.py, on a real tmpfs.)"""
+"""A store whose writes start failing under a running process: a file-size limit (``ulimit -f``; FAT32's 4 GiB)
+(a full disk: test_store.py and test_campaign_ray.py, on a real tmpfs); a store damaged on disk."""
 import contextlib
+import hashlib
 import resource
 import sqlite3
 import subprocess
 import sys
 
-from tests.campaign_helpers import HWL, REPO
+import pytest
+
+from harness.profiles import load_profile
+from harness.store import Store
+from tests.campaign_helpers import HWL, REPO, hwl
+from tests.store_writer import store_results
 
 LIMIT = 400_000  # bytes: the writer's WAL passes it within a few dozen results
+DEVICE = "local-ort-1t"
 
 
 def _rows(db, sql):
@@ -48,3 +55,57 @@ def test_a_data_import_past_the_file_size_limit_is_one_line(tmp_path):
     assert r.stderr.startswith(f"hwl data: error: writing the store {tmp_path / 'lab.db'} failed (disk I/O error): "
                                "lab.db-wal is ") and len(r.stderr.splitlines()) == 1
     assert "file-size limit of 400,000 bytes (ulimit -f)" in r.stderr
+
+
+def _damaged_store(tmp_path, results=200):
+    """A closed store of ``results`` results with one page of its results table overwritten by garbage, as a bad
+    sector or a torn copy leaves it; returns its path and how many results that page held."""
+    db = tmp_path / "lab.db"
+    with Store(db) as st:
+        cid = st.create_campaign(name="c1", space="nb201", measurement="quick", arch_spec="all", seed=0,
+                                 order_seed=0, config={}, devices={DEVICE: load_profile(DEVICE).to_json()},
+                                 jobs=[(DEVICE, str(i), i) for i in range(results + 10)])
+        store_results(st, iter(st.queued_jobs(cid, DEVICE)), results)
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        try:
+            leaves = con.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'results' AND pagetype = 'leaf' "
+                                 "ORDER BY pageno").fetchall()
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table to find a page of the results table")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    page, held = leaves[len(leaves) // 2]
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(bytes(range(256)) * (page_size // 256))
+    return db, held
+
+
+def test_a_damaged_store_is_one_line_naming_it_in_every_command(tmp_path):
+    db, _ = _damaged_store(tmp_path)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    damaged = (f"the store {db} is damaged (SQLite: database disk image is malformed); `hwl store check {db}` says "
+               f"how, and `hwl store recover {db} NEW.db` copies what can still be read into a new store")
+    for command in (["campaign", "export", "--store", db, "--out", tmp_path / "x.parquet"],
+                    ["store", "backup", db, tmp_path / "backup.db"]):
+        r = hwl(*command)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"hwl {command[0]}: error: {damaged}"), r.stderr
+    assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "backup.db").exists()
+    r = hwl("store", "check", db)
+    assert r.returncode == 1 and r.stdout.startswith(f"{db} is damaged: SQLite's integrity check found "), r.stdout
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest  # nothing wrote into it
+
+
+def test_recover_copies_every_row_of_a_damaged_store_that_can_be_read(tmp_path):
+    db, lost = _damaged_store(tmp_path)
+    new = tmp_path / "new.db"
+    r = hwl("store", "recover", db, new)
+    assert r.returncode == 0, r.stderr
+    kept = 200 - lost
+    assert r.stdout.startswith(f"recovered {db} into {new} (integrity ok): 1 campaign, 210 jobs (200 done), "
+                               f"{kept} results ({kept} accepted latencies)"), r.stdout
+    assert "1 damaged stretch of rows stepped over" in r.stdout
+    assert _rows(new, "PRAGMA integrity_check") == [("ok",)]
+    r = hwl("campaign", "export", "--store", new, "--out", tmp_path / "x.parquet")
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {kept} accepted latencies of 1 device" in r.stderr

@@ -76,6 +76,18 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _say_store_damaged(args, exc: Exception) -> int:
+    """Exit status 2 after one line when ``exc`` is SQLite finding the store damaged; else ``exc`` goes on up,
+    with its traceback."""
+    from harness.store_backup import damaged_store_line
+
+    line = damaged_store_line(exc, getattr(args, "store", None))
+    if line is None:
+        raise exc
+    print(f"hwl {args.command}: error: {line}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -96,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `hwl space list | head`
         return 0
-    except OSError as exc:
+    except OSError as exc:  # pandas' DatabaseError is one too
         if exc.errno != errno.ENOSPC and "[Errno 28]" not in str(exc):  # pyarrow keeps the errno in its text
-            raise
+            return _say_store_damaged(args, exc)
         where = f" writing {exc.filename}" if exc.filename else ""
         print(f"hwl {args.command}: error: no space left on the device{where}; free space there and run the command "
               "again (what was written before is kept whole)", file=sys.stderr)
         return 1
+    except Exception as exc:
+        return _say_store_damaged(args, exc)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line that says how to go on, not a traceback
         hint = getattr(args, "resume_hint", None)
         terminated = _sigterm_seen.is_set()
