@@ -282,8 +282,8 @@ class Coordinator:
                 for dev in self.devices.values():
                     with contextlib.suppress(Exception):
                         ray.kill(dev.actor)
-        except BaseException:  # Ctrl-C, a full disk, a bug: the jobs in flight go back to the queue now
-            self._put_back_in_flight()
+        except BaseException as stopped_by:  # Ctrl-C, a full disk, a bug: the jobs in flight go back to the queue now
+            self._put_back_in_flight(stopped_by)
             raise
         return self.summary()
 
@@ -301,10 +301,11 @@ class Coordinator:
             dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
         return dev
 
-    def _put_back_in_flight(self) -> None:
-        """The run stopped: its jobs in flight go back to the queue, and a device whose recover command was
-        running is quarantined rather than left "recovering". A failure here only warns (the next resume does
-        the same), so the error that stopped the run is the one raised."""
+    def _put_back_in_flight(self, stopped_by: BaseException) -> None:
+        """The run stopped (``stopped_by``): its jobs in flight go back to the queue, and a device whose recover
+        command was running is quarantined rather than left "recovering". A failure here only warns (the next
+        resume does the same), so the error that stopped the run is the one raised; the store failing again with
+        that same error (a full disk) is not said twice."""
         try:
             if self.store.db.in_transaction:  # interrupted between BEGIN and the with block
                 self.store.db.rollback()
@@ -313,7 +314,9 @@ class Coordinator:
                 if dev.state == "recovering":  # not left looking like work in progress
                     self._quarantine(dev, f"{dev.error}; the campaign stopped while its recover command ran")
         except Exception as exc:
-            log.warning("could not put the jobs in flight back in the queue (%s); `resume` will", exc)
+            said = str(exc) == str(stopped_by)  # by the error raised
+            log.log(logging.INFO if said else logging.WARNING,
+                    "could not put the jobs in flight back in the queue (%s); `resume` will", exc)
 
     def _count_export_users(self, dev: _Device) -> None:
         base = self._export_key(dev, self.space, "")

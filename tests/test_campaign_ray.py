@@ -1045,6 +1045,40 @@ def test_a_full_artifact_disk_stops_the_campaign_without_charging_jobs_or_device
     assert _check_one_answer_per_job(db) == 6
 
 
+def _fill(folder: Path) -> None:
+    """Write a file into ``folder`` until its disk refuses more (ENOSPC)."""
+    with contextlib.suppress(OSError), open(folder / "filler", "wb") as f:
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
+
+
+def test_a_store_whose_disk_fills_mid_campaign_stops_in_one_line_and_resumes_each_job_once(
+        local_ray, artifacts, tmp_path, caplog):
+    """The store's disk fills after the first job: the campaign stops with one error naming the store (the jobs
+    in flight stay in the store as sent, since putting them back needs the disk too: it said so again in a second
+    line, a warning); freed, the resume measures every job once."""
+    dev = write_profile(tmp_path, "ray-store-full")
+    with small_disk(tmp_path / "small", 1) as folder:
+        db = folder / "lab.db"
+        cid = _plan(db, [dev])
+        filled = []
+
+        def fill_after_the_first_job(snapshot):
+            if not filled and snapshot["ray-store-full"]["done"] >= 1:
+                filled.append(_fill(folder))
+
+        opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=0)
+        with Store(db) as s, caplog.at_level(logging.INFO, logger="harness.coordinator"):
+            with pytest.raises(StorageFull, match=f"the disk holding the store {db} is full"):
+                run_campaign(s, cid, opts, on_progress=fill_after_the_first_job)
+        assert filled and not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        (folder / "filler").unlink()
+        with Store(db) as s:
+            run_campaign(s, cid, opts)
+        assert _check_one_answer_per_job(db) == 3
+
+
 def test_a_model_file_changed_after_its_export_is_exported_again(local_ray, tmp_path):
     """A model file whose bytes changed on disk after its export (a bad disk, a hand edit) was refused by
     the agent (HashMismatch) at every attempt, so the job failed; the retry now exports it again. The

@@ -43,8 +43,8 @@ def cmd_check(args) -> int:
     if problems == ["ok"]:
         print(f"{args.store}: integrity ok: {holds}")
         return 0
-    print(f"{args.store} is damaged: SQLite's integrity check found "
-          f"{count(len(problems), 'problem', 'problems')}{' or more' if len(problems) >= 20 else ''} (first: {problems[0]}); {holds}; "
+    found = count(len(problems), "problem", "problems") + (" or more" if len(problems) >= 20 else "")
+    print(f"{args.store} is damaged: SQLite's integrity check found {found} (first: {problems[0]}); {holds}; "
           f"`hwl store recover {args.store} NEW.db` copies the rows that can still be read into a new store")
     return 1
 
