@@ -633,12 +633,12 @@ def _is_sqlite_busy(exc) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_BUSY", 5) or "locked" in str(exc)
 
 
-def _is_sqlite_full(exc) -> bool:
+def is_sqlite_full(exc) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc))
 
 
-def _is_sqlite_io_error(exc) -> bool:
+def is_sqlite_io_error(exc) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and str(getattr(exc, "sqlite_errorname", "")).startswith(
         "SQLITE_IOERR")
 
@@ -647,22 +647,25 @@ def _is_sqlite_io_error(exc) -> bool:
 FAT32_FILE_LIMIT = 2**32 - 1
 
 
-def why_writes_fail(path: Path) -> str:
-    """Why writing the store ``path`` failed with an I/O error, SQLite keeping the errno to itself (a file-size
-    limit's EFBIG reads "disk I/O error"): the file, or its WAL, at this process's file-size limit or FAT32's,
-    or a full disk; else the disk's own failure."""
+def why_writes_fail(path: Path, *, shown_as: str | None = None, needed: int = 0) -> str:
+    """Why writing the SQLite file ``path`` (named ``shown_as`` to the user; ``needed``: the bytes it is to hold,
+    when known) failed with an I/O error, SQLite keeping the errno to itself (a file-size limit's EFBIG reads "disk
+    I/O error"): the file, or its WAL, at this process's file-size limit or FAT32's, or a full disk; else the disk's
+    own failure."""
     files = {f.name: f.stat().st_size for f in (path, path.with_name(path.name + "-wal")) if f.exists()}
     name, size = max(files.items(), key=lambda item: item[1], default=(path.name, 0))
+    name, size = shown_as or name, max(size, needed)
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY and size + 2**16 >= limit:  # within a few pages of it: the next write
-        return (f"{name} is {size:,} bytes, at this process's file-size limit of {limit:,} bytes (ulimit -f); "
-                "raise it (ulimit -f unlimited)")
+        return (f"{name} takes {size:,} bytes, reaching this process's file-size limit of {limit:,} bytes "
+                "(ulimit -f); raise it (ulimit -f unlimited)")
     if size + 2**16 >= FAT32_FILE_LIMIT:
-        return (f"{name} is {size:,} bytes, at the 4 GiB file-size limit of file systems such as FAT32; move the "
-                "store (with its -wal file) to a disk formatted otherwise")
+        return (f"{name} takes {size:,} bytes, reaching the 4 GiB file-size limit of file systems such as FAT32; "
+                "move the store (with its -wal file) to a disk formatted otherwise")
     free = shutil.disk_usage(path.parent).free
-    if free < 2**20:
-        return f"the disk holding it has {free:,} bytes free; free space there"
+    if free < max(2**20, needed):
+        return f"the disk holding it has only {free:,} bytes free{f' of the {needed:,} needed' if needed else ''}; " \
+               "free space there"
     return "the file system refused the write (a failing disk or a lost network mount? see dmesg)"
 
 
@@ -702,14 +705,14 @@ class _Transaction:
                 exc = failed
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
-        if _is_sqlite_full(exc):
+        if is_sqlite_full(exc):
             raise StorageFull(f"the disk holding the store {self.path} is full ({exc}); the change was rolled "
                               "back and nothing stored before it is lost: free space there, then run the command "
                               "again") from exc
         if _is_sqlite_readonly(exc):
             raise StoreError(f"store {self.path} cannot be written ({exc}): its file (or folder) is read-only; "
                              "nothing in it was changed") from None
-        if _is_sqlite_io_error(exc):
+        if is_sqlite_io_error(exc):
             raise StorageFull(f"writing the store {self.path} failed ({exc}): {why_writes_fail(Path(self.path))}; "
                               "the change was rolled back and nothing stored before it is lost: run the command "
                               "again once that is mended") from exc

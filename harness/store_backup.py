@@ -9,14 +9,15 @@ rows that can still be read into a new store.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.errors import StoreError
+from harness.errors import StorageFull, StoreError
 from harness.paths import check_writable_folder, written_whole
-from harness.store import Store, require_store_file
+from harness.store import Store, is_sqlite_full, is_sqlite_io_error, require_store_file, why_writes_fail
 from harness.text import count
 
 
@@ -60,16 +61,30 @@ def backup_store(source, dest, *, overwrite: bool = False) -> tuple[Path, StoreC
     _check_backup_target(source, dest, overwrite=overwrite)
     with Store(source, readonly=True) as st, st.snapshot():  # counts and copy: one moment
         held = store_counts(st.db)
-        with written_whole(dest) as partial:
-            copy = sqlite3.connect(partial)
-            try:
-                st.db.backup(copy)  # one step: the whole snapshot, whatever the coordinator commits meanwhile
-                # one self-contained file: no -wal beside it to lose, readable from read-only media
-                copy.execute("PRAGMA journal_mode=DELETE")
-                _check_copy(copy, held, dest)
-            finally:
-                copy.close()
+        pages, page_size = (st.db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+        with _new_store_file(dest, needed=pages * page_size) as copy:
+            st.db.backup(copy)  # one step: the whole snapshot, whatever the coordinator commits meanwhile
+            _check_copy(copy, held, dest)
     return dest, held
+
+
+@contextlib.contextmanager
+def _new_store_file(dest: Path, *, needed: int = 0):
+    """A connection to a new SQLite file that takes ``dest``'s name, as one self-contained file (no -wal beside it
+    to lose; readable from read-only media), when the block ends without an error. A write its disk refuses
+    (full, a file-size limit) is one line naming ``dest``."""
+    with written_whole(dest) as partial:
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            yield copy
+            copy.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.OperationalError as exc:
+            if not (is_sqlite_full(exc) or is_sqlite_io_error(exc)):
+                raise
+            why = why_writes_fail(partial, shown_as=dest.name, needed=needed)
+            raise StorageFull(f"writing {dest} failed ({exc}): {why}; nothing was written there") from None
+        finally:
+            copy.close()
 
 
 def _check_backup_target(source: Path, dest: Path, *, overwrite: bool) -> None:
@@ -142,19 +157,14 @@ def recover_store(source, dest, *, overwrite: bool = False) -> Recovered:
     anew. ``dest`` is checked as a backup is before it takes its name."""
     source, dest = require_store_file(source), Path(dest).expanduser()
     _check_backup_target(source, dest, overwrite=overwrite)
-    with Store(source, readonly=True) as st, written_whole(dest) as partial:
-        copy = sqlite3.connect(partial, isolation_level=None)
-        try:
-            _copy_schema(st.db, copy)
-            copy.execute("BEGIN")
-            stretches = sum(_copy_readable_rows(st.db, copy, table) for table in _tables(st.db))
-            copy.execute("COMMIT")
-            orphans = len(copy.execute("PRAGMA foreign_key_check").fetchall())
-            copy.execute("PRAGMA journal_mode=DELETE")
-            counts = store_counts(copy)
-            _check_copy(copy, counts, dest)
-        finally:
-            copy.close()
+    with Store(source, readonly=True) as st, _new_store_file(dest) as copy:
+        _copy_schema(st.db, copy)
+        copy.execute("BEGIN")
+        stretches = sum(_copy_readable_rows(st.db, copy, table) for table in _tables(st.db))
+        copy.execute("COMMIT")
+        orphans = len(copy.execute("PRAGMA foreign_key_check").fetchall())
+        counts = store_counts(copy)
+        _check_copy(copy, counts, dest)
     return Recovered(counts, stretches, orphans)
 
 

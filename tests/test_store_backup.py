@@ -1,5 +1,6 @@
 """`hwl store backup`: a consistent copy of a store that another process is writing, as a campaign does."""
 import contextlib
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 from harness.store import Store
 from harness.store_backup import backup_store
-from tests.campaign_helpers import REPO, hwl
+from tests.campaign_helpers import HWL, REPO, hwl
 
 
 @contextlib.contextmanager
@@ -70,3 +71,18 @@ def test_an_existing_backup_is_replaced_only_with_force(tmp_path):
     r = hwl("store", "backup", db, dest, "--force")
     assert r.returncode == 0, r.stderr
     assert _results(dest) == 2
+
+
+def test_a_backup_its_disk_cannot_hold_is_one_line_and_leaves_no_file(tmp_path):
+    """A USB stick that fills, a FAT32 disk's 4 GiB, ``ulimit -f``: here a file-size limit below the store's size."""
+    db, dest = tmp_path / "lab.db", tmp_path / "backup.db"
+    with _writer(db, 30, 0):
+        pass
+    limit = db.stat().st_size // 2
+    r = subprocess.run([*HWL, "store", "backup", str(db), str(dest)], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"hwl store: error: writing {dest} failed (disk I/O error): backup.db takes "
+                               f"{db.stat().st_size:,} bytes, reaching this process's file-size limit of {limit:,} "
+                               "bytes (ulimit -f)"), r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if "backup" in p.name]  # nor a partial one

@@ -32,8 +32,8 @@ def test_a_store_at_its_file_size_limit_stops_the_writer_with_one_line_and_loses
     assert out.returncode == 0, out.stderr
     first, stored, line = out.stdout.splitlines()
     assert first == "stored 5" and int(stored.split()[1]) > 0
-    assert line == (f"StorageFull: writing the store {db} failed (disk I/O error): lab.db-wal is "
-                    f"{(tmp_path / 'lab.db-wal').stat().st_size:,} bytes, at this process's file-size limit of "
+    assert line == (f"StorageFull: writing the store {db} failed (disk I/O error): lab.db-wal takes "
+                    f"{(tmp_path / 'lab.db-wal').stat().st_size:,} bytes, reaching this process's file-size limit of "
                     f"{LIMIT:,} bytes (ulimit -f); raise it (ulimit -f unlimited); the change was rolled back and "
                     "nothing stored before it is lost: run the command again once that is mended")
     kept = 5 + int(stored.split()[1])
@@ -53,7 +53,7 @@ def test_a_data_import_past_the_file_size_limit_is_one_line(tmp_path):
                        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT)))
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(f"hwl data: error: writing the store {tmp_path / 'lab.db'} failed (disk I/O error): "
-                               "lab.db-wal is ") and len(r.stderr.splitlines()) == 1
+                               "lab.db-wal takes ") and len(r.stderr.splitlines()) == 1
     assert "file-size limit of 400,000 bytes (ulimit -f)" in r.stderr
 
 
