@@ -149,6 +149,7 @@ class Recovered(NamedTuple):
     counts: StoreCounts
     damaged_stretches: int  # runs of rows skipped, their pages unreadable
     orphans: int  # rows whose parent row (a result's job, say) was on a damaged page
+    requeued: int  # jobs done whose accepted result was on a damaged page: queued again, for a resume to measure
 
 
 def recover_store(source, dest, *, overwrite: bool = False) -> Recovered:
@@ -161,11 +162,19 @@ def recover_store(source, dest, *, overwrite: bool = False) -> Recovered:
         _copy_schema(st.db, copy)
         copy.execute("BEGIN")
         stretches = sum(_copy_readable_rows(st.db, copy, table) for table in _tables(st.db))
+        requeued = _requeue_jobs_without_answer(copy)
         copy.execute("COMMIT")
         orphans = len(copy.execute("PRAGMA foreign_key_check").fetchall())
         counts = store_counts(copy)
         _check_copy(copy, counts, dest)
-    return Recovered(counts, stretches, orphans)
+    return Recovered(counts, stretches, orphans, requeued)
+
+
+def _requeue_jobs_without_answer(db: sqlite3.Connection) -> int:
+    """Queue again the jobs marked done whose accepted result was lost, so that ``hwl campaign resume`` measures
+    them (their lost attempts left no result, so none is charged); returns how many."""
+    return db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'done' AND NOT EXISTS (SELECT 1 FROM results r "
+                      "WHERE r.job_id = jobs.id AND r.accepted = 1)").rowcount
 
 
 def _tables(db: sqlite3.Connection) -> list[str]:

@@ -57,5 +57,7 @@ def cmd_recover(args) -> int:
             if got.damaged_stretches else "; no row was unreadable")
     orphans = (f", {count(got.orphans, 'row', 'rows')} whose parent row was lost (a result whose job was, say)"
                if got.orphans else "")
-    print(f"recovered {args.store} into {args.dest} (integrity ok): {got.counts.line()}{lost}{orphans}")
+    again = (f"; {count(got.requeued, 'job', 'jobs')} whose answer was lost queued again: `hwl campaign resume "
+             f"--store {args.dest}` measures them" if got.requeued else "")
+    print(f"recovered {args.store} into {args.dest} (integrity ok): {got.counts.line()}{lost}{orphans}{again}")
     return 0
