@@ -292,19 +292,31 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     """
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
+    known = available_profiles()
     if text.endswith(".toml") or os.sep in text:
         if why := why_not_a_file(path):
-            raise ProfileError(f"device profile file {path} {why}")
+            raise ProfileError(f"device profile file {path} {why}{_name_hint(path, known)}{_file_hint(path)}")
         return parse_profile_file(path)
-    known = available_profiles()
     if text not in known:
         raise ProfileError(f"unknown device {text!r}: no profile of that name in {shipped_dir()} or "
-                           f"{user_dir()}; known devices: {', '.join(sorted(known)) or '(none)'}")
+                           f"{user_dir()}; known devices: {', '.join(sorted(known)) or '(none)'}"
+                           f"{_file_hint(path)}")
     profile = parse_profile_file(known[text])
     if profile.name != text:
         raise ProfileError(f"{known[text]}: key 'name' is {profile.name!r} but the file is named "
                            f"{text!r}.toml; make them agree")
     return profile
+
+
+def _name_hint(path: Path, known: dict[str, Path]) -> str:
+    """A missing ``NAME.toml`` that is a known profile's name: the user gave a name as a file."""
+    return f" (a profile named {path.stem!r} is known: give its name alone)" if path.stem in known else ""
+
+
+def _file_hint(path: Path) -> str:
+    """An unknown name with a ``NAME.toml`` beside it: the user gave a file as a name."""
+    beside = path.with_name(path.name + ".toml") if path.name else None
+    return f" (there is a profile file {beside}: give that)" if beside and beside.is_file() else ""
 
 
 def load_profiles(names: list[str] | str) -> list[DeviceProfile]:
