@@ -68,6 +68,7 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
     out, seen = [], set()
     for item in items:
         try:
+            _refuse_a_word(space, str(item))
             key = resolve(item)
         except ArchError as exc:
             raise ArchError(f"{exc}{_other_space_hint(space, spec) if hint else ''}") from None
@@ -75,6 +76,22 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
             seen.add(key)
             out.append(key)
     return out
+
+
+def _refuse_a_word(space: str, item: str) -> None:
+    """ArchError for an item that cannot be an architecture of ``space`` at all (``rand:3``, ``archs.txt``
+    without its ``@``): the parser's own complaint ('needs 3 nodes', '22 layers') sent users looking in the
+    wrong place."""
+    text = item.strip()
+    if space == "nb201" and ("|" in text or text.lstrip("-").isdigit()):
+        return
+    if space == "fbnet" and ("," in text or text.replace("_", "").isdigit()):
+        return
+    what = ("neither an NB201 index nor an arch string" if space == "nb201" else
+            "no FBNet key (22 comma-separated op names, or op indices joined by '_')")
+    choices = "all, random:N, indices, ranges A-B, arch strings" if space == "nb201" else "random:N, keys"
+    file_hint = f"; {text} is a file: give @{text}" if text and Path(text).is_file() else ""
+    raise ArchError(f"{text!r} is {what}; a selection is {choices} or @FILE{file_hint}")
 
 
 def _other_space_hint(space: str, spec) -> str:

@@ -26,3 +26,22 @@ def test_a_profile_file_given_as_a_name_says_to_give_the_file(tmp_path, monkeypa
                     "--out", tmp_path / "p.pt"], capsys)
     assert "unknown device 'my-board'" in err and "(there is a profile file my-board.toml: give that)" in err
     assert not store.exists()
+
+
+@pytest.mark.parametrize("space, archs, error", [
+    ("nb201", "rand:3", "'rand:3' is neither an NB201 index nor an arch string; a selection is all, random:N, indices, "
+                        "ranges A-B, arch strings or @FILE"),
+    ("nb201", "archs.txt", "; archs.txt is a file: give @archs.txt"),
+    ("fbnet", "random3", "'random3' is no FBNet key (22 comma-separated op names, or op indices joined by '_'); "
+                         "a selection is random:N, keys or @FILE"),
+])
+def test_a_selection_that_names_no_architecture_says_what_a_selection_is(tmp_path, monkeypatch, space, archs, error,
+                                                                         capsys):
+    """'rand:3' (for random:3) or a file without its '@' was answered "NB201 arch string needs 3 nodes separated
+    by '+', got 1 in 'rand:3'" or "an FBNet architecture has 22 layers, got 1"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archs.txt").write_text("0\n17\n")
+    store = tmp_path / "lab.db"
+    err = _refused(["campaign", "run", "--space", space, "--archs", archs, "--devices", "local-ort-1t",
+                    "--store", store], capsys)
+    assert error in err and not store.exists()
