@@ -482,12 +482,8 @@ def _command(c: "_Checker", table: dict, key: str, section: str = "host") -> str
     if not words:
         raise ProfileError(f"{c.source}: key '{dotted}' is empty; leave it out for no command")
     known = TEMPLATE_PLACEHOLDERS.get(dotted)
-    unknown = sorted({name for word in words for name in _PLACEHOLDER.findall(word)} - set(known or ()))
-    if known is not None and unknown:
-        raise ProfileError(f"{c.source}: key '{dotted}' names unknown placeholder(s) "
-                           f"{', '.join('{' + name + '}' for name in unknown)}; known: "
-                           f"{', '.join('{' + name + '}' for name in known)} (braces around any other name are "
-                           "read as a placeholder: put spaces inside them, '{ x }', to pass them to the tool)")
+    if known is not None and (why := unknown_placeholders(words, known)):
+        raise ProfileError(f"{c.source}: key '{dotted}' {why}")
     if known is not None:
         from agents.command_template import build_argv
         from agents.errors import BadRequest
@@ -497,6 +493,17 @@ def _command(c: "_Checker", table: dict, key: str, section: str = "host") -> str
         except BadRequest as exc:
             raise ProfileError(f"{c.source}: key '{dotted}': {exc}") from None
     return text
+
+
+def unknown_placeholders(words: list[str], known: tuple[str, ...]) -> str | None:
+    """What is wrong with a template's ``{names}`` that are not among ``known`` (None when all are): the tool
+    would get a typo such as ``{modle}`` as written."""
+    unknown = sorted({name for word in words for name in _PLACEHOLDER.findall(word)} - set(known))
+    if not unknown:
+        return None
+    return (f"names unknown placeholder(s) {', '.join('{' + name + '}' for name in unknown)}; known: "
+            f"{', '.join('{' + name + '}' for name in known)} (braces around any other name are read as a "
+            "placeholder: put spaces inside them, '{ x }', to pass them to the tool)")
 
 
 def _policy(c: "_Checker", table: Any) -> tuple[tuple[str, float], ...]:

@@ -45,3 +45,17 @@ def test_a_selection_that_names_no_architecture_says_what_a_selection_is(tmp_pat
     err = _refused(["campaign", "run", "--space", space, "--archs", archs, "--devices", "local-ort-1t",
                     "--store", store], capsys)
     assert error in err and not store.exists()
+
+
+@pytest.mark.parametrize("flags", [
+    ["--command", "python tool.py --graph {modle}"],
+    ["--option", 'command=["python", "tool.py", "--graph", "{modle}"]'],
+])
+def test_measure_refuses_a_placeholder_typo_in_its_command_as_a_profile_does(tmp_path, flags, capsys):
+    """A profile's '{modle}' is refused when it is loaded; `hwl measure --command` ran the tool with the
+    literal '{modle}' and printed its traceback as a runtime_error record."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not looked at")
+    err = _refused(["measure", model, "--runtime", "command", *flags, "--regex", "([0-9.]+) ms",
+                    "--profile", "quick"], capsys)
+    assert "--command names unknown placeholder(s) {modle}; known: {model}, {sha256}" in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
@@ -85,6 +86,23 @@ def _check_inputs(runtime: str, model: str, arch: str | None) -> None:
                         + ("; --arch is for --runtime torch" if arch else ""))
 
 
+def _check_command_template(template) -> None:
+    """A placeholder typo in --command, refused as a profile's is: the tool got '{modle}' as its file name."""
+    from harness.profiles import TEMPLATE_PLACEHOLDERS, unknown_placeholders
+
+    if isinstance(template, (list, tuple)):  # --option command='["tool", "{model}"]'
+        words = [str(word) for word in template]
+    elif isinstance(template, str):
+        try:
+            words = shlex.split(template)
+        except ValueError as exc:
+            raise UserError(f"--command is not a command line ({exc}): {template!r}") from None
+    else:
+        return  # not a template at all: the agent says so
+    if why := unknown_placeholders(words, TEMPLATE_PLACEHOLDERS["runtime.options.command"]):
+        raise UserError(f"--command {why}")
+
+
 def run_measure_cli(args) -> int:
     _check_inputs(args.runtime, args.model, args.arch)
     options = _pairs(args.option, "--option")
@@ -99,6 +117,8 @@ def run_measure_cli(args) -> int:
         arch = {"space": space, "key": int(key) if key.isdigit() else key}
         if dataset:
             arch["dataset"] = dataset
+    if args.runtime == "command":
+        _check_command_template(options.get("command"))
     result = measure(model=args.model, runtime=args.runtime, threads=args.threads,
                      cores=_ints(args.cores, "--cores"), profile=args.profile,
                      policy=_pairs(args.policy, "--policy"), options=options, arch=arch, batch=args.batch,
