@@ -221,6 +221,13 @@ def _differing_settings(profile_json: str, mine: dict) -> str:
     return ", ".join(differing_keys(profile_from_dict(json.loads(profile_json)).identity(), mine))
 
 
+def warn_remeasuring_drifted(device: str, n_drifted: int, n_again: int) -> None:
+    """The store's archs whose only latency a drift canary flagged, about to be measured again."""
+    log.warning("%s: %s of the store %s measured while the device drifted (canary_drift); measuring %d of them "
+                "again (they count against the budget)", device, count(n_drifted, "arch", "archs"),
+                "was" if n_drifted == 1 else "were", n_again)
+
+
 def warn_left_out(left_out: dict, device: str) -> None:
     """A warning naming the device's latencies not used, and why."""
     if left_out:
@@ -411,9 +418,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             drifted = [a for a in only_drifted(space, rows) if a not in failed]
             room = settings.budget - len(measured) - len(failed)
             if drifted and room > 0:  # measured first, in a batch of their own: the fit takes no moved speed
-                log.warning("%s: %s of the store measured while the device drifted (canary_drift); "
-                            "measuring %d of them again (they count against the budget)", profile.name,
-                            count(len(drifted), "arch was", "archs were"), min(room, len(drifted)))
+                warn_remeasuring_drifted(profile.name, len(drifted), min(room, len(drifted)))
                 measured.update(measure.again(drifted[:room]))
             elif drifted:
                 log.warning("%s: left out %s of the store measured while the device drifted (canary_drift); "

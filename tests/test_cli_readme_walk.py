@@ -1,4 +1,6 @@
 """Mistakes a new user makes typing README's commands: one line that names the way out, nothing stored lost."""
+import logging
+
 import pytest
 
 from harness.cli import main as hwl_main
@@ -59,3 +61,13 @@ def test_measure_refuses_a_placeholder_typo_in_its_command_as_a_profile_does(tmp
     err = _refused(["measure", model, "--runtime", "command", *flags, "--regex", "([0-9.]+) ms",
                     "--profile", "quick"], capsys)
     assert "--command names unknown placeholder(s) {modle}; known: {model}, {sha256}" in err
+
+
+@pytest.mark.parametrize("n, words", [(3, "3 archs of the store were measured"), (1, "1 arch of the store was measured")])
+def test_onboarding_says_plainly_how_many_stored_archs_it_measures_again(n, words, caplog):
+    """hwl onboard said "3 archs were of the store measured while the device drifted" (README walk)."""
+    from harness.onboard import warn_remeasuring_drifted
+
+    with caplog.at_level(logging.WARNING):
+        warn_remeasuring_drifted("local-ort-1t", n, n)
+    assert f"local-ort-1t: {words} while the device drifted (canary_drift); measuring {n} of them again" in caplog.text
