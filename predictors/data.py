@@ -248,8 +248,8 @@ def _reduce_repeats(table: pd.DataFrame, where: str | None = None) -> pd.DataFra
 def store_table(path, space: str, devices=None) -> pd.DataFrame:
     """The latencies a harness store holds for ``space`` (works while a campaign writes)."""
     path = Path(path)
-    if not path.is_file():
-        raise LatencyTableError(f"store {path} does not exist")
+    if why := why_not_a_file(path):  # a folder was said not to exist, which sent the user looking for a typo
+        raise LatencyTableError(f"store {path} {why}")
     from harness.store import Store  # imported here: predictors work without the harness store
 
     store = Store(path, readonly=True)  # read-only: safe while a campaign is still writing

@@ -71,3 +71,16 @@ def test_onboarding_says_plainly_how_many_stored_archs_it_measures_again(n, word
     with caplog.at_level(logging.WARNING):
         warn_remeasuring_drifted("local-ort-1t", n, n)
     assert f"local-ort-1t: {words} while the device drifted (canary_drift); measuring {n} of them again" in caplog.text
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--space", "nb201", "--out", "m.pt"],
+    ["evaluate", "--space", "nb201", "--train-devices", "pixel3"],
+])
+def test_a_folder_given_as_the_predictor_commands_store_is_called_a_folder(tmp_path, monkeypatch, command, capsys):
+    """`hwl train --store out/demo` (the folder, not out/demo/lab.db) said "store out/demo does not exist", as
+    hwl adapt, evaluate and search did (one function reads their stores)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    err = _refused([*command, "--store", "demo"], capsys)
+    assert "store demo is a folder, not a file" in err
