@@ -68,7 +68,7 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
     out, seen = [], set()
     for item in items:
         try:
-            _refuse_a_word(space, str(item))
+            _refuse_a_word(space, str(item), in_a_selection=not isinstance(spec, (list, tuple)))
             key = resolve(item)
         except ArchError as exc:
             raise ArchError(f"{exc}{_other_space_hint(space, spec) if hint else ''}") from None
@@ -78,7 +78,7 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
     return out
 
 
-def _refuse_a_word(space: str, item: str) -> None:
+def _refuse_a_word(space: str, item: str, *, in_a_selection: bool) -> None:
     """ArchError for an item that cannot be an architecture of ``space`` at all (``rand:3``, ``archs.txt``
     without its ``@``): the parser's own complaint ('needs 3 nodes', '22 layers') sent users looking in the
     wrong place."""
@@ -89,6 +89,8 @@ def _refuse_a_word(space: str, item: str) -> None:
         return
     what = ("neither an NB201 index nor an arch string" if space == "nb201" else
             "no FBNet key (22 comma-separated op names, or op indices joined by '_')")
+    if not in_a_selection:  # one architecture (hwl measure --arch, hwl export's arguments)
+        raise ArchError(f"{text!r} is {what}")
     choices = "all, random:N, indices, ranges A-B, arch strings" if space == "nb201" else "random:N, keys"
     file_hint = f"; {text} is a file: give @{text}" if text and Path(text).is_file() else ""
     raise ArchError(f"{text!r} is {what}; a selection is {choices} or @FILE{file_hint}")

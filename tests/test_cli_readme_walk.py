@@ -84,3 +84,14 @@ def test_a_folder_given_as_the_predictor_commands_store_is_called_a_folder(tmp_p
     (tmp_path / "demo").mkdir()
     err = _refused([*command, "--store", "demo"], capsys)
     assert "store demo is a folder, not a file" in err
+
+
+@pytest.mark.parametrize("arch, error", [
+    ("nb201", "--arch nb201: give SPACE:KEY[:DATASET], e.g. nb201:1462"),
+    ("nb201:rand", "'rand' is neither an NB201 index nor an arch string"),
+])
+def test_measure_arch_without_a_key_or_with_a_word_says_what_it_takes(arch, error, capsys):
+    """`hwl measure --runtime torch --arch nb201` said "NB201 arch string needs 3 nodes separated by '+', got 1
+    in ''"."""
+    err = _refused(["measure", "--runtime", "torch", "--arch", arch, "--profile", "quick"], capsys)
+    assert error in err and "selection" not in err

@@ -114,6 +114,8 @@ def run_measure_cli(args) -> int:
     if args.arch:
         space, _, rest = args.arch.partition(":")
         key, _, dataset = rest.rpartition(":") if rest.count(":") else (rest, "", "")
+        if not key:
+            raise UserError(f"--arch {args.arch}: give SPACE:KEY[:DATASET], e.g. nb201:1462")
         arch = {"space": space, "key": int(key) if key.isdigit() else key}
         if dataset:
             arch["dataset"] = dataset
