@@ -145,8 +145,9 @@ class Store:
             self._configure()
             self._migrate()
             return
+        self._check_is_store()  # before the lock: a file refused here is left with nothing beside it
         with _opening_lock(self.path):  # two processes opening a new store must not both create it
-            self._check_is_store()
+            self._check_is_store()  # again: another process may have made the file meanwhile
             try:
                 self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self.db.execute("PRAGMA journal_mode=WAL")  # the first write: the file is opened here

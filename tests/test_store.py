@@ -152,6 +152,7 @@ def test_foreign_files_are_refused_unchanged(tmp_path):
         Store(tmp_path / "folder.db", readonly=True)
     assert {p: _digest(p) for p in (text, other)} == before
     assert not (tmp_path / "notes.db-wal").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.db", "notes.db", "other.db"]  # no -locks folder
 
 
 def test_newer_store_is_refused_with_upgrade_message(tmp_path):
