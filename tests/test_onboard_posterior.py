@@ -16,8 +16,8 @@ from predictors.onboard.design import design_matrix, design_picks, integrated_pi
 from predictors.onboard.estimate import (DEFAULT_CALIBRATION, RhoEstimate, calibrate, coarse_timer, fit_calibration,
                                         fit_interval, interval_half_width, is_whole_ms, widen)
 from predictors.onboard.settings import OnboardError
-from predictors.onboard.posterior import (FeaturePosterior, GridPosterior, fit_posterior, model_rho, model_rho_at,
-                                          spearman_rows, supports)
+from predictors.onboard.posterior import (FeaturePosterior, GridPosterior, expected_log_error, fit_posterior,
+                                          measured_noise_factor, model_rho, model_rho_at, spearman_rows, supports)
 from predictors.onboard.replay import TableDevice, replay_device
 from predictors.onboard.report import text_lines
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
@@ -103,19 +103,32 @@ def test_model_rho_tracks_the_noise_it_is_told(fitted, small):
     rest = [a for a in truth.index if a not in set(archs)]
     feats = post.features(rest)
     pred = adapted.predict_response(rest)
-    rho, low, high, rms = model_rho(post, pred, feats, rng=np.random.default_rng(0))
-    assert -1 <= low <= rho <= high <= 1 and 0 < rms < 1.0
-    # An arch predicted at about 0 ms (NB201's empty cells) has an unbounded log error; the expected
-    # error is the median arch's, so it stays what it was.
-    odd = pred.copy()
-    odd[0] = -1e6
-    assert model_rho(post, odd, feats, rng=np.random.default_rng(0))[3] == pytest.approx(rms, abs=0.01)
+    rho, low, high = model_rho(post, pred, feats, rng=np.random.default_rng(0))
+    assert -1 <= low <= rho <= high <= 1
     cold, warm = model_rho_at(post, pred, feats, [0.0, 1.0], rng=np.random.default_rng(0))
     assert cold[0] > warm[0]  # temperature 0: only the noise is left
     # The rho of each draw is Spearman's.
     rows = np.random.default_rng(1).standard_normal((3, 50))
     ref = rows[0] + 0.1 * rows[1]
     assert spearman_rows(ref, rows)[0] == pytest.approx(spearmanr(ref, rows[0]).statistic)
+
+
+def test_expected_error_is_the_rms_over_archs_of_the_predictive_spread(fitted, small):
+    """The expected error is a root mean square over archs of each one's predictive log spread, an arch predicted
+    at a fraction of a millisecond (NB201's near-empty cells) counted as a log-normal of its spread: bounded, not
+    the first-order sd / ms that grows without bound."""
+    adapted, archs, y = fitted
+    _, truth = small
+    post = fit_posterior(adapted, archs, y)
+    rest = [a for a in truth.index if a not in set(archs)]
+    feats = post.features(rest)
+    mean, sd = post.log_ms_mean_sd(feats=feats, with_noise=True)
+    rms = expected_log_error(post, feats, y, tails=False)
+    assert rms == pytest.approx(np.sqrt(np.mean(np.log1p(sd ** 2))), rel=1e-9)
+    assert rms < np.sqrt(np.mean(sd ** 2))  # log(1 + s^2) < s^2: a spread as large as the latency counts less
+    assert expected_log_error(post, feats, y, mean_weight=0.0, tails=False) < rms
+    # outliers among the measured latencies (Student-t weights below 1) widen the noise of a new one
+    assert (measured_noise_factor(post, y) > 1) == (expected_log_error(post, feats, y) > rms)
 
 
 def _close(a, b, rel=1e-6):

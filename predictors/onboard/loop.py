@@ -330,8 +330,9 @@ class OnboardLoop:
         if self.posterior is not None and s.estimator in ("model", "blend"):
             kwargs = dict(rng=rng, n_draws=s.n_draws, confidence=s.confidence, noise_dof=s.noise_dof,
                           temperature=s.model_temperature)
-            rho, low, high, rms = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats,
-                                                      **kwargs)
+            rho, low, high = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats, **kwargs)
+            # the whole posterior, as the table's uncertainty: the draws' temperature is the rho estimate's calibration
+            rms = posterior.expected_log_error(self.posterior, self._pool_feats, y)
             if s.loo_mix_above is not None and len(archs) >= s.loo_mix_above:
                 # enough measurements for their own residuals to show the noise's shape (heavy tails)
                 loo = posterior.model_rho(self.posterior, self._pool_model, self._pool_feats, loo_scale=1.0,

@@ -18,7 +18,9 @@ known exactly, so the onboarding needs no ensemble of refits and no cross-valida
   by the posterior's linear map) plus the fitted noise;
 - :func:`model_rho` is the model's own estimate of the Spearman rho of its mean against the
   truth on the unmeasured architectures: the average over draws, with draw quantiles as the
-  interval.
+  interval;
+- :func:`expected_log_error` is the root mean square log error the model expects of one
+  predicted latency.
 
 Everything is in the method's standardised response units (ms or log-ms, ``PhysBayes.response``;
 :meth:`GridPosterior.log_ms_mean_sd` converts); Spearman is scale-free.
@@ -184,9 +186,8 @@ def model_rho(post: Posterior, pred, feats, *, rng: np.random.Generator, n_draws
     Each draw is ``pred + temperature * (f - pred) + noise``: ``f`` a posterior function draw
     (temperature 1: the posterior as it is), the noise Gaussian with the draw's grid-point
     variance (Student-t with ``noise_dof`` degrees of freedom when given).
-    Returns ``(point, low, high, rms_log_ms)``: the mean over draws of the Spearman rho, the
-    draws' ``confidence`` interval, and the model's expected RMS error in log-ms of the median
-    architecture (an ms model's error relative to its prediction, the same to first order).
+    Returns ``(point, low, high)``: the mean over draws of the Spearman rho and the draws'
+    ``confidence`` interval.
     """
     return model_rho_at(post, pred, feats, [temperature], rng=rng, n_draws=n_draws, confidence=confidence,
                         noise_dof=noise_dof, loo_scale=loo_scale)[0]
@@ -203,7 +204,7 @@ def model_rho_at(post: Posterior, pred, feats, temperatures, *, rng: np.random.G
     """
     pred = np.asarray(pred, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0:
-        return [(0.0, -1.0, 1.0, float("nan"))] * len(temperatures)
+        return [(0.0, -1.0, 1.0)] * len(temperatures)
     funcs, noise_sd = post.draws(feats, n_draws, rng)
     if loo_scale is not None:
         loo = post.loo_residuals()
@@ -214,23 +215,41 @@ def model_rho_at(post: Posterior, pred, feats, temperatures, *, rng: np.random.G
     if noise_dof and loo_scale is None:
         z /= np.sqrt(rng.chisquare(noise_dof, size=funcs.shape) / noise_dof)
     predn = (pred - post.y_mean) / post.y_std
-    per_log_ms = post.y_std * post.method.log_ms_slope(pred)  # standardised units -> log-ms
-    # The rho draws keep one noise level per draw, as the estimate's calibration was fitted on; the
-    # expected error follows the model's noise, relative to the latency under ``relative_noise``.
-    noise_factor = post.method.noise_sd_factor(pred)
+    # the rho draws keep one noise level per draw, as the estimate's calibration was fitted on
     alpha = (1.0 - confidence) / 2.0
     out = []
     for t in temperatures:
         draws = predn + t * (funcs - predn) + noise_sd[:, None] * z
         rhos = spearman_rows(pred, draws)
         low, high = np.quantile(rhos, [alpha, 1.0 - alpha])
-        errors = t * (funcs - predn) + noise_sd[:, None] * z * noise_factor
-        # the median arch's: archs predicted near 0 ms (NB201's empty cells) have an unbounded log error
-        rms = float(np.median(np.sqrt(np.mean((errors * per_log_ms) ** 2, axis=0))))
         point = float(rhos.mean())
-        out.append((point, float(min(low, point)), float(max(high, point)), rms))
+        out.append((point, float(min(low, point)), float(max(high, point))))
     return out
 
 
-__all__ = ["FeaturePosterior", "GridPosterior", "Posterior", "fit_posterior", "model_rho", "model_rho_at",
+def expected_log_error(post: Posterior, feats, latency_ms, *, mean_weight: float = 1.0, tails: bool = True) -> float:
+    """The root mean square log-ms error the model expects of one predicted latency of ``feats``' rows.
+
+    Per arch, the posterior variance of its mean (times ``mean_weight``) plus the noise of a new latency, as a
+    log-normal of that variance about the prediction (``log(1 + (sd / ms) ** 2)``: an ms model's spread read
+    as relative to first order, which a first-order ``sd / ms`` overstates without bound on NB201's near-empty
+    cells predicted at a fraction of a millisecond); the root of their mean over the rows. ``tails``: the noise
+    is what the fit gave the measured latencies (``latency_ms``, the posterior's), outliers included
+    (:func:`measured_noise_factor`), not the inliers' level the Student-t reweighting fits.
+    """
+    mean, var = post.mean_var(feats=feats)
+    noise = post.noise_var(mean) * (measured_noise_factor(post, latency_ms) if tails else 1.0)
+    relative_var = (mean_weight * var + noise) * post.method.log_ms_slope(mean) ** 2
+    return float(np.sqrt(np.mean(np.log1p(relative_var))))
+
+
+def measured_noise_factor(post: Posterior, latency_ms) -> float:
+    """The mean, over the measured latencies, of the Student-t inflation of their noise (1: no outlier)."""
+    relative = post.method.noise_weights(latency_ms)
+    robust = post.sample_weights / (1.0 if relative is None else relative)
+    return float(np.mean(1.0 / robust))
+
+
+__all__ = ["FeaturePosterior", "GridPosterior", "Posterior", "expected_log_error", "fit_posterior",
+           "measured_noise_factor", "model_rho", "model_rho_at",
            "spearman_rows", "supports"]
