@@ -10,6 +10,7 @@ import pandas as pd
 from harness.text import count
 from predictors.baselines.copy_device import best_correlated
 from predictors.layer_costs import fit_layer_costs
+from predictors.onboard.posterior import spearman_rows
 from predictors.protocol import FEW_SCORED
 from predictors.recommended import ADDITIVE_LAT
 from spaces import nb201
@@ -36,31 +37,100 @@ def predicted_table(loop, space: str, device: str) -> pd.DataFrame:
     return frame
 
 
-def resembles_most(tables: dict, measured: dict, *, space: str, fits: dict | None = None) -> dict | None:
-    """The train device whose latencies rank the measured archs best (the paper's Eq. 1 choice).
+# A runner-up named beside the device that resembles most: the closest train device in at least this share of the
+# posterior's draws (the answer is then a near tie, which the measurements do not settle).
+ALSO_CLOSE_SHARE = 0.2
+RESEMBLE_DRAWS = 64
 
-    A device is compared on its table where that holds every measured arch; else, in a space whose
-    networks time as the sum of their layers (FBNet: ``recommended.ADDITIVE_LAT``), on its additive fit
-    (``fits[device]``, a pretrained method's, or fitted here), since random FBNet candidates are in no
-    public table. ``basis`` says which the chosen device was compared on. With no device to compare,
-    ``device`` is None and ``why`` says so."""
-    archs = list(measured)
-    if len(archs) < 2:
-        return None
+
+def train_latencies(tables: dict, archs: list, *, space: str, fits: dict | None = None) -> tuple[dict, dict]:
+    """(device -> latencies of ``archs``, device -> basis) of the train devices that can be compared on ``archs``.
+
+    A device is compared on its table where that holds every arch; else, in a space whose networks time as the
+    sum of their layers (FBNet: ``recommended.ADDITIVE_LAT``), on its additive fit (``fits[device]``, a
+    pretrained method's, or fitted here), since random FBNet candidates are in no public table."""
     additive = ADDITIVE_LAT.get(space, False)
     latencies, basis = {}, {}
     for device, series in tables.items():
         if series.index.isin(archs).sum() == len(archs):
-            latencies[device], basis[device] = series, "table"
+            latencies[device], basis[device] = series.reindex(archs).to_numpy(np.float64), "table"
         elif additive and (fit := (fits or {}).get(device) or fit_layer_costs(space, series)) is not None:
-            latencies[device], basis[device] = pd.Series(fit.latency(archs), index=archs), "additive fit"
+            latencies[device], basis[device] = np.asarray(fit.latency(archs), dtype=np.float64), "additive fit"
+    return latencies, basis
+
+
+def _cannot_say(space: str, n_archs: int) -> dict:
+    fit_too = (", nor enough latencies of its own for an additive fit" if ADDITIVE_LAT.get(space, False)
+               else f" (a {space} latency is no sum of per-layer costs, so none is predicted)")
+    return {"device": None, "rho": None, "basis": None,
+            "why": f"no train device's table holds all {n_archs} measured archs{fit_too}"}
+
+
+def resembles_most(tables: dict, measured: dict, *, space: str, fits: dict | None = None) -> dict | None:
+    """The train device whose latencies rank the measured archs best (the paper's Eq. 1 choice).
+
+    ``basis`` says what the chosen device was compared on (:func:`train_latencies`). With no device to compare,
+    ``device`` is None and ``why`` says so. :func:`resembles` answers from the adapted model instead."""
+    archs = list(measured)
+    if len(archs) < 2:
+        return None
+    latencies, basis = train_latencies(tables, archs, space=space, fits=fits)
     if not latencies:
-        fit_too = (", nor enough latencies of its own for an additive fit" if additive
-                   else f" (a {space} latency is no sum of per-layer costs, so none is predicted)")
-        return {"device": None, "rho": None, "basis": None,
-                "why": f"no train device's table holds all {len(archs)} measured archs{fit_too}"}
-    device, rho = best_correlated(latencies, archs, np.array([measured[a] for a in archs]))
+        return _cannot_say(space, len(archs))
+    frames = {d: pd.Series(v, index=archs) for d, v in latencies.items()}
+    device, rho = best_correlated(frames, archs, np.array([measured[a] for a in archs]))
     return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None, "basis": basis[device]}
+
+
+def resembles(loop, tables: dict, *, space: str) -> dict | None:
+    """The train device whose latencies rank most like the new device's, over the unmeasured candidates.
+
+    A handful of measured archs ranks the train devices by chance (two devices that differ by 0.02 in rho
+    over a space swap places on 5 archs), so the device's latencies are the adapted model's: its prediction
+    of the round's pool, and, with a closed-form posterior, :data:`RESEMBLE_DRAWS` functions drawn from it.
+    ``device`` is the train device most often closest over the draws, ``share`` that frequency (None without
+    a posterior: the prediction's closest), ``also`` the runners-up closest in at least ``ALSO_CLOSE_SHARE``
+    of the draws, ``rho`` the device's Spearman against the prediction on the ``archs`` pool archs. Without
+    unmeasured candidates, as :func:`resembles_most` on the measured archs."""
+    fits = getattr(loop.method, "lat_costs_", None)
+    pool = loop.pool
+    if len(loop.measured) < 2 or len(pool) < 3 or loop.adapted is None:
+        return resembles_most(tables, loop.measured, space=space, fits=fits)
+    latencies, basis = train_latencies(tables, pool, space=space, fits=fits)
+    if not latencies:
+        return _cannot_say(space, len(loop.measured))
+    names = list(latencies)
+    predicted = np.asarray(loop.adapted.predict(pool), dtype=np.float64)
+    if np.ptp(predicted) == 0:  # a constant prediction ranks nothing: only the measured archs can say
+        return resembles_most(tables, loop.measured, space=space, fits=fits)
+    rho = {d: _rho(predicted, latencies[d][None, :])[0] for d in names}
+    share = _closest_share(loop, latencies, names)
+    if share is None:
+        device = max(names, key=rho.get)
+        also = []
+    else:
+        order = np.argsort(-share, kind="stable")
+        device = names[order[0]]
+        also = [{"device": names[i], "share": round(float(share[i]), 2)} for i in order[1:]
+                if share[i] >= ALSO_CLOSE_SHARE]
+    return {"device": device, "rho": round(float(rho[device]), 4), "basis": basis[device], "archs": len(pool),
+            "share": None if share is None else round(float(share[names.index(device)]), 2), "also": also}
+
+
+def _rho(ref: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Spearman of ``ref`` against each row; -1 where undefined (a constant row or ``ref``), never the closest."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(spearman_rows(ref, rows), nan=-1.0)
+
+
+def _closest_share(loop, latencies: dict, names: list) -> np.ndarray | None:
+    """Per train device (in ``names``' order), the share of the posterior's draws of the pool it ranks closest
+    to; None without a closed-form posterior."""
+    if loop.posterior is None or loop.pool_features is None:
+        return None
+    funcs, _ = loop.posterior.draws(loop.pool_features, RESEMBLE_DRAWS, loop.round_rng())
+    rhos = np.stack([_rho(latencies[d], funcs) for d in names])                 # (devices, draws)
+    return np.bincount(np.argmax(rhos, axis=0), minlength=len(names)) / funcs.shape[0]
 
 
 def build_report(loop, result, *, space: str, device: str, method: str, tables: dict, resumed_from: int = 0,
@@ -73,8 +143,7 @@ def build_report(loop, result, *, space: str, device: str, method: str, tables: 
         "measured": len(result.measured), "failed": [str(a) for a in result.failed],
         "already_in_store": resumed_from, "stop_reason": result.stop_reason,
         "estimated_rho": result.estimate.to_dict() if result.estimate else None,
-        "resembles": resembles_most(tables, result.measured, space=space,
-                                    fits=getattr(loop.method, "lat_costs_", None)),
+        "resembles": resembles(loop, tables, space=space),
         "candidates": len(loop.candidates), "train_devices": list(tables),
         "unmeasured": len(loop.unmeasured()),  # what the estimate ranks (candidates - measured counted failed ones)
         "rounds": [st.to_dict() for st in result.steps], "campaigns": list(campaigns),
@@ -137,12 +206,24 @@ def text_lines(report: dict) -> list[str]:
                         "is noisier than its tolerance)" if twice else " (none drifted again)"))
     if res and res.get("device") is None:
         lines.append(f"resembles most: cannot be said: {res['why']}")
+    elif res and res.get("archs"):
+        lines.append(_resembles_line(res))
     elif res and res.get("basis") == "additive fit":
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs, against its "
                      "additive per-layer fit: the train tables do not hold these archs)")
     elif res:
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
     return lines
+
+
+def _resembles_line(res: dict) -> str:
+    """The line of :func:`resembles`' answer: how sure, against what, and the near ties."""
+    archs = count(res["archs"], "unmeasured arch", "unmeasured archs")
+    sure = (f"ranks closest in {100 * res['share']:.0f} % of the model's draws of {archs}; "
+            if res.get("share") is not None else f"on {archs}: ")
+    fit = ", against its additive per-layer fit" if res["basis"] == "additive fit" else ""
+    also = "".join(f"; also close: {o['device']} ({100 * o['share']:.0f} %)" for o in res.get("also") or [])
+    return f"resembles most: {res['device']} ({sure}Spearman {res['rho']:.3f} with the prediction{fit}){also}"
 
 
 def _spent(report: dict) -> str:
@@ -166,5 +247,5 @@ def write_report(report: dict, path) -> Path:
     return path
 
 
-__all__ = ["build_report", "interval_text", "predicted_table", "progress_line", "resembles_most", "text_lines",
-           "write_report"]
+__all__ = ["build_report", "interval_text", "predicted_table", "progress_line", "resembles", "resembles_most",
+           "text_lines", "train_latencies", "write_report"]
