@@ -383,7 +383,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     options = options or CoordinatorOptions(artifact_dir=Path(store).parent / f"{Path(store).stem}-artifacts")
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
     method_name = method or registry.RECOMMENDED
-    registry.get_class(method_name)  # an unknown name fails before anything is written
+    registry.get_class(method_name, latency_only=True)  # an unknown name fails before anything is written
     if method_name in registry.RANK_ONLY:
         raise CampaignError(f"method {method_name!r} ranks architectures but does not predict this device's "
                             "latency in ms, which onboarding writes; use one of "

@@ -42,10 +42,12 @@ def latency_methods() -> list[str]:
     return [m for m in METHODS if m not in RANK_ONLY]
 
 
-def get_class(name: str):
-    """The class registered under ``name``."""
+def get_class(name: str, *, latency_only: bool = False):
+    """The class registered under ``name``. ``latency_only``: an unknown name's message lists only the methods a
+    command that writes or checks latencies in ms takes (it refuses ``RANK_ONLY`` ones)."""
     if name not in METHODS:
-        raise UnknownMethodError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+        valid = latency_methods() if latency_only else METHODS
+        raise UnknownMethodError(f"unknown method {name!r}; valid methods: {', '.join(valid)}")
     module, _, cls = METHODS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 

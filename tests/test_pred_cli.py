@@ -207,9 +207,16 @@ def test_evaluate_task_with_the_recommended_method(tmp_path, capsys):
     assert result["mean"] > 0.8
 
 
+LATENCY_METHODS_ONLY = "unknown method 'nope'; valid methods: simple_reference, hwl_ridge, phys_bayes, tl_et, help\n"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "--task", "F9"], "unknown task 'F9'; valid tasks: N0"),
-    (["evaluate", "--task", "N0", "--method", "nope"], "unknown method 'nope'; valid methods:"),
+    (["evaluate", "--task", "N0", "--method", "nope"], "unknown method 'nope'; valid methods: simple_reference, copy,"),
+    # commands that need latencies in ms list only the methods they take, not copy/flops/params they refuse
+    (["train", "--space", "nb201", "--method", "nope", "--out", "{root}/m.pt"], LATENCY_METHODS_ONLY),
+    (["onboard", "local-ort-1t", "--space", "nb201", "--method", "nope", "--store", "{root}/o.db",
+      "--out", "{root}/p.pt"], LATENCY_METHODS_ONLY),
     (["evaluate", "--task", "N0", "--samples", "16000", "--method", "copy", "--trials", "1"],
      "k=16000 leaves nothing to score"),
     (["evaluate", "--space", "nb201", "--train-devices", "nope", "--test-table", "{root}/new.parquet"],

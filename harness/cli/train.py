@@ -39,7 +39,7 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     from predictors.protocol import pretrain_sample
 
     name = method or registry.RECOMMENDED
-    registry.get_class(name)  # an unknown name fails before any table is read
+    registry.get_class(name, latency_only=True)  # an unknown name fails before any table is read
     if name in registry.RANK_ONLY:  # as predict/search/onboard refuse it, but before the pretraining, not after
         raise UserError(f"method {name!r} ranks architectures but does not predict a device's latency in ms, "
                         "which `hwl predict` writes from the model file; score it with "
