@@ -7,7 +7,10 @@ a timed phase (every one but "load" and "record") that lasts over ``window_timeo
 over ``model_timeout_s``, gets the child and every process below it killed (rule 21): on Linux the child is
 the subreaper of what it starts, so that includes a daemon that left its process group (agents.process_tree;
 elsewhere only the group is killed). What is still running when a measurement ends is killed too, and named
-in its record (``metadata["left_running"]``), as it may have disturbed the timing. However the child ends, the
+in its record (``metadata["left_running"]``), as it may have disturbed the timing. A child that dies on its own
+(a crash, the OOM killer) cannot do that, and what it started is no longer below it: the parent finds those by the
+job's mark in their environment (``HWL_JOB_MARK``, Linux), kills them and names them in the failure's message, so
+they do not run on beside every later measurement. However the child ends, the
 parent returns a :class:`~agents.protocol.Result` with a typed outcome: a segfault in a runtime
 is a ``runtime_error`` record, not a dead agent.
 
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 
 from agents.errors import error_class
-from agents.process_tree import become_subreaper, kill_descendants
+from agents.process_tree import JOB_MARK_ENV, become_subreaper, kill_descendants, kill_job, new_job_mark
 from agents.protocol import Measure, Result
 
 log = logging.getLogger(__name__)
@@ -40,17 +43,17 @@ TIMED_PHASES_PREFIX = ("first", "warmup", "window")
 
 # ---------------------------------------------------------------------------------------------
 # parent side
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child, everything below it (those that left its group by setsid too: the child is their
-    subreaper, see agents.process_tree) and its process group, then reap it."""
-    if proc.returncode is None:  # not reaped yet, so its pid is still its own
+def _kill_group(proc: subprocess.Popen, mark: str) -> list[str]:
+    """SIGKILL the child, every process of its job (below it, those that left its group by setsid too, as the child
+    is their subreaper; and those carrying its mark, which a child that died on its own left to init: see
+    agents.process_tree) and its process group, then reap it. What was killed besides the child, described."""
+    child = proc.pid if proc.returncode is None else None  # not reaped yet, so its pid is still its own
+    if child is not None:
         try:
-            os.kill(proc.pid, signal.SIGSTOP)  # it neither starts nor reaps a process while its tree is killed
+            os.kill(child, signal.SIGSTOP)  # it neither starts nor reaps a process while its tree is killed
         except ProcessLookupError:
             pass
-        left = kill_descendants(proc.pid)
-        if left:
-            log.info("killed below measuring process %d: %s", proc.pid, "; ".join(left))
+    left = kill_job(mark, child=child)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -60,16 +63,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+    return left
 
 
-def _reap(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+def _reap(proc: subprocess.Popen, mark: str, grace_s: float = 10.0) -> list[str]:
     """Wait for a child that has sent its result (or closed its output); a child that hangs on
-    exit (a runtime thread that never joins) is killed, and so is anything left in its group."""
+    exit (a runtime thread that never joins) is killed, and so is anything of its job left running."""
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         log.warning("measuring process %d hung after its result; killing it", proc.pid)
-    _kill_group(proc)
+    return _kill_group(proc, mark)
 
 
 def _tail(f) -> str:
@@ -135,7 +139,8 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     job = {"request": json.loads(_encode_request(request)), "model_path": str(model_path) if model_path else "",
            "fingerprint_id": fingerprint_id, "cache_dir": str(cache_dir) if cache_dir else "",
            "thermal_wait_s": thermal_wait_s, "model_deadline": start + policy.model_timeout_s}
-    env = dict(os.environ)
+    mark = new_job_mark()  # how what the child starts is found after the child is gone
+    env = dict(os.environ, **{JOB_MARK_ENV: mark})
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TVM_NUM_THREADS"):
         env[var] = str(request.threads)
     # The child must import this very package, wherever the agent was started from.
@@ -150,19 +155,17 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        outcome = _supervise(proc, policy, start, cancel)
+        outcome, left = _supervise(proc, policy, start, cancel, mark)
         elapsed = time.monotonic() - start
+        if left:
+            log.warning("%s: killed what measuring process %d left running: %s", request.id, proc.pid, "; ".join(left))
         if outcome is not None and outcome.get("refused"):  # the model it was given is not the one asked for
             raise error_class(outcome["refused"])(outcome["message"])
         if outcome is not None and outcome.get("event") == "result":
-            left = ((outcome.get("measurement") or {}).get("metadata") or {}).get("left_running")
-            if left:
-                log.warning("%s: killed what the measurement left running: %s", request.id, "; ".join(left))
-            return Result(id=request.id, outcome=outcome["outcome"], message=outcome.get("message", ""),
-                          measurement=outcome.get("measurement"), elapsed_s=elapsed)
+            return _timed_result(request, outcome, left, elapsed)
         tail = _tail(err)
         if outcome is not None:  # killed by us
-            msg = outcome["message"]
+            msg = outcome["message"] + (f": {'; '.join(left)}" if left else "")
             return Result(id=request.id, outcome="timeout", message=f"{msg}; stderr tail: {tail}" if tail else msg,
                           elapsed_s=elapsed)
         rc = proc.returncode
@@ -175,8 +178,25 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
             kind, why = "runtime_error", f"the measuring process died from {_signal_name(rc)}"
         else:
             kind, why = "runtime_error", f"the measuring process exited with status {rc} without a result"
+        why = _with_leftovers(why, left, "which would have run on beside every later measurement")
         return Result(id=request.id, outcome=kind, message=f"{why}; stderr tail: {tail}" if tail else why,
                       elapsed_s=elapsed)
+
+
+def _timed_result(request: Measure, outcome: dict, left: list[str], elapsed_s: float) -> Result:
+    """The child's result; a process of its job that its own sweep missed (``left``: found by the job's mark after
+    it ended) is added to its record's ``left_running``, as it ran beside the timing."""
+    measurement, message = outcome.get("measurement"), outcome.get("message", "")
+    recorded = ((measurement or {}).get("metadata") or {}).get("left_running") or []
+    if recorded:
+        log.warning("%s: killed what the measurement left running: %s", request.id, "; ".join(recorded))
+    late = [p for p in left if p not in recorded]  # one the child killed may still be dying as it ends
+    if late and measurement is not None:
+        measurement["metadata"]["left_running"] = recorded + late
+    if late:
+        message = _with_leftovers(message, late, "which its own sweep missed")
+    return Result(id=request.id, outcome=outcome["outcome"], message=message, measurement=measurement,
+                  elapsed_s=elapsed_s)
 
 
 def wait_until_cool(policy, cancel=None, *, read_temp_c=None, sleep=time.sleep, clock=time.monotonic) -> float:
@@ -211,9 +231,10 @@ def _encode_request(request: Measure) -> str:
     return encode(request).decode()
 
 
-def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | None:
+def _supervise(proc: subprocess.Popen, policy, start: float, cancel, mark: str) -> tuple[dict | None, list[str]]:
     """Read progress lines until the result; enforce the limits. Returns the result line, a
-    ``{"event": "killed", "message": ...}`` dict, or None when the child ended without a result."""
+    ``{"event": "killed", "message": ...}`` dict, or None when the child ended without a result; with what of its
+    job was killed once it ended (described)."""
     model_deadline = start + policy.model_timeout_s
     window_deadline = None
     phase = "start"
@@ -223,22 +244,22 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
         now = time.monotonic()
         deadlines = [model_deadline] + ([window_deadline] if window_deadline else [])
         if cancel is not None and cancel.is_set():
-            _kill_group(proc)
-            return {"event": "killed", "message": f"cancelled during {phase} (agent shutting down)"}
+            left = _kill_group(proc, mark)
+            why = f"cancelled during {phase} (agent shutting down)"
+            return {"event": "killed", "message": why + "; it and the processes of its job were killed"}, left
         if now >= min(deadlines):
-            _kill_group(proc)
+            left = _kill_group(proc, mark)
             if window_deadline and now >= window_deadline:
                 why = f"phase '{phase}' ran past the per-window limit of {policy.window_timeout_s:g} s"
             else:
                 why = f"the model ran past the per-model limit of {policy.model_timeout_s:g} s (in phase '{phase}')"
-            return {"event": "killed", "message": why + "; it and the processes below it were killed"}
+            return {"event": "killed", "message": why + "; it and the processes of its job were killed"}, left
         ready, _, _ = select.select([fd], [], [], min(0.2, max(0.0, min(deadlines) - now)))
         if not ready:
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:
-            _reap(proc)
-            return None
+            return None, _reap(proc, mark)
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
@@ -249,8 +270,7 @@ def _supervise(proc: subprocess.Popen, policy, start: float, cancel) -> dict | N
                 continue
             if event.get("event") == "result":
                 proc.stdout.close()
-                _reap(proc)
-                return event
+                return event, _reap(proc, mark)
             phase = event.get("phase", phase)
             timed = phase.startswith(TIMED_PHASES_PREFIX)
             window_deadline = time.monotonic() + policy.window_timeout_s if timed else None
@@ -338,7 +358,9 @@ def _measure(job: dict, report) -> dict:
 
 
 def _with_leftovers(message: str, left: list[str], why: str) -> str:
-    return "; ".join(filter(None, [message, f"killed what it left running, {why}: {'; '.join(left)}"]))
+    """``message``, then the processes in ``left`` (none: ``message`` as it is)."""
+    named = f"killed what it left running, {why}: {'; '.join(left)}" if left else ""
+    return "; ".join(filter(None, [message, named]))
 
 
 def _seconds_left(job: dict):

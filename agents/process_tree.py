@@ -4,22 +4,33 @@ A process that calls setsid (a command template that daemonizes, a runtime that 
 measuring child's process group, so killing the group missed it: it ran on, on the device's cores, beside every
 later measurement. On Linux the measuring child makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``):
 an orphan among its descendants is then re-parented to it, not to init, so while it lives every process it
-started is in its tree, which ``/proc`` shows. Elsewhere (macOS, the BSDs) there is neither: only the process group
-is killed, and a process that left it runs on. A child that dies on its own (a crash, the OOM killer) ends its
-subreaping too: what had left its group is re-parented to init and runs on. The agent, its parent, is no subreaper,
-as its own short-lived processes (``nvidia-smi`` for the fingerprint) run beside a measurement.
+started is in its tree, which ``/proc`` shows. A child that dies on its own (a crash, the OOM killer, a ``kill -9``)
+ends its subreaping too: what it left is re-parented to init, out of every tree the agent watches. So each job
+also carries a mark, ``HWL_JOB_MARK=<random>`` in the measuring child's environment, which every process it starts
+inherits and ``/proc/PID/environ`` shows to the same user: :func:`kill_job` finds the job's processes by it, wherever
+they were re-parented. A mark, not the agent as a subreaper: the orphans that would come to the agent (or to
+``hwl measure``, which measures in its own process) are not all the job's, and it would have to reap each of them.
+A process that clears its environment (``env -i``, sudo) or makes itself undumpable (ssh-agent) loses its mark: the
+orphan of a dead child among those runs on, as every process that left the group did before. Elsewhere (macOS, the
+BSDs) there is neither subreaper nor ``/proc``: only the process group is killed, and a process that left it runs on.
 
 Kept to the standard library (ctypes and /proc): the agent bundle needs numpy and a runtime only.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 COMMAND_CHARS = 120
+JOB_MARK_ENV = "HWL_JOB_MARK"
+PF_KTHREAD = 0x00200000  # linux/sched.h: a kernel thread, whose environment is always empty
+EXEC_SETTLE_S = 0.2  # how long a search by mark waits for the processes in the middle of an exec
 
 
 def become_subreaper() -> bool:
@@ -33,24 +44,70 @@ def become_subreaper() -> bool:
         return False
 
 
+def _pids() -> list[int]:
+    """Every process id in /proc (empty where there is none)."""
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
 def _parents() -> dict[int, int]:
     """Each live process's parent, from /proc (empty where there is no /proc); zombies are left out."""
     parents = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return parents
-    for name in entries:
-        if not name.isdigit():
-            continue
+    for pid in _pids():
         try:
-            stat = Path("/proc", name, "stat").read_text()
+            stat = Path("/proc", str(pid), "stat").read_text()
         except OSError:  # gone meanwhile
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]  # the command in parentheses may hold spaces
         if state != "Z":
-            parents[int(name)] = int(ppid)
+            parents[pid] = int(ppid)
     return parents
+
+
+def new_job_mark() -> str:
+    """A mark no other job carries, for ``HWL_JOB_MARK`` in a measuring child's environment."""
+    return secrets.token_hex(16)
+
+
+def marked(mark: str) -> list[int]:
+    """The live processes whose environment holds ``HWL_JOB_MARK=mark`` (those this user may read). A process in
+    the middle of an exec shows an empty environment for a moment (ms on a loaded machine, measured), so the search
+    is repeated while one does, for at most ``EXEC_SETTLE_S``."""
+    entry = f"{JOB_MARK_ENV}={mark}".encode()
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    while True:
+        found, execing = _scan_environs(entry)
+        if not execing or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.005)
+
+
+def _scan_environs(entry: bytes) -> tuple[list[int], bool]:
+    """The processes whose environment holds ``entry``, and whether one was in the middle of an exec."""
+    found, execing = [], False
+    for pid in _pids():
+        try:
+            environ = Path("/proc", str(pid), "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not readable: another user's, or undumpable
+            continue
+        if entry in environ.split(b"\0"):
+            found.append(pid)
+        elif not environ:
+            execing = execing or _in_exec(pid)
+    return found, execing
+
+
+def _in_exec(pid: int) -> bool:
+    """Whether a process whose environment reads empty may be in the middle of an exec: it runs (R, or D reading
+    the new program) and is no kernel thread. A zombie's, a kernel thread's or an ``env -i`` process's environment
+    reads empty for good; the command line tells nothing, as it shows before the environment does."""
+    try:
+        fields = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] in ("R", "D") and not int(fields[6]) & PF_KTHREAD
 
 
 def descendants(pid: int) -> list[int]:
@@ -77,19 +134,37 @@ def describe(pid: int) -> str:
 
 
 def kill_descendants(pid: int) -> list[str]:
-    """SIGKILL every process below ``pid``; what was killed, described. Each is stopped first and the tree walked
+    """SIGKILL every process below ``pid``; what was killed, described (see :func:`_kill_frozen`)."""
+    return _kill_frozen(lambda: descendants(pid))
+
+
+def kill_job(mark: str, *, child: int | None = None) -> list[str]:
+    """SIGKILL every process of a measurement: those carrying its mark and, given its measuring ``child`` (alive,
+    or dead but not reaped, so that its pid is still its own), those below it; the child itself is spared. What was
+    killed, described."""
+    spared = {child, os.getpid()}  # this process never stops itself, whatever its environment holds
+
+    def job() -> list[int]:
+        found = marked(mark) + (descendants(child) if child is not None else [])
+        return [p for p in dict.fromkeys(found) if p not in spared]
+
+    return _kill_frozen(job)
+
+
+def _kill_frozen(find: Callable[[], list[int]]) -> list[str]:
+    """SIGKILL the processes ``find`` returns; what was killed, described. Each is stopped first and ``find`` called
     again until no new one shows, so none starts another while the rest are killed (its orphan would escape)."""
     stopped: dict[int, str] = {}
     while True:
-        tree = descendants(pid)
-        new = [p for p in tree if p not in stopped]
+        found = find()
+        new = [p for p in found if p not in stopped]
         if not new:
             break
         for p in new:
             stopped[p] = describe(p)
             _signal(p, signal.SIGSTOP)
-    # The last walk is the frozen tree: a pid stopped but gone from it ended meanwhile and may be another's now.
-    killed = [p for p in stopped if p in tree]
+    # The last call saw them frozen: a pid stopped but gone from it ended meanwhile and may be another's now.
+    killed = [p for p in stopped if p in found]
     for p in stopped:
         _signal(p, signal.SIGKILL if p in killed else signal.SIGCONT)
     for p in killed:  # orphans re-parented to this process: reap them (elsewhere their parent or init does)

@@ -2,8 +2,10 @@
 import hashlib
 import os
 import shutil
+import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,13 @@ def daemon_then_failed_load():
     import subprocess
     subprocess.Popen(["setsid", "sleep", os.environ["HWL_TEST_SLEEP"]], stdin=subprocess.DEVNULL)
     raise RuntimeError("no model here")
+
+
+def daemon_then_segfault():
+    """Starts a server that leaves its process group, then crashes the measuring process itself."""
+    import subprocess
+    subprocess.Popen(["setsid", "sleep", os.environ["HWL_TEST_SLEEP"]], stdin=subprocess.DEVNULL)
+    segfaulting_factory()
 
 
 def huge_allocation():
@@ -157,6 +166,19 @@ def test_what_a_failed_load_leaves_running_is_killed_and_said(monkeypatch):
     res = measure(runtime="torch", arch={"factory": f"{__name__}:daemon_then_failed_load"}, input_shape=(1, 16))
     assert res.outcome == "load_error" and "RuntimeError: no model here" in res.message, res.message
     assert "; killed what it left running, started while loading: " in res.message and f"sleep {marker}" in res.message
+    assert _processes_with(f"sleep {marker}") == []
+
+
+def test_what_a_measuring_process_that_crashed_left_running_is_killed_and_named(monkeypatch):
+    """A runtime that crashes the measuring child (a real SIGSEGV) ends its subreaping: a server it had started
+    outside its process group was re-parented to init and ran on beside every later measurement. It carries the
+    job's mark, so the agent now finds it, kills it and names it in the failure."""
+    marker = f"{os.getpid() % 97 + 31}.84"
+    monkeypatch.setenv("HWL_TEST_SLEEP", marker)
+    res = measure(runtime="torch", arch={"factory": f"{__name__}:daemon_then_segfault"}, input_shape=(1, 16))
+    assert res.outcome == "runtime_error" and res.message.startswith("the measuring process died from SIGSEGV")
+    assert "killed what it left running, which would have run on beside every later measurement: " in res.message
+    assert f"sleep {marker}" in res.message, res.message
     assert _processes_with(f"sleep {marker}") == []
 
 
@@ -329,6 +351,49 @@ def _processes_with(marker: str, grace_s: float = 2.0) -> list[int]:
         if not pids or time.monotonic() > deadline:
             return pids
         time.sleep(0.05)
+
+
+def _measuring_children() -> list[int]:
+    """This process's measuring children (``python -m agents.child``), found in /proc as a user would find them."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"agents.child" in (d / "cmdline").read_bytes().split(b"\0") and \
+                    int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
+def _started(marker: str, timeout_s: float = 20.0) -> list[int]:
+    """The processes whose command line holds ``marker``, once there is one (or none after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not (pids := _processes_with(marker, grace_s=0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
+def test_what_a_measuring_process_killed_mid_window_left_running_is_killed_and_named(sig):
+    """A tool that daemonizes (setsid) is in the measuring child's tree while the child lives; the child killed
+    mid-window (the OOM killer, a user's kill -9; SIGSEGV sent here stands for a crash) left it to init, where it ran
+    on beside every later measurement of the campaign. It carries the job's mark, so it is now killed and named."""
+    marker = f"{os.getpid() % 97 + 31}.9{int(sig)}"
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(measure, runtime="command", policy={**TINY, "window_timeout_s": 30},
+                          options={"command": ["sh", "-c", f"setsid sleep {marker} & exec sleep 30"],
+                                   "regex": "([0-9.]+)"})
+        assert _started(f"sleep {marker}"), "the tool's daemon never started"
+        (child,) = _measuring_children()
+        os.kill(child, sig)
+        res = job.result(timeout=30)
+    assert res.outcome in ("runtime_error", "oom") and res.measurement is None, res.message
+    assert res.message.startswith(("the measuring process was killed by SIGKILL", "the measuring process died from "
+                                   "SIGSEGV")), res.message
+    assert "killed what it left running, which would have run on beside every later measurement: " in res.message
+    assert f"sleep {marker}" in res.message, res.message
+    assert _processes_with(f"sleep {marker}") == []
 
 
 @pytest.mark.parametrize("policy, expect", [
