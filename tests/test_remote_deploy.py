@@ -1,5 +1,7 @@
 """Deploying the agent bundle to real sshd hosts started by the test."""
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ import pytest
 
 from harness.remote.bundle import build_bundle
 from harness.remote.deploy import DeployError, deploy, undeploy
+from tests.small_disk import small_disk
 from tests.sshd import sshd_available, trusted_loopback_host
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
@@ -110,10 +113,59 @@ def test_deploy_installs_runtime_from_wheel_dir(host, tmp_path):
     assert not again.changed, again.steps
 
 
+def _ssh_profile(folder: Path, host, name: str, agent_dir: Path,
+                 more: list[str] = ("[runtime]", 'kind = "onnxruntime"')) -> Path:
+    """A profile for the test's sshd whose agent runs with this test's Python (nothing to install)."""
+    profile = folder / f"{name}.toml"
+    profile.write_text("\n".join([
+        f'name = "{name}"', 'device_class = "embedded_cpu"', "[host]", f'name = "{name}"', 'transport = "ssh"',
+        f'address = "{host.address}"', f"port = {host.port}", 'user = "root"', f'key = "{host.key_file}"',
+        f'known_hosts = "{host.known_hosts}"', f'python = "{sys.executable}"', "use_venv = false",
+        f'agent_dir = "{agent_dir}"', *more, ""]))
+    return profile
+
+
+def test_a_device_disk_too_full_for_the_agent_is_named_and_the_other_devices_are_deployed(host, tmp_path, capsys):
+    # SFTP said only 'Failure': a traceback, a bundle.zip.part cut short left on the device, and the devices after
+    # it in the same `hwl deploy` never deployed
+    from harness.cli import main as hwl_main
+
+    with small_disk(tmp_path / "small-device-disk", 1) as disk:  # the bundle and its files take about 0.4 MB
+        (disk / "someone-elses.log").write_bytes(b"x" * 900_000)
+        full = _ssh_profile(tmp_path, host, "pi-full", disk / "hwl")
+        roomy = _ssh_profile(tmp_path, host, "pi-roomy", tmp_path / "hwl")
+        assert hwl_main(["deploy", str(full), str(roomy), "--no-selftest"]) == 1
+        out, err = capsys.readouterr()
+        assert re.fullmatch(r"pi-full: error: the disk under \S+ on pi-full is full for agent \S+ \(zip and "
+                            r"unpacked\): \d+ kB free, \d+ kB needed; free space there, or give the profile an "
+                            r"agent_dir on another disk\n", err), err
+        assert not [p for p in disk.rglob("*") if p.is_file() and p.name != "someone-elses.log"]
+    assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-roomy"]
+    assert (tmp_path / "hwl" / "current").is_file()
+
+
+def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_left_there(host, tmp_path, capsys):
+    import hashlib
+
+    from harness.cli import main as hwl_main
+
+    libs, name = tmp_path / "tvm-libs", "ab" * 32 + ".so"
+    libs.mkdir()
+    (libs / name).write_bytes(os.urandom(2_000_000))
+    (libs / f"{name}.sha256").write_text(hashlib.sha256((libs / name).read_bytes()).hexdigest() + "\n")
+    with small_disk(tmp_path / "small-device-disk", 1) as disk:
+        profile = _ssh_profile(tmp_path, host, "pi-tvm", tmp_path / "hwl",
+                               ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{disk / "libs"}"'])
+        assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 1
+        assert re.fullmatch(r"pi-tvm: error: the disk under \S+ on pi-tvm is full for 2 files of --tvm-libraries: "
+                            r"\d+ kB free, 1953 kB needed; free space there, or give the profile another "
+                            r"library_dir\n", capsys.readouterr().err)
+        assert not list((disk / "libs").iterdir())
+
+
 def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp_path, capsys):
     # README told the user to scp the build host's folder and chmod it; `hwl deploy --tvm-libraries` does it
     import hashlib
-    import json
 
     from harness.cli import main as hwl_main
 
@@ -121,13 +173,8 @@ def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp
     libs.mkdir()
     (libs / name).write_bytes(b"a library as scripts/build_tvm_libraries leaves it")
     (libs / f"{name}.sha256").write_text(hashlib.sha256((libs / name).read_bytes()).hexdigest() + "\n")
-    profile = tmp_path / "pi-tvm.toml"
-    profile.write_text("\n".join([
-        'name = "pi-tvm"', 'device_class = "embedded_cpu"', "[host]", 'name = "pi-tvm"', 'transport = "ssh"',
-        f'address = "{host.address}"', f"port = {host.port}", 'user = "root"', f'key = "{host.key_file}"',
-        f'known_hosts = "{host.known_hosts}"', f'python = "{sys.executable}"', "use_venv = false",
-        f'agent_dir = "{tmp_path / "hwl"}"', "[runtime]", 'kind = "tvm"', "[runtime.options]",
-        f'library_dir = "{device_libs}"', ""]))
+    profile = _ssh_profile(tmp_path, host, "pi-tvm", tmp_path / "hwl",
+                           ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{device_libs}"'])
 
     def deploy_steps():
         assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 0

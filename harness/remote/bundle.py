@@ -38,6 +38,12 @@ class AgentBundle:
         """Directory name on the device: version plus a short hash."""
         return f"{self.agent_version}-{self.sha256[:12]}"
 
+    @property
+    def unpacked_bytes(self) -> int:
+        """What its files take on the device once unpacked."""
+        with zipfile.ZipFile(io.BytesIO(self.data)) as zf:
+            return sum(info.file_size for info in zf.infolist())
+
 
 def _files(package) -> list[tuple[str, Path]]:
     root = Path(package.__file__).resolve().parent

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.remote.bundle import AgentBundle, build_bundle
 from harness.remote.errors import RemoteCommandError, RemoteError
-from harness.remote.host import Host
+from harness.remote.host import DISK_MARGIN_BYTES, Host
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ def _push_bundle(host: Host, bundle: AgentBundle, agent_path: str, python: str) 
                     len(altered), bundle.name, ", ".join(altered[:3]))
         host.run(f"rm -f {shlex.quote(marker)}")
     host.run(f"mkdir -p {shlex.quote(agent_path)}")
+    check_room(host, agent_path, len(bundle.data) + bundle.unpacked_bytes, f"agent {bundle.name} (zip and unpacked)",
+               "give the profile an agent_dir on another disk")
     part = posixpath.join(agent_path, "bundle.zip.part")
     with host.sftp.open(part, "wb") as f:
         f.write(bundle.data)
@@ -152,6 +154,15 @@ def _push_bundle(host: Host, bundle: AgentBundle, agent_path: str, python: str) 
     host.run(f"{shlex.quote(python)} -c {shlex.quote(unpack)} {shlex.quote(part)} {shlex.quote(agent_path)}"
              f" && rm -f {shlex.quote(part)} && touch {shlex.quote(marker)}")
     return f"pushed agent {bundle.name} ({len(bundle.data) // 1024} KiB, sha256 verified)"
+
+
+def check_room(host: Host, folder: str, needed_bytes: int, what: str, or_else: str) -> None:
+    """A DeployError naming a full disk under ``folder`` on the host, before ``what`` is written there: SFTP says
+    only 'Failure' when the disk fills, and leaves the file cut short."""
+    free = host.free_bytes(folder)
+    if free is not None and free < needed_bytes + DISK_MARGIN_BYTES:
+        raise DeployError(f"the disk under {folder} on {host.name} is full for {what}: {free // 1024} kB free, "
+                          f"{needed_bytes // 1024} kB needed; free space there, or {or_else}", host=host.name)
 
 
 def _altered_files(host: Host, bundle: AgentBundle, agent_path: str, python: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 # the kernel gives up on them then (TCP_USER_TIMEOUT), instead of after TCP's own 15 minutes or a
 # measurement's whole reply timeout. A false alarm costs one attempt (device_lost) and a reconnect.
 DEFAULT_LINK_TIMEOUT_S = 60.0
+DISK_MARGIN_BYTES = 64 * 1024  # beyond a file's size, for the filesystem's own blocks
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,14 @@ class Host:
 
     def put(self, local_path, remote_path: str) -> None:
         self.sftp.put(str(local_path), remote_path)
+
+    def free_bytes(self, remote_path: str) -> int | None:
+        """Free bytes on the disk under ``remote_path`` (``df``; None when it cannot tell)."""
+        out = self.run(f"df -Pk {shlex.quote(remote_path)}", check=False, timeout_s=10).stdout.splitlines()
+        try:
+            return int(out[1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            return None
 
     def exists(self, remote_path: str) -> bool:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agents.server import sha256_of
 from harness.errors import UserError
-from harness.remote.deploy import DeployError, remote_digests
+from harness.remote.deploy import DeployError, check_room, remote_digests
 from harness.remote.host import Host
 from harness.text import count
 
@@ -87,6 +87,8 @@ def push_libraries(host: Host, local: LocalLibraries, library_dir: str, python: 
     libraries = [name for name in missing if name.endswith(".so")]
     if not missing:
         return f"unchanged: {count(len(local.libraries), 'TVM library', 'TVM libraries')} in {library_dir}"
+    check_room(host, library_dir, sum((local.folder / name).stat().st_size for name in missing),
+               count(len(missing), "file", "files") + " of --tvm-libraries", "give the profile another library_dir")
     for name in missing:  # under a temporary name: a library cut short is never where the agent looks
         part = posixpath.join(library_dir, name + ".part")
         host.sftp.put(str(local.folder / name), part)

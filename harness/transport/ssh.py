@@ -24,14 +24,13 @@ from agents.protocol import Measure, Message
 from agents.server import DEVICE_LOCK_ENV
 from harness.remote.deploy import DeployError, locate_agent
 from harness.remote.errors import AuthenticationError, HostKeyError, RemoteError
-from harness.remote.host import Host
+from harness.remote.host import DISK_MARGIN_BYTES, Host
 from harness.transport.base import RECENT_PUSHES, LineSession
 from harness.transport.errors import AgentLost, DeviceSetupError
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 8  # of the agent's log, in the message of a lost agent
 EXIT_WAIT_S = 3.0
-DISK_MARGIN_BYTES = 64 * 1024  # beyond a model's size, for the filesystem's own blocks
 # The agent logs a line per job, so over months its log would grow without end: a session that starts
 # with a log past this size moves it to agent.log.1 (dropping the one before), keeping at most two.
 AGENT_LOG_KEEP_BYTES = 16 * 1024 * 1024
@@ -243,12 +242,8 @@ class SSHSession(LineSession):
         return True
 
     def _free_bytes(self) -> int | None:
-        """Free bytes on the device's disk under the cache (``df``; None when it cannot tell)."""
-        out = self.host.run(f"df -Pk {shlex.quote(self.cache_dir)}", check=False, timeout_s=10).stdout.splitlines()
-        try:
-            return int(out[1].split()[3]) * 1024
-        except (IndexError, ValueError):
-            return None
+        """Free bytes on the device's disk under the cache (None when it cannot tell)."""
+        return self.host.free_bytes(self.cache_dir)
 
     def _make_room(self, incoming_bytes: int) -> None:
         """Remove least recently used cache files until ``incoming_bytes`` fits the quota."""
