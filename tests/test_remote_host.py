@@ -99,6 +99,16 @@ def test_wrong_key_refused(server, tmp_path):
              known_hosts=_known_hosts(tmp_path, server)).open()
 
 
+def test_a_public_key_given_for_the_key_is_named_as_such(server, tmp_path):
+    # README's `--key ~/.ssh/hwl_lab` given as hwl_lab.pub (the file one pastes into authorized_keys) read
+    # "cannot read private key ...: Unable to load PEM file. See https://cryptography.io/... MalformedFraming"
+    public = server.client_key.with_name(server.client_key.name + ".pub")
+    with pytest.raises(AuthenticationError) as refused:
+        Host("h1", server.address, "root", public, port=server.port, known_hosts=_known_hosts(tmp_path, server)).open()
+    assert str(refused.value) == (f"key {public} for h1 is a public key: the profile's `key` must be its private key "
+                                  f"({server.client_key})")
+
+
 @pytest.mark.skipif(not (shutil.which("ssh-agent") and shutil.which("ssh-add")), reason="needs ssh-agent")
 def test_a_key_with_a_passphrase_is_used_through_ssh_agent(tmp_path, monkeypatch):
     key = tmp_path / "lab_key"

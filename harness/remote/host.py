@@ -61,6 +61,15 @@ def _host_key_id(hostname: str, port: int) -> str:
     return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
+def _is_public_key(path: Path) -> bool:
+    """Whether ``path`` holds an OpenSSH public key line (``ssh-ed25519 AAAA... comment``): a .pub given as the key."""
+    try:
+        words = path.read_text(errors="replace").split()
+    except OSError:
+        return False
+    return len(words) >= 2 and not words[0].startswith("-") and words[1].startswith("AAAA")
+
+
 class _RefuseNewHostPolicy(paramiko.RejectPolicy):
     """Refuse an unknown key, keeping it so that the refusal can show its fingerprint: the user is told to
     check it before trusting it, and ssh-keyscan alone shows no fingerprint."""
@@ -253,6 +262,10 @@ class Host:
                 raise
             return self._agent_key()
         except (paramiko.SSHException, ValueError, OSError) as exc:
+            if _is_public_key(self.key_file):  # cryptography said 'Unable to load PEM file ... MalformedFraming'
+                private = self.key_file.with_suffix("") if self.key_file.suffix == ".pub" else "the file without .pub"
+                raise AuthenticationError(f"key {self.key_file} for {self.name} is a public key: the profile's `key` "
+                                          f"must be its private key ({private})", host=self.name) from None
             raise AuthenticationError(f"cannot read private key {self.key_file}: {exc}",
                                       host=self.name) from None
 
