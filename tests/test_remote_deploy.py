@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,27 @@ def test_a_device_disk_too_full_for_the_agent_is_named_and_the_other_devices_are
         assert not [p for p in disk.rglob("*") if p.is_file() and p.name != "someone-elses.log"]
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-roomy"]
     assert (tmp_path / "hwl" / "current").is_file()
+
+
+def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_the_session(host, tmp_path, capsys):
+    # the agent's start failed with status 127 at each reconnect: a campaign waited 120 s to quarantine the device,
+    # its reason the log's 'No such file or directory' line once a try, and `hwl status` said nothing was wrong
+    from harness.cli import main as hwl_main
+    from harness.profiles import load_profile
+    from harness.remote.connect import ssh_session_for
+    from harness.transport.errors import DeviceSetupError
+
+    deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+    profile = _ssh_profile(tmp_path, host, "pi-nopy", tmp_path / "hwl")
+    profile.write_text(profile.read_text().replace(f'python = "{sys.executable}"', 'python = "/usr/bin/python9"'))
+    said = "pi-nopy has no `/usr/bin/python9`: install Python >= 3.10 there, or set `python` in the device profile " \
+           "to its path"
+    assert hwl_main(["status", str(profile), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["error"] == said
+    started = time.monotonic()
+    with pytest.raises(DeviceSetupError) as refused, ssh_session_for(load_profile(profile)) as session:
+        session.open()
+    assert str(refused.value) == f"pi-nopy: {said}" and time.monotonic() - started < 10
 
 
 def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_left_there(host, tmp_path, capsys):

@@ -73,9 +73,7 @@ def probe(host: Host, python: str) -> HostFacts:
         out = host.run(f"{shlex.quote(python)} -c {shlex.quote(_PROBE)}").stdout
     except RemoteCommandError as exc:
         if exc.exit_status == 127:
-            raise DeployError(
-                f"{host.name} has no `{python}`: install Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} there, "
-                "or set `python` in the device profile to its path", host=host.name) from None
+            raise _no_python(host, python) from None
         raise
     info = json.loads(out.strip().splitlines()[-1])
     facts = HostFacts(tuple(info["version"]), info["machine"], info["home"], info["system"])
@@ -85,6 +83,22 @@ def probe(host: Host, python: str) -> HostFacts:
             f"{host.name} has Python {have} at `{python}`, the agent needs >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}: "
             "install a newer Python there and set `python` in the device profile", host=host.name)
     return facts
+
+
+def _no_python(host: Host, python: str) -> DeployError:
+    return DeployError(f"{host.name} has no `{python}`: install Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} there, "
+                       "or set `python` in the device profile to its path", host=host.name)
+
+
+def _check_agent_python(host: Host, agent_python: str, use_venv: bool) -> None:
+    """A DeployError when the Python the agent runs with is not on the host: the agent's start then failed with
+    status 127 at each reconnect, and a campaign waited out its reply timeout before quarantining the device."""
+    if host.run(f"command -v {shlex.quote(agent_python)}", check=False).ok:
+        return
+    if use_venv:
+        raise DeployError(f"the agent's venv on {host.name} has no {agent_python}: run `{host.deploy_command}` to "
+                          "make it again", host=host.name)
+    raise _no_python(host, agent_python)
 
 
 def _expand(path: str, home: str) -> str:
@@ -268,6 +282,7 @@ def locate_agent(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python
         raise DeployError(f"no agent is deployed on {host.name} under {base}: run `{host.deploy_command}` first",
                           host=host.name)
     agent_python = posixpath.join(base, "venv", "bin", "python") if use_venv else python
+    _check_agent_python(host, agent_python, use_venv)
     return agent_path, agent_python, posixpath.join(base, "cache")
 
 
