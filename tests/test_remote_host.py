@@ -145,6 +145,15 @@ def test_a_key_with_a_passphrase_is_used_through_ssh_agent(tmp_path, monkeypatch
         srv.stop()
 
 
+def test_a_typo_in_the_address_says_no_host_has_that_name(tmp_path, server):
+    # it said '(gaierror: [Errno -2] Name or service not known)'; '.invalid' never resolves (RFC 2606)
+    with pytest.raises(HostUnreachable) as refused:
+        Host("pi-1", "192.168.1.42.invalid", "root", server.client_key, port=server.port,
+             known_hosts=_known_hosts(tmp_path, server)).open()
+    assert str(refused.value) == ("cannot reach pi-1 at 192.168.1.42.invalid:%d (no host has that name: a typo in the "
+                                  "address?); check the address, the port and that sshd runs there" % server.port)
+
+
 def test_unreachable_port(tmp_path, server):
     port = free_port()
     with pytest.raises(HostUnreachable, match=f"127.0.0.1:{port}"):

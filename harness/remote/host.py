@@ -50,6 +50,8 @@ class CommandResult:
 def _why_unreachable(exc: OSError) -> str:
     """The socket errors behind paramiko's NoValidConnectionsError (refused, no route, ...),
     which its own message leaves out."""
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:  # was 'gaierror: [Errno -2] Name or ...'
+        return "no host has that name: a typo in the address?"
     causes = getattr(exc, "errors", None)
     if causes:
         return "; ".join(sorted({c.strerror or str(c) for c in causes.values()}))
