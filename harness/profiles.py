@@ -450,7 +450,7 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
     return HostSpec(
         name=c.string(host_t, "name", "host", default="local"),
         transport=transport,
-        address=c.string(host_t, "address", "host", required=ssh, default=None),
+        address=_address(c, host_t, required=ssh),
         port=port,
         user=c.string(host_t, "user", "host", required=ssh, default=None),
         key=c.string(host_t, "key", "host", required=ssh, default=None),
@@ -466,6 +466,31 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         reconnect_timeout_s=c.number(host_t, "reconnect_timeout_s", "host", default=300.0, minimum=0.0),
         recover=_command(c, host_t, "recover"),
     )
+
+
+def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
+    """``host.address``, a host name or IP alone: ssh's own spellings (``pi@host``, ``host:2222``, ``ssh://host``)
+    reached the resolver whole and came back as 'no host has that name' at the first deploy."""
+    address = c.string(host_t, "address", "host", required=required, default=None)
+    if address is not None and (why := _why_not_an_address(address)):
+        raise ProfileError(f"{c.source}: key 'host.address' = {address!r} {why}")
+    return address
+
+
+def _why_not_an_address(address: str) -> str | None:
+    if "://" in address:
+        return "is a URL: give the host name or IP alone ('host.user' and 'host.port' are keys of their own)"
+    if "@" in address:
+        user, host = address.rsplit("@", 1)
+        return f'holds a user: write user = "{user}" and address = "{host}"'
+    host, colon, port = address.rpartition(":")
+    if colon and port.isdigit() and (":" not in host or host.startswith("[")):  # not an IPv6 address's last group
+        return f'holds a port: write address = "{host.strip("[]")}" and port = {port}'
+    if address.startswith("["):
+        return "is not a host name or IP address (an IPv6 address goes without brackets)"
+    if not address or any(ch.isspace() for ch in address):
+        return "is not a host name or IP address"
+    return None
 
 
 def _command(c: "_Checker", table: dict, key: str, section: str = "host") -> str | None:

@@ -248,6 +248,27 @@ def test_example_tvm_target_is_one_tvm_accepts():
     assert target.attrs["mtriple"] == "aarch64-linux-gnu"
 
 
+@pytest.mark.parametrize("address, said", [
+    ("pi@192.168.1.42", 'holds a user: write user = "pi" and address = "192.168.1.42"'),
+    ("192.168.1.42:2222", 'holds a port: write address = "192.168.1.42" and port = 2222'),
+    ("[fe80::1]:2222", 'holds a port: write address = "fe80::1" and port = 2222'),
+    ("ssh://192.168.1.42", "is a URL: give the host name or IP alone ('host.user' and 'host.port' are keys of their "
+                           "own)"),
+])
+def test_an_ssh_address_spelled_as_ssh_takes_it_is_refused_saying_how_to_write_it(tmp_path, capsys, address, said):
+    # README's `hwl profile new pi-1 --transport ssh --host 192.168.1.42 ...` given ssh's pi@host or host:port was
+    # written, and the first deploy said 'cannot reach pi-1 at pi@192.168.1.42:22 (... Name or service not known)'
+    from harness.cli import main
+
+    out = tmp_path / "pi-1.toml"
+    assert main(["profile", "new", "pi-1", "--transport", "ssh", "--host", address, "--user", "pi", "--key",
+                 "~/.ssh/hwl_lab", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"hwl profile: error: {out}: key 'host.address' = {address!r} {said}\n"
+    assert not out.exists()
+    assert parse_profile({**GOOD, "host": {"name": "pi-1", "transport": "ssh", "address": "fe80::1", "user": "pi",
+                                           "key": "k"}}).host.address == "fe80::1"
+
+
 def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, capsys):
     from harness.cli import main
 
