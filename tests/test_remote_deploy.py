@@ -213,3 +213,28 @@ def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp
     assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 1
     assert f"pi-tvm: error: library_dir {device_libs} on pi-tvm must be a folder of root that no other user may " \
            "write" in capsys.readouterr().err
+
+
+def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
+    # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
+    from harness.cli import main as hwl_main
+
+    cut_link = tmp_path / "python-that-cuts-the-link"
+    cut_link.write_text(f"""#!{sys.executable}
+import os, signal
+pid = os.getppid()
+while pid > 1:  # the nearest sshd above this command serves its connection: killing it drops the link
+    if open(f"/proc/{{pid}}/comm").read().startswith("sshd"):
+        os.kill(pid, signal.SIGKILL)
+        break
+    pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+""")
+    cut_link.chmod(0o755)
+    lost = _ssh_profile(tmp_path, host, "pi-lost", tmp_path / "hwl-lost")
+    lost.write_text(lost.read_text().replace(f'python = "{sys.executable}"', f'python = "{cut_link}"'))
+    fine = _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-fine")
+    assert hwl_main(["deploy", str(lost), str(fine), "--no-selftest"]) == 1
+    out, err = capsys.readouterr()
+    assert re.fullmatch(r"pi-lost: error: lost the connection to pi-lost \(\S+\) while it ran `[^`]+\.\.\.`; check "
+                        r"the device is up and its network, then run the command again\n", err), err
+    assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]

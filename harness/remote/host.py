@@ -320,12 +320,27 @@ class Host:
         out = stdout.read().decode(errors="replace")
         err = stderr.read().decode(errors="replace")
         status = stdout.channel.recv_exit_status()
+        if status == -1 and self._link_lost():  # no exit status because the link went, not the command
+            shown = command if len(command) <= 80 else command[:77] + "..."
+            raise HostUnreachable(f"lost the connection to {self.name} ({self.address}:{self.port}) while it ran "
+                                  f"`{shown}`; check the device is up and its network, then run the command again",
+                                  host=self.name)
         result = CommandResult(command, status, out, err, time.perf_counter() - start)
         if check and status != 0:
             raise RemoteCommandError(
                 f"on {self.name}: `{command}` exited {status}: {err.strip()[-500:]}",
                 host=self.name, exit_status=status, stderr=err)
         return result
+
+    def _link_lost(self, wait_s: float = 1.0) -> bool:
+        """Whether the connection is gone, given its transport up to ``wait_s`` to notice: a command with no exit
+        status was killed by a signal, or its link went (the channel may close before the transport sees it)."""
+        deadline = time.monotonic() + wait_s
+        while self.is_connected:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def open_channel(self, command: str) -> paramiko.Channel:
         """Start a long-running command and return its channel (stdio transport)."""
