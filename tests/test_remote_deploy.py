@@ -238,3 +238,34 @@ while pid > 1:  # the nearest sshd above this command serves its connection: kil
     assert re.fullmatch(r"pi-lost: error: lost the connection to pi-lost \(\S+\) while it ran `[^`]+\.\.\.`; check "
                         r"the device is up and its network, then run the command again\n", err), err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
+
+
+def test_a_link_lost_while_the_agent_is_pushed_is_one_line_and_the_other_devices_are_deployed(host, tmp_path,
+                                                                                              capsys):
+    # an SFTP write cut short ended `hwl deploy` in a traceback ('Server connection dropped'), and the devices
+    # after it were never deployed
+    from harness.cli import main as hwl_main
+
+    agent_path = tmp_path / "hwl-lost" / "agents" / build_bundle().name
+    python_leaving_a_cutter = tmp_path / "python-leaving-a-cutter"
+    python_leaving_a_cutter.write_text(f"""#!/bin/sh
+# the probe runs as usual; the process it leaves behind kills the sshd serving this connection (and its SFTP) once
+# the agent's upload has begun
+pid=$$
+while [ "$pid" -gt 1 ]; do
+  case "$(cat /proc/$pid/comm)" in sshd*) break;; esac
+  pid=$(cut -d' ' -f4 /proc/$pid/stat)
+done
+setsid sh -c 'while [ ! -e {agent_path / 'bundle.zip.part'} ]; do :; done; kill -9 '$pid </dev/null >/dev/null 2>&1 &
+exec {sys.executable} "$@"
+""")
+    python_leaving_a_cutter.chmod(0o755)
+    lost = _ssh_profile(tmp_path, host, "pi-lost", tmp_path / "hwl-lost")
+    lost.write_text(lost.read_text().replace(f'python = "{sys.executable}"', f'python = "{python_leaving_a_cutter}"'))
+    fine = _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-fine")
+    assert hwl_main(["deploy", str(lost), str(fine), "--no-selftest"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("pi-lost: error: lost the connection to pi-lost (") and err.count("\n") == 1, err
+    assert "check the device is up and its network, then run the command again" in err
+    assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
+    assert not (agent_path / "agents").exists()  # nothing unpacked from a cut upload

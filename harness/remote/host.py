@@ -9,6 +9,7 @@ records the key in the known_hosts file (never a silent auto-add).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shlex
@@ -331,6 +332,20 @@ class Host:
                 f"on {self.name}: `{command}` exited {status}: {err.strip()[-500:]}",
                 host=self.name, exit_status=status, stderr=err)
         return result
+
+    @contextlib.contextmanager
+    def said_if_lost(self, doing: str):
+        """A link lost in the block (an SFTP transfer's "Server connection dropped", a closed socket) as one
+        HostUnreachable naming the device, so a lab-wide command goes on to the next device; other errors as
+        they are."""
+        try:
+            yield
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not self._link_lost():
+                raise
+            raise HostUnreachable(f"lost the connection to {self.name} ({self.address}:{self.port}) during {doing} "
+                                  f"({exc.__class__.__name__}: {exc}); check the device is up and its network, then "
+                                  "run the command again", host=self.name) from None
 
     def _link_lost(self, wait_s: float = 1.0) -> bool:
         """Whether the connection is gone, given its transport up to ``wait_s`` to notice: a command with no exit

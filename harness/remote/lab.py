@@ -51,7 +51,7 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
         try:
             _ssh_only(profile)
             h = profile.host
-            with host_for(profile, trust_new_host=trust_new_host) as host:
+            with host_for(profile, trust_new_host=trust_new_host) as host, host.said_if_lost("deploy"):
                 report = deploy(host, runtime=profile.runtime.kind, python=h.python, agent_dir=h.agent_dir,
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
                                 use_venv=h.use_venv)
@@ -73,7 +73,7 @@ def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
     for profile in profiles:
         try:
             _ssh_only(profile)
-            with host_for(profile) as host:
+            with host_for(profile) as host, host.said_if_lost("undeploy"):
                 group.succeeded[profile.name] = undeploy(host, agent_dir=profile.host.agent_dir,
                                                          python=profile.host.python)
         except HwlError as exc:
