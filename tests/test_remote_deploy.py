@@ -250,13 +250,13 @@ def test_a_link_lost_while_the_agent_is_pushed_is_one_line_and_the_other_devices
     python_leaving_a_cutter = tmp_path / "python-leaving-a-cutter"
     python_leaving_a_cutter.write_text(f"""#!/bin/sh
 # the probe runs as usual; the process it leaves behind kills the sshd serving this connection (and its SFTP) once
-# the agent's upload has begun
+# the agent's upload has begun (or gives up after 30 s, never left spinning)
 pid=$$
 while [ "$pid" -gt 1 ]; do
   case "$(cat /proc/$pid/comm)" in sshd*) break;; esac
   pid=$(cut -d' ' -f4 /proc/$pid/stat)
 done
-setsid sh -c 'while [ ! -e {agent_path / 'bundle.zip.part'} ]; do :; done; kill -9 '$pid </dev/null >/dev/null 2>&1 &
+setsid timeout 30 sh -c 'while [ ! -e {agent_path / 'bundle.zip.part'} ]; do :; done; kill -9 '$pid </dev/null >/dev/null 2>&1 &
 exec {sys.executable} "$@"
 """)
     python_leaving_a_cutter.chmod(0o755)
