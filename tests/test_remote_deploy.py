@@ -215,10 +215,21 @@ def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp
            "write" in capsys.readouterr().err
 
 
-def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
-    # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
+def _deploy_lost_and_fine(tmp_path: Path, host, capsys, python_script: Path) -> tuple[str, str]:
+    """``hwl deploy`` of pi-lost, whose profile python is ``python_script`` (it cuts the link), then pi-fine:
+    exit 1, and its stdout and stderr."""
     from harness.cli import main as hwl_main
 
+    python_script.chmod(0o755)
+    lost = _ssh_profile(tmp_path, host, "pi-lost", tmp_path / "hwl-lost")
+    lost.write_text(lost.read_text().replace(f'python = "{sys.executable}"', f'python = "{python_script}"'))
+    fine = _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-fine")
+    assert hwl_main(["deploy", str(lost), str(fine), "--no-selftest"]) == 1
+    return capsys.readouterr()
+
+
+def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
+    # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
     cut_link = tmp_path / "python-that-cuts-the-link"
     cut_link.write_text(f"""#!{sys.executable}
 import os, signal
@@ -229,12 +240,7 @@ while pid > 1:  # the nearest sshd above this command serves its connection: kil
         break
     pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
 """)
-    cut_link.chmod(0o755)
-    lost = _ssh_profile(tmp_path, host, "pi-lost", tmp_path / "hwl-lost")
-    lost.write_text(lost.read_text().replace(f'python = "{sys.executable}"', f'python = "{cut_link}"'))
-    fine = _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-fine")
-    assert hwl_main(["deploy", str(lost), str(fine), "--no-selftest"]) == 1
-    out, err = capsys.readouterr()
+    out, err = _deploy_lost_and_fine(tmp_path, host, capsys, cut_link)
     assert re.fullmatch(r"pi-lost: error: lost the connection to pi-lost \(\S+\) while it ran `[^`]+\.\.\.`; check "
                         r"the device is up and its network, then run the command again\n", err), err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
@@ -244,10 +250,9 @@ def test_a_link_lost_while_the_agent_is_pushed_is_one_line_and_the_other_devices
                                                                                               capsys):
     # an SFTP write cut short ended `hwl deploy` in a traceback ('Server connection dropped'), and the devices
     # after it were never deployed
-    from harness.cli import main as hwl_main
-
     agent_path = tmp_path / "hwl-lost" / "agents" / build_bundle().name
     python_leaving_a_cutter = tmp_path / "python-leaving-a-cutter"
+    part = agent_path / "bundle.zip.part"
     python_leaving_a_cutter.write_text(f"""#!/bin/sh
 # the probe runs as usual; the process it leaves behind kills the sshd serving this connection (and its SFTP) once
 # the agent's upload has begun (or gives up after 30 s, never left spinning)
@@ -256,15 +261,10 @@ while [ "$pid" -gt 1 ]; do
   case "$(cat /proc/$pid/comm)" in sshd*) break;; esac
   pid=$(cut -d' ' -f4 /proc/$pid/stat)
 done
-setsid timeout 30 sh -c 'while [ ! -e {agent_path / 'bundle.zip.part'} ]; do :; done; kill -9 '$pid </dev/null >/dev/null 2>&1 &
+setsid timeout 30 sh -c 'while [ ! -e {part} ]; do :; done; kill -9 '$pid </dev/null >/dev/null 2>&1 &
 exec {sys.executable} "$@"
 """)
-    python_leaving_a_cutter.chmod(0o755)
-    lost = _ssh_profile(tmp_path, host, "pi-lost", tmp_path / "hwl-lost")
-    lost.write_text(lost.read_text().replace(f'python = "{sys.executable}"', f'python = "{python_leaving_a_cutter}"'))
-    fine = _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-fine")
-    assert hwl_main(["deploy", str(lost), str(fine), "--no-selftest"]) == 1
-    out, err = capsys.readouterr()
+    out, err = _deploy_lost_and_fine(tmp_path, host, capsys, python_leaving_a_cutter)
     assert err.startswith("pi-lost: error: lost the connection to pi-lost (") and err.count("\n") == 1, err
     assert "check the device is up and its network, then run the command again" in err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
