@@ -323,9 +323,7 @@ class Host:
         status = stdout.channel.recv_exit_status()
         if status == -1 and self._link_lost():  # no exit status because the link went, not the command
             shown = command if len(command) <= 80 else command[:77] + "..."
-            raise HostUnreachable(f"lost the connection to {self.name} ({self.address}:{self.port}) while it ran "
-                                  f"`{shown}`; check the device is up and its network, then run the command again",
-                                  host=self.name)
+            raise self._lost(f"while it ran `{shown}`")
         result = CommandResult(command, status, out, err, time.perf_counter() - start)
         if check and status != 0:
             raise RemoteCommandError(
@@ -343,9 +341,11 @@ class Host:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not self._link_lost():
                 raise
-            raise HostUnreachable(f"lost the connection to {self.name} ({self.address}:{self.port}) during {doing} "
-                                  f"({exc.__class__.__name__}: {exc}); check the device is up and its network, then "
-                                  "run the command again", host=self.name) from None
+            raise self._lost(f"during {doing} ({exc.__class__.__name__}: {exc})") from None
+
+    def _lost(self, when: str) -> HostUnreachable:
+        return HostUnreachable(f"lost the connection to {self.name} ({self.address}:{self.port}) {when}; check the "
+                               "device is up and its network, then run the command again", host=self.name)
 
     def _link_lost(self, wait_s: float = 1.0) -> bool:
         """Whether the connection is gone, given its transport up to ``wait_s`` to notice: a command with no exit
