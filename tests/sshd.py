@@ -144,11 +144,13 @@ class SSHServer:
 
     def __init__(self, workdir: Path, *, address: str = "127.0.0.1", port: int | None = None,
                  netns: TestNetns | None = None, authorized_keys: list[Path] = (), sensors: Path | None = None,
-                 config: list[str] = ()):
+                 config: list[str] = (), sftp_server: str = "internal-sftp"):
         """``sensors``: a folder mounted over /sys/class/thermal for sshd and every session it starts
         (a private mount namespace), so an agent on this host reads the temperatures a test writes.
-        ``config``: more sshd_config lines (a HostCertificate, say)."""
+        ``config``: more sshd_config lines (a HostCertificate, say). ``sftp_server``: the program sshd starts for
+        SFTP (sshd refuses a second Subsystem line, so ``config`` cannot replace it)."""
         self.sensors = sensors
+        self.sftp_server = sftp_server
         self.config = list(config)
         self.workdir = Path(workdir)
         self.address = address
@@ -178,7 +180,7 @@ class SSHServer:
             "PermitRootLogin prohibit-password",
             "StrictModes no",
             "UsePAM no",
-            "Subsystem sftp internal-sftp",
+            f"Subsystem sftp {self.sftp_server}",
             "LogLevel ERROR",
             *self.config,
             "",
@@ -233,16 +235,16 @@ class SSHServer:
         self.proc = None
 
 
-def trusted_loopback_host(workdir: Path, name: str = "dev1"):
+def trusted_loopback_host(workdir: Path, name: str = "dev1", **server_options):
     """A key-only sshd on loopback, a client key it accepts and a known_hosts file that trusts it.
 
     Returns ``(server, host)``: ``host`` is a ``harness.remote.Host`` for that server (not yet
-    opened). The caller stops the server and closes the host.
+    opened). The caller stops the server and closes the host. ``server_options`` go to ``SSHServer``.
     """
     from harness.remote import Host
 
     key = make_key(Path(workdir) / "client_key")
-    srv = SSHServer(Path(workdir) / "server", authorized_keys=[key]).start()
+    srv = SSHServer(Path(workdir) / "server", authorized_keys=[key], **server_options).start()
     known = Path(workdir) / "known_hosts"
     known.write_text(srv.public_host_key_line())
     return srv, Host(name, srv.address, "root", key, port=srv.port, known_hosts=known)

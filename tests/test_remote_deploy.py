@@ -228,10 +228,9 @@ def _deploy_lost_and_fine(tmp_path: Path, host, capsys, python_script: Path) -> 
     return capsys.readouterr()
 
 
-def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
-    # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
-    cut_link = tmp_path / "python-that-cuts-the-link"
-    cut_link.write_text(f"""#!{sys.executable}
+def _link_cutter(path: Path) -> Path:
+    """A program that, run on the test's sshd, drops the link it was started over."""
+    path.write_text(f"""#!{sys.executable}
 import os, signal
 pid = os.getppid()
 while pid > 1:  # the nearest sshd above this command serves its connection: killing it drops the link
@@ -240,7 +239,13 @@ while pid > 1:  # the nearest sshd above this command serves its connection: kil
         break
     pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
 """)
-    out, err = _deploy_lost_and_fine(tmp_path, host, capsys, cut_link)
+    path.chmod(0o755)
+    return path
+
+
+def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
+    # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
+    out, err = _deploy_lost_and_fine(tmp_path, host, capsys, _link_cutter(tmp_path / "python-that-cuts-the-link"))
     assert re.fullmatch(r"pi-lost: error: lost the connection to pi-lost \(\S+\) while it ran `[^`]+\.\.\.`; check "
                         r"the device is up and its network, then run the command again\n", err), err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
@@ -269,3 +274,75 @@ exec {sys.executable} "$@"
     assert "check the device is up and its network, then run the command again" in err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
     assert not (agent_path / "agents").exists()  # nothing unpacked from a cut upload
+
+
+def _cut_link_once_read(fifo: Path):
+    """A thread that makes ``fifo`` and, once a command on the device opens it, kills the sshd serving that
+    command's connection (the nearest sshd above it): the link drops while the command waits for input."""
+    import threading
+
+    import psutil
+
+    os.mkfifo(fifo)
+
+    def cut():
+        with open(fifo, "w"):  # returns once the reader has opened it
+            reader = next(p for p in psutil.process_iter(["cmdline"]) if str(fifo) in " ".join(p.info["cmdline"] or []))
+            next(p for p in reader.parents() if p.name().startswith("sshd")).kill()
+
+    thread = threading.Thread(target=cut, daemon=True)
+    thread.start()
+    return thread
+
+
+def _deployed_agent_copies(host, tmp_path: Path, names) -> None:
+    """An agent deployed (once, then copied) to tmp_path / f"hwl-{name}" for each name."""
+    import shutil
+
+    deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+    for name in names:
+        shutil.copytree(tmp_path / "hwl", tmp_path / f"hwl-{name}", symlinks=True)
+
+
+LOST = r"lost the connection to {} \(\S+\) {}; check the device is up and its network, then run the command again"
+
+
+def test_a_link_lost_during_status_is_one_line_the_device_unreachable_and_the_others_shown(host, tmp_path, capsys):
+    # a link lost while a command ran left the device 'reachable' and exited 0; one lost during SFTP (the agent's
+    # .complete is looked up there) ended `hwl status` in an EOFError traceback, the devices after it never shown
+    from harness.cli import main as hwl_main
+
+    _deployed_agent_copies(host, tmp_path, ["pi-cmd", "pi-sftp", "pi-fine"])
+    (tmp_path / "cutting-sftp").mkdir()
+    cutting_sftp, sftp_host = trusted_loopback_host(tmp_path / "cutting-sftp",
+                                                    sftp_server=_link_cutter(tmp_path / "sftp-that-cuts-the-link"))
+    try:
+        profiles = [_ssh_profile(tmp_path, host, "pi-cmd", tmp_path / "hwl-pi-cmd"),
+                    _ssh_profile(tmp_path, sftp_host, "pi-sftp", tmp_path / "hwl-pi-sftp"),
+                    _ssh_profile(tmp_path, host, "pi-fine", tmp_path / "hwl-pi-fine")]
+        cutter = _cut_link_once_read(tmp_path / "hwl-pi-cmd" / "selftest.json")
+        code = hwl_main(["status", *map(str, profiles), "--json"])
+        cutter.join(10)
+    finally:
+        cutting_sftp.stop()
+    out, err = capsys.readouterr()
+    rows = {r["device"]: r for r in json.loads(out)}
+    assert code == 1 and not err, (code, out, err)
+    assert rows["pi-cmd"]["reachable"] is False and rows["pi-sftp"]["reachable"] is False
+    assert re.fullmatch(LOST.format("pi-cmd", "while it ran `cat [^`]+`"), rows["pi-cmd"]["error"])
+    # paramiko's words depend on the step the link went in ('EOF during negotiation', 'Channel closed.')
+    assert re.fullmatch(LOST.format("pi-sftp", r"during status \(\w+: .*\)"), rows["pi-sftp"]["error"]), rows
+    assert rows["pi-fine"]["reachable"] is True and rows["pi-fine"]["error"] is None
+
+
+def test_a_link_lost_during_logs_is_one_line(host, tmp_path, capsys):
+    # already so at 738f39f: `hwl logs` reads one device, with commands only (Host.run names a lost link)
+    from harness.cli import main as hwl_main
+
+    _deployed_agent_copies(host, tmp_path, ["pi-cmd"])
+    cutter = _cut_link_once_read(tmp_path / "hwl-pi-cmd" / "agent.log")
+    code = hwl_main(["logs", str(_ssh_profile(tmp_path, host, "pi-cmd", tmp_path / "hwl-pi-cmd"))])
+    cutter.join(10)
+    out, err = capsys.readouterr()
+    assert code == 2 and not out, (code, out, err)
+    assert re.fullmatch("hwl logs: error: " + LOST.format("pi-cmd", "while it ran `tail [^`]+`") + "\n", err), err

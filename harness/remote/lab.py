@@ -17,6 +17,7 @@ from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.bundle import current_bundle_name
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
+from harness.remote.errors import HostUnreachable
 from harness.remote.tvm_libraries import LocalLibraries, library_dir_of, push_libraries
 from harness.remote.selftest import (read_selftest, record_other_setup, run_selftest, selftest_other_setup,
                                      selftest_still_holds)
@@ -92,7 +93,7 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
         row["reachable"] = True if profile.host.transport == "local" else None
         return row
     try:
-        with host_for(profile) as host:
+        with host_for(profile) as host, host.said_if_lost("status"):
             row["reachable"] = True
             agent_path, _, _ = locate_agent(host, agent_dir=profile.host.agent_dir, python=profile.host.python,
                                             use_venv=profile.host.use_venv)
@@ -108,7 +109,8 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
                            selftest_message=test.get("message"), selftest_ms=test.get("median_ms"),
                            fingerprint_id=test.get("fingerprint_id"))
     except HwlError as exc:
-        row["reachable"] = row["reachable"] or False
+        # a link lost midway leaves the device no more usable than one never reached
+        row["reachable"] = False if isinstance(exc, HostUnreachable) else bool(row["reachable"])
         row["error"] = row["error"] or str(exc)
     return row
 
