@@ -346,3 +346,33 @@ def test_a_link_lost_during_logs_is_one_line(host, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 2 and not out, (code, out, err)
     assert re.fullmatch("hwl logs: error: " + LOST.format("pi-cmd", "while it ran `tail [^`]+`") + "\n", err), err
+
+
+def test_a_key_other_users_may_read_is_refused_by_deploy_status_logs_and_a_campaign_naming_the_profile(host, tmp_path,
+                                                                                                        capsys):
+    # hwl logged in with a profile key that ssh refuses ('UNPROTECTED PRIVATE KEY FILE!'): deploy, status, logs and
+    # a campaign's session all used it
+    import shutil
+
+    from harness.cli import main as hwl_main
+    from harness.profiles import load_profile
+    from harness.remote.connect import ssh_session_for
+    from harness.transport.errors import DeviceSetupError
+
+    key = tmp_path / "lab_key"
+    shutil.copy(host.key_file, key)
+    key.chmod(0o644)
+    profile = _ssh_profile(tmp_path, host, "pi-open-key", tmp_path / "hwl")
+    profile.write_text(profile.read_text().replace(f'key = "{host.key_file}"', f'key = "{key}"'))
+    said = (f"key {key} of profile pi-open-key has mode 0644: other users may read it, and ssh refuses such a key; "
+            f"make it yours alone with `chmod 600 {key}`")
+    assert hwl_main(["deploy", str(profile), "--no-selftest"]) == 1
+    assert capsys.readouterr().err == f"pi-open-key: error: {said}\n"
+    assert hwl_main(["status", str(profile), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["error"] == said
+    assert hwl_main(["logs", str(profile)]) == 2
+    assert capsys.readouterr().err == f"hwl logs: error: {said}\n"
+    with pytest.raises(DeviceSetupError) as refused, ssh_session_for(load_profile(profile)) as session:
+        session.open()
+    assert str(refused.value) == f"pi-open-key: {said}"
+    assert not (tmp_path / "hwl").exists()

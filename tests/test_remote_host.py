@@ -109,6 +109,36 @@ def test_a_public_key_given_for_the_key_is_named_as_such(server, tmp_path):
                                   f"({server.client_key})")
 
 
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604, 0o660, 0o610], ids=lambda mode: f"{mode:04o}")
+def test_a_private_key_other_users_may_read_is_refused_before_any_connection_as_ssh_refuses_it(tmp_path, mode):
+    # hwl logged in with a key that `ssh -i` refuses ('UNPROTECTED PRIVATE KEY FILE! Permissions 0644 ... are too
+    # open'); nothing listens on the port, so only a refusal made before connecting names the key
+    key = make_key(tmp_path / "lab key")
+    key.chmod(mode)
+    with pytest.raises(AuthenticationError) as refused:
+        Host("pi", "127.0.0.1", "root", key, port=free_port(), known_hosts=tmp_path / "known_hosts").open()
+    assert str(refused.value) == (f"key {key} of pi has mode {mode:04o}: other users may read it, and ssh refuses "
+                                  f"such a key; make it yours alone with `chmod 600 '{key}'`")
+
+
+@pytest.mark.parametrize("mode, owner", [(0o600, None), (0o400, None), (0o700, None), (0o644, "nobody")],
+                         ids=["0600", "0400", "0700", "0644-of-nobody"])
+def test_a_private_key_ssh_takes_is_taken(server, tmp_path, mode, owner):
+    # as ssh (OpenSSH 9.2, tested against this sshd): a key of this user that only it may read, or another user's
+    # key, whose mode ssh does not check; a group-writable folder above the key ssh does not check either
+    if owner and os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o775)
+    key = folder / "lab_key"
+    shutil.copy(server.client_key, key)
+    key.chmod(mode)
+    if owner:
+        shutil.chown(key, owner)
+    with Host("pi", server.address, "root", key, port=server.port, known_hosts=_known_hosts(tmp_path, server)) as h:
+        assert h.run("echo in").stdout == "in\n"
+
+
 @pytest.mark.skipif(not (shutil.which("ssh-agent") and shutil.which("ssh-add")), reason="needs ssh-agent")
 def test_a_key_with_a_passphrase_is_used_through_ssh_agent(tmp_path, monkeypatch):
     key = tmp_path / "lab_key"
@@ -139,6 +169,9 @@ def test_a_key_with_a_passphrase_is_used_through_ssh_agent(tmp_path, monkeypatch
                                                    "SSH_ASKPASS_REQUIRE": "force"},
                        stdin=subprocess.DEVNULL, capture_output=True, check=True)
         with host() as h:  # the user typed the passphrase once, into the agent
+            assert h.run("echo hi").stdout == "hi\n"
+        key.chmod(0o644)  # ssh takes the agent's copy without reading the file, whatever its mode: hwl too
+        with host() as h:
             assert h.run("echo hi").stdout == "hi\n"
     finally:
         agent.kill()

@@ -23,7 +23,7 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     # for the device actors); a profile's own known_hosts key wins.
     known_hosts = h.known_hosts or os.environ.get(KNOWN_HOSTS_ENV)
     return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=known_hosts,
-                trust_new_host=trust_new_host, deploy_command=deploy_command(profile))
+                trust_new_host=trust_new_host, deploy_command=deploy_command(profile), profile=profile.name)
 
 
 def deploy_command(profile: DeviceProfile) -> str:

@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,13 @@ def _why_unreachable(exc: OSError) -> str:
 def _host_key_id(hostname: str, port: int) -> str:
     """known_hosts spells a non-default port as [host]:port."""
     return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def _mode_ssh_refuses(path: Path) -> int | None:
+    """The mode of a private key file that ssh refuses to use ("UNPROTECTED PRIVATE KEY FILE"): one of this user's
+    that any other user may read or write; None for a key ssh takes (0600, 0400; another user's key is not checked)."""
+    st = path.stat()
+    return stat.S_IMODE(st.st_mode) if st.st_uid == os.getuid() and st.st_mode & 0o077 else None
 
 
 def _is_public_key(path: Path) -> bool:
@@ -134,12 +142,16 @@ class Host:
         An open connection whose link carries nothing for this long is closed as lost.
     deploy_command : str, default "hwl deploy DEVICE"
         The line its messages say to run (``connect.host_for`` gives the profile's, flags and all).
+    profile : str, optional
+        The device profile whose ``key`` ``key_file`` is, named in messages about the key.
     """
 
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
                  known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
-                 link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE"):
+                 link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE",
+                 profile: str | None = None):
         self.name = name
+        self.profile = profile
         self.deploy_command = deploy_command  # what the messages say to run, with --known-hosts where given
         self.address = address
         self.user = user
@@ -257,7 +269,7 @@ class Host:
         if why := why_not_a_file(self.key_file):
             raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}", host=self.name)
         try:
-            return paramiko.PKey.from_path(str(self.key_file))
+            key = paramiko.PKey.from_path(str(self.key_file))
         except paramiko.PasswordRequiredException:  # an old PEM key with a passphrase
             return self._agent_key()
         except TypeError as exc:  # cryptography's word for an OpenSSH key with a passphrase
@@ -271,6 +283,18 @@ class Host:
                                           f"must be its private key ({private})", host=self.name) from None
             raise AuthenticationError(f"cannot read private key {self.key_file}: {exc}",
                                       host=self.name) from None
+        self._refuse_if_others_may_read()
+        return key
+
+    def _refuse_if_others_may_read(self) -> None:
+        """ssh's rule for a key it reads from its file (as hwl does here; ssh-agent's copy both use as it is)."""
+        mode = _mode_ssh_refuses(self.key_file)
+        if mode is None:
+            return
+        owner = f"profile {self.profile}" if self.profile else self.name
+        raise AuthenticationError(f"key {self.key_file} of {owner} has mode {mode:04o}: other users may read it, and "
+                                  f"ssh refuses such a key; make it yours alone with "
+                                  f"`chmod 600 {shlex.quote(str(self.key_file))}`", host=self.name)
 
     def _agent_key(self) -> paramiko.AgentKey:
         """The profile's key, protected by a passphrase, as ssh-agent holds it (matched by its
