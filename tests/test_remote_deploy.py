@@ -166,18 +166,27 @@ def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_th
     assert str(refused.value) == f"pi-nopy: {said}" and time.monotonic() - started < 10
 
 
-def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_left_there(host, tmp_path, capsys):
+def _tvm_library(folder: Path, name: str, data: bytes) -> None:
+    """A library and its digest file in ``folder``, as scripts/build_tvm_libraries leaves them."""
     import hashlib
 
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    (folder / f"{name}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+
+
+def _tvm_profile(tmp_path: Path, host, library_dir: Path) -> Path:
+    return _ssh_profile(tmp_path, host, "pi-tvm", tmp_path / "hwl",
+                        ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{library_dir}"'])
+
+
+def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_left_there(host, tmp_path, capsys):
     from harness.cli import main as hwl_main
 
-    libs, name = tmp_path / "tvm-libs", "ab" * 32 + ".so"
-    libs.mkdir()
-    (libs / name).write_bytes(os.urandom(2_000_000))
-    (libs / f"{name}.sha256").write_text(hashlib.sha256((libs / name).read_bytes()).hexdigest() + "\n")
+    libs = tmp_path / "tvm-libs"
+    _tvm_library(libs, "ab" * 32 + ".so", os.urandom(2_000_000))
     with small_disk(tmp_path / "small-device-disk", 1) as disk:
-        profile = _ssh_profile(tmp_path, host, "pi-tvm", tmp_path / "hwl",
-                               ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{disk / "libs"}"'])
+        profile = _tvm_profile(tmp_path, host, disk / "libs")
         assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 1
         assert re.fullmatch(r"pi-tvm: error: the disk under \S+ on pi-tvm is full for 2 files of --tvm-libraries: "
                             r"\d+ kB free, 1953 kB needed; free space there, or give the profile another "
@@ -187,16 +196,11 @@ def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_le
 
 def test_hwl_deploy_copies_tvm_libraries_into_the_profiles_library_dir(host, tmp_path, capsys):
     # README told the user to scp the build host's folder and chmod it; `hwl deploy --tvm-libraries` does it
-    import hashlib
-
     from harness.cli import main as hwl_main
 
     libs, device_libs, name = tmp_path / "tvm-libs", tmp_path / "device-libs", "cd" * 32 + ".so"
-    libs.mkdir()
-    (libs / name).write_bytes(b"a library as scripts/build_tvm_libraries leaves it")
-    (libs / f"{name}.sha256").write_text(hashlib.sha256((libs / name).read_bytes()).hexdigest() + "\n")
-    profile = _ssh_profile(tmp_path, host, "pi-tvm", tmp_path / "hwl",
-                           ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{device_libs}"'])
+    _tvm_library(libs, name, b"a library as scripts/build_tvm_libraries leaves it")
+    profile = _tvm_profile(tmp_path, host, device_libs)
 
     def deploy_steps():
         assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 0
@@ -376,3 +380,39 @@ def test_a_key_other_users_may_read_is_refused_by_deploy_status_logs_and_a_campa
         session.open()
     assert str(refused.value) == f"pi-open-key: {said}"
     assert not (tmp_path / "hwl").exists()
+
+
+def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_longer_holds(host, tmp_path, capsys):
+    # the libraries of models no longer in --tvm-libraries stayed in library_dir for good, filling a device's disk
+    from harness.cli import main as hwl_main
+
+    libs, device_libs = tmp_path / "tvm-libs", tmp_path / "device-libs"
+    kept, dropped = "ab" * 32 + ".so", "cd" * 32 + ".so"
+    for name in (kept, dropped):
+        _tvm_library(libs, name, name.encode())
+    profile = _tvm_profile(tmp_path, host, device_libs)
+
+    def deploy_steps(*flags):
+        assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest", *flags]) == 0
+        return json.loads(capsys.readouterr().out.splitlines()[0])["steps"]
+
+    deploy_steps()
+    (libs / dropped).unlink()
+    (libs / f"{dropped}.sha256").unlink()
+    assert f"unchanged: 1 TVM library in {device_libs}" in deploy_steps()  # without --prune: nothing removed
+    (device_libs / f"{kept}.part").write_bytes(b"a copy cut short")
+    outside = tmp_path / "outside.so"
+    outside.write_bytes(b"not in library_dir")
+    others = {"notes.txt", "EF" * 32 + ".so", "12" * 32 + ".so", "34" * 32 + ".so"}  # none a file deploy writes
+    (device_libs / "notes.txt").write_text("the lab's")
+    (device_libs / ("EF" * 32 + ".so")).write_bytes(b"upper case")
+    (device_libs / ("12" * 32 + ".so")).symlink_to(outside)
+    (device_libs / ("34" * 32 + ".so")).mkdir()
+    # the 3 files: the dropped library, its digest, and the copy cut short
+    assert f"pruned 1 TVM library that {libs} no longer holds from {device_libs} (3 files)" in deploy_steps("--prune")
+    assert {p.name for p in device_libs.iterdir()} == {kept, f"{kept}.sha256", *others}
+    assert outside.read_bytes() == b"not in library_dir"
+    assert f"nothing to prune in {device_libs}" in deploy_steps("--prune")
+    assert hwl_main(["deploy", str(profile), "--prune"]) == 2
+    assert capsys.readouterr().err == ("hwl deploy: error: --prune removes the TVM libraries that the --tvm-libraries "
+                                       "folder no longer holds: give --tvm-libraries LOCAL_DIR too\n")

@@ -33,6 +33,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tvm-libraries", metavar="LOCAL_DIR",
                    help="copy the TVM libraries scripts/build_tvm_libraries wrote there into each device's "
                         "runtime.options.library_dir (only those missing or different; sha256 checked)")
+    p.add_argument("--prune", action="store_true",
+                   help="with --tvm-libraries: remove from each library_dir the libraries LOCAL_DIR no longer holds "
+                        "(only files named <sha256>.so[.sha256] as deploy writes them; never a link or another file)")
     p.set_defaults(func=cmd_deploy)
 
     p = subparsers.add_parser("undeploy", help="remove the agent and its files from ssh devices")
@@ -90,6 +93,9 @@ def cmd_deploy(args) -> int:
     from harness.remote.lab import deploy_devices
     from harness.remote.selftest import selftest_failed
 
+    if args.prune and not args.tvm_libraries:
+        raise UserError("--prune removes the TVM libraries that the --tvm-libraries folder no longer holds: give "
+                        "--tvm-libraries LOCAL_DIR too")
     apply_known_hosts(args)
     profiles = _profiles(args)
     libraries = _tvm_libraries(args.tvm_libraries, profiles) if args.tvm_libraries else None
@@ -97,7 +103,7 @@ def cmd_deploy(args) -> int:
         check_writable_folder(args.artifacts, what=f"the artifact folder {args.artifacts}")
     group = deploy_devices(profiles, artifact_dir=Path(args.artifacts).expanduser(),
                            trust_new_host=args.trust_new_host, selftest=not args.no_selftest,
-                           tvm_libraries=libraries)
+                           tvm_libraries=libraries, prune=args.prune)
     failed_tests = 0
     for name, done in group.succeeded.items():
         report, stale, record = done["report"], done["stale"], done["selftest"] or {}

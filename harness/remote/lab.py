@@ -18,7 +18,7 @@ from harness.remote.connect import host_for
 from harness.remote.bundle import current_bundle_name
 from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
 from harness.remote.errors import HostUnreachable
-from harness.remote.tvm_libraries import LocalLibraries, library_dir_of, push_libraries
+from harness.remote.tvm_libraries import LocalLibraries, library_dir_of, prune_libraries, push_libraries
 from harness.remote.selftest import (read_selftest, record_other_setup, run_selftest, selftest_other_setup,
                                      selftest_still_holds)
 
@@ -44,9 +44,11 @@ def _ssh_only(profile: DeviceProfile) -> None:
 
 
 def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_new_host: bool = False,
-                   selftest: bool = True, tvm_libraries: LocalLibraries | None = None) -> GroupResult:
+                   selftest: bool = True, tvm_libraries: LocalLibraries | None = None,
+                   prune: bool = False) -> GroupResult:
     """Deploy the agent to each device, with ``tvm_libraries`` copied into each profile's library_dir (before the
-    self-test, which loads its model's library from there); re-running with nothing changed changes nothing."""
+    self-test, which loads its model's library from there), and with ``prune`` the libraries it no longer holds
+    removed from there; re-running with nothing changed changes nothing."""
     group = GroupResult()
     for profile in profiles:
         try:
@@ -57,7 +59,10 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
                                 use_venv=h.use_venv)
                 if tvm_libraries is not None:
-                    report.steps.append(push_libraries(host, tvm_libraries, library_dir_of(profile), h.python))
+                    library_dir = library_dir_of(profile)
+                    if prune:  # first: the room stale libraries take on a full disk is the new ones'
+                        report.steps.append(prune_libraries(host, tvm_libraries, library_dir, h.python))
+                    report.steps.append(push_libraries(host, tvm_libraries, library_dir, h.python))
                 previous = read_selftest(host, h.agent_dir)
                 holds = selftest_still_holds(previous, report, profile)
                 test = previous if holds or not selftest else run_selftest(host, profile, report, artifact_dir)

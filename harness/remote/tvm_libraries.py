@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from harness.remote.host import Host
 from harness.text import count
 
 LIBRARY_NAME = re.compile(r"[0-9a-f]{64}\.so")
+# What push_libraries writes into library_dir: a library or its digest file, under its temporary name while copied
+WRITTEN_NAME = re.compile(r"[0-9a-f]{64}\.so(\.sha256)?(\.part)?")
 BUILD_HINT = "give the --out folder of scripts/build_tvm_libraries"
 # As the agent checks library_dir before it loads anything from it; prints False for a missing path or a link.
 _PRIVATE_FOLDER = ("import os, stat, sys; p = sys.argv[1]; st = os.lstat(p) if os.path.lexists(p) else None; "
@@ -102,6 +105,23 @@ def push_libraries(host: Host, local: LocalLibraries, library_dir: str, python: 
     unchanged = len(local.libraries) - len(libraries)
     return (f"copied {count(len(libraries), 'TVM library', 'TVM libraries')} to {library_dir} (sha256 verified)"
             + (f", {unchanged} unchanged" if unchanged else ""))
+
+
+def prune_libraries(host: Host, local: LocalLibraries, library_dir: str, python: str) -> str:
+    """Remove from ``library_dir`` the files push_libraries wrote there that ``local`` no longer holds (and any copy
+    cut short); returns deploy's step. Only plain files named as it names them go: never a link (SFTP lists a link
+    as itself, not what it points to; library_dir itself is checked to be no link first), a folder or another file."""
+    _make_private_folder(host, library_dir, python)
+    stale = [entry.filename for entry in host.sftp.listdir_attr(library_dir)
+             if WRITTEN_NAME.fullmatch(entry.filename) and entry.filename not in local.files
+             and stat.S_ISREG(entry.st_mode or 0)]
+    for name in stale:
+        host.sftp.remove(posixpath.join(library_dir, name))
+    if not stale:
+        return f"nothing to prune in {library_dir}"
+    libraries = count(sum(name.endswith(".so") for name in stale), "TVM library", "TVM libraries")
+    return (f"pruned {libraries} that {local.folder} no longer holds from {library_dir} "
+            f"({count(len(stale), 'file', 'files')})")
 
 
 def _make_private_folder(host: Host, folder: str, python: str) -> None:
