@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agents import in_flight
 from agents.errors import error_class
 from agents.process_tree import JOB_MARK_ENV, become_subreaper, kill_descendants, kill_job, new_job_mark
 from agents.protocol import Measure, Result
@@ -104,7 +105,7 @@ def oom_kills() -> int | None:
 
 def run_measurement(request: Measure, model_path: str | Path | None, *, fingerprint_id: str = "",
                     cache_dir: str | Path | None = None, python: str = sys.executable,
-                    cancel=None) -> Result:
+                    cancel=None, in_flight_dir: Path | None = None) -> Result:
     """Measure one model in a pinned child process and return its typed result.
 
     Parameters
@@ -121,6 +122,9 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
         Interpreter for the child.
     cancel : threading.Event, optional
         Set it to kill the child early (agent shutdown); the outcome is then ``timeout``.
+    in_flight_dir : path, optional
+        Where the job's mark is recorded while it runs, for the agent started after this one was killed
+        (agents.in_flight).
 
     Raises
     ------
@@ -147,7 +151,7 @@ def run_measurement(request: Measure, model_path: str | Path | None, *, fingerpr
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH", "")]))
     kills_before = oom_kills()
-    with tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as err, in_flight.recorded(in_flight_dir, mark, request.id):
         proc = subprocess.Popen([python, "-m", "agents.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
         try:

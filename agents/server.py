@@ -21,6 +21,7 @@ alongside it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from agents import __version__, fingerprint, runtimes
+from agents import __version__, fingerprint, in_flight, runtimes
 from agents.child import run_measurement
 from agents.errors import (AgentBusy, BadRequest, CoresUnavailable, HashMismatch, HwlError, ModelNotFound,
                            ProtocolError)
@@ -40,6 +41,7 @@ from agents.timing import TimingPolicy
 log = logging.getLogger(__name__)
 
 DEVICE_LOCK_ENV = "HWL_DEVICE_LOCK"
+IN_FLIGHT_FOLDER = "jobs-in-flight"  # under the cache folder, the one folder every agent has (agents.in_flight)
 
 
 def sha256_of(path: Path) -> str:
@@ -89,7 +91,9 @@ class AgentServer:
     instream, outstream : binary file objects
         Usually ``sys.stdin.buffer`` and ``sys.stdout.buffer``.
     cache_dir : path, optional
-        Hash-keyed model cache (and TVM library cache under ``tvm/``).
+        Hash-keyed model cache (and TVM library cache under ``tvm/``); the marks of the jobs in flight are kept
+        under ``jobs-in-flight/``, so that an agent started after one that was killed kills what its job left
+        running (agents.in_flight). Without it they are not kept.
     usable_cores : iterable of int, optional
         CPUs requests may name (default: this process's affinity).
     device_lock : path, optional
@@ -101,6 +105,8 @@ class AgentServer:
         self.instream = instream
         self.outstream = outstream
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.in_flight_dir = self.cache_dir / IN_FLIGHT_FOLDER if self.cache_dir else None
+        self._swept: list[str] = []  # what killed agents' jobs left running, said in the next result
         self.device_lock = Path(device_lock).expanduser() if device_lock else None
         # Cores a measurement may be pinned to: the agent's affinity before it pinned itself.
         self.usable_cores = frozenset(usable_cores) if usable_cores else (
@@ -140,6 +146,7 @@ class AgentServer:
         """Write the hello line, then answer requests; returns the exit code."""
         self.send(self.hello())
         log.info("agent %s serving (pid %d, fingerprint %s)", __version__, os.getpid(), self._fingerprint_id)
+        self._swept += in_flight.sweep(self.in_flight_dir)  # off the device's cores before the first job comes
         while True:
             raw = self.instream.readline(MAX_LINE_BYTES + 1)
             if not raw:
@@ -219,8 +226,11 @@ class AgentServer:
     def _run(self, msg: Measure, model_path: Path | None) -> None:
         try:
             with hold_device_lock(self.device_lock, self._cancel):
+                self._swept += in_flight.sweep(self.in_flight_dir)  # an agent killed since this one started
                 reply = run_measurement(msg, model_path, fingerprint_id=self._fingerprint_id,
-                                        cache_dir=self.cache_dir, cancel=self._cancel)
+                                        cache_dir=self.cache_dir, cancel=self._cancel,
+                                        in_flight_dir=self.in_flight_dir)
+                reply = self._with_swept(reply)
             log.info("measure %s: %s %s", msg.id, reply.outcome, reply.message[:200])
         except HwlError as exc:  # e.g. DeviceTooHot
             reply = Error.from_exception(exc, id=msg.id)
@@ -230,6 +240,16 @@ class AgentServer:
         # Free the agent before replying, so the host's next measure is never refused as busy.
         self._finish()
         self.send(reply)
+
+    def _with_swept(self, reply):
+        """``reply`` whose message also names what killed agents' jobs left running, found since the last result:
+        it may have run beside the measurements before this one."""
+        if not self._swept:
+            return reply
+        swept = (f"before it, killed what the job of an agent that was killed left running, which ran beside "
+                 f"every measurement since: {'; '.join(self._swept)}")
+        self._swept = []
+        return dataclasses.replace(reply, message="; ".join(filter(None, [reply.message, swept])))
 
     def _finish(self) -> None:
         with self._state_lock:

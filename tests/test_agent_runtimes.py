@@ -13,6 +13,7 @@ import pytest
 from agents.child import run_measurement
 from agents.protocol import Measure
 from agents.server import sha256_of
+from tests.processes import processes_with, started
 
 # Tiny windows keep each measurement well under a second once the runtime is imported.
 TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
@@ -166,7 +167,7 @@ def test_what_a_failed_load_leaves_running_is_killed_and_said(monkeypatch):
     res = measure(runtime="torch", arch={"factory": f"{__name__}:daemon_then_failed_load"}, input_shape=(1, 16))
     assert res.outcome == "load_error" and "RuntimeError: no model here" in res.message, res.message
     assert "; killed what it left running, started while loading: " in res.message and f"sleep {marker}" in res.message
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 def test_what_a_measuring_process_that_crashed_left_running_is_killed_and_named(monkeypatch):
@@ -179,7 +180,7 @@ def test_what_a_measuring_process_that_crashed_left_running_is_killed_and_named(
     assert res.outcome == "runtime_error" and res.message.startswith("the measuring process died from SIGSEGV")
     assert "killed what it left running, which would have run on beside every later measurement: " in res.message
     assert f"sleep {marker}" in res.message, res.message
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 def test_a_failed_allocation_is_oom():
@@ -337,22 +338,6 @@ def test_a_model_path_quoted_in_a_shell_script_is_refused_in_one_line(tmp_path):
     assert res.message.endswith("so write it without the quotes around it: {model}")
 
 
-def _processes_with(marker: str, grace_s: float = 2.0) -> list[int]:
-    """Processes whose command line holds ``marker``, once those just sent SIGKILL had ``grace_s`` to end."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        pids = []
-        for d in Path("/proc").iterdir():
-            try:  # cmdline separates its words with NULs: "sleep 31.5" never matched "sleep\0" "31.5" before
-                if d.name.isdigit() and marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-        if not pids or time.monotonic() > deadline:
-            return pids
-        time.sleep(0.05)
-
-
 def _measuring_children() -> list[int]:
     """This process's measuring children (``python -m agents.child``), found in /proc as a user would find them."""
     found = []
@@ -366,14 +351,6 @@ def _measuring_children() -> list[int]:
     return found
 
 
-def _started(marker: str, timeout_s: float = 20.0) -> list[int]:
-    """The processes whose command line holds ``marker``, once there is one (or none after ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while not (pids := _processes_with(marker, grace_s=0)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pids
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_what_a_measuring_process_killed_mid_window_left_running_is_killed_and_named(sig):
     """A tool that daemonizes (setsid) is in the measuring child's tree while the child lives; the child killed
@@ -384,7 +361,7 @@ def test_what_a_measuring_process_killed_mid_window_left_running_is_killed_and_n
         job = pool.submit(measure, runtime="command", policy={**TINY, "window_timeout_s": 30},
                           options={"command": ["sh", "-c", f"setsid sleep {marker} & exec sleep 30"],
                                    "regex": "([0-9.]+)"})
-        assert _started(f"sleep {marker}"), "the tool's daemon never started"
+        assert started(f"sleep {marker}"), "the tool's daemon never started"
         (child,) = _measuring_children()
         os.kill(child, sig)
         res = job.result(timeout=30)
@@ -393,7 +370,7 @@ def test_what_a_measuring_process_killed_mid_window_left_running_is_killed_and_n
                                    "SIGSEGV")), res.message
     assert "killed what it left running, which would have run on beside every later measurement: " in res.message
     assert f"sleep {marker}" in res.message, res.message
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 @pytest.mark.parametrize("policy, expect", [
@@ -407,7 +384,7 @@ def test_timeout_kills_the_measurement_and_its_children(policy, expect):
                   options={"command": f"sleep {marker}", "regex": "([0-9.]+)"})
     assert res.outcome == "timeout" and expect in res.message, res.message
     assert time.monotonic() - start < 10
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 def test_timeout_kills_a_daemon_the_tool_started_outside_its_process_group():
@@ -418,7 +395,7 @@ def test_timeout_kills_a_daemon_the_tool_started_outside_its_process_group():
     res = measure(runtime="command", policy={**TINY, "window_timeout_s": 1.0},
                   options={"command": ["sh", "-c", f"setsid sleep {marker} & exec sleep 60"], "regex": "([0-9.]+)"})
     assert res.outcome == "timeout" and "per-window limit of 1 s" in res.message, res.message
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 @pytest.mark.parametrize("daemon", [">/dev/null 2>&1", ""], ids=["own-output", "holding-the-tools-output"])
@@ -435,7 +412,7 @@ def test_what_a_command_leaves_running_is_killed_after_each_run_and_said_in_the_
     left = res.record().metadata["left_running"]
     assert len(left) >= TINY["repeats"] and all(f"sleep {marker}" in p for p in left), left
     assert res.message.startswith("killed what it left running, which may have disturbed its timing: "), res.message
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 def test_a_command_too_slow_for_its_policy_stops_after_a_run_not_at_the_limit():
