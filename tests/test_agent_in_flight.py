@@ -13,7 +13,7 @@ from agents.in_flight import sweep
 from agents.process_tree import new_job_mark
 from agents.protocol import Measure
 from agents.server import IN_FLIGHT_FOLDER
-from harness.transport import AgentLost, LocalSession
+from harness.transport import ConnectionLost, LocalSession
 from tests.processes import processes_with, started
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="marks are read from /proc")
@@ -35,12 +35,12 @@ def _quick(job_id: str = "j2a1") -> Measure:
                    options={"command": ["echo", "1.5"], "regex": "([0-9.]+)"})
 
 
-def _kill_mid_job(agent: LocalSession, pool: ThreadPoolExecutor, marker: str) -> None:
-    """Start a daemonizing job on ``agent`` and SIGKILL the agent once the daemon runs."""
+def _kill_mid_job(agent, pool: ThreadPoolExecutor, marker: str) -> None:
+    """Start a daemonizing job on ``agent`` (an open session) and SIGKILL the agent once the daemon runs."""
     job = pool.submit(agent.request, _daemonizing(marker))
     assert started(f"sleep {marker}"), "the tool's daemon never started"
-    os.kill(agent.pid, signal.SIGKILL)
-    with pytest.raises(AgentLost):
+    os.kill(agent.hello.pid, signal.SIGKILL)
+    with pytest.raises(ConnectionLost):
         job.result(timeout=30)
     agent.close()
 

@@ -7,17 +7,21 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from agents.protocol import Measure, Ping, Result
+from agents.server import IN_FLIGHT_FOLDER
 from harness.remote import Host
 from harness.remote.deploy import deploy
 from harness.transport.errors import ConnectionLost
 from harness.transport.ssh import SSHSession
+from tests.processes import processes_with
 from tests.small_disk import small_disk
 from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available, trusted_loopback_host
+from tests.test_agent_in_flight import SWEPT, _kill_all, _kill_mid_job, _quick
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="openssh-server not installed")
 TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
@@ -159,7 +163,8 @@ def test_a_full_device_disk_evicts_cached_models_then_says_it_is_full(deployed, 
         with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=str(disk)) as session:
             for path in three + three[:1]:
                 assert _timed(session.request(_measure(path)))
-        left = sorted(p.name for p in disk.iterdir())
+        left = sorted(p.name for p in disk.iterdir() if p.name != IN_FLIGHT_FOLDER)
+        assert not any((disk / IN_FLIGHT_FOLDER).iterdir())  # the agent's record of each job, removed after it
         assert f"{_sha256(three[0])}.onnx" in left and len(left) < 3  # it made room
         assert all(name.endswith(".onnx") for name in left)  # and left no partial upload
         for name in left:
@@ -172,6 +177,23 @@ def test_a_full_device_disk_evicts_cached_models_then_says_it_is_full(deployed, 
             with pytest.raises(ConnectionLost, match=r"the disk under .* is full \(\d+ kB free, the model needs "
                                                      r"\d+ kB\) and no cached model is left"):
                 session.request(_measure(three[1]))
+
+
+def test_what_the_job_of_an_ssh_agent_killed_on_its_host_left_running_is_killed_by_the_next_session(deployed):
+    """An agent over SSH killed mid-job (the OOM killer, a lost session) left its tool's daemon running on the
+    device; the agent of the next session, in the same cache folder, kills it and says so in its next result."""
+    host, report, work = deployed
+    marker, cache = f"{os.getpid() % 97 + 31}.85", str(work / "hwl" / "cache-killed")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            _kill_mid_job(SSHSession(host, agent_path=report.agent_path, python=report.python,
+                                     cache_dir=cache).open(), pool, marker)
+        with SSHSession(host, agent_path=report.agent_path, python=report.python, cache_dir=cache) as session:
+            reply = session.request(_quick())
+        assert reply.message.startswith(SWEPT) and f"sleep {marker}" in reply.message, reply.message
+        assert processes_with(f"sleep {marker}") == []
+    finally:
+        _kill_all(marker)
 
 
 def test_agent_killed_on_host_is_connection_lost(deployed, models):
