@@ -140,6 +140,9 @@ class Store:
         self.readonly = readonly
         if readonly:
             require_store_file(self.path)  # a read-only store must exist
+            # SQLite makes -wal and -shm beside a WAL store to read it, and a read-only connection cannot remove them
+            self._remove_wal_files_on_close = os.access(self.path.parent, os.W_OK) and not any(
+                f.exists() for f in _wal_files(self.path))
             self._check_is_store()
             self.db = sqlite3.connect(self._read_only_uri(), uri=True, isolation_level=None, check_same_thread=False)
             self._configure()
@@ -273,6 +276,9 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self.readonly and self._remove_wal_files_on_close:
+            self._remove_wal_files_on_close = False
+            _remove_wal_files(self.path)
 
     def __enter__(self):
         return self
@@ -614,6 +620,25 @@ def _result_row(job_id: int, attempt: int, record: dict, now: float) -> dict:
             "fingerprint_id": record.get("fingerprint_id"), "artifact_sha256": record.get("artifact_sha256"),
             "runtime_version": record.get("runtime_version"), "code_version": code_version(),
             "record_json": json.dumps(slim, default=str), "created_at": now}
+
+
+def _wal_files(path: Path) -> tuple[Path, Path]:
+    """The files SQLite keeps beside a store in WAL mode while a connection has it open."""
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _remove_wal_files(path: Path) -> None:
+    """Have SQLite remove the -wal and -shm files that reading a store made: a connection that may write removes them
+    as it closes when it is the last one open, as a coordinator's does (one still open, here or elsewhere, keeps
+    them). With nothing in the WAL, its close writes nothing to the store."""
+    try:
+        tidy = sqlite3.connect(f"file:{path}?mode=rw", uri=True)  # mode=rw: a store removed meanwhile is not made
+        try:
+            tidy.execute("PRAGMA schema_version").fetchone()  # a read opens the WAL, so that the close removes it
+        finally:
+            tidy.close()
+    except sqlite3.Error:  # a store file this user may not write: the files stay, as they did
+        pass
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

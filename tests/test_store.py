@@ -410,3 +410,55 @@ def test_a_store_file_left_empty_is_said_to_be_empty_when_read(tmp_path):
     (tmp_path / "lab.db").write_bytes(b"")  # a run killed as it created the store
     with pytest.raises(StoreError, match="lab.db is empty: nothing was ever stored in it"):
         Store(tmp_path / "lab.db", readonly=True)
+
+
+def _listing(folder):
+    """Each file's name, size and modification time in ``folder`` (folders by name only)."""
+    return {p.name: None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_status_of_a_store_no_process_has_open_leaves_its_folder_as_it_found_it(tmp_path):
+    """A read-only command left lab.db-wal (0 bytes) and lab.db-shm (32 KiB) beside a finished store: SQLite makes
+    them to read a WAL store, and a read-only connection cannot remove them."""
+    from harness.cli import main as hwl_main
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+    before, digest = _listing(tmp_path), _digest(db)
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    assert _listing(tmp_path) == before and _digest(db) == digest
+
+
+WRITER = ("import sys\nfrom harness.store import Store\nfrom tests.test_store import _campaign\n"
+          "with Store(sys.argv[1]) as s:\n"
+          "    _campaign(s, name='c2')\n    print('ready', flush=True)\n    sys.stdin.readline()\n"
+          "    _campaign(s, name='c3')\n")
+
+
+def test_a_reader_beside_a_coordinator_sees_its_rows_and_leaves_its_wal(tmp_path):
+    """A reader that opened the store while no process had it open, then a coordinator opened it: the reader sees
+    the coordinator's rows, and closing leaves the coordinator's -wal file in place (removing it would lose what the
+    coordinator commits next); the coordinator's own close removes it."""
+    import sys
+    from pathlib import Path
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+    before = _listing(tmp_path)
+    reader = Store(db, readonly=True)
+    assert reader.campaign_names() == ["c1"]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], cwd=Path(__file__).resolve().parents[1],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "ready\n", writer.communicate(timeout=60)[1]
+        assert reader.campaign_names() == ["c1", "c2"]
+        reader.close()
+        assert (tmp_path / "lab.db-wal").exists() and (tmp_path / "lab.db-shm").exists()
+    finally:
+        _, errors = writer.communicate("go on\n", timeout=60)
+    assert writer.returncode == 0, errors
+    with Store(db, readonly=True) as s:
+        assert s.campaign_names() == ["c1", "c2", "c3"] and s.integrity_check() == "ok"
+    assert _listing(tmp_path).keys() == before.keys()
