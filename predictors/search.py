@@ -214,6 +214,18 @@ def check_candidates(problem: Problem, n_latency: int, *, proxies: bool = False)
                           f"measurements and a search: give a larger {larger} or --latency-samples below {n}")
 
 
+def check_spendable(problem: Problem, budget: int) -> None:
+    """Refuse a budget no search over the candidates can spend. Each evaluation is one candidate's accuracy or its
+    latency, each counted once, so a search ends after at most twice the candidates; asked for more (a budget of
+    10**9 meant as "no limit"), it went on until it had evaluated every candidate, training the accuracy predictor
+    after every batch of 10 (on NB201's 15,625: still running after 5 minutes, where a budget of 50 takes 14 s)."""
+    most = 2 * len(problem.candidates)
+    if budget > most:
+        raise SearchError(f"--budget {budget} is more than a search over {len(problem.candidates)} candidate "
+                          f"architectures can spend (each one's accuracy and latency once: {most} evaluations); "
+                          f"give at most {most}")
+
+
 def _finish(view: LatencyView, trajectory: list) -> SearchResult:
     oracle, p = view.oracle, view.oracle.problem
     arch = _best(oracle, view.eligible)
@@ -226,6 +238,7 @@ def _finish(view: LatencyView, trajectory: list) -> SearchResult:
 def _start(problem: Problem, latency_method, budget: int, n_latency: int, seed: int, device, slack: float):
     _check_budget(budget, n_latency)
     check_candidates(problem, n_latency)
+    check_spendable(problem, budget)
     if slack < 0:
         raise SearchError(f"the latency slack must be >= 0, got {slack}")
     rng = np.random.default_rng([seed, 0x5EA])
@@ -380,6 +393,8 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
     candidates = None if proxies is None else proxies.index
     problem = Problem.from_tables(accuracy[dataset].dropna(), target, max_latency_ms, candidates)
     check_candidates(problem, n_latency, proxies=proxies is not None)
+    if budget is not None:
+        check_spendable(problem, budget)
     problem.optimum()  # no candidate under the limit: said before the pretraining, not after
     pool_table = data.help_table(space)
     if latency_table is not None or store is not None:
@@ -403,5 +418,5 @@ def _plain(arch):
 
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_LATENCY_SAMPLES", "DEFAULT_SLACK", "LatencyView", "NEAR_OPTIMUM_PCT", "Oracle",
-           "Problem", "SearchError", "SearchResult", "adapt_latency", "check_candidates", "compare", "merged_tables",
-           "predictor_search", "random_search", "setup", "summarise_runs"]
+           "Problem", "SearchError", "SearchResult", "adapt_latency", "check_candidates", "check_spendable",
+           "compare", "merged_tables", "predictor_search", "random_search", "setup", "summarise_runs"]

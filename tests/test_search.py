@@ -242,3 +242,28 @@ def test_a_rank_only_method_is_refused_in_one_line_naming_why(capsys, monkeypatc
     err = capsys.readouterr().err
     assert f"method '{method}' ranks architectures but does not predict this device's latency in ms" in err
     assert "phys_bayes" in err and err.count("\n") == 1
+
+
+def test_a_budget_no_search_can_spend_is_refused(problem, latency_method):
+    """Each evaluation is one candidate's accuracy or latency, counted once: a search over 40 candidates spends at
+    most 80, and a larger budget is refused in one line instead of evaluating every candidate."""
+    small = Problem(problem.accuracy.iloc[:40], problem.latency_ms.iloc[:40], problem.max_latency_ms)
+    assert random_search(small, latency_method, budget=80, seed=0).evaluations <= 80
+    with pytest.raises(SearchError, match="--budget 81 is more than a search over 40 candidate architectures can "
+                                          r"spend \(each one's accuracy and latency once: 80 evaluations\); give at "
+                                          "most 80$"):
+        predictor_search(small, latency_method, budget=81, seed=0)
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_a_huge_budget_is_one_line_before_the_pretraining(capsys, monkeypatch):
+    """--budget 1000000000 (meant as "no limit") ran past 5 minutes with nothing said: the search evaluated every
+    one of the device's 15,625 candidates, training the accuracy predictor after every 10."""
+    from predictors import protocol
+
+    monkeypatch.setattr(protocol, "pretrain_sample", lambda *a: pytest.fail("pretrained before the check"))
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "25", "--budget", "1000000000", "--accuracy-table",
+                 str(SHARED / "nb201_accuracy.csv"), "--seeds", "1", "--train-devices", ",".join(TRAIN)]) == 2
+    err = capsys.readouterr().err
+    assert "--budget 1000000000 is more than a search over 15625 candidate architectures can spend" in err, err
+    assert err.count("\n") == 1 and "give at most 31250" in err
