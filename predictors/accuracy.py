@@ -201,7 +201,15 @@ def fit_mlp(mlp: MLPRegressor, features: np.ndarray, y: np.ndarray) -> MLPRegres
     # Small matrices: BLAS threads only add synchronisation (and fight on a shared machine).
     with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget, on purpose
-        return mlp.fit(features, y)
+        # sklearn catches a Ctrl-C (and hwl's SIGTERM, a KeyboardInterrupt) during a fit, warns and returns the
+        # half-trained model, so a command went on with it; as an error, the warning brings the interrupt back.
+        warnings.filterwarnings("error", message="Training interrupted by user", category=UserWarning)
+        try:
+            return mlp.fit(features, y)
+        except UserWarning as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
+            raise
 
 
 def finetune_mlp(mlp: MLPRegressor, features: np.ndarray, y: np.ndarray, *, lr: float, epochs: int,

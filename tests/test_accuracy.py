@@ -153,3 +153,30 @@ def test_transfer_method_never_mutates_the_pretrained_model(accuracy):
     adapted = method.adapt(archs[:10], accuracy.loc[archs[:10], "ImageNet16-120"], device="ImageNet16-120")
     assert adapted is not method and np.array_equal(method._predict(archs[:5]), before)
     assert adapted.predict(archs[10:15]).shape == (5,)
+
+
+FIT = ("import numpy as np\nfrom predictors.accuracy import fit_mlp, make_mlp\n"
+       "rng = np.random.default_rng(0)\nX, y = rng.normal(size=(200, 8)), rng.normal(size=200)\n"
+       "print('fitting', flush=True)\nfit_mlp(make_mlp(n_samples=200, epochs=100000), X, y)\n"
+       "print('fit returned', flush=True)\n")
+
+
+def test_ctrl_c_during_a_fit_stops_the_program():
+    """sklearn caught the KeyboardInterrupt of a Ctrl-C (and of hwl's SIGTERM) during a fit, warned and returned
+    the half-trained model: `hwl search` went on after each SIGTERM (still running 39 s after one, measured)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fit = subprocess.Popen([sys.executable, "-c", FIT], cwd=Path(__file__).resolve().parents[1],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert fit.stdout.readline() == "fitting\n", fit.communicate(timeout=60)[1]
+        time.sleep(0.5)  # well inside the fit's 100,000 epochs
+        fit.send_signal(signal.SIGINT)
+        out, err = fit.communicate(timeout=60)
+    finally:
+        fit.kill()
+        fit.wait()
+    assert "fit returned" not in out and err.rstrip().endswith("KeyboardInterrupt"), err
