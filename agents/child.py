@@ -10,7 +10,9 @@ elsewhere only the group is killed). What is still running when a measurement en
 in its record (``metadata["left_running"]``), as it may have disturbed the timing. A child that dies on its own
 (a crash, the OOM killer) cannot do that, and what it started is no longer below it: the parent finds those by the
 job's mark in their environment (``HWL_JOB_MARK``, Linux), kills them and names them in the failure's message, so
-they do not run on beside every later measurement. However the child ends, the
+they do not run on beside every later measurement. An agent killed itself takes the child along
+(PR_SET_PDEATHSIG) and can kill nothing: the job's mark, recorded in the agent's folder while the job runs, lets
+the next agent there do it (agents.in_flight). However the child ends, the
 parent returns a :class:`~agents.protocol.Result` with a typed outcome: a segfault in a runtime
 is a ``runtime_error`` record, not a dead agent.
 
