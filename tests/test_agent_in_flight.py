@@ -108,7 +108,7 @@ HOLDER = textwrap.dedent("""
     from agents.in_flight import recorded
     folder, mark, seconds = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     with recorded(folder, mark, "j9a2"):
-        subprocess.Popen(["setsid", "sleep", seconds], env=dict(os.environ, HWL_JOB_MARK=mark))
+        subprocess.Popen(["sleep", seconds], env=dict(os.environ, HWL_JOB_MARK=mark), start_new_session=True)
         print("ready", flush=True)
         time.sleep(60)
 """)
