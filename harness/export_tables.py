@@ -7,17 +7,25 @@ label, a wide table (``--format help``: one column per device) one row per fille
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
 from harness.store import DRIFT_FLAG
+from harness.text import count
+
+log = logging.getLogger(__name__)
 
 # The columns that name an architecture (arch_id: HELP's FBNet row id); in a wide table every other one is a device.
 KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
+# How pandas reads a column whose header cell is empty: the row numbers `DataFrame.to_csv` writes without index=False.
+_NO_HEADER = re.compile(r"Unnamed: \d+")
 
 
 def is_parquet_export(frame: pd.DataFrame) -> bool:
@@ -98,13 +106,42 @@ def _describe(kinds, settings: list[str]) -> list[str]:
 def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFrame:
     """One row (arch columns, ``device``, ``latency_ms``) per filled cell of a wide table."""
     archs = [c for c in frame.columns if c in KEY_COLUMNS and c != "arch_id"]  # HELP's FBNet row id: no key
-    devices = [c for c in frame.columns if c not in KEY_COLUMNS]
+    unnamed = [c for c in frame.columns if c not in KEY_COLUMNS and _has_no_header(c)]
+    devices = [c for c in frame.columns if c not in KEY_COLUMNS and c not in unnamed]
     if not archs or not devices:
         raise error(f"{source}: a wide table needs an architecture column (arch_index, arch_str, arch_ops, "
                     f"op_idx_key or arch) and device columns; columns: {', '.join(map(str, frame.columns))}")
+    if unnamed:  # it was read as a device of latencies 0, 1, 2, ... and refused as 'latency_ms' 0 in row 1
+        log.warning("%s: %s without a header (%s) names no device: read as a row index (pandas' to_csv writes one "
+                    "unless index=False), not as latencies", source, count(len(unnamed), "column", "columns"),
+                    ", ".join(map(repr, unnamed)))
+    for device in devices:
+        _check_latency_column(frame[device], device, source, error)
     long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
-    blank = long["latency_ms"].isna() | (long["latency_ms"].astype(str).str.strip() == "")
-    return long[~blank].reset_index(drop=True)  # an empty cell: that device has no latency for the arch
+    return long[~_blank(long["latency_ms"])].reset_index(drop=True)  # an empty cell: no latency for the arch
+
+
+def _has_no_header(column) -> bool:
+    return column is None or str(column).strip() == "" or bool(_NO_HEADER.fullmatch(str(column)))
+
+
+def _blank(cells: pd.Series) -> pd.Series:
+    return cells.isna() | (cells.astype(str).str.strip() == "")
+
+
+def _check_latency_column(cells: pd.Series, device, source: str, error) -> None:
+    """Refuse a device column with a filled cell that is not a positive number, naming the column and the file's
+    row: the long table made of it numbers its rows column after column, so its errors named neither."""
+    blank = _blank(cells).to_numpy()
+    latency = pd.to_numeric(cells, errors="coerce").to_numpy(np.float64)
+    bad = ~blank & ~(np.isfinite(latency) & (latency > 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = cells.iloc[row].item() if isinstance(cells.iloc[row], np.generic) else cells.iloc[row]
+        what = count(int(bad.sum()), "value is not a positive number", "values are not positive numbers")
+        raise error(f"{source}: column {device!r} is read as a device's latencies (a wide table: one column per "
+                    f"device), but {what} (first at data row {row + 1}: {value!r}); remove a column that holds no "
+                    "latencies")
 
 
 __all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide", "wide_cells"]

@@ -482,3 +482,17 @@ def test_two_imports_at_once_of_one_device_from_two_files_store_one_of_them(tmp_
     assert re.search(r"lab_[ab].csv: device pi is already imported from lab_[ab].csv \(2 nb201 latencies\)", refused)
     with Store(db, readonly=True) as s:
         assert s.imported_sources("nb201", ["pi"])["n"].tolist() == [2]
+
+
+def test_a_wide_table_with_pandas_row_index_imports_its_device_columns_alone(tmp_path, capsys):
+    """`hwl data import --wide` of a wide table pandas wrote with its row index (to_csv without index=False) was
+    refused ('latency_ms value is missing, not a number or not positive (first at data row 1: 0.0)'): the header-less
+    column was read as a device. It is left out, with a warning, and the devices' cells are imported as they are."""
+    wide = tmp_path / "lab_help.csv"
+    pd.DataFrame({"arch_index": [4, 2], "pi": [2.5, 1.5]}).to_csv(wide)
+    db = str(tmp_path / "lab.db")
+    assert hwl_main(["data", "import", str(wide), "--wide", "--store", db]) == 0
+    with Store(db) as s:
+        table = s.latency_table("nb201")
+    assert sorted(zip(table["device"], table["arch"], table["latency_ms"])) == [("pi", 2, 1.5), ("pi", 4, 2.5)]
+    assert "imported 2 nb201 latencies of 1 device" in capsys.readouterr().err

@@ -235,3 +235,34 @@ def test_an_arch_index_column_read_as_floats_is_read_as_indices_and_an_empty_cel
     pd.DataFrame({"arch_index": [1.5], "device": "pi", "latency_ms": [1.0]}).to_parquet(tmp_path / "half.pq")
     with pytest.raises(ArchError, match=r"1.5 is not a nb201 architecture"):  # not a whole number: still refused
         data.read_table(tmp_path / "half.pq", "nb201")
+
+
+def test_a_wide_table_written_with_pandas_row_index_reads_as_without_it(tmp_path, caplog):
+    """`DataFrame.to_csv` without index=False writes the row numbers under an empty header, which pandas reads back
+    as 'Unnamed: 0': a wide table read it as a device of latencies 0, 1, ... and `hwl adapt`, `hwl evaluate` and
+    `hwl data import` refused the file ('1 latency_ms value(s) are not positive numbers (first at data row 1: 0.0)'),
+    naming neither the column nor a cell of its own device. The column names no device and is left out."""
+    wide = pd.DataFrame({"arch_index": [5, 3, 9], "pi": [2.0, 1.0, 3.0], "nano": [0.5, 0.4, None]})
+    wide.to_csv(tmp_path / "plain.csv", index=False)
+    wide.to_csv(tmp_path / "indexed.csv")
+    with caplog.at_level(logging.WARNING, logger="harness.export_tables"):
+        indexed = data.read_table(tmp_path / "indexed.csv", "nb201")
+    pd.testing.assert_frame_equal(indexed.drop(columns="source"),
+                                  data.read_table(tmp_path / "plain.csv", "nb201").drop(columns="source"))
+    assert sorted(zip(indexed["device"], indexed["arch"], indexed["latency_ms"])) == [
+        ("nano", 3, 0.4), ("nano", 5, 0.5), ("pi", 3, 1.0), ("pi", 5, 2.0), ("pi", 9, 3.0)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'indexed.csv'}: 1 column without a header ('Unnamed: 0') names no device: read as a row index "
+        "(pandas' to_csv writes one unless index=False), not as latencies"]
+
+
+def test_a_wide_tables_bad_cell_is_named_by_its_column_and_the_files_row(tmp_path):
+    """The wide table's cells were checked as a long table, numbered column after column: a 'notes' column's
+    'ok' in the file's row 2 was 'latency_ms ... first at data row 5'. The column and the file's row are named."""
+    path = tmp_path / "wide.csv"
+    path.write_text("arch_index,pi,notes\n1,2.0,\n2,3.0,ok\n3,4.0,fine\n")
+    with pytest.raises(LatencyTableError) as refused:
+        data.read_table(path, "nb201")
+    assert str(refused.value) == (
+        f"{path}: column 'notes' is read as a device's latencies (a wide table: one column per device), but 2 values "
+        "are not positive numbers (first at data row 2: 'ok'); remove a column that holds no latencies")
