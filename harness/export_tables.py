@@ -17,7 +17,7 @@ import pandas as pd
 from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
-from harness.store import DRIFT_FLAG
+from harness.store import drift_flagged, drop_superseded_drift
 from harness.text import count
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
             raise error(str(exc)) from None
     answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
     _check_one_setting(answered, path.name, error)
+    answered = _measured_cleanly_if_again(answered)
     if "arch" in answered.columns and answered.duplicated(["device", "arch"]).any():
         # an export of several campaigns (one setting) that each measured the arch: their median, as the store reads
         median = answered.groupby(["device", "arch"])["label_ms"].transform("median")
@@ -63,10 +64,18 @@ def drifted_labels(frame: pd.DataFrame) -> dict[str, int]:
     ``Store.drifted_latencies`` counts them in a store: the file keeps the flag, so its readers can say so too."""
     if not is_parquet_export(frame) or "flags" not in frame.columns:
         return {}
-    answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
-    flagged = answered["flags"].fillna("").astype(str).map(lambda flags: DRIFT_FLAG in flags.split(","))
-    counts = answered.loc[flagged.to_numpy(bool), "device"].astype(str).value_counts()
+    answered = _measured_cleanly_if_again(frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()])
+    counts = answered.loc[drift_flagged(answered["flags"]).to_numpy(bool), "device"].astype(str).value_counts()
     return {device: int(counts[device]) for device in sorted(counts.index)}
+
+
+def _measured_cleanly_if_again(answered: pd.DataFrame) -> pd.DataFrame:
+    """The export's accepted labels less the drifted ones of an arch measured again cleanly, as the store reads
+    them (``Store.latency_table``); an export from before the ``flags`` column keeps them all."""
+    if not {"flags", "arch"} <= set(answered.columns):
+        return answered
+    kept = drop_superseded_drift(answered.assign(drifted=drift_flagged(answered["flags"]).to_numpy(bool)))
+    return kept.drop(columns="drifted")
 
 
 def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from harness.errors import CampaignError
 from harness.paths import written_whole
 from harness.profiles import profile_from_dict
-from harness.store import Store, code_version
+from harness.store import Store, code_version, drift_flagged, drop_superseded_drift
 from spaces import nb201
 from spaces.cost import dataset_of
 
@@ -163,12 +163,14 @@ def _export_metadata(campaign: str) -> dict[bytes, bytes]:
 
 def wide_table(store: Store, campaign_id, *, devices=None) -> pd.DataFrame:
     """Accepted labels, one row per architecture and one column per device (ms); an architecture that several
-    campaigns measured on a device gets their median, as the store's table reads it."""
-    pages = [df.loc[df["accepted"] & df["label_ms"].notna(), ["space", "arch", "device", "label_ms"]]
+    campaigns measured on a device gets their median, as the store's table reads it (a latency measured while the
+    device drifted left out where the arch was measured again cleanly)."""
+    pages = [df.loc[df["accepted"] & df["label_ms"].notna(), ["space", "arch", "device", "label_ms", "flags"]]
              for df in results_pages(store, campaign_id, devices=devices)]
     df = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
     if df.empty:
         raise _nothing_to_export(store, campaign_id, "accepted results")
+    df = drop_superseded_drift(df.assign(drifted=drift_flagged(df["flags"]).to_numpy(bool)))
     wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="median")
     wide.columns.name = None
     if (df["space"] == "nb201").all():

@@ -46,6 +46,30 @@ RAW_RESULT_COLUMNS = ("samples_ns", "record_json")  # not in results_frame (see 
 DRIFT_FLAG = "canary_drift"
 
 
+def drift_flagged(flags: pd.Series) -> pd.Series:
+    """Which results' ``flags`` (comma-joined, maybe missing) carry :data:`DRIFT_FLAG`."""
+    return flags.fillna("").astype(str).map(lambda joined: DRIFT_FLAG in joined.split(",")).astype(bool)
+
+
+def drop_superseded_drift(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (``device``, ``arch``, boolean ``drifted``) without the drifted latencies of an arch that also has a
+    clean one on its device: it was measured again after the drift, and the median of a moved speed and the
+    device's own is neither (`hwl onboard` fits the clean one alone). An arch measured only while the device
+    drifted keeps its latencies, read as measured."""
+    drifted = rows["drifted"].to_numpy(bool)
+    if not drifted.any() or drifted.all():
+        return rows
+    keys = pd.MultiIndex.from_frame(rows[["device", "arch"]])
+    measured_cleanly = keys.isin(keys[~drifted])
+    return rows[~(drifted & measured_cleanly)]
+
+
+def drifted_counts(labels: pd.DataFrame) -> dict[str, int]:
+    """device -> how many of :meth:`Store.latency_labels`' ``labels`` are drifted."""
+    counts = labels.loc[labels["drifted"], "device"].value_counts()
+    return {device: int(counts[device]) for device in sorted(counts.index)}
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """``hwl <version>`` plus the git commit when running from a checkout."""
@@ -555,26 +579,29 @@ class Store:
     def latency_table(self, space: str) -> pd.DataFrame:
         """Latencies of one space: columns ``arch`` (NB201 int index or FBNet canonical key),
         ``device``, ``latency_ms`` (label: median of repeat medians of the accepted result) and
-        ``source`` (``measured:<campaign>`` or ``imported:<file>``)."""
-        df = self.query(
-            "SELECT j.arch, j.device, r.label_ms AS latency_ms, 'measured:' || c.name AS source "
-            "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
-            "WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
-            "UNION ALL SELECT arch, device, latency_ms, 'imported:' || source FROM imported WHERE space = ?",
-            (space, space))
-        if space == "nb201":
-            df["arch"] = df["arch"].astype("int64")
-        return df
+        ``source`` (``measured:<campaign>`` or ``imported:<file>``). A latency measured while the device
+        drifted is left out where the arch was measured again cleanly (:func:`drop_superseded_drift`)."""
+        return self.latency_labels(space).drop(columns="drifted")
 
     def drifted_latencies(self, space: str) -> dict[str, int]:
         """device -> how many of :meth:`latency_table`'s measured latencies carry ``canary_drift`` (taken while
         the device's speed moved: a drift canary flagged them, yet they stay accepted)."""
-        rows = self.db.execute(
-            "SELECT j.device, count(*) FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c "
-            "ON j.campaign_id = c.id WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
-            "AND instr(',' || r.flags || ',', ',' || ? || ',') > 0 GROUP BY j.device ORDER BY j.device",
-            (space, DRIFT_FLAG))
-        return {device: n for device, n in rows}
+        return drifted_counts(self.latency_labels(space))
+
+    def latency_labels(self, space: str) -> pd.DataFrame:
+        """:meth:`latency_table`'s rows with a boolean ``drifted`` column (False for imported rows), for a reader
+        that also counts them (:func:`drifted_counts`) without reading the store twice."""
+        df = self.query(
+            "SELECT j.arch, j.device, r.label_ms AS latency_ms, 'measured:' || c.name AS source, "
+            "instr(',' || coalesce(r.flags, '') || ',', ',' || ? || ',') > 0 AS drifted "
+            "FROM results r JOIN jobs j ON r.job_id = j.id JOIN campaigns c ON j.campaign_id = c.id "
+            "WHERE c.space = ? AND r.accepted = 1 AND r.label_ms IS NOT NULL "
+            "UNION ALL SELECT arch, device, latency_ms, 'imported:' || source, 0 FROM imported WHERE space = ?",
+            (DRIFT_FLAG, space, space))
+        if space == "nb201":
+            df["arch"] = df["arch"].astype("int64")
+        df["drifted"] = df["drifted"].astype(bool)
+        return drop_superseded_drift(df).reset_index(drop=True)
 
     def results_frame(self, campaign_id: int | None = None, *, after_id: int = 0,
                       limit: int | None = None, devices=None) -> pd.DataFrame:

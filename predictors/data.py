@@ -250,17 +250,17 @@ def store_table(path, space: str, devices=None) -> pd.DataFrame:
     path = Path(path)
     if why := why_not_a_file(path):  # a folder was said not to exist, which sent the user looking for a typo
         raise LatencyTableError(f"store {path} {why}")
-    from harness.store import Store  # imported here: predictors work without the harness store
+    from harness.store import Store, drifted_counts  # imported here: predictors work without the harness store
 
     store = Store(path, readonly=True)  # read-only: safe while a campaign is still writing
     try:
-        raw = store.latency_table(space)
-        warn_drifted(store.drifted_latencies(space), f"store {path}", devices)
+        labels = store.latency_labels(space)
     finally:
         getattr(store, "close", lambda: None)()
-    if raw is None or len(raw) == 0:
+    if labels is None or len(labels) == 0:
         raise LatencyTableError(f"store {path} holds no {space} latencies yet")
-    return from_frame(raw, space, source=f"store:{path.name}", where=f"store {path}")
+    warn_drifted(drifted_counts(labels), f"store {path}", devices)
+    return from_frame(labels.drop(columns="drifted"), space, source=f"store:{path.name}", where=f"store {path}")
 
 
 def warn_drifted(counts: dict, where: str, devices=None) -> None:

@@ -202,3 +202,32 @@ def test_adapt_and_train_on_a_store_warn_only_of_the_drifted_latencies_of_the_de
     assert n == 40 and len(drift) == 2, drift
     assert all(line.endswith("read as measured: onb-ort 2; measure those archs again for a clean table")
                for line in drift), drift
+
+
+def test_a_drifted_latency_measured_again_cleanly_gives_way_to_the_clean_one_in_every_table(tmp_path, caplog):
+    """Onboarding fits an arch measured again after a drift on its clean latency alone, but the predictor commands'
+    `--store`, the Parquet export's readers and the wide export took the median of both (11: 5.0 ms from a drifted
+    3.0 and a clean 7.0; seen on a lab's store after `hwl onboard` measured its 24 drifted archs again, where `hwl
+    adapt --store` also still warned of 24 drifted latencies and said to measure them again). Every table now reads
+    the clean latency, and only an arch measured while drifting alone keeps a drifted one (1462) and is warned of."""
+    from harness.cli import main
+
+    now, _ = _profiles(tmp_path)
+    db = tmp_path / "lab.db"
+    with Store(db) as st:
+        _measure(st, now, ["5"], [8.0], name="calm")
+        calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
+        _measure(st, now, ["11", "1462"], [3.0, 4.0], name="loaded")
+        assert st.flag_results_since(st.campaign("loaded")["id"], "onb-ort", calm, "canary_drift") == (2, 2)
+        _measure(st, now, ["11"], [7.0], name="again")
+        assert measured_latencies(st, "nb201", load_profiles([str(now)])[0]) == {5: 8.0, 11: 7.0}
+    want = {5: 8.0, 11: 7.0, 1462: 4.0}
+    with caplog.at_level(logging.WARNING):
+        stored = data.load_table("nb201", store=db)
+    assert dict(zip(stored["arch"], stored["latency_ms"])) == want
+    assert "read as measured: onb-ort 1;" in caplog.text
+    for name in ("onb.parquet", "onb_help.csv"):
+        assert main(["campaign", "export", "--store", str(db), "--device", "onb-ort", "--out",
+                     str(tmp_path / name)]) == 0
+        exported = data.read_table(tmp_path / name, "nb201")
+        assert dict(zip(exported["arch"], exported["latency_ms"])) == want, name
