@@ -50,7 +50,7 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
         except CampaignError as exc:
             raise error(str(exc)) from None
     answered = frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()]
-    _check_one_setting(answered, path.name, error)
+    one_setting_per_device(answered, path.name, error)
     answered = _measured_cleanly_if_again(answered)
     if "arch" in answered.columns and answered.duplicated(["device", "arch"]).any():
         # an export of several campaigns (one setting) that each measured the arch: their median, as the store reads
@@ -78,12 +78,13 @@ def _measured_cleanly_if_again(answered: pd.DataFrame) -> pd.DataFrame:
     return kept.drop(columns="drifted")
 
 
-def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
-    """Refuse a device whose accepted labels come from two settings: their median is neither."""
+def one_setting_per_device(rows: pd.DataFrame, source: str, error) -> None:
+    """Refuse a device whose latencies come from two settings (an export's settings columns, which a table of
+    one's own may carry too, e.g. ``batch_size``): their median is neither."""
     # the settings JSON where every row has it (an export from before it was added has none); a missing value
     # is a value: pandas 3 keeps NaN through astype(str) and groupby left those rows out of every setting
     settings = [c for c in SETTINGS_COLUMNS if c in rows.columns and (c != "settings" or rows[c].notna().all())]
-    if not settings or rows.empty:
+    if not settings or rows.empty or "device" not in rows.columns:
         return
     keyed = rows.assign(**{c: rows[c].astype(object).fillna("(none)").astype(str) for c in settings})
     for device, group in keyed.groupby("device", sort=False):
@@ -96,9 +97,11 @@ def _check_one_setting(rows: pd.DataFrame, source: str, error) -> None:
             campaigns = (f" (campaign {', '.join(pd.unique(part['campaign']))})"
                          if "campaign" in part.columns else "")
             parts.append(f"{len(part)} with {values}{campaigns}")
+        fix = (f"give an export of one setting's campaigns (hwl campaign export --name CAMPAIGN [--name CAMPAIGN "
+               f"...] --device {device})" if "campaign" in rows.columns
+               else "keep one setting's rows, or give each setting its own device name")
         raise error(f"{source} holds {device}'s latencies measured with {kinds.ngroups} different settings: "
-                    f"{'; '.join(parts)}; their median would mix them, so give an export of one setting's "
-                    f"campaigns (hwl campaign export --name CAMPAIGN [--name CAMPAIGN ...] --device {device})")
+                    f"{'; '.join(parts)}; their median would mix them, so {fix}")
 
 
 def _describe(kinds, settings: list[str]) -> list[str]:
@@ -153,4 +156,5 @@ def _check_latency_column(cells: pd.Series, device, source: str, error) -> None:
                     "latencies")
 
 
-__all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide", "wide_cells"]
+__all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide",
+           "one_setting_per_device", "wide_cells"]

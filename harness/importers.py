@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.export_tables import KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export, wide_cells
+from harness.export_tables import KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export, \
+    one_setting_per_device, wide_cells
 from harness.model_file import torch_error
 from harness.paths import why_not_a_file
 from harness.store import Store
@@ -211,7 +212,8 @@ def _as_long_table(frame: pd.DataFrame, path: Path, *, device: str | None, wide:
     one row per filled cell. Any other table is returned as it is."""
     if is_parquet_export(frame):
         return accepted_labels(frame, path, error=TableImportError)
-    if not wide:
+    if not wide:  # a table of one's own may carry the export's settings columns (batch_size) too
+        one_setting_per_device(frame if device is None else frame.assign(device=device), path.name, TableImportError)
         return frame
     # A wide table looks like an accuracy or proxy table (arch columns, then numbers), hence the flag.
     if set(frame.columns) & {"device", "latency_ms"}:

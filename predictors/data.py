@@ -125,12 +125,13 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
-    from harness.export_tables import drifted_labels
+    from harness.export_tables import drifted_labels, one_setting_per_device
 
     drifted = drifted_labels(raw)  # the export keeps the flag a store's table is warned of (store_table)
     raw = _own_export_as_long(raw, path, device)
     if "device" not in raw.columns and device is not None:
         raw = raw.assign(device=device)
+    one_setting_per_device(raw, path.name, LatencyTableError)  # a table of one's own with batch_size 1 and 8 rows
     table = from_frame(raw, space, source=source or path.name, where=str(path), warn_repeats=True)
     warn_drifted(drifted, str(path), devices)  # once the table passed: a refused one gets its one line alone
     return table

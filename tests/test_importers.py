@@ -496,3 +496,16 @@ def test_a_wide_table_with_pandas_row_index_imports_its_device_columns_alone(tmp
         table = s.latency_table("nb201")
     assert sorted(zip(table["device"], table["arch"], table["latency_ms"])) == [("pi", 2, 1.5), ("pi", 4, 2.5)]
     assert "imported 2 nb201 latencies of 1 device" in capsys.readouterr().err
+
+
+def test_a_table_of_ones_own_with_two_thread_counts_of_a_device_is_not_imported(tmp_path, capsys):
+    """A long table with a threads column of 1 and 2 under one device name was imported as one device (its rows on
+    other archs), so every predictor command then pooled the two settings; it is refused, and nothing is stored."""
+    path = tmp_path / "lab.csv"
+    path.write_text("arch_index,device,latency_ms,threads\n1,pi,1.0,1\n2,pi,0.6,2\n")
+    db = tmp_path / "lab.db"
+    assert hwl_main(["data", "import", str(path), "--store", str(db)]) == 2
+    assert capsys.readouterr().err.endswith("lab.csv holds pi's latencies measured with 2 different settings: 1 with "
+                                            "threads = 1; 1 with threads = 2; their median would mix them, so keep "
+                                            "one setting's rows, or give each setting its own device name\n")
+    assert not db.exists()

@@ -266,3 +266,20 @@ def test_a_wide_tables_bad_cell_is_named_by_its_column_and_the_files_row(tmp_pat
     assert str(refused.value) == (
         f"{path}: column 'notes' is read as a device's latencies (a wide table: one column per device), but 2 values "
         "are not positive numbers (first at data row 2: 'ok'); remove a column that holds no latencies")
+
+
+def test_a_table_of_ones_own_with_two_batch_sizes_of_a_device_is_refused(tmp_path):
+    """hwl's exports are refused when a device's latencies come from two settings, but a table of one's own (or an
+    export whose label_ms was renamed latency_ms) with a batch_size column of 1 and 8 was read as one device: on
+    disjoint archs its batch 1 and batch 8 timings were fitted as one table, without a word."""
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"arch_index": [1, 2, 3, 4], "device": "pi", "latency_ms": [1.0, 2.0, 8.0, 16.0],
+                  "batch_size": [1, 1, 8, 8]}).to_csv(path, index=False)
+    with pytest.raises(LatencyTableError) as refused:
+        data.read_table(path, "nb201")
+    assert str(refused.value) == ("mine.csv holds pi's latencies measured with 2 different settings: 2 with "
+                                  "batch_size = 1; 2 with batch_size = 8; their median would mix them, so keep one "
+                                  "setting's rows, or give each setting its own device name")
+    one = pd.read_csv(path).query("batch_size == 1").drop(columns="device")
+    one.to_csv(path, index=False)  # one setting, a one-device file named by the caller: read as it is
+    assert data.read_table(path, "nb201", device="pi")["latency_ms"].tolist() == [1.0, 2.0]
