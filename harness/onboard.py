@@ -312,9 +312,19 @@ def _one_device_per_name(public: pd.DataFrame, stored: pd.DataFrame, path, min_a
     said += [f"{d}: the public table's (the store has {count(int(sizes[d]), 'latency', 'latencies')}, fewer than "
              f"{min_archs})" for d in public_wins]
     log.warning("store %s and the public tables both name %s, with other latencies: another machine under the same "
-                "name, so each is pretrained on from one table, %s; give the profile a name of its own to pretrain "
-                "on both", path, ", ".join(clashing), "; ".join(said))
+                "name, so each is pretrained on from one table, %s; %s to pretrain on both", path, ", ".join(clashing),
+                "; ".join(said), _how_to_rename(stored[stored["device"].isin(clashing)]))
     return [public[~public["device"].isin(theirs)], stored[~stored["device"].isin(public_wins)]]
+
+
+def _how_to_rename(rows: pd.DataFrame) -> str:
+    """How the store's rows of a device named as a public one get a name of their own: a measured device's profile
+    is renamed, an imported table is imported again under another name (renaming a profile changes nothing there)."""
+    imported = rows["source"].astype(str).str.startswith("imported:")
+    ways = ["give the profile a name of its own"] if (~imported).any() else []
+    if imported.any():
+        ways.append("import the table under a name of its own (hwl data import --device NAME)")
+    return ", or ".join(ways)
 
 
 def default_candidates(space: str, tables: dict) -> list:

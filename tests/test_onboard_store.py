@@ -231,3 +231,19 @@ def test_a_drifted_latency_measured_again_cleanly_gives_way_to_the_clean_one_in_
                      str(tmp_path / name)]) == 0
         exported = data.read_table(tmp_path / name, "nb201")
         assert dict(zip(exported["arch"], exported["latency_ms"])) == want, name
+
+
+def test_an_imported_table_named_as_a_public_device_is_told_to_be_imported_under_its_own_name(tmp_path, caplog):
+    """A lab's table imported as 'raspi4' (its own Pi, 24 latencies) beside the public raspi4: onboarding pretrained
+    on the public one, as it should, but said to 'give the profile a name of its own to pretrain on both', which for
+    an imported table changes nothing. It now says to import the table under another name."""
+    public = data.help_table("nb201")
+    theirs = public[public["device"] == "raspi4"].set_index("arch")["latency_ms"].sort_index()
+    with Store(tmp_path / "lab.db") as st:
+        st.add_imported("nb201", [(str(a), "raspi4", ms * 2) for a, ms in theirs.iloc[:24].items()], source="pi.csv")
+        with caplog.at_level(logging.WARNING):
+            tables = pretrain_tables("nb201", st, "new-device")
+    assert tables["raspi4"].sort_index().equals(theirs)  # too few of the lab's: the public table whole
+    (said,) = [r.getMessage() for r in caplog.records if "both name" in r.getMessage()]
+    assert said.endswith("raspi4: the public table's (the store has 24 latencies, fewer than 100); import the table "
+                         "under a name of its own (hwl data import --device NAME) to pretrain on both"), said
