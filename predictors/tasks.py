@@ -111,9 +111,10 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
                 test_devices=None, name: str = "custom") -> Task:
     """A user-defined task: ``train_devices`` of ``train_table`` (default: HELP's) -> ``test_table``.
 
-    Every device of ``test_table`` but the train devices is a test device (sorted by name: the
-    trial's draws are numbered by device, so the table's row order must not matter), unless
-    ``test_devices`` picks some; picking a train device is refused.
+    Every device of ``test_table`` but the train devices is a test device, unless ``test_devices``
+    picks some; picking a train device is refused. Either way they are sorted by name: the trial's
+    draws are numbered by device, so neither the table's row order nor the order ``test_devices``
+    names them in may change a device's score.
     """
     if test_table is None or len(test_table) == 0:
         raise LatencyTableError("the test table is empty")
@@ -121,7 +122,7 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
     train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
     if test_devices is None:
         test_devices = _other_devices(test_table, train_devices)
-    test_devices = tuple(data.check_devices(test_table, test_devices, what="test device"))
+    test_devices = tuple(sorted(data.check_devices(test_table, test_devices, what="test device")))
     return Task(name, space, train_devices, test_devices, "user-defined", train_table, test_table)
 
 

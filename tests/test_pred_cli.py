@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -495,3 +496,22 @@ def test_evaluate_prints_every_devices_rho_whole_on_an_80_column_terminal():
             and line.split()[1] in devices}
     assert rows["titan_rtx_256"] == ["0.976", "0.971", "0.961"]
     assert rows["essential_ph_1"] == ["0.708", "0.703", "0.693"] and len(rows) == 4
+
+
+def test_the_order_of_test_devices_changes_no_devices_score(tables, tmp_path):
+    """`hwl evaluate --test-devices local-ort-1t,gold_6226` scored gold_6226 0.984 at k=5 and `--test-devices
+    gold_6226,local-ort-1t` 0.980 on the same store: a trial's picks are drawn per device number, and the numbers
+    followed the flag's order (a table's devices were sorted already). They are sorted by name either way."""
+    both = pd.concat([pd.read_parquet(tables / "new.parquet"),
+                      pd.read_parquet(tables / "new.parquet").assign(device="my_nano")], ignore_index=True)
+    both.loc[both["device"] == "my_nano", "latency_ms"] *= np.linspace(0.8, 1.2, 400)
+    both.to_parquet(tmp_path / "two.parquet")
+    scores = {}
+    for order in ("my_pi,my_nano", "my_nano,my_pi"):
+        out = tmp_path / f"{order}.json"
+        assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,pixel3", "--method", "hwl_ridge",
+                     "--test-table", str(tmp_path / "two.parquet"), "--test-devices", order, "--samples", "5",
+                     "--trials", "1", "--n-pretrain", "50", "--json", str(out)]) == 0
+        scores[order] = json.loads(out.read_text())["results"][0]["per_device"]
+    assert scores["my_pi,my_nano"] == scores["my_nano,my_pi"]
+    assert list(scores["my_pi,my_nano"]) == ["my_nano", "my_pi"]
