@@ -76,3 +76,34 @@ def test_the_command_runtime_gives_its_tool_a_private_copy_of_the_checked_bytes(
     assert (folder_mode, file_mode, seen_sha) == ("0o700", "0o400", sha)
     assert not Path(seen).exists() and not Path(seen).parent.exists()
     assert stat.S_IMODE(os.stat(model).st_mode) & 0o200  # the model itself is left as it was
+
+
+def add_weights_onnx(path: Path, width: int = 256) -> Path:
+    """y = x + w, with w saved as ONNX external data: ``weights.bin`` beside the model, which no hash covers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])
+    w = numpy_helper.from_array(np.ones((1, width), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add", [x], [y], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, path, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_a_model_with_external_data_is_refused_in_one_line_not_run_with_unhashed_weights(tmp_path, monkeypatch,
+                                                                                        runtime):
+    """The hash covers the .onnx bytes; given those bytes, onnxruntime and TVM's importer read the weights from
+    ``weights.bin`` in the working directory: the model was timed with weights nobody checked (swap them for a
+    file of another size, or another model's, and the record still names the checked sha256)."""
+    model = add_weights_onnx(tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)  # where the agent runs, with the side file there (a researcher's model folder)
+    request = Measure(id="ext", runtime=runtime, model=str(model), sha256=sha256_of(model), profile="quick",
+                      policy=TINY)
+    result = run_measurement(request, resolve_model(request, None), cache_dir=tmp_path / "cache")
+    assert (result.outcome, result.measurement) == ("load_error", None), result.message
+    assert "keeps tensor data in files beside it (ONNX external data)" in result.message
+    assert "onnx.save_model(onnx.load('model.onnx'), 'whole.onnx')" in result.message and "\n" not in result.message

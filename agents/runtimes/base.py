@@ -7,6 +7,9 @@ allocation happen in ``prepare`` (timed as ``init_ms``); ``block(k)`` runs k inf
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -70,6 +73,30 @@ class Prepared:
     timing: Callable | None = None
     first: Callable[[], int] | None = None
     close: Callable[[], None] | None = None
+
+
+def external_data_failure() -> LoadFailure:
+    """The one-line refusal of a model whose tensors lie in files beside it (ONNX external data)."""
+    return LoadFailure("the model keeps tensor data in files beside it (ONNX external data), which the agent does "
+                       "not read: its sha256 covers the .onnx file alone. Save the model as one file, e.g. "
+                       "onnx.save_model(onnx.load('model.onnx'), 'whole.onnx') (up to 2 GB)")
+
+
+@contextlib.contextmanager
+def without_side_files():
+    """A new empty folder (yielded) as the working directory while a runtime loads a model from bytes: the
+    runtime looks for the model's external data there (onnxruntime before 1.21 and ONNX look in the working
+    directory), and no hash covers a file it would find beside the agent."""
+    home = os.open(".", os.O_RDONLY)  # fchdir back works even if that folder was renamed meanwhile
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwl-no-side-files-") as empty:
+            os.chdir(empty)
+            try:
+                yield empty
+            finally:
+                os.fchdir(home)
+    finally:
+        os.close(home)
 
 
 # Runtime options that count something, and their smallest value (harness.profiles checks them too).

@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from agents.errors import BadRequest, RuntimeUnavailable
-from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option, looks_like_oom,
-                                  random_input)
+from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option,
+                                  external_data_failure, looks_like_oom, random_input, without_side_files)
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -29,6 +29,8 @@ ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads", "scope"}
 SCOPES = ("compute", "end_to_end")
+# Where onnxruntime >= 1.21 looks for the external data of a model given as bytes (older ones: the working directory)
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 def session_options(threads: int, options: dict) -> ort.SessionOptions:
@@ -69,11 +71,24 @@ def input_feeds(sess, request) -> dict[str, np.ndarray]:
 
 def _classify_load(exc: Exception) -> Exception:
     text = str(exc)
+    if "external data" in text.lower() or "filesystem error" in text:  # 1.21 and later; before
+        return external_data_failure()
     if looks_like_oom(exc):
         return OutOfMemory(f"onnxruntime ran out of memory loading the model: {text}")
     if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text or "is not a registered function/op" in text:
         return UnsupportedOp(f"onnxruntime does not support an operator of this model: {text}")
     return LoadFailure(f"onnxruntime could not load the model: {text}")
+
+
+def _session(data: bytes, so: ort.SessionOptions, provider: str) -> ort.InferenceSession:
+    """A session of exactly ``data``. A model naming external data (weights in a side file) fails to load: the only
+    folder onnxruntime may read it from is an empty one, since no hash covers such a file."""
+    with without_side_files() as empty:
+        so.add_session_config_entry(EXTERNAL_DATA_FOLDER, empty)
+        try:
+            return ort.InferenceSession(data, sess_options=so, providers=[provider])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
+            raise _classify_load(exc) from None
 
 
 def prepare(request, model, cache_dir=None) -> Prepared:
@@ -93,10 +108,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     if model is None:
         raise BadRequest("onnxruntime times an ONNX file: the request names none ('model' or 'sha256')")
     so = session_options(request.threads, options)
-    try:
-        sess = ort.InferenceSession(model.data, sess_options=so, providers=[provider])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
-        raise _classify_load(exc) from None
+    sess = _session(model.data, so, provider)
     feeds = input_feeds(sess, request)
     meta = {"intra_op_threads": request.threads, "inter_op_threads": so.inter_op_num_threads,
             "spinning": bool(options.get("spinning", True)),

@@ -44,7 +44,8 @@ import tvm
 from tvm import relax
 
 from agents.errors import BadRequest
-from agents.runtimes.base import CompileFailure, LoadFailure, Prepared, UnsupportedOp, random_input
+from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, external_data_failure,
+                                  random_input, without_side_files)
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def _library_cache(cache_dir) -> Path | None:
     library there: loading one runs its code, and the shared temp dir it once fell back to let anyone do so."""
     if not cache_dir:
         return None
-    folder = Path(cache_dir) / "tvm"
+    folder = Path(cache_dir).absolute() / "tvm"  # a build runs in another working directory
     with contextlib.suppress(FileExistsError):
         folder.mkdir(mode=0o700, parents=True)
     if _made_private(Path(cache_dir)) and _made_private(folder):
@@ -377,14 +378,33 @@ def _prebuilt_library(options: dict) -> tuple[bytes, Path]:
     return lib.data, lib.path
 
 
+def _uses_external_data(graph) -> bool:
+    """Whether a tensor of ``graph`` or a function (an initializer, a node's attribute, a subgraph's) lies in a file
+    beside the model."""
+    import onnx
+    for tensor in getattr(graph, "initializer", ()):  # a FunctionProto has none
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            return True
+    for attr in (a for node in graph.node for a in node.attribute):
+        tensors = [attr.t, *attr.tensors] if attr.HasField("t") else list(attr.tensors)
+        graphs = [attr.g, *attr.graphs] if attr.HasField("g") else list(attr.graphs)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors) or any(map(_uses_external_data, graphs)):
+            return True
+    return False
+
+
 def _model_inputs(request, model) -> tuple:
-    """The checked model's bytes parsed (the file is never opened again), and its inputs."""
+    """The checked model's bytes parsed (the file is never opened again), and its inputs. A model whose tensors lie
+    in files beside it is refused: ONNX would read them from the working directory, and no hash covers them."""
     import onnx
     try:
         proto = onnx.load_from_string(model.data)
-        return proto, onnx_inputs(proto, request.batch, tuple(request.input_shape))
+        inputs = onnx_inputs(proto, request.batch, tuple(request.input_shape))
     except Exception as exc:
         raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    if _uses_external_data(proto.graph) or any(map(_uses_external_data, proto.functions)):
+        raise external_data_failure()
+    return proto, inputs
 
 
 def prepare(request, model, cache_dir=None) -> Prepared:
@@ -432,7 +452,8 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         if data is None:
             importlib.import_module("tvm.relax.frontend.onnx")  # its import is no part of compile_ms
             t0 = time.perf_counter_ns()
-            data = _build(proto, folder, bhash, target, options, request, opt_level, schedule)
+            with without_side_files():  # whatever a tensor names, the importer finds nothing no hash covers
+                data = _build(proto, folder, bhash, target, options, request, opt_level, schedule)
             meta["compile_ms"] = (time.perf_counter_ns() - t0) / 1e6
         lib_path = folder / f"{bhash}.so" if folder else Path(f"{bhash}.so")
     meta["parallel_loops"] = runs_parallel_loops(data)
