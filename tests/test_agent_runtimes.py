@@ -131,6 +131,32 @@ def test_unsupported_operator_is_typed(tmp_path):
     assert res.outcome == "unsupported_op" and "FancyOp" in res.message
 
 
+
+def token_type_onnx(path: Path) -> Path:
+    """BERT's token-type embedding: int64 ids [1, 16] gathered from a table of 2 rows."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    ids = helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8])
+    table = numpy_helper.from_array(np.ones((2, 8), np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "token_type_ids"], ["y"])], "types", [ids], [y],
+                              initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_integer_inputs_index_within_a_table_of_two_rows(tmp_path, runtime):
+    """Random ids 0-7 into a 2-row table: onnxruntime failed ("indices element out of data bounds") and TVM, whose
+    Gather checks no bounds, read past the table."""
+    path = token_type_onnx(tmp_path / "types.onnx")
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.input_shape == (1, 16)
+
 @pytest.mark.slow
 def test_torch_eager_measures_an_nb201_architecture_key():
     res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))

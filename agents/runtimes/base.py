@@ -113,14 +113,16 @@ def count_option(options: dict, key: str, *, default: int, runtime: str) -> int:
 
 
 def random_input(shape, dtype: str, seed: int) -> np.ndarray:
-    """Fixed-seed random tensor (rule 15): normal floats, small non-negative integers."""
+    """Fixed-seed random tensor (rule 15): normal floats; integers and booleans 0 or 1.
+
+    Integer inputs are mostly indices into a table (token ids, BERT's token types into a table of 2 rows) or masks:
+    0 and 1 are in every table of two rows or more, where 0-7 failed onnxruntime's Gather on a 2-row table and made
+    TVM's (which checks no bounds) read past it."""
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype)
     if dt.kind == "f":
         return rng.standard_normal(shape).astype(dt)
-    if dt.kind == "b":
-        return rng.integers(0, 2, size=shape).astype(dt)
-    return rng.integers(0, 8, size=shape).astype(dt)
+    return rng.integers(0, 2, size=shape).astype(dt)
 
 
 _OOM_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate memory")
