@@ -157,6 +157,57 @@ def test_integer_inputs_index_within_a_table_of_two_rows(tmp_path, runtime):
     assert res.outcome in TIMED, res.message
     assert res.record().spec.input_shape == (1, 16)
 
+
+def symbolic_onnx(path: Path, dims: list, second: list | None = None) -> Path:
+    """Relu of an input x of ``dims``, or x and y (of ``second``) concatenated on axis 0 (other dims must agree)."""
+    import onnx
+    from onnx import TensorProto, helper
+    shapes = {"x": dims, "y": second} if second else {"x": dims}
+    node = helper.make_node("Concat", list(shapes), ["z"], axis=0) if second else helper.make_node("Relu", ["x"], ["z"])
+    graph = helper.make_graph([node], "sym", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d)
+                                              for n, d in shapes.items()],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["M", *dims[1:]])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+@pytest.mark.parametrize("dims, request_fields, said", [
+    # every free dimension ran at the batch size: [N, seq] at seq 1, [N, 3, H, W] at 1x1 pixels
+    (["N", "seq"], {}, "the model's input 'x' has a free dimension seq (axis 1): give its whole shape with the sizes "
+                       "you mean as input_shape (hwl measure --input-shape 1,seq)"),
+    (["N", 3, "H", "W"], {"batch": 2}, "input_shape (hwl measure --input-shape 2,3,H,W)"),
+    # the record said batch 1, the model ran at 4
+    (["N", 64], {"input_shape": (4, 64)}, "input_shape [4, 64] says batch 4, the request batch 1: ask for batch 4 too"),
+    # TVM ran a batch-1 model under a record of batch 8 (onnxruntime refused it already)
+    ([1, 64], {"batch": 8}, "the model's input 'x' has batch size 1, not the request's 8"),
+])
+def test_an_input_shape_the_request_does_not_give_is_refused_in_one_line(tmp_path, runtime, dims, request_fields,
+                                                                         said):
+    path = symbolic_onnx(tmp_path / "sym.onnx", dims)
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache",
+                  **request_fields)
+    assert (res.outcome, res.measurement) == ("load_error", None), res.message
+    assert said in res.message and "\n" not in res.message
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_input_shape_sizes_a_dimension_in_every_input_that_shares_it(tmp_path, runtime):
+    """ids and mask both [N, seq]: input_shape (1, 64) gave ids seq 64 and the mask seq 1 (Concat then failed; a
+    broadcasting model ran on a mask of the wrong length)."""
+    path = symbolic_onnx(tmp_path / "two.onnx", ["N", "seq"], ["N", "seq"])
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), input_shape=(1, 64),
+                  _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.input_shape == (1, 64)
+    path = symbolic_onnx(tmp_path / "own.onnx", ["N", "seq"], ["N", "len"])
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), input_shape=(1, 64),
+                  _cache=tmp_path / "cache")
+    assert res.outcome == "load_error" and "the model's input 'y' has a free dimension len (axis 1), which only this " \
+        "input has, so no input_shape can size it: export the model with it fixed" in res.message, res.message
+
 @pytest.mark.slow
 def test_torch_eager_measures_an_nb201_architecture_key():
     res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))

@@ -112,6 +112,67 @@ def count_option(options: dict, key: str, *, default: int, runtime: str) -> int:
     return value
 
 
+def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
+    """The shape to feed each model input, from ``(name, dims)`` pairs whose free dimensions are their symbol's name
+    (``"seq"``) or None.
+
+    The first input takes ``input_shape`` when the request gives one; a free dimension then takes the size its
+    symbol has there (ids and mask, both ``[N, seq]``, get the same seq), a free leading dimension the batch. Any
+    other free dimension is refused: it ran at the batch size (a ``[N, seq]`` model at seq 1, an image model at
+    1x1 pixels) under a record like any other.
+    """
+    sizes = {}
+    if inputs and input_shape:
+        sizes = _sizes_from_request(*inputs[0], batch, tuple(input_shape))
+    elif inputs and inputs[0][1] and _is_fixed(inputs[0][1][0]) and inputs[0][1][0] != batch:
+        # the model's batch is fixed: timing it under another batch size labelled the record with a batch
+        # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
+        raise BadRequest(f"the model's input {inputs[0][0]!r} has batch size {inputs[0][1][0]}, not the request's "
+                         f"{batch}: ask for batch {inputs[0][1][0]}, or export the model at batch size {batch}")
+    shapes = [tuple(input_shape)] if input_shape else []
+    for name, dims in inputs[len(shapes):]:
+        shape = []
+        for axis, dim in enumerate(dims):
+            if _is_fixed(dim) or (dim is not None and dim in sizes):
+                shape.append(dim if _is_fixed(dim) else sizes[dim])
+            elif axis == 0:
+                shape.append(batch)
+                if dim is not None:
+                    sizes[dim] = batch
+            else:
+                raise _unsized(name, dim, axis, inputs[0], batch)
+        shapes.append(tuple(shape))
+    return shapes
+
+
+def _unsized(name: str, dim, axis: int, first: tuple, batch: int) -> BadRequest:
+    """The refusal of a free dimension no size was given for, with the ``input_shape`` to give."""
+    what = f"the model's input {name!r} has a free dimension {dim or '?'} (axis {axis})"
+    if name != first[0]:
+        return BadRequest(f"{what}, which only this input has, so no input_shape can size it: export the model with "
+                          "it fixed")
+    example = ",".join(str(d) if _is_fixed(d) else str(batch) if i == 0 else str(d or "?")
+                       for i, d in enumerate(first[1]))
+    return BadRequest(f"{what}: give its whole shape with the sizes you mean as input_shape (hwl measure "
+                      f"--input-shape {example})")
+
+
+def _is_fixed(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def _sizes_from_request(name: str, dims: tuple, batch: int, input_shape: tuple) -> dict:
+    """The sizes the request's ``input_shape`` gives the first input's free dimensions, by symbol."""
+    if len(dims) != len(input_shape):
+        raise BadRequest(f"input_shape {list(input_shape)} has {len(input_shape)} dimensions, the model's input "
+                         f"{name!r} {len(dims)}: {list(dims)}")
+    if dims and not _is_fixed(dims[0]) and input_shape[0] != batch:
+        raise BadRequest(f"input_shape {list(input_shape)} says batch {input_shape[0]}, the request batch {batch}: "
+                         f"ask for batch {input_shape[0]} too")
+    # a free dimension without a name has no size anywhere else; None is no symbol
+    return {dim: size for dim, size in zip(dims, input_shape) if dim is not None and not _is_fixed(dim)}
+
+
 def random_input(shape, dtype: str, seed: int) -> np.ndarray:
     """Fixed-seed random tensor (rule 15): normal floats; integers and booleans 0 or 1.
 

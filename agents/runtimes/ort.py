@@ -15,7 +15,8 @@ import onnxruntime as ort
 
 from agents.errors import BadRequest, RuntimeUnavailable
 from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option,
-                                  external_data_failure, looks_like_oom, random_input, without_side_files)
+                                  external_data_failure, input_shapes, looks_like_oom, random_input,
+                                  without_side_files)
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -50,23 +51,15 @@ def session_options(threads: int, options: dict) -> ort.SessionOptions:
 
 
 def input_feeds(sess, request) -> dict[str, np.ndarray]:
-    """Fixed-seed inputs; free dimensions become the batch (first) or the request's shape."""
-    feeds = {}
-    for i, inp in enumerate(sess.get_inputs()):
+    """Fixed-seed inputs, shaped by :func:`agents.runtimes.base.input_shapes`."""
+    inputs = sess.get_inputs()
+    for inp in inputs:
         if inp.type not in ONNX_TYPES:
             raise UnsupportedOp(f"input {inp.name!r} has type {inp.type}, which the agent cannot feed")
-        if i == 0 and request.input_shape:
-            shape = tuple(request.input_shape)
-        elif i == 0 and isinstance(inp.shape[0], int) and inp.shape[0] > 0 and inp.shape[0] != request.batch:
-            # the model's batch is fixed: timing it under another batch size labelled the record with a batch
-            # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
-            raise BadRequest(f"the model's input {inp.name!r} has batch size {inp.shape[0]}, not the request's "
-                             f"{request.batch}: ask for batch {inp.shape[0]}, or export the model at batch size "
-                             f"{request.batch}")
-        else:
-            shape = tuple(d if isinstance(d, int) and d > 0 else request.batch for d in inp.shape)
-        feeds[inp.name] = random_input(shape, ONNX_TYPES[inp.type], request.seed + i)
-    return feeds
+    # onnxruntime gives a free dimension as its symbol's name, or None
+    shapes = input_shapes([(inp.name, tuple(inp.shape)) for inp in inputs], request.batch, tuple(request.input_shape))
+    return {inp.name: random_input(shape, ONNX_TYPES[inp.type], request.seed + i)
+            for i, (inp, shape) in enumerate(zip(inputs, shapes))}
 
 
 def _classify_load(exc: Exception) -> Exception:

@@ -45,7 +45,7 @@ from tvm import relax
 
 from agents.errors import BadRequest
 from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, external_data_failure,
-                                  random_input, without_side_files)
+                                  input_shapes, random_input, without_side_files)
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -85,19 +85,16 @@ def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, sc
 
 
 def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[str, tuple, str]]:
-    """(name, shape, numpy dtype) of the graph inputs that are not initializers."""
+    """(name, shape, numpy dtype) of the graph inputs that are not initializers (shapes: see base.input_shapes)."""
     import onnx
 
     inits = {i.name for i in onnx_model.graph.initializer}
-    out = []
-    for i, inp in enumerate(x for x in onnx_model.graph.input if x.name not in inits):
-        t = inp.type.tensor_type
-        dims = tuple(d.dim_value if d.dim_value > 0 else batch for d in t.shape.dim)
-        if i == 0 and input_shape:
-            dims = tuple(input_shape)
-        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
-        out.append((inp.name, dims, dtype))
-    return out
+    graph_inputs = [x for x in onnx_model.graph.input if x.name not in inits]
+    free_or_fixed = [(x.name, tuple(d.dim_value or d.dim_param or None for d in x.type.tensor_type.shape.dim))
+                     for x in graph_inputs]
+    shapes = input_shapes(free_or_fixed, batch, input_shape)
+    return [(x.name, shape, str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)))
+            for x, shape in zip(graph_inputs, shapes)]
 
 
 def _dlight_pipeline(target: tvm.target.Target):
@@ -399,12 +396,11 @@ def _model_inputs(request, model) -> tuple:
     import onnx
     try:
         proto = onnx.load_from_string(model.data)
-        inputs = onnx_inputs(proto, request.batch, tuple(request.input_shape))
     except Exception as exc:
         raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
     if _uses_external_data(proto.graph) or any(map(_uses_external_data, proto.functions)):
         raise external_data_failure()
-    return proto, inputs
+    return proto, onnx_inputs(proto, request.batch, tuple(request.input_shape))
 
 
 def prepare(request, model, cache_dir=None) -> Prepared:
