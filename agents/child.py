@@ -340,7 +340,7 @@ def _measure(job: dict, report) -> dict:
         left_running += kill_descendants(os.getpid())  # a runtime's server, say: off the device's cores
     arch = request.labels.get("arch") or _arch_label(request)
     spec = MeasurementSpec(arch=str(arch), model_sha256=request.sha256, input_shape=tuple(prepared.input_shape),
-                           batch=request.batch, dtype=request.dtype, runtime=request.runtime_name,
+                           batch=request.batch, dtype=prepared.dtype or request.dtype, runtime=request.runtime_name,
                            runtime_version=prepared.runtime_version, provider=prepared.provider,
                            build_hash=prepared.build_hash, threads=request.threads,
                            cores=tuple(request.cores), profile=policy.name)

@@ -33,8 +33,10 @@ Requests (host -> agent) and their replies (agent -> host):
     checked before anything runs (a mismatch is refused with ``error`` kind ``HashMismatch``).
     ``arch``: for torch without a file, ``{"space": "nb201"|"fbnet", "key": ..., "dataset":
     "cifar10"|...}`` or ``{"factory": "module:function"}`` returning an ``nn.Module``.
-    ``input_shape``: full input shape including batch, or empty to take it from the model (free
-    dimensions become ``batch``). ``batch`` (default 1), ``dtype`` (default "float32"),
+    ``input_shape``: full input shape including batch, or empty to take it from the model (a free
+    leading dimension becomes ``batch``; another free one takes the size its name has in ``input_shape``,
+    else the request is refused). ``batch`` (default 1), ``dtype`` (default "float32"; the record of an ONNX
+    model carries the model's own floating-point type),
     ``threads`` (default 1), ``cores`` (CPU ids the measuring process is pinned to; empty: no
     pinning), ``profile`` ("quick" or "standard"), ``policy`` (dict overriding TimingPolicy
     fields, e.g. ``{"repeats": 3}``), ``options`` (runtime options, see ``agents.runtimes``),

@@ -208,6 +208,22 @@ def test_input_shape_sizes_a_dimension_in_every_input_that_shares_it(tmp_path, r
     assert res.outcome == "load_error" and "the model's input 'y' has a free dimension len (axis 1), which only this " \
         "input has, so no input_shape can size it: export the model with it fixed" in res.message, res.message
 
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_the_record_of_an_fp16_model_says_float16(tmp_path, runtime):
+    """The record's dtype (part of its key, rule 1) was the request's default, float32, for any model."""
+    import onnx
+    from onnx import TensorProto, helper
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT16, [1, 8]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "half", io[:1], io[1:]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "half.onnx"
+    onnx.save(model, path)
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.dtype == "float16"
+
 @pytest.mark.slow
 def test_torch_eager_measures_an_nb201_architecture_key():
     res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))

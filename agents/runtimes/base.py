@@ -52,6 +52,8 @@ class Prepared:
     input_shape : tuple of int
         Shape of the (first) input actually fed.
     on_gpu : bool
+    dtype : str
+        The model's floating-point type (see :func:`float_type`); "" for the request's.
     metadata : dict
         Runtime settings worth keeping (threads, spinning, opt level, compile_ms...).
     first : callable, optional
@@ -69,6 +71,7 @@ class Prepared:
     build_hash: str = ""
     input_shape: tuple = ()
     on_gpu: bool = False
+    dtype: str = ""
     metadata: dict = field(default_factory=dict)
     timing: Callable | None = None
     first: Callable[[], int] | None = None
@@ -171,6 +174,12 @@ def _sizes_from_request(name: str, dims: tuple, batch: int, input_shape: tuple) 
                          f"ask for batch {input_shape[0]} too")
     # a free dimension without a name has no size anywhere else; None is no symbol
     return {dim: size for dim, size in zip(dims, input_shape) if dim is not None and not _is_fixed(dim)}
+
+
+def float_type(dtypes) -> str:
+    """A model's floating-point type for its record: its first floating-point input's, else output's (numpy names,
+    inputs first); "" when it has none. An fp16 model was recorded as the request's default float32."""
+    return next((d for d in dtypes if d and np.dtype(d).kind == "f"), "")
 
 
 def random_input(shape, dtype: str, seed: int) -> np.ndarray:

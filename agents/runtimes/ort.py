@@ -15,8 +15,8 @@ import onnxruntime as ort
 
 from agents.errors import BadRequest, RuntimeUnavailable
 from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option,
-                                  external_data_failure, input_shapes, looks_like_oom, random_input,
-                                  without_side_files)
+                                  external_data_failure, float_type, input_shapes, looks_like_oom,
+                                  random_input, without_side_files)
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -128,5 +128,6 @@ def prepare(request, model, cache_dir=None) -> Prepared:
                 sess.run_with_iobinding(binding)
             binding.synchronize_outputs()
             return time.perf_counter_ns() - t0
-    return Prepared(block=block, runtime_version=ort.__version__, provider=provider,
-                    input_shape=tuple(shape), on_gpu=provider_key == "cuda", metadata=meta)
+    dtype = float_type(ONNX_TYPES.get(x.type) for x in (*sess.get_inputs(), *sess.get_outputs()))
+    return Prepared(block=block, runtime_version=ort.__version__, provider=provider, input_shape=tuple(shape),
+                    on_gpu=provider_key == "cuda", dtype=dtype, metadata=meta)

@@ -45,7 +45,7 @@ from tvm import relax
 
 from agents.errors import BadRequest
 from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, external_data_failure,
-                                  input_shapes, random_input, without_side_files)
+                                  float_type, input_shapes, random_input, without_side_files)
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -390,6 +390,11 @@ def _uses_external_data(graph) -> bool:
     return False
 
 
+def _output_dtypes(proto) -> list[str]:
+    import onnx
+    return [str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)) for x in proto.graph.output]
+
+
 def _model_inputs(request, model) -> tuple:
     """The checked model's bytes parsed (the file is never opened again), and its inputs. A model whose tensors lie
     in files beside it is refused: ONNX would read them from the working directory, and no hash covers them."""
@@ -427,6 +432,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     meta = {"target": str(target), "opt_level": opt_level, "tuned": bool(options.get("tuned", False)),
             "schedule": schedule, "tvm_num_threads": os.environ.get("TVM_NUM_THREADS"), "compile_ms": None,
             "library_cached": False}
+    proto = None  # a prebuilt library comes without its model: its input is the request's
     if options.get("library"):
         if not request.input_shape:
             raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
@@ -436,7 +442,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     elif model is None:
         raise BadRequest("tvm compiles an ONNX file ('model' or 'sha256'), or loads options.library")
     elif options.get("library_dir"):
-        _, inputs = _model_inputs(request, model)
+        proto, inputs = _model_inputs(request, model)
         data, lib_path = _library_in_dir(Path(options["library_dir"]), request.sha256)
         bhash = hashlib.sha256(data).hexdigest()
     else:
@@ -480,7 +486,8 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         dev.sync()
         return time.perf_counter_ns() - t0
 
-    return Prepared(block=block, first=first, runtime_version=tvm.__version__, provider=f"relax-vm-{dev}",
+    dtype = float_type([d for _, _, d in inputs] + _output_dtypes(proto)) if proto is not None else ""
+    return Prepared(block=block, first=first, runtime_version=tvm.__version__, provider=f"relax-vm-{dev}", dtype=dtype,
                     build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta)
 
 
