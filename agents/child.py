@@ -410,6 +410,8 @@ def main() -> int:
         proto.write(json.dumps({"event": "phase", "phase": phase}) + "\n")
 
     result = _measure(job, report)
+    # one line, as every error the agent says: a runtime's message may hold several (TVM prints IR into its errors)
+    result["message"] = " ".join(result.get("message", "").split())
     left = kill_descendants(os.getpid())  # what a load that failed left (a timed model's are in its record)
     if left:
         result["message"] = _with_leftovers(result.get("message", ""), left, "started while loading")

@@ -224,6 +224,41 @@ def test_the_record_of_an_fp16_model_says_float16(tmp_path, runtime):
     assert res.outcome in TIMED, res.message
     assert res.record().spec.dtype == "float16"
 
+
+def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17) -> Path:
+    import onnx
+    from onnx import helper
+    graph = helper.make_graph([node], path.stem, inputs, [output], initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def test_tvm_refuses_an_opset_newer_than_it_knows_in_one_line(tmp_path):
+    """TVM's importer converts each operator by its newest rule at or below the model's opset: a Relu stamped
+    opset 99 was measured (onnxruntime refuses it)."""
+    from onnx import TensorProto, helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "xy")
+    path = onnx_of(tmp_path / "future.onnx", helper.make_node("Relu", ["x"], ["y"]), [x], y, opset=99)
+    res = measure(runtime="tvm", model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert (res.outcome, res.measurement) == ("load_error", None), res.message
+    assert res.message.startswith("the model's ONNX opset 99 is newer than ") and "export it at opset" in res.message
+
+
+@pytest.mark.parametrize("runtime, outcome", [("ort", "load_error"), ("tvm", "compile_error")])
+def test_a_model_that_does_not_fit_together_fails_in_one_line(tmp_path, runtime, outcome):
+    """MatMul of [1, 8] by [5, 4]: TVM's importer said so over two lines (it prints IR into its errors)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in (("x", [1, 8]), ("y", [1, 4])))
+    path = onnx_of(tmp_path / "mismatch.onnx", helper.make_node("MatMul", ["x", "w"], ["y"]), [x], y,
+                   [numpy_helper.from_array(np.ones((5, 4), np.float32), "w")])
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert (res.outcome, res.measurement) == (outcome, None), res.message
+    assert "MatMul" in res.message or "Matmul" in res.message
+    assert "\n" not in res.message
+
 @pytest.mark.slow
 def test_torch_eager_measures_an_nb201_architecture_key():
     res = measure(runtime="torch", arch={"space": "nb201", "key": 1234}, cores=(0,))

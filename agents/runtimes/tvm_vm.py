@@ -146,6 +146,18 @@ def _sampled_schedule_pipeline(target: tvm.target.Target, seed: int = 1):
     return pipeline
 
 
+def _refuse_newer_opset(model) -> None:
+    """TVM's importer converts each operator by its newest rule at or below the model's opset, so a model of an
+    opset newer than any the onnx package here knows was built as if its operators meant what they used to (a Relu
+    at opset 99 was measured; onnxruntime refuses it)."""
+    import onnx
+    newest = onnx.defs.onnx_opset_version()
+    used = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if used > newest:
+        raise LoadFailure(f"the model's ONNX opset {used} is newer than {newest}, the newest the onnx package beside "
+                          f"TVM here knows: export it at opset {newest} or lower, or update onnx and apache-tvm")
+
+
 def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
                  tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none"):
     """Import and compile an ONNX model (a file's path, or an ``onnx.ModelProto``); returns (executable, inputs).
@@ -169,6 +181,7 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
         onnx.checker.check_model(model)
     except Exception as exc:
         raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    _refuse_newer_opset(model)
     inputs = onnx_inputs(model, batch, input_shape)
     try:
         mod = relax_onnx.from_onnx(model, shape_dict={n: s for n, s, _ in inputs})
