@@ -225,12 +225,12 @@ def test_the_record_of_an_fp16_model_says_float16(tmp_path, runtime):
     assert res.record().spec.dtype == "float16"
 
 
-def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17) -> Path:
+def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17, ir_version: int = 10) -> Path:
     import onnx
     from onnx import helper
     graph = helper.make_graph([node], path.stem, inputs, [output], initializer=list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
+    model.ir_version = ir_version
     onnx.save(model, path)
     return path
 
@@ -245,6 +245,21 @@ def test_tvm_refuses_an_opset_newer_than_it_knows_in_one_line(tmp_path):
     assert (res.outcome, res.measurement) == ("load_error", None), res.message
     assert res.message.startswith("the model's ONNX opset 99 is newer than ") and "export it at opset" in res.message
 
+
+
+@pytest.mark.parametrize("opset, ir_version, said", [
+    (99, 10, "Opset 99 is under development"), (17, 99, "Unsupported model IR version: 99, max supported IR version"),
+])
+def test_onnxruntime_says_why_without_its_cpp_source_location(tmp_path, opset, ir_version, said):
+    """onnxruntime put its C++ file, line and function signature (half the line) before the reason:
+    "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, ...) Unsupported ..." """
+    from onnx import TensorProto, helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "xy")
+    path = onnx_of(tmp_path / "future.onnx", helper.make_node("Relu", ["x"], ["y"]), [x], y, opset=opset,
+                   ir_version=ir_version)
+    res = measure(runtime="ort", model=str(path), sha256=sha256_of(path))
+    assert res.outcome == "load_error" and said in res.message, res.message
+    assert "onnxruntime::" not in res.message and "onnxruntime_src" not in res.message, res.message
 
 @pytest.mark.parametrize("runtime, outcome", [("ort", "load_error"), ("tvm", "compile_error")])
 def test_a_model_that_does_not_fit_together_fails_in_one_line(tmp_path, runtime, outcome):

@@ -8,6 +8,7 @@ copies included, rule 14). Intra-op threads = the request's ``threads`` (rule 5)
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -30,6 +31,10 @@ ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads", "scope"}
 SCOPES = ("compute", "end_to_end")
+# What onnxruntime puts before the reason in a message: "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(
+# onnx::ModelProto&&, ...) Unsupported model IR version: 99"
+SOURCE_LOCATION = re.compile(r"(?:/\S+/)?\w+\.(?:h|cc|cpp):\d+ ")
+CPP_FUNCTION = re.compile(r"(?:[\w:<>*&]+ )*[\w<>~:]*::[\w<>~]+\(")
 # Where onnxruntime >= 1.21 looks for the external data of a model given as bytes (older ones: the working directory)
 EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 
@@ -62,8 +67,25 @@ def input_feeds(sess, request) -> dict[str, np.ndarray]:
             for i, (inp, shape) in enumerate(zip(inputs, shapes))}
 
 
-def _classify_load(exc: Exception) -> Exception:
+def reason(exc: Exception) -> str:
+    """onnxruntime's message without the C++ file, line and function signature it puts before the reason."""
     text = str(exc)
+    location = SOURCE_LOCATION.search(text)
+    if location is None:
+        return text
+    rest = text[location.end():]
+    signature = CPP_FUNCTION.match(rest)
+    if signature is None:
+        return text[:location.start()] + rest
+    depth, end = 1, signature.end()
+    while end < len(rest) and depth:  # to the parenthesis that closes the argument list
+        depth += {"(": 1, ")": -1}.get(rest[end], 0)
+        end += 1
+    return text[:location.start()] + rest[end:].removeprefix(" const").lstrip()
+
+
+def _classify_load(exc: Exception) -> Exception:
+    text = reason(exc)
     if "external data" in text.lower() or "filesystem error" in text:  # 1.21 and later; before
         return external_data_failure()
     if looks_like_oom(exc):
