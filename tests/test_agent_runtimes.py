@@ -181,8 +181,13 @@ def symbolic_onnx(path: Path, dims: list, second: list | None = None) -> Path:
     (["N", 3, "H", "W"], {"batch": 2}, "input_shape (hwl measure --input-shape 2,3,H,W)"),
     # the record said batch 1, the model ran at 4
     (["N", 64], {"input_shape": (4, 64)}, "input_shape [4, 64] says batch 4, the request batch 1: ask for batch 4 too"),
-    # TVM ran a batch-1 model under a record of batch 8 (onnxruntime refused it already)
+    # TVM ran a batch-1 model under a record of batch 8 (onnxruntime refused it already), also with input_shape
     ([1, 64], {"batch": 8}, "the model's input 'x' has batch size 1, not the request's 8"),
+    ([1, 64], {"batch": 8, "input_shape": (1, 64)}, "the model's input 'x' has batch size 1, not the request's 8"),
+    # TVM built and timed the model at a size its file fixes otherwise; onnxruntime failed at its first inference
+    ([1, 64], {"input_shape": (1, 128)}, "input_shape [1, 128] gives axis 1 size 128, but the model's input 'x' "
+                                         "fixes it at 64: [1, 64]"),
+    ([1, 64], {"input_shape": (1, 2, 32)}, "input_shape [1, 2, 32] has 3 dimensions, the model's input 'x' 2"),
 ])
 def test_an_input_shape_the_request_does_not_give_is_refused_in_one_line(tmp_path, runtime, dims, request_fields,
                                                                          said):
@@ -192,6 +197,21 @@ def test_an_input_shape_the_request_does_not_give_is_refused_in_one_line(tmp_pat
     assert (res.outcome, res.measurement) == ("load_error", None), res.message
     assert said in res.message and "\n" not in res.message
 
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_a_model_without_inputs_is_timed_and_an_input_shape_for_it_refused(tmp_path, runtime):
+    """A model of constants only runs; an input_shape given for it was ignored without a word."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    const = helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.ones((2, 2), np.float32)))
+    path = onnx_of(tmp_path / "const.onnx", const, [], helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2]))
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED and res.record().spec.input_shape == (), res.message
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), input_shape=(1, 8),
+                  _cache=tmp_path / "cache")
+    assert res.outcome == "load_error" and "input_shape [1, 8] is for the model's first input, and it has none" \
+        in res.message, res.message
 
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])
 def test_input_shape_sizes_a_dimension_in_every_input_that_shares_it(tmp_path, runtime):

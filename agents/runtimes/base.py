@@ -124,14 +124,14 @@ def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
     other free dimension is refused: it ran at the batch size (a ``[N, seq]`` model at seq 1, an image model at
     1x1 pixels) under a record like any other.
     """
-    sizes = {}
-    if inputs and input_shape:
-        sizes = _sizes_from_request(*inputs[0], batch, tuple(input_shape))
-    elif inputs and inputs[0][1] and _is_fixed(inputs[0][1][0]) and inputs[0][1][0] != batch:
+    if input_shape and not inputs:
+        raise BadRequest(f"input_shape {list(input_shape)} is for the model's first input, and it has none")
+    if inputs and inputs[0][1] and _is_fixed(inputs[0][1][0]) and inputs[0][1][0] != batch:
         # the model's batch is fixed: timing it under another batch size labelled the record with a batch
         # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
         raise BadRequest(f"the model's input {inputs[0][0]!r} has batch size {inputs[0][1][0]}, not the request's "
                          f"{batch}: ask for batch {inputs[0][1][0]}, or export the model at batch size {batch}")
+    sizes = _sizes_from_request(*inputs[0], batch, tuple(input_shape)) if input_shape else {}
     shapes = [tuple(input_shape)] if input_shape else []
     for name, dims in inputs[len(shapes):]:
         shape = []
@@ -169,6 +169,10 @@ def _sizes_from_request(name: str, dims: tuple, batch: int, input_shape: tuple) 
     if len(dims) != len(input_shape):
         raise BadRequest(f"input_shape {list(input_shape)} has {len(input_shape)} dimensions, the model's input "
                          f"{name!r} {len(dims)}: {list(dims)}")
+    for axis, (dim, size) in enumerate(zip(dims, input_shape)):
+        if _is_fixed(dim) and dim != size:  # onnxruntime failed at its first inference; TVM timed the size asked for
+            raise BadRequest(f"input_shape {list(input_shape)} gives axis {axis} size {size}, but the model's input "
+                             f"{name!r} fixes it at {dim}: {list(dims)}")
     if dims and not _is_fixed(dims[0]) and input_shape[0] != batch:
         raise BadRequest(f"input_shape {list(input_shape)} says batch {input_shape[0]}, the request batch {batch}: "
                          f"ask for batch {input_shape[0]} too")
