@@ -43,6 +43,23 @@ def test_measure_table_says_what_else_ran_on_the_cores(onnx_path, capsys):
     assert rc == 0 and "others on the cores (worst window)" in out and "% (steal " in out
 
 
+def test_measure_table_says_the_shape_that_ran_and_a_free_dimension_needs_one(tmp_path, capsys):
+    """A model of your own with ids [N, seq]: without --input-shape it ran at seq 1 and the table did not say so."""
+    import onnx
+    from onnx import TensorProto, helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", "seq"]) for n in "xy")
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "seq", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "seq.onnx")
+    assert main(["measure", str(tmp_path / "seq.onnx"), "--profile", "quick", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "free dimension seq (axis 1)" in err and "--input-shape 1,seq" in err and err.count("\n") == 1
+    assert main(["measure", str(tmp_path / "seq.onnx"), "--input-shape", "2,32", "--batch", "2", "--profile", "quick",
+                 *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "input (first), batch, dtype" in out and "[2, 32], 2, float32" in out
+
 def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")

@@ -218,6 +218,7 @@ def _print_table(result) -> None:
             ("mean +- std", f"{st['mean_ms']:.4f} +- {st['std_ms']:.4f} ms"),
             ("IQR / median", f"{st['iqr_over_median']:.1%}"), ("repeat drift", f"{st['drift']:.1%}"),
             ("samples x block", f"{st['n_samples']} x {m.block_size}"),
+            ("input (first), batch, dtype", f"{list(m.spec.input_shape)}, {m.spec.batch}, {m.spec.dtype}"),
             ("init / first", f"{m.init_ms if m.init_ms is not None else float('nan'):.1f} / "
                              f"{m.first_ms if m.first_ms is not None else float('nan'):.3f} ms"),
             ("others on the cores (worst window)", _core_load(m)),
