@@ -90,7 +90,8 @@ def without_side_files():
     """A new empty folder (yielded) as the working directory while a runtime loads a model from bytes: the
     runtime looks for the model's external data there (onnxruntime before 1.21 and ONNX look in the working
     directory), and no hash covers a file it would find beside the agent."""
-    home = os.open(".", os.O_RDONLY)  # fchdir back works even if that folder was renamed meanwhile
+    # fchdir back works even if that folder was renamed meanwhile; O_PATH (Linux) needs no read permission on it
+    home = os.open(".", getattr(os, "O_PATH", os.O_RDONLY))
     try:
         with tempfile.TemporaryDirectory(prefix="hwl-no-side-files-") as empty:
             os.chdir(empty)
