@@ -30,7 +30,7 @@ from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBay
                                           PhysOpsBayes, PossumBayes, ResponseMixBayes, ShapeVecBayes, StageGroupBayes,
                                           StagePhysBayes, with_conv_design, with_design_prior, with_lat_ridge,
                                           with_learned_design, with_mixed_blocks, with_prior_groups, with_sharp_design,
-                                          with_single_device, with_trim)
+                                          with_rounding_noise, with_single_device, with_trim)
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -107,6 +107,9 @@ VARIANTS: dict[str, dict] = {
     "additive_nb201": {"cls": NB201AdditiveLatBayes, "additive_lat": True},
     "lat_ridge0.01": {"cls": with_lat_ridge(1e-2)},
     "lat_res": {"cls": LatResidualBayes},
+    "rounding": {"cls": with_rounding_noise()},  # whole-ms timings: + 1/12 ms^2 of rounding noise
+    "rounding2": {"cls": with_rounding_noise(2)},
+    "tick_floor": {"cls": with_rounding_noise(variance=1.0)},  # ... or a whole 1 ms^2 whatever the latency
 }
 
 

@@ -133,6 +133,21 @@ log-latency before the ms-model entry.
   points r add at most 0.001 on every device (raspi4 0.980, gold_6226 0.955 -> 0.956). The costs
   summed per op type (54 columns) add less than the 9 op counts do (gold_6226 0.963 against 0.971,
   2080ti_32 0.969 against 0.975), and the counts inside ``phys`` (``physops``, above) did not help.
+- ``with_rounding_noise`` (``loto.py`` variants ``rounding``, ``rounding2``, ``tick_floor``; issue 8's FBNet gap on
+  the whole-ms phones): a whole-ms reading is the latency rounded, so each sample's noise also holds 1/12 ms^2 whatever
+  its latency, on top of the relative noise (at the grid's most probable noise level; 1 or 2 refits), or a whole 1
+  ms^2 (``tick_floor``). Float timings are untouched. Not kept: neutral. LOTO (3 trials, k = 5 / 10 / 20), mean over
+  the whole-ms held devices (12: samsung_s7, samsung_a50, essential_ph_1, pixel2 in N0, F0-F4) 0.7349 / 0.7936 /
+  0.8041 -> 0.7358 / 0.7935 / 0.8041 (``rounding2`` the same), the 31 float held devices unchanged to 4 decimals;
+  F0-F4 task mean 0.8707 / 0.8989 / 0.9076 -> 0.8710 / 0.8988 / 0.9076. LOFO (``--family``) whole-ms 0.7397 /
+  0.7935 / 0.7987 -> 0.7399 / 0.7936 / 0.7987. ``tick_floor`` (F0, F3, F4, N0) whole-ms 0.7387 / 0.8108 / 0.8222
+  -> 0.7406 / 0.8109 / 0.8221 (F0 samsung_s7 at k = 5 +0.012, F3 samsung_s7 at k = 20 -0.003). Why it cannot
+  matter: at k = 10 / 20 the fit gives the held phones' smallest sample a noise of 2-38 ms^2 (F3, F0 seed 0), so
+  1/12 ms^2 moves a precision by a few percent; only at k = 5 does the evidence sometimes pick a noise below the
+  rounding (pixel2 in F3: 0.027 ms^2), where ``tick_floor`` gains a little. And the truth barely suffers from it:
+  FBNet float tables (raspi4, fpga, pixel3, gold_6240, silver_4114) scaled to a phone's mean (33-54 ms) and rounded
+  to whole ms still rank at 0.996-0.9997 against themselves (their fastest fifth, 14-30 ms, at 0.985-0.993), while
+  the phones sit 0.02-0.05 below the ceilings: their noise is the device's, not the timer's.
 
 Onboarding picks after the design start (issue 8, at most 10 measurements; not model variants:
 ``bench_onboard`` strategies, and ``rank_acquisition.py`` for the ranking acquisition). Why F5
@@ -258,6 +273,7 @@ from predictors import recommended
 from predictors.base import union_keys
 from predictors.baselines.features import GroupScaler, op_features, raw_group
 from predictors.onboard.design import design_matrix
+from predictors.onboard.estimate import is_whole_ms
 from predictors.phys_features import phys_features
 from predictors.recommended import PhysBayes
 from spaces import cost, fbnet, nb201
@@ -799,3 +815,32 @@ class LatResidualBayes(FBNetGroupBayes):
         if self.response != "ms":
             raise ValueError("LatResidualBayes needs the ms model")
         return np.nan_to_num(table - self._lat(keys))  # unknown latency: no departure
+
+
+# A whole-ms reading m is the latency rounded to the millisecond: uniform on [m - 0.5, m + 0.5].
+TIMER_ROUNDING_VARIANCE = 1.0 / 12.0  # ms^2
+
+
+def with_rounding_noise(rounds: int = 1, variance: float = TIMER_ROUNDING_VARIANCE):
+    """phys_bayes whose sample noise on whole-ms timings also holds the timer's rounding, a ``variance`` (ms^2) the
+    same at any latency, on top of the relative noise: at the grid's most probable noise level ``s`` (the model's
+    standardised units) sample i's variance ``s / w_i`` (``w = noise_weights``) becomes ``s / w_i + variance /
+    y_std^2``. The grid is fitted again with those precisions ``rounds`` times (exact at that level; the others
+    follow it)."""
+
+    class RoundingNoiseBayes(PhysBayes):
+        def fit_grid(self, features, latency_ms):
+            grid = super().fit_grid(features, latency_ms)
+            relative = self.noise_weights(latency_ms)  # 1 / the relative noise's variance shape
+            if grid is None or relative is None or not is_whole_ms(latency_ms):
+                return grid
+            for _ in range(rounds):
+                level = grid.noise[np.argmax(grid.prob)]
+                rounding = variance / grid.y_std ** 2 / level  # in units of that noise level
+                precision = 1.0 / (1.0 / relative + rounding)
+                grid = recommended.grid_weights(features, self.to_response(latency_ms), weight_grid=self.weight_grid,
+                                                noise_grid=self.noise_grid, robust_iters=self.robust_iters, nu=self.nu,
+                                                shapes=self.prior_shapes(), base_weights=precision)
+            return grid
+
+    return RoundingNoiseBayes
