@@ -17,6 +17,7 @@ import pandas as pd
 from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
+from harness.latency_columns import named_as_no_latency
 from harness.store import drift_flagged, drop_superseded_drift
 from harness.text import count
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key", "arch", "arch_id")
 # How pandas reads a column whose header cell is empty: the row numbers `DataFrame.to_csv` writes without index=False.
 _NO_HEADER = re.compile(r"Unnamed: \d+")
+# A count this large is no latency in ms (over 16 minutes per inference) but FLOPs, params or a time in ns.
+_COUNT_FLOOR = 1e6
 
 
 def is_parquet_export(frame: pd.DataFrame) -> bool:
@@ -127,10 +130,20 @@ def wide_cells(frame: pd.DataFrame, source: str, error=UserError) -> pd.DataFram
         log.warning("%s: %s without a header (%s) names no device: read as a row index (pandas' to_csv writes one "
                     "unless index=False), not as latencies", source, count(len(unnamed), "column", "columns"),
                     ", ".join(map(repr, unnamed)))
+    _refuse_non_latency_columns(devices, source, error)
     for device in devices:
         _check_latency_column(frame[device], device, source, error)
     long = frame.melt(id_vars=archs, value_vars=devices, var_name="device", value_name="latency_ms")
     return long[~_blank(long["latency_ms"])].reset_index(drop=True)  # an empty cell: no latency for the arch
+
+
+def _refuse_non_latency_columns(devices: list, source: str, error) -> None:
+    named = named_as_no_latency(devices)
+    if named:
+        raise error(f"{source}: {count(len(named), 'column', 'columns')} of a wide table would be read as devices' "
+                    f"latencies, but {'its name says' if len(named) == 1 else 'their names say'} otherwise: "
+                    f"{', '.join(named)}; drop {'it' if len(named) == 1 else 'them'} from the file, or give a long "
+                    "table (device and latency_ms columns)")
 
 
 def _has_no_header(column) -> bool:
@@ -154,6 +167,14 @@ def _check_latency_column(cells: pd.Series, device, source: str, error) -> None:
         raise error(f"{source}: column {device!r} is read as a device's latencies (a wide table: one column per "
                     f"device), but {what} (first at data row {row + 1}: {value!r}); remove a column that holds no "
                     "latencies")
+    if np.isfinite(latency[~blank]).all() and _whole_numbers_past_any_latency(latency[~blank]):
+        raise error(f"{source}: column {device!r} is read as a device's latencies (a wide table: one column per "
+                    f"device), but it holds whole numbers up to {latency[~blank].max():,.0f}, no latencies in ms (a "
+                    "count such as FLOPs or params, or a time in ns); drop it from the file, or give latencies in ms")
+
+
+def _whole_numbers_past_any_latency(values: np.ndarray) -> bool:
+    return values.size > 0 and bool((values == np.round(values)).all()) and values.max() >= _COUNT_FLOOR
 
 
 __all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide",

@@ -509,3 +509,23 @@ def test_a_table_of_ones_own_with_two_thread_counts_of_a_device_is_not_imported(
                                             "threads = 1; 1 with threads = 2; their median would mix them, so keep "
                                             "one setting's rows, or give each setting its own device name\n")
     assert not db.exists()
+
+
+def test_a_wide_tables_flops_and_accuracy_columns_are_refused_and_the_store_keeps_its_rows(tmp_path, capsys):
+    """`hwl data import --wide` of a lab's table with flops and val_acc columns stored 'flops' and 'val_acc' as two
+    devices' latencies. It is refused in one line naming them; the store keeps what it held and gains nothing."""
+    db = str(tmp_path / "lab.db")
+    (tmp_path / "first.csv").write_text("arch_index,nano\n7,0.5\n")
+    assert hwl_main(["data", "import", str(tmp_path / "first.csv"), "--wide", "--store", db]) == 0
+    lab = tmp_path / "lab_help.csv"
+    pd.DataFrame({"arch_index": [4, 2], "pi": [2.5, 1.5], "flops": [8.1e7, 4.4e7], "val_acc": [0.91, 0.88]}).to_csv(
+        lab, index=False)
+    capsys.readouterr()
+    assert hwl_main(["data", "import", str(lab), "--wide", "--store", db]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("lab_help.csv: 2 columns of a wide table would be read as devices' latencies, "
+                                     "but their names say otherwise: 'flops' (a count or size), 'val_acc' (an "
+                                     "accuracy, a loss or a train/test figure); drop them from the file") in err, err
+    with Store(db) as s:
+        table = s.latency_table("nb201")
+    assert list(zip(table["device"], table["arch"], table["latency_ms"])) == [("nano", 7, 0.5)]

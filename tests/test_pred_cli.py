@@ -515,3 +515,33 @@ def test_the_order_of_test_devices_changes_no_devices_score(tables, tmp_path):
         scores[order] = json.loads(out.read_text())["results"][0]["per_device"]
     assert scores["my_pi,my_nano"] == scores["my_nano,my_pi"]
     assert list(scores["my_pi,my_nano"]) == ["my_nano", "my_pi"]
+
+
+def test_a_wide_tables_non_latency_columns_are_refused_by_every_predictor_command(tables, tmp_path, capsys):
+    """A lab's wide table with a flops column beside its device: `hwl evaluate --test-table` scored 'flops' as a
+    test device and averaged it into the mean rho; `adapt` and `train` read it as a device too. Each command now
+    refuses the file in one line naming the column, and writes nothing."""
+    truth = data.read_table(tables / "new.parquet", "nb201").iloc[:60]
+    flops = (1e7 * truth["latency_ms"]).round() + 1  # ranks with the latency, as FLOPs do
+    pd.DataFrame({"arch_index": truth["arch"], "my_pi": truth["latency_ms"], "flops": flops}).to_csv(
+        tmp_path / "my_pi_wide.csv", index=False)
+    train = pd.read_parquet(tables / "train.parquet").pivot(index="arch_index", columns="device", values="latency_ms")
+    train.assign(params=np.arange(1, len(train) + 1) * 1000).reset_index().to_csv(tmp_path / "train_wide.csv",
+                                                                                  index=False)
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out", str(tmp_path / "ridge.pt")]) == 0
+    runs = {"evaluate": ["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,silver_4114", "--method", "copy",
+                         "--trials", "1", "--samples", "5", "--test-table", str(tmp_path / "my_pi_wide.csv"),
+                         "--json", str(tmp_path / "out.json")],
+            "adapt": ["adapt", str(tmp_path / "ridge.pt"), "--device", "my_pi", "--measurements",
+                      str(tmp_path / "my_pi_wide.csv"), "--out", str(tmp_path / "out.pt")],
+            "train": ["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tmp_path / "train_wide.csv"),
+                      "--out", str(tmp_path / "out.pt")]}
+    for command, argv in runs.items():
+        capsys.readouterr()
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        column = "'params' (a count or size); drop it" if command == "train" else "'flops' (a count or size); drop it"
+        assert err.count("\n") == 1 and "1 column of a wide table would be read as devices' latencies" in err, err
+        assert column in err, err
+        assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.pt").exists()

@@ -256,16 +256,24 @@ def test_a_wide_table_written_with_pandas_row_index_reads_as_without_it(tmp_path
         "(pandas' to_csv writes one unless index=False), not as latencies"]
 
 
-def test_a_wide_tables_bad_cell_is_named_by_its_column_and_the_files_row(tmp_path):
-    """The wide table's cells were checked as a long table, numbered column after column: a 'notes' column's
-    'ok' in the file's row 2 was 'latency_ms ... first at data row 5'. The column and the file's row are named."""
+@pytest.mark.parametrize("csv, says", [
+    # The wide table's cells were checked as a long table, numbered column after column: a 'notes' column's 'ok' in
+    # the file's row 2 was 'latency_ms ... first at data row 5'. The column and the file's row are named.
+    ("arch_index,pi,notes\n1,2.0,\n2,3.0,ok\n3,4.0,fine\n",
+     "column 'notes' is read as a device's latencies (a wide table: one column per device), but 2 values are not "
+     "positive numbers (first at data row 2: 'ok'); remove a column that holds no latencies"),
+    # A FLOPs count under a name of no known quantity ('m') read as a device of latencies of 10^7 ms.
+    ("arch_index,pi,m\n1,2.0,12000000\n2,3.0,\n3,4.0,900000\n",
+     "column 'm' is read as a device's latencies (a wide table: one column per device), but it holds whole numbers "
+     "up to 12,000,000, no latencies in ms (a count such as FLOPs or params, or a time in ns); drop it from the "
+     "file, or give latencies in ms"),
+])
+def test_a_wide_tables_column_of_no_latencies_is_named(tmp_path, csv, says):
     path = tmp_path / "wide.csv"
-    path.write_text("arch_index,pi,notes\n1,2.0,\n2,3.0,ok\n3,4.0,fine\n")
+    path.write_text(csv)
     with pytest.raises(LatencyTableError) as refused:
         data.read_table(path, "nb201")
-    assert str(refused.value) == (
-        f"{path}: column 'notes' is read as a device's latencies (a wide table: one column per device), but 2 values "
-        "are not positive numbers (first at data row 2: 'ok'); remove a column that holds no latencies")
+    assert str(refused.value) == f"{path}: {says}"
 
 
 def test_a_table_of_ones_own_with_two_batch_sizes_of_a_device_is_refused(tmp_path):
@@ -283,3 +291,41 @@ def test_a_table_of_ones_own_with_two_batch_sizes_of_a_device_is_refused(tmp_pat
     one = pd.read_csv(path).query("batch_size == 1").drop(columns="device")
     one.to_csv(path, index=False)  # one setting, a one-device file named by the caller: read as it is
     assert data.read_table(path, "nb201", device="pi")["latency_ms"].tolist() == [1.0, 2.0]
+
+
+def test_a_wide_tables_columns_named_as_no_latency_are_refused_naming_them(tmp_path):
+    """A lab's wide table with flops, an accuracy, a proxy and a batch size beside its device read all four as
+    devices' latencies (positive numbers): `hwl evaluate` scored 'flops' as a test device. They are refused by name."""
+    path = tmp_path / "lab_wide.csv"
+    pd.DataFrame({"arch_index": [1, 2, 3], "pi": [2.0, 3.0, 4.0], "FLOPs": [1.2e7, 3.4e7, 2.2e7],
+                  "test_acc": [91.2, 88.0, 90.1], "synflow": [10.5, 30.1, 25.0], "batch_size": [1, 1, 1]}).to_csv(
+        path, index=False)
+    with pytest.raises(LatencyTableError) as refused:
+        data.read_table(path, "nb201")
+    assert str(refused.value) == (
+        f"{path}: 4 columns of a wide table would be read as devices' latencies, but their names say otherwise: "
+        "'FLOPs' (a count or size), 'test_acc' (an accuracy, a loss or a train/test figure), 'synflow' (a zero-cost "
+        "proxy), 'batch_size' (a setting); drop them from the file, or give a long table (device and latency_ms "
+        "columns)")
+
+
+def test_the_public_wide_tables_read_every_device_column(tmp_path):
+    """The refusal of non-latency columns keeps every device name of the shipped tables (fpga, eyeriss, 1080ti_1,
+    gold_6226, ...): the first rows of both public wide tables read as all their devices."""
+    if not SHARED.exists():
+        pytest.skip("../shared/data not present")
+    for space, name in (("nb201", "nb201_latency_wide.csv.gz"), ("fbnet", "fbnet_latency_wide.csv.gz")):
+        head = pd.read_csv(SHARED / name, nrows=20)
+        head.to_csv(tmp_path / name, index=False)
+        devices = [c for c in head.columns if c not in ("arch_index", "arch_str", "arch_id", "arch_ops")]
+        assert len(devices) == 27
+        table = data.read_table(tmp_path / name, space)
+        assert sorted(set(table["device"])) == sorted(devices) and len(table) == 20 * 27
+
+
+def test_every_proxy_hwl_zcp_computes_is_named_as_no_latency():
+    """harness keeps its own list of the proxy names (it imports no predictors module): it must cover hwl zcp's."""
+    from harness.latency_columns import non_latency_kind
+    from predictors.zcp.names import PROXY_NAMES
+
+    assert [p for p in PROXY_NAMES if non_latency_kind(p) is None] == []
