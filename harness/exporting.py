@@ -9,6 +9,7 @@ holding the accepted label (median of repeat medians) in milliseconds, like
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import CampaignError
+from harness.latency_columns import named_as_no_latency
 from harness.paths import written_whole
 from harness.profiles import profile_from_dict
 from harness.store import Store, code_version, drift_flagged, drop_superseded_drift
 from spaces import nb201
 from spaces.cost import dataset_of
+
+log = logging.getLogger(__name__)
 
 PARQUET_FORMAT_VERSION = "1"
 
@@ -188,9 +192,22 @@ def export_help(store: Store, campaign_id, path, *, devices=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wide = wide_table(store, campaign_id, devices=devices)
+    _warn_of_devices_named_as_no_latency([c for c in wide.columns if c not in ("arch_index", "arch_str", "arch_ops")],
+                                         path)
     with written_whole(path) as target:
         wide.to_csv(target, index=False, compression="gzip" if path.suffix == ".gz" else None)
     return path
+
+
+def _warn_of_devices_named_as_no_latency(devices: list, path: Path) -> None:
+    """A device named like a FLOPs or accuracy column ('npu_acc') is written, for HELP's readers, but hwl's
+    readers of a wide table refuse its column (``harness.latency_columns``): say so, and what reads back."""
+    named = named_as_no_latency(devices)
+    if named:
+        log.warning("%s: %s named like a column that holds no latencies, which hwl's readers of a wide table "
+                    "(data import --wide, the predictor commands) refuse; give them the Parquet export "
+                    "(--out FILE.parquet), which reads back whole", path.name,
+                    f"device {named[0]} is" if len(named) == 1 else f"devices {', '.join(named)} are")
 
 
 def read_parquet_export(path) -> pd.DataFrame:

@@ -2,8 +2,9 @@
 FLOPs, params, an accuracy, a proxy score or a setting beside its devices' latencies, all positive numbers.
 
 Reading them as devices gave a silent wrong number (`hwl evaluate` averaged a FLOPs column's rho into its mean), so
-the wide table's readers refuse them (``harness.export_tables.wide_cells``). The names of the public tables'
-devices (fpga, eyeriss, 1080ti_1, gold_6226, ...) match none.
+the wide table's readers refuse them (``harness.export_tables.wide_cells``) and its writer warns of a device named
+like one (``harness.exporting.export_help``). The names of the public tables' devices (fpga, eyeriss, 1080ti_1,
+gold_6226, ...) match none.
 """
 from __future__ import annotations
 

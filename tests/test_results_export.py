@@ -530,3 +530,25 @@ def test_a_partial_file_of_a_killed_writer_is_removed_and_a_running_one_s_kept(t
         partial.write_text("a,b\n1,2\n")
     assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
     assert not killed.exists() and running.read_text() == "half a table" and elsewhere.read_text() == "half a table"
+
+
+def test_exporting_a_device_named_like_an_accuracy_points_to_the_parquet_export(tmp_path, caplog, capsys):
+    """The wide table's readers refuse a column named like an accuracy or a FLOPs count, so a lab's device named
+    'npu_acc' makes an export that `hwl data import --wide` refuses. The export says so and which file reads back;
+    a device of an ordinary name beside it ('pi4-2t') is not named, and the Parquet export imports both."""
+    with Store(tmp_path / "lab.db") as store:
+        profiles = tuple(str(write_profile(tmp_path, name)) for name in ("npu_acc", "pi4-2t"))
+        _measured(store, "lab", profiles, "0,1", lambda d, a: 1.0 + a)
+    export = ["campaign", "export", "--store", str(tmp_path / "lab.db"), "--out"]
+    assert hwl_main([*export, str(tmp_path / "lab.csv")]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "lab.csv: device 'npu_acc' (an accuracy, a loss or a train/test figure) is named like a column that holds no "
+        "latencies, which hwl's readers of a wide table (data import --wide, the predictor commands) refuse; give them "
+        "the Parquet export (--out FILE.parquet), which reads back whole"]
+    capsys.readouterr()
+    assert hwl_main(["data", "import", str(tmp_path / "lab.csv"), "--wide", "--store", str(tmp_path / "b.db")]) == 2
+    assert "'npu_acc' (an accuracy, a loss or a train/test figure)" in capsys.readouterr().err
+    assert hwl_main([*export, str(tmp_path / "lab.parquet")]) == 0
+    assert hwl_main(["data", "import", str(tmp_path / "lab.parquet"), "--store", str(tmp_path / "b.db")]) == 0
+    with Store(tmp_path / "b.db") as fresh:
+        assert sorted(set(fresh.latency_table("nb201")["device"])) == ["npu_acc", "pi4-2t"]
