@@ -167,7 +167,7 @@ def _check_latency_column(cells: pd.Series, device, source: str, error) -> None:
         raise error(f"{source}: column {device!r} is read as a device's latencies (a wide table: one column per "
                     f"device), but {what} (first at data row {row + 1}: {value!r}); remove a column that holds no "
                     "latencies")
-    if np.isfinite(latency[~blank]).all() and _whole_numbers_past_any_latency(latency[~blank]):
+    if _whole_numbers_past_any_latency(latency[~blank]):  # every filled cell is a positive number by now
         raise error(f"{source}: column {device!r} is read as a device's latencies (a wide table: one column per "
                     f"device), but it holds whole numbers up to {latency[~blank].max():,.0f}, no latencies in ms (a "
                     "count such as FLOPs or params, or a time in ns); drop it from the file, or give latencies in ms")
