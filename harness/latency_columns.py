@@ -25,8 +25,8 @@ _NOT_LATENCY = (
      "a setting"),
     (re.compile(_words(r"[kmgt]?flops?", r"[kmg]?macs", r"(?:n|num)?params", r"parameters", r"size", r"bytes")),
      "a count or size"),
-    (re.compile(_words(r"acc", r"accuracy", r"top[-_ ]?[15]", r"loss", r"error")
-                + r"|^(?:val|valid|validation|test|train|training)[^a-z0-9]."),
+    # by the figure's own word, not a val_/test_/train_ prefix: a lab's "test_rig" or "train-gpu" is a device
+    (re.compile(_words(r"acc", r"accuracy", r"top[-_ ]?[15]", r"loss", r"error")),
      "an accuracy, a loss or a train/test figure"),
     # the zero-cost proxies `hwl zcp` computes (predictors.zcp.PROXY_NAMES; harness reads no predictors module)
     # and NAS-Bench-Suite-Zero's epe_nas
@@ -42,7 +42,6 @@ def non_latency_kind(column) -> str | None:
     count, a proxy score, a setting, an id), else None."""
     name = str(column).strip().lower()
     return next((kind for pattern, kind in _NOT_LATENCY if pattern.search(name)), None)
-
 
 
 def named_as_no_latency(columns) -> list[str]:

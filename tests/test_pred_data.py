@@ -323,6 +323,15 @@ def test_the_public_wide_tables_read_every_device_column(tmp_path):
         assert sorted(set(table["device"])) == sorted(devices) and len(table) == 20 * 27
 
 
+@pytest.mark.parametrize("device", ["test_rig", "train-gpu", "val_board", "xeon_8_cores", "mac_m1", "amd_zen_3"])
+def test_a_lab_device_named_with_a_figure_s_prefix_or_a_hardware_word_is_a_device(device):
+    """Only a figure's own word (acc, loss, flops, ...) marks a column: a lab's "test_rig" is a device, not a test
+    figure, and hardware words count only as a column's whole name."""
+    from harness.latency_columns import non_latency_kind
+
+    assert non_latency_kind(device) is None
+
+
 def test_every_proxy_hwl_zcp_computes_is_named_as_no_latency():
     """harness keeps its own list of the proxy names (it imports no predictors module): it must cover hwl zcp's."""
     from harness.latency_columns import non_latency_kind
