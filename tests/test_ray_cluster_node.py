@@ -45,11 +45,15 @@ def two_node_cluster():
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
     port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
+    # How long the head's Ray Client proxy waits for a driver's server to answer (Ray's default: 30 s). The retry
+    # test waits it out about three times for the server it kills (the join, then the proxy's log-stream retries
+    # the driver waits for: 62 s at 30 s); a server that lives answered in 0.6 s on a loaded 2-core machine.
+    head_env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "5"}
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
                         "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--resources",
                         '{"host:coordinator": 1000}', "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=180)
+                       env=head_env, check=True, capture_output=True, timeout=180)
         subprocess.run([RAY, "start", f"--address={address}", "--num-cpus=1",
                         "--resources", '{"host:node2": 1000}', "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)
