@@ -155,7 +155,10 @@ def test_transfer_method_never_mutates_the_pretrained_model(accuracy):
     assert adapted.predict(archs[10:15]).shape == (5,)
 
 
-FIT = ("import numpy as np\nfrom predictors.accuracy import fit_mlp, make_mlp\n"
+# A shell that runs the suite in the background starts it with SIGINT ignored, which Python then leaves ignored:
+# the fit takes Ctrl-C's KeyboardInterrupt as a terminal's Python would.
+FIT = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+       "import numpy as np\nfrom predictors.accuracy import fit_mlp, make_mlp\n"
        "rng = np.random.default_rng(0)\nX, y = rng.normal(size=(200, 8)), rng.normal(size=200)\n"
        "print('fitting', flush=True)\nfit_mlp(make_mlp(n_samples=200, epochs=100000), X, y)\n"
        "print('fit returned', flush=True)\n")
