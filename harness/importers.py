@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.export_tables import KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export, \
-    one_setting_per_device, wide_cells
+from harness.export_tables import (KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export,
+                                   one_setting_per_device, wide_cells)
 from harness.model_file import torch_error
 from harness.paths import why_not_a_file
 from harness.store import Store
