@@ -18,7 +18,7 @@ from harness.campaign import differing_keys, dotted_value
 from harness.errors import CampaignError, UserError
 from harness.exporting import SETTINGS_COLUMNS, check_export_version
 from harness.latency_columns import named_as_no_latency
-from harness.store import drift_flagged, drop_superseded_drift
+from harness.store import drift_flagged, without_superseded_drift
 from harness.text import count
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def accepted_labels(frame: pd.DataFrame, path: Path, error=UserError) -> pd.Data
 
 def drifted_labels(frame: pd.DataFrame) -> dict[str, int]:
     """device -> how many of a Parquet export's accepted labels carry ``canary_drift``, as
-    ``Store.drifted_latencies`` counts them in a store: the file keeps the flag, so its readers can say so too."""
+    ``Store.latency_labels`` flags them in a store: the file keeps the flag, so its readers can say so too."""
     if not is_parquet_export(frame) or "flags" not in frame.columns:
         return {}
     answered = _measured_cleanly_if_again(frame[frame["accepted"].astype(bool) & frame["label_ms"].notna()])
@@ -77,8 +77,7 @@ def _measured_cleanly_if_again(answered: pd.DataFrame) -> pd.DataFrame:
     them (``Store.latency_table``); an export from before the ``flags`` column keeps them all."""
     if not {"flags", "arch"} <= set(answered.columns):
         return answered
-    kept = drop_superseded_drift(answered.assign(drifted=drift_flagged(answered["flags"]).to_numpy(bool)))
-    return kept.drop(columns="drifted")
+    return without_superseded_drift(answered)
 
 
 def one_setting_per_device(rows: pd.DataFrame, source: str, error) -> None:

@@ -21,7 +21,7 @@ from harness.errors import CampaignError
 from harness.latency_columns import named_as_no_latency
 from harness.paths import written_whole
 from harness.profiles import profile_from_dict
-from harness.store import Store, code_version, drift_flagged, drop_superseded_drift
+from harness.store import Store, code_version, without_superseded_drift
 from spaces import nb201
 from spaces.cost import dataset_of
 
@@ -174,7 +174,7 @@ def wide_table(store: Store, campaign_id, *, devices=None) -> pd.DataFrame:
     df = pd.concat(pages, ignore_index=True) if pages else pd.DataFrame()
     if df.empty:
         raise _nothing_to_export(store, campaign_id, "accepted results")
-    df = drop_superseded_drift(df.assign(drifted=drift_flagged(df["flags"]).to_numpy(bool)))
+    df = without_superseded_drift(df)
     wide = df.pivot_table(index="arch", columns="device", values="label_ms", aggfunc="median")
     wide.columns.name = None
     if (df["space"] == "nb201").all():

@@ -33,6 +33,7 @@ from harness.paths import written_whole
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import joined, ray_session
 from harness.store import DRIFT_FLAG, Store
+from harness.store import drifted_counts as drifted_per_device
 from harness.text import count
 from predictors import data, registry
 from predictors.base import TrainTables
@@ -273,7 +274,8 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
     frames = [data.help_table(space)]
     mixed: list[str] = []
     if store is not None:
-        raw = store.latency_table(space)
+        labels = store.latency_labels(space)  # once, for the table and the drift warning below
+        raw = labels.drop(columns="drifted")
         raw = raw[raw["latency_ms"].notna() & (raw["device"] != exclude)]
         mixed = sorted(d for d in raw["device"].unique() if len(measured_settings(store, space, d)) > 1)
         if mixed:
@@ -289,7 +291,7 @@ def pretrain_tables(space: str, store: Store | None, exclude: str, *, min_archs:
     if small:
         log.info("not pretraining on %s: fewer than %d latencies each", ", ".join(small), min_archs)
     if store is not None:  # the store's devices pretrained on, as `hwl train --store` says of its table
-        data.warn_drifted(store.drifted_latencies(space), f"pretraining on store {store.path}",
+        data.warn_drifted(drifted_per_device(labels), f"pretraining on store {store.path}",
                           devices=set(raw["device"]) - set(mixed) - set(small))
     return data.by_device(table[~table["device"].isin(small)])
 

@@ -64,6 +64,14 @@ def drop_superseded_drift(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[~(drifted & measured_cleanly)]
 
 
+def without_superseded_drift(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (``device``, ``arch``, comma-joined ``flags``) less the drifted latencies that
+    :func:`drop_superseded_drift` leaves out: for readers of results (exports and their readers), where
+    :meth:`Store.latency_labels` reads the store."""
+    kept = drop_superseded_drift(rows.assign(drifted=drift_flagged(rows["flags"]).to_numpy(bool)))
+    return kept.drop(columns="drifted")
+
+
 def drifted_counts(labels: pd.DataFrame) -> dict[str, int]:
     """device -> how many of :meth:`Store.latency_labels`' ``labels`` are drifted."""
     counts = labels.loc[labels["drifted"], "device"].value_counts()
@@ -583,14 +591,10 @@ class Store:
         drifted is left out where the arch was measured again cleanly (:func:`drop_superseded_drift`)."""
         return self.latency_labels(space).drop(columns="drifted")
 
-    def drifted_latencies(self, space: str) -> dict[str, int]:
-        """device -> how many of :meth:`latency_table`'s measured latencies carry ``canary_drift`` (taken while
-        the device's speed moved: a drift canary flagged them, yet they stay accepted)."""
-        return drifted_counts(self.latency_labels(space))
-
     def latency_labels(self, space: str) -> pd.DataFrame:
-        """:meth:`latency_table`'s rows with a boolean ``drifted`` column (False for imported rows), for a reader
-        that also counts them (:func:`drifted_counts`) without reading the store twice."""
+        """:meth:`latency_table`'s rows with a boolean ``drifted`` column (taken while the device's speed moved: a
+        drift canary flagged it, yet it stays accepted; False for imported rows), for a reader that also counts
+        them (:func:`drifted_counts`) without reading the store twice."""
         df = self.query(
             "SELECT j.arch, j.device, r.label_ms AS latency_ms, 'measured:' || c.name AS source, "
             "instr(',' || coalesce(r.flags, '') || ',', ',' || ? || ',') > 0 AS drifted "

@@ -265,7 +265,7 @@ def store_table(path, space: str, devices=None) -> pd.DataFrame:
 
 
 def warn_drifted(counts: dict, where: str, devices=None) -> None:
-    """Warn that ``counts`` (device -> latencies flagged ``canary_drift``, ``Store.drifted_latencies``) are used
+    """Warn that ``counts`` (device -> latencies flagged ``canary_drift``, ``harness.store.drifted_counts``) are used
     as they are: only `hwl onboard` can measure them again, a table is read as it stands."""
     counts = {d: n for d, n in counts.items() if devices is None or d in devices}
     if counts:
