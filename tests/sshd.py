@@ -181,6 +181,10 @@ class SSHServer:
             "StrictModes no",
             "UsePAM no",
             f"Subsystem sftp {self.sftp_server}",
+            # Debian's bash sources ~/.bashrc for every command sshd starts unless SHLVL says it is nested; root's
+            # here runs `pyenv init` (0.17 s a command idle, 0.4 s loaded). The tests' commands name their python by
+            # its path and need nothing of it.
+            "SetEnv SHLVL=1",
             "LogLevel ERROR",
             *self.config,
             "",
