@@ -13,6 +13,7 @@ import pytest
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.remote.selftest import SELFTEST_ARCH
 from harness.store import Store
 from tests.campaign_helpers import FAST_POLICY, exported_models, hwl, kill_leftovers
 from tests.lab_hosts import start_lab_host, stop_lab_host, write_ssh_profile
@@ -25,8 +26,11 @@ ARCHS = "1835,7165,9545,4123,11000,333"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, model_cache):
     work = tmp_path_factory.mktemp("lab")
+    # the self-test model where deploy looks (--artifacts): deploy exported it itself, seconds of importing torch in
+    # its process, which the tests of deploying and self-testing do not test (test_export does)
+    exported_models(model_cache, work / "artifacts", str(SELFTEST_ARCH[1]))
     key = make_key(work / "lab_key")
     known = work / "known_hosts"
     hosts = []
@@ -106,7 +110,7 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: the profile's provider would work")
-    lab, artifacts = deployed, deployed["work"] / "artifacts"  # the deploy test's self-test model, if it ran
+    lab, artifacts = deployed, deployed["work"] / "artifacts"  # the lab's self-test model
     fixed = write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
     cuda = tmp_path / "cuda" / "pi-a.toml"
     cuda.parent.mkdir()
