@@ -129,6 +129,25 @@ def test_slow_model_needs_min_runs_and_window_cap_stops_it():
     assert [len(w) for w in t.samples_ns] == [2, 2, 2]  # a third run would end at 6 s, past the cap
 
 
+def test_a_wait_for_the_core_after_a_windows_notice_counts_against_its_cap():
+    """The parent's per-window limit runs from its reading of the window's notice, and the write that wakes it may
+    leave the child waiting for its core. The window's clock started after that wait, so a window that reached its
+    cap ended past the limit by it: killed as a timeout (1 in 8 under load, test_agent_runtimes' cap test)."""
+    dev = FakeDevice(2_000_000_000)  # 2 s a run, windows capped at 5 s
+    read_at = []
+
+    def read_then_core_lost(phase):
+        if phase.startswith("window"):
+            read_at.append(dev.now)  # the parent reads the notice as it is written
+        dev.now += 1_500_000_000  # then the child waits 1.5 s for its core
+
+    t = time_blocks(block_timer(dev.run_once, clock=dev.clock), TimingPolicy.quick(window_max_s=5.0), clock=dev.clock,
+                    on_window=read_then_core_lost)
+    ends = read_at[1:] + [dev.now]  # each window ends as the next notice is written, the last as the timing returns
+    assert [end - read for read, end in zip(read_at, ends)] == [3_500_000_000] * 3  # one run after the wait
+    assert [len(w) for w in t.samples_ns] == [1, 1, 1]
+
+
 def _left_of_the_limit(dev, policy):
     """seconds_left of a measurement that started when the fake device's clock read 0."""
     return lambda: policy.model_timeout_s - dev.now / 1e9
