@@ -596,11 +596,16 @@ def test_a_window_that_reaches_its_cap_is_timed_not_killed(nb201_onnx):
     ended at the first block past the cap, outliving the limit: killed as a timeout (3 of 3 with hwl measure at
     2 s / 2 s). The window now stops before the cap, and the statistics after it are no part of its limit."""
     path, sha = nb201_onnx
-    cap = {"window_min_runs": 10**6, "window_max_s": 0.3, "window_timeout_s": 0.3}
+    # The per-window limit is a wall clock, and no stop rule sees a block kept off its core longer than every block
+    # before it: here under load a block of 1 ms took up to 222 ms, ending its window past a limit equal to the cap
+    # (killed in 1 to 5 runs of 40). The limit leaves a second for that; the cap itself is checked block by block.
+    cap = {"window_min_runs": 10**6, "window_max_s": 0.3, "window_timeout_s": 1.3}
     res = measure(runtime="ort", model=str(path), sha256=sha, cores=(0,), policy={**TINY, **cap})
     assert res.outcome in TIMED, res.message
     for window in res.record().samples_ns:
-        assert 0 < sum(window) * res.record().block_size <= 0.3e9
+        blocks_ns = [sample * res.record().block_size for sample in window]
+        before_last = blocks_ns[:-1]  # each started only if a block as long as the longest so far ended by the cap
+        assert 0 < sum(blocks_ns) and sum(before_last) + max(before_last, default=0) <= 0.3e9, blocks_ns
 
 
 def test_a_model_too_slow_for_its_policy_stops_in_the_warmup_not_at_the_limit(nb201_onnx):
