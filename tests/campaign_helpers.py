@@ -110,6 +110,12 @@ def hwl(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
+# How long signal_when waits for its moment: a guard against a hung hwl, not a measure of speed. Under load every
+# record of a test's device may come out contended, and each job then takes 3 attempts (rule 18): no job of a 6-job
+# campaign was done after 180 s (load 25 on 2 cores), when the old wait ran out and sent the signal anyway.
+MOMENT_WAIT_S = 600
+
+
 def signal_when(args, ray_tmp, ready, sig, *, between=None, between_ready=None):
     """Start `hwl *args`, wait until ``ready()``, send ``sig``. With ``between``, first wait until
     ``between_ready()`` (default ``ready``) and call ``between(pid)``. ``sig`` may also be a function of
@@ -120,8 +126,9 @@ def signal_when(args, ray_tmp, ready, sig, *, between=None, between_ready=None):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def wait_until(condition):
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not condition():
+        deadline = time.monotonic() + MOMENT_WAIT_S
+        while proc.poll() is None and not condition():
+            assert time.monotonic() < deadline, f"the moment to signal hwl did not come within {MOMENT_WAIT_S} s"
             time.sleep(0.1)
         assert proc.poll() is None, ("hwl ended before the moment to signal it came", proc.communicate())
 
