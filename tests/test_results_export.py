@@ -473,7 +473,11 @@ def test_an_export_written_while_results_arrive_is_one_moment_of_the_store(campa
     lines, arrived = [], 0
     try:
         assert writer.stdout.readline() == "ready\n"
-        for i in range(5):
+        # Until results arrived during 3 exports: on a loaded machine (load 20 on 2 cores) the writer can get so
+        # little of a core that 5 exports saw next to none arrive. Every export's line is checked below.
+        for i in range(40):
+            if arrived >= 3:
+                break
             before = store.db.execute("SELECT count(*) FROM results").fetchone()[0]
             out = tmp_path / f"e{i}.parquet"
             assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(out)]) == 0
