@@ -99,7 +99,10 @@ def cores_kept_free(core_sets, all_cores) -> set[int]:
 @contextlib.contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoid_cores=(),
                 temp_dir: str | None = None):
-    """Connect to Ray for the duration of a ``with`` block (a caller's own connection is kept)."""
+    """Connect to Ray for the duration of a ``with`` block (a caller's own connection is kept).
+
+    A local Ray kept off ``avoid_cores`` gets at most one CPU per core left to it: two export tasks on one core
+    each imported torch at a campaign's start, taking turns, so the first model came after both imports."""
     import ray
 
     if ray.is_initialized():  # a caller (test, notebook) owns the Ray connection
@@ -117,7 +120,7 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             if address:
                 _join_cluster(address, hosts)
             else:
-                _start_local(num_cpus, hosts, temp_dir)
+                _start_local(min(num_cpus, len(keep)) if pinned else num_cpus, hosts, temp_dir)
             keep_ray_token_private()  # started or joined: the token file is on this machine either way
             yield
         finally:

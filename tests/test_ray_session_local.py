@@ -226,6 +226,21 @@ def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, 
     assert where == every[:-1]
 
 
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_local_ray_left_one_core_runs_one_export_at_a_time(ray_tmp, tmp_path):
+    """The benchmark's pair times on core 1 of 2, so Ray keeps to core 0, yet it was given the default 2 CPUs: two
+    export tasks ran at once there, each importing torch, and a cold campaign's first model was ready only after
+    both imports (the first 4 exports all came 23-27 s after they were sent, under load)."""
+    from harness.coordinator import CoordinatorOptions, campaign_ray
+    from harness.profiles import load_profile
+    from tests.campaign_helpers import write_profile
+
+    every = sorted(range(os.cpu_count() or 1))
+    device = load_profile(write_profile(tmp_path, "on-all-but-one-core", cores=every[1:]))
+    with campaign_ray([device], CoordinatorOptions(num_cpus=2, ray_temp_dir=ray_tmp)):
+        assert ray.cluster_resources()["CPU"] == 1
+
 def _blas_threads() -> dict:
     """Thread count of each BLAS library loaded in this process, by its file."""
     from threadpoolctl import threadpool_info
