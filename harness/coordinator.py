@@ -241,7 +241,7 @@ class Coordinator:
         # key -> exports in a row whose file this machine did not find before any job used it
         self.exports_unseen: Counter = Counter()
         self.quota: ArtifactQuota | None = None
-        self.measure_s = 0.0  # inside the agents (load, warmup, windows, cooldown)
+        self.measure_s = 0.0  # inside the agents (load, warmup, windows; not the cooldown before each model)
         self.worker_s = 0.0  # inside the device actors' measure calls
         self.lock_wait_s = 0.0  # of which waiting for a device sharing the core / thermal domain
         self.n_measurements = 0
