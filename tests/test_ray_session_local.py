@@ -208,7 +208,6 @@ def test_a_local_ray_without_token_auth_is_warned_of(ray_tmp):
                          check=True, timeout=300, capture_output=True, text=True)
     assert "RAY_AUTH_MODE=disabled: hwl's local Ray listens on every network interface" in run.stderr
 
-
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, tmp_path):
     """The demo's pair on a 2-core machine: local-ort-1t times on core 1, local-ort-2t on cores 0-1. Their cores
@@ -226,7 +225,6 @@ def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, 
     assert where == every[:-1]
 
 
-
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_a_local_ray_left_one_core_runs_one_export_at_a_time(ray_tmp, tmp_path):
     """The benchmark's pair times on core 1 of 2, so Ray keeps to core 0, yet it was given the default 2 CPUs: two
@@ -241,12 +239,12 @@ def test_a_local_ray_left_one_core_runs_one_export_at_a_time(ray_tmp, tmp_path):
     with campaign_ray([device], CoordinatorOptions(num_cpus=2, ray_temp_dir=ray_tmp)):
         assert ray.cluster_resources()["CPU"] == 1
 
+
 def _blas_threads() -> dict:
     """Thread count of each BLAS library loaded in this process, by its file."""
     from threadpoolctl import threadpool_info
 
     return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
-
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_a_pinned_session_sizes_blas_to_the_cores_it_keeps(ray_tmp):
