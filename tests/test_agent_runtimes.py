@@ -609,7 +609,8 @@ def test_a_command_too_slow_for_its_policy_stops_after_a_run_not_at_the_limit():
 def test_a_window_that_reaches_its_cap_is_timed_not_killed(nb201_onnx):
     """The method's window cap and per-window limit are both 150 s. A window that could not get its runs in time
     ended at the first block past the cap, outliving the limit: killed as a timeout (3 of 3 with hwl measure at
-    2 s / 2 s). The window now stops before the cap, and the statistics after it are no part of its limit."""
+    2 s / 2 s). The window now stops before the cap. (That the statistics after it are no part of its limit is no
+    longer asked here: under load it cannot be told from a few ms of waiting for the core.)"""
     path, sha = nb201_onnx
     # The per-window limit is a wall clock, and no stop rule sees a block kept off its core longer than every block
     # before it: here under load a block of 1 ms took up to 222 ms, ending its window past a limit equal to the cap
