@@ -330,3 +330,23 @@ def test_a_host_key_listed_after_an_older_key_of_its_type_is_trusted_as_ssh_trus
     assert not _ssh_accepts(server, known)
     with pytest.raises(HostKeyError, match="is revoked by"):
         Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+
+
+def test_status_of_a_quarantined_device_that_cannot_be_reached_says_both(tmp_path, server):
+    # the store's quarantine reason replaced the error of this status: a device now unreachable read as it did
+    # when it was quarantined, with nothing saying it could not be reached
+    from harness.profiles import parse_profile
+    from harness.remote.lab import device_status
+
+    port = free_port()
+    (tmp_path / "kh").write_text("")
+    profile = parse_profile({"name": "pi-gone", "device_class": "embedded_cpu",
+                             "host": {"name": "pi-gone", "transport": "ssh", "address": "127.0.0.1", "port": port,
+                                      "user": "root", "key": str(server.client_key),
+                                      "known_hosts": str(tmp_path / "kh")},
+                             "runtime": {"kind": "onnxruntime"}})
+    states = {"pi-gone": {"state": "quarantined", "error": "3 failed attempts in a row"}}
+    row = device_status(profile, device_states=states)
+    assert row["reachable"] is False and row["state"] == "quarantined"
+    assert row["error"].startswith(f"cannot reach pi-gone at 127.0.0.1:{port}"), row["error"]
+    assert row["error"].endswith("; in the store it was quarantined: 3 failed attempts in a row"), row["error"]

@@ -116,7 +116,9 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
     except HwlError as exc:
         # a link lost midway leaves the device no more usable than one never reached
         row["reachable"] = False if isinstance(exc, HostUnreachable) else bool(row["reachable"])
-        row["error"] = row["error"] or str(exc)
+        # what is wrong now comes first: a quarantine's reason in the store is older news, and alone it hid
+        # that the device cannot even be reached
+        row["error"] = f"{exc}; in the store it was {row['state']}: {row['error']}" if row["error"] else str(exc)
     return row
 
 
