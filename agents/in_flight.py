@@ -14,6 +14,7 @@ recorded or swept).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -81,6 +82,16 @@ def sweep(folder: Path | None) -> list[str]:
     for name in names:
         killed += _sweep_one(folder / name)
     return killed
+
+
+def said_in(result, swept: list[str]):
+    """``result`` (a protocol Result) whose message also names ``swept`` (what :func:`sweep` killed): it may have
+    run beside the measurements before this one."""
+    if not swept:
+        return result
+    said = (f"before it, killed what the job of an agent that was killed left running, which ran beside "
+            f"every measurement since: {'; '.join(swept)}")
+    return dataclasses.replace(result, message="; ".join(filter(None, [result.message, said])))
 
 
 def _sweep_one(path: Path) -> list[str]:

@@ -21,7 +21,6 @@ alongside it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -242,14 +241,9 @@ class AgentServer:
         self.send(reply)
 
     def _with_swept(self, reply):
-        """``reply`` whose message also names what killed agents' jobs left running, found since the last result:
-        it may have run beside the measurements before this one."""
-        if not self._swept:
-            return reply
-        swept = (f"before it, killed what the job of an agent that was killed left running, which ran beside "
-                 f"every measurement since: {'; '.join(self._swept)}")
-        self._swept = []
-        return dataclasses.replace(reply, message="; ".join(filter(None, [reply.message, swept])))
+        """``reply`` whose message also names what killed agents' jobs left running, found since the last result."""
+        reply, self._swept = in_flight.said_in(reply, self._swept), []
+        return reply
 
     def _finish(self) -> None:
         with self._state_lock:

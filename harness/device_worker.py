@@ -63,6 +63,12 @@ def lock_dir() -> Path:
     return private_temp_folder(f"hwl-locks-{os.getuid()}", what="lock folder")
 
 
+def local_agent_cache() -> Path:
+    """The cache folder every agent this user runs on this machine shares (local and command devices, `hwl
+    measure`): compiled TVM libraries (rule 24), and the records of jobs in flight that each sweeps."""
+    return private_temp_folder(f"hwl-agent-cache-{os.getuid()}", what="agent cache")
+
+
 # A lock key as its own file name: what every key of a host and thermal domain named plainly gives.
 _LOCK_NAME_CHARS = r"\w.,:@+= -"
 _PLAIN_LOCK_KEY = re.compile(f"[{_LOCK_NAME_CHARS}]{{1,150}}")
@@ -344,8 +350,7 @@ def _default_session(profile: DeviceProfile):
         lock_dir()
         transport = profile.host.transport
         # The agent's cache keeps compiled TVM libraries between sessions (rule 24).
-        cache = None if transport == "ssh" else private_temp_folder(f"hwl-agent-cache-{os.getuid()}",
-                                                                    what="agent cache")
+        cache = None if transport == "ssh" else local_agent_cache()
     except UserError as exc:
         raise DeviceSetupError(f"{profile.name}: {exc}", device=profile.name) from None
     if transport == "ssh":

@@ -1,5 +1,6 @@
 """What the job of a killed agent left running is killed by the next agent in its folder, and nothing else is
 (agents.in_flight): real agents killed with SIGKILL, real daemons found in /proc."""
+import json
 import os
 import signal
 import subprocess
@@ -131,3 +132,34 @@ def test_a_record_is_swept_only_once_the_process_that_holds_it_is_gone(tmp_path)
         holder.kill()
         holder.wait()
         _kill_all(seconds)
+
+
+def test_what_a_killed_hwl_measure_left_running_is_killed_by_the_next_one(tmp_path):
+    """`hwl measure` kept no record of its job: killed mid-job (kill -9, a closed terminal) it took its measuring
+    child along, but the daemon the child's tool started ran on beside every later timing on this machine. It now
+    records the job where the machine's local agents keep theirs, and the next one (or a local agent) kills it."""
+    from tests.campaign_helpers import HWL
+
+    marker = f"{os.getpid() % 97 + 31}.84"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HWL_LOCK_DIR": str(tmp_path / "locks")}  # its own agent cache
+    tiny = [f"--policy={k}={v}" for k, v in TINY.items()]
+    tool = tmp_path / "tool.sh"  # not in hwl's own command line, which the search for the daemon reads too
+    tool.write_text(f"setsid sleep {marker} & exec sleep 30\n")
+    daemonizing = [*HWL, "measure", "--runtime", "command", "--profile", "quick", *tiny, "--regex", "([0-9.]+)",
+                   "--command", f"sh {tool}"]
+    try:
+        first = subprocess.Popen(daemonizing, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert started(f"sleep {marker}"), "the tool's daemon never started"
+        first.kill()
+        first.wait(30)
+        assert processes_with(f"sleep {marker}", grace_s=0.5), "the daemon died with hwl measure: nothing to show"
+        second = subprocess.run([*HWL, "measure", "--runtime", "command", "--profile", "quick", *tiny, "--json",
+                                 "--regex", "([0-9.]+)", "--command", "echo 1.5"], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert processes_with(f"sleep {marker}") == []
+        message = json.loads(second.stdout)["message"]
+        assert SWEPT in message and f"sleep {marker}" in message, message
+        assert list((tmp_path / f"hwl-agent-cache-{os.getuid()}" / IN_FLIGHT_FOLDER).iterdir()) == []
+    finally:
+        _kill_all(marker)

@@ -140,11 +140,11 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     """Measure one model here through the agent's child-process path; returns a protocol Result."""
     from pathlib import Path
 
-    from agents import fingerprint
+    from agents import fingerprint, in_flight
     from agents.child import run_measurement
     from agents.protocol import Measure
-    from agents.server import check_cores, check_threads, resolve_model, sha256_of
-    from harness.device_worker import device_locks
+    from agents.server import IN_FLIGHT_FOLDER, check_cores, check_threads, resolve_model, sha256_of
+    from harness.device_worker import device_locks, local_agent_cache
     from spaces import resolve_archs
     from spaces.cost import dataset_of
 
@@ -177,8 +177,14 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
         fp_id = fingerprint.fingerprint_id(fingerprint.collect())
+        # the job's mark is recorded where this machine's local agents keep theirs: an `hwl measure` killed
+        # mid-job (kill -9, a closed terminal) left what its tool started running beside every later timing
+        records = local_agent_cache() / IN_FLIGHT_FOLDER
         with device_locks(LOCAL_LOCK_KEYS + tuple(f"local.core.{c}" for c in request.cores)):
-            result = run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir)
+            swept = in_flight.sweep(records)
+            result = run_measurement(request, model_path, fingerprint_id=fp_id, cache_dir=cache_dir,
+                                     in_flight_dir=records)
+        result = in_flight.said_in(result, swept)
     except (BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable) as exc:
         raise UserError(str(exc)) from None
     # the runtime refused the request itself (--option provider=bogus, a --regex that does not compile): a usage
