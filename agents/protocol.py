@@ -189,6 +189,8 @@ class Measure(Message):
                f"measure: 'threads' must be >= 1, got {self.threads!r}")
         _check(all(_is_int(c) and c >= 0 for c in self.cores),
                f"measure: 'cores' must be CPU ids >= 0, got {list(self.cores)}")
+        # a core named twice pinned nothing more and made `hwl measure` wait for ever on its own lock of that core
+        _check(len(set(self.cores)) == len(self.cores), f"measure: 'cores' lists a core twice: {list(self.cores)}")
         _check(self.profile in PROFILES,
                f"measure: 'profile' must be one of {', '.join(PROFILES)}; got {self.profile!r}")
         _check(_is_int(self.seed), f"measure: 'seed' must be an integer, got {self.seed!r}")

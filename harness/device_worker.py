@@ -86,12 +86,13 @@ def lock_file_name(key: str) -> str:
 
 @contextlib.contextmanager
 def device_locks(keys, *, folder: Path | None = None):
-    """Hold exclusive locks named ``keys`` (taken in sorted order, so two devices never deadlock)."""
+    """Hold exclusive locks named ``keys`` (taken in sorted order, so two devices never deadlock; a key given twice
+    is taken once, as a second flock of its file would wait for ever on the first)."""
     folder = folder or lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     try:
-        for key in sorted(keys):
+        for key in sorted(set(keys)):
             f = open(folder / lock_file_name(key), "a+")
             files.append(f)
             fcntl.flock(f, fcntl.LOCK_EX)

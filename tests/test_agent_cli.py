@@ -150,3 +150,14 @@ def test_measure_tells_a_model_too_slow_for_its_policy_where_to_change_it(onnx_p
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert rc == 1 and out.startswith("timeout: TooSlowForPolicy: one inference takes"), out
     assert "(the profile's [measurement.policy]; hwl measure --policy FIELD=VALUE)" in out, out
+
+
+def test_a_core_named_twice_is_refused_not_waited_on_for_ever(onnx_path, tmp_path):
+    """`--cores 0,0` never returned: the measurement took its lock of core 0 twice, the second behind the first."""
+    import subprocess
+    argv = [sys.executable, "-m", "harness", "measure", str(onnx_path), "--cores", "0,0", "--profile", "quick", *TINY]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HWL_LOCK_DIR": str(tmp_path)})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "hwl measure: error: measure: 'cores' lists a core twice: [0, 0]\n"
+

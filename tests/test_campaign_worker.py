@@ -127,6 +127,21 @@ def test_devices_sharing_a_domain_exclude_each_other(tmp_path, domain):
     assert events == ["first in", "first out", "second in"]
 
 
+def test_a_lock_named_twice_is_taken_once(tmp_path):
+    """Two keys alike (a request pinned to cores [0, 0]) waited for ever: the second flock of the file behind the
+    first, in the same process."""
+    entered = threading.Event()
+
+    def hold_twice():
+        with device_locks(["local.core.0", "local.core.0"], folder=tmp_path):
+            entered.set()
+
+    threading.Thread(target=hold_twice, daemon=True).start()
+    assert entered.wait(10)
+    with device_locks(["local.core.0"], folder=tmp_path):  # and released, with its files
+        pass
+
+
 def test_a_device_that_stays_away_is_tried_until_its_reconnect_timeout(tmp_path, model):
     """A real ssh device whose port nothing answers: retried with backoff for the whole
     reconnect_timeout_s (5 s here), the last try at the deadline; it gave up after 3 s before."""
