@@ -379,7 +379,9 @@ def _arch_label(request: Measure) -> str:
     if request.arch:
         if "factory" in request.arch:
             return request.arch["factory"]
-        return f"{request.arch.get('space', '?')}:{request.arch.get('key', '?')}"
+        label = f"{request.arch.get('space', '?')}:{request.arch.get('key', '?')}"
+        # the dataset sizes the network (its classes, its input): nb201:1462 on cifar100 is another model
+        return f"{label}:{request.arch['dataset']}" if request.arch.get("dataset") else label
     if request.model:
         return Path(request.model).name
     return request.sha256[:12] or request.runtime_name

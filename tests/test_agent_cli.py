@@ -161,3 +161,19 @@ def test_a_core_named_twice_is_refused_not_waited_on_for_ever(onnx_path, tmp_pat
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == "hwl measure: error: measure: 'cores' lists a core twice: [0, 0]\n"
 
+
+def test_torch_refuses_an_input_shape_whose_batch_is_not_the_batch_asked_for(capsys):
+    """`--input-shape 2,3,32,32 --batch 5` timed batch 2 under a record saying batch 5 (onnxruntime's and TVM's
+    models were refused so already)."""
+    argv = ["measure", "--runtime", "torch", "--arch", "nb201:1462", "--input-shape", "2,3,32,32", "--profile", "quick"]
+    assert main([*argv, "--batch", "5", *TINY]) == 2
+    assert capsys.readouterr().err == ("hwl measure: error: input_shape [2, 3, 32, 32] says batch 2, the request "
+                                       "batch 5: ask for batch 2 too\n")
+
+
+def test_a_torch_record_names_the_dataset_its_network_was_built_for(capsys):
+    """nb201:1462 built for cifar100 (100 classes) was recorded as 'nb201:1462', as its cifar10 network is."""
+    rc = main(["measure", "--runtime", "torch", "--arch", "nb201:1462:cifar100", "--cores", "0", "--profile", "quick",
+               "--json", *TINY])
+    spec = json.loads(capsys.readouterr().out)["measurement"]["spec"]
+    assert rc == 0 and spec["arch"] == "nb201:1462:cifar100" and spec["input_shape"] == [1, 3, 32, 32]

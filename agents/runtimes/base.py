@@ -174,11 +174,18 @@ def _sizes_from_request(name: str, dims: tuple, batch: int, input_shape: tuple) 
         if _is_fixed(dim) and dim != size:  # onnxruntime failed at its first inference; TVM timed the size asked for
             raise BadRequest(f"input_shape {list(input_shape)} gives axis {axis} size {size}, but the model's input "
                              f"{name!r} fixes it at {dim}: {list(dims)}")
-    if dims and not _is_fixed(dims[0]) and input_shape[0] != batch:
-        raise BadRequest(f"input_shape {list(input_shape)} says batch {input_shape[0]}, the request batch {batch}: "
-                         f"ask for batch {input_shape[0]} too")
+    if dims and not _is_fixed(dims[0]):
+        check_batch_of(input_shape, batch)
     # a free dimension without a name has no size anywhere else; None is no symbol
     return {dim: size for dim, size in zip(dims, input_shape) if dim is not None and not _is_fixed(dim)}
+
+
+def check_batch_of(input_shape: tuple, batch: int) -> None:
+    """BadRequest for an ``input_shape`` whose leading (batch) size is not the request's batch: the record would say
+    a batch the model never ran at."""
+    if input_shape[0] != batch:
+        raise BadRequest(f"input_shape {list(input_shape)} says batch {input_shape[0]}, the request batch {batch}: "
+                         f"ask for batch {input_shape[0]} too")
 
 
 def float_type(dtypes) -> str:

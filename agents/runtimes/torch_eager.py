@@ -21,7 +21,7 @@ import time
 import torch
 
 from agents.errors import BadRequest, RuntimeUnavailable
-from agents.runtimes.base import LoadFailure, Prepared, random_input
+from agents.runtimes.base import LoadFailure, Prepared, check_batch_of, random_input
 
 KNOWN_OPTIONS = {"device", "scope", "cuda_graph"}
 SCOPES = ("compute", "end_to_end")
@@ -52,6 +52,8 @@ def build_module(arch: dict, batch: int, input_shape: tuple) -> tuple[torch.nn.M
     except ImportError as exc:
         raise RuntimeUnavailable(f"torch models from architecture keys need the 'spaces' package on the "
                                  f"device: {exc}") from None
+    if input_shape:  # an NCHW image: --input-shape 2,3,64,64 --batch 5 ran batch 2 under a record of batch 5
+        check_batch_of(tuple(input_shape), batch)
     try:
         module = build(key, dataset)
         shape = tuple(input_shape) if input_shape else shape_of(space, dataset, batch)
