@@ -177,3 +177,10 @@ def test_a_torch_record_names_the_dataset_its_network_was_built_for(capsys):
                "--json", *TINY])
     spec = json.loads(capsys.readouterr().out)["measurement"]["spec"]
     assert rc == 0 and spec["arch"] == "nb201:1462:cifar100" and spec["input_shape"] == [1, 3, 32, 32]
+
+
+def test_more_threads_than_the_pinned_cores_are_refused(onnx_path, capsys):
+    """`--threads 2 --cores 0` was timed with two threads on one core and said nothing (a profile refuses it)."""
+    assert main(["measure", str(onnx_path), "--threads", "2", "--cores", "0", "--profile", "quick", *TINY]) == 2
+    assert capsys.readouterr().err == ("hwl measure: error: --threads 2 exceeds the 1 core of --cores 0; pin at least "
+                                       "one core per thread\n")

@@ -173,6 +173,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         check_cores(request.cores, usable)
         check_threads(request.threads, request.cores, usable)
+        _check_one_core_per_thread(request.threads, request.cores)
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
@@ -193,6 +194,14 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
     if result.outcome == "load_error" and result.message.startswith(refused):
         raise UserError(result.message[len(refused):])
     return result
+
+
+def _check_one_core_per_thread(threads: int, cores) -> None:
+    """More threads than pinned cores, refused as a profile's are: `--threads 2 --cores 1` was timed oversubscribed
+    (the agent only logs it, where `hwl measure` shows no log)."""
+    if cores and threads > len(cores):
+        raise UserError(f"--threads {threads} exceeds the {count(len(cores), 'core', 'cores')} of --cores "
+                        f"{','.join(map(str, cores))}; pin at least one core per thread")
 
 
 def _core_load(m) -> str:
