@@ -184,3 +184,24 @@ def test_more_threads_than_the_pinned_cores_are_refused(onnx_path, capsys):
     assert main(["measure", str(onnx_path), "--threads", "2", "--cores", "0", "--profile", "quick", *TINY]) == 2
     assert capsys.readouterr().err == ("hwl measure: error: --threads 2 exceeds the 1 core of --cores 0; pin at least "
                                        "one core per thread\n")
+
+
+def test_a_command_tool_this_machine_lacks_is_a_usage_error(capsys):
+    """A --command naming no installed program was the model's runtime_error record, exit status 1, its message
+    prefixed by the agent's error class ('RuntimeUnavailable: cannot run ...'), as if the model had failed."""
+    argv = ["measure", "--runtime", "command", "--command", "/nonexistent/hwl-tool --runs 1", "--regex", "t=([0-9.]+)"]
+    assert main([*argv, "--profile", "quick", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwl measure: error: cannot run the command runtime's tool '/nonexistent/hwl-tool'")
+    assert err.count("\n") == 1 and "RuntimeUnavailable" not in err
+
+
+def test_a_provider_this_machine_lacks_is_a_usage_error(onnx_path, capsys):
+    """--option provider=cuda on a machine without CUDA was the model's load_error record with exit status 1."""
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine's onnxruntime has CUDA")
+    assert main(["measure", str(onnx_path), "--option", "provider=cuda", "--profile", "quick", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwl measure: error: onnxruntime here has no CUDAExecutionProvider; available: ")
+    assert err.count("\n") == 1

@@ -2,7 +2,8 @@
 
 Measures one model here, through the same pinned child process the agent uses, and prints the
 record (JSON with --json, a short table otherwise). Exit status 0 for ok / unstable records,
-1 for any other outcome, 2 for a request the runtime refuses (an unknown option value, say).
+1 for any other outcome, 2 for a request the runtime refuses (an unknown option value, say) or this machine
+cannot serve (a provider or a tool it lacks).
 """
 from __future__ import annotations
 
@@ -188,11 +189,13 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         result = in_flight.said_in(result, swept)
     except (BadRequest, ModelNotFound, HashMismatch, RuntimeUnavailable) as exc:
         raise UserError(str(exc)) from None
-    # the runtime refused the request itself (--option provider=bogus, a --regex that does not compile): a usage
-    # error, said as the checks above say theirs, not a load_error record of the model with exit status 1
-    refused = f"{BadRequest.__name__}: "
-    if result.outcome == "load_error" and result.message.startswith(refused):
-        raise UserError(result.message[len(refused):])
+    # the runtime refused the request itself (--option provider=bogus, a --regex that does not compile) or this
+    # machine cannot serve it (--option provider=cuda without CUDA, a --command tool that is not installed): a usage
+    # error, said as the checks above say theirs, not a failure of the model with exit status 1
+    said_by_child, _, why = result.message.partition(": ")
+    if result.outcome in ("load_error", "runtime_error") and said_by_child in (BadRequest.__name__,
+                                                                               RuntimeUnavailable.__name__):
+        raise UserError(why)
     return result
 
 
