@@ -205,3 +205,15 @@ def test_a_provider_this_machine_lacks_is_a_usage_error(onnx_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hwl measure: error: onnxruntime here has no CUDAExecutionProvider; available: ")
     assert err.count("\n") == 1
+
+
+def test_a_failure_is_printed_on_one_line_into_a_pipe(tmp_path, capsys):
+    """The table view broke a failure's one-line message at 80 columns (rich's width off a terminal), so a log
+    held 'load_error: onnxruntime could not load the model: [ONNXRuntimeError] : 7 :' and the rest on the next
+    line."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert main(["measure", str(bad), "--profile", "quick", *TINY]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("load_error: onnxruntime could not load the model: ") and out.count("\n") == 1
+    assert len(out) > 100 and out.rstrip().endswith("protobuf parsing failed.")

@@ -221,7 +221,8 @@ def _print_table(result) -> None:
 
     console = Console()
     if result.measurement is None:  # escaped: a message naming "[measurement.policy]" is no markup
-        console.print(f"[bold red]{result.outcome}[/]: {escape(result.message)}")
+        # one line, as the agent says it: rich broke it at 80 columns into a pipe or a log, splitting a grep's match
+        console.print(f"[bold red]{result.outcome}[/]: {escape(result.message)}", soft_wrap=True)
         return
     m = result.record()
     st = m.statistics()
@@ -245,4 +246,4 @@ def _print_table(result) -> None:
         table.add_row(k, v)
     console.print(table)
     if result.message:
-        console.print(escape(result.message))
+        console.print(escape(result.message), soft_wrap=True)
