@@ -634,3 +634,29 @@ def test_a_model_too_slow_for_its_policy_stops_in_the_warmup_not_at_the_limit(nb
     res = measure(runtime="ort", model=str(path), sha256=sha, cores=(0,), policy={**TINY, **slow})
     assert res.outcome == "timeout" and res.message.startswith("TooSlowForPolicy: one inference takes"), res.message
     assert "then 2 windows of at least 1000000 runs, each capped at 30 s" in res.message
+
+
+def test_an_input_is_drawn_without_a_float64_copy_of_its_whole_size():
+    """A float32 input was drawn whole as float64 and then cast: 191 MiB of input rose the measuring process's peak
+    RSS by 578 MiB (a bool input's 48 MiB by 436 MiB, drawn as int64), so a model that fit was an 'oom' record."""
+    import subprocess
+    script = ("import resource\nfrom agents.runtimes.base import random_input\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "x = random_input((1, 25_000_000), 'float32', 0)\n"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / x.nbytes)")
+    rise = float(subprocess.run([PY, "-c", script], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).parents[1]).stdout)
+    assert rise < 1.3
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 3, 5), "float32"), ((3, 7), "float16"), ((1_300_000,), "float64"),
+                                          ((4, 9), "int64"), ((2, 2), "bool"), ((), "float32")])
+def test_an_input_drawn_in_chunks_holds_the_values_of_one_draw(shape, dtype):
+    """Rule 15's fixed-seed input is the same tensor as before it was drawn in chunks."""
+    import numpy as np
+
+    from agents.runtimes.base import random_input
+    rng = np.random.default_rng(7)
+    whole = rng.standard_normal(shape) if np.dtype(dtype).kind == "f" else rng.integers(0, 2, size=shape)
+    drawn = random_input(shape, dtype, 7)
+    assert drawn.dtype == np.dtype(dtype) and drawn.shape == shape and (drawn == whole.astype(dtype)).all()

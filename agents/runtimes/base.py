@@ -194,6 +194,9 @@ def float_type(dtypes) -> str:
     return next((d for d in dtypes if d and np.dtype(d).kind == "f"), "")
 
 
+_DRAW_CHUNK = 1 << 20  # elements of an input drawn at a time (8 MiB of float64)
+
+
 def random_input(shape, dtype: str, seed: int) -> np.ndarray:
     """Fixed-seed random tensor (rule 15): normal floats; integers and booleans 0 or 1.
 
@@ -201,10 +204,14 @@ def random_input(shape, dtype: str, seed: int) -> np.ndarray:
     0 and 1 are in every table of two rows or more, where 0-7 failed onnxruntime's Gather on a 2-row table and made
     TVM's (which checks no bounds) read past it."""
     rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
-        return rng.standard_normal(shape).astype(dt)
-    return rng.integers(0, 2, size=shape).astype(dt)
+    out = np.empty(shape, np.dtype(dtype))
+    flat = out.reshape(-1)
+    # drawn in chunks into the tensor itself: the same values as one draw of the whole shape (the generator's stream
+    # is sequential), without the whole-size float64 or int64 draw beside it (3x a float32 input's size at its peak)
+    for start in range(0, flat.size, _DRAW_CHUNK):
+        n = min(_DRAW_CHUNK, flat.size - start)
+        flat[start:start + n] = rng.standard_normal(n) if out.dtype.kind == "f" else rng.integers(0, 2, size=n)
+    return out
 
 
 _OOM_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cannot allocate memory")
