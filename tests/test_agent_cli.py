@@ -217,3 +217,13 @@ def test_a_failure_is_printed_on_one_line_into_a_pipe(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("load_error: onnxruntime could not load the model: ") and out.count("\n") == 1
     assert len(out) > 100 and out.rstrip().endswith("protobuf parsing failed.")
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_an_empty_model_file_is_named_as_empty(tmp_path, runtime, capsys):
+    """A 0-byte file (an export cut short, a copy to a full disk) was a load_error record saying 'No graph was found
+    in the protobuf' (onnxruntime) or 'The model does not have an ir_version set properly' (TVM)."""
+    (tmp_path / "m.onnx").touch()
+    assert main(["measure", str(tmp_path / "m.onnx"), "--runtime", runtime, "--profile", "quick", *TINY]) == 2
+    assert capsys.readouterr().err == (f"hwl measure: error: model file {tmp_path / 'm.onnx'} is empty (0 bytes): "
+                                       "export or copy it again\n")

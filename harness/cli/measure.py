@@ -154,6 +154,8 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         path = Path(model)
         if why := why_not_a_file(path):
             raise UserError(f"model file {model} {why}")
+        if path.stat().st_size == 0:  # the runtimes said "No graph was found", "does not have an ir_version set"
+            raise UserError(f"model file {model} is empty (0 bytes): export or copy it again")
         sha = sha256_of(path)
         model = str(path.resolve())
     options = dict(options or {})
