@@ -227,3 +227,18 @@ def test_an_empty_model_file_is_named_as_empty(tmp_path, runtime, capsys):
     assert main(["measure", str(tmp_path / "m.onnx"), "--runtime", runtime, "--profile", "quick", *TINY]) == 2
     assert capsys.readouterr().err == (f"hwl measure: error: model file {tmp_path / 'm.onnx'} is empty (0 bytes): "
                                        "export or copy it again\n")
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_an_integer_model_is_not_recorded_as_float32(tmp_path, runtime, capsys):
+    """A model with no floating-point input or output (uint8 in and out, as an integer-quantized one) was recorded
+    with the request's default dtype, float32, beside the fp32 models it was to be compared with."""
+    import onnx
+    from onnx import TensorProto, helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.UINT8, [1, 16]) for n in "xy")
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "u8", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "u8.onnx")
+    assert main(["measure", str(tmp_path / "u8.onnx"), "--runtime", runtime, "--profile", "quick", "--json", *TINY]) == 0
+    assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["dtype"] == "uint8"

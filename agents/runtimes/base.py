@@ -190,8 +190,10 @@ def check_batch_of(input_shape: tuple, batch: int) -> None:
 
 def float_type(dtypes) -> str:
     """A model's floating-point type for its record: its first floating-point input's, else output's (numpy names,
-    inputs first); "" when it has none. An fp16 model was recorded as the request's default float32."""
-    return next((d for d in dtypes if d and np.dtype(d).kind == "f"), "")
+    inputs first); a model with none, its first input's or output's type; "" when it has neither. An fp16 model was
+    recorded as the request's default float32, and so was an integer model (uint8 in and out) still."""
+    dtypes = [d for d in dtypes if d]
+    return next((d for d in dtypes if np.dtype(d).kind == "f"), dtypes[0] if dtypes else "")
 
 
 _DRAW_CHUNK = 1 << 20  # elements of an input drawn at a time (8 MiB of float64)
