@@ -242,3 +242,21 @@ def test_an_integer_model_is_not_recorded_as_float32(tmp_path, runtime, capsys):
     onnx.save(model, tmp_path / "u8.onnx")
     assert main(["measure", str(tmp_path / "u8.onnx"), "--runtime", runtime, "--profile", "quick", "--json", *TINY]) == 0
     assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["dtype"] == "uint8"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--option", 'provider=["cpu"]'], "onnxruntime option provider=['cpu']; valid: cpu, cuda"),
+    (["--option", 'graph_optimization={"level": 1}'], "onnxruntime option graph_optimization={'level': 1}; valid: "),
+    (["--runtime", "tvm", "--option", "cc=[1]"], "tvm option cc=[1]; must be a path"),
+    (["--runtime", "tvm", "--option", "library_dir=[1]"], "tvm option library_dir=[1]; must be a path"),
+    (["--runtime", "command", "--command", "echo t=1", "--regex", "t=([0-9]+)", "--option", "unit=[1]"], "command option unit=[1]; valid: "),
+    (["--runtime", "command", "--command", "echo t=1", "--option", "regex=[1]"], "command option regex [1] does not "
+                                                                                  "compile"),
+])
+def test_an_option_value_of_the_wrong_type_is_a_usage_error(onnx_path, argv, message, capsys):
+    """--option values are read as JSON, so a list or an object reached the runtime, which failed on it: the
+    model's load_error 'TypeError: unhashable type: 'list'' (or a compile_error), exit status 1."""
+    model = [] if "command" in argv else [str(onnx_path)]
+    assert main(["measure", *model, *argv, "--profile", "quick", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "TypeError" not in err

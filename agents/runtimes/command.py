@@ -192,12 +192,12 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     if ("regex" in options) == ("json_path" in options):
         raise BadRequest("command runtime needs exactly one of options.regex or options.json_path")
     unit = options.get("unit", "ms")
-    if unit not in UNITS_NS:
+    if not isinstance(unit, str) or unit not in UNITS_NS:
         raise BadRequest(f"command option unit={unit!r}; valid: {', '.join(UNITS_NS)}")
     if "regex" in options:
         try:
             re.compile(options["regex"])
-        except re.error as exc:
+        except (re.error, TypeError) as exc:  # TypeError: not a string
             raise BadRequest(f"command option regex {options['regex']!r} does not compile: {exc}") from None
     scale = UNITS_NS[unit]
     warmup_runs = count_option(options, "warmup_runs", default=0, runtime="command")

@@ -41,7 +41,7 @@ EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 
 def session_options(threads: int, options: dict) -> ort.SessionOptions:
     level = options.get("graph_optimization", "all")
-    if level not in OPT_LEVELS:
+    if not isinstance(level, str) or level not in OPT_LEVELS:  # a list (an --option read as JSON) is unhashable
         raise BadRequest(f"onnxruntime option graph_optimization={level!r}; valid: {', '.join(OPT_LEVELS)}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -112,7 +112,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     if unknown:
         raise BadRequest(f"unknown onnxruntime option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
     provider_key = options.get("provider", "cpu")
-    if provider_key not in PROVIDERS:
+    if not isinstance(provider_key, str) or provider_key not in PROVIDERS:
         raise BadRequest(f"onnxruntime option provider={provider_key!r}; valid: {', '.join(PROVIDERS)}")
     provider = PROVIDERS[provider_key]
     if provider not in ort.get_available_providers():

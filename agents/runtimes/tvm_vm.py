@@ -426,6 +426,9 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise BadRequest(f"unknown tvm option(s) {', '.join(unknown)}; valid: {', '.join(sorted(KNOWN_OPTIONS))}")
+    for key in ("library", "library_dir", "cc"):
+        if not isinstance(options.get(key, ""), str):  # the build or the load failed on it, as the model's failure
+            raise BadRequest(f"tvm option {key}={options[key]!r}; must be a path")
     if options.get("library") and options.get("library_dir"):
         raise BadRequest("tvm options library and library_dir exclude each other: give one")
     if options.get("tuned") and not (options.get("library") or options.get("library_dir")):
