@@ -363,3 +363,19 @@ def test_a_push_or_check_that_is_no_command_line_is_refused_at_load(key):
             "runtime": {"kind": "command", "options": {"command": "bench {sha256}", "regex": "([0-9.]+)"}}}
     with pytest.raises(ProfileError, match=f"^lab/phone.toml: key 'host.{key}' is not a command line"):
         parse_profile(data, source="lab/phone.toml")
+
+
+def test_profile_new_names_the_file_in_a_folder_hwl_searches_as_the_profile(tmp_path, monkeypatch, capsys):
+    """`profile new pi-1 --out <profile folder>/pi-2.toml` wrote a profile that `profile show pi-1` did not find
+    and `profile show pi-2` refused, its key 'name' not being its file's."""
+    from harness.cli import main
+
+    monkeypatch.setenv("HWL_PROFILE_DIR", str(tmp_path))
+    assert main(["profile", "new", "pi-1", "--out", str(tmp_path / "pi-2.toml")]) == 2
+    assert capsys.readouterr().err == (f"hwl profile: error: {tmp_path / 'pi-2.toml'}: hwl finds the profiles of "
+                                       f"{tmp_path} by their file name, so profile 'pi-1' goes in "
+                                       f"{tmp_path / 'pi-1.toml'}\n")
+    assert not (tmp_path / "pi-2.toml").exists()
+    assert main(["profile", "new", "pi-1", "--out", str(tmp_path / "pi-1.toml")]) == 0
+    assert load_profile("pi-1").name == "pi-1"
+    assert main(["profile", "new", "pi-3", "--out", str(tmp_path / "elsewhere" / "lab.toml")]) == 0  # by path only

@@ -111,6 +111,7 @@ def cmd_new(args) -> int:
     from harness.profiles import parse_profile, tomllib
 
     out = Path(args.out)
+    _check_found_by_name(out, args.name)
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     text = profile_toml(args)
@@ -120,6 +121,17 @@ def cmd_new(args) -> int:
         target.write_text(text)
     print(out, file=messages_to(out))
     return 0
+
+
+def _check_found_by_name(out: Path, name: str) -> None:
+    """A profile written into a folder hwl searches must be named as its file: `new pi-1 --out .../pi-2.toml` wrote
+    a profile that `show pi-1` did not find and `show pi-2` refused (its key 'name' is not the file's)."""
+    from harness.profiles import shipped_dir, user_dir
+
+    searched = {folder.expanduser().resolve() for folder in (shipped_dir(), user_dir())}
+    if out.expanduser().resolve().parent in searched and out.name != f"{name}.toml":
+        raise UserError(f"{out}: hwl finds the profiles of {out.parent} by their file name, so profile {name!r} "
+                        f"goes in {out.with_name(name + '.toml')}")
 
 
 def cmd_list(args) -> int:
