@@ -106,7 +106,9 @@ class ExportRecord:
     path : str
         The stored ``.onnx`` file.
     sha256 : str
-        Its content address.
+        Its content address: the sha256 of its bytes and the export config (the file's name).
+    model_sha256 : str
+        The sha256 of its bytes alone: what ``sha256sum`` prints, and a measurement's ``spec.model_sha256``.
     export_s : float
         Seconds spent exporting (0.0 on a cache hit; the original time is in ``first_export_s``).
     max_abs_err : float
@@ -137,10 +139,12 @@ class ExportRecord:
     cache_hit: bool
     first_export_s: float
     cpu_s: float = 0.0
+    model_sha256: str = ""
 
     def summary(self) -> dict:
         """The CLI's JSON line: the contract keys first, then a few extras."""
-        keys = ("space", "arch", "path", "sha256", "export_s", "max_abs_err", "dataset", "batch_size", "cache_hit")
+        keys = ("space", "arch", "path", "sha256", "export_s", "max_abs_err", "dataset", "batch_size", "cache_hit",
+                "model_sha256")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -366,4 +370,5 @@ def _record(config: ExportConfig, artifact, *, cache_hit: bool, export_s: float)
         onnx_bytes=artifact.path.stat().st_size, input_shape=config.input_shape,
         output_shape=tuple(meta["output_shape"]), seed=config.seed, cache_hit=cache_hit,
         first_export_s=round(meta["export_s"], 4),
+        model_sha256=hashlib.sha256(artifact.path.read_bytes()).hexdigest(),
     )

@@ -83,3 +83,17 @@ def test_export_unknown_space_lists_choices(tmp_path, capsys):
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert "invalid choice: 'darts'" in err and "nb201" in err and "fbnet" in err
+
+
+def test_an_export_line_gives_the_sha256_of_its_file_as_a_measurement_records_it(tmp_path, capsys):
+    """The line's only hash, 'sha256', also covers the export config: `sha256sum` of the file and the
+    model_sha256 of its measurement both differ from it, so neither could be checked against the export."""
+    import hashlib
+    argv = ["export", "nb201", "5", "--out", str(tmp_path), "--workers", "1"]
+    for _ in range(2):  # exported, then a cache hit
+        assert main(argv) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["model_sha256"] == hashlib.sha256(open(line["path"], "rb").read()).hexdigest() != line["sha256"]
+    assert line["cache_hit"]
+    assert main(["measure", line["path"], "--profile", "quick", "--json", "--policy", "repeats=1"]) == 0
+    assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["model_sha256"] == line["model_sha256"]
