@@ -260,3 +260,13 @@ def test_an_option_value_of_the_wrong_type_is_a_usage_error(onnx_path, argv, mes
     assert main(["measure", *model, *argv, "--profile", "quick", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "TypeError" not in err
+
+
+def test_a_command_naming_the_model_file_needs_one(capsys):
+    """`--command "bench --graph {model}"` without a model file ran the tool with an empty word for its file: the
+    tool's own failure ("cannot access ''") as a runtime_error record, exit status 1."""
+    argv = ["measure", "--runtime", "command", "--command", f"{sys.executable} -c \"print('t=1')\" {{model}}",
+            "--regex", r"t=([0-9.]+)", "--profile", "quick", *TINY]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("hwl measure: error: --command names {model}, but no model file is given: "
+                                       "hwl measure MODEL.onnx --runtime command ...\n")

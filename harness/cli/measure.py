@@ -87,8 +87,9 @@ def _check_inputs(runtime: str, model: str, arch: str | None) -> None:
                         + ("; --arch is for --runtime torch" if arch else ""))
 
 
-def _check_command_template(template) -> None:
-    """A placeholder typo in --command, refused as a profile's is: the tool got '{modle}' as its file name."""
+def _check_command_template(template, model: str) -> None:
+    """A placeholder typo in --command, refused as a profile's is: the tool got '{modle}' as its file name. And a
+    {model} or {sha256} with no model file given: the tool got '' as its file, and failed on it as on a model."""
     from harness.profiles import TEMPLATE_PLACEHOLDERS, unknown_placeholders
 
     if isinstance(template, (list, tuple)):  # --option command='["tool", "{model}"]'
@@ -102,6 +103,10 @@ def _check_command_template(template) -> None:
         return  # not a template at all: the agent says so
     if why := unknown_placeholders(words, TEMPLATE_PLACEHOLDERS["runtime.options.command"]):
         raise UserError(f"--command {why}")
+    named = [p for p in ("{model}", "{sha256}") if any(p in word for word in words)]
+    if named and not model:
+        raise UserError(f"--command names {' and '.join(named)}, but no model file is given: hwl measure MODEL.onnx "
+                        "--runtime command ...")
 
 
 def run_measure_cli(args) -> int:
@@ -121,7 +126,7 @@ def run_measure_cli(args) -> int:
         if dataset:
             arch["dataset"] = dataset
     if args.runtime == "command":
-        _check_command_template(options.get("command"))
+        _check_command_template(options.get("command"), args.model)
     result = measure(model=args.model, runtime=args.runtime, threads=args.threads,
                      cores=_ints(args.cores, "--cores"), profile=args.profile,
                      policy=_pairs(args.policy, "--policy"), options=options, arch=arch, batch=args.batch,
