@@ -337,7 +337,8 @@ def load_profiles(names: list[str] | str) -> list[DeviceProfile]:
 
 def parse_profile_file(path: Path) -> DeviceProfile:
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows' Notepad writes one) was "Invalid statement (at line 1, column 1)"
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:

@@ -379,3 +379,11 @@ def test_profile_new_names_the_file_in_a_folder_hwl_searches_as_the_profile(tmp_
     assert main(["profile", "new", "pi-1", "--out", str(tmp_path / "pi-1.toml")]) == 0
     assert load_profile("pi-1").name == "pi-1"
     assert main(["profile", "new", "pi-3", "--out", str(tmp_path / "elsewhere" / "lab.toml")]) == 0  # by path only
+
+
+def test_a_profile_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """A profile saved by an editor that starts UTF-8 with a byte-order mark (Windows' Notepad) was refused as
+    'not valid TOML: Invalid statement (at line 1, column 1)', a line that looks right."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbfname = "bom"\ndevice_class = "cpu"\n[runtime]\nkind = "onnxruntime"\n')
+    assert load_profile(str(path)).name == "bom"
