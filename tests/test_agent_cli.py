@@ -270,3 +270,13 @@ def test_a_command_naming_the_model_file_needs_one(capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err == ("hwl measure: error: --command names {model}, but no model file is given: "
                                        "hwl measure MODEL.onnx --runtime command ...\n")
+
+
+def test_a_command_tool_may_take_more_threads_than_the_cores_it_is_pinned_to_here(capsys):
+    """The command runtime's {threads} go to the tool, which may run them on another device (adb shell bench -x 4)
+    while it waits here on one core: refusing that as oversubscription would refuse a phone its threads."""
+    tool = f"{sys.executable} -c \"import sys; print('t=' + sys.argv[1])\" {{threads}}"
+    argv = ["measure", "--runtime", "command", "--command", tool, "--regex", r"t=([0-9.]+)", "--threads", "4",
+            "--cores", "0", "--profile", "quick", "--json", *TINY]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["measurement"]["stats"]["label_ms"] == 4.0

@@ -181,7 +181,8 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         check_cores(request.cores, usable)
         check_threads(request.threads, request.cores, usable)
-        _check_one_core_per_thread(request.threads, request.cores)
+        if request.runtime_name != "command":  # a tool's {threads} may be a phone's, its cores this machine's
+            _check_one_core_per_thread(request.threads, request.cores)
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
         TimingPolicy.from_profile(profile, policy)  # refuse bad policy fields before starting anything
