@@ -387,3 +387,21 @@ def test_a_profile_saved_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b'\xef\xbb\xbfname = "bom"\ndevice_class = "cpu"\n[runtime]\nkind = "onnxruntime"\n')
     assert load_profile(str(path)).name == "bom"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--regex", "t=([0-9.]+)", "--json-path", "results.latency_ms"],
+     "a command device needs --run and one of --regex / --json-path (not both)"),
+    (["--regex", "t=([0-9.]+)", "--runtime", "tvm"],
+     "--runtime tvm runs in hwl's agent on the device; --transport command times the device's own tool (--run), so "
+     "its runtime is command"),
+])
+def test_profile_new_refuses_a_command_flag_it_would_drop(tmp_path, flags, message, capsys):
+    """`--regex` with `--json-path` wrote the regex alone, and `--runtime tvm` with `--transport command` wrote
+    kind = "command": both exited 0 with a profile other than the one asked for."""
+    from harness.cli import main
+
+    out = tmp_path / "ph.toml"
+    argv = ["profile", "new", "ph", "--transport", "command", "--run", "adb shell bench {sha256}", *flags]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"hwl profile: error: {message}\n" and not out.exists()

@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
     new.add_argument("--host-name", help="Ray host resource name (default: the device name; 'local' for local)")
     new.add_argument("--python", help="ssh: interpreter on the device (default python3)")
     new.add_argument("--machine", help="ssh: expected `uname -m` (e.g. aarch64)")
-    new.add_argument("--runtime", choices=["onnxruntime", "tvm", "torch", "command"], default="onnxruntime")
+    new.add_argument("--runtime", choices=["onnxruntime", "tvm", "torch", "command"],
+                     help="default onnxruntime; command with --transport command")
     new.add_argument("--threads", type=int, default=1)
     new.add_argument("--cores", help="comma-separated core set to pin to (e.g. 1 or 0,1,2,3)")
     new.add_argument("--batch-size", type=int, default=1)
@@ -84,11 +85,14 @@ def profile_toml(args) -> str:
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
     if args.transport == "command":
+        if args.runtime not in (None, "command"):  # it was written as runtime command, unsaid
+            raise UserError(f"--runtime {args.runtime} runs in hwl's agent on the device; --transport command times "
+                            "the device's own tool (--run), so its runtime is command")
         if args.push:
             lines.append(f"push = {_q(args.push)}")
         runtime = "command"
     else:
-        runtime = args.runtime
+        runtime = args.runtime or "onnxruntime"
     lines += ["", "[runtime]", f"kind = {_q(runtime)}", f"threads = {args.threads}"]
     if args.cores:
         try:
@@ -97,8 +101,8 @@ def profile_toml(args) -> str:
             raise UserError(f"--cores {args.cores!r}: give core numbers separated by commas, e.g. 0,1,2,3") from None
         lines.append(f"cores = {_q(cores)}")
     if runtime == "command":
-        if not args.run or not (args.regex or args.json_path):
-            raise UserError("a command device needs --run and one of --regex / --json-path")
+        if not args.run or bool(args.regex) == bool(args.json_path):  # both: --json-path was dropped, unsaid
+            raise UserError("a command device needs --run and one of --regex / --json-path (not both)")
         lines += ["[runtime.options]", f"command = {_q(args.run)}"]
         lines.append(f"regex = {_q(args.regex)}" if args.regex else f"json_path = {_q(args.json_path)}")
     lines += ["", "[workload]", f"batch_size = {args.batch_size}",
