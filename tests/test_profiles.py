@@ -405,3 +405,11 @@ def test_profile_new_refuses_a_command_flag_it_would_drop(tmp_path, flags, messa
     argv = ["profile", "new", "ph", "--transport", "command", "--run", "adb shell bench {sha256}", *flags]
     assert main([*argv, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"hwl profile: error: {message}\n" and not out.exists()
+
+
+def test_profile_new_into_a_folder_does_not_ask_for_force(tmp_path, capsys):
+    """`--out FOLDER` said 'FOLDER exists; pass --force to overwrite it', and with --force 'is a directory'."""
+    from harness.cli import main
+
+    assert main(["profile", "new", "x", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"hwl profile: error: {tmp_path} is a directory; give a file name to write\n"

@@ -116,6 +116,8 @@ def cmd_new(args) -> int:
 
     out = Path(args.out)
     _check_found_by_name(out, args.name)
+    if out.is_dir():  # before --force is asked for: it cannot help
+        raise UserError(f"{out} is a directory; give a file name to write")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     text = profile_toml(args)
