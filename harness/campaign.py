@@ -94,7 +94,7 @@ def load_campaign_file(path) -> dict:
     """Settings of a campaign TOML file, checked; keys as in :data:`CAMPAIGN_FILE_KEYS`."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as a profile's
     except OSError as exc:
         raise CampaignError(f"cannot read campaign file {path}: {exc}") from None
     except UnicodeDecodeError as exc:

@@ -157,6 +157,9 @@ def test_campaign_file(tmp_path):
     (tmp_path / "bad.toml").write_text('space = "nb201"\ncolour = "red"\n')
     with pytest.raises(CampaignError, match="unknown key 'colour'"):
         load_campaign_file(tmp_path / "bad.toml")
+    # a byte-order mark (Windows' Notepad) was 'not valid TOML: Invalid statement (at line 1, column 1)'
+    (tmp_path / "bom.toml").write_bytes(b'\xef\xbb\xbf' + f.read_bytes())
+    assert load_campaign_file(tmp_path / "bom.toml") == settings
 
 
 def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
