@@ -205,8 +205,8 @@ class AgentServer:
             if self._job_id:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
         check_cores(msg.cores, self.usable_cores)
-        check_threads(msg.threads, msg.cores, self.usable_cores)
-        if msg.cores and msg.threads > len(msg.cores):
+        check_threads(msg.threads, msg.cores, self.usable_cores, msg.runtime_name)
+        if msg.cores and msg.threads > len(msg.cores) and msg.runtime_name != "command":
             # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
             log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
                         len(msg.cores))
@@ -300,10 +300,14 @@ def check_cores(cores, allowed) -> None:
             raise CoresUnavailable(f"cores {bad} are not available to the agent; usable cores: {sorted(allowed)}")
 
 
-def check_threads(threads: int, cores, usable) -> None:
+def check_threads(threads: int, cores, usable, runtime: str = "") -> None:
     """CoresUnavailable for more threads than the cores they would run on: a request that pins no
     cores runs on all of ``usable``, so more threads than that would oversubscribe them unseen
-    (a request that pins cores is checked against them by the profile, and warned about above)."""
+    (a request that pins cores is checked against them by the profile, and warned about above).
+    A command tool's threads are not counted: the agent does not start them, it only fills ``{threads}`` in,
+    and the tool may run them elsewhere (a phone behind adb, 8 cores, from a 2-core PC)."""
+    if runtime == "command":
+        return
     if not cores and usable and threads > len(usable):
         raise CoresUnavailable(f"'threads' = {threads} asks more threads than the {len(usable)} core(s) usable "
                                f"here {sorted(usable)}; ask for at most {len(usable)}, or pin cores")

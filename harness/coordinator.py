@@ -405,8 +405,11 @@ class Coordinator:
     def _check_threads_fit(self, dev: _Device, usable_cores) -> None:
         """A profile that pins no cores runs its threads on every core the agent may use, a count known
         only on the device: more threads than that would oversubscribe them at every job, so the device
-        is stopped here, once, before any job is sent (the agent would refuse each measurement too)."""
+        is stopped here, once, before any job is sent (the agent would refuse each measurement too). A command
+        tool's threads are its own, maybe another device's (agents.server.check_threads)."""
         threads = dev.profile.runtime.threads
+        if dev.profile.runtime.kind == "command":
+            return
         if dev.profile.runtime.cores is None and usable_cores and threads > len(usable_cores):
             self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "
                                f"threads than the {len(usable_cores)} core(s) usable on device {dev.profile.name} "

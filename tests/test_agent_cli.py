@@ -280,3 +280,8 @@ def test_a_command_tool_may_take_more_threads_than_the_cores_it_is_pinned_to_her
             "--cores", "0", "--profile", "quick", "--json", *TINY]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["measurement"]["stats"]["label_ms"] == 4.0
+    # nor more than this machine has: 'threads' = 8 'asks more threads than the 2 core(s) usable here' (b0f55d7)
+    threads = (os.cpu_count() or 1) + 6
+    argv[argv.index("--threads") + 1], argv[argv.index("--cores") + 1] = str(threads), ""
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["measurement"]["stats"]["label_ms"] == threads

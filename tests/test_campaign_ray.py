@@ -361,6 +361,26 @@ def test_failing_device_is_quarantined_while_others_complete(local_ray, artifact
     assert status.loc["ray-bad", "done"] == 0
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["unpinned", "pinned"])
+def test_a_phone_timed_on_more_threads_than_its_pc_has_cores_is_measured(local_ray, artifacts, tmp_path, pinned):
+    """A phone's tool runs its threads on the phone (``-x {threads}``), yet they were counted against the cores of
+    the PC its agent runs on: with more than the PC's, the device was quarantined before its first job ('asks more
+    threads than the 2 core(s) usable'), and a profile pinning the tool to one PC core was refused. The tool gets
+    its threads now, and the device measures."""
+    threads = (os.cpu_count() or 1) + 6
+    phone = write_profile(tmp_path, "ray-phone8", runtime="command", push=f"cp {{model}} {tmp_path}/{{sha256}}.onnx",
+                          options={"command": "echo {threads} ms", "regex": "([0-9.]+) ms"})
+    text = phone.read_text().replace("threads = 1", f"threads = {threads}")
+    phone.write_text(text if pinned else "\n".join(x for x in text.split("\n") if not x.startswith("cores =")))
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [phone], archs="1835")
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        labels = s.query("SELECT label_ms FROM results WHERE accepted = 1")["label_ms"].tolist()
+    assert summary["devices"]["ray-phone8"]["state"] != "quarantined", summary
+    assert labels == [threads], labels
+
+
 def test_a_phone_whose_tool_is_not_installed_is_refused_before_any_attempt(local_ray, artifacts, tmp_path):
     """A phone pushed to through a program this machine lacks (`adb`, not installed): each push failed as a lost
     device, 3 attempts recorded device_lost before the quarantine. The device is refused at its start now, in one

@@ -180,7 +180,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
                 dataset_of(arch["space"], arch["dataset"])
         usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         check_cores(request.cores, usable)
-        check_threads(request.threads, request.cores, usable)
+        check_threads(request.threads, request.cores, usable, request.runtime_name)
         if request.runtime_name != "command":  # a tool's {threads} may be a phone's, its cores this machine's
             _check_one_core_per_thread(request.threads, request.cores)
         model_path = resolve_model(request, None)
