@@ -172,9 +172,39 @@ def _check_latency_column(cells: pd.Series, device, source: str, error) -> None:
                     "count such as FLOPs or params, or a time in ns); drop it from the file, or give latencies in ms")
 
 
+def refuse_counts_as_latencies(devices, latency_ms, source: str, error) -> None:
+    """Refuse a long table's device whose latencies are whole numbers reaching a million, as ``wide_cells`` refuses
+    such a column: a time in ns (or a count) was stored as ms, over 16 minutes per inference."""
+    frame = pd.DataFrame({"device": np.asarray(devices, dtype=object), "latency_ms": np.asarray(latency_ms, float)})
+    for device, values in frame.groupby("device", sort=False)["latency_ms"]:
+        if _whole_numbers_past_any_latency(values.to_numpy()):
+            raise error(f"{source}: device {device!r} has latency_ms values that are whole numbers up to "
+                        f"{values.max():,.0f}, no latencies in ms (a time in ns, or a count such as FLOPs); give "
+                        "latencies in ms")
+
+
+def refuse_repeated_columns(path: Path, error) -> None:
+    """Refuse a table file whose header names a column twice: pandas read a CSV's second 'pi' as a device 'pi.1'
+    and left a second latency_ms unread, and pyarrow's refusal of a Parquet file's ran over many lines."""
+    names = [str(name) for name in _header(Path(path)) if str(name).strip()]  # unnamed columns are warned of
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise error(f"{Path(path).name}: its header names {', '.join(map(repr, repeated))} twice; rename or drop "
+                    "the repeated column")
+
+
+def _header(path: Path) -> list:
+    """A table file's column names as written: pandas renames a CSV's repeated ones."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    return pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+
+
 def _whole_numbers_past_any_latency(values: np.ndarray) -> bool:
     return values.size > 0 and bool((values == np.round(values)).all()) and values.max() >= _COUNT_FLOOR
 
 
 __all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide",
-           "one_setting_per_device", "wide_cells"]
+           "one_setting_per_device", "refuse_counts_as_latencies", "refuse_repeated_columns", "wide_cells"]

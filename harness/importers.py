@@ -33,7 +33,8 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.export_tables import (KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export,
-                                   one_setting_per_device, wide_cells)
+                                   one_setting_per_device, refuse_counts_as_latencies, refuse_repeated_columns,
+                                   wide_cells)
 from harness.model_file import torch_error
 from harness.paths import why_not_a_file
 from harness.store import Store
@@ -76,6 +77,7 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
     elif suffix in (".parquet", ".pq", ".csv", ".csv.gz"):
         parquet = suffix in (".parquet", ".pq")
         try:
+            refuse_repeated_columns(path, TableImportError)
             # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught)
             frame = pd.read_parquet(path) if parquet else pd.read_csv(path, keep_default_na=False)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
@@ -291,6 +293,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
         raise TableImportError(f"{source}: {what} missing, not a number or not positive (first at data row "
                                f"{_row(frame, bad)}: "
                                f"{repr(value) if isinstance(value, str) else value})")
+    refuse_counts_as_latencies(devices, latencies, source, TableImportError)
     seen: dict[tuple[str, str], int] = {}
     for row, pair in enumerate(zip(keys, devices), start=1):
         if pair in seen:  # which one to keep is the user's call

@@ -115,9 +115,13 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         raise LatencyTableError(f"latency table {path} {why}")
     suffixes = "".join(path.suffixes).lower()
     try:
+        from harness.export_tables import refuse_repeated_columns
+
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+            refuse_repeated_columns(path, LatencyTableError)
             raw = pd.read_parquet(path)
         elif ".csv" in suffixes:
+            refuse_repeated_columns(path, LatencyTableError)
             raw = pd.read_csv(path, keep_default_na=False)  # a device named NA or nan is a name, as on import
         else:
             raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
@@ -125,7 +129,7 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
-    from harness.export_tables import drifted_labels, one_setting_per_device
+    from harness.export_tables import drifted_labels, one_setting_per_device, refuse_counts_as_latencies
 
     drifted = drifted_labels(raw)  # the export keeps the flag a store's table is warned of (store_table)
     raw = _own_export_as_long(raw, path, device)
@@ -133,6 +137,7 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
         raw = raw.assign(device=device)
     one_setting_per_device(raw, path.name, LatencyTableError)  # a table of one's own with batch_size 1 and 8 rows
     table = from_frame(raw, space, source=source or path.name, where=str(path), warn_repeats=True)
+    refuse_counts_as_latencies(table["device"], table["latency_ms"], str(path), LatencyTableError)
     warn_drifted(drifted, str(path), devices)  # once the table passed: a refused one gets its one line alone
     return table
 

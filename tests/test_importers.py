@@ -529,3 +529,54 @@ def test_a_wide_tables_flops_and_accuracy_columns_are_refused_and_the_store_keep
     with Store(db) as s:
         table = s.latency_table("nb201")
     assert list(zip(table["device"], table["arch"], table["latency_ms"])) == [("nano", 7, 0.5)]
+
+
+@pytest.mark.parametrize("name, table, wide, repeated", [
+    # pandas read the second 'pi' as a device 'pi.1', which was stored beside 'pi' with the other column's latencies
+    ("lab_wide.csv", "arch_index,pi,pi\n4,2.5,2.7\n2,1.5,1.6\n", True, "'pi'"),
+    # the second latency_ms column (another run, say) was left unread without a word
+    ("lab.csv", "arch_index,device,latency_ms,latency_ms\n4,pi,2.5,2.7\n", False, "'latency_ms'"),
+    ("lab.parquet", None, False, "'latency_ms'"),  # pyarrow's refusal ran over 9 lines
+])
+def test_a_table_naming_a_column_twice_is_refused_and_the_store_keeps_its_rows(tmp_path, capsys, name, table, wide,
+                                                                                repeated):
+    db = str(tmp_path / "lab.db")
+    (tmp_path / "first.csv").write_text("arch_index,device,latency_ms\n7,nano,0.5\n")
+    assert hwl_main(["data", "import", str(tmp_path / "first.csv"), "--store", db]) == 0
+    path = tmp_path / name
+    if table is None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_arrays([pa.array([4]), pa.array(["pi"]), pa.array([2.5]), pa.array([2.7])],
+                                            names=["arch_index", "device", "latency_ms", "latency_ms"]), path)
+    else:
+        path.write_text(table)
+    capsys.readouterr()
+    assert hwl_main(["data", "import", str(path), "--store", db] + ["--wide"] * wide) == 2
+    err = capsys.readouterr().err
+    assert err == f"hwl data: error: {name}: its header names {repeated} twice; rename or drop the repeated column\n"
+    with Store(db) as s:
+        stored = s.latency_table("nb201")
+    assert list(zip(stored["device"], stored["arch"], stored["latency_ms"])) == [("nano", 7, 0.5)]
+
+
+def test_a_long_tables_latencies_in_ns_are_refused_as_a_wide_tables_are(tmp_path, capsys):
+    """A wide table's column of whole numbers reaching a million is refused (a time in ns, a count), but the same
+    latencies in a long table were stored as milliseconds: 1,500,000 ms, 25 minutes per inference."""
+    db = str(tmp_path / "lab.db")
+    (tmp_path / "first.csv").write_text("arch_index,device,latency_ms\n7,nano,0.5\n")
+    assert hwl_main(["data", "import", str(tmp_path / "first.csv"), "--store", db]) == 0
+    path = tmp_path / "pi_ns.csv"
+    path.write_text("arch_index,device,latency_ms\n4,nano2,0.7\n4,pi,1500000\n2,pi,2500000\n")
+    capsys.readouterr()
+    assert hwl_main(["data", "import", str(path), "--store", db]) == 2
+    assert capsys.readouterr().err == (
+        "hwl data: error: pi_ns.csv: device 'pi' has latency_ms values that are whole numbers up to 2,500,000, no "
+        "latencies in ms (a time in ns, or a count such as FLOPs); give latencies in ms\n")
+    path.write_text("arch_index,device,latency_ms\n4,pi,1.5\n2,pi,2500000\n")  # one slow model in ms is a latency
+    assert hwl_main(["data", "import", str(path), "--store", db]) == 0
+    with Store(db) as s:
+        stored = s.latency_table("nb201")
+    assert sorted(zip(stored["device"], stored["arch"], stored["latency_ms"])) == [
+        ("nano", 7, 0.5), ("pi", 2, 2500000.0), ("pi", 4, 1.5)]

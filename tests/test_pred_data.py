@@ -338,3 +338,20 @@ def test_every_proxy_hwl_zcp_computes_is_named_as_no_latency():
     from predictors.zcp.names import PROXY_NAMES
 
     assert [p for p in PROXY_NAMES if non_latency_kind(p) is None] == []
+
+
+def test_a_long_tables_latencies_in_ns_or_a_repeated_column_are_refused(tmp_path):
+    """The predictor commands' tables as `hwl data import` reads them: a long table of whole numbers reaching a
+    million (ns read as ms) and a CSV naming a device twice (read as a device 'pi.1') were taken without a word."""
+    path = tmp_path / "pi_ns.csv"
+    path.write_text("arch_index,device,latency_ms\n1,pi,1500000\n2,pi,2500000\n")
+    with pytest.raises(LatencyTableError) as refused:
+        data.read_table(path, "nb201")
+    assert str(refused.value) == (f"{path}: device 'pi' has latency_ms values that are whole numbers up to "
+                                  "2,500,000, no latencies in ms (a time in ns, or a count such as FLOPs); give "
+                                  "latencies in ms")
+    path = tmp_path / "wide.csv"
+    path.write_text("arch_index,pi,pi\n1,2.0,2.1\n2,3.0,3.2\n")
+    with pytest.raises(LatencyTableError) as refused:
+        data.read_table(path, "nb201")
+    assert str(refused.value) == "wide.csv: its header names 'pi' twice; rename or drop the repeated column"
