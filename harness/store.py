@@ -221,6 +221,10 @@ class Store:
                     "even to read it; copy the store to a writable folder" if "unable to open" in str(exc) else "")
             raise StoreError(f"cannot open store {self.path} ({exc}){hint}") from None
         except sqlite3.DatabaseError as exc:
+            if _header_application_id(self.path) == APPLICATION_ID:  # ours, but SQLite reads none of it
+                raise StoreError(f"{self.path} is an hwl store damaged where SQLite starts reading it ({exc}; a copy "
+                                 "cut short, say), so no command can read it, `hwl store recover` included; go on "
+                                 "from your last `hwl store backup`") from None
             raise StoreError(f"{self.path} is not an hwl store ({exc}); give a new file name or an "
                              "existing store") from None
         if app_id != APPLICATION_ID and (n_tables or version):
@@ -651,6 +655,16 @@ def _result_row(job_id: int, attempt: int, record: dict, now: float) -> dict:
             "fingerprint_id": record.get("fingerprint_id"), "artifact_sha256": record.get("artifact_sha256"),
             "runtime_version": record.get("runtime_version"), "code_version": code_version(),
             "record_json": json.dumps(slim, default=str), "created_at": now}
+
+
+def _header_application_id(path: Path) -> int | None:
+    """The application id in an SQLite file's 100-byte header, read without SQLite, which reads nothing of a file
+    whose schema pages are damaged or cut off; None for a file that is no SQLite file."""
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        return None
+    return int.from_bytes(header[68:72], "big")
 
 
 def _wal_files(path: Path) -> tuple[Path, Path]:

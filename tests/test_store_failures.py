@@ -111,3 +111,31 @@ def test_recover_copies_every_row_of_a_damaged_store_that_can_be_read(tmp_path):
     r = hwl("campaign", "export", "--store", new, "--out", tmp_path / "x.parquet")
     assert r.returncode == 0, r.stderr
     assert f"wrote {kept} accepted latencies of 1 device" in r.stderr
+
+
+def test_a_store_cut_short_is_named_damaged_not_a_foreign_file(tmp_path, capsys):
+    """A copy of a store cut short (an interrupted scp, a full disk) reads as nothing at all to SQLite, and every
+    command called it 'not an hwl store' and said to give a new file name: the user's store, gone in their eyes.
+    Its header still says it is one, so the line says it is damaged and where to go on from."""
+    db, _ = _damaged_store(tmp_path, results=20)
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.truncate(size // 2)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    damaged = (f"{db} is an hwl store damaged where SQLite starts reading it (database disk image is malformed; a "
+               "copy cut short, say), so no command can read it, `hwl store recover` included; go on from your last "
+               "`hwl store backup`")
+    from harness.cli import main as hwl_main
+
+    (tmp_path / "pi.csv").write_text("arch_index,device,latency_ms\n1,pi,2.5\n")
+    for command in (["store", "check", db], ["store", "recover", db, tmp_path / "new.db"],
+                    ["campaign", "status", "--store", db],
+                    ["data", "import", "--store", db, tmp_path / "pi.csv"]):
+        capsys.readouterr()
+        assert hwl_main(list(map(str, command))) == 2
+        assert capsys.readouterr().err == f"hwl {command[0]}: error: {damaged}\n"
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest and not (tmp_path / "new.db").exists()
+    (tmp_path / "other.db").write_bytes(b"SQLite format 3\0" + bytes(84) + db.read_bytes()[100:])
+    capsys.readouterr()
+    assert hwl_main(["store", "check", str(tmp_path / "other.db")]) == 2  # no hwl header: no word of damage
+    assert "is not an hwl store" in capsys.readouterr().err
