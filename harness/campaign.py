@@ -291,9 +291,10 @@ def _warn_of_unfinished_alike(store: Store, plan: Plan, resume_flags=()) -> None
                                    "'running')", (cid,)).fetchone()
         if left:
             log.warning("campaign %s measures the same architectures on the same devices with other settings (%s "
-                        "differ), so this is a new campaign, %s; its %d unmeasured jobs stay queued: `%s` finishes "
-                        "them as planned", name, ", ".join(diff), plan.name, left,
-                        resume_command(store.path, name, resume_flags))
+                        "differ), so this is a new campaign, %s; its %s queued: `%s` finishes %s as planned", name,
+                        ", ".join(diff), plan.name,
+                        count(left, "unmeasured job stays", "unmeasured jobs stay"),
+                        resume_command(store.path, name, resume_flags), "it" if left == 1 else "them")
 
 
 def campaign_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:

@@ -65,6 +65,11 @@ def test_a_profile_edited_between_runs_says_the_first_campaign_is_left_unfinishe
             caplog.clear()
             plan_campaign(s, dataclasses.replace(spec, archs="5,9"))  # other architectures: nothing to say
             assert not caplog.text
+            _, one, _ = plan_campaign(s, dataclasses.replace(spec, archs="9"))  # said '1 unmeasured jobs stay'
+            dev.write_text(dev.read_text().replace("window_min_s = 0.05", "window_min_s = 0.04"))
+            plan_campaign(s, dataclasses.replace(spec, archs="9"))
+            assert (f"its 1 unmeasured job stays queued: `hwl campaign resume --store {tmp_path / 'lab.db'} --name "
+                    f"{one.name}` finishes it as planned") in caplog.text
 
 
 def test_the_resume_lines_of_a_store_in_a_folder_with_a_space_paste_as_they_are(tmp_path, capsys, caplog):
