@@ -195,7 +195,8 @@ def export_help(store: Store, campaign_id, path, *, devices=None) -> Path:
     _warn_of_devices_named_as_no_latency([c for c in wide.columns if c not in ("arch_index", "arch_str", "arch_ops")],
                                          path)
     with written_whole(path) as target:
-        wide.to_csv(target, index=False, compression="gzip" if path.suffix == ".gz" else None)
+        # any case: LAB.CSV.GZ was written plain, which no reader of a .gz name (ours included) could read back
+        wide.to_csv(target, index=False, compression="gzip" if path.suffix.lower() == ".gz" else None)
     return path
 
 

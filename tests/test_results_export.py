@@ -242,7 +242,8 @@ def test_a_campaign_command_without_a_name_says_which_of_several_it_took(campaig
     assert f"holds 2 campaigns; taking the latest, later (--name picks another: {first})" in caplog.text
 
 
-@pytest.mark.parametrize("out", ["lab.parquet", "lab.csv", "lab_help.csv.gz"])
+# LAB_HELP.CSV.GZ was written as a plain CSV, which the import (and zcat, and pandas) refused as no gzip file
+@pytest.mark.parametrize("out", ["lab.parquet", "lab.csv", "lab_help.csv.gz", "LAB_HELP.CSV.GZ"])
 def test_an_export_imports_into_a_fresh_store_with_its_accepted_labels(campaign, tmp_path, out):
     # hwl data import refused hwl's own exports: no 'latency_ms' column (label_ms, or one column per device)
     store, cid = campaign
@@ -256,6 +257,19 @@ def test_an_export_imports_into_a_fresh_store_with_its_accepted_labels(campaign,
     assert len(got) == len(want) == 6  # the two failed first attempts are not latencies
     assert sorted(zip(got["device"], got["arch"], got["latency_ms"])) == \
         sorted(zip(want["device"], want["arch"], want["label_ms"]))
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "help"]])
+def test_a_csv_name_of_another_compression_is_refused_and_nothing_written(campaign, tmp_path, capsys, fmt):
+    """--out lab.csv.bz2 wrote Parquet bytes under that name (with --format help, a plain CSV): neither reads back
+    as the .csv.bz2 it says it is."""
+    store, _ = campaign
+    out = tmp_path / "lab.csv.bz2"
+    capsys.readouterr()
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(out), *fmt]) == 2
+    assert capsys.readouterr().err == (f"hwl campaign: error: --out {out}: the wide table is written as .csv, or "
+                                       "gzipped as .csv.gz; name it so (or .parquet for the Parquet export)\n")
+    assert not out.exists()
 
 
 def test_exporting_a_store_of_imported_tables_says_what_it_holds(campaign, tmp_path, capsys):

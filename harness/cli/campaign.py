@@ -265,6 +265,9 @@ def export_format(fmt: str | None, out: str | None) -> str:
     """
     name = Path(out).name.lower() if out else ""
     named = next((f for suffix, f in _FORMAT_OF_SUFFIX.items() if name.endswith(suffix)), None)
+    if named is None and re.search(r"\.csv\.\w+$", name):  # lab.csv.bz2 held Parquet bytes, or a plain CSV
+        raise CampaignError(f"--out {out}: the wide table is written as .csv, or gzipped as .csv.gz; name it so "
+                            "(or .parquet for the Parquet export)")
     if fmt and named and fmt != named:
         kind = {"parquet": "Parquet", "help": "CSV"}
         raise CampaignError(f"--out {out} is a {kind[named]} name, but --format {fmt} writes {kind[fmt]}; "
