@@ -124,11 +124,14 @@ def ray_session(*, address: str | None = None, num_cpus: int = 2, hosts=(), avoi
             keep_ray_token_private()  # started or joined: the token file is on this machine either way
             yield
         finally:
-            if not address and not ray.is_initialized():  # ray.init did not get to connect
-                _stop_half_started_ray()
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-            os.sched_setaffinity(0, old)
+            # held too: a second Ctrl-C broke ray.shutdown off, and a third the one Ray's atexit hook then ran,
+            # which printed a traceback
+            with _signals_held():
+                if not address and not ray.is_initialized():  # ray.init did not get to connect
+                    _stop_half_started_ray()
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                os.sched_setaffinity(0, old)
 
 
 def _native_threads_at_most(cores: int | None):
@@ -167,7 +170,7 @@ def _start_local(num_cpus: int, hosts, temp_dir: str | None) -> None:
     _warn_if_token_auth_off()
     keep = sessions_kept()  # a bad setting stops here, before Ray starts
     try:
-        with _signals_held_during_init(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
+        with _signals_held(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
             ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                      resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
     except OSError as exc:
@@ -199,7 +202,7 @@ def _join(address: str) -> None:
 
     for attempt in range(1, RAY_CLIENT_TRIES + 1):
         try:
-            with _signals_held_during_init():
+            with _signals_held():
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
             return
         except ConnectionError as exc:
@@ -361,10 +364,10 @@ def _stop_half_started_ray() -> None:
 
 
 @contextlib.contextmanager
-def _signals_held_during_init():
-    """Around ray.init, which must not be stopped half-way: a Ctrl-C there left Ray's helper
-    processes running, or crashed the driver (SIGSEGV) as it shut down. Ctrl-C and SIGTERM are
-    held until ray.init returns, then handed to the caller's handlers (the CLI's clean stop), so
+def _signals_held():
+    """Around ray.init and ray.shutdown, which must not be stopped half-way: a Ctrl-C in ray.init left Ray's
+    helper processes running, or crashed the driver (SIGSEGV) as it shut down. Ctrl-C and SIGTERM are
+    held until the block ends, then handed to the caller's handlers (the CLI's clean stop), so
     ray_session stops a whole Ray. Ray's own SIGTERM handler (``sys.exit(15)`` wherever ray.init
     is, even where Python ignores the exception, which lost the signal) is kept out meanwhile."""
     import ray._private.utils as ray_utils

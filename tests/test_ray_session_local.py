@@ -271,3 +271,24 @@ def test_the_cores_kept_free_leave_ray_a_core_no_device_has_to_itself(core_sets,
     from harness.ray_cluster import cores_kept_free
 
     assert cores_kept_free(core_sets, range(cores)) == free
+
+
+def test_a_second_ctrl_c_as_the_session_stops_ray_still_stops_all_of_it(ray_tmp):
+    """Ctrl-C pressed again while a stopped campaign shut its Ray down broke ray.shutdown off half-way; Ray's atexit
+    hook ran it once more, and a third Ctrl-C there printed Ray's traceback. The shutdown now runs whole, then the
+    Ctrl-C goes on to the caller. The second Ctrl-C is sent by the process itself as ray.shutdown starts."""
+    code = ("import os, signal, sys, ray\nfrom harness.ray_cluster import ray_session\n"
+            "real_shutdown = ray.shutdown\n"
+            "def shutdown_under_ctrl_c():\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    real_shutdown()\n"
+            "ray.shutdown = shutdown_under_ctrl_c\n"
+            "try:\n"
+            f"    with ray_session(num_cpus=1, temp_dir={ray_tmp!r}):\n"
+            "        raise KeyboardInterrupt\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped; ray still connected:', ray.is_initialized(), file=sys.__stdout__, flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "stopped; ray still connected: False\n", run.stderr
+    assert kill_leftovers(ray_tmp) == []
