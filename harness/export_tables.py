@@ -199,7 +199,8 @@ def _header(path: Path) -> list:
         import pyarrow.parquet as pq
 
         return pq.read_schema(path).names
-    return pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    return pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                       skipinitialspace=True).iloc[0].tolist()
 
 
 def _whole_numbers_past_any_latency(values: np.ndarray) -> bool:

@@ -78,8 +78,10 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
         parquet = suffix in (".parquet", ".pq")
         try:
             refuse_repeated_columns(path, TableImportError)
-            # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught)
-            frame = pd.read_parquet(path) if parquet else pd.read_csv(path, keep_default_na=False)
+            # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught);
+            # skipinitialspace: a lab script's '0, pi, 1.5' rows named a device ' pi' beside its 'pi'
+            frame = (pd.read_parquet(path) if parquet
+                     else pd.read_csv(path, keep_default_na=False, skipinitialspace=True))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
         drifted = drifted_labels(frame)
@@ -284,7 +286,7 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
         if blank.any():
             raise TableImportError(f"{source}: {count(int(blank.sum()), 'row has', 'rows have')} no device (first at "
                                    f"data row {_row(frame, blank)}); fill the device column or name it with --device")
-        devices = names.astype(str).tolist()
+        devices = names.astype(str).str.strip().tolist()  # 'pi ,' names pi too
     latencies = pd.to_numeric(frame["latency_ms"], errors="coerce")
     bad = ~(latencies > 0) | ~np.isfinite(latencies)
     if bad.any():  # one would break every later read of the store

@@ -122,7 +122,8 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
             raw = pd.read_parquet(path)
         elif ".csv" in suffixes:
             refuse_repeated_columns(path, LatencyTableError)
-            raw = pd.read_csv(path, keep_default_na=False)  # a device named NA or nan is a name, as on import
+            # a device named NA or nan is a name, and '0, pi, 1.5' names pi, as on import
+            raw = pd.read_csv(path, keep_default_na=False, skipinitialspace=True)
         else:
             raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
     except (OSError, ValueError) as exc:
@@ -199,7 +200,8 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         raise LatencyTableError(
             f"{where}: {int(bad.sum())} latency_ms value(s) are not positive numbers "
             f"(first at data row {row + 1}: {raw['latency_ms'].iloc[row]!r})")
-    table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).to_numpy(), "latency_ms": latency})
+    table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).str.strip().to_numpy(),
+                          "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
     return _reduce_repeats(table, where if warn_repeats else None)
 

@@ -580,3 +580,20 @@ def test_a_long_tables_latencies_in_ns_are_refused_as_a_wide_tables_are(tmp_path
         stored = s.latency_table("nb201")
     assert sorted(zip(stored["device"], stored["arch"], stored["latency_ms"])) == [
         ("nano", 7, 0.5), ("pi", 2, 2500000.0), ("pi", 4, 1.5)]
+
+
+def test_a_table_written_with_spaces_after_its_commas_names_its_devices_as_written(tmp_path, capsys):
+    """A lab script's '0, pi, 1.5' rows: the header ' device' was no device column, and rows with and without the
+    space (or with one before the comma) were stored as two devices, ' pi' and 'pi'."""
+    db = str(tmp_path / "lab.db")
+    (tmp_path / "spaced.csv").write_text("arch_index, device, latency_ms\n4, pi, 2.5\n2,pi ,1.5\n")
+    (tmp_path / "spaced_wide.csv").write_text("arch_index, nano, tx2\n4, 0.5, 0.7\n")
+    assert hwl_main(["data", "import", str(tmp_path / "spaced.csv"), "--store", db]) == 0
+    assert hwl_main(["data", "import", str(tmp_path / "spaced_wide.csv"), "--wide", "--store", db]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"imported 2 nb201 latencies of 1 device from {tmp_path / 'spaced.csv'} into {db}",
+        f"imported 2 nb201 latencies of 2 devices from {tmp_path / 'spaced_wide.csv'} into {db}"]
+    with Store(db) as s:
+        stored = s.latency_table("nb201")
+    assert sorted(zip(stored["device"], stored["arch"], stored["latency_ms"])) == [
+        ("nano", 4, 0.5), ("pi", 2, 1.5), ("pi", 4, 2.5), ("tx2", 4, 0.7)]

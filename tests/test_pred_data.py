@@ -355,3 +355,12 @@ def test_a_long_tables_latencies_in_ns_or_a_repeated_column_are_refused(tmp_path
     with pytest.raises(LatencyTableError) as refused:
         data.read_table(path, "nb201")
     assert str(refused.value) == "wide.csv: its header names 'pi' twice; rename or drop the repeated column"
+
+
+def test_a_table_with_spaces_after_its_commas_reads_one_device_per_name(tmp_path):
+    """'0, pi, 1.5' rows beside '1,pi,2.5' ones were read as two devices, ' pi' and 'pi', as on import."""
+    path = tmp_path / "spaced.csv"
+    path.write_text("arch_index, device, latency_ms\n1, pi, 2.5\n2,pi ,1.5\n3,pi,4.0\n")
+    table = data.read_table(path, "nb201")
+    assert sorted(zip(table["device"], table["arch"], table["latency_ms"])) == [("pi", 1, 2.5), ("pi", 2, 1.5),
+                                                                                ("pi", 3, 4.0)]
