@@ -54,7 +54,8 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
                 lines = path.read_text(encoding="utf-8-sig").splitlines()  # a Windows editor's byte-order mark
             except (OSError, UnicodeDecodeError) as exc:
                 raise ArchError(f"architecture file {path} cannot be read as text: {exc}") from None
-            items = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            # a comment may follow an architecture too ('5  # the fastest'): no key holds a '#'
+            items = [item for ln in lines if (item := ln.split("#", 1)[0].strip())]
         elif space == "nb201" and "|" in text:
             items = [text]  # one arch string: its commas are not separators
         elif space == "fbnet":

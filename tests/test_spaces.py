@@ -91,6 +91,10 @@ def test_selection_forms(tmp_path):
     f = tmp_path / "archs.txt"
     f.write_text("# comment\n5\n" + nb201.to_string(9) + "\n")
     assert resolve_archs("nb201", f"@{f}") == [5, 9]
+    f.write_text("5  # the fastest\n7-8 # a range\n")  # was refused: '5  # the fastest' is neither an index ...
+    assert resolve_archs("nb201", f"@{f}") == [5, 7, 8]
+    f.write_text(f"{keys[0]}  # a comment\n")
+    assert resolve_archs("fbnet", f"@{f}") == keys[:1]
     with pytest.raises(ArchError, match="does not exist"):
         resolve_archs("nb201", "@/nonexistent/file")
     # `--archs @$FILE` with FILE unset said "architecture file . does not exist", a folder that it does not exist
