@@ -392,7 +392,8 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     """
     get_space(space)
     profile = load_profiles([device])[0]
-    options = options or CoordinatorOptions(artifact_dir=Path(store).parent / f"{Path(store).stem}-artifacts")
+    store_path = Path(store).expanduser()
+    options = options or CoordinatorOptions(artifact_dir=store_path.parent / f"{store_path.stem}-artifacts")
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
     method_name = method or registry.RECOMMENDED
     registry.get_class(method_name, latency_only=True)  # an unknown name fails before anything is written

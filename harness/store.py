@@ -109,7 +109,7 @@ class CanaryState(NamedTuple):
 
 def require_store_file(path) -> Path:
     """``path`` as a Path; StoreError saying why when it is no file (missing, or a folder)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         raise StoreError(f"store {path} is a directory, not a store file")
     if not path.is_file():
@@ -168,7 +168,7 @@ class Store:
     """
 
     def __init__(self, path, *, readonly: bool = False):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # --store=~/lab.db: no shell expands a tilde after '='
         self.readonly = readonly
         if readonly:
             require_store_file(self.path)  # a read-only store must exist

@@ -352,3 +352,26 @@ def test_deploy_refuses_tvm_libraries_for_a_profile_without_library_dir(tmp_path
     err = _refused(["deploy", profile, "--tvm-libraries", libs], capsys)
     assert f"pi-x: --tvm-libraries needs a tvm profile with runtime.options.library_dir (an absolute folder on " \
            f"the device), and {profile} has none" in err
+
+
+def test_a_store_given_as_store_equals_tilde_is_the_one_in_the_home_folder(tmp_path, monkeypatch, capsys):
+    """No shell expands the tilde of --store=~/lab.db: the import made ~/lab.db-locks in the home folder, then
+    failed with 'cannot open store ~/lab.db for writing ... give a path in a folder you can write to'; status said
+    it did not exist; a campaign would have put its models in a folder named '~'. hwl expands it, as for --out."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pi.csv").write_text("arch_index,device,latency_ms\n4,pi,2.5\n")
+    assert hwl_main(["data", "import", str(tmp_path / "pi.csv"), "--store=~/lab.db"]) == 0
+    capsys.readouterr()
+    assert hwl_main(["store", "check", "~/lab.db"]) == 0
+    assert capsys.readouterr().out == ("~/lab.db: integrity ok: 0 campaigns, 0 jobs (0 done), 0 results (0 accepted "
+                                       "latencies), 1 imported latency\n")
+    assert (home / "lab.db").is_file()
+    from harness.cli import build_parser
+    from harness.cli.campaign import _options
+
+    args = build_parser(["campaign"]).parse_args(["campaign", "resume", "--store=~/lab.db"])
+    assert _options(args).artifact_dir == home / "lab-artifacts"
+    assert not (tmp_path / "~").exists()

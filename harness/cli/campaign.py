@@ -89,7 +89,7 @@ def flags_a_resume_needs(args) -> list[str]:
 def _options(args):
     from harness.coordinator import CoordinatorOptions
 
-    store = Path(args.store)
+    store = Path(args.store).expanduser()
     artifacts = Path(args.artifacts) if args.artifacts else store.parent / f"{store.stem}-artifacts"
     if args.canary_every < 0:
         raise CampaignError(f"--canary-every must be >= 0, got {args.canary_every}")

@@ -81,7 +81,7 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
     report_flag = "--report" if report else "--report (by default --out's name with .json)"
     report = Path(report) if report else out.with_suffix(".json")
-    store_path = Path(store)
+    store_path = Path(store).expanduser()
     for path in (out, table, report):  # the store may not exist yet, so check_outputs cannot tell it by its header
         if path.expanduser().resolve() == store_path.expanduser().resolve():
             raise UserError(f"{path} is the store (--store); give the onboarding's outputs other file names")
