@@ -115,10 +115,10 @@ def load_campaign_file(path) -> dict:
     out = dict(data)
     if devices is not None:
         # Profile paths and @FILE selections are relative to the campaign file.
-        out["devices"] = [str(path.parent / d) if d.endswith(".toml") else d for d in devices]
+        out["devices"] = [str(path.parent / Path(d).expanduser()) if d.endswith(".toml") else d for d in devices]
     archs = data.get("archs")
     if isinstance(archs, str) and archs.startswith("@"):
-        out["archs"] = "@" + str(path.parent / archs[1:])
+        out["archs"] = "@" + str(path.parent / Path(archs[1:]).expanduser())  # '~/archs.txt' is no relative path
     elif isinstance(archs, list):
         out["archs"] = tuple(str(a) for a in archs)
     for key in ("seed", "order_seed"):

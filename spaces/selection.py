@@ -12,7 +12,7 @@ def arch_file(spec) -> Path | None:
     """The file an ``@FILE`` selection names (None for any other selection): commands that write
     files check their outputs against it before any work."""
     text = spec.strip() if isinstance(spec, str) else ""
-    return Path(text[1:]) if text.startswith("@") else None
+    return Path(text[1:]).expanduser() if text.startswith("@") else None  # no shell expands '@~/archs.txt'
 
 
 def resolve_archs(space: str, spec: str | list[str], *, seed: int = 0) -> list:

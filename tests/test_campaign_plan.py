@@ -16,6 +16,7 @@ from harness.campaign import (CampaignSpec, campaign_profiles, current_profiles,
 from harness.cli import main as hwl_main
 from harness.errors import CampaignError, ClusterError
 from harness.store import Store
+from spaces import resolve_archs
 from tests.campaign_helpers import write_profile
 
 
@@ -165,6 +166,20 @@ def test_campaign_file(tmp_path):
     # a byte-order mark (Windows' Notepad) was 'not valid TOML: Invalid statement (at line 1, column 1)'
     (tmp_path / "bom.toml").write_bytes(b'\xef\xbb\xbf' + f.read_bytes())
     assert load_campaign_file(tmp_path / "bom.toml") == settings
+
+
+def test_selections_and_campaign_files_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    """'--archs @~/archs.txt' (no shell expands a tilde after '@') said 'architecture file ~/archs.txt does not
+    exist', and a campaign file's '@~/archs.txt' or '~/pi.toml' was read inside the file's folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    (home / "archs.txt").write_text("5\n9\n")
+    assert resolve_archs("nb201", "@~/archs.txt") == [5, 9]
+    write_profile(home, "dev-a")
+    (tmp_path / "c.toml").write_text('space = "nb201"\narchs = "@~/archs.txt"\ndevices = ["~/dev-a.toml"]\n')
+    settings = load_campaign_file(tmp_path / "c.toml")
+    assert (settings["archs"], settings["devices"]) == (f"@{home / 'archs.txt'}", [str(home / "dev-a.toml")])
 
 
 def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
