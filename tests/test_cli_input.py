@@ -374,4 +374,6 @@ def test_a_store_given_as_store_equals_tilde_is_the_one_in_the_home_folder(tmp_p
 
     args = build_parser(["campaign"]).parse_args(["campaign", "resume", "--store=~/lab.db"])
     assert _options(args).artifact_dir == home / "lab-artifacts"
+    args = build_parser(["campaign"]).parse_args(["campaign", "resume", "--store=~/lab.db", "--artifacts=~/models"])
+    assert _options(args).artifact_dir == home / "models"  # was a folder '~/models' in the working folder
     assert not (tmp_path / "~").exists()

@@ -90,7 +90,7 @@ def _options(args):
     from harness.coordinator import CoordinatorOptions
 
     store = Path(args.store).expanduser()
-    artifacts = Path(args.artifacts) if args.artifacts else store.parent / f"{store.stem}-artifacts"
+    artifacts = Path(args.artifacts).expanduser() if args.artifacts else store.parent / f"{store.stem}-artifacts"
     if args.canary_every < 0:
         raise CampaignError(f"--canary-every must be >= 0, got {args.canary_every}")
     if args.artifact_quota_gb is not None and not args.artifact_quota_gb > 0:

@@ -90,7 +90,7 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     check_outputs({"--out": out, table_flag: table, report_flag: report}, inputs)  # before any measurement
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
-    options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts)
+    options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts).expanduser()
                                  if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
     return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
                    table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
