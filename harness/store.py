@@ -233,7 +233,7 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreVersionError(f"store {self.path} has schema version {version} but this hwl "
                                     f"({__version__}) knows only up to {SCHEMA_VERSION}: upgrade hwl "
-                                    "(pip install -U hwl) to open it")
+                                    "(`git pull` in its checkout) to open it")
 
     def _read_only_uri(self) -> str:
         """The URI that reads the store without writing. In a folder that cannot be written (an archive on

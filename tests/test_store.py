@@ -163,7 +163,8 @@ def test_newer_store_is_refused_with_upgrade_message(tmp_path):
     con.commit()
     con.close()
     digest = _digest(path)
-    with pytest.raises(StoreVersionError, match="upgrade hwl"):
+    # it said 'pip install -U hwl', which installs whatever PyPI holds under that name; hwl is a checkout
+    with pytest.raises(StoreVersionError, match=r"upgrade hwl \(`git pull` in its checkout\) to open it"):
         Store(path)
     assert _digest(path) == digest
 
