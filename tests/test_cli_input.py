@@ -86,14 +86,6 @@ def test_a_refused_campaign_makes_no_store_file(tmp_path, flags, error, capsys):
     assert error in err and list(tmp_path.iterdir()) == []
 
 
-def test_a_campaign_refused_for_its_artifact_folder_makes_no_store_file(tmp_path, capsys):
-    """The artifact folder was checked once the store was open: a refused first run left an empty lab.db."""
-    (tmp_path / "models").write_text("not a folder")
-    err = _refused(["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "local-ort-1t", "--store",
-                    tmp_path / "lab.db", "--artifacts", tmp_path / "models"], capsys)
-    assert "is a file, not a folder" in err and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
-
-
 def test_an_output_that_is_an_input_or_another_output_is_refused_and_left_alone(tmp_path, capsys):
     table = tmp_path / "m.csv"
     table.write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,3.0\n")
