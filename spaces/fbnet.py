@@ -54,10 +54,18 @@ def canonical(key: str) -> str:
     return to_key(parse(key))
 
 
+# The most random:N draws: a million keys take about 0.4 GB while drawn, and a campaign over them years of device
+# time. 10**8 (a typo's extra zeros) grew past 18 GB within a minute, hwl export and campaign run alike.
+MAX_SAMPLE = 1_000_000
+
+
 def sample(n: int, seed: int) -> list[str]:
     """n arch keys drawn uniformly (each layer independently) with a seeded generator."""
     if n <= 0:
         raise ArchError(f"cannot sample {n} FBNet architectures: n must be positive")
+    if n > MAX_SAMPLE:
+        raise ArchError(f"cannot sample {n:,} FBNet architectures: at most {MAX_SAMPLE:,} at once (a million keys take "
+                        "0.4 GB while drawn, and measuring them years); ask for fewer")
     rng = np.random.default_rng(seed)
     try:
         codes = rng.integers(0, len(OPS), size=(n, N_LAYERS))

@@ -151,3 +151,11 @@ def test_a_selection_of_the_other_space_says_so(tmp_path):
     with pytest.raises(ArchError) as bad:  # a typo in either space gets no hint
         resolve_archs("nb201", "0,1x")
     assert "selection names" not in str(bad.value)
+
+
+def test_a_random_fbnet_selection_past_a_million_is_refused_at_once():
+    """random:100000000 (a typo's extra zeros) was drawn: hwl export and campaign run grew past 18 GB within a
+    minute. More than a million is refused in one line before anything is drawn."""
+    with pytest.raises(ArchError, match=r"cannot sample 100,000,000 FBNet architectures: at most 1,000,000 at once"):
+        resolve_archs("fbnet", "random:100000000")
+    assert len(resolve_archs("fbnet", "random:3")) == 3
