@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import pickle
 import types
+import zipfile
+import zlib
 from pathlib import Path
 
 from harness.errors import UserError
@@ -47,6 +49,7 @@ ALLOWED_GLOBALS = frozenset({
 _PYTHON2_NAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 # torch.nn layers and torch dtypes: any class of these modules, and torch's dtype constants.
 TORCH_NN_MODULES = "torch.nn.modules."
+DAMAGED = "is a torch file cut short or damaged; write it again"
 
 
 class ModelFileError(UserError):
@@ -75,6 +78,7 @@ def load_model(path) -> dict:
     path = Path(path)
     if why := why_not_a_file(path):
         raise ModelFileError(f"model file {path} {why}")
+    check_checksums(path)
     try:
         saved = torch.load(path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False)
     except ModelFileError:
@@ -82,7 +86,7 @@ def load_model(path) -> dict:
     except Exception as exc:  # not a torch/pickle file at all, or a truncated one
         with open(path, "rb") as head:  # torch.save writes a zip: one cut short is no other kind of file
             damaged = head.read(4) == b"PK\x03\x04"
-        what = "is a torch file cut short or damaged; write it again" if damaged else "is not an hwl model file"
+        what = DAMAGED if damaged else "is not an hwl model file"
         raise ModelFileError(f"{path} {what} ({torch_error(exc)})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not an hwl model file (write one with `hwl train`)")
@@ -90,6 +94,22 @@ def load_model(path) -> dict:
         raise ModelFileError(f"{path} was written by a newer hwl (model format {saved['version']}, this hwl "
                              f"reads {MODEL_VERSION}): update hwl")
     return saved
+
+
+def check_checksums(path: Path) -> None:
+    """Refuse a model file whose zip members fail their CRC-32: ``torch.load`` does not check them, so one flipped
+    bit in a saved array loaded as another number (one architecture's prediction 28 ms off, no error)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # no whole zip (cut short, or another kind of file): torch.load's error says which
+    with archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise ModelFileError(f"{path} {DAMAGED} ({type(exc).__name__}: {exc})") from None
+    if bad is not None:  # torch names its parts under the file's own name: data.pkl says enough
+        raise ModelFileError(f"{path} {DAMAGED} (its {bad.rsplit('/', 1)[-1]} fails its checksum)")
 
 
 def torch_error(exc: Exception) -> str:
