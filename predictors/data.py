@@ -92,8 +92,13 @@ def numeric_columns(raw: pd.DataFrame, columns: list, where: str, error=LatencyT
     for col in bad.columns[bad.any().to_numpy()]:
         row = int(np.flatnonzero(bad[col].to_numpy())[0])
         raise error(f"{where}: {int(bad[col].sum())} {col} value(s) are not numbers "
-                    f"(first at data row {row + 1}: {raw[col].iloc[row]!r})")
+                    f"(first at data row {row + 1}: {_cell(raw[col].iloc[row])!r})")
     return table
+
+
+def _cell(value):
+    """A table cell as the user wrote it: numpy 2's repr of a number read from a CSV is np.float64(0.0)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_table(path, space: str, *, source: str | None = None, device: str | None = None,
@@ -199,7 +204,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         row = int(np.flatnonzero(bad)[0])
         raise LatencyTableError(
             f"{where}: {int(bad.sum())} latency_ms value(s) are not positive numbers "
-            f"(first at data row {row + 1}: {raw['latency_ms'].iloc[row]!r})")
+            f"(first at data row {row + 1}: {_cell(raw['latency_ms'].iloc[row])!r})")
     table = pd.DataFrame({"arch": arch, "device": raw["device"].astype(str).str.strip().to_numpy(),
                           "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source

@@ -218,6 +218,14 @@ def test_a_bad_latency_is_named_by_its_data_row(tmp_path):
         data.read_table(tmp_path / "bad.csv", "nb201")
 
 
+def test_a_zero_latency_of_a_numeric_column_is_named_as_the_file_has_it(tmp_path):
+    """A CSV whose latency_ms column reads as numbers named its zero 'np.float64(0.0)' (numpy 2's repr)."""
+    (tmp_path / "zero.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,0\n3,pi,inf\n")
+    with pytest.raises(LatencyTableError, match=r"zero.csv: 2 latency_ms value\(s\) are not positive numbers "
+                                                r"\(first at data row 2: 0.0\)$"):
+        data.read_table(tmp_path / "zero.csv", "nb201")
+
+
 def test_an_arch_index_column_read_as_floats_is_read_as_indices_and_an_empty_cell_is_named(tmp_path):
     """A Parquet arch_index column with a null (or written as floats) reads as floats: hwl adapt refused index
     1.0 as "'1.0' is not a nb201 architecture", which hwl data import took, and named an empty cell nan."""
