@@ -196,7 +196,11 @@ def score_device(method: FewShotMethod, truth: pd.Series, k: int, *, seed: int, 
     if unknown:
         raise EvaluationError(f"{type(method).__name__}.choose named archs outside the test table: "
                               f"{sorted(map(str, unknown))[:3]}")
-    adapted = method.adapt(chosen, truth.loc[chosen].to_numpy(), device=str(truth.name))
+    try:
+        adapted = method.adapt(chosen, truth.loc[chosen].to_numpy(), device=str(truth.name))
+    except ValueError as exc:  # measurements it cannot use (HELP without its reference archs), as `hwl adapt` says
+        raise EvaluationError(f"{type(method).__name__} cannot adapt to test device {truth.name!r} on k={k} "
+                              f"architectures of its table: {exc}") from None
     if adapted is method:
         raise EvaluationError(f"{type(method).__name__}.adapt must return a new object (strict protocol rule 3)")
     rest = truth.drop(index=chosen)

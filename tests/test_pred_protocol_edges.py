@@ -159,3 +159,21 @@ def test_json_writers_write_null_for_nan(tmp_path):
         "summary": {"predictor": {"mean_accuracy": None}},
         "runs": {"predictor": [{"arch": None, "accuracy": None, "latency_ms": None, "feasible": False,
                                 "evaluations": 20}]}}
+
+
+def test_a_test_table_without_helps_reference_archs_is_one_line_naming_the_device(tmp_path, capsys):
+    """HELP adapts only with a latency of one of its reference archs: a custom test table holding none of them
+    ended `hwl evaluate --method help` in a ValueError traceback, or, with any --set, in a line blaming the --set."""
+    from harness.cli import main
+    from predictors.help import reference_archs
+
+    table = nb201_table(n_archs=200, devices=("pixel2",))
+    table = table[~table["arch"].isin(reference_archs("nb201"))].assign(device="lab_pi")
+    table.rename(columns={"arch": "arch_index"}).to_csv(tmp_path / "lab.csv", index=False)
+    assert main(["evaluate", "--space", "nb201", "--train-devices", "1080ti_1,raspi4", "--test-table",
+                 str(tmp_path / "lab.csv"), "--method", "help", "--set", "meta_episodes=2", "--samples", "5",
+                 "--trials", "1", "--n-pretrain", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "error: HELP cannot adapt to test device 'lab_pi' on k=5 architectures of its table: HELP needs the new " \
+           "device's latency on at least one of its 10 reference architectures" in err
+    assert "--set" not in err
