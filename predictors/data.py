@@ -183,8 +183,8 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     if arch_col is None:
         missing.append(" or ".join(ARCH_COLUMNS))
     if missing:
-        raise LatencyTableError(
-            f"{where} lacks column(s) {', '.join(missing)}; it has {', '.join(map(str, raw.columns)) or 'none'}")
+        raise LatencyTableError(f"{where} lacks column(s) {', '.join(missing)}; it has "
+                                f"{', '.join(map(str, raw.columns)) or 'none'}{_misnamed(raw.columns)}")
     if len(raw) == 0:
         raise LatencyTableError(f"{where} has no rows")
     blank = raw["device"].isna() | (raw["device"].astype(object).astype(str).str.strip() == "")
@@ -209,6 +209,18 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
                           "latency_ms": latency})
     table["source"] = raw["source"].astype(str).to_numpy() if "source" in raw.columns else source
     return _reduce_repeats(table, where if warn_repeats else None)
+
+
+def _misnamed(columns) -> str:
+    """Why columns the file has were not found: a file separated by ';' or tabs (a spreadsheet's export) reads as
+    one column, and a name's case or a space around it does not show in the list of columns."""
+    names = [str(c) for c in columns]
+    for sep, what in ((";", "semicolons"), ("\t", "tabs")):
+        if any(sep in name for name in names):
+            return f" (a file separated by {what}? hwl reads comma-separated CSV)"
+    wanted = {"device", "latency_ms", *ARCH_COLUMNS}
+    near = [repr(name) for name in names if name not in wanted and name.strip().lower() in wanted]
+    return f" ({', '.join(near)}: rename to the lower-case name without spaces)" if near else ""
 
 
 def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:

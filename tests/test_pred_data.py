@@ -218,6 +218,20 @@ def test_a_bad_latency_is_named_by_its_data_row(tmp_path):
         data.read_table(tmp_path / "bad.csv", "nb201")
 
 
+@pytest.mark.parametrize("header, sep, hint", [
+    ("arch_index;device;latency_ms", ";", "(a file separated by semicolons? hwl reads comma-separated CSV)"),
+    ("arch_index\tdevice\tlatency_ms", "\t", "(a file separated by tabs? hwl reads comma-separated CSV)"),
+    ("arch_index,device,latency_ms ", ",", "('latency_ms ': rename to the lower-case name without spaces)"),
+    ("arch_index,device,Latency_ms", ",", "('Latency_ms': rename to the lower-case name without spaces)")])
+def test_a_header_that_only_looks_right_says_why_its_columns_are_not_found(tmp_path, header, sep, hint):
+    """A spreadsheet's ';'-separated export, or a name with a trailing space, listed the columns the file 'has' as
+    the very names it 'lacks' ('lacks column(s) latency_ms; it has ..., latency_ms ')."""
+    (tmp_path / "mine.csv").write_text(f"{header}\n1{sep}pi{sep}2.5\n")
+    with pytest.raises(LatencyTableError, match="lacks column") as refused:
+        data.read_table(tmp_path / "mine.csv", "nb201", device="pi")
+    assert str(refused.value).endswith(hint)
+
+
 def test_a_zero_latency_of_a_numeric_column_is_named_as_the_file_has_it(tmp_path):
     """A CSV whose latency_ms column reads as numbers named its zero 'np.float64(0.0)' (numpy 2's repr)."""
     (tmp_path / "zero.csv").write_text("arch_index,device,latency_ms\n1,pi,2.0\n2,pi,0\n3,pi,inf\n")
