@@ -57,6 +57,11 @@ def union_keys(series) -> list:
     return list(index)
 
 
+class UnusableMeasurements(ValueError):
+    """Measurements of a new device that a method cannot adapt on (HELP without a latency of its reference
+    archs): the data's fault, which a caller names with the device, not a wrong setting of the method."""
+
+
 class NotFittedError(ValueError, AttributeError):
     """A method used before ``pretrain``/``adapt``; the message says which to call."""
 

@@ -177,3 +177,13 @@ def test_a_test_table_without_helps_reference_archs_is_one_line_naming_the_devic
     assert "error: HELP cannot adapt to test device 'lab_pi' on k=5 architectures of its table: HELP needs the new " \
            "device's latency on at least one of its 10 reference architectures" in err
     assert "--set" not in err
+
+
+def test_a_set_value_that_breaks_the_adaptation_is_still_blamed_on_the_set(capsys):
+    """Only a method's refusal of the measurements names the test device: --set nu=-1 breaks phys_bayes'
+    adaptation, and the line must name the --set, not the device the first adaptation ran on."""
+    from harness.cli import main
+
+    assert main(["evaluate", "--task", "N0", "--samples", "5", "--trials", "1", "--n-pretrain", "60",
+                 "--set", "nu=-1"]) == 2
+    assert "error: method 'phys_bayes' cannot run with --set nu=-1: LinAlgError" in capsys.readouterr().err
