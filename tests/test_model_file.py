@@ -94,15 +94,20 @@ def test_help_without_its_reference_archs_names_them(small, tmp_path, capsys):
     assert "method help cannot adapt to pi: HELP needs" in err and str(model.references_[0]) in err
 
 
-def test_files_written_on_a_full_disk_leave_the_old_file_whole(small, tmp_path, capsys):
-    from tests.small_disk import small_disk
-
+def _adapted_model_file(small, path):
+    """An NB201 simple_reference model adapted to device 'new' on 12 archs, saved at ``path``; returns the model."""
     train, new = small["nb201"]
     picked = list(new.index[:12])
     model = registry.get_method("simple_reference").pretrain("nb201", train)
     adapted = model.adapt(picked, new.loc[picked].to_numpy(), device="new")
-    save_model(tmp_path / "a.pt", adapted, method="simple_reference", space="nb201", train_devices=list(train),
-               device="new")
+    save_model(path, adapted, method="simple_reference", space="nb201", train_devices=list(train), device="new")
+    return adapted
+
+
+def test_files_written_on_a_full_disk_leave_the_old_file_whole(small, tmp_path, capsys):
+    from tests.small_disk import small_disk
+
+    adapted = _adapted_model_file(small, tmp_path / "a.pt")
     with small_disk(tmp_path / "disk", 2) as disk:
         for name in ("m.pt", "p.csv"):
             (disk / name).write_text("the old file\n")
@@ -121,12 +126,7 @@ def test_files_written_on_a_full_disk_leave_the_old_file_whole(small, tmp_path, 
 def test_a_model_file_with_a_flipped_bit_is_refused_not_predicted_from(small, tmp_path, capsys):
     """torch.load does not check the zip's checksums: a model file one bit off on disk or in a copy loaded, and
     predicted other numbers without a word (an adapted phys_bayes model: one architecture 28 ms off)."""
-    train, new = small["nb201"]
-    picked = list(new.index[:12])
-    model = registry.get_method("simple_reference").pretrain("nb201", train)
-    adapted = model.adapt(picked, new.loc[picked].to_numpy(), device="new")
-    save_model(tmp_path / "a.pt", adapted, method="simple_reference", space="nb201", train_devices=list(train),
-               device="new")
+    adapted = _adapted_model_file(small, tmp_path / "a.pt")
     whole = bytearray((tmp_path / "a.pt").read_bytes())
     at = whole.find(b"G" + struct.pack(">d", adapted.y_mean_))  # pickle's BINFLOAT of a number predict uses
     assert at > 0
