@@ -78,12 +78,14 @@ def load_model(path) -> dict:
     path = Path(path)
     if why := why_not_a_file(path):
         raise ModelFileError(f"model file {path} {why}")
-    check_checksums(path)
+    whole_zip = check_checksums(path)
     try:
         saved = torch.load(path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False)
     except ModelFileError:
         raise
     except Exception as exc:  # not a torch/pickle file at all, or a truncated one
+        if whole_zip:  # torch's own words for it ('[enforce fail at inline_container.cc:180]') say nothing
+            raise ModelFileError(f"{path} is not an hwl model file (a zip archive torch.save did not write)") from None
         with open(path, "rb") as head:  # torch.save writes a zip: one cut short is no other kind of file
             damaged = head.read(4) == b"PK\x03\x04"
         what = DAMAGED if damaged else "is not an hwl model file"
@@ -96,13 +98,14 @@ def load_model(path) -> dict:
     return saved
 
 
-def check_checksums(path: Path) -> None:
+def check_checksums(path: Path) -> bool:
     """Refuse a model file whose zip members fail their CRC-32: ``torch.load`` does not check them, so one flipped
-    bit in a saved array loaded as another number (one architecture's prediction 28 ms off, no error)."""
+    bit in a saved array loaded as another number (one architecture's prediction 28 ms off, no error). Whether the
+    file is a whole zip."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        return  # no whole zip (cut short, or another kind of file): torch.load's error says which
+        return False  # no whole zip (cut short, or another kind of file): torch.load's error says which
     with archive:
         try:
             bad = archive.testzip()
@@ -110,6 +113,7 @@ def check_checksums(path: Path) -> None:
             raise ModelFileError(f"{path} {DAMAGED} ({type(exc).__name__}: {exc})") from None
     if bad is not None:  # torch names its parts under the file's own name: data.pkl says enough
         raise ModelFileError(f"{path} {DAMAGED} (its {bad.rsplit('/', 1)[-1]} fails its checksum)")
+    return True
 
 
 def torch_error(exc: Exception) -> str:

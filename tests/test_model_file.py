@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -137,3 +138,13 @@ def test_a_model_file_with_a_flipped_bit_is_refused_not_predicted_from(small, tm
     assert "flipped.pt is a torch file cut short or damaged; write it again (its data.pkl fails its checksum)" in (
         capsys.readouterr().err)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_zip_archive_of_something_else_is_not_called_a_damaged_torch_file(tmp_path):
+    """A whole zip that torch.save did not write was 'a torch file cut short or damaged; write it again
+    (RuntimeError: [enforce fail at inline_container.cc:180] )'."""
+    with zipfile.ZipFile(tmp_path / "notes.pt", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(ModelFileError, match=r"notes.pt is not an hwl model file \(a zip archive torch.save did not "
+                                             r"write\)$"):
+        load_model(tmp_path / "notes.pt")
