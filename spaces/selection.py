@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from spaces import fbnet, nb201
+from spaces.columns import PAIRED_COLUMNS, check_same_archs
 from spaces.errors import ArchError
 
 
@@ -56,6 +57,11 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
                 raise ArchError(f"architecture file {path} cannot be read as text: {exc}") from None
             # a comment may follow an architecture too ('5  # the fastest'): no key holds a '#'
             items = [item for ln in lines if (item := ln.split("#", 1)[0].strip())]
+            if space == "nb201":
+                try:
+                    items = _index_of_listed_pairs(items)
+                except ArchError as exc:
+                    raise ArchError(f"architecture file {path}: {exc}") from None
         elif space == "nb201" and "|" in text:
             items = [text]  # one arch string: its commas are not separators
         elif space == "fbnet":
@@ -77,6 +83,22 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
             seen.add(key)
             out.append(key)
     return out
+
+
+def _index_of_listed_pairs(lines: list[str]) -> list[str]:
+    """NB201 lines as `hwl space list` and `hwl space sample nb201` print them (``INDEX,ARCH_STR``, under an
+    ``arch_index,arch_str`` header, or a one-column table's) as their index, once both are seen to name one cell:
+    the file ``hwl space sample nb201 --n 100 > archs.txt`` writes was refused ('node 1 ... must look like')."""
+    if lines and lines[0].replace(" ", "") in (*PAIRED_COLUMNS["nb201"], ",".join(PAIRED_COLUMNS["nb201"])):
+        lines = lines[1:]
+    pairs = {}  # position -> (index, arch string)
+    for i, line in enumerate(lines):
+        index, comma, string = line.partition(",")
+        if comma and index.strip().isdigit() and "|" in string:
+            pairs[i] = (int(index), string.strip())
+    if pairs:
+        check_same_archs("nb201", [p[0] for p in pairs.values()], [p[1] for p in pairs.values()])
+    return [str(pairs[i][0]) if i in pairs else line for i, line in enumerate(lines)]
 
 
 def _refuse_a_word(space: str, item: str, *, in_a_selection: bool) -> None:

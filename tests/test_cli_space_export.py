@@ -4,7 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
-from spaces import fbnet, nb201
+from spaces import ArchError, fbnet, nb201
 
 CONTRACT_KEYS = ["space", "arch", "path", "sha256", "export_s", "max_abs_err"]
 
@@ -23,6 +23,22 @@ def test_space_sample_fbnet(capsys):
     assert len(keys) == 100
     assert all(fbnet.canonical(k) == k for k in keys)
     assert keys == fbnet.sample(100, 0)
+
+
+def test_what_hwl_space_prints_for_nb201_is_an_arch_file_for_archs(tmp_path, capsys):
+    """`hwl space sample nb201 --n 5 > archs.txt` then `hwl predict ... --archs @archs.txt` (or onboard's
+    --candidates, zcp's --archs) was refused: "node 1 of '544,|nor_conv_1x1~0|...' must look like |op~0|op~1|"."""
+    from spaces import resolve_archs
+
+    assert main(["space", "sample", "nb201", "--n", "5", "--seed", "1"]) == 0
+    (tmp_path / "sample.txt").write_text(capsys.readouterr().out)
+    assert resolve_archs("nb201", f"@{tmp_path / 'sample.txt'}") == nb201.sample(5, 1)
+    assert main(["space", "list", "nb201"]) == 0
+    (tmp_path / "list.txt").write_text("\n".join(capsys.readouterr().out.splitlines()[:4]))
+    assert resolve_archs("nb201", f"@{tmp_path / 'list.txt'}") == [0, 1, 2]
+    (tmp_path / "wrong.txt").write_text(f"3,{nb201.to_string(4)}\n")  # a pair is taken only if both agree
+    with pytest.raises(ArchError, match=r"wrong.txt: 1 row\(s\) whose arch_index and arch_str name different cells"):
+        resolve_archs("nb201", f"@{tmp_path / 'wrong.txt'}")
 
 
 def test_export_nb201_index_and_string(tmp_path, capsys):
