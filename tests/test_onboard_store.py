@@ -22,8 +22,8 @@ def _profiles(tmp_path):
     return now, old
 
 
-def _measure(store, profile_path, archs, labels, *, name, fail=(), device="onb-ort"):
-    cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=tuple(archs), devices=(str(profile_path),),
+def _measure(store, profile_path, archs, labels, *, name, fail=(), device="onb-ort", space="nb201"):
+    cid, _, _ = plan_campaign(store, CampaignSpec(space=space, archs=tuple(archs), devices=(str(profile_path),),
                                                   name=name))
     for job, arch, _ in store.queued_jobs(cid, device):
         attempt = store.start_attempt(job)
@@ -247,3 +247,22 @@ def test_an_imported_table_named_as_a_public_device_is_told_to_be_imported_under
     (said,) = [r.getMessage() for r in caplog.records if "both name" in r.getMessage()]
     assert said.endswith("raspi4: the public table's (the store has 24 latencies, fewer than 100); import the table "
                          "under a name of its own (hwl data import --device NAME) to pretrain on both"), said
+
+
+def test_onboarding_with_hwl_ridge_on_archs_no_table_holds_is_one_line_not_one_latency_for_all(tmp_path, capsys):
+    """`hwl onboard local-ort-1t --space fbnet --candidates random:20 --method hwl_ridge` wrote a table of one
+    predicted latency for all 20 candidates ('estimated Spearman rho 0.000 (90 % interval 0.000 to 0.000)')."""
+    from harness.cli import main
+    from spaces import fbnet
+
+    now, _ = _profiles(tmp_path)
+    candidates = fbnet.sample(8, 3)
+    with Store(tmp_path / "lab.db") as st:  # measured already: the onboarding measures nothing, starts no Ray
+        _measure(st, now, candidates[:3], [1.0, 2.0, 3.0], name="earlier", space="fbnet")
+    (tmp_path / "candidates.txt").write_text("\n".join(candidates) + "\n")
+    assert main(["onboard", str(now), "--space", "fbnet", "--budget", "3", "--method", "hwl_ridge", "--candidates",
+                 f"@{tmp_path / 'candidates.txt'}", "--store", str(tmp_path / "lab.db"),
+                 "--out", str(tmp_path / "p.pt")]) == 2
+    assert ("error: method hwl_ridge cannot adapt to onb-ort: hwl_ridge predicts from the train devices' latencies of "
+            "an architecture, and none of the 3 measured ones") in capsys.readouterr().err
+    assert not (tmp_path / "p.parquet").exists()

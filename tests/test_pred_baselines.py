@@ -124,3 +124,29 @@ def test_registry_names_and_errors():
     for name in registry.method_names():
         cls = registry.get_class(name)
         assert cls.name == name
+
+
+def test_hwl_ridge_refuses_measurements_no_train_table_holds_and_names_predictions_it_cannot_tell_apart(
+        tmp_path, capsys, caplog):
+    """hwl_ridge reads an arch's train-device latencies: on FBNet random:N archs (or a lab table's other archs) each
+    feature was the fill value, and `hwl adapt` / `hwl onboard` wrote one latency for every architecture."""
+    from harness.cli import main
+    from spaces import fbnet
+
+    assert main(["train", "--space", "fbnet", "--devices", "pixel3,raspi4", "--n-pretrain", "200", "--method",
+                 "hwl_ridge", "--out", str(tmp_path / "m.pt")]) == 0
+    archs = fbnet.sample(12, 7)  # not among the public tables' 5,000
+    pd.DataFrame({"arch_ops": archs, "device": "lab", "latency_ms": np.linspace(1.0, 3.0, 12)}).to_csv(
+        tmp_path / "lab.csv", index=False)
+    assert main(["adapt", str(tmp_path / "m.pt"), "--device", "lab", "--measurements", str(tmp_path / "lab.csv"),
+                 "--out", str(tmp_path / "a.pt")]) == 2
+    assert ("error: method hwl_ridge cannot adapt to lab: hwl_ridge predicts from the train devices' latencies of an "
+            "architecture, and none of the 12 measured ones is in a train device's table") in capsys.readouterr().err
+    public = data.by_device(data.help_table("fbnet"), ["gold_6226"])["gold_6226"].iloc[:12]
+    adapted = HWLRidge(alpha=1.0).pretrain("fbnet", TrainTables(data.by_device(
+        data.help_table("fbnet"), ["pixel3", "raspi4"]))).adapt(list(public.index), public.to_numpy(), device="lab")
+    assert np.ptp(adapted.predict(list(public.index))) > 0
+    with caplog.at_level("WARNING", logger="predictors.baselines.hwl_ridge"):
+        assert np.ptp(adapted.predict(archs)) == 0
+    assert "12 of the 12 architectures are in no train device's table: it predicts one and the same latency" in (
+        caplog.text)

@@ -7,8 +7,8 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from predictors.base import FewShotMethod, full_tables
-from predictors.encodings.hwl import HWLEncoder
+from predictors.base import FewShotMethod, UnusableMeasurements, full_tables
+from predictors.encodings.hwl import HWLEncoder, latency_matrix
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,22 @@ class HWLRidge(FewShotMethod):
         return self.alphas_[k]
 
     def _adapt(self, archs, y, device):
+        if self._in_no_table(archs).all():  # every feature is the fill value: the fit is a constant
+            raise UnusableMeasurements(
+                f"hwl_ridge predicts from the train devices' latencies of an architecture, and none of the "
+                f"{len(archs)} measured ones is in a train device's table, so it would predict one latency for every "
+                "architecture; measure architectures the train tables hold, or use phys_bayes (its physical costs "
+                "need no table)")
         self.model_ = Ridge(alpha=self._alpha_for(len(archs))).fit(self.encoder_.transform(archs), np.log(y))
         self.device_ = device
 
+    def _in_no_table(self, archs) -> np.ndarray:
+        """Per arch, whether no train device's table holds it (its HWL features are the encoder's fill)."""
+        return np.isnan(latency_matrix(self.tables_, self.encoder_.devices_, archs)).all(axis=1)
+
     def _predict(self, archs):
+        unknown = int(self._in_no_table(archs).sum())
+        if unknown > 1:
+            log.warning("hwl_ridge: %d of the %d architectures are in no train device's table: it predicts one and "
+                        "the same latency for all of them", unknown, len(archs))
         return np.exp(self.model_.predict(self.encoder_.transform(archs)))
