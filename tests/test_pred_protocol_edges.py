@@ -187,3 +187,21 @@ def test_a_set_value_that_breaks_the_adaptation_is_still_blamed_on_the_set(capsy
     assert main(["evaluate", "--task", "N0", "--samples", "5", "--trials", "1", "--n-pretrain", "60",
                  "--set", "nu=-1"]) == 2
     assert "error: method 'phys_bayes' cannot run with --set nu=-1: LinAlgError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["copy", "tl_et"])
+def test_a_custom_fbnet_task_on_archs_no_train_table_holds_is_one_line_for_the_eq1_methods(tmp_path, capsys, method):
+    """copy and tl_et start from the train device that ranks the k measured archs best: on FBNet random:N archs
+    none has them, and `hwl evaluate` ended in a ValueError traceback."""
+    from harness.cli import main
+    from spaces import fbnet
+
+    archs = fbnet.sample(30, 4)  # not among the public tables' 5,000
+    pd.DataFrame({"arch_ops": archs, "device": "lab", "latency_ms": np.linspace(1.0, 4.0, 30)}).to_csv(
+        tmp_path / "lab.csv", index=False)
+    assert main(["evaluate", "--space", "fbnet", "--train-devices", "pixel3,raspi4", "--test-table",
+                 str(tmp_path / "lab.csv"), "--method", method, "--samples", "5", "--trials", "1",
+                 "--n-pretrain", "100", *(["--set", "epochs=2", "--set", "transfer_epochs=2"] if method == "tl_et"
+                                          else [])]) == 2
+    assert ("cannot adapt to test device 'lab' on k=5 architectures of its table: no train device has latencies for "
+            "all the measured architectures") in capsys.readouterr().err
