@@ -36,7 +36,7 @@ from harness.store import DRIFT_FLAG, Store
 from harness.store import drifted_counts as drifted_per_device
 from harness.text import count
 from predictors import data, registry
-from predictors.base import TrainTables, UnusableMeasurements
+from predictors.base import TrainTables, UnusableMeasurementsError
 from predictors.onboard import OnboardLoop, OnboardResult, OnboardSettings, loop_ks, prepare_method
 from predictors.onboard import report as onboard_report
 from spaces import get_space, resolve_archs
@@ -454,7 +454,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                                measured=measured, failed=failed, on_step=on_step)
             try:
                 result = loop.run()
-            except UnusableMeasurements as exc:  # hwl_ridge on archs no table holds: what is measured stays stored
+            except UnusableMeasurementsError as exc:  # hwl_ridge on archs no table holds: the store keeps them
                 raise CampaignError(f"method {method_name} cannot adapt to {profile.name}: {exc}; the measurements "
                                     "are in the store, for another --method") from None
     table = onboard_report.predicted_table(loop, space, profile.name)

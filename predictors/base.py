@@ -57,9 +57,10 @@ def union_keys(series) -> list:
     return list(index)
 
 
-class UnusableMeasurements(ValueError):
-    """Measurements of a new device that a method cannot adapt on (HELP without a latency of its reference
-    archs): the data's fault, which a caller names with the device, not a wrong setting of the method."""
+class UnusableMeasurementsError(ValueError):
+    """Measurements of a new device that a method cannot adapt on (HELP without a latency of its reference archs;
+    hwl_ridge or an Eq. 1 choice on archs no train table holds): the data's fault, which a caller names with the
+    device, not a wrong setting of the method."""
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.func import functional_call
 
-from predictors.base import FewShotMethod, UnusableMeasurements, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
 from predictors.encodings import VecEncoder
 from predictors.nets import mlp_layers
 from spaces import get_space
@@ -189,10 +189,10 @@ class HELP(FewShotMethod):
         known = dict(zip(archs, y))
         ref_lat = np.array([known.get(a, np.nan) for a in self.references_], dtype=np.float64)
         if np.isnan(ref_lat).all():
-            raise UnusableMeasurements(f"HELP needs the new device's latency on at least one of its "
-                                       f"{len(self.references_)} reference architectures "
-                                       f"({', '.join(map(str, self.references_))}); measure them first (choose() "
-                                       "puts them among the k archs)")
+            raise UnusableMeasurementsError(
+                f"HELP needs the new device's latency on at least one of its {len(self.references_)} reference "
+                f"architectures ({', '.join(map(str, self.references_))}); measure them first (choose() puts them "
+                "among the k archs)")
         h, self.mean_, self.std_ = self._embedding(ref_lat)
         self.h_ = h
         x = torch.from_numpy(self.encoder_.transform(list(archs)).astype(np.float32))

@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 
 from harness.errors import UserError
 from predictors import data
-from predictors.base import FewShotMethod, TrainTables, UnusableMeasurements
+from predictors.base import FewShotMethod, TrainTables, UnusableMeasurementsError
 from predictors.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def score_device(method: FewShotMethod, truth: pd.Series, k: int, *, seed: int, 
                               f"{sorted(map(str, unknown))[:3]}")
     try:
         adapted = method.adapt(chosen, truth.loc[chosen].to_numpy(), device=str(truth.name))
-    except UnusableMeasurements as exc:  # HELP without its reference archs in the table, as `hwl adapt` says
+    except UnusableMeasurementsError as exc:  # archs it cannot adapt on (HELP: its references), as `hwl adapt` says
         raise EvaluationError(f"{type(method).__name__} cannot adapt to test device {truth.name!r} on k={k} "
                               f"architectures of its table: {exc}") from None
     if adapted is method:

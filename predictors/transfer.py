@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictors.base import FewShotMethod, UnusableMeasurements, full_tables, union_keys
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, union_keys
 from predictors.baselines.copy_device import best_correlated
 from predictors.encodings import HWLEncoder, VecEncoder, ZCPEncoder, read_proxy_table
 from predictors.multidevice import MultiDevicePredictor
@@ -199,9 +199,9 @@ class TransferLearning(FewShotMethod):
             known = dict(zip(archs, y))
             missing = [a for a in self.references_ if a not in known]
             if missing:
-                raise UnusableMeasurements(f"the sample representation needs the new device's latency on its "
-                                           f"{len(self.references_)} reference archs; {len(missing)} are not "
-                                           "measured (use choose() to pick the k archs)")
+                raise UnusableMeasurementsError(
+                    f"the sample representation needs the new device's latency on its {len(self.references_)} "
+                    f"reference archs; {len(missing)} are not measured (use choose() to pick the k archs)")
             sample = np.array([known[a] for a in self.references_])
         name = device if device not in self.tables_ else f"{device} (new)"
         seed = 0 if self.random_state is None else int(self.random_state)

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 from scipy.stats import spearmanr
 
-from predictors.base import FewShotMethod, UnusableMeasurements, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,6 @@ def best_correlated(tables: dict, archs, y) -> tuple[str, float]:
         if best is None or rho > best_rho:
             best, best_rho = device, rho
     if best is None:
-        raise UnusableMeasurements("no train device has latencies for all the measured architectures (the device "
-                                   "is compared with the train device that ranks them best)")
+        raise UnusableMeasurementsError("no train device has latencies for all the measured architectures (the "
+                                        "device is compared with the train device that ranks them best)")
     return best, best_rho

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from predictors.base import FewShotMethod, UnusableMeasurements, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
 from predictors.encodings.hwl import HWLEncoder, latency_matrix
 from spaces import get_space
 
@@ -95,7 +95,7 @@ class HWLRidge(FewShotMethod):
 
     def _adapt(self, archs, y, device):
         if self._in_no_table(archs).all():  # every feature is the fill value: the fit is a constant
-            raise UnusableMeasurements(
+            raise UnusableMeasurementsError(
                 f"hwl_ridge predicts from the train devices' latencies of an architecture, and none of the "
                 f"{len(archs)} measured ones is in a train device's table, so it would predict one latency for every "
                 "architecture; measure architectures the train tables hold, or use phys_bayes (its physical costs "
