@@ -187,6 +187,21 @@ def _drifted_keys(space: str, rows: pd.DataFrame) -> pd.Series:
     return flagged.map(keys)
 
 
+def drift_record(store: Store, space: str, device: str, rows: pd.DataFrame) -> tuple[list, list]:
+    """(archs the device's onboarding measured again after a drifted latency, those of them that drifted again),
+    from the store: the whole onboarding's, every run of it (a resumed one listed only its own run's).
+    ``rows``: :func:`comparable_rows`' rows, so an onboarding with other settings is not counted."""
+    measured_again = {str(a) for (a,) in store.db.execute(
+        "SELECT DISTINCT j.arch FROM jobs j JOIN campaigns c ON c.id = j.campaign_id WHERE c.name LIKE ? "
+        "AND c.name LIKE '%:again%' AND j.device = ?", (campaign_prefix(device, space) + "%", device))}
+    if not measured_again or not rows["drifted"].any():
+        return [], []
+    again = set(resolve_archs(space, sorted(measured_again)))
+    drifted = list(dict.fromkeys(_drifted_keys(space, rows)))  # once each, in the store's order
+    twice = drifted_counts(space, rows)
+    return [a for a in drifted if a in again], [a for a in drifted if a in again and twice.get(a, 0) >= 2]
+
+
 def only_drifted(space: str, rows: pd.DataFrame) -> list:
     """Archs to measure again: every latency of theirs carries ``canary_drift``, and there is only one."""
     return [a for a, n in drifted_counts(space, rows).items() if n == 1]
@@ -457,12 +472,13 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             except UnusableMeasurementsError as exc:  # hwl_ridge on archs no table holds: the store keeps them
                 raise CampaignError(f"method {method_name} cannot adapt to {profile.name}: {exc}; the measurements "
                                     "are in the store, for another --method") from None
+            remeasured, drifted_twice = drift_record(st, space, profile.name, comparable_rows(st, space, measuring)[0])
     table = onboard_report.predicted_table(loop, space, profile.name)
     report = onboard_report.build_report(loop, result, space=space, device=profile.name, method=method_name,
                                          tables=tables, resumed_from=resumed_from, campaigns=measure.campaigns,
                                          store=str(store))
-    report["remeasured_after_drift"] = [str(a) for a in measure.remeasured]
-    report["drifted_twice"] = [str(a) for a in measure.drifted_twice]
+    report["remeasured_after_drift"] = [str(a) for a in remeasured]
+    report["drifted_twice"] = [str(a) for a in drifted_twice]
     files = {}
     if out is not None:
         from harness.model_file import save_model  # the model file format of `hwl train/adapt`

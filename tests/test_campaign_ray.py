@@ -86,17 +86,21 @@ def test_onboarding_measures_again_what_it_measured_while_the_device_drifted(loc
     assert [("canary_drift" in f) for f in flags["flags"]] == [True, False]
 
 
-def test_fbnet_archs_that_drift_twice_are_named_apart_in_the_warning(local_ray, artifacts, tmp_path, caplog):
-    """The warning listed the archs that drifted again joined by ', ', so two FBNet keys (22 op names joined by
-    commas each) read as one run of 44 names. They are joined by '; ' now, as --archs takes them."""
-    calls, script = tmp_path / "calls", tmp_path / "slower.sh"  # a device 5 % slower at every timed window
+def _slower_device(tmp_path, name: str) -> Path:
+    """A command device 5 % slower at every timed window: every batch's end canary flags it (canary_drift)."""
+    calls, script = tmp_path / "calls", tmp_path / "slower.sh"
     # (two samples a window: a window of one sample, 2 windows, left no sample inside the IQR, and the agent
     # failed on the NaN inter-quartile mean: another matter)
     script.write_text(f'#!/bin/sh\necho >> {calls}\nn=$(wc -l < {calls})\n'
                       'awk -v n="$n" \'BEGIN { v = 2 * 1.05 ^ n; printf "%.4f ms\\n%.4f ms\\n", v, v }\'\n')
     script.chmod(0o755)
-    dev = write_profile(tmp_path, "onb-slower", runtime="command", options={"command": str(script),
-                                                                            "regex": "([0-9.]+) ms"})
+    return write_profile(tmp_path, name, runtime="command", options={"command": str(script), "regex": "([0-9.]+) ms"})
+
+
+def test_fbnet_archs_that_drift_twice_are_named_apart_in_the_warning(local_ray, artifacts, tmp_path, caplog):
+    """The warning listed the archs that drifted again joined by ', ', so two FBNet keys (22 op names joined by
+    commas each) read as one run of 44 names. They are joined by '; ' now, as --archs takes them."""
+    dev = _slower_device(tmp_path, "onb-slower")
     opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0, canary_fresh_s=0.0)
     keys = [fbnet.to_key(["skip"] * 21 + ["k3_e1"]), fbnet.to_key(["skip"] * 21 + ["k3_e3"])]
     with Store(tmp_path / "lab.db") as s, caplog.at_level(logging.WARNING, logger="harness.onboard"):
@@ -105,6 +109,18 @@ def test_fbnet_archs_that_drift_twice_are_named_apart_in_the_warning(local_ray, 
     assert sorted(measure.drifted_twice) == sorted(keys)
     said = [r.getMessage() for r in caplog.records if "drifted again" in r.getMessage()]
     assert len(said) == 1 and said[0].endswith(": " + "; ".join(measure.drifted_twice)), said
+
+
+def test_an_onboarding_report_names_what_drifted_again_from_the_store(local_ray, artifacts, tmp_path):
+    """The report's lists are read from the store (the whole onboarding's, every run of it): on a device slower at
+    every window each arch is measured again and drifts again, and the report says so of each."""
+    dev = _slower_device(tmp_path, "onb-slower-nb")
+    done = onboard(device=str(dev), space="nb201", store=tmp_path / "lab.db", budget=3,
+                   candidates="11,1835,7165,9545", options=CoordinatorOptions(
+                       artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0, canary_fresh_s=0.0))
+    measured = sorted(map(str, done.result.measured))
+    assert sorted(done.report["remeasured_after_drift"]) == measured, done.report
+    assert sorted(done.report["drifted_twice"]) == measured, done.report
 
 
 def test_onboarding_measures_a_stored_drifted_latency_again_before_fitting_on_it(local_ray, artifacts, tmp_path):
@@ -124,6 +140,12 @@ def test_onboarding_measures_a_stored_drifted_latency_again_before_fitting_on_it
     assert done.result.measured[11] == 2.0  # was 9.0, the drifted latency taken as measured
     assert done.report["remeasured_after_drift"] == ["11"] and done.result.spent == 3
     assert done.report["already_in_store"] == 0 and done.report["campaigns"][0].endswith(":again1")
+    # run again with one more measurement (as a resumed onboarding goes on): its report listed only its own run's
+    # measurements again, none, though the fit still rests on 11's second latency
+    more = onboard(device=str(dev), space="nb201", store=db, budget=4, candidates="11,1835,7165,9545",
+                   options=CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=0.0))
+    assert more.report["already_in_store"] == 3 and more.result.spent == 4
+    assert more.report["remeasured_after_drift"] == ["11"] and more.report["drifted_twice"] == []
 
 
 def _plan(db, devices, archs=CHEAP, name=None):
