@@ -67,6 +67,20 @@ def test_unknown_host_key_refused_then_trusted(server, tmp_path):
         assert again.run("echo ok").stdout.strip() == "ok"
 
 
+def test_trusting_a_host_keeps_a_last_line_that_lacks_its_newline(server, tmp_path):
+    # the new line was glued to it: both unreadable, the other host's key lost and this host unknown again
+    other = make_key(tmp_path / "other_host_key")
+    other_line = "otherhost " + " ".join(other.with_name("other_host_key.pub").read_text().split()[:2])
+    known = tmp_path / "known_hosts"
+    known.write_text(other_line)  # saved by an editor that adds no final newline
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+              trust_new_host=True) as trusted:
+        trusted.run("true")
+    assert known.read_text().splitlines() == [other_line, server.public_host_key_line().strip()]
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known) as again:
+        assert again.run("echo ok").stdout == "ok\n"
+
+
 def test_trusting_a_host_makes_a_missing_ssh_folder_private_as_ssh_does(server, tmp_path):
     known = tmp_path / "home" / ".ssh" / "known_hosts"  # a first ssh host of a new account: no ~/.ssh yet
     with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,

@@ -102,6 +102,12 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
+def _ends_without_newline(path: Path) -> bool:
+    """Whether the file ``path`` has text whose last line lacks its newline."""
+    text = path.read_bytes() if path.exists() else b""  # a known_hosts file, read whole by trust_for already
+    return bool(text) and not text.endswith(b"\n")
+
+
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
@@ -113,8 +119,11 @@ class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
         if self.check_key(key):  # raises for a revoked key, never recorded (as ssh's accept-new)
             return
         self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ssh makes ~/.ssh: yours alone
+        # after a last line without its newline (a hand edit), as ssh does: glued to it, the new line made both
+        # unreadable, so the other host's key was lost and this one unknown again
+        start = "\n" if _ends_without_newline(self.known_hosts) else ""
         with open(self.known_hosts, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            f.write(f"{start}{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
         log.warning("recorded new host key %s for %s in %s", _fingerprint(key), hostname, self.known_hosts)
 
