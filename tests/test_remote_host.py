@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import time
 
+import paramiko
 import pytest
 
 from harness.remote import AuthenticationError, Host, HostKeyError, HostUnreachable, RemoteCommandError
@@ -109,6 +110,23 @@ def test_changed_host_key_refused(server, tmp_path):
     with pytest.raises(HostKeyError, match="does not match"):
         Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
     assert other.exists()
+
+
+def test_a_changed_host_key_names_the_line_to_remove(server, tmp_path):
+    # 'remove its old line from known_hosts' named no line, and a hashed name (ssh-keyscan -H) cannot be searched
+    make_key(tmp_path / "old_host_key")
+    old_type, old_blob = (tmp_path / "old_host_key.pub").read_text().split()[:2]
+    hashed = paramiko.HostKeys.hash_host(f"[{server.address}]:{server.port}")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"# lab hosts\nother.lab {old_type} {old_blob}\n{hashed} {old_type} {old_blob}\n")
+    with pytest.raises(HostKeyError, match=f"does not match {re.escape(str(known))} line 3: got ssh-ed25519"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "1024", "-N", "", "-f", str(tmp_path / "rsa_key")],
+                   check=True)
+    rsa_type, rsa_blob = (tmp_path / "rsa_key.pub").read_text().split()[:2]
+    known.write_text(f"[{server.address}]:{server.port} {rsa_type} {rsa_blob}\n")  # ssh: 'Offending RSA key'
+    with pytest.raises(HostKeyError, match=f"does not match {re.escape(str(known))} line 1: got ssh-ed25519"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known).open()
 
 
 def test_wrong_key_refused(server, tmp_path):

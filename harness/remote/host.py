@@ -213,10 +213,14 @@ class Host:
                 # another line trusts the key the host shows: ssh takes any line, paramiko the first of a key type
                 client = self._connect(host_id, {**trust.usable_keys(), exc.key.get_name(): exc.key}, policy, pkey)
         except paramiko.BadHostKeyException as exc:
+            # the lines of the key paramiko expected, which may be of another type than the host's (as ssh's
+            # "Offending RSA key in FILE:LINE" for a host that now shows an ed25519 key)
+            lines = ", ".join(str(line.lineno) for line in trust.lines_of_type(exc.expected_key.get_name()))
             raise HostKeyError(
-                f"host key of {self.name} ({self.address}:{self.port}) does not match {self.known_hosts}: "
+                f"host key of {self.name} ({host_id}) does not match {self.known_hosts}"
+                f"{f' line {lines}' if lines else ''}: "
                 f"got {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} with another value. "
-                "If the host was reinstalled, remove its old line from known_hosts and record the new key "
+                "If the host was reinstalled, remove that line from known_hosts and record the new key "
                 f"with `{self.deploy_command} --trust-new-host`; otherwise someone may be intercepting the connection.",
                 host=self.name) from None
         except paramiko.SSHException as exc:

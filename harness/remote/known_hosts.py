@@ -117,6 +117,12 @@ class HostTrust:
             return False  # a key of its type is recorded for [host]:port: a changed key, whatever else is listed
         return self.portless is not None and self.portless.accepts(key)
 
+    def lines_of_type(self, key_type: str) -> list[KnownHostLine]:
+        """The lines that record a key of ``key_type`` for the host (for the bare host name where none names
+        [host]:port): the ones a changed key contradicts, which the user must edit."""
+        lines = [line for line in self.trusted if line.key.get_name() == key_type]
+        return lines or (self.portless.lines_of_type(key_type) if self.portless is not None else [])
+
     def usable_keys(self) -> dict[str, paramiko.PKey]:
         """The first key of each type that no @revoked line refuses (paramiko keeps one key a type)."""
         keys = {}
