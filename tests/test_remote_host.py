@@ -82,6 +82,16 @@ def test_trusting_a_host_keeps_a_last_line_that_lacks_its_newline(server, tmp_pa
         assert again.run("echo ok").stdout == "ok\n"
 
 
+def test_a_host_key_that_cannot_be_recorded_is_said_so_not_an_unreachable_host(server, tmp_path):
+    # was "cannot reach h1 at 127.0.0.1:PORT (FileExistsError: ...); check the address, the port and that sshd runs"
+    (tmp_path / "ssh").write_text("a file where the folder should be")
+    known = tmp_path / "ssh" / "known_hosts"
+    with pytest.raises(HostKeyError, match=f"cannot record the host key of .* in {re.escape(str(known))} "
+                                           r"\(File exists: .*\): give a known_hosts file you may write"):
+        Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+             trust_new_host=True).open()
+
+
 def test_trusting_a_host_makes_a_missing_ssh_folder_private_as_ssh_does(server, tmp_path):
     known = tmp_path / "home" / ".ssh" / "known_hosts"  # a first ssh host of a new account: no ~/.ssh yet
     with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,

@@ -118,14 +118,23 @@ class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         if self.check_key(key):  # raises for a revoked key, never recorded (as ssh's accept-new)
             return
+        try:
+            self._record(hostname, key)
+        except OSError as exc:  # was "cannot reach pi-1 ... check the address, the port and that sshd runs there"
+            where = f": {exc.filename}" if exc.filename and exc.filename != str(self.known_hosts) else ""
+            raise HostKeyError(f"cannot record the host key of {hostname} in {self.known_hosts} ({exc.strerror}"
+                               f"{where}): give a known_hosts file you may write (--known-hosts, or the profile's "
+                               "known_hosts)") from None
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        log.warning("recorded new host key %s for %s in %s", _fingerprint(key), hostname, self.known_hosts)
+
+    def _record(self, hostname: str, key: paramiko.PKey) -> None:
         self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ssh makes ~/.ssh: yours alone
         # after a last line without its newline (a hand edit), as ssh does: glued to it, the new line made both
         # unreadable, so the other host's key was lost and this one unknown again
         start = "\n" if _ends_without_newline(self.known_hosts) else ""
         with open(self.known_hosts, "a") as f:
             f.write(f"{start}{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("recorded new host key %s for %s in %s", _fingerprint(key), hostname, self.known_hosts)
 
 
 class Host:
