@@ -295,6 +295,19 @@ def test_profile_new_writes_a_profile_hwl_reads_and_refuses_bad_flags(tmp_path, 
     assert not (tmp_path / "d.toml").exists()
 
 
+def test_profile_new_keeps_a_relative_key_path_as_the_file_it_named(tmp_path, monkeypatch):
+    # written as given, the key was looked up in the folder of each later command: `hwl deploy pi9` run anywhere
+    # else said 'key file keys/lab for pi9 does not exist'
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ssh = ["profile", "new", "pi9", "--transport", "ssh", "--host", "198.18.0.9", "--user", "pi"]
+    assert main([*ssh, "--key", "keys/lab", "--out", "pi9.toml"]) == 0
+    assert load_profile(str(tmp_path / "pi9.toml")).host.key == str(tmp_path / "keys" / "lab")
+    assert main([*ssh, "--key", "~/.ssh/lab", "--out", "pi9.toml", "--force"]) == 0  # as given: the home of any user
+    assert load_profile(str(tmp_path / "pi9.toml")).host.key == "~/.ssh/lab"
+
+
 @pytest.mark.parametrize("key, template, typo", [
     ("host.push", "adb push {modle} /data/local/tmp/hwl/{sha256}.onnx", "modle"),
     ("host.check", "adb shell test -f /data/local/tmp/hwl/{sha}.onnx", "sha"),

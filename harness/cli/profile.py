@@ -80,7 +80,8 @@ def profile_toml(args) -> str:
             raise UserError(f"transport ssh needs {', '.join(missing)}")
         # --port 0 is checked (and refused) like any port, not taken for the default
         port = 22 if args.port is None else args.port
-        lines += [f"address = {_q(args.host)}", f"port = {port}", f"user = {_q(args.user)}", f"key = {_q(args.key)}",
+        lines += [f"address = {_q(args.host)}", f"port = {port}", f"user = {_q(args.user)}",
+                  f"key = {_q(_key_path(args.key))}",
                   f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
@@ -109,6 +110,12 @@ def profile_toml(args) -> str:
               "", "[measurement]", f"profile = {_q(args.measurement)}",
               f"cooldown_s = {0.2 if args.transport == 'local' else 1.0}", ""]
     return "\n".join(lines)
+
+
+def _key_path(key: str) -> str:
+    """--key as the profile keeps it: a relative path made absolute, as every later command reads the key from the
+    folder it runs in (written as given, `deploy` run elsewhere said 'key file keys/lab ... does not exist')."""
+    return key if key.startswith("~") or Path(key).is_absolute() else str(Path(key).absolute())
 
 
 def cmd_new(args) -> int:
