@@ -149,6 +149,26 @@ def test_wrong_key_refused(server, tmp_path):
              known_hosts=_known_hosts(tmp_path, server)).open()
 
 
+def test_a_key_of_a_type_paramiko_cannot_use_is_named_before_any_connection(server, tmp_path):
+    # a DSA key (an old lab's id_dsa, which ssh-keygen still makes) ended every command in paramiko's UnknownKeyType
+    # traceback, and a campaign's session retried it as a lost link for reconnect_timeout_s
+    import warnings
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pem = dsa.generate_private_key(key_size=1024).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    key = tmp_path / "id_dsa"
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    with pytest.raises(AuthenticationError, match=rf"key {re.escape(str(key))} of h1 is of a type hwl cannot use "
+                                                  r"\(DSA\); it takes ed25519, ecdsa and rsa keys"):
+        Host("h1", server.address, "root", key, port=server.port, known_hosts=_known_hosts(tmp_path, server)).open()
+
+
 def test_a_public_key_given_for_the_key_is_named_as_such(server, tmp_path):
     # README's `--key ~/.ssh/hwl_lab` given as hwl_lab.pub (the file one pastes into authorized_keys) read
     # "cannot read private key ...: Unable to load PEM file. See https://cryptography.io/... MalformedFraming"

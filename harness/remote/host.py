@@ -16,10 +16,12 @@ import shlex
 import socket
 import stat
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from harness.paths import why_not_a_file
 from harness.remote.known_hosts import HostTrust, trust_for
@@ -291,7 +293,14 @@ class Host:
         if why := why_not_a_file(self.key_file):
             raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}", host=self.name)
         try:
-            key = paramiko.PKey.from_path(str(self.key_file))
+            with warnings.catch_warnings():  # cryptography's DSA deprecation, a traceback-like line before ours
+                warnings.simplefilter("ignore")
+                key = paramiko.PKey.from_path(str(self.key_file))
+        except (paramiko.pkey.UnknownKeyType, UnsupportedAlgorithm) as exc:  # was a traceback (a DSA key, id_dsa)
+            kind = exc.key_type.__name__.removesuffix("PrivateKey") if hasattr(exc, "key_type") else str(exc)
+            raise AuthenticationError(f"key {self.key_file} of {self._key_owner} is of a type hwl cannot use ({kind}); "
+                                      "it takes ed25519, ecdsa and rsa keys: make one with `ssh-keygen -t ed25519` "
+                                      "and add its .pub to the device's authorized_keys", host=self.name) from None
         except paramiko.PasswordRequiredException:  # an old PEM key with a passphrase
             return self._agent_key()
         except TypeError as exc:  # cryptography's word for an OpenSSH key with a passphrase
@@ -308,14 +317,17 @@ class Host:
         self._refuse_if_others_may_read()
         return key
 
+    @property
+    def _key_owner(self) -> str:
+        return f"profile {self.profile}" if self.profile else self.name
+
     def _refuse_if_others_may_read(self) -> None:
         """ssh's rule for a key it reads from its file (as hwl does here; ssh-agent's copy both use as it is)."""
         mode = _mode_ssh_refuses(self.key_file)
         if mode is None:
             return
-        owner = f"profile {self.profile}" if self.profile else self.name
-        raise AuthenticationError(f"key {self.key_file} of {owner} has mode {mode:04o}: other users may read it, and "
-                                  f"ssh refuses such a key; make it yours alone with "
+        raise AuthenticationError(f"key {self.key_file} of {self._key_owner} has mode {mode:04o}: other users may read "
+                                  f"it, and ssh refuses such a key; make it yours alone with "
                                   f"`chmod 600 {shlex.quote(str(self.key_file))}`", host=self.name)
 
     def _agent_key(self) -> paramiko.AgentKey:
