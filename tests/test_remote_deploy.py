@@ -1,4 +1,5 @@
 """Deploying the agent bundle to real sshd hosts started by the test."""
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import pytest
 
 from harness.remote.bundle import build_bundle
 from harness.remote.deploy import DeployError, deploy, undeploy
+from harness.remote.selftest import SELFTEST_ARCH
+from tests.campaign_helpers import exported_models
 from tests.small_disk import small_disk
 from tests.sshd import sshd_available, trusted_loopback_host
 
@@ -145,6 +148,29 @@ def test_a_device_disk_too_full_for_the_agent_is_named_and_the_other_devices_are
     assert (tmp_path / "hwl" / "current").is_file()
 
 
+def test_a_device_disk_too_full_for_the_selftest_record_is_named_and_the_other_devices_are_deployed(
+        host, tmp_path, capsys, model_cache):
+    # the self-test measured, then SFTP said only 'Failure' writing its record: an OSError traceback, and the devices
+    # after it in the same `hwl deploy` never deployed
+    from harness.cli import main as hwl_main
+
+    artifacts = exported_models(model_cache, tmp_path / "artifacts", str(SELFTEST_ARCH[1]))
+    with small_disk(tmp_path / "small-device-disk", 8) as disk:  # the agent and the self-test's model take 6.5 MB
+        full = _ssh_profile(tmp_path, host, "pi-full", disk / "hwl")
+        roomy = _ssh_profile(tmp_path, host, "pi-roomy", tmp_path / "hwl")
+        assert hwl_main(["deploy", str(full), "--artifacts", str(artifacts)]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        (disk / "hwl" / "selftest.json").unlink()  # so the next deploy self-tests again, with its model cached
+        with contextlib.suppress(OSError), open(disk / "someone-elses.log", "wb") as filler:
+            filler.write(b"x" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize))
+        assert hwl_main(["deploy", str(full), str(roomy), "--artifacts", str(artifacts)]) == 1
+        out, err = capsys.readouterr()
+        assert re.fullmatch(r"pi-full: error: the disk under \S+ on pi-full is full for the self-test record: 0 kB "
+                            r"free, [1-9]\d* kB needed; free space there, or give the profile an agent_dir on another "
+                            r"disk\n", err), err
+    assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-roomy"]
+
+
 def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_the_session(host, tmp_path, capsys):
     # the agent's start failed with status 127 at each reconnect: a campaign waited 120 s to quarantine the device,
     # its reason the log's 'No such file or directory' line once a try, and `hwl status` said nothing was wrong
@@ -189,7 +215,7 @@ def test_a_library_dir_too_full_for_the_tvm_libraries_is_named_and_nothing_is_le
         profile = _tvm_profile(tmp_path, host, disk / "libs")
         assert hwl_main(["deploy", str(profile), "--tvm-libraries", str(libs), "--no-selftest"]) == 1
         assert re.fullmatch(r"pi-tvm: error: the disk under \S+ on pi-tvm is full for 2 files of --tvm-libraries: "
-                            r"\d+ kB free, 1953 kB needed; free space there, or give the profile another "
+                            r"\d+ kB free, 1954 kB needed; free space there, or give the profile another "
                             r"library_dir\n", capsys.readouterr().err)
         assert not list((disk / "libs").iterdir())
 

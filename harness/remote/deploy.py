@@ -174,9 +174,9 @@ def check_room(host: Host, folder: str, needed_bytes: int, what: str, or_else: s
     """A DeployError naming a full disk under ``folder`` on the host, before ``what`` is written there: SFTP says
     only 'Failure' when the disk fills, and leaves the file cut short."""
     free = host.free_bytes(folder)
-    if free is not None and free < needed_bytes + DISK_MARGIN_BYTES:
+    if free is not None and free < needed_bytes + DISK_MARGIN_BYTES:  # kB rounded up: a small file read '0 kB needed'
         raise DeployError(f"the disk under {folder} on {host.name} is full for {what}: {free // 1024} kB free, "
-                          f"{needed_bytes // 1024} kB needed; free space there, or {or_else}", host=host.name)
+                          f"{-(-needed_bytes // 1024)} kB needed; free space there, or {or_else}", host=host.name)
 
 
 def _altered_files(host: Host, bundle: AgentBundle, agent_path: str, python: str) -> list[str]:

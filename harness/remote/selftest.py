@@ -15,7 +15,7 @@ from pathlib import Path
 from agents.errors import PROTOCOL_ERRORS, HwlError
 from agents.protocol import MEASURED_OUTCOMES, Measure
 from harness.profiles import DeviceProfile
-from harness.remote.deploy import DeployReport, agent_base
+from harness.remote.deploy import DeployReport, agent_base, check_room
 from harness.remote.host import Host
 
 SELFTEST_ARCH = ("nb201", 1462)  # the coordinator's drift-canary cell: a mid-size NB201 model
@@ -109,8 +109,11 @@ def run_selftest(host: Host, profile: DeviceProfile, report: DeployReport, artif
               "setup": selftest_setup(profile),
               "fingerprint_id": hello.fingerprint_id, "fingerprint": hello.fingerprint,
               "time": started, "seconds": time.time() - started}
+    text = json.dumps(record, sort_keys=True)
+    # SFTP says only 'Failure' on a full disk: an OSError traceback, and the devices after this one not deployed
+    check_room(host, base, len(text), "the self-test record", "give the profile an agent_dir on another disk")
     with host.sftp.open(record_path, "w") as f:
-        f.write(json.dumps(record, sort_keys=True))
+        f.write(text)
     return record
 
 
