@@ -171,6 +171,24 @@ def test_a_device_disk_too_full_for_the_selftest_record_is_named_and_the_other_d
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-roomy"]
 
 
+def test_undeploy_removes_only_what_hwl_put_in_the_agent_dir(host, tmp_path, capsys, model_cache):
+    # undeploy ran `rm -rf agent_dir`: an agent_dir on a USB disk (where a full SD card sent it) lost every file on it
+    from harness.cli import main as hwl_main
+
+    artifacts = exported_models(model_cache, tmp_path / "artifacts", str(SELFTEST_ARCH[1]))
+    usb, own = tmp_path / "usb", tmp_path / "own"
+    (usb / "photos").mkdir(parents=True)
+    (usb / "photos" / "thesis.tex").write_text("years of work")
+    profiles = [_ssh_profile(tmp_path, host, "pi-usb", usb), _ssh_profile(tmp_path, host, "pi-own", own)]
+    assert hwl_main(["deploy", *map(str, profiles), "--artifacts", str(artifacts)]) == 0, capsys.readouterr().err
+    assert {"agent.log", "cache", "selftest.json"} <= {p.name for p in usb.iterdir()}  # a self-test's files too
+    capsys.readouterr()
+    assert hwl_main(["undeploy", *map(str, profiles)]) == 0
+    assert capsys.readouterr().out == (f"pi-usb: removed hwl's files from {usb} and kept the folder, which holds 1 "
+                                       f"entry hwl did not put there\npi-own: removed {own}\n")
+    assert [p.name for p in usb.rglob("*")] == ["photos", "thesis.tex"] and not own.exists()
+
+
 def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_the_session(host, tmp_path, capsys):
     # the agent's start failed with status 127 at each reconnect: a campaign waited 120 s to quarantine the device,
     # its reason the log's 'No such file or directory' line once a try, and `hwl status` said nothing was wrong

@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.remote.bundle import AgentBundle, build_bundle
 from harness.remote.errors import RemoteCommandError, RemoteError
 from harness.remote.host import DISK_MARGIN_BYTES, Host
+from harness.text import count
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,14 @@ def _holds_home(base: str, home: str) -> bool:
     return base == "/" or home == base or home.startswith(base.rstrip("/") + "/")
 
 
+# What deploy, its self-test and the agent put in agent_dir: undeploy removes these and nothing else there, as an
+# agent_dir may be a folder of the user's own (a USB disk's mount point, where a full SD card sent the agent).
+DEPLOYED_ENTRIES = ("agents", "venv", "wheels", "cache", "current", "selftest.json", "agent.log", "agent.log.1",
+                    "measure.lock")
+
+
 def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") -> str:
-    """Remove everything deploy put on the host."""
+    """Remove everything deploy put on the host, and ``agent_dir`` itself once nothing else is left in it."""
     facts = probe(host, python)
     base = _expand(agent_dir, facts.home)
     if _holds_home(base, facts.home):
@@ -302,5 +309,10 @@ def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") 
                           "it; agent_dir must be a subdirectory", host=host.name)
     if not host.run(f"test -e {shlex.quote(base)}", check=False).ok:
         return f"nothing to remove: {base} does not exist"  # a second undeploy said 'removed' again
-    host.run(f"rm -rf {shlex.quote(base)}")
-    return f"removed {base}"
+    # `rm -rf agent_dir` took every file of the user's that was there too
+    host.run("rm -rf " + " ".join(shlex.quote(posixpath.join(base, name)) for name in DEPLOYED_ENTRIES))
+    if host.run(f"rmdir {shlex.quote(base)}", check=False).ok:
+        return f"removed {base}"
+    others = len(host.run(f"ls -A {shlex.quote(base)}", check=False).stdout.splitlines())
+    return f"removed hwl's files from {base} and kept the folder, which holds {count(others, 'entry', 'entries')} " \
+           "hwl did not put there"
