@@ -73,6 +73,7 @@ class SSHSession(LineSession):
         self.cores = tuple(cores) if cores else ()
         self.name = name or host.name
         self._channel = None
+        self._start_stderr = b""  # what the channel's shell said (the agent's own stderr goes to its log)
         self.pushed: deque[str] = deque(maxlen=RECENT_PUSHES)  # sha256 of the latest uploads (tests, logs)
         self._staged: set[str] = set()  # sha256 known to be in the device's cache
         self.deployed_bundle: str | None = None  # the bundle `hwl deploy` made current, once looked up
@@ -99,6 +100,7 @@ class SSHSession(LineSession):
             agent_log = shlex.quote(self.log_path)
             command = (f'[ "$(wc -c 2>/dev/null < {agent_log} || echo 0)" -gt {AGENT_LOG_KEEP_BYTES} ] '
                        f"&& mv -f {agent_log} {agent_log}.1; {command} 2>> {agent_log}")
+            self._start_stderr = b""
             self._channel = self.host.open_channel(command)
         except (AuthenticationError, HostKeyError, DeployError) as exc:
             raise DeviceSetupError(f"{self.name}: {exc}", device=self.name) from None
@@ -151,7 +153,17 @@ class SSHSession(LineSession):
                                  timeout_s=5).stdout.strip()
         except Exception:
             tail = "(unreadable: the link is down)"
-        return f"agent on {self.host.address} exit status {status}; its log ends with: {tail or '(nothing)'}"
+        said = self._shell_errors(channel)
+        said = f"; its start said: {said}" if said else ""
+        return f"agent on {self.host.address} exit status {status}{said}; its log ends with: {tail or '(nothing)'}"
+
+    def _shell_errors(self, channel) -> str:
+        """What the shell that starts the agent wrote on the channel's stderr, on one line: why the agent never ran (a
+        log it could not open on a disk gone read-only, a folder gone), which the agent's own log cannot say. Kept, as
+        a lost agent is explained more than once."""
+        while channel.recv_stderr_ready():
+            self._start_stderr += channel.recv_stderr(65536)
+        return " ".join(self._start_stderr.decode(errors="replace").split())[-500:]
 
     def close(self) -> None:
         super().close()
