@@ -171,6 +171,28 @@ def test_a_device_disk_too_full_for_the_selftest_record_is_named_and_the_other_d
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-roomy"]
 
 
+def test_a_device_whose_disk_went_read_only_fails_its_selftest_in_one_line_saying_why(host, tmp_path, capsys,
+                                                                                       model_cache):
+    # a Pi's SD card remounted read-only after I/O errors: 'pi-ro: error: pi-ro: the agent did not start; ... its log
+    # ends with:' and lines of an earlier healthy run, nothing of why
+    import subprocess
+
+    from harness.cli import main as hwl_main
+
+    artifacts = exported_models(model_cache, tmp_path / "artifacts", str(SELFTEST_ARCH[1]))
+    with small_disk(tmp_path / "sd-card", 4) as disk:
+        profile = _ssh_profile(tmp_path, host, "pi-ro", disk / "hwl")
+        assert hwl_main(["deploy", str(profile), "--no-selftest"]) == 0
+        (disk / "hwl" / "agent.log").write_text("an earlier, healthy run\n")  # and its model cache, as campaigns leave
+        (disk / "hwl" / "cache").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        capsys.readouterr()
+        assert hwl_main(["deploy", str(profile), "--artifacts", str(artifacts)]) == 1
+        assert re.fullmatch(r"pi-ro: error: the agent did not start; agent on \S+ exit status 1; its start said: .*"
+                            r"agent\.log: Read-only file system; its log ends with: an earlier, healthy run\n",
+                            capsys.readouterr().err)
+
+
 def test_undeploy_removes_only_what_hwl_put_in_the_agent_dir(host, tmp_path, capsys, model_cache):
     # undeploy ran `rm -rf agent_dir`: an agent_dir on a USB disk (where a full SD card sent it) lost every file on it
     from harness.cli import main as hwl_main

@@ -84,8 +84,8 @@ def _profiles(args, *, ssh_only: bool = True):
 
 
 def _print_failures(group) -> None:
-    for name, exc in group.failed.items():
-        print(f"{name}: error: {exc}", file=sys.stderr)
+    for name, exc in group.failed.items():  # a session's errors name the device already: 'pi-1: error: pi-1: ...'
+        print(f"{name}: error: {str(exc).removeprefix(f'{name}: ')}", file=sys.stderr)
 
 
 def cmd_deploy(args) -> int:
