@@ -240,7 +240,8 @@ def test_an_integer_model_is_not_recorded_as_float32(tmp_path, runtime, capsys):
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "u8.onnx")
-    assert main(["measure", str(tmp_path / "u8.onnx"), "--runtime", runtime, "--profile", "quick", "--json", *TINY]) == 0
+    argv = ["measure", str(tmp_path / "u8.onnx"), "--runtime", runtime, "--profile", "quick", "--json", *TINY]
+    assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["dtype"] == "uint8"
 
 
@@ -249,7 +250,8 @@ def test_an_integer_model_is_not_recorded_as_float32(tmp_path, runtime, capsys):
     (["--option", 'graph_optimization={"level": 1}'], "onnxruntime option graph_optimization={'level': 1}; valid: "),
     (["--runtime", "tvm", "--option", "cc=[1]"], "tvm option cc=[1]; must be a path"),
     (["--runtime", "tvm", "--option", "library_dir=[1]"], "tvm option library_dir=[1]; must be a path"),
-    (["--runtime", "command", "--command", "echo t=1", "--regex", "t=([0-9]+)", "--option", "unit=[1]"], "command option unit=[1]; valid: "),
+    (["--runtime", "command", "--command", "echo t=1", "--regex", "t=([0-9]+)", "--option", "unit=[1]"],
+     "command option unit=[1]; valid: "),
     (["--runtime", "command", "--command", "echo t=1", "--option", "regex=[1]"], "command option regex [1] does not "
                                                                                   "compile"),
 ])
