@@ -268,9 +268,11 @@ def failed_archs(store: Store, space: str, profile: DeviceProfile) -> list:
 
 def unfinished_campaigns(store: Store, space: str, device: str) -> list[int]:
     """Ids of the device's onboarding campaigns with queued or running jobs (an interrupted batch)."""
+    # the device's own jobs: LIKE reads a '_' in the name as any character, so pi_1's prefix matched pi-1's batches
     rows = store.db.execute(
         "SELECT DISTINCT c.id FROM campaigns c JOIN jobs j ON j.campaign_id = c.id WHERE c.name LIKE ? AND "
-        "j.state IN ('queued', 'running') ORDER BY c.id", (campaign_prefix(device, space) + "%",)).fetchall()
+        "j.device = ? AND j.state IN ('queued', 'running') ORDER BY c.id",
+        (campaign_prefix(device, space) + "%", device)).fetchall()
     return [r[0] for r in rows]
 
 

@@ -6,7 +6,7 @@ import logging
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
-    only_drifted, pretrain_tables, warn_left_out
+    only_drifted, pretrain_tables, unfinished_campaigns, warn_left_out
 from harness.profiles import load_profiles
 from harness.store import Store
 from predictors import data
@@ -266,3 +266,14 @@ def test_onboarding_with_hwl_ridge_on_archs_no_table_holds_is_one_line_not_one_l
     assert ("error: method hwl_ridge cannot adapt to onb-ort: hwl_ridge predicts from the train devices' latencies of "
             "an architecture, and none of the 3 measured ones") in capsys.readouterr().err
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_an_interrupted_onboarding_is_finished_only_for_its_own_device(tmp_path):
+    """The batches of an onboarding of pi-1 left queued were found for pi_1 too (SQL's LIKE reads '_' as any
+    character), whose `hwl onboard` would then have run pi-1's measurements before its own."""
+    profile = write_profile(tmp_path, "pi-1")
+    with Store(tmp_path / "lab.db") as store:
+        cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=("1", "2"), devices=(str(profile),),
+                                                      name=campaign_prefix("pi-1", "nb201") + "0123456789"))
+        assert unfinished_campaigns(store, "nb201", "pi-1") == [cid]
+        assert unfinished_campaigns(store, "nb201", "pi_1") == []
