@@ -53,6 +53,10 @@ def test_train_adapt_predict_end_to_end(tables, capsys):
     assert main(["predict", str(root / "adapted.pt"), "--device", "my_pi", "--archs", "7",
                  "--out", str(root / "one.parquet")]) == 0
     assert f"wrote 1 prediction to {root / 'one.parquet'}" in capsys.readouterr().out  # it said "1 predictions"
+    for name in ("ONE.CSV", "ONE.PARQUET"):  # a name in capitals was refused: 'use a .parquet or .csv file name'
+        assert main(["predict", str(root / "adapted.pt"), "--device", "my_pi", "--archs", "7",
+                     "--out", str(root / name)]) == 0
+    assert pd.read_csv(root / "ONE.CSV").equals(pd.read_parquet(root / "ONE.PARQUET"))
     assert list(pred.columns) == ["arch", "arch_str", "device", "predicted_ms"]
     assert pred["arch"].tolist() == [0, 1, 2, 3, 399] and (pred["predicted_ms"] > 0).all()
     # the prediction ranks the new device's unmeasured archs well

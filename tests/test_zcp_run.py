@@ -88,10 +88,10 @@ def test_cli_writes_store_and_parquet_and_resumes(tmp_path, local_ray, capsys):
     table = pd.read_parquet(out)
     assert table["arch_index"].tolist() == [5, 6] and np.isfinite(table["jacov"]).all()
     one = ["zcp", "nb201", "--archs", "5", "--batch-size", "4", "--proxies", "params", "--workers", "1",
-           "--store", str(tmp_path / "one.db"), "--out", str(tmp_path / "one.parquet")]
+           "--store", str(tmp_path / "one.db"), "--out", str(tmp_path / "ONE.PARQUET")]  # in capitals: refused before
     assert main(one) == 0
     out = capsys.readouterr().out  # it said "on 1 CPU(s)" and "wrote 1 rows x 1 proxies"
-    assert "CPU(s)" not in out and f"wrote 1 row x 1 proxy to {tmp_path / 'one.parquet'}" in out, out
+    assert "CPU(s)" not in out and f"wrote 1 row x 1 proxy to {tmp_path / 'ONE.PARQUET'}" in out, out
 
 
 def test_cli_bad_input(tmp_path, capsys):

@@ -34,7 +34,7 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
     check_outputs({"--out": out}, {"the model file": model, "--archs": arch_file(archs)})
     out = Path(out)
-    if out.suffix not in (".parquet", ".csv"):
+    if out.suffix.lower() not in (".parquet", ".csv"):  # any case: --out X.CSV was refused as no table name
         raise UserError(f"--out {out}: use a .parquet or .csv file name")
     saved = load_model(model)
     if saved.get("device") is None:
@@ -55,7 +55,7 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
     frame["device"] = device
     frame["predicted_ms"] = saved["model"].predict(keys)
     with written_whole(out) as target:
-        if out.suffix == ".parquet":
+        if out.suffix.lower() == ".parquet":
             frame.to_parquet(target, index=False)
         else:
             frame.to_csv(target, index=False)

@@ -73,7 +73,7 @@ def run(args) -> int:
 
     if not args.store and not args.out:
         raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
-    if args.out and not str(args.out).endswith((".parquet", ".pq")):
+    if args.out and not str(args.out).lower().endswith((".parquet", ".pq")):
         raise ZCPError(f"--out {args.out}: the table is written as Parquet; give a .parquet file name")
     if args.out:
         check_writable(args.out)
