@@ -88,6 +88,8 @@ def _new_store_file(dest: Path, *, needed: int = 0):
 
 
 def _check_backup_target(source: Path, dest: Path, *, overwrite: bool) -> None:
+    if str(dest) == "-":  # a file named '-' was written, where the user meant the standard output
+        raise StoreError("the copy is a store file, not a stream: give its file name, not '-'")
     if dest.is_dir():
         raise StoreError(f"{dest} is a directory; give the backup's file name")
     if dest.exists() and os.path.samefile(dest, source):

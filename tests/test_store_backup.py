@@ -68,6 +68,9 @@ def test_an_existing_backup_is_replaced_only_with_force(tmp_path):
     assert dest.read_text() == "last week's backup"
     r = hwl("store", "backup", db, db)
     assert r.returncode == 2 and "is the store itself" in r.stderr
+    r = subprocess.run([*HWL, "store", "backup", str(db), "-"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and not (tmp_path / "-").exists(), r.stderr  # a file named '-' was written
+    assert r.stderr.strip() == "hwl store: error: the copy is a store file, not a stream: give its file name, not '-'"
     r = hwl("store", "backup", db, dest, "--force")
     assert r.returncode == 0, r.stderr
     assert _results(dest) == 2
