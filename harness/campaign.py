@@ -133,9 +133,18 @@ def load_campaign_file(path) -> dict:
     return out
 
 
+def _check_name(name: str | None) -> None:
+    """A campaign name a later command can give back: a blank one (--name ' ') or one holding a newline or a tab
+    was planned, then printed in the resume line and the status table as what no one could type."""
+    if name is not None and (not name.strip() or name != name.strip() or not name.isprintable()):
+        raise CampaignError(f"campaign name {name!r}: give a name without spaces at its ends and without control "
+                            "characters (a newline, a tab)")
+
+
 def resolve_plan(spec: CampaignSpec) -> Plan:
     """Check every part of ``spec`` (raises ArchError / ProfileError / CampaignError)."""
     get_space(spec.space)
+    _check_name(spec.name)
     archs = resolve_archs(spec.space, list(spec.archs) if isinstance(spec.archs, tuple) else spec.archs,
                           seed=spec.seed)
     profiles = [p.with_measurement(spec.measurement) for p in load_profiles(list(spec.devices))]

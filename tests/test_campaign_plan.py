@@ -213,6 +213,10 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
          ["cannot open store", "for writing", f"({broken} is a file, not a folder)"]),
         (base + ["--archs", "1,2", "--devices", str(good), "--store", str(db), "--artifacts", str(broken / "art")],
          [f"cannot write the artifact folder {broken / 'art'}: {broken} is a file, not a folder"]),
+        # planned, then printed in the resume line and the status table as what no one can type back
+        *[(base + ["--archs", "1", "--devices", str(good), "--store", str(db), "--name", name],
+           [f"campaign name {name!r}: give a name without spaces at its ends and without control characters"])
+          for name in (" ", "lab\nrun", "pi run ")],
     ]
     for argv, words in cases:
         assert hwl_main(argv) == 2, argv
