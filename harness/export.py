@@ -362,6 +362,8 @@ def _check(config: ExportConfig, model, onnx_bytes: bytes) -> dict:
 
 
 def _record(config: ExportConfig, artifact, *, cache_hit: bool, export_s: float) -> ExportRecord:
+    from agents.server import sha256_of  # the agent's own file hash; imported here, off the CLI's start-up
+
     meta = artifact.meta
     return ExportRecord(
         space=config.space, arch=config.arch, dataset=config.dataset, batch_size=config.batch_size,
@@ -370,5 +372,5 @@ def _record(config: ExportConfig, artifact, *, cache_hit: bool, export_s: float)
         onnx_bytes=artifact.path.stat().st_size, input_shape=config.input_shape,
         output_shape=tuple(meta["output_shape"]), seed=config.seed, cache_hit=cache_hit,
         first_export_s=round(meta["export_s"], 4),
-        model_sha256=hashlib.sha256(artifact.path.read_bytes()).hexdigest(),
+        model_sha256=sha256_of(artifact.path),
     )
