@@ -183,6 +183,16 @@ def refuse_counts_as_latencies(devices, latency_ms, source: str, error) -> None:
                         "latencies in ms")
 
 
+def read_table_frame(path: Path, *, parquet: bool, error) -> pd.DataFrame:
+    """A latency table file as `hwl data import` and the predictor commands both read it, its header checked first
+    (:func:`refuse_repeated_columns`). keep_default_na=False: a device named NA or nan is a name (empty cells are
+    still caught); skipinitialspace: a lab script's '0, pi, 1.5' rows named a device ' pi' beside its 'pi'."""
+    refuse_repeated_columns(path, error)
+    if parquet:
+        return pd.read_parquet(path)
+    return pd.read_csv(path, keep_default_na=False, skipinitialspace=True)
+
+
 def refuse_repeated_columns(path: Path, error) -> None:
     """Refuse a table file whose header names a column twice: pandas read a CSV's second 'pi' as a device 'pi.1'
     and left a second latency_ms unread, and pyarrow's refusal of a Parquet file's ran over many lines."""
@@ -208,4 +218,5 @@ def _whole_numbers_past_any_latency(values: np.ndarray) -> bool:
 
 
 __all__ = ["KEY_COLUMNS", "accepted_labels", "drifted_labels", "is_parquet_export", "looks_wide",
-           "one_setting_per_device", "refuse_counts_as_latencies", "refuse_repeated_columns", "wide_cells"]
+           "one_setting_per_device", "read_table_frame", "refuse_counts_as_latencies", "refuse_repeated_columns",
+           "wide_cells"]

@@ -33,8 +33,7 @@ import pandas as pd
 
 from harness.errors import UserError
 from harness.export_tables import (KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export,
-                                   one_setting_per_device, refuse_counts_as_latencies, refuse_repeated_columns,
-                                   wide_cells)
+                                   one_setting_per_device, read_table_frame, refuse_counts_as_latencies, wide_cells)
 from harness.model_file import torch_error
 from harness.paths import why_not_a_file
 from harness.store import Store
@@ -77,11 +76,7 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
     elif suffix in (".parquet", ".pq", ".csv", ".csv.gz"):
         parquet = suffix in (".parquet", ".pq")
         try:
-            refuse_repeated_columns(path, TableImportError)
-            # keep_default_na=False: a device named NA or nan is a name (empty cells are still caught);
-            # skipinitialspace: a lab script's '0, pi, 1.5' rows named a device ' pi' beside its 'pi'
-            frame = (pd.read_parquet(path) if parquet
-                     else pd.read_csv(path, keep_default_na=False, skipinitialspace=True))
+            frame = read_table_frame(path, parquet=parquet, error=TableImportError)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid and pandas' ParserError are ValueErrors
             raise TableImportError(f"{path}: not a readable {suffix} table ({type(exc).__name__}: {exc})") from None
         drifted = drifted_labels(frame)

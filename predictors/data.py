@@ -118,25 +118,19 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
     path = Path(path)
     if why := why_not_a_file(path):
         raise LatencyTableError(f"latency table {path} {why}")
+    from harness.export_tables import drifted_labels, one_setting_per_device, read_table_frame, \
+        refuse_counts_as_latencies
+
     suffixes = "".join(path.suffixes).lower()
     try:
-        from harness.export_tables import refuse_repeated_columns
-
-        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
-            refuse_repeated_columns(path, LatencyTableError)
-            raw = pd.read_parquet(path)
-        elif ".csv" in suffixes:
-            refuse_repeated_columns(path, LatencyTableError)
-            # a device named NA or nan is a name, and '0, pi, 1.5' names pi, as on import
-            raw = pd.read_csv(path, keep_default_na=False, skipinitialspace=True)
-        else:
+        parquet = suffixes.endswith(".parquet") or suffixes.endswith(".pq")
+        if not parquet and ".csv" not in suffixes:
             raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
+        raw = read_table_frame(path, parquet=parquet, error=LatencyTableError)  # read as `hwl data import` reads it
     except (OSError, ValueError) as exc:
         if isinstance(exc, LatencyTableError):
             raise
         raise LatencyTableError(f"cannot read latency table {path}: {exc}") from exc
-    from harness.export_tables import drifted_labels, one_setting_per_device, refuse_counts_as_latencies
-
     drifted = drifted_labels(raw)  # the export keeps the flag a store's table is warned of (store_table)
     raw = _own_export_as_long(raw, path, device)
     if "device" not in raw.columns and device is not None:
