@@ -78,6 +78,13 @@ RUNTIME_ALIASES = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "torch": 
 OUTCOMES = ("ok", "load_error", "unsupported_op", "compile_error", "runtime_error", "timeout",
             "oom", "unstable")
 MEASURED_OUTCOMES = ("ok", "unstable")  # the outcomes that carry a latency (an unstable one is queued again)
+
+
+def agent_runs_threads(runtime: str) -> bool:
+    """Whether a runtime's ``threads`` run in the agent's measuring process, on the cores it is pinned to, so they
+    count against those cores. A command tool's do not: the agent only fills them in as ``{threads}``, and the tool
+    may run them on another device (a phone behind adb, 8 cores, from a 2-core PC)."""
+    return RUNTIME_ALIASES.get(runtime, runtime) != "command"
 PROFILES = ("quick", "standard")
 
 

@@ -34,7 +34,8 @@ from agents import __version__, fingerprint, in_flight, runtimes
 from agents.child import run_measurement
 from agents.errors import (AgentBusy, BadRequest, CoresUnavailable, HashMismatch, HwlError, ModelNotFound,
                            ProtocolError)
-from agents.protocol import MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdown, Status, decode, encode
+from agents.protocol import (MAX_LINE_BYTES, Error, Hello, Measure, Ping, Shutdown, Status, agent_runs_threads, decode,
+                             encode)
 from agents.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class AgentServer:
                 raise AgentBusy(f"measurement {self._job_id!r} is still running; wait for its result")
         check_cores(msg.cores, self.usable_cores)
         check_threads(msg.threads, msg.cores, self.usable_cores, msg.runtime_name)
-        if msg.cores and msg.threads > len(msg.cores) and msg.runtime_name != "command":
+        if msg.cores and msg.threads > len(msg.cores) and agent_runs_threads(msg.runtime_name):
             # Rule 5 wants threads == cores; more threads than cores is measured, but oversubscribed.
             log.warning("measure %s: %d threads on %d core(s) oversubscribes them", msg.id, msg.threads,
                         len(msg.cores))
@@ -304,9 +305,8 @@ def check_threads(threads: int, cores, usable, runtime: str = "") -> None:
     """CoresUnavailable for more threads than the cores they would run on: a request that pins no
     cores runs on all of ``usable``, so more threads than that would oversubscribe them unseen
     (a request that pins cores is checked against them by the profile, and warned about above).
-    A command tool's threads are not counted: the agent does not start them, it only fills ``{threads}`` in,
-    and the tool may run them elsewhere (a phone behind adb, 8 cores, from a 2-core PC)."""
-    if runtime == "command":
+    A command tool's threads are not counted (:func:`agents.protocol.agent_runs_threads`)."""
+    if not agent_runs_threads(runtime):
         return
     if not cores and usable and threads > len(usable):
         raise CoresUnavailable(f"'threads' = {threads} asks more threads than the {len(usable)} core(s) usable "

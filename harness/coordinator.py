@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.measurement import REQUEUE_FLAGS
-from agents.protocol import MEASURED_OUTCOMES
+from agents.protocol import MEASURED_OUTCOMES, agent_runs_threads
 from harness.artifact_quota import ArtifactQuota
 from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
@@ -408,7 +408,7 @@ class Coordinator:
         is stopped here, once, before any job is sent (the agent would refuse each measurement too). A command
         tool's threads are its own, maybe another device's (agents.server.check_threads)."""
         threads = dev.profile.runtime.threads
-        if dev.profile.runtime.kind == "command":
+        if not agent_runs_threads(dev.profile.runtime.kind):
             return
         if dev.profile.runtime.cores is None and usable_cores and threads > len(usable_cores):
             self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "

@@ -370,7 +370,9 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
                                f"numbers (>= 0), got {cores!r}")
         if len(set(cores)) != len(cores):
             raise ProfileError(f"{source}: key 'runtime.cores' lists a core twice: {cores!r}")
-        if threads > len(cores) and kind != "command":  # a command tool's threads may be a phone's
+        from agents.protocol import agent_runs_threads  # the protocol module, only where a profile pins cores
+
+        if threads > len(cores) and agent_runs_threads(kind):  # a command tool's threads may be a phone's
             raise ProfileError(f"{source}: key 'runtime.threads' = {threads} exceeds the {len(cores)} "
                                f"core(s) of 'runtime.cores' {cores}; pin at least one core per thread")
         cores = tuple(sorted(cores))

@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
-from agents.protocol import MEASURED_OUTCOMES
+from agents.protocol import MEASURED_OUTCOMES, agent_runs_threads
 from harness.errors import UserError
 from harness.paths import why_not_a_file
 from harness.text import count
@@ -181,7 +181,7 @@ def measure(*, model: str = "", runtime: str = "ort", threads: int = 1, cores=()
         usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         check_cores(request.cores, usable)
         check_threads(request.threads, request.cores, usable, request.runtime_name)
-        if request.runtime_name != "command":  # a tool's {threads} may be a phone's, its cores this machine's
+        if agent_runs_threads(request.runtime_name):  # a tool's {threads} may be a phone's, its cores this machine's
             _check_one_core_per_thread(request.threads, request.cores)
         model_path = resolve_model(request, None)
         from agents.timing import TimingPolicy
