@@ -82,6 +82,27 @@ def test_trusting_a_host_keeps_a_last_line_that_lacks_its_newline(server, tmp_pa
         assert again.run("echo ok").stdout == "ok\n"
 
 
+def test_trusting_a_host_hashes_its_name_where_known_hosts_hashes_names(server, tmp_path):
+    # ssh's HashKnownHosts (Debian's and Ubuntu's default): a plain name among hashed ones told who reads the
+    # file a host this user reaches
+    other = make_key(tmp_path / "other_host_key")
+    hashed_other = paramiko.HostKeys.hash_host("otherhost")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{hashed_other} " + " ".join(other.with_name("other_host_key.pub").read_text().split()[:2])
+                     + "\n")
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known,
+              trust_new_host=True) as trusted:
+        trusted.run("true")
+    lines = known.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("|1|") for line in lines)
+    assert server.address not in known.read_text()
+    with Host("h1", server.address, "root", server.client_key, port=server.port, known_hosts=known) as again:
+        assert again.run("echo ok").stdout == "ok\n"
+    found = subprocess.run(["ssh-keygen", "-F", f"[{server.address}]:{server.port}", "-f", str(known)],
+                           capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr  # ssh finds it as its own hashed line
+
+
 def test_a_host_key_that_cannot_be_recorded_is_said_so_not_an_unreachable_host(server, tmp_path):
     # was "cannot reach h1 at 127.0.0.1:PORT (FileExistsError: ...); check the address, the port and that sshd runs"
     (tmp_path / "ssh").write_text("a file where the folder should be")

@@ -24,7 +24,7 @@ import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from harness.paths import why_not_a_file
-from harness.remote.known_hosts import HostTrust, trust_for
+from harness.remote.known_hosts import HostTrust, read_known_hosts, trust_for
 from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreachable,
                                    RemoteCommandError)
 
@@ -110,6 +110,12 @@ def _ends_without_newline(path: Path) -> bool:
     return bool(text) and not text.endswith(b"\n")
 
 
+def _hashes_names(path: Path) -> bool:
+    """Whether the known_hosts file ``path`` keeps its host names hashed (ssh's HashKnownHosts, on by default on
+    Debian and Ubuntu): one plain name among them would tell anyone who reads the file a host this user reaches."""
+    return any(line.names.startswith("|1|") for line in read_known_hosts(path))
+
+
 class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key only because the user asked to, and write it down."""
 
@@ -135,8 +141,9 @@ class _RecordNewHostPolicy(paramiko.MissingHostKeyPolicy):
         # after a last line without its newline (a hand edit), as ssh does: glued to it, the new line made both
         # unreadable, so the other host's key was lost and this one unknown again
         start = "\n" if _ends_without_newline(self.known_hosts) else ""
+        name = paramiko.HostKeys.hash_host(hostname) if _hashes_names(self.known_hosts) else hostname
         with open(self.known_hosts, "a") as f:
-            f.write(f"{start}{hostname} {key.get_name()} {key.get_base64()}\n")
+            f.write(f"{start}{name} {key.get_name()} {key.get_base64()}\n")
 
 
 class Host:
