@@ -21,6 +21,7 @@ CPU, 100 ms on GPU, as in torch's ``blocked_autorange`` and TVM's ``min_repeat_m
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -77,8 +78,10 @@ class TimingPolicy:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             val = getattr(self, f.name)
-            if f.name != "name" and (isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0):
-                raise BadRequest(f"timing policy field {f.name!r} must be a number >= 0, got {val!r}")
+            # JSON's 1e400 and TOML's inf are floats: an infinite cooldown was an OverflowError traceback
+            if f.name != "name" and (isinstance(val, bool) or not isinstance(val, (int, float))
+                                     or not math.isfinite(val) or val < 0):
+                raise BadRequest(f"timing policy field {f.name!r} must be a finite number >= 0, got {val!r}")
             if isinstance(f.default, int) and not isinstance(val, int):  # counts: 1.5 repeats means nothing
                 raise BadRequest(f"timing policy field {f.name!r} must be a whole number, got {val!r}")
         if self.repeats < 1 or self.max_block_size < 1:

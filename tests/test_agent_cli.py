@@ -69,6 +69,8 @@ def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["measure", str(bad), "--policy", "repeat=2"]) == 2
     assert "unknown timing policy field" in capsys.readouterr().err
+    assert main(["measure", str(bad), "--policy", "cooldown_s=1e400"]) == 2  # JSON's inf: an OverflowError traceback
+    assert "'cooldown_s' must be a finite number >= 0, got inf" in capsys.readouterr().err
     assert main(["measure", "--runtime", "command", "--regex", "x"]) == 2
     assert "options.command" in capsys.readouterr().err
 

@@ -202,7 +202,9 @@ def test_standard_profile_is_the_method_defaults():
 @pytest.mark.parametrize("profile, overrides, match", [
     ("slow", {}, "unknown timing profile 'slow'"),
     ("quick", {"repeat": 2}, "unknown timing policy field"),
-    ("quick", {"repeats": -1}, "must be a number >= 0"),
+    ("quick", {"repeats": -1}, "must be a finite number >= 0"),
+    ("quick", {"cooldown_s": float("inf")}, "'cooldown_s' must be a finite number"),  # JSON's 1e400: a traceback
+    ("quick", {"warmup_min_s": float("nan")}, "'warmup_min_s' must be a finite number"),
     ("quick", {"repeats": 0}, "repeats >= 1"),
 ])
 def test_bad_policy_is_refused(profile, overrides, match):
