@@ -41,7 +41,7 @@ from harness.paths import check_writable_folder
 from harness.ray_cluster import (actor_status, cores_kept_free, device_actor, export_remote, ray_session,
                                  this_node_alive)
 from harness.profiles import DeviceProfile
-from harness.store import DRIFT_FLAG, Store
+from harness.store import DRIFT_FLAG, Store, check_new_store_folder
 from harness.text import count
 from harness.transport.errors import DeviceSetupError
 from spaces.cost import dataset_of
@@ -170,6 +170,14 @@ class CoordinatorOptions:
         the store as it was."""
         if not self.fixed_model and any(p.runtime.kind != "torch" for p in profiles):
             check_writable_folder(self.artifact_dir, what=f"the artifact folder {self.artifact_dir}")
+
+    def checked_store(self, store, profiles):
+        """``store``, once a new store's folder and the artifact folder are known to be writable: called as the
+        store is opened, so a refusal leaves no campaign planned and no new, empty store file. The store's
+        folder is said first: the default artifact folder is beside it."""
+        check_new_store_folder(store)
+        self.check_artifact_folder(profiles)
+        return store
 
 
 @dataclass

@@ -422,8 +422,8 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     picked = None if candidates is None else resolve_archs(space, candidates, seed=seed)
     measuring = profile.with_measurement(measurement)  # the settings this onboarding measures with
     # a cluster given by --address is joined before the store file is made: a wrong one leaves nothing
-    with joined(options.address, hosts={profile.host.resource}), Store(store) as st:
-        options.check_artifact_folder([measuring])  # a folder that cannot be written leaves no campaign planned
+    with joined(options.address, hosts={profile.host.resource}), \
+            Store(options.checked_store(store, [measuring])) as st:
         # its first batch would be refused: said before the pretraining, and before a warning that the
         # imported latencies are left out, as if onboarding went on without them
         refuse_imported_names(st, space, [measuring])

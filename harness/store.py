@@ -126,6 +126,23 @@ class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than ``BUSY_TIMEOUT_S``."""
 
 
+def _cannot_write(path: Path, exc: OSError) -> StoreError:
+    return StoreError(f"cannot open store {path} for writing ({why_not_made(path.parent, exc)}); give a path in a "
+                      "folder you can write to")
+
+
+def check_new_store_folder(path) -> None:
+    """Refuse, as ``Store(path)`` would, a new store whose folder cannot be made, before anything is made: a command
+    that checks its other paths after this leaves no empty store file behind when one of them is refused."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return  # the store itself says what is wrong with it, when opened
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+
+
 @contextlib.contextmanager
 def _opening_lock(path: Path):
     """Hold an exclusive lock on opening ``path`` for writing: a flock on ``<store>-locks/open.lock`` (beside
@@ -142,8 +159,7 @@ def _opening_lock(path: Path):
         lock.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock, "a")
     except OSError as exc:
-        raise StoreError(f"cannot open store {path} for writing ({why_not_made(path.parent, exc)}); give a path "
-                         "in a folder you can write to") from None
+        raise _cannot_write(path, exc) from None
     with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield  # the kernel frees the lock with the file

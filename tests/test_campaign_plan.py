@@ -213,6 +213,9 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
          ["cannot open store", "for writing", f"({broken} is a file, not a folder)"]),
         (base + ["--archs", "1,2", "--devices", str(good), "--store", str(db), "--artifacts", str(broken / "art")],
          [f"cannot write the artifact folder {broken / 'art'}: {broken} is a file, not a folder"]),
+        # refused too before a new store is made: an empty store file was left behind
+        (base + ["--archs", "1", "--devices", str(good), "--store", str(tmp_path / "new.db"), "--artifacts",
+                 str(broken)], [f"cannot write the artifact folder {broken}: {broken} is a file, not a folder"]),
         # planned, then printed in the resume line and the status table as what no one can type back
         *[(base + ["--archs", "1", "--devices", str(good), "--store", str(db), "--name", name],
            [f"campaign name {name!r}: give a name without spaces at its ends and without control characters"])
@@ -226,6 +229,7 @@ def test_bad_input_gives_clear_errors_and_changes_nothing(tmp_path, capsys):
             assert word in err, (word, err)
     assert _dump(db) == before
     assert notastore.read_text() == "my notes\n" * 100
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("new.db")]
 
 
 def test_status_and_export_on_a_planned_campaign(tmp_path, capsys):

@@ -192,6 +192,9 @@ def test_an_artifact_folder_that_is_a_file_is_refused_before_a_campaign_is_plann
     err = _refused([*command, "--store", db, "--artifacts", in_the_way, *out], capsys)
     assert f"cannot write the artifact folder {in_the_way}: {in_the_way} is a file, not a folder" in err
     assert _store_counts(db) == before == {"campaigns": 0, "jobs": 0, "imported": 2}
+    new_store = tmp_path / "new" / "lab.db"  # nor is a store made: an empty one was left behind
+    _refused([*command, "--store", new_store, "--artifacts", in_the_way, *out], capsys)
+    assert not new_store.exists() and not new_store.with_name("lab.db-locks").exists()
 
 
 def _ssh_profile(folder, *, known_hosts=None, key=None):

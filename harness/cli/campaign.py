@@ -128,9 +128,8 @@ def run(*, store: str, spec, options=None, on_progress=None, resume_flags=()) ->
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
     address = options.address if options is not None else None
     # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
-    with joined(address, hosts={p.host.resource for p in plan.profiles}), Store(store) as st:
-        if options is not None:  # a folder that cannot be written leaves no campaign planned
-            options.check_artifact_folder(plan.profiles)
+    with joined(address, hosts={p.host.resource for p in plan.profiles}), \
+            Store(store if options is None else options.checked_store(store, plan.profiles)) as st:
         cid, plan, created = plan_campaign(st, spec, plan, resume_flags=resume_flags)
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=plan.name, created=created)
