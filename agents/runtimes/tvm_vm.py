@@ -44,8 +44,8 @@ import tvm
 from tvm import relax
 
 from agents.errors import BadRequest
-from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, external_data_failure,
-                                  float_type, input_shapes, random_input, without_side_files)
+from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, check_batch_of,
+                                  external_data_failure, float_type, input_shapes, random_input, without_side_files)
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -452,6 +452,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
     if options.get("library"):
         if not request.input_shape:
             raise BadRequest("tvm with a prebuilt library needs 'input_shape' (and 'dtype')")
+        check_batch_of(tuple(request.input_shape), request.batch)  # the record said --batch, the library ran this
         inputs = [("input", tuple(request.input_shape), request.dtype)]
         data, lib_path = _prebuilt_library(options)
         bhash = options["library_sha256"]
