@@ -43,8 +43,9 @@ def planted(tmp_path):
     return lib, marker
 
 
-def _measure(model, sha, cache_dir=None):
-    request = Measure(id="t", runtime="tvm", model=str(model), sha256=sha, cores=(0,), profile="quick", policy=TINY)
+def _measure(model, sha, cache_dir=None, **fields):
+    request = Measure(id="t", runtime="tvm", model=str(model), sha256=sha, cores=(0,), profile="quick", policy=TINY,
+                      **fields)
     return run_measurement(request, Path(model), fingerprint_id="f" * 16, cache_dir=cache_dir)
 
 
@@ -187,3 +188,27 @@ def test_a_library_sha256_that_is_no_sha256_is_one_line():
         "BadRequest: tvm option library needs library_sha256, the library's sha256 as built (64 lower-case hex "
         "digits, as sha256sum prints them, not 'ABC'): loading a library runs its code, so the agent loads none it "
         "cannot check")
+
+
+def test_a_model_with_a_free_batch_gets_a_library_per_batch(tmp_path):
+    """A library is compiled for one input shape. The build hash named the model, target and settings only, so a
+    model exported with a free batch, measured at batch 1 and then at batch 2 with the same cache, loaded the batch-1
+    library for batch 2 (runtime_error: 'match_cast error, shape[0] mismatch'); each batch now has its own."""
+    import onnx
+    import onnx.helper as helper
+    x = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "relu", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "free_batch.onnx"
+    onnx.save(model, path)
+    sha, cache = sha256_of(path), tmp_path / "cache"
+    one = _measure(path, sha, cache, batch=1)
+    two = _measure(path, sha, cache, batch=2)
+    assert one.outcome in ("ok", "unstable"), one.message
+    assert two.outcome in ("ok", "unstable"), two.message
+    assert two.record().spec.input_shape == (2, 4) and two.record().metadata["runtime"]["library_cached"] is False
+    assert one.record().spec.build_hash != two.record().spec.build_hash
+    again = _measure(path, sha, cache, batch=1).record()  # each batch's library stays cached under its own hash
+    assert again.metadata["runtime"]["library_cached"] is True and again.spec.build_hash == one.record().spec.build_hash

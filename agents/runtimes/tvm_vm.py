@@ -4,7 +4,8 @@
 
 Compiling happens in ``prepare`` (its time is ``metadata.compile_ms``, never in a timed window)
 and the library is cached in ``<cache_dir>/tvm/<build hash>.so``, where the build hash covers
-the model's sha256, the target and the TVM version (rule 24). A library there is loaded (which runs
+the model's sha256, the target, the TVM version and the input shapes a model with a free dimension was built for
+(rule 24). A library there is loaded (which runs
 its code) only from a folder no other user may write and while its bytes hash as recorded at its
 build (``<build hash>.so.sha256``); without a cache the agent builds in a private temporary folder. A library is
 read once: those bytes are hashed, scanned and loaded (from a private copy), so a file replaced meanwhile never is.
@@ -74,12 +75,18 @@ def _target(spec) -> tvm.target.Target:
                          f"{{'kind': 'llvm', 'mtriple': 'aarch64-linux-gnu'}}") from None
 
 
-def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none") -> str:
-    """Content address of a compiled library: model bytes + target + opt level + schedule + TVM version (the
-    default schedule adds no key, so libraries cached before schedules existed are still found)."""
+def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none",
+               shapes=None) -> str:
+    """Content address of a compiled library: model bytes + target + opt level + schedule + TVM version, and
+    ``shapes``, the input shapes it was built for, where the model leaves a dimension free (the batch of a model
+    exported with a free one): a library is compiled for one shape and refuses another, and a library built at
+    batch 1 was loaded for batch 8 under the same hash. Neither the default schedule nor a model's own fixed shapes
+    add a key, so libraries cached before either existed are still found."""
     key = {"model": model_sha256, "target": str(target), "opt_level": opt_level, "tvm": tvm.__version__}
     if schedule != "none":
         key["schedule"] = schedule
+    if shapes is not None:
+        key["shapes"] = [list(shape) for shape in shapes]
     key = json.dumps(key, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -88,13 +95,31 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
     """(name, shape, numpy dtype) of the graph inputs that are not initializers (shapes: see base.input_shapes)."""
     import onnx
 
-    inits = {i.name for i in onnx_model.graph.initializer}
-    graph_inputs = [x for x in onnx_model.graph.input if x.name not in inits]
-    free_or_fixed = [(x.name, tuple(d.dim_value or d.dim_param or None for d in x.type.tensor_type.shape.dim))
-                     for x in graph_inputs]
-    shapes = input_shapes(free_or_fixed, batch, input_shape)
+    graph_inputs = _graph_inputs(onnx_model)
+    shapes = input_shapes(_declared_dims(graph_inputs), batch, input_shape)
     return [(x.name, shape, str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)))
             for x, shape in zip(graph_inputs, shapes)]
+
+
+def _graph_inputs(onnx_model) -> list:
+    """The graph inputs that are not initializers: what a measurement feeds."""
+    inits = {i.name for i in onnx_model.graph.initializer}
+    return [x for x in onnx_model.graph.input if x.name not in inits]
+
+
+def _declared_dims(graph_inputs) -> list[tuple[str, tuple]]:
+    """(name, dims) of each input as the model declares them: a free dimension is its symbol's name, or None."""
+    return [(x.name, tuple(d.dim_value or d.dim_param or None for d in x.type.tensor_type.shape.dim))
+            for x in graph_inputs]
+
+
+def _built_shapes(onnx_model, inputs) -> list[tuple] | None:
+    """The shapes ``inputs`` (of :func:`onnx_inputs`) gave a model that leaves a dimension free, which a build
+    fixes (so they belong in its :func:`build_hash`); None for a model that fixes every dimension itself."""
+    declared = _declared_dims(_graph_inputs(onnx_model))
+    if all(isinstance(d, int) for _, dims in declared for d in dims):
+        return None
+    return [shape for _, shape, _ in inputs]
 
 
 def _dlight_pipeline(target: tvm.target.Target):
@@ -463,8 +488,8 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         data, lib_path = _library_in_dir(Path(options["library_dir"]), request.sha256)
         bhash = hashlib.sha256(data).hexdigest()
     else:
-        bhash = build_hash(request.sha256, target, opt_level, schedule)
         proto, inputs = _model_inputs(request, model)
+        bhash = build_hash(request.sha256, target, opt_level, schedule, _built_shapes(proto, inputs))
         folder = _library_cache(cache_dir)
         data = _cached_library(folder, bhash)
         meta["library_cached"] = data is not None
