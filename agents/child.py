@@ -322,7 +322,9 @@ def _measure(job: dict, report) -> dict:
                                      on_leftovers=left_running.extend)
         else:
             report("first")
-            timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=report,
+            own = prepared.on_window
+            on_window = report if own is None else (lambda phase: (own(phase), report(phase)))
+            timing = time_blocks(prepared.block, policy, on_gpu=prepared.on_gpu, on_window=on_window,
                                  first=prepared.first, seconds_left=_seconds_left(job), watch=CoreLoadWatch())
         # Out of the last window before the clean-up below (closing the runtime, the sweep of /proc for what it
         # left running) and the statistics (a bootstrap): none of them is part of its time limit.

@@ -387,6 +387,40 @@ def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     assert res.record().metadata["runtime"]["compile_ms"] is None
 
 
+@pytest.mark.slow
+def test_tvm_times_each_window_in_it(tmp_path, monkeypatch):
+    """TVM's timer returns several blocks per call; a window kept those its last call timed past its end, and the
+    next window took them as its first samples, timed before it began (its repeat median, the drift between windows
+    and its core load then mixed two windows). Each window now times its own: at one block per window's 5 runs and
+    4 blocks per call, 2 calls a window, where window 1 had made only 1."""
+    from tvm import relax
+
+    from agents.runtimes import tvm_vm
+    from agents.timing import TimingPolicy, time_blocks
+    from agents.verified import read_verified
+    path = symbolic_onnx(tmp_path / "relu.onnx", [1, 4])
+    request = Measure(id="t", runtime="tvm", model=str(path), sha256=sha256_of(path), profile="quick", policy=TINY)
+    prepared = tvm_vm.prepare(request, read_verified(path, request.sha256), tmp_path / "cache")
+    calls, phase, per_phase = [], ["first"], {}
+    real = relax.VirtualMachine.time_evaluator
+
+    def counted(vm, *args, **kwargs):
+        timer = real(vm, *args, **kwargs)
+        return lambda *a: (calls.append(phase[0]), timer(*a))[1]
+    monkeypatch.setattr(relax.VirtualMachine, "time_evaluator", counted)
+
+    def on_window(name):
+        if getattr(prepared, "on_window", None) is not None:  # as agents.child passes it
+            prepared.on_window(name)
+        phase[0] = name
+    policy = TimingPolicy.quick(block_min_s=0.0, window_min_runs=5, window_min_s=0.0, repeats=3)
+    timing = time_blocks(prepared.block, policy, on_window=on_window, first=prepared.first)
+    assert timing.block_size == 1 and [len(r) for r in timing.samples_ns] == [5, 5, 5]
+    for name in calls:
+        per_phase[name] = per_phase.get(name, 0) + 1
+    assert [per_phase.get(f"window {i}") for i in range(3)] == [2, 2, 2]
+
+
 def test_tvm_refuses_threads_its_library_cannot_use(nb201_onnx, tmp_path):
     """TVM's default CPU build (untuned) has no parallel loop, so at 2 threads the worker's CPU time stayed that of
     one thread and the record said threads=2 (rules 1, 5). A request for more threads than one is now refused for

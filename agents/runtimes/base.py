@@ -63,6 +63,9 @@ class Prepared:
         that do not time blocks themselves (the command runtime); ``seconds_left()`` is the time left before
         the per-model limit, and ``on_leftovers(list)`` is told the processes it killed once a run left them.
     close : callable, optional
+    on_window : callable, optional
+        ``on_window(phase)`` as each phase of :func:`agents.timing.time_blocks` starts ("warmup", "window <i>"),
+        before its clock does: TVM drops there the blocks its last timer call timed in the phase before.
     """
 
     block: Callable[[int], int] | None
@@ -76,6 +79,7 @@ class Prepared:
     timing: Callable | None = None
     first: Callable[[], int] | None = None
     close: Callable[[], None] | None = None
+    on_window: Callable[[str], object] | None = None
 
 
 def external_data_failure() -> LoadFailure:

@@ -521,6 +521,12 @@ def prepare(request, model, cache_dir=None) -> Prepared:
             pending = list(evaluators[k]("main").results)
         return int(round(pending.pop(0) * k * 1e9))
 
+    def on_window(phase: str) -> None:
+        """A phase keeps none of the blocks timed in the one before: a timed window's samples (its repeat median,
+        the drift between windows, what else ran on the cores meanwhile) are all timed in it (rules 7, 11)."""
+        nonlocal pending
+        pending = []
+
     def first() -> int:
         # time_evaluator discards its first call, so the very first inference is timed here.
         t0 = time.perf_counter_ns()
@@ -530,7 +536,8 @@ def prepare(request, model, cache_dir=None) -> Prepared:
 
     dtype = float_type([d for _, _, d in inputs] + _output_dtypes(proto)) if proto is not None else ""
     return Prepared(block=block, first=first, runtime_version=tvm.__version__, provider=f"relax-vm-{dev}", dtype=dtype,
-                    build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta)
+                    build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta,
+                    on_window=on_window)
 
 
 __all__ = ["build_hash", "build_library", "compile_onnx", "prepare", "record_library_digest"]
