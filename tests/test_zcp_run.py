@@ -94,6 +94,26 @@ def test_cli_writes_store_and_parquet_and_resumes(tmp_path, local_ray, capsys):
     assert "CPU(s)" not in out and f"wrote 1 row x 1 proxy to {tmp_path / 'ONE.PARQUET'}" in out, out
 
 
+@pytest.mark.slow
+def test_another_init_seed_scores_other_weights_not_the_stored_ones(tmp_path, local_ray, capsys):
+    """The store keyed scores by the input batch alone: `--init-seed 7` into a store holding seed 0's scores said
+    "0 scored, 1 already in the store" and wrote seed 0's l2_norm as its own."""
+    db = tmp_path / "lab.db"
+    args = ["zcp", "nb201", "--archs", "5", "--batch-size", "4", "--proxies", "l2_norm", "--workers", "1",
+            "--store", str(db)]
+    assert main([*args, "--out", str(tmp_path / "seed0.parquet")]) == 0
+    assert "1 scored, 0 already in the store" in capsys.readouterr().out
+    assert main([*args, "--init-seed", "7", "--out", str(tmp_path / "seed7.parquet")]) == 0
+    assert "1 scored, 0 already in the store" in capsys.readouterr().out
+    seed0, seed7 = (pd.read_parquet(tmp_path / f"seed{s}.parquet")["l2_norm"].item() for s in (0, 7))
+    assert seed0 != seed7
+    assert main([*args, "--init-seed", "7", "--out", str(tmp_path / "again.parquet")]) == 0  # and seed 7 resumes
+    assert "0 scored, 1 already in the store" in capsys.readouterr().out
+    assert pd.read_parquet(tmp_path / "again.parquet")["l2_norm"].item() == seed7
+    with ProxyStore(db) as store:  # seed 0 keeps the key stores held before
+        assert store.done_archs("nb201", "cifar10", BatchSpec(batch_size=4).key, ["l2_norm"]) == {"5"}
+
+
 def test_cli_bad_input(tmp_path, capsys):
     assert main(["zcp", "nb201", "--archs", "1", "--proxies", "snip,bogus", "--out", str(tmp_path / "a.parquet")]) == 2
     assert "valid proxies" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def _progress(args) -> str:
     try:
         proxies, archs, dataset, batch = _inputs(args)
         with ProxyStore(args.store, readonly=True) as store:
-            done = store.done_archs(get_space(args.space).NAME, dataset, batch.key, proxies)
+            done = store.done_archs(get_space(args.space).NAME, dataset, batch.run_key(args.init_seed), proxies)
     except Exception:  # noqa: BLE001 - stopped before its inputs or store were made: the stop line says the rest
         return ""
     archs = {str(a) for a in archs}
@@ -104,8 +104,9 @@ def run(args) -> int:
         for arch, message in list(report.failed.items())[:5]:
             print(f"  failed {arch}: {message}")
         if args.out:
-            wide = run_table(args.space, archs, report, store, dataset, batch.key, proxies)
-            path = write_parquet(wide, args.out, space=args.space, dataset=dataset, input_key=batch.key)
+            run_key = batch.run_key(args.init_seed)
+            wide = run_table(args.space, archs, report, store, dataset, run_key, proxies)
+            path = write_parquet(wide, args.out, space=args.space, dataset=dataset, input_key=run_key)
             print(f"wrote {count(len(wide), 'row', 'rows')} x {count(len(proxies), 'proxy', 'proxies')} to {path}")
     finally:
         if store is not None:

@@ -54,6 +54,12 @@ class BatchSpec:
         source = "synthetic" if self.data is None else str(Path(self.data).resolve())
         return f"{source}|bs={int(self.batch_size)}|seed={int(self.seed)}"
 
+    def run_key(self, init_seed: int = 0) -> str:
+        """The store's key of the scores of this batch on weights drawn with ``init_seed``: ``key``, plus the seed
+        when it is not the default 0 (the keys stores hold from before are seed 0's). Keyed by the batch alone,
+        a run with ``--init-seed 7`` found seed 0's scores stored and handed them back as its own."""
+        return self.key if int(init_seed) == 0 else f"{self.key}|init={int(init_seed)}"
+
 
 def load_batch(space: str, dataset: str | None, spec: BatchSpec):
     """(inputs, targets) torch tensors for a network of ``space`` built for ``dataset``.

@@ -144,8 +144,9 @@ def run_proxies(space: str, archs, *, dataset: str | None = None, proxies=None, 
     batch = batch or BatchSpec()
     todo = list(archs)
     report = RunReport()
+    run_key = batch.run_key(seed)  # the weights' seed too: other weights score otherwise
     if store is not None:
-        done = store.done_archs(space, ds.name, batch.key, proxies)
+        done = store.done_archs(space, ds.name, run_key, proxies)
         keep = [a for a in todo if str(a) not in done]
         report.skipped = len(todo) - len(keep)
         todo = keep
@@ -187,7 +188,7 @@ def run_proxies(space: str, archs, *, dataset: str | None = None, proxies=None, 
                         report.failed[arch] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                         continue
                     if store is not None:
-                        store.add(space, ds.name, batch.key, arch, result["scores"], result["seconds"],
+                        store.add(space, ds.name, run_key, arch, result["scores"], result["seconds"],
                                   result["peak_rss_mb"])
                     report.results.append(result)
                     if on_result is not None:
