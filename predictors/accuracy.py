@@ -57,7 +57,7 @@ def read_accuracy_table(path) -> pd.DataFrame:
     ``arch_str`` plus ``cifar10_test_acc``, ``cifar100_test_acc``, ``imagenet16_120_test_acc``);
     a file may hold only some of the datasets.
     """
-    from predictors.data import numeric_columns, read_frame, resolve_keys
+    from predictors.data import numeric_columns, paired_keys, read_frame
 
     path = Path(path)
     if why := why_not_a_file(path):
@@ -70,7 +70,7 @@ def read_accuracy_table(path) -> pd.DataFrame:
                                  f"{', '.join(ACCURACY_COLUMNS.values())}; it has {', '.join(map(str, raw.columns))}")
     table = numeric_columns(raw, list(present.values()), f"accuracy table {path}", AccuracyTableError, finite=True)
     table.columns = list(present)
-    table.index = pd.Index(resolve_keys(raw[key], "nb201", where=f"{path}, column {key}"), name="arch")
+    table.index = pd.Index(paired_keys(raw, key, "nb201", f"accuracy table {path}", AccuracyTableError), name="arch")
     _check_repeats(table, path)
     return table[~table.index.duplicated()]
 

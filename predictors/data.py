@@ -185,13 +185,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     if blank.any():  # pandas keeps a missing cell missing through astype(str): a device named nan, then a traceback
         raise LatencyTableError(f"{where}: {int(blank.sum())} row(s) have no device (first at data row "
                                 f"{int(np.flatnonzero(blank.to_numpy())[0]) + 1}); fill the device column")
-    arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
-    first, second = PAIRED_COLUMNS[get_space(space).NAME]
-    if arch_col == first and second in raw.columns:
-        try:
-            check_same_archs(get_space(space).NAME, arch, raw[second])
-        except ArchError as exc:
-            raise LatencyTableError(f"{where}: {exc}") from None
+    arch = paired_keys(raw, arch_col, space, where)
     latency = pd.to_numeric(raw["latency_ms"], errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(latency) | (latency <= 0)
     if bad.any():
@@ -235,6 +229,20 @@ def resolve_keys(keys: pd.Series, space: str, *, where: str = "table") -> list:
             hint = f" (it looks like a {other} architecture)" if _belongs_to(key, other) else ""
             raise ArchError(f"{where}: {key!r} is not a {mod.NAME} architecture{hint}: {exc}") from None
     return [mapping[k] for k in keys.astype(object)]
+
+
+def paired_keys(raw: pd.DataFrame, arch_col: str, space: str, where: str, error=LatencyTableError) -> list:
+    """``resolve_keys`` of ``raw[arch_col]``; a table that names each architecture twice (an arch_index beside its
+    arch_str) must name one architecture in both columns in every row (accuracy and proxy tables were read by
+    their index alone: a string column one row off went unseen, and each arch got its neighbour's accuracy)."""
+    arch = resolve_keys(raw[arch_col], space, where=f"{where}, column {arch_col}")
+    first, second = PAIRED_COLUMNS[get_space(space).NAME]
+    if arch_col == first and second in raw.columns:
+        try:
+            check_same_archs(get_space(space).NAME, arch, raw[second])
+        except ArchError as exc:
+            raise error(f"{where}: {exc}") from None
+    return arch
 
 
 def _whole(key):
@@ -380,5 +388,5 @@ def _help_fbnet_ids() -> pd.Series:
 
 
 __all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "canonical_order", "check_devices",
-           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "read_table", "resolve_keys",
-           "select_devices", "store_table", "warn_drifted"]
+           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "paired_keys", "read_table",
+           "resolve_keys", "select_devices", "store_table", "warn_drifted"]

@@ -76,6 +76,27 @@ def test_an_arch_given_two_accuracies_is_refused(tmp_path):
     assert read_accuracy_table(tmp_path / "same.csv")["cifar10"].to_dict() == {5: 91.2, 7: 90.0}
 
 
+def test_an_accuracy_or_proxy_table_whose_index_and_string_disagree_is_refused(tmp_path):
+    """A table with arch_index and arch_str was read by the index alone: an arch_str column one row off (an edited
+    spreadsheet) gave each arch its neighbour's accuracy, and hwl search went on with them."""
+    from predictors.data import LatencyTableError
+    from spaces import nb201
+
+    rows = [(i, nb201.to_string(i + 1), 90.0 + i) for i in range(3)]
+    (tmp_path / "acc.csv").write_text("arch_index,arch_str,cifar10_test_acc\n"
+                                      + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
+    with pytest.raises(AccuracyTableError, match=r"acc.csv: 3 row\(s\) whose arch_index and arch_str name different "
+                                                 r"cells \(first at data row 1: arch_index 0, arch_str .* is index 1\)"):
+        read_accuracy_table(tmp_path / "acc.csv")
+    (tmp_path / "zcp.csv").write_text("arch_index,arch_str,snip\n" + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
+    with pytest.raises(LatencyTableError, match=r"proxy table .*zcp.csv: 3 row\(s\) whose arch_index and arch_str"):
+        read_proxy_table(tmp_path / "zcp.csv", "nb201")
+    rows = [(i, nb201.to_string(i), 90.0 + i) for i in range(3)]  # both naming one cell: read as before
+    (tmp_path / "ok.csv").write_text("arch_index,arch_str,cifar10_test_acc\n"
+                                     + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
+    assert read_accuracy_table(tmp_path / "ok.csv")["cifar10"].to_dict() == {0: 90.0, 1: 91.0, 2: 92.0}
+
+
 def test_estimator_contract_and_finetune_copies(accuracy, proxies):
     model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
     assert clone(model).get_params()["epochs"] == 30

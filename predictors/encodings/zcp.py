@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from harness.paths import why_not_a_file
-from predictors.data import ARCH_COLUMNS, LatencyTableError, numeric_columns, read_frame, resolve_keys
+from predictors.data import ARCH_COLUMNS, LatencyTableError, numeric_columns, paired_keys, read_frame
 from spaces.errors import ArchError
 
 PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain",
@@ -28,7 +28,7 @@ def read_proxy_table(path, space: str) -> pd.DataFrame:
     arch_col = next((c for c in ARCH_COLUMNS if c in raw.columns), None)
     if arch_col is None:
         raise LatencyTableError(f"proxy table {path} needs one of the columns {', '.join(ARCH_COLUMNS)}")
-    keys = resolve_keys(raw[arch_col], space, where=f"{path}, column {arch_col}")
+    keys = paired_keys(raw, arch_col, space, f"proxy table {path}")
     columns = [c for c in raw.columns if c in PROXIES or (c not in ARCH_COLUMNS and c not in ("arch_id", "dataset")
                                                           and pd.api.types.is_numeric_dtype(raw[c]))]
     _check_only_proxies(raw, columns, path)
