@@ -57,7 +57,7 @@ def read_accuracy_table(path) -> pd.DataFrame:
     ``arch_str`` plus ``cifar10_test_acc``, ``cifar100_test_acc``, ``imagenet16_120_test_acc``);
     a file may hold only some of the datasets.
     """
-    from predictors.data import numeric_columns, paired_keys, read_frame
+    from predictors.data import numeric_columns, one_row_per_arch, paired_keys, read_frame
 
     path = Path(path)
     if why := why_not_a_file(path):
@@ -71,22 +71,7 @@ def read_accuracy_table(path) -> pd.DataFrame:
     table = numeric_columns(raw, list(present.values()), f"accuracy table {path}", AccuracyTableError, finite=True)
     table.columns = list(present)
     table.index = pd.Index(paired_keys(raw, key, "nb201", f"accuracy table {path}", AccuracyTableError), name="arch")
-    _check_repeats(table, path)
-    return table[~table.index.duplicated()]
-
-
-def _check_repeats(table: pd.DataFrame, path) -> None:
-    """An arch given twice must give one accuracy (a repeated row is fine): which one is right is the user's call,
-    and keeping the first would depend on the row order."""
-    repeated = table[table.index.duplicated(keep=False)]
-    if len(repeated) == 0:
-        return
-    differ = repeated.groupby(level=0).nunique(dropna=False).gt(1).any(axis=1)
-    if differ.any():
-        arch = differ[differ].index[0]
-        raise AccuracyTableError(f"accuracy table {path}: {int(differ.sum())} architecture(s) appear in rows with "
-                                 f"different accuracies (first: arch {arch}: "
-                                 f"{repeated.loc[[arch]].to_dict('records')}); keep one row each")
+    return one_row_per_arch(table, f"accuracy table {path}", "accuracies", AccuracyTableError)
 
 
 def as_task_table(accuracy: pd.DataFrame, datasets=None, archs=None) -> pd.DataFrame:

@@ -245,6 +245,20 @@ def paired_keys(raw: pd.DataFrame, arch_col: str, space: str, where: str, error=
     return arch
 
 
+def one_row_per_arch(table: pd.DataFrame, where: str, what: str, error=LatencyTableError) -> pd.DataFrame:
+    """``table`` (indexed by arch) with a repeated row dropped; an arch given in rows of different values (``what``:
+    accuracies, scores) is refused: which one is right is the user's call, and keeping the first (as proxy tables
+    did) would depend on the row order."""
+    repeated = table[table.index.duplicated(keep=False)]
+    if len(repeated):
+        differ = repeated.groupby(level=0).nunique(dropna=False).gt(1).any(axis=1)
+        if differ.any():
+            arch = differ[differ].index[0]
+            raise error(f"{where}: {int(differ.sum())} architecture(s) appear in rows with different {what} "
+                        f"(first: arch {arch}: {repeated.loc[[arch]].to_dict('records')}); keep one row each")
+    return table[~table.index.duplicated()]
+
+
 def _whole(key):
     """An index column that held an empty cell (or was written as floats) reads as floats: 1.0 is index 1."""
     return int(key) if isinstance(key, float) and key.is_integer() else key
@@ -388,5 +402,5 @@ def _help_fbnet_ids() -> pd.Series:
 
 
 __all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "canonical_order", "check_devices",
-           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "paired_keys", "read_table",
-           "resolve_keys", "select_devices", "store_table", "warn_drifted"]
+           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "one_row_per_arch", "paired_keys",
+           "read_table", "resolve_keys", "select_devices", "store_table", "warn_drifted"]

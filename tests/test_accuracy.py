@@ -97,6 +97,18 @@ def test_an_accuracy_or_proxy_table_whose_index_and_string_disagree_is_refused(t
     assert read_accuracy_table(tmp_path / "ok.csv")["cifar10"].to_dict() == {0: 90.0, 1: 91.0, 2: 92.0}
 
 
+def test_a_proxy_table_giving_an_arch_two_scores_is_refused(tmp_path):
+    """Two rows of arch 5 with snip 1.0 and 9.0: the first was kept silently (an accuracy table refused them)."""
+    from predictors.data import LatencyTableError
+
+    (tmp_path / "two.csv").write_text("arch_index,snip\n5,1.0\n5,9.0\n7,2.0\n")
+    with pytest.raises(LatencyTableError, match=r"proxy table .*two.csv: 1 architecture\(s\) appear in rows with "
+                                                r"different scores \(first: arch 5: .*1.0.*9.0"):
+        read_proxy_table(tmp_path / "two.csv", "nb201")
+    (tmp_path / "same.csv").write_text("arch_index,snip\n5,1.0\n5,1.0\n7,2.0\n")
+    assert read_proxy_table(tmp_path / "same.csv", "nb201")["snip"].to_dict() == {5: 1.0, 7: 2.0}
+
+
 def test_estimator_contract_and_finetune_copies(accuracy, proxies):
     model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
     assert clone(model).get_params()["epochs"] == 30

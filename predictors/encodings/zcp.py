@@ -9,7 +9,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from harness.paths import why_not_a_file
-from predictors.data import ARCH_COLUMNS, LatencyTableError, numeric_columns, paired_keys, read_frame
+from predictors.data import (ARCH_COLUMNS, LatencyTableError, numeric_columns, one_row_per_arch, paired_keys,
+                             read_frame)
 from spaces.errors import ArchError
 
 PROXIES = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain",
@@ -34,7 +35,7 @@ def read_proxy_table(path, space: str) -> pd.DataFrame:
     _check_only_proxies(raw, columns, path)
     table = numeric_columns(raw, columns, f"proxy table {path}")  # missing and infinite scores: fill_nonfinite
     table.index = pd.Index(keys, name="arch")
-    return table[~table.index.duplicated()]
+    return one_row_per_arch(table, f"proxy table {path}", "scores")
 
 
 def _check_only_proxies(raw: pd.DataFrame, columns: list, path: Path) -> None:
