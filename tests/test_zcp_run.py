@@ -125,6 +125,19 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+def test_out_naming_the_store_is_refused_before_the_store_is_touched(tmp_path, capsys):
+    """`--store z.parquet --out z.parquet` wrote the table over the store it had just scored into: every stored
+    score was gone, and the next run read a Parquet file as the store."""
+    db = tmp_path / "z.parquet"
+    with ProxyStore(db) as store:
+        store.add("nb201", "cifar10", BatchSpec(batch_size=4).key, 5, {"params": 1.0}, {"params": 0.1})
+    before = db.read_bytes()
+    assert main(["zcp", "nb201", "--archs", "5", "--batch-size", "4", "--proxies", "params", "--store", str(db),
+                 "--out", str(db)]) == 2
+    assert f"--out {db} is also --store; give it another file name" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_run_like_ctrl_c_keeping_the_scores(tmp_path):
     db = tmp_path / "lab.db"

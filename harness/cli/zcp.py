@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.common import add_archs_flags, non_negative_int, positive_float
-from harness.paths import check_writable
+from harness.paths import check_outputs
 from harness.text import count
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.names import PROXY_NAMES, check_proxies
@@ -75,8 +75,8 @@ def run(args) -> int:
         raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
     if args.out and not str(args.out).lower().endswith((".parquet", ".pq")):
         raise ZCPError(f"--out {args.out}: the table is written as Parquet; give a .parquet file name")
-    if args.out:
-        check_writable(args.out)
+    # never over the store it scores into: the Parquet took the store's place, every score gone
+    check_outputs({"--out": args.out}, {"--store": args.store, "--data": args.data})
     if args.workers is not None and args.workers < 1:
         raise ZCPError(f"--workers must be at least 1, got {args.workers}")
     proxies, archs, dataset, batch = _inputs(args)
