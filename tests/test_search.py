@@ -135,6 +135,20 @@ def test_a_run_depends_on_its_own_seed_only(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_train_devices_are_read_as_hwl_train_reads_them(tmp_path, capsys):
+    """`--train-devices "gold_6240, pixel3"` (a space after the comma) was refused as unknown device ' pixel3', and a
+    trailing comma as unknown device '', where hwl train and hwl evaluate read both lists."""
+    args = ["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "25", "--seeds", "1",
+            "--accuracy-table", str(SHARED / "nb201_accuracy.csv")]
+    spaced = ", ".join(TRAIN) + ","
+    assert main([*args, "--train-devices", spaced, "--json", str(tmp_path / "spaced.json")]) == 0, \
+        capsys.readouterr().err
+    assert main([*args, "--train-devices", ",".join(TRAIN), "--json", str(tmp_path / "plain.json")]) == 0
+    spaced, plain = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("spaced", "plain"))
+    assert spaced["runs"] == plain["runs"]
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
 def test_json_never_replaces_a_table_the_search_reads(tmp_path, capsys):
     """--json naming the --accuracy-table (or --latency-table) replaced it with the search's results."""
     accuracy = tmp_path / "acc.csv"

@@ -39,6 +39,12 @@ def _whole_number(text: str, low: int) -> int:
     return value
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """The names of a comma-separated flag (``--devices a, b``), spaces around them and empty ones dropped; None
+    when the flag was not given."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
 def add_address_flag(parser) -> None:
     """``--address`` of the commands that run a campaign: RAY_ADDRESS as its default, as Ray reads it (a local
     Ray's ray.init(num_cpus=...) failed on it with a traceback)."""

@@ -13,7 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int, strict_json
+from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, positive_int,
+                               strict_json)
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
@@ -45,8 +46,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     _check_outputs(args)  # before the evaluation, which may take hours, not after it
-    task = build_task(task=args.task, space=args.space, train_devices=_split(args.train_devices),
-                      test_devices=_split(args.test_devices), test_table=args.table, store=args.store)
+    task = build_task(task=args.task, space=args.space, train_devices=comma_list(args.train_devices),
+                      test_devices=comma_list(args.test_devices), test_table=args.table, store=args.store)
     results = evaluate(task=task, method=args.method, params=parse_params(args.set),
                        samples=parse_samples(args.samples), trials=args.trials, first_seed=args.first_seed,
                        n_pretrain=args.n_pretrain)
@@ -195,7 +196,3 @@ def print_results(results: list[dict], console: Console | None = None) -> None:
         per.add_row(d, *(f"{r['per_device'][d]:.3f}" if d in r["per_device"] else "-" for r in results))
     if devices:
         console.print(per)
-
-
-def _split(text):
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

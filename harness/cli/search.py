@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 
-from harness.cli.common import add_table_flags, messages_to, non_negative_int, strict_json
+from harness.cli.common import add_table_flags, comma_list, messages_to, non_negative_int, strict_json
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
 from harness.text import count
@@ -66,7 +66,7 @@ def run(args) -> int:
     problem, method, proxies = setup(
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
-        train_devices=args.train_devices.split(",") if args.train_devices else None, method=args.method,
+        train_devices=comma_list(args.train_devices), method=args.method,
         encoding=args.encoding, zcp_table=args.zcp_table, zcp_store=args.zcp_store, zcp_run=args.zcp_run,
         seed=PRETRAIN_SEED, budget=args.budget, n_latency=args.latency_samples)
     result = compare(problem, method, budget=args.budget, seeds=range(args.seed, args.seed + args.seeds),

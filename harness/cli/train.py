@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, messages_to, non_negative_int, positive_int
+from harness.cli.common import add_table_flags, comma_list, messages_to, non_negative_int, positive_int
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import save_model
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    path = train(space=args.space, devices=_split(args.devices), method=args.method, table=args.table,
+    path = train(space=args.space, devices=comma_list(args.devices), method=args.method, table=args.table,
                  store=args.store, n_pretrain=args.n_pretrain, seed=args.seed, out=args.out)
     print(f"wrote {path}", file=messages_to(path))
     return 0
@@ -60,7 +60,3 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     except ValueError as exc:  # a table this method cannot use (HELP without its reference archs), as in adapt
         raise UserError(f"method {name} cannot pretrain on this table: {exc}") from None
     return save_model(out, model, method=name, space=space, train_devices=list(full))
-
-
-def _split(text: str | None):
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
