@@ -229,6 +229,20 @@ def test_a_small_proxy_table_is_named_as_what_leaves_few_candidates(tmp_path, ca
 
 
 @pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_a_proxy_column_without_a_score_names_the_table_and_a_fix_search_has(tmp_path, capsys):
+    """An empty zen column said "proxy 'zen' has no finite score at all; leave it out (--proxies)": hwl search has no
+    --proxies, and the line did not say which file."""
+    path = tmp_path / "zcp.csv"
+    pd.DataFrame({"arch_index": range(100), "snip": np.arange(100.0), "zen": np.nan}).to_csv(path, index=False)
+    assert main(["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "30", "--accuracy-table",
+                 str(SHARED / "nb201_accuracy.csv"), "--seeds", "1", "--encoding", "zcp", "--zcp-table", str(path),
+                 "--train-devices", ",".join(TRAIN)]) == 2
+    err = capsys.readouterr().err
+    assert f"proxy table {path}: proxy 'zen' has no finite score at all; drop that column" in err
+    assert "--proxies" not in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
 def test_a_search_over_a_proxy_tables_archs_names_the_proxies_as_what_limits_the_candidates(tmp_path, capsys):
     # the note said "the archs with both a latency in raspi4's table and an accuracy", although raspi4's
     # table holds every arch: the proxy table was what left 60 candidates

@@ -24,8 +24,9 @@ FORMAT = "hwl-zcp/1"
 KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key")
 
 
-def fill_nonfinite(frame: pd.DataFrame) -> pd.DataFrame:
-    """NaN / -inf -> the column's smallest finite value, +inf -> its largest (worst/best case)."""
+def fill_nonfinite(frame: pd.DataFrame, *, where: str = "proxy scores", fix: str = "leave it out") -> pd.DataFrame:
+    """NaN / -inf -> the column's smallest finite value, +inf -> its largest (worst/best case). A column without
+    a finite score is refused naming ``where`` the scores come from and ``fix``, what the user can do about it."""
     out = frame.astype(np.float64).copy()
     for col in out.columns:
         values = out[col].to_numpy()
@@ -33,7 +34,7 @@ def fill_nonfinite(frame: pd.DataFrame) -> pd.DataFrame:
         if finite.all():
             continue
         if not finite.any():
-            raise ZCPError(f"proxy {col!r} has no finite score at all; leave it out (--proxies)")
+            raise ZCPError(f"{where}: proxy {col!r} has no finite score at all; {fix}")
         lo, hi = values[finite].min(), values[finite].max()
         out[col] = np.where(np.isposinf(values), hi, np.where(finite, values, lo))
     return out
@@ -95,7 +96,11 @@ def proxy_frame(space: str, *, store=None, path=None, dataset: str | None = None
         if unknown:
             raise ZCPError(f"proxies {unknown} are not in the table; it has {', '.join(frame.columns)}")
         frame = frame[list(proxies)]
-    return fill_nonfinite(frame)
+    # hwl search has no --proxies (the hint was hwl zcp's): name what fixes the source the scores came from
+    if path is not None:
+        return fill_nonfinite(frame, where=f"proxy table {path}", fix="drop that column")
+    return fill_nonfinite(frame, where=f"store {store}", fix="score the architectures again without it "
+                                                            "(hwl zcp --proxies) into another store")
 
 
 def run_table(space: str, archs, report, store, dataset: str, input_key: str, proxies) -> pd.DataFrame:
