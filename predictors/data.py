@@ -73,7 +73,7 @@ def help_devices(space: str) -> pd.DataFrame:
 def read_frame(path: Path, what: str, error=LatencyTableError) -> pd.DataFrame:
     """A side table (accuracies, proxy scores) as pandas reads it: Parquet for .parquet and .pq (the
     names ``hwl zcp --out`` writes), else CSV; a file that is neither is one line naming it."""
-    parquet = path.suffix in (".parquet", ".pq")
+    parquet = path.suffix.lower() in (".parquet", ".pq")  # ACC.PARQUET too, as a latency table's name is read
     try:
         return pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (OSError, ValueError) as exc:  # pandas' ParserError, a UnicodeDecodeError, pyarrow's ArrowInvalid

@@ -109,6 +109,15 @@ def test_a_proxy_table_giving_an_arch_two_scores_is_refused(tmp_path):
     assert read_proxy_table(tmp_path / "same.csv", "nb201")["snip"].to_dict() == {5: 1.0, 7: 2.0}
 
 
+def test_accuracy_and_proxy_tables_named_in_capitals_are_read_as_parquet(tmp_path):
+    """ACC.PARQUET (a name from Windows) was read as CSV: 'not a readable CSV table (UnicodeDecodeError ...)', where a
+    latency table's suffix is read in any case."""
+    pd.DataFrame({"arch_index": [0, 1], "cifar10_test_acc": [91.2, 93.1]}).to_parquet(tmp_path / "ACC.PARQUET")
+    assert read_accuracy_table(tmp_path / "ACC.PARQUET")["cifar10"].tolist() == [91.2, 93.1]
+    pd.DataFrame({"arch_index": [0, 1], "snip": [1.0, 2.0]}).to_parquet(tmp_path / "ZCP.PQ")
+    assert read_proxy_table(tmp_path / "ZCP.PQ", "nb201")["snip"].tolist() == [1.0, 2.0]
+
+
 def test_estimator_contract_and_finetune_copies(accuracy, proxies):
     model = AccuracyMLP("zcp", proxies=proxies, epochs=30, random_state=0)
     assert clone(model).get_params()["epochs"] == 30
