@@ -377,6 +377,8 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
                           f"{', '.join(registry.latency_methods())}")
     registry.get_class(method or registry.RECOMMENDED, latency_only=True)  # an unknown name fails before any table is read
     accuracy = read_accuracy_table(accuracy_table)
+    # in any case, as hwl export and hwl zcp read a dataset's name (imagenet16-120)
+    dataset = next((c for c in accuracy.columns if c.lower() == str(dataset).lower()), dataset)
     if dataset not in accuracy.columns:
         raise SearchError(f"unknown dataset {dataset!r}; the accuracy table has {', '.join(accuracy.columns)}")
     if budget is not None:

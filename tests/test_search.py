@@ -149,6 +149,18 @@ def test_train_devices_are_read_as_hwl_train_reads_them(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
+def test_a_dataset_name_is_read_in_any_case_as_export_reads_it(tmp_path, capsys):
+    """--dataset imagenet16-120 was refused ('unknown dataset'), where hwl export and hwl zcp take it."""
+    args = ["search", "--device", DEVICE, "--max-latency-ms", "20", "--budget", "25", "--seeds", "1",
+            "--accuracy-table", str(SHARED / "nb201_accuracy.csv"), "--train-devices", ",".join(TRAIN)]
+    assert main([*args, "--dataset", "imagenet16-120", "--json", str(tmp_path / "lower.json")]) == 0, \
+        capsys.readouterr().err
+    assert main([*args, "--dataset", "ImageNet16-120", "--json", str(tmp_path / "named.json")]) == 0
+    lower, named = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("lower", "named"))
+    assert lower["runs"] == named["runs"] and lower["optimum"] == named["optimum"]
+
+
+@pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
 def test_json_never_replaces_a_table_the_search_reads(tmp_path, capsys):
     """--json naming the --accuracy-table (or --latency-table) replaced it with the search's results."""
     accuracy = tmp_path / "acc.csv"
