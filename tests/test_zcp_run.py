@@ -200,6 +200,24 @@ def test_ray_address_in_the_environment_does_not_stop_the_local_run(tmp_path):
     assert len(pd.read_parquet(tmp_path / "z.parquet")) == 1
 
 
+def test_an_arch_the_store_never_scored_for_a_proxy_is_left_out_not_given_its_worst_score(tmp_path, caplog):
+    """Runs of `hwl zcp` with other --proxies into one store: arch 3 (params alone) got the store's lowest snip, as
+    if computed, and fed the search's accuracy predictor so. A stored non-finite score still gets the worst."""
+    db, key = tmp_path / "lab.db", BatchSpec().key
+    with ProxyStore(db) as store:
+        for arch in (0, 1, 2):
+            store.add("nb201", "cifar10", key, arch, {"params": 10.0 + arch, "snip": 5.0 + arch}, {})
+        store.add("nb201", "cifar10", key, 3, {"params": 13.0}, {})
+        store.add("nb201", "cifar10", key, 4, {"params": 14.0, "snip": float("nan")}, {})
+    with caplog.at_level("WARNING"):
+        frame = proxy_frame("nb201", store=db)
+    assert frame.index.tolist() == [0, 1, 2, 4] and frame.loc[4, "snip"] == 5.0
+    assert "1 of 5 architectures lack a score of some proxy (arch 3: no snip) and are left out" in caplog.text
+    caplog.clear()
+    assert proxy_frame("nb201", store=db, proxies=["params"]).index.tolist() == [0, 1, 2, 3, 4]
+    assert "left out" not in caplog.text
+
+
 def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):
     foreign = tmp_path / "other.db"
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()

@@ -8,6 +8,7 @@ use every architecture.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from harness.paths import written_whole
 from predictors.zcp.errors import ZCPError
 from predictors.zcp.run import results_long, wide_table
 from spaces import get_space, nb201
+
+log = logging.getLogger(__name__)
 
 FORMAT = "hwl-zcp/1"
 KEY_COLUMNS = ("arch_index", "arch_str", "arch_ops", "op_idx_key")
@@ -89,13 +92,16 @@ def proxy_frame(space: str, *, store=None, path=None, dataset: str | None = None
 
         frame = read_proxy_table(path, space)
         frame = frame.drop(columns=[c for c in frame.columns if c in KEY_COLUMNS], errors="ignore")
+        scored = None
     else:
-        frame = _store_frame(space, store, dataset, input_key)
+        frame, scored = _store_frame(space, store, dataset, input_key)
     if proxies is not None:
         unknown = [p for p in proxies if p not in frame.columns]
         if unknown:
             raise ZCPError(f"proxies {unknown} are not in the table; it has {', '.join(frame.columns)}")
         frame = frame[list(proxies)]
+    if scored is not None:
+        frame = _fully_scored(frame, scored[frame.columns], store)
     # hwl search has no --proxies (the hint was hwl zcp's): name what fixes the source the scores came from
     if path is not None:
         return fill_nonfinite(frame, where=f"proxy table {path}", fix="drop that column")
@@ -139,7 +145,30 @@ def _store_frame(space: str, store, dataset, input_key) -> pd.DataFrame:
     keys = wide["arch_index"].astype(np.int64).tolist() if space == nb201.NAME else wide["arch_ops"].tolist()
     frame = wide.drop(columns=[c for c in KEY_COLUMNS if c in wide.columns])
     frame.index = pd.Index(keys, name="arch")
-    return frame
+    # which (arch, proxy) the store holds a row of: a missing row is a score never computed, where a NULL score is
+    # one that was not finite (fill_nonfinite's worst value is meant for those alone)
+    scored = long.groupby(["arch", "proxy"]).size().unstack(fill_value=0).gt(0)
+    scored = scored.reindex(index=[str(k) for k in keys], columns=frame.columns, fill_value=False)
+    scored.index = frame.index
+    return frame, scored
+
+
+def _fully_scored(frame: pd.DataFrame, scored: pd.DataFrame, store) -> pd.DataFrame:
+    """The architectures the store holds a score of every proxy of ``frame`` for. Runs of `hwl zcp` with other
+    --proxies into one store leave some without some proxies, and those were filled with the column's worst score
+    as if computed: an arch scored for params alone got the lowest snip of the store."""
+    complete = scored.all(axis=1).to_numpy()
+    if complete.all():
+        return frame
+    if not complete.any():
+        raise ZCPError(f"store {store}: no architecture has a score of every proxy ({', '.join(frame.columns)}); "
+                       "score them with the same --proxies (hwl zcp --store)")
+    first = frame.index[~complete][0]
+    lacking = [c for c in frame.columns if not scored.loc[first, c]]
+    log.warning("store %s: %d of %d architectures lack a score of some proxy (arch %s: no %s) and are left out; "
+                "score them with every proxy (hwl zcp --store) to use them", store, int((~complete).sum()),
+                len(frame), first, ", ".join(lacking))
+    return frame[complete]
 
 
 
