@@ -218,6 +218,19 @@ def test_an_arch_the_store_never_scored_for_a_proxy_is_left_out_not_given_its_wo
     assert "left out" not in caplog.text
 
 
+def test_the_out_table_holds_the_archs_scored_for_every_asked_proxy(tmp_path):
+    """An asked arch that failed in this run but had params from an earlier `--proxies params` run was written with
+    an empty snip cell, which --zcp-table then filled with the worst snip."""
+    from predictors.zcp import RunReport
+
+    key = BatchSpec().key
+    with ProxyStore(tmp_path / "lab.db") as store:
+        store.add("nb201", "cifar10", key, 5, {"params": 1.0}, {})
+        store.add("nb201", "cifar10", key, 6, {"params": 2.0, "snip": 3.0}, {})
+        wide = run_table("nb201", [5, 6], RunReport(), store, "cifar10", key, ["params", "snip"])
+    assert wide["arch_index"].tolist() == [6] and wide["snip"].tolist() == [3.0]
+
+
 def test_store_refuses_a_foreign_sqlite_file_and_empty_reads(tmp_path):
     foreign = tmp_path / "other.db"
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()

@@ -117,7 +117,10 @@ def run_table(space: str, archs, report, store, dataset: str, input_key: str, pr
     else:
         long = results_long(space, report.results)
     long = long[long["proxy"].isin(list(proxies))]
-    have = set(long["arch"].astype(str))
+    # every asked proxy, as the store counts an arch done: one that failed now, with some proxies from an earlier
+    # run of other --proxies, was written with empty cells, which a reader fills with the column's worst score
+    counts = long.groupby(long["arch"].astype(str))["proxy"].nunique()
+    have = set(counts.index[counts == len(set(proxies))])
     return wide_table(space, long, [a for a in archs if str(a) in have])[[*_keys(space), *proxies]]
 
 
