@@ -85,8 +85,9 @@ def test_an_accuracy_or_proxy_table_whose_index_and_string_disagree_is_refused(t
     rows = [(i, nb201.to_string(i + 1), 90.0 + i) for i in range(3)]
     (tmp_path / "acc.csv").write_text("arch_index,arch_str,cifar10_test_acc\n"
                                       + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
-    with pytest.raises(AccuracyTableError, match=r"acc.csv: 3 row\(s\) whose arch_index and arch_str name different "
-                                                 r"cells \(first at data row 1: arch_index 0, arch_str .* is index 1\)"):
+    with pytest.raises(AccuracyTableError, match=r"acc.csv: 3 row\(s\) whose arch_index and arch_str name "
+                                                 r"different cells \(first at data row 1: arch_index 0, arch_str "
+                                                 r".* is index 1\)"):
         read_accuracy_table(tmp_path / "acc.csv")
     (tmp_path / "zcp.csv").write_text("arch_index,arch_str,snip\n" + "".join(f"{i},{s},{a}\n" for i, s, a in rows))
     with pytest.raises(LatencyTableError, match=r"proxy table .*zcp.csv: 3 row\(s\) whose arch_index and arch_str"):
