@@ -276,7 +276,7 @@ class Coordinator:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             self.devices[profile.name] = dev = self._device_from_store(profile, earlier)
             self._count_export_users(dev)
-        if not any(d.queue for d in self.devices.values()):
+        if not any(d.queue or d.since_canary for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
         if self.options.artifact_quota_gb is not None:
             quota_bytes = int(self.options.artifact_quota_gb * 1e9)
@@ -307,6 +307,10 @@ class Coordinator:
             dev.done_before, dev.failed_before = (int(earlier.at[profile.name, k]) for k in ("done", "failed"))
         if last is not None:  # the session's first canary is checked against it, not trusted
             dev.baseline_ms, dev.last_good_result = last.baseline_ms, last.last_result_id
+            if self.options.canary_every > 0:
+                # jobs no canary has checked yet: a session stopped before its end canary left them so, and with no
+                # job left this one runs that canary (_dispatch), which would otherwise never come
+                dev.since_canary = self.store.jobs_since_canary(self.campaign_id, profile.name, last.last_result_id)
         return dev
 
     def _put_back_in_flight(self, stopped_by: BaseException) -> None:

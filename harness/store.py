@@ -556,6 +556,16 @@ class Store:
                 return CanaryState(float(baseline), int(last_result or 0), bool(ok), float(created))
         return None
 
+    def jobs_since_canary(self, campaign_id: int, device: str, after_result_id: int) -> int:
+        """The device's jobs of the campaign with a latency stored after its last canary: after ``after_result_id``
+        (the last result its latest canary vouched for) and after the last result of any canary of the campaign on
+        the device, failed ones included (that end of a session checked them as it could)."""
+        return self.db.execute(
+            "SELECT count(DISTINCT r.job_id) FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.campaign_id = ? "
+            "AND j.device = ? AND r.outcome IN ('ok', 'unstable') AND r.id > max(?, coalesce((SELECT "
+            "max(last_result_id) FROM canaries WHERE campaign_id = ? AND device = ?), 0))",
+            (campaign_id, device, after_result_id, campaign_id, device)).fetchone()[0]
+
     def flag_results_since(self, campaign_id: int, device: str, after_result_id: int, flag: str) -> tuple[int, int]:
         """Add ``flag`` to the device's results newer than ``after_result_id``; returns (results, jobs) flagged:
         a job re-measured (an ``unstable`` attempt, a retry) has more than one result."""

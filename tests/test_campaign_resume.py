@@ -296,3 +296,49 @@ def test_the_resume_line_of_a_quarantine_is_the_command_to_paste(tmp_path):
     again = hwl(*resume[1:])
     assert again.returncode == 1 and "hwl campaign: device resume-nocore quarantined: " in again.stderr, again.stderr
     assert json.loads(again.stdout.splitlines()[-1])["campaign"] == name
+
+
+def test_a_campaign_stopped_in_its_end_canary_runs_that_canary_on_resume(tmp_path, model_cache):
+    """Killed (SIGKILL) while its drift canary after the last job measured, a campaign's last results were
+    never checked, and resume, finding no job queued, measured nothing: a device that drifted after its
+    opening canary kept every result since unflagged. Now the resume runs the canary the session missed."""
+    speed, calls, hold = (tmp_path / n for n in ("speed", "calls", "hold"))
+    speed.write_text("2.5 ms\n")
+    # A vendor tool run once per timed window. The opening canary (2 windows) runs at 2.5 ms; then the device is
+    # 20 % slower, and from its 7th run (past the opening canary and the 2 jobs: the end canary) it waits while
+    # `hold` exists, so the coordinator is killed with the end canary measuring.
+    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); test $n -le 2 || echo 3.0 ms > {speed}; "
+               f"while test $n -ge 7 && test -e {hold}; do sleep 0.1; done; cat {speed}'")
+    dev = write_profile(tmp_path, "resume-end-canary", runtime="command",
+                        options={"command": command, "regex": "([0-9.]+) ms"})
+    exported_models(model_cache, tmp_path / "art", "1462")  # the canary's model
+    db = tmp_path / "lab.db"
+    args = ["campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", str(dev), "--store",
+            str(db), "--artifacts", str(tmp_path / "art"), "--no-progress"]
+    hold.touch()
+    ray_tmp = tempfile.mkdtemp(prefix="hwlr-", dir="/tmp")
+
+    def end_canary_measuring():
+        return calls.exists() and len(calls.read_text().splitlines()) >= 7
+
+    try:
+        _, rc, _ = signal_when(args, ray_tmp, end_canary_measuring, signal.SIGKILL)
+        hold.unlink()
+        assert rc == -signal.SIGKILL and _counts(db) == {"done": 2}
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        assert con.execute("SELECT median_ms FROM canaries").fetchall() == [(2.5,)]  # the opening one only
+        con.close()
+        resumed = hwl("campaign", "resume", "--store", db, "--artifacts", tmp_path / "art", "--no-progress",
+                      env={"RAY_TMPDIR": ray_tmp}, timeout=300)
+    finally:
+        hold.unlink(missing_ok=True)
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[-1])["done_now"] == 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    canaries = con.execute("SELECT median_ms, baseline_ms, ok FROM canaries ORDER BY id").fetchall()
+    flags = con.execute("SELECT r.flags FROM results r WHERE r.accepted = 1").fetchall()
+    con.close()
+    assert canaries == [(2.5, 2.5, 1), (3.0, 2.5, 0)], canaries
+    assert len(flags) == 2 and all("canary_drift" in f for (f,) in flags), flags
