@@ -838,13 +838,17 @@ class Coordinator:
             dev.baseline_ms, dev.rebaseline, ok = label, False, True
         else:
             ok = abs(label / dev.baseline_ms - 1.0) <= self.options.canary_tolerance
-        self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=label,
-                              baseline_ms=dev.baseline_ms, ok=ok, last_result_id=last_id)
+        # one write: a verdict stored without its flags (the coordinator killed between the two) reads as a canary
+        # that checked the results since the last good one, which then would stay unflagged
+        with self.store.transaction():
+            self.store.add_canary(self.campaign_id, dev.profile.name, after_jobs=after_jobs, median_ms=label,
+                                  baseline_ms=dev.baseline_ms, ok=ok, last_result_id=last_id)
+            if not ok:
+                results, jobs = self.store.flag_results_since(self.campaign_id, dev.profile.name,
+                                                              dev.last_good_result, DRIFT_FLAG)
         if ok:
             dev.last_good_result = last_id
         else:
-            results, jobs = self.store.flag_results_since(self.campaign_id, dev.profile.name,
-                                                          dev.last_good_result, DRIFT_FLAG)
             rest = self.options.drift_pause_s if dev.queue else 0.0
             log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %s "
                         "since the last good canary (%s, re-measured attempts included), %s",

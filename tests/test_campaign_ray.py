@@ -1200,3 +1200,40 @@ def test_a_contended_drift_canary_is_measured_again_before_it_counts(local_ray, 
     assert all("contended" in r.getMessage() for r in again)
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT count(*) FROM canaries").fetchone()[0] == 2
+
+
+class _Killed(BaseException):
+    """The coordinator's process killed (SIGKILL) at the point a test raises it: nothing after it is written."""
+
+
+def _killed(*args, **kwargs):
+    raise _Killed
+
+
+def test_a_drift_canary_s_verdict_and_its_flags_are_one_write(local_ray, artifacts, tmp_path, monkeypatch):
+    """A coordinator killed after a drifting canary's verdict was stored but before the results since the last
+    good canary were flagged left those results unflagged for good: the resume took the stored verdict as a
+    canary that had checked them. Verdict and flags are now one write, so the kill leaves neither, and the resume's
+    canary flags them."""
+    speed, calls = tmp_path / "speed", tmp_path / "calls"
+    speed.write_text("2.5 ms\n")
+    # a vendor tool run once per timed window: the opening canary (2 windows) at 2.5 ms, then 20 % slower
+    command = f"sh -c 'echo >> {calls}; test $(wc -l < {calls}) -le 2 || echo 3.0 ms > {speed}; cat {speed}'"
+    dev = write_profile(tmp_path, "ray-drift-kill", runtime="command", options={"command": command,
+                                                                               "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=50, drift_pause_s=SHORT_PAUSE_S,
+                              canary_fresh_s=0.0)
+    with monkeypatch.context() as patch, Store(db) as s:
+        patch.setattr(Store, "flag_results_since", _killed)  # the end canary's verdict is in; then the kill
+        with pytest.raises(_Killed):
+            run_campaign(s, cid, opts)
+    with Store(db) as s:
+        run_campaign(s, cid, opts)
+        canaries = s.db.execute("SELECT median_ms, ok FROM canaries WHERE campaign_id = ? ORDER BY id",
+                                (cid,)).fetchall()
+        flags = s.db.execute("SELECT r.flags FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.campaign_id = ? "
+                             "AND r.accepted = 1", (cid,)).fetchall()
+    assert canaries == [(2.5, 1), (3.0, 0)], canaries
+    assert len(flags) == 2 and all("canary_drift" in f for (f,) in flags), flags
