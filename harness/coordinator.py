@@ -679,9 +679,12 @@ class Coordinator:
             state = "queued"
         else:
             state = "done" if unstable else "failed"
-        result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
-        if unstable and state == "done":  # every attempt flagged: keep them all, answer with the steadiest
-            self.store.accept_result(job_id, steadiest_result(self.store.job_results(job_id)))
+        # one write: a coordinator killed between storing the attempt (the job's answer so far) and choosing the
+        # steadiest would leave the last attempt as the answer of a job whose every attempt was flagged
+        with self.store.transaction():
+            result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
+            if unstable and state == "done":  # every attempt flagged: keep them all, answer with the steadiest
+                self.store.accept_result(job_id, steadiest_result(self.store.job_results(job_id)))
         if state == "queued" and unstable:
             dev.queue.append((job_id, arch, attempt))  # measured again later
         elif state == "queued":

@@ -21,7 +21,7 @@ import pytest
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli import main as hwl_main
 from harness.cli.campaign import status as campaign_status
-from harness.coordinator import CANARY_ARCH, Coordinator, CoordinatorOptions, run_campaign
+from harness.coordinator import CANARY_ARCH, Coordinator, CoordinatorOptions, run_campaign, steadiest_result
 from harness.device_worker import device_locks
 from harness.errors import StorageFull, StoreGone
 from harness.ray_cluster import actor_status, device_actor_name
@@ -1237,3 +1237,31 @@ def test_a_drift_canary_s_verdict_and_its_flags_are_one_write(local_ray, artifac
                              "AND r.accepted = 1", (cid,)).fetchall()
     assert canaries == [(2.5, 1), (3.0, 0)], canaries
     assert len(flags) == 2 and all("canary_drift" in f for (f,) in flags), flags
+
+
+def test_a_job_flagged_at_every_attempt_is_answered_by_its_steadiest_even_when_killed_then(local_ray, artifacts,
+                                                                                          tmp_path, monkeypatch):
+    """A job flagged unstable at each of its 3 attempts is answered by the steadiest of them. That answer was a
+    second write after the one storing the last attempt as the job's answer: a coordinator killed between the two
+    left the last attempt accepted, the least steady one here, and the resume measured nothing. Now one write."""
+    calls = tmp_path / "calls"
+    # a vendor tool run once per timed window (2 an attempt), its samples spread wide: the 3rd attempt widest
+    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); if test $n -ge 5 && test $n -le 6; "
+               "then echo 1 ms 1 ms 1 ms 9 ms 9 ms 9 ms; else echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms; fi'")
+    dev = write_profile(tmp_path, "ray-unsteady", runtime="command", options={"command": command,
+                                                                             "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=0)
+    with monkeypatch.context() as patch, Store(db) as s:
+        patch.setattr(Store, "accept_result", _killed)  # the last attempt is stored as the answer; then the kill
+        with pytest.raises(_Killed):
+            run_campaign(s, cid, opts)
+    with Store(db) as s:
+        run_campaign(s, cid, opts)
+        (job_id,) = s.db.execute("SELECT id FROM jobs WHERE campaign_id = ?", (cid,)).fetchone()
+        rows = s.job_results(job_id)
+        accepted = s.db.execute("SELECT id, label_ms FROM results WHERE job_id = ? AND accepted = 1",
+                                (job_id,)).fetchall()
+    assert all(outcome == "unstable" for _, _, outcome, _, _, _ in rows), rows
+    assert accepted == [(steadiest_result(rows), 1.5)], (accepted, rows)
