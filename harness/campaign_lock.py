@@ -28,8 +28,9 @@ def lock_path(store_path, campaign_id: int) -> Path:
 
 
 @contextlib.contextmanager
-def campaign_lock(store_path, campaign_id: int, name: str | None = None):
-    """Hold the campaign's lock for the ``with`` block; raise :class:`CampaignError` if another process holds it."""
+def campaign_lock(store_path, campaign_id: int, name: str | None = None, resume_flags=()):
+    """Hold the campaign's lock for the ``with`` block; raise :class:`CampaignError` if another process holds it.
+    Its note keeps ``resume_flags``, those of this run that its resume needs too (see :func:`last_run_flags`)."""
     path = lock_path(store_path, campaign_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:  # never truncated before the lock is ours: the holder's note stays readable
@@ -42,7 +43,7 @@ def campaign_lock(store_path, campaign_id: int, name: str | None = None):
             f.seek(0)
             f.truncate()
             f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+                                "since": time.strftime("%Y-%m-%d %H:%M:%S"), "resume_flags": list(resume_flags)}))
             f.flush()
             yield path
         finally:
@@ -63,6 +64,18 @@ def holder(store_path, campaign_id: int) -> str | None:
             return _holder(path)
         fcntl.flock(f, fcntl.LOCK_UN)
         return None
+
+
+def last_run_flags(store_path, campaign_id: int) -> list[str]:
+    """The flags the campaign's last run had that its resume needs too (``--address``, ``--artifacts`` ...), as its
+    lock's note keeps them after it ended (a crash included); none for a campaign never run with them, or by an
+    older hwl. A resume line printed without them (`hwl campaign status`'s) started a local Ray in place of the
+    cluster, exported into another folder, checked host keys against another file."""
+    try:
+        flags = json.loads(lock_path(store_path, campaign_id).read_text() or "{}").get("resume_flags", [])
+    except (OSError, ValueError, AttributeError):  # no run yet, or its note half-written
+        return []
+    return [str(flag) for flag in flags] if isinstance(flags, list) else []
 
 
 def _holder(path: Path) -> str:

@@ -142,6 +142,9 @@ class CoordinatorOptions:
         that no job in flight or next in line needs (``harness.artifact_quota``); None keeps all.
     artifact_idle_s : float
         The quota never removes a model used less than this long ago.
+    resume_flags : tuple of str
+        The flags of the command running the campaign that its resume needs too (``--address``, ``--artifacts``
+        ...), kept beside the store for the resume lines printed later (``campaign_lock.last_run_flags``).
     """
 
     address: str | None = None
@@ -163,6 +166,7 @@ class CoordinatorOptions:
     fixed_model: dict | None = None
     artifact_quota_gb: float | None = None
     artifact_idle_s: float = 120.0
+    resume_flags: tuple = ()
 
     def check_artifact_folder(self, profiles) -> None:
         """Refuse an artifact folder that cannot be written, when one of ``profiles`` measures exported models
@@ -262,7 +266,7 @@ class Coordinator:
         """Measure every queued job; returns a summary (counts, wall and measurement time).
 
         Raises :class:`~harness.errors.CampaignError` while another process runs the campaign."""
-        with campaign_lock(self.store.path, self.campaign_id, self.name):
+        with campaign_lock(self.store.path, self.campaign_id, self.name, self.options.resume_flags):
             return self._run_locked()
 
     def _run_locked(self) -> dict:

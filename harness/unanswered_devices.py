@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.campaign import resume_command
+from harness.campaign_lock import last_run_flags
 from harness.errors import UserError
 from harness.store import Store
 
@@ -22,7 +23,8 @@ def check_answered(store_path, space: str, devices, answered) -> None:
     with Store(Path(store_path), readonly=True) as store:
         for device in missing:
             jobs = store.query(
-                "SELECT c.name AS campaign, c.space, d.state AS device_state, j.state, count(*) AS n FROM jobs j "
+                "SELECT c.id AS campaign_id, c.name AS campaign, c.space, d.state AS device_state, j.state, "
+                "count(*) AS n FROM jobs j "
                 "JOIN campaigns c ON j.campaign_id = c.id JOIN campaign_devices d ON d.campaign_id = j.campaign_id "
                 "AND d.device = j.device WHERE j.device = ? GROUP BY c.id, j.state ORDER BY c.id, j.state",
                 (device,))
@@ -40,7 +42,8 @@ def check_answered(store_path, space: str, devices, answered) -> None:
             if waiting.empty:
                 hint = "every job failed (hwl campaign export lists each attempt's error_message)"
             else:
-                resume = resume_command(store_path, waiting["campaign"].iloc[-1])
+                resume = resume_command(store_path, waiting["campaign"].iloc[-1],  # as its last run went
+                                        last_run_flags(store_path, int(waiting["campaign_id"].iloc[-1])))
                 hint = f"once it has some ({resume}, or wait for the coordinator running it), run this again"
             raise UserError(f"store {store_path} holds no accepted {space} latency of {device} "
                             f"({'; '.join(parts)}): {hint}")

@@ -8,13 +8,14 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
 
 import psutil
 import pytest
 
-from tests.campaign_helpers import (FAST_POLICY, exported_models, hwl, kill_leftovers, leftover_names,
+from tests.campaign_helpers import (FAST_POLICY, HWL, exported_models, hwl, kill_leftovers, leftover_names,
                                     leftover_processes, signal_when, write_profile)
 
 pytestmark = pytest.mark.slow
@@ -342,3 +343,25 @@ def test_a_campaign_stopped_in_its_end_canary_runs_that_canary_on_resume(tmp_pat
     con.close()
     assert canaries == [(2.5, 2.5, 1), (3.0, 2.5, 0)], canaries
     assert len(flags) == 2 and all("canary_drift" in f for (f,) in flags), flags
+
+
+def test_status_s_resume_line_carries_the_flags_the_campaign_ran_with(tmp_path):
+    """After a run under `--artifacts A --canary-every 0 --known-hosts F` stopped with jobs left (a quarantine
+    here; a crash alike), `hwl campaign status` said `go on with: hwl campaign resume --store S --name X` without
+    them: pasted, it exported every model again beside the store, ran canaries the campaign had not, checked host
+    keys against ~/.ssh/known_hosts, and without a run's --address started a local Ray, which measured a cluster
+    node's local devices on this machine under their names. The line now carries the flags the last run had."""
+    dev = write_profile(tmp_path, "resume-status-flags")
+    dev.write_text(dev.read_text().replace("cores = [", f"cores = [{(os.cpu_count() or 1) + 8}, "))
+    db, known = tmp_path / "lab.db", tmp_path / "known_hosts"
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    run = subprocess.run([*HWL, "campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", str(dev),
+                          "--store", str(db), "--artifacts", "../art", "--canary-every", "0", "--no-progress",
+                          "--known-hosts", str(known)], capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert run.returncode == 1, run.stderr
+    name = json.loads(run.stdout.splitlines()[-1])["campaign"]
+    status = hwl("campaign", "status", "--store", db)
+    line = re.search(r"go on with: (hwl campaign resume .*)", status.stdout).group(1)
+    assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
+                                 str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line

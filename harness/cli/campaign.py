@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -79,11 +80,17 @@ def _common(p) -> None:
 def flags_a_resume_needs(args) -> list[str]:
     """The flags of this run (or resume) that its resume needs too, for the resume line it prints: without them
     the line pasted checked host keys against ~/.ssh/known_hosts, started a local Ray beside the cluster, exported
-    into another folder or ran canaries at another rate."""
-    given = {"--address": args.address, "--artifacts": args.artifacts, "--artifact-quota-gb": args.artifact_quota_gb,
+    into another folder or ran canaries at another rate. Paths are absolute: `hwl campaign status` prints the line
+    too, wherever it runs."""
+    given = {"--address": args.address, "--artifacts": _absolute(args.artifacts),
+             "--artifact-quota-gb": args.artifact_quota_gb,
              "--canary-every": None if args.canary_every == DEFAULT_CANARY_EVERY else args.canary_every,
-             "--known-hosts": args.known_hosts}
+             "--known-hosts": _absolute(args.known_hosts)}
     return [word for flag, value in given.items() if value is not None for word in (flag, str(value))]
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(Path(path).expanduser())
 
 
 def _options(args):
@@ -96,7 +103,7 @@ def _options(args):
     if args.artifact_quota_gb is not None and not args.artifact_quota_gb > 0:
         raise CampaignError(f"--artifact-quota-gb must be > 0, got {args.artifact_quota_gb}")
     return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=args.canary_every,
-                              artifact_quota_gb=args.artifact_quota_gb)
+                              artifact_quota_gb=args.artifact_quota_gb, resume_flags=tuple(flags_a_resume_needs(args)))
 
 
 def campaign_spec(args):
@@ -213,21 +220,26 @@ def status(*, store: str, name: str | None = None):
 LOCKLESS_WINDOW_S = 15 * 60
 
 
-def lockless_coordinator_hint(store: str, name: str) -> str | None:
-    """For a campaign no process holds the lock of: a warning when a job was sent to a device lately and is still
+def lockless_coordinator_hint(store: str, name: str) -> tuple[str | None, str]:
+    """For a campaign no process holds the lock of: (a warning when a job was sent to a device lately and is still
     marked running, as while a coordinator of an hwl older than the campaign lock (7f97a1b, 2026-12-03) runs it,
-    unseen (or for a while after a coordinator crashed); a resume beside it would measure every job again."""
-    from harness.campaign import find_campaign
+    unseen (or for a while after a coordinator crashed), since a resume beside it would measure every job again;
+    the resume line, with the flags its last run had)."""
+    from harness.campaign import find_campaign, resume_command
+    from harness.campaign_lock import last_run_flags
     from harness.store import Store
 
     with Store(store, readonly=True) as st:
-        sent = st.last_sent(find_campaign(st, name)[0])
+        cid = find_campaign(st, name)[0]
+        sent = st.last_sent(cid)
+    resume = resume_command(store, name, last_run_flags(store, cid))
     ago = None if sent is None else time.time() - sent
     if ago is None or ago > LOCKLESS_WINDOW_S:
-        return None
+        return None, resume
     return (f"no process holds its lock, yet a job was sent to a device {ago:.0f} s ago and is still marked running "
             "(a coordinator that crashed leaves it so, and one of an hwl older than 7f97a1b, 2026-12-03, runs without "
-            "the lock): a resume beside a coordinator still running would measure its jobs twice, so stop any first")
+            "the lock): a resume beside a coordinator still running would measure its jobs twice, so stop any "
+            "first"), resume
 
 
 def cmd_status(args) -> int:
@@ -246,10 +258,9 @@ def cmd_status(args) -> int:
     if coordinator:
         print(f"being measured by {coordinator}")
     elif frame["queued"].sum():
-        from harness.campaign import resume_command
-        hint = lockless_coordinator_hint(args.store, cname)
-        print(f"{hint}; if none does, go on with" if hint else "no coordinator is running it; go on with",
-              resume_command(args.store, cname), sep=": ")
+        hint, resume = lockless_coordinator_hint(args.store, cname)
+        print(f"{hint}; if none does, go on with" if hint else "no coordinator is running it; go on with", resume,
+              sep=": ")
     return 0
 
 
