@@ -412,7 +412,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     store_path = Path(store).expanduser()
     options = options or CoordinatorOptions(artifact_dir=store_path.parent / f"{store_path.stem}-artifacts")
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
-    method_name = method or registry.RECOMMENDED
+    method_name = registry.chosen(method)
     registry.get_class(method_name, latency_only=True)  # an unknown name fails before anything is written
     if method_name in registry.RANK_ONLY:
         raise CampaignError(f"method {method_name!r} ranks architectures but does not predict this device's "

@@ -52,14 +52,20 @@ def get_class(name: str, *, latency_only: bool = False):
     return getattr(importlib.import_module(module), cls)
 
 
+def chosen(name: str | None) -> str:
+    """The method a ``--method`` names: the recommended one for None (the flag not given). An empty name
+    (``--method "$METHOD"`` with METHOD unset) is a wrong name, refused as one, not the default."""
+    return RECOMMENDED if name is None else name
+
+
 def get_method(name: str | None = None, **params):
     """A new, unfitted method; ``None`` gives the recommended one. ``params`` go to its constructor."""
-    cls = get_class(RECOMMENDED if name is None else name)
+    cls = get_class(chosen(name))
     try:
         return cls(**params)
     except TypeError as exc:
         raise UnknownMethodError(f"method {name!r} does not take {sorted(params)}: {exc}") from None
 
 
-__all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "get_class", "get_method",
+__all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "chosen", "get_class", "get_method",
            "latency_methods", "method_names"]

@@ -97,7 +97,7 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
 
     the_task = build_task(task=task, space=space, train_devices=train_devices, test_devices=test_devices,
                           test_table=test_table, store=store)
-    name = method or registry.RECOMMENDED
+    name = registry.chosen(method)
     params = dict(params or {})
     registry.get_method(name, **params)  # fail early on a bad name or parameter
     try:

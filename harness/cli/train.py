@@ -38,7 +38,7 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
     from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
     from predictors.protocol import pretrain_sample
 
-    name = method or registry.RECOMMENDED
+    name = registry.chosen(method)
     registry.get_class(name, latency_only=True)  # an unknown name fails before any table is read
     if name in registry.RANK_ONLY:  # as predict/search/onboard refuse it, but before the pretraining, not after
         raise UserError(f"method {name!r} ranks architectures but does not predict a device's latency in ms, "
