@@ -71,6 +71,18 @@ def _report(**fields):
             "estimated_rho": None, "resembles": None, **fields}
 
 
+def test_few_fbnet_candidates_are_told_a_selection_fbnet_takes():
+    """`hwl onboard ... --space fbnet --candidates random:40` said to give 'more --candidates (random:N, all)', and
+    `--candidates all` is refused for FBNet ('all' is only defined for nb201)."""
+    est = {"rho": 0.9, "low": 0.5, "high": 1.0, "confidence": 0.9, "residual_rms": 0.3, "source": "model"}
+    lines = text_lines(_report(space="fbnet", measurements_spent=4, budget=4, already_in_store=0, candidates=40,
+                               measured=4, estimated_rho=est))
+    assert lines[2].endswith("is a noisy number; more --candidates (random:N) give a steadier one"), lines[2]
+    lines = text_lines(_report(measurements_spent=4, budget=4, already_in_store=0, candidates=40, measured=4,
+                               estimated_rho=est))
+    assert lines[2].endswith("is a noisy number; more --candidates (random:N, all) give a steadier one"), lines[2]
+
+
 def test_a_store_holding_more_than_the_budget_is_said_plainly():
     line = text_lines(_report(measurements_spent=8, budget=4, already_in_store=7, failed=["3"]))[0]
     assert "8 of 4" not in line

@@ -180,8 +180,9 @@ def text_lines(report: dict) -> list[str]:
                      f"{interval_text(est['low'], est['high'])}; "
                      f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
         if left < FEW_SCORED:  # as `hwl evaluate` says of a small table: one arch more or less moves it
+            more = "random:N, all" if report["space"] == "nb201" else "random:N"  # FBNet has no 'all' (9^22 archs)
             lines.append(f"only {count(left, 'arch is', 'archs are')} left unmeasured: a Spearman rho over so few "
-                         "is a noisy number; more --candidates (random:N, all) give a steadier one")
+                         f"is a noisy number; more --candidates ({more}) give a steadier one")
         if est.get("extrapolated"):
             lines.append("the model ranks this device worse than any it was calibrated on: the estimate is its own "
                          "(uncalibrated), the interval reaches up to what the calibration would say")
