@@ -196,6 +196,18 @@ def test_an_interval_with_a_negative_low_bound_reads_as_a_range_and_a_wide_one_s
     assert "(90 % interval -0.261 to 0.877;" in lines[1]
 
 
+def test_the_progress_line_and_the_report_give_the_same_interval():
+    """The last progress line said '(0.535 to 1.000)' and the report under it 'interval 0.534 to 1.000' for one
+    estimate: the report prints the JSON's numbers (rounded to 4 places, 0.5345) to 3, the progress line the raw."""
+    est = RhoEstimate(rho=0.93049, low=0.53451, high=0.98549, confidence=0.9, n_measured=4, residual_rms=0.3,
+                      source="model")
+    progress = progress_line(4, est)
+    report = text_lines(_report(measurements_spent=4, budget=4, already_in_store=0, candidates=100, measured=4,
+                                estimated_rho=est.to_dict()))[1]
+    assert progress == "4 measured, estimated rho 0.930 (0.534 to 0.986)"
+    assert "archs: 0.930 (90 % interval 0.534 to 0.986;" in report, report
+
+
 def test_the_estimate_line_counts_the_archs_it_ranks_and_says_when_they_are_few(bayes, small):
     """The line counted failed candidates among the unmeasured archs (35 here, where the estimate ranks 32), and a
     rho over so few came with no word that it is a noisy number (`hwl evaluate` warns below 50)."""

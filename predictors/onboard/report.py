@@ -163,7 +163,8 @@ def progress_line(n_measured: int, est) -> str:
     """The line printed after each round: measurements so far and the estimate (a ``RhoEstimate``)."""
     if est is None:
         return f"{n_measured} measured"
-    return (f"{n_measured} measured, estimated rho {est.rho:.3f} ({interval_text(est.low, est.high)})"
+    said = est.to_dict()  # the report's numbers, rounded as it rounds them: an interval to 0.985 read 0.986 there
+    return (f"{n_measured} measured, estimated rho {said['rho']:.3f} ({interval_text(said['low'], said['high'])})"
             + (", unsure: measure more" if est.unsure else ""))
 
 
