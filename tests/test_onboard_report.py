@@ -180,6 +180,13 @@ def test_every_candidate_measured_is_not_called_too_few_measurements(bayes, smal
     assert "estimated rho: none, every candidate is measured" in lines[1]
     assert "not enough measurements (need 3)" in text_lines(_report(measurements_spent=2, budget=2, already_in_store=0,
                                                                     measured=2, candidates=100))[1]
+    # --candidates 1,2 --budget 5: both measured, none left to give a third
+    two = OnboardLoop(bayes, "nb201", candidates[:2], TableDevice(truth), OnboardSettings(budget=5), tables=tables,
+                      device="my_pi")
+    two_result = two.run()
+    assert two_result.stop_reason == "candidates" and len(two_result.measured) == 2
+    lines = text_lines(build_report(two, two_result, space="nb201", device="my_pi", method="phys_bayes", tables=tables))
+    assert "estimated rho: none, every candidate is measured" in lines[1], lines
 
 
 def test_an_interval_with_a_negative_low_bound_reads_as_a_range_and_a_wide_one_says_unsure():

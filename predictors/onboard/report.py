@@ -195,7 +195,8 @@ def text_lines(report: dict) -> list[str]:
                           "they look)") if est.get("coarse") else ""
             lines.append("the measurements are whole milliseconds: a timer that coarse hides the device's noise, "
                          "so the interval is wider" + calibrated)
-    elif report.get("measured", 0) >= 3:  # rho is estimated on the unmeasured candidates, and none is left
+    elif report.get("unmeasured") == 0 or report.get("measured", 0) >= 3:  # rho is estimated on the unmeasured
+        # candidates, and none is left: with 2 measured, "need 3" asked for a measurement no candidate can give
         lines.append("estimated rho: none, every candidate is measured (the table gives their measured latencies)")
     else:
         lines.append("estimated rho: not enough measurements (need 3)")
