@@ -446,6 +446,11 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
             resumed_from = len(measured)
             drifted = [a for a in only_drifted(space, rows) if a not in failed]
+            covered = dict.fromkeys([*keys, *measured, *drifted])  # the loop's candidates, as it will get them
+            if len(covered) < 2:  # refused by the loop too, but only after measuring the drifted and pretraining
+                raise CampaignError(f"--candidates names {count(len(covered), 'architecture', 'architectures')} and "
+                                    f"the store holds no other one measured on {profile.name}: a predictor needs at "
+                                    "least 2 to rank; give more (a list, random:N)")
             room = settings.budget - len(measured) - len(failed)
             if drifted and room > 0:  # measured first, in a batch of their own: the fit takes no moved speed
                 warn_remeasuring_drifted(profile.name, len(drifted), min(room, len(drifted)))

@@ -127,6 +127,19 @@ def test_onboard_bad_input(tmp_path, capsys):
     assert not (tmp_path / "p.pt").exists()
 
 
+def test_one_candidate_is_refused_before_the_pretraining(tmp_path, capsys, monkeypatch):
+    """`--candidates 5` on a store holding nothing of the device pretrained (a minute on a loaded machine), then said
+    'need at least 2 candidate architectures, got 1', naming no flag."""
+    from harness import onboard
+
+    monkeypatch.setattr(onboard.registry, "get_method", lambda *a, **k: pytest.fail("pretrained before the check"))
+    dev = write_profile(tmp_path, "onb-one")
+    rc, err = _onboard(capsys, dev, "--space", "nb201", "--candidates", "5", "--budget", "2", "--store",
+                       tmp_path / "lab.db", "--out", tmp_path / "p.pt")
+    assert rc == 2 and "--candidates names 1 architecture and the store holds no other one measured on onb-one" in err
+    assert err.count("\n") == 1 and not (tmp_path / "p.pt").exists()
+
+
 def test_onboard_help_offers_only_the_methods_it_takes():
     # the rank-only baselines were listed as choices, then refused with "ranks architectures but ..."
     r = hwl("onboard", "--help")
