@@ -455,6 +455,8 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             if drifted and room > 0:  # measured first, in a batch of their own: the fit takes no moved speed
                 warn_remeasuring_drifted(profile.name, len(drifted), min(room, len(drifted)))
                 measured.update(measure.again(drifted[:room]))
+                # one whose measurement failed this time is failed, as in a batch: the loop would pick it again
+                failed += [a for a in drifted[:room] if a not in measured]
             elif drifted:
                 log.warning("%s: left out %s of the store measured while the device drifted (canary_drift); "
                             "the budget leaves no room to measure %s again", profile.name,

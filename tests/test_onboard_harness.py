@@ -81,6 +81,39 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model
 
 
+@pytest.mark.slow
+def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measured_a_third_time(tmp_path):
+    """A resumed onboarding measures a store's drifted arch again first; when that measurement failed, the arch was
+    neither measured nor failed, so the loop picked it and measured it a third time (and its failure was not
+    counted against the budget)."""
+    from tests.campaign_helpers import FAST_POLICY
+    from tests.test_onboard_store import _measure
+
+    # every model too slow for the policy: each attempt fails at once (TooSlowForPolicy), the device stays active
+    slow = {**FAST_POLICY, "window_min_runs": 10**6, "window_max_s": 30, "window_timeout_s": 30, "model_timeout_s": 4}
+    dev = write_profile(tmp_path, "onb-slow", policy=slow)
+    db = tmp_path / "lab.db"
+    with Store(db) as st:  # written as a campaign writes them: 5 and 11 measured, 1462 while the device drifted
+        _measure(st, dev, ["5", "11"], [2.0, 3.0], name="calm", device="onb-slow")
+        calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
+        _measure(st, dev, ["1462"], [4.0], name="loaded", device="onb-slow")
+        assert st.flag_results_since(st.campaign("loaded")["id"], "onb-slow", calm, "canary_drift") == (1, 1)
+    ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
+    try:
+        done = hwl("onboard", str(dev), "--space", "nb201", "--budget", "3", "--candidates", "5,11,1462", "--store",
+                   db, "--out", tmp_path / "p.pt", "--artifacts", tmp_path / "art", "--canary-every", "0",
+                   env={"RAY_TMPDIR": ray_tmp}, timeout=400)
+    finally:
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    with Store(db) as st:
+        jobs = st.db.execute("SELECT count(*) FROM jobs WHERE arch = '1462'").fetchone()[0]
+    assert jobs == 2, done.stderr  # the drifted measurement and the one again; not a third
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["failed"] == ["1462"] and report["measurements_spent"] == 3
+
+
 def _onboard(capsys, *args):
     """`hwl onboard ARGS` run in this process, where the command's imports (torch, sklearn: seconds in
     each new process) are done once: (exit status, stderr)."""
