@@ -277,3 +277,21 @@ def test_an_interrupted_onboarding_is_finished_only_for_its_own_device(tmp_path)
                                                       name=campaign_prefix("pi-1", "nb201") + "0123456789"))
         assert unfinished_campaigns(store, "nb201", "pi-1") == [cid]
         assert unfinished_campaigns(store, "nb201", "pi_1") == []
+
+
+def test_outputs_given_with_a_tilde_after_the_equals_sign_go_home(tmp_path, monkeypatch, capsys):
+    """`hwl onboard ... --out=~/models/p.pt` (no shell expands that tilde) made ~/models, wrote the model into a
+    folder named '~' in the working folder, and ended in a traceback writing the table (pandas expands the tilde,
+    the final rename did not), leaving a partial file in ~/models."""
+    from harness.cli import main
+
+    now, _ = _profiles(tmp_path)
+    with Store(tmp_path / "lab.db") as st:  # measured already: the onboarding measures nothing, starts no Ray
+        _measure(st, now, ["5", "11", "1462"], [1.0, 2.0, 3.0], name="earlier")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["onboard", str(now), "--space", "nb201", "--budget", "3", "--candidates", "5,11,1462,8000",
+                 "--store", str(tmp_path / "lab.db"), "--out=~/models/p.pt", "--table=~/models/t.parquet"]) == 0
+    assert sorted(f.name for f in (tmp_path / "home" / "models").iterdir()) == ["p.json", "p.pt", "t.parquet"]
+    assert not any((tmp_path / "work").iterdir())

@@ -72,15 +72,15 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
         raise UserError(f"--budget must be at least {MIN_BUDGET}, got {budget}: {WHY_MIN_BUDGET}")
     if target_rho is not None and not 0.0 < target_rho <= 1.0:
         raise UserError(f"--target-rho must be in (0, 1], got {target_rho}")
-    out = Path(out)
+    out = Path(out).expanduser()  # --out=~/p.pt: no shell expands a tilde after '=', and the writers differ on it
     if out.suffix == ".parquet":
         raise UserError(f"--out {out} is the predictor file (e.g. predictor.pt); the table goes to --table")
     table_flag = "--table" if table else "--table (by default --out's name with .parquet)"
-    table = Path(table) if table else out.with_suffix(".parquet")
+    table = Path(table).expanduser() if table else out.with_suffix(".parquet")
     if table.suffix != ".parquet":
         raise UserError(f"--table {table}: the predicted table is written as Parquet (.parquet)")
     report_flag = "--report" if report else "--report (by default --out's name with .json)"
-    report = Path(report) if report else out.with_suffix(".json")
+    report = Path(report).expanduser() if report else out.with_suffix(".json")
     store_path = Path(store).expanduser()
     for path in (out, table, report):  # the store may not exist yet, so check_outputs cannot tell it by its header
         if path.expanduser().resolve() == store_path.expanduser().resolve():
