@@ -59,7 +59,7 @@ class ModelFileError(UserError):
 def save_model(path, model, *, method: str, space: str, train_devices, device: str | None = None) -> Path:
     import torch  # torch.save: methods may hold nn.Modules
 
-    path = Path(path)
+    path = Path(path).expanduser()  # --out=~/m.pt: no shell expands a tilde after '=' (it made a folder named '~')
     path.parent.mkdir(parents=True, exist_ok=True)
     saved = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "method": method, "space": space,
              "train_devices": list(train_devices), "device": device, "model": model}

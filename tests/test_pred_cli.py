@@ -261,6 +261,17 @@ def test_installed_command_reports_an_empty_table(tmp_path):
     assert run.returncode == 2 and "has no rows" in run.stderr
 
 
+def test_a_model_given_with_a_tilde_after_the_equals_sign_goes_home(tables, tmp_path, monkeypatch):
+    """`hwl train --out=~/m.pt` (no shell expands that tilde) checked ~/m.pt, then wrote ./~/m.pt, a folder named '~'
+    in the working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["train", "--space", "nb201", "--method", "hwl_ridge", "--table", str(tables / "train.parquet"),
+                 "--out=~/m.pt"]) == 0
+    assert (tmp_path / "home" / "m.pt").is_file() and not any((tmp_path / "work").iterdir())
+
+
 def test_adapt_and_evaluate_read_a_harness_store(tables, tmp_path, capsys):
     from harness.importers import import_file
     from harness.store import Store
