@@ -357,6 +357,59 @@ def test_deploy_refuses_tvm_libraries_for_a_profile_without_library_dir(tmp_path
            f"the device), and {profile} has none" in err
 
 
+# Every flag that names a file or folder, as `--flag=~/x` (no shell expands that tilde) or a quoted "~/x".
+PATH_FLAGS = [
+    (["adapt", "~/x", "--device", "d", "--out=~/x"], ("model", "out")),
+    (["adapt", "m", "--device", "d", "--out", "o", "--measurements=~/x", "--store=~/x"], ("table", "store")),
+    (["campaign", "run", "~/x", "--store=~/x", "--artifacts=~/x", "--known-hosts=~/x"],
+     ("file", "store", "artifacts", "known_hosts")),
+    (["campaign", "status", "--store=~/x"], ("store",)),
+    (["campaign", "export", "--store=~/x", "--out=~/x"], ("store", "out")),
+    (["data", "import", "~/x", "--store=~/x", "--mapping=~/x"], ("store", "mapping")),
+    (["deploy", "d", "--artifacts=~/x", "--tvm-libraries=~/x"], ("artifacts", "tvm_libraries")),
+    (["status", "d", "--store=~/x"], ("store",)),
+    (["evaluate", "--json=~/x", "--plot=~/x", "--heatmap=~/x", "--test-table=~/x"],
+     ("json", "plot", "heatmap", "table")),
+    (["export", "nb201", "1", "--out=~/x"], ("out",)),
+    (["measure", "~/x", "--cache-dir=~/x"], ("model", "cache_dir")),
+    (["onboard", "d", "--space", "nb201", "--store=~/x", "--out=~/x", "--table=~/x", "--report=~/x",
+      "--artifacts=~/x"], ("store", "out", "table", "report", "artifacts")),
+    (["predict", "~/x", "--device", "d", "--archs", "1", "--out=~/x"], ("model", "out")),
+    (["profile", "new", "p", "--transport", "local", "--out=~/x"], ("out",)),
+    (["search", "--device", "d", "--max-latency-ms", "1", "--accuracy-table=~/x", "--zcp-table=~/x",
+      "--zcp-store=~/x", "--json=~/x", "--latency-table=~/x"], ("accuracy_table", "zcp_table", "zcp_store", "json",
+                                                                "table")),
+    (["store", "backup", "~/x", "~/x"], ("store", "dest")),
+    (["store", "check", "~/x"], ("store",)),
+    (["train", "--space", "nb201", "--out=~/x", "--table=~/x"], ("out", "table")),
+    (["zcp", "nb201", "--archs", "1", "--data=~/x", "--store=~/x", "--out=~/x"], ("data", "store", "out")),
+]
+
+
+@pytest.mark.parametrize("argv, dests", PATH_FLAGS, ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else None)
+def test_every_file_or_folder_flag_given_with_a_tilde_names_the_home_folder(argv, dests, monkeypatch):
+    """`hwl predict ... --out=~/p.csv` wrote into a folder named '~' in the working folder, `hwl profile new
+    --out=~/p.toml` failed with a traceback: each command expanded the tilde of some flags only."""
+    from harness.cli import build_parser
+
+    monkeypatch.setenv("HOME", "/home/lab")
+    args = build_parser(argv).parse_args(argv)
+    assert {dest: getattr(args, dest) for dest in dests} == {dest: "/home/lab/x" for dest in dests}
+    if argv[:2] == ["data", "import"]:
+        assert args.files == ["/home/lab/x"]
+
+
+def test_a_profile_written_to_out_equals_tilde_is_in_the_home_folder(tmp_path, monkeypatch, capsys):
+    # it was a FileNotFoundError traceback: '~/.partial-...-p.toml'
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    argv = ["profile", "new", "px", "--transport", "local", "--runtime", "onnxruntime", "--out=~/px.toml"]
+    assert hwl_main(argv) == 0
+    assert (home / "px.toml").is_file() and not (tmp_path / "~").exists()
+
+
 def test_a_store_given_as_store_equals_tilde_is_the_one_in_the_home_folder(tmp_path, monkeypatch, capsys):
     """No shell expands the tilde of --store=~/lab.db: the import made ~/lab.db-locks in the home folder, then
     failed with 'cannot open store ~/lab.db for writing ... give a path in a folder you can write to'; status said
@@ -369,8 +422,8 @@ def test_a_store_given_as_store_equals_tilde_is_the_one_in_the_home_folder(tmp_p
     assert hwl_main(["data", "import", str(tmp_path / "pi.csv"), "--store=~/lab.db"]) == 0
     capsys.readouterr()
     assert hwl_main(["store", "check", "~/lab.db"]) == 0
-    assert capsys.readouterr().out == ("~/lab.db: integrity ok: 0 campaigns, 0 jobs (0 done), 0 results (0 accepted "
-                                       "latencies), 1 imported latency\n")
+    assert capsys.readouterr().out == (f"{home / 'lab.db'}: integrity ok: 0 campaigns, 0 jobs (0 done), 0 results "
+                                       "(0 accepted latencies), 1 imported latency\n")
     assert (home / "lab.db").is_file()
     from harness.cli import build_parser
     from harness.cli.campaign import _options

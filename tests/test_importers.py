@@ -204,6 +204,7 @@ def test_device_flag_over_a_table_of_several_devices_is_refused(tmp_path):
         assert s.latency_table("nb201")["device"].value_counts().to_dict() == {"my_pi": 2, "gap_pi": 2}
 
 
+@pytest.mark.skipif(not (SHARED / "fbnet_archs.csv").is_file(), reason="needs ../shared/data")
 def test_fbnet_op_index_keys_are_imported_and_checked_against_arch_ops(tmp_path):
     """HELP's (shared/data's) op_idx_key column, as fbnet_archs.csv and fbnet_zcp.csv have it, was refused as
     'no architecture column; expected arch_index or arch_str (nb201), arch_ops or arch (fbnet)'."""

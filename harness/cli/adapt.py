@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from harness.cli.common import add_table_flags, messages_to, read_in_model_space
+from harness.cli.common import add_table_flags, messages_to, read_in_model_space, user_path
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("adapt", help="adapt a pretrained predictor to a new device (few measurements)")
-    p.add_argument("model", help="model file from `hwl train`")
+    p.add_argument("model", type=user_path, help="model file from `hwl train`")
     p.add_argument("--device", required=True, help="the new device's name in the measurements")
     add_table_flags(p, what="measurements", file_flag="--measurements")
-    p.add_argument("--out", required=True, help="adapted model file to write")
+    p.add_argument("--out", type=user_path, required=True, help="adapted model file to write")
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.common import add_address_flag, add_archs_flags, messages_to
+from harness.cli.common import add_address_flag, add_archs_flags, messages_to, user_path
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="campaign_command", required=True)
 
     run = sub.add_parser("run", help="plan a campaign (archs x devices) and measure it")
-    run.add_argument("file", nargs="?", help="campaign TOML file (flags override its settings)")
+    run.add_argument("file", type=user_path, nargs="?", help="campaign TOML file (flags override its settings)")
     run.add_argument("--space", choices=["nb201", "fbnet"])
     add_archs_flags(run)
     run.add_argument("--devices", help="comma-separated device profile names or .toml paths")
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
 
     status = sub.add_parser("status", help="jobs per device and state")
     status.add_argument("--name", help="campaign (default: the store's latest)")
-    status.add_argument("--store", default=DEFAULT_STORE)
+    status.add_argument("--store", type=user_path, default=DEFAULT_STORE)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=cmd_status)
 
@@ -51,22 +51,23 @@ def add_parser(subparsers) -> None:
                              "--device, else the store's latest)")
     export.add_argument("--device", action="append",
                         help="only this device's results; again for several")
-    export.add_argument("--store", default=DEFAULT_STORE)
+    export.add_argument("--store", type=user_path, default=DEFAULT_STORE)
     export.add_argument("--format", choices=["parquet", "help"],
                         help="parquet (one row per result) or help (wide CSV); default: from --out's "
                              "suffix (.parquet, .csv, .csv.gz), else parquet")
-    export.add_argument("--out", help="output file, or - for stdout (default: <campaign>.parquet / "
+    export.add_argument("--out", type=user_path, help="output file, or - for stdout (default: <campaign>.parquet / "
                                       "<campaign>_help.csv; several campaigns or --device: their names joined "
                                       "by +)")
     export.set_defaults(func=cmd_export)
 
 
 def _common(p) -> None:
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
+    p.add_argument("--store", type=user_path, default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     p.set_defaults(resume_hint=lambda a: "every finished measurement is stored and the ones in flight are queued "
                                          "again; run the same command again to go on")
     add_address_flag(p)
-    p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
+    p.add_argument("--artifacts", type=user_path,
+                   help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=DEFAULT_CANARY_EVERY,
                    help=f"jobs between drift canaries (0: off; default {DEFAULT_CANARY_EVERY})")
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "

@@ -39,6 +39,12 @@ def _whole_number(text: str, low: int) -> int:
     return value
 
 
+def user_path(text: str) -> str:
+    """argparse type of a file or folder flag: a leading ``~`` expanded, which no shell does after ``=``
+    (``--out=~/p.pt``): a writer wrote into a folder named ``~`` in the working folder, or failed with a traceback."""
+    return os.path.expanduser(text)
+
+
 def comma_list(text: str | None) -> list[str] | None:
     """The names of a comma-separated flag (``--devices a, b``), spaces around them and empty ones dropped; None
     when the flag was not given."""
@@ -64,10 +70,10 @@ def add_archs_flags(parser, *, required: bool = False) -> None:
 
 def add_table_flags(parser, *, what: str = "latency table", file_flag: str = "--table") -> None:
     """A latency table from a CSV/Parquet file or from a harness store (``--store lab.db``)."""
-    parser.add_argument(file_flag, dest="table", metavar="FILE",
+    parser.add_argument(file_flag, type=user_path, dest="table", metavar="FILE",
                         help=f"{what}: CSV or Parquet with columns arch_index or arch_str (or arch / arch_ops / "
                              "op_idx_key), device, latency_ms")
-    parser.add_argument("--store", metavar="DB", help=f"read the {what} from a harness store (lab.db); "
+    parser.add_argument("--store", type=user_path, metavar="DB", help=f"read the {what} from a harness store (lab.db); "
                         "works while a campaign is still writing to it")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from harness.cli.common import user_path
 from harness.text import count
 
 
@@ -12,15 +13,15 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
     imp = sub.add_parser("import", help="import long or wide tables (.parquet/.csv, hwl's own exports) or "
                                         "HELP latency .pt files")
-    imp.add_argument("files", nargs="+", metavar="FILE")
-    imp.add_argument("--store", default="lab.db", help="SQLite store (default lab.db)")
+    imp.add_argument("files", type=user_path, nargs="+", metavar="FILE")
+    imp.add_argument("--store", type=user_path, default="lab.db", help="SQLite store (default lab.db)")
     imp.add_argument("--space", choices=["nb201", "fbnet"], help="default: detected from the table")
     imp.add_argument("--device", help="device name of every row: a table without a device column (or with one "
                                       "device, renamed), a HELP .pt file (default: its file name)")
     imp.add_argument("--wide", action="store_true",
                      help="the table has one latency column per device (hwl campaign export --format help, "
                           "HELP's *_wide.csv.gz)")
-    imp.add_argument("--mapping", help="HELP index mapping (str_arch2idx.pt / arch.pt); default: found "
+    imp.add_argument("--mapping", type=user_path, help="HELP index mapping (str_arch2idx.pt / arch.pt); default: found "
                                        "next to the file or in its parent folder")
     imp.set_defaults(func=cmd_import)
 

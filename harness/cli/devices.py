@@ -6,14 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-from harness.cli.common import positive_int
+from harness.cli.common import positive_int, user_path
 from harness.errors import UserError
 
 DEFAULT_ARTIFACTS = Path("~/.cache/hwl/artifacts")
 
 
 def add_known_hosts_flag(parser) -> None:
-    parser.add_argument("--known-hosts", metavar="FILE",
+    parser.add_argument("--known-hosts", type=user_path, metavar="FILE",
                         help="known_hosts file to verify host keys against (default ~/.ssh/known_hosts)")
 
 
@@ -29,8 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--trust-new-host", action="store_true",
                    help="record an unknown host key in known_hosts instead of refusing it")
     p.add_argument("--no-selftest", action="store_true", help="skip the self-test measurement")
-    p.add_argument("--artifacts", default=str(DEFAULT_ARTIFACTS), help="where the self-test model is exported")
-    p.add_argument("--tvm-libraries", metavar="LOCAL_DIR",
+    p.add_argument("--artifacts", type=user_path,
+                   default=str(DEFAULT_ARTIFACTS), help="where the self-test model is exported")
+    p.add_argument("--tvm-libraries", type=user_path, metavar="LOCAL_DIR",
                    help="copy the TVM libraries scripts/build_tvm_libraries wrote there into each device's "
                         "runtime.options.library_dir (only those missing or different; sha256 checked)")
     p.add_argument("--prune", action="store_true",
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("status", help="reachable?, agent version, runtime, last self-test, quarantined?")
     _devices_flags(p, all_help="every profile that hwl knows (ssh, local and command devices)")
-    p.add_argument("--store", help="store whose campaigns say which devices are quarantined")
+    p.add_argument("--store", type=user_path, help="store whose campaigns say which devices are quarantined")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 

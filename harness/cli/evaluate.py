@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, positive_int,
-                               strict_json)
+                               strict_json, user_path)
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
@@ -38,9 +38,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train-devices", help="custom task: comma-separated train devices of HELP's table")
     p.add_argument("--test-devices", help="custom task: only these devices of the test table")
     add_table_flags(p, what="custom task's test table", file_flag="--test-table")
-    p.add_argument("--json", help="write the results as JSON here")
-    p.add_argument("--plot", help="write a rho-against-k figure here (.png)")
-    p.add_argument("--heatmap", help="write the Spearman correlation heatmap of the task's devices here (.png)")
+    p.add_argument("--json", type=user_path, help="write the results as JSON here")
+    p.add_argument("--plot", type=user_path, help="write a rho-against-k figure here (.png)")
+    p.add_argument("--heatmap", type=user_path,
+                   help="write the Spearman correlation heatmap of the task's devices here (.png)")
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from harness.cli.common import add_archs_flags
+from harness.cli.common import add_archs_flags, user_path
 from harness.errors import UserError
 from harness.export import iter_export
 from harness.paths import check_writable_folder
@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("arch", nargs="*",
                    help="NB201 indices or arch strings; FBNet keys (22 comma-separated op names or an op-index key)")
     add_archs_flags(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="artifact store directory")
+    p.add_argument("--out", type=user_path, required=True, metavar="DIR", help="artifact store directory")
     p.add_argument("--dataset",
                    help=f"nb201: {', '.join(NB201_DATASETS)} (default cifar10); "
                         f"fbnet: {', '.join(FBNET_DATASETS)} (default cifar100)")

@@ -14,6 +14,7 @@ import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
 from agents.protocol import MEASURED_OUTCOMES, agent_runs_threads
+from harness.cli.common import user_path
 from harness.errors import UserError
 from harness.paths import why_not_a_file
 from harness.text import count
@@ -26,8 +27,8 @@ LOCAL_LOCK_KEYS = ("local.thermal.local-cpu",)
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("measure", help="measure one model's latency on this machine")
-    p.add_argument("model", nargs="?", default="", help="ONNX file (not needed for --runtime torch --arch "
-                                                       "or a command that takes no file)")
+    p.add_argument("model", type=user_path, nargs="?", default="",
+                   help="ONNX file (not needed for --runtime torch --arch or a command that takes no file)")
     p.add_argument("--runtime", choices=RUNTIMES, default="ort")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--cores", default="", help="pin the measurement to these CPUs, e.g. '0' or '0,1'")
@@ -47,7 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--regex", help="command runtime: regex of the latency in the output")
     p.add_argument("--json-path", help="command runtime: dotted path of the latency in JSON output")
     p.add_argument("--unit", choices=["ns", "us", "ms", "s"], help="command runtime: unit of the parsed latency")
-    p.add_argument("--cache-dir", help="where compiled TVM libraries are cached")
+    p.add_argument("--cache-dir", type=user_path, help="where compiled TVM libraries are cached")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_measure_cli)
 

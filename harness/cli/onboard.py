@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.common import add_address_flag, messages_to, non_negative_int
+from harness.cli.common import add_address_flag, messages_to, non_negative_int, user_path
 from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
 from harness.errors import DeviceQuarantined, UserError
 from harness.paths import check_outputs
@@ -29,10 +29,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
     p.add_argument("--budget", type=int, default=30, help="most measurements in all, at least 2 (default 30)")
     p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
-    p.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
-    p.add_argument("--out", required=True, help="adapted predictor file to write (e.g. predictor.pt)")
-    p.add_argument("--table", help="predicted table, Parquet (default: --out with .parquet, e.g. predictor.parquet)")
-    p.add_argument("--report", help="report, JSON (default: --out with .json, e.g. predictor.json)")
+    p.add_argument("--store", type=user_path,
+                   default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
+    p.add_argument("--out", type=user_path, required=True, help="adapted predictor file to write (e.g. predictor.pt)")
+    p.add_argument("--table", type=user_path,
+                   help="predicted table, Parquet (default: --out with .parquet, e.g. predictor.parquet)")
+    p.add_argument("--report", type=user_path, help="report, JSON (default: --out with .json, e.g. predictor.json)")
     # the rank-only baselines are refused (their numbers are not the device's ms), so not offered here
     p.add_argument("--method", help=f"few-shot method (default {registry.RECOMMENDED}); one of "
                                     f"{', '.join(registry.latency_methods())}")
@@ -53,7 +55,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="measurements per later round (default 1: re-adapt after each)")
     p.add_argument("--profile", choices=["quick", "standard"], help="measurement profile (default: the device's)")
     add_address_flag(p)
-    p.add_argument("--artifacts", help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
+    p.add_argument("--artifacts", type=user_path,
+                   help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
     add_known_hosts_flag(p)
     p.set_defaults(func=cmd_onboard, resume_hint=lambda a: "every finished measurement is stored; run the same "

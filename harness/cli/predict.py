@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.cli.common import add_archs_flags, read_in_model_space
+from harness.cli.common import add_archs_flags, read_in_model_space, user_path
 from harness.errors import UserError
 from harness.model_file import load_model
 from harness.paths import check_outputs, written_whole
@@ -17,10 +17,10 @@ from spaces import nb201, resolve_archs
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict latencies on an adapted device")
-    p.add_argument("model", help="adapted model file from `hwl adapt`")
+    p.add_argument("model", type=user_path, help="adapted model file from `hwl adapt`")
     p.add_argument("--device", required=True, help="the device the model was adapted to")
     add_archs_flags(p, required=True)
-    p.add_argument("--out", required=True, help="predictions file (.parquet or .csv)")
+    p.add_argument("--out", type=user_path, required=True, help="predictions file (.parquet or .csv)")
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.cli.common import messages_to
+from harness.cli.common import messages_to, user_path
 from harness.errors import UserError
 from harness.paths import check_writable, written_whole
 
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     new.add_argument("--run", help="command: template that benchmarks the model on the device")
     new.add_argument("--regex", help="command: regex whose matches in the run output are latencies")
     new.add_argument("--json-path", help="command: dotted path to the latency in the run's JSON output")
-    new.add_argument("--out", required=True, help="profile file to write (.toml)")
+    new.add_argument("--out", type=user_path, required=True, help="profile file to write (.toml)")
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
     new.set_defaults(func=cmd_new)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 
-from harness.cli.common import add_table_flags, comma_list, messages_to, non_negative_int, strict_json
+from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, strict_json,
+                                user_path)
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
 from harness.text import count
@@ -28,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", required=True, help="target device (a device of the latency table)")
     p.add_argument("--max-latency-ms", type=float, required=True, help="latency limit on the device")
     p.add_argument("--budget", type=int, default=50, help="evaluations: latency measurements + accuracy (default 50)")
-    p.add_argument("--accuracy-table", required=True, metavar="FILE",
+    p.add_argument("--accuracy-table", type=user_path, required=True, metavar="FILE",
                    help="NB201 accuracies (arch_index, cifar10_test_acc, ...); ../shared/data/nb201_accuracy.csv")
     add_table_flags(p, what="latency table of the device", file_flag="--latency-table")
     p.add_argument("--train-devices", help="comma-separated devices the latency method pretrains on "
@@ -37,15 +38,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--latency-samples", type=int, default=20, help="device measurements to adapt with (default 20)")
     p.add_argument("--encoding", choices=["vec", "zcp", "zcpvec"], default="vec",
                    help="accuracy predictor encoding (zcp ones need --zcp-table or --zcp-store)")
-    p.add_argument("--zcp-table", metavar="FILE", help="proxy table from `hwl zcp --out`")
-    p.add_argument("--zcp-store", metavar="DB", help="store `hwl zcp --store` wrote to")
+    p.add_argument("--zcp-table", type=user_path, metavar="FILE", help="proxy table from `hwl zcp --out`")
+    p.add_argument("--zcp-store", type=user_path, metavar="DB", help="store `hwl zcp --store` wrote to")
     p.add_argument("--zcp-run", metavar="RUN", help="which proxy run of a --zcp-store that holds several "
                                                      "(DATASET|INPUT_KEY, as the store's error lists them)")
     p.add_argument("--seeds", type=int, default=10, help="runs to average (default 10)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="first run's seed (default 0); a run depends on its own seed only, so --seed 3 --seeds 1 "
                         "repeats the fourth run of --seed 0 --seeds 10")
-    p.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
+    p.add_argument("--json", type=user_path, metavar="PATH", help="write every run and the summary as JSON")
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 what it holds, and the rows of a damaged one copied into a new store."""
 from __future__ import annotations
 
+from harness.cli.common import user_path
 from harness.text import count
 
 
@@ -12,7 +13,7 @@ def add_parser(subparsers) -> None:
                                              "(copying lab.db alone loses what is still in lab.db-wal)",
              dest="the backup's file (a store itself: give it as --store)")
     check = sub.add_parser("check", help="SQLite's integrity check of a store, and what it holds")
-    check.add_argument("store", metavar="STORE", help="the store (lab.db)")
+    check.add_argument("store", type=user_path, metavar="STORE", help="the store (lab.db)")
     check.set_defaults(func=cmd_check)
     _copying(sub, "recover", cmd_recover, help="copy the rows of a damaged store that can still be read into a new "
                                                "store", dest="the new store's file")
@@ -21,8 +22,8 @@ def add_parser(subparsers) -> None:
 def _copying(sub, name: str, func, *, help: str, dest: str) -> None:
     """A subcommand that copies STORE into DEST."""
     p = sub.add_parser(name, help=help)
-    p.add_argument("store", metavar="STORE", help="the store (lab.db)")
-    p.add_argument("dest", metavar="DEST", help=dest)
+    p.add_argument("store", type=user_path, metavar="STORE", help="the store (lab.db)")
+    p.add_argument("dest", type=user_path, metavar="DEST", help=dest)
     p.add_argument("--force", action="store_true", help="replace DEST when it exists")
     p.set_defaults(func=func)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.cli.common import add_table_flags, comma_list, messages_to, non_negative_int, positive_int
+from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, positive_int,
+                                user_path)
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import save_model
@@ -20,7 +21,8 @@ def add_parser(subparsers) -> None:
     add_table_flags(p, what="train table (default: HELP's shipped table)")
     p.add_argument("--n-pretrain", type=positive_int, help="pretrain on N random archs per device (default: all)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of --n-pretrain draws and of the method")
-    p.add_argument("--out", required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
+    p.add_argument("--out", type=user_path,
+                   required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
                    "method object; adapt and predict load only hwl's own predictor classes from it")
     p.set_defaults(func=run)
 

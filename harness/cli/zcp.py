@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.common import add_archs_flags, non_negative_int, positive_float
+from harness.cli.common import add_archs_flags, non_negative_int, positive_float, user_path
 from harness.paths import check_outputs
 from harness.text import count
 from predictors.zcp.errors import ZCPError
@@ -21,12 +21,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", help="dataset the networks are built for (nb201: cifar10 [default], cifar100, "
                                      "ImageNet16-120; fbnet: cifar100 [default], cifar10, imagenet)")
     p.add_argument("--proxies", help=f"comma-separated subset (default all: {','.join(PROXY_NAMES)})")
-    p.add_argument("--data", help="CIFAR python directory or image folder (default: a synthetic batch)")
+    p.add_argument("--data", type=user_path, help="CIFAR python directory or image folder (default: a synthetic batch)")
     p.add_argument("--batch-size", type=int, default=64, help="images per proxy batch (default 64)")
     p.add_argument("--data-seed", type=non_negative_int, default=0, help="seed of the synthetic batch / image draw")
     p.add_argument("--init-seed", type=non_negative_int, default=0, help="weight initialisation seed (default 0)")
-    p.add_argument("--store", help="hwl store to write scores into (and resume from)")
-    p.add_argument("--out", help="write a Parquet table: arch key columns + one column per proxy")
+    p.add_argument("--store", type=user_path, help="hwl store to write scores into (and resume from)")
+    p.add_argument("--out", type=user_path, help="write a Parquet table: arch key columns + one column per proxy")
     p.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores)")
     p.add_argument("--task-timeout-s", type=positive_float, default=900.0,
                    help="stop when no architecture finishes for this long (default 900)")
