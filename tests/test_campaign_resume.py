@@ -365,3 +365,28 @@ def test_status_s_resume_line_carries_the_flags_the_campaign_ran_with(tmp_path):
     line = re.search(r"go on with: (hwl campaign resume .*)", status.stdout).group(1)
     assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
                                  str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
+
+
+def test_a_resume_without_address_goes_on_on_the_cluster_the_campaign_last_ran_on(tmp_path, capsys):
+    """`hwl campaign resume --store lab.db`, as README shows it, of a campaign last run with --address started a
+    local Ray, which offers every profile's host resource: a cluster node's local devices were timed on this
+    machine under their names. It now goes on on that cluster (here one nothing answers: refused, nothing run)."""
+    from harness.campaign import CampaignSpec, plan_campaign
+    from harness.campaign_lock import campaign_lock, last_run_flags
+    from harness.cli import main as hwl_main
+    from harness.store import Store
+    from tests.sshd import free_port
+
+    dev = write_profile(tmp_path, "on-node2")
+    db, address = tmp_path / "lab.db", f"127.0.0.1:{free_port()}"
+    with Store(db) as st:
+        cid, plan, _ = plan_campaign(st, CampaignSpec(space="nb201", archs="1835", devices=(str(dev),)))
+    with campaign_lock(db, cid, plan.name, resume_flags=["--address", address, "--canary-every", "0"]):
+        pass  # as the cluster run left it
+    assert hwl_main(["campaign", "resume", "--store", str(db), "--artifacts", str(tmp_path / "art"),
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"campaign {plan.name} last ran on the Ray cluster at {address}: resuming it there" in err
+    assert f"cannot join the Ray cluster at '{address}': nothing answers there" in err
+    assert _counts(db) == {"queued": 1}
+    assert last_run_flags(db, cid)[:2] == ["--address", address]

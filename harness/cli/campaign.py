@@ -152,10 +152,30 @@ def resume(*, store: str, name: str | None = None, options=None, on_progress=Non
     require_store_file(store)
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
+        options = _on_its_cluster(options, store, cid, cname)
         refresh_reach(st, cid, current_profiles(st, cid))  # a device back at another address, say
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=cname, created=False)
         return summary
+
+
+def _on_its_cluster(options, store: str, campaign_id: int, name: str):
+    """``options`` for a resume given no ``--address``: the Ray cluster the campaign's last run joined, if it joined
+    one. A local Ray offers every profile's host resource, so it timed a cluster node's local devices on this
+    machine, under their names."""
+    from dataclasses import replace
+
+    from harness.campaign_lock import last_run_flags
+
+    if options is None or options.address is not None:
+        return options
+    flags = last_run_flags(store, campaign_id)
+    if "--address" not in flags[:-1]:
+        return options
+    address = flags[flags.index("--address") + 1]
+    print(f"hwl campaign: campaign {name} last ran on the Ray cluster at {address}: resuming it there (give --address "
+          "to resume it on another cluster, such as a head started here with `ray start --head`)", file=sys.stderr)
+    return replace(options, address=address, resume_flags=("--address", address, *options.resume_flags))
 
 
 def _live(fn, args, **kwargs) -> int:
