@@ -132,8 +132,9 @@ def _cannot_write(path: Path, exc: OSError) -> StoreError:
 
 
 def check_new_store_folder(path) -> None:
-    """Refuse, as ``Store(path)`` would, a new store whose folder cannot be made, before anything is made: a command
-    that checks its other paths after this leaves no empty store file behind when one of them is refused."""
+    """Refuse, as ``Store(path)`` would, a new store whose folder cannot be made, before the store file is made (its
+    folder is made here): a command that checks its other paths after this leaves no empty store file behind when
+    one of them is refused."""
     path = Path(path).expanduser()
     if path.exists():
         return  # the store itself says what is wrong with it, when opened
