@@ -375,7 +375,7 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
         raise SearchError(f"method {method!r} ranks architectures but does not predict this device's latency in ms, "
                           "which the limit is checked against; use one of "
                           f"{', '.join(registry.latency_methods())}")
-    registry.get_class(method or registry.RECOMMENDED, latency_only=True)  # an unknown name fails before any table is read
+    registry.get_class(registry.chosen(method), latency_only=True)  # an unknown name fails before any table is read
     accuracy = read_accuracy_table(accuracy_table)
     # in any case, as hwl export and hwl zcp read a dataset's name (imagenet16-120)
     dataset = next((c for c in accuracy.columns if c.lower() == str(dataset).lower()), dataset)
