@@ -207,8 +207,8 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert run.returncode == 1 and "lab-bad quarantined" in run.stderr, run.stderr
     line = (f"store {db} holds no accepted nb201 latency of lab-bad (campaign broken: 4 queued (device quarantined)): "
-            f"once it has some (hwl campaign resume --store {db} --name broken --artifacts {lab / 'art'} --canary-every "
-            "0, or wait for the coordinator running it), run this again")  # with the flags the campaign ran with
+            f"once it has some (hwl campaign resume --store {db} --name broken --artifacts {lab / 'art'} "
+            "--canary-every 0, or wait for the coordinator running it), run this again")  # with the flags the campaign ran with
     out = str(tmp_path / "a.pt")
     commands = [["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--store", str(db), "--out", out],
                 ["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "lab-ort,lab-bad", "--store",
