@@ -146,6 +146,20 @@ def _check_tuner_ffi(what: str) -> None:
                          "apache-tvm-ffi==0.1.14.post0 on the build host (the version hwl's install pins)")
 
 
+def _import_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics (every target's), as MetaSchedule's TuneContext does, in seconds rather than
+    minutes. Each of their ~500 TVMScript functions calls ``inspect.stack()``, which asks ``inspect.getmodule`` for
+    every frame; inside an import many frames are ``<frozen importlib._bootstrap>``, a file name no module carries,
+    so each ask scans all of sys.modules (about 2,000 beside torch and onnx). That import took 90-120 s on a loaded
+    2-core machine, past the agent's 120 s per-model limit, so an ``ms-sample`` build timed out; with inspect told
+    which modules those frames are in (what its scan cannot match) it takes about 20 s. The frames' file names and
+    their (absent) source lines come out as before."""
+    import inspect
+    for name in ("importlib._bootstrap", "importlib._bootstrap_external"):
+        inspect.modulesbyfile.setdefault(f"<frozen {name}>", name)
+    importlib.import_module("tvm.s_tir.tensor_intrin")
+
+
 def _sampled_schedule_pipeline(target: tvm.target.Target, seed: int = 1):
     """MetaSchedule's CPU design space without search: for each fused kernel one draw of its space (tiling,
     parallel, vectorize, unroll; a fixed seed, so the same model gives the same library) with its postprocessors,
@@ -226,9 +240,11 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
             raise BadRequest("TVM schedule 'ms-sample' needs the device's core count in the target, e.g. "
                              "{'kind': 'llvm', 'num-cores': 4}")
         _check_tuner_ffi("TVM schedule 'ms-sample'")
+        _import_tensor_intrinsics()
         pipeline = _sampled_schedule_pipeline(tvm_target)
     if tune_trials > 0:
         _check_tuner_ffi("TVM tuning (tune_trials > 0)")
+        _import_tensor_intrinsics()
         if tuning_dir is None:
             raise BadRequest("MetaSchedule tuning needs a tuning_dir (its database is reused across builds)")
         pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=tune_trials, target=tvm_target,
