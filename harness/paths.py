@@ -151,12 +151,40 @@ def check_writable_folder(folder, *, what: str | None = None) -> Path:
     """Make ``folder`` and write a probe file in it; UserError naming ``what`` (default the folder)."""
     folder = Path(folder).expanduser()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".hwl-", suffix=".probe"):
             pass
     except OSError as exc:
         raise UserError(f"cannot write {what or folder}: {why_not_made(folder, exc)}") from None
     return folder
+
+
+# Folders this command's checks made, so a refused command leaves none behind (remove_made_folders).
+_made_folders: list[Path] = []
+
+
+def make_folder(folder) -> Path:
+    """``folder`` made with its missing parents (OSError as ``mkdir`` raises it), each remembered as made by
+    this command."""
+    folder = Path(folder)
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    _made_folders.extend(reversed(missing))  # outermost first
+    return folder
+
+
+def remove_made_folders() -> None:
+    """Remove the folders :func:`make_folder` made that are still empty, innermost first: a command refused
+    after its checks made the folders of its outputs leaves nothing behind. One that holds a file (another
+    process's, or this command's store) is kept."""
+    while _made_folders:
+        with contextlib.suppress(OSError):  # not empty, or gone already
+            _made_folders.pop().rmdir()
+
+
+def forget_made_folders() -> None:
+    """Keep the folders made so far (the command went past its checks, or ended well)."""
+    _made_folders.clear()
 
 
 def private_temp_folder(name: str, *, what: str) -> Path:
@@ -185,5 +213,5 @@ def why_not_made(folder: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder", "names_a_stream", "why_not_a_file",
-           "why_not_made", "written_whole"]
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "make_folder",
+           "names_a_stream", "remove_made_folders", "why_not_a_file", "why_not_made", "written_whole"]

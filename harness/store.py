@@ -35,7 +35,7 @@ import pandas as pd
 from agents.protocol import MEASURED_OUTCOMES
 from harness import __version__
 from harness.errors import StorageFull, StoreError, StoreGone, StoreVersionError
-from harness.paths import why_not_made
+from harness.paths import make_folder, why_not_made
 from harness.profiles import profile_from_dict
 from harness.store_schema import APPLICATION_ID, JOB_STATES, MIGRATIONS, SCHEMA_VERSION, STAT_COLUMNS
 
@@ -139,7 +139,7 @@ def check_new_store_folder(path) -> None:
     if path.exists():
         return  # the store itself says what is wrong with it, when opened
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)  # removed again if the command is refused after this
     except OSError as exc:
         raise _cannot_write(path, exc) from None
 

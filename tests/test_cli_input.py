@@ -195,6 +195,21 @@ def test_an_artifact_folder_that_is_a_file_is_refused_before_a_campaign_is_plann
     new_store = tmp_path / "new" / "lab.db"  # nor is a store made: an empty one was left behind
     _refused([*command, "--store", new_store, "--artifacts", in_the_way, *out], capsys)
     assert not new_store.exists() and not new_store.with_name("lab.db-locks").exists()
+    assert not new_store.parent.exists()  # nor its folder, made empty by the store's check
+
+
+def test_a_refused_onboarding_leaves_no_folder_for_its_outputs(tmp_path, capsys):
+    """The checks of --out, --table and --report made their folders; bad --candidates, found after them, left
+    those folders empty."""
+    out, report = tmp_path / "newdir" / "p.pt", tmp_path / "deep" / "er" / "r.json"
+    err = _refused(["onboard", "local-ort-1t", "--space", "nb201", "--store", tmp_path / "lab.db", "--out", out,
+                    "--report", report, "--candidates", "zz"], capsys)
+    assert "zz" in err and list(tmp_path.iterdir()) == []
+    kept = tmp_path / "kept"  # a folder that was there before is left, as it was
+    kept.mkdir()
+    _refused(["onboard", "local-ort-1t", "--space", "nb201", "--store", tmp_path / "lab.db", "--out", kept / "p.pt",
+              "--candidates", "zz"], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and list(kept.iterdir()) == []
 
 
 def _ssh_profile(folder, *, known_hosts=None, key=None):

@@ -20,6 +20,7 @@ import threading
 
 from harness import __version__
 from harness.errors import USER_ERRORS
+from harness.paths import forget_made_folders, remove_made_folders
 
 # Subcommand modules, in the order `hwl --help` lists them.
 COMMAND_MODULES = [
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as exc:
+        remove_made_folders()  # refused: the folders its checks made for its outputs go too
         print(f"hwl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hwl space list | head`
@@ -124,5 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwl {args.command}: {how}" + (f"; {hint(args)}" if hint else ""), file=sys.stderr)
         return 143 if terminated else 130  # 128 + the signal, as a shell reports it
     finally:
+        forget_made_folders()  # in-process callers (tests) run main again: start each command afresh
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
