@@ -8,7 +8,9 @@ Layout under ``root``::
                            look itself up *before* exporting, so a repeat is a cache hit
 
 Writes go to a temporary file and are renamed into place, so parallel workers that export
-the same thing never leave a half-written file (they write identical bytes anyway).
+the same thing never leave a half-written file (they write identical bytes anyway). A writer
+killed mid-write leaves its temporary file (``.<name>.<host>-<pid>-XXXXXXXX.tmp``); the next
+write into the folder removes those whose process is gone (see :func:`_remove_dead_temps`).
 """
 from __future__ import annotations
 
@@ -17,10 +19,15 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from harness.errors import ExportError
 
@@ -93,11 +100,13 @@ class ArtifactStore:
         sha = content_sha256(onnx_bytes, config)
         meta = dict(meta or {})
         self.root.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(self.root)
         _atomic_write(self.path_of(sha), onnx_bytes)
         _atomic_write(self.root / f"{sha}.json",
                       canonical_json({"sha256": sha, "config": config, "meta": meta}).encode())
         index = self.root / "by-config"
         index.mkdir(exist_ok=True)
+        _remove_dead_temps(index)
         _atomic_write(index / f"{_config_key(config)}.json", canonical_json({"sha256": sha}).encode())
         return Artifact(sha, self.path_of(sha), config, meta)
 
@@ -171,8 +180,37 @@ def _config_key(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
 
 
+# A temporary file nobody can tell the writer of (an older hwl's name, another host's process) is left this
+# long before it is taken for a dead writer's: a write takes well under a second.
+FOREIGN_TEMP_AGE_S = 3600.0
+
+
+def _temp_prefix(path: Path) -> str:
+    """How this process's temporary files of ``path`` start: the host is named, as the folder may be shared by
+    a cluster's nodes (NFS), whose process ids mean nothing here."""
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}-"
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Remove the temporary files in ``folder`` left by writers that were killed: this host's whose process is
+    gone, and any other that nothing has written for ``FOREIGN_TEMP_AGE_S``. A live writer's are kept (two
+    exports into one folder at once)."""
+    mine = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)-[^.]*\.tmp$")
+    now = time.time()
+    for temp in folder.glob(".*.tmp"):
+        found = mine.search(temp.name)
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
+            if found and int(found[1]) == os.getpid():
+                continue  # this process's own (another thread's write)
+            dead = (not psutil.pid_exists(int(found[1])) if found else
+                    now - temp.stat().st_mtime > FOREIGN_TEMP_AGE_S)
+            if dead:
+                temp.unlink()
+                logger.info("removed %s, left by an export that was killed while it wrote", temp)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,5 +1,7 @@
 """ONNX export: runs in onnxruntime, matches torch, content-addressed cache, parallel workers."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -120,3 +122,48 @@ def test_bad_input_raises_user_errors(tmp_path):
         export_one("nb201", 0, tmp_path, batch_size=0)
     with pytest.raises(ArchError, match="22 layers"):  # validated before any worker starts
         export_many("fbnet", [FBNET_KEY, "skip,skip"], tmp_path, workers=2)
+
+
+# An exporter that stops itself (SIGSTOP) when its write passes 64 KiB (the file size limit): caught mid-write,
+# its temporary model file half written, as a kill at that moment leaves it.
+_STOPS_MID_WRITE = """
+import os, resource, signal, sys
+import onnx, onnxruntime, torch  # their imports write files past the limit
+from harness.export import export_one
+signal.signal(signal.SIGXFSZ, lambda *_: os.kill(os.getpid(), signal.SIGSTOP))
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
+export_one("nb201", 1, sys.argv[1])
+"""
+
+
+def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_ones_kept(tmp_path):
+    """An export killed while it wrote its model left `.<sha>.onnx.*.tmp` in the artifact folder for ever, where the
+    artifact quota did not count it."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from harness.artifact_quota import ArtifactQuota
+
+    child = subprocess.Popen([sys.executable, "-c", _STOPS_MID_WRITE, str(tmp_path)],
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while psutil.Process(child.pid).status() != psutil.STATUS_STOPPED:
+            assert child.poll() is None and time.monotonic() < deadline, "the exporter never reached its write"
+            time.sleep(0.05)
+        (half,) = tmp_path.glob(".*.onnx.*.tmp")
+        assert 0 < half.stat().st_size <= 65536
+        export_one("nb201", 2, tmp_path)  # another exporter, while the first is alive: its file is its own
+        assert half.exists()
+        child.kill()  # now killed mid-write
+        child.wait()
+        rec = export_one("nb201", 3, tmp_path)  # the next export into the folder
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert not half.exists() and not list(tmp_path.rglob("*.tmp"))
+    assert Path(rec.path).is_file() and len(ArtifactQuota(ArtifactStore(tmp_path), 10**9).models) == 2
