@@ -29,7 +29,7 @@ from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refres
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
-from harness.paths import written_whole
+from harness.paths import written_together
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import joined, ray_session
 from harness.store import DRIFT_FLAG, Store
@@ -488,20 +488,22 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                                          store=str(store))
     report["remeasured_after_drift"] = [str(a) for a in remeasured]
     report["drifted_twice"] = [str(a) for a in drifted_twice]
-    files = {}
-    if out is not None:
-        from harness.model_file import save_model  # the model file format of `hwl train/adapt`
+    files = {k: Path(p).expanduser() for k, p in (("model", out), ("table", table_out), ("report", report_out))
+             if p is not None}
+    # one set: a kill while they are written never leaves the new model beside the last run's table or report
+    with written_together(files.values()) as partials:
+        partial = dict(zip(files, partials))
+        if "model" in partial:
+            from harness.model_file import save_model  # the model file format of `hwl train/adapt`
 
-        files["model"] = str(save_model(out, result.adapted, method=method_name, space=space,
-                                        train_devices=list(tables), device=profile.name))
-    if table_out is not None:
-        Path(table_out).parent.mkdir(parents=True, exist_ok=True)
-        with written_whole(table_out) as partial:
-            table.to_parquet(partial, index=False)
-        files["table"] = str(table_out)
-    if report_out is not None:
-        files["report"] = str(onboard_report.write_report(report, report_out))
-    report["files"] = files
+            save_model(partial["model"], result.adapted, method=method_name, space=space,
+                       train_devices=list(tables), device=profile.name)
+        if "table" in partial:
+            partial["table"].parent.mkdir(parents=True, exist_ok=True)
+            table.to_parquet(partial["table"], index=False)
+        if "report" in partial:
+            onboard_report.write_report(report, partial["report"])
+    report["files"] = files = {k: str(p) for k, p in files.items()}
     return Onboarding(result, report, table, files)
 
 

@@ -64,21 +64,40 @@ def written_whole(path) -> Iterator[Path]:
     without an error, so a killed process or a full disk leaves the old file, never half a new one.
     A pipe, a terminal or a name of an open file (/dev/stdout, /proc/self/fd/N) is written in place;
     through any other symbolic link the file it names is replaced, the link kept."""
-    path = Path(path)
+    with written_together([path]) as (partial,):
+        yield partial
+
+
+@contextlib.contextmanager
+def written_together(paths) -> Iterator[list[Path]]:
+    """Like :func:`written_whole`, for files that belong together (a predictor, its table, its report): the paths
+    to write them to, which take their places, in the order given, only when every one is written. The old files
+    of all but the first are removed before the first takes its place, so a kill at any moment leaves the old set,
+    or the new one up to some file with none after it: never a new file beside an old one."""
+    targets = [Path(p) for p in paths]
+    partials = [_partial_of(t) for t in targets]
+    renamed = [(p, _file_behind(t)) for p, t in zip(partials, targets) if p != t]  # a stream is written in place
+    try:
+        yield partials
+        for _, target in renamed[1:]:
+            target.unlink(missing_ok=True)
+        for partial, target in renamed:
+            os.replace(partial, target)
+    finally:
+        for partial, _ in renamed:
+            partial.unlink(missing_ok=True)
+
+
+def _partial_of(path: Path) -> Path:
+    """Where ``path``'s new content is written before it is renamed to it (``path`` itself for a stream)."""
     if names_a_stream(path):
-        yield path
-        return
+        return path
     target = _file_behind(path)
     _remove_dead_partials(target)
     # one of this process's own: two writers of one file at once (two exports) must not write into one partial
     # file, which the first would rename while the second still writes it; it ends in the name, whose suffixes
     # writers infer the format from
-    partial = target.with_name(f"{_partial_prefix()}{os.getpid()}-{target.name}")
-    try:
-        yield partial
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    return target.with_name(f"{_partial_prefix()}{os.getpid()}-{target.name}")
 
 
 def _partial_prefix() -> str:
@@ -214,4 +233,5 @@ def why_not_made(folder: Path, exc: OSError) -> str:
 
 
 __all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "make_folder",
-           "names_a_stream", "remove_made_folders", "why_not_a_file", "why_not_made", "written_whole"]
+           "names_a_stream", "remove_made_folders", "why_not_a_file", "why_not_made", "written_together",
+           "written_whole"]

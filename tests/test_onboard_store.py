@@ -3,6 +3,7 @@ measured with the settings it measures with now (no Ray: results are written as 
 from __future__ import annotations
 
 import logging
+import os
 
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
@@ -295,3 +296,57 @@ def test_outputs_given_with_a_tilde_after_the_equals_sign_go_home(tmp_path, monk
                  "--store", str(tmp_path / "lab.db"), "--out=~/models/p.pt", "--table=~/models/t.parquet"]) == 0
     assert sorted(f.name for f in (tmp_path / "home" / "models").iterdir()) == ["p.json", "p.pt", "t.parquet"]
     assert not any((tmp_path / "work").iterdir())
+
+
+# `hwl onboard` that stops itself (SIGSTOP) when it makes the table's folder as it writes its files (the second
+# time: the first is the check of --table before any work), after the model is written; then it is killed.
+_STOPS_WRITING = """
+import os, signal, sys
+from harness.cli import main
+made = []
+def stop_at_the_table(event, args):
+    if event == "os.mkdir" and os.fspath(args[0]) == sys.argv[1]:
+        made.append(args[0])
+        if len(made) == 2:
+            os.kill(os.getpid(), signal.SIGSTOP)
+sys.addaudithook(stop_at_the_table)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_an_onboarding_killed_while_it_writes_its_files_never_leaves_a_new_model_beside_an_old_table(tmp_path):
+    """The model, the table and the report were written one after another: a kill between them left the new model
+    beside the last run's table and report, which a reader took for its own."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from harness.cli import main
+
+    now, _ = _profiles(tmp_path)
+    with Store(tmp_path / "lab.db") as st:  # measured already: the onboarding measures nothing, starts no Ray
+        _measure(st, now, ["5", "11", "1462"], [1.0, 2.0, 3.0], name="earlier")
+    files = {"model": tmp_path / "p.pt", "table": tmp_path / "tables" / "t.parquet", "report": tmp_path / "p.json"}
+    args = ["onboard", str(now), "--space", "nb201", "--budget", "3", "--store", str(tmp_path / "lab.db"),
+            "--out", str(files["model"]), "--table", str(files["table"])]
+    assert main([*args, "--candidates", "5,11,1462,8000", "--method", "simple_reference"]) == 0
+    old = {k: p.read_bytes() for k, p in files.items()}
+    args += ["--candidates", "5,11,1462,9000"]  # another table, report and model (the default method's)
+    child = subprocess.Popen([sys.executable, "-c", _STOPS_WRITING, str(files["table"].parent), *args],
+                             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while psutil.Process(child.pid).status() != psutil.STATUS_STOPPED:
+            assert child.poll() is None and time.monotonic() < deadline, "the onboarding never wrote its table"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    state = {k: "gone" if not p.exists() else "old" if p.read_bytes() == old[k] else "new" for k, p in files.items()}
+    assert state["model"] != "new" or "old" not in state.values(), state
+    assert main(args) == 0  # the next run writes the whole new set, and takes away the killed run's partial files
+    assert all(p.read_bytes() != old[k] for k, p in files.items())
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "lab.db" not in str(p)) == [
+        "onb-ort.toml", "onb-ort.toml", "p.json", "p.pt", "t.parquet"]
