@@ -228,11 +228,13 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
                     raylets.append(p)
         for p in raylets:
             p.kill()
+        killed_at.append(time.time())
 
     def mid_job():
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) >= 1
 
+    killed_at = []
     # jobs of about a second, so the raylet dies under one measuring (a poll of the store takes ms)
     dev = write_profile(tmp_path, "resume-node", policy={**FAST_POLICY, "window_min_s": 0.4})
     try:
@@ -250,7 +252,12 @@ def test_ray_node_dying_under_the_campaign_stops_it_charging_nothing(tmp_path, m
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     assert con.execute("SELECT state FROM campaign_devices").fetchone()[0] == "active"
     lost = con.execute("SELECT count(*) FROM attempts WHERE state = 'lost'").fetchone()[0]
+    # the device's worker goes on until Ray notices (README): what it measured after the kill is stored, once
+    after = con.execute("SELECT a.state, count(r.id), min(length(r.samples_ns)) FROM attempts a LEFT JOIN results r "
+                        "ON r.job_id = a.job_id AND r.attempt = a.attempt WHERE a.finished_at > ? "
+                        "GROUP BY a.job_id, a.attempt", killed_at).fetchall()
     con.close()
+    assert all((state, n) == ("lost", 0) or (n == 1 and samples) for state, n, samples in after), after
     _resume_completes(db, tmp_path, ray_tmp, lost_before=lost)
 
 
