@@ -121,7 +121,8 @@ def test_a_failed_selftest_fails_deploy_is_shown_by_status_and_is_run_again(depl
     assert line["selftest"] == "load_error" and line["selftest_ms"] is None
     assert "onnxruntime here has no CUDAExecutionProvider" in line["selftest_message"]
     assert f"pi-a: self-test failed (load_error): {line['selftest_message']}\n" in failed.stderr
-    assert json.loads(hwl("status", cuda, "--json").stdout)[0]["selftest"] == "load_error"
+    shown = hwl("status", cuda, "--json")
+    assert shown.returncode == 1 and json.loads(shown.stdout)[0]["selftest"] == "load_error"  # as deploy failed
     record = lab["hosts"][0].agent_dir / "selftest.json"  # the device's own copy (the host is this machine)
     first_try = json.loads(record.read_text())["time"]
     again = hwl("deploy", cuda, "--artifacts", artifacts)  # nothing changed, but a failure is tested again
@@ -408,7 +409,7 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
     def status(*flags):
         out = hwl("status", profile, "--json", *flags, env=home)
         row = json.loads(out.stdout)[0]
-        assert out.returncode == (0 if row["reachable"] else 1), out.stderr  # as the table form
+        assert out.returncode == (0 if row["usable"] else 1), out.stderr  # as the table form
         return row
 
     # the line it says to run checks the key against the same file: `hwl deploy DEVICE --trust-new-host` recorded

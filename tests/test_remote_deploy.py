@@ -211,6 +211,23 @@ def test_undeploy_removes_only_what_hwl_put_in_the_agent_dir(host, tmp_path, cap
     assert [p.name for p in usb.rglob("*")] == ["photos", "thesis.tex"] and not own.exists()
 
 
+def test_status_of_a_reachable_device_with_no_agent_exits_1_saying_how_to_deploy(host, tmp_path, capsys):
+    # it exited 0, as for a device ready to measure: a script checking the lab went on to a campaign, which
+    # quarantined the device at its first try
+    from harness.cli import main as hwl_main
+
+    profile = _ssh_profile(tmp_path, host, "pi-bare", tmp_path / "hwl")
+    said = f"pi-bare: no agent is deployed on pi-bare under {tmp_path}/hwl: run `hwl deploy {profile}` first\n"
+    assert hwl_main(["status", str(profile)]) == 1
+    assert capsys.readouterr().out.endswith(said)
+    assert hwl_main(["status", str(profile), "--json"]) == 1
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["reachable"] is True and row["usable"] is False and f"{row['device']}: {row['error']}\n" == said
+    deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
+    assert hwl_main(["status", str(profile), "--json"]) == 0  # no self-test yet: nothing known to be wrong
+    assert json.loads(capsys.readouterr().out)[0]["usable"] is True
+
+
 def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_the_session(host, tmp_path, capsys):
     # the agent's start failed with status 127 at each reconnect: a campaign waited 120 s to quarantine the device,
     # its reason the log's 'No such file or directory' line once a try, and `hwl status` said nothing was wrong
@@ -224,7 +241,7 @@ def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_th
     profile.write_text(profile.read_text().replace(f'python = "{sys.executable}"', 'python = "/usr/bin/python9"'))
     said = "pi-nopy has no `/usr/bin/python9`: install Python >= 3.10 there, or set `python` in the device profile " \
            "to its path"
-    assert hwl_main(["status", str(profile), "--json"]) == 0
+    assert hwl_main(["status", str(profile), "--json"]) == 1  # a device that cannot measure fails the check
     assert json.loads(capsys.readouterr().out)[0]["error"] == said
     started = time.monotonic()
     with pytest.raises(DeviceSetupError) as refused, ssh_session_for(load_profile(profile)) as session:

@@ -170,10 +170,11 @@ def cmd_status(args) -> int:
     states = _device_states(args.store)
     profiles = _profiles(args, ssh_only=False)
     rows = [device_status(p, device_states=states) for p in profiles]
-    all_reachable = all(r["reachable"] is not False for r in rows)  # exit 1 otherwise, in both forms
+    # exit 1 otherwise, in both forms: an unreachable device, and one reached that cannot measure (no agent there)
+    all_usable = all(r["usable"] is not False for r in rows)
     if args.json:
         print(json.dumps(rows))
-        return 0 if all_reachable else 1
+        return 0 if all_usable else 1
     from rich.console import Console
 
     console = Console()
@@ -194,7 +195,7 @@ def cmd_status(args) -> int:
         if r["selftest_other_setup"]:  # the profile's runtime settings or hwl's agent changed since
             print(f"{r['device']}: last self-test was {r['selftest_other_setup']}, so it says nothing of this setup; "
                   f"`{deploy_command(profile)}` self-tests it")
-    return 0 if all_reachable else 1
+    return 0 if all_usable else 1
 
 
 STATUS_COLUMNS = ("device", "transport", "runtime", "reachable", "agent", "self-test", "state")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.errors import HwlError
+from agents.protocol import MEASURED_OUTCOMES
 from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
@@ -88,14 +89,15 @@ def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
 
 
 def device_status(profile: DeviceProfile, *, device_states: dict | None = None) -> dict:
-    """Reachable?, agent version, runtime, last self-test, quarantined? for one device."""
+    """Reachable?, agent version, runtime, last self-test, quarantined? for one device; ``usable`` is False when
+    what was found now keeps it from measuring (not reached, no agent or no Python for it, a failed self-test)."""
     row = {"device": profile.name, "transport": profile.host.transport, "runtime": profile.runtime.kind,
-           "reachable": None, "agent": None, "selftest": None, "selftest_error": None, "selftest_message": None,
-           "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
+           "reachable": None, "usable": None, "agent": None, "selftest": None, "selftest_error": None,
+           "selftest_message": None, "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
            "state": (device_states or {}).get(profile.name, {}).get("state"),
            "error": (device_states or {}).get(profile.name, {}).get("error")}
     if profile.host.transport != "ssh":
-        row["reachable"] = True if profile.host.transport == "local" else None
+        row["reachable"] = row["usable"] = True if profile.host.transport == "local" else None
         return row
     try:
         with host_for(profile) as host, host.said_if_lost("status"):
@@ -113,7 +115,10 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
                 row.update(selftest=test.get("outcome"), selftest_error=test.get("error"),
                            selftest_message=test.get("message"), selftest_ms=test.get("median_ms"),
                            fingerprint_id=test.get("fingerprint_id"))
+            # a self-test that measured nothing fails `hwl deploy`: a lab script reads it as a failure here too
+            row["usable"] = row["selftest"] is None or row["selftest"] in MEASURED_OUTCOMES
     except HwlError as exc:
+        row["usable"] = False
         # a link lost midway leaves the device no more usable than one never reached
         row["reachable"] = False if isinstance(exc, HostUnreachable) else bool(row["reachable"])
         # what is wrong now comes first: a quarantine's reason in the store is older news, and alone it hid
