@@ -201,14 +201,20 @@ def test_undeploy_removes_only_what_hwl_put_in_the_agent_dir(host, tmp_path, cap
     usb, own = tmp_path / "usb", tmp_path / "own"
     (usb / "photos").mkdir(parents=True)
     (usb / "photos" / "thesis.tex").write_text("years of work")
+    # a `cache` of the user's own there, which hwl's model cache shares: undeploy took it whole
+    (usb / "cache" / "thumbnails").mkdir(parents=True)
+    (usb / "cache" / "thumbnails" / "a.png").write_text("a thumbnail")
     profiles = [_ssh_profile(tmp_path, host, "pi-usb", usb), _ssh_profile(tmp_path, host, "pi-own", own)]
     assert hwl_main(["deploy", *map(str, profiles), "--artifacts", str(artifacts)]) == 0, capsys.readouterr().err
     assert {"agent.log", "cache", "selftest.json"} <= {p.name for p in usb.iterdir()}  # a self-test's files too
+    assert {"jobs-in-flight", "thumbnails"} < {p.name for p in (usb / "cache").iterdir()}  # and its model
     capsys.readouterr()
     assert hwl_main(["undeploy", *map(str, profiles)]) == 0
-    assert capsys.readouterr().out == (f"pi-usb: removed hwl's files from {usb} and kept the folder, which holds 1 "
-                                       f"entry hwl did not put there\npi-own: removed {own}\n")
-    assert [p.name for p in usb.rglob("*")] == ["photos", "thesis.tex"] and not own.exists()
+    assert capsys.readouterr().out == (f"pi-usb: removed hwl's files from {usb} and kept the folder, which holds 2 "
+                                       f"entries hwl did not put there\npi-own: removed {own}\n")
+    assert sorted(str(p.relative_to(usb)) for p in usb.rglob("*")) == [
+        "cache", "cache/thumbnails", "cache/thumbnails/a.png", "photos", "photos/thesis.tex"]
+    assert not own.exists()
 
 
 def test_status_of_a_reachable_device_with_no_agent_exits_1_saying_how_to_deploy(host, tmp_path, capsys):

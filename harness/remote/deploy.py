@@ -296,8 +296,18 @@ def _holds_home(base: str, home: str) -> bool:
 
 # What deploy, its self-test and the agent put in agent_dir: undeploy removes these and nothing else there, as an
 # agent_dir may be a folder of the user's own (a USB disk's mount point, where a full SD card sent the agent).
-DEPLOYED_ENTRIES = ("agents", "venv", "wheels", "cache", "current", "selftest.json", "agent.log", "agent.log.1",
+DEPLOYED_ENTRIES = ("agents", "venv", "wheels", "current", "selftest.json", "agent.log", "agent.log.1",
                     "measure.lock")
+# The model cache ('cache') may be a folder of the user's own there too, which the agent shares: only hwl's files
+# go (models and TVM libraries named by their sha256, the agent's job marks), then each folder once empty.
+_REMOVE_CACHED = """cd {cache} 2>/dev/null || exit 0
+for f in *.onnx *.onnx.part tvm/*.so tvm/*.so.sha256; do
+    stem=${{f##*/}}; stem=${{stem%%.*}}
+    case $stem in *[!0-9a-f]*) continue;; esac
+    [ ${{#stem}} -eq 64 ] && rm -f "$f"
+done
+rm -f jobs-in-flight/*.job jobs-in-flight/*.new
+rmdir tvm jobs-in-flight 2>/dev/null; cd .. && rmdir {cache} 2>/dev/null; exit 0"""
 
 
 def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") -> str:
@@ -311,6 +321,7 @@ def undeploy(host: Host, *, agent_dir: str = "~/.hwl", python: str = "python3") 
         return f"nothing to remove: {base} does not exist"  # a second undeploy said 'removed' again
     # `rm -rf agent_dir` took every file of the user's that was there too
     host.run("rm -rf " + " ".join(shlex.quote(posixpath.join(base, name)) for name in DEPLOYED_ENTRIES))
+    host.run("sh -c " + shlex.quote(_REMOVE_CACHED.format(cache=shlex.quote(posixpath.join(base, "cache")))))
     if host.run(f"rmdir {shlex.quote(base)}", check=False).ok:
         return f"removed {base}"
     others = len(host.run(f"ls -A {shlex.quote(base)}", check=False).stdout.splitlines())
