@@ -188,9 +188,35 @@ def test_a_device_whose_disk_went_read_only_fails_its_selftest_in_one_line_sayin
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         capsys.readouterr()
         assert hwl_main(["deploy", str(profile), "--artifacts", str(artifacts)]) == 1
-        assert re.fullmatch(r"pi-ro: error: the agent did not start; agent on \S+ exit status 1; its start said: .*"
-                            r"agent\.log: Read-only file system; its log ends with: an earlier, healthy run\n",
-                            capsys.readouterr().err)
+        # then 'the agent did not start; ... its start said: ...agent.log: Read-only file system'; now the folder first
+        assert capsys.readouterr().err == f"pi-ro: error: {disk}/hwl (agent_dir) on pi-ro cannot be written " \
+            "(Read-only file system): the agent writes its log and model cache there; make it writable (a disk " \
+            "remounted read-only after errors needs checking), or give the profile an agent_dir on another disk\n"
+
+
+def test_a_device_whose_agent_dir_went_read_only_fails_at_once_naming_the_folder(host, tmp_path):
+    # the agent's start failed as a lost link: its actor retried for reconnect_timeout_s (a campaign took 120 s to
+    # quarantine the device), though no retry mends a read-only disk
+    import subprocess
+
+    from harness.device_worker import DeviceWorker
+    from harness.profiles import load_profile
+    from harness.transport.errors import DeviceSetupError
+
+    with small_disk(tmp_path / "sd-card", 4) as disk:
+        profile = _ssh_profile(tmp_path, host, "pi-ro", disk / "hwl", ["reconnect_timeout_s = 120", "[runtime]",
+                                                                       'kind = "onnxruntime"'])
+        deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=str(disk / "hwl"), use_venv=False)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        worker = DeviceWorker(load_profile(profile))
+        started = time.monotonic()
+        with pytest.raises(DeviceSetupError) as refused:
+            worker.hello()
+        worker.close()
+    assert time.monotonic() - started < 10
+    assert str(refused.value) == f"pi-ro: {disk}/hwl (agent_dir) on pi-ro cannot be written (Read-only file " \
+        "system): the agent writes its log and model cache there; make it writable (a disk remounted read-only " \
+        "after errors needs checking), or give the profile an agent_dir on another disk"
 
 
 def test_undeploy_removes_only_what_hwl_put_in_the_agent_dir(host, tmp_path, capsys, model_cache):

@@ -36,6 +36,14 @@ EXIT_WAIT_S = 3.0
 AGENT_LOG_KEEP_BYTES = 16 * 1024 * 1024
 
 
+# Prints the first folder that a file cannot be made in, and the shell's words why, then exits 3.
+_WRITE_CHECK = """mkdir -p {cache} 2>/dev/null
+for d in {folders}; do
+    if ! said=$( {{ : > "$d/.hwl-write-check.$$"; }} 2>&1 ); then printf '%s\\n%s\\n' "$d" "$said"; exit 3; fi
+    rm -f "$d/.hwl-write-check.$$"
+done"""
+
+
 class SSHSession(LineSession):
     """Talk to a deployed agent over SSH.
 
@@ -89,7 +97,7 @@ class SSHSession(LineSession):
                     self.host, agent_dir=self.agent_dir, python=self.python, use_venv=self.use_venv)
                 self.cache_dir = self.cache_dir or found_cache
                 self.deployed_bundle = posixpath.basename(self.agent_path.rstrip("/"))
-            self.host.run(f"mkdir -p {shlex.quote(self.cache_dir)}")
+            self._check_writable()
             # every agent of this host measures under one lock: see agents.server on dropped links
             command = (f"cd {shlex.quote(self.agent_path)} && {DEVICE_LOCK_ENV}={shlex.quote(self.lock_path)} "
                        f"PYTHONPATH=. exec {shlex.quote(self.python)} -m agents serve --stdio "
@@ -102,6 +110,8 @@ class SSHSession(LineSession):
                        f"&& mv -f {agent_log} {agent_log}.1; {command} 2>> {agent_log}")
             self._start_stderr = b""
             self._channel = self.host.open_channel(command)
+        except DeviceSetupError:  # said already
+            raise
         except (AuthenticationError, HostKeyError, DeployError) as exc:
             raise DeviceSetupError(f"{self.name}: {exc}", device=self.name) from None
         except (RemoteError, OSError, EOFError) as exc:
@@ -110,6 +120,22 @@ class SSHSession(LineSession):
             self.host.close()
             raise AgentLost(f"{self.name}: SSH failed while starting the agent: {exc}", device=self.name) from None
         return self._channel.makefile("rb"), self._channel.makefile_stdin("wb")
+
+    def _check_writable(self) -> None:
+        """Make the model cache, and raise DeviceSetupError naming the folder when it or the agent's own folder (its
+        log) cannot be written: the start failed as a lost link, retried for reconnect_timeout_s, though no retry
+        mends a disk gone read-only."""
+        folders = {self._agent_home: "agent_dir", self.cache_dir: "the model cache"}
+        out = self.host.run(_WRITE_CHECK.format(cache=shlex.quote(self.cache_dir),
+                                                folders=" ".join(map(shlex.quote, folders))), check=False)
+        if out.exit_status != 3:  # writable, or the check itself failed: the agent's start says what is wrong
+            return
+        folder, _, said = out.stdout.partition("\n")
+        why = said.strip().rpartition(": ")[2] or "no reason given"
+        raise DeviceSetupError(f"{self.name}: {folder} ({folders.get(folder, 'agent_dir')}) on {self.host.name} "
+                               f"cannot be written ({why}): the agent writes its log and model cache there; make it "
+                               "writable (a disk remounted read-only after errors needs checking), or give the profile "
+                               "an agent_dir on another disk", device=self.name)
 
     def _disconnect(self) -> None:
         channel, self._channel = self._channel, None
