@@ -58,6 +58,18 @@ def chosen(name: str | None) -> str:
     return RECOMMENDED if name is None else name
 
 
+def method_arg(text: str) -> str:
+    """An argparse ``type`` for a benchmark's ``--method``: a registered name, else argparse's one-line error. The
+    flag's default (None, the recommended method) never reaches it; ``--method ''`` does and is refused."""
+    import argparse
+
+    try:
+        get_class(chosen(text))
+    except UnknownMethodError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def get_method(name: str | None = None, **params):
     """A new, unfitted method; ``None`` gives the recommended one. ``params`` go to its constructor."""
     cls = get_class(chosen(name))
@@ -68,4 +80,4 @@ def get_method(name: str | None = None, **params):
 
 
 __all__ = ["METHODS", "RANK_ONLY", "RECOMMENDED", "UnknownMethodError", "chosen", "get_class", "get_method",
-           "latency_methods", "method_names"]
+           "latency_methods", "method_arg", "method_names"]

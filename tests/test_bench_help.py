@@ -15,18 +15,40 @@ def _words(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"-\n\s*", "-", text)).strip()
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_help_shows_the_whole_first_paragraph(script, monkeypatch, capsys):
-    """bench_accuracy's help stopped at 'and the' (the docstring's first line, a sentence cut where it wraps)."""
+def _load(script: Path):
+    """The script as a module (its main not run)."""
     loader = importlib.machinery.SourceFileLoader(f"_bench_{script.name}", str(script))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     try:
         loader.exec_module(module)
     except ImportError as exc:  # an optional runtime (tvm, a GPU build) this machine lacks
         pytest.skip(f"{script.name}: {exc}")
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help_shows_the_whole_first_paragraph(script, monkeypatch, capsys):
+    """bench_accuracy's help stopped at 'and the' (the docstring's first line, a sentence cut where it wraps)."""
+    module = _load(script)
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])
     with pytest.raises(SystemExit) as stop:
         module.main()
     assert stop.value.code == 0
     first = _words(module.__doc__.split("\n\n")[0])
     assert first in _words(capsys.readouterr().out), script.name
+
+
+@pytest.mark.parametrize("name, argv, said", [
+    ("bench_onboard", ["--method", "", "--trials", "0"], "argument --method: unknown method ''; valid methods: "),
+    ("bench_onboard_uncertainty", ["--method", "", "--tasks", ""], "argument --method: unknown method ''; valid "),
+    ("bench_predictors", ["--methods", "", "--tasks", ""], "unknown method ''; valid methods: "),
+    ("bench_gpu", ["--sections", "", "--device", "cpu", "--n", "1"], "unknown section(s) ''; valid: eager_1, "),
+])
+def test_an_empty_choice_is_refused_not_read_as_the_default(name, argv, said, tmp_path, capsys):
+    """`--method "$METHOD"` with METHOD unset ran the recommended method (bench_onboard's summary, its JSON),
+    `--methods ''` every default method and `--sections ''` every section; the hwl commands refuse it."""
+    script = SCRIPTS[0].parent / name
+    with pytest.raises(SystemExit) as stop:
+        _load(script).main([*argv, "--json", str(tmp_path / "out.json")])
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
