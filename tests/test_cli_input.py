@@ -1,4 +1,5 @@
 """Bad input on the command line: one line naming the problem and exit status 2, not a traceback."""
+import json
 import os
 from pathlib import Path
 
@@ -448,3 +449,19 @@ def test_a_store_given_as_store_equals_tilde_is_the_one_in_the_home_folder(tmp_p
     args = build_parser(["campaign"]).parse_args(["campaign", "resume", "--store=~/lab.db", "--artifacts=~/models"])
     assert _options(args).artifact_dir == home / "models"  # was a folder '~/models' in the working folder
     assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("tail", [["-1"], ["--", "-1"], ["0", "--", "-1"]])
+def test_an_export_arch_given_after_its_options_is_read_as_one(tail, tmp_path, capsys):
+    # argparse filled the archs, empty, at the space name: an arch after --out was 'unrecognized arguments'
+    err = _refused(["export", "nb201", "--out", tmp_path / "art", *tail], capsys)
+    assert err == "hwl export: error: NB201 index -1 is out of range: valid indices are 0..15624\n"
+    assert not (tmp_path / "art").exists()
+
+
+def test_devices_given_after_an_option_are_read_and_an_unknown_option_still_refused(capsys):
+    assert hwl_main(["status", "local-ort-1t", "--json", "local-ort-2t"]) == 0
+    assert [row["device"] for row in json.loads(capsys.readouterr().out)] == ["local-ort-1t", "local-ort-2t"]
+    with pytest.raises(SystemExit) as stop:
+        hwl_main(["status", "local-ort-1t", "--json", "--jsn"])
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith("hwl: error: unrecognized arguments: --jsn\n")

@@ -14,6 +14,7 @@ import argparse
 import errno
 import importlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -89,9 +90,34 @@ def _say_store_damaged(args, exc: Exception) -> int:
     return 2
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but the words argparse leaves over after a command's options go to its ``trailing``
+    positional (nargs='*'). argparse fills that positional, empty, at the first positional before an option, so
+    `hwl export nb201 --out art 5` (or `... -- -1`) ended in 'unrecognized arguments'. Options it does not know
+    stay an error, as before."""
+    args, extra = parser.parse_known_args(argv)
+    field = getattr(args, "trailing", None)
+    taken, left, dashes = [], [], False
+    for word in extra:
+        if field and word == "--" and not dashes:
+            dashes = True
+        elif field and (dashes or not word.startswith("-") or _NEGATIVE_NUMBER.fullmatch(word)):
+            taken.append(word)
+        else:
+            left.append(word)
+    if left:
+        parser.error(f"unrecognized arguments: {' '.join(left)}")
+    if taken:
+        setattr(args, field, [*getattr(args, field), *taken])
+    return args
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # what argparse takes for a positional, not an option
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -19,6 +19,7 @@ def add_known_hosts_flag(parser) -> None:
 
 def _devices_flags(parser, *, all_help: str = "every ssh profile that hwl knows") -> None:
     parser.add_argument("devices", nargs="*", metavar="DEVICE", help="device profile names or .toml paths")
+    parser.set_defaults(trailing="devices")  # `hwl status pi-1 --json pi-2`: pi-2 too (harness.cli._parse)
     parser.add_argument("--all", action="store_true", help=all_help)
     add_known_hosts_flag(parser)
 

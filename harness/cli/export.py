@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
                         f"fbnet: {', '.join(FBNET_DATASETS)} (default cifar100)")
     p.add_argument("--batch-size", type=int, default=1, help="batch dimension of the input (default 1)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: number of cores)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing="arch")  # `hwl export nb201 --out art 5`: 5 is an arch too
 
 
 def run(args) -> int:
