@@ -29,6 +29,11 @@ from typing import Callable
 from agents.errors import BadRequest, TooSlowForPolicy
 
 
+# The longest pause before a model: measurement-method.md's per-model limit (rule 21, 300 s). A device that needs
+# longer to cool waits on its sensors instead (max_temp_c, rule 6); 1e9 s passed every check and slept for decades.
+MAX_COOLDOWN_S = 300.0
+
+
 @dataclass(frozen=True)
 class TimingPolicy:
     """How long and how often to time; every field is stored with the record.
@@ -84,6 +89,9 @@ class TimingPolicy:
                 raise BadRequest(f"timing policy field {f.name!r} must be a finite number >= 0, got {val!r}")
             if isinstance(f.default, int) and not isinstance(val, int):  # counts: 1.5 repeats means nothing
                 raise BadRequest(f"timing policy field {f.name!r} must be a whole number, got {val!r}")
+        if self.cooldown_s > MAX_COOLDOWN_S:
+            raise BadRequest(f"timing policy field 'cooldown_s' must be at most {MAX_COOLDOWN_S:g} s (a device that "
+                             f"needs longer to cool sets max_temp_c), got {self.cooldown_s!r}")
         if self.repeats < 1 or self.max_block_size < 1:
             raise BadRequest("timing policy needs repeats >= 1 and max_block_size >= 1")
         if min(self.window_max_s, self.window_timeout_s, self.model_timeout_s) <= 0:  # 0 would kill every run

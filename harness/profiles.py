@@ -61,6 +61,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agents.timing import MAX_COOLDOWN_S
 from harness.errors import ProfileError
 from harness.paths import why_not_a_file
 
@@ -389,7 +390,7 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
 
     ms = c.section(data, "measurement")
     measurement = c.choice(ms, "profile", MEASUREMENT_PROFILES, "measurement", default="quick")
-    cooldown_s = c.number(ms, "cooldown_s", "measurement", default=0.2, minimum=0.0)
+    cooldown_s = c.number(ms, "cooldown_s", "measurement", default=0.2, minimum=0.0, maximum=MAX_COOLDOWN_S)
     max_temp_c = c.number(ms, "max_temp_c", "measurement", default=None, minimum=1.0)
     if max_temp_c is not None and host.transport == "command":
         raise ProfileError(f"{source}: key 'measurement.max_temp_c' needs the agent on the device to read its "
@@ -662,7 +663,7 @@ class _Checker:
                                    f"got {value}")
         return value
 
-    def number(self, table, key, section="", *, required=False, default=None, minimum=None):
+    def number(self, table, key, section="", *, required=False, default=None, minimum=None, maximum=None):
         found, value = self._get(table, key, section, required, default)
         if found:
             # TOML has nan and inf: a nan cooldown killed the device's actor at its first model
@@ -671,6 +672,9 @@ class _Checker:
                                    f"got {value!r}")
             if minimum is not None and value < minimum:
                 raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be >= {minimum}, "
+                                   f"got {value}")
+            if maximum is not None and value > maximum:
+                raise ProfileError(f"{self.source}: key {self._key(key, section)!r} must be at most {maximum:g}, "
                                    f"got {value}")
             value = float(value)
         return value

@@ -75,6 +75,19 @@ def test_measure_failure_exit_status_and_user_errors(tmp_path, capsys):
     assert "options.command" in capsys.readouterr().err
 
 
+def test_a_cooldown_past_the_methods_limit_for_a_model_is_refused_naming_the_field(capsys):
+    # 1e9 s passed (only inf and nan were refused): the agent would have slept for decades before the model
+    from agents.errors import BadRequest
+    from agents.timing import TimingPolicy
+
+    assert main(["measure", "--runtime", "torch", "--arch", "nb201:1", "--policy", "cooldown_s=1e9"]) == 2
+    assert capsys.readouterr().err == "hwl measure: error: timing policy field 'cooldown_s' must be at most 300 s " \
+                                      "(a device that needs longer to cool sets max_temp_c), got 1000000000.0\n"
+    with pytest.raises(BadRequest, match="'cooldown_s' must be at most 300 s"):  # a request that reaches the agent
+        TimingPolicy.from_profile("quick", {"cooldown_s": 300.5})
+    assert TimingPolicy.from_profile("quick", {"cooldown_s": 300}).cooldown_s == 300
+
+
 def test_measure_says_what_a_runtime_needs_in_its_own_flags(onnx_path, capsys):
     # a dataset typo was a load_error record (exit 1), and a missing model or --arch was the agent's protocol
     # message ("needs 'model' (a path) or 'sha256'", "'arch' ({'space': ...} or {'factory': ...})")

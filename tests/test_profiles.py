@@ -109,6 +109,9 @@ def test_good_profile_fields_and_round_trip():
     ({"measurement__cooldown_s": float("inf")}, ["measurement.cooldown_s", "finite number", "inf"]),
     ({"measurement__max_temp_c": float("nan")}, ["measurement.max_temp_c", "finite number"]),
     ({"measurement__policy": {"window_timeout_s": float("inf")}}, ["measurement.policy.window_timeout_s", "finite"]),
+    # finite but huge: the agent would sleep for decades before each model
+    ({"measurement__cooldown_s": 1e9}, ["measurement.cooldown_s", "must be at most 300, got 1000000000.0"]),
+    ({"measurement__policy": {"cooldown_s": 1e9}}, ["[measurement.policy]", "'cooldown_s' must be at most 300 s"]),
 ])
 def test_bad_profiles_name_file_key_and_choices(changes, words):
     with pytest.raises(ProfileError) as err:
