@@ -414,6 +414,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     # a Ray Client address (ray://host:port) is a gRPC server too; "auto" or a bare name Ray resolves itself
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
+        if address.startswith("ray://") or ("://" not in address and address not in ("auto", "local")):
+            # ray:// with no port waited out Ray Client's 30 s retry loop; HOST alone was a traceback of Ray's
+            raise ClusterError(f"cannot join the Ray cluster at {address!r}: it names no port; give the one the head "
+                               f"serves, as {_start_head(address)} starts it, or {_run_locally()}")
         return
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout_s)

@@ -434,6 +434,25 @@ def test_a_ray_client_address_that_nothing_answers_names_the_client_server_port_
         silent.close()
 
 
+@pytest.mark.parametrize("address, start", [("ray://127.0.0.1", "--ray-client-server-port PORT"),
+                                            ("127.0.0.1", "--port PORT")])
+def test_an_address_without_a_port_is_one_line_at_once(tmp_path, capsys, address, start):
+    """`--address ray://HOST` waited out Ray Client's 30 s of retries ('ray client connection timeout', told to
+    start a head), and `--address HOST` ended in a traceback of Ray's ValueError ('Invalid address format')."""
+    import time
+
+    started = time.monotonic()
+    assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3", "--devices",
+                     str(write_profile(tmp_path, "dev-a")), "--store", str(tmp_path / "lab.db"), "--address", address,
+                     "--no-progress"]) == 2
+    assert time.monotonic() - started < 10
+    assert capsys.readouterr().err == f"hwl campaign: error: cannot join the Ray cluster at {address!r}: it names no " \
+        f"port; give the one the head serves, as `ray start --head {start}` (" \
+        f"{10001 if address.startswith('ray://') else 6379} unless it says otherwise) starts it, or leave out " \
+        "--address to run a local Ray\n"
+    assert not (tmp_path / "lab.db").exists()
+
+
 @pytest.mark.parametrize("command", ["campaign", "onboard"])
 def test_a_ray_client_address_without_grpcio_is_one_line_naming_the_package(tmp_path, capsys, monkeypatch, command):
     """Ray Client needs grpcio (`ray[client]`), which a plain `pip install ray` leaves out: `--address ray://...`
