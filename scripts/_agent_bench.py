@@ -1,7 +1,6 @@
-"""Shared pieces of the agent benchmarks: NB201 models to measure, the request, JSON output."""
+"""Shared pieces of the agent benchmarks: NB201 models to measure, the request, the environment."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -54,10 +53,3 @@ def environment() -> dict:
     return {"load_avg_at_end": list(os.getloadavg()), "cpu_model": fp["cpu_model"], "cpu_count": fp["cpu_count"],
             "python": platform.python_version(), "runtime_versions": fp["runtime_versions"],
             "fingerprint_id": fingerprint.fingerprint_id(fp)}
-
-
-def write_json(path: Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path

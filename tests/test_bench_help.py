@@ -1,13 +1,10 @@
 """`scripts/bench_* --help`: each script's description is its docstring's whole first paragraph."""
-import importlib.machinery
-import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("bench_*"))
+from tests.bench_scripts import SCRIPTS, load
 
 
 def _words(text: str) -> str:
@@ -15,21 +12,10 @@ def _words(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"-\n\s*", "-", text)).strip()
 
 
-def _load(script: Path):
-    """The script as a module (its main not run)."""
-    loader = importlib.machinery.SourceFileLoader(f"_bench_{script.name}", str(script))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
-    try:
-        loader.exec_module(module)
-    except ImportError as exc:  # an optional runtime (tvm, a GPU build) this machine lacks
-        pytest.skip(f"{script.name}: {exc}")
-    return module
-
-
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_help_shows_the_whole_first_paragraph(script, monkeypatch, capsys):
     """bench_accuracy's help stopped at 'and the' (the docstring's first line, a sentence cut where it wraps)."""
-    module = _load(script)
+    module = load(script)
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])
     with pytest.raises(SystemExit) as stop:
         module.main()
@@ -49,6 +35,6 @@ def test_an_empty_choice_is_refused_not_read_as_the_default(name, argv, said, tm
     `--methods ''` every default method and `--sections ''` every section; the hwl commands refuse it."""
     script = SCRIPTS[0].parent / name
     with pytest.raises(SystemExit) as stop:
-        _load(script).main([*argv, "--json", str(tmp_path / "out.json")])
+        load(script).main([*argv, "--json", str(tmp_path / "out.json")])
     assert stop.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()

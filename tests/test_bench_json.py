@@ -1,0 +1,43 @@
+"""The benchmarks' --json file: refused at once where it cannot be written, strict JSON when written."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench_scripts import SCRIPTS, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_json_onto_a_folder_is_refused_before_the_run(script, tmp_path, monkeypatch, capsys):
+    """--json naming a folder ran the whole benchmark (bench_soak: 2,000 jobs and a 200,000-job store) and then
+    ended in IsADirectoryError's traceback, its numbers lost."""
+    module = load(script)
+    monkeypatch.setattr(sys, "argv", [str(script), "--json", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"{script.name}: error: argument --json: {tmp_path} is a directory; give a file name to write"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+@pytest.mark.slow
+def test_a_benchmark_without_a_number_writes_null_not_nan(tmp_path):
+    """bench_agent_repro on 2 models has no Spearman rho (it needs 3): its JSON held a bare NaN, which JSON readers
+    (jq, JavaScript, pandas' strict mode) refuse; it now holds null, and every number of the table."""
+    out = tmp_path / "new" / "repro.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_agent_repro"), "--n", "2", "--profile",
+                          "quick", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "Spearman rho" in run.stdout and "nan" in run.stdout
+    summary = json.loads(out.read_text(), parse_constant=_refuse_constant)["summary"]
+    assert summary["spearman"] is None
+    assert summary["n_measured_both"] == 2 and summary["median_rel_diff"] >= 0
+    assert f"{summary['median_rel_diff']:.2%}" in run.stdout
