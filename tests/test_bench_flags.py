@@ -1,0 +1,50 @@
+"""The benchmarks' number flags: a bad count is one usage line naming the flag, before any work."""
+import sys
+
+import pytest
+
+from tests.bench_scripts import SCRIPTS, load
+
+BAD = {  # script -> (flags, the flag refused, what it says)
+    "bench_accuracy": (["--samples", "10,0"], "--samples", "expected a whole number >= 1, got 0 in '10,0'"),
+    "bench_adapt": (["--sizes", "100,x"], "--sizes", "expected a whole number >= 1, got 'x' in '100,x'"),
+    "bench_agent_overhead": (["--pairs", "0"], "--pairs", "expected a whole number >= 1, got 0"),
+    "bench_agent_repro": (["--n", "0"], "--n", "expected a whole number >= 1, got 0"),
+    "bench_campaign_overhead": (["--archs", "-5"], "--archs", "expected a whole number >= 1, got -5"),
+    "bench_core_load": (["--rounds", "0"], "--rounds", "expected a whole number >= 1, got 0"),
+    "bench_crash": (["--window-s", "0"], "--window-s", "expected a number > 0, got 0"),
+    "bench_cross_space": (["--trials", "0"], "--trials", "expected a whole number >= 1, got 0"),
+    "bench_dispatch": (["--jobs", "0"], "--jobs", "expected a whole number >= 1, got 0"),
+    "bench_export": (["--nb201", "-1"], "--nb201", "expected a whole number >= 0, got -1"),
+    "bench_gpu": (["--n", "0"], "--n", "expected a whole number >= 1, got 0"),
+    "bench_leftovers": (["--repeats", "0"], "--repeats", "expected a whole number >= 1, got 0"),
+    "bench_onboard": (["--checkpoints", "5,ten"], "--checkpoints", "expected a whole number >= 1, got 'ten' in '5,ten'"),
+    "bench_onboard_scale": (["--max-gib", "-1"], "--max-gib", "expected a number > 0, got -1"),
+    "bench_onboard_uncertainty": (["--budget", "0"], "--budget", "expected a whole number >= 1, got 0"),
+    "bench_predictors": (["--trials", "0"], "--trials", "expected a whole number >= 1, got 0"),
+    "bench_scale": (["--devices", "0"], "--devices", "expected a whole number >= 1, got 0"),
+    "bench_search": (["--seeds", "0"], "--seeds", "expected a whole number >= 1, got 0"),
+    "bench_soak": (["--every", "0"], "--every", "expected a whole number >= 1, got 0"),
+    "bench_ssh": (["--jobs", "0"], "--jobs", "expected a whole number >= 1, got 0"),
+    "bench_tvm": (["--threads-list", "1,0"], "--threads-list", "expected a whole number >= 1, got 0 in '1,0'"),
+    "bench_verified_load": (["--runs", "0"], "--runs", "expected a whole number >= 1, got 0"),
+    "bench_zcp": (["--batch-size", "0"], "--batch-size", "expected a whole number >= 1, got 0"),
+}
+
+
+def test_every_benchmark_has_a_bad_count_case():
+    assert sorted(BAD) == [s.name for s in SCRIPTS]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_a_bad_count_is_one_usage_line_before_any_work(script, monkeypatch, capsys):
+    """Zero, negative or non-numeric counts ended in a traceback, most after the setup or the whole run:
+    bench_leftovers --repeats 0 and bench_ssh --jobs 0 in 'no median for empty data' (bench_ssh after starting
+    sshd and deploying), bench_dispatch --jobs 0 in ArchError, bench_export --nb201 -1 likewise."""
+    flags, flag, says = BAD[script.name]
+    module = load(script)
+    monkeypatch.setattr(sys, "argv", [str(script), *flags])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script.name}: error: argument {flag}: {says}"
