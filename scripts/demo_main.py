@@ -18,6 +18,7 @@ missing is measured.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -25,25 +26,44 @@ from rich.console import Console
 from rich.live import Live
 
 from harness.campaign import CampaignSpec, plan_campaign
+from harness.cli.common import non_negative_int, positive_int, user_path
 from harness.coordinator import CoordinatorOptions, run_campaign
+from harness.errors import USER_ERRORS
 from harness.exporting import export_parquet, wide_table
 from harness.report import medians_table, progress_table, spearman_table
 from harness.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+SHOTS = 10  # the predictor step's adaptation samples; it scores rho on at least 3 more
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="hwl demo: a measurement campaign on this machine")
-    parser.add_argument("--archs", type=int, default=30, help="random NB201 architectures (default 30)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(prog="scripts/demo",
+                                     description="hwl demo: a measurement campaign on this machine")
+    parser.add_argument("--archs", type=positive_int, default=30,
+                        help=f"random NB201 architectures (default 30; the predictor step needs {SHOTS + 3})")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
                         help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
-    parser.add_argument("--onboard-budget", type=int, default=10,
+    parser.add_argument("--onboard-budget", type=non_negative_int, default=10,
                         help="measurements for the onboarding step on the first device (0: skip it)")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="store, artifacts and exports")
+    parser.add_argument("--out", type=user_path, default=str(ROOT / "out" / "demo"),
+                        help="store, artifacts and exports")
     args = parser.parse_args(argv)
+    args.out = Path(args.out)
+    if args.archs < SHOTS + 3:
+        parser.error(f"--archs {args.archs}: the predictor step adapts with {SHOTS} measurements and scores rho on "
+                     f"at least 3 more; give {SHOTS + 3} or more")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder for the store, artifacts and exports")
+    try:
+        return run(args)
+    except USER_ERRORS as exc:  # an unknown device, a store of another version: one line, as hwl says it
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
+
+def run(args) -> int:
     console = Console(width=max(Console().width, 100))
     args.out.mkdir(parents=True, exist_ok=True)
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
@@ -72,9 +92,13 @@ def main(argv=None) -> int:
     if n_flagged:
         console.print(f"{n_flagged} accepted results stayed unstable after 3 attempts (a busy machine); "
                       "their flags are in the export")
-    if measured:
+    first = wide.set_index("arch_index")[measured[0]].dropna() if measured else None
+    if first is not None and len(first) < SHOTS + 3:  # measurements failed: no traceback after the campaign
+        console.print(f"predictor step skipped: {measured[0]} has {len(first)} accepted measurements, it needs "
+                      f"{SHOTS + 3}")
+    elif first is not None:
         from scripts.demo_predict import few_shot_table
-        console.print(few_shot_table(wide.set_index("arch_index")[measured[0]], measured[0], seed=args.seed))
+        console.print(few_shot_table(first, measured[0], k=SHOTS, seed=args.seed))
     if measured and args.onboard_budget > 0:
         from scripts.demo_onboard import onboarding_table
         table, lines = onboarding_table(measured[0], wide.set_index("arch_index")[measured[0]], args.out,
