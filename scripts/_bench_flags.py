@@ -1,11 +1,25 @@
-"""argparse types of the benchmarks' number flags, so a bad value is one usage line, not a traceback after setup."""
+"""The benchmarks' command line: argparse types of their number flags, so a bad value is one usage line, not a
+traceback after setup, and user errors met later (an unknown device or task) as one line too."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from harness.cli.common import non_negative_int, positive_float, positive_int
+from harness.errors import USER_ERRORS
 
-__all__ = ["count_list", "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["count_list", "exit_code", "non_negative_int", "positive_float", "positive_int"]
+
+
+def exit_code(main) -> int:
+    """``main()``'s exit code; a user error (an unknown device, task or profile, a missing table) is one line and
+    exit code 2, as hwl says it, where it was a traceback."""
+    try:
+        return main() or 0
+    except USER_ERRORS as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def count_list(text: str) -> str:

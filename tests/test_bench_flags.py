@@ -1,9 +1,13 @@
 """The benchmarks' number flags: a bad count is one usage line naming the flag, before any work."""
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.bench_scripts import SCRIPTS, load
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BAD = {  # script -> (flags, the flag refused, what it says)
     "bench_accuracy": (["--samples", "10,0"], "--samples", "expected a whole number >= 1, got 0 in '10,0'"),
@@ -18,7 +22,8 @@ BAD = {  # script -> (flags, the flag refused, what it says)
     "bench_export": (["--nb201", "-1"], "--nb201", "expected a whole number >= 0, got -1"),
     "bench_gpu": (["--n", "0"], "--n", "expected a whole number >= 1, got 0"),
     "bench_leftovers": (["--repeats", "0"], "--repeats", "expected a whole number >= 1, got 0"),
-    "bench_onboard": (["--checkpoints", "5,ten"], "--checkpoints", "expected a whole number >= 1, got 'ten' in '5,ten'"),
+    "bench_onboard": (["--checkpoints", "5,ten"], "--checkpoints",
+                      "expected a whole number >= 1, got 'ten' in '5,ten'"),
     "bench_onboard_scale": (["--max-gib", "-1"], "--max-gib", "expected a number > 0, got -1"),
     "bench_onboard_uncertainty": (["--budget", "0"], "--budget", "expected a whole number >= 1, got 0"),
     "bench_predictors": (["--trials", "0"], "--trials", "expected a whole number >= 1, got 0"),
@@ -48,3 +53,21 @@ def test_a_bad_count_is_one_usage_line_before_any_work(script, monkeypatch, caps
         module.main()
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script.name}: error: argument {flag}: {says}"
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["bench_campaign_overhead", "--devices", "local-ort-1", "--archs", "1"],
+     "unknown device 'local-ort-1': no profile"),
+    (["bench_adapt", "--device", "raspi", "--sizes", "100"], "unknown device 'raspi'; valid devices: 1080ti_1,"),
+    (["bench_search", "--device", "raspi", "--settings", "full"], "unknown device 'raspi'; valid devices: 1080ti_1,"),
+], ids=["bench_campaign_overhead", "bench_adapt", "bench_search"])
+def test_an_unknown_name_is_one_line(flags, says, tmp_path):
+    """A misspelt device profile or table device ended in a ProfileError / LatencyTableError traceback;
+    bench_adapt's ended in each size's child process, the run exiting 0 with 'exit code 1' rows."""
+    script, *rest = flags
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *rest, "--json", str(tmp_path / "o.json")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1
+    assert run.stderr.startswith(f"{script}: error: {says}")
+    assert not (tmp_path / "o.json").exists()
