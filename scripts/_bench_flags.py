@@ -3,13 +3,14 @@ traceback after setup, and user errors met later (an unknown device or task) as 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from harness.cli.common import non_negative_int, positive_float, positive_int
 from harness.errors import USER_ERRORS
 
-__all__ = ["count_list", "exit_code", "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["core", "core_list", "count_list", "exit_code", "non_negative_int", "positive_float", "positive_int"]
 
 
 def exit_code(main) -> int:
@@ -30,4 +31,24 @@ def count_list(text: str) -> str:
             positive_int(item.strip())
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+    return text
+
+
+def core(text: str) -> int:
+    """A core this process may run on: the measuring child pins itself there, and an other one failed in it with
+    OSError's traceback inside the benchmark's message."""
+    value = non_negative_int(text)
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {value}  # macOS: no affinity
+    if value not in allowed:
+        raise argparse.ArgumentTypeError(f"core {value} is not one this process may run on "
+                                         f"({','.join(map(str, sorted(allowed)))})")
+    return value
+
+
+def core_list(text: str) -> str:
+    """Comma-separated cores (``0,1``; empty items skipped, as the scripts split it), each checked by :func:`core` and
+    the text kept."""
+    for item in (i.strip() for i in text.split(",")):
+        if item:
+            core(item)
     return text

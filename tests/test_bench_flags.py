@@ -1,4 +1,5 @@
 """The benchmarks' number flags: a bad count is one usage line naming the flag, before any work."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,20 @@ def test_an_unknown_name_is_one_line(flags, says, tmp_path):
     assert len(run.stderr.splitlines()) == 1
     assert run.stderr.startswith(f"{script}: error: {says}")
     assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("script, flag", [("bench_core_load", "--core"), ("bench_agent_repro", "--cores"),
+                                          ("bench_agent_overhead", "--agent-cores"), ("bench_tvm", "--cores")])
+def test_a_core_this_process_may_not_use_is_one_usage_line(script, flag, monkeypatch, capsys):
+    """bench_core_load --core 99 exported its model, then stopped with the measuring child's OSError traceback as its
+    message; the agent benchmarks failed or recorded nothing per model."""
+    path = next(s for s in SCRIPTS if s.name == script)
+    allowed = sorted(os.sched_getaffinity(0))
+    missing = max(allowed) + 1
+    monkeypatch.setattr(sys, "argv", [str(path), flag, f"{allowed[0]},{missing}" if flag != "--core" else str(missing)])
+    with pytest.raises(SystemExit) as stop:
+        load(path).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"{script}: error: argument {flag}: core {missing} is not one this process may run on "
+        f"({','.join(map(str, allowed))})")
