@@ -89,3 +89,16 @@ def test_a_core_this_process_may_not_use_is_one_usage_line(script, flag, monkeyp
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"{script}: error: argument {flag}: core {missing} is not one this process may run on "
         f"({','.join(map(str, allowed))})")
+
+
+def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
+    """bench_onboard --budget 5 --checkpoints 5,10 printed a 'loop n=10' column, the n=5 round's numbers again
+    (the last round at or before 10), as if 10 had been measured; bench_onboard_uncertainty already refused it."""
+    script = next(s for s in SCRIPTS if s.name == "bench_onboard")
+    monkeypatch.setattr(sys, "argv", [str(script), "--tasks", "N0", "--strategies", "loop", "--budget", "5",
+                                      "--checkpoints", "5,10"])
+    with pytest.raises(SystemExit) as stop:
+        load(script).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "bench_onboard: error: --checkpoints 5,10: past the budget of 5"
