@@ -10,7 +10,8 @@ from pathlib import Path
 from harness.cli.common import non_negative_int, positive_float, positive_int
 from harness.errors import USER_ERRORS
 
-__all__ = ["core", "core_list", "count_list", "exit_code", "non_negative_int", "positive_float", "positive_int"]
+__all__ = ["core", "core_list", "count_list", "exit_code", "non_negative_int", "number_list", "positive_float",
+           "positive_int"]
 
 
 def exit_code(main) -> int:
@@ -26,9 +27,18 @@ def exit_code(main) -> int:
 def count_list(text: str) -> str:
     """A comma-separated list of whole numbers >= 1 (``5,10,20``), checked and kept as text: the scripts split it
     themselves, and their JSON records it as given."""
+    return _checked_list(text, positive_int)
+
+
+def number_list(text: str) -> str:
+    """A comma-separated list of numbers > 0 (latency limits, scales: ``5,25``), checked and kept as text."""
+    return _checked_list(text, positive_float)
+
+
+def _checked_list(text: str, each) -> str:
     for item in text.split(","):
         try:
-            positive_int(item.strip())
+            each(item.strip())
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
     return text

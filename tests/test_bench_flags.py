@@ -102,3 +102,17 @@ def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "bench_onboard: error: --checkpoints 5,10: past the budget of 5"
+
+
+@pytest.mark.parametrize("script, flag", [("bench_onboard", "--scales"), ("bench_onboard", "--temperatures"),
+                                          ("bench_search", "--limits")])
+def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, monkeypatch, capsys):
+    """bench_search --limits 5,x and bench_onboard --scales 1,x or --temperatures 1,x ended in float()'s ValueError
+    traceback."""
+    path = next(s for s in SCRIPTS if s.name == script)
+    monkeypatch.setattr(sys, "argv", [str(path), flag, "1.5,x"])
+    with pytest.raises(SystemExit) as stop:
+        load(path).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"{script}: error: argument {flag}: expected a number > 0, got 'x' in '1.5,x'"
