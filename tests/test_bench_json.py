@@ -41,3 +41,26 @@ def test_a_benchmark_without_a_number_writes_null_not_nan(tmp_path):
     assert summary["spearman"] is None
     assert summary["n_measured_both"] == 2 and summary["median_rel_diff"] >= 0
     assert f"{summary['median_rel_diff']:.2%}" in run.stdout
+
+
+@pytest.mark.parametrize("script", ["ceiling.py", "expected_error.py", "loto.py"])
+def test_an_experiments_json_onto_a_folder_is_refused_before_the_run(script, tmp_path):
+    """The research scripts' --json was written after the whole run (loto.py: minutes to hours), into a traceback
+    when it named a folder."""
+    variants = ["base"] if script == "loto.py" else []  # loto.py's one positional argument
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments" / script), *variants,
+                          "--json", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == \
+        f"{script}: error: argument --json: {tmp_path} is a directory; give a file name to write"
+
+
+def test_an_experiment_writes_its_json_into_a_new_folder(tmp_path):
+    """ceiling.py --json runs/n0.json, runs/ not made yet, printed its table and then ended in FileNotFoundError:
+    the research scripts wrote with Path.write_text, which makes no folder."""
+    out = tmp_path / "runs" / "n0.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments" / "ceiling.py"), "--tasks", "N0",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    devices = json.loads(out.read_text())["N0"]
+    assert "raspi4" in devices and f"{devices['raspi4']['+lat']:.3f}" in run.stdout

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from predictors import registry, tasks  # noqa: E402
 from predictors.onboard import OnboardLoop, OnboardSettings, loop_ks, prepare_method, posterior  # noqa: E402
 from predictors.onboard.replay import TableDevice  # noqa: E402
+from scripts._bench_json import json_path, write_json  # noqa: E402
 
 
 
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--budget", type=int, default=20)
     parser.add_argument("--checkpoints", default="5,10,20")
-    parser.add_argument("--json")
+    parser.add_argument("--json", type=json_path, help="also write the results here (checked before the run)")
     parser.add_argument("--summary", help="summarise this JSON of an earlier run, replay nothing")
     args = parser.parse_args(argv)
     if args.summary:
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     for name in (t.strip().upper() for t in args.tasks.split(",") if t.strip()):
         rows += replay(tasks.get_task(name), args, lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": vars(args), "rounds": rows}, indent=1) + "\n")
+        write_json(args.json, {"settings": vars(args), "rounds": rows}, indent=1)
     summarise(rows)
     return 0
 

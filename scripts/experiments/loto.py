@@ -14,7 +14,6 @@ then unlike every device the method knows, as the hidden devices of the issue ar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBay
                                           StagePhysBayes, with_conv_design, with_design_prior, with_lat_ridge,
                                           with_learned_design, with_mixed_blocks, with_prior_groups, with_sharp_design,
                                           with_rounding_noise, with_single_device, with_trim)
+from scripts._bench_json import json_path, write_json  # noqa: E402
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("--ks", default="10,20")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--family", action="store_true", help="leave the held device's whole family out")
-    ap.add_argument("--json")
+    ap.add_argument("--json", type=json_path, help="also write the results here (checked before the run)")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     rows = {}
@@ -158,7 +158,7 @@ def main() -> int:
         avg = "/".join(f"{np.mean([np.mean(list(rows[name][t][k].values())) for t in rows[name]]):.4f}" for k in ks)
         print(f"{name:14s} {line}  avg {avg}  ({time.perf_counter() - start:.0f} s)", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_json(args.json, rows, indent=1)
     return 0
 
 
