@@ -1,4 +1,5 @@
 """The benchmarks' number flags: a bad count is one usage line naming the flag, before any work."""
+import json
 import os
 import subprocess
 import sys
@@ -116,3 +117,17 @@ def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, mon
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"{script}: error: argument {flag}: expected a number > 0, got 'x' in '1.5,x'"
+
+
+@pytest.mark.slow
+def test_a_checkpoint_no_round_reaches_is_named(tmp_path):
+    """bench_onboard_uncertainty --checkpoints 1 (before the loop's first round) printed an empty table and wrote
+    an empty summary without a word; the checkpoint is now named on stderr, and the others are reported."""
+    out = tmp_path / "u.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onboard_uncertainty"), "--tasks", "N0",
+                          "--budget", "5", "--checkpoints", "1,5", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "--checkpoints 1: no replayed round had 1 measurements (the loop's rounds start after its first picks)" \
+        in run.stderr.splitlines()
+    assert [r["n"] for r in json.loads(out.read_text())["summary"]] == [5, 5]  # N0, then all tasks
