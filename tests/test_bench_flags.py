@@ -131,3 +131,18 @@ def test_a_checkpoint_no_round_reaches_is_named(tmp_path):
     assert "--checkpoints 1: no replayed round had 1 measurements (the loop's rounds start after its first picks)" \
         in run.stderr.splitlines()
     assert [r["n"] for r in json.loads(out.read_text())["summary"]] == [5, 5]  # N0, then all tasks
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--jobs", "0", "--store-jobs", "5"], "--store-jobs 5: give 0 (skip the store part) or at least 10"),
+    (["--jobs", "2", "--devices", "3"], "--jobs 2 is split over --devices 3: give at least one job a device"),
+])
+def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, capsys):
+    """bench_soak --store-jobs 5 wrote its 5 jobs and then ended in numpy's 'cannot reshape array of size 5 into
+    shape (10,1)' (its times are read in tenths); --jobs 2 --devices 3 sampled 0 archs per device (ArchError)."""
+    script = next(s for s in SCRIPTS if s.name == "bench_soak")
+    monkeypatch.setattr(sys, "argv", [str(script), *flags])
+    with pytest.raises(SystemExit) as stop:
+        load(script).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"bench_soak: error: {says}"
