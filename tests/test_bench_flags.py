@@ -146,3 +146,17 @@ def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, ca
         load(script).main()
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"bench_soak: error: {says}"
+
+
+def test_bench_search_refuses_an_unknown_setting(monkeypatch, capsys, tmp_path):
+    """bench_search --settings ful (a typo of full) set up its latency predictor, ran nothing, printed an empty
+    table and wrote a JSON of no results, exit code 0."""
+    script = next(s for s in SCRIPTS if s.name == "bench_search")
+    monkeypatch.setattr(sys, "argv", [str(script), "--settings", "ful", "--seeds", "1", "--budget", "25",
+                                      "--json", str(tmp_path / "s.json")])
+    with pytest.raises(SystemExit) as stop:
+        load(script).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "bench_search: error: --settings: unknown setting(s) 'ful'; valid: full, pool"
+    assert not (tmp_path / "s.json").exists()
