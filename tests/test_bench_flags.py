@@ -148,15 +148,19 @@ def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, ca
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"bench_soak: error: {says}"
 
 
-def test_bench_search_refuses_an_unknown_setting(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("script, flags, says", [
+    ("bench_search", ["--settings", "ful", "--seeds", "1", "--budget", "25"],
+     "--settings: unknown setting(s) 'ful'; valid: full, pool"),
+    ("bench_accuracy", ["--encodings", "vec,zcpp"], "--encodings: unknown encoding(s) 'zcpp'; valid: vec, zcp, zcpvec"),
+])
+def test_an_unknown_word_in_a_list_is_refused_before_any_work(script, flags, says, monkeypatch, capsys, tmp_path):
     """bench_search --settings ful (a typo of full) set up its latency predictor, ran nothing, printed an empty
-    table and wrote a JSON of no results, exit code 0."""
-    script = next(s for s in SCRIPTS if s.name == "bench_search")
-    monkeypatch.setattr(sys, "argv", [str(script), "--settings", "ful", "--seeds", "1", "--budget", "25",
-                                      "--json", str(tmp_path / "s.json")])
+    table and wrote a JSON of no results, exit code 0; bench_accuracy --encodings vec,zcpp (with a proxy store) ran
+    vec's curves, then stopped at zcpp."""
+    path = next(s for s in SCRIPTS if s.name == script)
+    monkeypatch.setattr(sys, "argv", [str(path), *flags, "--json", str(tmp_path / "s.json")])
     with pytest.raises(SystemExit) as stop:
-        load(script).main()
+        load(path).main()
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "bench_search: error: --settings: unknown setting(s) 'ful'; valid: full, pool"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script}: error: {says}"
     assert not (tmp_path / "s.json").exists()
