@@ -14,11 +14,12 @@ RESULTS = Path(__file__).resolve().parents[1] / "bench_results"
 def add_json_flag(parser: argparse.ArgumentParser, name: str) -> None:
     """``--json PATH`` (default bench_results/NAME.json), refused at once where it cannot be written: a folder, an
     SQLite store, a folder that cannot be made. It used to fail after the whole run, in a traceback."""
-    parser.add_argument("--json", type=json_path, default=str(RESULTS / f"{name}.json"),
+    parser.add_argument("--json", type=output_path, default=str(RESULTS / f"{name}.json"),
                         help=f"write the results here (default bench_results/{name}.json)")
 
 
-def json_path(text: str) -> Path:
+def output_path(text: str) -> Path:
+    """argparse type of a file the run writes when it ends (--json, --plot): refused now if it cannot be written."""
     try:
         return check_writable(user_path(text))
     except UserError as exc:

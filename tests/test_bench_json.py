@@ -64,3 +64,18 @@ def test_an_experiment_writes_its_json_into_a_new_folder(tmp_path):
     assert run.returncode == 0, run.stderr
     devices = json.loads(out.read_text())["N0"]
     assert "raspi4" in devices and f"{devices['raspi4']['+lat']:.3f}" in run.stdout
+
+
+@pytest.mark.parametrize("script, flags", [
+    ("bench_predictors", ["--tasks", "N0", "--methods", "copy", "--trials", "1", "--samples", "5"]),
+    ("bench_cross_space", ["--devices", "raspi4", "--samples", "4", "--trials", "1", "--epochs", "5"]),
+])
+def test_a_plot_onto_a_folder_is_refused_before_the_run(script, flags, tmp_path, monkeypatch, capsys):
+    """--plot naming a folder was found when the figure was saved, after the whole run, in a traceback."""
+    path = next(s for s in SCRIPTS if s.name == script)
+    monkeypatch.setattr(sys, "argv", [str(path), *flags, "--plot", str(tmp_path), "--json", str(tmp_path / "o.json")])
+    with pytest.raises(SystemExit) as stop:
+        load(path).main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"{script}: error: argument --plot: {tmp_path} is a directory; give a file name to write"

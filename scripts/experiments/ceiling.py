@@ -30,7 +30,7 @@ from sklearn.model_selection import KFold  # noqa: E402
 
 from predictors import data, tasks  # noqa: E402
 from predictors.phys_features import phys_features  # noqa: E402
-from scripts._bench_json import json_path, write_json  # noqa: E402
+from scripts._bench_json import output_path, write_json  # noqa: E402
 from spaces import get_space  # noqa: E402
 
 FEATURE_SETS = ("vec+phys", "+lat", "lat")
@@ -66,7 +66,7 @@ def task_ceiling(task) -> dict[str, dict[str, float]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(tasks.TASKS))
-    ap.add_argument("--json", type=json_path, help="also write the results here (checked before the run)")
+    ap.add_argument("--json", type=output_path, help="also write the results here (checked before the run)")
     args = ap.parse_args(argv)
     table = Table(title="ridge on the whole table (5-fold CV), mean rho over test devices")
     for col in ("task", *FEATURE_SETS, "per device (+lat)"):

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from predictors import registry, tasks  # noqa: E402
 from predictors.onboard import OnboardLoop, OnboardSettings, loop_ks, prepare_method, posterior  # noqa: E402
 from predictors.onboard.replay import TableDevice  # noqa: E402
-from scripts._bench_json import json_path, write_json  # noqa: E402
+from scripts._bench_json import output_path, write_json  # noqa: E402
 
 
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--budget", type=int, default=20)
     parser.add_argument("--checkpoints", default="5,10,20")
-    parser.add_argument("--json", type=json_path, help="also write the results here (checked before the run)")
+    parser.add_argument("--json", type=output_path, help="also write the results here (checked before the run)")
     parser.add_argument("--summary", help="summarise this JSON of an earlier run, replay nothing")
     args = parser.parse_args(argv)
     if args.summary:

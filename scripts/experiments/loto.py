@@ -30,7 +30,7 @@ from scripts.experiments.variants import (AllPhysDesignBayes, ConnectedDesignBay
                                           StagePhysBayes, with_conv_design, with_design_prior, with_lat_ridge,
                                           with_learned_design, with_mixed_blocks, with_prior_groups, with_sharp_design,
                                           with_rounding_noise, with_single_device, with_trim)
-from scripts._bench_json import json_path, write_json  # noqa: E402
+from scripts._bench_json import output_path, write_json  # noqa: E402
 
 # Variants above ``log`` were scored when the shipped model was the log-latency one (``"response":
 # "log"``); with today's defaults they are variations of the ms model.
@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("--ks", default="10,20")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--family", action="store_true", help="leave the held device's whole family out")
-    ap.add_argument("--json", type=json_path, help="also write the results here (checked before the run)")
+    ap.add_argument("--json", type=output_path, help="also write the results here (checked before the run)")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     rows = {}
