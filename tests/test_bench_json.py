@@ -79,3 +79,20 @@ def test_a_plot_onto_a_folder_is_refused_before_the_run(script, flags, tmp_path,
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"{script}: error: argument --plot: {tmp_path} is a directory; give a file name to write"
+
+
+@pytest.mark.slow
+def test_bench_cross_space_json_holds_the_tables_means(tmp_path, monkeypatch, capsys):
+    """bench_cross_space's table prints each direction and method's mean rho over the devices; its JSON held only
+    the per-device rows, so the table's numbers were nowhere to read."""
+    path = next(s for s in SCRIPTS if s.name == "bench_cross_space")
+    out = tmp_path / "cs.json"
+    monkeypatch.setattr(sys, "argv", [str(path), "--devices", "raspi4,pixel3", "--samples", "4", "--trials", "1",
+                                      "--epochs", "5", "--plot", str(tmp_path / "cs.png"), "--json", str(out)])
+    assert load(path).main() == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(out.read_text())["summary"]
+    assert {(r["source"], r["method"]) for r in summary} == {(s, m) for s in ("nb201", "fbnet")
+                                                            for m in ("hwl_transfer", "hwl_scratch", "vec_scratch")}
+    for r in summary:
+        assert r["devices"] == 2 and f"{r['mean']:.3f}" in printed
