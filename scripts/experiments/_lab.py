@@ -1,6 +1,7 @@
 """Research helpers (not the product): load HELP tables as matrices, run a strict few-shot loop."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -70,3 +71,14 @@ def run(task, make_predict, ks=(10, 20), trials=5, n_pre=None, verbose=False):
         for k, (mu, sd, per) in res.items():
             print(f"{task} k={k}: {mu:.3f} ± {sd:.3f}  " + " ".join(f"{x:.3f}" for x in per), flush=True)
     return res, time.time() - t0
+
+
+def tasks_from(text: str) -> list[str]:
+    """The tasks of a comma-separated argument (``N0,F1``); an unknown one ends the run in one line naming the
+    valid ones, where the first lookup raised KeyError."""
+    names = [t.strip().upper() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        sys.exit(f"{Path(sys.argv[0]).name}: unknown task(s) {', '.join(unknown) or repr(text)}; valid: "
+                 f"{', '.join(TASKS)}")
+    return names

@@ -208,7 +208,9 @@ class RobustBMA(BMA):
 
 
 if __name__ == "__main__":
-    which = sys.argv[1].split(",")
+    if len(sys.argv) < 3:
+        sys.exit("usage: " + __doc__.strip().splitlines()[-1].strip())
+    which = _lab.tasks_from(sys.argv[1])
     cfg = sys.argv[2]
     for task in which:
         space = _lab.TASKS[task][0]

@@ -34,7 +34,7 @@ if len(sys.argv) > 3 and sys.argv[3] == "extra":
 
 
 def main():
-    tasks = sys.argv[1].split(",") if len(sys.argv) > 1 else list(_lab.TASKS)
+    tasks = _lab.tasks_from(sys.argv[1]) if len(sys.argv) > 1 else list(_lab.TASKS)
     trials = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     ks = (5, 10, 20)
     scores = {v: {k: [] for k in ks} for v in VARIANTS}

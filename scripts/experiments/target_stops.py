@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", default="0.9,0.95")
     parser.add_argument("--budget", type=int, default=10)
     args = parser.parse_args(argv)
+    missing = [path for path in args.replays if not Path(path).is_file()]
+    if missing:
+        parser.error(f"no replay file {', '.join(missing)} (bench_onboard --json writes one)")
     runs = [r for path in args.replays for r in json.loads(Path(path).read_text())["runs"]]
     by_strategy = defaultdict(list)
     for r in runs:

@@ -1,0 +1,26 @@
+"""The research scripts under scripts/experiments: a missing argument, an unknown task or a missing replay file is
+one line, not a traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "scripts" / "experiments"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["bayes_lab.py"], "usage: scripts/experiments/bayes_lab.py TASK[,TASK..] GROUP+GROUP.. [KS]"),
+    (["bayes_lab.py", "N0,X9", "hw"], "bayes_lab.py: unknown task(s) X9; valid: N0, F0, F1, F2, F3, F4, F5"),
+    (["lodo_check.py", "X9"], "lodo_check.py: unknown task(s) X9; valid: N0, F0, F1, F2, F3, F4, F5"),
+    (["target_stops.py", "no-such-replay.json"],
+     "target_stops.py: error: no replay file no-such-replay.json (bench_onboard --json writes one)"),
+], ids=["bayes_lab-no-args", "bayes_lab-task", "lodo_check-task", "target_stops-file"])
+def test_bad_input_is_one_line(args, says, tmp_path):
+    """IndexError (bayes_lab.py with no arguments), KeyError: 'X9' and FileNotFoundError tracebacks before."""
+    script, *rest = args
+    run = subprocess.run([sys.executable, str(EXPERIMENTS / script), *rest], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1].startswith(says)
+    assert "Traceback" not in run.stderr
