@@ -2,6 +2,7 @@
 their ``main`` in this process."""
 import importlib.machinery
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,14 @@ def load(script: Path):
     except ImportError as exc:
         pytest.skip(f"{script.name}: {exc}")
     return module
+
+
+def refused(name: str, flags: list, monkeypatch, capsys) -> str:
+    """The last stderr line of ``scripts/NAME FLAGS`` run in this process, which must stop with exit code 2 (a usage
+    error) before its work."""
+    script = next(s for s in SCRIPTS if s.name == name)
+    monkeypatch.setattr(sys, "argv", [str(script), *flags])
+    with pytest.raises(SystemExit) as stop:
+        load(script).main()
+    assert stop.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]

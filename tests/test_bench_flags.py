@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import SCRIPTS, load
+from tests.bench_scripts import SCRIPTS, refused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,12 +49,7 @@ def test_a_bad_count_is_one_usage_line_before_any_work(script, monkeypatch, caps
     bench_leftovers --repeats 0 and bench_ssh --jobs 0 in 'no median for empty data' (bench_ssh after starting
     sshd and deploying), bench_dispatch --jobs 0 in ArchError, bench_export --nb201 -1 likewise."""
     flags, flag, says = BAD[script.name]
-    module = load(script)
-    monkeypatch.setattr(sys, "argv", [str(script), *flags])
-    with pytest.raises(SystemExit) as stop:
-        module.main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script.name}: error: argument {flag}: {says}"
+    assert refused(script.name, flags, monkeypatch, capsys) == f"{script.name}: error: argument {flag}: {says}"
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -80,14 +75,10 @@ def test_an_unknown_name_is_one_line(flags, says, tmp_path):
 def test_a_core_this_process_may_not_use_is_one_usage_line(script, flag, monkeypatch, capsys):
     """bench_core_load --core 99 exported its model, then stopped with the measuring child's OSError traceback as its
     message; the agent benchmarks failed or recorded nothing per model."""
-    path = next(s for s in SCRIPTS if s.name == script)
     allowed = sorted(os.sched_getaffinity(0))
     missing = max(allowed) + 1
-    monkeypatch.setattr(sys, "argv", [str(path), flag, f"{allowed[0]},{missing}" if flag != "--core" else str(missing)])
-    with pytest.raises(SystemExit) as stop:
-        load(path).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    cores = f"{allowed[0]},{missing}" if flag != "--core" else str(missing)
+    assert refused(script, [flag, cores], monkeypatch, capsys) == (
         f"{script}: error: argument {flag}: core {missing} is not one this process may run on "
         f"({','.join(map(str, allowed))})")
 
@@ -95,13 +86,8 @@ def test_a_core_this_process_may_not_use_is_one_usage_line(script, flag, monkeyp
 def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
     """bench_onboard --budget 5 --checkpoints 5,10 printed a 'loop n=10' column, the n=5 round's numbers again
     (the last round at or before 10), as if 10 had been measured; bench_onboard_uncertainty already refused it."""
-    script = next(s for s in SCRIPTS if s.name == "bench_onboard")
-    monkeypatch.setattr(sys, "argv", [str(script), "--tasks", "N0", "--strategies", "loop", "--budget", "5",
-                                      "--checkpoints", "5,10"])
-    with pytest.raises(SystemExit) as stop:
-        load(script).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    flags = ["--tasks", "N0", "--strategies", "loop", "--budget", "5", "--checkpoints", "5,10"]
+    assert refused("bench_onboard", flags, monkeypatch, capsys) == \
         "bench_onboard: error: --checkpoints 5,10: past the budget of 5"
 
 
@@ -110,12 +96,7 @@ def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
 def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, monkeypatch, capsys):
     """bench_search --limits 5,x and bench_onboard --scales 1,x or --temperatures 1,x ended in float()'s ValueError
     traceback."""
-    path = next(s for s in SCRIPTS if s.name == script)
-    monkeypatch.setattr(sys, "argv", [str(path), flag, "1.5,x"])
-    with pytest.raises(SystemExit) as stop:
-        load(path).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    assert refused(script, [flag, "1.5,x"], monkeypatch, capsys) == \
         f"{script}: error: argument {flag}: expected a number > 0, got 'x' in '1.5,x'"
 
 
@@ -140,12 +121,7 @@ def test_a_checkpoint_no_round_reaches_is_named(tmp_path):
 def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, capsys):
     """bench_soak --store-jobs 5 wrote its 5 jobs and then ended in numpy's 'cannot reshape array of size 5 into
     shape (10,1)' (its times are read in tenths); --jobs 2 --devices 3 sampled 0 archs per device (ArchError)."""
-    script = next(s for s in SCRIPTS if s.name == "bench_soak")
-    monkeypatch.setattr(sys, "argv", [str(script), *flags])
-    with pytest.raises(SystemExit) as stop:
-        load(script).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"bench_soak: error: {says}"
+    assert refused("bench_soak", flags, monkeypatch, capsys) == f"bench_soak: error: {says}"
 
 
 @pytest.mark.parametrize("script, flags, says", [
@@ -157,10 +133,6 @@ def test_an_unknown_word_in_a_list_is_refused_before_any_work(script, flags, say
     """bench_search --settings ful (a typo of full) set up its latency predictor, ran nothing, printed an empty
     table and wrote a JSON of no results, exit code 0; bench_accuracy --encodings vec,zcpp (with a proxy store) ran
     vec's curves, then stopped at zcpp."""
-    path = next(s for s in SCRIPTS if s.name == script)
-    monkeypatch.setattr(sys, "argv", [str(path), *flags, "--json", str(tmp_path / "s.json")])
-    with pytest.raises(SystemExit) as stop:
-        load(path).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script}: error: {says}"
-    assert not (tmp_path / "s.json").exists()
+    out = tmp_path / "s.json"
+    assert refused(script, [*flags, "--json", str(out)], monkeypatch, capsys) == f"{script}: error: {says}"
+    assert not out.exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import SCRIPTS, load
+from tests.bench_scripts import SCRIPTS, load, refused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,13 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_json_onto_a_folder_is_refused_before_the_run(script, tmp_path, monkeypatch, capsys):
     """--json naming a folder ran the whole benchmark (bench_soak: 2,000 jobs and a 200,000-job store) and then
     ended in IsADirectoryError's traceback, its numbers lost."""
-    module = load(script)
-    monkeypatch.setattr(sys, "argv", [str(script), "--json", str(tmp_path)])
-    with pytest.raises(SystemExit) as stop:
-        module.main()
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"{script.name}: error: argument --json: {tmp_path} is a directory; give a file name to write"
+    assert refused(script.name, ["--json", str(tmp_path)], monkeypatch, capsys) == \
+        f"{script.name}: error: argument --json: {tmp_path} is a directory; give a file name to write"
 
 
 def _refuse_constant(name):
@@ -72,12 +67,8 @@ def test_an_experiment_writes_its_json_into_a_new_folder(tmp_path):
 ])
 def test_a_plot_onto_a_folder_is_refused_before_the_run(script, flags, tmp_path, monkeypatch, capsys):
     """--plot naming a folder was found when the figure was saved, after the whole run, in a traceback."""
-    path = next(s for s in SCRIPTS if s.name == script)
-    monkeypatch.setattr(sys, "argv", [str(path), *flags, "--plot", str(tmp_path), "--json", str(tmp_path / "o.json")])
-    with pytest.raises(SystemExit) as stop:
-        load(path).main()
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+    flags = [*flags, "--plot", str(tmp_path), "--json", str(tmp_path / "o.json")]
+    assert refused(script, flags, monkeypatch, capsys) == \
         f"{script}: error: argument --plot: {tmp_path} is a directory; give a file name to write"
 
 
