@@ -40,12 +40,17 @@ def test_an_empty_choice_is_refused_not_read_as_the_default(name, argv, said, tm
     assert not (tmp_path / "out.json").exists()
 
 
-def test_bench_dispatch_help_says_its_default_and_how_long_it_runs(monkeypatch, capsys):
+@pytest.mark.parametrize("name, says", [
+    ("bench_dispatch", "default 200, about 4 minutes on a shared 2-core machine, about 1 s a job"),
+    ("bench_agent_repro", "default 50: about 15 minutes with the standard profile"),
+    ("bench_agent_overhead", "default 20: with 2 pairs, about 11 minutes with the standard profile"),
+])
+def test_a_long_default_says_how_long_it_runs(name, says, monkeypatch, capsys):
     """bench_dispatch ran 5,000 jobs by default, about 1 s each on a shared 2-core machine (1.5 hours), and said
-    nothing of it; its default is 200 jobs now, and its help says how long that takes."""
-    script = next(s for s in SCRIPTS if s.name == "bench_dispatch")
+    nothing of it; its default is 200 jobs now. bench_agent_repro's and bench_agent_overhead's defaults run 15 and 11
+    minutes there, which their help did not say either."""
+    script = next(s for s in SCRIPTS if s.name == name)
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])
     with pytest.raises(SystemExit):
         load(script).main()
-    help_text = _words(capsys.readouterr().out)
-    assert "default 200, about 4 minutes on a shared 2-core machine, about 1 s a job" in help_text
+    assert says in _words(capsys.readouterr().out)
