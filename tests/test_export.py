@@ -136,9 +136,10 @@ export_one("nb201", 1, sys.argv[1])
 """
 
 
-def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_ones_kept(tmp_path):
+def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_ones_kept(tmp_path, monkeypatch):
     """An export killed while it wrote its model left `.<sha>.onnx.*.tmp` in the artifact folder for ever, where the
     artifact quota did not count it."""
+    monkeypatch.setattr("harness.artifacts.TEMP_SWEEP_INTERVAL_S", 0.0)  # each export here looks, not once a minute
     import subprocess
     import sys
     import time
