@@ -155,8 +155,10 @@ def _import_tensor_intrinsics() -> None:
     which modules those frames are in (what its scan cannot match) it takes about 20 s. The frames' file names and
     their (absent) source lines come out as before."""
     import inspect
-    for name in ("importlib._bootstrap", "importlib._bootstrap_external"):
-        inspect.modulesbyfile.setdefault(f"<frozen {name}>", name)
+    known = getattr(inspect, "modulesbyfile", None)
+    if isinstance(known, dict):  # inspect's own cache, undocumented: a Python without it only imports slowly
+        for name in ("importlib._bootstrap", "importlib._bootstrap_external"):
+            known.setdefault(f"<frozen {name}>", name)
     importlib.import_module("tvm.s_tir.tensor_intrin")
 
 
