@@ -7,11 +7,9 @@ Layout under ``root``::
     by-config/<h>.json     h = sha256(canonical config) -> {"sha256": ...}: lets an export
                            look itself up *before* exporting, so a repeat is a cache hit
 
-Writes go to a temporary file and are renamed into place, so parallel workers that export
-the same thing never leave a half-written file (they write identical bytes anyway). A writer
-killed mid-write leaves its temporary file (``.<name>.<host>-<pid>-XXXXXXXX.tmp``); the next
-write into the folder removes those whose process is gone (once a minute per process at most, see
-:func:`_remove_dead_temps`).
+Each file is written whole (:func:`harness.paths.written_whole`), so parallel workers that export
+the same thing never leave a half-written file (they write identical bytes anyway), and a writer
+killed mid-write leaves only its partial file, which a later write into the folder removes.
 """
 from __future__ import annotations
 
@@ -19,19 +17,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
-import re
-import socket
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from harness.errors import ExportError
+from harness.paths import written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +94,12 @@ class ArtifactStore:
         sha = content_sha256(onnx_bytes, config)
         meta = dict(meta or {})
         self.root.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temps(self.root)
-        _atomic_write(self.path_of(sha), onnx_bytes)
-        _atomic_write(self.root / f"{sha}.json",
+        _write_whole(self.path_of(sha), onnx_bytes)
+        _write_whole(self.root / f"{sha}.json",
                       canonical_json({"sha256": sha, "config": config, "meta": meta}).encode())
         index = self.root / "by-config"
         index.mkdir(exist_ok=True)
-        _remove_dead_temps(index)
-        _atomic_write(index / f"{_config_key(config)}.json", canonical_json({"sha256": sha}).encode())
+        _write_whole(index / f"{_config_key(config)}.json", canonical_json({"sha256": sha}).encode())
         return Artifact(sha, self.path_of(sha), config, meta)
 
     def exists(self, config: dict) -> bool:
@@ -182,50 +172,6 @@ def _config_key(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
 
 
-# A temporary file nobody can tell the writer of (an older hwl's name, another host's process) is left this
-# long before it is taken for a dead writer's: a write takes well under a second.
-FOREIGN_TEMP_AGE_S = 3600.0
-
-
-def _temp_prefix(path: Path) -> str:
-    """How this process's temporary files of ``path`` start: the host is named, as the folder may be shared by
-    a cluster's nodes (NFS), whose process ids mean nothing here."""
-    return f".{path.name}.{socket.gethostname()}-{os.getpid()}-"
-
-
-# How often one process looks for dead writers' temporary files in a folder: a look lists the whole folder, 30 ms
-# at a full NB201 space's 31,250 files, which before every write added some 12 minutes to exporting the space.
-TEMP_SWEEP_INTERVAL_S = 60.0
-_last_sweep: dict[Path, float] = {}
-
-
-def _remove_dead_temps(folder: Path) -> None:
-    """Remove the temporary files in ``folder`` left by writers that were killed: this host's whose process is
-    gone, and any other that nothing has written for ``FOREIGN_TEMP_AGE_S``. A live writer's are kept (two
-    exports into one folder at once). At most once per ``TEMP_SWEEP_INTERVAL_S`` per folder and process."""
-    if time.monotonic() - _last_sweep.get(folder, -math.inf) < TEMP_SWEEP_INTERVAL_S:
-        return
-    _last_sweep[folder] = time.monotonic()
-    mine = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)-[^.]*\.tmp$")
-    now = time.time()
-    for temp in folder.glob(".*.tmp"):
-        found = mine.search(temp.name)
-        with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
-            if found and int(found[1]) == os.getpid():
-                continue  # this process's own (another thread's write)
-            dead = (not psutil.pid_exists(int(found[1])) if found else
-                    now - temp.stat().st_mtime > FOREIGN_TEMP_AGE_S)
-            if dead:
-                temp.unlink()
-                logger.info("removed %s, left by an export that was killed while it wrote", temp)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_whole(path: Path, data: bytes) -> None:
+    with written_whole(path) as partial:
+        partial.write_bytes(data)

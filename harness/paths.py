@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import contextlib
-import glob
+import logging
+import math
 import os
+import re
+import secrets
 import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 import psutil
 
 from harness.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def check_writable(path) -> Path:
@@ -93,11 +99,11 @@ def _partial_of(path: Path) -> Path:
     if names_a_stream(path):
         return path
     target = _file_behind(path)
-    _remove_dead_partials(target)
-    # one of this process's own: two writers of one file at once (two exports) must not write into one partial
-    # file, which the first would rename while the second still writes it; it ends in the name, whose suffixes
-    # writers infer the format from
-    return target.with_name(f"{_partial_prefix()}{os.getpid()}-{target.name}")
+    _remove_dead_partials(target.parent)
+    # one of this call's own: two writers of one file at once (two exports, two threads) must not write into one
+    # partial file, which the first would rename while the second still writes it; it ends in the name, whose
+    # suffixes writers infer the format from
+    return target.with_name(f"{_partial_prefix()}{os.getpid()}-{secrets.token_hex(4)}-{target.name}")
 
 
 def _partial_prefix() -> str:
@@ -106,14 +112,33 @@ def _partial_prefix() -> str:
     return f".partial-{socket.gethostname()}-"
 
 
-def _remove_dead_partials(target: Path) -> None:
-    """Remove the partial files of ``target`` left by this host's writers that were killed (their process is
-    gone); another host's are left to it."""
-    prefix = _partial_prefix()
-    for partial in target.parent.glob(f"{glob.escape(prefix)}*-{glob.escape(target.name)}"):
-        pid = partial.name[len(prefix):-len(target.name) - 1]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            partial.unlink(missing_ok=True)
+# A partial file nobody can tell the writer of (another host's) is left this long untouched before it is taken
+# for a killed writer's: its writer would have written to it meanwhile.
+FOREIGN_PARTIAL_AGE_S = 3600.0
+# How often one process looks for killed writers' partial files in a folder: a look lists the whole folder, 30 ms
+# at a full NB201 artifact folder's 31,250 files, which before every write added some 12 minutes to exporting
+# the space.
+PARTIAL_SWEEP_INTERVAL_S = 60.0
+_last_sweep: dict[Path, float] = {}
+
+
+def _remove_dead_partials(folder: Path) -> None:
+    """Remove the partial files in ``folder`` left by writers that were killed: this host's whose process is gone,
+    and any other (another host's, an older hwl's) that nothing has written for ``FOREIGN_PARTIAL_AGE_S``; never
+    a live writer's. At most once per ``PARTIAL_SWEEP_INTERVAL_S`` per folder and process."""
+    if time.monotonic() - _last_sweep.get(folder, -math.inf) < PARTIAL_SWEEP_INTERVAL_S:
+        return
+    _last_sweep[folder] = time.monotonic()
+    # the token's 8 hex digits (a pid has at most 7) keep host "gpu" from reading host "gpu-2"'s names as its own
+    mine, now = re.compile(rf"{re.escape(_partial_prefix())}(\d+)-[0-9a-f]{{8}}-"), time.time()
+    for partial in folder.glob(".partial-*"):
+        found = mine.match(partial.name)
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
+            dead = (not psutil.pid_exists(int(found[1])) if found
+                    else now - partial.stat().st_mtime > FOREIGN_PARTIAL_AGE_S)
+            if dead:
+                partial.unlink()
+                logger.info("removed %s, left by a writer that was killed while it wrote", partial)
 
 
 def _file_behind(path: Path) -> Path:

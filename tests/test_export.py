@@ -137,9 +137,9 @@ export_one("nb201", 1, sys.argv[1])
 
 
 def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_ones_kept(tmp_path, monkeypatch):
-    """An export killed while it wrote its model left `.<sha>.onnx.*.tmp` in the artifact folder for ever, where the
+    """An export killed while it wrote its model left its temporary file in the artifact folder for ever, where the
     artifact quota did not count it."""
-    monkeypatch.setattr("harness.artifacts.TEMP_SWEEP_INTERVAL_S", 0.0)  # each export here looks, not once a minute
+    monkeypatch.setattr("harness.paths.PARTIAL_SWEEP_INTERVAL_S", 0.0)  # each export here looks, not once a minute
     import subprocess
     import sys
     import time
@@ -155,7 +155,7 @@ def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_
         while psutil.Process(child.pid).status() != psutil.STATUS_STOPPED:
             assert child.poll() is None and time.monotonic() < deadline, "the exporter never reached its write"
             time.sleep(0.05)
-        (half,) = tmp_path.glob(".*.onnx.*.tmp")
+        (half,) = tmp_path.glob(".partial-*.onnx")
         assert 0 < half.stat().st_size <= 65536
         export_one("nb201", 2, tmp_path)  # another exporter, while the first is alive: its file is its own
         assert half.exists()
@@ -166,5 +166,5 @@ def test_a_killed_exporters_temporary_file_is_removed_by_the_next_export_a_live_
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert not half.exists() and not list(tmp_path.rglob("*.tmp"))
+    assert not half.exists() and not list(tmp_path.rglob(".partial-*"))
     assert Path(rec.path).is_file() and len(ArtifactQuota(ArtifactStore(tmp_path), 10**9).models) == 2

@@ -314,9 +314,12 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_an_onboarding_killed_while_it_writes_its_files_never_leaves_a_new_model_beside_an_old_table(tmp_path):
+def test_an_onboarding_killed_while_it_writes_its_files_never_leaves_a_new_model_beside_an_old_table(tmp_path,
+                                                                                                  monkeypatch):
     """The model, the table and the report were written one after another: a kill between them left the new model
     beside the last run's table and report, which a reader took for its own."""
+    # each onboarding here looks for partial files, as each `hwl onboard` process does, not once a minute
+    monkeypatch.setattr("harness.paths.PARTIAL_SWEEP_INTERVAL_S", 0.0)
     import subprocess
     import sys
     import time

@@ -534,20 +534,29 @@ def test_a_partial_file_of_a_killed_writer_is_removed_and_a_running_one_s_kept(t
     import socket
     import subprocess
     import sys
+    import time
 
     from harness.paths import written_whole
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     here = f".partial-{socket.gethostname()}-"
-    killed, running = tmp_path / f"{here}{gone.stdout.strip()}-out.csv", tmp_path / f"{here}1-out.csv"
-    # a folder shared with another machine (NFS): its writer's process id means nothing here
-    elsewhere = tmp_path / f".partial-another-host-{gone.stdout.strip()}-out.csv"
-    for path in (killed, running, elsewhere):
+    killed, running = tmp_path / f"{here}{gone.stdout.strip()}-0123abcd-out.csv", tmp_path / f"{here}1-0123abcd-out.csv"
+    # a folder shared with another machine (NFS): its writer's process id means nothing here; a host whose name
+    # starts as this one's ("gpu" and "gpu-2") included
+    elsewhere = tmp_path / f".partial-another-host-{gone.stdout.strip()}-0123abcd-out.csv"
+    longer_name = tmp_path / f"{here}{gone.stdout.strip()}-{gone.stdout.strip()}-0123abcd-out.csv"
+    # another file's, in the same folder: a killed writer's is removed, whatever file it wrote
+    killed_other = tmp_path / f"{here}{gone.stdout.strip()}-0123abcd-other.csv"
+    # another host's (or an older hwl's) left unwritten for over an hour is taken for a killed writer's
+    abandoned = tmp_path / ".partial-another-host-1-out.csv"
+    for path in (killed, running, elsewhere, longer_name, killed_other, abandoned):
         path.write_text("half a table")
+    os.utime(abandoned, (time.time() - 3700, time.time() - 3700))
     with written_whole(tmp_path / "out.csv") as partial:
         partial.write_text("a,b\n1,2\n")
     assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
-    assert not killed.exists() and running.read_text() == "half a table" and elsewhere.read_text() == "half a table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (tmp_path / "out.csv", running,
+                                                                                  elsewhere, longer_name))
 
 
 def test_exporting_a_device_named_like_an_accuracy_points_to_the_parquet_export(tmp_path, caplog, capsys):
