@@ -279,7 +279,8 @@ def available_profiles() -> dict[str, Path]:
     for folder in (shipped_dir(), user_dir()):
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
-                found[path.stem] = path
+                if not path.name.startswith("."):  # a killed write's partial file, an editor's lock: not profiles
+                    found[path.stem] = path
     return found
 
 

@@ -429,3 +429,23 @@ def test_profile_new_into_a_folder_does_not_ask_for_force(tmp_path, capsys):
 
     assert main(["profile", "new", "x", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"hwl profile: error: {tmp_path} is a directory; give a file name to write\n"
+
+
+def test_hidden_files_in_a_profile_folder_are_not_profiles(tmp_path, monkeypatch, capsys):
+    """A `hwl profile new` killed mid-write leaves its partial file (`.partial-...-pi-2.toml`) in the profile
+    folder, and an editor its lock (`.#pi-1.toml`, a link to nowhere): both were listed as profiles, and
+    `hwl deploy --all` / `hwl status --all` failed reading them."""
+    from harness.cli import main
+
+    monkeypatch.setenv("HWL_PROFILE_DIR", str(tmp_path))
+    assert main(["profile", "new", "pi-1", "--out", str(tmp_path / "pi-1.toml")]) == 0
+    (tmp_path / ".partial-lab-pc-4242-0123abcd-pi-2.toml").write_text('name = "pi-2"\ndevice_cl')
+    (tmp_path / ".#pi-1.toml").symlink_to("user@lab-pc.4242:1700000000")
+    capsys.readouterr()
+    assert main(["profile", "list"]) == 0
+    listed = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()]
+    assert "pi-1" in listed and not [name for name in listed if name.startswith(".")]
+    assert load_profile("pi-1").name == "pi-1"
+    assert main(["status", "--all"]) == 0  # it was 2: "device profile file .../.#pi-1.toml does not exist"
+    said = capsys.readouterr()
+    assert "pi-1" in said.out and not said.err
