@@ -16,6 +16,7 @@ A profile looks like this::
     transport = "local"               # local | ssh | command
     # ssh only:
     # address = "192.168.1.42"; port = 22; user = "pi"; key = "~/.ssh/hwl_lab"
+    # jump = "me@gateway.lab:22"      # reached through this gateway (a list for a chain), as ssh -J
     # known_hosts = "~/.ssh/known_hosts"; python = "python3"; machine = "aarch64"
     # agent_dir = "~/.hwl"; use_venv = true; wheel_dir = "wheels/aarch64"; cache_quota_mb = 2048
     # command only (the device is reached through a host-side tool; runtime.kind = "command"):
@@ -91,7 +92,7 @@ RUNTIME_OPTIONS: dict[str, dict[str, tuple[type, tuple | None]]] = {
 _TOP_KEYS = ("name", "device_class", "description", "thermal_domain", "host", "runtime", "workload",
              "measurement")
 _SECTION_KEYS = {
-    "host": ("name", "transport", "address", "port", "user", "key", "known_hosts", "python", "machine",
+    "host": ("name", "transport", "address", "port", "user", "key", "jump", "known_hosts", "python", "machine",
              "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb", "push", "check", "reconnect_timeout_s",
              "recover"),
     "runtime": ("kind", "threads", "cores", "options"),
@@ -108,7 +109,7 @@ USER_PROFILE_DIR_ENV = "HWL_PROFILE_DIR"
 # Host keys that say how to reach a device, not what is measured on it. A campaign's devices
 # are identified without them (and without the description), so a device that came back at
 # another address, or behind a new key, goes on with the same campaign (DeviceProfile.identity).
-REACH_KEYS = ("address", "port", "user", "key", "known_hosts", "cache_quota_mb", "push", "check",
+REACH_KEYS = ("address", "port", "user", "key", "jump", "known_hosts", "cache_quota_mb", "push", "check",
               "reconnect_timeout_s", "recover")
 
 
@@ -123,6 +124,8 @@ class HostSpec:
     user: str | None = None
     # ssh: key authentication only; host keys checked against known_hosts.
     key: str | None = None
+    # ssh: the gateway(s) the device is reached through, "[user@]host[:port]" comma-separated as ssh's -J
+    jump: str | None = None
     known_hosts: str | None = None
     python: str = "python3"
     machine: str | None = None          # expected `uname -m` (checked by deploy)
@@ -408,7 +411,7 @@ def parse_profile(data: dict, *, source: str = "<profile>") -> DeviceProfile:
     )
 
 
-_SSH_ONLY = ("key", "known_hosts", "python", "machine", "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb")
+_SSH_ONLY = ("key", "jump", "known_hosts", "python", "machine", "agent_dir", "use_venv", "wheel_dir", "cache_quota_mb")
 _COMMAND_ONLY = ("push", "check")
 
 
@@ -459,6 +462,7 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         port=port,
         user=c.string(host_t, "user", "host", required=ssh, default=None),
         key=c.string(host_t, "key", "host", required=ssh, default=None),
+        jump=_jump(c, host_t),
         known_hosts=c.string(host_t, "known_hosts", "host", default=None),
         python=c.string(host_t, "python", "host", default="python3"),
         machine=c.string(host_t, "machine", "host", default=None),
@@ -480,6 +484,48 @@ def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
     if address is not None and (why := _why_not_an_address(address)):
         raise ProfileError(f"{c.source}: key 'host.address' = {address!r} {why}")
     return address
+
+
+def _jump(c: "_Checker", host_t: dict) -> str | None:
+    """``host.jump``: one gateway ``"[user@]host[:port]"`` or a list of them (the first reached first), kept as
+    ssh's -J spells a chain: comma-separated."""
+    value = host_t.get("jump")
+    if value is None:
+        return None
+    hops = value if isinstance(value, list) else [value]
+    if not hops or not all(isinstance(hop, str) for hop in hops):
+        raise ProfileError(f"{c.source}: key 'host.jump' must be a string \"[user@]host[:port]\" or a list of them, "
+                           f"got {value!r}")
+    for hop in (h for text in hops for h in text.split(",")):
+        try:
+            jump_hop(hop)
+        except ValueError as exc:
+            raise ProfileError(f"{c.source}: key 'host.jump' = {hop!r} {exc}") from None
+    return ",".join(h.strip() for text in hops for h in text.split(","))
+
+
+def jump_hop(text: str) -> tuple[str | None, str, int]:
+    """One gateway as ssh's -J writes it, ``[user@]host[:port]`` (an IPv6 address with a port in brackets), as
+    (user or None, host, port); a ValueError saying what is wrong."""
+    user, at, rest = text.strip().rpartition("@")
+    if at and not user:
+        raise ValueError("has an empty user before '@'")
+    host, port = rest, 22
+    if rest.startswith("[") and "]" in rest:  # [::1]:2222
+        host, _, after = rest[1:].partition("]")
+        if after and not (after.startswith(":") and after[1:].isdigit()):
+            raise ValueError("is not [user@]host[:port]")
+        port = int(after[1:]) if after else 22
+    elif rest.count(":") == 1:
+        host, _, word = rest.partition(":")
+        if not word.isdigit():
+            raise ValueError(f"has port {word!r}: give a number")
+        port = int(word)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"has port {port}: a TCP port is 1..65535")
+    if not host or any(ch.isspace() or ch in "@/[]" for ch in host):
+        raise ValueError("is not [user@]host[:port]")
+    return user or None, host, port
 
 
 def _why_not_an_address(address: str) -> str | None:

@@ -7,6 +7,7 @@ namespaces, root and iproute2.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import shutil
 import signal
@@ -205,12 +206,21 @@ class SSHServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(self.workdir / 'sshd.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection((self.address, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            if self._listening():
+                return
+            time.sleep(0.1)
         raise RuntimeError(f"sshd did not listen on {self.address}:{self.port} in {timeout_s} s")
+
+    def _listening(self) -> bool:
+        if self.netns is not None and ipaddress.ip_address(self.address).is_loopback:  # the namespace's own
+            listed = subprocess.run([*self.netns.exec_prefix(), "ss", "-Hltn", f"sport = :{self.port}"],
+                                    capture_output=True, text=True).stdout
+            return bool(listed.strip())
+        try:
+            with socket.create_connection((self.address, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def public_host_key_line(self) -> str:
         """A known_hosts line for this server."""

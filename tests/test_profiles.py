@@ -449,3 +449,33 @@ def test_hidden_files_in_a_profile_folder_are_not_profiles(tmp_path, monkeypatch
     assert main(["status", "--all"]) == 0  # it was 2: "device profile file .../.#pi-1.toml does not exist"
     said = capsys.readouterr()
     assert "pi-1" in said.out and not said.err
+
+
+@pytest.mark.parametrize("jump, said", [
+    ("gw:ssh", "= 'gw:ssh' has port 'ssh': give a number"),
+    ("@gw", "= '@gw' has an empty user before '@'"),
+    ("gw:70000", "= 'gw:70000' has port 70000: a TCP port is 1..65535"),
+    ("gw1,", "= '' is not [user@]host[:port]"),
+    ([], 'must be a string "[user@]host[:port]" or a list of them, got []'),
+    (3, 'must be a string "[user@]host[:port]" or a list of them, got 3'),
+])
+def test_a_jump_host_spelled_wrong_is_refused_in_one_line_naming_the_key(jump, said):
+    ssh = {"name": "pi-1", "transport": "ssh", "address": "10.0.0.12", "user": "pi", "key": "k", "jump": jump}
+    with pytest.raises(ProfileError) as refused:
+        parse_profile({**GOOD, "host": ssh})
+    assert str(refused.value) == f"<profile>: key 'host.jump' {said}"
+
+
+def test_jump_hosts_are_read_as_ssh_writes_them_and_chained_in_order():
+    from harness.remote.connect import host_for
+
+    ssh = {"name": "pi-1", "transport": "ssh", "address": "10.0.0.12", "user": "pi", "key": "k"}
+    profile = parse_profile({**GOOD, "host": {**ssh, "jump": ["me@gw1", "[fe80::1]:2200"]}})
+    assert profile.host.jump == "me@gw1,[fe80::1]:2200"
+    device = host_for(profile)
+    last, first = device.jump, device.jump.jump
+    assert (first.user, first.address, first.port, first.jump) == ("me", "gw1", 22, None)
+    assert (last.address, last.port, last.name) == ("fe80::1", 2200, "pi-1's jump host fe80::1")
+    assert profile_from_dict(json.loads(profile.to_json())) == profile  # kept with a campaign as it was
+    with pytest.raises(ProfileError, match="key 'host.jump' only applies to transport 'ssh'"):
+        parse_profile({**GOOD, "host": {"name": "pi-1", "jump": "gw"}})

@@ -1,12 +1,13 @@
 """From a device profile to a ``Host`` and an agent session on it."""
 from __future__ import annotations
 
+import getpass
 import os
 import shlex
 from pathlib import Path
 
 from harness.errors import ProfileError
-from harness.profiles import DeviceProfile
+from harness.profiles import DeviceProfile, jump_hop
 from harness.remote.host import Host
 
 
@@ -22,8 +23,15 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     # --known-hosts sets HWL_KNOWN_HOSTS for every command (and, through Ray's local workers,
     # for the device actors); a profile's own known_hosts key wins.
     known_hosts = h.known_hosts or os.environ.get(KNOWN_HOSTS_ENV)
-    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, known_hosts=known_hosts,
-                trust_new_host=trust_new_host, deploy_command=deploy_command(profile), profile=profile.name)
+    common = dict(known_hosts=known_hosts, trust_new_host=trust_new_host, deploy_command=deploy_command(profile),
+                  profile=profile.name)
+    jump = None
+    for hop in h.jump.split(",") if h.jump else ():
+        user, address, port = jump_hop(hop)
+        # the gateway's login is this user's, as ssh -J logs in, unless the hop names one; the key is the device's
+        jump = Host(f"{h.name}'s jump host {address}", address, user or getpass.getuser(), h.key, port=port,
+                    jump=jump, **common)
+    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, **common)
 
 
 def deploy_command(profile: DeviceProfile) -> str:

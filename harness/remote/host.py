@@ -171,13 +171,17 @@ class Host:
         The line its messages say to run (``connect.host_for`` gives the profile's, flags and all).
     profile : str, optional
         The device profile whose ``key`` ``key_file`` is, named in messages about the key.
+    jump : Host, optional
+        The gateway this host is reached through: the connection runs in a ``direct-tcpip`` channel of the
+        gateway's, which is opened first (and checked as any host is) and closed with this one.
     """
 
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
                  known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
                  link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE",
-                 profile: str | None = None):
+                 profile: str | None = None, jump: "Host | None" = None):
         self.name = name
+        self.jump = jump
         self.profile = profile
         self.deploy_command = deploy_command  # what the messages say to run, with --known-hosts where given
         self.address = address
@@ -194,7 +198,7 @@ class Host:
 
     # -- identity --------------------------------------------------------------------
     def _identity(self):
-        return (self.name, self.address, self.port, self.user)
+        return (self.name, self.address, self.port, self.user, self.jump)
 
     def __eq__(self, other):
         return isinstance(other, Host) and self._identity() == other._identity()
@@ -204,18 +208,30 @@ class Host:
 
     def __repr__(self):
         port = "" if self.port == 22 else f":{self.port}"
-        return f"<Host {self.name} {self.user}@{self.address}{port}>"
+        via = f" via {self.jump!r}" if self.jump else ""
+        return f"<Host {self.name} {self.user}@{self.address}{port}{via}>"
 
     # -- lifecycle -------------------------------------------------------------------
     @property
     def is_connected(self) -> bool:
         transport = self._client.get_transport() if self._client else None
-        return bool(transport and transport.is_active())
+        return bool(transport and transport.is_active()) and (self.jump is None or self.jump.is_connected)
 
     def open(self) -> "Host":
         if self.is_connected:
             return self
         self.close()
+        try:
+            client = self._login()
+        except BaseException:
+            self.close()  # the jump host's connection, opened for nothing
+            raise
+        self._watch_link(client.get_transport())
+        self._client = client
+        return self
+
+    def _login(self) -> paramiko.SSHClient:
+        """A client logged in to the host, its key checked; each failure as one line saying what to do."""
         host_id = _host_key_id(self.address, self.port)
         trust = trust_for(self.known_hosts, self.address, self.port, host=self.name)
         check_key = self._key_check(trust, host_id)
@@ -260,9 +276,7 @@ class Host:
             raise HostUnreachable(
                 f"cannot reach {self.name} at {self.address}:{self.port} ({_why_unreachable(exc)}); "
                 "check the address, the port and that sshd runs there", host=self.name) from None
-        self._watch_link(client.get_transport())
-        self._client = client
-        return self
+        return client
 
     def _connect(self, host_id: str, known: dict, policy, pkey: paramiko.PKey) -> paramiko.SSHClient:
         """A client logged in to the host, whose key paramiko checks against ``known`` (one key a key type, which
@@ -272,7 +286,7 @@ class Host:
             client.get_host_keys().add(host_id, key.get_name(), key)
         client.set_missing_host_key_policy(policy)
         try:
-            client.connect(self.address, port=self.port, username=self.user, pkey=pkey,
+            client.connect(self.address, port=self.port, username=self.user, pkey=pkey, sock=self._through_jump(),
                            allow_agent=False, look_for_keys=False,
                            timeout=self.connect_timeout_s, banner_timeout=self.connect_timeout_s,
                            auth_timeout=self.connect_timeout_s)
@@ -280,6 +294,27 @@ class Host:
             client.close()
             raise
         return client
+
+    def _through_jump(self) -> paramiko.Channel | None:
+        """The channel through the jump host to this host's SSH port (None without one): the gateway is opened
+        first, and its own errors name it; here the gateway's refusal to forward and the device it cannot reach."""
+        if self.jump is None:
+            return None
+        where = f"{self.name} at {self.address}:{self.port}"
+        try:
+            return self.jump.client.get_transport().open_channel(
+                "direct-tcpip", (self.address, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout_s)
+        except paramiko.ChannelException as exc:
+            if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                raise HostUnreachable(f"{self.jump.name} refuses to forward connections to {where} "
+                                      f"({exc.text}): its sshd_config needs AllowTcpForwarding yes (and a PermitOpen "
+                                      "that lets this address through)", host=self.name) from None
+            raise HostUnreachable(f"{self.jump.name} cannot reach {where} ({exc.text}); check the address and the "
+                                  "port as the jump host sees them, and that sshd runs there", host=self.name) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:  # "Timeout opening channel.", the link lost
+            raise HostUnreachable(f"{self.jump.name} did not connect to {where} ({str(exc) or 'its link closed'}, "
+                                  f"waited up to {self.connect_timeout_s:g} s); check the address and the port as the "
+                                  "jump host sees them, and that the jump host is up", host=self.name) from None
 
     def _key_check(self, trust: HostTrust, host_id: str):
         """Whether ssh would trust a host key paramiko did not match, as a function; a HostKeyError for a key that
@@ -293,7 +328,9 @@ class Host:
     def _watch_link(self, transport: paramiko.Transport) -> None:
         """Notice a dead link within ``link_timeout_s``, even while no reply is due (a long measurement)."""
         transport.set_keepalive(max(1, int(self.link_timeout_s / 4)))
-        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: unacknowledged keepalives end the connection
+        # Linux: unacknowledged keepalives end the connection (one through a jump host rides the gateway's socket,
+        # which the gateway's own Host watches)
+        if hasattr(socket, "TCP_USER_TIMEOUT") and isinstance(transport.sock, socket.socket):
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.link_timeout_s * 1000))
 
     def _load_key(self) -> paramiko.PKey:
@@ -367,6 +404,8 @@ class Host:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self.jump is not None:
+            self.jump.close()
 
     def __enter__(self):
         return self.open()

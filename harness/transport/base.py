@@ -172,8 +172,9 @@ class LineSession(Session):
             with self._write_lock:
                 self._writer.write(line)
                 self._writer.flush()
-        except (BrokenPipeError, OSError, ValueError) as exc:
-            raise AgentLost(f"{self.name}: cannot send {msg.type} ({exc}); {self._why_lost()}") from None
+        except (BrokenPipeError, OSError, ValueError, EOFError) as exc:  # EOFError: paramiko's, link gone
+            said = str(exc) or "the link closed"
+            raise AgentLost(f"{self.name}: cannot send {msg.type} ({said}); {self._why_lost()}") from None
         reply = self._wait_for(msg.id, timeout_s, msg.type)
         if isinstance(reply, Error):
             raise reply.to_exception()

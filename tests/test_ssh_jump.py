@@ -1,0 +1,148 @@
+"""SSH devices behind a jump host, against real sshds: the gateway in a network namespace, the device listening on
+that namespace's own loopback, which only the gateway reaches (this test process cannot connect there)."""
+import hashlib
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agents.protocol import Measure, Ping, Result
+from harness.profiles import load_profile
+from harness.remote import Host
+from harness.remote.connect import host_for, ssh_session_for
+from harness.remote.errors import AuthenticationError, HostKeyError, HostUnreachable
+from harness.transport.errors import ConnectionLost
+from tests.campaign_helpers import hwl
+from tests.sshd import SSHServer, TestNetns, make_key, netns_available, sshd_available
+
+pytestmark = pytest.mark.skipif(not (sshd_available() and netns_available()), reason="needs sshd, root, ip netns")
+DEVICE_ADDRESS = "127.0.77.9"  # inside the namespace; here it is this machine's own loopback, with no sshd
+TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
+        "cooldown_s": 0.0}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    work = tmp_path_factory.mktemp("jump")
+    key, device_only = make_key(work / "key"), make_key(work / "device_only_key")
+    ns = TestNetns("hwlt-jump", "198.18.61").create()
+    servers = {
+        "gateway": SSHServer(work / "gateway", address=ns.address, port=2222, netns=ns, authorized_keys=[key]),
+        "closed": SSHServer(work / "closed", address=ns.address, port=2223, netns=ns, authorized_keys=[key],
+                            config=["AllowTcpForwarding no"]),
+        "device": SSHServer(work / "device", address=DEVICE_ADDRESS, port=2224, netns=ns,
+                            authorized_keys=[key, device_only]),
+    }
+    try:
+        for srv in servers.values():
+            srv.start()
+        known = work / "known_hosts"
+        known.write_text("".join(srv.public_host_key_line() for srv in servers.values()))
+        yield {"work": work, "key": key, "device_only": device_only, "known": known, "ns": ns, **servers}
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        ns.delete()
+
+
+def _profile(lab, folder: Path, *, jump: str = "root@198.18.61.2:2222", key=None, known=None, port: int = 2224,
+             name: str = "pi-j") -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join([
+        f'name = "{name}"', 'device_class = "embedded_cpu"', "[host]", f'name = "{name}"', 'transport = "ssh"',
+        f'address = "{DEVICE_ADDRESS}"', f"port = {port}", 'user = "root"', f'key = "{key or lab["key"]}"',
+        f'jump = "{jump}"', f'known_hosts = "{known or lab["known"]}"', f'python = "{sys.executable}"',
+        "use_venv = false", f'agent_dir = "{lab["work"] / "hwl"}"', "[runtime]", 'kind = "onnxruntime"',
+        "threads = 1", "cores = [0]", "[measurement]", 'profile = "quick"', ""]))
+    return path
+
+
+def _opened(path: Path) -> Host:
+    return host_for(load_profile(path)).open()
+
+
+def _tiny_model(folder: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    path = folder / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_deploy_trusts_both_hops_and_a_measurement_runs_through_the_jump_host(lab, tmp_path):
+    direct = Host("pi-j", DEVICE_ADDRESS, "root", lab["key"], port=2224, known_hosts=lab["known"], connect_timeout_s=2)
+    with pytest.raises(HostUnreachable):  # the device is there only for the gateway: the hop is real
+        direct.open()
+    known = tmp_path / "known_hosts"  # neither key recorded yet
+    profile = _profile(lab, tmp_path, known=known)
+    refused = hwl("deploy", profile, "--no-selftest")
+    assert refused.returncode == 1
+    assert "host key of pi-j's jump host 198.18.61.2 ([198.18.61.2]:2222) is not in" in refused.stderr, refused.stderr
+    deployed = hwl("deploy", profile, "--no-selftest", "--trust-new-host")
+    assert deployed.returncode == 0, deployed.stderr
+    assert sorted(line.split()[0] for line in known.read_text().splitlines()) == [
+        f"[{DEVICE_ADDRESS}]:2224", "[198.18.61.2]:2222"]
+    model = _tiny_model(tmp_path)
+    measure = Measure(runtime="onnxruntime", model=str(model), sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
+                      profile="quick", policy=TINY, threads=1)
+    with ssh_session_for(load_profile(profile)) as session:
+        reply = session.request(measure)
+    assert isinstance(reply, Result) and reply.measurement is not None, reply
+    assert reply.measurement["stats"]["median_ms"] > 0
+
+
+def test_a_gateway_whose_host_key_changed_is_refused_naming_the_gateway(lab, tmp_path):
+    other = make_key(tmp_path / "other_host_key")
+    key_type, blob = Path(f"{other}.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[198.18.61.2]:2222 {key_type} {blob}\n" + lab["device"].public_host_key_line())
+    with pytest.raises(HostKeyError, match=r"^host key of pi-j's jump host 198\.18\.61\.2 \(\[198\.18\.61\.2\]:2222\) "
+                                           r"does not match .* line 1: "):
+        _opened(_profile(lab, tmp_path, known=known))
+    assert known.read_text().count("\n") == 2  # nothing recorded, nothing lost
+
+
+def test_a_gateway_that_refuses_the_key_is_named(lab, tmp_path):
+    with pytest.raises(AuthenticationError, match=r"^root@198\.18\.61\.2:2222 refused key .*device_only_key: add "
+                                                  r"its public key .* on pi-j's jump host 198\.18\.61\.2$"):
+        _opened(_profile(lab, tmp_path, key=lab["device_only"]))
+
+
+def test_a_gateway_that_forbids_forwarding_is_one_line(lab, tmp_path):
+    out = hwl("deploy", _profile(lab, tmp_path, jump="root@198.18.61.2:2223"), "--no-selftest")
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pi-j's jump host 198.18.61.2 refuses to forward connections to pi-j at " \
+                               f"{DEVICE_ADDRESS}:2224" in lines[0] and "AllowTcpForwarding" in lines[0], out.stderr
+
+
+def test_an_unreachable_gateway_and_a_device_the_gateway_cannot_reach_are_told_apart(lab, tmp_path):
+    with pytest.raises(HostUnreachable, match=r"^cannot reach pi-j's jump host 198\.18\.61\.2 at 198\.18\.61\.2:2299 "):
+        _opened(_profile(lab, tmp_path, jump="root@198.18.61.2:2299"))
+    with pytest.raises(HostUnreachable, match=r"^pi-j's jump host 198\.18\.61\.2 cannot reach pi-j at "
+                                              rf"{DEVICE_ADDRESS}:2299 \(Connect failed\)"):
+        _opened(_profile(lab, tmp_path, port=2299))
+
+
+def test_a_lost_gateway_link_is_a_lost_link_and_the_next_session_goes_through_a_new_one(lab, tmp_path):
+    profile = load_profile(_profile(lab, tmp_path))
+    with host_for(profile) as host:  # the agent there, as the first test leaves it whether or not it ran
+        from harness.remote.deploy import deploy
+        deploy(host, python=sys.executable, agent_dir=profile.host.agent_dir, use_venv=False)
+    session = ssh_session_for(profile).open()
+    try:
+        gateway = psutil.Process(lab["gateway"].proc.pid)
+        for child in gateway.children():  # the gateway's sshd for this connection: the link to it goes
+            child.kill()
+        with pytest.raises(ConnectionLost):
+            session.request(Ping(sent_ns=1), timeout_s=5)
+        session.close()
+        with ssh_session_for(profile) as again:
+            assert again.request(Ping(sent_ns=2)).sent_ns == 2
+    finally:
+        session.close()
