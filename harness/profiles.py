@@ -17,6 +17,7 @@ A profile looks like this::
     # ssh only:
     # address = "192.168.1.42"; port = 22; user = "pi"; key = "~/.ssh/hwl_lab"
     # jump = "me@gateway.lab:22"      # reached through this gateway (a list for a chain), as ssh -J
+    # (address may be a Host alias of ~/.ssh/config: its HostName, Port, User, IdentityFile, ProxyJump fill the rest)
     # known_hosts = "~/.ssh/known_hosts"; python = "python3"; machine = "aarch64"
     # agent_dir = "~/.hwl"; use_venv = true; wheel_dir = "wheels/aarch64"; cache_quota_mb = 2048
     # command only (the device is reached through a host-side tool; runtime.kind = "command"):
@@ -448,21 +449,13 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         if stray and transport != owner:
             raise ProfileError(f"{c.source}: key 'host.{stray[0]}' only applies to transport {owner!r}, "
                                f"but 'host.transport' is {transport!r}")
-    ssh = transport == "ssh"
-    port = c.integer(host_t, "port", "host", default=22 if ssh else None, minimum=1)
-    if port is not None and port > 65535:
-        raise ProfileError(f"{c.source}: key 'host.port' must be a TCP port 1..65535, got {port}")
     use_venv = host_t.get("use_venv", True)
     if not isinstance(use_venv, bool):
         raise ProfileError(f"{c.source}: key 'host.use_venv' must be true or false, got {use_venv!r}")
     return HostSpec(
         name=c.string(host_t, "name", "host", default="local"),
         transport=transport,
-        address=_address(c, host_t, required=ssh),
-        port=port,
-        user=c.string(host_t, "user", "host", required=ssh, default=None),
-        key=c.string(host_t, "key", "host", required=ssh, default=None),
-        jump=_jump(c, host_t),
+        **_reach(c, host_t, ssh=transport == "ssh"),
         known_hosts=c.string(host_t, "known_hosts", "host", default=None),
         python=c.string(host_t, "python", "host", default="python3"),
         machine=c.string(host_t, "machine", "host", default=None),
@@ -475,6 +468,36 @@ def _host(c: "_Checker", host_t: dict) -> HostSpec:
         reconnect_timeout_s=c.number(host_t, "reconnect_timeout_s", "host", default=300.0, minimum=0.0),
         recover=_command(c, host_t, "recover"),
     )
+
+
+def _reach(c: "_Checker", host_t: dict, *, ssh: bool) -> dict:
+    """``address``, ``port``, ``user``, ``key`` and ``jump``: the profile's, and for an ssh device, where it leaves
+    one out, what ~/.ssh/config gives its address (a ``Host`` alias's HostName replaces it), as ssh takes them."""
+    port = c.integer(host_t, "port", "host", default=None, minimum=1)
+    if port is not None and port > 65535:
+        raise ProfileError(f"{c.source}: key 'host.port' must be a TCP port 1..65535, got {port}")
+    reach = {"address": _address(c, host_t, required=ssh), "port": port, "user": c.string(host_t, "user", "host"),
+             "key": c.string(host_t, "key", "host"), "jump": _jump(c, host_t)}
+    if not ssh:
+        return reach
+    from harness.ssh_config import SSH_CONFIG, ssh_config_for
+
+    alias, config = reach["address"], SSH_CONFIG.expanduser()
+    conf = ssh_config_for(alias)
+    if conf.proxy_command and not (reach["jump"] or conf.proxy_jump):  # a direct connection instead: never silently
+        raise ProfileError(f"{c.source}: {config} reaches {alias!r} through a ProxyCommand, which hwl does not "
+                           "run; give the profile's [host] a jump (or the config a ProxyJump)")
+    if reach["jump"] is None and conf.proxy_jump:
+        where = _Checker(f"{c.source} (ProxyJump of {alias!r} in {config})")
+        reach["jump"] = _jump(where, {"jump": conf.proxy_jump})
+    reach["address"] = conf.hostname or alias
+    reach["port"] = port or conf.port or 22
+    for key, config_key, given in (("user", "User", conf.user), ("key", "IdentityFile", conf.identity_file)):
+        reach[key] = reach[key] or given
+        if not reach[key]:
+            raise ProfileError(f"{c.source}: missing key 'host.{key}' (and {config} gives {alias!r} no "
+                               f"{config_key})")
+    return reach
 
 
 def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
@@ -504,24 +527,24 @@ def _jump(c: "_Checker", host_t: dict) -> str | None:
     return ",".join(h.strip() for text in hops for h in text.split(","))
 
 
-def jump_hop(text: str) -> tuple[str | None, str, int]:
+def jump_hop(text: str) -> tuple[str | None, str, int | None]:
     """One gateway as ssh's -J writes it, ``[user@]host[:port]`` (an IPv6 address with a port in brackets), as
-    (user or None, host, port); a ValueError saying what is wrong."""
+    (user or None, host, port or None); a ValueError saying what is wrong."""
     user, at, rest = text.strip().rpartition("@")
     if at and not user:
         raise ValueError("has an empty user before '@'")
-    host, port = rest, 22
+    host, port = rest, None
     if rest.startswith("[") and "]" in rest:  # [::1]:2222
         host, _, after = rest[1:].partition("]")
         if after and not (after.startswith(":") and after[1:].isdigit()):
             raise ValueError("is not [user@]host[:port]")
-        port = int(after[1:]) if after else 22
+        port = int(after[1:]) if after else None
     elif rest.count(":") == 1:
         host, _, word = rest.partition(":")
         if not word.isdigit():
             raise ValueError(f"has port {word!r}: give a number")
         port = int(word)
-    if not 1 <= port <= 65535:
+    if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"has port {port}: a TCP port is 1..65535")
     if not host or any(ch.isspace() or ch in "@/[]" for ch in host):
         raise ValueError("is not [user@]host[:port]")

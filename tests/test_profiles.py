@@ -479,3 +479,31 @@ def test_jump_hosts_are_read_as_ssh_writes_them_and_chained_in_order():
     assert profile_from_dict(json.loads(profile.to_json())) == profile  # kept with a campaign as it was
     with pytest.raises(ProfileError, match="key 'host.jump' only applies to transport 'ssh'"):
         parse_profile({**GOOD, "host": {"name": "pi-1", "jump": "gw"}})
+
+
+def test_a_host_alias_of_the_users_ssh_config_fills_what_the_profile_leaves_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    config = tmp_path / ".ssh" / "config"
+    config.write_text("Host pi-*\n  User pi\n  IdentityFile ~/.ssh/lab_key\n  ProxyJump me@gw:2200\n"
+                      "Host pi-12\n  HostName 10.0.0.12\n  Port 2222\n"
+                      "Host old-pi\n  ProxyCommand nc -X 5 -x socks:1080 %h %p\n"
+                      "Host pi-n\n  HostName 10.0.0.%n\n")
+    ssh = {"name": "pi-1", "transport": "ssh"}
+    host = parse_profile({**GOOD, "host": {**ssh, "address": "pi-12"}}).host
+    assert (host.address, host.port, host.user, host.key, host.jump) == (
+        "10.0.0.12", 2222, "pi", f"{tmp_path}/.ssh/lab_key", "me@gw:2200")
+    given = {**ssh, "address": "pi-12", "port": 22, "user": "root", "key": "k", "jump": "gw2"}
+    host = parse_profile({**GOOD, "host": given}).host  # the profile wins
+    assert (host.address, host.port, host.user, host.key, host.jump) == ("10.0.0.12", 22, "root", "k", "gw2")
+    for address, said in (
+            ("old-pi", f"{config} reaches 'old-pi' through a ProxyCommand, which hwl does not run; give the "
+                       "profile's [host] a jump (or the config a ProxyJump)"),
+            ("other", f"missing key 'host.user' (and {config} gives 'other' no User)"),
+            ("pi-n", f"{config}: HostName '10.0.0.%n' for host 'pi-n' holds a %-token, which hwl does not expand")):
+        with pytest.raises(ProfileError) as refused:
+            parse_profile({**GOOD, "host": {**ssh, "address": address}})
+        assert said in str(refused.value) and "\n" not in str(refused.value)
+    config.write_text("Host pi-12\n  Port\n")
+    with pytest.raises(ProfileError, match=rf"^{config}: cannot read it for host 'pi-12' \(ConfigParseError"):
+        parse_profile({**GOOD, "host": {**ssh, "address": "pi-12"}})

@@ -146,3 +146,24 @@ def test_a_lost_gateway_link_is_a_lost_link_and_the_next_session_goes_through_a_
             assert again.request(Ping(sent_ns=2)).sent_ns == 2
     finally:
         session.close()
+
+
+def test_a_host_alias_of_the_users_ssh_config_reaches_the_device_and_its_host_key_checks_stay_on(lab, tmp_path,
+                                                                                                  monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        f"Host pi-lab\n  HostName {DEVICE_ADDRESS}\n  Port 2224\n  User root\n  IdentityFile {lab['key']}\n"
+        "  ProxyJump gw\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+        "Host gw\n  HostName 198.18.61.2\n  Port 2222\n  User root\n")
+    profile = tmp_path / "pi-c.toml"
+    profile.write_text('name = "pi-c"\ndevice_class = "embedded_cpu"\n[host]\nname = "pi-c"\ntransport = "ssh"\n'
+                       'address = "pi-lab"\n[runtime]\nkind = "onnxruntime"\n')
+    with pytest.raises(HostKeyError, match=rf"^host key of pi-c's jump host gw \(\[198\.18\.61\.2\]:2222\) is not in "
+                                           rf"{tmp_path}/\.ssh/known_hosts"):
+        _opened(profile)  # StrictHostKeyChecking no and UserKnownHostsFile are not hwl's to read
+    (tmp_path / ".ssh" / "known_hosts").write_text(lab["known"].read_text())
+    with _opened(profile) as host:
+        assert (host.address, host.port, host.jump.address, host.jump.port) == (DEVICE_ADDRESS, 2224, "198.18.61.2",
+                                                                                2222)
+        assert host.run("echo through").stdout == "through\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.errors import ProfileError
 from harness.profiles import DeviceProfile, jump_hop
 from harness.remote.host import Host
+from harness.ssh_config import ssh_config_for
 
 
 KNOWN_HOSTS_ENV = "HWL_KNOWN_HOSTS"
@@ -27,10 +28,11 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
                   profile=profile.name)
     jump = None
     for hop in h.jump.split(",") if h.jump else ():
-        user, address, port = jump_hop(hop)
-        # the gateway's login is this user's, as ssh -J logs in, unless the hop names one; the key is the device's
-        jump = Host(f"{h.name}'s jump host {address}", address, user or getpass.getuser(), h.key, port=port,
-                    jump=jump, **common)
+        user, alias, port = jump_hop(hop)
+        conf = ssh_config_for(alias)  # a Host alias of ~/.ssh/config, as ssh -J reads it (README says which keys)
+        # the login is this user's, as ssh -J logs in, unless the hop or the config names one; the key is the device's
+        jump = Host(f"{h.name}'s jump host {alias}", conf.hostname or alias, user or conf.user or getpass.getuser(),
+                    h.key, port=port or conf.port or 22, jump=jump, **common)
     return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, **common)
 
 
