@@ -507,3 +507,16 @@ def test_a_host_alias_of_the_users_ssh_config_fills_what_the_profile_leaves_out(
     config.write_text("Host pi-12\n  Port\n")
     with pytest.raises(ProfileError, match=rf"^{config}: cannot read it for host 'pi-12' \(ConfigParseError"):
         parse_profile({**GOOD, "host": {**ssh, "address": "pi-12"}})
+
+
+def test_profile_new_writes_a_jump_host_and_refuses_one_spelled_wrong(tmp_path, capsys):
+    from harness.cli import main
+
+    ssh = ["profile", "new", "pi-1", "--transport", "ssh", "--host", "10.0.0.12", "--user", "pi", "--key", "~/.ssh/k"]
+    out = tmp_path / "pi-1.toml"
+    assert main([*ssh, "--jump", "me@gw.lab:2200", "--out", str(out)]) == 0
+    assert load_profile(str(out)).host.jump == "me@gw.lab:2200"
+    bad = tmp_path / "bad.toml"
+    assert main([*ssh, "--jump", "me@gw.lab:ssh", "--out", str(bad)]) == 2
+    assert capsys.readouterr().err.endswith(f"{bad}: key 'host.jump' = 'me@gw.lab:ssh' has port 'ssh': give a number\n")
+    assert not bad.exists()

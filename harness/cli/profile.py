@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     new.add_argument("--port", type=int, help="ssh: port (default 22)")
     new.add_argument("--user", help="ssh: login user")
     new.add_argument("--key", help="ssh: private key file (key authentication only)")
+    new.add_argument("--jump", help="ssh: gateway the device is reached through, [user@]host[:port] as ssh -J "
+                                    "(comma-separated for a chain)")
     new.add_argument("--host-name", help="Ray host resource name (default: the device name; 'local' for local)")
     new.add_argument("--python", help="ssh: interpreter on the device (default python3)")
     new.add_argument("--machine", help="ssh: expected `uname -m` (e.g. aarch64)")
@@ -59,7 +61,7 @@ def _q(value) -> str:
 
 
 # Flags that only mean something for one transport; given for another, they would be dropped silently.
-TRANSPORT_FLAGS = {"ssh": ("host", "port", "user", "key", "python", "machine"),
+TRANSPORT_FLAGS = {"ssh": ("host", "port", "user", "key", "jump", "python", "machine"),
                    "command": ("push", "run", "regex", "json_path")}
 
 
@@ -85,6 +87,8 @@ def profile_toml(args) -> str:
                   f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
+        if args.jump:
+            lines.append(f"jump = {_q(args.jump)}")
     if args.transport == "command":
         if args.runtime not in (None, "command"):  # it was written as runtime command, unsaid
             raise UserError(f"--runtime {args.runtime} runs in hwl's agent on the device; --transport command times "
