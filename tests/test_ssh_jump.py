@@ -129,6 +129,15 @@ def test_an_unreachable_gateway_and_a_device_the_gateway_cannot_reach_are_told_a
         _opened(_profile(lab, tmp_path, port=2299))
 
 
+def test_a_chain_of_jump_hosts_is_gone_through_in_order(lab, tmp_path):
+    # the gateway reached through itself: two hops, the second opened in the first's channel
+    with _opened(_profile(lab, tmp_path, jump="root@198.18.61.2:2222, root@198.18.61.2:2222")) as host:
+        assert host.run("echo chained").stdout == "chained\n"
+        assert host.jump.is_connected and host.jump.jump.is_connected
+        assert host.jump.client.get_transport().sock.get_transport() is host.jump.jump.client.get_transport()
+    assert not host.jump.jump.is_connected  # closed with the device's connection
+
+
 def test_a_lost_gateway_link_is_a_lost_link_and_the_next_session_goes_through_a_new_one(lab, tmp_path):
     profile = load_profile(_profile(lab, tmp_path))
     with host_for(profile) as host:  # the agent there, as the first test leaves it whether or not it ran
