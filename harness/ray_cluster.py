@@ -413,6 +413,8 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     (Ray itself waits minutes for a GCS, and for a server that is no Ray, for ever, Ctrl-C held meanwhile)."""
     # a Ray Client address (ray://host:port) is a gRPC server too; "auto" or a bare name Ray resolves itself
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 host, [::1]:6379; its brackets are no part of its name
+        host = host[1:-1]
     if not host or not port.isdigit():
         if address.startswith("ray://") or ("://" not in address and address not in ("auto", "local")):
             # ray:// with no port waited out Ray Client's 30 s retry loop; HOST alone was a traceback of Ray's

@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -348,7 +349,6 @@ def test_ray_address_in_the_environment_is_joined_as_address_is(tmp_path, capsys
 def test_an_address_that_accepts_connections_but_is_no_ray_is_refused_at_once(tmp_path, capsys, answer):
     """A port of another server (a web server, sshd, a typo): Ray waited for its GCS for ever, with Ctrl-C held
     while it did, and the command never ended. It is now refused in one line, with no store made."""
-    import socket
     import threading
 
     from harness.ray_cluster import check_reachable
@@ -377,15 +377,10 @@ def test_an_address_that_accepts_connections_but_is_no_ray_is_refused_at_once(tm
         server.close()
 
 
-def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
-    """`--address ray://HOST:PORT` (a Ray Client server) was refused as 'nothing answers there (Name or service not
-    known)': the scheme was taken for part of the host name. Its host and port are checked now."""
-    import socket
+@contextlib.contextmanager
+def _answering_as_grpc(server):
+    """``server``'s port, served meanwhile as a gRPC server answers: an HTTP/2 SETTINGS frame to each connection."""
     import threading
-
-    from harness.ray_cluster import check_reachable
-
-    server = socket.create_server(("127.0.0.1", 0))  # answers as a gRPC server does: an HTTP/2 SETTINGS frame
 
     def serve():
         with contextlib.suppress(OSError):
@@ -395,24 +390,56 @@ def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
                     conn.recv(64)
                     conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
 
-    address = f"ray://127.0.0.1:{server.getsockname()[1]}"
     threading.Thread(target=serve, daemon=True).start()
     try:
-        check_reachable(address)
+        yield server.getsockname()[1]
     finally:
         server.close()
+
+
+def test_a_ray_client_address_is_checked_at_its_host_and_port(tmp_path):
+    """`--address ray://HOST:PORT` (a Ray Client server) was refused as 'nothing answers there (Name or service not
+    known)': the scheme was taken for part of the host name. Its host and port are checked now."""
+    from harness.ray_cluster import check_reachable
+
+    with _answering_as_grpc(socket.create_server(("127.0.0.1", 0))) as port:
+        check_reachable(f"ray://127.0.0.1:{port}")
     from tests.sshd import free_port
 
     with pytest.raises(ClusterError, match=r"nothing answers there \(\[Errno 111\]"):  # refused, not a bad name
         check_reachable(f"ray://127.0.0.1:{free_port()}")
 
 
+def test_an_ipv6_address_is_checked_at_its_host_in_brackets(tmp_path, capsys):
+    """`--address [::1]:PORT` and `ray://[::1]:PORT` were refused as 'nothing answers there (Name or service not
+    known)': the brackets were taken for part of the host name. A refused one is the one line an IPv4 address gets,
+    and one where a gRPC server answers passes the check."""
+    from harness.ray_cluster import check_reachable
+
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with _answering_as_grpc(server) as port:
+        for scheme in ("", "ray://"):
+            check_reachable(f"{scheme}[::1]:{port}")
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    for address in (f"[::1]:{port}", f"ray://[::1]:{port}"):
+        assert hwl_main(["campaign", "run", "--space", "nb201", "--archs", "3", "--devices",
+                         str(write_profile(tmp_path, "dev-a")), "--store", str(tmp_path / "lab.db"), "--address",
+                         address, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot join the Ray cluster at '{address}': nothing answers there " \
+            "([Errno 111] Connection refused)" in err, err
+        assert not (tmp_path / "lab.db").exists()
+
+
 def test_a_ray_client_address_that_nothing_answers_names_the_client_server_port_to_start(tmp_path, capsys):
     """`--address ray://HOST:10001` with nothing there said "Start it with `ray start --head --port PORT`", which
     starts the head's GCS on that port, not the Ray Client server a ray:// address joins; it names
     --ray-client-server-port now (a HOST:PORT address still names --port), in one line, with no store made."""
-    import socket
-
     from tests.sshd import free_port
 
     port = free_port()
