@@ -10,8 +10,8 @@ from pathlib import Path
 from harness.cli.common import non_negative_int, positive_float, positive_int
 from harness.errors import USER_ERRORS
 
-__all__ = ["core", "core_list", "count_list", "exit_code", "non_negative_int", "number_list", "positive_float",
-           "positive_int"]
+__all__ = ["core", "core_list", "count_list", "exit_code", "name_list", "non_negative_int", "number_list",
+           "positive_float", "positive_int"]
 
 
 def exit_code(main) -> int:
@@ -44,6 +44,14 @@ def _checked_list(text: str, each) -> str:
     return text
 
 
+def name_list(text: str) -> str:
+    """A comma-separated list of names (tasks, strategies, devices) naming at least one, kept as text: the scripts
+    skip empty items, so ``--tasks "$TASKS"`` with TASKS unset selected nothing and printed an empty table."""
+    if not any(item.strip() for item in text.split(",")):
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing; give one or more, comma-separated")
+    return text
+
+
 def core(text: str) -> int:
     """A core this process may run on: the measuring child pins itself there, and an other one failed in it with
     OSError's traceback inside the benchmark's message."""
@@ -57,8 +65,8 @@ def core(text: str) -> int:
 
 def core_list(text: str) -> str:
     """Comma-separated cores (``0,1``; empty items skipped, as the scripts split it), each checked by :func:`core` and
-    the text kept."""
-    for item in (i.strip() for i in text.split(",")):
+    the text kept; none at all (``''``) measured unpinned, so it is refused as :func:`name_list` refuses it."""
+    for item in (i.strip() for i in name_list(text).split(",")):
         if item:
             core(item)
     return text

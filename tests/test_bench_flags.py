@@ -136,3 +136,16 @@ def test_an_unknown_word_in_a_list_is_refused_before_any_work(script, flags, say
     out = tmp_path / "s.json"
     assert refused(script, [*flags, "--json", str(out)], monkeypatch, capsys) == f"{script}: error: {says}"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("script, flag", [
+    ("bench_onboard", "--tasks"), ("bench_onboard", "--strategies"), ("bench_onboard_uncertainty", "--tasks"),
+    ("bench_predictors", "--tasks"), ("bench_campaign_overhead", "--devices"), ("bench_cross_space", "--devices"),
+    ("bench_zcp", "--spaces"), ("bench_zcp", "--fbnet-check-proxies"), ("bench_tvm", "--schedules"),
+    ("bench_tvm", "--cores"), ("bench_agent_repro", "--cores"), ("bench_agent_overhead", "--agent-cores")])
+@pytest.mark.parametrize("text", ["", " , "])
+def test_a_list_naming_nothing_is_one_usage_line(script, flag, text, monkeypatch, capsys):
+    """`--tasks ''` or `--strategies ''` (a variable left unset) selected nothing, and bench_onboard printed an empty
+    table; `--spaces ''` timed FBNet, `--schedules ''` ran the default comparison, `--cores ''` measured unpinned."""
+    assert refused(script, [flag, text], monkeypatch, capsys) == \
+        f"{script}: error: argument {flag}: {text!r} names nothing; give one or more, comma-separated"

@@ -27,7 +27,7 @@ def test_help_shows_the_whole_first_paragraph(script, monkeypatch, capsys):
 @pytest.mark.parametrize("name, argv, said", [
     ("bench_onboard", ["--method", "", "--trials", "0"], "argument --method: unknown method ''; valid methods: "),
     ("bench_onboard_uncertainty", ["--method", "", "--tasks", ""], "argument --method: unknown method ''; valid "),
-    ("bench_predictors", ["--methods", "", "--tasks", ""], "unknown method ''; valid methods: "),
+    ("bench_predictors", ["--methods", "", "--tasks", "N0"], "unknown method ''; valid methods: "),
     ("bench_gpu", ["--sections", "", "--device", "cpu", "--n", "1"], "unknown section(s) ''; valid: eager_1, "),
 ])
 def test_an_empty_choice_is_refused_not_read_as_the_default(name, argv, said, tmp_path, capsys):
