@@ -149,3 +149,22 @@ def test_a_list_naming_nothing_is_one_usage_line(script, flag, text, monkeypatch
     table; `--spaces ''` timed FBNet, `--schedules ''` ran the default comparison, `--cores ''` measured unpinned."""
     assert refused(script, [flag, text], monkeypatch, capsys) == \
         f"{script}: error: argument {flag}: {text!r} names nothing; give one or more, comma-separated"
+
+
+@pytest.mark.parametrize("missing", ["TIME", "HWL"])
+def test_bench_onboard_scale_without_its_tools_is_one_line_before_any_work(missing, tmp_path, monkeypatch, capsys):
+    """Without /usr/bin/time bench_onboard_scale wrote a store and ended in Popen's FileNotFoundError traceback;
+    without the venv's hwl each size wrote its store and failed alone, in a row of the table."""
+    from tests.bench_scripts import load
+
+    script = next(s for s in SCRIPTS if s.name == "bench_onboard_scale")
+    module = load(script)
+    monkeypatch.setattr(module, missing, tmp_path / "absent")
+    monkeypatch.setattr(module, "stored_device", None)  # a store written before the check would fail here
+    monkeypatch.setattr(sys, "argv", [str(script), "--sizes", "3", "--json", str(tmp_path / "o.json")])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"bench_onboard_scale: error: {tmp_path / 'absent'} is missing: ")
+    assert not (tmp_path / "o.json").exists()
