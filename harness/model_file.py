@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.paths import why_not_a_file, written_whole
+from harness.paths import users_name, why_not_a_file, written_whole
 
 MODEL_FORMAT = "hwl-fewshot-method"
 MODEL_VERSION = 1
@@ -67,7 +67,8 @@ def save_model(path, model, *, method: str, space: str, train_devices, device: s
         with written_whole(path) as target:  # a killed run or a full disk leaves no half model file
             torch.save(saved, target)
     except RuntimeError as exc:  # torch's word for a failed write: "[enforce fail at inline_container.cc...]"
-        raise ModelFileError(f"cannot write model file {path} ({torch_error(exc)}): is its disk full?") from None
+        raise ModelFileError(f"cannot write model file {users_name(path)} ({torch_error(exc)}): is its disk full?"
+                             ) from None
     return path
 
 

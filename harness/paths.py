@@ -83,6 +83,7 @@ def written_together(paths) -> Iterator[list[Path]]:
     targets = [Path(p) for p in paths]
     partials = [_partial_of(t) for t in targets]
     renamed = [(p, _file_behind(t)) for p, t in zip(partials, targets) if p != t]  # a stream is written in place
+    _users_names.update(zip(partials, targets))
     try:
         yield partials
         for _, target in renamed[1:]:
@@ -92,6 +93,21 @@ def written_together(paths) -> Iterator[list[Path]]:
     finally:
         for partial, _ in renamed:
             partial.unlink(missing_ok=True)
+        for partial in partials:
+            _users_names.pop(partial, None)
+
+
+_users_names: dict[Path, Path] = {}  # partial file -> the path it is written for, while it is written
+
+
+def users_name(path) -> Path:
+    """The path the user gave for ``path``, a partial file of :func:`written_together` (of one, when a writer
+    writes its partial file through :func:`written_whole` again); else ``path``. A writer's error names it: a full
+    disk while `hwl onboard` wrote its model named `.partial-<host>-<pid>-m.pt`."""
+    path = Path(path)
+    while path in _users_names and _users_names[path] != path:
+        path = _users_names[path]
+    return path
 
 
 def _partial_of(path: Path) -> Path:
@@ -258,5 +274,5 @@ def why_not_made(folder: Path, exc: OSError) -> str:
 
 
 __all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "make_folder",
-           "names_a_stream", "remove_made_folders", "why_not_a_file", "why_not_made", "written_together",
+           "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made", "written_together",
            "written_whole"]

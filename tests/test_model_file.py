@@ -124,6 +124,24 @@ def test_files_written_on_a_full_disk_leave_the_old_file_whole(small, tmp_path, 
                                                                             ("p.csv", "the old file\n")]
 
 
+def test_files_written_together_on_a_full_disk_are_named_as_the_user_gave_them(small, tmp_path):
+    """`hwl onboard` writes its model, table and report together (written_together, each through its own writer): on
+    a full disk its error named the model's partial file, `.partial-<host>-<pid>-m.pt`, not the file asked for."""
+    from harness.paths import written_together
+    from tests.small_disk import small_disk
+
+    adapted = _adapted_model_file(small, tmp_path / "a.pt")
+    with small_disk(tmp_path / "disk", 2) as disk:
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(bytes(free - 8 * 1024))  # 8 kB left: less than the model needs
+        with pytest.raises(ModelFileError) as refused:
+            with written_together([disk / "m.pt", disk / "r.json"]) as (model, _):
+                save_model(model, adapted, method="simple_reference", space="nb201", train_devices=[])
+        assert str(refused.value).startswith(f"cannot write model file {disk / 'm.pt'} ("), refused.value
+        (disk / "filler").unlink()
+        assert sorted(p.name for p in disk.iterdir()) == []
+
+
 def test_a_model_file_with_a_flipped_bit_is_refused_not_predicted_from(small, tmp_path, capsys):
     """torch.load does not check the zip's checksums: a model file one bit off on disk or in a copy loaded, and
     predicted other numbers without a word (an adapted phys_bayes model: one architecture 28 ms off)."""
