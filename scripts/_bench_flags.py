@@ -14,13 +14,14 @@ __all__ = ["core", "core_list", "count_list", "exit_code", "name_list", "non_neg
            "positive_float", "positive_int"]
 
 
-def exit_code(main) -> int:
+def exit_code(main, prog: str | None = None) -> int:
     """``main()``'s exit code; a user error (an unknown device, task or profile, a missing table) is one line and
-    exit code 2, as hwl says it, where it was a traceback."""
+    exit code 2, as hwl says it, where it was a traceback. The line starts with ``prog`` (default: the script's
+    file name)."""
     try:
         return main() or 0
     except USER_ERRORS as exc:
-        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        print(f"{prog or Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
         return 2
 
 

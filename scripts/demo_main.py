@@ -18,7 +18,6 @@ missing is measured.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -28,10 +27,10 @@ from rich.live import Live
 from harness.campaign import CampaignSpec, plan_campaign
 from harness.cli.common import non_negative_int, positive_int, user_path
 from harness.coordinator import CoordinatorOptions, run_campaign
-from harness.errors import USER_ERRORS
 from harness.exporting import export_parquet, wide_table
 from harness.report import medians_table, progress_table, spearman_table
 from harness.store import Store
+from scripts._bench_flags import exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = 10  # the predictor step's adaptation samples; it scores rho on at least 3 more
@@ -56,11 +55,7 @@ def main(argv=None) -> int:
                      f"at least 3 more; give {SHOTS + 3} or more")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder for the store, artifacts and exports")
-    try:
-        return run(args)
-    except USER_ERRORS as exc:  # an unknown device, a store of another version: one line, as hwl says it
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: run(args), parser.prog)  # an unknown device, a store of another version: one line
 
 
 def run(args) -> int:
