@@ -44,11 +44,17 @@ def test_an_empty_choice_is_refused_not_read_as_the_default(name, argv, said, tm
     ("bench_dispatch", "default 200, about 4 minutes on a shared 2-core machine, about 1 s a job"),
     ("bench_agent_repro", "default 50: about 15 minutes with the standard profile"),
     ("bench_agent_overhead", "default 20: with 2 pairs, about 11 minutes with the standard profile"),
+    ("bench_tvm", "default 20: about 9 minutes on a shared 2-core machine"),
+    ("bench_campaign_overhead", "default 200: over 10 minutes; 10 took 7.5 minutes on a shared 2-core machine"),
+    ("bench_predictors", "the defaults (7 tasks) run over 10 minutes; one trial took 4.3 minutes on N0"),
+    ("bench_accuracy", "the defaults run about 45 s on a shared 2-core machine"),
+    ("bench_soak", "The defaults run over 10 minutes: about 25 on a shared 2-core machine"),
 ])
 def test_a_long_default_says_how_long_it_runs(name, says, monkeypatch, capsys):
     """bench_dispatch ran 5,000 jobs by default, about 1 s each on a shared 2-core machine (1.5 hours), and said
     nothing of it; its default is 200 jobs now. bench_agent_repro's and bench_agent_overhead's defaults run 15 and 11
-    minutes there, which their help did not say either."""
+    minutes there, which their help did not say either, nor did bench_tvm's, bench_campaign_overhead's,
+    bench_predictors', bench_accuracy's and bench_soak's (timed there, or a part of them timed)."""
     script = next(s for s in SCRIPTS if s.name == name)
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])
     with pytest.raises(SystemExit):
