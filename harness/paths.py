@@ -274,5 +274,5 @@ def why_not_made(folder: Path, exc: OSError) -> str:
 
 
 __all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "make_folder",
-           "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made", "written_together",
-           "written_whole"]
+           "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made",
+           "written_together", "written_whole"]
