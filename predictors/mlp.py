@@ -11,6 +11,7 @@ all pairs of a batch (only the order of the targets matters, as for Spearman's r
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -46,6 +47,22 @@ def loss_fn(name: str):
     raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one intra-op thread for the block, its setting restored after.
+
+    The predictors' nets are small (width 128, batches of a few hundred rows): a second thread has too little work
+    per step to pay for its synchronisation, and on a loaded 2-core machine it waits for a core every step (a
+    pretraining step took 75 ms on two threads, 11 ms on one). The numbers differ only by float rounding.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(net: torch.nn.Module, forward, inputs: list[torch.Tensor], y: torch.Tensor, *, loss: str, lr: float,
           epochs: int, batch_size: int, weight_decay: float, generator: torch.Generator,
           params=None) -> list[float]:
@@ -60,23 +77,29 @@ def train(net: torch.nn.Module, forward, inputs: list[torch.Tensor], y: torch.Te
     opt = torch.optim.AdamW(list(net.parameters()) if params is None else list(params), lr=lr,
                             weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
-    n = len(y)
     history = []
     net.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            opt.zero_grad()
-            value = criterion(forward(net, *[t[idx] for t in inputs]), y[idx])
-            value.backward()
-            opt.step()
-            total += float(value.detach()) * len(idx)
-        sched.step()
-        history.append(total / max(n, 1))
+    with one_thread():
+        for _ in range(epochs):
+            history.append(_epoch(net, forward, inputs, y, criterion, opt, batch_size, generator))
+            sched.step()
     net.eval()
     return history
+
+
+def _epoch(net, forward, inputs, y, criterion, opt, batch_size: int, generator) -> float:
+    """One pass over the rows in a random order; the mean loss."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator)
+    total = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        opt.zero_grad()
+        value = criterion(forward(net, *[t[idx] for t in inputs]), y[idx])
+        value.backward()
+        opt.step()
+        total += float(value.detach()) * len(idx)
+    return total / max(n, 1)
 
 
 def check_xy(X, y=None):

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
 
 from predictors.base import NotFittedError
-from predictors.mlp import MLPPredictor, pairwise_rank_loss
+from predictors.mlp import MLPPredictor, pairwise_rank_loss, train
 from predictors.multidevice import MultiDevicePredictor
 from predictors.nets import CellGraphEncoder, DeviceConditionedNet, binary_codes
 from spaces import nb201
@@ -136,3 +136,29 @@ def test_multidevice_eq1_initial_row_is_the_source_row():
     torch.testing.assert_close(adapted.net_.embedding.weight[2], model.net_.embedding.weight[1])
     with pytest.raises(NotFittedError, match="fit"):
         MultiDevicePredictor().predict(X, "gpu")
+
+
+def test_training_runs_on_one_thread_and_restores_the_setting():
+    """A second torch thread only waits for a core at this net size; the caller's setting comes back after."""
+    X, y, _ = _toy(300)
+    seen = []
+
+    def forward(net, x):
+        seen.append(torch.get_num_threads())
+        return net(x)
+
+    fits = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        try:
+            est = MLPPredictor(32, n_layers=2, epochs=2, batch_size=64, random_state=0)
+            est.fit(X, y)  # under the caller's setting; then once more through a forward that records it
+            train(est.net_, forward, [torch.from_numpy(X.astype(np.float32))], torch.from_numpy(y.astype(np.float32)),
+                  loss="mse", lr=1e-3, epochs=1, batch_size=64, weight_decay=0.0,
+                  generator=torch.Generator().manual_seed(0))
+            assert torch.get_num_threads() == threads
+            fits.append(est.predict(X))
+        finally:
+            torch.set_num_threads(1)
+    assert set(seen) == {1}
+    np.testing.assert_array_equal(fits[0], fits[1])
