@@ -30,13 +30,14 @@ from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
 from harness.paths import written_together
+from harness.pretrained_cache import pretrained
 from harness.profiles import DeviceProfile, load_profiles, profile_from_dict
 from harness.ray_cluster import joined, ray_session
 from harness.store import DRIFT_FLAG, Store
 from harness.store import drifted_counts as drifted_per_device
 from harness.text import count
 from predictors import data, registry
-from predictors.base import TrainTables, UnusableMeasurementsError
+from predictors.base import UnusableMeasurementsError
 from predictors.onboard import OnboardLoop, OnboardResult, OnboardSettings, loop_ks, prepare_method
 from predictors.onboard import report as onboard_report
 from spaces import get_space, resolve_archs
@@ -470,7 +471,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 model.set_params(random_state=seed)
             model = prepare_method(model, loop_ks(settings, len(measured)))
             try:
-                model.pretrain(space, TrainTables(tables, tables))
+                model = pretrained(model, space, tables)
             except ValueError as exc:  # tables this method cannot use (HELP without its reference archs), as in train
                 raise CampaignError(f"method {method_name} cannot pretrain on the public tables and this store's "
                                     f"devices: {exc}") from None

@@ -72,6 +72,8 @@ class FewShotMethod(BaseEstimator):
 
     #: short name used in tables and JSON (``--method NAME``)
     name = "base"
+    #: pretraining slow enough (minutes on whole tables) that `hwl onboard` keeps the pretrained method on disk
+    cache_pretrained = False
 
     def pretrain(self, space: str, train: dict) -> "FewShotMethod":
         raise NotImplementedError

@@ -103,6 +103,7 @@ class TransferLearning(FewShotMethod):
     name = "tl_et"
     default_encoding = "vec"
     default_representation = "embedding"
+    cache_pretrained = True
 
     def __init__(self, encoding=None, *, representation=None, hidden: int = 128, n_layers: int = 4, emb_dim: int = 8,
                  lr: float = 4e-4, weight_decay: float = 5e-4, epochs: int = 60, batch_size: int = 256,
