@@ -11,6 +11,7 @@ pretraining of seconds), is pretrained every time.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -88,8 +89,13 @@ def _code_digest() -> str:
 
 
 def _prune(folder: Path) -> None:
-    entries = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[KEEP:]:
+    entries = []
+    for path in folder.glob("*.pt"):
+        if path.name.startswith("."):  # another onboarding's entry, still being written (written_whole)
+            continue
+        with contextlib.suppress(FileNotFoundError):  # pruned by another onboarding meanwhile
+            entries.append((path.stat().st_mtime, path))
+    for _, old in sorted(entries, reverse=True)[KEEP:]:
         old.unlink(missing_ok=True)
 
 

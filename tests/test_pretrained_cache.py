@@ -69,3 +69,21 @@ def test_damaged_entry_is_pretrained_again_and_a_fast_method_is_not_cached(tmp_p
     assert "pretraining again" in caplog.text and model.models_
     assert path.stat().st_size > 1000
     assert cache_key(PhysBayes(), "nb201", tables) is None
+
+
+def test_the_cache_keeps_its_newest_entries_and_no_writer_loses_its_partial_file(tmp_path):
+    """The pruning listed `*.pt`, which takes in another onboarding's partial file (`.partial-...-<key>.pt`) while
+    it is written: it could be removed under its writer."""
+    import os
+
+    from harness.pretrained_cache import KEEP, _prune
+
+    entries = [tmp_path / f"{i:064x}.pt" for i in range(KEEP + 2)]
+    for age, path in enumerate(reversed(entries)):  # the first entry the newest
+        path.write_bytes(b"x")
+        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+    being_written = tmp_path / f".partial-lab-4242-0123abcd-{'f' * 64}.pt"
+    being_written.write_bytes(b"half")
+    os.utime(being_written, (1_600_000_000, 1_600_000_000))
+    _prune(tmp_path)
+    assert sorted(tmp_path.iterdir()) == sorted([*entries[:KEEP], being_written])
