@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from harness.campaign import CampaignSpec, plan_campaign
+from harness.campaign import CampaignSpec, plan_campaign, resolve_plan
 from harness.cli.common import non_negative_int, positive_int, user_path
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.exporting import export_parquet, wide_table
@@ -60,13 +60,14 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     console = Console(width=max(Console().width, 100))
-    args.out.mkdir(parents=True, exist_ok=True)
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    spec = CampaignSpec(space="nb201", archs=f"random:{args.archs}", seed=args.seed, devices=devices,
+                        measurement="quick")
+    plan = resolve_plan(spec)  # an unknown device is refused before a store is made for it
+    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with Store(args.out / "lab.db") as store:
-        cid, plan, created = plan_campaign(store, CampaignSpec(space="nb201", archs=f"random:{args.archs}",
-                                                               seed=args.seed, devices=devices,
-                                                               measurement="quick"))
+        cid, plan, created = plan_campaign(store, spec, plan)
         console.print(f"campaign {plan.name}: {len(plan.archs)} NB201 archs x {len(devices)} devices "
                       f"({'new' if created else 'found in the store: only what is missing is measured'})")
         options = CoordinatorOptions(artifact_dir=args.out / "artifacts")

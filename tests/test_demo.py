@@ -22,11 +22,13 @@ def test_a_bad_number_is_one_usage_line(flags, says, tmp_path, capsys):
 
 
 def test_an_unknown_device_is_one_line(tmp_path, capsys):
-    """--devices local-ort-1 (a typo) ended in ProfileError's traceback."""
+    """--devices local-ort-1 (a typo) ended in ProfileError's traceback; then, refused, it left a new store (lab.db,
+    lab.db-locks) in --out."""
     assert main(["--devices", "local-ort-1", "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("scripts/demo: error: unknown device 'local-ort-1': no profile of that name")
+    assert not (tmp_path / "demo").exists()
 
 
 def test_out_naming_a_file_is_refused(tmp_path, capsys):
