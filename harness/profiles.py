@@ -480,24 +480,22 @@ def _reach(c: "_Checker", host_t: dict, *, ssh: bool) -> dict:
              "key": c.string(host_t, "key", "host"), "jump": _jump(c, host_t)}
     if not ssh:
         return reach
-    from harness.ssh_config import SSH_CONFIG, ssh_config_for
+    from harness.ssh_config import SSH_CONFIG, gateways, refuse_proxy_command, settle
 
     alias, config = reach["address"], SSH_CONFIG.expanduser()
-    conf = ssh_config_for(alias)
-    if conf.proxy_command and not (reach["jump"] or conf.proxy_jump):  # a direct connection instead: never silently
-        raise ProfileError(f"{c.source}: {config} reaches {alias!r} through a ProxyCommand, which hwl does not "
-                           "run; give the profile's [host] a jump (or the config a ProxyJump)")
-    if reach["jump"] is None and conf.proxy_jump:
-        where = _Checker(f"{c.source} (ProxyJump of {alias!r} in {config})")
-        reach["jump"] = _jump(where, {"jump": conf.proxy_jump})
-    reach["address"] = conf.hostname or alias
-    reach["port"] = port or conf.port or 22
-    for key, config_key, given in (("user", "User", conf.user), ("key", "IdentityFile", conf.identity_file)):
-        reach[key] = reach[key] or given
-        if not reach[key]:
+    device = settle(alias, user=reach["user"], port=port, key=reach["key"])
+    if reach["jump"] is None:
+        refuse_proxy_command(device, "", "give the profile's [host] a jump (or the config a ProxyJump)",
+                             source=c.source)
+        if device.proxy_jump:
+            where = _Checker(f"{c.source} (ProxyJump of {alias!r} in {config})")
+            reach["jump"] = _jump(where, {"jump": device.proxy_jump})
+    for key, config_key in (("user", "User"), ("key", "IdentityFile")):
+        if not getattr(device, key):
             raise ProfileError(f"{c.source}: missing key 'host.{key}' (and {config} gives {alias!r} no "
                                f"{config_key})")
-    return reach
+    gateways(reach["jump"], key=device.key)  # the config is read for them now too: what it refuses, refused at load
+    return {**reach, "address": device.address, "port": device.port, "user": device.user, "key": device.key}
 
 
 def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
@@ -512,6 +510,8 @@ def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
 def _jump(c: "_Checker", host_t: dict) -> str | None:
     """``host.jump``: one gateway ``"[user@]host[:port]"`` or a list of them (the first reached first), kept as
     ssh's -J spells a chain: comma-separated."""
+    from harness.ssh_config import jump_hop
+
     value = host_t.get("jump")
     if value is None:
         return None
@@ -525,30 +525,6 @@ def _jump(c: "_Checker", host_t: dict) -> str | None:
         except ValueError as exc:
             raise ProfileError(f"{c.source}: key 'host.jump' = {hop!r} {exc}") from None
     return ",".join(h.strip() for text in hops for h in text.split(","))
-
-
-def jump_hop(text: str) -> tuple[str | None, str, int | None]:
-    """One gateway as ssh's -J writes it, ``[user@]host[:port]`` (an IPv6 address with a port in brackets), as
-    (user or None, host, port or None); a ValueError saying what is wrong."""
-    user, at, rest = text.strip().rpartition("@")
-    if at and not user:
-        raise ValueError("has an empty user before '@'")
-    host, port = rest, None
-    if rest.startswith("[") and "]" in rest:  # [::1]:2222
-        host, _, after = rest[1:].partition("]")
-        if after and not (after.startswith(":") and after[1:].isdigit()):
-            raise ValueError("is not [user@]host[:port]")
-        port = int(after[1:]) if after else None
-    elif rest.count(":") == 1:
-        host, _, word = rest.partition(":")
-        if not word.isdigit():
-            raise ValueError(f"has port {word!r}: give a number")
-        port = int(word)
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"has port {port}: a TCP port is 1..65535")
-    if not host or any(ch.isspace() or ch in "@/[]" for ch in host):
-        raise ValueError("is not [user@]host[:port]")
-    return user or None, host, port
 
 
 def _why_not_an_address(address: str) -> str | None:

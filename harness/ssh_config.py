@@ -1,9 +1,11 @@
 """What the user's ``~/.ssh/config`` says of a host, for the few keys hwl takes from it: HostName, Port, User,
 IdentityFile and ProxyJump, filled in where a device profile leaves them out, so a lab's own ssh setup works.
-Every other key is ignored (README says so): ``StrictHostKeyChecking no`` never turns host key checks off."""
+Every other key is ignored (README says so): ``StrictHostKeyChecking no`` never turns host key checks off.
+One login on the way to a device, the device's own or a gateway's, is settled here, by the same rules for both."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import getpass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -56,3 +58,72 @@ def ssh_config_for(name: str) -> SshConfigHost:
     return SshConfigHost(hostname=hostname if hostname != name else None, port=int(port) if port else None,
                          user=found.get("user"), identity_files=tuple(found.get("identityfile", ())),
                          proxy_jump=proxy_jump, proxy_command=proxy_command)
+
+
+@dataclass(frozen=True)
+class SshLogin:
+    """One login on the way to a device (the device's own, or a gateway's), its keys settled as ssh settles them:
+    what is given (a profile's keys, a -J hop's ``user@`` and ``:port``) wins, then what the config gives the name
+    as written; None: neither gives it."""
+
+    name: str  # as written: a Host alias of the config, or the address itself
+    address: str
+    port: int
+    user: str | None
+    key: str | None
+    proxy_jump: str | None = None  # the config's, which ssh follows where nothing stands in front of this login
+    proxy_command: str | None = None
+
+
+def settle(name: str, *, user: str | None = None, port: int | None = None, key: str | None = None) -> SshLogin:
+    """The login to ``name`` with what is given, the config filling the rest (its HostName replaces the name)."""
+    conf = ssh_config_for(name)
+    return SshLogin(name=name, address=conf.hostname or name, port=port or conf.port or 22, user=user or conf.user,
+                    key=key or conf.identity_file, proxy_jump=conf.proxy_jump, proxy_command=conf.proxy_command)
+
+
+def refuse_proxy_command(login: SshLogin, what: str, fix: str, *, source: str | None = None) -> None:
+    """A ProfileError when ssh would reach ``login`` through a ProxyCommand, which hwl does not run: reaching it
+    directly instead would go round what the lab set up, silently."""
+    if login.proxy_command and not login.proxy_jump:
+        where = f"{source}: " if source else ""
+        raise ProfileError(f"{where}{SSH_CONFIG.expanduser()} reaches {what}{login.name!r} through a ProxyCommand, "
+                           f"which hwl does not run; {fix}")
+
+
+def gateways(jump: str | None, *, key: str | None) -> list[SshLogin]:
+    """The gateways of ``jump`` (ssh -J's ``[user@]host[:port]`` hops, comma-separated, the first reached first),
+    each settled: the hop's user, else the config's, else this user's (as ssh -J logs in); the device's ``key``."""
+    hops = []
+    for text in jump.split(",") if jump else ():
+        user, name, port = jump_hop(text)
+        hop = settle(name, user=user, port=port, key=key)
+        hops.append(replace(hop, user=hop.user or getpass.getuser()))
+    if hops:  # the hops behind it are reached through it, whatever the config says of them (as ssh -J)
+        refuse_proxy_command(hops[0], "jump host ", "give the config a ProxyJump for it (or a gateway in front of "
+                                                   "it in the profile's jump)")
+    return hops
+
+
+def jump_hop(text: str) -> tuple[str | None, str, int | None]:
+    """One gateway as ssh's -J writes it, ``[user@]host[:port]`` (an IPv6 address with a port in brackets), as
+    (user or None, host, port or None); a ValueError saying what is wrong."""
+    user, at, rest = text.strip().rpartition("@")
+    if at and not user:
+        raise ValueError("has an empty user before '@'")
+    host, port = rest, None
+    if rest.startswith("[") and "]" in rest:  # [::1]:2222
+        host, _, after = rest[1:].partition("]")
+        if after and not (after.startswith(":") and after[1:].isdigit()):
+            raise ValueError("is not [user@]host[:port]")
+        port = int(after[1:]) if after else None
+    elif rest.count(":") == 1:
+        host, _, word = rest.partition(":")
+        if not word.isdigit():
+            raise ValueError(f"has port {word!r}: give a number")
+        port = int(word)
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"has port {port}: a TCP port is 1..65535")
+    if not host or any(ch.isspace() or ch in "@/[]" for ch in host):
+        raise ValueError("is not [user@]host[:port]")
+    return user or None, host, port

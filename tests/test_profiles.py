@@ -481,14 +481,28 @@ def test_jump_hosts_are_read_as_ssh_writes_them_and_chained_in_order():
         parse_profile({**GOOD, "host": {"name": "pi-1", "jump": "gw"}})
 
 
+def _ssh_config(home: Path, monkeypatch, text: str) -> Path:
+    """``text`` as the ~/.ssh/config of a user whose home is ``home``."""
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".ssh").mkdir()
+    config = home / ".ssh" / "config"
+    config.write_text(text)
+    return config
+
+
+def _refused_in_one_line(host: dict) -> str:
+    with pytest.raises(ProfileError) as refused:
+        parse_profile({**GOOD, "host": host})
+    assert "\n" not in str(refused.value)
+    return str(refused.value)
+
+
 def test_a_host_alias_of_the_users_ssh_config_fills_what_the_profile_leaves_out(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / ".ssh").mkdir()
-    config = tmp_path / ".ssh" / "config"
-    config.write_text("Host pi-*\n  User pi\n  IdentityFile ~/.ssh/lab_key\n  ProxyJump me@gw:2200\n"
-                      "Host pi-12\n  HostName 10.0.0.12\n  Port 2222\n"
-                      "Host old-pi\n  ProxyCommand nc -X 5 -x socks:1080 %h %p\n"
-                      "Host pi-n\n  HostName 10.0.0.%n\n")
+    config = _ssh_config(tmp_path, monkeypatch, "Host pi-*\n  User pi\n  IdentityFile ~/.ssh/lab_key\n"
+                                                "  ProxyJump me@gw:2200\n"
+                                                "Host pi-12\n  HostName 10.0.0.12\n  Port 2222\n"
+                                                "Host old-pi\n  ProxyCommand nc -X 5 -x socks:1080 %h %p\n"
+                                                "Host pi-n\n  HostName 10.0.0.%n\n")
     ssh = {"name": "pi-1", "transport": "ssh"}
     host = parse_profile({**GOOD, "host": {**ssh, "address": "pi-12"}}).host
     assert (host.address, host.port, host.user, host.key, host.jump) == (
@@ -501,12 +515,23 @@ def test_a_host_alias_of_the_users_ssh_config_fills_what_the_profile_leaves_out(
                        "profile's [host] a jump (or the config a ProxyJump)"),
             ("other", f"missing key 'host.user' (and {config} gives 'other' no User)"),
             ("pi-n", f"{config}: HostName '10.0.0.%n' for host 'pi-n' holds a %-token, which hwl does not expand")):
-        with pytest.raises(ProfileError) as refused:
-            parse_profile({**GOOD, "host": {**ssh, "address": address}})
-        assert said in str(refused.value) and "\n" not in str(refused.value)
+        assert said in _refused_in_one_line({**ssh, "address": address})
     config.write_text("Host pi-12\n  Port\n")
     with pytest.raises(ProfileError, match=rf"^{config}: cannot read it for host 'pi-12' \(ConfigParseError"):
         parse_profile({**GOOD, "host": {**ssh, "address": "pi-12"}})
+
+
+def test_a_jump_host_alias_is_read_by_the_devices_rules_when_the_profile_loads(tmp_path, monkeypatch):
+    config = _ssh_config(tmp_path, monkeypatch, "Host gw\n  HostName 10.0.0.1\n  Port 2200\n  User me\n"
+                                                "Host socks-gw\n  ProxyCommand nc -X 5 -x socks:1080 %h %p\n"
+                                                "Host gw-n\n  HostName 10.0.0.%n\n")
+    ssh = {"name": "pi-1", "transport": "ssh", "address": "10.0.0.12", "user": "pi", "key": "k"}
+    for jump, said in (
+            ("socks-gw", f"{config} reaches jump host 'socks-gw' through a ProxyCommand, which hwl does not run"),
+            ("gw-n", f"{config}: HostName '10.0.0.%n' for host 'gw-n' holds a %-token, which hwl does not expand")):
+        assert said in _refused_in_one_line({**ssh, "jump": jump})  # it loaded: reached directly, or refused later
+    # behind another gateway, ssh -J goes through the hops before it, whatever the config says of its own proxy
+    assert parse_profile({**GOOD, "host": {**ssh, "jump": "gw,socks-gw"}}).host.jump == "gw,socks-gw"
 
 
 def test_profile_new_writes_a_jump_host_and_refuses_one_spelled_wrong(tmp_path, capsys):

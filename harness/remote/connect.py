@@ -1,15 +1,14 @@
 """From a device profile to a ``Host`` and an agent session on it."""
 from __future__ import annotations
 
-import getpass
 import os
 import shlex
 from pathlib import Path
 
 from harness.errors import ProfileError
-from harness.profiles import DeviceProfile, jump_hop
+from harness.profiles import DeviceProfile
 from harness.remote.host import Host
-from harness.ssh_config import ssh_config_for
+from harness.ssh_config import gateways
 
 
 KNOWN_HOSTS_ENV = "HWL_KNOWN_HOSTS"
@@ -27,12 +26,9 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     common = dict(known_hosts=known_hosts, trust_new_host=trust_new_host, deploy_command=deploy_command(profile),
                   profile=profile.name)
     jump = None
-    for hop in h.jump.split(",") if h.jump else ():
-        user, alias, port = jump_hop(hop)
-        conf = ssh_config_for(alias)  # a Host alias of ~/.ssh/config, as ssh -J reads it (README says which keys)
-        # the login is this user's, as ssh -J logs in, unless the hop or the config names one; the key is the device's
-        jump = Host(f"{h.name}'s jump host {alias}", conf.hostname or alias, user or conf.user or getpass.getuser(),
-                    h.key, port=port or conf.port or 22, jump=jump, **common)
+    for hop in gateways(h.jump, key=h.key):  # settled as the device's own login was (harness.ssh_config)
+        jump = Host(f"{h.name}'s jump host {hop.name}", hop.address, hop.user, hop.key, port=hop.port, jump=jump,
+                    **common)
     return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, **common)
 
 
