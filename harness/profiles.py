@@ -494,7 +494,8 @@ def _reach(c: "_Checker", host_t: dict, *, ssh: bool) -> dict:
         if not getattr(device, key):
             raise ProfileError(f"{c.source}: missing key 'host.{key}' (and {config} gives {alias!r} no "
                                f"{config_key})")
-    gateways(reach["jump"], key=device.key)  # the config is read for them now too: what it refuses, refused at load
+    # the config is read for the gateways now too: what it refuses, refused at load
+    gateways(reach["jump"], key=device.key, behind=None if host_t.get("jump") else alias)
     return {**reach, "address": device.address, "port": device.port, "user": device.user, "key": device.key}
 
 

@@ -91,18 +91,41 @@ def refuse_proxy_command(login: SshLogin, what: str, fix: str, *, source: str | 
                            f"which hwl does not run; {fix}")
 
 
-def gateways(jump: str | None, *, key: str | None) -> list[SshLogin]:
-    """The gateways of ``jump`` (ssh -J's ``[user@]host[:port]`` hops, comma-separated, the first reached first),
-    each settled: the hop's user, else the config's, else this user's (as ssh -J logs in); the device's ``key``."""
-    hops = []
-    for text in jump.split(",") if jump else ():
+def gateways(jump: str | None, *, key: str | None, behind: str | None = None) -> list[SshLogin]:
+    """The gateways in front of a device, the first reached first, as ssh -J goes through them: ``jump``'s hops
+    (``[user@]host[:port]``, comma-separated), and in front of the first one the ProxyJump the config gives it,
+    and so on (a later hop is reached through the hops before it, whatever the config says of its own proxy). A
+    hop logs in as the hop's user, else the config's, else this user (as ssh -J); with the config's IdentityFile,
+    else the device's ``key``. ``behind``: the device's alias when ``jump`` is its ProxyJump (for the loop check).
+    A ProfileError naming the config for a ProxyJump that comes back round, or one hwl cannot read."""
+    followed, chain = [behind] if behind else [], []
+    while jump:
+        hops = [_gateway(text, key, written_for=followed[-1] if followed else None) for text in jump.split(",")]
+        chain[:0] = hops
+        first = hops[0]
+        if not first.proxy_jump:
+            refuse_proxy_command(first, "jump host ", "give the config a ProxyJump for it (or a gateway in front "
+                                                      "of it in the profile's jump)")
+            break
+        followed.append(first.name)
+        if first.name in followed[:-1]:
+            loop = " -> ".join(followed[followed.index(first.name):])
+            raise ProfileError(f"{SSH_CONFIG.expanduser()}: ProxyJump goes round in a loop ({loop}); ssh would "
+                               "never get there either: set ProxyJump none where the chain should end")
+        jump = first.proxy_jump
+    return chain
+
+
+def _gateway(text: str, key: str | None, *, written_for: str | None) -> SshLogin:
+    """One hop of a jump, settled (see ``gateways``); ``written_for``: the host whose config ProxyJump holds it."""
+    try:
         user, name, port = jump_hop(text)
-        hop = settle(name, user=user, port=port, key=key)
-        hops.append(replace(hop, user=hop.user or getpass.getuser()))
-    if hops:  # the hops behind it are reached through it, whatever the config says of them (as ssh -J)
-        refuse_proxy_command(hops[0], "jump host ", "give the config a ProxyJump for it (or a gateway in front of "
-                                                   "it in the profile's jump)")
-    return hops
+    except ValueError as exc:  # a profile's jump was checked as it loaded: this is the config's
+        raise ProfileError(f"{SSH_CONFIG.expanduser()}: ProxyJump {text.strip()!r} for host {written_for!r} "
+                           f"{exc}") from None
+    hop = settle(name, user=user, port=port)
+    own_key = hop.key if hop.key and Path(hop.key).expanduser().is_file() else None
+    return replace(hop, user=hop.user or getpass.getuser(), key=own_key or key)
 
 
 def jump_hop(text: str) -> tuple[str | None, str, int | None]:

@@ -534,6 +534,24 @@ def test_a_jump_host_alias_is_read_by_the_devices_rules_when_the_profile_loads(t
     assert parse_profile({**GOOD, "host": {**ssh, "jump": "gw,socks-gw"}}).host.jump == "gw,socks-gw"
 
 
+def test_a_proxy_jump_of_the_config_that_comes_back_round_is_refused_in_one_line_naming_the_config(tmp_path,
+                                                                                                     monkeypatch):
+    config = _ssh_config(tmp_path, monkeypatch, "Host a\n  ProxyJump me@b:2200\nHost b\n  ProxyJump a,c\n"
+                                                "Host self\n  ProxyJump self\nHost pi-*\n  ProxyJump b\n"
+                                                "Host bad\n  ProxyJump gw:ssh\n")
+    ssh = {"name": "pi-1", "transport": "ssh", "address": "10.0.0.12", "user": "pi", "key": "k"}
+    loop = f"{config}: ProxyJump goes round in a loop"
+    assert _refused_in_one_line({**ssh, "jump": "a"}).startswith(f"{loop} (a -> b -> a); ")
+    assert _refused_in_one_line({**ssh, "jump": "self"}).startswith(f"{loop} (self -> self); ")
+    assert _refused_in_one_line({**ssh, "address": "pi-b"}).startswith(f"{loop} (b -> a -> b)")
+    # behind another hop, a's own ProxyJump is not followed (ssh -J reaches it through c), so no loop
+    assert parse_profile({**GOOD, "host": {**ssh, "jump": "c,a"}}).host.jump == "c,a"
+    assert _refused_in_one_line({**ssh, "jump": "bad"}) == (f"{config}: ProxyJump 'gw:ssh' for host 'bad' has "
+                                                            "port 'ssh': give a number")
+    config.write_text("Host pi-*\n  ProxyJump gw\nHost gw\n  ProxyJump pi-9\n")
+    assert _refused_in_one_line({**ssh, "address": "pi-9"}).startswith(f"{loop} (pi-9 -> gw -> pi-9)")
+
+
 def test_profile_new_writes_a_jump_host_and_refuses_one_spelled_wrong(tmp_path, capsys):
     from harness.cli import main
 

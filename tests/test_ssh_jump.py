@@ -176,3 +176,24 @@ def test_a_host_alias_of_the_users_ssh_config_reaches_the_device_and_its_host_ke
         assert (host.address, host.port, host.jump.address, host.jump.port) == (DEVICE_ADDRESS, 2224, "198.18.61.2",
                                                                                 2222)
         assert host.run("echo through").stdout == "through\n"
+
+
+def test_a_gateway_alias_logs_in_with_its_own_identity_file_through_its_own_proxy_jump(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(  # the gateway reached through itself, the outer hop as `outer`
+        f"Host gw\n  HostName 198.18.61.2\n  Port 2222\n  User root\n  IdentityFile {lab['key']}\n  ProxyJump outer\n"
+        f"Host outer\n  HostName 198.18.61.2\n  Port 2222\n  User root\n  IdentityFile {lab['key']}\n"
+        "  StrictHostKeyChecking no\n")
+    # the device's key is one the gateway refuses (test_a_gateway_that_refuses_the_key_is_named)
+    known = tmp_path / "known_hosts"
+    known.write_text(lab["device"].public_host_key_line())
+    with pytest.raises(HostKeyError, match=r"^host key of pi-j's jump host outer \(\[198\.18\.61\.2\]:2222\) is not "):
+        _opened(_profile(lab, tmp_path, jump="gw", key=lab["device_only"], known=known))
+    assert known.read_text() == lab["device"].public_host_key_line()  # nothing added
+    with _opened(_profile(lab, tmp_path, jump="gw", key=lab["device_only"])) as host:
+        assert host.run("echo nested").stdout == "nested\n"
+        gateway, outer = host.jump, host.jump.jump
+        assert (gateway.name, outer.name, outer.jump) == ("pi-j's jump host gw", "pi-j's jump host outer", None)
+        assert (host.key_file, gateway.key_file, outer.key_file) == (lab["device_only"], lab["key"], lab["key"])
+        assert gateway.client.get_transport().sock.get_transport() is outer.client.get_transport()
