@@ -47,11 +47,11 @@ def lab(tmp_path_factory):
 
 
 def _profile(lab, folder: Path, *, jump: str = "root@198.18.61.2:2222", key=None, known=None, port: int = 2224,
-             name: str = "pi-j") -> Path:
+             name: str = "pi-j", address: str = DEVICE_ADDRESS) -> Path:
     path = folder / f"{name}.toml"
     path.write_text("\n".join([
         f'name = "{name}"', 'device_class = "embedded_cpu"', "[host]", f'name = "{name}"', 'transport = "ssh"',
-        f'address = "{DEVICE_ADDRESS}"', f"port = {port}", 'user = "root"', f'key = "{key or lab["key"]}"',
+        f'address = "{address}"', f"port = {port}", 'user = "root"', f'key = "{key or lab["key"]}"',
         f'jump = "{jump}"', f'known_hosts = "{known or lab["known"]}"', f'python = "{sys.executable}"',
         "use_venv = false", f'agent_dir = "{lab["work"] / "hwl"}"', "[runtime]", 'kind = "onnxruntime"',
         "threads = 1", "cores = [0]", "[measurement]", 'profile = "quick"', ""]))
@@ -125,7 +125,8 @@ def test_an_unreachable_gateway_and_a_device_the_gateway_cannot_reach_are_told_a
     with pytest.raises(HostUnreachable, match=r"^cannot reach pi-j's jump host 198\.18\.61\.2 at 198\.18\.61\.2:2299 "):
         _opened(_profile(lab, tmp_path, jump="root@198.18.61.2:2299"))
     with pytest.raises(HostUnreachable, match=r"^pi-j's jump host 198\.18\.61\.2 cannot reach pi-j at "
-                                              rf"{DEVICE_ADDRESS}:2299 \(Connect failed\)"):
+                                              rf"{DEVICE_ADDRESS}:2299 \(SSH channel open failure 2, Connect failed, "
+                                              r"the jump host said 'Connection refused'\); "):
         _opened(_profile(lab, tmp_path, port=2299))
 
 
@@ -197,3 +198,16 @@ def test_a_gateway_alias_logs_in_with_its_own_identity_file_through_its_own_prox
         assert (gateway.name, outer.name, outer.jump) == ("pi-j's jump host gw", "pi-j's jump host outer", None)
         assert (host.key_file, gateway.key_file, outer.key_file) == (lab["device_only"], lab["key"], lab["key"])
         assert gateway.client.get_transport().sock.get_transport() is outer.client.get_transport()
+
+
+def test_a_device_the_gateway_cannot_reach_is_one_line_in_the_gateways_own_words(lab, tmp_path):
+    said = {}  # paramiko's exception names the code alone ("Connect failed"); the gateway said which failure
+    for address, port in ((DEVICE_ADDRESS, 2299), ("no-such-device.invalid", 22)):
+        out = hwl("deploy", _profile(lab, tmp_path, address=address, port=port), "--no-selftest")
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert f"pi-j's jump host 198.18.61.2 cannot reach pi-j at {address}:{port} (SSH channel open failure 2, " \
+               "Connect failed, the jump host said '" in lines[0], lines[0]
+        said[address] = lines[0].split("the jump host said ")[1].split(")")[0]
+    assert said[DEVICE_ADDRESS] == "'Connection refused'"
+    assert "name" in said["no-such-device.invalid"].lower()  # the resolver's words: "Name or service not known"...

@@ -24,6 +24,7 @@ import paramiko
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from harness.paths import why_not_a_file
+from harness.remote.channel_open import ChannelRefused, open_channel
 from harness.remote.known_hosts import HostTrust, read_known_hosts, trust_for
 from harness.remote.errors import (AuthenticationError, HostKeyError, HostUnreachable,
                                    RemoteCommandError)
@@ -302,14 +303,17 @@ class Host:
             return None
         where = f"{self.name} at {self.address}:{self.port}"
         try:
-            return self.jump.client.get_transport().open_channel(
-                "direct-tcpip", (self.address, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout_s)
-        except paramiko.ChannelException as exc:
+            return open_channel(self.jump.client.get_transport(), "direct-tcpip", (self.address, self.port),
+                                ("127.0.0.1", 0), timeout_s=self.connect_timeout_s)
+        except ChannelRefused as exc:
+            # the code's name and the gateway's own words, which tell a closed port from a missing route or name
+            why = f"SSH channel open failure {exc.code}, {exc.text}" + (
+                f", the jump host said {exc.description!r}" if exc.description else "")
             if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
                 raise HostUnreachable(f"{self.jump.name} refuses to forward connections to {where} "
-                                      f"({exc.text}): its sshd_config needs AllowTcpForwarding yes (and a PermitOpen "
+                                      f"({why}): its sshd_config needs AllowTcpForwarding yes (and a PermitOpen "
                                       "that lets this address through)", host=self.name) from None
-            raise HostUnreachable(f"{self.jump.name} cannot reach {where} ({exc.text}); check the address and the "
+            raise HostUnreachable(f"{self.jump.name} cannot reach {where} ({why}); check the address and the "
                                   "port as the jump host sees them, and that sshd runs there", host=self.name) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:  # "Timeout opening channel.", the link lost
             raise HostUnreachable(f"{self.jump.name} did not connect to {where} ({str(exc) or 'its link closed'}, "
