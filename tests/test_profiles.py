@@ -563,3 +563,30 @@ def test_profile_new_writes_a_jump_host_and_refuses_one_spelled_wrong(tmp_path, 
     assert main([*ssh, "--jump", "me@gw.lab:ssh", "--out", str(bad)]) == 2
     assert capsys.readouterr().err.endswith(f"{bad}: key 'host.jump' = 'me@gw.lab:ssh' has port 'ssh': give a number\n")
     assert not bad.exists()
+
+
+def test_profile_new_leaves_to_the_users_ssh_config_what_it_gives_a_host_alias(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    config = _ssh_config(tmp_path, monkeypatch, "Host pi-12\n  HostName 10.0.0.12\n  Port 2222\n  User pi\n"
+                                                "  IdentityFile ~/.ssh/lab_key\nHost bare\n  HostName 10.0.0.13\n")
+    new = ["profile", "new", "pi-1", "--transport", "ssh"]
+    out = tmp_path / "pi-1.toml"
+    assert main([*new, "--host", "pi-12", "--out", str(out)]) == 0  # it was: needs --user, --key
+    assert not [line for line in out.read_text().splitlines() if line.split(" = ")[0] in ("port", "user", "key")]
+    host = load_profile(str(out)).host
+    assert (host.address, host.port, host.user, host.key) == ("10.0.0.12", 2222, "pi", f"{tmp_path}/.ssh/lab_key")
+    assert main([*new, "--host", "pi-12", "--port", "2200", "--user", "root", "--out", str(out), "--force"]) == 0
+    host = load_profile(str(out)).host  # the flags win, and are written
+    assert (host.port, host.user, host.key) == (2200, "root", f"{tmp_path}/.ssh/lab_key")
+    assert main([*new, "--host", "10.0.0.14", "--user", "pi", "--key", "k", "--out", str(out), "--force"]) == 0
+    assert "port = 22\n" in out.read_text()  # no alias: as before
+    capsys.readouterr()
+    bad = tmp_path / "bare.toml"
+    assert main([*new, "--host", "bare", "--user", "pi", "--out", str(bad)]) == 2
+    assert capsys.readouterr().err == (f"hwl profile: error: transport ssh needs --key (and {config} gives 'bare' no "
+                                       "IdentityFile)\n")
+    assert main([*new, "--host", "bare", "--out", str(bad)]) == 2
+    said = capsys.readouterr().err
+    assert said.endswith(f"needs --user, --key (and {config} gives 'bare' no User or IdentityFile)\n")
+    assert not bad.exists()

@@ -18,10 +18,11 @@ def add_parser(subparsers) -> None:
     new.add_argument("--transport", choices=["local", "ssh", "command"], default="local")
     new.add_argument("--device-class", default=None,
                      help="cpu | gpu | mobile | embedded_cpu | fpga | asic (default: by transport)")
-    new.add_argument("--host", help="ssh: address of the device host")
-    new.add_argument("--port", type=int, help="ssh: port (default 22)")
-    new.add_argument("--user", help="ssh: login user")
-    new.add_argument("--key", help="ssh: private key file (key authentication only)")
+    new.add_argument("--host", help="ssh: address of the device host (or a Host alias of ~/.ssh/config)")
+    new.add_argument("--port", type=int, help="ssh: port (default: the config's for an alias, else 22)")
+    new.add_argument("--user", help="ssh: login user (default: the config's for an alias)")
+    new.add_argument("--key", help="ssh: private key file, key authentication only (default: the config's "
+                                   "IdentityFile for an alias)")
     new.add_argument("--jump", help="ssh: gateway the device is reached through, [user@]host[:port] as ssh -J "
                                     "(comma-separated for a chain)")
     new.add_argument("--host-name", help="Ray host resource name (default: the device name; 'local' for local)")
@@ -77,14 +78,7 @@ def profile_toml(args) -> str:
     lines = [f"name = {_q(args.name)}", f"device_class = {_q(args.device_class or default_class)}",
              "", "[host]", f"name = {_q(host_name)}", f"transport = {_q(args.transport)}"]
     if args.transport == "ssh":
-        missing = [flag for flag, v in (("--host", args.host), ("--user", args.user), ("--key", args.key)) if not v]
-        if missing:
-            raise UserError(f"transport ssh needs {', '.join(missing)}")
-        # --port 0 is checked (and refused) like any port, not taken for the default
-        port = 22 if args.port is None else args.port
-        lines += [f"address = {_q(args.host)}", f"port = {port}", f"user = {_q(args.user)}",
-                  f"key = {_q(_key_path(args.key))}",
-                  f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
+        lines += _ssh_reach(args) + [f"python = {_q(args.python or 'python3')}", 'agent_dir = "~/.hwl"']
         if args.machine:
             lines.append(f"machine = {_q(args.machine)}")
         if args.jump:
@@ -114,6 +108,26 @@ def profile_toml(args) -> str:
               "", "[measurement]", f"profile = {_q(args.measurement)}",
               f"cooldown_s = {0.2 if args.transport == 'local' else 1.0}", ""]
     return "\n".join(lines)
+
+
+def _ssh_reach(args) -> list[str]:
+    """The address, port, user and key lines: for a Host alias of ~/.ssh/config, what the flags leave out is left
+    to the config (as the profile loads it), and the port too where the config gives one."""
+    from harness.ssh_config import SSH_CONFIG, SshConfigHost, ssh_config_for
+
+    conf = ssh_config_for(args.host) if args.host else SshConfigHost()
+    missing = [(flag, config_key) for flag, config_key, given in (
+        ("--host", None, args.host), ("--user", "User", args.user or conf.user),
+        ("--key", "IdentityFile", args.key or conf.identity_file)) if not given]
+    if missing:
+        unsaid = " or ".join(key for _, key in missing if key)
+        config = f" (and {SSH_CONFIG.expanduser()} gives {args.host!r} no {unsaid})" if args.host else ""
+        raise UserError(f"transport ssh needs {', '.join(flag for flag, _ in missing)}{config}")
+    lines = [f"address = {_q(args.host)}"]
+    if args.port is not None or conf.port is None:  # --port 0 is checked (and refused) like any port
+        lines.append(f"port = {22 if args.port is None else args.port}")
+    lines += [f"user = {_q(args.user)}"] if args.user else []
+    return lines + ([f"key = {_q(_key_path(args.key))}"] if args.key else [])
 
 
 def _key_path(key: str) -> str:
