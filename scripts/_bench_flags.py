@@ -10,8 +10,8 @@ from pathlib import Path
 from harness.cli.common import non_negative_int, positive_float, positive_int
 from harness.errors import USER_ERRORS
 
-__all__ = ["core", "core_list", "count_list", "exit_code", "name_list", "non_negative_int", "number_list",
-           "positive_float", "positive_int"]
+__all__ = ["core", "core_ints", "core_list", "count_list", "exit_code", "name_list", "non_negative_int",
+           "number_list", "positive_float", "positive_int"]
 
 
 def exit_code(main, prog: str | None = None) -> int:
@@ -71,3 +71,9 @@ def core_list(text: str) -> str:
         if item:
             core(item)
     return text
+
+
+def core_ints(text: str) -> list[int]:
+    """The cores of a :func:`core_list` flag's text, its empty items skipped as that check skips them: ``0,`` and
+    ``0, `` are core 0, where the scripts' own splits ended in int()'s ValueError traceback."""
+    return [int(item) for item in text.split(",") if item.strip()]

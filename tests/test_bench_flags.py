@@ -83,6 +83,34 @@ def test_a_core_this_process_may_not_use_is_one_usage_line(script, flag, monkeyp
         f"({','.join(map(str, allowed))})")
 
 
+class AgentStarted(Exception):
+    """Raised where the benchmark would start its agent: the flags were read, nothing was measured."""
+
+
+@pytest.mark.parametrize("agent_cores", [",", ", "])
+def test_bench_tvm_schedules_skips_an_empty_agent_core(agent_cores, tmp_path, monkeypatch):
+    """bench_tvm --schedules --agent-cores 0, exported its model, then ended in int('')'s ValueError traceback: its
+    --cores skipped empty items, its --agent-cores did not."""
+    from tests.bench_scripts import load
+
+    script = next(s for s in SCRIPTS if s.name == "bench_tvm")
+    module = load(script)
+    started = []
+
+    def agent(*, cores, **_):
+        started.append(cores)
+        raise AgentStarted
+
+    monkeypatch.setattr(module, "LocalSession", agent)
+    core = min(os.sched_getaffinity(0))
+    monkeypatch.setattr(sys, "argv", [str(script), "--schedules", "none", "--archs", "0", "--threads-list", "1",
+                                      "--cores", str(core), "--agent-cores", f"{core}{agent_cores}",
+                                      "--store", str(tmp_path / "models")])
+    with pytest.raises(AgentStarted):
+        module.main()
+    assert started == [[core]]
+
+
 def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
     """bench_onboard --budget 5 --checkpoints 5,10 printed a 'loop n=10' column, the n=5 round's numbers again
     (the last round at or before 10), as if 10 had been measured; bench_onboard_uncertainty already refused it."""
