@@ -136,18 +136,27 @@ FOREIGN_PARTIAL_AGE_S = 3600.0
 # the space.
 PARTIAL_SWEEP_INTERVAL_S = 60.0
 _last_sweep: dict[Path, float] = {}
+# An artifact's partial file as an hwl before December 2026 named it (``.<sha>.onnx.<random>.tmp``, later
+# ``.<sha>.json.<host>-<pid>-<random>.tmp``): nothing tells its writer, so it goes by age, as another host's does.
+_OLD_PARTIAL = re.compile(r"\.[0-9a-f]{64}\.(?:onnx|json)\..+\.tmp")
 
 
 def _remove_dead_partials(folder: Path) -> None:
     """Remove the partial files in ``folder`` left by writers that were killed: this host's whose process is gone,
-    and any other (another host's, an older hwl's) that nothing has written for ``FOREIGN_PARTIAL_AGE_S``; never
-    a live writer's. At most once per ``PARTIAL_SWEEP_INTERVAL_S`` per folder and process."""
+    and any other (another host's, an older hwl's, ``_OLD_PARTIAL`` included) that nothing has written for
+    ``FOREIGN_PARTIAL_AGE_S``; never a live writer's. At most once per ``PARTIAL_SWEEP_INTERVAL_S`` per folder and
+    process."""
     if time.monotonic() - _last_sweep.get(folder, -math.inf) < PARTIAL_SWEEP_INTERVAL_S:
         return
     _last_sweep[folder] = time.monotonic()
     # the token's 8 hex digits (a pid has at most 7) keep host "gpu" from reading host "gpu-2"'s names as its own
     mine, now = re.compile(rf"{re.escape(_partial_prefix())}(\d+)-[0-9a-f]{{8}}-"), time.time()
-    for partial in folder.glob(".partial-*"):
+    try:
+        with os.scandir(folder) as entries:  # one listing for both kinds of name
+            names = [entry.name for entry in entries]
+    except OSError:  # no such folder (yet), or one that cannot be listed: the write itself says what is wrong
+        return
+    for partial in (folder / n for n in names if n.startswith(".partial-") or _OLD_PARTIAL.fullmatch(n)):
         found = mine.match(partial.name)
         with contextlib.suppress(FileNotFoundError):  # renamed or removed by its writer meanwhile
             dead = (not psutil.pid_exists(int(found[1])) if found

@@ -559,6 +559,29 @@ def test_a_partial_file_of_a_killed_writer_is_removed_and_a_running_one_s_kept(t
                                                                                   elsewhere, longer_name))
 
 
+def test_an_older_hwl_s_partial_artifact_files_go_once_an_hour_unwritten(tmp_path, monkeypatch):
+    """An hwl before December 2026 left `.<sha>.onnx.*.tmp` files of killed exports in the artifact folder, which
+    nothing removed (README said to delete them by hand). The sweep of a write into the folder takes them once
+    untouched for an hour, as another host's partial files; a fresh one, and a file of another shape, stay."""
+    import time
+
+    from harness.artifacts import ArtifactStore
+
+    monkeypatch.setattr("harness.paths.PARTIAL_SWEEP_INTERVAL_S", 0.0)  # each write here looks, not once a minute
+    sha = "0123456789abcdef" * 4
+    old = [tmp_path / f".{sha}.onnx.k3j_x9q2.tmp",  # mkstemp's name, the first hwl's
+           tmp_path / f".{sha}.json.gpu-2.lab-4321-abcd1234.tmp"]  # with its writer's host and pid, a later one's
+    fresh = tmp_path / f".{sha}.onnx.p0o9i8u7.tmp"  # an older hwl exporting into the folder right now
+    others = [tmp_path / ".notes.tmp", tmp_path / f".{sha}.onnx", tmp_path / f"{sha}.onnx.backup.tmp"]
+    for path in (*old, fresh, *others):
+        path.write_bytes(b"half a model")
+    for path in (*old, *others):
+        os.utime(path, (time.time() - 3700, time.time() - 3700))
+    art = ArtifactStore(tmp_path).put(b"a whole model", {"space": "nb201", "arch": 0})
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        p.name for p in (fresh, *others, art.path, tmp_path / f"{art.sha256}.json"))
+
+
 def test_exporting_a_device_named_like_an_accuracy_points_to_the_parquet_export(tmp_path, caplog, capsys):
     """The wide table's readers refuse a column named like an accuracy or a FLOPs count, so a lab's device named
     'npu_acc' makes an export that `hwl data import --wide` refuses. The export says so and which file reads back;
