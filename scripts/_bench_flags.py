@@ -10,8 +10,8 @@ from pathlib import Path
 from harness.cli.common import non_negative_int, positive_float, positive_int
 from harness.errors import USER_ERRORS
 
-__all__ = ["core", "core_ints", "core_list", "count_list", "exit_code", "name_list", "non_negative_int",
-           "number_list", "positive_float", "positive_int"]
+__all__ = ["core", "core_ints", "core_list", "count_list", "exit_code", "known_names", "name_list",
+           "non_negative_int", "number_list", "positive_float", "positive_int"]
 
 
 def exit_code(main, prog: str | None = None) -> int:
@@ -51,6 +51,18 @@ def name_list(text: str) -> str:
     if not any(item.strip() for item in text.split(",")):
         raise argparse.ArgumentTypeError(f"{text!r} names nothing; give one or more, comma-separated")
     return text
+
+
+def known_names(valid, what: str):
+    """The type of a flag listing some of ``valid`` (``what`` names one: ``"space"``): :func:`name_list`, each item
+    one of ``valid``, kept as text. bench_zcp --spaces foo timed FBNet without a word (anything not nb201 was)."""
+    def check(text: str) -> str:
+        unknown = [item for item in (i.strip() for i in name_list(text).split(",")) if item and item not in valid]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(map(repr, unknown))}; "
+                                             f"valid: {', '.join(valid)}")
+        return text
+    return check
 
 
 def core(text: str) -> int:

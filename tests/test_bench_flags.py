@@ -156,11 +156,13 @@ def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, ca
     ("bench_search", ["--settings", "ful", "--seeds", "1", "--budget", "25"],
      "--settings: unknown setting(s) 'ful'; valid: full, pool"),
     ("bench_accuracy", ["--encodings", "vec,zcpp"], "--encodings: unknown encoding(s) 'zcpp'; valid: vec, zcp, zcpvec"),
+    ("bench_zcp", ["--spaces", "nb201,foo", "--n", "0"], "argument --spaces: unknown space(s) 'foo'; valid: nb201, "
+                                                         "fbnet"),
 ])
 def test_an_unknown_word_in_a_list_is_refused_before_any_work(script, flags, says, monkeypatch, capsys, tmp_path):
     """bench_search --settings ful (a typo of full) set up its latency predictor, ran nothing, printed an empty
     table and wrote a JSON of no results, exit code 0; bench_accuracy --encodings vec,zcpp (with a proxy store) ran
-    vec's curves, then stopped at zcpp."""
+    vec's curves, then stopped at zcpp; bench_zcp --spaces foo timed FBNet as 'foo' (any name but nb201 was)."""
     out = tmp_path / "s.json"
     assert refused(script, [*flags, "--json", str(out)], monkeypatch, capsys) == f"{script}: error: {says}"
     assert not out.exists()
@@ -177,6 +179,17 @@ def test_a_list_naming_nothing_is_one_usage_line(script, flag, text, monkeypatch
     table; `--spaces ''` timed FBNet, `--schedules ''` ran the default comparison, `--cores ''` measured unpinned."""
     assert refused(script, [flag, text], monkeypatch, capsys) == \
         f"{script}: error: argument {flag}: {text!r} names nothing; give one or more, comma-separated"
+
+
+@pytest.mark.slow
+def test_bench_zcp_times_only_the_spaces_named(tmp_path):
+    """bench_zcp --spaces 'nb201,' timed FBNet too, for the empty item (anything not 'nb201' was FBNet)."""
+    out = tmp_path / "z.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_zcp"), "--spaces", "nb201, ", "--n", "1",
+                          "--batch-size", "2", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert [t["space"] for t in json.loads(out.read_text())["timings"]] == ["nb201"]
 
 
 @pytest.mark.parametrize("missing", ["TIME", "HWL"])
