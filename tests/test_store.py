@@ -213,6 +213,28 @@ def test_status_counts_one_running_job_per_device_and_none_without_a_coordinator
     assert counts(dead) == {"d1": {"queued": 3, "running": 0}, "d2": {"queued": 3, "running": 0}}
 
 
+def test_campaign_status_opens_the_store_once(tmp_path, monkeypatch, capsys):
+    """`hwl campaign status` of a campaign no coordinator runs opened the store twice, for its table and again for
+    the resume line under it: two read-only opens' checks of the file, and a table and a hint read at two moments of
+    a store a campaign may be writing. One open now serves both."""
+    from harness.cli import main as hwl_main
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s)
+    opened, real_init = [], Store.__init__
+
+    def counted(self, path, **kwargs):
+        opened.append(str(path))
+        real_init(self, path, **kwargs)
+
+    monkeypatch.setattr(Store, "__init__", counted)
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    assert f"no coordinator is running it; go on with: hwl campaign resume --store {db} --name c1" in \
+        capsys.readouterr().out
+    assert opened == [str(db)]
+
+
 def test_status_warns_of_a_job_sent_lately_by_a_coordinator_holding_no_lock(tmp_path, capsys):
     """A coordinator of an hwl older than the campaign lock (7f97a1b) marks jobs running as it sends them and holds
     no lock: written here as it wrote them (Store.start_attempt, no campaign_lock). status must not tell the lab,

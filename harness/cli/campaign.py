@@ -223,17 +223,23 @@ def status(*, store: str, name: str | None = None):
     measures one at a time, so its other sent jobs are counted as ``queued``; with no
     coordinator alive none is running, and ``resume`` queues them again.
     """
-    from harness.campaign import find_campaign
-    from harness.campaign_lock import holder
     from harness.store import Store
 
     with Store(store, readonly=True) as st:
-        cid, cname, _ = find_campaign(st, name)
-        frame, coordinator = st.status(cid), holder(st.path, cid)
+        return _status_of(st, name)[1:]
+
+
+def _status_of(st, name: str | None):
+    """:func:`status` of the open store ``st``, the campaign's id first."""
+    from harness.campaign import find_campaign
+    from harness.campaign_lock import holder
+
+    cid, cname, _ = find_campaign(st, name)
+    frame, coordinator = st.status(cid), holder(st.path, cid)
     measuring = frame["running"].clip(upper=1) if coordinator else 0
     frame["queued"] += frame["running"] - measuring
     frame["running"] = measuring
-    return cname, frame, coordinator
+    return cid, cname, frame, coordinator
 
 
 # A coordinator sends a device's next job before the current one ends, so while one runs the newest job still
@@ -241,18 +247,16 @@ def status(*, store: str, name: str | None = None):
 LOCKLESS_WINDOW_S = 15 * 60
 
 
-def lockless_coordinator_hint(store: str, name: str) -> tuple[str | None, str]:
-    """For a campaign no process holds the lock of: (a warning when a job was sent to a device lately and is still
-    marked running, as while a coordinator of an hwl older than the campaign lock (7f97a1b, 2026-12-03) runs it,
-    unseen (or for a while after a coordinator crashed), since a resume beside it would measure every job again;
-    the resume line, with the flags its last run had)."""
-    from harness.campaign import find_campaign, resume_command
+def lockless_coordinator_hint(st, store: str, cid: int, name: str) -> tuple[str | None, str]:
+    """For campaign ``cid`` (``name``) of the open store ``st``, which no process holds the lock of: (a warning when
+    a job was sent to a device lately and is still marked running, as while a coordinator of an hwl older than the
+    campaign lock (7f97a1b, 2026-12-03) runs it, unseen (or for a while after a coordinator crashed), since a resume
+    beside it would measure every job again; the resume line, with the flags its last run had). ``store``: the
+    store's path as the user gave it, for that line."""
+    from harness.campaign import resume_command
     from harness.campaign_lock import last_run_flags
-    from harness.store import Store
 
-    with Store(store, readonly=True) as st:
-        cid = find_campaign(st, name)[0]
-        sent = st.last_sent(cid)
+    sent = st.last_sent(cid)
     resume = resume_command(store, name, last_run_flags(store, cid))
     ago = None if sent is None else time.time() - sent
     if ago is None or ago > LOCKLESS_WINDOW_S:
@@ -264,7 +268,12 @@ def lockless_coordinator_hint(store: str, name: str) -> tuple[str | None, str]:
 
 
 def cmd_status(args) -> int:
-    cname, frame, coordinator = status(store=args.store, name=args.name)
+    from harness.store import Store
+
+    with Store(args.store, readonly=True) as st:  # once: the table and the hint below say one moment of the store
+        cid, cname, frame, coordinator = _status_of(st, args.name)
+        lockless = (None if args.json or coordinator or not frame["queued"].sum()
+                    else lockless_coordinator_hint(st, args.store, cid, cname))
     if args.json:
         print(json.dumps({"campaign": cname, "coordinator": coordinator, "devices": frame.to_dict(orient="records")}))
         return 0
@@ -278,8 +287,8 @@ def cmd_status(args) -> int:
         print(STATUS_LEGEND)
     if coordinator:
         print(f"being measured by {coordinator}")
-    elif frame["queued"].sum():
-        hint, resume = lockless_coordinator_hint(args.store, cname)
+    elif lockless:
+        hint, resume = lockless
         print(f"{hint}; if none does, go on with" if hint else "no coordinator is running it; go on with", resume,
               sep=": ")
     return 0
