@@ -181,12 +181,25 @@ def _earlier_unnamed(store: Store, plan: Plan) -> sqlite3.Row | None:
     name: the hash was taken over whole profiles (addresses, descriptions) and over whatever keys a profile had
     then, so each new profile key renamed the same command's campaign. Compared as :func:`_comparable` reads
     a stored config, the newest first."""
-    rows = store.db.execute("SELECT name, config_json FROM campaigns WHERE name LIKE 'c-%' AND space = ? "
-                            "ORDER BY id DESC", (plan.spec.space,)).fetchall()
-    for name, config_json in rows:
-        if not differing_keys(_comparable(json.loads(config_json)), plan.config):
-            return store.campaign(name)
-    return None
+    cur = store.db.execute("SELECT * FROM campaigns WHERE name LIKE 'c-%' AND space = ? ORDER BY id DESC",
+                           (plan.spec.space,))
+    cur.row_factory = sqlite3.Row
+    return next((row for row in cur.fetchall() if not _differing_settings(row, plan)), None)
+
+
+def _differing_settings(row: sqlite3.Row, plan: Plan) -> list[str]:
+    """The dotted keys of the settings ``plan`` and the stored campaign ``row`` differ in. A ``random:N`` selection
+    is its text and seed, not its draws: an hwl before December 2026 drew NB201's random:N otherwise (not nested),
+    and the same command goes on with the campaign it planned then, measuring the architectures stored with it."""
+    diff = differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
+    spec = _arch_spec(plan.spec).strip()
+    drawn_alike = spec.startswith("random:") and row["arch_spec"].strip() == spec
+    return [key for key in diff if not (key == "archs_sha256" and drawn_alike)]
+
+
+def _arch_spec(spec: CampaignSpec) -> str:
+    """The architecture selection as a campaign stores it."""
+    return spec.archs if isinstance(spec.archs, str) else ",".join(spec.archs)
 
 
 def _comparable(config: dict) -> dict:
@@ -241,7 +254,7 @@ def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> 
     if row is None and spec.name is None:
         row = _earlier_unnamed(store, plan)
     if row is not None:
-        diff = differing_keys(_comparable(json.loads(row["config_json"])), plan.config)
+        diff = _differing_settings(row, plan)
         if diff:
             raise CampaignError(f"campaign {row['name']!r} already exists in {store.path} with other settings "
                                 f"({', '.join(diff)} differ); choose another --name or resume it as it is")
@@ -252,9 +265,8 @@ def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> 
     _warn_of_unfinished_alike(store, plan, resume_flags)
     jobs = ((p.name, arch, int(pos)) for p in plan.profiles
             for arch, pos in zip(plan.archs, device_order(len(plan.archs), plan.order_seed, p.name)))
-    arch_spec = spec.archs if isinstance(spec.archs, str) else ",".join(spec.archs)
     cid = store.create_campaign(
-        name=plan.name, space=spec.space, measurement=spec.measurement, arch_spec=arch_spec,
+        name=plan.name, space=spec.space, measurement=spec.measurement, arch_spec=_arch_spec(spec),
         seed=spec.seed, order_seed=plan.order_seed, config=plan.config,
         devices={p.name: p.to_json() for p in plan.profiles}, jobs=jobs)
     log.info("planned campaign %s: %s x %s", plan.name, count(len(plan.archs), "arch", "archs"),

@@ -118,11 +118,12 @@ def all_strings() -> list[str]:
 
 
 def sample(n: int, seed: int) -> list[int]:
-    """n distinct indices drawn with a seeded generator."""
+    """n distinct indices, sorted: the first n of a seeded permutation of the space, so a larger n keeps a smaller
+    one's picks (random:200 adds 100 to random:100's), as :func:`spaces.fbnet.sample` does. Before
+    December 2026 they were ``rng.choice(N_ARCHS, n, replace=False)``, which drew unrelated sets."""
     if not 0 < n <= N_ARCHS:
         raise ArchError(f"cannot sample {n} NB201 architectures: choose 1..{N_ARCHS}")
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(N_ARCHS, size=n, replace=False))
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(N_ARCHS)[:n])
 
 
 def op_codes(indices=None) -> np.ndarray:

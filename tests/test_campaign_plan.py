@@ -148,6 +148,31 @@ def test_the_same_command_finds_a_campaign_an_older_hwl_planned(tmp_path, missin
         assert plan_campaign(s, spec)[0::2] == (cid + 1, True)
 
 
+@pytest.mark.parametrize("name", ["lab", None])
+def test_the_same_random_command_goes_on_with_the_archs_an_older_hwl_drew(tmp_path, name):
+    """NB201's random:N is nested now (the first N of a seeded permutation); an older hwl drew it with
+    rng.choice, other archs for the same N and seed. Its campaign, run again by the same command after an
+    upgrade, must go on measuring the archs it planned and stored: not be refused ('archs_sha256 differ') when
+    named, nor planned again over today's draws when not. Another N is still another campaign."""
+    dev = write_profile(tmp_path, "dev-a")
+    spec = CampaignSpec(space="nb201", archs="random:5", seed=0, devices=(str(dev),), name=name)
+    plan = resolve_plan(spec)
+    drawn = [str(i) for i in sorted(np.random.default_rng(0).choice(15625, size=5, replace=False))]
+    assert set(drawn) != set(plan.archs)  # what hwl before December 2026 drew
+    old_config = {**plan.config, "archs_sha256": hashlib.sha256("\n".join(drawn).encode()).hexdigest()}
+    old_name = name or "c-" + hashlib.sha256(json.dumps(old_config, sort_keys=True).encode()).hexdigest()[:10]
+    with Store(tmp_path / "lab.db") as s:
+        cid = s.create_campaign(name=old_name, space="nb201", measurement=None, arch_spec="random:5", seed=0,
+                                order_seed=0, config=old_config, devices={"dev-a": plan.profiles[0].to_json()},
+                                jobs=[("dev-a", arch, i) for i, arch in enumerate(drawn)])
+        again, planned, created = plan_campaign(s, spec)
+        assert (again, planned.name, created) == (cid, old_name, False)
+        assert s.campaign_names() == [old_name]
+        assert sorted(arch for _, arch, _ in s.queued_jobs(cid, "dev-a")) == sorted(drawn)
+        if name is None:
+            assert plan_campaign(s, dataclasses.replace(spec, archs="random:6"))[2]  # other settings: planned
+
+
 def test_campaign_file(tmp_path):
     write_profile(tmp_path, "dev-a")
     (tmp_path / "archs.txt").write_text("5\n# a comment\n|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+"

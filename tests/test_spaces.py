@@ -61,6 +61,16 @@ def test_samplers_are_seeded():
     assert fbnet.sample(5, 3) != fbnet.sample(5, 4)
 
 
+@pytest.mark.parametrize("space", ["nb201", "fbnet"])
+def test_a_larger_random_n_keeps_a_smaller_one_s_picks(space):
+    """NB201's random:100 and random:200 of one seed drew unrelated sets (rng.choice), so a lab growing a campaign
+    from 100 archs to 200 measured 200 new ones instead of 100 more; FBNet's were nested already."""
+    for seed in (0, 7):
+        fewer, more = (set(resolve_archs(space, f"random:{n}", seed=seed)) for n in (100, 200))
+        assert len(fewer) == 100 and len(more) == 200 and fewer <= more
+    assert set(resolve_archs(space, "random:5", seed=0)) != set(resolve_archs(space, "random:5", seed=1))
+
+
 @pytest.mark.parametrize("spec, problem", [
     ("|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown NB201 op"),
     ("|none~0|+|none~0|none~1|", "needs 3 nodes"),
