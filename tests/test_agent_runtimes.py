@@ -1,6 +1,7 @@
 """Each runtime measured for real through the agent's child-process path (agents.child)."""
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -635,7 +636,9 @@ def test_a_command_too_slow_for_its_policy_stops_after_a_run_not_at_the_limit():
     res = measure(runtime="command", policy={**TINY, "repeats": 5, "model_timeout_s": 2.5},
                   options={"command": ["sh", "-c", "sleep 0.7; echo 1.5 ms"], "regex": "([0-9.]+) ms"})
     assert res.outcome == "timeout", res.message
-    assert res.message.startswith("TooSlowForPolicy: one run of the command takes at least 0.7 s here"), res.message
+    # the run's own length, which a loaded machine stretches (0.8 s once in CI)
+    took = re.match(r"TooSlowForPolicy: one run of the command takes at least ([0-9.]+) s here", res.message)
+    assert took and float(took[1]) >= 0.7, res.message
     assert "stopped after run 1 instead of at the limit" in res.message
     assert time.monotonic() - start < 2.5
 
