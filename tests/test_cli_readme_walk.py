@@ -95,3 +95,13 @@ def test_measure_arch_without_a_key_or_with_a_word_says_what_it_takes(arch, erro
     in ''"."""
     err = _refused(["measure", "--runtime", "torch", "--arch", arch, "--profile", "quick"], capsys)
     assert error in err and "selection" not in err
+
+
+def test_measure_refuses_arch_beside_an_onnx_file(tmp_path, capsys):
+    """`hwl measure m.onnx --arch nb201:1` timed the file and labelled its record nb201:1, whatever the file held:
+    --arch builds the network for --runtime torch only."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not looked at")
+    err = _refused(["measure", model, "--arch", "nb201:1", "--profile", "quick"], capsys)
+    assert "--arch is for --runtime torch" in err and "leave --arch out" in err
+

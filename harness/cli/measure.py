@@ -86,6 +86,9 @@ def _check_inputs(runtime: str, model: str, arch: str | None) -> None:
     if runtime in ("ort", "onnxruntime", "tvm") and not model:
         raise UserError(f"--runtime {runtime} times an ONNX file: give it (hwl measure MODEL.onnx ...)"
                         + ("; --arch is for --runtime torch" if arch else ""))
+    if runtime in ("ort", "onnxruntime", "tvm") and arch:  # it named the record: arch 0's file ran as nb201:1
+        raise UserError(f"--arch is for --runtime torch, which builds the network; --runtime {runtime} times "
+                        f"{model} as it is: leave --arch out")
 
 
 def _check_command_template(template, model: str) -> None:
