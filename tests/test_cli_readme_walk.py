@@ -105,3 +105,13 @@ def test_measure_refuses_arch_beside_an_onnx_file(tmp_path, capsys):
     err = _refused(["measure", model, "--arch", "nb201:1", "--profile", "quick"], capsys)
     assert "--arch is for --runtime torch" in err and "leave --arch out" in err
 
+
+
+@pytest.mark.parametrize("flag, value", [("--unit", "ms"), ("--regex", "([0-9.]+) ms"), ("--json-path", "a.b"),
+                                         ("--command", "tool {model}")])
+def test_measure_names_a_command_runtime_flag_given_to_another_runtime(tmp_path, flag, value, capsys):
+    """`hwl measure m.onnx --unit ms` said "unknown onnxruntime option(s) unit", an --option the user never gave."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not looked at")
+    err = _refused(["measure", model, flag, value, "--profile", "quick"], capsys)
+    assert f"{flag} is for --runtime command, not ort" in err and "option" not in err

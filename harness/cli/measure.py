@@ -118,6 +118,8 @@ def run_measure_cli(args) -> int:
     options = _pairs(args.option, "--option")
     for key, val in (("command", args.command_template), ("regex", args.regex),
                      ("json_path", args.json_path), ("unit", args.unit)):
+        if val is not None and args.runtime != "command":  # the runtime's refusal named an '--option unit'
+            raise UserError(f"--{key.replace('_', '-')} is for --runtime command, not {args.runtime}")
         if val is not None:
             options[key] = val
     arch = {}
