@@ -602,3 +602,17 @@ def test_exporting_a_device_named_like_an_accuracy_points_to_the_parquet_export(
     assert hwl_main(["data", "import", str(tmp_path / "lab.parquet"), "--store", str(tmp_path / "b.db")]) == 0
     with Store(tmp_path / "b.db") as fresh:
         assert sorted(set(fresh.latency_table("nb201")["device"])) == ["npu_acc", "pi4-2t"]
+
+
+@pytest.mark.parametrize("name", ["lab.parqeut", "lab.json"])
+def test_an_out_name_no_reader_takes_is_refused_and_nothing_written(campaign, tmp_path, capsys, name):
+    """--out lab.parqeut (a typo) or lab.json wrote Parquet bytes under that name, which `hwl data import` and the
+    predictor commands then refused: "unknown table format '.parqeut'"."""
+    store, _ = campaign
+    out = tmp_path / name
+    capsys.readouterr()
+    assert hwl_main(["campaign", "export", "--store", str(store.path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out}: hwl reads a table by its name's ending" in err
+    assert "name it .parquet (one row per result), or .csv / .csv.gz (HELP's wide table)" in err
+    assert not out.exists()

@@ -315,6 +315,15 @@ def export_format(fmt: str | None, out: str | None) -> str:
     return fmt or named or "parquet"
 
 
+def _check_read_back(out: Path, fmt: str | None) -> None:
+    """An ``--out`` whose ending says no format, refused: lab.parqeut (a typo) or lab.json held Parquet bytes that
+    `hwl data import` and the predictor commands refused, as they take a table by its name's ending."""
+    suffix = out.suffix.lower()
+    if not fmt and suffix and not any(out.name.lower().endswith(s) for s in _FORMAT_OF_SUFFIX):
+        raise CampaignError(f"--out {out}: hwl reads a table by its name's ending, and {suffix} is none it reads; "
+                            "name it .parquet (one row per result), or .csv / .csv.gz (HELP's wide table)")
+
+
 def export(*, store: str, fmt: str | None = None, out: str | None = None, name=None,
            device=None) -> tuple[Path, str]:
     """Export campaigns ``name`` (a name or a list; see ``harness.export_selection``), ``device``'s results only
@@ -323,7 +332,7 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
     from harness.exporting import export_help, export_parquet
     from harness.store import Store
 
-    fmt = export_format(fmt, out)
+    given, fmt = fmt, export_format(fmt, out)
     names = [name] if isinstance(name, str) else name
     devices = [device] if isinstance(device, str) else device
     with Store(store, readonly=True) as st, st.snapshot():  # the file and its line: one moment of a live store
@@ -333,6 +342,7 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
         label = "+".join(devices or chosen)
         stem = re.sub(r"[^\w.+-]+", "_", label).lstrip(".") or "campaign"
         out = check_writable(out or (f"{stem}.parquet" if fmt == "parquet" else f"{stem}_help.csv"))
+        _check_read_back(out, given)
         path = (export_parquet if fmt == "parquet" else export_help)(st, ids, out, devices=devices)
         return path, _export_line(st, ids, chosen, devices, fmt, path)
 
