@@ -14,6 +14,28 @@ from harness.errors import UserError
 from harness.store import Store
 
 
+def read_answered(store_path, space: str, devices, read):
+    """``read()``, the latency table of ``devices`` (None: every device), refused in one line by
+    :func:`check_answered` for a device a campaign of the store at ``store_path`` (None: a table file) measures
+    without a label in it; a store with no latency at all yet (a first campaign stopped before its first result)
+    said "holds no latencies yet", not what became of the jobs and how to go on."""
+    from predictors.data import EmptyStoreError, devices_of
+
+    try:
+        table = read()
+    except EmptyStoreError:
+        check_answered(store_path, space, devices or _measured_devices(store_path), [])
+        raise
+    if store_path is not None and devices:
+        check_answered(store_path, space, devices, devices_of(table))
+    return table
+
+
+def _measured_devices(store_path) -> list[str]:
+    with Store(Path(store_path), readonly=True) as store:
+        return sorted(store.query("SELECT DISTINCT device FROM jobs")["device"])
+
+
 def check_answered(store_path, space: str, devices, answered) -> None:
     """Raise a one-line ``UserError`` for the first of ``devices`` not in ``answered`` (the devices of the
     store's ``space`` table) that a campaign of the store measures, saying what became of its jobs."""
@@ -49,4 +71,4 @@ def check_answered(store_path, space: str, devices, answered) -> None:
                             f"({'; '.join(parts)}): {hint}")
 
 
-__all__ = ["check_answered"]
+__all__ = ["check_answered", "read_answered"]

@@ -41,6 +41,10 @@ class LatencyTableError(UserError):
     """A latency table that cannot be used: missing columns, empty, unknown device, bad values."""
 
 
+class EmptyStoreError(LatencyTableError):
+    """A store with no latency of the space yet (a first campaign stopped before its first result, say)."""
+
+
 def help_table(space: str) -> pd.DataFrame:
     """HELP's latency table of ``space`` (27 devices), shipped with hwl; a fresh copy."""
     return _help_table_cached(get_space(space).NAME).copy()
@@ -299,7 +303,7 @@ def store_table(path, space: str, devices=None) -> pd.DataFrame:
     finally:
         getattr(store, "close", lambda: None)()
     if labels is None or len(labels) == 0:
-        raise LatencyTableError(f"store {path} holds no {space} latencies yet")
+        raise EmptyStoreError(f"store {path} holds no {space} latencies yet")
     warn_drifted(drifted_counts(labels), f"store {path}", devices)
     return from_frame(labels.drop(columns="drifted"), space, source=f"store:{path.name}", where=f"store {path}")
 
@@ -401,6 +405,6 @@ def _help_fbnet_ids() -> pd.Series:
     return pd.Series(ids["arch_id"].to_numpy(np.int64), index=ids["arch_ops"].astype(str).to_numpy())
 
 
-__all__ = ["ARCH_COLUMNS", "COLUMNS", "LatencyTableError", "by_device", "canonical_order", "check_devices",
-           "devices_of", "from_frame", "help_devices", "help_table", "load_table", "one_row_per_arch", "paired_keys",
-           "read_table", "resolve_keys", "select_devices", "store_table", "warn_drifted"]
+__all__ = ["ARCH_COLUMNS", "COLUMNS", "EmptyStoreError", "LatencyTableError", "by_device", "canonical_order",
+           "check_devices", "devices_of", "from_frame", "help_devices", "help_table", "load_table", "one_row_per_arch",
+           "paired_keys", "read_table", "resolve_keys", "select_devices", "store_table", "warn_drifted"]

@@ -383,10 +383,10 @@ def setup(*, device: str, max_latency_ms: float, accuracy_table, dataset: str = 
         raise SearchError(f"unknown dataset {dataset!r}; the accuracy table has {', '.join(accuracy.columns)}")
     if budget is not None:
         _check_budget(budget, n_latency)
-    target_table = data.load_table(space, path=latency_table, store=store)
-    if store is not None:  # as adapt --store: a measured device without a label is not 'unknown'
-        from harness.unanswered_devices import check_answered
-        check_answered(store, space, [device], data.devices_of(target_table))
+    # as adapt --store: a measured device without a label is not 'unknown'
+    from harness.unanswered_devices import read_answered
+    target_table = read_answered(store, space, [device], lambda: data.load_table(space, path=latency_table,
+                                                                                 store=store))
     target = data.by_device(target_table, [device])[device]
     proxies = None
     if encoding != "vec":

@@ -1,5 +1,6 @@
 """Mistakes a new user makes typing README's commands: one line that names the way out, nothing stored lost."""
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,34 @@ def test_measure_names_a_command_runtime_flag_given_to_another_runtime(tmp_path,
     model.write_bytes(b"not looked at")
     err = _refused(["measure", model, flag, value, "--profile", "quick"], capsys)
     assert f"{flag} is for --runtime command, not ort" in err and "option" not in err
+
+
+def test_a_store_whose_first_campaign_stored_nothing_says_how_to_go_on(tmp_path, capsys):
+    """A first campaign stopped before its first result (killed, Ctrl-C while the canary ran): adapt, train,
+    evaluate and search --store said "store lab.db holds no nb201 latencies yet", where a store with other
+    latencies says what became of the device's jobs and the resume line."""
+    from harness.campaign import CampaignSpec, plan_campaign
+    from harness.store import Store
+
+    profile = write_profile(tmp_path, "lab-ort")
+    db = tmp_path / "lab.db"
+    with Store(db) as store:
+        plan_campaign(store, CampaignSpec(space="nb201", archs="0-3", devices=(str(profile),), name="first"))
+    assert hwl_main(["train", "--space", "nb201", "--devices", "pixel3,raspi4", "--method", "hwl_ridge",
+                     "--n-pretrain", "50", "--out", str(tmp_path / "m.pt")]) == 0
+    line = (f"store {db} holds no accepted nb201 latency of lab-ort (campaign first: 4 queued (device active)): once "
+            f"it has some (hwl campaign resume --store {db} --name first, or wait for the coordinator running it), "
+            "run this again")
+    commands = [["adapt", tmp_path / "m.pt", "--device", "lab-ort", "--store", db, "--out", tmp_path / "a.pt"],
+                ["train", "--space", "nb201", "--store", db, "--out", tmp_path / "a.pt"],
+                ["evaluate", "--space", "nb201", "--train-devices", "pixel3", "--store", db]]
+    accuracy = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_accuracy.csv"
+    if accuracy.is_file():  # research data beside the checkout, read before the latencies
+        commands.append(["search", "--device", "lab-ort", "--max-latency-ms", "25", "--accuracy-table", accuracy,
+                         "--store", db])
+    capsys.readouterr()
+    for command in commands:
+        assert line in _refused(command, capsys), command
+    assert not (tmp_path / "a.pt").exists()
+    with Store(db, readonly=True) as store:  # nothing stored was lost
+        assert store.query("SELECT count(*) AS n FROM jobs WHERE state = 'queued'")["n"][0] == 4

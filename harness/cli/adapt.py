@@ -9,7 +9,7 @@ from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
 from harness.text import count
-from harness.unanswered_devices import check_answered
+from harness.unanswered_devices import read_answered
 from predictors import data
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,10 @@ def adapt(*, model, device: str, out, measurements=None, store=None):
         log.warning("%s is one of %s's train devices: its own pretraining latencies feed the prediction, so the "
                     "predictor is not a few-shot one for it; for a device new to the model, train without it "
                     "(--devices)", device, model)
-    table = read_in_model_space(model, saved["space"],
-                                lambda space: data.load_table(space, path=measurements, store=store, device=device,
-                                                                devices=[device]))
-    if store is not None:  # a device the store measures but has no label of is not 'unknown'
-        check_answered(store, saved["space"], [device], data.devices_of(table))
+    # a device the store measures but has no label of is not 'unknown'
+    table = read_answered(store, saved["space"], [device], lambda: read_in_model_space(
+        model, saved["space"],
+        lambda space: data.load_table(space, path=measurements, store=store, device=device, devices=[device])))
     series = data.by_device(table, [device])[device]
     if store is not None:  # the store's table is a median over every setting the device was measured with
         check_one_setting(store, saved["space"], [device])

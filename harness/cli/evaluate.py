@@ -18,7 +18,7 @@ from harness.cli.common import (add_table_flags, comma_list, messages_to, non_ne
 from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
-from harness.unanswered_devices import check_answered
+from harness.unanswered_devices import read_answered
 from predictors import data, registry, tasks
 
 
@@ -128,9 +128,8 @@ def build_task(*, task=None, space=None, train_devices=None, test_devices=None, 
         raise UserError(f"give --task ({', '.join(tasks.TASKS)}) or --space, --train-devices and --test-table")
     if space is None or not train_devices or (test_table is None and store is None):
         raise UserError("a custom task needs --space, --train-devices and --test-table FILE (or --store DB)")
-    table = data.load_table(space, path=test_table, store=store)
-    if store is not None and test_devices:  # a device the store measures but has no label of is not 'unknown'
-        check_answered(store, space, test_devices, data.devices_of(table))
+    # a device the store measures but has no label of is not 'unknown'
+    table = read_answered(store, space, test_devices, lambda: data.load_table(space, path=test_table, store=store))
     task = tasks.custom_task(space, train_devices, table, test_devices=test_devices)
     if store is not None:  # the store's table is a median over every setting a device was measured with
         check_one_setting(store, space, task.test_devices)

@@ -9,7 +9,7 @@ from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import save_model
 from harness.paths import check_outputs
-from harness.unanswered_devices import check_answered
+from harness.unanswered_devices import read_answered
 from predictors import data, registry
 
 def add_parser(subparsers) -> None:
@@ -47,9 +47,9 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
                         "which `hwl predict` writes from the model file; score it with "
                         f"`hwl evaluate --method {name}`, or train one of {', '.join(registry.latency_methods())}")
     check_outputs({"--out": out}, {"--table": table, "--store": store})
-    frame = data.load_table(space, path=table, store=store, devices=devices)
-    if store is not None and devices:  # a device the store measures but has no label of is not 'unknown'
-        check_answered(store, space, devices, data.devices_of(frame))
+    # a device the store measures but has no label of is not 'unknown'
+    frame = read_answered(store, space, devices, lambda: data.load_table(space, path=table, store=store,
+                                                                         devices=devices))
     full = data.by_device(frame, devices)
     if store is not None:  # the store's table is a median over every setting a device was measured with
         check_one_setting(store, space, list(full))
