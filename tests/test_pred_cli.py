@@ -565,3 +565,22 @@ def test_a_wide_tables_non_latency_columns_are_refused_by_every_predictor_comman
         assert err.count("\n") == 1 and "1 column of a wide table would be read as devices' latencies" in err, err
         assert column in err, err
         assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_evaluate_says_what_its_std_and_seconds_are_and_shows_no_std_of_one_trial():
+    """`hwl evaluate --trials 1` printed std 0.000, as if the spread had been measured to be nil, and neither std nor
+    seconds said what it was over."""
+    import io
+
+    from rich.console import Console
+
+    from harness.cli.evaluate import print_results
+    results = [dict(task="N0", method="phys_bayes", k=5, trials=trials, mean=0.9, std=0.0 if trials == 1 else 0.01,
+                    seconds=4.4, per_device={"raspi4": 0.93}) for trials in (1, 3)]
+    out = io.StringIO()
+    print_results(results, Console(file=out, width=120))
+    text = out.getvalue()
+    rows = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│ N0")]
+    assert [row[5].strip() for row in rows] == ["-", "0.010"]
+    assert "std: of the device mean over the trials, - for one trial;" in text
+    assert "seconds: pretraining, picks, adaptation and prediction, summed over the trials" in text

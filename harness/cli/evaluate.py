@@ -176,14 +176,17 @@ def write_json(path, results: list[dict]) -> Path:
 
 
 def print_results(results: list[dict], console: Console | None = None) -> None:
+    # the columns said: a std of 0.000 after one trial read as a spread measured to be nil
     table = Table(title="Spearman rho, strict protocol (mean over devices of per-device trial means)")
     for col in ("task", "method", "k", "trials", "mean", "std", "seconds"):
         table.add_column(col, justify="left" if col in ("task", "method") else "right")
     for r in results:
         table.add_row(r["task"], r["method"], str(r["k"]), str(r["trials"]), f"{r['mean']:.3f}",
-                      f"{r['std']:.3f}", f"{r['seconds']:.1f}")
+                      f"{r['std']:.3f}" if r["trials"] > 1 else "-", f"{r['seconds']:.1f}")
     console = console or Console()
     console.print(table)
+    console.print("(std: of the device mean over the trials, - for one trial; seconds: pretraining, picks, adaptation "
+                  "and prediction, summed over the trials)", soft_wrap=True)
     # Per device in a table of its own, a device per row and a result per column: as a column of the table
     # above, a terminal 80 wide cut each entry to "titan_rtx_1=0.9…", no rho left to read.
     one_run = len({(r["task"], r["method"]) for r in results}) == 1
