@@ -147,3 +147,13 @@ def test_a_store_whose_first_campaign_stored_nothing_says_how_to_go_on(tmp_path,
     assert not (tmp_path / "a.pt").exists()
     with Store(db, readonly=True) as store:  # nothing stored was lost
         assert store.query("SELECT count(*) AS n FROM jobs WHERE state = 'queued'")["n"][0] == 4
+
+
+def test_campaign_resume_help_says_it_goes_on_on_the_cluster_its_campaign_joined(capsys):
+    """`hwl campaign resume --help` said --address defaults to "start a local Ray", where a resume given none goes on
+    on the Ray cluster the campaign's last run joined (README, and the line the resume prints)."""
+    with pytest.raises(SystemExit):
+        hwl_main(["campaign", "resume", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--address ADDRESS join this Ray cluster (default: RAY_ADDRESS if set, else the Ray cluster the "
+            "campaign's last run joined, if any, else start a local Ray)") in text

@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
 
     resume = sub.add_parser("resume", help="finish a campaign (after a crash, or a quarantine)")
     resume.add_argument("--name", help="campaign (default: the store's latest)")
-    _common(resume)
+    # its help said "else start a local Ray", where a resume goes on on the cluster its campaign last joined
+    _common(resume, without_address="the Ray cluster the campaign's last run joined, if any, else start a local Ray")
     resume.set_defaults(func=cmd_resume)
 
     status = sub.add_parser("status", help="jobs per device and state")
@@ -61,11 +62,11 @@ def add_parser(subparsers) -> None:
     export.set_defaults(func=cmd_export)
 
 
-def _common(p) -> None:
+def _common(p, *, without_address: str = "start a local Ray") -> None:
     p.add_argument("--store", type=user_path, default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     p.set_defaults(resume_hint=lambda a: "every finished measurement is stored and the ones in flight are queued "
                                          "again; run the same command again to go on")
-    add_address_flag(p)
+    add_address_flag(p, otherwise=without_address)
     p.add_argument("--artifacts", type=user_path,
                    help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
     p.add_argument("--canary-every", type=int, default=DEFAULT_CANARY_EVERY,

@@ -51,11 +51,12 @@ def comma_list(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
-def add_address_flag(parser) -> None:
+def add_address_flag(parser, *, otherwise: str = "start a local Ray") -> None:
     """``--address`` of the commands that run a campaign: RAY_ADDRESS as its default, as Ray reads it (a local
-    Ray's ray.init(num_cpus=...) failed on it with a traceback)."""
+    Ray's ray.init(num_cpus=...) failed on it with a traceback); ``otherwise`` says what the command does without
+    either."""
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                        help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
+                        help=f"join this Ray cluster (default: RAY_ADDRESS if set, else {otherwise})")
 
 
 def add_archs_flags(parser, *, required: bool = False) -> None:
