@@ -244,8 +244,10 @@ def rows_from_long_table(frame: pd.DataFrame, *, source: str, space: str | None 
     """(space, [(arch key, device, latency_ms)]) from a long table."""
     cols = set(frame.columns)
     if "latency_ms" not in cols:
+        from predictors.data import misnamed_columns  # as the predictor commands say it: a file split by ';'
+
         hint = ("; a wide table (one column per device) needs --wide" if "device" not in cols and device is None
-                and cols & set(KEY_COLUMNS) else "")
+                and cols & set(KEY_COLUMNS) else misnamed_columns(frame.columns))
         raise TableImportError(f"{source}: no 'latency_ms' column (columns: {', '.join(map(str, frame.columns))})"
                                + hint)
     if "device" not in cols and device is None:

@@ -182,7 +182,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
         missing.append(" or ".join(ARCH_COLUMNS))
     if missing:
         raise LatencyTableError(f"{where} lacks column(s) {', '.join(missing)}; it has "
-                                f"{', '.join(map(str, raw.columns)) or 'none'}{_misnamed(raw.columns)}")
+                                f"{', '.join(map(str, raw.columns)) or 'none'}{misnamed_columns(raw.columns)}")
     if len(raw) == 0:
         raise LatencyTableError(f"{where} has no rows")
     blank = raw["device"].isna() | (raw["device"].astype(object).astype(str).str.strip() == "")
@@ -203,7 +203,7 @@ def from_frame(raw: pd.DataFrame, space: str, *, source: str = "table", where: s
     return _reduce_repeats(table, where if warn_repeats else None)
 
 
-def _misnamed(columns) -> str:
+def misnamed_columns(columns) -> str:
     """Why columns the file has were not found: a file separated by ';' or tabs (a spreadsheet's export) reads as
     one column, and a name's case or a space around it does not show in the list of columns."""
     names = [str(c) for c in columns]
@@ -406,5 +406,6 @@ def _help_fbnet_ids() -> pd.Series:
 
 
 __all__ = ["ARCH_COLUMNS", "COLUMNS", "EmptyStoreError", "LatencyTableError", "by_device", "canonical_order",
-           "check_devices", "devices_of", "from_frame", "help_devices", "help_table", "load_table", "one_row_per_arch",
-           "paired_keys", "read_table", "resolve_keys", "select_devices", "store_table", "warn_drifted"]
+           "check_devices", "devices_of", "from_frame", "help_devices", "help_table", "load_table", "misnamed_columns",
+           "one_row_per_arch", "paired_keys", "read_table", "resolve_keys", "select_devices", "store_table",
+           "warn_drifted"]

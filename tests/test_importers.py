@@ -598,3 +598,15 @@ def test_a_table_written_with_spaces_after_its_commas_names_its_devices_as_writt
         stored = s.latency_table("nb201")
     assert sorted(zip(stored["device"], stored["arch"], stored["latency_ms"])) == [
         ("nano", 4, 0.5), ("pi", 2, 1.5), ("pi", 4, 2.5), ("tx2", 4, 0.7)]
+
+
+@pytest.mark.parametrize("header, sep, hint", [
+    ("arch_index;device;latency_ms", ";", "(a file separated by semicolons? hwl reads comma-separated CSV)"),
+    ("arch_index,device,Latency_ms", ",", "('Latency_ms': rename to the lower-case name without spaces)")])
+def test_import_says_why_a_header_that_only_looks_right_has_no_latency_column(tmp_path, capsys, header, sep, hint):
+    """`hwl data import` of a spreadsheet's ';'-separated export said "no 'latency_ms' column (columns:
+    arch_index;device;latency_ms)", where `hwl adapt --measurements` of the same file says why."""
+    (tmp_path / "mine.csv").write_text(f"{header}\n1{sep}pi{sep}2.5\n")
+    assert hwl_main(["data", "import", str(tmp_path / "mine.csv"), "--store", str(tmp_path / "lab.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith(hint), err
