@@ -87,13 +87,14 @@ def _new_store_file(dest: Path, *, needed: int = 0):
             copy.close()
 
 
-def _check_backup_target(source: Path, dest: Path, *, overwrite: bool) -> None:
+def _check_backup_target(source: Path, dest: Path, *, overwrite: bool, what: str = "backup") -> None:
+    """``what``: the copy's name in the refusals (`hwl store recover lab.db lab.db` was told to name "the backup")."""
     if str(dest) == "-":  # a file named '-' was written, where the user meant the standard output
         raise StoreError("the copy is a store file, not a stream: give its file name, not '-'")
     if dest.is_dir():
-        raise StoreError(f"{dest} is a directory; give the backup's file name")
+        raise StoreError(f"{dest} is a directory; give the {what}'s file name")
     if dest.exists() and os.path.samefile(dest, source):
-        raise StoreError(f"{dest} is the store itself; give the backup another file name")
+        raise StoreError(f"{dest} is the store itself; give the {what} another file name")
     if dest.exists() and not overwrite:
         raise StoreError(f"{dest} exists; give another file name, or --force to replace it")
     check_writable_folder(dest.parent, what=str(dest))
@@ -159,7 +160,7 @@ def recover_store(source, dest, *, overwrite: bool = False) -> Recovered:
     is read in rowid order, and a stretch on a damaged page is stepped over (its rows are lost). Indexes are built
     anew. ``dest`` is checked as a backup is before it takes its name."""
     source, dest = require_store_file(source), Path(dest).expanduser()
-    _check_backup_target(source, dest, overwrite=overwrite)
+    _check_backup_target(source, dest, overwrite=overwrite, what="recovered store")
     with Store(source, readonly=True) as st, _new_store_file(dest) as copy:
         _copy_schema(st.db, copy)
         copy.execute("BEGIN")

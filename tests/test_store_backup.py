@@ -89,3 +89,15 @@ def test_a_backup_its_disk_cannot_hold_is_one_line_and_leaves_no_file(tmp_path):
                                f"{db.stat().st_size:,} bytes, reaching this process's file-size limit of {limit:,} "
                                "bytes (ulimit -f)"), r.stderr
     assert not [p.name for p in tmp_path.iterdir() if "backup" in p.name]  # nor a partial one
+
+
+def test_recover_names_the_recovered_store_where_it_refuses_its_name(tmp_path):
+    """`hwl store recover lab.db lab.db` said "give the backup another file name": the user made no backup."""
+    db = tmp_path / "lab.db"
+    with _writer(db, 2, 0):
+        pass
+    for dest, why in ((db, "is the store itself; give the recovered store another file name"),
+                      (tmp_path, "is a directory; give the recovered store's file name")):
+        r = hwl("store", "recover", db, dest)
+        assert r.returncode == 2 and r.stderr.strip() == f"hwl store: error: {dest} {why}", r.stderr
+    assert _results(db) == 2
