@@ -122,6 +122,19 @@ def require_store_file(path) -> Path:
 BUSY_TIMEOUT_S = 120.0
 
 
+
+# A table given as --store (`hwl adapt --store my_pi.parquet`, for --measurements) was told to give "a new file name"
+_TABLE_ENDINGS = (".parquet", ".csv", ".csv.gz")
+
+
+def _instead_of_a_store(path: Path) -> str:
+    """What to give instead of ``path``, a file that is no store."""
+    if path.name.lower().endswith(_TABLE_ENDINGS):
+        return ("by its name it is a latency table: give it by a predictor command's table flag (adapt "
+                "--measurements, train --table, evaluate --test-table, search --latency-table), or store it with "
+                "hwl data import")
+    return "give a new file name or an existing store"
+
 class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than ``BUSY_TIMEOUT_S``."""
 
@@ -242,8 +255,7 @@ class Store:
                 raise StoreError(f"{self.path} is an hwl store damaged where SQLite starts reading it ({exc}; a copy "
                                  "cut short, say), so no command can read it, `hwl store recover` included; go on "
                                  "from your last `hwl store backup`") from None
-            raise StoreError(f"{self.path} is not an hwl store ({exc}); give a new file name or an "
-                             "existing store") from None
+            raise StoreError(f"{self.path} is not an hwl store ({exc}); {_instead_of_a_store(self.path)}") from None
         if app_id != APPLICATION_ID and (n_tables or version):
             raise StoreError(f"{self.path} is an SQLite file but not an hwl store (application_id "
                              f"{app_id:#x}); give a new file name or an existing store")

@@ -157,3 +157,15 @@ def test_campaign_resume_help_says_it_goes_on_on_the_cluster_its_campaign_joined
     text = " ".join(capsys.readouterr().out.split())
     assert ("--address ADDRESS join this Ray cluster (default: RAY_ADDRESS if set, else the Ray cluster the "
             "campaign's last run joined, if any, else start a local Ray)") in text
+
+
+@pytest.mark.parametrize("name", ["my_pi.parquet", "my_pi_help.csv.gz"])
+def test_a_table_given_as_the_store_says_which_flag_takes_it(tmp_path, name, capsys):
+    """`hwl adapt model.pt --device my_pi --store my_pi.parquet` (README: "--measurements my_pi.parquet ... or --store
+    lab.db") said "not an hwl store (file is not a database); give a new file name or an existing store"."""
+    table = tmp_path / name
+    table.write_bytes(b"PAR1 not a database, as any table file is not")
+    err = _refused(["train", "--space", "nb201", "--store", table, "--out", tmp_path / "m.pt"], capsys)
+    assert f"{table} is not an hwl store (file is not a database); by its name it is a latency table: give it by a " \
+           "predictor command's table flag (adapt --measurements," in err and "new file name" not in err
+    assert table.read_bytes().startswith(b"PAR1")
