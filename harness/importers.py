@@ -35,7 +35,7 @@ from harness.errors import UserError
 from harness.export_tables import (KEY_COLUMNS, accepted_labels, drifted_labels, is_parquet_export,
                                    one_setting_per_device, read_table_frame, refuse_counts_as_latencies, wide_cells)
 from harness.model_file import torch_error
-from harness.paths import why_not_a_file
+from harness.paths import is_sqlite, why_not_a_file
 from harness.store import Store
 from harness.text import count
 from spaces import ArchError, fbnet, nb201
@@ -86,8 +86,10 @@ def read_table_file(path, *, space: str | None = None, device: str | None = None
             drifted = {device: sum(drifted.values())}
         _warn_drift_not_kept(drifted, path)  # once its rows passed: a refused file gets its one line alone
     else:
-        raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, "
-                           "HELP .pt")
+        store = is_sqlite(path)  # a store's campaigns go to another as their export (hwl campaign export)
+        raise TableImportError(f"{path}: unknown table format {suffix!r}; valid: .parquet, .csv, .csv.gz, HELP .pt"
+                               + (" (it is an SQLite file, an hwl store: export its campaigns with hwl campaign "
+                                  "export, and import that file)" if store else ""))
     if not rows:  # an empty or header-only file, an export without accepted labels, a wide table of empty cells
         raise TableImportError(f"{path}: holds no latencies; nothing imported")
     return space, rows

@@ -34,7 +34,7 @@ def check_writable(path) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a file name to write")
-    if _is_sqlite(path):  # most likely the store itself, named as an output by mistake
+    if is_sqlite(path):  # most likely the store itself, named as an output by mistake
         raise UserError(f"{path} is an SQLite database (an hwl store?); refusing to write over it: give the "
                         "output another file name")
     if names_a_stream(path):  # a pipe or /dev/stdout: written to in place
@@ -193,7 +193,8 @@ def names_a_stream(path) -> bool:
     return False
 
 
-def _is_sqlite(path: Path) -> bool:
+def is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file (an hwl store, most likely)."""
     if not path.is_file():  # a pipe, /dev/stdout, a terminal: reading it would wait for input
         return False
     try:
@@ -282,6 +283,6 @@ def why_not_made(folder: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-__all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "make_folder",
-           "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made",
+__all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "is_sqlite",
+           "make_folder", "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made",
            "written_together", "written_whole"]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.paths import why_not_a_file
+from harness.paths import is_sqlite, why_not_a_file
 from harness.text import count
 from spaces import fbnet, get_space, nb201
 from spaces.columns import PAIRED_COLUMNS, check_same_archs
@@ -39,6 +39,10 @@ ARCH_COLUMNS = ("arch_index", "arch_str", "arch", "arch_ops", "op_idx_key")
 
 class LatencyTableError(UserError):
     """A latency table that cannot be used: missing columns, empty, unknown device, bad values."""
+
+
+# `hwl adapt --measurements lab.db` was told only "unknown format; use .csv, .csv.gz or .parquet"
+_STORE_AS_TABLE = " (it is an SQLite file, an hwl store: give it as --store)"
 
 
 class EmptyStoreError(LatencyTableError):
@@ -129,7 +133,8 @@ def read_table(path, space: str, *, source: str | None = None, device: str | Non
     try:
         parquet = suffixes.endswith(".parquet") or suffixes.endswith(".pq")
         if not parquet and ".csv" not in suffixes:
-            raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet")
+            raise LatencyTableError(f"latency table {path}: unknown format; use .csv, .csv.gz or .parquet"
+                                    + (_STORE_AS_TABLE if is_sqlite(path) else ""))
         raw = read_table_frame(path, parquet=parquet, error=LatencyTableError)  # read as `hwl data import` reads it
     except (OSError, ValueError) as exc:
         if isinstance(exc, LatencyTableError):

@@ -169,3 +169,19 @@ def test_a_table_given_as_the_store_says_which_flag_takes_it(tmp_path, name, cap
     assert f"{table} is not an hwl store (file is not a database); by its name it is a latency table: give it by a " \
            "predictor command's table flag (adapt --measurements," in err and "new file name" not in err
     assert table.read_bytes().startswith(b"PAR1")
+
+
+def test_a_store_given_as_a_table_says_to_give_it_as_the_store(tmp_path, capsys):
+    """`hwl train --table lab.db` (or adapt --measurements, evaluate --test-table) said only "unknown format; use
+    .csv, .csv.gz or .parquet", and `hwl data import lab.db` "unknown table format '.db'"."""
+    from harness.store import Store
+
+    db = tmp_path / "lab.db"
+    Store(db).close()
+    err = _refused(["train", "--space", "nb201", "--table", db, "--out", tmp_path / "m.pt"], capsys)
+    assert err.rstrip().endswith("unknown format; use .csv, .csv.gz or .parquet (it is an SQLite file, an hwl store: "
+                                 "give it as --store)")
+    err = _refused(["data", "import", db, "--store", tmp_path / "other.db"], capsys)
+    assert err.rstrip().endswith("(it is an SQLite file, an hwl store: export its campaigns with hwl campaign export, "
+                                 "and import that file)")
+    assert not (tmp_path / "other.db").exists()
