@@ -35,6 +35,10 @@ def test_measure_table_for_a_command(capsys):
     assert rc == 0 and "2.5000 ms" in out and "label" in out
     assert "(command, 1 thread, cores any)" in out  # it said "1 thread(s)"
     assert "others on the cores" in out and "│ unknown: this runtime times" in out  # rule 7: unknown, not zero
+    # the tool loads and feeds the model: its input and first inference are unknown here, not '[]' and 'nan ms'
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.splitlines() if line.count("│") == 3}
+    assert rows["input (first), batch, dtype"].startswith("-, 1, ") and rows["init / first"].endswith(" / - ms")
+    assert "nan" not in out
 
 
 def test_measure_table_says_what_else_ran_on_the_cores(onnx_path, capsys):

@@ -221,6 +221,10 @@ def _check_one_core_per_thread(threads: int, cores) -> None:
                         f"{','.join(map(str, cores))}; pin at least one core per thread")
 
 
+def _ms(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _core_load(m) -> str:
     """The share of the measured cores' time something else took in the worst window (rule 7), or why unknown."""
     if m.foreign_cpu_frac_max is None:
@@ -251,9 +255,10 @@ def _print_table(result) -> None:
             ("mean +- std", f"{st['mean_ms']:.4f} +- {st['std_ms']:.4f} ms"),
             ("IQR / median", f"{st['iqr_over_median']:.1%}"), ("repeat drift", f"{st['drift']:.1%}"),
             ("samples x block", f"{st['n_samples']} x {m.block_size}"),
-            ("input (first), batch, dtype", f"{list(m.spec.input_shape)}, {m.spec.batch}, {m.spec.dtype}"),
-            ("init / first", f"{m.init_ms if m.init_ms is not None else float('nan'):.1f} / "
-                             f"{m.first_ms if m.first_ms is not None else float('nan'):.3f} ms"),
+            # '-' where the runtime does not know (a command's tool loads and feeds the model): it printed '[]' and
+            # 'nan ms'
+            ("input (first), batch, dtype", f"{list(m.spec.input_shape) or '-'}, {m.spec.batch}, {m.spec.dtype}"),
+            ("init / first", f"{_ms(m.init_ms, 1)} / {_ms(m.first_ms, 3)} ms"),
             ("others on the cores (worst window)", _core_load(m)),
             ("flags", ", ".join(st["flags"]) or "-"), ("profile", m.spec.profile)]
     for k, v in rows:
