@@ -178,7 +178,7 @@ def test_a_core_named_twice_is_refused_not_waited_on_for_ever(onnx_path, tmp_pat
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HWL_LOCK_DIR": str(tmp_path)})
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == "hwl measure: error: measure: 'cores' lists a core twice: [0, 0]\n"
+    assert done.stderr == "hwl measure: error: --cores '0,0' names 0 twice\n"
 
 
 def test_torch_refuses_an_input_shape_whose_batch_is_not_the_batch_asked_for(capsys):

@@ -185,3 +185,22 @@ def test_a_store_given_as_a_table_says_to_give_it_as_the_store(tmp_path, capsys)
     assert err.rstrip().endswith("(it is an SQLite file, an hwl store: export its campaigns with hwl campaign export, "
                                  "and import that file)")
     assert not (tmp_path / "other.db").exists()
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--threads", "0"], "argument --threads: expected a whole number >= 1, got 0"),
+    (["--batch", "0"], "argument --batch: expected a whole number >= 1, got 0"),
+    (["--input-shape", "0,3,32,32"], "--input-shape '0,3,32,32': expected whole numbers >= 1"),
+    (["--cores", "1,1"], "--cores '1,1' names 1 twice"),
+])
+def test_measure_names_its_own_flag_where_a_number_is_refused(tmp_path, flags, error, capsys):
+    """`hwl measure m.onnx --threads 0` said "measure: 'threads' must be >= 1, got 0" (--batch, --input-shape and
+    --cores alike): the agent protocol's field, where the user typed a flag."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not looked at")
+    try:
+        rc = hwl_main(["measure", str(model), *flags, "--profile", "quick"])
+    except SystemExit as exc:  # argparse's refusal: its usage, then the line
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and error in err.strip().splitlines()[-1] and "measure: '" not in err, err

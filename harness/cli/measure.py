@@ -14,7 +14,7 @@ import sys
 
 from agents.errors import BadRequest, HashMismatch, ModelNotFound, RuntimeUnavailable
 from agents.protocol import MEASURED_OUTCOMES, agent_runs_threads
-from harness.cli.common import user_path
+from harness.cli.common import positive_int, user_path
 from harness.errors import UserError
 from harness.paths import why_not_a_file
 from harness.text import count
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("model", type=user_path, nargs="?", default="",
                    help="ONNX file (not needed for --runtime torch --arch or a command that takes no file)")
     p.add_argument("--runtime", choices=RUNTIMES, default="ort")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="runtime threads (default 1)")
     p.add_argument("--cores", default="", help="pin the measurement to these CPUs, e.g. '0' or '0,1'")
     p.add_argument("--profile", choices=["quick", "standard"], default="standard",
                    help="timing profile (quick: short windows for demos; standard: the method's defaults)")
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
                         "values are parsed as JSON when they can be)")
     p.add_argument("--arch", help="torch: SPACE:KEY[:DATASET], e.g. nb201:123 or "
                    "fbnet:k3_e1,k5_e6,...,skip (22 comma-separated op names)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.add_argument("--input-shape", default="", help="full input shape, e.g. 1,3,32,32")
     p.add_argument("--command", dest="command_template", help="command runtime: template, e.g. \"adb shell "
                                                               "/data/benchmark --graph={model}\"")
@@ -70,11 +70,18 @@ def _pairs(items, flag: str) -> dict:
     return out
 
 
-def _ints(text: str, flag: str) -> tuple:
+def _ints(text: str, flag: str, *, low: int = 0, distinct: bool = False) -> tuple:
+    """The whole numbers >= ``low`` of a comma-separated flag (each once if ``distinct``): the agent's refusals named
+    its protocol fields ("measure: 'cores' lists a core twice"), not the flag."""
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise UserError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if any(v < low for v in values):
+        raise UserError(f"{flag} {text!r}: expected whole numbers >= {low}")
+    if distinct and (twice := sorted({v for v in values if values.count(v) > 1})):
+        raise UserError(f"{flag} {text!r} names {', '.join(map(str, twice))} twice")
+    return values
 
 
 def _check_inputs(runtime: str, model: str, arch: str | None) -> None:
@@ -134,9 +141,9 @@ def run_measure_cli(args) -> int:
     if args.runtime == "command":
         _check_command_template(options.get("command"), args.model)
     result = measure(model=args.model, runtime=args.runtime, threads=args.threads,
-                     cores=_ints(args.cores, "--cores"), profile=args.profile,
+                     cores=_ints(args.cores, "--cores", distinct=True), profile=args.profile,
                      policy=_pairs(args.policy, "--policy"), options=options, arch=arch, batch=args.batch,
-                     input_shape=_ints(args.input_shape, "--input-shape"), cache_dir=args.cache_dir)
+                     input_shape=_ints(args.input_shape, "--input-shape", low=1), cache_dir=args.cache_dir)
     if args.json:
         out = {"outcome": result.outcome, "message": result.message, "elapsed_s": result.elapsed_s,
                "measurement": result.measurement}
