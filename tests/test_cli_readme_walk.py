@@ -204,3 +204,14 @@ def test_measure_names_its_own_flag_where_a_number_is_refused(tmp_path, flags, e
         rc = exc.code
     err = capsys.readouterr().err
     assert rc == 2 and error in err.strip().splitlines()[-1] and "measure: '" not in err, err
+
+
+@pytest.mark.parametrize("command, choices", [("campaign", "{run,resume,status,export}"),
+                                              ("store", "{backup,check,recover}")])
+def test_a_command_without_its_subcommand_names_the_choices(command, choices, capsys):
+    """`hwl campaign` said "the following arguments are required: campaign_command", a variable's name."""
+    with pytest.raises(SystemExit) as exited:
+        hwl_main([command])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (f"hwl {command}: error: the following arguments are "
+                                                                f"required: {choices}")

@@ -62,7 +62,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _modules_for(sys.argv[1:] if argv is None else argv):
         importlib.import_module(f"harness.cli.{name}").add_parser(subparsers)
+    for command in subparsers.choices.values():
+        _name_subcommands(command)
     return parser
+
+
+def _name_subcommands(parser: argparse.ArgumentParser) -> None:
+    """A missing subcommand named by its choices, as the usage shows them: `hwl campaign` said "the following
+    arguments are required: campaign_command", the name of a variable."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if action.metavar is None and action.choices:
+            action.metavar = "{" + ",".join(action.choices) + "}"
 
 
 class Terminated(KeyboardInterrupt):
