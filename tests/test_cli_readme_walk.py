@@ -215,3 +215,12 @@ def test_a_command_without_its_subcommand_names_the_choices(command, choices, ca
     assert exited.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (f"hwl {command}: error: the following arguments are "
                                                                 f"required: {choices}")
+
+
+@pytest.mark.parametrize("flag", ["--zcp-store", "--zcp-table"])
+def test_search_refuses_proxies_its_vec_encoding_would_not_read(tmp_path, flag, capsys):
+    """`hwl search ... --zcp-store zcp.db` without --encoding zcp searched on the Vec encoding, the proxies unread."""
+    (tmp_path / "proxies").write_text("")
+    err = _refused(["search", "--device", "raspi4", "--max-latency-ms", "25", "--accuracy-table", tmp_path / "acc.csv",
+                    flag, tmp_path / "proxies"], capsys)
+    assert f"{flag} gives the proxies of --encoding zcp or zcpvec; --encoding vec (the default) reads none" in err

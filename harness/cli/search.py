@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", help="latency method (registry name; default the recommended one)")
     p.add_argument("--latency-samples", type=int, default=20, help="device measurements to adapt with (default 20)")
     p.add_argument("--encoding", choices=["vec", "zcp", "zcpvec"], default="vec",
-                   help="accuracy predictor encoding (zcp ones need --zcp-table or --zcp-store)")
+                   help="accuracy predictor encoding (default vec; zcp ones need --zcp-table or --zcp-store)")
     p.add_argument("--zcp-table", type=user_path, metavar="FILE", help="proxy table from `hwl zcp --out`")
     p.add_argument("--zcp-store", type=user_path, metavar="DB", help="store `hwl zcp --store` wrote to")
     p.add_argument("--zcp-run", metavar="RUN", help="which proxy run of a --zcp-store that holds several "
@@ -64,6 +64,10 @@ def run(args) -> int:
         raise UserError("--zcp-run picks a run of --zcp-store DB; give the store too")
     if args.encoding != "vec" and not (args.zcp_table or args.zcp_store):
         raise UserError(f"--encoding {args.encoding} needs --zcp-table FILE or --zcp-store DB (from `hwl zcp`)")
+    if args.encoding == "vec" and (args.zcp_table or args.zcp_store):  # the search ran on Vec, the proxies unread
+        flag = "--zcp-store" if args.zcp_store else "--zcp-table"
+        raise UserError(f"{flag} gives the proxies of --encoding zcp or zcpvec; --encoding vec (the default) reads "
+                        "none: add --encoding zcp, or leave the flag out")
     problem, method, proxies = setup(
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,
