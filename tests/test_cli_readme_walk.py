@@ -224,3 +224,11 @@ def test_search_refuses_proxies_its_vec_encoding_would_not_read(tmp_path, flag, 
     err = _refused(["search", "--device", "raspi4", "--max-latency-ms", "25", "--accuracy-table", tmp_path / "acc.csv",
                     flag, tmp_path / "proxies"], capsys)
     assert f"{flag} gives the proxies of --encoding zcp or zcpvec; --encoding vec (the default) reads none" in err
+
+
+def test_measure_refuses_a_cache_dir_its_runtime_never_uses(tmp_path, capsys):
+    """`hwl measure m.onnx --cache-dir c` timed onnxruntime and never looked at c: only TVM compiles."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not looked at")
+    err = _refused(["measure", model, "--cache-dir", tmp_path / "c", "--profile", "quick"], capsys)
+    assert "--cache-dir keeps TVM's compiled libraries, for --runtime tvm, not ort" in err

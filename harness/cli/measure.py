@@ -122,6 +122,8 @@ def _check_command_template(template, model: str) -> None:
 
 def run_measure_cli(args) -> int:
     _check_inputs(args.runtime, args.model, args.arch)
+    if args.cache_dir and args.runtime != "tvm":  # only TVM compiles: another runtime took the folder and left it
+        raise UserError(f"--cache-dir keeps TVM's compiled libraries, for --runtime tvm, not {args.runtime}")
     options = _pairs(args.option, "--option")
     for key, val in (("command", args.command_template), ("regex", args.regex),
                      ("json_path", args.json_path), ("unit", args.unit)):
