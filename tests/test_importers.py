@@ -610,3 +610,19 @@ def test_import_says_why_a_header_that_only_looks_right_has_no_latency_column(tm
     assert hwl_main(["data", "import", str(tmp_path / "mine.csv"), "--store", str(tmp_path / "lab.db")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith(hint), err
+
+
+@pytest.mark.parametrize("name, flags, error", [
+    ("mine.csv", ["--mapping", "str_arch2idx.pt"], "--mapping gives the architectures of HELP's .pt files; "),
+    ("raspi4.pt", ["--wide"], "--wide reads a table of one column per device; "),
+])
+def test_import_refuses_a_flag_that_none_of_its_files_reads(tmp_path, capsys, name, flags, error):
+    """`hwl data import mine.csv --mapping nonexistent.pt` imported the table, the mapping never looked at (and
+    --wide beside HELP's .pt files alike)."""
+    path = tmp_path / name
+    path.write_text("arch_index,device,latency_ms\n1,pi,2.5\n")
+    store = tmp_path / "lab.db"
+    assert hwl_main(["data", "import", str(path), *flags, "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{error}{path}" in err, err
+    assert not store.exists()

@@ -28,9 +28,16 @@ def add_parser(subparsers) -> None:
 
 def import_files(*, store: str, files: list[str], space=None, device=None, mapping=None,
                  wide=False) -> list[dict]:
+    from harness.errors import UserError
     from harness.importers import check_sources, read_table_file, store_table
     from harness.store import Store
 
+    # each is read for one kind of file only: given for none of the files, it was accepted and ignored
+    help_files = [f for f in files if str(f).lower().endswith(".pt")]
+    if mapping is not None and not help_files:
+        raise UserError(f"--mapping gives the architectures of HELP's .pt files; {files[0]} names its own")
+    if wide and len(help_files) == len(files):
+        raise UserError(f"--wide reads a table of one column per device; {files[0]} is a HELP .pt file")
     # every file read and checked before the store is opened: a bad one imports nothing, makes no store
     tables = [(f, *read_table_file(f, space=space, device=device, mapping=mapping, wide=wide)) for f in files]
     check_sources(None, tables)  # two of them naming one device
