@@ -232,3 +232,16 @@ def test_measure_refuses_a_cache_dir_its_runtime_never_uses(tmp_path, capsys):
     model.write_bytes(b"not looked at")
     err = _refused(["measure", model, "--cache-dir", tmp_path / "c", "--profile", "quick"], capsys)
     assert "--cache-dir keeps TVM's compiled libraries, for --runtime tvm, not ort" in err
+
+
+def test_status_says_what_a_command_devices_dash_means(tmp_path, capsys):
+    """`hwl status` showed a phone's reachable as '-', unexplained: hwl reaches it through its own tool only."""
+    phone = write_profile(tmp_path, "phone", runtime="command", push="true {model}",
+                          options={"command": "true {model}", "regex": "([0-9.]+) ms"})
+    here = write_profile(tmp_path, "here")
+    capsys.readouterr()
+    assert hwl_main(["status", str(phone), str(here)]) == 0
+    assert "(reachable -: a command device is reached through its own tool, which hwl status does not run)" in \
+        capsys.readouterr().out
+    assert hwl_main(["status", str(here)]) == 0
+    assert "reachable -" not in capsys.readouterr().out

@@ -187,6 +187,8 @@ def cmd_status(args) -> int:
     console.print(table)
     if narrow:
         print(f"({' and '.join(WIDE_ONLY)} left out to fit {console.width} columns; --json gives them)")
+    if any(r["reachable"] is None for r in rows):  # the column's '-' said nothing of why
+        print("(reachable -: a command device is reached through its own tool, which hwl status does not run)")
     for profile, r in zip(profiles, rows):  # in full, one line each: a column cut them to a few letters a line
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
