@@ -57,6 +57,9 @@ def _resolve(space: str, spec, seed: int, *, hint: bool) -> list:
                 raise ArchError(f"architecture file {path} cannot be read as text: {exc}") from None
             # a comment may follow an architecture too ('5  # the fastest'): no key holds a '#'
             items = [item for ln in lines if (item := ln.split("#", 1)[0].strip())]
+            if not items:  # "the architecture selection is empty" named no file
+                raise ArchError(f"architecture file {path} names no architecture (it is empty, or holds comments "
+                                "only)")
             if space == "nb201":
                 try:
                     items = _index_of_listed_pairs(items)

@@ -245,3 +245,15 @@ def test_status_says_what_a_command_devices_dash_means(tmp_path, capsys):
         capsys.readouterr().out
     assert hwl_main(["status", str(here)]) == 0
     assert "reachable -" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["", "# tonight's picks, to be filled in\n\n"])
+def test_an_architecture_file_naming_none_is_named(tmp_path, monkeypatch, text, capsys):
+    """`--archs @archs.txt` of an empty file (or one of comments) said "the architecture selection is empty",
+    naming no file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archs.txt").write_text(text)
+    err = _refused(["campaign", "run", "--space", "nb201", "--archs", "@archs.txt", "--devices", "local-ort-1t",
+                    "--store", "lab.db"], capsys)
+    assert "architecture file archs.txt names no architecture (it is empty, or holds comments only)" in err
+    assert not (tmp_path / "lab.db").exists()
