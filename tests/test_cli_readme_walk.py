@@ -257,3 +257,15 @@ def test_an_architecture_file_naming_none_is_named(tmp_path, monkeypatch, text, 
                     "--store", "lab.db"], capsys)
     assert "architecture file archs.txt names no architecture (it is empty, or holds comments only)" in err
     assert not (tmp_path / "lab.db").exists()
+
+
+def test_an_empty_flag_beside_a_campaign_file_is_named_not_called_missing(tmp_path, monkeypatch, capsys):
+    """`hwl campaign run night.toml --devices "$DEVS"` with DEVS unset said "missing --devices (or a campaign file
+    that sets them)", though the file sets them: the empty flag had replaced them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "night.toml").write_text('space = "nb201"\narchs = "0,17"\ndevices = ["local-ort-1t"]\n')
+    for flag, said in (("--devices", "no device given; name at least one profile (known: "),
+                       ("--archs", "--archs '' names no architecture")):
+        err = _refused(["campaign", "run", "night.toml", flag, "", "--store", "lab.db"], capsys)
+        assert said in err and "missing" not in err
+    assert not (tmp_path / "lab.db").exists()

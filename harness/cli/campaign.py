@@ -115,8 +115,12 @@ def campaign_spec(args):
     settings = load_campaign_file(args.file) if args.file else {}
     given = {"space": args.space, "archs": args.archs, "seed": args.seed, "devices": args.devices,
              "profile": args.profile, "name": args.name}
+    if args.archs is not None and not args.archs.replace(",", "").strip():  # a variable left unset: '--archs $A'
+        raise CampaignError(f"--archs {args.archs!r} names no architecture")
     settings.update({k: v for k, v in given.items() if v is not None})
-    missing = [k for k in ("space", "archs", "devices") if not settings.get(k)]
+    # a flag given empty is no missing setting (beside a file that sets it, it said 'missing'): the checks of its
+    # value say what is wrong with it
+    missing = [k for k in ("space", "archs", "devices") if not settings.get(k) and given.get(k) is None]
     if missing:
         raise CampaignError(f"missing {', '.join('--' + m for m in missing)} (or a campaign file that sets them)")
     devs = settings["devices"]
