@@ -122,7 +122,6 @@ def require_store_file(path) -> Path:
 BUSY_TIMEOUT_S = 120.0
 
 
-
 # A table given as --store (`hwl adapt --store my_pi.parquet`, for --measurements) was told to give "a new file name"
 _TABLE_ENDINGS = (".parquet", ".csv", ".csv.gz")
 
@@ -134,6 +133,7 @@ def _instead_of_a_store(path: Path) -> str:
                 "--measurements, train --table, evaluate --test-table, search --latency-table), or store it with "
                 "hwl data import")
     return "give a new file name or an existing store"
+
 
 class StoreBusy(StoreError):
     """Another process held the store's write lock for longer than ``BUSY_TIMEOUT_S``."""

@@ -64,7 +64,8 @@ def test_measure_refuses_a_placeholder_typo_in_its_command_as_a_profile_does(tmp
     assert "--command names unknown placeholder(s) {modle}; known: {model}, {sha256}" in err
 
 
-@pytest.mark.parametrize("n, words", [(3, "3 archs of the store were measured"), (1, "1 arch of the store was measured")])
+@pytest.mark.parametrize("n, words", [(3, "3 archs of the store were measured"),
+                                      (1, "1 arch of the store was measured")])
 def test_onboarding_says_plainly_how_many_stored_archs_it_measures_again(n, words, caplog):
     """hwl onboard said "3 archs were of the store measured while the device drifted" (README walk)."""
     from harness.onboard import warn_remeasuring_drifted
