@@ -299,6 +299,25 @@ def resume_command(store_path, name: str, flags=()) -> str:
     return shlex.join(["hwl", "campaign", "resume", "--store", str(store_path), "--name", name, *flags])
 
 
+# `hwl onboard` measures in batches, each a campaign named "onboard:DEVICE:SPACE:..."
+ONBOARDING_PREFIX = "onboard"
+
+
+def onboarding_prefix(device: str, space: str) -> str:
+    return f"{ONBOARDING_PREFIX}:{device}:{space}:"
+
+
+def go_on_command(store_path, name: str, flags=()) -> str:
+    """The command that goes on with campaign ``name`` (see :func:`resume_command`). An onboarding's batch is gone
+    on with by its `hwl onboard` command run again: a resume measured that batch alone, and left the onboarding's
+    next picks, its model and its table to a run of `hwl onboard` that status did not name."""
+    prefix, device, space, *_ = name.split(":") + ["", ""]
+    if prefix != ONBOARDING_PREFIX or not device or not space:
+        return resume_command(store_path, name, flags)
+    return (shlex.join(["hwl", "onboard", device, "--space", space, "--store", str(store_path)]) + " ... (the "
+            "onboarding's command as it was given: it finishes this batch, then goes on where it stopped)")
+
+
 def _warn_of_unfinished_alike(store: Store, plan: Plan, resume_flags=()) -> None:
     """A profile edited between two runs of one command (a cooldown, the cores) makes a new campaign
     that measures everything again, and left the first one unfinished without a word: say so."""

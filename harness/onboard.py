@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.campaign import CampaignSpec, differing_keys, plan_campaign, refresh_reach, refuse_imported_names
+from harness.campaign import CampaignSpec, differing_keys, onboarding_prefix, plan_campaign, refresh_reach
+from harness.campaign import refuse_imported_names
 from harness.coordinator import CoordinatorOptions, run_campaign
 from harness.device_settings import measured_settings
 from harness.errors import CampaignError, DeviceQuarantined
@@ -44,12 +45,7 @@ from spaces import get_space, resolve_archs
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_PREFIX = "onboard"
 MIN_TRAIN_ARCHS = 100  # a store device with fewer latencies adds more gaps than information
-
-
-def campaign_prefix(device: str, space: str) -> str:
-    return f"{CAMPAIGN_PREFIX}:{device}:{space}:"
 
 
 class CampaignDevice:
@@ -144,7 +140,7 @@ def batch_name(profile: DeviceProfile, space: str, keys) -> str:
     """The campaign name of one batch: the same batch with other settings (``DeviceProfile.identity``) is
     another campaign, not one that "already exists with other settings"."""
     text = "\n".join([*keys, json.dumps(profile.identity(), sort_keys=True)])
-    return campaign_prefix(profile.name, space) + hashlib.sha256(text.encode()).hexdigest()[:10]
+    return onboarding_prefix(profile.name, space) + hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def measured_latencies(store: Store, space: str, profile: DeviceProfile, archs=None) -> dict:
@@ -194,7 +190,7 @@ def drift_record(store: Store, space: str, device: str, rows: pd.DataFrame) -> t
     ``rows``: :func:`comparable_rows`' rows, so an onboarding with other settings is not counted."""
     measured_again = {str(a) for (a,) in store.db.execute(
         "SELECT DISTINCT j.arch FROM jobs j JOIN campaigns c ON c.id = j.campaign_id WHERE c.name LIKE ? "
-        "AND c.name LIKE '%:again%' AND j.device = ?", (campaign_prefix(device, space) + "%", device))}
+        "AND c.name LIKE '%:again%' AND j.device = ?", (onboarding_prefix(device, space) + "%", device))}
     if not measured_again or not rows["drifted"].any():
         return [], []
     again = set(resolve_archs(space, sorted(measured_again)))
@@ -261,7 +257,7 @@ def failed_archs(store: Store, space: str, profile: DeviceProfile) -> list:
         "SELECT DISTINCT j.arch, d.profile_json FROM jobs j JOIN campaigns c ON j.campaign_id = c.id "
         "JOIN campaign_devices d ON d.campaign_id = j.campaign_id AND d.device = j.device WHERE c.space = ? AND "
         "j.device = ? AND j.state = 'failed' AND c.name LIKE ?",
-        (space, device, campaign_prefix(device, space) + "%")).fetchall()
+        (space, device, onboarding_prefix(device, space) + "%")).fetchall()
     mine = profile.identity()
     archs = [r[0] for r in rows if not _differing_settings(r[1], mine)]
     return resolve_archs(space, archs) if archs else []
@@ -273,7 +269,7 @@ def unfinished_campaigns(store: Store, space: str, device: str) -> list[int]:
     rows = store.db.execute(
         "SELECT DISTINCT c.id FROM campaigns c JOIN jobs j ON j.campaign_id = c.id WHERE c.name LIKE ? AND "
         "j.device = ? AND j.state IN ('queued', 'running') ORDER BY c.id",
-        (campaign_prefix(device, space) + "%", device)).fetchall()
+        (onboarding_prefix(device, space) + "%", device)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -508,6 +504,6 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     return Onboarding(result, report, table, files)
 
 
-__all__ = ["CAMPAIGN_PREFIX", "CampaignDevice", "DRIFT_FLAG", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name",
-           "comparable_rows", "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies",
-           "onboard", "only_drifted", "pretrain_tables", "ray_for", "unfinished_campaigns", "warn_left_out"]
+__all__ = ["CampaignDevice", "DRIFT_FLAG", "MIN_TRAIN_ARCHS", "Onboarding", "batch_name", "comparable_rows",
+           "default_candidates", "failed_archs", "latencies_by_arch", "measured_latencies", "onboard", "only_drifted",
+           "pretrain_tables", "ray_for", "unfinished_campaigns", "warn_left_out"]

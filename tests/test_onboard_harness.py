@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.campaign import CampaignSpec, plan_campaign
+from harness.campaign import CampaignSpec, onboarding_prefix, plan_campaign
 from harness.cli import main
-from harness.onboard import campaign_prefix
 from harness.store import Store
 from spaces import resolve_archs
 from tests.campaign_helpers import hwl, kill_leftovers, write_profile
@@ -29,7 +28,7 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     # An onboarding that died mid-batch: its campaign is planned, nothing measured yet.
     with Store(db) as st:
         plan_campaign(st, CampaignSpec(space="nb201", archs=tuple(PRE_PLANNED), devices=(str(dev),),
-                                       name=campaign_prefix("onb-ort", "nb201") + "interrupted"))
+                                       name=onboarding_prefix("onb-ort", "nb201") + "interrupted"))
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
     out = tmp_path / "predictor.pt"
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from harness.campaign import CampaignSpec, plan_campaign
-from harness.onboard import batch_name, campaign_prefix, comparable_rows, failed_archs, measured_latencies, \
+from harness.campaign import CampaignSpec, onboarding_prefix, plan_campaign
+from harness.onboard import batch_name, comparable_rows, failed_archs, measured_latencies, \
     only_drifted, pretrain_tables, unfinished_campaigns, warn_left_out
 from harness.profiles import load_profiles
 from harness.store import Store
@@ -41,7 +41,7 @@ def test_only_latencies_measured_with_the_profiles_settings_count(tmp_path, capl
     now, old = _profiles(tmp_path)
     with Store(tmp_path / "lab.db") as st:
         _measure(st, old, ["11", "1462", "8000", "9"], [3.0, 4.0, 5.0, 6.0], name="older-campaign")
-        _measure(st, old, ["12"], [0], name=campaign_prefix("onb-ort", "nb201") + "old", fail=("12",))
+        _measure(st, old, ["12"], [0], name=onboarding_prefix("onb-ort", "nb201") + "old", fail=("12",))
         _measure(st, now, ["11", "5"], [7.0, 8.0], name="mine")
         st.add_imported("nb201", [("6", "onb-ort", 9.0)], source="p.parquet")
         profile = load_profiles([str(now)])[0]
@@ -275,7 +275,7 @@ def test_an_interrupted_onboarding_is_finished_only_for_its_own_device(tmp_path)
     profile = write_profile(tmp_path, "pi-1")
     with Store(tmp_path / "lab.db") as store:
         cid, _, _ = plan_campaign(store, CampaignSpec(space="nb201", archs=("1", "2"), devices=(str(profile),),
-                                                      name=campaign_prefix("pi-1", "nb201") + "0123456789"))
+                                                      name=onboarding_prefix("pi-1", "nb201") + "0123456789"))
         assert unfinished_campaigns(store, "nb201", "pi-1") == [cid]
         assert unfinished_campaigns(store, "nb201", "pi_1") == []
 

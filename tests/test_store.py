@@ -235,6 +235,23 @@ def test_campaign_status_opens_the_store_once(tmp_path, monkeypatch, capsys):
     assert opened == [str(db)]
 
 
+def test_campaign_status_of_an_onboarding_batch_says_to_run_the_onboarding_again(tmp_path, capsys):
+    """An onboarding stopped mid-batch (killed, or the machine rebooted): `hwl campaign status` said to go on with
+    `hwl campaign resume --name onboard:...`, which measured that batch alone and left the onboarding's next picks,
+    model and table undone; README says to run the onboarding's command again, which finishes the batch first."""
+    from harness.campaign import onboarding_prefix
+    from harness.cli import main as hwl_main
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        _campaign(s, name=onboarding_prefix("d1", "nb201") + "0123456789", devices=("d1",))
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # as one line, however the terminal wrapped it
+    assert f"no coordinator is running it; go on with: hwl onboard d1 --space nb201 --store {db} ... (the " \
+           "onboarding's command as it was given: it finishes this batch, then goes on where it stopped)" in out
+    assert "campaign resume" not in out
+
+
 def test_status_warns_of_a_job_sent_lately_by_a_coordinator_holding_no_lock(tmp_path, capsys):
     """A coordinator of an hwl older than the campaign lock (7f97a1b) marks jobs running as it sends them and holds
     no lock: written here as it wrote them (Store.start_attempt, no campaign_lock). status must not tell the lab,

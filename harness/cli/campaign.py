@@ -258,11 +258,11 @@ def lockless_coordinator_hint(st, store: str, cid: int, name: str) -> tuple[str 
     campaign lock (7f97a1b, 2026-12-03) runs it, unseen (or for a while after a coordinator crashed), since a resume
     beside it would measure every job again; the resume line, with the flags its last run had). ``store``: the
     store's path as the user gave it, for that line."""
-    from harness.campaign import resume_command
+    from harness.campaign import go_on_command
     from harness.campaign_lock import last_run_flags
 
     sent = st.last_sent(cid)
-    resume = resume_command(store, name, last_run_flags(store, cid))
+    resume = go_on_command(store, name, last_run_flags(store, cid))
     ago = None if sent is None else time.time() - sent
     if ago is None or ago > LOCKLESS_WINDOW_S:
         return None, resume
