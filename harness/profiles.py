@@ -511,11 +511,11 @@ def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
 def _jump(c: "_Checker", host_t: dict) -> str | None:
     """``host.jump``: one gateway ``"[user@]host[:port]"`` or a list of them (the first reached first), kept as
     ssh's -J spells a chain: comma-separated."""
-    from harness.ssh_config import jump_hop
-
     value = host_t.get("jump")
     if value is None:
         return None
+    from harness.ssh_config import jump_hop  # here: it imports paramiko, 20 MiB a local profile has no use for
+
     hops = value if isinstance(value, list) else [value]
     if not hops or not all(isinstance(hop, str) for hop in hops):
         raise ProfileError(f"{c.source}: key 'host.jump' must be a string \"[user@]host[:port]\" or a list of them, "

@@ -43,6 +43,18 @@ def test_shipped_local_profiles_load_and_pin_core_1():
     assert kinds == {"onnxruntime", "tvm", "torch"}
 
 
+def test_loading_a_local_profile_does_not_import_paramiko():
+    """Checking a profile's jump host imported harness.ssh_config, and with it paramiko (20 MiB), for every profile:
+    planning a campaign of local devices (bench_scale) peaked at 144 MiB instead of 124."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.profiles import load_profiles; "
+            "load_profiles(['device_profiles/local-ort-1t.toml', 'device_profiles/local-tvm-1t.toml']); "
+            "sys.exit('paramiko' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
 def test_good_profile_fields_and_round_trip():
     p = parse_profile(GOOD, source="pi-1.toml")
     assert p.batch_size == 8 and p.measurement == "standard" and p.cooldown_s == 1.0
