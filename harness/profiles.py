@@ -499,6 +499,20 @@ def _reach(c: "_Checker", host_t: dict, *, ssh: bool) -> dict:
     return {**reach, "address": device.address, "port": device.port, "user": device.user, "key": device.key}
 
 
+def key_named_by(profile: DeviceProfile) -> str | None:
+    """Where the device's key file is written, for the line about a missing one: the profile file's ``host.key``,
+    or, where the profile gives none, the IdentityFile ~/.ssh/config gives its address (read when it was loaded)."""
+    from harness import ssh_config
+
+    try:
+        host = tomllib.loads(Path(profile.source).read_text(encoding="utf-8-sig")).get("host", {})
+    except (OSError, ValueError):  # no file (a profile built in code), or one changed since it was loaded
+        return None
+    if "key" in host:
+        return f"key 'host.key' of {profile.source}"
+    return f"the IdentityFile {ssh_config.SSH_CONFIG} gives {host.get('address')!r}"
+
+
 def _address(c: "_Checker", host_t: dict, *, required: bool) -> str | None:
     """``host.address``, a host name or IP alone: ssh's own spellings (``pi@host``, ``host:2222``, ``ssh://host``)
     reached the resolver whole and came back as 'no host has that name' at the first deploy."""

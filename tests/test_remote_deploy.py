@@ -497,6 +497,31 @@ def test_a_key_other_users_may_read_is_refused_by_deploy_status_logs_and_a_campa
     assert not (tmp_path / "hwl").exists()
 
 
+def test_a_missing_key_file_is_named_with_the_profile_file_and_key_that_name_it(host, tmp_path, capsys,
+                                                                                 monkeypatch):
+    # 'key file ... for pi-1 does not exist' named the device alone: which file, and which of its keys, wrote it
+    from harness.cli import main as hwl_main
+
+    profile = _ssh_profile(tmp_path, host, "pi-no-key", tmp_path / "hwl")
+    missing = tmp_path / "keys" / "lab_key"
+    profile.write_text(profile.read_text().replace(f'key = "{host.key_file}"', f'key = "{missing}"'))
+    said = f"key file {missing} for pi-no-key does not exist (named by key 'host.key' of {profile})"
+    assert hwl_main(["deploy", str(profile), "--no-selftest"]) == 1
+    assert capsys.readouterr().err == f"pi-no-key: error: {said}\n"
+    assert hwl_main(["status", str(profile), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["error"] == said
+    # a key the profile leaves to ~/.ssh/config names the config
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(f"Host pi-alias\n  HostName {host.address}\n  IdentityFile {missing}\n")
+    profile.write_text(profile.read_text().replace(f'key = "{missing}"\n', "").replace(
+        f'address = "{host.address}"', 'address = "pi-alias"'))
+    assert hwl_main(["logs", str(profile)]) == 2
+    assert capsys.readouterr().err == (f"hwl logs: error: key file {missing} for pi-no-key does not exist (named by "
+                                       "the IdentityFile ~/.ssh/config gives 'pi-alias')\n")
+    assert not (tmp_path / "hwl").exists()
+
+
 def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_longer_holds(host, tmp_path, capsys):
     # the libraries of models no longer in --tvm-libraries stayed in library_dir for good, filling a device's disk
     from harness.cli import main as hwl_main

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from harness.errors import ProfileError
-from harness.profiles import DeviceProfile
+from harness.profiles import DeviceProfile, key_named_by
 from harness.remote.host import Host
 from harness.ssh_config import gateways
 
@@ -29,7 +29,8 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
     for hop in gateways(h.jump, key=h.key):  # settled as the device's own login was (harness.ssh_config)
         jump = Host(f"{h.name}'s jump host {hop.name}", hop.address, hop.user, hop.key, port=hop.port, jump=jump,
                     **common)
-    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, **common)
+    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, key_named_by=key_named_by(profile),
+                **common)
 
 
 def deploy_command(profile: DeviceProfile) -> str:

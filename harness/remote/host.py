@@ -172,6 +172,9 @@ class Host:
         The line its messages say to run (``connect.host_for`` gives the profile's, flags and all).
     profile : str, optional
         The device profile whose ``key`` ``key_file`` is, named in messages about the key.
+    key_named_by : str, optional
+        Where ``key_file`` is written (the profile file's ``host.key``, an ssh config's IdentityFile), named when
+        the file is missing: the device's name alone sent the user looking through every profile.
     jump : Host, optional
         The gateway this host is reached through: the connection runs in a ``direct-tcpip`` channel of the
         gateway's, which is opened first (and checked as any host is) and closed with this one.
@@ -180,10 +183,11 @@ class Host:
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
                  known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
                  link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE",
-                 profile: str | None = None, jump: "Host | None" = None):
+                 profile: str | None = None, key_named_by: str | None = None, jump: "Host | None" = None):
         self.name = name
         self.jump = jump
         self.profile = profile
+        self.key_named_by = key_named_by
         self.deploy_command = deploy_command  # what the messages say to run, with --known-hosts where given
         self.address = address
         self.user = user
@@ -339,7 +343,8 @@ class Host:
 
     def _load_key(self) -> paramiko.PKey:
         if why := why_not_a_file(self.key_file):
-            raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}", host=self.name)
+            named_by = f" (named by {self.key_named_by})" if self.key_named_by else ""
+            raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}{named_by}", host=self.name)
         try:
             with warnings.catch_warnings():  # cryptography's DSA deprecation, a traceback-like line before ours
                 warnings.simplefilter("ignore")
