@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import CampaignError, ProfileError
-from harness.profiles import DeviceProfile, available_profiles, load_profile, load_profiles, profile_from_dict
+from harness.profiles import (DeviceProfile, available_profiles, check_measurement, load_profile, load_profiles,
+                              profile_from_dict)
 from harness.store import Store
 from harness.text import count
 from spaces import ArchError, get_space, resolve_archs
@@ -133,6 +134,31 @@ def load_campaign_file(path) -> dict:
     return out
 
 
+def check_file_settings(path, settings: dict, from_file) -> None:
+    """The settings a campaign file gives (``from_file``: those no flag replaced), checked as planning checks them,
+    a refusal naming the file and the key: 'unknown device ...' or 'unknown measurement profile ...' named neither,
+    and the same words come from a mistake in a flag."""
+    checks = {
+        "space": lambda: get_space(settings["space"]),
+        "name": lambda: _check_name(settings["name"]),
+        "profile": lambda: check_measurement(settings["profile"]),
+        "devices": lambda: load_profiles(list(settings["devices"])),
+        "archs": lambda: resolve_archs(settings["space"], _as_selection(settings["archs"]),
+                                       seed=int(settings.get("seed") or 0)),
+    }
+    for key, check in checks.items():
+        if key in from_file:
+            try:
+                check()
+            except (ArchError, ProfileError, CampaignError) as exc:
+                raise CampaignError(f"{path}: key {key!r}: {exc}") from None
+
+
+def _as_selection(archs):
+    """``archs`` as ``resolve_archs`` takes it: a campaign file's list arrives as a tuple."""
+    return list(archs) if isinstance(archs, tuple) else archs
+
+
 def _check_name(name: str | None) -> None:
     """A campaign name a later command can give back: a blank one (--name ' ') or one holding a newline or a tab
     was planned, then printed in the resume line and the status table as what no one could type."""
@@ -145,8 +171,7 @@ def resolve_plan(spec: CampaignSpec) -> Plan:
     """Check every part of ``spec`` (raises ArchError / ProfileError / CampaignError)."""
     get_space(spec.space)
     _check_name(spec.name)
-    archs = resolve_archs(spec.space, list(spec.archs) if isinstance(spec.archs, tuple) else spec.archs,
-                          seed=spec.seed)
+    archs = resolve_archs(spec.space, _as_selection(spec.archs), seed=spec.seed)
     profiles = [p.with_measurement(spec.measurement) for p in load_profiles(list(spec.devices))]
     for p in profiles:
         try:

@@ -263,10 +263,14 @@ class DeviceProfile:
         """A copy with the measurement profile replaced (the campaign's ``--profile``)."""
         if measurement is None or measurement == self.measurement:
             return self
-        if measurement not in MEASUREMENT_PROFILES:
-            raise ProfileError(f"unknown measurement profile {measurement!r}; valid: "
-                               f"{', '.join(MEASUREMENT_PROFILES)}")
+        check_measurement(measurement)
         return dataclasses.replace(self, measurement=measurement)
+
+
+def check_measurement(measurement: str) -> None:
+    """Refuse a name that is none of :data:`MEASUREMENT_PROFILES` (a campaign's ``--profile``)."""
+    if measurement not in MEASUREMENT_PROFILES:
+        raise ProfileError(f"unknown measurement profile {measurement!r}; valid: {', '.join(MEASUREMENT_PROFILES)}")
 
 
 def shipped_dir() -> Path:

@@ -194,6 +194,36 @@ def test_campaign_file(tmp_path):
     assert load_campaign_file(tmp_path / "bom.toml") == settings
 
 
+@pytest.mark.parametrize("line, key, said", [
+    ('devices = ["dev-b"]', "devices", "unknown device 'dev-b'"),
+    ('devices = ["dev-b.toml"]', "devices", "device profile file"),
+    ('profile = "quik"', "profile", "unknown measurement profile 'quik'; valid: quick, standard"),
+    ('space = "nb202"', "space", "unknown search space 'nb202'"),
+    ('archs = "@archs.txt"', "archs", "architecture file"),
+    ('archs = "1,99999"', "archs", "NB201 index 99999 is out of range"),
+])
+def test_a_campaign_files_bad_value_is_named_with_the_file_and_the_key(tmp_path, capsys, line, key, said):
+    # 'unknown measurement profile ...', 'unknown device ...' named neither the campaign file nor its key, and the
+    # same words come from a mistake in a flag
+    write_profile(tmp_path, "dev-a")
+    settings = {"space": 'space = "nb201"', "archs": 'archs = "1,2"', "devices": 'devices = ["dev-a.toml"]',
+                "profile": 'profile = "quick"'}
+    settings[key] = line
+    night = tmp_path / "night.toml"
+    night.write_text("\n".join(settings.values()) + "\n")
+    assert hwl_main(["campaign", "run", str(night), "--store", str(tmp_path / "lab.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hwl campaign: error: {night}: key '{key}': ") and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "lab.db").exists()
+    # the flag that replaces the file's value is all that counts
+    if key in ("devices", "profile"):
+        flag = {"devices": ["--devices", str(tmp_path / "dev-a.toml")], "profile": ["--profile", "quick"]}[key]
+        plan = ["campaign", "run", str(night), *flag, "--store", str(tmp_path / "lab.db"), "--name", "n", "--address",
+                "ray://nowhere"]
+        assert hwl_main(plan) == 2
+        assert "cannot join the Ray cluster at 'ray://nowhere'" in capsys.readouterr().err  # planned past the file
+
+
 def test_selections_and_campaign_files_read_a_tilde_as_the_home_folder(tmp_path, monkeypatch):
     """'--archs @~/archs.txt' (no shell expands a tilde after '@') said 'architecture file ~/archs.txt does not
     exist', and a campaign file's '@~/archs.txt' or '~/pi.toml' was read inside the file's folder."""

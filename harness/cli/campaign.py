@@ -110,19 +110,23 @@ def _options(args):
 
 def campaign_spec(args):
     """The campaign `hwl campaign run` asks for: its campaign file's settings, the flags given on top."""
-    from harness.campaign import CampaignSpec, load_campaign_file
+    from harness.campaign import CampaignSpec, check_file_settings, load_campaign_file
 
     settings = load_campaign_file(args.file) if args.file else {}
     given = {"space": args.space, "archs": args.archs, "seed": args.seed, "devices": args.devices,
              "profile": args.profile, "name": args.name}
     if args.archs is not None and not args.archs.replace(",", "").strip():  # a variable left unset: '--archs $A'
         raise CampaignError(f"--archs {args.archs!r} names no architecture")
-    settings.update({k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    from_file = set(settings) - set(given)
+    settings.update(given)
     # a flag given empty is no missing setting (beside a file that sets it, it said 'missing'): the checks of its
     # value say what is wrong with it
-    missing = [k for k in ("space", "archs", "devices") if not settings.get(k) and given.get(k) is None]
+    missing = [k for k in ("space", "archs", "devices") if not settings.get(k) and k not in given]
     if missing:
         raise CampaignError(f"missing {', '.join('--' + m for m in missing)} (or a campaign file that sets them)")
+    if args.file:
+        check_file_settings(args.file, settings, from_file)
     devs = settings["devices"]
     if isinstance(devs, str):  # as a campaign file's string: a stray comma names no device
         devs = [d.strip() for d in devs.split(",") if d.strip()]
