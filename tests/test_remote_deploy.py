@@ -522,6 +522,26 @@ def test_a_missing_key_file_is_named_with_the_profile_file_and_key_that_name_it(
     assert not (tmp_path / "hwl").exists()
 
 
+def test_known_hosts_flag_that_a_profiles_own_known_hosts_overrides_is_named(host, tmp_path, capsys):
+    # --known-hosts was taken and, for a profile naming its own known_hosts, silently not used (its help said it
+    # was the file host keys are checked against): --trust-new-host then recorded keys in the profile's file
+    from harness.cli import main as hwl_main
+
+    profile = _ssh_profile(tmp_path, host, "pi-own-known", tmp_path / "hwl")
+    other = tmp_path / "lab_known_hosts"
+    other.write_text("")
+    assert hwl_main(["status", str(profile), "--json", "--known-hosts", str(other)]) == 1  # no agent deployed
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["reachable"] is True  # checked against the profile's file, which knows the host
+    assert err == (f"hwl: pi-own-known checks host keys against {host.known_hosts}, the known_hosts of its profile "
+                   f"{profile}, not --known-hosts {other}\n")
+    assert hwl_main(["status", str(profile), "--json", "--known-hosts", str(host.known_hosts)]) == 1
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        hwl_main(["deploy", "--help"])
+    assert "for devices whose profile names none (its own known_hosts wins" in " ".join(capsys.readouterr().out.split())
+
+
 def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_longer_holds(host, tmp_path, capsys):
     # the libraries of models no longer in --tvm-libraries stayed in library_dir for good, filling a device's disk
     from harness.cli import main as hwl_main

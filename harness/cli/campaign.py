@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from harness.cli.common import add_address_flag, add_archs_flags, messages_to, user_path
-from harness.cli.devices import add_known_hosts_flag, apply_known_hosts
+from harness.cli.devices import add_known_hosts_flag, apply_known_hosts, warn_of_own_known_hosts
 from harness.errors import CampaignError
 from harness.paths import check_writable
 from harness.text import count
@@ -143,6 +143,7 @@ def run(*, store: str, spec, options=None, on_progress=None, resume_flags=()) ->
     from harness.store import Store
 
     plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
+    warn_of_own_known_hosts(plan.profiles)
     address = options.address if options is not None else None
     # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
     with joined(address, hosts={p.host.resource for p in plan.profiles}), \
@@ -162,7 +163,9 @@ def resume(*, store: str, name: str | None = None, options=None, on_progress=Non
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
         options = _on_its_cluster(options, store, cid, cname)
-        refresh_reach(st, cid, current_profiles(st, cid))  # a device back at another address, say
+        profiles = current_profiles(st, cid)
+        warn_of_own_known_hosts(profiles)
+        refresh_reach(st, cid, profiles)  # a device back at another address, say
         summary = run_campaign(st, cid, options, on_progress=on_progress)
         summary.update(name=cname, created=False)
         return summary

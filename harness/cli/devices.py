@@ -14,7 +14,8 @@ DEFAULT_ARTIFACTS = Path("~/.cache/hwl/artifacts")
 
 def add_known_hosts_flag(parser) -> None:
     parser.add_argument("--known-hosts", type=user_path, metavar="FILE",
-                        help="known_hosts file to verify host keys against (default ~/.ssh/known_hosts)")
+                        help="known_hosts file to verify host keys against, for devices whose profile names "
+                             "none (its own known_hosts wins; default ~/.ssh/known_hosts)")
 
 
 def _devices_flags(parser, *, all_help: str = "every ssh profile that hwl knows") -> None:
@@ -69,7 +70,26 @@ def apply_known_hosts(args) -> None:
         os.environ[KNOWN_HOSTS_ENV] = str(path)
 
 
+def warn_of_own_known_hosts(profiles) -> None:
+    """One line for each ssh device that --known-hosts does not reach: its profile's own ``known_hosts`` wins, so
+    the flag was taken and, for that device, silently not used (an unknown key recorded in the profile's file)."""
+    from harness.remote.connect import KNOWN_HOSTS_ENV
+
+    given = os.environ.get(KNOWN_HOSTS_ENV)
+    for p in profiles:
+        own = p.host.known_hosts
+        if given and p.host.transport == "ssh" and own and Path(own).expanduser().resolve() != Path(given):
+            print(f"hwl: {p.name} checks host keys against {own}, the known_hosts of its profile {p.source}, not "
+                  f"--known-hosts {given}", file=sys.stderr)
+
+
 def _profiles(args, *, ssh_only: bool = True):
+    profiles = _named_profiles(args, ssh_only=ssh_only)
+    warn_of_own_known_hosts(profiles)
+    return profiles
+
+
+def _named_profiles(args, *, ssh_only: bool):
     from harness.profiles import available_profiles, load_profile, load_profiles
 
     if getattr(args, "all", False):
@@ -236,5 +256,7 @@ def cmd_logs(args) -> int:
     from harness.remote.lab import device_logs
 
     apply_known_hosts(args)
-    sys.stdout.write(device_logs(load_profile(args.device), lines=args.lines))
+    profile = load_profile(args.device)
+    warn_of_own_known_hosts([profile])
+    sys.stdout.write(device_logs(profile, lines=args.lines))
     return 0
