@@ -293,7 +293,7 @@ def _plan_locked(store: Store, spec: CampaignSpec, plan: Plan, resume_flags) -> 
     cid = store.create_campaign(
         name=plan.name, space=spec.space, measurement=spec.measurement, arch_spec=_arch_spec(spec),
         seed=spec.seed, order_seed=plan.order_seed, config=plan.config,
-        devices={p.name: p.to_json() for p in plan.profiles}, jobs=jobs)
+        devices={p.name: p.stored_json() for p in plan.profiles}, jobs=jobs)
     log.info("planned campaign %s: %s x %s", plan.name, count(len(plan.archs), "arch", "archs"),
              count(len(plan.profiles), "device", "devices"))
     return cid, plan, True
@@ -409,7 +409,7 @@ def refresh_reach(store: Store, campaign_id: int, profiles) -> list[str]:
             continue
         changes = old.reach_changes(new)
         if changes:
-            store.set_device_profile(campaign_id, new.name, old.with_reach_of(new).to_json())
+            store.set_device_profile(campaign_id, new.name, old.with_reach_of(new).stored_json())
             line = f"{new.name}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
             log.warning("device %s (from %s)", line, new.source)
             changed.append(line)

@@ -235,6 +235,13 @@ class DeviceProfile:
         return {f"host.{k}": (getattr(self.host, k), getattr(other.host, k)) for k in REACH_KEYS
                 if getattr(self.host, k) != getattr(other.host, k)}
 
+    def stored_json(self) -> str:
+        """:meth:`to_json` with the source file's absolute path, as a campaign stores it: a resume run in another
+        folder (the line `hwl campaign status` prints, with the store's absolute path) read 'pi-1.toml' there,
+        found nothing and went on with the stored profile, ignoring the user's edit (a new address)."""
+        source = os.path.abspath(self.source) if self.source else self.source
+        return dataclasses.replace(self, source=source).to_json()
+
     def with_reach_of(self, other: "DeviceProfile") -> "DeviceProfile":
         """This profile, reached as ``other`` says (its :data:`REACH_KEYS`, description and source)."""
         host = dataclasses.replace(self.host, **{k: getattr(other.host, k) for k in REACH_KEYS})

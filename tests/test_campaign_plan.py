@@ -119,6 +119,24 @@ def test_a_device_at_a_new_address_stays_in_its_campaign_and_a_new_setup_does_no
         assert campaign_profiles(s, cid)[0].runtime.threads == 1
 
 
+def test_a_resume_in_another_folder_reaches_a_device_as_its_relative_profile_path_says_today(tmp_path, monkeypatch):
+    # `--devices pi-x.toml` stored the source 'pi-x.toml': the resume line `hwl campaign status` prints (the store's
+    # absolute path) run in another folder found no such file and kept the stored profile, so the Pi's new address
+    # was never taken and the device was quarantined again
+    lab, elsewhere = tmp_path / "lab", tmp_path / "elsewhere"
+    lab.mkdir()
+    elsewhere.mkdir()
+    _ssh_profile(lab, "198.18.0.2")
+    monkeypatch.chdir(lab)
+    with Store(lab / "lab.db") as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="5,7", devices=("pi-x.toml",)))
+        _ssh_profile(lab, "198.18.0.9")  # the Pi came back elsewhere; the user edits its profile
+        monkeypatch.chdir(elsewhere)
+        assert refresh_reach(s, cid, current_profiles(s, cid)) == ["pi-x: host.address 198.18.0.2 -> 198.18.0.9"]
+        assert [(p.host.address, p.source) for p in campaign_profiles(s, cid)] == [("198.18.0.9",
+                                                                                     str(lab / "pi-x.toml"))]
+
+
 def _as_older_hwl_wrote(profile, missing_host_keys) -> dict:
     """A profile as an older hwl stored it: whole, without the host keys it did not have yet."""
     d = json.loads(profile.to_json())
