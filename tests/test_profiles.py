@@ -443,6 +443,19 @@ def test_profile_new_into_a_folder_does_not_ask_for_force(tmp_path, capsys):
     assert capsys.readouterr().err == f"hwl profile: error: {tmp_path} is a directory; give a file name to write\n"
 
 
+@pytest.mark.parametrize("given, fixed", [("pi-1", "pi-1.toml"), ("pi-1.TOML", "pi-1.toml"), ("pi.v2", "pi.v2.toml")])
+def test_profile_new_refuses_an_out_file_hwl_would_not_find_as_a_profile(tmp_path, monkeypatch, capsys, given, fixed):
+    """`--out ~/.config/hwl/profiles/pi-1` (no .toml) was written, then `hwl deploy pi-1` said 'unknown device': the
+    folder's profiles are its *.toml files, and a name without .toml (or a /) is taken for a profile's name."""
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", "new", "pi-1", "--out", given]) == 2
+    assert capsys.readouterr().err == (f"hwl profile: error: {given}: a profile file's name must end in .toml (hwl "
+                                       f"finds no other as a profile): give --out {fixed}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_hidden_files_in_a_profile_folder_are_not_profiles(tmp_path, monkeypatch, capsys):
     """A `hwl profile new` killed mid-write leaves its partial file (`.partial-...-pi-2.toml`) in the profile
     folder, and an editor its lock (`.#pi-1.toml`, a link to nowhere): both were listed as profiles, and

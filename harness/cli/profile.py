@@ -143,6 +143,10 @@ def cmd_new(args) -> int:
     _check_found_by_name(out, args.name)
     if out.is_dir():  # before --force is asked for: it cannot help
         raise UserError(f"{out} is a directory; give a file name to write")
+    if out.suffix != ".toml":  # `hwl deploy pi-1` found no profile 'pi-1' (nor its folders a pi-1 without .toml)
+        fixed = out.with_suffix(".toml") if out.suffix.lower() == ".toml" else out.with_name(out.name + ".toml")
+        raise UserError(f"{out}: a profile file's name must end in .toml (hwl finds no other as a profile): give --out "
+                        f"{fixed}")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; pass --force to overwrite it")
     text = profile_toml(args)
