@@ -126,13 +126,14 @@ BUSY_TIMEOUT_S = 120.0
 _TABLE_ENDINGS = (".parquet", ".csv", ".csv.gz")
 
 
-def _instead_of_a_store(path: Path) -> str:
-    """What to give instead of ``path``, a file that is no store."""
+def _instead_of_a_store(path: Path, *, readonly: bool) -> str:
+    """What to give instead of ``path``, a file that is no store. A command that only reads one (`hwl store check`,
+    `status`) was told to give 'a new file name' too, which it refuses as missing."""
     if path.name.lower().endswith(_TABLE_ENDINGS):
         return ("by its name it is a latency table: give it by a predictor command's table flag (adapt "
                 "--measurements, train --table, evaluate --test-table, search --latency-table), or store it with "
                 "hwl data import")
-    return "give a new file name or an existing store"
+    return "give an existing store" if readonly else "give a new file name or an existing store"
 
 
 class StoreBusy(StoreError):
@@ -255,10 +256,11 @@ class Store:
                 raise StoreError(f"{self.path} is an hwl store damaged where SQLite starts reading it ({exc}; a copy "
                                  "cut short, say), so no command can read it, `hwl store recover` included; go on "
                                  "from your last `hwl store backup`") from None
-            raise StoreError(f"{self.path} is not an hwl store ({exc}); {_instead_of_a_store(self.path)}") from None
+            raise StoreError(f"{self.path} is not an hwl store ({exc}); "
+                             f"{_instead_of_a_store(self.path, readonly=self.readonly)}") from None
         if app_id != APPLICATION_ID and (n_tables or version):
             raise StoreError(f"{self.path} is an SQLite file but not an hwl store (application_id "
-                             f"{app_id:#x}); give a new file name or an existing store")
+                             f"{app_id:#x}); {_instead_of_a_store(self.path, readonly=self.readonly)}")
         if version > SCHEMA_VERSION:
             raise StoreVersionError(f"store {self.path} has schema version {version} but this hwl "
                                     f"({__version__}) knows only up to {SCHEMA_VERSION}: upgrade hwl "

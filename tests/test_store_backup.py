@@ -6,6 +6,9 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
+from harness.errors import StoreError
 from harness.store import Store
 from harness.store_backup import backup_store
 from tests.campaign_helpers import HWL, REPO, hwl
@@ -101,3 +104,21 @@ def test_recover_names_the_recovered_store_where_it_refuses_its_name(tmp_path):
         r = hwl("store", "recover", db, dest)
         assert r.returncode == 2 and r.stderr.strip() == f"hwl store: error: {dest} {why}", r.stderr
     assert _results(db) == 2
+
+
+def test_a_file_that_is_no_store_is_named_without_asking_a_reading_command_for_a_new_file(tmp_path, capsys):
+    # `hwl store check notes.db` and `backup` said 'give a new file name or an existing store': a new file name
+    # is what they refuse as missing; a command that makes the store may be given one
+    from harness.cli import main as hwl_main
+
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes\n" * 100)
+    for argv in (["store", "check", str(notes)], ["store", "backup", str(notes), str(tmp_path / "b.db")],
+                 ["campaign", "status", "--store", str(notes)]):
+        assert hwl_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.endswith(f": error: {notes} is not an hwl store (file is not a database); give an existing "
+                            "store\n"), err
+    with pytest.raises(StoreError, match=r"not a database\); give a new file name or an existing store$"):
+        Store(notes)  # as `hwl campaign run` opens it: there a new file is a new store
+    assert notes.read_text() == "my notes\n" * 100 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
