@@ -242,6 +242,14 @@ def test_a_known_hosts_flag_that_is_no_known_hosts_file_is_one_line(tmp_path, co
     assert error in err and len(err.strip().splitlines()) == 1
 
 
+def test_deploy_refuses_artifacts_with_no_selftest_before_reaching_a_device(tmp_path, capsys):
+    """`hwl deploy pi-x --no-selftest --artifacts DIR` was taken, and DIR never used: no self-test exports a model."""
+    err = _refused(["deploy", _ssh_profile(tmp_path), "--no-selftest", "--artifacts", tmp_path / "art"], capsys)
+    assert err == ("hwl deploy: error: --artifacts is where the self-test model is exported, and --no-selftest "
+                   "exports none: give one of them\n")
+    assert not (tmp_path / "art").exists()
+
+
 @pytest.mark.parametrize("kind", ["folder", "binary"])
 def test_a_profiles_known_hosts_that_is_no_known_hosts_file_is_one_line(tmp_path, kind, capsys):
     path, error = _not_known_hosts(tmp_path, kind)

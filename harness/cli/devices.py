@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="record an unknown host key in known_hosts instead of refusing it")
     p.add_argument("--no-selftest", action="store_true", help="skip the self-test measurement")
     p.add_argument("--artifacts", type=user_path,
-                   default=str(DEFAULT_ARTIFACTS), help="where the self-test model is exported")
+                   help=f"where the self-test model is exported (default {DEFAULT_ARTIFACTS}; not with --no-selftest)")
     p.add_argument("--tvm-libraries", type=user_path, metavar="LOCAL_DIR",
                    help="copy the TVM libraries scripts/build_tvm_libraries wrote there into each device's "
                         "runtime.options.library_dir (only those missing or different; sha256 checked)")
@@ -118,6 +118,10 @@ def cmd_deploy(args) -> int:
     if args.prune and not args.tvm_libraries:
         raise UserError("--prune removes the TVM libraries that the --tvm-libraries folder no longer holds: give "
                         "--tvm-libraries LOCAL_DIR too")
+    if args.no_selftest and args.artifacts:  # taken, and nothing exported there
+        raise UserError("--artifacts is where the self-test model is exported, and --no-selftest exports none: "
+                        "give one of them")
+    args.artifacts = args.artifacts or str(DEFAULT_ARTIFACTS)
     apply_known_hosts(args)
     profiles = _profiles(args)
     libraries = _tvm_libraries(args.tvm_libraries, profiles) if args.tvm_libraries else None
