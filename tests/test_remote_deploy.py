@@ -542,6 +542,26 @@ def test_known_hosts_flag_that_a_profiles_own_known_hosts_overrides_is_named(hos
     assert "for devices whose profile names none (its own known_hosts wins" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_wheel_dir_that_is_no_folder_is_named_with_the_profile_before_the_device_is_reached(host, tmp_path, capsys,
+                                                                                                monkeypatch):
+    # deploy made the device's venv, then said 'wheel directory wheels/aarch64 has no .whl files' of a folder that
+    # is not there (a relative one read from the folder hwl runs in), naming neither the profile nor its key
+    from harness.cli import main as hwl_main
+
+    monkeypatch.chdir(tmp_path)
+    runtime = ["[runtime]", 'kind = "onnxruntime"']
+    missing = _ssh_profile(tmp_path, host, "pi-wheels", tmp_path / "hwl", ['wheel_dir = "wheels/aarch64"', *runtime])
+    (tmp_path / "wheels.txt").write_text("")
+    a_file = _ssh_profile(tmp_path, host, "pi-wheel-file", tmp_path / "hwl", [f'wheel_dir = "{tmp_path}/wheels.txt"',
+                                                                               *runtime])
+    assert hwl_main(["deploy", str(missing), str(a_file), "--no-selftest"]) == 1
+    assert capsys.readouterr().err == (
+        f"pi-wheels: error: {missing}: key 'host.wheel_dir' = 'wheels/aarch64' does not exist (read from the folder "
+        f"hwl runs in: {tmp_path}/wheels/aarch64)\n"
+        f"pi-wheel-file: error: {a_file}: key 'host.wheel_dir' = '{tmp_path}/wheels.txt' is a file, not a folder\n")
+    assert not (tmp_path / "hwl").exists()  # the devices were not reached
+
+
 def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_longer_holds(host, tmp_path, capsys):
     # the libraries of models no longer in --tvm-libraries stayed in library_dir for good, filling a device's disk
     from harness.cli import main as hwl_main

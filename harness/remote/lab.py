@@ -44,6 +44,18 @@ def _ssh_only(profile: DeviceProfile) -> None:
                            "are for 'ssh' devices (local devices need nothing; command devices use their vendor tool)")
 
 
+def _check_wheel_dir(profile: DeviceProfile) -> None:
+    """The profile's ``wheel_dir``, read on this machine, refused before the device is reached when it is no folder:
+    deploy made the device's venv first, then said 'wheel directory ... has no .whl files' of a folder not there,
+    naming neither the profile nor its key (a relative path is read from the folder hwl runs in)."""
+    folder = Path(profile.host.wheel_dir).expanduser()
+    if folder.is_dir():
+        return
+    why = "is a file, not a folder" if folder.exists() else "does not exist"
+    where = "" if folder.is_absolute() else f" (read from the folder hwl runs in: {folder.absolute()})"
+    raise ProfileError(f"{profile.source}: key 'host.wheel_dir' = {profile.host.wheel_dir!r} {why}{where}")
+
+
 def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_new_host: bool = False,
                    selftest: bool = True, tvm_libraries: LocalLibraries | None = None,
                    prune: bool = False) -> GroupResult:
@@ -55,6 +67,8 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
         try:
             _ssh_only(profile)
             h = profile.host
+            if h.wheel_dir:
+                _check_wheel_dir(profile)
             with host_for(profile, trust_new_host=trust_new_host) as host, host.said_if_lost("deploy"):
                 report = deploy(host, runtime=profile.runtime.kind, python=h.python, agent_dir=h.agent_dir,
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
