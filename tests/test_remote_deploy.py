@@ -497,8 +497,7 @@ def test_a_key_other_users_may_read_is_refused_by_deploy_status_logs_and_a_campa
     assert not (tmp_path / "hwl").exists()
 
 
-def test_a_missing_key_file_is_named_with_the_profile_file_and_key_that_name_it(host, tmp_path, capsys,
-                                                                                 monkeypatch):
+def test_a_key_file_missing_or_unreadable_is_named_with_the_profile_file_and_key(host, tmp_path, capsys, monkeypatch):
     # 'key file ... for pi-1 does not exist' named the device alone: which file, and which of its keys, wrote it
     from harness.cli import main as hwl_main
 
@@ -510,6 +509,13 @@ def test_a_missing_key_file_is_named_with_the_profile_file_and_key_that_name_it(
     assert capsys.readouterr().err == f"pi-no-key: error: {said}\n"
     assert hwl_main(["status", str(profile), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)[0]["error"] == said
+    missing.parent.mkdir()
+    missing.write_text("not a key\n")  # one that cannot be read: 'cannot read private key ...' named it alone
+    missing.chmod(0o600)
+    assert hwl_main(["deploy", str(profile), "--no-selftest"]) == 1
+    assert capsys.readouterr().err.startswith(f"pi-no-key: error: cannot read private key {missing} (named by key "
+                                              f"'host.key' of {profile}): ")
+    missing.unlink()
     # a key the profile leaves to ~/.ssh/config names the config
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".ssh").mkdir()

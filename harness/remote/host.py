@@ -342,8 +342,8 @@ class Host:
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.link_timeout_s * 1000))
 
     def _load_key(self) -> paramiko.PKey:
+        named_by = f" (named by {self.key_named_by})" if self.key_named_by else ""
         if why := why_not_a_file(self.key_file):
-            named_by = f" (named by {self.key_named_by})" if self.key_named_by else ""
             raise AuthenticationError(f"key file {self.key_file} for {self.name} {why}{named_by}", host=self.name)
         try:
             with warnings.catch_warnings():  # cryptography's DSA deprecation, a traceback-like line before ours
@@ -365,7 +365,7 @@ class Host:
                 private = self.key_file.with_suffix("") if self.key_file.suffix == ".pub" else "the file without .pub"
                 raise AuthenticationError(f"key {self.key_file} for {self.name} is a public key: the profile's `key` "
                                           f"must be its private key ({private})", host=self.name) from None
-            raise AuthenticationError(f"cannot read private key {self.key_file}: {exc}",
+            raise AuthenticationError(f"cannot read private key {self.key_file}{named_by}: {exc}",
                                       host=self.name) from None
         self._refuse_if_others_may_read()
         return key
