@@ -349,17 +349,24 @@ def _warn_of_unfinished_alike(store: Store, plan: Plan, resume_flags=()) -> None
     for cid, name, config_json in store.db.execute("SELECT id, name, config_json FROM campaigns ORDER BY id"):
         config = _comparable(json.loads(config_json))
         diff = differing_keys(config, plan.config)
-        if not diff or set(config.get("devices", {})) != set(plan.config["devices"]) \
-                or not all(key.startswith("devices.") for key in diff):
+        before, now = set(config.get("devices", {})), set(plan.config["devices"])
+        if not diff or not before & now or not all(key.startswith("devices.") for key in diff):
             continue
         (left,) = store.db.execute("SELECT count(*) FROM jobs WHERE campaign_id = ? AND state IN ('queued', "
                                    "'running')", (cid,)).fetchone()
-        if left:
-            log.warning("campaign %s measures the same architectures on the same devices with other settings (%s "
-                        "differ), so this is a new campaign, %s; its %s queued: `%s` finishes %s as planned", name,
-                        ", ".join(diff), plan.name,
-                        count(left, "unmeasured job stays", "unmeasured jobs stay"),
-                        resume_command(store.path, name, resume_flags), "it" if left == 1 else "them")
+        if not left:
+            continue
+        if before == now:
+            why, again = f"on the same devices with other settings ({', '.join(diff)} differ)", ""
+        else:  # a device added to the same command: the first campaign's devices were fixed when it was planned
+            changed = [f"+{d}" for d in sorted(now - before)] + [f"-{d}" for d in sorted(before - now)]
+            why = (f"on {', '.join(sorted(before))}, and this command names other devices ({', '.join(changed)}; "
+                   "a campaign's devices are fixed when it is planned)")
+            again = f", which measures them again on {', '.join(sorted(before & now))}"
+        log.warning("campaign %s measures the same architectures %s, so this is a new campaign, %s%s; its %s queued: "
+                    "`%s` finishes %s as planned", name, why, plan.name, again,
+                    count(left, "unmeasured job stays", "unmeasured jobs stay"),
+                    resume_command(store.path, name, resume_flags), "it" if left == 1 else "them")
 
 
 def campaign_profiles(store: Store, campaign_id: int) -> list[DeviceProfile]:

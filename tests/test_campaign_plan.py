@@ -74,6 +74,27 @@ def test_a_profile_edited_between_runs_says_the_first_campaign_is_left_unfinishe
                     f"{one.name}` finishes it as planned") in caplog.text
 
 
+def test_the_same_command_with_another_device_list_says_the_first_campaign_is_left_unfinished(tmp_path, caplog):
+    """A device added to the command of an unfinished campaign (`--devices a` became `--devices a,b`) planned a new
+    campaign that measures every architecture on a again, and said nothing of the first one's queued jobs."""
+    a, b = write_profile(tmp_path, "dev-a"), write_profile(tmp_path, "dev-b", cores=(0,))
+    spec = CampaignSpec(space="nb201", archs="5,7", devices=(str(a),))
+    with Store(tmp_path / "lab.db") as s:
+        _, first, _ = plan_campaign(s, spec)
+        with caplog.at_level("WARNING", logger="harness.campaign"):
+            _, second, created = plan_campaign(s, dataclasses.replace(spec, devices=(str(a), str(b))))
+        assert created and second.name != first.name
+        assert (f"campaign {first.name} measures the same architectures on dev-a, and this command names other devices "
+                f"(+dev-b; a campaign's devices are fixed when it is planned), so this is a new campaign, "
+                f"{second.name}, which measures them again on dev-a; its 2 unmeasured jobs stay queued: `hwl campaign "
+                f"resume --store {tmp_path / 'lab.db'} --name {first.name}` finishes them as planned") in caplog.text
+        caplog.clear()
+        other = write_profile(tmp_path, "dev-c")
+        with caplog.at_level("WARNING", logger="harness.campaign"):
+            plan_campaign(s, dataclasses.replace(spec, devices=(str(other),)))  # no device in common: nothing to say
+        assert not caplog.text
+
+
 def test_the_resume_lines_of_a_store_in_a_folder_with_a_space_paste_as_they_are(tmp_path, capsys, caplog):
     """`hwl campaign status` said "go on with: hwl campaign resume --store .../my lab/lab.db --name X", and so did
     the warning of a campaign left unfinished: a shell splits that at the space. Now they are quoted, and the
