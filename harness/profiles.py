@@ -317,7 +317,7 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     if text not in known:
         raise ProfileError(f"unknown device {text!r}: no profile of that name in {shipped_dir()} or "
                            f"{user_dir()}; known devices: {', '.join(sorted(known)) or '(none)'}"
-                           f"{_file_hint(path)}")
+                           f"{_file_hint(path)}{_example_hint(text)}")
     profile = parse_profile_file(known[text])
     if profile.name != text:
         raise ProfileError(f"{known[text]}: key 'name' is {profile.name!r} but the file is named "
@@ -328,6 +328,19 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
 def _name_hint(path: Path, known: dict[str, Path]) -> str:
     """A missing ``NAME.toml`` that is a known profile's name: the user gave a name as a file."""
     return f" (a profile named {path.stem!r} is known: give its name alone)" if path.stem in known else ""
+
+
+def _example_hint(name: str) -> str:
+    """An unknown name that is one of the shipped examples' (README points to them), by file or by its ``name``
+    (the phone's example is pixel7-adb.toml, of device 'pixel7'): how to make it a profile hwl finds."""
+    for example in sorted((shipped_dir() / "examples").glob("*.toml")):
+        try:
+            device = tomllib.loads(example.read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError):
+            continue
+        if name in (example.stem, device) and isinstance(device, str):
+            return f" ({example} is an example: copy it to {user_dir() / f'{device}.toml'} and edit it for your device)"
+    return ""
 
 
 def _file_hint(path: Path) -> str:

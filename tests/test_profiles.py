@@ -456,6 +456,25 @@ def test_profile_new_refuses_an_out_file_hwl_would_not_find_as_a_profile(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, example, device", [("raspi4", "raspi4", "raspi4"),
+                                                  ("pixel7-adb", "pixel7-adb", "pixel7"),
+                                                  ("pixel7", "pixel7-adb", "pixel7")])
+def test_an_example_profiles_name_says_how_to_make_it_a_profile(tmp_path, monkeypatch, capsys, name, example, device):
+    """README points to device_profiles/examples/; `hwl deploy raspi4` said 'unknown device', listing the local-*
+    profiles alone. The copy is named by the example's `name`, as hwl finds profiles (pixel7-adb.toml is 'pixel7')."""
+    from harness.cli import main
+    from harness.profiles import load_profile, shipped_dir
+
+    monkeypatch.setenv("HWL_PROFILE_DIR", str(tmp_path))
+    assert main(["profile", "show", name]) == 2
+    copy = tmp_path / f"{device}.toml"
+    assert capsys.readouterr().err.endswith(f" ({shipped_dir() / 'examples' / example}.toml is an example: copy it to "
+                                            f"{copy} and edit it for your device)\n")
+    copy.write_text((shipped_dir() / "examples" / f"{example}.toml").read_text())
+    assert load_profile(device).name == device  # what the line says to do gives a profile hwl finds
+    assert "is an example" not in str(pytest.raises(Exception, load_profile, "nope").value)
+
+
 def test_hidden_files_in_a_profile_folder_are_not_profiles(tmp_path, monkeypatch, capsys):
     """A `hwl profile new` killed mid-write leaves its partial file (`.partial-...-pi-2.toml`) in the profile
     folder, and an editor its lock (`.#pi-1.toml`, a link to nowhere): both were listed as profiles, and
