@@ -7,6 +7,7 @@ import pytest
 from harness.errors import ProfileError
 from harness.profiles import (available_profiles, load_profile, load_profiles, parse_profile,
                               profile_from_dict)
+from tests.campaign_helpers import write_profile
 
 GOOD = {
     "name": "pi-1", "device_class": "embedded_cpu", "thermal_domain": "pi-1-soc",
@@ -473,6 +474,27 @@ def test_an_example_profiles_name_says_how_to_make_it_a_profile(tmp_path, monkey
     copy.write_text((shipped_dir() / "examples" / f"{example}.toml").read_text())
     assert load_profile(device).name == device  # what the line says to do gives a profile hwl finds
     assert "is an example" not in str(pytest.raises(Exception, load_profile, "nope").value)
+
+
+def test_status_all_shows_the_lab_beside_a_profile_it_cannot_read(tmp_path, monkeypatch, capsys):
+    """One typo in one file of the profile folder ended `hwl status --all` in that file's error alone: no device of
+    the lab was shown. Now that profile is a row that cannot measure (exit 1), its error under the table."""
+    from harness.cli import main
+
+    monkeypatch.setenv("HWL_PROFILE_DIR", str(tmp_path))
+    write_profile(tmp_path, "dev-a")
+    typo = write_profile(tmp_path, "dev-b")
+    typo.write_text(typo.read_text().replace("threads = 1", "thread = 1"))
+    said = f"{typo}: unknown key 'runtime.thread' at [runtime]; valid keys: kind, threads, cores, options"
+    assert main(["status", "--all"]) == 1
+    out = capsys.readouterr().out
+    assert "│ dev-a " in out and "│ local-ort-1t " in out and "│ dev-b " in out and f"\ndev-b: {said}\n" in out, out
+    assert "reachable -" not in out  # that line is of command devices
+    assert main(["status", "--all", "--json"]) == 1
+    rows = {r["device"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["dev-b"]["usable"], rows["dev-b"]["error"]) == (False, said) and rows["dev-a"]["usable"] is True
+    assert main(["status", "dev-b"]) == 2  # named alone, it is refused as before
+    assert capsys.readouterr().err == f"hwl status: error: {said}\n"
 
 
 def test_hidden_files_in_a_profile_folder_are_not_profiles(tmp_path, monkeypatch, capsys):

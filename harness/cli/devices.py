@@ -193,8 +193,9 @@ def cmd_status(args) -> int:
 
     apply_known_hosts(args)
     states = _device_states(args.store)
-    profiles = _profiles(args, ssh_only=False)
-    rows = [device_status(p, device_states=states) for p in profiles]
+    profiles, unreadable = _status_profiles(args)
+    rows = [device_status(p, device_states=states) for p in profiles] + unreadable
+    profiles += [None] * len(unreadable)
     # exit 1 otherwise, in both forms: an unreachable device, and one reached that cannot measure (no agent there)
     all_usable = all(r["usable"] is not False for r in rows)
     if args.json:
@@ -211,7 +212,8 @@ def cmd_status(args) -> int:
     console.print(table)
     if narrow:
         print(f"({' and '.join(WIDE_ONLY)} left out to fit {console.width} columns; --json gives them)")
-    if any(r["reachable"] is None for r in rows):  # the column's '-' said nothing of why
+    # the column's '-' said nothing of why (a profile file status cannot read is a row of its own, said below)
+    if any(r["reachable"] is None and r["transport"] == "command" for r in rows):
         print("(reachable -: a command device is reached through its own tool, which hwl status does not run)")
     for profile, r in zip(profiles, rows):  # in full, one line each: a column cut them to a few letters a line
         if r["error"]:
@@ -223,6 +225,27 @@ def cmd_status(args) -> int:
             print(f"{r['device']}: last self-test was {r['selftest_other_setup']}, so it says nothing of this setup; "
                   f"`{deploy_command(profile)}` self-tests it")
     return 0 if all_usable else 1
+
+
+def _status_profiles(args) -> tuple[list, list[dict]]:
+    """The profiles `hwl status` shows, and with --all a status row (not usable, its error) for each profile file
+    that cannot be read: one typo in one file of the profile folder hid every other device of the lab."""
+    from harness.errors import ProfileError
+    from harness.profiles import available_profiles, load_profile
+
+    if not getattr(args, "all", False) or args.devices:
+        return _profiles(args, ssh_only=False), []
+    profiles, unreadable = [], []
+    for name, path in available_profiles().items():
+        try:
+            profiles.append(load_profile(path))
+        except ProfileError as exc:
+            unreadable.append({"device": name, "transport": None, "runtime": None, "reachable": None, "usable": False,
+                               "agent": None, "selftest": None, "selftest_error": None, "selftest_message": None,
+                               "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
+                               "state": None, "error": str(exc)})
+    warn_of_own_known_hosts(profiles)
+    return profiles, unreadable
 
 
 STATUS_COLUMNS = ("device", "transport", "runtime", "reachable", "agent", "self-test", "state")
