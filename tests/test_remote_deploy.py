@@ -568,6 +568,22 @@ def test_a_wheel_dir_that_is_no_folder_is_named_with_the_profile_before_the_devi
     assert not (tmp_path / "hwl").exists()  # the devices were not reached
 
 
+def test_logs_of_a_device_with_no_agent_says_to_deploy_it(host, tmp_path, capsys):
+    # `hwl logs` of a device never deployed (or undeployed) said '(no agent log at ...)' and exited 0, where
+    # `hwl status` says no agent is deployed and which `hwl deploy` to run
+    from harness.cli import main as hwl_main
+
+    profile = _ssh_profile(tmp_path, host, "pi-no-agent", tmp_path / "hwl")
+    assert hwl_main(["logs", str(profile)]) == 2
+    assert capsys.readouterr().err == (f"hwl logs: error: no agent is deployed on pi-no-agent under "
+                                       f"{tmp_path / 'hwl'}: run `hwl deploy {profile}` first\n")
+    assert hwl_main(["deploy", str(profile), "--no-selftest"]) == 0
+    capsys.readouterr()
+    assert hwl_main(["logs", str(profile)]) == 0  # deployed, its agent never started: no log yet
+    assert capsys.readouterr().out == (f"(no agent log at {tmp_path / 'hwl' / 'agent.log'} on pi-no-agent: its agent "
+                                       "has not run since it was deployed)\n")
+
+
 def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_longer_holds(host, tmp_path, capsys):
     # the libraries of models no longer in --tvm-libraries stayed in library_dir for good, filling a device's disk
     from harness.cli import main as hwl_main

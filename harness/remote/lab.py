@@ -147,4 +147,8 @@ def device_logs(profile: DeviceProfile, *, lines: int = 100) -> str:
     with host_for(profile) as host:
         path = posixpath.join(agent_base(host, profile.host.agent_dir), "agent.log")
         out = host.run(f"tail -n {int(lines)} {shlex.quote(path)}", check=False)
-        return out.stdout if out.ok else f"(no agent log at {path} on {profile.name})\n"
+        if out.ok:
+            return out.stdout
+        # no log: on a device never deployed (or undeployed) that is what to say, as `hwl status` does
+        locate_agent(host, agent_dir=profile.host.agent_dir, python=profile.host.python, use_venv=profile.host.use_venv)
+        return f"(no agent log at {path} on {profile.name}: its agent has not run since it was deployed)\n"
