@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -546,6 +547,25 @@ def test_known_hosts_flag_that_a_profiles_own_known_hosts_overrides_is_named(hos
     with pytest.raises(SystemExit):
         hwl_main(["deploy", "--help"])
     assert "for devices whose profile names none (its own known_hosts wins" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_known_hosts_of_the_environment_as_written_is_the_profiles_own_file(tmp_path, monkeypatch, capsys):
+    """HWL_KNOWN_HOSTS set by hand to the profile's own file, written relative (not through --known-hosts, which
+    resolves it), was compared unresolved and warned of as another file."""
+    from harness.cli.devices import warn_of_own_known_hosts
+    from harness.profiles import load_profile
+    from harness.remote.connect import KNOWN_HOSTS_ENV
+
+    host = SimpleNamespace(address="192.0.2.7", port=22, key_file=tmp_path / "id", known_hosts=tmp_path / "kh")
+    profile = load_profile(_ssh_profile(tmp_path, host, "pi-env-known", tmp_path / "hwl"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(KNOWN_HOSTS_ENV, "kh")
+    warn_of_own_known_hosts([profile])
+    monkeypatch.setenv(KNOWN_HOSTS_ENV, "other_kh")
+    warn_of_own_known_hosts([profile])
+    assert capsys.readouterr().err == (f"hwl: pi-env-known checks host keys against {tmp_path / 'kh'}, the "
+                                       f"known_hosts of its profile {tmp_path / 'pi-env-known.toml'}, not "
+                                       "--known-hosts other_kh\n")
 
 
 def test_a_wheel_dir_that_is_no_folder_is_named_with_the_profile_before_the_device_is_reached(host, tmp_path, capsys,

@@ -78,7 +78,9 @@ def warn_of_own_known_hosts(profiles) -> None:
     given = os.environ.get(KNOWN_HOSTS_ENV)
     for p in profiles:
         own = p.host.known_hosts
-        if given and p.host.transport == "ssh" and own and Path(own).expanduser().resolve() != Path(given):
+        # both resolved: HWL_KNOWN_HOSTS may come from the user's environment as written, not from the flag
+        if given and p.host.transport == "ssh" and own and \
+                Path(own).expanduser().resolve() != Path(given).expanduser().resolve():
             print(f"hwl: {p.name} checks host keys against {own}, the known_hosts of its profile {p.source}, not "
                   f"--known-hosts {given}", file=sys.stderr)
 
