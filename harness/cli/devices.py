@@ -234,6 +234,7 @@ def _status_profiles(args) -> tuple[list, list[dict]]:
     that cannot be read: one typo in one file of the profile folder hid every other device of the lab."""
     from harness.errors import ProfileError
     from harness.profiles import available_profiles, load_profile
+    from harness.remote.lab import status_row
 
     if not getattr(args, "all", False) or args.devices:
         return _profiles(args, ssh_only=False), []
@@ -242,10 +243,7 @@ def _status_profiles(args) -> tuple[list, list[dict]]:
         try:
             profiles.append(load_profile(path))
         except ProfileError as exc:
-            unreadable.append({"device": name, "transport": None, "runtime": None, "reachable": None, "usable": False,
-                               "agent": None, "selftest": None, "selftest_error": None, "selftest_message": None,
-                               "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
-                               "state": None, "error": str(exc)})
+            unreadable.append(status_row(name, usable=False, error=str(exc)))
     warn_of_own_known_hosts(profiles)
     return profiles, unreadable
 

@@ -102,14 +102,21 @@ def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
     return group
 
 
+STATUS_FIELDS = ("device", "transport", "runtime", "reachable", "usable", "agent", "selftest", "selftest_error",
+                 "selftest_message", "selftest_ms", "fingerprint_id", "selftest_other_setup", "state", "error")
+
+
+def status_row(device: str, **found) -> dict:
+    """A row of `hwl status` for ``device``: every field None but those ``found``."""
+    return {**dict.fromkeys(STATUS_FIELDS), "device": device, **found}
+
+
 def device_status(profile: DeviceProfile, *, device_states: dict | None = None) -> dict:
     """Reachable?, agent version, runtime, last self-test, quarantined? for one device; ``usable`` is False when
     what was found now keeps it from measuring (not reached, no agent or no Python for it, a failed self-test)."""
-    row = {"device": profile.name, "transport": profile.host.transport, "runtime": profile.runtime.kind,
-           "reachable": None, "usable": None, "agent": None, "selftest": None, "selftest_error": None,
-           "selftest_message": None, "selftest_ms": None, "fingerprint_id": None, "selftest_other_setup": None,
-           "state": (device_states or {}).get(profile.name, {}).get("state"),
-           "error": (device_states or {}).get(profile.name, {}).get("error")}
+    known = (device_states or {}).get(profile.name, {})
+    row = status_row(profile.name, transport=profile.host.transport, runtime=profile.runtime.kind,
+                     state=known.get("state"), error=known.get("error"))
     if profile.host.transport != "ssh":
         row["reachable"] = row["usable"] = True if profile.host.transport == "local" else None
         return row
