@@ -29,6 +29,7 @@ from typing import Callable
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 COMMAND_CHARS = 120
 JOB_MARK_ENV = "HWL_JOB_MARK"
+PF_EXITING = 0x00000004  # linux/sched.h: ending on its own; its command line and environment read empty
 PF_KTHREAD = 0x00200000  # linux/sched.h: a kernel thread, whose environment is always empty
 EXEC_SETTLE_S = 0.2  # how long a search by mark waits for the processes in the middle of an exec
 
@@ -52,17 +53,24 @@ def _pids() -> list[int]:
         return []
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command (state, ppid, ..., flags at 6); None when gone."""
+    try:
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()  # the command in parentheses may hold spaces
+
+
 def _parents() -> dict[int, int]:
-    """Each live process's parent, from /proc (empty where there is no /proc); zombies are left out."""
+    """Each live process's parent, from /proc (empty where there is no /proc). Zombies are left out, and so are
+    the processes already exiting: freeing a large memory takes a while (86 ms for 1 GiB here), and one caught
+    then was killed and recorded as left running, as ``?`` (its command line is gone by then)."""
     parents = {}
     for pid in _pids():
-        try:
-            stat = Path("/proc", str(pid), "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]  # the command in parentheses may hold spaces
-        if state != "Z":
-            parents[pid] = int(ppid)
+        fields = _stat(pid)
+        if fields and fields[0] != "Z" and not int(fields[6]) & PF_EXITING:
+            parents[pid] = int(fields[1])
     return parents
 
 
@@ -111,13 +119,11 @@ def _environ(pid: int) -> bytes | None:
 
 def _in_exec(pid: int) -> bool:
     """Whether a process whose environment reads empty may be in the middle of an exec: it runs (R, or D reading
-    the new program) and is no kernel thread. A zombie's, a kernel thread's or an ``env -i`` process's environment
-    reads empty for good; the command line tells nothing, as it shows before the environment does."""
-    try:
-        fields = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] in ("R", "D") and not int(fields[6]) & PF_KTHREAD
+    the new program) and is neither a kernel thread nor exiting. A zombie's, a kernel thread's, an exiting
+    process's or an ``env -i`` process's environment reads empty for good; the command line tells nothing, as it
+    shows before the environment does."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] in ("R", "D") and not int(fields[6]) & (PF_KTHREAD | PF_EXITING)
 
 
 def descendants(pid: int) -> list[int]:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from agents.process_tree import JOB_MARK_ENV, kill_job, new_job_mark
+from agents.process_tree import JOB_MARK_ENV, PF_EXITING, _stat, descendants, kill_job, new_job_mark
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="marks are read from /proc")
 
@@ -71,3 +71,23 @@ def test_kill_job_finds_a_process_in_the_middle_of_its_exec():
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_a_process_that_is_exiting_is_not_among_the_descendants():
+    """CI once recorded ``'26453: ?'`` as left running by a command: setsid's parent half, caught while it was
+    exiting. A process frees its memory while it exits (here about 80 ms for 1 GiB), its command line already gone;
+    one caught then was stopped, killed and named. A process exiting on its own is no longer counted."""
+    proc = subprocess.Popen([sys.executable, "-c", "b = b'x' * (1 << 30); print('ready', flush=True); input()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.kill()
+        caught = 0
+        while (stat := _stat(proc.pid)) and stat[0] != "Z":
+            if int(stat[6]) & PF_EXITING:
+                caught += 1
+                assert proc.pid not in descendants(os.getpid())
+        assert caught, "the process ended before it could be seen exiting"
+    finally:
+        proc.kill()
+        proc.wait()
