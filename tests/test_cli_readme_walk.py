@@ -1,4 +1,5 @@
 """Mistakes a new user makes typing README's commands: one line that names the way out, nothing stored lost."""
+import json
 import logging
 from pathlib import Path
 
@@ -246,6 +247,49 @@ def test_status_says_what_a_command_devices_dash_means(tmp_path, capsys):
         capsys.readouterr().out
     assert hwl_main(["status", str(here)]) == 0
     assert "reachable -" not in capsys.readouterr().out
+
+
+def _elsewhere(profile: Path, host: str) -> Path:
+    """``profile`` with its [host] name changed to ``host``: a device a cluster campaign runs on that Ray node."""
+    profile.write_text(profile.read_text().replace('name = "local"', f'name = "{host}"', 1))
+    return profile
+
+
+@pytest.mark.parametrize("host", ["local", "lab-pc-1"])
+def test_status_names_the_tool_a_command_device_lacks_here(tmp_path, capsys, host):
+    """`hwl status` of a phone whose vendor tool is not on this machine showed '-' and exited 0, where a campaign
+    quarantines it at its start. Now it says so in one line naming the file and the key, and exits 1; for a device
+    of another Ray host it also says that a campaign with --address runs the device on that host instead."""
+    phone = write_profile(tmp_path, "phone", runtime="command", push="true {model}",
+                          options={"command": "/nonexistent/vendor-tool {model}", "regex": "([0-9.]+) ms"})
+    phone = _elsewhere(phone, host) if host != "local" else phone
+    capsys.readouterr()
+    assert hwl_main(["status", str(phone)]) == 1
+    out = capsys.readouterr().out
+    said = f"\nphone: {phone}: key 'runtime.options.command' of device phone runs '/nonexistent/vendor-tool', which"
+    assert said in out, out
+    elsewhere = "Ray node that offers host:lab-pc-1, which hwl status does not check from here"
+    assert (elsewhere in out) == (host != "local")
+    assert hwl_main(["status", str(phone), "--json"]) == 1
+    row = json.loads(capsys.readouterr().out)[0]
+    assert (row["usable"], row["reachable"]) == (False, None) and "vendor-tool" in row["error"]
+
+
+def test_status_of_a_local_device_of_another_ray_host_claims_no_reach(capsys):
+    """`hwl status` of the CUDA example profile, a GPU server's local device, said reachable 'yes' here, on a
+    machine that is not that server. Now it claims nothing (`-`, usable unknown: exit 0) and says where a campaign
+    runs that device: here without --address, on the node that offers host:gpu-server-1 with it."""
+    cuda = Path(__file__).parents[1] / "device_profiles" / "examples" / "gpu-server-cuda.toml"
+    assert hwl_main(["status", str(cuda), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert (row["reachable"], row["usable"], row["error"]) == (None, None, None)
+    assert row["note"].startswith("[host] name 'gpu-server-1' is not 'local': a campaign without --address runs "
+                                  "it here")
+    assert "one with --address runs it on the Ray node that offers host:gpu-server-1, which hwl status does not " \
+           "check from here" in row["note"]
+    assert hwl_main(["status", str(cuda)]) == 0
+    out = capsys.readouterr().out
+    assert f"\na100-ort-bs1: {row['note']}\n" in out and "yes" not in out, out
 
 
 @pytest.mark.parametrize("text", ["", "# tonight's picks, to be filled in\n\n"])

@@ -220,6 +220,8 @@ def cmd_status(args) -> int:
     for profile, r in zip(profiles, rows):  # in full, one line each: a column cut them to a few letters a line
         if r["error"]:
             print(f"{r['device']}: {r['error']}")
+        if r["note"]:  # where status looked, for a device a campaign may run elsewhere
+            print(f"{r['device']}: {r['note']}")
         if r["selftest"] and r["selftest"] not in MEASURED_OUTCOMES:  # why it measured nothing, which deploy said once
             kind = f" ({r['selftest_error']})" if r["selftest_error"] else ""
             print(f"{r['device']}: last self-test {r['selftest']}{kind}: {r['selftest_message'] or '(no message)'}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import shlex
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,8 @@ def undeploy_devices(profiles: list[DeviceProfile]) -> GroupResult:
 
 
 STATUS_FIELDS = ("device", "transport", "runtime", "reachable", "usable", "agent", "selftest", "selftest_error",
-                 "selftest_message", "selftest_ms", "fingerprint_id", "selftest_other_setup", "state", "error")
+                 "selftest_message", "selftest_ms", "fingerprint_id", "selftest_other_setup", "state", "error",
+                 "note")
 
 
 def status_row(device: str, **found) -> dict:
@@ -113,13 +115,13 @@ def status_row(device: str, **found) -> dict:
 
 def device_status(profile: DeviceProfile, *, device_states: dict | None = None) -> dict:
     """Reachable?, agent version, runtime, last self-test, quarantined? for one device; ``usable`` is False when
-    what was found now keeps it from measuring (not reached, no agent or no Python for it, a failed self-test)."""
+    what was found now keeps it from measuring (not reached, no agent or no Python for it, a failed self-test, a
+    program its profile starts not found here)."""
     known = (device_states or {}).get(profile.name, {})
     row = status_row(profile.name, transport=profile.host.transport, runtime=profile.runtime.kind,
                      state=known.get("state"), error=known.get("error"))
     if profile.host.transport != "ssh":
-        row["reachable"] = row["usable"] = True if profile.host.transport == "local" else None
-        return row
+        return _status_here(profile, row)
     try:
         with host_for(profile) as host, host.said_if_lost("status"):
             row["reachable"] = True
@@ -139,12 +141,43 @@ def device_status(profile: DeviceProfile, *, device_states: dict | None = None) 
             # a self-test that measured nothing fails `hwl deploy`: a lab script reads it as a failure here too
             row["usable"] = row["selftest"] is None or row["selftest"] in MEASURED_OUTCOMES
     except HwlError as exc:
-        row["usable"] = False
         # a link lost midway leaves the device no more usable than one never reached
         row["reachable"] = False if isinstance(exc, HostUnreachable) else bool(row["reachable"])
-        # what is wrong now comes first: a quarantine's reason in the store is older news, and alone it hid
-        # that the device cannot even be reached
-        row["error"] = f"{exc}; in the store it was {row['state']}: {row['error']}" if row["error"] else str(exc)
+        _unusable(row, str(exc))
+    return row
+
+
+def _unusable(row: dict, why: str) -> None:
+    """``row`` of a device that cannot measure as it stands, for ``why``."""
+    row["usable"] = False
+    # what is wrong now comes first: a quarantine's reason in the store is older news, and alone it hid
+    # that the device cannot even be reached
+    row["error"] = f"{why}; in the store it was {row['state']}: {row['error']}" if row["error"] else why
+
+
+def _status_here(profile: DeviceProfile, row: dict) -> dict:
+    """A local or command device's row: the programs its profile starts (``adb``, its tool, ``recover``), looked for
+    on this machine, as a campaign's actor looks for them before it measures. Where that actor runs is known only
+    for the [host] name 'local', this machine: a campaign with --address runs any other on the Ray node that offers
+    its ``host:<name>``, so for those `hwl status` says where each campaign runs it and claims nothing of that node."""
+    from harness.device_worker import check_host_programs  # a campaign's own check, not a copy of it
+
+    here = profile.host.name == "local"
+    row["reachable"] = row["usable"] = True if here and profile.host.transport == "local" else None
+    elsewhere = ("one with --address runs it on the Ray node that offers "
+                 f"{profile.host.resource}, which hwl status does not check from here")
+    try:
+        check_host_programs(profile)
+    except HwlError as exc:
+        _unusable(row, str(exc) if here else f"{exc} (a campaign without --address runs it here; {elsewhere})")
+        return row
+    if not here:
+        row["note"] = (f"[host] name {profile.host.name!r} is not 'local': a campaign without --address runs it "
+                       f"here ({socket.gethostname()}); {elsewhere}")
+    return row
+    if not here:
+        row["note"] = (f"[host] name {profile.host.name!r} is not 'local': checked on this machine "
+                       f"({socket.gethostname()}), where a campaign without --address runs it; {elsewhere}")
     return row
 
 
