@@ -154,8 +154,9 @@ def test_bench_soak_refuses_a_run_too_small_to_read(flags, says, monkeypatch, ca
 
 @pytest.mark.parametrize("script, flags, says", [
     ("bench_search", ["--settings", "ful", "--seeds", "1", "--budget", "25"],
-     "--settings: unknown setting(s) 'ful'; valid: full, pool"),
-    ("bench_accuracy", ["--encodings", "vec,zcpp"], "--encodings: unknown encoding(s) 'zcpp'; valid: vec, zcp, zcpvec"),
+     "argument --settings: unknown setting(s) 'ful'; valid: full, pool"),
+    ("bench_accuracy", ["--encodings", "vec,zcpp"],
+     "argument --encodings: unknown encoding(s) 'zcpp'; valid: vec, zcp, zcpvec"),
     ("bench_zcp", ["--spaces", "nb201,foo", "--n", "0"], "argument --spaces: unknown space(s) 'foo'; valid: nb201, "
                                                          "fbnet"),
 ])
@@ -172,11 +173,13 @@ def test_an_unknown_word_in_a_list_is_refused_before_any_work(script, flags, say
     ("bench_onboard", "--tasks"), ("bench_onboard", "--strategies"), ("bench_onboard_uncertainty", "--tasks"),
     ("bench_predictors", "--tasks"), ("bench_campaign_overhead", "--devices"), ("bench_cross_space", "--devices"),
     ("bench_zcp", "--spaces"), ("bench_zcp", "--fbnet-check-proxies"), ("bench_tvm", "--schedules"),
-    ("bench_tvm", "--cores"), ("bench_agent_repro", "--cores"), ("bench_agent_overhead", "--agent-cores")])
+    ("bench_tvm", "--cores"), ("bench_agent_repro", "--cores"), ("bench_agent_overhead", "--agent-cores"),
+    ("bench_search", "--settings"), ("bench_accuracy", "--encodings")])
 @pytest.mark.parametrize("text", ["", " , "])
 def test_a_list_naming_nothing_is_one_usage_line(script, flag, text, monkeypatch, capsys):
     """`--tasks ''` or `--strategies ''` (a variable left unset) selected nothing, and bench_onboard printed an empty
-    table; `--spaces ''` timed FBNet, `--schedules ''` ran the default comparison, `--cores ''` measured unpinned."""
+    table; `--spaces ''` timed FBNet, `--schedules ''` ran the default comparison, `--cores ''` measured unpinned;
+    `--settings ''` and `--encodings ''` were refused as an unknown name ''."""
     assert refused(script, [flag, text], monkeypatch, capsys) == \
         f"{script}: error: argument {flag}: {text!r} names nothing; give one or more, comma-separated"
 
