@@ -156,7 +156,8 @@ def test_a_request_the_runtime_refuses_is_a_usage_error(onnx_path, argv, message
 def test_a_batch_the_model_was_not_exported_at_is_refused(onnx_path, capsys):
     """--batch 8 on a batch-1 export timed batch 1 and wrote a record saying batch 8 (its input_shape [1, ...])."""
     assert main(["measure", str(onnx_path), "--batch", "8", "--profile", "quick", *TINY]) == 2
-    assert "the model's input 'input' has batch size 1, not the request's 8" in capsys.readouterr().err
+    assert ("the model's input 'input' has batch size 1, not the request's 8: ask for batch 1 (hwl measure --batch 1; "
+            "a profile's batch_size = 1), or export the model at batch size 8") in capsys.readouterr().err
     assert main(["measure", str(onnx_path), "--batch", "1", "--profile", "quick", "--json", *TINY]) == 0
     assert json.loads(capsys.readouterr().out)["measurement"]["spec"]["batch"] == 1
 
@@ -187,7 +188,8 @@ def test_torch_refuses_an_input_shape_whose_batch_is_not_the_batch_asked_for(cap
     argv = ["measure", "--runtime", "torch", "--arch", "nb201:1462", "--input-shape", "2,3,32,32", "--profile", "quick"]
     assert main([*argv, "--batch", "5", *TINY]) == 2
     assert capsys.readouterr().err == ("hwl measure: error: input_shape [2, 3, 32, 32] says batch 2, the request "
-                                       "batch 5: ask for batch 2 too\n")
+                                       "batch 5: ask for batch 2 too (hwl measure --batch 2; a profile's "
+                                       "batch_size = 2)\n")
 
 
 def test_a_torch_record_names_the_dataset_its_network_was_built_for(capsys):

@@ -134,8 +134,9 @@ def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
     if inputs and inputs[0][1] and _is_fixed(inputs[0][1][0]) and inputs[0][1][0] != batch:
         # the model's batch is fixed: timing it under another batch size labelled the record with a batch
         # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
-        raise BadRequest(f"the model's input {inputs[0][0]!r} has batch size {inputs[0][1][0]}, not the request's "
-                         f"{batch}: ask for batch {inputs[0][1][0]}, or export the model at batch size {batch}")
+        fixed = inputs[0][1][0]
+        raise BadRequest(f"the model's input {inputs[0][0]!r} has batch size {fixed}, not the request's {batch}: "
+                         f"ask for batch {fixed} ({_asking_for(fixed)}), or export the model at batch size {batch}")
     sizes = _sizes_from_request(*inputs[0], batch, tuple(input_shape)) if input_shape else {}
     shapes = [tuple(input_shape)] if input_shape else []
     for name, dims in inputs[len(shapes):]:
@@ -189,7 +190,12 @@ def check_batch_of(input_shape: tuple, batch: int) -> None:
     a batch the model never ran at."""
     if input_shape[0] != batch:
         raise BadRequest(f"input_shape {list(input_shape)} says batch {input_shape[0]}, the request batch {batch}: "
-                         f"ask for batch {input_shape[0]} too")
+                         f"ask for batch {input_shape[0]} too ({_asking_for(input_shape[0])})")
+
+
+def _asking_for(batch: int) -> str:
+    """How a user asks for ``batch``: the hint said 'ask for batch 8' and named no flag or key that does."""
+    return f"hwl measure --batch {batch}; a profile's batch_size = {batch}"
 
 
 def float_type(dtypes) -> str:
