@@ -182,6 +182,15 @@ def test_onboard_help_offers_only_the_methods_it_takes():
         assert name not in listed
 
 
+def test_onboard_help_gives_the_canary_default(capsys):
+    """`hwl onboard --help` said --canary-every was "jobs between drift canaries (0: off)": not how many a plain
+    onboarding takes."""
+    with pytest.raises(SystemExit):
+        main(["onboard", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert "--canary-every CANARY_EVERY jobs between drift canaries (default 50; 0: off)" in said, said
+
+
 def test_onboard_strategy_flag(tmp_path, capsys):
     from harness.cli.onboard import loop_settings
 

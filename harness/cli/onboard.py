@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
     add_address_flag(p)
     p.add_argument("--artifacts", type=user_path,
                    help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
-    p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (0: off)")
+    p.add_argument("--canary-every", type=int, default=50, help="jobs between drift canaries (default 50; 0: off)")
     add_known_hosts_flag(p)
     p.set_defaults(func=cmd_onboard, resume_hint=lambda a: "every finished measurement is stored; run the same "
                                                            "`hwl onboard` again to go on from there")
