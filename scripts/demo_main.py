@@ -41,13 +41,14 @@ def main(argv=None) -> int:
                                      description="hwl demo: a measurement campaign on this machine")
     parser.add_argument("--archs", type=positive_int, default=30,
                         help=f"random NB201 architectures (default 30; the predictor step needs {SHOTS + 3})")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="draws the architectures (default 0)")
     parser.add_argument("--devices", default="local-ort-1t,local-ort-2t",
-                        help="device profiles (also: local-torch-1t, local-tvm-1t; slower here)")
+                        help="device profiles (default local-ort-1t,local-ort-2t; also: local-torch-1t, "
+                             "local-tvm-1t, slower here)")
     parser.add_argument("--onboard-budget", type=non_negative_int, default=10,
-                        help="measurements for the onboarding step on the first device (0: skip it)")
+                        help="measurements for the onboarding step on the first device (default 10; 0: skip it)")
     parser.add_argument("--out", type=user_path, default=str(ROOT / "out" / "demo"),
-                        help="store, artifacts and exports")
+                        help=f"store, artifacts and exports (default {ROOT / 'out' / 'demo'})")
     args = parser.parse_args(argv)
     args.out = Path(args.out)
     if args.archs < SHOTS + 3:

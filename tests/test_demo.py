@@ -1,7 +1,7 @@
 """scripts/demo's flags (the README's first command): a bad value is one line, before any measurement."""
 import pytest
 
-from scripts.demo_main import main
+from scripts.demo_main import ROOT, main
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -41,3 +41,15 @@ def test_out_naming_a_file_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"scripts/demo: error: --out {store} is a file; give a folder for the store, artifacts and exports"
     assert store.read_bytes() == b"kept"
+
+
+def test_help_gives_each_default(capsys):
+    """`scripts/demo --help` gave the default of --archs alone: not the seed, devices, onboarding budget or folder
+    a plain `scripts/demo` uses."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal, read as one line
+    for default in ("(default 30;", "(default 0)", "(default local-ort-1t,local-ort-2t;", "(default 10;",
+                    f"(default {ROOT / 'out' / 'demo'})"):
+        assert default in said, said
