@@ -9,12 +9,12 @@ from rich.table import Table
 
 
 def _eta(seconds) -> str:
+    """``seconds`` with its units (``1h02m``, ``5m12s``, ``9s``): a bare '5:12' read as hours as well as minutes."""
     if seconds is None:
         return "-"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
+    h, rest = divmod(int(seconds), 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def progress_table(snapshot: dict, *, title: str = "campaign") -> Table:

@@ -356,6 +356,21 @@ def test_a_resumed_campaigns_table_counts_the_jobs_earlier_runs_did():
     assert [cell.strip() for cell in row.split("│")[3:5]] == ["29", "1"], row  # done, failed
 
 
+def test_the_progress_tables_eta_gives_its_units():
+    """The ETA column read '1:15' and '1:02:05': minutes or hours, the reader had to guess. Now its units say."""
+    from rich.console import Console
+
+    from harness.report import progress_table
+
+    snapshot = {name: {"done": 1, "failed": 0, "running": 1, "queued": 9, "state": "active", "error": None,
+                       "eta_s": eta_s} for name, eta_s in (("pi-1", 3725.4), ("pi-2", 75), ("pi-3", 9))}
+    console = Console(width=120, record=True)
+    console.print(progress_table(snapshot))
+    etas = {line.split("│")[1].strip(): line.split("│")[7].strip() for line in console.export_text().splitlines()
+            if "pi-" in line}
+    assert etas == {"pi-1": "1h02m", "pi-2": "1m15s", "pi-3": "9s"}, etas
+
+
 @pytest.mark.parametrize("command", ["campaign status", "status"])
 def test_status_at_80_columns_names_each_device_whole_and_gives_its_error_in_full(tmp_path, capsys, monkeypatch,
                                                                                   command):
