@@ -669,3 +669,18 @@ def test_one_campaign_planned_by_processes_at_once_is_planned_once(tmp_path):
     with Store(db, readonly=True) as s:
         assert len(s.campaign_names()) == 1 and s.integrity_check() == "ok"
         assert s.db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 20
+
+
+def test_a_quarantine_line_leaves_out_the_errors_own_full_stop():
+    """A device quarantined for a changed host key was said as '...someone may be intercepting the connection.;
+    once it works again, ...': the error's full stop, then the line's semicolon."""
+    from harness.cli.campaign import quarantine_line
+
+    error = ("host key of pi-a (10.0.0.2) does not match known_hosts line 3: got SHA256:x, expected ssh-ed25519 with "
+             "another value. If the host was reinstalled, remove that line from known_hosts and record the new key "
+             "with `hwl deploy pi-a --trust-new-host`; otherwise someone may be intercepting the connection.")
+    line = quarantine_line("pi-a", error, "hwl campaign resume --store lab.db --name c-1")
+    assert line == (f"hwl campaign: device pi-a quarantined: {error[:-1]}; once it works again, run the same command "
+                    "to finish its jobs (or hwl campaign resume --store lab.db --name c-1, which keeps the settings "
+                    "the campaign was planned with)")
+    assert quarantine_line("pi-a", None, "r").startswith("hwl campaign: device pi-a quarantined: ?; once it")

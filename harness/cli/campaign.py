@@ -212,11 +212,17 @@ def _live(fn, args, **kwargs) -> int:
                       "wall_s": round(summary["wall_s"], 2), "measure_s": round(summary["measure_s"], 2),
                       "quarantined": bad}))
     for name in bad:  # the store keeps its place: say how to go on
-        print(f"hwl campaign: device {name} quarantined: {summary['devices'][name].get('error') or '?'}; once it "
-              f"works again, run the same command to finish its jobs (or "
-              f"{resume_command(args.store, summary['name'], flags_a_resume_needs(args))}, which keeps the settings "
-              "the campaign was planned with)", file=sys.stderr)
+        resume = resume_command(args.store, summary["name"], flags_a_resume_needs(args))
+        print(quarantine_line(name, summary["devices"][name].get("error"), resume), file=sys.stderr)
     return 1 if bad else 0
+
+
+def quarantine_line(device: str, error: str | None, resume: str) -> str:
+    """The line that says ``device`` was quarantined for ``error`` and how to go on, by the same command or by
+    ``resume``. An error's own full stop is left out: a changed host key's ended the line '...connection.; once'."""
+    why = (error or "?").rstrip(". ")
+    return (f"hwl campaign: device {device} quarantined: {why}; once it works again, run the same command to finish "
+            f"its jobs (or {resume}, which keeps the settings the campaign was planned with)")
 
 
 def cmd_run(args) -> int:
