@@ -272,7 +272,7 @@ def test_a_profile_python_missing_on_a_deployed_device_is_named_by_status_and_th
     deploy(host, runtime="onnxruntime", python=sys.executable, agent_dir=str(tmp_path / "hwl"), use_venv=False)
     profile = _ssh_profile(tmp_path, host, "pi-nopy", tmp_path / "hwl")
     profile.write_text(profile.read_text().replace(f'python = "{sys.executable}"', 'python = "/usr/bin/python9"'))
-    said = "pi-nopy has no `/usr/bin/python9`: install Python >= 3.10 there, or set `python` in the device profile " \
+    said = f"pi-nopy has no `/usr/bin/python9`: install Python >= 3.10 there, or set key 'host.python' of {profile} " \
            "to its path"
     assert hwl_main(["status", str(profile), "--json"]) == 1  # a device that cannot measure fails the check
     assert json.loads(capsys.readouterr().out)[0]["error"] == said

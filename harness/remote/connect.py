@@ -30,7 +30,7 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
         jump = Host(f"{h.name}'s jump host {hop.name}", hop.address, hop.user, hop.key, port=hop.port, jump=jump,
                     **common)
     return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, key_named_by=key_named_by(profile),
-                **common)
+                profile_file=profile.source, **common)
 
 
 def deploy_command(profile: DeviceProfile) -> str:

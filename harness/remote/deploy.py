@@ -82,13 +82,19 @@ def probe(host: Host, python: str) -> HostFacts:
         have = ".".join(map(str, facts.python_version))
         raise DeployError(
             f"{host.name} has Python {have} at `{python}`, the agent needs >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}: "
-            "install a newer Python there and set `python` in the device profile", host=host.name)
+            f"install a newer Python there and set {_python_key(host)} to it", host=host.name)
     return facts
 
 
 def _no_python(host: Host, python: str) -> DeployError:
     return DeployError(f"{host.name} has no `{python}`: install Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} there, "
-                       "or set `python` in the device profile to its path", host=host.name)
+                       f"or set {_python_key(host)} to its path", host=host.name)
+
+
+def _python_key(host: Host) -> str:
+    """The profile key that names the device's Python, with its file where known: 'the device profile' alone sent
+    the user looking through every profile."""
+    return f"key 'host.python' of {host.profile_file}" if host.profile_file else "`python` in the device profile"
 
 
 def _check_agent_python(host: Host, agent_python: str, use_venv: bool) -> None:

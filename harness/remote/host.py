@@ -172,6 +172,8 @@ class Host:
         The line its messages say to run (``connect.host_for`` gives the profile's, flags and all).
     profile : str, optional
         The device profile whose ``key`` ``key_file`` is, named in messages about the key.
+    profile_file : str, optional
+        The profile's file, named in messages about a key of it the host contradicts (``host.python``).
     key_named_by : str, optional
         Where ``key_file`` is written (the profile file's ``host.key``, an ssh config's IdentityFile), named when
         the file is missing: the device's name alone sent the user looking through every profile.
@@ -183,10 +185,12 @@ class Host:
     def __init__(self, name: str, address: str, user: str, key_file, *, port: int = 22,
                  known_hosts=None, trust_new_host: bool = False, connect_timeout_s: float = 10.0,
                  link_timeout_s: float = DEFAULT_LINK_TIMEOUT_S, deploy_command: str = "hwl deploy DEVICE",
-                 profile: str | None = None, key_named_by: str | None = None, jump: "Host | None" = None):
+                 profile: str | None = None, profile_file: str | None = None, key_named_by: str | None = None,
+                 jump: "Host | None" = None):
         self.name = name
         self.jump = jump
         self.profile = profile
+        self.profile_file = profile_file
         self.key_named_by = key_named_by
         self.deploy_command = deploy_command  # what the messages say to run, with --known-hosts where given
         self.address = address
