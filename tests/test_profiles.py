@@ -436,6 +436,20 @@ def test_profile_new_refuses_a_command_flag_it_would_drop(tmp_path, flags, messa
     assert capsys.readouterr().err == f"hwl profile: error: {message}\n" and not out.exists()
 
 
+def test_profile_new_writes_a_command_devices_check(tmp_path, capsys):
+    """`hwl profile new` of a command device had --push but no --check: the template that sees whether the phone
+    holds a whole copy of a model had to be added to the file by hand. A local device refuses it, as --push."""
+    from harness.cli import main
+
+    check = "adb shell 'test \"$(sha256sum /data/local/tmp/{sha256}.onnx | cut -c1-64)\" = {sha256}'"
+    argv = ["profile", "new", "ph", "--transport", "command", "--run", "adb shell bench {sha256}", "--regex",
+            "([0-9.]+) ms", "--push", "adb push {model} /data/local/tmp/{sha256}.onnx", "--check", check]
+    assert main([*argv, "--out", str(tmp_path / "ph.toml")]) == 0
+    assert load_profile(str(tmp_path / "ph.toml")).host.check == check
+    assert main(["profile", "new", "here", "--check", check, "--out", str(tmp_path / "here.toml")]) == 2
+    assert capsys.readouterr().err.endswith("hwl profile: error: --check is for --transport command, not local\n")
+
+
 def test_profile_new_into_a_folder_does_not_ask_for_force(tmp_path, capsys):
     """`--out FOLDER` said 'FOLDER exists; pass --force to overwrite it', and with --force 'is a directory'."""
     from harness.cli import main

@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
     new.add_argument("--batch-size", type=int, default=1)
     new.add_argument("--measurement", choices=["quick", "standard"], default="standard")
     new.add_argument("--push", help="command: template that copies {model} to the device")
+    new.add_argument("--check", help="command: template that exits 0 when the device holds a whole copy of the "
+                                     "model {sha256} (run after each push, and before a copy is reused)")
     new.add_argument("--run", help="command: template that benchmarks the model on the device")
     new.add_argument("--regex", help="command: regex whose matches in the run output are latencies")
     new.add_argument("--json-path", help="command: dotted path to the latency in the run's JSON output")
@@ -63,7 +65,7 @@ def _q(value) -> str:
 
 # Flags that only mean something for one transport; given for another, they would be dropped silently.
 TRANSPORT_FLAGS = {"ssh": ("host", "port", "user", "key", "jump", "python", "machine"),
-                   "command": ("push", "run", "regex", "json_path")}
+                   "command": ("push", "check", "run", "regex", "json_path")}
 
 
 def profile_toml(args) -> str:
@@ -87,8 +89,7 @@ def profile_toml(args) -> str:
         if args.runtime not in (None, "command"):  # it was written as runtime command, unsaid
             raise UserError(f"--runtime {args.runtime} runs in hwl's agent on the device; --transport command times "
                             "the device's own tool (--run), so its runtime is command")
-        if args.push:
-            lines.append(f"push = {_q(args.push)}")
+        lines += [f"{key} = {_q(value)}" for key, value in (("push", args.push), ("check", args.check)) if value]
         runtime = "command"
     else:
         runtime = args.runtime or "onnxruntime"
