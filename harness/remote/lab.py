@@ -175,10 +175,6 @@ def _status_here(profile: DeviceProfile, row: dict) -> dict:
         row["note"] = (f"[host] name {profile.host.name!r} is not 'local': a campaign without --address runs it "
                        f"here ({socket.gethostname()}); {elsewhere}")
     return row
-    if not here:
-        row["note"] = (f"[host] name {profile.host.name!r} is not 'local': checked on this machine "
-                       f"({socket.gethostname()}), where a campaign without --address runs it; {elsewhere}")
-    return row
 
 
 def device_logs(profile: DeviceProfile, *, lines: int = 100) -> str:
