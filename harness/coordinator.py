@@ -410,13 +410,11 @@ class Coordinator:
         for ref, name in pending.items():
             dev = self.devices[name]
             try:  # the actor answers status at once, even while it keeps reconnecting
-                reaching = actor_status(dev.actor, timeout_s=5).get("reconnect_error")
-            except Exception:
-                reaching = None
-            why = (f"still trying to reach it: {reaching}" if reaching else
-                   f"is a Ray node with resource {dev.profile.host.resource} up?")
-            self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; {why}",
-                          recover=bool(reaching))
+                status = actor_status(dev.actor, timeout_s=5)
+            except Exception:  # no actor: no node offers its host
+                status = None
+            self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; "
+                               f"{_why_no_hello(dev, status)}", recover=status is not None)
 
     def _check_threads_fit(self, dev: _Device, usable_cores) -> None:
         """A profile that pins no cores runs its threads on every core the agent may use, a count known
@@ -921,6 +919,19 @@ class Coordinator:
         self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
                                     consecutive_failures=dev.failures_in_row)
         log.warning("device %s quarantined: %s", dev.profile.name, error)
+
+
+def _why_no_hello(dev: _Device, status: dict | None) -> str:
+    """Why ``dev`` gave no hello in time, from its actor's ``status`` (None: the actor did not answer). An actor
+    that answers runs on a node that offers the device's host: asking whether such a node is up, as was said of
+    every device that had no connection error yet (a login stuck before the SSH banner, say), sent the user to
+    look at Ray instead of the device."""
+    if status is None:
+        return f"is a Ray node with resource {dev.profile.host.resource} up?"
+    if status.get("reconnect_error"):
+        return f"still trying to reach it: {status['reconnect_error']}"
+    return ("its worker is up on its Ray node, but the device has not answered and no attempt has failed yet "
+            "(a login or an agent start that hangs?)")
 
 
 def _hint(dev: _Device, record: dict) -> str:
