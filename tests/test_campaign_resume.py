@@ -372,6 +372,17 @@ def test_status_s_resume_line_carries_the_flags_the_campaign_ran_with(tmp_path):
     line = re.search(r"go on with: (hwl campaign resume .*)", status.stdout).group(1)
     assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
                                  str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
+    # `hwl campaign resume --store lab.db`, as README shows it, from another folder: it took none of those flags
+    # (exported every model again into lab-artifacts, canaries every 50 jobs) and left none for the next line
+    bare = subprocess.run([*HWL, "campaign", "resume", "--store", str(db), "--no-progress"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path / "elsewhere")
+    assert bare.returncode == 1, bare.stderr
+    assert (f"campaign {name} last ran with --artifacts {tmp_path / 'art'} --canary-every 0 --known-hosts {known}: "
+            "resuming with them") in bare.stderr, bare.stderr
+    assert not (tmp_path / "lab-artifacts").exists()
+    assert re.search(r"\(or (hwl campaign resume .*), which keeps the settings", bare.stderr).group(1) == line
+    again = re.search(r"go on with: (hwl campaign resume .*)", hwl("campaign", "status", "--store", db).stdout)
+    assert again.group(1) == line
 
 
 def test_a_resume_without_address_goes_on_on_the_cluster_the_campaign_last_ran_on(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """`hwl campaign run|status|resume|export`: measurement campaigns in a store."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -69,7 +70,8 @@ def _common(p, *, without_address: str = "start a local Ray") -> None:
     add_address_flag(p, otherwise=without_address)
     p.add_argument("--artifacts", type=user_path,
                    help="ONNX artifact directory (default: beside the store, lab.db -> lab-artifacts)")
-    p.add_argument("--canary-every", type=int, default=DEFAULT_CANARY_EVERY,
+    # no default here: a resume given none takes its campaign's last run's (see _as_last_run)
+    p.add_argument("--canary-every", type=int,
                    help=f"jobs between drift canaries (0: off; default {DEFAULT_CANARY_EVERY})")
     p.add_argument("--artifact-quota-gb", type=float, help="keep the artifact directory under this size by removing "
                                                           "the least recently used models (re-exported if needed "
@@ -86,7 +88,7 @@ def flags_a_resume_needs(args) -> list[str]:
     too, wherever it runs."""
     given = {"--address": args.address, "--artifacts": _absolute(args.artifacts),
              "--artifact-quota-gb": args.artifact_quota_gb,
-             "--canary-every": None if args.canary_every == DEFAULT_CANARY_EVERY else args.canary_every,
+             "--canary-every": args.canary_every,
              "--known-hosts": _absolute(args.known_hosts)}
     return [word for flag, value in given.items() if value is not None for word in (flag, str(value))]
 
@@ -100,11 +102,12 @@ def _options(args):
 
     store = Path(args.store).expanduser()
     artifacts = Path(args.artifacts).expanduser() if args.artifacts else store.parent / f"{store.stem}-artifacts"
-    if args.canary_every < 0:
-        raise CampaignError(f"--canary-every must be >= 0, got {args.canary_every}")
+    canary_every = DEFAULT_CANARY_EVERY if args.canary_every is None else args.canary_every
+    if canary_every < 0:
+        raise CampaignError(f"--canary-every must be >= 0, got {canary_every}")
     if args.artifact_quota_gb is not None and not args.artifact_quota_gb > 0:
         raise CampaignError(f"--artifact-quota-gb must be > 0, got {args.artifact_quota_gb}")
-    return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=args.canary_every,
+    return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=canary_every,
                               artifact_quota_gb=args.artifact_quota_gb, resume_flags=tuple(flags_a_resume_needs(args)))
 
 
@@ -162,12 +165,12 @@ def resume(*, store: str, name: str | None = None, options=None, on_progress=Non
     require_store_file(store)
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
-        options = _on_its_cluster(options, store, cid, cname)
+        options = _as_last_run(_on_its_cluster(options, store, cid, cname), store, cid, cname)
         profiles = current_profiles(st, cid)
         warn_of_own_known_hosts(profiles)
         refresh_reach(st, cid, profiles)  # a device back at another address, say
         summary = run_campaign(st, cid, options, on_progress=on_progress)
-        summary.update(name=cname, created=False)
+        summary.update(name=cname, created=False, resume_flags=options.resume_flags if options else ())
         return summary
 
 
@@ -188,6 +191,40 @@ def _on_its_cluster(options, store: str, campaign_id: int, name: str):
     print(f"hwl campaign: campaign {name} last ran on the Ray cluster at {address}: resuming it there (give --address "
           "to resume it on another cluster, such as a head started here with `ray start --head`)", file=sys.stderr)
     return replace(options, address=address, resume_flags=("--address", address, *options.resume_flags))
+
+
+# the flags of a campaign's last run that a resume given none of them takes from it (--address: _on_its_cluster)
+_KEPT_FOR_RESUME = ("--artifacts", "--artifact-quota-gb", "--canary-every", "--known-hosts")
+
+
+def _as_last_run(options, store: str, campaign_id: int, name: str):
+    """``options`` for a resume, with each flag of :data:`_KEPT_FOR_RESUME` it was not given taken from the
+    campaign's last run. `hwl campaign resume --store lab.db`, as README shows it, exported every model again into
+    a new folder beside the store, dropped the run's artifact quota and canary rate, and left its own (none) for
+    the next resume line."""
+    from dataclasses import replace
+
+    from harness.campaign_lock import last_run_flags
+    from harness.cli.devices import apply_known_hosts
+
+    if options is None:
+        return options
+    last = last_run_flags(store, campaign_id)
+    last = dict(zip(last[::2], last[1::2]))
+    taken = {flag: last[flag] for flag in _KEPT_FOR_RESUME if flag in last and flag not in options.resume_flags}
+    if not taken:
+        return options
+    words = [word for pair in taken.items() for word in pair]
+    print(f"hwl campaign: campaign {name} last ran with {' '.join(words)}: resuming with them (give a flag to change "
+          "it)", file=sys.stderr)
+    if "--known-hosts" in taken:
+        apply_known_hosts(argparse.Namespace(known_hosts=taken["--known-hosts"]))
+    changes = {"artifact_dir": Path(taken["--artifacts"])} if "--artifacts" in taken else {}
+    if "--artifact-quota-gb" in taken:
+        changes["artifact_quota_gb"] = float(taken["--artifact-quota-gb"])
+    if "--canary-every" in taken:
+        changes["canary_every"] = int(taken["--canary-every"])
+    return replace(options, **changes, resume_flags=(*options.resume_flags, *words))
 
 
 def _live(fn, args, **kwargs) -> int:
@@ -211,8 +248,9 @@ def _live(fn, args, **kwargs) -> int:
     print(json.dumps({"campaign": summary["name"], "created": summary["created"], "done_now": done,
                       "wall_s": round(summary["wall_s"], 2), "measure_s": round(summary["measure_s"], 2),
                       "quarantined": bad}))
+    flags = summary.get("resume_flags", flags_a_resume_needs(args))  # a resume's: those it took from the last run too
     for name in bad:  # the store keeps its place: say how to go on
-        resume = resume_command(args.store, summary["name"], flags_a_resume_needs(args))
+        resume = resume_command(args.store, summary["name"], flags)
         print(quarantine_line(name, summary["devices"][name].get("error"), resume), file=sys.stderr)
     return 1 if bad else 0
 
