@@ -571,6 +571,11 @@ class Store:
                 return CanaryState(float(baseline), int(last_result or 0), bool(ok), float(created))
         return None
 
+    def ran_canary(self, campaign_id: int, device: str) -> bool:
+        """Whether the campaign measured a drift canary on the device (failed ones included)."""
+        return self.db.execute("SELECT 1 FROM canaries WHERE campaign_id = ? AND device = ? LIMIT 1",
+                               (campaign_id, device)).fetchone() is not None
+
     def jobs_since_canary(self, campaign_id: int, device: str, after_result_id: int) -> int:
         """The device's jobs of the campaign with a latency stored after its last canary: after ``after_result_id``
         (the last result its latest canary vouched for) and after the last result of any canary of the campaign on

@@ -252,6 +252,27 @@ def test_campaign_status_of_an_onboarding_batch_says_to_run_the_onboarding_again
     assert "campaign resume" not in out
 
 
+def test_status_of_a_campaign_done_but_for_its_end_canary_says_so_unless_its_canaries_are_off(tmp_path, capsys):
+    """Every job done, the last one after the campaign's last canary (killed in its end canary): status showed a
+    finished campaign. A campaign last run with --canary-every 0, whose resume runs no canary, says nothing."""
+    from harness.cli import main as hwl_main
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid = _campaign(s, devices=("d1",), archs=("5", "7"))
+        (first, _, _), (second, _, _) = s.queued_jobs(cid, "d1")
+        checked = s.finish_attempt(first, s.start_attempt(first), record=_ok(2.0), job_state="done")
+        s.add_canary(cid, "d1", after_jobs=1, median_ms=3.0, baseline_ms=3.0, ok=True, last_result_id=checked)
+        s.finish_attempt(second, s.start_attempt(second), record=_ok(2.1), job_state="done")
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    assert ("its last session stopped before its end canary: the latencies of 1 job of d1 are not checked for drift "
+            f"yet; go on with: hwl campaign resume --store {db} --name c1") in " ".join(capsys.readouterr().out.split())
+    with campaign_lock(db, cid, "c1", resume_flags=["--canary-every", "0"]):
+        pass
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    assert "end canary" not in capsys.readouterr().out
+
+
 def test_status_warns_of_a_job_sent_lately_by_a_coordinator_holding_no_lock(tmp_path, capsys):
     """A coordinator of an hwl older than the campaign lock (7f97a1b) marks jobs running as it sends them and holds
     no lock: written here as it wrote them (Store.start_attempt, no campaign_lock). status must not tell the lab,

@@ -323,6 +323,30 @@ def lockless_coordinator_hint(st, store: str, cid: int, name: str) -> tuple[str 
             "first"), resume
 
 
+def unchecked_hint(st, store: str, cid: int, name: str, devices) -> str | None:
+    """For campaign ``cid`` (``name``) of the open store ``st``, with no job queued and no process running it: the
+    line saying that its last session stopped before its end canary, and how to go on, when a resume would run that
+    canary (see ``Coordinator._device_from_store``; a device with no canary of this campaign is left out, as its
+    session's opening one may have been skipped); None when none would. The table alone said the campaign was
+    complete, and its export then held latencies no canary had checked for drift."""
+    from harness.campaign import go_on_command
+    from harness.campaign_lock import last_run_flags
+
+    flags = last_run_flags(store, cid)
+    every = flags[flags.index("--canary-every") + 1] if "--canary-every" in flags[:-1] else DEFAULT_CANARY_EVERY
+    if str(every) == "0":
+        return None
+    unchecked = []
+    for device in devices:  # past the campaign's own last canary on it (one of an earlier campaign: a fresh session)
+        jobs = st.jobs_since_canary(cid, device, 0) if st.ran_canary(cid, device) else 0
+        if jobs:
+            unchecked.append(f"{count(jobs, 'job', 'jobs')} of {device}")
+    if not unchecked:
+        return None
+    return (f"no coordinator is running it, and its last session stopped before its end canary: the latencies of "
+            f"{', '.join(unchecked)} are not checked for drift yet; go on with: {go_on_command(store, name, flags)}")
+
+
 def cmd_status(args) -> int:
     from harness.store import Store
 
@@ -330,6 +354,8 @@ def cmd_status(args) -> int:
         cid, cname, frame, coordinator = _status_of(st, args.name)
         lockless = (None if args.json or coordinator or not frame["queued"].sum()
                     else lockless_coordinator_hint(st, args.store, cid, cname))
+        unchecked = (None if args.json or coordinator or frame["queued"].sum()
+                     else unchecked_hint(st, args.store, cid, cname, frame["device"]))
     if args.json:
         print(json.dumps({"campaign": cname, "coordinator": coordinator, "devices": frame.to_dict(orient="records")}))
         return 0
@@ -347,6 +373,8 @@ def cmd_status(args) -> int:
         hint, resume = lockless
         print(f"{hint}; if none does, go on with" if hint else "no coordinator is running it; go on with", resume,
               sep=": ")
+    elif unchecked:
+        print(unchecked)
     return 0
 
 
