@@ -37,6 +37,8 @@ def check_writable(path) -> Path:
     if is_sqlite(path):  # most likely the store itself, named as an output by mistake
         raise UserError(f"{path} is an SQLite database (an hwl store?); refusing to write over it: give the "
                         "output another file name")
+    if (companion := sqlite_companion(path)) is not None:
+        raise UserError(f"{companion}: give the output another file name")
     if names_a_stream(path):  # a pipe or /dev/stdout: written to in place
         if not os.access(path, os.W_OK):
             raise UserError(f"cannot write {path}: permission denied")
@@ -204,6 +206,23 @@ def is_sqlite(path: Path) -> bool:
         return False
 
 
+# the files SQLite keeps beside a database while it is written: its latest commits live there (WAL), and SQLite
+# takes a file of that name for its own when it next opens the database
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def sqlite_companion(path) -> str | None:
+    """When ``path`` names the -wal, -shm or -journal file of an SQLite database (a store), existing or not, what it
+    is, to start a refusal; else None. An export written as `lab.db-wal` replaced a running coordinator's WAL (the
+    commits in it were lost with a kill), and a backup so named was deleted by SQLite as it closed the store."""
+    path = Path(path)
+    suffix = next((s for s in _SQLITE_COMPANIONS if path.name.endswith(s) and len(path.name) > len(s)), None)
+    store = suffix and path.with_name(path.name[:-len(suffix)])
+    if not store or not is_sqlite(store):
+        return None
+    return f"{path} is SQLite's {suffix[1:]} file of the database {store} (an hwl store?), which SQLite deems its own"
+
+
 def why_not_a_file(path) -> str | None:
     """None when ``path`` is a file to read; else why not, to follow its name in a message. A folder given for
     a file was said not to exist, which sent the user looking for a typo."""
@@ -284,5 +303,6 @@ def why_not_made(folder: Path, exc: OSError) -> str:
 
 
 __all__ = ["check_outputs", "check_writable", "check_writable_folder", "forget_made_folders", "is_sqlite",
-           "make_folder", "names_a_stream", "remove_made_folders", "users_name", "why_not_a_file", "why_not_made",
+           "make_folder", "names_a_stream", "remove_made_folders", "sqlite_companion", "users_name",
+           "why_not_a_file", "why_not_made",
            "written_together", "written_whole"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from harness.errors import StorageFull, StoreError
-from harness.paths import check_writable_folder, written_whole
+from harness.paths import check_writable_folder, sqlite_companion, written_whole
 from harness.store import Store, is_sqlite_full, is_sqlite_io_error, require_store_file, why_writes_fail
 from harness.text import count
 
@@ -95,6 +95,8 @@ def _check_backup_target(source: Path, dest: Path, *, overwrite: bool, what: str
         raise StoreError(f"{dest} is a directory; give the {what}'s file name")
     if dest.exists() and os.path.samefile(dest, source):
         raise StoreError(f"{dest} is the store itself; give the {what} another file name")
+    if (companion := sqlite_companion(dest)) is not None:  # even with --force: SQLite removes it as it closes the store
+        raise StoreError(f"{companion}; give the {what} another file name")
     if dest.exists() and not overwrite:
         raise StoreError(f"{dest} exists; give another file name, or --force to replace it")
     check_writable_folder(dest.parent, what=str(dest))

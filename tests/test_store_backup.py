@@ -122,3 +122,18 @@ def test_a_file_that_is_no_store_is_named_without_asking_a_reading_command_for_a
     with pytest.raises(StoreError, match=r"not a database\); give a new file name or an existing store$"):
         Store(notes)  # as `hwl campaign run` opens it: there a new file is a new store
     assert notes.read_text() == "my notes\n" * 100 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_an_output_named_as_the_store_s_wal_is_refused_and_its_commits_kept(tmp_path):
+    """`--out lab.db-wal` (a completion one character too far) replaced a running store's WAL with the export: the
+    commits in it were lost once the writer was killed; a backup so named was deleted by SQLite as it closed."""
+    db = tmp_path / "lab.db"
+    with _writer(db, 5, 7):  # the 7 newest commits are in lab.db-wal alone, as a campaign's are
+        backup = hwl("store", "backup", db, f"{db}-wal", "--force")
+        export = hwl("campaign", "export", "--store", db, "--out", f"{db}-wal", "--format", "parquet")
+    # the writer exits without closing the store, as a killed coordinator does
+    what = f"{db}-wal is SQLite's wal file of the database {db} (an hwl store?), which SQLite deems its own"
+    assert backup.returncode == 2 and backup.stderr == f"hwl store: error: {what}; give the backup another file name\n"
+    assert export.returncode == 2
+    assert export.stderr == f"hwl campaign: error: {what}: give the output another file name\n"
+    assert _results(db) == 12
