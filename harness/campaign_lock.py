@@ -78,6 +78,20 @@ def last_run_flags(store_path, campaign_id: int) -> list[str]:
     return [str(flag) for flag in flags] if isinstance(flags, list) else []
 
 
+def copy_run_flags(source_store, dest_store) -> None:
+    """Give each campaign of ``dest_store`` (a backup or a recovered copy of ``source_store``) the flags its last run
+    had (see :func:`last_run_flags`): a copy kept none, so its status line and a resume of it exported every model
+    again into a new folder and ran canaries at another rate. A campaign a process runs from the copy keeps its
+    own."""
+    source_locks = lock_path(source_store, 0).parent
+    ids = [n.stem.split("-", 1)[1] for n in source_locks.glob("campaign-*.lock")] if source_locks.is_dir() else []
+    for campaign_id in sorted(int(i) for i in ids if i.isdigit()):
+        flags = last_run_flags(source_store, campaign_id)
+        if flags:
+            with contextlib.suppress(CampaignError), campaign_lock(dest_store, campaign_id, resume_flags=flags):
+                pass  # its note written, as a run's
+
+
 def _holder(path: Path) -> str:
     try:
         note = json.loads(path.read_text() or "{}")

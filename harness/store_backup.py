@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
+from harness.campaign_lock import copy_run_flags
 from harness.errors import StorageFull, StoreError
 from harness.paths import check_writable_folder, sqlite_companion, written_whole
 from harness.store import Store, is_sqlite_full, is_sqlite_io_error, require_store_file, why_writes_fail
@@ -65,6 +66,7 @@ def backup_store(source, dest, *, overwrite: bool = False) -> tuple[Path, StoreC
         with _new_store_file(dest, needed=pages * page_size) as copy:
             st.db.backup(copy)  # one step: the whole snapshot, whatever the coordinator commits meanwhile
             _check_copy(copy, held, dest)
+    copy_run_flags(source, dest)
     return dest, held
 
 
@@ -172,6 +174,7 @@ def recover_store(source, dest, *, overwrite: bool = False) -> Recovered:
         orphans = len(copy.execute("PRAGMA foreign_key_check").fetchall())
         counts = store_counts(copy)
         _check_copy(copy, counts, dest)
+    copy_run_flags(source, dest)
     return Recovered(counts, stretches, orphans, requeued)
 
 

@@ -137,3 +137,21 @@ def test_an_output_named_as_the_store_s_wal_is_refused_and_its_commits_kept(tmp_
     assert export.returncode == 2
     assert export.stderr == f"hwl campaign: error: {what}: give the output another file name\n"
     assert _results(db) == 12
+
+
+def test_a_backup_s_resume_line_carries_the_flags_of_the_campaign_s_last_run(tmp_path):
+    """A backup kept none of the flags its campaigns last ran with: its status line, pasted to go on from the backup,
+    exported every model again into a new folder beside it and ran canaries at another rate."""
+    from harness.campaign_lock import campaign_lock
+
+    db, flags = tmp_path / "lab.db", ["--artifacts", str(tmp_path / "models"), "--canary-every", "3"]
+    with Store(db) as st:
+        cid = st.create_campaign(name="c1", space="nb201", measurement="quick", arch_spec="5", seed=0, order_seed=0,
+                                 config={}, devices={"d1": "{}"}, jobs=[("d1", "5", 0)])
+    with campaign_lock(db, cid, "c1", resume_flags=flags):
+        pass  # as its run left it
+    for command in ("backup", "recover"):
+        copy = tmp_path / f"{command}.db"
+        assert hwl("store", command, db, copy).returncode == 0
+        status = hwl("campaign", "status", "--store", copy)
+        assert f"go on with: hwl campaign resume --store {copy} --name c1 {' '.join(flags)}" in status.stdout
