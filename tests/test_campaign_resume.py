@@ -123,6 +123,11 @@ def test_coordinator_killed_then_resume_completes(tmp_path):
     assert "go on with: hwl campaign resume" in status.stdout, status.stdout
     if killed_at.get("running"):  # sent just now, left running: as a lockless older coordinator would leave it
         assert "no process holds its lock, yet a job was sent to a device" in status.stdout, status.stdout
+    # its export holds what was measured, and its line said nothing of the jobs left
+    left = killed_at.get("queued", 0) + killed_at.get("running", 0)
+    export = hwl("campaign", "export", "--store", db, "--out", tmp_path / "so-far.parquet")
+    assert export.returncode == 0 and (f"; {left} job{'s' if left > 1 else ''} not measured yet: resume it, then "
+                                       "export again) to ") in export.stderr, export.stderr
     _resume_completes(db, tmp_path, ray_tmp, lost_before=killed_at.get("running", 0))  # the resume marks them lost
 
 

@@ -443,14 +443,19 @@ def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) 
         f"count(DISTINCT CASE WHEN {ok} THEN j.arch END), count(DISTINCT CASE WHEN {ok} THEN j.device END) "
         f"FROM results r JOIN jobs j ON r.job_id = j.id WHERE {where}", (*ids, *(devices or ()))).fetchone()
     campaigns = f"{'campaign' if len(names) == 1 else 'campaigns'} {', '.join(names)}"
+    # a campaign stopped (killed, Ctrl-C, a quarantine) exports what it holds: the line said nothing of the rest
+    (left,) = st.db.execute(f"SELECT count(*) FROM jobs j WHERE {where} AND j.state IN ('queued', 'running')",
+                            (*ids, *(devices or ()))).fetchone()
+    left = (f"; {count(left, 'job', 'jobs')} not measured yet: resume {'it' if len(names) == 1 else 'them'}, then "
+            "export again" if left else "")
     if fmt == "help":  # one cell per (architecture, device): the median of its campaigns' labels
         return (f"wrote {count(cells, 'latency', 'latencies')} of {count(devices_with, 'device', 'devices')} on "
-                f"{count(archs, 'architecture', 'architectures')} ({campaigns}) to {path}")
+                f"{count(archs, 'architecture', 'architectures')} ({campaigns}{left}) to {path}")
     others = results - latencies  # failed attempts, and the ones measured again
     also = (f"; {count(results, 'result', 'results')} with "
             f"{count(others, 'failed or superseded attempt', 'failed or superseded attempts')}" if others else "")
     return (f"wrote {count(latencies, 'accepted latency', 'accepted latencies')} of "
-            f"{count(all_devices, 'device', 'devices')} ({campaigns}{also}) to {path}")
+            f"{count(all_devices, 'device', 'devices')} ({campaigns}{also}{left}) to {path}")
 
 
 def cmd_export(args) -> int:
