@@ -222,3 +222,21 @@ def test_fewer_candidates_than_initial_picks_measures_each_once(method, small, n
                          device="my_pi").run()
     assert result.stop_reason == "candidates"
     assert sorted(device.asked) == sorted(candidates) == sorted(result.measured)
+
+
+def test_a_series_answer_is_read_by_its_index_not_its_order(method, small):
+    # `truth[truth.index.isin(archs)]` comes back in the table's order, not the order asked: read by position, the
+    # loop fitted archs on each other's latencies without a word
+    _, truth = small
+    result = _loop(method, small, lambda archs: truth[truth.index.isin(archs)], budget=6, n_initial=5,
+                   n_members=0).run()
+    assert result.measured == {a: truth.loc[a] for a in result.measured}
+
+
+@pytest.mark.parametrize("answer, words", [(lambda archs: 3.0, "measure returned float 3.0: give one latency"),
+                                           (lambda archs: ["n/a"] * len(archs), "returned 'n/a' for architecture")])
+def test_an_answer_that_is_no_latency_is_one_clear_error(method, small, answer, words):
+    loop = _loop(method, small, answer, budget=6, n_initial=5, n_members=0)
+    with pytest.raises(OnboardError, match=words):
+        loop.run()
+    assert loop.measured == {} and loop.failed == []

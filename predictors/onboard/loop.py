@@ -1,7 +1,9 @@
 """The onboarding loop: measure a few, adapt, choose the next batch, stop when sure.
 
 The loop knows nothing about how a latency is obtained: ``measure(archs)`` returns one latency
-per architecture (ms; NaN or None where the measurement failed) or a mapping arch -> ms. The
+per architecture (ms; NaN or None where the measurement failed) or a mapping arch -> ms (a pandas
+Series indexed by arch is read by its index, whatever its order). A raised exception is the
+caller's and ends ``run()``; ``measured`` and ``failed`` keep what was measured before it. The
 harness passes a function that runs a campaign on the device; ``scripts/bench_onboard`` passes
 one that looks the answer up in a held-out public table.
 
@@ -398,21 +400,41 @@ class OnboardLoop:
         archs = [a for a in archs if a not in self.measured and a not in self.failed]
         if not archs:
             return
-        answer = self.measure(list(archs))
-        if isinstance(answer, Mapping):
-            values = [answer.get(a) for a in archs]
-        else:
-            values = list(answer)
-            if len(values) != len(archs):
-                raise OnboardError(f"measure returned {len(values)} latencies for {len(archs)} architectures")
+        values = answered_latencies(self.measure(list(archs)), archs)
         for arch, value in zip(archs, values):
-            ok = value is not None and np.isfinite(float(value)) and float(value) > 0
-            if ok:
-                self.measured[arch] = float(value)
+            if value is not None and np.isfinite(value) and value > 0:
+                self.measured[arch] = value
             else:
                 self.failed.append(arch)
         log.info("measured %d archs (%d failed); %d of %d spent", len(archs), sum(
             1 for a in archs if a in self.failed), self.spent, self.settings.budget)
+
+
+def answered_latencies(answer, archs: list) -> list:
+    """``measure``'s answer for ``archs`` as one float or None (failed) each. A mapping, or a pandas Series whose
+    index holds the archs (``table[table.index.isin(archs)]``, in the table's order), is read by arch: read by
+    position, such a Series gave archs each other's latencies, silently. A value that is no number is refused."""
+    index = getattr(answer, "index", None)
+    if index is not None and hasattr(answer, "get") and set(archs) <= set(index):
+        answer = {a: answer[a] for a in archs}
+    if isinstance(answer, Mapping):
+        values = [answer.get(a) for a in archs]
+    else:
+        try:
+            values = list(answer)
+        except TypeError:
+            raise OnboardError(f"measure returned {type(answer).__name__} {answer!r}: give one latency (ms) per "
+                               "architecture asked, as a sequence or a mapping arch -> ms") from None
+        if len(values) != len(archs):
+            raise OnboardError(f"measure returned {len(values)} latencies for {len(archs)} architectures")
+    out = []
+    for arch, value in zip(archs, values):
+        try:
+            out.append(None if value is None else float(value))
+        except (TypeError, ValueError):
+            raise OnboardError(f"measure returned {value!r} for architecture {arch!r}: not a latency in ms (give "
+                               "NaN or None for a failed measurement)") from None
+    return out
 
 
 def prepare_method(method: FewShotMethod, ks) -> FewShotMethod:
