@@ -27,6 +27,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from spaces import fbnet, nb201
+
+N_NB201 = nb201.N_ARCHS
+_FBNET_OPS = frozenset(fbnet.OPS)
+
 
 class TrainTables(dict):
     """device -> latency Series to pretrain on, plus ``full``: the whole train-device tables.
@@ -55,6 +60,36 @@ def union_keys(series) -> list:
     for s in series:
         index = index.union(s.index, sort=False) if len(index) else s.index
     return list(index)
+
+
+def space_keys(space: str, archs, where: str = "architectures") -> list:
+    """``archs`` as ``space``'s keys: NB201 indices (an arch string is read as its index), canonical FBNet keys.
+    One that is not an architecture of ``space`` raises ``ArchError`` naming it (it was an IndexError or a
+    KeyError deep in a method, and an NB201 arch string was one too)."""
+    archs = list(archs)
+    if space == nb201.NAME:
+        ints = np.asarray(archs)
+        if ints.dtype.kind in "iu" and ints.ndim == 1 and (not len(ints) or 0 <= ints.min() <= ints.max() < N_NB201):
+            return ints.tolist()
+    elif all(type(a) is str and a.count(",") == fbnet.N_LAYERS - 1 and set(a.split(",")) <= _FBNET_OPS
+             for a in archs):  # canonical already (every key of a table and a sample): parsing them costs
+        return archs
+    from predictors.data import resolve_keys  # the tables' reading of a key, and their message
+
+    return resolve_keys(pd.Series(archs, dtype=object), space, where=where)
+
+
+def _values_of(archs: list, latency_ms) -> np.ndarray:
+    """``latency_ms`` as floats in the order of ``archs``: a Series indexed by the archs in another order (a
+    ``table[table.index.isin(archs)]``) is read by its index; by position it gave archs each other's latency."""
+    index = getattr(latency_ms, "index", None)
+    if isinstance(latency_ms, pd.Series) and len(index) == len(archs) and list(index) != archs:
+        if index.is_unique and set(index) == set(archs):
+            latency_ms = latency_ms.loc[archs]
+    y = np.asarray(latency_ms, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"adapt needs one latency per architecture, a 1-d sequence; got an array of shape {y.shape}")
+    return y
 
 
 class UnusableMeasurementsError(ValueError):
@@ -86,21 +121,30 @@ class FewShotMethod(BaseEstimator):
         return [candidates[i] for i in picked]
 
     def adapt(self, archs, latency_ms, device: str | None = None) -> "FewShotMethod":
+        """A fitted copy. ``archs``: keys of the pretrained space (an NB201 arch string is read as its index);
+        ``latency_ms``: one finite value per arch, a sequence in their order or a pandas Series indexed by them."""
         if not self._is_pretrained():
             raise NotFittedError(f"{type(self).__name__} is not pretrained: call pretrain(space, train) first")
         archs = list(archs)
-        y = np.asarray(latency_ms, dtype=np.float64)
+        y = _values_of(archs, latency_ms)
         if len(archs) != len(y) or len(archs) == 0:
             raise ValueError(f"adapt needs as many latencies as architectures (got {len(archs)} and {len(y)})")
+        bad = ~np.isfinite(y)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"adapt needs a finite latency for every architecture, not NaN or infinity ({int(bad.sum())} "
+                             f"of {len(y)}; first: arch {archs[first]!r}, {y[first]}): leave failed measurements out")
         adapted = copy.deepcopy(self)
-        adapted._adapt(archs, y, device)
+        adapted._adapt(space_keys(self.space_, archs, f"{type(self).__name__}.adapt"), y, device)
         adapted.adapted_ = True
         return adapted
 
     def predict(self, archs) -> np.ndarray:
+        """One score per arch (ms for a latency method); ``archs`` as ``adapt`` takes them."""
         if not getattr(self, "adapted_", False):
             raise NotFittedError(f"{type(self).__name__} is not adapted: call adapt(archs, latency_ms) first")
-        return np.asarray(self._predict(list(archs)), dtype=np.float64)
+        keys = space_keys(self.space_, archs, f"{type(self).__name__}.predict")
+        return np.asarray(self._predict(keys), dtype=np.float64)
 
     # -- for subclasses -------------------------------------------------------------
     def _is_pretrained(self) -> bool:

@@ -150,3 +150,32 @@ def test_hwl_ridge_refuses_measurements_no_train_table_holds_and_names_predictio
         assert np.ptp(adapted.predict(archs)) == 0
     assert "12 of the 12 architectures are in no train device's table: it predicts one and the same latency" in (
         caplog.text)
+
+
+def test_adapt_and_predict_take_arch_strings_and_refuse_keys_of_no_architecture():
+    from spaces import nb201
+    from spaces.errors import ArchError
+
+    truth, tables = constructed_tables()
+    method = CopyBaseline().pretrain("nb201", TrainTables(tables))
+    picked = [3, 9, 17, 30]
+    by_index = method.adapt(picked, truth.loc[picked].to_numpy())
+    by_string = method.adapt([nb201.to_string(a) for a in picked], truth.loc[picked].to_numpy())
+    np.testing.assert_array_equal(by_string.predict([nb201.to_string(0), 39]), by_index.predict([0, 39]))
+    for key, words in ((99999, "99999 is not a nb201 architecture"), ("foo", "'foo' is not a nb201 architecture")):
+        with pytest.raises(ArchError, match=f"CopyBaseline.predict: {words}"):  # an IndexError / ValueError deep in it
+            by_index.predict([0, key])
+
+
+def test_adapt_reads_a_series_by_its_index_and_refuses_nan_or_a_2d_array():
+    truth, tables = constructed_tables()
+    method = HWLRidge().pretrain("nb201", TrainTables(tables))
+    picked = [3, 9, 17, 30]
+    by_position = method.adapt(picked, truth.loc[picked].to_numpy())
+    shuffled = truth.loc[picked[::-1]]  # the same latencies, indexed by arch, in another order
+    np.testing.assert_array_equal(method.adapt(picked, shuffled).predict(range(40)), by_position.predict(range(40)))
+    y = truth.loc[picked].to_numpy()
+    with pytest.raises(ValueError, match=r"not NaN or infinity \(1 of 4; first: arch 9, nan\)"):
+        method.adapt(picked, np.where(np.arange(4) == 1, np.nan, y))
+    with pytest.raises(ValueError, match=r"a 1-d sequence; got an array of shape \(4, 1\)"):
+        method.adapt(picked, y[:, None])
