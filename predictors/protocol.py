@@ -27,9 +27,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from harness.errors import UserError
-from predictors import data
+from predictors import data, registry
 from predictors.base import FewShotMethod, TrainTables, UnusableMeasurementsError
-from predictors.tasks import Task
+from predictors.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,19 @@ def check_scorable(device: str, truth: pd.Series, k: int) -> None:
                               f"{counts.index[0]:g} ms: k={k} measurements can leave only that value to score")
 
 
-def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DEFAULT_SAMPLES,
-             trials: int = DEFAULT_TRIALS, n_pretrain: int | None = None, first_seed: int = 0,
+def evaluate(make_method: Callable[[], FewShotMethod] | FewShotMethod | str, task: Task | str, *,
+             samples=DEFAULT_SAMPLES, trials: int = DEFAULT_TRIALS, n_pretrain: int | None = None, first_seed: int = 0,
              method_name: str | None = None) -> list[dict]:
     """Run the strict protocol; one result dict per k (see module docstring).
 
     Parameters
     ----------
-    make_method : callable
-        Returns a fresh, unfitted method (called once per trial).
-    task : Task
-        Train devices, test devices and their tables.
-    samples : iterable of int
+    make_method : callable, FewShotMethod or str
+        Returns a fresh, unfitted method (called once per trial); or an unfitted method (a deep copy per
+        trial, :func:`method_factory`), or a method's registered name (``registry.METHODS``).
+    task : Task or str
+        Train devices, test devices and their tables; or a built-in task's name (``tasks.TASKS``).
+    samples : int or iterable of int
         The k values (measurements per test device).
     trials : int
         Number of seeds, ``first_seed .. first_seed + trials - 1``.
@@ -130,7 +131,8 @@ def evaluate(make_method: Callable[[], FewShotMethod], task: Task, *, samples=DE
         k < 1, trials < 1, or a test device that rho cannot score after k measurements (fewer than
         ``MIN_SCORED`` archs left, or one latency for all of them: ``check_scorable``).
     """
-    samples = sorted({int(k) for k in samples})
+    make_method, task = _method_maker(make_method), get_task(task) if isinstance(task, str) else task
+    samples = sorted({int(k) for k in ([samples] if isinstance(samples, (int, np.integer)) else samples)})
     if not samples or samples[0] < 1:
         raise EvaluationError(f"every k must be a positive integer, got {samples}")
     if trials < 1:
@@ -205,6 +207,20 @@ def score_device(method: FewShotMethod, truth: pd.Series, k: int, *, seed: int, 
         raise EvaluationError(f"{type(method).__name__}.adapt must return a new object (strict protocol rule 3)")
     rest = truth.drop(index=chosen)
     return spearman(adapted.predict(list(rest.index)), rest.to_numpy())
+
+
+def _method_maker(method) -> Callable[[], FewShotMethod]:
+    """What ``evaluate`` calls once per trial for a fresh method: ``method`` itself, a copy of a method (it was
+    called: 'PhysBayes' object is not callable), or a registered name's new method."""
+    if isinstance(method, FewShotMethod):
+        return method_factory(method)
+    if isinstance(method, str):
+        registry.get_class(registry.chosen(method))  # an unknown name is one line naming the valid ones
+        return lambda: registry.get_method(method)
+    if not callable(method):
+        raise EvaluationError(f"evaluate needs a method, its name or a function returning a new one; got "
+                              f"{type(method).__name__} {method!r}")
+    return method
 
 
 def _seeded(method: FewShotMethod, seed: int) -> FewShotMethod:

@@ -205,3 +205,21 @@ def test_a_custom_fbnet_task_on_archs_no_train_table_holds_is_one_line_for_the_e
                                           else [])]) == 2
     assert ("cannot adapt to test device 'lab' on k=5 architectures of its table: no train device has latencies for "
             "all the measured architectures") in capsys.readouterr().err
+
+
+def test_evaluate_takes_a_method_its_name_a_task_name_and_one_k_as_a_factory_does():
+    # a method object and a task name were TypeError / AttributeError deep in evaluate
+    table = nb201_table()
+    task = tasks.custom_task("nb201", ["1080ti_1", "gold_6240"], data.select_devices(table, ["pixel2", "raspi4"]),
+                             train_table=table)
+    factory = protocol.evaluate(lambda: registry.get_method("hwl_ridge"), task, samples=(5,), trials=2, n_pretrain=60)
+    for method in (registry.get_method("hwl_ridge"), "hwl_ridge"):
+        given = protocol.evaluate(method, task, samples=5, trials=2, n_pretrain=60)
+        assert [(r["method"], r["k"], r["per_device"]) for r in given] == [
+            (r["method"], r["k"], r["per_device"]) for r in factory]
+    by_name = protocol.evaluate("copy", "f0", samples=5, trials=1, n_pretrain=30)
+    assert by_name[0]["task"] == "F0" and set(by_name[0]["per_device"]) == set(tasks.TASKS["F0"].test_devices)
+    with pytest.raises(registry.UnknownMethodError, match="unknown method 'phys-bayes'; valid methods"):
+        protocol.evaluate("phys-bayes", task, samples=5)
+    with pytest.raises(EvaluationError, match="evaluate needs a method, its name or a function"):
+        protocol.evaluate(3, task, samples=5)
