@@ -91,6 +91,10 @@ def load_model(path) -> dict:
             damaged = head.read(4) == b"PK\x03\x04"
         what = DAMAGED if damaged else "is not an hwl model file"
         raise ModelFileError(f"{path} {what} ({torch_error(exc)})") from None
+    if hasattr(saved, "adapt") and hasattr(saved, "predict"):  # a researcher's torch.save(method)
+        raise ModelFileError(f"{path} holds a bare {type(saved).__name__} (torch.save of a method), not an hwl model "
+                             "file: write it with harness.model_file.save_model(path, model, method=NAME, "
+                             "space=SPACE, train_devices=[...], device=DEVICE)")
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path} is not an hwl model file (write one with `hwl train`)")
     if saved.get("version", 0) > MODEL_VERSION:

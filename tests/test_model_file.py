@@ -6,6 +6,7 @@ import struct
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -46,6 +47,23 @@ def test_every_method_predicts_the_same_after_save_and_load(small, tmp_path, spa
     loaded = load_model(path)
     assert (loaded["method"], loaded["space"], loaded["device"]) == (method, space, "new")
     np.testing.assert_array_equal(loaded["model"].predict(list(new.index)), model.predict(list(new.index)))
+
+
+def test_a_method_saved_with_torch_save_alone_is_refused_naming_save_model(small, tmp_path, capsys):
+    # README said a model file is torch.save of the method: such a file was "not an hwl model file (write one with
+    # `hwl train`)"; the file save_model writes reads back in Python with load_model
+    train, new = small["nb201"]
+    model = registry.get_method("hwl_ridge").pretrain("nb201", train).adapt(list(new.index[:8]),
+                                                                         new.iloc[:8].to_numpy(), device="new")
+    torch.save(model, tmp_path / "bare.pt")
+    assert main(["predict", str(tmp_path / "bare.pt"), "--device", "new", "--archs", "0-9",
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert "holds a bare HWLRidge (torch.save of a method), not an hwl model file: write it with " \
+           "harness.model_file.save_model(path, model, method=NAME" in capsys.readouterr().err
+    save_model(tmp_path / "m.pt", model, method="hwl_ridge", space="nb201", train_devices=list(train), device="new")
+    assert main(["predict", str(tmp_path / "m.pt"), "--device", "new", "--archs", "0-9",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "p.csv")["predicted_ms"], model.predict(range(10)))
 
 
 class _RunsACommand:
