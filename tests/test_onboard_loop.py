@@ -240,3 +240,17 @@ def test_an_answer_that_is_no_latency_is_one_clear_error(method, small, answer, 
     with pytest.raises(OnboardError, match=words):
         loop.run()
     assert loop.measured == {} and loop.failed == []
+
+
+def test_arch_string_candidates_onboard_as_their_indices_and_another_space_is_refused(method, small):
+    # strings reached the method's design (a KeyError deep in it); fbnet for an nb201 method ran on, silently
+    from spaces import nb201
+
+    tables, truth = small
+    settings = OnboardSettings(budget=6, n_initial=5, n_members=0)
+    by_index = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth), settings, tables=tables).run()
+    strings = [nb201.to_string(a) for a in truth.index]
+    by_string = OnboardLoop(method, "nb201", strings, TableDevice(truth), settings, tables=tables).run()
+    assert by_string.measured == by_index.measured
+    with pytest.raises(OnboardError, match="SimpleReference was pretrained on nb201, not fbnet"):
+        OnboardLoop(method, "fbnet", list(truth.index), TableDevice(truth), settings)

@@ -36,8 +36,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from predictors.base import FewShotMethod
+from predictors.base import FewShotMethod, space_keys
 from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
+from spaces import get_space
 from predictors.onboard.settings import (ESTIMATORS, INITIALS, MODEL_ACQUISITIONS, STRATEGIES,  # noqa: F401
                                          OnboardError, OnboardSettings)  # (re-exported: the loop's API)
 
@@ -100,8 +101,10 @@ class OnboardLoop:
     method : FewShotMethod
         Pretrained (``pretrain`` done); never changed, adapted copies are made.
     space : str
+        The space ``method`` was pretrained on.
     candidates : sequence
-        Architecture keys the predictor must cover (the whole space, or a subset).
+        Architecture keys the predictor must cover (the whole space, or a subset); NB201 arch strings are read as
+        their indices, which ``measure`` and the result then name.
     measure : callable
         ``measure(archs) -> latencies`` (see module doc).
     settings : OnboardSettings
@@ -121,14 +124,20 @@ class OnboardLoop:
                  *, tables: dict | None = None, device: str | None = None, measured: Mapping | None = None,
                  failed=(), on_step: Callable | None = None):
         self.method = method
-        self.space = space
-        self.candidates = list(dict.fromkeys(candidates))
+        self.space = get_space(space).NAME
+        pretrained = getattr(method, "space_", None)
+        if pretrained is not None and pretrained != self.space:  # it ran on, its picks and features of another space
+            raise OnboardError(f"{type(method).__name__} was pretrained on {pretrained}, not {self.space}: pretrain "
+                               f"it on {self.space} tables, or onboard in {pretrained}")
+        # the space's keys: an NB201 arch string is its index (measure is asked by index), a key of no arch one line
+        self.candidates = list(dict.fromkeys(space_keys(self.space, candidates, "OnboardLoop candidates")))
         self.measure = measure
         self.settings = settings
         self.tables = tables
         self.device = device
-        self.measured: dict = dict(measured or {})
-        self.failed: list = list(dict.fromkeys(failed))
+        known = dict(measured or {})
+        self.measured: dict = dict(zip(space_keys(self.space, known, "OnboardLoop measured"), known.values()))
+        self.failed: list = list(dict.fromkeys(space_keys(self.space, failed, "OnboardLoop failed")))
         self.on_step = on_step
         self.rng = np.random.default_rng([settings.seed, 0x0B0A])
         settings.check(len(self.candidates))
