@@ -61,9 +61,16 @@ class Problem:
 
     @classmethod
     def from_tables(cls, accuracy: pd.Series, latency_ms: pd.Series, max_latency_ms: float, candidates=None):
-        """Candidates known to both tables (optionally restricted to ``candidates``)."""
+        """Candidates known to both tables (optionally restricted to ``candidates``): a Series each, indexed by arch;
+        a missing value (NaN: a failed measurement) leaves its arch out."""
         if not max_latency_ms > 0:
             raise SearchError(f"the latency limit must be a positive number of ms, got {max_latency_ms}")
+        for what, values in (("accuracy", accuracy), ("latency_ms", latency_ms)):
+            if not isinstance(values, pd.Series):  # a whole accuracy table was taken as one, and searched on
+                raise SearchError(f"{what} must be a pandas Series indexed by arch (one column of a table, as "
+                                  f"accuracy['cifar10']), got {type(values).__name__}")
+        # a NaN latency was a candidate, and the search then adapted on it; a NaN accuracy was searched on
+        accuracy, latency_ms = accuracy.dropna(), latency_ms.dropna()
         common = accuracy.index.intersection(latency_ms.index)
         if candidates is not None:
             common = common.intersection(pd.Index(list(candidates)))

@@ -70,6 +70,18 @@ def test_optimum_and_oracle_counting():
         Problem.from_tables(p.accuracy, p.latency_ms, -1)
 
 
+def test_a_missing_value_leaves_its_arch_out_and_a_whole_table_is_refused(problem):
+    # a NaN latency was a candidate, which the search then adapted on (an error deep in the method); an accuracy
+    # DataFrame made a Problem that searched on a table
+    accuracy, latency = problem.accuracy.copy(), problem.latency_ms.copy()
+    accuracy.iloc[0], latency.iloc[1] = np.nan, np.nan
+    kept = Problem.from_tables(accuracy, latency, problem.max_latency_ms)
+    assert kept.candidates == problem.candidates[2:]
+    with pytest.raises(SearchError, match=r"accuracy must be a pandas Series indexed by arch \(one column of a table, "
+                                          r"as accuracy\['cifar10'\]\), got DataFrame"):
+        Problem.from_tables(pd.DataFrame({"cifar10": accuracy}), latency, 5.0)
+
+
 @pytest.mark.slow
 def test_predictor_search_finds_the_constructed_optimum(problem, latency_method):
     _, best, _ = problem.optimum()
