@@ -49,6 +49,40 @@ class TrainTables(dict):
         self.full = dict(sample) if full is None else dict(full)
 
 
+def train_tables(space: str, train, method: str = "pretrain") -> TrainTables:
+    """``train`` as a method pretrains on it: device -> latency Series indexed by ``space``'s keys (``space_keys``),
+    its missing values (a wide table's NaN: not measured) left out, a ``TrainTables``' ``full`` kept. A long table
+    (``device``, ``latency_ms`` and an arch column, as ``predictors.data`` reads files) is read by device. Anything
+    else, or a table of the other space, is one ValueError naming it: a DataFrame was 'The truth value of a DataFrame
+    is ambiguous', an FBNet table pretrained an NB201 HWLRidge without a word."""
+    if isinstance(train, pd.DataFrame):
+        from predictors import data
+
+        train = TrainTables(data.by_device(data.from_frame(train, space, where=f"{method}'s table")))
+    if not isinstance(train, dict) or not train:
+        raise ValueError(f"{method} needs train devices: a dict device -> latency Series indexed by arch "
+                         f"(predictors.data.by_device(table)), or a table with device, latency_ms and an arch column; "
+                         f"got {'an empty dict' if isinstance(train, dict) else type(train).__name__}")
+    checked: set = set()  # devices share most archs: each key is read once
+    full = {d: _device_series(space, d, s, method, checked) for d, s in full_tables(train).items()}
+    sample = {d: _device_series(space, d, s, method, checked) for d, s in train.items()}
+    return TrainTables(sample, full)
+
+
+def _device_series(space: str, device, series, method: str, checked: set) -> pd.Series:
+    if not isinstance(series, pd.Series):
+        raise ValueError(f"{method}: train device {device!r} has a {type(series).__name__}, not a latency Series "
+                         "indexed by arch (pandas.Series(latencies, index=archs))")
+    if series.isna().any():
+        series = series.dropna()
+    new = [k for k in series.index.tolist() if k not in checked]
+    keys = space_keys(space, new, f"{method}: train device {device!r}")
+    if keys != new:  # not all the space's own keys (NB201 arch strings): the whole index through the space
+        series = series.set_axis(space_keys(space, series.index))
+    checked.update(keys)
+    return series
+
+
 def full_tables(train: dict) -> dict:
     """The whole train-device tables behind ``train`` (``train`` itself for a plain dict)."""
     return getattr(train, "full", train)
@@ -132,8 +166,9 @@ class FewShotMethod(BaseEstimator):
         bad = ~np.isfinite(y)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"adapt needs a finite latency for every architecture, not NaN or infinity ({int(bad.sum())} "
-                             f"of {len(y)}; first: arch {archs[first]!r}, {y[first]}): leave failed measurements out")
+            raise ValueError(f"adapt needs a finite latency for every architecture, not NaN or infinity "
+                             f"({int(bad.sum())} of {len(y)}; first: arch {archs[first]!r}, {y[first]}): leave failed "
+                             "measurements out")
         adapted = copy.deepcopy(self)
         adapted._adapt(space_keys(self.space_, archs, f"{type(self).__name__}.adapt"), y, device)
         adapted.adapted_ = True

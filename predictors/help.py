@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch.func import functional_call
 
-from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, train_tables
 from predictors.encodings import VecEncoder
 from predictors.nets import mlp_layers
 from spaces import get_space
@@ -126,9 +126,8 @@ class HELP(FewShotMethod):
 
     # -- pretrain (meta-training) ------------------------------------------------------------
     def pretrain(self, space, train):
-        if not train:
-            raise ValueError("HELP needs at least one train device")
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.references_ = reference_archs(self.space_)
         tables = full_tables(train)
         self.encoder_ = VecEncoder(self.space_).fit()

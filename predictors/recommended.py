@@ -60,7 +60,7 @@ import pandas as pd
 from scipy.stats import norm, rankdata
 
 from predictors import grid_primal
-from predictors.base import FewShotMethod, full_tables, union_keys
+from predictors.base import FewShotMethod, full_tables, train_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GroupScaler, raw_group
 from predictors.layer_costs import RIDGE, fit_layer_costs, layer_design
@@ -453,6 +453,7 @@ class PhysBayes(FewShotMethod):
         if self.response not in RESPONSES:
             raise ValueError(f"unknown response {self.response!r}; valid responses: {', '.join(RESPONSES)}")
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.tables_ = full_tables(train)
         if not self.tables_:
             raise ValueError(f"{type(self).__name__} needs at least one train device")

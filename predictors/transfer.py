@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, union_keys
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, train_tables, union_keys
 from predictors.baselines.copy_device import best_correlated
 from predictors.encodings import HWLEncoder, VecEncoder, ZCPEncoder, read_proxy_table
 from predictors.multidevice import MultiDevicePredictor
@@ -141,9 +141,8 @@ class TransferLearning(FewShotMethod):
             raise ValueError(f"ensemble must be at least 1, got {self.ensemble}")
         if self.init not in ("eq1", "mean"):
             raise ValueError(f"unknown init {self.init!r}; valid: eq1, mean")
-        if not train:
-            raise ValueError(f"{type(self).__name__} needs at least one train device")
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.tables_ = full_tables(train)
         proxies = self.proxy_table
         if isinstance(proxies, (str, Path)):

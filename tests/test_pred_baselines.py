@@ -179,3 +179,28 @@ def test_adapt_reads_a_series_by_its_index_and_refuses_nan_or_a_2d_array():
         method.adapt(picked, np.where(np.arange(4) == 1, np.nan, y))
     with pytest.raises(ValueError, match=r"a 1-d sequence; got an array of shape \(4, 1\)"):
         method.adapt(picked, y[:, None])
+
+
+def test_pretrain_takes_a_long_table_and_refuses_what_is_no_train_table_of_the_space_in_one_line():
+    from spaces.errors import ArchError
+
+    table = data.help_table("nb201")
+    table = table[(table["arch"] < 200) & table["device"].isin(["1080ti_1", "pixel3", "raspi4"])]
+    train = table[table["device"] != "raspi4"]
+    truth = data.by_device(table, ["raspi4"])["raspi4"]
+    picked = [3, 9, 17, 30, 44]
+    expected = HWLRidge().pretrain("nb201", data.by_device(train)).adapt(picked, truth.loc[picked]).predict(range(200))
+    from_frame = HWLRidge().pretrain("nb201", train)  # the long table: 'The truth value of a DataFrame is ambiguous'
+    np.testing.assert_array_equal(from_frame.adapt(picked, truth.loc[picked]).predict(range(200)), expected)
+    wide = train.pivot(index="arch", columns="device", values="latency_ms")
+    wide.loc[wide.index[:5], "pixel3"] = np.nan  # not measured there: left out, as a long table that lacks the rows
+    method = HWLRidge().pretrain("nb201", {d: wide[d] for d in wide.columns})
+    assert len(method.tables_["pixel3"]) == 195 and not method.tables_["pixel3"].isna().any()
+    fbnet = data.by_device(data.help_table("fbnet").head(50))
+    with pytest.raises(ArchError, match=r"HWLRidge.pretrain: train device '\w+': 'k\w+,.*' is not a nb201 "
+                                        r"architecture \(it looks like a fbnet architecture\)"):
+        HWLRidge().pretrain("nb201", fbnet)  # an NB201 HWLRidge pretrained on FBNet's tables without a word
+    with pytest.raises(ValueError, match="train device 'a' has a ndarray, not a latency Series indexed by arch"):
+        SimpleReference().pretrain("nb201", {"a": np.arange(1.0, 11.0)})
+    with pytest.raises(ValueError, match="PhysBayes.pretrain needs train devices: a dict device -> latency Series"):
+        registry.get_method("phys_bayes").pretrain("nb201", {})

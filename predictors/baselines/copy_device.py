@@ -6,7 +6,7 @@ import logging
 import numpy as np
 from scipy.stats import spearmanr
 
-from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, train_tables
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class CopyBaseline(FewShotMethod):
 
     def pretrain(self, space, train):
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.tables_ = full_tables(train)
         if not self.tables_:
             raise ValueError("copy needs at least one train device")

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables
+from predictors.base import FewShotMethod, UnusableMeasurementsError, full_tables, train_tables
 from predictors.encodings.hwl import HWLEncoder, latency_matrix
 from spaces import get_space
 
@@ -53,6 +53,7 @@ class HWLRidge(FewShotMethod):
 
     def pretrain(self, space, train):
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.tables_ = full_tables(train)
         self.train_ = dict(train)
         fit_archs = sorted({a for s in train.values() for a in s.index}, key=str)

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 from scipy.stats import spearmanr
 
-from predictors.base import FewShotMethod, full_tables, union_keys
+from predictors.base import FewShotMethod, full_tables, train_tables, union_keys
 from predictors.baselines import bayes_linear
 from predictors.baselines.features import GROUPS, GroupScaler, raw_group
 from spaces import get_space
@@ -97,6 +97,7 @@ class SimpleReference(FewShotMethod):
         if unknown or not self.groups:
             raise ValueError(f"unknown feature groups {unknown}; valid groups: {', '.join(GROUPS)}")
         self.space_ = get_space(space).NAME
+        train = train_tables(self.space_, train, f"{type(self).__name__}.pretrain")
         self.tables_ = full_tables(train)
         self.devices_ = list(self.tables_)
         self.train_ = dict(train)
