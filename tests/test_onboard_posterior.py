@@ -20,6 +20,7 @@ from predictors.onboard.posterior import (FeaturePosterior, GridPosterior, expec
                                           measured_noise_factor, model_rho, model_rho_at, spearman_rows, supports)
 from predictors.onboard.replay import TableDevice, replay_device
 from predictors.onboard.report import text_lines
+from spaces import nb201
 from tests.onboard_tables import small  # noqa: F401  (the shared fixture)
 
 
@@ -223,6 +224,9 @@ def test_loop_with_a_posterior_runs_without_ensemble_or_cv(method, small, strate
     assert half > 0 and est.low <= est.rho - half + 1e-12 and est.high >= min(1.0, est.rho + half)
     pred_ms, sd = loop.predict_table()
     assert np.all(pred_ms > 0) and np.all(sd > 0)
+    # as predict takes them (a KeyError in the posterior's features)
+    some = [nb201.to_string(a) for a in truth.index[:3]]
+    np.testing.assert_allclose(np.column_stack(loop.predict_table(some)), np.column_stack([pred_ms, sd])[:3], rtol=1e-9)
     rest = [a for a in truth.index if a not in result.measured]
     assert spearmanr(result.adapted.predict(rest), truth.loc[rest]).statistic > 0.8
 

@@ -211,13 +211,14 @@ class OnboardLoop:
         return self._pool_feats
 
     def predict_table(self, archs=None) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate).
+        """(predicted latency_ms, uncertainty in log-ms) of ``archs`` (default: every candidate; NB201 arch strings
+        are read as their indices, as ``predict`` reads them).
 
         The uncertainty is NaN (unknown) while fewer than 2 distinct latencies are measured.
         """
         if self.adapted is None:
             raise OnboardError("nothing adapted yet: run() first")
-        archs = self.candidates if archs is None else list(archs)
+        archs = self.candidates if archs is None else space_keys(self.space, archs, "OnboardLoop.predict_table")
         if len(set(self.measured.values())) < 2:
             # one distinct latency (failures, a coarse timer) fits a constant: its spread of 0 is no certainty
             return np.asarray(self.adapted.predict(archs), dtype=np.float64), np.full(len(archs), np.nan)
