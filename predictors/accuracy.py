@@ -35,7 +35,7 @@ from harness.errors import UserError
 from harness.paths import why_not_a_file
 from predictors.base import FewShotMethod
 from predictors.encodings import VecEncoder, ZCPEncoder, zcp_vec
-from predictors.protocol import MIN_SCORED, score_device
+from predictors.protocol import MIN_SCORED, sample_counts, score_device
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def evaluate_scratch(accuracy: pd.DataFrame, *, encoding: str, dataset: str = "c
     truth = _truth(accuracy, dataset, pool, proxies if encoding != "vec" else None)
     _check_trials(trials)
     results = []
-    for k in sorted({int(k) for k in samples}):
+    for k in sample_counts(samples):
         _check_k(k, len(truth))
         start = time.perf_counter()
         scores = [score_device(AccuracyScratch(encoding, proxies=proxies, epochs=epochs, random_state=seed)

@@ -24,7 +24,7 @@ import pandas as pd
 from harness.errors import UserError
 from predictors import data
 from predictors.accuracy import finetune_mlp, fit_mlp, make_mlp
-from predictors.protocol import spearman
+from predictors.protocol import sample_counts, spearman
 from spaces import get_space
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def transfer_device(source: pd.DataFrame, target: pd.DataFrame, device: str, *, 
     src_y = data.by_device(source, [device])[device].reindex(src_x.index).dropna()
     tgt_y = data.by_device(target, [device])[device].reindex(tgt_x.index).dropna()
     src_x, tgt_x = src_x.loc[src_y.index], tgt_x.loc[tgt_y.index]
-    samples = sorted({int(k) for k in samples})
+    samples = sample_counts(samples)
     if not samples or samples[0] < 2:  # k=0 was sklearn's batch_size error; k=1 standardises to a constant
         raise UserError(f"every k must be at least 2, got {', '.join(map(str, samples)) or 'none'}")
     if samples[-1] >= len(tgt_y) - 1:

@@ -83,6 +83,12 @@ def spearman(pred, truth) -> float:
     return float(spearmanr(pred, truth).statistic)
 
 
+def sample_counts(samples) -> list[int]:
+    """The k values of ``samples``, one k or several, sorted and each once (``samples=10`` was "'int' object is
+    not iterable")."""
+    return sorted({int(k) for k in ([samples] if isinstance(samples, (int, np.integer)) else samples)})
+
+
 def check_scorable(device: str, truth: pd.Series, k: int) -> None:
     """Refuse a test device on which rho after k measurements can be undefined or next to meaningless.
 
@@ -132,7 +138,7 @@ def evaluate(make_method: Callable[[], FewShotMethod] | FewShotMethod | str, tas
         ``MIN_SCORED`` archs left, or one latency for all of them: ``check_scorable``).
     """
     make_method, task = _method_maker(make_method), get_task(task) if isinstance(task, str) else task
-    samples = sorted({int(k) for k in ([samples] if isinstance(samples, (int, np.integer)) else samples)})
+    samples = sample_counts(samples)
     if not samples or samples[0] < 1:
         raise EvaluationError(f"every k must be a positive integer, got {samples}")
     if trials < 1:
@@ -248,4 +254,5 @@ def method_factory(method: FewShotMethod) -> Callable[[], FewShotMethod]:
 
 
 __all__ = ["DEFAULT_N_PRETRAIN", "DEFAULT_SAMPLES", "DEFAULT_TRIALS", "EvaluationError", "FEW_SCORED", "MIN_SCORED",
-           "check_scorable", "evaluate", "method_factory", "pretrain_sample", "score_device", "spearman"]
+           "check_scorable", "evaluate", "method_factory", "pretrain_sample", "sample_counts", "score_device",
+           "spearman"]

@@ -163,6 +163,9 @@ def test_scratch_leaves_the_protocol_s_archs_to_score_and_runs_a_trial(accuracy)
         evaluate_scratch(accuracy, encoding="vec", samples=(5,), trials=0, pool=range(20), epochs=5)
     (result,) = evaluate_scratch(accuracy, encoding="vec", samples=(15,), trials=1, pool=range(20), epochs=5)
     assert result["k"] == 15 and np.isfinite(result["mean"])
+    # one k as a number, as evaluate takes it: "'int' object is not iterable"
+    (one,) = evaluate_scratch(accuracy, encoding="vec", samples=15, trials=1, pool=range(20), epochs=5)
+    assert dict(one, seconds=0) == dict(result, seconds=0)
 
 
 @pytest.mark.slow

@@ -39,6 +39,16 @@ def test_transfer_beats_scratch_with_few_samples(tables, tmp_path):
     assert path.stat().st_size > 1000
 
 
+def test_one_k_is_taken_as_a_number(tables):
+    # as evaluate takes it: "'int' object is not iterable"
+    nb, fb = tables
+    kwargs = dict(source_space="nb201", target_space="fbnet", trials=1, epochs=2, transfer_epochs=2,
+                  methods=("hwl_scratch",))
+    one = transfer_device(nb, fb, "raspi4", samples=4, **kwargs)
+    assert [(r["k"], r["mean"]) for r in one] == [(r["k"], r["mean"]) for r in transfer_device(nb, fb, "raspi4",
+                                                                                                samples=(4,), **kwargs)]
+
+
 def test_unshared_device_and_large_k_are_refused(tables):
     nb, fb = tables
     with pytest.raises(UserError, match="shared devices: 1080ti_1"):
