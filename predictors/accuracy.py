@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from harness.errors import UserError
 from harness.paths import why_not_a_file
-from predictors.base import FewShotMethod
+from predictors.base import FewShotMethod, space_keys
 from predictors.encodings import VecEncoder, ZCPEncoder, zcp_vec
 from predictors.protocol import MIN_SCORED, sample_counts, score_device
 from spaces import get_space
@@ -352,7 +352,7 @@ def _truth(accuracy: pd.DataFrame, dataset: str, pool, proxies) -> pd.Series:
         raise AccuracyTableError(f"unknown dataset {dataset!r}; the table has {', '.join(accuracy.columns)}")
     series = accuracy[dataset].dropna()
     if pool is not None:
-        series = series.reindex(list(pool)).dropna()
+        series = series.reindex(space_keys("nb201", pool, "pool")).dropna()  # arch strings read as indices
     if proxies is not None:
         series = series[series.index.isin(proxies.index)]
     if len(series) < 3:

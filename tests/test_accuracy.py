@@ -12,6 +12,7 @@ from predictors.accuracy import (AccuracyMLP, AccuracyTableError, AccuracyTransf
 from sklearn.exceptions import NotFittedError
 from predictors.encodings import read_proxy_table
 from predictors.zcp import fill_nonfinite
+from spaces import nb201
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "nb201_accuracy.csv").is_file(), reason="needs ../shared/data")
@@ -166,6 +167,14 @@ def test_scratch_leaves_the_protocol_s_archs_to_score_and_runs_a_trial(accuracy)
     # one k as a number, as evaluate takes it: "'int' object is not iterable"
     (one,) = evaluate_scratch(accuracy, encoding="vec", samples=15, trials=1, pool=range(20), epochs=5)
     assert dict(one, seconds=0) == dict(result, seconds=0)
+
+
+def test_a_pool_of_arch_strings_is_the_pool_of_their_indices(accuracy):
+    # it was "only 0 architectures have both an accuracy and the encoding's inputs"
+    strings = [nb201.to_string(i) for i in range(20)]
+    (by_string,) = evaluate_scratch(accuracy, encoding="vec", samples=(15,), trials=1, pool=strings, epochs=5)
+    (by_index,) = evaluate_scratch(accuracy, encoding="vec", samples=(15,), trials=1, pool=range(20), epochs=5)
+    assert dict(by_string, seconds=0) == dict(by_index, seconds=0)
 
 
 @pytest.mark.slow
