@@ -254,3 +254,13 @@ def test_arch_string_candidates_onboard_as_their_indices_and_another_space_is_re
     assert by_string.measured == by_index.measured
     with pytest.raises(OnboardError, match="SimpleReference was pretrained on nb201, not fbnet"):
         OnboardLoop(method, "fbnet", list(truth.index), TableDevice(truth), settings)
+
+
+def test_a_method_not_pretrained_is_refused_before_anything_is_measured(small):
+    # its design picks were measured, then the first adapt said "not pretrained": device time spent for nothing
+    _, truth = small
+    device = TableDevice(truth)
+    with pytest.raises(OnboardError, match="SimpleReference is not pretrained: call pretrain"):
+        OnboardLoop(registry.get_method("simple_reference"), "nb201", list(truth.index), device,
+                    OnboardSettings(budget=6)).run()
+    assert device.asked == []

@@ -126,7 +126,10 @@ class OnboardLoop:
         self.method = method
         self.space = get_space(space).NAME
         pretrained = getattr(method, "space_", None)
-        if pretrained is not None and pretrained != self.space:  # it ran on, its picks and features of another space
+        if pretrained is None:  # the first adapt would fail, after the first picks were measured
+            raise OnboardError(f"{type(method).__name__} is not pretrained: call pretrain(space, train) before "
+                               "onboarding")
+        if pretrained != self.space:  # it ran on, its picks and features of another space
             raise OnboardError(f"{type(method).__name__} was pretrained on {pretrained}, not {self.space}: pretrain "
                                f"it on {self.space} tables, or onboard in {pretrained}")
         # the space's keys: an NB201 arch string is its index (measure is asked by index), a key of no arch one line
