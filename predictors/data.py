@@ -376,6 +376,11 @@ def by_device(table: pd.DataFrame, devices=None) -> dict[str, pd.Series]:
     """device -> ``Series`` of latency_ms indexed by arch (the shape methods take), in canonical arch
     order (:func:`canonical_order`): seeded picks go by position, so the same data in another row
     order (a shuffled file, a store) must give the same Series."""
+    missing = [c for c in ("arch", "device", "latency_ms") if c not in table.columns]
+    if missing:  # a file's own columns (arch_index, arch_str): KeyError 'arch'
+        raise LatencyTableError(f"by_device reads a table in hwl's shape (arch, device, latency_ms), and this one "
+                                f"lacks {', '.join(missing)}; it has {', '.join(map(str, table.columns))}: read the "
+                                "file with read_table(path, space), or the frame with from_frame(frame, space), first")
     devices = devices_of(table) if devices is None else check_devices(table, devices)
     if len(table) == 0:
         raise LatencyTableError("the latency table is empty")

@@ -386,3 +386,14 @@ def test_a_table_with_spaces_after_its_commas_reads_one_device_per_name(tmp_path
     table = data.read_table(path, "nb201")
     assert sorted(zip(table["device"], table["arch"], table["latency_ms"])) == [("pi", 1, 2.5), ("pi", 2, 1.5),
                                                                                 ("pi", 3, 4.0)]
+
+
+def test_by_device_of_a_frame_in_a_files_own_columns_names_what_to_read_it_with():
+    # pandas.read_parquet of the public table gives arch_index and arch_str: by_device was KeyError: 'arch'
+    raw = pd.DataFrame({"arch_index": [0, 1], "arch_str": [nb201.to_string(0), nb201.to_string(1)],
+                        "device": ["pi", "pi"], "latency_ms": [1.0, 2.0]})
+    with pytest.raises(LatencyTableError, match=r"lacks arch; it has arch_index, arch_str, device, latency_ms: read "
+                                                r"the file with read_table\(path, space\), or the frame with "
+                                                r"from_frame\(frame, space\), first"):
+        data.by_device(raw, ["pi"])
+    assert data.by_device(data.from_frame(raw, "nb201"))["pi"].to_dict() == {0: 1.0, 1: 2.0}
