@@ -29,7 +29,6 @@ from sklearn.base import BaseEstimator
 
 from spaces import fbnet, nb201
 
-N_NB201 = nb201.N_ARCHS
 _FBNET_OPS = frozenset(fbnet.OPS)
 
 
@@ -103,7 +102,8 @@ def space_keys(space: str, archs, where: str = "architectures") -> list:
     archs = list(archs)
     if space == nb201.NAME:
         ints = np.asarray(archs)
-        if ints.dtype.kind in "iu" and ints.ndim == 1 and (not len(ints) or 0 <= ints.min() <= ints.max() < N_NB201):
+        if ints.dtype.kind in "iu" and ints.ndim == 1 and (
+                not len(ints) or 0 <= ints.min() <= ints.max() < nb201.N_ARCHS):
             return ints.tolist()
     elif all(type(a) is str and a.count(",") == fbnet.N_LAYERS - 1 and set(a.split(",")) <= _FBNET_OPS
              for a in archs):  # canonical already (every key of a table and a sample): parsing them costs
@@ -169,8 +169,9 @@ class FewShotMethod(BaseEstimator):
             raise ValueError(f"adapt needs a finite latency for every architecture, not NaN or infinity "
                              f"({int(bad.sum())} of {len(y)}; first: arch {archs[first]!r}, {y[first]}): leave failed "
                              "measurements out")
+        keys = space_keys(self.space_, archs, f"{type(self).__name__}.adapt")
         adapted = copy.deepcopy(self)
-        adapted._adapt(space_keys(self.space_, archs, f"{type(self).__name__}.adapt"), y, device)
+        adapted._adapt(keys, y, device)
         adapted.adapted_ = True
         return adapted
 
