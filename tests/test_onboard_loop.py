@@ -256,6 +256,15 @@ def test_arch_string_candidates_onboard_as_their_indices_and_another_space_is_re
         OnboardLoop(method, "fbnet", list(truth.index), TableDevice(truth), settings)
 
 
+def test_measurements_already_made_may_be_a_series(method, small):
+    # resuming from a table's latencies: "The truth value of a Series is ambiguous"
+    _, truth = small
+    known = truth.iloc[[3, 50, 100]]
+    result = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth.drop(index=known.index)),
+                         OnboardSettings(budget=6, n_members=0), measured=known).run().measured
+    assert len(result) == 6 and {a: result[a] for a in known.index} == known.to_dict()
+
+
 def test_a_method_not_pretrained_is_refused_before_anything_is_measured(small):
     # its design picks were measured, then the first adapt said "not pretrained": device time spent for nothing
     _, truth = small

@@ -113,7 +113,7 @@ class OnboardLoop:
     device : str, optional
         The new device's name (passed to ``adapt``).
     measured : mapping, optional
-        arch -> latency_ms already known for the device.
+        arch -> latency_ms already known for the device (a dict, or a latency Series indexed by arch).
     failed : iterable, optional
         Archs whose measurement failed before (never picked again).
     on_step : callable, optional
@@ -138,7 +138,7 @@ class OnboardLoop:
         self.settings = settings
         self.tables = tables
         self.device = device
-        known = dict(measured or {})
+        known = {} if measured is None else dict(measured)  # a Series too (`measured or {}` asked it for a truth value)
         self.measured: dict = dict(zip(space_keys(self.space, known, "OnboardLoop measured"), known.values()))
         self.failed: list = list(dict.fromkeys(space_keys(self.space, failed, "OnboardLoop failed")))
         self.on_step = on_step
