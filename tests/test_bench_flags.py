@@ -131,10 +131,12 @@ def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, mon
 @pytest.mark.slow
 def test_a_checkpoint_no_round_reaches_is_named(tmp_path):
     """bench_onboard_uncertainty --checkpoints 1 (before the loop's first round) printed an empty table and wrote
-    an empty summary without a word; the checkpoint is now named on stderr, and the others are reported."""
+    an empty summary without a word; the checkpoint is now named on stderr, and the others are reported. (One
+    replayed device, a train device held out, not N0's six test devices: the checkpoints are the same code.)"""
     out = tmp_path / "u.json"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onboard_uncertainty"), "--tasks", "N0",
-                          "--budget", "5", "--checkpoints", "1,5", "--json", str(out)],
+                          "--mode", "train", "--holdouts", "1", "--budget", "5", "--checkpoints", "1,5", "--json",
+                          str(out)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert "--checkpoints 1: no replayed round had 1 measurements (the loop's rounds start after its first picks)" \
