@@ -95,22 +95,28 @@ def event_stats_watch():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _monitor_log_after(seconds: float) -> str:
-    """The autoscaler monitor's log of the running Ray, ``seconds`` after the monitor started."""
+def _monitor_log_after(seconds: float, *, until: str | None = None) -> str:
+    """The autoscaler monitor's log of the running Ray, ``seconds`` after the monitor started; with ``until``, as
+    soon as the log holds that text (polled, so a fast monitor is not waited out), ``seconds`` at most."""
     log = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "monitor.log"
     deadline = time.monotonic() + 60
     while "Monitor: Started" not in (log.read_text(errors="replace") if log.exists() else ""):
         assert time.monotonic() < deadline, "the autoscaler's monitor did not start within 60 s"
         time.sleep(0.5)
-    time.sleep(seconds)
-    return log.read_text(errors="replace")
+    if until is None:
+        time.sleep(seconds)
+        return log.read_text(errors="replace")
+    deadline = time.monotonic() + seconds
+    while until not in (text := log.read_text(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return text
 
 
 def test_the_local_rays_autoscaler_monitor_logs_no_status_every_few_seconds(ray_tmp):
     """The autoscaler's monitor logged the cluster's status (some 20 lines) and two timing lines every 5 s
     to monitor.log, about 13 MB a day; a local Ray of one node has nothing to scale."""
     with ray_session(num_cpus=1, temp_dir=ray_tmp):
-        text = _monitor_log_after(16)  # 3 updates at Ray's 5 s
+        text = _monitor_log_after(12)  # 2 updates at Ray's 5 s (the first comes 5 s after the monitor starts)
     assert "Autoscaler status" not in text
     assert text.count("to complete the update iteration") <= 1  # the first update's, at most
     assert "RAY_ENABLE_CLUSTER_STATUS_LOG" not in os.environ  # set for Ray's processes only, while they start
@@ -121,7 +127,8 @@ def test_the_autoscaler_settings_a_user_sets_win(ray_tmp, monkeypatch):
     monkeypatch.setenv("RAY_ENABLE_CLUSTER_STATUS_LOG", "1")
     monkeypatch.setenv("AUTOSCALER_UPDATE_INTERVAL_S", "1")
     with ray_session(num_cpus=1, temp_dir=ray_tmp):
-        text = _monitor_log_after(6)
+        # a status a second at the user's interval; hwl's (none, every 60 s) would show none within 30 s
+        text = _monitor_log_after(30, until="Autoscaler status")
     assert "Autoscaler status" in text
     assert os.environ["RAY_ENABLE_CLUSTER_STATUS_LOG"] == "1" and os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] == "1"
 
