@@ -75,8 +75,20 @@ def sample(n: int, seed: int) -> list[str]:
     return [to_key(OPS[c] for c in row) for row in codes]
 
 
+_OP_CODE = {op: code for code, op in enumerate(OPS)}
+
+
 def op_codes(keys) -> np.ndarray:
-    return np.array([[OPS.index(op) for op in parse(k)] for k in keys], dtype=np.uint8)
+    """(n, 22) op indices of ``keys``. Canonical keys (op names, comma-joined: every table's and sample's) are read
+    by a split and a lookup; any other form goes through :func:`parse`. Onboarding and FBNet features read the
+    whole candidate pool each round: parsing every key spent 40 % of an FBNet onboarding replay's time."""
+    try:
+        rows = [[_OP_CODE[op] for op in key.split(",")] for key in keys]
+    except (KeyError, AttributeError):  # an op-index key, spaces, no string: parse says what is wrong
+        rows = None
+    if rows is None or any(len(row) != N_LAYERS for row in rows):
+        rows = [[_OP_CODE[op] for op in parse(key)] for key in keys]
+    return np.array(rows, dtype=np.uint8).reshape(len(rows), N_LAYERS)
 
 
 def vec_encoding(keys) -> np.ndarray:

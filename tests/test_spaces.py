@@ -55,6 +55,21 @@ def test_vec_encodings_are_one_hot():
     assert f.shape == (3, 22 * 9) and np.all(f.reshape(3, 22, 9).sum(-1) == 1)
 
 
+def test_fbnet_op_codes_read_every_key_form_alike_and_refuse_a_bad_one():
+    """op_codes reads canonical keys by a split (a fast path); op-index keys, spaced keys and a mix take parse's."""
+    keys = fbnet.sample(4, seed=2)
+    codes = np.array([[fbnet.OPS.index(op) for op in fbnet.parse(k)] for k in keys], dtype=np.uint8)
+    index_keys = [fbnet.to_idx_key(fbnet.parse(k)) for k in keys]
+    spaced = [k.replace(",", ", ") for k in keys]
+    for form in (keys, index_keys, spaced, keys[:2] + index_keys[2:]):
+        assert np.array_equal(fbnet.op_codes(form), codes)
+    assert fbnet.op_codes([]).shape == (0, fbnet.N_LAYERS)
+    with pytest.raises(ArchError, match="layers, got 21"):
+        fbnet.op_codes([keys[0], keys[1].rsplit(",", 1)[0]])
+    with pytest.raises(ArchError, match="unknown FBNet op 'k9'"):
+        fbnet.op_codes([keys[0], "k9," + keys[1].split(",", 1)[1]])
+
+
 def test_samplers_are_seeded():
     assert nb201.sample(10, 3) == nb201.sample(10, 3)
     assert fbnet.sample(5, 3) == fbnet.sample(5, 3)
