@@ -31,6 +31,17 @@ def count_list(text: str) -> str:
     return _checked_list(text, positive_int)
 
 
+def checkpoints_in_budget(parser, given: str | None, budget: int, default: tuple[int, ...]) -> str:
+    """The measurement counts a replay reports, as text: those ``given`` (one past the budget is refused: its column
+    would repeat the last round's numbers under a count never reached), or the ``default`` counts within the
+    budget and the budget itself. The default alone refused every budget under its largest count."""
+    if given is None:
+        return ",".join(map(str, sorted({k for k in default if k <= budget} | {budget})))
+    if max(int(k) for k in given.split(",")) > budget:
+        parser.error(f"--checkpoints {given}: past the budget of {budget}")
+    return given
+
+
 def number_list(text: str) -> str:
     """A comma-separated list of numbers > 0 (latency limits, scales: ``5,25``), checked and kept as text."""
     return _checked_list(text, positive_float)

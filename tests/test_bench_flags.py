@@ -119,6 +119,16 @@ def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
         "bench_onboard: error: --checkpoints 5,10: past the budget of 5"
 
 
+def test_a_budget_under_the_default_checkpoints_reports_those_within_it_and_the_budget(tmp_path):
+    """bench_onboard --budget 10 without --checkpoints was refused: its default 5,10,15,20 is past the budget."""
+    out = tmp_path / "b.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onboard"), "--tasks", "N0", "--mode", "train",
+                          "--holdouts", "1", "--budget", "3", "--strategies", "random", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(out.read_text())["settings"]["checkpoints"] == "3" and "random n=3" in run.stdout
+
+
 @pytest.mark.parametrize("script, flag", [("bench_onboard", "--scales"), ("bench_onboard", "--temperatures"),
                                           ("bench_search", "--limits")])
 def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, monkeypatch, capsys):
