@@ -62,16 +62,21 @@ def _stat(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()  # the command in parentheses may hold spaces
 
 
-def _parents() -> dict[int, int]:
-    """Each live process's parent, from /proc (empty where there is no /proc). Zombies are left out, and so are
-    the processes already exiting: freeing a large memory takes a while (86 ms for 1 GiB here), and one caught
-    then was killed and recorded as left running, as ``?`` (its command line is gone by then)."""
-    parents = {}
+def _tree() -> tuple[dict[int, list[int]], set[int]]:
+    """Each live process's children, from /proc (empty where there is no /proc), zombies left out; and the processes
+    already exiting. Those are no descendants to kill: freeing a large memory takes a while (86 ms for 1 GiB here),
+    and one caught then was killed and recorded as left running, as ``?`` (its command line is gone by then). Yet
+    their children are theirs until the exit ends: left out of the tree with them, a command's ``setsid sleep``
+    whose parent half was exiting was in no tree, and ran on."""
+    children: dict[int, list[int]] = {}
+    exiting = set()
     for pid in _pids():
         fields = _stat(pid)
-        if fields and fields[0] != "Z" and not int(fields[6]) & PF_EXITING:
-            parents[pid] = int(fields[1])
-    return parents
+        if fields and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(pid)
+            if int(fields[6]) & PF_EXITING:
+                exiting.add(pid)
+    return children, exiting
 
 
 def new_job_mark() -> str:
@@ -127,16 +132,14 @@ def _in_exec(pid: int) -> bool:
 
 
 def descendants(pid: int) -> list[int]:
-    """The live processes below ``pid``, nearest first."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
+    """The live processes below ``pid``, nearest first; those exiting on their own are walked through, not given."""
+    children, exiting = _tree()
     found, todo = [], [pid]
     while todo:
         below = children.get(todo.pop(0), [])
         found += below
         todo += below
-    return found
+    return [p for p in found if p not in exiting]
 
 
 def describe(pid: int) -> str:

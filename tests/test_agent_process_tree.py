@@ -1,5 +1,6 @@
 """agents.process_tree with real processes: a job's processes are found by its mark, and nothing else is killed."""
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -91,3 +92,30 @@ def test_a_process_that_is_exiting_is_not_among_the_descendants():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_children_of_a_process_that_is_exiting_are_among_the_descendants():
+    """An exiting process keeps its children until the end of its exit (freeing 1 GiB takes about 80 ms): leaving it
+    out of the tree left them out too, so a command's ``setsid sleep`` whose parent half was exiting ran on, unseen.
+    They are found through it; it is not named itself."""
+    script = ("import subprocess; b = b'x' * (1 << 30); s = subprocess.Popen(['sleep', '97.64']); "
+              "print(s.pid, flush=True); input()")
+    for _ in range(3):  # the exit is short: a loaded machine may not let this process look at /proc during it
+        proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        sleep = int(proc.stdout.readline())
+        caught = 0
+        try:
+            proc.kill()
+            while (stat := _stat(proc.pid)) and stat[0] != "Z":
+                if int(stat[6]) & PF_EXITING:
+                    below = descendants(os.getpid())
+                    if (after := _stat(proc.pid)) and after[0] != "Z":  # still exiting after the look: still theirs
+                        caught += 1
+                        assert sleep in below and proc.pid not in below
+        finally:
+            proc.kill()
+            proc.wait()
+            os.kill(sleep, signal.SIGKILL)  # re-parented by now, out of this tree
+        if caught:
+            return
+    pytest.fail("the process ended three times before it could be seen exiting")
