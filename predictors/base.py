@@ -120,13 +120,24 @@ def _canonical_fbnet(key: str) -> bool:
     return key.count(",") == fbnet.N_LAYERS - 1 and set(key.split(",")) <= _FBNET_OPS
 
 
-def _values_of(archs: list, latency_ms) -> np.ndarray:
-    """``latency_ms`` as floats in the order of ``archs``: a Series indexed by the archs in another order (a
-    ``table[table.index.isin(archs)]``) is read by its index; by position it gave archs each other's latency."""
-    index = getattr(latency_ms, "index", None)
-    if isinstance(latency_ms, pd.Series) and len(index) == len(archs) and list(index) != archs:
-        if index.is_unique and set(index) == set(archs):
-            latency_ms = latency_ms.loc[archs]
+def _values_of(space: str, archs: list, keys: list, latency_ms) -> np.ndarray:
+    """``latency_ms`` as floats in the order of ``archs`` (whose space's ``keys`` these are): a Series indexed by the
+    archs in another order (a ``table[table.index.isin(archs)]``) is read by its index, its keys read as the space
+    reads them (an NB201 table's indices for arch strings given, or the other way: compared as given, they were read
+    by position); by position it gave archs each other's latency. A Series indexed by no archs of the space is read
+    by position; one naming an arch twice, in another order, is refused: which value is whose cannot be told."""
+    if isinstance(latency_ms, pd.Series) and len(latency_ms) == len(archs) and list(latency_ms.index) != archs:
+        try:
+            index = space_keys(space, latency_ms.index)
+        except (ValueError, TypeError):  # no arch keys (an FBNet sample's RangeIndex): a sequence in archs' order
+            index = keys
+        if index != keys and set(index) == set(keys):
+            if len(set(index)) != len(index):
+                twice = next(a for a, n in pd.Series(index).value_counts().items() if n > 1)
+                raise ValueError(f"adapt reads a latency Series by its index, and this one names arch {twice!r} "
+                                 "more than once, in another order than the archs given: give each arch once, or "
+                                 "the latencies in the order of the archs")
+            latency_ms = pd.Series(latency_ms.to_numpy(), index=index).loc[keys]
     y = np.asarray(latency_ms, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"adapt needs one latency per architecture, a 1-d sequence; got an array of shape {y.shape}")
@@ -167,7 +178,8 @@ class FewShotMethod(BaseEstimator):
         if not self._is_pretrained():
             raise NotFittedError(f"{type(self).__name__} is not pretrained: call pretrain(space, train) first")
         archs = list(archs)
-        y = _values_of(archs, latency_ms)
+        keys = space_keys(self.space_, archs, f"{type(self).__name__}.adapt")
+        y = _values_of(self.space_, archs, keys, latency_ms)
         if len(archs) != len(y) or len(archs) == 0:
             raise ValueError(f"adapt needs as many latencies as architectures (got {len(archs)} and {len(y)})")
         bad = ~np.isfinite(y)
@@ -176,7 +188,6 @@ class FewShotMethod(BaseEstimator):
             raise ValueError(f"adapt needs a finite latency for every architecture, not NaN or infinity "
                              f"({int(bad.sum())} of {len(y)}; first: arch {archs[first]!r}, {y[first]}): leave failed "
                              "measurements out")
-        keys = space_keys(self.space_, archs, f"{type(self).__name__}.adapt")
         adapted = copy.deepcopy(self)
         adapted._adapt(keys, y, device)
         adapted.adapted_ = True

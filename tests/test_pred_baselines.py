@@ -214,3 +214,21 @@ def test_fbnet_keys_are_parsed_once_not_at_every_predict():
     _canonical_fbnet.cache_clear()
     assert space_keys("fbnet", keys) == keys == space_keys("fbnet", keys)
     assert _canonical_fbnet.cache_info().hits == len(keys)
+
+
+def test_adapt_reads_a_series_by_its_index_in_the_other_spelling_of_the_archs():
+    # arch strings given with a table's Series (indexed by index), or indices with one indexed by arch string, in
+    # another order: the two were compared as given, found to differ, and the Series was read by position
+    from spaces import nb201
+
+    truth, tables = constructed_tables()
+    method = HWLRidge().pretrain("nb201", TrainTables(tables))
+    picked = [3, 9, 17, 30]
+    strings = [nb201.to_string(a) for a in picked]
+    expected = method.adapt(picked, truth.loc[picked].to_numpy()).predict(range(40))
+    shuffled = truth.loc[picked[::-1]]
+    np.testing.assert_array_equal(method.adapt(strings, shuffled).predict(range(40)), expected)
+    by_string = shuffled.set_axis([nb201.to_string(a) for a in shuffled.index])
+    np.testing.assert_array_equal(method.adapt(picked, by_string).predict(range(40)), expected)
+    with pytest.raises(ValueError, match="names arch 3 more than once, in another order than the archs given"):
+        method.adapt([3, 3, 9, 17], truth.loc[[3, 9, 3, 17]])
