@@ -2,6 +2,8 @@
 diverse selection on constructed features; the rho estimate and its interval."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -273,3 +275,42 @@ def test_a_method_not_pretrained_is_refused_before_anything_is_measured(small):
         OnboardLoop(registry.get_method("simple_reference"), "nb201", list(truth.index), device,
                     OnboardSettings(budget=6)).run()
     assert device.asked == []
+
+
+def test_an_answer_by_arch_string_is_read_by_arch(method, small):
+    # a Series by arch string in another order was read by position (archs fitted on each other's latencies), and a
+    # dict by arch string failed every arch, asked by index, without a word
+    from spaces import nb201
+
+    _, truth = small
+    by_string = truth.set_axis([nb201.to_string(a) for a in truth.index])
+    for answer in (lambda archs: by_string.loc[[nb201.to_string(a) for a in archs[::-1]]],
+                   lambda archs: {nb201.to_string(a): truth.loc[a] for a in archs}):
+        result = _loop(method, small, answer, budget=6, n_initial=5, n_members=0).run()
+        assert len(result.measured) == 6 and result.measured == {a: truth.loc[a] for a in result.measured}
+
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda archs, truth: truth.loc[archs].to_frame("latency_ms"), "measure returned a DataFrame (columns latency_ms)"),
+    (lambda archs, truth: truth.loc[archs + archs[:1]], "measure answered architecture"),
+])
+def test_a_table_or_an_arch_answered_twice_is_one_clear_error(method, small, answer, words):
+    # a DataFrame was a KeyError (its columns taken for the archs); a Series naming an arch twice said its two
+    # values were "not a latency in ms", printed over lines
+    _, truth = small
+    loop = _loop(method, small, lambda archs: answer(archs, truth), budget=6, n_initial=5, n_members=0)
+    with pytest.raises(OnboardError, match=re.escape(words)):
+        loop.run()
+    assert loop.measured == {} and loop.failed == []
+
+
+def test_a_failed_measurement_among_those_already_made_is_failed_not_adapted_on(method, small):
+    # a NaN in `measured` (a table's unmeasured cell) was adapted on: ValueError, after the first picks were measured
+    _, truth = small
+    known = truth.iloc[[3, 50, 100]].copy()
+    known.iloc[1] = np.nan
+    loop = OnboardLoop(method, "nb201", list(truth.index), TableDevice(truth.drop(index=known.index)),
+                       OnboardSettings(budget=6, n_members=0), measured=known)
+    assert loop.failed == [known.index[1]] and set(loop.measured) == {known.index[0], known.index[2]}
+    result = loop.run()
+    assert known.index[1] not in result.measured and result.spent == 6

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
+import pandas as pd
 
 from predictors.base import FewShotMethod, space_keys
 from predictors.onboard import acquisition, design, ensemble, estimate, posterior, selection
@@ -139,8 +140,11 @@ class OnboardLoop:
         self.tables = tables
         self.device = device
         known = {} if measured is None else dict(measured)  # a Series too (`measured or {}` asked it for a truth value)
-        self.measured: dict = dict(zip(space_keys(self.space, known, "OnboardLoop measured"), known.values()))
+        self.measured: dict = {}
         self.failed: list = list(dict.fromkeys(space_keys(self.space, failed, "OnboardLoop failed")))
+        # read as measure's answers are: a NaN (a table's unmeasured cell) failed the first adapt, after new picks
+        self._record(space_keys(self.space, known, "OnboardLoop measured"),
+                     [_latency(v, a, "measured holds") for a, v in known.items()])
         self.on_step = on_step
         self.rng = np.random.default_rng([settings.seed, 0x0B0A])
         settings.check(len(self.candidates))
@@ -409,27 +413,37 @@ class OnboardLoop:
                                     random_state=int(self.rng.integers(2 ** 31)))
         return [pool[i] for i in picked]
 
+    def _record(self, archs: list, values: list) -> None:
+        """Keep each arch's latency (a float, or None), a failed one (None, NaN, not above 0) among ``failed``."""
+        for arch, value in zip(archs, values):
+            if value is not None and np.isfinite(value) and value > 0:
+                self.measured[arch] = value
+            elif arch not in self.failed:
+                self.failed.append(arch)
+
     def _measure(self, archs: list) -> None:
         archs = [a for a in archs if a not in self.measured and a not in self.failed]
         if not archs:
             return
-        values = answered_latencies(self.measure(list(archs)), archs)
-        for arch, value in zip(archs, values):
-            if value is not None and np.isfinite(value) and value > 0:
-                self.measured[arch] = value
-            else:
-                self.failed.append(arch)
+        values = answered_latencies(self.measure(list(archs)), archs, self.space)
+        self._record(archs, values)
         log.info("measured %d archs (%d failed); %d of %d spent", len(archs), sum(
             1 for a in archs if a in self.failed), self.spent, self.settings.budget)
 
 
-def answered_latencies(answer, archs: list) -> list:
-    """``measure``'s answer for ``archs`` as one float or None (failed) each. A mapping, or a pandas Series whose
-    index holds the archs (``table[table.index.isin(archs)]``, in the table's order), is read by arch: read by
-    position, such a Series gave archs each other's latencies, silently. A value that is no number is refused."""
-    index = getattr(answer, "index", None)
-    if index is not None and hasattr(answer, "get") and set(archs) <= set(index):
-        answer = {a: answer[a] for a in archs}
+def answered_latencies(answer, archs: list, space: str) -> list:
+    """``measure``'s answer for ``archs`` (keys of ``space``) as one float or None (failed) each. A mapping, or a
+    pandas Series whose index holds the archs (``table[table.index.isin(archs)]``, in the table's order), is read by
+    arch, its keys as the space reads them (NB201 arch strings as indices): read by position, such a Series gave
+    archs each other's latencies, and a mapping by arch string failed every arch asked by index, silently. A value
+    that is no number, a table or an arch answered twice is refused."""
+    if isinstance(answer, pd.DataFrame):  # its columns were taken for the archs (a KeyError)
+        raise OnboardError(f"measure returned a DataFrame (columns {', '.join(map(str, answer.columns))}): give one "
+                           "latency (ms) per architecture asked, as a sequence, a mapping arch -> ms or one column "
+                           "(a Series indexed by arch)")
+    if isinstance(answer, (Mapping, pd.Series)):
+        by_arch = _by_arch(answer, archs, space)
+        answer = answer if by_arch is None else by_arch
     if isinstance(answer, Mapping):
         values = [answer.get(a) for a in archs]
     else:
@@ -440,14 +454,36 @@ def answered_latencies(answer, archs: list) -> list:
                                "architecture asked, as a sequence or a mapping arch -> ms") from None
         if len(values) != len(archs):
             raise OnboardError(f"measure returned {len(values)} latencies for {len(archs)} architectures")
-    out = []
-    for arch, value in zip(archs, values):
+    return [_latency(value, arch, "measure returned") for arch, value in zip(archs, values)]
+
+
+def _latency(value, arch, said: str) -> float | None:
+    """``value`` as a latency in ms, None for a failed one; a value that is no number is one OnboardError."""
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        raise OnboardError(f"{said} {value!r} for architecture {arch!r}: not a latency in ms (give NaN or None for a "
+                           "failed measurement)") from None
+
+
+def _by_arch(answer, archs: list, space: str) -> dict | None:
+    """A mapping or Series ``answer`` as a dict arch -> value, its keys read as ``space`` reads them when they do not
+    hold every arch asked as given. None for a Series whose keys, read either way, do not hold them all (a list's
+    RangeIndex: read by position), and for a mapping of no keys of the space (each arch it lacks then failed)."""
+    keys = list(answer.keys())
+    if not set(archs) <= set(keys):
         try:
-            out.append(None if value is None else float(value))
-        except (TypeError, ValueError):
-            raise OnboardError(f"measure returned {value!r} for architecture {arch!r}: not a latency in ms (give "
-                               "NaN or None for a failed measurement)") from None
-    return out
+            keys = space_keys(space, keys)
+        except (ValueError, TypeError):  # no keys of the space (a RangeIndex of FBNet latencies)
+            return None
+        if isinstance(answer, pd.Series) and not set(archs) <= set(keys):
+            return None
+    asked = set(archs)
+    named = [k for k in keys if k in asked]
+    if len(set(named)) != len(named):  # a Series' index, or two spellings of one arch: which value is its?
+        twice = next(k for k in named if named.count(k) > 1)
+        raise OnboardError(f"measure answered architecture {twice!r} more than once: give one latency (ms) each")
+    return dict(zip(keys, answer.to_numpy() if isinstance(answer, pd.Series) else answer.values()))
 
 
 def prepare_method(method: FewShotMethod, ks) -> FewShotMethod:
