@@ -523,3 +523,25 @@ def test_a_reader_beside_a_coordinator_sees_its_rows_and_leaves_its_wal(tmp_path
     with Store(db, readonly=True) as s:
         assert s.campaign_names() == ["c1", "c2", "c3"] and s.integrity_check() == "ok"
     assert _listing(tmp_path).keys() == before.keys()
+
+
+def test_export_of_a_campaign_being_measured_says_so_not_to_resume_it(tmp_path, capsys):
+    """The export line of a campaign with jobs left told the user to resume it, also while its coordinator ran: a
+    resume beside it is refused. It says the campaign is being measured now."""
+    from harness.cli import main as hwl_main
+    from harness.profiles import load_profile
+
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid = s.create_campaign(name="c1", space="nb201", measurement="quick", arch_spec="5,7", seed=0, order_seed=0,
+                                config={}, devices={"d1": load_profile("local-ort-1t").to_json()},
+                                jobs=[("d1", "5", 0), ("d1", "7", 1)])
+        first = s.queued_jobs(cid, "d1")[0][0]
+        s.finish_attempt(first, s.start_attempt(first), record=_ok(2.0), job_state="done")
+    out = ["campaign", "export", "--store", str(db), "--out", str(tmp_path / "so-far.parquet")]
+    with campaign_lock(db, cid, "c1"):  # as its coordinator holds it
+        assert hwl_main(out) == 0
+        assert "(campaign c1; 1 job not measured yet: c1 is being measured now; export again once done) to " in \
+            capsys.readouterr().err
+    assert hwl_main(out) == 0
+    assert "(campaign c1; 1 job not measured yet: resume it, then export again) to " in capsys.readouterr().err

@@ -446,8 +446,7 @@ def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) 
     # a campaign stopped (killed, Ctrl-C, a quarantine) exports what it holds: the line said nothing of the rest
     (left,) = st.db.execute(f"SELECT count(*) FROM jobs j WHERE {where} AND j.state IN ('queued', 'running')",
                             (*ids, *(devices or ()))).fetchone()
-    left = (f"; {count(left, 'job', 'jobs')} not measured yet: resume {'it' if len(names) == 1 else 'them'}, then "
-            "export again" if left else "")
+    left = f"; {count(left, 'job', 'jobs')} not measured yet: {_to_finish(st, ids, names)}" if left else ""
     if fmt == "help":  # one cell per (architecture, device): the median of its campaigns' labels
         return (f"wrote {count(cells, 'latency', 'latencies')} of {count(devices_with, 'device', 'devices')} on "
                 f"{count(archs, 'architecture', 'architectures')} ({campaigns}{left}) to {path}")
@@ -456,6 +455,18 @@ def _export_line(st, ids: list[int], names: list[str], devices, fmt: str, path) 
             f"{count(others, 'failed or superseded attempt', 'failed or superseded attempts')}" if others else "")
     return (f"wrote {count(latencies, 'accepted latency', 'accepted latencies')} of "
             f"{count(all_devices, 'device', 'devices')} ({campaigns}{also}{left}) to {path}")
+
+
+def _to_finish(st, ids: list[int], names: list[str]) -> str:
+    """How the campaigns ``ids`` (``names``) with jobs left get them measured: a resume, or the coordinator running
+    one now, which a resume beside it would not join (it is refused), yet the line told the user to resume it."""
+    from harness.campaign_lock import holder
+
+    running = [name for cid, name in zip(ids, names) if holder(st.path, cid)]
+    if not running:
+        return f"resume {'it' if len(names) == 1 else 'them'}, then export again"
+    return (f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} being measured now"
+            f"{'' if len(running) == len(names) else ' (resume the others)'}; export again once done")
 
 
 def cmd_export(args) -> int:
