@@ -74,30 +74,12 @@ def test_kill_job_finds_a_process_in_the_middle_of_its_exec():
             proc.wait()
 
 
-def test_a_process_that_is_exiting_is_not_among_the_descendants():
+def test_a_process_that_is_exiting_is_not_among_the_descendants_but_its_children_are():
     """CI once recorded ``'26453: ?'`` as left running by a command: setsid's parent half, caught while it was
     exiting. A process frees its memory while it exits (here about 80 ms for 1 GiB), its command line already gone;
-    one caught then was stopped, killed and named. A process exiting on its own is no longer counted."""
-    proc = subprocess.Popen([sys.executable, "-c", "b = b'x' * (1 << 30); print('ready', flush=True); input()"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout.readline() == b"ready\n"
-        proc.kill()
-        caught = 0
-        while (stat := _stat(proc.pid)) and stat[0] != "Z":
-            if int(stat[6]) & PF_EXITING:
-                caught += 1
-                assert proc.pid not in descendants(os.getpid())
-        assert caught, "the process ended before it could be seen exiting"
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_the_children_of_a_process_that_is_exiting_are_among_the_descendants():
-    """An exiting process keeps its children until the end of its exit (freeing 1 GiB takes about 80 ms): leaving it
-    out of the tree left them out too, so a command's ``setsid sleep`` whose parent half was exiting ran on, unseen.
-    They are found through it; it is not named itself."""
+    one caught then was stopped, killed and named: it is no longer counted. Yet it keeps its children until the end
+    of its exit: left out of the tree with it, they were too, so a command's ``setsid sleep`` whose parent half was
+    exiting ran on, unseen. (One try a look missed the exit, under load, failed the test: it tries three times.)"""
     script = ("import subprocess; b = b'x' * (1 << 30); s = subprocess.Popen(['sleep', '97.64']); "
               "print(s.pid, flush=True); input()")
     for _ in range(3):  # the exit is short: a loaded machine may not let this process look at /proc during it
