@@ -72,8 +72,13 @@ class Problem:
         # a NaN latency was a candidate, and the search then adapted on it; a NaN accuracy was searched on
         accuracy, latency_ms = accuracy.dropna(), latency_ms.dropna()
         common = accuracy.index.intersection(latency_ms.index)
-        if candidates is not None:
-            common = common.intersection(pd.Index(list(candidates)))
+        if candidates is not None and len(common):
+            candidates = pd.Index(list(candidates))
+            if not len(kept := common.intersection(candidates)):  # it said no arch had both, which they had
+                raise SearchError(f"none of the {len(candidates)} candidates is among the {len(common)} archs with "
+                                  f"both an accuracy and a latency: give them as the tables' index names them "
+                                  f"({common.tolist()[0]!r}; a candidate was {candidates.tolist()[0]!r})")
+            common = kept
         if len(common) == 0:
             raise SearchError("no architecture has both an accuracy and a latency")
         common = common.sort_values()

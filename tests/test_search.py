@@ -332,3 +332,12 @@ def test_a_run_whose_answer_ends_over_the_limit_is_not_counted_within_the_optimu
     summary = summarise_runs(problem, [ended_over, ended_on_it])
     assert (summary["feasible_rate"], summary["near_optimum_rate"], summary["evals_to_near_optimum"]) == (
         0.5, 0.5, [None, 6])
+
+
+def test_candidates_named_otherwise_than_the_tables_are_said_so(problem):
+    # NB201 arch strings for tables indexed by index: "no architecture has both an accuracy and a latency", untrue
+    strings = [nb201.to_string(a) for a in problem.candidates[:3]]
+    with pytest.raises(SearchError, match=rf"none of the 3 candidates is among the {len(problem.candidates)} archs "
+                                          rf"with both an accuracy and a latency: give them as the tables' index "
+                                          rf"names them \({int(problem.candidates[0])}; a candidate was '\|"):
+        Problem.from_tables(problem.accuracy, problem.latency_ms, problem.max_latency_ms, candidates=strings)
