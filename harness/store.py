@@ -240,8 +240,12 @@ class Store:
         if self.path.stat().st_size == 0:
             return
         try:
-            probe = sqlite3.connect(self._read_only_uri(), uri=True)
+            probe = sqlite3.connect(self._read_only_uri(), uri=True, isolation_level=None)
             try:
+                # one read transaction, so one snapshot: read one by one, a store another process was creating
+                # showed its tables and schema version (committed between the reads) beside application_id 0, and
+                # was refused as another program's SQLite file
+                probe.execute("BEGIN")
                 app_id = probe.execute("PRAGMA application_id").fetchone()[0]
                 version = probe.execute("PRAGMA user_version").fetchone()[0]
                 n_tables = probe.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
