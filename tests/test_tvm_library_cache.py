@@ -178,7 +178,7 @@ def test_hwl_measure_vouches_for_the_library_it_names(relu_model, tmp_path, caps
     assert hwl_main(["measure", str(model), "--runtime", "tvm", "--option", f"library={library}", "--input-shape",
                      "1,4", "--batch", "5", "--profile", "quick"]) == 2
     assert capsys.readouterr().err == ("hwl measure: error: input_shape [1, 4] says batch 1, the request batch 5: ask "
-                                       "for batch 1 too\n")
+                                       "for batch 1 too (hwl measure --batch 1; a profile's batch_size = 1)\n")
 
 
 def test_a_library_sha256_that_is_no_sha256_is_one_line():
