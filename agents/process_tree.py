@@ -184,6 +184,7 @@ def _kill_frozen(find: Callable[[], list[int]]) -> list[str]:
             _signal(p, signal.SIGSTOP)
     # The last call saw them frozen: a pid stopped but gone from it ended meanwhile and may be another's now.
     killed = [p for p in stopped if p in found]
+    described = {p: _described_once_stopped(p, stopped[p]) for p in killed}
     for p in stopped:
         _signal(p, signal.SIGKILL if p in killed else signal.SIGCONT)
     for p in killed:  # orphans re-parented to this process: reap them (elsewhere their parent or init does)
@@ -191,7 +192,18 @@ def _kill_frozen(find: Callable[[], list[int]]) -> list[str]:
             os.waitpid(p, 0)
         except ChildProcessError:
             pass
-    return [stopped[p] for p in killed]
+    return [described[p] for p in killed]
+
+
+def _described_once_stopped(pid: int, before: str) -> str:
+    """``pid`` described once its SIGSTOP has taken hold (``EXEC_SETTLE_S`` at most), else ``before``. A process
+    described in the middle of an exec shows no command line (the new program's is set up last), and a stop waits
+    for the exec's end: CI recorded ``'29624: ?'`` for a command's ``setsid sleep``, caught exec'ing."""
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    while (fields := _stat(pid)) and fields[0] not in ("T", "t", "Z") and time.monotonic() < deadline:
+        time.sleep(0.002)
+    now = describe(pid)
+    return before if now.endswith(": ?") else now
 
 
 def _signal(pid: int, sig: int) -> None:
