@@ -46,9 +46,10 @@ def two_node_cluster():
     port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     # How long the head's Ray Client proxy waits for a driver's server to answer (Ray's default: 30 s). The retry
-    # test waits it out about three times for the server it kills (the join, then the proxy's log-stream retries
-    # the driver waits for: 62 s at 30 s); a server that lives answered in 0.6 s on a loaded 2-core machine.
-    head_env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "5"}
+    # test waits it out twice for the server it kills (the join, then the proxy's log-stream retries the driver
+    # waits for: 62 s at 30 s). A server that lives took 4 s to listen at a load of 12 on 2 cores: at 5 s the
+    # proxy gave up on it ("Timeout waiting for channel"), each of hwl's 3 tries, and the join failed.
+    head_env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "15"}
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
                         "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--resources",
