@@ -161,6 +161,16 @@ def test_campaign_resume_help_says_it_goes_on_on_the_cluster_its_campaign_joined
             "campaign's last run joined, if any, else start a local Ray)") in text
 
 
+def test_campaign_resume_help_says_the_flags_it_is_not_given_come_from_the_last_run(capsys):
+    """7a682ad made a resume take --artifacts, --artifact-quota-gb, --canary-every and --known-hosts from the
+    campaign's last run, where its help gave only a first run's defaults (beside the store, 50, ~/.ssh)."""
+    with pytest.raises(SystemExit):
+        hwl_main(["campaign", "resume", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--artifacts, --artifact-quota-gb, --canary-every and --known-hosts not given are taken from the "
+            "campaign's last run") in text
+
+
 @pytest.mark.parametrize("name", ["my_pi.parquet", "my_pi_help.csv.gz"])
 def test_a_table_given_as_the_store_says_which_flag_takes_it(tmp_path, name, capsys):
     """`hwl adapt model.pt --device my_pi --store my_pi.parquet` (README: "--measurements my_pi.parquet ... or --store

@@ -35,7 +35,11 @@ def add_parser(subparsers) -> None:
     # --seed beside a campaign file overrides its seed only when given: a default 0 could not say which
     run.set_defaults(func=cmd_run, seed=None)
 
-    resume = sub.add_parser("resume", help="finish a campaign (after a crash, or a quarantine)")
+    # its flags' defaults below are a first run's: a resume not given one takes its last run's (_as_last_run)
+    resume = sub.add_parser("resume", help="finish a campaign (after a crash, or a quarantine)",
+                            description="Finish a campaign. --artifacts, --artifact-quota-gb, --canary-every and "
+                                        "--known-hosts not given are taken from the campaign's last run; the "
+                                        "defaults below apply where it had none.")
     resume.add_argument("--name", help="campaign (default: the store's latest)")
     # its help said "else start a local Ray", where a resume goes on on the cluster its campaign last joined
     _common(resume, without_address="the Ray cluster the campaign's last run joined, if any, else start a local Ray")
