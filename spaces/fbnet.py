@@ -82,6 +82,7 @@ def op_codes(keys) -> np.ndarray:
     """(n, 22) op indices of ``keys``. Canonical keys (op names, comma-joined: every table's and sample's) are read
     by a split and a lookup; any other form goes through :func:`parse`. Onboarding and FBNet features read the
     whole candidate pool each round: parsing every key spent 40 % of an FBNet onboarding replay's time."""
+    keys = list(keys)  # read twice where the fast path gives up: a generator would be spent by then
     try:
         rows = [[_OP_CODE[op] for op in key.split(",")] for key in keys]
     except (KeyError, AttributeError):  # an op-index key, spaces, no string: parse says what is wrong

@@ -63,6 +63,7 @@ def test_fbnet_op_codes_read_every_key_form_alike_and_refuse_a_bad_one():
     spaced = [k.replace(",", ", ") for k in keys]
     for form in (keys, index_keys, spaced, keys[:2] + index_keys[2:]):
         assert np.array_equal(fbnet.op_codes(form), codes)
+        assert np.array_equal(fbnet.op_codes(iter(form)), codes)  # read again where the fast path gives up
     assert fbnet.op_codes([]).shape == (0, fbnet.N_LAYERS)
     with pytest.raises(ArchError, match="layers, got 21"):
         fbnet.op_codes([keys[0], keys[1].rsplit(",", 1)[0]])
