@@ -78,6 +78,11 @@ def last_run_flags(store_path, campaign_id: int) -> list[str]:
     return [str(flag) for flag in flags] if isinstance(flags, list) else []
 
 
+def flag_values(flags: list[str]) -> dict[str, str]:
+    """:func:`last_run_flags` as flag -> value: each flag a resume needs comes with its value."""
+    return dict(zip(flags[::2], flags[1::2]))
+
+
 def copy_run_flags(source_store, dest_store) -> None:
     """Give each campaign of ``dest_store`` (a backup or a recovered copy of ``source_store``) the flags its last run
     had (see :func:`last_run_flags`): a copy kept none, so its status line and a resume of it exported every model

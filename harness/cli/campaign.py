@@ -163,13 +163,15 @@ def run(*, store: str, spec, options=None, on_progress=None, resume_flags=()) ->
 
 def resume(*, store: str, name: str | None = None, options=None, on_progress=None) -> dict:
     from harness.campaign import current_profiles, find_campaign, refresh_reach
+    from harness.campaign_lock import flag_values, last_run_flags
     from harness.coordinator import run_campaign
     from harness.store import Store, require_store_file
 
     require_store_file(store)
     with Store(store) as st:
         cid, cname, _ = find_campaign(st, name)
-        options = _as_last_run(_on_its_cluster(options, store, cid, cname), store, cid, cname)
+        last = flag_values(last_run_flags(store, cid))
+        options = _as_last_run(_on_its_cluster(options, last, cname), last, cname)
         profiles = current_profiles(st, cid)
         warn_of_own_known_hosts(profiles)
         refresh_reach(st, cid, profiles)  # a device back at another address, say
@@ -178,20 +180,15 @@ def resume(*, store: str, name: str | None = None, options=None, on_progress=Non
         return summary
 
 
-def _on_its_cluster(options, store: str, campaign_id: int, name: str):
+def _on_its_cluster(options, last: dict[str, str], name: str):
     """``options`` for a resume given no ``--address``: the Ray cluster the campaign's last run joined, if it joined
     one. A local Ray offers every profile's host resource, so it timed a cluster node's local devices on this
-    machine, under their names."""
+    machine, under their names. ``last``: the last run's flags (``campaign_lock.flag_values``)."""
     from dataclasses import replace
 
-    from harness.campaign_lock import last_run_flags
-
-    if options is None or options.address is not None:
+    if options is None or options.address is not None or "--address" not in last:
         return options
-    flags = last_run_flags(store, campaign_id)
-    if "--address" not in flags[:-1]:
-        return options
-    address = flags[flags.index("--address") + 1]
+    address = last["--address"]
     print(f"hwl campaign: campaign {name} last ran on the Ray cluster at {address}: resuming it there (give --address "
           "to resume it on another cluster, such as a head started here with `ray start --head`)", file=sys.stderr)
     return replace(options, address=address, resume_flags=("--address", address, *options.resume_flags))
@@ -201,20 +198,17 @@ def _on_its_cluster(options, store: str, campaign_id: int, name: str):
 _KEPT_FOR_RESUME = ("--artifacts", "--artifact-quota-gb", "--canary-every", "--known-hosts")
 
 
-def _as_last_run(options, store: str, campaign_id: int, name: str):
+def _as_last_run(options, last: dict[str, str], name: str):
     """``options`` for a resume, with each flag of :data:`_KEPT_FOR_RESUME` it was not given taken from the
     campaign's last run. `hwl campaign resume --store lab.db`, as README shows it, exported every model again into
     a new folder beside the store, dropped the run's artifact quota and canary rate, and left its own (none) for
-    the next resume line."""
+    the next resume line. ``last``: the last run's flags (``campaign_lock.flag_values``)."""
     from dataclasses import replace
 
-    from harness.campaign_lock import last_run_flags
     from harness.cli.devices import apply_known_hosts
 
     if options is None:
         return options
-    last = last_run_flags(store, campaign_id)
-    last = dict(zip(last[::2], last[1::2]))
     taken = {flag: last[flag] for flag in _KEPT_FOR_RESUME if flag in last and flag not in options.resume_flags}
     if not taken:
         return options
@@ -334,10 +328,10 @@ def unchecked_hint(st, store: str, cid: int, name: str, devices) -> str | None:
     session's opening one may have been skipped); None when none would. The table alone said the campaign was
     complete, and its export then held latencies no canary had checked for drift."""
     from harness.campaign import go_on_command
-    from harness.campaign_lock import last_run_flags
+    from harness.campaign_lock import flag_values, last_run_flags
 
     flags = last_run_flags(store, cid)
-    every = flags[flags.index("--canary-every") + 1] if "--canary-every" in flags[:-1] else DEFAULT_CANARY_EVERY
+    every = flag_values(flags).get("--canary-every", DEFAULT_CANARY_EVERY)
     if str(every) == "0":
         return None
     unchecked = []
