@@ -22,7 +22,6 @@ encodings, the copy baseline). ``full_tables(train)`` reads it from a plain dict
 from __future__ import annotations
 
 import copy
-import functools
 
 import numpy as np
 import pandas as pd
@@ -30,7 +29,6 @@ from sklearn.base import BaseEstimator
 
 from spaces import fbnet, nb201
 
-_FBNET_OPS = frozenset(fbnet.OPS)
 
 
 class TrainTables(dict):
@@ -106,18 +104,11 @@ def space_keys(space: str, archs, where: str = "architectures") -> list:
         if ints.dtype.kind in "iu" and ints.ndim == 1 and (
                 not len(ints) or 0 <= ints.min() <= ints.max() < nb201.N_ARCHS):
             return ints.tolist()
-    elif all(type(a) is str and _canonical_fbnet(a) for a in archs):  # every key of a table and of a sample
+    elif all(type(a) is str and fbnet.is_canonical(a) for a in archs):  # every key of a table and of a sample
         return archs
     from predictors.data import resolve_keys  # the tables' reading of a key, and their message
 
     return resolve_keys(pd.Series(archs, dtype=object), space, where=where)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _canonical_fbnet(key: str) -> bool:
-    """Whether ``key`` is a canonical FBNet key already, which parsing it costs: remembered, since predict asks of the
-    same 5,000 candidates at every step and trial (its check of them took as long as hwl_ridge's whole predict)."""
-    return key.count(",") == fbnet.N_LAYERS - 1 and set(key.split(",")) <= _FBNET_OPS
 
 
 def _values_of(space: str, archs: list, keys: list, latency_ms) -> np.ndarray:

@@ -7,6 +7,8 @@ Block names: k = depthwise kernel size, e = expansion ratio, g2 = grouped 1x1 co
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from spaces.errors import ArchError
@@ -14,6 +16,7 @@ from spaces.errors import ArchError
 NAME = "fbnet"
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 N_LAYERS = 22
+_OP_CODE = {op: code for code, op in enumerate(OPS)}
 
 
 def parse(key: str) -> tuple[str, ...]:
@@ -39,6 +42,14 @@ def parse(key: str) -> tuple[str, ...]:
         else:
             raise ArchError(f"unknown FBNet op {part!r} at layer {layer}; valid ops: {', '.join(OPS)}")
     return tuple(ops)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def is_canonical(key: str) -> bool:
+    """Whether ``key`` is a canonical key already (op names, comma-joined), which parsing it costs: remembered, since
+    a predictor's predict asks of the same 5,000 candidates at every step and trial (its check of them took as long
+    as hwl_ridge's whole predict)."""
+    return key.count(",") == N_LAYERS - 1 and set(key.split(",")) <= _OP_CODE.keys()
 
 
 def to_key(ops) -> str:
@@ -73,9 +84,6 @@ def sample(n: int, seed: int) -> list[str]:
         raise ArchError(f"cannot sample {n} FBNet architectures: not enough memory to hold them ({exc}); "
                         "ask for fewer") from None
     return [to_key(OPS[c] for c in row) for row in codes]
-
-
-_OP_CODE = {op: code for code, op in enumerate(OPS)}
 
 
 def op_codes(keys) -> np.ndarray:

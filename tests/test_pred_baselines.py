@@ -208,12 +208,13 @@ def test_pretrain_takes_a_long_table_and_refuses_what_is_no_train_table_of_the_s
 
 def test_fbnet_keys_are_parsed_once_not_at_every_predict():
     # space_keys parsed each of FBNet's 5,000 candidates at every predict: 10.8 ms of hwl_ridge's 23.4 ms here
-    from predictors.base import _canonical_fbnet, space_keys
+    from predictors.base import space_keys
+    from spaces import fbnet
 
     keys = sorted(set(data.help_table("fbnet")["arch"]))[:300]
-    _canonical_fbnet.cache_clear()
+    fbnet.is_canonical.cache_clear()
     assert space_keys("fbnet", keys) == keys == space_keys("fbnet", keys)
-    assert _canonical_fbnet.cache_info().hits == len(keys)
+    assert fbnet.is_canonical.cache_info().hits == len(keys)
 
 
 def test_adapt_reads_a_series_by_its_index_in_the_other_spelling_of_the_archs():
