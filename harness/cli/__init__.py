@@ -58,7 +58,8 @@ def _modules_for(argv: list[str]) -> list[str]:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwl", description="Hardware-latency measurement harness and predictors.")
     parser.add_argument("--version", action="version", version=f"hwl {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr: -v info, -vv debug (default: warnings only)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _modules_for(sys.argv[1:] if argv is None else argv):
         importlib.import_module(f"harness.cli.{name}").add_parser(subparsers)

@@ -25,7 +25,8 @@ def add_parser(subparsers) -> None:
 
     run = sub.add_parser("run", help="plan a campaign (archs x devices) and measure it")
     run.add_argument("file", type=user_path, nargs="?", help="campaign TOML file (flags override its settings)")
-    run.add_argument("--space", choices=["nb201", "fbnet"])
+    run.add_argument("--space", choices=["nb201", "fbnet"], help="search space (required unless the campaign file "
+                     "gives it)")
     add_archs_flags(run)
     run.add_argument("--devices", help="comma-separated device profile names or .toml paths")
     run.add_argument("--profile", choices=["quick", "standard"],
@@ -47,7 +48,8 @@ def add_parser(subparsers) -> None:
 
     status = sub.add_parser("status", help="jobs per device and state")
     status.add_argument("--name", help="campaign (default: the store's latest)")
-    status.add_argument("--store", type=user_path, default=DEFAULT_STORE)
+    status.add_argument("--store", type=user_path, default=DEFAULT_STORE,
+                        help=f"SQLite store (default {DEFAULT_STORE})")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=cmd_status)
 
@@ -57,7 +59,8 @@ def add_parser(subparsers) -> None:
                              "--device, else the store's latest)")
     export.add_argument("--device", action="append",
                         help="only this device's results; again for several")
-    export.add_argument("--store", type=user_path, default=DEFAULT_STORE)
+    export.add_argument("--store", type=user_path, default=DEFAULT_STORE,
+                        help=f"SQLite store (default {DEFAULT_STORE})")
     export.add_argument("--format", choices=["parquet", "help"],
                         help="parquet (one row per result) or help (wide CSV); default: from --out's "
                              "suffix (.parquet, .csv, .csv.gz), else parquet")

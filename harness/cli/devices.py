@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("status", help="reachable?, agent version, runtime, last self-test, quarantined?")
     _devices_flags(p, all_help="every profile that hwl knows (ssh, local and command devices)")
     p.add_argument("--store", type=user_path, help="store whose campaigns say which devices are quarantined")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON (every field) instead of a table")
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("logs", help="the tail of a device agent's log")

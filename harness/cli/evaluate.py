@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
                    help="method parameter (Python literal), repeatable, e.g. --set robust_iters=1")
     p.add_argument("--samples", default="5,10,20", help="k values, comma-separated (default 5,10,20)")
     p.add_argument("--trials", type=positive_int, help="seeds (default 5: predictors.protocol.DEFAULT_TRIALS)")
-    p.add_argument("--first-seed", type=non_negative_int, default=0)
+    p.add_argument("--first-seed", type=non_negative_int, default=0,
+                   help="seed of the first trial; trial i uses FIRST_SEED + i (default 0)")
     p.add_argument("--n-pretrain", type=positive_int,
                    help="pretraining archs per train device (default 900 nb201, 4000 fbnet)")
     p.add_argument("--space", choices=["nb201", "fbnet"], help="search space of a custom task")

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser("onboard", help="onboard a new device: measure few, adapt, predict the whole space")
     p.add_argument("device", help="device profile name or .toml file")
-    p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
+    p.add_argument("--space", choices=["nb201", "fbnet"], required=True, help="search space to predict")
     p.add_argument("--budget", type=int, default=30, help="most measurements in all, at least 2 (default 30)")
     p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
     p.add_argument("--store", type=user_path,
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--candidates", help="architectures the predictor covers: all (nb201 default), random:N, a list "
                                         "or @FILE (default for fbnet: the public tables' archs)")
     p.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of random:N candidates, the picks and the method")
+                   help="seed of random:N candidates, the picks and the method (default 0)")
     p.add_argument("--initial", type=int,
                    help="picks of the method's design before the first adaptation (default 3 for a method with a "
                         "closed-form posterior, the recommended one, which then measures where it is least sure; "

@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
 
     new = sub.add_parser("new", help="write a valid profile from flags")
     new.add_argument("name")
-    new.add_argument("--transport", choices=["local", "ssh", "command"], default="local")
+    new.add_argument("--transport", choices=["local", "ssh", "command"], default="local",
+                     help="how hwl reaches the device's agent (default local)")
     new.add_argument("--device-class", default=None,
                      help="cpu | gpu | mobile | embedded_cpu | fpga | asic (default: by transport)")
     new.add_argument("--host", help="ssh: address of the device host (or a Host alias of ~/.ssh/config)")
@@ -30,10 +31,12 @@ def add_parser(subparsers) -> None:
     new.add_argument("--machine", help="ssh: expected `uname -m` (e.g. aarch64)")
     new.add_argument("--runtime", choices=["onnxruntime", "tvm", "torch", "command"],
                      help="default onnxruntime; command with --transport command")
-    new.add_argument("--threads", type=int, default=1)
+    new.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     new.add_argument("--cores", help="comma-separated core set to pin to (e.g. 1 or 0,1,2,3)")
-    new.add_argument("--batch-size", type=int, default=1)
-    new.add_argument("--measurement", choices=["quick", "standard"], default="standard")
+    new.add_argument("--batch-size", type=int, default=1, help="batch dimension of the input (default 1)")
+    # --profile as in `hwl campaign run`, `hwl onboard` and `hwl measure`; --measurement was its only name
+    new.add_argument("--profile", "--measurement", dest="measurement", choices=["quick", "standard"],
+                     default="standard", help="measurement profile, [measurement] profile (default standard)")
     new.add_argument("--push", help="command: template that copies {model} to the device")
     new.add_argument("--check", help="command: template that exits 0 when the device holds a whole copy of the "
                                      "model {sha256} (run after each push, and before a copy is reused)")

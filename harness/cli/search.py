@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
                     "Compared with random search and the true optimum under the limit over --seeds runs. "
                     "Evaluations are look-ups in the tables, so the candidates are the archs the device's "
                     "latency table holds.")
-    p.add_argument("--space", choices=["nb201"], default="nb201")
+    p.add_argument("--space", choices=["nb201"], default="nb201", help="search space (default nb201, the only one)")
     p.add_argument("--dataset", default="cifar10", help="cifar10 (default), cifar100 or ImageNet16-120")
     p.add_argument("--device", required=True, help="target device (a device of the latency table)")
     p.add_argument("--max-latency-ms", type=float, required=True, help="latency limit on the device")

@@ -12,12 +12,13 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="space_command", required=True)
     lst = sub.add_parser("list", help="print every architecture (nb201) as index,arch_str")
     lst.add_argument("space", choices=["nb201"])
-    lst.add_argument("--format", choices=["csv", "keys"], default="csv")
+    lst.add_argument("--format", choices=["csv", "keys"], default="csv",
+                     help="csv: INDEX,ARCH_STR lines under a header; keys: arch strings alone (default csv)")
     lst.set_defaults(func=run_list)
     smp = sub.add_parser("sample", help="print N seeded random architecture keys")
     smp.add_argument("space", choices=["nb201", "fbnet"])
-    smp.add_argument("--n", type=int, required=True)
-    smp.add_argument("--seed", type=non_negative_int, default=0)
+    smp.add_argument("--n", type=int, required=True, help="how many architectures")
+    smp.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draw (default 0)")
     smp.set_defaults(func=run_sample)
 
 

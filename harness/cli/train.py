@@ -14,13 +14,14 @@ from predictors import data, registry
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="pretrain a few-shot latency predictor on train devices")
-    p.add_argument("--space", choices=["nb201", "fbnet"], required=True)
+    p.add_argument("--space", choices=["nb201", "fbnet"], required=True, help="search space of the table")
     p.add_argument("--devices", help="comma-separated train devices (default: every device of the table)")
     p.add_argument("--method", help=f"method name (default: {registry.RECOMMENDED}); one of "
                                     f"{', '.join(registry.latency_methods())}")
     add_table_flags(p, what="train table (default: HELP's shipped table)")
     p.add_argument("--n-pretrain", type=positive_int, help="pretrain on N random archs per device (default: all)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of --n-pretrain draws and of the method")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of --n-pretrain draws and of the method (default 0)")
     p.add_argument("--out", type=user_path,
                    required=True, help="model file to write (e.g. model.pt): torch.save of the whole "
                    "method object; adapt and predict load only hwl's own predictor classes from it")

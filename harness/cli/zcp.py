@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--proxies", help=f"comma-separated subset (default all: {','.join(PROXY_NAMES)})")
     p.add_argument("--data", type=user_path, help="CIFAR python directory or image folder (default: a synthetic batch)")
     p.add_argument("--batch-size", type=int, default=64, help="images per proxy batch (default 64)")
-    p.add_argument("--data-seed", type=non_negative_int, default=0, help="seed of the synthetic batch / image draw")
+    p.add_argument("--data-seed", type=non_negative_int, default=0,
+                   help="seed of the synthetic batch / image draw (default 0)")
     p.add_argument("--init-seed", type=non_negative_int, default=0, help="weight initialisation seed (default 0)")
     p.add_argument("--store", type=user_path, help="hwl store to write scores into (and resume from)")
     p.add_argument("--out", type=user_path, help="write a Parquet table: arch key columns + one column per proxy")
