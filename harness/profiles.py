@@ -22,7 +22,7 @@ A profile looks like this::
     # agent_dir = "~/.hwl"; use_venv = true; wheel_dir = "wheels/aarch64"; cache_quota_mb = 2048
     # command only (the device is reached through a host-side tool; runtime.kind = "command"):
     # push = "adb push {model} /data/local/tmp/hwl/{sha256}.onnx"
-    # check = "adb shell test -f /data/local/tmp/hwl/{sha256}.onnx"
+    # check = "adb shell 'test \\"$(sha256sum /data/local/tmp/hwl/{sha256}.onnx | cut -c1-64)\\" = {sha256}'"
     # reconnect_timeout_s = 300       # ssh/command: how long a lost device is retried
     # recover = "uhubctl -l 1-1 -p 2 -a cycle"   # optional: run here before quarantining the device
 
