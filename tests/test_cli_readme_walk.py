@@ -364,3 +364,15 @@ def test_profile_new_takes_the_measurement_profile_as_profile_like_the_other_com
         out = tmp_path / f"{name}.toml"
         assert hwl_main(["profile", "new", name, flag, "quick", "--out", str(out)]) == 0
         assert load_profile(out).measurement == "quick"
+
+
+def test_profile_new_takes_the_command_template_as_command_like_measure(tmp_path):
+    """`hwl measure --command` and the profile's runtime.options.command name the tool's template; `hwl profile new`
+    named it --run alone (`--command ...` was "unrecognized arguments")."""
+    from harness.profiles import load_profile
+
+    for flag, name in (("--command", "a"), ("--run", "b")):
+        out = tmp_path / f"{name}.toml"
+        assert hwl_main(["profile", "new", name, "--transport", "command", flag, "bench {sha256}",
+                         "--regex", "([0-9.]+) ms", "--out", str(out)]) == 0
+        assert load_profile(out).runtime.options_dict()["command"] == "bench {sha256}"

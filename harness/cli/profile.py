@@ -40,7 +40,9 @@ def add_parser(subparsers) -> None:
     new.add_argument("--push", help="command: template that copies {model} to the device")
     new.add_argument("--check", help="command: template that exits 0 when the device holds a whole copy of the "
                                      "model {sha256} (run after each push, and before a copy is reused)")
-    new.add_argument("--run", help="command: template that benchmarks the model on the device")
+    # --command as `hwl measure` names it (and the profile, runtime.options.command); --run was its only name
+    new.add_argument("--run", "--command", dest="run",
+                     help="command: template that benchmarks the model on the device (runtime.options.command)")
     new.add_argument("--regex", help="command: regex whose matches in the run output are latencies")
     new.add_argument("--json-path", help="command: dotted path to the latency in the run's JSON output")
     new.add_argument("--out", type=user_path, required=True, help="profile file to write (.toml)")
