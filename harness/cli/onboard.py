@@ -28,7 +28,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("device", help="device profile name or .toml file")
     p.add_argument("--space", choices=["nb201", "fbnet"], required=True, help="search space to predict")
     p.add_argument("--budget", type=int, default=30, help="most measurements in all, at least 2 (default 30)")
-    p.add_argument("--target-rho", type=float, help="stop once the estimated Spearman rho reaches this")
+    p.add_argument("--target-rho", type=float,
+                   help="stop once the estimated Spearman rho reaches this, with an interval narrow enough to trust "
+                        "(default: none, spend the whole --budget)")
     p.add_argument("--store", type=user_path,
                    default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE}); resumed from")
     p.add_argument("--out", type=user_path, required=True, help="adapted predictor file to write (e.g. predictor.pt)")
