@@ -54,6 +54,11 @@ def main(argv=None) -> int:
     if args.archs < SHOTS + 3:
         parser.error(f"--archs {args.archs}: the predictor step adapts with {SHOTS} measurements and scores rho on "
                      f"at least 3 more; give {SHOTS + 3} or more")
+    from predictors.onboard.settings import MIN_BUDGET, WHY_MIN_BUDGET  # here: 2 s of imports --help need not wait
+
+    if 0 < args.onboard_budget < MIN_BUDGET:  # refused by the onboarding step, after the whole campaign had run
+        parser.error(f"--onboard-budget {args.onboard_budget}: give at least {MIN_BUDGET}, or 0 to skip the onboarding "
+                     f"step: {WHY_MIN_BUDGET}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder for the store, artifacts and exports")
     return exit_code(lambda: run(args), parser.prog)  # an unknown device, a store of another version: one line

@@ -10,6 +10,9 @@ from scripts.demo_main import ROOT, main
     (["--archs", "0"], "argument --archs: expected a whole number >= 1, got 0"),
     (["--seed", "-1"], "argument --seed: expected a whole number >= 0, got -1"),
     (["--onboard-budget", "x"], "argument --onboard-budget: expected a whole number >= 0, got 'x'"),
+    (["--onboard-budget", "1"], "--onboard-budget 1: give at least 2, or 0 to skip the onboarding step: a predictor "
+                                "adapted on one latency predicts that latency for every architecture (it ranks "
+                                "nothing)"),
 ])
 def test_a_bad_number_is_one_usage_line(flags, says, tmp_path, capsys):
     """--archs 2 measured 2 archs on both devices and then died in a ValueError traceback ('the demo needs at least
