@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     new.add_argument("--check", help="command: template that exits 0 when the device holds a whole copy of the "
                                      "model {sha256} (run after each push, and before a copy is reused)")
     # --command as `hwl measure` names it (and the profile, runtime.options.command); --run was its only name
-    new.add_argument("--run", "--command", dest="run",
+    new.add_argument("--command", "--run", dest="run", metavar="TEMPLATE",
                      help="command: template that benchmarks the model on the device (runtime.options.command)")
     new.add_argument("--regex", help="command: regex whose matches in the run output are latencies")
     new.add_argument("--json-path", help="command: dotted path to the latency in the run's JSON output")
@@ -107,7 +107,7 @@ def profile_toml(args) -> str:
         lines.append(f"cores = {_q(cores)}")
     if runtime == "command":
         if not args.run or bool(args.regex) == bool(args.json_path):  # both: --json-path was dropped, unsaid
-            raise UserError("a command device needs --run and one of --regex / --json-path (not both)")
+            raise UserError("a command device needs --command and one of --regex / --json-path (not both)")
         lines += ["[runtime.options]", f"command = {_q(args.run)}"]
         lines.append(f"regex = {_q(args.regex)}" if args.regex else f"json_path = {_q(args.json_path)}")
     lines += ["", "[workload]", f"batch_size = {args.batch_size}",
