@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A small stand-alone benchmark tool in the style of TFLite's ``benchmark_model``.
 
-It is what the command transport drives in tests and in the README example: it loads an ONNX
+It is what the command transport drives in the tests (README's phone runs onnxruntime_perf_test): it loads an ONNX
 file with onnxruntime, runs it ``--runs`` times and prints one line per run
 (``run 3: 0.412 ms``) plus a summary line. A phone or FPGA profile points at the vendor's
 own tool instead; this one lets the same path be exercised on any machine.
