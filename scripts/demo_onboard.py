@@ -36,10 +36,16 @@ def onboarding_table(device: str, campaign: pd.Series, out: Path, *, budget: int
     predicted = result.table.set_index("arch")["predicted_ms"]
     held = campaign.drop(index=[a for a in result.result.measured if a in campaign.index])
     rho = spearman(predicted.loc[held.index].to_numpy(), held.to_numpy())
-    est = result.report.get("estimated_rho") or {}
     table = Table(title=f"hwl onboard {device}: {result.report['measurements_spent']} measurements")
     for col in ("estimated rho (loop)", "interval", f"rho on the campaign's other {len(held)} archs"):
         table.add_column(col, justify="right")
-    table.add_row(f"{est.get('rho', float('nan')):.3f}", f"{est.get('low', float('nan')):.3f}-"
-                  f"{est.get('high', float('nan')):.3f}", f"{rho:.3f}")
+    table.add_row(*estimate_cells(result.report.get("estimated_rho")), f"{rho:.3f}")
     return table, text_lines(result.report)
+
+
+def estimate_cells(estimate: dict | None) -> tuple[str, str]:
+    """The table's estimate and interval; '-' where the loop made none (too few measurements: the lines under
+    the table say why), where 'nan' and 'nan-nan' read like a failed computation."""
+    if not estimate:
+        return "-", "-"
+    return f"{estimate['rho']:.3f}", f"{estimate['low']:.3f}-{estimate['high']:.3f}"

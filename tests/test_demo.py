@@ -56,3 +56,10 @@ def test_help_gives_each_default(capsys):
     for default in ("(default 30;", "(default 0)", "(default local-ort-1t,local-ort-2t;", "(default 10;",
                     f"(default {ROOT / 'out' / 'demo'})"):
         assert default in said, said
+
+
+def test_the_onboarding_table_shows_a_dash_where_the_loop_made_no_estimate():
+    from scripts.demo_onboard import estimate_cells
+
+    assert estimate_cells(None) == ("-", "-")  # a budget of 2: "not enough measurements (need 3)" below the table
+    assert estimate_cells({"rho": 0.9614, "low": 0.9, "high": 1.0}) == ("0.961", "0.900-1.000")
