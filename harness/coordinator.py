@@ -717,8 +717,10 @@ class Coordinator:
         elif record.get("error_kind") == TOO_SLOW_FOR_POLICY:  # it ran the model fine, only too slowly
             log.warning("%s: %s %s failed for good, too slow for the profile's timing policy: %s", dev.profile.name,
                         self.space, arch, record.get("error_message"))
-        elif outcome in FAILED_OUTCOMES and dev.state != "active":
-            pass  # sent ahead of the verdict (quarantine, recover command): the run it ended stays as counted
+        elif dev.state != "active":
+            # sent ahead of the verdict (quarantine, recover command): the run it ended stays as counted, neither
+            # longer for a failure nor reset by a success (status would show a quarantined device 0 failures in a row)
+            pass
         elif outcome in FAILED_OUTCOMES and self._failed_on_the_model(job_id, record):
             pass  # the model's failure, not the device's: it neither adds to the run of failures nor ends it
         elif outcome in FAILED_OUTCOMES:

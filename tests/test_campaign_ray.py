@@ -669,6 +669,27 @@ def test_a_quarantined_device_s_run_of_failures_matches_its_error_and_status_say
     assert "attempts lost with the device included, which charge no job" in out
 
 
+def test_a_job_measured_fine_after_the_quarantine_leaves_the_run_that_quarantined_the_device(
+        local_ray, artifacts, tmp_path):
+    """A board that fails 3 times in a row, then works: the job sent ahead of the quarantine measured fine after
+    it and set the stored run of failures to 0, so `hwl campaign status` showed a quarantined device 'failed in a
+    row 0' beside its error '3 failed attempts in a row'. A call sent ahead of the verdict no longer changes the
+    run either way; its result is stored all the same."""
+    calls = tmp_path / "calls"
+    command = f"sh -c 'echo >> {calls}; test $(wc -l < {calls}) -gt 3 && echo 2.5 ms'"
+    dev = write_profile(tmp_path, "ray-late-ok", runtime="command", options={"command": command,
+                                                                            "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs=CHEAP + ",4123")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        row = s.status(cid).set_index("device").loc["ray-late-ok"]
+        n_ok = s.db.execute("SELECT count(*) FROM results WHERE outcome = 'ok'").fetchone()[0]
+    assert row["state"] == "quarantined" and row["error"].startswith("3 failed attempts in a row"), row.to_dict()
+    assert n_ok >= 1  # the job sent ahead of the verdict measured fine
+    assert row["consecutive_failures"] == 3, row.to_dict()
+
+
 def test_a_vendor_tool_failing_on_every_model_fails_no_architecture_and_one_failing_on_one_model_does(
         local_ray, artifacts, tmp_path):
     """A board that stopped answering: its vendor tool exits 1 for every model. Each job in flight used up
