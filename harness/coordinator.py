@@ -81,9 +81,9 @@ CANARY_RETRIES = 2
 
 
 def steadiest_result(rows) -> int:
-    """The result id a job whose every attempt was flagged answers with (rows of ``Store.job_results``): of the
-    attempts that carry a latency, one that nothing else ran beside (a steady competitor on the core gives a steady,
-    slower latency: rule 7), then the smallest IQR / median."""
+    """The result id a job with no clean attempt answers with (rows of ``Store.job_results``): of the attempts
+    that carry a latency (flagged ones; a failed attempt carries none), one that nothing else ran beside (a steady
+    competitor on the core gives a steady, slower latency: rule 7), then the smallest IQR / median."""
     def badness(row):
         _, _, _, _, iqr_over_median, flags = row
         return "contended" in flags.split(","), iqr_over_median if iqr_over_median is not None else float("inf")
@@ -675,17 +675,18 @@ class Coordinator:
         outcome = record.get("outcome")
         flags = set(record.get("flags") or ())
         unstable = outcome == "unstable" or (outcome == "ok" and bool(flags & set(REQUEUE_FLAGS)))
-        if outcome == "ok" and not unstable:
+        clean = outcome == "ok" and not unstable
+        if clean:
             state = "done"
         elif self._may_retry(job_id, attempt, record):
             state = "queued"
-        else:
-            state = "done" if unstable else "failed"
+        else:  # attempts used up: a job measured at any of them (all flagged) answers with it, whatever came last
+            state = "done" if unstable or self._measured_before(job_id) else "failed"
         # one write: a coordinator killed between storing the attempt (the job's answer so far) and choosing the
         # steadiest would leave the last attempt as the answer of a job whose every attempt was flagged
         with self.store.transaction():
             result_id = self.store.finish_attempt(job_id, attempt, record=record, job_state=state)
-            if unstable and state == "done":  # every attempt flagged: keep them all, answer with the steadiest
+            if state == "done" and not clean:  # no clean attempt: keep them all, answer with the steadiest
                 self.store.accept_result(job_id, steadiest_result(self.store.job_results(job_id)))
         if state == "queued" and unstable:
             dev.queue.append((job_id, arch, attempt))  # measured again later
@@ -705,6 +706,10 @@ class Coordinator:
             dev.canary_due = True
         log.debug("job %s attempt %d on %s: %s -> %s (result %s)", job_id, attempt, dev.profile.name,
                   outcome, state, result_id)
+
+    def _measured_before(self, job_id: int) -> bool:
+        """Whether an earlier attempt of the job measured a latency (flagged, or it would be done)."""
+        return any(label_ms is not None for _, _, _, label_ms, _, _ in self.store.job_results(job_id))
 
     def _judge_device(self, dev: _Device, job_id: int, arch: str, record: dict, *, counts: bool) -> None:
         """What a job's attempt says about its device: a failure adds to the device's run of failures (which

@@ -1313,3 +1313,29 @@ def test_a_job_flagged_at_every_attempt_is_answered_by_its_steadiest_even_when_k
                                 (job_id,)).fetchall()
     assert all(outcome == "unstable" for _, _, outcome, _, _, _ in rows), rows
     assert accepted == [(steadiest_result(rows), 1.5)], (accepted, rows)
+
+
+def test_a_job_flagged_twice_then_failing_is_answered_by_its_steadiest_flagged_attempt(local_ray, artifacts,
+                                                                                      tmp_path):
+    """Flagged, flagged, then a failure at its last attempt: the job was given up as failed, its two measured
+    latencies never accepted (and a resume did not measure it again), while flagged, failed, flagged gave the job
+    its steadiest attempt. The order of the outcomes no longer decides: a job with a measured attempt answers
+    with its steadiest one once its attempts are used up."""
+    calls = tmp_path / "calls"
+    # a vendor tool run once per timed window (2 an attempt): samples spread wide for two attempts, then it fails
+    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); test $n -le 4 && "
+               "echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms'")
+    dev = write_profile(tmp_path, "ray-unsteady-then-fails", runtime="command",
+                        options={"command": command, "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    with Store(db) as s:
+        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+        (job_id, state) = s.db.execute("SELECT id, state FROM jobs WHERE campaign_id = ?", (cid,)).fetchone()
+        rows = s.job_results(job_id)
+        accepted = [r for (r,) in s.db.execute("SELECT id FROM results WHERE job_id = ? AND accepted = 1",
+                                               (job_id,))]
+        table = s.latency_table("nb201")
+    assert [outcome for _, _, outcome, _, _, _ in rows] == ["unstable", "unstable", "runtime_error"], rows
+    assert state == "done" and accepted == [steadiest_result(rows)], (state, accepted, rows)
+    assert list(table["latency_ms"]) == [1.5], table
