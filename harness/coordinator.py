@@ -131,7 +131,8 @@ class CoordinatorOptions:
         also part of the time its recover command and reconnect are allowed.
     job_margin_s : float
         Added to the longest a measurement may take under its profile's timing policy (and the session's own
-        margin): the coordinator gives up on a device actor's call after that sum (``Coordinator._job_limit_s``).
+        margin): the coordinator gives up on a device actor's call after that sum (``Coordinator._job_limit_s``),
+        counted from when the device's call before it ended (``Coordinator._overdue``).
     pin_service_cores : bool
         Keep this process and a local Ray off the cores local devices measure on.
     fixed_model : dict, optional
@@ -619,9 +620,11 @@ class Coordinator:
         return True
 
     def _overdue(self, dev: _Device, entry: tuple) -> bool:
-        # a queued entry waits for the one before it: allow a full limit per place in the queue
+        # a queued entry waits for the one before it: allow a full limit per place in the queue, counted from when
+        # it last moved up (the entry before it ended), not from its sending: a job sent behind a slow one had only
+        # what that one left of the limit once it ran, and was given up as lost part way through
         place = dev.in_flight.index(entry) + 1
-        return time.monotonic() - entry[4] > dev.limit_s * place
+        return time.monotonic() - max(entry[4], dev.last_done) > dev.limit_s * place
 
     def _measure_done(self, ray, dev: _Device, entry: tuple) -> None:
         ref, job_id, attempt, arch, started, actor = entry

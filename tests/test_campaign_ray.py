@@ -308,6 +308,26 @@ def test_a_device_actor_dying_once_is_one_failure_not_one_per_call_it_held(local
     assert row["state"] == "active" and row["done"] == 3, row.to_dict()
 
 
+def test_a_job_sent_behind_a_slow_one_gets_its_whole_time_limit(local_ray, artifacts, tmp_path):
+    """Two slow models in a row, each well within the coordinator's limit per job: the second, sent behind the
+    first (pipeline_depth 2), was allowed two limits while it waited, but only one limit from its sending once
+    the first ended, so it was given up as lost part way through its own measurement and its actor killed. A job
+    now has its limit from when the one before it ended."""
+    dev = write_profile(tmp_path, "ray-slow-pair", runtime="command",
+                        options={"command": "sh -c 'sleep 12; echo 2.5 ms'", "regex": "([0-9.]+) ms"},
+                        policy={**FAST_POLICY, "repeats": 1, "window_timeout_s": 15.0, "model_timeout_s": 15.0},
+                        thermal_domain=f"slow-pair-{os.getpid()}-{tmp_path.name}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    # the session's own 30 s margin taken back: the limit is 11 s, just under two of these 12 s jobs with the
+    # 10 s the coordinator waits for an overdue call's answer, and a job alone within it and that wait
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0)
+    with Store(db) as s:
+        run_campaign(s, cid, options)
+        outcomes = [o for (o,) in s.db.execute("SELECT outcome FROM results ORDER BY id")]
+    assert outcomes == ["ok", "ok"], outcomes
+
+
 def _kill_exports_while(coordinate, limit: int) -> int:
     """Run ``coordinate`` in a thread and SIGKILL up to ``limit`` Ray export tasks mid-export (as
     the OOM killer or a crash would); returns how many were killed. Only this module's Ray's tasks
