@@ -258,8 +258,9 @@ class Coordinator:
         self.worker_s = 0.0  # inside the device actors' measure calls
         self.lock_wait_s = 0.0  # of which waiting for a device sharing the core / thermal domain
         self.n_measurements = 0
-        self.started = time.time()
-        self.first_dispatch: float | None = None  # wall clock of the first and last measurement
+        # durations on the monotonic clock: the wall clock of a month-long campaign may be stepped (NTP)
+        self.started = time.monotonic()
+        self.first_dispatch: float | None = None  # of the first and last measurement
         self.last_result: float | None = None
 
     # -- public ----------------------------------------------------------------------------
@@ -360,7 +361,7 @@ class Coordinator:
         return policy.longest_s + MEASURE_MARGIN_S + self.options.job_margin_s
 
     def summary(self) -> dict:
-        now = time.time()
+        now = time.monotonic()
         return {"campaign_id": self.campaign_id, "wall_s": now - self.started,
                 "dispatch_wall_s": (self.last_result - self.first_dispatch) if self.first_dispatch else 0.0,
                 "measure_s": self.measure_s, "worker_s": self.worker_s,
@@ -614,7 +615,7 @@ class Coordinator:
                 self._finish(dev, job_id, attempt, arch, record)
             return True
         if self.first_dispatch is None:
-            self.first_dispatch = time.time()
+            self.first_dispatch = time.monotonic()
         ref = dev.actor.measure.remote(job)
         dev.in_flight.append((ref, job_id, attempt, arch, time.monotonic(), dev.actor))
         return True
@@ -648,7 +649,7 @@ class Coordinator:
         self.worker_s += float(record.get("worker_s") or 0.0)
         self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)
         self.n_measurements += 1
-        self.last_result = time.time()
+        self.last_result = time.monotonic()
         now = time.monotonic()
         dev.durations_s.append(now - max(started, dev.last_done))
         dev.last_done = now

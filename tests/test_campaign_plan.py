@@ -356,6 +356,26 @@ def test_a_resumed_campaigns_table_counts_the_jobs_earlier_runs_did():
     assert [cell.strip() for cell in row.split("│")[3:5]] == ["29", "1"], row  # done, failed
 
 
+def test_a_runs_duration_is_not_moved_by_a_step_of_the_wall_clock(tmp_path, monkeypatch):
+    """A month-long campaign's wall clock may be stepped (NTP, a clock set by hand): the run's duration
+    (`wall_s`, its summary's and the command's JSON line) was the difference of two wall-clock times, so a step
+    back of an hour made it negative. Durations are taken on the monotonic clock; stored times stay wall clock."""
+    import time
+
+    from harness.coordinator import Coordinator, CoordinatorOptions
+
+    dev = write_profile(tmp_path, "dev-a")
+    with Store(tmp_path / "lab.db") as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1835", devices=(str(dev),)))
+        with s.transaction():
+            s.db.execute("UPDATE jobs SET state = 'done'")  # nothing left to measure: the run starts no Ray
+        coordinator = Coordinator(s, cid, CoordinatorOptions(artifact_dir=tmp_path / "art", canary_every=0))
+        stepped_back = time.time() - 3600
+        monkeypatch.setattr(time, "time", lambda: stepped_back)
+        summary = coordinator.run()
+    assert summary["wall_s"] >= 0, summary
+
+
 def test_the_progress_tables_eta_gives_its_units():
     """The ETA column read '1:15' and '1:02:05': minutes or hours, the reader had to guess. Now its units say."""
     from rich.console import Console
