@@ -832,7 +832,9 @@ class Coordinator:
                         "(each job keeps its own count); measuring on", dev.profile.name, dev.failures_in_row)
             self._failures_in_row(dev, 0)
             dev.recover_tried = False
-        if label is not None and self._canary_again(dev, record):
+        if label is None:
+            dev.canary_retries = 0  # a failed canary ends the row of flagged ones: the next gets all its retries
+        elif self._canary_again(dev, record):
             return
         last_id = self.store.db.execute("SELECT max(id) FROM results").fetchone()[0] or 0
         after_jobs = dev.done + dev.failed

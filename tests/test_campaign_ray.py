@@ -1270,6 +1270,30 @@ def test_a_contended_drift_canary_is_measured_again_before_it_counts(local_ray, 
         assert con.execute("SELECT count(*) FROM canaries").fetchone()[0] == 2
 
 
+def test_a_canary_flagged_after_a_failed_one_still_gets_its_own_retries(local_ray, artifacts, tmp_path):
+    """The opening canary flagged once, then failing at its retry: the count of flagged canaries in a row was left
+    at 1, so the next canary, flagged twice, counted at its second measurement and set a baseline from a flagged
+    record (1.5 ms here, the device's own speed being 2.5 ms), which is what measuring a flagged canary again
+    prevents. A failed canary now ends the row."""
+    calls = tmp_path / "calls"
+    # a vendor tool run once per timed window (2 a measurement): the opening canary spread wide, then failing at its
+    # retry; two jobs; the next canary spread wide twice, then steady
+    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); case $n in 1|2|8|9|10|11) "
+               "echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms;; 3) exit 1;; *) echo 2.5 ms;; esac'")
+    dev = write_profile(tmp_path, "ray-canary-rows", runtime="command", options={"command": command,
+                                                                                "regex": "([0-9.]+) ms"})
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835,7165")
+    opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=2, drift_pause_s=SHORT_PAUSE_S, canary_fresh_s=0.0)
+    with Store(db) as s:
+        run_campaign(s, cid, opts)
+        canaries = [m for (m,) in s.db.execute("SELECT median_ms FROM canaries WHERE campaign_id = ? ORDER BY id",
+                                               (cid,))]
+        jobs = [o for (o,) in s.db.execute("SELECT outcome FROM results ORDER BY id")]
+    assert jobs == ["ok", "ok"], jobs
+    assert canaries == [None, 2.5], canaries
+
+
 class _Killed(BaseException):
     """The coordinator's process killed (SIGKILL) at the point a test raises it: nothing after it is written."""
 
