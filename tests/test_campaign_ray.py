@@ -156,6 +156,14 @@ def _plan(db, devices, archs=CHEAP, name=None):
     return cid
 
 
+def _tool_by_call(tmp_path, name: str, by_call: str) -> Path:
+    """A command device whose vendor tool, run once per timed window, runs ``by_call``: a shell snippet that reads
+    the tool's call number (1, 2, ...) as ``$n``."""
+    calls = tmp_path / "calls"
+    command = f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); {by_call}'"
+    return write_profile(tmp_path, name, runtime="command", options={"command": command, "regex": "([0-9.]+) ms"})
+
+
 def _check_one_answer_per_job(db):
     con = sqlite3.connect(db)
     rows = con.execute("SELECT j.id, j.state, sum(r.accepted), sum(r.outcome = 'ok'), "
@@ -695,10 +703,7 @@ def test_a_job_measured_fine_after_the_quarantine_leaves_the_run_that_quarantine
     it and set the stored run of failures to 0, so `hwl campaign status` showed a quarantined device 'failed in a
     row 0' beside its error '3 failed attempts in a row'. A call sent ahead of the verdict no longer changes the
     run either way; its result is stored all the same."""
-    calls = tmp_path / "calls"
-    command = f"sh -c 'echo >> {calls}; test $(wc -l < {calls}) -gt 3 && echo 2.5 ms'"
-    dev = write_profile(tmp_path, "ray-late-ok", runtime="command", options={"command": command,
-                                                                            "regex": "([0-9.]+) ms"})
+    dev = _tool_by_call(tmp_path, "ray-late-ok", "test $n -gt 3 && echo 2.5 ms")
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs=CHEAP + ",4123")
     with Store(db) as s:
@@ -1275,13 +1280,10 @@ def test_a_canary_flagged_after_a_failed_one_still_gets_its_own_retries(local_ra
     at 1, so the next canary, flagged twice, counted at its second measurement and set a baseline from a flagged
     record (1.5 ms here, the device's own speed being 2.5 ms), which is what measuring a flagged canary again
     prevents. A failed canary now ends the row."""
-    calls = tmp_path / "calls"
-    # a vendor tool run once per timed window (2 a measurement): the opening canary spread wide, then failing at its
-    # retry; two jobs; the next canary spread wide twice, then steady
-    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); case $n in 1|2|8|9|10|11) "
-               "echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms;; 3) exit 1;; *) echo 2.5 ms;; esac'")
-    dev = write_profile(tmp_path, "ray-canary-rows", runtime="command", options={"command": command,
-                                                                                "regex": "([0-9.]+) ms"})
+    # 2 calls a measurement: the opening canary spread wide, then failing at its retry; two jobs; the next canary
+    # spread wide twice, then steady
+    dev = _tool_by_call(tmp_path, "ray-canary-rows", "case $n in 1|2|8|9|10|11) echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms;; "
+                        "3) exit 1;; *) echo 2.5 ms;; esac")
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835,7165")
     opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=2, drift_pause_s=SHORT_PAUSE_S, canary_fresh_s=0.0)
@@ -1365,12 +1367,8 @@ def test_a_job_flagged_twice_then_failing_is_answered_by_its_steadiest_flagged_a
     latencies never accepted (and a resume did not measure it again), while flagged, failed, flagged gave the job
     its steadiest attempt. The order of the outcomes no longer decides: a job with a measured attempt answers
     with its steadiest one once its attempts are used up."""
-    calls = tmp_path / "calls"
-    # a vendor tool run once per timed window (2 an attempt): samples spread wide for two attempts, then it fails
-    command = (f"sh -c 'echo >> {calls}; n=$(wc -l < {calls}); test $n -le 4 && "
-               "echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms'")
-    dev = write_profile(tmp_path, "ray-unsteady-then-fails", runtime="command",
-                        options={"command": command, "regex": "([0-9.]+) ms"})
+    # 2 calls an attempt: samples spread wide for two attempts, then the tool fails
+    dev = _tool_by_call(tmp_path, "ray-unsteady-then-fails", "test $n -le 4 && echo 1 ms 1 ms 1 ms 2 ms 2 ms 2 ms")
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835")
     with Store(db) as s:
