@@ -249,9 +249,10 @@ class DeviceWorker:
                              "arch": job.get("arch"), "since": time.time(), "measuring_since": None}
         t0 = time.perf_counter()
         try:
-            with device_locks(self.profile.lock_keys):
+            with contextlib.ExitStack() as held:
+                refused = self._take_locks(held)
                 locked = time.perf_counter()
-                record = self._measure_locked(job)
+                record = refused or self._measure_locked(job)
                 record["lock_wait_s"] = locked - t0
         finally:
             with self._state_lock:
@@ -260,6 +261,19 @@ class DeviceWorker:
         record["artifact_sha256"] = job.get("artifact_sha256")
         self.jobs_done += 1
         return record
+
+    def _take_locks(self, held: contextlib.ExitStack) -> dict | None:
+        """Take the device's locks into ``held``; None, or the record of an attempt lost with the device when they
+        cannot be taken (HWL_LOCK_DIR a file, or a folder this user cannot write). The error escaped the worker:
+        each job failed as a Ray task, its actor was killed, and the device's recover command (a power cycle) ran
+        for a folder on this machine, its quarantine saying so in a traceback."""
+        try:
+            held.enter_context(device_locks(self.profile.lock_keys))
+        except (OSError, UserError) as exc:
+            return {"outcome": "device_lost", "error_kind": DeviceSetupError.__name__,
+                    "error_message": f"{self.profile.name}: its device locks cannot be taken ({exc}); HWL_LOCK_DIR, "
+                                     "when set, must name a folder this user can write"}
+        return None
 
     def _measure_locked(self, job: dict) -> dict:
         try:

@@ -229,3 +229,21 @@ def test_a_program_not_on_this_machine_refuses_the_device_before_its_agent_start
     assert str(refused.value).startswith(f"{path}: key '{key}' of device w-phone runs '{missing}', which is not "
                                          "on PATH"), refused.value
     assert worker.agent_starts == 0
+
+
+def test_locks_that_cannot_be_taken_are_an_attempt_lost_with_the_device_in_one_line(tmp_path, model, monkeypatch):
+    """HWL_LOCK_DIR naming a file (or a folder this user cannot write): the error escaped the worker, so in a
+    campaign each job failed as a Ray task, its actor was killed, and the device's recover command (a power cycle)
+    ran for a folder on this machine, its quarantine saying so in a traceback. The worker now answers with an
+    attempt lost with the device (charging no model), the reason in one line naming the folder."""
+    not_a_folder = tmp_path / "locks"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("HWL_LOCK_DIR", str(not_a_folder))
+    worker = DeviceWorker(load_profile(str(write_profile(tmp_path, "w-locks"))))
+    try:
+        rec = worker.measure(_job(model))
+    finally:
+        worker.close()
+    assert (rec["outcome"], rec["error_kind"]) == ("device_lost", "DeviceSetupError"), rec
+    assert str(not_a_folder) in rec["error_message"] and "HWL_LOCK_DIR" in rec["error_message"], rec
+    assert "\n" not in rec["error_message"] and worker.agent_starts == 0
