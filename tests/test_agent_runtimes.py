@@ -263,6 +263,24 @@ def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17, 
     return path
 
 
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_a_sequence_output_is_timed_and_a_sequence_input_refused_in_one_line(tmp_path, runtime):
+    """A model whose output is a sequence (as a classifier's ZipMap is): TVM compiled and ran it, then failed with
+    "KeyError: 0" looking up its output's dtype; a sequence input failed the same way (onnxruntime named it)."""
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, [1, 4])
+    path = onnx_of(tmp_path / "seq_out.onnx", helper.make_node("SequenceConstruct", ["x"], ["s"]), [x], seq)
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert (res.record().spec.input_shape, res.record().spec.dtype) == ((1, 4), "float32")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", 4])
+    path = onnx_of(tmp_path / "seq_in.onnx", helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0), [seq], y)
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert (res.outcome, res.message) == ("unsupported_op", "input 's' has type seq(tensor(float)), which the agent "
+                                                            "cannot feed")
+
+
 def test_tvm_refuses_an_opset_newer_than_it_knows_in_one_line(tmp_path):
     """TVM's importer converts each operator by its newest rule at or below the model's opset: a Relu stamped
     opset 99 was measured (onnxruntime refuses it)."""

@@ -82,6 +82,12 @@ class Prepared:
     on_window: Callable[[str], object] | None = None
 
 
+def unfeedable_input(name: str, type_name: str) -> UnsupportedOp:
+    """The one-line refusal of a model input of a type the agent draws no random values of (``type_name`` as
+    onnxruntime writes it: "seq(tensor(float))", "tensor(string)")."""
+    return UnsupportedOp(f"input {name!r} has type {type_name}, which the agent cannot feed")
+
+
 def external_data_failure() -> LoadFailure:
     """The one-line refusal of a model whose tensors lie in files beside it (ONNX external data)."""
     return LoadFailure("the model keeps tensor data in files beside it (ONNX external data), which the agent does "

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from agents.errors import BadRequest, RuntimeUnavailable
 from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option,
                                   external_data_failure, float_type, input_shapes, looks_like_oom,
-                                  random_input, without_side_files)
+                                  random_input, unfeedable_input, without_side_files)
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -60,7 +60,7 @@ def input_feeds(sess, request) -> dict[str, np.ndarray]:
     inputs = sess.get_inputs()
     for inp in inputs:
         if inp.type not in ONNX_TYPES:
-            raise UnsupportedOp(f"input {inp.name!r} has type {inp.type}, which the agent cannot feed")
+            raise unfeedable_input(inp.name, inp.type)
     # onnxruntime gives a free dimension as its symbol's name, or None
     shapes = input_shapes([(inp.name, tuple(inp.shape)) for inp in inputs], request.batch, tuple(request.input_shape))
     return {inp.name: random_input(shape, ONNX_TYPES[inp.type], request.seed + i)

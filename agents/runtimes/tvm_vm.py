@@ -46,7 +46,8 @@ from tvm import relax
 
 from agents.errors import BadRequest
 from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, check_batch_of,
-                                  external_data_failure, float_type, input_shapes, random_input, without_side_files)
+                                  external_data_failure, float_type, input_shapes, random_input, unfeedable_input,
+                                  without_side_files)
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,35 @@ def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[s
     import onnx
 
     graph_inputs = _graph_inputs(onnx_model)
+    for x in graph_inputs:  # a sequence failed as "KeyError: 0" when its dtype was looked up, strings in the build
+        if not _is_number_tensor(x.type):
+            raise unfeedable_input(x.name, _type_name(x.type))
     shapes = input_shapes(_declared_dims(graph_inputs), batch, input_shape)
     return [(x.name, shape, str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)))
             for x, shape in zip(graph_inputs, shapes)]
+
+
+def _is_number_tensor(type_proto) -> bool:
+    """Whether a graph input or output of this type is a tensor of numbers (not a sequence, map, optional or string)."""
+    import onnx
+    return (type_proto.WhichOneof("value") == "tensor_type"
+            and type_proto.tensor_type.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING))
+
+
+def _type_name(type_proto) -> str:
+    """An ONNX type as onnxruntime writes it: "tensor(float)", "seq(tensor(float))", "map(int64,tensor(float))"."""
+    import onnx
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.TensorProto.DataType.Name(type_proto.tensor_type.elem_type).lower()})"
+    if kind == "sequence_type":
+        return f"seq({_type_name(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_name(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.TensorProto.DataType.Name(type_proto.map_type.key_type).lower()
+        return f"map({key},{_type_name(type_proto.map_type.value_type)})"
+    return str(kind)
 
 
 def _graph_inputs(onnx_model) -> list:
@@ -447,8 +474,11 @@ def _uses_external_data(graph) -> bool:
 
 
 def _output_dtypes(proto) -> list[str]:
+    """The numpy types of the model's tensor outputs; a sequence or map (a classifier's ZipMap) has none: once
+    compiled and run, such a model failed here with "KeyError: 0"."""
     import onnx
-    return [str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)) for x in proto.graph.output]
+    return [str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)) for x in proto.graph.output
+            if _is_number_tensor(x.type)]
 
 
 def _model_inputs(request, model) -> tuple:
