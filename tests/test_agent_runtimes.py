@@ -281,6 +281,19 @@ def test_a_sequence_output_is_timed_and_a_sequence_input_refused_in_one_line(tmp
                                                             "cannot feed")
 
 
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
+@pytest.mark.parametrize("elem_type", ["INT16", "UINT16", "UINT32", "UINT64"])
+def test_every_integer_width_is_fed(tmp_path, runtime, elem_type):
+    """onnxruntime refused an int16 or uint16 input ("which the agent cannot feed") that TVM timed."""
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", getattr(TensorProto, elem_type), [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    path = onnx_of(tmp_path / "ints.onnx", helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT), [x], y)
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.input_shape == (1, 4)
+
+
 def test_tvm_refuses_an_opset_newer_than_it_knows_in_one_line(tmp_path):
     """TVM's importer converts each operator by its newest rule at or below the model's opset: a Relu stamped
     opset 99 was measured (onnxruntime refuses it)."""

@@ -27,7 +27,8 @@ OPT_LEVELS = {
 }
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+              "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16",
               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 KNOWN_OPTIONS = {"provider", "graph_optimization", "spinning", "inter_op_threads", "scope"}
 SCOPES = ("compute", "end_to_end")
