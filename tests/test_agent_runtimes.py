@@ -208,7 +208,7 @@ def test_an_input_shape_the_request_does_not_give_is_refused_in_one_line(tmp_pat
 
 
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])
-def test_a_model_without_inputs_is_timed_and_an_input_shape_for_it_refused(tmp_path, runtime):
+def test_a_model_without_inputs_is_timed_and_an_input_shape_or_batch_for_it_refused(tmp_path, runtime):
     """A model of constants only runs; an input_shape given for it was ignored without a word."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -220,6 +220,10 @@ def test_a_model_without_inputs_is_timed_and_an_input_shape_for_it_refused(tmp_p
                   _cache=tmp_path / "cache")
     assert res.outcome == "load_error" and "input_shape [1, 8] is for the model's first input, and it has none" \
         in res.message, res.message
+    # its record said batch 8, which nothing in it ran at
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), batch=8, _cache=tmp_path / "cache")
+    assert res.outcome == "load_error" and "the model has no inputs, so no batch size changes what it runs: ask " \
+        "for batch 1, not 8" in res.message, res.message
 
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])
 def test_input_shape_sizes_a_dimension_in_every_input_that_shares_it(tmp_path, runtime):

@@ -137,6 +137,9 @@ def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
     """
     if input_shape and not inputs:
         raise BadRequest(f"input_shape {list(input_shape)} is for the model's first input, and it has none")
+    if not inputs and batch != 1:  # its record said batch 8 for a model of constants, which no batch size changes
+        raise BadRequest(f"the model has no inputs, so no batch size changes what it runs: ask for batch 1, not "
+                         f"{batch} ({_asking_for(1)})")
     if inputs and inputs[0][1] and _is_fixed(inputs[0][1][0]) and inputs[0][1][0] != batch:
         # the model's batch is fixed: timing it under another batch size labelled the record with a batch
         # it never ran (hwl measure --batch 8 on a batch-1 export said batch 8, input_shape [1, ...])
