@@ -257,6 +257,21 @@ def test_the_record_of_an_fp16_model_says_float16(tmp_path, runtime):
     assert res.record().spec.dtype == "float16"
 
 
+def test_tvm_records_a_bfloat16_model_as_bfloat16_and_feeds_it_normal_floats(tmp_path):
+    """numpy calls bfloat16 (ml_dtypes') kind "V": the record said the output's float32, and the input held 0 or 1."""
+    from onnx import TensorProto, helper
+
+    from agents.runtimes.base import random_input
+    x = helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    path = onnx_of(tmp_path / "bf16.onnx", helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT), [x], y)
+    res = measure(runtime="tvm", model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert res.record().spec.dtype == "bfloat16"
+    drawn = random_input((64,), "bfloat16", 0).astype("float32")
+    assert len(set(drawn.tolist())) > 2 and drawn.min() < 0
+
+
 def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17, ir_version: int = 10) -> Path:
     import onnx
     from onnx import helper

@@ -212,7 +212,13 @@ def float_type(dtypes) -> str:
     inputs first); a model with none, its first input's or output's type; "" when it has neither. An fp16 model was
     recorded as the request's default float32, and so was an integer model (uint8 in and out) still."""
     dtypes = [d for d in dtypes if d]
-    return next((d for d in dtypes if np.dtype(d).kind == "f"), dtypes[0] if dtypes else "")
+    return next((d for d in dtypes if _is_float(np.dtype(d))), dtypes[0] if dtypes else "")
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is a floating-point type: numpy's, or ml_dtypes' (bfloat16, float8_*), which ONNX gives for
+    those types and numpy calls kind "V" (a bfloat16 model's record said float32, its input drawn as 0 or 1)."""
+    return dtype.kind == "f" or dtype.name.startswith(("bfloat", "float"))
 
 
 _DRAW_CHUNK = 1 << 20  # elements of an input drawn at a time (8 MiB of float64)
@@ -231,7 +237,7 @@ def random_input(shape, dtype: str, seed: int) -> np.ndarray:
     # is sequential), without the whole-size float64 or int64 draw beside it (3x a float32 input's size at its peak)
     for start in range(0, flat.size, _DRAW_CHUNK):
         n = min(_DRAW_CHUNK, flat.size - start)
-        flat[start:start + n] = rng.standard_normal(n) if out.dtype.kind == "f" else rng.integers(0, 2, size=n)
+        flat[start:start + n] = rng.standard_normal(n) if _is_float(out.dtype) else rng.integers(0, 2, size=n)
     return out
 
 
