@@ -187,6 +187,9 @@ def symbolic_onnx(path: Path, dims: list, second: list | None = None) -> Path:
     (["N", "seq"], {}, "the model's input 'x' has a free dimension seq (axis 1): give its whole shape with the sizes "
                        "you mean as input_shape (hwl measure --input-shape 1,seq)"),
     (["N", 3, "H", "W"], {"batch": 2}, "input_shape (hwl measure --input-shape 2,3,H,W)"),
+    # TVM took a size of -1 (free, as onnxruntime reads it) for a symbol: the second -1 ran at the first's batch size
+    ([-1, -1], {}, "the model's input 'x' has a free dimension ? (axis 1): give its whole shape with the sizes you "
+                   "mean as input_shape (hwl measure --input-shape 1,?)"),
     # the record said batch 1, the model ran at 4
     (["N", 64], {"input_shape": (4, 64)}, "input_shape [4, 64] says batch 4, the request batch 1: ask for batch 4 too"),
     # TVM ran a batch-1 model under a record of batch 8 (onnxruntime refused it already), also with input_shape

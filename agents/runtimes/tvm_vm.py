@@ -135,8 +135,11 @@ def _graph_inputs(onnx_model) -> list:
 
 
 def _declared_dims(graph_inputs) -> list[tuple[str, tuple]]:
-    """(name, dims) of each input as the model declares them: a free dimension is its symbol's name, or None."""
-    return [(x.name, tuple(d.dim_value or d.dim_param or None for d in x.type.tensor_type.shape.dim))
+    """(name, dims) of each input as the model declares them: a free dimension is its symbol's name, or None. A size
+    below 1 is free, as onnxruntime reads it: [-1, -1, 8] (a hand-made "dynamic" model) ran at [1, 1, 8], its
+    second -1 taking the batch size the first one was given."""
+    return [(x.name, tuple(d.dim_value if d.dim_value > 0 else d.dim_param or None
+                           for d in x.type.tensor_type.shape.dim))
             for x in graph_inputs]
 
 
