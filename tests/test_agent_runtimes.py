@@ -229,6 +229,28 @@ def test_a_model_without_inputs_is_timed_and_an_input_shape_or_batch_for_it_refu
         "for batch 1, not 8" in res.message, res.message
 
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])
+def test_an_input_that_declares_no_shape_takes_the_input_shape_or_is_refused(tmp_path, runtime):
+    """onnxruntime gives an input without a declared shape the shape [], a scalar's, and the agent fed it one: a Relu
+    was timed on one number; with input_shape it was refused, as a shape of 0 dimensions."""
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    path = onnx_of(tmp_path / "shapeless.onnx", helper.make_node("Relu", ["x"], ["y"]), [x],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None]))
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert (res.outcome, res.message) == ("load_error", "BadRequest: the model's input 'x' declares no shape: give its "
+                                          "whole shape as input_shape (hwl measure --input-shape 1,3,224,224 for an "
+                                          "image, say)")
+    if runtime == "ort":  # TVM's build checks the model with onnx.checker, which wants the shape declared
+        res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), input_shape=(1, 4))
+        assert res.outcome in TIMED and res.record().spec.input_shape == (1, 4), res.message
+    scalar = helper.make_tensor_value_info("x", TensorProto.FLOAT, [])  # a declared scalar is still fed one
+    path = onnx_of(tmp_path / "scalar.onnx", helper.make_node("Relu", ["x"], ["y"]), [scalar],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, []))
+    res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED and res.record().spec.input_shape == (), res.message
+
+
+@pytest.mark.parametrize("runtime", ["ort", "tvm"])
 def test_input_shape_sizes_a_dimension_in_every_input_that_shares_it(tmp_path, runtime):
     """ids and mask both [N, seq]: input_shape (1, 64) gave ids seq 64 and the mask seq 1 (Concat then failed; a
     broadcasting model ran on a mask of the wrong length)."""

@@ -128,12 +128,13 @@ def count_option(options: dict, key: str, *, default: int, runtime: str) -> int:
 
 def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
     """The shape to feed each model input, from ``(name, dims)`` pairs whose free dimensions are their symbol's name
-    (``"seq"``) or None.
+    (``"seq"``) or None; ``dims`` is None for an input that declares no shape (not even its rank).
 
     The first input takes ``input_shape`` when the request gives one; a free dimension then takes the size its
     symbol has there (ids and mask, both ``[N, seq]``, get the same seq), a free leading dimension the batch. Any
     other free dimension is refused: it ran at the batch size (a ``[N, seq]`` model at seq 1, an image model at
-    1x1 pixels) under a record like any other.
+    1x1 pixels) under a record like any other. So is an input without a shape that ``input_shape`` does not give:
+    onnxruntime fed it a scalar.
     """
     if input_shape and not inputs:
         raise BadRequest(f"input_shape {list(input_shape)} is for the model's first input, and it has none")
@@ -149,6 +150,8 @@ def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
     sizes = _sizes_from_request(*inputs[0], batch, tuple(input_shape)) if input_shape else {}
     shapes = [tuple(input_shape)] if input_shape else []
     for name, dims in inputs[len(shapes):]:
+        if dims is None:
+            raise _shapeless(name, inputs[0][0], batch)
         shape = []
         for axis, dim in enumerate(dims):
             if _is_fixed(dim) or (dim is not None and dim in sizes):
@@ -161,6 +164,15 @@ def input_shapes(inputs, batch: int, input_shape: tuple = ()) -> list[tuple]:
                 raise _unsized(name, dim, axis, inputs[0], batch)
         shapes.append(tuple(shape))
     return shapes
+
+
+def _shapeless(name: str, first: str, batch: int) -> BadRequest:
+    """The refusal of an input that declares no shape, which only a request's ``input_shape`` can give."""
+    what = f"the model's input {name!r} declares no shape"
+    if name != first:
+        return BadRequest(f"{what}, and input_shape is the first input's: export the model with its shape declared")
+    return BadRequest(f"{what}: give its whole shape as input_shape (hwl measure --input-shape {batch},3,224,224 for "
+                      "an image, say)")
 
 
 def _unsized(name: str, dim, axis: int, first: tuple, batch: int) -> BadRequest:
@@ -181,6 +193,9 @@ def _is_fixed(dim) -> bool:
 
 def _sizes_from_request(name: str, dims: tuple, batch: int, input_shape: tuple) -> dict:
     """The sizes the request's ``input_shape`` gives the first input's free dimensions, by symbol."""
+    if dims is None:  # no declared shape: input_shape is all of it
+        check_batch_of(input_shape, batch)
+        return {}
     if len(dims) != len(input_shape):
         raise BadRequest(f"input_shape {list(input_shape)} has {len(input_shape)} dimensions, the model's input "
                          f"{name!r} {len(dims)}: {list(dims)}")

@@ -56,16 +56,27 @@ def session_options(threads: int, options: dict) -> ort.SessionOptions:
     return so
 
 
-def input_feeds(sess, request) -> dict[str, np.ndarray]:
+def input_feeds(sess, request, data: bytes) -> dict[str, np.ndarray]:
     """Fixed-seed inputs, shaped by :func:`agents.runtimes.base.input_shapes`."""
     inputs = sess.get_inputs()
     for inp in inputs:
         if inp.type not in ONNX_TYPES:
             raise unfeedable_input(inp.name, inp.type)
+    shapeless = _shapeless_inputs(data) if any(not inp.shape for inp in inputs) else set()
     # onnxruntime gives a free dimension as its symbol's name, or None
-    shapes = input_shapes([(inp.name, tuple(inp.shape)) for inp in inputs], request.batch, tuple(request.input_shape))
+    declared = [(inp.name, None if inp.name in shapeless else tuple(inp.shape)) for inp in inputs]
+    shapes = input_shapes(declared, request.batch, tuple(request.input_shape))
     return {inp.name: random_input(shape, ONNX_TYPES[inp.type], request.seed + i)
             for i, (inp, shape) in enumerate(zip(inputs, shapes))}
+
+
+def _shapeless_inputs(data: bytes) -> set[str]:
+    """The names of the graph inputs that declare no shape. onnxruntime gives such an input the shape [], a
+    scalar's, and it was fed one (a Conv then failed at its first inference, a Relu was timed on one number), so the
+    model is read for them, only when some input has the shape []."""
+    import onnx
+    graph = onnx.load_from_string(data).graph
+    return {x.name for x in graph.input if x.type.HasField("tensor_type") and not x.type.tensor_type.HasField("shape")}
 
 
 def reason(exc: Exception) -> str:
@@ -125,7 +136,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         raise BadRequest("onnxruntime times an ONNX file: the request names none ('model' or 'sha256')")
     so = session_options(request.threads, options)
     sess = _session(model.data, so, provider)
-    feeds = input_feeds(sess, request)
+    feeds = input_feeds(sess, request, model.data)
     meta = {"intra_op_threads": request.threads, "inter_op_threads": so.inter_op_num_threads,
             "spinning": bool(options.get("spinning", True)),
             "graph_optimization": options.get("graph_optimization", "all"), "scope": scope}

@@ -134,12 +134,12 @@ def _graph_inputs(onnx_model) -> list:
     return [x for x in onnx_model.graph.input if x.name not in inits]
 
 
-def _declared_dims(graph_inputs) -> list[tuple[str, tuple]]:
-    """(name, dims) of each input as the model declares them: a free dimension is its symbol's name, or None. A size
-    below 1 is free, as onnxruntime reads it: [-1, -1, 8] (a hand-made "dynamic" model) ran at [1, 1, 8], its
-    second -1 taking the batch size the first one was given."""
+def _declared_dims(graph_inputs) -> list[tuple[str, tuple | None]]:
+    """(name, dims) of each input as the model declares them (dims None: no shape at all): a free dimension is its
+    symbol's name, or None. A size below 1 is free, as onnxruntime reads it: [-1, -1, 8] (a hand-made "dynamic"
+    model) ran at [1, 1, 8], its second -1 taking the batch size the first one was given."""
     return [(x.name, tuple(d.dim_value if d.dim_value > 0 else d.dim_param or None
-                           for d in x.type.tensor_type.shape.dim))
+                           for d in x.type.tensor_type.shape.dim) if x.type.tensor_type.HasField("shape") else None)
             for x in graph_inputs]
 
 
@@ -147,7 +147,7 @@ def _built_shapes(onnx_model, inputs) -> list[tuple] | None:
     """The shapes ``inputs`` (of :func:`onnx_inputs`) gave a model that leaves a dimension free, which a build
     fixes (so they belong in its :func:`build_hash`); None for a model that fixes every dimension itself."""
     declared = _declared_dims(_graph_inputs(onnx_model))
-    if all(isinstance(d, int) for _, dims in declared for d in dims):
+    if all(dims is not None and all(isinstance(d, int) for d in dims) for _, dims in declared):
         return None
     return [shape for _, shape, _ in inputs]
 
