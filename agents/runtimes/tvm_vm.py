@@ -143,6 +143,22 @@ def _declared_dims(graph_inputs) -> list[tuple[str, tuple | None]]:
             for x in graph_inputs]
 
 
+def _with_declared_shape(onnx_model, input_shape: tuple):
+    """The model with ``input_shape``, the shape its first input is fed, declared there where that input declares
+    none: onnx.checker, which a build runs first, refuses a graph input without a shape ("Field 'shape' of 'type' is
+    required but missing"). A copy; the model itself is left as it is."""
+    import onnx
+    inputs = _graph_inputs(onnx_model)
+    if not input_shape or not inputs or inputs[0].type.WhichOneof("value") != "tensor_type" \
+            or inputs[0].type.tensor_type.HasField("shape"):
+        return onnx_model
+    declared = onnx.ModelProto()
+    declared.CopyFrom(onnx_model)
+    first = next(x for x in declared.graph.input if x.name == inputs[0].name)
+    first.type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension(dim_value=n) for n in input_shape)
+    return declared
+
+
 def _built_shapes(onnx_model, inputs) -> list[tuple] | None:
     """The shapes ``inputs`` (of :func:`onnx_inputs`) gave a model that leaves a dimension free, which a build
     fixes (so they belong in its :func:`build_hash`); None for a model that fixes every dimension itself."""
@@ -249,6 +265,7 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
     try:
         if not isinstance(model, onnx.ModelProto):
             model = onnx.load(str(model))
+        model = _with_declared_shape(model, input_shape)
         onnx.checker.check_model(model)
     except Exception as exc:
         raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
