@@ -189,7 +189,8 @@ def _check_tuner_ffi(what: str) -> None:
     version = getattr(tvm_ffi, "__version__", "")
     if version.startswith(BROKEN_TUNER_FFI):
         raise BadRequest(f"{what} runs MetaSchedule, which segfaults with apache-tvm-ffi {version}; install "
-                         "apache-tvm-ffi==0.1.14.post0 on the build host (the version hwl's install pins)")
+                         "apache-tvm-ffi 0.1.14 on the build host (pip install 'apache-tvm-ffi>=0.1.14,<0.1.15', "
+                         "as hwl's install pins it)")
 
 
 def _import_tensor_intrinsics() -> None:
