@@ -29,11 +29,14 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("measure", help="measure one model's latency on this machine")
     p.add_argument("model", type=user_path, nargs="?", default="",
                    help="ONNX file (not needed for --runtime torch --arch or a command that takes no file)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="ort")
+    p.add_argument("--runtime", choices=RUNTIMES, default="ort",
+                   help="what times the model: onnxruntime (ort, the same), TVM, torch eager or a command's tool "
+                        "(default ort)")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads (default 1)")
-    p.add_argument("--cores", default="", help="pin the measurement to these CPUs, e.g. '0' or '0,1'")
+    p.add_argument("--cores", default="",
+                   help="pin the measurement to these CPUs, e.g. '0' or '0,1' (default: not pinned)")
     p.add_argument("--profile", choices=["quick", "standard"], default="standard",
-                   help="timing profile (quick: short windows for demos; standard: the method's defaults)")
+                   help="timing profile (quick: short windows for demos; standard: the method's own; default standard)")
     p.add_argument("--policy", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a timing policy field, e.g. repeats=3 (repeatable)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
