@@ -213,6 +213,7 @@ class _Device:
     recover_tried: bool = False  # in this run of failures (a success resets it)
     probing: bool = False  # a canary asks whether the device or its models fail (see _probe_or_give_up)
     fine_since_probe: bool = True  # a model measured fine since the last probe, so another may be worth it
+    new_settings_needed: bool = False  # quarantined for its own settings: it can only measure in a new campaign
 
 
 def campaign_ray(profiles, options: CoordinatorOptions):
@@ -370,7 +371,8 @@ class Coordinator:
 
     def snapshot(self) -> dict:
         """Per device: done, failed (in this run), done_before, failed_before (earlier runs), running, queued,
-        state, error, eta_s."""
+        state, error, new_settings_needed (its error asks for other settings, which this campaign cannot take),
+        eta_s."""
         out = {}
         for name, dev in self.devices.items():
             mean_s = sum(dev.durations_s) / len(dev.durations_s) if dev.durations_s else None
@@ -379,6 +381,7 @@ class Coordinator:
             out[name] = {"done": dev.done, "failed": dev.failed, "done_before": dev.done_before,
                          "failed_before": dev.failed_before, "queued": queued,
                          "running": min(1, len(dev.in_flight)), "state": dev.state, "error": dev.error,
+                         "new_settings_needed": dev.new_settings_needed,
                          "eta_s": None if mean_s is None or dev.state != "active" else mean_s * queued}
         return out
 
@@ -427,10 +430,12 @@ class Coordinator:
         if not agent_runs_threads(dev.profile.runtime.kind):
             return
         if dev.profile.runtime.cores is None and usable_cores and threads > len(usable_cores):
+            dev.new_settings_needed = True
             self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "
                                f"threads than the {len(usable_cores)} core(s) usable on device {dev.profile.name} "
-                               f"{sorted(usable_cores)}; lower it (or pin runtime.cores) and run the campaign again "
-                               "(a resume keeps the settings it was planned with)", recover=False)
+                               f"{sorted(usable_cores)}; lower it (or pin runtime.cores) and run the same command "
+                               "again: with other settings it plans a new campaign of the same architectures (a "
+                               "resume keeps the settings this one was planned with)", recover=False)
 
     @staticmethod
     def _warn_if_stale_agent(profile: DeviceProfile, deployed: str | None) -> None:

@@ -704,3 +704,14 @@ def test_a_quarantine_line_leaves_out_the_errors_own_full_stop():
                     "to finish its jobs (or hwl campaign resume --store lab.db --name c-1, which keeps the settings "
                     "the campaign was planned with)")
     assert quarantine_line("pi-a", None, "r").startswith("hwl campaign: device pi-a quarantined: ?; once it")
+
+
+def test_a_quarantine_for_the_devices_own_settings_gives_only_its_errors_way_on():
+    """A device quarantined for settings this campaign cannot take (more threads than its cores) was told to lower
+    them and run the command again, then 'once it works again, run the same command to finish its jobs (or <resume>,
+    which keeps the settings ...)': advice that contradicted its own error. The error's way on stands alone."""
+    from harness.cli.campaign import quarantine_line
+
+    error = "pi.toml: key 'runtime.threads' = 4 asks more threads ...; lower it and run the same command again."
+    line = quarantine_line("pi-a", error, "hwl campaign resume --store lab.db --name c-1", new_settings=True)
+    assert line == f"hwl campaign: device pi-a quarantined: {error[:-1]}"

@@ -252,14 +252,20 @@ def _live(fn, args, **kwargs) -> int:
     flags = summary.get("resume_flags", flags_a_resume_needs(args))  # a resume's: those it took from the last run too
     for name in bad:  # the store keeps its place: say how to go on
         resume = resume_command(args.store, summary["name"], flags)
-        print(quarantine_line(name, summary["devices"][name].get("error"), resume), file=sys.stderr)
+        device = summary["devices"][name]
+        print(quarantine_line(name, device.get("error"), resume, new_settings=device.get("new_settings_needed")),
+              file=sys.stderr)
     return 1 if bad else 0
 
 
-def quarantine_line(device: str, error: str | None, resume: str) -> str:
+def quarantine_line(device: str, error: str | None, resume: str, *, new_settings: bool = False) -> str:
     """The line that says ``device`` was quarantined for ``error`` and how to go on, by the same command or by
-    ``resume``. An error's own full stop is left out: a changed host key's ended the line '...connection.; once'."""
+    ``resume``. An error's own full stop is left out: a changed host key's ended the line '...connection.; once'.
+    With ``new_settings`` the error itself says how to go on (other settings: a new campaign), which neither
+    "once it works again" nor a resume of this campaign can do."""
     why = (error or "?").rstrip(". ")
+    if new_settings:
+        return f"hwl campaign: device {device} quarantined: {why}"
     return (f"hwl campaign: device {device} quarantined: {why}; once it works again, run the same command to finish "
             f"its jobs (or {resume}, which keeps the settings the campaign was planned with)")
 
