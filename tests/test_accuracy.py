@@ -200,6 +200,28 @@ def test_transfer_across_tasks_beats_vec_scratch_at_k10(accuracy, proxies):
     assert zcp_transfer["mean"] > vec_scratch["mean"] and vec_transfer["mean"] > vec_scratch["mean"]
 
 
+def test_scratch_and_transfer_are_fitted_on_the_same_k_archs_of_a_trial(accuracy, monkeypatch):
+    """bench_accuracy's table sets transfer beside scratch on the same target, k and seeds; transfer drew its k
+    archs from another random stream, so the two columns of a row were fitted (and scored) on different archs."""
+    from predictors.base import FewShotMethod
+
+    adapted_on = []
+    adapt = FewShotMethod.adapt
+
+    def recording(self, archs, latency_ms, device=None):  # the real adapt, its archs written down
+        adapted_on.append((type(self).__name__, sorted(archs)))
+        return adapt(self, archs, latency_ms, device=device)
+
+    monkeypatch.setattr(FewShotMethod, "adapt", recording)
+    common = dict(encoding="vec", trials=2, pool=range(0, 600, 10), epochs=5)
+    evaluate_scratch(accuracy, dataset="cifar100", samples=(10,), **common)
+    evaluate_transfer(accuracy, source="cifar10", target="cifar100", k=10, **common)
+    scratch = [archs for name, archs in adapted_on if name == "AccuracyScratch"]
+    transfer = [archs for name, archs in adapted_on if name == "AccuracyTransfer"]
+    assert len(scratch) == len(transfer) == 2 and scratch[0] != scratch[1]
+    assert transfer == scratch
+
+
 def test_transfer_method_never_mutates_the_pretrained_model(accuracy):
     archs = list(range(0, 600, 10))
     method = AccuracyTransfer("vec", epochs=20, transfer_epochs=10, random_state=0)
