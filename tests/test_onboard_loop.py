@@ -135,6 +135,27 @@ def test_replay_reports_true_and_estimated_rho(method, small):
     assert all(-1 <= s["true_rho"] <= 1 and s["low"] <= s["est_rho"] <= s["high"] for s in run["steps"])
 
 
+def test_replay_reads_the_held_out_table_only_through_its_answers(small):
+    """The replayed device's unmeasured latencies are scored, never read: with every latency the loop did not ask
+    for permuted among themselves (and scaled, so their range moves too), the picks and every estimate repeat."""
+    tables, truth = small
+    method = registry.get_method(None, random_state=0).pretrain("nb201", TrainTables(tables, tables))
+
+    def onboard(table):
+        device = TableDevice(table)
+        result = OnboardLoop(method, "nb201", list(table.index), device, OnboardSettings(budget=8), tables=tables,
+                             device=str(table.name)).run()
+        return device.asked, [dict(s.to_dict(), seconds=0) for s in result.steps if s.estimate is not None]
+
+    asked, steps = onboard(truth)
+    rest = ~truth.index.isin(asked)
+    hidden = truth.copy()
+    hidden[rest] = np.random.default_rng(0).permutation(truth[rest].to_numpy()) * 2.9
+    assert len(steps) >= 4 and onboard(hidden) == (asked, steps)
+    replays = [replay_device(method, "nb201", t, OnboardSettings(budget=8), tables=tables) for t in (truth, hidden)]
+    assert replays[0]["steps"][-1]["true_rho"] != replays[1]["steps"][-1]["true_rho"]
+
+
 # -- diverse selection on constructed features ---------------------------------------------------
 def _clusters():
     rng = np.random.default_rng(0)
