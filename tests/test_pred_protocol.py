@@ -155,3 +155,25 @@ def test_a_huge_number_of_trials_takes_memory_as_the_trials_run():
     with pytest.raises(Stop):
         protocol.evaluate(make_method, small_task(n_test_devices=1), samples=(5,), trials=10 ** 11, n_pretrain=20)
     assert len(made) == 4
+
+
+@pytest.mark.parametrize("method", ["phys_bayes", "hwl_ridge", "copy"])
+def test_a_test_devices_table_reaches_a_method_only_through_its_own_k_measurements(method):
+    """Pretraining and every other test device must not see a test device's table: permuting and scaling
+    raspi4's latencies leaves gold_6226's score bit-identical, while raspi4's own moves."""
+    table = data.help_table("nb201")
+    table = table[table["arch"] < 600]
+    train_table = table[table["device"].isin(["1080ti_1", "pixel3", "silver_4114"])]
+    test_table = table[table["device"].isin(["gold_6226", "raspi4"])].copy()
+
+    def scores(test):
+        task = tasks.custom_task("nb201", ["1080ti_1", "pixel3", "silver_4114"], test, train_table=train_table)
+        (result,) = protocol.evaluate(method, task, samples=10, trials=1, n_pretrain=100)
+        return result["per_device"]
+
+    before = scores(test_table)
+    raspi4 = (test_table["device"] == "raspi4").to_numpy()
+    test_table.loc[raspi4, "latency_ms"] = np.random.default_rng(0).permutation(
+        test_table.loc[raspi4, "latency_ms"].to_numpy()) * 3.7
+    after = scores(test_table)
+    assert after["gold_6226"] == before["gold_6226"] and after["raspi4"] != before["raspi4"]
