@@ -73,7 +73,12 @@ HASH_MISMATCH = "HashMismatch"
 UNCHARGED_KINDS = (HASH_MISMATCH,)
 # Failures no recover command mends: a hot device is left to cool (rule 6), a key needs a person, and a model
 # file that fails its hash check again after being exported or pushed again needs its storage looked at.
-NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__, HASH_MISMATCH)
+# A device lock held by another process for longer than LOCK_WAIT_LIMITS limits of the devices sharing it: no power
+# cycle of this device releases it either.
+LOCK_HELD = "LockHeld"
+NOT_RECOVERED_BY_POWER_CYCLE = (DEVICE_TOO_HOT, DeviceSetupError.__name__, HASH_MISMATCH, LOCK_HELD)
+# A job waiting for its locks may see each device sharing them measure a few times before it (flock is not fair)
+LOCK_WAIT_LIMITS = 3
 # A canary flagged unstable, drifting or contended is measured again, as a job is (rule 18), before it sets a
 # baseline or gives a verdict: one timed beside a campaign's start (Ray starting, the first exports) set a baseline
 # 2.9x too slow, and the next canary then flagged every result in between as drift.
@@ -207,6 +212,9 @@ class _Device:
     paused_until: float = 0.0  # time.monotonic() after a drifting canary
     rebaseline: bool = False  # the next canary sets the baseline
     limit_s: float = 600.0
+    limit_from: float = 0.0  # time.monotonic() the running call took its locks, or was last seen waiting for them
+    lock_wait_limit_s: float = 1800.0  # a longer wait for the locks is a holder that never lets go (_overdue)
+    lock_held: str | None = None  # the running call was given up for a lock never released: why
     durations_s: deque = field(default_factory=lambda: deque(maxlen=20))  # the ETA's window, not every job
     recovery: object = None  # the actor's pending recover() call
     recovery_deadline: float = 0.0
@@ -283,6 +291,10 @@ class Coordinator:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             self.devices[profile.name] = dev = self._device_from_store(profile, earlier)
             self._count_export_users(dev)
+        for dev in self.devices.values():
+            keys = set(dev.profile.lock_keys)
+            dev.lock_wait_limit_s = LOCK_WAIT_LIMITS * max(d.limit_s for d in self.devices.values()
+                                                           if keys & set(d.profile.lock_keys))
         if not any(d.queue or d.since_canary for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
         if self.options.artifact_quota_gb is not None:
@@ -630,7 +642,35 @@ class Coordinator:
         # it last moved up (the entry before it ended), not from its sending: a job sent behind a slow one had only
         # what that one left of the limit once it ran, and was given up as lost part way through
         place = dev.in_flight.index(entry) + 1
-        return time.monotonic() - max(entry[4], dev.last_done) > dev.limit_s * place
+        if time.monotonic() - max(entry[4], dev.last_done, dev.limit_from) <= dev.limit_s * place:
+            return False
+        return place > 1 or not self._waited_for_locks(dev, entry)
+
+    def _waited_for_locks(self, dev: _Device, entry: tuple) -> bool:
+        """Whether the device's running call (``entry``), past its limit, is within it once the time it waited for
+        its locks is left out: another device on its cores or thermal domain measuring a slow model says nothing
+        against this one, yet its job was given up as lost for it (its actor killed, its recover command run). The
+        limit runs from when the call took them (``dev.limit_from``), as its actor says. A wait of
+        ``dev.lock_wait_limit_s`` is a holder that never lets go: False, and ``dev.lock_held`` names the locks."""
+        try:
+            running = actor_status(entry[5], timeout_s=5)["running"] or {}
+        except Exception:  # the actor does not answer: lost, as the limit says
+            return False
+        if running.get("job_id") != ("canary" if entry[1] is None else entry[1]):
+            return False
+        now = time.monotonic()
+        if running.get("locked_s") is not None:
+            dev.limit_from = now - running["locked_s"]
+            return running["locked_s"] <= dev.limit_s
+        if running.get("lock_wait_s", 0.0) <= dev.lock_wait_limit_s:
+            dev.limit_from = now  # asked again one limit on
+            return True
+        dev.lock_held = (f"waited {running['lock_wait_s']:.0f} s for its device lock(s) "
+                         f"{', '.join(dev.profile.lock_keys)}, which another process kept all that time (an hwl "
+                         f"measurement that hangs, outside this campaign?): find the process on host "
+                         f"{dev.profile.host.name} holding its file in HWL_LOCK_DIR, or else in the hwl-locks folder "
+                         "of its temp dir (`fuser`), then resume")
+        return False
 
     def _measure_done(self, ray, dev: _Device, entry: tuple) -> None:
         ref, job_id, attempt, arch, started, actor = entry
@@ -650,6 +690,9 @@ class Coordinator:
                 dev.actor = device_actor(dev.profile)
             else:  # queued behind a call lost with the same actor: one loss, counted once (by that call)
                 counts = False
+            if dev.lock_held:
+                record.update(error_kind=LOCK_HELD, error_message=dev.lock_held)
+        dev.lock_held = None
         self.measure_s += float(record.get("measure_s") or 0.0)
         self.worker_s += float(record.get("worker_s") or 0.0)
         self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)

@@ -227,9 +227,15 @@ class DeviceWorker:
 
         The running job's ``since`` is when it reached the worker; its ``measuring_since`` is when it was
         sent to the agent, None while it waits for the device's locks (another device on the same cores or
-        thermal domain measuring) or for its agent to start."""
+        thermal domain measuring) or for its agent to start. Its ``lock_wait_s`` is how long it waited for those
+        locks (or has waited so far), ``locked_s`` how long it has held them (None before): durations, as the
+        coordinator's clock may not be this machine's."""
         with self._state_lock:
             running = dict(self._running) if self._running else None
+        if running is not None:
+            now, locked = time.time(), running.pop("locked_since")
+            running["lock_wait_s"] = (now if locked is None else locked) - running["since"]
+            running["locked_s"] = None if locked is None else now - locked
         session = self._session
         return {"device": self.profile.name, "busy": running is not None, "running": running,
                 "jobs_done": self.jobs_done, "agent_starts": self.agent_starts,
@@ -246,12 +252,15 @@ class DeviceWorker:
         """
         with self._state_lock:
             self._running = {"job_id": job.get("job_id"), "attempt": job.get("attempt"),
-                             "arch": job.get("arch"), "since": time.time(), "measuring_since": None}
+                             "arch": job.get("arch"), "since": time.time(), "measuring_since": None,
+                             "locked_since": None}
         t0 = time.perf_counter()
         try:
             with contextlib.ExitStack() as held:
                 refused = self._take_locks(held)
                 locked = time.perf_counter()
+                with self._state_lock:
+                    self._running["locked_since"] = time.time()
                 record = refused or self._measure_locked(job)
                 record["lock_wait_s"] = locked - t0
         finally:

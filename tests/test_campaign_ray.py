@@ -336,6 +336,76 @@ def test_a_job_sent_behind_a_slow_one_gets_its_whole_time_limit(local_ray, artif
     assert outcomes == ["ok", "ok"], outcomes
 
 
+def _quick_command_device(tmp_path, name: str, sleep_s: float, domain: str, cores=(1,), recover=None) -> Path:
+    """A command device whose job takes ``sleep_s``; with ``job_margin_s=-34`` its limit is 6 s plus
+    what ``sleep_s`` needs."""
+    timeout_s = 10.0 + sleep_s
+    return write_profile(tmp_path, name, runtime="command", cores=cores, thermal_domain=domain, recover=recover,
+                         options={"command": f"sh -c 'sleep {sleep_s:g}; echo 2.5 ms'", "regex": "([0-9.]+) ms"},
+                         policy={**FAST_POLICY, "repeats": 1, "window_timeout_s": timeout_s,
+                                 "model_timeout_s": timeout_s})
+
+
+def test_waiting_for_a_device_sharing_the_thermal_domain_does_not_use_up_a_job_s_limit(local_ray, artifacts,
+                                                                                        tmp_path):
+    """Two devices of one thermal domain never time at once: the fast one's job waited for the slow one's 28 s
+    model, and that wait counted against its own 6 s limit, so it was given up as `device_lost` (its actor killed,
+    maybe its recover command run) though nothing was wrong with it. The limit now runs from when the job holds
+    its locks. The fast device also pins another core, whose lock the test holds until the slow one measures, so
+    the slow one goes first."""
+    domain = f"shared-{os.getpid()}-{tmp_path.name}"
+    slow = _quick_command_device(tmp_path, "ray-slow-twin", 28, domain, cores=(1,))
+    fast = _quick_command_device(tmp_path, "ray-fast-twin", 0, domain, cores=(0,))
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [slow, fast], archs="1835")
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0)
+    t = threading.Thread(target=lambda: _run_store(db, cid, options))
+    try:
+        with device_locks(["local.core.0"]):  # the fast device's own core: it waits here first
+            t.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and t.is_alive() and not _measuring("ray-slow-twin"):
+                time.sleep(0.1)
+    finally:
+        t.join(120)
+    assert not t.is_alive()
+    with Store(db) as s:
+        rows = s.db.execute("SELECT j.device, r.outcome FROM results r JOIN jobs j ON j.id = r.job_id").fetchall()
+    assert sorted(rows) == [("ray-fast-twin", "ok"), ("ray-slow-twin", "ok")], rows
+
+
+def test_a_device_lock_another_process_never_releases_is_named(local_ray, artifacts, tmp_path):
+    """Time waiting for a device's locks no longer counts against its jobs' limit, but a lock held for good (an hwl
+    process that hangs holding it) still ends the wait, after 3 limits of the devices sharing it: the device is
+    quarantined in one line that names the lock, not with Ray's "Get timed out", and without its recover command
+    (no power cycle of the device releases a lock on this machine)."""
+    domain = f"held-{os.getpid()}-{tmp_path.name}"
+    marker = tmp_path / "power-cycled"
+    dev = _quick_command_device(tmp_path, "ray-lock-held", 0, domain, recover=f"touch {marker}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0, quarantine_after=1)
+    with device_locks([f"local.thermal.{domain}"]):  # never released while the campaign runs
+        summary = _run_store(db, cid, options)
+    error = summary["devices"]["ray-lock-held"]["error"]
+    assert summary["devices"]["ray-lock-held"]["state"] == "quarantined" and not marker.exists()
+    assert f"for its device lock(s) local.core.1, local.thermal.{domain}, which another process kept" in error
+    assert "\n" not in error and "Get timed out" not in error
+
+
+def _run_store(db, cid, options):
+    with Store(db) as s:
+        return run_campaign(s, cid, options)
+
+
+def _measuring(device: str) -> bool:
+    """Whether the device's actor is measuring a job (holds its locks and sent the job to its agent)."""
+    with contextlib.suppress(Exception):  # the actor is not up yet
+        status = actor_status(ray.get_actor(device_actor_name(device), namespace="hwl"), timeout_s=5)
+        return bool((status["running"] or {}).get("measuring_since"))
+    return False
+
+
 def _kill_exports_while(coordinate, limit: int) -> int:
     """Run ``coordinate`` in a thread and SIGKILL up to ``limit`` Ray export tasks mid-export (as
     the OOM killer or a crash would); returns how many were killed. Only this module's Ray's tasks
