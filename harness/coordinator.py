@@ -512,7 +512,9 @@ class Coordinator:
         if dev.state != "active":
             return
         canaries = self.options.canary_every > 0
-        wanted = [CANARY_ARCH] if canaries and (dev.canary_due or not dev.queue) else []
+        # the end canary only while jobs since the last one wait for it (as _dispatch sends it)
+        end = not dev.queue and dev.since_canary > 0
+        wanted = [CANARY_ARCH] if canaries and (dev.canary_due or end) else []
         wanted += [(self.space, arch) for _, arch, _ in itertools.islice(dev.queue, self.options.export_ahead)]
         for space, arch in wanted:
             key = self._export_key(dev, space, arch)
@@ -534,7 +536,8 @@ class Coordinator:
             if not isinstance(exc, ray.exceptions.RayTaskError):
                 self._export_lost(ray, key, exc)  # Ray lost the task: not the model's fault
                 return
-            self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {exc}"}
+            cause = _task_error(exc)  # not Ray's traceback: one line
+            self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {type(cause).__name__}: {cause}"}
             return
         self.exports[key] = art
         self.exports_lost.pop(key, None)
@@ -627,7 +630,7 @@ class Coordinator:
             del self.exports[key]  # a retry exports it afresh
             record = {"outcome": "load_error", "error_kind": EXPORT_FAILED, "error_message": art["error"]}
             if job_id is None:
-                self._canary_done(dev, record)
+                self._canary_not_exported(dev, art["error"])
             else:
                 self._finish(dev, job_id, attempt, arch, record)
             return True
@@ -924,6 +927,20 @@ class Coordinator:
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)
                 dev.paused_until, dev.canary_due, dev.rebaseline = time.monotonic() + rest, True, True
+
+    def _canary_not_exported(self, dev: _Device, error: str) -> None:
+        """The drift canary's model could not be exported: not the device's fault (as for a job), yet it counted as
+        a failed canary, toward quarantine and the recover command (a power cycle). Now it is said and skipped: the
+        next canary comes ``canary_every`` jobs on, and a session's end canary, due while ``since_canary`` > 0,
+        is not exported again and again. A probe it was to be leaves the run of failures to give up as it is."""
+        dev.since_canary = dev.canary_retries = 0
+        probed, dev.probing = dev.probing, False
+        log.warning("%s: its drift canary was not measured, as its model could not be exported (%s); that counts "
+                    "nothing against the device, and the results since its last canary stay unchecked",
+                    dev.profile.name, error)
+        if probed:
+            self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; its drift canary, which tells a "
+                               f"failing device from models it cannot run, could not be exported: {error}")
 
     def _canary_again(self, dev: _Device, record: dict) -> bool:
         """Whether a measured canary is to be measured again rather than counted: flagged unstable, drifting or

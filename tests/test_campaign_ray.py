@@ -909,6 +909,35 @@ def test_three_bad_architectures_in_a_row_are_told_from_a_failing_device_by_its_
     assert "drift canary failed" in summary["devices"]["ray-npu3"]["error"], summary["devices"]
 
 
+def test_a_drift_canary_whose_model_cannot_be_exported_counts_nothing_against_its_device(local_ray, tmp_path,
+                                                                                          caplog):
+    """An export failure is never the device's fault, yet a canary whose model could not be exported counted as a
+    failed attempt of the device: with quarantine_after=1 its recover command ran (a power cycle), and the end
+    canary, due again and again, was exported until the device was quarantined. Here the artifact folder holds a
+    folder where the canary's index entry goes, so its export fails each time and the jobs' exports work. Now
+    each such canary is said in one line and skipped, and the job is measured."""
+    from harness.artifacts import _config_key
+    from harness.export import ExportConfig
+    from spaces.cost import dataset_of
+
+    artifacts = tmp_path / "artifacts"
+    config = ExportConfig.make(CANARY_ARCH[0], int(CANARY_ARCH[1]), dataset_of(CANARY_ARCH[0]).name, 1)
+    (artifacts / "by-config" / f"{_config_key(config.to_dict())}.json").mkdir(parents=True)
+    cycled = tmp_path / "power-cycled"
+    dev = write_profile(tmp_path, "ray-no-canary", recover=f"touch {cycled}")
+    db = tmp_path / "lab.db"
+    cid = _plan(db, [dev], archs="1835")
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=2, quarantine_after=1)
+    with caplog.at_level(logging.WARNING, logger="harness.coordinator"), Store(db) as s:
+        summary = run_campaign(s, cid, options)
+        canaries = s.db.execute("SELECT count(*) FROM canaries").fetchone()[0]
+    device = summary["devices"]["ray-no-canary"]
+    assert (device["state"], device["done"], device["error"]) == ("active", 1, None) and not cycled.exists()
+    skipped = [r.getMessage() for r in caplog.records if "drift canary was not measured" in r.getMessage()]
+    assert len(skipped) == 2 and canaries == 0  # at the start and at the end: none stored
+    assert all("\n" not in line and "IsADirectoryError" in line for line in skipped), skipped
+
+
 def test_models_too_slow_for_the_policy_fail_once_each_and_leave_the_device_active(local_ray, artifacts, tmp_path):
     """Models whose inferences are too slow for the profile's policy to end within model_timeout_s (windows of a
     million runs here, as a 1.2 s model meets the method's 5 x 50 runs in 300 s): each attempt burned the whole
