@@ -422,7 +422,7 @@ def test_a_profile_saved_with_a_byte_order_mark_is_read(tmp_path):
     (["--regex", "t=([0-9.]+)", "--json-path", "results.latency_ms"],
      "a command device needs --command and one of --regex / --json-path (not both)"),
     (["--regex", "t=([0-9.]+)", "--runtime", "tvm"],
-     "--runtime tvm runs in hwl's agent on the device; --transport command times the device's own tool (--run), so "
+     "--runtime tvm runs in hwl's agent on the device; --transport command times the device's own tool (--command), so "
      "its runtime is command"),
 ])
 def test_profile_new_refuses_a_command_flag_it_would_drop(tmp_path, flags, message, capsys):

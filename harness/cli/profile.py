@@ -93,7 +93,7 @@ def profile_toml(args) -> str:
     if args.transport == "command":
         if args.runtime not in (None, "command"):  # it was written as runtime command, unsaid
             raise UserError(f"--runtime {args.runtime} runs in hwl's agent on the device; --transport command times "
-                            "the device's own tool (--run), so its runtime is command")
+                            "the device's own tool (--command), so its runtime is command")
         lines += [f"{key} = {_q(value)}" for key, value in (("push", args.push), ("check", args.check)) if value]
         runtime = "command"
     else:
