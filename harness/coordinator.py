@@ -446,8 +446,9 @@ class Coordinator:
             self._give_up(dev, f"{dev.profile.source or 'its profile'}: key 'runtime.threads' = {threads} asks more "
                                f"threads than the {len(usable_cores)} core(s) usable on device {dev.profile.name} "
                                f"{sorted(usable_cores)}; lower it (or pin runtime.cores) and run the same command "
-                               "again: with other settings it plans a new campaign of the same architectures (a "
-                               "resume keeps the settings this one was planned with)", recover=False)
+                               "again, with another --name if it gave one: with other settings it plans a new campaign "
+                               "of the same architectures (a resume, or the same --name, keeps the settings this one "
+                               "was planned with)", recover=False)
 
     @staticmethod
     def _warn_if_stale_agent(profile: DeviceProfile, deployed: str | None) -> None:

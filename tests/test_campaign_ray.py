@@ -1006,9 +1006,9 @@ def test_more_threads_than_the_device_has_cores_is_refused_once_for_the_device(l
     dev = summary["devices"]["ray-greedy"]
     assert dev["state"] == "quarantined" and dev["error"] == (
         f"{profile}: key 'runtime.threads' = {asked} asks more threads than the {len(usable)} core(s) usable on "
-        f"device ray-greedy {usable}; lower it (or pin runtime.cores) and run the same command again: with other "
-        "settings it plans a new campaign of the same architectures (a resume keeps the settings this one was "
-        "planned with)"), dev
+        f"device ray-greedy {usable}; lower it (or pin runtime.cores) and run the same command again, with another "
+        "--name if it gave one: with other settings it plans a new campaign of the same architectures (a resume, "
+        "or the same --name, keeps the settings this one was planned with)"), dev
     assert dev["new_settings_needed"]  # so the CLI's quarantine line does not add "once it works again"
     assert states == ["queued", "queued"] and n_results == 0 and n_canaries == 0
     assert not (tmp_path / "cycled").exists()
