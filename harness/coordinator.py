@@ -872,6 +872,8 @@ class Coordinator:
                           recover=False)
         elif kind == DEVICE_TOO_HOT:  # rule 6: the agent already waited temp_give_up_s for it to cool
             self._give_up(dev, f"it stayed too hot to measure: {why}; check its cooling, then resume", recover=False)
+        elif kind == LOCK_HELD:  # it waited LOCK_WAIT_LIMITS limits: not quarantine_after such waits in a row
+            self._give_up(dev, why, recover=False)
         else:
             return False
         return True

@@ -378,15 +378,19 @@ def test_a_device_lock_another_process_never_releases_is_named(local_ray, artifa
     """Time waiting for a device's locks no longer counts against its jobs' limit, but a lock held for good (an hwl
     process that hangs holding it) still ends the wait, after 3 limits of the devices sharing it: the device is
     quarantined in one line that names the lock, not with Ray's "Get timed out", and without its recover command
-    (no power cycle of the device releases a lock on this machine)."""
+    (no power cycle of the device releases a lock on this machine). At once: it took quarantine_after (3) such
+    waits in a row, 9 limits, the job's attempt given up and the lock waited for again each time."""
     domain = f"held-{os.getpid()}-{tmp_path.name}"
     marker = tmp_path / "power-cycled"
     dev = _quick_command_device(tmp_path, "ray-lock-held", 0, domain, recover=f"touch {marker}")
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835")
-    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0, quarantine_after=1)
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0)
     with device_locks([f"local.thermal.{domain}"]):  # never released while the campaign runs
         summary = _run_store(db, cid, options)
+    with Store(db) as s:
+        attempts = [kind for (kind,) in s.db.execute("SELECT error_kind FROM results")]
+    assert attempts == ["LockHeld"], attempts
     error = summary["devices"]["ray-lock-held"]["error"]
     assert summary["devices"]["ray-lock-held"]["state"] == "quarantined" and not marker.exists()
     assert f"for its device lock(s) local.core.1, local.thermal.{domain}, which another process kept" in error
