@@ -361,12 +361,30 @@ def ray_for(profile: DeviceProfile, options: CoordinatorOptions):
     with contextlib.ExitStack() as held:
         def start():
             if not started:
+                check_reach(profile)
                 held.enter_context(ray_session(address=options.address, num_cpus=options.num_cpus,
                                                hosts={profile.host.resource}, temp_dir=options.ray_temp_dir,
                                                avoid_cores=cores if options.pin_service_cores else set()))
                 started.append(True)
 
         yield start
+
+
+def check_reach(profile: DeviceProfile) -> None:
+    """An ssh device is logged in to once before its first batch: one that cannot be reached (down, a wrong key, a
+    changed host key) is one line naming it, at once, not a campaign that waits for its hello (2 minutes)
+    and quarantines it in a warning and an error that say it twice."""
+    if profile.host.transport != "ssh":
+        return
+    from harness.remote.connect import host_for
+    from harness.remote.errors import RemoteError
+
+    try:
+        with host_for(profile):
+            pass
+    except RemoteError as exc:
+        raise CampaignError(f"{str(exc).rstrip('.')}; nothing was measured on it in this run: run the same "
+                            "`hwl onboard` again once it answers") from None
 
 
 @dataclass

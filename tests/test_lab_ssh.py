@@ -425,13 +425,13 @@ def test_known_hosts_flag_is_the_file_host_keys_are_checked_against(lab, tmp_pat
     assert status("--known-hosts", mine)["error"].endswith(f": run `hwl deploy {profile} --known-hosts {mine}` first")
     assert hwl("deploy", profile, "--known-hosts", mine, "--no-selftest", env=home).returncode == 0
     assert f"is not in {tmp_path}/home/.ssh/known_hosts" in status()["error"]
-    # onboarding: the device is quarantined at its first batch, in one line with exit 1, as a campaign
+    # onboarding: refused before its first batch, in one line with exit 2 (it logs in to the device first)
     empty = tmp_path / "empty"
     onboard = hwl("onboard", profile, "--space", "nb201", "--budget", "5", "--store", tmp_path / "lab.db",
                   "--out", tmp_path / "p.pt", "--known-hosts", empty, env=home, timeout=300)
-    assert onboard.returncode == 1 and "Traceback" not in onboard.stderr, onboard.stderr
-    assert f"hwl onboard: device pi-a was quarantined during onboarding: agent did not start: pi-a: host key of " \
-           f"pi-a ([{lab['hosts'][0].netns.address}]:{lab['hosts'][0].sshd.port}) is not in {empty}" in onboard.stderr
+    assert onboard.returncode == 2 and "Traceback" not in onboard.stderr, onboard.stderr
+    assert f"hwl onboard: error: host key of pi-a ([{lab['hosts'][0].netns.address}]:{lab['hosts'][0].sshd.port}) " \
+           f"is not in {empty}" in onboard.stderr
     assert f"`hwl deploy {profile} --known-hosts {empty} --trust-new-host`" in onboard.stderr, onboard.stderr
     assert not (tmp_path / "p.pt").exists()
 
