@@ -128,12 +128,19 @@ class CampaignDevice:
         self.campaigns.append(plan.name)
         rows, _ = comparable_rows(self.store, self.space, measuring)
         got = latencies_by_arch(self.store, self.space, rows, archs)
-        state = summary["devices"].get(self.profile.name, {})
-        if not got and state.get("state") == "quarantined":
-            raise DeviceQuarantined(f"device {self.profile.name} was quarantined during onboarding: "
-                                    f"{state.get('error')}; fix it, then run the same `hwl onboard` again to "
-                                    "resume", device=self.profile.name)
+        stop_if_quarantined(summary, self.profile.name)
         return got, rows
+
+
+def stop_if_quarantined(summary: dict, device: str) -> None:
+    """A batch whose device was quarantined stops the onboarding, though some of it was measured (stored, and read
+    again on resume): going on counted the rest as failed and planned the next batch on the lost device, which
+    waited for its hello again before saying the same."""
+    state = summary["devices"].get(device, {})
+    if state.get("state") == "quarantined":
+        raise DeviceQuarantined(f"device {device} was quarantined during onboarding: "
+                                f"{str(state.get('error')).rstrip('.')}; fix it, then run the same `hwl onboard` "
+                                "again to resume (what it measured is in the store)", device=device)
 
 
 def batch_name(profile: DeviceProfile, space: str, keys) -> str:
@@ -453,7 +460,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
                 log.info("finishing interrupted onboarding campaign %d", cid)
                 refresh_reach(st, cid, [measuring])  # the device may have moved
                 start_ray()
-                run_campaign(st, cid, options, on_progress=on_progress)
+                stop_if_quarantined(run_campaign(st, cid, options, on_progress=on_progress), profile.name)
                 measure.campaigns.append(_campaign_name(st, cid))  # the report lists every batch this run ran
             rows, left_out = comparable_rows(st, space, measuring)  # one read of the device's results
             warn_left_out(left_out, profile.name)

@@ -1,27 +1,34 @@
-"""`hwl onboard` of a device reached over SSH that cannot be reached: one line, before any campaign waits on it."""
+"""`hwl onboard` of a device reached over SSH: one that cannot be reached is one line before any campaign waits on
+it; one lost mid-batch stops the onboarding there."""
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 
 import pytest
 
-from tests.campaign_helpers import hwl, kill_leftovers
+from tests.campaign_helpers import FAST_POLICY, exported_models, hwl, kill_leftovers, signal_when
 from tests.sshd import SSHServer, free_port, make_key, sshd_available
 
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sshd_available(), reason="needs sshd")]
+FIRST_PICKS = "10983,8177,9860"  # the design's first batch of nb201 random:30 (seed 0)
 
 
-def _ssh_profile(folder, port: int, key) -> str:
+def _ssh_profile(folder, port: int, key, policy=FAST_POLICY) -> str:
     path = folder / "pi-x.toml"
     path.write_text("\n".join([
         'name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'name = "pi-x"', 'transport = "ssh"',
         'address = "127.0.0.1"', f"port = {port}", 'user = "root"', f'key = "{key}"',
         f'python = "{sys.executable}"', "use_venv = false", f'agent_dir = "{folder / "agent"}"',
         "reconnect_timeout_s = 0", "",
-        "[runtime]", 'kind = "onnxruntime"', "threads = 1", "", "[measurement]", 'profile = "quick"', ""]))
+        "[runtime]", 'kind = "onnxruntime"', "threads = 1", "",
+        "[measurement]", 'profile = "quick"', "cooldown_s = 0.0", "",
+        "[measurement.policy]", *(f"{k} = {v}" for k, v in policy.items()), ""]))
     return str(path)
 
 
@@ -56,3 +63,37 @@ def test_an_unreachable_ssh_device_is_one_line_and_no_output(tmp_path, how):
     assert "run the same `hwl onboard` again" in said[0]
     assert not (tmp_path / "out").exists()  # the folder its checks made goes again
     assert known.read_text() == before
+
+
+def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cache):
+    key = make_key(tmp_path / "client_key")
+    server = SSHServer(tmp_path / "sshd", authorized_keys=[key]).start()
+    known = tmp_path / "known_hosts"
+    known.write_text(server.public_host_key_line())
+    slow = {**FAST_POLICY, "window_min_s": 1.0}  # a job of seconds: the sshd goes while the batch has jobs left
+    profile = _ssh_profile(tmp_path, server.port, key, slow)
+    db = tmp_path / "lab.db"
+    ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
+    art = exported_models(model_cache, tmp_path / "art", FIRST_PICKS)  # seconds of torch less (else exported)
+
+    def one_done():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as con:
+            return con.execute("SELECT count(*) FROM jobs WHERE state = 'done'").fetchone()[0] >= 1
+        return False
+
+    try:
+        assert hwl("deploy", profile, "--known-hosts", known, "--no-selftest").returncode == 0
+        stderr, code, _ = signal_when(
+            ["onboard", profile, "--space", "nb201", "--budget", "5", "--initial", "3", "--candidates", "random:30",
+             "--store", str(db), "--out", str(tmp_path / "p.pt"), "--known-hosts", str(known), "--canary-every", "0",
+             "--artifacts", str(art)], ray_tmp, one_done, lambda pid: server.stop())
+    finally:
+        server.stop()
+        kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert code == 1 and "hwl onboard: device pi-x was quarantined during onboarding" in stderr, stderr
+    assert "what it measured is in the store" in stderr
+    with contextlib.closing(sqlite3.connect(db)) as con:  # no second batch planned on the lost device
+        assert con.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 1
+    assert not re.search(r"^\d+ measured", stderr, re.M)  # no round fitted on a cut batch ("2 measured")
+    assert not (tmp_path / "p.pt").exists()
