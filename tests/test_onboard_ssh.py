@@ -20,9 +20,10 @@ FIRST_PICKS = "10983,8177,9860"  # the design's first batch of nb201 random:30 (
 
 
 def _ssh_profile(folder, port: int, key, policy=FAST_POLICY) -> str:
+    """A profile with no [host] name: its device is driven from this machine's Ray node ('local')."""
     path = folder / "pi-x.toml"
     path.write_text("\n".join([
-        'name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'name = "pi-x"', 'transport = "ssh"',
+        'name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'transport = "ssh"',
         'address = "127.0.0.1"', f"port = {port}", 'user = "root"', f'key = "{key}"',
         f'python = "{sys.executable}"', "use_venv = false", f'agent_dir = "{folder / "agent"}"',
         "reconnect_timeout_s = 0", "",

@@ -27,10 +27,11 @@ def host_for(profile: DeviceProfile, *, trust_new_host: bool = False) -> Host:
                   profile=profile.name)
     jump = None
     for hop in gateways(h.jump, key=h.key):  # settled as the device's own login was (harness.ssh_config)
-        jump = Host(f"{h.name}'s jump host {hop.name}", hop.address, hop.user, hop.key, port=hop.port, jump=jump,
-                    **common)
-    return Host(h.name, h.address, h.user, h.key, port=h.port or 22, jump=jump, key_named_by=key_named_by(profile),
-                profile_file=profile.source, **common)
+        jump = Host(f"{profile.name}'s jump host {hop.name}", hop.address, hop.user, hop.key, port=hop.port,
+                    jump=jump, **common)
+    # named as the device: [host] name is the Ray node that drives it ('local' unless set), not the device's host
+    return Host(profile.name, h.address, h.user, h.key, port=h.port or 22, jump=jump,
+                key_named_by=key_named_by(profile), profile_file=profile.source, **common)
 
 
 def deploy_command(profile: DeviceProfile) -> str:
