@@ -368,7 +368,8 @@ def ray_for(profile: DeviceProfile, options: CoordinatorOptions):
     with contextlib.ExitStack() as held:
         def start():
             if not started:
-                check_reach(profile)
+                if options.address is None:  # on a cluster the device's own Ray node reaches it, maybe not this one
+                    check_reach(profile)
                 held.enter_context(ray_session(address=options.address, num_cpus=options.num_cpus,
                                                hosts={profile.host.resource}, temp_dir=options.ray_temp_dir,
                                                avoid_cores=cores if options.pin_service_cores else set()))

@@ -98,3 +98,20 @@ def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cach
         assert con.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 1
     assert not re.search(r"^\d+ measured", stderr, re.M)  # no round fitted on a cut batch ("2 measured")
     assert not (tmp_path / "p.pt").exists()
+
+
+
+def test_with_address_the_device_is_left_to_its_own_ray_node(tmp_path):
+    """On a cluster (--address) an ssh device is driven by the Ray node that offers its host, which may reach it
+    where this machine cannot: no login from here comes first (it refused such a device as unreachable), so the
+    first batch goes to the cluster (here: none answers)."""
+    from harness.coordinator import CoordinatorOptions
+    from harness.errors import HwlError
+    from harness.onboard import ray_for
+    from harness.profiles import load_profile
+
+    profile = load_profile(_ssh_profile(tmp_path, free_port(), make_key(tmp_path / "client_key")))
+    with pytest.raises(HwlError) as refused, ray_for(profile, CoordinatorOptions(address=f"127.0.0.1:{free_port()}")) \
+            as start:
+        start()
+    assert "cannot join the Ray cluster" in str(refused.value) and "pi-x" not in str(refused.value)
