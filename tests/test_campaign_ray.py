@@ -1077,7 +1077,7 @@ def test_a_device_that_needs_setup_is_quarantined_at_once_with_the_reason(local_
     finally:
         srv.stop()
     assert time.monotonic() - started < 60 and state == "quarantined"
-    assert error == (f"agent did not start: ray-pi: key file {tmp_path}/lab_kye for local does not exist (named by key "
+    assert error == (f"agent did not start: ray-pi: key file {tmp_path}/lab_kye for ray-pi does not exist (named by key "
                      f"'host.key' of {profile})"), error
     assert not cycled.exists()
 
@@ -1113,7 +1113,7 @@ def test_a_host_down_at_the_start_is_named_as_such(local_ray, artifacts, tmp_pat
     # 8 s: at a load of 12 on 2 cores the worker had not yet tried the port after 4 s (CI at 45312b2)
     error = _unanswered_ssh_device(tmp_path, artifacts, "ray-down", port, hello_timeout_s=8)
     assert error.startswith("no answer from device ray-down within 8 s; still trying to reach it: ") and \
-        f"cannot reach local at 127.0.0.1:{port}" in error, error
+        f"cannot reach ray-down at 127.0.0.1:{port}" in error, error
 
 
 def test_a_device_whose_login_hangs_at_the_start_is_not_blamed_on_a_missing_ray_node(local_ray, artifacts, tmp_path):
