@@ -1077,8 +1077,8 @@ def test_a_device_that_needs_setup_is_quarantined_at_once_with_the_reason(local_
     finally:
         srv.stop()
     assert time.monotonic() - started < 60 and state == "quarantined"
-    assert error == (f"agent did not start: ray-pi: key file {tmp_path}/lab_kye for ray-pi does not exist (named by key "
-                     f"'host.key' of {profile})"), error
+    assert error == (f"agent did not start: ray-pi: key file {tmp_path}/lab_kye for ray-pi does not exist (named by "
+                     f"key 'host.key' of {profile})"), error
     assert not cycled.exists()
 
 
