@@ -701,8 +701,7 @@ class Coordinator:
         self.worker_s += float(record.get("worker_s") or 0.0)
         self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)
         self.n_measurements += 1
-        self.last_result = time.monotonic()
-        now = time.monotonic()
+        now = self.last_result = time.monotonic()
         dev.durations_s.append(now - max(started, dev.last_done))
         dev.last_done = now
         if record.get("fingerprint_id") and record.get("fingerprint"):
