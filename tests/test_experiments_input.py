@@ -17,7 +17,12 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "scripts" / "experiments"
      "target_stops.py: error: no replay file no-such-replay.json (bench_onboard --json writes one)"),
     (["calibration_leak.py", "no-such-train.json", "test.json"],
      "calibration_leak.py: error: no replay file no-such-train.json (bench_onboard --json writes one)"),
-], ids=["bayes_lab-no-args", "bayes_lab-task", "lodo_check-task", "target_stops-file", "calibration_leak-file"])
+    (["noise_blindness.py", "--tasks", "N0,X9", "--json", "out.json"],
+     "noise_blindness.py: error: argument --tasks: unknown task(s) 'X9'; valid: N0, F0, F1, F2, F3, F4, F5"),
+    (["noise_blindness.py", "--compare", "no-such-clean.json", "noisy.json"],
+     "noise_blindness.py: error: no rounds file no-such-clean.json"),
+], ids=["bayes_lab-no-args", "bayes_lab-task", "lodo_check-task", "target_stops-file", "calibration_leak-file",
+        "noise_blindness-task", "noise_blindness-file"])
 def test_bad_input_is_one_line(args, says, tmp_path):
     """IndexError (bayes_lab.py with no arguments), KeyError: 'X9' and FileNotFoundError tracebacks before."""
     script, *rest = args
