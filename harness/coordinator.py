@@ -38,7 +38,7 @@ from harness.campaign_lock import campaign_lock
 from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S, TOO_SLOW_FOR_POLICY
 from harness.errors import ClusterError, StorageFull
 from harness.paths import check_writable_folder
-from harness.ray_cluster import (actor_status, cores_kept_free, device_actor, export_remote, ray_session,
+from harness.ray_cluster import (ask_status, cores_kept_free, device_actor, export_remote, ray_session,
                                  this_node_alive)
 from harness.profiles import DeviceProfile
 from harness.store import DRIFT_FLAG, Store, check_new_store_folder
@@ -83,6 +83,11 @@ LOCK_WAIT_LIMITS = 3
 # baseline or gives a verdict: one timed beside a campaign's start (Ray starting, the first exports) set a baseline
 # 2.9x too slow, and the next canary then flagged every result in between as drift.
 CANARY_RETRIES = 2
+# The loop asks a device actor's status without waiting and reads it on a later pass, so one device that does not
+# answer holds up no other: an actor whose answer takes longer than STATUS_WAIT_S is taken as lost. A remote device
+# with calls in flight is asked every STATUS_EVERY_S, so a lost link it is reconnecting is said while it lasts.
+STATUS_WAIT_S = 5.0
+STATUS_EVERY_S = 2.0
 
 
 def steadiest_result(rows) -> int:
@@ -222,6 +227,11 @@ class _Device:
     probing: bool = False  # a canary asks whether the device or its models fail (see _probe_or_give_up)
     fine_since_probe: bool = True  # a model measured fine since the last probe, so another may be worth it
     new_settings_needed: bool = False  # quarantined for its own settings: it can only measure in a new campaign
+    status_ref: object = None  # its actor's status, asked (ask_status) and not read yet
+    status_asked: float = 0.0  # time.monotonic() it was asked
+    status: dict | None = None  # the last answer; None: the actor did not answer within STATUS_WAIT_S
+    status_of: float = -1.0  # when the question that answer answers was asked
+    reconnecting_since: float | None = None  # time.monotonic() its lost link was said, until it is said back
 
 
 def campaign_ray(profiles, options: CoordinatorOptions):
@@ -424,10 +434,14 @@ class Coordinator:
                     cause = _task_error(exc)
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
                                   recover=type(cause).__name__ not in NOT_RECOVERED_BY_POWER_CYCLE)
-        for ref, name in pending.items():
+        # the actors answer status at once, even while they keep reconnecting: all asked at once, waited for together
+        asked = {name: ask_status(self.devices[name].actor) for name in pending.values()}
+        answered = set(ray.wait(list(asked.values()), num_returns=len(asked), timeout=STATUS_WAIT_S,
+                                fetch_local=False)[0]) if asked else set()
+        for name, ref in asked.items():
             dev = self.devices[name]
-            try:  # the actor answers status at once, even while it keeps reconnecting
-                status = actor_status(dev.actor, timeout_s=5)
+            try:
+                status = ray.get(ref, timeout=STATUS_WAIT_S if ref in answered else 0)
             except Exception:  # no actor: no node offers its host
                 status = None
             self._give_up(dev, f"no answer from device {name} within {self.options.hello_timeout_s:g} s; "
@@ -480,6 +494,7 @@ class Coordinator:
             refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
             refs += [self.exports[key] for key in self.exporting]
             refs += [d.recovery for d in self.devices.values() if d.recovery is not None]
+            asked = [d.status_ref for d in self.devices.values() if d.status_ref is not None]
             if not refs:
                 resting = [d.paused_until for d in self.devices.values() if d.state == "active" and d.queue]
                 if not resting:
@@ -487,7 +502,8 @@ class Coordinator:
                 time.sleep(max(0.05, min(resting) - time.monotonic()))
                 continue
             # Block until one ref is ready (or the timeout), then take every other ready one.
-            ready, rest = ray.wait(refs, num_returns=1, timeout=self.options.wait_timeout_s, fetch_local=False)
+            ready, rest = ray.wait(refs + asked, num_returns=1, timeout=self.options.wait_timeout_s,
+                                   fetch_local=False)
             if ready and rest:
                 ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
             ready = set(ready)
@@ -497,9 +513,13 @@ class Coordinator:
             for dev in self.devices.values():
                 for entry in list(dev.in_flight):
                     if entry[0] in ready or self._overdue(dev, entry):
-                        self._measure_done(ray, dev, entry)
+                        self._measure_done(ray, dev, entry, answered=entry[0] in ready)
                 if dev.recovery is not None and (dev.recovery in ready or time.monotonic() > dev.recovery_deadline):
-                    self._recovery_done(ray, dev)
+                    self._recovery_done(ray, dev, answered=dev.recovery in ready)
+                self._read_status(ray, dev, ready)  # after its records: a lost call is counted before it is said
+                if dev.in_flight and dev.profile.host.transport != "local" \
+                        and time.monotonic() - dev.status_asked >= STATUS_EVERY_S:
+                    self._ask_status(dev)  # a lost link it is reconnecting is said (_say_reconnecting)
             if self.on_progress is not None:
                 self.on_progress(self.snapshot())
 
@@ -646,20 +666,26 @@ class Coordinator:
         # it last moved up (the entry before it ended), not from its sending: a job sent behind a slow one had only
         # what that one left of the limit once it ran, and was given up as lost part way through
         place = dev.in_flight.index(entry) + 1
-        if time.monotonic() - max(entry[4], dev.last_done, dev.limit_from) <= dev.limit_s * place:
+        due = max(entry[4], dev.last_done, dev.limit_from) + dev.limit_s * place
+        if time.monotonic() <= due:
             return False
-        return place > 1 or not self._waited_for_locks(dev, entry)
+        if place > 1:
+            return True
+        if dev.status_of < due:  # its actor is asked how the call is doing, and answers by a later pass
+            self._ask_status(dev)
+            return False
+        return not self._waited_for_locks(dev, entry)
 
     def _waited_for_locks(self, dev: _Device, entry: tuple) -> bool:
         """Whether the device's running call (``entry``), past its limit, is within it once the time it waited for
         its locks is left out: another device on its cores or thermal domain measuring a slow model says nothing
         against this one, yet its job was given up as lost for it (its actor killed, its recover command run). The
-        limit runs from when the call took them (``dev.limit_from``), as its actor says. A wait of
-        ``dev.lock_wait_limit_s`` is a holder that never lets go: False, and ``dev.lock_held`` names the locks."""
-        try:
-            running = actor_status(entry[5], timeout_s=5)["running"] or {}
-        except Exception:  # the actor does not answer: lost, as the limit says
+        limit runs from when the call took them (``dev.limit_from``), as its actor's status, asked after the limit
+        passed, says. A wait of ``dev.lock_wait_limit_s`` is a holder that never lets go: False, and
+        ``dev.lock_held`` names the locks."""
+        if dev.status is None:  # the actor did not answer: lost, as the limit says
             return False
+        running = dev.status.get("running") or {}
         if running.get("job_id") != ("canary" if entry[1] is None else entry[1]):
             return False
         now = time.monotonic()
@@ -676,12 +702,59 @@ class Coordinator:
                          "of its temp dir (`fuser`), then resume")
         return False
 
-    def _measure_done(self, ray, dev: _Device, entry: tuple) -> None:
+    def _ask_status(self, dev: _Device) -> None:
+        """Ask the device's actor for its status, unless a question is out already (:meth:`_read_status`)."""
+        if dev.status_ref is None:
+            dev.status_ref, dev.status_asked = ask_status(dev.actor), time.monotonic()
+
+    def _read_status(self, ray, dev: _Device, ready: set) -> None:
+        """Take the actor's answer once it is in ``ready``; no answer within STATUS_WAIT_S is a lost actor (None).
+        Never waits: a device whose actor hangs (its node lost) held up every other device's results and jobs."""
+        if dev.status_ref is None:
+            return
+        if dev.status_ref in ready:
+            try:
+                status = ray.get(dev.status_ref, timeout=STATUS_WAIT_S)  # answered: here at once
+            except Exception:  # the actor died
+                status = None
+        elif time.monotonic() - dev.status_asked < STATUS_WAIT_S:
+            return
+        else:
+            status = None
+        dev.status_ref, dev.status, dev.status_of = None, status, dev.status_asked
+        if status is not None and dev.state == "active":
+            self._say_reconnecting(dev, status)
+
+    def _say_reconnecting(self, dev: _Device, status: dict) -> None:
+        """Say once that a remote device lost its link and is being reconnected (until when, how many attempts
+        before it is given up), and once that it is back: a device reconnecting for minutes said nothing at all,
+        in a campaign as in an onboarding. Giving up is said by its quarantine (or recover command)."""
+        if status.get("reconnect_error") and dev.reconnecting_since is None:
+            dev.reconnecting_since = time.monotonic()
+            timeout_s = dev.profile.host.reconnect_timeout_s
+            attempts = max(1, self.options.quarantine_after - dev.failures_in_row)
+            until = time.strftime("%H:%M:%S", time.localtime(time.time() + attempts * timeout_s))
+            then = "its recover command runs" if dev.profile.host.recover and not dev.recover_tried \
+                else "it is quarantined"
+            log.warning("device %s: lost the connection; reconnecting for up to %g s at each of its next %s (until "
+                        "about %s), then %s; last try: %s", dev.profile.name, timeout_s,
+                        count(attempts, "attempt", "attempts"), until, then, _unnamed(dev, status["reconnect_error"]))
+        elif not status.get("reconnect_error") and status.get("agent_starts"):
+            self._say_back(dev)
+
+    def _say_back(self, dev: _Device) -> None:
+        if dev.reconnecting_since is not None:
+            log.warning("device %s: reconnected after %.0f s; measuring on", dev.profile.name,
+                        time.monotonic() - dev.reconnecting_since)
+            dev.reconnecting_since = None
+
+    def _measure_done(self, ray, dev: _Device, entry: tuple, *, answered: bool = True) -> None:
+        """Take a call's record: ``answered``, or given up as overdue (then read without waiting)."""
         ref, job_id, attempt, arch, started, actor = entry
         dev.in_flight.remove(entry)
         counts = True  # toward the device's run of failures
         try:
-            record = ray.get(ref, timeout=10)
+            record = ray.get(ref, timeout=10 if answered else 0)
         except Exception as exc:  # actor died, node lost, or overdue: the attempt is lost
             record = {"outcome": "device_lost", "error_kind": type(exc).__name__, "error_message": str(exc)}
             if isinstance(exc, ray.exceptions.RayActorError) and not this_node_alive():
@@ -692,11 +765,14 @@ class Coordinator:
                 with contextlib.suppress(Exception):
                     ray.kill(dev.actor)
                 dev.actor = device_actor(dev.profile)
+                dev.status_ref, dev.status, dev.status_of = None, None, -1.0  # the old actor's answers are void
             else:  # queued behind a call lost with the same actor: one loss, counted once (by that call)
                 counts = False
             if dev.lock_held:
                 record.update(error_kind=LOCK_HELD, error_message=dev.lock_held)
         dev.lock_held = None
+        if record.get("outcome") != "device_lost":  # it measured (or its model failed): its link is back
+            self._say_back(dev)
         self.measure_s += float(record.get("measure_s") or 0.0)
         self.worker_s += float(record.get("worker_s") or 0.0)
         self.lock_wait_s += float(record.get("lock_wait_s") or 0.0)
@@ -974,10 +1050,11 @@ class Coordinator:
                                  + dev.profile.host.reconnect_timeout_s + self.options.hello_timeout_s)
         dev.recovery = dev.actor.recover.remote()
 
-    def _recovery_done(self, ray, dev: _Device) -> None:
+    def _recovery_done(self, ray, dev: _Device, *, answered: bool = True) -> None:
         ref, dev.recovery = dev.recovery, None
+        dev.reconnecting_since = None  # its recover command reconnects it, and says so
         try:
-            hello = ray.get(ref, timeout=10)
+            hello = ray.get(ref, timeout=10 if answered else 0)
         except Exception as exc:  # the command failed, the device did not come back, or the actor hangs
             if isinstance(exc, ray.exceptions.GetTimeoutError):
                 with contextlib.suppress(Exception):
@@ -1012,6 +1089,12 @@ def _why_no_hello(dev: _Device, status: dict | None) -> str:
         return f"still trying to reach it: {status['reconnect_error']}"
     return ("its worker is up on its Ray node, but the device has not answered and no attempt has failed yet "
             "(a login or an agent start that hangs?)")
+
+
+def _unnamed(dev: _Device, message: str) -> str:
+    """``message`` without the device's name in front, for a line that names the device already (the sessions'
+    errors start with it: 'device pi-x: lost the connection (pi-x: cannot start ...)')."""
+    return message.removeprefix(f"{dev.profile.name}: ")
 
 
 def _hint(dev: _Device, record: dict) -> str:

@@ -475,11 +475,17 @@ def _device_worker_class():
     return ray.remote(concurrency_groups={"status": 1})(DeviceWorker)
 
 
+def ask_status(actor):
+    """The ref of a device actor's status, asked through its own concurrency group (never behind a measurement):
+    read it once it is ready, so a device that does not answer holds up no other."""
+    return actor.status.options(concurrency_group="status").remote()
+
+
 def actor_status(actor, timeout_s: float = 10.0) -> dict:
-    """A device actor's status through its own concurrency group (never behind a measurement)."""
+    """A device actor's status (:func:`ask_status`), waited for up to ``timeout_s``."""
     import ray
 
-    return ray.get(actor.status.options(concurrency_group="status").remote(), timeout=timeout_s)
+    return ray.get(ask_status(actor), timeout=timeout_s)
 
 
 def this_node_alive() -> bool:

@@ -32,6 +32,7 @@ BAD = {  # script -> (flags, the flag refused, what it says)
     "bench_scale": (["--devices", "0"], "--devices", "expected a whole number >= 1, got 0"),
     "bench_search": (["--seeds", "0"], "--seeds", "expected a whole number >= 1, got 0"),
     "bench_soak": (["--every", "0"], "--every", "expected a whole number >= 1, got 0"),
+    "bench_stall": (["--jobs", "0"], "--jobs", "expected a whole number >= 1, got 0"),
     "bench_ssh": (["--jobs", "0"], "--jobs", "expected a whole number >= 1, got 0"),
     "bench_tvm": (["--threads-list", "1,0"], "--threads-list", "expected a whole number >= 1, got 0 in '1,0'"),
     "bench_verified_load": (["--runs", "0"], "--runs", "expected a whole number >= 1, got 0"),

@@ -1,6 +1,7 @@
 """The lab over SSH, end to end: two device hosts in network namespaces with real sshd,
 `hwl deploy` onto both, a campaign on both, one host's sshd killed mid-campaign and restarted."""
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -273,6 +274,44 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, artifacts, tmp_p
     assert lost >= 1, "no measurement was in flight when pi-b went away"
     with Store(db) as s:
         assert s.integrity_check() == "ok"
+
+
+def test_a_lost_link_is_said_as_it_reconnects_and_when_it_is_back(deployed, artifacts, tmp_path, caplog):
+    """A host away for a while, then back: said once as the device reconnects (before, nothing was said for as long
+    as it took, up to 3 x its reconnect_timeout_s), and once when it is back."""
+    lab = deployed
+    pi_a = lab["hosts"][0]
+    slow = {**FAST_POLICY, "window_min_s": 0.5}  # a job in flight when its sshd goes
+    profile = write_ssh_profile(tmp_path, pi_a, lab["key"], lab["trusted"], policy=slow, reconnect_timeout_s=300)
+    db = tmp_path / "lab.db"
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1835,7165,9545", devices=(str(profile),)))
+
+    def said(what):
+        return [r.getMessage() for r in list(caplog.records) if what in r.getMessage()]
+
+    def away_until_said():
+        deadline = time.monotonic() + 240  # a guard against a hung campaign, not a measure of speed
+        try:
+            while time.monotonic() < deadline:
+                with sqlite3.connect(db) as con:
+                    if con.execute("SELECT count(*) FROM results").fetchone()[0] >= 1:
+                        break
+                time.sleep(0.1)
+            pi_a.sshd.stop()
+            while time.monotonic() < deadline and not said("lost the connection"):
+                time.sleep(0.1)
+        finally:
+            pi_a.sshd.start()
+
+    with caplog.at_level(logging.WARNING, logger="harness.coordinator"):
+        summary = _run_with_chaos(db, cid, ["pi-a"], away_until_said, artifacts)
+    lost, back = said("lost the connection"), said("reconnected after")
+    assert len(lost) == 1 and len(back) == 1, caplog.text
+    assert lost[0].startswith("device pi-a: lost the connection; reconnecting for up to 300 s at each of its next ")
+    assert "then it is quarantined; last try: " in lost[0] and back[0].startswith("device pi-a: reconnected after ")
+    assert caplog.text.index(lost[0]) < caplog.text.index(back[0])
+    assert summary["devices"]["pi-a"]["state"] == "active" and summary["devices"]["pi-a"]["done"] == 3
 
 
 def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, artifacts, tmp_path):

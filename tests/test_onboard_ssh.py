@@ -19,14 +19,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sshd_available(), reason=
 FIRST_PICKS = "10983,8177,9860"  # the design's first batch of nb201 random:30 (seed 0)
 
 
-def _ssh_profile(folder, port: int, key, policy=FAST_POLICY) -> str:
+def _ssh_profile(folder, port: int, key, policy=FAST_POLICY, reconnect_timeout_s: float = 0) -> str:
     """A profile with no [host] name: its device is driven from this machine's Ray node ('local')."""
     path = folder / "pi-x.toml"
     path.write_text("\n".join([
         'name = "pi-x"', 'device_class = "embedded_cpu"', "", "[host]", 'transport = "ssh"',
         'address = "127.0.0.1"', f"port = {port}", 'user = "root"', f'key = "{key}"',
         f'python = "{sys.executable}"', "use_venv = false", f'agent_dir = "{folder / "agent"}"',
-        "reconnect_timeout_s = 0", "",
+        f"reconnect_timeout_s = {reconnect_timeout_s}", "",
         "[runtime]", 'kind = "onnxruntime"', "threads = 1", "",
         "[measurement]", 'profile = "quick"', "cooldown_s = 0.0", "",
         "[measurement.policy]", *(f"{k} = {v}" for k, v in policy.items()), ""]))
@@ -67,12 +67,14 @@ def test_an_unreachable_ssh_device_is_one_line_and_no_output(tmp_path, how):
 
 
 def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cache):
+    """Said at once, as it reconnects (until when, how many attempts; before, nothing was said until it gave up),
+    then in an error when it gives up."""
     key = make_key(tmp_path / "client_key")
     server = SSHServer(tmp_path / "sshd", authorized_keys=[key]).start()
     known = tmp_path / "known_hosts"
     known.write_text(server.public_host_key_line())
     slow = {**FAST_POLICY, "window_min_s": 1.0}  # a job of seconds: the sshd goes while the batch has jobs left
-    profile = _ssh_profile(tmp_path, server.port, key, slow)
+    profile = _ssh_profile(tmp_path, server.port, key, slow, reconnect_timeout_s=4)
     db = tmp_path / "lab.db"
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
     art = exported_models(model_cache, tmp_path / "art", FIRST_PICKS)  # seconds of torch less (else exported)
@@ -94,11 +96,14 @@ def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cach
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert code == 1 and "hwl onboard: device pi-x was quarantined during onboarding" in stderr, stderr
     assert "what it measured is in the store" in stderr
+    lost = [line for line in stderr.splitlines() if "lost the connection" in line]
+    assert len(lost) == 1 and stderr.index(lost[0]) < stderr.index("hwl onboard: device pi-x was"), stderr
+    assert "device pi-x: lost the connection; reconnecting for up to 4 s at each of its next " in lost[0]
+    assert "then it is quarantined; last try: cannot start the agent over SSH: cannot reach pi-x at " in lost[0]
     with contextlib.closing(sqlite3.connect(db)) as con:  # no second batch planned on the lost device
         assert con.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 1
     assert not re.search(r"^\d+ measured", stderr, re.M)  # no round fitted on a cut batch ("2 measured")
     assert not (tmp_path / "p.pt").exists()
-
 
 
 def test_with_address_the_device_is_left_to_its_own_ray_node(tmp_path):
