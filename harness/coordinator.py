@@ -156,6 +156,9 @@ class CoordinatorOptions:
     resume_flags : tuple of str
         The flags of the command running the campaign that its resume needs too (``--address``, ``--artifacts``
         ...), kept beside the store for the resume lines printed later (``campaign_lock.last_run_flags``).
+    say_quarantine : bool
+        Warn of a device's quarantine as it comes; a caller that stops on it and says why itself (onboarding:
+        an error with the command that resumes) sets False, and the warning is logged at INFO (``-v``).
     """
 
     address: str | None = None
@@ -178,6 +181,7 @@ class CoordinatorOptions:
     artifact_quota_gb: float | None = None
     artifact_idle_s: float = 120.0
     resume_flags: tuple = ()
+    say_quarantine: bool = True
 
     def check_artifact_folder(self, profiles) -> None:
         """Refuse an artifact folder that cannot be written, when one of ``profiles`` measures exported models
@@ -927,7 +931,7 @@ class Coordinator:
                         "device from models it cannot run", dev.profile.name, dev.failures_in_row, outcome)
             return
         self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                           f"{record.get('error_message') or ''}".strip() + _hint(dev, record),
+                           f"{_unnamed(dev, record.get('error_message') or '')}".strip() + _hint(dev, record),
                       recover=kind not in NOT_RECOVERED_BY_POWER_CYCLE)
 
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
@@ -977,7 +981,8 @@ class Coordinator:
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if not self._unfit(dev, record) and dev.failures_in_row >= self.options.quarantine_after:
                 what = f"{dev.failures_in_row - 1} failed attempts in a row, then its " if probed else ""
-                self._give_up(dev, f"{what}drift canary failed: {record.get('error_message')}" + _hint(dev, record),
+                why = _unnamed(dev, str(record.get("error_message")))
+                self._give_up(dev, f"{what}drift canary failed: {why}" + _hint(dev, record),
                               recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
             return
         dev.since_canary = 0
@@ -1075,7 +1080,8 @@ class Coordinator:
         dev.state, dev.error = "quarantined", error
         self.store.set_device_state(self.campaign_id, dev.profile.name, "quarantined", error=error,
                                     consecutive_failures=dev.failures_in_row)
-        log.warning("device %s quarantined: %s", dev.profile.name, error)
+        log.log(logging.WARNING if self.options.say_quarantine else logging.INFO, "device %s quarantined: %s",
+                dev.profile.name, error)
 
 
 def _why_no_hello(dev: _Device, status: dict | None) -> str:

@@ -434,6 +434,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
     profile = load_profiles([device])[0]
     store_path = Path(store).expanduser()
     options = options or CoordinatorOptions(artifact_dir=store_path.parent / f"{store_path.stem}-artifacts")
+    options = replace(options, say_quarantine=False)  # a quarantine stops it, in one error (stop_if_quarantined)
     settings = replace(settings or OnboardSettings(), budget=int(budget), target_rho=target_rho, seed=int(seed))
     method_name = registry.chosen(method)
     registry.get_class(method_name, latency_only=True)  # an unknown name fails before anything is written

@@ -68,7 +68,7 @@ def test_an_unreachable_ssh_device_is_one_line_and_no_output(tmp_path, how):
 
 def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cache):
     """Said at once, as it reconnects (until when, how many attempts; before, nothing was said until it gave up),
-    then in an error when it gives up."""
+    then in one error when it gives up (before, a warning of the quarantine said the same first)."""
     key = make_key(tmp_path / "client_key")
     server = SSHServer(tmp_path / "sshd", authorized_keys=[key]).start()
     known = tmp_path / "known_hosts"
@@ -96,6 +96,8 @@ def test_a_device_lost_mid_batch_stops_the_onboarding_there(tmp_path, model_cach
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert code == 1 and "hwl onboard: device pi-x was quarantined during onboarding" in stderr, stderr
     assert "what it measured is in the store" in stderr
+    assert "pi-x quarantined" not in stderr  # the error alone says it: no warning before it saying the same
+    assert "device_lost: cannot start the agent over SSH: cannot reach pi-x at " in stderr  # not 'device_lost: pi-x:'
     lost = [line for line in stderr.splitlines() if "lost the connection" in line]
     assert len(lost) == 1 and stderr.index(lost[0]) < stderr.index("hwl onboard: device pi-x was"), stderr
     assert "device pi-x: lost the connection; reconnecting for up to 4 s at each of its next " in lost[0]
