@@ -1092,7 +1092,7 @@ def _why_no_hello(dev: _Device, status: dict | None) -> str:
     if status is None:
         return f"is a Ray node with resource {dev.profile.host.resource} up?"
     if status.get("reconnect_error"):
-        return f"still trying to reach it: {status['reconnect_error']}"
+        return f"still trying to reach it: {_unnamed(dev, status['reconnect_error'])}"
     return ("its worker is up on its Ray node, but the device has not answered and no attempt has failed yet "
             "(a login or an agent start that hangs?)")
 

@@ -1114,6 +1114,7 @@ def test_a_host_down_at_the_start_is_named_as_such(local_ray, artifacts, tmp_pat
     error = _unanswered_ssh_device(tmp_path, artifacts, "ray-down", port, hello_timeout_s=8)
     assert error.startswith("no answer from device ray-down within 8 s; still trying to reach it: ") and \
         f"cannot reach ray-down at 127.0.0.1:{port}" in error, error
+    assert "reach it: ray-down: " not in error  # the device named once in front is enough
 
 
 def test_a_device_whose_login_hangs_at_the_start_is_not_blamed_on_a_missing_ray_node(local_ray, artifacts, tmp_path):
