@@ -203,7 +203,7 @@ def test_wrong_key_and_unreachable_host_are_clear_errors(lab, tmp_path):
     route = subprocess.run(["ip", "route", "get", "198.18.59.2"], capture_output=True, text=True)
     assert route.returncode != 0 and "No route to host" in route.stderr  # the fence, not the default route
     out = hwl("deploy", gone, "--no-selftest", timeout=120)
-    assert out.returncode == 1 and "cannot reach pi-gone at 198.18.59.2" in out.stderr, out.stderr
+    assert out.returncode == 1 and "pi-gone: error: cannot reach it at 198.18.59.2" in out.stderr, out.stderr
 
 
 def _results(db):

@@ -366,7 +366,7 @@ while pid > 1:  # the nearest sshd above this command serves its connection: kil
 def test_a_link_lost_during_deploy_is_named_as_such_and_the_other_devices_are_deployed(host, tmp_path, capsys):
     # the command running when the link went had no exit status, which read "`... -c '...'` exited -1: "
     out, err = _deploy_lost_and_fine(tmp_path, host, capsys, _link_cutter(tmp_path / "python-that-cuts-the-link"))
-    assert re.fullmatch(r"pi-lost: error: lost the connection to pi-lost \(\S+\) while it ran `[^`]+\.\.\.`; check "
+    assert re.fullmatch(r"pi-lost: error: lost the connection to it \(\S+\) while it ran `[^`]+\.\.\.`; check "
                         r"the device is up and its network, then run the command again\n", err), err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
 
@@ -390,7 +390,7 @@ setsid timeout 30 sh -c 'while [ ! -e {part} ]; do :; done; kill -9 '$pid </dev/
 exec {sys.executable} "$@"
 """)
     out, err = _deploy_lost_and_fine(tmp_path, host, capsys, python_leaving_a_cutter)
-    assert err.startswith("pi-lost: error: lost the connection to pi-lost (") and err.count("\n") == 1, err
+    assert err.startswith("pi-lost: error: lost the connection to it (") and err.count("\n") == 1, err
     assert "check the device is up and its network, then run the command again" in err
     assert [json.loads(line)["device"] for line in out.splitlines()] == ["pi-fine"]
     assert not (agent_path / "agents").exists()  # nothing unpacked from a cut upload

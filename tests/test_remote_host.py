@@ -433,3 +433,20 @@ def test_status_of_a_quarantined_device_that_cannot_be_reached_says_both(tmp_pat
     assert row["reachable"] is False and row["state"] == "quarantined"
     assert row["error"].startswith(f"cannot reach pi-gone at 127.0.0.1:{port}"), row["error"]
     assert row["error"].endswith("; in the store it was quarantined: 3 failed attempts in a row"), row["error"]
+
+
+def test_status_of_a_device_that_cannot_be_reached_names_it_once_in_its_line(tmp_path, capsys):
+    """The line under `hwl status`'s table read 'pi-gone: cannot reach pi-gone at ...': the host's error, which names
+    the device for commands that say nothing else (`hwl logs`), after the line's own name."""
+    from harness.cli import main as hwl_main
+
+    port = free_port()
+    key = make_key(tmp_path / "key")
+    (tmp_path / "kh").write_text("")
+    profile = tmp_path / "pi-gone.toml"
+    profile.write_text("\n".join(['name = "pi-gone"', 'device_class = "embedded_cpu"', "[host]", 'transport = "ssh"',
+                                  'address = "127.0.0.1"', f"port = {port}", 'user = "root"', f'key = "{key}"',
+                                  f'known_hosts = "{tmp_path / "kh"}"', "[runtime]", 'kind = "onnxruntime"', ""]))
+    assert hwl_main(["status", str(profile)]) == 1
+    out = capsys.readouterr().out
+    assert f"\npi-gone: cannot reach it at 127.0.0.1:{port} (" in out, out

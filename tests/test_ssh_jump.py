@@ -206,8 +206,8 @@ def test_a_device_the_gateway_cannot_reach_is_one_line_in_the_gateways_own_words
         out = hwl("deploy", _profile(lab, tmp_path, address=address, port=port), "--no-selftest")
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert out.returncode == 1 and len(lines) == 1, out.stderr
-        assert f"pi-j's jump host 198.18.61.2 cannot reach pi-j at {address}:{port} (SSH channel open failure 2, " \
-               "Connect failed, the jump host said '" in lines[0], lines[0]
+        assert f"pi-j: error: pi-j's jump host 198.18.61.2 cannot reach it at {address}:{port} (SSH channel open " \
+               "failure 2, Connect failed, the jump host said '" in lines[0], lines[0]
         said[address] = lines[0].split("the jump host said ")[1].split(")")[0]
     assert said[DEVICE_ADDRESS] == "'Connection refused'"
     assert "name" in said["no-such-device.invalid"].lower()  # the resolver's words: "Name or service not known"...

@@ -107,9 +107,23 @@ def _named_profiles(args, *, ssh_only: bool):
     return load_profiles(args.devices)
 
 
+# A host's errors name the device, as they must where nothing else does (`hwl logs`): after 'pi-1: error: ' it is "it"
+_NAMED_AGAIN = (("cannot reach {} at ", "cannot reach it at "), ("lost the connection to {} (", "lost the connection to "
+                                                                 "it ("))
+
+
+def named_once(name: str, message: str) -> str:
+    """``message`` for a line that starts with the device's ``name``, without the name again: a session's own
+    prefix ('pi-1: error: pi-1: ...') or a host's error ('pi-1: error: cannot reach pi-1 at ...': 'it')."""
+    message = message.removeprefix(f"{name}: ")
+    for said, instead in _NAMED_AGAIN:
+        message = message.replace(said.format(name), instead, 1)
+    return message
+
+
 def _print_failures(group) -> None:
-    for name, exc in group.failed.items():  # a session's errors name the device already: 'pi-1: error: pi-1: ...'
-        print(f"{name}: error: {str(exc).removeprefix(f'{name}: ')}", file=sys.stderr)
+    for name, exc in group.failed.items():
+        print(f"{name}: error: {named_once(name, str(exc))}", file=sys.stderr)
 
 
 def cmd_deploy(args) -> int:
@@ -219,7 +233,7 @@ def cmd_status(args) -> int:
         print("(reachable -: a command device is reached through its own tool, which hwl status does not run)")
     for profile, r in zip(profiles, rows):  # in full, one line each: a column cut them to a few letters a line
         if r["error"]:
-            print(f"{r['device']}: {r['error']}")
+            print(f"{r['device']}: {named_once(r['device'], r['error'])}")
         if r["note"]:  # where status looked, for a device a campaign may run elsewhere
             print(f"{r['device']}: {r['note']}")
         if r["selftest"] and r["selftest"] not in MEASURED_OUTCOMES:  # why it measured nothing, which deploy said once
