@@ -108,8 +108,8 @@ def _named_profiles(args, *, ssh_only: bool):
 
 
 # A host's errors name the device, as they must where nothing else does (`hwl logs`): after 'pi-1: error: ' it is "it"
-_NAMED_AGAIN = (("cannot reach {} at ", "cannot reach it at "), ("lost the connection to {} (", "lost the connection to "
-                                                                 "it ("))
+_NAMED_AGAIN = (("cannot reach {} at ", "cannot reach it at "),
+                ("lost the connection to {} (", "lost the connection to it ("))
 
 
 def named_once(name: str, message: str) -> str:
