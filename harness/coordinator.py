@@ -42,7 +42,7 @@ from harness.ray_cluster import (ask_status, cores_kept_free, device_actor, expo
                                  this_node_alive)
 from harness.profiles import DeviceProfile
 from harness.store import DRIFT_FLAG, Store, check_new_store_folder
-from harness.text import count
+from harness.text import count, without_name
 from harness.transport.errors import DeviceSetupError
 from spaces.cost import dataset_of
 
@@ -742,7 +742,8 @@ class Coordinator:
                 else "it is quarantined"
             log.warning("device %s: lost the connection; reconnecting for up to %g s at each of its next %s (until "
                         "about %s), then %s; last try: %s", dev.profile.name, timeout_s,
-                        count(attempts, "attempt", "attempts"), until, then, _unnamed(dev, status["reconnect_error"]))
+                        count(attempts, "attempt", "attempts"), until, then,
+                        without_name(dev.profile.name, status["reconnect_error"]))
         elif not status.get("reconnect_error") and status.get("agent_starts"):
             self._say_back(dev)
 
@@ -930,8 +931,9 @@ class Coordinator:
             log.warning("%s: %d failed attempts in a row (last: %s); measuring its drift canary to tell a failing "
                         "device from models it cannot run", dev.profile.name, dev.failures_in_row, outcome)
             return
-        self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: "
-                           f"{_unnamed(dev, record.get('error_message') or '')}".strip() + _hint(dev, record),
+        why = without_name(dev.profile.name, record.get("error_message") or "")
+        self._give_up(dev, f"{dev.failures_in_row} failed attempts in a row; last: {outcome}: {why}".strip()
+                      + _hint(dev, record),
                       recover=kind not in NOT_RECOVERED_BY_POWER_CYCLE)
 
     def _failures_in_row(self, dev: _Device, failures: int) -> None:
@@ -981,7 +983,7 @@ class Coordinator:
                                   baseline_ms=dev.baseline_ms, ok=False, last_result_id=last_id)
             if not self._unfit(dev, record) and dev.failures_in_row >= self.options.quarantine_after:
                 what = f"{dev.failures_in_row - 1} failed attempts in a row, then its " if probed else ""
-                why = _unnamed(dev, str(record.get("error_message")))
+                why = without_name(dev.profile.name, str(record.get("error_message")))
                 self._give_up(dev, f"{what}drift canary failed: {why}" + _hint(dev, record),
                               recover=record.get("error_kind") not in NOT_RECOVERED_BY_POWER_CYCLE)
             return
@@ -1092,15 +1094,9 @@ def _why_no_hello(dev: _Device, status: dict | None) -> str:
     if status is None:
         return f"is a Ray node with resource {dev.profile.host.resource} up?"
     if status.get("reconnect_error"):
-        return f"still trying to reach it: {_unnamed(dev, status['reconnect_error'])}"
+        return f"still trying to reach it: {without_name(dev.profile.name, status['reconnect_error'])}"
     return ("its worker is up on its Ray node, but the device has not answered and no attempt has failed yet "
             "(a login or an agent start that hangs?)")
-
-
-def _unnamed(dev: _Device, message: str) -> str:
-    """``message`` without the device's name in front, for a line that names the device already (the sessions'
-    errors start with it: 'device pi-x: lost the connection (pi-x: cannot start ...)')."""
-    return message.removeprefix(f"{dev.profile.name}: ")
 
 
 def _hint(dev: _Device, record: dict) -> str:

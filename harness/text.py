@@ -1,4 +1,4 @@
-"""How hwl puts numbers into sentences, in one place for the CLI, the coordinator's log and the reports."""
+"""How hwl puts numbers and names into sentences, in one place for the CLI, the coordinator's log and the reports."""
 from __future__ import annotations
 
 
@@ -7,4 +7,10 @@ def count(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
 
-__all__ = ["count"]
+def without_name(name: str, message: str) -> str:
+    """``message`` without a leading ``'name: '``, for a line that names the device already: a device session's
+    errors start with its name ('pi-1: cannot start ...'), which 'device pi-1: ...; last try: pi-1: ...' said twice."""
+    return message.removeprefix(f"{name}: ")
+
+
+__all__ = ["count", "without_name"]

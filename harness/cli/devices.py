@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.cli.common import positive_int, user_path
 from harness.errors import UserError
+from harness.text import without_name
 
 DEFAULT_ARTIFACTS = Path("~/.cache/hwl/artifacts")
 
@@ -115,7 +116,7 @@ _NAMED_AGAIN = (("cannot reach {} at ", "cannot reach it at "),
 def named_once(name: str, message: str) -> str:
     """``message`` for a line that starts with the device's ``name``, without the name again: a session's own
     prefix ('pi-1: error: pi-1: ...') or a host's error ('pi-1: error: cannot reach pi-1 at ...': 'it')."""
-    message = message.removeprefix(f"{name}: ")
+    message = without_name(name, message)
     for said, instead in _NAMED_AGAIN:
         message = message.replace(said.format(name), instead, 1)
     return message
