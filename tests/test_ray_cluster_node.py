@@ -35,6 +35,23 @@ ray.kill(actor)
 """
 
 
+def start_head(temp: str, env: dict, *options: str, client_port: bool = False) -> tuple[int, int | None]:
+    """`ray start --head` on free ports; returns (port, Ray Client port or None). A port free when picked may be taken
+    before Ray binds it (by another test worker's server), and one CI run's head start exited 1 under load with
+    nothing to say why (stop 49). Setup, not what the tests check: tried 3 times, each on fresh ports, and a last
+    failure shows what Ray printed."""
+    for _ in range(3):
+        port, client = free_port(), free_port() if client_port else None
+        ports = [f"--port={port}"] + ([f"--ray-client-server-port={client}"] if client_port else [])
+        done = subprocess.run([RAY, "start", "--head", *ports, "--num-cpus=1", "--include-dashboard=false",
+                               f"--temp-dir={temp}", "--disable-usage-stats", *options], env=env,
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode == 0:
+            return port, client
+        kill_leftovers(temp)  # what the failed start left running
+    raise AssertionError(f"`ray start --head` failed 3 times; the last printed:\n{(done.stdout + done.stderr)[-3000:]}")
+
+
 @pytest.fixture(scope="module")
 def two_node_cluster():
     if not Path(RAY).exists():
@@ -43,18 +60,14 @@ def two_node_cluster():
     # Tests only: no token auth between the two local nodes (a lab uses Ray's token auth and
     # shares the token file, see README). RAY_TMPDIR marks every daemon for the cleanup.
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
-    port, client_port = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
     # How long the head's Ray Client proxy waits for a driver's server to answer (Ray's default: 30 s). The retry
     # test waits it out twice for the server it kills (the join, then the proxy's log-stream retries the driver
     # waits for: 62 s at 30 s). A server that lives took 4 s to listen at a load of 12 on 2 cores: at 5 s the
     # proxy gave up on it ("Timeout waiting for channel"), each of hwl's 3 tries, and the join failed.
     head_env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "15"}
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={client_port}",
-                        "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}", "--resources",
-                        '{"host:coordinator": 1000}', "--disable-usage-stats"],
-                       env=head_env, check=True, capture_output=True, timeout=180)
+        port, client_port = start_head(temp, head_env, "--resources", '{"host:coordinator": 1000}', client_port=True)
+        address = f"127.0.0.1:{port}"
         subprocess.run([RAY, "start", f"--address={address}", "--num-cpus=1",
                         "--resources", '{"host:node2": 1000}', "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=180)
@@ -303,12 +316,9 @@ def test_a_cluster_that_refuses_to_be_joined_leaves_no_store_behind(tmp_path):
     head_token, other_token = Path(temp) / "head.tok", Path(temp) / "other.tok"
     head_token.write_text("a" * 64 + "\n")
     other_token.write_text("b" * 64 + "\n")
-    port = free_port()
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token"}
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        f"--temp-dir={temp}", "--disable-usage-stats"], env={**env, "RAY_AUTH_TOKEN_PATH": str(
-                            head_token)}, check=True, capture_output=True, timeout=180)
+        port, _ = start_head(temp, {**env, "RAY_AUTH_TOKEN_PATH": str(head_token)})
         # Ray tries a GCS that refuses its token once a second for 20 s (NUM_REDIS_GET_RETRIES) before it gives
         # up; 2 tries end in the same refusal (23.8 s -> 4.3 s a command)
         wrong = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token),
@@ -335,13 +345,10 @@ def test_joining_a_token_cluster_by_address_without_token_mode_names_ray_auth_mo
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
     token = Path(temp) / "head.tok"
     token.write_text("c" * 64 + "\n")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env.update(RAY_TMPDIR=temp, RAY_AUTH_TOKEN_PATH=str(token), RAY_gcs_server_port_wait_time_s="2")
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                        f"--temp-dir={temp}", "--disable-usage-stats", "--resources", '{"host:local": 1000}'],
-                       env={**env, "RAY_AUTH_MODE": "token"}, check=True, capture_output=True, timeout=180)
+        port, _ = start_head(temp, {**env, "RAY_AUTH_MODE": "token"}, "--resources", '{"host:local": 1000}')
         profile = write_profile(tmp_path, "joined")  # no drift canaries: the join is tested, not the measuring
         args = [*HWL, "campaign", "run", "--space", "nb201", "--archs", "1", "--devices", str(profile), "--store",
                 str(tmp_path / "lab.db"), "--canary-every", "0", "--no-progress", "--address", f"127.0.0.1:{port}"]
