@@ -167,8 +167,9 @@ def fit_report(args, parser) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="synthetic_phones.py", description=__doc__.split("\n\n")[0])
     fbnet = [t.name for t in tasks.TASKS.values() if t.space in estimate.COARSE_TIMER_SPACES]
-    parser.add_argument("--tasks", type=known_names(fbnet, "task"), default="F1,F4,F5", help="FBNet tasks whose train devices "
-                        "become synthetic phones (default F1,F4,F5: the tasks with whole-ms test phones)")
+    parser.add_argument("--tasks", type=known_names(fbnet, "task"), default="F1,F4,F5",
+                        help="FBNet tasks whose train devices become synthetic phones (default F1,F4,F5: the tasks "
+                             "with whole-ms test phones)")
     parser.add_argument("--per-task", type=positive_int, help="at most this many float-timed train devices per task, "
                         "spread over its list (default: all)")
     parser.add_argument("--noise", type=float, default=0.3, metavar="SHARE",
