@@ -216,20 +216,17 @@ def _results(db):
     return rows, lost
 
 
-def _run_with_chaos(db, cid, hosts, chaos, artifacts):
-    """Run a planned campaign on a fresh local Ray (one node with the hosts' resources) while
-    ``chaos()`` runs in a thread; returns the coordinator's summary."""
+@pytest.fixture(scope="module")
+def lab_ray():
+    """One local Ray for the module's in-process campaigns, a node with both hosts' resources: a start and a
+    shutdown took 6-9 s under load, and these tests take a host's sshd away, never Ray's node."""
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = temp
-    thread = threading.Thread(target=chaos, daemon=True)
+    os.environ["RAY_TMPDIR"] = temp  # Ray's daemons inherit it, so kill_leftovers finds them
     try:
         ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
-                 resources={f"host:{h}": 1000 for h in hosts})
-        thread.start()
-        with Store(db) as s:
-            summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
-        thread.join(timeout=60)
-        return summary
+                 resources={"host:pi-a": 1000, "host:pi-b": 1000})
+        os.environ.pop("RAY_TMPDIR")  # the other tests' `hwl` subprocesses start Rays of their own
+        yield
     finally:
         ray.shutdown()
         os.environ.pop("RAY_TMPDIR", None)
@@ -237,7 +234,18 @@ def _run_with_chaos(db, cid, hosts, chaos, artifacts):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_campaign_over_ssh_survives_a_host_going_away(deployed, artifacts, tmp_path):
+def _run_with_chaos(db, cid, chaos, artifacts):
+    """Run a planned campaign on the module's Ray while ``chaos()`` runs in a thread; returns the coordinator's
+    summary."""
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    with Store(db) as s:
+        summary = run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+    thread.join(timeout=60)
+    return summary
+
+
+def test_campaign_over_ssh_survives_a_host_going_away(deployed, lab_ray, artifacts, tmp_path):
     lab = deployed
     slow = {"warmup_min_runs": 2, "warmup_min_s": 0.05, "repeats": 3, "window_min_runs": 5,
             "window_min_s": 0.25, "cooldown_s": 0.0}
@@ -264,7 +272,7 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, artifacts, tmp_p
         pi_b.sshd.start()
         outage["back"] = time.monotonic()
 
-    summary = _run_with_chaos(db, cid, ["pi-a", "pi-b"], take_pi_b_away, artifacts)
+    summary = _run_with_chaos(db, cid, take_pi_b_away, artifacts)
     assert "back" in outage, "the outage never happened"
     assert {d["state"] for d in summary["devices"].values()} == {"active"}, summary["devices"]
     rows, lost = _results(db)
@@ -276,7 +284,8 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, artifacts, tmp_p
         assert s.integrity_check() == "ok"
 
 
-def test_a_lost_link_is_said_as_it_reconnects_and_when_it_is_back(deployed, artifacts, tmp_path, caplog):
+def test_a_lost_link_is_said_as_it_reconnects_and_when_it_is_back(deployed, lab_ray, artifacts, tmp_path,
+                                                                   caplog):
     """A host away for a while, then back: said once as the device reconnects (before, nothing was said for as long
     as it took, up to 3 x its reconnect_timeout_s), and once when it is back."""
     lab = deployed
@@ -305,7 +314,7 @@ def test_a_lost_link_is_said_as_it_reconnects_and_when_it_is_back(deployed, arti
             pi_a.sshd.start()
 
     with caplog.at_level(logging.WARNING, logger="harness.coordinator"):
-        summary = _run_with_chaos(db, cid, ["pi-a"], away_until_said, artifacts)
+        summary = _run_with_chaos(db, cid, away_until_said, artifacts)
     lost, back = said("lost the connection"), said("reconnected after")
     assert len(lost) == 1 and len(back) == 1, caplog.text
     assert lost[0].startswith("device pi-a: lost the connection; reconnecting for up to 300 s at each of its next ")
@@ -351,7 +360,7 @@ def test_a_device_back_at_another_address_goes_on_with_its_campaign(deployed, ar
     assert rows == [("done", 1), ("done", 1)]
 
 
-def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, artifacts, tmp_path):
+def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, lab_ray, artifacts, tmp_path):
     """A Pi that crashed mid-campaign and stays down until someone power-cycles it. Its profile's
     recover command asks the lab's relay for a power cycle (here the relay is a thread that
     restarts the host's sshd when the command asks, and answers when it is done); the campaign
@@ -384,7 +393,7 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, artif
         asked.unlink()
 
     try:
-        summary = _run_with_chaos(db, cid, ["pi-b"], crash_then_relay, artifacts)
+        summary = _run_with_chaos(db, cid, crash_then_relay, artifacts)
     finally:
         if pi_b.sshd.proc.poll() is not None:  # left down by a failure: the next tests need pi-b
             pi_b.sshd.start()
