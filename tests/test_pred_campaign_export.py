@@ -2,6 +2,7 @@
 export`, then `hwl adapt` / `hwl predict` on the exported file, as on another machine without the store."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -14,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.cli import main
+from harness.coordinator import CoordinatorOptions, campaign_ray
+from harness.profiles import load_profiles
 from harness.store import Store
 from tests.campaign_helpers import hwl, kill_leftovers, write_profile
 
@@ -33,15 +36,19 @@ def lab(tmp_path_factory):
     two = write_profile(root / "b2", "lab-ort")
     two.write_text(two.read_text().replace("[measurement]", "[workload]\nbatch_size = 2\n\n[measurement]"))
     ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")  # short: Ray's socket paths are limited
+    os.environ["RAY_TMPDIR"] = ray_tmp  # Ray's daemons inherit it, so kill_leftovers finds them
     try:
-        for name, archs, profile in (("batch-1", BATCH_1, one), ("batch-2", BATCH_2, two)):
-            run = hwl("campaign", "run", "--space", "nb201", "--archs", archs, "--devices", profile, "--name", name,
-                      "--store", root / "lab.db", "--artifacts", root / "art", "--canary-every", "0",
-                      "--no-progress", env={"RAY_TMPDIR": ray_tmp})
-            assert run.returncode == 0, run.stderr
-            if name == "batch-1":  # a store of one setting, for the tests of imported rows
-                _copy_store(root / "lab.db", root / "batch-1.db")
+        # `hwl campaign run` in this process, both campaigns in the Ray session such a run starts (pinned off the
+        # device's core): a Ray start and a torch import in its export worker less than two runs in subprocesses
+        with campaign_ray(load_profiles([str(one)]), CoordinatorOptions()):  # both profiles: host, cores
+            for name, archs, profile in (("batch-1", BATCH_1, one), ("batch-2", BATCH_2, two)):
+                assert main(["campaign", "run", "--space", "nb201", "--archs", archs, "--devices", str(profile),
+                             "--name", name, "--store", str(root / "lab.db"), "--artifacts", str(root / "art"),
+                             "--canary-every", "0", "--no-progress"]) == 0
+                if name == "batch-1":  # a store of one setting, for the tests of imported rows
+                    _copy_store(root / "lab.db", root / "batch-1.db")
     finally:
+        os.environ.pop("RAY_TMPDIR", None)
         kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert main(["train", "--space", "nb201", "--devices", "1080ti_1,pixel3,raspi4", "--n-pretrain", "300",
