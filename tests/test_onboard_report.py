@@ -270,6 +270,24 @@ def test_resembles_most_says_why_when_no_train_device_can_be_compared(small):
     assert line == f"resembles most: cannot be said: {res['why']}"
 
 
+def test_resembles_most_says_which_devices_tie_on_too_few_measured_archs(small):
+    """`hwl onboard --candidates 1,2` printed 'resembles most: 1080ti_1 (Spearman 1.0 on the measured archs)': two
+    archs rank every train device at +1 or -1, and the first of those at +1 was named alone, as if it were the
+    answer. The devices tied with it are named beside it."""
+    tables, truth = small
+    two = {arch: float(truth.loc[arch]) for arch in list(truth.index)[:2]}
+    res = resembles_most(tables, two, space="nb201")
+    assert res["device"] in tables and res["tied_with"] and res["device"] not in res["tied_with"], res
+    line = text_lines(_report(measurements_spent=2, budget=2, already_in_store=0, resembles=res))[-1]
+    assert line == (f"resembles most: {res['device']} (Spearman 1.0 on the measured archs); tied with "
+                    f"{', '.join(res['tied_with'])}: too few measured archs to tell them apart"), line
+    many = {arch: float(truth.loc[arch]) for arch in list(truth.index)[:40]}
+    assert resembles_most(tables, many, space="nb201")["tied_with"] == []  # enough archs name one alone
+    one_of_many = dict(res, tied_with=["a", "b", "c", "d", "e"])
+    assert text_lines(_report(measurements_spent=2, budget=2, already_in_store=0, resembles=one_of_many))[-1] \
+        .endswith("; tied with a, b, c and 2 more: too few measured archs to tell them apart")
+
+
 @pytest.mark.parametrize("budget", [10, 20])
 def test_the_expected_error_is_near_the_real_rms_log_error_of_the_unmeasured_archs(bayes, small, budget):
     """The report's expected error was the median arch's, with the model's mean spread shrunk by the rho draws'

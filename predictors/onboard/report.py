@@ -78,8 +78,19 @@ def resembles_most(tables: dict, measured: dict, *, space: str, fits: dict | Non
     if not latencies:
         return _cannot_say(space, len(archs))
     frames = {d: pd.Series(v, index=archs) for d, v in latencies.items()}
-    device, rho = best_correlated(frames, archs, np.array([measured[a] for a in archs]))
-    return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None, "basis": basis[device]}
+    y = np.array([measured[a] for a in archs])
+    device, rho = best_correlated(frames, archs, y)
+    # 2 archs rank every device at +-1: the first of a tie was named alone, as if it were the answer
+    tied = [d for d in _tied_at_best(y, latencies) if d != device]
+    return {"device": device, "rho": round(float(rho), 4) if np.isfinite(rho) else None, "basis": basis[device],
+            "tied_with": tied}
+
+
+def _tied_at_best(y: np.ndarray, latencies: dict) -> list:
+    """The train devices whose Spearman against ``y`` equals the best one's (round-off aside)."""
+    names = list(latencies)
+    rhos = _rho(y, np.stack([latencies[d] for d in names]))
+    return [d for d, r in zip(names, rhos) if r >= rhos.max() - 1e-9]
 
 
 def resembles(loop, tables: dict, *, space: str) -> dict | None:
@@ -213,10 +224,19 @@ def text_lines(report: dict) -> list[str]:
         lines.append(_resembles_line(res))
     elif res and res.get("basis") == "additive fit":
         lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs, against its "
-                     "additive per-layer fit: the train tables do not hold these archs)")
+                     f"additive per-layer fit: the train tables do not hold these archs){_tie_text(res)}")
     elif res:
-        lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs)")
+        lines.append(f"resembles most: {res['device']} (Spearman {res['rho']} on the measured archs){_tie_text(res)}")
     return lines
+
+
+def _tie_text(res: dict) -> str:
+    """The train devices as close as the named one on the measured archs, said: a Spearman over so few ties."""
+    tied = res.get("tied_with") or []
+    if not tied:
+        return ""
+    shown = ", ".join(tied[:3]) + (f" and {len(tied) - 3} more" if len(tied) > 3 else "")
+    return f"; tied with {shown}: too few measured archs to tell them apart"
 
 
 def _resembles_line(res: dict) -> str:
