@@ -97,6 +97,20 @@ def test_a_store_holding_more_than_the_budget_is_said_plainly():
     assert "6 of 6 measurements spent (3 already in the store, 0 failed); stopped: budget" in line
 
 
+def test_the_stop_line_says_whether_the_target_rho_was_reached():
+    """With --target-rho 0.99 and the budget spent at an estimate of 0.961 it printed 'stopped: budget', as it
+    does without a target: nothing said the target was missed."""
+    missed = text_lines(_report(measurements_spent=9, budget=9, already_in_store=6, target_rho=0.99))[0]
+    assert missed.endswith("; stopped: budget, before --target-rho 0.99 was reached; a larger --budget goes on")
+    reached = text_lines(_report(measurements_spent=7, budget=9, already_in_store=0, target_rho=0.95,
+                                 stop_reason="target"))[0]
+    assert reached.endswith("; stopped: target (--target-rho 0.95 reached)"), reached
+    few = text_lines(_report(measurements_spent=4, budget=9, already_in_store=0, target_rho=0.95,
+                             stop_reason="candidates"))[0]
+    assert few.endswith("; stopped: candidates, before --target-rho 0.95 was reached"), few
+    assert text_lines(_report(measurements_spent=9, budget=9, already_in_store=0))[0].endswith("; stopped: budget")
+
+
 def test_archs_measured_again_after_a_drift_are_said():
     lines = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, remeasured_after_drift=["3", "9"]))
     assert ("measured again: 2 archs whose latency was taken while the device drifted (canary_drift), more device "

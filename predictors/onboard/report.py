@@ -184,7 +184,7 @@ def text_lines(report: dict) -> list[str]:
     est = report.get("estimated_rho")
     res = report.get("resembles")
     lines = [f"device {report['device']} ({report['space']}, method {report['method']}): {_spent(report)}; "
-             f"stopped: {report['stop_reason']}"]
+             f"stopped: {_stopped(report)}"]
     if est:
         left = report.get("unmeasured", report["candidates"] - report["measured"])
         lines.append(f"estimated Spearman rho on the {count(left, 'unmeasured arch', 'unmeasured archs')}: "
@@ -247,6 +247,18 @@ def _resembles_line(res: dict) -> str:
     fit = ", against its additive per-layer fit" if res["basis"] == "additive fit" else ""
     also = "".join(f"; also close: {o['device']} ({100 * o['share']:.0f} %)" for o in res.get("also") or [])
     return f"resembles most: {res['device']} ({sure}Spearman {res['rho']:.3f} with the prediction{fit}){also}"
+
+
+def _stopped(report: dict) -> str:
+    """Why the loop stopped, and whether the ``--target-rho`` asked for was reached: 'stopped: budget' alone read
+    as a success to a user who had set one."""
+    reason, target = report["stop_reason"], report.get("target_rho")
+    if target is None:
+        return reason
+    if reason == "target":
+        return f"target (--target-rho {target} reached)"
+    more = "; a larger --budget goes on" if reason == "budget" else ""
+    return f"{reason}, before --target-rho {target} was reached{more}"
 
 
 def _spent(report: dict) -> str:
