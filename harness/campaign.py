@@ -332,15 +332,31 @@ def onboarding_prefix(device: str, space: str) -> str:
     return f"{ONBOARDING_PREFIX}:{device}:{space}:"
 
 
-def go_on_command(store_path, name: str, flags=()) -> str:
+def go_on_command(store_path, name: str, flags=(), *, profiles: dict | None = None) -> str:
     """The command that goes on with campaign ``name`` (see :func:`resume_command`). An onboarding's batch is gone
     on with by its `hwl onboard` command run again: a resume measured that batch alone, and left the onboarding's
-    next picks, its model and its table to a run of `hwl onboard` that status did not name."""
+    next picks, its model and its table to a run of `hwl onboard` that status did not name. ``profiles``: the
+    campaign's device -> stored profile JSON, for the device argument (:func:`onboard_device_argument`)."""
     prefix, device, space, *_ = name.split(":") + ["", ""]
     if prefix != ONBOARDING_PREFIX or not device or not space:
         return resume_command(store_path, name, flags)
-    return (shlex.join(["hwl", "onboard", device, "--space", space, "--store", str(store_path)]) + " ... (the "
+    device_arg = onboard_device_argument(device, (profiles or {}).get(device))
+    return (shlex.join(["hwl", "onboard", device_arg, "--space", space, "--store", str(store_path)]) + " ... (the "
             "onboarding's command as it was given: it finishes this batch, then goes on where it stopped)")
+
+
+def onboard_device_argument(device: str, profile_json: str | None) -> str:
+    """How `hwl onboard` names ``device``: its profile name where hwl finds the file it was measured with by that
+    name, else that file (the stored profile's ``source``). A device onboarded from a profile file was named by its
+    name alone, which `hwl onboard` refused as an unknown device."""
+    try:
+        source = json.loads(profile_json or "{}").get("source") or ""
+    except (ValueError, AttributeError):  # an older or hand-made row: the name is all there is
+        return device
+    by_name = available_profiles().get(device)
+    if not source or (by_name is not None and Path(by_name).resolve() == Path(source).resolve()):
+        return device
+    return source
 
 
 def _warn_of_unfinished_alike(store: Store, plan: Plan, resume_flags=()) -> None:

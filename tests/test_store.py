@@ -252,6 +252,30 @@ def test_campaign_status_of_an_onboarding_batch_says_to_run_the_onboarding_again
     assert "campaign resume" not in out
 
 
+def test_the_go_on_line_of_an_onboarding_from_a_profile_file_names_that_file(tmp_path, capsys):
+    """`hwl onboard myort.toml ...` stopped mid-batch: status said to go on with `hwl onboard myort ...`, which is
+    refused as an unknown device (no profile of that name). It names the file the batch was measured with; a
+    shipped profile, found by its name, is still named so."""
+    import json
+
+    from harness.campaign import onboarding_prefix
+    from harness.cli import main as hwl_main
+    from harness.profiles import available_profiles
+
+    db, mine = tmp_path / "lab.db", tmp_path / "my board.toml"
+    shipped = available_profiles()["local-ort-1t"]
+    for device, source in (("myort", mine), ("local-ort-1t", shipped)):
+        with Store(db) as s:
+            cid = _campaign(s, name=onboarding_prefix(device, "nb201") + "0123456789", devices=(device,))
+            s.set_device_profile(cid, device, json.dumps({"name": device, "source": str(source)}))
+    assert hwl_main(["campaign", "status", "--store", str(db), "--name", "onboard:myort:nb201:0123456789"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"go on with: hwl onboard '{mine}' --space nb201 --store {db} ... (the onboarding's" in out, out
+    assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"go on with: hwl onboard local-ort-1t --space nb201 --store {db} ... (the onboarding's" in out, out
+
+
 def test_status_of_a_campaign_done_but_for_its_end_canary_says_so_unless_its_canaries_are_off(tmp_path, capsys):
     """Every job done, the last one after the campaign's last canary (killed in its end canary): status showed a
     finished campaign. A campaign last run with --canary-every 0, whose resume runs no canary, says nothing."""

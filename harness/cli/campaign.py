@@ -320,7 +320,7 @@ def lockless_coordinator_hint(st, store: str, cid: int, name: str) -> tuple[str 
     from harness.campaign_lock import last_run_flags
 
     sent = st.last_sent(cid)
-    resume = go_on_command(store, name, last_run_flags(store, cid))
+    resume = go_on_command(store, name, last_run_flags(store, cid), profiles=_profiles(st, cid))
     ago = None if sent is None else time.time() - sent
     if ago is None or ago > LOCKLESS_WINDOW_S:
         return None, resume
@@ -351,7 +351,14 @@ def unchecked_hint(st, store: str, cid: int, name: str, devices) -> str | None:
     if not unchecked:
         return None
     return (f"no coordinator is running it, and its last session stopped before its end canary: the latencies of "
-            f"{', '.join(unchecked)} are not checked for drift yet; go on with: {go_on_command(store, name, flags)}")
+            f"{', '.join(unchecked)} are not checked for drift yet; go on with: "
+            f"{go_on_command(store, name, flags, profiles=_profiles(st, cid))}")
+
+
+def _profiles(st, cid: int) -> dict:
+    """Campaign ``cid``'s device -> stored profile JSON (the go-on line of an onboarding names its profile file)."""
+    devices = st.devices(cid)
+    return dict(zip(devices["device"], devices["profile_json"]))
 
 
 def cmd_status(args) -> int:
