@@ -97,6 +97,19 @@ def test_a_store_holding_more_than_the_budget_is_said_plainly():
     assert "6 of 6 measurements spent (3 already in the store, 0 failed); stopped: budget" in line
 
 
+def test_the_expected_error_is_said_apart_from_the_rho_it_is_not_of():
+    """'0.952 (90 % interval 0.800 to 1.000; expected error 34.9 %)' read as the rho's error: it is the RMS log
+    error of one predicted latency (the table's uncertainty column), so it is said outside the rho's brackets."""
+    est = {"rho": 0.952, "low": 0.8, "high": 1.0, "confidence": 0.9, "residual_rms": 0.349, "source": "model"}
+    line = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=100, measured=6,
+                              estimated_rho=est))[1]
+    assert line == ("estimated Spearman rho on the 94 unmeasured archs: 0.952 (90 % interval 0.800 to 1.000); "
+                    "expected error of one predicted latency 34.9 %"), line
+    cv = text_lines(_report(measurements_spent=6, budget=6, already_in_store=0, candidates=100, measured=6,
+                            estimated_rho=dict(est, source="cv")))[1]
+    assert cv.endswith("(90 % interval 0.800 to 1.000); cross-validated error of one predicted latency 34.9 %"), cv
+
+
 def test_the_stop_line_says_whether_the_target_rho_was_reached():
     """With --target-rho 0.99 and the budget spent at an estimate of 0.961 it printed 'stopped: budget', as it
     does without a target: nothing said the target was missed."""
@@ -214,7 +227,7 @@ def test_an_interval_with_a_negative_low_bound_reads_as_a_range_and_a_wide_one_s
     assert progress_line(2, None) == "2 measured"
     lines = text_lines(_report(measurements_spent=15, budget=30, already_in_store=0, candidates=100, measured=15,
                                estimated_rho=est.to_dict()))
-    assert "(90 % interval -0.261 to 0.877;" in lines[1]
+    assert "(90 % interval -0.261 to 0.877); " in lines[1]
 
 
 def test_the_progress_line_and_the_report_give_the_same_interval():
@@ -226,7 +239,7 @@ def test_the_progress_line_and_the_report_give_the_same_interval():
     report = text_lines(_report(measurements_spent=4, budget=4, already_in_store=0, candidates=100, measured=4,
                                 estimated_rho=est.to_dict()))[1]
     assert progress == "4 measured, estimated rho 0.930 (0.534 to 0.986)"
-    assert "archs: 0.930 (90 % interval 0.534 to 0.986;" in report, report
+    assert "archs: 0.930 (90 % interval 0.534 to 0.986); " in report, report
 
 
 def test_the_estimate_line_counts_the_archs_it_ranks_and_says_when_they_are_few(bayes, small):

@@ -189,8 +189,9 @@ def text_lines(report: dict) -> list[str]:
         left = report.get("unmeasured", report["candidates"] - report["measured"])
         lines.append(f"estimated Spearman rho on the {count(left, 'unmeasured arch', 'unmeasured archs')}: "
                      f"{est['rho']:.3f} ({100 * est['confidence']:.0f} % interval "
-                     f"{interval_text(est['low'], est['high'])}; "
-                     f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error {100 * est['residual_rms']:.1f} %)")
+                     f"{interval_text(est['low'], est['high'])}); "  # the error is a latency's, not the rho's
+                     f"{_ERROR_KIND.get(est.get('source', 'cv'), 'typical')} error of one predicted latency "
+                     f"{100 * est['residual_rms']:.1f} %")
         if left < FEW_SCORED:  # as `hwl evaluate` says of a small table: one arch more or less moves it
             more = "random:N, all" if report["space"] == "nb201" else "random:N"  # FBNet has no 'all' (9^22 archs)
             lines.append(f"only {count(left, 'arch is', 'archs are')} left unmeasured: a Spearman rho over so few "
