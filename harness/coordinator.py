@@ -1004,11 +1004,9 @@ class Coordinator:
             dev.last_good_result = last_id
         else:
             rest = self.options.drift_pause_s if dev.queue else 0.0
-            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; flagged the results of %s "
-                        "since the last good canary (%s, re-measured attempts included), %s",
+            log.warning("%s: canary %.4f ms is %+.1f %% off its baseline %.4f ms; %s, %s",
                         dev.profile.name, label, 100 * (label / dev.baseline_ms - 1), dev.baseline_ms,
-                        count(jobs, "job", "jobs"), count(results, "result", "results"),
-                        f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
+                        flagged_text(jobs, results), f"pausing {rest:g} s to re-baseline" if rest else "re-baselined")
             dev.baseline_ms, dev.last_good_result = label, last_id
             if rest:  # the canary after the pause sets the baseline (this one stands in until then)
                 dev.paused_until, dev.canary_due, dev.rebaseline = time.monotonic() + rest, True, True
@@ -1097,6 +1095,15 @@ def _why_no_hello(dev: _Device, status: dict | None) -> str:
         return f"still trying to reach it: {without_name(dev.profile.name, status['reconnect_error'])}"
     return ("its worker is up on its Ray node, but the device has not answered and no attempt has failed yet "
             "(a login or an agent start that hangs?)")
+
+
+def flagged_text(jobs: int, results: int) -> str:
+    """What a drifted canary flagged: a session's opening canary, off the baseline of the campaign's last session,
+    has nothing since to flag, and 'flagged the results of 0 jobs (0 results, ...)' read as a count gone wrong."""
+    if not jobs:
+        return "no result since the last good canary to flag"
+    return (f"flagged the results of {count(jobs, 'job', 'jobs')} since the last good canary "
+            f"({count(results, 'result', 'results')}, re-measured attempts included)")
 
 
 def _hint(dev: _Device, record: dict) -> str:
