@@ -458,7 +458,12 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
         with ray_for(profile, options) as start_ray:
             measure = CampaignDevice(st, profile, space, measurement=measurement, options=options,
                                      on_progress=on_progress, before_run=start_ray)
-            for cid in unfinished_campaigns(st, space, profile.name):
+            unfinished = unfinished_campaigns(st, space, profile.name)
+            # what the store held before this run: an interrupted batch finished now is spent by this run, not
+            # "already in the store" (the summary said 3 already there where none of them had been measured)
+            held_before = (len(latencies_by_arch(st, space, comparable_rows(st, space, measuring)[0])) if unfinished
+                           else None)
+            for cid in unfinished:
                 log.info("finishing interrupted onboarding campaign %d", cid)
                 refresh_reach(st, cid, [measuring])  # the device may have moved
                 start_ray()
@@ -468,7 +473,7 @@ def onboard(*, device: str, space: str, store, budget: int = 30, target_rho: flo
             warn_left_out(left_out, profile.name)
             measured = latencies_by_arch(st, space, rows)
             failed = [a for a in failed_archs(st, space, measuring) if a not in measured]
-            resumed_from = len(measured)
+            resumed_from = len(measured) if held_before is None else min(held_before, len(measured))
             drifted = [a for a in only_drifted(space, rows) if a not in failed]
             covered = dict.fromkeys([*keys, *measured, *drifted])  # the loop's candidates, as it will get them
             if len(covered) < 2:  # refused by the loop too, but only after measuring the drifted and pretraining

