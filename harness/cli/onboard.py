@@ -75,8 +75,9 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
 
     if budget < MIN_BUDGET:
         raise UserError(f"--budget must be at least {MIN_BUDGET}, got {budget}: {WHY_MIN_BUDGET}")
-    if target_rho is not None and not 0.0 < target_rho <= 1.0:
-        raise UserError(f"--target-rho must be in (0, 1], got {target_rho}")
+    if target_rho is not None and not 0.0 < target_rho < 1.0:  # 1 was taken, and never reached: a budget spent
+        raise UserError(f"--target-rho must be in (0, 1), got {target_rho}: the estimated rho stays below 1, so a "
+                        "target of 1 would never stop the onboarding; leave it out to spend the whole --budget")
     out = Path(out).expanduser()  # --out=~/p.pt: no shell expands a tilde after '=', and the writers differ on it
     if out.suffix == ".parquet":
         raise UserError(f"--out {out} is the predictor file (e.g. predictor.pt); the table goes to --table")
