@@ -129,7 +129,8 @@ def test_onboard_bad_input(tmp_path, capsys):
     rc, err = _onboard(capsys, dev, "--space", "nb201", "--budget", "1", "--out", tmp_path / "p.pt")
     assert rc == 2 and "--budget must be at least 2, got 1: a predictor adapted on one latency" in err
     for target in ("1", "1.5", "0", "nan"):  # 1 was taken, and the estimate never reaches it: a stop that never came
-        rc, err = _onboard(capsys, dev, "--space", "nb201", "--target-rho", target, "--out", tmp_path / "p.pt")
+        rc, err = _onboard(capsys, dev, "--space", "nb201", "--target-rho", target, "--store", tmp_path / "x.db",
+                           "--out", tmp_path / "p.pt")  # accepted, it would onboard into tmp_path, not the checkout
         assert rc == 2 and f"--target-rho must be in (0, 1), got {float(target)}: the estimated rho stays" in err
     rc, err = _onboard(capsys, dev, "--space", "nb201", "--method", "nope", "--store", tmp_path / "x.db",
                        "--out", tmp_path / "p.pt")
