@@ -80,6 +80,30 @@ def _warn_if_token_auth_off() -> None:
                     "Ray's token auth")
 
 
+class _WithoutAuthOptOutAdvice(logging.Filter):
+    """Drops Ray's warning, at every local start, that token authentication is on and RAY_AUTH_MODE=disabled turns
+    it off: hwl keeps it on on purpose (its local Ray listens on every interface), and warns where a user turned it
+    off (:func:`_warn_if_token_auth_off`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+# The logger of Ray's module that says it (ray/_private/authentication/authentication_token_setup.py)
+RAY_AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+@contextlib.contextmanager
+def _without_auth_opt_out_advice():
+    ray_auth_log = logging.getLogger(RAY_AUTH_SETUP_LOGGER)
+    advice = _WithoutAuthOptOutAdvice()
+    ray_auth_log.addFilter(advice)
+    try:
+        yield
+    finally:
+        ray_auth_log.removeFilter(advice)
+
+
 def cores_kept_free(core_sets, all_cores) -> set[int]:
     """The cores a local Ray (its exports) and the coordinator keep off: those of every local device pinned to
     cores, or, where together they span every core (the demo's 1-core and 2-core devices on a 2-core machine),
@@ -170,7 +194,7 @@ def _start_local(num_cpus: int, hosts, temp_dir: str | None) -> None:
     _warn_if_token_auth_off()
     keep = sessions_kept()  # a bad setting stops here, before Ray starts
     try:
-        with _signals_held(), _environment(local_ray_env()), _without("RAY_ADDRESS"):
+        with _signals_held(), _environment(local_ray_env()), _without("RAY_ADDRESS"), _without_auth_opt_out_advice():
             ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
                      resources={h: 1000 for h in hosts}, log_to_driver=False, **kwargs)
     except OSError as exc:

@@ -191,20 +191,29 @@ def test_the_local_rays_logs_get_no_event_stats_every_minute(event_stats_watch):
     assert seen["alive"] and seen["after"] == seen["at_start"], seen
 
 
-def test_the_ray_token_file_is_made_readable_by_this_user_alone(ray_tmp, tmp_path):
+def test_the_ray_token_file_is_made_readable_by_this_user_alone_and_ray_s_opt_out_advice_is_not_shown(ray_tmp,
+                                                                                                   tmp_path):
     """Ray writes ~/.ray/auth_token 0644; whoever reads it may join the cluster (which listens on every interface)
-    and run code as this user. In a process of its own: Ray keeps the token it first read for the process."""
+    and run code as this user. In a process of its own: Ray keeps the token it first read for the process.
+    Ray also warned at every start that token auth is on and RAY_AUTH_MODE=disabled turns it off: advice against
+    what keeps hwl's local Ray closed, on every campaign's stderr."""
     home = tmp_path / "home"
     token = home / ".ray" / "auth_token"
     token.parent.mkdir(parents=True)
     token.write_text("f" * 64)
     token.chmod(0o644)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    code = ("import ray\nfrom harness.ray_cluster import ray_session\n"
-            f"with ray_session(num_cpus=1, temp_dir={ray_tmp!r}):\n    assert ray.is_initialized()\n")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "HOME": str(home)}, check=True, timeout=300,
-                   capture_output=True)
+    # RAY_AUTH_MODE unset, as most users have it: Ray then turns token auth on for a local start, and says so
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
+    code = ("import ray\nfrom ray._raylet import AuthenticationMode, get_authentication_mode\n"
+            "from harness.ray_cluster import ray_session\n"
+            f"with ray_session(num_cpus=1, temp_dir={ray_tmp!r}):\n    assert ray.is_initialized()\n"
+            "    assert get_authentication_mode() == AuthenticationMode.TOKEN\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "HOME": str(home)}, timeout=300,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
     assert token.stat().st_mode & 0o777 == 0o600
+    assert "Started a local Ray instance" in run.stderr  # Ray's own log lines reach stderr
+    assert "RAY_AUTH_MODE=disabled to opt out" not in run.stderr, run.stderr
 
 
 def test_a_local_ray_without_token_auth_is_warned_of(ray_tmp):
