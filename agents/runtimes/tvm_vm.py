@@ -11,7 +11,9 @@ build (``<build hash>.so.sha256``); without a cache the agent builds in a privat
 read once: those bytes are hashed, scanned and loaded (from a private copy), so a file replaced meanwhile never is.
 :func:`build_library` does the same on a build host for another device, e.g.
 ``llvm -mtriple=aarch64-linux-gnu`` with a cross ``cc``; the device then gets ``options.library`` (a
-prebuilt file) and needs no ONNX or LLVM.
+prebuilt file) and needs no ONNX or LLVM. TVM itself is imported only past every refusal that needs none of it (a
+request that does not fit the model, an opset newer than onnx knows, threads a shipped library cannot use): its
+import took 4-5 s on a 2-core machine, and every such refusal came after it.
 
 Options: ``target`` (string or dict, default "llvm"), ``opt_level`` (0-3, TVM's PassContext
 level, default 3), ``library`` (prebuilt library path; then ``input_shape`` and ``dtype``
@@ -41,13 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import tvm
-from tvm import relax
-
 from agents.errors import BadRequest
-from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, check_batch_of,
-                                  external_data_failure, float_type, input_shapes, random_input, unfeedable_input,
-                                  without_side_files)
+from agents.runtimes.base import (CompileFailure, LoadFailure, Prepared, UnsupportedOp, check_batch_of, float_type,
+                                  random_input, without_side_files)
+from agents.runtimes.onnx_model import declared_dims, graph_inputs, onnx_inputs, output_dtypes, read_model
 from agents.verified import is_sha256, private_copy, read_verified
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,9 @@ EVALUATOR_CHUNK = 4  # blocks per time_evaluator call: each call also runs one d
 PARALLEL_LAUNCH = b"TVMBackendParallelLaunch"
 
 
-def _target(spec) -> tvm.target.Target:
+def _target(spec):
+    """``spec`` as a ``tvm.target.Target``; BadRequest naming what a target is where it is none."""
+    import tvm
     try:
         return tvm.target.Target(spec)
     except Exception as exc:
@@ -83,6 +84,7 @@ def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, sc
     exported with a free one): a library is compiled for one shape and refuses another, and a library built at
     batch 1 was loaded for batch 8 under the same hash. Neither the default schedule nor a model's own fixed shapes
     add a key, so libraries cached before either existed are still found."""
+    import tvm
     key = {"model": model_sha256, "target": str(target), "opt_level": opt_level, "tvm": tvm.__version__}
     if schedule != "none":
         key["schedule"] = schedule
@@ -92,63 +94,12 @@ def build_hash(model_sha256: str, target, opt_level: int = DEFAULT_OPT_LEVEL, sc
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def onnx_inputs(onnx_model, batch: int, input_shape: tuple = ()) -> list[tuple[str, tuple, str]]:
-    """(name, shape, numpy dtype) of the graph inputs that are not initializers (shapes: see base.input_shapes)."""
-    import onnx
-
-    graph_inputs = _graph_inputs(onnx_model)
-    for x in graph_inputs:  # a sequence failed as "KeyError: 0" when its dtype was looked up, strings in the build
-        if not _is_number_tensor(x.type):
-            raise unfeedable_input(x.name, _type_name(x.type))
-    shapes = input_shapes(_declared_dims(graph_inputs), batch, input_shape)
-    return [(x.name, shape, str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)))
-            for x, shape in zip(graph_inputs, shapes)]
-
-
-def _is_number_tensor(type_proto) -> bool:
-    """Whether a graph input or output of this type is a tensor of numbers (not a sequence, map, optional or string)."""
-    import onnx
-    return (type_proto.WhichOneof("value") == "tensor_type"
-            and type_proto.tensor_type.elem_type not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING))
-
-
-def _type_name(type_proto) -> str:
-    """An ONNX type as onnxruntime writes it: "tensor(float)", "seq(tensor(float))", "map(int64,tensor(float))"."""
-    import onnx
-    kind = type_proto.WhichOneof("value")
-    if kind == "tensor_type":
-        return f"tensor({onnx.TensorProto.DataType.Name(type_proto.tensor_type.elem_type).lower()})"
-    if kind == "sequence_type":
-        return f"seq({_type_name(type_proto.sequence_type.elem_type)})"
-    if kind == "optional_type":
-        return f"optional({_type_name(type_proto.optional_type.elem_type)})"
-    if kind == "map_type":
-        key = onnx.TensorProto.DataType.Name(type_proto.map_type.key_type).lower()
-        return f"map({key},{_type_name(type_proto.map_type.value_type)})"
-    return str(kind)
-
-
-def _graph_inputs(onnx_model) -> list:
-    """The graph inputs that are not initializers: what a measurement feeds."""
-    inits = {i.name for i in onnx_model.graph.initializer}
-    return [x for x in onnx_model.graph.input if x.name not in inits]
-
-
-def _declared_dims(graph_inputs) -> list[tuple[str, tuple | None]]:
-    """(name, dims) of each input as the model declares them (dims None: no shape at all): a free dimension is its
-    symbol's name, or None. A size below 1 is free, as onnxruntime reads it: [-1, -1, 8] (a hand-made "dynamic"
-    model) ran at [1, 1, 8], its second -1 taking the batch size the first one was given."""
-    return [(x.name, tuple(d.dim_value if d.dim_value > 0 else d.dim_param or None
-                           for d in x.type.tensor_type.shape.dim) if x.type.tensor_type.HasField("shape") else None)
-            for x in graph_inputs]
-
-
 def _with_declared_shape(onnx_model, input_shape: tuple):
     """The model with ``input_shape``, the shape its first input is fed, declared there where that input declares
     none: onnx.checker, which a build runs first, refuses a graph input without a shape ("Field 'shape' of 'type' is
     required but missing"). A copy; the model itself is left as it is."""
     import onnx
-    inputs = _graph_inputs(onnx_model)
+    inputs = graph_inputs(onnx_model)
     if not input_shape or not inputs or inputs[0].type.WhichOneof("value") != "tensor_type" \
             or inputs[0].type.tensor_type.HasField("shape"):
         return onnx_model
@@ -162,15 +113,16 @@ def _with_declared_shape(onnx_model, input_shape: tuple):
 def _built_shapes(onnx_model, inputs) -> list[tuple] | None:
     """The shapes ``inputs`` (of :func:`onnx_inputs`) gave a model that leaves a dimension free, which a build
     fixes (so they belong in its :func:`build_hash`); None for a model that fixes every dimension itself."""
-    declared = _declared_dims(_graph_inputs(onnx_model))
+    declared = declared_dims(graph_inputs(onnx_model))
     if all(dims is not None and all(isinstance(d, int) for d in dims) for _, dims in declared):
         return None
     return [shape for _, shape, _ in inputs]
 
 
-def _dlight_pipeline(target: tvm.target.Target):
+def _dlight_pipeline(target):
     """TVM's CPU pipeline (relax.backend.cpu_generic) with dlight's CPU rules applied to the fused kernels; those
     no rule matches stay as the plain pipeline leaves them."""
+    import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
     from tvm.s_tir import dlight
 
@@ -209,10 +161,12 @@ def _import_tensor_intrinsics() -> None:
     importlib.import_module("tvm.s_tir.tensor_intrin")
 
 
-def _sampled_schedule_pipeline(target: tvm.target.Target, seed: int = 1):
+def _sampled_schedule_pipeline(target, seed: int = 1):
     """MetaSchedule's CPU design space without search: for each fused kernel one draw of its space (tiling,
     parallel, vectorize, unroll; a fixed seed, so the same model gives the same library) with its postprocessors,
     applied from an in-memory database; then TVM's default CPU pipeline. No candidate is built or timed."""
+    import tvm
+    from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
     @tvm.transform.module_pass(opt_level=0)
@@ -261,6 +215,8 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
     LoadFailure, UnsupportedOp, CompileFailure
     """
     import onnx
+    import tvm
+    from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx  # only a build needs the importer
 
     try:
@@ -445,6 +401,7 @@ def _library_in_dir(folder: Path, model_sha256: str) -> tuple[bytes, Path]:
 def _load_library(data: bytes, lib_path: Path):
     """Load exactly ``data``, the bytes that were hashed and scanned, from a private copy: loading runs the
     library's code, and ``lib_path`` itself could be replaced after it was read."""
+    import tvm
     copy, folder = private_copy(data, lib_path.name)  # the suffix tells TVM a shared library from a tar
     try:
         return tvm.runtime.load_module(str(copy))
@@ -479,39 +436,10 @@ def _prebuilt_library(options: dict) -> tuple[bytes, Path]:
     return lib.data, lib.path
 
 
-def _uses_external_data(graph) -> bool:
-    """Whether a tensor of ``graph`` or a function (an initializer, a node's attribute, a subgraph's) lies in a file
-    beside the model."""
-    import onnx
-    for tensor in getattr(graph, "initializer", ()):  # a FunctionProto has none
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            return True
-    for attr in (a for node in graph.node for a in node.attribute):
-        tensors = [attr.t, *attr.tensors] if attr.HasField("t") else list(attr.tensors)
-        graphs = [attr.g, *attr.graphs] if attr.HasField("g") else list(attr.graphs)
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors) or any(map(_uses_external_data, graphs)):
-            return True
-    return False
-
-
-def _output_dtypes(proto) -> list[str]:
-    """The numpy types of the model's tensor outputs; a sequence or map (a classifier's ZipMap) has none: once
-    compiled and run, such a model failed here with "KeyError: 0"."""
-    import onnx
-    return [str(onnx.helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)) for x in proto.graph.output
-            if _is_number_tensor(x.type)]
-
-
 def _model_inputs(request, model) -> tuple:
-    """The checked model's bytes parsed (the file is never opened again), and its inputs. A model whose tensors lie
-    in files beside it is refused: ONNX would read them from the working directory, and no hash covers them."""
-    import onnx
-    try:
-        proto = onnx.load_from_string(model.data)
-    except Exception as exc:
-        raise LoadFailure(f"not a valid ONNX model: {type(exc).__name__}: {exc}") from None
-    if _uses_external_data(proto.graph) or any(map(_uses_external_data, proto.functions)):
-        raise external_data_failure()
+    """The checked model's bytes parsed (see onnx_model.read_model), and the inputs the request feeds it: a request
+    that does not fit the model is refused here, with onnx alone, before TVM is imported."""
+    proto = read_model(model.data)
     return proto, onnx_inputs(proto, request.batch, tuple(request.input_shape))
 
 
@@ -558,6 +486,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         bhash = hashlib.sha256(data).hexdigest()
     else:
         proto, inputs = _model_inputs(request, model)
+        _refuse_newer_opset(proto)  # the build would refuse it too, once TVM and its importer were imported
         bhash = build_hash(request.sha256, target, opt_level, schedule, _built_shapes(proto, inputs))
         folder = _library_cache(cache_dir)
         data = _cached_library(folder, bhash)
@@ -571,6 +500,8 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         lib_path = folder / f"{bhash}.so" if folder else Path(f"{bhash}.so")
     meta["parallel_loops"] = runs_parallel_loops(data)
     _refuse_threads_it_cannot_use(request.threads, meta["parallel_loops"], meta["tuned"])
+    import tvm  # only here, past every refusal that needs none of it: its import takes seconds
+    from tvm import relax
     lib = _load_library(data, lib_path)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(lib, dev)
@@ -603,7 +534,7 @@ def prepare(request, model, cache_dir=None) -> Prepared:
         dev.sync()
         return time.perf_counter_ns() - t0
 
-    dtype = float_type([d for _, _, d in inputs] + _output_dtypes(proto)) if proto is not None else ""
+    dtype = float_type([d for _, _, d in inputs] + output_dtypes(proto)) if proto is not None else ""
     return Prepared(block=block, first=first, runtime_version=tvm.__version__, provider=f"relax-vm-{dev}", dtype=dtype,
                     build_hash=bhash, input_shape=tuple(inputs[0][1]) if inputs else (), metadata=meta,
                     on_window=on_window)
