@@ -1,10 +1,11 @@
 """What the agent reads from an ONNX model with the onnx package alone: its inputs (names, declared dimensions,
 types), its outputs' types, and whether its tensors lie in files beside it.
 
-No runtime is imported here, so a runtime's adapter refuses a request that does not fit its model (an input shape
-the model fixes otherwise, a sequence input, a batch size a model without inputs cannot run) before it imports its
-runtime: TVM's import alone took 4-5 s on a 2-core machine, a refusal from onnx about 1 s. onnx is imported by the
-functions that need it: a device given a prebuilt TVM library has none.
+No runtime is imported here, so TVM's adapter refuses a request that does not fit its model (an input shape the
+model fixes otherwise, a sequence input, a batch size a model without inputs cannot run) before it imports TVM: that
+import alone took 4-5 s on a 2-core machine, a refusal read with onnx about 1 s. onnxruntime's adapter reads a model
+here only for what its session does not say (which inputs declare no shape). onnx is imported by the functions that
+need it: a device given a prebuilt TVM library, or onnxruntime alone, may have none.
 """
 from __future__ import annotations
 

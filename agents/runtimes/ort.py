@@ -18,6 +18,7 @@ from agents.errors import BadRequest, RuntimeUnavailable
 from agents.runtimes.base import (LoadFailure, OutOfMemory, Prepared, UnsupportedOp, count_option,
                                   external_data_failure, float_type, input_shapes, looks_like_oom,
                                   random_input, unfeedable_input, without_side_files)
+from agents.runtimes.onnx_model import declared_dims, graph_inputs, read_model
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -74,9 +75,7 @@ def _shapeless_inputs(data: bytes) -> set[str]:
     """The names of the graph inputs that declare no shape. onnxruntime gives such an input the shape [], a
     scalar's, and it was fed one (a Conv then failed at its first inference, a Relu was timed on one number), so the
     model is read for them, only when some input has the shape []."""
-    import onnx
-    graph = onnx.load_from_string(data).graph
-    return {x.name for x in graph.input if x.type.HasField("tensor_type") and not x.type.tensor_type.HasField("shape")}
+    return {name for name, dims in declared_dims(graph_inputs(read_model(data))) if dims is None}
 
 
 def reason(exc: Exception) -> str:
