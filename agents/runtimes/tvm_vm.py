@@ -200,6 +200,25 @@ def _refuse_newer_opset(model) -> None:
                           f"TVM here knows: export it at opset {newest} or lower, or update onnx and apache-tvm")
 
 
+def _build_target(target, schedule: str, tune_trials: int, tuning_dir):
+    """The ``tvm.target.Target`` of a build, once what the build is asked for is checked: none of these refusals
+    needs the model, so none waits for it to be read and converted (seconds for a big one) or for the tuner's
+    intrinsics to be imported (about 20 s)."""
+    tvm_target = _target(target)
+    if schedule not in SCHEDULES:
+        raise BadRequest(f"TVM schedule {schedule!r} is not known; valid: {', '.join(SCHEDULES)}")
+    if schedule == "ms-sample":
+        if "num-cores" not in tvm_target.attrs:  # the parallel loops are split for the device's cores
+            raise BadRequest("TVM schedule 'ms-sample' needs the device's core count in the target, e.g. "
+                             "{'kind': 'llvm', 'num-cores': 4}")
+        _check_tuner_ffi("TVM schedule 'ms-sample'")
+    if tune_trials > 0:
+        _check_tuner_ffi("TVM tuning (tune_trials > 0)")
+        if tuning_dir is None:
+            raise BadRequest("MetaSchedule tuning needs a tuning_dir (its database is reused across builds)")
+    return tvm_target
+
+
 def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (), tune_trials: int = 0,
                  tuning_dir: str | Path | None = None, opt_level: int = DEFAULT_OPT_LEVEL, schedule: str = "none"):
     """Import and compile an ONNX model (a file's path, or an ``onnx.ModelProto``); returns (executable, inputs).
@@ -219,6 +238,7 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx  # only a build needs the importer
 
+    tvm_target = _build_target(target, schedule, tune_trials, tuning_dir)
     try:
         if not isinstance(model, onnx.ModelProto):
             model = onnx.load(str(model))
@@ -237,22 +257,12 @@ def compile_onnx(model, target="llvm", *, batch: int = 1, input_shape: tuple = (
         if "not supported" in text or "not implemented" in text.lower():
             raise UnsupportedOp(f"TVM's ONNX importer: {text[:2000]}") from None
         raise CompileFailure(f"TVM could not import the model: {type(exc).__name__}: {text[:2000]}") from None
-    tvm_target = _target(target)
-    if schedule not in SCHEDULES:
-        raise BadRequest(f"TVM schedule {schedule!r} is not known; valid: {', '.join(SCHEDULES)}")
     pipeline = _dlight_pipeline(tvm_target) if schedule == "dlight" else "default"
     if schedule == "ms-sample":
-        if "num-cores" not in tvm_target.attrs:  # the parallel loops are split for the device's cores
-            raise BadRequest("TVM schedule 'ms-sample' needs the device's core count in the target, e.g. "
-                             "{'kind': 'llvm', 'num-cores': 4}")
-        _check_tuner_ffi("TVM schedule 'ms-sample'")
         _import_tensor_intrinsics()
         pipeline = _sampled_schedule_pipeline(tvm_target)
     if tune_trials > 0:
-        _check_tuner_ffi("TVM tuning (tune_trials > 0)")
         _import_tensor_intrinsics()
-        if tuning_dir is None:
-            raise BadRequest("MetaSchedule tuning needs a tuning_dir (its database is reused across builds)")
         pipeline = relax.pipeline.static_shape_tuning_pipeline(total_trials=tune_trials, target=tvm_target,
                                                                work_dir=str(tuning_dir))
     try:
