@@ -176,21 +176,6 @@ def test_a_bad_sessions_kept_setting_is_one_line_before_ray_starts(ray_tmp, monk
     assert not ray.is_initialized() and not list(Path(ray_tmp).glob("session_*"))
 
 
-def test_the_local_rays_logs_get_no_event_stats_every_minute(event_stats_watch):
-    """Ray's processes appended their event-loop stats to their logs once a minute (about 55 MB a day
-    of logs kept in the session folder); hwl's local Ray does so once an hour."""
-    import psutil
-
-    log = event_stats_watch.parent / "watch.err"
-    watcher = int(log.read_text().split()[0])  # the pid it printed first
-    deadline = time.monotonic() + 300
-    while not event_stats_watch.exists() and psutil.pid_exists(watcher) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert event_stats_watch.exists(), log.read_text()[-2000:]
-    seen = json.loads(event_stats_watch.read_text())
-    assert seen["alive"] and seen["after"] == seen["at_start"], seen
-
-
 def test_the_ray_token_file_is_made_readable_by_this_user_alone_and_ray_s_opt_out_advice_is_not_shown(ray_tmp,
                                                                                                    tmp_path):
     """Ray writes ~/.ray/auth_token 0644; whoever reads it may join the cluster (which listens on every interface)
@@ -308,3 +293,20 @@ def test_a_second_ctrl_c_as_the_session_stops_ray_still_stops_all_of_it(ray_tmp)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "stopped; ray still connected: False\n", run.stderr
     assert kill_leftovers(ray_tmp) == []
+
+
+# Last in the module: the watch it reads runs for 75 s from the module's start, beside the tests above, and a test
+# placed earlier waited for what was left of it.
+def test_the_local_rays_logs_get_no_event_stats_every_minute(event_stats_watch):
+    """Ray's processes appended their event-loop stats to their logs once a minute (about 55 MB a day
+    of logs kept in the session folder); hwl's local Ray does so once an hour."""
+    import psutil
+
+    log = event_stats_watch.parent / "watch.err"
+    watcher = int(log.read_text().split()[0])  # the pid it printed first
+    deadline = time.monotonic() + 300
+    while not event_stats_watch.exists() and psutil.pid_exists(watcher) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert event_stats_watch.exists(), log.read_text()[-2000:]
+    seen = json.loads(event_stats_watch.read_text())
+    assert seen["alive"] and seen["after"] == seen["at_start"], seen
