@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 
+from harness.device_worker import device_locks
 from tests.campaign_helpers import (FAST_POLICY, HWL, exported_models, hwl, kill_leftovers, leftover_names,
                                     leftover_processes, signal_when, write_profile)
 
@@ -48,7 +49,7 @@ def _campaign_args(tmp_path, dev):
             str(tmp_path / "lab.db"), "--artifacts", str(tmp_path / "art"), "--canary-every", "0", "--no-progress"]
 
 
-def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
+def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None, thermal_domain="test-cpu"):
     """Start `hwl campaign run`, send ``sig`` once a job is done and another still queued (first calling
     ``while_running(store, pid)`` while the first job is in flight, if given).
 
@@ -63,7 +64,8 @@ def _stop_mid_job(tmp_path, sig, *, while_running=None, policy=None):
         counts = _counts(db)
         return counts.get("done", 0) >= 1 and counts.get("running", 0) >= 1 and counts.get("queued", 0) >= 1
 
-    stderr, rc, _ = signal_when(_campaign_args(tmp_path, write_profile(tmp_path, "resume-a", policy=policy)),
+    dev = write_profile(tmp_path, "resume-a", policy=policy, thermal_domain=thermal_domain)
+    stderr, rc, _ = signal_when(_campaign_args(tmp_path, dev),
                               ray_tmp, mid_job, sig, between=while_running and (lambda pid: while_running(db, pid)),
                               between_ready=started)
     return db, ray_tmp, stderr, rc
@@ -144,9 +146,19 @@ def _second_coordinator_is_refused(db, pid):
 
 
 def test_ctrl_c_requeues_the_job_in_flight_and_says_how_to_resume(tmp_path):
-    # jobs of a few seconds each, so the campaign is still running when the second hwl has been refused
-    db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGINT, while_running=_second_coordinator_is_refused,
-                                            policy={**FAST_POLICY, "window_min_s": 1.0})
+    # The campaign is still running when the second hwl has been refused: the device's first job waits for its
+    # thermal domain, which the test holds until then, as another device of the domain would. (Before, jobs of
+    # seconds each, 1 s timed windows: under load most came out contended, each measured up to 3 times.)
+    domain = f"ctrl-c-{os.getpid()}-{tmp_path.name}"  # a lock of its own: no other test waits on it
+    with contextlib.ExitStack() as held:
+        held.enter_context(device_locks([f"local.thermal.{domain}"]))
+
+        def refused_then_released(db, pid):
+            _second_coordinator_is_refused(db, pid)
+            held.close()
+
+        db, ray_tmp, stderr, rc = _stop_mid_job(tmp_path, signal.SIGINT, while_running=refused_then_released,
+                                                thermal_domain=domain)
     assert rc == 130, stderr
     assert "Traceback" not in stderr
     assert "hwl campaign: interrupted;" in stderr and "run the same command again to go on" in stderr
