@@ -31,3 +31,17 @@ def refused(name: str, flags: list, monkeypatch, capsys) -> str:
         load(script).main()
     assert stop.value.code == 2
     return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def run_main(script: Path, args: list, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``script ARGS`` run to its end in this process, as its command line runs it (a user error is one line, exit
+    code 2): (exit status, stdout, stderr). A fresh interpreter would spend seconds on imports this one has made."""
+    from scripts._bench_flags import exit_code
+
+    monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+    try:
+        code = exit_code(load(script).main)
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err

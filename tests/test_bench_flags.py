@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import SCRIPTS, refused
+from tests.bench_scripts import SCRIPTS, refused, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,14 +120,14 @@ def test_a_checkpoint_past_the_budget_is_refused(monkeypatch, capsys):
         "bench_onboard: error: --checkpoints 5,10: past the budget of 5"
 
 
-def test_a_budget_under_the_default_checkpoints_reports_those_within_it_and_the_budget(tmp_path):
+def test_a_budget_under_the_default_checkpoints_reports_those_within_it_and_the_budget(tmp_path, monkeypatch, capsys):
     """bench_onboard --budget 10 without --checkpoints was refused: its default 5,10,15,20 is past the budget."""
     out = tmp_path / "b.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onboard"), "--tasks", "N0", "--mode", "train",
-                          "--holdouts", "1", "--budget", "3", "--strategies", "random", "--json", str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
-    assert json.loads(out.read_text())["settings"]["checkpoints"] == "3" and "random n=3" in run.stdout
+    code, stdout, stderr = run_main(ROOT / "scripts" / "bench_onboard", [
+        "--tasks", "N0", "--mode", "train", "--holdouts", "1", "--budget", "3", "--strategies", "random",
+        "--json", out], monkeypatch, capsys)
+    assert code == 0, stderr
+    assert json.loads(out.read_text())["settings"]["checkpoints"] == "3" and "random n=3" in stdout
 
 
 @pytest.mark.parametrize("script, flag", [("bench_onboard", "--scales"), ("bench_onboard", "--temperatures"),
@@ -140,18 +140,17 @@ def test_a_list_of_numbers_with_a_word_in_it_is_one_usage_line(script, flag, mon
 
 
 @pytest.mark.slow
-def test_a_checkpoint_no_round_reaches_is_named(tmp_path):
+def test_a_checkpoint_no_round_reaches_is_named(tmp_path, monkeypatch, capsys):
     """bench_onboard_uncertainty --checkpoints 1 (before the loop's first round) printed an empty table and wrote
     an empty summary without a word; the checkpoint is now named on stderr, and the others are reported. (One
     replayed device, a train device held out, not N0's six test devices: the checkpoints are the same code.)"""
     out = tmp_path / "u.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onboard_uncertainty"), "--tasks", "N0",
-                          "--mode", "train", "--holdouts", "1", "--budget", "5", "--checkpoints", "1,5", "--json",
-                          str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
+    code, _, stderr = run_main(ROOT / "scripts" / "bench_onboard_uncertainty", [
+        "--tasks", "N0", "--mode", "train", "--holdouts", "1", "--budget", "5", "--checkpoints", "1,5",
+        "--json", out], monkeypatch, capsys)
+    assert code == 0, stderr
     assert "--checkpoints 1: no replayed round had 1 measurements (the loop's rounds start after its first picks)" \
-        in run.stderr.splitlines()
+        in stderr.splitlines()
     assert [r["n"] for r in json.loads(out.read_text())["summary"]] == [5, 5]  # N0, then all tasks
 
 
@@ -198,13 +197,18 @@ def test_a_list_naming_nothing_is_one_usage_line(script, flag, text, monkeypatch
 
 
 @pytest.mark.slow
-def test_bench_zcp_times_only_the_spaces_named(tmp_path):
+def test_bench_zcp_times_only_the_spaces_named(tmp_path, monkeypatch, capsys):
     """bench_zcp --spaces 'nb201,' timed FBNet too, for the empty item (anything not 'nb201' was FBNet)."""
-    out = tmp_path / "z.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_zcp"), "--spaces", "nb201, ", "--n", "1",
-                          "--batch-size", "2", "--json", str(out)], capture_output=True, text=True, timeout=300,
-                         cwd=ROOT)
-    assert run.returncode == 0, run.stderr
+    import torch
+
+    out, threads = tmp_path / "z.json", torch.get_num_threads()
+    try:
+        code, _, stderr = run_main(ROOT / "scripts" / "bench_zcp", ["--spaces", "nb201, ", "--n", "1",
+                                                                   "--batch-size", "2", "--json", out],
+                                   monkeypatch, capsys)
+    finally:  # bench_zcp times with one torch thread; the tests after it in this process keep theirs
+        torch.set_num_threads(threads)
+    assert code == 0, stderr
     assert [t["space"] for t in json.loads(out.read_text())["timings"]] == ["nb201"]
 
 

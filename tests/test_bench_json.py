@@ -1,12 +1,11 @@
 """The benchmarks' --json file: refused at once where it cannot be written, strict JSON when written."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import SCRIPTS, load, refused
+from tests.bench_scripts import SCRIPTS, load, refused, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,41 +23,41 @@ def _refuse_constant(name):
 
 
 @pytest.mark.slow
-def test_a_benchmark_without_a_number_writes_null_not_nan(tmp_path):
+def test_a_benchmark_without_a_number_writes_null_not_nan(tmp_path, monkeypatch, capsys):
     """bench_agent_repro on 2 models has no Spearman rho (it needs 3): its JSON held a bare NaN, which JSON readers
     (jq, JavaScript, pandas' strict mode) refuse; it now holds null, and every number of the table."""
     out = tmp_path / "new" / "repro.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_agent_repro"), "--n", "2", "--profile",
-                          "quick", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
-    assert "Spearman rho" in run.stdout and "nan" in run.stdout
+    code, stdout, stderr = run_main(ROOT / "scripts" / "bench_agent_repro", ["--n", "2", "--profile", "quick",
+                                                                            "--json", out], monkeypatch, capsys)
+    assert code == 0, stderr
+    assert "Spearman rho" in stdout and "nan" in stdout
     summary = json.loads(out.read_text(), parse_constant=_refuse_constant)["summary"]
     assert summary["spearman"] is None
     assert summary["n_measured_both"] == 2 and summary["median_rel_diff"] >= 0
-    assert f"{summary['median_rel_diff']:.2%}" in run.stdout
+    assert f"{summary['median_rel_diff']:.2%}" in stdout
 
 
 @pytest.mark.parametrize("script", ["ceiling.py", "expected_error.py", "loto.py"])
-def test_an_experiments_json_onto_a_folder_is_refused_before_the_run(script, tmp_path):
+def test_an_experiments_json_onto_a_folder_is_refused_before_the_run(script, tmp_path, monkeypatch, capsys):
     """The research scripts' --json was written after the whole run (loto.py: minutes to hours), into a traceback
     when it named a folder."""
     variants = ["base"] if script == "loto.py" else []  # loto.py's one positional argument
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments" / script), *variants,
-                          "--json", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == \
+    code, _, stderr = run_main(ROOT / "scripts" / "experiments" / script, [*variants, "--json", tmp_path],
+                               monkeypatch, capsys)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1] == \
         f"{script}: error: argument --json: {tmp_path} is a directory; give a file name to write"
 
 
-def test_an_experiment_writes_its_json_into_a_new_folder(tmp_path):
+def test_an_experiment_writes_its_json_into_a_new_folder(tmp_path, monkeypatch, capsys):
     """ceiling.py --json runs/n0.json, runs/ not made yet, printed its table and then ended in FileNotFoundError:
     the research scripts wrote with Path.write_text, which makes no folder."""
     out = tmp_path / "runs" / "n0.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "experiments" / "ceiling.py"), "--tasks", "N0",
-                          "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    code, stdout, stderr = run_main(ROOT / "scripts" / "experiments" / "ceiling.py", ["--tasks", "N0", "--json", out],
+                                    monkeypatch, capsys)
+    assert code == 0, stderr
     devices = json.loads(out.read_text())["N0"]
-    assert "raspi4" in devices and f"{devices['raspi4']['+lat']:.3f}" in run.stdout
+    assert "raspi4" in devices and f"{devices['raspi4']['+lat']:.3f}" in stdout
 
 
 @pytest.mark.parametrize("script, flags", [
