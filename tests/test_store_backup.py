@@ -11,7 +11,7 @@ import pytest
 from harness.errors import StoreError
 from harness.store import Store
 from harness.store_backup import backup_store
-from tests.campaign_helpers import HWL, REPO, hwl
+from tests.campaign_helpers import HWL, REPO
 
 
 @contextlib.contextmanager
@@ -28,16 +28,26 @@ def _writer(db, before: int, after: int, *, on: bool = False):
         proc.wait(timeout=30)
 
 
+def _hwl(capsys, *args) -> subprocess.CompletedProcess:
+    """`hwl ARGS` run in this process (harness.cli.main), its exit status and output as a process's: a fresh
+    interpreter costs a second of imports, and these commands' refusals and counts are the same in either."""
+    from harness.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def _results(path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT count(*) FROM results").fetchone()[0]
 
 
-def test_a_copy_of_the_store_file_misses_committed_results_that_the_backup_holds(tmp_path):
+def test_a_copy_of_the_store_file_misses_committed_results_that_the_backup_holds(tmp_path, capsys):
     db = tmp_path / "lab.db"
     with _writer(db, 5, 7):  # 7 committed results are in lab.db-wal alone, as a campaign's newest are
         shutil.copy(db, tmp_path / "naive.db")
-        r = hwl("store", "backup", db, tmp_path / "backup.db")
+        r = _hwl(capsys, "store", "backup", db, tmp_path / "backup.db")
     assert _results(tmp_path / "naive.db") == 5
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith(f"backed up {db} to {tmp_path / 'backup.db'} (")
@@ -60,21 +70,22 @@ def test_backups_taken_while_a_writer_stores_results_are_whole_and_grow(tmp_path
     assert _results(db) >= held[-1]
 
 
-def test_an_existing_backup_is_replaced_only_with_force(tmp_path):
+def test_an_existing_backup_is_replaced_only_with_force(tmp_path, monkeypatch, capsys):
     db, dest = tmp_path / "lab.db", tmp_path / "backup.db"
     with _writer(db, 2, 0):
         pass
     dest.write_text("last week's backup")
-    r = hwl("store", "backup", db, dest)
+    r = _hwl(capsys, "store", "backup", db, dest)
     assert r.returncode == 2
     assert r.stderr.strip() == f"hwl store: error: {dest} exists; give another file name, or --force to replace it"
     assert dest.read_text() == "last week's backup"
-    r = hwl("store", "backup", db, db)
+    r = _hwl(capsys, "store", "backup", db, db)
     assert r.returncode == 2 and "is the store itself" in r.stderr
-    r = subprocess.run([*HWL, "store", "backup", str(db), "-"], capture_output=True, text=True, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    r = _hwl(capsys, "store", "backup", db, "-")
     assert r.returncode == 2 and not (tmp_path / "-").exists(), r.stderr  # a file named '-' was written
     assert r.stderr.strip() == "hwl store: error: the copy is a store file, not a stream: give its file name, not '-'"
-    r = hwl("store", "backup", db, dest, "--force")
+    r = _hwl(capsys, "store", "backup", db, dest, "--force")
     assert r.returncode == 0, r.stderr
     assert _results(dest) == 2
 
@@ -94,14 +105,14 @@ def test_a_backup_its_disk_cannot_hold_is_one_line_and_leaves_no_file(tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if "backup" in p.name]  # nor a partial one
 
 
-def test_recover_names_the_recovered_store_where_it_refuses_its_name(tmp_path):
+def test_recover_names_the_recovered_store_where_it_refuses_its_name(tmp_path, capsys):
     """`hwl store recover lab.db lab.db` said "give the backup another file name": the user made no backup."""
     db = tmp_path / "lab.db"
     with _writer(db, 2, 0):
         pass
     for dest, why in ((db, "is the store itself; give the recovered store another file name"),
                       (tmp_path, "is a directory; give the recovered store's file name")):
-        r = hwl("store", "recover", db, dest)
+        r = _hwl(capsys, "store", "recover", db, dest)
         assert r.returncode == 2 and r.stderr.strip() == f"hwl store: error: {dest} {why}", r.stderr
     assert _results(db) == 2
 
@@ -124,13 +135,13 @@ def test_a_file_that_is_no_store_is_named_without_asking_a_reading_command_for_a
     assert notes.read_text() == "my notes\n" * 100 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
-def test_an_output_named_as_the_store_s_wal_is_refused_and_its_commits_kept(tmp_path):
+def test_an_output_named_as_the_store_s_wal_is_refused_and_its_commits_kept(tmp_path, capsys):
     """`--out lab.db-wal` (a completion one character too far) replaced a running store's WAL with the export: the
     commits in it were lost once the writer was killed; a backup so named was deleted by SQLite as it closed."""
     db = tmp_path / "lab.db"
     with _writer(db, 5, 7):  # the 7 newest commits are in lab.db-wal alone, as a campaign's are
-        backup = hwl("store", "backup", db, f"{db}-wal", "--force")
-        export = hwl("campaign", "export", "--store", db, "--out", f"{db}-wal", "--format", "parquet")
+        backup = _hwl(capsys, "store", "backup", db, f"{db}-wal", "--force")
+        export = _hwl(capsys, "campaign", "export", "--store", db, "--out", f"{db}-wal", "--format", "parquet")
     # the writer exits without closing the store, as a killed coordinator does
     what = f"{db}-wal is SQLite's wal file of the database {db} (an hwl store?), which SQLite deems its own"
     assert backup.returncode == 2 and backup.stderr == f"hwl store: error: {what}; give the backup another file name\n"
@@ -139,7 +150,7 @@ def test_an_output_named_as_the_store_s_wal_is_refused_and_its_commits_kept(tmp_
     assert _results(db) == 12
 
 
-def test_a_backup_s_resume_line_carries_the_flags_of_the_campaign_s_last_run(tmp_path):
+def test_a_backup_s_resume_line_carries_the_flags_of_the_campaign_s_last_run(tmp_path, capsys):
     """A backup kept none of the flags its campaigns last ran with: its status line, pasted to go on from the backup,
     exported every model again into a new folder beside it and ran canaries at another rate."""
     from harness.campaign_lock import campaign_lock
@@ -152,6 +163,6 @@ def test_a_backup_s_resume_line_carries_the_flags_of_the_campaign_s_last_run(tmp
         pass  # as its run left it
     for command in ("backup", "recover"):
         copy = tmp_path / f"{command}.db"
-        assert hwl("store", command, db, copy).returncode == 0
-        status = hwl("campaign", "status", "--store", copy)
+        assert _hwl(capsys, "store", command, db, copy).returncode == 0
+        status = _hwl(capsys, "campaign", "status", "--store", copy)
         assert f"go on with: hwl campaign resume --store {copy} --name c1 {' '.join(flags)}" in status.stdout
