@@ -2,6 +2,7 @@
 their ``main`` in this process."""
 import importlib.machinery
 import importlib.util
+import runpy
 import sys
 from pathlib import Path
 
@@ -33,15 +34,17 @@ def refused(name: str, flags: list, monkeypatch, capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-def run_main(script: Path, args: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    """``script ARGS`` run to its end in this process, as its command line runs it (a user error is one line, exit
-    code 2): (exit status, stdout, stderr). A fresh interpreter would spend seconds on imports this one has made."""
-    from scripts._bench_flags import exit_code
 
+def run_main(script: Path, args: list, monkeypatch, capsys) -> tuple[int, str, str]:
+    """``script ARGS`` run in this process as its command line runs it (its ``__main__`` block: a benchmark's user
+    error is one line there, an experiment's a traceback): (exit status, stdout, stderr). A fresh interpreter would
+    spend seconds on imports this one has made already."""
     monkeypatch.setattr(sys, "argv", [str(script), *map(str, args)])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository first; taken back after
     try:
-        code = exit_code(load(script).main)
+        runpy.run_path(str(script), run_name="__main__")
+        code = 0
     except SystemExit as stop:
-        code = stop.code
+        code = 0 if stop.code is None else stop.code
     out, err = capsys.readouterr()
     return code, out, err

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from predictors.onboard import estimate
+from tests.bench_scripts import run_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "experiments" / "synthetic_phones.py"
 sp = SourceFileLoader("synthetic_phones", str(SCRIPT)).load_module()
@@ -18,18 +19,10 @@ def run_script(*args, cwd):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-def run_main(*args, cwd, monkeypatch, capsys) -> tuple[int, str, str]:
-    """The script's main in this process, from ``cwd``: (exit status, stdout, stderr). A fresh interpreter costs
-    seconds of imports this process has made already; an exception escaping main fails the test as a traceback."""
+def run_here(*args, cwd, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The script run from ``cwd`` in this process (:func:`tests.bench_scripts.run_main`)."""
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, args)])
-    try:
-        sp.main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(SCRIPT, args, monkeypatch, capsys)
 
 
 def test_a_phone_like_table_is_whole_ms_in_the_range_and_ranks_as_the_device_without_noise():
@@ -73,7 +66,7 @@ def test_the_whole_ms_fit_finds_the_terms_its_rounds_were_made_with_and_keeps_a_
      "synthetic_phones.py: error: no replay file no-such.json (bench_onboard --json writes one)"),
 ], ids=["fit-without-test", "nb201-task", "range", "missing-file"])
 def test_bad_input_is_one_line(args, says, tmp_path, monkeypatch, capsys):
-    code, _, err = run_main(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    code, _, err = run_here(*args, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(says)
 
@@ -82,7 +75,7 @@ def test_a_tiny_replay_is_fitted_and_scored(tmp_path, monkeypatch, capsys):
     """One synthetic phone of F5, 7 measurements (3 rounds from STOP_FROM on), its rounds also standing in for a
     test replay: the fit and the report run end to end on a real replay (the report in a process of its own, the
     script run as a file from another folder)."""
-    code, out, err = run_main("--tasks", "F5", "--per-task", "1", "--budget", "7", "--json", "synth.json",
+    code, out, err = run_here("--tasks", "F5", "--per-task", "1", "--budget", "7", "--json", "synth.json",
                               cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, err
     assert "F5 1080ti_1~phone" in out
