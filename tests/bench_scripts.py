@@ -45,6 +45,9 @@ def run_main(script: Path, args: list, monkeypatch, capsys) -> tuple[int, str, s
         runpy.run_path(str(script), run_name="__main__")
         code = 0
     except SystemExit as stop:
-        code = 0 if stop.code is None else stop.code
+        code = stop.code or 0
+        if not isinstance(code, int):  # sys.exit("message"): the interpreter prints it and exits 1
+            print(code, file=sys.stderr)
+            code = 1
     out, err = capsys.readouterr()
     return code, out, err
