@@ -34,7 +34,6 @@ def refused(name: str, flags: list, monkeypatch, capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-
 def run_main(script: Path, args: list, monkeypatch, capsys) -> tuple[int, str, str]:
     """``script ARGS`` run in this process as its command line runs it (its ``__main__`` block: a benchmark's user
     error is one line there, an experiment's a traceback): (exit status, stdout, stderr). A fresh interpreter would
