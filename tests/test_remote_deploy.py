@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -119,13 +120,13 @@ def test_deploy_installs_runtime_from_wheel_dir(host, tmp_path):
 
 
 def _ssh_profile(folder: Path, host, name: str, agent_dir: Path,
-                 more: list[str] = ("[runtime]", 'kind = "onnxruntime"')) -> Path:
+                 more: list[str] = ("[runtime]", 'kind = "onnxruntime"'), python: str = sys.executable) -> Path:
     """A profile for the test's sshd whose agent runs with this test's Python (nothing to install)."""
     profile = folder / f"{name}.toml"
     profile.write_text("\n".join([
         f'name = "{name}"', 'device_class = "embedded_cpu"', "[host]", f'name = "{name}"', 'transport = "ssh"',
         f'address = "{host.address}"', f"port = {host.port}", 'user = "root"', f'key = "{host.key_file}"',
-        f'known_hosts = "{host.known_hosts}"', f'python = "{sys.executable}"', "use_venv = false",
+        f'known_hosts = "{host.known_hosts}"', f'python = "{python}"', "use_venv = false",
         f'agent_dir = "{agent_dir}"', *more, ""]))
     return profile
 
@@ -638,3 +639,33 @@ def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_lon
     assert hwl_main(["deploy", str(profile), "--prune"]) == 2
     assert capsys.readouterr().err == ("hwl deploy: error: --prune removes the TVM libraries that the --tvm-libraries "
                                        "folder no longer holds: give --tvm-libraries LOCAL_DIR too\n")
+
+
+def _python_without(folder: Path, package: str) -> Path:
+    """A Python with every package of this test's but ``package``, as a device that never installed it: a venv whose
+    site-packages links to each entry of ours, that package's own and its dist-info left out."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    theirs = next(folder.glob("lib/python*/site-packages"))
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if entry.name != package and not entry.name.startswith(f"{package}-"):
+            (theirs / entry.name).symlink_to(entry)
+    return folder / "bin" / "python"
+
+
+def test_a_tvm_device_that_builds_its_models_gets_onnx_checked_there_and_one_with_prebuilt_libraries_does_not(
+        host, tmp_path, capsys):
+    """apache-tvm does not install onnx, with which TVM reads the ONNX file of each model it builds on the device:
+    deploy left it out, and every model there (the self-test's first) failed with "No module named 'onnx'"."""
+    from harness.cli import main as hwl_main
+
+    python = _python_without(tmp_path / "device-python", "onnx")
+    builds = _ssh_profile(tmp_path, host, "pi-tvm-build", tmp_path / "hwl", ["[runtime]", 'kind = "tvm"'],
+                          python=python)
+    assert hwl_main(["deploy", str(builds), "--no-selftest"]) == 1
+    err = capsys.readouterr().err
+    assert f"pi-tvm-build: error: onnx not importable with `{python}` on pi-tvm-build (onnx: without " \
+           "runtime.options.library or library_dir the agent builds each model from its ONNX file there)" in err, err
+    prebuilt = _ssh_profile(tmp_path, host, "pi-tvm-libs", tmp_path / "hwl",
+                            ["[runtime]", 'kind = "tvm"', "[runtime.options]", f'library_dir = "{tmp_path / "libs"}"'],
+                            python=python)
+    assert hwl_main(["deploy", str(prebuilt), "--no-selftest"]) == 0, capsys.readouterr().err

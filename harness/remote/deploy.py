@@ -36,6 +36,10 @@ RUNTIME_MODULES = {
     "torch": ("torch", ["torch"]),
     "command": (None, []),
 }
+# A TVM device given no prebuilt library (runtime.options.library or library_dir) builds each model from its ONNX
+# file, which TVM's ONNX importer reads with the onnx package; apache-tvm does not install it, so every model
+# (the self-test's first) failed there with "No module named 'onnx'".
+ONNX_MODULE = {"onnx": "onnx"}
 _PROBE = ("import json, os, platform, sys; print(json.dumps({'version': list(sys.version_info[:3]), "
           "'machine': platform.machine(), 'home': os.path.expanduser('~'), 'system': platform.system()}))")
 
@@ -115,15 +119,18 @@ def _expand(path: str, home: str) -> str:
 def deploy(host: Host, *, runtime: str = "onnxruntime", python: str = "python3", agent_dir: str = "~/.hwl",
            expected_machine: str | None = None, wheel_dir: Path | None = None,
            extra_packages: tuple[str, ...] = (), bundle: AgentBundle | None = None,
-           use_venv: bool = True) -> DeployReport:
+           use_venv: bool = True, builds_from_onnx: bool = False) -> DeployReport:
     """Deploy the agent to ``host`` (see the module docstring for the steps).
 
     ``use_venv=False`` runs the agent with ``python`` itself, for devices whose Python
     already has numpy and the runtime (nothing is installed then, only checked).
+    ``builds_from_onnx``: the agent builds models from their ONNX files there (:func:`profile_builds_from_onnx`), so it
+    needs the onnx package too.
     """
     if runtime not in RUNTIME_MODULES:
         raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIME_MODULES)}",
                           host=host.name)
+    wanted = wanted_modules(runtime, builds_from_onnx)
     bundle = bundle or build_bundle()
     facts = probe(host, python)
     if expected_machine and facts.machine != expected_machine:
@@ -136,11 +143,13 @@ def deploy(host: Host, *, runtime: str = "onnxruntime", python: str = "python3",
     report.steps.append(_push_bundle(host, bundle, agent_path, python))
     if use_venv:
         report.steps.append(_ensure_venv(host, python, base))
-        report.steps.append(_ensure_packages(host, agent_python, base, runtime, wheel_dir, extra_packages))
+        report.steps.append(_ensure_packages(host, agent_python, base, wanted, wheel_dir, extra_packages))
     else:
-        missing = _missing_modules(host, python, _wanted_modules(runtime))
+        missing = _missing_modules(host, python, list(wanted))
         if missing:
-            raise DeployError(f"{', '.join(missing)} not importable with `{python}` on {host.name}: install "
+            why = (" (onnx: without runtime.options.library or library_dir the agent builds each model from its ONNX "
+                   "file there)" if "onnx" in missing else "")
+            raise DeployError(f"{', '.join(missing)} not importable with `{python}` on {host.name}{why}: install "
                               "them there, or let deploy make a venv (use_venv = true)", host=host.name)
         report.steps.append("unchanged: using the host's own Python")
     report.steps.append(_set_current(host, base, bundle.name))
@@ -219,14 +228,20 @@ def _missing_modules(host: Host, venv_python: str, modules: list[str]) -> list[s
     return out.split()
 
 
-def _wanted_modules(runtime: str) -> list[str]:
-    module = RUNTIME_MODULES[runtime][0]
-    return ["numpy"] + ([module] if module else [])
+def profile_builds_from_onnx(runtime: str, options: dict) -> bool:
+    """Whether the agent builds each model from its ONNX file on the device: TVM without a prebuilt library."""
+    return runtime == "tvm" and not (options.get("library") or options.get("library_dir"))
 
 
-def _ensure_packages(host: Host, venv_python: str, base: str, runtime: str, wheel_dir: Path | None,
+def wanted_modules(runtime: str, builds_from_onnx: bool = False) -> dict[str, str]:
+    """Import name -> distribution of what the agent imports on the device."""
+    module, distributions = RUNTIME_MODULES[runtime]
+    wanted = {"numpy": "numpy", **({module: distributions[0]} if module else {})}
+    return {**wanted, **ONNX_MODULE} if builds_from_onnx else wanted
+
+
+def _ensure_packages(host: Host, venv_python: str, base: str, wanted: dict[str, str], wheel_dir: Path | None,
                      extra_packages: tuple[str, ...]) -> str:
-    wanted = dict(zip(_wanted_modules(runtime), ["numpy"] + RUNTIME_MODULES[runtime][1]))
     missing = _missing_modules(host, venv_python, list(wanted))
     if not missing and not extra_packages:
         return f"unchanged: {', '.join(wanted)} importable"

@@ -18,7 +18,7 @@ from harness.errors import ProfileError
 from harness.profiles import DeviceProfile
 from harness.remote.connect import host_for
 from harness.remote.bundle import current_bundle_name
-from harness.remote.deploy import agent_base, deploy, locate_agent, undeploy
+from harness.remote.deploy import agent_base, deploy, locate_agent, profile_builds_from_onnx, undeploy
 from harness.remote.errors import HostUnreachable
 from harness.remote.tvm_libraries import LocalLibraries, library_dir_of, prune_libraries, push_libraries
 from harness.remote.selftest import (read_selftest, record_other_setup, run_selftest, selftest_other_setup,
@@ -73,7 +73,9 @@ def deploy_devices(profiles: list[DeviceProfile], *, artifact_dir: Path, trust_n
             with host_for(profile, trust_new_host=trust_new_host) as host, host.said_if_lost("deploy"):
                 report = deploy(host, runtime=profile.runtime.kind, python=h.python, agent_dir=h.agent_dir,
                                 expected_machine=h.machine, wheel_dir=Path(h.wheel_dir) if h.wheel_dir else None,
-                                use_venv=h.use_venv)
+                                use_venv=h.use_venv,
+                                builds_from_onnx=profile_builds_from_onnx(profile.runtime.kind,
+                                                                          profile.runtime.options_dict()))
                 if tvm_libraries is not None:
                     library_dir = library_dir_of(profile)
                     if prune:  # first: the room stale libraries take on a full disk is the new ones'
