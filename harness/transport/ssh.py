@@ -106,7 +106,10 @@ class SSHSession(LineSession):
                 command += f" --cores {','.join(map(str, self.cores))}"
             # The agent's log stays on the device (`hwl logs`), beside its deployed bundles.
             agent_log = shlex.quote(self.log_path)
-            command = (f'[ "$(wc -c 2>/dev/null < {agent_log} || echo 0)" -gt {AGENT_LOG_KEEP_BYTES} ] '
+            # (wc prints 0 and fails where the log is a folder: "$(wc ... || echo 0)" gave "0 0", and the shell's
+            # complaint about it led what a start that could not open its log said)
+            command = (f"log_bytes=$(wc -c 2>/dev/null < {agent_log}) || log_bytes=0; "
+                       f'[ "$log_bytes" -gt {AGENT_LOG_KEEP_BYTES} ] '
                        f"&& mv -f {agent_log} {agent_log}.1; {command} 2>> {agent_log}")
             self._start_stderr = b""
             self._channel = self.host.open_channel(command)
@@ -168,6 +171,10 @@ class SSHSession(LineSession):
         channel = self._channel
         if channel is None:
             return "the session is closed"
+        # sshd sends the exit status just after the end of the agent's output, which may be what was seen first;
+        # the wait ends as soon as it comes or the channel closes (a kill, sent as exit-signal, sets no status)
+        if self.host.is_connected:
+            channel.status_event.wait(EXIT_WAIT_S)
         if channel.exit_status_ready() and channel.exit_status != -1:  # -1: closed with no status
             status = channel.exit_status
         elif self.host.is_connected:  # sshd reports a kill as exit-signal, which paramiko drops
