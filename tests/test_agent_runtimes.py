@@ -15,6 +15,7 @@ from agents.child import run_measurement
 from agents.protocol import Measure
 from agents.server import sha256_of
 from tests.processes import processes_with, started
+from tests.pythons import python_without
 
 # Tiny windows keep each measurement well under a second once the runtime is imported.
 TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_runs": 5, "window_min_s": 0.02,
@@ -249,6 +250,21 @@ def test_an_input_that_declares_no_shape_takes_the_input_shape_or_is_refused(tmp
                    helper.make_tensor_value_info("y", TensorProto.FLOAT, []))
     res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
     assert res.outcome in TIMED and res.record().spec.input_shape == (), res.message
+
+
+def test_a_scalar_input_on_a_device_without_onnx_is_refused_in_one_line_that_names_onnx(tmp_path):
+    """onnxruntime gives a scalar input and one that declares no shape both the shape []; telling them apart reads the
+    model with onnx, which hwl deploy does not install beside onnxruntime: it failed as "No module named 'onnx'"."""
+    from onnx import TensorProto, helper
+    scalar = helper.make_tensor_value_info("x", TensorProto.FLOAT, [])
+    path = onnx_of(tmp_path / "scalar.onnx", helper.make_node("Relu", ["x"], ["y"]), [scalar],
+                   helper.make_tensor_value_info("y", TensorProto.FLOAT, []))
+    request = Measure(id="t", runtime="ort", model=str(path), sha256=sha256_of(path), policy=TINY, profile="quick")
+    res = run_measurement(request, path, fingerprint_id="f" * 16, python=str(python_without(tmp_path / "py", "onnx")))
+    assert (res.outcome, res.message) == ("load_error", "the model's input 'x' has the shape [] to "
+                                          "onnxruntime: a scalar, or no shape declared; telling which needs the onnx "
+                                          "package, which the agent's Python here lacks: install onnx there (pip "
+                                          "install onnx), or declare the input's shape in the model")
 
 
 @pytest.mark.parametrize("runtime", ["ort", "tvm"])

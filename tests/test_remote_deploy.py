@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from harness.remote.bundle import build_bundle
 from harness.remote.deploy import DeployError, deploy, undeploy
 from harness.remote.selftest import SELFTEST_ARCH
 from tests.campaign_helpers import exported_models
+from tests.pythons import python_without
 from tests.small_disk import small_disk
 from tests.sshd import sshd_available, trusted_loopback_host
 
@@ -641,24 +641,13 @@ def test_deploy_prune_removes_only_the_libraries_the_tvm_libraries_folder_no_lon
                                        "folder no longer holds: give --tvm-libraries LOCAL_DIR too\n")
 
 
-def _python_without(folder: Path, package: str) -> Path:
-    """A Python with every package of this test's but ``package``, as a device that never installed it: a venv whose
-    site-packages links to each entry of ours, that package's own and its dist-info left out."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
-    theirs = next(folder.glob("lib/python*/site-packages"))
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if entry.name != package and not entry.name.startswith(f"{package}-"):
-            (theirs / entry.name).symlink_to(entry)
-    return folder / "bin" / "python"
-
-
 def test_a_tvm_device_that_builds_its_models_gets_onnx_checked_there_and_one_with_prebuilt_libraries_does_not(
         host, tmp_path, capsys):
     """apache-tvm does not install onnx, with which TVM reads the ONNX file of each model it builds on the device:
     deploy left it out, and every model there (the self-test's first) failed with "No module named 'onnx'"."""
     from harness.cli import main as hwl_main
 
-    python = _python_without(tmp_path / "device-python", "onnx")
+    python = python_without(tmp_path / "device-python", "onnx")
     builds = _ssh_profile(tmp_path, host, "pi-tvm-build", tmp_path / "hwl", ["[runtime]", 'kind = "tvm"'],
                           python=python)
     assert hwl_main(["deploy", str(builds), "--no-selftest"]) == 1

@@ -63,7 +63,8 @@ def input_feeds(sess, request, data: bytes) -> dict[str, np.ndarray]:
     for inp in inputs:
         if inp.type not in ONNX_TYPES:
             raise unfeedable_input(inp.name, inp.type)
-    shapeless = _shapeless_inputs(data) if any(not inp.shape for inp in inputs) else set()
+    scalars = [inp.name for inp in inputs if not inp.shape]
+    shapeless = _shapeless_inputs(data, scalars) if scalars else set()
     # onnxruntime gives a free dimension as its symbol's name, or None
     declared = [(inp.name, None if inp.name in shapeless else tuple(inp.shape)) for inp in inputs]
     shapes = input_shapes(declared, request.batch, tuple(request.input_shape))
@@ -71,11 +72,22 @@ def input_feeds(sess, request, data: bytes) -> dict[str, np.ndarray]:
             for i, (inp, shape) in enumerate(zip(inputs, shapes))}
 
 
-def _shapeless_inputs(data: bytes) -> set[str]:
+def _shapeless_inputs(data: bytes, scalars: list[str]) -> set[str]:
     """The names of the graph inputs that declare no shape. onnxruntime gives such an input the shape [], a
     scalar's, and it was fed one (a Conv then failed at its first inference, a Relu was timed on one number), so the
-    model is read for them, only when some input has the shape []."""
-    return {name for name, dims in declared_dims(graph_inputs(read_model(data))) if dims is None}
+    model is read for them, only when some input (of ``scalars``) has the shape []. That takes the onnx package,
+    which `hwl deploy` does not install beside onnxruntime: without it such a model failed as "No module named
+    'onnx'"."""
+    try:
+        model = read_model(data)
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnx":
+            raise
+        names = ", ".join(repr(name) for name in scalars)
+        raise LoadFailure(f"the model's input {names} has the shape [] to onnxruntime: a scalar, or no shape declared; "
+                          "telling which needs the onnx package, which the agent's Python here lacks: install onnx "
+                          "there (pip install onnx), or declare the input's shape in the model") from None
+    return {name for name, dims in declared_dims(graph_inputs(model)) if dims is None}
 
 
 def reason(exc: Exception) -> str:
