@@ -64,6 +64,7 @@ def test_a_request_that_does_not_fit_the_model_is_refused_before_tvm_is_imported
     out = subprocess.run([sys.executable, "-c", REFUSE, json.dumps(list(cases.values())), str(cache)], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     refused = json.loads(out.stdout)
+    assert len(refused["said"]) == len(cases), refused
     for expected, said in zip(cases, refused["said"]):
         assert expected in said, said
     assert refused["tvm"] == []
