@@ -8,11 +8,15 @@ cross-validated rho for methods without a posterior), ``acquisition`` (ensemble-
 batches), ``settings``, ``loop`` (the loop around a pluggable ``measure`` callable), ``replay``
 and ``report``.
 """
-from predictors.onboard.estimate import RhoEstimate, estimate_rho
-from predictors.onboard.loop import (OnboardError, OnboardLoop, OnboardResult, OnboardSettings, STRATEGIES, Step,
-                                     loop_ks, prepare_method)
-from predictors.onboard.selection import diverse_picks, kcenter, kmeans_picks, space_features
+from predictors.lazy import lazy_names
 
-__all__ = ["OnboardError", "OnboardLoop", "OnboardResult", "OnboardSettings", "RhoEstimate", "STRATEGIES", "Step",
-           "diverse_picks", "estimate_rho", "kcenter", "kmeans_picks", "loop_ks", "prepare_method",
-           "space_features"]
+# Each name is imported from its module on first use: `hwl onboard`'s parser reads ``settings``, and importing
+# ``estimate`` and ``loop`` here pulled in scipy, scikit-learn and pandas (~1.3 s) for it.
+_HOMES = {
+    "OnboardError": "settings", "OnboardSettings": "settings", "STRATEGIES": "settings",
+    "OnboardLoop": "loop", "OnboardResult": "loop", "Step": "loop", "loop_ks": "loop", "prepare_method": "loop",
+    "RhoEstimate": "estimate", "estimate_rho": "estimate",
+    "diverse_picks": "selection", "kcenter": "selection", "kmeans_picks": "selection", "space_features": "selection",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

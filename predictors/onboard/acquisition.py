@@ -24,9 +24,10 @@ Two ways to turn scores into a batch:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from predictors.onboard.selection import _sqdist
+
+# scikit-learn is imported in the functions that use it: `hwl onboard`'s parser reads ``MODES`` (settings.py).
 
 MODES = ("cover", "greedy", "mass")
 
@@ -67,6 +68,8 @@ def next_batch(scores: np.ndarray, pool_features: np.ndarray, measured_features:
 def mass_batch(scores: np.ndarray, pool_features: np.ndarray, n: int, *, clusters_per_pick: int = 4,
                random_state=0) -> list[int]:
     """``n`` pool indices: centres of the clusters with the most total score (see module doc)."""
+    from sklearn.cluster import KMeans
+
     scores = np.asarray(scores, dtype=np.float64)
     n = min(int(n), len(scores))
     if n <= 0:
@@ -85,6 +88,8 @@ def mass_batch(scores: np.ndarray, pool_features: np.ndarray, n: int, *, cluster
 def cover_batch(scores: np.ndarray, pool_features: np.ndarray, measured_features: np.ndarray, n: int, *,
                 clusters_per_pick: int = 2, random_state=0) -> list[int]:
     """``n`` pool indices: centres of the uncovered clusters with the most score (see module doc)."""
+    from sklearn.cluster import KMeans
+
     scores = np.asarray(scores, dtype=np.float64)
     n = min(int(n), len(scores))
     if n <= 0:

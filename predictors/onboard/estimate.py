@@ -18,13 +18,16 @@ scale ``scale * sqrt(1 - shrink / n)`` was fitted on train devices only (``scrip
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.stats import rankdata
 
-from predictors.base import FewShotMethod
 from spaces import get_space
+
+if TYPE_CHECKING:
+    from predictors.base import FewShotMethod
+
+# scipy is imported in the functions that use it: `hwl onboard`'s parser reads this module's constants (settings.py).
 
 DEFAULT_SCALE = 1.0
 DEFAULT_SHRINK = 2.5
@@ -211,6 +214,8 @@ def fit_calibration(raw, true, n, coarse=None) -> tuple[float, ...]:
     ``d`` and ``e`` are then 0). Starts from the least-squares fit in atanh space, then
     Nelder-Mead on the absolute error.
     """
+    from scipy.optimize import minimize
+
     raw, true, n = (np.asarray(v, dtype=np.float64) for v in (raw, true, n))
     q = np.zeros(len(raw)) if coarse is None else np.asarray(coarse, dtype=np.float64)
     if len(raw) < 3:
@@ -304,6 +309,8 @@ def cv_residuals(method: FewShotMethod, archs, latency_ms, *, max_folds: int = 1
 def plugin_rho(pred_log_ms: np.ndarray, residuals: np.ndarray, *, rng: np.random.Generator, scale: float = 1.0,
                draws: int = 4) -> float:
     """Mean Spearman of ``pred`` against ``pred`` + resampled residuals (see module doc)."""
+    from scipy.stats import rankdata
+
     pred = np.asarray(pred_log_ms, dtype=np.float64)
     if len(pred) < 2 or np.ptp(pred) == 0:
         return 0.0

@@ -17,10 +17,11 @@ onboarding keeps its picks and adds to them):
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 
-from predictors.baselines.features import log_cost, op_counts
 from spaces import get_space
+
+# scikit-learn and the baselines' features are imported in the functions that use them: `hwl onboard`'s parser reads
+# this module's constants (settings.py).
 
 DEFAULT_WEIGHTS = {"hwl": 1.0, "cost": 0.5, "ops": 0.25, "vec": 0.25}
 FEATURE_GROUPS = tuple(DEFAULT_WEIGHTS)
@@ -64,6 +65,8 @@ def space_features(space: str, keys, tables: dict | None = None, weights: dict |
 
 
 def _raw(group: str, space: str, keys: list, tables: dict | None) -> np.ndarray | None:
+    from predictors.baselines.features import log_cost, op_counts
+
     if group == "hwl":
         if not tables:
             return None
@@ -112,6 +115,8 @@ def kcenter(features: np.ndarray, n: int, already=()) -> list[int]:
 
 def kmeans_picks(features: np.ndarray, n: int, already=(), *, random_state=0, fit_max: int = 4000) -> list[int]:
     """``n`` row indices nearest the centroids of k-means clusters holding no measured row."""
+    from sklearn.cluster import KMeans
+
     features = np.asarray(features, dtype=np.float64)
     already = [int(i) for i in already]
     _check(len(features), n, already)
