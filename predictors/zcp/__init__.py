@@ -7,15 +7,19 @@
 - ``predictors.zcp.store``: the ``zcp_scores`` table in a harness store file.
 - ``predictors.zcp.table``: the proxy frame the ZCP / ZCPVec encodings take, and Parquet output.
 
-Importing this package does not import torch or Ray.
+Importing this package does not import torch, Ray or pandas: each name below is imported from its module on first
+use, so `hwl zcp`'s parser, which reads ``errors`` and ``names``, does not wait for pandas (``run``, ``store``,
+``table``).
 """
-from predictors.zcp.errors import ZCPError
-from predictors.zcp.names import DATA_INDEPENDENT, PROXY_NAMES, check_proxies
-from predictors.zcp.inputs import BatchSpec, load_batch
-from predictors.zcp.run import RunReport, run_proxies, score_arch, wide_table
-from predictors.zcp.store import ProxyStore
-from predictors.zcp.table import fill_nonfinite, proxy_frame, run_table, write_parquet
+from predictors.lazy import lazy_names
 
-
-__all__ = ["BatchSpec", "DATA_INDEPENDENT", "PROXY_NAMES", "ProxyStore", "RunReport", "ZCPError", "check_proxies", "fill_nonfinite",
-           "load_batch", "proxy_frame", "run_proxies", "run_table", "score_arch", "wide_table", "write_parquet"]
+_HOMES = {
+    "ZCPError": "errors",
+    "DATA_INDEPENDENT": "names", "PROXY_NAMES": "names", "check_proxies": "names",
+    "BatchSpec": "inputs", "load_batch": "inputs",
+    "RunReport": "run", "run_proxies": "run", "score_arch": "run", "wide_table": "run",
+    "ProxyStore": "store",
+    "fill_nonfinite": "table", "proxy_frame": "table", "run_table": "table", "write_parquet": "table",
+}
+__all__ = sorted(_HOMES)
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)
