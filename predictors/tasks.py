@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from predictors import data
-from predictors.data import LatencyTableError
+# predictors.data (pandas) is imported where a table is read or refused: `hwl evaluate --help` lists TASKS without it.
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,15 @@ class Task:
     def __post_init__(self):
         both = [d for d in self.test_devices if d in set(self.train_devices)]
         if both:  # the method pretrains on the device's own table: its score would be a leak
+            from predictors.data import LatencyTableError
+
             raise LatencyTableError(f"{', '.join(map(repr, both))} cannot be both a train and a test device; "
                                     "drop it from --test-devices or from --train-devices")
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(train table, test table), each holding only the task's devices (checked)."""
+        from predictors import data
+
         help_table = None
         if self.train_table is None or self.test_table is None:
             help_table = data.help_table(self.space)
@@ -103,6 +108,8 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name.upper() if isinstance(name, str) else name]
     except (KeyError, AttributeError):
+        from predictors.data import LatencyTableError
+
         raise LatencyTableError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} "
                                 "(or give --train-devices and --test-table for a custom task)") from None
 
@@ -116,8 +123,10 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
     draws are numbered by device, so neither the table's row order nor the order ``test_devices``
     names them in may change a device's score.
     """
+    from predictors import data
+
     if test_table is None or len(test_table) == 0:
-        raise LatencyTableError("the test table is empty")
+        raise data.LatencyTableError("the test table is empty")
     train_table = data.help_table(space) if train_table is None else train_table
     train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
     if test_devices is None:
@@ -129,11 +138,13 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
 def _other_devices(test_table: pd.DataFrame, train_devices) -> list[str]:
     """The test table's devices that are not train devices; a train device found there is left out
     (said on stderr): a store or table often holds the train devices too, and scoring one is a leak."""
+    from predictors import data
+
     devices = sorted(data.devices_of(test_table))
     left_out = [d for d in devices if d in train_devices]
     if left_out and len(left_out) == len(devices):
-        raise LatencyTableError(f"the test table holds only train devices ({', '.join(left_out)}): give a table "
-                                "of other devices, or other --train-devices")
+        raise data.LatencyTableError(f"the test table holds only train devices ({', '.join(left_out)}): give a "
+                                     "table of other devices, or other --train-devices")
     if left_out:
         log.warning("not scoring %s: a train device cannot also be a test device", ", ".join(left_out))
     return [d for d in devices if d not in train_devices]

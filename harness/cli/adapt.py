@@ -4,13 +4,10 @@ from __future__ import annotations
 import logging
 
 from harness.cli.common import add_table_flags, messages_to, read_in_model_space, user_path
-from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import load_model, save_model
 from harness.paths import check_outputs
 from harness.text import count
-from harness.unanswered_devices import read_answered
-from predictors import data
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +30,10 @@ def run(args) -> int:
 
 def adapt(*, model, device: str, out, measurements=None, store=None):
     """Adapt ``model`` to ``device`` on every measurement of it; returns (path, number used)."""
+    from harness.device_settings import check_one_setting  # pandas: imported when used, not for `hwl --help`
+    from harness.unanswered_devices import read_answered
+    from predictors import data
+
     if measurements is None and store is None:
         raise UserError("give the new device's measurements: --measurements FILE or --store DB")
     check_outputs({"--out": out}, {"the model file": model, "--measurements": measurements, "--store": store})

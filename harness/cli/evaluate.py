@@ -9,17 +9,16 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, positive_int,
                                strict_json, user_path)
-from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.paths import check_outputs, written_whole
-from harness.unanswered_devices import read_answered
-from predictors import data, registry, tasks
+from predictors import registry, tasks
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_parser(subparsers) -> None:
@@ -47,6 +46,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from rich.console import Console  # imported when used, not for `hwl --help`
+
     _check_outputs(args)  # before the evaluation, which may take hours, not after it
     task = build_task(task=args.task, space=args.space, train_devices=comma_list(args.train_devices),
                       test_devices=comma_list(args.test_devices), test_table=args.table, store=args.store)
@@ -117,6 +118,10 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
     """``task``: a task name or an already built ``tasks.Task`` (returned as it is)."""
+    from harness.device_settings import check_one_setting  # pandas: imported when used, not for `hwl --help`
+    from harness.unanswered_devices import read_answered
+    from predictors import data
+
     if isinstance(task, tasks.Task):
         return task
     custom = any(v is not None for v in (space, train_devices, test_devices, test_table, store))
@@ -177,6 +182,9 @@ def write_json(path, results: list[dict]) -> Path:
 
 
 def print_results(results: list[dict], console: Console | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     # the columns said: a std of 0.000 after one trial read as a spread measured to be nil
     table = Table(title="Spearman rho, strict protocol (mean over devices of per-device trial means)")
     for col in ("task", "method", "k", "trials", "mean", "std", "seconds"):

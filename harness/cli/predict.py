@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from harness.cli.common import add_archs_flags, read_in_model_space, user_path
 from harness.errors import UserError
 from harness.model_file import load_model
@@ -32,6 +30,8 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
+    import pandas as pd  # imported when used, not for `hwl --help`
+
     check_outputs({"--out": out}, {"the model file": model, "--archs": arch_file(archs)})
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".csv"):  # any case: --out X.CSV was refused as no table name

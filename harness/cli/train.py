@@ -5,12 +5,11 @@ from pathlib import Path
 
 from harness.cli.common import (add_table_flags, comma_list, messages_to, non_negative_int, positive_int,
                                 user_path)
-from harness.device_settings import check_one_setting
 from harness.errors import UserError
 from harness.model_file import save_model
 from harness.paths import check_outputs
-from harness.unanswered_devices import read_answered
-from predictors import data, registry
+from predictors import registry
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="pretrain a few-shot latency predictor on train devices")
@@ -38,6 +37,9 @@ def run(args) -> int:
 def train(*, space: str, out, devices=None, method: str | None = None, table=None, store=None,
           n_pretrain: int | None = None, seed: int = 0) -> Path:
     """Pretrain ``method`` on ``devices`` of a table and save it to ``out``."""
+    from harness.device_settings import check_one_setting  # pandas: imported when used, not for `hwl --help`
+    from harness.unanswered_devices import read_answered
+    from predictors import data
     from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
     from predictors.protocol import pretrain_sample
 
