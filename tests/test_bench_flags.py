@@ -17,6 +17,7 @@ BAD = {  # script -> (flags, the flag refused, what it says)
     "bench_agent_overhead": (["--pairs", "0"], "--pairs", "expected a whole number >= 1, got 0"),
     "bench_agent_repro": (["--n", "0"], "--n", "expected a whole number >= 1, got 0"),
     "bench_campaign_overhead": (["--archs", "-5"], "--archs", "expected a whole number >= 1, got -5"),
+    "bench_cli_start": (["--repeats", "0"], "--repeats", "expected a whole number >= 1, got 0"),
     "bench_core_load": (["--rounds", "0"], "--rounds", "expected a whole number >= 1, got 0"),
     "bench_crash": (["--window-s", "0"], "--window-s", "expected a number > 0, got 0"),
     "bench_cross_space": (["--trials", "0"], "--trials", "expected a whole number >= 1, got 0"),
@@ -229,3 +230,8 @@ def test_bench_onboard_scale_without_its_tools_is_one_line_before_any_work(missi
     assert capsys.readouterr().err.splitlines()[-1].startswith(
         f"bench_onboard_scale: error: {tmp_path / 'absent'} is missing: ")
     assert not (tmp_path / "o.json").exists()
+
+
+def test_bench_cli_start_refuses_a_root_that_is_no_checkout(tmp_path, monkeypatch, capsys):
+    assert refused("bench_cli_start", ["--root", str(tmp_path)], monkeypatch, capsys) == \
+        f"bench_cli_start: error: argument --root: {tmp_path} is no hwl checkout: it has no harness/cli/__init__.py"
