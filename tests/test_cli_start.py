@@ -13,20 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["pandas", "ray", "scipy", "sklearn", "torch"]
 COMMANDS = [command for module in COMMAND_MODULES for command in MODULE_COMMANDS.get(module, (module,))]
 
-# Runs each argv (a JSON list of them) through `hwl` in one fresh process; prints their exit statuses and which heavy
-# packages were imported.
+# Runs each argv (a JSON list of them) through `hwl` in one fresh process; prints their exit statuses, what they said
+# on stderr and which heavy packages were imported.
 RUN = f"""
 import contextlib, io, json, sys
 from harness.cli import main
 
-codes = []
+codes, said = [], []
 for argv in json.loads(sys.argv[1]):
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         try:
             codes.append(main(argv))
         except SystemExit as stop:
             codes.append(stop.code)
-print(json.dumps({{"codes": codes, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+    said.append(err.getvalue())
+print(json.dumps({{"codes": codes, "said": said, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
 
 
@@ -55,14 +57,20 @@ def test_a_commands_help_imports_no_heavy_package(command):
     assert ran["codes"] == [0] * len(argvs) and ran["heavy"] == []
 
 
-@pytest.mark.parametrize("argv", [
-    ["onboard", "nope", "--space", "nb201"],  # no --out
-    ["train", "--space", "nb201", "--n-pretrain", "0", "--out", "m.pt"],
-    ["evaluate", "--task", "N0", "--first-seed", "x"],
-    ["zcp", "nb201", "--archs", "1", "--init-seed", "-3", "--out", "z.parquet"],
-    ["predict", "m.pt", "--device", "d"],  # no --archs, no --out
-    ["adapt", "m.pt", "--out", "a.pt"],  # no --device
-], ids=" ".join)
-def test_a_usage_error_imports_no_heavy_package(argv):
-    ran = _hwl(argv)
-    assert ran["codes"] == [2] and ran["heavy"] == []
+REFUSALS = [  # (argv, what its one line says)
+    (["onboard", "nope", "--space", "nb201"], "the following arguments are required: --out"),
+    (["train", "--space", "nb201", "--n-pretrain", "0", "--out", "m.pt"], "argument --n-pretrain"),
+    (["evaluate", "--task", "N0", "--first-seed", "x"], "argument --first-seed"),
+    (["zcp", "nb201", "--archs", "1", "--init-seed", "-3", "--out", "z.parquet"], "argument --init-seed"),
+    (["predict", "m.pt", "--device", "d"], "the following arguments are required: --archs, --out"),
+    (["adapt", "m.pt", "--out", "a.pt"], "the following arguments are required: --device"),
+    # refused by the command itself, before it imports what it runs with
+    (["onboard", "pi", "--space", "nb201", "--out", "{tmp}/p.pt", "--budget", "1"], "--budget must be at least 2"),
+    (["train", "--space", "nb201", "--method", "nope", "--out", "{tmp}/m.pt"], "unknown method 'nope'"),
+]
+
+
+@pytest.mark.parametrize("argv, said", REFUSALS, ids=[" ".join(argv) for argv, _ in REFUSALS])
+def test_a_usage_error_imports_no_heavy_package(argv, said, tmp_path):
+    ran = _hwl([word.format(tmp=tmp_path) for word in argv])
+    assert ran["codes"] == [2] and said in ran["said"][0] and ran["heavy"] == []

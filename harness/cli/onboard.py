@@ -69,8 +69,6 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
         table=None, report=None, method=None, candidates=None, seed: int = 0, initial=None, batch_size=None,
         strategy=None, profile=None, address=None, artifacts=None, canary_every: int = 50, on_step=None):
     """Keyword form of the command (tests call it without argparse); returns the ``Onboarding``."""
-    from harness.coordinator import CoordinatorOptions
-    from harness.onboard import onboard
     from predictors.onboard.settings import MIN_BUDGET, WHY_MIN_BUDGET
 
     if budget < MIN_BUDGET:
@@ -96,6 +94,9 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     check_outputs({"--out": out, table_flag: table, report_flag: report}, inputs)  # before any measurement
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
+    from harness.coordinator import CoordinatorOptions  # Ray, scipy, pandas: after the checks, so a refusal is quick
+    from harness.onboard import onboard
+
     options = CoordinatorOptions(address=address, canary_every=canary_every, artifact_dir=Path(artifacts).expanduser()
                                  if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
     return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
@@ -123,12 +124,12 @@ def loop_settings(initial=None, batch_size=None, strategy=None):
 def cmd_onboard(args) -> int:
     from rich.console import Console
 
-    from predictors.onboard.report import progress_line, text_lines
-
     apply_known_hosts(args)
     console = Console(stderr=True)
 
     def on_step(loop, step):
+        from predictors.onboard.report import progress_line  # scipy, pandas: once run() has checked the flags
+
         console.print(progress_line(step.n_measured, step.estimate), style="dim", markup=False)
 
     try:
@@ -141,6 +142,8 @@ def cmd_onboard(args) -> int:
     except DeviceQuarantined as exc:  # as `campaign run` with a quarantined device: one line, exit 1
         print(f"hwl onboard: {exc}", file=sys.stderr)
         return 1
+    from predictors.onboard.report import text_lines
+
     stream = messages_to(*result.files.values())
     for line in text_lines(result.report):
         print(line, file=stream)

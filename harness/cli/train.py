@@ -37,12 +37,6 @@ def run(args) -> int:
 def train(*, space: str, out, devices=None, method: str | None = None, table=None, store=None,
           n_pretrain: int | None = None, seed: int = 0) -> Path:
     """Pretrain ``method`` on ``devices`` of a table and save it to ``out``."""
-    from harness.device_settings import check_one_setting  # pandas: imported when used, not for `hwl --help`
-    from harness.unanswered_devices import read_answered
-    from predictors import data
-    from predictors.base import TrainTables  # scikit-learn: imported when used, not for `hwl --help`
-    from predictors.protocol import pretrain_sample
-
     name = registry.chosen(method)
     registry.get_class(name, latency_only=True)  # an unknown name fails before any table is read
     if name in registry.RANK_ONLY:  # as predict/search/onboard refuse it, but before the pretraining, not after
@@ -50,6 +44,13 @@ def train(*, space: str, out, devices=None, method: str | None = None, table=Non
                         "which `hwl predict` writes from the model file; score it with "
                         f"`hwl evaluate --method {name}`, or train one of {', '.join(registry.latency_methods())}")
     check_outputs({"--out": out}, {"--table": table, "--store": store})
+    # pandas and scikit-learn: imported once the flags are checked, not for `hwl --help` or a refused flag
+    from harness.device_settings import check_one_setting
+    from harness.unanswered_devices import read_answered
+    from predictors import data
+    from predictors.base import TrainTables
+    from predictors.protocol import pretrain_sample
+
     # a device the store measures but has no label of is not 'unknown'
     frame = read_answered(store, space, devices, lambda: data.load_table(space, path=table, store=store,
                                                                          devices=devices))
