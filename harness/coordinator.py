@@ -6,7 +6,7 @@
   concurrency group, measurements in the (serial) default group.
 * Model exports are Ray tasks calling ``harness.export.export_one``; they run ahead of each
   device's queue by a bounded window (backpressure), results are taken with ``ray.wait`` as
-  they complete, and every ``ray.wait`` / ``ray.get`` has a timeout.
+  they complete, and every ``ray.wait`` / ``ray.get`` has a timeout (their book: ``harness.model_exports``).
 * The coordinator commits each job's state to the store before acting on it, numbers attempts,
   re-queues failures (at most ``max_attempts`` per job) and unstable / drifting / contended records (at
   most 2 extra attempts, then the steadiest attempt is accepted, an uncontended one first), quarantines a device after 3
@@ -20,25 +20,21 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import itertools
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from agents.measurement import REQUEUE_FLAGS
 from agents.protocol import MEASURED_OUTCOMES, agent_runs_threads
-from harness.artifact_quota import ArtifactQuota
-from harness.artifacts import ArtifactStore
 from harness.campaign import campaign_profiles
 from harness.campaign_lock import campaign_lock
 from harness.coordinator_options import CoordinatorOptions
 from harness.device_worker import DEVICE_SETUP_KINDS, DEVICE_TOO_HOT, RECOVER_TIMEOUT_S, TOO_SLOW_FOR_POLICY
-from harness.errors import ClusterError, StorageFull
-from harness.ray_cluster import (ask_status, cores_kept_free, device_actor, export_remote, ray_session,
+from harness.errors import ClusterError
+from harness.model_exports import ModelExports
+from harness.ray_cluster import (ask_status, cores_kept_free, device_actor, ray_session, task_error,
                                  this_node_alive)
 from harness.profiles import DeviceProfile
 from harness.store import DRIFT_FLAG, Store
@@ -48,24 +44,10 @@ from spaces.cost import dataset_of
 
 log = logging.getLogger(__name__)
 
-
-def _task_error(exc: BaseException) -> BaseException:
-    """The exception a Ray task or actor call raised (RayTaskError keeps it as ``.cause``)."""
-    return getattr(exc, "cause", None) or exc
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether an error (or the one a Ray task raised) is a full disk or an exceeded disk quota."""
-    cause = _task_error(exc)
-    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 CANARY_ARCH = ("nb201", "1462")  # a mid-size NB201 cell (one of HELP's reference archs)
 FAILED_OUTCOMES = ("device_lost", "runtime_error", "timeout", "oom", "load_error", "compile_error",
                    "unsupported_op")
 EXPORT_FAILED = "ExportError"  # error_kind of an attempt whose model the coordinator could not export
-# Exports in a row of one model whose file is not on this machine when its job comes: then it never will be
-EXPORTS_UNSEEN_MAX = 3
 # Attempts that say nothing about the model, so they use up none of its job's attempts: lost with
 # the device, or refused because the model file changed on disk after its export (it is exported again).
 UNCHARGED_OUTCOMES = ("device_lost",)
@@ -169,15 +151,7 @@ class Coordinator:
         self.space, self.name = store.db.execute("SELECT space, name FROM campaigns WHERE id = ?",
                                                  (campaign_id,)).fetchone()
         self.devices: dict[str, _Device] = {}
-        self.exports: dict[tuple, dict | object] = {}  # key -> ready dict, or a pending ObjectRef
-        self.exporting: set[tuple] = set()  # keys whose value is a pending ObjectRef: the loop waits on these only
-        # key -> queued jobs (all devices) still to measure its model: a ready export nobody needs is forgotten,
-        # or a month-long campaign would keep one per architecture (and scan them all at every turn of the loop)
-        self.export_users: Counter = Counter()
-        self.exports_lost: dict[tuple, int] = {}  # key -> times Ray lost its export task
-        # key -> exports in a row whose file this machine did not find before any job used it
-        self.exports_unseen: Counter = Counter()
-        self.quota: ArtifactQuota | None = None
+        self.exports = ModelExports(self.space, self.options, store, self.devices, canary=CANARY_ARCH)
         self.measure_s = 0.0  # inside the agents (load, warmup, windows; not the cooldown before each model)
         self.worker_s = 0.0  # inside the device actors' measure calls
         self.lock_wait_s = 0.0  # of which waiting for a device sharing the core / thermal domain
@@ -205,18 +179,14 @@ class Coordinator:
         for profile in profiles:
             self.store.requeue_device(self.campaign_id, profile.name)  # resume clears quarantine
             self.devices[profile.name] = dev = self._device_from_store(profile, earlier)
-            self._count_export_users(dev)
+            self.exports.count_users(dev)
         for dev in self.devices.values():
             keys = set(dev.profile.lock_keys)
             dev.lock_wait_limit_s = LOCK_WAIT_LIMITS * max(d.limit_s for d in self.devices.values()
                                                            if keys & set(d.profile.lock_keys))
         if not any(d.queue or d.since_canary for d in self.devices.values()):
             return self.summary()  # nothing left: measure nothing, start nothing
-        if self.options.artifact_quota_gb is not None:
-            quota_bytes = int(self.options.artifact_quota_gb * 1e9)
-            self.quota = ArtifactQuota(ArtifactStore(self.options.artifact_dir), quota_bytes,
-                                       min_idle_s=self.options.artifact_idle_s)
-            self._trim_artifacts()  # room for the first export (after a full disk, or a lower quota)
+        self.exports.start_quota()
         try:
             with self._ray():
                 self._start_actors()
@@ -263,22 +233,6 @@ class Coordinator:
             said = str(exc) == str(stopped_by)  # by the error raised
             log.log(logging.INFO if said else logging.WARNING,
                     "could not put the jobs in flight back in the queue (%s); `resume` will", exc)
-
-    def _count_export_users(self, dev: _Device) -> None:
-        base = self._export_key(dev, self.space, "")
-        if base is not None:
-            self.export_users.update((self.space, arch, *base[2:]) for _, arch, _ in dev.queue)
-
-    def _release_export(self, dev: _Device, arch: str) -> None:
-        """A job of ``arch`` is finished for good on ``dev``: forget its export once no job wants it."""
-        key = self._export_key(dev, self.space, arch)
-        if key is None:
-            return
-        self.export_users[key] -= 1
-        if self.export_users[key] <= 0:
-            del self.export_users[key]
-            if isinstance(self.exports.get(key), dict):  # a later campaign's export of it is a cache hit
-                del self.exports[key]
 
     def _job_limit_s(self, profile: DeviceProfile) -> float:
         """How long a measurement may take before the coordinator gives up on the actor."""
@@ -336,7 +290,7 @@ class Coordinator:
                     self._warn_if_stale_agent(self.devices[name].profile, hello.get("agent_bundle"))
                     self._check_threads_fit(self.devices[name], hello.get("usable_cores") or ())
                 except Exception as exc:  # agent would not start: the device cannot work
-                    cause = _task_error(exc)
+                    cause = task_error(exc)
                     self._give_up(self.devices[name], f"agent did not start: {cause}",
                                   recover=type(cause).__name__ not in NOT_RECOVERED_BY_POWER_CYCLE)
         # the actors answer status at once, even while they keep reconnecting: all asked at once, waited for together
@@ -389,7 +343,7 @@ class Coordinator:
         while True:
             self.store.check_still_there()  # its results would be lost with a removed store (os.stat: cheap)
             for dev in self.devices.values():
-                self._schedule_exports(dev)
+                self.exports.schedule(dev)
             for dev in self.devices.values():
                 # One job waits in the actor's queue behind the running one, so the device never
                 # idles for a coordinator round trip (the actor still measures one at a time).
@@ -397,7 +351,7 @@ class Coordinator:
                     if not self._dispatch(dev):
                         break
             refs = [entry[0] for d in self.devices.values() for entry in d.in_flight]
-            refs += [self.exports[key] for key in self.exporting]
+            refs += self.exports.pending_refs()
             refs += [d.recovery for d in self.devices.values() if d.recovery is not None]
             asked = [d.status_ref for d in self.devices.values() if d.status_ref is not None]
             if not refs:
@@ -412,9 +366,7 @@ class Coordinator:
             if ready and rest:
                 ready += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
             ready = set(ready)
-            for key in [key for key in self.exporting if self.exports[key] in ready]:
-                self.exporting.discard(key)
-                self._export_done(ray, key, self.exports[key])
+            self.exports.take_ready(ray, ready)
             for dev in self.devices.values():
                 for entry in list(dev.in_flight):
                     if entry[0] in ready or self._overdue(dev, entry):
@@ -428,100 +380,6 @@ class Coordinator:
             if self.on_progress is not None:
                 self.on_progress(self.snapshot())
 
-    def _export_key(self, dev: _Device, space: str, arch: str) -> tuple | None:
-        if dev.profile.runtime.kind == "torch" or self.options.fixed_model:
-            return None  # torch builds the model from the architecture key
-        dataset = dev.profile.dataset if space == self.space else None
-        return (space, arch, dataset_of(space, dataset).name, dev.profile.batch_size)
-
-    def _schedule_exports(self, dev: _Device) -> None:
-        if dev.state != "active":
-            return
-        canaries = self.options.canary_every > 0
-        # the end canary only while jobs since the last one wait for it (as _dispatch sends it)
-        end = not dev.queue and dev.since_canary > 0
-        wanted = [CANARY_ARCH] if canaries and (dev.canary_due or end) else []
-        wanted += [(self.space, arch) for _, arch, _ in itertools.islice(dev.queue, self.options.export_ahead)]
-        for space, arch in wanted:
-            key = self._export_key(dev, space, arch)
-            if key is not None and key not in self.exports:
-                if self.quota is not None and self.quota.over:  # make room before the file is written
-                    self._trim_artifacts()
-                # absolute: a Ray worker of a cluster joined by --address runs in its node's folder, not in ours
-                self.exports[key] = export_remote().remote(key, str(Path(self.options.artifact_dir).absolute()))
-                self.exporting.add(key)
-
-    def _export_done(self, ray, key, ref) -> None:
-        try:
-            art = ray.get(ref, timeout=30)
-        except Exception as exc:
-            if _is_disk_full(exc):  # not the architecture's fault nor the device's: stop, charge no attempt
-                raise StorageFull(f"the artifact folder {self.options.artifact_dir} is full (no space left on "
-                                  "device) while exporting a model; free space there or give --artifact-quota-gb, "
-                                  "then resume: nothing measured is lost") from exc
-            if not isinstance(exc, ray.exceptions.RayTaskError):
-                self._export_lost(ray, key, exc)  # Ray lost the task: not the model's fault
-                return
-            cause = _task_error(exc)  # not Ray's traceback: one line
-            self.exports[key] = {"error": f"export of {key[0]} {key[1]} failed: {type(cause).__name__}: {cause}"}
-            return
-        self.exports[key] = art
-        self.exports_lost.pop(key, None)
-        self.store.add_artifact(sha256=art["artifact_sha256"], space=key[0], arch=key[1],  # a store error stops
-                                config={"dataset": key[2], "batch_size": key[3]}, path=art["path"],
-                                size_bytes=art["size_bytes"])
-        if self.quota is not None:
-            self.quota.used(Path(art["path"]).stem, art["size_bytes"])
-            self._trim_artifacts()
-
-    def _export_unseen(self, key, art: dict) -> None:
-        """An export whose file is not here: exported again, unless that happened ``EXPORTS_UNSEEN_MAX`` times in
-        a row. Then the file never reaches this machine (a cluster whose nodes do not share the artifact folder:
-        the export task writes it on its own node) and exporting again would go on for ever, measuring nothing."""
-        del self.exports[key]
-        unseen = self.exports_unseen[key] = self.exports_unseen[key] + 1
-        if unseen >= EXPORTS_UNSEEN_MAX:
-            raise ClusterError(f"the export of {key[0]} {key[1]} finished {unseen} times in a row, yet its file "
-                               f"{art['path']} was not there when its job came: the artifact folder "
-                               f"{self.options.artifact_dir} must be one folder that every node of the Ray cluster "
-                               "sees at that path (a shared file system), and nothing else may remove files from it; "
-                               "nothing measured is lost: fix that and run the same command again")
-        log.warning("the model file %s of %s %s is not there; exporting it again", art["path"], key[0], key[1])
-
-    def _export_lost(self, ray, key, exc: Exception) -> None:
-        """An export that Ray lost (its worker was killed, its node died) is run again, up to 3
-        times in a row; then it fails like a model that does not export. With Ray's node on this
-        machine gone nothing can run: stop, charging no job (see :meth:`run`)."""
-        if isinstance(exc, ray.exceptions.LocalRayletDiedError):
-            raise ClusterError(f"Ray's node on this machine died (noticed when an export of {key[0]} {key[1]} "
-                               f"failed: {exc}); nothing measured is lost: run the same command again") from exc
-        lost = self.exports_lost[key] = self.exports_lost.get(key, 0) + 1
-        if lost >= 3:
-            self.exports[key] = {"error": f"export of {key[0]} {key[1]} lost by Ray {lost} times in a row "
-                                          f"(last: {type(exc).__name__}: {exc})"}
-            return
-        del self.exports[key]  # scheduled again while a job wants it
-        log.warning("Ray lost the export of %s %s (%s: %s); exporting it again", key[0], key[1],
-                    type(exc).__name__, exc)
-
-    def _trim_artifacts(self) -> None:
-        """Apply the artifact quota, sparing the models in flight and next in line on every device."""
-        if not self.quota.over:
-            return
-        keep = set()
-        for dev in self.devices.values():
-            wanted = [CANARY_ARCH] + [(self.space, arch) for _, arch, _ in
-                                      itertools.islice(dev.queue, self.options.export_ahead)]
-            wanted += [CANARY_ARCH if entry[1] is None else (self.space, entry[3]) for entry in dev.in_flight]
-            for space, arch in wanted:
-                art = self.exports.get(self._export_key(dev, space, arch))
-                if isinstance(art, dict) and art.get("path"):
-                    keep.add(Path(art["path"]).stem)
-        removed = set(self.quota.trim(keep))
-        for key, art in list(self.exports.items()):
-            if isinstance(art, dict) and art.get("path") and Path(art["path"]).stem in removed:
-                del self.exports[key]  # exported again when a job needs it
-
     def _dispatch(self, dev: _Device) -> bool:
         """Send the device's next measurement when its model is ready; False when none was sent."""
         if time.monotonic() < dev.paused_until or any(e[1] is None for e in dev.in_flight):
@@ -530,17 +388,10 @@ class Coordinator:
         if not canary and not dev.queue:
             return False
         space, arch = CANARY_ARCH if canary else (self.space, dev.queue[0][1])
-        key = self._export_key(dev, space, arch)
-        art = self.exports.get(key) if key is not None else dict(self.options.fixed_model or {})
-        if not isinstance(art, dict):
-            return False  # export still running
-        if key is not None and art.get("path") and not Path(art["path"]).is_file():
-            self._export_unseen(key, art)  # removed (by the artifact quota, or by hand): export it again
-            return False
-        if key is not None:
-            self.exports_unseen.pop(key, None)
-        if self.quota is not None and art.get("path"):
-            self.quota.used(Path(art["path"]).stem)
+        model = self.exports.ready_model(dev, space, arch)
+        if model is None:
+            return False  # export still running, or exported again as its file is not here
+        key, art = model
         job = {"space": space, "arch": arch, "dataset": dataset_of(space, key[2] if key else None).name,
                "model": art.get("path", ""), "sha256": art.get("sha256", ""),
                "artifact_sha256": art.get("artifact_sha256")}
@@ -553,7 +404,7 @@ class Coordinator:
             attempt = self.store.start_attempt(job_id)  # committed before the actor sees it
             job.update(job_id=job_id, attempt=attempt, labels={"campaign_id": self.campaign_id})
         if "error" in art:  # the model cannot be exported: a failed attempt, no device time
-            del self.exports[key]  # a retry exports it afresh
+            self.exports.forget(key)  # a retry exports it afresh
             record = {"outcome": "load_error", "error_kind": EXPORT_FAILED, "error_message": art["error"]}
             if job_id is None:
                 self._canary_not_exported(dev, art["error"])
@@ -689,21 +540,11 @@ class Coordinator:
         if record.get("fingerprint_id") and record.get("fingerprint"):
             self.store.add_fingerprint(record["fingerprint_id"], record.pop("fingerprint"))
         if record.get("error_kind") == HASH_MISMATCH:
-            self._export_again(dev, *(CANARY_ARCH if job_id is None else (self.space, arch)))
+            self.exports.changed_on_disk(dev, *(CANARY_ARCH if job_id is None else (self.space, arch)))
         if job_id is None:
             self._canary_done(dev, record, counts=counts)
         else:
             self._finish(dev, job_id, attempt, arch, record, counts=counts)
-
-    def _export_again(self, dev: _Device, space: str, arch: str) -> None:
-        """The agent refused a model file whose bytes no longer match its hash (changed on disk after
-        its export). Forget the export, so the retry's export finds the file corrupt and writes it
-        again (``harness.export``), rather than the retry meeting the same file."""
-        key = self._export_key(dev, space, arch)
-        if isinstance(self.exports.get(key), dict):
-            del self.exports[key]
-            log.warning("%s: the model of %s %s changed on disk after its export; exporting it again",
-                        dev.profile.name, space, arch)
 
     def _finish(self, dev: _Device, job_id: int, attempt: int, arch: str, record: dict, *,
                 counts: bool = True) -> None:
@@ -737,7 +578,7 @@ class Coordinator:
         else:
             dev.failed += 1
         if state != "queued":
-            self._release_export(dev, arch)
+            self.exports.release(dev, arch)
         self._judge_device(dev, job_id, arch, record, counts=counts)
         if self.options.canary_every and dev.since_canary >= self.options.canary_every:
             dev.canary_due = True
@@ -965,7 +806,7 @@ class Coordinator:
             if isinstance(exc, ray.exceptions.GetTimeoutError):
                 with contextlib.suppress(Exception):
                     ray.kill(dev.actor)
-            self._quarantine(dev, f"{dev.error}; its recover command did not bring it back: {_task_error(exc)}")
+            self._quarantine(dev, f"{dev.error}; its recover command did not bring it back: {task_error(exc)}")
             return
         self.store.add_fingerprint(hello["fingerprint_id"], hello["fingerprint"])
         dev.state, dev.error, dev.failures_in_row = "active", None, 0

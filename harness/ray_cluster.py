@@ -104,6 +104,11 @@ def _without_auth_opt_out_advice():
         ray_auth_log.removeFilter(advice)
 
 
+def task_error(exc: BaseException) -> BaseException:
+    """The exception a Ray task or actor call raised (RayTaskError keeps it as ``.cause``)."""
+    return getattr(exc, "cause", None) or exc
+
+
 def cores_kept_free(core_sets, all_cores) -> set[int]:
     """The cores a local Ray (its exports) and the coordinator keep off: those of every local device pinned to
     cores, or, where together they span every core (the demo's 1-core and 2-core devices on a 2-core machine),

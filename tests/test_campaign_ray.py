@@ -1199,8 +1199,8 @@ def test_the_coordinator_forgets_each_export_once_no_device_still_needs_it(local
                                                        drift_pause_s=SHORT_PAUSE_S))
         coord.run()
     assert _check_one_answer_per_job(db) == 6
-    assert [key[:2] for key in coord.exports] == [CANARY_ARCH]  # the canary's model stays for the next canary
-    assert not coord.exporting and not coord.export_users
+    assert [key[:2] for key in coord.exports.by_key] == [CANARY_ARCH]  # the canary's model stays for the next canary
+    assert not coord.exports.pending and not coord.exports.users
 
 
 def _functions_registered_as(name: str) -> int:
