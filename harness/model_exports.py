@@ -69,12 +69,14 @@ class ModelExports:
         self.quota: ArtifactQuota | None = None
 
     def key(self, dev: _Device, space: str, arch: str) -> tuple | None:
+        """The export key of ``arch`` of ``space`` on ``dev``; None: it measures no export (torch, a fixed model)."""
         if dev.profile.runtime.kind == "torch" or self.options.fixed_model:
             return None  # torch builds the model from the architecture key
         dataset = dev.profile.dataset if space == self.space else None
         return (space, arch, dataset_of(space, dataset).name, dev.profile.batch_size)
 
     def count_users(self, dev: _Device) -> None:
+        """Count the queued jobs of ``dev`` as users of their models' exports (:meth:`release`)."""
         base = self.key(dev, self.space, "")
         if base is not None:
             self.users.update((self.space, arch, *base[2:]) for _, arch, _ in dev.queue)
@@ -99,6 +101,8 @@ class ModelExports:
             self.trim()  # room for the first export (after a full disk, or a lower quota)
 
     def schedule(self, dev: _Device) -> None:
+        """Start the exports ``dev`` needs next: its canary's when one is due, and its queue's first
+        ``options.export_ahead`` (backpressure: no more run ahead of it)."""
         if dev.state != "active":
             return
         canaries = self.options.canary_every > 0
@@ -116,6 +120,7 @@ class ModelExports:
                 self.pending.add(key)
 
     def pending_refs(self) -> list:
+        """The Ray tasks of the exports still running, for the coordinator's ``ray.wait``."""
         return [self.by_key[key] for key in self.pending]
 
     def take_ready(self, ray, ready: set) -> None:
