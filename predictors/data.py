@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import UserError
 from harness.paths import is_sqlite, why_not_a_file
 from harness.text import count
+from predictors.table_errors import LatencyTableError
 from spaces import fbnet, get_space, nb201
 from spaces.columns import PAIRED_COLUMNS, check_same_archs
 from spaces.errors import ArchError
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("arch", "device", "latency_ms", "source")
 # Accepted architecture columns of a user's table, in order of preference.
 ARCH_COLUMNS = ("arch_index", "arch_str", "arch", "arch_ops", "op_idx_key")
-
-
-class LatencyTableError(UserError):
-    """A latency table that cannot be used: missing columns, empty, unknown device, bad values."""
 
 
 # `hwl adapt --measurements lab.db` was told only "unknown format; use .csv, .csv.gz or .parquet"

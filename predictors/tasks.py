@@ -49,7 +49,7 @@ class Task:
     def __post_init__(self):
         both = [d for d in self.test_devices if d in set(self.train_devices)]
         if both:  # the method pretrains on the device's own table: its score would be a leak
-            from predictors.data import LatencyTableError
+            from predictors.table_errors import LatencyTableError
 
             raise LatencyTableError(f"{', '.join(map(repr, both))} cannot be both a train and a test device; "
                                     "drop it from --test-devices or from --train-devices")
@@ -108,7 +108,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name.upper() if isinstance(name, str) else name]
     except (KeyError, AttributeError):
-        from predictors.data import LatencyTableError
+        from predictors.table_errors import LatencyTableError
 
         raise LatencyTableError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} "
                                 "(or give --train-devices and --test-table for a custom task)") from None

@@ -96,13 +96,12 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
              n_pretrain=None, space=None, train_devices=None, test_devices=None, test_table=None,
              store=None) -> list[dict]:
     """Results of the strict protocol (see ``predictors.protocol.evaluate``)."""
-    from predictors import protocol  # scikit-learn: imported when used, not for `hwl --help`
-
     the_task = build_task(task=task, space=space, train_devices=train_devices, test_devices=test_devices,
                           test_table=test_table, store=store)
     name = registry.chosen(method)
     params = dict(params or {})
     registry.get_method(name, **params)  # fail early on a bad name or parameter
+    from predictors import protocol  # scipy and scikit-learn: imported to run, not to refuse a method's name
     try:
         return protocol.evaluate(lambda: registry.get_method(name, **params), the_task, samples=samples,
                                  trials=protocol.DEFAULT_TRIALS if trials is None else trials, n_pretrain=n_pretrain,
@@ -118,10 +117,6 @@ def evaluate(*, task=None, method=None, params=None, samples=(5, 10, 20), trials
 
 def build_task(*, task=None, space=None, train_devices=None, test_devices=None, test_table=None, store=None):
     """``task``: a task name or an already built ``tasks.Task`` (returned as it is)."""
-    from harness.device_settings import check_one_setting  # pandas: imported when used, not for `hwl --help`
-    from harness.unanswered_devices import read_answered
-    from predictors import data
-
     if isinstance(task, tasks.Task):
         return task
     custom = any(v is not None for v in (space, train_devices, test_devices, test_table, store))
@@ -134,6 +129,11 @@ def build_task(*, task=None, space=None, train_devices=None, test_devices=None, 
         raise UserError(f"give --task ({', '.join(tasks.TASKS)}) or --space, --train-devices and --test-table")
     if space is None or not train_devices or (test_table is None and store is None):
         raise UserError("a custom task needs --space, --train-devices and --test-table FILE (or --store DB)")
+    # pandas: imported for a custom task's table, not for a task of the suite nor to refuse a task's name
+    from harness.device_settings import check_one_setting
+    from harness.unanswered_devices import read_answered
+    from predictors import data
+
     # a device the store measures but has no label of is not 'unknown'
     table = read_answered(store, space, test_devices, lambda: data.load_table(space, path=test_table, store=store))
     task = tasks.custom_task(space, train_devices, table, test_devices=test_devices)
