@@ -30,8 +30,6 @@ def run(args) -> int:
 
 def predict(*, model, device: str, archs, out, seed: int = 0):
     """Write ``arch, [arch_str,] device, predicted_ms`` for ``archs``; returns (path, rows)."""
-    import pandas as pd  # imported when used, not for `hwl --help`
-
     check_outputs({"--out": out}, {"the model file": model, "--archs": arch_file(archs)})
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".csv"):  # any case: --out X.CSV was refused as no table name
@@ -49,6 +47,8 @@ def predict(*, model, device: str, archs, out, seed: int = 0):
                         f"{', '.join(registry.latency_methods())}")
     space = saved["space"]
     keys = read_in_model_space(model, space, lambda in_space: resolve_archs(in_space, archs, seed=seed))
+    import pandas as pd  # imported to write the table, not to refuse a flag (--out x.txt)
+
     frame = pd.DataFrame({"arch": keys})
     if space == "nb201":
         frame["arch_str"] = [nb201.to_string(k) for k in keys]

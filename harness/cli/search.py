@@ -51,9 +51,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from predictors.search import NEAR_OPTIMUM_PCT, compare, setup
-    from spaces import nb201
-
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     # before the search, and never over the store or a table it reads
@@ -68,6 +65,9 @@ def run(args) -> int:
         flag = "--zcp-store" if args.zcp_store else "--zcp-table"
         raise UserError(f"{flag} gives the proxies of --encoding zcp or zcpvec; --encoding vec (the default) reads "
                         "none: add --encoding zcp, or leave the flag out")
+    from predictors.search import NEAR_OPTIMUM_PCT, compare, setup  # scipy, scikit-learn: after the flags' checks
+    from spaces import nb201
+
     problem, method, proxies = setup(
         device=args.device, max_latency_ms=args.max_latency_ms, accuracy_table=args.accuracy_table,
         dataset=args.dataset, space=args.space, latency_table=args.table, store=args.store,

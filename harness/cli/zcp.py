@@ -70,8 +70,6 @@ def _inputs(args):
 
 
 def run(args) -> int:
-    from predictors.zcp import ProxyStore, run_table, run_proxies, write_parquet
-
     if not args.store and not args.out:
         raise ZCPError("give --store FILE and/or --out FILE.parquet, or the scores would be lost")
     if args.out and not str(args.out).lower().endswith((".parquet", ".pq")):
@@ -81,6 +79,9 @@ def run(args) -> int:
     if args.workers is not None and args.workers < 1:
         raise ZCPError(f"--workers must be at least 1, got {args.workers}")
     proxies, archs, dataset, batch = _inputs(args)
+    # pandas and torch: imported to score, not to refuse a flag's value (--proxies nope)
+    from predictors.zcp import ProxyStore, run_table, run_proxies, write_parquet
+
     store = ProxyStore(args.store) if args.store else None
     done = [0]
 
