@@ -31,16 +31,19 @@ else:  # Python 3.10
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harness.errors import CampaignError, ProfileError
 from harness.profiles import (DeviceProfile, available_profiles, check_measurement, load_profile, load_profiles,
                               profile_from_dict)
-from harness.store import Store
 from harness.text import count
 from spaces import ArchError, get_space, resolve_archs
 from spaces.cost import dataset_of
+
+if TYPE_CHECKING:  # pandas: `hwl campaign run` refuses an unknown device or architecture before it opens a store
+    from harness.store import Store
 
 log = logging.getLogger(__name__)
 

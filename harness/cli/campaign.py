@@ -105,8 +105,6 @@ def _absolute(path: str | None) -> str | None:
 
 
 def _options(args):
-    from harness.coordinator import CoordinatorOptions
-
     store = Path(args.store).expanduser()
     artifacts = Path(args.artifacts).expanduser() if args.artifacts else store.parent / f"{store.stem}-artifacts"
     canary_every = DEFAULT_CANARY_EVERY if args.canary_every is None else args.canary_every
@@ -114,6 +112,8 @@ def _options(args):
         raise CampaignError(f"--canary-every must be >= 0, got {canary_every}")
     if args.artifact_quota_gb is not None and not args.artifact_quota_gb > 0:
         raise CampaignError(f"--artifact-quota-gb must be > 0, got {args.artifact_quota_gb}")
+    from harness.coordinator import CoordinatorOptions  # pandas: imported once the flags are checked
+
     return CoordinatorOptions(address=args.address, artifact_dir=artifacts, canary_every=canary_every,
                               artifact_quota_gb=args.artifact_quota_gb, resume_flags=tuple(flags_a_resume_needs(args)))
 
@@ -145,14 +145,16 @@ def campaign_spec(args):
                         name=settings.get("name"), order_seed=settings.get("order_seed"))
 
 
-def run(*, store: str, spec, options=None, on_progress=None, resume_flags=()) -> dict:
-    """Plan (or find) the campaign of ``spec`` and measure what is left of it; returns the summary."""
+def run(*, store: str, spec, options=None, on_progress=None, resume_flags=(), plan=None) -> dict:
+    """Plan (or find) the campaign of ``spec`` and measure what is left of it; returns the summary. ``plan``:
+    ``spec``'s, resolved already (``harness.campaign.resolve_plan``)."""
     from harness.campaign import plan_campaign, resolve_plan
     from harness.coordinator import run_campaign
     from harness.ray_cluster import joined
     from harness.store import Store
 
-    plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
+    if plan is None:
+        plan = resolve_plan(spec)  # an unknown device or arch is refused before a store file is made
     warn_of_own_known_hosts(plan.profiles)
     address = options.address if options is not None else None
     # so is a cluster that cannot be joined (no campaign left planned): joined first, then planned
@@ -233,11 +235,12 @@ def _live(fn, args, **kwargs) -> int:
     from rich.live import Live
 
     from harness.campaign import resume_command
-    from harness.report import progress_table
 
     apply_known_hosts(args)  # ssh devices' host keys are checked against this file
     console = Console(stderr=True)
     options = _options(args)
+    from harness.report import progress_table  # pandas: imported once a campaign runs, not to refuse its flags
+
     if args.no_progress or not console.is_terminal:
         summary = fn(options=options, **kwargs)
     else:
@@ -271,7 +274,11 @@ def quarantine_line(device: str, error: str | None, resume: str, *, new_settings
 
 
 def cmd_run(args) -> int:
-    return _live(run, args, store=args.store, spec=campaign_spec(args), resume_flags=flags_a_resume_needs(args))
+    from harness.campaign import resolve_plan
+
+    spec = campaign_spec(args)
+    plan = resolve_plan(spec)  # an unknown device or arch refused before pandas, paramiko and Ray are imported
+    return _live(run, args, store=args.store, spec=spec, plan=plan, resume_flags=flags_a_resume_needs(args))
 
 
 def cmd_resume(args) -> int:
@@ -426,11 +433,11 @@ def export(*, store: str, fmt: str | None = None, out: str | None = None, name=N
            device=None) -> tuple[Path, str]:
     """Export campaigns ``name`` (a name or a list; see ``harness.export_selection``), ``device``'s results only
     when given (a name or a list). Returns the path and a line saying what was written there."""
-    from harness.export_selection import select_export
+    given, fmt = fmt, export_format(fmt, out)
+    from harness.export_selection import select_export  # pandas: after the check of --format and --out's name
     from harness.exporting import export_help, export_parquet
     from harness.store import Store
 
-    given, fmt = fmt, export_format(fmt, out)
     names = [name] if isinstance(name, str) else name
     devices = [device] if isinstance(device, str) else device
     with Store(store, readonly=True) as st, st.snapshot():  # the file and its line: one moment of a live store
