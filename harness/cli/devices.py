@@ -61,9 +61,8 @@ def add_parser(subparsers) -> None:
 
 def apply_known_hosts(args) -> None:
     """--known-hosts reaches every Host made in this process (and local Ray's workers)."""
-    from harness.remote.connect import KNOWN_HOSTS_ENV
-
-    if getattr(args, "known_hosts", None):
+    if getattr(args, "known_hosts", None):  # paramiko: imported for the flag only, not before a command's checks
+        from harness.remote.connect import KNOWN_HOSTS_ENV
         from harness.remote.known_hosts import read_known_hosts
 
         path = Path(args.known_hosts).expanduser().resolve()
@@ -129,8 +128,6 @@ def _print_failures(group) -> None:
 
 def cmd_deploy(args) -> int:
     from harness.paths import check_writable_folder
-    from harness.remote.lab import deploy_devices
-    from harness.remote.selftest import selftest_failed
 
     if args.prune and not args.tvm_libraries:
         raise UserError("--prune removes the TVM libraries that the --tvm-libraries folder no longer holds: give "
@@ -141,6 +138,9 @@ def cmd_deploy(args) -> int:
     args.artifacts = args.artifacts or str(DEFAULT_ARTIFACTS)
     apply_known_hosts(args)
     profiles = _profiles(args)
+    from harness.remote.lab import deploy_devices  # paramiko: imported once the devices are known
+    from harness.remote.selftest import selftest_failed
+
     libraries = _tvm_libraries(args.tvm_libraries, profiles) if args.tvm_libraries else None
     if not args.no_selftest:  # the self-test model is exported there: a file in the way ended in a traceback
         check_writable_folder(args.artifacts, what=f"the artifact folder {args.artifacts}")
@@ -204,13 +204,14 @@ def _device_states(store: str | None) -> dict:
 
 
 def cmd_status(args) -> int:
-    from harness.remote.connect import deploy_command
-    from harness.remote.lab import device_status
     from agents.protocol import MEASURED_OUTCOMES
 
     apply_known_hosts(args)
     states = _device_states(args.store)
     profiles, unreadable = _status_profiles(args)
+    from harness.remote.connect import deploy_command  # paramiko: imported once the devices are known
+    from harness.remote.lab import device_status
+
     rows = [device_status(p, device_states=states) for p in profiles] + unreadable
     profiles += [None] * len(unreadable)
     # exit 1 otherwise, in both forms: an unreachable device, and one reached that cannot measure (no agent there)
@@ -251,10 +252,11 @@ def _status_profiles(args) -> tuple[list, list[dict]]:
     that cannot be read: one typo in one file of the profile folder hid every other device of the lab."""
     from harness.errors import ProfileError
     from harness.profiles import available_profiles, load_profile
-    from harness.remote.lab import status_row
 
     if not getattr(args, "all", False) or args.devices:
         return _profiles(args, ssh_only=False), []
+    from harness.remote.lab import status_row  # paramiko: not to refuse an unknown device name
+
     profiles, unreadable = [], []
     for name, path in available_profiles().items():
         try:
@@ -297,10 +299,11 @@ def _outcome_label(outcome: str | None, error: str | None) -> str:
 
 def cmd_logs(args) -> int:
     from harness.profiles import load_profile
-    from harness.remote.lab import device_logs
 
     apply_known_hosts(args)
     profile = load_profile(args.device)
+    from harness.remote.lab import device_logs  # paramiko: not to refuse an unknown device name
+
     warn_of_own_known_hosts([profile])
     sys.stdout.write(device_logs(profile, lines=args.lines))
     return 0

@@ -94,6 +94,13 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
     check_outputs({"--out": out, table_flag: table, report_flag: report}, inputs)  # before any measurement
     if canary_every < 0:
         raise UserError(f"--canary-every must be >= 0, got {canary_every}")
+    settings = loop_settings(initial, batch_size, strategy)
+    from harness.profiles import load_profiles
+    from predictors import registry
+
+    # harness.onboard checks both again; here an unknown name is refused before the imports below
+    load_profiles([device])
+    registry.get_class(registry.chosen(method), latency_only=True)
     from harness.coordinator import CoordinatorOptions  # Ray, scipy, pandas: after the checks, so a refusal is quick
     from harness.onboard import onboard
 
@@ -101,7 +108,7 @@ def run(*, device: str, space: str, out, store: str = DEFAULT_STORE, budget: int
                                  if artifacts else store_path.parent / f"{store_path.stem}-artifacts")
     return onboard(device=device, space=space, store=store, budget=budget, target_rho=target_rho, out=out,
                    table_out=table, report_out=report, method=method, candidates=candidates, seed=seed,
-                   measurement=profile, options=options, settings=loop_settings(initial, batch_size, strategy),
+                   measurement=profile, options=options, settings=settings,
                    on_step=on_step)
 
 
