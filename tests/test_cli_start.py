@@ -1,5 +1,6 @@
 """`hwl --help`, each command's `--help` and a usage error load no heavy package: `hwl --help` took 3 s (scipy,
-scikit-learn and pandas came in through package imports the parsers did not need)."""
+scikit-learn and pandas came in through package imports the parsers did not need), and a command's refusal of a bad
+flag value (an unknown task, device or proxy, an output's suffix) up to 1.1 s (pandas, paramiko)."""
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from harness.cli import COMMAND_MODULES, MODULE_COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ["pandas", "ray", "scipy", "sklearn", "torch"]
+HEAVY = ["pandas", "paramiko", "ray", "scipy", "sklearn", "torch"]
 COMMANDS = [command for module in COMMAND_MODULES for command in MODULE_COMMANDS.get(module, (module,))]
 
 # Runs each argv (a JSON list of them) through `hwl` in one fresh process; prints their exit statuses, what they said
@@ -67,6 +68,25 @@ REFUSALS = [  # (argv, what its one line says)
     # refused by the command itself, before it imports what it runs with
     (["onboard", "pi", "--space", "nb201", "--out", "{tmp}/p.pt", "--budget", "1"], "--budget must be at least 2"),
     (["train", "--space", "nb201", "--method", "nope", "--out", "{tmp}/m.pt"], "unknown method 'nope'"),
+    (["onboard", "nope", "--space", "nb201", "--out", "{tmp}/p.pt"], "unknown device 'nope'"),
+    (["onboard", "local-ort-1t", "--space", "nb201", "--out", "{tmp}/p.pt", "--method", "nope"],
+     "unknown method 'nope'"),
+    (["evaluate", "--task", "X9"], "unknown task 'X9'"),
+    (["evaluate", "--task", "N0", "--method", "nope"], "unknown method 'nope'"),
+    (["evaluate", "--task", "N0", "--samples", "x"], "--samples must be comma-separated integers"),
+    (["predict", "m.pt", "--device", "d", "--archs", "1", "--out", "{tmp}/x.txt"], "use a .parquet or .csv file"),
+    (["zcp", "nb201", "--archs", "1", "--proxies", "nope", "--out", "{tmp}/z.parquet"], "unknown proxies ['nope']"),
+    (["search", "--device", "d", "--max-latency-ms", "1", "--accuracy-table", "a.csv", "--seeds", "0"],
+     "--seeds must be at least 1"),
+    (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "nope", "--store", "{tmp}/lab.db"],
+     "unknown device 'nope'"),
+    (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "local-ort-1t", "--store", "{tmp}/lab.db",
+      "--canary-every", "-1"], "--canary-every must be >= 0"),
+    (["campaign", "export", "--store", "{tmp}/lab.db", "--format", "help", "--out", "{tmp}/x.parquet"],
+     "is a Parquet name, but --format help writes CSV"),
+    (["deploy", "nope"], "unknown device 'nope'"),
+    (["status", "nope"], "unknown device 'nope'"),
+    (["logs", "nope"], "unknown device 'nope'"),
 ]
 
 
