@@ -78,6 +78,8 @@ REFUSALS = [  # (argv, what its one line says)
     (["zcp", "nb201", "--archs", "1", "--proxies", "nope", "--out", "{tmp}/z.parquet"], "unknown proxies ['nope']"),
     (["search", "--device", "d", "--max-latency-ms", "1", "--accuracy-table", "a.csv", "--seeds", "0"],
      "--seeds must be at least 1"),
+    (["search", "--device", "d", "--max-latency-ms", "1", "--accuracy-table", "a.csv", "--method", "nope"],
+     "unknown method 'nope'"),
     (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "nope", "--store", "{tmp}/lab.db"],
      "unknown device 'nope'"),
     (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", "local-ort-1t", "--store", "{tmp}/lab.db",

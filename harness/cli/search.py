@@ -65,6 +65,9 @@ def run(args) -> int:
         flag = "--zcp-store" if args.zcp_store else "--zcp-table"
         raise UserError(f"{flag} gives the proxies of --encoding zcp or zcpvec; --encoding vec (the default) reads "
                         "none: add --encoding zcp, or leave the flag out")
+    from predictors import registry
+
+    registry.get_class(registry.chosen(args.method), latency_only=True)  # setup checks it too; here before sklearn
     from predictors.search import NEAR_OPTIMUM_PCT, compare, setup  # scipy, scikit-learn: after the flags' checks
     from spaces import nb201
 
