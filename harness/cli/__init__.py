@@ -45,14 +45,15 @@ COMMAND_MODULES = [
 
 # Modules that register commands named otherwise than the module itself.
 MODULE_COMMANDS = {"devices": ("deploy", "undeploy", "status", "logs")}
+# Every command -> the module that registers it, in the order `hwl --help` lists them.
+COMMANDS = {cmd: m for m in COMMAND_MODULES for cmd in MODULE_COMMANDS.get(m, (m,))}
 
 
 def _modules_for(argv: list[str]) -> list[str]:
     """Only the module of the command given is imported (some pull in torch or sklearn, and
     `hwl campaign status` should not wait for them); all of them for `hwl --help`."""
-    by_command = {cmd: m for m in COMMAND_MODULES for cmd in MODULE_COMMANDS.get(m, (m,))}
     first = next((a for a in argv if not a.startswith("-")), None)
-    return [by_command[first]] if first in by_command else list(COMMAND_MODULES)
+    return [COMMANDS[first]] if first in COMMANDS else list(COMMAND_MODULES)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
