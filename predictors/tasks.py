@@ -11,10 +11,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from predictors.table_errors import LatencyTableError
+
 if TYPE_CHECKING:
     import pandas as pd
 
-# predictors.data (pandas) is imported where a table is read or refused: `hwl evaluate --help` lists TASKS without it.
+# predictors.data (pandas) is imported where a table is read: `hwl evaluate --help` lists TASKS without it.
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ class Task:
     def __post_init__(self):
         both = [d for d in self.test_devices if d in set(self.train_devices)]
         if both:  # the method pretrains on the device's own table: its score would be a leak
-            from predictors.table_errors import LatencyTableError
-
             raise LatencyTableError(f"{', '.join(map(repr, both))} cannot be both a train and a test device; "
                                     "drop it from --test-devices or from --train-devices")
 
@@ -108,8 +108,6 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name.upper() if isinstance(name, str) else name]
     except (KeyError, AttributeError):
-        from predictors.table_errors import LatencyTableError
-
         raise LatencyTableError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} "
                                 "(or give --train-devices and --test-table for a custom task)") from None
 
@@ -126,7 +124,7 @@ def custom_task(space: str, train_devices, test_table: pd.DataFrame, *, train_ta
     from predictors import data
 
     if test_table is None or len(test_table) == 0:
-        raise data.LatencyTableError("the test table is empty")
+        raise LatencyTableError("the test table is empty")
     train_table = data.help_table(space) if train_table is None else train_table
     train_devices = tuple(data.check_devices(train_table, train_devices, what="train device"))
     if test_devices is None:
@@ -143,8 +141,8 @@ def _other_devices(test_table: pd.DataFrame, train_devices) -> list[str]:
     devices = sorted(data.devices_of(test_table))
     left_out = [d for d in devices if d in train_devices]
     if left_out and len(left_out) == len(devices):
-        raise data.LatencyTableError(f"the test table holds only train devices ({', '.join(left_out)}): give a "
-                                     "table of other devices, or other --train-devices")
+        raise LatencyTableError(f"the test table holds only train devices ({', '.join(left_out)}): give a "
+                                "table of other devices, or other --train-devices")
     if left_out:
         log.warning("not scoring %s: a train device cannot also be a test device", ", ".join(left_out))
     return [d for d in devices if d not in train_devices]
