@@ -323,15 +323,15 @@ def test_a_job_sent_behind_a_slow_one_gets_its_whole_time_limit(local_ray, artif
     the first ended, so it was given up as lost part way through its own measurement and its actor killed. A job
     now has its limit from when the one before it ended."""
     dev = _unpinned(write_profile(tmp_path, "ray-slow-pair", runtime="command",
-                                  options={"command": "sh -c 'sleep 16; echo 2.5 ms'", "regex": "([0-9.]+) ms"},
-                                  policy={**FAST_POLICY, "repeats": 1, "window_timeout_s": 20.0,
-                                          "model_timeout_s": 20.0},
+                                  options={"command": "sh -c 'sleep 9; echo 2.5 ms'", "regex": "([0-9.]+) ms"},
+                                  policy={**FAST_POLICY, "repeats": 1, "window_timeout_s": 13.0,
+                                          "model_timeout_s": 13.0},
                                   thermal_domain=f"slow-pair-{os.getpid()}-{tmp_path.name}"))
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835,7165")
-    # most of the session's own 30 s margin taken back: the limit is 19 s, under two of these 16 s jobs with the
-    # 10 s the coordinator waits for an overdue call's answer (29 s), while a job alone has 13 s to spare in it
-    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-31.0)
+    # the session's own 30 s margin taken back: the limit is 13 s, under two of these 9 s jobs (an overdue call is
+    # given up without waiting for its answer), while a job alone has 4 s to spare in it
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-30.0)
     with Store(db) as s:
         run_campaign(s, cid, options)
         outcomes = [o for (o,) in s.db.execute("SELECT outcome FROM results ORDER BY id")]
@@ -360,13 +360,13 @@ def _unpinned(profile: Path) -> Path:
 
 def test_waiting_for_a_device_sharing_the_thermal_domain_does_not_use_up_a_job_s_limit(local_ray, artifacts,
                                                                                         tmp_path):
-    """Two devices of one thermal domain never time at once: the fast one's job waited for the slow one's 28 s
+    """Two devices of one thermal domain never time at once: the fast one's job waited for the slow one's 14 s
     model, and that wait counted against its own 6 s limit, so it was given up as `device_lost` (its actor killed,
     maybe its recover command run) though nothing was wrong with it. The limit now runs from when the job holds
     its locks. The fast device also pins another core, whose lock the test holds until the slow one measures, so
     the slow one goes first."""
     domain = f"shared-{os.getpid()}-{tmp_path.name}"
-    slow = _quick_command_device(tmp_path, "ray-slow-twin", 28, domain)
+    slow = _quick_command_device(tmp_path, "ray-slow-twin", 14, domain)
     fast = _quick_command_device(tmp_path, "ray-fast-twin", 0, domain, cores=(0,))
     db = tmp_path / "lab.db"
     cid = _plan(db, [slow, fast], archs="1835")
@@ -391,13 +391,14 @@ def test_a_device_lock_another_process_never_releases_is_named(local_ray, artifa
     process that hangs holding it) still ends the wait, after 3 limits of the devices sharing it: the device is
     quarantined in one line that names the lock, not with Ray's "Get timed out", and without its recover command
     (no power cycle of the device releases a lock on this machine). At once: it took quarantine_after (3) such
-    waits in a row, 9 limits, the job's attempt given up and the lock waited for again each time."""
+    waits in a row, 9 limits, the job's attempt given up and the lock waited for again each time. (Its limit here is
+    4 s, so the wait ends after 12 s: the job never runs, only the count of limits matters.)"""
     domain = f"held-{os.getpid()}-{tmp_path.name}"
     marker = tmp_path / "power-cycled"
     dev = _quick_command_device(tmp_path, "ray-lock-held", 0, domain, recover=f"touch {marker}")
     db = tmp_path / "lab.db"
     cid = _plan(db, [dev], archs="1835")
-    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-34.0)
+    options = CoordinatorOptions(artifact_dir=artifacts, canary_every=0, job_margin_s=-36.0)
     with device_locks([f"local.thermal.{domain}"]):  # never released while the campaign runs
         summary = _run_store(db, cid, options)
     with Store(db) as s:
