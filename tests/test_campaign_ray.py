@@ -487,10 +487,17 @@ def _run_beside_a_good_device(tmp_path, artifacts, bad):
         return db, cid, summary, s.status(cid).set_index("device")
 
 
-def test_failing_device_is_quarantined_while_others_complete(local_ray, artifacts, tmp_path):
-    bad = write_profile(tmp_path, "ray-bad", runtime="command",
-                        options={"command": "false", "regex": "([0-9.]+) ms"})
-    _, _, summary, status = _run_beside_a_good_device(tmp_path, artifacts, bad)
+@pytest.fixture(scope="module")
+def good_beside_failing(local_ray, artifacts, tmp_path_factory):
+    """One campaign of a good local device beside one whose tool always fails (`false`), run once for the tests
+    that only read what it left: (good profile, bad profile, db, campaign id, summary, status by device)."""
+    folder = tmp_path_factory.mktemp("good-beside-failing")
+    bad = write_profile(folder, "ray-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
+    return (folder / "ray-good.toml", bad, *_run_beside_a_good_device(folder, artifacts, bad))
+
+
+def test_failing_device_is_quarantined_while_others_complete(good_beside_failing):
+    *_, summary, status = good_beside_failing
     assert summary["devices"]["ray-bad"]["state"] == "quarantined"
     assert status.loc["ray-bad", "state"] == "quarantined"
     assert "3 failed attempts in a row" in status.loc["ray-bad", "error"]
@@ -538,17 +545,12 @@ def test_a_phone_whose_tool_is_not_installed_is_refused_before_any_attempt(local
     assert attempts == 0
 
 
-def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(local_ray, artifacts, tmp_path, capsys):
+def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(good_beside_failing, capsys):
     """With pandas 3 a missing error of the good device read as NaN beside the quarantined one's text: `hwl
     campaign status` died in a TypeError ('float' object is not subscriptable) and --json printed NaN, which
     JSON readers refuse. The good device's error is now empty (table) and null (JSON)."""
-    good = write_profile(tmp_path, "ray-good")
-    bad = write_profile(tmp_path, "ray-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [good, bad])
-    with Store(db) as s:
-        assert run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))[
-            "devices"]["ray-bad"]["state"] == "quarantined"
+    _, _, db, _, summary, _ = good_beside_failing
+    assert summary["devices"]["ray-bad"]["state"] == "quarantined"
     capsys.readouterr()
     assert hwl_main(["campaign", "status", "--store", str(db)]) == 0
     table = capsys.readouterr().out
@@ -562,16 +564,11 @@ def test_status_of_a_campaign_with_a_quarantined_device_beside_a_good_one(local_
     assert "3 failed attempts in a row" in devices["ray-bad"]["error"]
 
 
-def test_device_status_with_a_store_of_a_quarantined_device_beside_a_good_one(local_ray, artifacts, tmp_path,
-                                                                               capsys, monkeypatch):
+def test_device_status_with_a_store_of_a_quarantined_device_beside_a_good_one(good_beside_failing, capsys,
+                                                                               monkeypatch):
     """`hwl status DEVICES --store` read the good device's NULL error as NaN (pandas 3) beside the quarantined
     one's text: the table died in a TypeError ('float' object is not subscriptable) and --json printed NaN."""
-    good = write_profile(tmp_path, "ray-good")
-    bad = write_profile(tmp_path, "ray-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [good, bad])
-    with Store(db) as s:
-        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
+    good, bad, db, *_ = good_beside_failing
     capsys.readouterr()
     monkeypatch.setenv("COLUMNS", "250")  # the table's rows unwrapped
     assert hwl_main(["status", str(good), str(bad), "--store", str(db)]) == 0
