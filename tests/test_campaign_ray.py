@@ -176,21 +176,42 @@ def _check_one_answer_per_job(db):
     return len(rows)
 
 
-def test_campaign_completes_exports_and_rerun_measures_nothing(local_ray, artifacts, tmp_path):
+def _functions_registered_as(name: str) -> int:
+    """How many remote functions of this name the driver registered in Ray's GCS function table."""
+    import pickle
+
+    from ray._private.function_manager import KV_NAMESPACE_FUNCTION_TABLE
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    keys = gcs.internal_kv_keys(b"RemoteFunction:", KV_NAMESPACE_FUNCTION_TABLE)
+    return sum(pickle.loads(gcs.internal_kv_get(key, KV_NAMESPACE_FUNCTION_TABLE))["function_name"].endswith(name)
+               for key in keys)
+
+
+def test_campaign_completes_exports_forgets_its_models_registers_one_task_and_rerun_measures_nothing(
+        local_ray, artifacts, tmp_path):
+    """Two devices with the same export settings share each model. Besides the campaign's results, export and
+    rerun: a month-long campaign must not keep one export per architecture in memory (nor scan them all at every
+    turn of its loop), and each export is a Ray task of one remote function: one made per export was a function
+    of its own to Ray, so the GCS kept one more (and each worker loaded one more) at every job of a campaign."""
     a, b = write_profile(tmp_path, "ray-a"), write_profile(tmp_path, "ray-b")
     db = tmp_path / "lab.db"
     cid = _plan(db, [a, b])
     opts = CoordinatorOptions(artifact_dir=artifacts, canary_every=2, drift_pause_s=SHORT_PAUSE_S)
     with Store(db) as s:
-        summary = run_campaign(s, cid, opts)
+        coord = Coordinator(s, cid, opts)  # what run_campaign runs, kept to look at its book of exports
+        summary = coord.run()
     assert {d["state"] for d in summary["devices"].values()} == {"active"}
     assert _check_one_answer_per_job(db) == 6
+    assert [key[:2] for key in coord.exports.by_key] == [CANARY_ARCH]  # the canary's model stays for the next canary
+    assert not coord.exports.pending and not coord.exports.users
+    assert _functions_registered_as("export_task") == 1
     with Store(db) as s:
         n_results = s.db.execute("SELECT count(*) FROM results").fetchone()[0]
         canaries = s.query("SELECT device, ok, median_ms FROM canaries")
         assert set(canaries["device"]) == {"ray-a", "ray-b"} and canaries["median_ms"].notna().all()
         assert s.db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] >= 1
-        assert s.db.execute("SELECT count(*) FROM artifacts").fetchone()[0] >= 3
+        assert s.db.execute("SELECT count(*) FROM artifacts").fetchone()[0] >= 4  # the 3 archs and the canary
         # the same campaign again: nothing is measured, no actor is started
         again = run_campaign(s, cid, opts)
         assert s.db.execute("SELECT count(*) FROM results").fetchone()[0] == n_results
@@ -1184,45 +1205,6 @@ def test_a_resumed_campaign_checks_its_first_canary_against_the_stored_baseline(
                                    "WHERE j.campaign_id = ?", (later,)).fetchall()
     assert first_canary == {later: (1, 3.3, 3.0, 0), fresh: (0, 3.3, 3.3, 1)}
     assert len(later_flags) == 1 and "canary_drift" in later_flags[0][0]
-
-
-def test_the_coordinator_forgets_each_export_once_no_device_still_needs_it(local_ray, artifacts, tmp_path):
-    # two devices with the same export settings share each model; a month-long campaign must not keep
-    # one export per architecture in memory (nor scan them all at every turn of its loop)
-    a, b = write_profile(tmp_path, "ray-fa"), write_profile(tmp_path, "ray-fb")
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [a, b])
-    with Store(db) as s:
-        coord = Coordinator(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=2,
-                                                       drift_pause_s=SHORT_PAUSE_S))
-        coord.run()
-    assert _check_one_answer_per_job(db) == 6
-    assert [key[:2] for key in coord.exports.by_key] == [CANARY_ARCH]  # the canary's model stays for the next canary
-    assert not coord.exports.pending and not coord.exports.users
-
-
-def _functions_registered_as(name: str) -> int:
-    """How many remote functions of this name the driver registered in Ray's GCS function table."""
-    import pickle
-
-    from ray._private.function_manager import KV_NAMESPACE_FUNCTION_TABLE
-
-    gcs = ray._private.worker.global_worker.gcs_client
-    keys = gcs.internal_kv_keys(b"RemoteFunction:", KV_NAMESPACE_FUNCTION_TABLE)
-    return sum(pickle.loads(gcs.internal_kv_get(key, KV_NAMESPACE_FUNCTION_TABLE))["function_name"].endswith(name)
-               for key in keys)
-
-
-def test_a_campaign_registers_its_export_task_with_ray_once(local_ray, artifacts, tmp_path):
-    """Each export is a Ray task of one remote function: one made per export was a function of its own
-    to Ray, so the GCS kept one more (and each worker loaded one more) at every job of a campaign."""
-    db = tmp_path / "lab.db"
-    cid = _plan(db, [write_profile(tmp_path, "ray-once")])
-    with Store(db) as s:
-        run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=2, drift_pause_s=SHORT_PAUSE_S))
-        exports = s.db.execute("SELECT count(*) FROM artifacts").fetchone()[0]
-    assert exports >= 4  # the 3 archs and the canary
-    assert _functions_registered_as("export_task") == 1
 
 
 def test_artifact_quota_removes_models_no_job_needs_and_exports_them_again(local_ray, tmp_path):
