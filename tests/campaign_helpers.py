@@ -116,12 +116,13 @@ def hwl(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
 MOMENT_WAIT_S = 600
 
 
-def signal_when(args, ray_tmp, ready, sig, *, between=None, between_ready=None):
-    """Start `hwl *args`, wait until ``ready()``, send ``sig``. With ``between``, first wait until
-    ``between_ready()`` (default ``ready``) and call ``between(pid)``. ``sig`` may also be a function of
-    the pid that does something else to the process tree. Returns (stderr, exit status, stdout)."""
+def signal_when(args, ray_tmp, ready, sig, *, between=None, between_ready=None, env=None):
+    """Start `hwl *args` (with ``env`` added to the environment), wait until ``ready()``, send ``sig``. With
+    ``between``, first wait until ``between_ready()`` (default ``ready``) and call ``between(pid)``. ``sig`` may also
+    be a function of the pid that does something else to the process tree. Returns (stderr, exit status, stdout)."""
     # a shell without job control starts background jobs with SIGINT ignored; Ctrl-C must reach hwl
-    proc = subprocess.Popen([*HWL, *args], env={**os.environ, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*HWL, *args], env={**os.environ, **(env or {}), "RAY_TMPDIR": ray_tmp},
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
