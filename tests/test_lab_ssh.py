@@ -24,6 +24,7 @@ ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (sshd_available() and netns_available()), reason="needs sshd, root, ip netns")]
 ARCHS = "1835,7165,9545,4123,11000,333"
+ARCHS_GOING_AWAY = "1835,7165,9545,4123"
 
 
 @pytest.fixture(scope="module")
@@ -218,13 +219,14 @@ def _results(db):
 
 @pytest.fixture(scope="module")
 def lab_ray():
-    """One local Ray for the module's in-process campaigns, a node with both hosts' resources: a start and a
-    shutdown took 6-9 s under load, and these tests take a host's sshd away, never Ray's node."""
+    """One local Ray for the module's in-process campaigns, a node with the hosts' resources (pi-hot: the too-hot
+    test's own host): a start and a shutdown took 6-9 s under load, and these tests take a host's sshd away, never
+    Ray's node."""
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = temp  # Ray's daemons inherit it, so kill_leftovers finds them
     try:
         ray.init(num_cpus=2, include_dashboard=False, namespace="hwl", log_to_driver=False, _temp_dir=temp,
-                 resources={"host:pi-a": 1000, "host:pi-b": 1000})
+                 resources={"host:pi-a": 1000, "host:pi-b": 1000, "host:pi-hot": 1000})
         os.environ.pop("RAY_TMPDIR")  # the other tests' `hwl` subprocesses start Rays of their own
         yield
     finally:
@@ -252,7 +254,10 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, lab_ray, artifac
     profiles = [write_ssh_profile(tmp_path, h, lab["key"], lab["trusted"], policy=slow) for h in lab["hosts"]]
     db = tmp_path / "lab.db"
     with Store(db) as s:
-        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS, devices=tuple(map(str, profiles))))
+        # 4 jobs a device: 2 before the outage, one in flight at it, one after; under load each job was 3
+        # attempts (its records flagged contended, rule 18), and 6 a device took 36 s
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs=ARCHS_GOING_AWAY,
+                                                  devices=tuple(map(str, profiles))))
     pi_b = lab["hosts"][1]
     outage = {}
 
@@ -268,7 +273,9 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, lab_ray, artifac
         time.sleep(0.3)  # into the next measurement
         pi_b.sshd.stop()  # kills sshd, the session and the agent mid-measurement
         outage["at"] = time.monotonic()
-        time.sleep(4)
+        # away for its first reconnect tries (at once and 1 s on; the backoff's next is 3 s on, which finds it back):
+        # 4 s here made that next try the one 7 s on
+        time.sleep(2)
         pi_b.sshd.start()
         outage["back"] = time.monotonic()
 
@@ -276,7 +283,7 @@ def test_campaign_over_ssh_survives_a_host_going_away(deployed, lab_ray, artifac
     assert "back" in outage, "the outage never happened"
     assert {d["state"] for d in summary["devices"].values()} == {"active"}, summary["devices"]
     rows, lost = _results(db)
-    assert len(rows) == 12
+    assert len(rows) == 2 * len(ARCHS_GOING_AWAY.split(","))
     for job_id, device, state, accepted, n_ok in rows:
         assert state == "done" and accepted == 1 and n_ok <= 1, (job_id, device, state, accepted, n_ok)
     assert lost >= 1, "no measurement was in flight when pi-b went away"
@@ -409,10 +416,16 @@ def test_a_crashed_device_is_power_cycled_by_its_recover_command(deployed, lab_r
     assert len(policies) == 6 and {p["max_temp_c"] for p in policies} == {85.0}
 
 
-def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(lab, artifacts, tmp_path):
+def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(lab, lab_ray, artifacts, tmp_path,
+                                                                               caplog):
     """Rule 6: a Pi whose sensor stays over its limit past the policy's give-up time is quarantined
     at its first measurement (its drift canary, then a job), without a power cycle, and no
-    architecture is charged; once it has cooled, resume measures everything."""
+    architecture is charged; once it has cooled, a run again (a resume) measures everything. The campaign runs in
+    this process on the module's Ray (each `hwl campaign run` started a Ray of its own: seconds, under load tens)."""
+    from harness.profiles import load_profile
+    from harness.remote.connect import host_for
+    from harness.remote.deploy import deploy
+
     sensors = tmp_path / "thermal"
     (sensors / "thermal_zone0").mkdir(parents=True)
     (sensors / "thermal_zone0" / "type").write_text("cpu-thermal\n")
@@ -421,25 +434,35 @@ def test_a_device_that_stays_too_hot_is_quarantined_and_charges_no_architecture(
     host = start_lab_host("pi-hot", "198.18.53", tmp_path, lab["key"], sensors=sensors)
     try:
         policy = {**FAST_POLICY, "max_temp_c": 85, "temp_poll_s": 0.2, "temp_give_up_s": 1}
-        profile = write_ssh_profile(tmp_path, host, lab["key"], tmp_path / "known_hosts", policy=policy)
+        known = tmp_path / "known_hosts"
+        known.write_text(host.sshd.public_host_key_line())  # trusting a new host is not what this test is about
+        profile = write_ssh_profile(tmp_path, host, lab["key"], known, policy=policy)
         relay = tmp_path / "power-cycled"  # a power cycle cools nothing: it must not run
         profile.write_text(profile.read_text().replace("[runtime]", f"recover = \"touch {relay}\"\n\n[runtime]"))
-        assert hwl("deploy", profile, "--trust-new-host", "--no-selftest").returncode == 0
+        loaded = load_profile(profile)
+        with host_for(loaded) as device:
+            deploy(device, python=loaded.host.python, agent_dir=loaded.host.agent_dir, use_venv=False)
         db = tmp_path / "lab.db"
-        run = ["campaign", "run", "--space", "nb201", "--archs", "1835,7165", "--devices", profile, "--store", db,
-               "--no-progress", "--artifacts", artifacts]
-        for canary_every in ("50", "0"):  # the session's first canary, then a job, meets the heat
-            hot = hwl(*run, "--canary-every", canary_every)
-            assert hot.returncode == 1, hot.stderr
+        with Store(db) as s:
+            cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1835,7165", devices=(str(profile),)))
+
+        def run(canary_every):
+            caplog.clear()
+            with Store(db) as s, caplog.at_level(logging.WARNING, logger="harness.coordinator"):
+                return run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=canary_every))
+
+        for canary_every in (50, 0):  # the session's first canary, then a job, meets the heat
+            hot = run(canary_every)
+            assert hot["devices"]["pi-hot"]["state"] == "quarantined", hot  # `hwl campaign run` exits 1
             assert ("device pi-hot quarantined: it stayed too hot to measure: device at 95.0 C, over the 85 C "
-                    "limit") in hot.stderr
+                    "limit") in caplog.text, caplog.text
         with sqlite3.connect(db) as con:
             assert con.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("queued", 2)]
             assert {o for (o,) in con.execute("SELECT outcome FROM results")} <= {"device_lost"}
         assert not relay.exists()
         temp.write_text("45000\n")  # cooled down
-        cool = hwl(*run, "--canary-every", "0")
-        assert cool.returncode == 0, cool.stderr
+        cool = run(0)
+        assert cool["devices"]["pi-hot"]["state"] == "active", cool
         with sqlite3.connect(db) as con:
             assert con.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall() == [("done", 2)]
     finally:
@@ -492,11 +515,12 @@ def pi_a_trusted(lab, tmp_path):
     return write_ssh_profile(tmp_path, lab["hosts"][0], lab["key"], lab["trusted"])
 
 
-def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, artifacts, tmp_path,
-                                                                          monkeypatch):
+def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_trusted, lab_ray, artifacts, tmp_path,
+                                                                          monkeypatch, caplog):
     """After a code change the device keeps the agent last deployed there: the campaign measured
     with it under this code's version and said nothing. Now it names the device and the `hwl deploy`
-    line that reaches it (here by its file, as the campaign was given it)."""
+    line that reaches it (here by its file, as the campaign was given it). The campaigns run in this process on the
+    module's Ray (the coordinator's warning is the same as `hwl campaign run` prints, without a Ray start each)."""
     from harness.profiles import load_profile
     from harness.remote.bundle import AgentBundle, build_bundle
     from harness.remote.connect import KNOWN_HOSTS_ENV, deploy_command, host_for
@@ -508,12 +532,11 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
     with host_for(profile) as host:
         deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False, bundle=older)
     try:  # no drift canaries (an export and 2 measurements a run): the agent's version is said when it answers
-        out = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
-                  "--store", tmp_path / "lab.db", "--artifacts", artifacts, "--canary-every", "0")
-        assert out.returncode == 0, out.stderr
-        assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in out.stderr
+        out = _run_one(tmp_path / "lab.db", pi_a_trusted, artifacts, caplog)
+        assert out["devices"]["pi-a"]["done"] == 1, out
+        assert f"pi-a: its agent {older.name} is not this hwl's ({now.name})" in caplog.text
         # by its file: `hwl deploy pi-a` said "unknown device 'pi-a'", the profile being no known name
-        assert f"run `hwl deploy {pi_a_trusted}` to update it" in out.stderr
+        assert f"run `hwl deploy {pi_a_trusted}` to update it" in caplog.text
         # a profile with no known_hosts of its own is reached through the campaign's --known-hosts (set as
         # HWL_KNOWN_HOSTS for the coordinator): so is deploy
         trusted = next(line for line in pi_a_trusted.read_text().splitlines() if line.startswith("known_hosts"))
@@ -526,6 +549,14 @@ def test_a_campaign_says_when_a_device_runs_an_agent_older_than_this_code(pi_a_t
     finally:
         with host_for(profile) as host:
             deploy(host, python=profile.host.python, agent_dir=profile.host.agent_dir, use_venv=False)
-    again = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", pi_a_trusted,
-                "--store", tmp_path / "lab2.db", "--artifacts", artifacts, "--canary-every", "0")
-    assert again.returncode == 0 and "is not this hwl's" not in again.stderr, again.stderr
+    caplog.clear()
+    again = _run_one(tmp_path / "lab2.db", pi_a_trusted, artifacts, caplog)
+    assert again["devices"]["pi-a"]["done"] == 1 and "is not this hwl's" not in caplog.text, caplog.text
+
+
+def _run_one(db, profile, artifacts, caplog) -> dict:
+    """A campaign of one architecture on ``profile``'s device, on the module's Ray, its warnings in ``caplog``."""
+    with Store(db) as s:
+        cid, _, _ = plan_campaign(s, CampaignSpec(space="nb201", archs="1835", devices=(str(profile),)))
+    with Store(db) as s, caplog.at_level(logging.WARNING, logger="harness.coordinator"):
+        return run_campaign(s, cid, CoordinatorOptions(artifact_dir=artifacts, canary_every=0))
