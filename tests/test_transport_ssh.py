@@ -254,8 +254,8 @@ def test_link_cut_mid_session_then_restored(tmp_path, models):
     with _host_behind_a_link(tmp_path, "hwlt-ssh", "198.18.42") as (link, new_session):
         session = new_session().open()
         link.cut()
-        with pytest.raises(ConnectionLost):
-            session.request(Ping(sent_ns=3), timeout_s=3)
+        with pytest.raises(ConnectionLost):  # no answer comes over the cut link: its timeout's length is no matter
+            session.request(Ping(sent_ns=3), timeout_s=1)
         session.close()
         with pytest.raises(ConnectionLost):
             new_session().open()
@@ -270,11 +270,21 @@ def test_a_link_cut_during_a_long_measurement_is_noticed_within_the_link_timeout
     with _host_behind_a_link(tmp_path, "hwlt-keep", "198.18.43", link_timeout_s=4) as (link, new_session):
         long = dataclasses.replace(_measure(models[0]), policy={**TINY, "window_min_s": 60.0, "repeats": 2})
         with new_session() as session:
-            threading.Timer(3.0, link.cut).start()  # into the first timed window
+            # cut once the agent runs the job (its mark in the folder of jobs in flight), not a fixed 3 s later
+            threading.Thread(target=_cut_once_a_job_runs, args=(link, tmp_path / "hwl" / "cache"), daemon=True).start()
             start = time.monotonic()
             with pytest.raises(ConnectionLost):
                 session.request(long, timeout_s=300)
             assert time.monotonic() - start < 30, "noticed only at the reply timeout"
+
+
+def _cut_once_a_job_runs(link, cache: Path, wait_s: float = 120) -> None:
+    """Cut ``link`` once the agent caching in ``cache`` has a job in flight (or after ``wait_s``: a guard against a
+    job that never starts, which the test's request then waits out)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not any((cache / IN_FLIGHT_FOLDER).glob("*.job")):
+        time.sleep(0.05)
+    link.cut()
 
 
 def test_a_cached_model_gone_bad_on_the_device_is_pushed_again(deployed, models):
