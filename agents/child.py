@@ -302,6 +302,7 @@ def _measure(job: dict, report) -> dict:
         # Read and hash the file here, once, and run those bytes: the agent's own check is on a file that can be
         # swapped before this process starts, and a runtime opening the path again could run another file.
         model = read_verified(job["model_path"], request.sha256) if job["model_path"] else None
+        _keep_torch_out_of_tvm(request.runtime_name)
         adapter = runtimes.load(request.runtime_name)
         t0 = time.perf_counter_ns()
         prepared = adapter.prepare(request, model, job["cache_dir"] or None)
@@ -363,6 +364,15 @@ def _measure(job: dict, report) -> dict:
     if left_running:
         message = _with_leftovers(message, left_running, "which may have disturbed its timing")
     return {"outcome": outcome, "message": message, "measurement": m.to_dict()}
+
+
+def _keep_torch_out_of_tvm(runtime: str) -> None:
+    """tvm_ffi imports torch, where it is installed, before itself (a workaround for a symbol clash on Windows):
+    4-6 s and hundreds of MB (and torch's own thread pool) in each TVM measuring process, which never uses torch.
+    This process measures one model with one runtime, so for TVM torch's import fails here and tvm_ffi goes on
+    without it."""
+    if runtime == "tvm" and "torch" not in sys.modules:
+        sys.modules["torch"] = None
 
 
 def _with_leftovers(message: str, left: list[str], why: str) -> str:

@@ -480,6 +480,19 @@ def test_tvm_compiles_caches_and_runs_a_prebuilt_library(nb201_onnx, tmp_path):
     assert res.record().metadata["runtime"]["compile_ms"] is None
 
 
+def test_a_tvm_measuring_process_never_imports_torch(tmp_path, monkeypatch):
+    """tvm_ffi imports torch before itself wherever torch is installed: 4-6 s and hundreds of MB in each TVM
+    measuring process, which never uses it. A module named torch found first on the child's path tells."""
+    probe, imported = tmp_path / "probe", tmp_path / "TORCH_IMPORTED"
+    probe.mkdir()
+    (probe / "torch.py").write_text(f"open({str(imported)!r}, 'w').close()\nraise ImportError('not torch')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")])))
+    path = symbolic_onnx(tmp_path / "relu.onnx", [1, 4])
+    res = measure(runtime="tvm", model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
+    assert res.outcome in TIMED, res.message
+    assert not imported.exists(), "the TVM measuring process imported torch"
+
+
 @pytest.mark.slow
 def test_tvm_times_each_window_in_it(tmp_path, monkeypatch):
     """TVM's timer returns several blocks per call; a window kept those its last call timed past its end, and the
