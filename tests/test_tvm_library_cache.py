@@ -19,8 +19,7 @@ TINY = {"warmup_min_runs": 2, "warmup_min_s": 0.01, "repeats": 2, "window_min_ru
         "cooldown_s": 0.0}
 
 
-@pytest.fixture
-def relu_model(tmp_path):
+def _relu_onnx(folder: Path) -> tuple[Path, str]:
     import onnx
     import onnx.helper as helper
     x = helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])
@@ -28,9 +27,31 @@ def relu_model(tmp_path):
     graph = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "relu", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    path = tmp_path / "relu.onnx"
+    path = folder / "relu.onnx"
     onnx.save(model, path)
     return path, sha256_of(path)
+
+
+@pytest.fixture
+def relu_model(tmp_path):
+    return _relu_onnx(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def built_by_the_agent(tmp_path_factory):
+    """A cache folder where the agent built, cached and recorded the relu model's library (its first measurement
+    with that cache). Tests that start from a cached library take a copy of their own: a build each took seconds."""
+    folder = tmp_path_factory.mktemp("built")
+    model, sha = _relu_onnx(folder)
+    first = _measure(model, sha, folder / "cache")
+    assert first.outcome in ("ok", "unstable"), first.message
+    assert first.record().metadata["runtime"]["library_cached"] is False
+    return folder / "cache"
+
+
+def _cache_built_by_the_agent(built: Path, tmp_path: Path) -> Path:
+    """A copy of the fixture's cache (modes kept: the agent's folder is private), for a test to swap files in."""
+    return Path(shutil.copytree(built, tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -70,12 +91,10 @@ def test_without_a_cache_no_library_is_taken_from_the_shared_temp_dir(relu_model
     assert not any(p.name.startswith("hwl-tvm-") for p in shared_tmp.iterdir())  # the private build is gone
 
 
-def test_a_swapped_cached_library_is_built_again_not_loaded(relu_model, planted, tmp_path):
+def test_a_swapped_cached_library_is_built_again_not_loaded(relu_model, planted, built_by_the_agent, tmp_path):
     model, sha = relu_model
     evil, marker = planted
-    cache = tmp_path / "cache"
-    first = _measure(model, sha, cache)
-    assert first.outcome in ("ok", "unstable"), first.message
+    cache = _cache_built_by_the_agent(built_by_the_agent, tmp_path)
     built = _plant(evil, cache / "tvm", sha)  # swapped for another file on the device
     again = _measure(model, sha, cache)
     assert not marker.exists(), "the agent loaded a cached library whose bytes changed since it built it"
@@ -120,11 +139,11 @@ def _prepare_in_process(model: Path, sha: str, cache_dir, **fields):
     return tvm_vm.prepare(request, read_verified(model, sha), cache_dir)
 
 
-def test_a_cached_library_swapped_after_its_check_is_not_loaded(relu_model, planted, tmp_path, monkeypatch):
+def test_a_cached_library_swapped_after_its_check_is_not_loaded(relu_model, planted, built_by_the_agent, tmp_path,
+                                                                 monkeypatch):
     model, sha = relu_model
     evil, marker = planted
-    cache = tmp_path / "cache"
-    assert _measure(model, sha, cache).outcome in ("ok", "unstable")  # built, cached, its digest recorded
+    cache = _cache_built_by_the_agent(built_by_the_agent, tmp_path)  # built, cached, its digest recorded
     cached = cache / "tvm" / f"{build_hash(sha, 'llvm', 3)}.so"
     _swap_at_the_scan(monkeypatch, evil, cached)
     try:
@@ -134,15 +153,14 @@ def test_a_cached_library_swapped_after_its_check_is_not_loaded(relu_model, plan
     assert prepared.metadata["library_cached"] is True and prepared.block(1) > 0  # the checked bytes ran
 
 
-def test_a_prebuilt_library_is_loaded_only_as_the_request_vouches_for_it(relu_model, planted, tmp_path,
-                                                                         monkeypatch):
+def test_a_prebuilt_library_is_loaded_only_as_the_request_vouches_for_it(relu_model, planted, built_by_the_agent,
+                                                                         tmp_path, monkeypatch):
     """options.library was loaded (its code run) with no expected hash at all; it now needs library_sha256, the
     bytes must match it, and what is loaded is those bytes even when the file is swapped right after the check."""
     from agents.errors import HashMismatch
     model, sha = relu_model
     evil, marker = planted
-    cache = tmp_path / "cache"
-    assert _measure(model, sha, cache).outcome in ("ok", "unstable")
+    cache = _cache_built_by_the_agent(built_by_the_agent, tmp_path)
     shipped = tmp_path / "shipped.so"
     shutil.copy(cache / "tvm" / f"{build_hash(sha, 'llvm', 3)}.so", shipped)
     res = run_measurement(Measure(id="t", runtime="tvm", sha256=sha, input_shape=(1, 4), profile="quick",
