@@ -2,6 +2,8 @@
 export`, then `hwl adapt` / `hwl predict` on the exported file, as on another machine without the store."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -18,7 +20,7 @@ from harness.cli import main
 from harness.coordinator import CoordinatorOptions, campaign_ray
 from harness.profiles import load_profiles
 from harness.store import Store
-from tests.campaign_helpers import hwl, kill_leftovers, write_profile
+from tests.campaign_helpers import kill_leftovers, write_profile
 
 pytestmark = pytest.mark.slow
 BATCH_1 = "0-9"  # ten NB201 cells at batch 1, then five of them at batch 2 under the same device name
@@ -29,24 +31,33 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A store with campaigns batch-1 and batch-2 of device lab-ort (lab.db), one with batch-1 alone (batch-1.db),
+    batch-1 and a campaign of lab-ort without graph optimisation (no-opt.db), batch-1 and a campaign whose command
+    device lab-bad fails every attempt (broken.db, with what that run said in broken.stderr and broken.status),
     and a model pretrained on HELP's table."""
     root = tmp_path_factory.mktemp("lab")
-    (root / "b2").mkdir()
+    for folder in ("b2", "plain", "bad"):
+        (root / folder).mkdir()
     one = write_profile(root, "lab-ort")
     two = write_profile(root / "b2", "lab-ort")
     two.write_text(two.read_text().replace("[measurement]", "[workload]\nbatch_size = 2\n\n[measurement]"))
+    plain = write_profile(root / "plain", "lab-ort", options={"graph_optimization": "disable"})
+    bad = write_profile(root / "bad", "lab-bad", runtime="command", options={"command": "false",
+                                                                              "regex": "([0-9.]+) ms"})
     ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")  # short: Ray's socket paths are limited
     os.environ["RAY_TMPDIR"] = ray_tmp  # Ray's daemons inherit it, so kill_leftovers finds them
     try:
-        # `hwl campaign run` in this process, both campaigns in the Ray session such a run starts (pinned off the
-        # device's core): a Ray start and a torch import in its export worker less than two runs in subprocesses
-        with campaign_ray(load_profiles([str(one)]), CoordinatorOptions()):  # both profiles: host, cores
+        # `hwl campaign run` in this process, all four campaigns in the Ray session such a run starts (pinned off
+        # the devices' core): a Ray start and a torch import in its export worker less than runs in subprocesses
+        with campaign_ray(load_profiles([str(one)]), CoordinatorOptions()):  # every profile's: host, cores
             for name, archs, profile in (("batch-1", BATCH_1, one), ("batch-2", BATCH_2, two)):
                 assert main(["campaign", "run", "--space", "nb201", "--archs", archs, "--devices", str(profile),
                              "--name", name, "--store", str(root / "lab.db"), "--artifacts", str(root / "art"),
                              "--canary-every", "0", "--no-progress"]) == 0
                 if name == "batch-1":  # a store of one setting, for the tests of imported rows
-                    _copy_store(root / "lab.db", root / "batch-1.db")
+                    for copy in ("batch-1", "no-opt", "broken"):
+                        _copy_store(root / "lab.db", root / f"{copy}.db")
+            assert _run(root, "no-opt", plain) == 0, (root / "no-opt.stderr").read_text()
+            (root / "broken.status").write_text(str(_run(root, "broken", f"{one},{bad}")))
     finally:
         os.environ.pop("RAY_TMPDIR", None)
         kill_leftovers(ray_tmp)
@@ -54,6 +65,18 @@ def lab(tmp_path_factory):
     assert main(["train", "--space", "nb201", "--devices", "1080ti_1,pixel3,raspi4", "--n-pretrain", "300",
                  "--out", str(root / "model.pt")]) == 0
     return root
+
+
+def _run(root, name, devices):
+    """`hwl campaign run` of NB201 0-3 on ``devices`` into the store ``root/NAME.db``, in this process (see lab); what
+    it printed to stderr is kept in ``root/NAME.stderr``."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", str(devices), "--name",
+                       name, "--store", str(root / f"{name}.db"), "--artifacts", str(root / "art"),
+                       "--canary-every", "0", "--no-progress"])
+    (root / f"{name}.stderr").write_text(err.getvalue())
+    return status
 
 
 def _copy_store(src, dst):
@@ -67,9 +90,10 @@ def _copy_store(src, dst):
     return dst
 
 
-def _export(lab, name, out):
-    done = hwl("campaign", "export", "--store", lab / "lab.db", "--name", name, "--out", out)
-    assert done.returncode == 0, done.stderr
+def _export(lab, name, out, store="lab.db"):
+    """`hwl campaign export` of campaign ``name`` of ``lab/STORE`` to ``out``, in this process (pandas and pyarrow
+    imported once, not in a process each)."""
+    assert main(["campaign", "export", "--store", str(lab / store), "--name", name, "--out", str(out)]) == 0
     return out
 
 
@@ -201,18 +225,9 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     """A real campaign whose command device fails every attempt (quarantined, its jobs queued): adapt, train and
     evaluate --store said "unknown device 'lab-bad'; valid devices: lab-ort", as if the store had never heard
     of it. They now say what became of its jobs and how to go on."""
-    bad = write_profile(tmp_path, "lab-bad", runtime="command", options={"command": "false", "regex": "([0-9.]+) ms"})
-    db = _copy_store(lab / "batch-1.db", tmp_path / "lab.db")
-    ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")
-    try:
-        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", f"{lab / 'lab-ort.toml'},{bad}",
-                  "--name", "broken",
-                  "--store", db, "--artifacts", lab / "art", "--canary-every", "0", "--no-progress",
-                  env={"RAY_TMPDIR": ray_tmp})
-    finally:
-        kill_leftovers(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert run.returncode == 1 and "lab-bad quarantined" in run.stderr, run.stderr
+    db = lab / "broken.db"  # batch-1, then campaign broken of lab-ort and lab-bad (run in the fixture's Ray)
+    said = (lab / "broken.stderr").read_text()
+    assert (lab / "broken.status").read_text() == "1" and "lab-bad quarantined" in said, said
     line = (f"store {db} holds no accepted nb201 latency of lab-bad (campaign broken: 4 queued (device quarantined)): "
             f"once it has some (hwl campaign resume --store {db} --name broken --artifacts {lab / 'art'} "
             "--canary-every 0, or wait for the coordinator running it), run this again")  # with the flags the campaign ran with
@@ -231,7 +246,7 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--store", str(db),
                  "--out", str(tmp_path / "a.pt")]) == 0  # the good device of the same store adapts as before
     # the campaign's export: lab-bad's attempts are in it, but no accepted label
-    exported = _export(tmp_path, "broken", tmp_path / "broken.parquet")
+    exported = _export(lab, "broken", tmp_path / "broken.parquet", store="broken.db")
     capsys.readouterr()
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--measurements", str(exported),
                  "--out", str(tmp_path / "b.pt")]) == 2
@@ -260,19 +275,9 @@ def test_an_export_file_joining_two_runtime_options_is_refused(lab, tmp_path, ca
     """The export's settings columns (threads, cores, batch_size, ...) leave out the runtime options: two campaigns
     of lab-ort differing only in onnxruntime's graph optimisation, joined into one file, read as one setting and
     adapt took the median of both. The export now carries each device's whole identity (settings, JSON)."""
-    db = _copy_store(lab / "batch-1.db", tmp_path / "lab.db")
-    (tmp_path / "plain").mkdir()
-    plain = write_profile(tmp_path / "plain", "lab-ort", options={"graph_optimization": "disable"})
-    ray_tmp = tempfile.mkdtemp(prefix="hwlx-", dir="/tmp")
-    try:
-        run = hwl("campaign", "run", "--space", "nb201", "--archs", "0-3", "--devices", plain, "--name", "no-opt",
-                  "--store", db, "--artifacts", lab / "art", "--canary-every", "0", "--no-progress",
-                  env={"RAY_TMPDIR": ray_tmp})
-    finally:
-        kill_leftovers(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert run.returncode == 0, run.stderr
-    parts = [pq.read_table(_export(tmp_path, name, tmp_path / f"{name}.parquet")) for name in ("batch-1", "no-opt")]
+    # no-opt.db: batch-1, then campaign no-opt of lab-ort with graph_optimization = disable (run in the fixture)
+    parts = [pq.read_table(_export(lab, name, tmp_path / f"{name}.parquet", store="no-opt.db"))
+             for name in ("batch-1", "no-opt")]
     pq.write_table(pa.concat_tables(parts), tmp_path / "joined.parquet")
     capsys.readouterr()
     assert main(["adapt", str(lab / "model.pt"), "--device", "lab-ort", "--measurements",
