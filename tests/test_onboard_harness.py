@@ -21,8 +21,22 @@ pytest.importorskip("ray")
 PRE_PLANNED = ["11", "1462", "8000"]
 
 
+def _onboard_with_ray(capsys, monkeypatch, ray_tmp, *args):
+    """`hwl onboard ARGS` run in this process (its imports and pretraining done once for the file, not in a process
+    each), any Ray it starts in ``ray_tmp`` and killed after it: (exit status, stdout, stderr)."""
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)  # Ray's daemons inherit it, so kill_leftovers finds them
+    capsys.readouterr()
+    try:
+        status = main(["onboard", *map(str, args)])
+    finally:
+        kill_leftovers(ray_tmp)
+        monkeypatch.delenv("RAY_TMPDIR")
+    said = capsys.readouterr()
+    return status, said.out, said.err
+
+
 @pytest.mark.slow
-def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
+def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path, capsys, monkeypatch):
     dev = write_profile(tmp_path, "onb-ort")
     db = tmp_path / "lab.db"
     # An onboarding that died mid-batch: its campaign is planned, nothing measured yet.
@@ -32,16 +46,16 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
     out = tmp_path / "predictor.pt"
     try:
-        done = hwl("onboard", str(dev), "--space", "nb201", "--budget", "6", "--initial", "4", "--batch-size", "2",
-                   "--candidates", "random:200", "--store", db, "--out", out, "--artifacts", tmp_path / "art",
-                   "--canary-every", "0", env={"RAY_TMPDIR": ray_tmp}, timeout=400)
+        status, said, err = _onboard_with_ray(
+            capsys, monkeypatch, ray_tmp, dev, "--space", "nb201", "--budget", "6", "--initial", "4", "--batch-size",
+            "2", "--candidates", "random:200", "--store", db, "--out", out, "--artifacts", tmp_path / "art",
+            "--canary-every", "0")
     finally:
-        kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)  # Ray's session files (300 KB a run)
-    assert done.returncode == 0, done.stderr
+    assert status == 0, err
     # the interrupted batch held nothing measured: this run spent all 6 (it said 3 already in the store)
-    assert "6 of 6 measurements spent (0 already in the store" in done.stdout
-    assert "estimated Spearman rho on the" in done.stdout and "resembles most:" in done.stdout
+    assert "6 of 6 measurements spent (0 already in the store" in said
+    assert "estimated Spearman rho on the" in said and "resembles most:" in said
 
     con = sqlite3.connect(db)
     rows = con.execute("SELECT j.arch, count(r.id), sum(r.accepted) FROM jobs j JOIN results r ON r.job_id = j.id "
@@ -65,24 +79,23 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path):
 
     # the same command again measures nothing and reports the same estimate; a smaller budget says so plainly
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
-    try:
-        again = hwl("onboard", str(dev), "--space", "nb201", "--budget", "4", "--initial", "4", "--batch-size", "2",
-                    "--candidates", "random:200", "--store", db, "--out", tmp_path / "again.pt", "--artifacts",
-                    tmp_path / "art", "--canary-every", "0", env={"RAY_TMPDIR": ray_tmp}, timeout=400)
-    finally:
-        kill_leftovers(ray_tmp)
-    assert again.returncode == 0, again.stderr
-    assert "nothing measured: the store already holds 6 of the device's measurements" in again.stdout
+    status, said, err = _onboard_with_ray(
+        capsys, monkeypatch, ray_tmp, dev, "--space", "nb201", "--budget", "4", "--initial", "4", "--batch-size", "2",
+        "--candidates", "random:200", "--store", db, "--out", tmp_path / "again.pt", "--artifacts", tmp_path / "art",
+        "--canary-every", "0")
+    assert status == 0, err
+    assert "nothing measured: the store already holds 6 of the device's measurements" in said
     assert not any(Path(ray_tmp).iterdir()), "Ray was started for an onboarding with nothing to measure"
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert json.loads((tmp_path / "again.json").read_text())["estimated_rho"] == report["estimated_rho"]
 
-    predicted = hwl("predict", out, "--device", "onb-ort", "--archs", "0,1,2", "--out", tmp_path / "p.csv")
-    assert predicted.returncode == 0, predicted.stderr  # the predictor file is an `hwl adapt` model
+    # the predictor file is an `hwl adapt` model
+    assert main(["predict", str(out), "--device", "onb-ort", "--archs", "0,1,2", "--out", str(tmp_path / "p.csv")]) == 0
 
 
 @pytest.mark.slow
-def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measured_a_third_time(tmp_path):
+def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measured_a_third_time(tmp_path, capsys,
+                                                                                              monkeypatch):
     """A resumed onboarding measures a store's drifted arch again first; when that measurement failed, the arch was
     neither measured nor failed, so the loop picked it and measured it a third time (and its failure was not
     counted against the budget)."""
@@ -100,16 +113,15 @@ def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measure
         assert st.flag_results_since(st.campaign("loaded")["id"], "onb-slow", calm, "canary_drift") == (1, 1)
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
     try:
-        done = hwl("onboard", str(dev), "--space", "nb201", "--budget", "3", "--candidates", "5,11,1462", "--store",
-                   db, "--out", tmp_path / "p.pt", "--artifacts", tmp_path / "art", "--canary-every", "0",
-                   env={"RAY_TMPDIR": ray_tmp}, timeout=400)
+        status, _, err = _onboard_with_ray(capsys, monkeypatch, ray_tmp, dev, "--space", "nb201", "--budget", "3",
+                                           "--candidates", "5,11,1462", "--store", db, "--out", tmp_path / "p.pt",
+                                           "--artifacts", tmp_path / "art", "--canary-every", "0")
     finally:
-        kill_leftovers(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert done.returncode == 0, done.stderr
+    assert status == 0, err
     with Store(db) as st:
         jobs = st.db.execute("SELECT count(*) FROM jobs WHERE arch = '1462'").fetchone()[0]
-    assert jobs == 2, done.stderr  # the drifted measurement and the one again; not a third
+    assert jobs == 2, err  # the drifted measurement and the one again; not a third
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["failed"] == ["1462"] and report["measurements_spent"] == 3
 
