@@ -228,9 +228,10 @@ def test_a_device_whose_jobs_have_no_accepted_latency_is_not_called_unknown(lab,
     db = lab / "broken.db"  # batch-1, then campaign broken of lab-ort and lab-bad (run in the fixture's Ray)
     said = (lab / "broken.stderr").read_text()
     assert (lab / "broken.status").read_text() == "1" and "lab-bad quarantined" in said, said
+    # the resume it names has the flags the campaign ran with
     line = (f"store {db} holds no accepted nb201 latency of lab-bad (campaign broken: 4 queued (device quarantined)): "
             f"once it has some (hwl campaign resume --store {db} --name broken --artifacts {lab / 'art'} "
-            "--canary-every 0, or wait for the coordinator running it), run this again")  # with the flags the campaign ran with
+            "--canary-every 0, or wait for the coordinator running it), run this again")
     out = str(tmp_path / "a.pt")
     commands = [["adapt", str(lab / "model.pt"), "--device", "lab-bad", "--store", str(db), "--out", out],
                 ["train", "--space", "nb201", "--method", "hwl_ridge", "--devices", "lab-ort,lab-bad", "--store",
