@@ -15,7 +15,7 @@ from harness.campaign import CampaignSpec, onboarding_prefix, plan_campaign
 from harness.cli import main
 from harness.store import Store
 from spaces import resolve_archs
-from tests.campaign_helpers import hwl, kill_leftovers, write_profile
+from tests.campaign_helpers import exported_models, hwl, kill_leftovers, write_profile
 
 pytest.importorskip("ray")
 PRE_PLANNED = ["11", "1462", "8000"]
@@ -95,7 +95,8 @@ def test_onboard_resumes_an_interrupted_batch_and_writes_its_files(tmp_path, cap
 
 @pytest.mark.slow
 def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measured_a_third_time(tmp_path, capsys,
-                                                                                              monkeypatch):
+                                                                                              monkeypatch,
+                                                                                              model_cache):
     """A resumed onboarding measures a store's drifted arch again first; when that measurement failed, the arch was
     neither measured nor failed, so the loop picked it and measured it a third time (and its failure was not
     counted against the budget)."""
@@ -111,6 +112,8 @@ def test_an_arch_failing_when_measured_again_after_a_drift_is_failed_not_measure
         calm = st.db.execute("SELECT max(id) FROM results").fetchone()[0]
         _measure(st, dev, ["1462"], [4.0], name="loaded", device="onb-slow")
         assert st.flag_results_since(st.campaign("loaded")["id"], "onb-slow", calm, "canary_drift") == (1, 1)
+    # 1462's model is there already: what onboarding measures is asked here, not its export (a Ray worker's torch)
+    exported_models(model_cache, tmp_path / "art", "1462")
     ray_tmp = tempfile.mkdtemp(prefix="hwlo-", dir="/tmp")
     try:
         status, _, err = _onboard_with_ray(capsys, monkeypatch, ray_tmp, dev, "--space", "nb201", "--budget", "3",
