@@ -61,9 +61,10 @@ def two_node_cluster():
     # shares the token file, see README). RAY_TMPDIR marks every daemon for the cleanup.
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled"}
     # How long the head's Ray Client proxy waits for a driver's server to answer (Ray's default: 30 s). The retry
-    # test waits it out twice for the server it kills (the join, then the proxy's log-stream retries the driver
-    # waits for: 62 s at 30 s). A server that lives took 4 s to listen at a load of 12 on 2 cores: at 5 s the
-    # proxy gave up on it ("Timeout waiting for channel"), each of hwl's 3 tries, and the join failed.
+    # test waits it out for the server it kills, then the reconnect grace period the head keeps the failed
+    # connection open for (the driver's RAY_CLIENT_RECONNECT_GRACE_PERIOD, set there). A server that lives took 4 s
+    # to listen at a load of 12 on 2 cores: at 5 s the proxy gave up on it ("Timeout waiting for channel"), each of
+    # hwl's 3 tries, and the join failed.
     head_env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "15"}
     try:
         port, client_port = start_head(temp, head_env, "--resources", '{"host:coordinator": 1000}', client_port=True)
@@ -174,8 +175,12 @@ def test_a_ray_client_join_whose_server_failed_to_start_is_tried_again(two_node_
     watcher = threading.Thread(target=_kill_first_specific_server, args=(env["RAY_TMPDIR"], earlier, killed),
                                daemon=True)
     watcher.start()
+    # How long the head keeps a driver's failed connection open for it to reconnect (Ray's default: 30 s), which the
+    # failed join waits out before hwl tries again; this campaign's own connection, on one machine, does not drop.
+    grace = {"RAY_CLIENT_RECONNECT_GRACE_PERIOD": "10"}
     run = hwl("campaign", "run", "--address", client_address, "--space", "nb201", "--archs", "1835", "--devices",
-              path, "--store", tmp_path / "lab.db", "--canary-every", "0", "--no-progress", env=env, timeout=600)
+              path, "--store", tmp_path / "lab.db", "--canary-every", "0", "--no-progress", env={**env, **grace},
+              timeout=600)
     watcher.join(timeout=60)
     assert killed, "no Ray Client server started for the driver"
     assert run.returncode == 0, run.stderr[-2000:] + client_server_errors(env["RAY_TMPDIR"])
