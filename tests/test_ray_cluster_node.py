@@ -3,6 +3,7 @@ resource, and the device actor of a profile bound to that host runs there (check
 
 The cluster is started with `ray start` and driven from fresh processes (`hwl campaign run
 --address ...`, and a short script that asks the actor where it runs), as a user would."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -245,31 +246,56 @@ def client_server_errors(temp: str) -> str:
                    for log in sorted(Path(temp).glob("session_*/logs/ray_client_server*.err")))
 
 
-def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_settings(two_node_cluster, tmp_path):
+def test_two_campaigns_on_one_cluster_measure_a_device_each_with_its_own_settings(two_node_cluster, model_cache,
+                                                                                  tmp_path):
     """The same device name in two campaigns at once (another --profile, say): each measures with its
     own profile, and the one that ends first does not take the other's device actor with it."""
     import sqlite3
 
+    from harness.device_worker import device_locks
     from tests.campaign_helpers import FAST_POLICY
 
     address, env, _ = two_node_cluster
+    domain = f"two-campaigns-{os.getpid()}-{tmp_path.name}"  # a lock of its own: no other test waits on it
     runs = {}
-    for repeats, archs in ((3, "1835,7165,9545,4123,11000,333"), (2, "1835,7165,9545,4123,11000,333,2000,3000")):
-        folder = tmp_path / f"r{repeats}"
-        folder.mkdir()
-        path = write_profile(folder, "shared-ort", policy={**FAST_POLICY, "repeats": repeats})
-        path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
-        runs[repeats] = subprocess.Popen(
-            [*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", archs, "--devices",
-             str(path), "--store", str(folder / "lab.db"), "--canary-every", "0", "--no-progress"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)  # the second starts while the first measures
+    # Neither measures until both have a job sent to their device: the test holds their thermal domain until then,
+    # as another device of the domain would, so the two campaigns overlap however fast or slow each starts. (Before:
+    # the second started 3 s after the first, and the nodes exported the models, so the first was still running.)
+    with device_locks([f"node2.thermal.{domain}"]):
+        for repeats, archs in ((3, "1835,7165"), (2, "1835,7165,9545")):
+            folder = tmp_path / f"r{repeats}"
+            folder.mkdir()
+            exported_models(model_cache, folder / "lab-artifacts", archs)  # the campaigns are tested, not exports
+            path = write_profile(folder, "shared-ort", policy={**FAST_POLICY, "repeats": repeats},
+                                 thermal_domain=domain)
+            path.write_text(path.read_text().replace('name = "local"', 'name = "node2"', 1))
+            runs[repeats] = subprocess.Popen(
+                [*HWL, "campaign", "run", "--address", address, "--space", "nb201", "--archs", archs, "--devices",
+                 str(path), "--store", str(folder / "lab.db"), "--canary-every", "0", "--no-progress"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for repeats, proc in runs.items():
+            _wait_for_a_job_sent(tmp_path / f"r{repeats}" / "lab.db", proc)
     for repeats, proc in runs.items():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
         with sqlite3.connect(tmp_path / f"r{repeats}" / "lab.db") as con:
             got = con.execute("SELECT outcome, n_repeats, count(*) FROM results GROUP BY 1, 2").fetchall()
         assert {(o, n) for o, n, _ in got} <= {("ok", repeats), ("unstable", repeats)}, got  # none lost
+
+
+def _wait_for_a_job_sent(db: Path, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Wait until the campaign of ``db`` (run by ``proc``) has sent a job to its device (a job 'running')."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError):  # the store not made yet
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                if con.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]:
+                    return
+        time.sleep(0.2)
+    raise AssertionError(f"no job of {db} was sent to its device within {timeout_s} s: "
+                         f"{proc.stderr.read()[-2000:] if proc.poll() is not None else 'hwl still runs'}")
 
 
 def test_a_host_no_node_offers_is_named_while_its_devices_wait(two_node_cluster, tmp_path):
