@@ -301,26 +301,47 @@ def test_ctrl_c_while_a_recover_command_runs_leaves_the_device_quarantined_with_
     assert _counts(db) == {"queued": N_JOBS}  # no attempt was charged to a job by the stop
 
 
-def test_the_resume_line_of_a_quarantine_is_the_command_to_paste(tmp_path):
+def test_the_resume_lines_of_a_quarantine_carry_the_run_s_flags_and_paste_as_they_are(tmp_path):
     """A device quarantined under `--artifacts A --canary-every 0 --known-hosts F`, its store in a folder with a
     space: the line said `hwl campaign resume --store .../my lab/lab.db --name X`, which a shell splits at the
     space, without the flags (pasted, it checked host keys against ~/.ssh/known_hosts and exported the models
-    again beside the store). Now it is quoted and carries them, and pasted it resumes that campaign."""
+    again beside the store). Now it is quoted and carries them, and pasted it resumes that campaign.
+
+    `hwl campaign status` said `go on with: hwl campaign resume --store S --name X` without them too: pasted, it
+    exported every model again beside the store, ran canaries the campaign had not, checked host keys against
+    ~/.ssh/known_hosts, and without a run's --address started a local Ray, which measured a cluster node's local
+    devices on this machine under their names. Its line now carries the flags the last run had (a relative
+    --artifacts made absolute). (One run checks both lines: each run is a local Ray's start.)"""
     dev = write_profile(tmp_path, "resume-nocore")
     dev.write_text(dev.read_text().replace("cores = [", f"cores = [{(os.cpu_count() or 1) + 8}, "))
     db, known = tmp_path / "my lab" / "lab.db", tmp_path / "known_hosts"
     db.parent.mkdir()
-    run = hwl("campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", dev, "--store", db,
-              "--artifacts", tmp_path / "art", "--canary-every", "0", "--no-progress", "--known-hosts", known)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    run = subprocess.run([*HWL, "campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", str(dev),
+                          "--store", str(db), "--artifacts", "../art", "--canary-every", "0", "--no-progress",
+                          "--known-hosts", str(known)], capture_output=True, text=True, timeout=300, cwd=workdir)
     assert run.returncode == 1, run.stderr
     name = json.loads(run.stdout.splitlines()[-1])["campaign"]
     line = re.search(r"\(or (hwl campaign resume .*), which keeps the settings", run.stderr).group(1)
-    resume = shlex.split(line)
-    assert resume == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
-                      str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
-    again = hwl(*resume[1:])
+    assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
+                                 str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
+    status = hwl("campaign", "status", "--store", db)
+    assert re.search(r"go on with: (hwl campaign resume .*)", status.stdout).group(1) == line, status.stdout
+    again = hwl(*shlex.split(line)[1:])
     assert again.returncode == 1 and "hwl campaign: device resume-nocore quarantined: " in again.stderr, again.stderr
     assert json.loads(again.stdout.splitlines()[-1])["campaign"] == name
+    # `hwl campaign resume --store lab.db`, as README shows it, from another folder: it took none of those flags
+    # (exported every model again into lab-artifacts, canaries every 50 jobs) and left none for the next line
+    bare = subprocess.run([*HWL, "campaign", "resume", "--store", str(db), "--no-progress"], capture_output=True,
+                          text=True, timeout=300, cwd=workdir)
+    assert bare.returncode == 1, bare.stderr
+    assert (f"campaign {name} last ran with --artifacts {tmp_path / 'art'} --canary-every 0 --known-hosts {known}: "
+            "resuming with them") in bare.stderr, bare.stderr
+    assert not (db.parent / "lab-artifacts").exists() and not (workdir / "lab-artifacts").exists()
+    assert re.search(r"\(or (hwl campaign resume .*), which keeps the settings", bare.stderr).group(1) == line
+    again = re.search(r"go on with: (hwl campaign resume .*)", hwl("campaign", "status", "--store", db).stdout)
+    assert again.group(1) == line
 
 
 def test_a_campaign_stopped_in_its_end_canary_runs_that_canary_on_resume(tmp_path, model_cache):
@@ -372,39 +393,6 @@ def test_a_campaign_stopped_in_its_end_canary_runs_that_canary_on_resume(tmp_pat
     con.close()
     assert canaries == [(2.5, 2.5, 1), (3.0, 2.5, 0)], canaries
     assert len(flags) == 2 and all("canary_drift" in f for (f,) in flags), flags
-
-
-def test_status_s_resume_line_carries_the_flags_the_campaign_ran_with(tmp_path):
-    """After a run under `--artifacts A --canary-every 0 --known-hosts F` stopped with jobs left (a quarantine
-    here; a crash alike), `hwl campaign status` said `go on with: hwl campaign resume --store S --name X` without
-    them: pasted, it exported every model again beside the store, ran canaries the campaign had not, checked host
-    keys against ~/.ssh/known_hosts, and without a run's --address started a local Ray, which measured a cluster
-    node's local devices on this machine under their names. The line now carries the flags the last run had."""
-    dev = write_profile(tmp_path, "resume-status-flags")
-    dev.write_text(dev.read_text().replace("cores = [", f"cores = [{(os.cpu_count() or 1) + 8}, "))
-    db, known = tmp_path / "lab.db", tmp_path / "known_hosts"
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    run = subprocess.run([*HWL, "campaign", "run", "--space", "nb201", "--archs", "1835", "--devices", str(dev),
-                          "--store", str(db), "--artifacts", "../art", "--canary-every", "0", "--no-progress",
-                          "--known-hosts", str(known)], capture_output=True, text=True, timeout=300, cwd=workdir)
-    assert run.returncode == 1, run.stderr
-    name = json.loads(run.stdout.splitlines()[-1])["campaign"]
-    status = hwl("campaign", "status", "--store", db)
-    line = re.search(r"go on with: (hwl campaign resume .*)", status.stdout).group(1)
-    assert shlex.split(line) == ["hwl", "campaign", "resume", "--store", str(db), "--name", name, "--artifacts",
-                                 str(tmp_path / "art"), "--canary-every", "0", "--known-hosts", str(known)], line
-    # `hwl campaign resume --store lab.db`, as README shows it, from another folder: it took none of those flags
-    # (exported every model again into lab-artifacts, canaries every 50 jobs) and left none for the next line
-    bare = subprocess.run([*HWL, "campaign", "resume", "--store", str(db), "--no-progress"], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path / "elsewhere")
-    assert bare.returncode == 1, bare.stderr
-    assert (f"campaign {name} last ran with --artifacts {tmp_path / 'art'} --canary-every 0 --known-hosts {known}: "
-            "resuming with them") in bare.stderr, bare.stderr
-    assert not (tmp_path / "lab-artifacts").exists()
-    assert re.search(r"\(or (hwl campaign resume .*), which keeps the settings", bare.stderr).group(1) == line
-    again = re.search(r"go on with: (hwl campaign resume .*)", hwl("campaign", "status", "--store", db).stdout)
-    assert again.group(1) == line
 
 
 def test_a_resume_without_address_goes_on_on_the_cluster_the_campaign_last_ran_on(tmp_path, capsys):
