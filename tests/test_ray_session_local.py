@@ -41,13 +41,6 @@ def _tasks_in_timeline() -> set:
     return {event["args"]["task_id"] for event in ray.timeline() if event.get("args", {}).get("task_id")}
 
 
-def test_task_events_a_user_turns_on_keep_the_last_thousand_tasks(ray_tmp, monkeypatch):
-    monkeypatch.setenv("RAY_task_events_report_interval_ms", "100")  # the user's setting wins over hwl's
-    with ray_session(num_cpus=1, temp_dir=ray_tmp):
-        _run_tasks(1200)
-        assert 0 < len(_tasks_in_timeline()) <= 1000
-
-
 def _event_stats_dumps(logs: Path) -> int:
     return sum(p.read_text(errors="replace").count("Event stats:") for p in logs.glob("*") if p.is_file())
 
@@ -151,10 +144,15 @@ class TestHwlsDefaultLocalRay:
         assert "AUTOSCALER_UPDATE_INTERVAL_S" not in os.environ
 
 
-def test_the_autoscaler_settings_a_user_sets_win(ray_tmp, monkeypatch):
+def test_the_task_events_and_autoscaler_settings_a_user_sets_win(ray_tmp, monkeypatch):
+    """Task events a user turns on keep the last thousand tasks; the autoscaler status a user turns on is logged at
+    the user's interval. (One Ray for both: a start took 5 s on an idle machine, several times that under load.)"""
+    monkeypatch.setenv("RAY_task_events_report_interval_ms", "100")  # the user's setting wins over hwl's
     monkeypatch.setenv("RAY_ENABLE_CLUSTER_STATUS_LOG", "1")
     monkeypatch.setenv("AUTOSCALER_UPDATE_INTERVAL_S", "1")
     with ray_session(num_cpus=1, temp_dir=ray_tmp):
+        _run_tasks(1200)
+        assert 0 < len(_tasks_in_timeline()) <= 1000
         # a status a second at the user's interval; hwl's (none, every 60 s) would show none within 30 s
         text = _monitor_log_after(30, until="Autoscaler status")
     assert "Autoscaler status" in text
@@ -237,11 +235,24 @@ def test_a_local_ray_without_token_auth_is_warned_of(ray_tmp):
                          check=True, timeout=300, capture_output=True, text=True)
     assert "RAY_AUTH_MODE=disabled: hwl's local Ray listens on every network interface" in run.stderr
 
+def _blas_threads() -> dict:
+    """Thread count of each BLAS library loaded in this process, by its file."""
+    from threadpoolctl import threadpool_info
+
+    return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
-def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, tmp_path):
+def test_a_device_on_every_core_leaves_ray_and_blas_off_the_other_devices_cores(ray_tmp, tmp_path):
     """The demo's pair on a 2-core machine: local-ort-1t times on core 1, local-ort-2t on cores 0-1. Their cores
     together were every core, so Ray was not pinned at all and its exports ran on core 1 during 1t's timed
-    windows (seen running there in 2 and 25 of a campaign's 0.1 s samples); Ray now keeps to core 0."""
+    windows (seen running there in 2 and 25 of a campaign's 0.1 s samples); Ray now keeps to core 0.
+
+    BLAS sized for every core, pinned to fewer: its threads spin-waited for each other, and onboarding's
+    pretraining under a local device took 20 s instead of 0.04 s. Sized to the cores the session keeps, and
+    restored when it ends. (One Ray for both: a start took 5 s on an idle machine, several times that under load.)"""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
     from harness.coordinator import CoordinatorOptions, campaign_ray
     from harness.profiles import load_profile
     from tests.campaign_helpers import write_profile
@@ -249,8 +260,16 @@ def test_a_device_on_every_core_leaves_ray_off_the_other_devices_cores(ray_tmp, 
     every = sorted(range(os.cpu_count() or 1))
     one = load_profile(write_profile(tmp_path, "on-one-core", cores=every[-1:]))
     spanning = load_profile(write_profile(tmp_path, "on-every-core", cores=every))
-    with campaign_ray([one, spanning], CoordinatorOptions(ray_temp_dir=ray_tmp)):
-        where = ray.get(ray.remote(num_cpus=1)(lambda: sorted(os.sched_getaffinity(0))).remote(), timeout=120)
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded and started, as before a campaign's fits
+    # sized for every core, as BLAS starts unless told otherwise (scripts/test tells it 1 thread a process)
+    with threadpool_limits(len(every), user_api="blas"):
+        before = _blas_threads()
+        assert before and set(before.values()) == {len(every)}, before
+        with campaign_ray([one, spanning], CoordinatorOptions(ray_temp_dir=ray_tmp)):
+            inside = _blas_threads()
+            where = ray.get(ray.remote(num_cpus=1)(lambda: sorted(os.sched_getaffinity(0))).remote(), timeout=120)
+        assert inside == {path: len(every) - 1 for path in before}, (before, inside)
+        assert _blas_threads() == before
     assert where == every[:-1]
 
 
@@ -267,31 +286,6 @@ def test_a_local_ray_left_one_core_runs_one_export_at_a_time(ray_tmp, tmp_path):
     device = load_profile(write_profile(tmp_path, "on-all-but-one-core", cores=every[1:]))
     with campaign_ray([device], CoordinatorOptions(num_cpus=2, ray_temp_dir=ray_tmp)):
         assert ray.cluster_resources()["CPU"] == 1
-
-
-def _blas_threads() -> dict:
-    """Thread count of each BLAS library loaded in this process, by its file."""
-    from threadpoolctl import threadpool_info
-
-    return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
-def test_a_pinned_session_sizes_blas_to_the_cores_it_keeps(ray_tmp):
-    """BLAS sized for every core, pinned to fewer: its threads spin-waited for each other, and onboarding's
-    pretraining under a local device took 20 s instead of 0.04 s. Restored when the session ends."""
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded and started, as before a campaign's fits
-    cores = os.sched_getaffinity(0)
-    # sized for every core, as BLAS starts unless told otherwise (scripts/test tells it 1 thread a process)
-    with threadpool_limits(len(cores), user_api="blas"):
-        before = _blas_threads()
-        assert before and set(before.values()) == {len(cores)}, before
-        with ray_session(num_cpus=1, temp_dir=ray_tmp, avoid_cores=[max(cores)]):
-            inside = _blas_threads()
-        assert inside == {path: len(cores) - 1 for path in before}, (before, inside)
-        assert _blas_threads() == before
 
 
 @pytest.mark.parametrize("core_sets, cores, free", [
