@@ -339,57 +339,58 @@ def test_an_address_nothing_answers_is_a_clear_error_at_once(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_a_cluster_that_refuses_to_be_joined_leaves_no_store_behind(tmp_path):
-    """A Ray head with token auth, and this machine holding another token: `hwl campaign run --address` and `hwl
-    onboard --address` made the store file (the campaign planned into it) before the join failed. They now join
-    first, so the failure leaves nothing behind."""
+@pytest.fixture(scope="module")
+def token_head():
+    """A Ray head with Ray's token auth and a ``host:local`` resource: (its temp dir, its token file, its port).
+    Shared by the tests that join it or are refused: none changes what the others find there."""
     temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    head_token, other_token = Path(temp) / "head.tok", Path(temp) / "other.tok"
-    head_token.write_text("a" * 64 + "\n")
-    other_token.write_text("b" * 64 + "\n")
-    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token"}
+    token = Path(temp) / "head.tok"
+    token.write_text("c" * 64 + "\n")
+    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     try:
-        port, _ = start_head(temp, {**env, "RAY_AUTH_TOKEN_PATH": str(head_token)})
-        # Ray tries a GCS that refuses its token once a second for 20 s (NUM_REDIS_GET_RETRIES) before it gives
-        # up; 2 tries end in the same refusal (23.8 s -> 4.3 s a command)
-        wrong = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token),
-                 "RAY_gcs_server_port_wait_time_s": "2"}
-        profile = write_profile(tmp_path, "joined")
-        for command in (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", profile, "--store",
-                         tmp_path / "lab.db", "--no-progress"],
-                        ["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out",
-                         tmp_path / "p.pt"]):
-            done = hwl(*command, "--address", f"127.0.0.1:{port}", env=wrong)
-            assert done.returncode == 2, done.stderr[-2000:]
-            assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in done.stderr.splitlines()[-1]
-            assert not (tmp_path / "lab.db").exists() and not (tmp_path / "lab-artifacts").exists()
+        port, _ = start_head(temp, env, "--resources", '{"host:local": 1000}')
+        yield temp, token, port
     finally:
         kill_leftovers(temp)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_joining_a_token_cluster_by_address_without_token_mode_names_ray_auth_mode(tmp_path):
+def test_a_cluster_that_refuses_to_be_joined_leaves_no_store_behind(token_head, tmp_path):
+    """A Ray head with token auth, and this machine holding another token: `hwl campaign run --address` and `hwl
+    onboard --address` made the store file (the campaign planned into it) before the join failed. They now join
+    first, so the failure leaves nothing behind."""
+    temp, _, port = token_head
+    other_token = tmp_path / "other.tok"
+    other_token.write_text("b" * 64 + "\n")
+    # Ray tries a GCS that refuses its token once a second for 20 s (NUM_REDIS_GET_RETRIES) before it gives
+    # up; 2 tries end in the same refusal (23.8 s -> 4.3 s a command)
+    wrong = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(other_token),
+             "RAY_gcs_server_port_wait_time_s": "2"}
+    profile = write_profile(tmp_path, "joined")
+    for command in (["campaign", "run", "--space", "nb201", "--archs", "1", "--devices", profile, "--store",
+                     tmp_path / "lab.db", "--no-progress"],
+                    ["onboard", profile, "--space", "nb201", "--store", tmp_path / "lab.db", "--out",
+                     tmp_path / "p.pt"]):
+        done = hwl(*command, "--address", f"127.0.0.1:{port}", env=wrong)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in done.stderr.splitlines()[-1]
+        assert not (tmp_path / "lab.db").exists() and not (tmp_path / "lab-artifacts").exists()
+
+
+def test_joining_a_token_cluster_by_address_without_token_mode_names_ray_auth_mode(token_head, tmp_path):
     """On the head's own machine, its token in place, `hwl campaign run --address HOST:PORT` was refused with
     'Start it there with `ray start --head` (and give this machine its token)': a head ran and the token was
     there, but Ray's driver sends it to a given address only with RAY_AUTH_MODE=token. The error says so now,
     and the join works with it set."""
-    temp = tempfile.mkdtemp(prefix="hwlt-", dir="/tmp")
-    token = Path(temp) / "head.tok"
-    token.write_text("c" * 64 + "\n")
+    temp, token, port = token_head
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env.update(RAY_TMPDIR=temp, RAY_AUTH_TOKEN_PATH=str(token), RAY_gcs_server_port_wait_time_s="2")
-    try:
-        port, _ = start_head(temp, {**env, "RAY_AUTH_MODE": "token"}, "--resources", '{"host:local": 1000}')
-        profile = write_profile(tmp_path, "joined")  # no drift canaries: the join is tested, not the measuring
-        args = [*HWL, "campaign", "run", "--space", "nb201", "--archs", "1", "--devices", str(profile), "--store",
-                str(tmp_path / "lab.db"), "--canary-every", "0", "--no-progress", "--address", f"127.0.0.1:{port}"]
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 2 and not (tmp_path / "lab.db").exists(), done.stderr[-2000:]
-        last = done.stderr.splitlines()[-1]
-        assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in last and "set RAY_AUTH_MODE=token" in last, last
-        done = subprocess.run(args, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0 and '"done_now": 1' in done.stdout, done.stderr[-2000:]
-    finally:
-        kill_leftovers(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+    profile = write_profile(tmp_path, "joined")  # no drift canaries: the join is tested, not the measuring
+    args = [*HWL, "campaign", "run", "--space", "nb201", "--archs", "1", "--devices", str(profile), "--store",
+            str(tmp_path / "lab.db"), "--canary-every", "0", "--no-progress", "--address", f"127.0.0.1:{port}"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and not (tmp_path / "lab.db").exists(), done.stderr[-2000:]
+    last = done.stderr.splitlines()[-1]
+    assert f"cannot join the Ray cluster at '127.0.0.1:{port}'" in last and "set RAY_AUTH_MODE=token" in last, last
+    done = subprocess.run(args, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and '"done_now": 1' in done.stdout, done.stderr[-2000:]
