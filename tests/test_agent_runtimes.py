@@ -315,9 +315,11 @@ def test_tvm_records_a_bfloat16_model_as_bfloat16_and_feeds_it_normal_floats(tmp
 
 
 def onnx_of(path: Path, node, inputs, output, initializers=(), opset: int = 17, ir_version: int = 10) -> Path:
+    """A model of ``node`` (or a list of nodes, in order) saved at ``path``."""
     import onnx
     from onnx import helper
-    graph = helper.make_graph([node], path.stem, inputs, [output], initializer=list(initializers))
+    nodes = node if isinstance(node, list) else [node]
+    graph = helper.make_graph(nodes, path.stem, inputs, [output], initializer=list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = ir_version
     onnx.save(model, path)
@@ -346,18 +348,13 @@ def test_a_sequence_output_is_timed_and_a_sequence_input_refused_in_one_line(tmp
 def test_every_integer_width_is_fed(tmp_path, runtime):
     """onnxruntime refused an int16 or uint16 input ("which the agent cannot feed") that TVM timed. One model takes
     an input of each width: one measurement feeds them all (a TVM measuring process takes seconds to start)."""
-    import onnx
     from onnx import TensorProto, helper
     inputs = [helper.make_tensor_value_info(f"x_{width.lower()}", getattr(TensorProto, width), [1, 4])
               for width in ("INT16", "UINT16", "UINT32", "UINT64")]
     casts = [helper.make_node("Cast", [x.name], [f"{x.name}_as_float"], to=TensorProto.FLOAT) for x in inputs]
     total = helper.make_node("Sum", [cast.output[0] for cast in casts], ["y"])
-    graph = helper.make_graph([*casts, total], "ints", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    path = tmp_path / "ints.onnx"
-    onnx.save(model, path)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    path = onnx_of(tmp_path / "ints.onnx", [*casts, total], inputs, y)
     res = measure(runtime=runtime, model=str(path), sha256=sha256_of(path), _cache=tmp_path / "cache")
     assert res.outcome in TIMED, res.message
     assert res.record().spec.input_shape == (1, 4)
